@@ -1,0 +1,63 @@
+using Squeeze.Tensors;
+using Squeeze.Tokenizers;
+
+namespace Squeeze.Models;
+
+/// <summary>
+/// A loaded checkpoint: hyperparameters, named tensors (llama.cpp's GGUF names, q/k rows in the order
+/// <see cref="ModelConfig.RopeStyle"/> says) and the vocabulary. Tensors point into memory-mapped files or owned
+/// buffers, which the model releases when disposed.
+/// </summary>
+public sealed class Model : IDisposable
+{
+    private readonly Dictionary<string, Tensor> byName;
+    private readonly IReadOnlyList<IDisposable> owned;
+    private Tokenizer? tokenizer;
+
+    public Model(ModelConfig config, Vocabulary vocabulary, IReadOnlyList<Tensor> tensors, string source, IReadOnlyList<IDisposable> owned)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(vocabulary);
+        ArgumentNullException.ThrowIfNull(tensors);
+        Config = config;
+        Vocabulary = vocabulary;
+        Tensors = tensors;
+        Source = source;
+        this.owned = owned;
+        byName = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var t in tensors)
+        {
+            if (!byName.TryAdd(t.Name, t))
+                throw new ArgumentException($"{source}: tensor '{t.Name}' appears twice", nameof(tensors));
+        }
+    }
+
+    public ModelConfig Config { get; }
+
+    public Vocabulary Vocabulary { get; }
+
+    /// <summary>The tokenizer built from <see cref="Vocabulary"/> on first use.</summary>
+    public Tokenizer Tokenizer => tokenizer ??= Tokenizer.Create(Vocabulary);
+
+    /// <summary>Tensors in file order.</summary>
+    public IReadOnlyList<Tensor> Tensors { get; }
+
+    /// <summary>The file or directory the model was read from.</summary>
+    public string Source { get; }
+
+    public Tensor this[string name] => byName.TryGetValue(name, out var t) ? t : throw new KeyNotFoundException($"{Source}: no tensor '{name}'");
+
+    public bool TryGetTensor(string name, out Tensor tensor) => byName.TryGetValue(name, out tensor!);
+
+    /// <summary>Number of weights (elements of every tensor).</summary>
+    public long ParameterCount => Tensors.Sum(t => t.ElementCount);
+
+    /// <summary>Bytes of every tensor's data.</summary>
+    public long TensorBytes => Tensors.Sum(t => t.ByteLength);
+
+    public void Dispose()
+    {
+        foreach (var d in owned)
+            d.Dispose();
+    }
+}

@@ -1,0 +1,103 @@
+using System.IO.MemoryMappedFiles;
+using System.Runtime.InteropServices;
+
+namespace Squeeze.Tensors;
+
+/// <summary>
+/// A block of unmanaged bytes that tensors point into: either a read-only memory-mapped file or an owned allocation.
+/// Lengths are 64-bit, so tensors over 2^31 elements work. Disposing releases the memory; tensors that point into it
+/// must not be used afterwards.
+/// </summary>
+public abstract unsafe class NativeBuffer : IDisposable
+{
+    /// <summary>First byte.</summary>
+    public byte* Pointer { get; protected set; }
+
+    /// <summary>Length in bytes.</summary>
+    public long Length { get; protected set; }
+
+    /// <summary>Where the bytes come from, for error messages ("model.gguf", "memory").</summary>
+    public abstract string Origin { get; }
+
+    /// <summary>The bytes [offset, offset + length) as a span; <paramref name="length"/> must fit an int.</summary>
+    public ReadOnlySpan<byte> Span(long offset, int length)
+    {
+        if (offset < 0 || length < 0 || offset > Length - length)
+            throw new ArgumentOutOfRangeException(nameof(offset), $"bytes [{offset}, {offset + length}) are outside {Origin} ({Length} bytes)");
+        return new ReadOnlySpan<byte>(Pointer + offset, length);
+    }
+
+    /// <summary>Maps a whole file read-only.</summary>
+    public static NativeBuffer MapFile(string path) => new MappedFileBuffer(path);
+
+    /// <summary>Allocates <paramref name="length"/> zeroed bytes, aligned to 64.</summary>
+    public static NativeBuffer Allocate(long length) => new AllocatedBuffer(length);
+
+    public void Dispose()
+    {
+        Release();
+        GC.SuppressFinalize(this);
+    }
+
+    protected abstract void Release();
+
+    ~NativeBuffer() => Release();
+
+    private sealed class MappedFileBuffer : NativeBuffer
+    {
+        private readonly string path;
+        private MemoryMappedFile? file;
+        private MemoryMappedViewAccessor? view;
+
+        public MappedFileBuffer(string path)
+        {
+            this.path = path;
+            long length = new FileInfo(path).Length;
+            Length = length;
+            if (length == 0)
+                return;
+            file = MemoryMappedFile.CreateFromFile(path, FileMode.Open, mapName: null, 0, MemoryMappedFileAccess.Read);
+            view = file.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
+            byte* p = null;
+            view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+            Pointer = p + view.PointerOffset;
+        }
+
+        public override string Origin => path;
+
+        protected override void Release()
+        {
+            if (view is not null)
+            {
+                view.SafeMemoryMappedViewHandle.ReleasePointer();
+                view.Dispose();
+                view = null;
+            }
+            file?.Dispose();
+            file = null;
+            Pointer = null;
+        }
+    }
+
+    private sealed class AllocatedBuffer : NativeBuffer
+    {
+        public AllocatedBuffer(long length)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(length);
+            Length = length;
+            Pointer = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(length, 1), 64);
+            NativeMemory.Clear(Pointer, (nuint)length);
+        }
+
+        public override string Origin => "memory";
+
+        protected override void Release()
+        {
+            if (Pointer != null)
+            {
+                NativeMemory.AlignedFree(Pointer);
+                Pointer = null;
+            }
+        }
+    }
+}
