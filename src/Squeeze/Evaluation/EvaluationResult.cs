@@ -1,0 +1,53 @@
+namespace Squeeze.Evaluation;
+
+/// <summary>How well a model predicts a text, scored by llama.cpp's perplexity method.</summary>
+public sealed record EvaluationResult
+{
+    /// <summary>exp(mean negative log-likelihood) over the scored tokens.</summary>
+    public required double Perplexity { get; init; }
+
+    /// <summary>Standard error of <see cref="Perplexity"/> (delta method: perplexity × standard error of the mean NLL).</summary>
+    public required double PerplexityError { get; init; }
+
+    /// <summary>Mean negative log-likelihood in nats.</summary>
+    public required double MeanNll { get; init; }
+
+    /// <summary>Bits per byte of the scored tokens: Σ −log2 p(token) / Σ bytes(token).</summary>
+    public required double BitsPerByte { get; init; }
+
+    public required int Chunks { get; init; }
+
+    public required int ContextLength { get; init; }
+
+    public required long ScoredTokens { get; init; }
+
+    /// <summary>Tokens run through the evaluated model per second (every token of every chunk).</summary>
+    public required double TokensPerSecond { get; init; }
+
+    /// <summary>Divergence from the base model, when one was given.</summary>
+    public KlDivergenceStats? KlDivergence { get; init; }
+}
+
+/// <summary>Per-token KL divergence KL(base ‖ model) over the scored positions, and agreement of the two models.</summary>
+public sealed record KlDivergenceStats
+{
+    public required double Mean { get; init; }
+
+    /// <summary>Standard error of <see cref="Mean"/>.</summary>
+    public required double MeanError { get; init; }
+
+    public required double Median { get; init; }
+
+    public required double Percentile99 { get; init; }
+
+    public required double Maximum { get; init; }
+
+    /// <summary>Percentage of positions where both models rank the same token first.</summary>
+    public required double SameTopTokenPercent { get; init; }
+
+    /// <summary>Root mean square of p_model(next) − p_base(next), in percent.</summary>
+    public required double RmsDeltaPPercent { get; init; }
+
+    /// <summary>The base model's perplexity on the same tokens.</summary>
+    public required double BasePerplexity { get; init; }
+}

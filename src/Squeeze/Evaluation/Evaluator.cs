@@ -1,0 +1,185 @@
+using System.Diagnostics;
+using Squeeze.Models;
+using Squeeze.Runtime;
+
+namespace Squeeze.Evaluation;
+
+/// <summary>Settings of an evaluation.</summary>
+public sealed record EvaluationOptions
+{
+    /// <summary>Tokens per chunk (llama.cpp's <c>-c</c>).</summary>
+    public int ContextLength { get; init; } = 256;
+
+    /// <summary>Evaluate at most this many chunks; 0 means every whole chunk.</summary>
+    public int MaxChunks { get; init; }
+
+    public int Threads { get; init; } = Environment.ProcessorCount;
+}
+
+/// <summary>Progress of an evaluation: chunks done out of the total, and the running perplexity.</summary>
+public readonly record struct EvaluationProgress(int Chunk, int Chunks, double Perplexity);
+
+/// <summary>
+/// Perplexity, bits per byte and KL divergence by llama.cpp's method: the text is tokenized once with a leading
+/// BOS; chunk i is tokens [c·i, c·i + c) (whole chunks only); its first token is replaced by BOS; the logits at
+/// positions c/2 … c−2 are scored against the next token. Against a base model, both run side by side on the same
+/// chunk, so no logits file is needed.
+/// </summary>
+public static class Evaluator
+{
+    public static EvaluationResult Evaluate(Model model, string text, EvaluationOptions? options = null, Model? baseModel = null, IProgress<EvaluationProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(text);
+        options ??= new EvaluationOptions();
+        int ctx = options.ContextLength;
+        if (ctx < 4)
+            throw new ArgumentException($"context length {ctx} is too small: at least 4 tokens are needed to score any", nameof(options));
+        if (ctx > model.Config.ContextLength)
+            throw new ArgumentException($"context length {ctx} exceeds the model's {model.Config.ContextLength}", nameof(options));
+        if (baseModel is not null && baseModel.Config.VocabSize != model.Config.VocabSize)
+            throw new ArgumentException($"the base model's vocabulary ({baseModel.Config.VocabSize}) differs from the model's ({model.Config.VocabSize})", nameof(baseModel));
+
+        int[] tokens = model.Tokenizer.Encode(text, addBos: true);
+        int chunks = tokens.Length / ctx;
+        if (options.MaxChunks > 0)
+            chunks = Math.Min(chunks, options.MaxChunks);
+        if (chunks == 0)
+            throw new ArgumentException($"the text has {tokens.Length} tokens, fewer than one chunk of {ctx}", nameof(text));
+
+        var runtimeOptions = new RuntimeOptions { Threads = options.Threads, ContextLength = ctx, BatchSize = ctx };
+        using var runtime = new Transformer(model, runtimeOptions);
+        using var baseRuntime = baseModel is null ? null : new Transformer(baseModel, runtimeOptions);
+
+        int vocab = model.Config.VocabSize;
+        int first = ctx / 2;
+        int scoredPerChunk = ctx - 1 - first;
+        var tokenByteCounts = new int[vocab];
+        for (int id = 0; id < vocab; id++)
+            tokenByteCounts[id] = model.Tokenizer.TokenBytes(id).Length;
+
+        var logProbs = new float[vocab];
+        var baseLogProbs = new float[scoredPerChunk * vocab];
+        var nlls = new List<double>(chunks * scoredPerChunk);
+        var baseNlls = new List<double>(baseModel is null ? 0 : chunks * scoredPerChunk);
+        var klds = new List<double>(baseModel is null ? 0 : chunks * scoredPerChunk);
+        long sameTop = 0;
+        double sumDeltaP2 = 0;
+        long bytes = 0;
+        var modelTime = new Stopwatch();
+        var chunk = new int[ctx];
+
+        for (int c = 0; c < chunks; c++)
+        {
+            Array.Copy(tokens, c * ctx, chunk, 0, ctx);
+            chunk[0] = model.Vocabulary.BosId;
+
+            if (baseRuntime is not null)
+            {
+                baseRuntime.Reset();
+                var baseLogits = baseRuntime.Forward(chunk, logitCount: ctx - first);
+                for (int j = 0; j < scoredPerChunk; j++)
+                    LogSoftmax.Compute(baseLogits.Slice(j * vocab, vocab), baseLogProbs.AsSpan(j * vocab, vocab));
+            }
+
+            modelTime.Start();
+            runtime.Reset();
+            var logits = runtime.Forward(chunk, logitCount: ctx - first);
+            modelTime.Stop();
+
+            for (int j = 0; j < scoredPerChunk; j++)
+            {
+                int next = chunk[first + j + 1];
+                LogSoftmax.Compute(logits.Slice(j * vocab, vocab), logProbs);
+                nlls.Add(-logProbs[next]);
+                bytes += tokenByteCounts[next];
+                if (baseRuntime is not null)
+                {
+                    var baseRow = baseLogProbs.AsSpan(j * vocab, vocab);
+                    baseNlls.Add(-baseRow[next]);
+                    klds.Add(KlDivergence(baseRow, logProbs));
+                    if (ArgMax(baseRow) == ArgMax(logProbs))
+                        sameTop++;
+                    double deltaP = Math.Exp(logProbs[next]) - Math.Exp(baseRow[next]);
+                    sumDeltaP2 += deltaP * deltaP;
+                }
+            }
+            progress?.Report(new EvaluationProgress(c + 1, chunks, Math.Exp(Mean(nlls))));
+        }
+
+        double meanNll = Mean(nlls);
+        double nllError = StandardError(nlls, meanNll);
+        double perplexity = Math.Exp(meanNll);
+        KlDivergenceStats? kl = null;
+        if (baseRuntime is not null)
+        {
+            double meanKl = Mean(klds);
+            var sorted = klds.ToArray();
+            Array.Sort(sorted);
+            kl = new KlDivergenceStats
+            {
+                Mean = meanKl,
+                MeanError = StandardError(klds, meanKl),
+                Median = Percentile(sorted, 0.5),
+                Percentile99 = Percentile(sorted, 0.99),
+                Maximum = sorted[^1],
+                SameTopTokenPercent = 100.0 * sameTop / klds.Count,
+                RmsDeltaPPercent = 100.0 * Math.Sqrt(sumDeltaP2 / klds.Count),
+                BasePerplexity = Math.Exp(Mean(baseNlls)),
+            };
+        }
+        return new EvaluationResult
+        {
+            Perplexity = perplexity,
+            PerplexityError = perplexity * nllError,
+            MeanNll = meanNll,
+            BitsPerByte = nlls.Sum() / Math.Log(2) / Math.Max(1, bytes),
+            Chunks = chunks,
+            ContextLength = ctx,
+            ScoredTokens = nlls.Count,
+            TokensPerSecond = chunks * (double)ctx / Math.Max(modelTime.Elapsed.TotalSeconds, 1e-9),
+            KlDivergence = kl,
+        };
+    }
+
+    /// <summary>KL(p ‖ q) = Σ p_i (log p_i − log q_i) from the log-probabilities of p (base) and q (model).</summary>
+    public static double KlDivergence(ReadOnlySpan<float> baseLogProbs, ReadOnlySpan<float> logProbs)
+    {
+        float[] rented = System.Buffers.ArrayPool<float>.Shared.Rent(2 * baseLogProbs.Length);
+        try
+        {
+            var p = rented.AsSpan(0, baseLogProbs.Length);
+            var difference = rented.AsSpan(baseLogProbs.Length, baseLogProbs.Length);
+            System.Numerics.Tensors.TensorPrimitives.Exp(baseLogProbs, p);
+            System.Numerics.Tensors.TensorPrimitives.Subtract(baseLogProbs, logProbs, difference);
+            return Math.Max(0, System.Numerics.Tensors.TensorPrimitives.Dot(p, difference));
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(rented);
+        }
+    }
+
+    private static int ArgMax(ReadOnlySpan<float> values) => System.Numerics.Tensors.TensorPrimitives.IndexOfMax(values);
+
+    private static double Mean(List<double> values) => values.Count == 0 ? 0 : values.Sum() / values.Count;
+
+    private static double StandardError(List<double> values, double mean)
+    {
+        if (values.Count < 2)
+            return 0;
+        double ss = 0;
+        foreach (double v in values)
+            ss += (v - mean) * (v - mean);
+        return Math.Sqrt(ss / (values.Count - 1) / values.Count);
+    }
+
+    /// <summary>Linear interpolation between the closest ranks of an ascending array.</summary>
+    private static double Percentile(double[] sorted, double fraction)
+    {
+        double rank = fraction * (sorted.Length - 1);
+        int lo = (int)Math.Floor(rank);
+        int hi = Math.Min(lo + 1, sorted.Length - 1);
+        return sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo);
+    }
+}

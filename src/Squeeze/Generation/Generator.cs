@@ -1,0 +1,39 @@
+using Squeeze.Runtime;
+
+namespace Squeeze.Generation;
+
+/// <summary>Text generation: the prompt runs as one batch, then one token at a time from the KV cache.</summary>
+public static class Generator
+{
+    /// <summary>
+    /// Continues <paramref name="prompt"/> (encoded with BOS first) by up to <paramref name="maxTokens"/> tokens,
+    /// stopping early at EOS or at the end of the context. <paramref name="onToken"/> sees each new token id.
+    /// Returns the new token ids.
+    /// </summary>
+    public static IReadOnlyList<int> Generate(Transformer runtime, string prompt, int maxTokens, Sampler sampler, Action<int>? onToken = null)
+    {
+        ArgumentNullException.ThrowIfNull(runtime);
+        ArgumentNullException.ThrowIfNull(sampler);
+        var tokenizer = runtime.Model.Tokenizer;
+        int[] promptTokens = tokenizer.Encode(prompt, addBos: true);
+        if (promptTokens.Length >= runtime.Cache.ContextLength)
+            throw new ArgumentException($"the prompt has {promptTokens.Length} tokens; the context holds {runtime.Cache.ContextLength}", nameof(prompt));
+        runtime.Reset();
+        var generated = new List<int>();
+        var logits = runtime.Forward(promptTokens);
+        var single = new int[1];
+        while (generated.Count < maxTokens)
+        {
+            int next = sampler.Sample(logits);
+            if (next == tokenizer.EosId)
+                break;
+            generated.Add(next);
+            onToken?.Invoke(next);
+            if (runtime.Position >= runtime.Cache.ContextLength)
+                break;
+            single[0] = next;
+            logits = runtime.Forward(single);
+        }
+        return generated;
+    }
+}

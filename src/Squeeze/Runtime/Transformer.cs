@@ -1,0 +1,378 @@
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+using Squeeze.Kernels;
+using Squeeze.Models;
+using Squeeze.Tensors;
+
+namespace Squeeze.Runtime;
+
+/// <summary>Settings of a <see cref="Transformer"/>.</summary>
+public sealed record RuntimeOptions
+{
+    /// <summary>Threads for the matrix products and attention.</summary>
+    public int Threads { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>Positions the KV cache holds; 0 means the model's training context length.</summary>
+    public int ContextLength { get; init; }
+
+    /// <summary>Tokens processed together in one prompt batch (matrix-matrix products).</summary>
+    public int BatchSize { get; init; } = 256;
+}
+
+/// <summary>
+/// The forward pass of a Llama-family decoder on the CPU: RMSNorm, RoPE (interleaved or NeoX), grouped-query
+/// attention over a KV cache, SwiGLU, tied or untied classifier. Runs on the weights as stored (any
+/// <see cref="GgmlType"/>): a quantized model is never dequantized whole. A batch of prompt tokens goes through
+/// matrix-matrix products; decoding is the batch of one.
+/// </summary>
+public sealed class Transformer : IDisposable
+{
+    private readonly Model model;
+    private readonly ModelConfig config;
+    private readonly ComputeContext compute;
+    private readonly Layer[] layers;
+    private readonly Tensor embedding;  // [vocab, dim]
+    private readonly Tensor classifier; // [vocab, dim]: output.weight, or token_embd.weight when tied
+    private readonly float[] outputNorm; // [dim]
+    private readonly float[] ropeCos;   // [contextLength, headDim / 2]
+    private readonly float[] ropeSin;   // [contextLength, headDim / 2]
+    private readonly int batchSize;
+
+    // activations of one batch, row-major [batch, width]
+    private readonly float[] x;      // [batch, dim] the residual stream
+    private readonly float[] xb;     // [batch, dim] normalised input of a block
+    private readonly float[] q;      // [batch, qDim]
+    private readonly float[] k;      // [batch, kvDim]
+    private readonly float[] v;      // [batch, kvDim]
+    private readonly float[] att;    // [batch, qDim] attention output before attn_output
+    private readonly float[] proj;   // [batch, dim] output of attn_output or ffn_down
+    private readonly float[] gate;   // [batch, hidden]
+    private readonly float[] up;     // [batch, hidden]
+    private float[] logits = [];     // [logitRows, vocab]
+
+    public Transformer(Model model, RuntimeOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        options ??= new RuntimeOptions();
+        this.model = model;
+        config = model.Config;
+        int contextLength = options.ContextLength > 0 ? options.ContextLength : config.ContextLength;
+        batchSize = Math.Max(1, options.BatchSize);
+        compute = new ComputeContext(Math.Max(1, options.Threads));
+        Cache = new KvCache(config.LayerCount, contextLength, config.KvDim);
+
+        embedding = model[TensorNames.TokenEmbedding];
+        classifier = model.TryGetTensor(TensorNames.Output, out var output) ? output : embedding;
+        outputNorm = ReadVector(model, TensorNames.OutputNorm, config.Dim);
+        layers = new Layer[config.LayerCount];
+        for (int l = 0; l < layers.Length; l++)
+            layers[l] = new Layer(model, l);
+
+        (ropeCos, ropeSin) = RopeTables(contextLength, config.HeadDim, config.RopeTheta);
+
+        x = new float[batchSize * config.Dim];
+        xb = new float[batchSize * config.Dim];
+        q = new float[batchSize * config.QDim];
+        k = new float[batchSize * config.KvDim];
+        v = new float[batchSize * config.KvDim];
+        att = new float[batchSize * config.QDim];
+        proj = new float[batchSize * config.Dim];
+        gate = new float[batchSize * config.HiddenDim];
+        up = new float[batchSize * config.HiddenDim];
+    }
+
+    public Model Model => model;
+
+    public KvCache Cache { get; }
+
+    /// <summary>Number of positions already in the cache; the next token goes here.</summary>
+    public int Position { get; private set; }
+
+    /// <summary>Forgets every cached position.</summary>
+    public void Reset() => Position = 0;
+
+    /// <summary>
+    /// Runs <paramref name="tokens"/> at positions [Position, Position + tokens.Length) and returns the logits of the
+    /// last <paramref name="logitCount"/> of them: [logitCount, vocab]. The span is valid until the next call.
+    /// </summary>
+    public ReadOnlySpan<float> Forward(ReadOnlySpan<int> tokens, int logitCount = 1)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(tokens.Length, 1, nameof(tokens));
+        ArgumentOutOfRangeException.ThrowIfNegative(logitCount);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(logitCount, tokens.Length);
+        if (Position + tokens.Length > Cache.ContextLength)
+            throw new InvalidOperationException($"{tokens.Length} tokens at position {Position} do not fit the context of {Cache.ContextLength}");
+        int vocab = config.VocabSize;
+        if (logits.Length < (long)logitCount * vocab)
+            logits = new float[logitCount * vocab];
+
+        for (int start = 0; start < tokens.Length; start += batchSize)
+        {
+            int n = Math.Min(batchSize, tokens.Length - start);
+            RunBatch(tokens.Slice(start, n));
+            // Logit rows that fall in this batch: global indices [tokens.Length - logitCount, tokens.Length).
+            int firstWanted = tokens.Length - logitCount;
+            int from = Math.Max(firstWanted, start);
+            int to = start + n;
+            if (from < to)
+            {
+                int rows = to - from;
+                var normed = xb.AsSpan(0, rows * config.Dim);
+                for (int t = 0; t < rows; t++)
+                    RmsNorm(x.AsSpan((from - start + t) * config.Dim, config.Dim), outputNorm, config.RmsNormEps, normed.Slice(t * config.Dim, config.Dim));
+                MatMul.Multiply(classifier, normed, rows, compute, logits.AsSpan((from - firstWanted) * vocab, rows * vocab));
+            }
+        }
+        return logits.AsSpan(0, logitCount * vocab);
+    }
+
+    private void RunBatch(ReadOnlySpan<int> tokens)
+    {
+        int n = tokens.Length;
+        int dim = config.Dim;
+        var xs = x.AsSpan(0, n * dim);
+        for (int t = 0; t < n; t++)
+        {
+            int token = tokens[t];
+            if ((uint)token >= (uint)config.VocabSize)
+                throw new ArgumentOutOfRangeException(nameof(tokens), $"token {token} is outside the vocabulary of {config.VocabSize}");
+            Dequantize.Row(embedding.Type, embedding.Row(token), xs.Slice(t * dim, dim));
+        }
+
+        foreach (var layer in layers)
+        {
+            Attention(layer, n);
+            FeedForward(layer, n);
+        }
+        Position += n;
+    }
+
+    private void Attention(Layer layer, int n)
+    {
+        int dim = config.Dim, qDim = config.QDim, kvDim = config.KvDim, headDim = config.HeadDim;
+        var xs = x.AsSpan(0, n * dim);
+        var normed = xb.AsSpan(0, n * dim);
+        for (int t = 0; t < n; t++)
+            RmsNorm(xs.Slice(t * dim, dim), layer.AttentionNorm, config.RmsNormEps, normed.Slice(t * dim, dim));
+
+        var qs = q.AsSpan(0, n * qDim);
+        var ks = k.AsSpan(0, n * kvDim);
+        var vs = v.AsSpan(0, n * kvDim);
+        MatMul.Multiply(layer.Query, normed, n, compute, qs);
+        MatMul.Multiply(layer.Key, normed, n, compute, ks);
+        MatMul.Multiply(layer.Value, normed, n, compute, vs);
+        if (layer.QueryBias is not null)
+        {
+            for (int t = 0; t < n; t++)
+            {
+                TensorPrimitives.Add(qs.Slice(t * qDim, qDim), layer.QueryBias, qs.Slice(t * qDim, qDim));
+                TensorPrimitives.Add(ks.Slice(t * kvDim, kvDim), layer.KeyBias!, ks.Slice(t * kvDim, kvDim));
+                TensorPrimitives.Add(vs.Slice(t * kvDim, kvDim), layer.ValueBias!, vs.Slice(t * kvDim, kvDim));
+            }
+        }
+
+        for (int t = 0; t < n; t++)
+        {
+            int pos = Position + t;
+            for (int h = 0; h < config.HeadCount; h++)
+            {
+                var head = qs.Slice(t * qDim + h * headDim, headDim);
+                if (layer.QueryNorm is not null)
+                    RmsNorm(head, layer.QueryNorm, config.RmsNormEps, head);
+                Rope(head, pos);
+            }
+            for (int h = 0; h < config.KvHeadCount; h++)
+            {
+                var head = ks.Slice(t * kvDim + h * headDim, headDim);
+                if (layer.KeyNorm is not null)
+                    RmsNorm(head, layer.KeyNorm, config.RmsNormEps, head);
+                Rope(head, pos);
+            }
+        }
+        ks.CopyTo(Cache.Keys(layer.Index, Position, n));
+        vs.CopyTo(Cache.Values(layer.Index, Position, n));
+
+        CausalAttention(layer.Index, n);
+
+        var projected = proj.AsSpan(0, n * dim);
+        MatMul.Multiply(layer.AttentionOutput, att.AsSpan(0, n * qDim), n, compute, projected);
+        TensorPrimitives.Add(xs, projected, xs);
+    }
+
+    /// <summary>att[t, head] = Σ_p softmax_p(q[t, head] · K[p, kvHead] / √headDim) · V[p, kvHead] over positions p ≤ Position + t.</summary>
+    private void CausalAttention(int layerIndex, int n)
+    {
+        int headDim = config.HeadDim, qDim = config.QDim, kvDim = config.KvDim;
+        int groupSize = config.HeadCount / config.KvHeadCount;
+        int basePos = Position;
+        float scale = 1f / MathF.Sqrt(headDim);
+        int total = basePos + n;
+        var work = n * config.HeadCount;
+        var options = new ParallelOptions { MaxDegreeOfParallelism = compute.Threads };
+        Parallel.For(0, compute.Threads, options, worker =>
+        {
+            var scores = new float[total];
+            var keys = Cache.Keys(layerIndex, 0, total);
+            var values = Cache.Values(layerIndex, 0, total);
+            for (int item = worker; item < work; item += compute.Threads)
+            {
+                int t = item / config.HeadCount, h = item % config.HeadCount;
+                int kvHead = h / groupSize;
+                int visible = basePos + t + 1;
+                var query = q.AsSpan(t * qDim + h * headDim, headDim);
+                for (int p = 0; p < visible; p++)
+                    scores[p] = TensorPrimitives.Dot(query, keys.Slice(p * kvDim + kvHead * headDim, headDim)) * scale;
+                var s = scores.AsSpan(0, visible);
+                TensorPrimitives.SoftMax(s, s);
+                var output = att.AsSpan(t * qDim + h * headDim, headDim);
+                output.Clear();
+                for (int p = 0; p < visible; p++)
+                    TensorPrimitives.MultiplyAdd(values.Slice(p * kvDim + kvHead * headDim, headDim), s[p], output, output);
+            }
+        });
+    }
+
+    private void FeedForward(Layer layer, int n)
+    {
+        int dim = config.Dim, hidden = config.HiddenDim;
+        var xs = x.AsSpan(0, n * dim);
+        var normed = xb.AsSpan(0, n * dim);
+        for (int t = 0; t < n; t++)
+            RmsNorm(xs.Slice(t * dim, dim), layer.FeedForwardNorm, config.RmsNormEps, normed.Slice(t * dim, dim));
+        var g = gate.AsSpan(0, n * hidden);
+        var u = up.AsSpan(0, n * hidden);
+        MatMul.Multiply(layer.Gate, normed, n, compute, g);
+        MatMul.Multiply(layer.Up, normed, n, compute, u);
+        // SwiGLU: h = silu(g) * u, with silu(g) = g / (1 + e^-g)
+        for (int i = 0; i < g.Length; i++)
+            g[i] = g[i] / (1f + MathF.Exp(-g[i])) * u[i];
+        var projected = proj.AsSpan(0, n * dim);
+        MatMul.Multiply(layer.Down, g, n, compute, projected);
+        TensorPrimitives.Add(xs, projected, xs);
+    }
+
+    /// <summary>destination = x / √(mean(x²) + eps) · weight.</summary>
+    private static void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, Span<float> destination)
+    {
+        double sum = 0;
+        foreach (float value in x)
+            sum += (double)value * value;
+        float scale = 1f / MathF.Sqrt((float)(sum / x.Length) + eps);
+        TensorPrimitives.Multiply(x, scale, destination);
+        TensorPrimitives.Multiply(destination, weight, destination);
+    }
+
+    /// <summary>Rotates the pairs of one head in place by the angles of position <paramref name="pos"/>.</summary>
+    private void Rope(Span<float> head, int pos)
+    {
+        int half = head.Length / 2;
+        var cos = ropeCos.AsSpan(pos * half, half);
+        var sin = ropeSin.AsSpan(pos * half, half);
+        if (config.RopeStyle == RopeStyle.Interleaved)
+        {
+            for (int i = 0; i < half; i++)
+            {
+                float a = head[2 * i], b = head[2 * i + 1];
+                head[2 * i] = a * cos[i] - b * sin[i];
+                head[2 * i + 1] = a * sin[i] + b * cos[i];
+            }
+        }
+        else
+        {
+            for (int i = 0; i < half; i++)
+            {
+                float a = head[i], b = head[i + half];
+                head[i] = a * cos[i] - b * sin[i];
+                head[i + half] = a * sin[i] + b * cos[i];
+            }
+        }
+    }
+
+    /// <summary>cos and sin of pos · θ^(-2i/headDim) for every position and pair: [contextLength, headDim / 2] each.</summary>
+    private static (float[] Cos, float[] Sin) RopeTables(int contextLength, int headDim, float theta)
+    {
+        int half = headDim / 2;
+        var cos = new float[contextLength * half];
+        var sin = new float[contextLength * half];
+        for (int i = 0; i < half; i++)
+        {
+            double frequency = Math.Pow(theta, -2.0 * i / headDim);
+            for (int pos = 0; pos < contextLength; pos++)
+            {
+                double angle = pos * frequency;
+                cos[pos * half + i] = (float)Math.Cos(angle);
+                sin[pos * half + i] = (float)Math.Sin(angle);
+            }
+        }
+        return (cos, sin);
+    }
+
+    private static float[] ReadVector(Model model, string name, int length)
+    {
+        var tensor = model[name];
+        if (tensor.ElementCount != length)
+            throw new InvalidOperationException($"{model.Source}: tensor '{name}' has {tensor.ElementCount} values, expected {length}");
+        var values = new float[length];
+        Dequantize.Row(tensor.Type, tensor.Row(0), values);
+        return values;
+    }
+
+    private static float[]? ReadOptionalVector(Model model, string name, int length)
+        => model.TryGetTensor(name, out _) ? ReadVector(model, name, length) : null;
+
+    public void Dispose() => compute.Dispose();
+
+    /// <summary>The weights of one decoder block.</summary>
+    private sealed class Layer
+    {
+        public Layer(Model model, int index)
+        {
+            var config = model.Config;
+            Index = index;
+            AttentionNorm = ReadVector(model, TensorNames.AttentionNorm(index), config.Dim);
+            FeedForwardNorm = ReadVector(model, TensorNames.FeedForwardNorm(index), config.Dim);
+            Query = model[TensorNames.Query(index)];
+            Key = model[TensorNames.Key(index)];
+            Value = model[TensorNames.Value(index)];
+            AttentionOutput = model[TensorNames.AttentionOutput(index)];
+            Gate = model[TensorNames.Gate(index)];
+            Up = model[TensorNames.Up(index)];
+            Down = model[TensorNames.Down(index)];
+            QueryBias = ReadOptionalVector(model, TensorNames.QueryBias(index), config.QDim);
+            KeyBias = ReadOptionalVector(model, TensorNames.KeyBias(index), config.KvDim);
+            ValueBias = ReadOptionalVector(model, TensorNames.ValueBias(index), config.KvDim);
+            QueryNorm = ReadOptionalVector(model, TensorNames.QueryNorm(index), config.HeadDim);
+            KeyNorm = ReadOptionalVector(model, TensorNames.KeyNorm(index), config.HeadDim);
+            if ((QueryBias is null) != (KeyBias is null) || (KeyBias is null) != (ValueBias is null))
+                throw new InvalidOperationException($"{model.Source}: layer {index} has biases on some of q, k, v but not all");
+            CheckShape(model, Query, config.QDim, config.Dim);
+            CheckShape(model, Key, config.KvDim, config.Dim);
+            CheckShape(model, Value, config.KvDim, config.Dim);
+            CheckShape(model, AttentionOutput, config.Dim, config.QDim);
+            CheckShape(model, Gate, config.HiddenDim, config.Dim);
+            CheckShape(model, Up, config.HiddenDim, config.Dim);
+            CheckShape(model, Down, config.Dim, config.HiddenDim);
+        }
+
+        public int Index { get; }
+        public float[] AttentionNorm { get; }   // [dim]
+        public float[] FeedForwardNorm { get; } // [dim]
+        public Tensor Query { get; }            // [qDim, dim]
+        public Tensor Key { get; }              // [kvDim, dim]
+        public Tensor Value { get; }            // [kvDim, dim]
+        public Tensor AttentionOutput { get; }  // [dim, qDim]
+        public Tensor Gate { get; }             // [hidden, dim]
+        public Tensor Up { get; }               // [hidden, dim]
+        public Tensor Down { get; }             // [dim, hidden]
+        public float[]? QueryBias { get; }      // [qDim]
+        public float[]? KeyBias { get; }        // [kvDim]
+        public float[]? ValueBias { get; }      // [kvDim]
+        public float[]? QueryNorm { get; }      // [headDim]
+        public float[]? KeyNorm { get; }        // [headDim]
+
+        private static void CheckShape(Model model, Tensor tensor, long rows, long columns)
+        {
+            if (tensor.Rows != rows || tensor.Columns != columns)
+                throw new InvalidOperationException($"{model.Source}: tensor '{tensor.Name}' is [{tensor.Rows}, {tensor.Columns}], expected [{rows}, {columns}]");
+        }
+    }
+}
