@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Squeeze.Cli.Commands;
 
 namespace Squeeze.Cli;
 
@@ -6,7 +7,13 @@ public static class Program
 {
     public static int Main(string[] args)
     {
-        var root = new RootCommand("squeeze: compress language models to a size budget, measure what was lost, run them on the CPU.");
+        var root = new RootCommand("squeeze: compress language models to a size budget, measure what was lost, run them on the CPU.")
+        {
+            InspectCommand.Create(),
+            GenerateCommand.Create(),
+            EvalCommand.Create(),
+            DemoCommand.Create(),
+        };
         return root.Parse(args).Invoke();
     }
 }

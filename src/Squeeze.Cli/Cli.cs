@@ -1,0 +1,81 @@
+using System.CommandLine;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Spectre.Console;
+using Squeeze.Formats;
+
+namespace Squeeze.Cli;
+
+/// <summary>What every command shares: common options, error reporting, JSON output and the progress console.</summary>
+internal static class Cli
+{
+    public static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        Converters = { new JsonStringEnumConverter() },
+    };
+
+    /// <summary>Human output goes to stdout; with --json, stdout holds only the JSON document and the rest goes to stderr.</summary>
+    public static IAnsiConsole Console { get; set; } = AnsiConsole.Console;
+
+    /// <summary>Progress displays and notes, always on stderr so stdout stays machine-readable.</summary>
+    public static IAnsiConsole Status { get; set; } = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(System.Console.Error) });
+
+    public static Option<bool> JsonOption() => new("--json") { Description = "Print the result as JSON on stdout" };
+
+    public static Option<int> ThreadsOption() => new("--threads", "-t")
+    {
+        Description = "Threads to compute with",
+        DefaultValueFactory = _ => Environment.ProcessorCount,
+    };
+
+    /// <summary>Runs a command body, turning expected failures (bad input files, bad arguments) into one clear line on stderr.</summary>
+    public static int Run(Func<int> body)
+    {
+        try
+        {
+            return body();
+        }
+        catch (Exception e) when (e is ModelFormatException or ArgumentException or IOException or UnauthorizedAccessException or InvalidOperationException or NotSupportedException or KeyNotFoundException)
+        {
+            System.Console.Error.WriteLine($"squeeze: error: {e.Message}");
+            return 1;
+        }
+    }
+
+    public static void WriteJson<T>(T value) => System.Console.Out.WriteLine(JsonSerializer.Serialize(value, Json));
+
+    /// <summary>Runs <paramref name="work"/> under a progress bar on stderr (plain when stderr is not a terminal).</summary>
+    public static T WithProgress<T>(string description, Func<IProgress<(double Done, double Total, string Note)>, T> work)
+    {
+        T result = default!;
+        Status.Progress()
+            .AutoClear(true)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask(description, maxValue: 1);
+                var progress = new SynchronousProgress<(double Done, double Total, string Note)>(p =>
+                {
+                    task.MaxValue = Math.Max(p.Total, 1e-9);
+                    task.Value = p.Done;
+                    if (!string.IsNullOrEmpty(p.Note))
+                        task.Description = $"{description} {Markup.Escape(p.Note)}";
+                });
+                result = work(progress);
+                task.Value = task.MaxValue;
+            });
+        return result;
+    }
+
+    public static string Bytes(long bytes) => bytes switch
+    {
+        >= 1L << 30 => $"{bytes / (double)(1L << 30):0.00} GiB",
+        >= 1L << 20 => $"{bytes / (double)(1L << 20):0.00} MiB",
+        >= 1L << 10 => $"{bytes / 1024.0:0.0} KiB",
+        _ => $"{bytes} B",
+    };
+}

