@@ -1,10 +1,123 @@
+using System.Globalization;
+using Squeeze.Evaluation;
+using Squeeze.Formats;
+using Squeeze.Runtime;
+
 namespace Squeeze.Bench;
 
+/// <summary>
+/// The benchmark harness. Each suite prints a Markdown table for docs/BENCHMARKS.md, preceded by the command that
+/// reproduces it. Suites: <c>speed</c> (prompt and decode tokens/s of stories15M per weight type against llama.cpp's
+/// golden figures), <c>golden</c> (perplexity and KLD of llama.cpp's files against the golden README).
+/// </summary>
 public static class Program
 {
     public static int Main(string[] args)
     {
-        Console.WriteLine("usage: Squeeze.Bench SUITE");
-        return args.Length == 0 ? 2 : 0;
+        CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
+        string suite = args.Length > 0 ? args[0] : "";
+        var rest = args.Skip(1).ToArray();
+        switch (suite)
+        {
+            case "speed":
+                SpeedSuite.Run(rest);
+                return 0;
+            case "golden":
+                GoldenSuite.Run(rest);
+                return 0;
+            default:
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|golden [--shared DIR] [--repetitions N]");
+                return 2;
+        }
+    }
+
+    internal static string Shared(string[] args)
+    {
+        int i = Array.IndexOf(args, "--shared");
+        if (i >= 0 && i + 1 < args.Length)
+            return args[i + 1];
+        string? env = Environment.GetEnvironmentVariable("SQUEEZE_SHARED");
+        if (!string.IsNullOrEmpty(env))
+            return env;
+        for (var dir = new DirectoryInfo(Environment.CurrentDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Squeeze.slnx")))
+                return Path.GetFullPath(Path.Combine(dir.FullName, "..", "shared"));
+        }
+        throw new DirectoryNotFoundException("shared data not found: pass --shared DIR or set SQUEEZE_SHARED");
+    }
+
+    internal static int Option(string[] args, string name, int fallback)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], CultureInfo.InvariantCulture) : fallback;
+    }
+}
+
+/// <summary>Prompt (256 tokens) and decode (128 tokens) speed per weight type and thread count, beside llama-bench's figures.</summary>
+internal static class SpeedSuite
+{
+    // llama-bench on the same kind of 2-core machine (shared/golden/README.md): (prompt 256, decode 128) tokens/s.
+    private static readonly Dictionary<(string File, int Threads), (double Prompt, double Decode)> LlamaCpp = new()
+    {
+        [("stories15M-f32.gguf", 1)] = (4065, 405),
+        [("stories15M-f32.gguf", 2)] = (7613, 560),
+        [("stories15M-Q8_0.gguf", 1)] = (5267, 995),
+        [("stories15M-Q8_0.gguf", 2)] = (9612, 1488),
+        [("stories15M-Q4_K_M-imatrix.gguf", 1)] = (4366, 933),
+        [("stories15M-Q4_K_M-imatrix.gguf", 2)] = (8076, 1423),
+    };
+
+    public static void Run(string[] args)
+    {
+        string shared = Program.Shared(args);
+        int repetitions = Program.Option(args, "--repetitions", 5);
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- speed --repetitions {repetitions}` (median of {repetitions} runs after a warm-up)");
+        Console.WriteLine();
+        Console.WriteLine("| weights | threads | prompt 256 tok/s | llama.cpp | ratio | decode 128 tok/s | llama.cpp | ratio |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|");
+        foreach (var file in new[] { "stories15M-f32.gguf", "stories15M-Q8_0.gguf", "stories15M-Q4_K_M-imatrix.gguf" })
+        {
+            using var model = ModelLoader.Load(Path.Combine(shared, "golden", file));
+            foreach (int threads in new[] { 1, 2 })
+            {
+                var r = SpeedBenchmark.Run(model, threads, promptTokens: 256, decodeTokens: 128, repetitions);
+                var (p, d) = LlamaCpp[(file, threads)];
+                Console.WriteLine($"| {file} | {threads} | {r.PromptTokensPerSecond:0} | {p:0} | {r.PromptTokensPerSecond / p:0.00} | {r.DecodeTokensPerSecond:0} | {d:0} | {r.DecodeTokensPerSecond / d:0.00} |");
+            }
+        }
+    }
+}
+
+/// <summary>Perplexity and KLD of each golden file on tinystories-eval (ctx 256), beside llama.cpp's figures.</summary>
+internal static class GoldenSuite
+{
+    // shared/golden/README.md: (perplexity, mean KLD against f32).
+    private static readonly (string File, double Perplexity, double Kld)[] Golden =
+    [
+        ("stories15M-f32.gguf", 6.4990, 0),
+        ("stories15M-Q8_0.gguf", 6.5016, 0.001439),
+        ("stories15M-Q4_0-imatrix.gguf", 6.8543, 0.091786),
+        ("stories15M-Q4_K_M-imatrix.gguf", 6.6272, 0.026935),
+    ];
+
+    public static void Run(string[] args)
+    {
+        string shared = Program.Shared(args);
+        int threads = Program.Option(args, "--threads", Environment.ProcessorCount);
+        string text = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-eval.txt"));
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- golden --threads {threads}`");
+        Console.WriteLine();
+        Console.WriteLine("| file | PPL | llama.cpp PPL | Δ | mean KLD | llama.cpp KLD | ratio | same top % | eval tok/s |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
+        using var baseModel = ModelLoader.Load(Path.Combine(shared, "golden", "stories15M-f32.gguf"));
+        foreach (var (file, ppl, kld) in Golden)
+        {
+            using var model = ModelLoader.Load(Path.Combine(shared, "golden", file));
+            var options = new EvaluationOptions { ContextLength = 256, Threads = threads };
+            var r = Evaluator.Evaluate(model, text, options, kld > 0 ? baseModel : null);
+            string kl = r.KlDivergence is { } k ? $"{k.Mean:0.000000} | {kld:0.000000} | {k.Mean / kld:0.000} | {k.SameTopTokenPercent:0.00}" : "– | – | – | –";
+            Console.WriteLine($"| {file} | {r.Perplexity:0.0000} | {ppl:0.0000} | {100 * (r.Perplexity / ppl - 1):+0.000;-0.000}% | {kl} | {r.TokensPerSecond:0} |");
+        }
     }
 }

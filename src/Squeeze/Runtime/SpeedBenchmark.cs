@@ -1,0 +1,61 @@
+using System.Diagnostics;
+using Squeeze.Models;
+
+namespace Squeeze.Runtime;
+
+/// <summary>Throughput of one run: prompt evaluation (one batch of tokens) and decoding (one token at a time).</summary>
+public sealed record SpeedResult(int Threads, int PromptTokens, double PromptTokensPerSecond, int DecodeTokens, double DecodeTokensPerSecond);
+
+/// <summary>
+/// Measures prompt-evaluation and decode speed as llama-bench does: a prompt of <c>promptTokens</c> random tokens
+/// processed as one batch from an empty cache, and <c>decodeTokens</c> single-token steps from an empty cache.
+/// Reports the median over <c>repetitions</c> runs after one warm-up.
+/// </summary>
+public static class SpeedBenchmark
+{
+    public static SpeedResult Run(Model model, int threads, int promptTokens, int decodeTokens, int repetitions, int seed = 42)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentOutOfRangeException.ThrowIfLessThan(repetitions, 1);
+        int context = Math.Max(promptTokens, decodeTokens);
+        if (context > model.Config.ContextLength)
+            throw new ArgumentException($"{context} tokens exceed the model's context of {model.Config.ContextLength}");
+        var random = new Random(seed);
+        var prompt = new int[promptTokens];
+        for (int i = 0; i < prompt.Length; i++)
+            prompt[i] = random.Next(model.Config.VocabSize);
+        using var runtime = new Transformer(model, new RuntimeOptions { Threads = threads, ContextLength = context, BatchSize = Math.Max(1, promptTokens) });
+
+        var promptRates = new List<double>();
+        var decodeRates = new List<double>();
+        var single = new int[1];
+        for (int r = 0; r <= repetitions; r++)
+        {
+            runtime.Reset();
+            long start = Stopwatch.GetTimestamp();
+            if (promptTokens > 0)
+                runtime.Forward(prompt);
+            double promptSeconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+
+            runtime.Reset();
+            start = Stopwatch.GetTimestamp();
+            for (int i = 0; i < decodeTokens; i++)
+            {
+                single[0] = prompt.Length > 0 ? prompt[i % prompt.Length] : i % model.Config.VocabSize;
+                runtime.Forward(single);
+            }
+            double decodeSeconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+            if (r == 0)
+                continue; // warm-up: JIT tiers, page faults of the mapped weights
+            promptRates.Add(promptTokens / Math.Max(promptSeconds, 1e-9));
+            decodeRates.Add(decodeTokens / Math.Max(decodeSeconds, 1e-9));
+        }
+        return new SpeedResult(threads, promptTokens, Median(promptRates), decodeTokens, Median(decodeRates));
+    }
+
+    private static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+}
