@@ -242,9 +242,10 @@ public sealed class Transformer : IDisposable
         var u = up.AsSpan(0, n * hidden);
         MatMul.Multiply(layer.Gate, normed, n, compute, g);
         MatMul.Multiply(layer.Up, normed, n, compute, u);
-        // SwiGLU: h = silu(g) * u, with silu(g) = g / (1 + e^-g)
-        for (int i = 0; i < g.Length; i++)
-            g[i] = g[i] / (1f + MathF.Exp(-g[i])) * u[i];
+        // SwiGLU: h = silu(g) · u, with silu(g) = g · σ(g); σ(g) goes into u's place first.
+        TensorPrimitives.Multiply(g, u, u);
+        TensorPrimitives.Sigmoid(g, g);
+        TensorPrimitives.Multiply(g, u, g);
         var projected = proj.AsSpan(0, n * dim);
         MatMul.Multiply(layer.Down, g, n, compute, projected);
         TensorPrimitives.Add(xs, projected, xs);
