@@ -242,7 +242,7 @@ public sealed class Transformer : IDisposable
         var u = up.AsSpan(0, n * hidden);
         MatMul.Multiply(layer.Gate, normed, n, compute, g);
         MatMul.Multiply(layer.Up, normed, n, compute, u);
-        // SwiGLU: h = silu(g) · u, with silu(g) = g · σ(g); σ(g) goes into u's place first.
+        // SwiGLU: h = silu(g) · u = σ(g) · (g · u), computed in place as u ← g·u, g ← σ(g), g ← g·u.
         TensorPrimitives.Multiply(g, u, u);
         TensorPrimitives.Sigmoid(g, g);
         TensorPrimitives.Multiply(g, u, g);
