@@ -56,6 +56,16 @@ public sealed class GgufWriter
         Add(new Entry(name, type, (long[])shape.Clone(), bytes, s => s.Write(data)));
     }
 
+    /// <summary>Adds a tensor whose encoded bytes <paramref name="writeData"/> writes when the file is written, so large
+    /// tensors are encoded while streaming out rather than held in memory. It must write exactly the bytes that
+    /// <paramref name="type"/> and <paramref name="shape"/> take, or <see cref="Write(Stream)"/> fails.</summary>
+    public void AddTensor(string name, GgmlType type, long[] shape, Action<Stream> writeData)
+    {
+        ArgumentNullException.ThrowIfNull(writeData);
+        long bytes = ByteLength(name, type, shape);
+        Add(new Entry(name, type, (long[])shape.Clone(), bytes, writeData));
+    }
+
     /// <summary>Adds a copy of <paramref name="tensor"/> (its name, type, shape and bytes, read when the file is written).</summary>
     public void AddTensor(Tensor tensor)
     {

@@ -1,0 +1,72 @@
+using Squeeze.Models;
+using Squeeze.Tokenizers;
+
+namespace Squeeze.Formats.Gguf;
+
+/// <summary>
+/// The metadata llama.cpp needs to run a model: <c>general.*</c>, the architecture's hyperparameters
+/// (<c>llama.*</c>, <c>qwen2.*</c> …) and the vocabulary as <c>tokenizer.ggml.*</c>, with the value types
+/// llama.cpp's own converters write.
+/// </summary>
+public static class GgufModelMetadata
+{
+    /// <summary>ggml's quantization format version written by current llama.cpp.</summary>
+    public const uint QuantizationVersion = 2;
+
+    /// <summary>Ordered key-value pairs for <paramref name="model"/>. <paramref name="fileType"/> is llama.cpp's
+    /// <c>llama_ftype</c> of the mix (0 all F32, 1 mostly F16, 7 Q8_0, 15 Q4_K_M …).</summary>
+    public static IReadOnlyList<KeyValuePair<string, GgufValue>> Build(Model model, uint fileType, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var c = model.Config;
+        string arch = c.Architecture;
+        var entries = new List<KeyValuePair<string, GgufValue>>();
+        void Add(string key, GgufValue value) => entries.Add(new(key, value));
+        void U32(string key, long value) => Add(key, GgufValue.Scalar(GgufValueType.UInt32, checked((uint)value)));
+        void F32(string key, float value) => Add(key, GgufValue.Scalar(GgufValueType.Float32, value));
+
+        Add("general.architecture", GgufValue.String(arch));
+        Add("general.name", GgufValue.String(name ?? arch));
+        U32("general.alignment", GgufFile.DefaultAlignment);
+        U32("general.file_type", fileType);
+        U32("general.quantization_version", QuantizationVersion);
+
+        U32($"{arch}.context_length", c.ContextLength);
+        U32($"{arch}.embedding_length", c.Dim);
+        U32($"{arch}.feed_forward_length", c.HiddenDim);
+        U32($"{arch}.block_count", c.LayerCount);
+        U32($"{arch}.attention.head_count", c.HeadCount);
+        U32($"{arch}.attention.head_count_kv", c.KvHeadCount);
+        if (c.HeadDim != c.Dim / c.HeadCount)
+        {
+            U32($"{arch}.attention.key_length", c.HeadDim);
+            U32($"{arch}.attention.value_length", c.HeadDim);
+        }
+        U32($"{arch}.rope.dimension_count", c.RopeDimensions);
+        F32($"{arch}.rope.freq_base", c.RopeTheta);
+        F32($"{arch}.attention.layer_norm_rms_epsilon", c.RmsNormEps);
+        U32($"{arch}.vocab_size", c.VocabSize);
+
+        var v = model.Vocabulary;
+        Add("tokenizer.ggml.model", GgufValue.String(v.Kind == TokenizerKind.SentencePiece ? "llama" : "gpt2"));
+        if (v.Kind == TokenizerKind.BytePairEncoding)
+            Add("tokenizer.ggml.pre", GgufValue.String(v.PreTokenizer ?? "default"));
+        Add("tokenizer.ggml.tokens", GgufValue.Array(GgufValueType.String, v.Tokens));
+        Add("tokenizer.ggml.scores", GgufValue.Array(GgufValueType.Float32, v.Scores));
+        Add("tokenizer.ggml.token_type", GgufValue.Array(GgufValueType.Int32, v.Types.Select(t => (int)t).ToArray()));
+        if (v.Merges is { } merges)
+            Add("tokenizer.ggml.merges", GgufValue.Array(GgufValueType.String, merges));
+        U32("tokenizer.ggml.bos_token_id", TokenId(v.BosId));
+        U32("tokenizer.ggml.eos_token_id", TokenId(v.EosId));
+        U32("tokenizer.ggml.unknown_token_id", TokenId(v.UnknownId));
+        U32("tokenizer.ggml.seperator_token_id", uint.MaxValue);
+        U32("tokenizer.ggml.padding_token_id", TokenId(v.PaddingId));
+        Add("tokenizer.ggml.add_bos_token", GgufValue.Scalar(GgufValueType.Bool, v.AddBos));
+        if (v.Kind == TokenizerKind.SentencePiece)
+            Add("tokenizer.ggml.add_space_prefix", GgufValue.Scalar(GgufValueType.Bool, v.AddSpacePrefix));
+        return entries;
+    }
+
+    /// <summary>A token id as GGUF stores it: −1 (none) becomes 0xFFFFFFFF, as llama.cpp's converters write it.</summary>
+    private static uint TokenId(int id) => id < 0 ? uint.MaxValue : (uint)id;
+}

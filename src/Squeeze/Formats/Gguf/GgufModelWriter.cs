@@ -1,0 +1,45 @@
+using Squeeze.Models;
+using Squeeze.Tensors;
+
+namespace Squeeze.Formats.Gguf;
+
+/// <summary>How one tensor goes into the file: its type and a callback that writes its encoded bytes.</summary>
+public sealed record EncodedTensor(GgmlType Type, Action<Stream> WriteData)
+{
+    /// <summary>The tensor's bytes unchanged.</summary>
+    public static EncodedTensor Copy(Tensor tensor)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        return new EncodedTensor(tensor.Type, stream =>
+        {
+            for (long r = 0; r < tensor.Rows; r++)
+                stream.Write(tensor.Row(r));
+        });
+    }
+}
+
+/// <summary>
+/// Writes a <see cref="Model"/> as a GGUF v3 file that llama.cpp runs: the architecture's metadata and vocabulary
+/// (<see cref="GgufModelMetadata"/>), llama.cpp's tensor names, q/k rows in the model's rotary order (interleaved for
+/// llama, as llama.cpp expects), 32-byte alignment. The file is written to a temporary file and renamed.
+/// </summary>
+public static class GgufModelWriter
+{
+    /// <summary>Writes <paramref name="model"/> to <paramref name="path"/>, each tensor encoded by <paramref name="encode"/>.</summary>
+    public static void Write(Model model, string path, uint fileType, Func<Tensor, EncodedTensor> encode, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(encode);
+        string? directory = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (directory is not null && !Directory.Exists(directory))
+            throw new DirectoryNotFoundException($"{path}: the directory {directory} does not exist");
+        var writer = new GgufWriter();
+        writer.AddMetadata(GgufModelMetadata.Build(model, fileType, name));
+        foreach (var tensor in model.Tensors)
+        {
+            var encoded = encode(tensor);
+            writer.AddTensor(tensor.Name, encoded.Type, tensor.Shape, encoded.WriteData);
+        }
+        writer.Write(path);
+    }
+}
