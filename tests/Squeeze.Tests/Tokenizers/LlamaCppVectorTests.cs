@@ -1,3 +1,5 @@
+using Squeeze.Formats.Gguf;
+using Squeeze.Tests.Infrastructure;
 using Squeeze.Tokenizers;
 
 namespace Squeeze.Tests.Tokenizers;
@@ -29,4 +31,24 @@ public class LlamaCppVectorTests
     [Fact]
     public void Gpt2Vectors_MatchWithTokenizerJsonFromVocabAndMerges()
         => AssertVectors(TokenizerTestData.Gpt2.Value, "gpt-2");
+
+    [Theory]
+    [InlineData("llama-spm")]
+    [InlineData("gpt-2")]
+    public void Vectors_MatchWithGgufVocabulary(string vocabName)
+    {
+        Vocabulary vocabulary = GgufVocabulary.Read(SharedData.Path("tokenizers", "llamacpp-vocab", $"ggml-vocab-{vocabName}.gguf"));
+        AssertVectors(Tokenizer.Create(vocabulary), vocabName);
+    }
+
+    /// <summary>The GGUF llama-spm vocabulary and stories15M's tokenizer.model are the same Llama 2 vocabulary.</summary>
+    [Fact]
+    public void LlamaSpmGguf_HasStories15MPiecesScoresAndTypes()
+    {
+        Vocabulary gguf = GgufVocabulary.Read(SharedData.Path("tokenizers", "llamacpp-vocab", "ggml-vocab-llama-spm.gguf"));
+        Vocabulary model = TokenizerTestData.Stories15MModel.Value;
+        Assert.Equal(model.Tokens, gguf.Tokens);
+        Assert.Equal(model.Scores, gguf.Scores);
+        Assert.Equal(model.Types, gguf.Types);
+    }
 }
