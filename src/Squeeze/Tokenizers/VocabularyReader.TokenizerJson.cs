@@ -22,6 +22,8 @@ public static partial class VocabularyReader
     /// </remarks>
     internal static Vocabulary FromTokenizerJson(ReadOnlySpan<byte> json, ReadOnlySpan<byte> config, string name)
     {
+        json = SkipUtf8Bom(json);
+        config = SkipUtf8Bom(config);
         try
         {
             using JsonDocument document = JsonDocument.Parse(json.ToArray(), new JsonDocumentOptions { MaxDepth = 256 });
@@ -33,6 +35,9 @@ public static partial class VocabularyReader
             throw new ModelFormatException(name, "not a valid tokenizer.json: " + e.Message, e);
         }
     }
+
+    private static ReadOnlySpan<byte> SkipUtf8Bom(ReadOnlySpan<byte> data)
+        => data.StartsWith("\uFEFF"u8) ? data[3..] : data;
 
     private static Vocabulary FromTokenizerJson(JsonElement root, JsonElement? config, string name)
     {
