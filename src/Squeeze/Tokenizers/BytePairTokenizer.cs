@@ -104,8 +104,8 @@ internal sealed class BytePairTokenizer : Tokenizer
 
     private readonly record struct Bigram(int Left, int Right, int LeftId, int RightId, int Result);
 
-    private static readonly IComparer<(int Rank, int Left)> LowestRankLeftmost = Comparer<(int Rank, int Left)>.Create(
-        (a, b) => a.Rank != b.Rank ? a.Rank.CompareTo(b.Rank) : a.Left.CompareTo(b.Left));
+    /// <summary>Queue order, smallest first: lowest merge rank, then leftmost.</summary>
+    private static ulong Priority(int rank, int left) => ((ulong)(uint)rank << 32) | (uint)left;
 
     /// <summary>The ids of one pre-tokenized word.</summary>
     private int[] EncodeWord(string word)
@@ -132,7 +132,7 @@ internal sealed class BytePairTokenizer : Tokenizer
             prev[i] = i - 1;
             next[i] = i + 1 < count ? i + 1 : -1;
         }
-        var queue = new PriorityQueue<Bigram, (int Rank, int Left)>(LowestRankLeftmost);
+        var queue = new PriorityQueue<Bigram, ulong>();
         for (int i = 1; i < count; i++)
             TryAddBigram(queue, ids, i - 1, i);
         int remaining = count;
@@ -161,10 +161,10 @@ internal sealed class BytePairTokenizer : Tokenizer
         return result;
     }
 
-    private void TryAddBigram(PriorityQueue<Bigram, (int, int)> queue, int[] ids, int left, int right)
+    private void TryAddBigram(PriorityQueue<Bigram, ulong> queue, int[] ids, int left, int right)
     {
         if (merges.TryGetValue(Key(ids[left], ids[right]), out var merge))
-            queue.Enqueue(new Bigram(left, right, ids[left], ids[right], merge.Result), (merge.Rank, left));
+            queue.Enqueue(new Bigram(left, right, ids[left], ids[right], merge.Result), Priority(merge.Rank, left));
     }
 
     public override byte[] TokenBytes(int id)

@@ -84,8 +84,14 @@ internal sealed class SentencePieceTokenizer : Tokenizer
 
     private readonly record struct Bigram(int Left, int Right, int Size);
 
-    private static readonly IComparer<(float Score, int Left)> HighestScoreLeftmost = Comparer<(float Score, int Left)>.Create(
-        (a, b) => a.Score != b.Score ? b.Score.CompareTo(a.Score) : a.Left.CompareTo(b.Left));
+    /// <summary>Queue order, smallest first: highest score, then leftmost. The score's bits are mapped to an unsigned key
+    /// that orders like the float (then inverted), the left index fills the low half.</summary>
+    private static ulong Priority(float score, int left)
+    {
+        uint bits = (uint)BitConverter.SingleToInt32Bits(score);
+        uint ascending = (bits & 0x8000_0000u) != 0 ? ~bits : bits | 0x8000_0000u;
+        return ((ulong)~ascending << 32) | (uint)left;
+    }
 
     /// <summary>Merges one escaped fragment and appends its ids.</summary>
     private void EncodeEscaped(ReadOnlySpan<char> text, List<int> output)
@@ -109,7 +115,7 @@ internal sealed class SentencePieceTokenizer : Tokenizer
             i += n;
         }
 
-        var queue = new PriorityQueue<Bigram, (float Score, int Left)>(HighestScoreLeftmost);
+        var queue = new PriorityQueue<Bigram, ulong>();
         for (int i = 1; i < count; i++)
             TryAddBigram(text, queue, start, length, i - 1, i);
 
@@ -151,11 +157,11 @@ internal sealed class SentencePieceTokenizer : Tokenizer
         }
     }
 
-    private void TryAddBigram(ReadOnlySpan<char> text, PriorityQueue<Bigram, (float, int)> queue, int[] start, int[] length, int left, int right)
+    private void TryAddBigram(ReadOnlySpan<char> text, PriorityQueue<Bigram, ulong> queue, int[] start, int[] length, int left, int right)
     {
         int size = length[left] + length[right];
         if (pieces.TryGetValue(text.Slice(start[left], size), out int id))
-            queue.Enqueue(new Bigram(left, right, size), (Vocabulary.Scores[id], left));
+            queue.Enqueue(new Bigram(left, right, size), Priority(Vocabulary.Scores[id], left));
     }
 
     public override byte[] TokenBytes(int id)
