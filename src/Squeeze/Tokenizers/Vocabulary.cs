@@ -13,12 +13,25 @@ public enum TokenizerKind
 /// <summary>Token types, numbered as GGUF's <c>tokenizer.ggml.token_type</c> numbers them.</summary>
 public enum TokenType
 {
+    /// <summary>No type given.</summary>
     Undefined = 0,
+
+    /// <summary>An ordinary piece.</summary>
     Normal = 1,
+
+    /// <summary>The unknown token (&lt;unk&gt;).</summary>
     Unknown = 2,
+
+    /// <summary>A control token (BOS, EOS, chat markers): decodes to nothing; recognised in text only with parse_special.</summary>
     Control = 3,
+
+    /// <summary>A user-defined token: always cut out of the text whole, decodes to its text.</summary>
     UserDefined = 4,
+
+    /// <summary>A reserved, unused id.</summary>
     Unused = 5,
+
+    /// <summary>A byte-fallback token "&lt;0xNN&gt;" (SentencePiece): decodes to that byte.</summary>
     Byte = 6,
 }
 
@@ -28,6 +41,7 @@ public enum TokenType
 /// </summary>
 public sealed class Vocabulary
 {
+    /// <summary>Which algorithm the vocabulary is for.</summary>
     public required TokenizerKind Kind { get; init; }
 
     /// <summary>Token pieces, by id. SentencePiece pieces use U+2581 for a space; byte-level BPE pieces use GPT-2's byte-to-unicode map.</summary>
@@ -36,6 +50,7 @@ public sealed class Vocabulary
     /// <summary>Merge priority of each piece (SentencePiece), or zeros.</summary>
     public required float[] Scores { get; init; }
 
+    /// <summary>Type of each token, by id.</summary>
     public required TokenType[] Types { get; init; }
 
     /// <summary>Ranked merges "a b" (byte-level BPE only).</summary>
@@ -44,12 +59,16 @@ public sealed class Vocabulary
     /// <summary>GGUF <c>tokenizer.ggml.pre</c>: the pre-tokenizer's name ("gpt-2", "llama-bpe", "qwen2", "default").</summary>
     public string? PreTokenizer { get; init; }
 
+    /// <summary>Beginning-of-sequence token, or -1.</summary>
     public int BosId { get; init; } = -1;
 
+    /// <summary>End-of-sequence token, or -1.</summary>
     public int EosId { get; init; } = -1;
 
+    /// <summary>Unknown token, or -1.</summary>
     public int UnknownId { get; init; } = -1;
 
+    /// <summary>Padding token, or -1.</summary>
     public int PaddingId { get; init; } = -1;
 
     /// <summary>Whether a BOS token starts every encoded text.</summary>
@@ -58,5 +77,6 @@ public sealed class Vocabulary
     /// <summary>SentencePiece: prepend a space to the text before encoding (llama's "add_dummy_prefix").</summary>
     public bool AddSpacePrefix { get; init; } = true;
 
+    /// <summary>Number of tokens.</summary>
     public int Count => Tokens.Length;
 }
