@@ -23,7 +23,8 @@ public readonly record struct EvaluationProgress(int Chunk, int Chunks, double P
 /// Perplexity, bits per byte and KL divergence by llama.cpp's method: the text is tokenized once with a leading
 /// BOS; chunk i is tokens [c·i, c·i + c) (whole chunks only); its first token is replaced by BOS; the logits at
 /// positions c/2 … c−2 are scored against the next token. Against a base model, both run side by side on the same
-/// chunk, so no logits file is needed.
+/// chunk, so no logits file is needed. As in llama.cpp, the chunk length may exceed the context length the file
+/// declares (stories15M's GGUF says 128; the model was trained on 256).
 /// </summary>
 public static class Evaluator
 {
@@ -35,8 +36,6 @@ public static class Evaluator
         int ctx = options.ContextLength;
         if (ctx < 4)
             throw new ArgumentException($"context length {ctx} is too small: at least 4 tokens are needed to score any", nameof(options));
-        if (ctx > model.Config.ContextLength)
-            throw new ArgumentException($"context length {ctx} exceeds the model's {model.Config.ContextLength}", nameof(options));
         if (baseModel is not null && baseModel.Config.VocabSize != model.Config.VocabSize)
             throw new ArgumentException($"the base model's vocabulary ({baseModel.Config.VocabSize}) differs from the model's ({model.Config.VocabSize})", nameof(baseModel));
 

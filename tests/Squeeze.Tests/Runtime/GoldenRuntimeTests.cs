@@ -61,7 +61,9 @@ public class GoldenRuntimeTests(ITestOutputHelper output)
         var bytes = tokens.SelectMany(t => model.Tokenizer.TokenBytes(t)).ToArray();
         string text = "Once upon a time" + Encoding.UTF8.GetString(bytes);
         output.WriteLine(text);
-        Assert.Equal(GoldenContinuation, text);
+        // The 100th token is a newline, which the golden README's paragraph cannot show.
+        Assert.EndsWith("\n", text);
+        Assert.Equal(GoldenContinuation, text[..^1]);
     }
 
     internal static float[] Logits(Model model, int[] tokens)
