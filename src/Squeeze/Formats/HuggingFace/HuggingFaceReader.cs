@@ -1,9 +1,362 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Text.Json;
+using Squeeze.Formats.Safetensors;
 using Squeeze.Models;
+using Squeeze.Tensors;
+using Squeeze.Tokenizers;
 
 namespace Squeeze.Formats.HuggingFace;
 
-/// <summary>Loads a Hugging Face checkpoint directory (config.json, safetensors, tokenizer) as a <see cref="Model"/>.</summary>
+/// <summary>
+/// Loads a Hugging Face checkpoint directory (config.json, model.safetensors or a sharded
+/// model.safetensors.index.json, tokenizer.json or tokenizer.model) as a <see cref="Model"/> with GGUF tensor names.
+/// Supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM with F32, F16 or BF16
+/// weights. Llama/Mistral q/k rows are converted from rotate-half to Meta's interleaved order (copied into owned
+/// buffers; <see cref="RopeStyle.Interleaved"/>); Qwen keeps Hugging Face order (<see cref="RopeStyle.Neox"/>), as
+/// llama.cpp does. Every other tensor is a view into the memory-mapped safetensors files.
+/// </summary>
 public static class HuggingFaceReader
 {
-    public static Model Load(string directory) => throw new NotImplementedException("being written on branch hf");
+    /// <summary>Name of the config file inside a checkpoint directory.</summary>
+    public const string ConfigFile = "config.json";
+
+    /// <summary>Name of the single-file weights.</summary>
+    public const string WeightsFile = "model.safetensors";
+
+    /// <summary>Name of the index of sharded weights.</summary>
+    public const string WeightsIndexFile = "model.safetensors.index.json";
+
+    /// <summary>Loads <paramref name="directory"/> with its tokenizer (tokenizer.json, else tokenizer.model).</summary>
+    /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
+    /// <exception cref="ModelFormatException">A file is missing, malformed or describes an unsupported model.</exception>
+    public static Model Load(string directory) => Load(directory, vocabulary: null);
+
+    /// <summary>Loads <paramref name="directory"/> with an already loaded <paramref name="vocabulary"/> (null: read the
+    /// directory's tokenizer).</summary>
+    public static Model Load(string directory, Vocabulary? vocabulary)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        if (!Directory.Exists(directory))
+            throw new DirectoryNotFoundException($"Hugging Face checkpoint directory {directory} does not exist");
+        var config = ReadConfig(Path.Combine(directory, ConfigFile));
+        var owned = new List<IDisposable>();
+        try
+        {
+            var tensors = ReadTensors(directory, config, owned);
+            vocabulary ??= ReadVocabulary(directory);
+            if (vocabulary.Count > config.VocabSize)
+                throw new ModelFormatException(directory, $"the tokenizer has {vocabulary.Count} tokens but config.json's vocab_size is {config.VocabSize}");
+            return new Model(config, vocabulary, tensors, directory, owned);
+        }
+        catch
+        {
+            foreach (var d in owned)
+                d.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Reads a config.json into a <see cref="ModelConfig"/> (GGUF architecture name, rope style as loaded).</summary>
+    /// <exception cref="ModelFormatException">Missing, malformed, or an unsupported architecture or option; the message names the value.</exception>
+    public static ModelConfig ReadConfig(string configPath)
+    {
+        if (!File.Exists(configPath))
+            throw new ModelFormatException(configPath, "config.json not found; a Hugging Face checkpoint directory needs one");
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(configPath));
+            return ParseConfig(configPath, doc.RootElement);
+        }
+        catch (JsonException e)
+        {
+            throw new ModelFormatException(configPath, $"not valid JSON: {e.Message}", e);
+        }
+    }
+
+    private static ModelConfig ParseConfig(string file, JsonElement root)
+    {
+        [DoesNotReturn]
+        void Fail(string problem) => throw new ModelFormatException(file, problem);
+        if (root.ValueKind != JsonValueKind.Object)
+            Fail("config is not a JSON object");
+
+        string? architecture = null;
+        if (root.TryGetProperty("architectures", out var archs) && archs.ValueKind == JsonValueKind.Array && archs.GetArrayLength() > 0)
+        {
+            if (archs.GetArrayLength() != 1 || archs[0].ValueKind != JsonValueKind.String)
+                Fail($"\"architectures\" is {archs.GetRawText()}; expected one class name");
+            architecture = archs[0].GetString()!;
+        }
+        else if (root.TryGetProperty("model_type", out var modelType) && modelType.ValueKind == JsonValueKind.String)
+        {
+            architecture = modelType.GetString() switch
+            {
+                "llama" => "LlamaForCausalLM",
+                "mistral" => "MistralForCausalLM",
+                "qwen2" => "Qwen2ForCausalLM",
+                "qwen3" => "Qwen3ForCausalLM",
+                var other => Fail<string>(file, $"model_type \"{other}\" is not supported (llama, mistral, qwen2, qwen3)"),
+            };
+        }
+        else
+        {
+            Fail("neither \"architectures\" nor \"model_type\" says what model this is");
+        }
+
+        bool qwen = architecture is "Qwen2ForCausalLM" or "Qwen3ForCausalLM";
+        string ggufArch = architecture switch
+        {
+            "LlamaForCausalLM" or "MistralForCausalLM" => "llama",
+            "Qwen2ForCausalLM" => "qwen2",
+            "Qwen3ForCausalLM" => "qwen3",
+            _ => Fail<string>(file, $"architecture \"{architecture}\" is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)"),
+        };
+
+        int RequiredInt(string key)
+        {
+            if (!root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
+                Fail($"\"{key}\" is missing");
+            return PositiveInt(key, v);
+        }
+        int OptionalInt(string key, int fallback)
+            => root.TryGetProperty(key, out var v) && v.ValueKind != JsonValueKind.Null ? PositiveInt(key, v) : fallback;
+        int PositiveInt(string key, JsonElement v)
+        {
+            if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out int value) || value <= 0)
+                Fail($"\"{key}\" is {v.GetRawText()}; expected a positive integer");
+            return value;
+        }
+        double OptionalDouble(string key, double fallback)
+        {
+            if (!root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
+                return fallback;
+            if (v.ValueKind != JsonValueKind.Number || !v.TryGetDouble(out double value) || !double.IsFinite(value) || value <= 0)
+                Fail($"\"{key}\" is {v.GetRawText()}; expected a positive number");
+            return value;
+        }
+        bool OptionalBool(string key, bool fallback)
+        {
+            if (!root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
+                return fallback;
+            if (v.ValueKind is not (JsonValueKind.True or JsonValueKind.False))
+                Fail($"\"{key}\" is {v.GetRawText()}; expected true or false");
+            return v.GetBoolean();
+        }
+
+        int dim = RequiredInt("hidden_size");
+        int hidden = RequiredInt("intermediate_size");
+        int layers = RequiredInt("num_hidden_layers");
+        int heads = RequiredInt("num_attention_heads");
+        int kvHeads = OptionalInt("num_key_value_heads", heads);
+        int vocab = RequiredInt("vocab_size");
+        // transformers' defaults when a key is absent.
+        int headDim = OptionalInt("head_dim", architecture == "Qwen3ForCausalLM" ? 128 : dim / heads);
+        int maxPositions = OptionalInt("max_position_embeddings", architecture switch
+        {
+            "LlamaForCausalLM" => 2048,
+            "MistralForCausalLM" => 4096 * 32,
+            _ => 32768,
+        });
+        double ropeTheta = OptionalDouble("rope_theta", 10000);
+        double eps = OptionalDouble("rms_norm_eps", 1e-6);
+        bool tied = OptionalBool("tie_word_embeddings", false);
+        bool attentionBias = architecture == "Qwen2ForCausalLM" || OptionalBool("attention_bias", false);
+
+        if (!root.TryGetProperty("head_dim", out _) && architecture != "Qwen3ForCausalLM" && dim % heads != 0)
+            Fail($"num_attention_heads {heads} does not divide hidden_size {dim} (and there is no head_dim)");
+        if (heads % kvHeads != 0)
+            Fail($"num_key_value_heads {kvHeads} does not divide num_attention_heads {heads}");
+        if (headDim % 2 != 0)
+            Fail($"head_dim {headDim} is odd; rotary embedding needs pairs");
+        if (OptionalBool("mlp_bias", false))
+            Fail("\"mlp_bias\": true is not supported (feed-forward biases)");
+        if (root.TryGetProperty("hidden_act", out var act) && act.ValueKind != JsonValueKind.Null
+            && !(act.ValueKind == JsonValueKind.String && act.GetString() is "silu" or "swish"))
+            Fail($"\"hidden_act\" {act.GetRawText()} is not supported (silu)");
+        if (root.TryGetProperty("rope_scaling", out var scaling) && scaling.ValueKind != JsonValueKind.Null)
+        {
+            string kind = scaling.ValueKind == JsonValueKind.Object
+                && (scaling.TryGetProperty("rope_type", out var t) || scaling.TryGetProperty("type", out t))
+                && t.ValueKind == JsonValueKind.String ? t.GetString()! : scaling.GetRawText();
+            if (kind != "default")
+                Fail($"\"rope_scaling\" of type \"{kind}\" is not supported (only unscaled rotary embedding)");
+        }
+
+        // Sliding-window attention is not implemented: cap the context where it would start to matter.
+        int context = maxPositions;
+        bool sliding = architecture == "MistralForCausalLM" || OptionalBool("use_sliding_window", false);
+        if (sliding && root.TryGetProperty("sliding_window", out var window) && window.ValueKind != JsonValueKind.Null)
+            context = Math.Min(context, PositiveInt("sliding_window", window));
+
+        return new ModelConfig
+        {
+            Architecture = ggufArch,
+            Dim = dim,
+            HiddenDim = hidden,
+            LayerCount = layers,
+            HeadCount = heads,
+            KvHeadCount = kvHeads,
+            HeadDim = headDim,
+            VocabSize = vocab,
+            ContextLength = context,
+            RopeTheta = (float)ropeTheta,
+            RopeStyle = qwen ? RopeStyle.Neox : RopeStyle.Interleaved,
+            RmsNormEps = (float)eps,
+            TiedEmbeddings = tied,
+            AttentionBias = attentionBias,
+            QkNorm = architecture == "Qwen3ForCausalLM",
+        };
+    }
+
+    [DoesNotReturn]
+    private static T Fail<T>(string file, string problem) => throw new ModelFormatException(file, problem);
+
+    /// <summary>Every tensor the config implies, in load order, with its shape; q/k entries carry their head count.</summary>
+    internal static List<(string Name, long[] Shape, int PermuteHeads)> ExpectedTensors(ModelConfig c)
+    {
+        var list = new List<(string, long[], int)> { (TensorNames.TokenEmbedding, [c.VocabSize, c.Dim], 0) };
+        for (int l = 0; l < c.LayerCount; l++)
+        {
+            list.Add((TensorNames.AttentionNorm(l), [c.Dim], 0));
+            list.Add((TensorNames.Query(l), [c.QDim, c.Dim], c.HeadCount));
+            list.Add((TensorNames.Key(l), [c.KvDim, c.Dim], c.KvHeadCount));
+            list.Add((TensorNames.Value(l), [c.KvDim, c.Dim], 0));
+            if (c.AttentionBias)
+            {
+                list.Add((TensorNames.QueryBias(l), [c.QDim], c.HeadCount));
+                list.Add((TensorNames.KeyBias(l), [c.KvDim], c.KvHeadCount));
+                list.Add((TensorNames.ValueBias(l), [c.KvDim], 0));
+            }
+            if (c.QkNorm)
+            {
+                list.Add((TensorNames.QueryNorm(l), [c.HeadDim], 0));
+                list.Add((TensorNames.KeyNorm(l), [c.HeadDim], 0));
+            }
+            list.Add((TensorNames.AttentionOutput(l), [c.Dim, c.QDim], 0));
+            list.Add((TensorNames.FeedForwardNorm(l), [c.Dim], 0));
+            list.Add((TensorNames.Gate(l), [c.HiddenDim, c.Dim], 0));
+            list.Add((TensorNames.Up(l), [c.HiddenDim, c.Dim], 0));
+            list.Add((TensorNames.Down(l), [c.Dim, c.HiddenDim], 0));
+        }
+        list.Add((TensorNames.OutputNorm, [c.Dim], 0));
+        if (!c.TiedEmbeddings)
+            list.Add((TensorNames.Output, [c.VocabSize, c.Dim], 0));
+        return list;
+    }
+
+    private static List<Tensor> ReadTensors(string directory, ModelConfig config, List<IDisposable> owned)
+    {
+        // GGUF name → (file, stored entry).
+        var stored = new Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Info)>(StringComparer.Ordinal);
+        foreach (var file in OpenWeights(directory, owned))
+        {
+            foreach (var info in file.Tensors)
+            {
+                if (HuggingFaceNames.IsIgnored(info.Name))
+                    continue;
+                if (!HuggingFaceNames.TryToGguf(info.Name, out string gguf))
+                    throw new ModelFormatException(file.Path, $"tensor '{info.Name}' is not part of a {config.Architecture} model Squeeze knows");
+                if (!stored.TryAdd(gguf, (file, info)))
+                    throw new ModelFormatException(file.Path, $"tensor '{info.Name}' is stored twice (also in {stored[gguf].File.Path})");
+            }
+        }
+
+        bool permute = config.RopeStyle == RopeStyle.Interleaved;
+        var tensors = new List<Tensor>();
+        foreach (var (name, shape, heads) in ExpectedTensors(config))
+        {
+            HuggingFaceNames.TryToHuggingFace(name, out string hfName);
+            if (!stored.Remove(name, out var entry))
+            {
+                string why = name == TensorNames.Output ? " (config.json says tie_word_embeddings is false)" : "";
+                throw new ModelFormatException(directory, $"tensor '{hfName}' is missing{why}");
+            }
+            var (file, info) = entry;
+            if (!info.IsFloat)
+                throw new ModelFormatException(file.Path, $"tensor '{hfName}' is {info.DType}; weights must be F32, F16 or BF16");
+            if (!info.Shape.SequenceEqual(shape))
+                throw new ModelFormatException(file.Path, $"tensor '{hfName}' has shape [{string.Join(", ", info.Shape)}] but config.json implies [{string.Join(", ", shape)}]");
+            var tensor = file.GetTensor(info.Name, name);
+            tensors.Add(permute && heads > 0 ? RotaryOrder.Permute(tensor, heads, toInterleaved: true, owned) : tensor);
+        }
+        // A tied checkpoint may still store lm_head (a copy of the embedding); transformers ignores it, so do we.
+        if (config.TiedEmbeddings)
+            stored.Remove(TensorNames.Output);
+        if (stored.Count > 0)
+        {
+            var (file, info) = stored.Values.First();
+            throw new ModelFormatException(file.Path, $"tensor '{info.Name}' is not expected by config.json ({stored.Count} unexpected tensor(s))");
+        }
+        return tensors;
+    }
+
+    private static List<SafetensorsFile> OpenWeights(string directory, List<IDisposable> owned)
+    {
+        var files = new List<SafetensorsFile>();
+        string single = Path.Combine(directory, WeightsFile);
+        if (File.Exists(single))
+        {
+            var f = SafetensorsFile.Open(single);
+            owned.Add(f);
+            files.Add(f);
+            return files;
+        }
+        string index = Path.Combine(directory, WeightsIndexFile);
+        if (!File.Exists(index))
+        {
+            string hint = File.Exists(Path.Combine(directory, "pytorch_model.bin")) ? "; pytorch_model.bin (PyTorch pickle) is not supported, convert it to safetensors" : "";
+            throw new ModelFormatException(directory, $"no {WeightsFile} or {WeightsIndexFile}{hint}");
+        }
+        var weightMap = ReadWeightMap(index);
+        foreach (string shard in weightMap.Values.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal))
+        {
+            var f = SafetensorsFile.Open(Path.Combine(directory, shard));
+            owned.Add(f);
+            files.Add(f);
+        }
+        foreach (var (name, shard) in weightMap)
+        {
+            var file = files.First(f => Path.GetFileName(f.Path) == shard);
+            if (!file.TryGetInfo(name, out _))
+                throw new ModelFormatException(index, $"weight_map puts '{name}' in {shard}, which does not hold it");
+        }
+        return files;
+    }
+
+    private static Dictionary<string, string> ReadWeightMap(string index)
+    {
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(index));
+            if (doc.RootElement.ValueKind != JsonValueKind.Object
+                || !doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+                throw new ModelFormatException(index, "no \"weight_map\" object");
+            var result = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var entry in map.EnumerateObject())
+            {
+                string? shard = entry.Value.ValueKind == JsonValueKind.String ? entry.Value.GetString() : null;
+                // Shards must be plain file names inside the directory.
+                if (string.IsNullOrEmpty(shard) || shard != Path.GetFileName(shard) || shard is "." or "..")
+                    throw new ModelFormatException(index, $"weight_map entry '{entry.Name}' names {entry.Value.GetRawText()}, not a file in the checkpoint directory");
+                if (!result.TryAdd(entry.Name, shard))
+                    throw new ModelFormatException(index, $"weight_map names '{entry.Name}' twice");
+            }
+            return result;
+        }
+        catch (JsonException e)
+        {
+            throw new ModelFormatException(index, $"not valid JSON: {e.Message}", e);
+        }
+    }
+
+    private static Vocabulary ReadVocabulary(string directory)
+    {
+        string json = Path.Combine(directory, "tokenizer.json");
+        if (File.Exists(json))
+            return VocabularyReader.FromTokenizerJson(json);
+        string model = Path.Combine(directory, "tokenizer.model");
+        if (File.Exists(model))
+            return VocabularyReader.FromSentencePieceModel(model);
+        throw new ModelFormatException(directory, $"no tokenizer found; looked for {json} and {model}");
+    }
 }

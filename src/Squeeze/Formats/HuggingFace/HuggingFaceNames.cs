@@ -1,0 +1,116 @@
+using System.Globalization;
+using Squeeze.Models;
+
+namespace Squeeze.Formats.HuggingFace;
+
+/// <summary>Maps Hugging Face transformers tensor names (<c>model.layers.3.self_attn.q_proj.weight</c>) to llama.cpp's
+/// GGUF names (<c>blk.3.attn_q.weight</c>) and back.</summary>
+public static class HuggingFaceNames
+{
+    private const string LayerPrefix = "model.layers.";
+    private const string BlockPrefix = "blk.";
+
+    // Hugging Face per-layer suffix → GGUF per-layer suffix.
+    private static readonly (string Hf, string Gguf)[] LayerSuffixes =
+    [
+        ("input_layernorm.weight", "attn_norm.weight"),
+        ("self_attn.q_proj.weight", "attn_q.weight"),
+        ("self_attn.k_proj.weight", "attn_k.weight"),
+        ("self_attn.v_proj.weight", "attn_v.weight"),
+        ("self_attn.q_proj.bias", "attn_q.bias"),
+        ("self_attn.k_proj.bias", "attn_k.bias"),
+        ("self_attn.v_proj.bias", "attn_v.bias"),
+        ("self_attn.q_norm.weight", "attn_q_norm.weight"),
+        ("self_attn.k_norm.weight", "attn_k_norm.weight"),
+        ("self_attn.o_proj.weight", "attn_output.weight"),
+        ("post_attention_layernorm.weight", "ffn_norm.weight"),
+        ("mlp.gate_proj.weight", "ffn_gate.weight"),
+        ("mlp.up_proj.weight", "ffn_up.weight"),
+        ("mlp.down_proj.weight", "ffn_down.weight"),
+    ];
+
+    private static readonly (string Hf, string Gguf)[] Globals =
+    [
+        ("model.embed_tokens.weight", TensorNames.TokenEmbedding),
+        ("model.norm.weight", TensorNames.OutputNorm),
+        ("lm_head.weight", TensorNames.Output),
+    ];
+
+    /// <summary>True for stored tensors that carry no weights and are skipped on load (old checkpoints' rotary
+    /// <c>inv_freq</c> buffers).</summary>
+    public static bool IsIgnored(string huggingFaceName)
+        => huggingFaceName.StartsWith(LayerPrefix, StringComparison.Ordinal)
+           && huggingFaceName.EndsWith(".self_attn.rotary_emb.inv_freq", StringComparison.Ordinal);
+
+    /// <summary>The GGUF name of a Hugging Face tensor name, or false when the name is not one Squeeze knows.</summary>
+    public static bool TryToGguf(string huggingFaceName, out string ggufName)
+    {
+        ArgumentNullException.ThrowIfNull(huggingFaceName);
+        foreach (var (hf, gguf) in Globals)
+        {
+            if (huggingFaceName == hf)
+            {
+                ggufName = gguf;
+                return true;
+            }
+        }
+        if (TrySplitLayer(huggingFaceName, LayerPrefix, out int layer, out string suffix))
+        {
+            foreach (var (hf, gguf) in LayerSuffixes)
+            {
+                if (suffix == hf)
+                {
+                    ggufName = $"{BlockPrefix}{layer}.{gguf}";
+                    return true;
+                }
+            }
+        }
+        ggufName = "";
+        return false;
+    }
+
+    /// <summary>The Hugging Face name of a GGUF tensor name, or false when it has none.</summary>
+    public static bool TryToHuggingFace(string ggufName, out string huggingFaceName)
+    {
+        ArgumentNullException.ThrowIfNull(ggufName);
+        foreach (var (hf, gguf) in Globals)
+        {
+            if (ggufName == gguf)
+            {
+                huggingFaceName = hf;
+                return true;
+            }
+        }
+        if (TrySplitLayer(ggufName, BlockPrefix, out int layer, out string suffix))
+        {
+            foreach (var (hf, gguf) in LayerSuffixes)
+            {
+                if (suffix == gguf)
+                {
+                    huggingFaceName = $"{LayerPrefix}{layer}.{hf}";
+                    return true;
+                }
+            }
+        }
+        huggingFaceName = "";
+        return false;
+    }
+
+    /// <summary>Splits "prefix{N}.rest" with N a canonical non-negative decimal (no sign, no leading zeros).</summary>
+    private static bool TrySplitLayer(string name, string prefix, out int layer, out string suffix)
+    {
+        layer = -1;
+        suffix = "";
+        if (!name.StartsWith(prefix, StringComparison.Ordinal))
+            return false;
+        int dot = name.IndexOf('.', prefix.Length);
+        if (dot < 0)
+            return false;
+        var digits = name.AsSpan(prefix.Length, dot - prefix.Length);
+        if (!int.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out layer)
+            || !digits.SequenceEqual(layer.ToString(CultureInfo.InvariantCulture)))
+            return false;
+        suffix = name[(dot + 1)..];
+        return true;
+    }
+}

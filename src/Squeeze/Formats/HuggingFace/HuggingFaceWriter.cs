@@ -1,0 +1,167 @@
+using System.Text.Json;
+using Squeeze.Formats.Safetensors;
+using Squeeze.Models;
+using Squeeze.Tensors;
+using Squeeze.Tokenizers;
+
+namespace Squeeze.Formats.HuggingFace;
+
+/// <summary>
+/// Writes a <see cref="Model"/> as a Hugging Face checkpoint directory that <see cref="HuggingFaceReader"/> and
+/// transformers read: <c>config.json</c> (LlamaForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM),
+/// <c>model.safetensors</c> with Hugging Face tensor names (q/k rows in rotate-half order; the file's metadata is
+/// <c>{"format": "pt"}</c>), and for a SentencePiece vocabulary <c>tokenizer.model</c> plus <c>tokenizer_config.json</c>.
+/// A byte-level BPE vocabulary is not written (no tokenizer file; copy the source's <c>tokenizer.json</c>).
+/// Everything is written into a temporary directory beside the destination, which is then renamed into place.
+/// </summary>
+public static class HuggingFaceWriter
+{
+    /// <summary>Writes <paramref name="model"/> to <paramref name="directory"/>, which must not exist or be empty.</summary>
+    /// <exception cref="NotSupportedException">A tensor is block-quantized, or the model has no Hugging Face equivalent.</exception>
+    /// <exception cref="IOException">The destination exists and is not empty.</exception>
+    /// <returns>The list of files written, relative to <paramref name="directory"/>.</returns>
+    public static IReadOnlyList<string> Write(Model model, string directory)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        var config = model.Config;
+        string architecture = HuggingFaceArchitecture(config);
+        var quantized = model.Tensors.FirstOrDefault(t => !SafetensorsDTypes.TryFromGgmlType(t.Type, out _));
+        if (quantized is not null)
+            throw new NotSupportedException($"{model.Source}: tensor '{quantized.Name}' is {quantized.Type}; a Hugging Face checkpoint holds only F32, F16 and BF16 weights, dequantize first");
+
+        string target = Path.GetFullPath(directory);
+        if (Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any())
+            throw new IOException($"{target} already exists and is not empty; refusing to overwrite it");
+        string parent = Path.GetDirectoryName(target.TrimEnd(Path.DirectorySeparatorChar)) ?? ".";
+        Directory.CreateDirectory(parent);
+        string temp = Path.Combine(parent, $".{Path.GetFileName(target.TrimEnd(Path.DirectorySeparatorChar))}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        Directory.CreateDirectory(temp);
+        var owned = new List<IDisposable>();
+        try
+        {
+            var files = new List<string>();
+            WriteWeights(model, Path.Combine(temp, HuggingFaceReader.WeightsFile), owned);
+            files.Add(HuggingFaceReader.WeightsFile);
+            WriteJson(Path.Combine(temp, HuggingFaceReader.ConfigFile), w => WriteConfig(w, model, architecture));
+            files.Add(HuggingFaceReader.ConfigFile);
+            files.AddRange(WriteTokenizer(model.Vocabulary, temp));
+
+            if (Directory.Exists(target))
+                Directory.Delete(target); // empty, checked above
+            Directory.Move(temp, target);
+            return files;
+        }
+        catch
+        {
+            if (Directory.Exists(temp))
+                Directory.Delete(temp, recursive: true);
+            throw;
+        }
+        finally
+        {
+            foreach (var d in owned)
+                d.Dispose();
+        }
+    }
+
+    private static string HuggingFaceArchitecture(ModelConfig c) => c.Architecture switch
+    {
+        "llama" when !c.QkNorm => "LlamaForCausalLM",
+        "qwen2" when c.AttentionBias && !c.QkNorm => "Qwen2ForCausalLM",
+        "qwen3" when c.QkNorm => "Qwen3ForCausalLM",
+        _ => throw new NotSupportedException($"architecture \"{c.Architecture}\" (attention bias {c.AttentionBias}, q/k norm {c.QkNorm}) has no Hugging Face class Squeeze writes"),
+    };
+
+    private static void WriteWeights(Model model, string path, List<IDisposable> owned)
+    {
+        var config = model.Config;
+        // Heads of the tensors whose rows carry rotary pairs.
+        var rotary = HuggingFaceReader.ExpectedTensors(config).Where(e => e.PermuteHeads > 0).ToDictionary(e => e.Name, e => e.PermuteHeads, StringComparer.Ordinal);
+        bool permute = config.RopeStyle == RopeStyle.Interleaved;
+        var writer = new SafetensorsWriter();
+        writer.Metadata["format"] = "pt";
+        foreach (var tensor in model.Tensors)
+        {
+            if (!HuggingFaceNames.TryToHuggingFace(tensor.Name, out string hfName))
+                throw new NotSupportedException($"{model.Source}: tensor '{tensor.Name}' has no Hugging Face name");
+            var t = permute && rotary.TryGetValue(tensor.Name, out int heads)
+                ? RotaryOrder.Permute(tensor, heads, toInterleaved: false, owned)
+                : tensor;
+            writer.Add(t, hfName);
+        }
+        writer.Write(path);
+    }
+
+    private static void WriteConfig(Utf8JsonWriter w, Model model, string architecture)
+    {
+        var c = model.Config;
+        var v = model.Vocabulary;
+        w.WriteStartArray("architectures");
+        w.WriteStringValue(architecture);
+        w.WriteEndArray();
+        w.WriteString("model_type", c.Architecture);
+        w.WriteNumber("hidden_size", c.Dim);
+        w.WriteNumber("intermediate_size", c.HiddenDim);
+        w.WriteNumber("num_hidden_layers", c.LayerCount);
+        w.WriteNumber("num_attention_heads", c.HeadCount);
+        w.WriteNumber("num_key_value_heads", c.KvHeadCount);
+        w.WriteNumber("head_dim", c.HeadDim);
+        w.WriteNumber("vocab_size", c.VocabSize);
+        w.WriteNumber("max_position_embeddings", c.ContextLength);
+        w.WriteNumber("rope_theta", c.RopeTheta);
+        w.WriteNull("rope_scaling");
+        w.WriteNumber("rms_norm_eps", c.RmsNormEps);
+        w.WriteBoolean("tie_word_embeddings", c.TiedEmbeddings);
+        w.WriteString("hidden_act", "silu");
+        if (c.Architecture != "qwen2")
+            w.WriteBoolean("attention_bias", c.AttentionBias);
+        w.WriteBoolean("mlp_bias", false);
+        if (v.BosId >= 0)
+            w.WriteNumber("bos_token_id", v.BosId);
+        if (v.EosId >= 0)
+            w.WriteNumber("eos_token_id", v.EosId);
+        w.WriteString("torch_dtype", model[TensorNames.TokenEmbedding].Type switch
+        {
+            GgmlType.F16 => "float16",
+            GgmlType.BF16 => "bfloat16",
+            _ => "float32",
+        });
+    }
+
+    private static List<string> WriteTokenizer(Vocabulary v, string directory)
+    {
+        if (v.Kind != TokenizerKind.SentencePiece)
+            return [];
+        File.WriteAllBytes(Path.Combine(directory, "tokenizer.model"), SentencePieceModelWriter.Serialize(v));
+        WriteJson(Path.Combine(directory, "tokenizer_config.json"), w =>
+        {
+            w.WriteString("tokenizer_class", "LlamaTokenizer");
+            void Special(string key, int id)
+            {
+                if (id >= 0)
+                    w.WriteString(key, v.Tokens[id]);
+                else
+                    w.WriteNull(key);
+            }
+            Special("bos_token", v.BosId);
+            Special("eos_token", v.EosId);
+            Special("unk_token", v.UnknownId);
+            Special("pad_token", v.PaddingId);
+            w.WriteBoolean("add_bos_token", v.AddBos);
+            w.WriteBoolean("add_eos_token", false);
+            w.WriteBoolean("add_prefix_space", v.AddSpacePrefix);
+            w.WriteBoolean("legacy", true);
+        });
+        return ["tokenizer.model", "tokenizer_config.json"];
+    }
+
+    private static void WriteJson(string path, Action<Utf8JsonWriter> body)
+    {
+        using var stream = File.Create(path);
+        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+        w.WriteStartObject();
+        body(w);
+        w.WriteEndObject();
+    }
+}
