@@ -84,6 +84,9 @@ public sealed class Transformer : IDisposable
 
     public KvCache Cache { get; }
 
+    /// <summary>Sees the input of every linear layer (for calibration); null when nobody listens.</summary>
+    public IActivationObserver? Observer { get; set; }
+
     /// <summary>Number of positions already in the cache; the next token goes here.</summary>
     public int Position { get; private set; }
 
@@ -119,6 +122,7 @@ public sealed class Transformer : IDisposable
                 var normed = xb.AsSpan(0, rows * config.Dim);
                 for (int t = 0; t < rows; t++)
                     RmsNorm(x.AsSpan((from - start + t) * config.Dim, config.Dim), outputNorm, config.RmsNormEps, normed.Slice(t * config.Dim, config.Dim));
+                Observer?.Observe(-1, LinearInput.Output, normed, rows);
                 MatMul.Multiply(classifier, normed, rows, compute, logits.AsSpan((from - firstWanted) * vocab, rows * vocab));
             }
         }
@@ -154,6 +158,7 @@ public sealed class Transformer : IDisposable
         for (int t = 0; t < n; t++)
             RmsNorm(xs.Slice(t * dim, dim), layer.AttentionNorm, config.RmsNormEps, normed.Slice(t * dim, dim));
 
+        Observer?.Observe(layer.Index, LinearInput.Attention, normed, n);
         var qs = q.AsSpan(0, n * qDim);
         var ks = k.AsSpan(0, n * kvDim);
         var vs = v.AsSpan(0, n * kvDim);
@@ -194,6 +199,7 @@ public sealed class Transformer : IDisposable
         CausalAttention(layer.Index, n);
 
         var projected = proj.AsSpan(0, n * dim);
+        Observer?.Observe(layer.Index, LinearInput.AttentionOutput, att.AsSpan(0, n * qDim), n);
         MatMul.Multiply(layer.AttentionOutput, att.AsSpan(0, n * qDim), n, compute, projected);
         TensorPrimitives.Add(xs, projected, xs);
     }
@@ -238,6 +244,7 @@ public sealed class Transformer : IDisposable
         var normed = xb.AsSpan(0, n * dim);
         for (int t = 0; t < n; t++)
             RmsNorm(xs.Slice(t * dim, dim), layer.FeedForwardNorm, config.RmsNormEps, normed.Slice(t * dim, dim));
+        Observer?.Observe(layer.Index, LinearInput.FeedForward, normed, n);
         var g = gate.AsSpan(0, n * hidden);
         var u = up.AsSpan(0, n * hidden);
         MatMul.Multiply(layer.Gate, normed, n, compute, g);
@@ -247,6 +254,7 @@ public sealed class Transformer : IDisposable
         TensorPrimitives.Sigmoid(g, g);
         TensorPrimitives.Multiply(g, u, g);
         var projected = proj.AsSpan(0, n * dim);
+        Observer?.Observe(layer.Index, LinearInput.FeedForwardDown, g, n);
         MatMul.Multiply(layer.Down, g, n, compute, projected);
         TensorPrimitives.Add(xs, projected, xs);
     }
