@@ -28,18 +28,31 @@ public readonly record struct EvaluationProgress(int Chunk, int Chunks, double P
 /// </summary>
 public static class Evaluator
 {
+    /// <summary>Scores <paramref name="model"/> on <paramref name="text"/>, and against <paramref name="baseModel"/> when given.</summary>
     public static EvaluationResult Evaluate(Model model, string text, EvaluationOptions? options = null, Model? baseModel = null, IProgress<EvaluationProgress>? progress = null)
+        => EvaluateMany([model], text, options, baseModel, progress)[0];
+
+    /// <summary>Scores several models on the same chunks of <paramref name="text"/>; the base model runs once per chunk
+    /// for all of them. The text is tokenized with the first model's tokenizer; every model must share its vocabulary size.</summary>
+    public static IReadOnlyList<EvaluationResult> EvaluateMany(IReadOnlyList<Model> models, string text, EvaluationOptions? options = null, Model? baseModel = null, IProgress<EvaluationProgress>? progress = null)
     {
-        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(models);
         ArgumentNullException.ThrowIfNull(text);
+        if (models.Count == 0)
+            throw new ArgumentException("no model to evaluate", nameof(models));
         options ??= new EvaluationOptions();
         int ctx = options.ContextLength;
         if (ctx < 4)
             throw new ArgumentException($"context length {ctx} is too small: at least 4 tokens are needed to score any", nameof(options));
-        if (baseModel is not null && baseModel.Config.VocabSize != model.Config.VocabSize)
-            throw new ArgumentException($"the base model's vocabulary ({baseModel.Config.VocabSize}) differs from the model's ({model.Config.VocabSize})", nameof(baseModel));
+        var first = models[0];
+        int vocab = first.Config.VocabSize;
+        foreach (var m in models.Append(baseModel))
+        {
+            if (m is not null && m.Config.VocabSize != vocab)
+                throw new ArgumentException($"{m.Source} has a vocabulary of {m.Config.VocabSize} tokens; {first.Source} has {vocab}", nameof(models));
+        }
 
-        int[] tokens = model.Tokenizer.Encode(text, addBos: true);
+        int[] tokens = first.Tokenizer.Encode(text, addBos: true);
         int chunks = tokens.Length / ctx;
         if (options.MaxChunks > 0)
             chunks = Math.Min(chunks, options.MaxChunks);
@@ -47,98 +60,125 @@ public static class Evaluator
             throw new ArgumentException($"the text has {tokens.Length} tokens, fewer than one chunk of {ctx}", nameof(text));
 
         var runtimeOptions = new RuntimeOptions { Threads = options.Threads, ContextLength = ctx, BatchSize = ctx };
-        using var runtime = new Transformer(model, runtimeOptions);
+        var runtimes = models.Select(m => new Transformer(m, runtimeOptions)).ToArray();
         using var baseRuntime = baseModel is null ? null : new Transformer(baseModel, runtimeOptions);
-
-        int vocab = model.Config.VocabSize;
-        int first = ctx / 2;
-        int scoredPerChunk = ctx - 1 - first;
-        var tokenByteCounts = new int[vocab];
-        for (int id = 0; id < vocab; id++)
-            tokenByteCounts[id] = model.Tokenizer.TokenBytes(id).Length;
-
-        var logProbs = new float[vocab];
-        var baseLogProbs = new float[scoredPerChunk * vocab];
-        var nlls = new List<double>(chunks * scoredPerChunk);
-        var baseNlls = new List<double>(baseModel is null ? 0 : chunks * scoredPerChunk);
-        var klds = new List<double>(baseModel is null ? 0 : chunks * scoredPerChunk);
-        long sameTop = 0;
-        double sumDeltaP2 = 0;
-        long bytes = 0;
-        var modelTime = new Stopwatch();
-        var chunk = new int[ctx];
-
-        for (int c = 0; c < chunks; c++)
+        try
         {
-            Array.Copy(tokens, c * ctx, chunk, 0, ctx);
-            chunk[0] = model.Vocabulary.BosId;
+            int firstScored = ctx / 2;
+            int scoredPerChunk = ctx - 1 - firstScored;
+            var tokenByteCounts = new int[vocab];
+            for (int id = 0; id < vocab; id++)
+                tokenByteCounts[id] = first.Tokenizer.TokenBytes(id).Length;
 
-            if (baseRuntime is not null)
+            var logProbs = new float[vocab];
+            var baseLogProbs = new float[scoredPerChunk * vocab];
+            var scores = runtimes.Select(_ => new Scores(chunks * scoredPerChunk, baseModel is not null)).ToArray();
+            var baseNlls = new List<double>(chunks * scoredPerChunk);
+            long bytes = 0;
+            var chunk = new int[ctx];
+
+            for (int c = 0; c < chunks; c++)
             {
-                baseRuntime.Reset();
-                var baseLogits = baseRuntime.Forward(chunk, logitCount: ctx - first);
+                Array.Copy(tokens, c * ctx, chunk, 0, ctx);
+                chunk[0] = first.Vocabulary.BosId;
                 for (int j = 0; j < scoredPerChunk; j++)
-                    LogSoftmax.Compute(baseLogits.Slice(j * vocab, vocab), baseLogProbs.AsSpan(j * vocab, vocab));
-            }
+                    bytes += tokenByteCounts[chunk[firstScored + j + 1]];
 
-            modelTime.Start();
-            runtime.Reset();
-            var logits = runtime.Forward(chunk, logitCount: ctx - first);
-            modelTime.Stop();
-
-            for (int j = 0; j < scoredPerChunk; j++)
-            {
-                int next = chunk[first + j + 1];
-                LogSoftmax.Compute(logits.Slice(j * vocab, vocab), logProbs);
-                nlls.Add(-logProbs[next]);
-                bytes += tokenByteCounts[next];
                 if (baseRuntime is not null)
                 {
-                    var baseRow = baseLogProbs.AsSpan(j * vocab, vocab);
-                    baseNlls.Add(-baseRow[next]);
-                    klds.Add(KlDivergence(baseRow, logProbs));
-                    if (ArgMax(baseRow) == ArgMax(logProbs))
-                        sameTop++;
-                    double deltaP = Math.Exp(logProbs[next]) - Math.Exp(baseRow[next]);
-                    sumDeltaP2 += deltaP * deltaP;
+                    baseRuntime.Reset();
+                    var baseLogits = baseRuntime.Forward(chunk, logitCount: ctx - firstScored);
+                    for (int j = 0; j < scoredPerChunk; j++)
+                    {
+                        var row = baseLogProbs.AsSpan(j * vocab, vocab);
+                        LogSoftmax.Compute(baseLogits.Slice(j * vocab, vocab), row);
+                        baseNlls.Add(-row[chunk[firstScored + j + 1]]);
+                    }
                 }
+
+                for (int m = 0; m < runtimes.Length; m++)
+                {
+                    var s = scores[m];
+                    s.Clock.Start();
+                    runtimes[m].Reset();
+                    var logits = runtimes[m].Forward(chunk, logitCount: ctx - firstScored);
+                    s.Clock.Stop();
+                    for (int j = 0; j < scoredPerChunk; j++)
+                    {
+                        int next = chunk[firstScored + j + 1];
+                        LogSoftmax.Compute(logits.Slice(j * vocab, vocab), logProbs);
+                        s.Nlls.Add(-logProbs[next]);
+                        if (baseRuntime is not null)
+                            s.AddComparison(baseLogProbs.AsSpan(j * vocab, vocab), logProbs, next);
+                    }
+                }
+                progress?.Report(new EvaluationProgress(c + 1, chunks, Math.Exp(Mean(scores[0].Nlls))));
             }
-            progress?.Report(new EvaluationProgress(c + 1, chunks, Math.Exp(Mean(nlls))));
+
+            return scores.Select(s => s.Result(chunks, ctx, bytes, baseNlls)).ToArray();
+        }
+        finally
+        {
+            foreach (var r in runtimes)
+                r.Dispose();
+        }
+    }
+
+    /// <summary>What one model accumulates over the scored positions.</summary>
+    private sealed class Scores(int capacity, bool compared)
+    {
+        private readonly List<double> klds = new(compared ? capacity : 0);
+        private long sameTop;
+        private double sumDeltaP2;
+
+        public List<double> Nlls { get; } = new(capacity);
+
+        public Stopwatch Clock { get; } = new();
+
+        public void AddComparison(ReadOnlySpan<float> baseRow, ReadOnlySpan<float> row, int next)
+        {
+            klds.Add(KlDivergence(baseRow, row));
+            if (ArgMax(baseRow) == ArgMax(row))
+                sameTop++;
+            double deltaP = Math.Exp(row[next]) - Math.Exp(baseRow[next]);
+            sumDeltaP2 += deltaP * deltaP;
         }
 
-        double meanNll = Mean(nlls);
-        double nllError = StandardError(nlls, meanNll);
-        double perplexity = Math.Exp(meanNll);
-        KlDivergenceStats? kl = null;
-        if (baseRuntime is not null)
+        public EvaluationResult Result(int chunks, int ctx, long bytes, List<double> baseNlls)
         {
-            double meanKl = Mean(klds);
-            var sorted = klds.ToArray();
-            Array.Sort(sorted);
-            kl = new KlDivergenceStats
+            double meanNll = Mean(Nlls);
+            double perplexity = Math.Exp(meanNll);
+            KlDivergenceStats? kl = null;
+            if (compared)
             {
-                Mean = meanKl,
-                MeanError = StandardError(klds, meanKl),
-                Median = Percentile(sorted, 0.5),
-                Percentile99 = Percentile(sorted, 0.99),
-                Maximum = sorted[^1],
-                SameTopTokenPercent = 100.0 * sameTop / klds.Count,
-                RmsDeltaPPercent = 100.0 * Math.Sqrt(sumDeltaP2 / klds.Count),
-                BasePerplexity = Math.Exp(Mean(baseNlls)),
+                double meanKl = Mean(klds);
+                var sorted = klds.ToArray();
+                Array.Sort(sorted);
+                kl = new KlDivergenceStats
+                {
+                    Mean = meanKl,
+                    MeanError = StandardError(klds, meanKl),
+                    Median = Percentile(sorted, 0.5),
+                    Percentile99 = Percentile(sorted, 0.99),
+                    Maximum = sorted[^1],
+                    SameTopTokenPercent = 100.0 * sameTop / klds.Count,
+                    RmsDeltaPPercent = 100.0 * Math.Sqrt(sumDeltaP2 / klds.Count),
+                    BasePerplexity = Math.Exp(Mean(baseNlls)),
+                };
+            }
+            return new EvaluationResult
+            {
+                Perplexity = perplexity,
+                PerplexityError = perplexity * StandardError(Nlls, meanNll),
+                MeanNll = meanNll,
+                BitsPerByte = Nlls.Sum() / Math.Log(2) / Math.Max(1, bytes),
+                Chunks = chunks,
+                ContextLength = ctx,
+                ScoredTokens = Nlls.Count,
+                TokensPerSecond = chunks * (double)ctx / Math.Max(Clock.Elapsed.TotalSeconds, 1e-9),
+                KlDivergence = kl,
             };
         }
-        return new EvaluationResult
-        {
-            Perplexity = perplexity,
-            PerplexityError = perplexity * nllError,
-            MeanNll = meanNll,
-            BitsPerByte = nlls.Sum() / Math.Log(2) / Math.Max(1, bytes),
-            Chunks = chunks,
-            ContextLength = ctx,
-            ScoredTokens = nlls.Count,
-            TokensPerSecond = chunks * (double)ctx / Math.Max(modelTime.Elapsed.TotalSeconds, 1e-9),
-            KlDivergence = kl,
-        };
     }
 
     /// <summary>KL(p ‖ q) = Σ p_i (log p_i − log q_i) from the log-probabilities of p (base) and q (model).</summary>
