@@ -1,0 +1,32 @@
+using System.Diagnostics;
+using System.Text.Json;
+
+namespace Squeeze.Tests.Cli;
+
+/// <summary>Runs the squeeze program in a child process (the CLI writes to the process's console).</summary>
+internal static class CliRunner
+{
+    public sealed record Result(int ExitCode, string Stdout, string Stderr)
+    {
+        public JsonElement Json => JsonDocument.Parse(Stdout).RootElement;
+    }
+
+    public static Result Run(params string[] args)
+    {
+        string cli = Path.Combine(AppContext.BaseDirectory, "Squeeze.Cli.dll");
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
+        start.ArgumentList.Add(cli);
+        foreach (string a in args)
+            start.ArgumentList.Add(a);
+        using var process = Process.Start(start)!;
+        process.StandardInput.Close();
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(TimeSpan.FromMinutes(3)))
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException("squeeze " + string.Join(' ', args) + " did not finish in 3 minutes");
+        }
+        return new Result(process.ExitCode, stdout.Result, stderr.Result);
+    }
+}

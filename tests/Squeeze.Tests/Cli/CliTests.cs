@@ -1,0 +1,90 @@
+using Squeeze.Tests.Formats;
+using Squeeze.Tests.Infrastructure;
+
+namespace Squeeze.Tests.Cli;
+
+public class CliTests
+{
+    [Fact]
+    public void Inspect_reports_architecture_and_tensors_as_json()
+    {
+        var r = CliRunner.Run("inspect", SharedData.Stories260K, "--json");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        var json = r.Json;
+        Assert.Equal(64, json.GetProperty("config").GetProperty("dim").GetInt32());
+        Assert.Equal(4, json.GetProperty("config").GetProperty("kvHeadCount").GetInt32());
+        Assert.Equal(512, json.GetProperty("vocabularySize").GetInt32());
+        var tensors = json.GetProperty("tensors");
+        Assert.Contains(tensors.EnumerateArray(), t => t.GetProperty("name").GetString() == "blk.4.ffn_down.weight" && t.GetProperty("type").GetString() == "F32");
+        Assert.Equal(32.0, json.GetProperty("bitsPerWeight").GetDouble(), 6);
+    }
+
+    [Fact]
+    public void Inspect_prints_a_table_for_people()
+    {
+        var r = CliRunner.Run("inspect", SharedData.Golden("stories15M-Q4_K_M-imatrix.gguf"));
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Contains("blk.0.ffn_down.weight", r.Stdout);
+        Assert.Contains("Q4_K", r.Stdout);
+        Assert.Contains("bits per weight", r.Stdout);
+    }
+
+    [Fact]
+    public void Eval_with_a_base_model_reports_perplexity_and_kld_as_json()
+    {
+        var r = CliRunner.Run("eval", SharedData.Golden("stories260K-f32.gguf"), "--text", SharedData.Corpus("tinystories-eval.txt"),
+            "--ctx", "128", "--chunks", "3", "--base", SharedData.Stories260K, "--json");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        var result = r.Json.GetProperty("result");
+        Assert.Equal(3, result.GetProperty("chunks").GetInt32());
+        Assert.Equal(3 * 63, result.GetProperty("scoredTokens").GetInt32());
+        double perplexity = result.GetProperty("perplexity").GetDouble();
+        Assert.InRange(perplexity, 1.0, 100.0);
+        // The same weights in two formats: no divergence.
+        Assert.InRange(result.GetProperty("klDivergence").GetProperty("mean").GetDouble(), 0.0, 1e-9);
+        Assert.Equal(perplexity, result.GetProperty("klDivergence").GetProperty("basePerplexity").GetDouble(), 9);
+        Assert.InRange(result.GetProperty("bitsPerByte").GetDouble(), 0.1, 4.0);
+    }
+
+    [Fact]
+    public void Greedy_generate_is_deterministic_and_continues_the_prompt()
+    {
+        var a = CliRunner.Run("generate", SharedData.Stories260K, "--prompt", "Once upon a time", "--temp", "0", "-n", "30", "--json");
+        var b = CliRunner.Run("generate", SharedData.Stories260K, "--prompt", "Once upon a time", "--temp", "0", "-n", "30", "--json");
+        Assert.True(a.ExitCode == 0, a.Stderr);
+        string text = a.Json.GetProperty("text").GetString()!;
+        Assert.StartsWith("Once upon a time", text);
+        Assert.True(text.Length > "Once upon a time".Length + 20, text);
+        Assert.Equal(text, b.Json.GetProperty("text").GetString());
+    }
+
+    [Fact]
+    public void Truncated_model_is_a_one_line_error_naming_the_file()
+    {
+        using var temp = new TempDirectory();
+        string path = temp.File("truncated.gguf");
+        var bytes = File.ReadAllBytes(SharedData.Golden("stories260K-f32.gguf"));
+        File.WriteAllBytes(path, bytes[..(bytes.Length / 2)]);
+        var r = CliRunner.Run("inspect", path);
+        Assert.Equal(1, r.ExitCode);
+        Assert.StartsWith("squeeze: error: ", r.Stderr);
+        Assert.Contains(path, r.Stderr);
+        Assert.DoesNotContain("   at ", r.Stderr);
+    }
+
+    [Fact]
+    public void Missing_model_and_non_utf8_text_are_clear_errors()
+    {
+        using var temp = new TempDirectory();
+        var missing = CliRunner.Run("inspect", temp.File("nope.bin"));
+        Assert.Equal(1, missing.ExitCode);
+        Assert.Contains("nope.bin", missing.Stderr);
+
+        string binary = temp.File("binary.txt");
+        File.WriteAllBytes(binary, [0x48, 0x69, 0xff, 0xfe, 0x00, 0x80]);
+        var r = CliRunner.Run("eval", SharedData.Stories260K, "--text", binary);
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("not valid UTF-8", r.Stderr);
+        Assert.Contains(binary, r.Stderr);
+    }
+}
