@@ -19,10 +19,19 @@ internal static class Cli
     };
 
     /// <summary>Human output goes to stdout; with --json, stdout holds only the JSON document and the rest goes to stderr.</summary>
-    public static IAnsiConsole Console { get; set; } = AnsiConsole.Console;
+    public static IAnsiConsole Console { get; set; } = CreateConsole();
 
     /// <summary>Progress displays and notes, always on stderr so stdout stays machine-readable.</summary>
     public static IAnsiConsole Status { get; set; } = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(System.Console.Error) });
+
+    /// <summary>The stdout console; when stdout is a pipe or file, lines are not wrapped at 80 columns.</summary>
+    private static IAnsiConsole CreateConsole()
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(System.Console.Out) });
+        if (System.Console.IsOutputRedirected)
+            console.Profile.Width = 240;
+        return console;
+    }
 
     public static Option<bool> JsonOption() => new("--json") { Description = "Print the result as JSON on stdout" };
 
