@@ -26,7 +26,7 @@ public static partial class Quantize
 
             // Refinement, measured with the metric weights (importance or 1).
             double best = IQ4NLError(xb, qw, F16ToF32(d), L);
-            for (int iteration = 0; iteration < 4; iteration++)
+            for (int iteration = 0; iteration < (llamaCppOnly ? 0 : 4); iteration++)
             {
                 bool improved = false;
                 int count = 0;

@@ -52,6 +52,8 @@ public static partial class Quantize
     private static void KQuantRow(KFormat format, ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, int blockBytes,
         KStart[] starts, KPack pack)
     {
+        if (llamaCppOnly)
+            starts = starts[..1];
         var best = new KBlock();
         var candidate = new KBlock();
         var scratch = new KBlock();
@@ -74,7 +76,8 @@ public static partial class Quantize
                     candidate.CopyTo(best);
                 }
             }
-            Refine(format, xb, qw, best, scratch);
+            if (!llamaCppOnly)
+                Refine(format, xb, qw, best, scratch);
             pack(best, y.Slice(i * blockBytes, blockBytes));
         }
     }

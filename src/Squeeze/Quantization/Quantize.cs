@@ -96,6 +96,25 @@ public static partial class Quantize
         return sum;
     }
 
+    // Set only inside LlamaCppRow: k-quants and IQ4_NL stop after llama.cpp's own algorithm (first start, no refinement).
+    [ThreadStatic]
+    private static bool llamaCppOnly;
+
+    /// <summary>Test hook: encodes a row with llama.cpp's algorithm alone (no refinement), to show that the starting
+    /// point reproduces llama.cpp's output and the refinement is what lowers the error.</summary>
+    internal static void LlamaCppRow(GgmlType type, ReadOnlySpan<float> source, ReadOnlySpan<float> importance, Span<byte> destination)
+    {
+        llamaCppOnly = true;
+        try
+        {
+            RowCore(type, source, importance, destination, -1);
+        }
+        finally
+        {
+            llamaCppOnly = false;
+        }
+    }
+
     private static void RowCore(GgmlType type, ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, long row)
     {
         if (!IsSupported(type))

@@ -99,6 +99,50 @@ public class QuantizeGoldenTests(ITestOutputHelper output)
         Assert.True(failures.Count == 0, string.Join("; ", failures));
     }
 
+    [Theory]
+    [MemberData(nameof(SearchedTypes))]
+    public void Llama_cpp_algorithm_alone_reproduces_llama_cpp_output(string typeName)
+    {
+        // The starting point of the k-quant / IQ4_NL search is llama.cpp's own algorithm: without the refinement it
+        // gives llama.cpp's bytes, so the refined result (kept only where it lowers a block's error) can only be better.
+        using var source = GgufFile.Open(SharedData.Synthetic("synthetic-f32.gguf"));
+        using var golden = GgufFile.Open(SharedData.Synthetic($"synthetic-{typeName}.gguf"));
+        Assert.True(GgmlTypes.TryParse(typeName, out var type));
+        int compared = 0;
+        long blocks = 0, differing = 0;
+        foreach (var g in golden.Tensors)
+        {
+            if (g.Type == GgmlType.F32)
+                continue;
+            Assert.True(source.TryGetTensor(g.Name, out var f32));
+            float[] x = new float[f32.ElementCount];
+            Dequantize.Tensor(f32, x);
+            int columns = checked((int)f32.Columns);
+            int rowBytes = checked((int)GgmlTypes.RowBytes(type, columns));
+            byte[] mine = new byte[rowBytes * f32.Rows];
+            for (int r = 0; r < f32.Rows; r++)
+                Quantize.LlamaCppRow(type, x.AsSpan(r * columns, columns), default, mine.AsSpan(r * rowBytes, rowBytes));
+            ReadOnlySpan<byte> theirs = Bytes(g);
+            int blockBytes = GgmlTypes.BlockBytes(type);
+            for (int b = 0; b < mine.Length / blockBytes; b++)
+            {
+                blocks++;
+                if (!theirs.Slice(b * blockBytes, blockBytes).SequenceEqual(mine.AsSpan(b * blockBytes, blockBytes)))
+                {
+                    if (differing++ < 3)
+                    {
+                        output.WriteLine($"{g.Name} block {b}: llama.cpp {Convert.ToHexString(theirs.Slice(b * blockBytes, blockBytes))}");
+                        output.WriteLine($"{g.Name} block {b}: squeeze   {Convert.ToHexString(mine.AsSpan(b * blockBytes, blockBytes))}");
+                    }
+                }
+            }
+            compared++;
+        }
+        output.WriteLine($"{typeName}: {differing} of {blocks} blocks differ from llama.cpp");
+        Assert.True(compared >= 7);
+        Assert.Equal(0, differing);
+    }
+
     internal static byte[] QuantizeTensor(Tensor f32, GgmlType type)
     {
         float[] x = new float[f32.ElementCount];
