@@ -81,6 +81,27 @@ public static partial class Quantize
         }
     }
 
+    /// <summary>
+    /// Encodes a whole tensor (any readable type: it is decoded to f32 first) to <paramref name="type"/>, row by row,
+    /// into <paramref name="destination"/> (<c>RowBytes(type, Columns) * Rows</c> bytes), on up to
+    /// <paramref name="maxThreads"/> threads (0 = all cores). <paramref name="importance"/>: one weight per column, or empty.
+    /// </summary>
+    /// <exception cref="ArgumentException">The tensor holds NaN or infinity (the message names the row and tensor), or a length does not fit.</exception>
+    public static void Tensor(Tensor source, GgmlType type, ReadOnlySpan<float> importance, Span<byte> destination, int maxThreads = 0)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        float[] values = new float[source.ElementCount];
+        Dequantize.Tensor(source, values);
+        try
+        {
+            Rows(type, values, checked((int)source.Columns), importance, destination, maxThreads);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"tensor '{source.Name}': {e.Message}", nameof(source), e);
+        }
+    }
+
     /// <summary>Σ wᵢ (sourceᵢ − decodedᵢ)² in double, with wᵢ = importance[i % importance.Length], or 1 when importance is empty.</summary>
     public static double WeightedSquaredError(ReadOnlySpan<float> source, ReadOnlySpan<float> decoded, ReadOnlySpan<float> importance)
     {

@@ -143,6 +143,27 @@ public class QuantizeGoldenTests(ITestOutputHelper output)
         Assert.Equal(0, differing);
     }
 
+    [Fact]
+    public void Stories15M_Q8_0_is_byte_identical_to_llama_cpp()
+    {
+        // Real weights, every tensor of the 15M-parameter model: Q8_0 (--pure) bytes equal llama-quantize's.
+        using var source = GgufFile.Open(SharedData.Golden("stories15M-f32.gguf"));
+        using var golden = GgufFile.Open(SharedData.Golden("stories15M-Q8_0.gguf"));
+        int compared = 0;
+        foreach (var g in golden.Tensors)
+        {
+            Assert.True(source.TryGetTensor(g.Name, out var f32));
+            if (g.Type == GgmlType.F32)
+                continue;
+            Assert.Equal(GgmlType.Q8_0, g.Type);
+            var mine = new byte[g.ByteLength];
+            Quantize.Tensor(f32, GgmlType.Q8_0, default, mine);
+            Assert.True(Bytes(g).SequenceEqual(mine), $"{g.Name}: bytes differ from llama.cpp at {FirstDifference(Bytes(g), mine)}");
+            compared++;
+        }
+        Assert.Equal(43, compared); // token_embd + 6 layers x 7 matrices
+    }
+
     internal static byte[] QuantizeTensor(Tensor f32, GgmlType type)
     {
         float[] x = new float[f32.ElementCount];
