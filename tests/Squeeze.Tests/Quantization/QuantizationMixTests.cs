@@ -123,6 +123,27 @@ public class QuantizationMixTests(ITestOutputHelper output)
 
     private static long PaddedData(QuantizationPlan plan, int alignment) => plan.Tensors.Sum(t => (t.ByteLength + alignment - 1) / alignment * alignment);
 
+    // Why llama.cpp keeps stories15M's token_embd at Q8_0: the embedding is tied, so llama.cpp quantizes it as the
+    // output. K-quant mixes: 288 columns do not fit 256-value blocks, so Q8_0 directly. Legacy mixes: the output
+    // rule turns anything but Q8_0 into Q6_K, which does not fit 288 either and falls back to Q8_0.
+    [Fact]
+    public void Tied_token_embd_is_quantized_as_the_output()
+    {
+        using var model = LoadStories();
+        Assert.True(model.Config.TiedEmbeddings);
+        var q4km = QuantizationMix.Plan(model, QuantizationMix.Q4_K_M, [], pure: false)[TensorNames.TokenEmbedding];
+        Assert.Equal(GgmlType.Q8_0, q4km.Type);
+        Assert.Contains("tied token_embd", q4km.Reason);
+        var q40 = QuantizationMix.Plan(model, QuantizationMix.Q4_0, [], pure: false)[TensorNames.TokenEmbedding];
+        Assert.Equal(GgmlType.Q8_0, q40.Type);
+        Assert.Contains("Q6_K", q40.Reason);
+        Assert.Contains("fallback Q8_0", q40.Reason);
+        // Q5_K_S (no README row): every 288-wide matrix Q5_K -> Q5_1, ffn_down (768) Q5_K.
+        var q5ks = QuantizationMix.Plan(model, QuantizationMix.Q5_K_S, [], pure: false);
+        Assert.All(q5ks.Tensors.Where(t => t.Quantized), t => Assert.Equal(
+            t.Name == TensorNames.TokenEmbedding ? GgmlType.Q8_0 : t.Name.Contains("ffn_down") ? GgmlType.Q5_K : GgmlType.Q5_1, t.Type));
+    }
+
     [Fact]
     public void Pure_gives_every_matrix_the_default_type_and_keeps_norms_f32()
     {
