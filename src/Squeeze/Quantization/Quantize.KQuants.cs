@@ -468,7 +468,7 @@ public static partial class Quantize
                     {
                         if (sc == b.Sc[j] && m == b.M[j])
                             continue;
-                        double e = BestCodes(f, xs, ws, d * sc, dmin * m, codes);
+                        double e = BestCodes(f, xs, ws, d * sc, dmin * m, codes, subError[j]);
                         if (e < subError[j])
                         {
                             subError[j] = e;
@@ -500,7 +500,7 @@ public static partial class Quantize
                 {
                     b.CopyTo(scratch);
                     if (which == 0) scratch.D = candidates[c]; else scratch.DMin = candidates[c];
-                    double e = AllBestCodes(f, x, w, scratch, subError);
+                    double e = AllBestCodes(f, x, w, scratch, subError, total);
                     if (e < total)
                     {
                         scratch.CopyTo(b);
@@ -553,40 +553,46 @@ public static partial class Quantize
         return e;
     }
 
-    // The nearest code for each value (rounded quotient, clamped); returns the exact error of the decoded values.
-    private static double BestCodes(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, float step, float offset, Span<int> codes)
+    // The nearest code for each value (rounded quotient, clamped); returns the exact error of the decoded values, or
+    // +∞ as soon as it reaches bound (the caller only wants results below it).
+    private static double BestCodes(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, float step, float offset, Span<int> codes, double bound)
     {
         double e = 0;
+        float inv = step != 0 ? 1 / step : 0;
+        int zero = Math.Max(f.QMin, Math.Min(f.QMax, 0));
         for (int i = 0; i < x.Length; i++)
         {
             int q;
             if (step == 0)
             {
-                q = Math.Max(f.QMin, Math.Min(f.QMax, 0));
+                q = zero;
             }
             else
             {
-                float t = (x[i] + offset) / step;
-                q = t >= f.QMax ? f.QMax : t <= f.QMin ? f.QMin : Math.Max(f.QMin, Math.Min(f.QMax, NearestInt(t)));
+                float t = (x[i] + offset) * inv;
+                q = t >= f.QMax ? f.QMax : t <= f.QMin ? f.QMin : NearestInt(t);
             }
-            double best = Sq((double)x[i] - (step * q - offset));
             codes[i] = q;
-            e += (w.IsEmpty ? 1.0 : w[i]) * best;
+            e += (w.IsEmpty ? 1.0 : w[i]) * Sq((double)x[i] - (step * q - offset));
+            if (e >= bound)
+                return double.PositiveInfinity;
         }
         return e;
     }
 
     private static double Sq(double v) => v * v;
 
-    private static double AllBestCodes(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b, Span<double> subError)
+    private static double AllBestCodes(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b, Span<double> subError, double bound)
     {
         int n = f.SubSize;
         float d = F16ToF32(b.D), dmin = F16ToF32(b.DMin);
         double total = 0;
         for (int j = 0; j < f.SubBlocks; j++)
         {
-            subError[j] = BestCodes(f, x.Slice(j * n, n), Sub(w, j, n), d * b.Sc[j], dmin * b.M[j], b.Q.AsSpan(j * n, n));
+            subError[j] = BestCodes(f, x.Slice(j * n, n), Sub(w, j, n), d * b.Sc[j], dmin * b.M[j], b.Q.AsSpan(j * n, n), bound - total);
             total += subError[j];
+            if (total >= bound)
+                return double.PositiveInfinity;
         }
         return total;
     }
