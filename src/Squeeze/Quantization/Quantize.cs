@@ -144,10 +144,12 @@ public static partial class Quantize
         if (y.Length != expected)
             throw new ArgumentException($"a {type} row of {x.Length} values takes {expected} bytes, not {y.Length}", nameof(y));
         string where = row >= 0 ? $"row {row}" : "the row";
+        float amax = 0;
         for (int i = 0; i < x.Length; i++)
         {
             if (!float.IsFinite(x[i]))
                 throw new ArgumentException($"{where} holds a non-finite value ({x[i]}) at column {i}; quantization needs finite weights", nameof(x));
+            amax = Math.Max(amax, MathF.Abs(x[i]));
         }
         if (!importance.IsEmpty)
         {
@@ -176,6 +178,21 @@ public static partial class Quantize
             case GgmlType.Q6_K: Q6_K(x, importance, y); break;
             case GgmlType.IQ4_NL: IQ4_NL(x, importance, y); break;
             default: throw new NotSupportedException($"quantizing to {type} is not supported");
+        }
+        // Half-precision scales (and F16 values) overflow only for huge weights; below 2^15 no format can produce a
+        // non-finite value, above it the encoded row is decoded and checked, so no NaN or infinity is ever returned.
+        if (amax >= 32768f && type is not (GgmlType.F32 or GgmlType.BF16))
+        {
+            float[] back = new float[x.Length];
+            Dequantize.Row(type, y, back);
+            for (int i = 0; i < back.Length; i++)
+            {
+                if (!float.IsFinite(back[i]))
+                {
+                    y.Clear();
+                    throw new ArgumentException($"{where}: value {x[i]} at column {i} is too large for {type} (its half-precision scale or value overflows)", nameof(x));
+                }
+            }
         }
     }
 

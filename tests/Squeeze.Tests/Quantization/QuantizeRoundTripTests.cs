@@ -158,6 +158,39 @@ public class QuantizeRoundTripTests(ITestOutputHelper output)
         Assert.All(row, b => Assert.Equal(0, b)); // nothing written
     }
 
+    [Theory]
+    [InlineData(GgmlType.F16, 70000f)]
+    [InlineData(GgmlType.Q8_0, 1e9f)]
+    [InlineData(GgmlType.Q4_K, 1e9f)]
+    [InlineData(GgmlType.IQ4_NL, 1e9f)]
+    public void Values_too_large_for_half_precision_scales_never_decode_to_nan(GgmlType type, float huge)
+    {
+        // F16 and Q8_0 cannot hold them and say so; the searched types may instead find a finite (saturated)
+        // encoding. Either way nothing non-finite comes back.
+        float[] x = Gaussian(new Random(4), 256);
+        x[200] = huge;
+        var row = new byte[GgmlTypes.RowBytes(type, 256)];
+        if (type is GgmlType.F16 or GgmlType.Q8_0)
+        {
+            var e = Assert.Throws<ArgumentException>(() => Quantize.Row(type, x, default, row));
+            Assert.Contains("too large", e.Message);
+        }
+        else
+        {
+            Quantize.Row(type, x, default, row);
+            var decoded = new float[256];
+            Dequantize.Row(type, row, decoded);
+            Assert.All(decoded, v => Assert.True(float.IsFinite(v)));
+        }
+        // Large but representable values are fine.
+        x[200] = 1e5f;
+        if (type != GgmlType.F16)
+        {
+            var (_, back) = RoundTrip(type, x, 256);
+            Assert.All(back, v => Assert.True(float.IsFinite(v)));
+        }
+    }
+
     [Fact]
     public void Bad_lengths_and_importance_are_rejected()
     {
