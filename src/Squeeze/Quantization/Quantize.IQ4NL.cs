@@ -17,7 +17,7 @@ public static partial class Quantize
         Span<byte> L = stackalloc byte[QK];
         Span<byte> trial = stackalloc byte[QK];
         Span<float> weight = stackalloc float[QK];
-        Span<ushort> candidates = stackalloc ushort[10];
+        Span<ushort> candidates = stackalloc ushort[18];
         for (int ib = 0; ib < blocks.Length; ib++)
         {
             ReadOnlySpan<float> xb = x.Slice(ib * QK, QK);
@@ -30,7 +30,7 @@ public static partial class Quantize
             {
                 bool improved = false;
                 int count = 0;
-                for (int k = -4; k <= 4; k++)
+                for (int k = -8; k <= 8; k++)
                 {
                     int bits = d + k;
                     if (k != 0 && bits >= 0 && bits <= 0xFFFF && float.IsFinite(F16ToF32((ushort)bits)))

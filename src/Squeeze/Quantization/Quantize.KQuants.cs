@@ -446,8 +446,8 @@ public static partial class Quantize
             subError[j] = SubBlockError(x.Slice(j * n, n), Sub(w, j, n), d * b.Sc[j], dmin * b.M[j], b.Q.AsSpan(j * n, n));
             total += subError[j];
         }
-        const int SubRadius = 2;
-        const int UlpRadius = 4;
+        const int SubRadius = 3;
+        const int UlpRadius = 8;
         Span<ushort> candidates = stackalloc ushort[2 * UlpRadius + 2];
         for (int iteration = 0; iteration < 3; iteration++)
         {
