@@ -1,9 +1,150 @@
 using Squeeze.Models;
+using Squeeze.Tensors;
 
 namespace Squeeze.Formats.Gguf;
 
-/// <summary>Loads a GGUF file as a <see cref="Model"/>.</summary>
+/// <summary>Loads a GGUF file as a <see cref="Model"/> (architectures llama, qwen2, qwen3).</summary>
 public static class GgufModelReader
 {
-    public static Model Load(string path) => throw new NotImplementedException("being written on branch gguf");
+    /// <summary>Maps <paramref name="path"/>, reads the hyperparameters of <c>general.architecture</c>, the vocabulary and the
+    /// tensors. The model owns the mapping and releases it when disposed.</summary>
+    /// <exception cref="ModelFormatException">The file is corrupt, misses a required key or tensor, or its architecture is not supported.</exception>
+    public static Model Load(string path)
+    {
+        var file = GgufFile.Open(path);
+        try
+        {
+            var config = ReadConfig(file);
+            var vocabulary = GgufVocabulary.Read(file);
+            return new Model(config, vocabulary, file.Tensors, path, [file]);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The <see cref="ModelConfig"/> described by the metadata (<c>{arch}.embedding_length</c> …) and checked against
+    /// the tensors: <c>token_embd.weight</c> must be [vocab, dim]; <see cref="ModelConfig.TiedEmbeddings"/> when there is no
+    /// <c>output.weight</c>.</summary>
+    /// <exception cref="ModelFormatException">A required key is missing or out of range, or the architecture is not supported.</exception>
+    public static ModelConfig ReadConfig(GgufFile file)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        string arch = file.GetString("general.architecture") ?? throw Fail(file, "no 'general.architecture'");
+        RopeStyle rope = arch switch
+        {
+            "llama" => RopeStyle.Interleaved,
+            "qwen2" or "qwen3" => RopeStyle.Neox,
+            _ => throw Fail(file, $"architecture '{arch}' is not supported (llama, qwen2, qwen3)"),
+        };
+
+        int dim = Positive(file, $"{arch}.embedding_length");
+        int layers = Positive(file, $"{arch}.block_count");
+        int hidden = Positive(file, $"{arch}.feed_forward_length");
+        int heads = Positive(file, $"{arch}.attention.head_count");
+        int kvHeads = Positive(file, $"{arch}.attention.head_count_kv", heads);
+        int context = Positive(file, $"{arch}.context_length");
+        if (heads % kvHeads != 0)
+            throw Fail(file, $"{heads} attention heads cannot be shared by {kvHeads} key/value heads");
+        if (file.GetInteger($"{arch}.attention.key_length") is null && dim % heads != 0)
+            throw Fail(file, $"embedding length {dim} is not a multiple of {heads} heads and no key_length is given");
+        int headDim = Positive(file, $"{arch}.attention.key_length", dim / heads);
+        int valueDim = Positive(file, $"{arch}.attention.value_length", headDim);
+        if (valueDim != headDim)
+            throw Fail(file, $"key length {headDim} and value length {valueDim} differ; that is not supported");
+        float theta = PositiveFloat(file, $"{arch}.rope.freq_base", 10000f);
+        float eps = PositiveFloat(file, $"{arch}.attention.layer_norm_rms_epsilon", null);
+
+        string[] tokens = file.GetArray<string>("tokenizer.ggml.tokens") ?? throw Fail(file, "no 'tokenizer.ggml.tokens'");
+        int vocab = tokens.Length;
+        if (!file.TryGetTensor(TensorNames.TokenEmbedding, out Tensor embedding))
+            throw Fail(file, $"no tensor '{TensorNames.TokenEmbedding}'");
+        if (embedding.Shape.Length != 2 || embedding.Shape[0] != vocab || embedding.Shape[1] != dim)
+            throw Fail(file, $"'{TensorNames.TokenEmbedding}' is [{string.Join(", ", embedding.Shape)}], expected [{vocab}, {dim}]");
+
+        var config = new ModelConfig
+        {
+            Architecture = arch,
+            Dim = dim,
+            HiddenDim = hidden,
+            LayerCount = layers,
+            HeadCount = heads,
+            KvHeadCount = kvHeads,
+            HeadDim = headDim,
+            VocabSize = vocab,
+            ContextLength = context,
+            RopeTheta = theta,
+            RopeStyle = rope,
+            RmsNormEps = eps,
+            TiedEmbeddings = !file.TryGetTensor(TensorNames.Output, out _),
+            AttentionBias = arch == "qwen2",
+            QkNorm = arch == "qwen3",
+        };
+        CheckTensors(file, config);
+        return config;
+    }
+
+    /// <summary>Every tensor the forward pass reads is present with the shape the hyperparameters imply.</summary>
+    private static void CheckTensors(GgufFile file, ModelConfig c)
+    {
+        Expect(file, TensorNames.OutputNorm, c.Dim);
+        if (!c.TiedEmbeddings)
+            Expect(file, TensorNames.Output, c.VocabSize, c.Dim);
+        for (int l = 0; l < c.LayerCount; l++)
+        {
+            Expect(file, TensorNames.AttentionNorm(l), c.Dim);
+            Expect(file, TensorNames.Query(l), c.QDim, c.Dim);
+            Expect(file, TensorNames.Key(l), c.KvDim, c.Dim);
+            Expect(file, TensorNames.Value(l), c.KvDim, c.Dim);
+            Expect(file, TensorNames.AttentionOutput(l), c.Dim, c.QDim);
+            Expect(file, TensorNames.FeedForwardNorm(l), c.Dim);
+            Expect(file, TensorNames.Gate(l), c.HiddenDim, c.Dim);
+            Expect(file, TensorNames.Up(l), c.HiddenDim, c.Dim);
+            Expect(file, TensorNames.Down(l), c.Dim, c.HiddenDim);
+            if (c.AttentionBias)
+            {
+                Expect(file, TensorNames.QueryBias(l), c.QDim);
+                Expect(file, TensorNames.KeyBias(l), c.KvDim);
+                Expect(file, TensorNames.ValueBias(l), c.KvDim);
+            }
+            if (c.QkNorm)
+            {
+                Expect(file, TensorNames.QueryNorm(l), c.HeadDim);
+                Expect(file, TensorNames.KeyNorm(l), c.HeadDim);
+            }
+        }
+    }
+
+    private static void Expect(GgufFile file, string name, params long[] shape)
+    {
+        if (!file.TryGetTensor(name, out Tensor t))
+            throw Fail(file, $"no tensor '{name}'");
+        if (!t.Shape.AsSpan().SequenceEqual(shape))
+            throw Fail(file, $"tensor '{name}' is [{string.Join(", ", t.Shape)}], expected [{string.Join(", ", shape)}]");
+    }
+
+    private static int Positive(GgufFile file, string key, int? fallback = null)
+    {
+        long? value = file.GetInteger(key);
+        if (value is null)
+            return fallback ?? throw Fail(file, $"no '{key}'");
+        if (value is <= 0 or > int.MaxValue)
+            throw Fail(file, $"'{key}' = {value} is out of range");
+        return (int)value;
+    }
+
+    private static float PositiveFloat(GgufFile file, string key, float? fallback)
+    {
+        double? value = file.GetFloat(key);
+        if (value is null)
+            return fallback ?? throw Fail(file, $"no '{key}'");
+        float f = (float)value.Value;
+        if (!float.IsFinite(f) || f <= 0)
+            throw Fail(file, $"'{key}' = {value} is not a positive finite number");
+        return f;
+    }
+
+    private static ModelFormatException Fail(GgufFile file, string problem) => new(file.Path, problem);
 }
