@@ -272,36 +272,42 @@ internal static unsafe partial class VecDot
         return Vector256.Sum(acc);
     }
 
-    /// <summary>Σ_j m[j]·(bsums[2j] + bsums[2j+1]) of a Q4_K / Q5_K block, and its 8 scales into <paramref name="scales"/>.</summary>
+    /// <summary>The 8 six-bit scales of a Q4_K / Q5_K block as the bytes of the result, and
+    /// Σ_j m[j]·(bsums[2j] + bsums[2j+1]) (the min term, exact) in <paramref name="summs"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int ScalesMinsK4(byte* packed, short* bsums, int* scales)
+    private static ulong ScalesMinsK4(byte* packed, short* bsums, out int summs)
     {
-        int summs = 0;
-        for (int j = 0; j < 8; j++)
-        {
-            ScaleMinK4(j, packed, out scales[j], out int m);
-            summs += m * (bsums[2 * j] + bsums[2 * j + 1]);
-        }
-        return summs;
+        const uint kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
+        uint u0 = Unsafe.ReadUnaligned<uint>(packed), u1 = Unsafe.ReadUnaligned<uint>(packed + 4), u2 = Unsafe.ReadUnaligned<uint>(packed + 8);
+        uint scales0 = u0 & kmask1;
+        uint scales1 = (u2 & kmask2) | (((u0 >> 6) & kmask3) << 4);
+        uint mins0 = u1 & kmask1;
+        uint mins1 = ((u2 >> 4) & kmask2) | (((u1 >> 6) & kmask3) << 4);
+        Vector128<byte> mins = Vector128.Create(mins0 | ((ulong)mins1 << 32), 0).AsByte();
+        Vector256<short> mins16 = Avx2.ConvertToVector256Int16(Sse2.UnpackLow(mins, mins)); // m0 m0 m1 m1 … m7 m7
+        summs = Vector256.Sum(Avx2.MultiplyAddAdjacent(Vector256.Load(bsums), mins16));
+        return scales0 | ((ulong)scales1 << 32);
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> ScaleK4(ulong scales, int j) => Vector256.Create((short)(byte)(scales >> (8 * j)));
 
     /// <summary>AVX2 version of <see cref="Q4_KScalar"/>.</summary>
     public static float Q4_KAvx2(byte* w, byte* x, int n)
     {
-        int* scales = stackalloc int[8];
         Vector256<float> acc = default;
         float accm = 0;
         var mask = Vector256.Create((byte)0x0F);
         for (int b = 0; b < n / QK_K; b++, w += Q4_KBytes, x += Q8_KBytes)
         {
-            int summs = ScalesMinsK4(w + Q4_KScales, (short*)(x + Q8_KBsums), scales);
+            ulong scales = ScalesMinsK4(w + Q4_KScales, (short*)(x + Q8_KBsums), out int summs);
             sbyte* q8 = (sbyte*)(x + Q8_KQs);
             Vector256<int> sumi = default;
             for (int j = 0; j < 4; j++, q8 += 64)
             {
                 Vector256<byte> q = Vector256.Load(w + Q4_KQs + 32 * j);
-                sumi = ScaledDotU8(sumi, q & mask, Vector256.Load(q8), Vector256.Create((short)scales[2 * j]));
-                sumi = ScaledDotU8(sumi, Srl16(q, 4) & mask, Vector256.Load(q8 + 32), Vector256.Create((short)scales[2 * j + 1]));
+                sumi = ScaledDotU8(sumi, q & mask, Vector256.Load(q8), ScaleK4(scales, 2 * j));
+                sumi = ScaledDotU8(sumi, Srl16(q, 4) & mask, Vector256.Load(q8 + 32), ScaleK4(scales, 2 * j + 1));
             }
             float dy = *(float*)x;
             acc = MulAdd(Vector256.Create(H(w) * dy), Vector256.ConvertToSingle(sumi), acc);
@@ -313,14 +319,13 @@ internal static unsafe partial class VecDot
     /// <summary>AVX2 version of <see cref="Q5_KScalar"/>.</summary>
     public static float Q5_KAvx2(byte* w, byte* x, int n)
     {
-        int* scales = stackalloc int[8];
         Vector256<float> acc = default;
         float accm = 0;
         var mask = Vector256.Create((byte)0x0F);
         var sixteen = Vector256.Create((byte)16);
         for (int b = 0; b < n / QK_K; b++, w += Q5_KBytes, x += Q8_KBytes)
         {
-            int summs = ScalesMinsK4(w + Q5_KScales, (short*)(x + Q8_KBsums), scales);
+            ulong scales = ScalesMinsK4(w + Q5_KScales, (short*)(x + Q8_KBsums), out int summs);
             Vector256<byte> qh = Vector256.Load(w + Q5_KQh);
             sbyte* q8 = (sbyte*)(x + Q8_KQs);
             Vector256<int> sumi = default;
@@ -331,8 +336,8 @@ internal static unsafe partial class VecDot
                 var b2 = Vector256.Create((byte)(2 << (2 * j)));
                 Vector256<byte> lo = (q & mask) | (Vector256.Equals(qh & b1, b1) & sixteen);
                 Vector256<byte> hi = (Srl16(q, 4) & mask) | (Vector256.Equals(qh & b2, b2) & sixteen);
-                sumi = ScaledDotU8(sumi, lo, Vector256.Load(q8), Vector256.Create((short)scales[2 * j]));
-                sumi = ScaledDotU8(sumi, hi, Vector256.Load(q8 + 32), Vector256.Create((short)scales[2 * j + 1]));
+                sumi = ScaledDotU8(sumi, lo, Vector256.Load(q8), ScaleK4(scales, 2 * j));
+                sumi = ScaledDotU8(sumi, hi, Vector256.Load(q8 + 32), ScaleK4(scales, 2 * j + 1));
             }
             float dy = *(float*)x;
             acc = MulAdd(Vector256.Create(H(w) * dy), Vector256.ConvertToSingle(sumi), acc);
