@@ -43,19 +43,27 @@ public static unsafe class MatMul
             return;
         long rowBytes = GgmlTypes.RowBytes(type, columns);
         long xRowBytes = VecDot.ActivationRowBytes(type, columns);
-        byte* xq;
-        if (VecDot.ActivationType(type) == GgmlType.F32)
-        {
-            xq = (byte*)x;
-        }
-        else
-        {
-            xq = context.Scratch(xRowBytes * tokens);
-            VecDot.PrepareActivations(type, x, columns, tokens, xq);
-        }
+        // Each output is computed by one dot call whatever the split, so results do not depend on the thread count.
+        long work = rows * rowBytes * tokens;
+        int parts = work < MinBytesPerPart ? 1 : (int)Math.Min(context.Threads, Math.Max(1, rows / RowAlign));
 
         Job job = context.MatMulJob;
-        job.Dot = VecDot.For(type);
+        SimdLevel level = VecDot.Best;
+        bool repack = tokens >= 4 && VecDot.RepacksToQ8_0(type, level);
+        GgmlType kernelType = repack ? GgmlType.Q8_0 : type; // repacked rows run the Q8_0 kernels (bit for bit the same)
+        job.Type = type;
+        job.Dot = VecDot.For(kernelType, level);
+        job.Dot4 = tokens >= 4 ? VecDot.For4(kernelType, level) : null;
+
+        // scratch: [tokens, xRowBytes] converted activations (none for F32), then per part one weight row repacked to Q8_0
+        bool convert = VecDot.ActivationType(type) != GgmlType.F32;
+        long xBytes = convert ? (xRowBytes * tokens + 63) / 64 * 64 : 0;
+        job.RowScratchBytes = repack ? (GgmlTypes.RowBytes(GgmlType.Q8_0, columns) + 63) / 64 * 64 : 0;
+        byte* scratch = xBytes + parts * job.RowScratchBytes > 0 ? context.Scratch(xBytes + parts * job.RowScratchBytes) : null;
+        byte* xq = convert ? scratch : (byte*)x;
+        if (convert)
+            VecDot.PrepareActivations(type, x, columns, tokens, xq);
+        job.RowScratch = repack ? scratch + xBytes : null;
         job.Weight = weight;
         job.RowBytes = rowBytes;
         job.Rows = rows;
@@ -65,9 +73,6 @@ public static unsafe class MatMul
         job.Tokens = tokens;
         job.Y = y;
         job.YStride = yStride;
-        // Each output is computed by one dot call whatever the split, so results do not depend on the thread count.
-        long work = rows * rowBytes * tokens;
-        int parts = work < MinBytesPerPart ? 1 : (int)Math.Min(context.Threads, Math.Max(1, rows / RowAlign));
         context.Run(job, parts);
     }
 
@@ -81,28 +86,45 @@ public static unsafe class MatMul
     /// <summary>One product split by rows: each part owns a contiguous range of output rows.</summary>
     internal sealed class Job : IParallelJob
     {
+        public GgmlType Type;
         public delegate*<byte*, byte*, int, float> Dot;
-        public byte* Weight; // [Rows, RowBytes]
+        public delegate*<byte*, byte*, long, int, float*, long, void> Dot4; // null: one token at a time
+        public byte* RowScratch;  // [parts, RowScratchBytes]: a weight row repacked to Q8_0, or null
+        public long RowScratchBytes;
+        public byte* Weight;      // [Rows, RowBytes]
         public long RowBytes;
         public int Rows, Columns;
-        public byte* X;      // [Tokens, XRowBytes]
+        public byte* X;           // [Tokens, XRowBytes]
         public long XRowBytes;
         public int Tokens;
-        public float* Y;     // [Tokens, YStride]
+        public float* Y;          // [Tokens, YStride]
         public int YStride;
 
         public void Run(int part, int parts)
         {
             int r0 = Boundary(part, parts), r1 = Boundary(part + 1, parts);
             var dot = Dot;
-            int tile = (int)Math.Clamp(TileBytes / XRowBytes, 1, 16);
+            var dot4 = Dot4;
+            byte* repacked = RowScratch == null ? null : RowScratch + part * RowScratchBytes;
+            int tile = (int)Math.Clamp(TileBytes / XRowBytes, 4, 16) & ~3;
             for (int t0 = 0; t0 < Tokens; t0 += tile)
             {
                 int t1 = Math.Min(Tokens, t0 + tile);
                 for (int r = r0; r < r1; r++)
                 {
                     byte* w = Weight + r * RowBytes;
-                    for (int t = t0; t < t1; t++)
+                    if (repacked != null)
+                    {
+                        VecDot.RepackToQ8_0Avx2(Type, w, Columns, repacked);
+                        w = repacked;
+                    }
+                    int t = t0;
+                    if (dot4 != null)
+                    {
+                        for (; t + 4 <= t1; t += 4)
+                            dot4(w, X + t * XRowBytes, XRowBytes, Columns, Y + (long)t * YStride + r, YStride);
+                    }
+                    for (; t < t1; t++)
                         Y[(long)t * YStride + r] = dot(w, X + t * XRowBytes, Columns);
                 }
             }

@@ -68,22 +68,20 @@ internal static unsafe partial class VecDot
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<byte> Sll16(Vector256<byte> v, int count) => Vector256.ShiftLeft(v.AsUInt16(), count).AsByte();
 
-    /// <summary>AVX2 version of <see cref="F32Scalar"/> (four 8-lane FMA accumulators).</summary>
+    /// <summary>AVX2 version of <see cref="F32Scalar"/> (two 8-lane FMA accumulators; <see cref="F32x4Avx2"/> sums in the same order).</summary>
     public static float F32Avx2(byte* w, byte* x, int n)
     {
         float* a = (float*)w, b = (float*)x;
-        Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        Vector256<float> s0 = default, s1 = default;
         int i = 0;
-        for (; i + 32 <= n; i += 32)
+        for (; i + 16 <= n; i += 16)
         {
             s0 = MulAdd(Vector256.Load(a + i), Vector256.Load(b + i), s0);
             s1 = MulAdd(Vector256.Load(a + i + 8), Vector256.Load(b + i + 8), s1);
-            s2 = MulAdd(Vector256.Load(a + i + 16), Vector256.Load(b + i + 16), s2);
-            s3 = MulAdd(Vector256.Load(a + i + 24), Vector256.Load(b + i + 24), s3);
         }
         for (; i + 8 <= n; i += 8)
             s0 = MulAdd(Vector256.Load(a + i), Vector256.Load(b + i), s0);
-        float sum = Vector256.Sum((s0 + s1) + (s2 + s3));
+        float sum = Vector256.Sum(s0 + s1);
         for (; i < n; i++)
             sum += a[i] * b[i];
         return sum;

@@ -79,6 +79,32 @@ internal static unsafe partial class VecDot
         };
     }
 
+    /// <summary>
+    /// The four-token kernel for <paramref name="type"/> at <paramref name="level"/>, or null when there is none:
+    /// (w, x, xStride, n, y, yStride) → y[t · yStride] = dot(w, x + t · xStride, n) for t &lt; 4, bit for bit what the
+    /// one-token kernel at that level gives. Q4_0, Q5_0 and IQ4_NL have none of their own: their rows are repacked to Q8_0
+    /// (<see cref="RepacksToQ8_0"/>) and run by the Q8_0 kernel.
+    /// </summary>
+    public static delegate*<byte*, byte*, long, int, float*, long, void> For4(GgmlType type, SimdLevel level)
+    {
+        if (!IsSupported(level))
+            throw new PlatformNotSupportedException($"{level} kernels do not run on this machine");
+        if (level == SimdLevel.Scalar)
+            return null;
+        return type switch
+        {
+            GgmlType.F32 => level == SimdLevel.Avx512 ? &F32x4Avx512 : &F32x4Avx2,
+            GgmlType.Q8_0 => &Q8_0x4Avx2,
+            GgmlType.Q4_K => &Q4_Kx4Avx2,
+            GgmlType.Q6_K => &Q6_Kx4Avx2,
+            _ => null,
+        };
+    }
+
+    /// <summary>True for the types whose rows <see cref="RepackToQ8_0Avx2"/> rewrites exactly as Q8_0 (at AVX2 and above).</summary>
+    public static bool RepacksToQ8_0(GgmlType type, SimdLevel level)
+        => level != SimdLevel.Scalar && type is GgmlType.Q4_0 or GgmlType.Q5_0 or GgmlType.IQ4_NL;
+
     /// <summary>The type activations are converted to before a product with <paramref name="weight"/> weights (ggml's
     /// vec_dot_type): F32 for F32, F16 / BF16 (held as rounded f32) for F16 / BF16, else Q8_0, Q8_1 or Q8_K.</summary>
     public static GgmlType ActivationType(GgmlType weight) => weight switch

@@ -77,6 +77,28 @@ public unsafe class MatMulTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(KernelTestData.WeightTypeData), MemberType = typeof(KernelTestData))]
+    public void A_prompt_gives_the_same_outputs_as_one_token_at_a_time(GgmlType type)
+    {
+        int columns = GgmlTypes.BlockSize(type) == 256 ? 512 : 288;
+        const int rows = 40, tokens = 23;
+        var rng = new Random(11);
+        byte[] w = KernelTestData.RandomRows(type, rows, columns, rng);
+        float[] x = KernelTestData.RandomActivations(tokens * columns, rng);
+        var prompt = new float[tokens * rows];
+        var single = new float[tokens * rows];
+        using var context = new ComputeContext(2);
+        fixed (byte* pw = w)
+        fixed (float* px = x, pp = prompt, ps = single)
+        {
+            MatMul.Multiply(type, pw, px, rows, columns, tokens, rows, context, pp);
+            for (int t = 0; t < tokens; t++)
+                MatMul.Multiply(type, pw, px + t * columns, rows, columns, 1, rows, context, ps + t * rows);
+        }
+        Assert.Equal(single, prompt);
+    }
+
     [Fact]
     public void Output_rows_can_sit_in_a_wider_buffer_and_a_context_is_reusable()
     {

@@ -84,6 +84,53 @@ public unsafe class VecDotTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(KernelTestData.WeightTypeData), MemberType = typeof(KernelTestData))]
+    public void Four_token_kernels_equal_the_one_token_kernel_bit_for_bit(GgmlType type)
+    {
+        foreach (SimdLevel level in new[] { SimdLevel.Avx2, SimdLevel.Avx512 }.Where(VecDot.IsSupported))
+        {
+            bool repack = VecDot.RepacksToQ8_0(type, level);
+            delegate*<byte*, byte*, long, int, float*, long, void> four = VecDot.For4(repack ? GgmlType.Q8_0 : type, level);
+            if (four == null)
+                continue;
+            delegate*<byte*, byte*, int, float> one = VecDot.For(type, level);
+            for (int seed = 0; seed < 3; seed++)
+            {
+                var rng = new Random(seed * 17 + (int)type);
+                foreach (int n in Lengths(type).Where(n => n > 0).Where((n, i) => i < 12 || i % 7 == 0 || n > 256))
+                {
+                    byte[] w = KernelTestData.RandomRows(type, 1, n, rng);
+                    float[] xf = KernelTestData.RandomActivations(4 * n, rng);
+                    byte[] x = KernelTestData.Prepared(type, xf, n, 4);
+                    long xStride = VecDot.ActivationRowBytes(type, n);
+                    var y = new float[4 * 3];
+                    var expected = new float[4];
+                    fixed (byte* pw = w, px = x)
+                    fixed (float* py = y)
+                    {
+                        byte* row = pw;
+                        byte[] repacked = new byte[repack ? GgmlTypes.RowBytes(GgmlType.Q8_0, n) : 1];
+                        fixed (byte* pr = repacked)
+                        {
+                            if (repack)
+                            {
+                                VecDot.RepackToQ8_0Avx2(type, pw, n, pr);
+                                row = pr;
+                            }
+                            four(row, px, xStride, n, py + 1, 3);
+                        }
+                        for (int t = 0; t < 4; t++)
+                            expected[t] = one(pw, px + t * xStride, n);
+                    }
+                    for (int t = 0; t < 4; t++)
+                        Assert.True(BitConverter.SingleToUInt32Bits(expected[t]) == BitConverter.SingleToUInt32Bits(y[1 + 3 * t]),
+                            $"{type} {level} n={n} token {t}: one-token {expected[t]}, four-token {y[1 + 3 * t]}");
+                }
+            }
+        }
+    }
+
     [Fact]
     public void Half_to_single_is_exact_for_every_bit_pattern()
     {
