@@ -54,22 +54,40 @@ internal static unsafe partial class VecDot
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Q8Step(Vector256<float> acc, Vector256<byte> aw, Vector256<sbyte> w, float dw, byte* xb)
-        => MulAdd(Vector256.Create(dw * H(xb)), Vector256.ConvertToSingle(DotU8(aw, Avx2.Sign(Vector256.Load((sbyte*)(xb + Q8_0Qs)), w))), acc);
+    private static Vector256<float> Q8Step(Vector256<float> acc, Vector256<byte> aw, Vector256<sbyte> w, Vector256<float> d, byte* xb)
+        => MulAdd(d, Vector256.ConvertToSingle(DotU8(aw, Avx2.Sign(Vector256.Load((sbyte*)(xb + Q8_0Qs)), w))), acc);
 
     /// <summary>Four tokens of <see cref="Q8_0Avx2"/>, bit for bit (also runs Q4_0, Q5_0 and IQ4_NL rows repacked to Q8_0).</summary>
     public static void Q8_0x4Avx2(byte* w, byte* x, long xStride, int n, float* y, long yStride)
     {
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-        for (int b = 0; b < n / QK; b++, w += Q8_0Bytes, x += Q8_0Bytes)
+        byte* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
+        int nb = n / QK, b = 0;
+        for (; b + 8 <= nb; b += 8, w += 8 * Q8_0Bytes, x0 += 8 * Q8_0Bytes, x1 += 8 * Q8_0Bytes, x2 += 8 * Q8_0Bytes, x3 += 8 * Q8_0Bytes)
+        {
+            Vector256<float> dw = HalfScales8(w, Q8_0Bytes);
+            Vector256<float> d0 = dw * HalfScales8(x0, Q8_0Bytes), d1 = dw * HalfScales8(x1, Q8_0Bytes);
+            Vector256<float> d2 = dw * HalfScales8(x2, Q8_0Bytes), d3 = dw * HalfScales8(x3, Q8_0Bytes);
+            for (int i = 0; i < 8; i++)
+            {
+                int o = i * Q8_0Bytes;
+                Vector256<sbyte> q = Vector256.Load((sbyte*)(w + o + Q8_0Qs));
+                Vector256<byte> aq = Avx2.Abs(q);
+                a0 = Q8Step(a0, aq, q, Lane(d0, i), x0 + o);
+                a1 = Q8Step(a1, aq, q, Lane(d1, i), x1 + o);
+                a2 = Q8Step(a2, aq, q, Lane(d2, i), x2 + o);
+                a3 = Q8Step(a3, aq, q, Lane(d3, i), x3 + o);
+            }
+        }
+        for (; b < nb; b++, w += Q8_0Bytes, x0 += Q8_0Bytes, x1 += Q8_0Bytes, x2 += Q8_0Bytes, x3 += Q8_0Bytes)
         {
             Vector256<sbyte> q = Vector256.Load((sbyte*)(w + Q8_0Qs));
             Vector256<byte> aq = Avx2.Abs(q);
             float dw = H(w);
-            a0 = Q8Step(a0, aq, q, dw, x);
-            a1 = Q8Step(a1, aq, q, dw, x + xStride);
-            a2 = Q8Step(a2, aq, q, dw, x + 2 * xStride);
-            a3 = Q8Step(a3, aq, q, dw, x + 3 * xStride);
+            a0 = Q8Step(a0, aq, q, Vector256.Create(dw * H(x0)), x0);
+            a1 = Q8Step(a1, aq, q, Vector256.Create(dw * H(x1)), x1);
+            a2 = Q8Step(a2, aq, q, Vector256.Create(dw * H(x2)), x2);
+            a3 = Q8Step(a3, aq, q, Vector256.Create(dw * H(x3)), x3);
         }
         y[0] = Vector256.Sum(a0);
         y[yStride] = Vector256.Sum(a1);
