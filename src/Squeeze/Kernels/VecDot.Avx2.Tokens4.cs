@@ -53,9 +53,10 @@ internal static unsafe partial class VecDot
         y[3 * yStride] = y3;
     }
 
+    /// <summary>Hadd of the block sums of two consecutive Q8_0 blocks (weights given as |q| and q) with one token.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Q8Step(Vector256<float> acc, Vector256<byte> aw, Vector256<sbyte> w, Vector256<float> d, byte* xb)
-        => MulAdd(d, Vector256.ConvertToSingle(DotU8(aw, Avx2.Sign(Vector256.Load((sbyte*)(xb + Q8_0Qs)), w))), acc);
+    private static Vector256<int> Q8Pair(Vector256<byte> a0, Vector256<sbyte> q0, Vector256<byte> a1, Vector256<sbyte> q1, byte* xb)
+        => Hadd(DotU8(a0, Avx2.Sign(Vector256.Load((sbyte*)(xb + Q8_0Qs)), q0)), DotU8(a1, Avx2.Sign(Vector256.Load((sbyte*)(xb + Q8_0Bytes + Q8_0Qs)), q1)));
 
     /// <summary>Four tokens of <see cref="Q8_0Avx2"/>, bit for bit (also runs Q4_0, Q5_0 and IQ4_NL rows repacked to Q8_0).</summary>
     public static void Q8_0x4Avx2(byte* w, byte* x, long xStride, int n, float* y, long yStride)
@@ -65,52 +66,64 @@ internal static unsafe partial class VecDot
         int nb = n / QK, b = 0;
         for (; b + 8 <= nb; b += 8, w += 8 * Q8_0Bytes, x0 += 8 * Q8_0Bytes, x1 += 8 * Q8_0Bytes, x2 += 8 * Q8_0Bytes, x3 += 8 * Q8_0Bytes)
         {
-            Vector256<float> dw = HalfScales8(w, Q8_0Bytes);
-            Vector256<float> d0 = dw * HalfScales8(x0, Q8_0Bytes), d1 = dw * HalfScales8(x1, Q8_0Bytes);
-            Vector256<float> d2 = dw * HalfScales8(x2, Q8_0Bytes), d3 = dw * HalfScales8(x3, Q8_0Bytes);
-            for (int i = 0; i < 8; i++)
+            Vector256<int> l0 = default, l1 = default, l2 = default, l3 = default; // blocks 0-3 of the group, per token
+            Vector256<int> h0 = default, h1 = default, h2 = default, h3 = default; // blocks 4-7
+            for (int half = 0; half < 2; half++)
             {
-                int o = i * Q8_0Bytes;
-                Vector256<sbyte> q = Vector256.Load((sbyte*)(w + o + Q8_0Qs));
-                Vector256<byte> aq = Avx2.Abs(q);
-                a0 = Q8Step(a0, aq, q, Lane(d0, i), x0 + o);
-                a1 = Q8Step(a1, aq, q, Lane(d1, i), x1 + o);
-                a2 = Q8Step(a2, aq, q, Lane(d2, i), x2 + o);
-                a3 = Q8Step(a3, aq, q, Lane(d3, i), x3 + o);
+                int o = 4 * half * Q8_0Bytes;
+                Vector256<sbyte> q0 = Vector256.Load((sbyte*)(w + o + Q8_0Qs)), q1 = Vector256.Load((sbyte*)(w + o + Q8_0Bytes + Q8_0Qs));
+                Vector256<sbyte> q2 = Vector256.Load((sbyte*)(w + o + 2 * Q8_0Bytes + Q8_0Qs)), q3 = Vector256.Load((sbyte*)(w + o + 3 * Q8_0Bytes + Q8_0Qs));
+                Vector256<byte> b0 = Avx2.Abs(q0), b1 = Avx2.Abs(q1), b2 = Avx2.Abs(q2), b3 = Avx2.Abs(q3);
+                int o2 = o + 2 * Q8_0Bytes;
+                Vector256<int> t0 = Hadd(Q8Pair(b0, q0, b1, q1, x0 + o), Q8Pair(b2, q2, b3, q3, x0 + o2));
+                Vector256<int> t1 = Hadd(Q8Pair(b0, q0, b1, q1, x1 + o), Q8Pair(b2, q2, b3, q3, x1 + o2));
+                Vector256<int> t2 = Hadd(Q8Pair(b0, q0, b1, q1, x2 + o), Q8Pair(b2, q2, b3, q3, x2 + o2));
+                Vector256<int> t3 = Hadd(Q8Pair(b0, q0, b1, q1, x3 + o), Q8Pair(b2, q2, b3, q3, x3 + o2));
+                if (half == 0)
+                {
+                    l0 = t0; l1 = t1; l2 = t2; l3 = t3;
+                }
+                else
+                {
+                    h0 = t0; h1 = t1; h2 = t2; h3 = t3;
+                }
             }
+            Vector256<float> dw = HalfScales8(w, Q8_0Bytes);
+            a0 = MulAdd(dw * HalfScales8(x0, Q8_0Bytes), Vector256.ConvertToSingle(Sum8(l0, h0)), a0);
+            a1 = MulAdd(dw * HalfScales8(x1, Q8_0Bytes), Vector256.ConvertToSingle(Sum8(l1, h1)), a1);
+            a2 = MulAdd(dw * HalfScales8(x2, Q8_0Bytes), Vector256.ConvertToSingle(Sum8(l2, h2)), a2);
+            a3 = MulAdd(dw * HalfScales8(x3, Q8_0Bytes), Vector256.ConvertToSingle(Sum8(l3, h3)), a3);
         }
+        float y0 = Vector256.Sum(a0), y1 = Vector256.Sum(a1), y2 = Vector256.Sum(a2), y3 = Vector256.Sum(a3);
         for (; b < nb; b++, w += Q8_0Bytes, x0 += Q8_0Bytes, x1 += Q8_0Bytes, x2 += Q8_0Bytes, x3 += Q8_0Bytes)
         {
             Vector256<sbyte> q = Vector256.Load((sbyte*)(w + Q8_0Qs));
             Vector256<byte> aq = Avx2.Abs(q);
             float dw = H(w);
-            a0 = Q8Step(a0, aq, q, Vector256.Create(dw * H(x0)), x0);
-            a1 = Q8Step(a1, aq, q, Vector256.Create(dw * H(x1)), x1);
-            a2 = Q8Step(a2, aq, q, Vector256.Create(dw * H(x2)), x2);
-            a3 = Q8Step(a3, aq, q, Vector256.Create(dw * H(x3)), x3);
+            y0 += dw * H(x0) * Vector256.Sum(DotU8(aq, Avx2.Sign(Vector256.Load((sbyte*)(x0 + Q8_0Qs)), q)));
+            y1 += dw * H(x1) * Vector256.Sum(DotU8(aq, Avx2.Sign(Vector256.Load((sbyte*)(x1 + Q8_0Qs)), q)));
+            y2 += dw * H(x2) * Vector256.Sum(DotU8(aq, Avx2.Sign(Vector256.Load((sbyte*)(x2 + Q8_0Qs)), q)));
+            y3 += dw * H(x3) * Vector256.Sum(DotU8(aq, Avx2.Sign(Vector256.Load((sbyte*)(x3 + Q8_0Qs)), q)));
         }
-        y[0] = Vector256.Sum(a0);
-        y[yStride] = Vector256.Sum(a1);
-        y[2 * yStride] = Vector256.Sum(a2);
-        y[3 * yStride] = Vector256.Sum(a3);
+        y[0] = y0;
+        y[yStride] = y1;
+        y[2 * yStride] = y2;
+        y[3 * yStride] = y3;
     }
 
     /// <summary>Rewrites a row of Q4_0, Q5_0 or IQ4_NL blocks as Q8_0 blocks with the same d and the same integer values
     /// (exact: the Q8_0 product of the result equals the original type's product bit for bit).</summary>
     public static void RepackToQ8_0Avx2(GgmlType type, byte* w, int n, byte* destination)
     {
-        Vector128<sbyte> k = Vector128.Create(IQ4_NLValues);
-        Vector256<sbyte> table = Vector256.Create(k, k);
-        var sixteen = Vector256.Create((byte)16);
         int blockBytes = GgmlTypes.BlockBytes(type);
         for (int b = 0; b < n / QK; b++, w += blockBytes, destination += Q8_0Bytes)
         {
             *(ushort*)destination = Unsafe.ReadUnaligned<ushort>(w);
             Vector256<sbyte> q = type switch
             {
-                GgmlType.Q4_0 => Nibbles32(w + Q4_0Qs).AsSByte() - Vector256.Create((sbyte)8),
-                GgmlType.Q5_0 => (Nibbles32(w + Q5_0Qs) | (BitsToBytes(Unsafe.ReadUnaligned<uint>(w + Q5_0Qh)) & sixteen)).AsSByte() - sixteen.AsSByte(),
-                _ => Avx2.Shuffle(table, Nibbles32(w + IQ4_NLQs).AsSByte()),
+                GgmlType.Q4_0 => Q4_0Block.Values(w),
+                GgmlType.Q5_0 => Q5_0Block.Values(w),
+                _ => IQ4_NLBlock.Values(w),
             };
             q.Store((sbyte*)(destination + Q8_0Qs));
         }

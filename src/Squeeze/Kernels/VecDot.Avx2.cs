@@ -135,31 +135,97 @@ internal static unsafe partial class VecDot
         return sum;
     }
 
-    /// <summary>AVX2 version of <see cref="Q4_0Scalar"/>. The scales of 8 blocks at a time are converted in one vector;
-    /// each block still adds d_w·d_x · Σ into the accumulator in block order.</summary>
-    public static float Q4_0Avx2(byte* w, byte* x, int n)
+    /// <summary>A 32-value block type whose values decode to signed bytes and whose f16 scale d comes first.</summary>
+    private interface ISignedBlock32
+    {
+        static abstract int Bytes { get; }
+
+        static abstract Vector256<sbyte> Values(byte* block);
+    }
+
+    private readonly struct Q4_0Block : ISignedBlock32
+    {
+        public static int Bytes => Q4_0Bytes;
+
+        public static Vector256<sbyte> Values(byte* block) => Nibbles32(block + Q4_0Qs).AsSByte() - Vector256.Create((sbyte)8);
+    }
+
+    private readonly struct Q5_0Block : ISignedBlock32
+    {
+        public static int Bytes => Q5_0Bytes;
+
+        public static Vector256<sbyte> Values(byte* block)
+        {
+            var sixteen = Vector256.Create((byte)16);
+            Vector256<byte> hi = BitsToBytes(Unsafe.ReadUnaligned<uint>(block + Q5_0Qh)) & sixteen;
+            return (Nibbles32(block + Q5_0Qs) | hi).AsSByte() - sixteen.AsSByte();
+        }
+    }
+
+    private readonly struct Q8_0Block : ISignedBlock32
+    {
+        public static int Bytes => Q8_0Bytes;
+
+        public static Vector256<sbyte> Values(byte* block) => Vector256.Load((sbyte*)(block + Q8_0Qs));
+    }
+
+    private readonly struct IQ4_NLBlock : ISignedBlock32
+    {
+        public static int Bytes => IQ4_NLBytes;
+
+        public static Vector256<sbyte> Values(byte* block)
+        {
+            Vector128<sbyte> k = Vector128.Create(IQ4_NLValues);
+            return Avx2.Shuffle(Vector256.Create(k, k), Nibbles32(block + IQ4_NLQs).AsSByte());
+        }
+    }
+
+    /// <summary>Lane i = Σ of the 8 lanes of p_i (exact integer sums).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Sum8(Vector256<int> low, Vector256<int> high)
+        => Avx2.Permute2x128(low, high, 0x20) + Avx2.Permute2x128(low, high, 0x31);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Hadd(Vector256<int> a, Vector256<int> b) => Avx2.HorizontalAdd(a, b);
+
+    /// <summary>
+    /// A 32-value signed block type · Q8_0. Per group of 8 blocks: the 8 integer block sums are reduced into one vector
+    /// (lane i = block i), scaled by the 8 products d_w·d_x and added to a float accumulator; the last nb % 8 blocks add
+    /// d_w·d_x·Σ one by one after the accumulator's lanes are summed. <see cref="Q8_0x4Avx2"/> sums in the same order.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float DotSigned32<T>(byte* w, byte* x, int n) where T : ISignedBlock32
     {
         Vector256<float> acc = default;
-        var eight = Vector256.Create((sbyte)8);
         int nb = n / QK, b = 0;
-        for (; b + 8 <= nb; b += 8, w += 8 * Q4_0Bytes, x += 8 * Q8_0Bytes)
+        for (; b + 8 <= nb; b += 8, w += 8 * T.Bytes, x += 8 * Q8_0Bytes)
         {
-            Vector256<float> d = HalfScales8(w, Q4_0Bytes) * HalfScales8(x, Q8_0Bytes);
-            for (int i = 0; i < 8; i++)
-            {
-                Vector256<sbyte> qw = Nibbles32(w + i * Q4_0Bytes + Q4_0Qs).AsSByte() - eight;
-                Vector256<int> p = DotI8(qw, Vector256.Load((sbyte*)(x + i * Q8_0Bytes + Q8_0Qs)));
-                acc = MulAdd(Lane(d, i), Vector256.ConvertToSingle(p), acc);
-            }
+            Vector256<int> h0 = Hadd(
+                Hadd(DotI8(T.Values(w), Vector256.Load((sbyte*)(x + Q8_0Qs))), DotI8(T.Values(w + T.Bytes), Vector256.Load((sbyte*)(x + Q8_0Bytes + Q8_0Qs)))),
+                Hadd(DotI8(T.Values(w + 2 * T.Bytes), Vector256.Load((sbyte*)(x + 2 * Q8_0Bytes + Q8_0Qs))), DotI8(T.Values(w + 3 * T.Bytes), Vector256.Load((sbyte*)(x + 3 * Q8_0Bytes + Q8_0Qs)))));
+            Vector256<int> h1 = Hadd(
+                Hadd(DotI8(T.Values(w + 4 * T.Bytes), Vector256.Load((sbyte*)(x + 4 * Q8_0Bytes + Q8_0Qs))), DotI8(T.Values(w + 5 * T.Bytes), Vector256.Load((sbyte*)(x + 5 * Q8_0Bytes + Q8_0Qs)))),
+                Hadd(DotI8(T.Values(w + 6 * T.Bytes), Vector256.Load((sbyte*)(x + 6 * Q8_0Bytes + Q8_0Qs))), DotI8(T.Values(w + 7 * T.Bytes), Vector256.Load((sbyte*)(x + 7 * Q8_0Bytes + Q8_0Qs)))));
+            Vector256<float> d = HalfScales8(w, T.Bytes) * HalfScales8(x, Q8_0Bytes);
+            acc = MulAdd(d, Vector256.ConvertToSingle(Sum8(h0, h1)), acc);
         }
-        for (; b < nb; b++, w += Q4_0Bytes, x += Q8_0Bytes)
-        {
-            Vector256<sbyte> qw = Nibbles32(w + Q4_0Qs).AsSByte() - eight;
-            Vector256<int> p = DotI8(qw, Vector256.Load((sbyte*)(x + Q8_0Qs)));
-            acc = MulAdd(Vector256.Create(H(w) * H(x)), Vector256.ConvertToSingle(p), acc);
-        }
-        return Vector256.Sum(acc);
+        float sum = Vector256.Sum(acc);
+        for (; b < nb; b++, w += T.Bytes, x += Q8_0Bytes)
+            sum += H(w) * H(x) * Vector256.Sum(DotI8(T.Values(w), Vector256.Load((sbyte*)(x + Q8_0Qs))));
+        return sum;
     }
+
+    /// <summary>AVX2 version of <see cref="Q4_0Scalar"/> (block sums in the order of <see cref="DotSigned32{T}"/>).</summary>
+    public static float Q4_0Avx2(byte* w, byte* x, int n) => DotSigned32<Q4_0Block>(w, x, n);
+
+    /// <summary>AVX2 version of <see cref="Q5_0Scalar"/>.</summary>
+    public static float Q5_0Avx2(byte* w, byte* x, int n) => DotSigned32<Q5_0Block>(w, x, n);
+
+    /// <summary>AVX2 version of <see cref="Q8_0Scalar"/>.</summary>
+    public static float Q8_0Avx2(byte* w, byte* x, int n) => DotSigned32<Q8_0Block>(w, x, n);
+
+    /// <summary>AVX2 version of <see cref="IQ4_NLScalar"/>.</summary>
+    public static float IQ4_NLAvx2(byte* w, byte* x, int n) => DotSigned32<IQ4_NLBlock>(w, x, n);
 
     /// <summary>AVX2 version of <see cref="Q4_1Scalar"/>.</summary>
     public static float Q4_1Avx2(byte* w, byte* x, int n)
@@ -173,21 +239,6 @@ internal static unsafe partial class VecDot
             summs += H(w + Q4_1M) * H(x + Q8_1S);
         }
         return Vector256.Sum(acc) + summs;
-    }
-
-    /// <summary>AVX2 version of <see cref="Q5_0Scalar"/>.</summary>
-    public static float Q5_0Avx2(byte* w, byte* x, int n)
-    {
-        Vector256<float> acc = default;
-        var sixteen = Vector256.Create((byte)16);
-        for (int b = 0; b < n / QK; b++, w += Q5_0Bytes, x += Q8_0Bytes)
-        {
-            Vector256<byte> hi = BitsToBytes(Unsafe.ReadUnaligned<uint>(w + Q5_0Qh)) & sixteen;
-            Vector256<sbyte> qw = (Nibbles32(w + Q5_0Qs) | hi).AsSByte() - sixteen.AsSByte();
-            Vector256<int> p = DotI8(qw, Vector256.Load((sbyte*)(x + Q8_0Qs)));
-            acc = MulAdd(Vector256.Create(H(w) * H(x)), Vector256.ConvertToSingle(p), acc);
-        }
-        return Vector256.Sum(acc);
     }
 
     /// <summary>AVX2 version of <see cref="Q5_1Scalar"/>.</summary>
@@ -204,43 +255,6 @@ internal static unsafe partial class VecDot
             summs += H(w + Q5_1M) * H(x + Q8_1S);
         }
         return Vector256.Sum(acc) + summs;
-    }
-
-    /// <summary>AVX2 version of <see cref="Q8_0Scalar"/> (scales converted 8 blocks at a time, as in <see cref="Q4_0Avx2"/>).</summary>
-    public static float Q8_0Avx2(byte* w, byte* x, int n)
-    {
-        Vector256<float> acc = default;
-        int nb = n / QK, b = 0;
-        for (; b + 8 <= nb; b += 8, w += 8 * Q8_0Bytes, x += 8 * Q8_0Bytes)
-        {
-            Vector256<float> d = HalfScales8(w, Q8_0Bytes) * HalfScales8(x, Q8_0Bytes);
-            for (int i = 0; i < 8; i++)
-            {
-                Vector256<int> p = DotI8(Vector256.Load((sbyte*)(w + i * Q8_0Bytes + Q8_0Qs)), Vector256.Load((sbyte*)(x + i * Q8_0Bytes + Q8_0Qs)));
-                acc = MulAdd(Lane(d, i), Vector256.ConvertToSingle(p), acc);
-            }
-        }
-        for (; b < nb; b++, w += Q8_0Bytes, x += Q8_0Bytes)
-        {
-            Vector256<int> p = DotI8(Vector256.Load((sbyte*)(w + Q8_0Qs)), Vector256.Load((sbyte*)(x + Q8_0Qs)));
-            acc = MulAdd(Vector256.Create(H(w) * H(x)), Vector256.ConvertToSingle(p), acc);
-        }
-        return Vector256.Sum(acc);
-    }
-
-    /// <summary>AVX2 version of <see cref="IQ4_NLScalar"/>.</summary>
-    public static float IQ4_NLAvx2(byte* w, byte* x, int n)
-    {
-        Vector128<sbyte> k = Vector128.Create(IQ4_NLValues);
-        Vector256<sbyte> table = Vector256.Create(k, k);
-        Vector256<float> acc = default;
-        for (int b = 0; b < n / QK; b++, w += IQ4_NLBytes, x += Q8_0Bytes)
-        {
-            Vector256<sbyte> qw = Avx2.Shuffle(table, Nibbles32(w + IQ4_NLQs).AsSByte());
-            Vector256<int> p = DotI8(qw, Vector256.Load((sbyte*)(x + Q8_0Qs)));
-            acc = MulAdd(Vector256.Create(H(w) * H(x)), Vector256.ConvertToSingle(p), acc);
-        }
-        return Vector256.Sum(acc);
     }
 
     /// <summary>AVX2 version of <see cref="Q2_KScalar"/>.</summary>
