@@ -64,6 +64,7 @@ internal static unsafe partial class VecDot
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         byte* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
         int nb = n / QK, b = 0;
+        float* d0 = (float*)(x0 + nb * Q8_0Bytes), d1 = (float*)(x1 + nb * Q8_0Bytes), d2 = (float*)(x2 + nb * Q8_0Bytes), d3 = (float*)(x3 + nb * Q8_0Bytes);
         for (; b + 8 <= nb; b += 8, w += 8 * Q8_0Bytes, x0 += 8 * Q8_0Bytes, x1 += 8 * Q8_0Bytes, x2 += 8 * Q8_0Bytes, x3 += 8 * Q8_0Bytes)
         {
             Vector256<int> l0 = default, l1 = default, l2 = default, l3 = default; // blocks 0-3 of the group, per token
@@ -89,10 +90,10 @@ internal static unsafe partial class VecDot
                 }
             }
             Vector256<float> dw = HalfScales8(w, Q8_0Bytes);
-            a0 = MulAdd(dw * HalfScales8(x0, Q8_0Bytes), Vector256.ConvertToSingle(Sum8(l0, h0)), a0);
-            a1 = MulAdd(dw * HalfScales8(x1, Q8_0Bytes), Vector256.ConvertToSingle(Sum8(l1, h1)), a1);
-            a2 = MulAdd(dw * HalfScales8(x2, Q8_0Bytes), Vector256.ConvertToSingle(Sum8(l2, h2)), a2);
-            a3 = MulAdd(dw * HalfScales8(x3, Q8_0Bytes), Vector256.ConvertToSingle(Sum8(l3, h3)), a3);
+            a0 = MulAdd(dw * Vector256.Load(d0 + b), Vector256.ConvertToSingle(Sum8(l0, h0)), a0);
+            a1 = MulAdd(dw * Vector256.Load(d1 + b), Vector256.ConvertToSingle(Sum8(l1, h1)), a1);
+            a2 = MulAdd(dw * Vector256.Load(d2 + b), Vector256.ConvertToSingle(Sum8(l2, h2)), a2);
+            a3 = MulAdd(dw * Vector256.Load(d3 + b), Vector256.ConvertToSingle(Sum8(l3, h3)), a3);
         }
         float y0 = Vector256.Sum(a0), y1 = Vector256.Sum(a1), y2 = Vector256.Sum(a2), y3 = Vector256.Sum(a3);
         for (; b < nb; b++, w += Q8_0Bytes, x0 += Q8_0Bytes, x1 += Q8_0Bytes, x2 += Q8_0Bytes, x3 += Q8_0Bytes)

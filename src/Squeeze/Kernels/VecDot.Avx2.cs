@@ -189,7 +189,7 @@ internal static unsafe partial class VecDot
     private static Vector256<int> Hadd(Vector256<int> a, Vector256<int> b) => Avx2.HorizontalAdd(a, b);
 
     /// <summary>
-    /// A 32-value signed block type · Q8_0. Per group of 8 blocks: the 8 integer block sums are reduced into one vector
+    /// A 32-value signed block type · Q8_0 (activation rows as <see cref="ActivationRowBytes"/> lays them out). Per group of 8 blocks: the 8 integer block sums are reduced into one vector
     /// (lane i = block i), scaled by the 8 products d_w·d_x and added to a float accumulator; the last nb % 8 blocks add
     /// d_w·d_x·Σ one by one after the accumulator's lanes are summed. <see cref="Q8_0x4Avx2"/> sums in the same order.
     /// </summary>
@@ -198,6 +198,7 @@ internal static unsafe partial class VecDot
     {
         Vector256<float> acc = default;
         int nb = n / QK, b = 0;
+        float* dx = (float*)(x + nb * Q8_0Bytes); // the activation row's scales as f32 (see ActivationRowBytes)
         for (; b + 8 <= nb; b += 8, w += 8 * T.Bytes, x += 8 * Q8_0Bytes)
         {
             Vector256<int> h0 = Hadd(
@@ -206,7 +207,7 @@ internal static unsafe partial class VecDot
             Vector256<int> h1 = Hadd(
                 Hadd(DotI8(T.Values(w + 4 * T.Bytes), Vector256.Load((sbyte*)(x + 4 * Q8_0Bytes + Q8_0Qs))), DotI8(T.Values(w + 5 * T.Bytes), Vector256.Load((sbyte*)(x + 5 * Q8_0Bytes + Q8_0Qs)))),
                 Hadd(DotI8(T.Values(w + 6 * T.Bytes), Vector256.Load((sbyte*)(x + 6 * Q8_0Bytes + Q8_0Qs))), DotI8(T.Values(w + 7 * T.Bytes), Vector256.Load((sbyte*)(x + 7 * Q8_0Bytes + Q8_0Qs)))));
-            Vector256<float> d = HalfScales8(w, T.Bytes) * HalfScales8(x, Q8_0Bytes);
+            Vector256<float> d = HalfScales8(w, T.Bytes) * Vector256.Load(dx + b);
             acc = MulAdd(d, Vector256.ConvertToSingle(Sum8(h0, h1)), acc);
         }
         float sum = Vector256.Sum(acc);

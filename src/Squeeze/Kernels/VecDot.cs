@@ -1,5 +1,7 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics.X86;
 using Squeeze.Tensors;
+using static Squeeze.Kernels.BlockLayout;
 
 namespace Squeeze.Kernels;
 
@@ -119,10 +121,13 @@ internal static unsafe partial class VecDot
     };
 
     /// <summary>Bytes of one activation row of <paramref name="columns"/> values prepared for <paramref name="weight"/>
-    /// weights (F16 and BF16 activations are held as rounded f32).</summary>
+    /// weights: F16 and BF16 activations are held as rounded f32; a Q8_0 row is ggml's Q8_0 blocks followed by the
+    /// blocks' scales d as f32 (exact copies of the f16 values, so the vector kernels load 8 at once); Q8_1 and Q8_K rows
+    /// are ggml's blocks.</summary>
     public static long ActivationRowBytes(GgmlType weight, int columns) => ActivationType(weight) switch
     {
         GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 => 4L * columns,
+        GgmlType.Q8_0 => GgmlTypes.RowBytes(GgmlType.Q8_0, columns) + 4L * (columns / QK),
         GgmlType activation => GgmlTypes.RowBytes(activation, columns),
     };
 
@@ -140,7 +145,12 @@ internal static unsafe partial class VecDot
                 case GgmlType.F32: Buffer.MemoryCopy(xt, yt, rowBytes, rowBytes); break;
                 case GgmlType.F16: QuantizeActivations.RoundToHalf(xt, columns, (float*)yt); break;
                 case GgmlType.BF16: QuantizeActivations.RoundToBFloat16(xt, columns, (float*)yt); break;
-                case GgmlType.Q8_0: QuantizeActivations.Q8_0(xt, columns, yt); break;
+                case GgmlType.Q8_0:
+                    QuantizeActivations.Q8_0(xt, columns, yt);
+                    float* scales = (float*)(yt + GgmlTypes.RowBytes(GgmlType.Q8_0, columns));
+                    for (int b = 0; b < columns / QK; b++)
+                        scales[b] = Fp16.ToSingle(Unsafe.ReadUnaligned<ushort>(yt + b * Q8_0Bytes));
+                    break;
                 case GgmlType.Q8_1: QuantizeActivations.Q8_1(xt, columns, yt); break;
                 default: QuantizeActivations.Q8_K(xt, columns, yt); break;
             }

@@ -120,7 +120,12 @@ internal static unsafe class KernelTestData
         GgmlType type = VecDot.ActivationType(weight);
         if (type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16)
             return System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(prepared).ToArray();
-        return Dequantized(type, prepared, tokens, columns);
+        // each row starts with ggml's blocks (a Q8_0 row has the scales as f32 after them)
+        int stride = (int)VecDot.ActivationRowBytes(weight, columns), blocks = (int)GgmlTypes.RowBytes(type, columns);
+        var y = new float[tokens * columns];
+        for (int t = 0; t < tokens; t++)
+            Dequantize.Row(type, prepared.AsSpan(t * stride, blocks), y.AsSpan(t * columns, columns));
+        return y;
     }
 
     /// <summary>Σ_c w[c]·x[c] and Σ_c |w[c]·x[c]| in double (the magnitude the error limits scale with).</summary>
@@ -145,6 +150,7 @@ internal static unsafe class KernelTestData
     {
         if (type is not (GgmlType.Q4_1 or GgmlType.Q5_1))
             return Dot(w, x);
+        // xRow: ggml's Q8_1 blocks
         int blockBytes = GgmlTypes.BlockBytes(type), xBlockBytes = GgmlTypes.BlockBytes(GgmlType.Q8_1);
         double sum = 0, magnitude = 0;
         for (int b = 0; b < w.Length / 32; b++)
