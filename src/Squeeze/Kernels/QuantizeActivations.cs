@@ -11,10 +11,12 @@ namespace Squeeze.Kernels;
 /// </summary>
 internal static unsafe partial class QuantizeActivations
 {
+    private static bool UseVector256 { get; } = Vector256.IsHardwareAccelerated && VecDot.Best >= SimdLevel.Avx2;
+
     /// <summary>Quantizes <paramref name="n"/> values (a multiple of 32) to Q8_0 blocks, using the best available instruction set.</summary>
     public static void Q8_0(float* x, int n, byte* y)
     {
-        if (Vector256.IsHardwareAccelerated)
+        if (UseVector256)
             Q8_0Vector256(x, n, y);
         else
             Q8_0Scalar(x, n, y);
@@ -23,7 +25,7 @@ internal static unsafe partial class QuantizeActivations
     /// <summary>Quantizes <paramref name="n"/> values (a multiple of 32) to Q8_1 blocks, using the best available instruction set.</summary>
     public static void Q8_1(float* x, int n, byte* y)
     {
-        if (Vector256.IsHardwareAccelerated)
+        if (UseVector256)
             Q8_1Vector256(x, n, y);
         else
             Q8_1Scalar(x, n, y);
@@ -32,7 +34,7 @@ internal static unsafe partial class QuantizeActivations
     /// <summary>Quantizes <paramref name="n"/> values (a multiple of 256) to Q8_K blocks, using the best available instruction set.</summary>
     public static void Q8_K(float* x, int n, byte* y)
     {
-        if (Vector256.IsHardwareAccelerated)
+        if (UseVector256)
             Q8_KVector256(x, n, y);
         else
             Q8_KScalar(x, n, y);

@@ -15,9 +15,22 @@ internal enum SimdLevel
 
 internal static unsafe partial class VecDot
 {
-    /// <summary>The best level this process supports for the integer kernels (AVX2 + FMA) and float kernels (AVX-512F).</summary>
-    public static SimdLevel Best { get; } = Avx512F.IsSupported && Avx2.IsSupported && Fma.IsSupported ? SimdLevel.Avx512
-        : Avx2.IsSupported && Fma.IsSupported ? SimdLevel.Avx2 : SimdLevel.Scalar;
+    /// <summary>The best level this process supports (AVX2 + FMA for the 256-bit kernels, AVX-512F on top for the 512-bit
+    /// ones), capped by the environment variable <c>SQUEEZE_SIMD</c> (<c>scalar</c>, <c>avx2</c> or <c>avx512</c>) so the
+    /// fallbacks can be run on any machine; the runtime's own switches (<c>DOTNET_EnableAVX512=0</c>,
+    /// <c>DOTNET_EnableAVX2=0</c>) lower it too.</summary>
+    public static SimdLevel Best { get; } = Cap(Avx512F.IsSupported && Avx2.IsSupported && Fma.IsSupported ? SimdLevel.Avx512
+        : Avx2.IsSupported && Fma.IsSupported ? SimdLevel.Avx2 : SimdLevel.Scalar);
+
+    private static SimdLevel Cap(SimdLevel hardware)
+    {
+        string? cap = Environment.GetEnvironmentVariable("SQUEEZE_SIMD");
+        if (string.IsNullOrEmpty(cap))
+            return hardware;
+        if (!Enum.TryParse(cap, ignoreCase: true, out SimdLevel level) || !Enum.IsDefined(level))
+            throw new InvalidOperationException($"SQUEEZE_SIMD={cap}: expected scalar, avx2 or avx512");
+        return level < hardware ? level : hardware;
+    }
 
     /// <summary>True when <paramref name="level"/> can run on this machine.</summary>
     public static bool IsSupported(SimdLevel level) => level <= Best;

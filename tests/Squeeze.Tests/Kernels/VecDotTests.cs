@@ -132,6 +132,22 @@ public unsafe class VecDotTests
     }
 
     [Fact]
+    public void Dispatch_picks_the_best_level_the_runtime_reports()
+    {
+        SimdLevel hardware = System.Runtime.Intrinsics.X86.Avx512F.IsSupported && System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported ? SimdLevel.Avx512
+            : System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported ? SimdLevel.Avx2 : SimdLevel.Scalar;
+        string? cap = Environment.GetEnvironmentVariable("SQUEEZE_SIMD");
+        SimdLevel expected = string.IsNullOrEmpty(cap) ? hardware : (SimdLevel)Math.Min((int)hardware, (int)Enum.Parse<SimdLevel>(cap, ignoreCase: true));
+        Assert.Equal(expected, VecDot.Best);
+        foreach (GgmlType type in KernelTestData.WeightTypes)
+        {
+            Assert.True(VecDot.For(type) == VecDot.For(type, VecDot.Best));
+            if (VecDot.Best != SimdLevel.Avx512)
+                Assert.Throws<PlatformNotSupportedException>(() => (nint)VecDot.For(type, SimdLevel.Avx512));
+        }
+    }
+
+    [Fact]
     public void Half_to_single_is_exact_for_every_bit_pattern()
     {
         for (int h = 0; h < 65536; h++)
