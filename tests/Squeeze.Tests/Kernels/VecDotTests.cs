@@ -141,9 +141,10 @@ public unsafe class VecDotTests
         Assert.Equal(expected, VecDot.Best);
         foreach (GgmlType type in KernelTestData.WeightTypes)
         {
-            Assert.True(VecDot.For(type) == VecDot.For(type, VecDot.Best));
             if (VecDot.Best != SimdLevel.Avx512)
                 Assert.Throws<PlatformNotSupportedException>(() => (nint)VecDot.For(type, SimdLevel.Avx512));
+            else
+                Assert.True(VecDot.For(type, SimdLevel.Avx512) != null);
         }
     }
 
