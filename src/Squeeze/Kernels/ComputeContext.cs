@@ -42,16 +42,21 @@ public sealed unsafe class ComputeContext : IDisposable
         return scratch;
     }
 
-    /// <summary>Runs <c>job.Run(part, parts)</c> for every part in [0, parts): part 0 on the calling thread, the others
-    /// on the pool. Returns when all are done; rethrows the first exception a part threw.</summary>
+    /// <summary>Runs <c>job.Run(part, parts)</c> for every part in [0, parts) (at most 65535), on the calling thread and the
+    /// pool's workers, whichever is free. Returns when all are done; rethrows the first exception a part threw.</summary>
     internal void Run(IParallelJob job, int parts)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
-        parts = Math.Clamp(parts, 1, Threads);
+        parts = Math.Clamp(parts, 1, ushort.MaxValue);
         if (parts == 1 || pool is null)
-            job.Run(0, 1);
+        {
+            for (int part = 0; part < parts; part++)
+                job.Run(part, parts);
+        }
         else
+        {
             pool.Run(job, parts);
+        }
     }
 
     private bool disposed;
@@ -76,7 +81,11 @@ internal interface IParallelJob
     void Run(int part, int parts);
 }
 
-/// <summary>Persistent worker threads that each wait for a signal, run their part of a job, and count down.</summary>
+/// <summary>
+/// Persistent worker threads. A job's parts are claimed one at a time by whoever is free (the calling thread included),
+/// so a worker that wakes late, or not at all on a busy machine, only means the caller does more parts itself. Which
+/// thread runs a part never changes what the part computes.
+/// </summary>
 internal sealed class WorkerPool : IDisposable
 {
     // Spin a while before blocking: the forward pass issues products back to back, microseconds apart.
@@ -86,8 +95,10 @@ internal sealed class WorkerPool : IDisposable
     private readonly ManualResetEventSlim[] start;
     private readonly ManualResetEventSlim done = new(false, SpinCount);
     private IParallelJob? job;
-    private int parts;
+    // generation (32 bits) | next part to claim (16 bits) | parts (16 bits): a claim succeeds only for the current job
+    private long state;
     private int remaining;
+    private uint generation;
     private volatile bool stopping;
     private Exception? error;
 
@@ -106,24 +117,44 @@ internal sealed class WorkerPool : IDisposable
 
     public void Run(IParallelJob job, int parts)
     {
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(parts, ushort.MaxValue);
         this.job = job;
-        this.parts = parts;
         error = null;
-        Volatile.Write(ref remaining, parts - 1);
-        for (int i = 0; i < parts - 1; i++)
+        Volatile.Write(ref remaining, parts);
+        generation++;
+        Volatile.Write(ref state, ((long)generation << 32) | (uint)parts); // publishes job and remaining first
+        for (int i = 0; i < Math.Min(threads.Length, parts - 1); i++)
             start[i].Set();
-        try
-        {
-            job.Run(0, parts);
-        }
-        finally
-        {
-            done.Wait();
-            done.Reset();
-            this.job = null;
-        }
+        RunParts();
+        done.Wait();
+        done.Reset();
         if (error is not null)
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
+    }
+
+    /// <summary>Claims and runs parts of the current job until none is left.</summary>
+    private void RunParts()
+    {
+        while (true)
+        {
+            long s = Volatile.Read(ref state);
+            IParallelJob? current = Volatile.Read(ref job);
+            int parts = (int)(s & 0xFFFF), next = (int)((s >> 16) & 0xFFFF);
+            if (next >= parts || current is null)
+                return;
+            if (Interlocked.CompareExchange(ref state, s + 0x10000, s) != s)
+                continue; // another thread claimed a part (or a new job started): look again
+            try
+            {
+                current.Run(next, parts);
+            }
+            catch (Exception e)
+            {
+                Interlocked.CompareExchange(ref error, e, null);
+            }
+            if (Interlocked.Decrement(ref remaining) == 0)
+                done.Set();
+        }
     }
 
     private void Work(int index)
@@ -135,16 +166,7 @@ internal sealed class WorkerPool : IDisposable
             signal.Reset();
             if (stopping)
                 return;
-            try
-            {
-                job!.Run(index + 1, parts);
-            }
-            catch (Exception e)
-            {
-                Interlocked.CompareExchange(ref error, e, null);
-            }
-            if (Interlocked.Decrement(ref remaining) == 0)
-                done.Set();
+            RunParts();
         }
     }
 

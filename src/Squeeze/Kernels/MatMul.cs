@@ -45,7 +45,8 @@ public static unsafe class MatMul
         long xRowBytes = VecDot.ActivationRowBytes(type, columns);
         // Each output is computed by one dot call whatever the split, so results do not depend on the thread count.
         long work = rows * rowBytes * tokens;
-        int parts = work < MinBytesPerPart ? 1 : (int)Math.Min(context.Threads, Math.Max(1, rows / RowAlign));
+        // Several parts per thread, claimed dynamically: a thread the OS schedules late leaves its parts to the others.
+        int parts = work < MinBytesPerPart || context.Threads == 1 ? 1 : (int)Math.Min(PartsPerThread * context.Threads, Math.Max(1, rows / RowAlign));
 
         Job job = context.MatMulJob;
         SimdLevel level = VecDot.Best;
@@ -78,6 +79,7 @@ public static unsafe class MatMul
 
     // Below this many weight bytes × tokens, waking a worker costs more than it saves.
     private const long MinBytesPerPart = 16 * 1024;
+    private const int PartsPerThread = 4;
     // Parts start at multiples of this many rows (64 bytes of f32 output), so threads do not share cache lines of y.
     private const int RowAlign = 16;
     // Activation rows kept hot while a weight row is reused across them.

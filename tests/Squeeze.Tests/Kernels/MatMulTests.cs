@@ -138,10 +138,14 @@ public unsafe class MatMulTests
         using var context = new ComputeContext(2);
         var e = Assert.Throws<InvalidOperationException>(() => context.Run(new Failing(), 2));
         Assert.Equal("part 1", e.Message);
-        // the pool still works afterwards
-        var counter = new Counting();
-        context.Run(counter, 2);
-        Assert.Equal(2, counter.Count);
+        // the pool still works afterwards, and runs every part exactly once however many there are
+        for (int round = 0; round < 200; round++)
+        {
+            int parts = 1 + round % 13;
+            var counter = new Counting(parts);
+            context.Run(counter, parts);
+            Assert.All(counter.Runs, r => Assert.Equal(1, r));
+        }
     }
 
     private sealed class Failing : IParallelJob
@@ -153,10 +157,10 @@ public unsafe class MatMulTests
         }
     }
 
-    private sealed class Counting : IParallelJob
+    private sealed class Counting(int parts) : IParallelJob
     {
-        public int Count;
+        public int[] Runs { get; } = new int[parts];
 
-        public void Run(int part, int parts) => Interlocked.Increment(ref Count);
+        public void Run(int part, int parts) => Interlocked.Increment(ref Runs[part]);
     }
 }
