@@ -176,6 +176,53 @@ internal static unsafe partial class VecDot
         y[3 * yStride] = Vector256.Sum(a3) - m3;
     }
 
+    /// <summary>Four tokens of <see cref="Q5_KAvx2"/>, bit for bit.</summary>
+    public static void Q5_Kx4Avx2(byte* w, byte* x, long xStride, int n, float* y, long yStride)
+    {
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        float m0 = 0, m1 = 0, m2 = 0, m3 = 0;
+        var mask = Vector256.Create((byte)0x0F);
+        var sixteen = Vector256.Create((byte)16);
+        byte* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
+        for (int b = 0; b < n / QK_K; b++, w += Q5_KBytes, x0 += Q8_KBytes, x1 += Q8_KBytes, x2 += Q8_KBytes, x3 += Q8_KBytes)
+        {
+            ulong scales = ScalesMinsK4(w + Q5_KScales, (short*)(x0 + Q8_KBsums), out int summs0);
+            ScalesMinsK4(w + Q5_KScales, (short*)(x1 + Q8_KBsums), out int summs1);
+            ScalesMinsK4(w + Q5_KScales, (short*)(x2 + Q8_KBsums), out int summs2);
+            ScalesMinsK4(w + Q5_KScales, (short*)(x3 + Q8_KBsums), out int summs3);
+            Vector256<byte> qh = Vector256.Load(w + Q5_KQh);
+            Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default;
+            for (int j = 0; j < 4; j++)
+            {
+                Vector256<byte> q = Vector256.Load(w + Q5_KQs + 32 * j);
+                var b1 = Vector256.Create((byte)(1 << (2 * j)));
+                var b2 = Vector256.Create((byte)(2 << (2 * j)));
+                Vector256<byte> lo = (q & mask) | (Vector256.Equals(qh & b1, b1) & sixteen);
+                Vector256<byte> hi = (Srl16(q, 4) & mask) | (Vector256.Equals(qh & b2, b2) & sixteen);
+                Vector256<short> c0 = ScaleK4(scales, 2 * j), c1 = ScaleK4(scales, 2 * j + 1);
+                int o = Q8_KQs + 64 * j;
+                s0 = Q4_KSteps(s0, lo, hi, (sbyte*)(x0 + o), c0, c1);
+                s1 = Q4_KSteps(s1, lo, hi, (sbyte*)(x1 + o), c0, c1);
+                s2 = Q4_KSteps(s2, lo, hi, (sbyte*)(x2 + o), c0, c1);
+                s3 = Q4_KSteps(s3, lo, hi, (sbyte*)(x3 + o), c0, c1);
+            }
+            float d = H(w), dmin = H(w + Q5_KDmin);
+            float y0 = *(float*)x0, y1 = *(float*)x1, y2 = *(float*)x2, y3 = *(float*)x3;
+            a0 = MulAdd(Vector256.Create(d * y0), Vector256.ConvertToSingle(s0), a0);
+            a1 = MulAdd(Vector256.Create(d * y1), Vector256.ConvertToSingle(s1), a1);
+            a2 = MulAdd(Vector256.Create(d * y2), Vector256.ConvertToSingle(s2), a2);
+            a3 = MulAdd(Vector256.Create(d * y3), Vector256.ConvertToSingle(s3), a3);
+            m0 += dmin * y0 * summs0;
+            m1 += dmin * y1 * summs1;
+            m2 += dmin * y2 * summs2;
+            m3 += dmin * y3 * summs3;
+        }
+        y[0] = Vector256.Sum(a0) - m0;
+        y[yStride] = Vector256.Sum(a1) - m1;
+        y[2 * yStride] = Vector256.Sum(a2) - m2;
+        y[3 * yStride] = Vector256.Sum(a3) - m3;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Q6_KSteps(Vector256<int> sumi, Vector256<byte> u0, Vector256<byte> u1, Vector256<byte> u2, Vector256<byte> u3, sbyte* q8,
         Vector256<short> c0, Vector256<short> c1, Vector256<short> c2, Vector256<short> c3)

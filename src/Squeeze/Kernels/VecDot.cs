@@ -111,6 +111,7 @@ internal static unsafe partial class VecDot
             GgmlType.F32 => level == SimdLevel.Avx512 ? &F32x4Avx512 : &F32x4Avx2,
             GgmlType.Q8_0 => &Q8_0x4Avx2,
             GgmlType.Q4_K => &Q4_Kx4Avx2,
+            GgmlType.Q5_K => &Q5_Kx4Avx2,
             GgmlType.Q6_K => &Q6_Kx4Avx2,
             _ => null,
         };
