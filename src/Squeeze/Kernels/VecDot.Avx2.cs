@@ -230,35 +230,62 @@ internal static unsafe partial class VecDot
     /// <summary>AVX2 version of <see cref="IQ4_NLScalar"/>.</summary>
     public static float IQ4_NLAvx2(byte* w, byte* x, int n) => DotSigned32<IQ4_NLBlock>(w, x, n);
 
-    /// <summary>AVX2 version of <see cref="Q4_1Scalar"/>.</summary>
-    public static float Q4_1Avx2(byte* w, byte* x, int n)
+    /// <summary>A 32-value block type with f16 d and m first, whose values decode to unsigned bytes (value = d·q + m).</summary>
+    private interface IUnsignedBlock32
     {
-        Vector256<float> acc = default;
-        float summs = 0;
-        for (int b = 0; b < n / QK; b++, w += Q4_1Bytes, x += Q8_1Bytes)
-        {
-            Vector256<int> p = DotU8(Nibbles32(w + Q4_1Qs), Vector256.Load((sbyte*)(x + Q8_1Qs)));
-            acc = MulAdd(Vector256.Create(H(w) * H(x)), Vector256.ConvertToSingle(p), acc);
-            summs += H(w + Q4_1M) * H(x + Q8_1S);
-        }
-        return Vector256.Sum(acc) + summs;
+        static abstract int Bytes { get; }
+
+        static abstract Vector256<byte> Values(byte* block);
     }
 
-    /// <summary>AVX2 version of <see cref="Q5_1Scalar"/>.</summary>
-    public static float Q5_1Avx2(byte* w, byte* x, int n)
+    private readonly struct Q4_1Block : IUnsignedBlock32
     {
-        Vector256<float> acc = default;
-        float summs = 0;
-        var sixteen = Vector256.Create((byte)16);
-        for (int b = 0; b < n / QK; b++, w += Q5_1Bytes, x += Q8_1Bytes)
-        {
-            Vector256<byte> qw = Nibbles32(w + Q5_1Qs) | (BitsToBytes(Unsafe.ReadUnaligned<uint>(w + Q5_1Qh)) & sixteen);
-            Vector256<int> p = DotU8(qw, Vector256.Load((sbyte*)(x + Q8_1Qs)));
-            acc = MulAdd(Vector256.Create(H(w) * H(x)), Vector256.ConvertToSingle(p), acc);
-            summs += H(w + Q5_1M) * H(x + Q8_1S);
-        }
-        return Vector256.Sum(acc) + summs;
+        public static int Bytes => Q4_1Bytes;
+
+        public static Vector256<byte> Values(byte* block) => Nibbles32(block + Q4_1Qs);
     }
+
+    private readonly struct Q5_1Block : IUnsignedBlock32
+    {
+        public static int Bytes => Q5_1Bytes;
+
+        public static Vector256<byte> Values(byte* block)
+            => Nibbles32(block + Q5_1Qs) | (BitsToBytes(Unsafe.ReadUnaligned<uint>(block + Q5_1Qh)) & Vector256.Create((byte)16));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> DotU8At<T>(byte* w, byte* x, int i) where T : IUnsignedBlock32
+        => DotU8(T.Values(w + i * T.Bytes), Vector256.Load((sbyte*)(x + i * Q8_1Bytes + Q8_1Qs)));
+
+    /// <summary>
+    /// A 32-value unsigned block type · Q8_1: Σ_blocks d_w·d_x · Σ q_w·q_x + m_w·s_x. Per group of 8 blocks the block sums
+    /// are reduced into one vector (lane i = block i) and the 8 scales of each kind converted at once; the last nb % 8
+    /// blocks are added one by one.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float DotUnsigned32<T>(byte* w, byte* x, int n) where T : IUnsignedBlock32
+    {
+        Vector256<float> acc = default, accm = default;
+        int nb = n / QK, b = 0;
+        for (; b + 8 <= nb; b += 8, w += 8 * T.Bytes, x += 8 * Q8_1Bytes)
+        {
+            Vector256<int> h0 = Hadd(Hadd(DotU8At<T>(w, x, 0), DotU8At<T>(w, x, 1)), Hadd(DotU8At<T>(w, x, 2), DotU8At<T>(w, x, 3)));
+            Vector256<int> h1 = Hadd(Hadd(DotU8At<T>(w, x, 4), DotU8At<T>(w, x, 5)), Hadd(DotU8At<T>(w, x, 6), DotU8At<T>(w, x, 7)));
+            Vector256<float> d = HalfScales8(w, T.Bytes) * HalfScales8(x, Q8_1Bytes);
+            acc = MulAdd(d, Vector256.ConvertToSingle(Sum8(h0, h1)), acc);
+            accm = MulAdd(HalfScales8(w + 2, T.Bytes), HalfScales8(x + Q8_1S, Q8_1Bytes), accm); // m_w · s_x
+        }
+        float sum = Vector256.Sum(acc) + Vector256.Sum(accm);
+        for (; b < nb; b++, w += T.Bytes, x += Q8_1Bytes)
+            sum += H(w) * H(x) * Vector256.Sum(DotU8At<T>(w, x, 0)) + H(w + 2) * H(x + Q8_1S);
+        return sum;
+    }
+
+    /// <summary>AVX2 version of <see cref="Q4_1Scalar"/>.</summary>
+    public static float Q4_1Avx2(byte* w, byte* x, int n) => DotUnsigned32<Q4_1Block>(w, x, n);
+
+    /// <summary>AVX2 version of <see cref="Q5_1Scalar"/>.</summary>
+    public static float Q5_1Avx2(byte* w, byte* x, int n) => DotUnsigned32<Q5_1Block>(w, x, n);
 
     /// <summary>AVX2 version of <see cref="Q2_KScalar"/>.</summary>
     public static float Q2_KAvx2(byte* w, byte* x, int n)
