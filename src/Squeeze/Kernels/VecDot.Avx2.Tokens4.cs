@@ -53,6 +53,76 @@ internal static unsafe partial class VecDot
         y[3 * yStride] = y3;
     }
 
+    /// <summary>Four tokens of <see cref="F16Avx2"/>, bit for bit (each weight converted once).</summary>
+    public static void F16x4Avx2(byte* w, byte* x, long xStride, int n, float* y, long yStride)
+        => Half16x4Avx2<HalfWeights>(w, x, xStride, n, y, yStride);
+
+    /// <summary>Four tokens of <see cref="BF16Avx2"/>, bit for bit.</summary>
+    public static void BF16x4Avx2(byte* w, byte* x, long xStride, int n, float* y, long yStride)
+        => Half16x4Avx2<BFloat16Weights>(w, x, xStride, n, y, yStride);
+
+    /// <summary>Eight 16-bit float weights as f32.</summary>
+    private interface IHalfWeights
+    {
+        static abstract Vector256<float> Load8(ushort* p);
+
+        static abstract Vector512<float> Load16(ushort* p);
+
+        static abstract float Load1(ushort* p);
+    }
+
+    private readonly struct HalfWeights : IHalfWeights
+    {
+        public static Vector256<float> Load8(ushort* p) => Fp16.ToSingle(Avx2.ConvertToVector256Int32(p).AsUInt32());
+
+        public static Vector512<float> Load16(ushort* p) => Fp16.ToSingle(Avx512F.ConvertToVector512UInt32(Vector256.Load(p)));
+
+        public static float Load1(ushort* p) => Fp16.ToSingle(*p);
+    }
+
+    private readonly struct BFloat16Weights : IHalfWeights
+    {
+        public static Vector256<float> Load8(ushort* p) => Vector256.ShiftLeft(Avx2.ConvertToVector256Int32(p), 16).AsSingle();
+
+        public static Vector512<float> Load16(ushort* p) => Vector512.ShiftLeft(Avx512F.ConvertToVector512UInt32(Vector256.Load(p)), 16).AsSingle();
+
+        public static float Load1(ushort* p) => Fp16.FromBFloat16(*p);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Half16x4Avx2<T>(byte* w, byte* x, long xStride, int n, float* y, long yStride) where T : IHalfWeights
+    {
+        ushort* a = (ushort*)w;
+        float* b0 = (float*)x, b1 = (float*)(x + xStride), b2 = (float*)(x + 2 * xStride), b3 = (float*)(x + 3 * xStride);
+        Vector256<float> s00 = default, s01 = default, s10 = default, s11 = default, s20 = default, s21 = default, s30 = default, s31 = default;
+        int i = 0;
+        for (; i + 16 <= n; i += 16)
+        {
+            Vector256<float> w0 = T.Load8(a + i), w1 = T.Load8(a + i + 8);
+            s00 = MulAdd(w0, Vector256.Load(b0 + i), s00);
+            s01 = MulAdd(w1, Vector256.Load(b0 + i + 8), s01);
+            s10 = MulAdd(w0, Vector256.Load(b1 + i), s10);
+            s11 = MulAdd(w1, Vector256.Load(b1 + i + 8), s11);
+            s20 = MulAdd(w0, Vector256.Load(b2 + i), s20);
+            s21 = MulAdd(w1, Vector256.Load(b2 + i + 8), s21);
+            s30 = MulAdd(w0, Vector256.Load(b3 + i), s30);
+            s31 = MulAdd(w1, Vector256.Load(b3 + i + 8), s31);
+        }
+        float y0 = Vector256.Sum(s00 + s01), y1 = Vector256.Sum(s10 + s11), y2 = Vector256.Sum(s20 + s21), y3 = Vector256.Sum(s30 + s31);
+        for (; i < n; i++)
+        {
+            float wi = T.Load1(a + i);
+            y0 += wi * b0[i];
+            y1 += wi * b1[i];
+            y2 += wi * b2[i];
+            y3 += wi * b3[i];
+        }
+        y[0] = y0;
+        y[yStride] = y1;
+        y[2 * yStride] = y2;
+        y[3 * yStride] = y3;
+    }
+
     /// <summary>Hadd of the block sums of two consecutive Q8_0 blocks (weights given as |q| and q) with one token.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Q8Pair(Vector256<byte> a0, Vector256<sbyte> q0, Vector256<byte> a1, Vector256<sbyte> q1, byte* xb)

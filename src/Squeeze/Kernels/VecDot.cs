@@ -109,6 +109,8 @@ internal static unsafe partial class VecDot
         return type switch
         {
             GgmlType.F32 => level == SimdLevel.Avx512 ? &F32x4Avx512 : &F32x4Avx2,
+            GgmlType.F16 => level == SimdLevel.Avx512 ? &F16x4Avx512 : &F16x4Avx2,
+            GgmlType.BF16 => level == SimdLevel.Avx512 ? &BF16x4Avx512 : &BF16x4Avx2,
             GgmlType.Q8_0 => &Q8_0x4Avx2,
             GgmlType.Q4_K => &Q4_Kx4Avx2,
             GgmlType.Q5_K => &Q5_Kx4Avx2,
