@@ -316,34 +316,49 @@ internal static unsafe partial class VecDot
         return Vector256.Sum(acc) - accm;
     }
 
+    /// <summary>pshufb masks picking int16 scales 2j (bytes 0-15) and 2j+1 (bytes 16-31) from 8 scales in both halves.</summary>
+    private static ReadOnlySpan<byte> PairShuffle => [0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15];
+
     /// <summary>AVX2 version of <see cref="Q3_KScalar"/> (unsigned q_w + 4·high bit, minus 4·Σ sc·bsums).</summary>
     public static float Q3_KAvx2(byte* w, byte* x, int n)
     {
-        sbyte* scales = stackalloc sbyte[16];
+        const uint kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
         Vector256<float> acc = default;
         var three = Vector256.Create((byte)3);
         var four = Vector256.Create((byte)4);
-        for (int b = 0; b < n / QK_K; b++, w += Q3_KBytes, x += Q8_KBytes)
+        fixed (byte* shuffle = PairShuffle)
         {
-            UnpackQ3_KScales(w + Q3_KScales, scales);
-            Vector256<short> sc16 = Avx2.ConvertToVector256Int16(Vector128.Load(scales));
-            Vector256<int> offset = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(x + Q8_KBsums)), sc16);
-            Vector256<byte> hm = Vector256.Load(w);
-            sbyte* q8 = (sbyte*)(x + Q8_KQs);
-            Vector256<int> sumi = default;
-            for (int chunk = 0; chunk < 2; chunk++)
+            for (int b = 0; b < n / QK_K; b++, w += Q3_KBytes, x += Q8_KBytes)
             {
-                Vector256<byte> q = Vector256.Load(w + Q3_KQs + 32 * chunk);
-                for (int j = 0; j < 4; j++, q8 += 32)
+                byte* packed = w + Q3_KScales;
+                uint a0 = Unsafe.ReadUnaligned<uint>(packed), a1 = Unsafe.ReadUnaligned<uint>(packed + 4), tmp = Unsafe.ReadUnaligned<uint>(packed + 8);
+                Vector128<sbyte> sc8 = Vector128.Create(
+                    (a0 & kmask2) | ((tmp & kmask1) << 4),
+                    (a1 & kmask2) | (((tmp >> 2) & kmask1) << 4),
+                    ((a0 >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4),
+                    ((a1 >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4)).AsSByte() - Vector128.Create((sbyte)32);
+                Vector256<short> sc16 = Avx2.ConvertToVector256Int16(sc8);
+                Vector256<int> offset = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(x + Q8_KBsums)), sc16);
+                Vector256<byte> low8 = Avx2.Permute4x64(sc16.AsInt64(), 0x44).AsByte();  // scales 0-7 in both halves
+                Vector256<byte> high8 = Avx2.Permute4x64(sc16.AsInt64(), 0xEE).AsByte(); // scales 8-15
+                Vector256<byte> hm = Vector256.Load(w);
+                sbyte* q8 = (sbyte*)(x + Q8_KQs);
+                Vector256<int> sumi = default;
+                for (int chunk = 0; chunk < 2; chunk++)
                 {
-                    var bit = Vector256.Create((byte)(1 << (4 * chunk + j)));
-                    Vector256<byte> u = (Srl16(q, 2 * j) & three) | (Vector256.Equals(hm & bit, bit) & four);
-                    int s = 8 * chunk + 2 * j;
-                    sumi = ScaledDotU8(sumi, u, Vector256.Load(q8), Scales2(scales[s], scales[s + 1]));
+                    Vector256<byte> q = Vector256.Load(w + Q3_KQs + 32 * chunk);
+                    Vector256<byte> scales = chunk == 0 ? low8 : high8;
+                    for (int j = 0; j < 4; j++, q8 += 32)
+                    {
+                        var bit = Vector256.Create((byte)(1 << (4 * chunk + j)));
+                        Vector256<byte> u = (Srl16(q, 2 * j) & three) | (Vector256.Equals(hm & bit, bit) & four);
+                        Vector256<short> pair = Avx2.Shuffle(scales, Vector256.Load(shuffle + 32 * j)).AsInt16();
+                        sumi = ScaledDotU8(sumi, u, Vector256.Load(q8), pair);
+                    }
                 }
+                sumi -= Vector256.ShiftLeft(offset, 2);
+                acc = MulAdd(Vector256.Create(H(w + Q3_KD) * *(float*)x), Vector256.ConvertToSingle(sumi), acc);
             }
-            sumi -= Vector256.ShiftLeft(offset, 2);
-            acc = MulAdd(Vector256.Create(H(w + Q3_KD) * *(float*)x), Vector256.ConvertToSingle(sumi), acc);
         }
         return Vector256.Sum(acc);
     }
