@@ -198,9 +198,9 @@ public sealed class GgufFile : IDisposable
         // smallest metadata entry: key length (8) + type (4) + a 1-byte value; smallest tensor info: name length (8)
         // + dims (4) + one dimension (8) + type (4) + offset (8).
         if (kvCount > (ulong)r.Remaining / 13)
-            throw r.Fail($"metadata count {kvCount} cannot fit in the {r.Remaining} bytes that remain");
+            throw r.Fail($"metadata count {kvCount} cannot fit in the {r.Remaining} bytes that remain (truncated or corrupt file)");
         if (tensorCount > (ulong)r.Remaining / 32)
-            throw r.Fail($"tensor count {tensorCount} cannot fit in the {r.Remaining} bytes that remain");
+            throw r.Fail($"tensor count {tensorCount} cannot fit in the {r.Remaining} bytes that remain (truncated or corrupt file)");
 
         var values = new OrderedDictionary<string, GgufValue>((int)kvCount, StringComparer.Ordinal);
         for (ulong i = 0; i < kvCount; i++)
@@ -298,7 +298,7 @@ public sealed class GgufFile : IDisposable
         {
             ulong len = U64($"length of {what}");
             if (len > (ulong)Remaining)
-                throw Fail($"{what}: string length {len} at offset {Position - 8} exceeds the {Remaining} bytes that remain");
+                throw Fail($"{what}: string length {len} at offset {Position - 8} exceeds the {Remaining} bytes that remain (truncated or corrupt file)");
             if (len > int.MaxValue)
                 throw Fail($"{what}: string length {len} is over 2 GiB");
             byte* p = Take((long)len, what);
@@ -349,7 +349,7 @@ public sealed class GgufFile : IDisposable
                 _ => 8, // u64, i64, f64, and a string's length
             };
             if (count > (ulong)(Remaining / minBytes))
-                throw Fail($"'{key}': array of {count} {elementType} values at offset {Position - 8} cannot fit in the {Remaining} bytes that remain");
+                throw Fail($"'{key}': array of {count} {elementType} values at offset {Position - 8} cannot fit in the {Remaining} bytes that remain (truncated or corrupt file)");
             int n = (int)count;
             System.Array items = elementType switch
             {

@@ -14,15 +14,26 @@ public static class GgufModelReader
         var file = GgufFile.Open(path);
         try
         {
-            var config = ReadConfig(file);
-            var vocabulary = GgufVocabulary.Read(file);
-            return new Model(config, vocabulary, file.Tensors, path, [file]);
+            return FromFile(file);
         }
         catch
         {
             file.Dispose();
             throw;
         }
+    }
+
+    /// <summary>The model in an already opened <paramref name="file"/>; the model takes ownership of the file when this
+    /// succeeds (on failure the caller still owns it).</summary>
+    /// <exception cref="ModelFormatException">A required key or tensor is missing or inconsistent, or the architecture is not supported.</exception>
+    public static Model FromFile(GgufFile file)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        var config = ReadConfig(file);
+        var vocabulary = GgufVocabulary.Read(file);
+        if (vocabulary.Count != config.VocabSize)
+            throw Fail(file, $"the vocabulary has {vocabulary.Count} tokens, the model {config.VocabSize}");
+        return new Model(config, vocabulary, file.Tensors, file.Path, [file]);
     }
 
     /// <summary>The <see cref="ModelConfig"/> described by the metadata (<c>{arch}.embedding_length</c> …) and checked against

@@ -1,0 +1,277 @@
+using System.Text;
+using Squeeze.Tensors;
+
+namespace Squeeze.Formats.Gguf;
+
+/// <summary>
+/// Writes a GGUF v3 file: metadata with exact value types, tensor infos, then the tensor data, each tensor padded to
+/// <see cref="Alignment"/> (32 unless <c>general.alignment</c> is added). <see cref="Write(string)"/> writes a temporary
+/// file beside the destination and renames it over the destination, so a failed write never leaves a partial file.
+/// </summary>
+public sealed class GgufWriter
+{
+    private readonly OrderedDictionary<string, GgufValue> metadata = new(StringComparer.Ordinal);
+    private readonly List<Entry> tensors = [];
+    private readonly HashSet<string> tensorNames = new(StringComparer.Ordinal);
+
+    private sealed record Entry(string Name, GgmlType Type, long[] Shape, long ByteLength, Action<Stream> WriteData);
+
+    /// <summary>Alignment of the data section and of each tensor in it: <see cref="GgufFile.DefaultAlignment"/> or the
+    /// value of an added <c>general.alignment</c>.</summary>
+    public int Alignment { get; private set; } = GgufFile.DefaultAlignment;
+
+    /// <summary>Adds a metadata entry (in order). A <c>general.alignment</c> entry must be a u32 power of two and sets <see cref="Alignment"/>.</summary>
+    /// <exception cref="ArgumentException">The key is already present, or the value's .NET type does not match its GGUF type.</exception>
+    public void AddMetadata(string key, GgufValue value)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        ArgumentNullException.ThrowIfNull(value);
+        Validate(key, value.Type, value.ElementType, value.Value);
+        if (key == GgufFile.AlignmentKey)
+        {
+            if (value.Value is not uint a || a == 0 || (a & (a - 1)) != 0 || a > 1u << 30)
+                throw new ArgumentException($"'{key}' must be a u32 power of two up to 2^30", nameof(value));
+            Alignment = (int)a;
+        }
+        if (!metadata.TryAdd(key, value))
+            throw new ArgumentException($"metadata key '{key}' was already added", nameof(key));
+    }
+
+    /// <summary>Adds every metadata entry of <paramref name="values"/>, in order.</summary>
+    public void AddMetadata(IEnumerable<KeyValuePair<string, GgufValue>> values)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        foreach (var (key, value) in values)
+            AddMetadata(key, value);
+    }
+
+    /// <summary>Adds a tensor whose encoded bytes are <paramref name="data"/>; <paramref name="shape"/> is outermost first.</summary>
+    /// <exception cref="ArgumentException">The name is taken, the shape is invalid, or the data length does not match type and shape.</exception>
+    public void AddTensor(string name, GgmlType type, long[] shape, byte[] data)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        long bytes = ByteLength(name, type, shape);
+        if (data.Length != bytes)
+            throw new ArgumentException($"tensor '{name}' needs {bytes} bytes of {type}, got {data.Length}", nameof(data));
+        Add(new Entry(name, type, (long[])shape.Clone(), bytes, s => s.Write(data)));
+    }
+
+    /// <summary>Adds a copy of <paramref name="tensor"/> (its name, type, shape and bytes, read when the file is written).</summary>
+    public void AddTensor(Tensor tensor)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        Add(new Entry(tensor.Name, tensor.Type, (long[])tensor.Shape.Clone(), tensor.ByteLength, s =>
+        {
+            for (long r = 0; r < tensor.Rows; r++)
+                s.Write(tensor.Row(r));
+        }));
+    }
+
+    /// <summary>Writes the file to <paramref name="path"/> through a temporary file in the same directory, renamed over it at the end.</summary>
+    public void Write(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        string full = System.IO.Path.GetFullPath(path);
+        string temp = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(full)!, $".{System.IO.Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            {
+                Write(stream);
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(temp, full, overwrite: true);
+        }
+        catch
+        {
+            File.Delete(temp);
+            throw;
+        }
+    }
+
+    /// <summary>Writes the whole file to <paramref name="stream"/> (from its current position, which counts as offset 0).</summary>
+    public void Write(Stream stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        long written = 0;
+        using var w = new BinaryWriter(new CountingStream(stream, n => written += n), Encoding.UTF8, leaveOpen: true);
+        w.Write(GgufFile.Magic);
+        w.Write(3u);
+        w.Write((ulong)tensors.Count);
+        w.Write((ulong)metadata.Count);
+        foreach (var (key, value) in metadata)
+        {
+            WriteString(w, key);
+            w.Write((uint)value.Type);
+            WriteValue(w, value.Type, value.ElementType, value.Value);
+        }
+        long offset = 0;
+        var offsets = new long[tensors.Count];
+        for (int i = 0; i < tensors.Count; i++)
+        {
+            var t = tensors[i];
+            offsets[i] = offset;
+            WriteString(w, t.Name);
+            w.Write((uint)t.Shape.Length);
+            for (int d = t.Shape.Length - 1; d >= 0; d--) // ne[] innermost first
+                w.Write((ulong)t.Shape[d]);
+            w.Write((uint)t.Type);
+            w.Write((ulong)offset);
+            offset = Align(offset + t.ByteLength);
+        }
+        w.Flush();
+        Pad(w, Align(written) - written);
+        long dataStart = written;
+        for (int i = 0; i < tensors.Count; i++)
+        {
+            w.Flush();
+            Pad(w, dataStart + offsets[i] - written);
+            tensors[i].WriteData(w.BaseStream);
+            w.Flush();
+            if (written != dataStart + offsets[i] + tensors[i].ByteLength)
+                throw new InvalidOperationException($"tensor '{tensors[i].Name}' wrote {written - dataStart - offsets[i]} bytes, expected {tensors[i].ByteLength}");
+        }
+        // llama.cpp pads the last tensor too
+        Pad(w, Align(written - dataStart) - (written - dataStart));
+        w.Flush();
+    }
+
+    private long Align(long x) => (x + Alignment - 1) / Alignment * Alignment;
+
+    private static void Pad(BinaryWriter w, long count)
+    {
+        for (long i = 0; i < count; i++)
+            w.Write((byte)0);
+        w.Flush();
+    }
+
+    private void Add(Entry entry)
+    {
+        ByteLength(entry.Name, entry.Type, entry.Shape);
+        if (!tensorNames.Add(entry.Name))
+            throw new ArgumentException($"tensor '{entry.Name}' was already added", nameof(entry));
+        tensors.Add(entry);
+    }
+
+    private static long ByteLength(string name, GgmlType type, long[] shape)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        ArgumentNullException.ThrowIfNull(shape);
+        if (shape.Length is 0 or > 4 || shape.Any(d => d <= 0))
+            throw new ArgumentException($"tensor '{name}' has shape [{string.Join(", ", shape)}]", nameof(shape));
+        long rows = shape[..^1].Aggregate(1L, (a, b) => checked(a * b));
+        return checked(GgmlTypes.RowBytes(type, shape[^1]) * rows);
+    }
+
+    private static void WriteString(BinaryWriter w, string s)
+    {
+        byte[] bytes = Encoding.UTF8.GetBytes(s);
+        w.Write((ulong)bytes.Length);
+        w.Write(bytes);
+    }
+
+    private static void WriteValue(BinaryWriter w, GgufValueType type, GgufValueType elementType, object value)
+    {
+        switch (type)
+        {
+            case GgufValueType.UInt8: w.Write((byte)value); break;
+            case GgufValueType.Int8: w.Write((sbyte)value); break;
+            case GgufValueType.UInt16: w.Write((ushort)value); break;
+            case GgufValueType.Int16: w.Write((short)value); break;
+            case GgufValueType.UInt32: w.Write((uint)value); break;
+            case GgufValueType.Int32: w.Write((int)value); break;
+            case GgufValueType.Float32: w.Write((float)value); break;
+            case GgufValueType.Bool: w.Write((bool)value ? (byte)1 : (byte)0); break;
+            case GgufValueType.String: WriteString(w, (string)value); break;
+            case GgufValueType.UInt64: w.Write((ulong)value); break;
+            case GgufValueType.Int64: w.Write((long)value); break;
+            case GgufValueType.Float64: w.Write((double)value); break;
+            case GgufValueType.Array:
+                var items = (Array)value;
+                w.Write((uint)elementType);
+                w.Write((ulong)items.Length);
+                foreach (object item in items)
+                {
+                    if (item is GgufValue nested)
+                        WriteValue(w, GgufValueType.Array, nested.ElementType, nested.Value);
+                    else
+                        WriteValue(w, elementType, GgufValueType.UInt8, item);
+                }
+                break;
+            default: throw new ArgumentOutOfRangeException(nameof(type), type, "unknown GGUF value type");
+        }
+    }
+
+    private static void Validate(string key, GgufValueType type, GgufValueType elementType, object value)
+    {
+        bool ok = type switch
+        {
+            GgufValueType.UInt8 => value is byte,
+            GgufValueType.Int8 => value is sbyte,
+            GgufValueType.UInt16 => value is ushort,
+            GgufValueType.Int16 => value is short,
+            GgufValueType.UInt32 => value is uint,
+            GgufValueType.Int32 => value is int,
+            GgufValueType.Float32 => value is float,
+            GgufValueType.Bool => value is bool,
+            GgufValueType.String => value is string,
+            GgufValueType.UInt64 => value is ulong,
+            GgufValueType.Int64 => value is long,
+            GgufValueType.Float64 => value is double,
+            GgufValueType.Array => elementType == GgufValueType.Array
+                ? value is GgufValue[] nested && nested.All(n => n.Type == GgufValueType.Array)
+                : value is Array a && a.GetType().GetElementType() == ElementClrType(elementType),
+            _ => false,
+        };
+        if (!ok)
+            throw new ArgumentException($"metadata '{key}': a {value.GetType().Name} is not a GGUF {type}{(type == GgufValueType.Array ? $" of {elementType}" : "")}", nameof(value));
+        if (value is GgufValue[] inner)
+        {
+            foreach (var n in inner)
+                Validate(key, n.Type, n.ElementType, n.Value);
+        }
+    }
+
+    private static Type? ElementClrType(GgufValueType t) => t switch
+    {
+        GgufValueType.UInt8 => typeof(byte),
+        GgufValueType.Int8 => typeof(sbyte),
+        GgufValueType.UInt16 => typeof(ushort),
+        GgufValueType.Int16 => typeof(short),
+        GgufValueType.UInt32 => typeof(uint),
+        GgufValueType.Int32 => typeof(int),
+        GgufValueType.Float32 => typeof(float),
+        GgufValueType.Bool => typeof(bool),
+        GgufValueType.String => typeof(string),
+        GgufValueType.UInt64 => typeof(ulong),
+        GgufValueType.Int64 => typeof(long),
+        GgufValueType.Float64 => typeof(double),
+        _ => null,
+    };
+
+    /// <summary>Passes writes through and reports how many bytes went by (positions of non-seekable streams).</summary>
+    private sealed class CountingStream(Stream inner, Action<long> counted) : Stream
+    {
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() => inner.Flush();
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        public override void Write(byte[] buffer, int offset, int count)
+        {
+            inner.Write(buffer, offset, count);
+            counted(count);
+        }
+
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            inner.Write(buffer);
+            counted(buffer.Length);
+        }
+    }
+}
