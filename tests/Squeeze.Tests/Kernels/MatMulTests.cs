@@ -99,6 +99,34 @@ public unsafe class MatMulTests
         Assert.Equal(single, prompt);
     }
 
+    [Theory]
+    [InlineData(GgmlType.F32, 1)]
+    [InlineData(GgmlType.Q8_0, 1)]
+    [InlineData(GgmlType.Q4_0, 2)]
+    [InlineData(GgmlType.Q4_K, 2)]
+    [InlineData(GgmlType.Q6_K, 1)]
+    public void Multiply_does_not_allocate_once_warm(GgmlType type, int threads)
+    {
+        const int rows = 288, columns = 768, tokens = 7;
+        var rng = new Random(3);
+        byte[] w = KernelTestData.RandomRows(type, rows, columns, rng);
+        float[] x = KernelTestData.RandomActivations(tokens * columns, rng);
+        var y = new float[tokens * rows];
+        using var context = new ComputeContext(threads);
+        fixed (byte* pw = w)
+        fixed (float* px = x, py = y)
+        {
+            MatMul.Multiply(type, pw, px, rows, columns, tokens, rows, context, py);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 10; i++)
+            {
+                MatMul.Multiply(type, pw, px, rows, columns, tokens, rows, context, py);
+                MatMul.Multiply(type, pw, px, rows, columns, 1, rows, context, py);
+            }
+            Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+    }
+
     [Fact]
     public void Output_rows_can_sit_in_a_wider_buffer_and_a_context_is_reusable()
     {
