@@ -117,13 +117,17 @@ public unsafe class MatMulTests
         fixed (float* px = x, py = y)
         {
             MatMul.Multiply(type, pw, px, rows, columns, tokens, rows, context, py);
+            const int Calls = 200;
             long before = GC.GetAllocatedBytesForCurrentThread();
-            for (int i = 0; i < 10; i++)
+            for (int i = 0; i < Calls / 2; i++)
             {
                 MatMul.Multiply(type, pw, px, rows, columns, tokens, rows, context, py);
                 MatMul.Multiply(type, pw, px, rows, columns, 1, rows, context, py);
             }
-            Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+            // Less than a byte per call: any per-call allocation (an object is ≥ 24 bytes) fails; a one-time lazy
+            // allocation inside the runtime (the first time the caller blocks on the pool's event) does not.
+            long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+            Assert.True(allocated < Calls, $"{allocated} bytes allocated over {Calls} calls");
         }
     }
 
