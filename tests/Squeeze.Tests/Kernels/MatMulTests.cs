@@ -107,7 +107,7 @@ public unsafe class MatMulTests
     [InlineData(GgmlType.Q6_K, 1)]
     public void Multiply_does_not_allocate_once_warm(GgmlType type, int threads)
     {
-        const int rows = 288, columns = 768, tokens = 7;
+        const int rows = 128, columns = 256, tokens = 7;
         var rng = new Random(3);
         byte[] w = KernelTestData.RandomRows(type, rows, columns, rng);
         float[] x = KernelTestData.RandomActivations(tokens * columns, rng);
@@ -117,15 +117,16 @@ public unsafe class MatMulTests
         fixed (float* px = x, py = y)
         {
             MatMul.Multiply(type, pw, px, rows, columns, tokens, rows, context, py);
-            const int Calls = 200;
+            const int Calls = 10_000;
             long before = GC.GetAllocatedBytesForCurrentThread();
             for (int i = 0; i < Calls / 2; i++)
             {
                 MatMul.Multiply(type, pw, px, rows, columns, tokens, rows, context, py);
                 MatMul.Multiply(type, pw, px, rows, columns, 1, rows, context, py);
             }
-            // Less than a byte per call: any per-call allocation (an object is ≥ 24 bytes) fails; a one-time lazy
-            // allocation inside the runtime (the first time the caller blocks on the pool's event) does not.
+            // Less than a byte per call: any per-call allocation (an object is ≥ 24 bytes) fails; the runtime's own
+            // one-time allocations that can land in the window (tiered compilation, a lazily created lock: ~7.5 KB
+            // seen) do not.
             long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
             Assert.True(allocated < Calls, $"{allocated} bytes allocated over {Calls} calls");
         }
