@@ -17,9 +17,7 @@ public static class SpeedBenchmark
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentOutOfRangeException.ThrowIfLessThan(repetitions, 1);
-        int context = Math.Max(promptTokens, decodeTokens);
-        if (context > model.Config.ContextLength)
-            throw new ArgumentException($"{context} tokens exceed the model's context of {model.Config.ContextLength}");
+        int context = Math.Max(1, Math.Max(promptTokens, decodeTokens));
         var random = new Random(seed);
         var prompt = new int[promptTokens];
         for (int i = 0; i < prompt.Length; i++)
