@@ -47,6 +47,7 @@ public sealed class Transformer : IDisposable
     private readonly float[] proj;   // [batch, dim] output of attn_output or ffn_down
     private readonly float[] gate;   // [batch, hidden]
     private readonly float[] up;     // [batch, hidden]
+    private readonly AttentionJob attention;
     private float[] logits = [];     // [logitRows, vocab]
 
     public Transformer(Model model, RuntimeOptions? options = null)
@@ -78,6 +79,7 @@ public sealed class Transformer : IDisposable
         proj = new float[batchSize * config.Dim];
         gate = new float[batchSize * config.HiddenDim];
         up = new float[batchSize * config.HiddenDim];
+        attention = new AttentionJob(this, parts: 4 * compute.Threads, contextLength);
     }
 
     public Model Model => model;
@@ -207,34 +209,50 @@ public sealed class Transformer : IDisposable
     /// <summary>att[t, head] = Σ_p softmax_p(q[t, head] · K[p, kvHead] / √headDim) · V[p, kvHead] over positions p ≤ Position + t.</summary>
     private void CausalAttention(int layerIndex, int n)
     {
-        int headDim = config.HeadDim, qDim = config.QDim, kvDim = config.KvDim;
-        int groupSize = config.HeadCount / config.KvHeadCount;
-        int basePos = Position;
-        float scale = 1f / MathF.Sqrt(headDim);
-        int total = basePos + n;
-        var work = n * config.HeadCount;
-        var options = new ParallelOptions { MaxDegreeOfParallelism = compute.Threads };
-        Parallel.For(0, compute.Threads, options, worker =>
+        attention.Layer = layerIndex;
+        attention.Tokens = n;
+        attention.BasePosition = Position;
+        compute.Run(attention, Math.Min(n * config.HeadCount, attention.Parts));
+    }
+
+    /// <summary>The (token, head) pairs of one attention call, split into parts for the worker pool; each part has its
+    /// own score buffer. Which thread runs a part does not change what it computes.</summary>
+    private sealed class AttentionJob(Transformer owner, int parts, int contextLength) : IParallelJob
+    {
+        private readonly float[][] scores = Enumerable.Range(0, parts).Select(_ => new float[contextLength]).ToArray();
+
+        public int Parts => parts;
+        public int Layer { get; set; }
+        public int Tokens { get; set; }
+        public int BasePosition { get; set; }
+
+        public void Run(int part, int partCount)
         {
-            var scores = new float[total];
-            var keys = Cache.Keys(layerIndex, 0, total);
-            var values = Cache.Values(layerIndex, 0, total);
-            for (int item = worker; item < work; item += compute.Threads)
+            var config = owner.config;
+            int headDim = config.HeadDim, qDim = config.QDim, kvDim = config.KvDim, heads = config.HeadCount;
+            int groupSize = heads / config.KvHeadCount;
+            float scale = 1f / MathF.Sqrt(headDim);
+            int total = BasePosition + Tokens;
+            var keys = owner.Cache.Keys(Layer, 0, total);
+            var values = owner.Cache.Values(Layer, 0, total);
+            int work = Tokens * heads;
+            var buffer = scores[part];
+            for (int item = (int)((long)work * part / partCount), end = (int)((long)work * (part + 1) / partCount); item < end; item++)
             {
-                int t = item / config.HeadCount, h = item % config.HeadCount;
+                int t = item / heads, h = item % heads;
                 int kvHead = h / groupSize;
-                int visible = basePos + t + 1;
-                var query = q.AsSpan(t * qDim + h * headDim, headDim);
+                int visible = BasePosition + t + 1;
+                var query = owner.q.AsSpan(t * qDim + h * headDim, headDim);
                 for (int p = 0; p < visible; p++)
-                    scores[p] = TensorPrimitives.Dot(query, keys.Slice(p * kvDim + kvHead * headDim, headDim)) * scale;
-                var s = scores.AsSpan(0, visible);
+                    buffer[p] = TensorPrimitives.Dot(query, keys.Slice(p * kvDim + kvHead * headDim, headDim)) * scale;
+                var s = buffer.AsSpan(0, visible);
                 TensorPrimitives.SoftMax(s, s);
-                var output = att.AsSpan(t * qDim + h * headDim, headDim);
+                var output = owner.att.AsSpan(t * qDim + h * headDim, headDim);
                 output.Clear();
                 for (int p = 0; p < visible; p++)
                     TensorPrimitives.MultiplyAdd(values.Slice(p * kvDim + kvHead * headDim, headDim), s[p], output, output);
             }
-        });
+        }
     }
 
     private void FeedForward(Layer layer, int n)
