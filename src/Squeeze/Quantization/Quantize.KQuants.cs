@@ -1,0 +1,750 @@
+using System.Runtime.InteropServices;
+using Squeeze.Tensors.Blocks;
+using static Squeeze.Tensors.HalfConversions;
+
+namespace Squeeze.Quantization;
+
+// ggml's 256-value super-blocks: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K. Every one decodes as
+//   x̂ = (d * sc[j]) * q - (dmin * m[j])      (j = sub-block; no min term for Q3_K and Q6_K)
+// so each block is first described by (d, dmin, sc[], m[], q[]), found by llama.cpp's algorithm (quantize_row_*_ref
+// without importance, quantize_row_*_impl with it), then refined by coordinate descent on that description
+// (Refine), and finally packed into ggml's bit layout.
+public static partial class Quantize
+{
+    private const int QK_K = 256;
+
+    /// <summary>Ranges of one k-quant format: sub-blocks, code range, scale range, min range (MMax 0: no min term).</summary>
+    private sealed record KFormat(int SubBlocks, int QMin, int QMax, int ScMin, int ScMax, int MMax)
+    {
+        public int SubSize => QK_K / SubBlocks;
+    }
+
+    private static readonly KFormat FormatQ2K = new(16, 0, 3, 0, 15, 15);
+    private static readonly KFormat FormatQ3K = new(16, -4, 3, -32, 31, 0);
+    private static readonly KFormat FormatQ4K = new(8, 0, 15, 0, 63, 63);
+    private static readonly KFormat FormatQ5K = new(8, 0, 31, 0, 63, 63);
+    private static readonly KFormat FormatQ6K = new(16, -32, 31, -128, 127, 0);
+
+    /// <summary>One super-block's description: half bits of d and dmin, sub-block scales and mins, signed codes.</summary>
+    private sealed class KBlock
+    {
+        public ushort D;
+        public ushort DMin;
+        public readonly int[] Sc = new int[16];
+        public readonly int[] M = new int[16];
+        public readonly int[] Q = new int[QK_K];
+
+        public void CopyTo(KBlock other)
+        {
+            other.D = D;
+            other.DMin = DMin;
+            Sc.CopyTo(other.Sc, 0);
+            M.CopyTo(other.M, 0);
+            Q.CopyTo(other.Q, 0);
+        }
+    }
+
+    private delegate void KStart(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, KBlock block);
+
+    private delegate void KPack(KBlock block, Span<byte> destination);
+
+    // For each super-block: every starting point (llama.cpp's algorithms) is refined, the lowest error wins.
+    private static void KQuantRow(KFormat format, ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, int blockBytes,
+        KStart[] starts, KPack pack)
+    {
+        if (llamaCppOnly)
+            starts = starts[..1];
+        var best = new KBlock();
+        var candidate = new KBlock();
+        var scratch = new KBlock();
+        int nb = x.Length / QK_K;
+        for (int i = 0; i < nb; i++)
+        {
+            ReadOnlySpan<float> xb = x.Slice(i * QK_K, QK_K);
+            ReadOnlySpan<float> qw = importance.IsEmpty ? default : importance.Slice(i * QK_K, QK_K);
+            // Start from the lowest-error llama.cpp algorithm, then refine it (never increasing its error).
+            double bestError = double.PositiveInfinity;
+            foreach (var start in starts)
+            {
+                Array.Clear(candidate.Sc);
+                Array.Clear(candidate.M);
+                start(xb, qw, candidate);
+                double error = BlockError(format, xb, qw, candidate);
+                if (error < bestError)
+                {
+                    bestError = error;
+                    candidate.CopyTo(best);
+                }
+            }
+            if (!llamaCppOnly)
+                Refine(format, xb, qw, best, scratch);
+            pack(best, y.Slice(i * blockBytes, blockBytes));
+        }
+    }
+
+    private static void Q2_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y)
+        => KQuantRow(FormatQ2K, x, importance, y, 84, importance.IsEmpty ? [StartQ2KRef] : [StartQ2KWeighted], PackQ2K);
+
+    private static void Q3_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y)
+        => KQuantRow(FormatQ3K, x, importance, y, 110, importance.IsEmpty ? [StartQ3KRef, StartQ3KWeighted] : [StartQ3KWeighted], PackQ3K);
+
+    private static void Q4_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y)
+        => KQuantRow(FormatQ4K, x, importance, y, 144, importance.IsEmpty ? [StartQ4KRef, StartQ4KWeighted] : [StartQ4KWeighted], PackQ4K);
+
+    private static void Q5_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y)
+        => KQuantRow(FormatQ5K, x, importance, y, 176, importance.IsEmpty ? [StartQ5KRef, StartQ5KWeighted] : [StartQ5KWeighted], PackQ5K);
+
+    private static void Q6_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y)
+        => KQuantRow(FormatQ6K, x, importance, y, 210, [StartQ6K], PackQ6K);
+
+    // ================= starting points: llama.cpp's algorithms =================
+
+    // quantize_row_q2_K_ref: make_qkx2_quants per 16 (weights |x|, MAD), 4-bit scales and mins against their maxima.
+    private static void StartQ2KRef(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, KBlock b)
+    {
+        Span<byte> L = stackalloc byte[QK_K];
+        Span<byte> Laux = stackalloc byte[16];
+        Span<float> weights = stackalloc float[16];
+        Span<float> mins = stackalloc float[16];
+        Span<float> scales = stackalloc float[16];
+        const float q4scale = 15f;
+        float maxScale = 0, maxMin = 0;
+        for (int j = 0; j < 16; j++)
+        {
+            for (int l = 0; l < 16; l++)
+                weights[l] = MathF.Abs(x[16 * j + l]);
+            scales[j] = MakeQkxQuants(3, x.Slice(16 * j, 16), weights, L.Slice(16 * j, 16), out mins[j], Laux, -0.5f, 0.1f, 15, true);
+            if (scales[j] > maxScale) maxScale = scales[j];
+            if (mins[j] > maxMin) maxMin = mins[j];
+        }
+        Span<int> packed = stackalloc int[16];
+        if (maxScale > 0)
+        {
+            float iscale = q4scale / maxScale;
+            for (int j = 0; j < 16; j++)
+                packed[j] = (byte)NearestInt(iscale * scales[j]);
+            b.D = F32ToF16(maxScale / q4scale);
+        }
+        else
+        {
+            packed.Clear();
+            b.D = F32ToF16(0f);
+        }
+        if (maxMin > 0)
+        {
+            float iscale = q4scale / maxMin;
+            for (int j = 0; j < 16; j++)
+                packed[j] = (byte)(packed[j] | (NearestInt(iscale * mins[j]) << 4));
+            b.DMin = F32ToF16(maxMin / q4scale);
+        }
+        else
+        {
+            b.DMin = F32ToF16(0f);
+        }
+        for (int j = 0; j < 16; j++)
+        {
+            b.Sc[j] = packed[j] & 0xF;
+            b.M[j] = packed[j] >> 4;
+        }
+        Q2KRequantize(x, b, L);
+    }
+
+    // quantize_row_q2_K_impl (importance): make_qkx3_quants per 16, make_qp_quants for scales and mins.
+    private static void StartQ2KWeighted(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, KBlock b)
+    {
+        Span<byte> L = stackalloc byte[QK_K];
+        Span<byte> Laux = stackalloc byte[16];
+        Span<float> weight = stackalloc float[16];
+        Span<float> mins = stackalloc float[16];
+        Span<float> scales = stackalloc float[16];
+        Span<float> sw = stackalloc float[16];
+        Span<byte> Ls = stackalloc byte[16];
+        Span<byte> Lm = stackalloc byte[16];
+        float sumX2 = 0;
+        for (int j = 0; j < QK_K; j++)
+            sumX2 += x[j] * x[j];
+        float sigma2 = sumX2 / QK_K;
+        for (int j = 0; j < 16; j++)
+        {
+            for (int l = 0; l < 16; l++)
+                weight[l] = qw[16 * j + l] * MathF.Sqrt(sigma2 + x[16 * j + l] * x[16 * j + l]);
+            for (int l = 0; l < 16; l++)
+                sw[j] += weight[l];
+            scales[j] = MakeQkxQuants(3, x.Slice(16 * j, 16), weight, L.Slice(16 * j, 16), out mins[j], Laux, -0.9f, 0.05f, 36, false);
+        }
+        float dm = MakeQpQuants(15, scales, Ls, sw);
+        float mm = MakeQpQuants(15, mins, Lm, sw);
+        b.D = F32ToF16(dm);
+        b.DMin = F32ToF16(mm);
+        for (int j = 0; j < 16; j++)
+        {
+            int packed = (byte)(Ls[j] | (Lm[j] << 4));
+            b.Sc[j] = packed & 0xF;
+            b.M[j] = packed >> 4;
+        }
+        Q2KRequantize(x, b, L);
+    }
+
+    private static void Q2KRequantize(ReadOnlySpan<float> x, KBlock b, ReadOnlySpan<byte> L)
+    {
+        float dAll = F16ToF32(b.D), mAll = F16ToF32(b.DMin);
+        for (int j = 0; j < 16; j++)
+        {
+            float d = dAll * b.Sc[j];
+            if (d == 0)
+            {
+                for (int ii = 0; ii < 16; ii++)
+                    b.Q[16 * j + ii] = L[16 * j + ii];
+                continue;
+            }
+            float dm = mAll * b.M[j];
+            for (int ii = 0; ii < 16; ii++)
+                b.Q[16 * j + ii] = Math.Max(0, Math.Min(3, NearestInt((x[16 * j + ii] + dm) / d)));
+        }
+    }
+
+    // quantize_row_q3_K_ref: make_q3_quants per 16, 6-bit signed scales against the scale of largest magnitude.
+    private static void StartQ3KRef(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, KBlock b)
+    {
+        Span<sbyte> L = stackalloc sbyte[QK_K];
+        Span<float> scales = stackalloc float[16];
+        float maxScale = 0, amax = 0;
+        for (int j = 0; j < 16; j++)
+        {
+            scales[j] = MakeQ3Quants(4, x.Slice(16 * j, 16), L.Slice(16 * j, 16), true);
+            float scale = MathF.Abs(scales[j]);
+            if (scale > amax)
+            {
+                amax = scale;
+                maxScale = scales[j];
+            }
+        }
+        if (maxScale != 0)
+        {
+            float iscale = -32f / maxScale;
+            for (int j = 0; j < 16; j++)
+            {
+                int l = (sbyte)NearestInt(iscale * scales[j]);
+                b.Sc[j] = Math.Max(-32, Math.Min(31, l));
+            }
+            b.D = F32ToF16(1 / iscale);
+        }
+        else
+        {
+            // llama.cpp leaves the packed scales at 0, which decode as -32.
+            for (int j = 0; j < 16; j++)
+                b.Sc[j] = -32;
+            b.D = F32ToF16(0f);
+        }
+        Q3KRequantize(x, b, L);
+    }
+
+    // quantize_row_q3_K_impl: make_qx_quants per 16 with weights (importance or x²), make_qx_quants for the scales.
+    private static void StartQ3KWeighted(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, KBlock b)
+    {
+        Span<sbyte> L = stackalloc sbyte[QK_K];
+        Span<float> scales = stackalloc float[16];
+        Span<float> weight = stackalloc float[16];
+        Span<float> sw = stackalloc float[16];
+        Span<sbyte> Ls = stackalloc sbyte[16];
+        float sumX2 = 0;
+        for (int j = 0; j < QK_K; j++)
+            sumX2 += x[j] * x[j];
+        float sigma2 = 2 * sumX2 / QK_K;
+        for (int j = 0; j < 16; j++)
+        {
+            for (int l = 0; l < 16; l++)
+            {
+                float v = x[16 * j + l];
+                weight[l] = qw.IsEmpty ? v * v : qw[16 * j + l] * MathF.Sqrt(sigma2 + v * v);
+            }
+            float sumw = 0;
+            for (int l = 0; l < 16; l++)
+                sumw += weight[l];
+            sw[j] = sumw;
+            scales[j] = MakeQxQuants(4, x.Slice(16 * j, 16), L.Slice(16 * j, 16), 1, weight);
+        }
+        float dBlock = MakeQxQuants(32, scales, Ls, 1, sw);
+        for (int j = 0; j < 16; j++)
+            b.Sc[j] = Ls[j] - 32;
+        b.D = F32ToF16(dBlock);
+        Q3KRequantize(x, b, L);
+    }
+
+    // Codes for the chosen scales (sub-blocks whose scale decodes to 0 keep the search's codes).
+    private static void Q3KRequantize(ReadOnlySpan<float> x, KBlock b, ReadOnlySpan<sbyte> L)
+    {
+        float dAll = F16ToF32(b.D);
+        for (int j = 0; j < 16; j++)
+        {
+            float d = dAll * b.Sc[j];
+            for (int ii = 0; ii < 16; ii++)
+            {
+                b.Q[16 * j + ii] = d == 0
+                    ? L[16 * j + ii] - 4
+                    : Math.Max(-4, Math.Min(3, NearestInt(x[16 * j + ii] / d)));
+            }
+        }
+    }
+
+    // quantize_row_q4_K_ref: make_qkx2_quants per 32 (weights av_x + |x|), 6-bit scales and mins against their maxima.
+    private static void StartQ4KRef(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, KBlock b) => StartQ45KRef(x, b, 15, -1f, 0.1f, 20);
+
+    private static void StartQ5KRef(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, KBlock b) => StartQ45KRef(x, b, 31, -0.5f, 0.1f, 15);
+
+    private static void StartQ45KRef(ReadOnlySpan<float> x, KBlock b, int nmax, float rmin, float rdelta, int nstep)
+    {
+        Span<byte> L = stackalloc byte[QK_K];
+        Span<byte> Laux = stackalloc byte[32];
+        Span<float> weights = stackalloc float[32];
+        Span<float> mins = stackalloc float[8];
+        Span<float> scales = stackalloc float[8];
+        float maxScale = 0, maxMin = 0;
+        for (int j = 0; j < 8; j++)
+        {
+            float sumX2 = 0;
+            for (int l = 0; l < 32; l++)
+                sumX2 += x[32 * j + l] * x[32 * j + l];
+            float avX = MathF.Sqrt(sumX2 / 32);
+            for (int l = 0; l < 32; l++)
+                weights[l] = avX + MathF.Abs(x[32 * j + l]);
+            scales[j] = MakeQkxQuants(nmax, x.Slice(32 * j, 32), weights, L.Slice(32 * j, 32), out mins[j], Laux, rmin, rdelta, nstep, false);
+            if (scales[j] > maxScale) maxScale = scales[j];
+            if (mins[j] > maxMin) maxMin = mins[j];
+        }
+        float invScale = maxScale > 0 ? 63f / maxScale : 0f;
+        float invMin = maxMin > 0 ? 63f / maxMin : 0f;
+        for (int j = 0; j < 8; j++)
+        {
+            b.Sc[j] = Math.Min(63, (int)(byte)NearestInt(invScale * scales[j]));
+            b.M[j] = Math.Min(63, (int)(byte)NearestInt(invMin * mins[j]));
+        }
+        b.D = F32ToF16(maxScale / 63f);
+        b.DMin = F32ToF16(maxMin / 63f);
+        Q45KRequantize(x, b, L, nmax);
+    }
+
+    // quantize_row_q4_K_impl / q5_K_impl: make_qkx3_quants per 32 (importance or av_x + |x|), make_qp_quants for scales and mins.
+    private static void StartQ4KWeighted(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, KBlock b) => StartQ45KWeighted(x, qw, b, 15);
+
+    private static void StartQ5KWeighted(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, KBlock b) => StartQ45KWeighted(x, qw, b, 31);
+
+    private static void StartQ45KWeighted(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, KBlock b, int nmax)
+    {
+        Span<byte> L = stackalloc byte[QK_K];
+        Span<byte> Laux = stackalloc byte[32];
+        Span<byte> Ls = stackalloc byte[8];
+        Span<byte> Lm = stackalloc byte[8];
+        Span<float> weights = stackalloc float[32];
+        Span<float> sw = stackalloc float[8];
+        Span<float> mins = stackalloc float[8];
+        Span<float> scales = stackalloc float[8];
+        float sumX2 = 0;
+        for (int l = 0; l < QK_K; l++)
+            sumX2 += x[l] * x[l];
+        float sigma2 = 2 * sumX2 / QK_K;
+        float avX = MathF.Sqrt(sigma2);
+        for (int j = 0; j < 8; j++)
+        {
+            for (int l = 0; l < 32; l++)
+            {
+                float v = x[32 * j + l];
+                weights[l] = qw.IsEmpty ? avX + MathF.Abs(v) : qw[32 * j + l] * MathF.Sqrt(sigma2 + v * v);
+            }
+            float sumw = 0;
+            for (int l = 0; l < 32; l++)
+                sumw += weights[l];
+            sw[j] = sumw;
+            scales[j] = MakeQkxQuants(nmax, x.Slice(32 * j, 32), weights, L.Slice(32 * j, 32), out mins[j], Laux, -0.9f, 0.05f, 36, false);
+        }
+        float dBlock = MakeQpQuants(63, scales, Ls, sw);
+        float mBlock = MakeQpQuants(63, mins, Lm, sw);
+        for (int j = 0; j < 8; j++)
+        {
+            b.Sc[j] = Math.Min(63, (int)Ls[j]);
+            b.M[j] = Math.Min(63, (int)Lm[j]);
+        }
+        b.D = F32ToF16(dBlock);
+        b.DMin = F32ToF16(mBlock);
+        Q45KRequantize(x, b, L, nmax);
+    }
+
+    private static void Q45KRequantize(ReadOnlySpan<float> x, KBlock b, ReadOnlySpan<byte> L, int nmax)
+    {
+        float dAll = F16ToF32(b.D), mAll = F16ToF32(b.DMin);
+        for (int j = 0; j < 8; j++)
+        {
+            float d = dAll * b.Sc[j];
+            if (d == 0)
+            {
+                for (int ii = 0; ii < 32; ii++)
+                    b.Q[32 * j + ii] = L[32 * j + ii];
+                continue;
+            }
+            float dm = mAll * b.M[j];
+            for (int ii = 0; ii < 32; ii++)
+                b.Q[32 * j + ii] = Math.Max(0, Math.Min(nmax, NearestInt((x[32 * j + ii] + dm) / d)));
+        }
+    }
+
+    // quantize_row_q6_K_ref / impl: make_qx_quants per 16 (weights x², or the importance as is), int8 scales.
+    private static void StartQ6K(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, KBlock b)
+    {
+        Span<sbyte> L = stackalloc sbyte[QK_K];
+        Span<float> scales = stackalloc float[16];
+        float maxScale = 0, maxAbsScale = 0;
+        for (int ib = 0; ib < 16; ib++)
+        {
+            float scale = MakeQxQuants(32, x.Slice(16 * ib, 16), L.Slice(16 * ib, 16), 1, qw.IsEmpty ? default : qw.Slice(16 * ib, 16));
+            scales[ib] = scale;
+            float absScale = MathF.Abs(scale);
+            if (absScale > maxAbsScale)
+            {
+                maxAbsScale = absScale;
+                maxScale = scale;
+            }
+        }
+        if (maxAbsScale < GroupMaxEps)
+        {
+            // llama.cpp writes an all-zero block.
+            b.D = F32ToF16(0f);
+            Array.Clear(b.Sc);
+            Array.Fill(b.Q, -32);
+            return;
+        }
+        float iscale = -128f / maxScale;
+        b.D = F32ToF16(1 / iscale);
+        for (int ib = 0; ib < 16; ib++)
+            b.Sc[ib] = (sbyte)Math.Min(127, NearestInt(iscale * scales[ib]));
+        float dAll = F16ToF32(b.D);
+        for (int j = 0; j < 16; j++)
+        {
+            float d = dAll * b.Sc[j];
+            for (int ii = 0; ii < 16; ii++)
+            {
+                b.Q[16 * j + ii] = d == 0
+                    ? L[16 * j + ii] - 32
+                    : Math.Max(-32, Math.Min(31, NearestInt(x[16 * j + ii] / d)));
+            }
+        }
+    }
+
+    // ================= refinement =================
+
+    // Coordinate descent on (sc[j], m[j]) per sub-block and on the half-precision d and dmin, with the codes always
+    // re-chosen as the nearest representable value. A step is taken only when it lowers the block's error, so the
+    // result is never worse than the starting point. Returns the final error.
+    private static double Refine(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b, KBlock scratch)
+    {
+        int n = f.SubSize;
+        Span<int> codes = stackalloc int[32];
+        Span<double> subError = stackalloc double[16];
+        double total = 0;
+        float d = F16ToF32(b.D), dmin = F16ToF32(b.DMin);
+        for (int j = 0; j < f.SubBlocks; j++)
+        {
+            subError[j] = SubBlockError(x.Slice(j * n, n), Sub(w, j, n), d * b.Sc[j], dmin * b.M[j], b.Q.AsSpan(j * n, n));
+            total += subError[j];
+        }
+        const int SubRadius = 2;
+        const int UlpRadius = 4;
+        Span<ushort> candidates = stackalloc ushort[2 * UlpRadius + 2];
+        for (int iteration = 0; iteration < 3; iteration++)
+        {
+            bool improved = false;
+            d = F16ToF32(b.D);
+            dmin = F16ToF32(b.DMin);
+
+            // 1. sub-block scales and mins, each sub-block on its own (they are independent given d and dmin).
+            for (int j = 0; j < f.SubBlocks; j++)
+            {
+                ReadOnlySpan<float> xs = x.Slice(j * n, n);
+                ReadOnlySpan<float> ws = Sub(w, j, n);
+                int sc0 = b.Sc[j], m0 = b.M[j];
+                int mLo = f.MMax == 0 ? 0 : Math.Max(0, m0 - SubRadius), mHi = f.MMax == 0 ? 0 : Math.Min(f.MMax, m0 + SubRadius);
+                for (int sc = Math.Max(f.ScMin, sc0 - SubRadius); sc <= Math.Min(f.ScMax, sc0 + SubRadius); sc++)
+                {
+                    for (int m = mLo; m <= mHi; m++)
+                    {
+                        if (sc == b.Sc[j] && m == b.M[j])
+                            continue;
+                        double e = BestCodes(f, xs, ws, d * sc, dmin * m, codes);
+                        if (e < subError[j])
+                        {
+                            subError[j] = e;
+                            b.Sc[j] = sc;
+                            b.M[j] = m;
+                            codes[..n].CopyTo(b.Q.AsSpan(j * n, n));
+                            improved = true;
+                        }
+                    }
+                }
+            }
+            total = Sum(subError[..f.SubBlocks]);
+
+            // 2. the super-block scale d, then dmin: neighbouring half values and the least-squares fit for the codes.
+            for (int which = 0; which < (f.MMax == 0 ? 1 : 2); which++)
+            {
+                ushort current = which == 0 ? b.D : b.DMin;
+                int count = 0;
+                for (int k = -UlpRadius; k <= UlpRadius; k++)
+                {
+                    int bits = current + k;
+                    if (k != 0 && bits >= 0 && bits <= 0xFFFF && float.IsFinite(F16ToF32((ushort)bits)))
+                        candidates[count++] = (ushort)bits;
+                }
+                float fit = LeastSquaresScale(f, x, w, b, which);
+                if (float.IsFinite(fit))
+                    candidates[count++] = F32ToF16(fit);
+                for (int c = 0; c < count; c++)
+                {
+                    b.CopyTo(scratch);
+                    if (which == 0) scratch.D = candidates[c]; else scratch.DMin = candidates[c];
+                    double e = AllBestCodes(f, x, w, scratch, subError);
+                    if (e < total)
+                    {
+                        scratch.CopyTo(b);
+                        total = e;
+                        improved = true;
+                    }
+                }
+                // Re-derive the per-sub-block errors for the accepted state.
+                float dd = F16ToF32(b.D), mm = F16ToF32(b.DMin);
+                for (int j = 0; j < f.SubBlocks; j++)
+                    subError[j] = SubBlockError(x.Slice(j * n, n), Sub(w, j, n), dd * b.Sc[j], mm * b.M[j], b.Q.AsSpan(j * n, n));
+                total = Sum(subError[..f.SubBlocks]);
+            }
+            if (!improved)
+                break;
+        }
+        return total;
+    }
+
+    private static double BlockError(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b)
+    {
+        int n = f.SubSize;
+        float d = F16ToF32(b.D), dmin = F16ToF32(b.DMin);
+        double total = 0;
+        for (int j = 0; j < f.SubBlocks; j++)
+            total += SubBlockError(x.Slice(j * n, n), Sub(w, j, n), d * b.Sc[j], dmin * b.M[j], b.Q.AsSpan(j * n, n));
+        return total;
+    }
+
+    private static ReadOnlySpan<float> Sub(ReadOnlySpan<float> w, int j, int n) => w.IsEmpty ? default : w.Slice(j * n, n);
+
+    private static double Sum(ReadOnlySpan<double> values)
+    {
+        double s = 0;
+        foreach (double v in values)
+            s += v;
+        return s;
+    }
+
+    // Σ w (x - (step*q - offset))² for given codes, with the decoder's f32 arithmetic.
+    private static double SubBlockError(ReadOnlySpan<float> x, ReadOnlySpan<float> w, float step, float offset, ReadOnlySpan<int> q)
+    {
+        double e = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            float v = step * q[i] - offset;
+            double diff = (double)x[i] - v;
+            e += (w.IsEmpty ? 1.0 : w[i]) * diff * diff;
+        }
+        return e;
+    }
+
+    // The nearest code for each value (rounded quotient, clamped); returns the exact error of the decoded values.
+    private static double BestCodes(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, float step, float offset, Span<int> codes)
+    {
+        double e = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            int q;
+            if (step == 0)
+            {
+                q = Math.Max(f.QMin, Math.Min(f.QMax, 0));
+            }
+            else
+            {
+                float t = (x[i] + offset) / step;
+                q = t >= f.QMax ? f.QMax : t <= f.QMin ? f.QMin : Math.Max(f.QMin, Math.Min(f.QMax, NearestInt(t)));
+            }
+            double best = Sq((double)x[i] - (step * q - offset));
+            codes[i] = q;
+            e += (w.IsEmpty ? 1.0 : w[i]) * best;
+        }
+        return e;
+    }
+
+    private static double Sq(double v) => v * v;
+
+    private static double AllBestCodes(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b, Span<double> subError)
+    {
+        int n = f.SubSize;
+        float d = F16ToF32(b.D), dmin = F16ToF32(b.DMin);
+        double total = 0;
+        for (int j = 0; j < f.SubBlocks; j++)
+        {
+            subError[j] = BestCodes(f, x.Slice(j * n, n), Sub(w, j, n), d * b.Sc[j], dmin * b.M[j], b.Q.AsSpan(j * n, n));
+            total += subError[j];
+        }
+        return total;
+    }
+
+    // Weighted least-squares value of d (which 0) or dmin (which 1) for the current codes, the other one fixed:
+    // x ≈ d * a - dmin * c with a = sc[j] * q, c = m[j].
+    private static float LeastSquaresScale(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b, int which)
+    {
+        int n = f.SubSize;
+        double d = F16ToF32(b.D), dmin = F16ToF32(b.DMin);
+        double num = 0, den = 0;
+        for (int i = 0; i < QK_K; i++)
+        {
+            int j = i / n;
+            double wi = w.IsEmpty ? 1.0 : w[i];
+            double a = (double)b.Sc[j] * b.Q[i], c = b.M[j];
+            if (which == 0)
+            {
+                num += wi * a * (x[i] + dmin * c);
+                den += wi * a * a;
+            }
+            else
+            {
+                num += wi * c * (d * a - x[i]);
+                den += wi * c * c;
+            }
+        }
+        return den > 0 ? (float)(num / den) : float.NaN;
+    }
+
+    // ================= packing into ggml's layouts =================
+
+    private static void PackQ2K(KBlock k, Span<byte> destination)
+    {
+        ref BlockQ2_K b = ref MemoryMarshal.AsRef<BlockQ2_K>(destination);
+        for (int j = 0; j < 16; j++)
+            b.Scales[j] = (byte)(k.Sc[j] | (k.M[j] << 4));
+        b.D = k.D;
+        b.DMin = k.DMin;
+        Pack2Bit(k.Q, 0, b.Qs);
+    }
+
+    // 2 low bits of (q + bias): byte l of each 32-byte group holds values l, l+32, l+64, l+96 of its 128.
+    private static void Pack2Bit(ReadOnlySpan<int> q, int bias, Span<byte> qs)
+    {
+        for (int j = 0; j < QK_K; j += 128)
+        {
+            for (int l = 0; l < 32; l++)
+            {
+                qs[j / 4 + l] = (byte)(((q[j + l] + bias) & 3) | (((q[j + l + 32] + bias) & 3) << 2)
+                    | (((q[j + l + 64] + bias) & 3) << 4) | (((q[j + l + 96] + bias) & 3) << 6));
+            }
+        }
+    }
+
+    private static void PackQ3K(KBlock k, Span<byte> destination)
+    {
+        ref BlockQ3_K b = ref MemoryMarshal.AsRef<BlockQ3_K>(destination);
+        Span<byte> scales = b.Scales;
+        scales.Clear();
+        for (int j = 0; j < 16; j++)
+        {
+            int l = k.Sc[j] + 32;
+            if (j < 8)
+                scales[j] = (byte)(l & 0xF);
+            else
+                scales[j - 8] |= (byte)((l & 0xF) << 4);
+            l >>= 4;
+            scales[j % 4 + 8] |= (byte)(l << (2 * (j / 4)));
+        }
+        b.D = k.D;
+        Span<byte> hmask = b.HMask;
+        hmask.Clear();
+        // Code q is stored as q + 4 in [0, 8): bit 2 in hmask (bit j/32 of byte j%32), the low 2 bits in qs.
+        for (int j = 0; j < QK_K; j++)
+        {
+            if (k.Q[j] + 4 > 3)
+                hmask[j % 32] |= (byte)(1 << (j / 32));
+        }
+        Pack2Bit(k.Q, 4, b.Qs);
+    }
+
+    private static void PackQ45KScales(KBlock k, Span<byte> scales)
+    {
+        scales.Clear();
+        for (int j = 0; j < 8; j++)
+        {
+            int ls = k.Sc[j], lm = k.M[j];
+            if (j < 4)
+            {
+                scales[j] = (byte)ls;
+                scales[j + 4] = (byte)lm;
+            }
+            else
+            {
+                scales[j + 4] = (byte)((ls & 0xF) | ((lm & 0xF) << 4));
+                scales[j - 4] |= (byte)((ls >> 4) << 6);
+                scales[j] |= (byte)((lm >> 4) << 6);
+            }
+        }
+    }
+
+    private static void PackQ4K(KBlock k, Span<byte> destination)
+    {
+        ref BlockQ4_K b = ref MemoryMarshal.AsRef<BlockQ4_K>(destination);
+        b.D = k.D;
+        b.DMin = k.DMin;
+        PackQ45KScales(k, b.Scales);
+        Span<byte> qs = b.Qs;
+        for (int j = 0, o = 0; j < QK_K; j += 64, o += 32)
+        {
+            for (int l = 0; l < 32; l++)
+                qs[o + l] = (byte)(k.Q[j + l] | (k.Q[j + l + 32] << 4));
+        }
+    }
+
+    private static void PackQ5K(KBlock k, Span<byte> destination)
+    {
+        ref BlockQ5_K b = ref MemoryMarshal.AsRef<BlockQ5_K>(destination);
+        b.D = k.D;
+        b.DMin = k.DMin;
+        PackQ45KScales(k, b.Scales);
+        Span<byte> qh = b.Qh;
+        Span<byte> ql = b.Qs;
+        qh.Clear();
+        int m1 = 1, m2 = 2;
+        for (int n = 0, o = 0; n < QK_K; n += 64, o += 32)
+        {
+            for (int j = 0; j < 32; j++)
+            {
+                int l1 = k.Q[n + j];
+                if (l1 > 15) { l1 -= 16; qh[j] |= (byte)m1; }
+                int l2 = k.Q[n + j + 32];
+                if (l2 > 15) { l2 -= 16; qh[j] |= (byte)m2; }
+                ql[o + j] = (byte)(l1 | (l2 << 4));
+            }
+            m1 <<= 2;
+            m2 <<= 2;
+        }
+    }
+
+    private static void PackQ6K(KBlock k, Span<byte> destination)
+    {
+        ref BlockQ6_K b = ref MemoryMarshal.AsRef<BlockQ6_K>(destination);
+        Span<byte> ql = b.Ql;
+        Span<byte> qh = b.Qh;
+        for (int j = 0; j < 16; j++)
+            b.Scales[j] = (sbyte)k.Sc[j];
+        b.D = k.D;
+        for (int j = 0, lo = 0, hi = 0; j < QK_K; j += 128, lo += 64, hi += 32)
+        {
+            for (int l = 0; l < 32; l++)
+            {
+                int q1 = k.Q[j + l] + 32, q2 = k.Q[j + l + 32] + 32, q3 = k.Q[j + l + 64] + 32, q4 = k.Q[j + l + 96] + 32;
+                ql[lo + l] = (byte)((q1 & 0xF) | ((q3 & 0xF) << 4));
+                ql[lo + l + 32] = (byte)((q2 & 0xF) | ((q4 & 0xF) << 4));
+                qh[hi + l] = (byte)((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6));
+            }
+        }
+    }
+}
