@@ -2,11 +2,140 @@ using Squeeze.Tensors;
 
 namespace Squeeze.Kernels;
 
-/// <summary>Products of a weight matrix in any <see cref="GgmlType"/> with f32 activations.</summary>
-public static class MatMul
+/// <summary>
+/// Products of a weight matrix in any <see cref="GgmlType"/> with f32 activations, computed as ggml's CPU backend does
+/// (activations converted once per call to the weight type's vec_dot type, then one <see cref="VecDot"/> per output).
+/// By far the most time of a forward pass is spent here.
+/// </summary>
+public static unsafe class MatMul
 {
     /// <summary><c>y[t, r] = Σ_c weight[r, c] · x[t, c]</c> for every token t: <paramref name="x"/> is
     /// [tokens, weight.Columns], <paramref name="y"/> is [tokens, weight.Rows], both row-major.</summary>
     public static void Multiply(Tensor weight, ReadOnlySpan<float> x, int tokens, ComputeContext context, Span<float> y)
-        => throw new NotImplementedException("being written on branch kernels");
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        ArgumentNullException.ThrowIfNull(context);
+        if (weight.Rows > int.MaxValue || weight.Columns > int.MaxValue)
+            throw new ArgumentException($"{weight} is too large for one product", nameof(weight));
+        int rows = (int)weight.Rows, columns = (int)weight.Columns;
+        ArgumentOutOfRangeException.ThrowIfNegative(tokens);
+        if (x.Length < (long)tokens * columns)
+            throw new ArgumentException($"x holds {x.Length} values; {tokens} tokens of {columns} need {(long)tokens * columns}", nameof(x));
+        if (y.Length < (long)tokens * rows)
+            throw new ArgumentException($"y holds {y.Length} values; {tokens} tokens of {rows} need {(long)tokens * rows}", nameof(y));
+        fixed (float* px = x)
+        fixed (float* py = y)
+            Multiply(weight.Type, weight.Data, px, rows, columns, tokens, rows, context, py);
+    }
+
+    /// <summary>
+    /// <c>y[t · yStride + r] = Σ_c w[r, c] · x[t · columns + c]</c> for t &lt; tokens, r &lt; rows: <paramref name="weight"/>
+    /// points at <paramref name="rows"/> contiguous encoded rows of <paramref name="columns"/> values in
+    /// <paramref name="type"/>; <paramref name="yStride"/> ≥ rows lets the output rows sit inside a wider buffer.
+    /// </summary>
+    public static void Multiply(GgmlType type, byte* weight, float* x, int rows, int columns, int tokens, int yStride, ComputeContext context, float* y)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        ArgumentOutOfRangeException.ThrowIfNegative(rows);
+        ArgumentOutOfRangeException.ThrowIfNegative(tokens);
+        ArgumentOutOfRangeException.ThrowIfLessThan(yStride, rows);
+        if (rows == 0 || tokens == 0)
+            return;
+        long rowBytes = GgmlTypes.RowBytes(type, columns);
+        long xRowBytes = VecDot.ActivationRowBytes(type, columns);
+        // Each output is computed by one dot call whatever the split, so results do not depend on the thread count.
+        long work = rows * rowBytes * tokens;
+        int parts = work < MinBytesPerPart ? 1 : (int)Math.Min(context.Threads, Math.Max(1, rows / RowAlign));
+
+        Job job = context.MatMulJob;
+        SimdLevel level = VecDot.Best;
+        bool repack = tokens >= 4 && VecDot.RepacksToQ8_0(type, level);
+        GgmlType kernelType = repack ? GgmlType.Q8_0 : type; // repacked rows run the Q8_0 kernels (bit for bit the same)
+        job.Type = type;
+        job.Dot = VecDot.For(kernelType, level);
+        job.Dot4 = tokens >= 4 ? VecDot.For4(kernelType, level) : null;
+
+        // scratch: [tokens, xRowBytes] converted activations (none for F32), then per part one weight row repacked to Q8_0
+        bool convert = VecDot.ActivationType(type) != GgmlType.F32;
+        long xBytes = convert ? (xRowBytes * tokens + 63) / 64 * 64 : 0;
+        job.RowScratchBytes = repack ? (GgmlTypes.RowBytes(GgmlType.Q8_0, columns) + 63) / 64 * 64 : 0;
+        byte* scratch = xBytes + parts * job.RowScratchBytes > 0 ? context.Scratch(xBytes + parts * job.RowScratchBytes) : null;
+        byte* xq = convert ? scratch : (byte*)x;
+        if (convert)
+            VecDot.PrepareActivations(type, x, columns, tokens, xq);
+        job.RowScratch = repack ? scratch + xBytes : null;
+        job.Weight = weight;
+        job.RowBytes = rowBytes;
+        job.Rows = rows;
+        job.Columns = columns;
+        job.X = xq;
+        job.XRowBytes = xRowBytes;
+        job.Tokens = tokens;
+        job.Y = y;
+        job.YStride = yStride;
+        context.Run(job, parts);
+    }
+
+    // Below this many weight bytes × tokens, waking a worker costs more than it saves.
+    private const long MinBytesPerPart = 16 * 1024;
+    // Parts start at multiples of this many rows (64 bytes of f32 output), so threads do not share cache lines of y.
+    private const int RowAlign = 16;
+    // Activation rows kept hot while a weight row is reused across them.
+    private const long TileBytes = 24 * 1024;
+
+    /// <summary>One product split by rows: each part owns a contiguous range of output rows.</summary>
+    internal sealed class Job : IParallelJob
+    {
+        public GgmlType Type;
+        public delegate*<byte*, byte*, int, float> Dot;
+        public delegate*<byte*, byte*, long, int, float*, long, void> Dot4; // null: one token at a time
+        public byte* RowScratch;  // [parts, RowScratchBytes]: a weight row repacked to Q8_0, or null
+        public long RowScratchBytes;
+        public byte* Weight;      // [Rows, RowBytes]
+        public long RowBytes;
+        public int Rows, Columns;
+        public byte* X;           // [Tokens, XRowBytes]
+        public long XRowBytes;
+        public int Tokens;
+        public float* Y;          // [Tokens, YStride]
+        public int YStride;
+
+        public void Run(int part, int parts)
+        {
+            int r0 = Boundary(part, parts), r1 = Boundary(part + 1, parts);
+            var dot = Dot;
+            var dot4 = Dot4;
+            byte* repacked = RowScratch == null ? null : RowScratch + part * RowScratchBytes;
+            int tile = (int)Math.Clamp(TileBytes / XRowBytes, 4, 16) & ~3;
+            for (int t0 = 0; t0 < Tokens; t0 += tile)
+            {
+                int t1 = Math.Min(Tokens, t0 + tile);
+                for (int r = r0; r < r1; r++)
+                {
+                    byte* w = Weight + r * RowBytes;
+                    if (repacked != null)
+                    {
+                        VecDot.RepackToQ8_0Avx2(Type, w, Columns, repacked);
+                        w = repacked;
+                    }
+                    int t = t0;
+                    if (dot4 != null)
+                    {
+                        for (; t + 4 <= t1; t += 4)
+                            dot4(w, X + t * XRowBytes, XRowBytes, Columns, Y + (long)t * YStride + r, YStride);
+                    }
+                    for (; t < t1; t++)
+                        Y[(long)t * YStride + r] = dot(w, X + t * XRowBytes, Columns);
+                }
+            }
+        }
+
+        private int Boundary(int part, int parts)
+        {
+            if (part >= parts)
+                return Rows;
+            int r = (int)((long)Rows * part / parts);
+            return Math.Min(Rows, (r + RowAlign - 1) / RowAlign * RowAlign);
+        }
+    }
 }

@@ -1,0 +1,430 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using static Squeeze.Kernels.BlockLayout;
+
+namespace Squeeze.Kernels;
+
+// 256-bit versions (AVX2 + FMA, and AVX-VNNI where present). Integer parts are exact, so they equal the scalar
+// references up to the order of the f32 sums. Callers check Avx2.IsSupported && Fma.IsSupported (VecDot.For does).
+internal static unsafe partial class VecDot
+{
+    /// <summary>Σ over 4-byte groups of u[i]·s[i] (u unsigned, s signed) as 8 int32 lanes (lanes 0-3: bytes 0-15).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> DotU8(Vector256<byte> u, Vector256<sbyte> s)
+    {
+        if (AvxVnni.IsSupported)
+            return AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, s);
+        // maddubs cannot saturate here: |u| ≤ 128 and |s| ≤ 127 give |pair| ≤ 32512
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, s), Vector256.Create((short)1));
+    }
+
+    /// <summary>Signed · signed bytes via the sign trick: |w| · sign(x, w).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> DotI8(Vector256<sbyte> w, Vector256<sbyte> x)
+        => DotU8(Avx2.Abs(w), Avx2.Sign(x, w));
+
+    /// <summary>acc + Σ pairs of (Σ pairs of u·s) · scale: per-16-bit-lane scales on the pairwise byte products.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> ScaledDotU8(Vector256<int> acc, Vector256<byte> u, Vector256<sbyte> s, Vector256<short> scale)
+    {
+        Vector256<short> p = Avx2.MultiplyAddAdjacent(u, s); // |p| ≤ 2·63·127: no saturation for ≤ 6-bit u
+        if (AvxVnni.IsSupported)
+            return AvxVnni.MultiplyWideningAndAdd(acc, p, scale);
+        return acc + Avx2.MultiplyAddAdjacent(p, scale);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> MulAdd(Vector256<float> a, Vector256<float> b, Vector256<float> c)
+        => Fma.IsSupported ? Fma.MultiplyAdd(a, b, c) : a * b + c;
+
+    /// <summary>Two int16 scales: the first for bytes 0-15, the second for bytes 16-31.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> Scales2(int first, int second)
+        => Vector256.Create(Vector128.Create((short)first), Vector128.Create((short)second));
+
+    /// <summary>32 nibbles from 16 bytes: low nibbles as bytes 0-15, high nibbles as bytes 16-31.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Nibbles32(byte* p)
+    {
+        Vector128<byte> raw = Vector128.Load(p);
+        var mask = Vector128.Create((byte)0x0F);
+        return Vector256.Create(raw & mask, Vector128.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & mask);
+    }
+
+    /// <summary>Byte i = 0xFF when bit i of <paramref name="bits"/> is set, else 0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> BitsToBytes(uint bits)
+    {
+        Vector256<byte> spread = Avx2.Shuffle(Vector256.Create(bits).AsByte(), Vector256.Create(
+            (byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+        var bit = Vector256.Create(0x8040201008040201ul).AsByte();
+        return Vector256.Equals(spread & bit, bit);
+    }
+
+    /// <summary>The f16 scales at the start of 8 consecutive blocks of <paramref name="stride"/> bytes, as f32 (exact).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> HalfScales8(byte* first, int stride)
+    {
+        // eight scalar loads: cheaper than vpgatherdd on the AMD cores measured
+        Vector128<ushort> h = Vector128.Create(
+            *(ushort*)first, *(ushort*)(first + stride), *(ushort*)(first + 2 * stride), *(ushort*)(first + 3 * stride),
+            *(ushort*)(first + 4 * stride), *(ushort*)(first + 5 * stride), *(ushort*)(first + 6 * stride), *(ushort*)(first + 7 * stride));
+        return Fp16.ToSingle(Avx2.ConvertToVector256Int32(h).AsUInt32());
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Lane(Vector256<float> v, int i) => Avx2.PermuteVar8x32(v, Vector256.Create(i));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Srl16(Vector256<byte> v, int count) => Vector256.ShiftRightLogical(v.AsUInt16(), count).AsByte();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Sll16(Vector256<byte> v, int count) => Vector256.ShiftLeft(v.AsUInt16(), count).AsByte();
+
+    /// <summary>AVX2 version of <see cref="F32Scalar"/> (two 8-lane FMA accumulators; <see cref="F32x4Avx2"/> sums in the same order).</summary>
+    public static float F32Avx2(byte* w, byte* x, int n)
+    {
+        float* a = (float*)w, b = (float*)x;
+        Vector256<float> s0 = default, s1 = default;
+        int i = 0;
+        for (; i + 16 <= n; i += 16)
+        {
+            s0 = MulAdd(Vector256.Load(a + i), Vector256.Load(b + i), s0);
+            s1 = MulAdd(Vector256.Load(a + i + 8), Vector256.Load(b + i + 8), s1);
+        }
+        for (; i + 8 <= n; i += 8)
+            s0 = MulAdd(Vector256.Load(a + i), Vector256.Load(b + i), s0);
+        float sum = Vector256.Sum(s0 + s1);
+        for (; i < n; i++)
+            sum += a[i] * b[i];
+        return sum;
+    }
+
+    /// <summary>AVX2 version of <see cref="F16Scalar"/>.</summary>
+    public static float F16Avx2(byte* w, byte* x, int n)
+    {
+        ushort* a = (ushort*)w;
+        float* b = (float*)x;
+        Vector256<float> s0 = default, s1 = default;
+        int i = 0;
+        for (; i + 16 <= n; i += 16)
+        {
+            s0 = MulAdd(Fp16.ToSingle(Avx2.ConvertToVector256Int32(a + i).AsUInt32()), Vector256.Load(b + i), s0);
+            s1 = MulAdd(Fp16.ToSingle(Avx2.ConvertToVector256Int32(a + i + 8).AsUInt32()), Vector256.Load(b + i + 8), s1);
+        }
+        float sum = Vector256.Sum(s0 + s1);
+        for (; i < n; i++)
+            sum += Fp16.ToSingle(a[i]) * b[i];
+        return sum;
+    }
+
+    /// <summary>AVX2 version of <see cref="BF16Scalar"/>.</summary>
+    public static float BF16Avx2(byte* w, byte* x, int n)
+    {
+        ushort* a = (ushort*)w;
+        float* b = (float*)x;
+        Vector256<float> s0 = default, s1 = default;
+        int i = 0;
+        for (; i + 16 <= n; i += 16)
+        {
+            s0 = MulAdd(Vector256.ShiftLeft(Avx2.ConvertToVector256Int32(a + i), 16).AsSingle(), Vector256.Load(b + i), s0);
+            s1 = MulAdd(Vector256.ShiftLeft(Avx2.ConvertToVector256Int32(a + i + 8), 16).AsSingle(), Vector256.Load(b + i + 8), s1);
+        }
+        float sum = Vector256.Sum(s0 + s1);
+        for (; i < n; i++)
+            sum += Fp16.FromBFloat16(a[i]) * b[i];
+        return sum;
+    }
+
+    /// <summary>A 32-value block type whose values decode to signed bytes and whose f16 scale d comes first.</summary>
+    private interface ISignedBlock32
+    {
+        static abstract int Bytes { get; }
+
+        static abstract Vector256<sbyte> Values(byte* block);
+    }
+
+    private readonly struct Q4_0Block : ISignedBlock32
+    {
+        public static int Bytes => Q4_0Bytes;
+
+        public static Vector256<sbyte> Values(byte* block) => Nibbles32(block + Q4_0Qs).AsSByte() - Vector256.Create((sbyte)8);
+    }
+
+    private readonly struct Q5_0Block : ISignedBlock32
+    {
+        public static int Bytes => Q5_0Bytes;
+
+        public static Vector256<sbyte> Values(byte* block)
+        {
+            var sixteen = Vector256.Create((byte)16);
+            Vector256<byte> hi = BitsToBytes(Unsafe.ReadUnaligned<uint>(block + Q5_0Qh)) & sixteen;
+            return (Nibbles32(block + Q5_0Qs) | hi).AsSByte() - sixteen.AsSByte();
+        }
+    }
+
+    private readonly struct Q8_0Block : ISignedBlock32
+    {
+        public static int Bytes => Q8_0Bytes;
+
+        public static Vector256<sbyte> Values(byte* block) => Vector256.Load((sbyte*)(block + Q8_0Qs));
+    }
+
+    private readonly struct IQ4_NLBlock : ISignedBlock32
+    {
+        public static int Bytes => IQ4_NLBytes;
+
+        public static Vector256<sbyte> Values(byte* block)
+        {
+            Vector128<sbyte> k = Vector128.Create(IQ4_NLValues);
+            return Avx2.Shuffle(Vector256.Create(k, k), Nibbles32(block + IQ4_NLQs).AsSByte());
+        }
+    }
+
+    /// <summary>Lane i = Σ of the 8 lanes of p_i (exact integer sums).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Sum8(Vector256<int> low, Vector256<int> high)
+        => Avx2.Permute2x128(low, high, 0x20) + Avx2.Permute2x128(low, high, 0x31);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Hadd(Vector256<int> a, Vector256<int> b) => Avx2.HorizontalAdd(a, b);
+
+    /// <summary>
+    /// A 32-value signed block type · Q8_0 (activation rows as <see cref="ActivationRowBytes"/> lays them out). Per group of 8 blocks: the 8 integer block sums are reduced into one vector
+    /// (lane i = block i), scaled by the 8 products d_w·d_x and added to a float accumulator; the last nb % 8 blocks add
+    /// d_w·d_x·Σ one by one after the accumulator's lanes are summed. <see cref="Q8_0x4Avx2"/> sums in the same order.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float DotSigned32<T>(byte* w, byte* x, int n) where T : ISignedBlock32
+    {
+        Vector256<float> acc = default;
+        int nb = n / QK, b = 0;
+        float* dx = (float*)(x + nb * Q8_0Bytes); // the activation row's scales as f32 (see ActivationRowBytes)
+        for (; b + 8 <= nb; b += 8, w += 8 * T.Bytes, x += 8 * Q8_0Bytes)
+        {
+            Vector256<int> h0 = Hadd(
+                Hadd(DotI8(T.Values(w), Vector256.Load((sbyte*)(x + Q8_0Qs))), DotI8(T.Values(w + T.Bytes), Vector256.Load((sbyte*)(x + Q8_0Bytes + Q8_0Qs)))),
+                Hadd(DotI8(T.Values(w + 2 * T.Bytes), Vector256.Load((sbyte*)(x + 2 * Q8_0Bytes + Q8_0Qs))), DotI8(T.Values(w + 3 * T.Bytes), Vector256.Load((sbyte*)(x + 3 * Q8_0Bytes + Q8_0Qs)))));
+            Vector256<int> h1 = Hadd(
+                Hadd(DotI8(T.Values(w + 4 * T.Bytes), Vector256.Load((sbyte*)(x + 4 * Q8_0Bytes + Q8_0Qs))), DotI8(T.Values(w + 5 * T.Bytes), Vector256.Load((sbyte*)(x + 5 * Q8_0Bytes + Q8_0Qs)))),
+                Hadd(DotI8(T.Values(w + 6 * T.Bytes), Vector256.Load((sbyte*)(x + 6 * Q8_0Bytes + Q8_0Qs))), DotI8(T.Values(w + 7 * T.Bytes), Vector256.Load((sbyte*)(x + 7 * Q8_0Bytes + Q8_0Qs)))));
+            Vector256<float> d = HalfScales8(w, T.Bytes) * Vector256.Load(dx + b);
+            acc = MulAdd(d, Vector256.ConvertToSingle(Sum8(h0, h1)), acc);
+        }
+        float sum = Vector256.Sum(acc);
+        for (; b < nb; b++, w += T.Bytes, x += Q8_0Bytes)
+            sum += H(w) * H(x) * Vector256.Sum(DotI8(T.Values(w), Vector256.Load((sbyte*)(x + Q8_0Qs))));
+        return sum;
+    }
+
+    /// <summary>AVX2 version of <see cref="Q4_0Scalar"/> (block sums in the order of <see cref="DotSigned32{T}"/>).</summary>
+    public static float Q4_0Avx2(byte* w, byte* x, int n) => DotSigned32<Q4_0Block>(w, x, n);
+
+    /// <summary>AVX2 version of <see cref="Q5_0Scalar"/>.</summary>
+    public static float Q5_0Avx2(byte* w, byte* x, int n) => DotSigned32<Q5_0Block>(w, x, n);
+
+    /// <summary>AVX2 version of <see cref="Q8_0Scalar"/>.</summary>
+    public static float Q8_0Avx2(byte* w, byte* x, int n) => DotSigned32<Q8_0Block>(w, x, n);
+
+    /// <summary>AVX2 version of <see cref="IQ4_NLScalar"/>.</summary>
+    public static float IQ4_NLAvx2(byte* w, byte* x, int n) => DotSigned32<IQ4_NLBlock>(w, x, n);
+
+    /// <summary>AVX2 version of <see cref="Q4_1Scalar"/>.</summary>
+    public static float Q4_1Avx2(byte* w, byte* x, int n)
+    {
+        Vector256<float> acc = default;
+        float summs = 0;
+        for (int b = 0; b < n / QK; b++, w += Q4_1Bytes, x += Q8_1Bytes)
+        {
+            Vector256<int> p = DotU8(Nibbles32(w + Q4_1Qs), Vector256.Load((sbyte*)(x + Q8_1Qs)));
+            acc = MulAdd(Vector256.Create(H(w) * H(x)), Vector256.ConvertToSingle(p), acc);
+            summs += H(w + Q4_1M) * H(x + Q8_1S);
+        }
+        return Vector256.Sum(acc) + summs;
+    }
+
+    /// <summary>AVX2 version of <see cref="Q5_1Scalar"/>.</summary>
+    public static float Q5_1Avx2(byte* w, byte* x, int n)
+    {
+        Vector256<float> acc = default;
+        float summs = 0;
+        var sixteen = Vector256.Create((byte)16);
+        for (int b = 0; b < n / QK; b++, w += Q5_1Bytes, x += Q8_1Bytes)
+        {
+            Vector256<byte> qw = Nibbles32(w + Q5_1Qs) | (BitsToBytes(Unsafe.ReadUnaligned<uint>(w + Q5_1Qh)) & sixteen);
+            Vector256<int> p = DotU8(qw, Vector256.Load((sbyte*)(x + Q8_1Qs)));
+            acc = MulAdd(Vector256.Create(H(w) * H(x)), Vector256.ConvertToSingle(p), acc);
+            summs += H(w + Q5_1M) * H(x + Q8_1S);
+        }
+        return Vector256.Sum(acc) + summs;
+    }
+
+    /// <summary>AVX2 version of <see cref="Q2_KScalar"/>.</summary>
+    public static float Q2_KAvx2(byte* w, byte* x, int n)
+    {
+        Vector256<float> acc = default;
+        float accm = 0;
+        var three = Vector256.Create((byte)3);
+        for (int b = 0; b < n / QK_K; b++, w += Q2_KBytes, x += Q8_KBytes)
+        {
+            Vector128<byte> sc = Vector128.Load(w);
+            Vector256<short> mins = Avx2.ConvertToVector256Int16(Vector128.ShiftRightLogical(sc.AsUInt16(), 4).AsByte() & Vector128.Create((byte)0x0F));
+            int summs = Vector256.Sum(Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(x + Q8_KBsums)), mins));
+            float dy = *(float*)x;
+            sbyte* q8 = (sbyte*)(x + Q8_KQs);
+            Vector256<int> sumi = default;
+            for (int chunk = 0; chunk < 2; chunk++)
+            {
+                Vector256<byte> q = Vector256.Load(w + Q2_KQs + 32 * chunk);
+                for (int j = 0; j < 4; j++, q8 += 32)
+                {
+                    int s = 8 * chunk + 2 * j;
+                    sumi = ScaledDotU8(sumi, Srl16(q, 2 * j) & three, Vector256.Load(q8), Scales2(w[s] & 0xF, w[s + 1] & 0xF));
+                }
+            }
+            acc = MulAdd(Vector256.Create(dy * H(w + Q2_KD)), Vector256.ConvertToSingle(sumi), acc);
+            accm += dy * H(w + Q2_KDmin) * summs;
+        }
+        return Vector256.Sum(acc) - accm;
+    }
+
+    /// <summary>AVX2 version of <see cref="Q3_KScalar"/> (unsigned q_w + 4·high bit, minus 4·Σ sc·bsums).</summary>
+    public static float Q3_KAvx2(byte* w, byte* x, int n)
+    {
+        sbyte* scales = stackalloc sbyte[16];
+        Vector256<float> acc = default;
+        var three = Vector256.Create((byte)3);
+        var four = Vector256.Create((byte)4);
+        for (int b = 0; b < n / QK_K; b++, w += Q3_KBytes, x += Q8_KBytes)
+        {
+            UnpackQ3_KScales(w + Q3_KScales, scales);
+            Vector256<short> sc16 = Avx2.ConvertToVector256Int16(Vector128.Load(scales));
+            Vector256<int> offset = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(x + Q8_KBsums)), sc16);
+            Vector256<byte> hm = Vector256.Load(w);
+            sbyte* q8 = (sbyte*)(x + Q8_KQs);
+            Vector256<int> sumi = default;
+            for (int chunk = 0; chunk < 2; chunk++)
+            {
+                Vector256<byte> q = Vector256.Load(w + Q3_KQs + 32 * chunk);
+                for (int j = 0; j < 4; j++, q8 += 32)
+                {
+                    var bit = Vector256.Create((byte)(1 << (4 * chunk + j)));
+                    Vector256<byte> u = (Srl16(q, 2 * j) & three) | (Vector256.Equals(hm & bit, bit) & four);
+                    int s = 8 * chunk + 2 * j;
+                    sumi = ScaledDotU8(sumi, u, Vector256.Load(q8), Scales2(scales[s], scales[s + 1]));
+                }
+            }
+            sumi -= Vector256.ShiftLeft(offset, 2);
+            acc = MulAdd(Vector256.Create(H(w + Q3_KD) * *(float*)x), Vector256.ConvertToSingle(sumi), acc);
+        }
+        return Vector256.Sum(acc);
+    }
+
+    /// <summary>The 8 six-bit scales of a Q4_K / Q5_K block as the bytes of the result, and
+    /// Σ_j m[j]·(bsums[2j] + bsums[2j+1]) (the min term, exact) in <paramref name="summs"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong ScalesMinsK4(byte* packed, short* bsums, out int summs)
+    {
+        const uint kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
+        uint u0 = Unsafe.ReadUnaligned<uint>(packed), u1 = Unsafe.ReadUnaligned<uint>(packed + 4), u2 = Unsafe.ReadUnaligned<uint>(packed + 8);
+        uint scales0 = u0 & kmask1;
+        uint scales1 = (u2 & kmask2) | (((u0 >> 6) & kmask3) << 4);
+        uint mins0 = u1 & kmask1;
+        uint mins1 = ((u2 >> 4) & kmask2) | (((u1 >> 6) & kmask3) << 4);
+        Vector128<byte> mins = Vector128.Create(mins0 | ((ulong)mins1 << 32), 0).AsByte();
+        Vector256<short> mins16 = Avx2.ConvertToVector256Int16(Sse2.UnpackLow(mins, mins)); // m0 m0 m1 m1 … m7 m7
+        summs = Vector256.Sum(Avx2.MultiplyAddAdjacent(Vector256.Load(bsums), mins16));
+        return scales0 | ((ulong)scales1 << 32);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> ScaleK4(ulong scales, int j) => Vector256.Create((short)(byte)(scales >> (8 * j)));
+
+    /// <summary>AVX2 version of <see cref="Q4_KScalar"/>.</summary>
+    public static float Q4_KAvx2(byte* w, byte* x, int n)
+    {
+        Vector256<float> acc = default;
+        float accm = 0;
+        var mask = Vector256.Create((byte)0x0F);
+        for (int b = 0; b < n / QK_K; b++, w += Q4_KBytes, x += Q8_KBytes)
+        {
+            ulong scales = ScalesMinsK4(w + Q4_KScales, (short*)(x + Q8_KBsums), out int summs);
+            sbyte* q8 = (sbyte*)(x + Q8_KQs);
+            Vector256<int> sumi = default;
+            for (int j = 0; j < 4; j++, q8 += 64)
+            {
+                Vector256<byte> q = Vector256.Load(w + Q4_KQs + 32 * j);
+                sumi = ScaledDotU8(sumi, q & mask, Vector256.Load(q8), ScaleK4(scales, 2 * j));
+                sumi = ScaledDotU8(sumi, Srl16(q, 4) & mask, Vector256.Load(q8 + 32), ScaleK4(scales, 2 * j + 1));
+            }
+            float dy = *(float*)x;
+            acc = MulAdd(Vector256.Create(H(w) * dy), Vector256.ConvertToSingle(sumi), acc);
+            accm += H(w + Q4_KDmin) * dy * summs;
+        }
+        return Vector256.Sum(acc) - accm;
+    }
+
+    /// <summary>AVX2 version of <see cref="Q5_KScalar"/>.</summary>
+    public static float Q5_KAvx2(byte* w, byte* x, int n)
+    {
+        Vector256<float> acc = default;
+        float accm = 0;
+        var mask = Vector256.Create((byte)0x0F);
+        var sixteen = Vector256.Create((byte)16);
+        for (int b = 0; b < n / QK_K; b++, w += Q5_KBytes, x += Q8_KBytes)
+        {
+            ulong scales = ScalesMinsK4(w + Q5_KScales, (short*)(x + Q8_KBsums), out int summs);
+            Vector256<byte> qh = Vector256.Load(w + Q5_KQh);
+            sbyte* q8 = (sbyte*)(x + Q8_KQs);
+            Vector256<int> sumi = default;
+            for (int j = 0; j < 4; j++, q8 += 64)
+            {
+                Vector256<byte> q = Vector256.Load(w + Q5_KQs + 32 * j);
+                var b1 = Vector256.Create((byte)(1 << (2 * j)));
+                var b2 = Vector256.Create((byte)(2 << (2 * j)));
+                Vector256<byte> lo = (q & mask) | (Vector256.Equals(qh & b1, b1) & sixteen);
+                Vector256<byte> hi = (Srl16(q, 4) & mask) | (Vector256.Equals(qh & b2, b2) & sixteen);
+                sumi = ScaledDotU8(sumi, lo, Vector256.Load(q8), ScaleK4(scales, 2 * j));
+                sumi = ScaledDotU8(sumi, hi, Vector256.Load(q8 + 32), ScaleK4(scales, 2 * j + 1));
+            }
+            float dy = *(float*)x;
+            acc = MulAdd(Vector256.Create(H(w) * dy), Vector256.ConvertToSingle(sumi), acc);
+            accm += H(w + Q5_KDmin) * dy * summs;
+        }
+        return Vector256.Sum(acc) - accm;
+    }
+
+    /// <summary>AVX2 version of <see cref="Q6_KScalar"/> (unsigned 6-bit q_w, minus 32·Σ sc·bsums).</summary>
+    public static float Q6_KAvx2(byte* w, byte* x, int n)
+    {
+        Vector256<float> acc = default;
+        var mask = Vector256.Create((byte)0x0F);
+        var two = Vector256.Create((byte)0x30);
+        for (int b = 0; b < n / QK_K; b++, w += Q6_KBytes, x += Q8_KBytes)
+        {
+            sbyte* sc = (sbyte*)(w + Q6_KScales);
+            Vector256<short> sc16 = Avx2.ConvertToVector256Int16(Vector128.Load(sc));
+            Vector256<int> offset = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(x + Q8_KBsums)), sc16);
+            sbyte* q8 = (sbyte*)(x + Q8_KQs);
+            Vector256<int> sumi = default;
+            for (int chunk = 0; chunk < 2; chunk++, q8 += 128, sc += 8)
+            {
+                Vector256<byte> ql0 = Vector256.Load(w + 64 * chunk);
+                Vector256<byte> ql1 = Vector256.Load(w + 64 * chunk + 32);
+                Vector256<byte> qh = Vector256.Load(w + Q6_KQh + 32 * chunk);
+                Vector256<byte> u0 = (ql0 & mask) | (Sll16(qh, 4) & two);
+                Vector256<byte> u1 = (ql1 & mask) | (Sll16(qh, 2) & two);
+                Vector256<byte> u2 = (Srl16(ql0, 4) & mask) | (qh & two);
+                Vector256<byte> u3 = (Srl16(ql1, 4) & mask) | (Srl16(qh, 2) & two);
+                sumi = ScaledDotU8(sumi, u0, Vector256.Load(q8), Scales2(sc[0], sc[1]));
+                sumi = ScaledDotU8(sumi, u1, Vector256.Load(q8 + 32), Scales2(sc[2], sc[3]));
+                sumi = ScaledDotU8(sumi, u2, Vector256.Load(q8 + 64), Scales2(sc[4], sc[5]));
+                sumi = ScaledDotU8(sumi, u3, Vector256.Load(q8 + 96), Scales2(sc[6], sc[7]));
+            }
+            sumi -= Vector256.ShiftLeft(offset, 5);
+            acc = MulAdd(Vector256.Create(H(w + Q6_KD) * *(float*)x), Vector256.ConvertToSingle(sumi), acc);
+        }
+        return Vector256.Sum(acc);
+    }
+}

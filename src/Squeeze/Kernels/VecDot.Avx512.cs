@@ -1,0 +1,106 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Squeeze.Kernels;
+
+// 512-bit versions of the float kernels (the integer kernels run 256-bit: a 32-value block fills one 256-bit register,
+// and AVX-VNNI already does the byte products). Callers check Avx512F.IsSupported (VecDot.For does).
+internal static unsafe partial class VecDot
+{
+    /// <summary>AVX-512 version of <see cref="F32Scalar"/> (two 16-lane FMA accumulators; <see cref="F32x4Avx512"/> sums in the same order).</summary>
+    public static float F32Avx512(byte* w, byte* x, int n)
+    {
+        float* a = (float*)w, b = (float*)x;
+        Vector512<float> s0 = default, s1 = default;
+        int i = 0;
+        for (; i + 32 <= n; i += 32)
+        {
+            s0 = Avx512F.FusedMultiplyAdd(Vector512.Load(a + i), Vector512.Load(b + i), s0);
+            s1 = Avx512F.FusedMultiplyAdd(Vector512.Load(a + i + 16), Vector512.Load(b + i + 16), s1);
+        }
+        for (; i + 16 <= n; i += 16)
+            s0 = Avx512F.FusedMultiplyAdd(Vector512.Load(a + i), Vector512.Load(b + i), s0);
+        float sum = Vector512.Sum(s0 + s1);
+        for (; i < n; i++)
+            sum += a[i] * b[i];
+        return sum;
+    }
+
+    /// <summary>Four tokens at once: <c>y[t · yStride] = F32Avx512(w, x + t · xStride, n)</c> for t &lt; 4, bit for bit,
+    /// loading each weight once.</summary>
+    public static void F32x4Avx512(byte* w, byte* x, long xStride, int n, float* y, long yStride)
+    {
+        float* a = (float*)w;
+        float* b0 = (float*)x, b1 = (float*)(x + xStride), b2 = (float*)(x + 2 * xStride), b3 = (float*)(x + 3 * xStride);
+        Vector512<float> s00 = default, s01 = default, s10 = default, s11 = default, s20 = default, s21 = default, s30 = default, s31 = default;
+        int i = 0;
+        for (; i + 32 <= n; i += 32)
+        {
+            Vector512<float> w0 = Vector512.Load(a + i), w1 = Vector512.Load(a + i + 16);
+            s00 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(b0 + i), s00);
+            s01 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(b0 + i + 16), s01);
+            s10 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(b1 + i), s10);
+            s11 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(b1 + i + 16), s11);
+            s20 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(b2 + i), s20);
+            s21 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(b2 + i + 16), s21);
+            s30 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(b3 + i), s30);
+            s31 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(b3 + i + 16), s31);
+        }
+        for (; i + 16 <= n; i += 16)
+        {
+            Vector512<float> w0 = Vector512.Load(a + i);
+            s00 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(b0 + i), s00);
+            s10 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(b1 + i), s10);
+            s20 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(b2 + i), s20);
+            s30 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(b3 + i), s30);
+        }
+        float y0 = Vector512.Sum(s00 + s01), y1 = Vector512.Sum(s10 + s11), y2 = Vector512.Sum(s20 + s21), y3 = Vector512.Sum(s30 + s31);
+        for (; i < n; i++)
+        {
+            y0 += a[i] * b0[i];
+            y1 += a[i] * b1[i];
+            y2 += a[i] * b2[i];
+            y3 += a[i] * b3[i];
+        }
+        y[0] = y0;
+        y[yStride] = y1;
+        y[2 * yStride] = y2;
+        y[3 * yStride] = y3;
+    }
+
+    /// <summary>AVX-512 version of <see cref="F16Scalar"/>.</summary>
+    public static float F16Avx512(byte* w, byte* x, int n)
+    {
+        ushort* a = (ushort*)w;
+        float* b = (float*)x;
+        Vector512<float> s0 = default, s1 = default;
+        int i = 0;
+        for (; i + 32 <= n; i += 32)
+        {
+            s0 = Avx512F.FusedMultiplyAdd(Fp16.ToSingle(Avx512F.ConvertToVector512UInt32(Vector256.Load(a + i))), Vector512.Load(b + i), s0);
+            s1 = Avx512F.FusedMultiplyAdd(Fp16.ToSingle(Avx512F.ConvertToVector512UInt32(Vector256.Load(a + i + 16))), Vector512.Load(b + i + 16), s1);
+        }
+        float sum = Vector512.Sum(s0 + s1);
+        for (; i < n; i++)
+            sum += Fp16.ToSingle(a[i]) * b[i];
+        return sum;
+    }
+
+    /// <summary>AVX-512 version of <see cref="BF16Scalar"/>.</summary>
+    public static float BF16Avx512(byte* w, byte* x, int n)
+    {
+        ushort* a = (ushort*)w;
+        float* b = (float*)x;
+        Vector512<float> s0 = default, s1 = default;
+        int i = 0;
+        for (; i + 32 <= n; i += 32)
+        {
+            s0 = Avx512F.FusedMultiplyAdd(Vector512.ShiftLeft(Avx512F.ConvertToVector512UInt32(Vector256.Load(a + i)), 16).AsSingle(), Vector512.Load(b + i), s0);
+            s1 = Avx512F.FusedMultiplyAdd(Vector512.ShiftLeft(Avx512F.ConvertToVector512UInt32(Vector256.Load(a + i + 16)), 16).AsSingle(), Vector512.Load(b + i + 16), s1);
+        }
+        float sum = Vector512.Sum(s0 + s1);
+        for (; i < n; i++)
+            sum += Fp16.FromBFloat16(a[i]) * b[i];
+        return sum;
+    }
+}
