@@ -12,6 +12,7 @@ public static class Program
             InspectCommand.Create(),
             GenerateCommand.Create(),
             EvalCommand.Create(),
+            CalibrateCommand.Create(),
             BenchCommand.Create(),
             DemoCommand.Create(),
         };
