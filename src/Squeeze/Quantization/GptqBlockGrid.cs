@@ -70,7 +70,7 @@ public static class BlockGrid
         return best;
     }
 
-    /// <summary>The grid for a GGUF block type: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K, Q6_K.</summary>
+    /// <summary>The grid for a GGUF block type: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.</summary>
     /// <exception cref="NotSupportedException">The type has no grid yet.</exception>
     public static IBlockGrid For(GgmlType type) => type switch
     {
@@ -80,6 +80,8 @@ public static class BlockGrid
         GgmlType.Q5_0 => new Q5_0Grid(),
         GgmlType.Q5_1 => new Q5_1Grid(),
         GgmlType.IQ4_NL => new IQ4_NLGrid(),
+        GgmlType.Q2_K => new Q2_KGrid(),
+        GgmlType.Q3_K => new Q3_KGrid(),
         GgmlType.Q4_K => new Q4_KGrid(),
         GgmlType.Q5_K => new Q5_KGrid(),
         GgmlType.Q6_K => new Q6_KGrid(),
@@ -181,6 +183,46 @@ public sealed class IQ4_NLGrid() : FormatGrid(GgmlType.IQ4_NL, 16)
     public override float Value(ReadOnlySpan<byte> block, int index, int code) => BlockGrid.Half(block, 0) * Dequantize.IQ4NLValues[code];
 
     public override void SetCode(Span<byte> block, int index, int code) => BlockGrid.SetLegacyNibble(block[2..], index, code);
+}
+
+/// <summary>Q2_K: per 16 values <c>x = (d · (sc &amp; 15)) · c − dmin · (sc &gt;&gt; 4)</c>, 2-bit codes; per 128 values 32 bytes hold four 2-bit planes.</summary>
+public sealed class Q2_KGrid() : FormatGrid(GgmlType.Q2_K, 4)
+{
+    public override float Value(ReadOnlySpan<byte> block, int index, int code)
+    {
+        int sc = block[index / 16];
+        float dl = BlockGrid.Half(block, 80) * (sc & 0xF), ml = BlockGrid.Half(block, 82) * (sc >> 4);
+        return dl * code - ml;
+    }
+
+    // Value e: plane (e % 128) / 32 of byte 16 + 32 · (e / 128) + e % 32.
+    public override void SetCode(Span<byte> block, int index, int code)
+    {
+        int at = 16 + 32 * (index / 128) + index % 32, shift = 2 * (index % 128 / 32);
+        block[at] = (byte)((block[at] & ~(3 << shift)) | ((code & 3) << shift));
+    }
+}
+
+/// <summary>Q3_K: per 16 values <c>x = (d · (sc − 32)) · (c − 4)</c>, 6-bit sc; codes 0..7 as 2 low bits (as Q2_K) and a high bit in <c>hmask</c>.</summary>
+public sealed class Q3_KGrid() : FormatGrid(GgmlType.Q3_K, 8)
+{
+    public override float Value(ReadOnlySpan<byte> block, int index, int code)
+    {
+        Span<sbyte> scales = stackalloc sbyte[16];
+        Dequantize.UnpackQ3Scales(MemoryMarshal.Read<Bytes12>(block.Slice(96, 12)), scales);
+        float dl = BlockGrid.Half(block, 108) * (scales[index / 16] - 32);
+        return dl * (code - 4);
+    }
+
+    // Value e: low bits as Q2_K (at byte 32 + …); high bit (e / 128) · 4 + (e % 128) / 32 of hmask[e % 32].
+    public override void SetCode(Span<byte> block, int index, int code)
+    {
+        int plane = index % 128 / 32, at = 32 + 32 * (index / 128) + index % 32, shift = 2 * plane;
+        block[at] = (byte)((block[at] & ~(3 << shift)) | ((code & 3) << shift));
+        int bit = 4 * (index / 128) + plane;
+        ref byte h = ref block[index % 32];
+        h = (byte)((h & ~(1 << bit)) | (((code >> 2) & 1) << bit));
+    }
 }
 
 /// <summary>Q4_K: per 32 values <c>x = (d · sc) · c − (dmin · m)</c>, 6-bit sc and m; 64 values share 32 bytes (low, then high nibbles).</summary>
