@@ -50,3 +50,40 @@ public sealed class CalibrationStatistics
             throw new ModelFormatException(path, $"calibration statistics of {Model}, not of {identity}");
     }
 }
+
+/// <summary>Which calibration input feeds which weight tensor (llama.cpp's GGUF names).</summary>
+public static class LinearInputs
+{
+    /// <summary>The <c>(layer, kind)</c> whose statistics describe the input of <paramref name="tensorName"/>: attn_q/k/v →
+    /// Attention, attn_output → AttentionOutput, ffn_gate/up → FeedForward, ffn_down → FeedForwardDown, output.weight →
+    /// (−1, Output). False for tensors that are not linear layers (norms, embeddings).</summary>
+    public static bool TryGet(string tensorName, out int layer, out LinearInput kind)
+    {
+        ArgumentNullException.ThrowIfNull(tensorName);
+        layer = -1;
+        kind = LinearInput.Output;
+        if (tensorName == TensorNames.Output)
+            return true;
+        if (!tensorName.StartsWith("blk.", StringComparison.Ordinal))
+            return false;
+        int dot = tensorName.IndexOf('.', 4);
+        if (dot < 0 || !int.TryParse(tensorName.AsSpan(4, dot - 4), System.Globalization.NumberStyles.None, null, out layer))
+            return false;
+        string rest = tensorName[(dot + 1)..];
+        LinearInput? found = rest switch
+        {
+            "attn_q.weight" or "attn_k.weight" or "attn_v.weight" => LinearInput.Attention,
+            "attn_output.weight" => LinearInput.AttentionOutput,
+            "ffn_gate.weight" or "ffn_up.weight" => LinearInput.FeedForward,
+            "ffn_down.weight" => LinearInput.FeedForwardDown,
+            _ => null,
+        };
+        if (found is null)
+        {
+            layer = -1;
+            return false;
+        }
+        kind = found.Value;
+        return true;
+    }
+}

@@ -1,3 +1,6 @@
+using Squeeze.Calibration;
+using Squeeze.Tensors;
+
 namespace Squeeze.Quantization;
 
 /// <summary>Settings of <see cref="Gptq.Quantize"/>.</summary>
@@ -185,6 +188,31 @@ public static class Gptq
                 throw new InvalidOperationException($"GPTQ produced {result[i]} at ({i / n}, {i % n})");
         }
         return new GptqResult(data, result, damping, deadCount);
+    }
+
+    /// <summary>
+    /// Quantizes a model's weight tensor to <paramref name="type"/> with GPTQ, using the Hessian (XᵀX / n) of its input
+    /// from <paramref name="stats"/> and, unless <see cref="GptqOptions.Importance"/> is set, the imatrix (mean x²) for the
+    /// scale fits. <see cref="GptqResult.Data"/> is the tensor's bytes in <paramref name="type"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">The tensor is not a linear layer, or its columns are not whole blocks of the type.</exception>
+    /// <exception cref="KeyNotFoundException">The statistics lack the tensor's input.</exception>
+    /// <exception cref="InvalidOperationException">The statistics lack the Gram matrix.</exception>
+    public static GptqResult QuantizeTensor(Tensor weight, CalibrationStatistics stats, GgmlType type, GptqOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        ArgumentNullException.ThrowIfNull(stats);
+        if (!LinearInputs.TryGet(weight.Name, out int layer, out var kind))
+            throw new ArgumentException($"tensor '{weight.Name}' is not a linear layer with calibration statistics", nameof(weight));
+        var entry = stats.Get(layer, kind);
+        if (entry.Width != weight.Columns)
+            throw new ArgumentException($"tensor '{weight.Name}' has {weight.Columns} columns but its input statistics {entry.Width}", nameof(weight));
+        var values = new float[weight.ElementCount];
+        Dequantize.Tensor(weight, values);
+        options ??= new GptqOptions();
+        if (options.Importance is null)
+            options = options with { Importance = entry.Importance() };
+        return Quantize(values, checked((int)weight.Rows), checked((int)weight.Columns), entry.Hessian(), BlockGrid.For(type), options);
     }
 
     /// <summary>
