@@ -19,6 +19,7 @@ public sealed class ActivationCollector : IActivationObserver
         Threads = Math.Max(1, threads);
     }
 
+    /// <summary>True when the Gram matrix XᵀX is accumulated too.</summary>
     public bool CollectGram { get; }
 
     /// <summary>Layers collected (−1 is the output classifier); null means all.</summary>

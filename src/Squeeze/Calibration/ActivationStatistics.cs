@@ -46,6 +46,7 @@ public sealed class ActivationStatistics
     /// <summary>Block index, or −1 for the output classifier.</summary>
     public int Layer { get; }
 
+    /// <summary>Which linear layers read this input.</summary>
     public LinearInput Kind { get; }
 
     /// <summary>Number of input columns (features).</summary>

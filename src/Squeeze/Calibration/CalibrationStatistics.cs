@@ -10,6 +10,7 @@ namespace Squeeze.Calibration;
 /// </summary>
 public sealed class CalibrationStatistics
 {
+    /// <summary>Wraps statistics of <paramref name="model"/> collected on a text with hash <paramref name="textHash"/>.</summary>
     public CalibrationStatistics(ModelIdentity model, ulong textHash, long tokenCount, int contextLength, IReadOnlyList<ActivationStatistics> entries)
     {
         ArgumentNullException.ThrowIfNull(entries);
@@ -32,6 +33,7 @@ public sealed class CalibrationStatistics
     /// <summary>Tokens per chunk.</summary>
     public int ContextLength { get; }
 
+    /// <summary>The statistics of each collected input, ordered by layer then kind.</summary>
     public IReadOnlyList<ActivationStatistics> Entries { get; }
 
     /// <summary>The statistics of one layer input, or null when not collected.</summary>

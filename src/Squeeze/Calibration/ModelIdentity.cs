@@ -10,6 +10,8 @@ namespace Squeeze.Calibration;
 /// hyperparameters) and of every tensor's name and shape, in name order. Tensor types and bytes are left out, so a
 /// model and its quantized versions share an identity; two different architectures (stories15M, stories260K) do not.
 /// </summary>
+/// <param name="Hash">XxHash64 of the config and the tensors' names and shapes.</param>
+/// <param name="Description">The model's file name and shape, for messages.</param>
 public readonly record struct ModelIdentity(ulong Hash, string Description)
 {
     /// <summary>Computes the identity of <paramref name="model"/>; the description names the source and the shape.</summary>
@@ -34,5 +36,6 @@ public readonly record struct ModelIdentity(ulong Hash, string Description)
         return new ModelIdentity(hash.GetCurrentHashAsUInt64(), description);
     }
 
+    /// <summary>The description and the hash in hexadecimal.</summary>
     public override string ToString() => $"{Description} [{Hash:x16}]";
 }

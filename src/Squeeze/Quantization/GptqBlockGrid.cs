@@ -106,6 +106,7 @@ public static class BlockGrid
 /// the scale search lives in one place, then GPTQ overwrites the codes.</summary>
 public abstract class FormatGrid : IBlockGrid
 {
+    /// <summary>A grid for <paramref name="type"/> with codes 0 … <paramref name="levels"/> − 1.</summary>
     protected FormatGrid(GgmlType type, int levels)
     {
         Type = type;
@@ -115,57 +116,73 @@ public abstract class FormatGrid : IBlockGrid
     /// <summary>The GGUF type the packed blocks are.</summary>
     public GgmlType Type { get; }
 
+    /// <inheritdoc />
     public int BlockSize => GgmlTypes.BlockSize(Type);
 
+    /// <inheritdoc />
     public int BlockBytes => GgmlTypes.BlockBytes(Type);
 
+    /// <inheritdoc />
     public int Levels { get; }
 
+    /// <inheritdoc />
     public void Fit(ReadOnlySpan<float> weights, ReadOnlySpan<float> importance, Span<byte> block)
         => Quantize.Row(Type, weights, importance, block[..BlockBytes]);
 
+    /// <inheritdoc />
     public abstract float Value(ReadOnlySpan<byte> block, int index, int code);
 
+    /// <inheritdoc />
     public abstract void SetCode(Span<byte> block, int index, int code);
 }
 
 /// <summary>Q8_0: <c>x = d · (c − 128)</c>.</summary>
 public sealed class Q8_0Grid() : FormatGrid(GgmlType.Q8_0, 256)
 {
+    /// <inheritdoc />
     public override float Value(ReadOnlySpan<byte> block, int index, int code) => (code - 128) * BlockGrid.Half(block, 0);
 
+    /// <inheritdoc />
     public override void SetCode(Span<byte> block, int index, int code) => block[2 + index] = (byte)(sbyte)(code - 128);
 }
 
 /// <summary>Q4_0: <c>x = (c − 8) · d</c>.</summary>
 public sealed class Q4_0Grid() : FormatGrid(GgmlType.Q4_0, 16)
 {
+    /// <inheritdoc />
     public override float Value(ReadOnlySpan<byte> block, int index, int code) => (code - 8) * BlockGrid.Half(block, 0);
 
+    /// <inheritdoc />
     public override void SetCode(Span<byte> block, int index, int code) => BlockGrid.SetLegacyNibble(block[2..], index, code);
 }
 
 /// <summary>Q4_1: <c>x = c · d + m</c>.</summary>
 public sealed class Q4_1Grid() : FormatGrid(GgmlType.Q4_1, 16)
 {
+    /// <inheritdoc />
     public override float Value(ReadOnlySpan<byte> block, int index, int code) => code * BlockGrid.Half(block, 0) + BlockGrid.Half(block, 2);
 
+    /// <inheritdoc />
     public override void SetCode(Span<byte> block, int index, int code) => BlockGrid.SetLegacyNibble(block[4..], index, code);
 }
 
 /// <summary>Q5_0: <c>x = (c − 16) · d</c>; bit 4 of value j is bit j of the little-endian <c>qh</c>.</summary>
 public sealed class Q5_0Grid() : FormatGrid(GgmlType.Q5_0, 32)
 {
+    /// <inheritdoc />
     public override float Value(ReadOnlySpan<byte> block, int index, int code) => (code - 16) * BlockGrid.Half(block, 0);
 
+    /// <inheritdoc />
     public override void SetCode(Span<byte> block, int index, int code) => Q5_1Grid.SetCode5(block, 2, 6, index, code);
 }
 
 /// <summary>Q5_1: <c>x = c · d + m</c>.</summary>
 public sealed class Q5_1Grid() : FormatGrid(GgmlType.Q5_1, 32)
 {
+    /// <inheritdoc />
     public override float Value(ReadOnlySpan<byte> block, int index, int code) => code * BlockGrid.Half(block, 0) + BlockGrid.Half(block, 2);
 
+    /// <inheritdoc />
     public override void SetCode(Span<byte> block, int index, int code) => SetCode5(block, 4, 8, index, code);
 
     internal static void SetCode5(Span<byte> block, int qhOffset, int qsOffset, int index, int code)
@@ -180,14 +197,17 @@ public sealed class Q5_1Grid() : FormatGrid(GgmlType.Q5_1, 32)
 /// <summary>IQ4_NL: <c>x = d · kvalues[c]</c> with ggml's non-linear, ascending code book.</summary>
 public sealed class IQ4_NLGrid() : FormatGrid(GgmlType.IQ4_NL, 16)
 {
+    /// <inheritdoc />
     public override float Value(ReadOnlySpan<byte> block, int index, int code) => BlockGrid.Half(block, 0) * Dequantize.IQ4NLValues[code];
 
+    /// <inheritdoc />
     public override void SetCode(Span<byte> block, int index, int code) => BlockGrid.SetLegacyNibble(block[2..], index, code);
 }
 
 /// <summary>Q2_K: per 16 values <c>x = (d · (sc &amp; 15)) · c − dmin · (sc &gt;&gt; 4)</c>, 2-bit codes; per 128 values 32 bytes hold four 2-bit planes.</summary>
 public sealed class Q2_KGrid() : FormatGrid(GgmlType.Q2_K, 4)
 {
+    /// <inheritdoc />
     public override float Value(ReadOnlySpan<byte> block, int index, int code)
     {
         int sc = block[index / 16];
@@ -195,6 +215,7 @@ public sealed class Q2_KGrid() : FormatGrid(GgmlType.Q2_K, 4)
         return dl * code - ml;
     }
 
+    /// <inheritdoc />
     // Value e: plane (e % 128) / 32 of byte 16 + 32 · (e / 128) + e % 32.
     public override void SetCode(Span<byte> block, int index, int code)
     {
@@ -206,6 +227,7 @@ public sealed class Q2_KGrid() : FormatGrid(GgmlType.Q2_K, 4)
 /// <summary>Q3_K: per 16 values <c>x = (d · (sc − 32)) · (c − 4)</c>, 6-bit sc; codes 0..7 as 2 low bits (as Q2_K) and a high bit in <c>hmask</c>.</summary>
 public sealed class Q3_KGrid() : FormatGrid(GgmlType.Q3_K, 8)
 {
+    /// <inheritdoc />
     public override float Value(ReadOnlySpan<byte> block, int index, int code)
     {
         Span<sbyte> scales = stackalloc sbyte[16];
@@ -214,6 +236,7 @@ public sealed class Q3_KGrid() : FormatGrid(GgmlType.Q3_K, 8)
         return dl * (code - 4);
     }
 
+    /// <inheritdoc />
     // Value e: low bits as Q2_K (at byte 32 + …); high bit (e / 128) · 4 + (e % 128) / 32 of hmask[e % 32].
     public override void SetCode(Span<byte> block, int index, int code)
     {
@@ -228,6 +251,7 @@ public sealed class Q3_KGrid() : FormatGrid(GgmlType.Q3_K, 8)
 /// <summary>Q4_K: per 32 values <c>x = (d · sc) · c − (dmin · m)</c>, 6-bit sc and m; 64 values share 32 bytes (low, then high nibbles).</summary>
 public sealed class Q4_KGrid() : FormatGrid(GgmlType.Q4_K, 16)
 {
+    /// <inheritdoc />
     public override float Value(ReadOnlySpan<byte> block, int index, int code)
     {
         var scales = MemoryMarshal.Read<Bytes12>(block.Slice(4, 12));
@@ -236,6 +260,7 @@ public sealed class Q4_KGrid() : FormatGrid(GgmlType.Q4_K, 16)
         return d1 * code - m1;
     }
 
+    /// <inheritdoc />
     public override void SetCode(Span<byte> block, int index, int code) => SetNibbleK(block[16..], index, code);
 
     // Value e: chunk e / 64 uses bytes [32·chunk, 32·chunk + 32): the first 32 values in the low nibbles, the next 32 in the high.
@@ -250,6 +275,7 @@ public sealed class Q4_KGrid() : FormatGrid(GgmlType.Q4_K, 16)
 /// <summary>Q5_K: as Q4_K with codes 0..31; bit 4 of value e is bit (e / 32) of <c>qh[e % 32]</c>.</summary>
 public sealed class Q5_KGrid() : FormatGrid(GgmlType.Q5_K, 32)
 {
+    /// <inheritdoc />
     public override float Value(ReadOnlySpan<byte> block, int index, int code)
     {
         var scales = MemoryMarshal.Read<Bytes12>(block.Slice(4, 12));
@@ -258,6 +284,7 @@ public sealed class Q5_KGrid() : FormatGrid(GgmlType.Q5_K, 32)
         return d1 * code - m1;
     }
 
+    /// <inheritdoc />
     public override void SetCode(Span<byte> block, int index, int code)
     {
         Q4_KGrid.SetNibbleK(block[48..], index, code);
@@ -270,6 +297,7 @@ public sealed class Q5_KGrid() : FormatGrid(GgmlType.Q5_K, 32)
 /// <summary>Q6_K: per 16 values <c>x = (d · sc) · (c − 32)</c>, 8-bit signed sc, 6-bit codes split into low nibbles and 2 high bits.</summary>
 public sealed class Q6_KGrid() : FormatGrid(GgmlType.Q6_K, 64)
 {
+    /// <inheritdoc />
     public override float Value(ReadOnlySpan<byte> block, int index, int code)
     {
         float d = BlockGrid.Half(block, 208);
@@ -278,6 +306,7 @@ public sealed class Q6_KGrid() : FormatGrid(GgmlType.Q6_K, 64)
         return d * sc * (code - 32);
     }
 
+    /// <inheritdoc />
     public override void SetCode(Span<byte> block, int index, int code)
     {
         int n = index / 128, quarter = index % 128 / 32, l = index % 32;
@@ -294,6 +323,7 @@ public sealed class Q6_KGrid() : FormatGrid(GgmlType.Q6_K, 64)
 /// </summary>
 public sealed class UniformGrid : IBlockGrid
 {
+    /// <summary>Values step · (c − levels / 2) for c in 0 … levels − 1, in blocks of <paramref name="blockSize"/>.</summary>
     public UniformGrid(float step, int levels, int blockSize)
     {
         if (!(step > 0) || !float.IsFinite(step))
@@ -306,12 +336,16 @@ public sealed class UniformGrid : IBlockGrid
         BlockSize = blockSize;
     }
 
+    /// <summary>Distance between neighbouring values.</summary>
     public float Step { get; }
 
+    /// <inheritdoc />
     public int Levels { get; }
 
+    /// <inheritdoc />
     public int BlockSize { get; }
 
+    /// <inheritdoc />
     public int BlockBytes => BlockSize;
 
     /// <summary>Nothing to fit: the grid is fixed.</summary>
@@ -319,7 +353,9 @@ public sealed class UniformGrid : IBlockGrid
     {
     }
 
+    /// <inheritdoc />
     public float Value(ReadOnlySpan<byte> block, int index, int code) => Step * (code - Levels / 2);
 
+    /// <inheritdoc />
     public void SetCode(Span<byte> block, int index, int code) => block[index] = (byte)code;
 }
