@@ -237,6 +237,23 @@ public sealed class GptqTests(ITestOutputHelper output)
                 Assert.Equal(expectedPermuted[r * n + p], actual.Dequantized[r * n + perm[p]]);
     }
 
+    [Theory]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.IQ4_NL)]
+    public void Lazy_batches_do_not_change_the_result(GgmlType type)
+    {
+        // With act-order a block is fitted while later batches still owe pending updates; the fit must see them
+        // applied, so one batch covering every column and batches of 32 give the same codes.
+        var (w, h) = Layer(seed: 21, rows: 16, columns: 128, tokens: 256);
+        var grid = BlockGrid.For(type);
+        foreach (bool actOrder in new[] { false, true })
+        {
+            var whole = Gptq.Quantize(w, 16, 128, h, grid, new GptqOptions { BatchSize = 128, ActivationOrder = actOrder, Threads = 1 });
+            var lazy = Gptq.Quantize(w, 16, 128, h, grid, new GptqOptions { BatchSize = 32, ActivationOrder = actOrder, Threads = 1 });
+            Assert.Equal(whole.Data, lazy.Data);
+        }
+    }
+
     [Fact]
     public void Dead_inputs_and_a_singular_hessian_give_finite_output()
     {
