@@ -60,99 +60,51 @@ public static class Gptq
 
     /// <summary>
     /// Quantizes <paramref name="weights"/> ([rows, columns] row-major) to <paramref name="grid"/> under the Hessian
-    /// <paramref name="hessian"/> ([columns, columns] row-major, symmetric, positive semi-definite).
+    /// <paramref name="hessian"/> ([columns, columns] row-major, symmetric, positive semi-definite), prepared with
+    /// <see cref="GptqOptions.DampingFraction"/> and <see cref="GptqOptions.ActivationOrder"/>.
     /// </summary>
     /// <exception cref="ArgumentException">Shapes disagree, the columns are not whole blocks, or a value is not finite.</exception>
     public static GptqResult Quantize(ReadOnlySpan<float> weights, int rows, int columns, ReadOnlySpan<double> hessian, IBlockGrid grid, GptqOptions? options = null)
     {
+        options ??= new GptqOptions();
+        var prepared = GptqHessian.Prepare(hessian, columns, options.DampingFraction, options.ActivationOrder);
+        return Quantize(weights, rows, prepared, grid, options);
+    }
+
+    /// <summary>
+    /// Quantizes <paramref name="weights"/> ([rows, hessian.Columns] row-major) to <paramref name="grid"/> with a Hessian
+    /// prepared once (layers that read the same input share it: q/k/v, gate/up). The damping and the column order come from
+    /// <paramref name="hessian"/>; <see cref="GptqOptions.DampingFraction"/> and <see cref="GptqOptions.ActivationOrder"/> are not used.
+    /// </summary>
+    /// <exception cref="ArgumentException">Shapes disagree, the columns are not whole blocks, or a value is not finite.</exception>
+    public static GptqResult Quantize(ReadOnlySpan<float> weights, int rows, GptqHessian hessian, IBlockGrid grid, GptqOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(hessian);
         ArgumentNullException.ThrowIfNull(grid);
         options ??= new GptqOptions();
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(columns);
-        int n = columns, bs = grid.BlockSize;
+        int n = hessian.Columns, bs = grid.BlockSize;
         if (weights.Length != (long)rows * n)
             throw new ArgumentException($"{rows} x {n} weights expected, got {weights.Length}", nameof(weights));
-        if (hessian.Length != (long)n * n)
-            throw new ArgumentException($"a {n} x {n} Hessian expected, got {hessian.Length} values", nameof(hessian));
         if (n % bs != 0)
-            throw new ArgumentException($"{n} columns are not a whole number of blocks of {bs}", nameof(columns));
+            throw new ArgumentException($"{n} columns are not a whole number of blocks of {bs}", nameof(weights));
         if (options.Importance is not null && options.Importance.Count != n)
             throw new ArgumentException($"importance has {options.Importance.Count} weights for {n} columns", nameof(options));
-        if (!(options.DampingFraction >= 0) || !double.IsFinite(options.DampingFraction))
-            throw new ArgumentException($"damping fraction {options.DampingFraction} must be non-negative", nameof(options));
         for (int i = 0; i < weights.Length; i++)
         {
             if (!float.IsFinite(weights[i]))
                 throw new ArgumentException($"weight ({i / n}, {i % n}) is {weights[i]}", nameof(weights));
         }
-        for (int i = 0; i < hessian.Length; i++)
-        {
-            if (!double.IsFinite(hessian[i]))
-                throw new ArgumentException($"Hessian value ({i / n}, {i % n}) is {hessian[i]}", nameof(hessian));
-        }
 
-        // Dead inputs: H[i, i] = 0 means column i never saw a nonzero input; its weights do not matter (set to 0) and
-        // H[i, i] = 1 keeps H invertible, as the reference does.
-        var h = hessian.ToArray();
-        var dead = new bool[n];
-        int deadCount = 0;
-        for (int i = 0; i < n; i++)
-        {
-            if (h[i * n + i] <= 0)
-            {
-                dead[i] = true;
-                deadCount++;
-                h[i * n + i] = 1;
-            }
-        }
-
-        // Importance for the scale fits (original order): given, or diag(H).
+        // Importance for the scale fits (original order): given, or diag(H) (dead inputs count 1).
         var importance = new float[n];
         for (int i = 0; i < n; i++)
-            importance[i] = options.Importance is null ? (float)h[i * n + i] : options.Importance[i];
+            importance[i] = options.Importance is null ? hessian.Diagonal[i] : options.Importance[i];
         for (int i = 0; i < n; i++)
         {
             if (!float.IsFinite(importance[i]) || importance[i] < 0)
                 throw new ArgumentException($"importance of column {i} is {importance[i]}", nameof(options));
         }
-
-        // perm[p] = original column processed at position p.
-        var perm = new int[n];
-        for (int i = 0; i < n; i++)
-            perm[i] = i;
-        if (options.ActivationOrder)
-        {
-            var diag = new double[n];
-            for (int i = 0; i < n; i++)
-                diag[i] = h[i * n + i];
-            perm = [.. perm.OrderByDescending(i => diag[i]).ThenBy(i => i)];
-        }
-        var position = new int[n];
-        for (int p = 0; p < n; p++)
-            position[perm[p]] = p;
-
-        var hp = new double[(long)n * n];
-        double meanDiag = 0;
-        for (int p = 0; p < n; p++)
-        {
-            for (int q = 0; q < n; q++)
-                hp[p * n + q] = h[perm[p] * n + perm[q]];
-            meanDiag += hp[p * n + p];
-        }
-        meanDiag /= n;
-        double damping = options.DampingFraction * meanDiag;
-        double[]? u = null;
-        for (int attempt = 0; attempt < 8 && u is null; attempt++)
-        {
-            var damped = (double[])hp.Clone();
-            for (int p = 0; p < n; p++)
-                damped[p * n + p] += damping;
-            u = GptqLinearAlgebra.InverseCholeskyUpper(damped, n);
-            if (u is null)
-                damping = Math.Max(damping * 10, 1e-6 * Math.Max(meanDiag, 1e-30));
-        }
-        if (u is null)
-            throw new InvalidOperationException($"the Hessian ({n} x {n}) is not positive definite even with damping {damping}");
 
         int batch = options.BatchSize > 0 ? options.BatchSize : 128;
         batch = (batch + bs - 1) / bs * bs;
@@ -165,13 +117,13 @@ public static class Gptq
         {
             for (int i = 0; i < n; i++)
             {
-                if (dead[i])
+                if (hessian.Dead[i])
                     w0[r * n + i] = 0;
             }
         }
 
         int tiles = (rows + TileRows - 1) / TileRows;
-        var context = new TileContext(grid, n, batch, perm, position, u, importance, w0, data, result, rowBytes);
+        var context = new TileContext(grid, n, batch, hessian.Order, hessian.Position, hessian.Factor, importance, w0, data, result, rowBytes);
         int threads = Math.Max(1, options.Threads);
         if (threads == 1 || tiles == 1)
         {
@@ -187,7 +139,7 @@ public static class Gptq
             if (!float.IsFinite(result[i]))
                 throw new InvalidOperationException($"GPTQ produced {result[i]} at ({i / n}, {i % n})");
         }
-        return new GptqResult(data, result, damping, deadCount);
+        return new GptqResult(data, result, hessian.Damping, hessian.DeadColumns);
     }
 
     /// <summary>
@@ -207,12 +159,26 @@ public static class Gptq
         var entry = stats.Get(layer, kind);
         if (entry.Width != weight.Columns)
             throw new ArgumentException($"tensor '{weight.Name}' has {weight.Columns} columns but its input statistics {entry.Width}", nameof(weight));
+        options ??= new GptqOptions();
+        var hessian = GptqHessian.Prepare(entry.Hessian(), entry.Width, options.DampingFraction, options.ActivationOrder);
+        return QuantizeTensor(weight, entry, hessian, type, options);
+    }
+
+    /// <summary>As <see cref="QuantizeTensor(Tensor, CalibrationStatistics, GgmlType, GptqOptions?)"/> with the input's
+    /// statistics and its Hessian already prepared (share one between q/k/v and between gate/up).</summary>
+    public static GptqResult QuantizeTensor(Tensor weight, ActivationStatistics input, GptqHessian hessian, GgmlType type, GptqOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(hessian);
+        if (input.Width != weight.Columns || hessian.Columns != weight.Columns)
+            throw new ArgumentException($"tensor '{weight.Name}' has {weight.Columns} columns but its input statistics {input.Width} and Hessian {hessian.Columns}", nameof(weight));
         var values = new float[weight.ElementCount];
         Dequantize.Tensor(weight, values);
         options ??= new GptqOptions();
         if (options.Importance is null)
-            options = options with { Importance = entry.Importance() };
-        return Quantize(values, checked((int)weight.Rows), checked((int)weight.Columns), entry.Hessian(), BlockGrid.For(type), options);
+            options = options with { Importance = input.Importance() };
+        return Quantize(values, checked((int)weight.Rows), hessian, BlockGrid.For(type), options);
     }
 
     /// <summary>

@@ -289,6 +289,23 @@ public sealed class GptqTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void A_prepared_hessian_shared_by_several_matrices_gives_the_same_result()
+    {
+        var (w, h) = Layer(seed: 13, rows: 24, columns: 64, tokens: 128);
+        var grid = BlockGrid.For(GgmlType.Q5_1);
+        var options = new GptqOptions { ActivationOrder = true, DampingFraction = 0.05, Threads = 1 };
+        var prepared = GptqHessian.Prepare(h, 64, 0.05, activationOrder: true);
+        Assert.True(prepared.ActivationOrder);
+        Assert.Equal(0, prepared.DeadColumns);
+        var direct = Gptq.Quantize(w, 24, 64, h, grid, options);
+        var first = Gptq.Quantize(w, 24, prepared, grid, options);
+        var second = Gptq.Quantize(w.AsSpan(0, 8 * 64), 8, prepared, grid, options);
+        Assert.Equal(direct.Data, first.Data);
+        Assert.Equal(direct.Damping, prepared.Damping);
+        Assert.Equal(first.Data.AsSpan(0, second.Data.Length).ToArray(), second.Data);
+    }
+
+    [Fact]
     public void Bad_shapes_are_refused()
     {
         var grid = BlockGrid.For(GgmlType.Q4_0);
