@@ -67,7 +67,7 @@ public static class Gptq
     public static GptqResult Quantize(ReadOnlySpan<float> weights, int rows, int columns, ReadOnlySpan<double> hessian, IBlockGrid grid, GptqOptions? options = null)
     {
         options ??= new GptqOptions();
-        var prepared = GptqHessian.Prepare(hessian, columns, options.DampingFraction, options.ActivationOrder);
+        var prepared = GptqHessian.Prepare(hessian, columns, options.DampingFraction, options.ActivationOrder, Math.Max(1, options.Threads));
         return Quantize(weights, rows, prepared, grid, options);
     }
 
@@ -160,7 +160,7 @@ public static class Gptq
         if (entry.Width != weight.Columns)
             throw new ArgumentException($"tensor '{weight.Name}' has {weight.Columns} columns but its input statistics {entry.Width}", nameof(weight));
         options ??= new GptqOptions();
-        var hessian = GptqHessian.Prepare(entry.Hessian(), entry.Width, options.DampingFraction, options.ActivationOrder);
+        var hessian = GptqHessian.Prepare(entry.Hessian(), entry.Width, options.DampingFraction, options.ActivationOrder, Math.Max(1, options.Threads));
         return QuantizeTensor(weight, entry, hessian, type, options);
     }
 

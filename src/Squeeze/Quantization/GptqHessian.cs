@@ -43,12 +43,14 @@ public sealed class GptqHessian
 
     internal double[] Factor { get; }     // [columns, columns] upper U, processing order
 
-    /// <summary>Prepares <paramref name="hessian"/> ([columns, columns] row-major, symmetric, positive semi-definite).</summary>
+    /// <summary>Prepares <paramref name="hessian"/> ([columns, columns] row-major, symmetric, positive semi-definite) on up to
+    /// <paramref name="threads"/> threads (0: all cores); the result does not depend on the thread count.</summary>
     /// <exception cref="ArgumentException">The shape is wrong, a value is not finite, or the damping fraction is negative.</exception>
     /// <exception cref="InvalidOperationException">H stays indefinite even after raising the damping (H was not positive semi-definite).</exception>
-    public static GptqHessian Prepare(ReadOnlySpan<double> hessian, int columns, double dampingFraction = 0.01, bool activationOrder = false)
+    public static GptqHessian Prepare(ReadOnlySpan<double> hessian, int columns, double dampingFraction = 0.01, bool activationOrder = false, int threads = 0)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(columns);
+        ArgumentOutOfRangeException.ThrowIfNegative(threads);
         int n = columns;
         if (hessian.Length != (long)n * n)
             throw new ArgumentException($"a {n} x {n} Hessian expected, got {hessian.Length} values", nameof(hessian));
@@ -100,7 +102,7 @@ public sealed class GptqHessian
             var damped = (double[])hp.Clone();
             for (int p = 0; p < n; p++)
                 damped[p * n + p] += damping;
-            u = GptqLinearAlgebra.InverseCholeskyUpper(damped, n);
+            u = GptqLinearAlgebra.InverseCholeskyUpper(damped, n, threads > 0 ? threads : Environment.ProcessorCount);
             if (u is null)
                 damping = Math.Max(damping * 10, 1e-6 * Math.Max(meanDiagonal, 1e-30));
         }
