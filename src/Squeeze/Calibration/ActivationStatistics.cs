@@ -145,19 +145,8 @@ public sealed class ActivationStatistics
             for (int j = i; j < w; j++)
             {
                 var xj = new ReadOnlySpan<double>(xt, j * tokens, tokens);
-                // Four fixed partial sums (token t goes to sum t % 4): same order on every machine and thread count.
-                double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-                int t = 0;
-                for (; t + 4 <= tokens; t += 4)
-                {
-                    s0 += xi[t] * xj[t];
-                    s1 += xi[t + 1] * xj[t + 1];
-                    s2 += xi[t + 2] * xj[t + 2];
-                    s3 += xi[t + 3] * xj[t + 3];
-                }
-                for (; t < tokens; t++)
-                    s0 += xi[t] * xj[t];
-                double s = (s0 + s1) + (s2 + s3);
+                // Four fixed partial sums: the same bits on every machine and thread count.
+                double s = Quantization.GptqLinearAlgebra.Dot(xi, xj);
                 gram[(long)i * w + j] += s;
                 if (j != i)
                     gram[(long)j * w + i] += s;

@@ -279,8 +279,7 @@ public static class Gptq
                         result[(long)(firstRow + r) * n + column] = q;
                         double e = (x - q) / uii;
                         err[r * batch + (i - i1)] = e;
-                        for (int j = i + 1; j < i2; j++)
-                            wr[j] -= e * uRow[j];
+                        GptqLinearAlgebra.Axpy(-e, uRow[(i + 1)..i2], wr[(i + 1)..i2]);
                     }
                 }
                 // Lazy update of the columns after the batch: W[:, i2:] −= Err · U[i1:i2, i2:].
@@ -294,9 +293,7 @@ public static class Gptq
                             double e = err[r * batch + k];
                             if (e == 0)
                                 continue;
-                            var uRow = new ReadOnlySpan<double>(u, (i1 + k) * n + i2, n - i2);
-                            for (int j = 0; j < wr.Length; j++)
-                                wr[j] -= e * uRow[j];
+                            GptqLinearAlgebra.Axpy(-e, new ReadOnlySpan<double>(u, (i1 + k) * n + i2, n - i2), wr);
                         }
                     }
                 }
