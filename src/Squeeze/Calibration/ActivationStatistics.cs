@@ -18,7 +18,9 @@ public sealed class ActivationStatistics
         SumSquares = new double[width];
         SumAbs = new double[width];
         MaxAbs = new float[width];
-        Gram = collectGram ? new double[checked((long)width * width)] : null;
+        if (collectGram && (long)width * width > Array.MaxLength)
+            throw new ArgumentOutOfRangeException(nameof(width), width, $"a Gram matrix of width {width} does not fit one array");
+        Gram = collectGram ? new double[(long)width * width] : null;
     }
 
     /// <summary>Creates statistics from stored values (the arrays are taken, not copied).</summary>

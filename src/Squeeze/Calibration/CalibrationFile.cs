@@ -182,6 +182,8 @@ public static class CalibrationFile
             if (flags > 1)
                 throw new ModelFormatException(name, $"{where}: unknown flags 0x{flags:x2}");
             bool hasGram = flags == 1;
+            if (hasGram && (long)width * width > Array.MaxLength)
+                throw new ModelFormatException(name, $"{where}: a Gram matrix of width {width} is too large to load");
             long gramValues = hasGram ? (long)width * (width + 1) / 2 : 0;
             long needed = 20L * width + 8 * gramValues;
             if (needed > r.Remaining)
