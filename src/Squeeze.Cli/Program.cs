@@ -13,6 +13,7 @@ public static class Program
             GenerateCommand.Create(),
             EvalCommand.Create(),
             ConvertCommand.Create(),
+            CalibrateCommand.Create(),
             BenchCommand.Create(),
             DemoCommand.Create(),
         };

@@ -1,0 +1,327 @@
+using System.Buffers.Binary;
+using System.IO.Hashing;
+using System.Runtime.InteropServices;
+using System.Text;
+using Squeeze.Formats;
+using Squeeze.Runtime;
+
+namespace Squeeze.Calibration;
+
+/// <summary>
+/// The calibration statistics file (little-endian):
+/// <code>
+/// "SQZCALIB"  u32 version (1)
+/// u64 model identity hash   u16 n + n bytes UTF-8 model description
+/// u64 text hash   i64 token count   i32 context length   i32 entry count
+/// per entry, ordered by (layer, kind), no duplicates:
+///   i32 layer (−1: classifier)   i32 kind (LinearInput)   i32 width   i64 token count   u8 flags (1: has Gram)
+///   f64[width] Σx²   f64[width] Σ|x|   f32[width] max|x|   [f64[width·(width+1)/2] XᵀX upper triangle, row by row]
+/// u64 XxHash64 of every byte before it
+/// </code>
+/// Written to a temporary file that is then renamed over the target. Reading checks every field and the checksum and
+/// throws <see cref="ModelFormatException"/> naming the file and the problem.
+/// </summary>
+public static class CalibrationFile
+{
+    private static ReadOnlySpan<byte> Magic => "SQZCALIB"u8;
+
+    /// <summary>The format version written and read.</summary>
+    public const uint Version = 1;
+
+    /// <summary>Widest input accepted (columns).</summary>
+    public const int MaxWidth = 1 << 18;
+
+    private const int MaxDescriptionBytes = 1024;
+    private const int MaxEntries = 1 << 20;
+    private const int MaxLayer = 1 << 16;
+    private const int EntryHeaderBytes = 4 + 4 + 4 + 8 + 1;
+
+    /// <summary>Writes <paramref name="stats"/> to <paramref name="path"/> (through a temporary file renamed at the end).</summary>
+    public static void Write(string path, CalibrationStatistics stats)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        string full = Path.GetFullPath(path);
+        string temp = full + $".tmp{Environment.ProcessId}";
+        try
+        {
+            using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16))
+                Write(stream, stats);
+            File.Move(temp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp))
+                File.Delete(temp);
+        }
+    }
+
+    /// <summary>Writes <paramref name="stats"/> to <paramref name="stream"/> in the format above.</summary>
+    public static void Write(Stream stream, CalibrationStatistics stats)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        ArgumentNullException.ThrowIfNull(stats);
+        var w = new HashingWriter(stream);
+        w.Bytes(Magic);
+        w.U32(Version);
+        w.U64(stats.Model.Hash);
+        byte[] description = Encoding.UTF8.GetBytes(stats.Model.Description);
+        if (description.Length > MaxDescriptionBytes)
+            description = Encoding.UTF8.GetBytes(stats.Model.Description[..Math.Min(stats.Model.Description.Length, MaxDescriptionBytes / 4)]);
+        w.U16((ushort)description.Length);
+        w.Bytes(description);
+        w.U64(stats.TextHash);
+        w.I64(stats.TokenCount);
+        w.I32(stats.ContextLength);
+        w.I32(stats.Entries.Count);
+        foreach (var e in stats.Entries)
+        {
+            w.I32(e.Layer);
+            w.I32((int)e.Kind);
+            w.I32(e.Width);
+            w.I64(e.TokenCount);
+            w.Bytes([(byte)(e.Gram is null ? 0 : 1)]);
+            w.Bytes(MemoryMarshal.AsBytes(e.SumSquares.AsSpan()));
+            w.Bytes(MemoryMarshal.AsBytes(e.SumAbs.AsSpan()));
+            w.Bytes(MemoryMarshal.AsBytes(e.MaxAbs.AsSpan()));
+            if (e.Gram is not null)
+            {
+                for (int i = 0; i < e.Width; i++)
+                    w.Bytes(MemoryMarshal.AsBytes(e.Gram.AsSpan(i * e.Width + i, e.Width - i)));
+            }
+        }
+        ulong checksum = w.Hash.GetCurrentHashAsUInt64();
+        w.U64(checksum);
+        stream.Flush();
+    }
+
+    /// <summary>Reads and validates a statistics file.</summary>
+    /// <exception cref="ModelFormatException">The file is not a valid statistics file (the message names the problem).</exception>
+    public static CalibrationStatistics Read(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        return Read(stream, path);
+    }
+
+    /// <summary>Reads and validates a statistics file, then checks it was collected on <paramref name="model"/>.</summary>
+    /// <exception cref="ModelFormatException">Invalid file, or statistics of another model (both are named).</exception>
+    public static CalibrationStatistics Read(string path, Models.Model model)
+    {
+        var stats = Read(path);
+        stats.EnsureMatches(model, path);
+        return stats;
+    }
+
+    /// <summary>Reads and validates statistics from a seekable stream; <paramref name="name"/> names it in errors.</summary>
+    /// <exception cref="ModelFormatException">The content is not a valid statistics file.</exception>
+    public static CalibrationStatistics Read(Stream stream, string name)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        if (!stream.CanSeek)
+            throw new ArgumentException("the stream must be seekable", nameof(stream));
+        if (!BitConverter.IsLittleEndian)
+            throw new PlatformNotSupportedException("calibration files are read on little-endian machines only");
+        var r = new HashingReader(stream, name);
+        Span<byte> magic = stackalloc byte[8];
+        r.Bytes(magic, "magic");
+        if (!magic.SequenceEqual(Magic))
+            throw new ModelFormatException(name, "not a Squeeze calibration statistics file (bad magic)");
+        uint version = r.U32("version");
+        if (version != Version)
+            throw new ModelFormatException(name, $"calibration file version {version} is not supported (expected {Version})");
+        ulong modelHash = r.U64("model identity");
+        int descriptionLength = r.U16("model description length");
+        if (descriptionLength > MaxDescriptionBytes)
+            throw new ModelFormatException(name, $"model description of {descriptionLength} bytes (at most {MaxDescriptionBytes})");
+        var descriptionBytes = new byte[descriptionLength];
+        r.Bytes(descriptionBytes, "model description");
+        string description;
+        try
+        {
+            description = new UTF8Encoding(false, true).GetString(descriptionBytes);
+        }
+        catch (DecoderFallbackException)
+        {
+            throw new ModelFormatException(name, "the model description is not valid UTF-8");
+        }
+        ulong textHash = r.U64("text hash");
+        long tokenCount = r.I64("token count");
+        if (tokenCount < 0)
+            throw new ModelFormatException(name, $"negative token count {tokenCount}");
+        int contextLength = r.I32("context length");
+        if (contextLength < 1 || contextLength > 1 << 24)
+            throw new ModelFormatException(name, $"context length {contextLength} is out of range");
+        int entryCount = r.I32("entry count");
+        if (entryCount < 0 || entryCount > MaxEntries || (long)entryCount * (EntryHeaderBytes + 20) > r.Remaining)
+            throw new ModelFormatException(name, $"{entryCount} entries do not fit the {r.Remaining} bytes left");
+
+        var entries = new List<ActivationStatistics>(entryCount);
+        (int Layer, int Kind) previous = (int.MinValue, int.MinValue);
+        for (int k = 0; k < entryCount; k++)
+        {
+            string where = $"entry {k}";
+            int layer = r.I32(where + " layer");
+            int kindValue = r.I32(where + " kind");
+            int width = r.I32(where + " width");
+            long count = r.I64(where + " token count");
+            byte flags = r.U8(where + " flags");
+            if (layer < -1 || layer > MaxLayer)
+                throw new ModelFormatException(name, $"{where}: layer {layer} is out of range");
+            if (!Enum.IsDefined((LinearInput)kindValue))
+                throw new ModelFormatException(name, $"{where}: unknown input kind {kindValue}");
+            var kind = (LinearInput)kindValue;
+            if ((layer == -1) != (kind == LinearInput.Output))
+                throw new ModelFormatException(name, $"{where}: kind {kind} does not belong to layer {layer}");
+            if ((layer, kindValue).CompareTo(previous) <= 0)
+                throw new ModelFormatException(name, $"{where}: layer {layer} {kind} is out of order or repeated");
+            previous = (layer, kindValue);
+            if (width < 1 || width > MaxWidth)
+                throw new ModelFormatException(name, $"{where}: width {width} is out of range (1 to {MaxWidth})");
+            if (count < 0 || count > tokenCount)
+                throw new ModelFormatException(name, $"{where}: token count {count} is outside 0 to {tokenCount}");
+            if (flags > 1)
+                throw new ModelFormatException(name, $"{where}: unknown flags 0x{flags:x2}");
+            bool hasGram = flags == 1;
+            if (hasGram && (long)width * width > Array.MaxLength)
+                throw new ModelFormatException(name, $"{where}: a Gram matrix of width {width} is too large to load");
+            long gramValues = hasGram ? (long)width * (width + 1) / 2 : 0;
+            long needed = 20L * width + 8 * gramValues;
+            if (needed > r.Remaining)
+                throw new ModelFormatException(name, $"{where}: width {width}{(hasGram ? " with a Gram matrix" : "")} needs {needed} bytes, {r.Remaining} left (truncated?)");
+
+            var sumSquares = new double[width];
+            var sumAbs = new double[width];
+            var maxAbs = new float[width];
+            r.Bytes(MemoryMarshal.AsBytes(sumSquares.AsSpan()), where + " sums of squares");
+            r.Bytes(MemoryMarshal.AsBytes(sumAbs.AsSpan()), where + " sums of magnitudes");
+            r.Bytes(MemoryMarshal.AsBytes(maxAbs.AsSpan()), where + " maxima");
+            CheckNonNegative(name, where, "sum of squares", sumSquares);
+            CheckNonNegative(name, where, "sum of magnitudes", sumAbs);
+            for (int j = 0; j < width; j++)
+            {
+                if (!float.IsFinite(maxAbs[j]) || maxAbs[j] < 0)
+                    throw new ModelFormatException(name, $"{where}: max |x| of column {j} is {maxAbs[j]}");
+            }
+            double[]? gram = null;
+            if (hasGram)
+            {
+                gram = new double[(long)width * width];
+                for (int i = 0; i < width; i++)
+                {
+                    var row = gram.AsSpan(i * width + i, width - i);
+                    r.Bytes(MemoryMarshal.AsBytes(row), where + " Gram matrix");
+                    for (int j = 0; j < row.Length; j++)
+                    {
+                        if (!double.IsFinite(row[j]))
+                            throw new ModelFormatException(name, $"{where}: Gram value ({i}, {i + j}) is {row[j]}");
+                        gram[(long)(i + j) * width + i] = row[j];
+                    }
+                    if (row[0] < 0)
+                        throw new ModelFormatException(name, $"{where}: Gram diagonal ({i}, {i}) is negative");
+                }
+            }
+            entries.Add(new ActivationStatistics(layer, kind, count, sumSquares, sumAbs, maxAbs, gram));
+        }
+        ulong computed = r.Hash.GetCurrentHashAsUInt64();
+        ulong stored = r.U64("checksum");
+        if (stored != computed)
+            throw new ModelFormatException(name, $"checksum mismatch (stored {stored:x16}, computed {computed:x16}): the file is corrupt");
+        if (r.Remaining != 0)
+            throw new ModelFormatException(name, $"{r.Remaining} unexpected bytes after the checksum");
+        return new CalibrationStatistics(new ModelIdentity(modelHash, description), textHash, tokenCount, contextLength, entries);
+    }
+
+    private static void CheckNonNegative(string name, string where, string what, double[] values)
+    {
+        for (int j = 0; j < values.Length; j++)
+        {
+            if (!double.IsFinite(values[j]) || values[j] < 0)
+                throw new ModelFormatException(name, $"{where}: {what} of column {j} is {values[j]}");
+        }
+    }
+
+    // A little-endian writer that hashes what it writes.
+    private sealed class HashingWriter(Stream stream)
+    {
+        public XxHash64 Hash { get; } = new();
+
+        public void Bytes(ReadOnlySpan<byte> bytes)
+        {
+            Hash.Append(bytes);
+            stream.Write(bytes);
+        }
+
+        public void U16(ushort v)
+        {
+            Span<byte> b = stackalloc byte[2];
+            BinaryPrimitives.WriteUInt16LittleEndian(b, v);
+            Bytes(b);
+        }
+
+        public void U32(uint v)
+        {
+            Span<byte> b = stackalloc byte[4];
+            BinaryPrimitives.WriteUInt32LittleEndian(b, v);
+            Bytes(b);
+        }
+
+        public void I32(int v) => U32((uint)v);
+
+        public void U64(ulong v)
+        {
+            Span<byte> b = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(b, v);
+            Bytes(b);
+        }
+
+        public void I64(long v) => U64((ulong)v);
+    }
+
+    // A little-endian reader that hashes what it reads and reports truncation as a format error.
+    private sealed class HashingReader(Stream stream, string name)
+    {
+        public XxHash64 Hash { get; } = new();
+
+        public long Remaining => stream.Length - stream.Position;
+
+        public void Bytes(Span<byte> destination, string what)
+        {
+            int read = stream.ReadAtLeast(destination, destination.Length, throwOnEndOfStream: false);
+            if (read < destination.Length)
+                throw new ModelFormatException(name, $"truncated: the file ends inside the {what}");
+            Hash.Append(destination);
+        }
+
+        public byte U8(string what)
+        {
+            Span<byte> b = stackalloc byte[1];
+            Bytes(b, what);
+            return b[0];
+        }
+
+        public ushort U16(string what)
+        {
+            Span<byte> b = stackalloc byte[2];
+            Bytes(b, what);
+            return BinaryPrimitives.ReadUInt16LittleEndian(b);
+        }
+
+        public uint U32(string what)
+        {
+            Span<byte> b = stackalloc byte[4];
+            Bytes(b, what);
+            return BinaryPrimitives.ReadUInt32LittleEndian(b);
+        }
+
+        public int I32(string what) => (int)U32(what);
+
+        public ulong U64(string what)
+        {
+            Span<byte> b = stackalloc byte[8];
+            Bytes(b, what);
+            return BinaryPrimitives.ReadUInt64LittleEndian(b);
+        }
+
+        public long I64(string what) => (long)U64(what);
+    }
+}

@@ -1,0 +1,327 @@
+using Squeeze.Calibration;
+using Squeeze.Tensors;
+
+namespace Squeeze.Quantization;
+
+/// <summary>Settings of <see cref="Gptq.Quantize"/>.</summary>
+public sealed record GptqOptions
+{
+    /// <summary>Damping added to H's diagonal, as a fraction of its mean diagonal (the reference's <c>percdamp</c>).</summary>
+    public double DampingFraction { get; init; } = 0.01;
+
+    /// <summary>Columns per lazy batch; 0 means 128 rounded up to a whole number of blocks.</summary>
+    public int BatchSize { get; init; }
+
+    /// <summary>Process columns by descending H[i, i] (activation order); the output is in the original order.</summary>
+    public bool ActivationOrder { get; init; }
+
+    /// <summary>Per-column weights for fitting block scales ([columns], e.g. the imatrix); null means diag(H).</summary>
+    public IReadOnlyList<float>? Importance { get; init; }
+
+    /// <summary>Threads over row tiles; the result does not depend on it.</summary>
+    public int Threads { get; init; } = Environment.ProcessorCount;
+}
+
+/// <summary>What <see cref="Gptq.Quantize"/> produced.</summary>
+public sealed class GptqResult
+{
+    internal GptqResult(byte[] data, float[] dequantized, double damping, int deadColumns)
+    {
+        Data = data;
+        Dequantized = dequantized;
+        Damping = damping;
+        DeadColumns = deadColumns;
+    }
+
+    /// <summary>The packed rows: rows × (columns / BlockSize) blocks of the grid's format.</summary>
+    public byte[] Data { get; }
+
+    /// <summary>The grid values chosen, [rows, columns] row-major, original column order; equal to decoding <see cref="Data"/>.</summary>
+    public float[] Dequantized { get; }
+
+    /// <summary>The damping actually added to H's diagonal (raised tenfold while H was not positive definite).</summary>
+    public double Damping { get; }
+
+    /// <summary>Columns whose input was always zero (H[i, i] = 0): their weights were set to zero.</summary>
+    public int DeadColumns { get; }
+}
+
+/// <summary>
+/// GPTQ (Frantar et al. 2022): quantizes a weight matrix column by column, each column's rounding error being
+/// compensated on the columns not yet quantized through the upper Cholesky factor of H⁻¹, H = XᵀX / n of the layer's
+/// calibration inputs. Block formats keep their shared scales: a block's scales are fitted (through
+/// <see cref="IBlockGrid.Fit"/>) from the error-updated weights of that block when GPTQ reaches its first column; then
+/// each column is rounded to the grid those scales allow. Rows are independent, so they are processed in tiles in
+/// parallel; within a tile, updates are applied lazily per batch of columns.
+/// </summary>
+public static class Gptq
+{
+    private const int TileRows = 16;
+
+    /// <summary>
+    /// Quantizes <paramref name="weights"/> ([rows, columns] row-major) to <paramref name="grid"/> under the Hessian
+    /// <paramref name="hessian"/> ([columns, columns] row-major, symmetric, positive semi-definite), prepared with
+    /// <see cref="GptqOptions.DampingFraction"/> and <see cref="GptqOptions.ActivationOrder"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">Shapes disagree, the columns are not whole blocks, or a value is not finite.</exception>
+    public static GptqResult Quantize(ReadOnlySpan<float> weights, int rows, int columns, ReadOnlySpan<double> hessian, IBlockGrid grid, GptqOptions? options = null)
+    {
+        options ??= new GptqOptions();
+        var prepared = GptqHessian.Prepare(hessian, columns, options.DampingFraction, options.ActivationOrder, Math.Max(1, options.Threads));
+        return Quantize(weights, rows, prepared, grid, options);
+    }
+
+    /// <summary>
+    /// Quantizes <paramref name="weights"/> ([rows, hessian.Columns] row-major) to <paramref name="grid"/> with a Hessian
+    /// prepared once (layers that read the same input share it: q/k/v, gate/up). The damping and the column order come from
+    /// <paramref name="hessian"/>; <see cref="GptqOptions.DampingFraction"/> and <see cref="GptqOptions.ActivationOrder"/> are not used.
+    /// </summary>
+    /// <exception cref="ArgumentException">Shapes disagree, the columns are not whole blocks, or a value is not finite.</exception>
+    public static GptqResult Quantize(ReadOnlySpan<float> weights, int rows, GptqHessian hessian, IBlockGrid grid, GptqOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(hessian);
+        ArgumentNullException.ThrowIfNull(grid);
+        options ??= new GptqOptions();
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
+        int n = hessian.Columns, bs = grid.BlockSize;
+        if (weights.Length != (long)rows * n)
+            throw new ArgumentException($"{rows} x {n} weights expected, got {weights.Length}", nameof(weights));
+        if (n % bs != 0)
+            throw new ArgumentException($"{n} columns are not a whole number of blocks of {bs}", nameof(weights));
+        if (options.Importance is not null && options.Importance.Count != n)
+            throw new ArgumentException($"importance has {options.Importance.Count} weights for {n} columns", nameof(options));
+        for (int i = 0; i < weights.Length; i++)
+        {
+            if (!float.IsFinite(weights[i]))
+                throw new ArgumentException($"weight ({i / n}, {i % n}) is {weights[i]}", nameof(weights));
+        }
+
+        // Importance for the scale fits (original order): given, or diag(H) (dead inputs count 1).
+        var importance = new float[n];
+        for (int i = 0; i < n; i++)
+            importance[i] = options.Importance is null ? hessian.Diagonal[i] : options.Importance[i];
+        for (int i = 0; i < n; i++)
+        {
+            if (!float.IsFinite(importance[i]) || importance[i] < 0)
+                throw new ArgumentException($"importance of column {i} is {importance[i]}", nameof(options));
+        }
+
+        int batch = options.BatchSize > 0 ? options.BatchSize : 128;
+        batch = (batch + bs - 1) / bs * bs;
+        int blocksPerRow = n / bs;
+        int rowBytes = blocksPerRow * grid.BlockBytes;
+        var data = new byte[(long)rows * rowBytes];
+        var result = new float[(long)rows * n];
+        var w0 = weights.ToArray();
+        for (int r = 0; r < rows; r++)
+        {
+            for (int i = 0; i < n; i++)
+            {
+                if (hessian.Dead[i])
+                    w0[r * n + i] = 0;
+            }
+        }
+
+        int tiles = (rows + TileRows - 1) / TileRows;
+        var context = new TileContext(grid, n, batch, hessian.Order, hessian.Position, hessian.Factor, importance, w0, data, result, rowBytes);
+        int threads = Math.Max(1, options.Threads);
+        if (threads == 1 || tiles == 1)
+        {
+            for (int t = 0; t < tiles; t++)
+                context.Run(t * TileRows, Math.Min(rows, (t + 1) * TileRows));
+        }
+        else
+        {
+            Parallel.For(0, tiles, new ParallelOptions { MaxDegreeOfParallelism = threads }, t => context.Run(t * TileRows, Math.Min(rows, (t + 1) * TileRows)));
+        }
+        for (long i = 0; i < result.LongLength; i++)
+        {
+            if (!float.IsFinite(result[i]))
+                throw new InvalidOperationException($"GPTQ produced {result[i]} at ({i / n}, {i % n})");
+        }
+        return new GptqResult(data, result, hessian.Damping, hessian.DeadColumns);
+    }
+
+    /// <summary>
+    /// Quantizes a model's weight tensor to <paramref name="type"/> with GPTQ, using the Hessian (XᵀX / n) of its input
+    /// from <paramref name="stats"/> and, unless <see cref="GptqOptions.Importance"/> is set, the imatrix (mean x²) for the
+    /// scale fits. <see cref="GptqResult.Data"/> is the tensor's bytes in <paramref name="type"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">The tensor is not a linear layer, or its columns are not whole blocks of the type.</exception>
+    /// <exception cref="KeyNotFoundException">The statistics lack the tensor's input.</exception>
+    /// <exception cref="InvalidOperationException">The statistics lack the Gram matrix.</exception>
+    public static GptqResult QuantizeTensor(Tensor weight, CalibrationStatistics stats, GgmlType type, GptqOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        ArgumentNullException.ThrowIfNull(stats);
+        if (!LinearInputs.TryGet(weight.Name, out int layer, out var kind))
+            throw new ArgumentException($"tensor '{weight.Name}' is not a linear layer with calibration statistics", nameof(weight));
+        var entry = stats.Get(layer, kind);
+        if (entry.Width != weight.Columns)
+            throw new ArgumentException($"tensor '{weight.Name}' has {weight.Columns} columns but its input statistics {entry.Width}", nameof(weight));
+        options ??= new GptqOptions();
+        var hessian = GptqHessian.Prepare(entry.Hessian(), entry.Width, options.DampingFraction, options.ActivationOrder, Math.Max(1, options.Threads));
+        return QuantizeTensor(weight, entry, hessian, type, options);
+    }
+
+    /// <summary>As <see cref="QuantizeTensor(Tensor, CalibrationStatistics, GgmlType, GptqOptions?)"/> with the input's
+    /// statistics and its Hessian already prepared (share one between q/k/v and between gate/up).</summary>
+    public static GptqResult QuantizeTensor(Tensor weight, ActivationStatistics input, GptqHessian hessian, GgmlType type, GptqOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(hessian);
+        if (input.Width != weight.Columns || hessian.Columns != weight.Columns)
+            throw new ArgumentException($"tensor '{weight.Name}' has {weight.Columns} columns but its input statistics {input.Width} and Hessian {hessian.Columns}", nameof(weight));
+        var values = new float[weight.ElementCount];
+        Dequantize.Tensor(weight, values);
+        options ??= new GptqOptions();
+        if (options.Importance is null)
+            options = options with { Importance = input.Importance() };
+        return Quantize(values, checked((int)weight.Rows), hessian, BlockGrid.For(type), options);
+    }
+
+    /// <summary>
+    /// Round-to-nearest with the same grid: each block's scales fitted to the original weights (importance-weighted),
+    /// each value rounded to the nearest grid value. [rows, columns] grid values; <paramref name="data"/> gets the packed rows.
+    /// </summary>
+    public static float[] RoundToNearest(ReadOnlySpan<float> weights, int rows, int columns, IBlockGrid grid, ReadOnlySpan<float> importance, out byte[] data)
+    {
+        ArgumentNullException.ThrowIfNull(grid);
+        int bs = grid.BlockSize;
+        if (columns % bs != 0 || weights.Length != (long)rows * columns)
+            throw new ArgumentException($"{rows} x {columns} weights in blocks of {bs} expected, got {weights.Length} values", nameof(weights));
+        if (!importance.IsEmpty && importance.Length != columns)
+            throw new ArgumentException($"importance has {importance.Length} weights for {columns} columns", nameof(importance));
+        int blocks = columns / bs;
+        data = new byte[(long)rows * blocks * grid.BlockBytes];
+        var result = new float[(long)rows * columns];
+        for (int r = 0; r < rows; r++)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                var block = data.AsSpan((r * blocks + b) * grid.BlockBytes, grid.BlockBytes);
+                var w = weights.Slice(r * columns + b * bs, bs);
+                grid.Fit(w, importance.IsEmpty ? default : importance.Slice(b * bs, bs), block);
+                for (int j = 0; j < bs; j++)
+                {
+                    int code = BlockGrid.Round(grid, block, j, w[j], out float v);
+                    grid.SetCode(block, j, code);
+                    result[r * columns + b * bs + j] = v;
+                }
+            }
+        }
+        return result;
+    }
+
+    /// <summary>The calibration output error Σ_rows (w − q)ᵀ H (w − q) = ‖X (W − Q)ᵀ‖² / n for H = XᵀX / n.</summary>
+    public static double OutputError(ReadOnlySpan<float> weights, ReadOnlySpan<float> quantized, int rows, int columns, ReadOnlySpan<double> hessian)
+    {
+        if (weights.Length != (long)rows * columns || quantized.Length != weights.Length || hessian.Length != (long)columns * columns)
+            throw new ArgumentException("shapes disagree", nameof(quantized));
+        var e = new double[columns];
+        double total = 0;
+        for (int r = 0; r < rows; r++)
+        {
+            for (int j = 0; j < columns; j++)
+                e[j] = (double)weights[r * columns + j] - quantized[r * columns + j];
+            for (int i = 0; i < columns; i++)
+            {
+                if (e[i] == 0)
+                    continue;
+                var hi = hessian.Slice(i * columns, columns);
+                double s = 0;
+                for (int j = 0; j < columns; j++)
+                    s += hi[j] * e[j];
+                total += e[i] * s;
+            }
+        }
+        return total;
+    }
+
+    // Everything one row tile needs; Run is called for disjoint row ranges, possibly in parallel.
+    private sealed class TileContext(IBlockGrid grid, int n, int batch, int[] perm, int[] position, double[] u, float[] importance,
+        float[] weights, byte[] data, float[] result, int rowBytes)
+    {
+        public void Run(int firstRow, int endRow)
+        {
+            int rows = endRow - firstRow, bs = grid.BlockSize, blockBytes = grid.BlockBytes;
+            // W in processing order, [rows, n].
+            var w = new double[rows * n];
+            for (int r = 0; r < rows; r++)
+                for (int p = 0; p < n; p++)
+                    w[r * n + p] = weights[(long)(firstRow + r) * n + perm[p]];
+            var err = new double[rows * batch]; // [rows, batch] scaled errors of the current batch
+            var fitted = new bool[n / bs];
+            var blockWeights = new float[bs];
+
+            for (int i1 = 0; i1 < n; i1 += batch)
+            {
+                int i2 = Math.Min(i1 + batch, n), count = i2 - i1;
+                Array.Clear(err);
+                for (int i = i1; i < i2; i++)
+                {
+                    int column = perm[i], blockIndex = column / bs, within = column % bs;
+                    if (!fitted[blockIndex])
+                    {
+                        fitted[blockIndex] = true;
+                        FitBlock(blockIndex, i, i1, i2, w, err, rows, blockWeights, firstRow);
+                    }
+                    double uii = u[(long)i * n + i];
+                    var uRow = new ReadOnlySpan<double>(u, i * n, n);
+                    for (int r = 0; r < rows; r++)
+                    {
+                        var block = data.AsSpan((int)((long)(firstRow + r) * rowBytes + blockIndex * blockBytes), blockBytes);
+                        var wr = w.AsSpan(r * n, n);
+                        double x = wr[i];
+                        int code = BlockGrid.Round(grid, block, within, x, out float q);
+                        grid.SetCode(block, within, code);
+                        result[(long)(firstRow + r) * n + column] = q;
+                        double e = (x - q) / uii;
+                        err[r * batch + (i - i1)] = e;
+                        GptqLinearAlgebra.Axpy(-e, uRow[(i + 1)..i2], wr[(i + 1)..i2]);
+                    }
+                }
+                // Lazy update of the columns after the batch: W[:, i2:] −= Err · U[i1:i2, i2:].
+                if (i2 < n)
+                {
+                    for (int r = 0; r < rows; r++)
+                    {
+                        var wr = w.AsSpan(r * n + i2, n - i2);
+                        for (int k = 0; k < count; k++)
+                        {
+                            double e = err[r * batch + k];
+                            if (e == 0)
+                                continue;
+                            GptqLinearAlgebra.Axpy(-e, new ReadOnlySpan<double>(u, (i1 + k) * n + i2, n - i2), wr);
+                        }
+                    }
+                }
+            }
+        }
+
+        // Fits the scales of block blockIndex of every row from the current (error-updated) weights of its columns.
+        // Columns in the current batch are up to date; later ones still owe the batch's pending updates for positions i1 … i − 1.
+        private void FitBlock(int blockIndex, int i, int i1, int i2, double[] w, double[] err, int rows, float[] blockWeights, int firstRow)
+        {
+            int bs = grid.BlockSize;
+            var imp = new ReadOnlySpan<float>(importance, blockIndex * bs, bs);
+            for (int r = 0; r < rows; r++)
+            {
+                for (int c = 0; c < bs; c++)
+                {
+                    int p = position[blockIndex * bs + c];
+                    double x = w[r * n + p];
+                    if (p >= i2)
+                    {
+                        for (int k = i1; k < i; k++)
+                            x -= err[r * batch + (k - i1)] * u[(long)k * n + p];
+                    }
+                    blockWeights[c] = (float)x;
+                }
+                var block = data.AsSpan((int)((long)(firstRow + r) * rowBytes + blockIndex * grid.BlockBytes), grid.BlockBytes);
+                grid.Fit(blockWeights, imp, block);
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+using Squeeze.Calibration;
+using Squeeze.Formats;
+using Squeeze.Formats.Llama2c;
+using Squeeze.Runtime;
+using Squeeze.Tests.Infrastructure;
+
+namespace Squeeze.Tests.Calibration;
+
+public sealed class CalibrationFileTests
+{
+    private static CalibrationStatistics Synthetic(int seed = 1)
+    {
+        var random = new Random(seed);
+        var entries = new List<ActivationStatistics>();
+        foreach (var (layer, kind, width, gram) in new[] { (-1, LinearInput.Output, 4, false), (0, LinearInput.Attention, 3, true), (0, LinearInput.FeedForwardDown, 5, false) })
+        {
+            var s = new ActivationStatistics(layer, kind, width, gram);
+            var x = new float[6 * width];
+            for (int i = 0; i < x.Length; i++)
+                x[i] = (float)(random.NextDouble() - 0.5);
+            s.Accumulate(x, 6);
+            entries.Add(s);
+        }
+        return new CalibrationStatistics(new ModelIdentity(0x1234_5678_9abc_def0, "synthetic (llama, dim 4)"), 77, 6, 6, entries);
+    }
+
+    private static byte[] Bytes(CalibrationStatistics stats)
+    {
+        using var stream = new MemoryStream();
+        CalibrationFile.Write(stream, stats);
+        return stream.ToArray();
+    }
+
+    private static CalibrationStatistics Read(byte[] bytes)
+    {
+        using var stream = new MemoryStream(bytes, writable: false);
+        return CalibrationFile.Read(stream, "stats.bin");
+    }
+
+    [Fact]
+    public void Round_trip_keeps_every_value()
+    {
+        var stats = Synthetic();
+        var back = Read(Bytes(stats));
+        Assert.Equal(stats.Model, back.Model);
+        Assert.Equal(stats.TextHash, back.TextHash);
+        Assert.Equal(stats.TokenCount, back.TokenCount);
+        Assert.Equal(stats.ContextLength, back.ContextLength);
+        Assert.Equal(stats.Entries.Count, back.Entries.Count);
+        for (int k = 0; k < stats.Entries.Count; k++)
+        {
+            var a = stats.Entries[k];
+            var b = back.Entries[k];
+            Assert.Equal((a.Layer, a.Kind, a.Width, a.TokenCount), (b.Layer, b.Kind, b.Width, b.TokenCount));
+            Assert.Equal(a.SumSquares, b.SumSquares);
+            Assert.Equal(a.SumAbs, b.SumAbs);
+            Assert.Equal(a.MaxAbs, b.MaxAbs);
+            Assert.Equal(a.Gram, b.Gram);
+        }
+    }
+
+    [Fact]
+    public void Each_kind_of_damage_is_named()
+    {
+        byte[] good = Bytes(Synthetic());
+        byte[] magic = (byte[])good.Clone();
+        magic[0] = (byte)'X';
+        Assert.Contains("bad magic", Assert.Throws<ModelFormatException>(() => Read(magic)).Message);
+        byte[] version = (byte[])good.Clone();
+        version[8] = 9;
+        Assert.Contains("version 9", Assert.Throws<ModelFormatException>(() => Read(version)).Message);
+        var truncated = Assert.Throws<ModelFormatException>(() => Read(good[..^3]));
+        Assert.Contains("stats.bin", truncated.Message);
+        Assert.Contains("truncated", truncated.Message);
+        byte[] flipped = (byte[])good.Clone();
+        flipped[good.Length - 20] ^= 0x01;
+        Assert.Contains("checksum", Assert.Throws<ModelFormatException>(() => Read(flipped)).Message);
+        Assert.Contains("unexpected bytes", Assert.Throws<ModelFormatException>(() => Read([.. good, 0])).Message);
+    }
+
+    [Fact]
+    public void Ten_thousand_mutations_either_load_or_throw_ModelFormatException()
+    {
+        byte[] good = Bytes(Synthetic());
+        var random = new Random(42);
+        int loaded = 0, refused = 0;
+        for (int trial = 0; trial < 12_000; trial++)
+        {
+            byte[] bytes = (byte[])good.Clone();
+            switch (trial % 4)
+            {
+                case 0: // flip random bits
+                    for (int k = random.Next(1, 4); k > 0; k--)
+                        bytes[random.Next(bytes.Length)] ^= (byte)(1 << random.Next(8));
+                    break;
+                case 1: // truncate
+                    bytes = bytes[..random.Next(bytes.Length)];
+                    break;
+                case 2: // overwrite a 4-byte field with an extreme value, then fix the checksum so the field checks run
+                    {
+                        int at = random.Next(bytes.Length - 12);
+                        int value = random.Next(4) switch { 0 => int.MaxValue, 1 => int.MinValue, 2 => -1, _ => random.Next() };
+                        BitConverter.TryWriteBytes(bytes.AsSpan(at), value);
+                        FixChecksum(bytes);
+                        break;
+                    }
+                default: // random byte, checksum fixed
+                    bytes[random.Next(bytes.Length - 8)] = (byte)random.Next(256);
+                    FixChecksum(bytes);
+                    break;
+            }
+            try
+            {
+                var stats = Read(bytes);
+                Assert.All(stats.Entries, e => Assert.All(e.SumSquares, v => Assert.True(double.IsFinite(v) && v >= 0)));
+                loaded++;
+            }
+            catch (ModelFormatException e)
+            {
+                Assert.StartsWith("stats.bin: ", e.Message);
+                refused++;
+            }
+        }
+        Assert.True(refused > 5000, $"only {refused} of {loaded + refused} mutations were refused");
+    }
+
+    private static void FixChecksum(byte[] bytes)
+    {
+        ulong hash = System.IO.Hashing.XxHash64.HashToUInt64(bytes.AsSpan(0, bytes.Length - 8));
+        BitConverter.TryWriteBytes(bytes.AsSpan(bytes.Length - 8), hash);
+    }
+
+    [Fact]
+    public void A_file_from_another_model_names_both_models()
+    {
+        using var small = Llama2cReader.Load(SharedData.Stories260K);
+        using var large = Llama2cReader.Load(SharedData.Stories15M);
+        var stats = Calibrator.Run(small, CalibratorTests.CalibrationText(3000), new CalibrationOptions { ContextLength = 32, MaxTokens = 32, Threads = 1 });
+        string path = Path.Combine(Path.GetTempPath(), $"squeeze-calib-{Environment.ProcessId}-{Guid.NewGuid():N}.stats");
+        try
+        {
+            CalibrationFile.Write(path, stats);
+            Assert.Empty(Directory.GetFiles(Path.GetDirectoryName(path)!, Path.GetFileName(path) + ".tmp*"));
+            var back = CalibrationFile.Read(path, small);
+            Assert.Equal(stats.Entries.Count, back.Entries.Count);
+            var e = Assert.Throws<ModelFormatException>(() => CalibrationFile.Read(path, large));
+            Assert.Contains(path, e.Message);
+            Assert.Contains("stories260K", e.Message);
+            Assert.Contains("stories15M", e.Message);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+}

@@ -1,0 +1,127 @@
+using Squeeze.Calibration;
+using Squeeze.Formats;
+using Squeeze.Formats.Llama2c;
+using Squeeze.Models;
+using Squeeze.Runtime;
+using Squeeze.Tests.Infrastructure;
+
+namespace Squeeze.Tests.Calibration;
+
+public sealed class CalibratorTests
+{
+    internal static string CalibrationText(int characters) => File.ReadAllText(SharedData.Corpus("tinystories-calib.txt"))[..characters];
+
+    [Fact]
+    public void Accumulate_matches_a_direct_computation_and_is_thread_count_independent()
+    {
+        var random = new Random(42);
+        int tokens = 37, width = 19;
+        var x = new float[tokens * width];
+        for (int i = 0; i < x.Length; i++)
+            x[i] = (float)(random.NextDouble() * 4 - 2);
+        var one = new ActivationStatistics(3, LinearInput.FeedForward, width, collectGram: true);
+        var many = new ActivationStatistics(3, LinearInput.FeedForward, width, collectGram: true);
+        one.Accumulate(x.AsSpan(0, 20 * width), 20, threads: 1);
+        one.Accumulate(x.AsSpan(20 * width), tokens - 20, threads: 1);
+        many.Accumulate(x.AsSpan(0, 20 * width), 20, threads: 4);
+        many.Accumulate(x.AsSpan(20 * width), tokens - 20, threads: 4);
+        Assert.Equal(one.Gram, many.Gram);
+        Assert.Equal(tokens, one.TokenCount);
+        for (int i = 0; i < width; i++)
+        {
+            double ss = 0, sa = 0, max = 0;
+            for (int t = 0; t < tokens; t++)
+            {
+                double v = x[t * width + i];
+                ss += v * v;
+                sa += Math.Abs(v);
+                max = Math.Max(max, Math.Abs(v));
+            }
+            Assert.Equal(ss, one.SumSquares[i], 1e-9);
+            Assert.Equal(sa, one.SumAbs[i], 1e-9);
+            Assert.Equal((float)max, one.MaxAbs[i]);
+            Assert.Equal((float)(ss / tokens), one.Importance()[i], 1e-5f);
+            for (int j = 0; j < width; j++)
+            {
+                double g = 0;
+                for (int t = 0; t < tokens; t++)
+                    g += (double)x[t * width + i] * x[t * width + j];
+                Assert.Equal(g, one.Gram![i * width + j], 1e-9);
+                Assert.Equal(one.Gram[i * width + j], one.Gram[j * width + i]);
+            }
+        }
+    }
+
+    [Fact]
+    public void Stories260K_statistics_cover_every_linear_input_and_are_deterministic()
+    {
+        using var model = Llama2cReader.Load(SharedData.Stories260K);
+        string text = CalibrationText(6000);
+        var options = new CalibrationOptions { ContextLength = 64, MaxTokens = 256, CollectGram = true, Threads = 1 };
+        var a = Calibrator.Run(model, text, options);
+        var b = Calibrator.Run(model, text, options with { Threads = 3 });
+
+        var c = model.Config;
+        Assert.Equal(256, a.TokenCount);
+        Assert.Equal(4 * c.LayerCount + 1, a.Entries.Count);
+        Assert.Equal(-1, a.Entries[0].Layer);
+        Assert.Equal(LinearInput.Output, a.Entries[0].Kind);
+        foreach (var e in a.Entries)
+        {
+            int expectedWidth = e.Kind switch
+            {
+                LinearInput.AttentionOutput => c.QDim,
+                LinearInput.FeedForwardDown => c.HiddenDim,
+                _ => c.Dim,
+            };
+            Assert.Equal(expectedWidth, e.Width);
+            Assert.Equal(256, e.TokenCount);
+            Assert.All(e.Importance(), v => Assert.True(float.IsFinite(v) && v >= 0));
+            var other = b.Get(e.Layer, e.Kind);
+            Assert.Equal(e.SumSquares, other.SumSquares);
+            Assert.Equal(e.MaxAbs, other.MaxAbs);
+            Assert.Equal(e.Gram, other.Gram);
+            // The Gram diagonal is the sum of squares, summed in another order.
+            for (int j = 0; j < e.Width; j++)
+                Assert.Equal(e.SumSquares[j], e.Gram![j * e.Width + j], 1e-9 * Math.Max(1, e.SumSquares[j]));
+        }
+        Assert.Equal(a.TextHash, b.TextHash);
+        Assert.Equal(ModelIdentity.Of(model).Hash, a.Model.Hash);
+    }
+
+    [Fact]
+    public void Layer_selection_collects_only_the_chosen_layers_with_the_same_values()
+    {
+        using var model = Llama2cReader.Load(SharedData.Stories260K);
+        string text = CalibrationText(3000);
+        var all = Calibrator.Run(model, text, new CalibrationOptions { ContextLength = 32, MaxTokens = 64, CollectGram = true, Threads = 1 });
+        var some = Calibrator.Run(model, text, new CalibrationOptions { ContextLength = 32, MaxTokens = 64, CollectGram = true, Threads = 1, Layers = new HashSet<int> { 2 } });
+        Assert.Equal(4, some.Entries.Count);
+        Assert.All(some.Entries, e => Assert.Equal(2, e.Layer));
+        foreach (var e in some.Entries)
+            Assert.Equal(all.Get(2, e.Kind).Gram, e.Gram);
+    }
+
+    [Fact]
+    public void Bad_texts_are_refused_with_clear_errors()
+    {
+        using var model = Llama2cReader.Load(SharedData.Stories260K);
+        var empty = Assert.Throws<ArgumentException>(() => Calibrator.Run(model, "", new CalibrationOptions { ContextLength = 32 }));
+        Assert.Contains("empty", empty.Message);
+        var shortText = Assert.Throws<ArgumentException>(() => Calibrator.Run(model, "Once upon a time.", new CalibrationOptions { ContextLength = 32 }));
+        Assert.Contains("fewer than one chunk of 32", shortText.Message);
+        var surrogate = Assert.Throws<ArgumentException>(() => Calibrator.Run(model, "abc\ud800def", new CalibrationOptions { ContextLength = 32 }));
+        Assert.Contains("not valid Unicode", surrogate.Message);
+    }
+
+    [Fact]
+    public void Model_identity_distinguishes_architectures_but_not_storage()
+    {
+        using var small = Llama2cReader.Load(SharedData.Stories260K);
+        using var again = ModelLoader.Load(SharedData.Stories260K);
+        using var large = Llama2cReader.Load(SharedData.Stories15M);
+        Assert.Equal(ModelIdentity.Of(small).Hash, ModelIdentity.Of(again).Hash);
+        Assert.NotEqual(ModelIdentity.Of(small).Hash, ModelIdentity.Of(large).Hash);
+        Assert.Contains("stories260K", ModelIdentity.Of(small).Description);
+    }
+}

@@ -1,0 +1,67 @@
+using Squeeze.Quantization;
+
+namespace Squeeze.Tests.Quantization;
+
+public sealed class GptqLinearAlgebraTests
+{
+    [Theory]
+    [InlineData(1)]
+    [InlineData(7)]
+    [InlineData(96)]
+    [InlineData(301)]
+    public void Inverse_cholesky_upper_factors_the_inverse_and_ignores_the_thread_count(int n)
+    {
+        var (_, h) = GptqTests.Layer(seed: n, rows: 1, columns: n, tokens: n + 40);
+        var u1 = GptqLinearAlgebra.InverseCholeskyUpper(h, n, threads: 1)!;
+        var u4 = GptqLinearAlgebra.InverseCholeskyUpper(h, n, threads: 4)!;
+        Assert.Equal(u1, u4);
+        // U is upper triangular with a positive diagonal, and (UᵀU)·H = I.
+        double worst = 0;
+        for (int i = 0; i < n; i++)
+        {
+            Assert.True(u1[i * n + i] > 0);
+            for (int j = 0; j < i; j++)
+                Assert.Equal(0, u1[i * n + j]);
+        }
+        var hinv = new double[n * n];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++)
+            {
+                double s = 0;
+                for (int k = 0; k <= Math.Min(i, j); k++)
+                    s += u1[k * n + i] * u1[k * n + j];
+                hinv[i * n + j] = s;
+            }
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++)
+            {
+                double s = 0;
+                for (int k = 0; k < n; k++)
+                    s += hinv[i * n + k] * h[k * n + j];
+                worst = Math.Max(worst, Math.Abs(s - (i == j ? 1 : 0)));
+            }
+        Assert.True(worst < 1e-8, $"max |(UᵀU·H − I)| = {worst}");
+    }
+
+    [Fact]
+    public void An_indefinite_matrix_has_no_factor() => Assert.Null(GptqLinearAlgebra.InverseCholeskyUpper([1, 2, 2, 1], 2, 1));
+
+    [Fact]
+    public void Dot_sums_in_four_fixed_lanes()
+    {
+        var a = Enumerable.Range(0, 37).Select(i => 1.0 / (i + 1)).ToArray();
+        var b = Enumerable.Range(0, 37).Select(i => Math.Sqrt(i + 2)).ToArray();
+        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        int i = 0;
+        for (; i + 4 <= 37; i += 4)
+        {
+            s0 += a[i] * b[i];
+            s1 += a[i + 1] * b[i + 1];
+            s2 += a[i + 2] * b[i + 2];
+            s3 += a[i + 3] * b[i + 3];
+        }
+        for (; i < 37; i++)
+            s0 += a[i] * b[i];
+        Assert.Equal((s0 + s1) + (s2 + s3), GptqLinearAlgebra.Dot(a, b));
+    }
+}
