@@ -60,7 +60,7 @@ public static class Evaluator
             throw new ArgumentException($"the text has {tokens.Length} tokens, fewer than one chunk of {ctx}", nameof(text));
 
         var runtimeOptions = new RuntimeOptions { Threads = options.Threads, ContextLength = ctx, BatchSize = ctx };
-        var runtimes = models.Select(m => new Transformer(m, runtimeOptions)).ToArray();
+        var runtimes = models.Select(m => ReferenceEquals(m, baseModel) ? null : new Transformer(m, runtimeOptions)).ToArray();
         using var baseRuntime = baseModel is null ? null : new Transformer(baseModel, runtimeOptions);
         try
         {
@@ -72,7 +72,9 @@ public static class Evaluator
 
             var logProbs = new float[vocab];
             var baseLogProbs = new float[scoredPerChunk * vocab];
-            var scores = runtimes.Select(_ => new Scores(chunks * scoredPerChunk, baseModel is not null)).ToArray();
+            var baseClock = new Stopwatch();
+            // A model that is the base is not run twice: it takes the base's log-probabilities and the base's clock.
+            var scores = models.Select(m => new Scores(chunks * scoredPerChunk, baseModel is not null, ReferenceEquals(m, baseModel) ? baseClock : new Stopwatch())).ToArray();
             var baseNlls = new List<double>(chunks * scoredPerChunk);
             long bytes = 0;
             var chunk = new int[ctx];
@@ -86,8 +88,10 @@ public static class Evaluator
 
                 if (baseRuntime is not null)
                 {
+                    baseClock.Start();
                     baseRuntime.Reset();
                     var baseLogits = baseRuntime.Forward(chunk, logitCount: ctx - firstScored);
+                    baseClock.Stop();
                     for (int j = 0; j < scoredPerChunk; j++)
                     {
                         var row = baseLogProbs.AsSpan(j * vocab, vocab);
@@ -99,9 +103,20 @@ public static class Evaluator
                 for (int m = 0; m < runtimes.Length; m++)
                 {
                     var s = scores[m];
+                    if (ReferenceEquals(models[m], baseModel))
+                    {
+                        for (int j = 0; j < scoredPerChunk; j++)
+                        {
+                            var row = baseLogProbs.AsSpan(j * vocab, vocab);
+                            int next = chunk[firstScored + j + 1];
+                            s.Nlls.Add(-row[next]);
+                            s.AddComparison(row, row, next);
+                        }
+                        continue;
+                    }
                     s.Clock.Start();
-                    runtimes[m].Reset();
-                    var logits = runtimes[m].Forward(chunk, logitCount: ctx - firstScored);
+                    runtimes[m]!.Reset();
+                    var logits = runtimes[m]!.Forward(chunk, logitCount: ctx - firstScored);
                     s.Clock.Stop();
                     for (int j = 0; j < scoredPerChunk; j++)
                     {
@@ -120,12 +135,12 @@ public static class Evaluator
         finally
         {
             foreach (var r in runtimes)
-                r.Dispose();
+                r?.Dispose();
         }
     }
 
     /// <summary>What one model accumulates over the scored positions.</summary>
-    private sealed class Scores(int capacity, bool compared)
+    private sealed class Scores(int capacity, bool compared, Stopwatch clock)
     {
         private readonly List<double> klds = new(compared ? capacity : 0);
         private long sameTop;
@@ -133,7 +148,7 @@ public static class Evaluator
 
         public List<double> Nlls { get; } = new(capacity);
 
-        public Stopwatch Clock { get; } = new();
+        public Stopwatch Clock { get; } = clock;
 
         public void AddComparison(ReadOnlySpan<float> baseRow, ReadOnlySpan<float> row, int next)
         {
