@@ -50,7 +50,9 @@ internal static class Cli
         }
         catch (Exception e) when (e is ModelFormatException or ArgumentException or IOException or UnauthorizedAccessException or InvalidOperationException or NotSupportedException or KeyNotFoundException)
         {
-            System.Console.Error.WriteLine($"squeeze: error: {e.Message}");
+            // ArgumentException appends " (Parameter 'name')", which means nothing to someone at a prompt.
+            string message = e is ArgumentException { ParamName: { } name } ? e.Message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal) : e.Message;
+            System.Console.Error.WriteLine($"squeeze: error: {message}");
             return 1;
         }
     }

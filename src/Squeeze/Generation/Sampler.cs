@@ -51,11 +51,19 @@ public sealed class Sampler
             }
             return probs.Length - 1;
         }
-        var order = Enumerable.Range(0, probs.Length).ToArray();
-        Array.Sort(order, (a, b) => probs[b].CompareTo(probs[a]) is var c && c != 0 ? c : a.CompareTo(b));
+        // Only tokens with p ≥ (1 − topP) / (n − 1) can be in the nucleus (the rest together hold less than 1 − topP),
+        // so sort just those.
+        float cutoff = (1f - options.TopP) / Math.Max(1, probs.Length - 1);
+        var order = new List<int>();
+        for (int i = 0; i < probs.Length; i++)
+        {
+            if (probs[i] >= cutoff)
+                order.Add(i);
+        }
+        order.Sort((a, b) => probs[b].CompareTo(probs[a]) is var c && c != 0 ? c : a.CompareTo(b));
         double mass = 0;
         int keep = 0;
-        while (keep < order.Length && mass < options.TopP)
+        while (keep < order.Count && mass < options.TopP)
             mass += probs[order[keep++]];
         double target = r * mass, sum = 0;
         for (int i = 0; i < keep; i++)
