@@ -1,0 +1,143 @@
+using Squeeze.Formats;
+using Squeeze.Formats.Native;
+using Squeeze.Models;
+using Squeeze.Tensors;
+using Squeeze.Tests.Infrastructure;
+
+namespace Squeeze.Tests.Formats.Native;
+
+public sealed class NativeModelRoundTripTests : IDisposable
+{
+    private readonly string root = Path.Combine(Path.GetTempPath(), $"squeeze-native-{Guid.NewGuid():N}");
+
+    public void Dispose()
+    {
+        if (Directory.Exists(root))
+            Directory.Delete(root, recursive: true);
+    }
+
+    /// <summary>Every 2-D tensor whose rows the group divides.</summary>
+    private static Dictionary<string, UniformScheme> Schemes(Model model, int bits, int group, bool symmetric)
+        => model.Tensors.Where(t => t.Shape.Length == 2 && t.Columns % group == 0)
+            .ToDictionary(t => t.Name, _ => new UniformScheme(bits, group, symmetric));
+
+    [Theory]
+    [InlineData(4, 32, false)]
+    [InlineData(3, 64, false)]
+    [InlineData(5, 32, true)]
+    public void Stories260K_round_trips_bit_for_bit_with_config_and_vocabulary(int bits, int group, bool symmetric)
+    {
+        using var model = ModelLoader.Load(SharedData.Stories260K);
+        var schemes = Schemes(model, bits, group, symmetric);
+        Assert.True(schemes.Count >= 10, $"only {schemes.Count} tensors quantizable at group {group}");
+        string dir = Path.Combine(root, "out");
+        var files = NativeModelWriter.Write(model, dir, schemes);
+        Assert.All(files, f => Assert.True(File.Exists(Path.Combine(dir, f)), f));
+        Assert.DoesNotContain(Directory.EnumerateDirectories(root), d => Path.GetFileName(d).StartsWith('.'));
+
+        using var reader = NativeModelReader.Open(dir);
+        Assert.Equal(model.Config, reader.Config);
+        Assert.Equal(model.Vocabulary.Tokens, reader.Vocabulary.Tokens);
+        Assert.Equal(model.Vocabulary.Scores, reader.Vocabulary.Scores);
+        Assert.Equal(model.Vocabulary.Types, reader.Vocabulary.Types);
+        Assert.Equal(model.Vocabulary.BosId, reader.Vocabulary.BosId);
+        Assert.Equal(model.Vocabulary.EosId, reader.Vocabulary.EosId);
+        Assert.Equal(model.Tensors.Count, reader.Tensors.Count);
+
+        foreach (var tensor in model.Tensors)
+        {
+            var info = reader.GetTensor(tensor.Name);
+            Assert.Equal(tensor.Shape, info.Shape);
+            var row = new float[tensor.Columns];
+            var expected = new float[tensor.Columns];
+            if (schemes.TryGetValue(tensor.Name, out var scheme))
+            {
+                Assert.Equal(scheme, info.Scheme);
+                // The writer's own encoding, decoded row by row.
+                var (codes, scales, mins) = NativeModelWriter.Encode(tensor, scheme, [], search: false);
+                var scaleHalves = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(scales);
+                var minHalves = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(mins);
+                int groups = (int)tensor.Columns / group, rowBytes = (int)scheme.RowBytes(tensor.Columns);
+                for (int r = 0; r < tensor.Rows; r++)
+                {
+                    UniformCodec.DecodeRow(codes.AsSpan(r * rowBytes, rowBytes), scaleHalves.Slice(r * groups, groups),
+                        symmetric ? default : minHalves.Slice(r * groups, groups), scheme, expected);
+                    reader.DecodeRow(tensor.Name, r, row);
+                    AssertBits(expected, row, $"{tensor.Name} row {r}");
+                }
+            }
+            else
+            {
+                Assert.Null(info.Scheme);
+                for (int r = 0; r < tensor.Rows; r++)
+                {
+                    Dequantize.Row(tensor.Type, tensor.Row(r), expected);
+                    reader.DecodeRow(tensor.Name, r, row);
+                    AssertBits(expected, row, $"{tensor.Name} row {r}");
+                }
+            }
+        }
+
+        using var decoded = reader.ToModel();
+        Assert.Equal(model.Config, decoded.Config);
+        foreach (var tensor in decoded.Tensors)
+        {
+            Assert.Equal(GgmlType.F32, tensor.Type);
+            var row = new float[tensor.Columns];
+            var fromModel = new float[tensor.Columns];
+            for (int r = 0; r < tensor.Rows; r++)
+            {
+                reader.DecodeRow(tensor.Name, r, row);
+                Dequantize.Row(tensor.Type, tensor.Row(r), fromModel);
+                AssertBits(row, fromModel, $"ToModel {tensor.Name} row {r}");
+            }
+        }
+    }
+
+    [Fact]
+    public void Quantized_weights_stay_close_to_the_original()
+    {
+        using var model = ModelLoader.Load(SharedData.Stories260K);
+        var schemes = Schemes(model, 8, 32, false);
+        string dir = Path.Combine(root, "q8");
+        NativeModelWriter.Write(model, dir, schemes);
+        using var reader = NativeModelReader.Open(dir);
+        foreach (string name in schemes.Keys)
+        {
+            var t = model[name];
+            var original = new float[t.Columns];
+            var row = new float[t.Columns];
+            for (int r = 0; r < t.Rows; r++)
+            {
+                Dequantize.Row(t.Type, t.Row(r), original);
+                reader.DecodeRow(name, r, row);
+                float range = original.Max() - original.Min();
+                for (int c = 0; c < row.Length; c++)
+                    Assert.True(Math.Abs(row[c] - original[c]) <= range / 255 * 0.51 + range * 2e-3, $"{name}[{r}, {c}]: {row[c]} vs {original[c]}");
+            }
+        }
+    }
+
+    [Fact]
+    public void Writer_refuses_a_group_that_does_not_divide_the_row_and_a_non_empty_destination()
+    {
+        using var model = ModelLoader.Load(SharedData.Stories260K);
+        var wide = model.Tensors.First(t => t.Shape.Length == 2);
+        var e = Assert.Throws<ArgumentException>(() => NativeModelWriter.Write(model, Path.Combine(root, "x"),
+            new Dictionary<string, UniformScheme> { [wide.Name] = new UniformScheme(4, 48, false) }));
+        Assert.Contains("does not divide", e.Message, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(Path.Combine(root, "x")));
+        Directory.CreateDirectory(Path.Combine(root, "full"));
+        File.WriteAllText(Path.Combine(root, "full", "keep.txt"), "x");
+        Assert.Throws<IOException>(() => NativeModelWriter.Write(model, Path.Combine(root, "full"), new Dictionary<string, UniformScheme>()));
+    }
+
+    private static void AssertBits(float[] expected, float[] actual, string what)
+    {
+        for (int i = 0; i < expected.Length; i++)
+        {
+            if (BitConverter.SingleToInt32Bits(expected[i]) != BitConverter.SingleToInt32Bits(actual[i]))
+                Assert.Fail($"{what}: first difference at {i}: expected {expected[i]}, got {actual[i]}");
+        }
+    }
+}
