@@ -1,0 +1,298 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text;
+using Squeeze.Formats;
+using Squeeze.Formats.Native;
+using Squeeze.Formats.Safetensors;
+
+namespace Squeeze.Tests.Formats.Native;
+
+public sealed class NativeFormatErrorTests : IDisposable
+{
+    private readonly string root = Path.Combine(Path.GetTempPath(), $"squeeze-native-errors-{Guid.NewGuid():N}");
+
+    public NativeFormatErrorTests() => Directory.CreateDirectory(root);
+
+    public void Dispose() => Directory.Delete(root, recursive: true);
+
+    /// <summary>A small valid native file: "w" uniform 3-bit group 48 asymmetric [4, 96], "s" uniform 5-bit group 32
+    /// symmetric [2, 64], and a plain F32 "norm" [8]. <paramref name="edit"/> may change the metadata and the tensor list
+    /// before the file is assembled.</summary>
+    internal static SafetensorsWriter Sample(Action<IDictionary<string, string>, Dictionary<string, (SafetensorsDType DType, long[] Shape, byte[] Data)>>? edit = null)
+    {
+        var random = new Random(3);
+        var metadata = new Dictionary<string, string>
+        {
+            [NativeFormat.FormatKey] = NativeFormat.FormatName,
+            [NativeFormat.VersionKey] = "1",
+        };
+        var tensors = new Dictionary<string, (SafetensorsDType, long[], byte[])>();
+        void Quantized(string name, int rows, int columns, UniformScheme scheme)
+        {
+            int groups = columns / scheme.Group, rowBytes = (int)scheme.RowBytes(columns);
+            var codes = new byte[rows * rowBytes];
+            var scales = new ushort[rows * groups];
+            var mins = new ushort[rows * groups];
+            var values = new float[columns];
+            var rowCodes = new byte[columns];
+            for (int r = 0; r < rows; r++)
+            {
+                for (int c = 0; c < columns; c++)
+                    values[c] = (float)(random.NextDouble() - 0.5);
+                UniformCodec.EncodeRow(values, [], scheme, false, rowCodes, scales.AsSpan(r * groups, groups), mins.AsSpan(r * groups, groups));
+                UniformCodec.Pack(rowCodes, scheme.Bits, codes.AsSpan(r * rowBytes, rowBytes));
+            }
+            metadata[NativeFormat.SchemeKeyPrefix + name] = scheme.ToJson();
+            tensors[name + ".codes"] = (SafetensorsDType.U8, [rows, rowBytes], codes);
+            tensors[name + ".scales"] = (SafetensorsDType.F16, [rows, groups], MemoryMarshal.AsBytes(scales.AsSpan()).ToArray());
+            if (!scheme.Symmetric)
+                tensors[name + ".mins"] = (SafetensorsDType.F16, [rows, groups], MemoryMarshal.AsBytes(mins.AsSpan()).ToArray());
+        }
+        Quantized("w", 4, 96, new UniformScheme(3, 48, symmetric: false));
+        Quantized("s", 2, 64, new UniformScheme(5, 32, symmetric: true));
+        tensors["norm"] = (SafetensorsDType.F32, [8], MemoryMarshal.AsBytes(Enumerable.Range(0, 8).Select(i => i * 0.25f).ToArray().AsSpan()).ToArray());
+        edit?.Invoke(metadata, tensors);
+        var writer = new SafetensorsWriter();
+        foreach (var (k, v) in metadata)
+            writer.Metadata[k] = v;
+        foreach (var (name, (dtype, shape, data)) in tensors)
+            writer.Add(name, dtype, shape, data);
+        return writer;
+    }
+
+    private string WriteSample(Action<IDictionary<string, string>, Dictionary<string, (SafetensorsDType DType, long[] Shape, byte[] Data)>>? edit)
+    {
+        string path = Path.Combine(root, $"{Guid.NewGuid():N}.safetensors");
+        Sample(edit).Write(path);
+        return path;
+    }
+
+    /// <summary>Parses the file at <paramref name="path"/> as native weights and decodes every row of every tensor.</summary>
+    private static int ParseAndDecode(SafetensorsFile file)
+    {
+        var weights = NativeWeights.Parse(file);
+        int rows = 0;
+        foreach (var e in weights.Entries)
+        {
+            var row = new float[e.Info.Columns];
+            for (long r = 0; r < e.Info.Rows; r++, rows++)
+                weights.DecodeRow(e, r, row);
+        }
+        return rows;
+    }
+
+    private void AssertRejected(Action<IDictionary<string, string>, Dictionary<string, (SafetensorsDType DType, long[] Shape, byte[] Data)>> edit, string expected)
+    {
+        string path = WriteSample(edit);
+        using var file = SafetensorsFile.Open(path);
+        var e = Assert.Throws<ModelFormatException>(() => ParseAndDecode(file));
+        Assert.Equal(path, e.Path);
+        Assert.Contains(expected, e.Message, StringComparison.Ordinal);
+        Assert.StartsWith(path, e.Message, StringComparison.Ordinal);
+    }
+
+    private static void SetScheme(IDictionary<string, string> m, string json) => m[NativeFormat.SchemeKeyPrefix + "w"] = json;
+
+    [Fact]
+    public void The_sample_is_valid_and_decodes()
+    {
+        string path = WriteSample(null);
+        using var file = SafetensorsFile.Open(path);
+        Assert.Equal(4 + 2 + 1, ParseAndDecode(file));
+    }
+
+    [Fact]
+    public void A_newer_format_version_is_refused_naming_the_version()
+        => AssertRejected((m, _) => m[NativeFormat.VersionKey] = "2", "format version 2 is newer than version 1");
+
+    [Fact]
+    public void A_non_numeric_or_missing_version_or_format_is_refused()
+    {
+        AssertRejected((m, _) => m[NativeFormat.VersionKey] = "1.0", "format version \"1.0\" is not a positive integer");
+        AssertRejected((m, _) => m.Remove(NativeFormat.VersionKey), "\"squeeze.version\" is missing");
+        AssertRejected((m, _) => m[NativeFormat.FormatKey] = "pt", "not a Squeeze native file");
+    }
+
+    [Fact]
+    public void An_unknown_scheme_is_refused()
+        => AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"lattice\",\"bits\":3}"), "unknown scheme \"lattice\"");
+
+    [Fact]
+    public void A_reserved_scheme_is_refused_as_a_later_version()
+    {
+        foreach (string reserved in NativeFormat.ReservedSchemes)
+            AssertRejected((m, _) => SetScheme(m, $"{{\"scheme\":\"{reserved}\"}}"), $"scheme \"{reserved}\" is reserved for a later format version");
+    }
+
+    [Fact]
+    public void Bits_outside_2_to_8_are_refused()
+    {
+        AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":9,\"group\":48,\"symmetric\":false,\"scale\":\"f16\"}"), "bits 9 is outside 2..8");
+        AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":1,\"group\":48,\"symmetric\":false,\"scale\":\"f16\"}"), "bits 1 is outside 2..8");
+    }
+
+    [Fact]
+    public void Unknown_or_missing_scheme_keys_and_bad_json_are_refused()
+    {
+        AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":3,\"group\":48,\"symmetric\":false,\"scale\":\"f16\",\"seed\":1}"), "unknown key \"seed\"");
+        AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":3,\"symmetric\":false,\"scale\":\"f16\"}"), "needs \"bits\", \"group\"");
+        AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":3,\"group\":48,\"symmetric\":false,\"scale\":\"bf16\"}"), "scale type \"bf16\"");
+        AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\","), "not valid JSON");
+    }
+
+    [Fact]
+    public void A_group_inconsistent_with_the_stored_shapes_is_refused()
+    {
+        // Group 32 instead of 48: 2 groups per row make rows of 64 codes, whose 24 packed bytes are not the stored 36.
+        AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":3,\"group\":32,\"symmetric\":false,\"scale\":\"f16\"}"),
+            "'w.codes' has shape [4, 36] but 4 rows of 64 3-bit codes need [4, 24]");
+        // Bits 4 instead of 3: rows of 96 codes need 48 bytes.
+        AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":4,\"group\":48,\"symmetric\":false,\"scale\":\"f16\"}"),
+            "need [4, 48]");
+    }
+
+    [Fact]
+    public void Inconsistent_companion_shapes_and_dtypes_are_refused()
+    {
+        AssertRejected((_, t) => t["w.mins"] = (SafetensorsDType.F16, [4, 3], new byte[24]), "'w.mins' has shape [4, 3] but 'w.scales' has [4, 2]");
+        AssertRejected((_, t) => t["w.scales"] = (SafetensorsDType.F32, [4, 2], new byte[32]), "'w.scales' is F32, not F16");
+        AssertRejected((_, t) => t["w.codes"] = (SafetensorsDType.U8, [144], new byte[144]), "'w.codes' has shape [144], not 2-D");
+    }
+
+    [Fact]
+    public void Missing_or_orphaned_companion_tensors_are_refused()
+    {
+        AssertRejected((_, t) => t.Remove("w.mins"), "companion tensor 'w.mins' is missing");
+        AssertRejected((_, t) => t.Remove("w.codes"), "companion tensor 'w.codes' is missing");
+        AssertRejected((m, _) => m.Remove(NativeFormat.SchemeKeyPrefix + "w"), "no \"squeeze.scheme.w\" metadata entry claims it");
+        AssertRejected((_, t) => t["s.mins"] = (SafetensorsDType.F16, [2, 2], new byte[8]), "'s.mins' is present but the scheme is symmetric");
+    }
+
+    [Fact]
+    public void Non_float_plain_tensors_and_unknown_squeeze_keys_are_refused()
+    {
+        AssertRejected((_, t) => t["ids"] = (SafetensorsDType.I32, [2], new byte[8]), "plain tensor 'ids' is I32");
+        AssertRejected((m, _) => m["squeeze.rotation_seed"] = "7", "metadata key \"squeeze.rotation_seed\" is not defined by format version 1");
+    }
+
+    private const int Iterations = 12_000;
+
+    private static readonly string[] Swaps =
+    [
+        "uniform", "codebook", "lattice", "true", "false", "f16", "bf16", "\\\"bits\\\"", "\\\"group\\\"", "\\\"scale\\\"",
+        "U8", "F16", "F32", "I32", "w.codes", "w.scales", "w.mins", "s.mins", "squeeze", "squeeze.version", "squeeze.scheme.w",
+        "0", "1", "2", "3", "8", "9", "48", "96", "-1", "4294967296", "null", "{}", "[]", ",",
+    ];
+
+    /// <summary>Every mutation of a small native file either parses and decodes every row, or throws
+    /// ModelFormatException naming the file; never another exception.</summary>
+    [Fact]
+    public unsafe void Mutated_native_files_load_and_decode_or_throw_ModelFormatException()
+    {
+        var stream = new MemoryStream();
+        Sample().WriteTo(stream);
+        byte[] original = stream.ToArray();
+        int headerLength = (int)BinaryPrimitives.ReadUInt64LittleEndian(original);
+        string headerText = Encoding.UTF8.GetString(original, 8, headerLength);
+        byte[] data = original[(8 + headerLength)..];
+        int capacity = original.Length * 4;
+        byte* memory = (byte*)NativeMemory.Alloc((nuint)capacity);
+        try
+        {
+            var random = new Random(42);
+            int loaded = 0, rejected = 0;
+            var stopwatch = Stopwatch.StartNew();
+            for (int iteration = 0; iteration < Iterations; iteration++)
+            {
+                byte[] mutant;
+                string what;
+                switch (random.Next(5))
+                {
+                    case 0: // flip 1-3 bytes anywhere (header or data)
+                        {
+                            mutant = (byte[])original.Clone();
+                            int flips = random.Next(1, 4);
+                            for (int i = 0; i < flips; i++)
+                                mutant[random.Next(mutant.Length)] ^= (byte)random.Next(1, 256);
+                            what = $"{flips} byte flips";
+                            break;
+                        }
+                    case 1: // truncation
+                        mutant = original[..random.Next(0, original.Length)];
+                        what = $"truncated to {mutant.Length}";
+                        break;
+                    case 2: // a digit in the header replaced, length kept consistent
+                        {
+                            var digits = System.Text.RegularExpressions.Regex.Matches(headerText, "[0-9]");
+                            var m = digits[random.Next(digits.Count)];
+                            char digit = (char)('0' + random.Next(10));
+                            string text = headerText[..m.Index] + digit + headerText[(m.Index + 1)..];
+                            mutant = Build(text, data);
+                            what = $"digit at {m.Index} = {digit}";
+                            break;
+                        }
+                    case 3: // one occurrence of a known token replaced by another
+                        {
+                            string from = Swaps[random.Next(Swaps.Length)];
+                            int at = headerText.IndexOf(from, random.Next(headerText.Length), StringComparison.Ordinal);
+                            if (at < 0)
+                                at = headerText.IndexOf(from, StringComparison.Ordinal);
+                            string to = Swaps[random.Next(Swaps.Length)];
+                            string text = at < 0 ? headerText : headerText[..at] + to + headerText[(at + from.Length)..];
+                            mutant = Build(text, data);
+                            what = $"'{from}' at {at} → '{to}'";
+                            break;
+                        }
+                    default: // random printable garbage spliced into the header
+                        {
+                            int at = random.Next(headerText.Length);
+                            int cut = random.Next(0, 4);
+                            string insert = new([.. Enumerable.Range(0, random.Next(1, 4)).Select(_ => (char)random.Next(32, 127))]);
+                            string text = headerText[..at] + insert + headerText[Math.Min(headerText.Length, at + cut)..];
+                            mutant = Build(text, data);
+                            what = $"'{insert}' at {at}";
+                            break;
+                        }
+                }
+                if (mutant.Length > capacity)
+                    continue;
+                mutant.CopyTo(new Span<byte>(memory, mutant.Length));
+                using var buffer = new ViewBuffer(memory, mutant.Length, "mutant.safetensors");
+                try
+                {
+                    using var file = SafetensorsFile.Parse(buffer, ownsBuffer: false);
+                    ParseAndDecode(file);
+                    loaded++;
+                }
+                catch (ModelFormatException e)
+                {
+                    Assert.Equal("mutant.safetensors", e.Path);
+                    rejected++;
+                }
+                catch (Exception e)
+                {
+                    Assert.Fail($"iteration {iteration} ({what}): {e.GetType().Name}: {e.Message}\n{e.StackTrace}");
+                }
+            }
+            Assert.True(loaded + rejected >= 10_000, $"only {loaded + rejected} mutants parsed");
+            Assert.True(loaded > 500, $"only {loaded} mutants loaded, {rejected} rejected: the accepting path is barely exercised");
+            Assert.True(rejected > 2_000, $"only {rejected} mutants rejected");
+            Assert.True(stopwatch.Elapsed < TimeSpan.FromSeconds(20), $"took {stopwatch.Elapsed}");
+        }
+        finally
+        {
+            NativeMemory.Free(memory);
+        }
+    }
+
+    private static byte[] Build(string header, byte[] data)
+    {
+        byte[] json = Encoding.UTF8.GetBytes(header);
+        var bytes = new byte[8 + json.Length + data.Length];
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, (ulong)json.Length);
+        json.CopyTo(bytes, 8);
+        data.CopyTo(bytes, 8 + json.Length);
+        return bytes;
+    }
+}
