@@ -22,6 +22,7 @@ public sealed class NativeModelReader : IDisposable
         Config = config;
         Vocabulary = vocabulary;
         this.weights = weights;
+        Tensors = weights.Entries.Select(e => e.Info).ToList();
     }
 
     /// <summary>The directory read.</summary>
@@ -34,7 +35,7 @@ public sealed class NativeModelReader : IDisposable
     public Vocabulary Vocabulary { get; }
 
     /// <summary>Every logical tensor, in the order the architecture lists them.</summary>
-    public IReadOnlyList<NativeTensorInfo> Tensors => weights.Entries.Select(e => e.Info).ToList();
+    public IReadOnlyList<NativeTensorInfo> Tensors { get; }
 
     /// <summary>Opens and validates <paramref name="directory"/>.</summary>
     /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>

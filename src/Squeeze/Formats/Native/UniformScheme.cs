@@ -312,28 +312,17 @@ public static class UniformCodec
         if (scales.Length != groups || (!scheme.Symmetric && mins.Length != groups))
             throw new ArgumentException($"a row of {groups} groups needs {groups} scales{(scheme.Symmetric ? "" : " and mins")}", nameof(scales));
         int g = scheme.Group;
-        Span<byte> codes = g <= 1024 ? stackalloc byte[g] : new byte[g];
+        Span<byte> codes = destination.Length <= 4096 ? stackalloc byte[destination.Length] : new byte[destination.Length];
+        Unpack(packed, scheme.Bits, codes);
         int zero = 1 << (scheme.Bits - 1);
         for (int k = 0; k < groups; k++)
         {
-            // Group k starts at bit k*g*bits; unpack it from there (Unpack works from byte boundaries, so take the
-            // whole row prefix only when the group does not start on one).
-            long startBit = (long)k * g * scheme.Bits;
-            if ((startBit & 7) == 0)
-            {
-                Unpack(packed[(int)(startBit >> 3)..], scheme.Bits, codes);
-            }
-            else
-            {
-                Span<byte> all = new byte[(k + 1) * g];
-                Unpack(packed, scheme.Bits, all);
-                all[(k * g)..].CopyTo(codes);
-            }
             float scale = HalfConversions.F16ToF32(scales[k]);
             float min = scheme.Symmetric ? 0 : HalfConversions.F16ToF32(mins[k]);
+            var q = codes.Slice(k * g, g);
             var dst = destination.Slice(k * g, g);
             for (int i = 0; i < g; i++)
-                dst[i] = DecodeValue(codes[i], scale, min, zero, scheme.Symmetric);
+                dst[i] = DecodeValue(q[i], scale, min, zero, scheme.Symmetric);
         }
     }
 }

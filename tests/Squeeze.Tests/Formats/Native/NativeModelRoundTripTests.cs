@@ -132,6 +132,48 @@ public sealed class NativeModelRoundTripTests : IDisposable
         Assert.Throws<IOException>(() => NativeModelWriter.Write(model, Path.Combine(root, "full"), new Dictionary<string, UniformScheme>()));
     }
 
+    [Fact]
+    public void Reader_refuses_a_newer_version_and_tensors_that_disagree_with_config_json_naming_the_file()
+    {
+        using var model = ModelLoader.Load(SharedData.Stories260K);
+        string dir = Path.Combine(root, "v");
+        NativeModelWriter.Write(model, dir, Schemes(model, 4, 32, false));
+        string weights = Path.Combine(dir, NativeFormat.WeightsFile);
+
+        RewriteWeights(weights, (meta, _) => meta[NativeFormat.VersionKey] = "7");
+        var e = Assert.Throws<ModelFormatException>(() => NativeModelReader.Open(dir));
+        Assert.Equal(weights, e.Path);
+        Assert.Contains("format version 7 is newer than version 1", e.Message, StringComparison.Ordinal);
+
+        RewriteWeights(weights, (meta, names) =>
+        {
+            meta[NativeFormat.VersionKey] = "1";
+            names.Remove("output_norm.weight");
+        });
+        e = Assert.Throws<ModelFormatException>(() => NativeModelReader.Open(dir));
+        Assert.Equal(weights, e.Path);
+        Assert.Contains("tensor 'output_norm.weight' is missing", e.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>Rewrites a safetensors file with edited metadata and an edited set of tensor names to keep.</summary>
+    private static void RewriteWeights(string path, Action<IDictionary<string, string>, HashSet<string>> edit)
+    {
+        var meta = new Dictionary<string, string>();
+        var writer = new Squeeze.Formats.Safetensors.SafetensorsWriter();
+        using (var file = Squeeze.Formats.Safetensors.SafetensorsFile.Open(path))
+        {
+            foreach (var (k, v) in file.Metadata)
+                meta[k] = v;
+            var names = file.Tensors.Select(t => t.Name).ToHashSet();
+            edit(meta, names);
+            foreach (var t in file.Tensors.Where(t => names.Contains(t.Name)))
+                writer.Add(t.Name, t.DType, t.Shape, file.GetBytes(t).ToArray());
+        }
+        foreach (var (k, v) in meta)
+            writer.Metadata[k] = v;
+        writer.Write(path);
+    }
+
     private static void AssertBits(float[] expected, float[] actual, string what)
     {
         for (int i = 0; i < expected.Length; i++)

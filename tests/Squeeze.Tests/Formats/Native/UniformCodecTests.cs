@@ -116,6 +116,23 @@ public class UniformCodecTests
     }
 
     [Fact]
+    public void Odd_group_sizes_whose_groups_do_not_start_on_byte_boundaries_decode_within_the_bound()
+    {
+        var random = new Random(11);
+        for (int bits = 2; bits <= 8; bits++)
+        {
+            foreach (int group in (int[])[1, 3, 5, 7, 9, 33])
+            {
+                var scheme = new UniformScheme(bits, group, symmetric: false);
+                var row = RandomRow(random, group * 7);
+                var decoded = RoundTrip(row, [], scheme, search: false);
+                for (int i = 0; i < row.Length; i++)
+                    Assert.True(Math.Abs(row[i] - decoded[i]) <= AsymmetricBound(bits), $"{scheme} at {i}: {row[i]} vs {decoded[i]}");
+            }
+        }
+    }
+
+    [Fact]
     public void Importance_weighted_search_is_never_worse_than_plain_min_max_and_sometimes_better()
     {
         var random = new Random(7);
