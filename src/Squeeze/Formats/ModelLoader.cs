@@ -1,13 +1,15 @@
 using Squeeze.Formats.Gguf;
 using Squeeze.Formats.HuggingFace;
 using Squeeze.Formats.Llama2c;
+using Squeeze.Formats.Native;
 using Squeeze.Models;
 using Squeeze.Tokenizers;
 
 namespace Squeeze.Formats;
 
 /// <summary>Loads a model from any supported format, detected from the path: a directory (or a <c>.safetensors</c>,
-/// <c>model.safetensors.index.json</c> or <c>config.json</c> file inside one) is a Hugging Face checkpoint, a file
+/// <c>model.safetensors.index.json</c> or <c>config.json</c> file inside one) is a Hugging Face checkpoint, or a
+/// Squeeze native model when its weights say <c>format = "squeeze"</c> (docs/FORMAT.md); a file
 /// starting with the "GGUF" magic is GGUF, and any other file is a llama2.c checkpoint.</summary>
 public static class ModelLoader
 {
@@ -59,6 +61,14 @@ public static class ModelLoader
 
     private static Model LoadHuggingFace(string directory, string? tokenizerPath)
     {
+        if (NativeModelReader.IsNativeDirectory(directory))
+        {
+            if (tokenizerPath is not null)
+                throw new ArgumentException($"{directory} is a Squeeze native model, which carries its own tokenizer; do not pass a tokenizer path", nameof(tokenizerPath));
+            // Until the runtime multiplies native tensors directly, they are decoded to f32 (docs/FORMAT.md).
+            using var native = NativeModelReader.Open(directory);
+            return native.ToModel();
+        }
         if (tokenizerPath is null)
             return HuggingFaceReader.Load(directory);
         var config = HuggingFaceReader.ReadConfig(Path.Combine(directory, HuggingFaceReader.ConfigFile));

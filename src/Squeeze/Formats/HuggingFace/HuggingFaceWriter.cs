@@ -43,7 +43,7 @@ public static class HuggingFaceWriter
             var files = new List<string>();
             WriteWeights(model, Path.Combine(temp, HuggingFaceReader.WeightsFile), owned);
             files.Add(HuggingFaceReader.WeightsFile);
-            WriteJson(Path.Combine(temp, HuggingFaceReader.ConfigFile), w => WriteConfig(w, model, architecture));
+            WriteJson(Path.Combine(temp, HuggingFaceReader.ConfigFile), w => WriteConfig(w, model, architecture, TorchDtype(model)));
             files.Add(HuggingFaceReader.ConfigFile);
             files.AddRange(WriteTokenizer(model.Vocabulary, temp));
 
@@ -65,7 +65,8 @@ public static class HuggingFaceWriter
         }
     }
 
-    private static string HuggingFaceArchitecture(ModelConfig c) => c.Architecture switch
+    /// <summary>The transformers class name for a config ("LlamaForCausalLM" …).</summary>
+    internal static string HuggingFaceArchitecture(ModelConfig c) => c.Architecture switch
     {
         "llama" when !c.QkNorm => "LlamaForCausalLM",
         "qwen2" when c.AttentionBias && !c.QkNorm => "Qwen2ForCausalLM",
@@ -93,7 +94,10 @@ public static class HuggingFaceWriter
         writer.Write(path);
     }
 
-    private static void WriteConfig(Utf8JsonWriter w, Model model, string architecture)
+    /// <summary>Writes config.json with the keys <see cref="HuggingFaceReader.ReadConfig"/> reads back to an equal ModelConfig.</summary>
+    internal static void WriteConfig(string path, Model model, string torchDtype) => WriteJson(path, w => WriteConfig(w, model, HuggingFaceArchitecture(model.Config), torchDtype));
+
+    private static void WriteConfig(Utf8JsonWriter w, Model model, string architecture, string torchDtype)
     {
         var c = model.Config;
         var v = model.Vocabulary;
@@ -121,15 +125,18 @@ public static class HuggingFaceWriter
             w.WriteNumber("bos_token_id", v.BosId);
         if (v.EosId >= 0)
             w.WriteNumber("eos_token_id", v.EosId);
-        w.WriteString("torch_dtype", model[TensorNames.TokenEmbedding].Type switch
-        {
-            GgmlType.F16 => "float16",
-            GgmlType.BF16 => "bfloat16",
-            _ => "float32",
-        });
+        w.WriteString("torch_dtype", torchDtype);
     }
 
-    private static List<string> WriteTokenizer(Vocabulary v, string directory)
+    private static string TorchDtype(Model model) => model[TensorNames.TokenEmbedding].Type switch
+    {
+        GgmlType.F16 => "float16",
+        GgmlType.BF16 => "bfloat16",
+        _ => "float32",
+    };
+
+    /// <summary>Writes tokenizer.model and tokenizer_config.json for a SentencePiece vocabulary (nothing for others); returns the files written.</summary>
+    internal static List<string> WriteTokenizer(Vocabulary v, string directory)
     {
         if (v.Kind != TokenizerKind.SentencePiece)
             return [];

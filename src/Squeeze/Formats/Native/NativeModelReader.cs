@@ -37,6 +37,17 @@ public sealed class NativeModelReader : IDisposable
     /// <summary>Every logical tensor, in the order the architecture lists them.</summary>
     public IReadOnlyList<NativeTensorInfo> Tensors { get; }
 
+    /// <summary>True when <paramref name="directory"/> holds a Squeeze native model: its weights file says
+    /// <c>format = "squeeze"</c> in the safetensors metadata (a Hugging Face checkpoint says "pt").</summary>
+    public static bool IsNativeDirectory(string directory)
+    {
+        string weightsPath = Path.Combine(directory, NativeFormat.WeightsFile);
+        if (!File.Exists(weightsPath))
+            return false;
+        using var file = SafetensorsFile.Open(weightsPath);
+        return file.Metadata.TryGetValue(NativeFormat.FormatKey, out string? format) && format == NativeFormat.FormatName;
+    }
+
     /// <summary>Opens and validates <paramref name="directory"/>.</summary>
     /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
     /// <exception cref="ModelFormatException">A file is missing, malformed, of a newer format version, or does not

@@ -35,7 +35,7 @@ public static class NativeModelWriter
         ArgumentException.ThrowIfNullOrEmpty(directory);
         ArgumentNullException.ThrowIfNull(schemes);
         importance ??= new Dictionary<string, float[]>();
-        string architecture = HuggingFaceArchitecture(model.Config);
+        HuggingFaceWriter.HuggingFaceArchitecture(model.Config); // refuses an architecture with no config shape before any work
         if (model.Vocabulary.Kind != TokenizerKind.SentencePiece)
             throw new NotSupportedException($"{model.Source}: the vocabulary is {model.Vocabulary.Kind}; format version 1 writes only SentencePiece tokenizers (tokenizer.model)");
         foreach (var (name, scheme) in schemes)
@@ -67,9 +67,8 @@ public static class NativeModelWriter
         try
         {
             BuildWeights(model, schemes, importance).Write(Path.Combine(temp, NativeFormat.WeightsFile));
-            WriteJson(Path.Combine(temp, NativeFormat.ConfigFile), w => WriteConfig(w, model, architecture));
-            File.WriteAllBytes(Path.Combine(temp, "tokenizer.model"), SentencePieceModelWriter.Serialize(model.Vocabulary));
-            WriteJson(Path.Combine(temp, "tokenizer_config.json"), w => WriteTokenizerConfig(w, model.Vocabulary));
+            HuggingFaceWriter.WriteConfig(Path.Combine(temp, NativeFormat.ConfigFile), model, torchDtype: "float32");
+            HuggingFaceWriter.WriteTokenizer(model.Vocabulary, temp);
             if (Directory.Exists(target))
                 Directory.Delete(target); // empty, checked above
             Directory.Move(temp, target);
@@ -154,74 +153,5 @@ public static class NativeModelWriter
         if (!BitConverter.IsLittleEndian)
             throw new PlatformNotSupportedException("the native writer runs on little-endian machines only");
         return MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
-    }
-
-    private static string HuggingFaceArchitecture(ModelConfig c) => c.Architecture switch
-    {
-        "llama" when !c.QkNorm => "LlamaForCausalLM",
-        "qwen2" when c.AttentionBias && !c.QkNorm => "Qwen2ForCausalLM",
-        "qwen3" when c.QkNorm => "Qwen3ForCausalLM",
-        _ => throw new NotSupportedException($"architecture \"{c.Architecture}\" (attention bias {c.AttentionBias}, q/k norm {c.QkNorm}) has no Hugging Face config shape"),
-    };
-
-    // The same keys HuggingFaceWriter writes, so HuggingFaceReader.ReadConfig reads the file back to an equal ModelConfig.
-    private static void WriteConfig(Utf8JsonWriter w, Model model, string architecture)
-    {
-        var c = model.Config;
-        var v = model.Vocabulary;
-        w.WriteStartArray("architectures");
-        w.WriteStringValue(architecture);
-        w.WriteEndArray();
-        w.WriteString("model_type", c.Architecture);
-        w.WriteNumber("hidden_size", c.Dim);
-        w.WriteNumber("intermediate_size", c.HiddenDim);
-        w.WriteNumber("num_hidden_layers", c.LayerCount);
-        w.WriteNumber("num_attention_heads", c.HeadCount);
-        w.WriteNumber("num_key_value_heads", c.KvHeadCount);
-        w.WriteNumber("head_dim", c.HeadDim);
-        w.WriteNumber("vocab_size", c.VocabSize);
-        w.WriteNumber("max_position_embeddings", c.ContextLength);
-        w.WriteNumber("rope_theta", c.RopeTheta);
-        w.WriteNull("rope_scaling");
-        w.WriteNumber("rms_norm_eps", c.RmsNormEps);
-        w.WriteBoolean("tie_word_embeddings", c.TiedEmbeddings);
-        w.WriteString("hidden_act", "silu");
-        if (c.Architecture != "qwen2")
-            w.WriteBoolean("attention_bias", c.AttentionBias);
-        w.WriteBoolean("mlp_bias", false);
-        if (v.BosId >= 0)
-            w.WriteNumber("bos_token_id", v.BosId);
-        if (v.EosId >= 0)
-            w.WriteNumber("eos_token_id", v.EosId);
-        w.WriteString("torch_dtype", "float32");
-    }
-
-    private static void WriteTokenizerConfig(Utf8JsonWriter w, Vocabulary v)
-    {
-        w.WriteString("tokenizer_class", "LlamaTokenizer");
-        void Special(string key, int id)
-        {
-            if (id >= 0)
-                w.WriteString(key, v.Tokens[id]);
-            else
-                w.WriteNull(key);
-        }
-        Special("bos_token", v.BosId);
-        Special("eos_token", v.EosId);
-        Special("unk_token", v.UnknownId);
-        Special("pad_token", v.PaddingId);
-        w.WriteBoolean("add_bos_token", v.AddBos);
-        w.WriteBoolean("add_eos_token", false);
-        w.WriteBoolean("add_prefix_space", v.AddSpacePrefix);
-        w.WriteBoolean("legacy", true);
-    }
-
-    private static void WriteJson(string path, Action<Utf8JsonWriter> body)
-    {
-        using var stream = File.Create(path);
-        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
-        w.WriteStartObject();
-        body(w);
-        w.WriteEndObject();
     }
 }

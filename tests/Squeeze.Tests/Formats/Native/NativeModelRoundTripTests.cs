@@ -95,6 +95,20 @@ public sealed class NativeModelRoundTripTests : IDisposable
     }
 
     [Fact]
+    public void Model_loader_detects_a_native_directory_and_the_runtime_scores_it()
+    {
+        using var model = ModelLoader.Load(SharedData.Stories260K);
+        string dir = Path.Combine(root, "loader");
+        NativeModelWriter.Write(model, dir, Schemes(model, 8, 32, false));
+        using var loaded = ModelLoader.Load(dir);
+        Assert.Equal(model.Config, loaded.Config);
+        var options = new Squeeze.Evaluation.EvaluationOptions { ContextLength = 128, MaxChunks = 2, Threads = 2 };
+        var result = Squeeze.Evaluation.Evaluator.Evaluate(loaded, File.ReadAllText(SharedData.Corpus("tinystories-eval.txt")), options, baseModel: model);
+        // 8-bit codes: close to the original, but not identical.
+        Assert.InRange(result.KlDivergence!.Mean, 1e-7, 0.01);
+    }
+
+    [Fact]
     public void Quantized_weights_stay_close_to_the_original()
     {
         using var model = ModelLoader.Load(SharedData.Stories260K);
