@@ -216,8 +216,9 @@ public sealed class Transformer : IDisposable
     }
 
     /// <summary>The (token, head) pairs of one attention call, split into parts for the worker pool; each part has its
-    /// own score buffer. Which thread runs a part does not change what it computes.</summary>
-    private sealed class AttentionJob(Transformer owner, int parts, int contextLength) : IParallelJob
+    /// own score buffer. Part i takes pairs i, i + parts, i + 2·parts … so that every part gets short and long rows of
+    /// the causal triangle. Which thread runs a part does not change what it computes.</summary>
+    private sealed unsafe class AttentionJob(Transformer owner, int parts, int contextLength) : IParallelJob
     {
         private readonly float[][] scores = Enumerable.Range(0, parts).Select(_ => new float[contextLength]).ToArray();
 
@@ -233,24 +234,19 @@ public sealed class Transformer : IDisposable
             int groupSize = heads / config.KvHeadCount;
             float scale = 1f / MathF.Sqrt(headDim);
             int total = BasePosition + Tokens;
-            var keys = owner.Cache.Keys(Layer, 0, total);
-            var values = owner.Cache.Values(Layer, 0, total);
-            int work = Tokens * heads;
-            var buffer = scores[part];
-            for (int item = (int)((long)work * part / partCount), end = (int)((long)work * (part + 1) / partCount); item < end; item++)
+            fixed (float* keys = owner.Cache.Keys(Layer, 0, total))
+            fixed (float* values = owner.Cache.Values(Layer, 0, total))
+            fixed (float* buffer = scores[part])
+            fixed (float* q = owner.q)
+            fixed (float* att = owner.att)
             {
-                int t = item / heads, h = item % heads;
-                int kvHead = h / groupSize;
-                int visible = BasePosition + t + 1;
-                var query = owner.q.AsSpan(t * qDim + h * headDim, headDim);
-                for (int p = 0; p < visible; p++)
-                    buffer[p] = TensorPrimitives.Dot(query, keys.Slice(p * kvDim + kvHead * headDim, headDim)) * scale;
-                var s = buffer.AsSpan(0, visible);
-                TensorPrimitives.SoftMax(s, s);
-                var output = owner.att.AsSpan(t * qDim + h * headDim, headDim);
-                output.Clear();
-                for (int p = 0; p < visible; p++)
-                    TensorPrimitives.MultiplyAdd(values.Slice(p * kvDim + kvHead * headDim, headDim), s[p], output, output);
+                for (int item = part; item < Tokens * heads; item += partCount)
+                {
+                    int t = item / heads, h = item % heads;
+                    int kvOffset = h / groupSize * headDim;
+                    Kernels.Attention.Head(q + t * qDim + h * headDim, keys + kvOffset, values + kvOffset, kvDim, BasePosition + t + 1, headDim, scale,
+                        buffer, att + t * qDim + h * headDim);
+                }
             }
         }
     }
