@@ -7,156 +7,102 @@ namespace Squeeze.Kernels;
 
 internal static unsafe partial class Attention
 {
-    /// <summary>AVX2 + FMA version of <see cref="HeadScalar"/> for a head size that is a multiple of 8.</summary>
+    /// <summary>
+    /// Vector version of <see cref="HeadScalar"/> for a head size that is a multiple of 8. It computes exactly what the
+    /// forward pass computed with one <see cref="TensorPrimitives"/> call per position (scores by
+    /// <see cref="TensorPrimitives.Dot(ReadOnlySpan{float}, ReadOnlySpan{float})"/>, softmax by
+    /// <see cref="TensorPrimitives.SoftMax(ReadOnlySpan{float}, Span{float})"/>, then <c>output += score · value</c>
+    /// position by position, multiply and add rounded separately), so quantized models keep their perplexity to the last
+    /// digit: the weighted sum holds up to 64 outputs in registers across every position instead of one call per position.
+    /// </summary>
     public static void HeadAvx2(float* query, float* keys, float* values, int stride, int positions, int headDim, float scale, float* scores, float* output)
     {
-        // scores: four positions at a time, one accumulator each, summed across lanes together
-        int p = 0;
-        for (; p + 4 <= positions; p += 4)
-        {
-            float* k0 = keys + (long)p * stride, k1 = k0 + stride, k2 = k1 + stride, k3 = k2 + stride;
-            Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
-            for (int d = 0; d < headDim; d += 8)
-            {
-                Vector256<float> q = Avx.LoadVector256(query + d);
-                a0 = Fma.MultiplyAdd(q, Avx.LoadVector256(k0 + d), a0);
-                a1 = Fma.MultiplyAdd(q, Avx.LoadVector256(k1 + d), a1);
-                a2 = Fma.MultiplyAdd(q, Avx.LoadVector256(k2 + d), a2);
-                a3 = Fma.MultiplyAdd(q, Avx.LoadVector256(k3 + d), a3);
-            }
-            Vector256<float> h = Avx.HorizontalAdd(Avx.HorizontalAdd(a0, a1), Avx.HorizontalAdd(a2, a3));
-            Vector128<float> sums = Sse.Add(h.GetLower(), h.GetUpper());
-            Sse.Store(scores + p, Sse.Multiply(sums, Vector128.Create(scale)));
-        }
-        for (; p < positions; p++)
-        {
-            float* k = keys + (long)p * stride;
-            Vector256<float> a = Vector256<float>.Zero;
-            for (int d = 0; d < headDim; d += 8)
-                a = Fma.MultiplyAdd(Avx.LoadVector256(query + d), Avx.LoadVector256(k + d), a);
-            scores[p] = Vector256.Sum(a) * scale;
-        }
-
+        var q = new ReadOnlySpan<float>(query, headDim);
+        for (int p = 0; p < positions; p++)
+            scores[p] = TensorPrimitives.Dot(q, new ReadOnlySpan<float>(keys + (long)p * stride, headDim)) * scale;
         var s = new Span<float>(scores, positions);
         TensorPrimitives.SoftMax(s, s);
 
-        // output: up to 64 values at a time held in registers across every position; narrower chunks keep two
-        // positions in flight (even and odd positions in separate accumulators) so the additions do not wait on each other
         int offset = 0;
-        for (; offset + 64 <= headDim; offset += 64)
-            WeightedSum8(scores, values + offset, stride, positions, output + offset);
-        if (offset + 32 <= headDim)
+        while (offset < headDim)
         {
-            WeightedSum4(scores, values + offset, stride, positions, output + offset);
-            offset += 32;
+            int width = Math.Min(64, headDim - offset);
+            switch (width / 8)
+            {
+                case 8: WeightedSum<Eight>(scores, values + offset, stride, positions, output + offset); break;
+                case 7:
+                case 6: WeightedSum<Six>(scores, values + offset, stride, positions, output + offset); width = 48; break;
+                case 5:
+                case 4: WeightedSum<Four>(scores, values + offset, stride, positions, output + offset); width = 32; break;
+                case 3:
+                case 2: WeightedSum<Two>(scores, values + offset, stride, positions, output + offset); width = 16; break;
+                default: WeightedSum<One>(scores, values + offset, stride, positions, output + offset); width = 8; break;
+            }
+            offset += width;
         }
-        if (offset + 16 <= headDim)
-        {
-            WeightedSum2(scores, values + offset, stride, positions, output + offset);
-            offset += 16;
-        }
-        if (offset < headDim)
-            WeightedSum1(scores, values + offset, stride, positions, output + offset);
     }
 
+    private interface IWidth
+    {
+        static abstract int Vectors { get; }
+    }
+
+    private readonly struct One : IWidth { public static int Vectors => 1; }
+
+    private readonly struct Two : IWidth { public static int Vectors => 2; }
+
+    private readonly struct Four : IWidth { public static int Vectors => 4; }
+
+    private readonly struct Six : IWidth { public static int Vectors => 6; }
+
+    private readonly struct Eight : IWidth { public static int Vectors => 8; }
+
+    /// <summary>output[0 .. 8·W) = Σ_p weights[p] · values[p], position by position, multiply and add rounded separately
+    /// (as <see cref="TensorPrimitives.MultiplyAdd(ReadOnlySpan{float}, float, ReadOnlySpan{float}, Span{float})"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void WeightedSum8(float* weights, float* values, int stride, int positions, float* output)
+    private static void WeightedSum<W>(float* weights, float* values, int stride, int positions, float* output) where W : IWidth
     {
         Vector256<float> o0 = Vector256<float>.Zero, o1 = o0, o2 = o0, o3 = o0, o4 = o0, o5 = o0, o6 = o0, o7 = o0;
         for (int p = 0; p < positions; p++)
         {
             float* v = values + (long)p * stride;
             Vector256<float> w = Vector256.Create(weights[p]);
-            o0 = Fma.MultiplyAdd(Avx.LoadVector256(v), w, o0);
-            o1 = Fma.MultiplyAdd(Avx.LoadVector256(v + 8), w, o1);
-            o2 = Fma.MultiplyAdd(Avx.LoadVector256(v + 16), w, o2);
-            o3 = Fma.MultiplyAdd(Avx.LoadVector256(v + 24), w, o3);
-            o4 = Fma.MultiplyAdd(Avx.LoadVector256(v + 32), w, o4);
-            o5 = Fma.MultiplyAdd(Avx.LoadVector256(v + 40), w, o5);
-            o6 = Fma.MultiplyAdd(Avx.LoadVector256(v + 48), w, o6);
-            o7 = Fma.MultiplyAdd(Avx.LoadVector256(v + 56), w, o7);
+            o0 = Avx.Add(Avx.Multiply(Avx.LoadVector256(v), w), o0);
+            if (W.Vectors >= 2)
+                o1 = Avx.Add(Avx.Multiply(Avx.LoadVector256(v + 8), w), o1);
+            if (W.Vectors >= 4)
+            {
+                o2 = Avx.Add(Avx.Multiply(Avx.LoadVector256(v + 16), w), o2);
+                o3 = Avx.Add(Avx.Multiply(Avx.LoadVector256(v + 24), w), o3);
+            }
+            if (W.Vectors >= 6)
+            {
+                o4 = Avx.Add(Avx.Multiply(Avx.LoadVector256(v + 32), w), o4);
+                o5 = Avx.Add(Avx.Multiply(Avx.LoadVector256(v + 40), w), o5);
+            }
+            if (W.Vectors >= 8)
+            {
+                o6 = Avx.Add(Avx.Multiply(Avx.LoadVector256(v + 48), w), o6);
+                o7 = Avx.Add(Avx.Multiply(Avx.LoadVector256(v + 56), w), o7);
+            }
         }
         Avx.Store(output, o0);
-        Avx.Store(output + 8, o1);
-        Avx.Store(output + 16, o2);
-        Avx.Store(output + 24, o3);
-        Avx.Store(output + 32, o4);
-        Avx.Store(output + 40, o5);
-        Avx.Store(output + 48, o6);
-        Avx.Store(output + 56, o7);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void WeightedSum4(float* weights, float* values, int stride, int positions, float* output)
-    {
-        Vector256<float> o0 = Vector256<float>.Zero, o1 = o0, o2 = o0, o3 = o0, e0 = o0, e1 = o0, e2 = o0, e3 = o0;
-        int p = 0;
-        for (; p + 2 <= positions; p += 2)
+        if (W.Vectors >= 2)
+            Avx.Store(output + 8, o1);
+        if (W.Vectors >= 4)
         {
-            float* v = values + (long)p * stride, u = v + stride;
-            Vector256<float> w = Vector256.Create(weights[p]), x = Vector256.Create(weights[p + 1]);
-            o0 = Fma.MultiplyAdd(Avx.LoadVector256(v), w, o0);
-            o1 = Fma.MultiplyAdd(Avx.LoadVector256(v + 8), w, o1);
-            o2 = Fma.MultiplyAdd(Avx.LoadVector256(v + 16), w, o2);
-            o3 = Fma.MultiplyAdd(Avx.LoadVector256(v + 24), w, o3);
-            e0 = Fma.MultiplyAdd(Avx.LoadVector256(u), x, e0);
-            e1 = Fma.MultiplyAdd(Avx.LoadVector256(u + 8), x, e1);
-            e2 = Fma.MultiplyAdd(Avx.LoadVector256(u + 16), x, e2);
-            e3 = Fma.MultiplyAdd(Avx.LoadVector256(u + 24), x, e3);
+            Avx.Store(output + 16, o2);
+            Avx.Store(output + 24, o3);
         }
-        if (p < positions)
+        if (W.Vectors >= 6)
         {
-            float* v = values + (long)p * stride;
-            Vector256<float> w = Vector256.Create(weights[p]);
-            o0 = Fma.MultiplyAdd(Avx.LoadVector256(v), w, o0);
-            o1 = Fma.MultiplyAdd(Avx.LoadVector256(v + 8), w, o1);
-            o2 = Fma.MultiplyAdd(Avx.LoadVector256(v + 16), w, o2);
-            o3 = Fma.MultiplyAdd(Avx.LoadVector256(v + 24), w, o3);
+            Avx.Store(output + 32, o4);
+            Avx.Store(output + 40, o5);
         }
-        Avx.Store(output, o0 + e0);
-        Avx.Store(output + 8, o1 + e1);
-        Avx.Store(output + 16, o2 + e2);
-        Avx.Store(output + 24, o3 + e3);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void WeightedSum2(float* weights, float* values, int stride, int positions, float* output)
-    {
-        Vector256<float> o0 = Vector256<float>.Zero, o1 = o0, e0 = o0, e1 = o0;
-        int p = 0;
-        for (; p + 2 <= positions; p += 2)
+        if (W.Vectors >= 8)
         {
-            float* v = values + (long)p * stride, u = v + stride;
-            Vector256<float> w = Vector256.Create(weights[p]), x = Vector256.Create(weights[p + 1]);
-            o0 = Fma.MultiplyAdd(Avx.LoadVector256(v), w, o0);
-            o1 = Fma.MultiplyAdd(Avx.LoadVector256(v + 8), w, o1);
-            e0 = Fma.MultiplyAdd(Avx.LoadVector256(u), x, e0);
-            e1 = Fma.MultiplyAdd(Avx.LoadVector256(u + 8), x, e1);
+            Avx.Store(output + 48, o6);
+            Avx.Store(output + 56, o7);
         }
-        if (p < positions)
-        {
-            float* v = values + (long)p * stride;
-            Vector256<float> w = Vector256.Create(weights[p]);
-            o0 = Fma.MultiplyAdd(Avx.LoadVector256(v), w, o0);
-            o1 = Fma.MultiplyAdd(Avx.LoadVector256(v + 8), w, o1);
-        }
-        Avx.Store(output, o0 + e0);
-        Avx.Store(output + 8, o1 + e1);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void WeightedSum1(float* weights, float* values, int stride, int positions, float* output)
-    {
-        Vector256<float> o = Vector256<float>.Zero, e = o;
-        int p = 0;
-        for (; p + 2 <= positions; p += 2)
-        {
-            float* v = values + (long)p * stride;
-            o = Fma.MultiplyAdd(Avx.LoadVector256(v), Vector256.Create(weights[p]), o);
-            e = Fma.MultiplyAdd(Avx.LoadVector256(v + stride), Vector256.Create(weights[p + 1]), e);
-        }
-        if (p < positions)
-            o = Fma.MultiplyAdd(Avx.LoadVector256(values + (long)p * stride), Vector256.Create(weights[p]), o);
-        Avx.Store(output, o + e);
     }
 }

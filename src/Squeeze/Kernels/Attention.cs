@@ -5,7 +5,7 @@ namespace Squeeze.Kernels;
 /// <summary>
 /// Scaled dot-product attention of one query head over the cached positions of its key/value head:
 /// <c>output = Σ_p softmax_p(scale · query · keys[p]) · values[p]</c>. The scalar version is the reference; the AVX2
-/// version (four positions per step for the scores, the output held in registers) is tested against it.
+/// version (the weighted sum of the values held in registers across positions) is tested against it.
 /// </summary>
 internal static unsafe partial class Attention
 {
