@@ -23,6 +23,9 @@ public static class Program
             case "speed":
                 SpeedSuite.Run(rest);
                 return 0;
+            case "profile":
+                ProfileSuite.Run(rest);
+                return 0;
             case "golden":
                 GoldenSuite.Run(rest);
                 return 0;
@@ -30,7 +33,7 @@ public static class Program
                 MixesSuite.Run(rest);
                 return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|golden|mixes [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

@@ -1,13 +1,18 @@
-using System.Globalization;
-using Squeeze.Evaluation;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
 using Squeeze.Formats;
+using Squeeze.Models;
+using Squeeze.Quantization;
 using Squeeze.Runtime;
 
 namespace Squeeze.Bench;
 
-/// <summary>Prompt (256 tokens) and decode (128 tokens) speed per weight type and thread count, beside llama-bench's figures.</summary>
+/// <summary>Prompt (256 tokens) and decode (128 tokens) speed per weight type and thread count, beside llama-bench's
+/// figures, and decode's share of the memory bandwidth (weight bytes read per token × tokens/s ÷ a STREAM-like copy).</summary>
 internal static class SpeedSuite
 {
+    private const string Q4_0Pure = "stories15M-Q4_0-pure.gguf";
+
     // llama-bench on the same kind of 2-core machine (shared/golden/README.md): (prompt 256, decode 128) tokens/s.
     private static readonly Dictionary<(string File, int Threads), (double Prompt, double Decode)> LlamaCpp = new()
     {
@@ -15,27 +20,95 @@ internal static class SpeedSuite
         [("stories15M-f32.gguf", 2)] = (7613, 560),
         [("stories15M-Q8_0.gguf", 1)] = (5267, 995),
         [("stories15M-Q8_0.gguf", 2)] = (9612, 1488),
+        [(Q4_0Pure, 1)] = (5759, 1524),
+        [(Q4_0Pure, 2)] = (10527, 2199),
         [("stories15M-Q4_K_M-imatrix.gguf", 1)] = (4366, 933),
         [("stories15M-Q4_K_M-imatrix.gguf", 2)] = (8076, 1423),
     };
+
+    /// <summary>The benchmarked files: llama.cpp's f32, Q8_0 and Q4_K_M files, and a pure Q4_0 file Squeeze writes
+    /// from the f32 one into a temporary directory (llama-bench's Q4_0 figures are for <c>--pure</c>).</summary>
+    internal static string[] Files(string shared)
+    {
+        string golden = Path.Combine(shared, "golden");
+        string q4 = Path.Combine(Path.GetTempPath(), "squeeze-bench", Q4_0Pure);
+        if (!File.Exists(q4))
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(q4)!);
+            using var f32 = ModelLoader.Load(Path.Combine(golden, "stories15M-f32.gguf"));
+            string partial = q4 + $".{Environment.ProcessId}.tmp";
+            GgufQuantizer.Write(f32, QuantizationMix.Plan(f32, QuantizationMix.Q4_0, [], pure: true), partial);
+            File.Move(partial, q4, overwrite: true);
+        }
+        return [Path.Combine(golden, "stories15M-f32.gguf"), Path.Combine(golden, "stories15M-Q8_0.gguf"), q4, Path.Combine(golden, "stories15M-Q4_K_M-imatrix.gguf")];
+    }
 
     public static void Run(string[] args)
     {
         string shared = Program.Shared(args);
         int repetitions = Program.Option(args, "--repetitions", 5);
+        var files = Files(shared);
+        var bandwidth = new Dictionary<int, double> { [1] = CopyBandwidth(1), [2] = CopyBandwidth(2) };
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- speed --repetitions {repetitions}` (median of {repetitions} runs after a warm-up)");
         Console.WriteLine();
-        Console.WriteLine("| weights | threads | prompt 256 tok/s | llama.cpp | ratio | decode 128 tok/s | llama.cpp | ratio |");
-        Console.WriteLine("|---|---|---|---|---|---|---|---|");
-        foreach (var file in new[] { "stories15M-f32.gguf", "stories15M-Q8_0.gguf", "stories15M-Q4_K_M-imatrix.gguf" })
+        Console.WriteLine($"STREAM-like copy (256 MiB, read + write counted): {bandwidth[1]:0.0} GB/s on 1 thread, {bandwidth[2]:0.0} GB/s on 2.");
+        Console.WriteLine();
+        Console.WriteLine("| weights | threads | prompt 256 tok/s | llama.cpp | ratio | decode 128 tok/s | llama.cpp | ratio | MB read/token | decode GB/s | of copy |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
+        foreach (var file in files)
         {
-            using var model = ModelLoader.Load(Path.Combine(shared, "golden", file));
+            using var model = ModelLoader.Load(file);
+            double bytesPerToken = WeightBytesPerToken(model);
+            string name = Path.GetFileName(file);
             foreach (int threads in new[] { 1, 2 })
             {
                 var r = SpeedBenchmark.Run(model, threads, promptTokens: 256, decodeTokens: 128, repetitions);
-                var (p, d) = LlamaCpp[(file, threads)];
-                Console.WriteLine($"| {file} | {threads} | {r.PromptTokensPerSecond:0} | {p:0} | {r.PromptTokensPerSecond / p:0.00} | {r.DecodeTokensPerSecond:0} | {d:0} | {r.DecodeTokensPerSecond / d:0.00} |");
+                var (p, d) = LlamaCpp[(name, threads)];
+                double gbs = bytesPerToken * r.DecodeTokensPerSecond / 1e9;
+                Console.WriteLine($"| {name} | {threads} | {r.PromptTokensPerSecond:0} | {p:0} | {r.PromptTokensPerSecond / p:0.00} | {r.DecodeTokensPerSecond:0} | {d:0} | {r.DecodeTokensPerSecond / d:0.00} | {bytesPerToken / 1e6:0.00} | {gbs:0.0} | {gbs / bandwidth[threads]:0%} |");
             }
+        }
+    }
+
+    /// <summary>Weight bytes one decode step reads: every matrix of every layer, the classifier, one embedding row.</summary>
+    private static double WeightBytesPerToken(Model model)
+    {
+        double bytes = 0;
+        foreach (var tensor in model.Tensors)
+            bytes += tensor.Name == TensorNames.TokenEmbedding ? tensor.RowBytes : tensor.ByteLength;
+        if (!model.TryGetTensor(TensorNames.Output, out _))
+            bytes += model[TensorNames.TokenEmbedding].ByteLength; // tied: the embedding is the classifier
+        return bytes;
+    }
+
+    /// <summary>Copy bandwidth like STREAM's "Copy" (bytes read + bytes written per second) over a buffer far larger than
+    /// the caches, split across <paramref name="threads"/> threads; best of 5.</summary>
+    private static unsafe double CopyBandwidth(int threads)
+    {
+        const nuint bytes = 256u << 20;
+        byte* a = (byte*)NativeMemory.AlignedAlloc(bytes, 64), b = (byte*)NativeMemory.AlignedAlloc(bytes, 64);
+        try
+        {
+            new Span<byte>(a, (int)bytes).Fill(1);
+            double best = 0;
+            for (int r = 0; r < 6; r++)
+            {
+                long start = Stopwatch.GetTimestamp();
+                Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
+                {
+                    long from = (long)bytes * i / threads, to = (long)bytes * (i + 1) / threads;
+                    Buffer.MemoryCopy(a + from, b + from, to - from, to - from);
+                });
+                double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+                if (r > 0)
+                    best = Math.Max(best, 2.0 * (long)bytes / seconds / 1e9);
+            }
+            return best;
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(a);
+            NativeMemory.AlignedFree(b);
         }
     }
 }

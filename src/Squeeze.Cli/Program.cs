@@ -16,6 +16,7 @@ public static class Program
             CalibrateCommand.Create(),
             BenchCommand.Create(),
             DemoCommand.Create(),
+            SelfTestCommand.Create(),
         };
         return root.Parse(args).Invoke();
     }

@@ -63,7 +63,7 @@ public static unsafe class MatMul
         byte* scratch = xBytes + parts * job.RowScratchBytes > 0 ? context.Scratch(xBytes + parts * job.RowScratchBytes) : null;
         byte* xq = convert ? scratch : (byte*)x;
         if (convert)
-            VecDot.PrepareActivations(type, x, columns, tokens, xq);
+            PrepareActivations(type, x, columns, tokens, context, xq);
         job.RowScratch = repack ? scratch + xBytes : null;
         job.Weight = weight;
         job.RowBytes = rowBytes;
@@ -77,6 +77,45 @@ public static unsafe class MatMul
         context.Run(job, parts);
     }
 
+    /// <summary>Converts the activations to the weight type's vec_dot type, split by tokens across the context's
+    /// threads when there are enough of them (each row is converted alone, so the split changes nothing).</summary>
+    private static void PrepareActivations(GgmlType type, float* x, int columns, int tokens, ComputeContext context, byte* destination)
+    {
+        int parts = context.Threads == 1 || (long)tokens * columns < MinValuesPerQuantizePart ? 1 : Math.Min(tokens, context.Threads);
+        if (parts == 1)
+        {
+            VecDot.PrepareActivations(type, x, columns, tokens, destination);
+            return;
+        }
+        QuantizeJob job = context.QuantizeJob;
+        job.Type = type;
+        job.X = x;
+        job.Columns = columns;
+        job.Tokens = tokens;
+        job.Destination = destination;
+        job.RowBytes = VecDot.ActivationRowBytes(type, columns);
+        context.Run(job, parts);
+    }
+
+    // Below this many activation values, converting them on one thread is quicker than waking another.
+    private const long MinValuesPerQuantizePart = 8 * 1024;
+
+    /// <summary>Activation conversion split by tokens: part i converts rows [tokens·i/parts, tokens·(i+1)/parts).</summary>
+    internal sealed class QuantizeJob : IParallelJob
+    {
+        public GgmlType Type;
+        public float* X;           // [Tokens, Columns]
+        public int Columns, Tokens;
+        public byte* Destination;  // [Tokens, RowBytes]
+        public long RowBytes;
+
+        public void Run(int part, int parts)
+        {
+            int t0 = (int)((long)Tokens * part / parts), t1 = (int)((long)Tokens * (part + 1) / parts);
+            VecDot.PrepareActivations(Type, X + (long)t0 * Columns, Columns, t1 - t0, Destination + t0 * RowBytes);
+        }
+    }
+
     // Below this many weight bytes × tokens, waking a worker costs more than it saves.
     private const long MinBytesPerPart = 16 * 1024;
     private const int PartsPerThread = 4;
@@ -84,6 +123,8 @@ public static unsafe class MatMul
     private const int RowAlign = 16;
     // Activation rows kept hot while a weight row is reused across them.
     private const long TileBytes = 24 * 1024;
+    // At most this many tokens per tile: a weight row (repacked once per tile for Q4_0, Q5_0, IQ4_NL) serves them all.
+    private const int MaxTileTokens = 64;
 
     /// <summary>One product split by rows: each part owns a contiguous range of output rows.</summary>
     internal sealed class Job : IParallelJob
@@ -108,7 +149,7 @@ public static unsafe class MatMul
             var dot = Dot;
             var dot4 = Dot4;
             byte* repacked = RowScratch == null ? null : RowScratch + part * RowScratchBytes;
-            int tile = (int)Math.Clamp(TileBytes / XRowBytes, 4, 16) & ~3;
+            int tile = (int)Math.Clamp(TileBytes / XRowBytes, 4, MaxTileTokens) & ~3;
             for (int t0 = 0; t0 < Tokens; t0 += tile)
             {
                 int t1 = Math.Min(Tokens, t0 + tile);

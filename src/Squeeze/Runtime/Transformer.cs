@@ -48,6 +48,7 @@ public sealed class Transformer : IDisposable
     private readonly float[] gate;   // [batch, hidden]
     private readonly float[] up;     // [batch, hidden]
     private readonly AttentionJob attention;
+    private readonly TokenRangeJob tokenRanges = new();
     private float[] logits = [];     // [logitRows, vocab]
 
     public Transformer(Model model, RuntimeOptions? options = null)
@@ -156,9 +157,12 @@ public sealed class Transformer : IDisposable
     {
         int dim = config.Dim, qDim = config.QDim, kvDim = config.KvDim, headDim = config.HeadDim;
         var xs = x.AsSpan(0, n * dim);
+        ForTokens(n, (t0, t1) =>
+        {
+            for (int t = t0; t < t1; t++)
+                RmsNorm(x.AsSpan(t * dim, dim), layer.AttentionNorm, config.RmsNormEps, xb.AsSpan(t * dim, dim));
+        });
         var normed = xb.AsSpan(0, n * dim);
-        for (int t = 0; t < n; t++)
-            RmsNorm(xs.Slice(t * dim, dim), layer.AttentionNorm, config.RmsNormEps, normed.Slice(t * dim, dim));
 
         Observer?.Observe(layer.Index, LinearInput.Attention, normed, n);
         var qs = q.AsSpan(0, n * qDim);
@@ -167,34 +171,35 @@ public sealed class Transformer : IDisposable
         MatMul.Multiply(layer.Query, normed, n, compute, qs);
         MatMul.Multiply(layer.Key, normed, n, compute, ks);
         MatMul.Multiply(layer.Value, normed, n, compute, vs);
-        if (layer.QueryBias is not null)
+        ForTokens(n, (t0, t1) =>
         {
-            for (int t = 0; t < n; t++)
+            for (int t = t0; t < t1; t++)
             {
-                TensorPrimitives.Add(qs.Slice(t * qDim, qDim), layer.QueryBias, qs.Slice(t * qDim, qDim));
-                TensorPrimitives.Add(ks.Slice(t * kvDim, kvDim), layer.KeyBias!, ks.Slice(t * kvDim, kvDim));
-                TensorPrimitives.Add(vs.Slice(t * kvDim, kvDim), layer.ValueBias!, vs.Slice(t * kvDim, kvDim));
+                var qt = q.AsSpan(t * qDim, qDim);
+                var kt = k.AsSpan(t * kvDim, kvDim);
+                if (layer.QueryBias is not null)
+                {
+                    TensorPrimitives.Add(qt, layer.QueryBias, qt);
+                    TensorPrimitives.Add(kt, layer.KeyBias!, kt);
+                    TensorPrimitives.Add(v.AsSpan(t * kvDim, kvDim), layer.ValueBias!, v.AsSpan(t * kvDim, kvDim));
+                }
+                int pos = Position + t;
+                for (int h = 0; h < config.HeadCount; h++)
+                {
+                    var head = qt.Slice(h * headDim, headDim);
+                    if (layer.QueryNorm is not null)
+                        RmsNorm(head, layer.QueryNorm, config.RmsNormEps, head);
+                    Rope(head, pos);
+                }
+                for (int h = 0; h < config.KvHeadCount; h++)
+                {
+                    var head = kt.Slice(h * headDim, headDim);
+                    if (layer.KeyNorm is not null)
+                        RmsNorm(head, layer.KeyNorm, config.RmsNormEps, head);
+                    Rope(head, pos);
+                }
             }
-        }
-
-        for (int t = 0; t < n; t++)
-        {
-            int pos = Position + t;
-            for (int h = 0; h < config.HeadCount; h++)
-            {
-                var head = qs.Slice(t * qDim + h * headDim, headDim);
-                if (layer.QueryNorm is not null)
-                    RmsNorm(head, layer.QueryNorm, config.RmsNormEps, head);
-                Rope(head, pos);
-            }
-            for (int h = 0; h < config.KvHeadCount; h++)
-            {
-                var head = ks.Slice(t * kvDim + h * headDim, headDim);
-                if (layer.KeyNorm is not null)
-                    RmsNorm(head, layer.KeyNorm, config.RmsNormEps, head);
-                Rope(head, pos);
-            }
-        }
+        });
         ks.CopyTo(Cache.Keys(layer.Index, Position, n));
         vs.CopyTo(Cache.Values(layer.Index, Position, n));
 
@@ -216,8 +221,9 @@ public sealed class Transformer : IDisposable
     }
 
     /// <summary>The (token, head) pairs of one attention call, split into parts for the worker pool; each part has its
-    /// own score buffer. Which thread runs a part does not change what it computes.</summary>
-    private sealed class AttentionJob(Transformer owner, int parts, int contextLength) : IParallelJob
+    /// own score buffer. Part i takes pairs i, i + parts, i + 2·parts … so that every part gets short and long rows of
+    /// the causal triangle. Which thread runs a part does not change what it computes.</summary>
+    private sealed unsafe class AttentionJob(Transformer owner, int parts, int contextLength) : IParallelJob
     {
         private readonly float[][] scores = Enumerable.Range(0, parts).Select(_ => new float[contextLength]).ToArray();
 
@@ -233,24 +239,19 @@ public sealed class Transformer : IDisposable
             int groupSize = heads / config.KvHeadCount;
             float scale = 1f / MathF.Sqrt(headDim);
             int total = BasePosition + Tokens;
-            var keys = owner.Cache.Keys(Layer, 0, total);
-            var values = owner.Cache.Values(Layer, 0, total);
-            int work = Tokens * heads;
-            var buffer = scores[part];
-            for (int item = (int)((long)work * part / partCount), end = (int)((long)work * (part + 1) / partCount); item < end; item++)
+            fixed (float* keys = owner.Cache.Keys(Layer, 0, total))
+            fixed (float* values = owner.Cache.Values(Layer, 0, total))
+            fixed (float* buffer = scores[part])
+            fixed (float* q = owner.q)
+            fixed (float* att = owner.att)
             {
-                int t = item / heads, h = item % heads;
-                int kvHead = h / groupSize;
-                int visible = BasePosition + t + 1;
-                var query = owner.q.AsSpan(t * qDim + h * headDim, headDim);
-                for (int p = 0; p < visible; p++)
-                    buffer[p] = TensorPrimitives.Dot(query, keys.Slice(p * kvDim + kvHead * headDim, headDim)) * scale;
-                var s = buffer.AsSpan(0, visible);
-                TensorPrimitives.SoftMax(s, s);
-                var output = owner.att.AsSpan(t * qDim + h * headDim, headDim);
-                output.Clear();
-                for (int p = 0; p < visible; p++)
-                    TensorPrimitives.MultiplyAdd(values.Slice(p * kvDim + kvHead * headDim, headDim), s[p], output, output);
+                for (int item = part; item < Tokens * heads; item += partCount)
+                {
+                    int t = item / heads, h = item % heads;
+                    int kvOffset = h / groupSize * headDim;
+                    Kernels.Attention.Head(q + t * qDim + h * headDim, keys + kvOffset, values + kvOffset, kvDim, BasePosition + t + 1, headDim, scale,
+                        buffer, att + t * qDim + h * headDim);
+                }
             }
         }
     }
@@ -259,22 +260,55 @@ public sealed class Transformer : IDisposable
     {
         int dim = config.Dim, hidden = config.HiddenDim;
         var xs = x.AsSpan(0, n * dim);
+        ForTokens(n, (t0, t1) =>
+        {
+            for (int t = t0; t < t1; t++)
+                RmsNorm(x.AsSpan(t * dim, dim), layer.FeedForwardNorm, config.RmsNormEps, xb.AsSpan(t * dim, dim));
+        });
         var normed = xb.AsSpan(0, n * dim);
-        for (int t = 0; t < n; t++)
-            RmsNorm(xs.Slice(t * dim, dim), layer.FeedForwardNorm, config.RmsNormEps, normed.Slice(t * dim, dim));
         Observer?.Observe(layer.Index, LinearInput.FeedForward, normed, n);
         var g = gate.AsSpan(0, n * hidden);
         var u = up.AsSpan(0, n * hidden);
         MatMul.Multiply(layer.Gate, normed, n, compute, g);
         MatMul.Multiply(layer.Up, normed, n, compute, u);
         // SwiGLU: h = silu(g) · u = σ(g) · (g · u), computed in place as u ← g·u, g ← σ(g), g ← g·u.
-        TensorPrimitives.Multiply(g, u, u);
-        TensorPrimitives.Sigmoid(g, g);
-        TensorPrimitives.Multiply(g, u, g);
+        ForTokens(n, (t0, t1) =>
+        {
+            var gt = gate.AsSpan(t0 * hidden, (t1 - t0) * hidden);
+            var ut = up.AsSpan(t0 * hidden, (t1 - t0) * hidden);
+            TensorPrimitives.Multiply(gt, ut, ut);
+            TensorPrimitives.Sigmoid(gt, gt);
+            TensorPrimitives.Multiply(gt, ut, gt);
+        });
         var projected = proj.AsSpan(0, n * dim);
         Observer?.Observe(layer.Index, LinearInput.FeedForwardDown, g, n);
         MatMul.Multiply(layer.Down, g, n, compute, projected);
         TensorPrimitives.Add(xs, projected, xs);
+    }
+
+    /// <summary>Runs <c>body(t0, t1)</c> over [0, n) split in token ranges across the threads (inline for a few tokens).
+    /// Each token is computed the same way whichever range holds it.</summary>
+    private void ForTokens(int n, Action<int, int> body)
+    {
+        if (n < MinTokensPerSplit || compute.Threads == 1)
+        {
+            body(0, n);
+            return;
+        }
+        tokenRanges.Body = body;
+        tokenRanges.Tokens = n;
+        compute.Run(tokenRanges, compute.Threads);
+        tokenRanges.Body = null;
+    }
+
+    private const int MinTokensPerSplit = 16;
+
+    private sealed class TokenRangeJob : IParallelJob
+    {
+        public Action<int, int>? Body { get; set; }
+        public int Tokens { get; set; }
+
+        public void Run(int part, int parts) => Body!((int)((long)Tokens * part / parts), (int)((long)Tokens * (part + 1) / parts));
     }
 
     /// <summary>destination = x / √(mean(x²) + eps) · weight.</summary>

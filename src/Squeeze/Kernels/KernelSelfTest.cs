@@ -1,0 +1,181 @@
+using System.Runtime.Intrinsics.X86;
+using Squeeze.Quantization;
+using Squeeze.Tensors;
+
+namespace Squeeze.Kernels;
+
+/// <summary>
+/// A quick check, runnable in any process, that the kernels this machine dispatches to agree with the scalar references:
+/// <see cref="MatMul"/> (one-token and four-token kernels, repacking, several threads) against the scalar
+/// <see cref="VecDot"/> on the same activations, the activation quantizers against their scalar versions (exactly), and
+/// attention against its scalar version. Tests run it in child processes with <c>DOTNET_EnableAVX512=0</c> and
+/// <c>DOTNET_EnableAVX2=0</c>, so the fallback paths are exercised on a machine that has the wide ones.
+/// </summary>
+public static unsafe class KernelSelfTest
+{
+    // Σ in a different order: relative to Σ|w·x| (float rounding of a few hundred terms, with margin)
+    private const double SumOrderLimit = 1e-5;
+    private const float AttentionLimit = 2e-5f;
+
+    private static readonly GgmlType[] Types =
+    [
+        GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1, GgmlType.Q8_0,
+        GgmlType.IQ4_NL, GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K,
+    ];
+
+    /// <summary>Runs every check, writes one line per group and every mismatch to <paramref name="log"/>; returns the
+    /// number of mismatches (0: all agree).</summary>
+    public static int Run(TextWriter log)
+    {
+        ArgumentNullException.ThrowIfNull(log);
+        log.WriteLine($"kernel level {VecDot.Best}; Avx2 {Avx2.IsSupported}, Fma {Fma.IsSupported}, Avx512F {Avx512F.IsSupported}, AvxVnni {AvxVnni.IsSupported}");
+        int failures = 0;
+        using var context = new ComputeContext(2);
+        foreach (GgmlType type in Types)
+        {
+            int checks = 0, before = failures;
+            int block = GgmlTypes.BlockSize(type);
+            foreach (int blocks in block == 1 ? new[] { 1, 7, 8, 15, 16, 17, 33, 64, 288 } : block == 256 ? new[] { 1, 2, 3 } : new[] { 1, 3, 8, 9, 17, 24 })
+            {
+                for (int seed = 0; seed < 3; seed++)
+                {
+                    foreach (int tokens in new[] { 1, 5, 9 })
+                    {
+                        failures += CheckProduct(type, rows: 19, columns: blocks * block, tokens, seed, context, log);
+                        checks++;
+                    }
+                }
+            }
+            log.WriteLine($"{type}: {checks} products, {failures - before} mismatches");
+        }
+        failures += CheckQuantizers(log);
+        failures += CheckAttention(log);
+        log.WriteLine(failures == 0 ? "all kernels agree with the scalar references" : $"{failures} mismatches");
+        return failures;
+    }
+
+    private static int CheckProduct(GgmlType type, int rows, int columns, int tokens, int seed, ComputeContext context, TextWriter log)
+    {
+        var rng = new Random(seed * 7919 + columns * 31 + tokens);
+        var weights = new float[rows * columns];
+        for (int i = 0; i < weights.Length; i++)
+            weights[i] = Normal(rng);
+        long rowBytes = GgmlTypes.RowBytes(type, columns);
+        var encoded = new byte[rowBytes * rows];
+        for (int r = 0; r < rows; r++)
+            Quantize.Row(type, weights.AsSpan(r * columns, columns), [], encoded.AsSpan((int)(r * rowBytes), (int)rowBytes));
+        var decoded = new float[rows * columns];
+        for (int r = 0; r < rows; r++)
+            Dequantize.Row(type, encoded.AsSpan((int)(r * rowBytes), (int)rowBytes), decoded.AsSpan(r * columns, columns));
+        var x = new float[tokens * columns];
+        for (int i = 0; i < x.Length; i++)
+            x[i] = Normal(rng) * (i % 13 == 0 ? 8 : 1); // some outliers, as activations have
+        var y = new float[tokens * rows];
+        var prepared = new byte[VecDot.ActivationRowBytes(type, columns) * tokens];
+        int failures = 0;
+        fixed (byte* w = encoded, xq = prepared)
+        fixed (float* px = x, py = y)
+        {
+            MatMul.Multiply(type, w, px, rows, columns, tokens, rows, context, py);
+            VecDot.PrepareActivations(type, px, columns, tokens, xq);
+            delegate*<byte*, byte*, int, float> scalar = VecDot.For(type, SimdLevel.Scalar);
+            long xRowBytes = VecDot.ActivationRowBytes(type, columns);
+            for (int t = 0; t < tokens; t++)
+            {
+                for (int r = 0; r < rows; r++)
+                {
+                    float expected = scalar(w + r * rowBytes, xq + t * xRowBytes, columns);
+                    double magnitude = 0;
+                    for (int c = 0; c < columns; c++)
+                        magnitude += Math.Abs((double)decoded[r * columns + c] * x[t * columns + c]);
+                    double error = Math.Abs((double)py[t * rows + r] - expected);
+                    if (!(error <= SumOrderLimit * magnitude + 1e-30))
+                    {
+                        if (failures++ < 3)
+                            log.WriteLine($"  {type} columns {columns} tokens {tokens} seed {seed}: y[{t}, {r}] = {py[t * rows + r]}, scalar {expected}, |diff| {error:g3} > {SumOrderLimit} x {magnitude:g3}");
+                    }
+                }
+            }
+        }
+        return failures;
+    }
+
+    private delegate void Quantizer(float* x, int n, byte* y);
+
+    private static int CheckQuantizers(TextWriter log)
+    {
+        int failures = 0;
+        foreach ((GgmlType type, Quantizer best, Quantizer scalar) in new (GgmlType, Quantizer, Quantizer)[]
+        {
+            (GgmlType.Q8_0, QuantizeActivations.Q8_0, QuantizeActivations.Q8_0Scalar),
+            (GgmlType.Q8_1, QuantizeActivations.Q8_1, QuantizeActivations.Q8_1Scalar),
+            (GgmlType.Q8_K, QuantizeActivations.Q8_K, QuantizeActivations.Q8_KScalar),
+        })
+        {
+            int block = GgmlTypes.BlockSize(type);
+            for (int seed = 0; seed < 10; seed++)
+            {
+                var rng = new Random(seed);
+                int n = block * (1 + seed);
+                var x = new float[n];
+                for (int i = 0; i < n; i++)
+                    x[i] = Normal(rng) * (i % 11 == 0 ? 10 : 1);
+                byte[] a = new byte[GgmlTypes.RowBytes(type, n)], b = new byte[a.Length];
+                fixed (float* px = x)
+                fixed (byte* pa = a, pb = b)
+                {
+                    best(px, n, pa);
+                    scalar(px, n, pb);
+                }
+                if (!a.AsSpan().SequenceEqual(b))
+                {
+                    failures++;
+                    log.WriteLine($"  activation quantizer {type} n {n} seed {seed}: differs from the scalar version");
+                }
+            }
+        }
+        log.WriteLine($"activation quantizers: {failures} mismatches");
+        return failures;
+    }
+
+    private static int CheckAttention(TextWriter log)
+    {
+        int failures = 0;
+        foreach (int headDim in new[] { 8, 12, 48, 64, 128 })
+        {
+            foreach (int positions in new[] { 1, 3, 4, 5, 17, 64, 129 })
+            {
+                var rng = new Random(headDim * 1000 + positions);
+                int stride = 2 * headDim + 8;
+                var q = new float[headDim];
+                var kv = new float[2 * positions * stride];
+                for (int i = 0; i < q.Length; i++)
+                    q[i] = Normal(rng);
+                for (int i = 0; i < kv.Length; i++)
+                    kv[i] = Normal(rng);
+                float[] expected = new float[headDim], actual = new float[headDim], scores = new float[positions];
+                fixed (float* pq = q, pk = kv, ps = scores, pe = expected, pa = actual)
+                {
+                    float* pv = pk + positions * stride;
+                    float scale = 1 / MathF.Sqrt(headDim);
+                    Attention.HeadScalar(pq, pk, pv, stride, positions, headDim, scale, ps, pe);
+                    Attention.Head(pq, pk, pv, stride, positions, headDim, scale, ps, pa);
+                }
+                for (int d = 0; d < headDim; d++)
+                {
+                    if (!(MathF.Abs(expected[d] - actual[d]) <= AttentionLimit * (1 + MathF.Abs(expected[d]))))
+                    {
+                        failures++;
+                        log.WriteLine($"  attention headDim {headDim} positions {positions} d {d}: {actual[d]}, scalar {expected[d]}");
+                        break;
+                    }
+                }
+            }
+        }
+        log.WriteLine($"attention: {failures} mismatches");
+        return failures;
+    }
+
+    private static float Normal(Random rng)
+        => (float)(Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()));
+}
