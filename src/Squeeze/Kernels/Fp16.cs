@@ -3,7 +3,8 @@ using System.Runtime.Intrinsics;
 
 namespace Squeeze.Kernels;
 
-/// <summary>Conversions between f32 and the 16-bit float formats (IEEE binary16 and bfloat16) used by the kernels.</summary>
+/// <summary>Fast f16 → f32 widening (scalar twin of the vector versions) and round trips through the 16-bit formats, for the
+/// kernels; the plain conversions live in <see cref="Squeeze.Tensors.HalfConversions"/>.</summary>
 internal static class Fp16
 {
     private const float TwoPow112 = 5.192296858534828e33f; // 2^112: rebias a binary16 exponent (15) to binary32 (127)
@@ -40,30 +41,11 @@ internal static class Fp16
         return (bits | Vector512.ShiftLeft(h & Vector512.Create(0x8000u), 16)).AsSingle();
     }
 
-    /// <summary>The binary16 bits nearest to <paramref name="value"/> (round to nearest, ties to even), as F16C and ggml round.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ushort FromSingle(float value) => BitConverter.HalfToUInt16Bits((Half)value);
-
     /// <summary><paramref name="value"/> rounded to binary16 and back (round to nearest, ties to even).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float RoundToHalf(float value) => (float)(Half)value;
 
-    /// <summary>The bfloat16 bits nearest to <paramref name="value"/>, as ggml's <c>GGML_FP32_TO_BF16</c>: round to nearest
-    /// even, NaN kept quiet.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ushort ToBFloat16(float value)
-    {
-        uint u = BitConverter.SingleToUInt32Bits(value);
-        if ((u & 0x7fffffffu) > 0x7f800000u)
-            return (ushort)((u >> 16) | 64); // quiet NaN
-        return (ushort)((u + (0x7fffu + ((u >> 16) & 1))) >> 16);
-    }
-
-    /// <summary>The bfloat16 with bits <paramref name="b"/> as f32 (exact).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float FromBFloat16(ushort b) => BitConverter.UInt32BitsToSingle((uint)b << 16);
-
     /// <summary><paramref name="value"/> rounded to bfloat16 and back.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float RoundToBFloat16(float value) => FromBFloat16(ToBFloat16(value));
+    public static float RoundToBFloat16(float value) => Squeeze.Tensors.HalfConversions.Bf16ToF32(Squeeze.Tensors.HalfConversions.F32ToBf16(value));
 }

@@ -1,3 +1,4 @@
+using Squeeze.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using static Squeeze.Kernels.BlockLayout;
@@ -19,7 +20,7 @@ internal static unsafe partial class QuantizeActivations
         for (int b = 0; b < n / QK; b++, x += QK, y += Q8_1Bytes)
         {
             Vector256<int> sum = QuantizeBlock32Vector256(x, y, (sbyte*)(y + Q8_1Qs), out float d);
-            Unsafe.WriteUnaligned(y + Q8_1S, Fp16.FromSingle(d * Vector256.Sum(sum)));
+            Unsafe.WriteUnaligned(y + Q8_1S, HalfConversions.F32ToF16(d * Vector256.Sum(sum)));
         }
     }
 
@@ -33,7 +34,7 @@ internal static unsafe partial class QuantizeActivations
         Vector128<float> m4 = Vector128.Max(m.GetLower(), m.GetUpper());
         float amax = MathF.Max(MathF.Max(m4[0], m4[1]), MathF.Max(m4[2], m4[3]));
         d = amax / 127f;
-        Unsafe.WriteUnaligned(d16, Fp16.FromSingle(d));
+        Unsafe.WriteUnaligned(d16, HalfConversions.F32ToF16(d));
         var id = Vector256.Create(amax != 0 ? 127f / amax : 0f);
         Vector256<int> i0 = Vector256.ConvertToInt32(Vector256.Round(v0 * id));
         Vector256<int> i1 = Vector256.ConvertToInt32(Vector256.Round(v1 * id));

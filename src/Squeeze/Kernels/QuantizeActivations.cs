@@ -1,3 +1,4 @@
+using Squeeze.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using static Squeeze.Kernels.BlockLayout;
@@ -64,7 +65,7 @@ internal static unsafe partial class QuantizeActivations
             sbyte* q = (sbyte*)(y + Q8_1Qs);
             for (int j = 0; j < QK; j++)
                 sum += q[j];
-            Unsafe.WriteUnaligned(y + Q8_1S, Fp16.FromSingle(d * sum));
+            Unsafe.WriteUnaligned(y + Q8_1S, HalfConversions.F32ToF16(d * sum));
         }
     }
 
@@ -75,7 +76,7 @@ internal static unsafe partial class QuantizeActivations
         for (int j = 0; j < QK; j++)
             amax = MathF.Max(amax, MathF.Abs(x[j]));
         float d = amax / 127f;
-        Unsafe.WriteUnaligned(d16, Fp16.FromSingle(d));
+        Unsafe.WriteUnaligned(d16, HalfConversions.F32ToF16(d));
         float id = amax != 0 ? 127f / amax : 0f;
         for (int j = 0; j < QK; j++)
             q[j] = (sbyte)(int)MathF.Round(x[j] * id); // MathF.Round: nearest, ties to even (_mm256_round_ps)

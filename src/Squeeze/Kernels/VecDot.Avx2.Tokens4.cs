@@ -86,7 +86,7 @@ internal static unsafe partial class VecDot
 
         public static Vector512<float> Load16(ushort* p) => Vector512.ShiftLeft(Avx512F.ConvertToVector512UInt32(Vector256.Load(p)), 16).AsSingle();
 
-        public static float Load1(ushort* p) => Fp16.FromBFloat16(*p);
+        public static float Load1(ushort* p) => HalfConversions.Bf16ToF32(*p);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -1,3 +1,4 @@
+using Squeeze.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -101,7 +102,7 @@ internal static unsafe partial class VecDot
         }
         float sum = Vector512.Sum(s0 + s1);
         for (; i < n; i++)
-            sum += Fp16.FromBFloat16(a[i]) * b[i];
+            sum += HalfConversions.Bf16ToF32(a[i]) * b[i];
         return sum;
     }
 

@@ -1,3 +1,4 @@
+using Squeeze.Tensors;
 using System.Runtime.CompilerServices;
 using static Squeeze.Kernels.BlockLayout;
 
@@ -42,7 +43,7 @@ internal static unsafe partial class VecDot
         float* b = (float*)x;
         float sum = 0;
         for (int i = 0; i < n; i++)
-            sum += Fp16.FromBFloat16(a[i]) * b[i];
+            sum += HalfConversions.Bf16ToF32(a[i]) * b[i];
         return sum;
     }
 
