@@ -38,6 +38,31 @@ public sealed class CompressCommandTests
         }
     }
 
+    [Fact]
+    public void Compress_reuses_a_stats_file_of_the_same_model()
+    {
+        string stats = CompressorTests.TempPath("same.stats"), output = CompressorTests.TempPath("out.gguf");
+        using (var model = Llama2cReader.Load(SharedData.Stories260K))
+        {
+            CalibrationFile.Write(stats, Calibrator.Run(model, CompressorTests.CalibrationText,
+                new CalibrationOptions { ContextLength = 128, MaxTokens = 1024, CollectGram = true, Threads = 2 }));
+        }
+        try
+        {
+            var result = CliRunner.Run("compress", SharedData.Stories260K, "--type", "Q4_K_M", "--stats", stats, "-o", output, "--method", "gptq", "--json");
+            Assert.True(result.ExitCode == 0, result.Stderr);
+            Assert.Equal(0, result.Json.GetProperty("calibrationPasses").GetInt32());
+            Assert.Contains(result.Json.GetProperty("tensors").EnumerateArray(), t => t.GetProperty("encoding").GetString() == "gptq");
+            using var written = ModelLoader.Load(output);
+            CompressorTests.AssertFinite(written);
+        }
+        finally
+        {
+            File.Delete(stats);
+            File.Delete(output);
+        }
+    }
+
     [Theory]
     [InlineData("empty", "empty")]
     [InlineData("binary", "binary")]
