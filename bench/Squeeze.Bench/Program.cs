@@ -9,7 +9,8 @@ namespace Squeeze.Bench;
 /// The benchmark harness. Each suite prints a Markdown table for docs/BENCHMARKS.md, preceded by the command that
 /// reproduces it. Suites: <c>speed</c> (prompt and decode tokens/s of stories15M per weight type against llama.cpp's
 /// golden figures), <c>golden</c> (perplexity and KLD of llama.cpp's files against the golden README), <c>mixes</c>
-/// (stories15M converted by Squeeze to each named mix, against llama.cpp's same-named files).
+/// (stories15M converted by Squeeze to each named mix, against llama.cpp's same-named files), <c>calibrated</c>
+/// (rtn, imatrix, GPTQ and AWQ+GPTQ files against llama.cpp's imatrix files).
 /// </summary>
 public static class Program
 {
@@ -32,8 +33,11 @@ public static class Program
             case "mixes":
                 MixesSuite.Run(rest);
                 return 0;
+            case "calibrated":
+                CalibratedSuite.Run(rest);
+                return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

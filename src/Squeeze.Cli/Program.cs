@@ -14,6 +14,7 @@ public static class Program
             EvalCommand.Create(),
             ConvertCommand.Create(),
             CalibrateCommand.Create(),
+            CompressCommand.Create(),
             BenchCommand.Create(),
             DemoCommand.Create(),
             SelfTestCommand.Create(),

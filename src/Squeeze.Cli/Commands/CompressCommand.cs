@@ -1,0 +1,131 @@
+using System.CommandLine;
+using Spectre.Console;
+using Squeeze.Calibration;
+using Squeeze.Compression;
+using Squeeze.Formats;
+using Squeeze.Quantization;
+
+namespace Squeeze.Cli.Commands;
+
+/// <summary><c>squeeze compress MODEL --type MIX --calib FILE -o OUT.gguf --method rtn|imatrix|gptq|awq+gptq</c>: calibrated
+/// quantization to a GGUF file (calibration, optional AWQ scaling, GPTQ per tensor), with a per-tensor error table.</summary>
+internal static class CompressCommand
+{
+    public sealed record Options(string Model, string? Tokenizer, string Type, string? Calib, string Output, string Method, long Tokens, int Context,
+        bool Pure, string[] TensorTypes, string? Stats, bool Sequential, bool NoActOrder, double Damping, int Threads, bool Json);
+
+    public static Command Create()
+    {
+        var model = new Argument<string>("model") { Description = "Checkpoint: llama2.c .bin, GGUF, or a Hugging Face directory" };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file for a llama2.c checkpoint" };
+        var type = new Option<string>("--type") { Description = "Named mix as llama.cpp names it (Q4_0, Q4_K_M, Q3_K_M, Q2_K, …)", DefaultValueFactory = _ => "Q4_K_M" };
+        var calib = new Option<string?>("--calib") { Description = "UTF-8 calibration text (not needed for --method rtn or with --stats)" };
+        var output = new Option<string>("--output", "-o") { Description = "GGUF file to write", Required = true };
+        var method = new Option<string>("--method") { Description = "rtn, imatrix, gptq or awq+gptq", DefaultValueFactory = _ => "gptq" };
+        var tokens = new Option<long>("--tokens") { Description = "Calibration tokens (0: the whole text)", DefaultValueFactory = _ => 8192 };
+        var ctx = new Option<int>("--ctx", "-c") { Description = "Tokens per calibration chunk", DefaultValueFactory = _ => 256 };
+        var pure = new Option<bool>("--pure") { Description = "Every 2-D tensor in the mix's base type (no per-tensor rules)" };
+        var tensorTypes = new Option<string[]>("--tensor-type") { Description = "Per-tensor override REGEX=TYPE (repeatable; first match wins)", DefaultValueFactory = _ => [] };
+        var stats = new Option<string?>("--stats") { Description = "Reuse a statistics file from squeeze calibrate (--gram for GPTQ) instead of calibrating" };
+        var sequential = new Option<bool>("--sequential") { Description = "GPTQ layer by layer, each layer calibrated on the model with the layers before it quantized" };
+        var noActOrder = new Option<bool>("--no-act-order") { Description = "GPTQ in column order instead of by descending activation energy" };
+        var damping = new Option<double>("--damping") { Description = "GPTQ damping as a fraction of H's mean diagonal", DefaultValueFactory = _ => 0.01 };
+        var threads = Cli.ThreadsOption();
+        var json = Cli.JsonOption();
+        var command = new Command("compress", "Calibrated quantization to a GGUF file: imatrix, GPTQ or AWQ+GPTQ at one of llama.cpp's mixes")
+        {
+            model, tokenizer, type, calib, output, method, tokens, ctx, pure, tensorTypes, stats, sequential, noActOrder, damping, threads, json,
+        };
+        command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(type)!, r.GetValue(calib),
+            r.GetValue(output)!, r.GetValue(method)!, r.GetValue(tokens), r.GetValue(ctx), r.GetValue(pure), r.GetValue(tensorTypes)!, r.GetValue(stats),
+            r.GetValue(sequential), r.GetValue(noActOrder), r.GetValue(damping), r.GetValue(threads), r.GetValue(json)))));
+        return command;
+    }
+
+    /// <summary>The method named on the command line.</summary>
+    public static CompressionMethod ParseMethod(string text) => text.ToLowerInvariant() switch
+    {
+        "rtn" => CompressionMethod.Rtn,
+        "imatrix" => CompressionMethod.Imatrix,
+        "gptq" => CompressionMethod.Gptq,
+        "awq+gptq" or "awq-gptq" or "awqgptq" => CompressionMethod.AwqGptq,
+        _ => throw new ArgumentException($"--method {text}: expected rtn, imatrix, gptq or awq+gptq"),
+    };
+
+    public static int Execute(Options options)
+    {
+        var method = ParseMethod(options.Method);
+        var mix = QuantizationMix.Parse(options.Type);
+        var overrides = options.TensorTypes.Select(TensorTypeOverride.Parse).ToList();
+        if (options.Tokens < 0)
+            throw new ArgumentException($"--tokens {options.Tokens} must not be negative");
+        if (options.Context < 2)
+            throw new ArgumentException($"--ctx {options.Context} must be at least 2");
+        string full = Path.GetFullPath(options.Output);
+        if (string.Equals(Path.GetFullPath(options.Model), full, StringComparison.Ordinal))
+            throw new ArgumentException($"{options.Output}: refusing to write over the input");
+        string? directory = Path.GetDirectoryName(full);
+        if (directory is not null && !Directory.Exists(directory))
+            throw new ArgumentException($"{options.Output}: the directory {directory} does not exist");
+        bool needsText = method != CompressionMethod.Rtn && options.Stats is null;
+        if (needsText && options.Calib is null)
+            throw new ArgumentException($"--method {options.Method} needs a calibration text (--calib FILE) or statistics (--stats FILE)");
+        string text = needsText ? ReadCalibrationText(options.Calib!) : "";
+
+        using var m = ModelLoader.Load(options.Model, options.Tokenizer);
+        CalibrationStatistics? stats = options.Stats is null || method == CompressionMethod.Rtn ? null : CalibrationFile.Read(options.Stats, m);
+        var compression = new CompressionOptions
+        {
+            Mix = mix,
+            Pure = options.Pure,
+            Overrides = overrides,
+            Method = method,
+            CalibrationTokens = options.Tokens,
+            ContextLength = options.Context,
+            Damping = options.Damping,
+            ActivationOrder = !options.NoActOrder,
+            Sequential = options.Sequential,
+            Statistics = stats,
+            Threads = Math.Max(1, options.Threads),
+        };
+        var report = Cli.WithProgress("compressing", progress => Compressor.Compress(m, text, compression, options.Output,
+            new SynchronousProgress<CompressionProgress>(p => progress.Report((p.Done, p.Total, $"{p.Stage} {p.Note}")))));
+        if (options.Json)
+            Cli.WriteJson(report);
+        else
+            Print(report);
+        return 0;
+    }
+
+    /// <summary>Reads a calibration text, refusing an empty, binary (NUL or other control bytes) or non-UTF-8 file in one clear line.</summary>
+    public static string ReadCalibrationText(string path)
+    {
+        if (!File.Exists(path))
+            throw new ArgumentException($"{path}: calibration text not found");
+        string text = EvalCommand.ReadText(path);
+        if (text.Length == 0 || string.IsNullOrWhiteSpace(text))
+            throw new ArgumentException($"{path}: the calibration text is empty");
+        int control = text.Count(c => c < ' ' && c is not '\n' and not '\r' and not '\t' and not '\f');
+        if (control > 0)
+            throw new ArgumentException($"{path}: looks binary ({control} control characters such as NUL); a calibration text must be plain UTF-8 text");
+        return text;
+    }
+
+    private static void Print(CompressionReport report)
+    {
+        var table = new Table().AddColumns("tensor", "type", "bytes", "bpw", "encoding", "error before", "error after", "time");
+        foreach (int c in new[] { 2, 3, 5, 6, 7 })
+            table.Columns[c].RightAligned();
+        foreach (var t in report.Tensors)
+        {
+            bool copied = t.Encoding == "copy";
+            table.AddRow(Markup.Escape(t.Name), t.Type.ToString(), t.Bytes.ToString("N0"), t.BitsPerWeight.ToString("0.00"), Markup.Escape(t.Encoding),
+                copied ? "" : t.ErrorBefore.ToString("0.000000"), copied ? "" : $"{t.ErrorAfter:0.000000} ({t.ErrorMetric})", $"{t.Seconds:0.00} s");
+        }
+        Cli.Console.Write(table);
+        Cli.Console.WriteLine("errors: tr((W−Q) H (W−Q)ᵀ) / tr(W H Wᵀ) with H the input's XᵀX / n (H), its diagonal (diag), or I (none); before = plain round-to-nearest");
+        Cli.Console.WriteLine($"{report.Output}: {report.Mix} {report.Method}{(report.Sequential ? " sequential" : "")}, {report.FileBytes:N0} bytes ({Cli.Bytes(report.FileBytes)}), " +
+            $"{report.BitsPerWeight:0.000} bits per weight over {report.Parameters:N0} parameters");
+        Cli.Console.WriteLine($"time: {report.Seconds:0.0} s (calibration {report.CalibrationSeconds:0.0} s, {report.CalibrationPasses} pass(es) of {report.CalibrationTokens:N0} tokens; quantization {report.QuantizationSeconds:0.0} s)");
+    }
+}

@@ -1,0 +1,68 @@
+using Squeeze.Calibration;
+using Squeeze.Quantization;
+
+namespace Squeeze.Compression;
+
+/// <summary>How each quantized tensor's values are chosen.</summary>
+public enum CompressionMethod
+{
+    /// <summary>Round-to-nearest with no calibration (what <c>squeeze convert</c> and llama-quantize without imatrix do).</summary>
+    Rtn,
+
+    /// <summary>Round-to-nearest with the importance matrix (mean x² per input column) weighting the scale fits, as llama.cpp's imatrix.</summary>
+    Imatrix,
+
+    /// <summary>GPTQ: columns quantized in turn, each one's error compensated on the rest through the input's Hessian XᵀX / n.</summary>
+    Gptq,
+
+    /// <summary>AWQ's per-channel scales folded into the RMSNorm weights first, then GPTQ on the scaled model.</summary>
+    AwqGptq,
+}
+
+/// <summary>Settings of <see cref="Compressor.Compress"/>.</summary>
+public sealed record CompressionOptions
+{
+    /// <summary>The named mix that chooses each tensor's type (llama.cpp's rules).</summary>
+    public QuantizationMix Mix { get; init; } = QuantizationMix.Q4_0;
+
+    /// <summary>Every 2-D tensor in the mix's base type (llama-quantize <c>--pure</c>).</summary>
+    public bool Pure { get; init; }
+
+    /// <summary>Per-tensor type overrides, first match wins.</summary>
+    public IReadOnlyList<TensorTypeOverride> Overrides { get; init; } = [];
+
+    /// <summary>How the values are chosen.</summary>
+    public CompressionMethod Method { get; init; } = CompressionMethod.Gptq;
+
+    /// <summary>Calibration tokens (whole chunks); 0 means every whole chunk of the text.</summary>
+    public long CalibrationTokens { get; init; } = 8192;
+
+    /// <summary>Tokens per calibration chunk; 0 means 256 or the model's context length, whichever is smaller.</summary>
+    public int ContextLength { get; init; } = 256;
+
+    /// <summary>GPTQ damping added to H's diagonal, as a fraction of its mean diagonal.</summary>
+    public double Damping { get; init; } = 0.01;
+
+    /// <summary>GPTQ processes columns by descending H[i, i].</summary>
+    public bool ActivationOrder { get; init; } = true;
+
+    /// <summary>
+    /// Quantize layer by layer, collecting each layer's input statistics on the model whose earlier layers are already
+    /// quantized (GPTQ's sequential scheme); one calibration pass per layer. Only for <see cref="CompressionMethod.Gptq"/>
+    /// and <see cref="CompressionMethod.AwqGptq"/>; not with <see cref="Statistics"/>.
+    /// </summary>
+    public bool Sequential { get; init; }
+
+    /// <summary>Settings of AWQ's scale search (<see cref="CompressionMethod.AwqGptq"/>).</summary>
+    public AwqOptions Awq { get; init; } = new();
+
+    /// <summary>Statistics collected before (a calibration file) instead of calibrating; they must be of the same model,
+    /// with the Gram matrix for GPTQ and AWQ.</summary>
+    public CalibrationStatistics? Statistics { get; init; }
+
+    /// <summary>Threads for calibration and quantization; results do not depend on it.</summary>
+    public int Threads { get; init; } = Environment.ProcessorCount;
+}
+
+/// <summary>Progress of a compression: the stage ("calibrating", "awq", "quantizing", "writing"), steps done of the stage's total, and a note.</summary>
+public readonly record struct CompressionProgress(string Stage, int Done, int Total, string Note);

@@ -1,0 +1,124 @@
+using System.Text;
+using Squeeze.Calibration;
+using Squeeze.Formats;
+using Squeeze.Formats.Llama2c;
+using Squeeze.Tests.Cli;
+using Squeeze.Tests.Infrastructure;
+
+namespace Squeeze.Tests.Compression;
+
+public sealed class CompressCommandTests
+{
+    [Fact]
+    public void Compress_json_reports_every_tensor_and_the_file_loads()
+    {
+        string calib = CompressorTests.TempPath("calib.txt"), output = CompressorTests.TempPath("out.gguf");
+        File.WriteAllText(calib, CompressorTests.CalibrationText);
+        try
+        {
+            var result = CliRunner.Run("compress", SharedData.Stories260K, "--type", "Q4_0", "--calib", calib, "-o", output, "--method", "gptq",
+                "--tokens", "1024", "--ctx", "128", "--threads", "2", "--json");
+            Assert.True(result.ExitCode == 0, result.Stderr);
+            var json = result.Json;
+            Assert.Equal("Gptq", json.GetProperty("method").GetString());
+            Assert.Equal("Q4_0", json.GetProperty("mix").GetString());
+            Assert.Equal(1024, json.GetProperty("calibrationTokens").GetInt64());
+            Assert.Equal(new FileInfo(output).Length, json.GetProperty("fileBytes").GetInt64());
+            var tensors = json.GetProperty("tensors").EnumerateArray().ToList();
+            using var model = ModelLoader.Load(output);
+            Assert.Equal(model.Tensors.Select(t => t.Name), tensors.Select(t => t.GetProperty("name").GetString()));
+            Assert.Contains(tensors, t => t.GetProperty("encoding").GetString() == "gptq" && t.GetProperty("type").GetString() == "Q4_0");
+            Assert.All(tensors, t => Assert.True(double.IsFinite(t.GetProperty("errorAfter").GetDouble())));
+            CompressorTests.AssertFinite(model);
+        }
+        finally
+        {
+            File.Delete(calib);
+            File.Delete(output);
+        }
+    }
+
+    [Fact]
+    public void Compress_reuses_a_stats_file_of_the_same_model()
+    {
+        string stats = CompressorTests.TempPath("same.stats"), output = CompressorTests.TempPath("out.gguf");
+        using (var model = Llama2cReader.Load(SharedData.Stories260K))
+        {
+            CalibrationFile.Write(stats, Calibrator.Run(model, CompressorTests.CalibrationText,
+                new CalibrationOptions { ContextLength = 128, MaxTokens = 1024, CollectGram = true, Threads = 2 }));
+        }
+        try
+        {
+            var result = CliRunner.Run("compress", SharedData.Stories260K, "--type", "Q4_K_M", "--stats", stats, "-o", output, "--method", "gptq", "--json");
+            Assert.True(result.ExitCode == 0, result.Stderr);
+            Assert.Equal(0, result.Json.GetProperty("calibrationPasses").GetInt32());
+            Assert.Contains(result.Json.GetProperty("tensors").EnumerateArray(), t => t.GetProperty("encoding").GetString() == "gptq");
+            using var written = ModelLoader.Load(output);
+            CompressorTests.AssertFinite(written);
+        }
+        finally
+        {
+            File.Delete(stats);
+            File.Delete(output);
+        }
+    }
+
+    [Theory]
+    [InlineData("empty", "empty")]
+    [InlineData("binary", "binary")]
+    [InlineData("latin1", "not valid UTF-8")]
+    [InlineData("short", "fewer than one chunk")]
+    public void Bad_calibration_texts_fail_with_one_clear_line_and_no_file(string kind, string expected)
+    {
+        string calib = CompressorTests.TempPath("calib.txt"), output = CompressorTests.TempPath("out.gguf");
+        byte[] content = kind switch
+        {
+            "empty" => [],
+            "binary" => [0x7F, 0x45, 0x4C, 0x46, 0, 0, 0, 1, 2, 3, 0, 0],
+            "latin1" => Encoding.Latin1.GetBytes("Once upon a time, a café in Zürich. "),
+            _ => Encoding.UTF8.GetBytes("Once upon a time there was a cat."),
+        };
+        File.WriteAllBytes(calib, content);
+        try
+        {
+            var result = CliRunner.Run("compress", SharedData.Stories260K, "--type", "Q4_0", "--calib", calib, "-o", output, "--method", "imatrix", "--ctx", "128");
+            Assert.Equal(1, result.ExitCode);
+            string line = Assert.Single(result.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => l.StartsWith("squeeze: error:", StringComparison.Ordinal));
+            Assert.Contains(expected, line, StringComparison.Ordinal);
+            Assert.False(File.Exists(output));
+        }
+        finally
+        {
+            File.Delete(calib);
+        }
+    }
+
+    [Fact]
+    public void A_stats_file_of_another_model_and_a_missing_output_directory_are_clear_errors()
+    {
+        string stats = CompressorTests.TempPath("other.stats"), output = CompressorTests.TempPath("out.gguf");
+        using (var model = Llama2cReader.Load(SharedData.Stories260K))
+        {
+            var collected = Calibrator.Run(model, CompressorTests.CalibrationText, new CalibrationOptions { ContextLength = 64, MaxTokens = 128, CollectGram = true, Threads = 1 });
+            CalibrationFile.Write(stats, new CalibrationStatistics(new ModelIdentity(collected.Model.Hash + 1, "stories-other.bin"), collected.TextHash,
+                collected.TokenCount, collected.ContextLength, collected.Entries));
+        }
+        try
+        {
+            var result = CliRunner.Run("compress", SharedData.Stories260K, "--type", "Q4_0", "--stats", stats, "-o", output, "--method", "gptq");
+            Assert.Equal(1, result.ExitCode);
+            Assert.Contains("stories-other.bin", result.Stderr, StringComparison.Ordinal);
+            Assert.False(File.Exists(output));
+
+            string missing = Path.Combine(CompressorTests.TempPath("no-such-dir"), "out.gguf");
+            result = CliRunner.Run("compress", SharedData.Stories260K, "--type", "Q4_0", "-o", missing, "--method", "rtn");
+            Assert.Equal(1, result.ExitCode);
+            Assert.Contains("does not exist", result.Stderr, StringComparison.Ordinal);
+            Assert.False(Directory.Exists(Path.GetDirectoryName(missing)));
+        }
+        finally
+        {
+            File.Delete(stats);
+        }
+    }
+}
