@@ -19,6 +19,12 @@ internal static class CalibratedSuite
     // shared/golden/README.md: llama.cpp's file for the mix, with imatrix where there is one: (mix, imatrix?, bytes, PPL, mean KLD).
     private static readonly Dictionary<string, (bool Imatrix, long Bytes, double Perplexity, double Kld)> LlamaCpp = new()
     {
+        ["Q8_0"] = (false, 16_879_328, 6.5016, 0.001439),
+        ["Q6_K"] = (true, 16_558_144, 6.5059, 0.003043),
+        ["Q5_K_M"] = (true, 15_040_960, 6.5498, 0.012280),
+        ["Q5_0"] = (true, 14_640_064, 6.6400, 0.024291),
+        ["Q4_K_S"] = (true, 14_494_912, 6.6483, 0.028527),
+        ["Q3_K_S"] = (true, 13_717_312, 7.0959, 0.113255),
         ["Q4_0"] = (true, 13_893_568, 6.8543, 0.091786),
         ["Q4_K_M"] = (true, 14_650_432, 6.6272, 0.026935),
         ["Q3_K_M"] = (false, 14_028_128, 6.7364, 0.062579),
