@@ -57,6 +57,14 @@ internal static class Cli
         }
     }
 
+    /// <summary>Checks an output path before any work: it must not be the input, and its directory must exist.</summary>
+    public static void CheckOutput(string input, string output)
+    {
+        if (string.Equals(Path.GetFullPath(input), Path.GetFullPath(output), StringComparison.Ordinal))
+            throw new ArgumentException($"{output}: refusing to write over the input");
+        OutputPaths.RequireDirectory(output);
+    }
+
     public static void WriteJson<T>(T value) => System.Console.Out.WriteLine(JsonSerializer.Serialize(value, Json));
 
     /// <summary>Runs <paramref name="work"/> under a progress bar on stderr (plain when stderr is not a terminal).</summary>

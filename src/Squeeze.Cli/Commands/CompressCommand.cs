@@ -61,12 +61,7 @@ internal static class CompressCommand
             throw new ArgumentException($"--tokens {options.Tokens} must not be negative");
         if (options.Context < 2)
             throw new ArgumentException($"--ctx {options.Context} must be at least 2");
-        string full = Path.GetFullPath(options.Output);
-        if (string.Equals(Path.GetFullPath(options.Model), full, StringComparison.Ordinal))
-            throw new ArgumentException($"{options.Output}: refusing to write over the input");
-        string? directory = Path.GetDirectoryName(full);
-        if (directory is not null && !Directory.Exists(directory))
-            throw new ArgumentException($"{options.Output}: the directory {directory} does not exist");
+        Cli.CheckOutput(options.Model, options.Output);
         bool needsText = method != CompressionMethod.Rtn && options.Stats is null;
         if (needsText && options.Calib is null)
             throw new ArgumentException($"--method {options.Method} needs a calibration text (--calib FILE) or statistics (--stats FILE)");

@@ -28,8 +28,7 @@ internal static class ConvertCommand
 
     public static int Execute(Options options)
     {
-        if (string.Equals(Path.GetFullPath(options.Input), Path.GetFullPath(options.Output), StringComparison.Ordinal))
-            throw new ArgumentException($"{options.Output}: refusing to write over the input");
+        Cli.CheckOutput(options.Input, options.Output);
         var mix = QuantizationMix.Parse(options.Type);
         var overrides = options.TensorTypes.Select(TensorTypeOverride.Parse).ToList();
         using var model = ModelLoader.Load(options.Input, options.Tokenizer);

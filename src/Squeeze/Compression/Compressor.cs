@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Squeeze.Calibration;
+using Squeeze.Formats;
 using Squeeze.Formats.Gguf;
 using Squeeze.Models;
 using Squeeze.Quantization;
@@ -36,9 +37,7 @@ public static class Compressor
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(outputPath);
         var clock = Stopwatch.StartNew();
-        string? directory = Path.GetDirectoryName(Path.GetFullPath(outputPath));
-        if (directory is not null && !Directory.Exists(directory))
-            throw new DirectoryNotFoundException($"{outputPath}: the directory {directory} does not exist");
+        OutputPaths.RequireDirectory(outputPath);
         ArgumentOutOfRangeException.ThrowIfNegative(options.CalibrationTokens, nameof(options));
         ArgumentOutOfRangeException.ThrowIfNegative(options.ContextLength, nameof(options));
         if (!(options.Damping >= 0) || !double.IsFinite(options.Damping))
@@ -253,7 +252,7 @@ public static class Compressor
                 CollectGram = options.Method is CompressionMethod.Gptq or CompressionMethod.AwqGptq,
                 Layers = all ? null : layers,
                 Threads = Threads,
-            }, progress is null ? null : new InlineProgress<CalibrationProgress>(p =>
+            }, progress is null ? null : new SynchronousProgress<CalibrationProgress>(p =>
                 progress.Report(new CompressionProgress("calibrating", p.Chunk, p.Chunks, $"{note} chunk {p.Chunk}/{p.Chunks}".Trim()))));
             CalibrationSeconds += clock.Elapsed.TotalSeconds;
             CalibrationTokens = stats.TokenCount;
@@ -463,11 +462,5 @@ public static class Compressor
             if (!float.IsFinite(values[i]))
                 throw new InvalidOperationException($"tensor '{name}' would be written with {values[i]} at element {i}");
         }
-    }
-
-    // Calls the handler on the reporting thread (Progress<T> would post to the thread pool).
-    private sealed class InlineProgress<T>(Action<T> handler) : IProgress<T>
-    {
-        public void Report(T value) => handler(value);
     }
 }

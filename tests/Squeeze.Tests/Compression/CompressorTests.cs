@@ -82,7 +82,7 @@ public sealed class CompressorTests(ITestOutputHelper output)
             var rtn = Compressor.Compress(model, "", new CompressionOptions { Method = CompressionMethod.Rtn, Threads = 2 }, rtnPath);
             var progress = new List<CompressionProgress>();
             var seq = Compressor.Compress(model, CalibrationText, new CompressionOptions { Method = CompressionMethod.Gptq, Sequential = true, CalibrationTokens = 2048, ContextLength = 128, Threads = 2 },
-                seqPath, new InlineProgress(progress.Add));
+                seqPath, new SynchronousProgress<CompressionProgress>(progress.Add));
             Assert.Equal(0, rtn.CalibrationPasses);
             Assert.Equal(model.Config.LayerCount + 1, seq.CalibrationPasses); // one per layer, one for the tied classifier
             Assert.Equal(2048, seq.CalibrationTokens);
@@ -160,10 +160,5 @@ public sealed class CompressorTests(ITestOutputHelper output)
             Dequantize.Tensor(t, values);
             Assert.True(values.All(float.IsFinite), $"{t.Name} has a value that is not finite");
         }
-    }
-
-    private sealed class InlineProgress(Action<CompressionProgress> handler) : IProgress<CompressionProgress>
-    {
-        public void Report(CompressionProgress value) => handler(value);
     }
 }

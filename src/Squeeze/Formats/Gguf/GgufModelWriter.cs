@@ -30,9 +30,7 @@ public static class GgufModelWriter
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(encode);
-        string? directory = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (directory is not null && !Directory.Exists(directory))
-            throw new DirectoryNotFoundException($"{path}: the directory {directory} does not exist");
+        OutputPaths.RequireDirectory(path);
         var writer = new GgufWriter();
         writer.AddMetadata(GgufModelMetadata.Build(model, fileType, name));
         foreach (var tensor in model.Tensors)
