@@ -122,9 +122,7 @@ public sealed class Transformer : IDisposable
             if (from < to)
             {
                 int rows = to - from;
-                var normed = xb.AsSpan(0, rows * config.Dim);
-                for (int t = 0; t < rows; t++)
-                    RmsNorm(x.AsSpan((from - start + t) * config.Dim, config.Dim), outputNorm, config.RmsNormEps, normed.Slice(t * config.Dim, config.Dim));
+                var normed = NormalizeRows(from - start, rows, outputNorm);
                 Observer?.Observe(-1, LinearInput.Output, normed, rows);
                 MatMul.Multiply(classifier, normed, rows, compute, logits.AsSpan((from - firstWanted) * vocab, rows * vocab));
             }
@@ -157,12 +155,7 @@ public sealed class Transformer : IDisposable
     {
         int dim = config.Dim, qDim = config.QDim, kvDim = config.KvDim, headDim = config.HeadDim;
         var xs = x.AsSpan(0, n * dim);
-        ForTokens(n, (t0, t1) =>
-        {
-            for (int t = t0; t < t1; t++)
-                RmsNorm(x.AsSpan(t * dim, dim), layer.AttentionNorm, config.RmsNormEps, xb.AsSpan(t * dim, dim));
-        });
-        var normed = xb.AsSpan(0, n * dim);
+        var normed = NormalizeRows(0, n, layer.AttentionNorm);
 
         Observer?.Observe(layer.Index, LinearInput.Attention, normed, n);
         var qs = q.AsSpan(0, n * qDim);
@@ -260,12 +253,7 @@ public sealed class Transformer : IDisposable
     {
         int dim = config.Dim, hidden = config.HiddenDim;
         var xs = x.AsSpan(0, n * dim);
-        ForTokens(n, (t0, t1) =>
-        {
-            for (int t = t0; t < t1; t++)
-                RmsNorm(x.AsSpan(t * dim, dim), layer.FeedForwardNorm, config.RmsNormEps, xb.AsSpan(t * dim, dim));
-        });
-        var normed = xb.AsSpan(0, n * dim);
+        var normed = NormalizeRows(0, n, layer.FeedForwardNorm);
         Observer?.Observe(layer.Index, LinearInput.FeedForward, normed, n);
         var g = gate.AsSpan(0, n * hidden);
         var u = up.AsSpan(0, n * hidden);
@@ -288,6 +276,19 @@ public sealed class Transformer : IDisposable
 
     /// <summary>Runs <c>body(t0, t1)</c> over [0, n) split in token ranges across the threads (inline for a few tokens).
     /// Each token is computed the same way whichever range holds it.</summary>
+    /// <summary>xb[t] = RmsNorm(x[first + t]) · weight for t in [0, count): the normalised input of a block or of
+    /// the classifier, split by tokens across the pool. Returns xb's first <paramref name="count"/> rows.</summary>
+    private Span<float> NormalizeRows(int first, int count, float[] weight)
+    {
+        int dim = config.Dim;
+        ForTokens(count, (t0, t1) =>
+        {
+            for (int t = t0; t < t1; t++)
+                RmsNorm(x.AsSpan((first + t) * dim, dim), weight, config.RmsNormEps, xb.AsSpan(t * dim, dim));
+        });
+        return xb.AsSpan(0, count * dim);
+    }
+
     private void ForTokens(int n, Action<int, int> body)
     {
         if (n < MinTokensPerSplit || compute.Threads == 1)
