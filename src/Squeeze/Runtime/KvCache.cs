@@ -30,9 +30,6 @@ public sealed class KvCache
 
     public int KvDim { get; }
 
-    /// <summary>Bytes held per position (keys and values of every layer).</summary>
-    public long BytesPerToken => 2L * keys.Length * KvDim * sizeof(float);
-
     /// <summary>Keys of <paramref name="layer"/> for positions [0, count): [count, kvDim].</summary>
     public Span<float> Keys(int layer, int start, int count) => keys[layer].AsSpan(start * KvDim, count * KvDim);
 

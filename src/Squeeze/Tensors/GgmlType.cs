@@ -66,9 +66,6 @@ public static class GgmlTypes
         return length / block * BlockBytes(type);
     }
 
-    /// <summary>Bits per weight of a type: 8 * block bytes / block size.</summary>
-    public static double BitsPerWeight(GgmlType type) => 8.0 * BlockBytes(type) / BlockSize(type);
-
     /// <summary>Parses a type name as ggml spells it (case-insensitive): "q4_k", "F16", "iq4_nl".</summary>
     public static bool TryParse(string name, out GgmlType type) => Enum.TryParse(name, ignoreCase: true, out type) && Enum.IsDefined(type);
 }
