@@ -65,6 +65,20 @@ internal static class Cli
         OutputPaths.RequireDirectory(output);
     }
 
+    /// <summary>Reads a UTF-8 text file, refusing one that is not valid UTF-8 text.</summary>
+    public static string ReadText(string path)
+    {
+        byte[] bytes = File.ReadAllBytes(path);
+        try
+        {
+            return new System.Text.UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes);
+        }
+        catch (System.Text.DecoderFallbackException e)
+        {
+            throw new ArgumentException($"{path}: not valid UTF-8 text (byte offset {e.Index})", e);
+        }
+    }
+
     public static void WriteJson<T>(T value) => System.Console.Out.WriteLine(JsonSerializer.Serialize(value, Json));
 
     /// <summary>Runs <paramref name="work"/> under a progress bar on stderr (plain when stderr is not a terminal).</summary>

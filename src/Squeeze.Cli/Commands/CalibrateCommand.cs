@@ -43,7 +43,7 @@ internal static class CalibrateCommand
         if (options.Context < 0)
             throw new ArgumentException($"--ctx {options.Context} must not be negative");
         var stopwatch = Stopwatch.StartNew();
-        string text = EvalCommand.ReadText(options.Text);
+        string text = Cli.ReadText(options.Text);
         using var m = ModelLoader.Load(options.Model, options.Tokenizer);
         var calibration = new CalibrationOptions
         {

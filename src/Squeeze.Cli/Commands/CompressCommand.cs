@@ -97,7 +97,7 @@ internal static class CompressCommand
     {
         if (!File.Exists(path))
             throw new ArgumentException($"{path}: calibration text not found");
-        string text = EvalCommand.ReadText(path);
+        string text = Cli.ReadText(path);
         if (text.Length == 0 || string.IsNullOrWhiteSpace(text))
             throw new ArgumentException($"{path}: the calibration text is empty");
         int control = text.Count(c => c < ' ' && c is not '\n' and not '\r' and not '\t' and not '\f');

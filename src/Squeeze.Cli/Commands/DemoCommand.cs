@@ -35,7 +35,7 @@ internal static class DemoCommand
     {
         var mixes = options.Mixes.Select(QuantizationMix.Parse).ToArray();
         var files = DemoModel.Locate(Cli.Status);
-        string text = EvalCommand.ReadText(files.EvalText);
+        string text = Cli.ReadText(files.EvalText);
         bool temporary = options.OutputDirectory is null;
         string directory = options.OutputDirectory ?? Directory.CreateTempSubdirectory("squeeze-demo-").FullName;
         Directory.CreateDirectory(directory);

@@ -30,7 +30,7 @@ internal static class EvalCommand
 
     public static int Execute(Options options)
     {
-        string text = ReadText(options.Text);
+        string text = Cli.ReadText(options.Text);
         using var m = ModelLoader.Load(options.Model, options.Tokenizer);
         using var b = options.Base is null ? null : ModelLoader.Load(options.Base, options.Tokenizer);
         var evaluation = new EvaluationOptions { ContextLength = options.Context, MaxChunks = options.Chunks, Threads = options.Threads };
@@ -42,20 +42,6 @@ internal static class EvalCommand
         else
             Print(report);
         return 0;
-    }
-
-    /// <summary>Reads a UTF-8 text file, refusing one that is not valid UTF-8 text.</summary>
-    public static string ReadText(string path)
-    {
-        byte[] bytes = File.ReadAllBytes(path);
-        try
-        {
-            return new System.Text.UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes);
-        }
-        catch (System.Text.DecoderFallbackException e)
-        {
-            throw new ArgumentException($"{path}: not valid UTF-8 text (byte offset {e.Index})", e);
-        }
     }
 
     private static void Print(Report report)
