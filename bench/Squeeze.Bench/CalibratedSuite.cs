@@ -12,7 +12,7 @@ namespace Squeeze.Bench;
 /// mixes Q4_0, Q4_K_M, Q3_K_M and Q2_K, calibrated on tinystories-calib, scored on the whole tinystories-eval (ctx 256)
 /// against the f32 model in one pass, beside llama.cpp's imatrix files (golden README). Options: <c>--tokens N</c>
 /// (calibration tokens, default 8192), <c>--mixes A,B</c>, <c>--methods a,b</c>, <c>--sequential</c> (adds
-/// sequential GPTQ rows), <c>--no-act-order</c>, <c>--damping X</c>, <c>--threads N</c>.
+/// sequential GPTQ rows), <c>--no-act-order</c>, <c>--damping X</c>, <c>--refine N</c> (coordinate-descent passes after GPTQ), <c>--threads N</c>.
 /// </summary>
 internal static class CalibratedSuite
 {
@@ -40,6 +40,7 @@ internal static class CalibratedSuite
         string[] methodNames = Value(args, "--methods")?.Split(',') ?? ["rtn", "imatrix", "gptq", "awq+gptq"];
         bool sequential = args.Contains("--sequential");
         bool actOrder = !args.Contains("--no-act-order");
+        int refine = Program.Option(args, "--refine", 0);
         double damping = Value(args, "--damping") is { } d ? double.Parse(d, System.Globalization.CultureInfo.InvariantCulture) : 0.01;
         var methods = methodNames.Select(Method).ToArray();
         string calibText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt"));
@@ -67,6 +68,7 @@ internal static class CalibratedSuite
                         ContextLength = 256,
                         ActivationOrder = actOrder,
                         Damping = damping,
+                        RefinePasses = refine,
                         Sequential = seq,
                         Statistics = seq ? null : stats,
                         Threads = threads,
@@ -83,9 +85,9 @@ internal static class CalibratedSuite
                 var results = Evaluator.EvaluateMany(models, evalText, new EvaluationOptions { ContextLength = 256, Threads = threads }, source);
                 string extra = (tokens != 8192 ? $" --tokens {tokens}" : "") + (Value(args, "--mixes") is { } m ? $" --mixes {m}" : "")
                     + (Value(args, "--methods") is { } me ? $" --methods {me}" : "") + (sequential ? " --sequential" : "") + (actOrder ? "" : " --no-act-order")
-                    + (Value(args, "--damping") is { } da ? $" --damping {da}" : "");
+                    + (Value(args, "--damping") is { } da ? $" --damping {da}" : "") + (refine != 0 ? $" --refine {refine}" : "");
                 Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- calibrated --threads {threads}{extra}` (stories15M.bin; calibration: " +
-                    $"{stats.TokenCount:N0} tokens of tinystories-calib at ctx 256; GPTQ damping {damping}, act-order {(actOrder ? "on" : "off")}; scored on the whole tinystories-eval, ctx 256, against the f32 model)");
+                    $"{stats.TokenCount:N0} tokens of tinystories-calib at ctx 256; GPTQ damping {damping}, act-order {(actOrder ? "on" : "off")}, refinement passes {refine}; scored on the whole tinystories-eval, ctx 256, against the f32 model)");
                 Console.WriteLine();
                 Console.WriteLine("| mix | method | bytes | llama.cpp bytes | PPL | mean KLD | llama.cpp KLD | KLD / llama.cpp | same top % | compress s |");
                 Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");

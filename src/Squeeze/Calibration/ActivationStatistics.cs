@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using Squeeze.Runtime;
 
 namespace Squeeze.Calibration;
@@ -141,27 +142,112 @@ public sealed class ActivationStatistics
             for (int j = 0; j < w; j++)
                 xt[(long)j * tokens + t] = input[t * w + j];
         double[] gram = Gram!;
-        void Row(int i)
+        // Rows i, i + 1 against four columns j … j + 3 at a time: each input vector is loaded once for eight dot products.
+        // Every element is summed exactly as GptqLinearAlgebra.Dot sums it (four lanes, tail into lane 0, then
+        // (l0 + l1) + (l2 + l3)), so the result does not depend on the tiling, the vector width or the thread count.
+        void Rows(int pair)
         {
-            var xi = new ReadOnlySpan<double>(xt, i * tokens, tokens);
-            for (int j = i; j < w; j++)
+            int i0 = 2 * pair, rows = Math.Min(2, w - i0);
+            Span<double> tile = stackalloc double[8];
+            int j = i0;
+            if (rows == 2 && Vector256.IsHardwareAccelerated)
             {
-                var xj = new ReadOnlySpan<double>(xt, j * tokens, tokens);
-                // Four fixed partial sums: the same bits on every machine and thread count.
-                double s = Quantization.GptqLinearAlgebra.Dot(xi, xj);
-                gram[(long)i * w + j] += s;
-                if (j != i)
-                    gram[(long)j * w + i] += s;
+                for (; j + 4 <= w; j += 4)
+                {
+                    DotTile(xt, tokens, i0, j, tile);
+                    for (int r = 0; r < 2; r++)
+                    {
+                        for (int c = 0; c < 4; c++)
+                        {
+                            int i = i0 + r, jc = j + c;
+                            if (jc < i)
+                                continue;
+                            gram[(long)i * w + jc] += tile[r * 4 + c];
+                            if (jc != i)
+                                gram[(long)jc * w + i] += tile[r * 4 + c];
+                        }
+                    }
+                }
+            }
+            for (int r = 0; r < rows; r++)
+            {
+                int i = i0 + r;
+                var xi = new ReadOnlySpan<double>(xt, i * tokens, tokens);
+                for (int jc = Math.Max(j, i); jc < w; jc++)
+                {
+                    double s = Quantization.GptqLinearAlgebra.Dot(xi, new ReadOnlySpan<double>(xt, jc * tokens, tokens));
+                    gram[(long)i * w + jc] += s;
+                    if (jc != i)
+                        gram[(long)jc * w + i] += s;
+                }
             }
         }
+        int pairs = (w + 1) / 2;
         if (threads <= 1 || (long)w * w * tokens < 1 << 20)
         {
-            for (int i = 0; i < w; i++)
-                Row(i);
+            for (int pair = 0; pair < pairs; pair++)
+                Rows(pair);
         }
         else
         {
-            Parallel.For(0, w, new ParallelOptions { MaxDegreeOfParallelism = threads }, Row);
+            Parallel.For(0, pairs, new ParallelOptions { MaxDegreeOfParallelism = threads }, Rows);
         }
+    }
+
+    // tile[r * 4 + c] = x_(i0 + r) · x_(j0 + c) over the rows of xt ([width, tokens]), summed as GptqLinearAlgebra.Dot sums.
+    private static void DotTile(double[] xt, int tokens, int i0, int j0, Span<double> tile)
+    {
+        var a0 = new ReadOnlySpan<double>(xt, i0 * tokens, tokens);
+        var a1 = new ReadOnlySpan<double>(xt, (i0 + 1) * tokens, tokens);
+        var b0 = new ReadOnlySpan<double>(xt, j0 * tokens, tokens);
+        var b1 = new ReadOnlySpan<double>(xt, (j0 + 1) * tokens, tokens);
+        var b2 = new ReadOnlySpan<double>(xt, (j0 + 2) * tokens, tokens);
+        var b3 = new ReadOnlySpan<double>(xt, (j0 + 3) * tokens, tokens);
+        if (tokens < 8)
+        {
+            // GptqLinearAlgebra.Dot's scalar path for short rows.
+            for (int c = 0; c < 4; c++)
+            {
+                var b = c switch { 0 => b0, 1 => b1, 2 => b2, _ => b3 };
+                tile[c] = Quantization.GptqLinearAlgebra.Dot(a0, b);
+                tile[4 + c] = Quantization.GptqLinearAlgebra.Dot(a1, b);
+            }
+            return;
+        }
+        Vector256<double> s00 = default, s01 = default, s02 = default, s03 = default, s10 = default, s11 = default, s12 = default, s13 = default;
+        int t = 0;
+        for (; t + 4 <= tokens; t += 4)
+        {
+            var x0 = Vector256.Create(a0.Slice(t, 4));
+            var x1 = Vector256.Create(a1.Slice(t, 4));
+            var y = Vector256.Create(b0.Slice(t, 4));
+            s00 += x0 * y;
+            s10 += x1 * y;
+            y = Vector256.Create(b1.Slice(t, 4));
+            s01 += x0 * y;
+            s11 += x1 * y;
+            y = Vector256.Create(b2.Slice(t, 4));
+            s02 += x0 * y;
+            s12 += x1 * y;
+            y = Vector256.Create(b3.Slice(t, 4));
+            s03 += x0 * y;
+            s13 += x1 * y;
+        }
+        tile[0] = Finish(s00, a0, b0, t);
+        tile[1] = Finish(s01, a0, b1, t);
+        tile[2] = Finish(s02, a0, b2, t);
+        tile[3] = Finish(s03, a0, b3, t);
+        tile[4] = Finish(s10, a1, b0, t);
+        tile[5] = Finish(s11, a1, b1, t);
+        tile[6] = Finish(s12, a1, b2, t);
+        tile[7] = Finish(s13, a1, b3, t);
+    }
+
+    private static double Finish(Vector256<double> lanes, ReadOnlySpan<double> a, ReadOnlySpan<double> b, int t)
+    {
+        double s0 = lanes[0];
+        for (; t < a.Length; t++)
+            s0 += a[t] * b[t];
+        return (s0 + lanes[1]) + (lanes[2] + lanes[3]);
     }
 }

@@ -43,6 +43,9 @@ public sealed record CompressionOptions
     /// <summary>GPTQ damping added to H's diagonal, as a fraction of its mean diagonal.</summary>
     public double Damping { get; init; } = 0.01;
 
+    /// <summary>Coordinate-descent passes after GPTQ (<see cref="GptqOptions.RefinePasses"/>).</summary>
+    public int RefinePasses { get; init; }
+
     /// <summary>GPTQ processes columns by descending H[i, i].</summary>
     public bool ActivationOrder { get; init; } = true;
 

@@ -40,6 +40,7 @@ public static class Compressor
         OutputPaths.RequireDirectory(outputPath);
         ArgumentOutOfRangeException.ThrowIfNegative(options.CalibrationTokens, nameof(options));
         ArgumentOutOfRangeException.ThrowIfNegative(options.ContextLength, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfNegative(options.RefinePasses, nameof(options));
         if (!(options.Damping >= 0) || !double.IsFinite(options.Damping))
             throw new ArgumentException($"GPTQ damping {options.Damping} must be a non-negative number", nameof(options));
         bool gptq = options.Method is CompressionMethod.Gptq or CompressionMethod.AwqGptq;
@@ -358,7 +359,7 @@ public static class Compressor
                         hessians[entry] = prepared;
                     }
                     var result = Gptq.QuantizeTensor(tensor, entry, prepared, type,
-                        new GptqOptions { DampingFraction = options.Damping, ActivationOrder = options.ActivationOrder, Threads = Threads });
+                        new GptqOptions { DampingFraction = options.Damping, ActivationOrder = options.ActivationOrder, RefinePasses = options.RefinePasses, Threads = Threads });
                     double error = RelativeError(values, result.Dequantized, rows, columns, hessian, importance, Threads);
                     // GPTQ minimises this error greedily; on the rare tensor where imatrix rounding does better, keep that.
                     if (error <= after)

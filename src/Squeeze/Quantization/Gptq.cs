@@ -18,6 +18,12 @@ public sealed record GptqOptions
     /// <summary>Per-column weights for fitting block scales ([columns], e.g. the imatrix); null means diag(H).</summary>
     public IReadOnlyList<float>? Importance { get; init; }
 
+    /// <summary>
+    /// Passes of coordinate descent after GPTQ (as QuantEase): with the block scales fixed, each weight in turn moves to the
+    /// grid value that minimises the layer's output error given all the others; a pass that changes nothing ends early.
+    /// </summary>
+    public int RefinePasses { get; init; }
+
     /// <summary>Threads over row tiles; the result does not depend on it.</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
 }
@@ -123,7 +129,8 @@ public static class Gptq
         }
 
         int tiles = (rows + TileRows - 1) / TileRows;
-        var context = new TileContext(grid, n, batch, hessian.Order, hessian.Position, hessian.Factor, importance, w0, data, result, rowBytes);
+        ArgumentOutOfRangeException.ThrowIfNegative(options.RefinePasses, nameof(options));
+        var context = new TileContext(grid, n, batch, hessian, importance, w0, data, result, rowBytes, options.RefinePasses);
         int threads = Math.Max(1, options.Threads);
         if (threads == 1 || tiles == 1)
         {
@@ -240,10 +247,63 @@ public static class Gptq
     }
 
     // Everything one row tile needs; Run is called for disjoint row ranges, possibly in parallel.
-    private sealed class TileContext(IBlockGrid grid, int n, int batch, int[] perm, int[] position, double[] u, float[] importance,
-        float[] weights, byte[] data, float[] result, int rowBytes)
+    private sealed class TileContext(IBlockGrid grid, int n, int batch, GptqHessian hessian, float[] importance,
+        float[] weights, byte[] data, float[] result, int rowBytes, int refinePasses)
     {
+        private readonly int[] perm = hessian.Order;
+        private readonly int[] position = hessian.Position;
+        private readonly double[] u = hessian.Factor;
+
         public void Run(int firstRow, int endRow)
+        {
+            Quantize(firstRow, endRow);
+            if (refinePasses > 0)
+            {
+                for (int row = firstRow; row < endRow; row++)
+                    Refine(row);
+            }
+        }
+
+        // Coordinate descent on f(q) = (w − q)ᵀ H (w − q) for one row with the block scales fixed: r = H (w − q) is kept up
+        // to date; moving q_j by δ changes f by −2δ r_j + δ² H_jj, least at q_j + r_j / H_jj, so q_j takes the grid value
+        // nearest to that (the best grid value, the change being a parabola in δ), and r −= δ H[j, :].
+        private void Refine(int row)
+        {
+            var h = hessian.Matrix;
+            var dead = hessian.Dead;
+            int bs = grid.BlockSize, blockBytes = grid.BlockBytes;
+            var q = result.AsSpan((int)((long)row * n), n);
+            var w = weights.AsSpan((int)((long)row * n), n);
+            var e = new double[n];
+            for (int j = 0; j < n; j++)
+                e[j] = (double)w[j] - q[j];
+            var r = new double[n];
+            for (int i = 0; i < n; i++)
+                r[i] = GptqLinearAlgebra.Dot(new ReadOnlySpan<double>(h, i * n, n), e);
+            for (int pass = 0; pass < refinePasses; pass++)
+            {
+                int changed = 0;
+                for (int j = 0; j < n; j++)
+                {
+                    if (dead[j])
+                        continue;
+                    double target = q[j] + r[j] / h[(long)j * n + j];
+                    var block = data.AsSpan((int)((long)row * rowBytes + j / bs * blockBytes), blockBytes);
+                    int code = BlockGrid.Round(grid, block, j % bs, target, out float value);
+                    if (value == q[j])
+                        continue;
+                    double delta = (double)value - q[j];
+                    grid.SetCode(block, j % bs, code);
+                    q[j] = value;
+                    GptqLinearAlgebra.Axpy(-delta, new ReadOnlySpan<double>(h, j * n, n), r);
+                    changed++;
+                }
+                if (changed == 0)
+                    break;
+            }
+        }
+
+        private void Quantize(int firstRow, int endRow)
         {
             int rows = endRow - firstRow, bs = grid.BlockSize, blockBytes = grid.BlockBytes;
             // W in processing order, [rows, n].

@@ -7,9 +7,10 @@ namespace Squeeze.Quantization;
 /// </summary>
 public sealed class GptqHessian
 {
-    private GptqHessian(int columns, bool[] dead, float[] diagonal, int[] order, int[] position, double[] factor, double damping, bool activationOrder)
+    private GptqHessian(int columns, double[] matrix, bool[] dead, float[] diagonal, int[] order, int[] position, double[] factor, double damping, bool activationOrder)
     {
         Columns = columns;
+        Matrix = matrix;
         Dead = dead;
         Diagonal = diagonal;
         Order = order;
@@ -32,6 +33,8 @@ public sealed class GptqHessian
 
     /// <summary>Number of dead inputs (H[i, i] = 0).</summary>
     public int DeadColumns { get; }
+
+    internal double[] Matrix { get; }     // [columns, columns] H, original order, undamped, 1 on the diagonal of dead inputs
 
     internal bool[] Dead { get; }         // [columns] original order
 
@@ -108,6 +111,6 @@ public sealed class GptqHessian
         }
         if (u is null)
             throw new InvalidOperationException($"the Hessian ({n} x {n}) is not positive definite even with damping {damping}");
-        return new GptqHessian(n, dead, diagonal, order, position, u, damping, activationOrder);
+        return new GptqHessian(n, h, dead, diagonal, order, position, u, damping, activationOrder);
     }
 }

@@ -52,6 +52,36 @@ public sealed class CalibratorTests
         }
     }
 
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(2, 3)]
+    [InlineData(3, 4)]
+    [InlineData(5, 7)]
+    [InlineData(8, 8)]
+    [InlineData(19, 9)]
+    [InlineData(33, 37)]
+    [InlineData(160, 71)]
+    public void Gram_elements_are_the_reference_dot_products_bit_for_bit_on_any_thread_count(int width, int tokens)
+    {
+        var random = new Random(width * 1000 + tokens);
+        var x = new float[tokens * width];
+        for (int i = 0; i < x.Length; i++)
+            x[i] = (float)(random.NextDouble() * 4 - 2);
+        var one = new ActivationStatistics(0, LinearInput.Attention, width, collectGram: true);
+        var many = new ActivationStatistics(0, LinearInput.Attention, width, collectGram: true);
+        one.Accumulate(x, tokens, threads: 1);
+        many.Accumulate(x, tokens, threads: 3);
+        Assert.Equal(one.Gram, many.Gram);
+        var columns = new double[width][];
+        for (int j = 0; j < width; j++)
+            columns[j] = [.. Enumerable.Range(0, tokens).Select(t => (double)x[t * width + j])];
+        for (int i = 0; i < width; i++)
+        {
+            for (int j = 0; j < width; j++)
+                Assert.Equal(Squeeze.Quantization.GptqLinearAlgebra.Dot(columns[i], columns[j]), one.Gram![i * width + j]);
+        }
+    }
+
     [Fact]
     public void Stories260K_statistics_cover_every_linear_input_and_are_deterministic()
     {
