@@ -11,8 +11,8 @@ namespace Squeeze.Bench;
 /// stories15M compressed by <see cref="Compressor"/> with every method (rtn, imatrix, gptq, awq+gptq) at llama.cpp's
 /// mixes Q4_0, Q4_K_M, Q3_K_M and Q2_K, calibrated on tinystories-calib, scored on the whole tinystories-eval (ctx 256)
 /// against the f32 model in one pass, beside llama.cpp's imatrix files (golden README). Options: <c>--tokens N</c>
-/// (calibration tokens, default 8192), <c>--mixes A,B</c>, <c>--methods a,b</c>, <c>--sequential</c> (adds
-/// sequential GPTQ rows), <c>--no-act-order</c>, <c>--damping X</c>, <c>--refine N</c> (coordinate-descent passes after GPTQ), <c>--threads N</c>.
+/// (calibration tokens, default 0: the whole text), <c>--mixes A,B</c>, <c>--methods a,b</c>, <c>--sequential</c> (adds
+/// sequential GPTQ rows), <c>--no-act-order</c>, <c>--damping X</c>, <c>--refine N</c> (refinement after GPTQ, default 4), <c>--threads N</c>.
 /// </summary>
 internal static class CalibratedSuite
 {
@@ -35,12 +35,12 @@ internal static class CalibratedSuite
     {
         string shared = Program.Shared(args);
         int threads = Program.Option(args, "--threads", Environment.ProcessorCount);
-        int tokens = Program.Option(args, "--tokens", 8192);
+        int tokens = Program.Option(args, "--tokens", 0);
         string[] mixes = Value(args, "--mixes")?.Split(',') ?? ["Q4_0", "Q4_K_M", "Q3_K_M", "Q2_K"];
         string[] methodNames = Value(args, "--methods")?.Split(',') ?? ["rtn", "imatrix", "gptq", "awq+gptq"];
         bool sequential = args.Contains("--sequential");
         bool actOrder = !args.Contains("--no-act-order");
-        int refine = Program.Option(args, "--refine", 0);
+        int refine = Program.Option(args, "--refine", 4);
         double damping = Value(args, "--damping") is { } d ? double.Parse(d, System.Globalization.CultureInfo.InvariantCulture) : 0.01;
         var methods = methodNames.Select(Method).ToArray();
         string calibText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt"));
@@ -83,9 +83,9 @@ internal static class CalibratedSuite
             try
             {
                 var results = Evaluator.EvaluateMany(models, evalText, new EvaluationOptions { ContextLength = 256, Threads = threads }, source);
-                string extra = (tokens != 8192 ? $" --tokens {tokens}" : "") + (Value(args, "--mixes") is { } m ? $" --mixes {m}" : "")
+                string extra = (tokens != 0 ? $" --tokens {tokens}" : "") + (Value(args, "--mixes") is { } m ? $" --mixes {m}" : "")
                     + (Value(args, "--methods") is { } me ? $" --methods {me}" : "") + (sequential ? " --sequential" : "") + (actOrder ? "" : " --no-act-order")
-                    + (Value(args, "--damping") is { } da ? $" --damping {da}" : "") + (refine != 0 ? $" --refine {refine}" : "");
+                    + (Value(args, "--damping") is { } da ? $" --damping {da}" : "") + (refine != 4 ? $" --refine {refine}" : "");
                 Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- calibrated --threads {threads}{extra}` (stories15M.bin; calibration: " +
                     $"{stats.TokenCount:N0} tokens of tinystories-calib at ctx 256; GPTQ damping {damping}, act-order {(actOrder ? "on" : "off")}, refinement passes {refine}; scored on the whole tinystories-eval, ctx 256, against the f32 model)");
                 Console.WriteLine();

@@ -12,7 +12,7 @@ namespace Squeeze.Cli.Commands;
 internal static class CompressCommand
 {
     public sealed record Options(string Model, string? Tokenizer, string Type, string? Calib, string Output, string Method, long Tokens, int Context,
-        bool Pure, string[] TensorTypes, string? Stats, bool Sequential, bool NoActOrder, double Damping, int Threads, bool Json);
+        bool Pure, string[] TensorTypes, string? Stats, bool Sequential, bool NoActOrder, double Damping, int Refine, int Threads, bool Json);
 
     public static Command Create()
     {
@@ -22,7 +22,7 @@ internal static class CompressCommand
         var calib = new Option<string?>("--calib") { Description = "UTF-8 calibration text (not needed for --method rtn or with --stats)" };
         var output = new Option<string>("--output", "-o") { Description = "GGUF file to write", Required = true };
         var method = new Option<string>("--method") { Description = "rtn, imatrix, gptq or awq+gptq", DefaultValueFactory = _ => "gptq" };
-        var tokens = new Option<long>("--tokens") { Description = "Calibration tokens (0: the whole text)", DefaultValueFactory = _ => 8192 };
+        var tokens = new Option<long>("--tokens") { Description = "Calibration tokens in whole chunks (0: the whole text)", DefaultValueFactory = _ => 0 };
         var ctx = new Option<int>("--ctx", "-c") { Description = "Tokens per calibration chunk", DefaultValueFactory = _ => 256 };
         var pure = new Option<bool>("--pure") { Description = "Every 2-D tensor in the mix's base type (no per-tensor rules)" };
         var tensorTypes = new Option<string[]>("--tensor-type") { Description = "Per-tensor override REGEX=TYPE (repeatable; first match wins)", DefaultValueFactory = _ => [] };
@@ -30,15 +30,16 @@ internal static class CompressCommand
         var sequential = new Option<bool>("--sequential") { Description = "GPTQ layer by layer, each layer calibrated on the model with the layers before it quantized" };
         var noActOrder = new Option<bool>("--no-act-order") { Description = "GPTQ in column order instead of by descending activation energy" };
         var damping = new Option<double>("--damping") { Description = "GPTQ damping as a fraction of H's mean diagonal", DefaultValueFactory = _ => 0.01 };
+        var refine = new Option<int>("--refine") { Description = "Refinement after GPTQ: coordinate-descent passes and scale re-fits (0: plain GPTQ)", DefaultValueFactory = _ => 4 };
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
         var command = new Command("compress", "Calibrated quantization to a GGUF file: imatrix, GPTQ or AWQ+GPTQ at one of llama.cpp's mixes")
         {
-            model, tokenizer, type, calib, output, method, tokens, ctx, pure, tensorTypes, stats, sequential, noActOrder, damping, threads, json,
+            model, tokenizer, type, calib, output, method, tokens, ctx, pure, tensorTypes, stats, sequential, noActOrder, damping, refine, threads, json,
         };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(type)!, r.GetValue(calib),
             r.GetValue(output)!, r.GetValue(method)!, r.GetValue(tokens), r.GetValue(ctx), r.GetValue(pure), r.GetValue(tensorTypes)!, r.GetValue(stats),
-            r.GetValue(sequential), r.GetValue(noActOrder), r.GetValue(damping), r.GetValue(threads), r.GetValue(json)))));
+            r.GetValue(sequential), r.GetValue(noActOrder), r.GetValue(damping), r.GetValue(refine), r.GetValue(threads), r.GetValue(json)))));
         return command;
     }
 
@@ -59,6 +60,8 @@ internal static class CompressCommand
         var overrides = options.TensorTypes.Select(TensorTypeOverride.Parse).ToList();
         if (options.Tokens < 0)
             throw new ArgumentException($"--tokens {options.Tokens} must not be negative");
+        if (options.Refine < 0)
+            throw new ArgumentException($"--refine {options.Refine} must not be negative");
         if (options.Context < 2)
             throw new ArgumentException($"--ctx {options.Context} must be at least 2");
         Cli.CheckOutput(options.Model, options.Output);
@@ -78,6 +81,7 @@ internal static class CompressCommand
             CalibrationTokens = options.Tokens,
             ContextLength = options.Context,
             Damping = options.Damping,
+            RefinePasses = options.Refine,
             ActivationOrder = !options.NoActOrder,
             Sequential = options.Sequential,
             Statistics = stats,

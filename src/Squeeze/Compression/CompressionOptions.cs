@@ -34,8 +34,8 @@ public sealed record CompressionOptions
     /// <summary>How the values are chosen.</summary>
     public CompressionMethod Method { get; init; } = CompressionMethod.Gptq;
 
-    /// <summary>Calibration tokens (whole chunks); 0 means every whole chunk of the text.</summary>
-    public long CalibrationTokens { get; init; } = 8192;
+    /// <summary>Calibration tokens (whole chunks); 0 (the default) means every whole chunk of the text, as llama-imatrix reads it all.</summary>
+    public long CalibrationTokens { get; init; }
 
     /// <summary>Tokens per calibration chunk; 0 means 256 or the model's context length, whichever is smaller.</summary>
     public int ContextLength { get; init; } = 256;
@@ -43,8 +43,8 @@ public sealed record CompressionOptions
     /// <summary>GPTQ damping added to H's diagonal, as a fraction of its mean diagonal.</summary>
     public double Damping { get; init; } = 0.01;
 
-    /// <summary>Coordinate-descent passes after GPTQ (<see cref="GptqOptions.RefinePasses"/>).</summary>
-    public int RefinePasses { get; init; }
+    /// <summary>Refinement after GPTQ (<see cref="GptqOptions.RefinePasses"/>): coordinate-descent passes and scale re-fits; 0 is plain GPTQ.</summary>
+    public int RefinePasses { get; init; } = 4;
 
     /// <summary>GPTQ processes columns by descending H[i, i].</summary>
     public bool ActivationOrder { get; init; } = true;

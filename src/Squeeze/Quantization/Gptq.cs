@@ -19,8 +19,10 @@ public sealed record GptqOptions
     public IReadOnlyList<float>? Importance { get; init; }
 
     /// <summary>
-    /// Passes of coordinate descent after GPTQ (as QuantEase): with the block scales fixed, each weight in turn moves to the
-    /// grid value that minimises the layer's output error given all the others; a pass that changes nothing ends early.
+    /// Refinement after GPTQ, up to this many passes: coordinate descent (as QuantEase), each weight in turn moved to the
+    /// grid value that minimises the layer's output error given all the others (a pass that changes nothing ends early);
+    /// then, for one-scale-per-block grids (<see cref="IScaledGrid"/>), up to this many rounds of re-fitting a row's scales
+    /// exactly to its codes followed by more descent, each kept only if the error falls. 0: plain GPTQ.
     /// </summary>
     public int RefinePasses { get; init; }
 
@@ -264,22 +266,67 @@ public static class Gptq
             }
         }
 
-        // Coordinate descent on f(q) = (w − q)ᵀ H (w − q) for one row with the block scales fixed: r = H (w − q) is kept up
-        // to date; moving q_j by δ changes f by −2δ r_j + δ² H_jj, least at q_j + r_j / H_jj, so q_j takes the grid value
-        // nearest to that (the best grid value, the change being a parabola in δ), and r −= δ H[j, :].
+        // Refines one row: coordinate descent on f(q) = (w − q)ᵀ H (w − q) with the block scales fixed; then, for grids of one
+        // scale per block, the scales of the row re-fitted exactly to the codes (f is quadratic in them) followed by more
+        // descent, kept while f falls.
         private void Refine(int row)
+        {
+            var q = result.AsSpan((int)((long)row * n), n);
+            var w = weights.AsSpan((int)((long)row * n), n);
+            var r = new double[n];
+            Residual(w, q, r);
+            Descend(row, q, r);
+            if (grid is not IScaledGrid scaled)
+                return;
+            double f = Objective(w, q, r);
+            var rowData = data.AsSpan((int)((long)row * rowBytes), rowBytes);
+            var savedData = new byte[rowBytes];
+            var savedValues = new float[n];
+            for (int round = 0; round < refinePasses; round++)
+            {
+                rowData.CopyTo(savedData);
+                q.CopyTo(savedValues);
+                if (!RefitScales(row, scaled, w, q))
+                    break;
+                Residual(w, q, r);
+                Descend(row, q, r);
+                double refitted = Objective(w, q, r);
+                if (!(refitted < f))
+                {
+                    savedData.CopyTo(rowData);
+                    savedValues.CopyTo(q);
+                    break;
+                }
+                f = refitted;
+            }
+        }
+
+        // r = H (w − q).
+        private void Residual(ReadOnlySpan<float> w, ReadOnlySpan<float> q, double[] r)
+        {
+            var e = new double[n];
+            for (int j = 0; j < n; j++)
+                e[j] = (double)w[j] - q[j];
+            for (int i = 0; i < n; i++)
+                r[i] = GptqLinearAlgebra.Dot(new ReadOnlySpan<double>(hessian.Matrix, i * n, n), e);
+        }
+
+        private double Objective(ReadOnlySpan<float> w, ReadOnlySpan<float> q, double[] r)
+        {
+            double f = 0;
+            for (int j = 0; j < n; j++)
+                f += ((double)w[j] - q[j]) * r[j];
+            return f;
+        }
+
+        // Coordinate descent with r = H (w − q) kept up to date: moving q_j by δ changes f by −2δ r_j + δ² H_jj, least at
+        // q_j + r_j / H_jj, so q_j takes the grid value nearest to that (the best grid value, the change being a parabola
+        // in δ), and r −= δ H[j, :]. Passes stop early when one changes nothing.
+        private void Descend(int row, Span<float> q, double[] r)
         {
             var h = hessian.Matrix;
             var dead = hessian.Dead;
             int bs = grid.BlockSize, blockBytes = grid.BlockBytes;
-            var q = result.AsSpan((int)((long)row * n), n);
-            var w = weights.AsSpan((int)((long)row * n), n);
-            var e = new double[n];
-            for (int j = 0; j < n; j++)
-                e[j] = (double)w[j] - q[j];
-            var r = new double[n];
-            for (int i = 0; i < n; i++)
-                r[i] = GptqLinearAlgebra.Dot(new ReadOnlySpan<double>(h, i * n, n), e);
             for (int pass = 0; pass < refinePasses; pass++)
             {
                 int changed = 0;
@@ -301,6 +348,75 @@ public static class Gptq
                 if (changed == 0)
                     break;
             }
+        }
+
+        // With the codes fixed, q = Σ_b d_b φ_b (φ_b: the levels of block b's codes, zero outside it), and f is least where
+        // A d = g, A_bc = φ_bᵀ H φ_c, g_b = φ_bᵀ H w. A tiny ridge towards the current scales keeps A invertible when a
+        // block's levels are all zero. The scales are stored as f16 and q recomputed from the codes. False if A is singular.
+        private bool RefitScales(int row, IScaledGrid scaled, ReadOnlySpan<float> w, Span<float> q)
+        {
+            var h = hessian.Matrix;
+            int bs = grid.BlockSize, blockBytes = grid.BlockBytes, blocks = n / bs;
+            var codes = new int[n];
+            var phi = new double[n];
+            var current = new double[blocks];
+            for (int j = 0; j < n; j++)
+            {
+                var block = data.AsSpan((int)((long)row * rowBytes + j / bs * blockBytes), blockBytes);
+                codes[j] = BlockGrid.Round(grid, block, j % bs, q[j], out _);
+                phi[j] = scaled.Level(codes[j]);
+            }
+            for (int b = 0; b < blocks; b++)
+                current[b] = BlockGrid.Half(data.AsSpan((int)((long)row * rowBytes + b * blockBytes), blockBytes), 0);
+
+            var hPhi = new double[n * blocks]; // [n, blocks]: H Φ
+            for (int j = 0; j < n; j++)
+            {
+                if (phi[j] == 0)
+                    continue;
+                int b = j / bs;
+                var hj = new ReadOnlySpan<double>(h, j * n, n);
+                for (int i = 0; i < n; i++)
+                    hPhi[i * blocks + b] += hj[i] * phi[j];
+            }
+            var a = new double[blocks * blocks];
+            var g = new double[blocks];
+            var wd = new double[n];
+            for (int j = 0; j < n; j++)
+                wd[j] = w[j];
+            for (int i = 0; i < n; i++)
+            {
+                if (phi[i] == 0)
+                    continue;
+                int b = i / bs;
+                for (int c = 0; c < blocks; c++)
+                    a[b * blocks + c] += phi[i] * hPhi[i * blocks + c];
+                g[b] += phi[i] * GptqLinearAlgebra.Dot(new ReadOnlySpan<double>(h, i * n, n), wd);
+            }
+            double trace = 0;
+            for (int b = 0; b < blocks; b++)
+                trace += a[b * blocks + b];
+            double ridge = 1e-9 * Math.Max(trace / blocks, 1e-30);
+            for (int b = 0; b < blocks; b++)
+            {
+                a[b * blocks + b] += ridge;
+                g[b] += ridge * current[b];
+            }
+            if (!GptqLinearAlgebra.SolvePositiveDefinite(a, g, blocks))
+                return false;
+            for (int b = 0; b < blocks; b++)
+            {
+                if (!double.IsFinite(g[b]) || Math.Abs(g[b]) > 65504)
+                    return false;
+            }
+            for (int b = 0; b < blocks; b++)
+                scaled.SetScale(data.AsSpan((int)((long)row * rowBytes + b * blockBytes), blockBytes), (float)g[b]);
+            for (int j = 0; j < n; j++)
+            {
+                var block = data.AsSpan((int)((long)row * rowBytes + j / bs * blockBytes), blockBytes);
+                q[j] = grid.Value(block, j % bs, codes[j]);
+            }
+            return true;
         }
 
         private void Quantize(int firstRow, int endRow)

@@ -33,6 +33,20 @@ public interface IBlockGrid
     void SetCode(Span<byte> block, int index, int code);
 }
 
+/// <summary>
+/// A grid whose every value is the block's one scale times a fixed level of its code, <c>x = d · Level(c)</c>, with d
+/// stored as f16 first in the block (Q8_0, Q4_0, Q5_0, IQ4_NL). With the codes fixed, the layer's output error is a
+/// quadratic in the scales of a row, so they can be re-fitted exactly (<see cref="Gptq"/>'s refinement does).
+/// </summary>
+public interface IScaledGrid : IBlockGrid
+{
+    /// <summary>The level of <paramref name="code"/>: the value it decodes to under scale 1.</summary>
+    double Level(int code);
+
+    /// <summary>Stores <paramref name="scale"/> (rounded to f16) as the block's scale, keeping its codes.</summary>
+    void SetScale(Span<byte> block, float scale);
+}
+
 /// <summary>Helpers over any <see cref="IBlockGrid"/>.</summary>
 public static class BlockGrid
 {
@@ -88,6 +102,9 @@ public static class BlockGrid
         _ => throw new NotSupportedException($"GPTQ has no block grid for {type}"),
     };
 
+    internal static void SetHalf(Span<byte> block, int offset, float value) =>
+        BinaryPrimitives.WriteUInt16LittleEndian(block[offset..], HalfConversions.F32ToF16(value));
+
     internal static float Half(ReadOnlySpan<byte> block, int offset) => HalfConversions.F16ToF32(BinaryPrimitives.ReadUInt16LittleEndian(block[offset..]));
 
     // Nibble layout of Q4_0 / Q4_1 / IQ4_NL / the low bits of Q5_x: value j in the low nibble of byte j (j < 16), value j + 16 in the high nibble.
@@ -137,8 +154,14 @@ public abstract class FormatGrid : IBlockGrid
 }
 
 /// <summary>Q8_0: <c>x = d · (c − 128)</c>.</summary>
-public sealed class Q8_0Grid() : FormatGrid(GgmlType.Q8_0, 256)
+public sealed class Q8_0Grid() : FormatGrid(GgmlType.Q8_0, 256), IScaledGrid
 {
+    /// <inheritdoc />
+    public double Level(int code) => code - 128;
+
+    /// <inheritdoc />
+    public void SetScale(Span<byte> block, float scale) => BlockGrid.SetHalf(block, 0, scale);
+
     /// <inheritdoc />
     public override float Value(ReadOnlySpan<byte> block, int index, int code) => (code - 128) * BlockGrid.Half(block, 0);
 
@@ -147,8 +170,14 @@ public sealed class Q8_0Grid() : FormatGrid(GgmlType.Q8_0, 256)
 }
 
 /// <summary>Q4_0: <c>x = (c − 8) · d</c>.</summary>
-public sealed class Q4_0Grid() : FormatGrid(GgmlType.Q4_0, 16)
+public sealed class Q4_0Grid() : FormatGrid(GgmlType.Q4_0, 16), IScaledGrid
 {
+    /// <inheritdoc />
+    public double Level(int code) => code - 8;
+
+    /// <inheritdoc />
+    public void SetScale(Span<byte> block, float scale) => BlockGrid.SetHalf(block, 0, scale);
+
     /// <inheritdoc />
     public override float Value(ReadOnlySpan<byte> block, int index, int code) => (code - 8) * BlockGrid.Half(block, 0);
 
@@ -167,8 +196,14 @@ public sealed class Q4_1Grid() : FormatGrid(GgmlType.Q4_1, 16)
 }
 
 /// <summary>Q5_0: <c>x = (c − 16) · d</c>; bit 4 of value j is bit j of the little-endian <c>qh</c>.</summary>
-public sealed class Q5_0Grid() : FormatGrid(GgmlType.Q5_0, 32)
+public sealed class Q5_0Grid() : FormatGrid(GgmlType.Q5_0, 32), IScaledGrid
 {
+    /// <inheritdoc />
+    public double Level(int code) => code - 16;
+
+    /// <inheritdoc />
+    public void SetScale(Span<byte> block, float scale) => BlockGrid.SetHalf(block, 0, scale);
+
     /// <inheritdoc />
     public override float Value(ReadOnlySpan<byte> block, int index, int code) => (code - 16) * BlockGrid.Half(block, 0);
 
@@ -195,8 +230,14 @@ public sealed class Q5_1Grid() : FormatGrid(GgmlType.Q5_1, 32)
 }
 
 /// <summary>IQ4_NL: <c>x = d · kvalues[c]</c> with ggml's non-linear, ascending code book.</summary>
-public sealed class IQ4_NLGrid() : FormatGrid(GgmlType.IQ4_NL, 16)
+public sealed class IQ4_NLGrid() : FormatGrid(GgmlType.IQ4_NL, 16), IScaledGrid
 {
+    /// <inheritdoc />
+    public double Level(int code) => Dequantize.IQ4NLValues[code];
+
+    /// <inheritdoc />
+    public void SetScale(Span<byte> block, float scale) => BlockGrid.SetHalf(block, 0, scale);
+
     /// <inheritdoc />
     public override float Value(ReadOnlySpan<byte> block, int index, int code) => BlockGrid.Half(block, 0) * Dequantize.IQ4NLValues[code];
 

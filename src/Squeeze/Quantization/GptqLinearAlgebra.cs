@@ -60,6 +60,24 @@ internal static class GptqLinearAlgebra
         return true;
     }
 
+    /// <summary>Solves a·x = b for a symmetric positive-definite a ([n, n], overwritten by its Cholesky factor); b becomes x.
+    /// False when a is not positive definite.</summary>
+    public static bool SolvePositiveDefinite(double[] a, double[] b, int n)
+    {
+        if (!CholeskyLower(a, n, 1))
+            return false;
+        for (int i = 0; i < n; i++)
+            b[i] = (b[i] - Dot(new ReadOnlySpan<double>(a, i * n, i), new ReadOnlySpan<double>(b, 0, i))) / a[i * n + i];
+        for (int i = n - 1; i >= 0; i--)
+        {
+            double s = b[i];
+            for (int k = i + 1; k < n; k++)
+                s -= a[k * n + i] * b[k];
+            b[i] = s / a[i * n + i];
+        }
+        return true;
+    }
+
     /// <summary>U = V⁻¹ for an upper-triangular V, row by row from the bottom:
     /// U[i, j] = −(Σ_{k=i+1}^{j} V[i, k]·U[k, j]) / V[i, i], U[i, i] = 1 / V[i, i].</summary>
     public static double[] InvertUpper(double[] v, int n, int threads)

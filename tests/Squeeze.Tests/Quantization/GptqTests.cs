@@ -105,6 +105,53 @@ public sealed class GptqTests(ITestOutputHelper output)
         }
     }
 
+    public static TheoryData<GgmlType> GridTypes => [.. Formats.Select(row => (GgmlType)row[0])];
+
+    [Theory]
+    [MemberData(nameof(GridTypes))]
+    public void Refinement_lowers_the_output_error_and_packs_what_it_chose(GgmlType type)
+    {
+        var (w, h) = Layer(seed: 11);
+        var grid = BlockGrid.For(type);
+        var plain = Gptq.Quantize(w, Rows, Columns, h, grid, new GptqOptions { ActivationOrder = true, Threads = 2 });
+        var refined = Gptq.Quantize(w, Rows, Columns, h, grid, new GptqOptions { ActivationOrder = true, RefinePasses = 4, Threads = 2 });
+        double before = Gptq.OutputError(w, plain.Dequantized, Rows, Columns, h);
+        double after = Gptq.OutputError(w, refined.Dequantized, Rows, Columns, h);
+        output.WriteLine($"{type}: GPTQ {before:0.000000e+0}  refined {after:0.000000e+0}  ratio {after / before:0.000}");
+        Assert.True(after < before, $"{type}: refined error {after} is not below GPTQ's {before}");
+        int rowBytes = (int)GgmlTypes.RowBytes(type, Columns);
+        var decoded = new float[Columns];
+        for (int r = 0; r < Rows; r++)
+        {
+            Dequantize.Row(type, refined.Data.AsSpan(r * rowBytes, rowBytes), decoded);
+            for (int c = 0; c < Columns; c++)
+                Assert.Equal(BitConverter.SingleToInt32Bits(refined.Dequantized[r * Columns + c]), BitConverter.SingleToInt32Bits(decoded[c]));
+        }
+    }
+
+    [Theory]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.IQ4_NL)]
+    public void Refitted_scales_cannot_be_improved_by_rescaling_a_block(GgmlType type)
+    {
+        // After refinement, scaling any one block's values by a factor near 1 (its codes fixed) does not lower the error
+        // beyond what f16 rounding of the scale allows: the scales sit at the least-squares optimum.
+        var (w, h) = Layer(seed: 5, rows: 4);
+        var refined = Gptq.Quantize(w, 4, Columns, h, BlockGrid.For(type), new GptqOptions { RefinePasses = 4, Threads = 1 });
+        double best = Gptq.OutputError(w, refined.Dequantized, 4, Columns, h);
+        foreach (double factor in new[] { 0.98, 0.995, 1.005, 1.02 })
+        {
+            for (int b = 0; b < Columns / 32; b++)
+            {
+                var scaled = (float[])refined.Dequantized.Clone();
+                for (int r = 0; r < 4; r++)
+                    for (int j = 32 * b; j < 32 * b + 32; j++)
+                        scaled[r * Columns + j] = (float)(scaled[r * Columns + j] * factor);
+                Assert.True(Gptq.OutputError(w, scaled, 4, Columns, h) > best * (1 - 1e-3), $"block {b} x {factor}");
+            }
+        }
+    }
+
     /// <summary>Plain GPTQ as the paper writes it: explicit inverse, Cholesky, one column at a time, no batching, no blocks.</summary>
     private static float[] ReferenceGptq(float[] w, double[] hessian, int rows, int n, UniformGrid grid, double dampingFraction)
     {
