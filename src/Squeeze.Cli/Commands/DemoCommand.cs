@@ -1,5 +1,7 @@
 using System.CommandLine;
 using Spectre.Console;
+using Squeeze.Calibration;
+using Squeeze.Compression;
 using Squeeze.Evaluation;
 using Squeeze.Formats;
 using Squeeze.Quantization;
@@ -7,9 +9,10 @@ using Squeeze.Quantization;
 namespace Squeeze.Cli.Commands;
 
 /// <summary>
-/// <c>squeeze demo</c>: the main job on the demo model (stories15M). Converts it to several of llama.cpp's mixes,
-/// scores every file against the original on the evaluation text in one pass (perplexity, KL divergence, bits per
-/// byte) and prints the size and quality table.
+/// <c>squeeze demo</c>: the main job on the demo model (stories15M). Makes each of several of llama.cpp's mixes twice:
+/// by plain rounding (what llama-quantize does without an importance matrix) and by Squeeze's calibrated GPTQ (one
+/// calibration shared by every mix); scores every file against the original on the evaluation text in one pass
+/// (perplexity, KL divergence, bits per byte) and prints the size and quality table.
 /// </summary>
 internal static class DemoCommand
 {
@@ -17,16 +20,16 @@ internal static class DemoCommand
 
     public sealed record Row(string Name, string File, long Bytes, double BitsPerWeight, EvaluationResult Result);
 
-    public sealed record Report(string Model, string EvalText, IReadOnlyList<Row> Rows);
+    public sealed record Report(string Model, string EvalText, string CalibrationText, long CalibrationTokens, IReadOnlyList<Row> Rows);
 
     public static Command Create()
     {
-        var mixes = new Option<string[]>("--mixes") { Description = "Mixes to make and compare", DefaultValueFactory = _ => ["Q8_0", "Q6_K", "Q4_K_M", "Q4_0"], AllowMultipleArgumentsPerToken = true };
+        var mixes = new Option<string[]>("--mixes") { Description = "Mixes to make and compare", DefaultValueFactory = _ => ["Q8_0", "Q4_K_M", "Q4_0", "Q2_K"], AllowMultipleArgumentsPerToken = true };
         var output = new Option<string?>("--output-dir") { Description = "Keep the GGUF files here (default: a temporary directory, removed afterwards)" };
         var chunks = new Option<int>("--chunks") { Description = "Score at most this many 256-token chunks (0: all)", DefaultValueFactory = _ => 0 };
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
-        var command = new Command("demo", "Fetch the demo model (stories15M), convert it to several mixes and print the size and quality table") { mixes, output, chunks, threads, json };
+        var command = new Command("demo", "Fetch the demo model (stories15M), make several mixes by plain rounding and by calibrated GPTQ, and print the size and quality table") { mixes, output, chunks, threads, json };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(mixes)!, r.GetValue(output), r.GetValue(chunks), r.GetValue(threads), r.GetValue(json)))));
         return command;
     }
@@ -42,18 +45,27 @@ internal static class DemoCommand
         try
         {
             using var original = ModelLoader.Load(files.Model, files.Tokenizer);
-            var outputs = Cli.WithProgress("converting", progress =>
+            string calibrationText = Cli.ReadText(files.CalibrationText);
+            var stats = Cli.WithProgress("calibrating", progress => Calibrator.Run(original, calibrationText,
+                new CalibrationOptions { ContextLength = 256, CollectGram = true, Threads = options.Threads },
+                new SynchronousProgress<CalibrationProgress>(p => progress.Report((p.Chunk, p.Chunks, $"chunk {p.Chunk}/{p.Chunks}")))));
+            var made = Cli.WithProgress("quantizing", progress =>
             {
-                var list = new List<string>();
+                var list = new List<(string Name, string Path)>();
                 foreach (var mix in mixes)
                 {
-                    progress.Report((list.Count, mixes.Length, mix.Name));
-                    string path = Path.Combine(directory, $"stories15M-{mix.Name}.gguf");
-                    GgufQuantizer.Write(original, QuantizationMix.Plan(original, mix, [], pure: false), path, importance: null, options.Threads);
-                    list.Add(path);
+                    progress.Report((list.Count, 2 * mixes.Length, $"{mix.Name} rounding"));
+                    string rounded = Path.Combine(directory, $"stories15M-{mix.Name}-rtn.gguf");
+                    GgufQuantizer.Write(original, QuantizationMix.Plan(original, mix, [], pure: false), rounded, importance: null, options.Threads);
+                    list.Add(($"{mix.Name} rounding", rounded));
+                    progress.Report((list.Count, 2 * mixes.Length, $"{mix.Name} gptq"));
+                    string gptq = Path.Combine(directory, $"stories15M-{mix.Name}-gptq.gguf");
+                    Compressor.Compress(original, calibrationText, new CompressionOptions { Mix = mix, Method = CompressionMethod.Gptq, Statistics = stats, Threads = options.Threads }, gptq);
+                    list.Add(($"{mix.Name} squeeze gptq", gptq));
                 }
                 return list;
             });
+            var outputs = made.Select(m => m.Path).ToList();
             var models = outputs.Select(f => ModelLoader.Load(f)).ToList();
             try
             {
@@ -65,9 +77,9 @@ internal static class DemoCommand
                 {
                     new("original (F32)", files.Model, new FileInfo(files.Model).Length, 8.0 * original.TensorBytes / original.ParameterCount, results[0]),
                 };
-                for (int i = 0; i < mixes.Length; i++)
-                    rows.Add(new Row(mixes[i].Name, outputs[i], new FileInfo(outputs[i]).Length, 8.0 * models[i].TensorBytes / models[i].ParameterCount, results[i + 1]));
-                var report = new Report(files.Model, files.EvalText, rows);
+                for (int i = 0; i < made.Count; i++)
+                    rows.Add(new Row(made[i].Name, outputs[i], new FileInfo(outputs[i]).Length, 8.0 * models[i].TensorBytes / models[i].ParameterCount, results[i + 1]));
+                var report = new Report(files.Model, files.EvalText, files.CalibrationText, stats.TokenCount, rows);
                 if (options.Json)
                     Cli.WriteJson(report);
                 else
@@ -102,5 +114,7 @@ internal static class DemoCommand
                 kl.Percentile99.ToString("0.0000"), $"{kl.SameTopTokenPercent:0.00} %", r.BitsPerByte.ToString("0.0000"));
         }
         Cli.Console.Write(table);
+        Cli.Console.WriteLine($"rounding: each block rounded on its own, as llama-quantize does without an importance matrix; squeeze gptq: " +
+            $"calibrated on {report.CalibrationTokens:N0} tokens of {report.CalibrationText}, same types and bytes per tensor");
     }
 }

@@ -17,7 +17,7 @@ internal static class DemoModel
     private const string DataEntry = "package/src/llama2.data";
     private const long ModelBytes = 60816028;
 
-    public sealed record Files(string Model, string Tokenizer, string EvalText);
+    public sealed record Files(string Model, string Tokenizer, string EvalText, string CalibrationText);
 
     public static Files Locate(IAnsiConsole status)
     {
@@ -26,7 +26,8 @@ internal static class DemoModel
             return new Files(
                 Path.Combine(shared, "models", "stories15M", "stories15M.bin"),
                 Path.Combine(shared, "models", "stories15M", "tokenizer.bin"),
-                Path.Combine(shared, "corpora", "tinystories-eval.txt"));
+                Path.Combine(shared, "corpora", "tinystories-eval.txt"),
+                Path.Combine(shared, "corpora", "tinystories-calib.txt"));
         }
         string cache = CacheDirectory();
         string model = Path.Combine(cache, "stories15M.bin");
@@ -40,24 +41,31 @@ internal static class DemoModel
         if (!File.Exists(eval))
         {
             status.MarkupLine($"[grey]sampling an evaluation text from the demo model into {Markup.Escape(eval)}[/]");
-            WriteSampledText(model, tokenizer, eval);
+            WriteSampledText(model, tokenizer, eval, stories: 60, firstSeed: 1000);
         }
-        return new Files(model, tokenizer, eval);
+        string calibration = Path.Combine(cache, "stories15M-calibration-samples.txt");
+        if (!File.Exists(calibration))
+        {
+            status.MarkupLine($"[grey]sampling a calibration text from the demo model into {Markup.Escape(calibration)}[/]");
+            WriteSampledText(model, tokenizer, calibration, stories: 80, firstSeed: 5000);
+        }
+        return new Files(model, tokenizer, eval, calibration);
     }
 
     /// <summary>
-    /// Without the shared corpus, the evaluation text is made as the shared one was: stories sampled from stories15M
-    /// (temperature 1, up to 240 tokens, cycled openers), each with its own seed, so every machine makes the same text.
+    /// Without the shared corpus, the evaluation and calibration texts are made as the shared ones were: stories sampled
+    /// from stories15M (temperature 1, up to 240 tokens, cycled openers), each with its own seed (disjoint ranges for the
+    /// two texts), so every machine makes the same texts.
     /// </summary>
-    private static void WriteSampledText(string modelPath, string tokenizerPath, string path)
+    private static void WriteSampledText(string modelPath, string tokenizerPath, string path, int stories, int firstSeed)
     {
         string[] openers = ["Once upon a time", "One day", "Lily and Ben", "There was a little", "Tom wanted to", "In a small town", "The sun was", "Mom said", "A big dog", "Sara found a"];
         using var model = Squeeze.Formats.ModelLoader.Load(modelPath, tokenizerPath);
         using var runtime = new Squeeze.Runtime.Transformer(model);
         var text = new System.Text.StringBuilder();
-        for (int i = 0; i < 60; i++)
+        for (int i = 0; i < stories; i++)
         {
-            var sampler = new Squeeze.Generation.Sampler(new Squeeze.Generation.SamplingOptions { Temperature = 1f, Seed = 1000 + i });
+            var sampler = new Squeeze.Generation.Sampler(new Squeeze.Generation.SamplingOptions { Temperature = 1f, Seed = firstSeed + i });
             var tokens = Squeeze.Generation.Generator.Generate(runtime, openers[i % openers.Length], 240, sampler);
             byte[] bytes = tokens.SelectMany(model.Tokenizer.TokenBytes).ToArray();
             text.Append(openers[i % openers.Length]).Append(System.Text.Encoding.UTF8.GetString(bytes).TrimEnd()).Append("\n\n");
