@@ -26,10 +26,14 @@ internal static unsafe class CacheAttention
             TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(rows + (long)i * stride, headDim), weights[i], o, o);
     }
 
-    /// <summary>In place softmax of <paramref name="count"/> scores.</summary>
+    /// <summary>In place softmax of <paramref name="count"/> scores, the maximum subtracted first (large scores do not overflow).</summary>
     public static void Softmax(float* scores, int count)
     {
+        if (count == 0)
+            return;
         var s = new Span<float>(scores, count);
-        TensorPrimitives.SoftMax(s, s);
+        TensorPrimitives.Subtract(s, TensorPrimitives.Max(s), s);
+        TensorPrimitives.Exp(s, s);
+        TensorPrimitives.Divide(s, TensorPrimitives.Sum(s), s);
     }
 }
