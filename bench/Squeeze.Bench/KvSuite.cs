@@ -21,7 +21,7 @@ internal static class KvSuite
         string text = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-eval.txt"));
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- kv --chunks {chunks} --threads {threads} --repetitions {repetitions}`");
         Console.WriteLine();
-        Console.WriteLine("| model | ctx | KV cache | f32 window | bytes/token | of f32 | mean KLD | 99% KLD | same top % | PPL (f32 cache) |");
+        Console.WriteLine("| model | ctx | KV cache | full-precision positions | bytes/token | of f32 | mean KLD | 99% KLD | same top % | PPL (f32 cache) |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
         var models = new (string Name, string Path, string? Tokenizer, int Context)[]
         {
@@ -58,7 +58,7 @@ internal static class KvSuite
         }
     }
 
-    /// <summary>Positions kept in f32 besides the sinks at the end of a full context: the window plus the part of a group not yet quantized.</summary>
+    /// <summary>Positions kept in full precision (f32, or f16 with fp=f16) at the end of a full context: the window plus the part of a group not yet quantized, and the sinks.</summary>
     private static string Window(KvCachePolicy policy, int context) => policy.Kind switch
     {
         KvCacheKind.Quantized => $"{policy.Window} (+{context - policy.Sinks - policy.Window - (context - policy.Sinks - policy.Window) / policy.Group * policy.Group} partial group), {policy.Sinks} sinks",

@@ -31,7 +31,8 @@ public enum KvCacheKind
 /// (default 0); <c>window=N</c> most recent positions kept in f32 (default 0; a group is quantized once it is older than
 /// the window, so between N and N + group − 1 positions are in f32); <c>outliers=F</c> the fraction F of each group's
 /// values most extreme for their quantization group kept exactly in f16 beside their index (dense-and-sparse);
-/// <c>lowrank=R</c> a rank-R approximation (f16 factors) of each group's quantization residual (GEAR).</item>
+/// <c>lowrank=R</c> a rank-R approximation (f16 factors) of each group's quantization residual (GEAR); <c>fp=f16</c>
+/// the sinks and the window kept in f16 rather than f32.</item>
 /// <item><c>evict:keep=F</c>: at most round(F · context) positions in f32; when full, the position with the lowest mean
 /// attention received (summed over the query heads of a key/value head) leaves, and with <c>merge=1</c> (default) is
 /// averaged into its more similar neighbour, which then counts for both in the softmax. <c>sinks=N</c> and
@@ -67,6 +68,9 @@ public sealed record KvCachePolicy
     /// <summary>Fraction of the context the evicting cache holds.</summary>
     public double Keep { get; init; }
 
+    /// <summary>Quantized caches: the sinks and the window are kept in f16 instead of f32 (<c>fp=f16</c>).</summary>
+    public bool HalfFullRows { get; init; }
+
     /// <summary>Whether an evicted position is merged into a neighbour (otherwise dropped).</summary>
     public bool Merge { get; init; } = true;
 
@@ -78,15 +82,15 @@ public sealed record KvCachePolicy
         Float32,
         Parse("f16"),
         Parse("q8"),
-        Parse("q8:sinks=4:window=32"),
         Parse("q4"),
         Parse("q4:sinks=4:window=32"),
-        Parse("q4:sinks=4:window=32:outliers=0.01"),
+        Parse("q4:sinks=4:window=32:fp=f16"),
         Parse("q2"),
         Parse("q2:sinks=4:window=32"),
-        Parse("q2:sinks=4:window=32:outliers=0.01"),
-        Parse("q2:sinks=4:window=32:lowrank=4"),
-        Parse("q2:sinks=4:window=32:outliers=0.01:lowrank=4"),
+        Parse("q2:sinks=4:window=32:fp=f16"),
+        Parse("q2:sinks=4:window=32:outliers=0.01:fp=f16"),
+        Parse("q2:sinks=4:window=32:lowrank=4:fp=f16"),
+        Parse("q2:sinks=4:window=32:outliers=0.01:lowrank=4:fp=f16"),
         Parse("evict:keep=0.75:sinks=4:window=32"),
         Parse("evict:keep=0.5:sinks=4:window=32"),
         Parse("evict:keep=0.5:sinks=4:window=32:merge=0"),
@@ -94,7 +98,7 @@ public sealed record KvCachePolicy
 
     /// <summary>What <c>--help</c> says about the spec strings.</summary>
     public const string Syntax =
-        "KV-cache policy: f32 (default), f16, q8|q4|q2[:sinks=N][:window=N][:group=N][:vgroup=N][:outliers=F][:lowrank=R], " +
+        "KV-cache policy: f32 (default), f16, q8|q4|q2[:sinks=N][:window=N][:group=N][:vgroup=N][:outliers=F][:lowrank=R][:fp=f16], " +
         "evict:keep=F[:sinks=N][:window=N][:merge=0|1]";
 
     /// <summary>Parses a spec string such as <c>q2:sinks=4:window=32</c>; throws <see cref="ArgumentException"/> naming what is wrong.</summary>
@@ -120,7 +124,7 @@ public sealed record KvCachePolicy
             string key = part[..eq].ToLowerInvariant(), value = part[(eq + 1)..];
             bool allowed = (policy.Kind, key) switch
             {
-                (KvCacheKind.Quantized, "sinks" or "window" or "group" or "vgroup" or "outliers" or "lowrank") => true,
+                (KvCacheKind.Quantized, "sinks" or "window" or "group" or "vgroup" or "outliers" or "lowrank" or "fp") => true,
                 (KvCacheKind.Evicting, "keep" or "sinks" or "window" or "merge") => true,
                 _ => false,
             };
@@ -134,6 +138,7 @@ public sealed record KvCachePolicy
                 "vgroup" => policy with { ValueGroup = Integer(spec, key, value, 1) },
                 "lowrank" => policy with { LowRank = Integer(spec, key, value, 0) },
                 "merge" => policy with { Merge = Integer(spec, key, value, 0) switch { 0 => false, 1 => true, _ => throw new ArgumentException($"KV-cache policy '{spec}': merge is 0 or 1") } },
+                "fp" => policy with { HalfFullRows = value.ToLowerInvariant() switch { "f16" => true, "f32" => false, _ => throw new ArgumentException($"KV-cache policy '{spec}': fp is f32 or f16") } },
                 "outliers" => policy with { Outliers = Fraction(spec, key, value, allowZero: true) },
                 _ => policy with { Keep = Fraction(spec, key, value, allowZero: false) },
             };
@@ -183,6 +188,8 @@ public sealed record KvCachePolicy
             s.Append(CultureInfo.InvariantCulture, $":outliers={Outliers}");
         if (LowRank != 0)
             s.Append(CultureInfo.InvariantCulture, $":lowrank={LowRank}");
+        if (HalfFullRows)
+            s.Append(":fp=f16");
         if (!Merge)
             s.Append(":merge=0");
         return s.ToString();

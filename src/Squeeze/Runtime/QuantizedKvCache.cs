@@ -32,6 +32,7 @@ public sealed unsafe class QuantizedKvCache : KvCache
     private readonly bool[] isOutlier;   // [kvHeads * group * headDim]
     private readonly byte[] codes;       // [kvHeads * group * headDim] unpacked codes
     private readonly float[] residual;   // [group, kvDim]
+    private readonly float[] groupRows;  // [group, kvDim] the full-precision rows of the group being quantized
 
     public QuantizedKvCache(ModelConfig config, int contextLength, KvCachePolicy policy)
         : base(config, contextLength)
@@ -61,6 +62,7 @@ public sealed unsafe class QuantizedKvCache : KvCache
         isOutlier = new bool[blockLength];
         codes = new byte[blockLength];
         residual = new float[blockLength];
+        groupRows = new float[blockLength];
     }
 
     public override KvCachePolicy Policy { get; }
@@ -79,7 +81,8 @@ public sealed unsafe class QuantizedKvCache : KvCache
         + (sizeof(int) + sizeof(ushort)) * (long)(keyOutliers + group * valueOutliersPerToken)
         + 2L * sizeof(ushort) * rank * (group + KvDim);             // key and value factors
 
-    private long RowBytes => 2L * KvDim * sizeof(float);
+    /// <summary>Key and value of one position kept in full precision (sink or tail).</summary>
+    private long RowBytes => 2L * KvDim * (Policy.HalfFullRows ? sizeof(ushort) : sizeof(float));
 
     public override long HeldBytes => stores.Sum(s => Math.Min(s.Held, sinks) * RowBytes + s.Groups * GroupBytes + Math.Max(0, s.Held - s.TailStart) * RowBytes);
 
@@ -104,29 +107,32 @@ public sealed unsafe class QuantizedKvCache : KvCache
             var v = values.Slice((p - start) * kvDim, kvDim);
             if (p < sinks)
             {
-                k.CopyTo(s.SinkKeys.AsSpan(p * kvDim));
-                v.CopyTo(s.SinkValues.AsSpan(p * kvDim));
+                s.SinkKeys.Write(p, k);
+                s.SinkValues.Write(p, v);
             }
             else
             {
-                s.EnsureTailRows(end - s.TailStart, window + group);
-                k.CopyTo(s.TailKeys.AsSpan((p - s.TailStart) * kvDim));
-                v.CopyTo(s.TailValues.AsSpan((p - s.TailStart) * kvDim));
+                s.TailKeys.EnsureRows(end - s.TailStart, window + group);
+                s.TailValues.EnsureRows(end - s.TailStart, window + group);
+                s.TailKeys.Write(p - s.TailStart, k);
+                s.TailValues.Write(p - s.TailStart, v);
             }
         }
         for (int quantizedEnd = QuantizedEnd(end); sinks + (s.Groups + 1) * group <= quantizedEnd; s.Groups++)
         {
             int row = sinks + s.Groups * group - s.TailStart;
-            QuantizeKeys(s, s.Groups, s.TailKeys.AsSpan(row * kvDim, group * kvDim));
-            QuantizeValues(s, s.Groups, s.TailValues.AsSpan(row * kvDim, group * kvDim));
+            s.TailKeys.Read(row, group, groupRows);
+            QuantizeKeys(s, s.Groups, groupRows);
+            s.TailValues.Read(row, group, groupRows);
+            QuantizeValues(s, s.Groups, groupRows);
         }
-        // the first query of this batch (position start) reads f32 rows from QuantizedEnd(start + 1) on
+        // the first query of this batch (position start) reads full-precision rows from QuantizedEnd(start + 1) on
         int keepFrom = QuantizedEnd(start + 1);
         if (keepFrom > s.TailStart)
         {
-            int drop = keepFrom - s.TailStart, keep = Math.Max(0, end - keepFrom);
-            s.TailKeys.AsSpan(drop * kvDim, keep * kvDim).CopyTo(s.TailKeys);
-            s.TailValues.AsSpan(drop * kvDim, keep * kvDim).CopyTo(s.TailValues);
+            int keep = Math.Max(0, end - keepFrom);
+            s.TailKeys.Drop(keepFrom - s.TailStart, keep);
+            s.TailValues.Drop(keepFrom - s.TailStart, keep);
             s.TailStart = keepFrom;
         }
         s.Held = end;
@@ -142,30 +148,24 @@ public sealed unsafe class QuantizedKvCache : KvCache
         int tailCount = positions - tailFrom;
         float* scores = scratch, tile = scratch + ContextLength, work = tile + group * headDim;
 
-        fixed (float* sinkKeys = s.SinkKeys, tailKeys = s.TailKeys)
+        s.SinkKeys.Score(0, sinkCount, offset, query, scale, scores, tile, group);
+        for (int g = 0; g < groups; g++)
         {
-            CacheAttention.Score(query, sinkKeys + offset, kvDim, sinkCount, headDim, scale, scores);
-            for (int g = 0; g < groups; g++)
-            {
-                DecodeKeyTile(s, g, kvHead, tile, work);
-                CacheAttention.Score(query, tile, headDim, group, headDim, scale, scores + sinks + g * group);
-            }
-            if (tailCount > 0)
-                CacheAttention.Score(query, tailKeys + (long)(tailFrom - s.TailStart) * kvDim + offset, kvDim, tailCount, headDim, scale, scores + tailFrom);
+            DecodeKeyTile(s, g, kvHead, tile, work);
+            CacheAttention.Score(query, tile, headDim, group, headDim, scale, scores + sinks + g * group);
         }
+        if (tailCount > 0)
+            s.TailKeys.Score(tailFrom - s.TailStart, tailCount, offset, query, scale, scores + tailFrom, tile, group);
         CacheAttention.Softmax(scores, positions);
         new Span<float>(output, headDim).Clear();
-        fixed (float* sinkValues = s.SinkValues, tailValues = s.TailValues)
+        s.SinkValues.Accumulate(0, sinkCount, offset, scores, output, tile, group);
+        for (int g = 0; g < groups; g++)
         {
-            CacheAttention.Accumulate(scores, sinkValues + offset, kvDim, sinkCount, headDim, output);
-            for (int g = 0; g < groups; g++)
-            {
-                DecodeValueTile(s, g, kvHead, tile, work);
-                CacheAttention.Accumulate(scores + sinks + g * group, tile, headDim, group, headDim, output);
-            }
-            if (tailCount > 0)
-                CacheAttention.Accumulate(scores + tailFrom, tailValues + (long)(tailFrom - s.TailStart) * kvDim + offset, kvDim, tailCount, headDim, output);
+            DecodeValueTile(s, g, kvHead, tile, work);
+            CacheAttention.Accumulate(scores + sinks + g * group, tile, headDim, group, headDim, output);
         }
+        if (tailCount > 0)
+            s.TailValues.Accumulate(tailFrom - s.TailStart, tailCount, offset, scores + tailFrom, output, tile, group);
     }
 
     /// <summary>tile[t, d] = the key of token t of group <paramref name="g"/>, channel d of <paramref name="kvHead"/>:
@@ -259,13 +259,13 @@ public sealed unsafe class QuantizedKvCache : KvCache
         {
             if (p < sinks)
             {
-                s.SinkKeys.AsSpan(p * kvDim, kvDim).CopyTo(keys.AsSpan(p * kvDim));
-                s.SinkValues.AsSpan(p * kvDim, kvDim).CopyTo(values.AsSpan(p * kvDim));
+                s.SinkKeys.Read(p, 1, keys.AsSpan(p * kvDim, kvDim));
+                s.SinkValues.Read(p, 1, values.AsSpan(p * kvDim, kvDim));
             }
             else if (p >= tailFrom)
             {
-                s.TailKeys.AsSpan((p - s.TailStart) * kvDim, kvDim).CopyTo(keys.AsSpan(p * kvDim));
-                s.TailValues.AsSpan((p - s.TailStart) * kvDim, kvDim).CopyTo(values.AsSpan(p * kvDim));
+                s.TailKeys.Read(p - s.TailStart, 1, keys.AsSpan(p * kvDim, kvDim));
+                s.TailValues.Read(p - s.TailStart, 1, values.AsSpan(p * kvDim, kvDim));
             }
         }
         for (int g = 0; g < (tailFrom - sinks) / group; g++)
@@ -517,8 +517,13 @@ public sealed unsafe class QuantizedKvCache : KvCache
         public LayerStore(QuantizedKvCache c)
         {
             int kvDim = c.KvDim, groups = c.maxGroups;
-            SinkKeys = new float[c.sinks * kvDim];
-            SinkValues = new float[c.sinks * kvDim];
+            bool half = c.Policy.HalfFullRows;
+            SinkKeys = new FullRows(kvDim, c.HeadDim, half);
+            SinkValues = new FullRows(kvDim, c.HeadDim, half);
+            SinkKeys.EnsureRows(c.sinks, c.sinks);
+            SinkValues.EnsureRows(c.sinks, c.sinks);
+            TailKeys = new FullRows(kvDim, c.HeadDim, half);
+            TailValues = new FullRows(kvDim, c.HeadDim, half);
             KeyCodes = new byte[(long)groups * c.KvHeadCount * c.group * c.rowBytes];
             ValueCodes = new byte[KeyCodes.Length];
             KeyScale = new Half[groups * kvDim];
@@ -533,24 +538,21 @@ public sealed unsafe class QuantizedKvCache : KvCache
             KeyFactorB = new Half[groups * c.rank * kvDim];
             ValueFactorA = new Half[KeyFactorA.Length];
             ValueFactorB = new Half[KeyFactorB.Length];
-            this.kvDim = kvDim;
-            TailStart = c.sinks;
+                TailStart = c.sinks;
         }
-
-        private readonly int kvDim;
 
         public int Held { get; set; }
 
-        /// <summary>Position of the first row of <see cref="TailKeys"/>.</summary>
+        /// <summary>Position of the first row of <see cref="TailKeys"/>: the tail holds positions [TailStart, Held).</summary>
         public int TailStart { get; set; }
 
         /// <summary>Quantized groups: positions [sinks, sinks + Groups · group).</summary>
         public int Groups { get; set; }
 
-        public float[] SinkKeys { get; }    // [sinks, kvDim]
-        public float[] SinkValues { get; }  // [sinks, kvDim]
-        public float[] TailKeys { get; private set; } = [];   // [rows, kvDim] positions TailStart …
-        public float[] TailValues { get; private set; } = []; // [rows, kvDim]
+        public FullRows SinkKeys { get; }   // [sinks, kvDim]
+        public FullRows SinkValues { get; } // [sinks, kvDim]
+        public FullRows TailKeys { get; }   // [rows, kvDim] positions TailStart …
+        public FullRows TailValues { get; } // [rows, kvDim]
         public byte[] KeyCodes { get; }     // [groups, kvHeads, group, rowBytes]
         public byte[] ValueCodes { get; }   // [groups, kvHeads, group, rowBytes]
         public Half[] KeyScale { get; }     // [groups, kvDim]
@@ -565,19 +567,93 @@ public sealed unsafe class QuantizedKvCache : KvCache
         public Half[] KeyFactorB { get; }   // [groups, rank, kvDim]
         public Half[] ValueFactorA { get; } // [groups, group, rank]
         public Half[] ValueFactorB { get; } // [groups, rank, kvDim]
+    }
 
-        /// <summary>Grows the tail to at least <paramref name="rows"/> rows (at least <paramref name="minimum"/>), keeping its contents.</summary>
-        public void EnsureTailRows(int rows, int minimum)
+    /// <summary>Full-precision keys or values [rows, kvDim] (sinks, tail): f32, or f16 with <c>fp=f16</c>, read by the
+    /// attention directly (f32) or a tile of rows at a time (f16).</summary>
+    private sealed class FullRows(int kvDim, int headDim, bool half)
+    {
+        private float[] single = [];
+        private Half[] halves = [];
+
+        private int Rows => (half ? halves.Length : single.Length) / kvDim;
+
+        /// <summary>Grows to at least <paramref name="rows"/> rows (at least <paramref name="minimum"/>), keeping the contents.</summary>
+        public void EnsureRows(int rows, int minimum)
         {
-            if (TailKeys.Length >= rows * kvDim)
+            if (Rows >= rows)
                 return;
-            int capacity = Math.Max(Math.Max(rows, minimum), TailKeys.Length / Math.Max(1, kvDim) * 2);
-            var keys = TailKeys;
-            var values = TailValues;
-            Array.Resize(ref keys, capacity * kvDim);
-            Array.Resize(ref values, capacity * kvDim);
-            TailKeys = keys;
-            TailValues = values;
+            int capacity = Math.Max(Math.Max(rows, minimum), Rows * 2);
+            if (half)
+                Array.Resize(ref halves, capacity * kvDim);
+            else
+                Array.Resize(ref single, capacity * kvDim);
+        }
+
+        public void Write(int row, ReadOnlySpan<float> source)
+        {
+            if (half)
+                TensorPrimitives.ConvertToHalf(source, halves.AsSpan(row * kvDim, source.Length));
+            else
+                source.CopyTo(single.AsSpan(row * kvDim));
+        }
+
+        /// <summary>destination = rows [row, row + count) as f32.</summary>
+        public void Read(int row, int count, Span<float> destination)
+        {
+            if (half)
+                TensorPrimitives.ConvertToSingle(halves.AsSpan(row * kvDim, count * kvDim), destination[..(count * kvDim)]);
+            else
+                single.AsSpan(row * kvDim, count * kvDim).CopyTo(destination);
+        }
+
+        /// <summary>Rows [from, from + keep) move to [0, keep).</summary>
+        public void Drop(int from, int keep)
+        {
+            if (half)
+                halves.AsSpan(from * kvDim, keep * kvDim).CopyTo(halves);
+            else
+                single.AsSpan(from * kvDim, keep * kvDim).CopyTo(single);
+        }
+
+        /// <summary>scores[i] = scale · query · row (row + i)[offset …] for i in [0, count).</summary>
+        public void Score(int row, int count, int offset, float* query, float scale, float* scores, float* tile, int tileRows)
+        {
+            if (!half)
+            {
+                fixed (float* rows = single)
+                    CacheAttention.Score(query, rows + (long)row * kvDim + offset, kvDim, count, headDim, scale, scores);
+                return;
+            }
+            for (int i = 0; i < count; i += tileRows)
+            {
+                int n = Math.Min(tileRows, count - i);
+                Decode(row + i, n, offset, tile);
+                CacheAttention.Score(query, tile, headDim, n, headDim, scale, scores + i);
+            }
+        }
+
+        /// <summary>output += Σ_i weights[i] · row (row + i)[offset …] for i in [0, count).</summary>
+        public void Accumulate(int row, int count, int offset, float* weights, float* output, float* tile, int tileRows)
+        {
+            if (!half)
+            {
+                fixed (float* rows = single)
+                    CacheAttention.Accumulate(weights, rows + (long)row * kvDim + offset, kvDim, count, headDim, output);
+                return;
+            }
+            for (int i = 0; i < count; i += tileRows)
+            {
+                int n = Math.Min(tileRows, count - i);
+                Decode(row + i, n, offset, tile);
+                CacheAttention.Accumulate(weights + i, tile, headDim, n, headDim, output);
+            }
+        }
+
+        private void Decode(int row, int count, int offset, float* tile)
+        {
+            for (int i = 0; i < count; i++)
+                TensorPrimitives.ConvertToSingle(halves.AsSpan((row + i) * kvDim + offset, headDim), new Span<float>(tile + i * headDim, headDim));
         }
     }
 }

@@ -59,10 +59,11 @@ public unsafe class KvCacheTests
         Assert.Equal((KvCacheKind.Quantized, 2, 4, 32, 0.01, 4, 16, 8), (p.Kind, p.Bits, p.Sinks, p.Window, p.Outliers, p.LowRank, p.Group, p.ValueGroup));
         Assert.Equal("q2:sinks=4:window=32:group=16:vgroup=8:outliers=0.01:lowrank=4", p.ToString());
         Assert.False(KvCachePolicy.Parse("evict:keep=0.5:merge=0").Merge);
+        Assert.True(KvCachePolicy.Parse("q4:fp=f16").HalfFullRows);
         foreach (var (spec, message) in new[]
         {
             ("q3", "unknown kind 'q3'"), ("q4:window", "not key=value"), ("q4:keep=0.5", "'keep' does not apply"),
-            ("evict", "needs keep=F"), ("evict:keep=1.5", "not a fraction"), ("q2:group=0", "at least 1"), ("q2:group=4:lowrank=5", "exceeds the group"),
+            ("evict", "needs keep=F"), ("evict:keep=1.5", "not a fraction"), ("q2:group=0", "at least 1"), ("q2:group=4:lowrank=5", "exceeds the group"), ("q4:fp=bf16", "fp is f32 or f16"), ("evict:keep=0.5:fp=f16", "'fp' does not apply"),
         })
         {
             var e = Assert.Throws<ArgumentException>(() => KvCachePolicy.Parse(spec));
@@ -99,6 +100,7 @@ public unsafe class KvCacheTests
         { "q2:sinks=2:window=4:group=8:outliers=0.02", 4, 2, 48 },
         { "q4:group=8:lowrank=3", 2, 2, 40 },
         { "q2:sinks=1:window=3:group=16:outliers=0.01:lowrank=2", 2, 1, 64 },
+        { "q4:sinks=3:window=40:group=8:fp=f16", 4, 2, 24 },
     };
 
     /// <summary>Tiles decoded inside the attention give what plain scalar decoding of the whole cache gives.</summary>
@@ -236,6 +238,7 @@ public unsafe class KvCacheTests
     [Theory]
     [InlineData("q4:sinks=2:window=6:group=8")]
     [InlineData("q2:window=3:group=4:outliers=0.05:lowrank=2")]
+    [InlineData("q2:sinks=3:window=5:group=4:fp=f16")]
     [InlineData("f16")]
     public void A_batch_sees_what_token_by_token_decoding_sees(string spec)
     {
