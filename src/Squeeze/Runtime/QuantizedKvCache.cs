@@ -315,17 +315,36 @@ public sealed unsafe class QuantizedKvCache : KvCache
     {
         ToBlock(rows);
         int headDim = HeadDim;
-        // a value's quantization group: its channel (h, d) over the tokens t
-        ChooseOutliers(keyOutliers, 0, block.Length, (h, t, d) => ChannelStats(h, d), s.KeyOutlierIndex, s.KeyOutlierValue, g * keyOutliers);
+        if (keyOutliers > 0)
+        {
+            // a key's quantization group is its channel (h, d) over the group's tokens
+            var channel = new (float Mean, float Deviation)[KvDim];
+            for (int h = 0; h < KvHeadCount; h++)
+            {
+                for (int d = 0; d < headDim; d++)
+                    channel[h * headDim + d] = Stats(block, (h * group) * headDim + d, group, headDim);
+            }
+            int n = 0;
+            for (int h = 0; h < KvHeadCount; h++)
+            {
+                for (int t = 0; t < group; t++)
+                {
+                    for (int d = 0; d < headDim; d++)
+                        AddCandidate(ref n, (h * group + t) * headDim + d, channel[h * headDim + d]);
+                }
+            }
+            TakeMostExtreme(keyOutliers, n, s.KeyOutlierIndex, s.KeyOutlierValue, g * keyOutliers);
+        }
         for (int h = 0; h < KvHeadCount; h++)
         {
             for (int d = 0; d < headDim; d++)
             {
-                var (min, scale) = Range(Enumerable.Range(0, group).Select(t => (h * group + t) * headDim + d));
+                int first = (h * group) * headDim + d;
+                var (min, scale) = Range(first, group, headDim);
                 s.KeyMin[g * KvDim + h * headDim + d] = min;
                 s.KeyScale[g * KvDim + h * headDim + d] = scale;
                 for (int t = 0; t < group; t++)
-                    Encode((h * group + t) * headDim + d, min, scale);
+                    Encode(first + t * headDim, min, scale);
             }
         }
         Store(s.KeyCodes, g);
@@ -338,14 +357,26 @@ public sealed unsafe class QuantizedKvCache : KvCache
     {
         ToBlock(rows);
         int headDim = HeadDim, perGroup = group * valueOutliersPerToken;
-        for (int t = 0; t < group; t++)
-        {
-            // candidates: token t's values, which sit in kvHeads runs of headDim; choose over all of them
-            ChooseOutliers(valueOutliersPerToken, t, -1, (h, _, d) => SplitStats(h, t, d * valueSplits / headDim),
-                s.ValueOutlierIndex, s.ValueOutlierValue, g * perGroup + t * valueOutliersPerToken);
-        }
         if (valueOutliersPerToken > 0)
-            SortOutliers(s.ValueOutlierIndex, s.ValueOutlierValue, g * perGroup, perGroup);
+        {
+            // a value's quantization group is its split of its head, for its token; a token's outliers are its most extreme values
+            for (int t = 0; t < group; t++)
+            {
+                int n = 0;
+                for (int h = 0; h < KvHeadCount; h++)
+                {
+                    for (int j = 0; j < valueSplits; j++)
+                    {
+                        int from = (h * group + t) * headDim + j * headDim / valueSplits, to = (h * group + t) * headDim + (j + 1) * headDim / valueSplits;
+                        var stats = Stats(block, from, to - from, 1);
+                        for (int i = from; i < to; i++)
+                            AddCandidate(ref n, i, stats);
+                    }
+                }
+                TakeMostExtreme(valueOutliersPerToken, n, s.ValueOutlierIndex, s.ValueOutlierValue, g * perGroup + t * valueOutliersPerToken);
+            }
+            s.ValueOutlierIndex.AsSpan(g * perGroup, perGroup).Sort(s.ValueOutlierValue.AsSpan(g * perGroup, perGroup));
+        }
         for (int h = 0; h < KvHeadCount; h++)
         {
             for (int t = 0; t < group; t++)
@@ -353,7 +384,7 @@ public sealed unsafe class QuantizedKvCache : KvCache
                 for (int j = 0; j < valueSplits; j++)
                 {
                     int from = (h * group + t) * headDim + j * headDim / valueSplits, to = (h * group + t) * headDim + (j + 1) * headDim / valueSplits;
-                    var (min, scale) = Range(Enumerable.Range(from, to - from));
+                    var (min, scale) = Range(from, to - from, 1);
                     int at = ((g * KvHeadCount + h) * group + t) * valueSplits + j;
                     s.ValueMin[at] = min;
                     s.ValueScale[at] = scale;
@@ -379,59 +410,34 @@ public sealed unsafe class QuantizedKvCache : KvCache
         Array.Clear(isOutlier);
     }
 
-    /// <summary>Mean and root-mean-square deviation of channel (h, d) over the group's tokens.</summary>
-    private (float Mean, float Deviation) ChannelStats(int h, int d)
-        => Stats(Enumerable.Range(0, group).Select(t => block[(h * group + t) * HeadDim + d]));
-
-    /// <summary>Mean and deviation of split <paramref name="j"/> of token t in head h.</summary>
-    private (float Mean, float Deviation) SplitStats(int h, int t, int j)
-    {
-        int from = (h * group + t) * HeadDim + j * HeadDim / valueSplits, to = (h * group + t) * HeadDim + (j + 1) * HeadDim / valueSplits;
-        return Stats(block.AsSpan(from, to - from).ToArray());
-    }
-
-    private static (float Mean, float Deviation) Stats(IEnumerable<float> values)
+    /// <summary>Mean and root-mean-square deviation of <paramref name="count"/> values of <paramref name="data"/> from
+    /// <paramref name="first"/>, <paramref name="stride"/> apart.</summary>
+    private static (float Mean, float Deviation) Stats(float[] data, int first, int count, int stride)
     {
         double sum = 0, sumSquares = 0;
-        int n = 0;
-        foreach (float v in values)
+        for (int i = 0; i < count; i++)
         {
+            float v = data[first + i * stride];
             sum += v;
             sumSquares += (double)v * v;
-            n++;
         }
-        double mean = sum / n;
-        return ((float)mean, (float)Math.Sqrt(Math.Max(0, sumSquares / n - mean * mean)));
+        double mean = sum / count;
+        return ((float)mean, (float)Math.Sqrt(Math.Max(0, sumSquares / count - mean * mean)));
     }
 
-    /// <summary>
-    /// Marks as outliers the <paramref name="count"/> values whose distance from their quantization group's mean, in
-    /// deviations of that group, is largest: over the whole block (<paramref name="token"/> ignored, <paramref name="length"/>
-    /// the block) or over token <paramref name="token"/>'s values (<paramref name="length"/> −1). Stores their block
-    /// indices, ascending, and f16 values at <paramref name="first"/>.
-    /// </summary>
-    private void ChooseOutliers(int count, int token, int length, Func<int, int, int, (float Mean, float Deviation)> stats, int[] indices, Half[] values, int first)
+    /// <summary>Candidate n is block value i, scored by its distance from its quantization group's mean in deviations
+    /// (negated: the most extreme sort first).</summary>
+    private void AddCandidate(ref int n, int i, (float Mean, float Deviation) stats)
     {
-        if (count == 0)
-            return;
-        int headDim = HeadDim, n = 0;
-        var memo = new Dictionary<(int, int, int), (float, float)>();
-        for (int h = 0; h < KvHeadCount; h++)
-        {
-            for (int t = length < 0 ? token : 0; t < (length < 0 ? token + 1 : group); t++)
-            {
-                for (int d = 0; d < headDim; d++)
-                {
-                    int i = (h * group + t) * headDim + d;
-                    var key = length < 0 ? (h, t, d * valueSplits / headDim) : (h, -1, d);
-                    if (!memo.TryGetValue(key, out var st))
-                        memo[key] = st = stats(h, t, d);
-                    outlierScore[n] = -MathF.Abs(block[i] - st.Item1) / (st.Item2 + 1e-30f);
-                    order[n++] = i;
-                }
-            }
-        }
-        Array.Sort(outlierScore, order, 0, n); // most extreme first; ties in block order (introsort is not stable, so sort the chosen)
+        outlierScore[n] = -MathF.Abs(block[i] - stats.Mean) / (stats.Deviation + 1e-30f);
+        order[n++] = i;
+    }
+
+    /// <summary>Marks the <paramref name="count"/> most extreme of the <paramref name="candidates"/> as outliers and
+    /// stores their block indices, ascending, with their f16 values at <paramref name="first"/>.</summary>
+    private void TakeMostExtreme(int count, int candidates, int[] indices, Half[] values, int first)
+    {
+        Array.Sort(outlierScore, order, 0, candidates);
         var chosen = order.AsSpan(0, count);
         chosen.Sort();
         for (int i = 0; i < count; i++)
@@ -442,15 +448,14 @@ public sealed unsafe class QuantizedKvCache : KvCache
         }
     }
 
-    private static void SortOutliers(int[] indices, Half[] values, int first, int count)
-        => indices.AsSpan(first, count).Sort(values.AsSpan(first, count));
-
-    /// <summary>f16 minimum and scale of the non-outlier values at <paramref name="positions"/> (block indices).</summary>
-    private (Half Min, Half Scale) Range(IEnumerable<int> positions)
+    /// <summary>f16 minimum and scale of the non-outlier values among <paramref name="count"/> block values from
+    /// <paramref name="first"/>, <paramref name="stride"/> apart.</summary>
+    private (Half Min, Half Scale) Range(int first, int count, int stride)
     {
         float lo = float.PositiveInfinity, hi = float.NegativeInfinity;
-        foreach (int i in positions)
+        for (int k = 0; k < count; k++)
         {
+            int i = first + k * stride;
             if (isOutlier[i])
                 continue;
             lo = MathF.Min(lo, block[i]);
@@ -469,8 +474,8 @@ public sealed unsafe class QuantizedKvCache : KvCache
         return h;
     }
 
-    /// <summary>codes[i] = round((block[i] − min) / scale) clamped to the levels; block[i] becomes what decoding gives
-    /// (an outlier keeps its f16 value).</summary>
+    /// <summary>codes[i] = round((block[i] − min) / scale) clamped to the levels; residual[i] = what decoding misses
+    /// (0 for an outlier, which comes back as its f16 value).</summary>
     private void Encode(int i, Half min, Half scale)
     {
         float m = (float)min, sc = (float)scale;
