@@ -43,19 +43,26 @@ internal static class KvSuite
         }
 
         Console.WriteLine();
-        Console.WriteLine($"Decode of stories15M from an empty cache to 256 positions, one token at a time, {threads} threads (median of {repetitions} runs after a warm-up):");
+        Console.WriteLine($"Decode of stories15M from an empty cache to 256 positions, one token at a time, {threads} threads; the policies take turns, one run each per round (after its own warm-up), median of {repetitions} rounds:");
         Console.WriteLine();
-        Console.WriteLine("| KV cache | decode tok/s | of f32 |");
-        Console.WriteLine("|---|---|---|");
+        Console.WriteLine("| KV cache | decode tok/s | of f32 | slowest round | fastest round |");
+        Console.WriteLine("|---|---|---|---|---|");
         using var stories15M = ModelLoader.Load(models[0].Path);
-        double baseline = 0;
-        foreach (var policy in KvCachePolicy.Standard)
+        var rates = KvCachePolicy.Standard.Select(_ => new List<double>()).ToArray();
+        for (int round = 0; round < repetitions; round++)
         {
-            var r = SpeedBenchmark.Run(stories15M, threads, promptTokens: 0, decodeTokens: 256, repetitions, kvCache: policy);
-            if (baseline == 0)
-                baseline = r.DecodeTokensPerSecond;
-            Console.WriteLine($"| `{policy}` | {r.DecodeTokensPerSecond:0} | {r.DecodeTokensPerSecond / baseline:0.00} |");
+            for (int i = 0; i < rates.Length; i++)
+                rates[i].Add(SpeedBenchmark.Run(stories15M, threads, promptTokens: 0, decodeTokens: 256, repetitions: 1, kvCache: KvCachePolicy.Standard[i]).DecodeTokensPerSecond);
         }
+        double baseline = Median(rates[0]);
+        for (int i = 0; i < rates.Length; i++)
+            Console.WriteLine($"| `{KvCachePolicy.Standard[i]}` | {Median(rates[i]):0} | {Median(rates[i]) / baseline:0.00} | {rates[i].Min():0} | {rates[i].Max():0} |");
+    }
+
+    private static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
     /// <summary>Positions kept in full precision (f32, or f16 with fp=f16) at the end of a full context: the window plus the part of a group not yet quantized, and the sinks.</summary>

@@ -9,9 +9,9 @@ namespace Squeeze.Runtime;
 /// slot holds a key, a value, the position it came from, how many positions it stands for, and the attention every
 /// query head of the group has given it. Appending to a full head evicts the slot with the lowest mean attention per
 /// query since it entered, never one of the first <c>sinks</c> positions nor of the last <c>window</c>; with merging, the
-/// evicted key and value are averaged (weighted by the counts) into the neighbouring slot whose key is more similar,
-/// when that neighbour may itself be evicted, and attention adds ln(count) to a slot's score so that a merged slot
-/// weighs as the positions it stands for (merging two equal positions changes nothing).
+/// evicted value is averaged (weighted by attention mass) into the neighbouring slot whose key is more similar, when
+/// that neighbour may itself be evicted, and the neighbour's count grows with the mass it absorbed: attention adds
+/// ln(count) to a slot's score, so a merged slot weighs about as the positions it stands for.
 /// </summary>
 public sealed unsafe class EvictingKvCache : KvCache
 {
@@ -121,7 +121,7 @@ public sealed unsafe class EvictingKvCache : KvCache
                 }
             }
             if (target >= 0)
-                MergeInto(h, victim, target);
+                MergeInto(h, victim, target, incoming);
         }
         h.Remove(victim);
     }
@@ -129,21 +129,26 @@ public sealed unsafe class EvictingKvCache : KvCache
     /// <summary>Neither a sink nor in the window that ends at <paramref name="incoming"/>.</summary>
     private bool Evictable(HeadStore h, int slot, int incoming) => h.Positions[slot] >= sinks && h.Positions[slot] <= incoming - window;
 
-    /// <summary>target ← (count_t · target + count_v · victim) / (count_t + count_v) for key and value; counts and attention add.</summary>
-    private void MergeInto(HeadStore h, int victim, int target)
+    /// <summary>
+    /// Merges the victim into the target by attention mass (m = mean attention received per query since the slot
+    /// entered): value ← (m_t · target + m_v · victim) / (m_t + m_v); the target's count grows by the factor
+    /// (m_t + m_v) / m_t, so that its ln(count) bias gives it about the attention both had; the target keeps its key
+    /// (keys are stored after RoPE: an average of two would mix their positions). Attention sums add.
+    /// </summary>
+    private void MergeInto(HeadStore h, int victim, int target, int incoming)
     {
-        float cv = h.Counts[victim], ct = h.Counts[target], total = cv + ct;
-        Average(h.Key(victim), h.Key(target));
-        Average(h.Value(victim), h.Value(target));
-        h.Counts[target] = total;
+        double mv = h.TotalAttention(victim) / (incoming - h.Positions[victim]);
+        double mt = h.TotalAttention(target) / (incoming - h.Positions[target]);
+        if (!(mt > 0))
+            (mv, mt) = (h.Counts[victim], h.Counts[target]); // nothing seen yet: by counts
+        float wv = (float)(mv / (mv + mt)), wt = 1 - wv;
+        var from = h.Value(victim);
+        var to = h.Value(target);
+        for (int d = 0; d < to.Length; d++)
+            to[d] = wt * to[d] + wv * from[d];
+        h.Counts[target] = (float)(h.Counts[target] * (mt + mv) / mt);
         for (int q = 0; q < groupSize; q++)
             h.Attention[q * budget + target] += h.Attention[q * budget + victim];
-
-        void Average(Span<float> from, Span<float> to)
-        {
-            for (int d = 0; d < to.Length; d++)
-                to[d] = (ct * to[d] + cv * from[d]) / total;
-        }
     }
 
     public override void Attend(int layer, int head, float* query, int position, float scale, float* scratch, float* output)

@@ -34,9 +34,9 @@ public enum KvCacheKind
 /// <c>lowrank=R</c> a rank-R approximation (f16 factors) of each group's quantization residual (GEAR); <c>fp=f16</c>
 /// the sinks and the window kept in f16 rather than f32.</item>
 /// <item><c>evict:keep=F</c>: at most round(F · context) positions in f32; when full, the position with the lowest mean
-/// attention received (summed over the query heads of a key/value head) leaves, and with <c>merge=1</c> (default) is
-/// averaged into its more similar neighbour, which then counts for both in the softmax. <c>sinks=N</c> and
-/// <c>window=N</c> positions are never evicted nor merged into.</item>
+/// attention received (summed over the query heads of a key/value head) leaves, and with <c>merge=1</c> (default) its
+/// value is averaged by attention mass into the neighbour with the more similar key, whose softmax weight grows by the
+/// mass absorbed. <c>sinks=N</c> and <c>window=N</c> positions are never evicted nor merged into.</item>
 /// </list>
 /// Keys are quantized after RoPE (KVQuant's pre-RoPE keys are not implemented).
 /// </summary>

@@ -43,12 +43,10 @@ public unsafe class EvictingKvCacheTests
                 if (merge && neighbours.Length > 0)
                 {
                     var target = slots[neighbours.MaxBy(n => Cosine(victim.Key, slots[n].Key))];
-                    for (int d = 0; d < key.Length; d++)
-                    {
-                        target.Key[d] = (float)((target.Count * target.Key[d] + victim.Count * victim.Key[d]) / (target.Count + victim.Count));
-                        target.Value[d] = (float)((target.Count * target.Value[d] + victim.Count * victim.Value[d]) / (target.Count + victim.Count));
-                    }
-                    target.Count += victim.Count;
+                    double mv = victim.Attention.Sum() / (position - victim.Position), mt = target.Attention.Sum() / (position - target.Position);
+                    for (int d = 0; d < value.Length; d++)
+                        target.Value[d] = (float)((mt * target.Value[d] + mv * victim.Value[d]) / (mt + mv));
+                    target.Count *= (mt + mv) / mt;
                     for (int q = 0; q < queryHeads; q++)
                         target.Attention[q] += victim.Attention[q];
                 }
