@@ -99,7 +99,10 @@ public sealed record KvCachePolicy
     /// <summary>What <c>--help</c> says about the spec strings.</summary>
     public const string Syntax =
         "KV-cache policy: f32 (default), f16, q8|q4|q2[:sinks=N][:window=N][:group=N][:vgroup=N][:outliers=F][:lowrank=R][:fp=f16], " +
-        "evict:keep=F[:sinks=N][:window=N][:merge=0|1]";
+        "evict:keep=F[:sinks=N][:window=N][:merge=0|1]. qN: keys quantized per channel over groups of `group` tokens (32), " +
+        "values per token over `vgroup` channels (32); the first `sinks` and the last `window` positions stay in f32 (f16 with fp=f16); " +
+        "outliers=F keeps that fraction of values exactly; lowrank=R adds a rank-R residual per group. " +
+        "evict keeps round(F x context) positions, dropping the least attended (never sinks or window) and merging it into a neighbour";
 
     /// <summary>Parses a spec string such as <c>q2:sinks=4:window=32</c>; throws <see cref="ArgumentException"/> naming what is wrong.</summary>
     public static KvCachePolicy Parse(string spec)
