@@ -154,7 +154,7 @@ public static class Evaluator
             return scores.Select((s, i) => s.Result(chunks, ctx, bytes, baseNlls) with
             {
                 KvCache = subjects[i].Cache.ToString(),
-                KvCacheBytesPerToken = subjects[i].Cache.BytesPerToken(subjects[i].Model.Config, ctx),
+                KvCacheBytesPerToken = (double)(runtimes[i] ?? baseRuntime)!.Cache.BytesAfter(ctx) / ctx,
             }).ToArray();
         }
         finally

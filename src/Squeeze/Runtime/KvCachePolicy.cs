@@ -206,9 +206,4 @@ public sealed record KvCachePolicy
         KvCacheKind.Quantized => new QuantizedKvCache(config, contextLength, this),
         _ => new EvictingKvCache(config, contextLength, this),
     };
-
-    /// <summary>Bytes per position a cache of this policy holds when <paramref name="contextLength"/> positions have been
-    /// decoded one at a time (every layer; sinks, window, scales, outliers and bookkeeping included).</summary>
-    public double BytesPerToken(ModelConfig config, int contextLength)
-        => (double)CreateCache(config, contextLength).BytesAfter(contextLength) / contextLength;
 }

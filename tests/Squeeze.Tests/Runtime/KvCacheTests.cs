@@ -282,9 +282,9 @@ public unsafe class KvCacheTests
                 }
                 Assert.Equal(cache.BytesAfter(positions), cache.HeldBytes);
             }
-            double f32 = KvCachePolicy.Float32.BytesPerToken(config, 256);
-            Assert.Equal(2.0 * 288 * 4 * 2, f32);
-            Assert.True(policy.BytesPerToken(config, 256) <= f32, $"{policy}");
+            long f32 = KvCachePolicy.Float32.CreateCache(config, 256).BytesAfter(256);
+            Assert.Equal(256L * 2 * 288 * 4 * 2, f32);
+            Assert.True(policy.CreateCache(config, 256).BytesAfter(256) <= f32, $"{policy}");
         }
     }
 }
