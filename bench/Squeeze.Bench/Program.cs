@@ -11,7 +11,8 @@ namespace Squeeze.Bench;
 /// golden figures), <c>golden</c> (perplexity and KLD of llama.cpp's files against the golden README), <c>mixes</c>
 /// (stories15M converted by Squeeze to each named mix, against llama.cpp's same-named files), <c>calibrated</c>
 /// (rtn, imatrix, GPTQ and AWQ+GPTQ files against llama.cpp's imatrix files), <c>temperature</c> (what perplexity on the
-/// evaluation text rewards: the f32 model with scaled logits).
+/// evaluation text rewards: the f32 model with scaled logits), <c>kv</c> (KV-cache policies: KLD, cache bytes per token,
+/// decode tokens/s).
 /// </summary>
 public static class Program
 {
@@ -40,8 +41,11 @@ public static class Program
             case "temperature":
                 TemperatureSuite.Run(rest);
                 return 0;
+            case "kv":
+                KvSuite.Run(rest);
+                return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

@@ -41,6 +41,16 @@ internal static class Cli
         DefaultValueFactory = _ => Environment.ProcessorCount,
     };
 
+    /// <summary><c>--kv POLICY</c>: the KV-cache policy a command runs with (parse the value with <see cref="KvCache"/>).</summary>
+    public static Option<string> KvCacheOption() => new("--kv")
+    {
+        Description = Squeeze.Runtime.KvCachePolicy.Syntax,
+        DefaultValueFactory = _ => "f32",
+    };
+
+    /// <summary>The policy a <c>--kv</c> value names; a bad spec is an <see cref="ArgumentException"/> saying what is wrong.</summary>
+    public static Squeeze.Runtime.KvCachePolicy KvCache(string spec) => Squeeze.Runtime.KvCachePolicy.Parse(spec);
+
     /// <summary>Runs a command body, turning expected failures (bad input files, bad arguments) into one clear line on stderr.</summary>
     public static int Run(Func<int> body)
     {

@@ -11,7 +11,7 @@ namespace Squeeze.Cli.Commands;
 /// <summary><c>squeeze generate MODEL --prompt TEXT</c>: continue a prompt, printing tokens as they come.</summary>
 internal static class GenerateCommand
 {
-    public sealed record Options(string Model, string? Tokenizer, string Prompt, int MaxTokens, float Temperature, float TopP, int Seed, int Context, int Threads, bool Json);
+    public sealed record Options(string Model, string? Tokenizer, string Prompt, int MaxTokens, float Temperature, float TopP, int Seed, int Context, int Threads, bool Json, string Kv = "f32");
 
     public sealed record Report(string Prompt, string Text, int PromptTokens, int GeneratedTokens, double PromptTokensPerSecond, double DecodeTokensPerSecond, float Temperature, float TopP, int Seed);
 
@@ -27,10 +27,11 @@ internal static class GenerateCommand
         var context = new Option<int>("--ctx", "-c") { Description = "Context length in tokens (0: the length the model file declares)", DefaultValueFactory = _ => 0 };
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
-        var command = new Command("generate", "Continue a prompt with a model") { model, tokenizer, prompt, maxTokens, temperature, topP, seed, context, threads, json };
+        var kv = Cli.KvCacheOption();
+        var command = new Command("generate", "Continue a prompt with a model") { model, tokenizer, prompt, maxTokens, temperature, topP, seed, context, threads, json, kv };
         command.SetAction(r => Cli.Run(() => Execute(new Options(
             r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(prompt)!, r.GetValue(maxTokens), r.GetValue(temperature),
-            r.GetValue(topP), r.GetValue(seed), r.GetValue(context), r.GetValue(threads), r.GetValue(json)))));
+            r.GetValue(topP), r.GetValue(seed), r.GetValue(context), r.GetValue(threads), r.GetValue(json), r.GetValue(kv)!))));
         return command;
     }
 
@@ -40,8 +41,9 @@ internal static class GenerateCommand
             throw new ArgumentException($"--max-tokens {options.MaxTokens} must not be negative");
         if (options.Context < 0)
             throw new ArgumentException($"--ctx {options.Context} must not be negative");
+        var kvCache = Cli.KvCache(options.Kv);
         using var m = ModelLoader.Load(options.Model, options.Tokenizer);
-        using var runtime = new Transformer(m, new RuntimeOptions { Threads = options.Threads, ContextLength = options.Context });
+        using var runtime = new Transformer(m, new RuntimeOptions { Threads = options.Threads, ContextLength = options.Context, KvCache = kvCache });
         var sampler = new Sampler(new SamplingOptions { Temperature = options.Temperature, TopP = options.TopP, Seed = options.Seed });
         var tokenizer = m.Tokenizer;
         int promptTokens = tokenizer.Encode(options.Prompt, addBos: true).Length;

@@ -24,6 +24,12 @@ public sealed record EvaluationResult
     /// <summary>Tokens run through the evaluated model per second (every token of every chunk).</summary>
     public required double TokensPerSecond { get; init; }
 
+    /// <summary>The KV-cache policy the model ran with (<see cref="Runtime.KvCachePolicy"/> spec string).</summary>
+    public string KvCache { get; init; } = "f32";
+
+    /// <summary>Bytes per position the cache holds (every layer) when a whole chunk has been decoded one token at a time.</summary>
+    public double KvCacheBytesPerToken { get; init; }
+
     /// <summary>Divergence from the base model, when one was given.</summary>
     public KlDivergenceStats? KlDivergence { get; init; }
 }

@@ -14,6 +14,9 @@ public sealed record EvaluationOptions
     public int MaxChunks { get; init; }
 
     public int Threads { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>KV-cache policy of the evaluated models; a base model always runs with the exact f32 cache.</summary>
+    public KvCachePolicy KvCache { get; init; } = KvCachePolicy.Float32;
 }
 
 /// <summary>Progress of an evaluation: chunks done out of the total, and the running perplexity.</summary>
@@ -37,10 +40,27 @@ public static class Evaluator
     public static IReadOnlyList<EvaluationResult> EvaluateMany(IReadOnlyList<Model> models, string text, EvaluationOptions? options = null, Model? baseModel = null, IProgress<EvaluationProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(models);
-        ArgumentNullException.ThrowIfNull(text);
-        if (models.Count == 0)
-            throw new ArgumentException("no model to evaluate", nameof(models));
         options ??= new EvaluationOptions();
+        return Run(models.Select(m => (m, options.KvCache)).ToArray(), text, options, baseModel, progress);
+    }
+
+    /// <summary>Scores <paramref name="model"/> with each KV-cache policy against the same model with the exact f32
+    /// cache (the base), all side by side on the same chunks: the KL divergence is what the cache costs.</summary>
+    public static IReadOnlyList<EvaluationResult> EvaluateKvCaches(Model model, IReadOnlyList<KvCachePolicy> policies, string text, EvaluationOptions? options = null, IProgress<EvaluationProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(policies);
+        return Run(policies.Select(p => (model, p)).ToArray(), text, options ?? new EvaluationOptions(), model, progress);
+    }
+
+    /// <summary>Each subject is a model and the cache policy it runs with; a subject that is the base model with the f32
+    /// cache takes the base's results instead of running twice.</summary>
+    private static EvaluationResult[] Run(IReadOnlyList<(Model Model, KvCachePolicy Cache)> subjects, string text, EvaluationOptions options, Model? baseModel, IProgress<EvaluationProgress>? progress)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        if (subjects.Count == 0)
+            throw new ArgumentException("no model to evaluate", nameof(subjects));
+        var models = subjects.Select(s => s.Model).ToArray();
         int ctx = options.ContextLength;
         if (ctx < 4)
             throw new ArgumentException($"context length {ctx} is too small: at least 4 tokens are needed to score any", nameof(options));
@@ -49,7 +69,7 @@ public static class Evaluator
         foreach (var m in models.Append(baseModel))
         {
             if (m is not null && m.Config.VocabSize != vocab)
-                throw new ArgumentException($"{m.Source} has a vocabulary of {m.Config.VocabSize} tokens; {first.Source} has {vocab}", nameof(models));
+                throw new ArgumentException($"{m.Source} has a vocabulary of {m.Config.VocabSize} tokens; {first.Source} has {vocab}", nameof(subjects));
         }
 
         int[] tokens = first.Tokenizer.Encode(text, addBos: true);
@@ -60,7 +80,8 @@ public static class Evaluator
             throw new ArgumentException($"the text has {tokens.Length} tokens, fewer than one chunk of {ctx}", nameof(text));
 
         var runtimeOptions = new RuntimeOptions { Threads = options.Threads, ContextLength = ctx, BatchSize = ctx };
-        var runtimes = models.Select(m => ReferenceEquals(m, baseModel) ? null : new Transformer(m, runtimeOptions)).ToArray();
+        bool[] isBase = subjects.Select(s => ReferenceEquals(s.Model, baseModel) && s.Cache.Kind == KvCacheKind.Float32).ToArray();
+        var runtimes = subjects.Select((s, i) => isBase[i] ? null : new Transformer(s.Model, runtimeOptions with { KvCache = s.Cache })).ToArray();
         using var baseRuntime = baseModel is null ? null : new Transformer(baseModel, runtimeOptions);
         try
         {
@@ -74,7 +95,7 @@ public static class Evaluator
             var baseLogProbs = new float[scoredPerChunk * vocab];
             var baseClock = new Stopwatch();
             // A model that is the base is not run twice: it takes the base's log-probabilities and the base's clock.
-            var scores = models.Select(m => new Scores(chunks * scoredPerChunk, baseModel is not null, ReferenceEquals(m, baseModel) ? baseClock : new Stopwatch())).ToArray();
+            var scores = subjects.Select((s, i) => new Scores(chunks * scoredPerChunk, baseModel is not null, isBase[i] ? baseClock : new Stopwatch())).ToArray();
             var baseNlls = new List<double>(chunks * scoredPerChunk);
             long bytes = 0;
             var chunk = new int[ctx];
@@ -103,7 +124,7 @@ public static class Evaluator
                 for (int m = 0; m < runtimes.Length; m++)
                 {
                     var s = scores[m];
-                    if (ReferenceEquals(models[m], baseModel))
+                    if (isBase[m])
                     {
                         for (int j = 0; j < scoredPerChunk; j++)
                         {
@@ -130,7 +151,11 @@ public static class Evaluator
                 progress?.Report(new EvaluationProgress(c + 1, chunks, Math.Exp(Mean(scores[0].Nlls))));
             }
 
-            return scores.Select(s => s.Result(chunks, ctx, bytes, baseNlls)).ToArray();
+            return scores.Select((s, i) => s.Result(chunks, ctx, bytes, baseNlls) with
+            {
+                KvCache = subjects[i].Cache.ToString(),
+                KvCacheBytesPerToken = (double)(runtimes[i] ?? baseRuntime)!.Cache.BytesAfter(ctx) / ctx,
+            }).ToArray();
         }
         finally
         {

@@ -1,38 +1,93 @@
+using Squeeze.Models;
+
 namespace Squeeze.Runtime;
 
 /// <summary>
-/// Keys and values of every past position, per layer, in f32: <c>keys[layer][pos, kvDim]</c>, <c>values[layer][pos, kvDim]</c>.
-/// Keys are stored after RoPE, as the attention reads them.
+/// The keys and values of one sequence's past positions, per layer, and the attention that reads them. The
+/// <see cref="Transformer"/> appends each layer's new keys (after RoPE) and values, then asks the cache for the
+/// attention of every (token, query head); how the cache stores what it holds (f32, f16, quantized groups, a subset of
+/// the positions) is its own business, chosen by a <see cref="KvCachePolicy"/>.
 /// </summary>
-public sealed class KvCache
+public abstract unsafe class KvCache
 {
-    private readonly float[][] keys;   // [layers][contextLength * kvDim]
-    private readonly float[][] values; // [layers][contextLength * kvDim]
-
-    public KvCache(int layers, int contextLength, int kvDim)
+    protected KvCache(ModelConfig config, int contextLength)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(layers, 1);
+        ArgumentNullException.ThrowIfNull(config);
         ArgumentOutOfRangeException.ThrowIfLessThan(contextLength, 1);
-        ArgumentOutOfRangeException.ThrowIfLessThan(kvDim, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(config.LayerCount, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(config.KvHeadCount, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(config.HeadDim, 1);
+        if (config.HeadCount % config.KvHeadCount != 0)
+            throw new ArgumentException($"{config.HeadCount} query heads do not share {config.KvHeadCount} key/value heads evenly", nameof(config));
+        LayerCount = config.LayerCount;
         ContextLength = contextLength;
-        KvDim = kvDim;
-        keys = new float[layers][];
-        values = new float[layers][];
-        for (int l = 0; l < layers; l++)
-        {
-            keys[l] = new float[(long)contextLength * kvDim];
-            values[l] = new float[(long)contextLength * kvDim];
-        }
+        HeadCount = config.HeadCount;
+        KvHeadCount = config.KvHeadCount;
+        HeadDim = config.HeadDim;
     }
 
     /// <summary>Positions the cache can hold.</summary>
     public int ContextLength { get; }
 
-    public int KvDim { get; }
+    public int LayerCount { get; }
 
-    /// <summary>Keys of <paramref name="layer"/> for positions [0, count): [count, kvDim].</summary>
-    public Span<float> Keys(int layer, int start, int count) => keys[layer].AsSpan(start * KvDim, count * KvDim);
+    /// <summary>Query heads; <see cref="HeadCount"/> / <see cref="KvHeadCount"/> of them share one key/value head.</summary>
+    public int HeadCount { get; }
 
-    /// <summary>Values of <paramref name="layer"/> for positions [start, start + count): [count, kvDim].</summary>
-    public Span<float> Values(int layer, int start, int count) => values[layer].AsSpan(start * KvDim, count * KvDim);
+    public int KvHeadCount { get; }
+
+    public int HeadDim { get; }
+
+    public int KvDim => KvHeadCount * HeadDim;
+
+    /// <summary>The policy this cache implements.</summary>
+    public abstract KvCachePolicy Policy { get; }
+
+    /// <summary>Floats of scratch one <see cref="Attend"/> call needs.</summary>
+    public virtual int ScratchLength => ContextLength;
+
+    /// <summary>
+    /// True when attending changes what the cache keeps (eviction by accumulated attention): the positions of a batch
+    /// must then be appended and attended one at a time, in order. Otherwise a whole batch is appended first and its
+    /// (token, head) pairs attended in any order, each seeing exactly what it would have seen decoding one token at a time.
+    /// </summary>
+    public virtual bool AttendsInOrder => false;
+
+    /// <summary>
+    /// Stores the keys and values of positions [<paramref name="start"/>, <paramref name="start"/> + count) of one
+    /// layer: <paramref name="keys"/> and <paramref name="values"/> are [count, kvDim]. <paramref name="start"/> is the
+    /// number of positions the layer already holds, or 0 to forget them all and start a new sequence.
+    /// </summary>
+    public abstract void Append(int layer, int start, ReadOnlySpan<float> keys, ReadOnlySpan<float> values);
+
+    /// <summary>
+    /// <c>output = Σ_p softmax_p(scale · query · K[p]) · V[p]</c> for query head <paramref name="head"/> at
+    /// <paramref name="position"/>, over the cached positions p ≤ <paramref name="position"/> as the cache holds them
+    /// for a query there. <paramref name="query"/> and <paramref name="output"/> are [headDim];
+    /// <paramref name="scratch"/> has <see cref="ScratchLength"/> floats. Calls for different (position, head) pairs may
+    /// run at the same time.
+    /// </summary>
+    public abstract void Attend(int layer, int head, float* query, int position, float scale, float* scratch, float* output);
+
+    /// <summary>Bytes the cache holds now for its positions (every layer): what the stored keys, values and their
+    /// scales, outliers, factors and bookkeeping take.</summary>
+    public abstract long HeldBytes { get; }
+
+    /// <summary>Bytes a cache of this policy holds (every layer) after <paramref name="positions"/> positions decoded
+    /// one at a time.</summary>
+    public abstract long BytesAfter(int positions);
+
+    /// <summary>Checks <paramref name="start"/> against the positions a layer holds; returns true when it starts a new sequence.</summary>
+    protected bool CheckAppend(int layer, int start, int held, ReadOnlySpan<float> keys, ReadOnlySpan<float> values)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(layer);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(layer, LayerCount);
+        if (keys.Length != values.Length || keys.Length % KvDim != 0)
+            throw new ArgumentException($"keys ({keys.Length}) and values ({values.Length}) must both be whole rows of {KvDim}");
+        if (start != 0 && start != held)
+            throw new InvalidOperationException($"layer {layer} holds {held} positions; cannot append at position {start}");
+        if (start + keys.Length / KvDim > ContextLength)
+            throw new InvalidOperationException($"{keys.Length / KvDim} positions at {start} do not fit the context of {ContextLength}");
+        return start == 0;
+    }
 }

@@ -13,7 +13,7 @@ public sealed record SpeedResult(int Threads, int PromptTokens, double PromptTok
 /// </summary>
 public static class SpeedBenchmark
 {
-    public static SpeedResult Run(Model model, int threads, int promptTokens, int decodeTokens, int repetitions, int seed = 42)
+    public static SpeedResult Run(Model model, int threads, int promptTokens, int decodeTokens, int repetitions, int seed = 42, KvCachePolicy? kvCache = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentOutOfRangeException.ThrowIfLessThan(repetitions, 1);
@@ -22,7 +22,7 @@ public static class SpeedBenchmark
         var prompt = new int[promptTokens];
         for (int i = 0; i < prompt.Length; i++)
             prompt[i] = random.Next(model.Config.VocabSize);
-        using var runtime = new Transformer(model, new RuntimeOptions { Threads = threads, ContextLength = context, BatchSize = Math.Max(1, promptTokens) });
+        using var runtime = new Transformer(model, new RuntimeOptions { Threads = threads, ContextLength = context, BatchSize = Math.Max(1, promptTokens), KvCache = kvCache ?? KvCachePolicy.Float32 });
 
         var promptRates = new List<double>();
         var decodeRates = new List<double>();

@@ -16,6 +16,9 @@ public sealed record RuntimeOptions
 
     /// <summary>Tokens processed together in one prompt batch (matrix-matrix products).</summary>
     public int BatchSize { get; init; } = 256;
+
+    /// <summary>How the KV cache stores keys and values; f32 (exact) by default.</summary>
+    public KvCachePolicy KvCache { get; init; } = KvCachePolicy.Float32;
 }
 
 /// <summary>
@@ -60,7 +63,7 @@ public sealed class Transformer : IDisposable
         int contextLength = options.ContextLength > 0 ? options.ContextLength : config.ContextLength;
         batchSize = Math.Max(1, options.BatchSize);
         compute = new ComputeContext(Math.Max(1, options.Threads));
-        Cache = new KvCache(config.LayerCount, contextLength, config.KvDim);
+        Cache = options.KvCache.CreateCache(config, contextLength);
 
         embedding = model[TensorNames.TokenEmbedding];
         classifier = model.TryGetTensor(TensorNames.Output, out var output) ? output : embedding;
@@ -80,7 +83,7 @@ public sealed class Transformer : IDisposable
         proj = new float[batchSize * config.Dim];
         gate = new float[batchSize * config.HiddenDim];
         up = new float[batchSize * config.HiddenDim];
-        attention = new AttentionJob(this, parts: 4 * compute.Threads, contextLength);
+        attention = new AttentionJob(this, parts: 4 * compute.Threads, Cache.ScratchLength);
     }
 
     public Model Model => model;
@@ -193,10 +196,19 @@ public sealed class Transformer : IDisposable
                 }
             }
         });
-        ks.CopyTo(Cache.Keys(layer.Index, Position, n));
-        vs.CopyTo(Cache.Values(layer.Index, Position, n));
-
-        CausalAttention(layer.Index, n);
+        if (Cache.AttendsInOrder)
+        {
+            for (int t = 0; t < n; t++)
+            {
+                Cache.Append(layer.Index, Position + t, ks.Slice(t * kvDim, kvDim), vs.Slice(t * kvDim, kvDim));
+                CausalAttention(layer.Index, t, 1);
+            }
+        }
+        else
+        {
+            Cache.Append(layer.Index, Position, ks, vs);
+            CausalAttention(layer.Index, 0, n);
+        }
 
         var projected = proj.AsSpan(0, n * dim);
         Observer?.Observe(layer.Index, LinearInput.AttentionOutput, att.AsSpan(0, n * qDim), n);
@@ -204,10 +216,12 @@ public sealed class Transformer : IDisposable
         TensorPrimitives.Add(xs, projected, xs);
     }
 
-    /// <summary>att[t, head] = Σ_p softmax_p(q[t, head] · K[p, kvHead] / √headDim) · V[p, kvHead] over positions p ≤ Position + t.</summary>
-    private void CausalAttention(int layerIndex, int n)
+    /// <summary>att[t, head] = Σ_p softmax_p(q[t, head] · K[p, kvHead] / √headDim) · V[p, kvHead] over positions
+    /// p ≤ Position + t as the cache holds them, for tokens t in [first, first + n).</summary>
+    private void CausalAttention(int layerIndex, int first, int n)
     {
         attention.Layer = layerIndex;
+        attention.FirstToken = first;
         attention.Tokens = n;
         attention.BasePosition = Position;
         compute.Run(attention, Math.Min(n * config.HeadCount, attention.Parts));
@@ -216,34 +230,30 @@ public sealed class Transformer : IDisposable
     /// <summary>The (token, head) pairs of one attention call, split into parts for the worker pool; each part has its
     /// own score buffer. Part i takes pairs i, i + parts, i + 2·parts … so that every part gets short and long rows of
     /// the causal triangle. Which thread runs a part does not change what it computes.</summary>
-    private sealed unsafe class AttentionJob(Transformer owner, int parts, int contextLength) : IParallelJob
+    private sealed unsafe class AttentionJob(Transformer owner, int parts, int scratchLength) : IParallelJob
     {
-        private readonly float[][] scores = Enumerable.Range(0, parts).Select(_ => new float[contextLength]).ToArray();
+        private readonly float[][] scratch = Enumerable.Range(0, parts).Select(_ => new float[scratchLength]).ToArray();
 
         public int Parts => parts;
         public int Layer { get; set; }
+        public int FirstToken { get; set; }
         public int Tokens { get; set; }
         public int BasePosition { get; set; }
 
         public void Run(int part, int partCount)
         {
             var config = owner.config;
-            int headDim = config.HeadDim, qDim = config.QDim, kvDim = config.KvDim, heads = config.HeadCount;
-            int groupSize = heads / config.KvHeadCount;
+            int headDim = config.HeadDim, qDim = config.QDim, heads = config.HeadCount;
             float scale = 1f / MathF.Sqrt(headDim);
-            int total = BasePosition + Tokens;
-            fixed (float* keys = owner.Cache.Keys(Layer, 0, total))
-            fixed (float* values = owner.Cache.Values(Layer, 0, total))
-            fixed (float* buffer = scores[part])
+            var cache = owner.Cache;
+            fixed (float* buffer = scratch[part])
             fixed (float* q = owner.q)
             fixed (float* att = owner.att)
             {
                 for (int item = part; item < Tokens * heads; item += partCount)
                 {
-                    int t = item / heads, h = item % heads;
-                    int kvOffset = h / groupSize * headDim;
-                    Kernels.Attention.Head(q + t * qDim + h * headDim, keys + kvOffset, values + kvOffset, kvDim, BasePosition + t + 1, headDim, scale,
-                        buffer, att + t * qDim + h * headDim);
+                    int t = FirstToken + item / heads, h = item % heads;
+                    cache.Attend(Layer, h, q + t * qDim + h * headDim, BasePosition + t, scale, buffer, att + t * qDim + h * headDim);
                 }
             }
         }

@@ -1,0 +1,73 @@
+using Squeeze.Kernels;
+using Squeeze.Models;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+
+namespace Squeeze.Runtime;
+
+/// <summary>Keys (after RoPE) and values of every past position in f16, read by the attention a tile of
+/// <see cref="Tile"/> positions at a time.</summary>
+public sealed unsafe class Float16KvCache : KvCache
+{
+    private const int Tile = 32;
+    private readonly Half[][] keys;   // [layers][contextLength * kvDim]
+    private readonly Half[][] values; // [layers][contextLength * kvDim]
+    private readonly int[] held;      // [layers]
+
+    public Float16KvCache(ModelConfig config, int contextLength)
+        : base(config, contextLength)
+    {
+        keys = new Half[LayerCount][];
+        values = new Half[LayerCount][];
+        held = new int[LayerCount];
+        for (int l = 0; l < LayerCount; l++)
+        {
+            keys[l] = new Half[(long)contextLength * KvDim];
+            values[l] = new Half[(long)contextLength * KvDim];
+        }
+    }
+
+    public override KvCachePolicy Policy { get; } = KvCachePolicy.Parse("f16");
+
+    /// <summary>Scores for every position, then one tile of decoded rows.</summary>
+    public override int ScratchLength => ContextLength + Tile * HeadDim;
+
+    public override void Append(int layer, int start, ReadOnlySpan<float> keys, ReadOnlySpan<float> values)
+    {
+        CheckAppend(layer, start, held[layer], keys, values);
+        TensorPrimitives.ConvertToHalf(keys, this.keys[layer].AsSpan(start * KvDim, keys.Length));
+        TensorPrimitives.ConvertToHalf(values, this.values[layer].AsSpan(start * KvDim, values.Length));
+        held[layer] = start + keys.Length / KvDim;
+    }
+
+    public override void Attend(int layer, int head, float* query, int position, float scale, float* scratch, float* output)
+    {
+        int positions = position + 1, headDim = HeadDim;
+        int kvOffset = head / (HeadCount / KvHeadCount) * headDim;
+        float* scores = scratch, tile = scratch + ContextLength;
+        for (int p0 = 0; p0 < positions; p0 += Tile)
+        {
+            int count = Math.Min(Tile, positions - p0);
+            Decode(keys[layer], p0, count, kvOffset, tile);
+            CacheAttention.Score(query, tile, headDim, count, headDim, scale, scores + p0);
+        }
+        CacheAttention.Softmax(scores, positions);
+        new Span<float>(output, headDim).Clear();
+        for (int p0 = 0; p0 < positions; p0 += Tile)
+        {
+            int count = Math.Min(Tile, positions - p0);
+            Decode(values[layer], p0, count, kvOffset, tile);
+            CacheAttention.Accumulate(scores + p0, tile, headDim, count, headDim, output);
+        }
+    }
+
+    /// <summary>tile[i, :] = rows[first + i, kvOffset … kvOffset + headDim) as f32.</summary>
+    private void Decode(Half[] rows, int first, int count, int kvOffset, float* tile)
+    {
+        for (int i = 0; i < count; i++)
+            TensorPrimitives.ConvertToSingle(rows.AsSpan((first + i) * KvDim + kvOffset, HeadDim), new Span<float>(tile + i * HeadDim, HeadDim));
+    }
+
+    public override long HeldBytes => held.Sum(h => (long)h * KvDim * 2 * sizeof(ushort));
+
+    public override long BytesAfter(int positions) => (long)LayerCount * positions * KvDim * 2 * sizeof(ushort);
+}

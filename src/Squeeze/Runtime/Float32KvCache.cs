@@ -1,0 +1,49 @@
+using Squeeze.Models;
+
+namespace Squeeze.Runtime;
+
+/// <summary>
+/// Keys and values of every past position in f32: <c>keys[layer][pos, kvDim]</c>, <c>values[layer][pos, kvDim]</c>.
+/// Keys are stored after RoPE, as the attention reads them. The runtime's default: exact.
+/// </summary>
+public sealed unsafe class Float32KvCache : KvCache
+{
+    private readonly float[][] keys;   // [layers][contextLength * kvDim]
+    private readonly float[][] values; // [layers][contextLength * kvDim]
+    private readonly int[] held;       // [layers] positions stored
+
+    public Float32KvCache(ModelConfig config, int contextLength)
+        : base(config, contextLength)
+    {
+        keys = new float[LayerCount][];
+        values = new float[LayerCount][];
+        held = new int[LayerCount];
+        for (int l = 0; l < LayerCount; l++)
+        {
+            keys[l] = new float[(long)contextLength * KvDim];
+            values[l] = new float[(long)contextLength * KvDim];
+        }
+    }
+
+    public override KvCachePolicy Policy => KvCachePolicy.Float32;
+
+    public override void Append(int layer, int start, ReadOnlySpan<float> keys, ReadOnlySpan<float> values)
+    {
+        CheckAppend(layer, start, held[layer], keys, values);
+        keys.CopyTo(this.keys[layer].AsSpan(start * KvDim));
+        values.CopyTo(this.values[layer].AsSpan(start * KvDim));
+        held[layer] = start + keys.Length / KvDim;
+    }
+
+    public override void Attend(int layer, int head, float* query, int position, float scale, float* scratch, float* output)
+    {
+        int kvOffset = head / (HeadCount / KvHeadCount) * HeadDim;
+        fixed (float* k = keys[layer])
+        fixed (float* v = values[layer])
+            Kernels.Attention.Head(query, k + kvOffset, v + kvOffset, KvDim, position + 1, HeadDim, scale, scratch, output);
+    }
+
+    public override long HeldBytes => held.Sum(h => (long)h * KvDim * 2 * sizeof(float));
+
+    public override long BytesAfter(int positions) => (long)LayerCount * positions * KvDim * 2 * sizeof(float);
+}
