@@ -38,6 +38,8 @@ public sealed class Sampler
             return TensorPrimitives.IndexOfMax(logits);
         var probs = new float[logits.Length];
         TensorPrimitives.Divide(logits, options.Temperature, probs);
+        // TensorPrimitives.SoftMax does not subtract the maximum: logits / T above ~88 (T = 0.1 and a logit of 9) would overflow.
+        TensorPrimitives.Subtract(probs, TensorPrimitives.Max(probs), probs);
         TensorPrimitives.SoftMax(probs, probs);
         double r = random.NextDouble();
         if (options.TopP >= 1)

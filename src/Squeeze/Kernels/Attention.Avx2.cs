@@ -11,7 +11,7 @@ internal static unsafe partial class Attention
     /// Vector version of <see cref="HeadScalar"/> for a head size that is a multiple of 8. It computes exactly what the
     /// forward pass computed with one <see cref="TensorPrimitives"/> call per position (scores by
     /// <see cref="TensorPrimitives.Dot(ReadOnlySpan{float}, ReadOnlySpan{float})"/>, softmax by
-    /// <see cref="TensorPrimitives.SoftMax(ReadOnlySpan{float}, Span{float})"/>, then <c>output += score · value</c>
+    /// <see cref="TensorPrimitives.SoftMax(ReadOnlySpan{float}, Span{float})"/> of the scores less their maximum, then <c>output += score · value</c>
     /// position by position, multiply and add rounded separately), so quantized models keep their perplexity to the last
     /// digit: the weighted sum holds up to 64 outputs in registers across every position instead of one call per position.
     /// </summary>
@@ -21,6 +21,9 @@ internal static unsafe partial class Attention
         for (int p = 0; p < positions; p++)
             scores[p] = TensorPrimitives.Dot(q, new ReadOnlySpan<float>(keys + (long)p * stride, headDim)) * scale;
         var s = new Span<float>(scores, positions);
+        // TensorPrimitives.SoftMax does not subtract the maximum (a score above ~88 would overflow to NaN); shifting by
+        // it first leaves the softmax unchanged mathematically.
+        TensorPrimitives.Subtract(s, TensorPrimitives.Max(s), s);
         TensorPrimitives.SoftMax(s, s);
 
         int offset = 0;
