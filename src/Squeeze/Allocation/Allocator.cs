@@ -190,10 +190,7 @@ public static class Allocator
         ArgumentNullException.ThrowIfNull(set);
         long smallest = set.FileBytes(set.Smallest());
         if (budget < smallest)
-        {
-            throw new ArgumentException($"a budget of {budget:N0} bytes ({set.BitsPerWeight(budget):0.###} bits per weight) is below the smallest file this model " +
-                $"can take: {smallest:N0} bytes ({set.BitsPerWeight(smallest):0.###} bits per weight), every tensor in its smallest type", nameof(budget));
-        }
+            throw BelowSmallest(budget, smallest, set.Parameters);
         const long Grain = Formats.Gguf.GgufFile.DefaultAlignment;
         var items = new List<IReadOnlyList<Choice>>(set.Tensors.Count);
         foreach (var t in set.Tensors)
@@ -215,6 +212,31 @@ public static class Allocator
             throw new InvalidOperationException($"the knapsack chose {set.FileBytes(selection):N0} bytes for a budget of {budget:N0}");
         return selection;
     }
+
+    /// <summary>
+    /// Refuses, before any encoding, a budget below the smallest file <paramref name="model"/> can take with
+    /// <paramref name="types"/> (default <see cref="CandidateSet.DefaultTypes"/>): every 2-D tensor in its smallest type.
+    /// </summary>
+    /// <exception cref="ArgumentException">The budget is below that size (the message gives it).</exception>
+    public static void CheckBudget(Model model, long budget, IReadOnlyList<Squeeze.Tensors.GgmlType>? types = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var candidates = types ?? CandidateSet.DefaultTypes;
+        var smallestType = new Dictionary<string, Squeeze.Tensors.GgmlType>(StringComparer.Ordinal);
+        foreach (var t in model.Tensors.Where(t => t.Shape.Length >= 2))
+        {
+            var fitting = candidates.Where(ty => t.Columns % Squeeze.Tensors.GgmlTypes.BlockSize(ty) == 0).ToList();
+            if (fitting.Count > 0)
+                smallestType[t.Name] = fitting.MinBy(ty => Squeeze.Tensors.GgmlTypes.RowBytes(ty, t.Columns))!;
+        }
+        long smallest = Formats.Gguf.GgufModelWriter.FileLength(model, 0, t => smallestType.GetValueOrDefault(t.Name, t.Type));
+        if (budget < smallest)
+            throw BelowSmallest(budget, smallest, model.ParameterCount);
+    }
+
+    private static ArgumentException BelowSmallest(long budget, long smallest, long parameters) => new(
+        $"a budget of {budget:N0} bytes ({8.0 * budget / parameters:0.###} bits per weight) is below the smallest file this model can take: " +
+        $"{smallest:N0} bytes ({8.0 * smallest / parameters:0.###} bits per weight), every tensor in its smallest type", nameof(budget));
 
     /// <summary>Finds the assignment for <paramref name="budget"/> bytes by <paramref name="search"/>.</summary>
     /// <exception cref="ArgumentException">The budget is below the smallest possible file.</exception>

@@ -56,6 +56,8 @@ public sealed class AllocatorTests(AllocationFixture fixture) : IClassFixture<Al
             }
             // Ascending by size, and F16 hurts less than the smallest type.
             Assert.True(t.Options.Zip(t.Options.Skip(1)).All(p => p.First.Bytes <= p.Second.Bytes));
+            if (t.Options.Count == 1)
+                continue; // rows no block fits (stories260K's ffn_down, 172 wide): F16 only
             var f16 = t.Options.Single(c => c.Type == GgmlType.F16);
             Assert.True(f16.SwapKld < t.Options[0].SwapKld, $"{t.Name}: F16 swap KLD {f16.SwapKld} not below {t.Options[0].Type}'s {t.Options[0].SwapKld}");
         }
@@ -123,8 +125,10 @@ public sealed class AllocatorTests(AllocationFixture fixture) : IClassFixture<Al
         var error = Assert.Throws<ArgumentException>(() => Allocator.Knapsack(Set, smallest - 1, ErrorModel.SwapKld));
         Assert.Contains("below the smallest file", error.Message, StringComparison.Ordinal);
         Assert.Contains($"{smallest:N0} bytes", error.Message, StringComparison.Ordinal);
-        // Exactly the smallest file is the answer at that budget.
-        Assert.Equal(Set.Smallest(), Allocator.Knapsack(Set, smallest, ErrorModel.SwapKld));
+        // At exactly that budget the answer is a smallest file (of the same-size types, the least damaging).
+        var selection = Allocator.Knapsack(Set, smallest, ErrorModel.SwapKld);
+        Assert.Equal(smallest, Set.FileBytes(selection));
+        Assert.True(Allocator.PredictedError(Set, selection, ErrorModel.SwapKld) <= Allocator.PredictedError(Set, Set.Smallest(), ErrorModel.SwapKld));
     }
 
     [Fact]
@@ -159,7 +163,8 @@ public sealed class AllocatorTests(AllocationFixture fixture) : IClassFixture<Al
         var second = Allocator.Allocate(fixture.Context, budget, SearchMethod.Evolution, evolution: options);
         Assert.Equal(first.Selection, second.Selection);
         Assert.Equal(first.Evolution!.Fitness, second.Evolution!.Fitness);
-        Assert.Equal(first.Evolution.History, second.Evolution.History);
+        Assert.Equal(first.Evolution.History.Select(s => (s.Generation, s.ChunkForwards, s.Fitness, s.FileBytes)),
+            second.Evolution.History.Select(s => (s.Generation, s.ChunkForwards, s.Fitness, s.FileBytes)));
         Assert.True(first.FileBytes <= budget);
         Assert.True(first.Evolution.Fitness <= first.Evolution.StartFitness);
         Assert.Equal(6, first.Evolution.Generations);
