@@ -60,6 +60,11 @@ internal static class AllocationSuite
         Directory.CreateDirectory(output);
         string calibText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt"));
         string evalText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-eval.txt"));
+        if (args.Contains("--block-drops"))
+        {
+            BlockDrops(args, shared, threads, calibText);
+            return;
+        }
         string scratch = Directory.CreateTempSubdirectory("squeeze-allocation-").FullName;
         try
         {
@@ -228,6 +233,37 @@ internal static class AllocationSuite
         var q4km = rows.FirstOrDefault(r => r.Budget == "Q4_K_M" && r.Search == "evo") ?? rows.First(r => r.Search == "evo");
         AllocationCharts.BitsPerTensor(set, q4km.Allocation.Selection, Path.Combine(output, "allocation-bits-per-tensor.png"),
             $"stories15M at the {q4km.Budget} budget ({q4km.Allocation.FileBytes:N0} bytes, evo)");
+    }
+
+    // Whole-block dropping as a level: the KLD of skipping one block (its attn_output and ffn_down set to zero, which
+    // leaves the residual stream untouched, exactly as if the block were not there) against the bytes it would free.
+    private static void BlockDrops(string[] args, string shared, int threads, string calibText)
+    {
+        using var source = ModelLoader.Load(Path.Combine(shared, "models", "stories15M", "stories15M.bin"));
+        var meter = new KldMeter(source, calibText, 256, 4, threads);
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- allocation {string.Join(' ', args)}` (stories15M.bin; KLD on the first 4 chunks of tinystories-calib, ctx 256)");
+        Console.WriteLine();
+        Console.WriteLine("| block skipped | calibration KLD | bytes freed at Q8_0 | at Q4_0 |");
+        Console.WriteLine("|---|---|---|---|");
+        for (int l = 0; l < source.Config.LayerCount; l++)
+        {
+            var owned = new List<IDisposable>();
+            var silenced = new HashSet<string>(StringComparer.Ordinal) { Models.TensorNames.AttentionOutput(l), Models.TensorNames.Down(l) };
+            var tensors = source.Tensors.Select(t =>
+            {
+                if (!silenced.Contains(t.Name))
+                    return t;
+                var zeros = Tensors.NativeBuffer.Allocate(t.ElementCount * sizeof(float));
+                owned.Add(zeros);
+                return new Tensors.Tensor(t.Name, Tensors.GgmlType.F32, t.Shape, zeros, 0);
+            }).ToList();
+            using var skipped = new Models.Model(source.Config, source.Vocabulary, tensors, source.Source, owned);
+            double kld = meter.Measure(skipped);
+            string prefix = $"blk.{l}.";
+            long Bytes(Tensors.GgmlType type) => source.Tensors.Where(t => t.Name.StartsWith(prefix, StringComparison.Ordinal))
+                .Sum(t => t.Shape.Length >= 2 ? Tensors.GgmlTypes.RowBytes(type, t.Columns) * t.Rows : t.ByteLength);
+            Console.WriteLine($"| {l} | {kld:0.000000} | {Bytes(Tensors.GgmlType.Q8_0):N0} | {Bytes(Tensors.GgmlType.Q4_0):N0} |");
+        }
     }
 
     private static string RepositoryRoot()
