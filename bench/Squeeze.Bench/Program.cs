@@ -12,7 +12,8 @@ namespace Squeeze.Bench;
 /// (stories15M converted by Squeeze to each named mix, against llama.cpp's same-named files), <c>calibrated</c>
 /// (rtn, imatrix, GPTQ and AWQ+GPTQ files against llama.cpp's imatrix files), <c>temperature</c> (what perplexity on the
 /// evaluation text rewards: the f32 model with scaled logits), <c>kv</c> (KV-cache policies: KLD, cache bytes per token,
-/// decode tokens/s).
+/// decode tokens/s), <c>allocation</c> (knapsack and
+/// evolutionary search to byte budgets against llama.cpp's mixes).
 /// </summary>
 public static class Program
 {
@@ -44,8 +45,11 @@ public static class Program
             case "kv":
                 KvSuite.Run(rest);
                 return 0;
+            case "allocation":
+                AllocationSuite.Run(rest);
+                return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

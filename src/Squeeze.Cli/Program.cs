@@ -15,6 +15,7 @@ public static class Program
             ConvertCommand.Create(),
             CalibrateCommand.Create(),
             CompressCommand.Create(),
+            PlanCommand.Create(),
             BenchCommand.Create(),
             DemoCommand.Create(),
             SelfTestCommand.Create(),

@@ -12,7 +12,7 @@ namespace Squeeze.Cli.Commands;
 internal static class CompressCommand
 {
     public sealed record Options(string Model, string? Tokenizer, string Type, string? Calib, string Output, string Method, long Tokens, int Context,
-        bool Pure, string[] TensorTypes, string? Stats, bool Sequential, bool NoActOrder, double Damping, int Refine, int Threads, bool Json);
+        bool Pure, string[] TensorTypes, string? Stats, bool Sequential, bool NoActOrder, double Damping, int Refine, int Threads, bool Json, PlanCommand.Budget? Budget = null);
 
     public static Command Create()
     {
@@ -31,15 +31,18 @@ internal static class CompressCommand
         var noActOrder = new Option<bool>("--no-act-order") { Description = "GPTQ in column order instead of by descending activation energy" };
         var damping = new Option<double>("--damping") { Description = "GPTQ damping as a fraction of H's mean diagonal", DefaultValueFactory = _ => 0.01 };
         var refine = new Option<int>("--refine") { Description = "Refinement after GPTQ: coordinate-descent passes and scale re-fits (0: plain GPTQ)", DefaultValueFactory = _ => 4 };
+        var (bpw, size, search, timeLimit, generations, seed, chart) = (PlanCommand.TargetBpwOption(), PlanCommand.TargetSizeOption(), PlanCommand.SearchOption(),
+            PlanCommand.TimeLimitOption(), PlanCommand.GenerationsOption(), PlanCommand.SeedOption(), PlanCommand.ChartOption());
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
-        var command = new Command("compress", "Calibrated quantization to a GGUF file: imatrix, GPTQ or AWQ+GPTQ at one of llama.cpp's mixes")
+        var command = new Command("compress", "Calibrated quantization to a GGUF file: imatrix, GPTQ or AWQ+GPTQ at one of llama.cpp's mixes, or at a size target (--target-bpw, --target-size)")
         {
-            model, tokenizer, type, calib, output, method, tokens, ctx, pure, tensorTypes, stats, sequential, noActOrder, damping, refine, threads, json,
+            model, tokenizer, type, calib, output, method, tokens, ctx, pure, tensorTypes, stats, sequential, noActOrder, damping, refine, bpw, size, search, timeLimit, generations, seed, chart, threads, json,
         };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(type)!, r.GetValue(calib),
             r.GetValue(output)!, r.GetValue(method)!, r.GetValue(tokens), r.GetValue(ctx), r.GetValue(pure), r.GetValue(tensorTypes)!, r.GetValue(stats),
-            r.GetValue(sequential), r.GetValue(noActOrder), r.GetValue(damping), r.GetValue(refine), r.GetValue(threads), r.GetValue(json)))));
+            r.GetValue(sequential), r.GetValue(noActOrder), r.GetValue(damping), r.GetValue(refine), r.GetValue(threads), r.GetValue(json),
+            new PlanCommand.Budget(r.GetValue(bpw), r.GetValue(size), r.GetValue(search)!, r.GetValue(timeLimit), r.GetValue(generations), r.GetValue(seed), r.GetValue(chart))))));
         return command;
     }
 
@@ -55,6 +58,8 @@ internal static class CompressCommand
 
     public static int Execute(Options options)
     {
+        if (options.Budget is { } budget && PlanCommand.HasTarget(budget))
+            return ExecuteBudget(options, budget);
         var method = ParseMethod(options.Method);
         var mix = QuantizationMix.Parse(options.Type);
         var overrides = options.TensorTypes.Select(TensorTypeOverride.Parse).ToList();
@@ -93,6 +98,20 @@ internal static class CompressCommand
             Cli.WriteJson(report);
         else
             Print(report);
+        return 0;
+    }
+
+    // A size target: each tensor's type is searched (squeeze plan's search), and the file is written from the encoded candidates.
+    private static int ExecuteBudget(Options options, PlanCommand.Budget budget)
+    {
+        if (options.Pure || options.TensorTypes.Length > 0 || options.Stats is not null || options.Sequential)
+            throw new ArgumentException("--pure, --tensor-type, --stats and --sequential do not apply with a size target: the search chooses every tensor's type");
+        var report = PlanCommand.Run(new PlanCommand.Options(options.Model, options.Tokenizer, options.Calib, options.Output, budget, options.Method, options.Tokens,
+            options.Context, options.Threads, options.Json, options.Damping, !options.NoActOrder), writeWeights: true);
+        if (options.Json)
+            Cli.WriteJson(report);
+        else
+            PlanCommand.Print(report);
         return 0;
     }
 

@@ -164,7 +164,7 @@ public static class Compressor
         return total;
     }
 
-    private static void CheckStatistics(Model model, CalibrationStatistics stats, bool needsGram)
+    internal static void CheckStatistics(Model model, CalibrationStatistics stats, bool needsGram)
     {
         var identity = ModelIdentity.Of(model);
         if (identity.Hash != stats.Model.Hash)
@@ -190,7 +190,7 @@ public static class Compressor
         or GgmlType.IQ4_NL or GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K;
 
     // The state of one compression: tensors replaced so far (AWQ-scaled floats, quantized blocks), the encoded output, the reports.
-    private sealed class Run(Model source, string text, CompressionOptions options, QuantizationPlan plan, IProgress<CompressionProgress>? progress) : IDisposable
+    internal sealed class Run(Model source, string text, CompressionOptions options, QuantizationPlan plan, IProgress<CompressionProgress>? progress) : IDisposable
     {
         private readonly Dictionary<string, (GgmlType Type, byte[] Bytes)> replaced = new(StringComparer.Ordinal);
         private Model? working;
@@ -285,7 +285,7 @@ public static class Compressor
             }
         }
 
-        private void Encode(TensorPlan target, Tensor tensor, Dictionary<(int, LinearInput), ActivationStatistics>? stats,
+        public void Encode(TensorPlan target, Tensor tensor, Dictionary<(int, LinearInput), ActivationStatistics>? stats,
             Dictionary<ActivationStatistics, GptqHessian> hessians)
         {
             long start = Stopwatch.GetTimestamp();

@@ -31,6 +31,20 @@ public static class GgufModelWriter
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(encode);
         OutputPaths.RequireDirectory(path);
+        Build(model, fileType, encode, name).Write(path);
+    }
+
+    /// <summary>The exact size in bytes of the file <see cref="Write"/> writes for <paramref name="model"/> with each tensor
+    /// in the type <paramref name="typeOf"/> gives it, computed without encoding anything.</summary>
+    public static long FileLength(Model model, uint fileType, Func<Tensor, GgmlType> typeOf, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(typeOf);
+        return Build(model, fileType, tensor => new EncodedTensor(typeOf(tensor), _ => throw new InvalidOperationException("sizing only")), name).FileLength();
+    }
+
+    private static GgufWriter Build(Model model, uint fileType, Func<Tensor, EncodedTensor> encode, string? name)
+    {
         var writer = new GgufWriter();
         writer.AddMetadata(GgufModelMetadata.Build(model, fileType, name));
         foreach (var tensor in model.Tensors)
@@ -38,6 +52,6 @@ public static class GgufModelWriter
             var encoded = encode(tensor);
             writer.AddTensor(tensor.Name, encoded.Type, tensor.Shape, encoded.WriteData);
         }
-        writer.Write(path);
+        return writer;
     }
 }

@@ -105,6 +105,45 @@ public sealed class GgufWriter
         ArgumentNullException.ThrowIfNull(stream);
         long written = 0;
         using var w = new BinaryWriter(new CountingStream(stream, n => written += n), Encoding.UTF8, leaveOpen: true);
+        var offsets = WriteHeader(w);
+        w.Flush();
+        Pad(w, Align(written) - written);
+        long dataStart = written;
+        for (int i = 0; i < tensors.Count; i++)
+        {
+            w.Flush();
+            Pad(w, dataStart + offsets[i] - written);
+            tensors[i].WriteData(w.BaseStream);
+            w.Flush();
+            if (written != dataStart + offsets[i] + tensors[i].ByteLength)
+                throw new InvalidOperationException($"tensor '{tensors[i].Name}' wrote {written - dataStart - offsets[i]} bytes, expected {tensors[i].ByteLength}");
+        }
+        // llama.cpp pads the last tensor too
+        Pad(w, Align(written - dataStart) - (written - dataStart));
+        w.Flush();
+    }
+
+    /// <summary>
+    /// Bytes of the file <see cref="Write(Stream)"/> writes, computed without encoding any tensor: header, metadata and
+    /// tensor infos padded to <see cref="Alignment"/>, then each tensor's data padded to <see cref="Alignment"/>.
+    /// </summary>
+    public long FileLength()
+    {
+        long header = 0;
+        using (var w = new BinaryWriter(new CountingStream(Stream.Null, n => header += n), Encoding.UTF8, leaveOpen: true))
+        {
+            WriteHeader(w);
+            w.Flush();
+        }
+        long length = Align(header);
+        foreach (var t in tensors)
+            length += Align(t.ByteLength);
+        return length;
+    }
+
+    // Magic, version, counts, metadata and tensor infos; returns each tensor's offset in the data section.
+    private long[] WriteHeader(BinaryWriter w)
+    {
         w.Write(GgufFile.Magic);
         w.Write(3u);
         w.Write((ulong)tensors.Count);
@@ -129,21 +168,7 @@ public sealed class GgufWriter
             w.Write((ulong)offset);
             offset = Align(offset + t.ByteLength);
         }
-        w.Flush();
-        Pad(w, Align(written) - written);
-        long dataStart = written;
-        for (int i = 0; i < tensors.Count; i++)
-        {
-            w.Flush();
-            Pad(w, dataStart + offsets[i] - written);
-            tensors[i].WriteData(w.BaseStream);
-            w.Flush();
-            if (written != dataStart + offsets[i] + tensors[i].ByteLength)
-                throw new InvalidOperationException($"tensor '{tensors[i].Name}' wrote {written - dataStart - offsets[i]} bytes, expected {tensors[i].ByteLength}");
-        }
-        // llama.cpp pads the last tensor too
-        Pad(w, Align(written - dataStart) - (written - dataStart));
-        w.Flush();
+        return offsets;
     }
 
     private long Align(long x) => (x + Alignment - 1) / Alignment * Alignment;

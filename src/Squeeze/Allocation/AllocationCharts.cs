@@ -1,0 +1,101 @@
+using ScottPlot;
+using Squeeze.Models;
+
+namespace Squeeze.Allocation;
+
+/// <summary>One line or set of points of a chart: a label and (x, y) pairs.</summary>
+/// <param name="Label">Legend text.</param>
+/// <param name="X">Horizontal values.</param>
+/// <param name="Y">Vertical values, as many as <paramref name="X"/>.</param>
+/// <param name="Line">Joined by a line (true) or markers only.</param>
+public sealed record ChartSeries(string Label, IReadOnlyList<double> X, IReadOnlyList<double> Y, bool Line);
+
+/// <summary>PNG charts of allocations (ScottPlot, rendered headless through SkiaSharp).</summary>
+public static class AllocationCharts
+{
+    private static readonly string[] Kinds = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
+
+    /// <summary>
+    /// Bits per weight given to each tensor of <paramref name="selection"/>: one group of bars per layer, one bar per tensor
+    /// kind (attention q, k, v, output, feed-forward gate, up, down), and a last group for the tensors outside the blocks
+    /// (token embedding, output).
+    /// </summary>
+    public static void BitsPerTensor(CandidateSet set, IReadOnlyList<int> selection, string path, string title)
+    {
+        ArgumentNullException.ThrowIfNull(set);
+        ArgumentNullException.ThrowIfNull(selection);
+        int layers = set.Source.Config.LayerCount;
+        int groupWidth = Kinds.Length + 1;
+        var plot = new Plot();
+        var palette = new ScottPlot.Palettes.Category10();
+        var outside = new List<(string Name, double Bits)>();
+        for (int i = 0; i < set.Tensors.Count; i++)
+        {
+            var t = set.Tensors[i];
+            double bits = 8.0 * set.Chosen(selection, i).Bytes / t.Elements;
+            int layer = LayerOf(t.Name);
+            int kind = Array.FindIndex(Kinds, k => t.Name.EndsWith($".{k}.weight", StringComparison.Ordinal));
+            if (layer < 0 || kind < 0)
+            {
+                outside.Add((t.Name, bits));
+                continue;
+            }
+            plot.Add.Bar(new Bar { Position = layer * groupWidth + kind, Value = bits, FillColor = palette.GetColor(kind), Size = 0.9 });
+        }
+        for (int o = 0; o < outside.Count; o++)
+            plot.Add.Bar(new Bar { Position = layers * groupWidth + o, Value = outside[o].Bits, FillColor = Colors.Gray, Size = 0.9, Label = ShortName(outside[o].Name) });
+        var ticks = Enumerable.Range(0, layers).Select(l => (Position: l * groupWidth + (Kinds.Length - 1) / 2.0, Label: $"layer {l}")).ToList();
+        if (outside.Count > 0)
+            ticks.Add((layers * groupWidth + (outside.Count - 1) / 2.0, string.Join(", ", outside.Select(o => ShortName(o.Name)))));
+        plot.Axes.Bottom.SetTicks([.. ticks.Select(t => t.Position)], [.. ticks.Select(t => t.Label)]);
+        for (int k = 0; k < Kinds.Length; k++)
+            plot.Legend.ManualItems.Add(new LegendItem { LabelText = Kinds[k], FillColor = palette.GetColor(k) });
+        plot.Legend.ManualItems.Add(new LegendItem { LabelText = "outside the blocks", FillColor = Colors.Gray });
+        plot.ShowLegend(Alignment.UpperRight);
+        double top = Enumerable.Range(0, set.Tensors.Count).Max(i => 8.0 * set.Chosen(selection, i).Bytes / set.Tensors[i].Elements);
+        plot.Axes.SetLimitsY(0, top * 1.6); // room for the legend above the bars
+        plot.YLabel("bits per weight");
+        plot.Title(title);
+        plot.SavePng(path, Math.Max(800, 60 * groupWidth * (layers + 1) / 4), 500);
+    }
+
+    /// <summary>Lines and points with a logarithmic vertical axis (values ≤ 0 are left out).</summary>
+    public static void LogScale(IReadOnlyList<ChartSeries> series, string path, string title, string xLabel, string yLabel)
+    {
+        ArgumentNullException.ThrowIfNull(series);
+        var plot = new Plot();
+        var palette = new ScottPlot.Palettes.Category10();
+        for (int s = 0; s < series.Count; s++)
+        {
+            var points = series[s].X.Zip(series[s].Y).Where(p => p.Second > 0).OrderBy(p => series[s].Line ? p.First : 0).ToArray();
+            if (points.Length == 0)
+                continue;
+            var scatter = plot.Add.Scatter(points.Select(p => p.First).ToArray(), points.Select(p => Math.Log10(p.Second)).ToArray(), palette.GetColor(s));
+            scatter.LegendText = series[s].Label;
+            scatter.LineWidth = series[s].Line ? 2 : 0;
+            scatter.MarkerSize = series[s].Line ? 5 : 9;
+            scatter.MarkerShape = series[s].Line ? MarkerShape.FilledCircle : MarkerShape.FilledSquare;
+        }
+        plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic
+        {
+            MinorTickGenerator = new ScottPlot.TickGenerators.LogMinorTickGenerator(),
+            IntegerTicksOnly = true,
+            LabelFormatter = y => Math.Pow(10, y).ToString("g3", System.Globalization.CultureInfo.InvariantCulture),
+        };
+        plot.ShowLegend(Alignment.UpperRight);
+        plot.XLabel(xLabel);
+        plot.YLabel(yLabel);
+        plot.Title(title);
+        plot.SavePng(path, 900, 600);
+    }
+
+    private static int LayerOf(string name)
+    {
+        if (!name.StartsWith("blk.", StringComparison.Ordinal))
+            return -1;
+        int dot = name.IndexOf('.', 4);
+        return dot > 4 && int.TryParse(name.AsSpan(4, dot - 4), System.Globalization.NumberStyles.None, null, out int layer) ? layer : -1;
+    }
+
+    private static string ShortName(string name) => name == TensorNames.TokenEmbedding ? "token_embd" : name.Replace(".weight", "", StringComparison.Ordinal);
+}

@@ -1,0 +1,298 @@
+using System.Diagnostics;
+using System.Globalization;
+using Squeeze.Calibration;
+using Squeeze.Compression;
+using Squeeze.Models;
+
+namespace Squeeze.Allocation;
+
+/// <summary>The per-candidate damage the knapsack sums.</summary>
+public enum ErrorModel
+{
+    /// <summary>Measured KLD of the model with this one tensor swapped (error model 2, the default).</summary>
+    SwapKld,
+
+    /// <summary>Relative calibration-weighted output error of the tensor (error model 1).</summary>
+    OutputError,
+}
+
+/// <summary>How the assignment is searched.</summary>
+public enum SearchMethod
+{
+    /// <summary>The exact multiple-choice knapsack on the summed error.</summary>
+    Knapsack,
+
+    /// <summary>The knapsack's answer improved by <see cref="EvolutionarySearch"/> on end-to-end KLD.</summary>
+    Evolution,
+}
+
+/// <summary>Settings of <see cref="Allocator.Prepare"/>.</summary>
+public sealed record AllocationOptions
+{
+    /// <summary>How candidates are encoded (method, calibration tokens, context, damping, threads).</summary>
+    public CompressionOptions Compression { get; init; } = new();
+
+    /// <summary>Calibration chunks held for KLD measurements (single swaps and evolution's fitness).</summary>
+    public int KldChunks { get; init; } = 8;
+
+    /// <summary>Chunks (the first ones held) on which each single swap is measured.</summary>
+    public int SwapChunks { get; init; } = 2;
+
+    /// <summary>The types tried; default <see cref="CandidateSet.DefaultTypes"/>.</summary>
+    public IReadOnlyList<Squeeze.Tensors.GgmlType>? Types { get; init; }
+}
+
+/// <summary>Progress of preparing or searching: stage, steps done of the total, and a note.</summary>
+public readonly record struct AllocationProgress(string Stage, int Done, int Total, string Note);
+
+/// <summary>Everything a budget search needs, made once per model and calibration text: the statistics, the encoded
+/// candidates with both error models, and the KLD meter. Dispose to delete the candidate file.</summary>
+public sealed class AllocationContext : IDisposable
+{
+    internal AllocationContext(CandidateSet candidates, KldMeter meter, CalibrationStatistics? statistics, double calibrationSeconds, double encodingSeconds, double swapSeconds)
+    {
+        Candidates = candidates;
+        Meter = meter;
+        Statistics = statistics;
+        CalibrationSeconds = calibrationSeconds;
+        EncodingSeconds = encodingSeconds;
+        SwapSeconds = swapSeconds;
+    }
+
+    public CandidateSet Candidates { get; }
+
+    /// <summary>KLD against the source model on the held calibration chunks.</summary>
+    public KldMeter Meter { get; }
+
+    public CalibrationStatistics? Statistics { get; }
+
+    public double CalibrationSeconds { get; }
+
+    public double EncodingSeconds { get; }
+
+    /// <summary>Time spent measuring every candidate's single-swap KLD.</summary>
+    public double SwapSeconds { get; }
+
+    public void Dispose() => Candidates.Dispose();
+}
+
+/// <summary>An assignment found for a budget.</summary>
+/// <param name="Selection">Candidate index per tensor of <see cref="AllocationContext.Candidates"/>.</param>
+/// <param name="Budget">The byte budget of the whole file.</param>
+/// <param name="FileBytes">The exact size of the file (≤ <paramref name="Budget"/>).</param>
+/// <param name="BitsPerWeight">8 · file bytes / parameters.</param>
+/// <param name="Search">How it was found.</param>
+/// <param name="PredictedError">Σ of the error model over the tensors.</param>
+/// <param name="KnapsackSeconds">Time of the knapsack.</param>
+/// <param name="Evolution">The evolutionary search, when it ran.</param>
+/// <param name="Note">What the caller should know (budget above the largest file, …), or empty.</param>
+public sealed record BudgetAllocation(int[] Selection, long Budget, long FileBytes, double BitsPerWeight, SearchMethod Search, double PredictedError,
+    double KnapsackSeconds, EvolutionResult? Evolution, string Note);
+
+/// <summary>
+/// Per-tensor formats under an exact byte budget: candidates encoded once (<see cref="CandidateSet"/>), each with two
+/// error estimates, the exact multiple-choice knapsack on the summed error, and optionally EvoPress-style evolution on
+/// the model's own KL divergence. Budgets are whole-file bytes (header, metadata and padding included); bits per weight
+/// means file bytes × 8 / parameters.
+/// </summary>
+public static class Allocator
+{
+    /// <summary>Calibrates (unless statistics are given), encodes every candidate and measures every single swap.</summary>
+    public static AllocationContext Prepare(Model model, string calibrationText, AllocationOptions options, IProgress<AllocationProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(calibrationText);
+        ArgumentNullException.ThrowIfNull(options);
+        var compression = options.Compression;
+        int ctx = compression.ContextLength > 0 ? compression.ContextLength : Math.Min(256, model.Config.ContextLength);
+        int threads = Math.Max(1, compression.Threads);
+        var clock = Stopwatch.StartNew();
+        var stats = compression.Statistics;
+        if (stats is null && compression.Method != CompressionMethod.Rtn)
+        {
+            stats = Calibrator.Run(model, calibrationText, new CalibrationOptions
+            {
+                ContextLength = ctx,
+                MaxTokens = compression.CalibrationTokens,
+                CollectGram = compression.Method == CompressionMethod.Gptq,
+                Threads = threads,
+            }, progress is null ? null : new SynchronousProgress<CalibrationProgress>(p => progress.Report(new AllocationProgress("calibrating", p.Chunk, p.Chunks, ""))));
+        }
+        double calibrationSeconds = clock.Elapsed.TotalSeconds;
+        clock.Restart();
+        var set = CandidateSet.Build(model, stats, new CandidateOptions { Compression = compression, Types = options.Types },
+            progress is null ? null : new SynchronousProgress<CandidateProgress>(p => progress.Report(new AllocationProgress(p.Stage, p.Done, p.Total, p.Note))));
+        try
+        {
+            double encodingSeconds = clock.Elapsed.TotalSeconds;
+            clock.Restart();
+            progress?.Report(new AllocationProgress("measuring", 0, 1, "base model"));
+            var meter = new KldMeter(model, calibrationText, ctx, Math.Max(options.KldChunks, options.SwapChunks), threads);
+            MeasureSwaps(set, meter, Enumerable.Range(0, options.SwapChunks).ToArray(), progress);
+            return new AllocationContext(set, meter, stats, calibrationSeconds, encodingSeconds, clock.Elapsed.TotalSeconds);
+        }
+        catch
+        {
+            set.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Error model 2: for every candidate, the KLD on <paramref name="chunks"/> of the source model with that one tensor swapped in.</summary>
+    public static void MeasureSwaps(CandidateSet set, KldMeter meter, IReadOnlyList<int> chunks, IProgress<AllocationProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(set);
+        ArgumentNullException.ThrowIfNull(meter);
+        int total = set.Tensors.Sum(t => t.Options.Count), done = 0;
+        var selection = Enumerable.Repeat(-1, set.Tensors.Count).ToArray();
+        for (int i = 0; i < set.Tensors.Count; i++)
+        {
+            for (int k = 0; k < set.Tensors[i].Options.Count; k++)
+            {
+                progress?.Report(new AllocationProgress("measuring", done, total, $"{set.Tensors[i].Name} {set.Tensors[i].Options[k].Type}"));
+                selection[i] = k;
+                using (var model = set.Compose(selection))
+                    set.SetSwapKld(i, k, meter.Measure(model, chunks));
+                done++;
+            }
+            selection[i] = -1;
+        }
+        progress?.Report(new AllocationProgress("measuring", total, total, ""));
+    }
+
+    /// <summary>The error of a candidate under <paramref name="model"/>.</summary>
+    public static double ErrorOf(Candidate candidate, ErrorModel model)
+    {
+        ArgumentNullException.ThrowIfNull(candidate);
+        return model == ErrorModel.SwapKld ? candidate.SwapKld : candidate.OutputError;
+    }
+
+    /// <summary>Σ of the error model over a selection.</summary>
+    public static double PredictedError(CandidateSet set, IReadOnlyList<int> selection, ErrorModel model)
+    {
+        ArgumentNullException.ThrowIfNull(set);
+        ArgumentNullException.ThrowIfNull(selection);
+        double sum = 0;
+        for (int i = 0; i < set.Tensors.Count; i++)
+            sum += ErrorOf(set.Chosen(selection, i), model);
+        return sum;
+    }
+
+    /// <summary>
+    /// The assignment of least summed error whose whole file fits <paramref name="budget"/> bytes. Exact: every file size
+    /// is a multiple of the 32-byte alignment, so the knapsack runs on a grid of 32-byte cells (capped at 2^22 cells for
+    /// very large models, where the greedy repair spends what rounding left).
+    /// </summary>
+    /// <exception cref="ArgumentException">The budget is below the smallest file the model can take (the message gives it),
+    /// or the error model has not been measured.</exception>
+    public static int[] Knapsack(CandidateSet set, long budget, ErrorModel model)
+    {
+        ArgumentNullException.ThrowIfNull(set);
+        long smallest = set.FileBytes(set.Smallest());
+        if (budget < smallest)
+            throw BelowSmallest(budget, smallest, set.Parameters);
+        const long Grain = Formats.Gguf.GgufFile.DefaultAlignment;
+        var items = new List<IReadOnlyList<Choice>>(set.Tensors.Count);
+        foreach (var t in set.Tensors)
+        {
+            var choices = new List<Choice>(t.Options.Count);
+            foreach (var c in t.Options)
+            {
+                double error = ErrorOf(c, model);
+                if (!double.IsFinite(error))
+                    throw new ArgumentException($"tensor '{t.Name}' has no {model} measurement for {c.Type}", nameof(model));
+                choices.Add(new Choice(c.FileBytes / Grain, error));
+            }
+            items.Add(choices);
+        }
+        long capacity = (budget - set.Overhead) / Grain;
+        int cells = (int)Math.Min(capacity + 1, 1 << 22);
+        var selection = MultipleChoiceKnapsack.Solve(items, capacity, cells);
+        if (set.FileBytes(selection) > budget)
+            throw new InvalidOperationException($"the knapsack chose {set.FileBytes(selection):N0} bytes for a budget of {budget:N0}");
+        return selection;
+    }
+
+    /// <summary>
+    /// Refuses, before any encoding, a budget below the smallest file <paramref name="model"/> can take with
+    /// <paramref name="types"/> (default <see cref="CandidateSet.DefaultTypes"/>): every 2-D tensor in its smallest type.
+    /// </summary>
+    /// <exception cref="ArgumentException">The budget is below that size (the message gives it).</exception>
+    public static void CheckBudget(Model model, long budget, IReadOnlyList<Squeeze.Tensors.GgmlType>? types = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var candidates = types ?? CandidateSet.DefaultTypes;
+        var smallestType = new Dictionary<string, Squeeze.Tensors.GgmlType>(StringComparer.Ordinal);
+        foreach (var t in model.Tensors.Where(t => t.Shape.Length >= 2))
+        {
+            var fitting = candidates.Where(ty => t.Columns % Squeeze.Tensors.GgmlTypes.BlockSize(ty) == 0).ToList();
+            if (fitting.Count > 0)
+                smallestType[t.Name] = fitting.MinBy(ty => Squeeze.Tensors.GgmlTypes.RowBytes(ty, t.Columns))!;
+        }
+        long smallest = Formats.Gguf.GgufModelWriter.FileLength(model, 0, t => smallestType.GetValueOrDefault(t.Name, t.Type));
+        if (budget < smallest)
+            throw BelowSmallest(budget, smallest, model.ParameterCount);
+    }
+
+    private static ArgumentException BelowSmallest(long budget, long smallest, long parameters) => new(
+        $"a budget of {budget:N0} bytes ({8.0 * budget / parameters:0.###} bits per weight) is below the smallest file this model can take: " +
+        $"{smallest:N0} bytes ({8.0 * smallest / parameters:0.###} bits per weight), every tensor in its smallest type", nameof(budget));
+
+    /// <summary>Finds the assignment for <paramref name="budget"/> bytes by <paramref name="search"/>.</summary>
+    /// <exception cref="ArgumentException">The budget is below the smallest possible file.</exception>
+    public static BudgetAllocation Allocate(AllocationContext context, long budget, SearchMethod search, ErrorModel errors = ErrorModel.SwapKld,
+        EvolutionOptions? evolution = null, IProgress<SearchStep>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        var set = context.Candidates;
+        long largest = set.FileBytes(set.Largest());
+        string note = budget >= largest
+            ? $"the budget of {budget:N0} bytes is at least the largest file ({largest:N0} bytes, every tensor in its largest type): nothing needs to be given up"
+            : "";
+        var clock = Stopwatch.StartNew();
+        var selection = Knapsack(set, budget, errors);
+        double knapsackSeconds = clock.Elapsed.TotalSeconds;
+        EvolutionResult? evolved = null;
+        if (search == SearchMethod.Evolution)
+        {
+            evolved = EvolutionarySearch.Run(set, context.Meter, budget, selection, evolution ?? new EvolutionOptions(), progress);
+            selection = evolved.Selection;
+        }
+        long bytes = set.FileBytes(selection);
+        return new BudgetAllocation(selection, budget, bytes, set.BitsPerWeight(bytes), search, PredictedError(set, selection, errors), knapsackSeconds, evolved, note);
+    }
+
+    /// <summary>The byte budget for <paramref name="bitsPerWeight"/>: floor(bpw × parameters / 8), so the file's bpw is at most the target.</summary>
+    public static long BudgetForBitsPerWeight(double bitsPerWeight, long parameters)
+    {
+        if (!(bitsPerWeight > 0) || !double.IsFinite(bitsPerWeight))
+            throw new ArgumentException($"bits per weight {bitsPerWeight} must be a positive number", nameof(bitsPerWeight));
+        return (long)Math.Floor(bitsPerWeight * parameters / 8);
+    }
+
+    /// <summary>Parses a size: a number of bytes, or with a unit B, KB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024), case-insensitive ("3.2GB", "700 MiB").</summary>
+    /// <exception cref="ArgumentException">Not a positive size.</exception>
+    public static long ParseSize(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        string t = text.Trim();
+        int split = t.Length;
+        while (split > 0 && char.IsLetter(t[split - 1]))
+            split--;
+        string unit = t[split..].ToUpperInvariant();
+        double scale = unit switch
+        {
+            "" or "B" => 1,
+            "K" or "KB" => 1e3,
+            "M" or "MB" => 1e6,
+            "G" or "GB" => 1e9,
+            "KIB" => 1024,
+            "MIB" => 1024.0 * 1024,
+            "GIB" => 1024.0 * 1024 * 1024,
+            _ => throw new ArgumentException($"size '{text}': unknown unit '{t[split..]}' (B, KB, MB, GB, KiB, MiB, GiB)", nameof(text)),
+        };
+        if (!double.TryParse(t[..split].Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out double number) || !(number > 0) || !double.IsFinite(number))
+            throw new ArgumentException($"size '{text}' is not a positive number of bytes", nameof(text));
+        return (long)Math.Floor(number * scale);
+    }
+}
