@@ -15,7 +15,7 @@ namespace Squeeze.Bench;
 /// every file written once to check its size against the budget; all scored on the whole tinystories-eval (ctx 256)
 /// against the f32 model. Writes the rate-distortion chart, the search-time chart, a bits-per-tensor chart and the CSV
 /// behind them to <c>--out</c> (default docs/charts). Options: <c>--time-limit S</c> (evolution per budget, default 60),
-/// <c>--generations N</c>, <c>--seed N</c>, <c>--tokens N</c>, <c>--bpw a,b</c> (extra targets), <c>--mixes A,B</c>, <c>--threads N</c>.
+/// <c>--generations N</c>, <c>--seed N</c>, <c>--tokens N</c>, <c>--refine N</c> (GPTQ refinement of the candidates, default 4), <c>--bpw a,b</c> (extra targets), <c>--mixes A,B</c>, <c>--threads N</c>.
 /// </summary>
 internal static class AllocationSuite
 {
@@ -54,6 +54,7 @@ internal static class AllocationSuite
         int seconds = Program.Option(args, "--time-limit", 60);
         int generations = Program.Option(args, "--generations", 100_000);
         int seed = Program.Option(args, "--seed", 1);
+        int refine = Program.Option(args, "--refine", 4);
         double[] bpws = (Value(args, "--bpw") ?? "6.0,5.0,4.6").Split(',', StringSplitOptions.RemoveEmptyEntries).Select(s => double.Parse(s, CultureInfo.InvariantCulture)).ToArray();
         string[]? mixes = Value(args, "--mixes")?.Split(',');
         string output = Value(args, "--out") ?? Path.Combine(RepositoryRoot(), "docs", "charts");
@@ -71,7 +72,7 @@ internal static class AllocationSuite
             using var source = ModelLoader.Load(Path.Combine(shared, "models", "stories15M", "stories15M.bin"));
             var options = new AllocationOptions
             {
-                Compression = new CompressionOptions { Method = CompressionMethod.Gptq, CalibrationTokens = tokens, ContextLength = 256, Threads = threads },
+                Compression = new CompressionOptions { Method = CompressionMethod.Gptq, CalibrationTokens = tokens, ContextLength = 256, RefinePasses = refine, Threads = threads },
                 SwapChunks = SwapChunks,
             };
             using var context = Allocator.Prepare(source, calibText, options, new SynchronousProgress<AllocationProgress>(p =>

@@ -50,7 +50,7 @@ internal static class PlanCommand
         var calib = new Option<string?>("--calib") { Description = "UTF-8 calibration text", Required = true };
         var output = new Option<string>("--output", "-o") { Description = "JSON file to save the plan to", Required = true };
         var method = new Option<string>("--method") { Description = "How candidates are encoded: rtn, imatrix or gptq", DefaultValueFactory = _ => "gptq" };
-        var tokens = new Option<long>("--tokens") { Description = "Calibration tokens (0: the whole text)", DefaultValueFactory = _ => 8192 };
+        var tokens = new Option<long>("--tokens") { Description = "Calibration tokens in whole chunks (0: the whole text)", DefaultValueFactory = _ => 0 };
         var ctx = new Option<int>("--ctx", "-c") { Description = "Tokens per calibration chunk", DefaultValueFactory = _ => 256 };
         var (bpw, size, search, timeLimit, generations, seed, chart) = (TargetBpwOption(), TargetSizeOption(), SearchOption(), TimeLimitOption(), GenerationsOption(), SeedOption(), ChartOption());
         var threads = Cli.ThreadsOption();
