@@ -15,6 +15,8 @@ public static class Program
             ConvertCommand.Create(),
             CalibrateCommand.Create(),
             CompressCommand.Create(),
+            ZipCommand.Create(),
+            UnzipCommand.Create(),
             BenchCommand.Create(),
             DemoCommand.Create(),
             SelfTestCommand.Create(),

@@ -16,6 +16,11 @@ public sealed record RuntimeOptions
 
     /// <summary>Tokens processed together in one prompt batch (matrix-matrix products).</summary>
     public int BatchSize { get; init; } = 256;
+
+    /// <summary>Logits with the same bits on every machine, at every SIMD level and thread count (what <c>squeeze zip</c>
+    /// needs): deterministic kernels and attention, the logistic function and the RoPE tables from
+    /// <see cref="DeterministicMath"/>. Slower; see docs/FORMAT.md.</summary>
+    public bool Deterministic { get; init; }
 }
 
 /// <summary>
@@ -36,6 +41,9 @@ public sealed class Transformer : IDisposable
     private readonly float[] ropeCos;   // [contextLength, headDim / 2]
     private readonly float[] ropeSin;   // [contextLength, headDim / 2]
     private readonly int batchSize;
+    private readonly bool deterministic;
+    private readonly KvCache[] rowCaches; // [batch] the cache each row of the batch reads and writes
+    private readonly int[] rowPositions;  // [batch] the position of each row in its cache
 
     // activations of one batch, row-major [batch, width]
     private readonly float[] x;      // [batch, dim] the residual stream
@@ -59,8 +67,11 @@ public sealed class Transformer : IDisposable
         config = model.Config;
         int contextLength = options.ContextLength > 0 ? options.ContextLength : config.ContextLength;
         batchSize = Math.Max(1, options.BatchSize);
-        compute = new ComputeContext(Math.Max(1, options.Threads));
+        deterministic = options.Deterministic;
+        compute = new ComputeContext(Math.Max(1, options.Threads)) { Deterministic = deterministic };
         Cache = new KvCache(config.LayerCount, contextLength, config.KvDim);
+        rowCaches = new KvCache[batchSize];
+        rowPositions = new int[batchSize];
 
         embedding = model[TensorNames.TokenEmbedding];
         classifier = model.TryGetTensor(TensorNames.Output, out var output) ? output : embedding;
@@ -69,7 +80,7 @@ public sealed class Transformer : IDisposable
         for (int l = 0; l < layers.Length; l++)
             layers[l] = new Layer(model, l);
 
-        (ropeCos, ropeSin) = RopeTables(contextLength, config.HeadDim, config.RopeTheta);
+        (ropeCos, ropeSin) = RopeTables(contextLength, config.HeadDim, config.RopeTheta, deterministic);
 
         x = new float[batchSize * config.Dim];
         xb = new float[batchSize * config.Dim];
@@ -114,7 +125,13 @@ public sealed class Transformer : IDisposable
         for (int start = 0; start < tokens.Length; start += batchSize)
         {
             int n = Math.Min(batchSize, tokens.Length - start);
+            for (int t = 0; t < n; t++)
+            {
+                rowCaches[t] = Cache;
+                rowPositions[t] = Position + t;
+            }
             RunBatch(tokens.Slice(start, n));
+            Position += n;
             // Logit rows that fall in this batch: global indices [tokens.Length - logitCount, tokens.Length).
             int firstWanted = tokens.Length - logitCount;
             int from = Math.Max(firstWanted, start);
@@ -130,6 +147,40 @@ public sealed class Transformer : IDisposable
         return logits.AsSpan(0, logitCount * vocab);
     }
 
+    /// <summary>
+    /// Runs rows that belong to different sequences, each with its own cache: row i puts <paramref name="tokens"/>[i] at
+    /// position <paramref name="positions"/>[i] of <paramref name="caches"/>[i] and attends to positions [0, that
+    /// position] of that cache. Several rows may share a cache at consecutive positions (in increasing order). Returns the
+    /// logits of every row, [tokens.Length, vocab], valid until the next call. <see cref="Cache"/> and
+    /// <see cref="Position"/> are not used.
+    /// </summary>
+    public ReadOnlySpan<float> ForwardSequences(ReadOnlySpan<int> tokens, ReadOnlySpan<KvCache> caches, ReadOnlySpan<int> positions)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(tokens.Length, 1, nameof(tokens));
+        if (caches.Length != tokens.Length || positions.Length != tokens.Length)
+            throw new ArgumentException($"{tokens.Length} tokens need as many caches and positions, not {caches.Length} and {positions.Length}");
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            if (caches[i].KvDim != config.KvDim || (uint)positions[i] >= (uint)caches[i].ContextLength || caches[i].ContextLength > ropeCos.Length / (config.HeadDim / 2))
+                throw new ArgumentOutOfRangeException(nameof(positions), $"row {i}: position {positions[i]} does not fit its cache");
+        }
+        int vocab = config.VocabSize;
+        if (logits.Length < (long)tokens.Length * vocab)
+            logits = new float[tokens.Length * vocab];
+        for (int start = 0; start < tokens.Length; start += batchSize)
+        {
+            int n = Math.Min(batchSize, tokens.Length - start);
+            caches.Slice(start, n).CopyTo(rowCaches);
+            positions.Slice(start, n).CopyTo(rowPositions);
+            RunBatch(tokens.Slice(start, n));
+            var normed = NormalizeRows(0, n, outputNorm);
+            Observer?.Observe(-1, LinearInput.Output, normed, n);
+            MatMul.Multiply(classifier, normed, n, compute, logits.AsSpan(start * vocab, n * vocab));
+        }
+        return logits.AsSpan(0, tokens.Length * vocab);
+    }
+
+    /// <summary>Runs one batch of at most batchSize rows, row t at <c>rowPositions[t]</c> of <c>rowCaches[t]</c>.</summary>
     private void RunBatch(ReadOnlySpan<int> tokens)
     {
         int n = tokens.Length;
@@ -148,7 +199,6 @@ public sealed class Transformer : IDisposable
             Attention(layer, n);
             FeedForward(layer, n);
         }
-        Position += n;
     }
 
     private void Attention(Layer layer, int n)
@@ -176,7 +226,7 @@ public sealed class Transformer : IDisposable
                     TensorPrimitives.Add(kt, layer.KeyBias!, kt);
                     TensorPrimitives.Add(v.AsSpan(t * kvDim, kvDim), layer.ValueBias!, v.AsSpan(t * kvDim, kvDim));
                 }
-                int pos = Position + t;
+                int pos = rowPositions[t];
                 for (int h = 0; h < config.HeadCount; h++)
                 {
                     var head = qt.Slice(h * headDim, headDim);
@@ -193,8 +243,11 @@ public sealed class Transformer : IDisposable
                 }
             }
         });
-        ks.CopyTo(Cache.Keys(layer.Index, Position, n));
-        vs.CopyTo(Cache.Values(layer.Index, Position, n));
+        for (int t = 0; t < n; t++)
+        {
+            ks.Slice(t * kvDim, kvDim).CopyTo(rowCaches[t].Keys(layer.Index, rowPositions[t], 1));
+            vs.Slice(t * kvDim, kvDim).CopyTo(rowCaches[t].Values(layer.Index, rowPositions[t], 1));
+        }
 
         CausalAttention(layer.Index, n);
 
@@ -204,12 +257,12 @@ public sealed class Transformer : IDisposable
         TensorPrimitives.Add(xs, projected, xs);
     }
 
-    /// <summary>att[t, head] = Σ_p softmax_p(q[t, head] · K[p, kvHead] / √headDim) · V[p, kvHead] over positions p ≤ Position + t.</summary>
+    /// <summary>att[t, head] = Σ_p softmax_p(q[t, head] · K[p, kvHead] / √headDim) · V[p, kvHead] over positions
+    /// p ≤ rowPositions[t] of rowCaches[t].</summary>
     private void CausalAttention(int layerIndex, int n)
     {
         attention.Layer = layerIndex;
         attention.Tokens = n;
-        attention.BasePosition = Position;
         compute.Run(attention, Math.Min(n * config.HeadCount, attention.Parts));
     }
 
@@ -223,7 +276,6 @@ public sealed class Transformer : IDisposable
         public int Parts => parts;
         public int Layer { get; set; }
         public int Tokens { get; set; }
-        public int BasePosition { get; set; }
 
         public void Run(int part, int partCount)
         {
@@ -231,9 +283,6 @@ public sealed class Transformer : IDisposable
             int headDim = config.HeadDim, qDim = config.QDim, kvDim = config.KvDim, heads = config.HeadCount;
             int groupSize = heads / config.KvHeadCount;
             float scale = 1f / MathF.Sqrt(headDim);
-            int total = BasePosition + Tokens;
-            fixed (float* keys = owner.Cache.Keys(Layer, 0, total))
-            fixed (float* values = owner.Cache.Values(Layer, 0, total))
             fixed (float* buffer = scores[part])
             fixed (float* q = owner.q)
             fixed (float* att = owner.att)
@@ -242,8 +291,16 @@ public sealed class Transformer : IDisposable
                 {
                     int t = item / heads, h = item % heads;
                     int kvOffset = h / groupSize * headDim;
-                    Kernels.Attention.Head(q + t * qDim + h * headDim, keys + kvOffset, values + kvOffset, kvDim, BasePosition + t + 1, headDim, scale,
-                        buffer, att + t * qDim + h * headDim);
+                    int positions = owner.rowPositions[t] + 1;
+                    KvCache cache = owner.rowCaches[t];
+                    fixed (float* keys = cache.Keys(Layer, 0, positions))
+                    fixed (float* values = cache.Values(Layer, 0, positions))
+                    {
+                        if (owner.deterministic)
+                            Kernels.Attention.HeadDeterministic(q + t * qDim + h * headDim, keys + kvOffset, values + kvOffset, kvDim, positions, headDim, scale, buffer, att + t * qDim + h * headDim);
+                        else
+                            Kernels.Attention.Head(q + t * qDim + h * headDim, keys + kvOffset, values + kvOffset, kvDim, positions, headDim, scale, buffer, att + t * qDim + h * headDim);
+                    }
                 }
             }
         }
@@ -265,7 +322,10 @@ public sealed class Transformer : IDisposable
             var gt = gate.AsSpan(t0 * hidden, (t1 - t0) * hidden);
             var ut = up.AsSpan(t0 * hidden, (t1 - t0) * hidden);
             TensorPrimitives.Multiply(gt, ut, ut);
-            TensorPrimitives.Sigmoid(gt, gt);
+            if (deterministic)
+                DeterministicMath.Sigmoid(gt, gt);
+            else
+                TensorPrimitives.Sigmoid(gt, gt);
             TensorPrimitives.Multiply(gt, ut, gt);
         });
         var projected = proj.AsSpan(0, n * dim);
@@ -349,20 +409,22 @@ public sealed class Transformer : IDisposable
         }
     }
 
-    /// <summary>cos and sin of pos · θ^(-2i/headDim) for every position and pair: [contextLength, headDim / 2] each.</summary>
-    private static (float[] Cos, float[] Sin) RopeTables(int contextLength, int headDim, float theta)
+    /// <summary>cos and sin of pos · θ^(-2i/headDim) for every position and pair: [contextLength, headDim / 2] each;
+    /// <paramref name="deterministic"/> computes them with <see cref="DeterministicMath"/> instead of the C runtime.</summary>
+    private static (float[] Cos, float[] Sin) RopeTables(int contextLength, int headDim, float theta, bool deterministic)
     {
         int half = headDim / 2;
         var cos = new float[contextLength * half];
         var sin = new float[contextLength * half];
         for (int i = 0; i < half; i++)
         {
-            double frequency = Math.Pow(theta, -2.0 * i / headDim);
+            double frequency = deterministic ? DeterministicMath.Pow(theta, -2.0 * i / headDim) : Math.Pow(theta, -2.0 * i / headDim);
             for (int pos = 0; pos < contextLength; pos++)
             {
                 double angle = pos * frequency;
-                cos[pos * half + i] = (float)Math.Cos(angle);
-                sin[pos * half + i] = (float)Math.Sin(angle);
+                (double c, double s) = deterministic ? DeterministicMath.CosSin(angle) : (Math.Cos(angle), Math.Sin(angle));
+                cos[pos * half + i] = (float)c;
+                sin[pos * half + i] = (float)s;
             }
         }
         return (cos, sin);
