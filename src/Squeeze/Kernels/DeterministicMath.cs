@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Squeeze.Kernels;
 
@@ -126,60 +127,86 @@ public static unsafe class DeterministicMath
         return Tree(s);
     }
 
-    /// <summary>Σ a[i] · b[i] in the order of <see cref="Sum"/> (each product rounded, then added; no fused multiply-add).</summary>
+    /// <summary>Σ a[i] · b[i] in one fixed order: sixteen partial sums, a[i] · b[i] fused-multiply-added (one rounding,
+    /// IEEE fma) into sum i mod 16 in order of i, then s_j + s_(j+8) for j &lt; 8 combined as <see cref="Sum"/> combines
+    /// its eight. The vector version holds sums 0-7 and 8-15 in two registers; the scalar one uses
+    /// <see cref="MathF.FusedMultiplyAdd"/>, which is correctly rounded on every machine (in hardware or in software).</summary>
     public static float Dot(float* a, float* b, int n) => UseVector ? DotVector(a, b, n) : DotScalar(a, b, n);
 
     internal static float DotScalar(float* a, float* b, int n)
     {
-        float* s = stackalloc float[8];
-        for (int j = 0; j < 8; j++)
+        float* s = stackalloc float[16];
+        for (int j = 0; j < 16; j++)
             s[j] = 0;
         for (int i = 0; i < n; i++)
-            s[i & 7] += a[i] * b[i];
+            s[i & 15] = MathF.FusedMultiplyAdd(a[i], b[i], s[i & 15]);
+        for (int j = 0; j < 8; j++)
+            s[j] += s[j + 8];
         return Tree(s);
     }
 
     internal static float DotVector(float* a, float* b, int n)
     {
-        var acc = Vector256<float>.Zero;
+        Vector256<float> s0 = default, s1 = default;
         int i = 0;
-        for (; i + 8 <= n; i += 8)
-            acc += Vector256.Load(a + i) * Vector256.Load(b + i);
-        float* s = stackalloc float[8];
-        acc.Store(s);
-        for (; i < n; i++)
-            s[i & 7] += a[i] * b[i];
-        return Tree(s);
+        for (; i + 16 <= n; i += 16)
+        {
+            s0 = Fma.MultiplyAdd(Vector256.Load(a + i), Vector256.Load(b + i), s0);
+            s1 = Fma.MultiplyAdd(Vector256.Load(a + i + 8), Vector256.Load(b + i + 8), s1);
+        }
+        return Finish(s0, s1, a, b, i, n);
     }
 
     /// <summary>Four rows of <paramref name="b"/> (one every <paramref name="bStride"/> floats) against one row
     /// <paramref name="a"/>: <c>y[t · yStride] = Dot(a, b + t · bStride, n)</c>, bit for bit.</summary>
     internal static void Dot4Vector(float* a, float* b, long bStride, int n, float* y, long yStride)
     {
-        Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        Vector256<float> s00 = default, s01 = default, s10 = default, s11 = default, s20 = default, s21 = default, s30 = default, s31 = default;
         float* b0 = b, b1 = b + bStride, b2 = b + 2 * bStride, b3 = b + 3 * bStride;
         int i = 0;
-        for (; i + 8 <= n; i += 8)
+        for (; i + 16 <= n; i += 16)
         {
-            var w = Vector256.Load(a + i);
-            s0 += w * Vector256.Load(b0 + i);
-            s1 += w * Vector256.Load(b1 + i);
-            s2 += w * Vector256.Load(b2 + i);
-            s3 += w * Vector256.Load(b3 + i);
+            var w0 = Vector256.Load(a + i);
+            var w1 = Vector256.Load(a + i + 8);
+            s00 = Fma.MultiplyAdd(w0, Vector256.Load(b0 + i), s00);
+            s01 = Fma.MultiplyAdd(w1, Vector256.Load(b0 + i + 8), s01);
+            s10 = Fma.MultiplyAdd(w0, Vector256.Load(b1 + i), s10);
+            s11 = Fma.MultiplyAdd(w1, Vector256.Load(b1 + i + 8), s11);
+            s20 = Fma.MultiplyAdd(w0, Vector256.Load(b2 + i), s20);
+            s21 = Fma.MultiplyAdd(w1, Vector256.Load(b2 + i + 8), s21);
+            s30 = Fma.MultiplyAdd(w0, Vector256.Load(b3 + i), s30);
+            s31 = Fma.MultiplyAdd(w1, Vector256.Load(b3 + i + 8), s31);
         }
-        y[0] = Finish(s0, a, b0, i, n);
-        y[yStride] = Finish(s1, a, b1, i, n);
-        y[2 * yStride] = Finish(s2, a, b2, i, n);
-        y[3 * yStride] = Finish(s3, a, b3, i, n);
+        y[0] = Finish(s00, s01, a, b0, i, n);
+        y[yStride] = Finish(s10, s11, a, b1, i, n);
+        y[2 * yStride] = Finish(s20, s21, a, b2, i, n);
+        y[3 * yStride] = Finish(s30, s31, a, b3, i, n);
     }
 
-    private static float Finish(Vector256<float> acc, float* a, float* b, int i, int n)
+    /// <summary>Adds elements [i, n) to the sixteen sums held in two registers and reduces them in the fixed order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Finish(Vector256<float> low, Vector256<float> high, float* a, float* b, int i, int n)
     {
-        float* s = stackalloc float[8];
-        acc.Store(s);
-        for (; i < n; i++)
-            s[i & 7] += a[i] * b[i];
-        return Tree(s);
+        if (i < n)
+        {
+            float* s = stackalloc float[16];
+            low.Store(s);
+            high.Store(s + 8);
+            for (; i < n; i++)
+                s[i & 15] = MathF.FusedMultiplyAdd(a[i], b[i], s[i & 15]);
+            low = Vector256.Load(s);
+            high = Vector256.Load(s + 8);
+        }
+        return Tree(low + high);
+    }
+
+    /// <summary>((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7)) of the eight lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Tree(Vector256<float> s)
+    {
+        Vector128<float> b = s.GetLower() + s.GetUpper();                       // s_j + s_(j+4)
+        Vector128<float> c = b + Vector128.Shuffle(b, Vector128.Create(2, 3, 0, 1)); // (b0 + b2, b1 + b3, …)
+        return c.ToScalar() + c.GetElement(1);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
