@@ -8,7 +8,7 @@ namespace Squeeze.Cli.Commands;
 /// <summary><c>squeeze zip MODEL IN -o OUT.sqz</c>: lossless compression of any file with a language model as the predictor.</summary>
 internal static class ZipCommand
 {
-    public sealed record Options(string Model, string? Tokenizer, string Input, string Output, int Lanes, int SegmentBytes, int Context, int Overlap, int Threads, bool Json);
+    public sealed record Options(string Model, string? Tokenizer, string Input, string Output, int Lanes, int SegmentBytes, int Context, int? Overlap, int Threads, bool Json);
 
     public sealed record Report(string Model, string Input, string Output, ZipResult Result, double BitsPerByte, double ModelBitsPerByte, double Ratio, double BytesPerSecond);
 
@@ -21,7 +21,7 @@ internal static class ZipCommand
         var lanes = new Option<int>("--lanes") { Description = "Segments run side by side (one batch row each)", DefaultValueFactory = _ => new ZipOptions().Lanes };
         var segment = new Option<int>("--segment-bytes") { Description = "Largest segment in bytes (each starts from BOS)", DefaultValueFactory = _ => new ZipOptions().SegmentBytes };
         var ctx = new Option<int>("--ctx", "-c") { Description = "Window of each segment in tokens (0: the model's context length)", DefaultValueFactory = _ => 0 };
-        var overlap = new Option<int>("--overlap") { Description = "Tokens re-fed when a full window restarts", DefaultValueFactory = _ => new ZipOptions().Overlap };
+        var overlap = new Option<int?>("--overlap") { Description = "Tokens re-fed when a full window restarts (default: a quarter of the window)" };
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
         var command = new Command("zip", "Compress a file losslessly with a language model (arithmetic coding of its next-token probabilities)")

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.IO.Hashing;
+using System.Runtime.InteropServices;
 using Squeeze.Evaluation;
 using Squeeze.Models;
 using Squeeze.Runtime;
@@ -13,13 +14,13 @@ public sealed record ZipOptions
     public int Lanes { get; init; } = 64;
 
     /// <summary>Largest segment, in bytes; segments end after a newline when one is near.</summary>
-    public int SegmentBytes { get; init; } = 2048;
+    public int SegmentBytes { get; init; } = 4096;
 
     /// <summary>Positions of each segment's window (BOS included); 0: the model's context length.</summary>
     public int ContextLength { get; init; }
 
-    /// <summary>Tokens re-fed after BOS when a window is full (0: restart from BOS alone).</summary>
-    public int Overlap { get; init; }
+    /// <summary>Tokens re-fed after BOS when a window is full (0: restart from BOS alone); null: a quarter of the window.</summary>
+    public int? Overlap { get; init; }
 
     public int Threads { get; init; } = Environment.ProcessorCount;
 }
@@ -83,8 +84,9 @@ public static class ModelCodec
         int window = options.ContextLength > 0 ? options.ContextLength : model.Config.ContextLength;
         if (window < 2)
             throw new ArgumentException($"a window of {window} positions is too small", nameof(options));
-        if (options.Overlap < 0 || options.Overlap > window - 2)
-            throw new ArgumentException($"overlap {options.Overlap} must lie in [0, {window - 2}]", nameof(options));
+        int overlap = options.Overlap ?? window / 4;
+        if (overlap < 0 || overlap > window - 2)
+            throw new ArgumentException($"overlap {overlap} must lie in [0, {window - 2}]", nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(options.Lanes, 1, nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(options.SegmentBytes, 16, nameof(options));
         long total = input.CanSeek ? input.Length - input.Position : -1;
@@ -95,7 +97,7 @@ public static class ModelCodec
         {
             ModelFingerprint = ModelFingerprint.Of(model),
             ContextLength = window,
-            Overlap = options.Overlap,
+            Overlap = overlap,
             OriginalLength = 0,
             OriginalHash = 0,
             BlockCount = 0,
@@ -103,7 +105,7 @@ public static class ModelCodec
         };
         output.Write(header.ToBytes());
 
-        using var runner = new LaneRunner(model, window, options.Overlap, options.Threads);
+        using var runner = new LaneRunner(model, window, overlap, options.Threads);
         var hash = new XxHash64();
         long inputBytes = 0, overhead = header.Length, tokens = 0, escapes = 0;
         int blocks = 0, segments = 0;
@@ -476,6 +478,8 @@ public static class ModelCodec
             var rowTokens = new List<int>();
             var rowCaches = new List<KvCache>();
             var rowPositions = new List<int>();
+            var logitRows = new List<int>();
+            float[] logits = [];
             var active = new List<int>(lanes.Count);
             var lastRow = new int[lanes.Count];
             try
@@ -503,16 +507,20 @@ public static class ModelCodec
                     }
                     if (active.Count == 0)
                         break;
-                    var logits = runtime.ForwardSequences(
-                        System.Runtime.InteropServices.CollectionsMarshal.AsSpan(rowTokens),
-                        System.Runtime.InteropServices.CollectionsMarshal.AsSpan(rowCaches),
-                        System.Runtime.InteropServices.CollectionsMarshal.AsSpan(rowPositions)).ToArray();
+                    logitRows.Clear();
+                    foreach (int i in active)
+                        logitRows.Add(lastRow[i]);
+                    var rows = runtime.ForwardSequences(
+                        CollectionsMarshal.AsSpan(rowTokens), CollectionsMarshal.AsSpan(rowCaches), CollectionsMarshal.AsSpan(rowPositions), CollectionsMarshal.AsSpan(logitRows));
+                    if (logits.Length < rows.Length)
+                        logits = new float[rows.Length];
+                    rows.CopyTo(logits);
                     Parallel.For(0, active.Count, new ParallelOptions { MaxDegreeOfParallelism = threads }, a =>
                     {
                         int i = active[a];
                         cumulative[i] ??= new uint[vocab + 2];
                         scratch[i] ??= new float[vocab];
-                        var row = logits.AsSpan(lastRow[i] * vocab, vocab);
+                        var row = logits.AsSpan(a * vocab, vocab);
                         TokenFrequencies.Compute(row, scratch[i], cumulative[i]);
                         measure?.Invoke(lanes[i], i, row, cumulative[i], scratch[i]);
                     });

@@ -151,10 +151,11 @@ public sealed class Transformer : IDisposable
     /// Runs rows that belong to different sequences, each with its own cache: row i puts <paramref name="tokens"/>[i] at
     /// position <paramref name="positions"/>[i] of <paramref name="caches"/>[i] and attends to positions [0, that
     /// position] of that cache. Several rows may share a cache at consecutive positions (in increasing order). Returns the
-    /// logits of every row, [tokens.Length, vocab], valid until the next call. <see cref="Cache"/> and
-    /// <see cref="Position"/> are not used.
+    /// logits of the rows listed in <paramref name="logitRows"/> (increasing), [logitRows.Length, vocab], valid until the
+    /// next call. <see cref="Cache"/> and <see cref="Position"/> are not used. In the deterministic mode a row's logits do
+    /// not depend on the other rows of the batch.
     /// </summary>
-    public ReadOnlySpan<float> ForwardSequences(ReadOnlySpan<int> tokens, ReadOnlySpan<KvCache> caches, ReadOnlySpan<int> positions)
+    public ReadOnlySpan<float> ForwardSequences(ReadOnlySpan<int> tokens, ReadOnlySpan<KvCache> caches, ReadOnlySpan<int> positions, ReadOnlySpan<int> logitRows)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(tokens.Length, 1, nameof(tokens));
         if (caches.Length != tokens.Length || positions.Length != tokens.Length)
@@ -164,20 +165,35 @@ public sealed class Transformer : IDisposable
             if (caches[i].KvDim != config.KvDim || (uint)positions[i] >= (uint)caches[i].ContextLength || caches[i].ContextLength > ropeCos.Length / (config.HeadDim / 2))
                 throw new ArgumentOutOfRangeException(nameof(positions), $"row {i}: position {positions[i]} does not fit its cache");
         }
-        int vocab = config.VocabSize;
-        if (logits.Length < (long)tokens.Length * vocab)
-            logits = new float[tokens.Length * vocab];
+        for (int i = 0; i < logitRows.Length; i++)
+        {
+            if ((uint)logitRows[i] >= (uint)tokens.Length || (i > 0 && logitRows[i] <= logitRows[i - 1]))
+                throw new ArgumentException($"logit rows must be increasing row indices below {tokens.Length}", nameof(logitRows));
+        }
+        int vocab = config.VocabSize, dim = config.Dim;
+        if (logits.Length < (long)logitRows.Length * vocab)
+            logits = new float[logitRows.Length * vocab];
+        int done = 0; // logit rows computed so far
         for (int start = 0; start < tokens.Length; start += batchSize)
         {
             int n = Math.Min(batchSize, tokens.Length - start);
             caches.Slice(start, n).CopyTo(rowCaches);
             positions.Slice(start, n).CopyTo(rowPositions);
             RunBatch(tokens.Slice(start, n));
-            var normed = NormalizeRows(0, n, outputNorm);
-            Observer?.Observe(-1, LinearInput.Output, normed, n);
-            MatMul.Multiply(classifier, normed, n, compute, logits.AsSpan(start * vocab, n * vocab));
+            int count = 0;
+            for (; done + count < logitRows.Length && logitRows[done + count] < start + n; count++)
+            {
+                int row = logitRows[done + count] - start;
+                RmsNorm(x.AsSpan(row * dim, dim), outputNorm, config.RmsNormEps, xb.AsSpan(count * dim, dim));
+            }
+            if (count == 0)
+                continue;
+            var normed = xb.AsSpan(0, count * dim);
+            Observer?.Observe(-1, LinearInput.Output, normed, count);
+            MatMul.Multiply(classifier, normed, count, compute, logits.AsSpan(done * vocab, count * vocab));
+            done += count;
         }
-        return logits.AsSpan(0, tokens.Length * vocab);
+        return logits.AsSpan(0, logitRows.Length * vocab);
     }
 
     /// <summary>Runs one batch of at most batchSize rows, row t at <c>rowPositions[t]</c> of <c>rowCaches[t]</c>.</summary>
