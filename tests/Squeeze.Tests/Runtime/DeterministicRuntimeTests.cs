@@ -64,12 +64,11 @@ public class DeterministicRuntimeTests
             float[] prompt = Prompt(model, a, options);
             Assert.Equal(prompt, Lockstep(model, a, b, options));
             Assert.Equal(prompt, Prompt(model, a, options with { Threads = 1 }));
-            // Other summation orders: f32 differs by rounding; quantized activations amplify that (a value on a rounding
-            // boundary of the 8-bit grid moves by one step).
-            float tolerance = mix == "F32" ? 2e-3f : 2e-2f;
+            // Other summation orders: f32 logits differ by rounding only; quantized activations amplify that (a value on a
+            // rounding boundary of the 8-bit grid moves by one step), so there the mean difference is bounded.
             float[] ordinary = Prompt(model, a, new RuntimeOptions { ContextLength = 64 });
-            for (int i = 0; i < prompt.Length; i++)
-                Assert.True(Math.Abs(prompt[i] - ordinary[i]) < tolerance * (1 + Math.Abs(ordinary[i])), $"{mix} logit {i}: {prompt[i]} vs {ordinary[i]}");
+            double meanDifference = prompt.Zip(ordinary, (p, o) => Math.Abs(p - o)).Average();
+            Assert.True(meanDifference < (mix == "F32" ? 1e-4 : 1e-2), $"{mix}: mean |Δ logit| {meanDifference}");
         }
         finally
         {
