@@ -10,7 +10,8 @@ namespace Squeeze.Bench;
 /// reproduces it. Suites: <c>speed</c> (prompt and decode tokens/s of stories15M per weight type against llama.cpp's
 /// golden figures), <c>golden</c> (perplexity and KLD of llama.cpp's files against the golden README), <c>mixes</c>
 /// (stories15M converted by Squeeze to each named mix, against llama.cpp's same-named files), <c>calibrated</c>
-/// (rtn, imatrix, GPTQ and AWQ+GPTQ files against llama.cpp's imatrix files).
+/// (rtn, imatrix, GPTQ and AWQ+GPTQ files against llama.cpp's imatrix files), <c>zip</c> (squeeze zip against gzip, xz,
+/// zstd and brotli; round trips, bits per byte, throughput, determinism).
 /// </summary>
 public static class Program
 {
@@ -36,8 +37,11 @@ public static class Program
             case "calibrated":
                 CalibratedSuite.Run(rest);
                 return 0;
+            case "zip":
+                ZipSuite.Run(rest);
+                return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|zip [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }
