@@ -25,9 +25,9 @@ internal static class ZipSuite
         {
             Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- zip --threads {threads}`");
             Console.WriteLine();
-            RoundTrips(shared, threads, work);
-            Console.WriteLine();
             EvalText(shared, threads, work);
+            Console.WriteLine();
+            RoundTrips(shared, threads, work);
         }
         finally
         {
@@ -44,7 +44,7 @@ internal static class ZipSuite
         inputs.Add(("random binary", random));
         inputs.Add(("empty", []));
         inputs.Add(("1 byte", "A"u8.ToArray()));
-        Console.WriteLine($"Round trips with stories260K ({threads} threads):");
+        Console.WriteLine($"Round trips with stories260K ({threads} threads; load average at the start {LoadAverage()}):");
         Console.WriteLine();
         Console.WriteLine("| input | bytes | .sqz bytes | bits/byte | model bound bits/byte | escaped bytes | zip KB/s | unzip KB/s | byte-exact |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
@@ -52,6 +52,7 @@ internal static class ZipSuite
         {
             var (zip, unzip, same, _) = RoundTrip(model, bytes, threads, work);
             Console.WriteLine($"| {name} | {bytes.Length:N0} | {zip.OutputBytes:N0} | {zip.BitsPerByte:0.000} | {zip.ModelBitsPerByte:0.000} | {zip.Escapes:N0} | {zip.BytesPerSecond / 1000:0.0} | {unzip.BytesPerSecond / 1000:0.0} | {(same ? "yes" : "NO")} |");
+            Console.Out.Flush();
         }
     }
 
@@ -68,7 +69,7 @@ internal static class ZipSuite
     {
         string evalPath = Path.Combine(shared, "corpora", "tinystories-eval.txt");
         byte[] text = File.ReadAllBytes(evalPath);
-        Console.WriteLine($"tinystories-eval.txt ({text.Length:N0} bytes), {threads} threads:");
+        Console.WriteLine($"tinystories-eval.txt ({text.Length:N0} bytes), {threads} threads; load average at the start {LoadAverage()}:");
         Console.WriteLine();
         Console.WriteLine("| compressor | bytes | bits/byte | ratio | xz -9 / this | model bound bits/byte | streams vs bound | zip KB/s | unzip KB/s |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
@@ -101,6 +102,7 @@ internal static class ZipSuite
             if (!same)
                 throw new InvalidOperationException($"{name}: unzip did not restore the input");
             Console.WriteLine($"| squeeze zip, {name} | {zip.OutputBytes:N0} | {zip.BitsPerByte:0.000} | {zip.Ratio:0.00} | {(xz < 0 ? "" : ((double)xz / zip.OutputBytes).ToString("0.00"))} | {zip.ModelBitsPerByte:0.000} | {zip.StreamOverhead * 100:+0.00;-0.00}% | {zip.BytesPerSecond / 1000:0.0} | {unzip.BytesPerSecond / 1000:0.0} |");
+            Console.Out.Flush();
             first ??= sqz;
         }
 
@@ -114,6 +116,10 @@ internal static class ZipSuite
         var (z260, u260, s260, _) = RoundTrip(small, text, threads, work);
         Console.WriteLine($"stories260K on the same text: {z260.OutputBytes:N0} bytes, {z260.BitsPerByte:0.000} bits/byte, zip {z260.BytesPerSecond / 1000:0.0} KB/s, unzip {u260.BytesPerSecond / 1000:0.0} KB/s, {(s260 ? "byte-exact" : "WRONG")}.");
     }
+
+    /// <summary>The 1-minute load average (Linux), to judge how much of the machine the timings had.</summary>
+    private static string LoadAverage()
+        => File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Split(' ')[0] : "unknown";
 
     private static long Brotli(byte[] data)
     {

@@ -23,18 +23,41 @@ internal static unsafe partial class Attention
         float total = DeterministicMath.Sum(s);
         for (int p = 0; p < positions; p++)
             scores[p] /= total;
-        for (int d = 0; d < headDim; d++)
-            output[d] = 0;
-        int vectorEnd = DeterministicMath.UseVector ? headDim / 8 * 8 : 0;
-        for (int p = 0; p < positions; p++)
+        int d0 = 0;
+        if (DeterministicMath.UseVector)
         {
-            float* v = values + (long)p * stride;
-            var weight = Vector256.Create(scores[p]);
-            int d = 0;
-            for (; d < vectorEnd; d += 8)
-                (Vector256.Load(output + d) + weight * Vector256.Load(v + d)).Store(output + d);
-            for (; d < headDim; d++)
-                output[d] += scores[p] * v[d];
+            // output[d] = Σ_p score[p] · values[p, d] in order of p, 32 outputs (then 8) held in registers across positions
+            for (; d0 + 32 <= headDim; d0 += 32)
+            {
+                Vector256<float> o0 = default, o1 = default, o2 = default, o3 = default;
+                for (int p = 0; p < positions; p++)
+                {
+                    float* v = values + (long)p * stride + d0;
+                    var weight = Vector256.Create(scores[p]);
+                    o0 += weight * Vector256.Load(v);
+                    o1 += weight * Vector256.Load(v + 8);
+                    o2 += weight * Vector256.Load(v + 16);
+                    o3 += weight * Vector256.Load(v + 24);
+                }
+                o0.Store(output + d0);
+                o1.Store(output + d0 + 8);
+                o2.Store(output + d0 + 16);
+                o3.Store(output + d0 + 24);
+            }
+            for (; d0 + 8 <= headDim; d0 += 8)
+            {
+                Vector256<float> o = default;
+                for (int p = 0; p < positions; p++)
+                    o += Vector256.Create(scores[p]) * Vector256.Load(values + (long)p * stride + d0);
+                o.Store(output + d0);
+            }
+        }
+        for (int d = d0; d < headDim; d++)
+        {
+            float o = 0;
+            for (int p = 0; p < positions; p++)
+                o += scores[p] * values[(long)p * stride + d];
+            output[d] = o;
         }
     }
 }

@@ -177,27 +177,52 @@ public static unsafe class DeterministicMath
             s30 = Fma.MultiplyAdd(w0, Vector256.Load(b3 + i), s30);
             s31 = Fma.MultiplyAdd(w1, Vector256.Load(b3 + i + 8), s31);
         }
-        y[0] = Finish(s00, s01, a, b0, i, n);
-        y[yStride] = Finish(s10, s11, a, b1, i, n);
-        y[2 * yStride] = Finish(s20, s21, a, b2, i, n);
-        y[3 * yStride] = Finish(s30, s31, a, b3, i, n);
+        if (i == n)
+        {
+            y[0] = Tree(s00 + s01);
+            y[yStride] = Tree(s10 + s11);
+            y[2 * yStride] = Tree(s20 + s21);
+            y[3 * yStride] = Tree(s30 + s31);
+        }
+        else
+        {
+            Finish4(s00, s01, s10, s11, s20, s21, s30, s31, a, b0, bStride, i, n, y, yStride);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void Finish4(Vector256<float> s00, Vector256<float> s01, Vector256<float> s10, Vector256<float> s11, Vector256<float> s20, Vector256<float> s21,
+        Vector256<float> s30, Vector256<float> s31, float* a, float* b, long bStride, int i, int n, float* y, long yStride)
+    {
+        y[0] = Finish(s00, s01, a, b, i, n);
+        y[yStride] = Finish(s10, s11, a, b + bStride, i, n);
+        y[2 * yStride] = Finish(s20, s21, a, b + 2 * bStride, i, n);
+        y[3 * yStride] = Finish(s30, s31, a, b + 3 * bStride, i, n);
     }
 
     /// <summary>Adds elements [i, n) to the sixteen sums held in two registers and reduces them in the fixed order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Finish(Vector256<float> low, Vector256<float> high, float* a, float* b, int i, int n)
     {
-        if (i < n)
+        if (i + 8 <= n)
         {
-            float* s = stackalloc float[16];
-            low.Store(s);
-            high.Store(s + 8);
-            for (; i < n; i++)
-                s[i & 15] = MathF.FusedMultiplyAdd(a[i], b[i], s[i & 15]);
-            low = Vector256.Load(s);
-            high = Vector256.Load(s + 8);
+            // elements i … i + 7 (i a multiple of 16) belong to sums 0-7: one vector step does exactly their eight fmas
+            low = Fma.MultiplyAdd(Vector256.Load(a + i), Vector256.Load(b + i), low);
+            i += 8;
         }
-        return Tree(low + high);
+        return i < n ? FinishScalar(low, high, a, b, i, n) : Tree(low + high);
+    }
+
+    /// <summary>The last n − i (&lt; 8) elements one by one (kept out of line: a stackalloc stops inlining).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static float FinishScalar(Vector256<float> low, Vector256<float> high, float* a, float* b, int i, int n)
+    {
+        float* s = stackalloc float[16];
+        low.Store(s);
+        high.Store(s + 8);
+        for (; i < n; i++)
+            s[i & 15] = MathF.FusedMultiplyAdd(a[i], b[i], s[i & 15]);
+        return Tree(Vector256.Load(s) + Vector256.Load(s + 8));
     }
 
     /// <summary>((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7)) of the eight lanes.</summary>

@@ -88,3 +88,49 @@ public unsafe class DeterministicMathTests
         }
     }
 }
+
+/// <summary>The deterministic attention head against its definition written out with the scalar functions.</summary>
+public unsafe class DeterministicAttentionTests
+{
+    [Theory]
+    [InlineData(8, 1)]
+    [InlineData(8, 37)]
+    [InlineData(48, 100)]
+    [InlineData(64, 3)]
+    [InlineData(80, 256)]
+    [InlineData(12, 20)]
+    public void Head_equals_its_scalar_definition(int headDim, int positions)
+    {
+        var rng = new Random(headDim * 1000 + positions);
+        int stride = headDim + 5;
+        float[] query = [.. Enumerable.Range(0, headDim).Select(_ => (float)rng.NextDouble() * 2 - 1)];
+        float[] keys = [.. Enumerable.Range(0, positions * stride).Select(_ => (float)rng.NextDouble() * 2 - 1)];
+        float[] values = [.. Enumerable.Range(0, positions * stride).Select(_ => (float)rng.NextDouble() * 2 - 1)];
+        float scale = 1f / MathF.Sqrt(headDim);
+        var scores = new float[positions];
+        var output = new float[headDim];
+        var expected = new float[headDim];
+        fixed (float* q = query, k = keys, v = values, s = scores, o = output)
+        {
+            Attention.HeadDeterministic(q, k, v, stride, positions, headDim, scale, s, o);
+            float max = float.NegativeInfinity;
+            for (int p = 0; p < positions; p++)
+            {
+                s[p] = DeterministicMath.DotScalar(q, k + p * stride, headDim) * scale;
+                max = MathF.Max(max, s[p]);
+            }
+            DeterministicMath.ExpShifted(scores, max, scores, vector: false);
+            float total = DeterministicMath.SumScalar(s, positions);
+            for (int p = 0; p < positions; p++)
+                s[p] /= total;
+            for (int d = 0; d < headDim; d++)
+            {
+                float sum = 0;
+                for (int p = 0; p < positions; p++)
+                    sum += s[p] * v[p * stride + d];
+                expected[d] = sum;
+            }
+        }
+        Assert.Equal(expected, output);
+    }
+}
