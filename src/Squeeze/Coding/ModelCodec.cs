@@ -137,7 +137,10 @@ public static class ModelCodec
             var encoder = new RangeEncoder();
             var stats = runner.Encode(lanes, encoder, progress is null ? null : new Action<long>(d => progress.Report(new CodecProgress(done + d, total))));
             byte[] stream = encoder.Finish();
-            overhead += WriteBlock(output, lanes, stream);
+            if (stream.Length < length)
+                overhead += WriteBlock(output, lanes, stream);
+            else
+                overhead += WriteStoredBlock(output, block); // the model expands these bytes (random data): keep them as they are
             blocks++;
             segments += lanes.Count;
             tokens += stats.Tokens;
@@ -215,7 +218,7 @@ public static class ModelCodec
         {
             var (lanes, stream) = ReadBlock(input, path, b, header.OriginalLength - written);
             long done = written;
-            var decoded = runner.Decode(lanes, new RangeDecoder(stream), path, b,
+            var decoded = lanes is null ? [stream] : runner.Decode(lanes, new RangeDecoder(stream), path, b,
                 progress is null ? null : new Action<long>(d => progress.Report(new CodecProgress(done + d, header.OriginalLength))));
             foreach (byte[] segment in decoded)
             {
@@ -280,7 +283,23 @@ public static class ModelCodec
         return table.Length + 4;
     }
 
-    private static (List<Lane> Lanes, byte[] Stream) ReadBlock(Stream input, string path, int index, long remaining)
+    /// <summary>Writes a stored block (segment count 0, length, the bytes, CRC-32); returns the bytes besides the data.</summary>
+    private static long WriteStoredBlock(Stream output, ReadOnlySpan<byte> data)
+    {
+        using var table = new MemoryStream();
+        WriteVarint(table, 0);
+        WriteVarint(table, (ulong)data.Length);
+        var crc = new Crc32();
+        crc.Append(table.GetBuffer().AsSpan(0, (int)table.Length));
+        crc.Append(data);
+        output.Write(table.GetBuffer(), 0, (int)table.Length);
+        output.Write(data);
+        output.Write(crc.GetCurrentHash());
+        return table.Length + 4;
+    }
+
+    /// <summary>Reads one block: its segments and coded stream, or (stored block) null and the original bytes.</summary>
+    private static (List<Lane>? Lanes, byte[] Stream) ReadBlock(Stream input, string path, int index, long remaining)
     {
         var crc = new Crc32();
         ulong ReadNumber()
@@ -298,8 +317,15 @@ public static class ModelCodec
             }
         }
         ulong count = ReadNumber();
-        if (count == 0 || count > 1 << 20)
+        if (count > 1 << 20)
             throw new InvalidDataException($"{path}: block {index} has {count} segments");
+        if (count == 0)
+        {
+            ulong stored = ReadNumber();
+            if (stored == 0 || (long)stored > remaining)
+                throw new InvalidDataException($"{path}: block {index} is corrupt (a stored length past the original's length)");
+            return (null, ReadPayload(input, path, index, (long)stored, crc));
+        }
         var lanes = new List<Lane>((int)count);
         long sum = 0;
         for (ulong s = 0; s < count; s++)
@@ -311,17 +337,22 @@ public static class ModelCodec
                 throw new InvalidDataException($"{path}: block {index} is corrupt (segment lengths past the original's length)");
             lanes.Add(new Lane((int)length, (entry & 1) != 0, null));
         }
-        ulong streamLength = ReadNumber();
-        if (streamLength > int.MaxValue || (input.CanSeek && (long)streamLength > input.Length - input.Position))
+        return (lanes, ReadPayload(input, path, index, (long)ReadNumber(), crc));
+    }
+
+    /// <summary>Reads <paramref name="length"/> bytes and the block's CRC-32, which must match <paramref name="crc"/> + those bytes.</summary>
+    private static byte[] ReadPayload(Stream input, string path, int index, long length, Crc32 crc)
+    {
+        if (length > int.MaxValue || (input.CanSeek && length > input.Length - input.Position))
             throw new InvalidDataException($"{path}: block {index} is truncated");
-        var stream = new byte[streamLength];
+        var payload = new byte[length];
         var check = new byte[4];
-        if (input.ReadAtLeast(stream, stream.Length, throwOnEndOfStream: false) < stream.Length || input.ReadAtLeast(check, 4, throwOnEndOfStream: false) < 4)
+        if (input.ReadAtLeast(payload, payload.Length, throwOnEndOfStream: false) < payload.Length || input.ReadAtLeast(check, 4, throwOnEndOfStream: false) < 4)
             throw new InvalidDataException($"{path}: block {index} is truncated");
-        crc.Append(stream);
+        crc.Append(payload);
         if (!crc.GetCurrentHash().AsSpan().SequenceEqual(check))
             throw new InvalidDataException($"{path}: block {index} is corrupt (checksum mismatch)");
-        return (lanes, stream);
+        return payload;
     }
 
     private static void WriteVarint(Stream stream, ulong value)
