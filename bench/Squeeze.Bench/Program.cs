@@ -13,7 +13,8 @@ namespace Squeeze.Bench;
 /// (rtn, imatrix, GPTQ and AWQ+GPTQ files against llama.cpp's imatrix files), <c>temperature</c> (what perplexity on the
 /// evaluation text rewards: the f32 model with scaled logits), <c>kv</c> (KV-cache policies: KLD, cache bytes per token,
 /// decode tokens/s), <c>allocation</c> (knapsack and
-/// evolutionary search to byte budgets against llama.cpp's mixes).
+/// evolutionary search to byte budgets against llama.cpp's mixes), <c>zip</c> (squeeze zip against
+/// gzip, xz, zstd and brotli; round trips, bits per byte, throughput, determinism).
 /// </summary>
 public static class Program
 {
@@ -48,8 +49,11 @@ public static class Program
             case "allocation":
                 AllocationSuite.Run(rest);
                 return 0;
+            case "zip":
+                ZipSuite.Run(rest);
+                return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

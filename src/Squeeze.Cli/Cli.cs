@@ -58,7 +58,7 @@ internal static class Cli
         {
             return body();
         }
-        catch (Exception e) when (e is ModelFormatException or ArgumentException or IOException or UnauthorizedAccessException or InvalidOperationException or NotSupportedException or KeyNotFoundException)
+        catch (Exception e) when (e is ModelFormatException or ArgumentException or IOException or InvalidDataException or UnauthorizedAccessException or InvalidOperationException or NotSupportedException or KeyNotFoundException)
         {
             // ArgumentException appends " (Parameter 'name')", which means nothing to someone at a prompt.
             string message = e is ArgumentException { ParamName: { } name } ? e.Message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal) : e.Message;

@@ -16,6 +16,8 @@ public static class Program
             CalibrateCommand.Create(),
             CompressCommand.Create(),
             PlanCommand.Create(),
+            ZipCommand.Create(),
+            UnzipCommand.Create(),
             BenchCommand.Create(),
             DemoCommand.Create(),
             SelfTestCommand.Create(),

@@ -25,6 +25,10 @@ public sealed unsafe class ComputeContext : IDisposable
     /// <summary>Number of threads a job is split across (the caller included).</summary>
     public int Threads { get; }
 
+    /// <summary>Products use the deterministic kernels: the same bits at every SIMD level on every machine
+    /// (<see cref="DeterministicMath"/>; slower for the types that fall back to the scalar references).</summary>
+    public bool Deterministic { get; init; }
+
     internal MatMul.Job MatMulJob { get; } = new();
 
     internal MatMul.QuantizeJob QuantizeJob { get; } = new();

@@ -50,11 +50,19 @@ public static unsafe class MatMul
 
         Job job = context.MatMulJob;
         SimdLevel level = VecDot.Best;
-        bool repack = tokens >= 4 && VecDot.RepacksToQ8_0(type, level);
+        bool repack = !context.Deterministic && tokens >= 4 && VecDot.RepacksToQ8_0(type, level);
         GgmlType kernelType = repack ? GgmlType.Q8_0 : type; // repacked rows run the Q8_0 kernels (bit for bit the same)
         job.Type = type;
-        job.Dot = VecDot.For(kernelType, level);
-        job.Dot4 = tokens >= 4 ? VecDot.For4(kernelType, level) : null;
+        if (context.Deterministic)
+        {
+            job.Dot = VecDot.ForDeterministic(type);
+            job.Dot4 = tokens >= 4 ? VecDot.For4Deterministic(type) : null;
+        }
+        else
+        {
+            job.Dot = VecDot.For(kernelType, level);
+            job.Dot4 = tokens >= 4 ? VecDot.For4(kernelType, level) : null;
+        }
 
         // scratch: [tokens, xRowBytes] converted activations (none for F32), then per part one weight row repacked to Q8_0
         bool convert = VecDot.ActivationType(type) != GgmlType.F32;

@@ -27,6 +27,10 @@ public sealed unsafe class Float32KvCache : KvCache
 
     public override KvCachePolicy Policy => KvCachePolicy.Float32;
 
+    /// <summary>Attend with <see cref="Kernels.Attention.HeadDeterministic"/>: the same bits at every SIMD level (the
+    /// runtime's deterministic mode, <see cref="RuntimeOptions.Deterministic"/>).</summary>
+    public bool Deterministic { get; init; }
+
     public override void Append(int layer, int start, ReadOnlySpan<float> keys, ReadOnlySpan<float> values)
     {
         CheckAppend(layer, start, held[layer], keys, values);
@@ -40,7 +44,12 @@ public sealed unsafe class Float32KvCache : KvCache
         int kvOffset = head / (HeadCount / KvHeadCount) * HeadDim;
         fixed (float* k = keys[layer])
         fixed (float* v = values[layer])
-            Kernels.Attention.Head(query, k + kvOffset, v + kvOffset, KvDim, position + 1, HeadDim, scale, scratch, output);
+        {
+            if (Deterministic)
+                Kernels.Attention.HeadDeterministic(query, k + kvOffset, v + kvOffset, KvDim, position + 1, HeadDim, scale, scratch, output);
+            else
+                Kernels.Attention.Head(query, k + kvOffset, v + kvOffset, KvDim, position + 1, HeadDim, scale, scratch, output);
+        }
     }
 
     public override long HeldBytes => held.Sum(h => (long)h * KvDim * 2 * sizeof(float));

@@ -19,6 +19,11 @@ public sealed record RuntimeOptions
 
     /// <summary>How the KV cache stores keys and values; f32 (exact) by default.</summary>
     public KvCachePolicy KvCache { get; init; } = KvCachePolicy.Float32;
+
+    /// <summary>Logits with the same bits on every machine, at every SIMD level and thread count (what <c>squeeze zip</c>
+    /// needs): deterministic kernels and attention, the logistic function and the RoPE tables from
+    /// <see cref="DeterministicMath"/>. Slower; only with the f32 KV cache; see docs/FORMAT.md.</summary>
+    public bool Deterministic { get; init; }
 }
 
 /// <summary>
@@ -39,6 +44,10 @@ public sealed class Transformer : IDisposable
     private readonly float[] ropeCos;   // [contextLength, headDim / 2]
     private readonly float[] ropeSin;   // [contextLength, headDim / 2]
     private readonly int batchSize;
+    private readonly bool deterministic;
+    private readonly KvCachePolicy cachePolicy;
+    private readonly KvCache[] rowCaches; // [batch] the cache each row of the batch reads and writes
+    private readonly int[] rowPositions;  // [batch] the position of each row in its cache
 
     // activations of one batch, row-major [batch, width]
     private readonly float[] x;      // [batch, dim] the residual stream
@@ -62,8 +71,14 @@ public sealed class Transformer : IDisposable
         config = model.Config;
         int contextLength = options.ContextLength > 0 ? options.ContextLength : config.ContextLength;
         batchSize = Math.Max(1, options.BatchSize);
-        compute = new ComputeContext(Math.Max(1, options.Threads));
-        Cache = options.KvCache.CreateCache(config, contextLength);
+        deterministic = options.Deterministic;
+        if (deterministic && options.KvCache != KvCachePolicy.Float32)
+            throw new NotSupportedException($"the deterministic mode runs with the f32 KV cache, not {options.KvCache}");
+        compute = new ComputeContext(Math.Max(1, options.Threads)) { Deterministic = deterministic };
+        cachePolicy = options.KvCache;
+        Cache = NewCache(contextLength);
+        rowCaches = new KvCache[batchSize];
+        rowPositions = new int[batchSize];
 
         embedding = model[TensorNames.TokenEmbedding];
         classifier = model.TryGetTensor(TensorNames.Output, out var output) ? output : embedding;
@@ -72,7 +87,7 @@ public sealed class Transformer : IDisposable
         for (int l = 0; l < layers.Length; l++)
             layers[l] = new Layer(model, l);
 
-        (ropeCos, ropeSin) = RopeTables(contextLength, config.HeadDim, config.RopeTheta);
+        (ropeCos, ropeSin) = RopeTables(contextLength, config.HeadDim, config.RopeTheta, deterministic);
 
         x = new float[batchSize * config.Dim];
         xb = new float[batchSize * config.Dim];
@@ -89,6 +104,14 @@ public sealed class Transformer : IDisposable
     public Model Model => model;
 
     public KvCache Cache { get; }
+
+    /// <summary>A new, empty cache of this runtime's policy (and determinism) for a sequence of its own, to run with
+    /// <see cref="ForwardSequences"/>; <paramref name="contextLength"/> 0 means the model's.</summary>
+    public KvCache NewCache(int contextLength = 0)
+    {
+        int length = contextLength > 0 ? contextLength : config.ContextLength;
+        return deterministic ? new Float32KvCache(config, length) { Deterministic = true } : cachePolicy.CreateCache(config, length);
+    }
 
     /// <summary>Sees the input of every linear layer (for calibration); null when nobody listens.</summary>
     public IActivationObserver? Observer { get; set; }
@@ -117,7 +140,13 @@ public sealed class Transformer : IDisposable
         for (int start = 0; start < tokens.Length; start += batchSize)
         {
             int n = Math.Min(batchSize, tokens.Length - start);
+            for (int t = 0; t < n; t++)
+            {
+                rowCaches[t] = Cache;
+                rowPositions[t] = Position + t;
+            }
             RunBatch(tokens.Slice(start, n));
+            Position += n;
             // Logit rows that fall in this batch: global indices [tokens.Length - logitCount, tokens.Length).
             int firstWanted = tokens.Length - logitCount;
             int from = Math.Max(firstWanted, start);
@@ -133,6 +162,57 @@ public sealed class Transformer : IDisposable
         return logits.AsSpan(0, logitCount * vocab);
     }
 
+    /// <summary>
+    /// Runs rows that belong to different sequences, each with its own cache: row i puts <paramref name="tokens"/>[i] at
+    /// position <paramref name="positions"/>[i] of <paramref name="caches"/>[i] and attends to positions [0, that
+    /// position] of that cache. Several rows may share a cache at consecutive positions (in increasing order). Returns the
+    /// logits of the rows listed in <paramref name="logitRows"/> (increasing), [logitRows.Length, vocab], valid until the
+    /// next call. <see cref="Cache"/> and <see cref="Position"/> are not used. In the deterministic mode a row's logits do
+    /// not depend on the other rows of the batch.
+    /// </summary>
+    public ReadOnlySpan<float> ForwardSequences(ReadOnlySpan<int> tokens, ReadOnlySpan<KvCache> caches, ReadOnlySpan<int> positions, ReadOnlySpan<int> logitRows)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(tokens.Length, 1, nameof(tokens));
+        if (caches.Length != tokens.Length || positions.Length != tokens.Length)
+            throw new ArgumentException($"{tokens.Length} tokens need as many caches and positions, not {caches.Length} and {positions.Length}");
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            if (caches[i].KvDim != config.KvDim || (uint)positions[i] >= (uint)caches[i].ContextLength || caches[i].ContextLength > ropeCos.Length / (config.HeadDim / 2)
+                || caches[i].ScratchLength > Cache.ScratchLength)
+                throw new ArgumentOutOfRangeException(nameof(positions), $"row {i}: position {positions[i]} does not fit its cache");
+        }
+        for (int i = 0; i < logitRows.Length; i++)
+        {
+            if ((uint)logitRows[i] >= (uint)tokens.Length || (i > 0 && logitRows[i] <= logitRows[i - 1]))
+                throw new ArgumentException($"logit rows must be increasing row indices below {tokens.Length}", nameof(logitRows));
+        }
+        int vocab = config.VocabSize, dim = config.Dim;
+        if (logits.Length < (long)logitRows.Length * vocab)
+            logits = new float[logitRows.Length * vocab];
+        int done = 0; // logit rows computed so far
+        for (int start = 0; start < tokens.Length; start += batchSize)
+        {
+            int n = Math.Min(batchSize, tokens.Length - start);
+            caches.Slice(start, n).CopyTo(rowCaches);
+            positions.Slice(start, n).CopyTo(rowPositions);
+            RunBatch(tokens.Slice(start, n));
+            int count = 0;
+            for (; done + count < logitRows.Length && logitRows[done + count] < start + n; count++)
+            {
+                int row = logitRows[done + count] - start;
+                RmsNorm(x.AsSpan(row * dim, dim), outputNorm, config.RmsNormEps, xb.AsSpan(count * dim, dim));
+            }
+            if (count == 0)
+                continue;
+            var normed = xb.AsSpan(0, count * dim);
+            Observer?.Observe(-1, LinearInput.Output, normed, count);
+            MatMul.Multiply(classifier, normed, count, compute, logits.AsSpan(done * vocab, count * vocab));
+            done += count;
+        }
+        return logits.AsSpan(0, logitRows.Length * vocab);
+    }
+
+    /// <summary>Runs one batch of at most batchSize rows, row t at <c>rowPositions[t]</c> of <c>rowCaches[t]</c>.</summary>
     private void RunBatch(ReadOnlySpan<int> tokens)
     {
         int n = tokens.Length;
@@ -151,7 +231,6 @@ public sealed class Transformer : IDisposable
             Attention(layer, n);
             FeedForward(layer, n);
         }
-        Position += n;
     }
 
     private void Attention(Layer layer, int n)
@@ -179,7 +258,7 @@ public sealed class Transformer : IDisposable
                     TensorPrimitives.Add(kt, layer.KeyBias!, kt);
                     TensorPrimitives.Add(v.AsSpan(t * kvDim, kvDim), layer.ValueBias!, v.AsSpan(t * kvDim, kvDim));
                 }
-                int pos = Position + t;
+                int pos = rowPositions[t];
                 for (int h = 0; h < config.HeadCount; h++)
                 {
                     var head = qt.Slice(h * headDim, headDim);
@@ -196,17 +275,28 @@ public sealed class Transformer : IDisposable
                 }
             }
         });
-        if (Cache.AttendsInOrder)
+        bool inOrder = false;
+        for (int t = 0; t < n && !inOrder; t++)
+            inOrder = rowCaches[t].AttendsInOrder;
+        if (inOrder)
         {
             for (int t = 0; t < n; t++)
             {
-                Cache.Append(layer.Index, Position + t, ks.Slice(t * kvDim, kvDim), vs.Slice(t * kvDim, kvDim));
+                rowCaches[t].Append(layer.Index, rowPositions[t], ks.Slice(t * kvDim, kvDim), vs.Slice(t * kvDim, kvDim));
                 CausalAttention(layer.Index, t, 1);
             }
         }
         else
         {
-            Cache.Append(layer.Index, Position, ks, vs);
+            // Rows of one sequence at consecutive positions (a prompt) are appended together.
+            for (int t0 = 0; t0 < n;)
+            {
+                int t1 = t0 + 1;
+                while (t1 < n && rowCaches[t1] == rowCaches[t0] && rowPositions[t1] == rowPositions[t1 - 1] + 1)
+                    t1++;
+                rowCaches[t0].Append(layer.Index, rowPositions[t0], ks.Slice(t0 * kvDim, (t1 - t0) * kvDim), vs.Slice(t0 * kvDim, (t1 - t0) * kvDim));
+                t0 = t1;
+            }
             CausalAttention(layer.Index, 0, n);
         }
 
@@ -217,13 +307,12 @@ public sealed class Transformer : IDisposable
     }
 
     /// <summary>att[t, head] = Σ_p softmax_p(q[t, head] · K[p, kvHead] / √headDim) · V[p, kvHead] over positions
-    /// p ≤ Position + t as the cache holds them, for tokens t in [first, first + n).</summary>
+    /// p ≤ rowPositions[t] of rowCaches[t] as that cache holds them, for tokens t in [first, first + n).</summary>
     private void CausalAttention(int layerIndex, int first, int n)
     {
         attention.Layer = layerIndex;
         attention.FirstToken = first;
         attention.Tokens = n;
-        attention.BasePosition = Position;
         compute.Run(attention, Math.Min(n * config.HeadCount, attention.Parts));
     }
 
@@ -238,14 +327,12 @@ public sealed class Transformer : IDisposable
         public int Layer { get; set; }
         public int FirstToken { get; set; }
         public int Tokens { get; set; }
-        public int BasePosition { get; set; }
 
         public void Run(int part, int partCount)
         {
             var config = owner.config;
             int headDim = config.HeadDim, qDim = config.QDim, heads = config.HeadCount;
             float scale = 1f / MathF.Sqrt(headDim);
-            var cache = owner.Cache;
             fixed (float* buffer = scratch[part])
             fixed (float* q = owner.q)
             fixed (float* att = owner.att)
@@ -253,7 +340,7 @@ public sealed class Transformer : IDisposable
                 for (int item = part; item < Tokens * heads; item += partCount)
                 {
                     int t = FirstToken + item / heads, h = item % heads;
-                    cache.Attend(Layer, h, q + t * qDim + h * headDim, BasePosition + t, scale, buffer, att + t * qDim + h * headDim);
+                    owner.rowCaches[t].Attend(Layer, h, q + t * qDim + h * headDim, owner.rowPositions[t], scale, buffer, att + t * qDim + h * headDim);
                 }
             }
         }
@@ -275,7 +362,10 @@ public sealed class Transformer : IDisposable
             var gt = gate.AsSpan(t0 * hidden, (t1 - t0) * hidden);
             var ut = up.AsSpan(t0 * hidden, (t1 - t0) * hidden);
             TensorPrimitives.Multiply(gt, ut, ut);
-            TensorPrimitives.Sigmoid(gt, gt);
+            if (deterministic)
+                DeterministicMath.Sigmoid(gt, gt);
+            else
+                TensorPrimitives.Sigmoid(gt, gt);
             TensorPrimitives.Multiply(gt, ut, gt);
         });
         var projected = proj.AsSpan(0, n * dim);
@@ -359,20 +449,22 @@ public sealed class Transformer : IDisposable
         }
     }
 
-    /// <summary>cos and sin of pos · θ^(-2i/headDim) for every position and pair: [contextLength, headDim / 2] each.</summary>
-    private static (float[] Cos, float[] Sin) RopeTables(int contextLength, int headDim, float theta)
+    /// <summary>cos and sin of pos · θ^(-2i/headDim) for every position and pair: [contextLength, headDim / 2] each;
+    /// <paramref name="deterministic"/> computes them with <see cref="DeterministicMath"/> instead of the C runtime.</summary>
+    private static (float[] Cos, float[] Sin) RopeTables(int contextLength, int headDim, float theta, bool deterministic)
     {
         int half = headDim / 2;
         var cos = new float[contextLength * half];
         var sin = new float[contextLength * half];
         for (int i = 0; i < half; i++)
         {
-            double frequency = Math.Pow(theta, -2.0 * i / headDim);
+            double frequency = deterministic ? DeterministicMath.Pow(theta, -2.0 * i / headDim) : Math.Pow(theta, -2.0 * i / headDim);
             for (int pos = 0; pos < contextLength; pos++)
             {
                 double angle = pos * frequency;
-                cos[pos * half + i] = (float)Math.Cos(angle);
-                sin[pos * half + i] = (float)Math.Sin(angle);
+                (double c, double s) = deterministic ? DeterministicMath.CosSin(angle) : (Math.Cos(angle), Math.Sin(angle));
+                cos[pos * half + i] = (float)c;
+                sin[pos * half + i] = (float)s;
             }
         }
         return (cos, sin);

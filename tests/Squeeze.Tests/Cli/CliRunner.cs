@@ -11,10 +11,15 @@ internal static class CliRunner
         public JsonElement Json => JsonDocument.Parse(Stdout).RootElement;
     }
 
-    public static Result Run(params string[] args)
+    public static Result Run(params string[] args) => Run(new Dictionary<string, string>(), args);
+
+    /// <summary>Runs the program with <paramref name="environment"/> set on top of this process's environment.</summary>
+    public static Result Run(IReadOnlyDictionary<string, string> environment, params string[] args)
     {
         string cli = Path.Combine(AppContext.BaseDirectory, "Squeeze.Cli.dll");
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
+        foreach (var (name, value) in environment)
+            start.Environment[name] = value;
         start.ArgumentList.Add(cli);
         foreach (string a in args)
             start.ArgumentList.Add(a);

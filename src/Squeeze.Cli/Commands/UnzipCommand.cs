@@ -1,0 +1,45 @@
+using System.CommandLine;
+using Spectre.Console;
+using Squeeze.Coding;
+using Squeeze.Formats;
+
+namespace Squeeze.Cli.Commands;
+
+/// <summary><c>squeeze unzip MODEL IN.sqz -o OUT</c>: restores the original bytes of a .sqz file with the model it was made with.</summary>
+internal static class UnzipCommand
+{
+    public sealed record Options(string Model, string? Tokenizer, string Input, string Output, int Threads, bool Json);
+
+    public sealed record Report(string Model, string Input, string Output, UnzipResult Result, double BytesPerSecond);
+
+    public static Command Create()
+    {
+        var model = new Argument<string>("model") { Description = "The model the file was compressed with (checked by fingerprint)" };
+        var input = new Argument<string>("input") { Description = ".sqz file" };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file for a llama2.c checkpoint" };
+        var output = new Option<string>("--output", "-o") { Description = "File to write the original bytes to", Required = true };
+        var threads = Cli.ThreadsOption();
+        var json = Cli.JsonOption();
+        var command = new Command("unzip", "Decompress a .sqz file written by squeeze zip") { model, input, tokenizer, output, threads, json };
+        command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(input)!, r.GetValue(output)!,
+            r.GetValue(threads), r.GetValue(json)))));
+        return command;
+    }
+
+    public static int Execute(Options options)
+    {
+        Cli.CheckOutput(options.Input, options.Output);
+        if (!File.Exists(options.Input))
+            throw new FileNotFoundException($"{options.Input}: no such file");
+        using var model = ModelLoader.Load(options.Model, options.Tokenizer);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var result = Cli.WithProgress("decompressing", progress => ModelCodec.DecompressFile(model, options.Input, options.Output, options.Threads,
+            new SynchronousProgress<CodecProgress>(p => progress.Report((p.Done, p.Total, $"{p.Done / Math.Max(1e-9, clock.Elapsed.TotalSeconds) / 1000:0.0} KB/s")))));
+        var report = new Report(options.Model, options.Input, options.Output, result, result.BytesPerSecond);
+        if (options.Json)
+            Cli.WriteJson(report);
+        else
+            Cli.Console.WriteLine($"{options.Output}: {result.InputBytes:N0} → {result.OutputBytes:N0} bytes, checksum verified; {result.BytesPerSecond / 1000:0.0} KB/s");
+        return 0;
+    }
+}

@@ -1,0 +1,151 @@
+using System.Text;
+using Squeeze.Coding;
+using Squeeze.Formats;
+using Squeeze.Models;
+using Squeeze.Tests.Infrastructure;
+
+namespace Squeeze.Tests.Coding;
+
+/// <summary>Round trips of <see cref="ModelCodec"/> on stories260K (fast) over pieces of every corpus file, binary,
+/// empty and 1-byte inputs; one stories15M round trip; corrupt and wrong-model files.</summary>
+public class ModelCodecTests
+{
+    private static readonly Lazy<Model> Stories260K = new(() => ModelLoader.Load(SharedData.Stories260K, SharedData.Stories260KTokenizer));
+
+    private static (byte[] Sqz, ZipResult Result) Zip(Model model, byte[] input, ZipOptions? options = null)
+    {
+        using var output = new MemoryStream();
+        var result = ModelCodec.Compress(model, new MemoryStream(input), output, options ?? new ZipOptions { Threads = 2 });
+        Assert.Equal(output.Length, result.OutputBytes);
+        return (output.ToArray(), result);
+    }
+
+    private static byte[] Unzip(Model model, byte[] sqz, int threads = 2)
+    {
+        using var output = new MemoryStream();
+        ModelCodec.Decompress(model, new MemoryStream(sqz), output, "test.sqz", threads);
+        return output.ToArray();
+    }
+
+    public static TheoryData<string> Corpora => new(Directory.GetFiles(SharedData.Path("corpora")).Select(Path.GetFileName).Order()!);
+
+    [Theory]
+    [MemberData(nameof(Corpora))]
+    public void Pieces_of_every_corpus_file_round_trip(string name)
+    {
+        byte[] all = File.ReadAllBytes(SharedData.Corpus(name));
+        // three pieces: the start, a piece from the middle cut at an arbitrary byte (maybe inside a UTF-8 character), the end
+        byte[][] pieces = [all[..Math.Min(all.Length, 1500)], all[(all.Length / 2 + 1)..Math.Min(all.Length, all.Length / 2 + 901)], all[Math.Max(0, all.Length - 700)..]];
+        foreach (byte[] piece in pieces)
+        {
+            var (sqz, result) = Zip(Stories260K.Value, piece, new ZipOptions { Threads = 2, SegmentBytes = 400, Lanes = 3, Overlap = 8, ContextLength = 64 });
+            Assert.Equal(piece, Unzip(Stories260K.Value, sqz));
+            Assert.True(result.Segments >= 2);
+        }
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3000)]
+    public void Random_binary_round_trips(int length)
+    {
+        var bytes = new byte[length];
+        new Random(length).NextBytes(bytes);
+        var (sqz, result) = Zip(Stories260K.Value, bytes);
+        Assert.Equal(bytes, Unzip(Stories260K.Value, sqz));
+        Assert.Equal(length, result.InputBytes);
+        // the model would expand random bytes: such blocks are stored as they are
+        Assert.True(sqz.Length <= length + 110, $"{length} random bytes became {sqz.Length}");
+    }
+
+    [Fact]
+    public void One_byte_and_empty_inputs_make_small_files()
+    {
+        var (empty, emptyResult) = Zip(Stories260K.Value, []);
+        Assert.Empty(Unzip(Stories260K.Value, empty));
+        Assert.Equal(0, emptyResult.Segments);
+        var (one, _) = Zip(Stories260K.Value, "A"u8.ToArray());
+        Assert.Equal("A"u8.ToArray(), Unzip(Stories260K.Value, one));
+        Assert.True(one.Length < empty.Length + 16);
+    }
+
+    [Fact]
+    public void Long_segments_restart_their_window_and_round_trip()
+    {
+        byte[] text = File.ReadAllBytes(SharedData.Corpus("tinystories-sample.txt"));
+        foreach (int overlap in new[] { 0, 5 })
+        {
+            var (sqz, result) = Zip(Stories260K.Value, text, new ZipOptions { Threads = 1, ContextLength = 32, Overlap = overlap, SegmentBytes = 4096 });
+            Assert.True(result.Tokens > 32 * 10);
+            Assert.Equal(text, Unzip(Stories260K.Value, sqz, threads: 1));
+        }
+    }
+
+    [Fact]
+    public void Streams_come_close_to_the_models_cross_entropy()
+    {
+        byte[] text = File.ReadAllBytes(SharedData.Corpus("tinystories-sample.txt"));
+        using var model = ModelLoader.Load(SharedData.Stories15M);
+        var (sqz, result) = Zip(model, text[..1200]);
+        Assert.Equal(text[..1200], Unzip(model, sqz));
+        Assert.Equal(0, result.Escapes);
+        // the streams: within 0.1% of Σ −log2 p, plus the 2 bytes that end each block's stream
+        double streamBits = 8.0 * (result.OutputBytes - result.OverheadBytes);
+        Assert.InRange(streamBits, 0.99 * result.ModelBits, 1.001 * result.ModelBits + 16);
+        Assert.True(streamBits / 1200 < 1.2, $"{streamBits / 1200:0.000} bits per byte in the streams");
+    }
+
+    [Fact]
+    public void The_same_input_gives_the_same_file_at_any_thread_count()
+    {
+        byte[] text = Encoding.UTF8.GetBytes(File.ReadAllText(SharedData.Corpus("alice29.txt"))[..3000]);
+        var (a, _) = Zip(Stories260K.Value, text, new ZipOptions { Threads = 1, SegmentBytes = 500 });
+        var (b, _) = Zip(Stories260K.Value, text, new ZipOptions { Threads = 2, SegmentBytes = 500 });
+        Assert.Equal(a, b);
+        Assert.Equal(Unzip(Stories260K.Value, a, threads: 1), Unzip(Stories260K.Value, a, threads: 2));
+    }
+
+    [Fact]
+    public void Another_model_is_refused_by_name()
+    {
+        var (sqz, _) = Zip(Stories260K.Value, "Once upon a time"u8.ToArray());
+        using var other = ModelLoader.Load(SharedData.Stories15M);
+        var e = Assert.Throws<InvalidDataException>(() => Unzip(other, sqz));
+        Assert.Contains("another model (stories260K.bin", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Every_corrupted_byte_is_an_error_never_wrong_output()
+    {
+        byte[] text = "Once upon a time, there was a little girl named Lily. She loved to play outside."u8.ToArray();
+        var (sqz, _) = Zip(Stories260K.Value, text);
+        for (int i = 0; i < sqz.Length; i++)
+        {
+            if (i >= 72 && i < 72 + 1 + "stories260K.bin".Length)
+                continue; // the model's name is informational only
+            byte[] bad = (byte[])sqz.Clone();
+            bad[i] ^= 0x10;
+            Assert.Throws<InvalidDataException>(() => Unzip(Stories260K.Value, bad));
+        }
+        Assert.Throws<InvalidDataException>(() => Unzip(Stories260K.Value, sqz[..^1]));
+        Assert.Throws<InvalidDataException>(() => Unzip(Stories260K.Value, [.. sqz, 0]));
+        Assert.Throws<InvalidDataException>(() => Unzip(Stories260K.Value, "not a squeeze file at all, just some text"u8.ToArray()));
+    }
+
+    [Fact]
+    public void Segments_end_after_a_newline_when_one_is_near()
+    {
+        byte[] text = Encoding.UTF8.GetBytes(string.Concat(Enumerable.Repeat("a line of text é\n", 100)));
+        var bounds = ModelCodec.SegmentBounds(text, 7);
+        Assert.Equal(7, bounds.Count);
+        Assert.Equal(0, bounds[0].Start);
+        Assert.Equal(text.Length, bounds[^1].End);
+        for (int i = 0; i < bounds.Count - 1; i++)
+        {
+            Assert.Equal(bounds[i].End, bounds[i + 1].Start);
+            Assert.Equal((byte)'\n', text[bounds[i].End - 1]);
+        }
+    }
+}
