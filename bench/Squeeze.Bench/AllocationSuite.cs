@@ -248,17 +248,9 @@ internal static class AllocationSuite
         Console.WriteLine("|---|---|---|---|");
         for (int l = 0; l < source.Config.LayerCount; l++)
         {
-            var owned = new List<IDisposable>();
-            var silenced = new HashSet<string>(StringComparer.Ordinal) { Models.TensorNames.AttentionOutput(l), Models.TensorNames.Down(l) };
-            var tensors = source.Tensors.Select(t =>
-            {
-                if (!silenced.Contains(t.Name))
-                    return t;
-                var zeros = Tensors.NativeBuffer.Allocate(t.ElementCount * sizeof(float));
-                owned.Add(zeros);
-                return new Tensors.Tensor(t.Name, Tensors.GgmlType.F32, t.Shape, zeros, 0);
-            }).ToList();
-            using var skipped = new Models.Model(source.Config, source.Vocabulary, tensors, source.Source, owned);
+            var silenced = new[] { Models.TensorNames.AttentionOutput(l), Models.TensorNames.Down(l) }
+                .ToDictionary(name => name, name => (Tensors.GgmlType.F32, new byte[source[name].ElementCount * sizeof(float)]), StringComparer.Ordinal);
+            using var skipped = source.WithTensors(silenced);
             double kld = meter.Measure(skipped);
             string prefix = $"blk.{l}.";
             long Bytes(Tensors.GgmlType type) => source.Tensors.Where(t => t.Name.StartsWith(prefix, StringComparison.Ordinal))

@@ -46,26 +46,13 @@ internal static class TemperatureSuite
     }
 
     // The model with output_norm's weights multiplied by factor (every other tensor shared with source).
-    private static unsafe Model ScaledLogits(Model source, float factor)
+    private static Model ScaledLogits(Model source, float factor)
     {
-        var tensors = new List<Tensor>();
-        var owned = new List<IDisposable>();
-        foreach (var t in source.Tensors)
-        {
-            if (t.Name != TensorNames.OutputNorm)
-            {
-                tensors.Add(t);
-                continue;
-            }
-            var values = new float[t.ElementCount];
-            Dequantize.Tensor(t, values);
-            for (int i = 0; i < values.Length; i++)
-                values[i] *= factor;
-            var buffer = NativeBuffer.Allocate(values.Length * sizeof(float));
-            owned.Add(buffer);
-            MemoryMarshal.AsBytes(values.AsSpan()).CopyTo(new Span<byte>(buffer.Pointer, values.Length * sizeof(float)));
-            tensors.Add(new Tensor(t.Name, GgmlType.F32, t.Shape, buffer, 0));
-        }
-        return new Model(source.Config, source.Vocabulary, tensors, source.Source, owned);
+        var norm = source[TensorNames.OutputNorm];
+        var values = new float[norm.ElementCount];
+        Dequantize.Tensor(norm, values);
+        for (int i = 0; i < values.Length; i++)
+            values[i] *= factor;
+        return source.WithTensors(new Dictionary<string, (GgmlType, byte[])> { [norm.Name] = (GgmlType.F32, MemoryMarshal.AsBytes(values.AsSpan()).ToArray()) });
     }
 }

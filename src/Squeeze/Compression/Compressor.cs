@@ -388,24 +388,7 @@ public static class Compressor
             working = null;
             if (replaced.Count == 0)
                 return source;
-            var owned = new List<IDisposable>();
-            var tensors = new List<Tensor>(source.Tensors.Count);
-            foreach (var t in source.Tensors)
-            {
-                if (!replaced.TryGetValue(t.Name, out var r))
-                {
-                    tensors.Add(t);
-                    continue;
-                }
-                var buffer = NativeBuffer.Allocate(r.Bytes.LongLength);
-                owned.Add(buffer);
-                unsafe
-                {
-                    r.Bytes.CopyTo(new Span<byte>(buffer.Pointer, r.Bytes.Length));
-                }
-                tensors.Add(new Tensor(t.Name, r.Type, t.Shape, buffer, 0));
-            }
-            working = new Model(source.Config, source.Vocabulary, tensors, source.Source, owned);
+            working = source.WithTensors(replaced);
             return working;
         }
 

@@ -55,6 +55,41 @@ public sealed class Model : IDisposable
     /// <summary>Bytes of every tensor's data.</summary>
     public long TensorBytes => Tensors.Sum(t => t.ByteLength);
 
+    /// <summary>
+    /// A model with this one's configuration, vocabulary and tensors, except those named in
+    /// <paramref name="replacements"/>: each is given as its type and encoded bytes (same shape as the tensor it replaces)
+    /// and copied into a buffer the new model owns. The new model shares every other tensor with this one, so this model
+    /// must outlive it.
+    /// </summary>
+    /// <exception cref="ArgumentException">A replacement names no tensor, or its bytes are not the tensor's size in its type.</exception>
+    public unsafe Model WithTensors(IReadOnlyDictionary<string, (GgmlType Type, byte[] Bytes)> replacements)
+    {
+        ArgumentNullException.ThrowIfNull(replacements);
+        foreach (string name in replacements.Keys)
+        {
+            if (!byName.ContainsKey(name))
+                throw new ArgumentException($"{Source}: no tensor '{name}' to replace", nameof(replacements));
+        }
+        var copies = new List<IDisposable>();
+        var tensors = new List<Tensor>(Tensors.Count);
+        foreach (var t in Tensors)
+        {
+            if (!replacements.TryGetValue(t.Name, out var r))
+            {
+                tensors.Add(t);
+                continue;
+            }
+            long expected = GgmlTypes.RowBytes(r.Type, t.Columns) * t.Rows;
+            if (r.Bytes.LongLength != expected)
+                throw new ArgumentException($"tensor '{t.Name}' in {r.Type} takes {expected} bytes, not {r.Bytes.LongLength}", nameof(replacements));
+            var buffer = NativeBuffer.Allocate(r.Bytes.LongLength);
+            copies.Add(buffer);
+            r.Bytes.CopyTo(new Span<byte>(buffer.Pointer, r.Bytes.Length));
+            tensors.Add(new Tensor(t.Name, r.Type, t.Shape, buffer, 0));
+        }
+        return new Model(Config, Vocabulary, tensors, Source, copies);
+    }
+
     public void Dispose()
     {
         foreach (var d in owned)

@@ -147,7 +147,7 @@ public static class Awq
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(stats);
-        var replaced = new Dictionary<string, (float[] Values, long[] Shape)>(StringComparer.Ordinal);
+        var replaced = new Dictionary<string, (GgmlType Type, byte[] Bytes)>(StringComparer.Ordinal);
         var groups = new List<AwqGroupResult>();
         int total = 2 * model.Config.LayerCount;
         for (int l = 0; l < model.Config.LayerCount; l++)
@@ -163,31 +163,14 @@ public static class Awq
                 var weights = names.Select(name => Read(model[name])).ToList();
                 var result = Search(norm, weights, entry, type, options);
                 groups.Add(result);
-                replaced[normName] = (result.NormWeight, model[normName].Shape);
+                replaced[normName] = (GgmlType.F32, MemoryMarshal.AsBytes(result.NormWeight.AsSpan()).ToArray());
                 for (int k = 0; k < names.Length; k++)
-                    replaced[names[k]] = (result.Weights[k], model[names[k]].Shape);
+                    replaced[names[k]] = (GgmlType.F32, MemoryMarshal.AsBytes(result.Weights[k].AsSpan()).ToArray());
                 progress?.Report((groups.Count, total));
             }
         }
 
-        var owned = new List<IDisposable>();
-        var tensors = new List<Tensor>(model.Tensors.Count);
-        foreach (var t in model.Tensors)
-        {
-            if (!replaced.TryGetValue(t.Name, out var r))
-            {
-                tensors.Add(t);
-                continue;
-            }
-            var buffer = NativeBuffer.Allocate((long)r.Values.Length * sizeof(float));
-            owned.Add(buffer);
-            unsafe
-            {
-                MemoryMarshal.AsBytes(r.Values.AsSpan()).CopyTo(new Span<byte>(buffer.Pointer, r.Values.Length * sizeof(float)));
-            }
-            tensors.Add(new Tensor(t.Name, GgmlType.F32, r.Shape, buffer, 0));
-        }
-        return (new Model(model.Config, model.Vocabulary, tensors, model.Source, owned), groups);
+        return (model.WithTensors(replaced), groups);
     }
 
     // Σ_rows eᵀ H e for e = Q(W·diag(s))·diag(s)⁻¹ − W, rows quantized with importance / s² when given.
