@@ -107,22 +107,23 @@ public static class Compressor
         if (!importance.IsEmpty && importance.Length != columns)
             throw new ArgumentException($"{columns} importance weights expected, got {importance.Length}", nameof(importance));
         var w = weights.ToArray();
-        var q = quantized.ToArray();
         var h = hessian.ToArray();
         var imp = importance.ToArray();
-        var error = new double[rows];  // per row, summed in order afterwards: the same bits whatever the thread count
-        var signal = new double[rows];
+        double signal = Energy(w, null, rows, columns, h, imp, threads);
+        return signal > 0 ? Energy(w, quantized.ToArray(), rows, columns, h, imp, threads) / signal : 0;
+    }
+
+    // Σ_r e_rᵀ H e_r with e = w − q ([rows, columns]; q null: e = w), H as in RelativeError. Each row alone, the rows
+    // summed in order afterwards: the same bits whatever the thread count.
+    private static double Energy(float[] w, float[]? q, int rows, int columns, double[] h, float[] imp, int threads)
+    {
+        var perRow = new double[rows];
         void Row(int r)
         {
             var e = new double[columns];
-            var x = new double[columns];
             for (int j = 0; j < columns; j++)
-            {
-                x[j] = w[(long)r * columns + j];
-                e[j] = x[j] - q[(long)r * columns + j];
-            }
-            error[r] = Quadratic(e, h, imp, columns);
-            signal[r] = Quadratic(x, h, imp, columns);
+                e[j] = q is null ? w[(long)r * columns + j] : (double)w[(long)r * columns + j] - q[(long)r * columns + j];
+            perRow[r] = Quadratic(e, h, imp, columns);
         }
         if (threads <= 1)
         {
@@ -133,13 +134,10 @@ public static class Compressor
         {
             Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads }, Row);
         }
-        double errorSum = 0, signalSum = 0;
+        double sum = 0;
         for (int r = 0; r < rows; r++)
-        {
-            errorSum += error[r];
-            signalSum += signal[r];
-        }
-        return signalSum > 0 ? errorSum / signalSum : 0;
+            sum += perRow[r];
+        return sum;
     }
 
     // vᵀ H v, or Σ imp·v², or Σ v².
@@ -320,10 +318,14 @@ public static class Compressor
             var type = target.Type;
             long bytes = target.ByteLength;
 
+            // The relative output error of each encoding: the signal Σ_r w_rᵀ H w_r is the same for all of them.
+            double signal = Energy(values, null, rows, columns, hessian, importance, Threads);
+            double Relative(float[] quantized) => signal > 0 ? Energy(values, quantized, rows, columns, hessian, importance, Threads) / signal : 0;
+
             var rtn = new byte[bytes];
             Quantize.Rows(type, values, columns, [], rtn, Threads);
             var rtnValues = Decode(type, rtn, rows, columns);
-            double before = RelativeError(values, rtnValues, rows, columns, hessian, importance, Threads);
+            double before = Relative(rtnValues);
 
             byte[] chosen = rtn;
             float[] chosenValues = rtnValues;
@@ -334,7 +336,7 @@ public static class Compressor
                 var weighted = new byte[bytes];
                 Quantize.Rows(type, values, columns, importance, weighted, Threads);
                 var weightedValues = Decode(type, weighted, rows, columns);
-                double error = RelativeError(values, weightedValues, rows, columns, hessian, importance, Threads);
+                double error = Relative(weightedValues);
                 (chosen, chosenValues, after, encoding) = (weighted, weightedValues, error, "imatrix");
             }
             if (options.Method is CompressionMethod.Gptq or CompressionMethod.AwqGptq)
@@ -360,7 +362,7 @@ public static class Compressor
                     }
                     var result = Gptq.QuantizeTensor(tensor, entry, prepared, type,
                         new GptqOptions { DampingFraction = options.Damping, ActivationOrder = options.ActivationOrder, RefinePasses = options.RefinePasses, Threads = Threads });
-                    double error = RelativeError(values, result.Dequantized, rows, columns, hessian, importance, Threads);
+                    double error = Relative(result.Dequantized);
                     // GPTQ minimises this error greedily; on the rare tensor where imatrix rounding does better, keep that.
                     if (error <= after)
                         (chosen, chosenValues, after, encoding) = (result.Data, result.Dequantized, error, "gptq");
