@@ -282,11 +282,17 @@ public static class Gptq
             var rowData = data.AsSpan((int)((long)row * rowBytes), rowBytes);
             var savedData = new byte[rowBytes];
             var savedValues = new float[n];
+            var hw = new double[n]; // H w, the same for every round
+            var wd = new double[n];
+            for (int j = 0; j < n; j++)
+                wd[j] = w[j];
+            for (int i = 0; i < n; i++)
+                hw[i] = GptqLinearAlgebra.Dot(new ReadOnlySpan<double>(hessian.Matrix, i * n, n), wd);
             for (int round = 0; round < refinePasses; round++)
             {
                 rowData.CopyTo(savedData);
                 q.CopyTo(savedValues);
-                if (!RefitScales(row, scaled, w, q))
+                if (!RefitScales(row, scaled, hw, q))
                     break;
                 Residual(w, q, r);
                 Descend(row, q, r);
@@ -351,9 +357,9 @@ public static class Gptq
         }
 
         // With the codes fixed, q = Σ_b d_b φ_b (φ_b: the levels of block b's codes, zero outside it), and f is least where
-        // A d = g, A_bc = φ_bᵀ H φ_c, g_b = φ_bᵀ H w. A tiny ridge towards the current scales keeps A invertible when a
+        // A d = g, A_bc = φ_bᵀ H φ_c, g_b = φ_bᵀ (H w) with H w given. A tiny ridge towards the current scales keeps A invertible when a
         // block's levels are all zero. The scales are stored as f16 and q recomputed from the codes. False if A is singular.
-        private bool RefitScales(int row, IScaledGrid scaled, ReadOnlySpan<float> w, Span<float> q)
+        private bool RefitScales(int row, IScaledGrid scaled, double[] hw, Span<float> q)
         {
             var h = hessian.Matrix;
             int bs = grid.BlockSize, blockBytes = grid.BlockBytes, blocks = n / bs;
@@ -381,9 +387,6 @@ public static class Gptq
             }
             var a = new double[blocks * blocks];
             var g = new double[blocks];
-            var wd = new double[n];
-            for (int j = 0; j < n; j++)
-                wd[j] = w[j];
             for (int i = 0; i < n; i++)
             {
                 if (phi[i] == 0)
@@ -391,7 +394,7 @@ public static class Gptq
                 int b = i / bs;
                 for (int c = 0; c < blocks; c++)
                     a[b * blocks + c] += phi[i] * hPhi[i * blocks + c];
-                g[b] += phi[i] * GptqLinearAlgebra.Dot(new ReadOnlySpan<double>(h, i * n, n), wd);
+                g[b] += phi[i] * hw[i];
             }
             double trace = 0;
             for (int b = 0; b < blocks; b++)
