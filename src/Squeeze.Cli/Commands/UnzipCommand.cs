@@ -32,9 +32,8 @@ internal static class UnzipCommand
         if (!File.Exists(options.Input))
             throw new FileNotFoundException($"{options.Input}: no such file");
         using var model = ModelLoader.Load(options.Model, options.Tokenizer);
-        var clock = System.Diagnostics.Stopwatch.StartNew();
         var result = Cli.WithProgress("decompressing", progress => ModelCodec.DecompressFile(model, options.Input, options.Output, options.Threads,
-            new SynchronousProgress<CodecProgress>(p => progress.Report((p.Done, p.Total, $"{p.Done / Math.Max(1e-9, clock.Elapsed.TotalSeconds) / 1000:0.0} KB/s")))));
+            ZipCommand.WithRate(progress)));
         var report = new Report(options.Model, options.Input, options.Output, result, result.BytesPerSecond);
         if (options.Json)
             Cli.WriteJson(report);

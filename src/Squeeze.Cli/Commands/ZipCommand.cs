@@ -38,9 +38,7 @@ internal static class ZipCommand
             throw new FileNotFoundException($"{options.Input}: no such file");
         using var model = ModelLoader.Load(options.Model, options.Tokenizer);
         var zip = new ZipOptions { Lanes = options.Lanes, SegmentBytes = options.SegmentBytes, ContextLength = options.Context, Overlap = options.Overlap, Threads = options.Threads };
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        var result = Cli.WithProgress("compressing", progress => ModelCodec.CompressFile(model, options.Input, options.Output, zip,
-            new SynchronousProgress<CodecProgress>(p => progress.Report((p.Done, p.Total, $"{p.Done / Math.Max(1e-9, clock.Elapsed.TotalSeconds) / 1000:0.0} KB/s")))));
+        var result = Cli.WithProgress("compressing", progress => ModelCodec.CompressFile(model, options.Input, options.Output, zip, WithRate(progress)));
         var report = new Report(options.Model, options.Input, options.Output, result, result.BitsPerByte, result.ModelBitsPerByte, result.Ratio, result.BytesPerSecond);
         if (options.Json)
             Cli.WriteJson(report);
@@ -52,5 +50,12 @@ internal static class ZipCommand
                 $"model cross-entropy {result.ModelBitsPerByte:0.0000} bits per byte (streams {result.StreamOverhead * 100:+0.00;-0.00}%)");
         }
         return 0;
+    }
+
+    /// <summary>A codec's progress shown with its rate in KB/s since the call (zip and unzip).</summary>
+    internal static IProgress<CodecProgress> WithRate(IProgress<(double Done, double Total, string Note)> progress)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        return new SynchronousProgress<CodecProgress>(p => progress.Report((p.Done, p.Total, $"{p.Done / Math.Max(1e-9, clock.Elapsed.TotalSeconds) / 1000:0.0} KB/s")));
     }
 }
