@@ -33,6 +33,8 @@ public sealed unsafe class ComputeContext : IDisposable
 
     internal MatMul.QuantizeJob QuantizeJob { get; } = new();
 
+    internal Weights.DecodedProduct.Job DecodedJob { get; } = new();
+
     /// <summary>At least <paramref name="bytes"/> bytes of 64-byte aligned scratch memory, valid until the next call.</summary>
     internal byte* Scratch(long bytes)
     {

@@ -1,20 +1,31 @@
 using Squeeze.Tensors;
 using Squeeze.Tokenizers;
+using Squeeze.Weights;
 
 namespace Squeeze.Models;
 
 /// <summary>
 /// A loaded checkpoint: hyperparameters, named tensors (llama.cpp's GGUF names, q/k rows in the order
-/// <see cref="ModelConfig.RopeStyle"/> says) and the vocabulary. Tensors point into memory-mapped files or owned
-/// buffers, which the model releases when disposed.
+/// <see cref="ModelConfig.RopeStyle"/> says) and the vocabulary. Tensors in GGUF's types are <see cref="Tensors"/>;
+/// weight matrices in representations GGUF cannot express (a native file's codebooks, low-rank factors …) are
+/// <see cref="Weights"/>. <see cref="Weight"/> gives any weight matrix as the runtime multiplies it. Tensors point into
+/// memory-mapped files or owned buffers, which the model releases when disposed.
 /// </summary>
 public sealed class Model : IDisposable
 {
     private readonly Dictionary<string, Tensor> byName;
+    private readonly Dictionary<string, LinearWeight> weightsByName;
     private readonly IReadOnlyList<IDisposable> owned;
     private Tokenizer? tokenizer;
 
-    public Model(ModelConfig config, Vocabulary vocabulary, IReadOnlyList<Tensor> tensors, string source, IReadOnlyList<IDisposable> owned)
+    /// <param name="config">Hyperparameters.</param>
+    /// <param name="vocabulary">The vocabulary.</param>
+    /// <param name="tensors">Tensors in GGUF's types.</param>
+    /// <param name="source">The file or directory read.</param>
+    /// <param name="owned">Buffers and files the model releases when disposed.</param>
+    /// <param name="weights">Weight matrices in other representations; none may share a name with a tensor.</param>
+    public Model(ModelConfig config, Vocabulary vocabulary, IReadOnlyList<Tensor> tensors, string source, IReadOnlyList<IDisposable> owned,
+        IReadOnlyList<LinearWeight>? weights = null)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(vocabulary);
@@ -22,6 +33,7 @@ public sealed class Model : IDisposable
         Config = config;
         Vocabulary = vocabulary;
         Tensors = tensors;
+        Weights = weights ?? [];
         Source = source;
         this.owned = owned;
         byName = new Dictionary<string, Tensor>(StringComparer.Ordinal);
@@ -29,6 +41,12 @@ public sealed class Model : IDisposable
         {
             if (!byName.TryAdd(t.Name, t))
                 throw new ArgumentException($"{source}: tensor '{t.Name}' appears twice", nameof(tensors));
+        }
+        weightsByName = new Dictionary<string, LinearWeight>(StringComparer.Ordinal);
+        foreach (var w in Weights)
+        {
+            if (byName.ContainsKey(w.Name) || !weightsByName.TryAdd(w.Name, w))
+                throw new ArgumentException($"{source}: tensor '{w.Name}' appears twice", nameof(weights));
         }
     }
 
@@ -39,8 +57,12 @@ public sealed class Model : IDisposable
     /// <summary>The tokenizer built from <see cref="Vocabulary"/> on first use.</summary>
     public Tokenizer Tokenizer => tokenizer ??= Tokenizer.Create(Vocabulary);
 
-    /// <summary>Tensors in file order.</summary>
+    /// <summary>Tensors in GGUF's types, in file order.</summary>
     public IReadOnlyList<Tensor> Tensors { get; }
+
+    /// <summary>Weight matrices in representations other than GGUF's types (empty for GGUF, llama2.c and Hugging Face
+    /// checkpoints).</summary>
+    public IReadOnlyList<LinearWeight> Weights { get; }
 
     /// <summary>The file or directory the model was read from.</summary>
     public string Source { get; }
@@ -49,11 +71,21 @@ public sealed class Model : IDisposable
 
     public bool TryGetTensor(string name, out Tensor tensor) => byName.TryGetValue(name, out tensor!);
 
-    /// <summary>Number of weights (elements of every tensor).</summary>
-    public long ParameterCount => Tensors.Sum(t => t.ElementCount);
+    /// <summary>True when <paramref name="name"/> is a tensor or a weight.</summary>
+    public bool Contains(string name) => byName.ContainsKey(name) || weightsByName.ContainsKey(name);
 
-    /// <summary>Bytes of every tensor's data.</summary>
-    public long TensorBytes => Tensors.Sum(t => t.ByteLength);
+    /// <summary>The 2-D weight <paramref name="name"/> as the runtime multiplies it: one of <see cref="Weights"/>, or a
+    /// <see cref="BlockWeight"/> over the tensor of that name.</summary>
+    /// <exception cref="KeyNotFoundException">No such weight.</exception>
+    /// <exception cref="ArgumentException">The tensor is not 2-D.</exception>
+    public LinearWeight Weight(string name)
+        => weightsByName.TryGetValue(name, out var w) ? w : new BlockWeight(this[name]);
+
+    /// <summary>Number of weights (elements of every tensor and weight matrix).</summary>
+    public long ParameterCount => Tensors.Sum(t => t.ElementCount) + Weights.Sum(w => (long)w.Rows * w.Columns);
+
+    /// <summary>Bytes of every tensor's data and every weight's stored representation.</summary>
+    public long TensorBytes => Tensors.Sum(t => t.ByteLength) + Weights.Sum(w => w.StoredBytes);
 
     /// <summary>
     /// A model with this one's configuration, vocabulary and tensors, except those named in
@@ -87,7 +119,7 @@ public sealed class Model : IDisposable
             r.Bytes.CopyTo(new Span<byte>(buffer.Pointer, r.Bytes.Length));
             tensors.Add(new Tensor(t.Name, r.Type, t.Shape, buffer, 0));
         }
-        return new Model(Config, Vocabulary, tensors, Source, copies);
+        return new Model(Config, Vocabulary, tensors, Source, copies, Weights);
     }
 
     public void Dispose()

@@ -2,6 +2,7 @@ using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using Squeeze.Kernels;
 using Squeeze.Models;
 using Squeeze.Tensors;
+using Squeeze.Weights;
 
 namespace Squeeze.Runtime;
 
@@ -38,8 +39,8 @@ public sealed class Transformer : IDisposable
     private readonly ModelConfig config;
     private readonly ComputeContext compute;
     private readonly Layer[] layers;
-    private readonly Tensor embedding;  // [vocab, dim]
-    private readonly Tensor classifier; // [vocab, dim]: output.weight, or token_embd.weight when tied
+    private readonly LinearWeight embedding;  // [vocab, dim]
+    private readonly LinearWeight classifier; // [vocab, dim]: output.weight, or token_embd.weight when tied
     private readonly float[] outputNorm; // [dim]
     private readonly float[] ropeCos;   // [contextLength, headDim / 2]
     private readonly float[] ropeSin;   // [contextLength, headDim / 2]
@@ -80,8 +81,10 @@ public sealed class Transformer : IDisposable
         rowCaches = new KvCache[batchSize];
         rowPositions = new int[batchSize];
 
-        embedding = model[TensorNames.TokenEmbedding];
-        classifier = model.TryGetTensor(TensorNames.Output, out var output) ? output : embedding;
+        embedding = model.Weight(TensorNames.TokenEmbedding);
+        classifier = model.Contains(TensorNames.Output) ? model.Weight(TensorNames.Output) : embedding;
+        if (embedding.Rows != config.VocabSize || embedding.Columns != config.Dim || classifier.Rows != config.VocabSize || classifier.Columns != config.Dim)
+            throw new InvalidOperationException($"{model.Source}: the embedding and classifier must be [{config.VocabSize}, {config.Dim}]");
         outputNorm = ReadVector(model, TensorNames.OutputNorm, config.Dim);
         layers = new Layer[config.LayerCount];
         for (int l = 0; l < layers.Length; l++)
@@ -156,7 +159,7 @@ public sealed class Transformer : IDisposable
                 int rows = to - from;
                 var normed = NormalizeRows(from - start, rows, outputNorm);
                 Observer?.Observe(-1, LinearInput.Output, normed, rows);
-                MatMul.Multiply(classifier, normed, rows, compute, logits.AsSpan((from - firstWanted) * vocab, rows * vocab));
+                classifier.Multiply(normed, rows, compute, logits.AsSpan((from - firstWanted) * vocab, rows * vocab));
             }
         }
         return logits.AsSpan(0, logitCount * vocab);
@@ -206,7 +209,7 @@ public sealed class Transformer : IDisposable
                 continue;
             var normed = xb.AsSpan(0, count * dim);
             Observer?.Observe(-1, LinearInput.Output, normed, count);
-            MatMul.Multiply(classifier, normed, count, compute, logits.AsSpan(done * vocab, count * vocab));
+            classifier.Multiply(normed, count, compute, logits.AsSpan(done * vocab, count * vocab));
             done += count;
         }
         return logits.AsSpan(0, logitRows.Length * vocab);
@@ -223,7 +226,7 @@ public sealed class Transformer : IDisposable
             int token = tokens[t];
             if ((uint)token >= (uint)config.VocabSize)
                 throw new ArgumentOutOfRangeException(nameof(tokens), $"token {token} is outside the vocabulary of {config.VocabSize}");
-            Dequantize.Row(embedding.Type, embedding.Row(token), xs.Slice(t * dim, dim));
+            embedding.DecodeRow(token, xs.Slice(t * dim, dim));
         }
 
         foreach (var layer in layers)
@@ -243,9 +246,9 @@ public sealed class Transformer : IDisposable
         var qs = q.AsSpan(0, n * qDim);
         var ks = k.AsSpan(0, n * kvDim);
         var vs = v.AsSpan(0, n * kvDim);
-        MatMul.Multiply(layer.Query, normed, n, compute, qs);
-        MatMul.Multiply(layer.Key, normed, n, compute, ks);
-        MatMul.Multiply(layer.Value, normed, n, compute, vs);
+        layer.Query.Multiply(normed, n, compute, qs);
+        layer.Key.Multiply(normed, n, compute, ks);
+        layer.Value.Multiply(normed, n, compute, vs);
         ForTokens(n, (t0, t1) =>
         {
             for (int t = t0; t < t1; t++)
@@ -302,7 +305,7 @@ public sealed class Transformer : IDisposable
 
         var projected = proj.AsSpan(0, n * dim);
         Observer?.Observe(layer.Index, LinearInput.AttentionOutput, att.AsSpan(0, n * qDim), n);
-        MatMul.Multiply(layer.AttentionOutput, att.AsSpan(0, n * qDim), n, compute, projected);
+        layer.AttentionOutput.Multiply(att.AsSpan(0, n * qDim), n, compute, projected);
         TensorPrimitives.Add(xs, projected, xs);
     }
 
@@ -354,8 +357,8 @@ public sealed class Transformer : IDisposable
         Observer?.Observe(layer.Index, LinearInput.FeedForward, normed, n);
         var g = gate.AsSpan(0, n * hidden);
         var u = up.AsSpan(0, n * hidden);
-        MatMul.Multiply(layer.Gate, normed, n, compute, g);
-        MatMul.Multiply(layer.Up, normed, n, compute, u);
+        layer.Gate.Multiply(normed, n, compute, g);
+        layer.Up.Multiply(normed, n, compute, u);
         // SwiGLU: h = silu(g) · u = σ(g) · (g · u), computed in place as u ← g·u, g ← σ(g), g ← g·u.
         ForTokens(n, (t0, t1) =>
         {
@@ -370,7 +373,7 @@ public sealed class Transformer : IDisposable
         });
         var projected = proj.AsSpan(0, n * dim);
         Observer?.Observe(layer.Index, LinearInput.FeedForwardDown, g, n);
-        MatMul.Multiply(layer.Down, g, n, compute, projected);
+        layer.Down.Multiply(g, n, compute, projected);
         TensorPrimitives.Add(xs, projected, xs);
     }
 
@@ -494,13 +497,13 @@ public sealed class Transformer : IDisposable
             Index = index;
             AttentionNorm = ReadVector(model, TensorNames.AttentionNorm(index), config.Dim);
             FeedForwardNorm = ReadVector(model, TensorNames.FeedForwardNorm(index), config.Dim);
-            Query = model[TensorNames.Query(index)];
-            Key = model[TensorNames.Key(index)];
-            Value = model[TensorNames.Value(index)];
-            AttentionOutput = model[TensorNames.AttentionOutput(index)];
-            Gate = model[TensorNames.Gate(index)];
-            Up = model[TensorNames.Up(index)];
-            Down = model[TensorNames.Down(index)];
+            Query = model.Weight(TensorNames.Query(index));
+            Key = model.Weight(TensorNames.Key(index));
+            Value = model.Weight(TensorNames.Value(index));
+            AttentionOutput = model.Weight(TensorNames.AttentionOutput(index));
+            Gate = model.Weight(TensorNames.Gate(index));
+            Up = model.Weight(TensorNames.Up(index));
+            Down = model.Weight(TensorNames.Down(index));
             QueryBias = ReadOptionalVector(model, TensorNames.QueryBias(index), config.QDim);
             KeyBias = ReadOptionalVector(model, TensorNames.KeyBias(index), config.KvDim);
             ValueBias = ReadOptionalVector(model, TensorNames.ValueBias(index), config.KvDim);
@@ -520,23 +523,23 @@ public sealed class Transformer : IDisposable
         public int Index { get; }
         public float[] AttentionNorm { get; }   // [dim]
         public float[] FeedForwardNorm { get; } // [dim]
-        public Tensor Query { get; }            // [qDim, dim]
-        public Tensor Key { get; }              // [kvDim, dim]
-        public Tensor Value { get; }            // [kvDim, dim]
-        public Tensor AttentionOutput { get; }  // [dim, qDim]
-        public Tensor Gate { get; }             // [hidden, dim]
-        public Tensor Up { get; }               // [hidden, dim]
-        public Tensor Down { get; }             // [dim, hidden]
+        public LinearWeight Query { get; }            // [qDim, dim]
+        public LinearWeight Key { get; }              // [kvDim, dim]
+        public LinearWeight Value { get; }            // [kvDim, dim]
+        public LinearWeight AttentionOutput { get; }  // [dim, qDim]
+        public LinearWeight Gate { get; }             // [hidden, dim]
+        public LinearWeight Up { get; }               // [hidden, dim]
+        public LinearWeight Down { get; }             // [dim, hidden]
         public float[]? QueryBias { get; }      // [qDim]
         public float[]? KeyBias { get; }        // [kvDim]
         public float[]? ValueBias { get; }      // [kvDim]
         public float[]? QueryNorm { get; }      // [headDim]
         public float[]? KeyNorm { get; }        // [headDim]
 
-        private static void CheckShape(Model model, Tensor tensor, long rows, long columns)
+        private static void CheckShape(Model model, LinearWeight weight, long rows, long columns)
         {
-            if (tensor.Rows != rows || tensor.Columns != columns)
-                throw new InvalidOperationException($"{model.Source}: tensor '{tensor.Name}' is [{tensor.Rows}, {tensor.Columns}], expected [{rows}, {columns}]");
+            if (weight.Rows != rows || weight.Columns != columns)
+                throw new InvalidOperationException($"{model.Source}: tensor '{weight.Name}' is [{weight.Rows}, {weight.Columns}], expected [{rows}, {columns}]");
         }
     }
 }

@@ -1,0 +1,34 @@
+using Squeeze.Kernels;
+using Squeeze.Tensors;
+
+namespace Squeeze.Weights;
+
+/// <summary>A weight stored in one of GGUF's types (F32, F16, BF16, the legacy and k-quant blocks, IQ4_NL), multiplied
+/// by <see cref="MatMul"/>'s kernels as ggml does.</summary>
+public sealed class BlockWeight : LinearWeight
+{
+    public BlockWeight(Tensor tensor)
+        : base(tensor.Name, checked((int)tensor.Rows), checked((int)tensor.Columns))
+    {
+        if (tensor.Shape.Length != 2)
+            throw new ArgumentException($"tensor '{tensor.Name}' has shape [{string.Join(", ", tensor.Shape)}]; a weight matrix is 2-D", nameof(tensor));
+        Tensor = tensor;
+    }
+
+    public Tensor Tensor { get; }
+
+    public GgmlType Type => Tensor.Type;
+
+    public override long StoredBytes => Tensor.ByteLength;
+
+    public override string Scheme => Tensor.Type.ToString();
+
+    public override void DecodeRow(int row, Span<float> destination)
+    {
+        CheckRow(row, destination);
+        Dequantize.Row(Tensor.Type, Tensor.Row(row), destination);
+    }
+
+    public override void Multiply(ReadOnlySpan<float> x, int tokens, ComputeContext context, Span<float> y)
+        => MatMul.Multiply(Tensor, x, tokens, context, y);
+}
