@@ -38,6 +38,9 @@ internal static class NativeSchemes
         UniformNativeScheme.Instance,
         PlainNativeScheme.Instance,
         SumNativeScheme.Instance,
+        RotationNativeScheme.Instance,
+        EntropyNativeScheme.Instance,
+        DFloat11NativeScheme.Instance,
     ];
 
     public static INativeScheme? Find(string name) => All.FirstOrDefault(s => s.Name == name);
