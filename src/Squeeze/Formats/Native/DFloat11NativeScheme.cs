@@ -4,7 +4,7 @@ using Squeeze.Weights;
 
 namespace Squeeze.Formats.Native;
 
-/// <summary>The "dfloat11" scheme (format version 2, docs/FORMAT.md §3.6): a BF16 matrix stored losslessly
+/// <summary>The "dfloat11" scheme (format version 2, docs/FORMAT.md "dfloat11"): a BF16 matrix stored losslessly
 /// (<see cref="DFloat11Weight"/>): <c>PREFIX.sign_mantissa</c> U8 [rows, cols] and the exponents as
 /// <c>PREFIX.exponent_frequencies</c>, <c>PREFIX.exponent_chunks</c>, <c>PREFIX.exponent_streams</c>
 /// (<see cref="RansCompanions"/>). Decoded at load into a BF16 tensor.</summary>

@@ -5,7 +5,7 @@ using Squeeze.Weights;
 
 namespace Squeeze.Formats.Native;
 
-/// <summary>The "entropy" scheme (format version 2, docs/FORMAT.md §3.5): a uniform weight whose codes are rANS-coded
+/// <summary>The "entropy" scheme (format version 2, docs/FORMAT.md "entropy"): a uniform weight whose codes are rANS-coded
 /// (<see cref="EntropyCodedWeight"/>): <c>PREFIX.scales</c> and <c>PREFIX.mins</c> as in "uniform", the codes as
 /// <c>PREFIX.frequencies</c>, <c>PREFIX.chunks</c>, <c>PREFIX.streams</c> (<see cref="RansCompanions"/>). Decoded at load.</summary>
 internal sealed class EntropyNativeScheme : INativeScheme

@@ -6,7 +6,7 @@ using Squeeze.Formats.Safetensors;
 namespace Squeeze.Formats.Native;
 
 /// <summary>
-/// The three companion tensors of one <see cref="ChunkedRans"/> symbol sequence (docs/FORMAT.md §3.6), named
+/// The three companion tensors of one <see cref="ChunkedRans"/> symbol sequence (docs/FORMAT.md, rANS-coded symbol sequences), named
 /// <c>STEM + "frequencies"</c> (U16 [alphabet], summing to 2^14), <c>STEM + "chunks"</c> (U32 [chunks, 2]: each chunk's
 /// stream length in bytes and its CRC-32) and <c>STEM + "streams"</c> (U8 [Σ lengths], the chunks' streams back to back).
 /// </summary>

@@ -4,7 +4,7 @@ using Squeeze.Weights;
 
 namespace Squeeze.Formats.Native;
 
-/// <summary>The "rotation" scheme (format version 2, docs/FORMAT.md §3.4): <c>W = W′ · F</c> with F the seeded
+/// <summary>The "rotation" scheme (format version 2, docs/FORMAT.md "rotation"): <c>W = W′ · F</c> with F the seeded
 /// randomized Hadamard transform (<see cref="RandomizedHadamard"/>) and W′ a nested weight under <c>PREFIX.base</c>;
 /// no companion tensor of its own.</summary>
 internal sealed class RotationNativeScheme : INativeScheme
