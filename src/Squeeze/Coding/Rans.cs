@@ -57,7 +57,7 @@ public static class Rans
     /// <summary>Decodes <c>destination.Length</c> symbols from <paramref name="stream"/>.</summary>
     /// <exception cref="InvalidDataException">The stream is not a valid coding of that many symbols: a bad initial
     /// state, a stream that ends early, bytes left over, or a final state other than <see cref="Low"/>.</exception>
-    public static void Decode(ReadOnlySpan<byte> stream, RansTable table, Span<byte> destination)
+    public static unsafe void Decode(ReadOnlySpan<byte> stream, RansTable table, Span<byte> destination)
     {
         ArgumentNullException.ThrowIfNull(table);
         if (stream.Length < StateBytes)
@@ -65,26 +65,28 @@ public static class Rans
         uint x = BinaryPrimitives.ReadUInt32LittleEndian(stream);
         if (x < Low || x >= 1u << 31)
             throw new InvalidDataException($"the rANS stream's initial state {x} is outside [2^23, 2^31)");
-        var frequencies = table.Frequencies;
-        var cumulative = table.Cumulative;
-        var slots = table.SlotSymbols;
         const uint mask = (1u << RansTable.PrecisionBits) - 1;
-        int at = StateBytes;
-        for (int i = 0; i < destination.Length; i++)
+        fixed (byte* start = stream)
+        fixed (byte* output = destination)
+        fixed (uint* steps = table.SlotSteps)
+        fixed (byte* symbols = table.SlotSymbols)
         {
-            uint slot = x & mask;
-            byte s = slots[(int)slot];
-            destination[i] = s;
-            x = frequencies[s] * (x >> RansTable.PrecisionBits) + slot - cumulative[s];
-            while (x < Low)
+            byte* at = start + StateBytes, end = start + stream.Length;
+            for (int i = 0; i < destination.Length; i++)
             {
-                if (at >= stream.Length)
-                    throw new InvalidDataException($"the rANS stream ends after {stream.Length} bytes, at symbol {i} of {destination.Length}");
-                x = x << 8 | stream[at++];
+                uint slot = x & mask, step = steps[slot]; // f(s) << 16 | (slot − cum(s))
+                output[i] = symbols[slot];
+                x = (step >> 16) * (x >> RansTable.PrecisionBits) + (step & 0xFFFF);
+                while (x < Low)
+                {
+                    if (at == end)
+                        throw new InvalidDataException($"the rANS stream ends after {stream.Length} bytes, at symbol {i} of {destination.Length}");
+                    x = x << 8 | *at++;
+                }
             }
+            if (at != end)
+                throw new InvalidDataException($"the rANS stream has {end - at} bytes left after its {destination.Length} symbols");
         }
-        if (at != stream.Length)
-            throw new InvalidDataException($"the rANS stream has {stream.Length - at} bytes left after its {destination.Length} symbols");
         if (x != Low)
             throw new InvalidDataException($"the rANS stream's final state is {x}, not 2^23: the stream is corrupt");
     }
@@ -105,17 +107,23 @@ public sealed class RansTable
     private readonly ushort[] frequencies;
     private readonly uint[] cumulative;
     private readonly byte[] slotSymbols; // [Total]: the symbol owning each slot
+    private readonly uint[] slotSteps; // [Total]: f(s) << 16 | (slot − cum(s)) for the symbol s owning each slot
 
     private RansTable(ushort[] frequencies)
     {
         this.frequencies = frequencies;
         cumulative = new uint[frequencies.Length];
         slotSymbols = new byte[Total];
+        slotSteps = new uint[Total];
         uint sum = 0;
         for (int s = 0; s < frequencies.Length; s++)
         {
             cumulative[s] = sum;
-            slotSymbols.AsSpan((int)sum, frequencies[s]).Fill((byte)s);
+            for (uint k = 0; k < frequencies[s]; k++)
+            {
+                slotSymbols[sum + k] = (byte)s;
+                slotSteps[sum + k] = (uint)frequencies[s] << 16 | k;
+            }
             sum += frequencies[s];
         }
     }
@@ -128,6 +136,10 @@ public sealed class RansTable
 
     /// <summary>For every slot 0 … 2^14 − 1, the symbol whose interval holds it.</summary>
     internal ReadOnlySpan<byte> SlotSymbols => slotSymbols;
+
+    /// <summary>For every slot, <c>f(s) &lt;&lt; 16 | (slot − cum(s))</c> of the symbol s owning it: one decoding step is
+    /// <c>x ← (step &gt;&gt; 16) · ⌊x / 2^14⌋ + (step &amp; 0xFFFF)</c>.</summary>
+    internal ReadOnlySpan<uint> SlotSteps => slotSteps;
 
     /// <summary>A table read from a file: 1 … 256 frequencies summing to exactly 2^14.</summary>
     /// <exception cref="InvalidDataException">The alphabet size or the sum is wrong.</exception>
