@@ -133,7 +133,7 @@ internal static class AllocationSuite
         }
     }
 
-    private static void Print(string[] args, int threads, int tokens, int seconds, int seed, AllocationContext context, long smallest, long largest,
+    private static void Print(string[] args, int threads, int tokens, int seconds, int seed, AllocationContext<GgufCandidateSet, GgufCandidate> context, long smallest, long largest,
         List<Row> rows, IReadOnlyList<EvaluationResult> results)
     {
         var set = context.Candidates;
@@ -185,7 +185,7 @@ internal static class AllocationSuite
             $"max {rows.Where(r => r.Search != "evo").Max(r => r.Allocation.KnapsackSeconds):0.000} s.");
     }
 
-    private static void WriteCharts(string output, CandidateSet set, List<Row> rows, IReadOnlyList<EvaluationResult> results)
+    private static void WriteCharts(string output, GgufCandidateSet set, List<Row> rows, IReadOnlyList<EvaluationResult> results)
     {
         var csv = new StringBuilder("series,budget,budget_bytes,file_bytes,bpw,ppl,mean_kld\n");
         for (int i = 0; i < rows.Count; i++)
