@@ -99,12 +99,33 @@ public sealed record BudgetAllocation(int[] Selection, long Budget, long FileByt
 /// </summary>
 public static class Allocator
 {
-    /// <summary>Calibrates (unless statistics are given), encodes every candidate and measures every single swap.</summary>
+    /// <summary>Calibrates (unless statistics are given), encodes every tensor in every GGUF type of the options and
+    /// measures every single swap.</summary>
     public static AllocationContext<GgufCandidateSet, GgufCandidate> Prepare(Model model, string calibrationText, AllocationOptions options, IProgress<AllocationProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return Prepare<GgufCandidateSet, GgufCandidate>(model, calibrationText, options, (stats, p) =>
+            GgufCandidateSet.Build(model, stats, new CandidateOptions { Compression = options.Compression, Types = options.Types }, p), progress);
+    }
+
+    /// <summary>Calibrates (unless statistics are given), encodes every 2-D tensor in every native representation of
+    /// <paramref name="representations"/> that fits it, and measures every single swap.</summary>
+    public static AllocationContext<NativeCandidateSet, NativeCandidate> PrepareNative(Model model, string calibrationText, AllocationOptions options,
+        IReadOnlyList<NativeRepresentation> representations, IProgress<AllocationProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(representations);
+        return Prepare<NativeCandidateSet, NativeCandidate>(model, calibrationText, options, (stats, p) =>
+            NativeCandidateSet.Build(model, new NativeTensorEncoder(model, stats, options.Compression), representations, p), progress);
+    }
+
+    private static AllocationContext<TSet, T> Prepare<TSet, T>(Model model, string calibrationText, AllocationOptions options,
+        Func<CalibrationStatistics?, IProgress<CandidateProgress>?, TSet> build, IProgress<AllocationProgress>? progress)
+        where TSet : CandidateSet<T>
+        where T : Candidate
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(calibrationText);
-        ArgumentNullException.ThrowIfNull(options);
         var compression = options.Compression;
         int ctx = compression.ContextLength > 0 ? compression.ContextLength : Math.Min(256, model.Config.ContextLength);
         int threads = Math.Max(1, compression.Threads);
@@ -122,8 +143,7 @@ public static class Allocator
         }
         double calibrationSeconds = clock.Elapsed.TotalSeconds;
         clock.Restart();
-        var set = GgufCandidateSet.Build(model, stats, new CandidateOptions { Compression = compression, Types = options.Types },
-            progress is null ? null : new SynchronousProgress<CandidateProgress>(p => progress.Report(new AllocationProgress(p.Stage, p.Done, p.Total, p.Note))));
+        var set = build(stats, progress is null ? null : new SynchronousProgress<CandidateProgress>(p => progress.Report(new AllocationProgress(p.Stage, p.Done, p.Total, p.Note))));
         try
         {
             double encodingSeconds = clock.Elapsed.TotalSeconds;
@@ -131,7 +151,7 @@ public static class Allocator
             progress?.Report(new AllocationProgress("measuring", 0, 1, "base model"));
             var meter = new KldMeter(model, calibrationText, ctx, Math.Max(options.KldChunks, options.SwapChunks), threads);
             MeasureSwaps(set, meter, Enumerable.Range(0, options.SwapChunks).ToArray(), progress);
-            return new AllocationContext<GgufCandidateSet, GgufCandidate>(set, meter, stats, calibrationSeconds, encodingSeconds, clock.Elapsed.TotalSeconds);
+            return new AllocationContext<TSet, T>(set, meter, stats, calibrationSeconds, encodingSeconds, clock.Elapsed.TotalSeconds);
         }
         catch
         {

@@ -134,4 +134,20 @@ public sealed class NativeTensorEncoder
         double gptqError = RelativeError(name, values, gptq);
         return gptqError <= roundedError ? new NativeEncoded(gptq, "gptq", gptqError) : new NativeEncoded(rounded, "imatrix (lower error than gptq)", roundedError);
     }
+
+    /// <summary>Tensor <paramref name="name"/> rounded to f16, as a plain weight in a buffer the weight keeps alive.</summary>
+    public NativeEncoded EncodeFloat16(string name)
+    {
+        var values = Values(name);
+        var shape = model.Weight(name);
+        var buffer = NativeBuffer.Allocate(values.LongLength * 2);
+        unsafe
+        {
+            var halves = new Span<ushort>(buffer.Pointer, values.Length);
+            for (int i = 0; i < values.Length; i++)
+                halves[i] = HalfConversions.F32ToF16(values[i]);
+        }
+        var weight = new BlockWeight(new Tensor(name, GgmlType.F16, [shape.Rows, shape.Columns], buffer, 0));
+        return new NativeEncoded(weight, "f16", RelativeError(name, values, weight));
+    }
 }
