@@ -20,7 +20,7 @@ namespace Squeeze.Bench;
 internal static class AllocationSuite
 {
     // shared/golden/README.md: llama.cpp's file for each mix, with imatrix where there is one.
-    private static readonly (string Mix, bool Imatrix, long Bytes, double Perplexity, double Kld)[] LlamaCpp =
+    internal static readonly (string Mix, bool Imatrix, long Bytes, double Perplexity, double Kld)[] LlamaCpp =
     [
         ("Q8_0", false, 16_879_328, 6.5016, 0.001439),
         ("Q6_K", true, 16_558_144, 6.5059, 0.003043),
@@ -35,7 +35,7 @@ internal static class AllocationSuite
     ];
 
     // The golden rows without imatrix (for the chart).
-    private static readonly (string Mix, long Bytes, double Kld)[] LlamaCppPlain =
+    internal static readonly (string Mix, long Bytes, double Kld)[] LlamaCppPlain =
     [
         ("Q8_0", 16_879_328, 0.001439), ("Q6_K", 16_557_920, 0.003257), ("Q5_K_M", 15_040_736, 0.020825), ("Q5_0", 14_639_840, 0.029895),
         ("Q4_K_M", 14_650_208, 0.032127), ("Q4_K_S", 14_494_688, 0.040705), ("Q4_0", 13_893_344, 0.115526), ("Q3_K_M", 14_028_128, 0.062579),
@@ -259,7 +259,7 @@ internal static class AllocationSuite
         }
     }
 
-    private static string RepositoryRoot()
+    internal static string RepositoryRoot()
     {
         for (var dir = new DirectoryInfo(Environment.CurrentDirectory); dir is not null; dir = dir.Parent)
         {
@@ -306,7 +306,7 @@ internal static class AllocationSuite
         return ranks;
     }
 
-    private static string? Value(string[] args, string name)
+    internal static string? Value(string[] args, string name)
     {
         int i = Array.IndexOf(args, name);
         return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;

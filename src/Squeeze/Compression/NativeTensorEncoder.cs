@@ -40,6 +40,9 @@ public sealed class NativeTensorEncoder
         this.options = options;
     }
 
+    /// <summary>The tensor's row length.</summary>
+    public int Columns(string name) => model.Weight(name).Columns;
+
     /// <summary>The tensor's values, [rows, columns] row-major f32.</summary>
     public float[] Values(string name)
     {

@@ -103,6 +103,8 @@ public sealed class NativeAllocationTests(NativeAllocationFixture fixture) : ICl
         Assert.Equal(new UniformRepresentation(3, 96, false), NativeRepresentation.Parse("uniform:3:96"));
         Assert.Equal(new UniformRepresentation(4, 32, true), NativeRepresentation.Parse("UNIFORM:4:32:sym"));
         Assert.Equal(new Float16Representation(), NativeRepresentation.Parse("f16"));
+        var atMost = Assert.IsType<UniformRepresentation>(NativeRepresentation.Parse("uniform:2:~64"));
+        Assert.Equal((48, 64, 0), (atMost.GroupFor(288), atMost.GroupFor(768), atMost.GroupFor(7)));
         foreach (string bad in (string[])["uniform:9:32", "uniform:3", "uniform:3:0", "uniform:3:32:x", "lattice", ""])
             Assert.Throws<FormatException>(() => NativeRepresentation.Parse(bad));
         Assert.All(NativeRepresentation.Defaults, r => Assert.Equal(r, NativeRepresentation.Parse(r.Spec)));
