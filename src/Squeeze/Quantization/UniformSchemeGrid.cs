@@ -23,6 +23,9 @@ public sealed class UniformSchemeGrid : IBlockGrid
         zero = 1 << (scheme.Bits - 1);
     }
 
+    /// <summary>Bits, group and symmetry.</summary>
+    public UniformScheme Scheme => scheme;
+
     /// <inheritdoc />
     public int BlockSize => scheme.Group;
 
