@@ -19,7 +19,8 @@ namespace Squeeze.Bench;
 /// (docs/charts/allocation-rate-distortion.csv). Writes native-rate-distortion.png/.csv to <c>--out</c> (default
 /// docs/charts) and five sampled stories from the smallest budget. Options: <c>--representations A,B</c> (default
 /// <see cref="NativeRepresentation.Defaults"/>), <c>--bpw a,b</c>, <c>--tokens N</c>, <c>--refine N</c>,
-/// <c>--chunks N</c> (eval chunks, default all), <c>--threads N</c>.
+/// <c>--chunks N</c> (eval chunks, default all), <c>--speed</c> (tokens/s of each representation beside llama.cpp's
+/// GGUF files), <c>--threads N</c>.
 /// </summary>
 internal static class NativeSuite
 {
@@ -130,6 +131,8 @@ internal static class NativeSuite
             var smallest = rows.Where(r => r.Series == "native knapsack").MinBy(r => r.FileBytes);
             if (smallest is not null)
                 Samples(set, smallest, threads);
+            if (args.Contains("--speed"))
+                Speed(shared, set, rows, threads);
         }
         finally
         {
@@ -191,6 +194,32 @@ internal static class NativeSuite
             string text = "Once upon a time" + model.Tokenizer.Decode([.. ids]);
             Console.WriteLine($"{seed}. {text.ReplaceLineEndings(" ").Trim()}");
             Console.WriteLine();
+        }
+    }
+
+    // Prompt and decode tokens/s of each representation alone beside llama.cpp's GGUF files of similar size, one process.
+    private static void Speed(string shared, NativeCandidateSet set, List<Row> rows, int threads)
+    {
+        Console.WriteLine();
+        Console.WriteLine($"Speed, {threads} threads, prompt 128 tokens, decode 64 tokens, median of 3 runs after a warm-up (the machine was shared; compare rows of this one run):");
+        Console.WriteLine();
+        Console.WriteLine("| model | bytes | bpw | prompt tok/s | decode tok/s |");
+        Console.WriteLine("|---|---|---|---|---|");
+        void Line(string name, Models.Model model, long bytes)
+        {
+            var speed = Runtime.SpeedBenchmark.Run(model, threads, 128, 64, 3);
+            Console.WriteLine($"| {name} | {bytes:N0} | {set.BitsPerWeight(bytes):0.000} | {speed.PromptTokensPerSecond:0} | {speed.DecodeTokensPerSecond:0} |");
+        }
+        foreach (string file in (string[])["stories15M-f32.gguf", "stories15M-Q8_0.gguf", "stories15M-Q4_K_M-imatrix.gguf", "stories15M-Q4_0-imatrix.gguf"])
+        {
+            string path = Path.Combine(shared, "golden", file);
+            using var gguf = ModelLoader.Load(path);
+            Line($"GGUF {file}", gguf, new FileInfo(path).Length);
+        }
+        foreach (var row in rows.Where(r => r.Series != "native knapsack"))
+        {
+            using var model = set.Compose(row.Selection);
+            Line($"native {row.Series}", model, row.FileBytes);
         }
     }
 
