@@ -6,75 +6,76 @@ using Squeeze.Weights;
 namespace Squeeze.Quantization;
 
 /// <summary>
-/// The native "uniform" scheme (<see cref="UniformScheme"/>) as a GPTQ grid: a block is one group, laid out as
-/// [f16 scale, f16 min (0 when symmetric), one code byte per value]; <see cref="Fit"/> is
-/// <see cref="UniformCodec.EncodeRow"/> on the group (with the importance-weighted range search when importance is
-/// given) and <see cref="Value"/> decodes exactly as <see cref="UniformCodec.DecodeRow"/> does.
-/// <see cref="ToWeight"/> repacks GPTQ's blocks into a <see cref="UniformWeight"/>.
+/// The native format's uniform scheme (any width 2..8, any group) as a GPTQ grid. One block is one group, laid out for
+/// GPTQ's scratch as [f16 scale][f16 min][one code per byte]; <see cref="ToWeight"/> packs GPTQ's blocks into a
+/// <see cref="UniformWeight"/>. Scales are fitted by <see cref="UniformCodec.EncodeRow"/> (with the importance-weighted
+/// range search when GPTQ passes importance), values decode bit for bit as <see cref="UniformCodec.DecodeRow"/>.
 /// </summary>
-public sealed class UniformSchemeGrid(UniformScheme scheme) : IBlockGrid
+public sealed class UniformSchemeGrid : IBlockGrid
 {
-    private const int HeaderBytes = 4;
+    private readonly UniformScheme scheme;
+    private readonly int zero;
+
+    public UniformSchemeGrid(UniformScheme scheme)
+    {
+        ArgumentNullException.ThrowIfNull(scheme);
+        this.scheme = scheme;
+        zero = 1 << (scheme.Bits - 1);
+    }
 
     /// <summary>Bits, group and symmetry.</summary>
-    public UniformScheme Scheme { get; } = scheme ?? throw new ArgumentNullException(nameof(scheme));
+    public UniformScheme Scheme => scheme;
 
     /// <inheritdoc />
-    public int BlockSize => Scheme.Group;
+    public int BlockSize => scheme.Group;
 
     /// <inheritdoc />
-    public int BlockBytes => HeaderBytes + Scheme.Group;
+    public int BlockBytes => 4 + scheme.Group;
 
     /// <inheritdoc />
-    public int Levels => 1 << Scheme.Bits;
+    public int Levels => 1 << scheme.Bits;
 
     /// <inheritdoc />
     public void Fit(ReadOnlySpan<float> weights, ReadOnlySpan<float> importance, Span<byte> block)
     {
         Span<ushort> scale = stackalloc ushort[1];
         Span<ushort> min = stackalloc ushort[1];
-        UniformCodec.EncodeRow(weights[..BlockSize], importance, Scheme, !importance.IsEmpty, block.Slice(HeaderBytes, BlockSize), scale, Scheme.Symmetric ? default : min);
+        UniformCodec.EncodeRow(weights, importance, scheme, !importance.IsEmpty, block.Slice(4, scheme.Group), scale, scheme.Symmetric ? default : min);
         BinaryPrimitives.WriteUInt16LittleEndian(block, scale[0]);
-        BinaryPrimitives.WriteUInt16LittleEndian(block[2..], Scheme.Symmetric ? (ushort)0 : min[0]);
+        BinaryPrimitives.WriteUInt16LittleEndian(block[2..], scheme.Symmetric ? (ushort)0 : min[0]);
     }
 
     /// <inheritdoc />
     public float Value(ReadOnlySpan<byte> block, int index, int code)
-    {
-        float scale = HalfConversions.F16ToF32(BinaryPrimitives.ReadUInt16LittleEndian(block));
-        return Scheme.Symmetric
-            ? scale * (code - (1 << (Scheme.Bits - 1)))
-            : scale * code + HalfConversions.F16ToF32(BinaryPrimitives.ReadUInt16LittleEndian(block[2..]));
-    }
+        => UniformCodec.DecodeValue(code, HalfConversions.F16ToF32(BinaryPrimitives.ReadUInt16LittleEndian(block)),
+            HalfConversions.F16ToF32(BinaryPrimitives.ReadUInt16LittleEndian(block[2..])), zero, scheme.Symmetric);
 
     /// <inheritdoc />
-    public void SetCode(Span<byte> block, int index, int code) => block[HeaderBytes + index] = (byte)code;
+    public void SetCode(Span<byte> block, int index, int code) => block[4 + index] = (byte)code;
 
-    /// <summary>The weight stored by GPTQ's (or <see cref="Gptq.RoundToNearest"/>'s) <paramref name="data"/>:
-    /// [rows, columns / group] blocks of <see cref="BlockBytes"/>.</summary>
-    public UniformWeight ToWeight(string name, byte[] data, int rows, int columns)
+    /// <summary>The weight GPTQ's packed blocks (<paramref name="data"/>, rows × columns / group blocks) describe.</summary>
+    public UniformWeight ToWeight(string name, ReadOnlySpan<byte> data, int rows, int columns)
     {
-        ArgumentNullException.ThrowIfNull(data);
-        Scheme.CheckColumns(columns);
-        int groups = columns / Scheme.Group, rowBytes = (int)Scheme.RowBytes(columns);
-        if (data.LongLength != (long)rows * groups * BlockBytes)
-            throw new ArgumentException($"{data.LongLength} bytes are not {rows} x {groups} blocks of {BlockBytes}", nameof(data));
+        scheme.CheckColumns(columns);
+        int groups = columns / scheme.Group, rowBytes = (int)scheme.RowBytes(columns);
+        if (data.Length != (long)rows * groups * BlockBytes)
+            throw new ArgumentException($"{data.Length} bytes are not {rows} rows of {groups} blocks of {BlockBytes}", nameof(data));
         var codes = new byte[(long)rows * rowBytes];
-        var scales = new ushort[(long)rows * groups];
-        var mins = new ushort[Scheme.Symmetric ? 0 : scales.Length];
+        var scales = new ushort[rows * groups];
+        var mins = scheme.Symmetric ? null : new ushort[rows * groups];
         var rowCodes = new byte[columns];
         for (int r = 0; r < rows; r++)
         {
             for (int g = 0; g < groups; g++)
             {
-                var block = data.AsSpan((int)(((long)r * groups + g) * BlockBytes), BlockBytes);
+                var block = data.Slice((r * groups + g) * BlockBytes, BlockBytes);
                 scales[r * groups + g] = BinaryPrimitives.ReadUInt16LittleEndian(block);
-                if (!Scheme.Symmetric)
+                if (mins is not null)
                     mins[r * groups + g] = BinaryPrimitives.ReadUInt16LittleEndian(block[2..]);
-                block.Slice(HeaderBytes, Scheme.Group).CopyTo(rowCodes.AsSpan(g * Scheme.Group));
+                block.Slice(4, scheme.Group).CopyTo(rowCodes.AsSpan(g * scheme.Group));
             }
-            UniformCodec.Pack(rowCodes, Scheme.Bits, codes.AsSpan(r * rowBytes, rowBytes));
+            UniformCodec.Pack(rowCodes, scheme.Bits, codes.AsSpan(r * rowBytes, rowBytes));
         }
-        return new UniformWeight(name, rows, columns, Scheme, codes, scales, mins);
+        return new UniformWeight(name, rows, columns, scheme, codes, scales, mins);
     }
 }
