@@ -7,7 +7,8 @@ namespace Squeeze.Compression;
 /// One way to store a weight in the native format, as a level the allocator can choose per tensor: it says whether it
 /// fits a tensor's shape and encodes a tensor with a <see cref="NativeTensorEncoder"/> (which holds the calibration
 /// data). Written as a spec string: <c>uniform:BITS:GROUP[:sym]</c> (GROUP a number, or <c>~N</c>: the largest group of
-/// at most N values that divides the row), <c>f16</c>.
+/// at most N values that divides the row), <c>f16</c>, <c>dfloat11</c>, <c>rot+uniform:…</c>, <c>entropy+SPEC</c>
+/// (<see cref="RotatedRepresentation"/>, <see cref="EntropyRepresentation"/>).
 /// </summary>
 public abstract record NativeRepresentation
 {
@@ -37,6 +38,8 @@ public abstract record NativeRepresentation
     public static NativeRepresentation Parse(string spec)
     {
         ArgumentNullException.ThrowIfNull(spec);
+        if (WrappedRepresentations.TryParse(spec.Trim().ToLowerInvariant(), out var wrapped))
+            return wrapped;
         var parts = spec.Trim().ToLowerInvariant().Split(':');
         int Number(int i, string what, int min, int max)
             => i < parts.Length && int.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out int v) && v >= min && v <= max
@@ -53,8 +56,10 @@ public abstract record NativeRepresentation
                 return new UniformRepresentation(Number(1, "bits", 2, 8), Number(2, "the group", 1, 1 << 20), parts.Length == 4, atMost);
             case "f16" when parts.Length == 1:
                 return new Float16Representation();
+            case "dfloat11" when parts.Length == 1:
+                return new DFloat11Representation();
             default:
-                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), f16");
+                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), f16, dfloat11, rot+uniform:…, entropy+SPEC");
         }
     }
 }
