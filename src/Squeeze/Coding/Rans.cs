@@ -213,16 +213,4 @@ public sealed class RansTable
         }
         return new RansTable(f);
     }
-
-    /// <summary>Ideal code length in bits of <paramref name="counts"/> under this table: Σ count · log2(2^14 / f).</summary>
-    public double CodeLengthBits(ReadOnlySpan<long> counts)
-    {
-        double bits = 0;
-        for (int s = 0; s < counts.Length; s++)
-        {
-            if (counts[s] > 0)
-                bits += counts[s] * (PrecisionBits - Math.Log2(frequencies[s]));
-        }
-        return bits;
-    }
 }
