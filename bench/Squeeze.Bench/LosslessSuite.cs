@@ -35,6 +35,13 @@ internal static class LosslessSuite
         int repetitions = Program.Option(args, "--repetitions", 3);
         string calibText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt"));
         string evalText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-eval.txt"));
+        if (args.Contains("--overhead"))
+        {
+            Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- lossless --overhead --repetitions {repetitions}` (one thread; fastest of {repetitions} interleaved runs of 200 calls each, after 200 warm-up calls)");
+            Console.WriteLine();
+            OverheadTable(repetitions);
+            return;
+        }
         using var source = ModelLoader.Load(Path.Combine(shared, "models", "stories15M", "stories15M.bin"));
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- lossless --threads {threads} --tokens {tokens} --chunks {chunks} --group {group} --repetitions {repetitions}` " +
             $"(stories15M.bin; {threads} threads; timings are medians of {repetitions} on a shared 2-core machine, so noisy)");
@@ -197,6 +204,49 @@ internal static class LosslessSuite
         {
             var r = SpeedBenchmark.Run(model, threads, promptTokens: 64, decodeTokens: 64, repetitions);
             Console.WriteLine($"| {label} | {r.PromptTokensPerSecond:0} | {r.DecodeTokensPerSecond:0} |");
+        }
+        Console.WriteLine();
+    }
+
+    /// <summary>The rotation's cost in isolation: one token's product with a uniform 4-bit g32 weight of each stories15M
+    /// shape, with and without the rotation, and the transform alone.</summary>
+    private static void OverheadTable(int repetitions)
+    {
+        const int calls = 200;
+        Console.WriteLine("| shape (rows × columns) | transform µs | uniform product µs | rotated product µs | overhead |");
+        Console.WriteLine("|---|---|---|---|---|");
+        using var context = new ComputeContext(1);
+        foreach (var (rows, columns) in new[] { (288, 288), (768, 288), (288, 768) })
+        {
+            var rng = new Random(rows + columns);
+            var values = Enumerable.Range(0, rows * columns).Select(_ => (float)(rng.NextDouble() - 0.5) * 0.1f).ToArray();
+            var rotation = new RandomizedHadamard(columns, 1, permute: true);
+            var rotated = RotatedQuantizer.Quantize("w", values, rows, new UniformScheme(4, 32, false), rotation, []);
+            var plain = (UniformWeight)rotated.Inner;
+            var x = Enumerable.Range(0, columns).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+            var transformed = new float[columns];
+            var y = new float[rows];
+            // Fastest of the runs, the three calls interleaved run by run: on a shared machine preemption only adds time.
+            var best = new double[3];
+            Array.Fill(best, double.PositiveInfinity);
+            Action[] actions = [() => rotation.Forward<float>(x, transformed), () => plain.Multiply(x, 1, context, y), () => rotated.Multiply(x, 1, context, y)];
+            foreach (var call in actions)
+            {
+                for (int i = 0; i < calls; i++) // warm-up: let the JIT reach its final tier
+                    call();
+            }
+            for (int rep = 0; rep < repetitions; rep++)
+            {
+                for (int k = 0; k < actions.Length; k++)
+                {
+                    var clock = Stopwatch.StartNew();
+                    for (int i = 0; i < calls; i++)
+                        actions[k]();
+                    best[k] = Math.Min(best[k], clock.Elapsed.TotalMicroseconds / calls);
+                }
+            }
+            var (transform, product, rotatedProduct) = (best[0], best[1], best[2]);
+            Console.WriteLine($"| {rows} × {columns} | {transform:0.00} | {product:0.0} | {rotatedProduct:0.0} | {100 * (rotatedProduct / product - 1):+0.0;-0.0}% |");
         }
         Console.WriteLine();
     }
