@@ -143,11 +143,17 @@ internal static class NativeSuite
     // Does candidate c of tensor t come from this level?
     private static bool Matches(NativeRepresentation level, NativeCandidate c, TensorCandidates<NativeCandidate> t) => level switch
     {
-        UniformRepresentation u => c.Weight is Weights.UniformWeight w && w.UniformScheme.Bits == u.Bits && w.UniformScheme.Symmetric == u.Symmetric
-                                   && w.UniformScheme.Group == u.GroupFor((int)t.Shape[1]),
+        UniformRepresentation u => c.Weight is Weights.UniformWeight w && SameUniform(u, w, t),
         Float16Representation => c.Format == "F16",
+        RotatedRepresentation r => c.Weight is Weights.RotatedWeight { Inner: Weights.UniformWeight w } && SameUniform(r.Inner, w, t),
+        EntropyRepresentation { Inner: UniformRepresentation u } => c.Weight is Weights.EntropyCodedWeight e && SameUniform(u, e.Decoded, t),
+        EntropyRepresentation { Inner: RotatedRepresentation r } => c.Weight is Weights.RotatedWeight { Inner: Weights.EntropyCodedWeight e } && SameUniform(r.Inner, e.Decoded, t),
+        DFloat11Representation => c.Weight is Weights.DFloat11Weight,
         _ => c.Format == level.Spec,
     };
+
+    private static bool SameUniform(UniformRepresentation u, Weights.UniformWeight w, TensorCandidates<NativeCandidate> t)
+        => w.UniformScheme.Bits == u.Bits && w.UniformScheme.Symmetric == u.Symmetric && w.UniformScheme.Group == u.GroupFor((int)t.Shape[1]);
 
     private static void WriteChart(string output, NativeCandidateSet set, List<Row> rows, IReadOnlyList<EvaluationResult> results)
     {
