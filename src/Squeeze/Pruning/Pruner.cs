@@ -150,20 +150,19 @@ public static class Pruner
                     score[j] = s / inverse;
                 }
                 var pruned = PrunedGroups(score, p.GroupSize, p.Fraction);
-                ForRows(rows, options, r => SparseGptRow(w, mask, r, n, u, options.BlockSize, pruned, null));
+                ForRows(rows, options, r => SparseGptRow(w, mask, r, n, u, options.BlockSize, pruned));
                 break;
             }
             case SparsityPattern.Unstructured p:
             {
-                double sparsity = p.Sparsity;
-                ForRows(rows, options, r => SparseGptRow(w, mask, r, n, u, options.BlockSize, null, (from, to) =>
-                    (int)Math.Round(sparsity * to, MidpointRounding.ToEven) - (int)Math.Round(sparsity * from, MidpointRounding.ToEven)));
+                int pruned = p.PrunedPerRow(n);
+                ForRows(rows, options, r => SparseGptRow(w, mask, r, n, u, options.BlockSize, null, pruned));
                 break;
             }
             case SparsityPattern.NOfM p:
             {
                 int groupSize = p.M, keep = p.N;
-                ForRows(rows, options, r => SparseGptRow(w, mask, r, n, u, (options.BlockSize + groupSize - 1) / groupSize * groupSize, null, null, groupSize, keep));
+                ForRows(rows, options, r => SparseGptRow(w, mask, r, n, u, (options.BlockSize + groupSize - 1) / groupSize * groupSize, null, groupSize: groupSize, keep: keep));
                 break;
             }
             default:
@@ -179,19 +178,32 @@ public static class Pruner
 
     // One row of SparseGPT: columns in order, in batches of `block`; a column removed from the row gets error e = w_j / U_jj,
     // which the columns after it absorb through U's row j (w_k -= e U_jk): inside the batch at once, after it lazily.
-    // Which columns are removed: `fixedPruned` (structured), or per batch the `prunedInBlock(from, to)` of least w_j² / U_jj²
-    // (unstructured), or per group of `groupSize` the groupSize − keep of least w_j² / U_jj² (N:M), always from the weights
-    // as updated so far.
+    // Which columns are removed: `fixedPruned` (structured); or, unstructured, `prunedPerRow` in all, as many in each batch as
+    // the row's initial scores w_j² / U_jj² put below the row's threshold, chosen at the batch's start as the least scores of
+    // the weights updated so far; or per group of `groupSize` the groupSize − keep of least w_j² / U_jj² (N:M), from the
+    // weights updated so far.
     private static void SparseGptRow(float[] weights, bool[] mask, int r, int n, double[] u, int block,
-        bool[]? fixedPruned, Func<int, int, int>? prunedInBlock, int groupSize = 0, int keep = 0)
+        bool[]? fixedPruned, int prunedPerRow = -1, int groupSize = 0, int keep = 0)
     {
         var w = new double[n];
         for (int j = 0; j < n; j++)
             w[j] = weights[(long)r * n + j];
         var rowMask = mask.AsSpan((int)((long)r * n), n);
         var errors = new double[block];
-        var scores = new double[block];
-        var order = new int[block];
+        var scores = new double[Math.Max(block, n)];
+        var order = new int[Math.Max(block, n)];
+        int[]? prunedInBlock = null;
+        if (prunedPerRow >= 0)
+        {
+            prunedInBlock = new int[(n + block - 1) / block];
+            for (int j = 0; j < n; j++)
+            {
+                double d = u[(long)j * n + j];
+                scores[j] = w[j] * w[j] / (d * d);
+            }
+            foreach (int j in Smallest(scores.AsSpan(0, n), order, prunedPerRow))
+                prunedInBlock[j / block]++;
+        }
         for (int i1 = 0; i1 < n; i1 += block)
         {
             int i2 = Math.Min(n, i1 + block), width = i2 - i1;
@@ -202,7 +214,7 @@ public static class Pruner
                     double d = u[(long)j * n + j];
                     scores[j - i1] = w[j] * w[j] / (d * d);
                 }
-                foreach (int j in Smallest(scores.AsSpan(0, width), order, prunedInBlock(i1, i2)))
+                foreach (int j in Smallest(scores.AsSpan(0, width), order, prunedInBlock[i1 / block]))
                     rowMask[i1 + j] = false;
             }
             else if (fixedPruned is not null)
