@@ -38,6 +38,10 @@ internal static class NativeSchemes
         UniformNativeScheme.Instance,
         PlainNativeScheme.Instance,
         SumNativeScheme.Instance,
+        NmSparseNativeScheme.Instance,
+        MaskedSparseNativeScheme.Instance,
+        StructuredSparseNativeScheme.Instance,
+        ZeroNativeScheme.Instance,
     ];
 
     public static INativeScheme? Find(string name) => All.FirstOrDefault(s => s.Name == name);
