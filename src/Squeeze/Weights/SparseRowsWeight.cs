@@ -34,6 +34,12 @@ public abstract class SparseRowsWeight : LinearWeight
     /// [0, KeptPerRow). Safe to call from several threads at once.</summary>
     public abstract void KeptColumns(int row, Span<int> destination);
 
+    /// <summary>True when <see cref="FusedDot"/> computes a row's product straight from the stored form (no decoding).</summary>
+    internal virtual bool HasFusedDot => false;
+
+    /// <summary>Σ_c W[row, c] · x[c] straight from the stored form, when <see cref="HasFusedDot"/>.</summary>
+    internal virtual unsafe float FusedDot(int row, float* x) => throw new NotSupportedException($"{Name}: no fused product");
+
     public override void DecodeRow(int row, Span<float> destination)
     {
         CheckRow(row, destination);

@@ -68,7 +68,7 @@ public class SparseWeightTests
 
     public static TheoryData<int, int, int, int> NmShapes => new()
     {
-        { 2, 4, 7, 16 }, { 2, 4, 33, 288 }, { 4, 8, 9, 64 }, { 1, 4, 5, 20 }, { 3, 8, 4, 40 }, { 2, 4, 64, 768 },
+        { 2, 4, 7, 16 }, { 2, 4, 33, 288 }, { 2, 4, 5, 172 }, { 2, 4, 3, 20 }, { 2, 4, 2, 4 }, { 4, 8, 9, 64 }, { 1, 4, 5, 20 }, { 3, 8, 4, 40 }, { 2, 4, 64, 768 },
     };
 
     [Theory]
@@ -137,6 +137,35 @@ public class SparseWeightTests
             Assert.Equal(mask[i] ? w[i] : 0f, decoded[i]);
         Assert.True(weight.Kept.Rows * weight.Kept.Columns < rows * columns);
         AssertProductMatches(weight, 29);
+    }
+
+    [Theory]
+    [InlineData(8)]
+    [InlineData(33)]
+    [InlineData(70)]
+    public void Batch_products_sum_in_the_order_of_the_scalar_reference(int tokens)
+    {
+        int rows = 11, columns = 96;
+        var w = PrunerTests.RandomWeights(rows, columns, tokens);
+        var weight = PrunedWeights.Unstructured("w", Pruner.Prune(w, rows, columns, new SparsityPattern.Unstructured(0.4), PruningMethod.Magnitude));
+        var x = PrunerTests.RandomWeights(tokens, columns, tokens + 1);
+        var y = new float[tokens * rows];
+        using var context = new ComputeContext(2);
+        weight.Multiply(x, tokens, context, y);
+        var values = new float[weight.KeptPerRow];
+        var kept = new int[weight.KeptPerRow];
+        for (int r = 0; r < rows; r++)
+        {
+            weight.Values.DecodeRow(r, values);
+            weight.KeptColumns(r, kept);
+            for (int t = 0; t < tokens; t++)
+            {
+                float sum = 0;
+                for (int k = 0; k < kept.Length; k++)
+                    sum += values[k] * x[t * columns + kept[k]];
+                Assert.Equal(sum, y[t * rows + r]);
+            }
+        }
     }
 
     [Fact]
