@@ -20,7 +20,8 @@ namespace Squeeze.Bench;
 /// codes of similar size. Then the product's speed: 2:4 and 50 % masked layers against dense ones of about the same
 /// bytes (one thread, median of repetitions). Options: <c>--tokens N</c> (calibration tokens, default 16384),
 /// <c>--chunks N</c> (evaluation chunks, default 0: the whole text), <c>--threads N</c>, <c>--repetitions N</c> (kernel
-/// timings, default 200), <c>--speed-only</c>.
+/// timings, default 200), <c>--speed-only</c>, <c>--structured</c> (instead of the unstructured forms: whole heads or
+/// feed-forward units removed from every block, <see cref="StructuredPruning"/>).
 /// </summary>
 internal static class PruningSuite
 {
@@ -37,11 +38,11 @@ internal static class PruningSuite
         int repetitions = Program.Option(args, "--repetitions", 200);
         using var source = ModelLoader.Load(Path.Combine(shared, "models", "stories15M", "stories15M.bin"));
         if (!args.Contains("--speed-only"))
-            Quality(args, shared, source, threads, tokens, chunks);
+            Quality(shared, source, threads, tokens, chunks, args.Contains("--structured"));
         Speed(args, source, repetitions);
     }
 
-    private static void Quality(string[] args, string shared, Model source, int threads, int tokens, int chunks)
+    private static void Quality(string shared, Model source, int threads, int tokens, int chunks, bool structured)
     {
         string calibText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt"));
         string evalText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-eval.txt"));
@@ -71,26 +72,47 @@ internal static class PruningSuite
         }
         LinearWeight Uniform4(string name, float[] values, int rows, int columns) => UniformWeight.Encode(name, values, rows, columns, Values4);
 
-        var configs = new List<Config>
+        LinearWeight DenseF16(string name) => PrunedWeights.F16(name, source.Weight(name).Decode(), source.Weight(name).Rows, source.Weight(name).Columns);
+        var configs = new List<Config> { new("dense f16", "-", DenseF16) };
+        if (structured)
         {
-            new("dense f16", "-", name => PrunedWeights.F16(name, source.Weight(name).Decode(), source.Weight(name).Rows, source.Weight(name).Columns)),
-        };
-        foreach (var (form, pattern) in new (string, SparsityPattern)[]
-                 { ("25 %", new SparsityPattern.Unstructured(0.25)), ("50 %", new SparsityPattern.Unstructured(0.5)), ("2:4", new SparsityPattern.NOfM(2, 4)) })
-        {
-            foreach (var method in new[] { PruningMethod.Magnitude, PruningMethod.Wanda, PruningMethod.SparseGpt })
-                configs.Add(new($"{form} f16", MethodName(method), name => PrunedWeights.For(name, Prune(name, pattern, method), pattern)));
-        }
-        foreach (var method in new[] { PruningMethod.Wanda, PruningMethod.SparseGpt })
-            configs.Add(new("2:4, 4-bit values", MethodName(method), name => PrunedWeights.NOfM(name, Prune(name, new SparsityPattern.NOfM(2, 4), method), 2, 4, Uniform4)));
-        foreach (int bits in new[] { 4, 3 })
-        {
-            var scheme = new UniformScheme(bits, 48, symmetric: false);
-            configs.Add(new($"dense {scheme}", "imatrix RTN", name =>
+            // Coupled structured forms: every block loses the same share of heads (attn_output's column groups, then the
+            // heads' q/k/v rows) or of feed-forward units (ffn_down's columns, then ffn_gate/ffn_up rows); the rest f16.
+            foreach (var (form, heads, fraction) in new (string, bool, double)[]
+                     { ("heads 1/6", true, 1.0 / 6), ("heads 1/3", true, 1.0 / 3), ("ffn units 25 %", false, 0.25), ("ffn units 50 %", false, 0.5) })
             {
-                var w = source.Weight(name);
-                return UniformWeight.Encode(name, w.Decode(), w.Rows, w.Columns, scheme, Input(name).Importance());
-            }));
+                foreach (var method in new[] { PruningMethod.Magnitude, PruningMethod.Wanda, PruningMethod.SparseGpt })
+                {
+                    Dictionary<string, LinearWeight>? pruned = null;
+                    configs.Add(new(form, MethodName(method), name =>
+                    {
+                        pruned ??= Enumerable.Range(0, source.Config.LayerCount)
+                            .SelectMany(l => heads ? StructuredPruning.Heads(source, l, fraction, method, stats, options) : StructuredPruning.FeedForwardUnits(source, l, fraction, method, stats, options))
+                            .ToDictionary(p => p.Name, p => PrunedWeights.Structured(p.Name, p.Result), StringComparer.Ordinal);
+                        return pruned.TryGetValue(name, out var w) ? w : DenseF16(name);
+                    }));
+                }
+            }
+        }
+        else
+        {
+            foreach (var (form, pattern) in new (string, SparsityPattern)[]
+                     { ("25 %", new SparsityPattern.Unstructured(0.25)), ("50 %", new SparsityPattern.Unstructured(0.5)), ("2:4", new SparsityPattern.NOfM(2, 4)) })
+            {
+                foreach (var method in new[] { PruningMethod.Magnitude, PruningMethod.Wanda, PruningMethod.SparseGpt })
+                    configs.Add(new($"{form} f16", MethodName(method), name => PrunedWeights.For(name, Prune(name, pattern, method), pattern)));
+            }
+            foreach (var method in new[] { PruningMethod.Wanda, PruningMethod.SparseGpt })
+                configs.Add(new("2:4, 4-bit values", MethodName(method), name => PrunedWeights.NOfM(name, Prune(name, new SparsityPattern.NOfM(2, 4), method), 2, 4, Uniform4)));
+            foreach (int bits in new[] { 4, 3 })
+            {
+                var scheme = new UniformScheme(bits, 48, symmetric: false);
+                configs.Add(new($"dense {scheme}", "imatrix RTN", name =>
+                {
+                    var w = source.Weight(name);
+                    return UniformWeight.Encode(name, w.Decode(), w.Rows, w.Columns, scheme, Input(name).Importance());
+                }));
+            }
         }
 
         var models = new List<Model>();
@@ -109,9 +131,9 @@ internal static class PruningSuite
                 Console.Error.WriteLine($"{config.Form} {config.Method}: {prunedBytes[^1]:N0} bytes, {pruneSeconds[^1]:0.0} s");
             }
             var results = Evaluator.EvaluateMany(models, evalText, new EvaluationOptions { ContextLength = 256, MaxChunks = chunks, Threads = threads }, source);
-            string extra = (tokens != 16384 ? $" --tokens {tokens}" : "") + (chunks != 0 ? $" --chunks {chunks}" : "");
+            string extra = (tokens != 16384 ? $" --tokens {tokens}" : "") + (chunks != 0 ? $" --chunks {chunks}" : "") + (structured ? " --structured" : "");
             Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- pruning --threads {threads}{extra}` (stories15M.bin; calibration: " +
-                $"{stats.TokenCount:N0} tokens of tinystories-calib at ctx 256 with XᵀX; every 2-D weight but token_embd ({prunedWeights:N0} weights) pruned per row; " +
+                $"{stats.TokenCount:N0} tokens of tinystories-calib at ctx 256 with XᵀX; every 2-D weight but token_embd ({prunedWeights:N0} weights) {(structured ? "in f16, with heads or feed-forward units removed from every block" : "pruned per row")}; " +
                 $"scored on {(chunks == 0 ? "the whole" : $"the first {chunks} chunks of")} tinystories-eval, ctx 256, against the f32 model; the f32 model's PPL is {results[0].KlDivergence!.BasePerplexity:0.0000})");
             Console.WriteLine();
             Console.WriteLine("| form | method | pruned layers' bytes | bits / weight | model bytes | PPL | mean KLD | same top % | prune s |");
