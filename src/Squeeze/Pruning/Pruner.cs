@@ -52,9 +52,6 @@ public sealed class PruningResult
     public int Rows { get; }
 
     public int Columns { get; }
-
-    /// <summary>Fraction of weights removed.</summary>
-    public double Sparsity => 1.0 - (double)Mask.Count(k => k) / Mask.Length;
 }
 
 /// <summary>

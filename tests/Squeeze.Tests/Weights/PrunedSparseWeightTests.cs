@@ -10,7 +10,7 @@ using Squeeze.Weights;
 
 namespace Squeeze.Tests.Weights;
 
-public class SparseWeightTests
+public class PrunedSparseWeightTests
 {
     private static float Half(float value) => (float)(Half)value;
 
