@@ -1,3 +1,4 @@
+using Squeeze.Formats.Native;
 using Squeeze.Tensors;
 using Squeeze.Weights;
 
@@ -23,7 +24,34 @@ public enum OutlierCriterion
 public static class DenseAndSparse
 {
     /// <summary>Fits the dense part: <paramref name="weights"/> and <paramref name="importance"/> are both [rows, columns].</summary>
-    public delegate LinearWeight DenseEncoder(string name, float[] weights, float[] importance);
+    public delegate LinearWeight DenseEncoder(string name, float[] weights, int rows, int columns, float[] importance);
+
+    /// <summary>Dense parts as per-group codebooks (<see cref="CodebookQuantizer.Quantize"/>; group 0: one per row).</summary>
+    public static DenseEncoder CodebookEncoder(int bits, int group, int maxIterations = CodebookQuantizer.DefaultMaxIterations)
+        => (name, weights, rows, columns, importance) => CodebookQuantizer.Quantize(name, weights, rows, columns, importance, bits, group, maxIterations);
+
+    /// <summary>Dense parts as uniform codes, each row encoded by <see cref="UniformCodec.EncodeRow"/> with the
+    /// importance-weighted range search, the per-value importance zero at the outliers.</summary>
+    public static DenseEncoder UniformEncoder(UniformScheme scheme)
+    {
+        ArgumentNullException.ThrowIfNull(scheme);
+        return (name, weights, rows, columns, importance) =>
+        {
+            scheme.CheckColumns(columns);
+            int groups = columns / scheme.Group, rowBytes = (int)scheme.RowBytes(columns);
+            var packed = new byte[(long)rows * rowBytes];
+            var scales = new ushort[(long)rows * groups];
+            var mins = scheme.Symmetric ? null : new ushort[(long)rows * groups];
+            var codes = new byte[columns];
+            for (int r = 0; r < rows; r++)
+            {
+                UniformCodec.EncodeRow(weights.AsSpan(r * columns, columns), importance.AsSpan(r * columns, columns), scheme, search: true,
+                    codes, scales.AsSpan(r * groups, groups), mins is null ? default : mins.AsSpan(r * groups, groups));
+                UniformCodec.Pack(codes, scheme.Bits, packed.AsSpan(r * rowBytes, rowBytes));
+            }
+            return new UniformWeight(name, rows, columns, scheme, packed, scales, mins);
+        };
+    }
 
     /// <summary>Splits <paramref name="weights"/> ([rows, columns] row-major) into a dense weight and sparse outliers.</summary>
     /// <param name="name">The tensor's name (given to both parts).</param>
@@ -64,7 +92,7 @@ public static class DenseAndSparse
         var score = new double[total];
         if (criterion == OutlierCriterion.Error && count > 0)
         {
-            var firstFit = encoder(name, (float[])values.Clone(), (float[])elementImportance.Clone()).Decode();
+            var firstFit = encoder(name, (float[])values.Clone(), rows, columns, (float[])elementImportance.Clone()).Decode();
             for (int i = 0; i < total; i++)
             {
                 double d = (double)values[i] - firstFit[i];
@@ -112,7 +140,7 @@ public static class DenseAndSparse
                 }
             }
         }
-        var denseWeight = encoder(name, dense, denseImportance);
+        var denseWeight = encoder(name, dense, rows, columns, denseImportance);
         if (denseWeight.Rows != rows || denseWeight.Columns != columns)
             throw new InvalidOperationException($"{name}: the dense encoder returned [{denseWeight.Rows}, {denseWeight.Columns}], not [{rows}, {columns}]");
 

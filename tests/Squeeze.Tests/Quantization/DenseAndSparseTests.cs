@@ -23,8 +23,7 @@ public sealed class DenseAndSparseTests
         return (w, planted);
     }
 
-    private static DenseAndSparse.DenseEncoder Codebook(int bits, int group) =>
-        (name, weights, importance) => CodebookQuantizer.Quantize(name, weights, Rows, Columns, importance, bits, group);
+    private static DenseAndSparse.DenseEncoder Codebook(int bits, int group) => DenseAndSparse.CodebookEncoder(bits, group);
 
     private static float[] Sum(LinearWeight a, LinearWeight b)
     {
