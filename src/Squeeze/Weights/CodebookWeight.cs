@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.Intrinsics.X86;
 using Squeeze.Formats.Native;
 using Squeeze.Kernels;
 using Squeeze.Tensors;
@@ -15,7 +16,7 @@ namespace Squeeze.Weights;
 /// packed word) and then multiplies them in f32 as <see cref="DecodedProduct"/> does, so it gives the same bits as the
 /// reference product.
 /// </summary>
-public sealed unsafe class CodebookWeight : LinearWeight
+public sealed unsafe partial class CodebookWeight : LinearWeight
 {
     private readonly byte[] codes;   // [rows, RowBytes]
     private readonly ushort[] table; // [rows, cols / group, 2^bits] f16
@@ -114,7 +115,7 @@ public sealed unsafe class CodebookWeight : LinearWeight
         int chunks = (Rows + ChunkRows - 1) / ChunkRows;
         int parts = context.Threads == 1 ? 1 : Math.Min(chunks, 4 * context.Threads);
         int stride = (Columns + 15) & ~15;
-        long partFloats = (long)ChunkRows * stride + Levels;
+        long partFloats = (long)ChunkRows * stride + Math.Max(Levels, LevelsScratch);
         var job = new ProductJob
         {
             Weight = this,
@@ -136,8 +137,12 @@ public sealed unsafe class CodebookWeight : LinearWeight
 
     private const int ChunkRows = 8;
 
+    // Floats of table scratch at least: the vector path loads two 8-float halves whatever the width.
+    private const int LevelsScratch = 16;
+
     /// <summary>Decodes row <paramref name="row"/> into <paramref name="destination"/> ([Columns]) as <see cref="DecodeRow"/>
-    /// does, eight codes per 64-bit load; <paramref name="levels"/> ([Levels]) is scratch for one group's table in f32.</summary>
+    /// does, eight codes per 64-bit load (2 to 4 bits with AVX2: eight table lookups per permute); <paramref name="levels"/>
+    /// ([max(Levels, 16)]) is scratch for one group's table in f32.</summary>
     internal void DecodeRowFast(int row, float* destination, float* levels)
     {
         int bits = Bits, mask = Levels - 1, group = Group, groups = GroupsPerRow;
@@ -155,6 +160,8 @@ public sealed unsafe class CodebookWeight : LinearWeight
                 int c = g * group, end = c + group;
                 for (; c < end && (c & 7) != 0; c++)
                     destination[c] = levels[Code(packed, c, bits, mask)];
+                if (bits <= 4 && Avx2.IsSupported)
+                    c = DecodeAvx2(packed, c, end, bits, safeBytes, levels, destination);
                 for (; c + 8 <= end && (long)(c >> 3) * bits <= safeBytes; c += 8)
                 {
                     ulong word = BinaryPrimitives.ReadUInt64LittleEndian(new ReadOnlySpan<byte>(packed + (c >> 3) * bits, 8));
