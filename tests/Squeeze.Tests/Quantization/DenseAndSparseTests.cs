@@ -81,4 +81,19 @@ public sealed class DenseAndSparseTests
         Assert.Equal(CodebookQuantizer.Quantize("w", w, Rows, Columns, importance, 2, 32).Decode(), dense.Decode());
         Assert.Throws<ArgumentOutOfRangeException>(() => DenseAndSparse.Encode("w", w, Rows, Columns, importance, 1, OutlierCriterion.Error, Codebook(2, 32)));
     }
+
+    [Fact]
+    public void The_uniform_dense_encoder_is_UniformWeights_encoding_and_outliers_shrink_its_ranges()
+    {
+        var (w, _) = Layer(8);
+        var importance = Enumerable.Range(0, Columns).Select(c => 1f + c % 5).ToArray();
+        var scheme = new Squeeze.Formats.Native.UniformScheme(3, 32, symmetric: false);
+        var (dense, none) = DenseAndSparse.Encode("w", w, Rows, Columns, importance, 0, OutlierCriterion.Magnitude, DenseAndSparse.UniformEncoder(scheme));
+        Assert.Equal(0, none.NonZeros);
+        var reference = UniformWeight.Encode("w", w, Rows, Columns, scheme, importance);
+        Assert.Equal(reference.Decode(), dense.Decode());
+        Assert.Equal(reference.StoredBytes, dense.StoredBytes);
+        var (withOutliers, sparse) = DenseAndSparse.Encode("w", w, Rows, Columns, importance, 0.01, OutlierCriterion.Magnitude, DenseAndSparse.UniformEncoder(scheme));
+        Assert.True(Error(w, Sum(withOutliers, sparse)) < 0.5 * Error(w, dense.Decode()));
+    }
 }
