@@ -40,7 +40,7 @@ internal sealed class CodebookNativeScheme : INativeScheme
         for (int i = 0; i < table.Length; i++)
         {
             if ((table[i] & 0x7C00) == 0x7C00)
-                throw source.Fail(prefix + TableSuffix, $"entry {i % (1 << bits)} of group {i >> bits} is not finite (f16 bits 0x{table[i]:X4})");
+                throw source.Fail(prefix + TableSuffix, $"entry {i % (1 << bits)} of table {i >> bits} (row-major over rows and groups) is not finite (f16 bits 0x{table[i]:X4})");
         }
         return new CodebookWeight(name, rows, columns, bits, group, codes, table);
     }

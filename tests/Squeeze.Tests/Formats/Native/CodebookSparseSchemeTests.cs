@@ -172,7 +172,7 @@ public sealed class CodebookSparseSchemeTests : IDisposable
         AssertRejected((m, _) => m["squeeze.scheme.c"] = Scheme("4", "48"), "tensor 'c.codes': has shape [4, 36], expected [4, 48]");
         AssertRejected((m, _) => m["squeeze.scheme.c"] = Scheme("3", "48", ",\"seed\":1"), "unknown key \"seed\"");
         AssertRejected((m, _) => m["squeeze.scheme.c"] = "{\"scheme\":\"codebook\",\"bits\":3,\"group\":48,\"table\":\"bf16\"}", "\"table\" is \"bf16\"; allowed: \"f16\"");
-        AssertRejected((_, t) => Patch(t, "c.table", d => BinaryPrimitives.WriteUInt16LittleEndian(d.AsSpan(6), 0x7E00)), "tensor 'c.table': entry 3 of group 0 is not finite");
+        AssertRejected((_, t) => Patch(t, "c.table", d => BinaryPrimitives.WriteUInt16LittleEndian(d.AsSpan(6), 0x7E00)), "tensor 'c.table': entry 3 of table 0 (row-major over rows and groups) is not finite");
         AssertRejected((_, t) => t.Remove("c.table"), "tensor 'c.table': companion tensor is missing");
         AssertRejected((_, t) => t["c.table"] = (SafetensorsDType.F32, [4, 2, 8], new byte[256]), "tensor 'c.table': is F32, not F16");
         AssertRejected((m, _) => m[NativeFormat.VersionKey] = "1", "scheme \"codebook\" is defined by format version 2, but the file says version 1");
