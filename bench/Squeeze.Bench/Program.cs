@@ -14,7 +14,8 @@ namespace Squeeze.Bench;
 /// evaluation text rewards: the f32 model with scaled logits), <c>kv</c> (KV-cache policies: KLD, cache bytes per token,
 /// decode tokens/s), <c>allocation</c> (knapsack and
 /// evolutionary search to byte budgets against llama.cpp's mixes), <c>zip</c> (squeeze zip against
-/// gzip, xz, zstd and brotli; round trips, bits per byte, throughput, determinism).
+/// gzip, xz, zstd and brotli; round trips, bits per byte, throughput, determinism), <c>codebooks</c> (uniform codes,
+/// non-uniform codebooks and dense-and-sparse outliers in the runtime: KLD, perplexity, bits per weight).
 /// </summary>
 public static class Program
 {
@@ -55,8 +56,11 @@ public static class Program
             case "native":
                 NativeSuite.Run(rest);
                 return 0;
+            case "codebooks":
+                CodebooksSuite.Run(rest);
+                return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|codebooks [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

@@ -38,6 +38,8 @@ internal static class NativeSchemes
         UniformNativeScheme.Instance,
         PlainNativeScheme.Instance,
         SumNativeScheme.Instance,
+        CodebookNativeScheme.Instance,
+        SparseNativeScheme.Instance,
     ];
 
     public static INativeScheme? Find(string name) => All.FirstOrDefault(s => s.Name == name);
