@@ -152,6 +152,7 @@ internal static class NativeSuite
     {
         UniformRepresentation u => c.Weight is Weights.UniformWeight w && w.UniformScheme.Bits == u.Bits && w.UniformScheme.Symmetric == u.Symmetric
                                    && w.UniformScheme.Group == u.GroupFor((int)t.Shape[1]),
+        CodebookRepresentation b => c.Weight is Weights.CodebookWeight w && w.Bits == b.Bits && w.Group == b.GroupFor((int)t.Shape[1]),
         Float16Representation => c.Format == "F16",
         _ => c.Format == level.Spec,
     };

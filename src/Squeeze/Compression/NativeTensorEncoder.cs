@@ -113,19 +113,39 @@ public sealed class NativeTensorEncoder
     public NativeEncoded EncodeUniform(string name, UniformScheme scheme)
     {
         ArgumentNullException.ThrowIfNull(scheme);
+        scheme.CheckColumns(Columns(name));
+        return Encode(name,
+            (values, rows, columns, importance) => UniformWeight.Encode(name, values, rows, columns, scheme, importance),
+            (values, rows, hessian, gptq) =>
+            {
+                var grid = new UniformSchemeGrid(scheme);
+                return grid.ToWeight(name, Gptq.Quantize(values, rows, hessian, grid, gptq).Data, rows, hessian.Columns);
+            });
+    }
+
+    /// <summary>Encodes tensor <paramref name="name"/> with one non-uniform codebook of 2^<paramref name="bits"/> f16
+    /// values per group of <paramref name="group"/> (0: per row): GPTQ with the codebooks as the grid when its input has
+    /// a Gram matrix (keeping importance-weighted k-means if that has the lower output error), else importance-weighted
+    /// k-means (<see cref="CodebookQuantizer"/>).</summary>
+    public NativeEncoded EncodeCodebook(string name, int bits, int group)
+        => Encode(name,
+            (values, rows, columns, importance) => CodebookQuantizer.Quantize(name, values, rows, columns, importance, bits, group),
+            (values, rows, hessian, gptq) => CodebookQuantizer.QuantizeGptq(name, values, rows, hessian, bits, group, gptq));
+
+    // Rounding (importance-weighted when there are statistics), then GPTQ on the same grid when the input has a Gram
+    // matrix and the method allows; the encoding with the lower output error is kept.
+    private NativeEncoded Encode(string name, Func<float[], int, int, float[], LinearWeight> round, Func<float[], int, GptqHessian, GptqOptions, LinearWeight> gptq)
+    {
         var values = Values(name);
         var shape = model.Weight(name);
         int rows = shape.Rows, columns = shape.Columns;
-        scheme.CheckColumns(columns);
-        var entry = Input(name);
-        float[] importance = entry?.Importance() ?? [];
-        var rounded = UniformWeight.Encode(name, values, rows, columns, scheme, importance);
+        float[] importance = Input(name)?.Importance() ?? [];
+        var rounded = round(values, rows, columns, importance);
         double roundedError = RelativeError(name, values, rounded);
         var hessian = Hessian(name);
         if (hessian is null || options.Method == CompressionMethod.Rtn)
             return new NativeEncoded(rounded, importance.Length > 0 ? "imatrix" : "rtn", roundedError);
-        var grid = new UniformSchemeGrid(scheme);
-        var result = Gptq.Quantize(values, rows, hessian, grid, new GptqOptions
+        var result = gptq(values, rows, hessian, new GptqOptions
         {
             DampingFraction = options.Damping,
             ActivationOrder = options.ActivationOrder,
@@ -133,9 +153,8 @@ public sealed class NativeTensorEncoder
             Importance = importance,
             Threads = Math.Max(1, options.Threads),
         });
-        var gptq = grid.ToWeight(name, result.Data, rows, columns);
-        double gptqError = RelativeError(name, values, gptq);
-        return gptqError <= roundedError ? new NativeEncoded(gptq, "gptq", gptqError) : new NativeEncoded(rounded, "imatrix (lower error than gptq)", roundedError);
+        double gptqError = RelativeError(name, values, result);
+        return gptqError <= roundedError ? new NativeEncoded(result, "gptq", gptqError) : new NativeEncoded(rounded, "imatrix (lower error than gptq)", roundedError);
     }
 
     /// <summary>Tensor <paramref name="name"/> rounded to f16, as a plain weight in a buffer the weight keeps alive.</summary>

@@ -103,9 +103,12 @@ public sealed class NativeAllocationTests(NativeAllocationFixture fixture) : ICl
         Assert.Equal(new UniformRepresentation(3, 96, false), NativeRepresentation.Parse("uniform:3:96"));
         Assert.Equal(new UniformRepresentation(4, 32, true), NativeRepresentation.Parse("UNIFORM:4:32:sym"));
         Assert.Equal(new Float16Representation(), NativeRepresentation.Parse("f16"));
+        Assert.Equal(new CodebookRepresentation(3, 0, false), NativeRepresentation.Parse("codebook:3:row"));
+        Assert.Equal(144, Assert.IsType<CodebookRepresentation>(NativeRepresentation.Parse("codebook:2:~200")).GroupFor(288));
+        Assert.Equal(288, new CodebookRepresentation(3, 0, false).GroupFor(288));
         var atMost = Assert.IsType<UniformRepresentation>(NativeRepresentation.Parse("uniform:2:~64"));
         Assert.Equal((48, 64, 0), (atMost.GroupFor(288), atMost.GroupFor(768), atMost.GroupFor(7)));
-        foreach (string bad in (string[])["uniform:9:32", "uniform:3", "uniform:3:0", "uniform:3:32:x", "lattice", ""])
+        foreach (string bad in (string[])["uniform:9:32", "uniform:3", "uniform:3:0", "uniform:3:32:x", "codebook:1:row", "codebook:3", "lattice", ""])
             Assert.Throws<FormatException>(() => NativeRepresentation.Parse(bad));
         Assert.All(NativeRepresentation.Defaults, r => Assert.Equal(r, NativeRepresentation.Parse(r.Spec)));
     }
