@@ -14,8 +14,9 @@ namespace Squeeze.Bench;
 /// evaluation text rewards: the f32 model with scaled logits), <c>kv</c> (KV-cache policies: KLD, cache bytes per token,
 /// decode tokens/s), <c>allocation</c> (knapsack and
 /// evolutionary search to byte budgets against llama.cpp's mixes), <c>zip</c> (squeeze zip against
-/// gzip, xz, zstd and brotli; round trips, bits per byte, throughput, determinism), <c>pruning</c> (magnitude, Wanda and
-/// SparseGPT at 25 %, 50 % and 2:4 against dense, and the sparse products' speed).
+/// gzip, xz, zstd and brotli; round trips, bits per byte, throughput, determinism), <c>codebooks</c> (uniform codes,
+/// non-uniform codebooks and dense-and-sparse outliers in the runtime: KLD, perplexity, bits per weight), <c>pruning</c> (magnitude, Wanda and
+/// SparseGPT at 25 %, 50 % and 2:4 against dense, structured heads and units, and the sparse products' speed).
 /// </summary>
 public static class Program
 {
@@ -53,11 +54,17 @@ public static class Program
             case "zip":
                 ZipSuite.Run(rest);
                 return 0;
+            case "native":
+                NativeSuite.Run(rest);
+                return 0;
+            case "codebooks":
+                CodebooksSuite.Run(rest);
+                return 0;
             case "pruning":
                 PruningSuite.Run(rest);
                 return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|pruning [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|codebooks|pruning [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

@@ -50,6 +50,7 @@ public static unsafe class KernelSelfTest
         }
         failures += CheckQuantizers(log);
         failures += CheckAttention(log);
+        failures += CheckCodebookDecoding(log);
         failures += CheckSparse(context, log);
         log.WriteLine(failures == 0 ? "all kernels agree with the scalar references" : $"{failures} mismatches");
         return failures;
@@ -223,6 +224,50 @@ public static unsafe class KernelSelfTest
             }
         }
         log.WriteLine($"attention: {failures} mismatches");
+        return failures;
+    }
+
+    // CodebookWeight's table-decoding kernel against its scalar reference, bit for bit, at every width and odd groups.
+    private static int CheckCodebookDecoding(TextWriter log)
+    {
+        int failures = 0, checks = 0;
+        for (int bits = Weights.CodebookWeight.MinBits; bits <= Weights.CodebookWeight.MaxBits; bits++)
+        {
+            foreach (var (columns, group) in new[] { (8, 8), (13, 13), (40, 5), (96, 32), (288, 48), (288, 288), (1000, 8) })
+            {
+                var rng = new Random(bits * 1009 + columns * 7 + group);
+                int rows = 5, levels = 1 << bits, rowBytes = (columns * bits + 7) / 8;
+                var codes = new byte[columns];
+                var packed = new byte[rows * rowBytes];
+                for (int r = 0; r < rows; r++)
+                {
+                    for (int c = 0; c < columns; c++)
+                        codes[c] = (byte)rng.Next(levels);
+                    Formats.Native.UniformCodec.Pack(codes, bits, packed.AsSpan(r * rowBytes, rowBytes));
+                }
+                var table = new ushort[rows * (columns / group) * levels];
+                for (int i = 0; i < table.Length; i++)
+                    table[i] = HalfConversions.F32ToF16(Normal(rng));
+                var weight = new Weights.CodebookWeight("selftest", rows, columns, bits, group, packed, table);
+                var expected = new float[columns];
+                var actual = new float[columns];
+                var scratch = new float[Math.Max(levels, 16)];
+                for (int r = 0; r < rows; r++)
+                {
+                    weight.DecodeRow(r, expected);
+                    fixed (float* a = actual, l = scratch)
+                        weight.DecodeRowFast(r, a, l);
+                    int bad = Enumerable.Range(0, columns).FirstOrDefault(c => BitConverter.SingleToInt32Bits(expected[c]) != BitConverter.SingleToInt32Bits(actual[c]), -1);
+                    if (bad >= 0)
+                    {
+                        log.WriteLine($"  codebook b{bits} g{group} [{rows}, {columns}] row {r}: column {bad} decodes to {actual[bad]}, reference {expected[bad]}");
+                        failures++;
+                    }
+                    checks++;
+                }
+            }
+        }
+        log.WriteLine($"codebook decoding: {checks} rows, {failures} mismatches");
         return failures;
     }
 

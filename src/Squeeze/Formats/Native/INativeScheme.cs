@@ -38,6 +38,8 @@ internal static class NativeSchemes
         UniformNativeScheme.Instance,
         PlainNativeScheme.Instance,
         SumNativeScheme.Instance,
+        CodebookNativeScheme.Instance,
+        SparseNativeScheme.Instance,
         NmSparseNativeScheme.Instance,
         MaskedSparseNativeScheme.Instance,
         StructuredSparseNativeScheme.Instance,
