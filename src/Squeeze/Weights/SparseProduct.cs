@@ -9,7 +9,7 @@ namespace Squeeze.Weights;
 /// values decoded to f32 and its kept columns listed; then
 /// <list type="bullet">
 /// <item>a prompt batch (≥ <see cref="BatchTokens"/> tokens) is first transposed to xᵀ [columns, tokens], and each row
-/// accumulates <c>v[k] · xᵀ[col[k], :]</c> over its kept weights, eight tokens per vector: no gathers, and every output is
+/// accumulates <c>v[k] · xᵀ[col[k], :]</c> over its kept weights, 8 or 16 tokens per vector: no gathers, and every output is
 /// summed in k order exactly as <see cref="GatherDotScalar"/> sums it;</item>
 /// <item>a few tokens take gathered dot products <c>Σ_k v[k] · x[col[k]]</c> (<see cref="GatherDot"/>; AVX2 gathers
 /// eight at a time), or the weight's own fused dot (<see cref="NmSparseWeight"/>'s 2:4 over f16 values, which decodes
@@ -96,8 +96,37 @@ internal static unsafe class SparseProduct
     /// in k order (a multiply then an add, as <see cref="GatherDotScalar"/>), so the outputs equal the scalar reference's.</summary>
     public static void RowTimesTransposed(float* values, int* columns, int count, float* transposed, int paddedTokens, int tokens, float* y, int rows)
     {
-        Span<float> lanes = stackalloc float[32];
-        for (int t0 = 0; t0 < paddedTokens; t0 += 32)
+        Span<float> lanes = stackalloc float[64];
+        int t0 = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            // Sixty-four tokens per tile in four 512-bit accumulators (the same per-lane order).
+            for (; t0 + 64 <= paddedTokens; t0 += 64)
+            {
+                var b0 = Vector512<float>.Zero;
+                var b1 = Vector512<float>.Zero;
+                var b2 = Vector512<float>.Zero;
+                var b3 = Vector512<float>.Zero;
+                float* column0 = transposed + t0;
+                for (int k = 0; k < count; k++)
+                {
+                    var v = Vector512.Create(values[k]);
+                    float* p = column0 + (long)columns[k] * paddedTokens;
+                    b0 += v * Vector512.Load(p);
+                    b1 += v * Vector512.Load(p + 16);
+                    b2 += v * Vector512.Load(p + 32);
+                    b3 += v * Vector512.Load(p + 48);
+                }
+                b0.CopyTo(lanes);
+                b1.CopyTo(lanes[16..]);
+                b2.CopyTo(lanes[32..]);
+                b3.CopyTo(lanes[48..]);
+                int end = Math.Min(tokens - t0, 64);
+                for (int i = 0; i < end; i++)
+                    y[(long)(t0 + i) * rows] = lanes[i];
+            }
+        }
+        for (; t0 < paddedTokens; t0 += 32)
         {
             int vectors = Math.Min(4, (paddedTokens - t0) / 8);
             var a0 = Vector256<float>.Zero;
