@@ -1,5 +1,6 @@
 using System.Globalization;
 using Squeeze.Formats.Native;
+using Squeeze.Pruning;
 
 namespace Squeeze.Compression;
 
@@ -45,6 +46,7 @@ public abstract record NativeRepresentation
             => i < parts.Length && int.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out int v) && v >= min && v <= max
                 ? v
                 : throw new FormatException($"representation '{spec}': {what} must be an integer in {min}..{max}");
+        int Values(int i) => parts[i] == "f16" ? 0 : Number(i, "the value bits (or f16)", 2, 8);
         switch (parts[0])
         {
             case "uniform" when parts.Length is 3 or 4:
@@ -61,10 +63,16 @@ public abstract record NativeRepresentation
                 if (most)
                     parts[2] = parts[2][1..];
                 return new CodebookRepresentation(Number(1, "bits", 2, 8), Number(2, "the group", 1, 1 << 20), most);
+            case "nm" when parts.Length == 4:
+                return new PrunedRepresentation(new SparsityPattern.NOfM(Number(1, "N", 1, 16), Number(2, "M", 2, 16)), Values(3));
+            case "unstructured" when parts.Length == 3:
+                if (!double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double fraction) || !(fraction > 0 && fraction < 1))
+                    throw new FormatException($"representation '{spec}': the pruned fraction must be a number between 0 and 1");
+                return new PrunedRepresentation(new SparsityPattern.Unstructured(fraction), Values(2));
             case "f16" when parts.Length == 1:
                 return new Float16Representation();
             default:
-                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), codebook:BITS:GROUP (GROUP may be ~N or row), f16");
+                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), codebook:BITS:GROUP (GROUP may be ~N or row), nm:N:M:VALUES, unstructured:FRACTION:VALUES, f16");
         }
     }
 }
@@ -104,6 +112,39 @@ public sealed record CodebookRepresentation(int Bits, int Group, bool AtMost) : 
     {
         ArgumentNullException.ThrowIfNull(encoder);
         return encoder.EncodeCodebook(name, Bits, GroupFor(encoder.Columns(name)));
+    }
+}
+
+/// <summary>A pruned weight (<see cref="SparsityPattern"/>: N:M or unstructured), SparseGPT where the calibration
+/// allows, the kept values in f16 (<paramref name="ValueBits"/> 0) or uniform codes.</summary>
+public sealed record PrunedRepresentation(SparsityPattern Pattern, int ValueBits) : NativeRepresentation
+{
+    public override string Spec => Pattern switch
+    {
+        SparsityPattern.NOfM p => $"nm:{p.N}:{p.M}:{ValueSpec}",
+        SparsityPattern.Unstructured u => $"unstructured:{u.Sparsity.ToString(CultureInfo.InvariantCulture)}:{ValueSpec}",
+        _ => throw new InvalidOperationException($"no spec for {Pattern}"),
+    };
+
+    private string ValueSpec => ValueBits == 0 ? "f16" : ValueBits.ToString(CultureInfo.InvariantCulture);
+
+    public override bool Fits(int rows, int columns)
+    {
+        try
+        {
+            Pattern.Validate(rows, columns);
+            return true;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+    }
+
+    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    {
+        ArgumentNullException.ThrowIfNull(encoder);
+        return encoder.EncodePruned(name, Pattern, ValueBits);
     }
 }
 

@@ -1,6 +1,7 @@
 using Squeeze.Calibration;
 using Squeeze.Formats.Native;
 using Squeeze.Models;
+using Squeeze.Pruning;
 using Squeeze.Quantization;
 using Squeeze.Runtime;
 using Squeeze.Tensors;
@@ -155,6 +156,29 @@ public sealed class NativeTensorEncoder
         });
         double gptqError = RelativeError(name, values, result);
         return gptqError <= roundedError ? new NativeEncoded(result, "gptq", gptqError) : new NativeEncoded(rounded, "imatrix (lower error than gptq)", roundedError);
+    }
+
+    /// <summary>Prunes tensor <paramref name="name"/> to <paramref name="pattern"/> (SparseGPT when its input has a Gram
+    /// matrix, else Wanda with the input norms, else magnitude) and stores it in the matching sparse representation, the
+    /// kept values in f16 (<paramref name="valueBits"/> 0) or in uniform codes of that many bits in groups of at most 64.</summary>
+    /// <exception cref="ArgumentException">The pattern does not fit the tensor.</exception>
+    public NativeEncoded EncodePruned(string name, SparsityPattern pattern, int valueBits)
+    {
+        ArgumentNullException.ThrowIfNull(pattern);
+        var values = Values(name);
+        var shape = model.Weight(name);
+        var input = Input(name);
+        bool linear = LinearInputs.TryGet(name, out _, out _);
+        var method = input is null ? PruningMethod.Magnitude
+            : input.Gram is not null && linear && options.Method != CompressionMethod.Rtn ? PruningMethod.SparseGpt
+            : PruningMethod.Wanda;
+        var result = Pruner.Prune(values, shape.Rows, shape.Columns, pattern, method, input,
+            new PruningOptions { DampingFraction = options.Damping, Threads = Math.Max(1, options.Threads) });
+        ValueEncoder encode = valueBits == 0
+            ? PrunedWeights.F16
+            : (n, v, r, c) => UniformWeight.Encode(n, v, r, c, new UniformScheme(valueBits, Math.Max(1, Groups.For(c, 64, atMost: true)) is int g && g > 1 ? g : c, false));
+        var weight = PrunedWeights.For(name, result, pattern, encode);
+        return new NativeEncoded(weight, method.ToString().ToLowerInvariant(), RelativeError(name, values, weight));
     }
 
     /// <summary>Tensor <paramref name="name"/> rounded to f16, as a plain weight in a buffer the weight keeps alive.</summary>
