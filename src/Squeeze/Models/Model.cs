@@ -122,6 +122,29 @@ public sealed class Model : IDisposable
         return new Model(Config, Vocabulary, tensors, Source, copies, Weights);
     }
 
+    /// <summary>
+    /// A model with this one's configuration, vocabulary, tensors and weights, except that the weights named by
+    /// <paramref name="replacements"/> (tensors or weights of this model) are those representations. The new model owns
+    /// nothing and shares everything else, so this model must outlive it.
+    /// </summary>
+    /// <exception cref="ArgumentException">A replacement names nothing in this model or has another shape.</exception>
+    public Model WithWeights(IEnumerable<LinearWeight> replacements)
+    {
+        ArgumentNullException.ThrowIfNull(replacements);
+        var byReplacement = new Dictionary<string, LinearWeight>(StringComparer.Ordinal);
+        foreach (var w in replacements)
+        {
+            var original = Contains(w.Name) ? Weight(w.Name) : throw new ArgumentException($"{Source}: no tensor '{w.Name}' to replace", nameof(replacements));
+            if (original.Rows != w.Rows || original.Columns != w.Columns)
+                throw new ArgumentException($"tensor '{w.Name}' is [{original.Rows}, {original.Columns}] but its replacement is [{w.Rows}, {w.Columns}]", nameof(replacements));
+            if (!byReplacement.TryAdd(w.Name, w))
+                throw new ArgumentException($"tensor '{w.Name}' is replaced twice", nameof(replacements));
+        }
+        var tensors = Tensors.Where(t => !byReplacement.ContainsKey(t.Name)).ToList();
+        var weights = Weights.Where(w => !byReplacement.ContainsKey(w.Name)).Concat(byReplacement.Values).ToList();
+        return new Model(Config, Vocabulary, tensors, Source, [], weights);
+    }
+
     public void Dispose()
     {
         foreach (var d in owned)

@@ -1,10 +1,10 @@
 namespace Squeeze.Formats.Native;
 
-/// <summary>Names and constants of the Squeeze native format, version 1 (docs/FORMAT.md).</summary>
+/// <summary>Names and constants of the Squeeze native format, version 2 (docs/FORMAT.md).</summary>
 public static class NativeFormat
 {
     /// <summary>The format version this build writes and the newest it reads.</summary>
-    public const int Version = 1;
+    public const int Version = 2;
 
     /// <summary>Value of the <c>format</c> metadata key.</summary>
     public const string FormatName = "squeeze";
@@ -32,7 +32,4 @@ public static class NativeFormat
 
     /// <summary>The Hugging Face-shaped configuration inside a native model directory.</summary>
     public const string ConfigFile = "config.json";
-
-    /// <summary>Scheme names reserved for later versions; a version-1 reader refuses them by name.</summary>
-    public static IReadOnlyList<string> ReservedSchemes { get; } = ["codebook", "sparse", "rotation", "entropy"];
 }

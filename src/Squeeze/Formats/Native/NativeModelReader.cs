@@ -3,18 +3,20 @@ using Squeeze.Formats.Safetensors;
 using Squeeze.Models;
 using Squeeze.Tensors;
 using Squeeze.Tokenizers;
+using Squeeze.Weights;
 
 namespace Squeeze.Formats.Native;
 
 /// <summary>
-/// Reads a Squeeze native model directory (docs/FORMAT.md): <c>config.json</c>, <c>model.safetensors</c> (mapped, not
-/// copied) and <c>tokenizer.model</c> or <c>tokenizer.json</c>. Describes every logical tensor and decodes any row to
-/// f32. <see cref="ToModel"/> is the interim path to evaluation: it decodes everything into a plain f32
-/// <see cref="Model"/> until the runtime computes with native tensors directly.
+/// Reads a Squeeze native model directory (docs/FORMAT.md): <c>config.json</c>, <c>model.safetensors</c> (mapped) and
+/// <c>tokenizer.model</c> or <c>tokenizer.json</c>. Describes every logical tensor, decodes any row to f32, and gives
+/// the <see cref="Model"/> the runtime runs directly: plain tensors mapped, every other weight in its representation.
 /// </summary>
 public sealed class NativeModelReader : IDisposable
 {
     private readonly NativeWeights weights;
+    private readonly Dictionary<string, LinearWeight> schemed;
+    private readonly Dictionary<string, Tensor> plain;
 
     private NativeModelReader(string directory, ModelConfig config, Vocabulary vocabulary, NativeWeights weights)
     {
@@ -22,7 +24,10 @@ public sealed class NativeModelReader : IDisposable
         Config = config;
         Vocabulary = vocabulary;
         this.weights = weights;
-        Tensors = weights.Entries.Select(e => e.Info).ToList();
+        schemed = weights.Weights.ToDictionary(w => w.Name, StringComparer.Ordinal);
+        plain = weights.Plain.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        var order = HuggingFaceReader.ExpectedTensors(config).Select(e => e.Name).ToList();
+        Tensors = order.Select(n => weights.Infos.First(i => i.Name == n)).ToList();
     }
 
     /// <summary>The directory read.</summary>
@@ -33,6 +38,9 @@ public sealed class NativeModelReader : IDisposable
 
     /// <summary>The vocabulary from the tokenizer file.</summary>
     public Vocabulary Vocabulary { get; }
+
+    /// <summary>The file's format version.</summary>
+    public int Version => weights.Version;
 
     /// <summary>Every logical tensor, in the order the architecture lists them.</summary>
     public IReadOnlyList<NativeTensorInfo> Tensors { get; }
@@ -64,12 +72,13 @@ public sealed class NativeModelReader : IDisposable
         var file = SafetensorsFile.Open(weightsPath);
         try
         {
-            var weights = NativeWeights.Parse(file);
-            CheckAgainstConfig(weightsPath, config, weights);
+            var expected = HuggingFaceReader.ExpectedTensors(config);
+            var weights = NativeWeights.Parse(file, expected.ToDictionary(e => e.Name, e => e.Shape, StringComparer.Ordinal));
+            CheckAgainstConfig(weightsPath, expected, weights);
             var vocabulary = ReadVocabulary(directory);
             if (vocabulary.Count > config.VocabSize)
                 throw new ModelFormatException(directory, $"the tokenizer has {vocabulary.Count} tokens but config.json's vocab_size is {config.VocabSize}");
-            return new NativeModelReader(directory, config, vocabulary, Ordered(weights, config));
+            return new NativeModelReader(directory, config, vocabulary, weights);
         }
         catch
         {
@@ -81,7 +90,7 @@ public sealed class NativeModelReader : IDisposable
     /// <summary>The description of tensor <paramref name="name"/>.</summary>
     /// <exception cref="KeyNotFoundException">No such tensor.</exception>
     public NativeTensorInfo GetTensor(string name)
-        => weights.TryGet(name, out var e) ? e.Info : throw new KeyNotFoundException($"{Directory}: no tensor '{name}'");
+        => Tensors.FirstOrDefault(t => t.Name == name) ?? throw new KeyNotFoundException($"{Directory}: no tensor '{name}'");
 
     /// <summary>Decodes row <paramref name="row"/> of tensor <paramref name="name"/>: <c>destination[c] = W[row, c]</c>
     /// (for a 1-D tensor, row 0 is the whole tensor).</summary>
@@ -89,42 +98,37 @@ public sealed class NativeModelReader : IDisposable
     /// <exception cref="ArgumentException">The row is out of range or the destination is not one row long.</exception>
     public void DecodeRow(string name, long row, Span<float> destination)
     {
-        if (!weights.TryGet(name, out var e))
+        if (schemed.TryGetValue(name, out var weight))
+        {
+            weight.DecodeRow(checked((int)row), destination);
+            return;
+        }
+        if (!plain.TryGetValue(name, out var tensor))
             throw new KeyNotFoundException($"{Directory}: no tensor '{name}'");
-        weights.DecodeRow(e, row, destination);
+        if ((ulong)row >= (ulong)tensor.Rows)
+            throw new ArgumentOutOfRangeException(nameof(row), row, $"tensor '{name}' has {tensor.Rows} rows");
+        if (destination.Length != tensor.Columns)
+            throw new ArgumentException($"tensor '{name}' has rows of {tensor.Columns} values; destination has {destination.Length}", nameof(destination));
+        Dequantize.Row(tensor.Type, tensor.Row(row), destination);
     }
 
     /// <summary>
-    /// Decodes every tensor into a new plain f32 <see cref="Model"/> owning its buffers. This is the interim path for
-    /// evaluation: it costs 4 bytes per weight, where the runtime will later compute with the codes directly.
+    /// The model as the runtime runs it: plain tensors mapped from the weights file and every schemed weight in its own
+    /// representation (codes, codebooks, factors … are multiplied directly, never expanded to f32 as a whole). The
+    /// model maps the weights file itself, so it may outlive this reader.
     /// </summary>
     public Model ToModel()
     {
-        var owned = new List<IDisposable>();
+        var file = SafetensorsFile.Open(weights.File.Path);
         try
         {
-            var tensors = new List<Tensor>();
-            foreach (var e in weights.Entries)
-            {
-                var info = e.Info;
-                long count = info.Rows * info.Columns;
-                var buffer = NativeBuffer.Allocate(count * sizeof(float));
-                owned.Add(buffer);
-                unsafe
-                {
-                    var all = (float*)buffer.Pointer;
-                    for (long r = 0; r < info.Rows; r++)
-                        weights.DecodeRow(e, r, new Span<float>(all + r * info.Columns, (int)info.Columns));
-                }
-                long[] shape = info.Shape.Length == 0 ? [1] : info.Shape;
-                tensors.Add(new Tensor(info.Name, GgmlType.F32, shape, buffer, 0));
-            }
-            return new Model(Config, Vocabulary, tensors, Directory, owned);
+            var expected = HuggingFaceReader.ExpectedTensors(Config);
+            var own = NativeWeights.Parse(file, expected.ToDictionary(e => e.Name, e => e.Shape, StringComparer.Ordinal));
+            return new Model(Config, Vocabulary, own.Plain, Directory, [file], own.Weights);
         }
         catch
         {
-            foreach (var d in owned)
-                d.Dispose();
+            file.Dispose();
             throw;
         }
     }
@@ -132,25 +136,21 @@ public sealed class NativeModelReader : IDisposable
     /// <summary>Releases the mapped weights file.</summary>
     public void Dispose() => weights.File.Dispose();
 
-    private static void CheckAgainstConfig(string path, ModelConfig config, NativeWeights weights)
+    private static void CheckAgainstConfig(string path, List<(string Name, long[] Shape, int PermuteHeads)> expected, NativeWeights weights)
     {
-        var expected = HuggingFaceReader.ExpectedTensors(config);
         var names = new HashSet<string>(StringComparer.Ordinal);
         foreach (var (name, shape, _) in expected)
         {
             names.Add(name);
-            if (!weights.TryGet(name, out var e))
-                throw new ModelFormatException(path, $"tensor '{name}' is missing (config.json expects it)");
-            if (!e.Info.Shape.SequenceEqual(shape))
-                throw new ModelFormatException(path, $"tensor '{name}' has shape [{string.Join(", ", e.Info.Shape)}] but config.json implies [{string.Join(", ", shape)}]");
+            var info = weights.Infos.FirstOrDefault(i => i.Name == name)
+                       ?? throw new ModelFormatException(path, $"tensor '{name}' is missing (config.json expects it)");
+            if (!info.Shape.SequenceEqual(shape))
+                throw new ModelFormatException(path, $"tensor '{name}' has shape [{string.Join(", ", info.Shape)}] but config.json implies [{string.Join(", ", shape)}]");
         }
-        var extra = weights.Entries.FirstOrDefault(e => !names.Contains(e.Info.Name));
+        var extra = weights.Infos.FirstOrDefault(i => !names.Contains(i.Name));
         if (extra is not null)
-            throw new ModelFormatException(path, $"tensor '{extra.Info.Name}' is not expected by config.json");
+            throw new ModelFormatException(path, $"tensor '{extra.Name}' is not expected by config.json");
     }
-
-    private static NativeWeights Ordered(NativeWeights weights, ModelConfig config)
-        => weights.WithOrder(HuggingFaceReader.ExpectedTensors(config).Select(e => e.Name));
 
     private static Vocabulary ReadVocabulary(string directory)
     {

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using Squeeze.Tensors;
 
 namespace Squeeze.Formats.Native;
@@ -55,52 +54,6 @@ public sealed record UniformScheme
 
     /// <summary>A short label, e.g. <c>uniform b3 g96 asym</c>.</summary>
     public override string ToString() => $"{Name} b{Bits} g{Group} {(Symmetric ? "sym" : "asym")}";
-
-    /// <summary>Parses the "uniform" scheme JSON object (already known to name scheme "uniform"). Every key is required
-    /// and unknown keys are refused, so a file written by a newer writer is never misread.</summary>
-    /// <exception cref="FormatException">A key is missing, unknown or out of range; the message says which.</exception>
-    internal static UniformScheme Parse(JsonElement root)
-    {
-        int? bits = null, group = null;
-        bool? symmetric = null;
-        string? scale = null;
-        foreach (var p in root.EnumerateObject())
-        {
-            switch (p.Name)
-            {
-                case "scheme":
-                    break;
-                case "bits":
-                    bits = p.Value.ValueKind == JsonValueKind.Number && p.Value.TryGetInt32(out int b) ? b : throw new FormatException($"\"bits\" is {p.Value.GetRawText()}, not an integer");
-                    break;
-                case "group":
-                    group = p.Value.ValueKind == JsonValueKind.Number && p.Value.TryGetInt32(out int g) ? g : throw new FormatException($"\"group\" is {p.Value.GetRawText()}, not an integer");
-                    break;
-                case "symmetric":
-                    symmetric = p.Value.ValueKind switch
-                    {
-                        JsonValueKind.True => true,
-                        JsonValueKind.False => false,
-                        _ => throw new FormatException($"\"symmetric\" is {p.Value.GetRawText()}, not true or false"),
-                    };
-                    break;
-                case "scale":
-                    scale = p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString() : throw new FormatException($"\"scale\" is {p.Value.GetRawText()}, not a string");
-                    break;
-                default:
-                    throw new FormatException($"unknown key \"{p.Name}\" in a uniform scheme");
-            }
-        }
-        if (bits is null || group is null || symmetric is null || scale is null)
-            throw new FormatException("a uniform scheme needs \"bits\", \"group\", \"symmetric\" and \"scale\"");
-        if (bits is < 2 or > 8)
-            throw new FormatException($"bits {bits} is outside 2..8");
-        if (group < 1)
-            throw new FormatException($"group {group} is not positive");
-        if (scale != "f16")
-            throw new FormatException($"scale type \"{scale}\" is not supported (only \"f16\")");
-        return new UniformScheme(bits.Value, group.Value, symmetric.Value);
-    }
 }
 
 /// <summary>

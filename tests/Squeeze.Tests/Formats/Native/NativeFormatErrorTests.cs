@@ -71,16 +71,24 @@ public sealed class NativeFormatErrorTests : IDisposable
     /// <summary>Parses the file at <paramref name="path"/> as native weights and decodes every row of every tensor.</summary>
     private static int ParseAndDecode(SafetensorsFile file)
     {
-        var weights = NativeWeights.Parse(file);
+        var weights = NativeWeights.Parse(file, SampleShapes);
         int rows = 0;
-        foreach (var e in weights.Entries)
+        foreach (var w in weights.Weights)
         {
-            var row = new float[e.Info.Columns];
-            for (long r = 0; r < e.Info.Rows; r++, rows++)
-                weights.DecodeRow(e, r, row);
+            var row = new float[w.Columns];
+            for (int r = 0; r < w.Rows; r++, rows++)
+                w.DecodeRow(r, row);
         }
-        return rows;
+        return rows + weights.Plain.Count;
     }
+
+    /// <summary>The logical shapes config.json would give the sample's tensors.</summary>
+    internal static Dictionary<string, long[]> SampleShapes { get; } = new()
+    {
+        ["w"] = [4, 96],
+        ["s"] = [2, 64],
+        ["norm"] = [8],
+    };
 
     private void AssertRejected(Action<IDictionary<string, string>, Dictionary<string, (SafetensorsDType DType, long[] Shape, byte[] Data)>> edit, string expected)
     {
@@ -104,7 +112,7 @@ public sealed class NativeFormatErrorTests : IDisposable
 
     [Fact]
     public void A_newer_format_version_is_refused_naming_the_version()
-        => AssertRejected((m, _) => m[NativeFormat.VersionKey] = "2", "format version 2 is newer than version 1");
+        => AssertRejected((m, _) => m[NativeFormat.VersionKey] = "3", "format version 3 is newer than version 2");
 
     [Fact]
     public void A_non_numeric_or_missing_version_or_format_is_refused()
@@ -119,54 +127,54 @@ public sealed class NativeFormatErrorTests : IDisposable
         => AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"lattice\",\"bits\":3}"), "unknown scheme \"lattice\"");
 
     [Fact]
-    public void A_reserved_scheme_is_refused_as_a_later_version()
-    {
-        foreach (string reserved in NativeFormat.ReservedSchemes)
-            AssertRejected((m, _) => SetScheme(m, $"{{\"scheme\":\"{reserved}\"}}"), $"scheme \"{reserved}\" is reserved for a later format version");
-    }
+    public void A_version_2_scheme_in_a_version_1_file_is_refused_naming_both_versions()
+        => AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"sum\",\"terms\":[]}"), "scheme \"sum\" is defined by format version 2, but the file says version 1");
 
     [Fact]
     public void Bits_outside_2_to_8_are_refused()
     {
-        AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":9,\"group\":48,\"symmetric\":false,\"scale\":\"f16\"}"), "bits 9 is outside 2..8");
-        AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":1,\"group\":48,\"symmetric\":false,\"scale\":\"f16\"}"), "bits 1 is outside 2..8");
+        AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":9,\"group\":48,\"symmetric\":false,\"scale\":\"f16\"}"), "\"bits\" is 9; it must be an integer in 2..8");
+        AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":1,\"group\":48,\"symmetric\":false,\"scale\":\"f16\"}"), "\"bits\" is 1; it must be an integer in 2..8");
     }
 
     [Fact]
     public void Unknown_or_missing_scheme_keys_and_bad_json_are_refused()
     {
         AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":3,\"group\":48,\"symmetric\":false,\"scale\":\"f16\",\"seed\":1}"), "unknown key \"seed\"");
-        AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":3,\"symmetric\":false,\"scale\":\"f16\"}"), "needs \"bits\", \"group\"");
-        AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":3,\"group\":48,\"symmetric\":false,\"scale\":\"bf16\"}"), "scale type \"bf16\"");
+        AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":3,\"symmetric\":false,\"scale\":\"f16\"}"), "\"group\" is missing from scheme \"uniform\"");
+        AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":3,\"group\":48,\"symmetric\":false,\"scale\":\"bf16\"}"), "\"scale\" is \"bf16\"; allowed: \"f16\"");
         AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\","), "not valid JSON");
     }
 
     [Fact]
     public void A_group_inconsistent_with_the_stored_shapes_is_refused()
     {
-        // Group 32 instead of 48: 2 groups per row make rows of 64 codes, whose 24 packed bytes are not the stored 36.
+        // Group 32 instead of 48: rows of 96 have 3 groups, but 2 scales per row are stored.
         AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":3,\"group\":32,\"symmetric\":false,\"scale\":\"f16\"}"),
-            "'w.codes' has shape [4, 36] but 4 rows of 64 3-bit codes need [4, 24]");
+            "tensor 'w.scales': has shape [4, 2], expected [4, 3]");
         // Bits 4 instead of 3: rows of 96 codes need 48 bytes.
         AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":4,\"group\":48,\"symmetric\":false,\"scale\":\"f16\"}"),
-            "need [4, 48]");
+            "tensor 'w.codes': has shape [4, 36], expected [4, 48]");
+        // A group that does not divide the row.
+        AssertRejected((m, _) => SetScheme(m, "{\"scheme\":\"uniform\",\"bits\":3,\"group\":36,\"symmetric\":false,\"scale\":\"f16\"}"),
+            "group 36 does not divide the row length 96");
     }
 
     [Fact]
     public void Inconsistent_companion_shapes_and_dtypes_are_refused()
     {
-        AssertRejected((_, t) => t["w.mins"] = (SafetensorsDType.F16, [4, 3], new byte[24]), "'w.mins' has shape [4, 3] but 'w.scales' has [4, 2]");
-        AssertRejected((_, t) => t["w.scales"] = (SafetensorsDType.F32, [4, 2], new byte[32]), "'w.scales' is F32, not F16");
-        AssertRejected((_, t) => t["w.codes"] = (SafetensorsDType.U8, [144], new byte[144]), "'w.codes' has shape [144], not 2-D");
+        AssertRejected((_, t) => t["w.mins"] = (SafetensorsDType.F16, [4, 3], new byte[24]), "tensor 'w.mins': has shape [4, 3], expected [4, 2]");
+        AssertRejected((_, t) => t["w.scales"] = (SafetensorsDType.F32, [4, 2], new byte[32]), "tensor 'w.scales': is F32, not F16");
+        AssertRejected((_, t) => t["w.codes"] = (SafetensorsDType.U8, [144], new byte[144]), "tensor 'w.codes': has shape [144], expected [4, 36]");
     }
 
     [Fact]
     public void Missing_or_orphaned_companion_tensors_are_refused()
     {
-        AssertRejected((_, t) => t.Remove("w.mins"), "companion tensor 'w.mins' is missing");
-        AssertRejected((_, t) => t.Remove("w.codes"), "companion tensor 'w.codes' is missing");
+        AssertRejected((_, t) => t.Remove("w.mins"), "tensor 'w.mins': companion tensor is missing");
+        AssertRejected((_, t) => t.Remove("w.codes"), "tensor 'w.codes': companion tensor is missing");
         AssertRejected((m, _) => m.Remove(NativeFormat.SchemeKeyPrefix + "w"), "no \"squeeze.scheme.w\" metadata entry claims it");
-        AssertRejected((_, t) => t["s.mins"] = (SafetensorsDType.F16, [2, 2], new byte[8]), "'s.mins' is present but the scheme is symmetric");
+        AssertRejected((_, t) => t["s.mins"] = (SafetensorsDType.F16, [2, 2], new byte[8]), "tensor 's.mins' looks like a companion tensor of 's' but its scheme does not use it");
     }
 
     [Fact]

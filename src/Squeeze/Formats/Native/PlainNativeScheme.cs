@@ -1,0 +1,35 @@
+using System.Text.Json.Nodes;
+using Squeeze.Formats.Safetensors;
+using Squeeze.Tensors;
+using Squeeze.Weights;
+
+namespace Squeeze.Formats.Native;
+
+/// <summary>The "plain" scheme (format version 2), for nested weights only: the matrix itself as one F32, F16 or BF16
+/// tensor named <c>PREFIX</c> of shape [rows, columns] (a top-level plain tensor needs no scheme entry).</summary>
+internal sealed class PlainNativeScheme : INativeScheme
+{
+    public static PlainNativeScheme Instance { get; } = new();
+
+    private static readonly SafetensorsDType[] FloatTypes = [SafetensorsDType.F32, SafetensorsDType.F16, SafetensorsDType.BF16];
+
+    public string Name => "plain";
+
+    public int Version => 2;
+
+    public bool CanStore(LinearWeight weight) => weight is BlockWeight b && b.Type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16;
+
+    public JsonObject Store(LinearWeight weight, string prefix, NativeTensorSink sink)
+    {
+        var tensor = ((BlockWeight)weight).Tensor;
+        SafetensorsDTypes.TryFromGgmlType(tensor.Type, out var dtype);
+        unsafe
+        {
+            sink.Add(prefix, dtype, [weight.Rows, weight.Columns], new ReadOnlySpan<byte>(tensor.Data, checked((int)tensor.ByteLength)).ToArray());
+        }
+        return [];
+    }
+
+    public LinearWeight Read(NativeSchemeReader json, string name, string prefix, int rows, int columns, NativeTensorSource source)
+        => new BlockWeight(source.MappedTensor(prefix, FloatTypes, [rows, columns]));
+}

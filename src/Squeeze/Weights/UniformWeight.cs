@@ -1,0 +1,107 @@
+using Squeeze.Formats.Native;
+using Squeeze.Tensors;
+
+namespace Squeeze.Weights;
+
+/// <summary>
+/// Uniform quantization at any bit width 2..8 and any group size dividing the row (the native format's "uniform"
+/// scheme, docs/FORMAT.md): per group an f16 scale (and f16 min when asymmetric), per value a bit-packed code.
+/// </summary>
+public sealed class UniformWeight : LinearWeight
+{
+    private readonly byte[] codes;   // [rows, RowBytes(columns)]
+    private readonly ushort[] scales; // [rows, groups] f16
+    private readonly ushort[] mins;   // [rows, groups] f16, empty when symmetric
+    private readonly int rowBytes, groups;
+
+    /// <exception cref="ArgumentException">The group does not divide the row, or an array has the wrong length.</exception>
+    public UniformWeight(string name, int rows, int columns, UniformScheme scheme, byte[] codes, ushort[] scales, ushort[]? mins)
+        : base(name, rows, columns)
+    {
+        ArgumentNullException.ThrowIfNull(scheme);
+        ArgumentNullException.ThrowIfNull(codes);
+        ArgumentNullException.ThrowIfNull(scales);
+        scheme.CheckColumns(columns);
+        UniformScheme = scheme;
+        rowBytes = (int)scheme.RowBytes(columns);
+        groups = columns / scheme.Group;
+        mins ??= [];
+        if (codes.LongLength != (long)rows * rowBytes)
+            throw new ArgumentException($"{name}: {codes.LongLength} code bytes, [{rows}, {columns}] in {scheme} needs {(long)rows * rowBytes}", nameof(codes));
+        if (scales.LongLength != (long)rows * groups || mins.LongLength != (scheme.Symmetric ? 0 : (long)rows * groups))
+            throw new ArgumentException($"{name}: [{rows}, {columns}] in {scheme} needs {(long)rows * groups} scales{(scheme.Symmetric ? "" : " and as many mins")}", nameof(scales));
+        this.codes = codes;
+        this.scales = scales;
+        this.mins = mins;
+    }
+
+    public UniformScheme UniformScheme { get; }
+
+    /// <summary>Packed codes, [Rows, ceil(Columns · bits / 8)].</summary>
+    public ReadOnlySpan<byte> Codes => codes;
+
+    /// <summary>f16 scales, [Rows, Columns / group].</summary>
+    public ReadOnlySpan<ushort> Scales => scales;
+
+    /// <summary>f16 mins, [Rows, Columns / group]; empty when symmetric.</summary>
+    public ReadOnlySpan<ushort> Mins => mins;
+
+    public override long StoredBytes => codes.LongLength + 2L * (scales.LongLength + mins.LongLength);
+
+    public override string Scheme => UniformScheme.ToString();
+
+    public override void DecodeRow(int row, Span<float> destination)
+    {
+        CheckRow(row, destination);
+        UniformCodec.DecodeRow(codes.AsSpan(row * rowBytes, rowBytes), scales.AsSpan(row * groups, groups),
+            UniformScheme.Symmetric ? default : mins.AsSpan(row * groups, groups), UniformScheme, destination);
+    }
+
+    /// <summary>
+    /// Encodes <paramref name="values"/> [rows, columns] row by row with <see cref="UniformCodec.EncodeRow"/>: with
+    /// <paramref name="importance"/> (per column, ≥ 0) the importance-weighted range search, else plain min/max rounding.
+    /// Deterministic.
+    /// </summary>
+    /// <exception cref="ArgumentException">A NaN or infinity, a group that does not divide the row, or a wrong length.</exception>
+    public static UniformWeight Encode(string name, ReadOnlySpan<float> values, int rows, int columns, UniformScheme scheme, ReadOnlySpan<float> importance = default)
+    {
+        ArgumentNullException.ThrowIfNull(scheme);
+        scheme.CheckColumns(columns);
+        if (values.Length != (long)rows * columns)
+            throw new ArgumentException($"{name}: {values.Length} values are not [{rows}, {columns}]", nameof(values));
+        if (!importance.IsEmpty && importance.Length != columns)
+            throw new ArgumentException($"{name}: importance has {importance.Length} values but rows have {columns}", nameof(importance));
+        int groups = columns / scheme.Group;
+        int rowBytes = (int)scheme.RowBytes(columns);
+        var codes = new byte[checked((long)rows * rowBytes)];
+        var scales = new ushort[checked((long)rows * groups)];
+        var mins = new ushort[scheme.Symmetric ? 0 : scales.Length];
+        var rowCodes = new byte[columns];
+        for (int r = 0; r < rows; r++)
+        {
+            try
+            {
+                UniformCodec.EncodeRow(values.Slice(r * columns, columns), importance, scheme, !importance.IsEmpty, rowCodes,
+                    scales.AsSpan(r * groups, groups), scheme.Symmetric ? default : mins.AsSpan(r * groups, groups));
+            }
+            catch (ArgumentException e)
+            {
+                throw new ArgumentException($"tensor '{name}' row {r}: {e.Message}", nameof(values), e);
+            }
+            UniformCodec.Pack(rowCodes, scheme.Bits, codes.AsSpan(r * rowBytes, rowBytes));
+        }
+        return new UniformWeight(name, rows, columns, scheme, codes, scales, mins);
+    }
+
+    /// <summary><see cref="Encode(string, ReadOnlySpan{float}, int, int, UniformScheme, ReadOnlySpan{float})"/> of a
+    /// 2-D tensor in any GGUF type (decoded to f32 first).</summary>
+    public static UniformWeight Encode(Tensor tensor, UniformScheme scheme, ReadOnlySpan<float> importance = default)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        if (tensor.Shape.Length != 2)
+            throw new ArgumentException($"tensor '{tensor.Name}' has shape [{string.Join(", ", tensor.Shape)}]; only 2-D weights can be quantized", nameof(tensor));
+        var values = new float[tensor.ElementCount];
+        Dequantize.Tensor(tensor, values);
+        return Encode(tensor.Name, values, checked((int)tensor.Rows), checked((int)tensor.Columns), scheme, importance);
+    }
+}
