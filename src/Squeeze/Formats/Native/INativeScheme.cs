@@ -38,6 +38,7 @@ internal static class NativeSchemes
         UniformNativeScheme.Instance,
         PlainNativeScheme.Instance,
         SumNativeScheme.Instance,
+        LowRankNativeScheme.Instance,
     ];
 
     public static INativeScheme? Find(string name) => All.FirstOrDefault(s => s.Name == name);
