@@ -160,6 +160,26 @@ public class LowRankFactorizerTests
         Assert.Throws<ArgumentOutOfRangeException>(() => RankSelection.RankForEnergy(values, 1.5));
     }
 
+    [Fact]
+    public void EncoderBuildsAFloat16LowRankWeightAndAnEoraSum()
+    {
+        const int rows = 32, columns = 64, tokens = 120;
+        var rng = new Random(13);
+        var w = ToSingle(Gaussian(rows, columns, rng));
+        var (x, h) = Activations(tokens, columns, rng);
+        var truncated = LowRankEncoder.Truncate("w", w, rows, columns, 8, Whitening.Cholesky(h, columns));
+        Assert.Equal(8, truncated.Rank);
+        Assert.Equal(RankSelection.Float16FactorBytes(rows, columns, 8), truncated.StoredBytes);
+
+        var quantized = Squeeze.Weights.UniformWeight.Encode("w", w, rows, columns, new Squeeze.Formats.Native.UniformScheme(2, 32, symmetric: false));
+        var sum = LowRankEncoder.Compensate(quantized, w, 16, Whitening.Eigen(h, columns));
+        Assert.Same(quantized, sum.Terms[0]);
+        Assert.Equal(quantized.StoredBytes + RankSelection.Float16FactorBytes(rows, columns, 16), sum.StoredBytes);
+        double before = OutputError(Difference(ToDouble(w), ToDouble(quantized.Decode())), x, rows, columns, tokens);
+        double after = OutputError(Difference(ToDouble(w), ToDouble(sum.Decode())), x, rows, columns, tokens);
+        Assert.True(after < 0.8 * before, $"EoRA r16 output error {after}, 2-bit alone {before}");
+    }
+
     private static double[] Transpose(double[] a, int n)
     {
         var t = new double[n * n];
