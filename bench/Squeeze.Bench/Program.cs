@@ -14,7 +14,8 @@ namespace Squeeze.Bench;
 /// evaluation text rewards: the f32 model with scaled logits), <c>kv</c> (KV-cache policies: KLD, cache bytes per token,
 /// decode tokens/s), <c>allocation</c> (knapsack and
 /// evolutionary search to byte budgets against llama.cpp's mixes), <c>zip</c> (squeeze zip against
-/// gzip, xz, zstd and brotli; round trips, bits per byte, throughput, determinism).
+/// gzip, xz, zstd and brotli; round trips, bits per byte, throughput, determinism), <c>lowrank</c> (activation-aware
+/// against plain SVD at equal bytes, EoRA corrections of low-bit bases, low-rank layer speed).
 /// </summary>
 public static class Program
 {
@@ -52,8 +53,11 @@ public static class Program
             case "zip":
                 ZipSuite.Run(rest);
                 return 0;
+            case "lowrank":
+                LowRankSuite.Run(rest);
+                return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|lowrank [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }
