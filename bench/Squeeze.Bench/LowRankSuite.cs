@@ -85,7 +85,7 @@ internal static class LowRankSuite
         var variants = new List<Variant> { Dense(c, "f16", "dense", n => LowRankWeight.Float16Weight(n, c.Original[n], Rows(c, n), Columns(c, n))) };
         foreach (double keep in keeps)
         {
-            foreach (bool aware in new[] { false, true })
+            foreach (var (aware, factorBits) in new[] { (false, 16), (true, 16), (true, 8) })
             {
                 var clock = Stopwatch.StartNew();
                 var weights = new List<LinearWeight>();
@@ -93,13 +93,13 @@ internal static class LowRankSuite
                 foreach (string n in c.Names)
                 {
                     int rows = Rows(c, n), columns = Columns(c, n);
-                    int rank = RankSelection.RankForBytes(rows, columns, (long)(keep * 2L * rows * columns));
+                    int rank = RankSelection.RankForBytes(rows, columns, (long)(keep * 2L * rows * columns), factorBits);
                     var f = LowRankFactorizer.Factor(c.Original[n], rows, columns, rank, aware ? c.Inputs.Cholesky(n) : null, new SvdOptions { Threads = c.Threads });
-                    weights.Add(LowRankWeight.Float16(n, f.A, f.B, rows, rank, columns));
+                    weights.Add(LowRankEncoder.Weight(n, f, factorBits));
                     energy += f.EnergyCaptured;
                 }
-                variants.Add(new Variant(aware ? "activation-aware SVD" : "plain SVD", $"keep {keep:0%} of f16", weights, energy / c.Names.Length,
-                    OutputError(c, weights), clock.Elapsed.TotalSeconds));
+                string label = (aware ? "activation-aware SVD" : "plain SVD") + (factorBits == 16 ? "" : $", {factorBits}-bit factors");
+                variants.Add(new Variant(label, $"keep {keep:0%} of f16", weights, energy / c.Names.Length, OutputError(c, weights), clock.Elapsed.TotalSeconds));
             }
         }
         foreach (int b in new[] { 8, 4 })
@@ -110,7 +110,7 @@ internal static class LowRankSuite
         }
         var results = Evaluate(c, variants);
         Console.WriteLine("Activation-aware against plain SVD at equal bytes (f16 factors of each weight's rank for the byte share; energy = mean " +
-            "fraction of Σσ² kept, of W for plain and of W·S for activation-aware; output error = Σ tr(E·H·Eᵀ) / Σ tr(W·H·Wᵀ) over the replaced weights, H = XᵀX / tokens):");
+            "fraction of Σσ² kept, of W for plain and of W·S for activation-aware, before the factors are rounded; 8-bit factors buy about twice the rank; output error = Σ tr(E·H·Eᵀ) / Σ tr(W·H·Wᵀ) over the replaced weights, H = XᵀX / tokens):");
         Console.WriteLine();
         Console.WriteLine("| weights | bytes | of f16 | bpw | energy kept | output error | PPL | mean KLD | same top % | fit s |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
@@ -134,11 +134,16 @@ internal static class LowRankSuite
             var scheme = new UniformScheme(b, Group, symmetric: false);
             var bases = c.Names.ToDictionary(n => n, n => (LinearWeight)UniformWeight.Encode(n, c.Original[n], Rows(c, n), Columns(c, n), scheme, c.Inputs.Importance(n)));
             variants.Add(Dense(c, $"uniform b{b} g{Group}", "no correction", n => bases[n]));
-            foreach (int rank in ranks)
+            foreach (int factorBits in new[] { 16, 4 })
             {
-                var clock = Stopwatch.StartNew();
-                var weights = c.Names.Select(n => (LinearWeight)LowRankEncoder.Compensate(bases[n], c.Original[n], rank, c.Inputs.Eigen(n), new SvdOptions { Threads = c.Threads })).ToList();
-                variants.Add(new Variant($"uniform b{b} g{Group}", $"+ EoRA r{rank}", weights, double.NaN, OutputError(c, weights), clock.Elapsed.TotalSeconds));
+                foreach (int rank in ranks)
+                {
+                    var clock = Stopwatch.StartNew();
+                    var weights = c.Names.Select(n => (LinearWeight)LowRankEncoder.Compensate(bases[n], c.Original[n], rank, c.Inputs.Eigen(n),
+                        new SvdOptions { Threads = c.Threads }, factorBits)).ToList();
+                    variants.Add(new Variant($"uniform b{b} g{Group}", $"+ EoRA r{rank}{(factorBits == 16 ? "" : $", {factorBits}-bit factors")}", weights, double.NaN,
+                        OutputError(c, weights), clock.Elapsed.TotalSeconds));
+                }
             }
             int largest = ranks.Max();
             var plainClock = Stopwatch.StartNew();
@@ -158,8 +163,8 @@ internal static class LowRankSuite
             }
         }
         var results = Evaluate(c, variants);
-        Console.WriteLine($"EoRA: a quantized base (uniform codes, importance-weighted rounding) plus an f16 rank-r correction of its error fitted in the " +
-            "eigenspace of XᵀX (SumWeight), against the base alone, a plain SVD of the error, and one more bit:");
+        Console.WriteLine($"EoRA: a quantized base (uniform codes, importance-weighted rounding) plus a rank-r correction of its error fitted in the " +
+            "eigenspace of XᵀX (SumWeight; f16 factors, or 4-bit uniform factors), against the base alone, a plain SVD of the error, and one more bit:");
         Console.WriteLine();
         Console.WriteLine("| base | correction | bytes | bpw | output error | PPL | mean KLD | KLD / base | same top % | fit s |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");

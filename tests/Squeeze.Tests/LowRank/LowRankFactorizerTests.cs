@@ -149,7 +149,7 @@ public class LowRankFactorizerTests
     [Fact]
     public void RanksFollowTheBudgetAndTheEnergy()
     {
-        Assert.Equal(2L * 8 * (288 + 768), RankSelection.Float16FactorBytes(768, 288, 8));
+        Assert.Equal(2L * 8 * (288 + 768), RankSelection.FactorBytes(768, 288, 8));
         Assert.Equal(104, RankSelection.RankForBytes(768, 288, 768 * 288)); // half the f16 bytes
         Assert.Equal(0, RankSelection.RankForBytes(768, 288, 2 * (768 + 288) - 1));
         Assert.Equal(288, RankSelection.RankForBytes(768, 288, long.MaxValue / 4));
@@ -158,6 +158,30 @@ public class LowRankFactorizerTests
         Assert.Equal(2, RankSelection.RankForEnergy(values, 13.0 / 15));
         Assert.Equal(4, RankSelection.RankForEnergy(values, 1));
         Assert.Throws<ArgumentOutOfRangeException>(() => RankSelection.RankForEnergy(values, 1.5));
+        Assert.Equal(8, RankSelection.FactorGroup(8));
+        Assert.Equal(32, RankSelection.FactorGroup(288));
+        Assert.Equal(17, RankSelection.FactorGroup(34));
+        Assert.Equal(1, RankSelection.FactorGroup(37));
+    }
+
+    [Theory]
+    [InlineData(40, 64, 8, 4)]
+    [InlineData(40, 64, 34, 8)]
+    [InlineData(72, 96, 16, 2)]
+    [InlineData(72, 96, 16, 16)]
+    public void QuantizedFactorsStoreTheBytesRankSelectionCountsAndStayClose(int rows, int columns, int rank, int bits)
+    {
+        var rng = new Random(rows + rank + bits);
+        var w = ToSingle(Gaussian(rows, columns, rng));
+        var f = LowRankFactorizer.Factor(w, rows, columns, rank);
+        var weight = LowRankEncoder.Weight("w", f, bits);
+        Assert.Equal(RankSelection.FactorBytes(rows, columns, rank, bits), weight.StoredBytes);
+        Assert.Equal(rank, RankSelection.RankForBytes(rows, columns, weight.StoredBytes, bits));
+        Assert.True(RankSelection.RankForBytes(rows, columns, weight.StoredBytes - 1, bits) < rank);
+        // The quantized product stays near the f32 factors' product: codes of b bits err by about 2^-b of the range.
+        var exact = Product(ToDouble(f.A), ToDouble(f.B), rows, rank, columns);
+        double error = Norm(Difference(ToDouble(weight.Decode()), exact)) / Norm(exact);
+        Assert.True(error < 4.0 / (1 << Math.Min(bits, 11)), $"relative error {error} at {bits} bits");
     }
 
     [Fact]
@@ -169,12 +193,12 @@ public class LowRankFactorizerTests
         var (x, h) = Activations(tokens, columns, rng);
         var truncated = LowRankEncoder.Truncate("w", w, rows, columns, 8, Whitening.Cholesky(h, columns));
         Assert.Equal(8, truncated.Rank);
-        Assert.Equal(RankSelection.Float16FactorBytes(rows, columns, 8), truncated.StoredBytes);
+        Assert.Equal(RankSelection.FactorBytes(rows, columns, 8), truncated.StoredBytes);
 
         var quantized = Squeeze.Weights.UniformWeight.Encode("w", w, rows, columns, new Squeeze.Formats.Native.UniformScheme(2, 32, symmetric: false));
         var sum = LowRankEncoder.Compensate(quantized, w, 16, Whitening.Eigen(h, columns));
         Assert.Same(quantized, sum.Terms[0]);
-        Assert.Equal(quantized.StoredBytes + RankSelection.Float16FactorBytes(rows, columns, 16), sum.StoredBytes);
+        Assert.Equal(quantized.StoredBytes + RankSelection.FactorBytes(rows, columns, 16), sum.StoredBytes);
         double before = OutputError(Difference(ToDouble(w), ToDouble(quantized.Decode())), x, rows, columns, tokens);
         double after = OutputError(Difference(ToDouble(w), ToDouble(sum.Decode())), x, rows, columns, tokens);
         Assert.True(after < 0.8 * before, $"EoRA r16 output error {after}, 2-bit alone {before}");
