@@ -19,7 +19,7 @@ namespace Squeeze.Bench;
 /// kept): (a) activation-aware SVD (whitened by the Cholesky factor of the calibration XᵀX) against plain SVD at equal
 /// bytes, f16 factors keeping a fraction of each weight's f16 bytes; (b) EoRA's low-rank correction over uniform
 /// low-bit bases at ranks 8, 16, 32 (and a plain SVD of the error at the largest rank); (c) the speed of low-rank layers
-/// against dense ones at equal bytes, per layer and for the whole model. Calibrated on tinystories-calib, scored on
+/// against dense ones at equal bytes, per layer and for the whole model; (r) the randomized SVD against the exact one on token_embd. Calibrated on tinystories-calib, scored on
 /// tinystories-eval (ctx 256) against the f32 model. Options: <c>--tokens N</c> (calibration tokens, default 8192),
 /// <c>--chunks N</c> (evaluation chunks, default 0: the whole text), <c>--keep a,b</c> (default 0.75,0.5),
 /// <c>--bits a,b</c> (EoRA bases, default 3,2), <c>--ranks a,b</c> (default 8,16,32), <c>--parts a,b,c</c>,
@@ -40,10 +40,12 @@ internal static class LowRankSuite
         double[] keeps = List(args, "--keep", "0.75,0.5").Select(s => double.Parse(s, CultureInfo.InvariantCulture)).ToArray();
         int[] bits = List(args, "--bits", "3,2").Select(int.Parse).ToArray();
         int[] ranks = List(args, "--ranks", "8,16,32").Select(int.Parse).ToArray();
-        string[] parts = List(args, "--parts", "a,b,c");
-        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- lowrank {string.Join(' ', args)}` (stories15M.bin; every blk.* weight " +
-            $"replaced, token_embd kept; calibration: {tokens:N0} tokens of tinystories-calib at ctx 256, damping {Damping} of the mean diagonal; " +
-            $"scored on {(chunks > 0 ? $"the first {chunks} chunks" : "the whole")} of tinystories-eval, ctx 256, against the f32 model; {threads} threads)");
+        string[] parts = List(args, "--parts", "a,b,c,r");
+        bool quality = parts.Contains("a") || parts.Contains("b");
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- lowrank {string.Join(' ', args)}` (stories15M.bin" + (quality
+            ? $"; every blk.* weight replaced, token_embd kept; calibration: {tokens:N0} tokens of tinystories-calib at ctx 256, damping {Damping} of the mean diagonal; " +
+              $"scored on {(chunks > 0 ? $"the first {chunks} chunks" : "the whole")} of tinystories-eval, ctx 256, against the f32 model"
+            : "") + $"; {threads} threads)");
         Console.WriteLine();
 
         using var source = ModelLoader.Load(Path.Combine(shared, "models", "stories15M", "stories15M.bin"));
@@ -54,7 +56,7 @@ internal static class LowRankSuite
         string evalText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-eval.txt"));
         var evaluation = new EvaluationOptions { ContextLength = 256, MaxChunks = chunks, Threads = threads };
 
-        if (parts.Contains("a") || parts.Contains("b"))
+        if (quality)
         {
             string calibText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt"));
             var clock = Stopwatch.StartNew();
@@ -71,6 +73,40 @@ internal static class LowRankSuite
         }
         if (parts.Contains("c"))
             Speed(source, names, original, threads, repetitions);
+        if (parts.Contains("r"))
+            RandomizedAgainstExact(source, threads);
+    }
+
+    // The randomized SVD against the exact one on the largest matrix at hand (token_embd, [32000, 288]).
+    private static void RandomizedAgainstExact(Model source, int threads)
+    {
+        var weight = source.Weight(TensorNames.TokenEmbedding);
+        int rows = weight.Rows, columns = weight.Columns;
+        var m = Array.ConvertAll(weight.Decode(), v => (double)v);
+        double total = m.Sum(v => v * v);
+        Console.WriteLine($"Randomized SVD (Gaussian sketch, oversampling 10) against the exact one (thin QR, SVD of the {columns} x {columns} factor) on " +
+            $"token_embd [{rows}, {columns}], {threads} threads; error = ‖W − W_r‖²_F / ‖W‖²_F:");
+        Console.WriteLine();
+        Console.WriteLine("| rank | method | power iterations | s | error | error / exact | σ_r / exact σ_r |");
+        Console.WriteLine("|---|---|---|---|---|---|---|");
+        foreach (int rank in new[] { 16, 64 })
+        {
+            var clock = Stopwatch.StartNew();
+            var exact = TruncatedSvd.Compute(m, rows, columns, rank, new SvdOptions { Method = SvdMethod.Exact, Threads = threads });
+            double exactSeconds = clock.Elapsed.TotalSeconds;
+            double exactError = 1 - exact.Values.Sum(v => v * v) / total;
+            Console.WriteLine($"| {rank} | exact | | {exactSeconds:0.00} | {exactError:0.0000} | 1.000 | 1.000 |");
+            foreach (int iterations in new[] { 0, 1, 2 })
+            {
+                clock.Restart();
+                var randomized = TruncatedSvd.Compute(m, rows, columns, rank, new SvdOptions { Method = SvdMethod.Randomized, PowerIterations = iterations, Threads = threads });
+                double seconds = clock.Elapsed.TotalSeconds;
+                // ‖W − U_r Σ_r V_rᵀ‖² = ‖W‖² − Σ σ² holds for the randomized factors too (U, V orthonormal, Σ = Uᵀ W V).
+                double error = 1 - randomized.Values.Sum(v => v * v) / total;
+                Console.WriteLine($"| {rank} | randomized | {iterations} | {seconds:0.00} | {error:0.0000} | {error / exactError:0.000} | {randomized.Values[^1] / exact.Values[^1]:0.000} |");
+            }
+        }
+        Console.WriteLine();
     }
 
     private sealed record Context(Model Source, string[] Names, Dictionary<string, float[]> Original, Inputs Inputs, long Parameters,

@@ -84,7 +84,7 @@ public static class TruncatedSvd
         bool transposed = rows < columns;
         var m = transposed ? DenseProducts.Transpose(matrix, rows, columns) : matrix.ToArray();
         int tall = Math.Max(rows, columns), wide = smaller;
-        var (u, values, vt) = exact ? Exact(m, tall, wide, rank) : Randomized(m, tall, wide, rank, sketch, options);
+        var (u, values, vt) = exact ? Exact(m, tall, wide, rank, options.Threads) : Randomized(m, tall, wide, rank, sketch, options);
         if (!transposed)
             return new SingularTriplets(u, values, vt, rows, columns, rank);
         // Mᵀ = U Σ Vt  ⇒  M = Vtᵀ Σ Uᵀ.
@@ -92,11 +92,11 @@ public static class TruncatedSvd
     }
 
     // m [tall, wide], tall ≥ wide: M = Q R, R = Ur Σ Vt  ⇒  U = Q Ur.
-    private static (double[] U, double[] Values, double[] Vt) Exact(double[] m, int tall, int wide, int rank)
+    private static (double[] U, double[] Values, double[] Vt) Exact(double[] m, int tall, int wide, int rank, int threads)
     {
         var qr = Matrix<double>.Build.DenseOfRowMajor(tall, wide, m).QR(QRMethod.Thin);
         var (ur, values, vt) = SquareSvd(qr.R, rank);
-        var u = DenseProducts.Multiply(qr.Q.ToRowMajorArray(), ur, tall, wide, rank, 1);
+        var u = DenseProducts.Multiply(qr.Q.ToRowMajorArray(), ur, tall, wide, rank, threads);
         return (u, values, vt);
     }
 
