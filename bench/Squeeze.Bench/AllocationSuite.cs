@@ -20,7 +20,7 @@ namespace Squeeze.Bench;
 internal static class AllocationSuite
 {
     // shared/golden/README.md: llama.cpp's file for each mix, with imatrix where there is one.
-    private static readonly (string Mix, bool Imatrix, long Bytes, double Perplexity, double Kld)[] LlamaCpp =
+    internal static readonly (string Mix, bool Imatrix, long Bytes, double Perplexity, double Kld)[] LlamaCpp =
     [
         ("Q8_0", false, 16_879_328, 6.5016, 0.001439),
         ("Q6_K", true, 16_558_144, 6.5059, 0.003043),
@@ -35,7 +35,7 @@ internal static class AllocationSuite
     ];
 
     // The golden rows without imatrix (for the chart).
-    private static readonly (string Mix, long Bytes, double Kld)[] LlamaCppPlain =
+    internal static readonly (string Mix, long Bytes, double Kld)[] LlamaCppPlain =
     [
         ("Q8_0", 16_879_328, 0.001439), ("Q6_K", 16_557_920, 0.003257), ("Q5_K_M", 15_040_736, 0.020825), ("Q5_0", 14_639_840, 0.029895),
         ("Q4_K_M", 14_650_208, 0.032127), ("Q4_K_S", 14_494_688, 0.040705), ("Q4_0", 13_893_344, 0.115526), ("Q3_K_M", 14_028_128, 0.062579),
@@ -133,7 +133,7 @@ internal static class AllocationSuite
         }
     }
 
-    private static void Print(string[] args, int threads, int tokens, int seconds, int seed, AllocationContext context, long smallest, long largest,
+    private static void Print(string[] args, int threads, int tokens, int seconds, int seed, AllocationContext<GgufCandidateSet, GgufCandidate> context, long smallest, long largest,
         List<Row> rows, IReadOnlyList<EvaluationResult> results)
     {
         var set = context.Candidates;
@@ -185,7 +185,7 @@ internal static class AllocationSuite
             $"max {rows.Where(r => r.Search != "evo").Max(r => r.Allocation.KnapsackSeconds):0.000} s.");
     }
 
-    private static void WriteCharts(string output, CandidateSet set, List<Row> rows, IReadOnlyList<EvaluationResult> results)
+    private static void WriteCharts(string output, GgufCandidateSet set, List<Row> rows, IReadOnlyList<EvaluationResult> results)
     {
         var csv = new StringBuilder("series,budget,budget_bytes,file_bytes,bpw,ppl,mean_kld\n");
         for (int i = 0; i < rows.Count; i++)
@@ -259,7 +259,7 @@ internal static class AllocationSuite
         }
     }
 
-    private static string RepositoryRoot()
+    internal static string RepositoryRoot()
     {
         for (var dir = new DirectoryInfo(Environment.CurrentDirectory); dir is not null; dir = dir.Parent)
         {
@@ -306,7 +306,7 @@ internal static class AllocationSuite
         return ranks;
     }
 
-    private static string? Value(string[] args, string name)
+    internal static string? Value(string[] args, string name)
     {
         int i = Array.IndexOf(args, name);
         return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;

@@ -53,11 +53,14 @@ public static class Program
             case "zip":
                 ZipSuite.Run(rest);
                 return 0;
+            case "native":
+                NativeSuite.Run(rest);
+                return 0;
             case "lowrank":
                 LowRankSuite.Run(rest);
                 return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|lowrank [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|lowrank [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

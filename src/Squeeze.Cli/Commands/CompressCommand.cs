@@ -20,7 +20,7 @@ internal static class CompressCommand
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file for a llama2.c checkpoint" };
         var type = new Option<string>("--type") { Description = "Named mix as llama.cpp names it (Q4_0, Q4_K_M, Q3_K_M, Q2_K, …)", DefaultValueFactory = _ => "Q4_K_M" };
         var calib = new Option<string?>("--calib") { Description = "UTF-8 calibration text (not needed for --method rtn or with --stats)" };
-        var output = new Option<string>("--output", "-o") { Description = "GGUF file to write", Required = true };
+        var output = new Option<string>("--output", "-o") { Description = "GGUF file to write (a directory with --format native)", Required = true };
         var method = new Option<string>("--method") { Description = "rtn, imatrix, gptq or awq+gptq", DefaultValueFactory = _ => "gptq" };
         var tokens = new Option<long>("--tokens") { Description = "Calibration tokens in whole chunks (0: the whole text)", DefaultValueFactory = _ => 0 };
         var ctx = new Option<int>("--ctx", "-c") { Description = "Tokens per calibration chunk", DefaultValueFactory = _ => 256 };
@@ -33,16 +33,19 @@ internal static class CompressCommand
         var refine = new Option<int>("--refine") { Description = "Refinement after GPTQ: coordinate-descent passes and scale re-fits (0: plain GPTQ)", DefaultValueFactory = _ => 4 };
         var (bpw, size, search, timeLimit, generations, seed, chart) = (PlanCommand.TargetBpwOption(), PlanCommand.TargetSizeOption(), PlanCommand.SearchOption(),
             PlanCommand.TimeLimitOption(), PlanCommand.GenerationsOption(), PlanCommand.SeedOption(), PlanCommand.ChartOption());
+        var (format, representation) = (PlanCommand.FormatOption(), PlanCommand.RepresentationOption());
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
-        var command = new Command("compress", "Calibrated quantization to a GGUF file: imatrix, GPTQ or AWQ+GPTQ at one of llama.cpp's mixes, or at a size target (--target-bpw, --target-size)")
+        var command = new Command("compress", "Calibrated quantization to a GGUF file: imatrix, GPTQ or AWQ+GPTQ at one of llama.cpp's mixes, or at a size target (--target-bpw, --target-size), optionally in Squeeze's native format (--format native)")
         {
-            model, tokenizer, type, calib, output, method, tokens, ctx, pure, tensorTypes, stats, sequential, noActOrder, damping, refine, bpw, size, search, timeLimit, generations, seed, chart, threads, json,
+            model, tokenizer, type, calib, output, method, tokens, ctx, pure, tensorTypes, stats, sequential, noActOrder, damping, refine, bpw, size, search, timeLimit, generations, seed, chart,
+            format, representation, threads, json,
         };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(type)!, r.GetValue(calib),
             r.GetValue(output)!, r.GetValue(method)!, r.GetValue(tokens), r.GetValue(ctx), r.GetValue(pure), r.GetValue(tensorTypes)!, r.GetValue(stats),
             r.GetValue(sequential), r.GetValue(noActOrder), r.GetValue(damping), r.GetValue(refine), r.GetValue(threads), r.GetValue(json),
-            new PlanCommand.Budget(r.GetValue(bpw), r.GetValue(size), r.GetValue(search)!, r.GetValue(timeLimit), r.GetValue(generations), r.GetValue(seed), r.GetValue(chart))))));
+            new PlanCommand.Budget(r.GetValue(bpw), r.GetValue(size), r.GetValue(search)!, r.GetValue(timeLimit), r.GetValue(generations), r.GetValue(seed), r.GetValue(chart),
+                r.GetValue(format)!, r.GetValue(representation))))));
         return command;
     }
 
@@ -60,6 +63,8 @@ internal static class CompressCommand
     {
         if (options.Budget is { } budget && PlanCommand.HasTarget(budget))
             return ExecuteBudget(options, budget);
+        if (options.Budget is { } other && (!other.Format.Equals("gguf", StringComparison.OrdinalIgnoreCase) || other.Representations is { Length: > 0 }))
+            throw new ArgumentException("--format native chooses a representation per tensor under a size budget: give --target-bpw or --target-size");
         var method = ParseMethod(options.Method);
         var mix = QuantizationMix.Parse(options.Type);
         var overrides = options.TensorTypes.Select(TensorTypeOverride.Parse).ToList();

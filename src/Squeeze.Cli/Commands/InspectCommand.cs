@@ -35,7 +35,8 @@ internal static class InspectCommand
             m.ParameterCount,
             m.TensorBytes,
             8.0 * m.TensorBytes / m.ParameterCount,
-            m.Tensors.Select(t => new TensorRow(t.Name, t.Type.ToString(), t.Shape, t.ByteLength, t.BitsPerWeight)).ToList());
+            [.. m.Tensors.Select(t => new TensorRow(t.Name, t.Type.ToString(), t.Shape, t.ByteLength, t.BitsPerWeight)),
+                .. m.Weights.Select(w => new TensorRow(w.Name, w.Scheme, [w.Rows, w.Columns], w.StoredBytes, w.BitsPerWeight))]);
         if (options.Json)
         {
             Cli.WriteJson(report);
@@ -48,7 +49,7 @@ internal static class InspectCommand
         console.WriteLine($"architecture {c.Architecture}: dim {c.Dim}, hidden {c.HiddenDim}, layers {c.LayerCount}, heads {c.HeadCount} (kv {c.KvHeadCount}, head dim {c.HeadDim}), context {c.ContextLength}");
         console.WriteLine($"rope {c.RopeStyle} θ={c.RopeTheta}, rms eps {c.RmsNormEps}, {(c.TiedEmbeddings ? "tied" : "separate")} classifier{(c.AttentionBias ? ", attention biases" : "")}{(c.QkNorm ? ", q/k norms" : "")}");
         console.WriteLine($"tokenizer {report.Tokenizer}, {report.VocabularySize} tokens");
-        var table = new Table().AddColumns("tensor", "type", "shape", "bytes", "bpw");
+        var table = new Table().AddColumns("tensor", "type or scheme", "shape", "bytes", "bpw");
         table.Columns[3].RightAligned();
         table.Columns[4].RightAligned();
         foreach (var t in report.Tensors)

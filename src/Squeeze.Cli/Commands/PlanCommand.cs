@@ -16,7 +16,8 @@ namespace Squeeze.Cli.Commands;
 internal static class PlanCommand
 {
     /// <summary>The budget and search settings shared by <c>plan</c> and <c>compress</c>.</summary>
-    public sealed record Budget(double? TargetBpw, string? TargetSize, string Search, double TimeLimit, int Generations, int Seed, string? Chart);
+    public sealed record Budget(double? TargetBpw, string? TargetSize, string Search, double TimeLimit, int Generations, int Seed, string? Chart,
+        string Format = "gguf", string[]? Representations = null);
 
     public sealed record Options(string Model, string? Tokenizer, string? Calib, string Output, Budget Budget, string Method, long Tokens, int Context, int Threads, bool Json,
         double Damping = 0.01, bool ActivationOrder = true);
@@ -41,6 +42,10 @@ internal static class PlanCommand
 
     public static Option<int> SeedOption() => new("--seed") { Description = "Seed of the evolutionary search", DefaultValueFactory = _ => 1 };
 
+    public static Option<string> FormatOption() => new("--format") { Description = "gguf (llama.cpp's block types; a file) or native (Squeeze's representations: uniform codes of any width and group, …; a directory)", DefaultValueFactory = _ => "gguf" };
+
+    public static Option<string[]> RepresentationOption() => new("--representation") { Description = "With --format native: a level the search may choose (repeatable): uniform:BITS:GROUP[:sym], f16. Default: uniform 2–8 bits in groups of 32, 96, 256, and f16" };
+
     public static Option<string?> ChartOption() => new("--chart") { Description = "PNG chart of the bits given to each layer and tensor kind (default: beside the output, .bits.png)" };
 
     public static Command Create()
@@ -53,14 +58,16 @@ internal static class PlanCommand
         var tokens = new Option<long>("--tokens") { Description = "Calibration tokens in whole chunks (0: the whole text)", DefaultValueFactory = _ => 0 };
         var ctx = new Option<int>("--ctx", "-c") { Description = "Tokens per calibration chunk", DefaultValueFactory = _ => 256 };
         var (bpw, size, search, timeLimit, generations, seed, chart) = (TargetBpwOption(), TargetSizeOption(), SearchOption(), TimeLimitOption(), GenerationsOption(), SeedOption(), ChartOption());
+        var (format, representation) = (FormatOption(), RepresentationOption());
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
         var command = new Command("plan", "Choose each tensor's format to fit a size budget best; print and save the plan without writing weights")
         {
-            model, tokenizer, calib, output, bpw, size, search, timeLimit, generations, seed, chart, method, tokens, ctx, threads, json,
+            model, tokenizer, calib, output, bpw, size, search, timeLimit, generations, seed, chart, format, representation, method, tokens, ctx, threads, json,
         };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(calib), r.GetValue(output)!,
-            new Budget(r.GetValue(bpw), r.GetValue(size), r.GetValue(search)!, r.GetValue(timeLimit), r.GetValue(generations), r.GetValue(seed), r.GetValue(chart)),
+            new Budget(r.GetValue(bpw), r.GetValue(size), r.GetValue(search)!, r.GetValue(timeLimit), r.GetValue(generations), r.GetValue(seed), r.GetValue(chart),
+                r.GetValue(format)!, r.GetValue(representation)),
             r.GetValue(method)!, r.GetValue(tokens), r.GetValue(ctx), r.GetValue(threads), r.GetValue(json)))));
         return command;
     }
@@ -85,7 +92,8 @@ internal static class PlanCommand
     /// <summary>True when a budget was asked for (so <c>compress</c> searches instead of using a mix).</summary>
     public static bool HasTarget(Budget budget) => budget.TargetBpw is not null || budget.TargetSize is not null;
 
-    /// <summary>Prepares the candidates, searches the budget and, when <paramref name="writeWeights"/>, writes the GGUF file to <see cref="Options.Output"/>; writes the chart.</summary>
+    /// <summary>Prepares the candidates, searches the budget and, when <paramref name="writeWeights"/>, writes the GGUF file
+    /// (or native model directory) to <see cref="Options.Output"/>; writes the chart.</summary>
     public static PlanReport Run(Options options, bool writeWeights)
     {
         var b = options.Budget;
@@ -116,9 +124,24 @@ internal static class PlanCommand
             throw new ArgumentException("a size target needs a calibration text (--calib FILE): candidates are measured on it");
         string text = CompressCommand.ReadCalibrationText(options.Calib);
 
+        bool native = b.Format.ToLowerInvariant() switch
+        {
+            "gguf" => false,
+            "native" => true,
+            _ => throw new ArgumentException($"--format {b.Format}: expected gguf or native"),
+        };
+        if (!native && b.Representations is { Length: > 0 })
+            throw new ArgumentException("--representation applies to --format native; GGUF candidates are llama.cpp's block types");
+        var representations = b.Representations is { Length: > 0 } specs
+            ? specs.Select(s => Parse(s)).ToList()
+            : NativeRepresentation.Defaults;
+        if (native && writeWeights && Directory.Exists(options.Output) && Directory.EnumerateFileSystemEntries(options.Output).Any())
+            throw new ArgumentException($"{options.Output}: a native model is a directory, and this one exists and is not empty");
+
         using var model = ModelLoader.Load(options.Model, options.Tokenizer);
         long budget = size ?? Allocator.BudgetForBitsPerWeight(b.TargetBpw!.Value, model.ParameterCount);
-        Allocator.CheckBudget(model, budget);
+        if (!native)
+            Allocator.CheckBudget(model, budget);
         var allocationOptions = new AllocationOptions
         {
             Compression = new CompressionOptions
@@ -133,8 +156,20 @@ internal static class PlanCommand
         };
         return Cli.WithProgress("planning", progress =>
         {
-            using var context = Allocator.Prepare(model, text, allocationOptions,
-                new SynchronousProgress<AllocationProgress>(p => progress.Report((p.Done, p.Total, $"{p.Stage} {p.Note}"))));
+            var reporter = new SynchronousProgress<AllocationProgress>(p => progress.Report((p.Done, p.Total, $"{p.Stage} {p.Note}")));
+            if (native)
+            {
+                using var nativeContext = Allocator.PrepareNative(model, text, allocationOptions, representations, reporter);
+                return Search(nativeContext, progress);
+            }
+            using var context = Allocator.Prepare(model, text, allocationOptions, reporter);
+            return Search(context, progress);
+        });
+
+        PlanReport Search<TSet, T>(AllocationContext<TSet, T> context, IProgress<(double Done, double Total, string Note)> progress)
+            where TSet : CandidateSet<T>
+            where T : Candidate
+        {
             var set = context.Candidates;
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var evolution = new EvolutionOptions { Seed = b.Seed, Generations = b.Generations, TimeLimit = TimeSpan.FromSeconds(b.TimeLimit) };
@@ -153,12 +188,24 @@ internal static class PlanCommand
             var tensors = set.Tensors.Select((t, i) =>
             {
                 var c = set.Chosen(allocation.Selection, i);
-                return new PlannedTensor(t.Name, c.Type.ToString(), c.Bytes, 8.0 * c.Bytes / t.Elements, c.SwapKld, c.OutputError, c.Encoding);
+                return new PlannedTensor(t.Name, c.Format, c.Bytes, 8.0 * c.Bytes / t.Elements, c.SwapKld, c.OutputError, c.Encoding);
             }).ToList();
             return new PlanReport(model.Source, written, chart, budget, allocation.FileBytes, set.Parameters, allocation.BitsPerWeight, b.Search,
                 allocation.PredictedError, allocation.Evolution?.StartFitness, allocation.Evolution?.Fitness, allocation.Evolution?.Generations,
                 context.CalibrationSeconds, context.EncodingSeconds, context.SwapSeconds, searchSeconds, allocation.Note, tensors);
-        });
+        }
+    }
+
+    private static NativeRepresentation Parse(string spec)
+    {
+        try
+        {
+            return NativeRepresentation.Parse(spec);
+        }
+        catch (FormatException e)
+        {
+            throw new ArgumentException($"--representation {e.Message}", e);
+        }
     }
 
     /// <summary>The closing table: each tensor's format, size and both error estimates, then the totals.</summary>

@@ -20,7 +20,8 @@ public static class AllocationCharts
     /// kind (attention q, k, v, output, feed-forward gate, up, down), and a last group for the tensors outside the blocks
     /// (token embedding, output).
     /// </summary>
-    public static void BitsPerTensor(CandidateSet set, IReadOnlyList<int> selection, string path, string title)
+    public static void BitsPerTensor<T>(CandidateSet<T> set, IReadOnlyList<int> selection, string path, string title)
+        where T : Candidate
     {
         ArgumentNullException.ThrowIfNull(set);
         ArgumentNullException.ThrowIfNull(selection);

@@ -47,9 +47,11 @@ public readonly record struct AllocationProgress(string Stage, int Done, int Tot
 
 /// <summary>Everything a budget search needs, made once per model and calibration text: the statistics, the encoded
 /// candidates with both error models, and the KLD meter. Dispose to delete the candidate file.</summary>
-public sealed class AllocationContext : IDisposable
+public sealed class AllocationContext<TSet, T> : IDisposable
+    where TSet : CandidateSet<T>
+    where T : Candidate
 {
-    internal AllocationContext(CandidateSet candidates, KldMeter meter, CalibrationStatistics? statistics, double calibrationSeconds, double encodingSeconds, double swapSeconds)
+    internal AllocationContext(TSet candidates, KldMeter meter, CalibrationStatistics? statistics, double calibrationSeconds, double encodingSeconds, double swapSeconds)
     {
         Candidates = candidates;
         Meter = meter;
@@ -59,7 +61,7 @@ public sealed class AllocationContext : IDisposable
         SwapSeconds = swapSeconds;
     }
 
-    public CandidateSet Candidates { get; }
+    public TSet Candidates { get; }
 
     /// <summary>KLD against the source model on the held calibration chunks.</summary>
     public KldMeter Meter { get; }
@@ -77,7 +79,7 @@ public sealed class AllocationContext : IDisposable
 }
 
 /// <summary>An assignment found for a budget.</summary>
-/// <param name="Selection">Candidate index per tensor of <see cref="AllocationContext.Candidates"/>.</param>
+/// <param name="Selection">Candidate index per tensor of <see cref="AllocationContext{TSet, T}.Candidates"/>.</param>
 /// <param name="Budget">The byte budget of the whole file.</param>
 /// <param name="FileBytes">The exact size of the file (≤ <paramref name="Budget"/>).</param>
 /// <param name="BitsPerWeight">8 · file bytes / parameters.</param>
@@ -90,19 +92,40 @@ public sealed record BudgetAllocation(int[] Selection, long Budget, long FileByt
     double KnapsackSeconds, EvolutionResult? Evolution, string Note);
 
 /// <summary>
-/// Per-tensor formats under an exact byte budget: candidates encoded once (<see cref="CandidateSet"/>), each with two
+/// Per-tensor formats under an exact byte budget: candidates encoded once (<see cref="CandidateSet{T}"/>), each with two
 /// error estimates, the exact multiple-choice knapsack on the summed error, and optionally EvoPress-style evolution on
 /// the model's own KL divergence. Budgets are whole-file bytes (header, metadata and padding included); bits per weight
 /// means file bytes × 8 / parameters.
 /// </summary>
 public static class Allocator
 {
-    /// <summary>Calibrates (unless statistics are given), encodes every candidate and measures every single swap.</summary>
-    public static AllocationContext Prepare(Model model, string calibrationText, AllocationOptions options, IProgress<AllocationProgress>? progress = null)
+    /// <summary>Calibrates (unless statistics are given), encodes every tensor in every GGUF type of the options and
+    /// measures every single swap.</summary>
+    public static AllocationContext<GgufCandidateSet, GgufCandidate> Prepare(Model model, string calibrationText, AllocationOptions options, IProgress<AllocationProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return Prepare<GgufCandidateSet, GgufCandidate>(model, calibrationText, options, (stats, p) =>
+            GgufCandidateSet.Build(model, stats, new CandidateOptions { Compression = options.Compression, Types = options.Types }, p), progress);
+    }
+
+    /// <summary>Calibrates (unless statistics are given), encodes every 2-D tensor in every native representation of
+    /// <paramref name="representations"/> that fits it, and measures every single swap.</summary>
+    public static AllocationContext<NativeCandidateSet, NativeCandidate> PrepareNative(Model model, string calibrationText, AllocationOptions options,
+        IReadOnlyList<NativeRepresentation> representations, IProgress<AllocationProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(representations);
+        return Prepare<NativeCandidateSet, NativeCandidate>(model, calibrationText, options, (stats, p) =>
+            NativeCandidateSet.Build(model, new NativeTensorEncoder(model, stats, options.Compression), representations, p), progress);
+    }
+
+    private static AllocationContext<TSet, T> Prepare<TSet, T>(Model model, string calibrationText, AllocationOptions options,
+        Func<CalibrationStatistics?, IProgress<CandidateProgress>?, TSet> build, IProgress<AllocationProgress>? progress)
+        where TSet : CandidateSet<T>
+        where T : Candidate
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(calibrationText);
-        ArgumentNullException.ThrowIfNull(options);
         var compression = options.Compression;
         int ctx = compression.ContextLength > 0 ? compression.ContextLength : Math.Min(256, model.Config.ContextLength);
         int threads = Math.Max(1, compression.Threads);
@@ -120,8 +143,7 @@ public static class Allocator
         }
         double calibrationSeconds = clock.Elapsed.TotalSeconds;
         clock.Restart();
-        var set = CandidateSet.Build(model, stats, new CandidateOptions { Compression = compression, Types = options.Types },
-            progress is null ? null : new SynchronousProgress<CandidateProgress>(p => progress.Report(new AllocationProgress(p.Stage, p.Done, p.Total, p.Note))));
+        var set = build(stats, progress is null ? null : new SynchronousProgress<CandidateProgress>(p => progress.Report(new AllocationProgress(p.Stage, p.Done, p.Total, p.Note))));
         try
         {
             double encodingSeconds = clock.Elapsed.TotalSeconds;
@@ -129,7 +151,7 @@ public static class Allocator
             progress?.Report(new AllocationProgress("measuring", 0, 1, "base model"));
             var meter = new KldMeter(model, calibrationText, ctx, Math.Max(options.KldChunks, options.SwapChunks), threads);
             MeasureSwaps(set, meter, Enumerable.Range(0, options.SwapChunks).ToArray(), progress);
-            return new AllocationContext(set, meter, stats, calibrationSeconds, encodingSeconds, clock.Elapsed.TotalSeconds);
+            return new AllocationContext<TSet, T>(set, meter, stats, calibrationSeconds, encodingSeconds, clock.Elapsed.TotalSeconds);
         }
         catch
         {
@@ -139,7 +161,8 @@ public static class Allocator
     }
 
     /// <summary>Error model 2: for every candidate, the KLD on <paramref name="chunks"/> of the source model with that one tensor swapped in.</summary>
-    public static void MeasureSwaps(CandidateSet set, KldMeter meter, IReadOnlyList<int> chunks, IProgress<AllocationProgress>? progress = null)
+    public static void MeasureSwaps<T>(CandidateSet<T> set, KldMeter meter, IReadOnlyList<int> chunks, IProgress<AllocationProgress>? progress = null)
+        where T : Candidate
     {
         ArgumentNullException.ThrowIfNull(set);
         ArgumentNullException.ThrowIfNull(meter);
@@ -149,7 +172,7 @@ public static class Allocator
         {
             for (int k = 0; k < set.Tensors[i].Options.Count; k++)
             {
-                progress?.Report(new AllocationProgress("measuring", done, total, $"{set.Tensors[i].Name} {set.Tensors[i].Options[k].Type}"));
+                progress?.Report(new AllocationProgress("measuring", done, total, $"{set.Tensors[i].Name} {set.Tensors[i].Options[k].Format}"));
                 selection[i] = k;
                 using (var model = set.Compose(selection))
                     set.SetSwapKld(i, k, meter.Measure(model, chunks));
@@ -168,7 +191,8 @@ public static class Allocator
     }
 
     /// <summary>Σ of the error model over a selection.</summary>
-    public static double PredictedError(CandidateSet set, IReadOnlyList<int> selection, ErrorModel model)
+    public static double PredictedError<T>(CandidateSet<T> set, IReadOnlyList<int> selection, ErrorModel model)
+        where T : Candidate
     {
         ArgumentNullException.ThrowIfNull(set);
         ArgumentNullException.ThrowIfNull(selection);
@@ -180,18 +204,19 @@ public static class Allocator
 
     /// <summary>
     /// The assignment of least summed error whose whole file fits <paramref name="budget"/> bytes. Exact: every file size
-    /// is a multiple of the 32-byte alignment, so the knapsack runs on a grid of 32-byte cells (capped at 2^22 cells for
+    /// counted is a multiple of the set's grain (GGUF's 32-byte alignment), so the knapsack runs on a grid of such cells (capped at 2^22 cells for
     /// very large models, where the greedy repair spends what rounding left).
     /// </summary>
     /// <exception cref="ArgumentException">The budget is below the smallest file the model can take (the message gives it),
     /// or the error model has not been measured.</exception>
-    public static int[] Knapsack(CandidateSet set, long budget, ErrorModel model)
+    public static int[] Knapsack<T>(CandidateSet<T> set, long budget, ErrorModel model)
+        where T : Candidate
     {
         ArgumentNullException.ThrowIfNull(set);
-        long smallest = set.FileBytes(set.Smallest());
+        long smallest = set.BoundBytes(set.Smallest());
         if (budget < smallest)
             throw BelowSmallest(budget, smallest, set.Parameters);
-        const long Grain = Formats.Gguf.GgufFile.DefaultAlignment;
+        long grain = set.Grain;
         var items = new List<IReadOnlyList<Choice>>(set.Tensors.Count);
         foreach (var t in set.Tensors)
         {
@@ -200,12 +225,12 @@ public static class Allocator
             {
                 double error = ErrorOf(c, model);
                 if (!double.IsFinite(error))
-                    throw new ArgumentException($"tensor '{t.Name}' has no {model} measurement for {c.Type}", nameof(model));
-                choices.Add(new Choice(c.FileBytes / Grain, error));
+                    throw new ArgumentException($"tensor '{t.Name}' has no {model} measurement for {c.Format}", nameof(model));
+                choices.Add(new Choice(c.FileBytes / grain, error));
             }
             items.Add(choices);
         }
-        long capacity = (budget - set.Overhead) / Grain;
+        long capacity = (budget - set.Overhead) / grain;
         int cells = (int)Math.Min(capacity + 1, 1 << 22);
         var selection = MultipleChoiceKnapsack.Solve(items, capacity, cells);
         if (set.FileBytes(selection) > budget)
@@ -215,13 +240,13 @@ public static class Allocator
 
     /// <summary>
     /// Refuses, before any encoding, a budget below the smallest file <paramref name="model"/> can take with
-    /// <paramref name="types"/> (default <see cref="CandidateSet.DefaultTypes"/>): every 2-D tensor in its smallest type.
+    /// <paramref name="types"/> (default <see cref="GgufCandidateSet.DefaultTypes"/>): every 2-D tensor in its smallest type.
     /// </summary>
     /// <exception cref="ArgumentException">The budget is below that size (the message gives it).</exception>
     public static void CheckBudget(Model model, long budget, IReadOnlyList<Squeeze.Tensors.GgmlType>? types = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        var candidates = types ?? CandidateSet.DefaultTypes;
+        var candidates = types ?? GgufCandidateSet.DefaultTypes;
         var smallestType = new Dictionary<string, Squeeze.Tensors.GgmlType>(StringComparer.Ordinal);
         foreach (var t in model.Tensors.Where(t => t.Shape.Length >= 2))
         {
@@ -240,8 +265,10 @@ public static class Allocator
 
     /// <summary>Finds the assignment for <paramref name="budget"/> bytes by <paramref name="search"/>.</summary>
     /// <exception cref="ArgumentException">The budget is below the smallest possible file.</exception>
-    public static BudgetAllocation Allocate(AllocationContext context, long budget, SearchMethod search, ErrorModel errors = ErrorModel.SwapKld,
+    public static BudgetAllocation Allocate<TSet, T>(AllocationContext<TSet, T> context, long budget, SearchMethod search, ErrorModel errors = ErrorModel.SwapKld,
         EvolutionOptions? evolution = null, IProgress<SearchStep>? progress = null)
+        where TSet : CandidateSet<T>
+        where T : Candidate
     {
         ArgumentNullException.ThrowIfNull(context);
         var set = context.Candidates;

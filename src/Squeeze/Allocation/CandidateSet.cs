@@ -1,142 +1,38 @@
-using Squeeze.Calibration;
-using Squeeze.Compression;
-using Squeeze.Formats.Gguf;
 using Squeeze.Models;
-using Squeeze.Tensors;
 
 namespace Squeeze.Allocation;
 
-/// <summary>One format a tensor can take, encoded once.</summary>
-/// <param name="Type">The GGUF type.</param>
-/// <param name="Bytes">Bytes of the encoded data.</param>
-/// <param name="FileBytes">Bytes the tensor takes in the file: <paramref name="Bytes"/> padded to the GGUF alignment.</param>
-/// <param name="Offset">Where the encoded bytes start in the candidate file.</param>
-/// <param name="Encoding">How the values were chosen ("gptq", "imatrix", …, as <see cref="Compressor"/> reports).</param>
-/// <param name="OutputError">Relative calibration-weighted output error tr(E H Eᵀ) / tr(W H Wᵀ) (error model 1).</param>
-/// <param name="SwapKld">Mean KL divergence against the source model on calibration chunks with this tensor alone in
-/// <paramref name="Type"/> and every other tensor as in the source (error model 2); NaN until measured.</param>
-public sealed record Candidate(GgmlType Type, long Bytes, long FileBytes, long Offset, string Encoding, double OutputError, double SwapKld);
-
-/// <summary>The formats one tensor can take, ascending by size.</summary>
-/// <param name="Name">llama.cpp's tensor name.</param>
-/// <param name="Shape">Dimensions, outermost first.</param>
-/// <param name="SourceType">The tensor's type in the source model.</param>
-/// <param name="Options">The candidates, ascending by bytes (ties by type).</param>
-public sealed record TensorCandidates(string Name, long[] Shape, GgmlType SourceType, IReadOnlyList<Candidate> Options)
-{
-    /// <summary>Weights in the tensor.</summary>
-    public long Elements => Shape.Aggregate(1L, (a, b) => a * b);
-}
-
-/// <summary>Progress of building a candidate set: the stage ("encoding", "measuring"), steps done of the total, and a note.</summary>
-public readonly record struct CandidateProgress(string Stage, int Done, int Total, string Note);
-
-/// <summary>Settings of <see cref="CandidateSet.Build"/>.</summary>
-public sealed record CandidateOptions
-{
-    /// <summary>How each candidate is encoded (rtn, imatrix or gptq; options other than the method, damping,
-    /// activation order and threads are ignored).</summary>
-    public CompressionOptions Compression { get; init; } = new();
-
-    /// <summary>The types to try; each tensor gets those whose block divides its rows. Default: <see cref="CandidateSet.DefaultTypes"/>.</summary>
-    public IReadOnlyList<GgmlType>? Types { get; init; }
-
-    /// <summary>Directory for the memory-mapped file of encoded candidates (deleted on dispose); default the system temp directory.</summary>
-    public string? Directory { get; init; }
-}
-
 /// <summary>
-/// Every tensor of a model encoded once in every format it can take (<see cref="Compressor"/>'s method per tensor), kept
-/// in one memory-mapped file so that searches can build models from any mix of candidates without copying, and the
-/// final file is written from the same bytes. 2-D tensors get the candidates; 1-D tensors (norms) stay as they are.
-/// Sizes are exact: <see cref="FileBytes"/> of a selection is the size of the GGUF file <see cref="Write"/> writes.
+/// Every 2-D tensor of a model encoded once in every representation it can take, for the searches of
+/// <see cref="Allocator"/> and <see cref="EvolutionarySearch"/>: a selection (one option index per tensor) composes a
+/// model to measure and has an exact file size. <see cref="GgufCandidateSet"/> holds GGUF types,
+/// <see cref="NativeCandidateSet"/> the native format's representations.
 /// </summary>
-public sealed class CandidateSet : IDisposable
+public abstract class CandidateSet<T> : IDisposable where T : Candidate
 {
-    /// <summary>The types tried by default: every block type the writer and runtime support, and F16.</summary>
-    public static readonly IReadOnlyList<GgmlType> DefaultTypes =
-    [
-        GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.Q4_0, GgmlType.IQ4_NL, GgmlType.Q4_1, GgmlType.Q4_K, GgmlType.Q5_0, GgmlType.Q5_1,
-        GgmlType.Q5_K, GgmlType.Q6_K, GgmlType.Q8_0, GgmlType.F16,
-    ];
-
-    private readonly string dataPath;
-    private readonly NativeBuffer data;
-
-    private CandidateSet(Model source, IReadOnlyList<TensorCandidates> tensors, string dataPath, NativeBuffer data)
+    protected CandidateSet(Model source, IReadOnlyList<TensorCandidates<T>> tensors)
     {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentNullException.ThrowIfNull(tensors);
         Source = source;
         Tensors = tensors;
-        this.dataPath = dataPath;
-        this.data = data;
-        // The GGUF size is additive: the header (metadata and tensor infos, whose sizes do not depend on the types) and
-        // the fixed tensors, padded, plus each chosen tensor's padded bytes. Measure the constant part on the smallest plan.
-        var smallest = tensors.Select(_ => 0).ToArray();
-        Overhead = GgufModelWriter.FileLength(source, FileType(smallest), TypeOf(smallest)) - tensors.Sum(t => t.Options[0].FileBytes);
     }
 
     /// <summary>The model the candidates were made from.</summary>
     public Model Source { get; }
 
-    /// <summary>The tensors that take a format, in the model's order.</summary>
-    public IReadOnlyList<TensorCandidates> Tensors { get; }
+    /// <summary>The tensors that take a representation, in the model's order.</summary>
+    public IReadOnlyList<TensorCandidates<T>> Tensors { get; }
 
-    /// <summary>File bytes that do not depend on the selection: header, metadata, tensor infos and the fixed tensors, padded.</summary>
-    public long Overhead { get; }
+    /// <summary>File bytes that do not depend on the selection (at least; an upper bound for the native format), a
+    /// multiple of <see cref="Grain"/>.</summary>
+    public abstract long Overhead { get; }
+
+    /// <summary>Every <see cref="Candidate.FileBytes"/> and <see cref="Overhead"/> is a multiple of this.</summary>
+    public abstract long Grain { get; }
 
     /// <summary>Weights in the model (every tensor), the denominator of bits per weight.</summary>
     public long Parameters => Source.ParameterCount;
-
-    /// <summary>Encodes every 2-D tensor of <paramref name="model"/> in every type of <paramref name="options"/> whose block divides its rows.</summary>
-    /// <exception cref="ArgumentException">Statistics missing or of another model, or a tensor with no type that fits.</exception>
-    public static CandidateSet Build(Model model, CalibrationStatistics? statistics, CandidateOptions options, IProgress<CandidateProgress>? progress = null)
-    {
-        ArgumentNullException.ThrowIfNull(model);
-        ArgumentNullException.ThrowIfNull(options);
-        var types = options.Types ?? DefaultTypes;
-        var matrices = model.Tensors.Where(t => t.Shape.Length >= 2).ToList();
-        var work = matrices.Select(t => (Tensor: t, Types: types.Where(ty => t.Columns % GgmlTypes.BlockSize(ty) == 0).Distinct().ToList())).ToList();
-        foreach (var (t, ts) in work)
-        {
-            if (ts.Count == 0)
-                throw new ArgumentException($"tensor '{t.Name}' has rows of {t.Columns} values: none of the types {string.Join(", ", types)} fits them", nameof(options));
-        }
-        string directory = options.Directory ?? Path.GetTempPath();
-        string path = Path.Combine(directory, $"squeeze-candidates-{Guid.NewGuid():N}.bin");
-        var tensors = new List<TensorCandidates>(work.Count);
-        try
-        {
-            using (var encoder = new TensorEncoder(model, statistics, options.Compression))
-            using (var file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
-            {
-                int total = work.Sum(w => w.Types.Count), done = 0;
-                foreach (var (tensor, tensorTypes) in work)
-                {
-                    var list = new List<Candidate>(tensorTypes.Count);
-                    foreach (var type in tensorTypes)
-                    {
-                        progress?.Report(new CandidateProgress("encoding", done, total, $"{tensor.Name} {type}"));
-                        var encoded = encoder.Encode(tensor.Name, type);
-                        long offset = Pad(file);
-                        file.Write(encoded.Data);
-                        list.Add(new Candidate(type, encoded.Data.LongLength, Aligned(encoded.Data.LongLength), offset, encoded.Report.Encoding,
-                            encoded.Report.ErrorAfter, double.NaN));
-                        done++;
-                    }
-                    list.Sort((a, b) => a.Bytes != b.Bytes ? a.Bytes.CompareTo(b.Bytes) : a.Type.CompareTo(b.Type));
-                    tensors.Add(new TensorCandidates(tensor.Name, tensor.Shape, tensor.Type, list));
-                }
-                progress?.Report(new CandidateProgress("encoding", total, total, ""));
-                file.Flush(flushToDisk: false);
-            }
-            return new CandidateSet(model, tensors, path, NativeBuffer.MapFile(path));
-        }
-        catch
-        {
-            File.Delete(path);
-            throw;
-        }
-    }
 
     /// <summary>The selection with every tensor in its smallest candidate.</summary>
     public int[] Smallest() => new int[Tensors.Count];
@@ -144,19 +40,12 @@ public sealed class CandidateSet : IDisposable
     /// <summary>The selection with every tensor in its largest candidate.</summary>
     public int[] Largest() => Tensors.Select(t => t.Options.Count - 1).ToArray();
 
-    /// <summary>The selection with every tensor in <paramref name="type"/> where it is a candidate, else the nearest larger one (else the largest).</summary>
-    public int[] Uniform(GgmlType type) => Tensors.Select(t =>
-    {
-        int k = t.Options.ToList().FindIndex(c => c.Type == type);
-        if (k >= 0)
-            return k;
-        long bits = GgmlTypes.BlockBytes(type) * 8L / GgmlTypes.BlockSize(type);
-        int larger = t.Options.ToList().FindIndex(c => c.Bytes * 8 >= bits * t.Elements);
-        return larger >= 0 ? larger : t.Options.Count - 1;
-    }).ToArray();
+    /// <summary>The exact size of the file (or directory) the set writes for <paramref name="selection"/>; at most
+    /// <see cref="Overhead"/> + Σ <see cref="Candidate.FileBytes"/>, with equality for GGUF.</summary>
+    public virtual long FileBytes(IReadOnlyList<int> selection) => BoundBytes(selection);
 
-    /// <summary>The exact size of the GGUF file <see cref="Write"/> writes for <paramref name="selection"/>.</summary>
-    public long FileBytes(IReadOnlyList<int> selection)
+    /// <summary><see cref="Overhead"/> + Σ <see cref="Candidate.FileBytes"/> of the selection: what the knapsack counts.</summary>
+    public long BoundBytes(IReadOnlyList<int> selection)
     {
         Check(selection);
         long total = Overhead;
@@ -169,19 +58,35 @@ public sealed class CandidateSet : IDisposable
     public double BitsPerWeight(long fileBytes) => 8.0 * fileBytes / Parameters;
 
     /// <summary>The candidate chosen for tensor <paramref name="tensor"/>.</summary>
-    public Candidate Chosen(IReadOnlyList<int> selection, int tensor) => Tensors[tensor].Options[selection[tensor]];
+    public T Chosen(IReadOnlyList<int> selection, int tensor) => Tensors[tensor].Options[selection[tensor]];
 
     /// <summary>
-    /// A model whose 2-D tensors are the selected candidates (pointing into the mapped candidate file, no copy) and whose
-    /// other tensors are the source's; a selection entry of −1 keeps that tensor as in the source (single swaps). Valid
-    /// while this set is; disposing the model releases nothing of the set.
+    /// A model whose 2-D tensors are the selected candidates and whose other tensors are the source's; a selection entry
+    /// of −1 keeps that tensor as in the source (single swaps). Valid while this set is; disposing the model releases
+    /// nothing of the set.
     /// </summary>
-    public Model Compose(IReadOnlyList<int> selection)
+    public abstract Model Compose(IReadOnlyList<int> selection);
+
+    /// <summary>Writes the model of <paramref name="selection"/> to <paramref name="path"/> (a GGUF file, or a native model
+    /// directory; never half-written) and returns its size in bytes, which is <see cref="FileBytes"/>.</summary>
+    public abstract long Write(IReadOnlyList<int> selection, string path);
+
+    /// <summary>Sets the measured single-swap KLD of a candidate (error model 2).</summary>
+    internal void SetSwapKld(int tensor, int option, double kld)
+    {
+        var list = (List<T>)Tensors[tensor].Options;
+        list[option] = (T)(list[option] with { SwapKld = kld });
+    }
+
+    public abstract void Dispose();
+
+    /// <summary>Tensor name → chosen candidate, skipping entries of −1.</summary>
+    protected Dictionary<string, T> Selected(IReadOnlyList<int> selection)
     {
         ArgumentNullException.ThrowIfNull(selection);
         if (selection.Count != Tensors.Count)
             throw new ArgumentException($"a selection needs {Tensors.Count} entries, got {selection.Count}", nameof(selection));
-        var chosen = new Dictionary<string, Candidate>(StringComparer.Ordinal);
+        var chosen = new Dictionary<string, T>(StringComparer.Ordinal);
         for (int i = 0; i < Tensors.Count; i++)
         {
             if (selection[i] == -1)
@@ -190,88 +95,10 @@ public sealed class CandidateSet : IDisposable
                 throw new ArgumentException($"tensor '{Tensors[i].Name}' has {Tensors[i].Options.Count} candidates, not {selection[i] + 1}", nameof(selection));
             chosen[Tensors[i].Name] = Tensors[i].Options[selection[i]];
         }
-        var tensors = Source.Tensors.Select(t => chosen.TryGetValue(t.Name, out var c) ? new Tensor(t.Name, c.Type, t.Shape, data, c.Offset) : t).ToList();
-        return new Model(Source.Config, Source.Vocabulary, tensors, Source.Source, []);
+        return chosen;
     }
 
-    /// <summary>
-    /// Writes the GGUF file of <paramref name="selection"/> to <paramref name="path"/> (temporary file, then renamed) from the
-    /// cached bytes and returns its size, which is <see cref="FileBytes"/>.
-    /// </summary>
-    /// <exception cref="InvalidOperationException">The written file's size differs from <see cref="FileBytes"/> (a bug, never expected).</exception>
-    public long Write(IReadOnlyList<int> selection, string path)
-    {
-        long expected = FileBytes(selection);
-        var byName = Tensors.Select((t, i) => (t.Name, Candidate: t.Options[selection[i]])).ToDictionary(x => x.Name, x => x.Candidate, StringComparer.Ordinal);
-        GgufModelWriter.Write(Source, path, FileType(selection), tensor =>
-        {
-            if (!byName.TryGetValue(tensor.Name, out var c))
-                return EncodedTensor.Copy(tensor);
-            return new EncodedTensor(c.Type, stream =>
-            {
-                for (long at = 0; at < c.Bytes; at += int.MaxValue)
-                    stream.Write(data.Span(c.Offset + at, (int)Math.Min(int.MaxValue, c.Bytes - at)));
-            });
-        });
-        long written = new FileInfo(path).Length;
-        if (written != expected)
-            throw new InvalidOperationException($"{path}: wrote {written:N0} bytes, the size function said {expected:N0}");
-        return written;
-    }
-
-    /// <summary>
-    /// llama.cpp's <c>general.file_type</c> for a selection: the file type named after the type that holds most weights
-    /// (a u32 either way, so it does not change the size).
-    /// </summary>
-    public uint FileType(IReadOnlyList<int> selection)
-    {
-        var weights = new Dictionary<GgmlType, long>();
-        for (int i = 0; i < Tensors.Count; i++)
-        {
-            var type = Tensors[i].Options[selection[i]].Type;
-            weights[type] = weights.GetValueOrDefault(type) + Tensors[i].Elements;
-        }
-        var dominant = weights.Count == 0 ? GgmlType.F32 : weights.MaxBy(p => p.Value).Key;
-        return dominant switch
-        {
-            GgmlType.F32 => 0,
-            GgmlType.F16 => 1,
-            GgmlType.Q4_0 => 2,
-            GgmlType.Q4_1 => 3,
-            GgmlType.Q8_0 => 7,
-            GgmlType.Q5_0 => 8,
-            GgmlType.Q5_1 => 9,
-            GgmlType.Q2_K => 10,
-            GgmlType.Q3_K => 12,
-            GgmlType.Q4_K => 15,
-            GgmlType.Q5_K => 17,
-            GgmlType.Q6_K => 18,
-            GgmlType.IQ4_NL => 25,
-            GgmlType.BF16 => 32,
-            _ => 0,
-        };
-    }
-
-    /// <summary>Sets the measured single-swap KLD of each candidate (error model 2).</summary>
-    internal void SetSwapKld(int tensor, int option, double kld)
-    {
-        var list = (List<Candidate>)Tensors[tensor].Options;
-        list[option] = list[option] with { SwapKld = kld };
-    }
-
-    public void Dispose()
-    {
-        data.Dispose();
-        File.Delete(dataPath);
-    }
-
-    private Func<Tensor, GgmlType> TypeOf(int[] selection)
-    {
-        var byName = Tensors.Select((t, i) => (t.Name, t.Options[selection[i]].Type)).ToDictionary(x => x.Name, x => x.Type, StringComparer.Ordinal);
-        return tensor => byName.TryGetValue(tensor.Name, out var type) ? type : tensor.Type;
-    }
-
-    private void Check(IReadOnlyList<int> selection)
+    protected void Check(IReadOnlyList<int> selection)
     {
         ArgumentNullException.ThrowIfNull(selection);
         if (selection.Count != Tensors.Count)
@@ -281,17 +108,5 @@ public sealed class CandidateSet : IDisposable
             if ((uint)selection[i] >= (uint)Tensors[i].Options.Count)
                 throw new ArgumentException($"tensor '{Tensors[i].Name}' has {Tensors[i].Options.Count} candidates, not {selection[i] + 1}", nameof(selection));
         }
-    }
-
-    private static long Aligned(long bytes) => (bytes + GgufFile.DefaultAlignment - 1) / GgufFile.DefaultAlignment * GgufFile.DefaultAlignment;
-
-    // Pads the candidate file to 64 bytes (cache-line aligned tensors) and returns the position.
-    private static long Pad(FileStream file)
-    {
-        long position = file.Position;
-        long aligned = (position + 63) / 64 * 64;
-        for (long i = position; i < aligned; i++)
-            file.WriteByte(0);
-        return aligned;
     }
 }

@@ -54,7 +54,8 @@ public static class EvolutionarySearch
 {
     /// <summary>Searches from <paramref name="start"/> (which must fit <paramref name="budget"/>).</summary>
     /// <exception cref="ArgumentException">The start does not fit the budget, or the meter has fewer chunks than the final stage needs.</exception>
-    public static EvolutionResult Run(CandidateSet set, KldMeter meter, long budget, IReadOnlyList<int> start, EvolutionOptions options, IProgress<SearchStep>? progress = null)
+    public static EvolutionResult Run<T>(CandidateSet<T> set, KldMeter meter, long budget, IReadOnlyList<int> start, EvolutionOptions options, IProgress<SearchStep>? progress = null)
+        where T : Candidate
     {
         ArgumentNullException.ThrowIfNull(set);
         ArgumentNullException.ThrowIfNull(meter);
@@ -116,7 +117,8 @@ public static class EvolutionarySearch
     /// A child of <paramref name="parent"/>: one to <paramref name="maxRaises"/> tensors one level up, then random other
     /// tensors one level down until the file fits <paramref name="budget"/>; null when no such child is found.
     /// </summary>
-    internal static int[]? Mutate(CandidateSet set, IReadOnlyList<int> parent, long budget, Random random, int maxRaises)
+    internal static int[]? Mutate<T>(CandidateSet<T> set, IReadOnlyList<int> parent, long budget, Random random, int maxRaises)
+        where T : Candidate
     {
         int n = set.Tensors.Count;
         for (int attempt = 0; attempt < 16; attempt++)

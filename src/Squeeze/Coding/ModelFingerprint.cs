@@ -33,6 +33,22 @@ public static class ModelFingerprint
             for (long offset = 0; offset < t.ByteLength; offset += int.MaxValue)
                 hash.Append(new ReadOnlySpan<byte>(t.Data + offset, (int)Math.Min(int.MaxValue, t.ByteLength - offset)));
         }
+        // Weights in other representations (a native model's): name, scheme, shape and every decoded value as f32 bits.
+        var row = Array.Empty<float>();
+        foreach (var w in model.Weights.OrderBy(w => w.Name, StringComparer.Ordinal))
+        {
+            Text(hash, w.Name);
+            Text(hash, w.Scheme);
+            Number(hash, w.Rows);
+            Number(hash, w.Columns);
+            if (row.Length != w.Columns)
+                row = new float[w.Columns];
+            for (int r = 0; r < w.Rows; r++)
+            {
+                w.DecodeRow(r, row);
+                hash.Append(System.Runtime.InteropServices.MemoryMarshal.AsBytes(row.AsSpan()));
+            }
+        }
         var v = model.Vocabulary;
         Number(hash, (int)v.Kind);
         Number(hash, v.Count);

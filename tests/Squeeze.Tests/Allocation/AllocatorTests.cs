@@ -26,7 +26,7 @@ public sealed class AllocationFixture : IDisposable
 
     public Model Model { get; }
 
-    public AllocationContext Context { get; }
+    public AllocationContext<GgufCandidateSet, GgufCandidate> Context { get; }
 
     public void Dispose()
     {
@@ -37,7 +37,7 @@ public sealed class AllocationFixture : IDisposable
 
 public sealed class AllocatorTests(AllocationFixture fixture) : IClassFixture<AllocationFixture>
 {
-    private CandidateSet Set => fixture.Context.Candidates;
+    private GgufCandidateSet Set => fixture.Context.Candidates;
 
     [Fact]
     public void Candidates_are_every_type_whose_block_fits_the_rows_plus_f16_with_both_errors_measured()
@@ -45,7 +45,7 @@ public sealed class AllocatorTests(AllocationFixture fixture) : IClassFixture<Al
         Assert.Equal(fixture.Model.Tensors.Count(t => t.Shape.Length == 2), Set.Tensors.Count);
         foreach (var t in Set.Tensors)
         {
-            var expected = CandidateSet.DefaultTypes.Where(type => t.Shape[^1] % GgmlTypes.BlockSize(type) == 0).Order();
+            var expected = GgufCandidateSet.DefaultTypes.Where(type => t.Shape[^1] % GgmlTypes.BlockSize(type) == 0).Order();
             Assert.Equal(expected, t.Options.Select(c => c.Type).Order());
             Assert.Contains(t.Options, c => c.Type == GgmlType.F16);
             foreach (var c in t.Options)

@@ -117,6 +117,24 @@ public class ModelCodecTests
     }
 
     [Fact]
+    public void A_model_with_native_weights_round_trips_and_its_fingerprint_covers_them()
+    {
+        var model = Stories260K.Value;
+        var name = TensorNames.Up(1);
+        var values = model.Weight(name).Decode();
+        var rows = model.Weight(name).Rows;
+        var columns = model.Weight(name).Columns;
+        using var three = model.WithWeights([Squeeze.Weights.UniformWeight.Encode(name, values, rows, columns, new Squeeze.Formats.Native.UniformScheme(3, 32, false))]);
+        using var four = model.WithWeights([Squeeze.Weights.UniformWeight.Encode(name, values, rows, columns, new Squeeze.Formats.Native.UniformScheme(4, 32, false))]);
+        Assert.NotEqual(ModelFingerprint.Of(three), ModelFingerprint.Of(four));
+        Assert.NotEqual(ModelFingerprint.Of(model), ModelFingerprint.Of(three));
+        byte[] text = "Once upon a time, there was a little dog. He liked to run."u8.ToArray();
+        var (sqz, _) = Zip(three, text);
+        Assert.Equal(text, Unzip(three, sqz, threads: 1));
+        Assert.Throws<InvalidDataException>(() => Unzip(four, sqz));
+    }
+
+    [Fact]
     public void Every_corrupted_byte_is_an_error_never_wrong_output()
     {
         byte[] text = "Once upon a time, there was a little girl named Lily. She loved to play outside."u8.ToArray();

@@ -105,6 +105,42 @@ public static class NativeModelWriter
         return Write(model, directory, replacements);
     }
 
+    /// <summary>The exact size of the <c>model.safetensors</c> <see cref="Write(Model, string, IReadOnlyDictionary{string, LinearWeight}?)"/>
+    /// writes for these replacements, computed without writing.</summary>
+    public static long WeightsFileLength(Model model, IReadOnlyDictionary<string, LinearWeight> replacements)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(replacements);
+        return BuildWeights(model, replacements).FileLength();
+    }
+
+    /// <summary>An upper bound of the bytes <paramref name="weight"/> adds to <c>model.safetensors</c> when it replaces a
+    /// tensor: its data plus its header entries (scheme metadata, one entry per companion with the widest offsets a file
+    /// can have, separators).</summary>
+    public static long WeightBytesBound(LinearWeight weight)
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        var writer = new SafetensorsWriter();
+        var sink = new NativeTensorSink(writer);
+        int companions;
+        if (weight is BlockWeight plain && SafetensorsDTypes.TryFromGgmlType(plain.Type, out _))
+        {
+            writer.Add(plain.Tensor, weight.Name);
+            companions = 1;
+        }
+        else
+        {
+            writer.Metadata[NativeFormat.SchemeKeyPrefix + weight.Name] = sink.Store(weight.Name, weight).ToJsonString();
+            companions = writer.Count;
+        }
+        // The lone entry's offsets have few digits, a real file's at most 19 each; the lone and empty headers' padding
+        // (each < 8) is covered by the slack. The real file's own padding is in the caller's overhead.
+        const int WidestOffsets = 2 * 19, Separators = 2, Slack = 16;
+        return writer.FileLength() - EmptyFileBytes + companions * (WidestOffsets + Separators) + Slack;
+    }
+
+    private static readonly long EmptyFileBytes = new SafetensorsWriter().FileLength();
+
     private static SafetensorsWriter BuildWeights(Model model, IReadOnlyDictionary<string, LinearWeight> replacements)
     {
         var writer = new SafetensorsWriter();

@@ -33,6 +33,7 @@ public sealed class NativeTensorSink
         var scheme = NativeSchemes.For(weight);
         Version = Math.Max(Version, scheme.Version);
         var json = scheme.Store(weight, prefix, this);
+        json.Remove("scheme");
         json.Insert(0, "scheme", scheme.Name);
         return json;
     }

@@ -196,7 +196,7 @@ public static class UniformCodec
     }
 
     /// <summary>The value of one code: asymmetric <c>scale * q + min</c>, symmetric <c>scale * (q - zero)</c>, in binary32.</summary>
-    private static float DecodeValue(int code, float scale, float min, int zero, bool symmetric)
+    internal static float DecodeValue(int code, float scale, float min, int zero, bool symmetric)
         => symmetric ? scale * (code - zero) : scale * code + min;
 
     /// <summary>

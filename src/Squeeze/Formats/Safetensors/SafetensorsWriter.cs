@@ -69,6 +69,13 @@ public sealed unsafe class SafetensorsWriter
         }
     }
 
+    /// <summary>The size of the file <see cref="Write"/> would write: 8-byte length, padded header, data.</summary>
+    public long FileLength()
+    {
+        var ordered = Ordered();
+        return 8 + BuildHeader(ordered).LongLength + ordered.Sum(e => e.Bytes);
+    }
+
     /// <summary>The tensors in the order they are written.</summary>
     private List<Entry> Ordered()
     {

@@ -90,6 +90,20 @@ public sealed class NativeModelRoundTripTests : IDisposable
                 AssertBits(row, fromModel, $"ToModel {tensor.Name} row {r}");
             }
         }
+        // Schemed weights stay in their representation: the runtime multiplies the codes.
+        Assert.Equal(schemes.Keys.Order(StringComparer.Ordinal), decoded.Weights.Select(w => w.Name).Order(StringComparer.Ordinal));
+        foreach (var weight in decoded.Weights)
+        {
+            Assert.IsType<UniformWeight>(weight);
+            var row = new float[weight.Columns];
+            var fromModel = new float[weight.Columns];
+            for (int r = 0; r < weight.Rows; r++)
+            {
+                reader.DecodeRow(weight.Name, r, row);
+                weight.DecodeRow(r, fromModel);
+                AssertBits(row, fromModel, $"ToModel {weight.Name} row {r}");
+            }
+        }
     }
 
     [Fact]
@@ -184,6 +198,76 @@ public sealed class NativeModelRoundTripTests : IDisposable
         foreach (var (k, v) in meta)
             writer.Metadata[k] = v;
         writer.Write(path);
+    }
+
+    [Fact]
+    public unsafe void Nested_schemes_round_trip_as_version_2_and_run_exactly_as_the_weights_they_store()
+    {
+        using var model = ModelLoader.Load(SharedData.Stories260K);
+        var replaced = new List<LinearWeight>();
+        var buffers = new List<NativeBuffer>();
+        try
+        {
+            foreach (var t in model.Tensors.Where(t => t.Shape.Length == 2 && t.Name != TensorNames.TokenEmbedding && t.Columns % 32 == 0))
+            {
+                var values = new float[t.ElementCount];
+                Dequantize.Tensor(t, values);
+                var dense = UniformWeight.Encode(t.Name, values, (int)t.Rows, (int)t.Columns, new UniformScheme(3, 32, false));
+                // the residual in f16 as a plain nested term: dense + residual ≈ the original
+                var residual = NativeBuffer.Allocate(t.ElementCount * 2);
+                buffers.Add(residual);
+                var row = new float[t.Columns];
+                var halves = (Half*)residual.Pointer;
+                for (int r = 0; r < t.Rows; r++)
+                {
+                    dense.DecodeRow(r, row);
+                    for (int c = 0; c < t.Columns; c++)
+                        halves[r * t.Columns + c] = (Half)(values[r * t.Columns + c] - row[c]);
+                }
+                replaced.Add(new SumWeight(t.Name, [dense, new BlockWeight(new Tensor(t.Name + ".1", GgmlType.F16, t.Shape, residual, 0))]));
+            }
+            Assert.NotEmpty(replaced);
+            string dir = Path.Combine(root, "v2");
+            NativeModelWriter.Write(model, dir, replaced.ToDictionary(w => w.Name));
+            using var reader = NativeModelReader.Open(dir);
+            Assert.Equal(2, reader.Version);
+            foreach (var w in replaced)
+            {
+                var info = reader.GetTensor(w.Name);
+                Assert.Equal(w.Scheme, info.Scheme);
+                Assert.Equal(w.StoredBytes, info.StoredBytes);
+                var expected = new float[w.Columns];
+                var actual = new float[w.Columns];
+                for (int r = 0; r < w.Rows; r++)
+                {
+                    w.DecodeRow(r, expected);
+                    reader.DecodeRow(w.Name, r, actual);
+                    AssertBits(expected, actual, $"{w.Name} row {r}");
+                }
+            }
+            using var loaded = reader.ToModel();
+            Assert.Equal(replaced.Count, loaded.Weights.Count);
+            using var inMemory = model.WithWeights(replaced);
+            int[] tokens = [1, 45, 300, 12, 7, 99, 250, 3];
+            using var a = new Squeeze.Runtime.Transformer(loaded, new Squeeze.Runtime.RuntimeOptions { Threads = 2 });
+            using var b = new Squeeze.Runtime.Transformer(inMemory, new Squeeze.Runtime.RuntimeOptions { Threads = 2 });
+            Assert.Equal(b.Forward(tokens, tokens.Length).ToArray(), a.Forward(tokens, tokens.Length).ToArray());
+        }
+        finally
+        {
+            foreach (var buffer in buffers)
+                buffer.Dispose();
+        }
+    }
+
+    [Fact]
+    public void A_file_using_only_the_uniform_scheme_is_written_as_version_1()
+    {
+        using var model = ModelLoader.Load(SharedData.Stories260K);
+        string dir = Path.Combine(root, "v1");
+        NativeModelWriter.Write(model, dir, Schemes(model, 4, 32, false));
+        using var reader = NativeModelReader.Open(dir);
+        Assert.Equal(1, reader.Version);
     }
 
     private static void AssertBits(float[] expected, float[] actual, string what)

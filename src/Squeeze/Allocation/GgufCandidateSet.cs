@@ -1,0 +1,216 @@
+using Squeeze.Calibration;
+using Squeeze.Compression;
+using Squeeze.Formats.Gguf;
+using Squeeze.Models;
+using Squeeze.Tensors;
+
+namespace Squeeze.Allocation;
+
+/// <summary>Progress of building a candidate set: the stage ("encoding", "measuring"), steps done of the total, and a note.</summary>
+public readonly record struct CandidateProgress(string Stage, int Done, int Total, string Note);
+
+/// <summary>Settings of <see cref="GgufCandidateSet.Build"/>.</summary>
+public sealed record CandidateOptions
+{
+    /// <summary>How each candidate is encoded (rtn, imatrix or gptq; options other than the method, damping,
+    /// activation order and threads are ignored).</summary>
+    public CompressionOptions Compression { get; init; } = new();
+
+    /// <summary>The types to try; each tensor gets those whose block divides its rows. Default: <see cref="GgufCandidateSet.DefaultTypes"/>.</summary>
+    public IReadOnlyList<GgmlType>? Types { get; init; }
+
+    /// <summary>Directory for the memory-mapped file of encoded candidates (deleted on dispose); default the system temp directory.</summary>
+    public string? Directory { get; init; }
+}
+
+/// <summary>
+/// Every tensor of a model encoded once in every format it can take (<see cref="Compressor"/>'s method per tensor), kept
+/// in one memory-mapped file so that searches can build models from any mix of candidates without copying, and the
+/// final file is written from the same bytes. 2-D tensors get the candidates; 1-D tensors (norms) stay as they are.
+/// Sizes are exact: <see cref="FileBytes"/> of a selection is the size of the GGUF file <see cref="Write"/> writes.
+/// </summary>
+public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
+{
+    /// <summary>The types tried by default: every block type the writer and runtime support, and F16.</summary>
+    public static readonly IReadOnlyList<GgmlType> DefaultTypes =
+    [
+        GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.Q4_0, GgmlType.IQ4_NL, GgmlType.Q4_1, GgmlType.Q4_K, GgmlType.Q5_0, GgmlType.Q5_1,
+        GgmlType.Q5_K, GgmlType.Q6_K, GgmlType.Q8_0, GgmlType.F16,
+    ];
+
+    private readonly string dataPath;
+    private readonly NativeBuffer data;
+
+    private GgufCandidateSet(Model source, IReadOnlyList<TensorCandidates<GgufCandidate>> tensors, string dataPath, NativeBuffer data)
+        : base(source, tensors)
+    {
+        this.dataPath = dataPath;
+        this.data = data;
+        // The GGUF size is additive: the header (metadata and tensor infos, whose sizes do not depend on the types) and
+        // the fixed tensors, padded, plus each chosen tensor's padded bytes. Measure the constant part on the smallest plan.
+        var smallest = tensors.Select(_ => 0).ToArray();
+        Overhead = GgufModelWriter.FileLength(source, FileType(smallest), TypeOf(smallest)) - tensors.Sum(t => t.Options[0].FileBytes);
+    }
+
+    /// <summary>File bytes that do not depend on the selection: header, metadata, tensor infos and the fixed tensors, padded.</summary>
+    public override long Overhead { get; }
+
+    /// <summary>Every GGUF tensor is padded to the 32-byte alignment.</summary>
+    public override long Grain => GgufFile.DefaultAlignment;
+
+    /// <summary>Encodes every 2-D tensor of <paramref name="model"/> in every type of <paramref name="options"/> whose block divides its rows.</summary>
+    /// <exception cref="ArgumentException">Statistics missing or of another model, or a tensor with no type that fits.</exception>
+    public static GgufCandidateSet Build(Model model, CalibrationStatistics? statistics, CandidateOptions options, IProgress<CandidateProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(options);
+        var types = options.Types ?? DefaultTypes;
+        var matrices = model.Tensors.Where(t => t.Shape.Length >= 2).ToList();
+        var work = matrices.Select(t => (Tensor: t, Types: types.Where(ty => t.Columns % GgmlTypes.BlockSize(ty) == 0).Distinct().ToList())).ToList();
+        foreach (var (t, ts) in work)
+        {
+            if (ts.Count == 0)
+                throw new ArgumentException($"tensor '{t.Name}' has rows of {t.Columns} values: none of the types {string.Join(", ", types)} fits them", nameof(options));
+        }
+        string directory = options.Directory ?? Path.GetTempPath();
+        string path = Path.Combine(directory, $"squeeze-candidates-{Guid.NewGuid():N}.bin");
+        var tensors = new List<TensorCandidates<GgufCandidate>>(work.Count);
+        try
+        {
+            using (var encoder = new TensorEncoder(model, statistics, options.Compression))
+            using (var file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            {
+                int total = work.Sum(w => w.Types.Count), done = 0;
+                foreach (var (tensor, tensorTypes) in work)
+                {
+                    var list = new List<GgufCandidate>(tensorTypes.Count);
+                    foreach (var type in tensorTypes)
+                    {
+                        progress?.Report(new CandidateProgress("encoding", done, total, $"{tensor.Name} {type}"));
+                        var encoded = encoder.Encode(tensor.Name, type);
+                        long offset = Pad(file);
+                        file.Write(encoded.Data);
+                        list.Add(new GgufCandidate(type, offset, encoded.Data.LongLength, Aligned(encoded.Data.LongLength), encoded.Report.Encoding,
+                            encoded.Report.ErrorAfter, double.NaN));
+                        done++;
+                    }
+                    list.Sort((a, b) => a.Bytes != b.Bytes ? a.Bytes.CompareTo(b.Bytes) : a.Type.CompareTo(b.Type));
+                    tensors.Add(new TensorCandidates<GgufCandidate>(tensor.Name, tensor.Shape, list));
+                }
+                progress?.Report(new CandidateProgress("encoding", total, total, ""));
+                file.Flush(flushToDisk: false);
+            }
+            return new GgufCandidateSet(model, tensors, path, NativeBuffer.MapFile(path));
+        }
+        catch
+        {
+            File.Delete(path);
+            throw;
+        }
+    }
+
+    /// <summary>The selection with every tensor in <paramref name="type"/> where it is a candidate, else the nearest larger one (else the largest).</summary>
+    public int[] Uniform(GgmlType type) => Tensors.Select(t =>
+    {
+        int k = t.Options.ToList().FindIndex(c => c.Type == type);
+        if (k >= 0)
+            return k;
+        long bits = GgmlTypes.BlockBytes(type) * 8L / GgmlTypes.BlockSize(type);
+        int larger = t.Options.ToList().FindIndex(c => c.Bytes * 8 >= bits * t.Elements);
+        return larger >= 0 ? larger : t.Options.Count - 1;
+    }).ToArray();
+
+    /// <summary>
+    /// A model whose 2-D tensors are the selected candidates (pointing into the mapped candidate file, no copy) and whose
+    /// other tensors are the source's; a selection entry of −1 keeps that tensor as in the source (single swaps). Valid
+    /// while this set is; disposing the model releases nothing of the set.
+    /// </summary>
+    public override Model Compose(IReadOnlyList<int> selection)
+    {
+        var chosen = Selected(selection);
+        var tensors = Source.Tensors.Select(t => chosen.TryGetValue(t.Name, out var c) ? new Tensor(t.Name, c.Type, t.Shape, data, c.Offset) : t).ToList();
+        return new Model(Source.Config, Source.Vocabulary, tensors, Source.Source, []);
+    }
+
+    /// <summary>
+    /// Writes the GGUF file of <paramref name="selection"/> to <paramref name="path"/> (temporary file, then renamed) from the
+    /// cached bytes and returns its size, which is <see cref="FileBytes"/>.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The written file's size differs from <see cref="FileBytes"/> (a bug, never expected).</exception>
+    public override long Write(IReadOnlyList<int> selection, string path)
+    {
+        long expected = FileBytes(selection);
+        var byName = Tensors.Select((t, i) => (t.Name, Candidate: t.Options[selection[i]])).ToDictionary(x => x.Name, x => x.Candidate, StringComparer.Ordinal);
+        GgufModelWriter.Write(Source, path, FileType(selection), tensor =>
+        {
+            if (!byName.TryGetValue(tensor.Name, out var c))
+                return EncodedTensor.Copy(tensor);
+            return new EncodedTensor(c.Type, stream =>
+            {
+                for (long at = 0; at < c.Bytes; at += int.MaxValue)
+                    stream.Write(data.Span(c.Offset + at, (int)Math.Min(int.MaxValue, c.Bytes - at)));
+            });
+        });
+        long written = new FileInfo(path).Length;
+        if (written != expected)
+            throw new InvalidOperationException($"{path}: wrote {written:N0} bytes, the size function said {expected:N0}");
+        return written;
+    }
+
+    /// <summary>
+    /// llama.cpp's <c>general.file_type</c> for a selection: the file type named after the type that holds most weights
+    /// (a u32 either way, so it does not change the size).
+    /// </summary>
+    public uint FileType(IReadOnlyList<int> selection)
+    {
+        var weights = new Dictionary<GgmlType, long>();
+        for (int i = 0; i < Tensors.Count; i++)
+        {
+            var type = Tensors[i].Options[selection[i]].Type;
+            weights[type] = weights.GetValueOrDefault(type) + Tensors[i].Elements;
+        }
+        var dominant = weights.Count == 0 ? GgmlType.F32 : weights.MaxBy(p => p.Value).Key;
+        return dominant switch
+        {
+            GgmlType.F32 => 0,
+            GgmlType.F16 => 1,
+            GgmlType.Q4_0 => 2,
+            GgmlType.Q4_1 => 3,
+            GgmlType.Q8_0 => 7,
+            GgmlType.Q5_0 => 8,
+            GgmlType.Q5_1 => 9,
+            GgmlType.Q2_K => 10,
+            GgmlType.Q3_K => 12,
+            GgmlType.Q4_K => 15,
+            GgmlType.Q5_K => 17,
+            GgmlType.Q6_K => 18,
+            GgmlType.IQ4_NL => 25,
+            GgmlType.BF16 => 32,
+            _ => 0,
+        };
+    }
+
+    public override void Dispose()
+    {
+        data.Dispose();
+        File.Delete(dataPath);
+    }
+
+    private Func<Tensor, GgmlType> TypeOf(int[] selection)
+    {
+        var byName = Tensors.Select((t, i) => (t.Name, t.Options[selection[i]].Type)).ToDictionary(x => x.Name, x => x.Type, StringComparer.Ordinal);
+        return tensor => byName.TryGetValue(tensor.Name, out var type) ? type : tensor.Type;
+    }
+
+    private static long Aligned(long bytes) => (bytes + GgufFile.DefaultAlignment - 1) / GgufFile.DefaultAlignment * GgufFile.DefaultAlignment;
+
+    // Pads the candidate file to 64 bytes (cache-line aligned tensors) and returns the position.
+    private static long Pad(FileStream file)
+    {
+        long position = file.Position;
+        long aligned = (position + 63) / 64 * 64;
+        for (long i = position; i < aligned; i++)
+            file.WriteByte(0);
+        return aligned;
+    }
+}

@@ -1,0 +1,125 @@
+using Squeeze.Compression;
+using Squeeze.Formats.HuggingFace;
+using Squeeze.Formats.Native;
+using Squeeze.Models;
+using Squeeze.Weights;
+
+namespace Squeeze.Allocation;
+
+/// <summary>
+/// Every 2-D tensor of a model encoded once in every native representation that fits it (<see cref="NativeRepresentation"/>:
+/// uniform codes of any width and group, f16, and whatever other levels are given), held in memory. Sizes are of the
+/// whole native model directory (weights file, config.json, tokenizer files): <see cref="Candidate.FileBytes"/> bounds
+/// what a candidate adds (data and header entries, rounded up to <see cref="Grain"/>), so a selection that fits a budget
+/// by those bounds fits it exactly; <see cref="FileBytes"/> is the exact size.
+/// </summary>
+public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
+{
+    private const long NativeGrain = 64;
+    private readonly long sideFiles; // config.json, tokenizer.model, tokenizer_config.json
+
+    private NativeCandidateSet(Model source, IReadOnlyList<TensorCandidates<NativeCandidate>> tensors, long sideFiles, long overhead)
+        : base(source, tensors)
+    {
+        this.sideFiles = sideFiles;
+        Overhead = overhead;
+    }
+
+    /// <summary>The side files, the weights file's fixed tensors and header (with the 2-D tensors absent), its padding,
+    /// rounded up to the grain.</summary>
+    public override long Overhead { get; }
+
+    public override long Grain => NativeGrain;
+
+    /// <summary>Encodes every 2-D tensor of <paramref name="model"/> in every representation of
+    /// <paramref name="representations"/> that fits it.</summary>
+    /// <exception cref="ArgumentException">A tensor that no representation fits.</exception>
+    public static NativeCandidateSet Build(Model model, NativeTensorEncoder encoder, IReadOnlyList<NativeRepresentation> representations,
+        IProgress<CandidateProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(encoder);
+        ArgumentNullException.ThrowIfNull(representations);
+        var matrices = model.Tensors.Where(t => t.Shape.Length == 2).Select(t => model.Weight(t.Name))
+            .Concat(model.Weights).ToList();
+        var work = matrices.Select(w => (Weight: w, Levels: representations.Where(r => r.Fits(w.Rows, w.Columns)).Distinct().ToList())).ToList();
+        foreach (var (w, levels) in work)
+        {
+            if (levels.Count == 0)
+                throw new ArgumentException($"tensor '{w.Name}' [{w.Rows}, {w.Columns}]: none of the representations {string.Join(", ", representations)} fits it", nameof(representations));
+        }
+        int total = work.Sum(w => w.Levels.Count), done = 0;
+        var tensors = new List<TensorCandidates<NativeCandidate>>(work.Count);
+        foreach (var (weight, levels) in work)
+        {
+            var list = new List<NativeCandidate>(levels.Count);
+            foreach (var level in levels)
+            {
+                progress?.Report(new CandidateProgress("encoding", done, total, $"{weight.Name} {level}"));
+                var encoded = level.Encode(encoder, weight.Name);
+                long bytes = NativeModelWriter.WeightBytesBound(encoded.Weight);
+                list.Add(new NativeCandidate(encoded.Weight, RoundUp(bytes), encoded.Encoding, encoded.OutputError, double.NaN));
+                done++;
+            }
+            list.Sort((a, b) => a.FileBytes != b.FileBytes ? a.FileBytes.CompareTo(b.FileBytes) : string.CompareOrdinal(a.Format, b.Format));
+            tensors.Add(new TensorCandidates<NativeCandidate>(weight.Name, [weight.Rows, weight.Columns], list));
+        }
+        progress?.Report(new CandidateProgress("encoding", total, total, ""));
+
+        long side = SideFileBytes(model);
+        var names = tensors.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        // The weights file without the 2-D tensors: its header, fixed tensors and padding.
+        using var skeleton = new Model(model.Config, model.Vocabulary, [.. model.Tensors.Where(t => !names.Contains(t.Name))], model.Source, []);
+        long overhead = side + NativeModelWriter.WeightsFileLength(skeleton, new Dictionary<string, LinearWeight>()) + 8;
+        return new NativeCandidateSet(model, tensors, side, RoundUp(overhead));
+    }
+
+    /// <summary>The exact size of the directory <see cref="Write"/> writes for <paramref name="selection"/>.</summary>
+    public override long FileBytes(IReadOnlyList<int> selection)
+    {
+        Check(selection);
+        return sideFiles + NativeModelWriter.WeightsFileLength(Source, Replacements(selection));
+    }
+
+    public override Model Compose(IReadOnlyList<int> selection)
+        => Source.WithWeights(Selected(selection).Values.Select(c => c.Weight));
+
+    /// <summary>Writes the native model directory of <paramref name="selection"/> to <paramref name="path"/> (must not
+    /// exist or be empty) and returns its size, the sum of its files, which is <see cref="FileBytes"/>.</summary>
+    /// <exception cref="InvalidOperationException">The written size differs from <see cref="FileBytes"/> (a bug, never expected).</exception>
+    public override long Write(IReadOnlyList<int> selection, string path)
+    {
+        long expected = FileBytes(selection);
+        var files = NativeModelWriter.Write(Source, path, Replacements(selection));
+        long written = files.Sum(f => new FileInfo(Path.Combine(path, f)).Length);
+        if (written != expected)
+            throw new InvalidOperationException($"{path}: wrote {written:N0} bytes, the size function said {expected:N0}");
+        return written;
+    }
+
+    public override void Dispose()
+    {
+    }
+
+    private Dictionary<string, LinearWeight> Replacements(IReadOnlyList<int> selection)
+        => Selected(selection).ToDictionary(p => p.Key, p => p.Value.Weight, StringComparer.Ordinal);
+
+    private static long RoundUp(long bytes) => (bytes + NativeGrain - 1) / NativeGrain * NativeGrain;
+
+    // config.json and the tokenizer files do not depend on the weights: write them once to measure them.
+    private static long SideFileBytes(Model model)
+    {
+        string directory = Path.Combine(Path.GetTempPath(), $"squeeze-side-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(directory);
+        try
+        {
+            HuggingFaceWriter.WriteConfig(Path.Combine(directory, NativeFormat.ConfigFile), model, torchDtype: "float32");
+            HuggingFaceWriter.WriteTokenizer(model.Vocabulary, directory);
+            return Directory.EnumerateFiles(directory).Sum(f => new FileInfo(f).Length);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+}

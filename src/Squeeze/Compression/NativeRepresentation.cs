@@ -1,0 +1,102 @@
+using System.Globalization;
+using Squeeze.Formats.Native;
+
+namespace Squeeze.Compression;
+
+/// <summary>
+/// One way to store a weight in the native format, as a level the allocator can choose per tensor: it says whether it
+/// fits a tensor's shape and encodes a tensor with a <see cref="NativeTensorEncoder"/> (which holds the calibration
+/// data). Written as a spec string: <c>uniform:BITS:GROUP[:sym]</c> (GROUP a number, or <c>~N</c>: the largest group of
+/// at most N values that divides the row), <c>f16</c>.
+/// </summary>
+public abstract record NativeRepresentation
+{
+    /// <summary>The spec string that parses back to this representation.</summary>
+    public abstract string Spec { get; }
+
+    /// <summary>True when a [rows, columns] weight can be stored this way.</summary>
+    public abstract bool Fits(int rows, int columns);
+
+    /// <summary>Encodes tensor <paramref name="name"/>.</summary>
+    public abstract NativeEncoded Encode(NativeTensorEncoder encoder, string name);
+
+    public sealed override string ToString() => Spec;
+
+    /// <summary>The default levels of <c>compress --format native</c>: uniform codes of 2, 3, 4, 5, 6 and 8 bits in the
+    /// largest groups of at most 64 and at most 256 values that divide the row, and f16.</summary>
+    public static IReadOnlyList<NativeRepresentation> Defaults { get; } =
+    [
+        .. from bits in (int[])[2, 3, 4, 5, 6, 8]
+           from g in (int[])[64, 256]
+           select (NativeRepresentation)new UniformRepresentation(bits, g, false, AtMost: true),
+        new Float16Representation(),
+    ];
+
+    /// <summary>Parses a spec string.</summary>
+    /// <exception cref="FormatException">Not a known representation, or its numbers are out of range.</exception>
+    public static NativeRepresentation Parse(string spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        var parts = spec.Trim().ToLowerInvariant().Split(':');
+        int Number(int i, string what, int min, int max)
+            => i < parts.Length && int.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out int v) && v >= min && v <= max
+                ? v
+                : throw new FormatException($"representation '{spec}': {what} must be an integer in {min}..{max}");
+        switch (parts[0])
+        {
+            case "uniform" when parts.Length is 3 or 4:
+                if (parts.Length == 4 && parts[3] != "sym")
+                    throw new FormatException($"representation '{spec}': the optional fourth part is 'sym'");
+                bool atMost = parts[2].StartsWith('~');
+                if (atMost)
+                    parts[2] = parts[2][1..];
+                return new UniformRepresentation(Number(1, "bits", 2, 8), Number(2, "the group", 1, 1 << 20), parts.Length == 4, atMost);
+            case "f16" when parts.Length == 1:
+                return new Float16Representation();
+            default:
+                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), f16");
+        }
+    }
+}
+
+/// <summary>Uniform codes (<see cref="UniformScheme"/>), encoded by GPTQ on their grid where the calibration allows; with
+/// <paramref name="AtMost"/>, the group is the largest divisor of the row length that is at most <paramref name="Group"/>.</summary>
+public sealed record UniformRepresentation(int Bits, int Group, bool Symmetric, bool AtMost = false) : NativeRepresentation
+{
+    public override string Spec => $"uniform:{Bits}:{(AtMost ? "~" : "")}{Group}{(Symmetric ? ":sym" : "")}";
+
+    public override bool Fits(int rows, int columns) => GroupFor(columns) > 0;
+
+    /// <summary>The group used for rows of <paramref name="columns"/> values, or 0 when none fits.</summary>
+    public int GroupFor(int columns)
+    {
+        if (!AtMost)
+            return columns % Group == 0 ? Group : 0;
+        for (int g = Math.Min(Group, columns); g >= 8; g--)
+        {
+            if (columns % g == 0)
+                return g;
+        }
+        return 0;
+    }
+
+    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    {
+        ArgumentNullException.ThrowIfNull(encoder);
+        return encoder.EncodeUniform(name, new UniformScheme(Bits, GroupFor(encoder.Columns(name)), Symmetric));
+    }
+}
+
+/// <summary>The weight in f16, stored plain.</summary>
+public sealed record Float16Representation : NativeRepresentation
+{
+    public override string Spec => "f16";
+
+    public override bool Fits(int rows, int columns) => true;
+
+    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    {
+        ArgumentNullException.ThrowIfNull(encoder);
+        return encoder.EncodeFloat16(name);
+    }
+}

@@ -1,0 +1,156 @@
+using Squeeze.Calibration;
+using Squeeze.Formats.Native;
+using Squeeze.Models;
+using Squeeze.Quantization;
+using Squeeze.Runtime;
+using Squeeze.Tensors;
+using Squeeze.Weights;
+
+namespace Squeeze.Compression;
+
+/// <summary>A weight encoded in a native representation, how, and its relative calibration output error
+/// tr(E H Eᵀ) / tr(W H Wᵀ) (diag(H) when there is no Gram matrix; NaN without statistics).</summary>
+public sealed record NativeEncoded(LinearWeight Weight, string Encoding, double OutputError);
+
+/// <summary>
+/// Encodes a model's 2-D weights in the native format's representations, with the same calibration data
+/// <see cref="TensorEncoder"/> uses for GGUF types: GPTQ on the representation's grid (one prepared Hessian per shared
+/// input, kept between calls) when the statistics hold the layer's Gram matrix, importance-weighted rounding when they
+/// hold only its diagonal (the tied embedding is weighted by the classifier's input), plain rounding without
+/// statistics. It also exposes what other encoders need: a tensor's values, its input statistics and Hessian.
+/// </summary>
+public sealed class NativeTensorEncoder
+{
+    private readonly Model model;
+    private readonly CompressionOptions options;
+    private readonly Dictionary<(int, LinearInput), ActivationStatistics>? stats;
+    private readonly Dictionary<ActivationStatistics, GptqHessian> hessians = new(ReferenceEqualityComparer.Instance);
+
+    /// <exception cref="ArgumentException">Statistics of another model.</exception>
+    public NativeTensorEncoder(Model model, CalibrationStatistics? statistics, CompressionOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(options);
+        if (statistics is not null)
+        {
+            Compressor.CheckStatistics(model, statistics, needsGram: false);
+            stats = statistics.Entries.ToDictionary(e => (e.Layer, e.Kind));
+        }
+        this.model = model;
+        this.options = options;
+    }
+
+    /// <summary>The tensor's row length.</summary>
+    public int Columns(string name) => model.Weight(name).Columns;
+
+    /// <summary>The tensor's values, [rows, columns] row-major f32.</summary>
+    public float[] Values(string name)
+    {
+        var weight = model.Weight(name);
+        return weight.Decode();
+    }
+
+    /// <summary>The statistics of the tensor's input (for the tied embedding: the classifier's), or null.</summary>
+    public ActivationStatistics? Input(string name)
+    {
+        if (stats is null)
+            return null;
+        ActivationStatistics? entry = null;
+        if (LinearInputs.TryGet(name, out int layer, out var kind))
+            stats.TryGetValue((layer, kind), out entry);
+        else if (name == TensorNames.TokenEmbedding && !model.Contains(TensorNames.Output))
+            stats.TryGetValue((-1, LinearInput.Output), out entry);
+        return entry;
+    }
+
+    /// <summary>The prepared GPTQ Hessian of the tensor's input (damped, activation-ordered as the options say), or
+    /// null when there is no Gram matrix for it (no statistics, or the tied embedding).</summary>
+    public GptqHessian? Hessian(string name)
+    {
+        if (!LinearInputs.TryGet(name, out _, out _) || Input(name) is not { Gram: not null } entry)
+            return null;
+        if (!hessians.TryGetValue(entry, out var prepared))
+        {
+            prepared = GptqHessian.Prepare(entry.Hessian(), entry.Width, options.Damping, options.ActivationOrder, Math.Max(1, options.Threads));
+            hessians[entry] = prepared;
+        }
+        return prepared;
+    }
+
+    /// <summary>Relative output error of <paramref name="encoded"/> against <paramref name="values"/> under the tensor's
+    /// input statistics (H when there is a Gram matrix, else its diagonal); NaN without statistics.</summary>
+    public double RelativeError(string name, ReadOnlySpan<float> values, LinearWeight encoded)
+    {
+        var entry = Input(name);
+        if (entry is null)
+            return double.NaN;
+        int rows = encoded.Rows, columns = encoded.Columns;
+        var decoded = encoded.Decode();
+        if (entry.Gram is not null && LinearInputs.TryGet(name, out _, out _))
+        {
+            var h = entry.Hessian();
+            double signal = Gptq.OutputError(values, new float[values.Length], rows, columns, h);
+            return signal > 0 ? Gptq.OutputError(values, decoded, rows, columns, h) / signal : 0;
+        }
+        var importance = entry.Importance();
+        double error = 0, total = 0;
+        for (int r = 0; r < rows; r++)
+        {
+            for (int c = 0; c < columns; c++)
+            {
+                double w = values[r * columns + c], d = w - decoded[r * columns + c];
+                error += importance[c] * d * d;
+                total += importance[c] * w * w;
+            }
+        }
+        return total > 0 ? error / total : 0;
+    }
+
+    /// <summary>Encodes tensor <paramref name="name"/> in the uniform scheme: GPTQ on <see cref="UniformSchemeGrid"/> when its
+    /// input has a Gram matrix (keeping importance-weighted rounding if that happens to have the lower output error),
+    /// else importance-weighted or plain rounding.</summary>
+    /// <exception cref="ArgumentException">The group does not divide the row, or a value is not finite.</exception>
+    public NativeEncoded EncodeUniform(string name, UniformScheme scheme)
+    {
+        ArgumentNullException.ThrowIfNull(scheme);
+        var values = Values(name);
+        var shape = model.Weight(name);
+        int rows = shape.Rows, columns = shape.Columns;
+        scheme.CheckColumns(columns);
+        var entry = Input(name);
+        float[] importance = entry?.Importance() ?? [];
+        var rounded = UniformWeight.Encode(name, values, rows, columns, scheme, importance);
+        double roundedError = RelativeError(name, values, rounded);
+        var hessian = Hessian(name);
+        if (hessian is null || options.Method == CompressionMethod.Rtn)
+            return new NativeEncoded(rounded, importance.Length > 0 ? "imatrix" : "rtn", roundedError);
+        var grid = new UniformSchemeGrid(scheme);
+        var result = Gptq.Quantize(values, rows, hessian, grid, new GptqOptions
+        {
+            DampingFraction = options.Damping,
+            ActivationOrder = options.ActivationOrder,
+            RefinePasses = options.RefinePasses,
+            Importance = importance,
+            Threads = Math.Max(1, options.Threads),
+        });
+        var gptq = grid.ToWeight(name, result.Data, rows, columns);
+        double gptqError = RelativeError(name, values, gptq);
+        return gptqError <= roundedError ? new NativeEncoded(gptq, "gptq", gptqError) : new NativeEncoded(rounded, "imatrix (lower error than gptq)", roundedError);
+    }
+
+    /// <summary>Tensor <paramref name="name"/> rounded to f16, as a plain weight in a buffer the weight keeps alive.</summary>
+    public NativeEncoded EncodeFloat16(string name)
+    {
+        var values = Values(name);
+        var shape = model.Weight(name);
+        var buffer = NativeBuffer.Allocate(values.LongLength * 2);
+        unsafe
+        {
+            var halves = new Span<ushort>(buffer.Pointer, values.Length);
+            for (int i = 0; i < values.Length; i++)
+                halves[i] = HalfConversions.F32ToF16(values[i]);
+        }
+        var weight = new BlockWeight(new Tensor(name, GgmlType.F16, [shape.Rows, shape.Columns], buffer, 0));
+        return new NativeEncoded(weight, "f16", RelativeError(name, values, weight));
+    }
+}

@@ -1,0 +1,178 @@
+using Squeeze.Formats.Native;
+using Squeeze.Kernels;
+using Squeeze.Tensors;
+using Squeeze.Weights;
+
+namespace Squeeze.Tests.Weights;
+
+public sealed class LinearWeightTests
+{
+    internal static float[] RandomValues(int count, int seed)
+    {
+        var random = new Random(seed);
+        var values = new float[count];
+        for (int i = 0; i < values.Length; i++)
+            values[i] = (float)((random.NextDouble() - 0.5) * 2 * (1 + 3 * random.NextDouble() * random.NextDouble()));
+        return values;
+    }
+
+    /// <summary>y[t, r] = Σ_c W[r, c] · x[t, c] from <see cref="LinearWeight.DecodeRow"/>, summed in double.</summary>
+    internal static float[] ReferenceProduct(LinearWeight weight, float[] x, int tokens)
+    {
+        var y = new float[tokens * weight.Rows];
+        var row = new float[weight.Columns];
+        for (int r = 0; r < weight.Rows; r++)
+        {
+            weight.DecodeRow(r, row);
+            for (int t = 0; t < tokens; t++)
+            {
+                double sum = 0;
+                for (int c = 0; c < weight.Columns; c++)
+                    sum += (double)row[c] * x[t * weight.Columns + c];
+                y[t * weight.Rows + r] = (float)sum;
+            }
+        }
+        return y;
+    }
+
+    /// <summary>|a − b| ≤ tolerance · (1 + |b|) elementwise.</summary>
+    internal static void AssertClose(float[] expected, float[] actual, double tolerance, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (int i = 0; i < expected.Length; i++)
+            Assert.True(Math.Abs(expected[i] - actual[i]) <= tolerance * (1 + Math.Abs(expected[i])), $"{what}: [{i}] {actual[i]} vs {expected[i]}");
+    }
+
+    /// <summary>A weight that has only the reference, so its product is the decoded product.</summary>
+    private sealed class DenseWeight(string name, int rows, int columns, float[] values) : LinearWeight(name, rows, columns)
+    {
+        public override long StoredBytes => 4L * values.Length;
+
+        public override string Scheme => "dense";
+
+        public override void DecodeRow(int row, Span<float> destination)
+        {
+            CheckRow(row, destination);
+            values.AsSpan(row * Columns, Columns).CopyTo(destination);
+        }
+    }
+
+    [Theory]
+    [InlineData(1, 1, 1)]
+    [InlineData(7, 13, 1)]
+    [InlineData(33, 96, 5)]
+    [InlineData(64, 288, 17)]
+    [InlineData(130, 40, 64)]
+    public void The_decoded_product_matches_the_reference_and_does_not_depend_on_the_thread_count(int rows, int columns, int tokens)
+    {
+        var weight = new DenseWeight("w", rows, columns, RandomValues(rows * columns, rows + columns));
+        var x = RandomValues(tokens * columns, tokens);
+        var expected = ReferenceProduct(weight, x, tokens);
+        float[]? first = null;
+        foreach (int threads in (int[])[1, 2, 3])
+        {
+            using var context = new ComputeContext(threads);
+            var y = new float[tokens * rows];
+            weight.Multiply(x, tokens, context, y);
+            AssertClose(expected, y, 1e-5, $"{threads} threads");
+            if (first is null)
+                first = y;
+            else
+                Assert.Equal(first, y);
+        }
+    }
+
+    [Fact]
+    public unsafe void The_deterministic_decoded_product_uses_the_deterministic_dot()
+    {
+        var weight = new DenseWeight("w", 9, 100, RandomValues(900, 1));
+        var x = RandomValues(300, 2);
+        using var context = new ComputeContext(2) { Deterministic = true };
+        var y = new float[27];
+        weight.Multiply(x, 3, context, y);
+        var row = new float[100];
+        for (int t = 0; t < 3; t++)
+        {
+            for (int r = 0; r < 9; r++)
+            {
+                weight.DecodeRow(r, row);
+                fixed (float* pr = row, px = x)
+                    Assert.Equal(DeterministicMath.Dot(pr, px + t * 100, 100), y[t * 9 + r]);
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(2, 32, false)]
+    [InlineData(3, 96, false)]
+    [InlineData(5, 48, true)]
+    [InlineData(8, 288, false)]
+    public void A_uniform_weight_multiplies_as_it_decodes(int bits, int group, bool symmetric)
+    {
+        const int rows = 21, columns = 288, tokens = 6;
+        var values = RandomValues(rows * columns, bits);
+        var weight = UniformWeight.Encode("u", values, rows, columns, new UniformScheme(bits, group, symmetric));
+        Assert.Equal(rows * ((columns * bits + 7) / 8) + 2L * rows * (columns / group) * (symmetric ? 1 : 2), weight.StoredBytes);
+        var x = RandomValues(tokens * columns, 7);
+        using var context = new ComputeContext(2);
+        var y = new float[tokens * rows];
+        weight.Multiply(x, tokens, context, y);
+        AssertClose(ReferenceProduct(weight, x, tokens), y, 1e-5, weight.Scheme);
+    }
+
+    [Fact]
+    public void A_sum_decodes_and_multiplies_as_the_sum_of_its_terms()
+    {
+        const int rows = 12, columns = 64, tokens = 3;
+        var a = RandomValues(rows * columns, 1);
+        var b = RandomValues(rows * columns, 2);
+        var sum = new SumWeight("s", [new DenseWeight("s", rows, columns, a), UniformWeight.Encode("s", b, rows, columns, new UniformScheme(4, 32, false))]);
+        var row = new float[columns];
+        var part = new float[columns];
+        for (int r = 0; r < rows; r++)
+        {
+            sum.DecodeRow(r, row);
+            sum.Terms[1].DecodeRow(r, part);
+            for (int c = 0; c < columns; c++)
+                Assert.Equal(a[r * columns + c] + part[c], row[c]);
+        }
+        var x = RandomValues(tokens * columns, 3);
+        using var context = new ComputeContext(2);
+        var y = new float[tokens * rows];
+        sum.Multiply(x, tokens, context, y);
+        AssertClose(ReferenceProduct(sum, x, tokens), y, 1e-5, "sum");
+        Assert.Equal(4L * rows * columns + sum.Terms[1].StoredBytes, sum.StoredBytes);
+    }
+
+    [Fact]
+    public void A_block_weight_multiplies_with_the_ggml_kernels()
+    {
+        const int rows = 8, columns = 64;
+        var values = RandomValues(rows * columns, 5);
+        using var buffer = NativeBuffer.Allocate(values.Length * 4L);
+        unsafe
+        {
+            values.CopyTo(new Span<float>((float*)buffer.Pointer, values.Length));
+        }
+        var weight = new BlockWeight(new Tensor("b", GgmlType.F32, [rows, columns], buffer, 0));
+        Assert.Equal("F32", weight.Scheme);
+        Assert.Equal(4L * rows * columns, weight.StoredBytes);
+        var x = RandomValues(2 * columns, 6);
+        using var context = new ComputeContext(1);
+        var y = new float[2 * rows];
+        weight.Multiply(x, 2, context, y);
+        AssertClose(ReferenceProduct(weight, x, 2), y, 1e-5, "F32");
+    }
+
+    [Fact]
+    public void Shapes_are_checked()
+    {
+        var weight = new DenseWeight("w", 4, 8, new float[32]);
+        using var context = new ComputeContext(1);
+        Assert.Throws<ArgumentException>(() => weight.Multiply(new float[15], 2, context, new float[8]));
+        Assert.Throws<ArgumentException>(() => weight.Multiply(new float[16], 2, context, new float[7]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => weight.DecodeRow(4, new float[8]));
+        Assert.Throws<ArgumentException>(() => weight.DecodeRow(0, new float[7]));
+        Assert.Throws<ArgumentException>(() => new SumWeight("s", [weight, new DenseWeight("w", 4, 9, new float[36])]));
+    }
+}
