@@ -7,7 +7,8 @@ namespace Squeeze.Compression;
 /// One way to store a weight in the native format, as a level the allocator can choose per tensor: it says whether it
 /// fits a tensor's shape and encodes a tensor with a <see cref="NativeTensorEncoder"/> (which holds the calibration
 /// data). Written as a spec string: <c>uniform:BITS:GROUP[:sym]</c> (GROUP a number, or <c>~N</c>: the largest group of
-/// at most N values that divides the row), <c>f16</c>.
+/// at most N values that divides the row), <c>f16</c>, <c>svd:RANK[:FACTORBITS]</c> and
+/// <c>eora:BITS:GROUP:RANK[:FACTORBITS]</c> (low-rank levels, Compression/LowRankRepresentations.cs).
 /// </summary>
 public abstract record NativeRepresentation
 {
@@ -42,6 +43,7 @@ public abstract record NativeRepresentation
             => i < parts.Length && int.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out int v) && v >= min && v <= max
                 ? v
                 : throw new FormatException($"representation '{spec}': {what} must be an integer in {min}..{max}");
+        int FactorBits(int bits) => bits is <= 8 or 16 ? bits : throw new FormatException($"representation '{spec}': factors are 16 (f16) or 2..8 bits");
         switch (parts[0])
         {
             case "uniform" when parts.Length is 3 or 4:
@@ -53,8 +55,15 @@ public abstract record NativeRepresentation
                 return new UniformRepresentation(Number(1, "bits", 2, 8), Number(2, "the group", 1, 1 << 20), parts.Length == 4, atMost);
             case "f16" when parts.Length == 1:
                 return new Float16Representation();
+            case "svd" when parts.Length is 2 or 3:
+                return new LowRankRepresentation(Number(1, "the rank", 1, 1 << 16), parts.Length == 3 ? FactorBits(Number(2, "the factor bits", 2, 16)) : 16);
+            case "eora" when parts.Length is 4 or 5:
+                {
+                    var baseline = (UniformRepresentation)Parse($"uniform:{parts[1]}:{parts[2]}");
+                    return new CompensatedRepresentation(baseline, Number(3, "the rank", 1, 1 << 16), parts.Length == 5 ? FactorBits(Number(4, "the factor bits", 2, 16)) : 16);
+                }
             default:
-                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), f16");
+                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), f16, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS]");
         }
     }
 }
