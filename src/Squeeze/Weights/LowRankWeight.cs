@@ -53,7 +53,9 @@ public sealed class LowRankWeight : LinearWeight
         return new BlockWeight(new Tensor(name, GgmlType.F16, [rows, columns], buffer, 0));
     }
 
-    /// <summary>The reference: row r of A times B, <c>destination[c] = Σ_k A[r, k]·B[k, c]</c> (B decoded once, on first use).</summary>
+    /// <summary>The reference: row r of A times B, <c>destination[c] = Σ_k A[r, k]·B[k, c]</c> over ascending k, each product
+    /// rounded to f32 before it is added (TensorPrimitives.MultiplyAdd does not fuse), the same bits on every machine
+    /// (docs/FORMAT.md §3.4). B is decoded once, on first use.</summary>
     public override void DecodeRow(int row, Span<float> destination)
     {
         CheckRow(row, destination);

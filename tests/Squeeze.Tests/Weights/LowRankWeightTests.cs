@@ -35,6 +35,34 @@ public class LowRankWeightTests
         }
     }
 
+    /// <summary>The format's decoding rule, bit for bit: W[r, c] = Σ_k A[r, k]·B[k, c] over ascending k, each product
+    /// rounded to binary32 and then added (no fused multiply-add), so the decoded values (which the zip fingerprint
+    /// hashes) are the same on every machine.</summary>
+    [Theory]
+    [InlineData(5, 7, 33, 11)]
+    [InlineData(16, 40, 288, 12)]
+    public void DecodeRowFollowsTheFormatsSummationOrderBitForBit(int rows, int rank, int columns, int seed)
+    {
+        var weight = RandomWeight(rows, rank, columns, new Random(seed));
+        var a = weight.A.Decode();
+        var b = weight.B.Decode();
+        var row = new float[columns];
+        for (int r = 0; r < rows; r++)
+        {
+            weight.DecodeRow(r, row);
+            for (int c = 0; c < columns; c++)
+            {
+                float sum = 0;
+                for (int k = 0; k < rank; k++)
+                {
+                    float product = a[r * rank + k] * b[k * columns + c];
+                    sum += product;
+                }
+                Assert.Equal(BitConverter.SingleToInt32Bits(sum), BitConverter.SingleToInt32Bits(row[c]));
+            }
+        }
+    }
+
     [Theory]
     [InlineData(7, 3, 5, 1, 1)]
     [InlineData(33, 8, 17, 5, 2)]
