@@ -154,6 +154,9 @@ internal static class NativeSuite
                                    && w.UniformScheme.Group == u.GroupFor((int)t.Shape[1]),
         CodebookRepresentation b => c.Weight is Weights.CodebookWeight w && w.Bits == b.Bits && w.Group == b.GroupFor((int)t.Shape[1]),
         Float16Representation => c.Format == "F16",
+        LowRankRepresentation l => c.Weight is Weights.LowRankWeight w && w.Rank == l.Rank && (l.FactorBits == 16) == (w.A is Weights.BlockWeight),
+        CompensatedRepresentation e => c.Weight is Weights.SumWeight { Terms: [var q, Weights.LowRankWeight w] } && w.Rank == e.Rank
+                                       && (e.FactorBits == 16) == (w.A is Weights.BlockWeight) && Matches(e.Base, new NativeCandidate(q, c.FileBytes, c.Encoding, c.OutputError, c.SwapKld), t),
         _ => c.Format == level.Spec,
     };
 

@@ -16,7 +16,8 @@ namespace Squeeze.Bench;
 /// evolutionary search to byte budgets against llama.cpp's mixes), <c>zip</c> (squeeze zip against
 /// gzip, xz, zstd and brotli; round trips, bits per byte, throughput, determinism), <c>codebooks</c> (uniform codes,
 /// non-uniform codebooks and dense-and-sparse outliers in the runtime: KLD, perplexity, bits per weight), <c>pruning</c> (magnitude, Wanda and
-/// SparseGPT at 25 %, 50 % and 2:4 against dense, structured heads and units, and the sparse products' speed).
+/// SparseGPT at 25 %, 50 % and 2:4 against dense, structured heads and units, and the sparse products' speed), <c>lowrank</c> (activation-aware
+/// against plain SVD at equal bytes, EoRA corrections of low-bit bases, low-rank layer speed).
 /// </summary>
 public static class Program
 {
@@ -63,8 +64,11 @@ public static class Program
             case "pruning":
                 PruningSuite.Run(rest);
                 return 0;
+            case "lowrank":
+                LowRankSuite.Run(rest);
+                return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|codebooks|pruning [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|codebooks|pruning|lowrank [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

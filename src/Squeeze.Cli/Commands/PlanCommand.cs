@@ -44,7 +44,7 @@ internal static class PlanCommand
 
     public static Option<string> FormatOption() => new("--format") { Description = "gguf (llama.cpp's block types; a file) or native (Squeeze's representations: uniform codes of any width and group, …; a directory)", DefaultValueFactory = _ => "gguf" };
 
-    public static Option<string[]> RepresentationOption() => new("--representation") { Description = "With --format native: a level the search may choose (repeatable): uniform:BITS:GROUP[:sym], f16. Default: uniform 2–8 bits in groups of 32, 96, 256, and f16" };
+    public static Option<string[]> RepresentationOption() => new("--representation") { Description = "With --format native: a level the search may choose (repeatable): uniform:BITS:GROUP[:sym], f16, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS]. Default: uniform 2–8 bits in groups of 32, 96, 256, and f16" };
 
     public static Option<string?> ChartOption() => new("--chart") { Description = "PNG chart of the bits given to each layer and tensor kind (default: beside the output, .bits.png)" };
 

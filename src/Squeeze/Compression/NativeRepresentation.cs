@@ -9,7 +9,9 @@ namespace Squeeze.Compression;
 /// fits a tensor's shape and encodes a tensor with a <see cref="NativeTensorEncoder"/> (which holds the calibration
 /// data). Written as a spec string: <c>uniform:BITS:GROUP[:sym]</c> (GROUP a number, or <c>~N</c>: the largest group of
 /// at most N values that divides the row), <c>codebook:BITS:GROUP</c> (GROUP a number, <c>~N</c>, or <c>row</c>),
-/// <c>f16</c>.
+/// <c>nm:N:M:VALUES</c> and <c>unstructured:FRACTION:VALUES</c> (pruned; VALUES <c>f16</c> or a bit width for uniform
+/// codes), <c>svd:RANK[:FACTORBITS]</c> and <c>eora:BITS:GROUP:RANK[:FACTORBITS]</c> (low-rank levels,
+/// Compression/LowRankRepresentations.cs), <c>f16</c>.
 /// </summary>
 public abstract record NativeRepresentation
 {
@@ -47,6 +49,7 @@ public abstract record NativeRepresentation
                 ? v
                 : throw new FormatException($"representation '{spec}': {what} must be an integer in {min}..{max}");
         int Values(int i) => parts[i] == "f16" ? 0 : Number(i, "the value bits (or f16)", 2, 8);
+        int FactorBits(int bits) => bits is <= 8 or 16 ? bits : throw new FormatException($"representation '{spec}': factors are 16 (f16) or 2..8 bits");
         switch (parts[0])
         {
             case "uniform" when parts.Length is 3 or 4:
@@ -71,8 +74,15 @@ public abstract record NativeRepresentation
                 return new PrunedRepresentation(new SparsityPattern.Unstructured(fraction), Values(2));
             case "f16" when parts.Length == 1:
                 return new Float16Representation();
+            case "svd" when parts.Length is 2 or 3:
+                return new LowRankRepresentation(Number(1, "the rank", 1, 1 << 16), parts.Length == 3 ? FactorBits(Number(2, "the factor bits", 2, 16)) : 16);
+            case "eora" when parts.Length is 4 or 5:
+                {
+                    var baseline = (UniformRepresentation)Parse($"uniform:{parts[1]}:{parts[2]}");
+                    return new CompensatedRepresentation(baseline, Number(3, "the rank", 1, 1 << 16), parts.Length == 5 ? FactorBits(Number(4, "the factor bits", 2, 16)) : 16);
+                }
             default:
-                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), codebook:BITS:GROUP (GROUP may be ~N or row), nm:N:M:VALUES, unstructured:FRACTION:VALUES, f16");
+                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), codebook:BITS:GROUP (GROUP may be ~N or row), nm:N:M:VALUES, unstructured:FRACTION:VALUES, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS], f16");
         }
     }
 }

@@ -44,6 +44,7 @@ internal static class NativeSchemes
         MaskedSparseNativeScheme.Instance,
         StructuredSparseNativeScheme.Instance,
         ZeroNativeScheme.Instance,
+        LowRankNativeScheme.Instance,
     ];
 
     public static INativeScheme? Find(string name) => All.FirstOrDefault(s => s.Name == name);
