@@ -67,7 +67,7 @@ internal static class NativeSuite
                 var selection = set.Tensors.Select(t =>
                 {
                     var options = t.Options.ToList();
-                    int k = options.FindIndex(c => Matches(level, c, t));
+                    int k = options.FindIndex(c => c.Level == level.Spec);
                     return k >= 0 ? k : options.Count - 1;
                 }).ToArray();
                 long bytes = set.FileBytes(selection);
@@ -96,6 +96,12 @@ internal static class NativeSuite
                     throw new InvalidOperationException($"{name}: wrote {written:N0} bytes, predicted {allocation.FileBytes:N0}, budget {bytes:N0}");
                 Directory.Delete(path, recursive: true);
                 rows.Add(new Row("native knapsack", name, bytes, allocation.Selection, allocation.FileBytes, allocation.BitsPerWeight));
+                if (representations.Any(r => !IsQuantization(r)))
+                {
+                    // The same search restricted to quantization (uniform codes, codebooks, f16): does structure removal pay?
+                    var quantized = Allocator.Allocate(context, bytes, SearchMethod.Knapsack, ErrorModel.SwapKld, allowed: c => c.Weight is Weights.UniformWeight or Weights.CodebookWeight or Weights.BlockWeight);
+                    rows.Add(new Row("native knapsack, quantization only", name, bytes, quantized.Selection, quantized.FileBytes, quantized.BitsPerWeight));
+                }
                 if (evolutionSeconds > 0)
                 {
                     var evolved = Allocator.Allocate(context, bytes, SearchMethod.Evolution, ErrorModel.SwapKld,
@@ -147,19 +153,6 @@ internal static class NativeSuite
         }
     }
 
-    // Does candidate c of tensor t come from this level?
-    private static bool Matches(NativeRepresentation level, NativeCandidate c, TensorCandidates<NativeCandidate> t) => level switch
-    {
-        UniformRepresentation u => c.Weight is Weights.UniformWeight w && w.UniformScheme.Bits == u.Bits && w.UniformScheme.Symmetric == u.Symmetric
-                                   && w.UniformScheme.Group == u.GroupFor((int)t.Shape[1]),
-        CodebookRepresentation b => c.Weight is Weights.CodebookWeight w && w.Bits == b.Bits && w.Group == b.GroupFor((int)t.Shape[1]),
-        Float16Representation => c.Format == "F16",
-        LowRankRepresentation l => c.Weight is Weights.LowRankWeight w && w.Rank == l.Rank && (l.FactorBits == 16) == (w.A is Weights.BlockWeight),
-        CompensatedRepresentation e => c.Weight is Weights.SumWeight { Terms: [var q, Weights.LowRankWeight w] } && w.Rank == e.Rank
-                                       && (e.FactorBits == 16) == (w.A is Weights.BlockWeight) && Matches(e.Base, new NativeCandidate(q, c.FileBytes, c.Encoding, c.OutputError, c.SwapKld), t),
-        _ => c.Format == level.Spec,
-    };
-
     private static void WriteChart(string output, NativeCandidateSet set, List<Row> rows, IReadOnlyList<EvaluationResult> results)
     {
         var csv = new StringBuilder("series,budget,bytes,bpw,ppl,mean_kld\n");
@@ -168,7 +161,8 @@ internal static class NativeSuite
         File.WriteAllText(Path.Combine(output, "native-rate-distortion.csv"), csv.ToString());
 
         var series = new List<ChartSeries>();
-        foreach (var (search, label) in (ReadOnlySpan<(string, string)>)[("native knapsack", "Squeeze native, knapsack over all representations"), ("native evo", "Squeeze native, knapsack + evolution")])
+        foreach (var (search, label) in (ReadOnlySpan<(string, string)>)[("native knapsack", "Squeeze native, knapsack over all levels"),
+                     ("native knapsack, quantization only", "Squeeze native, knapsack over quantization levels only"), ("native evo", "Squeeze native, knapsack + evolution")])
         {
             var allocated = rows.Select((r, i) => (r, i)).Where(p => p.r.Series == search).OrderBy(p => p.r.Bpw).ToList();
             if (allocated.Count > 0)
@@ -189,6 +183,8 @@ internal static class NativeSuite
         AllocationCharts.LogScale(series, Path.Combine(output, "native-rate-distortion.png"), "stories15M: mean KLD on tinystories-eval against size",
             "bits per weight (bytes × 8 / parameters)", "mean KLD (log scale)");
     }
+
+    private static bool IsQuantization(NativeRepresentation level) => level is UniformRepresentation or CodebookRepresentation or Float16Representation;
 
     private static bool Allocated(Row row) => row.Series.StartsWith("native ", StringComparison.Ordinal);
 

@@ -98,6 +98,19 @@ public sealed class NativeAllocationTests(NativeAllocationFixture fixture) : ICl
     }
 
     [Fact]
+    public void A_restricted_knapsack_chooses_only_allowed_levels_and_never_beats_the_full_one()
+    {
+        long budget = (3 * Set.BoundBytes(Set.Smallest()) + Set.BoundBytes(Set.Largest())) / 4;
+        var full = Allocator.Allocate(fixture.Context, budget, SearchMethod.Knapsack);
+        var restricted = Allocator.Allocate(fixture.Context, budget, SearchMethod.Knapsack, allowed: c => c.Level != "uniform:3:32");
+        Assert.True(restricted.FileBytes <= budget);
+        for (int i = 0; i < Set.Tensors.Count; i++)
+            Assert.NotEqual("uniform:3:32", Set.Chosen(restricted.Selection, i).Level);
+        Assert.True(full.PredictedError <= restricted.PredictedError + 1e-12);
+        Assert.Throws<ArgumentException>(() => Allocator.Allocate(fixture.Context, budget, SearchMethod.Knapsack, allowed: _ => false));
+    }
+
+    [Fact]
     public void Representation_specs_parse_and_bad_ones_are_refused()
     {
         Assert.Equal(new UniformRepresentation(3, 96, false), NativeRepresentation.Parse("uniform:3:96"));
