@@ -17,7 +17,8 @@ namespace Squeeze.Bench;
 /// gzip, xz, zstd and brotli; round trips, bits per byte, throughput, determinism), <c>codebooks</c> (uniform codes,
 /// non-uniform codebooks and dense-and-sparse outliers in the runtime: KLD, perplexity, bits per weight), <c>pruning</c> (magnitude, Wanda and
 /// SparseGPT at 25 %, 50 % and 2:4 against dense, structured heads and units, and the sparse products' speed), <c>lowrank</c> (activation-aware
-/// against plain SVD at equal bytes, EoRA corrections of low-bit bases, low-rank layer speed).
+/// against plain SVD at equal bytes, EoRA corrections of low-bit bases, low-rank layer speed), <c>lossless</c> (DFloat11, entropy-coded
+/// uniform codes, rotated against unrotated uniform quantization).
 /// </summary>
 public static class Program
 {
@@ -67,8 +68,11 @@ public static class Program
             case "lowrank":
                 LowRankSuite.Run(rest);
                 return 0;
+            case "lossless":
+                LosslessSuite.Run(rest);
+                return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|codebooks|pruning|lowrank [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|codebooks|pruning|lowrank|lossless [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

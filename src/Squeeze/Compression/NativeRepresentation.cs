@@ -9,8 +9,9 @@ namespace Squeeze.Compression;
 /// fits a tensor's shape and encodes a tensor with a <see cref="NativeTensorEncoder"/> (which holds the calibration
 /// data). Written as a spec string: <c>uniform:BITS:GROUP[:sym]</c> (GROUP a number, or <c>~N</c>: the largest group of
 /// at most N values that divides the row), <c>codebook:BITS:GROUP</c> (GROUP a number, <c>~N</c>, or <c>row</c>),
-/// <c>nm:N:M:VALUES</c> and <c>unstructured:FRACTION:VALUES</c> (pruned; VALUES <c>f16</c> or a bit width for uniform
-/// codes), <c>svd:RANK[:FACTORBITS]</c> and <c>eora:BITS:GROUP:RANK[:FACTORBITS]</c> (low-rank levels,
+/// <c>rot+uniform:…</c> and <c>entropy+SPEC</c> (<see cref="RotatedRepresentation"/>, <see cref="EntropyRepresentation"/>),
+/// <c>dfloat11</c>, <c>nm:N:M:VALUES</c> and <c>unstructured:FRACTION:VALUES</c> (pruned; VALUES <c>f16</c> or a bit
+/// width for uniform codes), <c>svd:RANK[:FACTORBITS]</c> and <c>eora:BITS:GROUP:RANK[:FACTORBITS]</c> (low-rank levels,
 /// Compression/LowRankRepresentations.cs), <c>f16</c>.
 /// </summary>
 public abstract record NativeRepresentation
@@ -43,6 +44,8 @@ public abstract record NativeRepresentation
     public static NativeRepresentation Parse(string spec)
     {
         ArgumentNullException.ThrowIfNull(spec);
+        if (WrappedRepresentations.TryParse(spec.Trim().ToLowerInvariant(), out var wrapped))
+            return wrapped;
         var parts = spec.Trim().ToLowerInvariant().Split(':');
         int Number(int i, string what, int min, int max)
             => i < parts.Length && int.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out int v) && v >= min && v <= max
@@ -81,8 +84,10 @@ public abstract record NativeRepresentation
                     var baseline = (UniformRepresentation)Parse($"uniform:{parts[1]}:{parts[2]}");
                     return new CompensatedRepresentation(baseline, Number(3, "the rank", 1, 1 << 16), parts.Length == 5 ? FactorBits(Number(4, "the factor bits", 2, 16)) : 16);
                 }
+            case "dfloat11" when parts.Length == 1:
+                return new DFloat11Representation();
             default:
-                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), codebook:BITS:GROUP (GROUP may be ~N or row), nm:N:M:VALUES, unstructured:FRACTION:VALUES, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS], f16");
+                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), codebook:BITS:GROUP (GROUP may be ~N or row), rot+uniform:…, entropy+SPEC, dfloat11, nm:N:M:VALUES, unstructured:FRACTION:VALUES, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS], f16");
         }
     }
 }

@@ -41,6 +41,9 @@ public sealed class NativeTensorEncoder
         this.options = options;
     }
 
+    /// <summary>How tensors are encoded (method, GPTQ settings, threads).</summary>
+    public CompressionOptions Options => options;
+
     /// <summary>The tensor's row length.</summary>
     public int Columns(string name) => model.Weight(name).Columns;
 

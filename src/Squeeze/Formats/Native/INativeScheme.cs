@@ -45,6 +45,9 @@ internal static class NativeSchemes
         StructuredSparseNativeScheme.Instance,
         ZeroNativeScheme.Instance,
         LowRankNativeScheme.Instance,
+        RotationNativeScheme.Instance,
+        EntropyNativeScheme.Instance,
+        DFloat11NativeScheme.Instance,
     ];
 
     public static INativeScheme? Find(string name) => All.FirstOrDefault(s => s.Name == name);

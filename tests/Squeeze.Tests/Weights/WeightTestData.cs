@@ -1,0 +1,65 @@
+using Squeeze.Kernels;
+using Squeeze.Tensors;
+using Squeeze.Weights;
+
+namespace Squeeze.Tests.Weights;
+
+/// <summary>Random weights with LLM-like statistics and the dense reference product.</summary>
+internal static unsafe class WeightTestData
+{
+    /// <summary>[rows, columns] Gaussian values of standard deviation <paramref name="scale"/>, with a few columns
+    /// (outlier input features) 20 times larger.</summary>
+    public static float[] Gaussian(int rows, int columns, int seed, float scale = 0.05f, int outlierColumns = 0)
+    {
+        var rng = new Random(seed);
+        var values = new float[rows * columns];
+        var outliers = Enumerable.Range(0, outlierColumns).Select(_ => rng.Next(columns)).ToHashSet();
+        for (int r = 0; r < rows; r++)
+        {
+            for (int c = 0; c < columns; c++)
+            {
+                double u1 = 1 - rng.NextDouble(), u2 = rng.NextDouble();
+                double g = Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2);
+                values[r * columns + c] = (float)(g * scale * (outliers.Contains(c) ? 20 : 1));
+            }
+        }
+        return values;
+    }
+
+    /// <summary>An F32 <see cref="BlockWeight"/> holding <paramref name="values"/> ([rows, columns]).</summary>
+    public static BlockWeight F32(string name, float[] values, int rows, int columns)
+    {
+        var buffer = NativeBuffer.Allocate(4L * values.Length);
+        values.AsSpan().CopyTo(new Span<float>(buffer.Pointer, values.Length));
+        return new BlockWeight(new Tensor(name, GgmlType.F32, [rows, columns], buffer, 0));
+    }
+
+    /// <summary>A BF16 <see cref="BlockWeight"/> holding <paramref name="values"/> rounded to BF16.</summary>
+    public static BlockWeight Bf16(string name, float[] values, int rows, int columns)
+    {
+        var buffer = NativeBuffer.Allocate(2L * values.Length);
+        var bits = new Span<ushort>(buffer.Pointer, values.Length);
+        for (int i = 0; i < values.Length; i++)
+            bits[i] = HalfConversions.F32ToBf16(values[i]);
+        return new BlockWeight(new Tensor(name, GgmlType.BF16, [rows, columns], buffer, 0));
+    }
+
+    /// <summary>y[t, r] = Σ_c W[r, c] · x[t, c] in binary64 from <see cref="LinearWeight.DecodeRow"/>.</summary>
+    public static double[] ReferenceProduct(LinearWeight weight, float[] x, int tokens)
+    {
+        var row = new float[weight.Columns];
+        var y = new double[tokens * weight.Rows];
+        for (int r = 0; r < weight.Rows; r++)
+        {
+            weight.DecodeRow(r, row);
+            for (int t = 0; t < tokens; t++)
+            {
+                double sum = 0;
+                for (int c = 0; c < weight.Columns; c++)
+                    sum += (double)row[c] * x[t * weight.Columns + c];
+                y[t * weight.Rows + r] = sum;
+            }
+        }
+        return y;
+    }
+}
