@@ -19,7 +19,7 @@ namespace Squeeze.Bench;
 /// (docs/charts/allocation-rate-distortion.csv). Writes native-rate-distortion.png/.csv to <c>--out</c> (default
 /// docs/charts) and five sampled stories from the smallest budget. Options: <c>--representations A,B</c> (default
 /// <see cref="NativeRepresentation.Defaults"/>), <c>--bpw a,b</c>, <c>--tokens N</c>, <c>--refine N</c>,
-/// <c>--chunks N</c> (eval chunks, default all), <c>--speed</c> (tokens/s of each representation beside llama.cpp's
+/// <c>--chunks N</c> (eval chunks, default all), <c>--evo S</c> (also evolutionary search, S seconds per budget), <c>--speed</c> (tokens/s of each representation beside llama.cpp's
 /// GGUF files), <c>--threads N</c>.
 /// </summary>
 internal static class NativeSuite
@@ -35,6 +35,7 @@ internal static class NativeSuite
         int tokens = Program.Option(args, "--tokens", 8192);
         int refine = Program.Option(args, "--refine", 1);
         int chunks = Program.Option(args, "--chunks", 0);
+        int evolutionSeconds = Program.Option(args, "--evo", 0);
         double[] bpws = (AllocationSuite.Value(args, "--bpw") ?? "2.0,2.5,3.0,3.5,4.0,4.5,5.0,6.0").Split(',', StringSplitOptions.RemoveEmptyEntries)
             .Select(s => double.Parse(s, CultureInfo.InvariantCulture)).ToArray();
         var representations = AllocationSuite.Value(args, "--representations") is { } specs
@@ -66,7 +67,7 @@ internal static class NativeSuite
                 var selection = set.Tensors.Select(t =>
                 {
                     var options = t.Options.ToList();
-                    int k = options.FindIndex(c => Matches(level, c, t));
+                    int k = options.FindIndex(c => c.Level == level.Spec);
                     return k >= 0 ? k : options.Count - 1;
                 }).ToArray();
                 long bytes = set.FileBytes(selection);
@@ -95,6 +96,18 @@ internal static class NativeSuite
                     throw new InvalidOperationException($"{name}: wrote {written:N0} bytes, predicted {allocation.FileBytes:N0}, budget {bytes:N0}");
                 Directory.Delete(path, recursive: true);
                 rows.Add(new Row("native knapsack", name, bytes, allocation.Selection, allocation.FileBytes, allocation.BitsPerWeight));
+                if (representations.Any(r => !IsQuantization(r)))
+                {
+                    // The same search restricted to quantization (uniform codes, codebooks, f16): does structure removal pay?
+                    var quantized = Allocator.Allocate(context, bytes, SearchMethod.Knapsack, ErrorModel.SwapKld, allowed: c => c.Weight is Weights.UniformWeight or Weights.CodebookWeight or Weights.BlockWeight);
+                    rows.Add(new Row("native knapsack, quantization only", name, bytes, quantized.Selection, quantized.FileBytes, quantized.BitsPerWeight));
+                }
+                if (evolutionSeconds > 0)
+                {
+                    var evolved = Allocator.Allocate(context, bytes, SearchMethod.Evolution, ErrorModel.SwapKld,
+                        new EvolutionOptions { Seed = 1, TimeLimit = TimeSpan.FromSeconds(evolutionSeconds) });
+                    rows.Add(new Row("native evo", name, bytes, evolved.Selection, evolved.FileBytes, evolved.BitsPerWeight));
+                }
             }
 
             var models = rows.Select(r => set.Compose(r.Selection)).ToArray();
@@ -128,7 +141,7 @@ internal static class NativeSuite
             Console.WriteLine();
             WriteChart(output, set, rows, results);
 
-            var smallest = rows.Where(r => r.Series == "native knapsack").MinBy(r => r.FileBytes);
+            var smallest = rows.Where(Allocated).MinBy(r => r.FileBytes);
             if (smallest is not null)
                 Samples(set, smallest, threads);
             if (args.Contains("--speed"))
@@ -140,21 +153,6 @@ internal static class NativeSuite
         }
     }
 
-    // Does candidate c of tensor t come from this level?
-    private static bool Matches(NativeRepresentation level, NativeCandidate c, TensorCandidates<NativeCandidate> t) => level switch
-    {
-        UniformRepresentation u => c.Weight is Weights.UniformWeight w && SameUniform(u, w, t),
-        Float16Representation => c.Format == "F16",
-        RotatedRepresentation r => c.Weight is Weights.RotatedWeight { Inner: Weights.UniformWeight w } && SameUniform(r.Inner, w, t),
-        EntropyRepresentation { Inner: UniformRepresentation u } => c.Weight is Weights.EntropyCodedWeight e && SameUniform(u, e.Decoded, t),
-        EntropyRepresentation { Inner: RotatedRepresentation r } => c.Weight is Weights.RotatedWeight { Inner: Weights.EntropyCodedWeight e } && SameUniform(r.Inner, e.Decoded, t),
-        DFloat11Representation => c.Weight is Weights.DFloat11Weight,
-        _ => c.Format == level.Spec,
-    };
-
-    private static bool SameUniform(UniformRepresentation u, Weights.UniformWeight w, TensorCandidates<NativeCandidate> t)
-        => w.UniformScheme.Bits == u.Bits && w.UniformScheme.Symmetric == u.Symmetric && w.UniformScheme.Group == u.GroupFor((int)t.Shape[1]);
-
     private static void WriteChart(string output, NativeCandidateSet set, List<Row> rows, IReadOnlyList<EvaluationResult> results)
     {
         var csv = new StringBuilder("series,budget,bytes,bpw,ppl,mean_kld\n");
@@ -163,9 +161,14 @@ internal static class NativeSuite
         File.WriteAllText(Path.Combine(output, "native-rate-distortion.csv"), csv.ToString());
 
         var series = new List<ChartSeries>();
-        var knap = rows.Select((r, i) => (r, i)).Where(p => p.r.Series == "native knapsack").OrderBy(p => p.r.Bpw).ToList();
-        series.Add(new ChartSeries("Squeeze native, knapsack over all representations", [.. knap.Select(p => p.r.Bpw)], [.. knap.Select(p => results[p.i].KlDivergence!.Mean)], Line: true));
-        foreach (var group in rows.Select((r, i) => (r, i)).Where(p => p.r.Series != "native knapsack").GroupBy(p => Family(p.r.Series)))
+        foreach (var (search, label) in (ReadOnlySpan<(string, string)>)[("native knapsack", "Squeeze native, knapsack over all levels"),
+                     ("native knapsack, quantization only", "Squeeze native, knapsack over quantization levels only"), ("native evo", "Squeeze native, knapsack + evolution")])
+        {
+            var allocated = rows.Select((r, i) => (r, i)).Where(p => p.r.Series == search).OrderBy(p => p.r.Bpw).ToList();
+            if (allocated.Count > 0)
+                series.Add(new ChartSeries(label, [.. allocated.Select(p => p.r.Bpw)], [.. allocated.Select(p => results[p.i].KlDivergence!.Mean)], Line: true));
+        }
+        foreach (var group in rows.Select((r, i) => (r, i)).Where(p => !Allocated(p.r)).GroupBy(p => Family(p.r.Series)))
             series.Add(new ChartSeries($"native {group.Key} alone", [.. group.Select(p => p.r.Bpw)], [.. group.Select(p => results[p.i].KlDivergence!.Mean)], Line: false));
         string gguf = Path.Combine(output, "allocation-rate-distortion.csv");
         if (File.Exists(gguf))
@@ -180,6 +183,10 @@ internal static class NativeSuite
         AllocationCharts.LogScale(series, Path.Combine(output, "native-rate-distortion.png"), "stories15M: mean KLD on tinystories-eval against size",
             "bits per weight (bytes × 8 / parameters)", "mean KLD (log scale)");
     }
+
+    private static bool IsQuantization(NativeRepresentation level) => level is UniformRepresentation or CodebookRepresentation or Float16Representation;
+
+    private static bool Allocated(Row row) => row.Series.StartsWith("native ", StringComparison.Ordinal);
 
     // "uniform:3:~64" → "uniform ~64"; other specs by their name.
     private static string Family(string spec)
@@ -222,7 +229,7 @@ internal static class NativeSuite
             using var gguf = ModelLoader.Load(path);
             Line($"GGUF {file}", gguf, new FileInfo(path).Length);
         }
-        foreach (var row in rows.Where(r => r.Series != "native knapsack"))
+        foreach (var row in rows.Where(r => !Allocated(r)))
         {
             using var model = set.Compose(row.Selection);
             Line($"native {row.Series}", model, row.FileBytes);

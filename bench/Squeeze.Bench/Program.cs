@@ -14,7 +14,10 @@ namespace Squeeze.Bench;
 /// evaluation text rewards: the f32 model with scaled logits), <c>kv</c> (KV-cache policies: KLD, cache bytes per token,
 /// decode tokens/s), <c>allocation</c> (knapsack and
 /// evolutionary search to byte budgets against llama.cpp's mixes), <c>zip</c> (squeeze zip against
-/// gzip, xz, zstd and brotli; round trips, bits per byte, throughput, determinism), <c>lossless</c> (DFloat11, entropy-coded
+/// gzip, xz, zstd and brotli; round trips, bits per byte, throughput, determinism), <c>codebooks</c> (uniform codes,
+/// non-uniform codebooks and dense-and-sparse outliers in the runtime: KLD, perplexity, bits per weight), <c>pruning</c> (magnitude, Wanda and
+/// SparseGPT at 25 %, 50 % and 2:4 against dense, structured heads and units, and the sparse products' speed), <c>lowrank</c> (activation-aware
+/// against plain SVD at equal bytes, EoRA corrections of low-bit bases, low-rank layer speed), <c>lossless</c> (DFloat11, entropy-coded
 /// uniform codes, rotated against unrotated uniform quantization).
 /// </summary>
 public static class Program
@@ -56,11 +59,20 @@ public static class Program
             case "native":
                 NativeSuite.Run(rest);
                 return 0;
+            case "codebooks":
+                CodebooksSuite.Run(rest);
+                return 0;
+            case "pruning":
+                PruningSuite.Run(rest);
+                return 0;
+            case "lowrank":
+                LowRankSuite.Run(rest);
+                return 0;
             case "lossless":
                 LosslessSuite.Run(rest);
                 return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|lossless [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|codebooks|pruning|lowrank|lossless [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

@@ -207,16 +207,27 @@ public static class Allocator
     /// counted is a multiple of the set's grain (GGUF's 32-byte alignment), so the knapsack runs on a grid of such cells (capped at 2^22 cells for
     /// very large models, where the greedy repair spends what rounding left).
     /// </summary>
+    /// <param name="set">The candidates.</param>
+    /// <param name="budget">Bytes of the whole output.</param>
+    /// <param name="model">The error summed.</param>
+    /// <param name="allowed">When given, only the candidates it accepts may be chosen (e.g. quantization alone, to compare
+    /// with a search over every level); every tensor must keep at least one.</param>
     /// <exception cref="ArgumentException">The budget is below the smallest file the model can take (the message gives it),
-    /// or the error model has not been measured.</exception>
-    public static int[] Knapsack<T>(CandidateSet<T> set, long budget, ErrorModel model)
+    /// the error model has not been measured, or <paramref name="allowed"/> leaves a tensor nothing.</exception>
+    public static int[] Knapsack<T>(CandidateSet<T> set, long budget, ErrorModel model, Predicate<T>? allowed = null)
         where T : Candidate
     {
         ArgumentNullException.ThrowIfNull(set);
-        long smallest = set.BoundBytes(set.Smallest());
+        allowed ??= _ => true;
+        var smallestAllowed = set.Tensors.Select(t => t.Options.ToList().FindIndex(allowed)).ToArray();
+        int bare = Array.IndexOf(smallestAllowed, -1);
+        if (bare >= 0)
+            throw new ArgumentException($"tensor '{set.Tensors[bare].Name}' has no allowed candidate", nameof(allowed));
+        long smallest = set.BoundBytes(smallestAllowed);
         if (budget < smallest)
             throw BelowSmallest(budget, smallest, set.Parameters);
         long grain = set.Grain;
+        long capacity = (budget - set.Overhead) / grain;
         var items = new List<IReadOnlyList<Choice>>(set.Tensors.Count);
         foreach (var t in set.Tensors)
         {
@@ -226,11 +237,11 @@ public static class Allocator
                 double error = ErrorOf(c, model);
                 if (!double.IsFinite(error))
                     throw new ArgumentException($"tensor '{t.Name}' has no {model} measurement for {c.Format}", nameof(model));
-                choices.Add(new Choice(c.FileBytes / grain, error));
+                // A candidate not allowed is wider than the whole budget, so it never fits.
+                choices.Add(new Choice(allowed(c) ? c.FileBytes / grain : 2 * Math.Max(capacity, 0) + 2, error));
             }
             items.Add(choices);
         }
-        long capacity = (budget - set.Overhead) / grain;
         int cells = (int)Math.Min(capacity + 1, 1 << 22);
         var selection = MultipleChoiceKnapsack.Solve(items, capacity, cells);
         if (set.FileBytes(selection) > budget)
@@ -266,7 +277,7 @@ public static class Allocator
     /// <summary>Finds the assignment for <paramref name="budget"/> bytes by <paramref name="search"/>.</summary>
     /// <exception cref="ArgumentException">The budget is below the smallest possible file.</exception>
     public static BudgetAllocation Allocate<TSet, T>(AllocationContext<TSet, T> context, long budget, SearchMethod search, ErrorModel errors = ErrorModel.SwapKld,
-        EvolutionOptions? evolution = null, IProgress<SearchStep>? progress = null)
+        EvolutionOptions? evolution = null, IProgress<SearchStep>? progress = null, Predicate<T>? allowed = null)
         where TSet : CandidateSet<T>
         where T : Candidate
     {
@@ -277,7 +288,9 @@ public static class Allocator
             ? $"the budget of {budget:N0} bytes is at least the largest file ({largest:N0} bytes, every tensor in its largest type): nothing needs to be given up"
             : "";
         var clock = Stopwatch.StartNew();
-        var selection = Knapsack(set, budget, errors);
+        if (allowed is not null && search == SearchMethod.Evolution)
+            throw new ArgumentException("the evolutionary search mutates over every candidate; restrict the candidates with the knapsack only", nameof(allowed));
+        var selection = Knapsack(set, budget, errors, allowed);
         double knapsackSeconds = clock.Elapsed.TotalSeconds;
         EvolutionResult? evolved = null;
         if (search == SearchMethod.Evolution)

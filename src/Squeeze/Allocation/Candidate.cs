@@ -24,8 +24,9 @@ public sealed record GgufCandidate(GgmlType Type, long Offset, long Bytes, long 
     public override string Format => Type.ToString();
 }
 
-/// <summary>A tensor in a native-format representation.</summary>
-public sealed record NativeCandidate(LinearWeight Weight, long FileBytes, string Encoding, double OutputError, double SwapKld)
+/// <summary>A tensor in a native-format representation, made by the level whose spec is <paramref name="Level"/>
+/// (<see cref="Compression.NativeRepresentation.Spec"/>).</summary>
+public sealed record NativeCandidate(LinearWeight Weight, string Level, long FileBytes, string Encoding, double OutputError, double SwapKld)
     : Candidate(Weight.StoredBytes, FileBytes, Encoding, OutputError, SwapKld)
 {
     public override string Format => Weight.Scheme;

@@ -58,7 +58,7 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
                 progress?.Report(new CandidateProgress("encoding", done, total, $"{weight.Name} {level}"));
                 var encoded = level.Encode(encoder, weight.Name);
                 long bytes = NativeModelWriter.WeightBytesBound(encoded.Weight);
-                list.Add(new NativeCandidate(encoded.Weight, RoundUp(bytes), encoded.Encoding, encoded.OutputError, double.NaN));
+                list.Add(new NativeCandidate(encoded.Weight, level.Spec, RoundUp(bytes), encoded.Encoding, encoded.OutputError, double.NaN));
                 done++;
             }
             list.Sort((a, b) => a.FileBytes != b.FileBytes ? a.FileBytes.CompareTo(b.FileBytes) : string.CompareOrdinal(a.Format, b.Format));

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Squeeze.Formats.Native;
+using Squeeze.Pruning;
 
 namespace Squeeze.Compression;
 
@@ -7,8 +8,11 @@ namespace Squeeze.Compression;
 /// One way to store a weight in the native format, as a level the allocator can choose per tensor: it says whether it
 /// fits a tensor's shape and encodes a tensor with a <see cref="NativeTensorEncoder"/> (which holds the calibration
 /// data). Written as a spec string: <c>uniform:BITS:GROUP[:sym]</c> (GROUP a number, or <c>~N</c>: the largest group of
-/// at most N values that divides the row), <c>f16</c>, <c>dfloat11</c>, <c>rot+uniform:…</c>, <c>entropy+SPEC</c>
-/// (<see cref="RotatedRepresentation"/>, <see cref="EntropyRepresentation"/>).
+/// at most N values that divides the row), <c>codebook:BITS:GROUP</c> (GROUP a number, <c>~N</c>, or <c>row</c>),
+/// <c>rot+uniform:…</c> and <c>entropy+SPEC</c> (<see cref="RotatedRepresentation"/>, <see cref="EntropyRepresentation"/>),
+/// <c>dfloat11</c>, <c>nm:N:M:VALUES</c> and <c>unstructured:FRACTION:VALUES</c> (pruned; VALUES <c>f16</c> or a bit
+/// width for uniform codes), <c>svd:RANK[:FACTORBITS]</c> and <c>eora:BITS:GROUP:RANK[:FACTORBITS]</c> (low-rank levels,
+/// Compression/LowRankRepresentations.cs), <c>f16</c>.
 /// </summary>
 public abstract record NativeRepresentation
 {
@@ -24,12 +28,14 @@ public abstract record NativeRepresentation
     public sealed override string ToString() => Spec;
 
     /// <summary>The default levels of <c>compress --format native</c>: uniform codes of 2, 3, 4, 5, 6 and 8 bits in the
-    /// largest groups of at most 64 and at most 256 values that divide the row, and f16.</summary>
+    /// largest groups of at most 64 and at most 256 values that divide the row, per-row codebooks of 2, 3 and 4 bits,
+    /// and f16.</summary>
     public static IReadOnlyList<NativeRepresentation> Defaults { get; } =
     [
         .. from bits in (int[])[2, 3, 4, 5, 6, 8]
            from g in (int[])[64, 256]
            select (NativeRepresentation)new UniformRepresentation(bits, g, false, AtMost: true),
+        .. from bits in (int[])[2, 3, 4] select (NativeRepresentation)new CodebookRepresentation(bits, 0, AtMost: false),
         new Float16Representation(),
     ];
 
@@ -45,6 +51,8 @@ public abstract record NativeRepresentation
             => i < parts.Length && int.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out int v) && v >= min && v <= max
                 ? v
                 : throw new FormatException($"representation '{spec}': {what} must be an integer in {min}..{max}");
+        int Values(int i) => parts[i] == "f16" ? 0 : Number(i, "the value bits (or f16)", 2, 8);
+        int FactorBits(int bits) => bits is <= 8 or 16 ? bits : throw new FormatException($"representation '{spec}': factors are 16 (f16) or 2..8 bits");
         switch (parts[0])
         {
             case "uniform" when parts.Length is 3 or 4:
@@ -54,12 +62,32 @@ public abstract record NativeRepresentation
                 if (atMost)
                     parts[2] = parts[2][1..];
                 return new UniformRepresentation(Number(1, "bits", 2, 8), Number(2, "the group", 1, 1 << 20), parts.Length == 4, atMost);
+            case "codebook" when parts.Length == 3:
+                if (parts[2] == "row")
+                    return new CodebookRepresentation(Number(1, "bits", 2, 8), 0, AtMost: false);
+                bool most = parts[2].StartsWith('~');
+                if (most)
+                    parts[2] = parts[2][1..];
+                return new CodebookRepresentation(Number(1, "bits", 2, 8), Number(2, "the group", 1, 1 << 20), most);
+            case "nm" when parts.Length == 4:
+                return new PrunedRepresentation(new SparsityPattern.NOfM(Number(1, "N", 1, 16), Number(2, "M", 2, 16)), Values(3));
+            case "unstructured" when parts.Length == 3:
+                if (!double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double fraction) || !(fraction > 0 && fraction < 1))
+                    throw new FormatException($"representation '{spec}': the pruned fraction must be a number between 0 and 1");
+                return new PrunedRepresentation(new SparsityPattern.Unstructured(fraction), Values(2));
             case "f16" when parts.Length == 1:
                 return new Float16Representation();
+            case "svd" when parts.Length is 2 or 3:
+                return new LowRankRepresentation(Number(1, "the rank", 1, 1 << 16), parts.Length == 3 ? FactorBits(Number(2, "the factor bits", 2, 16)) : 16);
+            case "eora" when parts.Length is 4 or 5:
+                {
+                    var baseline = (UniformRepresentation)Parse($"uniform:{parts[1]}:{parts[2]}");
+                    return new CompensatedRepresentation(baseline, Number(3, "the rank", 1, 1 << 16), parts.Length == 5 ? FactorBits(Number(4, "the factor bits", 2, 16)) : 16);
+                }
             case "dfloat11" when parts.Length == 1:
                 return new DFloat11Representation();
             default:
-                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), f16, dfloat11, rot+uniform:…, entropy+SPEC");
+                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), codebook:BITS:GROUP (GROUP may be ~N or row), rot+uniform:…, entropy+SPEC, dfloat11, nm:N:M:VALUES, unstructured:FRACTION:VALUES, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS], f16");
         }
     }
 }
@@ -73,22 +101,83 @@ public sealed record UniformRepresentation(int Bits, int Group, bool Symmetric, 
     public override bool Fits(int rows, int columns) => GroupFor(columns) > 0;
 
     /// <summary>The group used for rows of <paramref name="columns"/> values, or 0 when none fits.</summary>
-    public int GroupFor(int columns)
-    {
-        if (!AtMost)
-            return columns % Group == 0 ? Group : 0;
-        for (int g = Math.Min(Group, columns); g >= 8; g--)
-        {
-            if (columns % g == 0)
-                return g;
-        }
-        return 0;
-    }
+    public int GroupFor(int columns) => Groups.For(columns, Group, AtMost);
 
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         return encoder.EncodeUniform(name, new UniformScheme(Bits, GroupFor(encoder.Columns(name)), Symmetric));
+    }
+}
+
+/// <summary>Non-uniform codebooks (<see cref="Weights.CodebookWeight"/>): 2^<paramref name="Bits"/> f16 values per group of
+/// <paramref name="Group"/> (0: one codebook per row; with <paramref name="AtMost"/>, the largest divisor of the row
+/// length that is at most <paramref name="Group"/>), fitted by sensitivity-weighted k-means inside GPTQ.</summary>
+public sealed record CodebookRepresentation(int Bits, int Group, bool AtMost) : NativeRepresentation
+{
+    public override string Spec => $"codebook:{Bits}:{(Group == 0 ? "row" : (AtMost ? "~" : "") + Group.ToString(CultureInfo.InvariantCulture))}";
+
+    public override bool Fits(int rows, int columns) => GroupFor(columns) > 0;
+
+    /// <summary>The group used for rows of <paramref name="columns"/> values (the row itself for per-row codebooks), or 0
+    /// when none fits.</summary>
+    public int GroupFor(int columns) => Group == 0 ? columns : Groups.For(columns, Group, AtMost);
+
+    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    {
+        ArgumentNullException.ThrowIfNull(encoder);
+        return encoder.EncodeCodebook(name, Bits, GroupFor(encoder.Columns(name)));
+    }
+}
+
+/// <summary>A pruned weight (<see cref="SparsityPattern"/>: N:M or unstructured), SparseGPT where the calibration
+/// allows, the kept values in f16 (<paramref name="ValueBits"/> 0) or uniform codes.</summary>
+public sealed record PrunedRepresentation(SparsityPattern Pattern, int ValueBits) : NativeRepresentation
+{
+    public override string Spec => Pattern switch
+    {
+        SparsityPattern.NOfM p => $"nm:{p.N}:{p.M}:{ValueSpec}",
+        SparsityPattern.Unstructured u => $"unstructured:{u.Sparsity.ToString(CultureInfo.InvariantCulture)}:{ValueSpec}",
+        _ => throw new InvalidOperationException($"no spec for {Pattern}"),
+    };
+
+    private string ValueSpec => ValueBits == 0 ? "f16" : ValueBits.ToString(CultureInfo.InvariantCulture);
+
+    public override bool Fits(int rows, int columns)
+    {
+        try
+        {
+            Pattern.Validate(rows, columns);
+            return true;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+    }
+
+    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    {
+        ArgumentNullException.ThrowIfNull(encoder);
+        return encoder.EncodePruned(name, Pattern, ValueBits);
+    }
+}
+
+/// <summary>Group sizes of a level for a row length.</summary>
+internal static class Groups
+{
+    /// <summary><paramref name="group"/> when it divides <paramref name="columns"/>; with <paramref name="atMost"/>, the
+    /// largest divisor of <paramref name="columns"/> of at least 8 and at most <paramref name="group"/>; 0 when none.</summary>
+    public static int For(int columns, int group, bool atMost)
+    {
+        if (!atMost)
+            return columns % group == 0 ? group : 0;
+        for (int g = Math.Min(group, columns); g >= 8; g--)
+        {
+            if (columns % g == 0)
+                return g;
+        }
+        return 0;
     }
 }
 

@@ -1,6 +1,7 @@
 using Squeeze.Calibration;
 using Squeeze.Formats.Native;
 using Squeeze.Models;
+using Squeeze.Pruning;
 using Squeeze.Quantization;
 using Squeeze.Runtime;
 using Squeeze.Tensors;
@@ -116,19 +117,39 @@ public sealed class NativeTensorEncoder
     public NativeEncoded EncodeUniform(string name, UniformScheme scheme)
     {
         ArgumentNullException.ThrowIfNull(scheme);
+        scheme.CheckColumns(Columns(name));
+        return Encode(name,
+            (values, rows, columns, importance) => UniformWeight.Encode(name, values, rows, columns, scheme, importance),
+            (values, rows, hessian, gptq) =>
+            {
+                var grid = new UniformSchemeGrid(scheme);
+                return grid.ToWeight(name, Gptq.Quantize(values, rows, hessian, grid, gptq).Data, rows, hessian.Columns);
+            });
+    }
+
+    /// <summary>Encodes tensor <paramref name="name"/> with one non-uniform codebook of 2^<paramref name="bits"/> f16
+    /// values per group of <paramref name="group"/> (0: per row): GPTQ with the codebooks as the grid when its input has
+    /// a Gram matrix (keeping importance-weighted k-means if that has the lower output error), else importance-weighted
+    /// k-means (<see cref="CodebookQuantizer"/>).</summary>
+    public NativeEncoded EncodeCodebook(string name, int bits, int group)
+        => Encode(name,
+            (values, rows, columns, importance) => CodebookQuantizer.Quantize(name, values, rows, columns, importance, bits, group),
+            (values, rows, hessian, gptq) => CodebookQuantizer.QuantizeGptq(name, values, rows, hessian, bits, group, gptq));
+
+    // Rounding (importance-weighted when there are statistics), then GPTQ on the same grid when the input has a Gram
+    // matrix and the method allows; the encoding with the lower output error is kept.
+    private NativeEncoded Encode(string name, Func<float[], int, int, float[], LinearWeight> round, Func<float[], int, GptqHessian, GptqOptions, LinearWeight> gptq)
+    {
         var values = Values(name);
         var shape = model.Weight(name);
         int rows = shape.Rows, columns = shape.Columns;
-        scheme.CheckColumns(columns);
-        var entry = Input(name);
-        float[] importance = entry?.Importance() ?? [];
-        var rounded = UniformWeight.Encode(name, values, rows, columns, scheme, importance);
+        float[] importance = Input(name)?.Importance() ?? [];
+        var rounded = round(values, rows, columns, importance);
         double roundedError = RelativeError(name, values, rounded);
         var hessian = Hessian(name);
         if (hessian is null || options.Method == CompressionMethod.Rtn)
             return new NativeEncoded(rounded, importance.Length > 0 ? "imatrix" : "rtn", roundedError);
-        var grid = new UniformSchemeGrid(scheme);
-        var result = Gptq.Quantize(values, rows, hessian, grid, new GptqOptions
+        var result = gptq(values, rows, hessian, new GptqOptions
         {
             DampingFraction = options.Damping,
             ActivationOrder = options.ActivationOrder,
@@ -136,9 +157,31 @@ public sealed class NativeTensorEncoder
             Importance = importance,
             Threads = Math.Max(1, options.Threads),
         });
-        var gptq = grid.ToWeight(name, result.Data, rows, columns);
-        double gptqError = RelativeError(name, values, gptq);
-        return gptqError <= roundedError ? new NativeEncoded(gptq, "gptq", gptqError) : new NativeEncoded(rounded, "imatrix (lower error than gptq)", roundedError);
+        double gptqError = RelativeError(name, values, result);
+        return gptqError <= roundedError ? new NativeEncoded(result, "gptq", gptqError) : new NativeEncoded(rounded, "imatrix (lower error than gptq)", roundedError);
+    }
+
+    /// <summary>Prunes tensor <paramref name="name"/> to <paramref name="pattern"/> (SparseGPT when its input has a Gram
+    /// matrix, else Wanda with the input norms, else magnitude) and stores it in the matching sparse representation, the
+    /// kept values in f16 (<paramref name="valueBits"/> 0) or in uniform codes of that many bits in groups of at most 64.</summary>
+    /// <exception cref="ArgumentException">The pattern does not fit the tensor.</exception>
+    public NativeEncoded EncodePruned(string name, SparsityPattern pattern, int valueBits)
+    {
+        ArgumentNullException.ThrowIfNull(pattern);
+        var values = Values(name);
+        var shape = model.Weight(name);
+        var input = Input(name);
+        bool linear = LinearInputs.TryGet(name, out _, out _);
+        var method = input is null ? PruningMethod.Magnitude
+            : input.Gram is not null && linear && options.Method != CompressionMethod.Rtn ? PruningMethod.SparseGpt
+            : PruningMethod.Wanda;
+        var result = Pruner.Prune(values, shape.Rows, shape.Columns, pattern, method, input,
+            new PruningOptions { DampingFraction = options.Damping, Threads = Math.Max(1, options.Threads) });
+        ValueEncoder encode = valueBits == 0
+            ? PrunedWeights.F16
+            : (n, v, r, c) => UniformWeight.Encode(n, v, r, c, new UniformScheme(valueBits, Math.Max(1, Groups.For(c, 64, atMost: true)) is int g && g > 1 ? g : c, false));
+        var weight = PrunedWeights.For(name, result, pattern, encode);
+        return new NativeEncoded(weight, method.ToString().ToLowerInvariant(), RelativeError(name, values, weight));
     }
 
     /// <summary>Tensor <paramref name="name"/> rounded to f16, as a plain weight in a buffer the weight keeps alive.</summary>

@@ -50,6 +50,8 @@ public static unsafe class KernelSelfTest
         }
         failures += CheckQuantizers(log);
         failures += CheckAttention(log);
+        failures += CheckCodebookDecoding(log);
+        failures += CheckSparse(context, log);
         log.WriteLine(failures == 0 ? "all kernels agree with the scalar references" : $"{failures} mismatches");
         return failures;
     }
@@ -97,6 +99,55 @@ public static unsafe class KernelSelfTest
                 }
             }
         }
+        return failures;
+    }
+
+    // The sparse products (2:4 and 50 % bitmask over f16 values: fused dots, gathers, the transposed batch) against the
+    // decoded weights' product in double.
+    private static int CheckSparse(ComputeContext context, TextWriter log)
+    {
+        int failures = 0, checks = 0;
+        foreach (int columns in new[] { 8, 20, 64, 172, 288 })
+        {
+            for (int seed = 0; seed < 3; seed++)
+            {
+                var rng = new Random(seed * 131 + columns);
+                const int rows = 13;
+                var dense = new float[rows * columns];
+                for (int i = 0; i < dense.Length; i++)
+                    dense[i] = Normal(rng);
+                foreach (var pattern in new Pruning.SparsityPattern[] { new Pruning.SparsityPattern.NOfM(2, 4), new Pruning.SparsityPattern.Unstructured(0.5) })
+                {
+                    var weight = Pruning.PrunedWeights.For("w", Pruning.Pruner.Prune(dense, rows, columns, pattern, Pruning.PruningMethod.Magnitude), pattern);
+                    var decoded = weight.Decode();
+                    foreach (int tokens in new[] { 1, 5, 9 })
+                    {
+                        var x = new float[tokens * columns];
+                        for (int i = 0; i < x.Length; i++)
+                            x[i] = Normal(rng);
+                        var y = new float[tokens * rows];
+                        weight.Multiply(x, tokens, context, y);
+                        checks++;
+                        for (int t = 0; t < tokens; t++)
+                        {
+                            for (int r = 0; r < rows; r++)
+                            {
+                                double expected = 0, magnitude = 0;
+                                for (int c = 0; c < columns; c++)
+                                {
+                                    expected += (double)decoded[r * columns + c] * x[t * columns + c];
+                                    magnitude += Math.Abs((double)decoded[r * columns + c] * x[t * columns + c]);
+                                }
+                                double error = Math.Abs(y[t * rows + r] - expected);
+                                if (!(error <= SumOrderLimit * magnitude + 1e-30) && failures++ < 3)
+                                    log.WriteLine($"  {weight.Scheme} columns {columns} tokens {tokens} seed {seed}: y[{t}, {r}] = {y[t * rows + r]}, reference {expected}, |diff| {error:g3}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        log.WriteLine($"sparse 2:4 and bitmask: {checks} products, {failures} mismatches");
         return failures;
     }
 
@@ -173,6 +224,50 @@ public static unsafe class KernelSelfTest
             }
         }
         log.WriteLine($"attention: {failures} mismatches");
+        return failures;
+    }
+
+    // CodebookWeight's table-decoding kernel against its scalar reference, bit for bit, at every width and odd groups.
+    private static int CheckCodebookDecoding(TextWriter log)
+    {
+        int failures = 0, checks = 0;
+        for (int bits = Weights.CodebookWeight.MinBits; bits <= Weights.CodebookWeight.MaxBits; bits++)
+        {
+            foreach (var (columns, group) in new[] { (8, 8), (13, 13), (40, 5), (96, 32), (288, 48), (288, 288), (1000, 8) })
+            {
+                var rng = new Random(bits * 1009 + columns * 7 + group);
+                int rows = 5, levels = 1 << bits, rowBytes = (columns * bits + 7) / 8;
+                var codes = new byte[columns];
+                var packed = new byte[rows * rowBytes];
+                for (int r = 0; r < rows; r++)
+                {
+                    for (int c = 0; c < columns; c++)
+                        codes[c] = (byte)rng.Next(levels);
+                    Formats.Native.UniformCodec.Pack(codes, bits, packed.AsSpan(r * rowBytes, rowBytes));
+                }
+                var table = new ushort[rows * (columns / group) * levels];
+                for (int i = 0; i < table.Length; i++)
+                    table[i] = HalfConversions.F32ToF16(Normal(rng));
+                var weight = new Weights.CodebookWeight("selftest", rows, columns, bits, group, packed, table);
+                var expected = new float[columns];
+                var actual = new float[columns];
+                var scratch = new float[Math.Max(levels, 16)];
+                for (int r = 0; r < rows; r++)
+                {
+                    weight.DecodeRow(r, expected);
+                    fixed (float* a = actual, l = scratch)
+                        weight.DecodeRowFast(r, a, l);
+                    int bad = Enumerable.Range(0, columns).FirstOrDefault(c => BitConverter.SingleToInt32Bits(expected[c]) != BitConverter.SingleToInt32Bits(actual[c]), -1);
+                    if (bad >= 0)
+                    {
+                        log.WriteLine($"  codebook b{bits} g{group} [{rows}, {columns}] row {r}: column {bad} decodes to {actual[bad]}, reference {expected[bad]}");
+                        failures++;
+                    }
+                    checks++;
+                }
+            }
+        }
+        log.WriteLine($"codebook decoding: {checks} rows, {failures} mismatches");
         return failures;
     }
 

@@ -509,7 +509,7 @@ public sealed unsafe class QuantizedKvCache : KvCache
             for (int t = 0; t < group; t++)
                 residual.AsSpan((h * group + t) * headDim, headDim).CopyTo(r.AsSpan(t * kvDim + h * headDim));
         }
-        var (left, right) = LowRank.Fit(r, group, kvDim, rank);
+        var (left, right) = Kernels.LowRankResidual.Fit(r, group, kvDim, rank);
         for (int i = 0; i < left.Length; i++)
             a[g * group * rank + i] = CheckedHalf(left[i]);
         for (int i = 0; i < right.Length; i++)

@@ -231,8 +231,11 @@ public sealed class Transformer : IDisposable
 
         foreach (var layer in layers)
         {
-            Attention(layer, n);
-            FeedForward(layer, n);
+            // A sub-layer whose output projection was dropped (ZeroWeight) adds nothing to the residual stream: skipped.
+            if (layer.AttentionOutput is not ZeroWeight)
+                Attention(layer, n);
+            if (layer.Down is not ZeroWeight)
+                FeedForward(layer, n);
         }
     }
 

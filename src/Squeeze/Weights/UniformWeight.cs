@@ -50,11 +50,37 @@ public sealed class UniformWeight : LinearWeight
 
     public override string Scheme => UniformScheme.ToString();
 
+    /// <summary>Decodes a row as <see cref="UniformCodec.DecodeRow"/> does (the same bits: <c>s · q + m</c>, or
+    /// <c>s · (q − zero)</c>, each a binary32 product and sum), reading the codes through a 64-bit bit buffer.</summary>
     public override void DecodeRow(int row, Span<float> destination)
     {
         CheckRow(row, destination);
-        UniformCodec.DecodeRow(codes.AsSpan(row * rowBytes, rowBytes), scales.AsSpan(row * groups, groups),
-            UniformScheme.Symmetric ? default : mins.AsSpan(row * groups, groups), UniformScheme, destination);
+        var packed = codes.AsSpan(row * rowBytes, rowBytes);
+        int bits = UniformScheme.Bits, group = UniformScheme.Group, zero = 1 << (bits - 1);
+        uint mask = (1u << bits) - 1;
+        bool symmetric = UniformScheme.Symmetric;
+        ulong buffer = 0;
+        int available = 0, next = 0, c = 0;
+        for (int k = 0; k < groups; k++)
+        {
+            float scale = HalfConversions.F16ToF32(scales[row * groups + k]);
+            float min = symmetric ? 0 : HalfConversions.F16ToF32(mins[row * groups + k]);
+            for (int end = c + group; c < end; c++)
+            {
+                if (available < bits)
+                {
+                    while (available <= 56 && next < packed.Length)
+                    {
+                        buffer |= (ulong)packed[next++] << available;
+                        available += 8;
+                    }
+                }
+                int q = (int)(buffer & mask);
+                buffer >>= bits;
+                available -= bits;
+                destination[c] = symmetric ? scale * (q - zero) : scale * q + min;
+            }
+        }
     }
 
     /// <summary>

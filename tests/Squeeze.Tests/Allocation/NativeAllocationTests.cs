@@ -98,14 +98,30 @@ public sealed class NativeAllocationTests(NativeAllocationFixture fixture) : ICl
     }
 
     [Fact]
+    public void A_restricted_knapsack_chooses_only_allowed_levels_and_never_beats_the_full_one()
+    {
+        long budget = (3 * Set.BoundBytes(Set.Smallest()) + Set.BoundBytes(Set.Largest())) / 4;
+        var full = Allocator.Allocate(fixture.Context, budget, SearchMethod.Knapsack);
+        var restricted = Allocator.Allocate(fixture.Context, budget, SearchMethod.Knapsack, allowed: c => c.Level != "uniform:3:32");
+        Assert.True(restricted.FileBytes <= budget);
+        for (int i = 0; i < Set.Tensors.Count; i++)
+            Assert.NotEqual("uniform:3:32", Set.Chosen(restricted.Selection, i).Level);
+        Assert.True(full.PredictedError <= restricted.PredictedError + 1e-12);
+        Assert.Throws<ArgumentException>(() => Allocator.Allocate(fixture.Context, budget, SearchMethod.Knapsack, allowed: _ => false));
+    }
+
+    [Fact]
     public void Representation_specs_parse_and_bad_ones_are_refused()
     {
         Assert.Equal(new UniformRepresentation(3, 96, false), NativeRepresentation.Parse("uniform:3:96"));
         Assert.Equal(new UniformRepresentation(4, 32, true), NativeRepresentation.Parse("UNIFORM:4:32:sym"));
         Assert.Equal(new Float16Representation(), NativeRepresentation.Parse("f16"));
+        Assert.Equal(new CodebookRepresentation(3, 0, false), NativeRepresentation.Parse("codebook:3:row"));
+        Assert.Equal(144, Assert.IsType<CodebookRepresentation>(NativeRepresentation.Parse("codebook:2:~200")).GroupFor(288));
+        Assert.Equal(288, new CodebookRepresentation(3, 0, false).GroupFor(288));
         var atMost = Assert.IsType<UniformRepresentation>(NativeRepresentation.Parse("uniform:2:~64"));
         Assert.Equal((48, 64, 0), (atMost.GroupFor(288), atMost.GroupFor(768), atMost.GroupFor(7)));
-        foreach (string bad in (string[])["uniform:9:32", "uniform:3", "uniform:3:0", "uniform:3:32:x", "lattice", ""])
+        foreach (string bad in (string[])["uniform:9:32", "uniform:3", "uniform:3:0", "uniform:3:32:x", "codebook:1:row", "codebook:3", "lattice", ""])
             Assert.Throws<FormatException>(() => NativeRepresentation.Parse(bad));
         Assert.All(NativeRepresentation.Defaults, r => Assert.Equal(r, NativeRepresentation.Parse(r.Spec)));
     }

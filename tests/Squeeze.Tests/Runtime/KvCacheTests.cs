@@ -217,7 +217,7 @@ public unsafe class KvCacheTests
                 for (int c = 0; c < columns; c++)
                     matrix[i * columns + c] += (float)(u[i] * v[c] * (j + 1));
         }
-        var (a, b) = LowRank.Fit(matrix, rows, columns, rank);
+        var (a, b) = Squeeze.Kernels.LowRankResidual.Fit(matrix, rows, columns, rank);
         double error = 0, energy = 0;
         for (int i = 0; i < rows; i++)
         {
@@ -231,7 +231,7 @@ public unsafe class KvCacheTests
             }
         }
         Assert.True(error < 1e-5 * energy, $"relative error {error / energy}");
-        Assert.All(LowRank.Fit(new float[rows * columns], rows, columns, rank).B, x => Assert.Equal(0, x));
+        Assert.All(Squeeze.Kernels.LowRankResidual.Fit(new float[rows * columns], rows, columns, rank).B, x => Assert.Equal(0, x));
     }
 
     /// <summary>A prompt appended as one batch is attended exactly as if decoded one token at a time.</summary>

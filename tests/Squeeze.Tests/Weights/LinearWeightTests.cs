@@ -121,6 +121,30 @@ public sealed class LinearWeightTests
     }
 
     [Fact]
+    public void A_uniform_weight_decodes_bit_for_bit_as_the_reference_at_every_width()
+    {
+        foreach (int bits in (int[])[2, 3, 4, 5, 6, 7, 8])
+        {
+            foreach (var (columns, group, symmetric) in new[] { (96, 32, false), (288, 48, true), (40, 8, false), (768, 256, true), (17, 17, false) })
+            {
+                var values = RandomValues(5 * columns, bits * 1000 + columns);
+                var scheme = new UniformScheme(bits, group, symmetric);
+                var weight = UniformWeight.Encode("u", values, 5, columns, scheme);
+                int rowBytes = (int)scheme.RowBytes(columns), groups = columns / group;
+                var expected = new float[columns];
+                var actual = new float[columns];
+                for (int r = 0; r < 5; r++)
+                {
+                    UniformCodec.DecodeRow(weight.Codes.Slice(r * rowBytes, rowBytes), weight.Scales.Slice(r * groups, groups),
+                        symmetric ? default : weight.Mins.Slice(r * groups, groups), scheme, expected);
+                    weight.DecodeRow(r, actual);
+                    Assert.Equal(expected, actual);
+                }
+            }
+        }
+    }
+
+    [Fact]
     public void A_sum_decodes_and_multiplies_as_the_sum_of_its_terms()
     {
         const int rows = 12, columns = 64, tokens = 3;

@@ -1,7 +1,7 @@
 namespace Squeeze.Kernels;
 
 /// <summary>Rank-R approximation of a small matrix by subspace iteration on its Gram matrix (GEAR's low-rank residual).</summary>
-internal static class LowRank
+internal static class LowRankResidual
 {
     private const int Iterations = 24;
 
