@@ -19,13 +19,11 @@ namespace Squeeze.Bench;
 /// (docs/charts/allocation-rate-distortion.csv). Writes native-rate-distortion.png/.csv to <c>--out</c> (default
 /// docs/charts) and five sampled stories from the smallest budget. Options: <c>--representations A,B</c> (default
 /// <see cref="NativeRepresentation.Defaults"/>), <c>--bpw a,b</c>, <c>--tokens N</c>, <c>--refine N</c>,
-/// <c>--chunks N</c> (eval chunks, default all), <c>--evo S</c> (also evolutionary search, S seconds per budget), <c>--speed</c> (tokens/s of each representation beside llama.cpp's
+/// <c>--chunks N</c> (eval chunks, default all), <c>--swap-chunks N</c> (calibration chunks of the single-swap KLD, default 2), <c>--evo S</c> (also evolutionary search, S seconds per budget), <c>--speed</c> (tokens/s of each representation beside llama.cpp's
 /// GGUF files), <c>--threads N</c>.
 /// </summary>
 internal static class NativeSuite
 {
-    private const int SwapChunks = 2;
-
     private sealed record Row(string Series, string Budget, long BudgetBytes, int[] Selection, long FileBytes, double Bpw);
 
     public static void Run(string[] args)
@@ -36,6 +34,7 @@ internal static class NativeSuite
         int refine = Program.Option(args, "--refine", 1);
         int chunks = Program.Option(args, "--chunks", 0);
         int evolutionSeconds = Program.Option(args, "--evo", 0);
+        int swapChunks = Program.Option(args, "--swap-chunks", 2);
         double[] bpws = (AllocationSuite.Value(args, "--bpw") ?? "2.0,2.5,3.0,3.5,4.0,4.5,5.0,6.0").Split(',', StringSplitOptions.RemoveEmptyEntries)
             .Select(s => double.Parse(s, CultureInfo.InvariantCulture)).ToArray();
         var representations = AllocationSuite.Value(args, "--representations") is { } specs
@@ -52,7 +51,8 @@ internal static class NativeSuite
             var options = new AllocationOptions
             {
                 Compression = new CompressionOptions { Method = CompressionMethod.Gptq, CalibrationTokens = tokens, ContextLength = 256, RefinePasses = refine, Threads = threads },
-                SwapChunks = SwapChunks,
+                SwapChunks = swapChunks,
+                KldChunks = swapChunks,
             };
             using var context = Allocator.PrepareNative(source, calibText, options, representations, new SynchronousProgress<AllocationProgress>(p =>
             {
@@ -98,8 +98,10 @@ internal static class NativeSuite
                 rows.Add(new Row("native knapsack", name, bytes, allocation.Selection, allocation.FileBytes, allocation.BitsPerWeight));
                 if (representations.Any(r => !IsQuantization(r)))
                 {
-                    // The same search restricted to quantization (uniform codes, codebooks, f16): does structure removal pay?
-                    var quantized = Allocator.Allocate(context, bytes, SearchMethod.Knapsack, ErrorModel.SwapKld, allowed: c => c.Weight is Weights.UniformWeight or Weights.CodebookWeight or Weights.BlockWeight);
+                    // The same search restricted to quantization (every level that keeps all weights and the full rank): does
+                    // structure removal (pruning, low rank) pay?
+                    var levels = representations.Where(IsQuantization).Select(r => r.Spec).ToHashSet(StringComparer.Ordinal);
+                    var quantized = Allocator.Allocate(context, bytes, SearchMethod.Knapsack, ErrorModel.SwapKld, allowed: c => levels.Contains(c.Level));
                     rows.Add(new Row("native knapsack, quantization only", name, bytes, quantized.Selection, quantized.FileBytes, quantized.BitsPerWeight));
                 }
                 if (evolutionSeconds > 0)
@@ -123,7 +125,7 @@ internal static class NativeSuite
             }
 
             Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- native {string.Join(' ', args)}` (stories15M.bin, {set.Parameters:N0} parameters; " +
-                $"GPTQ candidates (refinement {refine}) calibrated on {context.Statistics?.TokenCount:N0} tokens of tinystories-calib; single swaps on {context.Meter.ScoredPerChunk * SwapChunks} calibration tokens; " +
+                $"GPTQ candidates (refinement {refine}) calibrated on {context.Statistics?.TokenCount:N0} tokens of tinystories-calib; single swaps on {context.Meter.ScoredPerChunk * swapChunks} calibration tokens; " +
                 $"scored on {results[0].Chunks} chunks of tinystories-eval, ctx 256, against the f32 model; {threads} threads). Sizes are whole native directories " +
                 $"(model.safetensors, config.json, tokenizer files); bits per weight = bytes × 8 / parameters.");
             Console.WriteLine();
@@ -137,6 +139,16 @@ internal static class NativeSuite
                 var r = rows[i];
                 var k = results[i].KlDivergence!;
                 Console.WriteLine($"| {r.Series} | {r.Budget} | {r.FileBytes:N0} | {r.Bpw:0.000} | {results[i].Perplexity:0.0000} | {k.Mean:0.000000} | {k.SameTopTokenPercent:0.00} |");
+            }
+            Console.WriteLine();
+            Console.WriteLine("Levels the searches chose (tensors per level):");
+            Console.WriteLine();
+            Console.WriteLine("| series | budget | levels |");
+            Console.WriteLine("|---|---|---|");
+            foreach (var r in rows.Where(Allocated))
+            {
+                var counts = Enumerable.Range(0, set.Tensors.Count).GroupBy(i => set.Chosen(r.Selection, i).Level).OrderByDescending(g => g.Count()).ThenBy(g => g.Key, StringComparer.Ordinal);
+                Console.WriteLine($"| {r.Series} | {r.Budget} | {string.Join(", ", counts.Select(g => $"{g.Key} ×{g.Count()}"))} |");
             }
             Console.WriteLine();
             WriteChart(output, set, rows, results);
@@ -184,7 +196,9 @@ internal static class NativeSuite
             "bits per weight (bytes × 8 / parameters)", "mean KLD (log scale)");
     }
 
-    private static bool IsQuantization(NativeRepresentation level) => level is UniformRepresentation or CodebookRepresentation or Float16Representation;
+    // Quantization keeps every weight and the full rank: uniform codes, codebooks, rotated or entropy-coded ones, f16,
+    // DFloat11. Pruning (nm, unstructured) and low rank (svd, eora) remove structure.
+    private static bool IsQuantization(NativeRepresentation level) => level is not (PrunedRepresentation or LowRankRepresentation or CompensatedRepresentation);
 
     private static bool Allocated(Row row) => row.Series.StartsWith("native ", StringComparison.Ordinal);
 
