@@ -51,11 +51,61 @@ public sealed class UniformWeight : LinearWeight
     public override string Scheme => UniformScheme.ToString();
 
     /// <summary>Decodes a row as <see cref="UniformCodec.DecodeRow"/> does (the same bits: <c>s · q + m</c>, or
-    /// <c>s · (q − zero)</c>, each a binary32 product and sum), reading the codes through a 64-bit bit buffer.</summary>
+    /// <c>s · (q − zero)</c>, each a binary32 product and sum). Eight codes take exactly <c>bits</c> bytes, so when the
+    /// group is a multiple of 8 each run of eight is read with one 64-bit load; otherwise through a bit buffer.</summary>
     public override void DecodeRow(int row, Span<float> destination)
     {
         CheckRow(row, destination);
         var packed = codes.AsSpan(row * rowBytes, rowBytes);
+        var rowScales = scales.AsSpan(row * groups, groups);
+        var rowMins = UniformScheme.Symmetric ? default : mins.AsSpan(row * groups, groups);
+        if (UniformScheme.Group % 8 == 0)
+            DecodeEights(packed, rowScales, rowMins, destination);
+        else
+            DecodeBits(packed, rowScales, rowMins, destination);
+    }
+
+    private void DecodeEights(ReadOnlySpan<byte> packed, ReadOnlySpan<ushort> rowScales, ReadOnlySpan<ushort> rowMins, Span<float> destination)
+    {
+        int bits = UniformScheme.Bits, group = UniformScheme.Group, zero = 1 << (bits - 1);
+        ulong mask = (1ul << bits) - 1;
+        bool symmetric = UniformScheme.Symmetric;
+        Span<byte> tail = stackalloc byte[8];
+        for (int k = 0, c = 0; k < groups; k++)
+        {
+            float scale = HalfConversions.F16ToF32(rowScales[k]);
+            float min = symmetric ? 0 : HalfConversions.F16ToF32(rowMins[k]);
+            for (int end = c + group; c < end; c += 8)
+            {
+                int at = c / 8 * bits;
+                ulong w;
+                if (at + 8 <= packed.Length)
+                {
+                    w = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(packed[at..]);
+                }
+                else
+                {
+                    tail.Clear();
+                    packed[at..].CopyTo(tail);
+                    w = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(tail);
+                }
+                var d = destination.Slice(c, 8);
+                if (symmetric)
+                {
+                    for (int i = 0; i < 8; i++)
+                        d[i] = scale * ((int)((w >> (i * bits)) & mask) - zero);
+                }
+                else
+                {
+                    for (int i = 0; i < 8; i++)
+                        d[i] = scale * (int)((w >> (i * bits)) & mask) + min;
+                }
+            }
+        }
+    }
+
+    private void DecodeBits(ReadOnlySpan<byte> packed, ReadOnlySpan<ushort> rowScales, ReadOnlySpan<ushort> rowMins, Span<float> destination)
+    {
         int bits = UniformScheme.Bits, group = UniformScheme.Group, zero = 1 << (bits - 1);
         uint mask = (1u << bits) - 1;
         bool symmetric = UniformScheme.Symmetric;
@@ -63,8 +113,8 @@ public sealed class UniformWeight : LinearWeight
         int available = 0, next = 0, c = 0;
         for (int k = 0; k < groups; k++)
         {
-            float scale = HalfConversions.F16ToF32(scales[row * groups + k]);
-            float min = symmetric ? 0 : HalfConversions.F16ToF32(mins[row * groups + k]);
+            float scale = HalfConversions.F16ToF32(rowScales[k]);
+            float min = symmetric ? 0 : HalfConversions.F16ToF32(rowMins[k]);
             for (int end = c + group; c < end; c++)
             {
                 if (available < bits)
