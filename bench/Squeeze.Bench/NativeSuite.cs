@@ -180,7 +180,8 @@ internal static class NativeSuite
             if (allocated.Count > 0)
                 series.Add(new ChartSeries(label, [.. allocated.Select(p => p.r.Bpw)], [.. allocated.Select(p => results[p.i].KlDivergence!.Mean)], Line: true));
         }
-        foreach (var group in rows.Select((r, i) => (r, i)).Where(p => !Allocated(p.r)).GroupBy(p => Family(p.r.Series)))
+        // Each level alone, one series per family (f16, at 16 bits per weight, is in the CSV only).
+        foreach (var group in rows.Select((r, i) => (r, i)).Where(p => !Allocated(p.r) && p.r.Series != "f16").GroupBy(p => Family(p.r.Series)))
             series.Add(new ChartSeries($"native {group.Key} alone", [.. group.Select(p => p.r.Bpw)], [.. group.Select(p => results[p.i].KlDivergence!.Mean)], Line: false));
         string gguf = Path.Combine(output, "allocation-rate-distortion.csv");
         if (File.Exists(gguf))
@@ -202,12 +203,16 @@ internal static class NativeSuite
 
     private static bool Allocated(Row row) => row.Series.StartsWith("native ", StringComparison.Ordinal);
 
-    // "uniform:3:~64" → "uniform ~64"; other specs by their name.
-    private static string Family(string spec)
+    // The chart's series for a level alone.
+    private static string Family(string spec) => spec.Split(':')[0] switch
     {
-        var parts = spec.Split(':');
-        return parts[0] == "uniform" && parts.Length >= 3 ? $"uniform g{parts[2]}{(parts.Length == 4 ? " sym" : "")}" : parts[0];
-    }
+        "uniform" => "uniform codes",
+        "codebook" => "codebooks",
+        "rot+uniform" or "entropy+uniform" => "rotated or entropy-coded codes",
+        "nm" or "unstructured" => "pruned",
+        "svd" or "eora" => "low rank",
+        var other => other,
+    };
 
     private static void Samples(NativeCandidateSet set, Row row, int threads)
     {
