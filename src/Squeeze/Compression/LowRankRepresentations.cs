@@ -41,11 +41,17 @@ public sealed record CompensatedRepresentation(UniformRepresentation Base, int R
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
-        var baseline = Base.Encode(encoder, name);
+        return Compensate(encoder, name, Base.Encode(encoder, name), Rank, FactorBits);
+    }
+
+    /// <summary><paramref name="baseline"/> plus a rank-<paramref name="rank"/> EoRA correction of its error, fitted in the
+    /// eigenspace of the input's XᵀX (the identity without statistics), stored as a sum.</summary>
+    internal static NativeEncoded Compensate(NativeTensorEncoder encoder, string name, NativeEncoded baseline, int rank, int factorBits)
+    {
         var values = encoder.Values(name);
         var eigen = LowRankWhitenings.For(encoder.Input(name), name, eigen: true) ?? Whitening.Eigen(Identity(encoder.Columns(name)), encoder.Columns(name), 0);
-        var weight = LowRankEncoder.Compensate(baseline.Weight, values, Rank, eigen, factorBits: FactorBits);
-        return new NativeEncoded(weight, $"{baseline.Encoding} + eora r{Rank}", encoder.RelativeError(name, values, weight));
+        var weight = LowRankEncoder.Compensate(baseline.Weight, values, rank, eigen, factorBits: factorBits);
+        return new NativeEncoded(weight, $"{baseline.Encoding} + eora r{rank}", encoder.RelativeError(name, values, weight));
     }
 
     private static double[] Identity(int n)
@@ -54,6 +60,24 @@ public sealed record CompensatedRepresentation(UniformRepresentation Base, int R
         for (int i = 0; i < n; i++)
             h[i * n + i] = 1;
         return h;
+    }
+}
+
+/// <summary>
+/// SLiM-style quantization + sparsity + low rank as one level (spec <c>slim:N:M:VALUES:RANK[:FACTORBITS]</c>): the
+/// pruned weight of <paramref name="Pruned"/> (SparseGPT N:M, kept values in uniform codes) plus an EoRA correction of
+/// the whole error (pruning and quantization) of rank <paramref name="Rank"/>, stored as a sum.
+/// </summary>
+public sealed record SparseCompensatedRepresentation(PrunedRepresentation Pruned, int Rank, int FactorBits = 16) : NativeRepresentation
+{
+    public override string Spec => $"slim:{Pruned.Spec["nm:".Length..]}:{Rank}{(FactorBits == 16 ? "" : $":{FactorBits}")}";
+
+    public override bool Fits(int rows, int columns) => Pruned.Fits(rows, columns) && Rank <= Math.Min(rows, columns);
+
+    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    {
+        ArgumentNullException.ThrowIfNull(encoder);
+        return CompensatedRepresentation.Compensate(encoder, name, Pruned.Encode(encoder, name), Rank, FactorBits);
     }
 }
 

@@ -11,8 +11,8 @@ namespace Squeeze.Compression;
 /// at most N values that divides the row), <c>codebook:BITS:GROUP</c> (GROUP a number, <c>~N</c>, or <c>row</c>),
 /// <c>rot+uniform:…</c> and <c>entropy+SPEC</c> (<see cref="RotatedRepresentation"/>, <see cref="EntropyRepresentation"/>),
 /// <c>dfloat11</c>, <c>nm:N:M:VALUES</c> and <c>unstructured:FRACTION:VALUES</c> (pruned; VALUES <c>f16</c> or a bit
-/// width for uniform codes), <c>svd:RANK[:FACTORBITS]</c> and <c>eora:BITS:GROUP:RANK[:FACTORBITS]</c> (low-rank levels,
-/// Compression/LowRankRepresentations.cs), <c>f16</c>.
+/// width for uniform codes), <c>svd:RANK[:FACTORBITS]</c>, <c>eora:BITS:GROUP:RANK[:FACTORBITS]</c> and
+/// <c>slim:N:M:VALUES:RANK[:FACTORBITS]</c> (low-rank levels, Compression/LowRankRepresentations.cs), <c>f16</c>.
 /// </summary>
 public abstract record NativeRepresentation
 {
@@ -84,10 +84,15 @@ public abstract record NativeRepresentation
                     var baseline = (UniformRepresentation)Parse($"uniform:{parts[1]}:{parts[2]}");
                     return new CompensatedRepresentation(baseline, Number(3, "the rank", 1, 1 << 16), parts.Length == 5 ? FactorBits(Number(4, "the factor bits", 2, 16)) : 16);
                 }
+            case "slim" when parts.Length is 5 or 6:
+                {
+                    var pruned = (PrunedRepresentation)Parse($"nm:{parts[1]}:{parts[2]}:{parts[3]}");
+                    return new SparseCompensatedRepresentation(pruned, Number(4, "the rank", 1, 1 << 16), parts.Length == 6 ? FactorBits(Number(5, "the factor bits", 2, 16)) : 16);
+                }
             case "dfloat11" when parts.Length == 1:
                 return new DFloat11Representation();
             default:
-                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), codebook:BITS:GROUP (GROUP may be ~N or row), rot+uniform:…, entropy+SPEC, dfloat11, nm:N:M:VALUES, unstructured:FRACTION:VALUES, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS], f16");
+                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), codebook:BITS:GROUP (GROUP may be ~N or row), rot+uniform:…, entropy+SPEC, dfloat11, nm:N:M:VALUES, unstructured:FRACTION:VALUES, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS], slim:N:M:VALUES:RANK[:FACTORBITS], f16");
         }
     }
 }
