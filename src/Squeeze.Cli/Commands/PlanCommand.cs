@@ -44,7 +44,7 @@ internal static class PlanCommand
 
     public static Option<string> FormatOption() => new("--format") { Description = "gguf (llama.cpp's block types; a file) or native (Squeeze's representations: uniform codes of any width and group, …; a directory)", DefaultValueFactory = _ => "gguf" };
 
-    public static Option<string[]> RepresentationOption() => new("--representation") { Description = "With --format native: a level the search may choose (repeatable): uniform:BITS:GROUP[:sym] (GROUP may be ~N: the largest divisor of the row ≤ N), codebook:BITS:GROUP|row, rot+uniform:…, entropy+SPEC, dfloat11, nm:N:M:VALUES, unstructured:FRACTION:VALUES, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS], slim:N:M:VALUES:RANK[:FACTORBITS], f16. Default: uniform 2, 3, 4, 5, 6, 8 bits in groups ~64 and ~256, per-row codebooks of 2, 3, 4 bits, and f16" };
+    public static Option<string[]> RepresentationOption() => new("--representation") { Description = "With --format native: a level the search may choose (repeatable): uniform:BITS:GROUP[:sym] (GROUP may be ~N: the largest divisor of the row ≤ N), codebook:BITS:GROUP|row, rot+uniform:…, entropy+SPEC, dfloat11, nm:N:M:VALUES, unstructured:FRACTION:VALUES, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS], slim:N:M:VALUES:RANK[:FACTORBITS], zero (drop the matrix), f16. Default: uniform 2, 3, 4, 5, 6, 8 bits in groups ~64 and ~256, per-row codebooks of 2, 3, 4 bits, and f16" };
 
     public static Option<string?> ChartOption() => new("--chart") { Description = "PNG chart of the bits given to each layer and tensor kind (default: beside the output, .bits.png)" };
 

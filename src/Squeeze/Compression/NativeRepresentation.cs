@@ -12,7 +12,8 @@ namespace Squeeze.Compression;
 /// <c>rot+uniform:…</c> and <c>entropy+SPEC</c> (<see cref="RotatedRepresentation"/>, <see cref="EntropyRepresentation"/>),
 /// <c>dfloat11</c>, <c>nm:N:M:VALUES</c> and <c>unstructured:FRACTION:VALUES</c> (pruned; VALUES <c>f16</c> or a bit
 /// width for uniform codes), <c>svd:RANK[:FACTORBITS]</c>, <c>eora:BITS:GROUP:RANK[:FACTORBITS]</c> and
-/// <c>slim:N:M:VALUES:RANK[:FACTORBITS]</c> (low-rank levels, Compression/LowRankRepresentations.cs), <c>f16</c>.
+/// <c>slim:N:M:VALUES:RANK[:FACTORBITS]</c> (low-rank levels, Compression/LowRankRepresentations.cs), <c>zero</c> (the
+/// matrix dropped), <c>f16</c>.
 /// </summary>
 public abstract record NativeRepresentation
 {
@@ -77,6 +78,8 @@ public abstract record NativeRepresentation
                 return new PrunedRepresentation(new SparsityPattern.Unstructured(fraction), Values(2));
             case "f16" when parts.Length == 1:
                 return new Float16Representation();
+            case "zero" when parts.Length == 1:
+                return new DroppedRepresentation();
             case "svd" when parts.Length is 2 or 3:
                 return new LowRankRepresentation(Number(1, "the rank", 1, 1 << 16), parts.Length == 3 ? FactorBits(Number(2, "the factor bits", 2, 16)) : 16);
             case "eora" when parts.Length is 4 or 5:
@@ -92,7 +95,7 @@ public abstract record NativeRepresentation
             case "dfloat11" when parts.Length == 1:
                 return new DFloat11Representation();
             default:
-                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), codebook:BITS:GROUP (GROUP may be ~N or row), rot+uniform:…, entropy+SPEC, dfloat11, nm:N:M:VALUES, unstructured:FRACTION:VALUES, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS], slim:N:M:VALUES:RANK[:FACTORBITS], f16");
+                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), codebook:BITS:GROUP (GROUP may be ~N or row), rot+uniform:…, entropy+SPEC, dfloat11, nm:N:M:VALUES, unstructured:FRACTION:VALUES, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS], slim:N:M:VALUES:RANK[:FACTORBITS], zero, f16");
         }
     }
 }
@@ -183,6 +186,23 @@ internal static class Groups
                 return g;
         }
         return 0;
+    }
+}
+
+/// <summary>The matrix dropped (<see cref="Weights.ZeroWeight"/>, nothing stored): as the output projection of an
+/// attention or feed-forward sub-layer (<c>attn_output</c>, <c>ffn_down</c>) it removes that sub-layer, which the
+/// runtime then skips (EvoPress-style depth pruning, chosen per sub-layer by the allocator).</summary>
+public sealed record DroppedRepresentation : NativeRepresentation
+{
+    public override string Spec => "zero";
+
+    public override bool Fits(int rows, int columns) => true;
+
+    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    {
+        ArgumentNullException.ThrowIfNull(encoder);
+        var weight = new Weights.ZeroWeight(name, encoder.Rows(name), encoder.Columns(name));
+        return new NativeEncoded(weight, "dropped", encoder.RelativeError(name, encoder.Values(name), weight));
     }
 }
 

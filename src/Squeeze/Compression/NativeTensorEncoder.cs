@@ -47,6 +47,9 @@ public sealed class NativeTensorEncoder
     /// <summary>The tensor's row length.</summary>
     public int Columns(string name) => model.Weight(name).Columns;
 
+    /// <summary>The tensor's number of rows.</summary>
+    public int Rows(string name) => model.Weight(name).Rows;
+
     /// <summary>The tensor's values, [rows, columns] row-major f32.</summary>
     public float[] Values(string name)
     {

@@ -111,11 +111,22 @@ public sealed class NativeAllocationTests(NativeAllocationFixture fixture) : ICl
     }
 
     [Fact]
+    public void The_zero_level_drops_a_matrix_and_stores_nothing()
+    {
+        var encoder = new NativeTensorEncoder(fixture.Model, null, new CompressionOptions { Threads = 1 });
+        var dropped = new DroppedRepresentation().Encode(encoder, TensorNames.AttentionOutput(0));
+        var zero = Assert.IsType<ZeroWeight>(dropped.Weight);
+        Assert.Equal((fixture.Model.Config.Dim, fixture.Model.Config.QDim, 0L), (zero.Rows, zero.Columns, zero.StoredBytes));
+        Assert.All(zero.Decode(), v => Assert.Equal(0f, v));
+    }
+
+    [Fact]
     public void Representation_specs_parse_and_bad_ones_are_refused()
     {
         Assert.Equal(new UniformRepresentation(3, 96, false), NativeRepresentation.Parse("uniform:3:96"));
         Assert.Equal(new UniformRepresentation(4, 32, true), NativeRepresentation.Parse("UNIFORM:4:32:sym"));
         Assert.Equal(new Float16Representation(), NativeRepresentation.Parse("f16"));
+        Assert.Equal(new DroppedRepresentation(), NativeRepresentation.Parse("zero"));
         Assert.Equal(new CodebookRepresentation(3, 0, false), NativeRepresentation.Parse("codebook:3:row"));
         Assert.Equal(144, Assert.IsType<CodebookRepresentation>(NativeRepresentation.Parse("codebook:2:~200")).GroupFor(288));
         Assert.Equal(288, new CodebookRepresentation(3, 0, false).GroupFor(288));
