@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Squeeze.Formats.Native;
 using Squeeze.Tensors;
 
@@ -60,21 +62,39 @@ public sealed class UniformWeight : LinearWeight
         var rowScales = scales.AsSpan(row * groups, groups);
         var rowMins = UniformScheme.Symmetric ? default : mins.AsSpan(row * groups, groups);
         if (UniformScheme.Group % 8 == 0)
-            DecodeEights(packed, rowScales, rowMins, destination);
+            DecodeEights(packed, rowScales, rowMins, destination, VectorDecode);
         else
             DecodeBits(packed, rowScales, rowMins, destination);
     }
 
-    private void DecodeEights(ReadOnlySpan<byte> packed, ReadOnlySpan<ushort> rowScales, ReadOnlySpan<ushort> rowMins, Span<float> destination)
+    /// <summary>Runs of eight codes are spread to bytes with BMI2 <c>pdep</c> and turned into floats eight at a time with
+    /// AVX2 (the same operations, so the same bits, as the scalar loop).</summary>
+    internal static bool VectorDecode { get; } = Bmi2.X64.IsSupported && Avx2.IsSupported;
+
+    /// <summary><see cref="DecodeRow"/> with the vector path on or off (for the tests).</summary>
+    internal void DecodeRow(int row, Span<float> destination, bool vector)
+    {
+        CheckRow(row, destination);
+        if (UniformScheme.Group % 8 != 0)
+            throw new InvalidOperationException("only groups of a multiple of 8 have the vector path");
+        DecodeEights(codes.AsSpan(row * rowBytes, rowBytes), scales.AsSpan(row * groups, groups),
+            UniformScheme.Symmetric ? default : mins.AsSpan(row * groups, groups), destination, vector && VectorDecode);
+    }
+
+    private void DecodeEights(ReadOnlySpan<byte> packed, ReadOnlySpan<ushort> rowScales, ReadOnlySpan<ushort> rowMins, Span<float> destination, bool vector)
     {
         int bits = UniformScheme.Bits, group = UniformScheme.Group, zero = 1 << (bits - 1);
         ulong mask = (1ul << bits) - 1;
+        ulong spread = mask * 0x0101010101010101ul; // the low `bits` bits of every byte
         bool symmetric = UniformScheme.Symmetric;
         Span<byte> tail = stackalloc byte[8];
         for (int k = 0, c = 0; k < groups; k++)
         {
             float scale = HalfConversions.F16ToF32(rowScales[k]);
             float min = symmetric ? 0 : HalfConversions.F16ToF32(rowMins[k]);
+            var scales8 = Vector256.Create(scale);
+            var mins8 = Vector256.Create(min);
+            var zeros8 = Vector256.Create(zero);
             for (int end = c + group; c < end; c += 8)
             {
                 int at = c / 8 * bits;
@@ -90,7 +110,15 @@ public sealed class UniformWeight : LinearWeight
                     w = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(tail);
                 }
                 var d = destination.Slice(c, 8);
-                if (symmetric)
+                if (vector)
+                {
+                    var q = Avx2.ConvertToVector256Int32(Vector128.CreateScalarUnsafe(Bmi2.X64.ParallelBitDeposit(w, spread)).AsByte());
+                    var values = symmetric
+                        ? Vector256.Multiply(scales8, Vector256.ConvertToSingle(q - zeros8))
+                        : Vector256.Add(Vector256.Multiply(scales8, Vector256.ConvertToSingle(q)), mins8);
+                    values.CopyTo(d);
+                }
+                else if (symmetric)
                 {
                     for (int i = 0; i < 8; i++)
                         d[i] = scale * ((int)((w >> (i * bits)) & mask) - zero);

@@ -139,6 +139,14 @@ public sealed class LinearWeightTests
                         symmetric ? default : weight.Mins.Slice(r * groups, groups), scheme, expected);
                     weight.DecodeRow(r, actual);
                     Assert.Equal(expected, actual);
+                    if (group % 8 == 0)
+                    {
+                        // both paths of runs of eight: scalar and (where the machine has BMI2 and AVX2) vector
+                        weight.DecodeRow(r, actual, vector: false);
+                        Assert.Equal(expected, actual);
+                        weight.DecodeRow(r, actual, vector: true);
+                        Assert.Equal(expected, actual);
+                    }
                 }
             }
         }
