@@ -1,0 +1,92 @@
+using System.Buffers.Binary;
+using System.Text;
+using Squeeze.Formats;
+using Squeeze.Formats.Safetensors;
+using Squeeze.Tests.Infrastructure;
+
+namespace Squeeze.Tests.Formats.Native;
+
+/// <summary>
+/// Mutants of a native safetensors file, for the schemes' bad-input tests: 1–3 bytes flipped anywhere, one digit of the
+/// header replaced, or one occurrence of a known header token replaced by another (the header length kept
+/// consistent). Each mutant must parse and decode, or throw a <see cref="ModelFormatException"/> naming the file;
+/// any other exception fails the test.
+/// </summary>
+internal static class NativeMutations
+{
+    /// <summary>Runs <paramref name="iterations"/> mutants of <paramref name="original"/> through <paramref name="parse"/>
+    /// and returns how many loaded and how many were rejected.</summary>
+    public static unsafe (int Loaded, int Rejected) Run(byte[] original, IReadOnlyList<string> swaps, int iterations, int seed, Action<SafetensorsFile> parse)
+    {
+        int headerLength = (int)BinaryPrimitives.ReadUInt64LittleEndian(original);
+        string header = Encoding.UTF8.GetString(original, 8, headerLength);
+        byte[] data = original[(8 + headerLength)..];
+        var digits = System.Text.RegularExpressions.Regex.Matches(header, "[0-9]");
+        var random = new Random(seed);
+        int loaded = 0, rejected = 0;
+        for (int iteration = 0; iteration < iterations; iteration++)
+        {
+            byte[] mutant;
+            string what;
+            switch (random.Next(3))
+            {
+                case 0:
+                    mutant = (byte[])original.Clone();
+                    int flips = random.Next(1, 4);
+                    for (int k = 0; k < flips; k++)
+                        mutant[random.Next(mutant.Length)] ^= (byte)random.Next(1, 256);
+                    what = $"{flips} byte flips";
+                    break;
+                case 1:
+                    {
+                        var m = digits[random.Next(digits.Count)];
+                        char digit = (char)('0' + random.Next(10));
+                        mutant = Build(header[..m.Index] + digit + header[(m.Index + 1)..], data);
+                        what = $"digit at {m.Index} = {digit}";
+                        break;
+                    }
+                default:
+                    {
+                        string from = swaps[random.Next(swaps.Count)], to = swaps[random.Next(swaps.Count)];
+                        int at = header.IndexOf(from, random.Next(header.Length), StringComparison.Ordinal);
+                        if (at < 0)
+                            at = header.IndexOf(from, StringComparison.Ordinal);
+                        mutant = Build(at < 0 ? header : header[..at] + to + header[(at + from.Length)..], data);
+                        what = $"'{from}' at {at} → '{to}'";
+                        break;
+                    }
+            }
+            fixed (byte* p = mutant)
+            {
+                using var buffer = new ViewBuffer(p, mutant.Length, "mutant.safetensors");
+                try
+                {
+                    using var file = SafetensorsFile.Parse(buffer, ownsBuffer: false);
+                    parse(file);
+                    loaded++;
+                }
+                catch (ModelFormatException e)
+                {
+                    Assert.Equal("mutant.safetensors", e.Path);
+                    rejected++;
+                }
+                catch (Exception e)
+                {
+                    Assert.Fail($"iteration {iteration} ({what}): {e.GetType().Name}: {e.Message}\n{e.StackTrace}");
+                }
+            }
+        }
+        return (loaded, rejected);
+    }
+
+    /// <summary>A safetensors file of <paramref name="header"/> and <paramref name="data"/>.</summary>
+    public static byte[] Build(string header, byte[] data)
+    {
+        byte[] json = Encoding.UTF8.GetBytes(header);
+        var bytes = new byte[8 + json.Length + data.Length];
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, (ulong)json.Length);
+        json.CopyTo(bytes, 8);
+        data.CopyTo(bytes, 8 + json.Length);
+        return bytes;
+    }
+}
