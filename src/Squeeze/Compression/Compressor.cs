@@ -115,7 +115,7 @@ public static class Compressor
 
     // Σ_r e_rᵀ H e_r with e = w − q ([rows, columns]; q null: e = w), H as in RelativeError. Each row alone, the rows
     // summed in order afterwards: the same bits whatever the thread count.
-    private static double Energy(float[] w, float[]? q, int rows, int columns, double[] h, float[] imp, int threads)
+    internal static double Energy(float[] w, float[]? q, int rows, int columns, double[] h, float[] imp, int threads)
     {
         var perRow = new double[rows];
         void Row(int r)

@@ -36,7 +36,7 @@ public sealed record RotatedRepresentation(UniformRepresentation Inner) : Native
         var weight = RotatedQuantizer.Quantize(name, values, rows, scheme, new RandomizedHadamard(columns, Seed, permute: true),
             gptq ? encoder.Input(name)!.Hessian() : [],
             new GptqOptions { DampingFraction = options.Damping, ActivationOrder = options.ActivationOrder, RefinePasses = options.RefinePasses, Threads = Math.Max(1, options.Threads) });
-        return new NativeEncoded(weight, gptq ? "rotated gptq" : "rotated rtn", encoder.RelativeError(name, values, weight));
+        return new NativeEncoded(weight, gptq ? "rotated gptq" : "rotated rtn", encoder.RelativeError(name, weight));
     }
 }
 
@@ -85,7 +85,7 @@ public sealed record DFloat11Representation : NativeRepresentation
         for (int i = 0; i < values.Length; i++)
             bits[i] = HalfConversions.F32ToBf16(values[i]);
         var weight = DFloat11Weight.Encode(new BlockWeight(new Tensor(name, GgmlType.BF16, [rows, columns], buffer, 0)), threads: Math.Max(1, encoder.Options.Threads));
-        return new NativeEncoded(weight, "bf16 dfloat11", encoder.RelativeError(name, values, weight));
+        return new NativeEncoded(weight, "bf16 dfloat11", encoder.RelativeError(name, weight));
     }
 }
 

@@ -23,7 +23,7 @@ public sealed record LowRankRepresentation(int Rank, int FactorBits = 16) : Nati
         int columns = encoder.Columns(name), rows = values.Length / columns;
         var whitening = LowRankWhitenings.For(encoder.Input(name), name, eigen: false);
         var weight = LowRankEncoder.Truncate(name, values, rows, columns, Rank, whitening, factorBits: FactorBits);
-        return new NativeEncoded(weight, whitening is null ? "svd" : "activation-aware svd", encoder.RelativeError(name, values, weight));
+        return new NativeEncoded(weight, whitening is null ? "svd" : "activation-aware svd", encoder.RelativeError(name, weight));
     }
 }
 
@@ -51,7 +51,7 @@ public sealed record CompensatedRepresentation(UniformRepresentation Base, int R
         var values = encoder.Values(name);
         var eigen = LowRankWhitenings.For(encoder.Input(name), name, eigen: true) ?? Whitening.Eigen(Identity(encoder.Columns(name)), encoder.Columns(name), 0);
         var weight = LowRankEncoder.Compensate(baseline.Weight, values, rank, eigen, factorBits: factorBits);
-        return new NativeEncoded(weight, $"{baseline.Encoding} + eora r{rank}", encoder.RelativeError(name, values, weight));
+        return new NativeEncoded(weight, $"{baseline.Encoding} + eora r{rank}", encoder.RelativeError(name, weight));
     }
 
     private static double[] Identity(int n)

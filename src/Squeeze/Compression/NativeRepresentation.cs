@@ -202,7 +202,7 @@ public sealed record DroppedRepresentation : NativeRepresentation
     {
         ArgumentNullException.ThrowIfNull(encoder);
         var weight = new Weights.ZeroWeight(name, encoder.Rows(name), encoder.Columns(name));
-        return new NativeEncoded(weight, "dropped", encoder.RelativeError(name, encoder.Values(name), weight));
+        return new NativeEncoded(weight, "dropped", encoder.RelativeError(name, weight));
     }
 }
 

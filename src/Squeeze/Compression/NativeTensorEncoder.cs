@@ -50,12 +50,9 @@ public sealed class NativeTensorEncoder
     /// <summary>The tensor's number of rows.</summary>
     public int Rows(string name) => model.Weight(name).Rows;
 
-    /// <summary>The tensor's values, [rows, columns] row-major f32.</summary>
-    public float[] Values(string name)
-    {
-        var weight = model.Weight(name);
-        return weight.Decode();
-    }
+    /// <summary>The tensor's values, [rows, columns] row-major f32 (decoded once per tensor and shared: the levels of
+    /// one tensor are encoded one after another).</summary>
+    public ReadOnlySpan<float> Values(string name) => ReferenceOf(name).Values;
 
     /// <summary>The statistics of the tensor's input (for the tied embedding: the classifier's), or null.</summary>
     public ActivationStatistics? Input(string name)
@@ -84,33 +81,39 @@ public sealed class NativeTensorEncoder
         return prepared;
     }
 
-    /// <summary>Relative output error of <paramref name="encoded"/> against <paramref name="values"/> under the tensor's
-    /// input statistics (H when there is a Gram matrix, else its diagonal); NaN without statistics.</summary>
-    public double RelativeError(string name, ReadOnlySpan<float> values, LinearWeight encoded)
+    /// <summary>Relative output error of <paramref name="encoded"/> against the tensor's values under its input
+    /// statistics (<see cref="Compressor.RelativeError"/>: H when there is a Gram matrix for a linear layer, else the
+    /// diagonal); NaN without statistics. The values, H and the signal tr(W H Wᵀ) are computed once per tensor.</summary>
+    public double RelativeError(string name, LinearWeight encoded)
     {
-        var entry = Input(name);
-        if (entry is null)
+        ArgumentNullException.ThrowIfNull(encoded);
+        var reference = ReferenceOf(name);
+        if (reference.Input is null)
             return double.NaN;
-        int rows = encoded.Rows, columns = encoded.Columns;
-        var decoded = encoded.Decode();
-        if (entry.Gram is not null && LinearInputs.TryGet(name, out _, out _))
-        {
-            var h = entry.Hessian();
-            double signal = Gptq.OutputError(values, new float[values.Length], rows, columns, h);
-            return signal > 0 ? Gptq.OutputError(values, decoded, rows, columns, h) / signal : 0;
-        }
-        var importance = entry.Importance();
-        double error = 0, total = 0;
-        for (int r = 0; r < rows; r++)
-        {
-            for (int c = 0; c < columns; c++)
-            {
-                double w = values[r * columns + c], d = w - decoded[r * columns + c];
-                error += importance[c] * d * d;
-                total += importance[c] * w * w;
-            }
-        }
-        return total > 0 ? error / total : 0;
+        if (reference.Signal <= 0)
+            return 0;
+        int threads = Math.Max(1, options.Threads);
+        return Compressor.Energy(reference.Values, encoded.Decode(), encoded.Rows, encoded.Columns, reference.Hessian, reference.Importance, threads) / reference.Signal;
+    }
+
+    // The tensor being encoded: its values and what its output error is measured with. One entry: the levels of a tensor
+    // are encoded together, and keeping every tensor's values would hold the whole model in f32.
+    private Reference? current;
+
+    private sealed record Reference(string Name, float[] Values, ActivationStatistics? Input, double[] Hessian, float[] Importance, double Signal);
+
+    private Reference ReferenceOf(string name)
+    {
+        if (current?.Name == name)
+            return current;
+        var weight = model.Weight(name);
+        var values = weight.Decode();
+        var input = Input(name);
+        double[] hessian = input?.Gram is not null && LinearInputs.TryGet(name, out _, out _) ? input.Hessian() : [];
+        float[] importance = input?.Importance() ?? [];
+        double signal = input is null ? double.NaN
+            : Compressor.Energy(values, null, weight.Rows, weight.Columns, hessian, importance, Math.Max(1, options.Threads));
+        return current = new Reference(name, values, input, hessian, importance, signal);
     }
 
     /// <summary>Encodes tensor <paramref name="name"/> in the uniform scheme: GPTQ on <see cref="UniformSchemeGrid"/> when its
@@ -143,12 +146,12 @@ public sealed class NativeTensorEncoder
     // matrix and the method allows; the encoding with the lower output error is kept.
     private NativeEncoded Encode(string name, Func<float[], int, int, float[], LinearWeight> round, Func<float[], int, GptqHessian, GptqOptions, LinearWeight> gptq)
     {
-        var values = Values(name);
-        var shape = model.Weight(name);
-        int rows = shape.Rows, columns = shape.Columns;
-        float[] importance = Input(name)?.Importance() ?? [];
+        var reference = ReferenceOf(name);
+        var values = reference.Values;
+        int columns = Columns(name), rows = values.Length / columns;
+        float[] importance = reference.Importance;
         var rounded = round(values, rows, columns, importance);
-        double roundedError = RelativeError(name, values, rounded);
+        double roundedError = RelativeError(name, rounded);
         var hessian = Hessian(name);
         if (hessian is null || options.Method == CompressionMethod.Rtn)
             return new NativeEncoded(rounded, importance.Length > 0 ? "imatrix" : "rtn", roundedError);
@@ -160,7 +163,7 @@ public sealed class NativeTensorEncoder
             Importance = importance,
             Threads = Math.Max(1, options.Threads),
         });
-        double gptqError = RelativeError(name, values, result);
+        double gptqError = RelativeError(name, result);
         return gptqError <= roundedError ? new NativeEncoded(result, "gptq", gptqError) : new NativeEncoded(rounded, "imatrix (lower error than gptq)", roundedError);
     }
 
@@ -182,9 +185,9 @@ public sealed class NativeTensorEncoder
             new PruningOptions { DampingFraction = options.Damping, Threads = Math.Max(1, options.Threads) });
         ValueEncoder encode = valueBits == 0
             ? PrunedWeights.F16
-            : (n, v, r, c) => UniformWeight.Encode(n, v, r, c, new UniformScheme(valueBits, Math.Max(1, Groups.For(c, 64, atMost: true)) is int g && g > 1 ? g : c, false));
+            : (n, v, r, c) => UniformWeight.Encode(n, v, r, c, new UniformScheme(valueBits, Groups.For(c, 64, atMost: true) is > 0 and var g ? g : c, false));
         var weight = PrunedWeights.For(name, result, pattern, encode);
-        return new NativeEncoded(weight, method.ToString().ToLowerInvariant(), RelativeError(name, values, weight));
+        return new NativeEncoded(weight, method.ToString().ToLowerInvariant(), RelativeError(name, weight));
     }
 
     /// <summary>Tensor <paramref name="name"/> rounded to f16, as a plain weight in a buffer the weight keeps alive.</summary>
@@ -192,7 +195,7 @@ public sealed class NativeTensorEncoder
     {
         var values = Values(name);
         var shape = model.Weight(name);
-        var buffer = NativeBuffer.Allocate(values.LongLength * 2);
+        var buffer = NativeBuffer.Allocate(values.Length * 2L);
         unsafe
         {
             var halves = new Span<ushort>(buffer.Pointer, values.Length);
@@ -200,6 +203,6 @@ public sealed class NativeTensorEncoder
                 halves[i] = HalfConversions.F32ToF16(values[i]);
         }
         var weight = new BlockWeight(new Tensor(name, GgmlType.F16, [shape.Rows, shape.Columns], buffer, 0));
-        return new NativeEncoded(weight, "f16", RelativeError(name, values, weight));
+        return new NativeEncoded(weight, "f16", RelativeError(name, weight));
     }
 }
