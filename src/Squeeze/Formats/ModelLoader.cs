@@ -65,9 +65,7 @@ public static class ModelLoader
         {
             if (tokenizerPath is not null)
                 throw new ArgumentException($"{directory} is a Squeeze native model, which carries its own tokenizer; do not pass a tokenizer path", nameof(tokenizerPath));
-            // Until the runtime multiplies native tensors directly, they are decoded to f32 (docs/FORMAT.md).
-            using var native = NativeModelReader.Open(directory);
-            return native.ToModel();
+            return NativeModelReader.Load(directory);
         }
         if (tokenizerPath is null)
             return HuggingFaceReader.Load(directory);

@@ -113,25 +113,29 @@ public sealed class NativeModelReader : IDisposable
     }
 
     /// <summary>
-    /// The model as the runtime runs it: plain tensors mapped from the weights file and every schemed weight in its own
-    /// representation (codes, codebooks, factors … are multiplied directly, never expanded to f32 as a whole). The
-    /// model maps the weights file itself, so it may outlive this reader.
+    /// Reads <paramref name="directory"/> (validated as <see cref="Open"/> does, each scheme decoded once) into the model
+    /// the runtime runs: plain tensors mapped from the weights file and every schemed weight in its own representation
+    /// (codes, codebooks, factors … are multiplied directly, never expanded to f32 as a whole). The model owns the file.
     /// </summary>
-    public Model ToModel()
+    /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
+    /// <exception cref="ModelFormatException">As for <see cref="Open"/>.</exception>
+    public static Model Load(string directory)
     {
-        var file = SafetensorsFile.Open(weights.File.Path);
+        var reader = Open(directory);
         try
         {
-            var expected = HuggingFaceReader.ExpectedTensors(Config);
-            var own = NativeWeights.Parse(file, expected.ToDictionary(e => e.Name, e => e.Shape, StringComparer.Ordinal));
-            return new Model(Config, Vocabulary, own.Plain, Directory, [file], own.Weights);
+            return new Model(reader.Config, reader.Vocabulary, reader.weights.Plain, reader.Directory, [reader], reader.weights.Weights);
         }
         catch
         {
-            file.Dispose();
+            reader.Dispose();
             throw;
         }
     }
+
+    /// <summary><see cref="Load"/> of this reader's directory: a model of its own (the directory is read again), so it may
+    /// outlive this reader.</summary>
+    public Model ToModel() => Load(Directory);
 
     /// <summary>Releases the mapped weights file.</summary>
     public void Dispose() => weights.File.Dispose();
