@@ -1,13 +1,10 @@
 using System.Buffers.Binary;
-using System.Runtime.InteropServices;
-using System.Text;
 using Squeeze.Formats;
 using Squeeze.Formats.Native;
 using Squeeze.Formats.Safetensors;
 using Squeeze.Models;
 using Squeeze.Quantization;
 using Squeeze.Tensors;
-using Squeeze.Tests.Formats.Llama2c;
 using Squeeze.Tests.Infrastructure;
 using Squeeze.Weights;
 
@@ -106,19 +103,6 @@ public sealed class CodebookSparseSchemeTests : IDisposable
         return Write(("c", 4, 96, c), ("o", 4, 96, o));
     }
 
-    private static int ParseAndDecode(SafetensorsFile file, Dictionary<string, long[]> shapes)
-    {
-        var weights = NativeWeights.Parse(file, shapes);
-        int rows = 0;
-        foreach (var w in weights.Weights)
-        {
-            var row = new float[w.Columns];
-            for (int r = 0; r < w.Rows; r++, rows++)
-                w.DecodeRow(r, row);
-        }
-        return rows;
-    }
-
     /// <summary>Rewrites the sample with edited metadata and tensors, and asserts the reader refuses it naming the file and <paramref name="expected"/>.</summary>
     private void AssertRejected(Action<IDictionary<string, string>, Dictionary<string, (SafetensorsDType DType, long[] Shape, byte[] Data)>> edit, string expected)
     {
@@ -140,7 +124,7 @@ public sealed class CodebookSparseSchemeTests : IDisposable
             writer.Add(name, dtype, shape, data);
         writer.Write(path);
         using var mutated = SafetensorsFile.Open(path);
-        var e = Assert.Throws<ModelFormatException>(() => ParseAndDecode(mutated, shapes));
+        var e = Assert.Throws<ModelFormatException>(() => NativeMutations.ParseAndDecode(mutated, shapes));
         Assert.Equal(path, e.Path);
         Assert.Contains(expected, e.Message, StringComparison.Ordinal);
     }
@@ -157,7 +141,7 @@ public sealed class CodebookSparseSchemeTests : IDisposable
     {
         var (path, shapes) = Sample();
         using var file = SafetensorsFile.Open(path);
-        Assert.Equal(8, ParseAndDecode(file, shapes));
+        Assert.Equal(8, NativeMutations.ParseAndDecode(file, shapes).Rows);
         Assert.Equal("2", file.Metadata[NativeFormat.VersionKey]);
     }
 
@@ -208,7 +192,7 @@ public sealed class CodebookSparseSchemeTests : IDisposable
     public void Mutated_codebook_and_sparse_files_load_and_decode_or_throw_ModelFormatException()
     {
         var (path, shapes) = Sample();
-        var (loaded, rejected) = NativeMutations.Run(File.ReadAllBytes(path), Swaps, 4000, 17, file => ParseAndDecode(file, shapes));
+        var (loaded, rejected) = NativeMutations.Run(File.ReadAllBytes(path), Swaps, 4000, 17, file => NativeMutations.ParseAndDecode(file, shapes));
         Assert.True(loaded > 200 && rejected > 1000, $"{loaded} loaded, {rejected} rejected");
     }
 }

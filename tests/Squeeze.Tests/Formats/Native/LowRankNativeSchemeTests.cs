@@ -1,6 +1,4 @@
-using System.Buffers.Binary;
 using System.Runtime.InteropServices;
-using System.Text;
 using Squeeze.Formats;
 using Squeeze.Formats.Native;
 using Squeeze.Formats.Safetensors;
@@ -71,25 +69,12 @@ public sealed class LowRankNativeSchemeTests : IDisposable
 
     private static readonly Dictionary<string, long[]> Shapes = new(NativeFormatErrorTests.SampleShapes) { ["lr"] = [6, 40] };
 
-    private static int ParseAndDecode(SafetensorsFile file)
-    {
-        var weights = NativeWeights.Parse(file, Shapes);
-        int rows = 0;
-        foreach (var w in weights.Weights)
-        {
-            var row = new float[w.Columns];
-            for (int r = 0; r < w.Rows; r++, rows++)
-                w.DecodeRow(r, row);
-        }
-        return rows;
-    }
-
     private void AssertRejected(Action<IDictionary<string, string>, Dictionary<string, (SafetensorsDType DType, long[] Shape, byte[] Data)>> edit, string expected)
     {
         string path = Path.Combine(root, $"{Guid.NewGuid():N}.safetensors");
         Sample(edit).Write(path);
         using var file = SafetensorsFile.Open(path);
-        var e = Assert.Throws<ModelFormatException>(() => ParseAndDecode(file));
+        var e = Assert.Throws<ModelFormatException>(() => NativeMutations.ParseAndDecode(file, Shapes));
         Assert.Equal(path, e.Path);
         Assert.Contains(expected, e.Message, StringComparison.Ordinal);
     }
@@ -113,7 +98,7 @@ public sealed class LowRankNativeSchemeTests : IDisposable
             for (int c = 0; c < 40; c++)
                 Assert.Equal(a[r * 3] * b[c] + a[r * 3 + 1] * b[40 + c] + a[r * 3 + 2] * b[80 + c], row[c], 1e-6);
         }
-        Assert.Equal(4 + 2 + 6, ParseAndDecode(file));
+        Assert.Equal(4 + 2 + 6, NativeMutations.ParseAndDecode(file, Shapes).Rows);
     }
 
     [Fact]
@@ -167,7 +152,7 @@ public sealed class LowRankNativeSchemeTests : IDisposable
     {
         var stream = new MemoryStream();
         Sample().WriteTo(stream);
-        var (loaded, rejected) = NativeMutations.Run(stream.ToArray(), Swaps, 3000, 9, file => ParseAndDecode(file));
+        var (loaded, rejected) = NativeMutations.Run(stream.ToArray(), Swaps, 3000, 9, file => NativeMutations.ParseAndDecode(file, Shapes));
         Assert.True(loaded > 100, $"only {loaded} mutants loaded");
         Assert.True(rejected > 500, $"only {rejected} mutants rejected");
     }

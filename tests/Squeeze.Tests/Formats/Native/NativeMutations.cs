@@ -1,13 +1,14 @@
 using System.Buffers.Binary;
 using System.Text;
 using Squeeze.Formats;
+using Squeeze.Formats.Native;
 using Squeeze.Formats.Safetensors;
 using Squeeze.Tests.Infrastructure;
 
 namespace Squeeze.Tests.Formats.Native;
 
 /// <summary>
-/// Mutants of a native safetensors file, for the schemes' bad-input tests: 1–3 bytes flipped anywhere, one digit of the
+/// What the native schemes' bad-input tests share: decoding every row of a parsed file, and mutants of a file: 1–3 bytes flipped anywhere, one digit of the
 /// header replaced, or one occurrence of a known header token replaced by another (the header length kept
 /// consistent). Each mutant must parse and decode, or throw a <see cref="ModelFormatException"/> naming the file;
 /// any other exception fails the test.
@@ -16,7 +17,8 @@ internal static class NativeMutations
 {
     /// <summary>Runs <paramref name="iterations"/> mutants of <paramref name="original"/> through <paramref name="parse"/>
     /// and returns how many loaded and how many were rejected.</summary>
-    public static unsafe (int Loaded, int Rejected) Run(byte[] original, IReadOnlyList<string> swaps, int iterations, int seed, Action<SafetensorsFile> parse)
+    public static unsafe (int Loaded, int Rejected) Run(byte[] original, IReadOnlyList<string> swaps, int iterations, int seed, Action<SafetensorsFile> parse,
+        bool structural = false)
     {
         int headerLength = (int)BinaryPrimitives.ReadUInt64LittleEndian(original);
         string header = Encoding.UTF8.GetString(original, 8, headerLength);
@@ -28,7 +30,7 @@ internal static class NativeMutations
         {
             byte[] mutant;
             string what;
-            switch (random.Next(3))
+            switch (random.Next(structural ? 5 : 3))
             {
                 case 0:
                     mutant = (byte[])original.Clone();
@@ -45,7 +47,7 @@ internal static class NativeMutations
                         what = $"digit at {m.Index} = {digit}";
                         break;
                     }
-                default:
+                case 2:
                     {
                         string from = swaps[random.Next(swaps.Count)], to = swaps[random.Next(swaps.Count)];
                         int at = header.IndexOf(from, random.Next(header.Length), StringComparison.Ordinal);
@@ -53,6 +55,19 @@ internal static class NativeMutations
                             at = header.IndexOf(from, StringComparison.Ordinal);
                         mutant = Build(at < 0 ? header : header[..at] + to + header[(at + from.Length)..], data);
                         what = $"'{from}' at {at} → '{to}'";
+                        break;
+                    }
+                case 3:
+                    mutant = original[..random.Next(0, original.Length)];
+                    what = $"truncated to {mutant.Length}";
+                    break;
+                default:
+                    {
+                        int at = random.Next(header.Length);
+                        int cut = random.Next(0, 4);
+                        string insert = new([.. Enumerable.Range(0, random.Next(1, 4)).Select(_ => (char)random.Next(32, 127))]);
+                        mutant = Build(header[..at] + insert + header[Math.Min(header.Length, at + cut)..], data);
+                        what = $"'{insert}' at {at}";
                         break;
                     }
             }
@@ -77,6 +92,21 @@ internal static class NativeMutations
             }
         }
         return (loaded, rejected);
+    }
+
+    /// <summary>Parses <paramref name="file"/> as native weights with the logical <paramref name="shapes"/> and decodes
+    /// every row of every schemed weight; returns the rows decoded and the number of plain tensors.</summary>
+    public static (int Rows, int Plain) ParseAndDecode(SafetensorsFile file, IReadOnlyDictionary<string, long[]> shapes)
+    {
+        var weights = NativeWeights.Parse(file, shapes);
+        int rows = 0;
+        foreach (var w in weights.Weights)
+        {
+            var row = new float[w.Columns];
+            for (int r = 0; r < w.Rows; r++, rows++)
+                w.DecodeRow(r, row);
+        }
+        return (rows, weights.Plain.Count);
     }
 
     /// <summary>A safetensors file of <paramref name="header"/> and <paramref name="data"/>.</summary>
