@@ -118,7 +118,7 @@ internal static class LowRankSuite
     // (a) plain against activation-aware SVD at equal bytes, with uniform quantization at similar bytes for context.
     private static void ActivationAware(Context c, double[] keeps, long f16Bytes)
     {
-        var variants = new List<Variant> { Dense(c, "f16", "dense", n => LowRankWeight.Float16Weight(n, c.Original[n], Rows(c, n), Columns(c, n))) };
+        var variants = new List<Variant> { Dense(c, "f16", "dense", n => BlockWeight.Float16(n, c.Original[n], Rows(c, n), Columns(c, n))) };
         foreach (double keep in keeps)
         {
             foreach (var (aware, factorBits) in new[] { (false, 16), (true, 16), (true, 8) })

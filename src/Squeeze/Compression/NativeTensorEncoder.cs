@@ -193,16 +193,7 @@ public sealed class NativeTensorEncoder
     /// <summary>Tensor <paramref name="name"/> rounded to f16, as a plain weight in a buffer the weight keeps alive.</summary>
     public NativeEncoded EncodeFloat16(string name)
     {
-        var values = Values(name);
-        var shape = model.Weight(name);
-        var buffer = NativeBuffer.Allocate(values.Length * 2L);
-        unsafe
-        {
-            var halves = new Span<ushort>(buffer.Pointer, values.Length);
-            for (int i = 0; i < values.Length; i++)
-                halves[i] = HalfConversions.F32ToF16(values[i]);
-        }
-        var weight = new BlockWeight(new Tensor(name, GgmlType.F16, [shape.Rows, shape.Columns], buffer, 0));
+        var weight = BlockWeight.Float16(name, Values(name), Rows(name), Columns(name));
         return new NativeEncoded(weight, "f16", RelativeError(name, weight));
     }
 }

@@ -16,17 +16,7 @@ public delegate LinearWeight ValueEncoder(string name, float[] values, int rows,
 public static class PrunedWeights
 {
     /// <summary>Values as an F16 <see cref="BlockWeight"/> over a buffer of its own.</summary>
-    public static unsafe LinearWeight F16(string name, float[] values, int rows, int columns)
-    {
-        ArgumentNullException.ThrowIfNull(values);
-        if (values.LongLength != (long)rows * columns)
-            throw new ArgumentException($"{rows} x {columns} values expected, got {values.LongLength}", nameof(values));
-        var buffer = NativeBuffer.Allocate(values.LongLength * sizeof(ushort));
-        var halves = new Span<ushort>(buffer.Pointer, values.Length);
-        for (int i = 0; i < values.Length; i++)
-            halves[i] = BitConverter.HalfToUInt16Bits((Half)values[i]);
-        return new BlockWeight(new Tensor(name, GgmlType.F16, [rows, columns], buffer, 0));
-    }
+    public static LinearWeight F16(string name, float[] values, int rows, int columns) => BlockWeight.Float16(name, values, rows, columns);
 
     /// <summary>The representation that fits <paramref name="pattern"/>: N:M, unstructured or structured.</summary>
     public static LinearWeight For(string name, PruningResult result, SparsityPattern pattern, ValueEncoder? encode = null) => pattern switch

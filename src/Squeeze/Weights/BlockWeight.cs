@@ -17,6 +17,19 @@ public sealed class BlockWeight : LinearWeight
 
     public Tensor Tensor { get; }
 
+    /// <summary>An f16 weight [rows, columns] over a buffer it owns, holding <paramref name="values"/> rounded to f16.</summary>
+    /// <exception cref="ArgumentException"><paramref name="values"/> is not rows × columns long.</exception>
+    public static unsafe BlockWeight Float16(string name, ReadOnlySpan<float> values, int rows, int columns)
+    {
+        if (values.Length != (long)rows * columns)
+            throw new ArgumentException($"{name}: {values.Length} values are not [{rows}, {columns}]", nameof(values));
+        var buffer = NativeBuffer.Allocate(2L * values.Length);
+        var halves = new Span<ushort>(buffer.Pointer, values.Length);
+        for (int i = 0; i < values.Length; i++)
+            halves[i] = HalfConversions.F32ToF16(values[i]);
+        return new BlockWeight(new Tensor(name, GgmlType.F16, [rows, columns], buffer, 0));
+    }
+
     public GgmlType Type => Tensor.Type;
 
     public override long StoredBytes => Tensor.ByteLength;

@@ -38,20 +38,7 @@ public sealed class LowRankWeight : LinearWeight
     /// <param name="a">[rows, rank] row-major.</param>
     /// <param name="b">[rank, columns] row-major.</param>
     public static LowRankWeight Float16(string name, ReadOnlySpan<float> a, ReadOnlySpan<float> b, int rows, int rank, int columns)
-        => new(name, Float16Weight(name + ".a", a, rows, rank), Float16Weight(name + ".b", b, rank, columns));
-
-    /// <summary>An f16 <see cref="BlockWeight"/> [rows, columns] over a buffer it owns, holding <paramref name="values"/>
-    /// rounded to f16.</summary>
-    public static unsafe BlockWeight Float16Weight(string name, ReadOnlySpan<float> values, int rows, int columns)
-    {
-        if (values.Length != (long)rows * columns)
-            throw new ArgumentException($"{name}: {values.Length} values are not [{rows}, {columns}]", nameof(values));
-        var buffer = NativeBuffer.Allocate(2L * values.Length);
-        var halves = new Span<ushort>(buffer.Pointer, values.Length);
-        for (int i = 0; i < values.Length; i++)
-            halves[i] = HalfConversions.F32ToF16(values[i]);
-        return new BlockWeight(new Tensor(name, GgmlType.F16, [rows, columns], buffer, 0));
-    }
+        => new(name, BlockWeight.Float16(name + ".a", a, rows, rank), BlockWeight.Float16(name + ".b", b, rank, columns));
 
     /// <summary>The reference: row r of A times B, <c>destination[c] = Σ_k A[r, k]·B[k, c]</c> over ascending k, each product
     /// rounded to f32 before it is added (TensorPrimitives.MultiplyAdd does not fuse), the same bits on every machine

@@ -71,26 +71,17 @@ public sealed class CodebookWeightTests
                 var x = new float[tokens * columns];
                 for (int i = 0; i < x.Length; i++)
                     x[i] = (float)(rng.NextDouble() * 2 - 1);
-                var decoded = weight.Decode();
+                var (expected, magnitude) = WeightTestData.ReferenceProduct(weight.Decode(), rows, columns, x, tokens);
                 float[]? first = null;
                 foreach (int threads in (int[])[1, 2, 3])
                 {
                     using var context = new ComputeContext(threads);
                     var y = new float[tokens * rows];
                     weight.Multiply(x, tokens, context, y);
-                    for (int t = 0; t < tokens; t++)
+                    for (int i = 0; i < y.Length; i++)
                     {
-                        for (int r = 0; r < rows; r++)
-                        {
-                            double expected = 0, magnitude = 0;
-                            for (int c = 0; c < columns; c++)
-                            {
-                                expected += (double)decoded[r * columns + c] * x[t * columns + c];
-                                magnitude += Math.Abs((double)decoded[r * columns + c] * x[t * columns + c]);
-                            }
-                            Assert.True(Math.Abs(y[t * rows + r] - expected) <= 1e-5 * magnitude + 1e-7,
-                                $"bits {bits} group {group} seed {seed} tokens {tokens}: y[{t}, {r}] = {y[t * rows + r]}, reference {expected}");
-                        }
+                        Assert.True(Math.Abs(y[i] - expected[i]) <= 1e-5 * magnitude[i] + 1e-7,
+                            $"bits {bits} group {group} seed {seed} tokens {tokens}: y[{i / rows}, {i % rows}] = {y[i]}, reference {expected[i]}");
                     }
                     if (first is null)
                         first = y;

@@ -16,27 +16,8 @@ public sealed class LinearWeightTests
         return values;
     }
 
-    /// <summary>y[t, r] = Σ_c W[r, c] · x[t, c] from <see cref="LinearWeight.DecodeRow"/>, summed in double.</summary>
-    internal static float[] ReferenceProduct(LinearWeight weight, float[] x, int tokens)
-    {
-        var y = new float[tokens * weight.Rows];
-        var row = new float[weight.Columns];
-        for (int r = 0; r < weight.Rows; r++)
-        {
-            weight.DecodeRow(r, row);
-            for (int t = 0; t < tokens; t++)
-            {
-                double sum = 0;
-                for (int c = 0; c < weight.Columns; c++)
-                    sum += (double)row[c] * x[t * weight.Columns + c];
-                y[t * weight.Rows + r] = (float)sum;
-            }
-        }
-        return y;
-    }
-
     /// <summary>|a − b| ≤ tolerance · (1 + |b|) elementwise.</summary>
-    internal static void AssertClose(float[] expected, float[] actual, double tolerance, string what)
+    internal static void AssertClose(double[] expected, float[] actual, double tolerance, string what)
     {
         Assert.Equal(expected.Length, actual.Length);
         for (int i = 0; i < expected.Length; i++)
@@ -67,7 +48,7 @@ public sealed class LinearWeightTests
     {
         var weight = new DenseWeight("w", rows, columns, RandomValues(rows * columns, rows + columns));
         var x = RandomValues(tokens * columns, tokens);
-        var expected = ReferenceProduct(weight, x, tokens);
+        var expected = WeightTestData.ReferenceProduct(weight, x, tokens);
         float[]? first = null;
         foreach (int threads in (int[])[1, 2, 3])
         {
@@ -117,7 +98,7 @@ public sealed class LinearWeightTests
         using var context = new ComputeContext(2);
         var y = new float[tokens * rows];
         weight.Multiply(x, tokens, context, y);
-        AssertClose(ReferenceProduct(weight, x, tokens), y, 1e-5, weight.Scheme);
+        AssertClose(WeightTestData.ReferenceProduct(weight, x, tokens), y, 1e-5, weight.Scheme);
     }
 
     [Fact]
@@ -172,7 +153,7 @@ public sealed class LinearWeightTests
         using var context = new ComputeContext(2);
         var y = new float[tokens * rows];
         sum.Multiply(x, tokens, context, y);
-        AssertClose(ReferenceProduct(sum, x, tokens), y, 1e-5, "sum");
+        AssertClose(WeightTestData.ReferenceProduct(sum, x, tokens), y, 1e-5, "sum");
         Assert.Equal(4L * rows * columns + sum.Terms[1].StoredBytes, sum.StoredBytes);
     }
 
@@ -193,7 +174,7 @@ public sealed class LinearWeightTests
         using var context = new ComputeContext(1);
         var y = new float[2 * rows];
         weight.Multiply(x, 2, context, y);
-        AssertClose(ReferenceProduct(weight, x, 2), y, 1e-5, "F32");
+        AssertClose(WeightTestData.ReferenceProduct(weight, x, 2), y, 1e-5, "F32");
     }
 
     [Fact]

@@ -135,10 +135,10 @@ public class LowRankWeightTests
     [Fact]
     public void FactorsThatDoNotChainAreRefused()
     {
-        var a = LowRankWeight.Float16Weight("w.a", new float[12], 4, 3);
-        var b = LowRankWeight.Float16Weight("w.b", new float[10], 2, 5);
+        var a = BlockWeight.Float16("w.a", new float[12], 4, 3);
+        var b = BlockWeight.Float16("w.b", new float[10], 2, 5);
         Assert.Contains("do not chain", Assert.Throws<ArgumentException>(() => new LowRankWeight("w", a, b)).Message);
-        Assert.Throws<ArgumentException>(() => LowRankWeight.Float16Weight("w.a", new float[11], 4, 3));
+        Assert.Throws<ArgumentException>(() => BlockWeight.Float16("w.a", new float[11], 4, 3));
     }
 
     internal static LowRankWeight RandomWeight(int rows, int rank, int columns, Random rng)

@@ -15,30 +15,7 @@ public class PrunedSparseWeightTests
     private static float Half(float value) => (float)(Half)value;
 
     // Kept values in f32, so a structured product (the inner weight's own kernel) is exact f32.
-    private static unsafe LinearWeight F32(string name, float[] values, int rows, int columns)
-    {
-        var buffer = NativeBuffer.Allocate(values.LongLength * sizeof(float));
-        values.AsSpan().CopyTo(new Span<float>(buffer.Pointer, values.Length));
-        return new BlockWeight(new Tensor(name, GgmlType.F32, [rows, columns], buffer, 0));
-    }
-
-    // y[t, r] = Σ_c W[r, c] x[t, c] in double over the decoded rows: the reference every product is tested against.
-    private static double[] Reference(LinearWeight weight, float[] x, int tokens)
-    {
-        var w = weight.Decode();
-        var y = new double[tokens * weight.Rows];
-        for (int t = 0; t < tokens; t++)
-        {
-            for (int r = 0; r < weight.Rows; r++)
-            {
-                double s = 0;
-                for (int c = 0; c < weight.Columns; c++)
-                    s += (double)w[r * weight.Columns + c] * x[t * weight.Columns + c];
-                y[t * weight.Rows + r] = s;
-            }
-        }
-        return y;
-    }
+    private static LinearWeight F32(string name, float[] values, int rows, int columns) => WeightTestData.F32(name, values, rows, columns);
 
     private static void AssertProductMatches(LinearWeight weight, int seed)
     {
@@ -46,7 +23,7 @@ public class PrunedSparseWeightTests
         foreach (int tokens in new[] { 1, 3, 17 })
         {
             var x = Enumerable.Range(0, tokens * weight.Columns).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
-            var expected = Reference(weight, x, tokens);
+            var expected = WeightTestData.ReferenceProduct(weight, x, tokens);
             float[]? first = null;
             foreach (int threads in new[] { 1, 3 })
             {
@@ -188,7 +165,7 @@ public class PrunedSparseWeightTests
         using var deterministic = new ComputeContext(2) { Deterministic = true };
         var y = new float[3 * 16];
         weight.Multiply(x, 3, deterministic, y);
-        var expected = Reference(weight, x, 3);
+        var expected = WeightTestData.ReferenceProduct(weight, x, 3);
         for (int i = 0; i < y.Length; i++)
             Assert.Equal(expected[i], y[i], 1e-4);
     }

@@ -48,25 +48,15 @@ public sealed class SparseWeightTests
                 var x = new float[tokens * columns];
                 for (int i = 0; i < x.Length; i++)
                     x[i] = (float)(rng.NextDouble() * 2 - 1);
+                var (expected, magnitude) = WeightTestData.ReferenceProduct(dense, rows, columns, x, tokens);
                 float[]? first = null;
                 foreach (int threads in (int[])[1, 3])
                 {
                     using var context = new ComputeContext(threads);
                     var y = new float[tokens * rows];
                     weight.Multiply(x, tokens, context, y);
-                    for (int t = 0; t < tokens; t++)
-                    {
-                        for (int r = 0; r < rows; r++)
-                        {
-                            double expected = 0, magnitude = 0;
-                            for (int c = 0; c < columns; c++)
-                            {
-                                expected += (double)dense[r * columns + c] * x[t * columns + c];
-                                magnitude += Math.Abs((double)dense[r * columns + c] * x[t * columns + c]);
-                            }
-                            Assert.True(Math.Abs(y[t * rows + r] - expected) <= 1e-6 * magnitude + 1e-9, $"y[{t}, {r}] = {y[t * rows + r]}, reference {expected}");
-                        }
-                    }
+                    for (int i = 0; i < y.Length; i++)
+                        Assert.True(Math.Abs(y[i] - expected[i]) <= 1e-6 * magnitude[i] + 1e-9, $"y[{i / rows}, {i % rows}] = {y[i]}, reference {expected[i]}");
                     if (first is null)
                         first = y;
                     else

@@ -46,20 +46,29 @@ internal static unsafe class WeightTestData
 
     /// <summary>y[t, r] = Σ_c W[r, c] · x[t, c] in binary64 from <see cref="LinearWeight.DecodeRow"/>.</summary>
     public static double[] ReferenceProduct(LinearWeight weight, float[] x, int tokens)
+        => ReferenceProduct(weight.Decode(), weight.Rows, weight.Columns, x, tokens).Y;
+
+    /// <summary>y[t, r] = Σ_c w[r, c] · x[t, c] in binary64 over decoded values <paramref name="w"/> ([rows, columns]),
+    /// and Σ_c |w[r, c] · x[t, c]| (the scale of the rounding error an f32 product may make).</summary>
+    public static (double[] Y, double[] Magnitude) ReferenceProduct(float[] w, int rows, int columns, float[] x, int tokens)
     {
-        var row = new float[weight.Columns];
-        var y = new double[tokens * weight.Rows];
-        for (int r = 0; r < weight.Rows; r++)
+        var y = new double[tokens * rows];
+        var magnitude = new double[tokens * rows];
+        for (int r = 0; r < rows; r++)
         {
-            weight.DecodeRow(r, row);
             for (int t = 0; t < tokens; t++)
             {
-                double sum = 0;
-                for (int c = 0; c < weight.Columns; c++)
-                    sum += (double)row[c] * x[t * weight.Columns + c];
-                y[t * weight.Rows + r] = sum;
+                double sum = 0, size = 0;
+                for (int c = 0; c < columns; c++)
+                {
+                    double product = (double)w[r * columns + c] * x[t * columns + c];
+                    sum += product;
+                    size += Math.Abs(product);
+                }
+                y[t * rows + r] = sum;
+                magnitude[t * rows + r] = size;
             }
         }
-        return y;
+        return (y, magnitude);
     }
 }
