@@ -58,5 +58,9 @@ internal static class NativeSchemes
         => All.FirstOrDefault(s => s.CanStore(weight))
            ?? throw new NotSupportedException($"{weight}: no native scheme stores a {weight.GetType().Name}");
 
-    internal static JsonElement Parse(string json) => JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 16 }).RootElement.Clone();
+    internal static JsonElement Parse(string json)
+    {
+        using var document = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 16 });
+        return document.RootElement.Clone();
+    }
 }
