@@ -12,8 +12,9 @@ namespace Squeeze.Compression;
 /// <c>rot+uniform:…</c> and <c>entropy+SPEC</c> (<see cref="RotatedRepresentation"/>, <see cref="EntropyRepresentation"/>),
 /// <c>dfloat11</c>, <c>nm:N:M:VALUES</c> and <c>unstructured:FRACTION:VALUES</c> (pruned; VALUES <c>f16</c> or a bit
 /// width for uniform codes), <c>svd:RANK[:FACTORBITS]</c>, <c>eora:BITS:GROUP:RANK[:FACTORBITS]</c> and
-/// <c>slim:N:M:VALUES:RANK[:FACTORBITS]</c> (low-rank levels, Compression/LowRankRepresentations.cs), <c>zero</c> (the
-/// matrix dropped), <c>f16</c>.
+/// <c>slim:N:M:VALUES:RANK[:FACTORBITS]</c> (low-rank levels, Compression/LowRankRepresentations.cs),
+/// <c>vq:DIM:INDEXBITS[:scaled]</c> (vector quantization, <see cref="VectorRepresentation"/>), <c>zero</c> (the matrix
+/// dropped), <c>f16</c>.
 /// </summary>
 public abstract record NativeRepresentation
 {
@@ -94,8 +95,12 @@ public abstract record NativeRepresentation
                 }
             case "dfloat11" when parts.Length == 1:
                 return new DFloat11Representation();
+            case "vq" when parts.Length is 3 or 4:
+                if (parts.Length == 4 && parts[3] != "scaled")
+                    throw new FormatException($"representation '{spec}': the optional fourth part is 'scaled'");
+                return new VectorRepresentation(Number(1, "the vector dimension", 1, 16), Number(2, "the index bits", 1, 16), parts.Length == 4);
             default:
-                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), codebook:BITS:GROUP (GROUP may be ~N or row), rot+uniform:…, entropy+SPEC, dfloat11, nm:N:M:VALUES, unstructured:FRACTION:VALUES, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS], slim:N:M:VALUES:RANK[:FACTORBITS], zero, f16");
+                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), codebook:BITS:GROUP (GROUP may be ~N or row), rot+uniform:…, entropy+SPEC, dfloat11, nm:N:M:VALUES, unstructured:FRACTION:VALUES, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS], slim:N:M:VALUES:RANK[:FACTORBITS], vq:DIM:INDEXBITS[:scaled], zero, f16");
         }
     }
 }
@@ -135,6 +140,23 @@ public sealed record CodebookRepresentation(int Bits, int Group, bool AtMost) : 
     {
         ArgumentNullException.ThrowIfNull(encoder);
         return encoder.EncodeCodebook(name, Bits, GroupFor(encoder.Columns(name)));
+    }
+}
+
+/// <summary>Vector quantization (<see cref="Weights.VectorCodebookWeight"/>): vectors of <paramref name="Dimension"/>
+/// consecutive values of a row coded by <paramref name="IndexBits"/>-bit indices into one codebook for the tensor, with an
+/// f16 scale per row when <paramref name="RowScales"/>; k-means weighted by the importance, then GPTQ's second-order
+/// assignment where the calibration has the input's Gram matrix (<see cref="Quantization.VectorQuantizer"/>).</summary>
+public sealed record VectorRepresentation(int Dimension, int IndexBits, bool RowScales) : NativeRepresentation
+{
+    public override string Spec => $"vq:{Dimension}:{IndexBits}{(RowScales ? ":scaled" : "")}";
+
+    public override bool Fits(int rows, int columns) => columns % Dimension == 0;
+
+    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    {
+        ArgumentNullException.ThrowIfNull(encoder);
+        return encoder.EncodeVector(name, new Quantization.VectorQuantizerOptions { Dimension = Dimension, IndexBits = IndexBits, RowScales = RowScales });
     }
 }
 

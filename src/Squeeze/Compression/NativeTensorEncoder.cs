@@ -26,6 +26,7 @@ public sealed class NativeTensorEncoder
     private readonly CompressionOptions options;
     private readonly Dictionary<(int, LinearInput), ActivationStatistics>? stats;
     private readonly Dictionary<ActivationStatistics, GptqHessian> hessians = new(ReferenceEqualityComparer.Instance);
+    private readonly Dictionary<ActivationStatistics, GptqHessian> naturalOrderHessians = new(ReferenceEqualityComparer.Instance);
 
     /// <exception cref="ArgumentException">Statistics of another model.</exception>
     public NativeTensorEncoder(Model model, CalibrationStatistics? statistics, CompressionOptions options)
@@ -165,6 +166,28 @@ public sealed class NativeTensorEncoder
         });
         double gptqError = RelativeError(name, result);
         return gptqError <= roundedError ? new NativeEncoded(result, "gptq", gptqError) : new NativeEncoded(rounded, "imatrix (lower error than gptq)", roundedError);
+    }
+
+    /// <summary>Encodes tensor <paramref name="name"/> by vector quantization (<see cref="VectorQuantizer"/>): the codebook by
+    /// importance-weighted k-means, the assignment by GPTQ's second-order rule with the input's Hessian in natural column
+    /// order (vectors are consecutive columns) when there is a Gram matrix and the method allows, else the nearest centroid
+    /// under the importance. <see cref="VectorQuantizerOptions.Threads"/> is taken from the options.</summary>
+    public NativeEncoded EncodeVector(string name, VectorQuantizerOptions settings)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        var reference = ReferenceOf(name);
+        int columns = Columns(name), rows = reference.Values.Length / columns;
+        GptqHessian? hessian = null;
+        if (options.Method != CompressionMethod.Rtn && LinearInputs.TryGet(name, out _, out _) && Input(name) is { Gram: not null } entry)
+        {
+            if (!naturalOrderHessians.TryGetValue(entry, out hessian))
+            {
+                hessian = GptqHessian.Prepare(entry.Hessian(), entry.Width, options.Damping, activationOrder: false, Math.Max(1, options.Threads));
+                naturalOrderHessians[entry] = hessian;
+            }
+        }
+        var weight = VectorQuantizer.Quantize(name, reference.Values, rows, columns, reference.Importance, hessian, settings with { Threads = Math.Max(1, options.Threads) });
+        return new NativeEncoded(weight, hessian is not null ? "gptq" : reference.Importance.Length > 0 ? "imatrix" : "rtn", RelativeError(name, weight));
     }
 
     /// <summary>Prunes tensor <paramref name="name"/> to <paramref name="pattern"/> (SparseGPT when its input has a Gram

@@ -48,6 +48,7 @@ internal static class NativeSchemes
         RotationNativeScheme.Instance,
         EntropyNativeScheme.Instance,
         DFloat11NativeScheme.Instance,
+        VectorNativeScheme.Instance,
     ];
 
     public static INativeScheme? Find(string name) => All.FirstOrDefault(s => s.Name == name);

@@ -1,0 +1,291 @@
+using Squeeze.Kernels;
+using Squeeze.Tensors;
+
+namespace Squeeze.Weights;
+
+/// <summary>
+/// Vector quantization (VPTQ, GPTVQ): each row of W [rows, cols] is cut into cols / <see cref="Dimension"/> consecutive
+/// vectors, and each vector is replaced by one of the K = 2^<see cref="IndexBits"/> centroids of one codebook shared by
+/// the whole tensor (K × <see cref="Dimension"/> f16 values), optionally times an f16 scale per row:
+/// <c>W[r, v·d + j] = codebook[index(r, v), j] (× scale[r])</c>. Indices are stored bit-packed, least-significant bit
+/// first, each row from a byte boundary (<see cref="PackRow"/>); in memory they are kept unpacked as 16-bit integers.
+/// Bits per weight: <see cref="IndexBits"/> / <see cref="Dimension"/> + 16·K·d / (rows·cols) + 16 / cols with scales.
+/// The product decodes rows through an f32 copy of the codebook and multiplies them in f32 as
+/// <see cref="DecodedProduct"/> does, so it gives the same bits as the reference product (deterministic mode included).
+/// </summary>
+public sealed unsafe class VectorCodebookWeight : LinearWeight
+{
+    private readonly ushort[] codebook; // [K, dim] f16
+    private readonly ushort[] indices;  // [rows, columns / dim]
+    private readonly ushort[] scales;   // [rows] f16, or empty
+    private readonly float[] centroids; // [K, dim] the codebook widened to f32
+    private readonly float[] rowScales; // [rows] the scales widened to f32, or empty
+
+    /// <summary>Creates a vector-quantized weight (the arrays are taken, not copied).</summary>
+    /// <param name="name">The tensor's name.</param>
+    /// <param name="rows">Output features.</param>
+    /// <param name="columns">Input features; a multiple of <paramref name="dimension"/>.</param>
+    /// <param name="dimension">Values per vector, <see cref="MinDimension"/>..<see cref="MaxDimension"/>.</param>
+    /// <param name="indexBits">Bits per index, <see cref="MinIndexBits"/>..<see cref="MaxIndexBits"/>.</param>
+    /// <param name="codebook">[2^indexBits, dimension] f16 centroids, all finite.</param>
+    /// <param name="indices">[rows, columns / dimension] centroid indices, each below 2^indexBits.</param>
+    /// <param name="scales">[rows] finite f16 row scales, or null (no scales).</param>
+    /// <exception cref="ArgumentException">A size disagrees, an index is out of range or a value is not finite.</exception>
+    public VectorCodebookWeight(string name, int rows, int columns, int dimension, int indexBits, ushort[] codebook, ushort[] indices, ushort[]? scales)
+        : base(name, rows, columns)
+    {
+        ArgumentNullException.ThrowIfNull(codebook);
+        ArgumentNullException.ThrowIfNull(indices);
+        ArgumentOutOfRangeException.ThrowIfLessThan(dimension, MinDimension);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(dimension, MaxDimension);
+        ArgumentOutOfRangeException.ThrowIfLessThan(indexBits, MinIndexBits);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(indexBits, MaxIndexBits);
+        if (columns % dimension != 0)
+            throw new ArgumentException($"{name}: vectors of {dimension} values do not divide the row length {columns}", nameof(dimension));
+        Dimension = dimension;
+        IndexBits = indexBits;
+        scales ??= [];
+        if (codebook.Length != Centroids * dimension)
+            throw new ArgumentException($"{name}: a codebook of {Centroids} centroids of {dimension} values has {Centroids * dimension} entries, not {codebook.Length}", nameof(codebook));
+        if (indices.LongLength != (long)rows * VectorsPerRow)
+            throw new ArgumentException($"{name}: {rows} rows of {VectorsPerRow} vectors need {(long)rows * VectorsPerRow} indices, not {indices.LongLength}", nameof(indices));
+        if (scales.Length != 0 && scales.Length != rows)
+            throw new ArgumentException($"{name}: {scales.Length} row scales for {rows} rows", nameof(scales));
+        centroids = new float[codebook.Length];
+        for (int i = 0; i < codebook.Length; i++)
+        {
+            centroids[i] = HalfConversions.F16ToF32(codebook[i]);
+            if (!float.IsFinite(centroids[i]))
+                throw new ArgumentException($"{name}: value {i % dimension} of centroid {i / dimension} is not finite (f16 bits 0x{codebook[i]:X4})", nameof(codebook));
+        }
+        for (long i = 0; i < indices.LongLength; i++)
+        {
+            if (indices[i] >= Centroids)
+                throw new ArgumentException($"{name}: index {indices[i]} of vector {i % VectorsPerRow} of row {i / VectorsPerRow} is not below {Centroids}", nameof(indices));
+        }
+        rowScales = new float[scales.Length];
+        for (int r = 0; r < scales.Length; r++)
+        {
+            rowScales[r] = HalfConversions.F16ToF32(scales[r]);
+            if (!float.IsFinite(rowScales[r]))
+                throw new ArgumentException($"{name}: the scale of row {r} is not finite (f16 bits 0x{scales[r]:X4})", nameof(scales));
+        }
+        this.codebook = codebook;
+        this.indices = indices;
+        this.scales = scales;
+        RowBytes = PackedRowBytes(VectorsPerRow, indexBits);
+    }
+
+    /// <summary>Shortest vector.</summary>
+    public const int MinDimension = 1;
+
+    /// <summary>Longest vector.</summary>
+    public const int MaxDimension = 16;
+
+    /// <summary>Narrowest index.</summary>
+    public const int MinIndexBits = 1;
+
+    /// <summary>Widest index.</summary>
+    public const int MaxIndexBits = 16;
+
+    /// <summary>Values per vector.</summary>
+    public int Dimension { get; }
+
+    /// <summary>Bits per stored index.</summary>
+    public int IndexBits { get; }
+
+    /// <summary>Centroids in the codebook, 2^<see cref="IndexBits"/>.</summary>
+    public int Centroids => 1 << IndexBits;
+
+    /// <summary>Vectors per row, <see cref="LinearWeight.Columns"/> / <see cref="Dimension"/>.</summary>
+    public int VectorsPerRow => Columns / Dimension;
+
+    /// <summary>True when every row has an f16 scale.</summary>
+    public bool HasRowScales => scales.Length > 0;
+
+    /// <summary>Bytes of one packed row of indices.</summary>
+    public int RowBytes { get; }
+
+    /// <summary>The f16 codebook, [<see cref="Centroids"/>, <see cref="Dimension"/>].</summary>
+    public ReadOnlySpan<ushort> Codebook => codebook;
+
+    /// <summary>The centroid indices, [rows, <see cref="VectorsPerRow"/>].</summary>
+    public ReadOnlySpan<ushort> Indices => indices;
+
+    /// <summary>The f16 row scales, [rows], or empty.</summary>
+    public ReadOnlySpan<ushort> Scales => scales;
+
+    /// <inheritdoc />
+    public override long StoredBytes => 2L * codebook.Length + (long)Rows * RowBytes + 2L * scales.Length;
+
+    /// <inheritdoc />
+    public override string Scheme => $"vq d{Dimension} b{IndexBits}{(HasRowScales ? " row-scaled" : "")}";
+
+    /// <summary>Reference: <c>destination[v·d + j] = f32(codebook[index(row, v), j])</c>, times f32(scale[row]) (one binary32
+    /// product) when there are row scales.</summary>
+    public override void DecodeRow(int row, Span<float> destination)
+    {
+        CheckRow(row, destination);
+        int d = Dimension, vectors = VectorsPerRow;
+        bool scaled = HasRowScales;
+        float scale = scaled ? HalfConversions.F16ToF32(scales[row]) : 1;
+        for (int v = 0; v < vectors; v++)
+        {
+            int k = indices[(long)row * vectors + v];
+            for (int j = 0; j < d; j++)
+            {
+                float value = HalfConversions.F16ToF32(codebook[k * d + j]);
+                destination[v * d + j] = scaled ? value * scale : value;
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public override void Multiply(ReadOnlySpan<float> x, int tokens, ComputeContext context, Span<float> y)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        CheckProduct(x, tokens, y);
+        if (tokens == 0)
+            return;
+        int chunks = (Rows + ChunkRows - 1) / ChunkRows;
+        int parts = context.Threads == 1 ? 1 : Math.Min(chunks, 4 * context.Threads);
+        int stride = (Columns + 15) & ~15;
+        long partFloats = (long)ChunkRows * stride;
+        var job = new ProductJob
+        {
+            Weight = this,
+            Dot = context.Deterministic ? VecDot.ForDeterministic(GgmlType.F32) : VecDot.For(GgmlType.F32),
+            Scratch = (float*)context.Scratch(parts * partFloats * sizeof(float)),
+            PartFloats = partFloats,
+            Stride = stride,
+            Chunks = chunks,
+            Tokens = tokens,
+        };
+        fixed (float* px = x)
+        fixed (float* py = y)
+        {
+            job.X = px;
+            job.Y = py;
+            context.Run(job, parts);
+        }
+    }
+
+    private const int ChunkRows = 8;
+
+    /// <summary>Decodes row <paramref name="row"/> into <paramref name="destination"/> ([Columns]) with the same bits as
+    /// <see cref="DecodeRow"/>: centroids copied from the f32 codebook, times the f32 row scale.</summary>
+    internal void DecodeRowFast(int row, float* destination)
+    {
+        int d = Dimension, vectors = VectorsPerRow;
+        fixed (float* table = centroids)
+        fixed (ushort* rowIndices = &indices[(long)row * vectors])
+        {
+            if (HasRowScales)
+            {
+                float scale = rowScales[row];
+                for (int v = 0; v < vectors; v++)
+                {
+                    float* c = table + rowIndices[v] * d;
+                    float* o = destination + v * d;
+                    for (int j = 0; j < d; j++)
+                        o[j] = c[j] * scale;
+                }
+            }
+            else
+            {
+                for (int v = 0; v < vectors; v++)
+                    Buffer.MemoryCopy(table + rowIndices[v] * d, destination + v * d, d * sizeof(float), d * sizeof(float));
+            }
+        }
+    }
+
+    /// <summary>Bytes of a packed row of <paramref name="vectors"/> indices of <paramref name="bits"/> bits.</summary>
+    public static int PackedRowBytes(int vectors, int bits) => (int)(((long)vectors * bits + 7) / 8);
+
+    /// <summary>Packs one row's indices: index i occupies bits [i·bits, (i+1)·bits) of the row's stream, stream bit k being
+    /// bit k mod 8 of byte k / 8 (least-significant bit first); the unused high bits of the last byte are zero.</summary>
+    /// <exception cref="ArgumentException">An index does not fit in <paramref name="bits"/> bits, or a length is wrong.</exception>
+    public static void PackRow(ReadOnlySpan<ushort> rowIndices, int bits, Span<byte> destination)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(bits, MinIndexBits);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(bits, MaxIndexBits);
+        if (destination.Length != PackedRowBytes(rowIndices.Length, bits))
+            throw new ArgumentException($"{rowIndices.Length} indices of {bits} bits need {PackedRowBytes(rowIndices.Length, bits)} bytes, destination has {destination.Length}", nameof(destination));
+        destination.Clear();
+        ulong buffer = 0;
+        int filled = 0, at = 0;
+        for (int i = 0; i < rowIndices.Length; i++)
+        {
+            if (rowIndices[i] >> bits != 0)
+                throw new ArgumentException($"index {i} is {rowIndices[i]}, which does not fit in {bits} bits", nameof(rowIndices));
+            buffer |= (ulong)rowIndices[i] << filled;
+            filled += bits;
+            while (filled >= 8)
+            {
+                destination[at++] = (byte)buffer;
+                buffer >>= 8;
+                filled -= 8;
+            }
+        }
+        if (filled > 0)
+            destination[at] = (byte)buffer;
+    }
+
+    /// <summary>Unpacks <c>destination.Length</c> indices packed by <see cref="PackRow"/>; returns false when the unused high
+    /// bits of the last byte are not zero.</summary>
+    /// <exception cref="ArgumentException">The packed row has the wrong length.</exception>
+    public static bool UnpackRow(ReadOnlySpan<byte> packed, int bits, Span<ushort> destination)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(bits, MinIndexBits);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(bits, MaxIndexBits);
+        if (packed.Length != PackedRowBytes(destination.Length, bits))
+            throw new ArgumentException($"{destination.Length} indices of {bits} bits need {PackedRowBytes(destination.Length, bits)} bytes, packed has {packed.Length}", nameof(packed));
+        ulong buffer = 0;
+        int filled = 0, at = 0;
+        uint mask = (1u << bits) - 1;
+        for (int i = 0; i < destination.Length; i++)
+        {
+            while (filled < bits)
+            {
+                buffer |= (ulong)packed[at++] << filled;
+                filled += 8;
+            }
+            destination[i] = (ushort)(buffer & mask);
+            buffer >>= bits;
+            filled -= bits;
+        }
+        return buffer == 0; // every byte was read (the length is exact); what is left is the padding
+    }
+
+    // Row chunks in parallel: decode ChunkRows rows, then one f32 dot per (token, row), as DecodedProduct orders them.
+    private sealed class ProductJob : IParallelJob
+    {
+        public required VectorCodebookWeight Weight;
+        public required delegate*<byte*, byte*, int, float> Dot;
+        public required float* Scratch; // [parts, PartFloats]: ChunkRows decoded rows
+        public required long PartFloats;
+        public required int Stride, Chunks, Tokens;
+        public float* X, Y;
+
+        public void Run(int part, int parts)
+        {
+            var weight = Weight;
+            int rows = weight.Rows, columns = weight.Columns;
+            float* decoded = Scratch + part * PartFloats;
+            int c0 = (int)((long)Chunks * part / parts), c1 = (int)((long)Chunks * (part + 1) / parts);
+            for (int chunk = c0; chunk < c1; chunk++)
+            {
+                int r0 = chunk * ChunkRows, r1 = Math.Min(rows, r0 + ChunkRows);
+                for (int r = r0; r < r1; r++)
+                    weight.DecodeRowFast(r, decoded + (r - r0) * Stride);
+                for (int t = 0; t < Tokens; t++)
+                {
+                    byte* xt = (byte*)(X + (long)t * columns);
+                    float* yt = Y + (long)t * rows;
+                    for (int r = r0; r < r1; r++)
+                        yt[r] = Dot((byte*)(decoded + (r - r0) * Stride), xt, columns);
+                }
+            }
+        }
+    }
+}
