@@ -16,7 +16,8 @@ namespace Squeeze.Bench;
 /// elsewhere) and (b) the knapsack over all of them at bits-per-weight budgets from 2.0 to 6.0 and at the
 /// size of llama.cpp's Q4_0-with-imatrix file; every allocated directory written once to check its size; all scored on
 /// tinystories-eval (ctx 256) against the f32 model, beside llama.cpp's points and Squeeze's GGUF allocation
-/// (docs/charts/allocation-rate-distortion.csv). Writes native-rate-distortion.png/.csv to <c>--out</c> (default
+/// (docs/charts/allocation-rate-distortion.csv); with vector-quantization levels among others, the knapsack also without
+/// them. Writes native-rate-distortion.png/.csv to <c>--out</c> (default
 /// docs/charts) and five sampled stories from the smallest budget. Options: <c>--representations A,B</c> (default
 /// <see cref="NativeRepresentation.Defaults"/>), <c>--bpw a,b</c>, <c>--tokens N</c>, <c>--refine N</c>,
 /// <c>--chunks N</c> (eval chunks, default all), <c>--swap-chunks N</c> (calibration chunks of the single-swap KLD, default 2), <c>--evo S</c> (also evolutionary search, S seconds per budget), <c>--speed</c> (tokens/s of each representation beside llama.cpp's
@@ -104,6 +105,20 @@ internal static class NativeSuite
                     var quantized = Allocator.Allocate(context, bytes, SearchMethod.Knapsack, ErrorModel.SwapKld, allowed: c => levels.Contains(c.Level));
                     rows.Add(new Row("native knapsack, quantization only", name, bytes, quantized.Selection, quantized.FileBytes, quantized.BitsPerWeight));
                 }
+                if (representations.Any(r => r is VectorRepresentation) && representations.Any(r => r is not VectorRepresentation))
+                {
+                    // The same search without the vector-quantization levels: what vq adds at this budget.
+                    var levels = representations.Where(r => r is not VectorRepresentation).Select(r => r.Spec).ToHashSet(StringComparer.Ordinal);
+                    try
+                    {
+                        var without = Allocator.Allocate(context, bytes, SearchMethod.Knapsack, ErrorModel.SwapKld, allowed: c => levels.Contains(c.Level));
+                        rows.Add(new Row("native knapsack without vq", name, bytes, without.Selection, without.FileBytes, without.BitsPerWeight));
+                    }
+                    catch (ArgumentException e)
+                    {
+                        Console.Error.WriteLine($"{name} without vq: {e.Message}");
+                    }
+                }
                 if (evolutionSeconds > 0)
                 {
                     var evolved = Allocator.Allocate(context, bytes, SearchMethod.Evolution, ErrorModel.SwapKld,
@@ -174,7 +189,8 @@ internal static class NativeSuite
 
         var series = new List<ChartSeries>();
         foreach (var (search, label) in (ReadOnlySpan<(string, string)>)[("native knapsack", "Squeeze native, knapsack over all levels"),
-                     ("native knapsack, quantization only", "Squeeze native, knapsack over quantization levels only"), ("native evo", "Squeeze native, knapsack + evolution")])
+                     ("native knapsack, quantization only", "Squeeze native, knapsack over quantization levels only"), ("native knapsack without vq", "Squeeze native, knapsack without the vq levels"),
+                     ("native evo", "Squeeze native, knapsack + evolution")])
         {
             var allocated = rows.Select((r, i) => (r, i)).Where(p => p.r.Series == search).OrderBy(p => p.r.Bpw).ToList();
             if (allocated.Count > 0)
@@ -211,6 +227,7 @@ internal static class NativeSuite
         "rot+uniform" or "entropy+uniform" => "rotated or entropy-coded codes",
         "nm" or "unstructured" => "pruned",
         "svd" or "eora" => "low rank",
+        "vq" or "rvq" => "vector quantization",
         var other => other,
     };
 

@@ -13,8 +13,8 @@ namespace Squeeze.Compression;
 /// <c>dfloat11</c>, <c>nm:N:M:VALUES</c> and <c>unstructured:FRACTION:VALUES</c> (pruned; VALUES <c>f16</c> or a bit
 /// width for uniform codes), <c>svd:RANK[:FACTORBITS]</c>, <c>eora:BITS:GROUP:RANK[:FACTORBITS]</c> and
 /// <c>slim:N:M:VALUES:RANK[:FACTORBITS]</c> (low-rank levels, Compression/LowRankRepresentations.cs),
-/// <c>vq:DIM:INDEXBITS[:scaled]</c> (vector quantization, <see cref="VectorRepresentation"/>), <c>zero</c> (the matrix
-/// dropped), <c>f16</c>.
+/// <c>vq:DIM:INDEXBITS[:scaled]</c> and <c>rvq:DIM:INDEXBITS:RESIDUALBITS[:scaled]</c> (vector quantization, with a
+/// residual stage, <see cref="VectorRepresentation"/>), <c>zero</c> (the matrix dropped), <c>f16</c>.
 /// </summary>
 public abstract record NativeRepresentation
 {
@@ -98,9 +98,13 @@ public abstract record NativeRepresentation
             case "vq" when parts.Length is 3 or 4:
                 if (parts.Length == 4 && parts[3] != "scaled")
                     throw new FormatException($"representation '{spec}': the optional fourth part is 'scaled'");
-                return new VectorRepresentation(Number(1, "the vector dimension", 1, 16), Number(2, "the index bits", 1, 16), parts.Length == 4);
+                return new VectorRepresentation(Number(1, "the vector dimension", 1, 16), Number(2, "the index bits", 1, 16), 0, parts.Length == 4);
+            case "rvq" when parts.Length is 4 or 5:
+                if (parts.Length == 5 && parts[4] != "scaled")
+                    throw new FormatException($"representation '{spec}': the optional fifth part is 'scaled'");
+                return new VectorRepresentation(Number(1, "the vector dimension", 1, 16), Number(2, "the index bits", 1, 16), Number(3, "the residual index bits", 1, 16), parts.Length == 5);
             default:
-                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), codebook:BITS:GROUP (GROUP may be ~N or row), rot+uniform:…, entropy+SPEC, dfloat11, nm:N:M:VALUES, unstructured:FRACTION:VALUES, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS], slim:N:M:VALUES:RANK[:FACTORBITS], vq:DIM:INDEXBITS[:scaled], zero, f16");
+                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), codebook:BITS:GROUP (GROUP may be ~N or row), rot+uniform:…, entropy+SPEC, dfloat11, nm:N:M:VALUES, unstructured:FRACTION:VALUES, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS], slim:N:M:VALUES:RANK[:FACTORBITS], vq:DIM:INDEXBITS[:scaled], rvq:DIM:INDEXBITS:RESIDUALBITS[:scaled], zero, f16");
         }
     }
 }
@@ -146,17 +150,24 @@ public sealed record CodebookRepresentation(int Bits, int Group, bool AtMost) : 
 /// <summary>Vector quantization (<see cref="Weights.VectorCodebookWeight"/>): vectors of <paramref name="Dimension"/>
 /// consecutive values of a row coded by <paramref name="IndexBits"/>-bit indices into one codebook for the tensor, with an
 /// f16 scale per row when <paramref name="RowScales"/>; k-means weighted by the importance, then GPTQ's second-order
-/// assignment where the calibration has the input's Gram matrix (<see cref="Quantization.VectorQuantizer"/>).</summary>
-public sealed record VectorRepresentation(int Dimension, int IndexBits, bool RowScales) : NativeRepresentation
+/// assignment where the calibration has the input's Gram matrix (<see cref="Quantization.VectorQuantizer"/>). With
+/// <paramref name="ResidualBits"/> &gt; 0, a second codebook of 2^ResidualBits centroids (same dimension) codes the first
+/// stage's residual and the weight is their sum (stored as a <c>sum</c> of two <c>vq</c> terms).</summary>
+public sealed record VectorRepresentation(int Dimension, int IndexBits, int ResidualBits, bool RowScales) : NativeRepresentation
 {
-    public override string Spec => $"vq:{Dimension}:{IndexBits}{(RowScales ? ":scaled" : "")}";
+    public override string Spec => (ResidualBits > 0 ? $"rvq:{Dimension}:{IndexBits}:{ResidualBits}" : $"vq:{Dimension}:{IndexBits}") + (RowScales ? ":scaled" : "");
 
-    public override bool Fits(int rows, int columns) => columns % Dimension == 0;
+    /// <summary>The dimension divides the row and every codebook takes at most 1 bit per weight (at least 16 vectors per
+    /// centroid): a larger codebook costs more than it can save, and k-means with fewer vectors per centroid only
+    /// memorizes them (so 12-bit codebooks of 6-dim vectors fit the 32000 × 288 embedding, not a 768 × 288 matrix).</summary>
+    public override bool Fits(int rows, int columns)
+        => columns % Dimension == 0 && (long)rows * (columns / Dimension) >= 16L << Math.Max(IndexBits, ResidualBits);
 
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
-        return encoder.EncodeVector(name, new Quantization.VectorQuantizerOptions { Dimension = Dimension, IndexBits = IndexBits, RowScales = RowScales });
+        var first = new Quantization.VectorQuantizerOptions { Dimension = Dimension, IndexBits = IndexBits, RowScales = RowScales };
+        return encoder.EncodeVector(name, first, ResidualBits > 0 ? first with { IndexBits = ResidualBits } : null);
     }
 }
 

@@ -171,22 +171,31 @@ public sealed class NativeTensorEncoder
     /// <summary>Encodes tensor <paramref name="name"/> by vector quantization (<see cref="VectorQuantizer"/>): the codebook by
     /// importance-weighted k-means, the assignment by GPTQ's second-order rule with the input's Hessian in natural column
     /// order (vectors are consecutive columns) when there is a Gram matrix and the method allows, else the nearest centroid
-    /// under the importance. <see cref="VectorQuantizerOptions.Threads"/> is taken from the options.</summary>
-    public NativeEncoded EncodeVector(string name, VectorQuantizerOptions settings)
+    /// under the importance. With <paramref name="residual"/> (VPTQ's residual stage), a second codebook then codes what
+    /// the first left, W − Q₁, the same way, and the weight is the sum Q₁ + Q₂. The threads come from the options.</summary>
+    public NativeEncoded EncodeVector(string name, VectorQuantizerOptions settings, VectorQuantizerOptions? residual = null)
     {
         ArgumentNullException.ThrowIfNull(settings);
         var reference = ReferenceOf(name);
-        int columns = Columns(name), rows = reference.Values.Length / columns;
+        int columns = Columns(name), rows = reference.Values.Length / columns, threads = Math.Max(1, options.Threads);
         GptqHessian? hessian = null;
         if (options.Method != CompressionMethod.Rtn && LinearInputs.TryGet(name, out _, out _) && Input(name) is { Gram: not null } entry)
         {
             if (!naturalOrderHessians.TryGetValue(entry, out hessian))
             {
-                hessian = GptqHessian.Prepare(entry.Hessian(), entry.Width, options.Damping, activationOrder: false, Math.Max(1, options.Threads));
+                hessian = GptqHessian.Prepare(entry.Hessian(), entry.Width, options.Damping, activationOrder: false, threads);
                 naturalOrderHessians[entry] = hessian;
             }
         }
-        var weight = VectorQuantizer.Quantize(name, reference.Values, rows, columns, reference.Importance, hessian, settings with { Threads = Math.Max(1, options.Threads) });
+        LinearWeight weight = VectorQuantizer.Quantize(name, reference.Values, rows, columns, reference.Importance, hessian, settings with { Threads = threads });
+        if (residual is not null)
+        {
+            var rest = weight.Decode();
+            for (int i = 0; i < rest.Length; i++)
+                rest[i] = reference.Values[i] - rest[i];
+            var second = VectorQuantizer.Quantize(name, rest, rows, columns, reference.Importance, hessian, residual with { Threads = threads });
+            weight = new SumWeight(name, [weight, second]);
+        }
         return new NativeEncoded(weight, hessian is not null ? "gptq" : reference.Importance.Length > 0 ? "imatrix" : "rtn", RelativeError(name, weight));
     }
 

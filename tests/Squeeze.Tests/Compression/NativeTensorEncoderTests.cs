@@ -41,6 +41,33 @@ public sealed class NativeTensorEncoderTests
     }
 
     [Fact]
+    public void Vector_levels_use_the_calibration_and_a_residual_stage_lowers_the_error()
+    {
+        using var model = ModelLoader.Load(SharedData.Stories260K);
+        var stats = Calibrator.Run(model, CalibratorTests.CalibrationText(20_000), new CalibrationOptions { ContextLength = 64, MaxTokens = 1024, CollectGram = true, Threads = 2 });
+        var gptq = new NativeTensorEncoder(model, stats, new CompressionOptions { Threads = 2 });
+        var rtn = new NativeTensorEncoder(model, stats, new CompressionOptions { Method = CompressionMethod.Rtn, Threads = 2 });
+        var single = NativeRepresentation.Parse("vq:4:6:scaled");
+        var residual = NativeRepresentation.Parse("rvq:4:6:4:scaled");
+        foreach (string name in (string[])["blk.0.attn_q.weight", "blk.2.ffn_down.weight", TensorNames.TokenEmbedding])
+        {
+            var a = single.Encode(gptq, name);
+            var b = single.Encode(rtn, name);
+            var c = residual.Encode(gptq, name);
+            Assert.Equal(name == TensorNames.TokenEmbedding ? "imatrix" : "gptq", a.Encoding);
+            Assert.Equal(a.OutputError, gptq.RelativeError(name, a.Weight));
+            if (name == TensorNames.TokenEmbedding)
+                Assert.Equal(b.OutputError, a.OutputError); // no Gram matrix for the tied embedding: the nearest centroid either way
+            else
+                Assert.True(a.OutputError < b.OutputError, $"{name}: second-order {a.OutputError}, nearest {b.OutputError}");
+            Assert.True(c.OutputError < a.OutputError, $"{name}: residual stage {c.OutputError}, one stage {a.OutputError}");
+            var sum = Assert.IsType<SumWeight>(c.Weight);
+            Assert.Equal(2, sum.Terms.Count);
+            Assert.All(sum.Terms, t => Assert.IsType<VectorCodebookWeight>(t));
+        }
+    }
+
+    [Fact]
     public void The_grid_decodes_as_the_uniform_weight_it_builds()
     {
         var scheme = new UniformScheme(3, 48, false);

@@ -110,11 +110,17 @@ public sealed class VectorQuantizerTests
     [Fact]
     public void Vector_levels_parse_and_print_back()
     {
-        Assert.Equal(new VectorRepresentation(8, 12, false), NativeRepresentation.Parse("vq:8:12"));
-        Assert.Equal(new VectorRepresentation(4, 8, true), NativeRepresentation.Parse("VQ:4:8:scaled"));
+        Assert.Equal(new VectorRepresentation(8, 12, 0, false), NativeRepresentation.Parse("vq:8:12"));
+        Assert.Equal(new VectorRepresentation(4, 8, 0, true), NativeRepresentation.Parse("VQ:4:8:scaled"));
+        Assert.Equal(new VectorRepresentation(8, 12, 6, true), NativeRepresentation.Parse("rvq:8:12:6:scaled"));
+        Assert.Equal("rvq:6:10:4", NativeRepresentation.Parse("rvq:6:10:4").Spec);
+        Assert.Throws<FormatException>(() => NativeRepresentation.Parse("rvq:6:10"));
         Assert.Equal("vq:6:10:scaled", NativeRepresentation.Parse("vq:6:10:scaled").Spec);
-        Assert.True(new VectorRepresentation(6, 10, false).Fits(768, 288));
-        Assert.False(new VectorRepresentation(5, 10, false).Fits(768, 288));
+        Assert.True(new VectorRepresentation(6, 10, 0, false).Fits(768, 288));
+        Assert.False(new VectorRepresentation(5, 10, 0, false).Fits(768, 288));
+        Assert.True(new VectorRepresentation(6, 12, 0, false).Fits(32000, 288));
+        Assert.False(new VectorRepresentation(6, 12, 0, false).Fits(768, 288)); // 36,864 vectors: under 16 per centroid
+        Assert.False(new VectorRepresentation(4, 8, 12, false).Fits(768, 288));
         Assert.Throws<FormatException>(() => NativeRepresentation.Parse("vq:4:17"));
         Assert.Throws<FormatException>(() => NativeRepresentation.Parse("vq:0:8"));
         Assert.Throws<FormatException>(() => NativeRepresentation.Parse("vq:4:8:rows"));
