@@ -74,7 +74,7 @@ internal static class NativeSuite
                 long bytes = set.FileBytes(selection);
                 rows.Add(new Row(level.Spec, "", 0, selection, bytes, set.BitsPerWeight(bytes)));
             }
-            var budgets = bpws.Select(b => (Name: $"{b:0.0} bpw", Bytes: Allocator.BudgetForBitsPerWeight(b, set.Parameters)))
+            var budgets = bpws.Select(b => (Name: $"{b:0.0#} bpw", Bytes: Allocator.BudgetForBitsPerWeight(b, set.Parameters)))
                 .Append(("Q4_0 imatrix size", AllocationSuite.LlamaCpp.First(l => l.Mix == "Q4_0" && l.Imatrix).Bytes)).ToList();
             var knapsackSeconds = new List<double>();
             foreach (var (name, bytes) in budgets)
