@@ -31,6 +31,11 @@ public sealed class VectorCodebookWeightTests
             data.Add(17, 288, 8, 12, scaled);
             data.Add(2, 21, 1, 3, scaled);
             data.Add(4, 48, 16, 16, scaled);
+            // Rows at least twice the centroids: the per-token dot-product tables.
+            data.Add(64, 48, 4, 4, scaled);
+            data.Add(300, 96, 8, 7, scaled);
+            data.Add(40, 18, 6, 3, scaled);
+            data.Add(33, 9, 1, 4, scaled);
         }
         return data;
     }
@@ -63,12 +68,13 @@ public sealed class VectorCodebookWeightTests
         {
             var weight = Random(rows, columns, dimension, bits, scaled, seed: seed * 7919 + bits);
             var rng = new Random(seed);
-            foreach (int tokens in (int[])[1, 3, 8])
+            foreach (int tokens in (int[])[1, 2, 3, 8])
             {
                 var x = new float[tokens * columns];
                 for (int i = 0; i < x.Length; i++)
                     x[i] = (float)(rng.NextDouble() * 2 - 1);
                 var (expected, magnitude) = WeightTestData.ReferenceProduct(weight.Decode(), rows, columns, x, tokens);
+                Assert.Equal(rows >= 2 << bits, weight.UsesLookupTables);
                 float[]? first = null;
                 foreach (int threads in (int[])[1, 2, 3])
                 {
@@ -90,11 +96,14 @@ public sealed class VectorCodebookWeightTests
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void Multiply_gives_the_bits_of_the_default_decoded_product_in_both_modes(bool scaled)
+    [InlineData(24, false)]
+    [InlineData(24, true)]
+    [InlineData(160, false)]
+    [InlineData(160, true)]
+    public void Multiply_gives_the_bits_of_the_default_decoded_product_unless_it_uses_tables(int rows, bool scaled)
     {
-        var weight = Random(24, 96, 4, 6, scaled, seed: 5);
+        var weight = Random(rows, 96, 4, 6, scaled, seed: 5);
+        Assert.Equal(rows >= 128, weight.UsesLookupTables);
         var asPlain = new DecodedOnly(weight);
         var rng = new Random(1);
         var x = new float[4 * 96];
@@ -102,12 +111,18 @@ public sealed class VectorCodebookWeightTests
             x[i] = (float)(rng.NextDouble() * 2 - 1);
         foreach (bool deterministic in (bool[])[false, true])
         {
-            using var context = new ComputeContext(2) { Deterministic = deterministic };
-            var fast = new float[4 * 24];
-            var reference = new float[4 * 24];
-            weight.Multiply(x, 4, context, fast);
-            asPlain.Multiply(x, 4, context, reference);
-            Assert.Equal(reference, fast);
+            foreach (int tokens in (int[])[1, 4])
+            {
+                using var context = new ComputeContext(2) { Deterministic = deterministic };
+                var fast = new float[tokens * rows];
+                var reference = new float[tokens * rows];
+                weight.Multiply(x, tokens, context, fast);
+                asPlain.Multiply(x, tokens, context, reference);
+                if (deterministic || !weight.UsesLookupTables || tokens > VectorCodebookWeight.LookupMaxTokens)
+                    Assert.Equal(reference, fast);
+                else
+                    Assert.NotEqual(reference, fast); // the tables sum in another order: the same values up to rounding (tested above)
+            }
         }
     }
 
