@@ -16,6 +16,10 @@ public static unsafe class DeterministicMath
 {
     internal static bool UseVector { get; } = VecDot.Best >= SimdLevel.Avx2 && Vector256.IsHardwareAccelerated;
 
+    /// <summary>The dot products hold their sixteen partial sums in one 512-bit register (lane j = sum j) instead of two
+    /// 256-bit ones: the same fmas on the same sums in the same order, so the same bits, with half the instructions.</summary>
+    internal static bool UseVector512 { get; } = UseVector && VecDot.Best >= SimdLevel.Avx512 && Vector512.IsHardwareAccelerated;
+
     // exp(x) = 2^k · e^r with k = round(x·log2 e) and r = x − k·ln 2 (ln 2 split in two so k·Ln2Hi is exact).
     private const float Log2E = 1.44269504f;
     private const float Ln2Hi = 0.693145752f;   // 11 significant bits: k · Ln2Hi is exact for |k| < 2^13
@@ -131,7 +135,7 @@ public static unsafe class DeterministicMath
     /// IEEE fma) into sum i mod 16 in order of i, then s_j + s_(j+8) for j &lt; 8 combined as <see cref="Sum"/> combines
     /// its eight. The vector version holds sums 0-7 and 8-15 in two registers; the scalar one uses
     /// <see cref="MathF.FusedMultiplyAdd"/>, which is correctly rounded on every machine (in hardware or in software).</summary>
-    public static float Dot(float* a, float* b, int n) => UseVector ? DotVector(a, b, n) : DotScalar(a, b, n);
+    public static float Dot(float* a, float* b, int n) => UseVector512 ? DotVector512(a, b, n) : UseVector ? DotVector(a, b, n) : DotScalar(a, b, n);
 
     internal static float DotScalar(float* a, float* b, int n)
     {
@@ -155,6 +159,25 @@ public static unsafe class DeterministicMath
             s1 = Fma.MultiplyAdd(Vector256.Load(a + i + 8), Vector256.Load(b + i + 8), s1);
         }
         return Finish(s0, s1, a, b, i, n);
+    }
+
+    /// <summary><c>y[p] = Dot(a, b + p · bStride, n)</c> for p &lt; <paramref name="count"/>: four rows at a time where
+    /// the vector kernels run, bit for bit the single dots.</summary>
+    public static void DotRows(float* a, float* b, long bStride, int count, int n, float* y)
+    {
+        int p = 0;
+        if (UseVector512)
+        {
+            for (; p + 4 <= count; p += 4)
+                Dot4Vector512(a, b + p * bStride, bStride, n, y + p, 1);
+        }
+        else if (UseVector)
+        {
+            for (; p + 4 <= count; p += 4)
+                Dot4Vector(a, b + p * bStride, bStride, n, y + p, 1);
+        }
+        for (; p < count; p++)
+            y[p] = Dot(a, b + p * bStride, n);
     }
 
     /// <summary>Four rows of <paramref name="b"/> (one every <paramref name="bStride"/> floats) against one row
@@ -198,6 +221,43 @@ public static unsafe class DeterministicMath
         y[yStride] = Finish(s10, s11, a, b + bStride, i, n);
         y[2 * yStride] = Finish(s20, s21, a, b + 2 * bStride, i, n);
         y[3 * yStride] = Finish(s30, s31, a, b + 3 * bStride, i, n);
+    }
+
+    /// <summary><see cref="DotVector"/> with the sixteen sums in one 512-bit register.</summary>
+    internal static float DotVector512(float* a, float* b, int n)
+    {
+        Vector512<float> s = default;
+        int i = 0;
+        for (; i + 16 <= n; i += 16)
+            s = Avx512F.FusedMultiplyAdd(Vector512.Load(a + i), Vector512.Load(b + i), s);
+        return Finish(s.GetLower(), s.GetUpper(), a, b, i, n);
+    }
+
+    /// <summary><see cref="Dot4Vector"/> with each token's sixteen sums in one 512-bit register.</summary>
+    internal static void Dot4Vector512(float* a, float* b, long bStride, int n, float* y, long yStride)
+    {
+        Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        float* b0 = b, b1 = b + bStride, b2 = b + 2 * bStride, b3 = b + 3 * bStride;
+        int i = 0;
+        for (; i + 16 <= n; i += 16)
+        {
+            var w = Vector512.Load(a + i);
+            s0 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b0 + i), s0);
+            s1 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b1 + i), s1);
+            s2 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b2 + i), s2);
+            s3 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b3 + i), s3);
+        }
+        if (i == n)
+        {
+            y[0] = Tree(s0.GetLower() + s0.GetUpper());
+            y[yStride] = Tree(s1.GetLower() + s1.GetUpper());
+            y[2 * yStride] = Tree(s2.GetLower() + s2.GetUpper());
+            y[3 * yStride] = Tree(s3.GetLower() + s3.GetUpper());
+        }
+        else
+        {
+            Finish4(s0.GetLower(), s0.GetUpper(), s1.GetLower(), s1.GetUpper(), s2.GetLower(), s2.GetUpper(), s3.GetLower(), s3.GetUpper(), a, b0, bStride, i, n, y, yStride);
+        }
     }
 
     /// <summary>Adds elements [i, n) to the sixteen sums held in two registers and reduces them in the fixed order.</summary>

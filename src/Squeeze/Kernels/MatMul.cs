@@ -131,6 +131,9 @@ public static unsafe class MatMul
     private const int RowAlign = 16;
     // Activation rows kept hot while a weight row is reused across them.
     private const long TileBytes = 24 * 1024;
+    // Weight rows run through every token tile before the next rows start: a block this large stays in the L2 cache, so a
+    // matrix larger than the caches (the classifier) is read from memory once per product, not once per token tile.
+    private const long RowBlockBytes = 128 * 1024;
     // At most this many tokens per tile: a weight row (repacked once per tile for Q4_0, Q5_0, IQ4_NL) serves them all.
     private const int MaxTileTokens = 64;
 
@@ -158,25 +161,30 @@ public static unsafe class MatMul
             var dot4 = Dot4;
             byte* repacked = RowScratch == null ? null : RowScratch + part * RowScratchBytes;
             int tile = (int)Math.Clamp(TileBytes / XRowBytes, 4, MaxTileTokens) & ~3;
-            for (int t0 = 0; t0 < Tokens; t0 += tile)
+            int block = (int)Math.Max(1, RowBlockBytes / RowBytes);
+            for (int b0 = r0; b0 < r1; b0 += block)
             {
-                int t1 = Math.Min(Tokens, t0 + tile);
-                for (int r = r0; r < r1; r++)
+                int b1 = Math.Min(r1, b0 + block);
+                for (int t0 = 0; t0 < Tokens; t0 += tile)
                 {
-                    byte* w = Weight + r * RowBytes;
-                    if (repacked != null)
+                    int t1 = Math.Min(Tokens, t0 + tile);
+                    for (int r = b0; r < b1; r++)
                     {
-                        VecDot.RepackToQ8_0Avx2(Type, w, Columns, repacked);
-                        w = repacked;
+                        byte* w = Weight + r * RowBytes;
+                        if (repacked != null)
+                        {
+                            VecDot.RepackToQ8_0Avx2(Type, w, Columns, repacked);
+                            w = repacked;
+                        }
+                        int t = t0;
+                        if (dot4 != null)
+                        {
+                            for (; t + 4 <= t1; t += 4)
+                                dot4(w, X + t * XRowBytes, XRowBytes, Columns, Y + (long)t * YStride + r, YStride);
+                        }
+                        for (; t < t1; t++)
+                            Y[(long)t * YStride + r] = dot(w, X + t * XRowBytes, Columns);
                     }
-                    int t = t0;
-                    if (dot4 != null)
-                    {
-                        for (; t + 4 <= t1; t += 4)
-                            dot4(w, X + t * XRowBytes, XRowBytes, Columns, Y + (long)t * YStride + r, YStride);
-                    }
-                    for (; t < t1; t++)
-                        Y[(long)t * YStride + r] = dot(w, X + t * XRowBytes, Columns);
                 }
             }
         }

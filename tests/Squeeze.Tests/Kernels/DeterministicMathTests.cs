@@ -45,6 +45,8 @@ public unsafe class DeterministicMathTests
             {
                 Assert.Equal(DeterministicMath.SumScalar(px, n), DeterministicMath.SumVector(px, n));
                 Assert.Equal(DeterministicMath.DotScalar(px, py, n), DeterministicMath.DotVector(px, py, n));
+                if (DeterministicMath.UseVector512)
+                    Assert.Equal(DeterministicMath.DotScalar(px, py, n), DeterministicMath.DotVector512(px, py, n));
                 double reference = 0;
                 for (int i = 0; i < n; i++)
                     reference += (double)x[i] * y[i];
@@ -64,6 +66,12 @@ public unsafe class DeterministicMathTests
             fixed (float* pw = w, px = x, py = y)
             {
                 DeterministicMath.Dot4Vector(pw, px, n + 1, n, py, 5);
+                for (int t = 0; t < 4; t++)
+                    Assert.Equal(DeterministicMath.DotScalar(pw, px + t * (n + 1), n), y[t * 5]);
+                if (!DeterministicMath.UseVector512)
+                    continue;
+                Array.Clear(y);
+                DeterministicMath.Dot4Vector512(pw, px, n + 1, n, py, 5);
                 for (int t = 0; t < 4; t++)
                     Assert.Equal(DeterministicMath.DotScalar(pw, px + t * (n + 1), n), y[t * 5]);
             }
