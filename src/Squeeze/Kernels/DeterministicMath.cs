@@ -260,6 +260,44 @@ public static unsafe class DeterministicMath
         }
     }
 
+    /// <summary>Eight rows of <paramref name="b"/> (one every <paramref name="bStride"/> floats) against one row
+    /// <paramref name="a"/>: <c>y[t · yStride] = Dot(a, b + t · bStride, n)</c>, bit for bit. Eight independent
+    /// accumulators hide the fma latency that four leave exposed.</summary>
+    internal static void Dot8Vector512(float* a, float* b, long bStride, int n, float* y, long yStride)
+    {
+        Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
+        float* b4 = b + 4 * bStride;
+        int i = 0;
+        for (; i + 16 <= n; i += 16)
+        {
+            var w = Vector512.Load(a + i);
+            s0 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b + i), s0);
+            s1 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b + bStride + i), s1);
+            s2 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b + 2 * bStride + i), s2);
+            s3 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b + 3 * bStride + i), s3);
+            s4 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b4 + i), s4);
+            s5 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b4 + bStride + i), s5);
+            s6 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b4 + 2 * bStride + i), s6);
+            s7 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b4 + 3 * bStride + i), s7);
+        }
+        if (i == n)
+        {
+            y[0] = Tree(s0.GetLower() + s0.GetUpper());
+            y[yStride] = Tree(s1.GetLower() + s1.GetUpper());
+            y[2 * yStride] = Tree(s2.GetLower() + s2.GetUpper());
+            y[3 * yStride] = Tree(s3.GetLower() + s3.GetUpper());
+            y[4 * yStride] = Tree(s4.GetLower() + s4.GetUpper());
+            y[5 * yStride] = Tree(s5.GetLower() + s5.GetUpper());
+            y[6 * yStride] = Tree(s6.GetLower() + s6.GetUpper());
+            y[7 * yStride] = Tree(s7.GetLower() + s7.GetUpper());
+        }
+        else
+        {
+            Finish4(s0.GetLower(), s0.GetUpper(), s1.GetLower(), s1.GetUpper(), s2.GetLower(), s2.GetUpper(), s3.GetLower(), s3.GetUpper(), a, b, bStride, i, n, y, yStride);
+            Finish4(s4.GetLower(), s4.GetUpper(), s5.GetLower(), s5.GetUpper(), s6.GetLower(), s6.GetUpper(), s7.GetLower(), s7.GetUpper(), a, b4, bStride, i, n, y + 4 * yStride, yStride);
+        }
+    }
+
     /// <summary>Adds elements [i, n) to the sixteen sums held in two registers and reduces them in the fixed order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Finish(Vector256<float> low, Vector256<float> high, float* a, float* b, int i, int n)

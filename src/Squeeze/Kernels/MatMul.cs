@@ -57,11 +57,13 @@ public static unsafe class MatMul
         {
             job.Dot = VecDot.ForDeterministic(type);
             job.Dot4 = tokens >= 4 ? VecDot.For4Deterministic(type) : null;
+            job.Dot8 = tokens >= 8 ? VecDot.For8Deterministic(type) : null;
         }
         else
         {
             job.Dot = VecDot.For(kernelType, level);
             job.Dot4 = tokens >= 4 ? VecDot.For4(kernelType, level) : null;
+            job.Dot8 = null;
         }
 
         // scratch: [tokens, xRowBytes] converted activations (none for F32), then per part one weight row repacked to Q8_0
@@ -143,6 +145,7 @@ public static unsafe class MatMul
         public GgmlType Type;
         public delegate*<byte*, byte*, int, float> Dot;
         public delegate*<byte*, byte*, long, int, float*, long, void> Dot4; // null: one token at a time
+        public delegate*<byte*, byte*, long, int, float*, long, void> Dot8; // eight tokens at a time, or null
         public byte* RowScratch;  // [parts, RowScratchBytes]: a weight row repacked to Q8_0, or null
         public long RowScratchBytes;
         public byte* Weight;      // [Rows, RowBytes]
@@ -159,8 +162,11 @@ public static unsafe class MatMul
             int r0 = Boundary(part, parts), r1 = Boundary(part + 1, parts);
             var dot = Dot;
             var dot4 = Dot4;
+            var dot8 = Dot8;
             byte* repacked = RowScratch == null ? null : RowScratch + part * RowScratchBytes;
-            int tile = (int)Math.Clamp(TileBytes / XRowBytes, 4, MaxTileTokens) & ~3;
+            // With an eight-token kernel one call is the whole tile: measured fastest when the rows are blocked (a larger
+            // tile through the same kernel runs the classifier of stories15M at 0.85×).
+            int tile = dot8 != null ? 8 : (int)Math.Clamp(TileBytes / XRowBytes, 4, MaxTileTokens) & ~3;
             int block = (int)Math.Max(1, RowBlockBytes / RowBytes);
             for (int b0 = r0; b0 < r1; b0 += block)
             {
@@ -177,6 +183,11 @@ public static unsafe class MatMul
                             w = repacked;
                         }
                         int t = t0;
+                        if (dot8 != null)
+                        {
+                            for (; t + 8 <= t1; t += 8)
+                                dot8(w, X + t * XRowBytes, XRowBytes, Columns, Y + (long)t * YStride + r, YStride);
+                        }
                         if (dot4 != null)
                         {
                             for (; t + 4 <= t1; t += 4)

@@ -34,6 +34,11 @@ internal static unsafe partial class VecDot
             : DeterministicMath.UseVector512 ? &F32x4DeterministicVector512
             : DeterministicMath.UseVector ? &F32x4DeterministicVector : null;
 
+    /// <summary>The eight-token deterministic kernel for <paramref name="type"/> (bit for bit eight calls of
+    /// <see cref="ForDeterministic"/>), or null.</summary>
+    public static delegate*<byte*, byte*, long, int, float*, long, void> For8Deterministic(GgmlType type)
+        => type == GgmlType.F32 && DeterministicMath.UseVector512 ? &F32x8DeterministicVector512 : null;
+
     public static float F32DeterministicScalar(byte* w, byte* x, int n) => DeterministicMath.DotScalar((float*)w, (float*)x, n);
 
     public static float F32DeterministicVector(byte* w, byte* x, int n) => DeterministicMath.DotVector((float*)w, (float*)x, n);
@@ -42,6 +47,9 @@ internal static unsafe partial class VecDot
         => DeterministicMath.Dot4Vector((float*)w, (float*)x, xStride / sizeof(float), n, y, yStride);
 
     public static float F32DeterministicVector512(byte* w, byte* x, int n) => DeterministicMath.DotVector512((float*)w, (float*)x, n);
+
+    public static void F32x8DeterministicVector512(byte* w, byte* x, long xStride, int n, float* y, long yStride)
+        => DeterministicMath.Dot8Vector512((float*)w, (float*)x, xStride / sizeof(float), n, y, yStride);
 
     public static void F32x4DeterministicVector512(byte* w, byte* x, long xStride, int n, float* y, long yStride)
         => DeterministicMath.Dot4Vector512((float*)w, (float*)x, xStride / sizeof(float), n, y, yStride);
