@@ -56,6 +56,24 @@ public static unsafe class DeterministicMath
         return p * scale;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Exp(Vector512<float> x)
+    {
+        x = Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(ExpMin)), Vector512.Create(ExpMin), x);
+        x = Vector512.ConditionalSelect(Vector512.GreaterThan(x, Vector512.Create(ExpMax)), Vector512.Create(ExpMax), x);
+        var k = x * Vector512.Create(Log2E) + Vector512.Create(RoundMagic) - Vector512.Create(RoundMagic);
+        var r = x - k * Vector512.Create(Ln2Hi) - k * Vector512.Create(Ln2Lo);
+        var p = Vector512.Create(1f / 720);
+        p = Vector512.Create(1f / 120) + r * p;
+        p = Vector512.Create(1f / 24) + r * p;
+        p = Vector512.Create(1f / 6) + r * p;
+        p = Vector512.Create(0.5f) + r * p;
+        p = Vector512.Create(1f) + r * p;
+        p = Vector512.Create(1f) + r * p;
+        var scale = Vector512.ShiftLeft(Vector512.ConvertToInt32(k) + Vector512.Create(127), 23).AsSingle();
+        return p * scale;
+    }
+
     /// <summary><c>destination[i] = Exp(x[i] − shift)</c>.</summary>
     public static void ExpShifted(ReadOnlySpan<float> x, float shift, Span<float> destination) => ExpShifted(x, shift, destination, UseVector);
 
@@ -69,6 +87,12 @@ public static unsafe class DeterministicMath
             fixed (float* px = x)
             fixed (float* pd = destination)
             {
+                if (UseVector512)
+                {
+                    var s16 = Vector512.Create(shift);
+                    for (; i + 16 <= x.Length; i += 16)
+                        Exp(Vector512.Load(px + i) - s16).Store(pd + i);
+                }
                 var s = Vector256.Create(shift);
                 for (; i + 8 <= x.Length; i += 8)
                     Exp(Vector256.Load(px + i) - s).Store(pd + i);

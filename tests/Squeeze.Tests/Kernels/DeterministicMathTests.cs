@@ -115,6 +115,8 @@ public unsafe class DeterministicAttentionTests
     [InlineData(64, 3)]
     [InlineData(80, 256)]
     [InlineData(12, 20)]
+    [InlineData(112, 33)]
+    [InlineData(128, 9)]
     public void Head_equals_its_scalar_definition(int headDim, int positions)
     {
         var rng = new Random(headDim * 1000 + positions);
