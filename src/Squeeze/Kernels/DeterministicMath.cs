@@ -185,13 +185,15 @@ public static unsafe class DeterministicMath
         return Finish(s0, s1, a, b, i, n);
     }
 
-    /// <summary><c>y[p] = Dot(a, b + p · bStride, n)</c> for p &lt; <paramref name="count"/>: four rows at a time where
-    /// the vector kernels run, bit for bit the single dots.</summary>
+    /// <summary><c>y[p] = Dot(a, b + p · bStride, n)</c> for p &lt; <paramref name="count"/>: eight or four rows at a
+    /// time where the vector kernels run, bit for bit the single dots.</summary>
     public static void DotRows(float* a, float* b, long bStride, int count, int n, float* y)
     {
         int p = 0;
         if (UseVector512)
         {
+            for (; p + 8 <= count; p += 8)
+                Dot8Vector512(a, b + p * bStride, bStride, n, y + p, 1);
             for (; p + 4 <= count; p += 4)
                 Dot4Vector512(a, b + p * bStride, bStride, n, y + p, 1);
         }
