@@ -44,14 +44,20 @@ internal static class SpeedSuite
         return [Path.Combine(golden, "stories15M-f32.gguf"), Path.Combine(golden, "stories15M-Q8_0.gguf"), q4, Path.Combine(golden, "stories15M-Q4_K_M-imatrix.gguf")];
     }
 
+    /// <summary><see cref="Files"/>, or with <c>--files Q8_0,Q4_0</c> only those whose names contain one of the parts.</summary>
+    internal static string[] Selected(string[] args, string shared)
+    {
+        string[] only = AllocationSuite.Value(args, "--files")?.Split(',') ?? [];
+        return Files(shared).Where(f => only.Length == 0 || only.Any(o => Path.GetFileName(f).Contains(o, StringComparison.OrdinalIgnoreCase))).ToArray();
+    }
+
     public static void Run(string[] args)
     {
         string shared = Program.Shared(args);
         int repetitions = Program.Option(args, "--repetitions", 5);
-        // --files Q8_0,Q4_0: only the files whose names contain one of these; --threads 1: one thread count
-        string[] only = AllocationSuite.Value(args, "--files")?.Split(',') ?? [];
+        // --threads 1: one thread count
         int[] threadCounts = AllocationSuite.Value(args, "--threads") is { } t ? [int.Parse(t, CultureInfo.InvariantCulture)] : [1, 2];
-        var files = Files(shared).Where(f => only.Length == 0 || only.Any(o => Path.GetFileName(f).Contains(o, StringComparison.OrdinalIgnoreCase))).ToArray();
+        var files = Selected(args, shared);
         var bandwidth = threadCounts.ToDictionary(n => n, CopyBandwidth);
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- {string.Join(' ', args)}` (median of {repetitions} runs after a warm-up)");
         Console.WriteLine();

@@ -127,6 +127,7 @@ internal static unsafe partial class VecDot
     /// full group of 8 (here one accumulator per j, lanes = rows), the accumulator is summed in Vector256.Sum's order, the
     /// last nb % 8 blocks are added one by one.
     /// </summary>
+    [SkipLocalsInit] // every lane is written before it is read
     public static void StripeProduct4(byte* stripe, int nb, byte* x, long xStride, int* corrections, float* y, long yStride)
     {
         byte* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
@@ -174,6 +175,7 @@ internal static unsafe partial class VecDot
         => fused ? MulAdd(d, Vector256.ConvertToSingle(sum), a) : a + d * Vector256.ConvertToSingle(sum);
 
     /// <summary>One token of <see cref="StripeProduct4"/>, bit for bit.</summary>
+    [SkipLocalsInit]
     public static void StripeProduct1(byte* stripe, int nb, byte* x, int* corrections, float* y)
     {
         float* dx = (float*)(x + nb * Q8_0Bytes);
