@@ -117,7 +117,7 @@ internal static unsafe partial class VecDot
     /// <summary>Vector256.Sum's order ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), taken across eight vectors (lane by
     /// lane) instead of across the lanes of one.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> SumAcross(Vector256<float>* l)
+    internal static Vector256<float> SumAcross(Vector256<float>* l)
         => ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 
     /// <summary>
