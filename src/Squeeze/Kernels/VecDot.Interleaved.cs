@@ -99,11 +99,11 @@ internal static unsafe partial class VecDot
     /// <summary>The integer block sums Σ q·x of the stripe's 8 rows with one activation block (lane r: row r).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> StripeBlockSum(Vector256<byte> w0, Vector256<byte> w1, Vector256<byte> w2, Vector256<byte> w3,
-        Vector256<byte> w4, Vector256<byte> w5, Vector256<byte> w6, Vector256<byte> w7, byte* xb, int correction)
+        Vector256<byte> w4, Vector256<byte> w5, Vector256<byte> w6, Vector256<byte> w7, byte* xb, int* correction)
     {
         // two chains of four: half the latency of one chain of eight, and the integer sum is the same
         int* q = (int*)(xb + Q8_0Qs);
-        Vector256<int> s = AvxVnni.MultiplyWideningAndAdd(Vector256.Create(correction), w0, Vector256.Create(q[0]).AsSByte());
+        Vector256<int> s = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, w0, Vector256.Create(q[0]).AsSByte());
         Vector256<int> u = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, w1, Vector256.Create(q[1]).AsSByte());
         s = AvxVnni.MultiplyWideningAndAdd(s, w2, Vector256.Create(q[2]).AsSByte());
         u = AvxVnni.MultiplyWideningAndAdd(u, w3, Vector256.Create(q[3]).AsSByte());
@@ -111,7 +111,7 @@ internal static unsafe partial class VecDot
         u = AvxVnni.MultiplyWideningAndAdd(u, w5, Vector256.Create(q[5]).AsSByte());
         s = AvxVnni.MultiplyWideningAndAdd(s, w6, Vector256.Create(q[6]).AsSByte());
         u = AvxVnni.MultiplyWideningAndAdd(u, w7, Vector256.Create(q[7]).AsSByte());
-        return s + u;
+        return s + u + Vector256.Create(*correction); // a broadcast operand of the add
     }
 
     /// <summary>Vector256.Sum's order ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), taken across eight vectors (lane by
@@ -164,10 +164,10 @@ internal static unsafe partial class VecDot
         Vector256<byte> w4 = Vector256.Load(block + 128), w5 = Vector256.Load(block + 160), w6 = Vector256.Load(block + 192), w7 = Vector256.Load(block + 224);
         Vector256<float> dw = Vector256.Load((float*)(block + 256));
         long o = b * Q8_0Bytes;
-        a0 = Accumulate(a0, dw * Vector256.Create(d0[b]), StripeBlockSum(w0, w1, w2, w3, w4, w5, w6, w7, x0 + o, c0[b]), fused);
-        a1 = Accumulate(a1, dw * Vector256.Create(d1[b]), StripeBlockSum(w0, w1, w2, w3, w4, w5, w6, w7, x1 + o, c1[b]), fused);
-        a2 = Accumulate(a2, dw * Vector256.Create(d2[b]), StripeBlockSum(w0, w1, w2, w3, w4, w5, w6, w7, x2 + o, c2[b]), fused);
-        a3 = Accumulate(a3, dw * Vector256.Create(d3[b]), StripeBlockSum(w0, w1, w2, w3, w4, w5, w6, w7, x3 + o, c3[b]), fused);
+        a0 = Accumulate(a0, dw * Vector256.Create(d0[b]), StripeBlockSum(w0, w1, w2, w3, w4, w5, w6, w7, x0 + o, c0 + b), fused);
+        a1 = Accumulate(a1, dw * Vector256.Create(d1[b]), StripeBlockSum(w0, w1, w2, w3, w4, w5, w6, w7, x1 + o, c1 + b), fused);
+        a2 = Accumulate(a2, dw * Vector256.Create(d2[b]), StripeBlockSum(w0, w1, w2, w3, w4, w5, w6, w7, x2 + o, c2 + b), fused);
+        a3 = Accumulate(a3, dw * Vector256.Create(d3[b]), StripeBlockSum(w0, w1, w2, w3, w4, w5, w6, w7, x3 + o, c3 + b), fused);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -185,17 +185,17 @@ internal static unsafe partial class VecDot
         {
             Vector256<float> a = default;
             for (int b = j; b < full; b += 8)
-                a = StripeBlock1(stripe + b * StripeBlockBytes, x + b * Q8_0Bytes, dx[b], corrections[b], a, fused: true);
+                a = StripeBlock1(stripe + b * StripeBlockBytes, x + b * Q8_0Bytes, dx[b], corrections + b, a, fused: true);
             lanes[j] = a;
         }
         Vector256<float> s = SumAcross(lanes);
         for (int b = full; b < nb; b++)
-            s = StripeBlock1(stripe + b * StripeBlockBytes, x + b * Q8_0Bytes, dx[b], corrections[b], s, fused: false);
+            s = StripeBlock1(stripe + b * StripeBlockBytes, x + b * Q8_0Bytes, dx[b], corrections + b, s, fused: false);
         s.Store(y);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> StripeBlock1(byte* block, byte* xb, float dx, int correction, Vector256<float> a, bool fused)
+    private static Vector256<float> StripeBlock1(byte* block, byte* xb, float dx, int* correction, Vector256<float> a, bool fused)
     {
         Vector256<int> sum = StripeBlockSum(Vector256.Load(block), Vector256.Load(block + 32), Vector256.Load(block + 64), Vector256.Load(block + 96),
             Vector256.Load(block + 128), Vector256.Load(block + 160), Vector256.Load(block + 192), Vector256.Load(block + 224), xb, correction);
