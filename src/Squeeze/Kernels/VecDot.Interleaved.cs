@@ -24,8 +24,9 @@ internal static unsafe partial class VecDot
     private const int StripeOffset = 128;
 
     /// <summary>True when <see cref="PackStripe"/> and the interleaved kernels run <paramref name="type"/> at
-    /// <paramref name="level"/>: the AVX-512 machine level with AVX-VNNI (.NET exposes vpdpbusd at 256 bits only, which
-    /// the AMD cores run at the 512-bit rate anyway).</summary>
+    /// <paramref name="level"/>: the AVX-512 level with AVX-VNNI. The kernels are 256-bit (.NET exposes vpdpbusd at 256
+    /// bits only; Zen 4 runs 512-bit vectors as two 256-bit halves, so nothing is lost there); tying them to the AVX-512
+    /// level keeps the four-token AVX2 kernels in use, and self-tested, under <c>DOTNET_EnableAVX512=0</c>.</summary>
     public static bool Interleaves(GgmlType type, SimdLevel level)
         => level == SimdLevel.Avx512 && AvxVnni.IsSupported && type is GgmlType.Q4_0 or GgmlType.Q5_0 or GgmlType.Q8_0 or GgmlType.IQ4_NL;
 
