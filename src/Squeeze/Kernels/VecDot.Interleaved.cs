@@ -83,7 +83,7 @@ internal static unsafe partial class VecDot
     private static Vector256<int> Row<T>(byte* row, int b, Vector256<byte> offset) where T : ISignedBlock32
         => (T.Values(row + b * T.Bytes).AsByte() + offset).AsInt32();
 
-    /// <summary>−128 · Σ of each activation block (the correction <see cref="StripeProduct4"/> starts a block sum with), for
+    /// <summary>−128 · Σ of each activation block (the correction <see cref="StripeProduct4"/> adds to each block sum), for
     /// <paramref name="tokens"/> rows prepared as <see cref="ActivationRowBytes"/> lays out Q8_0 rows.</summary>
     public static void StripeCorrections(byte* x, long xRowBytes, int columns, int tokens, int* destination)
     {
