@@ -415,14 +415,11 @@ public static class ModelCodec
             long tokens = 0, escapes = 0, done = 0;
             double modelBits = 0, escapeBits = 0;
             var nll = new double[lanes.Count];
-            Run(lanes, (lane, index, logits, cumulative, scratch) =>
+            Run(lanes, (lane, index, logits, logPartition) =>
             {
                 int symbol = lane.Symbols[lane.Coded];
                 if (symbol >= 0)
-                {
-                    LogSoftmax.Compute(logits, scratch);
-                    nll[index] = -scratch[symbol] / Math.Log(2);
-                }
+                    nll[index] = (logPartition - logits[symbol]) / Math.Log(2);
             }, (lane, index, cumulative) =>
             {
                 int symbol = lane.Symbols[lane.Coded++];
@@ -488,7 +485,7 @@ public static class ModelCodec
             return lanes.Select(l => l.Output).ToList();
         }
 
-        private delegate void Measure(Lane lane, int index, ReadOnlySpan<float> logits, ReadOnlySpan<uint> cumulative, Span<float> scratch);
+        private delegate void Measure(Lane lane, int index, ReadOnlySpan<float> logits, double logPartition);
 
         private delegate (int Symbol, bool Finished) Code(Lane lane, int index, ReadOnlySpan<uint> cumulative);
 
@@ -552,8 +549,8 @@ public static class ModelCodec
                         cumulative[i] ??= new uint[vocab + 2];
                         scratch[i] ??= new float[vocab];
                         var row = logits.AsSpan(a * vocab, vocab);
-                        TokenFrequencies.Compute(row, scratch[i], cumulative[i]);
-                        measure?.Invoke(lanes[i], i, row, cumulative[i], scratch[i]);
+                        double logPartition = TokenFrequencies.Compute(row, scratch[i], cumulative[i]);
+                        measure?.Invoke(lanes[i], i, row, logPartition);
                     });
                     foreach (int i in active)
                     {

@@ -16,8 +16,9 @@ public static unsafe class TokenFrequencies
     public const int Budget = 1 << 28;
 
     /// <summary>Fills <paramref name="cumulative"/> ([vocab + 2]) from <paramref name="logits"/> ([vocab]); <paramref name="scratch"/>
-    /// holds at least vocab floats.</summary>
-    public static void Compute(ReadOnlySpan<float> logits, Span<float> scratch, Span<uint> cumulative)
+    /// holds at least vocab floats. Returns the log of the softmax's denominator, <c>max + ln Σ e</c>, so that a
+    /// token's natural log-probability is <c>logit − </c> that.</summary>
+    public static double Compute(ReadOnlySpan<float> logits, Span<float> scratch, Span<uint> cumulative)
     {
         int vocab = logits.Length;
         if (vocab < 1 || scratch.Length < vocab || cumulative.Length != vocab + 2)
@@ -27,7 +28,8 @@ public static unsafe class TokenFrequencies
             max = MathF.Max(max, l);
         var e = scratch[..vocab];
         DeterministicMath.ExpShifted(logits, max, e);
-        float scale = Budget / DeterministicMath.Sum(e);
+        float sum = DeterministicMath.Sum(e);
+        float scale = Budget / sum;
 
         // frequencies into cumulative[1 ..], then prefix sums in place
         int i = 0;
@@ -52,6 +54,7 @@ public static unsafe class TokenFrequencies
             total += cumulative[s];
             cumulative[s] = total;
         }
+        return max + Math.Log(sum);
     }
 
     /// <summary>The symbol s with cumulative[s] ≤ <paramref name="target"/> &lt; cumulative[s + 1].</summary>

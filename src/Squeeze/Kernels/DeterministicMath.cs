@@ -16,6 +16,10 @@ public static unsafe class DeterministicMath
 {
     internal static bool UseVector { get; } = VecDot.Best >= SimdLevel.Avx2 && Vector256.IsHardwareAccelerated;
 
+    /// <summary>The dot products hold their sixteen partial sums in one 512-bit register (lane j = sum j) instead of two
+    /// 256-bit ones: the same fmas on the same sums in the same order, so the same bits, with half the instructions.</summary>
+    internal static bool UseVector512 { get; } = UseVector && VecDot.Best >= SimdLevel.Avx512 && Vector512.IsHardwareAccelerated;
+
     // exp(x) = 2^k · e^r with k = round(x·log2 e) and r = x − k·ln 2 (ln 2 split in two so k·Ln2Hi is exact).
     private const float Log2E = 1.44269504f;
     private const float Ln2Hi = 0.693145752f;   // 11 significant bits: k · Ln2Hi is exact for |k| < 2^13
@@ -52,6 +56,24 @@ public static unsafe class DeterministicMath
         return p * scale;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Exp(Vector512<float> x)
+    {
+        x = Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(ExpMin)), Vector512.Create(ExpMin), x);
+        x = Vector512.ConditionalSelect(Vector512.GreaterThan(x, Vector512.Create(ExpMax)), Vector512.Create(ExpMax), x);
+        var k = x * Vector512.Create(Log2E) + Vector512.Create(RoundMagic) - Vector512.Create(RoundMagic);
+        var r = x - k * Vector512.Create(Ln2Hi) - k * Vector512.Create(Ln2Lo);
+        var p = Vector512.Create(1f / 720);
+        p = Vector512.Create(1f / 120) + r * p;
+        p = Vector512.Create(1f / 24) + r * p;
+        p = Vector512.Create(1f / 6) + r * p;
+        p = Vector512.Create(0.5f) + r * p;
+        p = Vector512.Create(1f) + r * p;
+        p = Vector512.Create(1f) + r * p;
+        var scale = Vector512.ShiftLeft(Vector512.ConvertToInt32(k) + Vector512.Create(127), 23).AsSingle();
+        return p * scale;
+    }
+
     /// <summary><c>destination[i] = Exp(x[i] − shift)</c>.</summary>
     public static void ExpShifted(ReadOnlySpan<float> x, float shift, Span<float> destination) => ExpShifted(x, shift, destination, UseVector);
 
@@ -65,6 +87,12 @@ public static unsafe class DeterministicMath
             fixed (float* px = x)
             fixed (float* pd = destination)
             {
+                if (UseVector512)
+                {
+                    var s16 = Vector512.Create(shift);
+                    for (; i + 16 <= x.Length; i += 16)
+                        Exp(Vector512.Load(px + i) - s16).Store(pd + i);
+                }
                 var s = Vector256.Create(shift);
                 for (; i + 8 <= x.Length; i += 8)
                     Exp(Vector256.Load(px + i) - s).Store(pd + i);
@@ -131,7 +159,7 @@ public static unsafe class DeterministicMath
     /// IEEE fma) into sum i mod 16 in order of i, then s_j + s_(j+8) for j &lt; 8 combined as <see cref="Sum"/> combines
     /// its eight. The vector version holds sums 0-7 and 8-15 in two registers; the scalar one uses
     /// <see cref="MathF.FusedMultiplyAdd"/>, which is correctly rounded on every machine (in hardware or in software).</summary>
-    public static float Dot(float* a, float* b, int n) => UseVector ? DotVector(a, b, n) : DotScalar(a, b, n);
+    public static float Dot(float* a, float* b, int n) => UseVector512 ? DotVector512(a, b, n) : UseVector ? DotVector(a, b, n) : DotScalar(a, b, n);
 
     internal static float DotScalar(float* a, float* b, int n)
     {
@@ -155,6 +183,27 @@ public static unsafe class DeterministicMath
             s1 = Fma.MultiplyAdd(Vector256.Load(a + i + 8), Vector256.Load(b + i + 8), s1);
         }
         return Finish(s0, s1, a, b, i, n);
+    }
+
+    /// <summary><c>y[p] = Dot(a, b + p · bStride, n)</c> for p &lt; <paramref name="count"/>: eight or four rows at a
+    /// time where the vector kernels run, bit for bit the single dots.</summary>
+    public static void DotRows(float* a, float* b, long bStride, int count, int n, float* y)
+    {
+        int p = 0;
+        if (UseVector512)
+        {
+            for (; p + 8 <= count; p += 8)
+                Dot8Vector512(a, b + p * bStride, bStride, n, y + p, 1);
+            for (; p + 4 <= count; p += 4)
+                Dot4Vector512(a, b + p * bStride, bStride, n, y + p, 1);
+        }
+        else if (UseVector)
+        {
+            for (; p + 4 <= count; p += 4)
+                Dot4Vector(a, b + p * bStride, bStride, n, y + p, 1);
+        }
+        for (; p < count; p++)
+            y[p] = Dot(a, b + p * bStride, n);
     }
 
     /// <summary>Four rows of <paramref name="b"/> (one every <paramref name="bStride"/> floats) against one row
@@ -198,6 +247,81 @@ public static unsafe class DeterministicMath
         y[yStride] = Finish(s10, s11, a, b + bStride, i, n);
         y[2 * yStride] = Finish(s20, s21, a, b + 2 * bStride, i, n);
         y[3 * yStride] = Finish(s30, s31, a, b + 3 * bStride, i, n);
+    }
+
+    /// <summary><see cref="DotVector"/> with the sixteen sums in one 512-bit register.</summary>
+    internal static float DotVector512(float* a, float* b, int n)
+    {
+        Vector512<float> s = default;
+        int i = 0;
+        for (; i + 16 <= n; i += 16)
+            s = Avx512F.FusedMultiplyAdd(Vector512.Load(a + i), Vector512.Load(b + i), s);
+        return Finish(s.GetLower(), s.GetUpper(), a, b, i, n);
+    }
+
+    /// <summary><see cref="Dot4Vector"/> with each token's sixteen sums in one 512-bit register.</summary>
+    internal static void Dot4Vector512(float* a, float* b, long bStride, int n, float* y, long yStride)
+    {
+        Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        float* b0 = b, b1 = b + bStride, b2 = b + 2 * bStride, b3 = b + 3 * bStride;
+        int i = 0;
+        for (; i + 16 <= n; i += 16)
+        {
+            var w = Vector512.Load(a + i);
+            s0 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b0 + i), s0);
+            s1 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b1 + i), s1);
+            s2 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b2 + i), s2);
+            s3 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b3 + i), s3);
+        }
+        if (i == n)
+        {
+            y[0] = Tree(s0.GetLower() + s0.GetUpper());
+            y[yStride] = Tree(s1.GetLower() + s1.GetUpper());
+            y[2 * yStride] = Tree(s2.GetLower() + s2.GetUpper());
+            y[3 * yStride] = Tree(s3.GetLower() + s3.GetUpper());
+        }
+        else
+        {
+            Finish4(s0.GetLower(), s0.GetUpper(), s1.GetLower(), s1.GetUpper(), s2.GetLower(), s2.GetUpper(), s3.GetLower(), s3.GetUpper(), a, b0, bStride, i, n, y, yStride);
+        }
+    }
+
+    /// <summary>Eight rows of <paramref name="b"/> (one every <paramref name="bStride"/> floats) against one row
+    /// <paramref name="a"/>: <c>y[t · yStride] = Dot(a, b + t · bStride, n)</c>, bit for bit. Eight independent
+    /// accumulators hide the fma latency that four leave exposed.</summary>
+    internal static void Dot8Vector512(float* a, float* b, long bStride, int n, float* y, long yStride)
+    {
+        Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
+        float* b4 = b + 4 * bStride;
+        int i = 0;
+        for (; i + 16 <= n; i += 16)
+        {
+            var w = Vector512.Load(a + i);
+            s0 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b + i), s0);
+            s1 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b + bStride + i), s1);
+            s2 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b + 2 * bStride + i), s2);
+            s3 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b + 3 * bStride + i), s3);
+            s4 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b4 + i), s4);
+            s5 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b4 + bStride + i), s5);
+            s6 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b4 + 2 * bStride + i), s6);
+            s7 = Avx512F.FusedMultiplyAdd(w, Vector512.Load(b4 + 3 * bStride + i), s7);
+        }
+        if (i == n)
+        {
+            y[0] = Tree(s0.GetLower() + s0.GetUpper());
+            y[yStride] = Tree(s1.GetLower() + s1.GetUpper());
+            y[2 * yStride] = Tree(s2.GetLower() + s2.GetUpper());
+            y[3 * yStride] = Tree(s3.GetLower() + s3.GetUpper());
+            y[4 * yStride] = Tree(s4.GetLower() + s4.GetUpper());
+            y[5 * yStride] = Tree(s5.GetLower() + s5.GetUpper());
+            y[6 * yStride] = Tree(s6.GetLower() + s6.GetUpper());
+            y[7 * yStride] = Tree(s7.GetLower() + s7.GetUpper());
+        }
+        else
+        {
+            Finish4(s0.GetLower(), s0.GetUpper(), s1.GetLower(), s1.GetUpper(), s2.GetLower(), s2.GetUpper(), s3.GetLower(), s3.GetUpper(), a, b, bStride, i, n, y, yStride);
+            Finish4(s4.GetLower(), s4.GetUpper(), s5.GetLower(), s5.GetUpper(), s6.GetLower(), s6.GetUpper(), s7.GetLower(), s7.GetUpper(), a, b4, bStride, i, n, y + 4 * yStride, yStride);
+        }
     }
 
     /// <summary>Adds elements [i, n) to the sixteen sums held in two registers and reduces them in the fixed order.</summary>

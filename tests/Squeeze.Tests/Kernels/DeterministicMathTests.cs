@@ -45,6 +45,8 @@ public unsafe class DeterministicMathTests
             {
                 Assert.Equal(DeterministicMath.SumScalar(px, n), DeterministicMath.SumVector(px, n));
                 Assert.Equal(DeterministicMath.DotScalar(px, py, n), DeterministicMath.DotVector(px, py, n));
+                if (DeterministicMath.UseVector512)
+                    Assert.Equal(DeterministicMath.DotScalar(px, py, n), DeterministicMath.DotVector512(px, py, n));
                 double reference = 0;
                 for (int i = 0; i < n; i++)
                     reference += (double)x[i] * y[i];
@@ -54,7 +56,7 @@ public unsafe class DeterministicMathTests
     }
 
     [Fact]
-    public void Four_token_dot_equals_four_single_dots()
+    public void Four_and_eight_token_dots_equal_single_dots()
     {
         var rng = new Random(7);
         foreach (int n in new[] { 1, 7, 8, 9, 31, 48, 288, 289, 768 })
@@ -66,6 +68,20 @@ public unsafe class DeterministicMathTests
                 DeterministicMath.Dot4Vector(pw, px, n + 1, n, py, 5);
                 for (int t = 0; t < 4; t++)
                     Assert.Equal(DeterministicMath.DotScalar(pw, px + t * (n + 1), n), y[t * 5]);
+                if (!DeterministicMath.UseVector512)
+                    continue;
+                Array.Clear(y);
+                DeterministicMath.Dot4Vector512(pw, px, n + 1, n, py, 5);
+                for (int t = 0; t < 4; t++)
+                    Assert.Equal(DeterministicMath.DotScalar(pw, px + t * (n + 1), n), y[t * 5]);
+                float[] x8 = Random(8 * n + 7, rng, 1);
+                var y8 = new float[8 * 5];
+                fixed (float* px8 = x8, py8 = y8)
+                {
+                    DeterministicMath.Dot8Vector512(pw, px8, n + 1, n, py8, 5);
+                    for (int t = 0; t < 8; t++)
+                        Assert.Equal(DeterministicMath.DotScalar(pw, px8 + t * (n + 1), n), y8[t * 5]);
+                }
             }
         }
     }
@@ -99,6 +115,8 @@ public unsafe class DeterministicAttentionTests
     [InlineData(64, 3)]
     [InlineData(80, 256)]
     [InlineData(12, 20)]
+    [InlineData(112, 33)]
+    [InlineData(128, 9)]
     public void Head_equals_its_scalar_definition(int headDim, int positions)
     {
         var rng = new Random(headDim * 1000 + positions);
