@@ -21,7 +21,7 @@ internal static unsafe class ProfileSuite
         Console.WriteLine();
         Console.WriteLine("| weights | q | k | v | attn_output | gate | up | down | products | forward | rest |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
-        foreach (var file in SpeedSuite.Files(shared))
+        foreach (var file in SpeedSuite.Selected(args, shared))
         {
             using var model = ModelLoader.Load(file);
             var config = model.Config;

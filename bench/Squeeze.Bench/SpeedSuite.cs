@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Runtime.InteropServices;
 using Squeeze.Formats;
 using Squeeze.Models;
@@ -43,15 +44,24 @@ internal static class SpeedSuite
         return [Path.Combine(golden, "stories15M-f32.gguf"), Path.Combine(golden, "stories15M-Q8_0.gguf"), q4, Path.Combine(golden, "stories15M-Q4_K_M-imatrix.gguf")];
     }
 
+    /// <summary><see cref="Files"/>, or with <c>--files Q8_0,Q4_0</c> only those whose names contain one of the parts.</summary>
+    internal static string[] Selected(string[] args, string shared)
+    {
+        string[] only = AllocationSuite.Value(args, "--files")?.Split(',') ?? [];
+        return Files(shared).Where(f => only.Length == 0 || only.Any(o => Path.GetFileName(f).Contains(o, StringComparison.OrdinalIgnoreCase))).ToArray();
+    }
+
     public static void Run(string[] args)
     {
         string shared = Program.Shared(args);
         int repetitions = Program.Option(args, "--repetitions", 5);
-        var files = Files(shared);
-        var bandwidth = new Dictionary<int, double> { [1] = CopyBandwidth(1), [2] = CopyBandwidth(2) };
-        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- speed --repetitions {repetitions}` (median of {repetitions} runs after a warm-up)");
+        // --threads 1: one thread count
+        int[] threadCounts = AllocationSuite.Value(args, "--threads") is { } t ? [int.Parse(t, CultureInfo.InvariantCulture)] : [1, 2];
+        var files = Selected(args, shared);
+        var bandwidth = threadCounts.ToDictionary(n => n, CopyBandwidth);
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- {string.Join(' ', args)}` (median of {repetitions} runs after a warm-up)");
         Console.WriteLine();
-        Console.WriteLine($"STREAM-like copy (256 MiB, read + write counted): {bandwidth[1]:0.0} GB/s on 1 thread, {bandwidth[2]:0.0} GB/s on 2.");
+        Console.WriteLine($"STREAM-like copy (256 MiB, read + write counted): {string.Join(", ", bandwidth.Select(b => $"{b.Value:0.0} GB/s on {b.Key} thread(s)"))}.");
         Console.WriteLine();
         Console.WriteLine("| weights | threads | prompt 256 tok/s | llama.cpp | ratio | decode 128 tok/s | llama.cpp | ratio | MB read/token | decode GB/s | of copy |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
@@ -60,7 +70,7 @@ internal static class SpeedSuite
             using var model = ModelLoader.Load(file);
             double bytesPerToken = WeightBytesPerToken(model);
             string name = Path.GetFileName(file);
-            foreach (int threads in new[] { 1, 2 })
+            foreach (int threads in threadCounts)
             {
                 var r = SpeedBenchmark.Run(model, threads, promptTokens: 256, decodeTokens: 128, repetitions);
                 var (p, d) = LlamaCpp[(name, threads)];

@@ -17,9 +17,16 @@ internal static unsafe partial class Attention
     /// </summary>
     public static void HeadAvx2(float* query, float* keys, float* values, int stride, int positions, int headDim, float scale, float* scores, float* output)
     {
-        var q = new ReadOnlySpan<float>(query, headDim);
-        for (int p = 0; p < positions; p++)
-            scores[p] = TensorPrimitives.Dot(q, new ReadOnlySpan<float>(keys + (long)p * stride, headDim)) * scale;
+        if (Vector512.IsHardwareAccelerated && headDim % 16 == 0 && headDim <= MaxInlineDot)
+        {
+            InlineDotScores(query, keys, stride, positions, headDim, scale, scores);
+        }
+        else
+        {
+            var q = new ReadOnlySpan<float>(query, headDim);
+            for (int p = 0; p < positions; p++)
+                scores[p] = TensorPrimitives.Dot(q, new ReadOnlySpan<float>(keys + (long)p * stride, headDim)) * scale;
+        }
         var s = new Span<float>(scores, positions);
         // TensorPrimitives.SoftMax does not subtract the maximum (a score above ~88 would overflow to NaN); shifting by
         // it first leaves the softmax unchanged mathematically.
@@ -42,6 +49,28 @@ internal static unsafe partial class Attention
                 default: WeightedSum<One>(scores, values + offset, stride, positions, output + offset); width = 8; break;
             }
             offset += width;
+        }
+    }
+
+    // Up to this many values TensorPrimitives.Dot's 512-bit path adds whole vectors one by one (no main loop).
+    private const int MaxInlineDot = 128;
+
+    /// <summary>
+    /// scores[p] = TensorPrimitives.Dot(query, keys[p]) · scale, bit for bit, without a call per position, for a head size
+    /// that is a multiple of 16 and at most 128 on a machine where Vector512 is accelerated: there Dot multiplies 16 values
+    /// at a time, adds the products vector by vector to a zero vector in order (its masked tail adds one more zero, a no-op:
+    /// a sum started at +0 is never −0), and ends with Vector512.Sum.
+    /// </summary>
+    private static void InlineDotScores(float* query, float* keys, int stride, int positions, int headDim, float scale, float* scores)
+    {
+        int vectors = headDim / 16;
+        for (int p = 0; p < positions; p++)
+        {
+            float* k = keys + (long)p * stride;
+            Vector512<float> sum = Vector512<float>.Zero;
+            for (int i = 0; i < vectors; i++)
+                sum += Vector512.Load(query + 16 * i) * Vector512.Load(k + 16 * i);
+            scores[p] = Vector512.Sum(sum) * scale;
         }
     }
 

@@ -6,7 +6,7 @@ namespace Squeeze.Kernels;
 
 /// <summary>
 /// A quick check, runnable in any process, that the kernels this machine dispatches to agree with the scalar references:
-/// <see cref="MatMul"/> (one-token and four-token kernels, repacking, several threads) against the scalar
+/// <see cref="MatMul"/> (one-token and four-token kernels, repacking, interleaved stripes, several threads) against the scalar
 /// <see cref="VecDot"/> on the same activations, the activation quantizers against their scalar versions (exactly), and
 /// attention against its scalar version. Tests run it in child processes with <c>DOTNET_EnableAVX512=0</c> and
 /// <c>DOTNET_EnableAVX2=0</c>, so the fallback paths are exercised on a machine that has the wide ones.
@@ -28,7 +28,7 @@ public static unsafe class KernelSelfTest
     public static int Run(TextWriter log)
     {
         ArgumentNullException.ThrowIfNull(log);
-        log.WriteLine($"kernel level {VecDot.Best}; Avx2 {Avx2.IsSupported}, Fma {Fma.IsSupported}, Avx512F {Avx512F.IsSupported}, AvxVnni {AvxVnni.IsSupported}");
+        log.WriteLine($"kernel level {VecDot.Best}; Avx2 {Avx2.IsSupported}, Fma {Fma.IsSupported}, Avx512F {Avx512F.IsSupported}, AvxVnni {AvxVnni.IsSupported}; interleaved stripes {VecDot.Interleaves(GgmlType.Q8_0, VecDot.Best)}");
         int failures = 0;
         using var context = new ComputeContext(2);
         foreach (GgmlType type in Types)

@@ -50,6 +50,7 @@ public static unsafe class MatMul
 
         Job job = context.MatMulJob;
         SimdLevel level = VecDot.Best;
+        bool interleave = !context.Deterministic && tokens >= 4 && rows >= VecDot.StripeRows && VecDot.Interleaves(type, level);
         bool repack = !context.Deterministic && tokens >= 4 && VecDot.RepacksToQ8_0(type, level);
         GgmlType kernelType = repack ? GgmlType.Q8_0 : type; // repacked rows run the Q8_0 kernels (bit for bit the same)
         job.Type = type;
@@ -66,15 +67,23 @@ public static unsafe class MatMul
             job.Dot8 = null;
         }
 
-        // scratch: [tokens, xRowBytes] converted activations (none for F32), then per part one weight row repacked to Q8_0
+        // scratch: [tokens, xRowBytes] converted activations (none for F32), the stripes' activation corrections
+        // [tokens, blocks], then per part one weight row repacked to Q8_0 and one packed stripe
         bool convert = VecDot.ActivationType(type) != GgmlType.F32;
         long xBytes = convert ? (xRowBytes * tokens + 63) / 64 * 64 : 0;
+        long correctionBytes = interleave ? (4L * tokens * (columns / BlockLayout.QK) + 63) / 64 * 64 : 0;
         job.RowScratchBytes = repack ? (GgmlTypes.RowBytes(GgmlType.Q8_0, columns) + 63) / 64 * 64 : 0;
-        byte* scratch = xBytes + parts * job.RowScratchBytes > 0 ? context.Scratch(xBytes + parts * job.RowScratchBytes) : null;
+        job.StripeScratchBytes = interleave ? (VecDot.StripeBytes(columns) + 63) / 64 * 64 : 0;
+        long partBytes = job.RowScratchBytes + job.StripeScratchBytes;
+        long scratchBytes = xBytes + correctionBytes + parts * partBytes;
+        byte* scratch = scratchBytes > 0 ? context.Scratch(scratchBytes) : null;
         byte* xq = convert ? scratch : (byte*)x;
         if (convert)
             PrepareActivations(type, x, columns, tokens, context, xq);
-        job.RowScratch = repack ? scratch + xBytes : null;
+        job.Corrections = interleave ? (int*)(scratch + xBytes) : null;
+        if (interleave)
+            VecDot.StripeCorrections(xq, xRowBytes, columns, tokens, job.Corrections);
+        job.PartScratch = partBytes > 0 ? scratch + xBytes + correctionBytes : null;
         job.Weight = weight;
         job.RowBytes = rowBytes;
         job.Rows = rows;
@@ -146,8 +155,10 @@ public static unsafe class MatMul
         public delegate*<byte*, byte*, int, float> Dot;
         public delegate*<byte*, byte*, long, int, float*, long, void> Dot4; // null: one token at a time
         public delegate*<byte*, byte*, long, int, float*, long, void> Dot8; // eight tokens at a time, or null
-        public byte* RowScratch;  // [parts, RowScratchBytes]: a weight row repacked to Q8_0, or null
-        public long RowScratchBytes;
+        public byte* PartScratch;        // [parts, RowScratchBytes + StripeScratchBytes], or null
+        public long RowScratchBytes;     // a weight row repacked to Q8_0 (0: no repacking)
+        public long StripeScratchBytes;  // a packed stripe of VecDot.StripeRows rows (0: no stripes)
+        public int* Corrections;         // [Tokens, Columns / 32] for the stripes
         public byte* Weight;      // [Rows, RowBytes]
         public long RowBytes;
         public int Rows, Columns;
@@ -160,10 +171,38 @@ public static unsafe class MatMul
         public void Run(int part, int parts)
         {
             int r0 = Boundary(part, parts), r1 = Boundary(part + 1, parts);
+            byte* own = PartScratch + part * (RowScratchBytes + StripeScratchBytes);
+            int stripesEnd = r0;
+            if (StripeScratchBytes > 0)
+            {
+                stripesEnd = r0 + (r1 - r0) / VecDot.StripeRows * VecDot.StripeRows;
+                RunStripes(r0, stripesEnd, own + RowScratchBytes);
+            }
+            RunRows(stripesEnd, r1, RowScratchBytes > 0 ? own : null);
+        }
+
+        /// <summary>Rows [r0, r1) (a multiple of <see cref="VecDot.StripeRows"/>) packed a stripe at a time, each stripe
+        /// multiplied with every token.</summary>
+        private void RunStripes(int r0, int r1, byte* stripe)
+        {
+            int nb = Columns / BlockLayout.QK;
+            for (int r = r0; r < r1; r += VecDot.StripeRows)
+            {
+                VecDot.PackStripe(Type, Weight + r * RowBytes, RowBytes, Columns, stripe);
+                int t = 0;
+                for (; t + 4 <= Tokens; t += 4)
+                    VecDot.StripeProduct4(stripe, nb, X + t * XRowBytes, XRowBytes, Corrections + t * nb, Y + (long)t * YStride + r, YStride);
+                for (; t < Tokens; t++)
+                    VecDot.StripeProduct1(stripe, nb, X + t * XRowBytes, Corrections + t * nb, Y + (long)t * YStride + r);
+            }
+        }
+
+        /// <summary>Rows [r0, r1) one at a time, in blocks of rows, each block through every tile of tokens.</summary>
+        private void RunRows(int r0, int r1, byte* repacked)
+        {
             var dot = Dot;
             var dot4 = Dot4;
             var dot8 = Dot8;
-            byte* repacked = RowScratch == null ? null : RowScratch + part * RowScratchBytes;
             // With an eight-token kernel one call is the whole tile: measured fastest when the rows are blocked (a larger
             // tile through the same kernel runs the classifier of stories15M at 0.85×).
             int tile = dot8 != null ? 8 : (int)Math.Clamp(TileBytes / XRowBytes, 4, MaxTileTokens) & ~3;
