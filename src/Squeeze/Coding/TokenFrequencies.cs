@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
 using Squeeze.Kernels;
 
@@ -23,9 +24,9 @@ public static unsafe class TokenFrequencies
         int vocab = logits.Length;
         if (vocab < 1 || scratch.Length < vocab || cumulative.Length != vocab + 2)
             throw new ArgumentException($"{vocab} logits need {vocab} floats of scratch and {vocab + 2} cumulative frequencies");
-        float max = float.NegativeInfinity;
-        foreach (float l in logits)
-            max = MathF.Max(max, l);
+        // The maximum of a set does not depend on the order it is searched in (IEEE maximum: −0 < +0, NaN wins), so the
+        // vectorized search gives the same shift everywhere.
+        float max = TensorPrimitives.Max(logits);
         var e = scratch[..vocab];
         DeterministicMath.ExpShifted(logits, max, e);
         float sum = DeterministicMath.Sum(e);
