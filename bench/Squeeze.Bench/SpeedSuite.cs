@@ -59,7 +59,7 @@ internal static class SpeedSuite
         int[] threadCounts = AllocationSuite.Value(args, "--threads") is { } t ? [int.Parse(t, CultureInfo.InvariantCulture)] : [1, 2];
         var files = Selected(args, shared);
         var bandwidth = threadCounts.ToDictionary(n => n, CopyBandwidth);
-        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- {string.Join(' ', args)}` (median of {repetitions} runs after a warm-up)");
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- speed {string.Join(' ', args)}` (median of {repetitions} runs after a warm-up)");
         Console.WriteLine();
         Console.WriteLine($"STREAM-like copy (256 MiB, read + write counted): {string.Join(", ", bandwidth.Select(b => $"{b.Value:0.0} GB/s on {b.Key} thread(s)"))}.");
         Console.WriteLine();
