@@ -109,6 +109,46 @@ internal static class NativeMutations
         return (rows, weights.Plain.Count);
     }
 
+    /// <summary>Asserts that parsing and decoding the file at <paramref name="path"/> throws a
+    /// <see cref="ModelFormatException"/> naming the file, with <paramref name="expected"/> in its message.</summary>
+    public static void AssertRefused(string path, IReadOnlyDictionary<string, long[]> shapes, string expected)
+    {
+        using var file = SafetensorsFile.Open(path);
+        var e = Assert.Throws<ModelFormatException>(() => ParseAndDecode(file, shapes));
+        Assert.Equal(path, e.Path);
+        Assert.Contains(expected, e.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>Rewrites the safetensors file at <paramref name="path"/> with its metadata and tensors passed through
+    /// <paramref name="edit"/>.</summary>
+    public static void Rewrite(string path, Action<IDictionary<string, string>, Dictionary<string, (SafetensorsDType DType, long[] Shape, byte[] Data)>> edit)
+    {
+        var meta = new Dictionary<string, string>();
+        var tensors = new Dictionary<string, (SafetensorsDType DType, long[] Shape, byte[] Data)>();
+        using (var file = SafetensorsFile.Open(path))
+        {
+            foreach (var (key, value) in file.Metadata)
+                meta[key] = value;
+            foreach (var t in file.Tensors)
+                tensors[t.Name] = (t.DType, t.Shape, file.GetBytes(t).ToArray());
+        }
+        edit(meta, tensors);
+        var writer = new SafetensorsWriter();
+        foreach (var (key, value) in meta)
+            writer.Metadata[key] = value;
+        foreach (var (name, (dtype, shape, data)) in tensors)
+            writer.Add(name, dtype, shape, data);
+        writer.Write(path);
+    }
+
+    /// <summary>Replaces tensor <paramref name="name"/>'s data by a copy changed by <paramref name="change"/>.</summary>
+    public static void Patch(Dictionary<string, (SafetensorsDType DType, long[] Shape, byte[] Data)> tensors, string name, Action<byte[]> change)
+    {
+        var data = tensors[name].Data.ToArray();
+        change(data);
+        tensors[name] = (tensors[name].DType, tensors[name].Shape, data);
+    }
+
     /// <summary>A safetensors file of <paramref name="header"/> and <paramref name="data"/>.</summary>
     public static byte[] Build(string header, byte[] data)
     {
