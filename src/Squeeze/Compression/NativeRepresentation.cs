@@ -31,13 +31,18 @@ public abstract record NativeRepresentation
 
     /// <summary>The default levels of <c>compress --format native</c>: uniform codes of 2, 3, 4, 5, 6 and 8 bits in the
     /// largest groups of at most 64 and at most 256 values that divide the row, per-row codebooks of 2, 3 and 4 bits,
-    /// and f16.</summary>
+    /// vector codebooks (6-dim vectors, 12- and 13-bit indices: only large tensors such as the embedding; row-scaled 4-dim
+    /// vectors, 8- to 10-bit indices), and f16. The vector levels are those the budget search chose at 2.5 to 3.5 bits per
+    /// weight on stories15M (docs/BENCHMARKS.md).</summary>
     public static IReadOnlyList<NativeRepresentation> Defaults { get; } =
     [
         .. from bits in (int[])[2, 3, 4, 5, 6, 8]
            from g in (int[])[64, 256]
            select (NativeRepresentation)new UniformRepresentation(bits, g, false, AtMost: true),
         .. from bits in (int[])[2, 3, 4] select (NativeRepresentation)new CodebookRepresentation(bits, 0, AtMost: false),
+        new VectorRepresentation(6, 12, 0, RowScales: false),
+        new VectorRepresentation(6, 13, 0, RowScales: false),
+        .. from bits in (int[])[8, 9, 10] select (NativeRepresentation)new VectorRepresentation(4, bits, 0, RowScales: true),
         new Float16Representation(),
     ];
 
