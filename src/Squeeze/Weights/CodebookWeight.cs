@@ -105,45 +105,15 @@ public sealed unsafe partial class CodebookWeight : LinearWeight
         }
     }
 
-    /// <inheritdoc />
-    public override void Multiply(ReadOnlySpan<float> x, int tokens, ComputeContext context, Span<float> y)
-    {
-        ArgumentNullException.ThrowIfNull(context);
-        CheckProduct(x, tokens, y);
-        if (tokens == 0)
-            return;
-        int chunks = (Rows + ChunkRows - 1) / ChunkRows;
-        int parts = context.Threads == 1 ? 1 : Math.Min(chunks, 4 * context.Threads);
-        int stride = (Columns + 15) & ~15;
-        long partFloats = (long)ChunkRows * stride + Math.Max(Levels, LevelsScratch);
-        var job = new ProductJob
-        {
-            Weight = this,
-            Dot = context.Deterministic ? VecDot.ForDeterministic(GgmlType.F32) : VecDot.For(GgmlType.F32),
-            Scratch = (float*)context.Scratch(parts * partFloats * sizeof(float)),
-            PartFloats = partFloats,
-            Stride = stride,
-            Chunks = chunks,
-            Tokens = tokens,
-        };
-        fixed (float* px = x)
-        fixed (float* py = y)
-        {
-            job.X = px;
-            job.Y = py;
-            context.Run(job, parts);
-        }
-    }
-
-    private const int ChunkRows = 8;
-
     // Floats of table scratch at least: the vector path loads two 8-float halves whatever the width.
     private const int LevelsScratch = 16;
+
+    internal override int DecodeScratchFloats => Math.Max(Levels, LevelsScratch);
 
     /// <summary>Decodes row <paramref name="row"/> into <paramref name="destination"/> ([Columns]) as <see cref="DecodeRow"/>
     /// does, eight codes per 64-bit load (2 to 4 bits with AVX2: eight table lookups per permute); <paramref name="levels"/>
     /// ([max(Levels, 16)]) is scratch for one group's table in f32.</summary>
-    internal void DecodeRowFast(int row, float* destination, float* levels)
+    internal override void DecodeRowFast(int row, float* destination, float* levels)
     {
         int bits = Bits, mask = Levels - 1, group = Group, groups = GroupsPerRow;
         fixed (byte* allCodes = codes)
@@ -190,38 +160,5 @@ public sealed unsafe partial class CodebookWeight : LinearWeight
         if (shift + bits > 8)
             v |= packed[at + 1] << 8;
         return (v >> shift) & mask;
-    }
-
-    // Row chunks in parallel: decode ChunkRows rows, then one f32 dot per (token, row), as DecodedProduct orders them.
-    private sealed class ProductJob : IParallelJob
-    {
-        public required CodebookWeight Weight;
-        public required delegate*<byte*, byte*, int, float> Dot;
-        public required float* Scratch; // [parts, PartFloats]: ChunkRows decoded rows, then one table in f32
-        public required long PartFloats;
-        public required int Stride, Chunks, Tokens;
-        public float* X, Y;
-
-        public void Run(int part, int parts)
-        {
-            var weight = Weight;
-            int rows = weight.Rows, columns = weight.Columns;
-            float* decoded = Scratch + part * PartFloats;
-            float* levels = decoded + (long)ChunkRows * Stride;
-            int c0 = (int)((long)Chunks * part / parts), c1 = (int)((long)Chunks * (part + 1) / parts);
-            for (int chunk = c0; chunk < c1; chunk++)
-            {
-                int r0 = chunk * ChunkRows, r1 = Math.Min(rows, r0 + ChunkRows);
-                for (int r = r0; r < r1; r++)
-                    weight.DecodeRowFast(r, decoded + (r - r0) * Stride, levels);
-                for (int t = 0; t < Tokens; t++)
-                {
-                    byte* xt = (byte*)(X + (long)t * columns);
-                    float* yt = Y + (long)t * rows;
-                    for (int r = r0; r < r1; r++)
-                        yt[r] = Dot((byte*)(decoded + (r - r0) * Stride), xt, columns);
-                }
-            }
-        }
     }
 }

@@ -4,7 +4,8 @@ using Squeeze.Tensors;
 namespace Squeeze.Weights;
 
 /// <summary>
-/// The product every representation has: rows are decoded (<see cref="LinearWeight.DecodeRow"/>) a chunk at a time into
+/// The product every representation has: rows are decoded (<see cref="LinearWeight.DecodeRowFast"/>, the same bits as
+/// <see cref="LinearWeight.DecodeRow"/>) a chunk at a time into
 /// per-part scratch and multiplied with every token by f32 dot products, so each decoded row serves the whole batch.
 /// Parts are row ranges; each output is one dot call whatever the split, so results do not depend on the thread count,
 /// and in the deterministic mode the dots are <see cref="DeterministicMath"/>'s.
@@ -20,7 +21,7 @@ internal static unsafe class DecodedProduct
         int rows = weight.Rows, columns = weight.Columns;
         int chunks = (rows + ChunkRows - 1) / ChunkRows;
         int parts = context.Threads == 1 ? 1 : Math.Min(chunks, 4 * context.Threads);
-        long chunkFloats = (long)ChunkRows * ((columns + 15) & ~15);
+        long chunkFloats = (long)ChunkRows * ((columns + 15) & ~15) + weight.DecodeScratchFloats;
         var job = context.DecodedJob;
         job.Weight = weight;
         job.Dot = context.Deterministic ? VecDot.ForDeterministic(GgmlType.F32) : VecDot.For(GgmlType.F32);
@@ -53,12 +54,13 @@ internal static unsafe class DecodedProduct
             int rows = weight.Rows, columns = weight.Columns;
             int stride = (columns + 15) & ~15;
             float* decoded = Scratch + part * ChunkFloats;
+            float* decodeScratch = decoded + (long)ChunkRows * stride;
             int c0 = (int)((long)Chunks * part / parts), c1 = (int)((long)Chunks * (part + 1) / parts);
             for (int chunk = c0; chunk < c1; chunk++)
             {
                 int r0 = chunk * ChunkRows, r1 = Math.Min(rows, r0 + ChunkRows);
                 for (int r = r0; r < r1; r++)
-                    weight.DecodeRow(r, new Span<float>(decoded + (r - r0) * stride, columns));
+                    weight.DecodeRowFast(r, decoded + (r - r0) * stride, decodeScratch);
                 for (int t = 0; t < Tokens; t++)
                 {
                     byte* xt = (byte*)(X + (long)t * columns);

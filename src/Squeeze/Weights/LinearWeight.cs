@@ -43,6 +43,14 @@ public abstract class LinearWeight
     /// <summary>Reference decoding: <c>destination[c] = W[row, c]</c>. Safe to call from several threads at once.</summary>
     public abstract void DecodeRow(int row, Span<float> destination);
 
+    /// <summary>Floats of per-thread scratch <see cref="DecodeRowFast"/> needs (0: none).</summary>
+    internal virtual int DecodeScratchFloats => 0;
+
+    /// <summary>Row <paramref name="row"/> into <paramref name="destination"/> ([Columns]) with the same bits as
+    /// <see cref="DecodeRow"/>, as fast as the representation can (<paramref name="scratch"/> holds
+    /// <see cref="DecodeScratchFloats"/> floats); what the default product (<see cref="DecodedProduct"/>) decodes with.</summary>
+    internal virtual unsafe void DecodeRowFast(int row, float* destination, float* scratch) => DecodeRow(row, new Span<float>(destination, Columns));
+
     /// <summary>
     /// <c>y[t, r] = Σ_c W[r, c] · x[t, c]</c> for every token t: <paramref name="x"/> is [tokens, Columns],
     /// <paramref name="y"/> is [tokens, Rows], row-major. Results do not depend on the thread count; in the
@@ -50,6 +58,7 @@ public abstract class LinearWeight
     /// </summary>
     public virtual void Multiply(ReadOnlySpan<float> x, int tokens, ComputeContext context, Span<float> y)
     {
+        ArgumentNullException.ThrowIfNull(context);
         CheckProduct(x, tokens, y);
         DecodedProduct.Multiply(this, x, tokens, context, y);
     }

@@ -163,30 +163,8 @@ public sealed unsafe class VectorCodebookWeight : LinearWeight
             MultiplyByLookup(x, tokens, context, y);
             return;
         }
-        int chunks = (Rows + ChunkRows - 1) / ChunkRows;
-        int parts = context.Threads == 1 ? 1 : Math.Min(chunks, 4 * context.Threads);
-        int stride = (Columns + 15) & ~15;
-        long partFloats = (long)ChunkRows * stride;
-        var job = new ProductJob
-        {
-            Weight = this,
-            Dot = context.Deterministic ? VecDot.ForDeterministic(GgmlType.F32) : VecDot.For(GgmlType.F32),
-            Scratch = (float*)context.Scratch(parts * partFloats * sizeof(float)),
-            PartFloats = partFloats,
-            Stride = stride,
-            Chunks = chunks,
-            Tokens = tokens,
-        };
-        fixed (float* px = x)
-        fixed (float* py = y)
-        {
-            job.X = px;
-            job.Y = py;
-            context.Run(job, parts);
-        }
+        DecodedProduct.Multiply(this, x, tokens, context, y);
     }
-
-    private const int ChunkRows = 8;
 
     /// <summary>Most tokens multiplied through per-token tables: a batch amortizes decoded rows over its tokens, a table
     /// serves one token (prompt speed on stories15M fell threefold with tables for 128-token batches).</summary>
@@ -268,7 +246,7 @@ public sealed unsafe class VectorCodebookWeight : LinearWeight
 
     /// <summary>Decodes row <paramref name="row"/> into <paramref name="destination"/> ([Columns]) with the same bits as
     /// <see cref="DecodeRow"/>: centroids copied from the f32 codebook, times the f32 row scale.</summary>
-    internal void DecodeRowFast(int row, float* destination)
+    internal override void DecodeRowFast(int row, float* destination, float* scratch)
     {
         int d = Dimension, vectors = VectorsPerRow;
         fixed (float* table = centroids)
@@ -349,37 +327,5 @@ public sealed unsafe class VectorCodebookWeight : LinearWeight
             filled -= bits;
         }
         return buffer == 0; // every byte was read (the length is exact); what is left is the padding
-    }
-
-    // Row chunks in parallel: decode ChunkRows rows, then one f32 dot per (token, row), as DecodedProduct orders them.
-    private sealed class ProductJob : IParallelJob
-    {
-        public required VectorCodebookWeight Weight;
-        public required delegate*<byte*, byte*, int, float> Dot;
-        public required float* Scratch; // [parts, PartFloats]: ChunkRows decoded rows
-        public required long PartFloats;
-        public required int Stride, Chunks, Tokens;
-        public float* X, Y;
-
-        public void Run(int part, int parts)
-        {
-            var weight = Weight;
-            int rows = weight.Rows, columns = weight.Columns;
-            float* decoded = Scratch + part * PartFloats;
-            int c0 = (int)((long)Chunks * part / parts), c1 = (int)((long)Chunks * (part + 1) / parts);
-            for (int chunk = c0; chunk < c1; chunk++)
-            {
-                int r0 = chunk * ChunkRows, r1 = Math.Min(rows, r0 + ChunkRows);
-                for (int r = r0; r < r1; r++)
-                    weight.DecodeRowFast(r, decoded + (r - r0) * Stride);
-                for (int t = 0; t < Tokens; t++)
-                {
-                    byte* xt = (byte*)(X + (long)t * columns);
-                    float* yt = Y + (long)t * rows;
-                    for (int r = r0; r < r1; r++)
-                        yt[r] = Dot((byte*)(decoded + (r - r0) * Stride), xt, columns);
-                }
-            }
-        }
     }
 }
