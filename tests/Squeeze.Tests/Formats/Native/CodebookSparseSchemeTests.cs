@@ -65,30 +65,12 @@ public sealed class CodebookSparseSchemeTests : IDisposable
     public void Wide_sparse_rows_use_int32_indices()
     {
         var sparse = new SparseWeight("wide", 2, 70_000, [0, 2, 3], [5, 69_999, 65_536], [1, 2, 3]);
-        var (path, shapes) = Write(("wide", 2, 70_000, (LinearWeight)new SumWeight("wide", [sparse, new SparseWeight("wide", 2, 70_000, [0, 0, 0], [], [])])));
+        var (path, shapes) = NativeMutations.WriteWeights(root, ("wide", 2, 70_000, (LinearWeight)new SumWeight("wide", [sparse, new SparseWeight("wide", 2, 70_000, [0, 0, 0], [], [])])));
         using var file = SafetensorsFile.Open(path);
         Assert.True(file.TryGetInfo("wide.0.columns", out var info));
         Assert.Equal(SafetensorsDType.I32, info.DType);
         var weights = NativeWeights.Parse(file, shapes);
         Assert.Equal(Values(sparse), Values(weights.Weights.Single()));
-    }
-
-    /// <summary>Writes weights through the schemes into a native safetensors file (version 2) and returns its path and shapes.</summary>
-    private (string Path, Dictionary<string, long[]> Shapes) Write(params (string Name, int Rows, int Columns, LinearWeight Weight)[] weights)
-    {
-        var writer = new SafetensorsWriter();
-        var sink = new NativeTensorSink(writer);
-        var shapes = new Dictionary<string, long[]>();
-        foreach (var (name, rows, columns, weight) in weights)
-        {
-            writer.Metadata[NativeFormat.SchemeKeyPrefix + name] = sink.Store(name, weight).ToJsonString();
-            shapes[name] = [rows, columns];
-        }
-        writer.Metadata[NativeFormat.FormatKey] = NativeFormat.FormatName;
-        writer.Metadata[NativeFormat.VersionKey] = sink.Version.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        string path = Path.Combine(root, $"{Guid.NewGuid():N}.safetensors");
-        writer.Write(path);
-        return (path, shapes);
     }
 
     /// <summary>"c": codebook 3-bit group 48 [4, 96]; "o": codebook 2-bit per row plus sparse outliers [4, 96].</summary>
@@ -100,7 +82,7 @@ public sealed class CodebookSparseSchemeTests : IDisposable
             values[k] = (float)(random.NextDouble() - 0.5);
         var c = CodebookQuantizer.Quantize("c", values, 4, 96, default, 3, 48);
         var o = Sum(DenseAndSparse.Encode("o", values, 4, 96, default, 0.05, OutlierCriterion.Magnitude, DenseAndSparse.CodebookEncoder(2, 0)));
-        return Write(("c", 4, 96, c), ("o", 4, 96, o));
+        return NativeMutations.WriteWeights(root, ("c", 4, 96, c), ("o", 4, 96, o));
     }
 
     /// <summary>Rewrites the sample with edited metadata and tensors, and asserts the reader refuses it naming the file and <paramref name="expected"/>.</summary>

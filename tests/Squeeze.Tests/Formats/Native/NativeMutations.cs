@@ -4,6 +4,7 @@ using Squeeze.Formats;
 using Squeeze.Formats.Native;
 using Squeeze.Formats.Safetensors;
 using Squeeze.Tests.Infrastructure;
+using Squeeze.Weights;
 
 namespace Squeeze.Tests.Formats.Native;
 
@@ -107,6 +108,25 @@ internal static class NativeMutations
                 w.DecodeRow(r, row);
         }
         return (rows, weights.Plain.Count);
+    }
+
+    /// <summary>Writes weights through the schemes into a native safetensors file (the lowest format version that holds
+    /// them) in <paramref name="directory"/> and returns its path and the weights' logical shapes.</summary>
+    public static (string Path, Dictionary<string, long[]> Shapes) WriteWeights(string directory, params (string Name, int Rows, int Columns, LinearWeight Weight)[] weights)
+    {
+        var writer = new SafetensorsWriter();
+        var sink = new NativeTensorSink(writer);
+        var shapes = new Dictionary<string, long[]>();
+        foreach (var (name, rows, columns, weight) in weights)
+        {
+            writer.Metadata[NativeFormat.SchemeKeyPrefix + name] = sink.Store(name, weight).ToJsonString();
+            shapes[name] = [rows, columns];
+        }
+        writer.Metadata[NativeFormat.FormatKey] = NativeFormat.FormatName;
+        writer.Metadata[NativeFormat.VersionKey] = sink.Version.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        string path = Path.Combine(directory, $"{Guid.NewGuid():N}.safetensors");
+        writer.Write(path);
+        return (path, shapes);
     }
 
     /// <summary>Asserts that parsing and decoding the file at <paramref name="path"/> throws a

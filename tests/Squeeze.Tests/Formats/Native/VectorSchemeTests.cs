@@ -60,24 +60,6 @@ public sealed class VectorSchemeTests : IDisposable
         Assert.True(double.IsFinite(result.Perplexity) && result.KlDivergence!.Mean > 0);
     }
 
-    /// <summary>Writes weights through the schemes into a native safetensors file (version 2) and returns its path and shapes.</summary>
-    private (string Path, Dictionary<string, long[]> Shapes) Write(params (string Name, int Rows, int Columns, LinearWeight Weight)[] weights)
-    {
-        var writer = new SafetensorsWriter();
-        var sink = new NativeTensorSink(writer);
-        var shapes = new Dictionary<string, long[]>();
-        foreach (var (name, rows, columns, weight) in weights)
-        {
-            writer.Metadata[NativeFormat.SchemeKeyPrefix + name] = sink.Store(name, weight).ToJsonString();
-            shapes[name] = [rows, columns];
-        }
-        writer.Metadata[NativeFormat.FormatKey] = NativeFormat.FormatName;
-        writer.Metadata[NativeFormat.VersionKey] = sink.Version.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        string path = Path.Combine(root, $"{Guid.NewGuid():N}.safetensors");
-        writer.Write(path);
-        return (path, shapes);
-    }
-
     /// <summary>"v": vq dim 4, 5-bit indices (5 vectors of 20 bits a row: 4 bits of padding), row scales [4, 20];
     /// "u": vq dim 2, 3-bit indices, no scales [3, 8].</summary>
     private (string Path, Dictionary<string, long[]> Shapes) Sample()
@@ -88,7 +70,7 @@ public sealed class VectorSchemeTests : IDisposable
             values[k] = (float)(random.NextDouble() - 0.5);
         var v = VectorQuantizer.Quantize("v", values, 4, 20, default, null, new VectorQuantizerOptions { Dimension = 4, IndexBits = 5, RowScales = true });
         var u = VectorQuantizer.Quantize("u", values.AsSpan(0, 24), 3, 8, default, null, new VectorQuantizerOptions { Dimension = 2, IndexBits = 3 });
-        return Write(("v", 4, 20, v), ("u", 3, 8, u));
+        return NativeMutations.WriteWeights(root, ("v", 4, 20, v), ("u", 3, 8, u));
     }
 
     /// <summary>Rewrites the sample with edited metadata and tensors, and asserts the reader refuses it naming the file and <paramref name="expected"/>.</summary>
