@@ -73,24 +73,8 @@ public sealed class VectorCodebookWeightTests
                 var x = new float[tokens * columns];
                 for (int i = 0; i < x.Length; i++)
                     x[i] = (float)(rng.NextDouble() * 2 - 1);
-                var (expected, magnitude) = WeightTestData.ReferenceProduct(weight.Decode(), rows, columns, x, tokens);
                 Assert.Equal(rows >= 2 << bits, weight.UsesLookupTables);
-                float[]? first = null;
-                foreach (int threads in (int[])[1, 2, 3])
-                {
-                    using var context = new ComputeContext(threads);
-                    var y = new float[tokens * rows];
-                    weight.Multiply(x, tokens, context, y);
-                    for (int i = 0; i < y.Length; i++)
-                    {
-                        Assert.True(Math.Abs(y[i] - expected[i]) <= 1e-5 * magnitude[i] + 1e-7,
-                            $"dim {dimension} bits {bits} seed {seed} tokens {tokens}: y[{i / rows}, {i % rows}] = {y[i]}, reference {expected[i]}");
-                    }
-                    if (first is null)
-                        first = y;
-                    else
-                        Assert.Equal(first, y);
-                }
+                WeightTestData.AssertProductMatchesTheReference(weight, x, tokens, $"dim {dimension} bits {bits} seed {seed}");
             }
         }
     }

@@ -44,6 +44,31 @@ internal static unsafe class WeightTestData
         return new BlockWeight(new Tensor(name, GgmlType.BF16, [rows, columns], buffer, 0));
     }
 
+    /// <summary>Multiplies <paramref name="x"/> ([tokens, Columns]) with 1, 2 and 3 threads and asserts every output
+    /// within 1e-5 of its binary64 reference's magnitude (+ 1e-7) and the same bits at every thread count;
+    /// <paramref name="label"/> names the case in a failure.</summary>
+    public static void AssertProductMatchesTheReference(LinearWeight weight, float[] x, int tokens, string label)
+    {
+        int rows = weight.Rows;
+        var (expected, magnitude) = ReferenceProduct(weight.Decode(), rows, weight.Columns, x, tokens);
+        float[]? first = null;
+        foreach (int threads in (int[])[1, 2, 3])
+        {
+            using var context = new ComputeContext(threads);
+            var y = new float[tokens * rows];
+            weight.Multiply(x, tokens, context, y);
+            for (int i = 0; i < y.Length; i++)
+            {
+                Assert.True(Math.Abs(y[i] - expected[i]) <= 1e-5 * magnitude[i] + 1e-7,
+                    $"{label} tokens {tokens}: y[{i / rows}, {i % rows}] = {y[i]}, reference {expected[i]}");
+            }
+            if (first is null)
+                first = y;
+            else
+                Assert.Equal(first, y);
+        }
+    }
+
     /// <summary>y[t, r] = Σ_c W[r, c] · x[t, c] in binary64 from <see cref="LinearWeight.DecodeRow"/>.</summary>
     public static double[] ReferenceProduct(LinearWeight weight, float[] x, int tokens)
         => ReferenceProduct(weight.Decode(), weight.Rows, weight.Columns, x, tokens).Y;
