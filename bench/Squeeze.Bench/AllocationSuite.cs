@@ -55,9 +55,9 @@ internal static class AllocationSuite
         int generations = Program.Option(args, "--generations", 100_000);
         int seed = Program.Option(args, "--seed", 1);
         int refine = Program.Option(args, "--refine", 4);
-        double[] bpws = (Value(args, "--bpw") ?? "6.0,5.0,4.6").Split(',', StringSplitOptions.RemoveEmptyEntries).Select(s => double.Parse(s, CultureInfo.InvariantCulture)).ToArray();
-        string[]? mixes = Value(args, "--mixes")?.Split(',');
-        string output = Value(args, "--out") ?? Path.Combine(RepositoryRoot(), "docs", "charts");
+        double[] bpws = (Program.Value(args, "--bpw") ?? "6.0,5.0,4.6").Split(',', StringSplitOptions.RemoveEmptyEntries).Select(s => double.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+        string[]? mixes = Program.Value(args, "--mixes")?.Split(',');
+        string output = Program.Value(args, "--out") ?? Path.Combine(RepositoryRoot(), "docs", "charts");
         Directory.CreateDirectory(output);
         string calibText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt"));
         string evalText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-eval.txt"));
@@ -306,9 +306,4 @@ internal static class AllocationSuite
         return ranks;
     }
 
-    internal static string? Value(string[] args, string name)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-    }
 }

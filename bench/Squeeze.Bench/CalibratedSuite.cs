@@ -36,12 +36,12 @@ internal static class CalibratedSuite
         string shared = Program.Shared(args);
         int threads = Program.Option(args, "--threads", Environment.ProcessorCount);
         int tokens = Program.Option(args, "--tokens", 0);
-        string[] mixes = Value(args, "--mixes")?.Split(',') ?? ["Q4_0", "Q4_K_M", "Q3_K_M", "Q2_K"];
-        string[] methodNames = Value(args, "--methods")?.Split(',') ?? ["rtn", "imatrix", "gptq", "awq+gptq"];
+        string[] mixes = Program.Value(args, "--mixes")?.Split(',') ?? ["Q4_0", "Q4_K_M", "Q3_K_M", "Q2_K"];
+        string[] methodNames = Program.Value(args, "--methods")?.Split(',') ?? ["rtn", "imatrix", "gptq", "awq+gptq"];
         bool sequential = args.Contains("--sequential");
         bool actOrder = !args.Contains("--no-act-order");
         int refine = Program.Option(args, "--refine", 4);
-        double damping = Value(args, "--damping") is { } d ? double.Parse(d, System.Globalization.CultureInfo.InvariantCulture) : 0.01;
+        double damping = Program.Value(args, "--damping") is { } d ? double.Parse(d, System.Globalization.CultureInfo.InvariantCulture) : 0.01;
         var methods = methodNames.Select(Method).ToArray();
         string calibText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt"));
         string evalText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-eval.txt"));
@@ -83,9 +83,9 @@ internal static class CalibratedSuite
             try
             {
                 var results = Evaluator.EvaluateMany(models, evalText, new EvaluationOptions { ContextLength = 256, Threads = threads }, source);
-                string extra = (tokens != 0 ? $" --tokens {tokens}" : "") + (Value(args, "--mixes") is { } m ? $" --mixes {m}" : "")
-                    + (Value(args, "--methods") is { } me ? $" --methods {me}" : "") + (sequential ? " --sequential" : "") + (actOrder ? "" : " --no-act-order")
-                    + (Value(args, "--damping") is { } da ? $" --damping {da}" : "") + (refine != 4 ? $" --refine {refine}" : "");
+                string extra = (tokens != 0 ? $" --tokens {tokens}" : "") + (Program.Value(args, "--mixes") is { } m ? $" --mixes {m}" : "")
+                    + (Program.Value(args, "--methods") is { } me ? $" --methods {me}" : "") + (sequential ? " --sequential" : "") + (actOrder ? "" : " --no-act-order")
+                    + (Program.Value(args, "--damping") is { } da ? $" --damping {da}" : "") + (refine != 4 ? $" --refine {refine}" : "");
                 Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- calibrated --threads {threads}{extra}` (stories15M.bin; calibration: " +
                     $"{stats.TokenCount:N0} tokens of tinystories-calib at ctx 256; GPTQ damping {damping}, act-order {(actOrder ? "on" : "off")}, refinement passes {refine}; scored on the whole tinystories-eval, ctx 256, against the f32 model)");
                 Console.WriteLine();
@@ -133,9 +133,4 @@ internal static class CalibratedSuite
         _ => "awq+gptq",
     };
 
-    private static string? Value(string[] args, string name)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-    }
 }

@@ -365,10 +365,7 @@ internal static class LowRankSuite
     private static int Columns(Context c, string name) => c.Source.Weight(name).Columns;
 
     private static string[] List(string[] args, string name, string fallback)
-    {
-        int i = Array.IndexOf(args, name);
-        return (i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback).Split(',', StringSplitOptions.RemoveEmptyEntries);
-    }
+        => (Program.Value(args, name) ?? fallback).Split(',', StringSplitOptions.RemoveEmptyEntries);
 
     /// <summary>Per layer input (shared by q/k/v and by gate/up): the Hessian, its whitenings and the importance, each
     /// computed once.</summary>

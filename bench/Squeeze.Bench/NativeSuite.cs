@@ -36,12 +36,12 @@ internal static class NativeSuite
         int chunks = Program.Option(args, "--chunks", 0);
         int evolutionSeconds = Program.Option(args, "--evo", 0);
         int swapChunks = Program.Option(args, "--swap-chunks", 2);
-        double[] bpws = (AllocationSuite.Value(args, "--bpw") ?? "2.0,2.5,3.0,3.5,4.0,4.5,5.0,6.0").Split(',', StringSplitOptions.RemoveEmptyEntries)
+        double[] bpws = (Program.Value(args, "--bpw") ?? "2.0,2.5,3.0,3.5,4.0,4.5,5.0,6.0").Split(',', StringSplitOptions.RemoveEmptyEntries)
             .Select(s => double.Parse(s, CultureInfo.InvariantCulture)).ToArray();
-        var representations = AllocationSuite.Value(args, "--representations") is { } specs
+        var representations = Program.Value(args, "--representations") is { } specs
             ? specs.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(NativeRepresentation.Parse).ToList()
             : NativeRepresentation.Defaults;
-        string output = AllocationSuite.Value(args, "--out") ?? Path.Combine(AllocationSuite.RepositoryRoot(), "docs", "charts");
+        string output = Program.Value(args, "--out") ?? Path.Combine(AllocationSuite.RepositoryRoot(), "docs", "charts");
         Directory.CreateDirectory(output);
         string calibText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt"));
         string evalText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-eval.txt"));

@@ -79,9 +79,8 @@ public static class Program
 
     internal static string Shared(string[] args)
     {
-        int i = Array.IndexOf(args, "--shared");
-        if (i >= 0 && i + 1 < args.Length)
-            return args[i + 1];
+        if (Value(args, "--shared") is { } given)
+            return given;
         string? env = Environment.GetEnvironmentVariable("SQUEEZE_SHARED");
         if (!string.IsNullOrEmpty(env))
             return env;
@@ -94,8 +93,12 @@ public static class Program
     }
 
     internal static int Option(string[] args, string name, int fallback)
+        => Value(args, name) is { } value ? int.Parse(value, CultureInfo.InvariantCulture) : fallback;
+
+    /// <summary>The word after option <paramref name="name"/>, or null when it is not given.</summary>
+    internal static string? Value(string[] args, string name)
     {
         int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], CultureInfo.InvariantCulture) : fallback;
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
     }
 }

@@ -47,7 +47,7 @@ internal static class SpeedSuite
     /// <summary><see cref="Files"/>, or with <c>--files Q8_0,Q4_0</c> only those whose names contain one of the parts.</summary>
     internal static string[] Selected(string[] args, string shared)
     {
-        string[] only = AllocationSuite.Value(args, "--files")?.Split(',') ?? [];
+        string[] only = Program.Value(args, "--files")?.Split(',') ?? [];
         return Files(shared).Where(f => only.Length == 0 || only.Any(o => Path.GetFileName(f).Contains(o, StringComparison.OrdinalIgnoreCase))).ToArray();
     }
 
@@ -56,7 +56,7 @@ internal static class SpeedSuite
         string shared = Program.Shared(args);
         int repetitions = Program.Option(args, "--repetitions", 5);
         // --threads 1: one thread count
-        int[] threadCounts = AllocationSuite.Value(args, "--threads") is { } t ? [int.Parse(t, CultureInfo.InvariantCulture)] : [1, 2];
+        int[] threadCounts = Program.Value(args, "--threads") is { } t ? [int.Parse(t, CultureInfo.InvariantCulture)] : [1, 2];
         var files = Selected(args, shared);
         var bandwidth = threadCounts.ToDictionary(n => n, CopyBandwidth);
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- speed {string.Join(' ', args)}` (median of {repetitions} runs after a warm-up)");

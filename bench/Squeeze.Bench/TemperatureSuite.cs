@@ -18,9 +18,8 @@ internal static class TemperatureSuite
     {
         string shared = Program.Shared(args);
         int threads = Program.Option(args, "--threads", Environment.ProcessorCount);
-        int at = Array.IndexOf(args, "--factors");
-        float[] factors = at >= 0 && at + 1 < args.Length
-            ? [.. args[at + 1].Split(',').Select(f => float.Parse(f, System.Globalization.CultureInfo.InvariantCulture))]
+        float[] factors = Program.Value(args, "--factors") is { } list
+            ? [.. list.Split(',').Select(f => float.Parse(f, System.Globalization.CultureInfo.InvariantCulture))]
             : [1.05f, 1.02f, 1.01f, 0.99f, 0.98f, 0.95f];
         string text = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-eval.txt"));
         using var source = ModelLoader.Load(Path.Combine(shared, "models", "stories15M", "stories15M.bin"));
