@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.IO.Hashing;
 using System.Runtime.InteropServices;
-using Squeeze.Evaluation;
 using Squeeze.Models;
 using Squeeze.Runtime;
 

@@ -5,7 +5,7 @@ using static Squeeze.Kernels.BlockLayout;
 namespace Squeeze.Kernels;
 
 // The dot products of the deterministic mode (ComputeContext.Deterministic): the same bits on every machine, at every
-// SIMD level and for one or four tokens at a time.
+// SIMD level and for one, four or eight tokens at a time.
 // - F32: DeterministicMath.Dot's order (16 partial sums by fma, fixed tree), scalar, Vector256 or Vector512.
 // - Q8_0, Q4_0, Q5_0, IQ4_NL: the scalar reference's order (exact integer block sums, then sum += d_w · d_x · sumi block
 //   after block); at AVX2 the integer block sums are computed with vector instructions, which changes nothing.
