@@ -8,7 +8,7 @@ namespace Squeeze.Cli.Commands;
 /// <summary><c>squeeze zip MODEL IN -o OUT.sqz</c>: lossless compression of any file with a language model as the predictor.</summary>
 internal static class ZipCommand
 {
-    public sealed record Options(string Model, string? Tokenizer, string Input, string Output, int Lanes, int SegmentBytes, int Context, int? Overlap, int Threads, bool Json);
+    public sealed record Options(string Model, string? Tokenizer, string Input, string Output, int Lanes, int SegmentBytes, int Context, int? Overlap, int Lookahead, int Threads, bool Json);
 
     public sealed record Report(string Model, string Input, string Output, ZipResult Result, double BitsPerByte, double ModelBitsPerByte, double Ratio, double BytesPerSecond);
 
@@ -22,12 +22,13 @@ internal static class ZipCommand
         var segment = new Option<int>("--segment-bytes") { Description = "Largest segment in bytes (each starts from BOS)", DefaultValueFactory = _ => new ZipOptions().SegmentBytes };
         var ctx = new Option<int>("--ctx", "-c") { Description = "Window of each segment in tokens (0: the model's context length)", DefaultValueFactory = _ => 0 };
         var overlap = new Option<int?>("--overlap") { Description = "Tokens re-fed when a full window restarts (default: a quarter of the window)" };
+        var lookahead = new Option<int>("--lookahead") { Description = "Symbols over which two parses (a BOS token or a document break against the plain tokens) are compared; 0: plain tokens", DefaultValueFactory = _ => new ZipOptions().Lookahead };
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
         var command = new Command("zip", "Compress a file losslessly with a language model (arithmetic coding of its next-token probabilities)")
-            { model, input, tokenizer, output, lanes, segment, ctx, overlap, threads, json };
+            { model, input, tokenizer, output, lanes, segment, ctx, overlap, lookahead, threads, json };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(input)!, r.GetValue(output)!,
-            r.GetValue(lanes), r.GetValue(segment), r.GetValue(ctx), r.GetValue(overlap), r.GetValue(threads), r.GetValue(json)))));
+            r.GetValue(lanes), r.GetValue(segment), r.GetValue(ctx), r.GetValue(overlap), r.GetValue(lookahead), r.GetValue(threads), r.GetValue(json)))));
         return command;
     }
 
@@ -37,7 +38,7 @@ internal static class ZipCommand
         if (!File.Exists(options.Input))
             throw new FileNotFoundException($"{options.Input}: no such file");
         using var model = ModelLoader.Load(options.Model, options.Tokenizer);
-        var zip = new ZipOptions { Lanes = options.Lanes, SegmentBytes = options.SegmentBytes, ContextLength = options.Context, Overlap = options.Overlap, Threads = options.Threads };
+        var zip = new ZipOptions { Lanes = options.Lanes, SegmentBytes = options.SegmentBytes, ContextLength = options.Context, Overlap = options.Overlap, Lookahead = options.Lookahead, Threads = options.Threads };
         var result = Cli.WithProgress("compressing", progress => ModelCodec.CompressFile(model, options.Input, options.Output, zip, WithRate(progress)));
         var report = new Report(options.Model, options.Input, options.Output, result, result.BitsPerByte, result.ModelBitsPerByte, result.Ratio, result.BytesPerSecond);
         if (options.Json)
@@ -45,7 +46,7 @@ internal static class ZipCommand
         else
         {
             // two short lines: the console wraps at 240 columns when stdout is redirected
-            Cli.Console.WriteLine($"{result.Tokens:N0} tokens, {result.Escapes:N0} escaped bytes, {result.Segments:N0} segments, header and tables {result.OverheadBytes:N0} bytes; {result.BytesPerSecond / 1000:0.0} KB/s");
+            Cli.Console.WriteLine($"{result.Tokens:N0} tokens, {result.Escapes:N0} escaped bytes, {result.Segments:N0} segments, {result.Breaks:N0} breaks, {result.BosTokens:N0} BOS, header and tables {result.OverheadBytes:N0} bytes; {result.BytesPerSecond / 1000:0.0} KB/s");
             Cli.Console.WriteLine($"{options.Output}: {result.InputBytes:N0} → {result.OutputBytes:N0} bytes, {result.BitsPerByte:0.0000} bits per byte, ratio {result.Ratio:0.00}; " +
                 $"model cross-entropy {result.ModelBitsPerByte:0.0000} bits per byte (streams {result.StreamOverhead * 100:+0.00;-0.00}%)");
         }

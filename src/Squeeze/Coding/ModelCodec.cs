@@ -22,6 +22,10 @@ public sealed record ZipOptions
     public int? Overlap { get; init; }
 
     public int Threads { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>Symbols over which the encoder compares two parses (a BOS token or a document break against the plain
+    /// tokens) before keeping the cheaper; 0 codes the plain tokenization. Only the writer's time depends on it.</summary>
+    public int Lookahead { get; init; } = 8;
 }
 
 /// <summary>Progress of a compression or decompression: input bytes done (original bytes) of the total.</summary>
@@ -34,10 +38,12 @@ public readonly record struct CodecProgress(long Done, long Total);
 /// <param name="Tokens">Token symbols coded.</param>
 /// <param name="Escapes">Bytes coded outside the vocabulary.</param>
 /// <param name="Segments">Segments (each starts from BOS).</param>
+/// <param name="Breaks">Document breaks coded (a fresh window from BOS inside a segment).</param>
+/// <param name="BosTokens">BOS tokens coded (the text reads on as a new document in the same window).</param>
 /// <param name="ModelBits">Σ −log2 p(token) over the coded tokens, p the model's softmax as <c>squeeze eval</c> computes it.</param>
 /// <param name="EscapeBits">Bits the escapes cost (their frequency, plus 8 per byte).</param>
 /// <param name="Seconds">Wall time.</param>
-public sealed record ZipResult(long InputBytes, long OutputBytes, long OverheadBytes, long Tokens, long Escapes, int Segments, double ModelBits, double EscapeBits, double Seconds)
+public sealed record ZipResult(long InputBytes, long OutputBytes, long OverheadBytes, long Tokens, long Escapes, int Segments, long Breaks, long BosTokens, double ModelBits, double EscapeBits, double Seconds)
 {
     /// <summary>Bits per byte of the .sqz file.</summary>
     public double BitsPerByte => InputBytes == 0 ? 0 : 8.0 * OutputBytes / InputBytes;
@@ -88,6 +94,7 @@ public static class ModelCodec
             throw new ArgumentException($"overlap {overlap} must lie in [0, {window - 2}]", nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(options.Lanes, 1, nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(options.SegmentBytes, 16, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfNegative(options.Lookahead, nameof(options));
         long total = input.CanSeek ? input.Length - input.Position : -1;
 
         var clock = Stopwatch.StartNew();
@@ -104,9 +111,9 @@ public static class ModelCodec
         };
         output.Write(header.ToBytes());
 
-        using var runner = new LaneRunner(model, window, overlap, options.Threads);
+        using var runner = new LaneRunner(model, window, overlap, options.Threads, breaks: true, options.Lookahead);
         var hash = new XxHash64();
-        long inputBytes = 0, overhead = header.Length, tokens = 0, escapes = 0;
+        long inputBytes = 0, overhead = header.Length, tokens = 0, escapes = 0, breaks = 0, bosTokens = 0;
         int blocks = 0, segments = 0;
         double modelBits = 0, escapeBits = 0;
         // Blocks: as many as the segment limit needs, equal in size when the input's length is known.
@@ -127,11 +134,8 @@ public static class ModelCodec
             hash.Append(block);
             var bounds = SegmentBounds(block, (length + options.SegmentBytes - 1) / options.SegmentBytes);
             var lanes = new List<Lane>(bounds.Count);
-            for (int s = 0; s < bounds.Count; s++)
-            {
-                var symbols = runner.Symbols.Tokenize(block[bounds[s].Start..bounds[s].End], out bool dropped);
-                lanes.Add(new Lane(bounds[s].End - bounds[s].Start, dropped, symbols));
-            }
+            foreach (var (segmentStart, segmentEnd) in bounds)
+                lanes.Add(new Lane(segmentEnd - segmentStart, false, block[segmentStart..segmentEnd].ToArray()));
             long done = inputBytes;
             var encoder = new RangeEncoder();
             var stats = runner.Encode(lanes, encoder, progress is null ? null : new Action<long>(d => progress.Report(new CodecProgress(done + d, total))));
@@ -144,6 +148,8 @@ public static class ModelCodec
             segments += lanes.Count;
             tokens += stats.Tokens;
             escapes += stats.Escapes;
+            breaks += stats.Breaks;
+            bosTokens += stats.Bos;
             modelBits += stats.ModelBits;
             escapeBits += stats.EscapeBits;
             inputBytes += length;
@@ -154,7 +160,7 @@ public static class ModelCodec
         output.Position = start;
         output.Write((header with { OriginalLength = inputBytes, OriginalHash = hash.GetCurrentHashAsUInt64(), BlockCount = blocks }).ToBytes());
         output.Position = end;
-        return new ZipResult(inputBytes, end - start, overhead, tokens, escapes, segments, modelBits, escapeBits, clock.Elapsed.TotalSeconds);
+        return new ZipResult(inputBytes, end - start, overhead, tokens, escapes, segments, breaks, bosTokens, modelBits, escapeBits, clock.Elapsed.TotalSeconds);
     }
 
     /// <summary>Compresses the file <paramref name="inputPath"/> into <paramref name="outputPath"/> (written to a temporary
@@ -210,7 +216,7 @@ public static class ModelCodec
         if (header.ContextLength > 1 << 20)
             throw new InvalidDataException($"{path}: a window of {header.ContextLength} positions is out of range");
 
-        using var runner = new LaneRunner(model, header.ContextLength, header.Overlap, threads > 0 ? threads : Environment.ProcessorCount);
+        using var runner = new LaneRunner(model, header.ContextLength, header.Overlap, threads > 0 ? threads : Environment.ProcessorCount, breaks: header.Version >= 2);
         var hash = new XxHash64();
         long written = 0;
         for (int b = 0; b < header.BlockCount; b++)
@@ -362,234 +368,5 @@ public static class ModelCodec
             value >>= 7;
         }
         stream.WriteByte((byte)value);
-    }
-
-    /// <summary>One segment: its length, whether its first run carries the tokenizer's space prefix, and (encoding) its symbols.</summary>
-    private sealed class Lane(int length, bool droppedSpace, List<int>? symbols)
-    {
-        public int Length { get; } = length;
-        public bool DroppedSpace { get; } = droppedSpace;
-        public List<int> Symbols { get; } = symbols ?? [];
-        public byte[] Output { get; } = new byte[length];
-        public int Produced { get; set; } = droppedSpace ? -1 : 0; // output bytes written; −1: the prefix space is next
-        public int Coded { get; set; }                             // symbols coded or decoded so far
-
-        // model state
-        public KvCache? Cache { get; set; }
-        public int Position { get; set; }                 // next position in the cache
-        public List<int> Pending { get; } = [];           // tokens to feed in the next step
-        public List<int> WindowTokens { get; } = [];      // tokens fed since the window's BOS
-        public bool Active { get; set; } = true;
-    }
-
-    private readonly record struct BlockStats(long Tokens, long Escapes, double ModelBits, double EscapeBits);
-
-    /// <summary>The model in deterministic mode and the lockstep loop shared by the encoder and the decoder.</summary>
-    private sealed class LaneRunner : IDisposable
-    {
-        private readonly Model model;
-        private readonly Transformer runtime;
-        private readonly int window, overlap, threads, vocab, bos;
-        private readonly Stack<KvCache> spareCaches = new();
-
-        public LaneRunner(Model model, int window, int overlap, int threads)
-        {
-            this.model = model;
-            this.window = window;
-            this.overlap = overlap;
-            this.threads = Math.Max(1, threads);
-            vocab = model.Config.VocabSize;
-            var v = model.Vocabulary;
-            bos = v.BosId >= 0 ? v.BosId : v.EosId >= 0 ? v.EosId : 0;
-            runtime = new Transformer(model, new RuntimeOptions { Threads = this.threads, ContextLength = window, BatchSize = 256, Deterministic = true });
-            Symbols = new SymbolTokenizer(model.Tokenizer);
-            if (model.Tokenizer.Vocabulary.Count != vocab)
-                throw new InvalidOperationException($"{model.Source}: the tokenizer has {model.Tokenizer.Vocabulary.Count} tokens, the model {vocab}");
-        }
-
-        public SymbolTokenizer Symbols { get; }
-
-        public BlockStats Encode(List<Lane> lanes, RangeEncoder encoder, Action<long>? progress)
-        {
-            long tokens = 0, escapes = 0, done = 0;
-            double modelBits = 0, escapeBits = 0;
-            var nll = new double[lanes.Count];
-            Run(lanes, (lane, index, logits, logPartition) =>
-            {
-                int symbol = lane.Symbols[lane.Coded];
-                if (symbol >= 0)
-                    nll[index] = (logPartition - logits[symbol]) / Math.Log(2);
-            }, (lane, index, cumulative) =>
-            {
-                int symbol = lane.Symbols[lane.Coded++];
-                uint total = cumulative[^1];
-                if (symbol >= 0)
-                {
-                    encoder.Encode(cumulative[symbol], cumulative[symbol + 1] - cumulative[symbol], total);
-                    tokens++;
-                    modelBits += nll[index];
-                    done += Symbols.Bytes(symbol).Length;
-                }
-                else
-                {
-                    encoder.Encode(cumulative[vocab], 1, total);
-                    encoder.EncodeUniform((uint)(-1 - symbol), 8);
-                    escapes++;
-                    escapeBits += Math.Log2(total) + 8;
-                    done++;
-                }
-                return (symbol, lane.Coded == lane.Symbols.Count);
-            }, () => progress?.Invoke(done));
-            return new BlockStats(tokens, escapes, modelBits, escapeBits);
-        }
-
-        public List<byte[]> Decode(List<Lane> lanes, RangeDecoder decoder, string path, int block, Action<long>? progress)
-        {
-            long done = 0;
-            var escaped = new byte[1];
-            Run(lanes, null, (lane, index, cumulative) =>
-            {
-                uint total = cumulative[^1];
-                int symbol = TokenFrequencies.Find(cumulative, decoder.Target(total));
-                decoder.Consume(cumulative[symbol], cumulative[symbol + 1] - cumulative[symbol]);
-                if (symbol == vocab)
-                {
-                    escaped[0] = (byte)decoder.DecodeUniform(8);
-                    symbol = -1 - escaped[0];
-                }
-                ReadOnlySpan<byte> bytes = symbol < 0 ? escaped : Symbols.Bytes(symbol);
-                if (bytes.IsEmpty)
-                    throw new InvalidDataException($"{path}: block {block} is corrupt (a token that stands for no bytes)");
-                foreach (byte b in bytes)
-                {
-                    if (lane.Produced == -1)
-                    {
-                        if (b != (byte)' ')
-                            throw new InvalidDataException($"{path}: block {block} is corrupt (no space prefix where one was marked)");
-                    }
-                    else if (lane.Produced >= lane.Length)
-                    {
-                        throw new InvalidDataException($"{path}: block {block} is corrupt (a segment longer than its table entry)");
-                    }
-                    else
-                    {
-                        lane.Output[lane.Produced] = b;
-                    }
-                    lane.Produced++;
-                    done++;
-                }
-                lane.Coded++;
-                return (symbol, lane.Produced == lane.Length);
-            }, () => progress?.Invoke(done));
-            return lanes.Select(l => l.Output).ToList();
-        }
-
-        private delegate void Measure(Lane lane, int index, ReadOnlySpan<float> logits, double logPartition);
-
-        private delegate (int Symbol, bool Finished) Code(Lane lane, int index, ReadOnlySpan<uint> cumulative);
-
-        /// <summary>
-        /// The lockstep loop: every step feeds each active lane its pending tokens (one, or BOS + overlap + one after a
-        /// window reset) as rows of one batch, turns each lane's last logits row into cumulative frequencies (lanes in
-        /// parallel), then codes one symbol per lane in lane order.
-        /// </summary>
-        private void Run(List<Lane> lanes, Measure? measure, Code code, Action stepDone)
-        {
-            foreach (var lane in lanes)
-            {
-                lane.Cache = spareCaches.Count > 0 ? spareCaches.Pop() : runtime.NewCache(window);
-                lane.Pending.Add(bos);
-            }
-            var cumulative = new uint[lanes.Count][];
-            var scratch = new float[lanes.Count][];
-            var rowTokens = new List<int>();
-            var rowCaches = new List<KvCache>();
-            var rowPositions = new List<int>();
-            var logitRows = new List<int>();
-            float[] logits = [];
-            var active = new List<int>(lanes.Count);
-            var lastRow = new int[lanes.Count];
-            try
-            {
-                while (true)
-                {
-                    active.Clear();
-                    rowTokens.Clear();
-                    rowCaches.Clear();
-                    rowPositions.Clear();
-                    for (int i = 0; i < lanes.Count; i++)
-                    {
-                        var lane = lanes[i];
-                        if (!lane.Active)
-                            continue;
-                        active.Add(i);
-                        foreach (int token in lane.Pending)
-                        {
-                            rowTokens.Add(token);
-                            rowCaches.Add(lane.Cache!);
-                            rowPositions.Add(lane.Position++);
-                        }
-                        lastRow[i] = rowTokens.Count - 1;
-                        lane.Pending.Clear();
-                    }
-                    if (active.Count == 0)
-                        break;
-                    logitRows.Clear();
-                    foreach (int i in active)
-                        logitRows.Add(lastRow[i]);
-                    var rows = runtime.ForwardSequences(
-                        CollectionsMarshal.AsSpan(rowTokens), CollectionsMarshal.AsSpan(rowCaches), CollectionsMarshal.AsSpan(rowPositions), CollectionsMarshal.AsSpan(logitRows));
-                    if (logits.Length < rows.Length)
-                        logits = new float[rows.Length];
-                    rows.CopyTo(logits);
-                    Parallel.For(0, active.Count, new ParallelOptions { MaxDegreeOfParallelism = threads }, a =>
-                    {
-                        int i = active[a];
-                        cumulative[i] ??= new uint[vocab + 2];
-                        scratch[i] ??= new float[vocab];
-                        var row = logits.AsSpan(a * vocab, vocab);
-                        double logPartition = TokenFrequencies.Compute(row, scratch[i], cumulative[i]);
-                        measure?.Invoke(lanes[i], i, row, logPartition);
-                    });
-                    foreach (int i in active)
-                    {
-                        var lane = lanes[i];
-                        var (symbol, finished) = code(lane, i, cumulative[i]);
-                        if (finished)
-                        {
-                            lane.Active = false;
-                            spareCaches.Push(lane.Cache!);
-                            lane.Cache = null;
-                            continue;
-                        }
-                        int feed = symbol >= 0 ? symbol : Symbols.FeedForEscape;
-                        if (lane.Position == window)
-                        {
-                            // the window is full: restart it from BOS and the last `overlap` tokens
-                            var kept = lane.WindowTokens.GetRange(lane.WindowTokens.Count - overlap, overlap);
-                            lane.WindowTokens.Clear();
-                            lane.WindowTokens.AddRange(kept);
-                            lane.Position = 0;
-                            lane.Pending.Add(bos);
-                            lane.Pending.AddRange(kept);
-                        }
-                        lane.Pending.Add(feed);
-                        lane.WindowTokens.Add(feed);
-                    }
-                    stepDone();
-                }
-            }
-            finally
-            {
-                foreach (var lane in lanes)
-                {
-                    if (lane.Cache is not null)
-                        spareCaches.Push(lane.Cache);
-                    lane.Cache = null;
-                }
-            }
-        }
-
-        public void Dispose() => runtime.Dispose();
     }
 }

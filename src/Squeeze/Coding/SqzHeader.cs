@@ -14,7 +14,11 @@ public sealed record SqzHeader
     /// <summary>The first 8 bytes of every .sqz file.</summary>
     public static ReadOnlySpan<byte> Magic => "SQZIP\r\n\x1a"u8;
 
-    public const ushort CurrentVersion = 1;
+    /// <summary>The version this build writes. Version 1 (tokens and escapes only) is still read.</summary>
+    public const ushort CurrentVersion = 2;
+
+    /// <summary>The version the file was written in (<see cref="CurrentVersion"/> for a new one).</summary>
+    public ushort Version { get; init; } = CurrentVersion;
 
     /// <summary>Bytes before the model name.</summary>
     public const int FixedBytes = 72;
@@ -51,7 +55,7 @@ public sealed record SqzHeader
         var bytes = new byte[FixedBytes + 1 + name.Length];
         var span = bytes.AsSpan();
         Magic.CopyTo(span);
-        BinaryPrimitives.WriteUInt16LittleEndian(span[8..], CurrentVersion);
+        BinaryPrimitives.WriteUInt16LittleEndian(span[8..], Version);
         // bytes 10-11: flags, zero in version 1
         if (ModelFingerprint.Length != 16)
             throw new InvalidOperationException("a model fingerprint has 16 bytes");
@@ -75,8 +79,8 @@ public sealed record SqzHeader
         if (stream.ReadAtLeast(fixedPart, FixedBytes, throwOnEndOfStream: false) < FixedBytes || !fixedPart.AsSpan(0, 8).SequenceEqual(Magic))
             throw new InvalidDataException($"{path}: not a .sqz file (no SQZIP header)");
         ushort version = BinaryPrimitives.ReadUInt16LittleEndian(fixedPart.AsSpan(8));
-        if (version != CurrentVersion)
-            throw new InvalidDataException($"{path}: .sqz version {version}; this build reads version {CurrentVersion}");
+        if (version is < 1 or > CurrentVersion)
+            throw new InvalidDataException($"{path}: .sqz version {version}; this build reads versions 1 to {CurrentVersion}");
         if (BinaryPrimitives.ReadUInt32LittleEndian(fixedPart.AsSpan(68)) != Crc32.HashToUInt32(fixedPart.AsSpan(0, 68)))
             throw new InvalidDataException($"{path}: the header is corrupt (checksum mismatch)");
         int nameLength = stream.ReadByte();
@@ -85,6 +89,7 @@ public sealed record SqzHeader
             throw new InvalidDataException($"{path}: the file ends inside its header");
         var header = new SqzHeader
         {
+            Version = version,
             ModelFingerprint = fixedPart.AsSpan(12, 16).ToArray(),
             ContextLength = BinaryPrimitives.ReadInt32LittleEndian(fixedPart.AsSpan(28)),
             Overlap = BinaryPrimitives.ReadInt32LittleEndian(fixedPart.AsSpan(32)),

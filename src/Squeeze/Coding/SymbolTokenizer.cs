@@ -42,6 +42,10 @@ public sealed class SymbolTokenizer
         FeedForEscape = v.UnknownId >= 0 ? v.UnknownId : 0;
     }
 
+    /// <summary>The tokenizer puts a space before a text (SentencePiece's prefix): a symbol sequence that starts a
+    /// document (a segment, or after a break) then begins with a space that is not part of the text.</summary>
+    public bool AddsSpacePrefix => withoutPrefix != tokenizer;
+
     /// <summary>The token the model is given in place of an escaped byte.</summary>
     public int FeedForEscape { get; }
 
@@ -52,11 +56,11 @@ public sealed class SymbolTokenizer
     public ReadOnlySpan<byte> Bytes(int id) => tokenBytes[id];
 
     /// <summary>
-    /// The symbols of <paramref name="segment"/>. <paramref name="droppedSpace"/> tells that the first run was tokenized with
-    /// the tokenizer's space prefix (as <c>squeeze eval</c> tokenizes a text), so the symbols' bytes are a space followed by
-    /// the segment: the decoder drops that first byte.
+    /// The symbols of <paramref name="segment"/>. With <paramref name="tryPrefix"/>, the first run is tried with the
+    /// tokenizer's space prefix first (as <c>squeeze eval</c> tokenizes a text); <paramref name="droppedSpace"/> tells that
+    /// it was kept, so the symbols' bytes are a space followed by the segment: the decoder drops that first byte.
     /// </summary>
-    public List<int> Tokenize(ReadOnlySpan<byte> segment, out bool droppedSpace)
+    public List<int> Tokenize(ReadOnlySpan<byte> segment, bool tryPrefix, out bool droppedSpace)
     {
         var symbols = new List<int>(segment.Length / 3 + 4);
         droppedSpace = false;
@@ -69,7 +73,7 @@ public sealed class SymbolTokenizer
             if (end > start)
             {
                 var run = segment[start..end];
-                if (start == 0 && withoutPrefix != tokenizer && TryTokens(tokenizer, run, prefixed: true, symbols))
+                if (start == 0 && tryPrefix && AddsSpacePrefix && TryTokens(tokenizer, run, prefixed: true, symbols))
                     droppedSpace = true;
                 else if (!TryTokens(withoutPrefix, run, prefixed: false, symbols))
                     AddLines(run, symbols);

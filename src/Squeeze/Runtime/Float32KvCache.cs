@@ -31,6 +31,23 @@ public sealed unsafe class Float32KvCache : KvCache
     /// runtime's deterministic mode, <see cref="RuntimeOptions.Deterministic"/>).</summary>
     public bool Deterministic { get; init; }
 
+    /// <summary>Makes this cache hold the first <paramref name="positions"/> positions of <paramref name="source"/>, a
+    /// cache of the same model and context length (a sequence forked at that point).</summary>
+    public void CopyFrom(Float32KvCache source, int positions)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        if (source.LayerCount != LayerCount || source.KvDim != KvDim || source.ContextLength != ContextLength)
+            throw new ArgumentException("the source cache has another shape", nameof(source));
+        for (int l = 0; l < LayerCount; l++)
+        {
+            if (positions > source.held[l])
+                throw new ArgumentOutOfRangeException(nameof(positions), $"layer {l} of the source holds {source.held[l]} positions, not {positions}");
+            source.keys[l].AsSpan(0, positions * KvDim).CopyTo(keys[l]);
+            source.values[l].AsSpan(0, positions * KvDim).CopyTo(values[l]);
+            held[l] = positions;
+        }
+    }
+
     public override void Append(int layer, int start, ReadOnlySpan<float> keys, ReadOnlySpan<float> values)
     {
         CheckAppend(layer, start, held[layer], keys, values);

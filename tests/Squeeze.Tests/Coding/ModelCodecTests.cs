@@ -107,6 +107,41 @@ public class ModelCodecTests
         Assert.Equal(Unzip(Stories260K.Value, a, threads: 1), Unzip(Stories260K.Value, a, threads: 2));
     }
 
+    /// <summary>Stories sampled from stories15M, separated by blank lines (as in tinystories-eval), with LF or CRLF line ends.</summary>
+    private static byte[] Stories(bool crlf)
+    {
+        string text = string.Join("\n\n\n\n", File.ReadAllText(SharedData.Corpus("tinystories-eval.txt")).Split("\n\n\n\n")[..4]);
+        return Encoding.UTF8.GetBytes(crlf ? text.Replace("\n", "\r\n", StringComparison.Ordinal) : text);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void The_encoder_chooses_document_breaks_and_bos_tokens_where_they_pay(bool crlf)
+    {
+        byte[] text = Stories(crlf);
+        using var model = ModelLoader.Load(SharedData.Stories15M);
+        var (plain, plainResult) = Zip(model, text, new ZipOptions { Threads = 2, Lookahead = 0 });
+        var (searched, result) = Zip(model, text, new ZipOptions { Threads = 2 });
+        Assert.Equal(0, plainResult.Breaks + plainResult.BosTokens);
+        Assert.True(result.Breaks >= 2, $"{result.Breaks} breaks");   // the stories start after blank lines
+        Assert.True(result.BosTokens >= 1, $"{result.BosTokens} BOS"); // a sample runs on into a new story after a full stop
+        Assert.True(searched.Length < 0.93 * plain.Length, $"{searched.Length} bytes against {plain.Length} without the search");
+        Assert.Equal(text, Unzip(model, searched, threads: 1));
+        Assert.Equal(text, Unzip(model, plain, threads: 2));
+        var (again, _) = Zip(model, text, new ZipOptions { Threads = 1 });
+        Assert.Equal(searched, again);
+    }
+
+    [Fact]
+    public void A_version_1_file_is_still_read()
+    {
+        // written by the build before version 2 (commit c44545e): squeeze zip stories260K.bin tinystories-sample.txt
+        byte[] sqz = File.ReadAllBytes(Path.Combine(AppContext.BaseDirectory, "Coding", "Fixtures", "tinystories-sample.stories260K.v1.sqz"));
+        Assert.Equal(1, BitConverter.ToUInt16(sqz, 8));
+        Assert.Equal(File.ReadAllBytes(SharedData.Corpus("tinystories-sample.txt")), Unzip(Stories260K.Value, sqz));
+    }
+
     [Fact]
     public void Another_model_is_refused_by_name()
     {

@@ -43,7 +43,7 @@ public class SymbolTokenizerTests
         using var model = ModelLoader.Load(SharedData.Stories15M);
         var symbols = new SymbolTokenizer(model.Tokenizer);
         byte[] bytes = Encoding.UTF8.GetBytes(text);
-        var ids = symbols.Tokenize(bytes, out bool dropped);
+        var ids = symbols.Tokenize(bytes, tryPrefix: true, out bool dropped);
         Assert.Equal(bytes, Join(symbols, ids, dropped));
         Assert.DoesNotContain(ids, id => id < 0); // stories15M has a byte token for every byte
     }
@@ -54,7 +54,7 @@ public class SymbolTokenizerTests
         using var model = ModelLoader.Load(SharedData.Stories15M);
         var symbols = new SymbolTokenizer(model.Tokenizer);
         const string text = "Once upon a time, there was a little girl named Lily.";
-        var ids = symbols.Tokenize(Encoding.UTF8.GetBytes(text), out bool dropped);
+        var ids = symbols.Tokenize(Encoding.UTF8.GetBytes(text), tryPrefix: true, out bool dropped);
         Assert.True(dropped);
         Assert.Equal(model.Tokenizer.Encode(text, addBos: false), ids);
     }
@@ -70,7 +70,7 @@ public class SymbolTokenizerTests
             var bytes = new byte[n];
             rng.NextBytes(bytes);
             byte[] mixed = [.. "text "u8.ToArray(), .. bytes, 0xC3, .. " more"u8.ToArray(), 0xE2, 0x82];
-            var ids = symbols.Tokenize(mixed, out bool dropped);
+            var ids = symbols.Tokenize(mixed, tryPrefix: true, out bool dropped);
             Assert.Equal(mixed, Join(symbols, ids, dropped));
         }
     }
@@ -90,7 +90,7 @@ public class SymbolTokenizerTests
         var symbols = new SymbolTokenizer(Tokenizer.Create(vocabulary));
         Assert.Equal(3, symbols.ByteTokenCount); // 'a', 'b', ' '
         byte[] input = [.. "ab ab"u8.ToArray(), 0xFF, .. "xyzé ba\n"u8.ToArray()];
-        var ids = symbols.Tokenize(input, out bool dropped);
+        var ids = symbols.Tokenize(input, tryPrefix: true, out bool dropped);
         Assert.Equal(input, Join(symbols, ids, dropped));
         Assert.Contains(ids, id => id == -1 - 0xFF);
         Assert.Contains(ids, id => id == -1 - 'x');
