@@ -56,11 +56,12 @@ internal static class ZipSuite
         }
     }
 
-    private static (ZipResult Zip, UnzipResult Unzip, bool Same, byte[] Sqz) RoundTrip(Model model, byte[] input, int threads, string work, int unzipThreads = 0)
+    private static (ZipResult Zip, UnzipResult Unzip, bool Same, byte[] Sqz) RoundTrip(Model model, byte[] input, int threads, string work, int unzipThreads = 0, int lookahead = -1)
     {
         string inPath = Path.Combine(work, "in"), sqz = Path.Combine(work, "in.sqz"), outPath = Path.Combine(work, "out");
         File.WriteAllBytes(inPath, input);
-        var zip = ModelCodec.CompressFile(model, inPath, sqz, new ZipOptions { Threads = threads });
+        var options = new ZipOptions { Threads = threads };
+        var zip = ModelCodec.CompressFile(model, inPath, sqz, lookahead < 0 ? options : options with { Lookahead = lookahead });
         var unzip = ModelCodec.DecompressFile(model, sqz, outPath, unzipThreads > 0 ? unzipThreads : threads);
         return (zip, unzip, File.ReadAllBytes(outPath).AsSpan().SequenceEqual(input), File.ReadAllBytes(sqz));
     }
@@ -71,8 +72,8 @@ internal static class ZipSuite
         byte[] text = File.ReadAllBytes(evalPath);
         Console.WriteLine($"tinystories-eval.txt ({text.Length:N0} bytes), {threads} threads; load average at the start {LoadAverage()}:");
         Console.WriteLine();
-        Console.WriteLine("| compressor | bytes | bits/byte | ratio | xz -9 / this | model bound bits/byte | streams vs bound | zip KB/s | unzip KB/s |");
-        Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
+        Console.WriteLine("| compressor | bytes | bits/byte | ratio | xz -9 / this | model bound bits/byte | streams vs bound | breaks / BOS | zip KB/s | unzip KB/s |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
         long xz = External("xz", "-9 -c", evalPath);
         foreach (var (name, size) in new[]
                  {
@@ -81,29 +82,34 @@ internal static class ZipSuite
                      ("zstd -19 (ZstdSharp)", (long)new ZstdSharp.Compressor(19).Wrap(text).Length),
                      ("brotli 11 (System.IO.Compression)", Brotli(text)),
                  })
-            Console.WriteLine($"| {name} | {(size < 0 ? "not installed" : size.ToString("N0"))} | {(size < 0 ? "" : (8.0 * size / text.Length).ToString("0.000"))} | {(size < 0 ? "" : ((double)text.Length / size).ToString("0.00"))} | {(size < 0 || xz < 0 ? "" : ((double)xz / size).ToString("0.00"))} | | | | |");
+            Console.WriteLine($"| {name} | {(size < 0 ? "not installed" : size.ToString("N0"))} | {(size < 0 ? "" : (8.0 * size / text.Length).ToString("0.000"))} | {(size < 0 ? "" : ((double)text.Length / size).ToString("0.00"))} | {(size < 0 || xz < 0 ? "" : ((double)xz / size).ToString("0.00"))} | | | | | |");
 
         string models = Path.Combine(shared, "models");
         using var f32 = ModelLoader.Load(Path.Combine(models, "stories15M", "stories15M.bin"));
-        var files = new List<(string Name, string Path)> { ("stories15M F32", Path.Combine(models, "stories15M", "stories15M.bin")) };
+        var files = new List<(string Name, string Path, int Lookahead)>
+        {
+            ("stories15M F32, plain parse (--lookahead 0)", Path.Combine(models, "stories15M", "stories15M.bin"), 0),
+            ("stories15M F32", Path.Combine(models, "stories15M", "stories15M.bin"), -1),
+        };
         string q8 = Path.Combine(work, "stories15M-Q8_0.gguf"), q4 = Path.Combine(work, "stories15M-Q4_0-pure.gguf"), gptq = Path.Combine(work, "stories15M-Q4_0-pure-gptq.gguf");
         GgufQuantizer.Write(f32, QuantizationMix.Plan(f32, QuantizationMix.Q8_0, [], pure: false), q8);
         GgufQuantizer.Write(f32, QuantizationMix.Plan(f32, QuantizationMix.Q4_0, [], pure: true), q4);
         Compressor.Compress(f32, File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt")),
             new CompressionOptions { Mix = QuantizationMix.Q4_0, Pure = true, Method = CompressionMethod.Gptq, Threads = threads }, gptq);
-        files.Add(("stories15M Q8_0 (squeeze convert)", q8));
-        files.Add(("stories15M Q4_0 pure (squeeze convert, RTN)", q4));
-        files.Add(("stories15M Q4_0 pure (squeeze compress, GPTQ)", gptq));
+        files.Add(("stories15M Q8_0 (squeeze convert)", q8, -1));
+        files.Add(("stories15M Q4_0 pure (squeeze convert, RTN)", q4, -1));
+        files.Add(("stories15M Q4_0 pure (squeeze compress, GPTQ)", gptq, -1));
         byte[]? first = null;
-        foreach (var (name, path) in files)
+        foreach (var (name, path, lookahead) in files)
         {
-            using var model = ReferenceEquals(path, files[0].Path) ? null : ModelLoader.Load(path);
-            var (zip, unzip, same, sqz) = RoundTrip(model ?? f32, text, threads, work);
+            using var model = path == files[0].Path ? null : ModelLoader.Load(path);
+            var (zip, unzip, same, sqz) = RoundTrip(model ?? f32, text, threads, work, lookahead: lookahead);
             if (!same)
                 throw new InvalidOperationException($"{name}: unzip did not restore the input");
-            Console.WriteLine($"| squeeze zip, {name} | {zip.OutputBytes:N0} | {zip.BitsPerByte:0.000} | {zip.Ratio:0.00} | {(xz < 0 ? "" : ((double)xz / zip.OutputBytes).ToString("0.00"))} | {zip.ModelBitsPerByte:0.000} | {zip.StreamOverhead * 100:+0.00;-0.00}% | {zip.BytesPerSecond / 1000:0.0} | {unzip.BytesPerSecond / 1000:0.0} |");
+            Console.WriteLine($"| squeeze zip, {name} | {zip.OutputBytes:N0} | {zip.BitsPerByte:0.000} | {zip.Ratio:0.00} | {(xz < 0 ? "" : ((double)xz / zip.OutputBytes).ToString("0.00"))} | {zip.ModelBitsPerByte:0.000} | {zip.StreamOverhead * 100:+0.00;-0.00;0.00}% | {zip.Breaks:N0} / {zip.BosTokens:N0} | {zip.BytesPerSecond / 1000:0.0} | {unzip.BytesPerSecond / 1000:0.0} |");
             Console.Out.Flush();
-            first ??= sqz;
+            if (lookahead < 0)
+                first ??= sqz;
         }
 
         // Determinism: a second F32 run writes the same bytes; unzip at 1 thread restores the same output.

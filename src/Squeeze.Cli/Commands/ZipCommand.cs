@@ -48,7 +48,7 @@ internal static class ZipCommand
             // two short lines: the console wraps at 240 columns when stdout is redirected
             Cli.Console.WriteLine($"{result.Tokens:N0} tokens, {result.Escapes:N0} escaped bytes, {result.Segments:N0} segments, {result.Breaks:N0} breaks, {result.BosTokens:N0} BOS, header and tables {result.OverheadBytes:N0} bytes; {result.BytesPerSecond / 1000:0.0} KB/s");
             Cli.Console.WriteLine($"{options.Output}: {result.InputBytes:N0} → {result.OutputBytes:N0} bytes, {result.BitsPerByte:0.0000} bits per byte, ratio {result.Ratio:0.00}; " +
-                $"model cross-entropy {result.ModelBitsPerByte:0.0000} bits per byte (streams {result.StreamOverhead * 100:+0.00;-0.00}%)");
+                $"model cross-entropy {result.ModelBitsPerByte:0.0000} bits per byte (streams {result.StreamOverhead * 100:+0.00;-0.00;0.00}%)");
         }
         return 0;
     }

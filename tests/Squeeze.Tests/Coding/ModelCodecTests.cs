@@ -134,6 +134,22 @@ public class ModelCodecTests
     }
 
     [Fact]
+    public void Trials_back_off_to_every_16th_candidate_when_they_keep_failing()
+    {
+        var trials = new Trials();
+        for (int i = 0; i < 9; i++)
+        {
+            Assert.True(trials.Take());
+            trials.Report(success: false);
+        }
+        // nine failures, no success: one candidate in 16
+        Assert.Equal(1, Enumerable.Range(0, 16).Count(_ => trials.Take()));
+        trials.Report(success: true); // 8 · 1 ≥ 10 − 8: every candidate again
+        Assert.True(trials.Take());
+        Assert.True(trials.Take());
+    }
+
+    [Fact]
     public void A_version_1_file_is_still_read()
     {
         // written by the build before version 2 (commit c44545e): squeeze zip stories260K.bin tinystories-sample.txt
