@@ -14,7 +14,8 @@ namespace Squeeze.Bench;
 /// evaluation text rewards: the f32 model with scaled logits), <c>kv</c> (KV-cache policies: KLD, cache bytes per token,
 /// decode tokens/s), <c>allocation</c> (knapsack and
 /// evolutionary search to byte budgets against llama.cpp's mixes), <c>zip</c> (squeeze zip against
-/// gzip, xz, zstd and brotli; round trips, bits per byte, throughput, determinism), <c>codebooks</c> (uniform codes,
+/// gzip, xz, zstd and brotli; round trips, bits per byte, throughput, determinism), <c>embedding-rows</c> (the tied
+/// embedding's rows quantized by how often their token is used: KLD), <c>codebooks</c> (uniform codes,
 /// non-uniform codebooks and dense-and-sparse outliers in the runtime: KLD, perplexity, bits per weight), <c>pruning</c> (magnitude, Wanda and
 /// SparseGPT at 25 %, 50 % and 2:4 against dense, structured heads and units, and the sparse products' speed), <c>lowrank</c> (activation-aware
 /// against plain SVD at equal bytes, EoRA corrections of low-bit bases, low-rank layer speed), <c>lossless</c> (DFloat11, entropy-coded
@@ -56,6 +57,9 @@ public static class Program
             case "zip":
                 ZipSuite.Run(rest);
                 return 0;
+            case "embedding-rows":
+                EmbeddingRowsSuite.Run(rest);
+                return 0;
             case "native":
                 NativeSuite.Run(rest);
                 return 0;
@@ -72,7 +76,7 @@ public static class Program
                 LosslessSuite.Run(rest);
                 return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|codebooks|pruning|lowrank|lossless [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|embedding-rows|codebooks|pruning|lowrank|lossless [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

@@ -96,7 +96,8 @@ internal sealed class LaneRunner : IDisposable
     /// <summary>The estimated cost of a set break flag, in bits, charged to a break when parses are compared.</summary>
     private const double BreakBits = 1;
 
-    /// <summary>Alternatives compared with a segment's parse at one time.</summary>
+    /// <summary>Alternatives compared with a segment's parse at one time (and, over the block, at most one per segment
+    /// on average, which bounds the KV caches to twice the segments').</summary>
     private const int MaxAlternatives = 4;
 
     private readonly Transformer runtime;
@@ -104,6 +105,7 @@ internal sealed class LaneRunner : IDisposable
     private readonly bool breaks;
     private readonly Stack<KvCache> spareCaches = new();
     private readonly Trials[] trials = [new(), new()]; // the encoder's trials of each kind (0: BOS, 1: break) in the block
+    private int alternatives, lanesInBlock;            // the encoder's alternatives alive, and the block's segments
     private readonly List<uint[]> cumulative = [];
     private readonly List<float[]> scratch = [];
     private double[] logPartitions = [];
@@ -377,6 +379,8 @@ internal sealed class LaneRunner : IDisposable
     {
         trials[0] = new Trials();
         trials[1] = new Trials();
+        lanesInBlock = lanes.Count;
+        alternatives = 0;
         var texts = new Spans[lanes.Count];
         for (int i = 0; i < lanes.Count; i++)
         {
@@ -445,7 +449,7 @@ internal sealed class LaneRunner : IDisposable
         {
             b.Flagged = true;
             flagContext = BreakFlags.Context(b.NewlineRun);
-            if (main && lane.Alternatives.Count < MaxAlternatives && b.NewlineRun >= 2 && b.Index == 0 && b.Span > 0 && text.Prefixed[b.Span] is not null && lookahead > 0
+            if (main && CanFork(lane) && b.NewlineRun >= 2 && b.Index == 0 && b.Span > 0 && text.Prefixed[b.Span] is not null
                 && trials[1].Take())
             {
                 // try a document break here: a fresh window, this span with the space prefix
@@ -463,7 +467,7 @@ internal sealed class LaneRunner : IDisposable
         var c = cumulative[k];
         uint total = c[^1];
         uint bosFrequency = c[bos + 1] - c[bos];
-        if (main && lane.Alternatives.Count < MaxAlternatives && flagContext < 0 && lookahead > 0 && b.LastFed != bos
+        if (main && CanFork(lane) && flagContext < 0 && b.LastFed != bos
             && bosFrequency >= total * BosTrial && 4 * bosFrequency >= NextFrequency(text, b, c) && trials[0].Take())
         {
             // try a BOS token here (likely enough, and not much less likely than the next token): the same window continues after it
@@ -524,8 +528,11 @@ internal sealed class LaneRunner : IDisposable
         return symbol >= 0 ? c[symbol + 1] - c[symbol] : c[vocab + 1] - c[vocab];
     }
 
-    private static void Fork(Lane lane, Branch alternative)
+    private bool CanFork(Lane lane) => lookahead > 0 && lane.Alternatives.Count < MaxAlternatives && alternatives < lanesInBlock;
+
+    private void Fork(Lane lane, Branch alternative)
     {
+        alternatives++;
         lane.Alternatives.Add(alternative);
         lane.Main.Boundaries ??= [];
     }
@@ -559,6 +566,7 @@ internal sealed class LaneRunner : IDisposable
                     if (other != alt)
                         Release(other);
                 }
+                alternatives -= lane.Alternatives.Count;
                 lane.Alternatives.Clear();
                 alt.Boundaries = null;
                 lane.Main = alt;
@@ -566,6 +574,7 @@ internal sealed class LaneRunner : IDisposable
             }
             Release(alt);
             lane.Alternatives.RemoveAt(a--);
+            alternatives--;
         }
         if (lane.Alternatives.Count == 0)
             main.Boundaries = null;
