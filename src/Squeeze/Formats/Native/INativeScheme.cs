@@ -49,6 +49,7 @@ internal static class NativeSchemes
         EntropyNativeScheme.Instance,
         DFloat11NativeScheme.Instance,
         VectorNativeScheme.Instance,
+        SplitNativeScheme.Instance,
     ];
 
     public static INativeScheme? Find(string name) => All.FirstOrDefault(s => s.Name == name);
