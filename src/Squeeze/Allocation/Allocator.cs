@@ -116,7 +116,8 @@ public static class Allocator
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(representations);
         return Prepare<NativeCandidateSet, NativeCandidate>(model, calibrationText, options, (stats, p) =>
-            NativeCandidateSet.Build(model, new NativeTensorEncoder(model, stats, options.Compression), representations, p), progress);
+            NativeCandidateSet.Build(model, new NativeTensorEncoder(model, stats, options.Compression,
+                RowSplitRepresentation.CountTokens(model, calibrationText, options.Compression.CalibrationTokens)), representations, p), progress);
     }
 
     private static AllocationContext<TSet, T> Prepare<TSet, T>(Model model, string calibrationText, AllocationOptions options,

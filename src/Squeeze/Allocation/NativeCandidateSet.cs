@@ -42,7 +42,7 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
         ArgumentNullException.ThrowIfNull(representations);
         var matrices = model.Tensors.Where(t => t.Shape.Length == 2).Select(t => model.Weight(t.Name))
             .Concat(model.Weights).ToList();
-        var work = matrices.Select(w => (Weight: w, Levels: representations.Where(r => r.Fits(w.Rows, w.Columns)).Distinct().ToList())).ToList();
+        var work = matrices.Select(w => (Weight: w, Levels: representations.Where(r => r.Fits(encoder, w.Name)).Distinct().ToList())).ToList();
         foreach (var (w, levels) in work)
         {
             if (levels.Count == 0)

@@ -14,7 +14,8 @@ namespace Squeeze.Compression;
 /// width for uniform codes), <c>svd:RANK[:FACTORBITS]</c>, <c>eora:BITS:GROUP:RANK[:FACTORBITS]</c> and
 /// <c>slim:N:M:VALUES:RANK[:FACTORBITS]</c> (low-rank levels, Compression/LowRankRepresentations.cs),
 /// <c>vq:DIM:INDEXBITS[:scaled]</c> and <c>rvq:DIM:INDEXBITS:RESIDUALBITS[:scaled]</c> (vector quantization, with a
-/// residual stage, <see cref="VectorRepresentation"/>), <c>zero</c> (the matrix dropped), <c>f16</c>.
+/// residual stage, <see cref="VectorRepresentation"/>), <c>split:HOTROWS:HOTSPEC/COLDSPEC</c> (a token-indexed
+/// matrix's rows split by use, <see cref="RowSplitRepresentation"/>), <c>zero</c> (the matrix dropped), <c>f16</c>.
 /// </summary>
 public abstract record NativeRepresentation
 {
@@ -23,6 +24,14 @@ public abstract record NativeRepresentation
 
     /// <summary>True when a [rows, columns] weight can be stored this way.</summary>
     public abstract bool Fits(int rows, int columns);
+
+    /// <summary>True when tensor <paramref name="name"/> (as <paramref name="encoder"/> sees it) can be stored this way:
+    /// by default, when its shape <see cref="Fits(int, int)"/>.</summary>
+    public virtual bool Fits(NativeTensorEncoder encoder, string name)
+    {
+        ArgumentNullException.ThrowIfNull(encoder);
+        return Fits(encoder.Rows(name), encoder.Columns(name));
+    }
 
     /// <summary>Encodes tensor <paramref name="name"/>.</summary>
     public abstract NativeEncoded Encode(NativeTensorEncoder encoder, string name);
@@ -51,6 +60,8 @@ public abstract record NativeRepresentation
     public static NativeRepresentation Parse(string spec)
     {
         ArgumentNullException.ThrowIfNull(spec);
+        if (spec.Trim().StartsWith("split:", StringComparison.OrdinalIgnoreCase))
+            return RowSplitRepresentation.ParseSplit(spec.Trim().ToLowerInvariant());
         if (WrappedRepresentations.TryParse(spec.Trim().ToLowerInvariant(), out var wrapped))
             return wrapped;
         var parts = spec.Trim().ToLowerInvariant().Split(':');
@@ -109,7 +120,7 @@ public abstract record NativeRepresentation
                     throw new FormatException($"representation '{spec}': the optional fifth part is 'scaled'");
                 return new VectorRepresentation(Number(1, "the vector dimension", 1, 16), Number(2, "the index bits", 1, 16), Number(3, "the residual index bits", 1, 16), parts.Length == 5);
             default:
-                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), codebook:BITS:GROUP (GROUP may be ~N or row), rot+uniform:…, entropy+SPEC, dfloat11, nm:N:M:VALUES, unstructured:FRACTION:VALUES, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS], slim:N:M:VALUES:RANK[:FACTORBITS], vq:DIM:INDEXBITS[:scaled], rvq:DIM:INDEXBITS:RESIDUALBITS[:scaled], zero, f16");
+                throw new FormatException($"representation '{spec}' is not one of uniform:BITS:GROUP[:sym] (GROUP may be ~N), codebook:BITS:GROUP (GROUP may be ~N or row), rot+uniform:…, entropy+SPEC, dfloat11, nm:N:M:VALUES, unstructured:FRACTION:VALUES, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS], slim:N:M:VALUES:RANK[:FACTORBITS], vq:DIM:INDEXBITS[:scaled], rvq:DIM:INDEXBITS:RESIDUALBITS[:scaled], split:HOTROWS:HOTSPEC/COLDSPEC, zero, f16");
         }
     }
 }

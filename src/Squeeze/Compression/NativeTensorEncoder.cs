@@ -27,10 +27,16 @@ public sealed class NativeTensorEncoder
     private readonly Dictionary<(int, LinearInput), ActivationStatistics>? stats;
     private readonly Dictionary<ActivationStatistics, GptqHessian> hessians = new(ReferenceEqualityComparer.Instance);
     private readonly Dictionary<ActivationStatistics, GptqHessian> naturalOrderHessians = new(ReferenceEqualityComparer.Instance);
+    private readonly (string Name, int[] Rows)? selection;
 
-    /// <exception cref="ArgumentException">Statistics of another model.</exception>
-    public NativeTensorEncoder(Model model, CalibrationStatistics? statistics, CompressionOptions options)
+    /// <param name="tokenCounts">How often the calibration text uses each token (indexed by token id), or null: what the
+    /// levels that treat the rows of token-indexed matrices by use need (<see cref="RowSplitRepresentation"/>).</param>
+    /// <exception cref="ArgumentException">Statistics of another model, or token counts of another vocabulary.</exception>
+    public NativeTensorEncoder(Model model, CalibrationStatistics? statistics, CompressionOptions options, long[]? tokenCounts = null)
     {
+        if (tokenCounts is not null && tokenCounts.Length != model?.Config.VocabSize)
+            throw new ArgumentException($"{tokenCounts.Length} token counts for a vocabulary of {model?.Config.VocabSize}", nameof(tokenCounts));
+        TokenCounts = tokenCounts;
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
         if (statistics is not null)
@@ -42,14 +48,40 @@ public sealed class NativeTensorEncoder
         this.options = options;
     }
 
+    // The same model, statistics and caches, with tensor selection.Name seen as only its rows selection.Rows.
+    private NativeTensorEncoder(NativeTensorEncoder parent, string name, int[] rows)
+    {
+        model = parent.model;
+        options = parent.options;
+        stats = parent.stats;
+        hessians = parent.hessians;
+        naturalOrderHessians = parent.naturalOrderHessians;
+        TokenCounts = parent.TokenCounts;
+        selection = (name, rows);
+    }
+
+    /// <summary>An encoder that sees tensor <paramref name="name"/> as only its rows <paramref name="rows"/> (in that
+    /// order), with the same input statistics: the levels of one group of rows.</summary>
+    public NativeTensorEncoder ForRows(string name, int[] rows)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        int all = Rows(name);
+        if (rows.Length == 0 || rows.Any(r => r < 0 || r >= all))
+            throw new ArgumentException($"{name}: a row selection must name at least one of its {all} rows, each once", nameof(rows));
+        return new NativeTensorEncoder(this, name, rows);
+    }
+
+    /// <summary>How often the calibration text uses each token, or null when not known.</summary>
+    public long[]? TokenCounts { get; }
+
     /// <summary>How tensors are encoded (method, GPTQ settings, threads).</summary>
     public CompressionOptions Options => options;
 
     /// <summary>The tensor's row length.</summary>
     public int Columns(string name) => model.Weight(name).Columns;
 
-    /// <summary>The tensor's number of rows.</summary>
-    public int Rows(string name) => model.Weight(name).Rows;
+    /// <summary>The tensor's number of rows (of the selection, for an encoder made by <see cref="ForRows"/>).</summary>
+    public int Rows(string name) => selection?.Name == name ? selection.Value.Rows.Length : model.Weight(name).Rows;
 
     /// <summary>The tensor's values, [rows, columns] row-major f32 (decoded once per tensor and shared: the levels of
     /// one tensor are encoded one after another).</summary>
@@ -109,11 +141,20 @@ public sealed class NativeTensorEncoder
             return current;
         var weight = model.Weight(name);
         var values = weight.Decode();
+        int rows = weight.Rows, columns = weight.Columns;
+        if (selection?.Name == name)
+        {
+            var selected = selection.Value.Rows;
+            var subset = new float[(long)selected.Length * columns];
+            for (int i = 0; i < selected.Length; i++)
+                values.AsSpan(selected[i] * columns, columns).CopyTo(subset.AsSpan(i * columns));
+            (values, rows) = (subset, selected.Length);
+        }
         var input = Input(name);
         double[] hessian = input?.Gram is not null && LinearInputs.TryGet(name, out _, out _) ? input.Hessian() : [];
         float[] importance = input?.Importance() ?? [];
         double signal = input is null ? double.NaN
-            : Compressor.Energy(values, null, weight.Rows, weight.Columns, hessian, importance, Math.Max(1, options.Threads));
+            : Compressor.Energy(values, null, rows, columns, hessian, importance, Math.Max(1, options.Threads));
         return current = new Reference(name, values, input, hessian, importance, signal);
     }
 
@@ -207,13 +248,13 @@ public sealed class NativeTensorEncoder
     {
         ArgumentNullException.ThrowIfNull(pattern);
         var values = Values(name);
-        var shape = model.Weight(name);
+        int rows = Rows(name), columns = Columns(name);
         var input = Input(name);
         bool linear = LinearInputs.TryGet(name, out _, out _);
         var method = input is null ? PruningMethod.Magnitude
             : input.Gram is not null && linear && options.Method != CompressionMethod.Rtn ? PruningMethod.SparseGpt
             : PruningMethod.Wanda;
-        var result = Pruner.Prune(values, shape.Rows, shape.Columns, pattern, method, input,
+        var result = Pruner.Prune(values, rows, columns, pattern, method, input,
             new PruningOptions { DampingFraction = options.Damping, Threads = Math.Max(1, options.Threads) });
         ValueEncoder encode = valueBits == 0
             ? PrunedWeights.F16
