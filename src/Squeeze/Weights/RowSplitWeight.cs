@@ -88,13 +88,7 @@ public sealed class RowSplitWeight : LinearWeight
         try
         {
             group.Multiply(x[..(tokens * Columns)], tokens, context, outputs.AsSpan(0, tokens * n));
-            for (int t = 0; t < tokens; t++)
-            {
-                var yt = y.Slice(t * rows, rows);
-                var ot = outputs.AsSpan(t * n, n);
-                for (int k = 0; k < n; k++)
-                    yt[rowIndices[k]] = ot[k];
-            }
+            RowScatter.Scatter(outputs.AsSpan(0, tokens * n), tokens, rowIndices, y, rows);
         }
         finally
         {

@@ -112,13 +112,7 @@ public sealed class StructuredSparseWeight : LinearWeight
             }
             Kept.Multiply(input, tokens, context, outputs.AsSpan(0, tokens * kr));
             y[..(tokens * rows)].Clear();
-            for (int t = 0; t < tokens; t++)
-            {
-                var yt = y.Slice(t * rows, rows);
-                var ot = outputs.AsSpan(t * kr, kr);
-                for (int r = 0; r < kr; r++)
-                    yt[keptRows[r]] = ot[r];
-            }
+            RowScatter.Scatter(outputs.AsSpan(0, tokens * kr), tokens, keptRows, y, rows);
         }
         finally
         {
