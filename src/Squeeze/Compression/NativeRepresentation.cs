@@ -41,9 +41,9 @@ public abstract record NativeRepresentation
     /// <summary>The default levels of <c>compress --format native</c>: uniform codes of 2, 3, 4, 5, 6 and 8 bits in the
     /// largest groups of at most 64 and at most 256 values that divide the row, per-row codebooks of 2, 3 and 4 bits,
     /// vector codebooks (6-dim vectors, 12- and 13-bit indices: only large tensors such as the embedding; row-scaled 4-dim
-    /// vectors, 8- to 10-bit indices), f16, and for the token embedding or classifier four row splits (the 2,048 or 4,096
-    /// rows of the calibration text's most used tokens in 5- or 6-bit uniform codes, the rest in vector codes of 1.5 to
-    /// 2.2 bits per weight or 3-bit uniform codes). The vector and split levels are those the budget search chose at 2.5
+    /// vectors, 7- to 10-bit indices), f16, and for the token embedding or classifier six row splits (the 1,024 to 4,096
+    /// rows of the calibration text's most used tokens in 4- to 6-bit uniform codes, the rest in vector codes of 1.25 to
+    /// 2.2 bits per weight or 3-bit uniform codes). The vector and split levels are those the budget search chose at 2.0
     /// to 3.5 bits per weight on stories15M (docs/BENCHMARKS.md).</summary>
     public static IReadOnlyList<NativeRepresentation> Defaults { get; } =
     [
@@ -53,9 +53,10 @@ public abstract record NativeRepresentation
         .. from bits in (int[])[2, 3, 4] select (NativeRepresentation)new CodebookRepresentation(bits, 0, AtMost: false),
         new VectorRepresentation(6, 12, 0, RowScales: false),
         new VectorRepresentation(6, 13, 0, RowScales: false),
-        .. from bits in (int[])[8, 9, 10] select (NativeRepresentation)new VectorRepresentation(4, bits, 0, RowScales: true),
+        .. from bits in (int[])[7, 8, 9, 10] select (NativeRepresentation)new VectorRepresentation(4, bits, 0, RowScales: true),
         new Float16Representation(),
-        .. from spec in (string[])["split:2048:uniform:5:~64/vq:8:12", "split:2048:uniform:5:~64/vq:6:11", "split:2048:uniform:6:~64/vq:6:13", "split:4096:uniform:6:~64/uniform:3:~64"]
+        .. from spec in (string[])["split:1024:uniform:5:~64/vq:8:10", "split:1024:uniform:4:~64/vq:8:11", "split:2048:uniform:5:~64/vq:8:12", "split:2048:uniform:5:~64/vq:6:11",
+                                          "split:2048:uniform:6:~64/vq:6:13", "split:4096:uniform:6:~64/uniform:3:~64"]
            select Parse(spec),
     ];
 
