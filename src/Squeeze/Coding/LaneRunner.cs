@@ -108,6 +108,8 @@ internal sealed class LaneRunner : IDisposable
     private int alternatives, lanesInBlock;            // the encoder's alternatives alive, and the block's segments
     private readonly List<uint[]> cumulative = [];
     private readonly List<float[]> scratch = [];
+    private readonly List<int> rowTokens = [], rowPositions = [], logitRows = [];
+    private readonly List<KvCache> rowCaches = [];
     private double[] logPartitions = [];
     private float[] logits = [];
 
@@ -176,6 +178,21 @@ internal sealed class LaneRunner : IDisposable
         branch.LastFed = token;
     }
 
+    /// <summary>After a symbol with bytes: the segment is done when its <paramref name="length"/> bytes are reached,
+    /// else the symbol (the feed token for an escape) is queued.</summary>
+    private void FinishOrFeed(Branch branch, int length, int symbol)
+    {
+        if (branch.Bytes == length)
+        {
+            branch.Done = true;
+            Release(branch);
+        }
+        else
+        {
+            Feed(branch, symbol >= 0 ? symbol : Symbols.FeedForEscape);
+        }
+    }
+
     /// <summary>Moves the byte state past <paramref name="text"/> (a symbol's bytes, less a dropped space).</summary>
     private static void Advance(Branch branch, ReadOnlySpan<byte> text)
     {
@@ -198,23 +215,23 @@ internal sealed class LaneRunner : IDisposable
     /// <see cref="logPartitions"/>[k] for branch k, and <see cref="logits"/> rows in branch order.</summary>
     private void Step(List<Branch> branches)
     {
-        var tokens = new List<int>();
-        var caches = new List<KvCache>();
-        var positions = new List<int>();
-        var logitRows = new int[branches.Count];
-        for (int k = 0; k < branches.Count; k++)
+        rowTokens.Clear();
+        rowCaches.Clear();
+        rowPositions.Clear();
+        logitRows.Clear();
+        foreach (var b in branches)
         {
-            var b = branches[k];
             foreach (int token in b.Pending)
             {
-                tokens.Add(token);
-                caches.Add(b.Cache!);
-                positions.Add(b.Position++);
+                rowTokens.Add(token);
+                rowCaches.Add(b.Cache!);
+                rowPositions.Add(b.Position++);
             }
             b.Pending.Clear();
-            logitRows[k] = tokens.Count - 1;
+            logitRows.Add(rowTokens.Count - 1);
         }
-        var rows = runtime.ForwardSequences(CollectionsMarshal.AsSpan(tokens), CollectionsMarshal.AsSpan(caches), CollectionsMarshal.AsSpan(positions), logitRows);
+        var rows = runtime.ForwardSequences(CollectionsMarshal.AsSpan(rowTokens), CollectionsMarshal.AsSpan(rowCaches), CollectionsMarshal.AsSpan(rowPositions),
+            CollectionsMarshal.AsSpan(logitRows));
         if (logits.Length < rows.Length)
             logits = new float[rows.Length];
         rows.CopyTo(logits);
@@ -304,15 +321,7 @@ internal sealed class LaneRunner : IDisposable
                     bytes.CopyTo(lane.Output.AsSpan(b.Bytes));
                     Advance(b, bytes);
                     done += bytes.Length;
-                    if (b.Bytes == lane.Length)
-                    {
-                        b.Done = true;
-                        Release(b);
-                    }
-                    else
-                    {
-                        Feed(b, symbol >= 0 ? symbol : Symbols.FeedForEscape);
-                    }
+                    FinishOrFeed(b, lane.Length, symbol);
                 }
                 progress?.Invoke(done);
             }
@@ -327,28 +336,37 @@ internal sealed class LaneRunner : IDisposable
 
     // ---- encoding -----------------------------------------------------------------------------------------------
 
-    /// <summary>A segment's text cut into spans at the end of every run of line ends (CR, LF) that holds a newline, each tokenized two ways: continuing
-    /// (no space prefix) and, where the tokenizer adds one and it round-trips, prefixed (for a span that starts a document).</summary>
+    /// <summary>A segment's text cut into spans at the end of every run of line ends (CR, LF) that holds a newline, each
+    /// tokenized continuing (no space prefix); the first span, and with a lookahead every span after two or more newlines
+    /// (where a break is tried), also prefixed when the tokenizer adds a prefix and it round-trips (a span that starts a
+    /// document).</summary>
     private sealed class Spans
     {
         public required List<int>[] Continuing;
         public required List<int>?[] Prefixed;
+
+        /// <summary>The symbol <paramref name="b"/> codes next.</summary>
+        public int Next(Branch b) => (b.Prefixed ? Prefixed[b.Span]! : Continuing[b.Span])[b.Index];
     }
 
     private Spans Tokenize(byte[] text)
     {
         var starts = new List<int> { 0 };
+        var newlinesBefore = new List<int> { 0 }; // LFs in the run of line ends before each span
         if (breaks)
         {
             for (int i = 1; i < text.Length; i++)
             {
                 if (IsLineEnd(text[i]) || !IsLineEnd(text[i - 1]))
                     continue;
-                bool newline = false;
+                int newlines = 0;
                 for (int j = i - 1; j >= 0 && IsLineEnd(text[j]); j--)
-                    newline |= text[j] == (byte)'\n';
-                if (newline)
+                    newlines += text[j] == (byte)'\n' ? 1 : 0;
+                if (newlines > 0)
+                {
                     starts.Add(i);
+                    newlinesBefore.Add(newlines);
+                }
             }
         }
         starts.Add(text.Length);
@@ -358,7 +376,7 @@ internal sealed class LaneRunner : IDisposable
         {
             var span = text.AsSpan(starts[s], starts[s + 1] - starts[s]);
             spans.Continuing[s] = Symbols.Tokenize(span, tryPrefix: false, out _);
-            if (s == 0 || lookahead > 0)
+            if (s == 0 || (lookahead > 0 && newlinesBefore[s] >= 2))
             {
                 var prefixed = Symbols.Tokenize(span, tryPrefix: true, out bool dropped);
                 spans.Prefixed[s] = dropped ? prefixed : null;
@@ -449,8 +467,7 @@ internal sealed class LaneRunner : IDisposable
         {
             b.Flagged = true;
             flagContext = BreakFlags.Context(b.NewlineRun);
-            if (main && CanFork(lane) && b.NewlineRun >= 2 && b.Index == 0 && b.Span > 0 && text.Prefixed[b.Span] is not null
-                && trials[1].Take())
+            if (main && CanFork(lane) && b.Index == 0 && b.Span > 0 && text.Prefixed[b.Span] is not null && trials[1].Take())
             {
                 // try a document break here: a fresh window, this span with the space prefix
                 var alt = b.CloneText();
@@ -481,9 +498,8 @@ internal sealed class LaneRunner : IDisposable
             Fork(lane, alt);
         }
 
-        var tokens = b.Prefixed ? text.Prefixed[b.Span]! : text.Continuing[b.Span];
-        int symbol = tokens[b.Index];
-        if (++b.Index == tokens.Count)
+        int symbol = text.Next(b);
+        if (++b.Index == (b.Prefixed ? text.Prefixed[b.Span]! : text.Continuing[b.Span]).Count)
         {
             b.Span++;
             b.Index = 0;
@@ -499,8 +515,9 @@ internal sealed class LaneRunner : IDisposable
         }
         else
         {
-            b.Steps.Add(new CodedStep(flagContext, false, symbol, c[vocab], 1, total, Math.Log2(total) + 8));
-            b.Bits += Math.Log2(total) + 8;
+            double bits = Math.Log2(total) + 8;
+            b.Steps.Add(new CodedStep(flagContext, false, symbol, c[vocab], 1, total, bits));
+            b.Bits += bits;
             bytes = lane.Text.AsSpan(b.Bytes, 1);
         }
         if (b.DropSpace)
@@ -510,21 +527,13 @@ internal sealed class LaneRunner : IDisposable
         }
         Advance(b, bytes);
         b.Boundaries?.TryAdd(b.Bytes, b.Bits);
-        if (b.Bytes == lane.Length)
-        {
-            b.Done = true;
-            Release(b);
-        }
-        else
-        {
-            Feed(b, symbol >= 0 ? symbol : Symbols.FeedForEscape);
-        }
+        FinishOrFeed(b, lane.Length, symbol);
     }
 
     /// <summary>The frequency of the token <paramref name="b"/> codes next (an escape's for an escaped byte).</summary>
     private uint NextFrequency(Spans text, Branch b, uint[] c)
     {
-        int symbol = (b.Prefixed ? text.Prefixed[b.Span]! : text.Continuing[b.Span])[b.Index];
+        int symbol = text.Next(b);
         return symbol >= 0 ? c[symbol + 1] - c[symbol] : c[vocab + 1] - c[vocab];
     }
 
