@@ -1,3 +1,4 @@
+using Squeeze.Compression;
 using Squeeze.Evaluation;
 using Squeeze.Formats;
 using Squeeze.Formats.Native;
@@ -24,13 +25,9 @@ internal static class EmbeddingRowsSuite
         using var model = ModelLoader.Load(Path.Combine(shared, "models", "stories15M", "stories15M.bin"));
         string calib = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt"));
         string eval = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-eval.txt"));
-        var counts = new long[model.Config.VocabSize];
-        foreach (int t in model.Tokenizer.Encode(calib, addBos: true))
-            counts[t]++;
-        int[] byUse = [.. Enumerable.Range(0, counts.Length).OrderByDescending(i => counts[i]).ThenBy(i => i)];
-        var evalCounts = new long[counts.Length];
-        foreach (int t in model.Tokenizer.Encode(eval, addBos: true))
-            evalCounts[t]++;
+        long[] counts = RowSplitRepresentation.CountTokens(model, calib);
+        int[] byUse = RowSplitRepresentation.ByUse(counts);
+        long[] evalCounts = RowSplitRepresentation.CountTokens(model, eval);
 
         var embedding = model.Weight(TensorNames.TokenEmbedding);
         float[] values = embedding.Decode();

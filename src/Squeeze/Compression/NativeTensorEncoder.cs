@@ -67,7 +67,7 @@ public sealed class NativeTensorEncoder
         ArgumentNullException.ThrowIfNull(rows);
         int all = Rows(name);
         if (rows.Length == 0 || rows.Any(r => r < 0 || r >= all))
-            throw new ArgumentException($"{name}: a row selection must name at least one of its {all} rows, each once", nameof(rows));
+            throw new ArgumentException($"{name}: a row selection must name at least one row, each in [0, {all})", nameof(rows));
         return new NativeTensorEncoder(this, name, rows);
     }
 

@@ -30,9 +30,8 @@ public sealed record RowSplitRepresentation(int HotRows, NativeRepresentation Ho
         if (!Fits(encoder, name))
             throw new ArgumentException($"{name}: {Spec} needs a token-indexed matrix of more than {HotRows} rows and the calibration text's token counts");
         var counts = encoder.TokenCounts!;
-        int[] byUse = [.. Enumerable.Range(0, counts.Length).OrderByDescending(t => counts[t]).ThenBy(t => t)];
         var hot = new bool[counts.Length];
-        foreach (int t in byUse.AsSpan(0, HotRows))
+        foreach (int t in ByUse(counts).AsSpan(0, HotRows))
             hot[t] = true;
         int[] hotRows = [.. Enumerable.Range(0, hot.Length).Where(r => hot[r])];
         int[] coldRows = [.. Enumerable.Range(0, hot.Length).Where(r => !hot[r])];
@@ -40,6 +39,13 @@ public sealed record RowSplitRepresentation(int HotRows, NativeRepresentation Ho
         var coldEncoded = Cold.Encode(encoder.ForRows(name, coldRows), name);
         var weight = new RowSplitWeight(name, hot, hotEncoded.Weight, coldEncoded.Weight);
         return new NativeEncoded(weight, $"{hotEncoded.Encoding} / {coldEncoded.Encoding}", encoder.RelativeError(name, weight));
+    }
+
+    /// <summary>Token ids by use: the most used first, ties by id (the order hot rows are taken in).</summary>
+    public static int[] ByUse(long[] counts)
+    {
+        ArgumentNullException.ThrowIfNull(counts);
+        return [.. Enumerable.Range(0, counts.Length).OrderByDescending(t => counts[t]).ThenBy(t => t)];
     }
 
     /// <summary>How often <paramref name="text"/> (tokenized with BOS, its first <paramref name="maxTokens"/> tokens; 0:
