@@ -62,6 +62,15 @@ public sealed class StructuredSparseWeight : LinearWeight
         return packed;
     }
 
+    /// <summary>The first <paramref name="length"/> bits of <paramref name="packed"/>, LSB first (the inverse of <see cref="Pack"/>).</summary>
+    public static bool[] Unpack(ReadOnlySpan<byte> packed, int length)
+    {
+        var bits = new bool[length];
+        for (int i = 0; i < length; i++)
+            bits[i] = (packed[i / 8] >> (i % 8) & 1) != 0;
+        return bits;
+    }
+
     public override void DecodeRow(int row, Span<float> destination)
     {
         CheckRow(row, destination);

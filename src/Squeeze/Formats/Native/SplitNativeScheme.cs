@@ -34,13 +34,8 @@ internal sealed class SplitNativeScheme : INativeScheme
         var mask = source.Companion(prefix + MaskSuffix, SafetensorsDType.U8, [(rows + 7) / 8]);
         if (rows % 8 != 0 && mask[^1] >> (rows % 8) != 0)
             throw source.Fail(prefix + MaskSuffix, $"has bits set beyond row {rows - 1}");
-        var hot = new bool[rows];
-        int hotCount = 0;
-        for (int r = 0; r < rows; r++)
-        {
-            hot[r] = (mask[r / 8] >> (r % 8) & 1) != 0;
-            hotCount += hot[r] ? 1 : 0;
-        }
+        var hot = StructuredSparseWeight.Unpack(mask, rows);
+        int hotCount = hot.Count(h => h);
         if (hotCount == 0 || hotCount == rows)
             throw source.Fail(prefix + MaskSuffix, $"marks {hotCount} of {rows} rows hot; a split needs at least one hot and one cold row");
         var hotRows = source.Read(hotJson, name, prefix + HotSuffix, hotCount, columns);

@@ -139,6 +139,15 @@ internal static class NativeMutations
         Assert.Contains(expected, e.Message, StringComparison.Ordinal);
     }
 
+    /// <summary>Rewrites the file at <paramref name="path"/> through <paramref name="edit"/> (<see cref="Rewrite"/>) and asserts
+    /// that the reader refuses it naming the file and <paramref name="expected"/> (<see cref="AssertRefused"/>).</summary>
+    public static void AssertEditRefused(string path, IReadOnlyDictionary<string, long[]> shapes,
+        Action<IDictionary<string, string>, Dictionary<string, (SafetensorsDType DType, long[] Shape, byte[] Data)>> edit, string expected)
+    {
+        Rewrite(path, edit);
+        AssertRefused(path, shapes, expected);
+    }
+
     /// <summary>Rewrites the safetensors file at <paramref name="path"/> with its metadata and tensors passed through
     /// <paramref name="edit"/>.</summary>
     public static void Rewrite(string path, Action<IDictionary<string, string>, Dictionary<string, (SafetensorsDType DType, long[] Shape, byte[] Data)>> edit)

@@ -31,8 +31,7 @@ public sealed class SplitSchemeTests : IDisposable
     private void AssertRejected(Action<IDictionary<string, string>, Dictionary<string, (SafetensorsDType DType, long[] Shape, byte[] Data)>> edit, string expected)
     {
         var (path, shapes, _, _) = Sample();
-        NativeMutations.Rewrite(path, edit);
-        NativeMutations.AssertRefused(path, shapes, expected);
+        NativeMutations.AssertEditRefused(path, shapes, edit, expected);
     }
 
     [Fact]

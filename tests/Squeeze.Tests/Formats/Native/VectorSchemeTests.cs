@@ -77,8 +77,7 @@ public sealed class VectorSchemeTests : IDisposable
     private void AssertRejected(Action<IDictionary<string, string>, Dictionary<string, (SafetensorsDType DType, long[] Shape, byte[] Data)>> edit, string expected)
     {
         var (path, shapes) = Sample();
-        NativeMutations.Rewrite(path, edit);
-        NativeMutations.AssertRefused(path, shapes, expected);
+        NativeMutations.AssertEditRefused(path, shapes, edit, expected);
     }
 
     [Fact]
