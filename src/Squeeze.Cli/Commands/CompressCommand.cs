@@ -4,6 +4,7 @@ using Squeeze.Calibration;
 using Squeeze.Compression;
 using Squeeze.Formats;
 using Squeeze.Quantization;
+using Squeeze.Tuning;
 
 namespace Squeeze.Cli.Commands;
 
@@ -12,7 +13,8 @@ namespace Squeeze.Cli.Commands;
 internal static class CompressCommand
 {
     public sealed record Options(string Model, string? Tokenizer, string Type, string? Calib, string Output, string Method, long Tokens, int Context,
-        bool Pure, string[] TensorTypes, string? Stats, bool Sequential, bool NoActOrder, double Damping, int Refine, int Threads, bool Json, PlanCommand.Budget? Budget = null);
+        bool Pure, string[] TensorTypes, string? Stats, bool Sequential, bool NoActOrder, double Damping, int Refine, int Threads, bool Json, PlanCommand.Budget? Budget = null,
+        bool Tune = false, long TuneSamples = 65536, int TuneEpochs = 2);
 
     public static Command Create()
     {
@@ -34,18 +36,21 @@ internal static class CompressCommand
         var (bpw, size, search, timeLimit, generations, seed, chart) = (PlanCommand.TargetBpwOption(), PlanCommand.TargetSizeOption(), PlanCommand.SearchOption(),
             PlanCommand.TimeLimitOption(), PlanCommand.GenerationsOption(), PlanCommand.SeedOption(), PlanCommand.ChartOption());
         var (format, representation) = (PlanCommand.FormatOption(), PlanCommand.RepresentationOption());
+        var tune = new Option<bool>("--tune") { Description = "With a size target: before writing, tune the chosen model end to end against the original (Adam on the KL divergence): the norms, and with --format native the group scales, mins and codebooks; sizes do not change" };
+        var tuneSamples = new Option<long>("--tune-samples") { Description = "Tokens of text sampled from the original model that --tune trains on besides the calibration text", DefaultValueFactory = _ => 65536 };
+        var tuneEpochs = new Option<int>("--tune-epochs") { Description = "Passes of --tune over its training text; the epoch with the lowest KLD on held-out calibration chunks is kept", DefaultValueFactory = _ => 2 };
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
         var command = new Command("compress", "Calibrated quantization to a GGUF file: imatrix, GPTQ or AWQ+GPTQ at one of llama.cpp's mixes, or at a size target (--target-bpw, --target-size), optionally in Squeeze's native format (--format native)")
         {
             model, tokenizer, type, calib, output, method, tokens, ctx, pure, tensorTypes, stats, sequential, noActOrder, damping, refine, bpw, size, search, timeLimit, generations, seed, chart,
-            format, representation, threads, json,
+            format, representation, tune, tuneSamples, tuneEpochs, threads, json,
         };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(type)!, r.GetValue(calib),
             r.GetValue(output)!, r.GetValue(method)!, r.GetValue(tokens), r.GetValue(ctx), r.GetValue(pure), r.GetValue(tensorTypes)!, r.GetValue(stats),
             r.GetValue(sequential), r.GetValue(noActOrder), r.GetValue(damping), r.GetValue(refine), r.GetValue(threads), r.GetValue(json),
             new PlanCommand.Budget(r.GetValue(bpw), r.GetValue(size), r.GetValue(search)!, r.GetValue(timeLimit), r.GetValue(generations), r.GetValue(seed), r.GetValue(chart),
-                r.GetValue(format)!, r.GetValue(representation))))));
+                r.GetValue(format)!, r.GetValue(representation)), r.GetValue(tune), r.GetValue(tuneSamples), r.GetValue(tuneEpochs)))));
         return command;
     }
 
@@ -63,6 +68,8 @@ internal static class CompressCommand
     {
         if (options.Budget is { } budget && PlanCommand.HasTarget(budget))
             return ExecuteBudget(options, budget);
+        if (options.Tune)
+            throw new ArgumentException("--tune tunes what a size target chose: give --target-bpw or --target-size");
         if (options.Budget is { } other && (!other.Format.Equals("gguf", StringComparison.OrdinalIgnoreCase) || other.Representations is { Length: > 0 }))
             throw new ArgumentException("--format native chooses a representation per tensor under a size budget: give --target-bpw or --target-size");
         var method = ParseMethod(options.Method);
@@ -111,8 +118,13 @@ internal static class CompressCommand
     {
         if (options.Pure || options.TensorTypes.Length > 0 || options.Stats is not null || options.Sequential)
             throw new ArgumentException("--pure, --tensor-type, --stats and --sequential do not apply with a size target: the search chooses every tensor's type");
+        if (options.TuneSamples < 0)
+            throw new ArgumentException($"--tune-samples {options.TuneSamples} must not be negative");
+        if (options.TuneEpochs < 1)
+            throw new ArgumentException($"--tune-epochs {options.TuneEpochs} must be at least 1");
+        var tuning = options.Tune ? new TuningOptions { SampledTokens = options.TuneSamples, Epochs = options.TuneEpochs, Tokens = options.Tokens, Threads = Math.Max(1, options.Threads) } : null;
         var report = PlanCommand.Run(new PlanCommand.Options(options.Model, options.Tokenizer, options.Calib, options.Output, budget, options.Method, options.Tokens,
-            options.Context, options.Threads, options.Json, options.Damping, !options.NoActOrder), writeWeights: true);
+            options.Context, options.Threads, options.Json, options.Damping, !options.NoActOrder, tuning), writeWeights: true);
         if (options.Json)
             Cli.WriteJson(report);
         else

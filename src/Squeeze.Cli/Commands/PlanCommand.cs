@@ -4,6 +4,7 @@ using Spectre.Console;
 using Squeeze.Allocation;
 using Squeeze.Compression;
 using Squeeze.Formats;
+using Squeeze.Tuning;
 
 namespace Squeeze.Cli.Commands;
 
@@ -20,7 +21,10 @@ internal static class PlanCommand
         string Format = "gguf", string[]? Representations = null);
 
     public sealed record Options(string Model, string? Tokenizer, string? Calib, string Output, Budget Budget, string Method, long Tokens, int Context, int Threads, bool Json,
-        double Damping = 0.01, bool ActivationOrder = true);
+        double Damping = 0.01, bool ActivationOrder = true, TuningOptions? Tuning = null);
+
+    /// <summary>What tuning did before the file was written (<c>compress --tune</c>).</summary>
+    public sealed record TuningSummary(string Scope, long Parameters, long TrainingTokens, int Steps, int BestEpoch, double HeldOutKldBefore, double HeldOutKldAfter, double Seconds);
 
     /// <summary>One tensor of a plan.</summary>
     public sealed record PlannedTensor(string Name, string Type, long Bytes, double BitsPerWeight, double SwapKld, double OutputError, string Encoding);
@@ -28,7 +32,7 @@ internal static class PlanCommand
     /// <summary>What <c>plan</c> saves and both commands print (<c>--json</c>).</summary>
     public sealed record PlanReport(string Model, string? Output, string? Chart, long Budget, long FileBytes, long Parameters, double BitsPerWeight, string Search,
         double PredictedKld, double? StartKld, double? SearchKld, int? Generations, double CalibrationSeconds, double EncodingSeconds, double MeasuringSeconds,
-        double SearchSeconds, string Note, IReadOnlyList<PlannedTensor> Tensors);
+        double SearchSeconds, string Note, IReadOnlyList<PlannedTensor> Tensors, TuningSummary? Tuning = null);
 
     public static Option<double?> TargetBpwOption() => new("--target-bpw") { Description = "Budget in bits per weight: file bytes × 8 / parameters" };
 
@@ -177,10 +181,20 @@ internal static class PlanCommand
                 new SynchronousProgress<SearchStep>(s => progress.Report((s.Seconds, b.TimeLimit, $"searching: generation {s.Generation}, calibration KLD {s.Fitness:0.000000}"))));
             double searchSeconds = clock.Elapsed.TotalSeconds;
             string? written = null;
+            TuningSummary? tuningSummary = null;
             if (writeWeights)
             {
+                TuningResult? tuning = null;
+                if (options.Tuning is { } tuningOptions)
+                {
+                    using var composed = set.Compose(allocation.Selection);
+                    tuning = Tuner.Tune(model, composed, text, tuningOptions with { Scope = native ? TuningScope.Weights : TuningScope.Norms },
+                        new SynchronousProgress<TuningProgress>(p => progress.Report((p.Step, p.Steps, $"tuning: step {p.Step}/{p.Steps}, KLD {p.Kld:0.0000}"))));
+                    tuningSummary = new TuningSummary(native ? "norms and weights" : "norms", tuning.Parameters, tuning.TrainingTokens, tuning.Steps, tuning.BestEpoch,
+                        tuning.HeldOutKldBefore, tuning.HeldOutKldAfter, tuning.Seconds);
+                }
                 progress.Report((0, 1, $"writing {options.Output}"));
-                set.Write(allocation.Selection, options.Output);
+                set.Write(allocation.Selection, options.Output, tuning);
                 written = options.Output;
             }
             AllocationCharts.BitsPerTensor(set, allocation.Selection, chart,
@@ -192,7 +206,7 @@ internal static class PlanCommand
             }).ToList();
             return new PlanReport(model.Source, written, chart, budget, allocation.FileBytes, set.Parameters, allocation.BitsPerWeight, b.Search,
                 allocation.PredictedError, allocation.Evolution?.StartFitness, allocation.Evolution?.Fitness, allocation.Evolution?.Generations,
-                context.CalibrationSeconds, context.EncodingSeconds, context.SwapSeconds, searchSeconds, allocation.Note, tensors);
+                context.CalibrationSeconds, context.EncodingSeconds, context.SwapSeconds, searchSeconds, allocation.Note, tensors, tuningSummary);
         }
     }
 
@@ -224,6 +238,11 @@ internal static class PlanCommand
             Cli.Console.WriteLine($"evolution: calibration KLD {report.StartKld:0.000000} → {end:0.000000} in {report.Generations} generations");
         if (report.Note.Length > 0)
             Cli.Console.WriteLine($"note: {report.Note}");
+        if (report.Tuning is { } tuning)
+            Cli.Console.WriteLine(tuning.BestEpoch == 0
+                ? $"tuning ({tuning.Scope}, {tuning.Parameters:N0} parameters, {tuning.TrainingTokens:N0} tokens, {tuning.Seconds:0.0} s): no epoch lowered the held-out KLD {tuning.HeldOutKldBefore:0.000000}; written untuned"
+                : $"tuning ({tuning.Scope}, {tuning.Parameters:N0} parameters, {tuning.TrainingTokens:N0} tokens, {tuning.Steps} steps, {tuning.Seconds:0.0} s): " +
+                  $"held-out calibration KLD {tuning.HeldOutKldBefore:0.000000} → {tuning.HeldOutKldAfter:0.000000} (epoch {tuning.BestEpoch})");
         Cli.Console.WriteLine($"time: calibration {report.CalibrationSeconds:0.0} s, encoding candidates {report.EncodingSeconds:0.0} s, single-swap KLD {report.MeasuringSeconds:0.0} s, search {report.SearchSeconds:0.00} s; chart {report.Chart}");
     }
 }

@@ -1,4 +1,5 @@
 using Squeeze.Models;
+using Squeeze.Tuning;
 
 namespace Squeeze.Allocation;
 
@@ -68,8 +69,10 @@ public abstract class CandidateSet<T> : IDisposable where T : Candidate
     public abstract Model Compose(IReadOnlyList<int> selection);
 
     /// <summary>Writes the model of <paramref name="selection"/> to <paramref name="path"/> (a GGUF file, or a native model
-    /// directory; never half-written) and returns its size in bytes, which is <see cref="FileBytes"/>.</summary>
-    public abstract long Write(IReadOnlyList<int> selection, string path);
+    /// directory; never half-written) and returns its size in bytes, which is <see cref="FileBytes"/>. With
+    /// <paramref name="tuning"/> (a <see cref="Tuner"/> run on <see cref="Compose"/>'s model of the same selection) its
+    /// norms and weights are written in place of the selection's: the same sizes, so the same file size.</summary>
+    public abstract long Write(IReadOnlyList<int> selection, string path, TuningResult? tuning = null);
 
     /// <summary>Sets the measured single-swap KLD of a candidate (error model 2).</summary>
     internal void SetSwapKld(int tensor, int option, double kld)

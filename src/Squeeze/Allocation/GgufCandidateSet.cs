@@ -2,6 +2,7 @@ using Squeeze.Calibration;
 using Squeeze.Compression;
 using Squeeze.Formats.Gguf;
 using Squeeze.Models;
+using Squeeze.Tuning;
 using Squeeze.Tensors;
 
 namespace Squeeze.Allocation;
@@ -137,11 +138,14 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
     /// cached bytes and returns its size, which is <see cref="FileBytes"/>.
     /// </summary>
     /// <exception cref="InvalidOperationException">The written file's size differs from <see cref="FileBytes"/> (a bug, never expected).</exception>
-    public override long Write(IReadOnlyList<int> selection, string path)
+    public override long Write(IReadOnlyList<int> selection, string path, TuningResult? tuning = null)
     {
         long expected = FileBytes(selection);
+        if (tuning is { Weights.Count: > 0 })
+            throw new ArgumentException("GGUF's block types have no tunable parameters: only norms can be tuned", nameof(tuning));
         var byName = Tensors.Select((t, i) => (t.Name, Candidate: t.Options[selection[i]])).ToDictionary(x => x.Name, x => x.Candidate, StringComparer.Ordinal);
-        GgufModelWriter.Write(Source, path, FileType(selection), tensor =>
+        using var tuned = tuning is null ? null : Source.WithTensors(tuning.NormTensors(Source));
+        GgufModelWriter.Write(tuned ?? Source, path, FileType(selection), tensor =>
         {
             if (!byName.TryGetValue(tensor.Name, out var c))
                 return EncodedTensor.Copy(tensor);

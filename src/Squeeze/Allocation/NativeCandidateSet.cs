@@ -2,6 +2,7 @@ using Squeeze.Compression;
 using Squeeze.Formats.HuggingFace;
 using Squeeze.Formats.Native;
 using Squeeze.Models;
+using Squeeze.Tuning;
 using Squeeze.Weights;
 
 namespace Squeeze.Allocation;
@@ -87,10 +88,14 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
     /// <summary>Writes the native model directory of <paramref name="selection"/> to <paramref name="path"/> (must not
     /// exist or be empty) and returns its size, the sum of its files, which is <see cref="FileBytes"/>.</summary>
     /// <exception cref="InvalidOperationException">The written size differs from <see cref="FileBytes"/> (a bug, never expected).</exception>
-    public override long Write(IReadOnlyList<int> selection, string path)
+    public override long Write(IReadOnlyList<int> selection, string path, TuningResult? tuning = null)
     {
         long expected = FileBytes(selection);
-        var files = NativeModelWriter.Write(Source, path, Replacements(selection));
+        var replacements = Replacements(selection);
+        foreach (var weight in tuning?.Weights ?? [])
+            replacements[weight.Name] = replacements.ContainsKey(weight.Name) ? weight : throw new ArgumentException($"the tuning's '{weight.Name}' is not a tensor of the selection", nameof(tuning));
+        using var tuned = tuning is null ? null : Source.WithTensors(tuning.NormTensors(Source));
+        var files = NativeModelWriter.Write(tuned ?? Source, path, replacements);
         long written = files.Sum(f => new FileInfo(Path.Combine(path, f)).Length);
         if (written != expected)
             throw new InvalidOperationException($"{path}: wrote {written:N0} bytes, the size function said {expected:N0}");

@@ -46,4 +46,32 @@ public sealed class NativeCliTests : IDisposable
         Assert.Contains("--representation representation 'lattice:3'", bad.Stderr, StringComparison.Ordinal);
         Assert.False(Directory.Exists(Path.Combine(root, "y")));
     }
+
+    [Theory]
+    [InlineData("native")]
+    [InlineData("gguf")]
+    public void Compress_with_tune_writes_the_tuned_model_at_the_same_size(string format)
+    {
+        string output = Path.Combine(root, format == "native" ? "tuned" : "tuned.gguf");
+        string[] representations = format == "native" ? ["--representation", "uniform:3:~64", "--representation", "uniform:4:~64", "--representation", "f16"] : [];
+        var r = CliRunner.Run(["compress", SharedData.Stories260K, "--tokenizer", SharedData.Stories260KTokenizer, "--format", format,
+            "--target-bpw", format == "native" ? "5" : "9", "--calib", SharedData.Corpus("tinystories-calib.txt"), "--tokens", "1024", "--ctx", "64", "--refine", "0",
+            .. representations, "--tune", "--tune-samples", "2048", "--tune-epochs", "1", "-o", output, "--json"]);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        long bytes = format == "native" ? Directory.EnumerateFiles(output).Sum(f => new FileInfo(f).Length) : new FileInfo(output).Length;
+        Assert.Equal(bytes, r.Json.GetProperty("fileBytes").GetInt64());
+        var tuning = r.Json.GetProperty("tuning");
+        Assert.Equal(format == "native" ? "norms and weights" : "norms", tuning.GetProperty("scope").GetString());
+        Assert.Equal(1024 + 2048, tuning.GetProperty("trainingTokens").GetInt64());
+        Assert.True(tuning.GetProperty("heldOutKldAfter").GetDouble() <= tuning.GetProperty("heldOutKldBefore").GetDouble());
+
+        var eval = CliRunner.Run("eval", output, "--text", SharedData.Corpus("tinystories-eval.txt"), "--ctx", "64", "--chunks", "2",
+            "--base", SharedData.Stories260K, "--json");
+        Assert.True(eval.ExitCode == 0, eval.Stderr);
+
+        var noTarget = CliRunner.Run("compress", SharedData.Stories260K, "--tokenizer", SharedData.Stories260KTokenizer, "--tune",
+            "--calib", SharedData.Corpus("tinystories-calib.txt"), "-o", Path.Combine(root, "z.gguf"));
+        Assert.Equal(1, noTarget.ExitCode);
+        Assert.Contains("--tune tunes what a size target chose", noTarget.Stderr, StringComparison.Ordinal);
+    }
 }
