@@ -19,7 +19,8 @@ namespace Squeeze.Bench;
 /// non-uniform codebooks and dense-and-sparse outliers in the runtime: KLD, perplexity, bits per weight), <c>pruning</c> (magnitude, Wanda and
 /// SparseGPT at 25 %, 50 % and 2:4 against dense, structured heads and units, and the sparse products' speed), <c>lowrank</c> (activation-aware
 /// against plain SVD at equal bytes, EoRA corrections of low-bit bases, low-rank layer speed), <c>lossless</c> (DFloat11, entropy-coded
-/// uniform codes, rotated against unrotated uniform quantization).
+/// uniform codes, rotated against unrotated uniform quantization), <c>tuning</c> (end-to-end tuning of a compressed native
+/// model: norms against norms and weights, calibration text against sampled text).
 /// </summary>
 public static class Program
 {
@@ -60,6 +61,9 @@ public static class Program
             case "embedding-rows":
                 EmbeddingRowsSuite.Run(rest);
                 return 0;
+            case "tuning":
+                TuningSuite.Run(rest);
+                return 0;
             case "native":
                 NativeSuite.Run(rest);
                 return 0;
@@ -76,7 +80,7 @@ public static class Program
                 LosslessSuite.Run(rest);
                 return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|embedding-rows|codebooks|pruning|lowrank|lossless [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }
