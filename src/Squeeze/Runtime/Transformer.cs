@@ -418,8 +418,8 @@ public sealed class Transformer : IDisposable
         public void Run(int part, int parts) => Body!((int)((long)Tokens * part / parts), (int)((long)Tokens * (part + 1) / parts));
     }
 
-    /// <summary>destination = x / √(mean(x²) + eps) · weight.</summary>
-    private static void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, Span<float> destination)
+    /// <summary>destination = x · r · weight with r = 1/√(mean(x²) + eps); returns r.</summary>
+    internal static float RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, Span<float> destination)
     {
         double sum = 0;
         foreach (float value in x)
@@ -427,6 +427,7 @@ public sealed class Transformer : IDisposable
         float scale = 1f / MathF.Sqrt((float)(sum / x.Length) + eps);
         TensorPrimitives.Multiply(x, scale, destination);
         TensorPrimitives.Multiply(destination, weight, destination);
+        return scale;
     }
 
     /// <summary>Rotates the pairs of one head in place by the angles of position <paramref name="pos"/>.</summary>
@@ -457,7 +458,7 @@ public sealed class Transformer : IDisposable
 
     /// <summary>cos and sin of pos · θ^(-2i/headDim) for every position and pair: [contextLength, headDim / 2] each;
     /// <paramref name="deterministic"/> computes them with <see cref="DeterministicMath"/> instead of the C runtime.</summary>
-    private static (float[] Cos, float[] Sin) RopeTables(int contextLength, int headDim, float theta, bool deterministic)
+    internal static (float[] Cos, float[] Sin) RopeTables(int contextLength, int headDim, float theta, bool deterministic)
     {
         int half = headDim / 2;
         var cos = new float[contextLength * half];
@@ -476,7 +477,8 @@ public sealed class Transformer : IDisposable
         return (cos, sin);
     }
 
-    private static float[] ReadVector(Model model, string name, int length)
+    /// <summary>A 1-D tensor (a norm or a bias) of <paramref name="length"/> values as f32.</summary>
+    internal static float[] ReadVector(Model model, string name, int length)
     {
         var tensor = model[name];
         if (tensor.ElementCount != length)
@@ -486,7 +488,7 @@ public sealed class Transformer : IDisposable
         return values;
     }
 
-    private static float[]? ReadOptionalVector(Model model, string name, int length)
+    internal static float[]? ReadOptionalVector(Model model, string name, int length)
         => model.TryGetTensor(name, out _) ? ReadVector(model, name, length) : null;
 
     public void Dispose() => compute.Dispose();

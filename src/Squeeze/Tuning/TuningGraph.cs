@@ -1,6 +1,7 @@
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using Squeeze.Evaluation;
 using Squeeze.Models;
+using Squeeze.Runtime;
 using Squeeze.Tensors;
 using Squeeze.Weights;
 
@@ -41,11 +42,10 @@ internal sealed class TuningGraph
         var norms = new List<(string, float[])>();
         float[] Norm(string name, int length)
         {
-            var values = ReadVector(model, name, length);
+            var values = Transformer.ReadVector(model, name, length);
             norms.Add((name, values));
             return values;
         }
-        float[]? Optional(string name, int length) => model.TryGetTensor(name, out _) ? ReadVector(model, name, length) : null;
 
         Dense Linear(string name, bool transpose = true)
         {
@@ -76,15 +76,15 @@ internal sealed class TuningGraph
                 Gate = Linear(TensorNames.Gate(l)),
                 Up = Linear(TensorNames.Up(l)),
                 Down = Linear(TensorNames.Down(l)),
-                QueryBias = Optional(TensorNames.QueryBias(l), config.QDim),
-                KeyBias = Optional(TensorNames.KeyBias(l), config.KvDim),
-                ValueBias = Optional(TensorNames.ValueBias(l), config.KvDim),
+                QueryBias = Transformer.ReadOptionalVector(model, TensorNames.QueryBias(l), config.QDim),
+                KeyBias = Transformer.ReadOptionalVector(model, TensorNames.KeyBias(l), config.KvDim),
+                ValueBias = Transformer.ReadOptionalVector(model, TensorNames.ValueBias(l), config.KvDim),
                 Saved = new Saved(config, contextLength),
             };
         }
         OutputNorm = Norm(TensorNames.OutputNorm, config.Dim);
         Norms = norms;
-        (ropeCos, ropeSin) = RopeTables(contextLength, config.HeadDim, config.RopeTheta);
+        (ropeCos, ropeSin) = Transformer.RopeTables(contextLength, config.HeadDim, config.RopeTheta, deterministic: false);
         finalInput = new float[contextLength * config.Dim];
         finalRms = new float[contextLength];
         finalNormed = new float[contextLength * config.Dim];
@@ -140,7 +140,7 @@ internal sealed class TuningGraph
             x = ForwardBlock(block, x, n);
         x.AsSpan().CopyTo(finalInput);
         for (int t = 0; t < n; t++)
-            finalRms[t] = RmsNorm(x.AsSpan(t * dim, dim), OutputNorm, config.RmsNormEps, finalNormed.AsSpan(t * dim, dim));
+            finalRms[t] = Transformer.RmsNorm(x.AsSpan(t * dim, dim), OutputNorm, config.RmsNormEps, finalNormed.AsSpan(t * dim, dim));
         DenseProduct.MultiplyTransposed(finalNormed, classifier.Weight, n, dim, vocab, logits, threads);
         double kl = 0;
         var logProbs = new float[vocab];
@@ -207,7 +207,7 @@ internal sealed class TuningGraph
         var s = b.Saved;
         x.AsSpan(0, n * dim).CopyTo(s.Input);
         for (int t = 0; t < n; t++)
-            s.Rms1[t] = RmsNorm(x.AsSpan(t * dim, dim), b.AttentionNorm, config.RmsNormEps, s.Normed1.AsSpan(t * dim, dim));
+            s.Rms1[t] = Transformer.RmsNorm(x.AsSpan(t * dim, dim), b.AttentionNorm, config.RmsNormEps, s.Normed1.AsSpan(t * dim, dim));
         DenseProduct.MultiplyTransposed(s.Normed1, b.Query.Weight, n, dim, qDim, s.QueryRaw, threads);
         DenseProduct.MultiplyTransposed(s.Normed1, b.Key.Weight, n, dim, kvDim, s.KeyRaw, threads);
         DenseProduct.MultiplyTransposed(s.Normed1, b.Value.Weight, n, dim, kvDim, s.Value, threads);
@@ -232,7 +232,7 @@ internal sealed class TuningGraph
 
         mid.AsSpan().CopyTo(s.Middle);
         for (int t = 0; t < n; t++)
-            s.Rms2[t] = RmsNorm(mid.AsSpan(t * dim, dim), b.FeedForwardNorm, config.RmsNormEps, s.Normed2.AsSpan(t * dim, dim));
+            s.Rms2[t] = Transformer.RmsNorm(mid.AsSpan(t * dim, dim), b.FeedForwardNorm, config.RmsNormEps, s.Normed2.AsSpan(t * dim, dim));
         DenseProduct.MultiplyTransposed(s.Normed2, b.Gate.Weight, n, dim, hidden, s.Gate, threads);
         DenseProduct.MultiplyTransposed(s.Normed2, b.Up.Weight, n, dim, hidden, s.Up, threads);
         for (int i = 0; i < n * hidden; i++)
@@ -252,7 +252,7 @@ internal sealed class TuningGraph
         int headDim = config.HeadDim;
         var head = rotated.AsSpan(offset, headDim);
         if (norm is not null)
-            rms[headIndex] = RmsNorm(raw.AsSpan(offset, headDim), norm, config.RmsNormEps, head);
+            rms[headIndex] = Transformer.RmsNorm(raw.AsSpan(offset, headDim), norm, config.RmsNormEps, head);
         else
             raw.AsSpan(offset, headDim).CopyTo(head);
         Rope(head, pos, inverse: false);
@@ -392,18 +392,6 @@ internal sealed class TuningGraph
         });
     }
 
-    /// <summary>destination = x · r · weight with r = 1/√(mean(x²) + eps), as the runtime computes it; returns r.</summary>
-    private static float RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, Span<float> destination)
-    {
-        double sum = 0;
-        foreach (float value in x)
-            sum += (double)value * value;
-        float r = 1f / MathF.Sqrt((float)(sum / x.Length) + eps);
-        TensorPrimitives.Multiply(x, r, destination);
-        TensorPrimitives.Multiply(destination, weight, destination);
-        return r;
-    }
-
     /// <summary>Given dy at y = x·r·w: adds dy·x·r to <paramref name="weightGradient"/> and the gradient at x,
     /// r·w·dy − x·r³·mean(w·dy·x), to <paramref name="dx"/>.</summary>
     private static void RmsNormBackward(ReadOnlySpan<float> x, float r, ReadOnlySpan<float> weight, ReadOnlySpan<float> dy, Span<float> dx, float[] weightGradient)
@@ -435,33 +423,6 @@ internal sealed class TuningGraph
             head[ia] = a * cos[i] - b * sn;
             head[ib] = a * sn + b * cos[i];
         }
-    }
-
-    private static (float[] Cos, float[] Sin) RopeTables(int contextLength, int headDim, float theta)
-    {
-        int half = headDim / 2;
-        var cos = new float[contextLength * half];
-        var sin = new float[contextLength * half];
-        for (int i = 0; i < half; i++)
-        {
-            double frequency = Math.Pow(theta, -2.0 * i / headDim);
-            for (int pos = 0; pos < contextLength; pos++)
-            {
-                cos[pos * half + i] = (float)Math.Cos(pos * frequency);
-                sin[pos * half + i] = (float)Math.Sin(pos * frequency);
-            }
-        }
-        return (cos, sin);
-    }
-
-    private static float[] ReadVector(Model model, string name, int length)
-    {
-        var tensor = model[name];
-        if (tensor.ElementCount != length)
-            throw new InvalidOperationException($"{model.Source}: tensor '{name}' has {tensor.ElementCount} values, expected {length}");
-        var values = new float[length];
-        Dequantize.Row(tensor.Type, tensor.Row(0), values);
-        return values;
     }
 
     /// <summary>A linear weight decoded to f32 [rows, columns], with its transpose when the backward pass needs it, and
