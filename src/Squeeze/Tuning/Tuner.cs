@@ -32,9 +32,9 @@ public sealed record TuningOptions
     /// <summary>Calibration tokens to train on, in whole chunks after the held-out ones (0: the whole text).</summary>
     public long Tokens { get; init; }
 
-    /// <summary>Tokens of text sampled from the original model (temperature 1, from BOS, in chunks) to train on besides the
-    /// calibration text: data the teacher itself wrote, as LLM-QAT distils, which a few epochs cannot overfit as they
-    /// can a short calibration text.</summary>
+    /// <summary>Tokens of text sampled from the original model (temperature 1, from BOS, in chunks) to train on in each
+    /// epoch besides the calibration text, new samples every epoch: data the teacher itself wrote, as LLM-QAT distils,
+    /// which tuning cannot overfit as it overfits a short calibration text.</summary>
     public long SampledTokens { get; init; }
 
     /// <summary>Chunks at the start of the text kept out of training; the result is the epoch with the lowest KLD on them.</summary>
@@ -67,6 +67,7 @@ public readonly record struct TuningProgress(int Step, int Steps, double Kld);
 /// given (the second half of each chunk scored, as <see cref="Evaluator"/> does), computed in f32 on the decoded weights.</param>
 /// <param name="HeldOutKldAfter">The same for the result.</param>
 /// <param name="BestEpoch">The epoch whose parameters were kept; 0 when none improved on the compressed model.</param>
+/// <param name="TrainingTokens">Tokens trained on over all epochs (the calibration chunks once per epoch, and each epoch's samples).</param>
 public sealed record TuningResult(IReadOnlyDictionary<string, float[]> Norms, IReadOnlyList<LinearWeight> Weights, double HeldOutKldBefore, double HeldOutKldAfter,
     int BestEpoch, int Steps, long Parameters, long TrainingTokens, double Seconds)
 {
@@ -141,8 +142,8 @@ public static class Tuner
         int threads = Math.Max(1, options.Threads), vocab = original.Config.VocabSize;
         using var teacher = new Transformer(original, new RuntimeOptions { Threads = threads, ContextLength = ctx, BatchSize = ctx });
         var heldOut = Enumerable.Range(0, options.HeldOutChunks).Select(Chunk).ToArray();
-        var train = Enumerable.Range(options.HeldOutChunks, training).Select(Chunk)
-            .Concat(SampleChunks(teacher, (int)(options.SampledTokens / ctx), ctx, options.Seed)).ToArray();
+        var calibrationChunks = Enumerable.Range(options.HeldOutChunks, training).Select(Chunk).ToArray();
+        int sampledChunks = (int)(options.SampledTokens / ctx);
         float[] TeacherLogProbs(int[] chunk, float[] destination)
         {
             teacher.Reset();
@@ -178,9 +179,11 @@ public static class Tuner
         var gradients = groups.Select(g => new float[g.Values.Length]).ToArray();
         var teacherBuffer = new float[ctx * vocab];
         var random = new Random(options.Seed);
-        int stepsPerEpoch = (train.Length + options.ChunksPerStep - 1) / options.ChunksPerStep, steps = stepsPerEpoch * options.Epochs, step = 0;
+        int chunksPerEpoch = calibrationChunks.Length + sampledChunks;
+        int stepsPerEpoch = (chunksPerEpoch + options.ChunksPerStep - 1) / options.ChunksPerStep, steps = stepsPerEpoch * options.Epochs, step = 0;
         for (int epoch = 1; epoch <= options.Epochs; epoch++)
         {
+            var train = calibrationChunks.Concat(SampleChunks(teacher, sampledChunks, ctx, options.Seed + epoch)).ToArray();
             var order = Enumerable.Range(0, train.Length).ToArray();
             random.Shuffle(order);
             for (int first = 0; first < order.Length; first += options.ChunksPerStep)
@@ -228,7 +231,8 @@ public static class Tuner
         foreach (var (name, values) in graph.Norms)
             norms[name] = values.ToArray();
         var weights = bestEpoch == 0 ? [] : graph.Tunables.Select(t => t.Weight.Build()).ToList();
-        return new TuningResult(norms, weights, before, best, bestEpoch, steps, groups.Sum(g => (long)g.Values.Length), (long)train.Length * ctx, clock.Elapsed.TotalSeconds);
+        return new TuningResult(norms, weights, before, best, bestEpoch, steps, groups.Sum(g => (long)g.Values.Length), (long)chunksPerEpoch * ctx * options.Epochs,
+            clock.Elapsed.TotalSeconds);
     }
 
     /// <summary>
