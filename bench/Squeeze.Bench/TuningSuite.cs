@@ -6,10 +6,11 @@ namespace Squeeze.Bench;
 
 /// <summary>
 /// End-to-end tuning of a compressed model (issue 8: what post-training encoders leave when their errors add up), arms
-/// side by side on one compressed native directory made by <c>squeeze compress … --format native</c> (its path:
-/// <c>--model DIR</c>): each arm is <c>SCOPE:CALIBTOKENS:SAMPLEDTOKENS:EPOCHS:LEARNINGRATE</c> (scope norms or
-/// weights), tuned on tinystories-calib.txt (and text sampled from stories15M) and scored on tinystories-eval against
-/// stories15M. Options <c>--arms</c>, <c>--chunks N</c> (default 40), <c>--threads N</c>.
+/// side by side on one compressed stories15M made by <c>squeeze compress</c> (<c>--model PATH</c>: a native directory,
+/// or a GGUF file, whose block types leave only the norms to tune): each arm is
+/// <c>SCOPE:CALIBTOKENS:SAMPLEDTOKENS:EPOCHS:LEARNINGRATE</c> (scope norms or weights; sampled tokens per epoch), tuned
+/// on tinystories-calib.txt (and text sampled from stories15M) and scored on tinystories-eval against stories15M.
+/// Options <c>--arms</c>, <c>--chunks N</c> (default 40), <c>--threads N</c>.
 /// </summary>
 internal static class TuningSuite
 {
@@ -18,16 +19,17 @@ internal static class TuningSuite
         string shared = Program.Shared(args);
         int threads = Program.Option(args, "--threads", Environment.ProcessorCount);
         int chunks = Program.Option(args, "--chunks", 40);
-        string directory = Program.Value(args, "--model") ?? throw new ArgumentException("--model DIR: a native directory written by squeeze compress --format native");
-        string arms = Program.Value(args, "--arms") ?? "norms:8192:0:2:0.003,weights:8192:0:2:0.003,weights:32768:0:4:0.003,weights:32768:0:4:0.01,weights:8192:65536:2:0.003";
+        string path = Program.Value(args, "--model") ?? throw new ArgumentException("--model PATH: stories15M compressed by squeeze compress (a native directory or a GGUF file)");
+        string arms = Program.Value(args, "--arms") ?? "norms:8192:0:2:0.003,weights:8192:0:2:0.003,weights:8192:65536:2:0.003";
         using var original = ModelLoader.Load(Path.Combine(shared, "models", "stories15M", "stories15M.bin"));
-        using var compressed = ModelLoader.Load(directory);
+        using var compressed = ModelLoader.Load(path);
+        long bytes = Directory.Exists(path) ? Directory.EnumerateFiles(path).Sum(f => new FileInfo(f).Length) : new FileInfo(path).Length;
         string calib = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt"));
         string eval = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-eval.txt"));
         var evaluation = new EvaluationOptions { MaxChunks = chunks, Threads = threads };
 
-        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- tuning --model {directory} --threads {threads} --chunks {chunks} --arms {arms}` " +
-            $"(stories15M compressed to {Directory.EnumerateFiles(directory).Sum(f => new FileInfo(f).Length):N0} bytes; tuned against stories15M; eval {chunks} chunks of tinystories-eval, ctx 256)");
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- tuning --model {path} --threads {threads} --chunks {chunks} --arms {arms}` " +
+            $"(stories15M compressed to {bytes:N0} bytes; tuned against stories15M; eval {chunks} chunks of tinystories-eval, ctx 256)");
         Console.WriteLine();
         Console.WriteLine("| scope | calibration tokens | sampled tokens | epochs | learning rate | parameters | kept epoch | held-out KLD before → after | eval PPL | eval KLD | seconds |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
