@@ -31,7 +31,7 @@ internal static class TuningSuite
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- tuning --model {path} --threads {threads} --chunks {chunks} --arms {arms}` " +
             $"(stories15M compressed to {bytes:N0} bytes; tuned against stories15M; eval {chunks} chunks of tinystories-eval, ctx 256)");
         Console.WriteLine();
-        Console.WriteLine("| scope | calibration tokens | sampled tokens | epochs | learning rate | parameters | kept epoch | held-out KLD before → after | eval PPL | eval KLD | seconds |");
+        Console.WriteLine("| scope | calibration tokens | sampled tokens | epochs | learning rate | parameters | kept after step | held-out KLD before → after | eval PPL | eval KLD | seconds |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
         var untuned = Evaluator.Evaluate(compressed, eval, evaluation, original);
         Console.WriteLine($"| untuned | | | | | | | | {untuned.Perplexity:0.0000} | {untuned.KlDivergence!.Mean:0.000000} | |");
@@ -46,7 +46,7 @@ internal static class TuningSuite
             var result = Tuner.Tune(original, compressed, calib, options);
             using var tuned = Tuner.Apply(compressed, result);
             var scored = Evaluator.Evaluate(tuned, eval, evaluation, original);
-            Console.WriteLine($"| {p[0]} | {options.Tokens:N0} | {options.SampledTokens:N0} | {options.Epochs} | {options.LearningRate} | {result.Parameters:N0} | {result.BestEpoch} | " +
+            Console.WriteLine($"| {p[0]} | {options.Tokens:N0} | {options.SampledTokens:N0} | {options.Epochs} | {options.LearningRate} | {result.Parameters:N0} | {result.BestStep} | " +
                 $"{result.HeldOutKldBefore:0.0000} → {result.HeldOutKldAfter:0.0000} | {scored.Perplexity:0.0000} | {scored.KlDivergence!.Mean:0.000000} | {result.Seconds:0} |");
         }
     }

@@ -38,7 +38,7 @@ internal static class CompressCommand
         var (format, representation) = (PlanCommand.FormatOption(), PlanCommand.RepresentationOption());
         var tune = new Option<bool>("--tune") { Description = "With a size target: before writing, tune the chosen model end to end against the original (Adam on the KL divergence): the norms, and with --format native the group scales, mins and codebooks; sizes do not change" };
         var tuneSamples = new Option<long>("--tune-samples") { Description = "Tokens of text sampled from the original model that --tune trains on besides the calibration text", DefaultValueFactory = _ => 65536 };
-        var tuneEpochs = new Option<int>("--tune-epochs") { Description = "Passes of --tune over its training text; the epoch with the lowest KLD on held-out calibration chunks is kept", DefaultValueFactory = _ => 2 };
+        var tuneEpochs = new Option<int>("--tune-epochs") { Description = "Passes of --tune over its training text; the parameters with the lowest KLD on held-out calibration chunks (scored four times per epoch) are kept", DefaultValueFactory = _ => 2 };
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
         var command = new Command("compress", "Calibrated quantization to a GGUF file: imatrix, GPTQ or AWQ+GPTQ at one of llama.cpp's mixes, or at a size target (--target-bpw, --target-size), optionally in Squeeze's native format (--format native)")

@@ -37,7 +37,8 @@ public sealed record TuningOptions
     /// which tuning cannot overfit as it overfits a short calibration text.</summary>
     public long SampledTokens { get; init; }
 
-    /// <summary>Chunks at the start of the text kept out of training; the result is the epoch with the lowest KLD on them.</summary>
+    /// <summary>Chunks at the start of the text kept out of training; they are scored four times per epoch and the result
+    /// is the parameters that scored lowest.</summary>
     public int HeldOutChunks { get; init; } = 4;
 
     /// <summary>Passes over the training chunks.</summary>
@@ -46,8 +47,9 @@ public sealed record TuningOptions
     /// <summary>Chunks per Adam step.</summary>
     public int ChunksPerStep { get; init; } = 4;
 
-    /// <summary>Adam's step size, in units of each parameter's own scale (a norm weight or a group scale moves relative
-    /// to its initial value, a codebook entry relative to the codebook's spread).</summary>
+    /// <summary>Adam's first step size, in units of each parameter's own scale (a norm weight or a group scale moves
+    /// relative to its initial value, a codebook entry relative to the codebook's spread); it decays to 0 along a cosine
+    /// over all steps.</summary>
     public double LearningRate { get; init; } = 0.003;
 
     /// <summary>Seed of the chunk order.</summary>
@@ -66,10 +68,10 @@ public readonly record struct TuningProgress(int Step, int Steps, double Kld);
 /// <param name="HeldOutKldBefore">Mean KLD against the original model on the held-out chunks with the compressed model as
 /// given (the second half of each chunk scored, as <see cref="Evaluator"/> does), computed in f32 on the decoded weights.</param>
 /// <param name="HeldOutKldAfter">The same for the result.</param>
-/// <param name="BestEpoch">The epoch whose parameters were kept; 0 when none improved on the compressed model.</param>
+/// <param name="BestStep">The step after which the kept parameters were scored; 0 when none improved on the compressed model.</param>
 /// <param name="TrainingTokens">Tokens trained on over all epochs (the calibration chunks once per epoch, and each epoch's samples).</param>
 public sealed record TuningResult(IReadOnlyDictionary<string, float[]> Norms, IReadOnlyList<LinearWeight> Weights, double HeldOutKldBefore, double HeldOutKldAfter,
-    int BestEpoch, int Steps, long Parameters, long TrainingTokens, double Seconds)
+    int BestStep, int Steps, long Parameters, long TrainingTokens, double Seconds)
 {
     /// <summary>The norms as tensor replacements for <paramref name="model"/>, each in the type it has there (F32, F16 or BF16).</summary>
     /// <exception cref="NotSupportedException">A norm of the model is stored in another type.</exception>
@@ -99,8 +101,8 @@ public sealed record TuningResult(IReadOnlyDictionary<string, float[]> Norms, IR
 /// objective), and, in scope <see cref="TuningScope.Weights"/>, the continuous parameters of the compressed weights
 /// (group scales and mins, vector codebooks and row scales; the codes stay fixed, as in EfficientQAT's end-to-end
 /// training of quantization parameters). Every per-tensor encoder fits a tensor alone; this sees how their errors add
-/// up through the layers and the classifier. Chunks at the start of the text are held out and decide which epoch is
-/// kept; if none beats the compressed model, it is returned unchanged. Deterministic for a seed and thread count.
+/// up through the layers and the classifier. Chunks at the start of the text are held out and decide which of the
+/// parameters scored along the way are kept; if none beats the compressed model, it is returned unchanged. Deterministic for a seed and thread count.
 /// </summary>
 public static class Tuner
 {
@@ -173,14 +175,15 @@ public static class Tuner
 
         double before = HeldOutKld(), best = before;
         var bestValues = groups.Select(g => g.Values.ToArray()).ToArray();
-        int bestEpoch = 0;
-        var adam = new Adam(groups.Select(g => g.Values.Length).ToArray(), options.LearningRate);
+        int bestStep = 0;
+        var adam = new Adam(groups.Select(g => g.Values.Length).ToArray());
         var normGradients = graph.Norms.Select(n => new float[n.Values.Length]).ToArray();
         var gradients = groups.Select(g => new float[g.Values.Length]).ToArray();
         var teacherBuffer = new float[ctx * vocab];
         var random = new Random(options.Seed);
         int chunksPerEpoch = calibrationChunks.Length + sampledChunks;
         int stepsPerEpoch = (chunksPerEpoch + options.ChunksPerStep - 1) / options.ChunksPerStep, steps = stepsPerEpoch * options.Epochs, step = 0;
+        int checkEvery = Math.Max(1, stepsPerEpoch / 4);
         for (int epoch = 1; epoch <= options.Epochs; epoch++)
         {
             var train = calibrationChunks.Concat(SampleChunks(teacher, sampledChunks, ctx, options.Seed + epoch)).ToArray();
@@ -210,19 +213,22 @@ public static class Tuner
                 }
                 for (int p = 0; p < groups.Count; p++)
                     TensorPrimitives.Multiply(gradients[p], groups[p].Units, gradients[p]);
-                adam.Step(gradients);
+                adam.Step(gradients, options.LearningRate * 0.5 * (1 + Math.Cos(Math.PI * step / steps)));
                 for (int p = 0; p < groups.Count; p++)
                     groups[p].Apply(adam.Parameters[p]);
                 graph.Refresh();
-                progress?.Report(new TuningProgress(++step, steps, kld / (count * ctx)));
-            }
-            double kldHeldOut = HeldOutKld();
-            if (kldHeldOut < best)
-            {
-                best = kldHeldOut;
-                bestEpoch = epoch;
-                for (int p = 0; p < groups.Count; p++)
-                    groups[p].Values.AsSpan().CopyTo(bestValues[p]);
+                step++;
+                progress?.Report(new TuningProgress(step, steps, kld / (count * ctx)));
+                if (step % checkEvery != 0 && step != steps)
+                    continue;
+                double kldHeldOut = HeldOutKld();
+                if (kldHeldOut < best)
+                {
+                    best = kldHeldOut;
+                    bestStep = step;
+                    for (int p = 0; p < groups.Count; p++)
+                        groups[p].Values.AsSpan().CopyTo(bestValues[p]);
+                }
             }
         }
         for (int p = 0; p < groups.Count; p++)
@@ -230,8 +236,8 @@ public static class Tuner
         var norms = new Dictionary<string, float[]>(StringComparer.Ordinal);
         foreach (var (name, values) in graph.Norms)
             norms[name] = values.ToArray();
-        var weights = bestEpoch == 0 ? [] : graph.Tunables.Select(t => t.Weight.Build()).ToList();
-        return new TuningResult(norms, weights, before, best, bestEpoch, steps, groups.Sum(g => (long)g.Values.Length), (long)chunksPerEpoch * ctx * options.Epochs,
+        var weights = bestStep == 0 ? [] : graph.Tunables.Select(t => t.Weight.Build()).ToList();
+        return new TuningResult(norms, weights, before, best, bestStep, steps, groups.Sum(g => (long)g.Values.Length), (long)chunksPerEpoch * ctx * options.Epochs,
             clock.Elapsed.TotalSeconds);
     }
 
@@ -317,7 +323,7 @@ public static class Tuner
     }
 
     /// <summary>Adam (Kingma and Ba) on a list of parameter vectors, all starting at zero.</summary>
-    private sealed class Adam(int[] lengths, double learningRate)
+    private sealed class Adam(int[] lengths)
     {
         private const double Beta1 = 0.9, Beta2 = 0.999, Epsilon = 1e-8;
         private readonly float[][] m = lengths.Select(n => new float[n]).ToArray();
@@ -326,7 +332,7 @@ public static class Tuner
 
         public float[][] Parameters { get; } = lengths.Select(n => new float[n]).ToArray();
 
-        public void Step(float[][] gradients)
+        public void Step(float[][] gradients, double learningRate)
         {
             t++;
             double c1 = 1 - Math.Pow(Beta1, t), c2 = 1 - Math.Pow(Beta2, t);

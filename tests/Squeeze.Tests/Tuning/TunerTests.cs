@@ -72,7 +72,7 @@ public class TunerTests
         string calibration = File.ReadAllText(SharedData.Path("corpora", "tinystories-calib.txt"))[..60_000];
         var options = new TuningOptions { Scope = scope, ContextLength = 128, Tokens = 128 * 24, Epochs = 3, ChunksPerStep = 4, LearningRate = 0.01, Threads = 2 };
         var result = Tuner.Tune(original, compressed, calibration, options);
-        Assert.True(result.BestEpoch > 0 && result.HeldOutKldAfter < result.HeldOutKldBefore, $"{result.HeldOutKldBefore} → {result.HeldOutKldAfter}");
+        Assert.True(result.BestStep > 0 && result.HeldOutKldAfter < result.HeldOutKldBefore, $"{result.HeldOutKldBefore} → {result.HeldOutKldAfter}");
         Assert.Equal(3 * 6, result.Steps);
         Assert.Equal(2 * original.Config.LayerCount + 1, result.Norms.Count);
         Assert.Equal(scope == TuningScope.Weights ? compressed.Weights.Count : 0, result.Weights.Count);
@@ -108,7 +108,7 @@ public class TunerTests
         using var same = Uniform(original, bits: 8);
         using var teacher = same.WithWeights([]);
         var result = Tuner.Tune(teacher, same, calibration, new TuningOptions { ContextLength = 64, Tokens = 64 * 4, Epochs = 1, Threads = 1 });
-        Assert.Equal(0, result.BestEpoch);
+        Assert.Equal(0, result.BestStep);
         Assert.Empty(result.Weights);
         foreach (var (name, values) in result.Norms)
             Assert.Equal(Vector(original, name), values);
