@@ -122,18 +122,19 @@ internal static class PlanCommand
             throw new ArgumentException($"--ctx {options.Context} must be at least 4");
         long? size = b.TargetSize is null ? null : Allocator.ParseSize(b.TargetSize);
         Cli.CheckOutput(options.Model, options.Output);
-        string chart = b.Chart ?? Path.ChangeExtension(options.Output, ".bits.png");
-        Cli.CheckOutput(options.Model, chart);
-        if (options.Calib is null)
-            throw new ArgumentException("a size target needs a calibration text (--calib FILE): candidates are measured on it");
-        string text = CompressCommand.ReadCalibrationText(options.Calib);
-
         bool native = b.Format.ToLowerInvariant() switch
         {
             "gguf" => false,
             "native" => true,
             _ => throw new ArgumentException($"--format {b.Format}: expected gguf or native"),
         };
+        // A native model is a directory: its name may contain dots ("model-3.0") that are not an extension.
+        string chart = b.Chart ?? (native && writeWeights ? Path.TrimEndingDirectorySeparator(options.Output) + ".bits.png" : Path.ChangeExtension(options.Output, ".bits.png"));
+        Cli.CheckOutput(options.Model, chart);
+        if (options.Calib is null)
+            throw new ArgumentException("a size target needs a calibration text (--calib FILE): candidates are measured on it");
+        string text = CompressCommand.ReadCalibrationText(options.Calib);
+
         if (!native && b.Representations is { Length: > 0 })
             throw new ArgumentException("--representation applies to --format native; GGUF candidates are llama.cpp's block types");
         var representations = b.Representations is { Length: > 0 } specs

@@ -52,7 +52,7 @@ public sealed class NativeCliTests : IDisposable
     [InlineData("gguf")]
     public void Compress_with_tune_writes_the_tuned_model_at_the_same_size(string format)
     {
-        string output = Path.Combine(root, format == "native" ? "tuned" : "tuned.gguf");
+        string output = Path.Combine(root, format == "native" ? "tuned-5.0" : "tuned.gguf");
         string[] representations = format == "native" ? ["--representation", "uniform:3:~64", "--representation", "uniform:4:~64", "--representation", "f16"] : [];
         var r = CliRunner.Run(["compress", SharedData.Stories260K, "--tokenizer", SharedData.Stories260KTokenizer, "--format", format,
             "--target-bpw", format == "native" ? "5" : "9", "--calib", SharedData.Corpus("tinystories-calib.txt"), "--tokens", "1024", "--ctx", "64", "--refine", "0",
@@ -60,6 +60,8 @@ public sealed class NativeCliTests : IDisposable
         Assert.True(r.ExitCode == 0, r.Stderr);
         long bytes = format == "native" ? Directory.EnumerateFiles(output).Sum(f => new FileInfo(f).Length) : new FileInfo(output).Length;
         Assert.Equal(bytes, r.Json.GetProperty("fileBytes").GetInt64());
+        Assert.Equal(format == "native" ? output + ".bits.png" : Path.Combine(root, "tuned.bits.png"), r.Json.GetProperty("chart").GetString());
+        Assert.True(File.Exists(r.Json.GetProperty("chart").GetString()));
         var tuning = r.Json.GetProperty("tuning");
         Assert.Equal(format == "native" ? "norms and weights" : "norms", tuning.GetProperty("scope").GetString());
         Assert.Equal(1024 + 2048, tuning.GetProperty("trainingTokens").GetInt64());
