@@ -434,9 +434,15 @@ public sealed class Transformer : IDisposable
     private void Rope(Span<float> head, int pos)
     {
         int half = head.Length / 2;
-        var cos = ropeCos.AsSpan(pos * half, half);
-        var sin = ropeSin.AsSpan(pos * half, half);
-        if (config.RopeStyle == RopeStyle.Interleaved)
+        Rope(head, ropeCos.AsSpan(pos * half, half), ropeSin.AsSpan(pos * half, half), config.RopeStyle);
+    }
+
+    /// <summary>Rotates pair i of <paramref name="head"/> (paired as <paramref name="style"/> says) by the angle whose
+    /// cosine and sine are <paramref name="cos"/>[i] and <paramref name="sin"/>[i].</summary>
+    internal static void Rope(Span<float> head, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, RopeStyle style)
+    {
+        int half = head.Length / 2;
+        if (style == RopeStyle.Interleaved)
         {
             for (int i = 0; i < half; i++)
             {

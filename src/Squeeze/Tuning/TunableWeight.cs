@@ -145,11 +145,18 @@ internal abstract class TunableWeight
         public override float[] Values { get; }
         public override float[] Units { get; }
 
-        public override void Decode(Span<float> dense)
+        /// <summary>The codebook as decoding uses it: the current values rounded to f16.</summary>
+        private float[] Centroids()
         {
             var centroids = new float[codebookLength];
             for (int i = 0; i < codebookLength; i++)
                 centroids[i] = RoundToF16(Values[i]);
+            return centroids;
+        }
+
+        public override void Decode(Span<float> dense)
+        {
+            var centroids = Centroids();
             var indices = weight.Indices;
             int vectors = weight.VectorsPerRow;
             for (int r = 0; r < weight.Rows; r++)
@@ -167,6 +174,7 @@ internal abstract class TunableWeight
 
         public override void Backward(ReadOnlySpan<float> denseGradient, Span<float> gradient)
         {
+            var centroids = weight.HasRowScales ? Centroids() : null;
             var indices = weight.Indices;
             int vectors = weight.VectorsPerRow;
             for (int r = 0; r < weight.Rows; r++)
@@ -180,7 +188,8 @@ internal abstract class TunableWeight
                     for (int j = 0; j < dimension; j++)
                     {
                         gradient[centroid + j] += scale * g[j];
-                        dScale += (double)g[j] * RoundToF16(Values[centroid + j]);
+                        if (centroids is not null)
+                            dScale += (double)g[j] * centroids[centroid + j];
                     }
                 }
                 if (weight.HasRowScales)

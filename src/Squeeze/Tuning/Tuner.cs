@@ -126,7 +126,7 @@ public static class Tuner
         long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
         if (needed > available / 2)
             throw new InvalidOperationException($"tuning {original.Source} needs about {needed / (1 << 20):N0} MiB for its f32 weights, their gradients and one chunk's activations; " +
-                $"this process may use {available / (1 << 20):N0} MiB (a shorter --tune-ctx lowers the activations)");
+                $"this process may use {available / (1 << 20):N0} MiB, and tuning keeps to half of that");
         var clock = Stopwatch.StartNew();
 
         int[] tokens = original.Tokenizer.Encode(text, addBos: true);
@@ -160,8 +160,8 @@ public static class Tuner
         // Every tuned quantity is value = initial + unit · δ, δ starting at 0: norms with unit = the initial value (a
         // relative change), weights with the units their representation gives.
         var groups = new List<Group>();
-        foreach (var (_, values) in graph.Norms)
-            groups.Add(new Group(values, values.Select(Math.Abs).ToArray()));
+        foreach (var norm in graph.Norms)
+            groups.Add(new Group(norm.Values, norm.Values.Select(Math.Abs).ToArray()));
         foreach (var (weight, _) in graph.Tunables)
             groups.Add(new Group(weight.Values, weight.Units));
         int scoredFrom = ctx / 2, scoredCount = ctx - 1 - scoredFrom;
@@ -177,7 +177,6 @@ public static class Tuner
         var bestValues = groups.Select(g => g.Values.ToArray()).ToArray();
         int bestStep = 0;
         var adam = new Adam(groups.Select(g => g.Values.Length).ToArray());
-        var normGradients = graph.Norms.Select(n => new float[n.Values.Length]).ToArray();
         var gradients = groups.Select(g => new float[g.Values.Length]).ToArray();
         var teacherBuffer = new float[ctx * vocab];
         var random = new Random(options.Seed);
@@ -192,27 +191,25 @@ public static class Tuner
             for (int first = 0; first < order.Length; first += options.ChunksPerStep)
             {
                 int count = Math.Min(options.ChunksPerStep, order.Length - first);
-                foreach (var g in normGradients)
-                    Array.Clear(g);
-                foreach (var (_, g) in graph.Tunables)
-                    Array.Clear(g);
+                graph.ClearGradients();
                 double kld = 0;
                 for (int i = first; i < first + count; i++)
                 {
                     var chunk = train[order[i]];
                     kld += graph.Forward(chunk, TeacherLogProbs(chunk, teacherBuffer), 0, ctx);
-                    graph.Backward(normGradients, 1f / (count * ctx));
+                    graph.Backward(1f / (count * ctx));
                 }
-                for (int n = 0; n < normGradients.Length; n++)
-                    normGradients[n].CopyTo(gradients[n], 0);
+                // Gradients with respect to δ: those with respect to the values times the units.
+                int norms = graph.Norms.Count;
+                for (int n = 0; n < norms; n++)
+                    TensorPrimitives.Multiply(graph.Norms[n].Gradient, groups[n].Units, gradients[n]);
                 for (int w = 0; w < graph.Tunables.Count; w++)
                 {
-                    var g = gradients[normGradients.Length + w];
+                    var g = gradients[norms + w];
                     Array.Clear(g);
                     graph.Tunables[w].Weight.Backward(graph.Tunables[w].Gradient, g);
+                    TensorPrimitives.Multiply(g, groups[norms + w].Units, g);
                 }
-                for (int p = 0; p < groups.Count; p++)
-                    TensorPrimitives.Multiply(gradients[p], groups[p].Units, gradients[p]);
                 adam.Step(gradients, options.LearningRate * 0.5 * (1 + Math.Cos(Math.PI * step / steps)));
                 for (int p = 0; p < groups.Count; p++)
                     groups[p].Apply(adam.Parameters[p]);
@@ -233,11 +230,9 @@ public static class Tuner
         }
         for (int p = 0; p < groups.Count; p++)
             bestValues[p].AsSpan().CopyTo(groups[p].Values);
-        var norms = new Dictionary<string, float[]>(StringComparer.Ordinal);
-        foreach (var (name, values) in graph.Norms)
-            norms[name] = values.ToArray();
+        var tunedNorms = graph.Norms.ToDictionary(n => n.Name, n => n.Values.ToArray(), StringComparer.Ordinal);
         var weights = bestStep == 0 ? [] : graph.Tunables.Select(t => t.Weight.Build()).ToList();
-        return new TuningResult(norms, weights, before, best, bestStep, steps, groups.Sum(g => (long)g.Values.Length), (long)chunksPerEpoch * ctx * options.Epochs,
+        return new TuningResult(tunedNorms, weights, before, best, bestStep, steps, groups.Sum(g => (long)g.Values.Length), (long)chunksPerEpoch * ctx * options.Epochs,
             clock.Elapsed.TotalSeconds);
     }
 

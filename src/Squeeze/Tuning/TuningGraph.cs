@@ -23,10 +23,10 @@ internal sealed class TuningGraph
     private readonly Block[] blocks;
     private readonly Dense embedding;   // [vocab, dim], rows read for the input tokens
     private readonly Dense classifier;  // [vocab, dim] (the embedding again when tied)
-    private readonly float[] ropeCos, ropeSin; // [contextLength, headDim / 2]
+    private readonly float[] ropeCos, ropeSin, ropeSinBack; // [contextLength, headDim / 2]; ropeSinBack = −ropeSin rotates back
 
-    /// <summary>The RMSNorm weights being tuned, by tensor name (the graph reads them on every pass).</summary>
-    public IReadOnlyList<(string Name, float[] Values)> Norms { get; }
+    /// <summary>The RMSNorm weights being tuned (the graph reads their values on every pass), with their gradients.</summary>
+    public IReadOnlyList<Norm> Norms { get; }
 
     /// <summary>The linear weights the graph differentiates (empty unless made with tuneWeights).</summary>
     public IReadOnlyList<(TunableWeight Weight, float[] Gradient)> Tunables => tunables;
@@ -39,12 +39,12 @@ internal sealed class TuningGraph
         config = model.Config;
         this.contextLength = contextLength;
         this.threads = Math.Max(1, threads);
-        var norms = new List<(string, float[])>();
-        float[] Norm(string name, int length)
+        var norms = new List<Norm>();
+        Norm ReadNorm(string name, int length)
         {
-            var values = Transformer.ReadVector(model, name, length);
-            norms.Add((name, values));
-            return values;
+            var norm = new Norm(name, Transformer.ReadVector(model, name, length));
+            norms.Add(norm);
+            return norm;
         }
 
         Dense Linear(string name, bool transpose = true)
@@ -65,10 +65,10 @@ internal sealed class TuningGraph
         {
             blocks[l] = new Block
             {
-                AttentionNorm = Norm(TensorNames.AttentionNorm(l), config.Dim),
-                QueryNorm = model.TryGetTensor(TensorNames.QueryNorm(l), out _) ? Norm(TensorNames.QueryNorm(l), config.HeadDim) : null,
-                KeyNorm = model.TryGetTensor(TensorNames.KeyNorm(l), out _) ? Norm(TensorNames.KeyNorm(l), config.HeadDim) : null,
-                FeedForwardNorm = Norm(TensorNames.FeedForwardNorm(l), config.Dim),
+                AttentionNorm = ReadNorm(TensorNames.AttentionNorm(l), config.Dim),
+                QueryNorm = model.TryGetTensor(TensorNames.QueryNorm(l), out _) ? ReadNorm(TensorNames.QueryNorm(l), config.HeadDim) : null,
+                KeyNorm = model.TryGetTensor(TensorNames.KeyNorm(l), out _) ? ReadNorm(TensorNames.KeyNorm(l), config.HeadDim) : null,
+                FeedForwardNorm = ReadNorm(TensorNames.FeedForwardNorm(l), config.Dim),
                 Query = Linear(TensorNames.Query(l)),
                 Key = Linear(TensorNames.Key(l)),
                 Value = Linear(TensorNames.Value(l)),
@@ -82,9 +82,10 @@ internal sealed class TuningGraph
                 Saved = new Saved(config, contextLength),
             };
         }
-        OutputNorm = Norm(TensorNames.OutputNorm, config.Dim);
+        outputNorm = ReadNorm(TensorNames.OutputNorm, config.Dim);
         Norms = norms;
         (ropeCos, ropeSin) = Transformer.RopeTables(contextLength, config.HeadDim, config.RopeTheta, deterministic: false);
+        ropeSinBack = ropeSin.Select(v => -v).ToArray();
         finalInput = new float[contextLength * config.Dim];
         finalRms = new float[contextLength];
         finalNormed = new float[contextLength * config.Dim];
@@ -111,7 +112,16 @@ internal sealed class TuningGraph
             dense.Refresh();
     }
 
-    private float[] OutputNorm { get; }
+    /// <summary>Zeroes every gradient the graph accumulates: the norms' and the tuned weights' dense ones.</summary>
+    public void ClearGradients()
+    {
+        foreach (var norm in Norms)
+            Array.Clear(norm.Gradient);
+        foreach (var dense in tuned)
+            Array.Clear(dense.Gradient!);
+    }
+
+    private readonly Norm outputNorm;
 
     // saved by Forward for Backward
     private readonly float[] finalInput;  // [T, dim] residual stream after the last block
@@ -140,7 +150,7 @@ internal sealed class TuningGraph
             x = ForwardBlock(block, x, n);
         x.AsSpan().CopyTo(finalInput);
         for (int t = 0; t < n; t++)
-            finalRms[t] = Transformer.RmsNorm(x.AsSpan(t * dim, dim), OutputNorm, config.RmsNormEps, finalNormed.AsSpan(t * dim, dim));
+            finalRms[t] = Transformer.RmsNorm(x.AsSpan(t * dim, dim), outputNorm.Values, config.RmsNormEps, finalNormed.AsSpan(t * dim, dim));
         DenseProduct.MultiplyTransposed(finalNormed, classifier.Weight, n, dim, vocab, logits, threads);
         double kl = 0;
         var logProbs = new float[vocab];
@@ -159,28 +169,21 @@ internal sealed class TuningGraph
         return kl;
     }
 
-    /// <summary>Adds <paramref name="weight"/> times the gradient of the last <see cref="Forward"/>'s KL sum with
-    /// respect to every norm to <paramref name="gradients"/> (one array per entry of <see cref="Norms"/>, same order).</summary>
-    public void Backward(float[][] gradients, float weight)
+    /// <summary>Adds <paramref name="weight"/> times the gradient of the last <see cref="Forward"/>'s KL sum to every
+    /// norm's <see cref="Norm.Gradient"/> and every tuned weight's dense gradient.</summary>
+    public void Backward(float weight)
     {
         int n = length, dim = config.Dim, vocab = config.VocabSize;
         var dLogits = logits;
         TensorPrimitives.Multiply(dLogits.AsSpan(0, n * vocab), weight, dLogits.AsSpan(0, n * vocab));
         var dNormed = new float[n * dim];
         DenseProduct.MultiplyTransposed(dLogits, classifier.Transposed!, n, vocab, dim, dNormed, threads);
-        AccumulateWeightGradient(classifier, dLogits, finalNormed, n);
+        AccumulateWeightGradients(finalNormed, n, (classifier, dLogits));
         var dx = new float[n * dim];
-        var gOutput = gradients[^1];
         for (int t = 0; t < n; t++)
-            RmsNormBackward(finalInput.AsSpan(t * dim, dim), finalRms[t], OutputNorm, dNormed.AsSpan(t * dim, dim), dx.AsSpan(t * dim, dim), gOutput);
-        int g = gradients.Length - 1;
+            RmsNormBackward(finalInput.AsSpan(t * dim, dim), finalRms[t], outputNorm, dNormed.AsSpan(t * dim, dim), dx.AsSpan(t * dim, dim));
         for (int l = blocks.Length - 1; l >= 0; l--)
-        {
-            var block = blocks[l];
-            int count = 2 + (block.QueryNorm is null ? 0 : 1) + (block.KeyNorm is null ? 0 : 1);
-            g -= count;
-            BackwardBlock(block, dx, n, gradients.AsSpan(g, count));
-        }
+            BackwardBlock(blocks[l], dx, n);
         // dx is now the gradient at the embedding rows read for the tokens.
         if (embedding.Gradient is { } gEmbedding)
         {
@@ -189,16 +192,24 @@ internal sealed class TuningGraph
         }
     }
 
-    /// <summary>Adds dYᵀ · X, the gradient of a tuned weight, to its gradient: dY [n, rows], X [n, columns].</summary>
-    private void AccumulateWeightGradient(Dense weight, float[] dY, float[] x, int n)
+    /// <summary>Adds dYᵀ · X, the gradient of a tuned weight, to its gradient, for each of <paramref name="products"/>
+    /// that read the input <paramref name="x"/> [n, columns] and have dY [n, rows]; X is transposed once for all of them.</summary>
+    private void AccumulateWeightGradients(float[] x, int n, params (Dense Weight, float[] DY)[] products)
     {
-        if (weight.Gradient is null)
-            return;
-        var dYt = new float[weight.Rows * n];
-        var xt = new float[weight.Columns * n];
-        DenseProduct.Transpose(dY.AsSpan(0, n * weight.Rows), n, weight.Rows, dYt);
-        DenseProduct.Transpose(x.AsSpan(0, n * weight.Columns), n, weight.Columns, xt);
-        DenseProduct.MultiplyTransposed(dYt, xt, weight.Rows, n, weight.Columns, weight.Gradient, threads, accumulate: true);
+        float[]? xt = null;
+        foreach (var (weight, dY) in products)
+        {
+            if (weight.Gradient is null)
+                continue;
+            if (xt is null)
+            {
+                xt = new float[weight.Columns * n];
+                DenseProduct.Transpose(x.AsSpan(0, n * weight.Columns), n, weight.Columns, xt);
+            }
+            var dYt = new float[weight.Rows * n];
+            DenseProduct.Transpose(dY.AsSpan(0, n * weight.Rows), n, weight.Rows, dYt);
+            DenseProduct.MultiplyTransposed(dYt, xt, weight.Rows, n, weight.Columns, weight.Gradient, threads, accumulate: true);
+        }
     }
 
     private float[] ForwardBlock(Block b, float[] x, int n)
@@ -207,7 +218,7 @@ internal sealed class TuningGraph
         var s = b.Saved;
         x.AsSpan(0, n * dim).CopyTo(s.Input);
         for (int t = 0; t < n; t++)
-            s.Rms1[t] = Transformer.RmsNorm(x.AsSpan(t * dim, dim), b.AttentionNorm, config.RmsNormEps, s.Normed1.AsSpan(t * dim, dim));
+            s.Rms1[t] = Transformer.RmsNorm(x.AsSpan(t * dim, dim), b.AttentionNorm.Values, config.RmsNormEps, s.Normed1.AsSpan(t * dim, dim));
         DenseProduct.MultiplyTransposed(s.Normed1, b.Query.Weight, n, dim, qDim, s.QueryRaw, threads);
         DenseProduct.MultiplyTransposed(s.Normed1, b.Key.Weight, n, dim, kvDim, s.KeyRaw, threads);
         DenseProduct.MultiplyTransposed(s.Normed1, b.Value.Weight, n, dim, kvDim, s.Value, threads);
@@ -232,7 +243,7 @@ internal sealed class TuningGraph
 
         mid.AsSpan().CopyTo(s.Middle);
         for (int t = 0; t < n; t++)
-            s.Rms2[t] = Transformer.RmsNorm(mid.AsSpan(t * dim, dim), b.FeedForwardNorm, config.RmsNormEps, s.Normed2.AsSpan(t * dim, dim));
+            s.Rms2[t] = Transformer.RmsNorm(mid.AsSpan(t * dim, dim), b.FeedForwardNorm.Values, config.RmsNormEps, s.Normed2.AsSpan(t * dim, dim));
         DenseProduct.MultiplyTransposed(s.Normed2, b.Gate.Weight, n, dim, hidden, s.Gate, threads);
         DenseProduct.MultiplyTransposed(s.Normed2, b.Up.Weight, n, dim, hidden, s.Up, threads);
         for (int i = 0; i < n * hidden; i++)
@@ -247,12 +258,12 @@ internal sealed class TuningGraph
     }
 
     /// <summary>A head of q or k: optional per-head RMSNorm, then RoPE at position <paramref name="pos"/>.</summary>
-    private void HeadIn(float[] raw, float[] rotated, float[] rms, float[]? norm, int offset, int headIndex, int pos)
+    private void HeadIn(float[] raw, float[] rotated, float[] rms, Norm? norm, int offset, int headIndex, int pos)
     {
         int headDim = config.HeadDim;
         var head = rotated.AsSpan(offset, headDim);
         if (norm is not null)
-            rms[headIndex] = Transformer.RmsNorm(raw.AsSpan(offset, headDim), norm, config.RmsNormEps, head);
+            rms[headIndex] = Transformer.RmsNorm(raw.AsSpan(offset, headDim), norm.Values, config.RmsNormEps, head);
         else
             raw.AsSpan(offset, headDim).CopyTo(head);
         Rope(head, pos, inverse: false);
@@ -284,18 +295,15 @@ internal sealed class TuningGraph
     }
 
     /// <summary>Turns dx (gradient at the block's output) into the gradient at its input, adding the norms' gradients.</summary>
-    private void BackwardBlock(Block b, float[] dx, int n, Span<float[]> gradients)
+    private void BackwardBlock(Block b, float[] dx, int n)
     {
         int dim = config.Dim, qDim = config.QDim, kvDim = config.KvDim, hidden = config.HiddenDim;
         var s = b.Saved;
-        float[] gAttention = gradients[0], gFeedForward = gradients[^1];
-        float[]? gQuery = b.QueryNorm is null ? null : gradients[1];
-        float[]? gKey = b.KeyNorm is null ? null : gradients[b.QueryNorm is null ? 1 : 2];
 
         // feed-forward: out = mid + Down(silu(Gate(n2)) · Up(n2)), n2 = RmsNorm(mid)
         var dHidden = new float[n * hidden];
         DenseProduct.MultiplyTransposed(dx, b.Down.Transposed!, n, dim, hidden, dHidden, threads);
-        AccumulateWeightGradient(b.Down, dx, s.Hidden, n);
+        AccumulateWeightGradients(s.Hidden, n, (b.Down, dx));
         var dGate = new float[n * hidden];
         var dUp = new float[n * hidden];
         for (int i = 0; i < n * hidden; i++)
@@ -309,15 +317,14 @@ internal sealed class TuningGraph
         DenseProduct.MultiplyTransposed(dGate, b.Gate.Transposed!, n, hidden, dim, dNormed, threads);
         DenseProduct.MultiplyTransposed(dUp, b.Up.Transposed!, n, hidden, dim, partial, threads);
         TensorPrimitives.Add(dNormed, partial, dNormed);
-        AccumulateWeightGradient(b.Gate, dGate, s.Normed2, n);
-        AccumulateWeightGradient(b.Up, dUp, s.Normed2, n);
+        AccumulateWeightGradients(s.Normed2, n, (b.Gate, dGate), (b.Up, dUp));
         for (int t = 0; t < n; t++)
-            RmsNormBackward(s.Middle.AsSpan(t * dim, dim), s.Rms2[t], b.FeedForwardNorm, dNormed.AsSpan(t * dim, dim), dx.AsSpan(t * dim, dim), gFeedForward);
+            RmsNormBackward(s.Middle.AsSpan(t * dim, dim), s.Rms2[t], b.FeedForwardNorm, dNormed.AsSpan(t * dim, dim), dx.AsSpan(t * dim, dim));
 
         // attention: mid = input + Output(attend(q, k, v)), q, k, v from n1 = RmsNorm(input)
         var dAttended = new float[n * qDim];
         DenseProduct.MultiplyTransposed(dx, b.Output.Transposed!, n, dim, qDim, dAttended, threads);
-        AccumulateWeightGradient(b.Output, dx, s.Attended, n);
+        AccumulateWeightGradients(s.Attended, n, (b.Output, dx));
         var dQuery = new float[n * qDim];
         var dKey = new float[n * kvDim];
         var dValue = new float[n * kvDim];
@@ -325,24 +332,22 @@ internal sealed class TuningGraph
         for (int t = 0; t < n; t++)
         {
             for (int h = 0; h < config.HeadCount; h++)
-                HeadBackward(s.QueryRaw, s.QueryRms, b.QueryNorm, dQuery, t * qDim + h * config.HeadDim, t * config.HeadCount + h, t, gQuery);
+                HeadBackward(s.QueryRaw, s.QueryRms, b.QueryNorm, dQuery, t * qDim + h * config.HeadDim, t * config.HeadCount + h, t);
             for (int h = 0; h < config.KvHeadCount; h++)
-                HeadBackward(s.KeyRaw, s.KeyRms, b.KeyNorm, dKey, t * kvDim + h * config.HeadDim, t * config.KvHeadCount + h, t, gKey);
+                HeadBackward(s.KeyRaw, s.KeyRms, b.KeyNorm, dKey, t * kvDim + h * config.HeadDim, t * config.KvHeadCount + h, t);
         }
         DenseProduct.MultiplyTransposed(dQuery, b.Query.Transposed!, n, qDim, dim, dNormed, threads);
         DenseProduct.MultiplyTransposed(dKey, b.Key.Transposed!, n, kvDim, dim, partial, threads);
         TensorPrimitives.Add(dNormed, partial, dNormed);
         DenseProduct.MultiplyTransposed(dValue, b.Value.Transposed!, n, kvDim, dim, partial, threads);
         TensorPrimitives.Add(dNormed, partial, dNormed);
-        AccumulateWeightGradient(b.Query, dQuery, s.Normed1, n);
-        AccumulateWeightGradient(b.Key, dKey, s.Normed1, n);
-        AccumulateWeightGradient(b.Value, dValue, s.Normed1, n);
+        AccumulateWeightGradients(s.Normed1, n, (b.Query, dQuery), (b.Key, dKey), (b.Value, dValue));
         for (int t = 0; t < n; t++)
-            RmsNormBackward(s.Input.AsSpan(t * dim, dim), s.Rms1[t], b.AttentionNorm, dNormed.AsSpan(t * dim, dim), dx.AsSpan(t * dim, dim), gAttention);
+            RmsNormBackward(s.Input.AsSpan(t * dim, dim), s.Rms1[t], b.AttentionNorm, dNormed.AsSpan(t * dim, dim), dx.AsSpan(t * dim, dim));
     }
 
     /// <summary>Backward of <see cref="HeadIn"/>: the gradient at the rotated head becomes the gradient at the raw head, in place.</summary>
-    private void HeadBackward(float[] raw, float[] rms, float[]? norm, float[] gradient, int offset, int headIndex, int pos, float[]? normGradient)
+    private void HeadBackward(float[] raw, float[] rms, Norm? norm, float[] gradient, int offset, int headIndex, int pos)
     {
         int headDim = config.HeadDim;
         var head = gradient.AsSpan(offset, headDim);
@@ -351,7 +356,7 @@ internal sealed class TuningGraph
             return;
         Span<float> result = stackalloc float[headDim];
         result.Clear();
-        RmsNormBackward(raw.AsSpan(offset, headDim), rms[headIndex], norm, head, result, normGradient!);
+        RmsNormBackward(raw.AsSpan(offset, headDim), rms[headIndex], norm, head, result);
         result.CopyTo(head);
     }
 
@@ -392,11 +397,12 @@ internal sealed class TuningGraph
         });
     }
 
-    /// <summary>Given dy at y = x·r·w: adds dy·x·r to <paramref name="weightGradient"/> and the gradient at x,
+    /// <summary>Given dy at y = x·r·w: adds dy·x·r to the norm's gradient and the gradient at x,
     /// r·w·dy − x·r³·mean(w·dy·x), to <paramref name="dx"/>.</summary>
-    private static void RmsNormBackward(ReadOnlySpan<float> x, float r, ReadOnlySpan<float> weight, ReadOnlySpan<float> dy, Span<float> dx, float[] weightGradient)
+    private static void RmsNormBackward(ReadOnlySpan<float> x, float r, Norm norm, ReadOnlySpan<float> dy, Span<float> dx)
     {
         int count = x.Length;
+        float[] weight = norm.Values, weightGradient = norm.Gradient;
         double projection = 0;
         for (int i = 0; i < count; i++)
         {
@@ -413,16 +419,7 @@ internal sealed class TuningGraph
     private void Rope(Span<float> head, int pos, bool inverse)
     {
         int half = head.Length / 2;
-        var cos = ropeCos.AsSpan(pos * half, half);
-        var sin = ropeSin.AsSpan(pos * half, half);
-        bool interleaved = config.RopeStyle == RopeStyle.Interleaved;
-        for (int i = 0; i < half; i++)
-        {
-            int ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + half;
-            float a = head[ia], b = head[ib], sn = inverse ? -sin[i] : sin[i];
-            head[ia] = a * cos[i] - b * sn;
-            head[ib] = a * sn + b * cos[i];
-        }
+        Transformer.Rope(head, ropeCos.AsSpan(pos * half, half), (inverse ? ropeSinBack : ropeSin).AsSpan(pos * half, half), config.RopeStyle);
     }
 
     /// <summary>A linear weight decoded to f32 [rows, columns], with its transpose when the backward pass needs it, and
@@ -458,12 +455,20 @@ internal sealed class TuningGraph
         }
     }
 
+    /// <summary>An RMSNorm weight vector, by tensor name, and the gradient <see cref="Backward"/> adds to.</summary>
+    public sealed class Norm(string name, float[] values)
+    {
+        public string Name { get; } = name;
+        public float[] Values { get; } = values;
+        public float[] Gradient { get; } = new float[values.Length];
+    }
+
     private sealed class Block
     {
-        public required float[] AttentionNorm { get; init; }
-        public required float[]? QueryNorm { get; init; }
-        public required float[]? KeyNorm { get; init; }
-        public required float[] FeedForwardNorm { get; init; }
+        public required Norm AttentionNorm { get; init; }
+        public required Norm? QueryNorm { get; init; }
+        public required Norm? KeyNorm { get; init; }
+        public required Norm FeedForwardNorm { get; init; }
         public required Dense Query { get; init; }
         public required Dense Key { get; init; }
         public required Dense Value { get; init; }
