@@ -108,16 +108,22 @@ public static class Allocator
             GgufCandidateSet.Build(model, stats, new CandidateOptions { Compression = options.Compression, Types = options.Types }, p), progress);
     }
 
-    /// <summary>Calibrates (unless statistics are given), encodes every 2-D tensor in every native representation of
-    /// <paramref name="representations"/> that fits it, and measures every single swap.</summary>
+    /// <summary>Calibrates (unless statistics are given), measures the token usage on the calibration text when a row split
+    /// is among <paramref name="representations"/>, encodes every 2-D tensor in every representation that fits it, and
+    /// measures every single swap.</summary>
     public static AllocationContext<NativeCandidateSet, NativeCandidate> PrepareNative(Model model, string calibrationText, AllocationOptions options,
         IReadOnlyList<NativeRepresentation> representations, IProgress<AllocationProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(representations);
         return Prepare<NativeCandidateSet, NativeCandidate>(model, calibrationText, options, (stats, p) =>
-            NativeCandidateSet.Build(model, new NativeTensorEncoder(model, stats, options.Compression,
-                RowSplitRepresentation.CountTokens(model, calibrationText, options.Compression.CalibrationTokens)), representations, p), progress);
+        {
+            // Only the row splits read the token usage, which takes a forward pass over the text.
+            var usage = !representations.Any(r => r is RowSplitRepresentation) ? null
+                : TokenUsage.Measure(model, calibrationText, options.Compression.CalibrationTokens, ContextLength(model, options.Compression), options.Compression.Threads,
+                    p is null ? null : new SynchronousProgress<(int Done, int Total)>(u => p.Report(new CandidateProgress("token usage", u.Done, u.Total, ""))));
+            return NativeCandidateSet.Build(model, new NativeTensorEncoder(model, stats, options.Compression, usage), representations, p);
+        }, progress);
     }
 
     private static AllocationContext<TSet, T> Prepare<TSet, T>(Model model, string calibrationText, AllocationOptions options,
@@ -128,7 +134,7 @@ public static class Allocator
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(calibrationText);
         var compression = options.Compression;
-        int ctx = compression.ContextLength > 0 ? compression.ContextLength : Math.Min(256, model.Config.ContextLength);
+        int ctx = ContextLength(model, compression);
         int threads = Math.Max(1, compression.Threads);
         var clock = Stopwatch.StartNew();
         var stats = compression.Statistics;
@@ -160,6 +166,10 @@ public static class Allocator
             throw;
         }
     }
+
+    /// <summary>Tokens per calibration chunk: the options' own, else 256 (or the model's context when shorter).</summary>
+    private static int ContextLength(Model model, CompressionOptions compression)
+        => compression.ContextLength > 0 ? compression.ContextLength : Math.Min(256, model.Config.ContextLength);
 
     /// <summary>Error model 2: for every candidate, the KLD on <paramref name="chunks"/> of the source model with that one tensor swapped in.</summary>
     public static void MeasureSwaps<T>(CandidateSet<T> set, KldMeter meter, IReadOnlyList<int> chunks, IProgress<AllocationProgress>? progress = null)

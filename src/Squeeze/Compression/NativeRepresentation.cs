@@ -41,10 +41,11 @@ public abstract record NativeRepresentation
     /// <summary>The default levels of <c>compress --format native</c>: uniform codes of 2, 3, 4, 5, 6 and 8 bits in the
     /// largest groups of at most 64 and at most 256 values that divide the row, per-row codebooks of 2, 3 and 4 bits,
     /// vector codebooks (6-dim vectors, 12- and 13-bit indices: only large tensors such as the embedding; row-scaled 4-dim
-    /// vectors, 7- to 10-bit indices), f16, and for the token embedding or classifier six row splits (the 1,024 to 4,096
-    /// rows of the calibration text's most used tokens in 4- to 6-bit uniform codes, the rest in vector codes of 1.25 to
-    /// 2.2 bits per weight or 3-bit uniform codes). The vector and split levels are those the budget search chose at 2.0
-    /// to 3.5 bits per weight on stories15M (docs/BENCHMARKS.md).</summary>
+    /// vectors, 7- to 10-bit indices), f16, and for the token embedding or classifier six splits of the rows into tiers
+    /// by token usage: the 512 to 2,048 most used tokens in 4- to 6-bit uniform codes, the next few thousand in 2- to
+    /// 5-bit codes, and the rest (tokens the model hardly uses, whose rows only have to keep their logits low) in 16-dim
+    /// vector codes of 0.375 or 0.5 bits per weight. From 0.9 to 2.4 bits per weight for stories15M's embedding; the
+    /// tiers are those that measured best for it (docs/BENCHMARKS.md).</summary>
     public static IReadOnlyList<NativeRepresentation> Defaults { get; } =
     [
         .. from bits in (int[])[2, 3, 4, 5, 6, 8]
@@ -55,8 +56,13 @@ public abstract record NativeRepresentation
         new VectorRepresentation(6, 13, 0, RowScales: false),
         .. from bits in (int[])[7, 8, 9, 10] select (NativeRepresentation)new VectorRepresentation(4, bits, 0, RowScales: true),
         new Float16Representation(),
-        .. from spec in (string[])["split:1024:uniform:5:~64/vq:8:10", "split:1024:uniform:4:~64/vq:8:11", "split:2048:uniform:5:~64/vq:8:12", "split:2048:uniform:5:~64/vq:6:11",
-                                          "split:2048:uniform:6:~64/vq:6:13", "split:4096:uniform:6:~64/uniform:3:~64"]
+        .. from spec in (string[])[
+               "split:512:uniform:4:~64/split:1536:uniform:3:~64/split:4096:uniform:2:~64/vq:16:6",
+               "split:512:uniform:5:~64/split:1536:uniform:4:~64/split:4096:uniform:2:~64/vq:16:6",
+               "split:1024:uniform:5:~64/split:3072:uniform:4:~64/split:4096:uniform:2:~64/vq:16:6",
+               "split:2048:uniform:5:~64/split:4096:uniform:4:~64/vq:16:6",
+               "split:1024:uniform:6:~64/split:3072:uniform:5:~64/split:4096:uniform:3:~64/vq:16:6",
+               "split:2048:uniform:6:~64/split:4096:uniform:5:~64/split:8192:uniform:3:~64/vq:16:8"]
            select Parse(spec),
     ];
 

@@ -29,14 +29,15 @@ public sealed class NativeTensorEncoder
     private readonly Dictionary<ActivationStatistics, GptqHessian> naturalOrderHessians = new(ReferenceEqualityComparer.Instance);
     private readonly (string Name, int[] Rows)? selection;
 
-    /// <param name="tokenCounts">How often the calibration text uses each token (indexed by token id), or null: what the
-    /// levels that treat the rows of token-indexed matrices by use need (<see cref="RowSplitRepresentation"/>).</param>
-    /// <exception cref="ArgumentException">Statistics of another model, or token counts of another vocabulary.</exception>
-    public NativeTensorEncoder(Model model, CalibrationStatistics? statistics, CompressionOptions options, long[]? tokenCounts = null)
+    /// <param name="tokenUsage">How much the model uses each token on the calibration text (indexed by token id,
+    /// <see cref="TokenUsage.Measure"/>), or null: what the levels that treat the rows of token-indexed matrices by use
+    /// need (<see cref="RowSplitRepresentation"/>).</param>
+    /// <exception cref="ArgumentException">Statistics of another model, or token usage of another vocabulary.</exception>
+    public NativeTensorEncoder(Model model, CalibrationStatistics? statistics, CompressionOptions options, double[]? tokenUsage = null)
     {
-        if (tokenCounts is not null && tokenCounts.Length != model?.Config.VocabSize)
-            throw new ArgumentException($"{tokenCounts.Length} token counts for a vocabulary of {model?.Config.VocabSize}", nameof(tokenCounts));
-        TokenCounts = tokenCounts;
+        if (tokenUsage is not null && tokenUsage.Length != model?.Config.VocabSize)
+            throw new ArgumentException($"token usage of {tokenUsage.Length} tokens for a vocabulary of {model?.Config.VocabSize}", nameof(tokenUsage));
+        TokenUsage = tokenUsage;
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
         if (statistics is not null)
@@ -48,7 +49,8 @@ public sealed class NativeTensorEncoder
         this.options = options;
     }
 
-    // The same model, statistics and caches, with tensor selection.Name seen as only its rows selection.Rows.
+    // The same model, statistics and caches, with tensor name seen as only its rows `rows` of the parent's view (which
+    // may itself be a selection: selection.Rows are rows of the whole tensor).
     private NativeTensorEncoder(NativeTensorEncoder parent, string name, int[] rows)
     {
         model = parent.model;
@@ -56,12 +58,13 @@ public sealed class NativeTensorEncoder
         stats = parent.stats;
         hessians = parent.hessians;
         naturalOrderHessians = parent.naturalOrderHessians;
-        TokenCounts = parent.TokenCounts;
-        selection = (name, rows);
+        TokenUsage = parent.TokenUsage is { } usage && usage.Length == parent.Rows(name) ? [.. rows.Select(r => usage[r])] : null;
+        selection = (name, parent.selection?.Name == name ? [.. rows.Select(r => parent.selection.Value.Rows[r])] : rows);
     }
 
     /// <summary>An encoder that sees tensor <paramref name="name"/> as only its rows <paramref name="rows"/> (in that
-    /// order), with the same input statistics: the levels of one group of rows.</summary>
+    /// order), with the same input statistics and, for a token-indexed matrix, the usage of those rows' tokens: the
+    /// levels of one group of rows.</summary>
     public NativeTensorEncoder ForRows(string name, int[] rows)
     {
         ArgumentNullException.ThrowIfNull(rows);
@@ -71,8 +74,9 @@ public sealed class NativeTensorEncoder
         return new NativeTensorEncoder(this, name, rows);
     }
 
-    /// <summary>How often the calibration text uses each token, or null when not known.</summary>
-    public long[]? TokenCounts { get; }
+    /// <summary>How much the model uses each token on the calibration text (of the selected rows, for an encoder made
+    /// by <see cref="ForRows"/> on a token-indexed matrix), or null when not known.</summary>
+    public double[]? TokenUsage { get; }
 
     /// <summary>How tensors are encoded (method, GPTQ settings, threads).</summary>
     public CompressionOptions Options => options;
