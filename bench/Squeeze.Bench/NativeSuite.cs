@@ -199,7 +199,8 @@ internal static class NativeSuite
         // Each level alone, one series per family (f16, at 16 bits per weight, is in the CSV only).
         foreach (var group in rows.Select((r, i) => (r, i)).Where(p => !Allocated(p.r) && p.r.Series != "f16").GroupBy(p => Family(p.r.Series)))
             series.Add(new ChartSeries($"native {group.Key} alone", [.. group.Select(p => p.r.Bpw)], [.. group.Select(p => results[p.i].KlDivergence!.Mean)], Line: false));
-        string gguf = Path.Combine(output, "allocation-rate-distortion.csv");
+        // Squeeze's GGUF points, from the allocation suite's table in docs/charts.
+        string gguf = Path.Combine(AllocationSuite.RepositoryRoot(), "docs", "charts", "allocation-rate-distortion.csv");
         if (File.Exists(gguf))
         {
             var points = File.ReadAllLines(gguf).Skip(1).Select(l => l.Split(',')).Where(f => f[0] == "squeeze knapsack")

@@ -41,10 +41,10 @@ public abstract record NativeRepresentation
     /// <summary>The default levels of <c>compress --format native</c>: uniform codes of 2, 3, 4, 5, 6 and 8 bits in the
     /// largest groups of at most 64 and at most 256 values that divide the row, per-row codebooks of 2, 3 and 4 bits,
     /// vector codebooks (6-dim vectors, 12- and 13-bit indices: only large tensors such as the embedding; row-scaled 4-dim
-    /// vectors, 7- to 10-bit indices), f16, and for the token embedding or classifier six splits of the rows into tiers
-    /// by token usage: the 512 to 2,048 most used tokens in 4- to 6-bit uniform codes, the next few thousand in 2- to
-    /// 5-bit codes, and the rest (tokens the model hardly uses, whose rows only have to keep their logits low) in 16-dim
-    /// vector codes of 0.375 or 0.5 bits per weight. From 0.9 to 2.4 bits per weight for stories15M's embedding; the
+    /// vectors, 7- to 10-bit indices), f16, and for the token embedding or classifier seven splits of the rows into tiers
+    /// by token usage: the 512 to 2,048 most used tokens in 4- to 8-bit uniform codes, the next few thousand in 2- to
+    /// 6-bit codes, and the rest (tokens the model hardly uses, whose rows only have to keep their logits low) in 16-dim
+    /// vector codes of 0.375 or 0.5 bits per weight. From 0.9 to 3.3 bits per weight for stories15M's embedding; the
     /// tiers are those that measured best for it (docs/BENCHMARKS.md).</summary>
     public static IReadOnlyList<NativeRepresentation> Defaults { get; } =
     [
@@ -62,7 +62,8 @@ public abstract record NativeRepresentation
                "split:1024:uniform:5:~64/split:3072:uniform:4:~64/split:4096:uniform:2:~64/vq:16:6",
                "split:2048:uniform:5:~64/split:4096:uniform:4:~64/vq:16:6",
                "split:1024:uniform:6:~64/split:3072:uniform:5:~64/split:4096:uniform:3:~64/vq:16:6",
-               "split:2048:uniform:6:~64/split:4096:uniform:5:~64/split:8192:uniform:3:~64/vq:16:8"]
+               "split:2048:uniform:6:~64/split:4096:uniform:5:~64/split:8192:uniform:3:~64/vq:16:8",
+               "split:2048:uniform:8:~64/split:6144:uniform:6:~64/split:8192:uniform:4:~64/vq:16:8"]
            select Parse(spec),
     ];
 

@@ -61,7 +61,7 @@ public sealed record RowSplitRepresentation(int HotRows, NativeRepresentation Ho
     }
 
     /// <summary>Parses <c>split:HOTROWS:HOTSPEC/COLDSPEC</c> (the prefix <c>split:</c> already recognized); HOTSPEC ends
-    /// at the first <c>/</c>, so COLDSPEC may be another split.</summary>
+    /// at the first <c>/</c>, so COLDSPEC may be another split and HOTSPEC may not.</summary>
     internal static RowSplitRepresentation ParseSplit(string spec)
     {
         var rest = spec["split:".Length..];
@@ -69,9 +69,6 @@ public sealed record RowSplitRepresentation(int HotRows, NativeRepresentation Ho
         int slash = rest.IndexOf('/', StringComparison.Ordinal);
         if (colon < 0 || slash < colon || !int.TryParse(rest[..colon], NumberStyles.None, CultureInfo.InvariantCulture, out int hotRows) || hotRows < 1)
             throw new FormatException($"representation '{spec}' is not split:HOTROWS:HOTSPEC/COLDSPEC (HOTROWS ≥ 1)");
-        var hot = NativeRepresentation.Parse(rest[(colon + 1)..slash]);
-        if (hot is RowSplitRepresentation)
-            throw new FormatException($"representation '{spec}': the hot rows of a split cannot be split again (only the cold ones)");
-        return new RowSplitRepresentation(hotRows, hot, NativeRepresentation.Parse(rest[(slash + 1)..]));
+        return new RowSplitRepresentation(hotRows, NativeRepresentation.Parse(rest[(colon + 1)..slash]), NativeRepresentation.Parse(rest[(slash + 1)..]));
     }
 }
