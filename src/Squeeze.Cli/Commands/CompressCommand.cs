@@ -14,7 +14,7 @@ internal static class CompressCommand
 {
     public sealed record Options(string Model, string? Tokenizer, string Type, string? Calib, string Output, string Method, long Tokens, int Context,
         bool Pure, string[] TensorTypes, string? Stats, bool Sequential, bool NoActOrder, double Damping, int Refine, int Threads, bool Json, PlanCommand.Budget? Budget = null,
-        bool Tune = false, long TuneSamples = 65536, int TuneEpochs = 2);
+        bool Tune = false, long TuneSamples = 65536, int TuneEpochs = 2, double TuneLearningRate = 0.001);
 
     public static Command Create()
     {
@@ -39,18 +39,19 @@ internal static class CompressCommand
         var tune = new Option<bool>("--tune") { Description = "With a size target: before writing, tune the chosen model end to end against the original (Adam on the KL divergence): the norms, and with --format native the group scales, mins and codebooks; sizes do not change" };
         var tuneSamples = new Option<long>("--tune-samples") { Description = "Tokens of text sampled from the original model that --tune trains on besides the calibration text", DefaultValueFactory = _ => 65536 };
         var tuneEpochs = new Option<int>("--tune-epochs") { Description = "Passes of --tune over its training text; the parameters with the lowest KLD on held-out calibration chunks (scored four times per epoch) are kept", DefaultValueFactory = _ => 2 };
+        var tuneLearningRate = new Option<double>("--tune-lr") { Description = "First step size of --tune, relative to each parameter's own scale; it decays along a cosine", DefaultValueFactory = _ => 0.001 };
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
         var command = new Command("compress", "Calibrated quantization to a GGUF file: imatrix, GPTQ or AWQ+GPTQ at one of llama.cpp's mixes, or at a size target (--target-bpw, --target-size), optionally in Squeeze's native format (--format native)")
         {
             model, tokenizer, type, calib, output, method, tokens, ctx, pure, tensorTypes, stats, sequential, noActOrder, damping, refine, bpw, size, search, timeLimit, generations, seed, chart,
-            format, representation, tune, tuneSamples, tuneEpochs, threads, json,
+            format, representation, tune, tuneSamples, tuneEpochs, tuneLearningRate, threads, json,
         };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(type)!, r.GetValue(calib),
             r.GetValue(output)!, r.GetValue(method)!, r.GetValue(tokens), r.GetValue(ctx), r.GetValue(pure), r.GetValue(tensorTypes)!, r.GetValue(stats),
             r.GetValue(sequential), r.GetValue(noActOrder), r.GetValue(damping), r.GetValue(refine), r.GetValue(threads), r.GetValue(json),
             new PlanCommand.Budget(r.GetValue(bpw), r.GetValue(size), r.GetValue(search)!, r.GetValue(timeLimit), r.GetValue(generations), r.GetValue(seed), r.GetValue(chart),
-                r.GetValue(format)!, r.GetValue(representation)), r.GetValue(tune), r.GetValue(tuneSamples), r.GetValue(tuneEpochs)))));
+                r.GetValue(format)!, r.GetValue(representation)), r.GetValue(tune), r.GetValue(tuneSamples), r.GetValue(tuneEpochs), r.GetValue(tuneLearningRate)))));
         return command;
     }
 
@@ -122,7 +123,9 @@ internal static class CompressCommand
             throw new ArgumentException($"--tune-samples {options.TuneSamples} must not be negative");
         if (options.TuneEpochs < 1)
             throw new ArgumentException($"--tune-epochs {options.TuneEpochs} must be at least 1");
-        var tuning = options.Tune ? new TuningOptions { SampledTokens = options.TuneSamples, Epochs = options.TuneEpochs, Tokens = options.Tokens, Threads = Math.Max(1, options.Threads) } : null;
+        if (!(options.TuneLearningRate > 0))
+            throw new ArgumentException($"--tune-lr {options.TuneLearningRate} must be positive");
+        var tuning = options.Tune ? new TuningOptions { SampledTokens = options.TuneSamples, Epochs = options.TuneEpochs, LearningRate = options.TuneLearningRate, Tokens = options.Tokens, Threads = Math.Max(1, options.Threads) } : null;
         var report = PlanCommand.Run(new PlanCommand.Options(options.Model, options.Tokenizer, options.Calib, options.Output, budget, options.Method, options.Tokens,
             options.Context, options.Threads, options.Json, options.Damping, !options.NoActOrder, tuning), writeWeights: true);
         if (options.Json)

@@ -50,7 +50,7 @@ public sealed record TuningOptions
     /// <summary>Adam's first step size, in units of each parameter's own scale (a norm weight or a group scale moves
     /// relative to its initial value, a codebook entry relative to the codebook's spread); it decays to 0 along a cosine
     /// over all steps.</summary>
-    public double LearningRate { get; init; } = 0.003;
+    public double LearningRate { get; init; } = 0.001;
 
     /// <summary>Seed of the chunk order.</summary>
     public int Seed { get; init; } = 1;

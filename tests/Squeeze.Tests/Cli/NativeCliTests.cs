@@ -56,7 +56,7 @@ public sealed class NativeCliTests : IDisposable
         string[] representations = format == "native" ? ["--representation", "uniform:3:~64", "--representation", "uniform:4:~64", "--representation", "f16"] : [];
         var r = CliRunner.Run(["compress", SharedData.Stories260K, "--tokenizer", SharedData.Stories260KTokenizer, "--format", format,
             "--target-bpw", format == "native" ? "5" : "9", "--calib", SharedData.Corpus("tinystories-calib.txt"), "--tokens", "1024", "--ctx", "64", "--refine", "0",
-            .. representations, "--tune", "--tune-samples", "2048", "--tune-epochs", "1", "-o", output, "--json"]);
+            .. representations, "--tune", "--tune-samples", "2048", "--tune-epochs", "1", "--tune-lr", "0.002", "-o", output, "--json"]);
         Assert.True(r.ExitCode == 0, r.Stderr);
         long bytes = format == "native" ? Directory.EnumerateFiles(output).Sum(f => new FileInfo(f).Length) : new FileInfo(output).Length;
         Assert.Equal(bytes, r.Json.GetProperty("fileBytes").GetInt64());
@@ -75,5 +75,11 @@ public sealed class NativeCliTests : IDisposable
             "--calib", SharedData.Corpus("tinystories-calib.txt"), "-o", Path.Combine(root, "z.gguf"));
         Assert.Equal(1, noTarget.ExitCode);
         Assert.Contains("--tune tunes what a size target chose", noTarget.Stderr, StringComparison.Ordinal);
+
+        var noStep = CliRunner.Run("compress", SharedData.Stories260K, "--tokenizer", SharedData.Stories260KTokenizer, "--target-bpw", "9", "--tune", "--tune-lr", "0",
+            "--calib", SharedData.Corpus("tinystories-calib.txt"), "-o", Path.Combine(root, "z.gguf"));
+        Assert.Equal(1, noStep.ExitCode);
+        Assert.Contains("--tune-lr 0 must be positive", noStep.Stderr, StringComparison.Ordinal);
+        Assert.False(File.Exists(Path.Combine(root, "z.gguf")));
     }
 }
