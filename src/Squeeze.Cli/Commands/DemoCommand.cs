@@ -1,9 +1,11 @@
 using System.CommandLine;
 using Spectre.Console;
+using Squeeze.Allocation;
 using Squeeze.Calibration;
 using Squeeze.Compression;
 using Squeeze.Evaluation;
 using Squeeze.Formats;
+using Squeeze.Models;
 using Squeeze.Quantization;
 
 namespace Squeeze.Cli.Commands;
@@ -12,31 +14,36 @@ namespace Squeeze.Cli.Commands;
 /// <c>squeeze demo</c>: the main job on the demo model (stories15M). Makes each of several of llama.cpp's mixes twice:
 /// by plain rounding (what llama-quantize does without an importance matrix) and by Squeeze's calibrated GPTQ (one
 /// calibration shared by every mix); scores every file against the original on the evaluation text in one pass
-/// (perplexity, KL divergence, bits per byte) and prints the size and quality table.
+/// (perplexity, KL divergence, bits per byte) and prints the size and quality table. Beside them, Squeeze's native
+/// format at a bits-per-weight budget: a representation per tensor chosen by the knapsack on measured KLD, from the same
+/// calibration.
 /// </summary>
 internal static class DemoCommand
 {
-    public sealed record Options(string[] Mixes, string? OutputDirectory, int Chunks, int Threads, bool Json);
+    public sealed record Options(string[] Mixes, double NativeBitsPerWeight, string? OutputDirectory, int Chunks, int Threads, bool Json);
 
     public sealed record Row(string Name, string File, long Bytes, double BitsPerWeight, EvaluationResult Result);
 
-    public sealed record Report(string Model, string EvalText, string CalibrationText, long CalibrationTokens, IReadOnlyList<Row> Rows);
+    public sealed record Report(string Model, string EvalText, string CalibrationText, long CalibrationTokens, double NativeBitsPerWeight, IReadOnlyList<Row> Rows);
 
     public static Command Create()
     {
         var mixes = new Option<string[]>("--mixes") { Description = "Mixes to make and compare", DefaultValueFactory = _ => ["Q8_0", "Q4_K_M", "Q4_0", "Q2_K"], AllowMultipleArgumentsPerToken = true };
-        var output = new Option<string?>("--output-dir") { Description = "Keep the GGUF files here (default: a temporary directory, removed afterwards)" };
+        var native = new Option<double>("--native-bpw") { Description = "Also compress to Squeeze's native format at this many bits per weight (0: skip it)", DefaultValueFactory = _ => 3.0 };
+        var output = new Option<string?>("--output-dir") { Description = "Keep the compressed models here (default: a temporary directory, removed afterwards)" };
         var chunks = new Option<int>("--chunks") { Description = "Score at most this many 256-token chunks (0: all)", DefaultValueFactory = _ => 0 };
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
-        var command = new Command("demo", "Fetch the demo model (stories15M), make several mixes by plain rounding and by calibrated GPTQ, and print the size and quality table") { mixes, output, chunks, threads, json };
-        command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(mixes)!, r.GetValue(output), r.GetValue(chunks), r.GetValue(threads), r.GetValue(json)))));
+        var command = new Command("demo", "Fetch the demo model (stories15M), make several mixes by plain rounding and by calibrated GPTQ, and print the size and quality table") { mixes, native, output, chunks, threads, json };
+        command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(mixes)!, r.GetValue(native), r.GetValue(output), r.GetValue(chunks), r.GetValue(threads), r.GetValue(json)))));
         return command;
     }
 
     public static int Execute(Options options)
     {
         var mixes = options.Mixes.Select(QuantizationMix.Parse).ToArray();
+        if (options.NativeBitsPerWeight < 0 || double.IsNaN(options.NativeBitsPerWeight))
+            throw new ArgumentException($"--native-bpw {options.NativeBitsPerWeight} must not be negative");
         var files = DemoModel.Locate(Cli.Status);
         string text = Cli.ReadText(files.EvalText);
         bool temporary = options.OutputDirectory is null;
@@ -65,6 +72,9 @@ internal static class DemoCommand
                 }
                 return list;
             });
+            if (options.NativeBitsPerWeight > 0)
+                made.Add(($"native {options.NativeBitsPerWeight:0.0##} bpw squeeze", Cli.WithProgress("native", progress =>
+                    WriteNative(original, calibrationText, stats, options, directory, progress))));
             var outputs = made.Select(m => m.Path).ToList();
             var models = outputs.Select(f => ModelLoader.Load(f)).ToList();
             try
@@ -73,13 +83,10 @@ internal static class DemoCommand
                 var evaluation = new EvaluationOptions { ContextLength = 256, MaxChunks = options.Chunks, Threads = options.Threads };
                 var results = Cli.WithProgress("evaluating", progress => Evaluator.EvaluateMany(evaluated, text, evaluation, original,
                     new SynchronousProgress<EvaluationProgress>(p => progress.Report((p.Chunk, p.Chunks, $"chunk {p.Chunk}/{p.Chunks}")))));
-                var rows = new List<Row>
-                {
-                    new("original (F32)", files.Model, new FileInfo(files.Model).Length, 8.0 * original.TensorBytes / original.ParameterCount, results[0]),
-                };
+                var rows = new List<Row> { NewRow("original (F32)", files.Model, original.ParameterCount, results[0]) };
                 for (int i = 0; i < made.Count; i++)
-                    rows.Add(new Row(made[i].Name, outputs[i], new FileInfo(outputs[i]).Length, 8.0 * models[i].TensorBytes / models[i].ParameterCount, results[i + 1]));
-                var report = new Report(files.Model, files.EvalText, files.CalibrationText, stats.TokenCount, rows);
+                    rows.Add(NewRow(made[i].Name, outputs[i], original.ParameterCount, results[i + 1]));
+                var report = new Report(files.Model, files.EvalText, files.CalibrationText, stats.TokenCount, options.NativeBitsPerWeight, rows);
                 if (options.Json)
                     Cli.WriteJson(report);
                 else
@@ -99,6 +106,32 @@ internal static class DemoCommand
         return 0;
     }
 
+    /// <summary>The native model at the budget: every representation of the defaults encoded from the shared
+    /// statistics, each single swap measured, the knapsack's choice written as a model directory.</summary>
+    private static string WriteNative(Model original, string calibrationText, CalibrationStatistics stats, Options options, string directory,
+        IProgress<(double Done, double Total, string Note)> progress)
+    {
+        string path = Path.Combine(directory, $"stories15M-native-{options.NativeBitsPerWeight:0.0##}");
+        var allocationOptions = new AllocationOptions
+        {
+            Compression = new CompressionOptions { Method = CompressionMethod.Gptq, Statistics = stats, Threads = options.Threads },
+        };
+        using var context = Allocator.PrepareNative(original, calibrationText, allocationOptions, NativeRepresentation.Defaults,
+            new SynchronousProgress<AllocationProgress>(p => progress.Report((p.Done, p.Total, $"{p.Stage} {p.Note}"))));
+        var allocation = Allocator.Allocate(context, Allocator.BudgetForBitsPerWeight(options.NativeBitsPerWeight, original.ParameterCount), SearchMethod.Knapsack);
+        context.Candidates.Write(allocation.Selection, path);
+        return path;
+    }
+
+    /// <summary>A table row: the bytes of the file, or of every file in a native model directory, and bits per weight from them.</summary>
+    private static Row NewRow(string name, string path, long parameters, EvaluationResult result)
+    {
+        long bytes = Directory.Exists(path)
+            ? new DirectoryInfo(path).EnumerateFiles("*", SearchOption.AllDirectories).Sum(f => f.Length)
+            : new FileInfo(path).Length;
+        return new Row(name, path, bytes, 8.0 * bytes / parameters, result);
+    }
+
     private static void Print(Report report)
     {
         var first = report.Rows[0].Result;
@@ -114,7 +147,9 @@ internal static class DemoCommand
                 kl.Percentile99.ToString("0.0000"), $"{kl.SameTopTokenPercent:0.00} %", r.BitsPerByte.ToString("0.0000"));
         }
         Cli.Console.Write(table);
-        Cli.Console.WriteLine($"rounding: each block rounded on its own, as llama-quantize does without an importance matrix; squeeze gptq: " +
-            $"calibrated on {report.CalibrationTokens:N0} tokens of {report.CalibrationText}, same types and bytes per tensor");
+        Cli.Console.WriteLine($"bits/weight: file bytes × 8 / parameters; rounding: each block rounded on its own, as llama-quantize does without an importance matrix; squeeze gptq: " +
+            $"calibrated on {report.CalibrationTokens:N0} tokens of {report.CalibrationText}, same types and bytes per tensor" +
+            (report.NativeBitsPerWeight > 0 ? $"; native: Squeeze's own format (docs/FORMAT.md, runs in Squeeze only) at {report.NativeBitsPerWeight:0.0##} bits per weight of the whole directory, " +
+                "a representation per tensor chosen by knapsack on measured KLD from the same calibration" : ""));
     }
 }

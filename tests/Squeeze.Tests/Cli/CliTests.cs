@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Squeeze.Tests.Formats;
 using Squeeze.Tests.Infrastructure;
 
@@ -86,5 +87,31 @@ public class CliTests
         Assert.Equal(1, r.ExitCode);
         Assert.Contains("not valid UTF-8", r.Stderr);
         Assert.Contains(binary, r.Stderr);
+    }
+
+    [Fact]
+    public void Demo_scores_rounding_and_gptq_files_of_one_size_against_the_original()
+    {
+        var env = new Dictionary<string, string> { ["SQUEEZE_SHARED"] = SharedData.Root };
+        var r = CliRunner.Run(env, "demo", "--mixes", "Q4_0", "--native-bpw", "0", "--chunks", "4", "--threads", "2", "--json");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        var rows = r.Json.GetProperty("rows").EnumerateArray().ToArray();
+        Assert.Equal(["original (F32)", "Q4_0 rounding", "Q4_0 squeeze gptq"], rows.Select(x => x.GetProperty("name").GetString()));
+        long parameters = 15_191_712;
+        foreach (var row in rows)
+            Assert.Equal(8.0 * row.GetProperty("bytes").GetInt64() / parameters, row.GetProperty("bitsPerWeight").GetDouble(), 9);
+        Assert.Equal(new FileInfo(SharedData.Stories15M).Length, rows[0].GetProperty("bytes").GetInt64());
+        Assert.Equal(rows[1].GetProperty("bytes").GetInt64(), rows[2].GetProperty("bytes").GetInt64());
+        double Kld(JsonElement row) => row.GetProperty("result").GetProperty("klDivergence").GetProperty("mean").GetDouble();
+        Assert.Equal(0, Kld(rows[0]), 9);
+        Assert.InRange(Kld(rows[2]), 1e-4, 0.8 * Kld(rows[1]));
+    }
+
+    [Fact]
+    public void Demo_refuses_a_negative_native_budget()
+    {
+        var r = CliRunner.Run("demo", "--native-bpw", "-1");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("--native-bpw -1 must not be negative", r.Stderr);
     }
 }
