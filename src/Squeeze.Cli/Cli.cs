@@ -114,6 +114,10 @@ internal static class Cli
         return result;
     }
 
+    /// <summary>Bytes on disk of a model: its file, or every file of a model directory (native or Hugging Face).</summary>
+    public static long FileBytes(string path)
+        => Directory.Exists(path) ? new DirectoryInfo(path).EnumerateFiles("*", SearchOption.AllDirectories).Sum(f => f.Length) : new FileInfo(path).Length;
+
     public static string Bytes(long bytes) => bytes switch
     {
         >= 1L << 30 => $"{bytes / (double)(1L << 30):0.00} GiB",

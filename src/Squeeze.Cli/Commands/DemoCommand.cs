@@ -123,12 +123,10 @@ internal static class DemoCommand
         return path;
     }
 
-    /// <summary>A table row: the bytes of the file, or of every file in a native model directory, and bits per weight from them.</summary>
+    /// <summary>A table row: the model's bytes on disk and bits per weight from them.</summary>
     private static Row NewRow(string name, string path, long parameters, EvaluationResult result)
     {
-        long bytes = Directory.Exists(path)
-            ? new DirectoryInfo(path).EnumerateFiles("*", SearchOption.AllDirectories).Sum(f => f.Length)
-            : new FileInfo(path).Length;
+        long bytes = Cli.FileBytes(path);
         return new Row(name, path, bytes, 8.0 * bytes / parameters, result);
     }
 

@@ -12,7 +12,9 @@ internal static class EvalCommand
 {
     public sealed record Options(string Model, string? Tokenizer, string Text, int Context, int Chunks, string? Base, int Threads, bool Json, string Kv = "f32", bool KvSweep = false);
 
-    public sealed record Report(string Model, string Text, string? Base, long ModelBytes, double ModelBitsPerWeight, EvaluationResult Result);
+    /// <summary><paramref name="ModelBytes"/>: the model's bytes on disk (its file, or every file of its directory), from which
+    /// <paramref name="ModelBitsPerWeight"/> is counted; <paramref name="TensorBytes"/>: the bytes of its weights alone.</summary>
+    public sealed record Report(string Model, string Text, string? Base, long ModelBytes, double ModelBitsPerWeight, long TensorBytes, EvaluationResult Result);
 
     public sealed record SweepReport(string Model, string Text, long ModelBytes, IReadOnlyList<EvaluationResult> Results);
 
@@ -54,7 +56,8 @@ internal static class EvalCommand
                 ? Evaluator.EvaluateKvCaches(m, [kvCache], text, evaluation, report)[0]
                 : Evaluator.Evaluate(m, text, evaluation, b, report);
         });
-        var report = new Report(options.Model, options.Text, options.Base, m.TensorBytes, 8.0 * m.TensorBytes / m.ParameterCount, result);
+        long bytes = Cli.FileBytes(options.Model);
+        var report = new Report(options.Model, options.Text, options.Base, bytes, 8.0 * bytes / m.ParameterCount, m.TensorBytes, result);
         if (options.Json)
             Cli.WriteJson(report);
         else
@@ -68,7 +71,7 @@ internal static class EvalCommand
         var table = new Table().AddColumns("measure", "value");
         table.Columns[1].RightAligned();
         table.AddRow("model", Markup.Escape(report.Model));
-        table.AddRow("size", $"{report.ModelBytes:N0} bytes ({report.ModelBitsPerWeight:0.000} bpw)");
+        table.AddRow("size", $"{report.ModelBytes:N0} bytes on disk ({report.ModelBitsPerWeight:0.000} bpw), {report.TensorBytes:N0} of weights");
         table.AddRow("chunks x ctx", $"{r.Chunks} x {r.ContextLength} ({r.ScoredTokens:N0} scored tokens)");
         table.AddRow("perplexity", $"{r.Perplexity:0.0000} ± {r.PerplexityError:0.0000}");
         table.AddRow("bits per byte", $"{r.BitsPerByte:0.0000}");
@@ -94,7 +97,7 @@ internal static class EvalCommand
             new SynchronousProgress<EvaluationProgress>(p => progress.Report((p.Chunk, p.Chunks, $"chunk {p.Chunk}/{p.Chunks}")))));
         if (options.Json)
         {
-            Cli.WriteJson(new SweepReport(options.Model, options.Text, m.TensorBytes, results));
+            Cli.WriteJson(new SweepReport(options.Model, options.Text, Cli.FileBytes(options.Model), results));
             return 0;
         }
         var r0 = results[0];

@@ -45,6 +45,7 @@ public class CliTests
         Assert.InRange(result.GetProperty("klDivergence").GetProperty("mean").GetDouble(), 0.0, 1e-9);
         Assert.Equal(perplexity, result.GetProperty("klDivergence").GetProperty("basePerplexity").GetDouble(), 9);
         Assert.InRange(result.GetProperty("bitsPerByte").GetDouble(), 0.1, 4.0);
+        Assert.Equal(new FileInfo(SharedData.Golden("stories260K-f32.gguf")).Length, r.Json.GetProperty("modelBytes").GetInt64());
     }
 
     [Fact]

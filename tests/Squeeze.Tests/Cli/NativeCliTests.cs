@@ -31,6 +31,9 @@ public sealed class NativeCliTests : IDisposable
         var eval = CliRunner.Run("eval", output, "--text", SharedData.Corpus("tinystories-eval.txt"), "--ctx", "64", "--chunks", "2",
             "--base", SharedData.Stories260K, "--json");
         Assert.True(eval.ExitCode == 0, eval.Stderr);
+        // The size eval reports is the directory's, as the budget counts it; the weights alone are less.
+        Assert.Equal(bytes, eval.Json.GetProperty("modelBytes").GetInt64());
+        Assert.InRange(eval.Json.GetProperty("tensorBytes").GetInt64(), 1, bytes - 1);
     }
 
     [Fact]
