@@ -46,7 +46,7 @@ internal static class TuningSuite
             var result = Tuner.Tune(original, compressed, calib, options);
             using var tuned = Tuner.Apply(compressed, result);
             var scored = Evaluator.Evaluate(tuned, eval, evaluation, original);
-            Console.WriteLine($"| {p[0]} | {options.Tokens:N0} | {options.SampledTokens:N0} | {options.Epochs} | {options.LearningRate} | {result.Parameters:N0} | {result.BestStep} | " +
+            Console.WriteLine($"| {p[0]} | {options.Tokens:N0} | {options.SampledTokens:N0} | {options.Epochs} | {(result.LearningRate == options.LearningRate ? $"{options.LearningRate}" : $"{options.LearningRate} → {result.LearningRate:0.######}")} | {result.Parameters:N0} | {result.BestStep} | " +
                 $"{result.HeldOutKldBefore:0.0000} → {result.HeldOutKldAfter:0.0000} | {scored.Perplexity:0.0000} | {scored.KlDivergence!.Mean:0.000000} | {result.Seconds:0} |");
         }
     }

@@ -14,7 +14,7 @@ internal static class CompressCommand
 {
     public sealed record Options(string Model, string? Tokenizer, string Type, string? Calib, string Output, string Method, long Tokens, int Context,
         bool Pure, string[] TensorTypes, string? Stats, bool Sequential, bool NoActOrder, double Damping, int Refine, int Threads, bool Json, PlanCommand.Budget? Budget = null,
-        bool Tune = false, long TuneSamples = 65536, int TuneEpochs = 2, double TuneLearningRate = 0.001);
+        bool Tune = false, long TuneSamples = 65536, int TuneEpochs = 2, double TuneLearningRate = 0.003);
 
     public static Command Create()
     {
@@ -39,7 +39,7 @@ internal static class CompressCommand
         var tune = new Option<bool>("--tune") { Description = "With a size target: before writing, tune the chosen model end to end against the original (Adam on the KL divergence): the norms, and with --format native the group scales, mins and codebooks; sizes do not change" };
         var tuneSamples = new Option<long>("--tune-samples") { Description = "Tokens of text sampled from the original model that --tune trains on besides the calibration text", DefaultValueFactory = _ => 65536 };
         var tuneEpochs = new Option<int>("--tune-epochs") { Description = "Passes of --tune over its training text; the parameters with the lowest KLD on held-out calibration chunks (scored four times per epoch) are kept", DefaultValueFactory = _ => 2 };
-        var tuneLearningRate = new Option<double>("--tune-lr") { Description = "First step size of --tune, relative to each parameter's own scale; it decays along a cosine", DefaultValueFactory = _ => 0.001 };
+        var tuneLearningRate = new Option<double>("--tune-lr") { Description = "First step size of --tune, relative to each parameter's own scale; it decays along a cosine, and tuning starts over at a third of it (twice at most) when the first held-out score is no better than the untuned model's", DefaultValueFactory = _ => 0.003 };
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
         var command = new Command("compress", "Calibrated quantization to a GGUF file: imatrix, GPTQ or AWQ+GPTQ at one of llama.cpp's mixes, or at a size target (--target-bpw, --target-size), optionally in Squeeze's native format (--format native)")

@@ -24,7 +24,7 @@ internal static class PlanCommand
         double Damping = 0.01, bool ActivationOrder = true, TuningOptions? Tuning = null);
 
     /// <summary>What tuning did before the file was written (<c>compress --tune</c>).</summary>
-    public sealed record TuningSummary(string Scope, long Parameters, long TrainingTokens, int Steps, int BestStep, double HeldOutKldBefore, double HeldOutKldAfter, double Seconds);
+    public sealed record TuningSummary(string Scope, long Parameters, long TrainingTokens, int Steps, int BestStep, double HeldOutKldBefore, double HeldOutKldAfter, double LearningRate, double Seconds);
 
     /// <summary>One tensor of a plan.</summary>
     public sealed record PlannedTensor(string Name, string Type, long Bytes, double BitsPerWeight, double SwapKld, double OutputError, string Encoding);
@@ -192,7 +192,7 @@ internal static class PlanCommand
                     tuning = Tuner.Tune(model, composed, text, tuningOptions with { Scope = native ? TuningScope.Weights : TuningScope.Norms },
                         new SynchronousProgress<TuningProgress>(p => progress.Report((p.Step, p.Steps, $"tuning: step {p.Step}/{p.Steps}, KLD {p.Kld:0.0000}"))));
                     tuningSummary = new TuningSummary(native ? "norms and weights" : "norms", tuning.Parameters, tuning.TrainingTokens, tuning.Steps, tuning.BestStep,
-                        tuning.HeldOutKldBefore, tuning.HeldOutKldAfter, tuning.Seconds);
+                        tuning.HeldOutKldBefore, tuning.HeldOutKldAfter, tuning.LearningRate, tuning.Seconds);
                 }
                 progress.Report((0, 1, $"writing {options.Output}"));
                 set.Write(allocation.Selection, options.Output, tuning);
@@ -241,8 +241,8 @@ internal static class PlanCommand
             Cli.Console.WriteLine($"note: {report.Note}");
         if (report.Tuning is { } tuning)
             Cli.Console.WriteLine(tuning.BestStep == 0
-                ? $"tuning ({tuning.Scope}, {tuning.Parameters:N0} parameters, {tuning.TrainingTokens:N0} tokens, {tuning.Seconds:0.0} s): no step lowered the held-out KLD {tuning.HeldOutKldBefore:0.000000}; written untuned"
-                : $"tuning ({tuning.Scope}, {tuning.Parameters:N0} parameters, {tuning.TrainingTokens:N0} tokens, {tuning.Steps} steps, {tuning.Seconds:0.0} s): " +
+                ? $"tuning ({tuning.Scope}, {tuning.Parameters:N0} parameters, {tuning.TrainingTokens:N0} tokens, {tuning.Seconds:0.0} s): no step lowered the held-out KLD {tuning.HeldOutKldBefore:0.000000} (first step sizes down to {tuning.LearningRate:0.######}); written untuned"
+                : $"tuning ({tuning.Scope}, {tuning.Parameters:N0} parameters, {tuning.TrainingTokens:N0} tokens, {tuning.Steps} steps from step size {tuning.LearningRate:0.######}, {tuning.Seconds:0.0} s): " +
                   $"held-out calibration KLD {tuning.HeldOutKldBefore:0.000000} → {tuning.HeldOutKldAfter:0.000000} (after step {tuning.BestStep})");
         Cli.Console.WriteLine($"time: calibration {report.CalibrationSeconds:0.0} s, encoding candidates {report.EncodingSeconds:0.0} s, single-swap KLD {report.MeasuringSeconds:0.0} s, search {report.SearchSeconds:0.00} s; chart {report.Chart}");
     }

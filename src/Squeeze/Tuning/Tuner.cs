@@ -49,8 +49,13 @@ public sealed record TuningOptions
 
     /// <summary>Adam's first step size, in units of each parameter's own scale (a norm weight or a group scale moves
     /// relative to its initial value, a codebook entry relative to the codebook's spread); it decays to 0 along a cosine
-    /// over all steps.</summary>
-    public double LearningRate { get; init; } = 0.001;
+    /// over all steps. When the first held-out score (a quarter epoch in) is no better than the compressed model's,
+    /// tuning starts over at a third of the step size, up to <see cref="Restarts"/> times: a model already close to the
+    /// original wants smaller steps than one far from it.</summary>
+    public double LearningRate { get; init; } = 0.003;
+
+    /// <summary>How many times tuning may start over at a third of the step size (see <see cref="LearningRate"/>).</summary>
+    public int Restarts { get; init; } = 2;
 
     /// <summary>Seed of the chunk order.</summary>
     public int Seed { get; init; } = 1;
@@ -70,8 +75,9 @@ public readonly record struct TuningProgress(int Step, int Steps, double Kld);
 /// <param name="HeldOutKldAfter">The same for the result.</param>
 /// <param name="BestStep">The step after which the kept parameters were scored; 0 when none improved on the compressed model.</param>
 /// <param name="TrainingTokens">Tokens trained on over all epochs (the calibration chunks once per epoch, and each epoch's samples).</param>
+/// <param name="LearningRate">The first step size of the run whose parameters were scored (less than the options' after a restart).</param>
 public sealed record TuningResult(IReadOnlyDictionary<string, float[]> Norms, IReadOnlyList<LinearWeight> Weights, double HeldOutKldBefore, double HeldOutKldAfter,
-    int BestStep, int Steps, long Parameters, long TrainingTokens, double Seconds)
+    int BestStep, int Steps, long Parameters, long TrainingTokens, double LearningRate, double Seconds)
 {
     /// <summary>The norms as tensor replacements for <paramref name="model"/>, each in the type it has there (F32, F16 or BF16).</summary>
     /// <exception cref="NotSupportedException">A norm of the model is stored in another type.</exception>
@@ -117,6 +123,7 @@ public static class Tuner
         ArgumentOutOfRangeException.ThrowIfLessThan(options.Epochs, 1, nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(options.ChunksPerStep, 1, nameof(options));
         ArgumentOutOfRangeException.ThrowIfNegative(options.Tokens, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfNegative(options.Restarts, nameof(options));
         if (!(options.LearningRate > 0))
             throw new ArgumentOutOfRangeException(nameof(options), $"learning rate {options.LearningRate} must be positive");
         if (original.Config != compressed.Config)
@@ -176,64 +183,82 @@ public static class Tuner
         double before = HeldOutKld(), best = before;
         var bestValues = groups.Select(g => g.Values.ToArray()).ToArray();
         int bestStep = 0;
-        var adam = new Adam(groups.Select(g => g.Values.Length).ToArray());
         var gradients = groups.Select(g => new float[g.Values.Length]).ToArray();
         var teacherBuffer = new float[ctx * vocab];
-        var random = new Random(options.Seed);
         int chunksPerEpoch = calibrationChunks.Length + sampledChunks;
-        int stepsPerEpoch = (chunksPerEpoch + options.ChunksPerStep - 1) / options.ChunksPerStep, steps = stepsPerEpoch * options.Epochs, step = 0;
+        int stepsPerEpoch = (chunksPerEpoch + options.ChunksPerStep - 1) / options.ChunksPerStep, steps = stepsPerEpoch * options.Epochs;
         int checkEvery = Math.Max(1, stepsPerEpoch / 4);
-        for (int epoch = 1; epoch <= options.Epochs; epoch++)
+        double learningRate = options.LearningRate;
+        for (int restart = 0; !Train(learningRate, canRestart: restart < options.Restarts); restart++)
+            learningRate /= 3;
+
+        // One run from the compressed model's values at first step size rate; false when it stopped at the first
+        // held-out score, which was no better than the compressed model's, to start over (the values are restored).
+        bool Train(double rate, bool canRestart)
         {
-            var train = calibrationChunks.Concat(SampleChunks(teacher, sampledChunks, ctx, options.Seed + epoch)).ToArray();
-            var order = Enumerable.Range(0, train.Length).ToArray();
-            random.Shuffle(order);
-            for (int first = 0; first < order.Length; first += options.ChunksPerStep)
+            var adam = new Adam(groups.Select(g => g.Values.Length).ToArray());
+            var random = new Random(options.Seed);
+            int step = 0;
+            for (int epoch = 1; epoch <= options.Epochs; epoch++)
             {
-                int count = Math.Min(options.ChunksPerStep, order.Length - first);
-                graph.ClearGradients();
-                double kld = 0;
-                for (int i = first; i < first + count; i++)
+                var train = calibrationChunks.Concat(SampleChunks(teacher, sampledChunks, ctx, options.Seed + epoch)).ToArray();
+                var order = Enumerable.Range(0, train.Length).ToArray();
+                random.Shuffle(order);
+                for (int first = 0; first < order.Length; first += options.ChunksPerStep)
                 {
-                    var chunk = train[order[i]];
-                    kld += graph.Forward(chunk, TeacherLogProbs(chunk, teacherBuffer), 0, ctx);
-                    graph.Backward(1f / (count * ctx));
-                }
-                // Gradients with respect to δ: those with respect to the values times the units.
-                int norms = graph.Norms.Count;
-                for (int n = 0; n < norms; n++)
-                    TensorPrimitives.Multiply(graph.Norms[n].Gradient, groups[n].Units, gradients[n]);
-                for (int w = 0; w < graph.Tunables.Count; w++)
-                {
-                    var g = gradients[norms + w];
-                    Array.Clear(g);
-                    graph.Tunables[w].Weight.Backward(graph.Tunables[w].Gradient, g);
-                    TensorPrimitives.Multiply(g, groups[norms + w].Units, g);
-                }
-                adam.Step(gradients, options.LearningRate * 0.5 * (1 + Math.Cos(Math.PI * step / steps)));
-                for (int p = 0; p < groups.Count; p++)
-                    groups[p].Apply(adam.Parameters[p]);
-                graph.Refresh();
-                step++;
-                progress?.Report(new TuningProgress(step, steps, kld / (count * ctx)));
-                if (step % checkEvery != 0 && step != steps)
-                    continue;
-                double kldHeldOut = HeldOutKld();
-                if (kldHeldOut < best)
-                {
-                    best = kldHeldOut;
-                    bestStep = step;
+                    int count = Math.Min(options.ChunksPerStep, order.Length - first);
+                    graph.ClearGradients();
+                    double kld = 0;
+                    for (int i = first; i < first + count; i++)
+                    {
+                        var chunk = train[order[i]];
+                        kld += graph.Forward(chunk, TeacherLogProbs(chunk, teacherBuffer), 0, ctx);
+                        graph.Backward(1f / (count * ctx));
+                    }
+                    // Gradients with respect to δ: those with respect to the values times the units.
+                    int norms = graph.Norms.Count;
+                    for (int n = 0; n < norms; n++)
+                        TensorPrimitives.Multiply(graph.Norms[n].Gradient, groups[n].Units, gradients[n]);
+                    for (int w = 0; w < graph.Tunables.Count; w++)
+                    {
+                        var g = gradients[norms + w];
+                        Array.Clear(g);
+                        graph.Tunables[w].Weight.Backward(graph.Tunables[w].Gradient, g);
+                        TensorPrimitives.Multiply(g, groups[norms + w].Units, g);
+                    }
+                    adam.Step(gradients, rate * 0.5 * (1 + Math.Cos(Math.PI * step / steps)));
                     for (int p = 0; p < groups.Count; p++)
-                        groups[p].Values.AsSpan().CopyTo(bestValues[p]);
+                        groups[p].Apply(adam.Parameters[p]);
+                    graph.Refresh();
+                    step++;
+                    progress?.Report(new TuningProgress(step, steps, kld / (count * ctx)));
+                    if (step % checkEvery != 0 && step != steps)
+                        continue;
+                    double kldHeldOut = HeldOutKld();
+                    if (kldHeldOut < best)
+                    {
+                        best = kldHeldOut;
+                        bestStep = step;
+                        for (int p = 0; p < groups.Count; p++)
+                            groups[p].Values.AsSpan().CopyTo(bestValues[p]);
+                    }
+                    else if (bestStep == 0 && canRestart)
+                    {
+                        for (int p = 0; p < groups.Count; p++)
+                            bestValues[p].AsSpan().CopyTo(groups[p].Values);
+                        graph.Refresh();
+                        return false;
+                    }
                 }
             }
+            return true;
         }
         for (int p = 0; p < groups.Count; p++)
             bestValues[p].AsSpan().CopyTo(groups[p].Values);
         var tunedNorms = graph.Norms.ToDictionary(n => n.Name, n => n.Values.ToArray(), StringComparer.Ordinal);
         var weights = bestStep == 0 ? [] : graph.Tunables.Select(t => t.Weight.Build()).ToList();
         return new TuningResult(tunedNorms, weights, before, best, bestStep, steps, groups.Sum(g => (long)g.Values.Length), (long)chunksPerEpoch * ctx * options.Epochs,
-            clock.Elapsed.TotalSeconds);
+            learningRate, clock.Elapsed.TotalSeconds);
     }
 
     /// <summary>

@@ -110,8 +110,27 @@ public class TunerTests
         var result = Tuner.Tune(teacher, same, calibration, new TuningOptions { ContextLength = 64, Tokens = 64 * 4, Epochs = 1, Threads = 1 });
         Assert.Equal(0, result.BestStep);
         Assert.Empty(result.Weights);
+        Assert.Equal(0.003 / 9, result.LearningRate, 12); // started over twice
         foreach (var (name, values) in result.Norms)
             Assert.Equal(Transformer.ReadVector(original, name, values.Length), values);
+    }
+
+    [Fact]
+    public void A_first_step_too_large_starts_over_smaller_as_if_started_there()
+    {
+        using var original = ModelLoader.Load(SharedData.Stories260K, SharedData.Stories260KTokenizer);
+        using var compressed = Uniform(original, bits: 3);
+        string calibration = File.ReadAllText(SharedData.Path("corpora", "tinystories-calib.txt"))[..40_000];
+        var options = new TuningOptions { ContextLength = 128, Tokens = 128 * 12, Epochs = 1, ChunksPerStep = 4, LearningRate = 3, Threads = 2 };
+        var result = Tuner.Tune(original, compressed, calibration, options);
+        Assert.True(result.LearningRate < options.LearningRate, $"step size {result.LearningRate}");
+        var direct = Tuner.Tune(original, compressed, calibration, options with { LearningRate = result.LearningRate, Restarts = 0 });
+        Assert.Equal((result.BestStep, result.HeldOutKldBefore, result.HeldOutKldAfter), (direct.BestStep, direct.HeldOutKldBefore, direct.HeldOutKldAfter));
+        foreach (var (name, values) in result.Norms)
+            Assert.Equal(values, direct.Norms[name]);
+        Assert.Equal(result.Weights.Count, direct.Weights.Count);
+        for (int i = 0; i < result.Weights.Count; i++)
+            Assert.Equal(result.Weights[i].Decode(), direct.Weights[i].Decode());
     }
 
     [Fact]
@@ -156,6 +175,7 @@ public class TunerTests
         e = Assert.Throws<ArgumentException>(() => Tuner.Tune(original, original, "Once upon a time there was a cat.", new TuningOptions { ContextLength = 64 }));
         Assert.Contains("whole chunks of 64", e.Message);
         Assert.Throws<ArgumentOutOfRangeException>(() => Tuner.Tune(original, original, "text", new TuningOptions { LearningRate = 0 }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Tuner.Tune(original, original, "text", new TuningOptions { Restarts = -1 }));
     }
 
     private static void AssertGraphMatchesRuntime(Model model, int[] tokens)
