@@ -48,6 +48,10 @@ internal static class DemoCommand
         string text = Cli.ReadText(files.EvalText);
         bool temporary = options.OutputDirectory is null;
         string directory = options.OutputDirectory ?? Directory.CreateTempSubdirectory("squeeze-demo-").FullName;
+        // The GGUF files of an earlier run are replaced; a native directory is never written over, so say so before the work.
+        string nativePath = Path.Combine(directory, $"stories15M-native-{options.NativeBitsPerWeight:0.0##}");
+        if (options.NativeBitsPerWeight > 0 && Directory.Exists(nativePath) && Directory.EnumerateFileSystemEntries(nativePath).Any())
+            throw new IOException($"{nativePath} already exists and is not empty (from an earlier demo?); remove it or give another --output-dir");
         Directory.CreateDirectory(directory);
         try
         {
@@ -74,7 +78,7 @@ internal static class DemoCommand
             });
             if (options.NativeBitsPerWeight > 0)
                 made.Add(($"native {options.NativeBitsPerWeight:0.0##} bpw squeeze", Cli.WithProgress("native", progress =>
-                    WriteNative(original, calibrationText, stats, options, directory, progress))));
+                    WriteNative(original, calibrationText, stats, options, nativePath, progress))));
             var outputs = made.Select(m => m.Path).ToList();
             var models = outputs.Select(f => ModelLoader.Load(f)).ToList();
             try
@@ -108,10 +112,9 @@ internal static class DemoCommand
 
     /// <summary>The native model at the budget: every representation of the defaults encoded from the shared
     /// statistics, each single swap measured, the knapsack's choice written as a model directory.</summary>
-    private static string WriteNative(Model original, string calibrationText, CalibrationStatistics stats, Options options, string directory,
+    private static string WriteNative(Model original, string calibrationText, CalibrationStatistics stats, Options options, string path,
         IProgress<(double Done, double Total, string Note)> progress)
     {
-        string path = Path.Combine(directory, $"stories15M-native-{options.NativeBitsPerWeight:0.0##}");
         var allocationOptions = new AllocationOptions
         {
             Compression = new CompressionOptions { Method = CompressionMethod.Gptq, Statistics = stats, Threads = options.Threads },

@@ -109,10 +109,20 @@ public class CliTests
     }
 
     [Fact]
-    public void Demo_refuses_a_negative_native_budget()
+    public void Demo_refuses_a_negative_native_budget_and_a_native_directory_it_would_write_over()
     {
         var r = CliRunner.Run("demo", "--native-bpw", "-1");
         Assert.Equal(1, r.ExitCode);
         Assert.Contains("--native-bpw -1 must not be negative", r.Stderr);
+
+        using var temp = new TempDirectory();
+        string earlier = Path.Combine(temp.Path, "stories15M-native-3.0");
+        Directory.CreateDirectory(earlier);
+        File.WriteAllText(Path.Combine(earlier, "config.json"), "{}");
+        var env = new Dictionary<string, string> { ["SQUEEZE_SHARED"] = SharedData.Root };
+        r = CliRunner.Run(env, "demo", "--output-dir", temp.Path);
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains(earlier + " already exists and is not empty", r.Stderr);
+        Assert.Equal("{}", File.ReadAllText(Path.Combine(earlier, "config.json")));
     }
 }
