@@ -54,12 +54,13 @@ internal static class EmbeddingRowsSuite
         {
             if (char.IsLetter(arm[0]))
             {
-                var weight = NativeRepresentation.Parse(arm).Encode(encoder, TensorNames.TokenEmbedding).Weight;
+                var level = NativeRepresentation.Parse(arm);
+                var weight = level.Encode(encoder, TensorNames.TokenEmbedding).Weight;
                 using var encoded = model.WithWeights([weight]);
                 var scored = Evaluator.Evaluate(encoded, eval, new EvaluationOptions { MaxChunks = chunks, Threads = threads }, baseModel: model);
                 // Hot rows: every tier's but the last (the cheapest).
                 int hotRows = 0;
-                for (var level = NativeRepresentation.Parse(arm); level is RowSplitRepresentation split; level = split.Cold)
+                for (var tier = level; tier is RowSplitRepresentation split; tier = split.Cold)
                     hotRows += split.HotRows;
                 double inHot = byUse[..hotRows].Sum(t => (double)evalCounts[t]) / evalCounts.Sum();
                 Console.WriteLine($"| `{arm}` | | | {inHot:P1} | {8.0 * weight.StoredBytes / values.Length:0.000} | {scored.KlDivergence!.Mean:0.00000} | {scored.Perplexity:0.0000} |");

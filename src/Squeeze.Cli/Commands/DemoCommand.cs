@@ -5,6 +5,7 @@ using Squeeze.Calibration;
 using Squeeze.Compression;
 using Squeeze.Evaluation;
 using Squeeze.Formats;
+using Squeeze.Formats.HuggingFace;
 using Squeeze.Models;
 using Squeeze.Quantization;
 
@@ -50,8 +51,8 @@ internal static class DemoCommand
         string directory = options.OutputDirectory ?? Directory.CreateTempSubdirectory("squeeze-demo-").FullName;
         // The GGUF files of an earlier run are replaced; a native directory is never written over, so say so before the work.
         string nativePath = Path.Combine(directory, $"stories15M-native-{options.NativeBitsPerWeight:0.0##}");
-        if (options.NativeBitsPerWeight > 0 && Directory.Exists(nativePath) && Directory.EnumerateFileSystemEntries(nativePath).Any())
-            throw new IOException($"{nativePath} already exists and is not empty (from an earlier demo?); remove it or give another --output-dir");
+        if (options.NativeBitsPerWeight > 0)
+            HuggingFaceWriter.CheckDestination(nativePath);
         Directory.CreateDirectory(directory);
         try
         {

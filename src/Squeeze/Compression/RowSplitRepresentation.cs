@@ -25,7 +25,7 @@ public sealed record RowSplitRepresentation(int HotRows, NativeRepresentation Ho
         if (encoder.TokenUsage is not { } usage || name is not (TensorNames.TokenEmbedding or TensorNames.Output)
             || encoder.Rows(name) != usage.Length || !Fits(usage.Length, encoder.Columns(name)))
             return false;
-        var (hotRows, coldRows) = Groups(usage);
+        var (_, hotRows, coldRows) = Groups(usage);
         return Hot.Fits(encoder.ForRows(name, hotRows), name) && Cold.Fits(encoder.ForRows(name, coldRows), name);
     }
 
@@ -34,23 +34,20 @@ public sealed record RowSplitRepresentation(int HotRows, NativeRepresentation Ho
         ArgumentNullException.ThrowIfNull(encoder);
         if (!Fits(encoder, name))
             throw new ArgumentException($"{name}: {Spec} needs a token-indexed matrix of more than {HotRows} rows and the calibration text's token usage");
-        var (hotRows, coldRows) = Groups(encoder.TokenUsage!);
-        var hot = new bool[encoder.TokenUsage!.Length];
-        foreach (int r in hotRows)
-            hot[r] = true;
+        var (hot, hotRows, coldRows) = Groups(encoder.TokenUsage!);
         var hotEncoded = Hot.Encode(encoder.ForRows(name, hotRows), name);
         var coldEncoded = Cold.Encode(encoder.ForRows(name, coldRows), name);
         var weight = new RowSplitWeight(name, hot, hotEncoded.Weight, coldEncoded.Weight);
         return new NativeEncoded(weight, $"{hotEncoded.Encoding} / {coldEncoded.Encoding}", encoder.RelativeError(name, weight));
     }
 
-    /// <summary>The hot rows (the <see cref="HotRows"/> most used) and the cold rest, each ascending.</summary>
-    private (int[] Hot, int[] Cold) Groups(double[] usage)
+    /// <summary>Which rows are hot (the <see cref="HotRows"/> most used), and the hot rows and the cold rest, each ascending.</summary>
+    private (bool[] IsHot, int[] Hot, int[] Cold) Groups(double[] usage)
     {
         var hot = new bool[usage.Length];
         foreach (int t in ByUse(usage).AsSpan(0, HotRows))
             hot[t] = true;
-        return ([.. Enumerable.Range(0, hot.Length).Where(r => hot[r])], [.. Enumerable.Range(0, hot.Length).Where(r => !hot[r])]);
+        return (hot, [.. Enumerable.Range(0, hot.Length).Where(r => hot[r])], [.. Enumerable.Range(0, hot.Length).Where(r => !hot[r])]);
     }
 
     /// <summary>Token ids by use: the most used first, ties by id (the order hot rows are taken in).</summary>

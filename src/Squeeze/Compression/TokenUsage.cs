@@ -16,13 +16,7 @@ public static class TokenUsage
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(text);
-        var counts = new long[model.Config.VocabSize];
-        foreach (int t in Tokens(model, text, maxTokens))
-        {
-            if ((uint)t < (uint)counts.Length)
-                counts[t]++;
-        }
-        return counts;
+        return Count(Tokens(model, text, maxTokens), model.Config.VocabSize);
     }
 
     /// <summary>
@@ -42,12 +36,7 @@ public static class TokenUsage
         ArgumentOutOfRangeException.ThrowIfLessThan(contextLength, 2);
         int[] tokens = Tokens(model, text, maxTokens);
         int vocab = model.Config.VocabSize, ctx = Math.Min(contextLength, model.Config.ContextLength);
-        var usage = new double[vocab];
-        foreach (int t in tokens)
-        {
-            if ((uint)t < (uint)vocab)
-                usage[t]++;
-        }
+        double[] usage = [.. Count(tokens, vocab).Select(c => (double)c)];
         using var runtime = new Transformer(model, new RuntimeOptions { Threads = Math.Max(1, threads), ContextLength = ctx, BatchSize = ctx });
         var probabilities = new float[vocab];
         int chunks = (tokens.Length + ctx - 1) / ctx;
@@ -69,6 +58,17 @@ public static class TokenUsage
             progress?.Report((c + 1, chunks));
         }
         return usage;
+    }
+
+    private static long[] Count(int[] tokens, int vocab)
+    {
+        var counts = new long[vocab];
+        foreach (int t in tokens)
+        {
+            if ((uint)t < (uint)vocab)
+                counts[t]++;
+        }
+        return counts;
     }
 
     private static int[] Tokens(Model model, string text, long maxTokens)

@@ -188,6 +188,8 @@ public static class Tuner
         int chunksPerEpoch = calibrationChunks.Length + sampledChunks;
         int stepsPerEpoch = (chunksPerEpoch + options.ChunksPerStep - 1) / options.ChunksPerStep, steps = stepsPerEpoch * options.Epochs;
         int checkEvery = Math.Max(1, stepsPerEpoch / 4);
+        // Each epoch's samples, drawn once: a restart trains on the same text.
+        var samples = new int[options.Epochs][][];
         double learningRate = options.LearningRate;
         for (int restart = 0; !Train(learningRate, canRestart: restart < options.Restarts); restart++)
             learningRate /= 3;
@@ -201,7 +203,7 @@ public static class Tuner
             int step = 0;
             for (int epoch = 1; epoch <= options.Epochs; epoch++)
             {
-                var train = calibrationChunks.Concat(SampleChunks(teacher, sampledChunks, ctx, options.Seed + epoch)).ToArray();
+                var train = calibrationChunks.Concat(samples[epoch - 1] ??= SampleChunks(teacher, sampledChunks, ctx, options.Seed + epoch)).ToArray();
                 var order = Enumerable.Range(0, train.Length).ToArray();
                 random.Shuffle(order);
                 for (int first = 0; first < order.Length; first += options.ChunksPerStep)

@@ -16,6 +16,17 @@ namespace Squeeze.Formats.HuggingFace;
 /// </summary>
 public static class HuggingFaceWriter
 {
+    /// <summary>The full path of a model directory to write, which must not exist or be empty (this writer's and the
+    /// native format's rule; callers check it before long work).</summary>
+    /// <exception cref="IOException">The destination exists and is not empty.</exception>
+    public static string CheckDestination(string directory)
+    {
+        string target = Path.GetFullPath(directory);
+        if (Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any())
+            throw new IOException($"{target} already exists and is not empty; refusing to overwrite it");
+        return target;
+    }
+
     /// <summary>Writes <paramref name="model"/> to <paramref name="directory"/>, which must not exist or be empty.</summary>
     /// <exception cref="NotSupportedException">A tensor is block-quantized, or the model has no Hugging Face equivalent.</exception>
     /// <exception cref="IOException">The destination exists and is not empty.</exception>
@@ -30,9 +41,7 @@ public static class HuggingFaceWriter
         if (quantized is not null)
             throw new NotSupportedException($"{model.Source}: tensor '{quantized.Name}' is {quantized.Type}; a Hugging Face checkpoint holds only F32, F16 and BF16 weights, dequantize first");
 
-        string target = Path.GetFullPath(directory);
-        if (Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any())
-            throw new IOException($"{target} already exists and is not empty; refusing to overwrite it");
+        string target = CheckDestination(directory);
         string parent = Path.GetDirectoryName(target.TrimEnd(Path.DirectorySeparatorChar)) ?? ".";
         Directory.CreateDirectory(parent);
         string temp = Path.Combine(parent, $".{Path.GetFileName(target.TrimEnd(Path.DirectorySeparatorChar))}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");

@@ -45,9 +45,7 @@ public static class NativeModelWriter
             NativeSchemes.For(weight);
         }
 
-        string target = Path.GetFullPath(directory);
-        if (Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any())
-            throw new IOException($"{target} already exists and is not empty; refusing to overwrite it");
+        string target = HuggingFaceWriter.CheckDestination(directory);
         string trimmed = target.TrimEnd(Path.DirectorySeparatorChar);
         string parent = Path.GetDirectoryName(trimmed) ?? ".";
         Directory.CreateDirectory(parent);
