@@ -232,7 +232,7 @@ internal static class AllocationSuite
         AllocationCharts.LogScale(series, Path.Combine(output, "allocation-search-time.png"), "Evolutionary search: calibration KLD against time", "seconds", "mean KLD on 4 calibration chunks (log scale)");
 
         var q4km = rows.FirstOrDefault(r => r.Budget == "Q4_K_M" && r.Search == "evo") ?? rows.First(r => r.Search == "evo");
-        AllocationCharts.BitsPerTensor(set, q4km.Allocation.Selection, Path.Combine(output, "allocation-bits-per-tensor.png"),
+        AllocationCharts.BitsPerTensor(set.Report(q4km.Allocation.Selection), set.Source.Config.LayerCount, Path.Combine(output, "allocation-bits-per-tensor.png"),
             $"stories15M at the {q4km.Budget} budget ({q4km.Allocation.FileBytes:N0} bytes, evo)");
     }
 

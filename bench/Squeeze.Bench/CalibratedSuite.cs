@@ -3,6 +3,7 @@ using Squeeze.Calibration;
 using Squeeze.Compression;
 using Squeeze.Evaluation;
 using Squeeze.Formats;
+using Squeeze.Pipeline;
 using Squeeze.Quantization;
 
 namespace Squeeze.Bench;
@@ -60,10 +61,11 @@ internal static class CalibratedSuite
                     .Concat(sequential ? methods.Where(m => m is CompressionMethod.Gptq or CompressionMethod.AwqGptq).Select(m => (Name(m) + " seq", m, true)) : []))
                 {
                     string path = Path.Combine(directory, $"stories15M-{mix}-{name.Replace('+', '-').Replace(' ', '-')}.gguf");
-                    var options = new CompressionOptions
+                    var report = CompressionPipeline.Run(source, new CompressionJob
                     {
-                        Mix = QuantizationMix.Parse(mix),
+                        Target = new MixTarget(QuantizationMix.Parse(mix)),
                         Method = method,
+                        CalibrationText = calibText,
                         CalibrationTokens = tokens,
                         ContextLength = 256,
                         ActivationOrder = actOrder,
@@ -72,9 +74,9 @@ internal static class CalibratedSuite
                         Sequential = seq,
                         Statistics = seq ? null : stats,
                         Threads = threads,
-                    };
-                    var report = Compressor.Compress(source, calibText, options, path);
-                    Console.Error.WriteLine($"{mix} {name}: {report.FileBytes:N0} bytes, {report.Seconds:0.0} s");
+                        Output = path,
+                    });
+                    Console.Error.WriteLine($"{mix} {name}: {report.FileBytes:N0} bytes, {report.Seconds.Total:0.0} s");
                     rows.Add((mix, name, path, report));
                 }
             }

@@ -354,7 +354,7 @@ internal static class LowRankSuite
         double sum = 0;
         for (int i = 0; i < n; i++)
         {
-            double row = GptqLinearAlgebra.Dot(new ReadOnlySpan<double>(h, i * n, n), v);
+            double row = LinearAlgebra.Dot(new ReadOnlySpan<double>(h, i * n, n), v);
             sum += v[i] * row;
         }
         return sum;

@@ -3,8 +3,10 @@ using System.IO.Compression;
 using Squeeze.Coding;
 using Squeeze.Compression;
 using Squeeze.Formats;
+using Squeeze.Pipeline;
 using Squeeze.Models;
 using Squeeze.Quantization;
+using Squeeze.Zip;
 
 namespace Squeeze.Bench;
 
@@ -94,8 +96,14 @@ internal static class ZipSuite
         string q8 = Path.Combine(work, "stories15M-Q8_0.gguf"), q4 = Path.Combine(work, "stories15M-Q4_0-pure.gguf"), gptq = Path.Combine(work, "stories15M-Q4_0-pure-gptq.gguf");
         GgufQuantizer.Write(f32, QuantizationMix.Plan(f32, QuantizationMix.Q8_0, [], pure: false), q8);
         GgufQuantizer.Write(f32, QuantizationMix.Plan(f32, QuantizationMix.Q4_0, [], pure: true), q4);
-        Compressor.Compress(f32, File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt")),
-            new CompressionOptions { Mix = QuantizationMix.Q4_0, Pure = true, Method = CompressionMethod.Gptq, Threads = threads }, gptq);
+        CompressionPipeline.Run(f32, new CompressionJob
+        {
+            Target = new MixTarget(QuantizationMix.Q4_0, Pure: true),
+            Method = CompressionMethod.Gptq,
+            CalibrationText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt")),
+            Threads = threads,
+            Output = gptq,
+        });
         files.Add(("stories15M Q8_0 (squeeze convert)", q8, -1));
         files.Add(("stories15M Q4_0 pure (squeeze convert, RTN)", q4, -1));
         files.Add(("stories15M Q4_0 pure (squeeze compress, GPTQ)", gptq, -1));

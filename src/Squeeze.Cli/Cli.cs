@@ -1,8 +1,10 @@
 using System.CommandLine;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Spectre.Console;
 using Squeeze.Formats;
+using Squeeze.Tensors;
 
 namespace Squeeze.Cli;
 
@@ -51,12 +53,35 @@ internal static class Cli
     /// <summary>The policy a <c>--kv</c> value names; a bad spec is an <see cref="ArgumentException"/> saying what is wrong.</summary>
     public static Squeeze.Runtime.KvCachePolicy KvCache(string spec) => Squeeze.Runtime.KvCachePolicy.Parse(spec);
 
-    /// <summary>Runs a command body, turning expected failures (bad input files, bad arguments) into one clear line on stderr.</summary>
+    private static CancellationTokenSource cancellation = new();
+
+    /// <summary>What a command's long work stops on: cancelled by Ctrl+C (SIGINT) or SIGTERM while <see cref="Run"/> runs.</summary>
+    public static CancellationToken Cancellation => cancellation.Token;
+
+    /// <summary>Runs a command body, turning expected failures (bad input files, bad arguments) into one clear line on
+    /// stderr. The first Ctrl+C (or a SIGTERM) cancels <see cref="Cancellation"/>: the work stops, removes what it had
+    /// started to write and the command exits with 130; a second Ctrl+C ends the process at once.</summary>
     public static int Run(Func<int> body)
     {
+        cancellation = new CancellationTokenSource();
+        void Stop(PosixSignalContext context)
+        {
+            if (cancellation.IsCancellationRequested)
+                return; // the second signal: let the runtime end the process
+            context.Cancel = true;
+            System.Console.Error.WriteLine("squeeze: stopping (press Ctrl+C again to end at once)");
+            cancellation.Cancel();
+        }
+        using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
+        using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
         try
         {
             return body();
+        }
+        catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
+        {
+            System.Console.Error.WriteLine("squeeze: cancelled; nothing was written");
+            return 130;
         }
         catch (Exception e) when (e is ModelFormatException or ArgumentException or IOException or InvalidDataException or UnauthorizedAccessException or InvalidOperationException or NotSupportedException or KeyNotFoundException)
         {
@@ -110,6 +135,38 @@ internal static class Cli
                 });
                 result = work(progress);
                 task.Value = task.MaxValue;
+            });
+        return result;
+    }
+
+    /// <summary>Runs <paramref name="work"/> under progress bars on stderr, one per stage as it starts ("[2/5] encoding"),
+    /// each with its own percentage, elapsed and remaining time.</summary>
+    public static T WithStages<T>(string description, Func<IProgress<StageProgress>, T> work)
+    {
+        T result = default!;
+        Status.Progress()
+            .AutoClear(true)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+            .Start(ctx =>
+            {
+                ProgressTask? task = null;
+                int number = 0;
+                var progress = new SynchronousProgress<StageProgress>(p =>
+                {
+                    if (task is null || p.Number != number)
+                    {
+                        if (task is not null)
+                            task.Value = task.MaxValue;
+                        number = p.Number;
+                        task = ctx.AddTask(Markup.Escape($"{description} [{p.Number}/{p.Count}] {p.Stage}"), maxValue: 1);
+                    }
+                    task.MaxValue = Math.Max(p.Total, 1e-9);
+                    task.Value = p.Done;
+                    task.Description = Markup.Escape($"{description} [{p.Number}/{p.Count}] {p.Stage} {p.Note}".TrimEnd());
+                });
+                result = work(progress);
+                if (task is not null)
+                    task.Value = task.MaxValue;
             });
         return result;
     }

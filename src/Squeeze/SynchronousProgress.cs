@@ -6,3 +6,7 @@ public sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
 {
     public void Report(T value) => report(value);
 }
+
+/// <summary>Progress of one stage of a job of several: the stage's name and number (1-based) of the job's
+/// <paramref name="Count"/>, its steps done of its total, and a note (what is being worked on).</summary>
+public readonly record struct StageProgress(string Stage, int Number, int Count, double Done, double Total, string Note);

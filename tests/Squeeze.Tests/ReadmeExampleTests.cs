@@ -1,6 +1,8 @@
+using Squeeze.Compression;
 using Squeeze.Evaluation;
 using Squeeze.Formats;
 using Squeeze.Generation;
+using Squeeze.Pipeline;
 using Squeeze.Quantization;
 using Squeeze.Runtime;
 using Squeeze.Tests.Formats;
@@ -18,13 +20,22 @@ public class ReadmeExampleTests
         string output = temp.File("stories260K-Q4_K_M.gguf");
 
         using var model = ModelLoader.Load(SharedData.Stories260K);
-        var plan = QuantizationMix.Plan(model, QuantizationMix.Q4_K_M, [], pure: false);
-        GgufQuantizer.Write(model, plan, output);
-        using var quantized = ModelLoader.Load(output);
+        using var cancel = new CancellationTokenSource();
+        var stages = new List<StageProgress>();
+        var report = CompressionPipeline.Run(model, new CompressionJob
+        {
+            Target = new MixTarget(QuantizationMix.Q4_K_M),
+            Method = CompressionMethod.Gptq,
+            CalibrationText = File.ReadAllText(SharedData.Corpus("tinystories-calib.txt"))[..20_000],
+            Output = output,
+        }, new SynchronousProgress<StageProgress>(stages.Add), cancel.Token);
+        using var quantized = ModelLoader.Load(report.Output!);
         var result = Evaluator.Evaluate(quantized, File.ReadAllText(SharedData.Corpus("tinystories-eval.txt")), new EvaluationOptions { ContextLength = 256, MaxChunks = 4 }, baseModel: model);
         using var runtime = new Transformer(quantized);
         var tokens = Generator.Generate(runtime, "Once upon a time", 100, new Sampler(new SamplingOptions { Temperature = 0 }));
 
+        Assert.Equal(new FileInfo(output).Length, report.FileBytes);
+        Assert.Equal(["calibrating", "encoding", "writing"], stages.Select(s => s.Stage).Distinct());
         Assert.InRange(result.Perplexity, 1, 50);
         Assert.InRange(result.KlDivergence!.Mean, 1e-6, 1.0);
         Assert.NotEmpty(tokens);

@@ -3,6 +3,7 @@ using Spectre.Console;
 using Squeeze.Calibration;
 using Squeeze.Compression;
 using Squeeze.Formats;
+using Squeeze.Pipeline;
 using Squeeze.Quantization;
 using Squeeze.Tuning;
 
@@ -86,31 +87,29 @@ internal static class CompressCommand
         bool needsText = method != CompressionMethod.Rtn && options.Stats is null;
         if (needsText && options.Calib is null)
             throw new ArgumentException($"--method {options.Method} needs a calibration text (--calib FILE) or statistics (--stats FILE)");
-        string text = needsText ? ReadCalibrationText(options.Calib!) : "";
+        string? text = needsText ? ReadCalibrationText(options.Calib!) : null;
 
         using var m = ModelLoader.Load(options.Model, options.Tokenizer);
-        CalibrationStatistics? stats = options.Stats is null || method == CompressionMethod.Rtn ? null : CalibrationFile.Read(options.Stats, m);
-        var compression = new CompressionOptions
+        var job = new CompressionJob
         {
-            Mix = mix,
-            Pure = options.Pure,
-            Overrides = overrides,
+            Target = new MixTarget(mix, options.Pure, overrides),
             Method = method,
+            CalibrationText = text,
+            Statistics = options.Stats is null || method == CompressionMethod.Rtn ? null : CalibrationFile.Read(options.Stats, m),
             CalibrationTokens = options.Tokens,
             ContextLength = options.Context,
             Damping = options.Damping,
             RefinePasses = options.Refine,
             ActivationOrder = !options.NoActOrder,
             Sequential = options.Sequential,
-            Statistics = stats,
             Threads = Math.Max(1, options.Threads),
+            Output = options.Output,
         };
-        var report = Cli.WithProgress("compressing", progress => Compressor.Compress(m, text, compression, options.Output,
-            new SynchronousProgress<CompressionProgress>(p => progress.Report((p.Done, p.Total, $"{p.Stage} {p.Note}")))));
+        var report = Cli.WithStages("compressing", progress => CompressionPipeline.Run(m, job, progress, Cli.Cancellation));
         if (options.Json)
             Cli.WriteJson(report);
         else
-            Print(report);
+            Print(report, chart: null);
         return 0;
     }
 
@@ -126,12 +125,12 @@ internal static class CompressCommand
         if (!(options.TuneLearningRate > 0))
             throw new ArgumentException($"--tune-lr {options.TuneLearningRate} must be positive");
         var tuning = options.Tune ? new TuningOptions { SampledTokens = options.TuneSamples, Epochs = options.TuneEpochs, LearningRate = options.TuneLearningRate, Tokens = options.Tokens, Threads = Math.Max(1, options.Threads) } : null;
-        var report = PlanCommand.Run(new PlanCommand.Options(options.Model, options.Tokenizer, options.Calib, options.Output, budget, options.Method, options.Tokens,
+        var (report, chart) = PlanCommand.Run(new PlanCommand.Options(options.Model, options.Tokenizer, options.Calib, options.Output, budget, options.Method, options.Tokens,
             options.Context, options.Threads, options.Json, options.Damping, !options.NoActOrder, tuning), writeWeights: true);
         if (options.Json)
-            Cli.WriteJson(report);
+            System.Console.Out.WriteLine(PlanCommand.ToJson(report, chart));
         else
-            PlanCommand.Print(report);
+            Print(report, chart);
         return 0;
     }
 
@@ -149,21 +148,60 @@ internal static class CompressCommand
         return text;
     }
 
-    private static void Print(CompressionReport report)
+    /// <summary>The closing table of <c>compress</c> and <c>plan</c>: each tensor's format, size, the errors that were
+    /// measured (a named mix: before and after the method; a size target: the output error and single-swap KLD), then the
+    /// totals and the time of each stage.</summary>
+    public static void Print(CompressionReport report, string? chart)
     {
-        var table = new Table().AddColumns("tensor", "type", "bytes", "bpw", "encoding", "error before", "error after", "time");
-        foreach (int c in new[] { 2, 3, 5, 6, 7 })
-            table.Columns[c].RightAligned();
-        foreach (var t in report.Tensors)
+        var tensors = report.Tensors;
+        bool before = tensors.Any(t => t.ErrorBefore is not null), swap = tensors.Any(t => t.SwapKld is not null), time = tensors.Any(t => t.Seconds is not null);
+        var columns = new List<string> { "tensor", "type", "bytes", "bpw", "encoding" };
+        if (before)
+            columns.Add("error before");
+        columns.Add(swap ? "output error" : "error after");
+        if (swap)
+            columns.Add("swap KLD");
+        if (time)
+            columns.Add("time");
+        var table = new Table().AddColumns([.. columns]);
+        for (int c = 2; c < columns.Count; c++)
+        {
+            if (c != 4)
+                table.Columns[c].RightAligned();
+        }
+        foreach (var t in tensors)
         {
             bool copied = t.Encoding == "copy";
-            table.AddRow(Markup.Escape(t.Name), t.Type.ToString(), t.Bytes.ToString("N0"), t.BitsPerWeight.ToString("0.00"), Markup.Escape(t.Encoding),
-                copied ? "" : t.ErrorBefore.ToString("0.000000"), copied ? "" : $"{t.ErrorAfter:0.000000} ({t.ErrorMetric})", $"{t.Seconds:0.00} s");
+            var row = new List<string> { Markup.Escape(t.Name), Markup.Escape(t.Format), t.Bytes.ToString("N0"), t.BitsPerWeight.ToString("0.00"), Markup.Escape(t.Encoding) };
+            if (before)
+                row.Add(copied || t.ErrorBefore is null ? "" : t.ErrorBefore.Value.ToString("0.000000"));
+            row.Add(copied ? "" : swap ? t.ErrorAfter.ToString("0.000000") : $"{t.ErrorAfter:0.000000} ({t.ErrorMetric})");
+            if (swap)
+                row.Add(t.SwapKld is { } kld ? kld.ToString("0.000000") : "");
+            if (time)
+                row.Add(t.Seconds is { } s ? $"{s:0.00} s" : "");
+            table.AddRow([.. row]);
         }
         Cli.Console.Write(table);
-        Cli.Console.WriteLine("errors: tr((W−Q) H (W−Q)ᵀ) / tr(W H Wᵀ) with H the input's XᵀX / n (H), its diagonal (diag), or I (none); before = plain round-to-nearest");
-        Cli.Console.WriteLine($"{report.Output}: {report.Mix} {report.Method}{(report.Sequential ? " sequential" : "")}, {report.FileBytes:N0} bytes ({Cli.Bytes(report.FileBytes)}), " +
-            $"{report.BitsPerWeight:0.000} bits per weight over {report.Parameters:N0} parameters");
-        Cli.Console.WriteLine($"time: {report.Seconds:0.0} s (calibration {report.CalibrationSeconds:0.0} s, {report.CalibrationPasses} pass(es) of {report.CalibrationTokens:N0} tokens; quantization {report.QuantizationSeconds:0.0} s)");
+        Cli.Console.WriteLine(swap
+            ? "swap KLD: mean KL divergence on calibration text with that tensor alone in that type; output error: tr((W−Q) H (W−Q)ᵀ) / tr(W H Wᵀ)"
+            : "errors: tr((W−Q) H (W−Q)ᵀ) / tr(W H Wᵀ) with H the input's XᵀX / n (H), its diagonal (diag), or I (none); before = plain round-to-nearest");
+        string budget = report.Budget is { } b ? $" of a budget of {b:N0}" : "";
+        Cli.Console.WriteLine($"{report.Output ?? "plan"}: {report.Target} {report.Method}{(report.Sequential ? " sequential" : "")}, {report.FileBytes:N0} bytes ({Cli.Bytes(report.FileBytes)}){budget}, " +
+            $"{report.BitsPerWeight:0.000} bits per weight (file bytes × 8 / {report.Parameters:N0} parameters)" + (report.PredictedKld is { } p ? $"; Σ swap KLD {p:0.000000}" : ""));
+        if (report.SearchKld is { } end)
+            Cli.Console.WriteLine($"evolution: calibration KLD {report.StartKld:0.000000} → {end:0.000000} in {report.Generations} generations");
+        if (report.Note.Length > 0)
+            Cli.Console.WriteLine($"note: {report.Note}");
+        if (report.Tuning is { } tuning)
+            Cli.Console.WriteLine(tuning.BestStep == 0
+                ? $"tuning ({tuning.Scope}, {tuning.Parameters:N0} parameters, {tuning.TrainingTokens:N0} tokens, {tuning.Seconds:0.0} s): no step lowered the held-out KLD {tuning.HeldOutKldBefore:0.000000} (first step sizes down to {tuning.LearningRate:0.######}); written untuned"
+                : $"tuning ({tuning.Scope}, {tuning.Parameters:N0} parameters, {tuning.TrainingTokens:N0} tokens, {tuning.Steps} steps from step size {tuning.LearningRate:0.######}, {tuning.Seconds:0.0} s): " +
+                  $"held-out calibration KLD {tuning.HeldOutKldBefore:0.000000} → {tuning.HeldOutKldAfter:0.000000} (after step {tuning.BestStep})");
+        var seconds = report.Seconds;
+        string calibration = report.CalibrationPasses > 1 ? $"calibration {seconds.Calibration:0.0} s ({report.CalibrationPasses} passes of {report.CalibrationTokens:N0} tokens)" : $"calibration {seconds.Calibration:0.0} s";
+        string measuring = report.Budget is null ? "" : $", single-swap KLD {seconds.Measuring:0.0} s, search {seconds.Search:0.00} s";
+        string tuned = report.Tuning is null ? "" : $", tuning {seconds.Tuning:0.0} s";
+        Cli.Console.WriteLine($"time: {seconds.Total:0.0} s ({calibration}, encoding {seconds.Encoding:0.0} s{measuring}{tuned})" + (chart is null ? "" : $"; chart {chart}"));
     }
 }

@@ -1,12 +1,12 @@
 using System.CommandLine;
 using Spectre.Console;
-using Squeeze.Allocation;
 using Squeeze.Calibration;
 using Squeeze.Compression;
 using Squeeze.Evaluation;
 using Squeeze.Formats;
 using Squeeze.Formats.HuggingFace;
 using Squeeze.Models;
+using Squeeze.Pipeline;
 using Squeeze.Quantization;
 
 namespace Squeeze.Cli.Commands;
@@ -60,7 +60,7 @@ internal static class DemoCommand
             string calibrationText = Cli.ReadText(files.CalibrationText);
             var stats = Cli.WithProgress("calibrating", progress => Calibrator.Run(original, calibrationText,
                 new CalibrationOptions { ContextLength = 256, CollectGram = true, Threads = options.Threads },
-                new SynchronousProgress<CalibrationProgress>(p => progress.Report((p.Chunk, p.Chunks, $"chunk {p.Chunk}/{p.Chunks}")))));
+                new SynchronousProgress<CalibrationProgress>(p => progress.Report((p.Chunk, p.Chunks, $"chunk {p.Chunk}/{p.Chunks}"))), Cli.Cancellation));
             var made = Cli.WithProgress("quantizing", progress =>
             {
                 var list = new List<(string Name, string Path)>();
@@ -72,13 +72,20 @@ internal static class DemoCommand
                     list.Add(($"{mix.Name} rounding", rounded));
                     progress.Report((list.Count, 2 * mixes.Length, $"{mix.Name} gptq"));
                     string gptq = Path.Combine(directory, $"stories15M-{mix.Name}-gptq.gguf");
-                    Compressor.Compress(original, calibrationText, new CompressionOptions { Mix = mix, Method = CompressionMethod.Gptq, Statistics = stats, Threads = options.Threads }, gptq);
+                    CompressionPipeline.Run(original, new CompressionJob
+                    {
+                        Target = new MixTarget(mix),
+                        Method = CompressionMethod.Gptq,
+                        Statistics = stats,
+                        Threads = options.Threads,
+                        Output = gptq,
+                    }, cancellationToken: Cli.Cancellation);
                     list.Add(($"{mix.Name} squeeze gptq", gptq));
                 }
                 return list;
             });
             if (options.NativeBitsPerWeight > 0)
-                made.Add(($"native {options.NativeBitsPerWeight:0.0##} bpw squeeze", Cli.WithProgress("native", progress =>
+                made.Add(($"native {options.NativeBitsPerWeight:0.0##} bpw squeeze", Cli.WithStages("native", progress =>
                     WriteNative(original, calibrationText, stats, options, nativePath, progress))));
             var outputs = made.Select(m => m.Path).ToList();
             var models = outputs.Select(f => ModelLoader.Load(f)).ToList();
@@ -87,7 +94,7 @@ internal static class DemoCommand
                 var evaluated = models.Prepend(original).ToList();
                 var evaluation = new EvaluationOptions { ContextLength = 256, MaxChunks = options.Chunks, Threads = options.Threads };
                 var results = Cli.WithProgress("evaluating", progress => Evaluator.EvaluateMany(evaluated, text, evaluation, original,
-                    new SynchronousProgress<EvaluationProgress>(p => progress.Report((p.Chunk, p.Chunks, $"chunk {p.Chunk}/{p.Chunks}")))));
+                    new SynchronousProgress<EvaluationProgress>(p => progress.Report((p.Chunk, p.Chunks, $"chunk {p.Chunk}/{p.Chunks}"))), Cli.Cancellation));
                 var rows = new List<Row> { NewRow("original (F32)", files.Model, original.ParameterCount, results[0]) };
                 for (int i = 0; i < made.Count; i++)
                     rows.Add(NewRow(made[i].Name, outputs[i], original.ParameterCount, results[i + 1]));
@@ -113,17 +120,17 @@ internal static class DemoCommand
 
     /// <summary>The native model at the budget: every representation of the defaults encoded from the shared
     /// statistics, each single swap measured, the knapsack's choice written as a model directory.</summary>
-    private static string WriteNative(Model original, string calibrationText, CalibrationStatistics stats, Options options, string path,
-        IProgress<(double Done, double Total, string Note)> progress)
+    private static string WriteNative(Model original, string calibrationText, CalibrationStatistics stats, Options options, string path, IProgress<StageProgress> progress)
     {
-        var allocationOptions = new AllocationOptions
+        CompressionPipeline.Run(original, new CompressionJob
         {
-            Compression = new CompressionOptions { Method = CompressionMethod.Gptq, Statistics = stats, Threads = options.Threads },
-        };
-        using var context = Allocator.PrepareNative(original, calibrationText, allocationOptions, NativeRepresentation.Defaults,
-            new SynchronousProgress<AllocationProgress>(p => progress.Report((p.Done, p.Total, $"{p.Stage} {p.Note}"))));
-        var allocation = Allocator.Allocate(context, Allocator.BudgetForBitsPerWeight(options.NativeBitsPerWeight, original.ParameterCount), SearchMethod.Knapsack);
-        context.Candidates.Write(allocation.Selection, path);
+            Target = new BudgetTarget(Bytes: null, options.NativeBitsPerWeight, Native: true),
+            Method = CompressionMethod.Gptq,
+            CalibrationText = calibrationText,
+            Statistics = stats,
+            Threads = options.Threads,
+            Output = path,
+        }, progress, Cli.Cancellation);
         return path;
     }
 

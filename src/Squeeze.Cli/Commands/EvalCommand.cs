@@ -53,8 +53,8 @@ internal static class EvalCommand
         {
             var report = new SynchronousProgress<EvaluationProgress>(p => progress.Report((p.Chunk, p.Chunks, $"chunk {p.Chunk}/{p.Chunks} ppl {p.Perplexity:0.0000}")));
             return b is null && kvCache.Kind != KvCacheKind.Float32
-                ? Evaluator.EvaluateKvCaches(m, [kvCache], text, evaluation, report)[0]
-                : Evaluator.Evaluate(m, text, evaluation, b, report);
+                ? Evaluator.EvaluateKvCaches(m, [kvCache], text, evaluation, report, Cli.Cancellation)[0]
+                : Evaluator.Evaluate(m, text, evaluation, b, report, Cli.Cancellation);
         });
         long bytes = Cli.FileBytes(options.Model);
         var report = new Report(options.Model, options.Text, options.Base, bytes, 8.0 * bytes / m.ParameterCount, m.TensorBytes, result);
@@ -94,7 +94,7 @@ internal static class EvalCommand
     {
         var policies = KvCachePolicy.Standard;
         var results = Cli.WithProgress("evaluating cache policies", progress => Evaluator.EvaluateKvCaches(m, policies, text, evaluation,
-            new SynchronousProgress<EvaluationProgress>(p => progress.Report((p.Chunk, p.Chunks, $"chunk {p.Chunk}/{p.Chunks}")))));
+            new SynchronousProgress<EvaluationProgress>(p => progress.Report((p.Chunk, p.Chunks, $"chunk {p.Chunk}/{p.Chunks}"))), Cli.Cancellation));
         if (options.Json)
         {
             Cli.WriteJson(new SweepReport(options.Model, options.Text, Cli.FileBytes(options.Model), results));

@@ -1,9 +1,12 @@
 using System.CommandLine;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Spectre.Console;
 using Squeeze.Allocation;
 using Squeeze.Compression;
 using Squeeze.Formats;
+using Squeeze.Formats.HuggingFace;
+using Squeeze.Pipeline;
 using Squeeze.Tuning;
 
 namespace Squeeze.Cli.Commands;
@@ -22,17 +25,6 @@ internal static class PlanCommand
 
     public sealed record Options(string Model, string? Tokenizer, string? Calib, string Output, Budget Budget, string Method, long Tokens, int Context, int Threads, bool Json,
         double Damping = 0.01, bool ActivationOrder = true, TuningOptions? Tuning = null);
-
-    /// <summary>What tuning did before the file was written (<c>compress --tune</c>).</summary>
-    public sealed record TuningSummary(string Scope, long Parameters, long TrainingTokens, int Steps, int BestStep, double HeldOutKldBefore, double HeldOutKldAfter, double LearningRate, double Seconds);
-
-    /// <summary>One tensor of a plan.</summary>
-    public sealed record PlannedTensor(string Name, string Type, long Bytes, double BitsPerWeight, double SwapKld, double OutputError, string Encoding);
-
-    /// <summary>What <c>plan</c> saves and both commands print (<c>--json</c>).</summary>
-    public sealed record PlanReport(string Model, string? Output, string? Chart, long Budget, long FileBytes, long Parameters, double BitsPerWeight, string Search,
-        double PredictedKld, double? StartKld, double? SearchKld, int? Generations, double CalibrationSeconds, double EncodingSeconds, double MeasuringSeconds,
-        double SearchSeconds, string Note, IReadOnlyList<PlannedTensor> Tensors, TuningSummary? Tuning = null);
 
     public static Option<double?> TargetBpwOption() => new("--target-bpw") { Description = "Budget in bits per weight: file bytes × 8 / parameters" };
 
@@ -78,27 +70,37 @@ internal static class PlanCommand
 
     public static int Execute(Options options)
     {
-        var report = Run(options, writeWeights: false);
-        string text = JsonSerializer.Serialize(report, Cli.Json);
+        var (report, chart) = Run(options, writeWeights: false);
+        string text = ToJson(report, chart);
         string temp = options.Output + ".tmp";
         File.WriteAllText(temp, text);
         File.Move(temp, options.Output, overwrite: true);
         if (options.Json)
-            Cli.WriteJson(report);
+            System.Console.Out.WriteLine(text);
         else
         {
-            Print(report);
+            CompressCommand.Print(report, chart);
             Cli.Console.WriteLine($"plan saved to {options.Output}");
         }
         return 0;
     }
 
+    /// <summary>The report as JSON, with the chart's path beside its fields.</summary>
+    public static string ToJson(CompressionReport report, string? chart)
+    {
+        var node = JsonSerializer.SerializeToNode(report, Cli.Json)!.AsObject();
+        if (chart is not null)
+            node["chart"] = chart;
+        return node.ToJsonString(Cli.Json);
+    }
+
     /// <summary>True when a budget was asked for (so <c>compress</c> searches instead of using a mix).</summary>
     public static bool HasTarget(Budget budget) => budget.TargetBpw is not null || budget.TargetSize is not null;
 
-    /// <summary>Prepares the candidates, searches the budget and, when <paramref name="writeWeights"/>, writes the GGUF file
-    /// (or native model directory) to <see cref="Options.Output"/>; writes the chart.</summary>
-    public static PlanReport Run(Options options, bool writeWeights)
+    /// <summary>Runs the budget search through <see cref="CompressionPipeline"/> and, when <paramref name="writeWeights"/>,
+    /// writes the GGUF file (or native model directory) to <see cref="Options.Output"/>; draws the chart of the bits each
+    /// tensor got and returns its path.</summary>
+    public static (CompressionReport Report, string Chart) Run(Options options, bool writeWeights)
     {
         var b = options.Budget;
         if ((b.TargetBpw is null) == (b.TargetSize is null))
@@ -137,78 +139,29 @@ internal static class PlanCommand
 
         if (!native && b.Representations is { Length: > 0 })
             throw new ArgumentException("--representation applies to --format native; GGUF candidates are llama.cpp's block types");
-        var representations = b.Representations is { Length: > 0 } specs
-            ? specs.Select(s => Parse(s)).ToList()
-            : NativeRepresentation.Defaults;
-        if (native && writeWeights && Directory.Exists(options.Output) && Directory.EnumerateFileSystemEntries(options.Output).Any())
-            throw new ArgumentException($"{options.Output}: a native model is a directory, and this one exists and is not empty");
+        var representations = b.Representations is { Length: > 0 } specs ? specs.Select(Parse).ToList() : null;
+        if (native && writeWeights)
+            HuggingFaceWriter.CheckDestination(options.Output);
 
         using var model = ModelLoader.Load(options.Model, options.Tokenizer);
-        long budget = size ?? Allocator.BudgetForBitsPerWeight(b.TargetBpw!.Value, model.ParameterCount);
-        if (!native)
-            Allocator.CheckBudget(model, budget);
-        var allocationOptions = new AllocationOptions
+        var job = new CompressionJob
         {
-            Compression = new CompressionOptions
-            {
-                Method = method,
-                CalibrationTokens = options.Tokens,
-                ContextLength = options.Context,
-                Damping = options.Damping,
-                ActivationOrder = options.ActivationOrder,
-                Threads = Math.Max(1, options.Threads),
-            },
+            Target = new BudgetTarget(size, size is null ? b.TargetBpw : null, native, representations, search,
+                new EvolutionOptions { Seed = b.Seed, Generations = b.Generations, TimeLimit = TimeSpan.FromSeconds(b.TimeLimit) }),
+            Method = method,
+            CalibrationText = text,
+            CalibrationTokens = options.Tokens,
+            ContextLength = options.Context,
+            Damping = options.Damping,
+            ActivationOrder = options.ActivationOrder,
+            Tuning = options.Tuning,
+            Threads = Math.Max(1, options.Threads),
+            Output = writeWeights ? options.Output : null,
         };
-        return Cli.WithProgress("planning", progress =>
-        {
-            var reporter = new SynchronousProgress<AllocationProgress>(p => progress.Report((p.Done, p.Total, $"{p.Stage} {p.Note}")));
-            if (native)
-            {
-                using var nativeContext = Allocator.PrepareNative(model, text, allocationOptions, representations, reporter);
-                return Search(nativeContext, progress);
-            }
-            using var context = Allocator.Prepare(model, text, allocationOptions, reporter);
-            return Search(context, progress);
-        });
-
-        PlanReport Search<TSet, T>(AllocationContext<TSet, T> context, IProgress<(double Done, double Total, string Note)> progress)
-            where TSet : CandidateSet<T>
-            where T : Candidate
-        {
-            var set = context.Candidates;
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            var evolution = new EvolutionOptions { Seed = b.Seed, Generations = b.Generations, TimeLimit = TimeSpan.FromSeconds(b.TimeLimit) };
-            var allocation = Allocator.Allocate(context, budget, search, ErrorModel.SwapKld, evolution,
-                new SynchronousProgress<SearchStep>(s => progress.Report((s.Seconds, b.TimeLimit, $"searching: generation {s.Generation}, calibration KLD {s.Fitness:0.000000}"))));
-            double searchSeconds = clock.Elapsed.TotalSeconds;
-            string? written = null;
-            TuningSummary? tuningSummary = null;
-            if (writeWeights)
-            {
-                TuningResult? tuning = null;
-                if (options.Tuning is { } tuningOptions)
-                {
-                    using var composed = set.Compose(allocation.Selection);
-                    tuning = Tuner.Tune(model, composed, text, tuningOptions with { Scope = native ? TuningScope.Weights : TuningScope.Norms },
-                        new SynchronousProgress<TuningProgress>(p => progress.Report((p.Step, p.Steps, $"tuning: step {p.Step}/{p.Steps}, KLD {p.Kld:0.0000}"))));
-                    tuningSummary = new TuningSummary(native ? "norms and weights" : "norms", tuning.Parameters, tuning.TrainingTokens, tuning.Steps, tuning.BestStep,
-                        tuning.HeldOutKldBefore, tuning.HeldOutKldAfter, tuning.LearningRate, tuning.Seconds);
-                }
-                progress.Report((0, 1, $"writing {options.Output}"));
-                set.Write(allocation.Selection, options.Output, tuning);
-                written = options.Output;
-            }
-            AllocationCharts.BitsPerTensor(set, allocation.Selection, chart,
-                $"{Path.GetFileName(model.Source)}: {allocation.FileBytes:N0} bytes, {allocation.BitsPerWeight:0.000} bits per weight ({b.Search})");
-            var tensors = set.Tensors.Select((t, i) =>
-            {
-                var c = set.Chosen(allocation.Selection, i);
-                return new PlannedTensor(t.Name, c.Format, c.Bytes, 8.0 * c.Bytes / t.Elements, c.SwapKld, c.OutputError, c.Encoding);
-            }).ToList();
-            return new PlanReport(model.Source, written, chart, budget, allocation.FileBytes, set.Parameters, allocation.BitsPerWeight, b.Search,
-                allocation.PredictedError, allocation.Evolution?.StartFitness, allocation.Evolution?.Fitness, allocation.Evolution?.Generations,
-                context.CalibrationSeconds, context.EncodingSeconds, context.SwapSeconds, searchSeconds, allocation.Note, tensors, tuningSummary);
-        }
+        var report = Cli.WithStages(writeWeights ? "compressing" : "planning", progress => CompressionPipeline.Run(model, job, progress, Cli.Cancellation));
+        AllocationCharts.BitsPerTensor(report.Tensors, model.Config.LayerCount, chart,
+            $"{Path.GetFileName(model.Source)}: {report.FileBytes:N0} bytes, {report.BitsPerWeight:0.000} bits per weight ({report.Search})");
+        return (report, chart);
     }
 
     private static NativeRepresentation Parse(string spec)
@@ -221,29 +174,5 @@ internal static class PlanCommand
         {
             throw new ArgumentException($"--representation {e.Message}", e);
         }
-    }
-
-    /// <summary>The closing table: each tensor's format, size and both error estimates, then the totals.</summary>
-    public static void Print(PlanReport report)
-    {
-        var table = new Table().AddColumns("tensor", "type", "bytes", "bpw", "swap KLD", "output error", "encoding");
-        foreach (int c in new[] { 2, 3, 4, 5 })
-            table.Columns[c].RightAligned();
-        foreach (var t in report.Tensors)
-            table.AddRow(Markup.Escape(t.Name), t.Type, t.Bytes.ToString("N0"), t.BitsPerWeight.ToString("0.00"), t.SwapKld.ToString("0.000000"), t.OutputError.ToString("0.000000"), Markup.Escape(t.Encoding));
-        Cli.Console.Write(table);
-        Cli.Console.WriteLine("swap KLD: mean KL divergence on calibration text with that tensor alone in that type; output error: tr((W−Q) H (W−Q)ᵀ) / tr(W H Wᵀ)");
-        Cli.Console.WriteLine($"{report.Output ?? "plan"}: {report.FileBytes:N0} bytes ({Cli.Bytes(report.FileBytes)}) of a budget of {report.Budget:N0}, " +
-            $"{report.BitsPerWeight:0.000} bits per weight (file bytes × 8 / {report.Parameters:N0} parameters); Σ swap KLD {report.PredictedKld:0.000000}");
-        if (report.SearchKld is { } end)
-            Cli.Console.WriteLine($"evolution: calibration KLD {report.StartKld:0.000000} → {end:0.000000} in {report.Generations} generations");
-        if (report.Note.Length > 0)
-            Cli.Console.WriteLine($"note: {report.Note}");
-        if (report.Tuning is { } tuning)
-            Cli.Console.WriteLine(tuning.BestStep == 0
-                ? $"tuning ({tuning.Scope}, {tuning.Parameters:N0} parameters, {tuning.TrainingTokens:N0} tokens, {tuning.Seconds:0.0} s): no step lowered the held-out KLD {tuning.HeldOutKldBefore:0.000000} (first step sizes down to {tuning.LearningRate:0.######}); written untuned"
-                : $"tuning ({tuning.Scope}, {tuning.Parameters:N0} parameters, {tuning.TrainingTokens:N0} tokens, {tuning.Steps} steps from step size {tuning.LearningRate:0.######}, {tuning.Seconds:0.0} s): " +
-                  $"held-out calibration KLD {tuning.HeldOutKldBefore:0.000000} → {tuning.HeldOutKldAfter:0.000000} (after step {tuning.BestStep})");
-        Cli.Console.WriteLine($"time: calibration {report.CalibrationSeconds:0.0} s, encoding candidates {report.EncodingSeconds:0.0} s, single-swap KLD {report.MeasuringSeconds:0.0} s, search {report.SearchSeconds:0.00} s; chart {report.Chart}");
     }
 }

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Squeeze.Diagnostics;
 using Squeeze.Kernels;
 
 namespace Squeeze.Cli.Commands;

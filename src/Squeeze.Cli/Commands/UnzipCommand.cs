@@ -2,6 +2,7 @@ using System.CommandLine;
 using Spectre.Console;
 using Squeeze.Coding;
 using Squeeze.Formats;
+using Squeeze.Zip;
 
 namespace Squeeze.Cli.Commands;
 
@@ -33,7 +34,7 @@ internal static class UnzipCommand
             throw new FileNotFoundException($"{options.Input}: no such file");
         using var model = ModelLoader.Load(options.Model, options.Tokenizer);
         var result = Cli.WithProgress("decompressing", progress => ModelCodec.DecompressFile(model, options.Input, options.Output, options.Threads,
-            ZipCommand.WithRate(progress)));
+            ZipCommand.WithRate(progress), Cli.Cancellation));
         var report = new Report(options.Model, options.Input, options.Output, result, result.BytesPerSecond);
         if (options.Json)
             Cli.WriteJson(report);

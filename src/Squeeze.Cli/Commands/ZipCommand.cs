@@ -2,6 +2,7 @@ using System.CommandLine;
 using Spectre.Console;
 using Squeeze.Coding;
 using Squeeze.Formats;
+using Squeeze.Zip;
 
 namespace Squeeze.Cli.Commands;
 
@@ -39,7 +40,7 @@ internal static class ZipCommand
             throw new FileNotFoundException($"{options.Input}: no such file");
         using var model = ModelLoader.Load(options.Model, options.Tokenizer);
         var zip = new ZipOptions { Lanes = options.Lanes, SegmentBytes = options.SegmentBytes, ContextLength = options.Context, Overlap = options.Overlap, Lookahead = options.Lookahead, Threads = options.Threads };
-        var result = Cli.WithProgress("compressing", progress => ModelCodec.CompressFile(model, options.Input, options.Output, zip, WithRate(progress)));
+        var result = Cli.WithProgress("compressing", progress => ModelCodec.CompressFile(model, options.Input, options.Output, zip, WithRate(progress), Cli.Cancellation));
         var report = new Report(options.Model, options.Input, options.Output, result, result.BitsPerByte, result.ModelBitsPerByte, result.Ratio, result.BytesPerSecond);
         if (options.Json)
             Cli.WriteJson(report);

@@ -1,4 +1,5 @@
 using ScottPlot;
+using Squeeze.Compression;
 using Squeeze.Models;
 
 namespace Squeeze.Allocation;
@@ -16,24 +17,20 @@ public static class AllocationCharts
     private static readonly string[] Kinds = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
 
     /// <summary>
-    /// Bits per weight given to each tensor of <paramref name="selection"/>: one group of bars per layer, one bar per tensor
-    /// kind (attention q, k, v, output, feed-forward gate, up, down), and a last group for the tensors outside the blocks
-    /// (token embedding, output).
+    /// Bits per weight given to each tensor of a compressed model of <paramref name="layers"/> blocks: one group of bars
+    /// per layer, one bar per tensor kind (attention q, k, v, output, feed-forward gate, up, down), and a last group for
+    /// the tensors outside the blocks (token embedding, output).
     /// </summary>
-    public static void BitsPerTensor<T>(CandidateSet<T> set, IReadOnlyList<int> selection, string path, string title)
-        where T : Candidate
+    public static void BitsPerTensor(IReadOnlyList<TensorReport> tensors, int layers, string path, string title)
     {
-        ArgumentNullException.ThrowIfNull(set);
-        ArgumentNullException.ThrowIfNull(selection);
-        int layers = set.Source.Config.LayerCount;
+        ArgumentNullException.ThrowIfNull(tensors);
         int groupWidth = Kinds.Length + 1;
         var plot = new Plot();
         var palette = new ScottPlot.Palettes.Category10();
         var outside = new List<(string Name, double Bits)>();
-        for (int i = 0; i < set.Tensors.Count; i++)
+        foreach (var t in tensors)
         {
-            var t = set.Tensors[i];
-            double bits = 8.0 * set.Chosen(selection, i).Bytes / t.Elements;
+            double bits = t.BitsPerWeight;
             int layer = LayerOf(t.Name);
             int kind = Array.FindIndex(Kinds, k => t.Name.EndsWith($".{k}.weight", StringComparison.Ordinal));
             if (layer < 0 || kind < 0)
@@ -53,7 +50,7 @@ public static class AllocationCharts
             plot.Legend.ManualItems.Add(new LegendItem { LabelText = Kinds[k], FillColor = palette.GetColor(k) });
         plot.Legend.ManualItems.Add(new LegendItem { LabelText = "outside the blocks", FillColor = Colors.Gray });
         plot.ShowLegend(Alignment.UpperRight);
-        double top = Enumerable.Range(0, set.Tensors.Count).Max(i => 8.0 * set.Chosen(selection, i).Bytes / set.Tensors[i].Elements);
+        double top = tensors.Max(t => t.BitsPerWeight);
         plot.Axes.SetLimitsY(0, top * 1.6); // room for the legend above the bars
         plot.YLabel("bits per weight");
         plot.Title(title);

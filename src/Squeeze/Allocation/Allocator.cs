@@ -101,18 +101,19 @@ public static class Allocator
 {
     /// <summary>Calibrates (unless statistics are given), encodes every tensor in every GGUF type of the options and
     /// measures every single swap.</summary>
-    public static AllocationContext<GgufCandidateSet, GgufCandidate> Prepare(Model model, string calibrationText, AllocationOptions options, IProgress<AllocationProgress>? progress = null)
+    public static AllocationContext<GgufCandidateSet, GgufCandidate> Prepare(Model model, string calibrationText, AllocationOptions options, IProgress<AllocationProgress>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
         return Prepare<GgufCandidateSet, GgufCandidate>(model, calibrationText, options, (stats, p) =>
-            GgufCandidateSet.Build(model, stats, new CandidateOptions { Compression = options.Compression, Types = options.Types }, p), progress);
+            GgufCandidateSet.Build(model, stats, new CandidateOptions { Compression = options.Compression, Types = options.Types }, p, cancellationToken), progress, cancellationToken);
     }
 
     /// <summary>Calibrates (unless statistics are given), measures the token usage on the calibration text when a row split
     /// is among <paramref name="representations"/>, encodes every 2-D tensor in every representation that fits it, and
     /// measures every single swap.</summary>
     public static AllocationContext<NativeCandidateSet, NativeCandidate> PrepareNative(Model model, string calibrationText, AllocationOptions options,
-        IReadOnlyList<NativeRepresentation> representations, IProgress<AllocationProgress>? progress = null)
+        IReadOnlyList<NativeRepresentation> representations, IProgress<AllocationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(representations);
@@ -121,13 +122,13 @@ public static class Allocator
             // Only the row splits read the token usage, which takes a forward pass over the text.
             var usage = !representations.Any(r => r is RowSplitRepresentation) ? null
                 : TokenUsage.Measure(model, calibrationText, options.Compression.CalibrationTokens, ContextLength(model, options.Compression), options.Compression.Threads,
-                    p is null ? null : new SynchronousProgress<(int Done, int Total)>(u => p.Report(new CandidateProgress("token usage", u.Done, u.Total, ""))));
-            return NativeCandidateSet.Build(model, new NativeTensorEncoder(model, stats, options.Compression, usage), representations, p);
-        }, progress);
+                    p is null ? null : new SynchronousProgress<(int Done, int Total)>(u => p.Report(new CandidateProgress("token usage", u.Done, u.Total, ""))), cancellationToken);
+            return NativeCandidateSet.Build(model, new NativeTensorEncoder(model, stats, options.Compression, usage), representations, p, cancellationToken);
+        }, progress, cancellationToken);
     }
 
     private static AllocationContext<TSet, T> Prepare<TSet, T>(Model model, string calibrationText, AllocationOptions options,
-        Func<CalibrationStatistics?, IProgress<CandidateProgress>?, TSet> build, IProgress<AllocationProgress>? progress)
+        Func<CalibrationStatistics?, IProgress<CandidateProgress>?, TSet> build, IProgress<AllocationProgress>? progress, CancellationToken cancellationToken)
         where TSet : CandidateSet<T>
         where T : Candidate
     {
@@ -146,7 +147,7 @@ public static class Allocator
                 MaxTokens = compression.CalibrationTokens,
                 CollectGram = compression.Method == CompressionMethod.Gptq,
                 Threads = threads,
-            }, progress is null ? null : new SynchronousProgress<CalibrationProgress>(p => progress.Report(new AllocationProgress("calibrating", p.Chunk, p.Chunks, ""))));
+            }, progress is null ? null : new SynchronousProgress<CalibrationProgress>(p => progress.Report(new AllocationProgress("calibrating", p.Chunk, p.Chunks, ""))), cancellationToken);
         }
         double calibrationSeconds = clock.Elapsed.TotalSeconds;
         clock.Restart();
@@ -157,7 +158,7 @@ public static class Allocator
             clock.Restart();
             progress?.Report(new AllocationProgress("measuring", 0, 1, "base model"));
             var meter = new KldMeter(model, calibrationText, ctx, Math.Max(options.KldChunks, options.SwapChunks), threads);
-            MeasureSwaps(set, meter, Enumerable.Range(0, options.SwapChunks).ToArray(), progress);
+            MeasureSwaps(set, meter, Enumerable.Range(0, options.SwapChunks).ToArray(), progress, cancellationToken);
             return new AllocationContext<TSet, T>(set, meter, stats, calibrationSeconds, encodingSeconds, clock.Elapsed.TotalSeconds);
         }
         catch
@@ -172,7 +173,8 @@ public static class Allocator
         => compression.ContextLength > 0 ? compression.ContextLength : Math.Min(256, model.Config.ContextLength);
 
     /// <summary>Error model 2: for every candidate, the KLD on <paramref name="chunks"/> of the source model with that one tensor swapped in.</summary>
-    public static void MeasureSwaps<T>(CandidateSet<T> set, KldMeter meter, IReadOnlyList<int> chunks, IProgress<AllocationProgress>? progress = null)
+    public static void MeasureSwaps<T>(CandidateSet<T> set, KldMeter meter, IReadOnlyList<int> chunks, IProgress<AllocationProgress>? progress = null,
+        CancellationToken cancellationToken = default)
         where T : Candidate
     {
         ArgumentNullException.ThrowIfNull(set);
@@ -183,6 +185,7 @@ public static class Allocator
         {
             for (int k = 0; k < set.Tensors[i].Options.Count; k++)
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 progress?.Report(new AllocationProgress("measuring", done, total, $"{set.Tensors[i].Name} {set.Tensors[i].Options[k].Format}"));
                 selection[i] = k;
                 using (var model = set.Compose(selection))
@@ -288,7 +291,7 @@ public static class Allocator
     /// <summary>Finds the assignment for <paramref name="budget"/> bytes by <paramref name="search"/>.</summary>
     /// <exception cref="ArgumentException">The budget is below the smallest possible file.</exception>
     public static BudgetAllocation Allocate<TSet, T>(AllocationContext<TSet, T> context, long budget, SearchMethod search, ErrorModel errors = ErrorModel.SwapKld,
-        EvolutionOptions? evolution = null, IProgress<SearchStep>? progress = null, Predicate<T>? allowed = null)
+        EvolutionOptions? evolution = null, IProgress<SearchStep>? progress = null, Predicate<T>? allowed = null, CancellationToken cancellationToken = default)
         where TSet : CandidateSet<T>
         where T : Candidate
     {
@@ -306,7 +309,7 @@ public static class Allocator
         EvolutionResult? evolved = null;
         if (search == SearchMethod.Evolution)
         {
-            evolved = EvolutionarySearch.Run(set, context.Meter, budget, selection, evolution ?? new EvolutionOptions(), progress);
+            evolved = EvolutionarySearch.Run(set, context.Meter, budget, selection, evolution ?? new EvolutionOptions(), progress, cancellationToken);
             selection = evolved.Selection;
         }
         long bytes = set.FileBytes(selection);

@@ -1,3 +1,4 @@
+using Squeeze.Compression;
 using Squeeze.Models;
 using Squeeze.Tuning;
 
@@ -60,6 +61,15 @@ public abstract class CandidateSet<T> : IDisposable where T : Candidate
 
     /// <summary>The candidate chosen for tensor <paramref name="tensor"/>.</summary>
     public T Chosen(IReadOnlyList<int> selection, int tensor) => Tensors[tensor].Options[selection[tensor]];
+
+    /// <summary>Each tensor of <paramref name="selection"/> as the report of a compression shows it: its chosen format, size,
+    /// output error and single-swap KLD.</summary>
+    public IReadOnlyList<TensorReport> Report(IReadOnlyList<int> selection) => Tensors.Select((t, i) =>
+    {
+        var c = Chosen(selection, i);
+        return new TensorReport(t.Name, Source[t.Name].Type.ToString(), c.Format, t.Shape, c.Bytes, 8.0 * c.Bytes / t.Elements, c.Encoding, "H",
+            ErrorBefore: null, c.OutputError, c.SwapKld, "budget search", Seconds: null);
+    }).ToList();
 
     /// <summary>
     /// A model whose 2-D tensors are the selected candidates and whose other tensors are the source's; a selection entry

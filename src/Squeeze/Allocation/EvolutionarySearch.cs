@@ -54,7 +54,8 @@ public static class EvolutionarySearch
 {
     /// <summary>Searches from <paramref name="start"/> (which must fit <paramref name="budget"/>).</summary>
     /// <exception cref="ArgumentException">The start does not fit the budget, or the meter has fewer chunks than the final stage needs.</exception>
-    public static EvolutionResult Run<T>(CandidateSet<T> set, KldMeter meter, long budget, IReadOnlyList<int> start, EvolutionOptions options, IProgress<SearchStep>? progress = null)
+    public static EvolutionResult Run<T>(CandidateSet<T> set, KldMeter meter, long budget, IReadOnlyList<int> start, EvolutionOptions options, IProgress<SearchStep>? progress = null,
+        CancellationToken cancellationToken = default)
         where T : Candidate
     {
         ArgumentNullException.ThrowIfNull(set);
@@ -89,6 +90,7 @@ public static class EvolutionarySearch
         int generation = 0;
         while (generation < options.Generations && (options.TimeLimit is not { } limit || clock.Elapsed < limit))
         {
+            cancellationToken.ThrowIfCancellationRequested();
             generation++;
             int[] firstCut = Draw(random, meter.ChunkCount, options.FirstCutChunks);
             var offspring = new List<(int[] Selection, double Fitness)>(options.Offspring);

@@ -61,7 +61,8 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
 
     /// <summary>Encodes every 2-D tensor of <paramref name="model"/> in every type of <paramref name="options"/> whose block divides its rows.</summary>
     /// <exception cref="ArgumentException">Statistics missing or of another model, or a tensor with no type that fits.</exception>
-    public static GgufCandidateSet Build(Model model, CalibrationStatistics? statistics, CandidateOptions options, IProgress<CandidateProgress>? progress = null)
+    public static GgufCandidateSet Build(Model model, CalibrationStatistics? statistics, CandidateOptions options, IProgress<CandidateProgress>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
@@ -87,6 +88,7 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
                     var list = new List<GgufCandidate>(tensorTypes.Count);
                     foreach (var type in tensorTypes)
                     {
+                        cancellationToken.ThrowIfCancellationRequested();
                         progress?.Report(new CandidateProgress("encoding", done, total, $"{tensor.Name} {type}"));
                         var encoded = encoder.Encode(tensor.Name, type);
                         long offset = Pad(file);

@@ -36,7 +36,7 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
     /// <paramref name="representations"/> that fits it.</summary>
     /// <exception cref="ArgumentException">A tensor that no representation fits.</exception>
     public static NativeCandidateSet Build(Model model, NativeTensorEncoder encoder, IReadOnlyList<NativeRepresentation> representations,
-        IProgress<CandidateProgress>? progress = null)
+        IProgress<CandidateProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(encoder);
@@ -56,6 +56,7 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
             var list = new List<NativeCandidate>(levels.Count);
             foreach (var level in levels)
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 progress?.Report(new CandidateProgress("encoding", done, total, $"{weight.Name} {level}"));
                 var encoded = level.Encode(encoder, weight.Name);
                 long bytes = NativeModelWriter.WeightBytesBound(encoded.Weight);

@@ -1,4 +1,5 @@
 using System.Runtime.Intrinsics;
+using Squeeze.Kernels;
 using Squeeze.Runtime;
 
 namespace Squeeze.Calibration;
@@ -143,7 +144,7 @@ public sealed class ActivationStatistics
                 xt[(long)j * tokens + t] = input[t * w + j];
         double[] gram = Gram!;
         // Rows i, i + 1 against four columns j … j + 3 at a time: each input vector is loaded once for eight dot products.
-        // Every element is summed exactly as GptqLinearAlgebra.Dot sums it (four lanes, tail into lane 0, then
+        // Every element is summed exactly as LinearAlgebra.Dot sums it (four lanes, tail into lane 0, then
         // (l0 + l1) + (l2 + l3)), so the result does not depend on the tiling, the vector width or the thread count.
         void Rows(int pair)
         {
@@ -175,7 +176,7 @@ public sealed class ActivationStatistics
                 var xi = new ReadOnlySpan<double>(xt, i * tokens, tokens);
                 for (int jc = Math.Max(j, i); jc < w; jc++)
                 {
-                    double s = Quantization.GptqLinearAlgebra.Dot(xi, new ReadOnlySpan<double>(xt, jc * tokens, tokens));
+                    double s = LinearAlgebra.Dot(xi, new ReadOnlySpan<double>(xt, jc * tokens, tokens));
                     gram[(long)i * w + jc] += s;
                     if (jc != i)
                         gram[(long)jc * w + i] += s;
@@ -194,7 +195,7 @@ public sealed class ActivationStatistics
         }
     }
 
-    // tile[r * 4 + c] = x_(i0 + r) · x_(j0 + c) over the rows of xt ([width, tokens]), summed as GptqLinearAlgebra.Dot sums.
+    // tile[r * 4 + c] = x_(i0 + r) · x_(j0 + c) over the rows of xt ([width, tokens]), summed as LinearAlgebra.Dot sums.
     private static void DotTile(double[] xt, int tokens, int i0, int j0, Span<double> tile)
     {
         var a0 = new ReadOnlySpan<double>(xt, i0 * tokens, tokens);
@@ -205,12 +206,12 @@ public sealed class ActivationStatistics
         var b3 = new ReadOnlySpan<double>(xt, (j0 + 3) * tokens, tokens);
         if (tokens < 8)
         {
-            // GptqLinearAlgebra.Dot's scalar path for short rows.
+            // LinearAlgebra.Dot's scalar path for short rows.
             for (int c = 0; c < 4; c++)
             {
                 var b = c switch { 0 => b0, 1 => b1, 2 => b2, _ => b3 };
-                tile[c] = Quantization.GptqLinearAlgebra.Dot(a0, b);
-                tile[4 + c] = Quantization.GptqLinearAlgebra.Dot(a1, b);
+                tile[c] = LinearAlgebra.Dot(a0, b);
+                tile[4 + c] = LinearAlgebra.Dot(a1, b);
             }
             return;
         }

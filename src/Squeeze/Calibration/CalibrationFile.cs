@@ -2,8 +2,8 @@ using System.Buffers.Binary;
 using System.IO.Hashing;
 using System.Runtime.InteropServices;
 using System.Text;
-using Squeeze.Formats;
 using Squeeze.Runtime;
+using Squeeze.Tensors;
 
 namespace Squeeze.Calibration;
 

@@ -1,6 +1,6 @@
-using Squeeze.Formats;
 using Squeeze.Models;
 using Squeeze.Runtime;
+using Squeeze.Tensors;
 
 namespace Squeeze.Calibration;
 

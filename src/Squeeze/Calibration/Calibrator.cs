@@ -38,7 +38,9 @@ public static class Calibrator
 {
     /// <summary>Collects <see cref="CalibrationStatistics"/> of <paramref name="model"/> on <paramref name="text"/>.</summary>
     /// <exception cref="ArgumentException">The text is empty, not valid Unicode (a lone surrogate), or shorter than one chunk.</exception>
-    public static CalibrationStatistics Run(Model model, string text, CalibrationOptions? options = null, IProgress<CalibrationProgress>? progress = null)
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked before each chunk).</exception>
+    public static CalibrationStatistics Run(Model model, string text, CalibrationOptions? options = null, IProgress<CalibrationProgress>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(text);
@@ -70,6 +72,7 @@ public static class Calibrator
         using var runtime = new Transformer(model, new RuntimeOptions { Threads = Math.Max(1, options.Threads), ContextLength = ctx, BatchSize = ctx })
         {
             Observer = collector,
+            Cancellation = cancellationToken,
         };
         var chunk = new int[ctx];
         for (int c = 0; c < chunks; c++)

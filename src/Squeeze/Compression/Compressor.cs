@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using Squeeze.Calibration;
 using Squeeze.Formats;
 using Squeeze.Formats.Gguf;
+using Squeeze.Kernels;
 using Squeeze.Models;
 using Squeeze.Quantization;
 using Squeeze.Runtime;
@@ -30,7 +31,9 @@ public static class Compressor
     /// or statistics of another model or without the Gram matrix GPTQ needs.</exception>
     /// <exception cref="DirectoryNotFoundException">The output's directory does not exist.</exception>
     /// <exception cref="InvalidOperationException">A tensor would be written with a value that is not finite.</exception>
-    public static CompressionReport Compress(Model model, string calibrationText, CompressionOptions options, string outputPath, IProgress<CompressionProgress>? progress = null)
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled; nothing is left on disk.</exception>
+    public static CompressionReport Compress(Model model, string calibrationText, CompressionOptions options, string outputPath, IProgress<CompressionProgress>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(calibrationText);
@@ -53,7 +56,7 @@ public static class Compressor
             CheckStatistics(model, given, gptq);
 
         var plan = QuantizationMix.Plan(model, options.Mix, options.Overrides, options.Pure, hasImportance: needsStats);
-        var run = new Run(model, calibrationText, options, plan, progress);
+        var run = new Run(model, calibrationText, options, plan, progress, cancellationToken);
         try
         {
             int layers = model.Config.LayerCount;
@@ -75,6 +78,7 @@ public static class Compressor
             progress?.Report(new CompressionProgress("writing", 0, 1, outputPath));
             GgufModelWriter.Write(model, outputPath, GgufQuantizer.FileType(options.Mix), tensor =>
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 var (type, bytes) = run.Encoded[tensor.Name];
                 return new EncodedTensor(type, stream => stream.Write(bytes));
             });
@@ -82,9 +86,12 @@ public static class Compressor
             clock.Stop();
             var reports = model.Tensors.Select(t => run.Reports[t.Name]).ToList();
             long parameters = model.ParameterCount;
-            return new CompressionReport(outputPath, options.Mix.Name, options.Method, options.Sequential, new FileInfo(outputPath).Length, parameters,
-                8.0 * reports.Sum(r => r.Bytes) / parameters, run.CalibrationTokens, run.CalibrationPasses, run.CalibrationSeconds,
-                clock.Elapsed.TotalSeconds - run.CalibrationSeconds, clock.Elapsed.TotalSeconds, run.AwqAlphas, reports);
+            long fileBytes = new FileInfo(outputPath).Length;
+            double total = clock.Elapsed.TotalSeconds;
+            return new CompressionReport(model.Source, outputPath, "gguf", options.Mix.Name, options.Method, options.Sequential, fileBytes, parameters,
+                8.0 * fileBytes / parameters, Budget: null, Search: null, PredictedKld: null, StartKld: null, SearchKld: null, Generations: null,
+                run.CalibrationTokens, run.CalibrationPasses, new StageSeconds(run.CalibrationSeconds, total - run.CalibrationSeconds, 0, 0, 0, total),
+                run.AwqAlphas, Tuning: null, Note: "", reports);
         }
         finally
         {
@@ -151,7 +158,7 @@ public static class Compressor
                 if (v[i] == 0)
                     continue;
                 var hi = new ReadOnlySpan<double>(h, i * n, n);
-                total += v[i] * GptqLinearAlgebra.Dot(hi, v);
+                total += v[i] * LinearAlgebra.Dot(hi, v);
             }
         }
         else
@@ -188,7 +195,8 @@ public static class Compressor
         or GgmlType.IQ4_NL or GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K;
 
     // The state of one compression: tensors replaced so far (AWQ-scaled floats, quantized blocks), the encoded output, the reports.
-    internal sealed class Run(Model source, string text, CompressionOptions options, QuantizationPlan plan, IProgress<CompressionProgress>? progress) : IDisposable
+    internal sealed class Run(Model source, string text, CompressionOptions options, QuantizationPlan plan, IProgress<CompressionProgress>? progress,
+        CancellationToken cancellationToken) : IDisposable
     {
         private readonly Dictionary<string, (GgmlType Type, byte[] Bytes)> replaced = new(StringComparer.Ordinal);
         private Model? working;
@@ -196,7 +204,7 @@ public static class Compressor
 
         public Dictionary<string, (GgmlType Type, byte[] Bytes)> Encoded { get; } = new(StringComparer.Ordinal);
 
-        public Dictionary<string, CompressedTensorReport> Reports { get; } = new(StringComparer.Ordinal);
+        public Dictionary<string, TensorReport> Reports { get; } = new(StringComparer.Ordinal);
 
         public List<float> AwqAlphas { get; } = [];
 
@@ -229,6 +237,7 @@ public static class Compressor
             var hessians = new Dictionary<ActivationStatistics, GptqHessian>(ReferenceEqualityComparer.Instance);
             foreach (var t in todo)
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 progress?.Report(new CompressionProgress("quantizing", encodedCount, plan.Tensors.Count, t.Name));
                 Encode(t, model[t.Name], stats, hessians);
                 encodedCount++;
@@ -252,7 +261,7 @@ public static class Compressor
                 Layers = all ? null : layers,
                 Threads = Threads,
             }, progress is null ? null : new SynchronousProgress<CalibrationProgress>(p =>
-                progress.Report(new CompressionProgress("calibrating", p.Chunk, p.Chunks, $"{note} chunk {p.Chunk}/{p.Chunks}".Trim()))));
+                progress.Report(new CompressionProgress("calibrating", p.Chunk, p.Chunks, $"{note} chunk {p.Chunk}/{p.Chunks}".Trim()))), cancellationToken);
             CalibrationSeconds += clock.Elapsed.TotalSeconds;
             CalibrationTokens = stats.TokenCount;
             CalibrationPasses++;
@@ -378,8 +387,8 @@ public static class Compressor
         private void Finish(TensorPlan target, GgmlType type, byte[] data, string encoding, string metric, double before, double after, long start)
         {
             Encoded[target.Name] = (type, data);
-            Reports[target.Name] = new CompressedTensorReport(target.Name, target.SourceType, type, target.Shape, data.LongLength,
-                8.0 * data.LongLength / target.Shape.Aggregate(1L, (a, b) => a * b), encoding, metric, before, after, target.Reason,
+            Reports[target.Name] = new TensorReport(target.Name, target.SourceType.ToString(), type.ToString(), target.Shape, data.LongLength,
+                8.0 * data.LongLength / target.Shape.Aggregate(1L, (a, b) => a * b), encoding, metric, before, after, SwapKld: null, target.Reason,
                 Stopwatch.GetElapsedTime(start).TotalSeconds);
         }
 

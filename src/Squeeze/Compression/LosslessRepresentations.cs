@@ -1,5 +1,4 @@
 using Squeeze.Calibration;
-using Squeeze.Formats.Native;
 using Squeeze.Kernels;
 using Squeeze.Quantization;
 using Squeeze.Tensors;

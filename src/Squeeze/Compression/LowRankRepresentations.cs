@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using Squeeze.Calibration;
 using Squeeze.LowRank;
-using Squeeze.Weights;
 
 namespace Squeeze.Compression;
 

@@ -1,6 +1,6 @@
 using System.Globalization;
-using Squeeze.Formats.Native;
 using Squeeze.Pruning;
+using Squeeze.Weights;
 
 namespace Squeeze.Compression;
 

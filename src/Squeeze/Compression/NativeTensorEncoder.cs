@@ -1,10 +1,8 @@
 using Squeeze.Calibration;
-using Squeeze.Formats.Native;
 using Squeeze.Models;
 using Squeeze.Pruning;
 using Squeeze.Quantization;
 using Squeeze.Runtime;
-using Squeeze.Tensors;
 using Squeeze.Weights;
 
 namespace Squeeze.Compression;

@@ -8,7 +8,7 @@ namespace Squeeze.Compression;
 
 /// <summary>One tensor encoded in one type by <see cref="TensorEncoder"/>: the bytes to write and the same report
 /// <see cref="Compressor.Compress"/> gives (error before and after, encoding used).</summary>
-public sealed record EncodedTensorData(byte[] Data, CompressedTensorReport Report);
+public sealed record EncodedTensorData(byte[] Data, TensorReport Report);
 
 /// <summary>
 /// <see cref="Compressor"/>'s per-tensor step on its own: encodes any tensor of a model in any type with the options'
@@ -38,7 +38,7 @@ public sealed class TensorEncoder : IDisposable
             stats = statistics.Entries.ToDictionary(e => (e.Layer, e.Kind));
         }
         this.model = model;
-        run = new Compressor.Run(model, "", options, new QuantizationPlan(options.Mix, false, []), null);
+        run = new Compressor.Run(model, "", options, new QuantizationPlan(options.Mix, false, []), null, CancellationToken.None);
     }
 
     /// <summary>Encodes tensor <paramref name="name"/> in <paramref name="type"/> (copied when it is the tensor's own type).</summary>

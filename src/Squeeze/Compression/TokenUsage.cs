@@ -29,7 +29,8 @@ public static class TokenUsage
     /// measure). Deterministic for a thread count.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The context is shorter than 2 tokens.</exception>
-    public static double[] Measure(Model model, string text, long maxTokens, int contextLength, int threads, IProgress<(int Done, int Total)>? progress = null)
+    public static double[] Measure(Model model, string text, long maxTokens, int contextLength, int threads, IProgress<(int Done, int Total)>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(text);
@@ -42,6 +43,7 @@ public static class TokenUsage
         int chunks = (tokens.Length + ctx - 1) / ctx;
         for (int c = 0; c < chunks; c++)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             var chunk = tokens.AsSpan(c * ctx, Math.Min(ctx, tokens.Length - c * ctx)).ToArray();
             chunk[0] = model.Vocabulary.BosId;
             runtime.Reset();

@@ -32,30 +32,34 @@ public readonly record struct EvaluationProgress(int Chunk, int Chunks, double P
 public static class Evaluator
 {
     /// <summary>Scores <paramref name="model"/> on <paramref name="text"/>, and against <paramref name="baseModel"/> when given.</summary>
-    public static EvaluationResult Evaluate(Model model, string text, EvaluationOptions? options = null, Model? baseModel = null, IProgress<EvaluationProgress>? progress = null)
-        => EvaluateMany([model], text, options, baseModel, progress)[0];
+    public static EvaluationResult Evaluate(Model model, string text, EvaluationOptions? options = null, Model? baseModel = null, IProgress<EvaluationProgress>? progress = null,
+        CancellationToken cancellationToken = default)
+        => EvaluateMany([model], text, options, baseModel, progress, cancellationToken)[0];
 
     /// <summary>Scores several models on the same chunks of <paramref name="text"/>; the base model runs once per chunk
     /// for all of them. The text is tokenized with the first model's tokenizer; every model must share its vocabulary size.</summary>
-    public static IReadOnlyList<EvaluationResult> EvaluateMany(IReadOnlyList<Model> models, string text, EvaluationOptions? options = null, Model? baseModel = null, IProgress<EvaluationProgress>? progress = null)
+    public static IReadOnlyList<EvaluationResult> EvaluateMany(IReadOnlyList<Model> models, string text, EvaluationOptions? options = null, Model? baseModel = null, IProgress<EvaluationProgress>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(models);
         options ??= new EvaluationOptions();
-        return Run(models.Select(m => (m, options.KvCache)).ToArray(), text, options, baseModel, progress);
+        return Run(models.Select(m => (m, options.KvCache)).ToArray(), text, options, baseModel, progress, cancellationToken);
     }
 
     /// <summary>Scores <paramref name="model"/> with each KV-cache policy against the same model with the exact f32
     /// cache (the base), all side by side on the same chunks: the KL divergence is what the cache costs.</summary>
-    public static IReadOnlyList<EvaluationResult> EvaluateKvCaches(Model model, IReadOnlyList<KvCachePolicy> policies, string text, EvaluationOptions? options = null, IProgress<EvaluationProgress>? progress = null)
+    public static IReadOnlyList<EvaluationResult> EvaluateKvCaches(Model model, IReadOnlyList<KvCachePolicy> policies, string text, EvaluationOptions? options = null, IProgress<EvaluationProgress>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(policies);
-        return Run(policies.Select(p => (model, p)).ToArray(), text, options ?? new EvaluationOptions(), model, progress);
+        return Run(policies.Select(p => (model, p)).ToArray(), text, options ?? new EvaluationOptions(), model, progress, cancellationToken);
     }
 
     /// <summary>Each subject is a model and the cache policy it runs with; a subject that is the base model with the f32
     /// cache takes the base's results instead of running twice.</summary>
-    private static EvaluationResult[] Run(IReadOnlyList<(Model Model, KvCachePolicy Cache)> subjects, string text, EvaluationOptions options, Model? baseModel, IProgress<EvaluationProgress>? progress)
+    private static EvaluationResult[] Run(IReadOnlyList<(Model Model, KvCachePolicy Cache)> subjects, string text, EvaluationOptions options, Model? baseModel, IProgress<EvaluationProgress>? progress,
+        CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(text);
         if (subjects.Count == 0)
@@ -81,8 +85,8 @@ public static class Evaluator
 
         var runtimeOptions = new RuntimeOptions { Threads = options.Threads, ContextLength = ctx, BatchSize = ctx };
         bool[] isBase = subjects.Select(s => ReferenceEquals(s.Model, baseModel) && s.Cache.Kind == KvCacheKind.Float32).ToArray();
-        var runtimes = subjects.Select((s, i) => isBase[i] ? null : new Transformer(s.Model, runtimeOptions with { KvCache = s.Cache })).ToArray();
-        using var baseRuntime = baseModel is null ? null : new Transformer(baseModel, runtimeOptions);
+        var runtimes = subjects.Select((s, i) => isBase[i] ? null : new Transformer(s.Model, runtimeOptions with { KvCache = s.Cache }) { Cancellation = cancellationToken }).ToArray();
+        using var baseRuntime = baseModel is null ? null : new Transformer(baseModel, runtimeOptions) { Cancellation = cancellationToken };
         try
         {
             int firstScored = ctx / 2;
@@ -102,6 +106,7 @@ public static class Evaluator
 
             for (int c = 0; c < chunks; c++)
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 Array.Copy(tokens, c * ctx, chunk, 0, ctx);
                 chunk[0] = first.Vocabulary.BosId;
                 for (int j = 0; j < scoredPerChunk; j++)

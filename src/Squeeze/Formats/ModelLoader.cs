@@ -3,6 +3,7 @@ using Squeeze.Formats.HuggingFace;
 using Squeeze.Formats.Llama2c;
 using Squeeze.Formats.Native;
 using Squeeze.Models;
+using Squeeze.Tensors;
 using Squeeze.Tokenizers;
 
 namespace Squeeze.Formats;

@@ -12,6 +12,7 @@ public sealed unsafe class ComputeContext : IDisposable
     private readonly WorkerPool? pool;
     private byte* scratch;
     private nuint scratchBytes;
+    private readonly Dictionary<Type, IParallelJob> jobs = [];
 
     /// <summary>A context running jobs on <paramref name="threads"/> threads (≥ 1, the caller included).</summary>
     public ComputeContext(int threads)
@@ -29,11 +30,14 @@ public sealed unsafe class ComputeContext : IDisposable
     /// (<see cref="DeterministicMath"/>; slower for the types that fall back to the scalar references).</summary>
     public bool Deterministic { get; init; }
 
-    internal MatMul.Job MatMulJob { get; } = new();
-
-    internal MatMul.QuantizeJob QuantizeJob { get; } = new();
-
-    internal Weights.DecodedProduct.Job DecodedJob { get; } = new();
+    /// <summary>This context's one instance of the job type <typeparamref name="T"/> (a product's parameters and its
+    /// per-part code), made on first use and reused by every later call, so products allocate nothing per call.</summary>
+    internal T Job<T>() where T : class, IParallelJob, new()
+    {
+        if (!jobs.TryGetValue(typeof(T), out var job))
+            jobs[typeof(T)] = job = new T();
+        return (T)job;
+    }
 
     /// <summary>At least <paramref name="bytes"/> bytes of 64-byte aligned scratch memory, valid until the next call.</summary>
     internal byte* Scratch(long bytes)

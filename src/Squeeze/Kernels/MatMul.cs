@@ -48,7 +48,7 @@ public static unsafe class MatMul
         // Several parts per thread, claimed dynamically: a thread the OS schedules late leaves its parts to the others.
         int parts = work < MinBytesPerPart || context.Threads == 1 ? 1 : (int)Math.Min(PartsPerThread * context.Threads, Math.Max(1, rows / RowAlign));
 
-        Job job = context.MatMulJob;
+        Job job = context.Job<Job>();
         SimdLevel level = VecDot.Best;
         bool interleave = !context.Deterministic && tokens >= 4 && rows >= VecDot.StripeRows && VecDot.Interleaves(type, level);
         bool repack = !context.Deterministic && tokens >= 4 && VecDot.RepacksToQ8_0(type, level);
@@ -106,7 +106,7 @@ public static unsafe class MatMul
             VecDot.PrepareActivations(type, x, columns, tokens, destination);
             return;
         }
-        QuantizeJob job = context.QuantizeJob;
+        QuantizeJob job = context.Job<QuantizeJob>();
         job.Type = type;
         job.X = x;
         job.Columns = columns;

@@ -1,5 +1,4 @@
 using Squeeze.Calibration;
-using Squeeze.Formats.Native;
 using Squeeze.Weights;
 
 namespace Squeeze.LowRank;

@@ -1,3 +1,5 @@
+using Squeeze.Kernels;
+
 namespace Squeeze.LowRank;
 
 /// <summary>W ≈ A · B, the result of <see cref="LowRankFactorizer.Factor"/>.</summary>
@@ -32,9 +34,9 @@ public static class LowRankFactorizer
         var w = new double[weight.Length];
         for (int i = 0; i < w.Length; i++)
             w[i] = weight[i];
-        var m = whitening is null ? w : DenseProducts.Multiply(w, whitening.Root, rows, columns, columns, options.Threads);
+        var m = whitening is null ? w : LinearAlgebra.Multiply(w, whitening.Root, rows, columns, columns, options.Threads);
         var svd = TruncatedSvd.Compute(m, rows, columns, rank, options);
-        double total = DenseProducts.SquaredNorm(m), kept = 0;
+        double total = LinearAlgebra.SquaredNorm(m), kept = 0;
         foreach (double s in svd.Values)
             kept += s * s;
 
@@ -49,7 +51,7 @@ public static class LowRankFactorizer
                 right[(long)j * columns + c] = svd.Vt[(long)j * columns + c] * root;
         }
         if (whitening is not null)
-            right = DenseProducts.Multiply(right, whitening.InverseRoot, rank, columns, columns, options.Threads);
+            right = LinearAlgebra.Multiply(right, whitening.InverseRoot, rank, columns, columns, options.Threads);
         var b = new float[right.Length];
         for (int i = 0; i < b.Length; i++)
             b[i] = (float)right[i];

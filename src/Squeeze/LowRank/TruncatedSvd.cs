@@ -1,5 +1,6 @@
 using MathNet.Numerics.LinearAlgebra;
 using MathNet.Numerics.LinearAlgebra.Factorization;
+using Squeeze.Kernels;
 
 namespace Squeeze.LowRank;
 
@@ -47,7 +48,7 @@ public sealed record SingularTriplets(double[] U, double[] Values, double[] Vt, 
 
 /// <summary>
 /// Truncated singular value decomposition of a dense matrix (row-major, double). The large products (the matrix times
-/// the sketch and its transpose times the basis) are <see cref="DenseProducts"/>; MathNet.Numerics computes only the
+/// the sketch and its transpose times the basis) are <see cref="LinearAlgebra"/>; MathNet.Numerics computes only the
 /// QR factorizations of the thin sketches and the SVD of the small square core.
 /// </summary>
 public static class TruncatedSvd
@@ -82,13 +83,13 @@ public static class TruncatedSvd
         };
         // Work on the tall orientation (rows ≥ columns); a wide matrix is factored as its transpose.
         bool transposed = rows < columns;
-        var m = transposed ? DenseProducts.Transpose(matrix, rows, columns) : matrix.ToArray();
+        var m = transposed ? LinearAlgebra.Transpose(matrix, rows, columns) : matrix.ToArray();
         int tall = Math.Max(rows, columns), wide = smaller;
         var (u, values, vt) = exact ? Exact(m, tall, wide, rank, options.Threads) : Randomized(m, tall, wide, rank, sketch, options);
         if (!transposed)
             return new SingularTriplets(u, values, vt, rows, columns, rank);
         // Mᵀ = U Σ Vt  ⇒  M = Vtᵀ Σ Uᵀ.
-        return new SingularTriplets(DenseProducts.Transpose(vt, rank, wide), values, DenseProducts.Transpose(u, tall, rank), rows, columns, rank);
+        return new SingularTriplets(LinearAlgebra.Transpose(vt, rank, wide), values, LinearAlgebra.Transpose(u, tall, rank), rows, columns, rank);
     }
 
     // m [tall, wide], tall ≥ wide: M = Q R, R = Ur Σ Vt  ⇒  U = Q Ur.
@@ -96,7 +97,7 @@ public static class TruncatedSvd
     {
         var qr = Matrix<double>.Build.DenseOfRowMajor(tall, wide, m).QR(QRMethod.Thin);
         var (ur, values, vt) = SquareSvd(qr.R, rank);
-        var u = DenseProducts.Multiply(qr.Q.ToRowMajorArray(), ur, tall, wide, rank, threads);
+        var u = LinearAlgebra.Multiply(qr.Q.ToRowMajorArray(), ur, tall, wide, rank, threads);
         return (u, values, vt);
     }
 
@@ -104,20 +105,20 @@ public static class TruncatedSvd
     private static (double[] U, double[] Values, double[] Vt) Randomized(double[] m, int tall, int wide, int rank, int sketch, SvdOptions options)
     {
         int threads = options.Threads;
-        var mt = DenseProducts.Transpose(m, tall, wide); // [wide, tall]
+        var mt = LinearAlgebra.Transpose(m, tall, wide); // [wide, tall]
         var omega = Gaussian(wide, sketch, options.Seed); // [wide, sketch]
-        var q = Orthonormal(DenseProducts.Multiply(m, omega, tall, wide, sketch, threads), tall, sketch); // [tall, sketch]
+        var q = Orthonormal(LinearAlgebra.Multiply(m, omega, tall, wide, sketch, threads), tall, sketch); // [tall, sketch]
         for (int iteration = 0; iteration < options.PowerIterations; iteration++)
         {
-            var z = Orthonormal(DenseProducts.Multiply(mt, q, wide, tall, sketch, threads), wide, sketch); // [wide, sketch]
-            q = Orthonormal(DenseProducts.Multiply(m, z, tall, wide, sketch, threads), tall, sketch);
+            var z = Orthonormal(LinearAlgebra.Multiply(mt, q, wide, tall, sketch, threads), wide, sketch); // [wide, sketch]
+            q = Orthonormal(LinearAlgebra.Multiply(m, z, tall, wide, sketch, threads), tall, sketch);
         }
         // Bᵀ = Mᵀ Q [wide, sketch] = Q₂ R₂, so B = R₂ᵀ Q₂ᵀ; R₂ᵀ = Ub Σ W  ⇒  M ≈ Q B = (Q Ub) Σ (W Q₂ᵀ).
-        var bt = DenseProducts.Multiply(mt, q, wide, tall, sketch, threads);
+        var bt = LinearAlgebra.Multiply(mt, q, wide, tall, sketch, threads);
         var qr = Matrix<double>.Build.DenseOfRowMajor(wide, sketch, bt).QR(QRMethod.Thin);
         var (ub, values, w) = SquareSvd(qr.R.Transpose(), rank);
-        var u = DenseProducts.Multiply(q, ub, tall, sketch, rank, threads);
-        var vt = DenseProducts.MultiplyTransposedRight(w, qr.Q.ToRowMajorArray(), rank, sketch, wide, threads);
+        var u = LinearAlgebra.Multiply(q, ub, tall, sketch, rank, threads);
+        var vt = LinearAlgebra.MultiplyTransposedRight(w, qr.Q.ToRowMajorArray(), rank, sketch, wide, threads);
         return (u, values, vt);
     }
 

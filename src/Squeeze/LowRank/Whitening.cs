@@ -1,5 +1,5 @@
 using MathNet.Numerics.LinearAlgebra;
-using Squeeze.Quantization;
+using Squeeze.Kernels;
 
 namespace Squeeze.LowRank;
 
@@ -46,10 +46,10 @@ public sealed class Whitening
             var l = hessian.ToArray();
             for (int i = 0; i < n; i++)
                 l[i * n + i] += damping;
-            if (GptqLinearAlgebra.CholeskyLower(l, n, 1))
+            if (LinearAlgebra.CholeskyLower(l, n, 1))
             {
                 // L⁻¹ = ((Lᵀ)⁻¹)ᵀ, the inverse of an upper-triangular matrix.
-                var inverse = DenseProducts.Transpose(GptqLinearAlgebra.InvertUpper(DenseProducts.Transpose(l, n, n), n, 1), n, n);
+                var inverse = LinearAlgebra.Transpose(LinearAlgebra.InvertUpper(LinearAlgebra.Transpose(l, n, n), n, 1), n, n);
                 return new Whitening(n, l, inverse, damping);
             }
             damping = Math.Max(damping * 10, 1e-6 * Math.Max(mean, 1e-30));

@@ -1,4 +1,3 @@
-using Squeeze.Tensors;
 using Squeeze.Weights;
 
 namespace Squeeze.Pruning;

@@ -1,5 +1,5 @@
 using Squeeze.Calibration;
-using Squeeze.Quantization;
+using Squeeze.Kernels;
 
 namespace Squeeze.Pruning;
 
@@ -126,7 +126,7 @@ public static class Pruner
                         wd[j] = row[j];
                     double s = 0;
                     for (int i = 0; i < n; i++)
-                        s += wd[i] * GptqLinearAlgebra.Dot(new ReadOnlySpan<double>(h, i * n, n), wd);
+                        s += wd[i] * LinearAlgebra.Dot(new ReadOnlySpan<double>(h, i * n, n), wd);
                     score[r] = s;
                 });
                 PruneRowGroups(w, mask, rows, n, p, score);
@@ -239,14 +239,14 @@ public static class Pruner
                 double e = w[j] / u[(long)j * n + j];
                 errors[j - i1] = e;
                 w[j] = 0;
-                GptqLinearAlgebra.Axpy(-e, new ReadOnlySpan<double>(u, j * n + j + 1, i2 - j - 1), w.AsSpan(j + 1, i2 - j - 1));
+                LinearAlgebra.Axpy(-e, new ReadOnlySpan<double>(u, j * n + j + 1, i2 - j - 1), w.AsSpan(j + 1, i2 - j - 1));
             }
             if (i2 < n)
             {
                 for (int j = i1; j < i2; j++)
                 {
                     if (errors[j - i1] != 0)
-                        GptqLinearAlgebra.Axpy(-errors[j - i1], new ReadOnlySpan<double>(u, j * n + i2, n - i2), w.AsSpan(i2, n - i2));
+                        LinearAlgebra.Axpy(-errors[j - i1], new ReadOnlySpan<double>(u, j * n + i2, n - i2), w.AsSpan(i2, n - i2));
                 }
             }
         }

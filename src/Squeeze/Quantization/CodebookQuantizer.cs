@@ -1,5 +1,5 @@
 using System.Buffers.Binary;
-using Squeeze.Formats.Native;
+using Squeeze.Calibration;
 using Squeeze.Tensors;
 using Squeeze.Weights;
 

@@ -1,4 +1,3 @@
-using Squeeze.Formats.Native;
 using Squeeze.Tensors;
 using Squeeze.Weights;
 

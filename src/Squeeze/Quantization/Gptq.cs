@@ -1,4 +1,5 @@
 using Squeeze.Calibration;
+using Squeeze.Kernels;
 using Squeeze.Tensors;
 
 namespace Squeeze.Quantization;
@@ -287,7 +288,7 @@ public static class Gptq
             for (int j = 0; j < n; j++)
                 wd[j] = w[j];
             for (int i = 0; i < n; i++)
-                hw[i] = GptqLinearAlgebra.Dot(new ReadOnlySpan<double>(hessian.Matrix, i * n, n), wd);
+                hw[i] = LinearAlgebra.Dot(new ReadOnlySpan<double>(hessian.Matrix, i * n, n), wd);
             for (int round = 0; round < refinePasses; round++)
             {
                 rowData.CopyTo(savedData);
@@ -314,7 +315,7 @@ public static class Gptq
             for (int j = 0; j < n; j++)
                 e[j] = (double)w[j] - q[j];
             for (int i = 0; i < n; i++)
-                r[i] = GptqLinearAlgebra.Dot(new ReadOnlySpan<double>(hessian.Matrix, i * n, n), e);
+                r[i] = LinearAlgebra.Dot(new ReadOnlySpan<double>(hessian.Matrix, i * n, n), e);
         }
 
         private double Objective(ReadOnlySpan<float> w, ReadOnlySpan<float> q, double[] r)
@@ -348,7 +349,7 @@ public static class Gptq
                     double delta = (double)value - q[j];
                     grid.SetCode(block, j % bs, code);
                     q[j] = value;
-                    GptqLinearAlgebra.Axpy(-delta, new ReadOnlySpan<double>(h, j * n, n), r);
+                    LinearAlgebra.Axpy(-delta, new ReadOnlySpan<double>(h, j * n, n), r);
                     changed++;
                 }
                 if (changed == 0)
@@ -405,7 +406,7 @@ public static class Gptq
                 a[b * blocks + b] += ridge;
                 g[b] += ridge * current[b];
             }
-            if (!GptqLinearAlgebra.SolvePositiveDefinite(a, g, blocks))
+            if (!LinearAlgebra.SolvePositiveDefinite(a, g, blocks))
                 return false;
             for (int b = 0; b < blocks; b++)
             {
@@ -458,7 +459,7 @@ public static class Gptq
                         result[(long)(firstRow + r) * n + column] = q;
                         double e = (x - q) / uii;
                         err[r * batch + (i - i1)] = e;
-                        GptqLinearAlgebra.Axpy(-e, uRow[(i + 1)..i2], wr[(i + 1)..i2]);
+                        LinearAlgebra.Axpy(-e, uRow[(i + 1)..i2], wr[(i + 1)..i2]);
                     }
                 }
                 // Lazy update of the columns after the batch: W[:, i2:] −= Err · U[i1:i2, i2:].
@@ -472,7 +473,7 @@ public static class Gptq
                             double e = err[r * batch + k];
                             if (e == 0)
                                 continue;
-                            GptqLinearAlgebra.Axpy(-e, new ReadOnlySpan<double>(u, (i1 + k) * n + i2, n - i2), wr);
+                            LinearAlgebra.Axpy(-e, new ReadOnlySpan<double>(u, (i1 + k) * n + i2, n - i2), wr);
                         }
                     }
                 }

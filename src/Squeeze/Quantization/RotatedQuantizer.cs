@@ -1,4 +1,3 @@
-using Squeeze.Formats.Native;
 using Squeeze.Kernels;
 using Squeeze.Weights;
 

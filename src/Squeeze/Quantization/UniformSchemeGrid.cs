@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using Squeeze.Formats.Native;
 using Squeeze.Tensors;
 using Squeeze.Weights;
 

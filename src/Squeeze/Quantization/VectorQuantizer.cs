@@ -1,5 +1,6 @@
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using Squeeze.Calibration;
 using Squeeze.Kernels;
 using Squeeze.Tensors;
 using Squeeze.Weights;
@@ -480,7 +481,7 @@ public static class VectorQuantizer
                             if (next == n)
                                 break;
                             for (int i = 0; i < d; i++)
-                                GptqLinearAlgebra.Axpy(-f[i], new ReadOnlySpan<double>(u, (v * d + i) * n + next, n - next), row.AsSpan(next));
+                                LinearAlgebra.Axpy(-f[i], new ReadOnlySpan<double>(u, (v * d + i) * n + next, n - next), row.AsSpan(next));
                         }
                     }
                 }
@@ -550,7 +551,7 @@ public static class VectorQuantizer
                     for (int i = 0; i < columns; i++)
                     {
                         total += hessian is null ? h[i] * e[i] * e[i]
-                            : e[i] * GptqLinearAlgebra.Dot(new ReadOnlySpan<double>(hessian.Matrix, i * columns, columns), e);
+                            : e[i] * LinearAlgebra.Dot(new ReadOnlySpan<double>(hessian.Matrix, i * columns, columns), e);
                     }
                     perRow[r] = total;
                 }

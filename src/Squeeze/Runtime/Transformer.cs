@@ -119,6 +119,10 @@ public sealed class Transformer : IDisposable
     /// <summary>Sees the input of every linear layer (for calibration); null when nobody listens.</summary>
     public IActivationObserver? Observer { get; set; }
 
+    /// <summary>Checked before each layer of a forward pass, so long work stops within one layer's time of being
+    /// cancelled (an <see cref="OperationCanceledException"/>; the cache is then in no defined state: <see cref="Reset"/>).</summary>
+    public CancellationToken Cancellation { get; set; }
+
     /// <summary>Number of positions already in the cache; the next token goes here.</summary>
     public int Position { get; private set; }
 
@@ -231,6 +235,7 @@ public sealed class Transformer : IDisposable
 
         foreach (var layer in layers)
         {
+            Cancellation.ThrowIfCancellationRequested();
             // A sub-layer whose output projection was dropped (ZeroWeight) adds nothing to the residual stream: skipped.
             if (layer.AttentionOutput is not ZeroWeight)
                 Attention(layer, n);

@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Globalization;
 using System.Text;
-using Squeeze.Formats;
+using Squeeze.Tensors;
 
 namespace Squeeze.Tokenizers;
 

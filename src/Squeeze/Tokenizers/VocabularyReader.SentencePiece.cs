@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
-using Squeeze.Formats;
+using Squeeze.Tensors;
 
 namespace Squeeze.Tokenizers;
 

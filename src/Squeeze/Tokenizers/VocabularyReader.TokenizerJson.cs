@@ -1,5 +1,5 @@
 using System.Text.Json;
-using Squeeze.Formats;
+using Squeeze.Tensors;
 
 namespace Squeeze.Tokenizers;
 

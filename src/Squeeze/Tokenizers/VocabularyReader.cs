@@ -2,7 +2,7 @@ namespace Squeeze.Tokenizers;
 
 /// <summary>Reads a <see cref="Vocabulary"/> from the tokenizer files people have.</summary>
 /// <remarks>Every reader validates what it reads: a truncated or corrupt file throws
-/// <see cref="Formats.ModelFormatException"/> naming the file and the problem, never another exception.</remarks>
+/// <see cref="Tensors.ModelFormatException"/> naming the file and the problem, never another exception.</remarks>
 public static partial class VocabularyReader
 {
     /// <summary>Largest tokenizer file read whole into memory (the biggest real ones are a few tens of MB).</summary>
@@ -34,12 +34,12 @@ public static partial class VocabularyReader
         {
             long length = new FileInfo(path).Length;
             if (length > MaxFileBytes)
-                throw new Formats.ModelFormatException(path, $"{length} bytes is too large for a tokenizer file");
+                throw new Tensors.ModelFormatException(path, $"{length} bytes is too large for a tokenizer file");
             return File.ReadAllBytes(path);
         }
         catch (IOException e) when (e is not FileNotFoundException and not DirectoryNotFoundException)
         {
-            throw new Formats.ModelFormatException(path, "cannot be read: " + e.Message, e);
+            throw new Tensors.ModelFormatException(path, "cannot be read: " + e.Message, e);
         }
     }
 }

@@ -112,7 +112,8 @@ public sealed record TuningResult(IReadOnlyDictionary<string, float[]> Norms, IR
 /// </summary>
 public static class Tuner
 {
-    public static TuningResult Tune(Model original, Model compressed, string text, TuningOptions? options = null, IProgress<TuningProgress>? progress = null)
+    public static TuningResult Tune(Model original, Model compressed, string text, TuningOptions? options = null, IProgress<TuningProgress>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(original);
         ArgumentNullException.ThrowIfNull(compressed);
@@ -208,6 +209,7 @@ public static class Tuner
                 random.Shuffle(order);
                 for (int first = 0; first < order.Length; first += options.ChunksPerStep)
                 {
+                    cancellationToken.ThrowIfCancellationRequested();
                     int count = Math.Min(options.ChunksPerStep, order.Length - first);
                     graph.ClearGradients();
                     double kld = 0;

@@ -1,8 +1,8 @@
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using Squeeze.Evaluation;
+using Squeeze.Kernels;
 using Squeeze.Models;
 using Squeeze.Runtime;
-using Squeeze.Tensors;
 using Squeeze.Weights;
 
 namespace Squeeze.Tuning;
@@ -151,7 +151,7 @@ internal sealed class TuningGraph
         x.AsSpan().CopyTo(finalInput);
         for (int t = 0; t < n; t++)
             finalRms[t] = Transformer.RmsNorm(x.AsSpan(t * dim, dim), outputNorm.Values, config.RmsNormEps, finalNormed.AsSpan(t * dim, dim));
-        DenseProduct.MultiplyTransposed(finalNormed, classifier.Weight, n, dim, vocab, logits, threads);
+        LinearAlgebra.MultiplyTransposed(finalNormed, classifier.Weight, n, dim, vocab, logits, threads);
         double kl = 0;
         var logProbs = new float[vocab];
         for (int t = 0; t < n; t++)
@@ -177,7 +177,7 @@ internal sealed class TuningGraph
         var dLogits = logits;
         TensorPrimitives.Multiply(dLogits.AsSpan(0, n * vocab), weight, dLogits.AsSpan(0, n * vocab));
         var dNormed = new float[n * dim];
-        DenseProduct.MultiplyTransposed(dLogits, classifier.Transposed!, n, vocab, dim, dNormed, threads);
+        LinearAlgebra.MultiplyTransposed(dLogits, classifier.Transposed!, n, vocab, dim, dNormed, threads);
         AccumulateWeightGradients(finalNormed, n, (classifier, dLogits));
         var dx = new float[n * dim];
         for (int t = 0; t < n; t++)
@@ -204,11 +204,11 @@ internal sealed class TuningGraph
             if (xt is null)
             {
                 xt = new float[weight.Columns * n];
-                DenseProduct.Transpose(x.AsSpan(0, n * weight.Columns), n, weight.Columns, xt);
+                LinearAlgebra.Transpose(x.AsSpan(0, n * weight.Columns), n, weight.Columns, xt);
             }
             var dYt = new float[weight.Rows * n];
-            DenseProduct.Transpose(dY.AsSpan(0, n * weight.Rows), n, weight.Rows, dYt);
-            DenseProduct.MultiplyTransposed(dYt, xt, weight.Rows, n, weight.Columns, weight.Gradient, threads, accumulate: true);
+            LinearAlgebra.Transpose(dY.AsSpan(0, n * weight.Rows), n, weight.Rows, dYt);
+            LinearAlgebra.MultiplyTransposed(dYt, xt, weight.Rows, n, weight.Columns, weight.Gradient, threads, accumulate: true);
         }
     }
 
@@ -219,9 +219,9 @@ internal sealed class TuningGraph
         x.AsSpan(0, n * dim).CopyTo(s.Input);
         for (int t = 0; t < n; t++)
             s.Rms1[t] = Transformer.RmsNorm(x.AsSpan(t * dim, dim), b.AttentionNorm.Values, config.RmsNormEps, s.Normed1.AsSpan(t * dim, dim));
-        DenseProduct.MultiplyTransposed(s.Normed1, b.Query.Weight, n, dim, qDim, s.QueryRaw, threads);
-        DenseProduct.MultiplyTransposed(s.Normed1, b.Key.Weight, n, dim, kvDim, s.KeyRaw, threads);
-        DenseProduct.MultiplyTransposed(s.Normed1, b.Value.Weight, n, dim, kvDim, s.Value, threads);
+        LinearAlgebra.MultiplyTransposed(s.Normed1, b.Query.Weight, n, dim, qDim, s.QueryRaw, threads);
+        LinearAlgebra.MultiplyTransposed(s.Normed1, b.Key.Weight, n, dim, kvDim, s.KeyRaw, threads);
+        LinearAlgebra.MultiplyTransposed(s.Normed1, b.Value.Weight, n, dim, kvDim, s.Value, threads);
         for (int t = 0; t < n; t++)
         {
             if (b.QueryBias is not null)
@@ -237,21 +237,21 @@ internal sealed class TuningGraph
         }
         AttentionForward(s, n);
         var projected = new float[n * dim];
-        DenseProduct.MultiplyTransposed(s.Attended, b.Output.Weight, n, qDim, dim, projected, threads);
+        LinearAlgebra.MultiplyTransposed(s.Attended, b.Output.Weight, n, qDim, dim, projected, threads);
         var mid = new float[n * dim];
         TensorPrimitives.Add(x.AsSpan(0, n * dim), projected, mid);
 
         mid.AsSpan().CopyTo(s.Middle);
         for (int t = 0; t < n; t++)
             s.Rms2[t] = Transformer.RmsNorm(mid.AsSpan(t * dim, dim), b.FeedForwardNorm.Values, config.RmsNormEps, s.Normed2.AsSpan(t * dim, dim));
-        DenseProduct.MultiplyTransposed(s.Normed2, b.Gate.Weight, n, dim, hidden, s.Gate, threads);
-        DenseProduct.MultiplyTransposed(s.Normed2, b.Up.Weight, n, dim, hidden, s.Up, threads);
+        LinearAlgebra.MultiplyTransposed(s.Normed2, b.Gate.Weight, n, dim, hidden, s.Gate, threads);
+        LinearAlgebra.MultiplyTransposed(s.Normed2, b.Up.Weight, n, dim, hidden, s.Up, threads);
         for (int i = 0; i < n * hidden; i++)
         {
             float a = s.Gate[i];
             s.Hidden[i] = a / (1f + MathF.Exp(-a)) * s.Up[i];
         }
-        DenseProduct.MultiplyTransposed(s.Hidden, b.Down.Weight, n, hidden, dim, projected, threads);
+        LinearAlgebra.MultiplyTransposed(s.Hidden, b.Down.Weight, n, hidden, dim, projected, threads);
         var output = new float[n * dim];
         TensorPrimitives.Add(mid, projected, output);
         return output;
@@ -281,7 +281,7 @@ internal sealed class TuningGraph
                 var q = s.Query.AsSpan(t * qDim + h * headDim, headDim);
                 var p = s.Probabilities.AsSpan((h * contextLength + t) * contextLength, t + 1);
                 for (int u = 0; u <= t; u++)
-                    p[u] = DenseProduct.Dot(q, s.Key.AsSpan(u * kvDim + kvh * headDim, headDim)) * scale;
+                    p[u] = LinearAlgebra.Dot(q, s.Key.AsSpan(u * kvDim + kvh * headDim, headDim)) * scale;
                 float max = TensorPrimitives.Max(p);
                 TensorPrimitives.Subtract(p, max, p);
                 TensorPrimitives.Exp(p, p);
@@ -302,7 +302,7 @@ internal sealed class TuningGraph
 
         // feed-forward: out = mid + Down(silu(Gate(n2)) · Up(n2)), n2 = RmsNorm(mid)
         var dHidden = new float[n * hidden];
-        DenseProduct.MultiplyTransposed(dx, b.Down.Transposed!, n, dim, hidden, dHidden, threads);
+        LinearAlgebra.MultiplyTransposed(dx, b.Down.Transposed!, n, dim, hidden, dHidden, threads);
         AccumulateWeightGradients(s.Hidden, n, (b.Down, dx));
         var dGate = new float[n * hidden];
         var dUp = new float[n * hidden];
@@ -314,8 +314,8 @@ internal sealed class TuningGraph
         }
         var dNormed = new float[n * dim];
         var partial = new float[n * dim];
-        DenseProduct.MultiplyTransposed(dGate, b.Gate.Transposed!, n, hidden, dim, dNormed, threads);
-        DenseProduct.MultiplyTransposed(dUp, b.Up.Transposed!, n, hidden, dim, partial, threads);
+        LinearAlgebra.MultiplyTransposed(dGate, b.Gate.Transposed!, n, hidden, dim, dNormed, threads);
+        LinearAlgebra.MultiplyTransposed(dUp, b.Up.Transposed!, n, hidden, dim, partial, threads);
         TensorPrimitives.Add(dNormed, partial, dNormed);
         AccumulateWeightGradients(s.Normed2, n, (b.Gate, dGate), (b.Up, dUp));
         for (int t = 0; t < n; t++)
@@ -323,7 +323,7 @@ internal sealed class TuningGraph
 
         // attention: mid = input + Output(attend(q, k, v)), q, k, v from n1 = RmsNorm(input)
         var dAttended = new float[n * qDim];
-        DenseProduct.MultiplyTransposed(dx, b.Output.Transposed!, n, dim, qDim, dAttended, threads);
+        LinearAlgebra.MultiplyTransposed(dx, b.Output.Transposed!, n, dim, qDim, dAttended, threads);
         AccumulateWeightGradients(s.Attended, n, (b.Output, dx));
         var dQuery = new float[n * qDim];
         var dKey = new float[n * kvDim];
@@ -336,10 +336,10 @@ internal sealed class TuningGraph
             for (int h = 0; h < config.KvHeadCount; h++)
                 HeadBackward(s.KeyRaw, s.KeyRms, b.KeyNorm, dKey, t * kvDim + h * config.HeadDim, t * config.KvHeadCount + h, t);
         }
-        DenseProduct.MultiplyTransposed(dQuery, b.Query.Transposed!, n, qDim, dim, dNormed, threads);
-        DenseProduct.MultiplyTransposed(dKey, b.Key.Transposed!, n, kvDim, dim, partial, threads);
+        LinearAlgebra.MultiplyTransposed(dQuery, b.Query.Transposed!, n, qDim, dim, dNormed, threads);
+        LinearAlgebra.MultiplyTransposed(dKey, b.Key.Transposed!, n, kvDim, dim, partial, threads);
         TensorPrimitives.Add(dNormed, partial, dNormed);
-        DenseProduct.MultiplyTransposed(dValue, b.Value.Transposed!, n, kvDim, dim, partial, threads);
+        LinearAlgebra.MultiplyTransposed(dValue, b.Value.Transposed!, n, kvDim, dim, partial, threads);
         TensorPrimitives.Add(dNormed, partial, dNormed);
         AccumulateWeightGradients(s.Normed1, n, (b.Query, dQuery), (b.Key, dKey), (b.Value, dValue));
         for (int t = 0; t < n; t++)
@@ -377,7 +377,7 @@ internal sealed class TuningGraph
                     var d = dp.AsSpan(0, t + 1);
                     for (int u = 0; u <= t; u++)
                     {
-                        d[u] = DenseProduct.Dot(dOut, s.Value.AsSpan(u * kvDim + kvh * headDim, headDim));
+                        d[u] = LinearAlgebra.Dot(dOut, s.Value.AsSpan(u * kvDim + kvh * headDim, headDim));
                         TensorPrimitives.MultiplyAdd(dOut, p[u], dValue.AsSpan(u * kvDim + kvh * headDim, headDim), dValue.AsSpan(u * kvDim + kvh * headDim, headDim));
                     }
                     float mean = TensorPrimitives.Dot(p, d);
@@ -437,7 +437,7 @@ internal sealed class TuningGraph
             if (Tunable is not null)
                 Refresh();
             else if (Transposed is not null)
-                DenseProduct.Transpose(Weight, Rows, Columns, Transposed);
+                LinearAlgebra.Transpose(Weight, Rows, Columns, Transposed);
         }
 
         public float[] Weight { get; }
@@ -451,7 +451,7 @@ internal sealed class TuningGraph
         {
             Tunable!.Decode(Weight);
             if (Transposed is not null)
-                DenseProduct.Transpose(Weight, Rows, Columns, Transposed);
+                LinearAlgebra.Transpose(Weight, Rows, Columns, Transposed);
         }
     }
 

@@ -1,7 +1,5 @@
 using System.Buffers.Binary;
 using System.Runtime.Intrinsics.X86;
-using Squeeze.Formats.Native;
-using Squeeze.Kernels;
 using Squeeze.Tensors;
 
 namespace Squeeze.Weights;

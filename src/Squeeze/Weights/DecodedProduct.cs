@@ -22,7 +22,7 @@ internal static unsafe class DecodedProduct
         int chunks = (rows + ChunkRows - 1) / ChunkRows;
         int parts = context.Threads == 1 ? 1 : Math.Min(chunks, 4 * context.Threads);
         long chunkFloats = (long)ChunkRows * ((columns + 15) & ~15) + weight.DecodeScratchFloats;
-        var job = context.DecodedJob;
+        var job = context.Job<Job>();
         job.Weight = weight;
         job.Dot = context.Deterministic ? VecDot.ForDeterministic(GgmlType.F32) : VecDot.For(GgmlType.F32);
         job.Scratch = (float*)context.Scratch(parts * chunkFloats * sizeof(float));

@@ -1,5 +1,4 @@
 using Squeeze.Coding;
-using Squeeze.Formats.Native;
 using Squeeze.Kernels;
 
 namespace Squeeze.Weights;

@@ -1,6 +1,5 @@
 using System.Buffers;
 using Squeeze.Kernels;
-using Squeeze.Tensors;
 
 namespace Squeeze.Weights;
 

@@ -1,6 +1,5 @@
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
-using Squeeze.Formats.Native;
 using Squeeze.Tensors;
 
 namespace Squeeze.Weights;

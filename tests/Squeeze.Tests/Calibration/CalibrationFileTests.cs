@@ -2,6 +2,7 @@ using Squeeze.Calibration;
 using Squeeze.Formats;
 using Squeeze.Formats.Llama2c;
 using Squeeze.Runtime;
+using Squeeze.Tensors;
 using Squeeze.Tests.Infrastructure;
 
 namespace Squeeze.Tests.Calibration;

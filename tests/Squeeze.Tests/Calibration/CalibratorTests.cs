@@ -1,6 +1,7 @@
 using Squeeze.Calibration;
 using Squeeze.Formats;
 using Squeeze.Formats.Llama2c;
+using Squeeze.Kernels;
 using Squeeze.Models;
 using Squeeze.Runtime;
 using Squeeze.Tests.Infrastructure;
@@ -78,7 +79,7 @@ public sealed class CalibratorTests
         for (int i = 0; i < width; i++)
         {
             for (int j = 0; j < width; j++)
-                Assert.Equal(Squeeze.Quantization.GptqLinearAlgebra.Dot(columns[i], columns[j]), one.Gram![i * width + j]);
+                Assert.Equal(Squeeze.Kernels.LinearAlgebra.Dot(columns[i], columns[j]), one.Gram![i * width + j]);
         }
     }
 

@@ -22,7 +22,7 @@ public sealed class NativeCliTests : IDisposable
         var report = r.Json;
         Assert.Equal(bytes, report.GetProperty("fileBytes").GetInt64());
         Assert.True(bytes <= report.GetProperty("budget").GetInt64());
-        Assert.Contains(report.GetProperty("tensors").EnumerateArray(), t => t.GetProperty("type").GetString()!.StartsWith("uniform", StringComparison.Ordinal));
+        Assert.Contains(report.GetProperty("tensors").EnumerateArray(), t => t.GetProperty("format").GetString()!.StartsWith("uniform", StringComparison.Ordinal));
 
         var inspect = CliRunner.Run("inspect", output, "--json");
         Assert.True(inspect.ExitCode == 0, inspect.Stderr);

@@ -1,4 +1,5 @@
 using Squeeze.Coding;
+using Squeeze.Zip;
 
 namespace Squeeze.Tests.Coding;
 

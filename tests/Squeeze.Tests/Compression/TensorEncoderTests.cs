@@ -3,6 +3,7 @@ using Squeeze.Compression;
 using Squeeze.Formats;
 using Squeeze.Formats.Llama2c;
 using Squeeze.Quantization;
+using Squeeze.Tensors;
 using Squeeze.Tests.Infrastructure;
 
 namespace Squeeze.Tests.Compression;
@@ -25,14 +26,14 @@ public sealed class TensorEncoderTests
             using var encoder = new TensorEncoder(model, stats, options);
             foreach (var t in report.Tensors.Where(t => t.Encoding != "copy"))
             {
-                var encoded = encoder.Encode(t.Name, t.Type);
+                var encoded = encoder.Encode(t.Name, Enum.Parse<GgmlType>(t.Format));
                 Assert.Equal(t.Encoding, encoded.Report.Encoding);
                 Assert.Equal(t.ErrorAfter, encoded.Report.ErrorAfter);
                 var tensor = written[t.Name];
                 var bytes = new byte[tensor.ByteLength];
                 for (long r = 0; r < tensor.Rows; r++)
                     tensor.Row(r).CopyTo(bytes.AsSpan((int)(r * tensor.RowBytes)));
-                Assert.True(bytes.AsSpan().SequenceEqual(encoded.Data), $"{t.Name} {t.Type}: bytes differ from the compressed file's");
+                Assert.True(bytes.AsSpan().SequenceEqual(encoded.Data), $"{t.Name} {t.Format}: bytes differ from the compressed file's");
             }
         }
         finally

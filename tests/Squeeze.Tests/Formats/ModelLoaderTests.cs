@@ -2,6 +2,7 @@ using Squeeze.Formats;
 using Squeeze.Formats.HuggingFace;
 using Squeeze.Formats.Llama2c;
 using Squeeze.Models;
+using Squeeze.Tensors;
 using Squeeze.Tests.Infrastructure;
 
 namespace Squeeze.Tests.Formats;

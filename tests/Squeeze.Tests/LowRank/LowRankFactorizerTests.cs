@@ -1,5 +1,6 @@
 using Squeeze.LowRank;
 using static Squeeze.Tests.LowRank.LowRankTestData;
+using Squeeze.Weights;
 
 namespace Squeeze.Tests.LowRank;
 
@@ -195,7 +196,7 @@ public class LowRankFactorizerTests
         Assert.Equal(8, truncated.Rank);
         Assert.Equal(RankSelection.FactorBytes(rows, columns, 8), truncated.StoredBytes);
 
-        var quantized = Squeeze.Weights.UniformWeight.Encode("w", w, rows, columns, new Squeeze.Formats.Native.UniformScheme(2, 32, symmetric: false));
+        var quantized = Squeeze.Weights.UniformWeight.Encode("w", w, rows, columns, new Squeeze.Weights.UniformScheme(2, 32, symmetric: false));
         var sum = LowRankEncoder.Compensate(quantized, w, 16, Whitening.Eigen(h, columns));
         Assert.Same(quantized, sum.Terms[0]);
         Assert.Equal(quantized.StoredBytes + RankSelection.FactorBytes(rows, columns, 16), sum.StoredBytes);

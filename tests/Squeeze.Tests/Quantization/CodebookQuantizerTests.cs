@@ -1,6 +1,8 @@
+using Squeeze.Calibration;
 using Squeeze.Formats.Native;
 using Squeeze.Quantization;
 using Squeeze.Tensors;
+using Squeeze.Weights;
 
 namespace Squeeze.Tests.Quantization;
 

@@ -87,7 +87,7 @@ public sealed class DenseAndSparseTests
     {
         var (w, _) = Layer(8);
         var importance = Enumerable.Range(0, Columns).Select(c => 1f + c % 5).ToArray();
-        var scheme = new Squeeze.Formats.Native.UniformScheme(3, 32, symmetric: false);
+        var scheme = new Squeeze.Weights.UniformScheme(3, 32, symmetric: false);
         var (dense, none) = DenseAndSparse.Encode("w", w, Rows, Columns, importance, 0, OutlierCriterion.Magnitude, DenseAndSparse.UniformEncoder(scheme));
         Assert.Equal(0, none.NonZeros);
         var reference = UniformWeight.Encode("w", w, Rows, Columns, scheme, importance);

@@ -1,3 +1,4 @@
+using Squeeze.Calibration;
 using Squeeze.Quantization;
 using Squeeze.Tensors;
 using Xunit.Abstractions;

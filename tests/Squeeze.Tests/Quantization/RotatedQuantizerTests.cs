@@ -2,6 +2,7 @@ using Squeeze.Formats.Native;
 using Squeeze.Kernels;
 using Squeeze.Quantization;
 using Squeeze.Tests.Weights;
+using Squeeze.Weights;
 
 namespace Squeeze.Tests.Quantization;
 

@@ -1,3 +1,4 @@
+using Squeeze.Calibration;
 using Squeeze.Compression;
 using Squeeze.Quantization;
 using Squeeze.Weights;

@@ -1,6 +1,7 @@
 using System.Text;
 using Squeeze.Formats;
 using Squeeze.Formats.HuggingFace;
+using Squeeze.Tensors;
 using Squeeze.Tests.Infrastructure;
 using Squeeze.Tokenizers;
 

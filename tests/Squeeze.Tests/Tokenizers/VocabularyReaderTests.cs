@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Text;
 using Squeeze.Formats;
+using Squeeze.Tensors;
 using Squeeze.Tests.Infrastructure;
 using Squeeze.Tokenizers;
 using Xunit.Abstractions;

@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using Squeeze.Evaluation;
 using Squeeze.Formats;
 using Squeeze.Formats.Native;
+using Squeeze.Kernels;
 using Squeeze.Models;
 using Squeeze.Runtime;
 using Squeeze.Tensors;
@@ -23,12 +24,12 @@ public class TunerTests
     {
         var random = new Random(m * 1000 + k);
         float[] a = Values(random, m * k), b = Values(random, n * k), expected = new float[m * n], actual = new float[m * n];
-        DenseProduct.Reference(a, b, m, k, n, expected);
-        DenseProduct.MultiplyTransposed(a, b, m, k, n, actual, threads);
+        LinearAlgebra.MultiplyTransposedReference(a, b, m, k, n, expected);
+        LinearAlgebra.MultiplyTransposed(a, b, m, k, n, actual, threads);
         for (int i = 0; i < expected.Length; i++)
             Assert.Equal(expected[i], actual[i], 1e-4f * (1 + Math.Abs(expected[i])) * MathF.Sqrt(k));
         var single = new float[m * n];
-        DenseProduct.MultiplyTransposed(a, b, m, k, n, single, 1);
+        LinearAlgebra.MultiplyTransposed(a, b, m, k, n, single, 1);
         Assert.Equal(single, actual);
     }
 

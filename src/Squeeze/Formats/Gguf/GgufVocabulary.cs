@@ -1,3 +1,4 @@
+using Squeeze.Tensors;
 using Squeeze.Tokenizers;
 
 namespace Squeeze.Formats.Gguf;

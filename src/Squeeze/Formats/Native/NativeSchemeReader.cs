@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Squeeze.Tensors;
 
 namespace Squeeze.Formats.Native;
 

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Squeeze.Formats;
 using Squeeze.Formats.Llama2c;
+using Squeeze.Tensors;
 using Squeeze.Tests.Infrastructure;
 
 namespace Squeeze.Tests.Formats.Llama2c;

@@ -6,6 +6,7 @@ using Squeeze.Formats.Safetensors;
 using Squeeze.Kernels;
 using Squeeze.Models;
 using Squeeze.Quantization;
+using Squeeze.Tensors;
 using Squeeze.Tests.Infrastructure;
 using Squeeze.Tests.Weights;
 using Squeeze.Weights;

@@ -3,6 +3,8 @@ using System.Runtime.InteropServices;
 using Squeeze.Formats;
 using Squeeze.Formats.Native;
 using Squeeze.Formats.Safetensors;
+using Squeeze.Tensors;
+using Squeeze.Weights;
 
 namespace Squeeze.Tests.Formats.Native;
 

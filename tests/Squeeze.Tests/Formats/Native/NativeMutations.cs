@@ -3,6 +3,7 @@ using System.Text;
 using Squeeze.Formats;
 using Squeeze.Formats.Native;
 using Squeeze.Formats.Safetensors;
+using Squeeze.Tensors;
 using Squeeze.Tests.Infrastructure;
 using Squeeze.Weights;
 

@@ -5,6 +5,7 @@ using Squeeze.Kernels;
 using Squeeze.Models;
 using Squeeze.Pruning;
 using Squeeze.Runtime;
+using Squeeze.Tensors;
 using Squeeze.Tests.Infrastructure;
 using Squeeze.Weights;
 

@@ -1,4 +1,5 @@
 using Squeeze.Formats.Native;
+using Squeeze.Weights;
 
 namespace Squeeze.Tests.Formats.Native;
 

@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using System.Text;
 using Squeeze.Formats;
 using Squeeze.Formats.Safetensors;
+using Squeeze.Tensors;
 
 namespace Squeeze.Tests.Formats.Safetensors;
 

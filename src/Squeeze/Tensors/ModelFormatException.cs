@@ -1,4 +1,4 @@
-namespace Squeeze.Formats;
+namespace Squeeze.Tensors;
 
 /// <summary>A file that cannot be read as what it claims to be: truncated, corrupt, or of an unsupported kind.
 /// The message names the file and what is wrong.</summary>

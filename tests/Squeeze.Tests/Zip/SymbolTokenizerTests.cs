@@ -3,8 +3,9 @@ using Squeeze.Coding;
 using Squeeze.Formats;
 using Squeeze.Tests.Infrastructure;
 using Squeeze.Tokenizers;
+using Squeeze.Zip;
 
-namespace Squeeze.Tests.Coding;
+namespace Squeeze.Tests.Zip;
 
 public class SymbolTokenizerTests
 {

@@ -1,4 +1,6 @@
-namespace Squeeze.Quantization;
+using Squeeze.Kernels;
+
+namespace Squeeze.Calibration;
 
 /// <summary>
 /// A layer input's Hessian H = XᵀX / n made ready for GPTQ, once for every matrix that reads that input: dead inputs
@@ -105,7 +107,7 @@ public sealed class GptqHessian
             var damped = (double[])hp.Clone();
             for (int p = 0; p < n; p++)
                 damped[p * n + p] += damping;
-            u = GptqLinearAlgebra.InverseCholeskyUpper(damped, n, threads > 0 ? threads : Environment.ProcessorCount);
+            u = LinearAlgebra.InverseCholeskyUpper(damped, n, threads > 0 ? threads : Environment.ProcessorCount);
             if (u is null)
                 damping = Math.Max(damping * 10, 1e-6 * Math.Max(meanDiagonal, 1e-30));
         }

@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using System.IO.Hashing;
 using System.Text;
 
-namespace Squeeze.Coding;
+namespace Squeeze.Zip;
 
 /// <summary>
 /// The fixed part of a .sqz file (docs/FORMAT.md, "The .sqz container"): magic, version, the model's fingerprint,

@@ -1,6 +1,6 @@
 using Squeeze.Tensors;
 
-namespace Squeeze.Formats.Native;
+namespace Squeeze.Weights;
 
 /// <summary>
 /// The "uniform" scheme of the Squeeze native format (docs/FORMAT.md): each row of a weight W [rows, cols] is cut into

@@ -1,7 +1,7 @@
 using Squeeze.Tests.Cli;
 using Squeeze.Tests.Infrastructure;
 
-namespace Squeeze.Tests.Coding;
+namespace Squeeze.Tests.Zip;
 
 /// <summary><c>squeeze zip</c> / <c>unzip</c> in child processes: the .sqz file has the same bytes at every SIMD level
 /// (SQUEEZE_SIMD=scalar, avx2, avx512) and thread count, and unzip restores the input at each.</summary>

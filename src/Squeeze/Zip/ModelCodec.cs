@@ -1,10 +1,10 @@
 using System.Diagnostics;
 using System.IO.Hashing;
-using System.Runtime.InteropServices;
+using Squeeze.Coding;
 using Squeeze.Models;
 using Squeeze.Runtime;
 
-namespace Squeeze.Coding;
+namespace Squeeze.Zip;
 
 /// <summary>Settings of <see cref="ModelCodec.Compress"/>.</summary>
 public sealed record ZipOptions
@@ -78,7 +78,8 @@ public static class ModelCodec
 {
     /// <summary>Compresses <paramref name="input"/> (read to its end) into <paramref name="output"/> (seekable: the header
     /// is completed at the end).</summary>
-    public static ZipResult Compress(Model model, Stream input, Stream output, ZipOptions? options = null, IProgress<CodecProgress>? progress = null)
+    public static ZipResult Compress(Model model, Stream input, Stream output, ZipOptions? options = null, IProgress<CodecProgress>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(input);
@@ -111,7 +112,7 @@ public static class ModelCodec
         };
         output.Write(header.ToBytes());
 
-        using var runner = new LaneRunner(model, window, overlap, options.Threads, breaks: true, options.Lookahead);
+        using var runner = new LaneRunner(model, window, overlap, options.Threads, breaks: true, options.Lookahead, cancellationToken);
         var hash = new XxHash64();
         long inputBytes = 0, overhead = header.Length, tokens = 0, escapes = 0, breaks = 0, bosTokens = 0;
         int blocks = 0, segments = 0;
@@ -165,18 +166,20 @@ public static class ModelCodec
 
     /// <summary>Compresses the file <paramref name="inputPath"/> into <paramref name="outputPath"/> (written to a temporary
     /// file beside it, then renamed; the input is only read).</summary>
-    public static ZipResult CompressFile(Model model, string inputPath, string outputPath, ZipOptions? options = null, IProgress<CodecProgress>? progress = null)
+    public static ZipResult CompressFile(Model model, string inputPath, string outputPath, ZipOptions? options = null, IProgress<CodecProgress>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         using var input = File.OpenRead(inputPath);
-        return WriteThenRename(outputPath, output => Compress(model, input, output, options, progress));
+        return WriteThenRename(outputPath, output => Compress(model, input, output, options, progress, cancellationToken));
     }
 
     /// <summary>Decompresses the .sqz file <paramref name="inputPath"/> into <paramref name="outputPath"/> (temporary file,
     /// renamed only once the checksum matched).</summary>
-    public static UnzipResult DecompressFile(Model model, string inputPath, string outputPath, int threads = 0, IProgress<CodecProgress>? progress = null)
+    public static UnzipResult DecompressFile(Model model, string inputPath, string outputPath, int threads = 0, IProgress<CodecProgress>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         using var input = new FileStream(inputPath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
-        return WriteThenRename(outputPath, output => Decompress(model, input, output, inputPath, threads, progress));
+        return WriteThenRename(outputPath, output => Decompress(model, input, output, inputPath, threads, progress, cancellationToken));
     }
 
     private static T WriteThenRename<T>(string path, Func<Stream, T> write)
@@ -201,7 +204,8 @@ public static class ModelCodec
     /// <summary>Decompresses a .sqz stream written with <paramref name="model"/>; <paramref name="path"/> names it in errors.
     /// Throws <see cref="InvalidDataException"/> on a corrupt file or another model, before or while writing: the caller
     /// discards the output then.</summary>
-    public static UnzipResult Decompress(Model model, Stream input, Stream output, string path, int threads = 0, IProgress<CodecProgress>? progress = null)
+    public static UnzipResult Decompress(Model model, Stream input, Stream output, string path, int threads = 0, IProgress<CodecProgress>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(input);
@@ -216,7 +220,8 @@ public static class ModelCodec
         if (header.ContextLength > 1 << 20)
             throw new InvalidDataException($"{path}: a window of {header.ContextLength} positions is out of range");
 
-        using var runner = new LaneRunner(model, header.ContextLength, header.Overlap, threads > 0 ? threads : Environment.ProcessorCount, breaks: header.Version >= 2);
+        using var runner = new LaneRunner(model, header.ContextLength, header.Overlap, threads > 0 ? threads : Environment.ProcessorCount, breaks: header.Version >= 2,
+            cancellationToken: cancellationToken);
         var hash = new XxHash64();
         long written = 0;
         for (int b = 0; b < header.BlockCount; b++)

@@ -1,10 +1,9 @@
 using System.Buffers.Binary;
 using System.IO.Hashing;
 using System.Text;
-using Squeeze.Models;
 using Squeeze.Tensors;
 
-namespace Squeeze.Coding;
+namespace Squeeze.Models;
 
 /// <summary>
 /// What a .sqz file must be decoded with: an XxHash128 of everything that shapes the model's probabilities — the

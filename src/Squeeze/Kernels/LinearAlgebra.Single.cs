@@ -1,19 +1,17 @@
 using System.Runtime.Intrinsics;
 
-namespace Squeeze.Tuning;
+namespace Squeeze.Kernels;
 
-/// <summary>
-/// <c>c = a · bᵀ</c> (or <c>c += a · bᵀ</c>) in f32 for the tuning graph: a [m, k], b [n, k], c [m, n], all row-major. The rows of b are split
-/// into blocks across the threads; each element is one dot product in a fixed order (eight-lane partial sums, then the
-/// tail), so the result does not depend on the thread count. <see cref="Reference"/> is the plain definition.
-/// </summary>
-internal static class DenseProduct
+// c = a · bᵀ (or c += a · bᵀ) in f32 for the tuning graph: a [m, k], b [n, k], c [m, n], all row-major. The rows of b are split
+// into blocks across the threads; each element is one dot product in a fixed order (eight-lane partial sums, then the
+// tail), so the result does not depend on the thread count. MultiplyTransposedReference is the plain definition.
+internal static partial class LinearAlgebra
 {
     private const int BlockRows = 32; // rows of b per work item
 
     public static void MultiplyTransposed(float[] a, float[] b, int m, int k, int n, float[] c, int threads, bool accumulate = false)
     {
-        Check(a, b, m, k, n, c);
+        CheckProduct(a, b, m, k, n, c);
         int blocks = (n + BlockRows - 1) / BlockRows;
         var parallel = new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, threads) };
         if ((long)m * n * k < 1 << 16 || threads <= 1)
@@ -88,9 +86,9 @@ internal static class DenseProduct
     }
 
     /// <summary>The definition, in double: c[i, j] = Σ_p a[i, p] · b[j, p].</summary>
-    public static void Reference(float[] a, float[] b, int m, int k, int n, float[] c)
+    public static void MultiplyTransposedReference(float[] a, float[] b, int m, int k, int n, float[] c)
     {
-        Check(a, b, m, k, n, c);
+        CheckProduct(a, b, m, k, n, c);
         for (int i = 0; i < m; i++)
         {
             for (int j = 0; j < n; j++)
@@ -120,7 +118,7 @@ internal static class DenseProduct
         }
     }
 
-    private static void Check(float[] a, float[] b, int m, int k, int n, float[] c)
+    private static void CheckProduct(float[] a, float[] b, int m, int k, int n, float[] c)
     {
         if (a.Length < (long)m * k || b.Length < (long)n * k || c.Length < (long)m * n)
             throw new ArgumentException($"a [{m}, {k}] · bᵀ with b [{n}, {k}] does not fit arrays of {a.Length}, {b.Length} and {c.Length} values");

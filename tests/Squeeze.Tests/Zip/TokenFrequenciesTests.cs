@@ -1,7 +1,8 @@
 using Squeeze.Coding;
 using Squeeze.Evaluation;
+using Squeeze.Zip;
 
-namespace Squeeze.Tests.Coding;
+namespace Squeeze.Tests.Zip;
 
 public class TokenFrequenciesTests
 {

@@ -2,7 +2,7 @@ using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
 using Squeeze.Kernels;
 
-namespace Squeeze.Coding;
+namespace Squeeze.Zip;
 
 /// <summary>
 /// Turns a row of logits into the integer frequencies the range coder codes with: symbols 0 … vocab − 1 are the tokens,

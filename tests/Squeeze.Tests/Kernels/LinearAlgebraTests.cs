@@ -1,8 +1,9 @@
-using Squeeze.Quantization;
+using Squeeze.Kernels;
+using Squeeze.Tests.Quantization;
 
-namespace Squeeze.Tests.Quantization;
+namespace Squeeze.Tests.Kernels;
 
-public sealed class GptqLinearAlgebraTests
+public sealed class LinearAlgebraTests
 {
     [Theory]
     [InlineData(1)]
@@ -12,8 +13,8 @@ public sealed class GptqLinearAlgebraTests
     public void Inverse_cholesky_upper_factors_the_inverse_and_ignores_the_thread_count(int n)
     {
         var (_, h) = GptqTests.Layer(seed: n, rows: 1, columns: n, tokens: n + 40);
-        var u1 = GptqLinearAlgebra.InverseCholeskyUpper(h, n, threads: 1)!;
-        var u4 = GptqLinearAlgebra.InverseCholeskyUpper(h, n, threads: 4)!;
+        var u1 = LinearAlgebra.InverseCholeskyUpper(h, n, threads: 1)!;
+        var u4 = LinearAlgebra.InverseCholeskyUpper(h, n, threads: 4)!;
         Assert.Equal(u1, u4);
         // U is upper triangular with a positive diagonal, and (UᵀU)·H = I.
         double worst = 0;
@@ -44,7 +45,7 @@ public sealed class GptqLinearAlgebraTests
     }
 
     [Fact]
-    public void An_indefinite_matrix_has_no_factor() => Assert.Null(GptqLinearAlgebra.InverseCholeskyUpper([1, 2, 2, 1], 2, 1));
+    public void An_indefinite_matrix_has_no_factor() => Assert.Null(LinearAlgebra.InverseCholeskyUpper([1, 2, 2, 1], 2, 1));
 
     [Fact]
     public void Dot_sums_in_four_fixed_lanes()
@@ -62,6 +63,6 @@ public sealed class GptqLinearAlgebraTests
         }
         for (; i < 37; i++)
             s0 += a[i] * b[i];
-        Assert.Equal((s0 + s1) + (s2 + s3), GptqLinearAlgebra.Dot(a, b));
+        Assert.Equal((s0 + s1) + (s2 + s3), LinearAlgebra.Dot(a, b));
     }
 }

@@ -1,8 +1,9 @@
 using System.Runtime.InteropServices;
+using Squeeze.Coding;
 using Squeeze.Models;
 using Squeeze.Runtime;
 
-namespace Squeeze.Coding;
+namespace Squeeze.Zip;
 
 /// <summary>One segment of a block: its length, whether its first symbol's leading space is dropped, and (encoding) its bytes.</summary>
 internal sealed class Lane(int length, bool droppedSpace, byte[]? text)
@@ -115,7 +116,7 @@ internal sealed class LaneRunner : IDisposable
 
     /// <param name="breaks">Version 2 coding: BOS symbols and document breaks (false: version 1, tokens and escapes only).</param>
     /// <param name="lookahead">Encoder: symbols over which two parses are compared (0: code the plain tokenization).</param>
-    public LaneRunner(Model model, int window, int overlap, int threads, bool breaks, int lookahead = 0)
+    public LaneRunner(Model model, int window, int overlap, int threads, bool breaks, int lookahead = 0, CancellationToken cancellationToken = default)
     {
         this.window = window;
         this.overlap = overlap;
@@ -125,7 +126,10 @@ internal sealed class LaneRunner : IDisposable
         vocab = model.Config.VocabSize;
         var v = model.Vocabulary;
         bos = v.BosId >= 0 ? v.BosId : v.EosId >= 0 ? v.EosId : 0;
-        runtime = new Transformer(model, new RuntimeOptions { Threads = this.threads, ContextLength = window, BatchSize = 256, Deterministic = true });
+        runtime = new Transformer(model, new RuntimeOptions { Threads = this.threads, ContextLength = window, BatchSize = 256, Deterministic = true })
+        {
+            Cancellation = cancellationToken,
+        };
         Symbols = new SymbolTokenizer(model.Tokenizer);
         if (model.Tokenizer.Vocabulary.Count != vocab)
             throw new InvalidOperationException($"{model.Source}: the tokenizer has {model.Tokenizer.Vocabulary.Count} tokens, the model {vocab}");

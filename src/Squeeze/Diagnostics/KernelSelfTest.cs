@@ -1,8 +1,9 @@
 using System.Runtime.Intrinsics.X86;
+using Squeeze.Kernels;
 using Squeeze.Quantization;
 using Squeeze.Tensors;
 
-namespace Squeeze.Kernels;
+namespace Squeeze.Diagnostics;
 
 /// <summary>
 /// A quick check, runnable in any process, that the kernels this machine dispatches to agree with the scalar references:
@@ -243,7 +244,7 @@ public static unsafe class KernelSelfTest
                 {
                     for (int c = 0; c < columns; c++)
                         codes[c] = (byte)rng.Next(levels);
-                    Formats.Native.UniformCodec.Pack(codes, bits, packed.AsSpan(r * rowBytes, rowBytes));
+                    Weights.UniformCodec.Pack(codes, bits, packed.AsSpan(r * rowBytes, rowBytes));
                 }
                 var table = new ushort[rows * (columns / group) * levels];
                 for (int i = 0; i < table.Length; i++)

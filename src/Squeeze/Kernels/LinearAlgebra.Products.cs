@@ -1,16 +1,12 @@
-using Squeeze.Quantization;
+namespace Squeeze.Kernels;
 
-namespace Squeeze.LowRank;
-
-/// <summary>
-/// The large products of the factorizations (the weight times a sketch, times a whitening matrix …) in double,
-/// row-major. Every output row is computed by one work item in a fixed order, so results do not depend on the thread
-/// count. MathNet only ever sees the small matrices these products produce.
-/// </summary>
-internal static class DenseProducts
+// The large products of the factorizations (the weight times a sketch, times a whitening matrix …) in double,
+// row-major. Every output row is computed by one work item in a fixed order, so results do not depend on the thread
+// count. MathNet only ever sees the small matrices these products produce.
+internal static partial class LinearAlgebra
 {
     // Below this many multiply-adds a product runs on the calling thread.
-    private const long ParallelThreshold = 1 << 18;
+    private const long ProductParallelThreshold = 1 << 18;
 
     /// <summary><c>c = a · b</c>: a [m, k], b [k, n], c [m, n].</summary>
     public static double[] Multiply(ReadOnlySpan<double> a, ReadOnlySpan<double> b, int m, int k, int n, int threads)
@@ -27,7 +23,7 @@ internal static class DenseProducts
             {
                 double v = aa[(long)i * k + p];
                 if (v != 0)
-                    GptqLinearAlgebra.Axpy(v, new ReadOnlySpan<double>(bb, p * n, n), row);
+                    LinearAlgebra.Axpy(v, new ReadOnlySpan<double>(bb, p * n, n), row);
             }
         });
         return c;
@@ -41,7 +37,7 @@ internal static class DenseProducts
         return Multiply(Transpose(a, k, m), b, m, k, n, threads);
     }
 
-    /// <summary><c>c = a · bᵀ</c>: a [m, k], b [n, k], c [m, n]; each element one <see cref="GptqLinearAlgebra.Dot"/>.</summary>
+    /// <summary><c>c = a · bᵀ</c>: a [m, k], b [n, k], c [m, n]; each element one <see cref="Dot"/>.</summary>
     public static double[] MultiplyTransposedRight(ReadOnlySpan<double> a, ReadOnlySpan<double> b, int m, int k, int n, int threads)
     {
         CheckLength(a, (long)m * k, nameof(a));
@@ -53,7 +49,7 @@ internal static class DenseProducts
         {
             var ai = new ReadOnlySpan<double>(aa, i * k, k);
             for (int j = 0; j < n; j++)
-                c[(long)i * n + j] = GptqLinearAlgebra.Dot(ai, new ReadOnlySpan<double>(bb, j * k, k));
+                c[(long)i * n + j] = Dot(ai, new ReadOnlySpan<double>(bb, j * k, k));
         });
         return c;
     }
@@ -70,11 +66,11 @@ internal static class DenseProducts
     }
 
     /// <summary>Σ a[i]² (the squared Frobenius norm).</summary>
-    public static double SquaredNorm(ReadOnlySpan<double> a) => GptqLinearAlgebra.Dot(a, a);
+    public static double SquaredNorm(ReadOnlySpan<double> a) => Dot(a, a);
 
     private static void Rows(int m, long work, int threads, Action<int> row)
     {
-        if (threads <= 1 || work < ParallelThreshold || m < 2)
+        if (threads <= 1 || work < ProductParallelThreshold || m < 2)
         {
             for (int i = 0; i < m; i++)
                 row(i);

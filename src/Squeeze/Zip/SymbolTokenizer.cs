@@ -2,7 +2,7 @@ using System.Buffers;
 using System.Text;
 using Squeeze.Tokenizers;
 
-namespace Squeeze.Coding;
+namespace Squeeze.Zip;
 
 /// <summary>
 /// Any bytes as a sequence of symbols the coder can code and the decoder can turn back into exactly those bytes:

@@ -3,8 +3,10 @@ using Squeeze.Coding;
 using Squeeze.Formats;
 using Squeeze.Models;
 using Squeeze.Tests.Infrastructure;
+using Squeeze.Weights;
+using Squeeze.Zip;
 
-namespace Squeeze.Tests.Coding;
+namespace Squeeze.Tests.Zip;
 
 /// <summary>Round trips of <see cref="ModelCodec"/> on stories260K (fast) over pieces of every corpus file, binary,
 /// empty and 1-byte inputs; one stories15M round trip; corrupt and wrong-model files.</summary>
@@ -153,7 +155,7 @@ public class ModelCodecTests
     public void A_version_1_file_is_still_read()
     {
         // written by the build before version 2 (commit c44545e): squeeze zip stories260K.bin tinystories-sample.txt
-        byte[] sqz = File.ReadAllBytes(Path.Combine(AppContext.BaseDirectory, "Coding", "Fixtures", "tinystories-sample.stories260K.v1.sqz"));
+        byte[] sqz = File.ReadAllBytes(Path.Combine(AppContext.BaseDirectory, "Zip", "Fixtures", "tinystories-sample.stories260K.v1.sqz"));
         Assert.Equal(1, BitConverter.ToUInt16(sqz, 8));
         Assert.Equal(File.ReadAllBytes(SharedData.Corpus("tinystories-sample.txt")), Unzip(Stories260K.Value, sqz));
     }
@@ -175,8 +177,8 @@ public class ModelCodecTests
         var values = model.Weight(name).Decode();
         var rows = model.Weight(name).Rows;
         var columns = model.Weight(name).Columns;
-        using var three = model.WithWeights([Squeeze.Weights.UniformWeight.Encode(name, values, rows, columns, new Squeeze.Formats.Native.UniformScheme(3, 32, false))]);
-        using var four = model.WithWeights([Squeeze.Weights.UniformWeight.Encode(name, values, rows, columns, new Squeeze.Formats.Native.UniformScheme(4, 32, false))]);
+        using var three = model.WithWeights([Squeeze.Weights.UniformWeight.Encode(name, values, rows, columns, new Squeeze.Weights.UniformScheme(3, 32, false))]);
+        using var four = model.WithWeights([Squeeze.Weights.UniformWeight.Encode(name, values, rows, columns, new Squeeze.Weights.UniformScheme(4, 32, false))]);
         Assert.NotEqual(ModelFingerprint.Of(three), ModelFingerprint.Of(four));
         Assert.NotEqual(ModelFingerprint.Of(model), ModelFingerprint.Of(three));
         byte[] text = "Once upon a time, there was a little dog. He liked to run."u8.ToArray();

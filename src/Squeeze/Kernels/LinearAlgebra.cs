@@ -1,16 +1,18 @@
 using System.Runtime.Intrinsics;
 
-namespace Squeeze.Quantization;
+namespace Squeeze.Kernels;
 
 /// <summary>
-/// Dense symmetric positive-definite algebra in double for GPTQ (row-major n × n matrices). Results are bit-identical
-/// whatever the thread count and whether or not the machine has 256-bit vectors: every dot product sums in four fixed
-/// lanes, and every element is computed by exactly one work item.
+/// Dense linear algebra, the one home of it: symmetric positive-definite factorizations in double for GPTQ, SparseGPT
+/// and the whitening of the low-rank factorizations (row-major n × n matrices, this file); the large double products of
+/// the factorizations (<c>LinearAlgebra.Products.cs</c>); and the f32 products of the tuning graph
+/// (<c>LinearAlgebra.Single.cs</c>). Results are bit-identical whatever the thread count and whether or not the machine
+/// has 256-bit vectors: every dot product sums in fixed lanes, and every element is computed by exactly one work item.
 /// </summary>
-internal static class GptqLinearAlgebra
+internal static partial class LinearAlgebra
 {
     // Below this many multiply-adds a step runs on the calling thread.
-    private const long ParallelThreshold = 1 << 16;
+    private const long FactorParallelThreshold = 1 << 16;
 
     /// <summary>
     /// The upper Cholesky factor U of H⁻¹ (H⁻¹ = Uᵀ·U, as <c>torch.linalg.cholesky(H⁻¹, upper=True)</c>) that GPTQ's error
@@ -157,7 +159,7 @@ internal static class GptqLinearAlgebra
         int count = to - from;
         if (count <= 0)
             return;
-        if (threads <= 1 || work < ParallelThreshold || count < 2 * threads)
+        if (threads <= 1 || work < FactorParallelThreshold || count < 2 * threads)
         {
             body(from, to);
             return;

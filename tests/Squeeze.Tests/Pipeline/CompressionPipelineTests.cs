@@ -1,0 +1,129 @@
+using Squeeze.Calibration;
+using Squeeze.Compression;
+using Squeeze.Formats.Llama2c;
+using Squeeze.Models;
+using Squeeze.Pipeline;
+using Squeeze.Quantization;
+using Squeeze.Tests.Compression;
+using Squeeze.Tests.Infrastructure;
+
+namespace Squeeze.Tests.Pipeline;
+
+public sealed class CompressionPipelineTests : IDisposable
+{
+    private readonly Model model = Llama2cReader.Load(SharedData.Stories260K);
+
+    private static string CalibrationText => CompressorTests.CalibrationText[..20_000];
+
+    public void Dispose() => model.Dispose();
+
+    [Fact]
+    public void A_mix_job_writes_the_bytes_the_compressor_writes_and_reports_them()
+    {
+        var stats = Calibrator.Run(model, CalibrationText, new CalibrationOptions { ContextLength = 128, MaxTokens = 2048, CollectGram = true, Threads = 2 });
+        string direct = CompressorTests.TempPath("direct.gguf"), piped = CompressorTests.TempPath("piped.gguf");
+        try
+        {
+            var options = new CompressionOptions { Mix = QuantizationMix.Q4_0, Method = CompressionMethod.Gptq, Statistics = stats, Threads = 2 };
+            var expected = Compressor.Compress(model, "", options, direct);
+            var stages = new List<StageProgress>();
+            var report = CompressionPipeline.Run(model, new CompressionJob
+            {
+                Target = new MixTarget(QuantizationMix.Q4_0),
+                Method = CompressionMethod.Gptq,
+                Statistics = stats,
+                Threads = 2,
+                Output = piped,
+            }, new SynchronousProgress<StageProgress>(stages.Add));
+
+            Assert.Equal(File.ReadAllBytes(direct), File.ReadAllBytes(piped));
+            Assert.Equal(expected.Tensors.Select(t => (t.Name, t.Format, t.Bytes)), report.Tensors.Select(t => (t.Name, t.Format, t.Bytes)));
+            Assert.Equal(("gguf", "Q4_0", new FileInfo(piped).Length), (report.Format, report.Target, report.FileBytes));
+            Assert.Equal(8.0 * report.FileBytes / model.ParameterCount, report.BitsPerWeight);
+            // Statistics were given: no calibration stage.
+            Assert.Equal(["encoding", "writing"], stages.Select(s => s.Stage).Distinct());
+            Assert.All(stages, s => Assert.Equal(2, s.Count));
+        }
+        finally
+        {
+            File.Delete(direct);
+            File.Delete(piped);
+        }
+    }
+
+    [Fact]
+    public void A_budget_job_numbers_its_stages_in_order_and_fits_the_budget()
+    {
+        string path = CompressorTests.TempPath("budget.gguf");
+        try
+        {
+            var stages = new List<StageProgress>();
+            var report = CompressionPipeline.Run(model, new CompressionJob
+            {
+                Target = new BudgetTarget(Bytes: null, BitsPerWeight: 9.0),
+                Method = CompressionMethod.Gptq,
+                CalibrationText = CalibrationText,
+                CalibrationTokens = 1024,
+                ContextLength = 128,
+                Threads = 2,
+                Output = path,
+            }, new SynchronousProgress<StageProgress>(stages.Add));
+
+            Assert.Equal(["calibrating", "encoding", "measuring", "searching", "writing"], stages.Select(s => s.Stage).Distinct());
+            Assert.All(stages, s => Assert.Equal(5, s.Count));
+            Assert.True(stages.Zip(stages.Skip(1)).All(p => p.First.Number <= p.Second.Number), "stage numbers went back");
+            Assert.All(stages, s => Assert.True(s.Done >= 0 && s.Done <= s.Total, $"{s.Stage}: {s.Done} of {s.Total}"));
+            Assert.Equal(new FileInfo(path).Length, report.FileBytes);
+            Assert.True(report.FileBytes <= report.Budget, $"{report.FileBytes} > {report.Budget}");
+            Assert.Equal("9 bpw", report.Target);
+            Assert.All(report.Tensors, t => Assert.NotNull(t.SwapKld));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void Cancelling_stops_the_job_and_leaves_no_output()
+    {
+        string path = CompressorTests.TempPath("cancelled.gguf");
+        using var cancellation = new CancellationTokenSource();
+        var job = new CompressionJob
+        {
+            Target = new BudgetTarget(Bytes: null, BitsPerWeight: 9.0),
+            Method = CompressionMethod.Gptq,
+            CalibrationText = CalibrationText,
+            CalibrationTokens = 1024,
+            ContextLength = 128,
+            Threads = 2,
+            Output = path,
+        };
+        var seen = new List<string>();
+        Assert.ThrowsAny<OperationCanceledException>(() => CompressionPipeline.Run(model, job, new SynchronousProgress<StageProgress>(p =>
+        {
+            seen.Add(p.Stage);
+            if (p.Stage == "measuring")
+                cancellation.Cancel();
+        }), cancellation.Token));
+        Assert.DoesNotContain("searching", seen);
+        Assert.False(File.Exists(path));
+        Assert.Empty(Directory.EnumerateFiles(Path.GetDirectoryName(path)!, Path.GetFileName(path) + "*"));
+    }
+
+    [Fact]
+    public void Jobs_that_do_not_fit_together_are_refused_before_any_work()
+    {
+        var stages = new List<StageProgress>();
+        var progress = new SynchronousProgress<StageProgress>(stages.Add);
+        Assert.Contains("calibration text", Assert.Throws<ArgumentException>(() => CompressionPipeline.Run(model,
+            new CompressionJob { Target = new BudgetTarget(null, 4.0), Output = CompressorTests.TempPath("x.gguf") }, progress)).Message);
+        Assert.Contains("exactly one budget", Assert.Throws<ArgumentException>(() => CompressionPipeline.Run(model,
+            new CompressionJob { Target = new BudgetTarget(1000, 4.0), CalibrationText = CalibrationText }, progress)).Message);
+        Assert.Contains("give an output", Assert.Throws<ArgumentException>(() => CompressionPipeline.Run(model,
+            new CompressionJob { Target = new MixTarget(QuantizationMix.Q8_0), Method = CompressionMethod.Rtn }, progress)).Message);
+        Assert.Contains("over the input", Assert.Throws<ArgumentException>(() => CompressionPipeline.Run(model,
+            new CompressionJob { Target = new MixTarget(QuantizationMix.Q8_0), Method = CompressionMethod.Rtn, Output = model.Source }, progress)).Message);
+        Assert.Empty(stages);
+    }
+}
