@@ -48,6 +48,7 @@ public static class HuggingFaceReader
             vocabulary ??= ReadVocabulary(directory);
             if (vocabulary.Count > config.VocabSize)
                 throw new ModelFormatException(directory, $"the tokenizer has {vocabulary.Count} tokens but config.json's vocab_size is {config.VocabSize}");
+            vocabulary = vocabulary.PaddedTo(config.VocabSize); // a token for every embedding row, as llama.cpp pads it
             return new Model(config, vocabulary, tensors, directory, owned);
         }
         catch
