@@ -44,6 +44,14 @@ public sealed record ModelConfig
 
     public RopeStyle RopeStyle { get; init; } = RopeStyle.Interleaved;
 
+    /// <summary>Linear rotary scaling (GGUF <c>rope.scaling.type</c> "linear", <c>rope.scaling.factor</c>): positions are
+    /// divided by this factor; 1 means none.</summary>
+    public float RopeScalingFactor { get; init; } = 1f;
+
+    /// <summary>Llama 3 rotary scaling: the model holds <see cref="TensorNames.RopeFrequencies"/> ([HeadDim / 2]), by
+    /// which each pair's rotary frequency is divided, as llama.cpp stores and applies it (<see cref="RopeScaling.Llama3Factors"/>).</summary>
+    public bool RopeFrequencyFactors { get; init; }
+
     public float RmsNormEps { get; init; } = 1e-5f;
 
     /// <summary>True when the output classifier reuses <c>token_embd.weight</c> (no <c>output.weight</c>).</summary>

@@ -7,6 +7,9 @@ public static class TensorNames
     public const string OutputNorm = "output_norm.weight";
     public const string Output = "output.weight";
 
+    /// <summary>Per-pair divisors of the rotary frequencies (Llama 3's rope scaling), [headDim / 2].</summary>
+    public const string RopeFrequencies = "rope_freqs.weight";
+
     public static string AttentionNorm(int layer) => $"blk.{layer}.attn_norm.weight";
 
     public static string Query(int layer) => $"blk.{layer}.attn_q.weight";

@@ -90,7 +90,7 @@ public sealed class Transformer : IDisposable
         for (int l = 0; l < layers.Length; l++)
             layers[l] = new Layer(model, l);
 
-        (ropeCos, ropeSin) = RopeTables(contextLength, config.HeadDim, config.RopeTheta, deterministic);
+        (ropeCos, ropeSin) = RopeTables(model, contextLength, deterministic);
 
         x = new float[batchSize * config.Dim];
         xb = new float[batchSize * config.Dim];
@@ -467,16 +467,22 @@ public sealed class Transformer : IDisposable
         }
     }
 
-    /// <summary>cos and sin of pos · θ^(-2i/headDim) for every position and pair: [contextLength, headDim / 2] each;
-    /// <paramref name="deterministic"/> computes them with <see cref="DeterministicMath"/> instead of the C runtime.</summary>
-    internal static (float[] Cos, float[] Sin) RopeTables(int contextLength, int headDim, float theta, bool deterministic)
+    /// <summary>cos and sin of the rotary angle of every (position, pair): position × θ^(−2i / headDim), divided by the
+    /// linear scaling factor and by pair i's divisor in <see cref="TensorNames.RopeFrequencies"/> when the model has one
+    /// (Llama 3), as ggml's rope computes it. [contextLength, headDim / 2] each; <paramref name="deterministic"/> computes
+    /// them with <see cref="DeterministicMath"/> instead of the C runtime.</summary>
+    internal static (float[] Cos, float[] Sin) RopeTables(Model model, int contextLength, bool deterministic)
     {
+        var config = model.Config;
+        int headDim = config.HeadDim;
         int half = headDim / 2;
+        float[]? divisors = config.RopeFrequencyFactors ? ReadVector(model, TensorNames.RopeFrequencies, half) : null;
         var cos = new float[contextLength * half];
         var sin = new float[contextLength * half];
         for (int i = 0; i < half; i++)
         {
-            double frequency = deterministic ? DeterministicMath.Pow(theta, -2.0 * i / headDim) : Math.Pow(theta, -2.0 * i / headDim);
+            double frequency = deterministic ? DeterministicMath.Pow(config.RopeTheta, -2.0 * i / headDim) : Math.Pow(config.RopeTheta, -2.0 * i / headDim);
+            frequency /= config.RopeScalingFactor * (divisors?[i] ?? 1f);
             for (int pos = 0; pos < contextLength; pos++)
             {
                 double angle = pos * frequency;
@@ -488,7 +494,6 @@ public sealed class Transformer : IDisposable
         return (cos, sin);
     }
 
-    /// <summary>A 1-D tensor (a norm or a bias) of <paramref name="length"/> values as f32.</summary>
     internal static float[] ReadVector(Model model, string name, int length)
     {
         var tensor = model[name];

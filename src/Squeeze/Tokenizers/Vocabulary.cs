@@ -79,4 +79,35 @@ public sealed class Vocabulary
 
     /// <summary>Number of tokens.</summary>
     public int Count => Tokens.Length;
+
+    /// <summary>The piece llama.cpp's converter writes for an id the tokenizer does not use: "[PAD{id}]", of type
+    /// <see cref="TokenType.Unused"/>.</summary>
+    public static string PaddingPiece(int id) => $"[PAD{id}]";
+
+    /// <summary>
+    /// This vocabulary with ids [Count, <paramref name="count"/>) added as unused <see cref="PaddingPiece"/> tokens (score 0),
+    /// as llama.cpp's converter pads the token list to the embedding's rows (Qwen 2.5 / 3: 151,936 rows, 151,669 tokens),
+    /// so that a GGUF file has a token for every row. Itself when it already has <paramref name="count"/> tokens.
+    /// </summary>
+    public Vocabulary PaddedTo(int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(count, Count);
+        if (count == Count)
+            return this;
+        return new Vocabulary
+        {
+            Kind = Kind,
+            Tokens = [.. Tokens, .. Enumerable.Range(Count, count - Count).Select(PaddingPiece)],
+            Scores = [.. Scores, .. new float[count - Count]],
+            Types = [.. Types, .. Enumerable.Repeat(TokenType.Unused, count - Count)],
+            Merges = Merges,
+            PreTokenizer = PreTokenizer,
+            BosId = BosId,
+            EosId = EosId,
+            UnknownId = UnknownId,
+            PaddingId = PaddingId,
+            AddBos = AddBos,
+            AddSpacePrefix = AddSpacePrefix,
+        };
+    }
 }

@@ -88,7 +88,7 @@ public static partial class VocabularyReader
             }
             else
             {
-                tokens[id] = string.Empty; // a hole in the ids: never produced, decodes to nothing
+                tokens[id] = Vocabulary.PaddingPiece(id); // a hole in the ids: never produced, as llama.cpp's converter names it
                 types[id] = TokenType.Unused;
             }
         }

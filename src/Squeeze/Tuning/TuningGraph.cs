@@ -84,7 +84,7 @@ internal sealed class TuningGraph
         }
         outputNorm = ReadNorm(TensorNames.OutputNorm, config.Dim);
         Norms = norms;
-        (ropeCos, ropeSin) = Transformer.RopeTables(contextLength, config.HeadDim, config.RopeTheta, deterministic: false);
+        (ropeCos, ropeSin) = Transformer.RopeTables(model, contextLength, deterministic: false);
         ropeSinBack = ropeSin.Select(v => -v).ToArray();
         finalInput = new float[contextLength * config.Dim];
         finalRms = new float[contextLength];

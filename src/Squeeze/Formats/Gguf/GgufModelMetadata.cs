@@ -44,6 +44,11 @@ public static class GgufModelMetadata
         }
         U32($"{arch}.rope.dimension_count", c.RopeDimensions);
         F32($"{arch}.rope.freq_base", c.RopeTheta);
+        if (c.RopeScalingFactor != 1f)
+        {
+            Add($"{arch}.rope.scaling.type", GgufValue.String("linear"));
+            F32($"{arch}.rope.scaling.factor", c.RopeScalingFactor);
+        }
         F32($"{arch}.attention.layer_norm_rms_epsilon", c.RmsNormEps);
         U32($"{arch}.vocab_size", c.VocabSize);
 

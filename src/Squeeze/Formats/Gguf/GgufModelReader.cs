@@ -67,6 +67,14 @@ public static class GgufModelReader
             throw Fail(file, $"key length {headDim} and value length {valueDim} differ; that is not supported");
         float theta = PositiveFloat(file, $"{arch}.rope.freq_base", 10000f);
         float eps = PositiveFloat(file, $"{arch}.attention.layer_norm_rms_epsilon", null);
+        // Rotary scaling as llama.cpp reads it: a factor (older files: rope.scale_linear) that scales linearly unless the
+        // type says "none" (no type means linear), and Llama 3's per-pair frequency divisors in rope_freqs.weight.
+        string scalingType = file.GetString($"{arch}.rope.scaling.type") ?? "linear";
+        if (scalingType is not ("none" or "linear"))
+            throw Fail(file, $"'{arch}.rope.scaling.type' = '{scalingType}' is not supported (none, linear)");
+        float scalingFactor = PositiveFloat(file, $"{arch}.rope.scaling.factor", PositiveFloat(file, $"{arch}.rope.scale_linear", 1f));
+        if (scalingType == "none")
+            scalingFactor = 1f;
 
         string[] tokens = file.GetArray<string>("tokenizer.ggml.tokens") ?? throw Fail(file, "no 'tokenizer.ggml.tokens'");
         int vocab = tokens.Length;
@@ -88,6 +96,8 @@ public static class GgufModelReader
             ContextLength = context,
             RopeTheta = theta,
             RopeStyle = rope,
+            RopeScalingFactor = scalingFactor,
+            RopeFrequencyFactors = file.TryGetTensor(TensorNames.RopeFrequencies, out _),
             RmsNormEps = eps,
             TiedEmbeddings = !file.TryGetTensor(TensorNames.Output, out _),
             AttentionBias = arch == "qwen2",
@@ -101,6 +111,8 @@ public static class GgufModelReader
     private static void CheckTensors(GgufFile file, ModelConfig c)
     {
         Expect(file, TensorNames.OutputNorm, c.Dim);
+        if (c.RopeFrequencyFactors)
+            Expect(file, TensorNames.RopeFrequencies, c.HeadDim / 2);
         if (!c.TiedEmbeddings)
             Expect(file, TensorNames.Output, c.VocabSize, c.Dim);
         for (int l = 0; l < c.LayerCount; l++)

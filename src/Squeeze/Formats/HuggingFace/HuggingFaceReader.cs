@@ -38,14 +38,17 @@ public static class HuggingFaceReader
         ArgumentException.ThrowIfNullOrEmpty(directory);
         if (!Directory.Exists(directory))
             throw new DirectoryNotFoundException($"Hugging Face checkpoint directory {directory} does not exist");
-        var config = ReadConfig(Path.Combine(directory, ConfigFile));
+        var config = ReadConfig(Path.Combine(directory, ConfigFile), out float[]? ropeFrequencies);
         var owned = new List<IDisposable>();
         try
         {
             var tensors = ReadTensors(directory, config, owned);
+            if (ropeFrequencies is not null)
+                tensors.Insert(0, FloatTensor(TensorNames.RopeFrequencies, ropeFrequencies, owned));
             vocabulary ??= ReadVocabulary(directory);
             if (vocabulary.Count > config.VocabSize)
                 throw new ModelFormatException(directory, $"the tokenizer has {vocabulary.Count} tokens but config.json's vocab_size is {config.VocabSize}");
+            vocabulary = vocabulary.PaddedTo(config.VocabSize); // a token for every embedding row, as llama.cpp pads it
             return new Model(config, vocabulary, tensors, directory, owned);
         }
         catch
@@ -58,14 +61,17 @@ public static class HuggingFaceReader
 
     /// <summary>Reads a config.json into a <see cref="ModelConfig"/> (GGUF architecture name, rope style as loaded).</summary>
     /// <exception cref="ModelFormatException">Missing, malformed, or an unsupported architecture or option; the message names the value.</exception>
-    public static ModelConfig ReadConfig(string configPath)
+    public static ModelConfig ReadConfig(string configPath) => ReadConfig(configPath, out _);
+
+    /// <summary>Reads a config.json, with Llama 3's per-pair rotary frequency divisors when its rope scaling has them.</summary>
+    private static ModelConfig ReadConfig(string configPath, out float[]? ropeFrequencies)
     {
         if (!File.Exists(configPath))
             throw new ModelFormatException(configPath, "config.json not found; a Hugging Face checkpoint directory needs one");
         try
         {
             using var doc = JsonDocument.Parse(File.ReadAllBytes(configPath));
-            return ParseConfig(configPath, doc.RootElement);
+            return ParseConfig(configPath, doc.RootElement, out ropeFrequencies);
         }
         catch (JsonException e)
         {
@@ -73,8 +79,9 @@ public static class HuggingFaceReader
         }
     }
 
-    private static ModelConfig ParseConfig(string file, JsonElement root)
+    private static ModelConfig ParseConfig(string file, JsonElement root, out float[]? ropeFrequencies)
     {
+        ropeFrequencies = null;
         [DoesNotReturn]
         void Fail(string problem) => throw new ModelFormatException(file, problem);
         if (root.ValueKind != JsonValueKind.Object)
@@ -173,13 +180,42 @@ public static class HuggingFaceReader
         if (root.TryGetProperty("hidden_act", out var act) && act.ValueKind != JsonValueKind.Null
             && !(act.ValueKind == JsonValueKind.String && act.GetString() is "silu" or "swish"))
             Fail($"\"hidden_act\" {act.GetRawText()} is not supported (silu)");
+        // Rotary scaling, as llama.cpp's converter reads it: "linear" divides positions by the factor; "llama3" divides
+        // each pair's frequency by a factor computed once (rope_freqs.weight).
+        float linearFactor = 1f;
+        bool llama3 = false;
         if (root.TryGetProperty("rope_scaling", out var scaling) && scaling.ValueKind != JsonValueKind.Null)
         {
             string kind = scaling.ValueKind == JsonValueKind.Object
                 && (scaling.TryGetProperty("rope_type", out var t) || scaling.TryGetProperty("type", out t))
                 && t.ValueKind == JsonValueKind.String ? t.GetString()! : scaling.GetRawText();
-            if (kind != "default")
-                Fail($"\"rope_scaling\" of type \"{kind}\" is not supported (only unscaled rotary embedding)");
+            double ScalingNumber(string key, double? fallback)
+            {
+                if (!scaling.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
+                    return fallback ?? Fail<double>(file, $"\"rope_scaling\" of type \"{kind}\" has no \"{key}\"");
+                if (v.ValueKind != JsonValueKind.Number || !v.TryGetDouble(out double value) || !double.IsFinite(value) || value <= 0)
+                    Fail($"\"rope_scaling\".\"{key}\" is {v.GetRawText()}; expected a positive number");
+                return value;
+            }
+            switch (kind)
+            {
+                case "default":
+                    break;
+                case "linear":
+                    linearFactor = (float)ScalingNumber("factor", null);
+                    break;
+                case "llama3":
+                    llama3 = true;
+                    double low = ScalingNumber("low_freq_factor", 1.0), high = ScalingNumber("high_freq_factor", 4.0);
+                    if (!(high > low))
+                        Fail($"\"rope_scaling\": high_freq_factor {high} must exceed low_freq_factor {low}");
+                    ropeFrequencies = RopeScaling.Llama3Factors(headDim, (float)ropeTheta, ScalingNumber("factor", null), low, high,
+                        (int)ScalingNumber("original_max_position_embeddings", 8192));
+                    break;
+                default:
+                    Fail($"\"rope_scaling\" of type \"{kind}\" is not supported (default, linear, llama3)");
+                    break;
+            }
         }
 
         // Sliding-window attention is not implemented: cap the context where it would start to matter.
@@ -201,11 +237,22 @@ public static class HuggingFaceReader
             ContextLength = context,
             RopeTheta = (float)ropeTheta,
             RopeStyle = qwen ? RopeStyle.Neox : RopeStyle.Interleaved,
+            RopeScalingFactor = linearFactor,
+            RopeFrequencyFactors = llama3,
             RmsNormEps = (float)eps,
             TiedEmbeddings = tied,
             AttentionBias = attentionBias,
             QkNorm = architecture == "Qwen3ForCausalLM",
         };
+    }
+
+    /// <summary>An F32 vector in an owned buffer.</summary>
+    private static unsafe Tensor FloatTensor(string name, float[] values, List<IDisposable> owned)
+    {
+        var buffer = NativeBuffer.Allocate(values.Length * sizeof(float));
+        owned.Add(buffer);
+        values.CopyTo(new Span<float>(buffer.Pointer, values.Length));
+        return new Tensor(name, GgmlType.F32, [values.Length], buffer, 0);
     }
 
     [DoesNotReturn]
@@ -214,7 +261,10 @@ public static class HuggingFaceReader
     /// <summary>Every tensor the config implies, in load order, with its shape; q/k entries carry their head count.</summary>
     internal static List<(string Name, long[] Shape, int PermuteHeads)> ExpectedTensors(ModelConfig c)
     {
-        var list = new List<(string, long[], int)> { (TensorNames.TokenEmbedding, [c.VocabSize, c.Dim], 0) };
+        var list = new List<(string, long[], int)>();
+        if (c.RopeFrequencyFactors)
+            list.Add((TensorNames.RopeFrequencies, [c.HeadDim / 2], 0));
+        list.Add((TensorNames.TokenEmbedding, [c.VocabSize, c.Dim], 0));
         for (int l = 0; l < c.LayerCount; l++)
         {
             list.Add((TensorNames.AttentionNorm(l), [c.Dim], 0));
@@ -263,7 +313,7 @@ public static class HuggingFaceReader
 
         bool permute = config.RopeStyle == RopeStyle.Interleaved;
         var tensors = new List<Tensor>();
-        foreach (var (name, shape, heads) in ExpectedTensors(config))
+        foreach (var (name, shape, heads) in ExpectedTensors(config).Where(e => e.Name != TensorNames.RopeFrequencies))
         {
             HuggingFaceNames.TryToHuggingFace(name, out string hfName);
             if (!stored.Remove(name, out var entry))

@@ -74,9 +74,11 @@ public static class HuggingFaceWriter
         }
     }
 
-    /// <summary>The transformers class name for a config ("LlamaForCausalLM" …).</summary>
+    /// <summary>The transformers class name for a config ("LlamaForCausalLM" …). Llama 3's rotary frequency divisors
+    /// are refused: a model holds them as a tensor, not as the rope_scaling parameters they were computed from.</summary>
     internal static string HuggingFaceArchitecture(ModelConfig c) => c.Architecture switch
     {
+        _ when c.RopeFrequencyFactors => throw new NotSupportedException($"{TensorNames.RopeFrequencies} (Llama 3 rope scaling) has no Hugging Face config Squeeze writes"),
         "llama" when !c.QkNorm => "LlamaForCausalLM",
         "qwen2" when c.AttentionBias && !c.QkNorm => "Qwen2ForCausalLM",
         "qwen3" when c.QkNorm => "Qwen3ForCausalLM",
@@ -123,7 +125,17 @@ public static class HuggingFaceWriter
         w.WriteNumber("vocab_size", c.VocabSize);
         w.WriteNumber("max_position_embeddings", c.ContextLength);
         w.WriteNumber("rope_theta", c.RopeTheta);
-        w.WriteNull("rope_scaling");
+        if (c.RopeScalingFactor != 1f)
+        {
+            w.WriteStartObject("rope_scaling");
+            w.WriteString("rope_type", "linear");
+            w.WriteNumber("factor", c.RopeScalingFactor);
+            w.WriteEndObject();
+        }
+        else
+        {
+            w.WriteNull("rope_scaling");
+        }
         w.WriteNumber("rms_norm_eps", c.RmsNormEps);
         w.WriteBoolean("tie_word_embeddings", c.TiedEmbeddings);
         w.WriteString("hidden_act", "silu");

@@ -78,6 +78,7 @@ public sealed class NativeModelReader : IDisposable
             var vocabulary = ReadVocabulary(directory);
             if (vocabulary.Count > config.VocabSize)
                 throw new ModelFormatException(directory, $"the tokenizer has {vocabulary.Count} tokens but config.json's vocab_size is {config.VocabSize}");
+            vocabulary = vocabulary.PaddedTo(config.VocabSize); // a token for every embedding row, as llama.cpp pads it
             return new NativeModelReader(directory, config, vocabulary, weights);
         }
         catch

@@ -1,0 +1,214 @@
+using System.Buffers.Binary;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Squeeze.Tests.Infrastructure;
+
+/// <summary>
+/// A small randomly initialised Hugging Face checkpoint, described by its config: <see cref="Write"/> makes config.json,
+/// model.safetensors (F32 or BF16, seeded) and copies the tokenizer files of a real model. Weights are scaled so that
+/// activations keep their size through the layers and the logits are far from uniform (std ≈ <see cref="LogitScale"/>).
+/// Written by hand from the Hugging Face conventions, independent of Squeeze's own writers.
+/// </summary>
+public sealed record RandomCheckpoint
+{
+    /// <summary>transformers class: "LlamaForCausalLM", "Qwen3ForCausalLM" …</summary>
+    public required string Architecture { get; init; }
+
+    /// <summary>config.json's model_type: "llama", "qwen3" …</summary>
+    public required string ModelType { get; init; }
+
+    /// <summary>Embedding rows (config.json's vocab_size); may exceed the tokenizer's tokens, as Qwen's do.</summary>
+    public required int VocabSize { get; init; }
+
+    /// <summary>Folder whose tokenizer files (tokenizer.json, tokenizer_config.json, tokenizer.model) are copied.</summary>
+    public required string TokenizerDirectory { get; init; }
+
+    public int HiddenSize { get; init; } = 64;
+
+    public int IntermediateSize { get; init; } = 128;
+
+    public int Layers { get; init; } = 2;
+
+    public int Heads { get; init; } = 4;
+
+    public int KvHeads { get; init; } = 2;
+
+    /// <summary>Values per head; written as head_dim when set.</summary>
+    public int? HeadDim { get; init; }
+
+    public int MaxPositions { get; init; } = 2048;
+
+    public double RopeTheta { get; init; } = 10000;
+
+    public double RmsNormEps { get; init; } = 1e-5;
+
+    public bool TieWordEmbeddings { get; init; }
+
+    /// <summary>q, k and v biases (Qwen2's).</summary>
+    public bool AttentionBias { get; init; }
+
+    /// <summary>Per-head RMSNorm of q and k (Qwen3's).</summary>
+    public bool QkNorm { get; init; }
+
+    /// <summary>config.json's rope_scaling object, or null.</summary>
+    public JsonObject? RopeScaling { get; init; }
+
+    /// <summary>Further config.json keys (e.g. sliding_window), written as given.</summary>
+    public IReadOnlyDictionary<string, JsonNode?> ExtraConfig { get; init; } = new Dictionary<string, JsonNode?>();
+
+    /// <summary>Store the weights as BF16 (rounded to nearest even) instead of F32.</summary>
+    public bool BFloat16 { get; init; }
+
+    /// <summary>q and k projections are this many times larger than the others, so attention scores spread (std ≈ this
+    /// squared) and the attention, and with it the rotary positions, shape the logits.</summary>
+    public double QueryKeyScale { get; init; } = 2;
+
+    /// <summary>Standard deviation the logits have at initialisation.</summary>
+    public double LogitScale { get; init; } = 3;
+
+    public int Seed { get; init; } = 42;
+
+    private int ResolvedHeadDim => HeadDim ?? HiddenSize / Heads;
+
+    /// <summary>Writes the checkpoint into <paramref name="directory"/> (created) and returns it.</summary>
+    public string Write(string directory)
+    {
+        Directory.CreateDirectory(directory);
+        File.WriteAllText(Path.Combine(directory, "config.json"), Config().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        foreach (string name in new[] { "tokenizer.json", "tokenizer_config.json", "tokenizer.model" })
+        {
+            string source = Path.Combine(TokenizerDirectory, name);
+            if (File.Exists(source))
+                File.Copy(source, Path.Combine(directory, name));
+        }
+        WriteSafetensors(Path.Combine(directory, "model.safetensors"));
+        return directory;
+    }
+
+    /// <summary>config.json as transformers writes it for this class.</summary>
+    public JsonObject Config()
+    {
+        var config = new JsonObject
+        {
+            ["architectures"] = new JsonArray(Architecture),
+            ["model_type"] = ModelType,
+            ["hidden_size"] = HiddenSize,
+            ["intermediate_size"] = IntermediateSize,
+            ["num_hidden_layers"] = Layers,
+            ["num_attention_heads"] = Heads,
+            ["num_key_value_heads"] = KvHeads,
+            ["vocab_size"] = VocabSize,
+            ["max_position_embeddings"] = MaxPositions,
+            ["rope_theta"] = RopeTheta,
+            ["rms_norm_eps"] = RmsNormEps,
+            ["tie_word_embeddings"] = TieWordEmbeddings,
+            ["hidden_act"] = "silu",
+            ["attention_bias"] = AttentionBias,
+            ["rope_scaling"] = RopeScaling?.DeepClone(),
+            ["torch_dtype"] = BFloat16 ? "bfloat16" : "float32",
+        };
+        if (HeadDim is int headDim)
+            config["head_dim"] = headDim;
+        foreach (var (key, value) in ExtraConfig)
+            config[key] = value?.DeepClone();
+        return config;
+    }
+
+    /// <summary>Every tensor with its Hugging Face name, shape and the standard deviation of its random values
+    /// (norm weights are 1 + N(0, 0.1²)).</summary>
+    public IEnumerable<(string Name, long[] Shape, double Std, bool Norm)> Tensors()
+    {
+        int dim = HiddenSize, qDim = Heads * ResolvedHeadDim, kvDim = KvHeads * ResolvedHeadDim, hidden = IntermediateSize;
+        // Embedding rows of std s give logits of std s·√dim when tied; a separate lm_head gets that scale instead.
+        double embeddingStd = TieWordEmbeddings ? LogitScale / Math.Sqrt(dim) : 1;
+        yield return ("model.embed_tokens.weight", [VocabSize, dim], embeddingStd, false);
+        for (int l = 0; l < Layers; l++)
+        {
+            string p = $"model.layers.{l}.";
+            yield return (p + "input_layernorm.weight", [dim], 0.1, true);
+            yield return (p + "self_attn.q_proj.weight", [qDim, dim], QueryKeyScale / Math.Sqrt(dim), false);
+            yield return (p + "self_attn.k_proj.weight", [kvDim, dim], QueryKeyScale / Math.Sqrt(dim), false);
+            yield return (p + "self_attn.v_proj.weight", [kvDim, dim], 1 / Math.Sqrt(dim), false);
+            if (AttentionBias)
+            {
+                yield return (p + "self_attn.q_proj.bias", [qDim], 0.1, false);
+                yield return (p + "self_attn.k_proj.bias", [kvDim], 0.1, false);
+                yield return (p + "self_attn.v_proj.bias", [kvDim], 0.1, false);
+            }
+            if (QkNorm)
+            {
+                yield return (p + "self_attn.q_norm.weight", [ResolvedHeadDim], 0.1, true);
+                yield return (p + "self_attn.k_norm.weight", [ResolvedHeadDim], 0.1, true);
+            }
+            yield return (p + "self_attn.o_proj.weight", [dim, qDim], 1 / Math.Sqrt(qDim), false);
+            yield return (p + "post_attention_layernorm.weight", [dim], 0.1, true);
+            yield return (p + "mlp.gate_proj.weight", [hidden, dim], 1 / Math.Sqrt(dim), false);
+            yield return (p + "mlp.up_proj.weight", [hidden, dim], 1 / Math.Sqrt(dim), false);
+            yield return (p + "mlp.down_proj.weight", [dim, hidden], 1 / Math.Sqrt(hidden), false);
+        }
+        yield return ("model.norm.weight", [dim], 0.1, true);
+        if (!TieWordEmbeddings)
+            yield return ("lm_head.weight", [VocabSize, dim], LogitScale / Math.Sqrt(dim), false);
+    }
+
+    /// <summary>safetensors: 8-byte little-endian header length, the JSON header (padded with spaces to 8 bytes), the data.</summary>
+    private void WriteSafetensors(string path)
+    {
+        var tensors = Tensors().ToList();
+        int elementBytes = BFloat16 ? 2 : 4;
+        var header = new JsonObject { ["__metadata__"] = new JsonObject { ["format"] = "pt" } };
+        long offset = 0;
+        foreach (var (name, shape, _, _) in tensors)
+        {
+            long bytes = shape.Aggregate(1L, (a, b) => a * b) * elementBytes;
+            header[name] = new JsonObject
+            {
+                ["dtype"] = BFloat16 ? "BF16" : "F32",
+                ["shape"] = new JsonArray([.. shape.Select(s => (JsonNode)s)]),
+                ["data_offsets"] = new JsonArray(offset, offset + bytes),
+            };
+            offset += bytes;
+        }
+        byte[] json = Encoding.UTF8.GetBytes(header.ToJsonString());
+        int padded = (json.Length + 7) / 8 * 8;
+        using var stream = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
+        Span<byte> length = stackalloc byte[8];
+        BinaryPrimitives.WriteInt64LittleEndian(length, padded);
+        stream.Write(length);
+        stream.Write(json);
+        for (int i = json.Length; i < padded; i++)
+            stream.WriteByte((byte)' ');
+        var random = new Random(Seed);
+        var row = new byte[1 << 16];
+        foreach (var (_, shape, std, norm) in tensors)
+        {
+            long count = shape.Aggregate(1L, (a, b) => a * b);
+            int filled = 0;
+            for (long i = 0; i < count; i++)
+            {
+                float value = (float)((norm ? 1 : 0) + std * Gaussian(random));
+                if (BFloat16)
+                {
+                    uint bits = BitConverter.SingleToUInt32Bits(value);
+                    BinaryPrimitives.WriteUInt16LittleEndian(row.AsSpan(filled), (ushort)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16));
+                }
+                else
+                {
+                    BinaryPrimitives.WriteSingleLittleEndian(row.AsSpan(filled), value);
+                }
+                filled += elementBytes;
+                if (filled == row.Length)
+                {
+                    stream.Write(row);
+                    filled = 0;
+                }
+            }
+            stream.Write(row, 0, filled);
+        }
+    }
+
+    private static double Gaussian(Random random)
+        => Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble());
+}
