@@ -19,16 +19,16 @@ internal static class Cli
     };
 
     /// <summary>Human output goes to stdout; with --json, stdout holds only the JSON document and the rest goes to stderr.</summary>
-    public static IAnsiConsole Console { get; set; } = CreateConsole();
+    public static IAnsiConsole Console { get; set; } = CreateConsole(System.Console.Out, System.Console.IsOutputRedirected);
 
     /// <summary>Progress displays and notes, always on stderr so stdout stays machine-readable.</summary>
-    public static IAnsiConsole Status { get; set; } = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(System.Console.Error) });
+    public static IAnsiConsole Status { get; set; } = CreateConsole(System.Console.Error, System.Console.IsErrorRedirected);
 
-    /// <summary>The stdout console; when stdout is a pipe or file, lines are not wrapped at 80 columns.</summary>
-    private static IAnsiConsole CreateConsole()
+    /// <summary>A console on stdout or stderr; when it is a pipe or file, lines are not wrapped at 80 columns.</summary>
+    private static IAnsiConsole CreateConsole(TextWriter writer, bool redirected)
     {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(System.Console.Out) });
-        if (System.Console.IsOutputRedirected)
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(writer) });
+        if (redirected)
             console.Profile.Width = 240;
         return console;
     }
@@ -51,7 +51,8 @@ internal static class Cli
     /// <summary>The policy a <c>--kv</c> value names; a bad spec is an <see cref="ArgumentException"/> saying what is wrong.</summary>
     public static Squeeze.Runtime.KvCachePolicy KvCache(string spec) => Squeeze.Runtime.KvCachePolicy.Parse(spec);
 
-    /// <summary>Runs a command body, turning expected failures (bad input files, bad arguments) into one clear line on stderr.</summary>
+    /// <summary>Runs a command body, turning expected failures (bad input files, bad arguments) into one clear line on stderr,
+    /// and a cancellation (Ctrl+C where a command listens for it) into "cancelled" and exit code 130.</summary>
     public static int Run(Func<int> body)
     {
         try
@@ -64,6 +65,11 @@ internal static class Cli
             string message = e is ArgumentException { ParamName: { } name } ? e.Message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal) : e.Message;
             System.Console.Error.WriteLine($"squeeze: error: {message}");
             return 1;
+        }
+        catch (OperationCanceledException)
+        {
+            System.Console.Error.WriteLine("squeeze: cancelled");
+            return 130;
         }
     }
 
