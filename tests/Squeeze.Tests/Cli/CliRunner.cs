@@ -15,11 +15,18 @@ internal static class CliRunner
 
     /// <summary>Runs the program with <paramref name="environment"/> set on top of this process's environment.</summary>
     public static Result Run(IReadOnlyDictionary<string, string> environment, params string[] args)
+        => RunIn(Environment.CurrentDirectory, environment, [], args);
+
+    /// <summary>Runs the program in <paramref name="workingDirectory"/>, with <paramref name="environment"/> set on top of
+    /// this process's environment and the variables in <paramref name="unset"/> removed from it.</summary>
+    public static Result RunIn(string workingDirectory, IReadOnlyDictionary<string, string> environment, IEnumerable<string> unset, params string[] args)
     {
         string cli = Path.Combine(AppContext.BaseDirectory, "Squeeze.Cli.dll");
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, WorkingDirectory = workingDirectory };
         foreach (var (name, value) in environment)
             start.Environment[name] = value;
+        foreach (string name in unset)
+            start.Environment.Remove(name);
         start.ArgumentList.Add(cli);
         foreach (string a in args)
             start.ArgumentList.Add(a);
