@@ -10,12 +10,13 @@ using Squeeze.Tuning;
 namespace Squeeze.Cli.Commands;
 
 /// <summary><c>squeeze compress MODEL --type MIX --calib FILE -o OUT.gguf --method rtn|imatrix|gptq|awq+gptq</c>: calibrated
-/// quantization to a GGUF file (calibration, optional AWQ scaling, GPTQ per tensor), with a per-tensor error table.</summary>
+/// quantization to a GGUF file (calibration, optional AWQ scaling, GPTQ per tensor), with a per-tensor error table; with
+/// <c>--prune</c>, pruning to a native directory instead (<see cref="CompressPruned"/>).</summary>
 internal static class CompressCommand
 {
     public sealed record Options(string Model, string? Tokenizer, string Type, string? Calib, string Output, string Method, long Tokens, int Context,
         bool Pure, string[] TensorTypes, string? Stats, bool Sequential, bool NoActOrder, double Damping, int Refine, int Threads, bool Json, PlanCommand.Budget? Budget = null,
-        bool Tune = false, long TuneSamples = 65536, int TuneEpochs = 2, double TuneLearningRate = 0.003);
+        bool Tune = false, long TuneSamples = 65536, int TuneEpochs = 2, double TuneLearningRate = 0.003, string? Prune = null, double? Sparsity = null, string Pattern = "unstructured");
 
     public static Command Create()
     {
@@ -41,18 +42,20 @@ internal static class CompressCommand
         var tuneSamples = new Option<long>("--tune-samples") { Description = "Tokens of text sampled from the original model that --tune trains on besides the calibration text", DefaultValueFactory = _ => 65536 };
         var tuneEpochs = new Option<int>("--tune-epochs") { Description = "Passes of --tune over its training text; the parameters with the lowest KLD on held-out calibration chunks (scored four times per epoch) are kept", DefaultValueFactory = _ => 2 };
         var tuneLearningRate = new Option<double>("--tune-lr") { Description = "First step size of --tune, relative to each parameter's own scale; it decays along a cosine, and tuning starts over at a third of it (twice at most) when the first held-out score is no better than the untuned model's", DefaultValueFactory = _ => 0.003 };
+        var (prune, sparsity, pattern) = (CompressPruned.PruneOption(), CompressPruned.SparsityOption(), CompressPruned.PatternOption());
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
-        var command = new Command("compress", "Calibrated quantization to a GGUF file: imatrix, GPTQ or AWQ+GPTQ at one of llama.cpp's mixes, or at a size target (--target-bpw, --target-size), optionally in Squeeze's native format (--format native)")
+        var command = new Command("compress", "Calibrated quantization to a GGUF file: imatrix, GPTQ or AWQ+GPTQ at one of llama.cpp's mixes, or at a size target (--target-bpw, --target-size), optionally in Squeeze's native format (--format native); or pruning (--prune, native format)")
         {
             model, tokenizer, type, calib, output, method, tokens, ctx, pure, tensorTypes, stats, sequential, noActOrder, damping, refine, bpw, size, search, timeLimit, generations, seed, chart,
-            format, representation, tune, tuneSamples, tuneEpochs, tuneLearningRate, threads, json,
+            format, representation, tune, tuneSamples, tuneEpochs, tuneLearningRate, prune, sparsity, pattern, threads, json,
         };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(type)!, r.GetValue(calib),
             r.GetValue(output)!, r.GetValue(method)!, r.GetValue(tokens), r.GetValue(ctx), r.GetValue(pure), r.GetValue(tensorTypes)!, r.GetValue(stats),
             r.GetValue(sequential), r.GetValue(noActOrder), r.GetValue(damping), r.GetValue(refine), r.GetValue(threads), r.GetValue(json),
             new PlanCommand.Budget(r.GetValue(bpw), r.GetValue(size), r.GetValue(search)!, r.GetValue(timeLimit), r.GetValue(generations), r.GetValue(seed), r.GetValue(chart),
-                r.GetValue(format)!, r.GetValue(representation)), r.GetValue(tune), r.GetValue(tuneSamples), r.GetValue(tuneEpochs), r.GetValue(tuneLearningRate)))));
+                r.GetValue(format)!, r.GetValue(representation)), r.GetValue(tune), r.GetValue(tuneSamples), r.GetValue(tuneEpochs), r.GetValue(tuneLearningRate),
+            r.GetValue(prune), r.GetValue(sparsity), r.GetValue(pattern)!))));
         return command;
     }
 
@@ -68,6 +71,10 @@ internal static class CompressCommand
 
     public static int Execute(Options options)
     {
+        if (options.Prune is not null)
+            return CompressPruned.Execute(options);
+        if (options.Sparsity is not null || options.Pattern != "unstructured")
+            throw new ArgumentException("--sparsity and --pattern say how --prune prunes: give --prune magnitude|wanda|sparsegpt");
         if (options.Budget is { } budget && PlanCommand.HasTarget(budget))
             return ExecuteBudget(options, budget);
         if (options.Tune)

@@ -40,7 +40,14 @@ internal static class PlanCommand
 
     public static Option<string> FormatOption() => new("--format") { Description = "gguf (llama.cpp's block types; a file) or native (Squeeze's representations: uniform codes of any width and group, …; a directory)", DefaultValueFactory = _ => "gguf" };
 
-    public static Option<string[]> RepresentationOption() => new("--representation") { Description = "With --format native: a level the search may choose (repeatable): uniform:BITS:GROUP[:sym] (GROUP may be ~N: the largest divisor of the row ≤ N), codebook:BITS:GROUP|row, rot+uniform:…, entropy+SPEC, dfloat11, nm:N:M:VALUES, unstructured:FRACTION:VALUES, svd:RANK[:FACTORBITS], eora:BITS:GROUP:RANK[:FACTORBITS], slim:N:M:VALUES:RANK[:FACTORBITS], vq:DIM:INDEXBITS[:scaled], rvq:DIM:BITS:RESIDUALBITS[:scaled], split:HOTROWS:HOTSPEC/COLDSPEC (the embedding or classifier: the rows of the calibration text's most used tokens in HOTSPEC, the rest in COLDSPEC), zero (drop the matrix), f16. Default: uniform 2, 3, 4, 5, 6, 8 bits in groups ~64 and ~256, per-row codebooks of 2, 3, 4 bits, vq:6:12, vq:6:13, vq:4:7:scaled … vq:4:10:scaled, f16, and for the embedding split:1024:uniform:5:~64/vq:8:10, split:1024:uniform:4:~64/vq:8:11, split:2048:uniform:5:~64/vq:8:12, split:2048:uniform:5:~64/vq:6:11, split:2048:uniform:6:~64/vq:6:13, split:4096:uniform:6:~64/uniform:3:~64" };
+    /// <summary><c>--representation</c>, its help generated from the registry of representation families: each family's
+    /// grammar and help line, then the default levels.</summary>
+    public static Option<string[]> RepresentationOption() => new("--representation")
+    {
+        Description = "With --format native: a level the search may choose (repeatable): "
+            + string.Join("; ", NativeRepresentation.Families.Select(f => $"{f.Syntax}: {f.Help}"))
+            + ". Default: " + string.Join(", ", NativeRepresentation.Defaults.Select(r => r.Spec)),
+    };
 
     public static Option<string?> ChartOption() => new("--chart") { Description = "PNG chart of the bits given to each layer and tensor kind (default: beside the output, .bits.png)" };
 

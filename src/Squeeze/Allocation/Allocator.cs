@@ -120,7 +120,7 @@ public static class Allocator
         return Prepare<NativeCandidateSet, NativeCandidate>(model, calibrationText, options, (stats, p) =>
         {
             // Only the row splits read the token usage, which takes a forward pass over the text.
-            var usage = !representations.Any(r => r is RowSplitRepresentation) ? null
+            var usage = !representations.Any(r => r.NeedsTokenUsage) ? null
                 : TokenUsage.Measure(model, calibrationText, options.Compression.CalibrationTokens, ContextLength(model, options.Compression), options.Compression.Threads,
                     p is null ? null : new SynchronousProgress<(int Done, int Total)>(u => p.Report(new CandidateProgress("token usage", u.Done, u.Total, ""))), cancellationToken);
             return NativeCandidateSet.Build(model, new NativeTensorEncoder(model, stats, options.Compression, usage), representations, p, cancellationToken);

@@ -1,4 +1,5 @@
 using Squeeze.Calibration;
+using Squeeze.Compression.Representations;
 using Squeeze.Models;
 using Squeeze.Pruning;
 using Squeeze.Quantization;

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Squeeze.Allocation;
+using Squeeze.Compression.Representations;
 using Squeeze.Compression;
 using Squeeze.Formats;
 using Squeeze.Formats.HuggingFace;

@@ -8,12 +8,16 @@ namespace Squeeze.Tuning;
 /// weight's group scales and mins, a vector-quantized weight's codebook and row scales, the two halves of a row split.
 /// <see cref="Values"/> are f32 masters; <see cref="Decode"/> uses them rounded to f16, as they will be stored, and
 /// <see cref="Backward"/> passes the gradient straight through that rounding. <see cref="Build"/> makes the weight with
-/// the tuned values: the same scheme, codes and stored size.
+/// the tuned values: the same scheme, codes and stored size. Which weights are tunable is an open table keyed by weight
+/// type (<see cref="Register"/>): this floor's own entries for the runtime's weights, and those a representation family
+/// from above adds (<c>Compression.NativeRepresentation.Register</c>).
 /// </summary>
-internal abstract class TunableWeight
+public abstract class TunableWeight
 {
+    /// <summary>A tunable view of <paramref name="original"/>.</summary>
     protected TunableWeight(LinearWeight original) => Original = original;
 
+    /// <summary>The weight as compressed (the values tuning starts from).</summary>
     public LinearWeight Original { get; }
 
     /// <summary>The parameters, f32.</summary>
@@ -32,19 +36,51 @@ internal abstract class TunableWeight
     /// <summary>The weight with the current values, in the original's representation.</summary>
     public abstract LinearWeight Build();
 
-    /// <summary>A tunable view of <paramref name="weight"/>, or null when its representation has nothing tuning can move.</summary>
-    public static TunableWeight? For(LinearWeight weight) => weight switch
-    {
-        UniformWeight u => new TunableUniform(u),
-        VectorCodebookWeight v => new TunableVectors(v),
-        RowSplitWeight s when For(s.HotRows) is not null || For(s.ColdRows) is not null => new TunableSplit(s),
-        _ => null,
-    };
+    /// <summary>Tunes uniform weights: group scales and mins.</summary>
+    public static TunableFactory Uniform { get; } = TunableFactory.For<UniformWeight>(u => new TunableUniform(u));
 
+    /// <summary>Tunes vector-quantized weights: the codebook and the row scales.</summary>
+    public static TunableFactory Vectors { get; } = TunableFactory.For<VectorCodebookWeight>(v => new TunableVectors(v));
+
+    /// <summary>Tunes row splits: each half as its own representation allows (none when neither half is tunable).</summary>
+    public static TunableFactory Split { get; } =
+        TunableFactory.For<RowSplitWeight>(s => For(s.HotRows) is not null || For(s.ColdRows) is not null ? new TunableSplit(s) : null);
+
+    private static readonly Lock Gate = new();
+    private static Dictionary<Type, TunableFactory> factories = new[] { Uniform, Vectors, Split }.ToDictionary(f => f.WeightType);
+
+    /// <summary>Makes weights of <see cref="TunableFactory.WeightType"/> tunable; registering the same factory again does nothing.</summary>
+    /// <exception cref="ArgumentException">Another factory already tunes that weight type.</exception>
+    public static void Register(TunableFactory factory)
+    {
+        ArgumentNullException.ThrowIfNull(factory);
+        lock (Gate)
+        {
+            if (factories.TryGetValue(factory.WeightType, out var known))
+            {
+                if (ReferenceEquals(known, factory))
+                    return;
+                throw new ArgumentException($"{factory.WeightType.Name} is already tunable through another factory", nameof(factory));
+            }
+            Volatile.Write(ref factories, new Dictionary<Type, TunableFactory>(factories) { [factory.WeightType] = factory });
+        }
+    }
+
+    /// <summary>A tunable view of <paramref name="weight"/> (by its exact type), or null when its representation has
+    /// nothing tuning can move.</summary>
+    public static TunableWeight? For(LinearWeight weight)
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        return Volatile.Read(ref factories).TryGetValue(weight.GetType(), out var factory) ? factory.Create(weight) : null;
+    }
+
+    /// <summary><paramref name="value"/> as f16 stores it, back in f32.</summary>
     protected static float RoundToF16(float value) => HalfConversions.F16ToF32(ToF16(value));
 
+    /// <summary><paramref name="value"/> in f16, clamped to its range.</summary>
     protected static ushort ToF16(float value) => HalfConversions.F32ToF16(Math.Clamp(value, -65504f, 65504f));
 
+    /// <summary>Every value in f16, clamped to its range.</summary>
     protected static ushort[] ToF16(ReadOnlySpan<float> values)
     {
         var result = new ushort[values.Length];
@@ -53,6 +89,7 @@ internal abstract class TunableWeight
         return result;
     }
 
+    /// <summary>f16 values in f32.</summary>
     protected static float[] ToF32(ReadOnlySpan<ushort> values)
     {
         var result = new float[values.Length];
@@ -272,5 +309,31 @@ internal abstract class TunableWeight
                 Values.AsSpan(hotCount).CopyTo(cold.Values);
             return new RowSplitWeight(weight.Name, weight.Hot.ToArray(), hot?.Build() ?? weight.HotRows, cold?.Build() ?? weight.ColdRows);
         }
+    }
+}
+
+/// <summary>How weights of one type (<see cref="WeightType"/>, matched exactly) become tunable: <see cref="Create"/>
+/// returns the tunable view, or null when that weight has nothing to tune.</summary>
+public sealed class TunableFactory
+{
+    private readonly Func<LinearWeight, TunableWeight?> create;
+
+    private TunableFactory(Type weightType, Func<LinearWeight, TunableWeight?> create)
+    {
+        WeightType = weightType;
+        this.create = create;
+    }
+
+    /// <summary>The weight type this factory tunes.</summary>
+    public Type WeightType { get; }
+
+    /// <summary>The tunable view of <paramref name="weight"/> (of <see cref="WeightType"/>), or null.</summary>
+    public TunableWeight? Create(LinearWeight weight) => create(weight);
+
+    /// <summary>A factory for weights of type <typeparamref name="TWeight"/>.</summary>
+    public static TunableFactory For<TWeight>(Func<TWeight, TunableWeight?> create) where TWeight : LinearWeight
+    {
+        ArgumentNullException.ThrowIfNull(create);
+        return new TunableFactory(typeof(TWeight), w => create((TWeight)w));
     }
 }

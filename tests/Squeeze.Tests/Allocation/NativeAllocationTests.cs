@@ -1,4 +1,5 @@
 using Squeeze.Allocation;
+using Squeeze.Compression.Representations;
 using Squeeze.Compression;
 using Squeeze.Formats;
 using Squeeze.Formats.Llama2c;

@@ -1,4 +1,5 @@
 using Squeeze.Calibration;
+using Squeeze.Compression.Representations;
 using Squeeze.Compression;
 using Squeeze.Formats;
 using Squeeze.LowRank;

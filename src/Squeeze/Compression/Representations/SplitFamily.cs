@@ -1,8 +1,10 @@
 using System.Globalization;
+using Squeeze.Formats.Native;
 using Squeeze.Models;
+using Squeeze.Tuning;
 using Squeeze.Weights;
 
-namespace Squeeze.Compression;
+namespace Squeeze.Compression.Representations;
 
 /// <summary>
 /// A token-indexed matrix (the token embedding, the classifier) with its rows split by use (<see cref="RowSplitWeight"/>,
@@ -16,6 +18,8 @@ namespace Squeeze.Compression;
 public sealed record RowSplitRepresentation(int HotRows, NativeRepresentation Hot, NativeRepresentation Cold) : NativeRepresentation
 {
     public override string Spec => $"split:{HotRows.ToString(CultureInfo.InvariantCulture)}:{Hot.Spec}/{Cold.Spec}";
+
+    public override bool NeedsTokenUsage => true;
 
     public override bool Fits(int rows, int columns) => rows > HotRows && Hot.Fits(HotRows, columns) && Cold.Fits(rows - HotRows, columns);
 
@@ -56,16 +60,57 @@ public sealed record RowSplitRepresentation(int HotRows, NativeRepresentation Ho
         ArgumentNullException.ThrowIfNull(usage);
         return [.. Enumerable.Range(0, usage.Length).OrderByDescending(t => usage[t]).ThenBy(t => t)];
     }
+}
 
-    /// <summary>Parses <c>split:HOTROWS:HOTSPEC/COLDSPEC</c> (the prefix <c>split:</c> already recognized); HOTSPEC ends
-    /// at the first <c>/</c>, so COLDSPEC may be another split and HOTSPEC may not.</summary>
-    internal static RowSplitRepresentation ParseSplit(string spec)
+/// <summary><c>split:HOTROWS:HOTSPEC/COLDSPEC</c>: <see cref="RowSplitRepresentation"/>, the native scheme <c>split</c>,
+/// each half tunable as its own representation. Defaults, for the token embedding or classifier: seven splits of the rows
+/// into tiers by token usage: the 512 to 2,048 most used tokens in 4- to 8-bit uniform codes, the next few thousand in 2-
+/// to 6-bit codes, and the rest (tokens the model hardly uses, whose rows only have to keep their logits low) in 16-dim
+/// vector codes of 0.375 or 0.5 bits per weight; the tiers that measured best for stories15M (docs/BENCHMARKS.md).</summary>
+public sealed class SplitFamily : RepresentationFamily
+{
+    private static readonly string[] DefaultSpecs =
+    [
+        "split:512:uniform:4:~64/split:1536:uniform:3:~64/split:4096:uniform:2:~64/vq:16:6",
+        "split:512:uniform:5:~64/split:1536:uniform:4:~64/split:4096:uniform:2:~64/vq:16:6",
+        "split:1024:uniform:5:~64/split:3072:uniform:4:~64/split:4096:uniform:2:~64/vq:16:6",
+        "split:2048:uniform:5:~64/split:4096:uniform:4:~64/vq:16:6",
+        "split:1024:uniform:6:~64/split:3072:uniform:5:~64/split:4096:uniform:3:~64/vq:16:6",
+        "split:2048:uniform:6:~64/split:4096:uniform:5:~64/split:8192:uniform:3:~64/vq:16:8",
+        "split:2048:uniform:8:~64/split:6144:uniform:6:~64/split:8192:uniform:4:~64/vq:16:8",
+    ];
+
+    private IReadOnlyList<NativeRepresentation>? defaults;
+
+    private SplitFamily()
     {
-        var rest = spec["split:".Length..];
+    }
+
+    /// <summary>The family.</summary>
+    public static SplitFamily Instance { get; } = new();
+
+    public override IReadOnlyList<string> Keywords => ["split"];
+
+    public override string Syntax => "split:HOTROWS:HOTSPEC/COLDSPEC";
+
+    public override string Help => "the embedding or classifier: the rows of the HOTROWS tokens the calibration text uses most in HOTSPEC, the rest in COLDSPEC (which may be another split)";
+
+    // Parsed on first use: parsing goes through the registry, which holds this family.
+    public override IReadOnlyList<NativeRepresentation> Defaults => defaults ??= [.. DefaultSpecs.Select(NativeRepresentation.Parse)];
+
+    public override IReadOnlyList<INativeScheme> Schemes => [SplitNativeScheme.Instance];
+
+    public override IReadOnlyList<TunableFactory> Tunables => [TunableWeight.Split];
+
+    /// <summary>HOTSPEC ends at the first <c>/</c>, so COLDSPEC may be another split and HOTSPEC may not.</summary>
+    public override NativeRepresentation Parse(RepresentationSpec spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        string rest = spec.Rest;
         int colon = rest.IndexOf(':', StringComparison.Ordinal);
         int slash = rest.IndexOf('/', StringComparison.Ordinal);
         if (colon < 0 || slash < colon || !int.TryParse(rest[..colon], NumberStyles.None, CultureInfo.InvariantCulture, out int hotRows) || hotRows < 1)
-            throw new FormatException($"representation '{spec}' is not split:HOTROWS:HOTSPEC/COLDSPEC (HOTROWS ≥ 1)");
+            throw spec.Fail($"expected {Syntax} (HOTROWS ≥ 1)");
         return new RowSplitRepresentation(hotRows, NativeRepresentation.Parse(rest[(colon + 1)..slash]), NativeRepresentation.Parse(rest[(slash + 1)..]));
     }
 }

@@ -1,0 +1,60 @@
+using Squeeze.Formats.Native;
+using Squeeze.Weights;
+
+namespace Squeeze.Compression.Representations;
+
+/// <summary>
+/// A uniform or rotated-uniform representation with its codes entropy-coded (<see cref="EntropyCodedWeight"/>), spec
+/// <c>entropy+SPEC</c>: the same weight, fewer stored bytes.
+/// </summary>
+public sealed record EntropyRepresentation(NativeRepresentation Inner) : NativeRepresentation
+{
+    /// <summary>The spec prefix.</summary>
+    public const string Prefix = "entropy+";
+
+    public override string Spec => Prefix + Inner.Spec;
+
+    public override bool Fits(int rows, int columns) => Inner.Fits(rows, columns);
+
+    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    {
+        ArgumentNullException.ThrowIfNull(encoder);
+        var encoded = Inner.Encode(encoder, name);
+        int threads = Math.Max(1, encoder.Options.Threads);
+        LinearWeight coded = encoded.Weight switch
+        {
+            UniformWeight u => EntropyCodedWeight.Encode(u, threads: threads),
+            RotatedWeight { Inner: UniformWeight u } r => new RotatedWeight(r.Rotation, EntropyCodedWeight.Encode(u, threads: threads)),
+            var other => throw new NotSupportedException($"{Spec}: {other.Scheme} has no codes to entropy-code"),
+        };
+        return encoded with { Weight = coded, Encoding = "entropy-coded " + encoded.Encoding };
+    }
+}
+
+/// <summary><c>entropy+SPEC</c>: <see cref="EntropyRepresentation"/>, the native scheme <c>entropy</c>.</summary>
+public sealed class EntropyFamily : RepresentationFamily
+{
+    private EntropyFamily()
+    {
+    }
+
+    /// <summary>The family.</summary>
+    public static EntropyFamily Instance { get; } = new();
+
+    public override IReadOnlyList<string> Keywords => [EntropyRepresentation.Prefix];
+
+    public override string Syntax => "entropy+SPEC";
+
+    public override string Help => "the codes of uniform:… or rot+uniform:… entropy-coded with rANS, decoded at load (the same weight, fewer bytes)";
+
+    public override IReadOnlyList<INativeScheme> Schemes => [EntropyNativeScheme.Instance];
+
+    public override NativeRepresentation Parse(RepresentationSpec spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        var inner = NativeRepresentation.Parse(spec.Rest);
+        return inner is UniformRepresentation or RotatedRepresentation
+            ? new EntropyRepresentation(inner)
+            : throw spec.Fail("entropy coding wraps uniform:… or rot+uniform:…");
+    }
+}

@@ -1,0 +1,46 @@
+using Squeeze.Formats.Native;
+
+namespace Squeeze.Compression.Representations;
+
+/// <summary>The weight in f16, stored plain.</summary>
+public sealed record Float16Representation : NativeRepresentation
+{
+    public override string Spec => "f16";
+
+    public override bool Fits(int rows, int columns) => true;
+
+    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    {
+        ArgumentNullException.ThrowIfNull(encoder);
+        return encoder.EncodeFloat16(name);
+    }
+}
+
+/// <summary><c>f16</c>: <see cref="Float16Representation"/>, a plain tensor (the native scheme <c>plain</c> when nested);
+/// a default level.</summary>
+public sealed class Float16Family : RepresentationFamily
+{
+    private Float16Family()
+    {
+    }
+
+    /// <summary>The family.</summary>
+    public static Float16Family Instance { get; } = new();
+
+    public override IReadOnlyList<string> Keywords => ["f16"];
+
+    public override string Syntax => "f16";
+
+    public override string Help => "the weight rounded to f16";
+
+    public override IReadOnlyList<NativeRepresentation> Defaults { get; } = [new Float16Representation()];
+
+    public override IReadOnlyList<INativeScheme> Schemes => [PlainNativeScheme.Instance];
+
+    public override NativeRepresentation Parse(RepresentationSpec spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        spec.Expect(Syntax, 1);
+        return new Float16Representation();
+    }
+}

@@ -1,0 +1,42 @@
+using System.Runtime.CompilerServices;
+using Squeeze.Calibration;
+using Squeeze.LowRank;
+
+namespace Squeeze.Compression.Representations;
+
+/// <summary>Whitenings of layer inputs for the low-rank levels, computed once per statistics entry.</summary>
+internal static class LowRankWhitenings
+{
+    private const double Damping = 0.01;
+    private static readonly ConditionalWeakTable<ActivationStatistics, Whitening> Cholesky = [];
+    private static readonly ConditionalWeakTable<ActivationStatistics, Whitening> Eigen = [];
+
+    /// <summary>The whitening of <paramref name="name"/>'s input: from its Gram matrix when it is a linear layer's and
+    /// was collected, else from the importance (a diagonal XᵀX); null without statistics.</summary>
+    public static Whitening? For(ActivationStatistics? input, string name, bool eigen)
+    {
+        if (input is null)
+            return null;
+        var table = eigen ? Eigen : Cholesky;
+        bool full = input.Gram is not null && LinearInputs.TryGet(name, out _, out _);
+        if (full && table.TryGetValue(input, out var cached))
+            return cached;
+        double[] h;
+        if (full)
+        {
+            h = input.Hessian();
+        }
+        else
+        {
+            int n = input.Width;
+            var importance = input.Importance();
+            h = new double[(long)n * n];
+            for (int i = 0; i < n; i++)
+                h[(long)i * n + i] = importance[i];
+        }
+        var whitening = eigen ? Whitening.Eigen(h, input.Width, Damping) : Whitening.Cholesky(h, input.Width, Damping);
+        if (full)
+            table.AddOrUpdate(input, whitening);
+        return whitening;
+    }
+}

@@ -1,0 +1,49 @@
+using Squeeze.Formats.Native;
+
+namespace Squeeze.Compression.Representations;
+
+/// <summary>
+/// SLiM-style quantization + sparsity + low rank as one level (spec <c>slim:N:M:VALUES:RANK[:FACTORBITS]</c>): the
+/// pruned weight of <paramref name="Pruned"/> (SparseGPT N:M, kept values in uniform codes) plus an EoRA correction of
+/// the whole error (pruning and quantization) of rank <paramref name="Rank"/>, stored as a sum.
+/// </summary>
+public sealed record SparseCompensatedRepresentation(PrunedRepresentation Pruned, int Rank, int FactorBits = 16) : NativeRepresentation
+{
+    public override string Spec => $"slim:{Pruned.Spec["nm:".Length..]}:{Rank}{(FactorBits == 16 ? "" : $":{FactorBits}")}";
+
+    public override bool Fits(int rows, int columns) => Pruned.Fits(rows, columns) && Rank <= Math.Min(rows, columns);
+
+    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    {
+        ArgumentNullException.ThrowIfNull(encoder);
+        return CompensatedRepresentation.Compensate(encoder, name, Pruned.Encode(encoder, name), Rank, FactorBits);
+    }
+}
+
+/// <summary><c>slim:N:M:VALUES:RANK[:FACTORBITS]</c>: <see cref="SparseCompensatedRepresentation"/>, stored as a <c>sum</c> of <c>nm</c> and <c>lowrank</c>.</summary>
+public sealed class SlimFamily : RepresentationFamily
+{
+    private SlimFamily()
+    {
+    }
+
+    /// <summary>The family.</summary>
+    public static SlimFamily Instance { get; } = new();
+
+    public override IReadOnlyList<string> Keywords => ["slim"];
+
+    public override string Syntax => "slim:N:M:VALUES:RANK[:FACTORBITS]";
+
+    public override string Help => "nm:N:M:VALUES plus a rank-RANK EoRA correction of the whole error (SLiM)";
+
+    public override IReadOnlyList<INativeScheme> Schemes => [SumNativeScheme.Instance, NmSparseNativeScheme.Instance, LowRankNativeScheme.Instance];
+
+    public override NativeRepresentation Parse(RepresentationSpec spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        spec.Expect(Syntax, 5, 6);
+        var pruned = (PrunedRepresentation)NativeRepresentation.Parse($"nm:{spec.Parts[1]}:{spec.Parts[2]}:{spec.Parts[3]}");
+        return new SparseCompensatedRepresentation(pruned, spec.Number(4, "the rank", 1, 1 << 16), SvdFamily.FactorBits(spec, 5));
+    }
+
+}
