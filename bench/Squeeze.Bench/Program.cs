@@ -21,7 +21,8 @@ namespace Squeeze.Bench;
 /// against plain SVD at equal bytes, EoRA corrections of low-bit bases, low-rank layer speed), <c>lossless</c> (DFloat11, entropy-coded
 /// uniform codes, rotated against unrotated uniform quantization), <c>tuning</c> (end-to-end tuning of a compressed native
 /// model: norms against norms and weights, calibration text against sampled text), <c>shapes</c> (randomly initialised
-/// checkpoints of TinyLlama-1.1B's, Llama-3.2-1B's and Llama-3.1-8B's shapes in a cache directory, for measuring at scale).
+/// checkpoints of TinyLlama-1.1B's, Llama-3.2-1B's and Llama-3.1-8B's shapes in a cache directory, for measuring at scale), <c>convert-speed</c> (squeeze convert against
+/// llama.cpp's quantizer on such a checkpoint, per named mix).
 /// </summary>
 public static class Program
 {
@@ -83,8 +84,11 @@ public static class Program
             case "shapes":
                 ShapesSuite.Run(rest);
                 return 0;
+            case "convert-speed":
+                ConvertSpeedSuite.Run(rest);
+                return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

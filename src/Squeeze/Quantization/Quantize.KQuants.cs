@@ -453,8 +453,8 @@ public static partial class Quantize
         // Vector lanes: up to 7 × 7 sub-block candidates, or 18 scale candidates × 16 sub-blocks, padded to 8.
         Span<float> steps = stackalloc float[56];
         Span<float> offsets = stackalloc float[56];
-        Span<double> candidateErrors = stackalloc double[56];
-        Span<double> blockErrors = stackalloc double[24 * 16];
+        Span<float> candidateErrors = stackalloc float[56];
+        Span<float> totals = stackalloc float[24];
         for (int iteration = 0; iteration < 3; iteration++)
         {
             bool improved = false;
@@ -492,8 +492,8 @@ public static partial class Quantize
                     {
                         if (sc == b.Sc[j] && m == b.M[j])
                             continue;
-                        double e = vectors
-                            ? candidateErrors[k] < subError[j] ? BestCodes(f, xs, ws, d * sc, dmin * m, codes, double.PositiveInfinity) : double.PositiveInfinity
+                        double e = vectors && ScreenedOut(candidateErrors[k], subError[j])
+                            ? double.PositiveInfinity
                             : BestCodes(f, xs, ws, d * sc, dmin * m, codes, subError[j]);
                         if (e < subError[j])
                         {
@@ -523,14 +523,14 @@ public static partial class Quantize
                 if (float.IsFinite(fit))
                     candidates[count++] = F32ToF16(fit);
                 if (vectors)
-                    ScaleCandidateErrors(f, x, w, b, which, candidates[..count], steps, offsets, candidateErrors, blockErrors);
+                    ScaleCandidateErrors(f, x, w, b, which, candidates[..count], steps, offsets, candidateErrors, totals);
                 for (int c = 0; c < count; c++)
                 {
-                    if (vectors && !Below(blockErrors.Slice(c * f.SubBlocks, f.SubBlocks), total))
+                    if (vectors && ScreenedOut(totals[c], total))
                         continue;
                     b.CopyTo(scratch);
                     if (which == 0) scratch.D = candidates[c]; else scratch.DMin = candidates[c];
-                    double e = AllBestCodes(f, x, w, scratch, subError, vectors ? double.PositiveInfinity : total);
+                    double e = AllBestCodes(f, x, w, scratch, subError, total);
                     if (e < total)
                     {
                         scratch.CopyTo(b);
@@ -550,13 +550,14 @@ public static partial class Quantize
         return total;
     }
 
-    // blockErrors[c * SubBlocks + j] = the full error of sub-block j with d (which 0) or dmin (which 1) replaced by
-    // candidates[c], codes re-chosen: what AllBestCodes sums for that candidate, lane by lane.
+    // totals[c] ≈ the error AllBestCodes gives with d (which 0) or dmin (which 1) replaced by candidates[c], in f32:
+    // the sub-blocks' f32 sums added in order.
     private static void ScaleCandidateErrors(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b, int which,
-        ReadOnlySpan<ushort> candidates, Span<float> steps, Span<float> offsets, Span<double> errors, Span<double> blockErrors)
+        ReadOnlySpan<ushort> candidates, Span<float> steps, Span<float> offsets, Span<float> errors, Span<float> totals)
     {
         int n = f.SubSize, count = candidates.Length, padded = (count + 7) / 8 * 8;
         float d = F16ToF32(b.D), dmin = F16ToF32(b.DMin);
+        totals[..count].Clear();
         for (int j = 0; j < f.SubBlocks; j++)
         {
             for (int c = 0; c < padded; c++)
@@ -567,24 +568,8 @@ public static partial class Quantize
             }
             CandidateErrors(x.Slice(j * n, n), Sub(w, j, n), f.QMin, f.QMax, steps, offsets, count, errors);
             for (int c = 0; c < count; c++)
-                blockErrors[c * f.SubBlocks + j] = errors[c];
+                totals[c] += errors[c];
         }
-    }
-
-    // AllBestCodes(…, bound) < bound, decided from the full sub-block sums: BestCodes gives up on sub-block j exactly when
-    // its full sum reaches bound − (sum so far), and AllBestCodes when the running total reaches bound.
-    private static bool Below(ReadOnlySpan<double> subErrors, double bound)
-    {
-        double total = 0;
-        foreach (double e in subErrors)
-        {
-            if (e >= bound - total)
-                return false;
-            total += e;
-            if (total >= bound)
-                return false;
-        }
-        return true;
     }
 
     private static double BlockError(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b)

@@ -195,6 +195,8 @@ public static partial class Quantize
             theMin = -min;
             return scale;
         }
+        if (UseVectors && nstep < 64)
+            return MakeQkxQuantsLanes(nmax, x, weights, L, out theMin, rmin, rdelta, nstep, useMad, min, max, sumW, sumX, bestError, scale);
         for (int step = 0; step <= nstep; step++)
         {
             iscale = (rmin + rdelta * step + nmax) / (max - min);

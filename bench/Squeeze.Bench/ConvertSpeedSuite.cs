@@ -1,0 +1,94 @@
+using System.Diagnostics;
+using LLama;
+using LLama.Native;
+using Squeeze.Formats;
+using Squeeze.Quantization;
+
+namespace Squeeze.Bench;
+
+/// <summary>
+/// <c>squeeze convert</c>'s speed against llama.cpp's quantizer (llama-quantize's <c>llama_model_quantize</c>, in-process
+/// through LLamaSharp 0.30.0's CPU backend, a benchmark-only dependency) on a checkpoint of a real model's shape
+/// (<see cref="ShapesSuite"/>). llama.cpp reads an F16 GGUF, which Squeeze writes first from the Hugging Face directory;
+/// Squeeze is timed from that directory (bf16 safetensors) and from the same F16 file. Each time is the median of the
+/// repetitions, wall clock and process CPU time (the machine is shared: CPU time shows how much of the wall time was
+/// spent waiting for a core).
+/// </summary>
+internal static class ConvertSpeedSuite
+{
+    private static readonly string[] DefaultTypes = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K", "IQ4_NL"];
+
+    public static void Run(string[] args)
+    {
+        string shared = Program.Shared(args);
+        int repetitions = Program.Option(args, "--repetitions", 3);
+        int threads = Program.Option(args, "--threads", 2);
+        string shapeName = Program.Value(args, "--shape") ?? "tinyllama-1.1b";
+        string[] types = Program.Value(args, "--types")?.Split(',') ?? DefaultTypes;
+        var shape = ShapesSuite.Shapes.FirstOrDefault(s => s.Name == shapeName)
+            ?? throw new ArgumentException($"unknown shape {shapeName}; known: {string.Join(", ", ShapesSuite.Shapes.Select(s => s.Name))}");
+        string cache = ShapesSuite.CacheDirectory(args);
+        string hf = ShapesSuite.Ensure(shape, cache, shared, seed: 1);
+        string work = Path.Combine(cache, "convert-speed");
+        Directory.CreateDirectory(work);
+        string f16 = Path.Combine(work, $"{shape.Name}-F16.gguf");
+        if (!File.Exists(f16))
+        {
+            string partial = f16 + $".{Environment.ProcessId}.tmp";
+            Convert(hf, "F16", partial, threads);
+            File.Move(partial, f16);
+        }
+        NativeLibraryConfig.All.WithLogCallback((level, message) => { });
+
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- convert-speed {string.Join(' ', args)}` "
+            + $"({shape.Name} shape, {threads} threads, median of {repetitions}; wall s / CPU s)");
+        Console.WriteLine();
+        Console.WriteLine("| type | llama.cpp from F16 | Squeeze from HF bf16 | ratio | Squeeze from F16 | ratio | same size as llama.cpp's |");
+        Console.WriteLine("|---|---|---|---|---|---|---|");
+        foreach (string type in types)
+        {
+            var ftype = Enum.Parse<LLamaFtype>("MOSTLY_" + type);
+            string llamaOut = Path.Combine(work, $"llama-{type}.gguf");
+            string oursHf = Path.Combine(work, $"squeeze-hf-{type}.gguf");
+            string oursF16 = Path.Combine(work, $"squeeze-f16-{type}.gguf");
+            var llama = Median(repetitions, () =>
+            {
+                if (!LLamaQuantizer.Quantize(f16, llamaOut, ftype, threads))
+                    throw new InvalidOperationException($"llama.cpp could not quantize {f16} to {type}");
+            });
+            var fromHf = Median(repetitions, () => Convert(hf, type, oursHf, threads));
+            var fromF16 = Median(repetitions, () => Convert(f16, type, oursF16, threads));
+            long llamaBytes = new FileInfo(llamaOut).Length, hfBytes = new FileInfo(oursHf).Length, f16Bytes = new FileInfo(oursF16).Length;
+            string same = hfBytes == llamaBytes && f16Bytes == llamaBytes ? "yes" : $"no ({llamaBytes:N0} / {hfBytes:N0} / {f16Bytes:N0})";
+            Console.WriteLine($"| {type} | {llama.Wall:0.0} / {llama.Cpu:0.0} | {fromHf.Wall:0.0} / {fromHf.Cpu:0.0} | {fromHf.Wall / llama.Wall:0.00} "
+                + $"| {fromF16.Wall:0.0} / {fromF16.Cpu:0.0} | {fromF16.Wall / llama.Wall:0.00} | {same} |");
+            foreach (string file in new[] { llamaOut, oursHf, oursF16 })
+                File.Delete(file);
+        }
+    }
+
+    // What `squeeze convert IN -o OUT --type MIX --threads N` does.
+    private static void Convert(string input, string mix, string output, int threads)
+    {
+        using var model = ModelLoader.Load(input);
+        var plan = QuantizationMix.Plan(model, QuantizationMix.Parse(mix), [], pure: false);
+        GgufQuantizer.Write(model, plan, output, importance: null, threads);
+    }
+
+    private static (double Wall, double Cpu) Median(int repetitions, Action action)
+    {
+        var walls = new double[repetitions];
+        var cpus = new double[repetitions];
+        for (int r = 0; r < repetitions; r++)
+        {
+            var cpu = Process.GetCurrentProcess().TotalProcessorTime;
+            long start = Stopwatch.GetTimestamp();
+            action();
+            walls[r] = Stopwatch.GetElapsedTime(start).TotalSeconds;
+            cpus[r] = (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds;
+        }
+        Array.Sort(walls);
+        Array.Sort(cpus);
+        return (walls[repetitions / 2], cpus[repetitions / 2]);
+    }
+}
