@@ -39,6 +39,7 @@ internal static class ConvertSpeedSuite
             File.Move(partial, f16);
         }
         NativeLibraryConfig.All.WithLogCallback((level, message) => { });
+        NativeApi.llama_empty_call(); // loads the native library through LLamaSharp's resolver (picks the AVX level)
 
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- convert-speed {string.Join(' ', args)}` "
             + $"({shape.Name} shape, {threads} threads, median of {repetitions}; wall s / CPU s)");

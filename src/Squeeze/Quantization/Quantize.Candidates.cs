@@ -159,4 +159,59 @@ public static partial class Quantize
         theMin = -min;
         return scale;
     }
+
+    // MakeQxQuants' 18 trial scales, one per lane: each trial's sums do not depend on which earlier trial won, so the
+    // lanes give every trial's f32 sums (same order as the scalar loop) and the trials are then accepted in step order.
+    private static float MakeQxQuantsLanes(int nmax, ReadOnlySpan<float> x, Span<sbyte> L, int rmseType, ReadOnlySpan<float> weights, float max, float scale, float best)
+    {
+        int n = x.Length;
+        Span<float> iscales = stackalloc float[24];
+        Span<float> sumLx = stackalloc float[24];
+        Span<float> sumL2 = stackalloc float[24];
+        Span<float> w = stackalloc float[n];
+        for (int i = 0; i < n; i++)
+            w[i] = QxWeight(x[i], i, rmseType, weights);
+        for (int k = 0; k < 24; k++)
+        {
+            int step = k < 9 ? k - 9 : k - 8; // -9 … -1, 1 … 9, then padding
+            iscales[k] = k < 18 ? -(nmax + 0.1f * step) / max : 0;
+        }
+        var magic = Vector256.Create(12582912f);
+        var lo = Vector256.Create((float)-nmax);
+        var hi = Vector256.Create((float)(nmax - 1));
+        for (int c = 0; c < 24; c += 8)
+        {
+            var iscale = Vector256.Create(iscales.Slice(c, 8));
+            Vector256<float> slx = Vector256<float>.Zero, sl2 = Vector256<float>.Zero;
+            for (int i = 0; i < n; i++)
+            {
+                var xi = Vector256.Create(x[i]);
+                var l = Vector256.Min(hi, Vector256.Max(lo, (iscale * xi + magic) - magic));
+                var wi = Vector256.Create(w[i]);
+                slx += wi * xi * l;
+                sl2 += wi * l * l;
+            }
+            slx.CopyTo(sumLx.Slice(c, 8));
+            sl2.CopyTo(sumL2.Slice(c, 8));
+        }
+        int winner = -1;
+        for (int k = 0; k < 18; k++)
+        {
+            if (sumL2[k] > 0 && sumLx[k] * sumLx[k] > best * sumL2[k])
+            {
+                scale = sumLx[k] / sumL2[k];
+                best = scale * sumLx[k];
+                winner = k;
+            }
+        }
+        if (winner >= 0)
+        {
+            for (int i = 0; i < n; i++)
+            {
+                int l = NearestInt(iscales[winner] * x[i]);
+                L[i] = (sbyte)(nmax + Math.Max(-nmax, Math.Min(nmax - 1, l)));
+            }
+        }
+        return scale;
+    }
 }
