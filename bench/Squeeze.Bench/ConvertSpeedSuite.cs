@@ -25,6 +25,8 @@ internal static class ConvertSpeedSuite
         int threads = Program.Option(args, "--threads", 2);
         string shapeName = Program.Value(args, "--shape") ?? "tinyllama-1.1b";
         string[] types = Program.Value(args, "--types")?.Split(',') ?? DefaultTypes;
+        // --from hf or f16: time Squeeze from one source only (both by default)
+        string from = Program.Value(args, "--from") ?? "both";
         var shape = ShapesSuite.Shapes.FirstOrDefault(s => s.Name == shapeName)
             ?? throw new ArgumentException($"unknown shape {shapeName}; known: {string.Join(", ", ShapesSuite.Shapes.Select(s => s.Name))}");
         string cache = ShapesSuite.CacheDirectory(args);
@@ -44,7 +46,7 @@ internal static class ConvertSpeedSuite
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- convert-speed {string.Join(' ', args)}` "
             + $"({shape.Name} shape, {threads} threads, median of {repetitions}; wall s / CPU s)");
         Console.WriteLine();
-        Console.WriteLine("| type | llama.cpp from F16 | Squeeze from HF bf16 | ratio | Squeeze from F16 | ratio | same size as llama.cpp's |");
+        Console.WriteLine("| type | llama.cpp from F16 | Squeeze from HF bf16 | ratio wall (CPU) | Squeeze from F16 | ratio wall (CPU) | same size as llama.cpp's |");
         Console.WriteLine("|---|---|---|---|---|---|---|");
         foreach (string type in types)
         {
@@ -54,17 +56,25 @@ internal static class ConvertSpeedSuite
             string oursF16 = Path.Combine(work, $"squeeze-f16-{type}.gguf");
             var llama = Median(repetitions, () =>
             {
-                if (!LLamaQuantizer.Quantize(f16, llamaOut, ftype, threads))
+                if (!LLamaQuantizer.Quantize(f16, llamaOut, ftype, threads, allowRequantize: true, quantizeOutputTensor: true)) // llama-quantize's defaults
                     throw new InvalidOperationException($"llama.cpp could not quantize {f16} to {type}");
             });
-            var fromHf = Median(repetitions, () => Convert(hf, type, oursHf, threads));
-            var fromF16 = Median(repetitions, () => Convert(f16, type, oursF16, threads));
-            long llamaBytes = new FileInfo(llamaOut).Length, hfBytes = new FileInfo(oursHf).Length, f16Bytes = new FileInfo(oursF16).Length;
-            string same = hfBytes == llamaBytes && f16Bytes == llamaBytes ? "yes" : $"no ({llamaBytes:N0} / {hfBytes:N0} / {f16Bytes:N0})";
-            Console.WriteLine($"| {type} | {llama.Wall:0.0} / {llama.Cpu:0.0} | {fromHf.Wall:0.0} / {fromHf.Cpu:0.0} | {fromHf.Wall / llama.Wall:0.00} "
-                + $"| {fromF16.Wall:0.0} / {fromF16.Cpu:0.0} | {fromF16.Wall / llama.Wall:0.00} | {same} |");
+            long llamaBytes = new FileInfo(llamaOut).Length;
+            string Cells(string input, string output)
+            {
+                var time = Median(repetitions, () => Convert(input, type, output, threads));
+                long bytes = new FileInfo(output).Length;
+                sizes.Add(bytes == llamaBytes ? "" : $"{bytes:N0} from {Path.GetFileName(input)}");
+                return $"{time.Wall:0.0} / {time.Cpu:0.0} | {time.Wall / llama.Wall:0.00} ({time.Cpu / llama.Cpu:0.00})";
+            }
+            var sizes = new List<string>();
+            string fromHf = from is "hf" or "both" ? Cells(hf, oursHf) : "– | –";
+            string fromF16 = from is "f16" or "both" ? Cells(f16, oursF16) : "– | –";
+            string same = sizes.All(s => s.Length == 0) ? "yes" : $"no: llama.cpp {llamaBytes:N0}, {string.Join(", ", sizes.Where(s => s.Length > 0))}";
+            Console.WriteLine($"| {type} | {llama.Wall:0.0} / {llama.Cpu:0.0} | {fromHf} | {fromF16} | {same} |");
             foreach (string file in new[] { llamaOut, oursHf, oursF16 })
                 File.Delete(file);
+            Console.Out.Flush();
         }
     }
 
