@@ -60,6 +60,7 @@ internal static class ConvertSpeedSuite
                     throw new InvalidOperationException($"llama.cpp could not quantize {f16} to {type}");
             });
             long llamaBytes = new FileInfo(llamaOut).Length;
+            var sizes = new List<string>();
             string Cells(string input, string output)
             {
                 var time = Median(repetitions, () => Convert(input, type, output, threads));
@@ -67,7 +68,6 @@ internal static class ConvertSpeedSuite
                 sizes.Add(bytes == llamaBytes ? "" : $"{bytes:N0} from {Path.GetFileName(input)}");
                 return $"{time.Wall:0.0} / {time.Cpu:0.0} | {time.Wall / llama.Wall:0.00} ({time.Cpu / llama.Cpu:0.00})";
             }
-            var sizes = new List<string>();
             string fromHf = from is "hf" or "both" ? Cells(hf, oursHf) : "– | –";
             string fromF16 = from is "f16" or "both" ? Cells(f16, oursF16) : "– | –";
             string same = sizes.All(s => s.Length == 0) ? "yes" : $"no: llama.cpp {llamaBytes:N0}, {string.Join(", ", sizes.Where(s => s.Length > 0))}";
