@@ -1,3 +1,4 @@
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using Squeeze.Tensors;
 
 namespace Squeeze.Quantization;
@@ -129,14 +130,12 @@ public static partial class Quantize
                     {
                         throw new ArgumentException($"tensor '{source.Name}': {e.Message}", nameof(source), e);
                     }
+                    // Per row in f32 (vectorised), added up in double.
                     Span<float> back = decoded.AsSpan(0, columns);
                     Dequantize.Row(type, y, back);
-                    for (int i = 0; i < columns; i++)
-                    {
-                        double diff = x[i] - back[i];
-                        error += diff * diff;
-                        signal += (double)x[i] * x[i];
-                    }
+                    signal += TensorPrimitives.SumOfSquares<float>(x);
+                    TensorPrimitives.Subtract(x, back, back);
+                    error += TensorPrimitives.SumOfSquares<float>(back);
                 }
                 errors[c] = error;
                 signals[c] = signal;
