@@ -20,7 +20,9 @@ namespace Squeeze.Bench;
 /// SparseGPT at 25 %, 50 % and 2:4 against dense, structured heads and units, and the sparse products' speed), <c>lowrank</c> (activation-aware
 /// against plain SVD at equal bytes, EoRA corrections of low-bit bases, low-rank layer speed), <c>lossless</c> (DFloat11, entropy-coded
 /// uniform codes, rotated against unrotated uniform quantization), <c>tuning</c> (end-to-end tuning of a compressed native
-/// model: norms against norms and weights, calibration text against sampled text).
+/// model: norms against norms and weights, calibration text against sampled text), <c>shapes</c> (randomly initialised
+/// checkpoints of TinyLlama-1.1B's, Llama-3.2-1B's and Llama-3.1-8B's shapes in a cache directory, for measuring at scale), <c>convert-speed</c> (squeeze convert against
+/// llama.cpp's quantizer on such a checkpoint, per named mix).
 /// </summary>
 public static class Program
 {
@@ -79,8 +81,14 @@ public static class Program
             case "lossless":
                 LosslessSuite.Run(rest);
                 return 0;
+            case "shapes":
+                ShapesSuite.Run(rest);
+                return 0;
+            case "convert-speed":
+                ConvertSpeedSuite.Run(rest);
+                return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

@@ -56,6 +56,7 @@ public static class GgufQuantizer
         var clock = Stopwatch.StartNew();
         var reports = new List<TensorReport>();
         int total = model.Tensors.Count;
+        byte[] buffer = [];
         GgufModelWriter.Write(model, path, FileType(plan.Mix), tensor =>
         {
             var target = plan[tensor.Name];
@@ -70,10 +71,13 @@ public static class GgufQuantizer
                 }
                 else
                 {
-                    var bytes = new byte[target.ByteLength];
+                    // One buffer for every tensor's encoding, grown to the largest: no per-tensor large allocation.
+                    if (buffer.Length < target.ByteLength)
+                        buffer = new byte[target.ByteLength];
+                    var bytes = buffer.AsSpan(0, checked((int)target.ByteLength));
                     float[]? weights = importance is not null && importance.TryGetValue(tensor.Name, out var w) ? w : null;
-                    Quantize.Tensor(tensor, target.Type, weights, bytes, threads);
-                    error = RelativeRmsError(tensor, target.Type, bytes);
+                    var (errorSquares, signalSquares) = Quantize.Tensor(tensor, target.Type, weights, bytes, threads);
+                    error = signalSquares > 0 ? Math.Sqrt(errorSquares / signalSquares) : 0;
                     stream.Write(bytes);
                 }
                 reports.Add(new TensorReport(tensor.Name, tensor.Type, target.Type, tensor.Shape, target.ByteLength,
@@ -84,27 +88,5 @@ public static class GgufQuantizer
         long parameters = model.ParameterCount;
         long fileBytes = new FileInfo(path).Length;
         return new ConversionReport(path, plan.Mix.Name, fileBytes, parameters, 8.0 * reports.Sum(r => r.Bytes) / parameters, clock.Elapsed.TotalSeconds, reports);
-    }
-
-    /// <summary>√(Σ (x − x̂)² / Σ x²) between the source tensor and its encoding.</summary>
-    private static double RelativeRmsError(Tensor source, GgmlType type, byte[] encoded)
-    {
-        int columns = checked((int)source.Columns);
-        long rowBytes = GgmlTypes.RowBytes(type, columns);
-        var original = new float[columns];
-        var decoded = new float[columns];
-        double errorSum = 0, signalSum = 0;
-        for (long r = 0; r < source.Rows; r++)
-        {
-            Dequantize.Row(source.Type, source.Row(r), original);
-            Dequantize.Row(type, encoded.AsSpan(checked((int)(r * rowBytes)), (int)rowBytes), decoded);
-            for (int c = 0; c < columns; c++)
-            {
-                double d = original[c] - decoded[c];
-                errorSum += d * d;
-                signalSum += (double)original[c] * original[c];
-            }
-        }
-        return signalSum > 0 ? Math.Sqrt(errorSum / signalSum) : 0;
     }
 }

@@ -449,6 +449,12 @@ public static partial class Quantize
         const int SubRadius = 3;
         const int UlpRadius = 8;
         Span<ushort> candidates = stackalloc ushort[2 * UlpRadius + 2];
+        bool vectors = UseVectors;
+        // Vector lanes: up to 7 × 7 sub-block candidates, or 18 scale candidates × 16 sub-blocks, padded to 8.
+        Span<float> steps = stackalloc float[56];
+        Span<float> offsets = stackalloc float[56];
+        Span<float> candidateErrors = stackalloc float[56];
+        Span<float> totals = stackalloc float[24];
         for (int iteration = 0; iteration < 3; iteration++)
         {
             bool improved = false;
@@ -462,13 +468,33 @@ public static partial class Quantize
                 ReadOnlySpan<float> ws = Sub(w, j, n);
                 int sc0 = b.Sc[j], m0 = b.M[j];
                 int mLo = f.MMax == 0 ? 0 : Math.Max(0, m0 - SubRadius), mHi = f.MMax == 0 ? 0 : Math.Min(f.MMax, m0 + SubRadius);
-                for (int sc = Math.Max(f.ScMin, sc0 - SubRadius); sc <= Math.Min(f.ScMax, sc0 + SubRadius); sc++)
+                int scLo = Math.Max(f.ScMin, sc0 - SubRadius), scHi = Math.Min(f.ScMax, sc0 + SubRadius);
+                int count = 0;
+                if (vectors)
                 {
-                    for (int m = mLo; m <= mHi; m++)
+                    // Every candidate of the window at once (the current one too: its sum is simply not used).
+                    for (int sc = scLo; sc <= scHi; sc++)
+                    {
+                        for (int m = mLo; m <= mHi; m++, count++)
+                        {
+                            steps[count] = d * sc;
+                            offsets[count] = dmin * m;
+                        }
+                    }
+                    for (int c = count; c < (count + 7) / 8 * 8; c++)
+                        steps[c] = offsets[c] = 0;
+                    CandidateErrors(xs, ws, f.QMin, f.QMax, steps, offsets, count, candidateErrors);
+                }
+                int k = 0;
+                for (int sc = scLo; sc <= scHi; sc++)
+                {
+                    for (int m = mLo; m <= mHi; m++, k++)
                     {
                         if (sc == b.Sc[j] && m == b.M[j])
                             continue;
-                        double e = BestCodes(f, xs, ws, d * sc, dmin * m, codes, subError[j]);
+                        double e = vectors && ScreenedOut(candidateErrors[k], subError[j])
+                            ? double.PositiveInfinity
+                            : BestCodes(f, xs, ws, d * sc, dmin * m, codes, subError[j]);
                         if (e < subError[j])
                         {
                             subError[j] = e;
@@ -496,8 +522,12 @@ public static partial class Quantize
                 float fit = LeastSquaresScale(f, x, w, b, which);
                 if (float.IsFinite(fit))
                     candidates[count++] = F32ToF16(fit);
+                if (vectors)
+                    ScaleCandidateErrors(f, x, w, b, which, candidates[..count], steps, offsets, candidateErrors, totals);
                 for (int c = 0; c < count; c++)
                 {
+                    if (vectors && ScreenedOut(totals[c], total))
+                        continue;
                     b.CopyTo(scratch);
                     if (which == 0) scratch.D = candidates[c]; else scratch.DMin = candidates[c];
                     double e = AllBestCodes(f, x, w, scratch, subError, total);
@@ -518,6 +548,28 @@ public static partial class Quantize
                 break;
         }
         return total;
+    }
+
+    // totals[c] ≈ the error AllBestCodes gives with d (which 0) or dmin (which 1) replaced by candidates[c], in f32:
+    // the sub-blocks' f32 sums added in order.
+    private static void ScaleCandidateErrors(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b, int which,
+        ReadOnlySpan<ushort> candidates, Span<float> steps, Span<float> offsets, Span<float> errors, Span<float> totals)
+    {
+        int n = f.SubSize, count = candidates.Length, padded = (count + 7) / 8 * 8;
+        float d = F16ToF32(b.D), dmin = F16ToF32(b.DMin);
+        totals[..count].Clear();
+        for (int j = 0; j < f.SubBlocks; j++)
+        {
+            for (int c = 0; c < padded; c++)
+            {
+                float value = c < count ? F16ToF32(candidates[c]) : 0;
+                steps[c] = c >= count ? 0 : (which == 0 ? value : d) * b.Sc[j];
+                offsets[c] = c >= count ? 0 : (which == 1 ? value : dmin) * b.M[j];
+            }
+            CandidateErrors(x.Slice(j * n, n), Sub(w, j, n), f.QMin, f.QMax, steps, offsets, count, errors);
+            for (int c = 0; c < count; c++)
+                totals[c] += errors[c];
+        }
     }
 
     private static double BlockError(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b)

@@ -52,6 +52,8 @@ public static partial class Quantize
         if (returnEarly)
             return suml2 > 0 ? 0.5f * (scale + 1 / iscale) : 1 / iscale;
         float best = scale * sumlx;
+        if (UseVectors)
+            return MakeQxQuantsLanes(nmax, x, L, rmseType, weights, max, scale, best);
         for (int step = -9; step <= 9; step++)
         {
             if (step == 0)
@@ -195,6 +197,8 @@ public static partial class Quantize
             theMin = -min;
             return scale;
         }
+        if (UseVectors && nstep < 64)
+            return MakeQkxQuantsLanes(nmax, x, weights, L, out theMin, rmin, rdelta, nstep, useMad, min, max, sumW, sumX, bestError, scale);
         for (int step = 0; step <= nstep; step++)
         {
             iscale = (rmin + rdelta * step + nmax) / (max - min);

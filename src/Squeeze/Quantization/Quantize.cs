@@ -1,3 +1,4 @@
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using Squeeze.Tensors;
 
 namespace Squeeze.Quantization;
@@ -82,24 +83,91 @@ public static partial class Quantize
     }
 
     /// <summary>
-    /// Encodes a whole tensor (any readable type: it is decoded to f32 first) to <paramref name="type"/>, row by row,
-    /// into <paramref name="destination"/> (<c>RowBytes(type, Columns) * Rows</c> bytes), on up to
-    /// <paramref name="maxThreads"/> threads (0 = all cores). <paramref name="importance"/>: one weight per column, or empty.
+    /// Encodes a whole tensor (any readable type: it is decoded to f32 a few rows at a time) to <paramref name="type"/>,
+    /// row by row, into <paramref name="destination"/> (<c>RowBytes(type, Columns) * Rows</c> bytes), on up to
+    /// <paramref name="maxThreads"/> threads (0 = all cores), and measures the encoding against the source on the way.
+    /// <paramref name="importance"/>: one weight per column, or empty. The bytes and the error do not depend on the
+    /// thread count (rows are encoded independently; the error sums are added in row order).
     /// </summary>
+    /// <returns>Σ (x − x̂)² and Σ x² over the tensor, each in double.</returns>
     /// <exception cref="ArgumentException">The tensor holds NaN or infinity (the message names the row and tensor), or a length does not fit.</exception>
-    public static void Tensor(Tensor source, GgmlType type, ReadOnlySpan<float> importance, Span<byte> destination, int maxThreads = 0)
+    public static unsafe (double ErrorSquares, double SignalSquares) Tensor(Tensor source, GgmlType type, ReadOnlySpan<float> importance, Span<byte> destination, int maxThreads = 0)
     {
         ArgumentNullException.ThrowIfNull(source);
-        float[] values = new float[source.ElementCount];
-        Dequantize.Tensor(source, values);
-        try
+        ArgumentOutOfRangeException.ThrowIfNegative(maxThreads);
+        int columns = checked((int)source.Columns);
+        long rows = source.Rows;
+        long rowBytes = GgmlTypes.RowBytes(type, columns);
+        if (destination.Length != rows * rowBytes)
+            throw new ArgumentException($"tensor '{source.Name}': {rows} rows of {type} x {columns} take {rows * rowBytes} bytes, not {destination.Length}", nameof(destination));
+        if (!importance.IsEmpty && importance.Length != columns)
+            throw new ArgumentException($"tensor '{source.Name}': importance has {importance.Length} weights for rows of {columns}", nameof(importance));
+        int threads = maxThreads == 0 ? Environment.ProcessorCount : maxThreads;
+        // Rows per work item: about 64K values (never less than one row), so the f32 buffers stay in the caches.
+        int rowsPerChunk = (int)Math.Max(1, Math.Min(rows, 65536 / columns));
+        int chunks = checked((int)((rows + rowsPerChunk - 1) / rowsPerChunk));
+        var errors = new double[chunks];
+        var signals = new double[chunks];
+        fixed (float* imp = importance)
+        fixed (byte* dst = destination)
         {
-            Rows(type, values, checked((int)source.Columns), importance, destination, maxThreads);
+            nint w = (nint)imp, d = (nint)dst;
+            int impLength = importance.Length;
+            void Chunk(int c, float[] values, float[] decoded)
+            {
+                long first = (long)c * rowsPerChunk, last = Math.Min(rows, first + rowsPerChunk);
+                double error = 0, signal = 0;
+                for (long r = first; r < last; r++)
+                {
+                    Span<float> x = values.AsSpan(0, columns);
+                    Dequantize.Row(source.Type, source.Row(r), x);
+                    var y = new Span<byte>((byte*)d + r * rowBytes, (int)rowBytes);
+                    try
+                    {
+                        RowCore(type, x, new ReadOnlySpan<float>((float*)w, impLength), y, r);
+                    }
+                    catch (ArgumentException e)
+                    {
+                        throw new ArgumentException($"tensor '{source.Name}': {e.Message}", nameof(source), e);
+                    }
+                    // Per row in f32 (vectorised), added up in double.
+                    Span<float> back = decoded.AsSpan(0, columns);
+                    Dequantize.Row(type, y, back);
+                    signal += TensorPrimitives.SumOfSquares<float>(x);
+                    TensorPrimitives.Subtract(x, back, back);
+                    error += TensorPrimitives.SumOfSquares<float>(back);
+                }
+                errors[c] = error;
+                signals[c] = signal;
+            }
+            if (threads <= 1 || chunks == 1)
+            {
+                float[] values = new float[columns], decoded = new float[columns];
+                for (int c = 0; c < chunks; c++)
+                    Chunk(c, values, decoded);
+            }
+            else
+            {
+                try
+                {
+                    Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads },
+                        () => (new float[columns], new float[columns]),
+                        (c, _, buffers) => { Chunk(c, buffers.Item1, buffers.Item2); return buffers; },
+                        _ => { });
+                }
+                catch (AggregateException e) when (e.InnerExceptions[0] is ArgumentException first)
+                {
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first);
+                }
+            }
         }
-        catch (ArgumentException e)
+        double errorSum = 0, signalSum = 0;
+        for (int c = 0; c < chunks; c++)
         {
-            throw new ArgumentException($"tensor '{source.Name}': {e.Message}", nameof(source), e);
+            errorSum += errors[c];
+            signalSum += signals[c];
         }
+        return (errorSum, signalSum);
     }
 
     /// <summary>Σ wᵢ (sourceᵢ − decodedᵢ)² in double, with wᵢ = importance[i % importance.Length], or 1 when importance is empty.</summary>
