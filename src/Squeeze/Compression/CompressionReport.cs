@@ -55,8 +55,8 @@ public sealed record StageSeconds(double Calibration, double Encoding, double Me
 /// <param name="Model">The source model's path.</param>
 /// <param name="Output">The file or directory written, or null for a plan.</param>
 /// <param name="Format">"gguf" or "native".</param>
-/// <param name="Target">The mix's name, or the budget as "N bytes" / "X bpw".</param>
-/// <param name="Method">How tensors were encoded.</param>
+/// <param name="Target">The mix's name, the budget as "N bytes" / "X bpw", or the pruning ("wanda 2:4").</param>
+/// <param name="Method">How tensors were quantized; null for a pruned model (its <paramref name="Target"/> names the pruning).</param>
 /// <param name="Sequential">True when statistics were collected layer by layer on the partly compressed model.</param>
 /// <param name="FileBytes">Size of the output (every file of a native directory).</param>
 /// <param name="Parameters">Weights in the model.</param>
@@ -74,7 +74,7 @@ public sealed record StageSeconds(double Calibration, double Encoding, double Me
 /// <param name="Tuning">What tuning did, when it ran.</param>
 /// <param name="Note">What the caller should know (a budget above the largest file …), or empty.</param>
 /// <param name="Tensors">Per tensor, in file order.</param>
-public sealed record CompressionReport(string Model, string? Output, string Format, string Target, CompressionMethod Method, bool Sequential, long FileBytes,
+public sealed record CompressionReport(string Model, string? Output, string Format, string Target, CompressionMethod? Method, bool Sequential, long FileBytes,
     long Parameters, double BitsPerWeight, long? Budget, string? Search, double? PredictedKld, double? StartKld, double? SearchKld, int? Generations,
     long CalibrationTokens, int CalibrationPasses, StageSeconds Seconds, IReadOnlyList<float> AwqAlphas, TuningSummary? Tuning, string Note,
     IReadOnlyList<TensorReport> Tensors);

@@ -1,6 +1,7 @@
 using Squeeze.Allocation;
 using Squeeze.Calibration;
 using Squeeze.Compression;
+using Squeeze.Pruning;
 using Squeeze.Quantization;
 using Squeeze.Tuning;
 
@@ -24,6 +25,12 @@ public sealed record MixTarget(QuantizationMix Mix, bool Pure = false, IReadOnly
 /// <param name="Evolution">Settings of the evolutionary search.</param>
 public sealed record BudgetTarget(long? Bytes, double? BitsPerWeight, bool Native = false, IReadOnlyList<NativeRepresentation>? Representations = null,
     SearchMethod Search = SearchMethod.Knapsack, EvolutionOptions? Evolution = null) : CompressionTarget;
+
+/// <summary>Every block's linear weights pruned by <paramref name="Method"/> to <paramref name="Pattern"/>, the kept values
+/// in f16, written as a native directory (GGUF has no sparse tensors); the embedding and classifier are kept as stored.</summary>
+/// <param name="Pattern">What is removed: a fraction per row, N of every M, whole heads or feed-forward units.</param>
+/// <param name="Method">Magnitude, Wanda (needs calibration) or SparseGPT (needs calibration with Gram matrices).</param>
+public sealed record PruneTarget(PruningTarget Pattern, PruningMethod Method) : CompressionTarget;
 
 /// <summary>Everything <see cref="CompressionPipeline.Run"/> needs besides the model.</summary>
 public sealed record CompressionJob

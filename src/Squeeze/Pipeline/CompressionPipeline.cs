@@ -1,10 +1,13 @@
 using System.Diagnostics;
 using Squeeze.Allocation;
-using Squeeze.Compression.Representations;
+using Squeeze.Calibration;
 using Squeeze.Compression;
+using Squeeze.Compression.Representations;
 using Squeeze.Formats;
 using Squeeze.Formats.HuggingFace;
+using Squeeze.Formats.Native;
 using Squeeze.Models;
+using Squeeze.Pruning;
 using Squeeze.Tuning;
 
 namespace Squeeze.Pipeline;
@@ -38,6 +41,7 @@ public static class CompressionPipeline
         {
             MixTarget mix => RunMix(model, job, mix, progress, cancellationToken),
             BudgetTarget budget => RunBudget(model, job, budget, progress, cancellationToken),
+            PruneTarget prune => RunPrune(model, job, prune, progress, cancellationToken),
             _ => throw new ArgumentException($"unknown target {job.Target}"),
         };
     }
@@ -186,6 +190,49 @@ public static class CompressionPipeline
         return new CompressionReport(model.Source, job.Output, target.Native ? "native" : "gguf", budgetText, job.Method, Sequential: false, fileBytes,
             set.Parameters, set.BitsPerWeight(fileBytes), budget, search, allocation.PredictedError, allocation.Evolution?.StartFitness, allocation.Evolution?.Fitness,
             allocation.Evolution?.Generations, context.Statistics?.TokenCount ?? 0, context.Statistics is null ? 0 : 1, seconds, [], tuningSummary, allocation.Note, set.Report(allocation.Selection));
+    }
+
+    private static CompressionReport RunPrune(Model model, CompressionJob job, PruneTarget target, IProgress<StageProgress>? progress, CancellationToken cancellationToken)
+    {
+        if (job.Output is not { } output)
+            throw new ArgumentException("a pruned model is written, not planned: give an output directory");
+        if (job.Tuning is not null || job.Sequential || job.RefinePasses is not null)
+            throw new ArgumentException("tuning, sequential mode and refinement passes do not apply to pruning");
+        HuggingFaceWriter.CheckDestination(output);
+        bool needsStatistics = target.Method != PruningMethod.Magnitude;
+        bool calibrates = needsStatistics && job.Statistics is null;
+        if (calibrates && string.IsNullOrEmpty(job.CalibrationText))
+            throw new ArgumentException($"{target.Method} pruning needs a calibration text or statistics");
+        var stages = new Stages(progress, [.. calibrates ? ["calibrating"] : Array.Empty<string>(), "pruning", "writing"]);
+        var clock = Stopwatch.StartNew();
+        var statistics = !needsStatistics ? null : job.Statistics ?? Calibrator.Run(model, job.CalibrationText!, new CalibrationOptions
+        {
+            ContextLength = job.ContextLength,
+            MaxTokens = job.CalibrationTokens,
+            CollectGram = target.Method == PruningMethod.SparseGpt,
+            Threads = Math.Max(1, job.Threads),
+        }, new SynchronousProgress<CalibrationProgress>(p => stages.Report("calibrating", p.Chunk, p.Chunks, $"chunk {p.Chunk}/{p.Chunks}")), cancellationToken);
+        double calibrationSeconds = calibrates ? clock.Elapsed.TotalSeconds : 0;
+        var weights = ModelPruner.Prune(model, target.Pattern, target.Method, statistics, new PruningOptions { DampingFraction = job.Damping, Threads = Math.Max(1, job.Threads) },
+            new SynchronousProgress<(int Done, int Total)>(p => stages.Report("pruning", p.Done, p.Total, $"{target.Pattern} by {target.Method}")), cancellationToken);
+        double pruningSeconds = clock.Elapsed.TotalSeconds - calibrationSeconds;
+        cancellationToken.ThrowIfCancellationRequested();
+        stages.Report("writing", 0, 1, output);
+        NativeModelWriter.Write(model, output, weights.ToDictionary(w => w.Name, StringComparer.Ordinal));
+        stages.Report("writing", 1, 1, output);
+        long fileBytes = new DirectoryInfo(output).EnumerateFiles("*", SearchOption.AllDirectories).Sum(f => f.Length);
+        string encoding = $"{target.Method.ToString().ToLowerInvariant()} {target.Pattern}";
+        var tensors = weights.Select(w =>
+        {
+            // Plain relative squared error of the pruned matrix (SparseGPT's updated kept values included).
+            double error = Compressor.RelativeError(model.Weight(w.Name).Decode(), w.Decode(), w.Rows, w.Columns, [], [], Math.Max(1, job.Threads));
+            return new TensorReport(w.Name, model.Contains(w.Name) ? model[w.Name].Type.ToString() : "", w.Scheme, [w.Rows, w.Columns], w.StoredBytes, w.BitsPerWeight,
+                encoding, "none", ErrorBefore: null, error, SwapKld: null, "pruned", Seconds: null);
+        }).ToList();
+        var seconds = new StageSeconds(calibrationSeconds, pruningSeconds, 0, 0, 0, clock.Elapsed.TotalSeconds);
+        return new CompressionReport(model.Source, output, "native", encoding, Method: null, Sequential: false, fileBytes, model.ParameterCount,
+            8.0 * fileBytes / model.ParameterCount, Budget: null, Search: null, PredictedKld: null, StartKld: null, SearchKld: null, Generations: null,
+            statistics?.TokenCount ?? 0, calibrates ? 1 : 0, seconds, [], Tuning: null, Note: "", tensors);
     }
 
     /// <summary>Maps each sub-step's progress to its stage's number of the job's stages.</summary>

@@ -77,7 +77,7 @@ public static class ModelPruner
     /// <exception cref="ArgumentException">The method needs statistics that are missing, or the pattern does not fit a
     /// matrix (N:M whose M does not divide a row, heads with a fraction that leaves …).</exception>
     public static IReadOnlyList<LinearWeight> Prune(Model model, PruningTarget target, PruningMethod method, CalibrationStatistics? statistics,
-        PruningOptions? options = null, IProgress<(int Done, int Total)>? progress = null)
+        PruningOptions? options = null, IProgress<(int Done, int Total)>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(target);
@@ -93,10 +93,18 @@ public static class ModelPruner
             var names = Enumerable.Range(0, layers).SelectMany(l => (string[])[TensorNames.Query(l), TensorNames.Key(l), TensorNames.Value(l),
                 TensorNames.AttentionOutput(l), TensorNames.Gate(l), TensorNames.Up(l), TensorNames.Down(l)]).Where(model.Contains).ToList();
             var hessians = new Dictionary<ActivationStatistics, GptqHessian>(ReferenceEqualityComparer.Instance);
+            int hessianLayer = -1;
             foreach (string name in names)
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 var w = model.Weight(name);
                 LinearInputs.TryGet(name, out int layer, out var kind);
+                // A layer's prepared Hessians serve its own matrices only: one layer's worth is kept, not the model's.
+                if (layer != hessianLayer)
+                {
+                    hessians.Clear();
+                    hessianLayer = layer;
+                }
                 var input = statistics?.Get(layer, kind);
                 PruningResult result;
                 if (method == PruningMethod.SparseGpt)
@@ -116,6 +124,7 @@ public static class ModelPruner
         }
         for (int l = 0; l < layers; l++)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             var pruned = target switch
             {
                 PruningTarget.Heads h => StructuredPruning.Heads(model, l, h.Fraction, method, statistics, options),
