@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text.Json;
 using Spectre.Console;
 using Squeeze.Allocation;
+using Squeeze.Charts;
 using Squeeze.Compression;
 using Squeeze.Formats;
 using Squeeze.Tuning;

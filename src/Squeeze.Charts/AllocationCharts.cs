@@ -1,7 +1,8 @@
 using ScottPlot;
+using Squeeze.Allocation;
 using Squeeze.Models;
 
-namespace Squeeze.Allocation;
+namespace Squeeze.Charts;
 
 /// <summary>One line or set of points of a chart: a label and (x, y) pairs.</summary>
 /// <param name="Label">Legend text.</param>
