@@ -21,10 +21,13 @@ public sealed record RotatedRepresentation(UniformRepresentation Inner) : Native
     /// <summary>The spec prefix.</summary>
     public const string Prefix = "rot+";
 
+    /// <inheritdoc/>
     public override string Spec => Prefix + Inner.Spec;
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => Inner.Fits(rows, columns);
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -49,10 +52,13 @@ public sealed record EntropyRepresentation(NativeRepresentation Inner) : NativeR
     /// <summary>The spec prefix.</summary>
     public const string Prefix = "entropy+";
 
+    /// <inheritdoc/>
     public override string Spec => Prefix + Inner.Spec;
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => Inner.Fits(rows, columns);
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -71,10 +77,13 @@ public sealed record EntropyRepresentation(NativeRepresentation Inner) : NativeR
 /// <summary>The weight rounded to BF16 and stored losslessly with DFloat11 (<see cref="DFloat11Weight"/>), spec <c>dfloat11</c>.</summary>
 public sealed record DFloat11Representation : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => "dfloat11";
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => true;
 
+    /// <inheritdoc/>
     public override unsafe NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);

@@ -12,10 +12,13 @@ namespace Squeeze.Compression;
 /// </summary>
 public sealed record LowRankRepresentation(int Rank, int FactorBits = 16) : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => $"svd:{Rank}{(FactorBits == 16 ? "" : $":{FactorBits}")}";
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => Rank <= Math.Min(rows, columns);
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -34,10 +37,13 @@ public sealed record LowRankRepresentation(int Rank, int FactorBits = 16) : Nati
 /// </summary>
 public sealed record CompensatedRepresentation(UniformRepresentation Base, int Rank, int FactorBits = 16) : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => $"eora:{Base.Spec["uniform:".Length..]}:{Rank}{(FactorBits == 16 ? "" : $":{FactorBits}")}";
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => Base.Fits(rows, columns) && Rank <= Math.Min(rows, columns);
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -70,10 +76,13 @@ public sealed record CompensatedRepresentation(UniformRepresentation Base, int R
 /// </summary>
 public sealed record SparseCompensatedRepresentation(PrunedRepresentation Pruned, int Rank, int FactorBits = 16) : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => $"slim:{Pruned.Spec["nm:".Length..]}:{Rank}{(FactorBits == 16 ? "" : $":{FactorBits}")}";
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => Pruned.Fits(rows, columns) && Rank <= Math.Min(rows, columns);
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);

@@ -36,6 +36,7 @@ public abstract record NativeRepresentation
     /// <summary>Encodes tensor <paramref name="name"/>.</summary>
     public abstract NativeEncoded Encode(NativeTensorEncoder encoder, string name);
 
+    /// <summary>The <see cref="Spec"/>, as the command line writes it.</summary>
     public sealed override string ToString() => Spec;
 
     /// <summary>The default levels of <c>compress --format native</c>: uniform codes of 2, 3, 4, 5, 6 and 8 bits in the
@@ -141,13 +142,16 @@ public abstract record NativeRepresentation
 /// <paramref name="AtMost"/>, the group is the largest divisor of the row length that is at most <paramref name="Group"/>.</summary>
 public sealed record UniformRepresentation(int Bits, int Group, bool Symmetric, bool AtMost = false) : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => $"uniform:{Bits}:{(AtMost ? "~" : "")}{Group}{(Symmetric ? ":sym" : "")}";
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => GroupFor(columns) > 0;
 
     /// <summary>The group used for rows of <paramref name="columns"/> values, or 0 when none fits.</summary>
     public int GroupFor(int columns) => Groups.For(columns, Group, AtMost);
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -160,14 +164,17 @@ public sealed record UniformRepresentation(int Bits, int Group, bool Symmetric, 
 /// length that is at most <paramref name="Group"/>), fitted by sensitivity-weighted k-means inside GPTQ.</summary>
 public sealed record CodebookRepresentation(int Bits, int Group, bool AtMost) : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => $"codebook:{Bits}:{(Group == 0 ? "row" : (AtMost ? "~" : "") + Group.ToString(CultureInfo.InvariantCulture))}";
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => GroupFor(columns) > 0;
 
     /// <summary>The group used for rows of <paramref name="columns"/> values (the row itself for per-row codebooks), or 0
     /// when none fits.</summary>
     public int GroupFor(int columns) => Group == 0 ? columns : Groups.For(columns, Group, AtMost);
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -183,6 +190,7 @@ public sealed record CodebookRepresentation(int Bits, int Group, bool AtMost) : 
 /// stage's residual and the weight is their sum (stored as a <c>sum</c> of two <c>vq</c> terms).</summary>
 public sealed record VectorRepresentation(int Dimension, int IndexBits, int ResidualBits, bool RowScales) : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => (ResidualBits > 0 ? $"rvq:{Dimension}:{IndexBits}:{ResidualBits}" : $"vq:{Dimension}:{IndexBits}") + (RowScales ? ":scaled" : "");
 
     /// <summary>The dimension divides the row and every codebook takes at most 1 bit per weight (at least 16 vectors per
@@ -191,6 +199,7 @@ public sealed record VectorRepresentation(int Dimension, int IndexBits, int Resi
     public override bool Fits(int rows, int columns)
         => columns % Dimension == 0 && (long)rows * (columns / Dimension) >= 16L << Math.Max(IndexBits, ResidualBits);
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -203,6 +212,7 @@ public sealed record VectorRepresentation(int Dimension, int IndexBits, int Resi
 /// allows, the kept values in f16 (<paramref name="ValueBits"/> 0) or uniform codes.</summary>
 public sealed record PrunedRepresentation(SparsityPattern Pattern, int ValueBits) : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => Pattern switch
     {
         SparsityPattern.NOfM p => $"nm:{p.N}:{p.M}:{ValueSpec}",
@@ -212,6 +222,7 @@ public sealed record PrunedRepresentation(SparsityPattern Pattern, int ValueBits
 
     private string ValueSpec => ValueBits == 0 ? "f16" : ValueBits.ToString(CultureInfo.InvariantCulture);
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns)
     {
         try
@@ -225,6 +236,7 @@ public sealed record PrunedRepresentation(SparsityPattern Pattern, int ValueBits
         }
     }
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -255,10 +267,13 @@ internal static class Groups
 /// runtime then skips (EvoPress-style depth pruning, chosen per sub-layer by the allocator).</summary>
 public sealed record DroppedRepresentation : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => "zero";
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => true;
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -270,10 +285,13 @@ public sealed record DroppedRepresentation : NativeRepresentation
 /// <summary>The weight in f16, stored plain.</summary>
 public sealed record Float16Representation : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => "f16";
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => true;
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);

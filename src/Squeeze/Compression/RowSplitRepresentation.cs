@@ -15,10 +15,13 @@ namespace Squeeze.Compression;
 /// </summary>
 public sealed record RowSplitRepresentation(int HotRows, NativeRepresentation Hot, NativeRepresentation Cold) : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => $"split:{HotRows.ToString(CultureInfo.InvariantCulture)}:{Hot.Spec}/{Cold.Spec}";
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => rows > HotRows && Hot.Fits(HotRows, columns) && Cold.Fits(rows - HotRows, columns);
 
+    /// <inheritdoc/>
     public override bool Fits(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -29,6 +32,7 @@ public sealed record RowSplitRepresentation(int HotRows, NativeRepresentation Ho
         return Hot.Fits(encoder.ForRows(name, hotRows), name) && Cold.Fits(encoder.ForRows(name, coldRows), name);
     }
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
