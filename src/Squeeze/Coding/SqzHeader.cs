@@ -23,7 +23,7 @@ public sealed record SqzHeader
     /// <summary>Bytes before the model name.</summary>
     public const int FixedBytes = 72;
 
-    /// <summary>The fingerprint of the model the file was written with (<see cref="Coding.ModelFingerprint"/>); decoding needs the same model.</summary>
+    /// <summary>The fingerprint of the model the file was written with; decoding needs the same model.</summary>
     public required byte[] ModelFingerprint { get; init; }
 
     /// <summary>Positions of the KV cache each segment runs in (BOS included).</summary>
