@@ -70,6 +70,7 @@ public static class AllocationCharts
         ArgumentNullException.ThrowIfNull(series);
         var plot = new Plot();
         var palette = new ScottPlot.Palettes.Category10();
+        double low = double.PositiveInfinity, high = double.NegativeInfinity; // log10 of the plotted values
         for (int s = 0; s < series.Count; s++)
         {
             var labels = series[s].PointLabels;
@@ -78,6 +79,8 @@ public static class AllocationCharts
             var points = series[s].X.Select((x, i) => (X: x, Y: series[s].Y[i], Label: labels?[i])).Where(p => p.Y > 0).OrderBy(p => series[s].Line ? p.X : 0).ToArray();
             if (points.Length == 0)
                 continue;
+            low = Math.Min(low, points.Min(p => Math.Log10(p.Y)));
+            high = Math.Max(high, points.Max(p => Math.Log10(p.Y)));
             var scatter = plot.Add.Scatter(points.Select(p => p.X).ToArray(), points.Select(p => Math.Log10(p.Y)).ToArray(), palette.GetColor(s));
             scatter.LegendText = series[s].Label;
             scatter.LineWidth = series[s].Line ? 2 : 0;
@@ -98,6 +101,12 @@ public static class AllocationCharts
             IntegerTicksOnly = true,
             LabelFormatter = y => Math.Pow(10, y).ToString("g3", System.Globalization.CultureInfo.InvariantCulture),
         };
+        if (low <= high)
+        {
+            // A band above the highest point for the legend, so that it covers none.
+            double span = Math.Max(high - low, 0.5);
+            plot.Axes.SetLimitsY(low - 0.05 * span, high + 0.4 * span);
+        }
         plot.ShowLegend(Alignment.UpperRight);
         plot.XLabel(xLabel);
         plot.YLabel(yLabel);
