@@ -36,7 +36,7 @@ internal static class DemoCommand
     {
         var mixes = new Option<string[]>("--mixes") { Description = "Mixes to make and compare", DefaultValueFactory = _ => ["Q8_0", "Q4_K_M", "Q4_0", "Q2_K"], AllowMultipleArgumentsPerToken = true };
         var native = new Option<double>("--native-bpw") { Description = "Also compress to Squeeze's native format at this many bits per weight (0: skip it)", DefaultValueFactory = _ => 3.0 };
-        var output = new Option<string?>("--output-dir") { Description = "Keep the compressed models and the chart (size-quality.png) here (default: a temporary directory, removed afterwards; the chart then goes to squeeze-demo-size-quality.png in the temporary folder)" };
+        var output = new Option<string?>("--output-dir") { Description = "Keep the compressed models and the chart (size-quality.png) here (default: a temporary directory, where only the chart is left afterwards)" };
         var chunks = new Option<int>("--chunks") { Description = "Score at most this many 256-token chunks (0: all)", DefaultValueFactory = _ => 0 };
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
@@ -56,8 +56,7 @@ internal static class DemoCommand
         string directory = options.OutputDirectory ?? Directory.CreateTempSubdirectory("squeeze-demo-").FullName;
         // The GGUF files of an earlier run are replaced; a native directory is never written over, so say so before the work.
         string nativePath = Path.Combine(directory, $"stories15M-native-{options.NativeBitsPerWeight:0.0##}");
-        // The chart outlives a temporary directory: it goes beside it, under a fixed name.
-        string chart = temporary ? Path.Combine(Path.GetTempPath(), "squeeze-demo-size-quality.png") : Path.Combine(directory, "size-quality.png");
+        string chart = Path.Combine(directory, "size-quality.png");
         if (options.NativeBitsPerWeight > 0)
             HuggingFaceWriter.CheckDestination(nativePath);
         Directory.CreateDirectory(directory);
@@ -114,9 +113,23 @@ internal static class DemoCommand
         finally
         {
             if (temporary)
-                Directory.Delete(directory, recursive: true);
+                RemoveAllBut(directory, chart);
         }
         return 0;
+    }
+
+    /// <summary>Removes a temporary directory's models, keeping the chart (the directory goes too when there is none).</summary>
+    private static void RemoveAllBut(string directory, string chart)
+    {
+        if (!File.Exists(chart))
+        {
+            Directory.Delete(directory, recursive: true);
+            return;
+        }
+        foreach (string file in Directory.GetFiles(directory).Where(f => f != chart))
+            File.Delete(file);
+        foreach (string subdirectory in Directory.GetDirectories(directory))
+            Directory.Delete(subdirectory, recursive: true);
     }
 
     /// <summary>The native model at the budget: every representation of the defaults encoded from the shared
