@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using Squeeze.Allocation;
+using Squeeze.Charts;
 using Squeeze.Compression;
 using Squeeze.Evaluation;
 using Squeeze.Formats;

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text;
 using Squeeze.Allocation;
 using Squeeze.Compression.Representations;
+using Squeeze.Charts;
 using Squeeze.Compression;
 using Squeeze.Evaluation;
 using Squeeze.Formats;

@@ -3,8 +3,10 @@ using Squeeze.Cli.Commands;
 
 namespace Squeeze.Cli;
 
+/// <summary>The <c>squeeze</c> command line: one subcommand per file under <c>Commands/</c>.</summary>
 public static class Program
 {
+    /// <summary>Runs the subcommand <paramref name="args"/> name and returns its exit code (0: success, 1: an error printed on stderr).</summary>
     public static int Main(string[] args)
     {
         var root = new RootCommand("squeeze: compress language models to a size budget, measure what was lost, run them on the CPU.")

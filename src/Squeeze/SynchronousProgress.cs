@@ -4,6 +4,7 @@ namespace Squeeze;
 /// (<see cref="Progress{T}"/> posts to the thread pool and lags behind long work).</summary>
 public sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
 {
+    /// <summary>Calls the handler with <paramref name="value"/> before returning.</summary>
     public void Report(T value) => report(value);
 }
 

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Spectre.Console;
 using Squeeze.Calibration;
+using Squeeze.Charts;
 using Squeeze.Compression;
 using Squeeze.Evaluation;
 using Squeeze.Formats;
@@ -17,21 +18,25 @@ namespace Squeeze.Cli.Commands;
 /// calibration shared by every mix); scores every file against the original on the evaluation text in one pass
 /// (perplexity, KL divergence, bits per byte) and prints the size and quality table. Beside them, Squeeze's native
 /// format at a bits-per-weight budget: a representation per tensor chosen by the knapsack on measured KLD, from the same
-/// calibration.
+/// calibration. Draws the table's size against its mean KLD as a chart (<c>size-quality.png</c>).
 /// </summary>
 internal static class DemoCommand
 {
     public sealed record Options(string[] Mixes, double NativeBitsPerWeight, string? OutputDirectory, int Chunks, int Threads, bool Json);
 
-    public sealed record Row(string Name, string File, long Bytes, double BitsPerWeight, EvaluationResult Result);
+    /// <summary>One model of the table; <paramref name="Method"/> is <see cref="Original"/>, <see cref="Rounding"/>,
+    /// <see cref="Gptq"/> or <see cref="Native"/>, <paramref name="Label"/> the mix or budget it was made at.</summary>
+    public sealed record Row(string Name, string Method, string Label, string File, long Bytes, double BitsPerWeight, EvaluationResult Result);
 
-    public sealed record Report(string Model, string EvalText, string CalibrationText, long CalibrationTokens, double NativeBitsPerWeight, IReadOnlyList<Row> Rows);
+    public sealed record Report(string Model, string EvalText, string CalibrationText, long CalibrationTokens, double NativeBitsPerWeight, string Chart, IReadOnlyList<Row> Rows);
+
+    public const string Original = "original", Rounding = "rounding", Gptq = "squeeze gptq", Native = "native";
 
     public static Command Create()
     {
         var mixes = new Option<string[]>("--mixes") { Description = "Mixes to make and compare", DefaultValueFactory = _ => ["Q8_0", "Q4_K_M", "Q4_0", "Q2_K"], AllowMultipleArgumentsPerToken = true };
         var native = new Option<double>("--native-bpw") { Description = "Also compress to Squeeze's native format at this many bits per weight (0: skip it)", DefaultValueFactory = _ => 3.0 };
-        var output = new Option<string?>("--output-dir") { Description = "Keep the compressed models here (default: a temporary directory, removed afterwards)" };
+        var output = new Option<string?>("--output-dir") { Description = "Keep the compressed models and the chart (size-quality.png) here (default: a temporary directory, where only the chart is left afterwards)" };
         var chunks = new Option<int>("--chunks") { Description = "Score at most this many 256-token chunks (0: all)", DefaultValueFactory = _ => 0 };
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
@@ -51,6 +56,7 @@ internal static class DemoCommand
         string directory = options.OutputDirectory ?? Directory.CreateTempSubdirectory("squeeze-demo-").FullName;
         // The GGUF files of an earlier run are replaced; a native directory is never written over, so say so before the work.
         string nativePath = Path.Combine(directory, $"stories15M-native-{options.NativeBitsPerWeight:0.0##}");
+        string chart = Path.Combine(directory, "size-quality.png");
         if (options.NativeBitsPerWeight > 0)
             HuggingFaceWriter.CheckDestination(nativePath);
         Directory.CreateDirectory(directory);
@@ -63,13 +69,13 @@ internal static class DemoCommand
                 new SynchronousProgress<CalibrationProgress>(p => progress.Report((p.Chunk, p.Chunks, $"chunk {p.Chunk}/{p.Chunks}"))), Cli.Cancellation));
             var made = Cli.WithProgress("quantizing", progress =>
             {
-                var list = new List<(string Name, string Path)>();
+                var list = new List<(string Method, string Label, string Path)>();
                 foreach (var mix in mixes)
                 {
                     progress.Report((list.Count, 2 * mixes.Length, $"{mix.Name} rounding"));
                     string rounded = Path.Combine(directory, $"stories15M-{mix.Name}-rtn.gguf");
                     GgufQuantizer.Write(original, QuantizationMix.Plan(original, mix, [], pure: false), rounded, importance: null, options.Threads);
-                    list.Add(($"{mix.Name} rounding", rounded));
+                    list.Add((Rounding, mix.Name, rounded));
                     progress.Report((list.Count, 2 * mixes.Length, $"{mix.Name} gptq"));
                     string gptq = Path.Combine(directory, $"stories15M-{mix.Name}-gptq.gguf");
                     CompressionPipeline.Run(original, new CompressionJob
@@ -80,12 +86,12 @@ internal static class DemoCommand
                         Threads = options.Threads,
                         Output = gptq,
                     }, cancellationToken: Cli.Cancellation);
-                    list.Add(($"{mix.Name} squeeze gptq", gptq));
+                    list.Add((Gptq, mix.Name, gptq));
                 }
                 return list;
             });
             if (options.NativeBitsPerWeight > 0)
-                made.Add(($"native {options.NativeBitsPerWeight:0.0##} bpw squeeze", Cli.WithStages("native", progress =>
+                made.Add((Native, $"{options.NativeBitsPerWeight:0.0##} bpw", Cli.WithStages("native", progress =>
                     WriteNative(original, calibrationText, stats, options, nativePath, progress))));
             var outputs = made.Select(m => m.Path).ToList();
             var models = outputs.Select(f => ModelLoader.Load(f)).ToList();
@@ -95,10 +101,11 @@ internal static class DemoCommand
                 var evaluation = new EvaluationOptions { ContextLength = 256, MaxChunks = options.Chunks, Threads = options.Threads };
                 var results = Cli.WithProgress("evaluating", progress => Evaluator.EvaluateMany(evaluated, text, evaluation, original,
                     new SynchronousProgress<EvaluationProgress>(p => progress.Report((p.Chunk, p.Chunks, $"chunk {p.Chunk}/{p.Chunks}"))), Cli.Cancellation));
-                var rows = new List<Row> { NewRow("original (F32)", files.Model, original.ParameterCount, results[0]) };
+                var rows = new List<Row> { NewRow(Original, "F32", files.Model, original.ParameterCount, results[0]) };
                 for (int i = 0; i < made.Count; i++)
-                    rows.Add(NewRow(made[i].Name, outputs[i], original.ParameterCount, results[i + 1]));
-                var report = new Report(files.Model, files.EvalText, files.CalibrationText, stats.TokenCount, options.NativeBitsPerWeight, rows);
+                    rows.Add(NewRow(made[i].Method, made[i].Label, outputs[i], original.ParameterCount, results[i + 1]));
+                DrawChart(rows, chart, first: results[0]);
+                var report = new Report(files.Model, files.EvalText, files.CalibrationText, stats.TokenCount, options.NativeBitsPerWeight, chart, rows);
                 if (options.Json)
                     Cli.WriteJson(report);
                 else
@@ -113,9 +120,23 @@ internal static class DemoCommand
         finally
         {
             if (temporary)
-                Directory.Delete(directory, recursive: true);
+                RemoveAllBut(directory, chart);
         }
         return 0;
+    }
+
+    /// <summary>Removes a temporary directory's models, keeping the chart (the directory goes too when there is none).</summary>
+    private static void RemoveAllBut(string directory, string chart)
+    {
+        if (!File.Exists(chart))
+        {
+            Directory.Delete(directory, recursive: true);
+            return;
+        }
+        foreach (string file in Directory.GetFiles(directory).Where(f => f != chart))
+            File.Delete(file);
+        foreach (string subdirectory in Directory.GetDirectories(directory))
+            Directory.Delete(subdirectory, recursive: true);
     }
 
     /// <summary>The native model at the budget: every representation of the defaults encoded from the shared
@@ -135,10 +156,30 @@ internal static class DemoCommand
     }
 
     /// <summary>A table row: the model's bytes on disk and bits per weight from them.</summary>
-    private static Row NewRow(string name, string path, long parameters, EvaluationResult result)
+    private static Row NewRow(string method, string label, string path, long parameters, EvaluationResult result)
     {
         long bytes = Cli.FileBytes(path);
-        return new Row(name, path, bytes, 8.0 * bytes / parameters, result);
+        string name = method switch
+        {
+            Original => $"original ({label})",
+            Native => $"native {label} squeeze",
+            _ => $"{label} {method}",
+        };
+        return new Row(name, method, label, path, bytes, 8.0 * bytes / parameters, result);
+    }
+
+    /// <summary>Size against quality: bits per weight across, mean KLD against the original up (log scale), one marker per
+    /// compressed model, labelled with its mix or budget, one colour per method (the original, at KLD 0, is left out).</summary>
+    private static void DrawChart(IReadOnlyList<Row> rows, string path, EvaluationResult first)
+    {
+        var series = new[] { Rounding, Gptq, Native }
+            .Select(method => (Method: method, Rows: rows.Where(r => r.Method == method).ToList()))
+            .Where(g => g.Rows.Count > 0)
+            .Select(g => new ChartSeries(g.Method == Rounding ? "rounding (as llama-quantize without imatrix)" : g.Method == Gptq ? "Squeeze GPTQ, same GGUF types" : "Squeeze native format",
+                [.. g.Rows.Select(r => r.BitsPerWeight)], [.. g.Rows.Select(r => r.Result.KlDivergence!.Mean)], Line: false, [.. g.Rows.Select(r => r.Label)]))
+            .ToList();
+        AllocationCharts.LogScale(series, path, $"stories15M: size against quality ({first.Chunks} chunks of {first.ContextLength} tokens)",
+            "bits per weight (file bytes × 8 / parameters)", "mean KLD against the original (log scale)");
     }
 
     private static void Print(Report report)
@@ -156,6 +197,7 @@ internal static class DemoCommand
                 kl.Percentile99.ToString("0.0000"), $"{kl.SameTopTokenPercent:0.00} %", r.BitsPerByte.ToString("0.0000"));
         }
         Cli.Console.Write(table);
+        Cli.Console.WriteLine($"chart: {report.Chart}");
         Cli.Console.WriteLine($"bits/weight: file bytes × 8 / parameters; rounding: each block rounded on its own, as llama-quantize does without an importance matrix; squeeze gptq: " +
             $"calibrated on {report.CalibrationTokens:N0} tokens of {report.CalibrationText}, same types and bytes per tensor" +
             (report.NativeBitsPerWeight > 0 ? $"; native: Squeeze's own format (docs/FORMAT.md, runs in Squeeze only) at {report.NativeBitsPerWeight:0.0##} bits per weight of the whole directory, " +

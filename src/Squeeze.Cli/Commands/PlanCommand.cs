@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Spectre.Console;
 using Squeeze.Allocation;
+using Squeeze.Charts;
 using Squeeze.Compression;
 using Squeeze.Formats;
 using Squeeze.Formats.HuggingFace;

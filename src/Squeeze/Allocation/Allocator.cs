@@ -38,7 +38,7 @@ public sealed record AllocationOptions
     /// <summary>Chunks (the first ones held) on which each single swap is measured.</summary>
     public int SwapChunks { get; init; } = 2;
 
-    /// <summary>The types tried; default <see cref="CandidateSet.DefaultTypes"/>.</summary>
+    /// <summary>The types tried; default <see cref="GgufCandidateSet.DefaultTypes"/>.</summary>
     public IReadOnlyList<Squeeze.Tensors.GgmlType>? Types { get; init; }
 }
 
@@ -61,20 +61,25 @@ public sealed class AllocationContext<TSet, T> : IDisposable
         SwapSeconds = swapSeconds;
     }
 
+    /// <summary>Every tensor encoded in every candidate representation, with its single-swap KLD measured.</summary>
     public TSet Candidates { get; }
 
     /// <summary>KLD against the source model on the held calibration chunks.</summary>
     public KldMeter Meter { get; }
 
+    /// <summary>The activation statistics the candidates were encoded with (null when the encoders need none).</summary>
     public CalibrationStatistics? Statistics { get; }
 
+    /// <summary>Time spent collecting the activation statistics.</summary>
     public double CalibrationSeconds { get; }
 
+    /// <summary>Time spent encoding every candidate.</summary>
     public double EncodingSeconds { get; }
 
     /// <summary>Time spent measuring every candidate's single-swap KLD.</summary>
     public double SwapSeconds { get; }
 
+    /// <summary>Releases the candidate set (the GGUF set's file is deleted).</summary>
     public void Dispose() => Candidates.Dispose();
 }
 

@@ -21,6 +21,7 @@ public abstract record Candidate(long Bytes, long FileBytes, string Encoding, do
 public sealed record GgufCandidate(GgmlType Type, long Offset, long Bytes, long FileBytes, string Encoding, double OutputError, double SwapKld)
     : Candidate(Bytes, FileBytes, Encoding, OutputError, SwapKld)
 {
+    /// <inheritdoc/>
     public override string Format => Type.ToString();
 }
 
@@ -29,6 +30,7 @@ public sealed record GgufCandidate(GgmlType Type, long Offset, long Bytes, long 
 public sealed record NativeCandidate(LinearWeight Weight, string Level, long FileBytes, string Encoding, double OutputError, double SwapKld)
     : Candidate(Weight.StoredBytes, FileBytes, Encoding, OutputError, SwapKld)
 {
+    /// <inheritdoc/>
     public override string Format => Weight.Scheme;
 }
 

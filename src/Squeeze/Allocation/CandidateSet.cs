@@ -12,6 +12,7 @@ namespace Squeeze.Allocation;
 /// </summary>
 public abstract class CandidateSet<T> : IDisposable where T : Candidate
 {
+    /// <summary>The candidates <paramref name="tensors"/> of the 2-D tensors of <paramref name="source"/>, one list per tensor in the model's order.</summary>
     protected CandidateSet(Model source, IReadOnlyList<TensorCandidates<T>> tensors)
     {
         ArgumentNullException.ThrowIfNull(source);
@@ -91,6 +92,7 @@ public abstract class CandidateSet<T> : IDisposable where T : Candidate
         list[option] = (T)(list[option] with { SwapKld = kld });
     }
 
+    /// <summary>Releases what the candidates are stored in.</summary>
     public abstract void Dispose();
 
     /// <summary>Tensor name → chosen candidate, skipping entries of −1.</summary>
@@ -111,6 +113,7 @@ public abstract class CandidateSet<T> : IDisposable where T : Candidate
         return chosen;
     }
 
+    /// <summary>Throws an <see cref="ArgumentException"/> unless <paramref name="selection"/> holds one valid candidate index per tensor.</summary>
     protected void Check(IReadOnlyList<int> selection)
     {
         ArgumentNullException.ThrowIfNull(selection);

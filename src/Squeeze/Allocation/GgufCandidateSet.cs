@@ -28,7 +28,7 @@ public sealed record CandidateOptions
 /// Every tensor of a model encoded once in every format it can take (<see cref="Compressor"/>'s method per tensor), kept
 /// in one memory-mapped file so that searches can build models from any mix of candidates without copying, and the
 /// final file is written from the same bytes. 2-D tensors get the candidates; 1-D tensors (norms) stay as they are.
-/// Sizes are exact: <see cref="FileBytes"/> of a selection is the size of the GGUF file <see cref="Write"/> writes.
+/// Sizes are exact: <see cref="CandidateSet{T}.FileBytes(IReadOnlyList{int})"/> of a selection is the size of the GGUF file <see cref="Write"/> writes.
 /// </summary>
 public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
 {
@@ -137,9 +137,9 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
 
     /// <summary>
     /// Writes the GGUF file of <paramref name="selection"/> to <paramref name="path"/> (temporary file, then renamed) from the
-    /// cached bytes and returns its size, which is <see cref="FileBytes"/>.
+    /// cached bytes and returns its size, which is <see cref="CandidateSet{T}.FileBytes(IReadOnlyList{int})"/>.
     /// </summary>
-    /// <exception cref="InvalidOperationException">The written file's size differs from <see cref="FileBytes"/> (a bug, never expected).</exception>
+    /// <exception cref="InvalidOperationException">The written file's size differs from <see cref="CandidateSet{T}.FileBytes(IReadOnlyList{int})"/> (a bug, never expected).</exception>
     public override long Write(IReadOnlyList<int> selection, string path, TuningResult? tuning = null)
     {
         long expected = FileBytes(selection);
@@ -196,6 +196,7 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
         };
     }
 
+    /// <inheritdoc/>
     public override void Dispose()
     {
         data.Dispose();

@@ -30,6 +30,7 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
     /// rounded up to the grain.</summary>
     public override long Overhead { get; }
 
+    /// <inheritdoc/>
     public override long Grain => NativeGrain;
 
     /// <summary>Encodes every 2-D tensor of <paramref name="model"/> in every representation of
@@ -83,6 +84,7 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
         return sideFiles + NativeModelWriter.WeightsFileLength(Source, Replacements(selection));
     }
 
+    /// <inheritdoc/>
     public override Model Compose(IReadOnlyList<int> selection)
         => Source.WithWeights(Selected(selection).Values.Select(c => c.Weight));
 
@@ -103,6 +105,7 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
         return written;
     }
 
+    /// <summary>Nothing to release: the candidates are managed weights held by the set.</summary>
     public override void Dispose()
     {
     }

@@ -90,6 +90,7 @@ public sealed class RangeDecoder
     private ulong range = ulong.MaxValue;
     private ulong step;   // range / total of the symbol being decoded
 
+    /// <summary>A decoder reading the stream <see cref="RangeEncoder"/> wrote into <paramref name="input"/>.</summary>
     public RangeDecoder(ReadOnlyMemory<byte> input)
     {
         this.input = input;

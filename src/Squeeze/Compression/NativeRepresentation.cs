@@ -30,6 +30,7 @@ public abstract record NativeRepresentation
     /// <summary>Encodes tensor <paramref name="name"/>.</summary>
     public abstract NativeEncoded Encode(NativeTensorEncoder encoder, string name);
 
+    /// <summary>The <see cref="Spec"/>, as the command line writes it.</summary>
     public sealed override string ToString() => Spec;
 
     /// <summary>True when encoding needs the token usage of the calibration text (<see cref="NativeTensorEncoder.TokenUsage"/>),

@@ -28,6 +28,10 @@ public sealed class NativeTensorEncoder
     private readonly Dictionary<ActivationStatistics, GptqHessian> naturalOrderHessians = new(ReferenceEqualityComparer.Instance);
     private readonly (string Name, int[] Rows)? selection;
 
+    /// <param name="model">The model whose tensors are encoded.</param>
+    /// <param name="statistics">Its activation statistics on calibration text, or null for the levels that need none
+    /// (plain rounding, f16).</param>
+    /// <param name="options">How tensors are encoded (GPTQ settings, threads).</param>
     /// <param name="tokenUsage">How much the model uses each token on the calibration text (indexed by token id,
     /// <see cref="TokenUsage.Measure"/>), or null: what the levels that treat the rows of token-indexed matrices by use
     /// need (<see cref="RowSplitRepresentation"/>).</param>

@@ -57,5 +57,6 @@ public sealed class TensorEncoder : IDisposable
         return new EncodedTensorData(data, report);
     }
 
+    /// <summary>Releases the working copy of the model the encoder keeps.</summary>
     public void Dispose() => run.Dispose();
 }

@@ -6,7 +6,7 @@ namespace Squeeze.Compression;
 
 /// <summary>
 /// How much a model uses each token of its vocabulary on a text: what ranks the rows of token-indexed matrices (the
-/// embedding, the classifier) for <see cref="RowSplitRepresentation"/>.
+/// embedding, the classifier) for <see cref="Representations.RowSplitRepresentation"/>.
 /// </summary>
 public static class TokenUsage
 {

@@ -15,10 +15,13 @@ public sealed record EvaluationResult
     /// <summary>Bits per byte of the scored tokens: Σ −log2 p(token) / Σ bytes(token).</summary>
     public required double BitsPerByte { get; init; }
 
+    /// <summary>Chunks of <see cref="ContextLength"/> tokens evaluated.</summary>
     public required int Chunks { get; init; }
 
+    /// <summary>Tokens per chunk.</summary>
     public required int ContextLength { get; init; }
 
+    /// <summary>Tokens scored: the second half of every chunk, as llama.cpp's perplexity scores them.</summary>
     public required long ScoredTokens { get; init; }
 
     /// <summary>Tokens run through the evaluated model per second (every token of every chunk).</summary>
@@ -37,15 +40,19 @@ public sealed record EvaluationResult
 /// <summary>Per-token KL divergence KL(base ‖ model) over the scored positions, and agreement of the two models.</summary>
 public sealed record KlDivergenceStats
 {
+    /// <summary>Mean KL divergence per scored token, in nats.</summary>
     public required double Mean { get; init; }
 
     /// <summary>Standard error of <see cref="Mean"/>.</summary>
     public required double MeanError { get; init; }
 
+    /// <summary>Median KL divergence per scored token, in nats.</summary>
     public required double Median { get; init; }
 
+    /// <summary>99th percentile of the per-token KL divergence, in nats: how bad the worst 1 % of tokens get.</summary>
     public required double Percentile99 { get; init; }
 
+    /// <summary>Largest per-token KL divergence, in nats.</summary>
     public required double Maximum { get; init; }
 
     /// <summary>Percentage of positions where both models rank the same token first.</summary>

@@ -13,6 +13,7 @@ public sealed record EvaluationOptions
     /// <summary>Evaluate at most this many chunks; 0 means every whole chunk.</summary>
     public int MaxChunks { get; init; }
 
+    /// <summary>Threads each model runs on.</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
 
     /// <summary>KV-cache policy of the evaluated models; a base model always runs with the exact f32 cache.</summary>

@@ -21,6 +21,7 @@ public sealed class Sampler
     private readonly SamplingOptions options;
     private readonly Random random;
 
+    /// <summary>A sampler with its random generator seeded from <paramref name="options"/> (defaults when null); <see cref="ArgumentException"/> for a negative temperature or a top-p outside (0, 1].</summary>
     public Sampler(SamplingOptions? options = null)
     {
         this.options = options ?? new SamplingOptions();

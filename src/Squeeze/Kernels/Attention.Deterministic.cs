@@ -6,7 +6,7 @@ internal static unsafe partial class Attention
 {
     /// <summary>
     /// The deterministic mode's attention head: the same bits at every SIMD level on every machine. Scores by
-    /// <see cref="DeterministicMath.Dot"/>, softmax by <see cref="DeterministicMath.ExpShifted"/> over the maximum and
+    /// <see cref="DeterministicMath.Dot"/>, softmax by <see cref="DeterministicMath.ExpShifted(ReadOnlySpan{float}, float, Span{float})"/> over the maximum and
     /// <see cref="DeterministicMath.Sum"/>, then <c>output[d] += score[p] · values[p, d]</c> in order of position (each
     /// output element on its own, so the vector version over d computes what the scalar one does).
     /// </summary>

@@ -37,7 +37,7 @@ internal static partial class LinearAlgebra
         return Multiply(Transpose(a, k, m), b, m, k, n, threads);
     }
 
-    /// <summary><c>c = a · bᵀ</c>: a [m, k], b [n, k], c [m, n]; each element one <see cref="Dot"/>.</summary>
+    /// <summary><c>c = a · bᵀ</c>: a [m, k], b [n, k], c [m, n]; each element one <see cref="Dot(ReadOnlySpan{double}, ReadOnlySpan{double})"/>.</summary>
     public static double[] MultiplyTransposedRight(ReadOnlySpan<double> a, ReadOnlySpan<double> b, int m, int k, int n, int threads)
     {
         CheckLength(a, (long)m * k, nameof(a));

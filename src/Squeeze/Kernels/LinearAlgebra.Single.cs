@@ -42,7 +42,7 @@ internal static partial class LinearAlgebra
         }
     }
 
-    /// <summary>Four dots of <paramref name="x"/> with four consecutive rows, each summed exactly as <see cref="Dot"/>.</summary>
+    /// <summary>Four dots of <paramref name="x"/> with four consecutive rows, each summed exactly as <see cref="Dot(ReadOnlySpan{float}, ReadOnlySpan{float})"/>.</summary>
     private static void Dot4(ReadOnlySpan<float> x, ReadOnlySpan<float> rows, int k, Span<float> result)
     {
         var s0 = Vector256<float>.Zero;

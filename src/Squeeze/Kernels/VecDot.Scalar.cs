@@ -189,8 +189,8 @@ internal static unsafe partial class VecDot
     }
 
     /// <summary>The 16 signed 6-bit scales of a Q3_K block (stored offset by 32 in 12 bytes).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     /// <remarks><paramref name="scales"/> must be 4-byte aligned (a stackalloc'd buffer is).</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void UnpackQ3_KScales(byte* packed, sbyte* scales)
     {
         const uint kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;

@@ -5,6 +5,9 @@ namespace Squeeze.LowRank;
 /// <summary>W ≈ A · B, the result of <see cref="LowRankFactorizer.Factor"/>.</summary>
 /// <param name="A">[rows, rank] row-major: U·Σ^½.</param>
 /// <param name="B">[rank, columns] row-major: Σ^½·Vt·S⁻¹ (S = I without whitening).</param>
+/// <param name="Rows">Rows of W.</param>
+/// <param name="Rank">Kept rank r.</param>
+/// <param name="Columns">Columns of W.</param>
 /// <param name="SingularValues">[rank] the leading singular values of W·S, descending.</param>
 /// <param name="EnergyCaptured">Σ σ² over the kept ranks / ‖W·S‖²_F: the fraction of the (whitened) energy kept; 1 −
 /// it is the relative squared (output) error of the truncation before the factors are rounded.</param>

@@ -21,6 +21,7 @@ public enum SvdMethod
 /// <summary>Options of <see cref="TruncatedSvd.Compute"/>.</summary>
 public sealed record SvdOptions
 {
+    /// <summary>Exact, randomized, or chosen by the matrix's size.</summary>
     public SvdMethod Method { get; init; } = SvdMethod.Auto;
 
     /// <summary>Extra sketch columns beyond the rank (HMT's p).</summary>
@@ -44,6 +45,9 @@ public sealed record SvdOptions
 /// <param name="U">[rows, rank] row-major, orthonormal columns.</param>
 /// <param name="Values">[rank] singular values, descending.</param>
 /// <param name="Vt">[rank, columns] row-major, orthonormal rows.</param>
+/// <param name="Rows">Rows of the matrix.</param>
+/// <param name="Columns">Columns of the matrix.</param>
+/// <param name="Rank">Triplets kept.</param>
 public sealed record SingularTriplets(double[] U, double[] Values, double[] Vt, int Rows, int Columns, int Rank);
 
 /// <summary>

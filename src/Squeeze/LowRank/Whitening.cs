@@ -30,7 +30,7 @@ public sealed class Whitening
     public double[] InverseRoot { get; }
 
     /// <summary>The damping λ added to the diagonal: the requested fraction of H's mean diagonal, raised tenfold while
-    /// H + λI was not positive definite (as <see cref="GptqHessian"/> does).</summary>
+    /// H + λI was not positive definite (as <see cref="Calibration.GptqHessian"/> does).</summary>
     public double Damping { get; }
 
     /// <summary>S = L, the lower Cholesky factor of H + λI (SVD-LLM's whitening).</summary>

@@ -50,8 +50,10 @@ public sealed class Model : IDisposable
         }
     }
 
+    /// <summary>The hyperparameters.</summary>
     public ModelConfig Config { get; }
 
+    /// <summary>Tokens, scores and special ids, as GGUF stores them.</summary>
     public Vocabulary Vocabulary { get; }
 
     /// <summary>The tokenizer built from <see cref="Vocabulary"/> on first use.</summary>
@@ -67,8 +69,10 @@ public sealed class Model : IDisposable
     /// <summary>The file or directory the model was read from.</summary>
     public string Source { get; }
 
+    /// <summary>The tensor <paramref name="name"/> in a GGUF type; <see cref="KeyNotFoundException"/> naming the source if there is none.</summary>
     public Tensor this[string name] => byName.TryGetValue(name, out var t) ? t : throw new KeyNotFoundException($"{Source}: no tensor '{name}'");
 
+    /// <summary>The tensor <paramref name="name"/>, if the model holds it in a GGUF type (a weight in another representation is not a tensor).</summary>
     public bool TryGetTensor(string name, out Tensor tensor) => byName.TryGetValue(name, out tensor!);
 
     /// <summary>True when <paramref name="name"/> is a tensor or a weight.</summary>
@@ -145,6 +149,7 @@ public sealed class Model : IDisposable
         return new Model(Config, Vocabulary, tensors, Source, [], weights);
     }
 
+    /// <summary>Releases the files and buffers this model owns (not those of a model it was copied from).</summary>
     public void Dispose()
     {
         foreach (var d in owned)

@@ -23,25 +23,31 @@ public sealed record ModelConfig
     /// <summary>Feed-forward width.</summary>
     public required int HiddenDim { get; init; }
 
+    /// <summary>Number of transformer blocks.</summary>
     public required int LayerCount { get; init; }
 
+    /// <summary>Number of query heads.</summary>
     public required int HeadCount { get; init; }
 
+    /// <summary>Number of key/value heads; fewer than <see cref="HeadCount"/> under grouped-query attention.</summary>
     public required int KvHeadCount { get; init; }
 
     /// <summary>Values per attention head; usually Dim / HeadCount (Qwen3 may differ).</summary>
     public required int HeadDim { get; init; }
 
+    /// <summary>Number of tokens: rows of the token embedding and of the output classifier.</summary>
     public required int VocabSize { get; init; }
 
     /// <summary>The context length the model was trained with.</summary>
     public required int ContextLength { get; init; }
 
+    /// <summary>Base of the rotary embedding's frequencies (10000 for Llama 2).</summary>
     public float RopeTheta { get; init; } = 10000f;
 
     /// <summary>Number of values per head that rotate (GGUF <c>rope.dimension_count</c>).</summary>
     public int RopeDimensions => HeadDim;
 
+    /// <summary>How the rotary embedding pairs up a head's values.</summary>
     public RopeStyle RopeStyle { get; init; } = RopeStyle.Interleaved;
 
     /// <summary>Linear rotary scaling (GGUF <c>rope.scaling.type</c> "linear", <c>rope.scaling.factor</c>): positions are
@@ -52,6 +58,7 @@ public sealed record ModelConfig
     /// which each pair's rotary frequency is divided, as llama.cpp stores and applies it (<see cref="RopeScaling.Llama3Factors"/>).</summary>
     public bool RopeFrequencyFactors { get; init; }
 
+    /// <summary>Epsilon added to the mean square in every RMSNorm.</summary>
     public float RmsNormEps { get; init; } = 1e-5f;
 
     /// <summary>True when the output classifier reuses <c>token_embd.weight</c> (no <c>output.weight</c>).</summary>

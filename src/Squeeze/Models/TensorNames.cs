@@ -3,38 +3,55 @@ namespace Squeeze.Models;
 /// <summary>llama.cpp's GGUF tensor names, used for every model whatever file it came from.</summary>
 public static class TensorNames
 {
+    /// <summary>Token embedding, [vocabulary, dim].</summary>
     public const string TokenEmbedding = "token_embd.weight";
+    /// <summary>RMSNorm weight before the output classifier, [dim].</summary>
     public const string OutputNorm = "output_norm.weight";
+    /// <summary>Output classifier, [vocabulary, dim]; absent when the embeddings are tied.</summary>
     public const string Output = "output.weight";
 
     /// <summary>Per-pair divisors of the rotary frequencies (Llama 3's rope scaling), [headDim / 2].</summary>
     public const string RopeFrequencies = "rope_freqs.weight";
 
+    /// <summary>RMSNorm weight before layer <paramref name="layer"/>'s attention, [dim].</summary>
     public static string AttentionNorm(int layer) => $"blk.{layer}.attn_norm.weight";
 
+    /// <summary>Query projection of layer <paramref name="layer"/>, [heads × headDim, dim].</summary>
     public static string Query(int layer) => $"blk.{layer}.attn_q.weight";
 
+    /// <summary>Key projection of layer <paramref name="layer"/>, [kvHeads × headDim, dim].</summary>
     public static string Key(int layer) => $"blk.{layer}.attn_k.weight";
 
+    /// <summary>Value projection of layer <paramref name="layer"/>, [kvHeads × headDim, dim].</summary>
     public static string Value(int layer) => $"blk.{layer}.attn_v.weight";
 
+    /// <summary>Query bias of layer <paramref name="layer"/> (Qwen2).</summary>
     public static string QueryBias(int layer) => $"blk.{layer}.attn_q.bias";
 
+    /// <summary>Key bias of layer <paramref name="layer"/> (Qwen2).</summary>
     public static string KeyBias(int layer) => $"blk.{layer}.attn_k.bias";
 
+    /// <summary>Value bias of layer <paramref name="layer"/> (Qwen2).</summary>
     public static string ValueBias(int layer) => $"blk.{layer}.attn_v.bias";
 
+    /// <summary>Per-head RMSNorm weight on the queries of layer <paramref name="layer"/> (Qwen3), [headDim].</summary>
     public static string QueryNorm(int layer) => $"blk.{layer}.attn_q_norm.weight";
 
+    /// <summary>Per-head RMSNorm weight on the keys of layer <paramref name="layer"/> (Qwen3), [headDim].</summary>
     public static string KeyNorm(int layer) => $"blk.{layer}.attn_k_norm.weight";
 
+    /// <summary>Attention output projection of layer <paramref name="layer"/>, [dim, heads × headDim].</summary>
     public static string AttentionOutput(int layer) => $"blk.{layer}.attn_output.weight";
 
+    /// <summary>RMSNorm weight before layer <paramref name="layer"/>'s feed-forward, [dim].</summary>
     public static string FeedForwardNorm(int layer) => $"blk.{layer}.ffn_norm.weight";
 
+    /// <summary>Feed-forward gate projection of layer <paramref name="layer"/> (SiLU side), [hidden, dim].</summary>
     public static string Gate(int layer) => $"blk.{layer}.ffn_gate.weight";
 
+    /// <summary>Feed-forward up projection of layer <paramref name="layer"/>, [hidden, dim].</summary>
     public static string Up(int layer) => $"blk.{layer}.ffn_up.weight";
 
+    /// <summary>Feed-forward down projection of layer <paramref name="layer"/>, [dim, hidden].</summary>
     public static string Down(int layer) => $"blk.{layer}.ffn_down.weight";
 }

@@ -17,18 +17,21 @@ public abstract record PruningTarget
     /// <summary>Every linear weight of every block pruned to <paramref name="Pattern"/> (unstructured or N:M).</summary>
     public sealed record Matrices(SparsityPattern Pattern) : PruningTarget
     {
+        /// <inheritdoc/>
         public override string ToString() => Pattern.ToString();
     }
 
     /// <summary>In every block, <c>round(Fraction · heads)</c> attention heads removed.</summary>
     public sealed record Heads(double Fraction) : PruningTarget
     {
+        /// <inheritdoc/>
         public override string ToString() => $"{Fraction.ToString(CultureInfo.InvariantCulture)} of the attention heads";
     }
 
     /// <summary>In every block, <c>round(Fraction · hidden)</c> feed-forward units removed.</summary>
     public sealed record FeedForwardUnits(double Fraction) : PruningTarget
     {
+        /// <inheritdoc/>
         public override string ToString() => $"{Fraction.ToString(CultureInfo.InvariantCulture)} of the feed-forward units";
     }
 

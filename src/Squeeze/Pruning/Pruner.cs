@@ -49,8 +49,10 @@ public sealed class PruningResult
     /// <summary>[rows, columns]: true where a weight is kept.</summary>
     public bool[] Mask { get; }
 
+    /// <summary>Output features of the pruned weight.</summary>
     public int Rows { get; }
 
+    /// <summary>Input features of the pruned weight.</summary>
     public int Columns { get; }
 }
 

@@ -15,6 +15,7 @@ public abstract record SparsityPattern
     /// is its own comparison group, as Wanda does), so every row keeps the same number of weights.</summary>
     public sealed record Unstructured(double Sparsity) : SparsityPattern
     {
+        /// <inheritdoc/>
         public override void Validate(int rows, int columns)
         {
             if (!(Sparsity >= 0 && Sparsity < 1))
@@ -24,12 +25,14 @@ public abstract record SparsityPattern
         /// <summary>Weights removed from each row.</summary>
         public int PrunedPerRow(int columns) => (int)Math.Round(Sparsity * columns, MidpointRounding.ToEven);
 
+        /// <summary>The pattern as reports print it, e.g. <c>0.5 unstructured</c>.</summary>
         public override string ToString() => $"{Sparsity:0.##} unstructured";
     }
 
     /// <summary>N:M: of every M consecutive weights of a row (columns [gM, gM + M)) exactly N are kept.</summary>
     public sealed record NOfM(int N, int M) : SparsityPattern
     {
+        /// <inheritdoc/>
         public override void Validate(int rows, int columns)
         {
             if (M < 2 || M > 16 || N < 1 || N >= M)
@@ -38,6 +41,7 @@ public abstract record SparsityPattern
                 throw new ArgumentException($"{columns} columns are not whole groups of {M}");
         }
 
+        /// <summary>The pattern as reports print it, e.g. <c>2:4</c>.</summary>
         public override string ToString() => $"{N}:{M}";
     }
 
@@ -45,8 +49,10 @@ public abstract record SparsityPattern
     /// consecutive rows (1 = single rows; the head dimension = the query rows of whole attention heads) are removed.</summary>
     public sealed record Rows(double Fraction, int GroupSize = 1) : SparsityPattern
     {
+        /// <inheritdoc/>
         public override void Validate(int rows, int columns) => CheckGroups(Fraction, GroupSize, rows, "rows");
 
+        /// <summary>The pattern as reports print it, e.g. <c>0.25 rows</c>.</summary>
         public override string ToString() => GroupSize == 1 ? $"{Fraction:0.##} rows" : $"{Fraction:0.##} row groups of {GroupSize}";
     }
 
@@ -55,8 +61,10 @@ public abstract record SparsityPattern
     /// size: whole attention heads).</summary>
     public sealed record Columns(double Fraction, int GroupSize = 1) : SparsityPattern
     {
+        /// <inheritdoc/>
         public override void Validate(int rows, int columns) => CheckGroups(Fraction, GroupSize, columns, "columns");
 
+        /// <summary>The pattern as reports print it, e.g. <c>0.25 columns</c>.</summary>
         public override string ToString() => GroupSize == 1 ? $"{Fraction:0.##} columns" : $"{Fraction:0.##} column groups of {GroupSize}";
     }
 

@@ -4,7 +4,7 @@ using Squeeze.Tensors;
 
 namespace Squeeze.Quantization;
 
-/// <summary>Settings of <see cref="Gptq.Quantize"/>.</summary>
+/// <summary>Settings of <see cref="Gptq.Quantize(ReadOnlySpan{float}, int, GptqHessian, IBlockGrid, GptqOptions)"/>.</summary>
 public sealed record GptqOptions
 {
     /// <summary>Damping added to H's diagonal, as a fraction of its mean diagonal (the reference's <c>percdamp</c>).</summary>
@@ -31,7 +31,7 @@ public sealed record GptqOptions
     public int Threads { get; init; } = Environment.ProcessorCount;
 }
 
-/// <summary>What <see cref="Gptq.Quantize"/> produced.</summary>
+/// <summary>What <see cref="Gptq.Quantize(ReadOnlySpan{float}, int, GptqHessian, IBlockGrid, GptqOptions)"/> produced.</summary>
 public sealed class GptqResult
 {
     internal GptqResult(byte[] data, float[] dequantized, double damping, int deadColumns)

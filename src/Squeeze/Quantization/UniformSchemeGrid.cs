@@ -15,6 +15,7 @@ public sealed class UniformSchemeGrid : IBlockGrid
     private readonly UniformScheme scheme;
     private readonly int zero;
 
+    /// <summary>The grid of <paramref name="scheme"/>'s codes: one block per group of the scheme.</summary>
     public UniformSchemeGrid(UniformScheme scheme)
     {
         ArgumentNullException.ThrowIfNull(scheme);

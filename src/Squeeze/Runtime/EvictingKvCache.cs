@@ -20,6 +20,8 @@ public sealed unsafe class EvictingKvCache : KvCache
     private readonly HeadStore[] heads; // [layers * kvHeads]
     private readonly int[] held;        // [layers]
 
+    /// <summary>An empty cache for <paramref name="contextLength"/> positions holding at most <see cref="KvCachePolicy.Keep"/> of them, as
+    /// <paramref name="policy"/> (an <c>evict:</c> policy) says.</summary>
     public EvictingKvCache(ModelConfig config, int contextLength, KvCachePolicy policy)
         : base(config, contextLength)
     {
@@ -38,18 +40,22 @@ public sealed unsafe class EvictingKvCache : KvCache
         held = new int[LayerCount];
     }
 
+    /// <inheritdoc/>
     public override KvCachePolicy Policy { get; }
 
     /// <summary>Positions a key/value head holds at most.</summary>
     public int Budget => budget;
 
+    /// <inheritdoc/>
     public override bool AttendsInOrder => true;
 
     /// <summary>Per slot: key and value, position, count, and the attention of each query head of the group.</summary>
     private long SlotBytes => 2L * HeadDim * sizeof(float) + sizeof(int) + sizeof(float) + groupSize * sizeof(float);
 
+    /// <inheritdoc/>
     public override long HeldBytes => heads.Sum(h => h.Slots * SlotBytes);
 
+    /// <inheritdoc/>
     public override long BytesAfter(int positions) => (long)LayerCount * KvHeadCount * Math.Min(positions, budget) * SlotBytes;
 
     /// <summary>Positions held by key/value head <paramref name="kvHead"/> of <paramref name="layer"/>, ascending.</summary>
@@ -59,6 +65,7 @@ public sealed unsafe class EvictingKvCache : KvCache
         return h.Positions.AsSpan(0, h.Slots).ToArray();
     }
 
+    /// <inheritdoc/>
     public override void Append(int layer, int start, ReadOnlySpan<float> keys, ReadOnlySpan<float> values)
     {
         bool fresh = CheckAppend(layer, start, held[layer], keys, values);
@@ -151,6 +158,7 @@ public sealed unsafe class EvictingKvCache : KvCache
             h.Attention[q * budget + target] += h.Attention[q * budget + victim];
     }
 
+    /// <inheritdoc/>
     public override void Attend(int layer, int head, float* query, int position, float scale, float* scratch, float* output)
     {
         int kvHead = head / groupSize, headDim = HeadDim;

@@ -13,6 +13,7 @@ public sealed unsafe class Float16KvCache : KvCache
     private readonly Half[][] values; // [layers][contextLength * kvDim]
     private readonly int[] held;      // [layers]
 
+    /// <summary>An empty cache for <paramref name="contextLength"/> positions of <paramref name="config"/>'s attention, in f16.</summary>
     public Float16KvCache(ModelConfig config, int contextLength)
         : base(config, contextLength)
     {
@@ -26,11 +27,13 @@ public sealed unsafe class Float16KvCache : KvCache
         }
     }
 
+    /// <inheritdoc/>
     public override KvCachePolicy Policy { get; } = KvCachePolicy.Parse("f16");
 
     /// <summary>Scores for every position, then one tile of decoded rows.</summary>
     public override int ScratchLength => ContextLength + Tile * HeadDim;
 
+    /// <inheritdoc/>
     public override void Append(int layer, int start, ReadOnlySpan<float> keys, ReadOnlySpan<float> values)
     {
         CheckAppend(layer, start, held[layer], keys, values);
@@ -39,6 +42,7 @@ public sealed unsafe class Float16KvCache : KvCache
         held[layer] = start + keys.Length / KvDim;
     }
 
+    /// <inheritdoc/>
     public override void Attend(int layer, int head, float* query, int position, float scale, float* scratch, float* output)
     {
         int positions = position + 1, headDim = HeadDim;
@@ -67,7 +71,9 @@ public sealed unsafe class Float16KvCache : KvCache
             TensorPrimitives.ConvertToSingle(rows.AsSpan((first + i) * KvDim + kvOffset, HeadDim), new Span<float>(tile + i * HeadDim, HeadDim));
     }
 
+    /// <inheritdoc/>
     public override long HeldBytes => held.Sum(h => (long)h * KvDim * 2 * sizeof(ushort));
 
+    /// <inheritdoc/>
     public override long BytesAfter(int positions) => (long)LayerCount * positions * KvDim * 2 * sizeof(ushort);
 }

@@ -12,6 +12,7 @@ public sealed unsafe class Float32KvCache : KvCache
     private readonly float[][] values; // [layers][contextLength * kvDim]
     private readonly int[] held;       // [layers] positions stored
 
+    /// <summary>An empty cache for <paramref name="contextLength"/> positions of <paramref name="config"/>'s attention, in f32.</summary>
     public Float32KvCache(ModelConfig config, int contextLength)
         : base(config, contextLength)
     {
@@ -25,6 +26,7 @@ public sealed unsafe class Float32KvCache : KvCache
         }
     }
 
+    /// <inheritdoc/>
     public override KvCachePolicy Policy => KvCachePolicy.Float32;
 
     /// <summary>Attend with <see cref="Kernels.Attention.HeadDeterministic"/>: the same bits at every SIMD level (the
@@ -48,6 +50,7 @@ public sealed unsafe class Float32KvCache : KvCache
         }
     }
 
+    /// <inheritdoc/>
     public override void Append(int layer, int start, ReadOnlySpan<float> keys, ReadOnlySpan<float> values)
     {
         CheckAppend(layer, start, held[layer], keys, values);
@@ -56,6 +59,7 @@ public sealed unsafe class Float32KvCache : KvCache
         held[layer] = start + keys.Length / KvDim;
     }
 
+    /// <inheritdoc/>
     public override void Attend(int layer, int head, float* query, int position, float scale, float* scratch, float* output)
     {
         int kvOffset = head / (HeadCount / KvHeadCount) * HeadDim;
@@ -69,7 +73,9 @@ public sealed unsafe class Float32KvCache : KvCache
         }
     }
 
+    /// <inheritdoc/>
     public override long HeldBytes => held.Sum(h => (long)h * KvDim * 2 * sizeof(float));
 
+    /// <inheritdoc/>
     public override long BytesAfter(int positions) => (long)LayerCount * positions * KvDim * 2 * sizeof(float);
 }

@@ -10,6 +10,8 @@ namespace Squeeze.Runtime;
 /// </summary>
 public abstract unsafe class KvCache
 {
+    /// <summary>Checks the shape of <paramref name="config"/>'s attention (query heads a multiple of the key/value heads) and keeps it, for
+    /// <paramref name="contextLength"/> positions.</summary>
     protected KvCache(ModelConfig config, int contextLength)
     {
         ArgumentNullException.ThrowIfNull(config);
@@ -29,15 +31,19 @@ public abstract unsafe class KvCache
     /// <summary>Positions the cache can hold.</summary>
     public int ContextLength { get; }
 
+    /// <summary>Transformer blocks, each with its own keys and values.</summary>
     public int LayerCount { get; }
 
     /// <summary>Query heads; <see cref="HeadCount"/> / <see cref="KvHeadCount"/> of them share one key/value head.</summary>
     public int HeadCount { get; }
 
+    /// <summary>Key/value heads per layer.</summary>
     public int KvHeadCount { get; }
 
+    /// <summary>Values per head.</summary>
     public int HeadDim { get; }
 
+    /// <summary>Values of one position's keys (and of its values) in one layer: <see cref="KvHeadCount"/> × <see cref="HeadDim"/>.</summary>
     public int KvDim => KvHeadCount * HeadDim;
 
     /// <summary>The policy this cache implements.</summary>

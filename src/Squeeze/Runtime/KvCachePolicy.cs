@@ -42,6 +42,7 @@ public enum KvCacheKind
 /// </summary>
 public sealed record KvCachePolicy
 {
+    /// <summary>Which cache the policy builds: f32, f16, quantized or evicting.</summary>
     public KvCacheKind Kind { get; init; }
 
     /// <summary>Bits per quantized value: 8, 4 or 2.</summary>
@@ -74,6 +75,7 @@ public sealed record KvCachePolicy
     /// <summary>Whether an evicted position is merged into a neighbour (otherwise dropped).</summary>
     public bool Merge { get; init; } = true;
 
+    /// <summary>The default, exact policy: every position's keys and values in f32.</summary>
     public static KvCachePolicy Float32 { get; } = new() { Kind = KvCacheKind.Float32 };
 
     /// <summary>The policies <c>squeeze eval --kv-sweep</c> and the <c>kv</c> bench suite measure, f32 first.</summary>

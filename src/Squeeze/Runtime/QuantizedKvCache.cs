@@ -34,6 +34,8 @@ public sealed unsafe class QuantizedKvCache : KvCache
     private readonly float[] residual;   // [group, kvDim]
     private readonly float[] groupRows;  // [group, kvDim] the full-precision rows of the group being quantized
 
+    /// <summary>An empty cache for <paramref name="contextLength"/> positions quantized as <paramref name="policy"/> (a <c>q8</c>/<c>q4</c>/<c>q2</c>
+    /// policy) says.</summary>
     public QuantizedKvCache(ModelConfig config, int contextLength, KvCachePolicy policy)
         : base(config, contextLength)
     {
@@ -65,6 +67,7 @@ public sealed unsafe class QuantizedKvCache : KvCache
         groupRows = new float[blockLength];
     }
 
+    /// <inheritdoc/>
     public override KvCachePolicy Policy { get; }
 
     /// <summary>Scores for every position; one decoded tile [group, headDim]; a head's key scales and minimums
@@ -84,14 +87,17 @@ public sealed unsafe class QuantizedKvCache : KvCache
     /// <summary>Key and value of one position kept in full precision (sink or tail).</summary>
     private long RowBytes => 2L * KvDim * (Policy.HalfFullRows ? sizeof(ushort) : sizeof(float));
 
+    /// <inheritdoc/>
     public override long HeldBytes => stores.Sum(s => Math.Min(s.Held, sinks) * RowBytes + s.Groups * GroupBytes + Math.Max(0, s.Held - s.TailStart) * RowBytes);
 
+    /// <inheritdoc/>
     public override long BytesAfter(int positions)
     {
         int end = QuantizedEnd(positions);
         return LayerCount * (Math.Min(positions, sinks) * RowBytes + (end - sinks) / group * GroupBytes + Math.Max(0, positions - end) * RowBytes);
     }
 
+    /// <inheritdoc/>
     public override void Append(int layer, int start, ReadOnlySpan<float> keys, ReadOnlySpan<float> values)
     {
         var s = stores[layer];
@@ -138,6 +144,7 @@ public sealed unsafe class QuantizedKvCache : KvCache
         s.Held = end;
     }
 
+    /// <inheritdoc/>
     public override void Attend(int layer, int head, float* query, int position, float scale, float* scratch, float* output)
     {
         var s = stores[layer];

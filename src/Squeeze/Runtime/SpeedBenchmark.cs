@@ -13,6 +13,8 @@ public sealed record SpeedResult(int Threads, int PromptTokens, double PromptTok
 /// </summary>
 public static class SpeedBenchmark
 {
+    /// <summary>Runs the warm-up and <paramref name="repetitions"/> measured runs on <paramref name="threads"/> threads with a seeded random prompt
+    /// and returns the median prompt and decode rates (tokens per second).</summary>
     public static SpeedResult Run(Model model, int threads, int promptTokens, int decodeTokens, int repetitions, int seed = 42, KvCachePolicy? kvCache = null)
     {
         ArgumentNullException.ThrowIfNull(model);

@@ -64,6 +64,10 @@ public sealed class Transformer : IDisposable
     private readonly TokenRangeJob tokenRanges = new();
     private float[] logits = [];     // [logitRows, vocab]
 
+    /// <summary>Prepares <paramref name="model"/> to run: the per-layer weights as the runtime multiplies them, rotary tables, scratch
+    /// for <see cref="RuntimeOptions.BatchSize"/> tokens and an empty <see cref="Cache"/>. <see cref="InvalidOperationException"/> when the
+    /// embedding or classifier shapes disagree with the config; <see cref="NotSupportedException"/> for a deterministic run
+    /// with a cache other than f32.</summary>
     public Transformer(Model model, RuntimeOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -104,8 +108,10 @@ public sealed class Transformer : IDisposable
         attention = new AttentionJob(this, parts: 4 * compute.Threads, Cache.ScratchLength);
     }
 
+    /// <summary>The model this runtime runs.</summary>
     public Model Model => model;
 
+    /// <summary>The cache of the default sequence, the one <c>Forward</c> appends to.</summary>
     public KvCache Cache { get; }
 
     /// <summary>A new, empty cache of this runtime's policy (and determinism) for a sequence of its own, to run with
@@ -507,6 +513,7 @@ public sealed class Transformer : IDisposable
     internal static float[]? ReadOptionalVector(Model model, string name, int length)
         => model.TryGetTensor(name, out _) ? ReadVector(model, name, length) : null;
 
+    /// <summary>Stops the worker threads and frees the scratch memory.</summary>
     public void Dispose() => compute.Dispose();
 
     /// <summary>The weights of one decoder block.</summary>

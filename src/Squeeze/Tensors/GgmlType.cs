@@ -3,21 +3,37 @@ namespace Squeeze.Tensors;
 /// <summary>Element and block types, numbered as ggml numbers them (the value stored in a GGUF tensor info).</summary>
 public enum GgmlType : uint
 {
+    /// <summary>32-bit IEEE float.</summary>
     F32 = 0,
+    /// <summary>16-bit IEEE half float.</summary>
     F16 = 1,
+    /// <summary>Blocks of 32: 4-bit values, one f16 scale (4.5 bits per weight).</summary>
     Q4_0 = 2,
+    /// <summary>Blocks of 32: 4-bit values, f16 scale and minimum (5.0 bits per weight).</summary>
     Q4_1 = 3,
+    /// <summary>Blocks of 32: 5-bit values, one f16 scale (5.5 bits per weight).</summary>
     Q5_0 = 6,
+    /// <summary>Blocks of 32: 5-bit values, f16 scale and minimum (6.0 bits per weight).</summary>
     Q5_1 = 7,
+    /// <summary>Blocks of 32: signed 8-bit values, one f16 scale (8.5 bits per weight).</summary>
     Q8_0 = 8,
+    /// <summary>Blocks of 32: signed 8-bit values, f16 scale and scaled sum; activations for Q4_1/Q5_1 dot products.</summary>
     Q8_1 = 9,
+    /// <summary>Super-blocks of 256: 2-bit values, 4-bit sub-block scales and mins (2.625 bits per weight).</summary>
     Q2_K = 10,
+    /// <summary>Super-blocks of 256: 3-bit values, 6-bit sub-block scales (3.4375 bits per weight).</summary>
     Q3_K = 11,
+    /// <summary>Super-blocks of 256: 4-bit values, 6-bit sub-block scales and mins (4.5 bits per weight).</summary>
     Q4_K = 12,
+    /// <summary>Super-blocks of 256: 5-bit values, 6-bit sub-block scales and mins (5.5 bits per weight).</summary>
     Q5_K = 13,
+    /// <summary>Super-blocks of 256: 6-bit values, 8-bit sub-block scales (6.5625 bits per weight).</summary>
     Q6_K = 14,
+    /// <summary>Super-blocks of 256: signed 8-bit values, f32 scale, sums of 16; activations for k-quant dot products.</summary>
     Q8_K = 15,
+    /// <summary>Blocks of 32: 4-bit indices into a fixed non-linear table, one f16 scale (4.5 bits per weight).</summary>
     IQ4_NL = 20,
+    /// <summary>16-bit brain float: the upper half of an f32.</summary>
     BF16 = 30,
 }
 

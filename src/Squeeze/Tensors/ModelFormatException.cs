@@ -4,6 +4,7 @@ namespace Squeeze.Tensors;
 /// The message names the file and what is wrong.</summary>
 public sealed class ModelFormatException : Exception
 {
+    /// <summary>The file <paramref name="path"/> cannot be read because of <paramref name="problem"/> (the message is "path: problem").</summary>
     public ModelFormatException(string path, string problem)
         : base($"{path}: {problem}")
     {
@@ -11,6 +12,7 @@ public sealed class ModelFormatException : Exception
         Problem = problem;
     }
 
+    /// <summary>As <see cref="ModelFormatException(string, string)"/>, caused by <paramref name="inner"/>.</summary>
     public ModelFormatException(string path, string problem, Exception inner)
         : base($"{path}: {problem}", inner)
     {
@@ -18,16 +20,19 @@ public sealed class ModelFormatException : Exception
         Problem = problem;
     }
 
+    /// <summary>An unreadable model file whose path is unknown.</summary>
     public ModelFormatException()
         : this("?", "invalid model file")
     {
     }
 
+    /// <summary>The problem <paramref name="message"/> in a file whose path is unknown.</summary>
     public ModelFormatException(string message)
         : this("?", message)
     {
     }
 
+    /// <summary>The problem <paramref name="message"/>, caused by <paramref name="inner"/>, in a file whose path is unknown.</summary>
     public ModelFormatException(string message, Exception inner)
         : this("?", message, inner)
     {

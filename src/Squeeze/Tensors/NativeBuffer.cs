@@ -33,14 +33,17 @@ public abstract unsafe class NativeBuffer : IDisposable
     /// <summary>Allocates <paramref name="length"/> zeroed bytes, aligned to 64.</summary>
     public static NativeBuffer Allocate(long length) => new AllocatedBuffer(length);
 
+    /// <summary>Unmaps or frees the memory; pointers into it are invalid afterwards.</summary>
     public void Dispose()
     {
         Release();
         GC.SuppressFinalize(this);
     }
 
+    /// <summary>Unmaps or frees the memory; safe to call more than once.</summary>
     protected abstract void Release();
 
+    /// <summary>Frees the memory of a buffer that was never disposed.</summary>
     ~NativeBuffer() => Release();
 
     private sealed class MappedFileBuffer : NativeBuffer

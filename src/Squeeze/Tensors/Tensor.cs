@@ -7,6 +7,8 @@ namespace Squeeze.Tensors;
 /// </summary>
 public sealed unsafe class Tensor
 {
+    /// <summary>A view of <paramref name="shape"/> values of <paramref name="type"/> starting <paramref name="offset"/> bytes into <paramref name="buffer"/>;
+    /// <see cref="ArgumentException"/> when there are not 1 to 4 dimensions, a dimension is not positive, the innermost one does not fit the type's blocks, or the bytes run past the buffer.</summary>
     public Tensor(string name, GgmlType type, long[] shape, NativeBuffer buffer, long offset)
     {
         ArgumentNullException.ThrowIfNull(shape);
@@ -34,13 +36,16 @@ public sealed unsafe class Tensor
         Offset = offset;
     }
 
+    /// <summary>The tensor's name (llama.cpp's GGUF naming).</summary>
     public string Name { get; }
 
+    /// <summary>Element or block type of the stored bytes.</summary>
     public GgmlType Type { get; }
 
     /// <summary>Dimensions, outermost first.</summary>
     public long[] Shape { get; }
 
+    /// <summary>Number of values: the product of <see cref="Shape"/>.</summary>
     public long ElementCount { get; }
 
     /// <summary>Length of the innermost dimension (values per row).</summary>
@@ -52,8 +57,10 @@ public sealed unsafe class Tensor
     /// <summary>Bytes of one row in <see cref="Type"/>.</summary>
     public long RowBytes { get; }
 
+    /// <summary>Bytes of the whole tensor: <see cref="Rows"/> × <see cref="RowBytes"/>.</summary>
     public long ByteLength { get; }
 
+    /// <summary>The memory the bytes live in (shared with other tensors of the same file).</summary>
     public NativeBuffer Buffer { get; }
 
     /// <summary>Byte offset of the first element inside <see cref="Buffer"/>.</summary>
@@ -73,5 +80,6 @@ public sealed unsafe class Tensor
     /// <summary>Bits per weight of the stored encoding.</summary>
     public double BitsPerWeight => 8.0 * ByteLength / ElementCount;
 
+    /// <summary>Name, type and shape, e.g. <c>blk.0.attn_q.weight Q4_K [288, 288]</c>.</summary>
     public override string ToString() => $"{Name} {Type} [{string.Join(", ", Shape)}]";
 }

@@ -24,6 +24,7 @@ public enum TuningScope
 /// <summary>Settings of <see cref="Tuner.Tune"/>.</summary>
 public sealed record TuningOptions
 {
+    /// <summary>Which parameters move: the RMSNorm weights alone, or also the compressed weights' continuous parameters.</summary>
     public TuningScope Scope { get; init; } = TuningScope.Weights;
 
     /// <summary>Tokens per chunk (sequence) of calibration text.</summary>
@@ -60,6 +61,7 @@ public sealed record TuningOptions
     /// <summary>Seed of the chunk order.</summary>
     public int Seed { get; init; } = 1;
 
+    /// <summary>Threads of the forward and backward passes.</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
 }
 
@@ -74,8 +76,11 @@ public readonly record struct TuningProgress(int Step, int Steps, double Kld);
 /// given (the second half of each chunk scored, as <see cref="Evaluator"/> does), computed in f32 on the decoded weights.</param>
 /// <param name="HeldOutKldAfter">The same for the result.</param>
 /// <param name="BestStep">The step after which the kept parameters were scored; 0 when none improved on the compressed model.</param>
+/// <param name="Steps">Optimizer steps of one run: epochs × steps per epoch.</param>
+/// <param name="Parameters">Number of scalar parameters tuned.</param>
 /// <param name="TrainingTokens">Tokens trained on over all epochs (the calibration chunks once per epoch, and each epoch's samples).</param>
 /// <param name="LearningRate">The first step size of the run whose parameters were scored (less than the options' after a restart).</param>
+/// <param name="Seconds">Wall time of the tuning.</param>
 public sealed record TuningResult(IReadOnlyDictionary<string, float[]> Norms, IReadOnlyList<LinearWeight> Weights, double HeldOutKldBefore, double HeldOutKldAfter,
     int BestStep, int Steps, long Parameters, long TrainingTokens, double LearningRate, double Seconds)
 {
@@ -112,6 +117,9 @@ public sealed record TuningResult(IReadOnlyDictionary<string, float[]> Norms, IR
 /// </summary>
 public static class Tuner
 {
+    /// <summary>Tunes <paramref name="compressed"/> against <paramref name="original"/> on calibration <paramref name="text"/> and returns the
+    /// parameters kept (the compressed model is not changed; <see cref="Apply"/> makes the tuned model). <paramref name="cancellationToken"/>
+    /// is checked before each step.</summary>
     public static TuningResult Tune(Model original, Model compressed, string text, TuningOptions? options = null, IProgress<TuningProgress>? progress = null,
         CancellationToken cancellationToken = default)
     {

@@ -7,6 +7,7 @@ namespace Squeeze.Weights;
 /// by <see cref="MatMul"/>'s kernels as ggml does.</summary>
 public sealed class BlockWeight : LinearWeight
 {
+    /// <summary>The 2-D <paramref name="tensor"/> as a weight; <see cref="ArgumentException"/> for any other rank.</summary>
     public BlockWeight(Tensor tensor)
         : base(tensor.Name, checked((int)tensor.Rows), checked((int)tensor.Columns))
     {
@@ -15,6 +16,7 @@ public sealed class BlockWeight : LinearWeight
         Tensor = tensor;
     }
 
+    /// <summary>The stored tensor, rows contiguous.</summary>
     public Tensor Tensor { get; }
 
     /// <summary>An f16 weight [rows, columns] over a buffer it owns, holding <paramref name="values"/> rounded to f16.</summary>
@@ -30,18 +32,23 @@ public sealed class BlockWeight : LinearWeight
         return new BlockWeight(new Tensor(name, GgmlType.F16, [rows, columns], buffer, 0));
     }
 
+    /// <summary>The tensor's GGUF type.</summary>
     public GgmlType Type => Tensor.Type;
 
+    /// <inheritdoc/>
     public override long StoredBytes => Tensor.ByteLength;
 
+    /// <inheritdoc/>
     public override string Scheme => Tensor.Type.ToString();
 
+    /// <inheritdoc/>
     public override void DecodeRow(int row, Span<float> destination)
     {
         CheckRow(row, destination);
         Dequantize.Row(Tensor.Type, Tensor.Row(row), destination);
     }
 
+    /// <inheritdoc/>
     public override void Multiply(ReadOnlySpan<float> x, int tokens, ComputeContext context, Span<float> y)
         => MatMul.Multiply(Tensor, x, tokens, context, y);
 }

@@ -31,10 +31,13 @@ public sealed class DFloat11Weight : LinearWeight
     /// exponent streams and the chunk table (8 bytes per chunk).</summary>
     public override long StoredBytes { get; }
 
+    /// <inheritdoc/>
     public override string Scheme => "dfloat11 BF16";
 
+    /// <inheritdoc/>
     public override void DecodeRow(int row, Span<float> destination) => Decoded.DecodeRow(row, destination);
 
+    /// <inheritdoc/>
     public override void Multiply(ReadOnlySpan<float> x, int tokens, ComputeContext context, Span<float> y) => Decoded.Multiply(x, tokens, context, y);
 
     /// <summary>Codes a BF16 weight (<paramref name="chunkRows"/> 0: about 64 Ki values per chunk).</summary>

@@ -35,10 +35,13 @@ public sealed class EntropyCodedWeight : LinearWeight
     /// chunk table (8 bytes per chunk).</summary>
     public override long StoredBytes { get; }
 
+    /// <inheritdoc/>
     public override string Scheme => $"entropy {Decoded.Scheme}";
 
+    /// <inheritdoc/>
     public override void DecodeRow(int row, Span<float> destination) => Decoded.DecodeRow(row, destination);
 
+    /// <inheritdoc/>
     public override void Multiply(ReadOnlySpan<float> x, int tokens, ComputeContext context, Span<float> y) => Decoded.Multiply(x, tokens, context, y);
 
     /// <summary>Entropy-codes <paramref name="weight"/>'s codes in chunks of <paramref name="chunkRows"/> rows (0: the default).</summary>

@@ -12,6 +12,7 @@ namespace Squeeze.Weights;
 /// </summary>
 public abstract class LinearWeight
 {
+    /// <summary>A weight <paramref name="name"/> of <paramref name="rows"/> output by <paramref name="columns"/> input features (both at least 1).</summary>
     protected LinearWeight(string name, int rows, int columns)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
@@ -72,6 +73,7 @@ public abstract class LinearWeight
         return all;
     }
 
+    /// <summary>Name, scheme and shape, e.g. <c>blk.0.attn_q.weight Q4_K [288, 288]</c>.</summary>
     public override string ToString() => $"{Name} {Scheme} [{Rows}, {Columns}]";
 
     /// <summary>Throws unless x and y hold <paramref name="tokens"/> rows of this weight's input and output.</summary>

@@ -27,15 +27,22 @@ public sealed class LowRankWeight : LinearWeight
     /// <summary>The right factor, [Rank, Columns].</summary>
     public LinearWeight B { get; }
 
+    /// <summary>The inner dimension r of A·B: columns of <see cref="A"/>, rows of <see cref="B"/>.</summary>
     public int Rank => A.Columns;
 
+    /// <inheritdoc/>
     public override long StoredBytes => A.StoredBytes + B.StoredBytes;
 
+    /// <inheritdoc/>
     public override string Scheme => A.Scheme == B.Scheme ? $"lowrank r{Rank} {A.Scheme}" : $"lowrank r{Rank} {A.Scheme}·{B.Scheme}";
 
     /// <summary>Factors stored as f16 <see cref="BlockWeight"/>s named <c>name.a</c> and <c>name.b</c>.</summary>
+    /// <param name="name">The weight's name.</param>
     /// <param name="a">[rows, rank] row-major.</param>
     /// <param name="b">[rank, columns] row-major.</param>
+    /// <param name="rows">Output features.</param>
+    /// <param name="rank">Inner dimension r.</param>
+    /// <param name="columns">Input features.</param>
     public static LowRankWeight Float16(string name, ReadOnlySpan<float> a, ReadOnlySpan<float> b, int rows, int rank, int columns)
         => new(name, BlockWeight.Float16(name + ".a", a, rows, rank), BlockWeight.Float16(name + ".b", b, rank, columns));
 

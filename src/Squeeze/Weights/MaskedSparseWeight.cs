@@ -37,8 +37,10 @@ public sealed class MaskedSparseWeight : SparseRowsWeight
     /// <summary>The bitmask, [rows, MaskRowBytes].</summary>
     public ReadOnlySpan<byte> Mask => mask;
 
+    /// <inheritdoc/>
     public override long IndexBytes => mask.LongLength;
 
+    /// <inheritdoc/>
     public override string Scheme => $"{1.0 - (double)KeptPerRow / Columns:0.##} sparse ({Values.Scheme})";
 
     /// <summary>What is wrong with these parts, or null: the shapes, every row's count of set bits, padding bits zero.</summary>
@@ -134,6 +136,7 @@ public sealed class MaskedSparseWeight : SparseRowsWeight
         return (expand, keep);
     }
 
+    /// <inheritdoc/>
     public override void KeptColumns(int row, Span<int> destination)
     {
         int rowBytes = MaskRowBytes, k = 0;

@@ -47,8 +47,10 @@ public sealed class NmSparseWeight : SparseRowsWeight
     /// <summary>The packed positions, [rows, IndexRowBytes].</summary>
     public ReadOnlySpan<byte> Indices => indices;
 
+    /// <inheritdoc/>
     public override long IndexBytes => indices.LongLength;
 
+    /// <inheritdoc/>
     public override string Scheme => $"{N}:{M} sparse ({Values.Scheme})";
 
     /// <summary>⌈log₂ m⌉.</summary>
@@ -121,6 +123,7 @@ public sealed class NmSparseWeight : SparseRowsWeight
         return packed;
     }
 
+    /// <inheritdoc/>
     public override void KeptColumns(int row, Span<int> destination)
     {
         int kept = KeptPerRow, n = N, m = M, bits = IndexBits, rowBytes = IndexRowBytes;

@@ -31,8 +31,10 @@ public sealed class RotatedWeight : LinearWeight
     /// <summary>W′ = W · Fᵀ, in any representation.</summary>
     public LinearWeight Inner { get; }
 
+    /// <inheritdoc/>
     public override long StoredBytes => Inner.StoredBytes;
 
+    /// <inheritdoc/>
     public override string Scheme => $"rotation b{Rotation.BlockSize}{(Rotation.Permute ? " perm" : "")} + {Inner.Scheme}";
 
     /// <summary><c>destination = Fᵀ · w′</c> (the inner row rotated back).</summary>
@@ -52,6 +54,7 @@ public sealed class RotatedWeight : LinearWeight
         }
     }
 
+    /// <inheritdoc/>
     public override void Multiply(ReadOnlySpan<float> x, int tokens, ComputeContext context, Span<float> y)
     {
         CheckProduct(x, tokens, y);

@@ -61,8 +61,10 @@ public sealed class RowSplitWeight : LinearWeight
     /// <summary>The row mask (one bit per row, ⌈Rows / 8⌉ bytes) and both groups.</summary>
     public override long StoredBytes => (Rows + 7) / 8 + HotRows.StoredBytes + ColdRows.StoredBytes;
 
+    /// <inheritdoc/>
     public override string Scheme => $"split(hot {HotRows.Rows}: {HotRows.Scheme}; cold: {ColdRows.Scheme})";
 
+    /// <inheritdoc/>
     public override void DecodeRow(int row, Span<float> destination)
     {
         CheckRow(row, destination);

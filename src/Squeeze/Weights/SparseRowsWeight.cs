@@ -10,6 +10,8 @@ namespace Squeeze.Weights;
 /// </summary>
 public abstract class SparseRowsWeight : LinearWeight
 {
+    /// <summary>A [<paramref name="rows"/>, <paramref name="columns"/>] weight keeping the values of <paramref name="values"/>, [rows, kept per row];
+    /// <see cref="ArgumentException"/> when those do not fit.</summary>
     protected SparseRowsWeight(string name, int rows, int columns, LinearWeight values)
         : base(name, rows, columns)
     {
@@ -28,6 +30,7 @@ public abstract class SparseRowsWeight : LinearWeight
     /// <summary>The bytes that say where the kept weights are (indices or a bitmask).</summary>
     public abstract long IndexBytes { get; }
 
+    /// <inheritdoc/>
     public override long StoredBytes => Values.StoredBytes + IndexBytes;
 
     /// <summary><c>destination[k]</c> = the column of the k-th kept weight of <paramref name="row"/> (ascending), for k in
@@ -40,6 +43,7 @@ public abstract class SparseRowsWeight : LinearWeight
     /// <summary>Σ_c W[row, c] · x[c] straight from the stored form, when <see cref="HasFusedDot"/>.</summary>
     internal virtual unsafe float FusedDot(int row, float* x) => throw new NotSupportedException($"{Name}: no fused product");
 
+    /// <inheritdoc/>
     public override void DecodeRow(int row, Span<float> destination)
     {
         CheckRow(row, destination);

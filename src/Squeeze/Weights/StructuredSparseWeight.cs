@@ -42,8 +42,10 @@ public sealed class StructuredSparseWeight : LinearWeight
     /// <summary>Bit c set where column c is kept.</summary>
     public ReadOnlySpan<byte> ColumnMask => columnMask;
 
+    /// <inheritdoc/>
     public override long StoredBytes => Kept.StoredBytes + rowMask.LongLength + columnMask.LongLength;
 
+    /// <inheritdoc/>
     public override string Scheme => $"rows {Kept.Rows}/{Rows} columns {Kept.Columns}/{Columns} ({Kept.Scheme})";
 
     /// <summary>What is wrong with these parts, or null: mask lengths, padding bits zero, set bits = the kept shape.</summary>
@@ -71,6 +73,7 @@ public sealed class StructuredSparseWeight : LinearWeight
         return bits;
     }
 
+    /// <inheritdoc/>
     public override void DecodeRow(int row, Span<float> destination)
     {
         CheckRow(row, destination);

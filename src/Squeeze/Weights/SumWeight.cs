@@ -11,6 +11,7 @@ public sealed class SumWeight : LinearWeight
 {
     private readonly LinearWeight[] terms;
 
+    /// <summary>The sum of <paramref name="terms"/> (at least two, all of the same shape) as one weight <paramref name="name"/>.</summary>
     public SumWeight(string name, IReadOnlyList<LinearWeight> terms)
         : base(name, Check(terms).Rows, terms[0].Columns)
     {
@@ -22,12 +23,16 @@ public sealed class SumWeight : LinearWeight
         this.terms = [.. terms];
     }
 
+    /// <summary>The summed weights, in the order given.</summary>
     public IReadOnlyList<LinearWeight> Terms => terms;
 
+    /// <inheritdoc/>
     public override long StoredBytes => terms.Sum(t => t.StoredBytes);
 
+    /// <inheritdoc/>
     public override string Scheme => string.Join(" + ", terms.Select(t => t.Scheme));
 
+    /// <inheritdoc/>
     public override void DecodeRow(int row, Span<float> destination)
     {
         CheckRow(row, destination);
@@ -48,6 +53,7 @@ public sealed class SumWeight : LinearWeight
         }
     }
 
+    /// <inheritdoc/>
     public override void Multiply(ReadOnlySpan<float> x, int tokens, ComputeContext context, Span<float> y)
     {
         CheckProduct(x, tokens, y);

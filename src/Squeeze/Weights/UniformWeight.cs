@@ -36,6 +36,7 @@ public sealed class UniformWeight : LinearWeight
         this.mins = mins;
     }
 
+    /// <summary>Code width, group size and symmetry of the codes.</summary>
     public UniformScheme UniformScheme { get; }
 
     /// <summary>Packed codes, [Rows, ceil(Columns · bits / 8)].</summary>
@@ -47,8 +48,10 @@ public sealed class UniformWeight : LinearWeight
     /// <summary>f16 mins, [Rows, Columns / group]; empty when symmetric.</summary>
     public ReadOnlySpan<ushort> Mins => mins;
 
+    /// <inheritdoc/>
     public override long StoredBytes => codes.LongLength + 2L * (scales.LongLength + mins.LongLength);
 
+    /// <inheritdoc/>
     public override string Scheme => UniformScheme.ToString();
 
     /// <summary>Decodes a row as <see cref="UniformCodec.DecodeRow"/> does (the same bits: <c>s · q + m</c>, or
@@ -70,7 +73,7 @@ public sealed class UniformWeight : LinearWeight
     /// AVX2 (the same operations, so the same bits, as the scalar loop).</summary>
     internal static bool VectorDecode { get; } = Bmi2.X64.IsSupported && Avx2.IsSupported;
 
-    /// <summary><see cref="DecodeRow"/> with the vector path on or off (for the tests).</summary>
+    /// <summary><see cref="DecodeRow(int, Span{float})"/> with the vector path on or off (for the tests).</summary>
     internal void DecodeRow(int row, Span<float> destination, bool vector)
     {
         CheckRow(row, destination);

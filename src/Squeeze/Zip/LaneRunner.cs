@@ -42,6 +42,9 @@ internal sealed class Trials
 /// <param name="FlagContext">The break flag's context (−1: no flag before this symbol).</param>
 /// <param name="Break">The flag is set: the document breaks here and nothing else is coded this step.</param>
 /// <param name="Symbol">Token id, or −1 − b for the escaped byte b.</param>
+/// <param name="Cumulative">Sum of the frequencies of the symbols before this one in the coding table.</param>
+/// <param name="Frequency">The symbol's frequency in the coding table.</param>
+/// <param name="Total">Sum of every frequency of the table.</param>
 /// <param name="Bits">−log2 p(symbol) by the model's softmax (for the statistics).</param>
 internal readonly record struct CodedStep(int FlagContext, bool Break, int Symbol, uint Cumulative, uint Frequency, uint Total, double Bits);
 
@@ -114,8 +117,13 @@ internal sealed class LaneRunner : IDisposable
     private double[] logPartitions = [];
     private float[] logits = [];
 
+    /// <param name="model">The model whose probabilities code the symbols.</param>
+    /// <param name="window">Positions of each segment's KV cache (BOS included).</param>
+    /// <param name="overlap">Tokens re-fed after BOS when a window is full.</param>
+    /// <param name="threads">Threads of the forward passes (the result does not depend on it).</param>
     /// <param name="breaks">Version 2 coding: BOS symbols and document breaks (false: version 1, tokens and escapes only).</param>
     /// <param name="lookahead">Encoder: symbols over which two parses are compared (0: code the plain tokenization).</param>
+    /// <param name="cancellationToken">Stops the work within one layer of a forward pass.</param>
     public LaneRunner(Model model, int window, int overlap, int threads, bool breaks, int lookahead = 0, CancellationToken cancellationToken = default)
     {
         this.window = window;

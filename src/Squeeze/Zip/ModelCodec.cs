@@ -21,6 +21,7 @@ public sealed record ZipOptions
     /// <summary>Tokens re-fed after BOS when a window is full (0: restart from BOS alone); null: a quarter of the window.</summary>
     public int? Overlap { get; init; }
 
+    /// <summary>Threads of the model's forward passes; the coded bytes do not depend on it (the deterministic runtime).</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
 
     /// <summary>Symbols over which the encoder compares two parses (a BOS token or a document break against the plain
@@ -57,12 +58,14 @@ public sealed record ZipResult(long InputBytes, long OutputBytes, long OverheadB
     /// <summary>Coded streams over the bound: (output − header and tables) · 8 / (model bits + escape bits) − 1.</summary>
     public double StreamOverhead => ModelBits + EscapeBits == 0 ? 0 : 8.0 * (OutputBytes - OverheadBytes) / (ModelBits + EscapeBits) - 1;
 
+    /// <summary>Original bytes coded per second.</summary>
     public double BytesPerSecond => Seconds == 0 ? 0 : InputBytes / Seconds;
 }
 
 /// <summary>What <see cref="ModelCodec.Decompress"/> did.</summary>
 public sealed record UnzipResult(long InputBytes, long OutputBytes, double Seconds)
 {
+    /// <summary>Original bytes restored per second.</summary>
     public double BytesPerSecond => Seconds == 0 ? 0 : OutputBytes / Seconds;
 }
 

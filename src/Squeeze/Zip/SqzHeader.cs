@@ -23,6 +23,7 @@ public sealed record SqzHeader
     /// <summary>Bytes before the model name.</summary>
     public const int FixedBytes = 72;
 
+    /// <summary>The fingerprint of the model the file was written with; decoding needs the same model.</summary>
     public required byte[] ModelFingerprint { get; init; }
 
     /// <summary>Positions of the KV cache each segment runs in (BOS included).</summary>
@@ -31,10 +32,13 @@ public sealed record SqzHeader
     /// <summary>Tokens re-fed after BOS when a window is full (0: the window restarts from BOS alone).</summary>
     public required int Overlap { get; init; }
 
+    /// <summary>Bytes of the original file.</summary>
     public required long OriginalLength { get; init; }
 
+    /// <summary>XxHash64 of the original file, checked after decoding.</summary>
     public required ulong OriginalHash { get; init; }
 
+    /// <summary>Number of coded blocks that follow the header.</summary>
     public required int BlockCount { get; init; }
 
     /// <summary>The file name of the model the file was written with.</summary>
@@ -49,6 +53,7 @@ public sealed record SqzHeader
         return name.Length <= 255 ? name : name[..255];
     }
 
+    /// <summary>The header as stored: the fixed fields with their CRC-32, then the model name's length and UTF-8 bytes (at most 255).</summary>
     public byte[] ToBytes()
     {
         byte[] name = NameBytes();

@@ -19,6 +19,7 @@ public sealed class SymbolTokenizer
     private readonly byte[][] tokenBytes;        // [vocab]
     private readonly int[] byteTokens = new int[256]; // the token of each single byte, or −1
 
+    /// <summary>Symbols of <paramref name="tokenizer"/>'s vocabulary, with a byte token or an escape for any byte it cannot spell.</summary>
     public SymbolTokenizer(Tokenizer tokenizer)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);

@@ -29,9 +29,9 @@ public sealed class PlanCommandTests
             using var model = ModelLoader.Load(output);
             var tensors = json.GetProperty("tensors").EnumerateArray().ToList();
             foreach (var t in tensors)
-                Assert.Equal(t.GetProperty("type").GetString(), model[t.GetProperty("name").GetString()!].Type.ToString());
+                Assert.Equal(t.GetProperty("format").GetString(), model[t.GetProperty("name").GetString()!].Type.ToString());
             // More than one type: the budget sits between the uniform mixes.
-            Assert.True(tensors.Select(t => t.GetProperty("type").GetString()).Distinct().Count() > 1);
+            Assert.True(tensors.Select(t => t.GetProperty("format").GetString()).Distinct().Count() > 1);
             CompressorTests.AssertFinite(model);
             byte[] png = File.ReadAllBytes(chart);
             Assert.True(png.Length > 1000 && png[1] == 'P' && png[2] == 'N' && png[3] == 'G', "the chart is not a PNG");
@@ -99,5 +99,5 @@ public sealed class PlanCommandTests
         Assert.Contains("exactly one budget", result.Stderr, StringComparison.Ordinal);
     }
 
-    private static string[] Types(JsonDocument plan) => plan.RootElement.GetProperty("tensors").EnumerateArray().Select(t => t.GetProperty("type").GetString()!).ToArray();
+    private static string[] Types(JsonDocument plan) => plan.RootElement.GetProperty("tensors").EnumerateArray().Select(t => t.GetProperty("format").GetString()!).ToArray();
 }

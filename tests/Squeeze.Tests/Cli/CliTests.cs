@@ -106,6 +106,19 @@ public class CliTests
         double Kld(JsonElement row) => row.GetProperty("result").GetProperty("klDivergence").GetProperty("mean").GetDouble();
         Assert.Equal(0, Kld(rows[0]), 9);
         Assert.InRange(Kld(rows[2]), 1e-4, 0.8 * Kld(rows[1]));
+        Assert.Equal(["original", "rounding", "squeeze gptq"], rows.Select(x => x.GetProperty("method").GetString()));
+        // The chart is what is left of the temporary directory: no model stays behind.
+        string chart = r.Json.GetProperty("chart").GetString()!;
+        try
+        {
+            Assert.Equal("size-quality.png", Path.GetFileName(chart));
+            Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], File.ReadAllBytes(chart).Take(4));
+            Assert.Equal([chart], Directory.GetFileSystemEntries(Path.GetDirectoryName(chart)!));
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(chart)!, recursive: true);
+        }
     }
 
     [Fact]

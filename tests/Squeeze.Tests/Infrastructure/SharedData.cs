@@ -31,14 +31,7 @@ public static class SharedData
         string? env = Environment.GetEnvironmentVariable("SQUEEZE_SHARED");
         if (!string.IsNullOrEmpty(env))
             return Directory.Exists(env) ? env : throw new DirectoryNotFoundException($"SQUEEZE_SHARED={env} does not exist");
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(System.IO.Path.Combine(dir.FullName, "Squeeze.slnx")))
-            {
-                string shared = System.IO.Path.GetFullPath(System.IO.Path.Combine(dir.FullName, "..", "shared"));
-                return Directory.Exists(shared) ? shared : throw new DirectoryNotFoundException($"shared data not found at {shared}; set SQUEEZE_SHARED");
-            }
-        }
-        throw new DirectoryNotFoundException("repository root (Squeeze.slnx) not found above " + AppContext.BaseDirectory);
+        string shared = System.IO.Path.GetFullPath(System.IO.Path.Combine(Repository.Root, "..", "shared"));
+        return Directory.Exists(shared) ? shared : throw new DirectoryNotFoundException($"shared data not found at {shared}; set SQUEEZE_SHARED");
     }
 }

@@ -8,14 +8,17 @@ namespace Squeeze.Compression.Representations;
 /// length that is at most <paramref name="Group"/>), fitted by sensitivity-weighted k-means inside GPTQ.</summary>
 public sealed record CodebookRepresentation(int Bits, int Group, bool AtMost) : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => $"codebook:{Bits}:{(Group == 0 ? "row" : (AtMost ? "~" : "") + Group.ToString(CultureInfo.InvariantCulture))}";
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => GroupFor(columns) > 0;
 
     /// <summary>The group used for rows of <paramref name="columns"/> values (the row itself for per-row codebooks), or 0
     /// when none fits.</summary>
     public int GroupFor(int columns) => Group == 0 ? columns : Groups.For(columns, Group, AtMost);
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -34,17 +37,23 @@ public sealed class CodebookFamily : RepresentationFamily
     /// <summary>The family.</summary>
     public static CodebookFamily Instance { get; } = new();
 
+    /// <inheritdoc/>
     public override IReadOnlyList<string> Keywords => ["codebook"];
 
+    /// <inheritdoc/>
     public override string Syntax => "codebook:BITS:GROUP|row";
 
+    /// <inheritdoc/>
     public override string Help => "2^BITS f16 values per group (~N as in uniform) or per row, indexed by BITS-bit codes, k-means inside GPTQ";
 
+    /// <inheritdoc/>
     public override IReadOnlyList<NativeRepresentation> Defaults { get; } =
         [.. from bits in (int[])[2, 3, 4] select new CodebookRepresentation(bits, 0, AtMost: false)];
 
+    /// <inheritdoc/>
     public override IReadOnlyList<INativeScheme> Schemes => [CodebookNativeScheme.Instance];
 
+    /// <inheritdoc/>
     public override NativeRepresentation Parse(RepresentationSpec spec)
     {
         ArgumentNullException.ThrowIfNull(spec);

@@ -7,10 +7,13 @@ namespace Squeeze.Compression.Representations;
 /// <summary>The weight rounded to BF16 and stored losslessly with DFloat11 (<see cref="DFloat11Weight"/>), spec <c>dfloat11</c>.</summary>
 public sealed record DFloat11Representation : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => "dfloat11";
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => true;
 
+    /// <inheritdoc/>
     public override unsafe NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -35,14 +38,19 @@ public sealed class DFloat11Family : RepresentationFamily
     /// <summary>The family.</summary>
     public static DFloat11Family Instance { get; } = new();
 
+    /// <inheritdoc/>
     public override IReadOnlyList<string> Keywords => ["dfloat11"];
 
+    /// <inheritdoc/>
     public override string Syntax => "dfloat11";
 
+    /// <inheritdoc/>
     public override string Help => "the weight rounded to BF16 and stored losslessly in about 11 bits (entropy-coded exponents), decoded at load";
 
+    /// <inheritdoc/>
     public override IReadOnlyList<INativeScheme> Schemes => [DFloat11NativeScheme.Instance];
 
+    /// <inheritdoc/>
     public override NativeRepresentation Parse(RepresentationSpec spec)
     {
         ArgumentNullException.ThrowIfNull(spec);

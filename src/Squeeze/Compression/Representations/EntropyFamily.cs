@@ -12,10 +12,13 @@ public sealed record EntropyRepresentation(NativeRepresentation Inner) : NativeR
     /// <summary>The spec prefix.</summary>
     public const string Prefix = "entropy+";
 
+    /// <inheritdoc/>
     public override string Spec => Prefix + Inner.Spec;
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => Inner.Fits(rows, columns);
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -41,14 +44,19 @@ public sealed class EntropyFamily : RepresentationFamily
     /// <summary>The family.</summary>
     public static EntropyFamily Instance { get; } = new();
 
+    /// <inheritdoc/>
     public override IReadOnlyList<string> Keywords => [EntropyRepresentation.Prefix];
 
+    /// <inheritdoc/>
     public override string Syntax => "entropy+SPEC";
 
+    /// <inheritdoc/>
     public override string Help => "the codes of uniform:… or rot+uniform:… entropy-coded with rANS, decoded at load (the same weight, fewer bytes)";
 
+    /// <inheritdoc/>
     public override IReadOnlyList<INativeScheme> Schemes => [EntropyNativeScheme.Instance];
 
+    /// <inheritdoc/>
     public override NativeRepresentation Parse(RepresentationSpec spec)
     {
         ArgumentNullException.ThrowIfNull(spec);

@@ -10,10 +10,13 @@ namespace Squeeze.Compression.Representations;
 /// </summary>
 public sealed record CompensatedRepresentation(UniformRepresentation Base, int Rank, int FactorBits = 16) : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => $"eora:{Base.Spec["uniform:".Length..]}:{Rank}{(FactorBits == 16 ? "" : $":{FactorBits}")}";
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => Base.Fits(rows, columns) && Rank <= Math.Min(rows, columns);
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -49,14 +52,19 @@ public sealed class EoraFamily : RepresentationFamily
     /// <summary>The family.</summary>
     public static EoraFamily Instance { get; } = new();
 
+    /// <inheritdoc/>
     public override IReadOnlyList<string> Keywords => ["eora"];
 
+    /// <inheritdoc/>
     public override string Syntax => "eora:BITS:GROUP:RANK[:FACTORBITS]";
 
+    /// <inheritdoc/>
     public override string Help => "uniform:BITS:GROUP plus a rank-RANK correction of its error fitted in the eigenspace of the input's XᵀX (EoRA)";
 
+    /// <inheritdoc/>
     public override IReadOnlyList<INativeScheme> Schemes => [SumNativeScheme.Instance, UniformNativeScheme.Instance, LowRankNativeScheme.Instance];
 
+    /// <inheritdoc/>
     public override NativeRepresentation Parse(RepresentationSpec spec)
     {
         ArgumentNullException.ThrowIfNull(spec);

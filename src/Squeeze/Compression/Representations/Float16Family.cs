@@ -5,10 +5,13 @@ namespace Squeeze.Compression.Representations;
 /// <summary>The weight in f16, stored plain.</summary>
 public sealed record Float16Representation : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => "f16";
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => true;
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -27,16 +30,22 @@ public sealed class Float16Family : RepresentationFamily
     /// <summary>The family.</summary>
     public static Float16Family Instance { get; } = new();
 
+    /// <inheritdoc/>
     public override IReadOnlyList<string> Keywords => ["f16"];
 
+    /// <inheritdoc/>
     public override string Syntax => "f16";
 
+    /// <inheritdoc/>
     public override string Help => "the weight rounded to f16";
 
+    /// <inheritdoc/>
     public override IReadOnlyList<NativeRepresentation> Defaults { get; } = [new Float16Representation()];
 
+    /// <inheritdoc/>
     public override IReadOnlyList<INativeScheme> Schemes => [PlainNativeScheme.Instance];
 
+    /// <inheritdoc/>
     public override NativeRepresentation Parse(RepresentationSpec spec)
     {
         ArgumentNullException.ThrowIfNull(spec);

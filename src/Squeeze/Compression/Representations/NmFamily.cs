@@ -8,6 +8,7 @@ namespace Squeeze.Compression.Representations;
 /// allows, the kept values in f16 (<paramref name="ValueBits"/> 0) or uniform codes.</summary>
 public sealed record PrunedRepresentation(SparsityPattern Pattern, int ValueBits) : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => Pattern switch
     {
         SparsityPattern.NOfM p => $"nm:{p.N}:{p.M}:{ValueSpec}",
@@ -17,6 +18,7 @@ public sealed record PrunedRepresentation(SparsityPattern Pattern, int ValueBits
 
     private string ValueSpec => ValueBits == 0 ? "f16" : ValueBits.ToString(CultureInfo.InvariantCulture);
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns)
     {
         try
@@ -30,6 +32,7 @@ public sealed record PrunedRepresentation(SparsityPattern Pattern, int ValueBits
         }
     }
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -48,14 +51,19 @@ public sealed class NmFamily : RepresentationFamily
     /// <summary>The family.</summary>
     public static NmFamily Instance { get; } = new();
 
+    /// <inheritdoc/>
     public override IReadOnlyList<string> Keywords => ["nm"];
 
+    /// <inheritdoc/>
     public override string Syntax => "nm:N:M:VALUES";
 
+    /// <inheritdoc/>
     public override string Help => "N of every M consecutive weights of a row kept (SparseGPT where calibrated, else Wanda or magnitude), the kept VALUES f16 or uniform codes of 2..8 bits";
 
+    /// <inheritdoc/>
     public override IReadOnlyList<INativeScheme> Schemes => [NmSparseNativeScheme.Instance];
 
+    /// <inheritdoc/>
     public override NativeRepresentation Parse(RepresentationSpec spec)
     {
         ArgumentNullException.ThrowIfNull(spec);

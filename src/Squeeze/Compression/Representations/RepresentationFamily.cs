@@ -37,6 +37,7 @@ public abstract class RepresentationFamily
     /// <exception cref="FormatException">The spec does not follow <see cref="Syntax"/> or a number is out of range.</exception>
     public abstract NativeRepresentation Parse(RepresentationSpec spec);
 
+    /// <inheritdoc/>
     public override string ToString() => Syntax;
 }
 

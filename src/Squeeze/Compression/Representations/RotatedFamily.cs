@@ -20,10 +20,13 @@ public sealed record RotatedRepresentation(UniformRepresentation Inner) : Native
     /// <summary>The spec prefix.</summary>
     public const string Prefix = "rot+";
 
+    /// <inheritdoc/>
     public override string Spec => Prefix + Inner.Spec;
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => Inner.Fits(rows, columns);
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -50,14 +53,19 @@ public sealed class RotatedFamily : RepresentationFamily
     /// <summary>The family.</summary>
     public static RotatedFamily Instance { get; } = new();
 
+    /// <inheritdoc/>
     public override IReadOnlyList<string> Keywords => [RotatedRepresentation.Prefix];
 
+    /// <inheritdoc/>
     public override string Syntax => "rot+uniform:…";
 
+    /// <inheritdoc/>
     public override string Help => "uniform codes of the rows after a seeded randomized Hadamard rotation (same bytes, spread-out outliers)";
 
+    /// <inheritdoc/>
     public override IReadOnlyList<INativeScheme> Schemes => [RotationNativeScheme.Instance];
 
+    /// <inheritdoc/>
     public override NativeRepresentation Parse(RepresentationSpec spec)
     {
         ArgumentNullException.ThrowIfNull(spec);

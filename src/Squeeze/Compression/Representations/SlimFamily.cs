@@ -9,10 +9,13 @@ namespace Squeeze.Compression.Representations;
 /// </summary>
 public sealed record SparseCompensatedRepresentation(PrunedRepresentation Pruned, int Rank, int FactorBits = 16) : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => $"slim:{Pruned.Spec["nm:".Length..]}:{Rank}{(FactorBits == 16 ? "" : $":{FactorBits}")}";
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => Pruned.Fits(rows, columns) && Rank <= Math.Min(rows, columns);
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -30,14 +33,19 @@ public sealed class SlimFamily : RepresentationFamily
     /// <summary>The family.</summary>
     public static SlimFamily Instance { get; } = new();
 
+    /// <inheritdoc/>
     public override IReadOnlyList<string> Keywords => ["slim"];
 
+    /// <inheritdoc/>
     public override string Syntax => "slim:N:M:VALUES:RANK[:FACTORBITS]";
 
+    /// <inheritdoc/>
     public override string Help => "nm:N:M:VALUES plus a rank-RANK EoRA correction of the whole error (SLiM)";
 
+    /// <inheritdoc/>
     public override IReadOnlyList<INativeScheme> Schemes => [SumNativeScheme.Instance, NmSparseNativeScheme.Instance, LowRankNativeScheme.Instance];
 
+    /// <inheritdoc/>
     public override NativeRepresentation Parse(RepresentationSpec spec)
     {
         ArgumentNullException.ThrowIfNull(spec);

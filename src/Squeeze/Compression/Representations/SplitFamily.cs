@@ -17,12 +17,16 @@ namespace Squeeze.Compression.Representations;
 /// </summary>
 public sealed record RowSplitRepresentation(int HotRows, NativeRepresentation Hot, NativeRepresentation Cold) : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => $"split:{HotRows.ToString(CultureInfo.InvariantCulture)}:{Hot.Spec}/{Cold.Spec}";
 
+    /// <inheritdoc/>
     public override bool NeedsTokenUsage => true;
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => rows > HotRows && Hot.Fits(HotRows, columns) && Cold.Fits(rows - HotRows, columns);
 
+    /// <inheritdoc/>
     public override bool Fits(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -33,6 +37,7 @@ public sealed record RowSplitRepresentation(int HotRows, NativeRepresentation Ho
         return Hot.Fits(encoder.ForRows(name, hotRows), name) && Cold.Fits(encoder.ForRows(name, coldRows), name);
     }
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -89,17 +94,23 @@ public sealed class SplitFamily : RepresentationFamily
     /// <summary>The family.</summary>
     public static SplitFamily Instance { get; } = new();
 
+    /// <inheritdoc/>
     public override IReadOnlyList<string> Keywords => ["split"];
 
+    /// <inheritdoc/>
     public override string Syntax => "split:HOTROWS:HOTSPEC/COLDSPEC";
 
+    /// <inheritdoc/>
     public override string Help => "the embedding or classifier: the rows of the HOTROWS tokens the calibration text uses most in HOTSPEC, the rest in COLDSPEC (which may be another split)";
 
     // Parsed on first use: parsing goes through the registry, which holds this family.
+    /// <inheritdoc/>
     public override IReadOnlyList<NativeRepresentation> Defaults => defaults ??= [.. DefaultSpecs.Select(NativeRepresentation.Parse)];
 
+    /// <inheritdoc/>
     public override IReadOnlyList<INativeScheme> Schemes => [SplitNativeScheme.Instance];
 
+    /// <inheritdoc/>
     public override IReadOnlyList<TunableFactory> Tunables => [TunableWeight.Split];
 
     /// <summary>HOTSPEC ends at the first <c>/</c>, so COLDSPEC may be another split and HOTSPEC may not.</summary>

@@ -10,10 +10,13 @@ namespace Squeeze.Compression.Representations;
 /// </summary>
 public sealed record LowRankRepresentation(int Rank, int FactorBits = 16) : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => $"svd:{Rank}{(FactorBits == 16 ? "" : $":{FactorBits}")}";
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => Rank <= Math.Min(rows, columns);
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -35,14 +38,19 @@ public sealed class SvdFamily : RepresentationFamily
     /// <summary>The family.</summary>
     public static SvdFamily Instance { get; } = new();
 
+    /// <inheritdoc/>
     public override IReadOnlyList<string> Keywords => ["svd"];
 
+    /// <inheritdoc/>
     public override string Syntax => "svd:RANK[:FACTORBITS]";
 
+    /// <inheritdoc/>
     public override string Help => "the weight replaced by rank-RANK factors A·B, truncated in the whitened space of its input (activation-aware SVD); factors f16 or uniform codes of FACTORBITS";
 
+    /// <inheritdoc/>
     public override IReadOnlyList<INativeScheme> Schemes => [LowRankNativeScheme.Instance];
 
+    /// <inheritdoc/>
     public override NativeRepresentation Parse(RepresentationSpec spec)
     {
         ArgumentNullException.ThrowIfNull(spec);

@@ -8,13 +8,16 @@ namespace Squeeze.Compression.Representations;
 /// <paramref name="AtMost"/>, the group is the largest divisor of the row length that is at most <paramref name="Group"/>.</summary>
 public sealed record UniformRepresentation(int Bits, int Group, bool Symmetric, bool AtMost = false) : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => $"uniform:{Bits}:{(AtMost ? "~" : "")}{Group}{(Symmetric ? ":sym" : "")}";
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => GroupFor(columns) > 0;
 
     /// <summary>The group used for rows of <paramref name="columns"/> values, or 0 when none fits.</summary>
     public int GroupFor(int columns) => Groups.For(columns, Group, AtMost);
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -34,12 +37,16 @@ public sealed class UniformFamily : RepresentationFamily
     /// <summary>The family.</summary>
     public static UniformFamily Instance { get; } = new();
 
+    /// <inheritdoc/>
     public override IReadOnlyList<string> Keywords => ["uniform"];
 
+    /// <inheritdoc/>
     public override string Syntax => "uniform:BITS:GROUP[:sym]";
 
+    /// <inheritdoc/>
     public override string Help => "uniform codes of 2..8 bits with an f16 scale (and min, unless sym) per group of GROUP values (~N: the largest divisor of the row ≤ N), GPTQ where calibrated";
 
+    /// <inheritdoc/>
     public override IReadOnlyList<NativeRepresentation> Defaults { get; } =
     [
         .. from bits in (int[])[2, 3, 4, 5, 6, 8]
@@ -47,10 +54,13 @@ public sealed class UniformFamily : RepresentationFamily
            select new UniformRepresentation(bits, g, false, AtMost: true),
     ];
 
+    /// <inheritdoc/>
     public override IReadOnlyList<INativeScheme> Schemes => [UniformNativeScheme.Instance];
 
+    /// <inheritdoc/>
     public override IReadOnlyList<TunableFactory> Tunables => [TunableWeight.Uniform];
 
+    /// <inheritdoc/>
     public override NativeRepresentation Parse(RepresentationSpec spec)
     {
         ArgumentNullException.ThrowIfNull(spec);

@@ -15,14 +15,19 @@ public sealed class UnstructuredFamily : RepresentationFamily
     /// <summary>The family.</summary>
     public static UnstructuredFamily Instance { get; } = new();
 
+    /// <inheritdoc/>
     public override IReadOnlyList<string> Keywords => ["unstructured"];
 
+    /// <inheritdoc/>
     public override string Syntax => "unstructured:FRACTION:VALUES";
 
+    /// <inheritdoc/>
     public override string Help => "FRACTION (0..1) of each row's weights removed, a bitmask and the kept VALUES (f16 or uniform codes of 2..8 bits)";
 
+    /// <inheritdoc/>
     public override IReadOnlyList<INativeScheme> Schemes => [MaskedSparseNativeScheme.Instance];
 
+    /// <inheritdoc/>
     public override NativeRepresentation Parse(RepresentationSpec spec)
     {
         ArgumentNullException.ThrowIfNull(spec);

@@ -11,6 +11,7 @@ namespace Squeeze.Compression.Representations;
 /// stage's residual and the weight is their sum (stored as a <c>sum</c> of two <c>vq</c> terms).</summary>
 public sealed record VectorRepresentation(int Dimension, int IndexBits, int ResidualBits, bool RowScales) : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => (ResidualBits > 0 ? $"rvq:{Dimension}:{IndexBits}:{ResidualBits}" : $"vq:{Dimension}:{IndexBits}") + (RowScales ? ":scaled" : "");
 
     /// <summary>The dimension divides the row and every codebook takes at most 1 bit per weight (at least 16 vectors per
@@ -19,6 +20,7 @@ public sealed record VectorRepresentation(int Dimension, int IndexBits, int Resi
     public override bool Fits(int rows, int columns)
         => columns % Dimension == 0 && (long)rows * (columns / Dimension) >= 16L << Math.Max(IndexBits, ResidualBits);
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -40,12 +42,16 @@ public sealed class VectorFamily : RepresentationFamily
     /// <summary>The family.</summary>
     public static VectorFamily Instance { get; } = new();
 
+    /// <inheritdoc/>
     public override IReadOnlyList<string> Keywords => ["vq", "rvq"];
 
+    /// <inheritdoc/>
     public override string Syntax => "vq:DIM:INDEXBITS[:scaled], rvq:DIM:INDEXBITS:RESIDUALBITS[:scaled]";
 
+    /// <inheritdoc/>
     public override string Help => "vectors of DIM consecutive values as INDEXBITS-bit indices into one f16 codebook per tensor (scaled: an f16 scale per row; rvq: a second codebook codes the residual)";
 
+    /// <inheritdoc/>
     public override IReadOnlyList<NativeRepresentation> Defaults { get; } =
     [
         new VectorRepresentation(6, 12, 0, RowScales: false),
@@ -53,10 +59,13 @@ public sealed class VectorFamily : RepresentationFamily
         .. from bits in (int[])[7, 8, 9, 10] select new VectorRepresentation(4, bits, 0, RowScales: true),
     ];
 
+    /// <inheritdoc/>
     public override IReadOnlyList<INativeScheme> Schemes => [VectorNativeScheme.Instance, SumNativeScheme.Instance];
 
+    /// <inheritdoc/>
     public override IReadOnlyList<TunableFactory> Tunables => [TunableWeight.Vectors];
 
+    /// <inheritdoc/>
     public override NativeRepresentation Parse(RepresentationSpec spec)
     {
         ArgumentNullException.ThrowIfNull(spec);

@@ -7,10 +7,13 @@ namespace Squeeze.Compression.Representations;
 /// runtime then skips (EvoPress-style depth pruning, chosen per sub-layer by the allocator).</summary>
 public sealed record DroppedRepresentation : NativeRepresentation
 {
+    /// <inheritdoc/>
     public override string Spec => "zero";
 
+    /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => true;
 
+    /// <inheritdoc/>
     public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -29,14 +32,19 @@ public sealed class ZeroFamily : RepresentationFamily
     /// <summary>The family.</summary>
     public static ZeroFamily Instance { get; } = new();
 
+    /// <inheritdoc/>
     public override IReadOnlyList<string> Keywords => ["zero"];
 
+    /// <inheritdoc/>
     public override string Syntax => "zero";
 
+    /// <inheritdoc/>
     public override string Help => "the matrix dropped (nothing stored); as attn_output or ffn_down it removes that sub-layer";
 
+    /// <inheritdoc/>
     public override IReadOnlyList<INativeScheme> Schemes => [ZeroNativeScheme.Instance];
 
+    /// <inheritdoc/>
     public override NativeRepresentation Parse(RepresentationSpec spec)
     {
         ArgumentNullException.ThrowIfNull(spec);

@@ -105,7 +105,7 @@ public static class HuggingFaceWriter
         writer.Write(path);
     }
 
-    /// <summary>Writes config.json with the keys <see cref="HuggingFaceReader.ReadConfig"/> reads back to an equal ModelConfig.</summary>
+    /// <summary>Writes config.json with the keys <see cref="HuggingFaceReader.ReadConfig(string)"/> reads back to an equal ModelConfig.</summary>
     internal static void WriteConfig(string path, Model model, string torchDtype) => WriteJson(path, w => WriteConfig(w, model, HuggingFaceArchitecture(model.Config), torchDtype));
 
     private static void WriteConfig(Utf8JsonWriter w, Model model, string architecture, string torchDtype)

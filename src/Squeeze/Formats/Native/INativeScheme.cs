@@ -27,7 +27,7 @@ public interface INativeScheme
 
     /// <summary>Reads a weight named <paramref name="name"/> of logical shape [rows, columns] whose companions are
     /// named <paramref name="prefix"/> + a suffix. Every key of <paramref name="json"/> must be read through it.</summary>
-    /// <exception cref="ModelFormatException">The scheme or a companion is malformed.</exception>
+    /// <exception cref="Tensors.ModelFormatException">The scheme or a companion is malformed.</exception>
     LinearWeight Read(NativeSchemeReader json, string name, string prefix, int rows, int columns, NativeTensorSource source);
 }
 

@@ -27,8 +27,10 @@ public sealed class NativeSchemeReader
     /// <summary>The <c>"scheme"</c> string.</summary>
     public string Scheme { get; }
 
+    /// <summary>The integer at <paramref name="key"/>; a <see cref="ModelFormatException"/> when it is missing or outside [<paramref name="min"/>, <paramref name="max"/>].</summary>
     public int Int(string key, int min, int max) => checked((int)Long(key, min, max));
 
+    /// <summary>The integer at <paramref name="key"/>; a <see cref="ModelFormatException"/> when it is missing or outside [<paramref name="min"/>, <paramref name="max"/>].</summary>
     public long Long(string key, long min, long max)
     {
         var e = Get(key, JsonValueKind.Number);
@@ -37,6 +39,7 @@ public sealed class NativeSchemeReader
         return value;
     }
 
+    /// <summary>The boolean at <paramref name="key"/>; a <see cref="ModelFormatException"/> when it is missing or not true/false.</summary>
     public bool Bool(string key)
     {
         if (!root.TryGetProperty(key, out var e))
@@ -50,6 +53,7 @@ public sealed class NativeSchemeReader
         };
     }
 
+    /// <summary>The string at <paramref name="key"/>; a <see cref="ModelFormatException"/> when it is missing or, with <paramref name="allowed"/> values given, none of them.</summary>
     public string String(string key, params string[] allowed)
     {
         string value = Get(key, JsonValueKind.String).GetString()!;
@@ -73,6 +77,7 @@ public sealed class NativeSchemeReader
         return items;
     }
 
+    /// <summary>The array of integers at <paramref name="key"/>; a <see cref="ModelFormatException"/> when it is missing or an entry is outside [<paramref name="min"/>, <paramref name="max"/>].</summary>
     public IReadOnlyList<long> Longs(string key, long min, long max)
     {
         var e = Get(key, JsonValueKind.Array);

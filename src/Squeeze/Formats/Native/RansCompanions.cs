@@ -31,7 +31,7 @@ internal static class RansCompanions
 
     /// <summary>Reads and validates the companions of <paramref name="symbolCount"/> symbols of an alphabet of
     /// <paramref name="alphabet"/> in chunks of <paramref name="chunkSymbols"/> (not yet decoded).</summary>
-    /// <exception cref="ModelFormatException">A companion is missing, misshapen or inconsistent.</exception>
+    /// <exception cref="Tensors.ModelFormatException">A companion is missing, misshapen or inconsistent.</exception>
     public static ChunkedRans Read(NativeTensorSource source, string stem, int alphabet, long symbolCount, int chunkSymbols)
     {
         var frequencyBytes = source.Companion(stem + "frequencies", SafetensorsDType.U16, [alphabet]);

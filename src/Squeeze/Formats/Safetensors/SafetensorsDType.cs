@@ -5,20 +5,35 @@ namespace Squeeze.Formats.Safetensors;
 /// <summary>Element types of the safetensors format, spelled in the header as the member names ("F32", "BF16", "U8").</summary>
 public enum SafetensorsDType
 {
+    /// <summary>Boolean, one byte.</summary>
     BOOL,
+    /// <summary>Unsigned 8-bit integer.</summary>
     U8,
+    /// <summary>Signed 8-bit integer.</summary>
     I8,
+    /// <summary>8-bit float with 5 exponent and 2 mantissa bits.</summary>
     F8_E5M2,
+    /// <summary>8-bit float with 4 exponent and 3 mantissa bits.</summary>
     F8_E4M3,
+    /// <summary>Signed 16-bit integer.</summary>
     I16,
+    /// <summary>Unsigned 16-bit integer.</summary>
     U16,
+    /// <summary>16-bit IEEE half float.</summary>
     F16,
+    /// <summary>16-bit brain float (the upper half of an f32).</summary>
     BF16,
+    /// <summary>Signed 32-bit integer.</summary>
     I32,
+    /// <summary>Unsigned 32-bit integer.</summary>
     U32,
+    /// <summary>32-bit IEEE float.</summary>
     F32,
+    /// <summary>64-bit IEEE float.</summary>
     F64,
+    /// <summary>Signed 64-bit integer.</summary>
     I64,
+    /// <summary>Unsigned 64-bit integer.</summary>
     U64,
 }
 

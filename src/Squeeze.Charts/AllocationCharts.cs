@@ -2,16 +2,18 @@ using ScottPlot;
 using Squeeze.Compression;
 using Squeeze.Models;
 
-namespace Squeeze.Allocation;
+namespace Squeeze.Charts;
 
 /// <summary>One line or set of points of a chart: a label and (x, y) pairs.</summary>
 /// <param name="Label">Legend text.</param>
 /// <param name="X">Horizontal values.</param>
 /// <param name="Y">Vertical values, as many as <paramref name="X"/>.</param>
 /// <param name="Line">Joined by a line (true) or markers only.</param>
-public sealed record ChartSeries(string Label, IReadOnlyList<double> X, IReadOnlyList<double> Y, bool Line);
+/// <param name="PointLabels">Text written beside each point (as many as <paramref name="X"/>), or null for none.</param>
+public sealed record ChartSeries(string Label, IReadOnlyList<double> X, IReadOnlyList<double> Y, bool Line, IReadOnlyList<string>? PointLabels = null);
 
-/// <summary>PNG charts of allocations (ScottPlot, rendered headless through SkiaSharp).</summary>
+/// <summary>PNG charts of allocations and of size against quality (ScottPlot, rendered headless through SkiaSharp); each
+/// written to a temporary file, then renamed.</summary>
 public static class AllocationCharts
 {
     private static readonly string[] Kinds = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
@@ -54,25 +56,40 @@ public static class AllocationCharts
         plot.Axes.SetLimitsY(0, top * 1.6); // room for the legend above the bars
         plot.YLabel("bits per weight");
         plot.Title(title);
-        plot.SavePng(path, Math.Max(800, 60 * groupWidth * (layers + 1) / 4), 500);
+        Save(plot, path, Math.Max(800, 60 * groupWidth * (layers + 1) / 4), 500);
     }
 
-    /// <summary>Lines and points with a logarithmic vertical axis (values ≤ 0 are left out).</summary>
+    /// <summary>Lines and points with a logarithmic vertical axis (values ≤ 0 are left out), each point labelled when its
+    /// series has <see cref="ChartSeries.PointLabels"/>.</summary>
     public static void LogScale(IReadOnlyList<ChartSeries> series, string path, string title, string xLabel, string yLabel)
     {
         ArgumentNullException.ThrowIfNull(series);
         var plot = new Plot();
         var palette = new ScottPlot.Palettes.Category10();
+        double low = double.PositiveInfinity, high = double.NegativeInfinity; // log10 of the plotted values
         for (int s = 0; s < series.Count; s++)
         {
-            var points = series[s].X.Zip(series[s].Y).Where(p => p.Second > 0).OrderBy(p => series[s].Line ? p.First : 0).ToArray();
+            var labels = series[s].PointLabels;
+            if (labels is not null && labels.Count != series[s].X.Count)
+                throw new ArgumentException($"series '{series[s].Label}' has {series[s].X.Count} points and {labels.Count} point labels", nameof(series));
+            var points = series[s].X.Select((x, i) => (X: x, Y: series[s].Y[i], Label: labels?[i])).Where(p => p.Y > 0).OrderBy(p => series[s].Line ? p.X : 0).ToArray();
             if (points.Length == 0)
                 continue;
-            var scatter = plot.Add.Scatter(points.Select(p => p.First).ToArray(), points.Select(p => Math.Log10(p.Second)).ToArray(), palette.GetColor(s));
+            low = Math.Min(low, points.Min(p => Math.Log10(p.Y)));
+            high = Math.Max(high, points.Max(p => Math.Log10(p.Y)));
+            var scatter = plot.Add.Scatter(points.Select(p => p.X).ToArray(), points.Select(p => Math.Log10(p.Y)).ToArray(), palette.GetColor(s));
             scatter.LegendText = series[s].Label;
             scatter.LineWidth = series[s].Line ? 2 : 0;
             scatter.MarkerSize = series[s].Line ? 5 : 9;
             scatter.MarkerShape = series[s].Line ? MarkerShape.FilledCircle : MarkerShape.FilledSquare;
+            foreach (var p in points.Where(p => p.Label is not null))
+            {
+                var text = plot.Add.Text(p.Label!, p.X, Math.Log10(p.Y));
+                text.LabelFontColor = palette.GetColor(s);
+                text.LabelFontSize = 12;
+                text.OffsetX = 7;
+                text.OffsetY = -7;
+            }
         }
         plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic
         {
@@ -80,11 +97,32 @@ public static class AllocationCharts
             IntegerTicksOnly = true,
             LabelFormatter = y => Math.Pow(10, y).ToString("g3", System.Globalization.CultureInfo.InvariantCulture),
         };
+        if (low <= high)
+        {
+            // A band above the highest point for the legend, so that it covers none.
+            double span = Math.Max(high - low, 0.5);
+            plot.Axes.SetLimitsY(low - 0.05 * span, high + 0.4 * span);
+        }
         plot.ShowLegend(Alignment.UpperRight);
         plot.XLabel(xLabel);
         plot.YLabel(yLabel);
         plot.Title(title);
-        plot.SavePng(path, 900, 600);
+        Save(plot, path, 900, 600);
+    }
+
+    /// <summary>Renders <paramref name="plot"/> to a temporary file beside <paramref name="path"/>, then renames it.</summary>
+    private static void Save(Plot plot, string path, int width, int height)
+    {
+        string temporary = path + ".tmp";
+        try
+        {
+            plot.SavePng(temporary, width, height);
+            File.Move(temporary, path, overwrite: true);
+        }
+        finally
+        {
+            File.Delete(temporary);
+        }
     }
 
     private static int LayerOf(string name)
