@@ -21,13 +21,13 @@ public sealed class CompressCommandTests
             Assert.True(result.ExitCode == 0, result.Stderr);
             var json = result.Json;
             Assert.Equal("Gptq", json.GetProperty("method").GetString());
-            Assert.Equal("Q4_0", json.GetProperty("mix").GetString());
+            Assert.Equal("Q4_0", json.GetProperty("target").GetString());
             Assert.Equal(1024, json.GetProperty("calibrationTokens").GetInt64());
             Assert.Equal(new FileInfo(output).Length, json.GetProperty("fileBytes").GetInt64());
             var tensors = json.GetProperty("tensors").EnumerateArray().ToList();
             using var model = ModelLoader.Load(output);
             Assert.Equal(model.Tensors.Select(t => t.Name), tensors.Select(t => t.GetProperty("name").GetString()));
-            Assert.Contains(tensors, t => t.GetProperty("encoding").GetString() == "gptq" && t.GetProperty("type").GetString() == "Q4_0");
+            Assert.Contains(tensors, t => t.GetProperty("encoding").GetString() == "gptq" && t.GetProperty("format").GetString() == "Q4_0");
             Assert.All(tensors, t => Assert.True(double.IsFinite(t.GetProperty("errorAfter").GetDouble())));
             CompressorTests.AssertFinite(model);
         }
