@@ -55,20 +55,7 @@ public static class CompressionPipeline
         bool calibrates = job.Method != CompressionMethod.Rtn && job.Statistics is null;
         if (calibrates && string.IsNullOrEmpty(job.CalibrationText))
             throw new ArgumentException($"method {job.Method} needs a calibration text or statistics");
-        var options = new CompressionOptions
-        {
-            Mix = mix.Mix,
-            Pure = mix.Pure,
-            Overrides = mix.Overrides ?? [],
-            Method = job.Method,
-            CalibrationTokens = job.CalibrationTokens,
-            ContextLength = job.ContextLength,
-            Damping = job.Damping,
-            ActivationOrder = job.ActivationOrder,
-            Sequential = job.Sequential,
-            Statistics = job.Method == CompressionMethod.Rtn ? null : job.Statistics,
-            Threads = Math.Max(1, job.Threads),
-        };
+        var options = EncodingOptions(job) with { Mix = mix.Mix, Pure = mix.Pure, Overrides = mix.Overrides ?? [], Sequential = job.Sequential };
         if (job.RefinePasses is { } refine)
             options = options with { RefinePasses = refine };
         // In sequential mode each layer is calibrated, then encoded: one stage that counts tensors.
@@ -113,19 +100,7 @@ public static class CompressionPipeline
         if (!target.Native)
             Allocator.CheckBudget(model, budget);
         var representations = target.Representations is { Count: > 0 } given ? given : NativeRepresentation.Defaults;
-        var options = new AllocationOptions
-        {
-            Compression = new CompressionOptions
-            {
-                Method = job.Method,
-                CalibrationTokens = job.CalibrationTokens,
-                ContextLength = job.ContextLength,
-                Damping = job.Damping,
-                ActivationOrder = job.ActivationOrder,
-                Statistics = job.Method == CompressionMethod.Rtn ? null : job.Statistics,
-                Threads = Math.Max(1, job.Threads),
-            },
-        };
+        var options = new AllocationOptions { Compression = EncodingOptions(job) };
         var stages = new Stages(progress,
         [
             .. job.Method != CompressionMethod.Rtn && job.Statistics is null ? ["calibrating"] : Array.Empty<string>(),
@@ -234,6 +209,18 @@ public static class CompressionPipeline
             8.0 * fileBytes / model.ParameterCount, Budget: null, Search: null, PredictedKld: null, StartKld: null, SearchKld: null, Generations: null,
             statistics?.TokenCount ?? 0, calibrates ? 1 : 0, seconds, [], Tuning: null, Note: "", tensors);
     }
+
+    /// <summary>How the job's tensors (or candidates) are encoded: method, calibration, GPTQ's settings, threads.</summary>
+    private static CompressionOptions EncodingOptions(CompressionJob job) => new()
+    {
+        Method = job.Method,
+        CalibrationTokens = job.CalibrationTokens,
+        ContextLength = job.ContextLength,
+        Damping = job.Damping,
+        ActivationOrder = job.ActivationOrder,
+        Statistics = job.Method == CompressionMethod.Rtn ? null : job.Statistics,
+        Threads = Math.Max(1, job.Threads),
+    };
 
     /// <summary>Maps each sub-step's progress to its stage's number of the job's stages.</summary>
     private sealed class Stages(IProgress<StageProgress>? sink, string[] names)
