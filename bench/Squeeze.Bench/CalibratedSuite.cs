@@ -3,6 +3,7 @@ using Squeeze.Calibration;
 using Squeeze.Compression;
 using Squeeze.Evaluation;
 using Squeeze.Formats;
+using Squeeze.Models;
 using Squeeze.Pipeline;
 using Squeeze.Quantization;
 
@@ -17,8 +18,17 @@ namespace Squeeze.Bench;
 /// </summary>
 internal static class CalibratedSuite
 {
+    /// <summary>One file to make: llama.cpp's mix, the method's name in the table, the method, sequential calibration.</summary>
+    internal sealed record Arm(string Mix, string Name, CompressionMethod Method, bool Sequential);
+
+    /// <summary>Settings every arm shares: calibration tokens (0: the whole text), GPTQ's act-order, damping and refinement passes, threads.</summary>
+    internal sealed record Settings(int Tokens, bool ActivationOrder, double Damping, int Refine, int Threads);
+
+    /// <summary>What an arm made and how it scored.</summary>
+    internal sealed record Row(Arm Arm, CompressionReport Report, EvaluationResult Result);
+
     // shared/golden/README.md: llama.cpp's file for the mix, with imatrix where there is one: (mix, imatrix?, bytes, PPL, mean KLD).
-    private static readonly Dictionary<string, (bool Imatrix, long Bytes, double Perplexity, double Kld)> LlamaCpp = new()
+    internal static readonly Dictionary<string, (bool Imatrix, long Bytes, double Perplexity, double Kld)> LlamaCpp = new()
     {
         ["Q8_0"] = (false, 16_879_328, 6.5016, 0.001439),
         ["Q6_K"] = (true, 16_558_144, 6.5059, 0.003043),
@@ -46,65 +56,75 @@ internal static class CalibratedSuite
         var methods = methodNames.Select(Method).ToArray();
         string calibText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt"));
         string evalText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-eval.txt"));
+        var arms = mixes.SelectMany(mix => methods.Select((m, i) => new Arm(mix, methodNames[i], m, false))
+            .Concat(sequential ? methods.Where(m => m is CompressionMethod.Gptq or CompressionMethod.AwqGptq).Select(m => new Arm(mix, Name(m) + " seq", m, true)) : [])).ToList();
+        using var source = ModelLoader.Load(Path.Combine(shared, "models", "stories15M", "stories15M.bin"));
+        var clock = Stopwatch.StartNew();
+        var stats = Calibrate(source, calibText, tokens, threads);
+        double calibrationSeconds = clock.Elapsed.TotalSeconds;
+        var rows = Measure(source, stats, calibText, evalText, arms, new Settings(tokens, actOrder, damping, refine, threads));
+
+        string extra = (tokens != 0 ? $" --tokens {tokens}" : "") + (Program.Value(args, "--mixes") is { } mx ? $" --mixes {mx}" : "")
+            + (Program.Value(args, "--methods") is { } me ? $" --methods {me}" : "") + (sequential ? " --sequential" : "") + (actOrder ? "" : " --no-act-order")
+            + (Program.Value(args, "--damping") is { } da ? $" --damping {da}" : "") + (refine != 4 ? $" --refine {refine}" : "");
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- calibrated --threads {threads}{extra}` (stories15M.bin; calibration: " +
+            $"{stats.TokenCount:N0} tokens of tinystories-calib at ctx 256; GPTQ damping {damping}, act-order {(actOrder ? "on" : "off")}, refinement passes {refine}; scored on the whole tinystories-eval, ctx 256, against the f32 model)");
+        Console.WriteLine();
+        Console.WriteLine("| mix | method | bytes | llama.cpp bytes | PPL | mean KLD | llama.cpp KLD | KLD / llama.cpp | same top % | compress s |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
+        foreach (var (arm, report, result) in rows)
+        {
+            var reference = LlamaCpp[arm.Mix];
+            var k = result.KlDivergence!;
+            string refKld = $"{reference.Kld:0.000000}{(reference.Imatrix ? "" : " (no imatrix)")}";
+            Console.WriteLine($"| {arm.Mix} | {arm.Name} | {report.FileBytes:N0} | {reference.Bytes:N0} | {result.Perplexity:0.0000} | {k.Mean:0.000000} | {refKld} | " +
+                $"{k.Mean / reference.Kld:0.000} | {k.SameTopTokenPercent:0.00} | {report.Seconds.Total:0.0} |");
+        }
+        Console.WriteLine();
+        Console.WriteLine($"Calibration ({stats.TokenCount:N0} tokens, with XᵀX, {threads} threads): {calibrationSeconds:0.0} s, shared by every non-sequential row " +
+            "(compress s excludes it; sequential rows include their own per-layer passes). llama.cpp: imatrix 57 s for 49,152 tokens; llama-quantize 0.1 to 0.6 s per file.");
+    }
+
+    /// <summary>The calibration every non-sequential row shares: importance and XᵀX over <paramref name="tokens"/> tokens
+    /// (0: the whole text) at ctx 256.</summary>
+    internal static CalibrationStatistics Calibrate(Model source, string calibText, int tokens, int threads)
+        => Calibrator.Run(source, calibText, new CalibrationOptions { ContextLength = 256, MaxTokens = tokens, CollectGram = true, Threads = threads });
+
+    /// <summary>Each arm compressed from <paramref name="source"/> into a temporary file, then all scored in one pass on
+    /// the whole evaluation text (ctx 256) against <paramref name="source"/>.</summary>
+    internal static IReadOnlyList<Row> Measure(Model source, CalibrationStatistics stats, string calibText, string evalText, IReadOnlyList<Arm> arms, Settings settings)
+    {
         string directory = Directory.CreateTempSubdirectory("squeeze-calibrated-").FullName;
         try
         {
-            using var source = ModelLoader.Load(Path.Combine(shared, "models", "stories15M", "stories15M.bin"));
-            var clock = Stopwatch.StartNew();
-            var stats = Calibrator.Run(source, calibText, new CalibrationOptions { ContextLength = 256, MaxTokens = tokens, CollectGram = true, Threads = threads });
-            double calibrationSeconds = clock.Elapsed.TotalSeconds;
-
-            var rows = new List<(string Mix, string Method, string File, CompressionReport Report)>();
-            foreach (string mix in mixes)
+            var reports = new List<CompressionReport>();
+            foreach (var arm in arms)
             {
-                foreach (var (name, method, seq) in methods.Select((m, i) => (methodNames[i], m, false))
-                    .Concat(sequential ? methods.Where(m => m is CompressionMethod.Gptq or CompressionMethod.AwqGptq).Select(m => (Name(m) + " seq", m, true)) : []))
+                string path = Path.Combine(directory, $"stories15M-{arm.Mix}-{arm.Name.Replace('+', '-').Replace(' ', '-')}.gguf");
+                var report = CompressionPipeline.Run(source, new CompressionJob
                 {
-                    string path = Path.Combine(directory, $"stories15M-{mix}-{name.Replace('+', '-').Replace(' ', '-')}.gguf");
-                    var report = CompressionPipeline.Run(source, new CompressionJob
-                    {
-                        Target = new MixTarget(QuantizationMix.Parse(mix)),
-                        Method = method,
-                        CalibrationText = calibText,
-                        CalibrationTokens = tokens,
-                        ContextLength = 256,
-                        ActivationOrder = actOrder,
-                        Damping = damping,
-                        RefinePasses = refine,
-                        Sequential = seq,
-                        Statistics = seq ? null : stats,
-                        Threads = threads,
-                        Output = path,
-                    });
-                    Console.Error.WriteLine($"{mix} {name}: {report.FileBytes:N0} bytes, {report.Seconds.Total:0.0} s");
-                    rows.Add((mix, name, path, report));
-                }
+                    Target = new MixTarget(QuantizationMix.Parse(arm.Mix)),
+                    Method = arm.Method,
+                    CalibrationText = calibText,
+                    CalibrationTokens = settings.Tokens,
+                    ContextLength = 256,
+                    ActivationOrder = settings.ActivationOrder,
+                    Damping = settings.Damping,
+                    RefinePasses = settings.Refine,
+                    Sequential = arm.Sequential,
+                    Statistics = arm.Sequential ? null : stats,
+                    Threads = settings.Threads,
+                    Output = path,
+                });
+                Console.Error.WriteLine($"{arm.Mix} {arm.Name}: {report.FileBytes:N0} bytes, {report.Seconds.Total:0.0} s");
+                reports.Add(report);
             }
 
-            var models = rows.Select(r => ModelLoader.Load(r.File)).ToArray();
+            var models = reports.Select(r => ModelLoader.Load(r.Output!)).ToArray();
             try
             {
-                var results = Evaluator.EvaluateMany(models, evalText, new EvaluationOptions { ContextLength = 256, Threads = threads }, source);
-                string extra = (tokens != 0 ? $" --tokens {tokens}" : "") + (Program.Value(args, "--mixes") is { } m ? $" --mixes {m}" : "")
-                    + (Program.Value(args, "--methods") is { } me ? $" --methods {me}" : "") + (sequential ? " --sequential" : "") + (actOrder ? "" : " --no-act-order")
-                    + (Program.Value(args, "--damping") is { } da ? $" --damping {da}" : "") + (refine != 4 ? $" --refine {refine}" : "");
-                Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- calibrated --threads {threads}{extra}` (stories15M.bin; calibration: " +
-                    $"{stats.TokenCount:N0} tokens of tinystories-calib at ctx 256; GPTQ damping {damping}, act-order {(actOrder ? "on" : "off")}, refinement passes {refine}; scored on the whole tinystories-eval, ctx 256, against the f32 model)");
-                Console.WriteLine();
-                Console.WriteLine("| mix | method | bytes | llama.cpp bytes | PPL | mean KLD | llama.cpp KLD | KLD / llama.cpp | same top % | compress s |");
-                Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
-                for (int i = 0; i < rows.Count; i++)
-                {
-                    var (mix, name, file, report) = rows[i];
-                    var reference = LlamaCpp[mix];
-                    var k = results[i].KlDivergence!;
-                    string refKld = $"{reference.Kld:0.000000}{(reference.Imatrix ? "" : " (no imatrix)")}";
-                    Console.WriteLine($"| {mix} | {name} | {report.FileBytes:N0} | {reference.Bytes:N0} | {results[i].Perplexity:0.0000} | {k.Mean:0.000000} | {refKld} | " +
-                        $"{k.Mean / reference.Kld:0.000} | {k.SameTopTokenPercent:0.00} | {report.Seconds:0.0} |");
-                }
-                Console.WriteLine();
-                Console.WriteLine($"Calibration ({stats.TokenCount:N0} tokens, with XᵀX, {threads} threads): {calibrationSeconds:0.0} s, shared by every non-sequential row " +
-                    "(compress s excludes it; sequential rows include their own per-layer passes). llama.cpp: imatrix 57 s for 49,152 tokens; llama-quantize 0.1 to 0.6 s per file.");
+                var results = Evaluator.EvaluateMany(models, evalText, new EvaluationOptions { ContextLength = 256, Threads = settings.Threads }, source);
+                return arms.Select((arm, i) => new Row(arm, reports[i], results[i])).ToList();
             }
             finally
             {
@@ -118,7 +138,7 @@ internal static class CalibratedSuite
         }
     }
 
-    private static CompressionMethod Method(string name) => name switch
+    internal static CompressionMethod Method(string name) => name switch
     {
         "rtn" => CompressionMethod.Rtn,
         "imatrix" => CompressionMethod.Imatrix,

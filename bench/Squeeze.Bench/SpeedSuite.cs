@@ -72,12 +72,19 @@ internal static class SpeedSuite
             string name = Path.GetFileName(file);
             foreach (int threads in threadCounts)
             {
-                var r = SpeedBenchmark.Run(model, threads, promptTokens: 256, decodeTokens: 128, repetitions);
-                var (p, d) = LlamaCpp[(name, threads)];
+                var (r, p, d) = Measure(model, name, threads, repetitions);
                 double gbs = bytesPerToken * r.DecodeTokensPerSecond / 1e9;
                 Console.WriteLine($"| {name} | {threads} | {r.PromptTokensPerSecond:0} | {p:0} | {r.PromptTokensPerSecond / p:0.00} | {r.DecodeTokensPerSecond:0} | {d:0} | {r.DecodeTokensPerSecond / d:0.00} | {bytesPerToken / 1e6:0.00} | {gbs:0.0} | {gbs / bandwidth[threads]:0%} |");
             }
         }
+    }
+
+    /// <summary>Prompt (256 tokens) and decode (128 tokens) speed of one of <see cref="Files"/>, median of
+    /// <paramref name="repetitions"/> after a warm-up, with llama-bench's prompt and decode tokens/s for the same file and threads.</summary>
+    internal static (SpeedResult Squeeze, double LlamaPrompt, double LlamaDecode) Measure(Model model, string fileName, int threads, int repetitions)
+    {
+        var (prompt, decode) = LlamaCpp[(fileName, threads)];
+        return (SpeedBenchmark.Run(model, threads, promptTokens: 256, decodeTokens: 128, repetitions), prompt, decode);
     }
 
     /// <summary>Weight bytes one decode step reads: every matrix of every layer, the classifier, one embedding row.</summary>

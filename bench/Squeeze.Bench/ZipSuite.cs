@@ -58,7 +58,7 @@ internal static class ZipSuite
         }
     }
 
-    private static (ZipResult Zip, UnzipResult Unzip, bool Same, byte[] Sqz) RoundTrip(Model model, byte[] input, int threads, string work, int unzipThreads = 0, int lookahead = -1)
+    internal static (ZipResult Zip, UnzipResult Unzip, bool Same, byte[] Sqz) RoundTrip(Model model, byte[] input, int threads, string work, int unzipThreads = 0, int lookahead = -1)
     {
         string inPath = Path.Combine(work, "in"), sqz = Path.Combine(work, "in.sqz"), outPath = Path.Combine(work, "out");
         File.WriteAllBytes(inPath, input);
@@ -76,14 +76,9 @@ internal static class ZipSuite
         Console.WriteLine();
         Console.WriteLine("| compressor | bytes | bits/byte | ratio | xz -9 / this | model bound bits/byte | streams vs bound | breaks / BOS | zip KB/s | unzip KB/s |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
-        long xz = External("xz", "-9 -c", evalPath);
-        foreach (var (name, size) in new[]
-                 {
-                     ("gzip -9", External("gzip", "-9 -c", evalPath)),
-                     ("xz -9", xz),
-                     ("zstd -19 (ZstdSharp)", (long)new ZstdSharp.Compressor(19).Wrap(text).Length),
-                     ("brotli 11 (System.IO.Compression)", Brotli(text)),
-                 })
+        var general = GeneralCompressors(evalPath);
+        long xz = general.Single(g => g.Name == "xz -9").Bytes;
+        foreach (var (name, size) in general)
             Console.WriteLine($"| {name} | {(size < 0 ? "not installed" : size.ToString("N0"))} | {(size < 0 ? "" : (8.0 * size / text.Length).ToString("0.000"))} | {(size < 0 ? "" : ((double)text.Length / size).ToString("0.00"))} | {(size < 0 || xz < 0 ? "" : ((double)xz / size).ToString("0.00"))} | | | | | |");
 
         string models = Path.Combine(shared, "models");
@@ -131,8 +126,22 @@ internal static class ZipSuite
         Console.WriteLine($"stories260K on the same text: {z260.OutputBytes:N0} bytes, {z260.BitsPerByte:0.000} bits/byte, zip {z260.BytesPerSecond / 1000:0.0} KB/s, unzip {u260.BytesPerSecond / 1000:0.0} KB/s, {(s260 ? "byte-exact" : "WRONG")}.");
     }
 
+    /// <summary>Bytes the general compressors write for the file: gzip -9, xz -9 (−1 when the program is not
+    /// installed), zstd -19 and brotli 11.</summary>
+    internal static IReadOnlyList<(string Name, long Bytes)> GeneralCompressors(string path)
+    {
+        byte[] text = File.ReadAllBytes(path);
+        return
+        [
+            ("gzip -9", External("gzip", "-9 -c", path)),
+            ("xz -9", External("xz", "-9 -c", path)),
+            ("zstd -19 (ZstdSharp)", new ZstdSharp.Compressor(19).Wrap(text).Length),
+            ("brotli 11 (System.IO.Compression)", Brotli(text)),
+        ];
+    }
+
     /// <summary>The 1-minute load average (Linux), to judge how much of the machine the timings had.</summary>
-    private static string LoadAverage()
+    internal static string LoadAverage()
         => File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Split(' ')[0] : "unknown";
 
     private static long Brotli(byte[] data)
