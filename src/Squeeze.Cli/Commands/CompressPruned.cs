@@ -1,7 +1,6 @@
 using System.CommandLine;
 using Squeeze.Calibration;
 using Squeeze.Formats;
-using Squeeze.Formats.HuggingFace;
 using Squeeze.Pipeline;
 using Squeeze.Pruning;
 
@@ -52,7 +51,6 @@ internal static class CompressPruned
         if (options.Context < 2)
             throw new ArgumentException($"--ctx {options.Context} must be at least 2");
         Cli.CheckOutput(options.Model, options.Output);
-        HuggingFaceWriter.CheckDestination(options.Output);
         bool needsStatistics = method != PruningMethod.Magnitude;
         if (needsStatistics && options.Calib is null && options.Stats is null)
             throw new ArgumentException($"--prune {options.Prune} needs a calibration text (--calib FILE) or statistics (--stats FILE)");

@@ -6,7 +6,6 @@ using Squeeze.Allocation;
 using Squeeze.Charts;
 using Squeeze.Compression;
 using Squeeze.Formats;
-using Squeeze.Formats.HuggingFace;
 using Squeeze.Pipeline;
 using Squeeze.Tuning;
 
@@ -148,8 +147,6 @@ internal static class PlanCommand
         if (!native && b.Representations is { Length: > 0 })
             throw new ArgumentException("--representation applies to --format native; GGUF candidates are llama.cpp's block types");
         var representations = b.Representations is { Length: > 0 } specs ? specs.Select(Parse).ToList() : null;
-        if (native && writeWeights)
-            HuggingFaceWriter.CheckDestination(options.Output);
 
         using var model = ModelLoader.Load(options.Model, options.Tokenizer);
         var job = new CompressionJob

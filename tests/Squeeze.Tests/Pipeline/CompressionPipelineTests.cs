@@ -17,6 +17,18 @@ public sealed class CompressionPipelineTests : IDisposable
 
     public void Dispose() => model.Dispose();
 
+    // A 9-bpw GGUF budget for stories260K (its smallest file is 7.46 bpw), calibrated on 1,024 tokens.
+    private static CompressionJob BudgetJob(string path) => new()
+    {
+        Target = new BudgetTarget(Bytes: null, BitsPerWeight: 9.0),
+        Method = CompressionMethod.Gptq,
+        CalibrationText = CalibrationText,
+        CalibrationTokens = 1024,
+        ContextLength = 128,
+        Threads = 2,
+        Output = path,
+    };
+
     [Fact]
     public void A_mix_job_writes_the_bytes_the_compressor_writes_and_reports_them()
     {
@@ -58,16 +70,7 @@ public sealed class CompressionPipelineTests : IDisposable
         try
         {
             var stages = new List<StageProgress>();
-            var report = CompressionPipeline.Run(model, new CompressionJob
-            {
-                Target = new BudgetTarget(Bytes: null, BitsPerWeight: 9.0),
-                Method = CompressionMethod.Gptq,
-                CalibrationText = CalibrationText,
-                CalibrationTokens = 1024,
-                ContextLength = 128,
-                Threads = 2,
-                Output = path,
-            }, new SynchronousProgress<StageProgress>(stages.Add));
+            var report = CompressionPipeline.Run(model, BudgetJob(path), new SynchronousProgress<StageProgress>(stages.Add));
 
             Assert.Equal(["calibrating", "encoding", "measuring", "searching", "writing"], stages.Select(s => s.Stage).Distinct());
             Assert.All(stages, s => Assert.Equal(5, s.Count));
@@ -89,16 +92,7 @@ public sealed class CompressionPipelineTests : IDisposable
     {
         string path = CompressorTests.TempPath("cancelled.gguf");
         using var cancellation = new CancellationTokenSource();
-        var job = new CompressionJob
-        {
-            Target = new BudgetTarget(Bytes: null, BitsPerWeight: 9.0),
-            Method = CompressionMethod.Gptq,
-            CalibrationText = CalibrationText,
-            CalibrationTokens = 1024,
-            ContextLength = 128,
-            Threads = 2,
-            Output = path,
-        };
+        var job = BudgetJob(path);
         var seen = new List<string>();
         Assert.ThrowsAny<OperationCanceledException>(() => CompressionPipeline.Run(model, job, new SynchronousProgress<StageProgress>(p =>
         {
