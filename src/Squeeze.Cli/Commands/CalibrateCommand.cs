@@ -54,7 +54,7 @@ internal static class CalibrateCommand
             Threads = Math.Max(1, options.Threads),
         };
         var stats = Cli.WithProgress("calibrating", progress => Calibrator.Run(m, text, calibration,
-            new SynchronousProgress<CalibrationProgress>(p => progress.Report((p.Chunk, p.Chunks, $"chunk {p.Chunk}/{p.Chunks} ({p.Tokens:N0} tokens)"))), Cli.Cancellation));
+            new SynchronousProgress<CalibrationProgress>(p => progress.Report((p.Done, p.Total, p.Note))), Cli.Cancellation));
         CalibrationFile.Write(options.Output, stats);
         stopwatch.Stop();
         using var process = Process.GetCurrentProcess();

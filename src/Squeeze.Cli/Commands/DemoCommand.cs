@@ -66,7 +66,7 @@ internal static class DemoCommand
             string calibrationText = Cli.ReadText(files.CalibrationText);
             var stats = Cli.WithProgress("calibrating", progress => Calibrator.Run(original, calibrationText,
                 new CalibrationOptions { ContextLength = 256, CollectGram = true, Threads = options.Threads },
-                new SynchronousProgress<CalibrationProgress>(p => progress.Report((p.Chunk, p.Chunks, $"chunk {p.Chunk}/{p.Chunks}"))), Cli.Cancellation));
+                new SynchronousProgress<CalibrationProgress>(p => progress.Report((p.Done, p.Total, p.Note))), Cli.Cancellation));
             var made = Cli.WithProgress("quantizing", progress =>
             {
                 var list = new List<(string Method, string Label, string Path)>();

@@ -152,7 +152,7 @@ public static class Allocator
                 MaxTokens = compression.CalibrationTokens,
                 CollectGram = compression.Method == CompressionMethod.Gptq,
                 Threads = threads,
-            }, progress is null ? null : new SynchronousProgress<CalibrationProgress>(p => progress.Report(new AllocationProgress("calibrating", p.Chunk, p.Chunks, ""))), cancellationToken);
+            }, progress is null ? null : new SynchronousProgress<CalibrationProgress>(p => progress.Report(new AllocationProgress("calibrating", p.Done, p.Total, p.Note))), cancellationToken);
         }
         double calibrationSeconds = clock.Elapsed.TotalSeconds;
         clock.Restart();

@@ -79,7 +79,7 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
         var tensors = new List<TensorCandidates<GgufCandidate>>(work.Count);
         try
         {
-            using (var encoder = new TensorEncoder(model, statistics, options.Compression))
+            var encoder = new TensorEncoder(model, statistics, options.Compression);
             using (var file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
             {
                 int total = work.Sum(w => w.Types.Count), done = 0;

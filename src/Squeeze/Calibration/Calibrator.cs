@@ -1,7 +1,4 @@
-using System.IO.Hashing;
-using System.Text;
 using Squeeze.Models;
-using Squeeze.Runtime;
 
 namespace Squeeze.Calibration;
 
@@ -25,14 +22,16 @@ public sealed record CalibrationOptions
     public int Threads { get; init; } = Environment.ProcessorCount;
 }
 
-/// <summary>Progress of a calibration: chunks done out of the total.</summary>
-public readonly record struct CalibrationProgress(int Chunk, int Chunks, long Tokens);
+/// <summary>Progress of a calibration: block runs done out of the total (one per chunk and layer), and what runs now.</summary>
+public readonly record struct CalibrationProgress(int Done, int Total, string Note);
 
 /// <summary>
 /// Runs a model over a calibration text and collects the statistics of every linear layer's input, as llama.cpp's
 /// imatrix tool does: the text is tokenized once with a leading BOS and cut into whole chunks of
 /// <see cref="CalibrationOptions.ContextLength"/> tokens; each chunk's first token is replaced by BOS and runs from an
-/// empty cache. Deterministic for a given text and options, whatever the thread count.
+/// empty cache. The model runs one block at a time (<see cref="LayerwiseCalibrator"/>), so the only activations held
+/// are the residual stream of the calibration tokens; it stops after the last layer asked for. Deterministic for a
+/// given text and options, whatever the thread count.
 /// </summary>
 public static class Calibrator
 {
@@ -45,45 +44,30 @@ public static class Calibrator
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(text);
         options ??= new CalibrationOptions();
-        if (text.Length == 0)
-            throw new ArgumentException("the calibration text is empty", nameof(text));
-        byte[] utf8;
-        try
+        using var runner = new LayerwiseCalibrator(model, text, options, cancellationToken);
+        int layers = model.Config.LayerCount;
+        var wanted = options.Layers;
+        bool Wants(int layer) => wanted is null || wanted.Contains(layer);
+        // Blocks to run: up to the last one wanted, or all of them for the classifier's input.
+        int blocks = Wants(-1) ? layers : wanted!.Where(l => l >= 0 && l < layers).Select(l => l + 1).DefaultIfEmpty(0).Max();
+        int chunks = runner.Chunks;
+        int total = (blocks + (Wants(-1) ? 1 : 0)) * chunks;
+        int done = 0;
+        IProgress<CalibrationProgress>? Step() => progress is null ? null
+            : new SynchronousProgress<CalibrationProgress>(p => progress.Report(new CalibrationProgress(done + p.Done, total, p.Note)));
+        var entries = new List<ActivationStatistics>();
+        for (int l = 0; l < blocks; l++)
         {
-            utf8 = new UTF8Encoding(false, throwOnInvalidBytes: true).GetBytes(text);
+            if (Wants(l))
+                entries.AddRange(runner.Collect(Step()));
+            // After Collect, Advance reuses the block's output; otherwise it runs the block now.
+            if (l + 1 < blocks || Wants(-1))
+                runner.Advance(progress: Wants(l) ? null : Step());
+            done += chunks;
         }
-        catch (EncoderFallbackException e)
-        {
-            throw new ArgumentException($"the calibration text is not valid Unicode (unpaired surrogate at character {e.Index})", nameof(text), e);
-        }
-        int ctx = options.ContextLength > 0 ? options.ContextLength : Math.Min(256, model.Config.ContextLength);
-        if (ctx < 2)
-            throw new ArgumentException($"context length {ctx} is too small: at least 2 tokens per chunk", nameof(options));
-        ArgumentOutOfRangeException.ThrowIfNegative(options.MaxTokens, nameof(options));
-
-        int[] tokens = model.Tokenizer.Encode(text, addBos: true);
-        long usable = options.MaxTokens > 0 ? Math.Min(tokens.Length, options.MaxTokens) : tokens.Length;
-        int chunks = (int)(usable / ctx);
-        if (chunks == 0)
-            throw new ArgumentException($"the calibration text has {tokens.Length} tokens{(options.MaxTokens > 0 ? $" (at most {options.MaxTokens} used)" : "")}, fewer than one chunk of {ctx}", nameof(text));
-
-        var collector = new ActivationCollector(options.CollectGram, options.Layers, options.Threads);
-        bool wantsOutput = collector.Wants(-1);
-        using var runtime = new Transformer(model, new RuntimeOptions { Threads = Math.Max(1, options.Threads), ContextLength = ctx, BatchSize = ctx })
-        {
-            Observer = collector,
-            Cancellation = cancellationToken,
-        };
-        var chunk = new int[ctx];
-        for (int c = 0; c < chunks; c++)
-        {
-            Array.Copy(tokens, (long)c * ctx, chunk, 0, ctx);
-            chunk[0] = model.Vocabulary.BosId;
-            runtime.Reset();
-            // The classifier's input is only observed for the rows whose logits are computed: all of them when wanted.
-            runtime.Forward(chunk, logitCount: wantsOutput ? ctx : 1);
-            progress?.Report(new CalibrationProgress(c + 1, chunks, (long)(c + 1) * ctx));
-        }
-        return new CalibrationStatistics(ModelIdentity.Of(model), XxHash64.HashToUInt64(utf8), (long)chunks * ctx, ctx, collector.Entries);
+        if (Wants(-1))
+            entries.AddRange(runner.Collect(Step()));
+        entries.Sort((a, b) => a.Layer != b.Layer ? a.Layer.CompareTo(b.Layer) : a.Kind.CompareTo(b.Kind));
+        return new CalibrationStatistics(ModelIdentity.Of(model), runner.TextHash, runner.TokenCount, runner.ContextLength, entries);
     }
 }

@@ -12,12 +12,15 @@ using Squeeze.Tensors;
 namespace Squeeze.Compression;
 
 /// <summary>
-/// The calibrated compression pipeline: collect the statistics of every linear layer's input on a calibration text,
-/// choose each tensor's type with a named mix, optionally fold AWQ scales into the RMSNorm weights, encode each 2-D
-/// tensor with the chosen method (round-to-nearest, imatrix round-to-nearest, GPTQ), check that every value written
-/// decodes to a finite number, and write a GGUF file that llama.cpp runs.
-/// In sequential mode the statistics of layer l are collected on the model whose layers 0 … l−1 are already quantized
-/// (and AWQ-scaled), one calibration pass per layer, so each layer compensates the error of the layers before it.
+/// The calibrated compression of a named mix, one decoder block at a time (what GPTQModel and llm-compressor call
+/// sequential onloading): the calibration text's residual stream is kept at the current block's input
+/// (<see cref="LayerwiseCalibrator"/>); that block alone is calibrated (its inputs' statistics and Gram matrices),
+/// optionally AWQ-scaled, each of its 2-D tensors encoded with the chosen method (round-to-nearest, imatrix
+/// round-to-nearest, GPTQ), checked to decode to finite numbers and written into its place in the GGUF file; then the
+/// block runs to give the next one its input — with its original weights, or, in sequential mode, as compressed, so
+/// each block compensates the error of the ones before it — and its buffers are released. Memory is one block's
+/// statistics and encodings plus the residual stream, whatever the model's depth; the checkpoint is read where it is
+/// mapped. The tensors outside the blocks (embedding, final norm, classifier) come last, on the classifier's input.
 /// </summary>
 public static class Compressor
 {
@@ -56,48 +59,103 @@ public static class Compressor
             CheckStatistics(model, given, gptq);
 
         var plan = QuantizationMix.Plan(model, options.Mix, options.Overrides, options.Pure, hasImportance: needsStats);
-        var run = new Run(model, calibrationText, options, plan, progress, cancellationToken);
-        try
+        var run = new Run(model, options, progress);
+        using var file = GgufModelWriter.Begin(model, outputPath, GgufQuantizer.FileType(options.Mix), tensor => plan[tensor.Name].Quantized ? plan[tensor.Name].Type : tensor.Type);
+        var calibrationClock = new Stopwatch();
+        using var calibration = needsStats && options.Statistics is null ? Time(calibrationClock, () => new LayerwiseCalibrator(model, calibrationText, new CalibrationOptions
         {
-            int layers = model.Config.LayerCount;
-            if (!options.Sequential)
-            {
-                // One pass: statistics of the float model for every layer, then every tensor.
-                var all = Enumerable.Range(-1, layers + 1).ToHashSet();
-                run.Step(all, calibrate: needsStats, awqLayers: all);
-            }
-            else
-            {
-                for (int l = 0; l < layers; l++)
-                    run.Step(new HashSet<int> { l }, calibrate: true, awqLayers: new HashSet<int> { l });
-                // What is left (embeddings, final norm, classifier): the classifier's input is collected on the quantized model.
-                bool classifier = plan.Tensors.Any(t => (t.Name == TensorNames.Output || (t.Name == TensorNames.TokenEmbedding && !model.TryGetTensor(TensorNames.Output, out _)))
-                    && t.Quantized && t.Type != t.SourceType);
-                run.Step(new HashSet<int> { -1 }, calibrate: classifier, awqLayers: new HashSet<int>());
-            }
-            progress?.Report(new CompressionProgress("writing", 0, 1, outputPath));
-            GgufModelWriter.Write(model, outputPath, GgufQuantizer.FileType(options.Mix), tensor =>
+            ContextLength = options.ContextLength,
+            MaxTokens = options.CalibrationTokens,
+            CollectGram = gptq,
+            Threads = Math.Max(1, options.Threads),
+        }, cancellationToken)) : null;
+        var reports = new Dictionary<string, TensorReport>(StringComparer.Ordinal);
+        int done = 0;
+        void Encode(int layer, Dictionary<(int, LinearInput), ActivationStatistics>? stats, Dictionary<string, (GgmlType Type, byte[] Bytes)>? kept)
+        {
+            var hessians = new Dictionary<ActivationStatistics, GptqHessian>(ReferenceEqualityComparer.Instance);
+            using var current = run.Current();
+            foreach (var target in plan.Tensors.Where(t => LayerOf(t.Name) == layer))
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                var (type, bytes) = run.Encoded[tensor.Name];
-                return new EncodedTensor(type, stream => stream.Write(bytes));
-            });
-            progress?.Report(new CompressionProgress("writing", 1, 1, outputPath));
-            clock.Stop();
-            var reports = model.Tensors.Select(t => run.Reports[t.Name]).ToList();
-            long parameters = model.ParameterCount;
-            long fileBytes = new FileInfo(outputPath).Length;
-            double total = clock.Elapsed.TotalSeconds;
-            return new CompressionReport(model.Source, outputPath, "gguf", options.Mix.Name, options.Method, options.Sequential, fileBytes, parameters,
-                8.0 * fileBytes / parameters, Budget: null, Search: null, PredictedKld: null, StartKld: null, SearchKld: null, Generations: null,
-                run.CalibrationTokens, run.CalibrationPasses, new StageSeconds(run.CalibrationSeconds, total - run.CalibrationSeconds, 0, 0, 0, total),
-                run.AwqAlphas, Tuning: null, Note: "", reports);
+                progress?.Report(new CompressionProgress("quantizing", done, plan.Tensors.Count, target.Name));
+                var (type, encoded) = run.Encode(target, current[target.Name], stats, hessians);
+                file.WriteTensor(target.Name, encoded.Data);
+                reports[target.Name] = encoded.Report;
+                if (kept is not null && target.Quantized && target.Type != target.SourceType)
+                    kept[target.Name] = (type, encoded.Data);
+                done++;
+            }
+            progress?.Report(new CompressionProgress("quantizing", done, plan.Tensors.Count, ""));
+        }
+        Dictionary<(int, LinearInput), ActivationStatistics>? Statistics(int layer)
+        {
+            if (options.Statistics is { } file)
+                return file.Entries.Where(e => e.Layer == layer).ToDictionary(e => (e.Layer, e.Kind));
+            if (calibration is null)
+                return null;
+            string what = layer < 0 ? "classifier" : $"layer {layer}";
+            var entries = Time(calibrationClock, () => calibration.Collect(Notes(what)));
+            return entries.ToDictionary(e => (e.Layer, e.Kind));
+        }
+        IProgress<CalibrationProgress>? Notes(string what) => progress is null ? null
+            : new SynchronousProgress<CalibrationProgress>(p => progress.Report(new CompressionProgress("calibrating", p.Done, p.Total, $"{what}: chunk {p.Done}/{p.Total}")));
+
+        for (int l = 0; l < model.Config.LayerCount; l++)
+        {
+            var stats = Statistics(l);
+            if (options.Method == CompressionMethod.AwqGptq && stats is not null)
+                run.ApplyAwq(l, stats, plan);
+            // In sequential mode the next block's input comes from this block as compressed.
+            var kept = calibration is not null && options.Sequential ? new Dictionary<string, (GgmlType Type, byte[] Bytes)>(run.Replaced, StringComparer.Ordinal) : null;
+            Encode(l, stats, kept);
+            if (calibration is not null)
+            {
+                if (kept is null)
+                {
+                    Time(calibrationClock, () => calibration.Advance());
+                }
+                else
+                {
+                    using var compressed = model.WithTensors(kept);
+                    Time(calibrationClock, () => calibration.Advance(compressed, Notes($"compressed layer {l}")));
+                }
+            }
+            run.ReleaseLayer();
+        }
+        Encode(-1, Statistics(-1), kept: null);
+        cancellationToken.ThrowIfCancellationRequested();
+        progress?.Report(new CompressionProgress("writing", 0, 1, outputPath));
+        file.Commit();
+        progress?.Report(new CompressionProgress("writing", 1, 1, outputPath));
+        clock.Stop();
+        long parameters = model.ParameterCount;
+        long fileBytes = new FileInfo(outputPath).Length;
+        double total = clock.Elapsed.TotalSeconds, calibrating = calibrationClock.Elapsed.TotalSeconds;
+        return new CompressionReport(model.Source, outputPath, "gguf", options.Mix.Name, options.Method, options.Sequential, fileBytes, parameters,
+            8.0 * fileBytes / parameters, Budget: null, Search: null, PredictedKld: null, StartKld: null, SearchKld: null, Generations: null,
+            calibration?.TokenCount ?? options.Statistics?.TokenCount ?? 0, calibration is null ? 0 : 1, new StageSeconds(calibrating, total - calibrating, 0, 0, 0, total),
+            run.AwqAlphas, Tuning: null, Note: "", [.. model.Tensors.Select(t => reports[t.Name])]);
+    }
+
+    private static T Time<T>(Stopwatch clock, Func<T> work)
+    {
+        clock.Start();
+        try
+        {
+            return work();
         }
         finally
         {
-            run.Dispose();
+            clock.Stop();
         }
     }
+
+    private static void Time(Stopwatch clock, Action work) => Time(clock, () =>
+    {
+        work();
+        return 0;
+    });
 
     /// <summary>
     /// Relative output error of replacing <paramref name="weights"/> by <paramref name="quantized"/> (both [rows, columns]):
@@ -194,83 +252,28 @@ public static class Compressor
     private static bool HasGptqGrid(GgmlType type) => type is GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1
         or GgmlType.IQ4_NL or GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K;
 
-    // The state of one compression: tensors replaced so far (AWQ-scaled floats, quantized blocks), the encoded output, the reports.
-    internal sealed class Run(Model source, string text, CompressionOptions options, QuantizationPlan plan, IProgress<CompressionProgress>? progress,
-        CancellationToken cancellationToken) : IDisposable
+    // What one compression keeps between tensors: the AWQ-scaled floats of the current block (tensors replaced before
+    // encoding), the AWQ factors found, and how each tensor is encoded.
+    internal sealed class Run(Model source, CompressionOptions options, IProgress<CompressionProgress>? progress)
     {
         private readonly Dictionary<string, (GgmlType Type, byte[] Bytes)> replaced = new(StringComparer.Ordinal);
-        private Model? working;
-        private int encodedCount;
-
-        public Dictionary<string, (GgmlType Type, byte[] Bytes)> Encoded { get; } = new(StringComparer.Ordinal);
-
-        public Dictionary<string, TensorReport> Reports { get; } = new(StringComparer.Ordinal);
 
         public List<float> AwqAlphas { get; } = [];
 
-        public long CalibrationTokens { get; private set; }
-
-        public int CalibrationPasses { get; private set; }
-
-        public double CalibrationSeconds { get; private set; }
+        /// <summary>The tensors of the current block replaced before encoding (AWQ-scaled floats and norm weights).</summary>
+        public IReadOnlyDictionary<string, (GgmlType Type, byte[] Bytes)> Replaced => replaced;
 
         private int Threads => Math.Max(1, options.Threads);
 
-        /// <summary>Collects statistics for <paramref name="layers"/> on the current model (when asked), applies AWQ to
-        /// <paramref name="awqLayers"/>, then encodes every tensor of those layers not encoded yet (−1: tensors outside the blocks).</summary>
-        public void Step(HashSet<int> layers, bool calibrate, HashSet<int> awqLayers)
-        {
-            var model = Current();
-            Dictionary<(int, LinearInput), ActivationStatistics>? stats = null;
-            if (calibrate)
-            {
-                var collected = options.Statistics ?? Calibrate(model, layers);
-                stats = collected.Entries.ToDictionary(e => (e.Layer, e.Kind));
-            }
-            if (options.Method == CompressionMethod.AwqGptq && stats is not null)
-            {
-                foreach (int l in awqLayers.Where(l => l >= 0).Order())
-                    ApplyAwq(model, l, stats);
-                model = Current();
-            }
-            var todo = plan.Tensors.Where(t => layers.Contains(LayerOf(t.Name)) && !Encoded.ContainsKey(t.Name)).ToList();
-            var hessians = new Dictionary<ActivationStatistics, GptqHessian>(ReferenceEqualityComparer.Instance);
-            foreach (var t in todo)
-            {
-                cancellationToken.ThrowIfCancellationRequested();
-                progress?.Report(new CompressionProgress("quantizing", encodedCount, plan.Tensors.Count, t.Name));
-                Encode(t, model[t.Name], stats, hessians);
-                encodedCount++;
-                // Later layers see this layer quantized (sequential mode) or nothing changes (one pass).
-                if (options.Sequential && t.Quantized && t.Type != t.SourceType)
-                    replaced[t.Name] = Encoded[t.Name];
-            }
-            progress?.Report(new CompressionProgress("quantizing", encodedCount, plan.Tensors.Count, ""));
-        }
+        /// <summary>The source model with the current block's replacements, in owned buffers; valid until disposed.</summary>
+        public Model Current() => source.WithTensors(replaced);
 
-        private CalibrationStatistics Calibrate(Model model, HashSet<int> layers)
-        {
-            var clock = Stopwatch.StartNew();
-            bool all = layers.Count > model.Config.LayerCount;
-            string note = all ? "" : layers.Contains(-1) ? "classifier" : $"layer {layers.Min()}";
-            var stats = Calibrator.Run(model, text, new CalibrationOptions
-            {
-                ContextLength = options.ContextLength,
-                MaxTokens = options.CalibrationTokens,
-                CollectGram = options.Method is CompressionMethod.Gptq or CompressionMethod.AwqGptq,
-                Layers = all ? null : layers,
-                Threads = Threads,
-            }, progress is null ? null : new SynchronousProgress<CalibrationProgress>(p =>
-                progress.Report(new CompressionProgress("calibrating", p.Chunk, p.Chunks, $"{note} chunk {p.Chunk}/{p.Chunks}".Trim()))), cancellationToken);
-            CalibrationSeconds += clock.Elapsed.TotalSeconds;
-            CalibrationTokens = stats.TokenCount;
-            CalibrationPasses++;
-            return stats;
-        }
+        /// <summary>Forgets the current block's replacements.</summary>
+        public void ReleaseLayer() => replaced.Clear();
 
         // AWQ on layer l's two groups: scales searched on the current model's weights, the scaled weights and divided norm
         // weights replace the current ones (as f32), and the group's input statistics are rescaled to the new input x / s.
-        private void ApplyAwq(Model model, int l, Dictionary<(int, LinearInput), ActivationStatistics> stats)
+        public void ApplyAwq(int l, Dictionary<(int, LinearInput), ActivationStatistics> stats, QuantizationPlan plan)
         {
             foreach (var (kind, normName, names) in new[]
             {
@@ -283,7 +286,7 @@ public static class Compressor
                     || !stats.TryGetValue((l, kind), out var entry) || entry.Gram is null)
                     continue;
                 progress?.Report(new CompressionProgress("awq", 0, 1, $"layer {l} {kind}"));
-                var result = Awq.Search(Read(model[normName]), [.. names.Select(n => Read(model[n]))], entry, first.Type, options.Awq);
+                var result = Awq.Search(Read(source[normName]), [.. names.Select(n => Read(source[n]))], entry, first.Type, options.Awq);
                 AwqAlphas.Add(result.Alpha);
                 replaced[normName] = (GgmlType.F32, MemoryMarshal.AsBytes(result.NormWeight.AsSpan()).ToArray());
                 for (int k = 0; k < names.Length; k++)
@@ -292,7 +295,10 @@ public static class Compressor
             }
         }
 
-        public void Encode(TensorPlan target, Tensor tensor, Dictionary<(int, LinearInput), ActivationStatistics>? stats,
+        /// <summary>Encodes <paramref name="tensor"/> as <paramref name="target"/> says: a copy when it is not quantized or
+        /// already in its type; else round-to-nearest, then imatrix rounding and GPTQ as the method allows, keeping the
+        /// encoding with the lowest output error. Returns the type written and the bytes with their report.</summary>
+        public (GgmlType Type, EncodedTensorData Encoded) Encode(TensorPlan target, Tensor tensor, Dictionary<(int, LinearInput), ActivationStatistics>? stats,
             Dictionary<ActivationStatistics, GptqHessian> hessians)
         {
             long start = Stopwatch.GetTimestamp();
@@ -304,8 +310,7 @@ public static class Compressor
                     tensor.Row(r).CopyTo(raw.AsSpan((int)(r * tensor.RowBytes)));
                 var decodedCopy = Decode(tensor.Type, raw, rows, columns);
                 CheckFinite(tensor.Name, decodedCopy);
-                Finish(target, tensor.Type, raw, "copy", "none", 0, 0, start);
-                return;
+                return (tensor.Type, Finish(target, tensor.Type, raw, "copy", "none", 0, 0, start));
             }
 
             var values = new float[tensor.ElementCount];
@@ -381,33 +386,13 @@ public static class Compressor
             }
             var decoded = Decode(type, chosen, rows, columns);
             CheckFinite(tensor.Name, decoded);
-            Finish(target, type, chosen, encoding, metric, before, after, start);
+            return (type, Finish(target, type, chosen, encoding, metric, before, after, start));
         }
 
-        private void Finish(TensorPlan target, GgmlType type, byte[] data, string encoding, string metric, double before, double after, long start)
-        {
-            Encoded[target.Name] = (type, data);
-            Reports[target.Name] = new TensorReport(target.Name, target.SourceType.ToString(), type.ToString(), target.Shape, data.LongLength,
+        private static EncodedTensorData Finish(TensorPlan target, GgmlType type, byte[] data, string encoding, string metric, double before, double after, long start)
+            => new(data, new TensorReport(target.Name, target.SourceType.ToString(), type.ToString(), target.Shape, data.LongLength,
                 8.0 * data.LongLength / target.Shape.Aggregate(1L, (a, b) => a * b), encoding, metric, before, after, SwapKld: null, target.Reason,
-                Stopwatch.GetElapsedTime(start).TotalSeconds);
-        }
-
-        // The source model with every replacement so far, in owned buffers.
-        private Model Current()
-        {
-            working?.Dispose();
-            working = null;
-            if (replaced.Count == 0)
-                return source;
-            working = source.WithTensors(replaced);
-            return working;
-        }
-
-        public void Dispose()
-        {
-            working?.Dispose();
-            working = null;
-        }
+                Stopwatch.GetElapsedTime(start).TotalSeconds));
     }
 
     // The statistics of x / s from those of x.

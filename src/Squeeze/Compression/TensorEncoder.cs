@@ -15,7 +15,7 @@ public sealed record EncodedTensorData(byte[] Data, TensorReport Report);
 /// method (RTN, imatrix RTN or GPTQ with one prepared Hessian per shared input, kept between calls), so a caller can
 /// try several types per tensor. Statistics are given (calibrate first); sequential mode and AWQ are not available here.
 /// </summary>
-public sealed class TensorEncoder : IDisposable
+public sealed class TensorEncoder
 {
     private readonly Model model;
     private readonly Compressor.Run run;
@@ -38,7 +38,7 @@ public sealed class TensorEncoder : IDisposable
             stats = statistics.Entries.ToDictionary(e => (e.Layer, e.Kind));
         }
         this.model = model;
-        run = new Compressor.Run(model, "", options, new QuantizationPlan(options.Mix, false, []), null, CancellationToken.None);
+        run = new Compressor.Run(model, options, null);
     }
 
     /// <summary>Encodes tensor <paramref name="name"/> in <paramref name="type"/> (copied when it is the tensor's own type).</summary>
@@ -49,14 +49,6 @@ public sealed class TensorEncoder : IDisposable
         if (tensor.Columns % GgmlTypes.BlockSize(type) != 0)
             throw new ArgumentException($"tensor '{name}' has rows of {tensor.Columns} values, not a multiple of {type}'s block of {GgmlTypes.BlockSize(type)}", nameof(type));
         var target = new TensorPlan(name, tensor.Shape, tensor.Type, type, Quantized: true, "requested");
-        run.Encode(target, tensor, stats, hessians);
-        var (_, data) = run.Encoded[name];
-        var report = run.Reports[name];
-        run.Encoded.Remove(name);
-        run.Reports.Remove(name);
-        return new EncodedTensorData(data, report);
+        return run.Encode(target, tensor, stats, hessians).Encoded;
     }
-
-    /// <summary>Releases the working copy of the model the encoder keeps.</summary>
-    public void Dispose() => run.Dispose();
 }

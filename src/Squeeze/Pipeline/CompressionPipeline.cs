@@ -186,7 +186,7 @@ public static class CompressionPipeline
             MaxTokens = job.CalibrationTokens,
             CollectGram = target.Method == PruningMethod.SparseGpt,
             Threads = Math.Max(1, job.Threads),
-        }, new SynchronousProgress<CalibrationProgress>(p => stages.Report("calibrating", p.Chunk, p.Chunks, $"chunk {p.Chunk}/{p.Chunks}")), cancellationToken);
+        }, new SynchronousProgress<CalibrationProgress>(p => stages.Report("calibrating", p.Done, p.Total, p.Note)), cancellationToken);
         double calibrationSeconds = calibrates ? clock.Elapsed.TotalSeconds : 0;
         var weights = ModelPruner.Prune(model, target.Pattern, target.Method, statistics, new PruningOptions { DampingFraction = job.Damping, Threads = Math.Max(1, job.Threads) },
             new SynchronousProgress<(int Done, int Total)>(p => stages.Report("pruning", p.Done, p.Total, $"{target.Pattern} by {target.Method}")), cancellationToken);

@@ -240,13 +240,85 @@ public sealed class Transformer : IDisposable
         }
 
         foreach (var layer in layers)
+            RunLayer(layer, n);
+    }
+
+    /// <summary>Runs one decoder block on the first <paramref name="n"/> rows of x, at <c>rowPositions</c> of <c>rowCaches</c>.</summary>
+    private void RunLayer(Layer layer, int n)
+    {
+        Cancellation.ThrowIfCancellationRequested();
+        // A sub-layer whose output projection was dropped (ZeroWeight) adds nothing to the residual stream: skipped.
+        if (layer.AttentionOutput is not ZeroWeight)
+            Attention(layer, n);
+        if (layer.Down is not ZeroWeight)
+            FeedForward(layer, n);
+    }
+
+    /// <summary>
+    /// Looks up the embedding of each of <paramref name="tokens"/> into <paramref name="hidden"/> ([tokens, dim]): the
+    /// residual stream entering block 0, for running the model one block at a time (<see cref="ForwardBlock"/>).
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="hidden"/> is not [tokens, dim].</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A token outside the vocabulary.</exception>
+    public void Embed(ReadOnlySpan<int> tokens, Span<float> hidden)
+    {
+        int dim = config.Dim;
+        if (hidden.Length != (long)tokens.Length * dim)
+            throw new ArgumentException($"{tokens.Length} tokens need [{tokens.Length}, {dim}] hidden values, not {hidden.Length}", nameof(hidden));
+        for (int t = 0; t < tokens.Length; t++)
         {
-            Cancellation.ThrowIfCancellationRequested();
-            // A sub-layer whose output projection was dropped (ZeroWeight) adds nothing to the residual stream: skipped.
-            if (layer.AttentionOutput is not ZeroWeight)
-                Attention(layer, n);
-            if (layer.Down is not ZeroWeight)
-                FeedForward(layer, n);
+            int token = tokens[t];
+            if ((uint)token >= (uint)config.VocabSize)
+                throw new ArgumentOutOfRangeException(nameof(tokens), $"token {token} is outside the vocabulary of {config.VocabSize}");
+            embedding.DecodeRow(token, hidden.Slice(t * dim, dim));
+        }
+    }
+
+    /// <summary>
+    /// Runs decoder block <paramref name="layer"/> in place on <paramref name="hidden"/> ([tokens, dim], the residual
+    /// stream of one sequence at positions 0 … tokens − 1), with that layer of <see cref="Cache"/> starting empty, in
+    /// batches of <see cref="RuntimeOptions.BatchSize"/>; the <see cref="Observer"/> sees the block's linear inputs. Block
+    /// after block from <see cref="Embed"/>, this computes exactly what <see cref="Forward"/> does (same batches, same bits),
+    /// but holds only the block's work: the model can be run, and replaced, one layer at a time.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="hidden"/> is not whole rows of dim, or more than the cache holds.</exception>
+    public void ForwardBlock(int layer, Span<float> hidden)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(layer);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(layer, layers.Length);
+        int dim = config.Dim;
+        if (hidden.Length == 0 || hidden.Length % dim != 0 || hidden.Length / dim > Cache.ContextLength)
+            throw new ArgumentException($"{hidden.Length} hidden values are not between 1 and {Cache.ContextLength} rows of {dim}", nameof(hidden));
+        int tokens = hidden.Length / dim;
+        for (int start = 0; start < tokens; start += batchSize)
+        {
+            int n = Math.Min(batchSize, tokens - start);
+            for (int t = 0; t < n; t++)
+            {
+                rowCaches[t] = Cache;
+                rowPositions[t] = start + t;
+            }
+            hidden.Slice(start * dim, n * dim).CopyTo(x);
+            RunLayer(layers[layer], n);
+            x.AsSpan(0, n * dim).CopyTo(hidden.Slice(start * dim, n * dim));
+        }
+    }
+
+    /// <summary>Normalises the rows of <paramref name="hidden"/> ([tokens, dim], the residual stream after the last block)
+    /// with the final RMSNorm and shows them to the <see cref="Observer"/> as the classifier's input, without computing
+    /// logits: the last step of running the model one block at a time for calibration.</summary>
+    /// <exception cref="ArgumentException"><paramref name="hidden"/> is not whole rows of dim.</exception>
+    public void ObserveClassifierInput(ReadOnlySpan<float> hidden)
+    {
+        int dim = config.Dim;
+        if (hidden.Length % dim != 0)
+            throw new ArgumentException($"{hidden.Length} hidden values are not whole rows of {dim}", nameof(hidden));
+        int tokens = hidden.Length / dim;
+        for (int start = 0; start < tokens; start += batchSize)
+        {
+            int n = Math.Min(batchSize, tokens - start);
+            hidden.Slice(start * dim, n * dim).CopyTo(x);
+            Observer?.Observe(-1, LinearInput.Output, NormalizeRows(0, n, outputNorm), n);
         }
     }
 

@@ -3,7 +3,9 @@ using Squeeze.Formats;
 using Squeeze.Formats.Llama2c;
 using Squeeze.Kernels;
 using Squeeze.Models;
+using Squeeze.Quantization;
 using Squeeze.Runtime;
+using Squeeze.Tensors;
 using Squeeze.Tests.Infrastructure;
 
 namespace Squeeze.Tests.Calibration;
@@ -118,6 +120,66 @@ public sealed class CalibratorTests
         }
         Assert.Equal(a.TextHash, b.TextHash);
         Assert.Equal(ModelIdentity.Of(model).Hash, a.Model.Hash);
+    }
+
+    [Fact]
+    public void Block_by_block_statistics_are_those_of_whole_forward_passes_bit_for_bit()
+    {
+        // The reference: every chunk through Transformer.Forward with an observer, as calibration ran before it went
+        // block by block. Same chunks, same batches: the statistics must not differ in a single bit.
+        using var model = Llama2cReader.Load(SharedData.Stories260K);
+        string text = CalibrationText(6000);
+        var options = new CalibrationOptions { ContextLength = 64, MaxTokens = 256, CollectGram = true, Threads = 2 };
+        var blockwise = Calibrator.Run(model, text, options);
+        var reference = new ActivationCollector(collectGram: true, threads: 2);
+        int[] tokens = model.Tokenizer.Encode(text, addBos: true);
+        using (var runtime = new Transformer(model, new RuntimeOptions { Threads = 2, ContextLength = 64, BatchSize = 64 }) { Observer = reference })
+        {
+            for (int c = 0; c < 4; c++)
+            {
+                var chunk = tokens.AsSpan(c * 64, 64).ToArray();
+                chunk[0] = model.Vocabulary.BosId;
+                runtime.Reset();
+                runtime.Forward(chunk, logitCount: 64);
+            }
+        }
+        Assert.Equal(reference.Entries.Count, blockwise.Entries.Count);
+        foreach (var expected in reference.Entries)
+        {
+            var actual = blockwise.Get(expected.Layer, expected.Kind);
+            Assert.Equal(expected.TokenCount, actual.TokenCount);
+            Assert.Equal(expected.SumSquares, actual.SumSquares);
+            Assert.Equal(expected.SumAbs, actual.SumAbs);
+            Assert.Equal(expected.MaxAbs, actual.MaxAbs);
+            Assert.Equal(expected.Gram, actual.Gram);
+        }
+    }
+
+    [Fact]
+    public void Advancing_through_a_replaced_block_gives_the_next_block_the_replaced_models_input()
+    {
+        // Block 0 replaced (its query projection rounded to Q4_0): block 1's statistics must be those a whole forward
+        // pass of the replaced model gives, and differ from the original's.
+        using var model = Llama2cReader.Load(SharedData.Stories260K);
+        string text = CalibrationText(3000);
+        var options = new CalibrationOptions { ContextLength = 32, MaxTokens = 64, CollectGram = false, Threads = 1 };
+        var query = model[TensorNames.Query(0)];
+        var values = new float[query.ElementCount];
+        Dequantize.Tensor(query, values);
+        var q4 = new byte[GgmlTypes.RowBytes(GgmlType.Q4_0, query.Columns) * query.Rows];
+        Quantize.Rows(GgmlType.Q4_0, values, (int)query.Columns, [], q4, 1);
+        using var replaced = model.WithTensors(new Dictionary<string, (GgmlType, byte[])> { [TensorNames.Query(0)] = (GgmlType.Q4_0, q4) });
+        using var runner = new LayerwiseCalibrator(model, text, options);
+        var original = runner.Collect();
+        runner.Advance(replaced);
+        var next = runner.Collect();
+        var expected = Calibrator.Run(replaced, text, options with { Layers = new HashSet<int> { 1 } });
+        Assert.Equal(expected.Entries.Count, next.Count);
+        foreach (var e in next)
+            Assert.Equal(expected.Get(1, e.Kind).SumSquares, e.SumSquares);
+        var unreplaced = Calibrator.Run(model, text, options with { Layers = new HashSet<int> { 1 } });
+        Assert.NotEqual(unreplaced.Get(1, LinearInput.Attention).SumSquares, next.Single(e => e.Kind == LinearInput.Attention).SumSquares);
+        Assert.All(original, e => Assert.Equal(0, e.Layer));
     }
 
     [Fact]

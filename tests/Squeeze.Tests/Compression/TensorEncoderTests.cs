@@ -23,7 +23,7 @@ public sealed class TensorEncoderTests
         {
             var report = Compressor.Compress(model, "", options, path);
             using var written = ModelLoader.Load(path);
-            using var encoder = new TensorEncoder(model, stats, options);
+            var encoder = new TensorEncoder(model, stats, options);
             foreach (var t in report.Tensors.Where(t => t.Encoding != "copy"))
             {
                 var encoded = encoder.Encode(t.Name, Enum.Parse<GgmlType>(t.Format));
@@ -46,7 +46,7 @@ public sealed class TensorEncoderTests
     public void Rows_no_block_fits_and_awq_are_refused()
     {
         using var model = Llama2cReader.Load(SharedData.Stories260K);
-        using var encoder = new TensorEncoder(model, null, new CompressionOptions { Method = CompressionMethod.Rtn, Threads = 1 });
+        var encoder = new TensorEncoder(model, null, new CompressionOptions { Method = CompressionMethod.Rtn, Threads = 1 });
         // stories260K's ffn_down rows are 172 wide: no 32-value block fits.
         var error = Assert.Throws<ArgumentException>(() => encoder.Encode("blk.0.ffn_down.weight", Squeeze.Tensors.GgmlType.Q4_0));
         Assert.Contains("not a multiple", error.Message, StringComparison.Ordinal);

@@ -34,6 +34,21 @@ public static class GgufModelWriter
         Build(model, fileType, encode, name).Write(path);
     }
 
+    /// <summary>Starts <paramref name="path"/> for <paramref name="model"/> with each tensor in the type
+    /// <paramref name="typeOf"/> gives it: metadata and tensor infos now, each tensor's bytes later and in any order through
+    /// the returned file (see <see cref="GgufWriter.Begin"/>), which must be committed.</summary>
+    public static GgufPartialFile Begin(Model model, string path, uint fileType, Func<Tensor, GgmlType> typeOf, string? name = null, string? temporaryPath = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(typeOf);
+        OutputPaths.RequireDirectory(path);
+        var writer = new GgufWriter();
+        writer.AddMetadata(GgufModelMetadata.Build(model, fileType, name));
+        foreach (var tensor in model.Tensors)
+            writer.AddTensor(tensor.Name, typeOf(tensor), tensor.Shape);
+        return writer.Begin(path, temporaryPath);
+    }
+
     /// <summary>The exact size in bytes of the file <see cref="Write"/> writes for <paramref name="model"/> with each tensor
     /// in the type <paramref name="typeOf"/> gives it, computed without encoding anything.</summary>
     public static long FileLength(Model model, uint fileType, Func<Tensor, GgmlType> typeOf, string? name = null)

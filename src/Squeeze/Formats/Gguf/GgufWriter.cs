@@ -14,7 +14,7 @@ public sealed class GgufWriter
     private readonly List<Entry> tensors = [];
     private readonly HashSet<string> tensorNames = new(StringComparer.Ordinal);
 
-    private sealed record Entry(string Name, GgmlType Type, long[] Shape, long ByteLength, Action<Stream> WriteData);
+    private sealed record Entry(string Name, GgmlType Type, long[] Shape, long ByteLength, Action<Stream>? WriteData);
 
     /// <summary>Alignment of the data section and of each tensor in it: <see cref="GgufFile.DefaultAlignment"/> or the
     /// value of an added <c>general.alignment</c>.</summary>
@@ -66,6 +66,52 @@ public sealed class GgufWriter
         Add(new Entry(name, type, (long[])shape.Clone(), bytes, writeData));
     }
 
+    /// <summary>Adds a tensor whose bytes are not known yet: they are written later, in any order, through the
+    /// <see cref="GgufPartialFile"/> that <see cref="Begin"/> opens (so each tensor can be encoded and written as soon as
+    /// it is ready, and none has to wait in memory for the ones before it).</summary>
+    public void AddTensor(string name, GgmlType type, long[] shape)
+    {
+        long bytes = ByteLength(name, type, shape);
+        Add(new Entry(name, type, (long[])shape.Clone(), bytes, null));
+    }
+
+    /// <summary>
+    /// Starts the file at <paramref name="path"/>: a temporary file beside it (or <paramref name="temporaryPath"/>)
+    /// holding the header, the tensor infos and room for every tensor's data, which the returned file takes in any
+    /// order and renames over <paramref name="path"/> once every tensor is in. The bytes are those <see cref="Write(string)"/>
+    /// writes. Disposed before <see cref="GgufPartialFile.Commit"/>, it deletes the temporary file.
+    /// </summary>
+    public GgufPartialFile Begin(string path, string? temporaryPath = null)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        string full = System.IO.Path.GetFullPath(path);
+        string temp = temporaryPath ?? System.IO.Path.Combine(System.IO.Path.GetDirectoryName(full)!, $".{System.IO.Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        var stream = new FileStream(temp, FileMode.Create, FileAccess.ReadWrite, FileShare.None, 1 << 20);
+        try
+        {
+            long written = 0;
+            long[] offsets;
+            using (var w = new BinaryWriter(new CountingStream(stream, n => written += n), Encoding.UTF8, leaveOpen: true))
+            {
+                offsets = WriteHeader(w);
+                w.Flush();
+            }
+            long dataStart = Align(written);
+            long end = dataStart + (tensors.Count == 0 ? 0 : Align(offsets[^1] + tensors[^1].ByteLength));
+            stream.SetLength(end);
+            var places = new Dictionary<string, (long Offset, long Length)>(StringComparer.Ordinal);
+            for (int i = 0; i < tensors.Count; i++)
+                places[tensors[i].Name] = (dataStart + offsets[i], tensors[i].ByteLength);
+            return new GgufPartialFile(stream, temp, full, places);
+        }
+        catch
+        {
+            stream.Dispose();
+            File.Delete(temp);
+            throw;
+        }
+    }
+
     /// <summary>Adds a copy of <paramref name="tensor"/> (its name, type, shape and bytes, read when the file is written).</summary>
     public void AddTensor(Tensor tensor)
     {
@@ -113,7 +159,8 @@ public sealed class GgufWriter
         {
             w.Flush();
             Pad(w, dataStart + offsets[i] - written);
-            tensors[i].WriteData(w.BaseStream);
+            var writeData = tensors[i].WriteData ?? throw new InvalidOperationException($"tensor '{tensors[i].Name}' has no data to write: it was added to be written through Begin");
+            writeData(w.BaseStream);
             w.Flush();
             if (written != dataStart + offsets[i] + tensors[i].ByteLength)
                 throw new InvalidOperationException($"tensor '{tensors[i].Name}' wrote {written - dataStart - offsets[i]} bytes, expected {tensors[i].ByteLength}");

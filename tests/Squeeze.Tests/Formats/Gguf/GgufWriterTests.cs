@@ -53,6 +53,54 @@ public sealed class GgufWriterTests : IDisposable
     }
 
     [Fact]
+    public void A_file_begun_then_filled_in_reverse_order_is_byte_identical_to_one_written_at_once()
+    {
+        string source = SharedData.Golden("synthetic/synthetic-Q4_K.gguf");
+        string copy = Path.Combine(dir, "partial.gguf");
+        using (var original = GgufFile.Open(source))
+        {
+            var w = new GgufWriter();
+            w.AddMetadata(original.Values);
+            foreach (var t in original.Tensors)
+                w.AddTensor(t.Name, t.Type, t.Shape);
+            using var file = w.Begin(copy);
+            Assert.True(File.Exists(file.TemporaryPath));
+            foreach (var t in original.Tensors.Reverse())
+            {
+                Assert.Contains(t.Name, file.Missing);
+                file.WriteTensor(t.Name, Bytes(t));
+            }
+            Assert.Empty(file.Missing);
+            Assert.Throws<ArgumentException>(() => file.WriteTensor(original.Tensors[0].Name, Bytes(original.Tensors[0])));
+            file.Commit();
+            Assert.False(File.Exists(file.TemporaryPath));
+        }
+        Assert.Single(Directory.GetFiles(dir));
+        Assert.Equal(File.ReadAllBytes(source), File.ReadAllBytes(copy));
+    }
+
+    [Fact]
+    public void A_file_left_unfinished_is_deleted_and_cannot_be_committed()
+    {
+        string path = Path.Combine(dir, "unfinished.gguf");
+        var w = new GgufWriter();
+        w.AddMetadata("general.architecture", new GgufValue(GgufValueType.String, "llama"));
+        w.AddTensor("a", GgmlType.F32, [2, 4]);
+        w.AddTensor("b", GgmlType.F32, [4]);
+        using (var file = w.Begin(path))
+        {
+            Assert.Throws<ArgumentException>(() => file.WriteTensor("a", new byte[8]));
+            Assert.Throws<ArgumentException>(() => file.WriteTensor("c", new byte[16]));
+            file.WriteTensor("a", new byte[32]);
+            var error = Assert.Throws<InvalidOperationException>(file.Commit);
+            Assert.Contains("'b'", error.Message);
+        }
+        Assert.Empty(Directory.GetFiles(dir));
+        // A writer whose data comes later cannot write the file in one go.
+        Assert.Throws<InvalidOperationException>(() => w.Write(path));
+    }
+
+    [Fact]
     public void Nested_arrays_and_every_scalar_type_round_trip()
     {
         byte[] bytes = TinyGguf.Model();

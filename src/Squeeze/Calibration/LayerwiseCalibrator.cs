@@ -1,0 +1,178 @@
+using System.IO.Hashing;
+using System.Text;
+using Squeeze.Models;
+using Squeeze.Runtime;
+
+namespace Squeeze.Calibration;
+
+/// <summary>
+/// Runs a calibration text through a model one decoder block at a time (what GPTQModel and llm-compressor call
+/// sequential onloading): the residual stream of every calibration token at the current block's input is kept
+/// ([tokens, dim] floats, not the model's activations), <see cref="Collect"/> gathers the statistics of that block's
+/// linear inputs, and <see cref="Advance"/> runs the block — with the model's own weights or with a replacement (the
+/// block already compressed) — to give the next block its input. Memory is the residual stream and one block's
+/// statistics, whatever the depth. Chunks are cut as <see cref="Calibrator"/> cuts them and every number is computed
+/// as a whole forward pass computes it, so the statistics are bit-identical to <see cref="Calibrator.Run"/>'s.
+/// </summary>
+public sealed class LayerwiseCalibrator : IDisposable
+{
+    private readonly Model model;
+    private readonly CalibrationOptions options;
+    private readonly CancellationToken cancellationToken;
+    private readonly Transformer runtime;
+    private readonly int contextLength;
+    private float[][] hidden;   // [chunk][contextLength × dim]: the residual stream at block Layer's input
+    private float[][]? output;  // the same after block Layer with the model's own weights, when Collect computed it
+
+    /// <summary>Tokenizes <paramref name="text"/>, cuts it into chunks and embeds them: the input of block 0.</summary>
+    /// <exception cref="ArgumentException">The text is empty, not valid Unicode, or shorter than one chunk.</exception>
+    public LayerwiseCalibrator(Model model, string text, CalibrationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(text);
+        this.model = model;
+        this.options = options ??= new CalibrationOptions();
+        this.cancellationToken = cancellationToken;
+        var chunks = Chunk(model, text, options, out contextLength, out ulong textHash);
+        TextHash = textHash;
+        TokenCount = (long)chunks.Length * contextLength;
+        runtime = Open(model);
+        int dim = model.Config.Dim;
+        hidden = new float[chunks.Length][];
+        for (int c = 0; c < chunks.Length; c++)
+        {
+            hidden[c] = new float[contextLength * dim];
+            runtime.Embed(chunks[c], hidden[c]);
+        }
+    }
+
+    /// <summary>The block whose input the residual stream is: 0 after construction, the layer count after the last block.</summary>
+    public int Layer { get; private set; }
+
+    /// <summary>Tokens run (whole chunks).</summary>
+    public long TokenCount { get; }
+
+    /// <summary>Tokens per chunk.</summary>
+    public int ContextLength => contextLength;
+
+    /// <summary>Number of chunks.</summary>
+    public int Chunks => hidden.Length;
+
+    /// <summary>XxHash64 of the text's UTF-8 bytes.</summary>
+    public ulong TextHash { get; }
+
+    /// <summary>
+    /// The statistics of block <see cref="Layer"/>'s linear inputs (attention, attention output, feed-forward,
+    /// feed-forward down) when it runs with the model's own weights on the current residual stream; after the last block,
+    /// the classifier's input (layer −1). Progress counts chunks. The block's output is kept for <see cref="Advance"/>.
+    /// </summary>
+    /// <exception cref="OperationCanceledException">Cancelled (checked before each chunk).</exception>
+    public IReadOnlyList<ActivationStatistics> Collect(IProgress<CalibrationProgress>? progress = null)
+    {
+        var sink = new ActivationCollector(options.CollectGram, null, options.Threads);
+        runtime.Observer = sink;
+        try
+        {
+            if (Layer == model.Config.LayerCount)
+            {
+                for (int c = 0; c < hidden.Length; c++)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    runtime.ObserveClassifierInput(hidden[c]);
+                    progress?.Report(new CalibrationProgress(c + 1, hidden.Length, $"classifier, chunk {c + 1}/{hidden.Length}"));
+                }
+                return sink.Entries;
+            }
+            output = Run(runtime, progress, "");
+            return sink.Entries;
+        }
+        finally
+        {
+            runtime.Observer = null;
+        }
+    }
+
+    /// <summary>Runs block <see cref="Layer"/> on the residual stream and moves to the next block: with the model's own
+    /// weights when <paramref name="replacement"/> is null (reusing what <see cref="Collect"/> computed), else with
+    /// <paramref name="replacement"/>'s (a model of the same shape whose block <see cref="Layer"/> is compressed).</summary>
+    /// <exception cref="InvalidOperationException">Every block has run.</exception>
+    public void Advance(Model? replacement = null, IProgress<CalibrationProgress>? progress = null)
+    {
+        if (Layer >= model.Config.LayerCount)
+            throw new InvalidOperationException($"all {model.Config.LayerCount} blocks have run");
+        if (replacement is null)
+        {
+            hidden = output ?? Run(runtime, progress, "");
+        }
+        else
+        {
+            if (replacement.Config.Dim != model.Config.Dim || replacement.Config.LayerCount != model.Config.LayerCount)
+                throw new ArgumentException($"{replacement.Source} is not of the calibrated model's shape", nameof(replacement));
+            using var replaced = Open(replacement);
+            hidden = Run(replaced, progress, "compressed ");
+        }
+        output = null;
+        Layer++;
+    }
+
+    // Block Layer of `transformer` on a copy of every chunk's residual stream.
+    private float[][] Run(Transformer transformer, IProgress<CalibrationProgress>? progress, string what)
+    {
+        var result = new float[hidden.Length][];
+        for (int c = 0; c < hidden.Length; c++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            result[c] = (float[])hidden[c].Clone();
+            transformer.ForwardBlock(Layer, result[c]);
+            progress?.Report(new CalibrationProgress(c + 1, hidden.Length, $"{what}layer {Layer}, chunk {c + 1}/{hidden.Length}"));
+        }
+        return result;
+    }
+
+    // One chunk per batch, as Calibrator runs them: the same products, so the same bits.
+    private Transformer Open(Model weights) => new(weights, new RuntimeOptions { Threads = Math.Max(1, options.Threads), ContextLength = contextLength, BatchSize = contextLength })
+    {
+        Cancellation = cancellationToken,
+    };
+
+    /// <summary>
+    /// The text tokenized once with a leading BOS and cut into whole chunks of the context length (0: 256 or the
+    /// model's, whichever is smaller), at most <see cref="CalibrationOptions.MaxTokens"/> tokens; each chunk's first
+    /// token is BOS.
+    /// </summary>
+    internal static int[][] Chunk(Model model, string text, CalibrationOptions options, out int contextLength, out ulong textHash)
+    {
+        if (text.Length == 0)
+            throw new ArgumentException("the calibration text is empty", nameof(text));
+        byte[] utf8;
+        try
+        {
+            utf8 = new UTF8Encoding(false, throwOnInvalidBytes: true).GetBytes(text);
+        }
+        catch (EncoderFallbackException e)
+        {
+            throw new ArgumentException($"the calibration text is not valid Unicode (unpaired surrogate at character {e.Index})", nameof(text), e);
+        }
+        int ctx = options.ContextLength > 0 ? options.ContextLength : Math.Min(256, model.Config.ContextLength);
+        if (ctx < 2)
+            throw new ArgumentException($"context length {ctx} is too small: at least 2 tokens per chunk", nameof(options));
+        ArgumentOutOfRangeException.ThrowIfNegative(options.MaxTokens, nameof(options));
+        int[] tokens = model.Tokenizer.Encode(text, addBos: true);
+        long usable = options.MaxTokens > 0 ? Math.Min(tokens.Length, options.MaxTokens) : tokens.Length;
+        int count = (int)(usable / ctx);
+        if (count == 0)
+            throw new ArgumentException($"the calibration text has {tokens.Length} tokens{(options.MaxTokens > 0 ? $" (at most {options.MaxTokens} used)" : "")}, fewer than one chunk of {ctx}", nameof(text));
+        var chunks = new int[count][];
+        for (int c = 0; c < count; c++)
+        {
+            chunks[c] = tokens.AsSpan(c * ctx, ctx).ToArray();
+            chunks[c][0] = model.Vocabulary.BosId;
+        }
+        contextLength = ctx;
+        textHash = XxHash64.HashToUInt64(utf8);
+        return chunks;
+    }
+
+    /// <summary>Stops the runtime's worker threads.</summary>
+    public void Dispose() => runtime.Dispose();
+}
