@@ -31,7 +31,7 @@ internal static class CompressCommand
         var pure = new Option<bool>("--pure") { Description = "Every 2-D tensor in the mix's base type (no per-tensor rules)" };
         var tensorTypes = new Option<string[]>("--tensor-type") { Description = "Per-tensor override REGEX=TYPE (repeatable; first match wins)", DefaultValueFactory = _ => [] };
         var stats = new Option<string?>("--stats") { Description = "Reuse a statistics file from squeeze calibrate (--gram for GPTQ) instead of calibrating" };
-        var sequential = new Option<bool>("--sequential") { Description = "GPTQ layer by layer, each layer calibrated on the model with the layers before it quantized" };
+        var sequential = new Option<bool>("--sequential") { Description = "Calibrate each block on the output of the blocks before it as compressed (GPTQ's sequential scheme) instead of as original" };
         var noActOrder = new Option<bool>("--no-act-order") { Description = "GPTQ in column order instead of by descending activation energy" };
         var damping = new Option<double>("--damping") { Description = "GPTQ damping as a fraction of H's mean diagonal", DefaultValueFactory = _ => 0.01 };
         var refine = new Option<int>("--refine") { Description = "Refinement after GPTQ: coordinate-descent passes and scale re-fits (0: plain GPTQ)", DefaultValueFactory = _ => 4 };

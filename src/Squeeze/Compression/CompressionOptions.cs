@@ -50,8 +50,9 @@ public sealed record CompressionOptions
     public bool ActivationOrder { get; init; } = true;
 
     /// <summary>
-    /// Quantize layer by layer, collecting each layer's input statistics on the model whose earlier layers are already
-    /// quantized (GPTQ's sequential scheme); one calibration pass per layer. Only for <see cref="CompressionMethod.Gptq"/>
+    /// Calibrate each block on the output of the blocks before it as already compressed (and AWQ-scaled), GPTQ's
+    /// sequential scheme, so each block compensates their error; otherwise each block is calibrated on the original
+    /// model's activations. Either way the model runs block by block, once. Only for <see cref="CompressionMethod.Gptq"/>
     /// and <see cref="CompressionMethod.AwqGptq"/>; not with <see cref="Statistics"/>.
     /// </summary>
     public bool Sequential { get; init; }

@@ -15,7 +15,7 @@ namespace Squeeze.Pipeline;
 /// <summary>
 /// The one entry point of compression, for the CLI, the demo, the benchmark harness and any program: a model and a
 /// <see cref="CompressionJob"/> in, a <see cref="CompressionReport"/> out. A named mix runs <see cref="Compressor"/>
-/// (calibrate → optional AWQ → per tensor RTN, imatrix or GPTQ → GGUF); a size budget runs <see cref="Allocator"/>
+/// (block by block: calibrate → optional AWQ → per tensor RTN, imatrix or GPTQ → into the GGUF file); a size budget runs <see cref="Allocator"/>
 /// (calibrate → encode every candidate → measure single swaps → knapsack, optionally evolution) → optional
 /// <see cref="Tuner"/> → the GGUF file or native directory. Progress names each stage with its number of the job's
 /// stages; cancellation stops within one layer's forward pass or one tensor's encoding and leaves no temporary or
@@ -58,24 +58,21 @@ public static class CompressionPipeline
         var options = EncodingOptions(job) with { Mix = mix.Mix, Pure = mix.Pure, Overrides = mix.Overrides ?? [], Sequential = job.Sequential };
         if (job.RefinePasses is { } refine)
             options = options with { RefinePasses = refine };
-        // In sequential mode each layer is calibrated, then encoded: one stage that counts tensors.
-        string encoding = job.Sequential ? "calibrating and encoding layer by layer" : "encoding";
-        var stages = new Stages(progress, [.. calibrates && !job.Sequential ? ["calibrating"] : Array.Empty<string>(), encoding, "writing"]);
+        // Block by block, each block is calibrated, then encoded: one stage that counts tensors, calibration in its notes.
+        string encoding = calibrates ? "calibrating and encoding layer by layer" : "encoding";
+        var stages = new Stages(progress, [encoding, "writing"]);
         return Compressor.Compress(model, calibrates ? job.CalibrationText! : "", options, job.Output,
             new SynchronousProgress<CompressionProgress>(p =>
             {
                 switch (p.Stage)
                 {
-                    case "calibrating" when !job.Sequential:
-                        stages.Report("calibrating", p.Done, p.Total, p.Note);
-                        break;
                     case "writing":
                         stages.Report("writing", p.Done, p.Total, p.Note);
                         break;
                     case "quantizing":
                         stages.Report(encoding, p.Done, p.Total, p.Note);
                         break;
-                    default: // awq, and calibration between the layers of sequential mode: the note says which
+                    default: // calibration and AWQ between a block's tensors: the note says which
                         stages.Note(encoding, $"{p.Stage} {p.Note}".Trim());
                         break;
                 }
