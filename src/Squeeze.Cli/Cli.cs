@@ -83,7 +83,7 @@ internal static class Cli
             System.Console.Error.WriteLine("squeeze: cancelled; nothing was written");
             return 130;
         }
-        catch (Exception e) when (e is ModelFormatException or ArgumentException or IOException or InvalidDataException or UnauthorizedAccessException or InvalidOperationException or NotSupportedException or KeyNotFoundException)
+        catch (Exception e) when (e is ModelFormatException or InsufficientMemoryException or ArgumentException or IOException or InvalidDataException or UnauthorizedAccessException or InvalidOperationException or NotSupportedException or KeyNotFoundException)
         {
             // ArgumentException appends " (Parameter 'name')", which means nothing to someone at a prompt.
             string message = e is ArgumentException { ParamName: { } name } ? e.Message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal) : e.Message;

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Spectre.Console;
+using Squeeze.Allocation;
 using Squeeze.Calibration;
 using Squeeze.Compression;
 using Squeeze.Formats;
@@ -16,7 +17,8 @@ internal static class CompressCommand
 {
     public sealed record Options(string Model, string? Tokenizer, string Type, string? Calib, string Output, string Method, long Tokens, int Context,
         bool Pure, string[] TensorTypes, string? Stats, bool Sequential, bool NoActOrder, double Damping, int Refine, int Threads, bool Json, PlanCommand.Budget? Budget = null,
-        bool Tune = false, long TuneSamples = 65536, int TuneEpochs = 2, double TuneLearningRate = 0.003, string? Prune = null, double? Sparsity = null, string Pattern = "unstructured");
+        bool Tune = false, long TuneSamples = 65536, int TuneEpochs = 2, double TuneLearningRate = 0.003, string? Prune = null, double? Sparsity = null, string Pattern = "unstructured",
+        bool Resume = false, string? MemoryLimit = null);
 
     public static Command Create()
     {
@@ -43,19 +45,21 @@ internal static class CompressCommand
         var tuneEpochs = new Option<int>("--tune-epochs") { Description = "Passes of --tune over its training text; the parameters with the lowest KLD on held-out calibration chunks (scored four times per epoch) are kept", DefaultValueFactory = _ => 2 };
         var tuneLearningRate = new Option<double>("--tune-lr") { Description = "First step size of --tune, relative to each parameter's own scale; it decays along a cosine, and tuning starts over at a third of it (twice at most) when the first held-out score is no better than the untuned model's", DefaultValueFactory = _ => 0.003 };
         var (prune, sparsity, pattern) = (CompressPruned.PruneOption(), CompressPruned.SparsityOption(), CompressPruned.PatternOption());
+        var resume = new Option<bool>("--resume") { Description = "Keep progress beside the output after each block (.NAME.resume) and continue an interrupted run of the same job from its last finished block; the output is the same bytes (a named mix)" };
+        var memoryLimit = new Option<string?>("--memory-limit") { Description = "Memory the job may use (bytes, or 4GB, 6GiB); a job estimated to need more is refused before any work (default: what the machine has available)" };
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
         var command = new Command("compress", "Calibrated quantization to a GGUF file: imatrix, GPTQ or AWQ+GPTQ at one of llama.cpp's mixes, or at a size target (--target-bpw, --target-size), optionally in Squeeze's native format (--format native); or pruning (--prune, native format)")
         {
             model, tokenizer, type, calib, output, method, tokens, ctx, pure, tensorTypes, stats, sequential, noActOrder, damping, refine, bpw, size, search, timeLimit, generations, seed, chart,
-            format, representation, tune, tuneSamples, tuneEpochs, tuneLearningRate, prune, sparsity, pattern, threads, json,
+            format, representation, tune, tuneSamples, tuneEpochs, tuneLearningRate, prune, sparsity, pattern, resume, memoryLimit, threads, json,
         };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(type)!, r.GetValue(calib),
             r.GetValue(output)!, r.GetValue(method)!, r.GetValue(tokens), r.GetValue(ctx), r.GetValue(pure), r.GetValue(tensorTypes)!, r.GetValue(stats),
             r.GetValue(sequential), r.GetValue(noActOrder), r.GetValue(damping), r.GetValue(refine), r.GetValue(threads), r.GetValue(json),
             new PlanCommand.Budget(r.GetValue(bpw), r.GetValue(size), r.GetValue(search)!, r.GetValue(timeLimit), r.GetValue(generations), r.GetValue(seed), r.GetValue(chart),
                 r.GetValue(format)!, r.GetValue(representation)), r.GetValue(tune), r.GetValue(tuneSamples), r.GetValue(tuneEpochs), r.GetValue(tuneLearningRate),
-            r.GetValue(prune), r.GetValue(sparsity), r.GetValue(pattern)!))));
+            r.GetValue(prune), r.GetValue(sparsity), r.GetValue(pattern)!, r.GetValue(resume), r.GetValue(memoryLimit)))));
         return command;
     }
 
@@ -109,6 +113,8 @@ internal static class CompressCommand
             RefinePasses = options.Refine,
             ActivationOrder = !options.NoActOrder,
             Sequential = options.Sequential,
+            Resume = options.Resume,
+            MemoryLimit = options.MemoryLimit is null ? 0 : Allocator.ParseSize(options.MemoryLimit),
             Threads = Math.Max(1, options.Threads),
             Output = options.Output,
         };
@@ -123,8 +129,8 @@ internal static class CompressCommand
     // A size target: each tensor's type is searched (squeeze plan's search), and the file is written from the encoded candidates.
     private static int ExecuteBudget(Options options, PlanCommand.Budget budget)
     {
-        if (options.Pure || options.TensorTypes.Length > 0 || options.Stats is not null || options.Sequential)
-            throw new ArgumentException("--pure, --tensor-type, --stats and --sequential do not apply with a size target: the search chooses every tensor's type");
+        if (options.Pure || options.TensorTypes.Length > 0 || options.Stats is not null || options.Sequential || options.Resume || options.MemoryLimit is not null)
+            throw new ArgumentException("--pure, --tensor-type, --stats, --sequential, --resume and --memory-limit do not apply with a size target: the search chooses every tensor's type");
         if (options.TuneSamples < 0)
             throw new ArgumentException($"--tune-samples {options.TuneSamples} must not be negative");
         if (options.TuneEpochs < 1)
@@ -210,5 +216,11 @@ internal static class CompressCommand
         string measuring = report.Budget is null ? "" : $", single-swap KLD {seconds.Measuring:0.0} s, search {seconds.Search:0.00} s";
         string tuned = report.Tuning is null ? "" : $", tuning {seconds.Tuning:0.0} s";
         Cli.Console.WriteLine($"time: {seconds.Total:0.0} s ({calibration}, encoding {seconds.Encoding:0.0} s{measuring}{tuned})" + (chart is null ? "" : $"; chart {chart}"));
+        if (report.LayerSeconds.Count > 0)
+        {
+            var sorted = report.LayerSeconds.Order().ToList();
+            int slowest = report.LayerSeconds.ToList().IndexOf(sorted[^1]);
+            Cli.Console.WriteLine($"blocks: {sorted.Count}, median {sorted[sorted.Count / 2]:0.00} s each, slowest {sorted[^1]:0.00} s (layer {slowest})");
+        }
     }
 }

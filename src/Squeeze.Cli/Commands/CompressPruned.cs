@@ -35,8 +35,9 @@ internal static class CompressPruned
             throw new ArgumentException("--prune does not take a size target: to let the search prune, give --representation nm:N:M:VALUES or unstructured:FRACTION:VALUES with --target-bpw");
         if (options.Budget?.Format.Equals("native", StringComparison.OrdinalIgnoreCase) != true)
             throw new ArgumentException("--prune writes sparse tensors, which GGUF cannot hold: add --format native (the output is a directory)");
-        if (options.Budget.Representations is { Length: > 0 } || options.Pure || options.TensorTypes.Length > 0 || options.Sequential || options.Tune)
-            throw new ArgumentException("--representation, --pure, --tensor-type, --sequential and --tune do not apply with --prune");
+        if (options.Budget.Representations is { Length: > 0 } || options.Pure || options.TensorTypes.Length > 0 || options.Sequential || options.Tune || options.Resume
+            || options.MemoryLimit is not null)
+            throw new ArgumentException("--representation, --pure, --tensor-type, --sequential, --tune, --resume and --memory-limit do not apply with --prune");
         PruningTarget target;
         try
         {

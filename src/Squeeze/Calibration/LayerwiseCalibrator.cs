@@ -27,22 +27,28 @@ public sealed class LayerwiseCalibrator : IDisposable
     /// <summary>Tokenizes <paramref name="text"/>, cuts it into chunks and embeds them: the input of block 0.</summary>
     /// <exception cref="ArgumentException">The text is empty, not valid Unicode, or shorter than one chunk.</exception>
     public LayerwiseCalibrator(Model model, string text, CalibrationOptions? options = null, CancellationToken cancellationToken = default)
+        : this(model, Chunk(model, text, options ?? new CalibrationOptions()), options, cancellationToken)
+    {
+    }
+
+    /// <summary>Embeds chunks cut before (<see cref="Chunk"/>): the input of block 0.</summary>
+    internal LayerwiseCalibrator(Model model, CalibrationChunks chunks, CalibrationOptions? options, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(model);
-        ArgumentNullException.ThrowIfNull(text);
+        ArgumentNullException.ThrowIfNull(chunks);
         this.model = model;
-        this.options = options ??= new CalibrationOptions();
+        this.options = options ?? new CalibrationOptions();
         this.cancellationToken = cancellationToken;
-        var chunks = Chunk(model, text, options, out contextLength, out ulong textHash);
-        TextHash = textHash;
-        TokenCount = (long)chunks.Length * contextLength;
+        contextLength = chunks.ContextLength;
+        TextHash = chunks.TextHash;
+        TokenCount = chunks.TokenCount;
         runtime = Open(model);
         int dim = model.Config.Dim;
-        hidden = new float[chunks.Length][];
-        for (int c = 0; c < chunks.Length; c++)
+        hidden = new float[chunks.Tokens.Length][];
+        for (int c = 0; c < chunks.Tokens.Length; c++)
         {
             hidden[c] = new float[contextLength * dim];
-            runtime.Embed(chunks[c], hidden[c]);
+            runtime.Embed(chunks.Tokens[c], hidden[c]);
         }
     }
 
@@ -140,8 +146,11 @@ public sealed class LayerwiseCalibrator : IDisposable
     /// model's, whichever is smaller), at most <see cref="CalibrationOptions.MaxTokens"/> tokens; each chunk's first
     /// token is BOS.
     /// </summary>
-    internal static int[][] Chunk(Model model, string text, CalibrationOptions options, out int contextLength, out ulong textHash)
+    /// <exception cref="ArgumentException">The text is empty, not valid Unicode, or shorter than one chunk.</exception>
+    internal static CalibrationChunks Chunk(Model model, string text, CalibrationOptions options)
     {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(text);
         if (text.Length == 0)
             throw new ArgumentException("the calibration text is empty", nameof(text));
         byte[] utf8;
@@ -168,11 +177,32 @@ public sealed class LayerwiseCalibrator : IDisposable
             chunks[c] = tokens.AsSpan(c * ctx, ctx).ToArray();
             chunks[c][0] = model.Vocabulary.BosId;
         }
-        contextLength = ctx;
-        textHash = XxHash64.HashToUInt64(utf8);
-        return chunks;
+        return new CalibrationChunks(chunks, ctx, XxHash64.HashToUInt64(utf8));
+    }
+
+    /// <summary>The residual stream at block <see cref="Layer"/>'s input, [chunk][contextLength × dim] (what a resumable
+    /// job saves).</summary>
+    internal float[][] Stream => hidden;
+
+    /// <summary>Continues at block <paramref name="layer"/> with the residual stream <paramref name="load"/> fills in
+    /// (one saved at that block's input by a run with the same model, text and options).</summary>
+    internal void Resume(int layer, Action<float[][]> load)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(layer);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(layer, model.Config.LayerCount);
+        load(hidden);
+        Layer = layer;
+        output = null;
     }
 
     /// <summary>Stops the runtime's worker threads.</summary>
     public void Dispose() => runtime.Dispose();
+}
+
+/// <summary>A calibration text cut into chunks (<see cref="LayerwiseCalibrator.Chunk"/>): the token ids of each chunk,
+/// the chunk length and the text's hash.</summary>
+internal sealed record CalibrationChunks(int[][] Tokens, int ContextLength, ulong TextHash)
+{
+    /// <summary>Tokens in all chunks.</summary>
+    public long TokenCount => (long)Tokens.Length * ContextLength;
 }

@@ -64,6 +64,16 @@ public sealed record CompressionOptions
     /// with the Gram matrix for GPTQ and AWQ.</summary>
     public CalibrationStatistics? Statistics { get; init; }
 
+    /// <summary>Keep the job's progress beside the output after each finished block (a hidden directory
+    /// <c>.NAME.resume</c>) and, when one is there from an interrupted run of the same job, continue from its last finished
+    /// block; the output is the same bytes as an uninterrupted run's. The directory is removed when the output is
+    /// written. Without it, an interrupted job leaves nothing behind.</summary>
+    public bool Resume { get; init; }
+
+    /// <summary>Memory the job may use, in bytes; a job estimated to need more (<see cref="ResourceEstimate"/>) is refused
+    /// before any work. 0 means what the machine has available when the job starts.</summary>
+    public long MemoryLimit { get; init; }
+
     /// <summary>Threads for calibration and quantization; results do not depend on it.</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
 }

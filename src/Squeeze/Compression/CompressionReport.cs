@@ -77,4 +77,8 @@ public sealed record StageSeconds(double Calibration, double Encoding, double Me
 public sealed record CompressionReport(string Model, string? Output, string Format, string Target, CompressionMethod? Method, bool Sequential, long FileBytes,
     long Parameters, double BitsPerWeight, long? Budget, string? Search, double? PredictedKld, double? StartKld, double? SearchKld, int? Generations,
     long CalibrationTokens, int CalibrationPasses, StageSeconds Seconds, IReadOnlyList<float> AwqAlphas, TuningSummary? Tuning, string Note,
-    IReadOnlyList<TensorReport> Tensors);
+    IReadOnlyList<TensorReport> Tensors)
+{
+    /// <summary>Seconds each block took to calibrate, encode and run (a named mix; empty otherwise), in layer order.</summary>
+    public IReadOnlyList<double> LayerSeconds { get; init; } = [];
+}

@@ -60,17 +60,40 @@ public static class Compressor
 
         var plan = QuantizationMix.Plan(model, options.Mix, options.Overrides, options.Pure, hasImportance: needsStats);
         var run = new Run(model, options, progress);
-        using var file = GgufModelWriter.Begin(model, outputPath, GgufQuantizer.FileType(options.Mix), tensor => plan[tensor.Name].Quantized ? plan[tensor.Name].Type : tensor.Type);
-        var calibrationClock = new Stopwatch();
-        using var calibration = needsStats && options.Statistics is null ? Time(calibrationClock, () => new LayerwiseCalibrator(model, calibrationText, new CalibrationOptions
+        uint fileType = GgufQuantizer.FileType(options.Mix);
+        GgmlType TypeOf(Tensor tensor) => plan[tensor.Name].Quantized ? plan[tensor.Name].Type : tensor.Type;
+        var calibrationOptions = new CalibrationOptions
         {
             ContextLength = options.ContextLength,
             MaxTokens = options.CalibrationTokens,
             CollectGram = gptq,
             Threads = Math.Max(1, options.Threads),
-        }, cancellationToken)) : null;
-        var reports = new Dictionary<string, TensorReport>(StringComparer.Ordinal);
-        int done = 0;
+        };
+        var calibrationClock = new Stopwatch();
+        var chunks = needsStats && options.Statistics is null ? Time(calibrationClock, () => LayerwiseCalibrator.Chunk(model, calibrationText, calibrationOptions)) : null;
+        ResourceEstimate.ForMix(model, plan, options.Method, chunks?.TokenCount ?? 0, GgufModelWriter.FileLength(model, fileType, TypeOf))
+            .Check(outputPath, options.MemoryLimit, chunks is null ? "it cannot be lowered by this job's options" : $"use fewer calibration tokens than {chunks.TokenCount:N0}");
+        var resume = options.Resume ? ResumeState.Open(outputPath, ResumeState.FingerprintOf(string.Join("\n",
+        [
+            $"{ModelIdentity.Of(model)} {Path.GetFullPath(model.Source)}",
+            string.Join(",", plan.Tensors.Select(t => $"{t.Name}:{(t.Quantized ? t.Type : t.SourceType)}")),
+            $"{options.Method} {options.Damping:R} {options.RefinePasses} {options.ActivationOrder} {options.Sequential} {options.Awq}",
+            chunks is null ? "" : $"{chunks.TextHash:x16} {chunks.TokenCount} {chunks.ContextLength}",
+            options.Statistics is { } s ? $"{s.Model} {s.TextHash:x16} {s.TokenCount}" : "",
+        ]))) : null;
+        var saved = resume is { Resuming: true } ? resume.Saved : null;
+        using var file = GgufModelWriter.Begin(model, outputPath, fileType, TypeOf, temporaryPath: resume?.PartialFile,
+            alreadyWritten: saved is null ? null : [.. saved.Tensors.Select(t => t.Name)]);
+        file.KeepWhenUnfinished = resume is not null;
+        using var calibration = chunks is null ? null : Time(calibrationClock, () => new LayerwiseCalibrator(model, chunks, calibrationOptions, cancellationToken));
+        if (saved is not null)
+        {
+            calibration?.Resume(saved.NextLayer, resume!.LoadStream);
+            run.AwqAlphas.AddRange(saved.AwqAlphas);
+        }
+        var reports = (saved?.Tensors ?? []).ToDictionary(t => t.Name, StringComparer.Ordinal);
+        var layerSeconds = saved?.LayerSeconds ?? [];
+        int done = reports.Count;
         void Encode(int layer, Dictionary<(int, LinearInput), ActivationStatistics>? stats, Dictionary<string, (GgmlType Type, byte[] Bytes)>? kept)
         {
             var hessians = new Dictionary<ActivationStatistics, GptqHessian>(ReferenceEqualityComparer.Instance);
@@ -101,8 +124,9 @@ public static class Compressor
         IProgress<CalibrationProgress>? Notes(string what) => progress is null ? null
             : new SynchronousProgress<CalibrationProgress>(p => progress.Report(new CompressionProgress("calibrating", p.Done, p.Total, $"{what}: chunk {p.Done}/{p.Total}")));
 
-        for (int l = 0; l < model.Config.LayerCount; l++)
+        for (int l = saved?.NextLayer ?? 0; l < model.Config.LayerCount; l++)
         {
+            long layerStart = Stopwatch.GetTimestamp();
             var stats = Statistics(l);
             if (options.Method == CompressionMethod.AwqGptq && stats is not null)
                 run.ApplyAwq(l, stats, plan);
@@ -122,20 +146,31 @@ public static class Compressor
                 }
             }
             run.ReleaseLayer();
+            layerSeconds.Add(Stopwatch.GetElapsedTime(layerStart).TotalSeconds);
+            if (resume is not null)
+            {
+                file.Flush();
+                resume.Save(new ResumeState.Record(resume.Fingerprint, l + 1, [.. reports.Values], [.. run.AwqAlphas],
+                    (saved?.CalibrationSeconds ?? 0) + calibrationClock.Elapsed.TotalSeconds, layerSeconds), calibration?.Stream);
+            }
         }
         Encode(-1, Statistics(-1), kept: null);
         cancellationToken.ThrowIfCancellationRequested();
         progress?.Report(new CompressionProgress("writing", 0, 1, outputPath));
         file.Commit();
+        resume?.Delete();
         progress?.Report(new CompressionProgress("writing", 1, 1, outputPath));
         clock.Stop();
         long parameters = model.ParameterCount;
         long fileBytes = new FileInfo(outputPath).Length;
-        double total = clock.Elapsed.TotalSeconds, calibrating = calibrationClock.Elapsed.TotalSeconds;
+        double total = clock.Elapsed.TotalSeconds, calibrating = (saved?.CalibrationSeconds ?? 0) + calibrationClock.Elapsed.TotalSeconds;
         return new CompressionReport(model.Source, outputPath, "gguf", options.Mix.Name, options.Method, options.Sequential, fileBytes, parameters,
             8.0 * fileBytes / parameters, Budget: null, Search: null, PredictedKld: null, StartKld: null, SearchKld: null, Generations: null,
             calibration?.TokenCount ?? options.Statistics?.TokenCount ?? 0, calibration is null ? 0 : 1, new StageSeconds(calibrating, total - calibrating, 0, 0, 0, total),
-            run.AwqAlphas, Tuning: null, Note: "", [.. model.Tensors.Select(t => reports[t.Name])]);
+            run.AwqAlphas, Tuning: null, Note: saved is null ? "" : $"resumed at layer {saved.NextLayer}", [.. model.Tensors.Select(t => reports[t.Name])])
+        {
+            LayerSeconds = layerSeconds,
+        };
     }
 
     private static T Time<T>(Stopwatch clock, Func<T> work)

@@ -69,6 +69,14 @@ public sealed record CompressionJob
     /// <summary>End-to-end tuning of what a budget search chose, before it is written; null for none.</summary>
     public TuningOptions? Tuning { get; init; }
 
+    /// <summary>Keep the job's progress beside the output and continue an interrupted run of the same job (a named mix
+    /// only; see <see cref="CompressionOptions.Resume"/>).</summary>
+    public bool Resume { get; init; }
+
+    /// <summary>Memory the job may use, in bytes (a named mix: refused before any work when estimated to need more); 0
+    /// means what the machine has available.</summary>
+    public long MemoryLimit { get; init; }
+
     /// <summary>Threads to compute with.</summary>
     public int Threads { get; init; } = 1;
 

@@ -55,7 +55,10 @@ public static class CompressionPipeline
         bool calibrates = job.Method != CompressionMethod.Rtn && job.Statistics is null;
         if (calibrates && string.IsNullOrEmpty(job.CalibrationText))
             throw new ArgumentException($"method {job.Method} needs a calibration text or statistics");
-        var options = EncodingOptions(job) with { Mix = mix.Mix, Pure = mix.Pure, Overrides = mix.Overrides ?? [], Sequential = job.Sequential };
+        var options = EncodingOptions(job) with
+        {
+            Mix = mix.Mix, Pure = mix.Pure, Overrides = mix.Overrides ?? [], Sequential = job.Sequential, Resume = job.Resume, MemoryLimit = job.MemoryLimit,
+        };
         if (job.RefinePasses is { } refine)
             options = options with { RefinePasses = refine };
         // Block by block, each block is calibrated, then encoded: one stage that counts tensors, calibration in its notes.
@@ -85,8 +88,8 @@ public static class CompressionPipeline
             throw new ArgumentException("give exactly one budget: bytes or bits per weight");
         if (job.Method == CompressionMethod.AwqGptq)
             throw new ArgumentException("AWQ + GPTQ is not available with a size target: use rtn, imatrix or gptq");
-        if (job.Sequential || job.RefinePasses is not null)
-            throw new ArgumentException("sequential mode and refinement passes apply to a named mix; a size target encodes every candidate itself");
+        if (job.Sequential || job.RefinePasses is not null || job.Resume)
+            throw new ArgumentException("sequential mode, refinement passes and resuming apply to a named mix; a size target encodes every candidate itself");
         if (string.IsNullOrEmpty(job.CalibrationText))
             throw new ArgumentException("a size target needs a calibration text: candidates are measured on it");
         if (!target.Native && target.Representations is { Count: > 0 })
@@ -168,8 +171,8 @@ public static class CompressionPipeline
     {
         if (job.Output is not { } output)
             throw new ArgumentException("a pruned model is written, not planned: give an output directory");
-        if (job.Tuning is not null || job.Sequential || job.RefinePasses is not null)
-            throw new ArgumentException("tuning, sequential mode and refinement passes do not apply to pruning");
+        if (job.Tuning is not null || job.Sequential || job.RefinePasses is not null || job.Resume)
+            throw new ArgumentException("tuning, sequential mode, refinement passes and resuming do not apply to pruning");
         HuggingFaceWriter.CheckDestination(output);
         bool needsStatistics = target.Method != PruningMethod.Magnitude;
         bool calibrates = needsStatistics && job.Statistics is null;

@@ -39,6 +39,35 @@ public sealed class CompressCommandTests
     }
 
     [Fact]
+    public void A_memory_limit_below_the_estimate_is_one_line_before_any_work_and_the_json_has_every_layers_time()
+    {
+        string calib = CompressorTests.TempPath("calib.txt"), output = CompressorTests.TempPath("limited.gguf");
+        File.WriteAllText(calib, CompressorTests.CalibrationText);
+        try
+        {
+            var refused = CliRunner.Run("compress", SharedData.Stories260K, "--type", "Q4_0", "--calib", calib, "-o", output, "--tokens", "1024", "--ctx", "128",
+                "--memory-limit", "2MiB");
+            Assert.Equal(1, refused.ExitCode);
+            string line = Assert.Single(refused.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => l.StartsWith("squeeze:", StringComparison.Ordinal));
+            Assert.Contains($"{output}: the job needs about ", line);
+            Assert.Contains("more than the limit of 2 MiB; use fewer calibration tokens than 1,024", line);
+            Assert.False(File.Exists(output));
+
+            var result = CliRunner.Run("compress", SharedData.Stories260K, "--type", "Q4_0", "--calib", calib, "-o", output, "--tokens", "1024", "--ctx", "128",
+                "--memory-limit", "4GiB", "--method", "imatrix", "--json");
+            Assert.True(result.ExitCode == 0, result.Stderr);
+            var layers = result.Json.GetProperty("layerSeconds").EnumerateArray().Select(e => e.GetDouble()).ToList();
+            Assert.Equal(5, layers.Count);
+            Assert.All(layers, s => Assert.True(s > 0));
+        }
+        finally
+        {
+            File.Delete(calib);
+            File.Delete(output);
+        }
+    }
+
+    [Fact]
     public void Compress_reuses_a_stats_file_of_the_same_model()
     {
         string stats = CompressorTests.TempPath("same.stats"), output = CompressorTests.TempPath("out.gguf");

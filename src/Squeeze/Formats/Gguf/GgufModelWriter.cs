@@ -36,8 +36,10 @@ public static class GgufModelWriter
 
     /// <summary>Starts <paramref name="path"/> for <paramref name="model"/> with each tensor in the type
     /// <paramref name="typeOf"/> gives it: metadata and tensor infos now, each tensor's bytes later and in any order through
-    /// the returned file (see <see cref="GgufWriter.Begin"/>), which must be committed.</summary>
-    public static GgufPartialFile Begin(Model model, string path, uint fileType, Func<Tensor, GgmlType> typeOf, string? name = null, string? temporaryPath = null)
+    /// the returned file (see <see cref="GgufWriter.Begin"/>, which also says how a file begun earlier is continued), which
+    /// must be committed.</summary>
+    public static GgufPartialFile Begin(Model model, string path, uint fileType, Func<Tensor, GgmlType> typeOf, string? name = null, string? temporaryPath = null,
+        IReadOnlyCollection<string>? alreadyWritten = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(typeOf);
@@ -46,7 +48,7 @@ public static class GgufModelWriter
         writer.AddMetadata(GgufModelMetadata.Build(model, fileType, name));
         foreach (var tensor in model.Tensors)
             writer.AddTensor(tensor.Name, typeOf(tensor), tensor.Shape);
-        return writer.Begin(path, temporaryPath);
+        return writer.Begin(path, temporaryPath, alreadyWritten);
     }
 
     /// <summary>The exact size in bytes of the file <see cref="Write"/> writes for <paramref name="model"/> with each tensor

@@ -14,19 +14,32 @@ public sealed class GgufPartialFile : IDisposable
     private readonly HashSet<string> written = new(StringComparer.Ordinal);
     private bool closed;
 
-    internal GgufPartialFile(FileStream stream, string temporaryPath, string destination, Dictionary<string, (long Offset, long Length)> places)
+    internal GgufPartialFile(FileStream stream, string temporaryPath, string destination, Dictionary<string, (long Offset, long Length)> places,
+        IEnumerable<string> alreadyWritten)
     {
         this.stream = stream;
         TemporaryPath = temporaryPath;
         this.destination = destination;
         this.places = places;
+        foreach (string name in alreadyWritten)
+        {
+            if (!places.ContainsKey(name))
+                throw new InvalidDataException($"{temporaryPath}: the file has no tensor '{name}'");
+            written.Add(name);
+        }
     }
+
+    /// <summary>Keep the temporary file when disposed before <see cref="Commit"/> (a job that can be resumed from it).</summary>
+    public bool KeepWhenUnfinished { get; set; }
 
     /// <summary>The temporary file the data goes into until <see cref="Commit"/>.</summary>
     public string TemporaryPath { get; }
 
     /// <summary>The tensors not written yet.</summary>
     public IEnumerable<string> Missing => places.Keys.Where(name => !written.Contains(name));
+
+    /// <summary>Flushes what is written to disk, so it survives the process (a checkpoint of a resumable job).</summary>
+    public void Flush() => stream.Flush(flushToDisk: true);
 
     /// <summary>Writes tensor <paramref name="name"/>'s encoded bytes into its place.</summary>
     /// <exception cref="ArgumentException">No such tensor, bytes of another length, or a tensor written twice.</exception>
@@ -56,13 +69,14 @@ public sealed class GgufPartialFile : IDisposable
         closed = true;
     }
 
-    /// <summary>Closes the file; before <see cref="Commit"/>, deletes the temporary file.</summary>
+    /// <summary>Closes the file; before <see cref="Commit"/>, deletes the temporary file unless <see cref="KeepWhenUnfinished"/>.</summary>
     public void Dispose()
     {
         if (closed)
             return;
         stream.Dispose();
-        File.Delete(TemporaryPath);
+        if (!KeepWhenUnfinished)
+            File.Delete(TemporaryPath);
         closed = true;
     }
 }

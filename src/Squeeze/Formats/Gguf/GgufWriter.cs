@@ -79,35 +79,50 @@ public sealed class GgufWriter
     /// Starts the file at <paramref name="path"/>: a temporary file beside it (or <paramref name="temporaryPath"/>)
     /// holding the header, the tensor infos and room for every tensor's data, which the returned file takes in any
     /// order and renames over <paramref name="path"/> once every tensor is in. The bytes are those <see cref="Write(string)"/>
-    /// writes. Disposed before <see cref="GgufPartialFile.Commit"/>, it deletes the temporary file.
+    /// writes. Disposed before <see cref="GgufPartialFile.Commit"/>, it deletes the temporary file (unless told to keep it).
+    /// With <paramref name="alreadyWritten"/>, the temporary file is one an earlier run began with the same header and
+    /// filled with those tensors; it is reopened, not started again.
     /// </summary>
-    public GgufPartialFile Begin(string path, string? temporaryPath = null)
+    /// <exception cref="InvalidDataException">The file to continue does not have this header or this length.</exception>
+    public GgufPartialFile Begin(string path, string? temporaryPath = null, IReadOnlyCollection<string>? alreadyWritten = null)
     {
         ArgumentNullException.ThrowIfNull(path);
         string full = System.IO.Path.GetFullPath(path);
         string temp = temporaryPath ?? System.IO.Path.Combine(System.IO.Path.GetDirectoryName(full)!, $".{System.IO.Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        var stream = new FileStream(temp, FileMode.Create, FileAccess.ReadWrite, FileShare.None, 1 << 20);
+        var header = new MemoryStream();
+        long[] offsets;
+        using (var w = new BinaryWriter(header, Encoding.UTF8, leaveOpen: true))
+        {
+            offsets = WriteHeader(w);
+            w.Flush();
+        }
+        long dataStart = Align(header.Length);
+        long end = dataStart + (tensors.Count == 0 ? 0 : Align(offsets[^1] + tensors[^1].ByteLength));
+        var places = new Dictionary<string, (long Offset, long Length)>(StringComparer.Ordinal);
+        for (int i = 0; i < tensors.Count; i++)
+            places[tensors[i].Name] = (dataStart + offsets[i], tensors[i].ByteLength);
+        var stream = new FileStream(temp, alreadyWritten is null ? FileMode.Create : FileMode.Open, FileAccess.ReadWrite, FileShare.None, 1 << 20);
         try
         {
-            long written = 0;
-            long[] offsets;
-            using (var w = new BinaryWriter(new CountingStream(stream, n => written += n), Encoding.UTF8, leaveOpen: true))
+            if (alreadyWritten is null)
             {
-                offsets = WriteHeader(w);
-                w.Flush();
+                header.Position = 0;
+                header.CopyTo(stream);
+                stream.SetLength(end);
             }
-            long dataStart = Align(written);
-            long end = dataStart + (tensors.Count == 0 ? 0 : Align(offsets[^1] + tensors[^1].ByteLength));
-            stream.SetLength(end);
-            var places = new Dictionary<string, (long Offset, long Length)>(StringComparer.Ordinal);
-            for (int i = 0; i < tensors.Count; i++)
-                places[tensors[i].Name] = (dataStart + offsets[i], tensors[i].ByteLength);
-            return new GgufPartialFile(stream, temp, full, places);
+            else
+            {
+                var existing = new byte[header.Length];
+                if (stream.Length != end || stream.ReadAtLeast(existing, existing.Length, throwOnEndOfStream: false) != existing.Length || !existing.AsSpan().SequenceEqual(header.GetBuffer().AsSpan(0, (int)header.Length)))
+                    throw new InvalidDataException($"{temp}: not the beginning of this file (another header or length)");
+            }
+            return new GgufPartialFile(stream, temp, full, places, alreadyWritten ?? []);
         }
         catch
         {
             stream.Dispose();
-            File.Delete(temp);
+            if (alreadyWritten is null)
+                File.Delete(temp);
             throw;
         }
     }

@@ -1,0 +1,107 @@
+using System.Globalization;
+using Squeeze.Models;
+using Squeeze.Quantization;
+using Squeeze.Tensors;
+
+namespace Squeeze.Compression;
+
+/// <summary>
+/// What a compression job will hold at its peak, estimated from the model's shape and the job's settings before any
+/// work, so a job that cannot fit is refused at once rather than after an hour (or by the kernel's OOM killer). Memory
+/// counts what the job allocates (the memory-mapped checkpoint is the kernel's to page in and out); disk counts the
+/// output written beside its destination before the rename.
+/// </summary>
+/// <param name="MemoryBytes">Peak bytes the job allocates.</param>
+/// <param name="DiskBytes">Bytes the output takes on disk.</param>
+/// <param name="Parts">What the memory peak is made of, largest first.</param>
+public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnlyList<(string Part, long Bytes)> Parts)
+{
+    /// <summary>The .NET runtime, the tokenizer and the per-block runtime's scratch, besides what is counted part by part.</summary>
+    private const long Baseline = 256L << 20;
+
+    /// <summary>
+    /// The peak of compressing <paramref name="model"/> to <paramref name="plan"/> block by block: the residual stream of
+    /// <paramref name="calibrationTokens"/> tokens (twice: a block's input and output), one block's input statistics (with
+    /// their Gram matrices for GPTQ), GPTQ's prepared Hessians of that block and the transient copies of preparing the
+    /// widest one, and the buffers of encoding the largest tensor (its values, each candidate encoding and its decoded
+    /// values). <paramref name="fileBytes"/> is the output's exact size.
+    /// </summary>
+    public static ResourceEstimate ForMix(Model model, QuantizationPlan plan, CompressionMethod method, long calibrationTokens, long fileBytes)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(plan);
+        var c = model.Config;
+        bool calibrates = method != CompressionMethod.Rtn && calibrationTokens > 0;
+        bool gram = method is CompressionMethod.Gptq or CompressionMethod.AwqGptq;
+        long[] widths = [c.Dim, c.QDim, c.Dim, c.HiddenDim];
+        var parts = new List<(string, long)>();
+        if (calibrates)
+        {
+            parts.Add(($"the residual stream of {calibrationTokens:N0} calibration tokens", 2 * calibrationTokens * c.Dim * sizeof(float)));
+            long statistics = widths.Sum(w => w * 20 + (gram ? w * w * sizeof(double) : 0));
+            parts.Add(("one block's input statistics", statistics));
+            if (gram)
+            {
+                long widest = widths.Max();
+                // Every input's prepared Hessian (H and its factor) is kept while the block's tensors are encoded; preparing
+                // the widest holds H, its reordered and damped copies and the factor besides.
+                parts.Add(("GPTQ's prepared Hessians of one block", widths.Sum(w => 2 * w * w * sizeof(double)) + 4 * widest * widest * sizeof(double)));
+            }
+        }
+        long largest = plan.Tensors.Where(t => t.Quantized).Select(t => t.Shape.Aggregate(1L, (a, b) => a * b)).DefaultIfEmpty(0).Max();
+        // f32 values, two rounded candidates and GPTQ's result with their decoded values, and the decoded check.
+        parts.Add(("encoding the largest tensor", largest * 6 * sizeof(float)));
+        parts.Add(("the runtime", Baseline + c.LayerCount * 256L * c.KvDim * 2 * sizeof(float)));
+        parts.Sort((a, b) => b.Item2.CompareTo(a.Item2));
+        return new ResourceEstimate(parts.Sum(p => p.Item2), fileBytes, parts);
+    }
+
+    /// <summary>
+    /// Throws, before any work, when the job needs more memory than <paramref name="memoryLimit"/> (0: what the machine
+    /// has available now, <see cref="AvailableMemory"/>) or more disk than is free where <paramref name="outputPath"/>
+    /// goes. The message names the figure, what is available, and <paramref name="remedy"/> (how to need less).
+    /// </summary>
+    /// <exception cref="InsufficientMemoryException">Not enough memory.</exception>
+    /// <exception cref="IOException">Not enough free disk.</exception>
+    public void Check(string outputPath, long memoryLimit, string remedy)
+    {
+        ArgumentNullException.ThrowIfNull(outputPath);
+        long available = memoryLimit > 0 ? memoryLimit : AvailableMemory();
+        if (MemoryBytes > available)
+        {
+            string largest = string.Join(", ", Parts.Take(2).Select(p => $"{p.Part} {Size(p.Bytes)}"));
+            throw new InsufficientMemoryException($"{outputPath}: the job needs about {Size(MemoryBytes)} of memory ({largest}), " +
+                $"{(memoryLimit > 0 ? "more than the limit of" : "but only")} {Size(available)}{(memoryLimit > 0 ? "" : " is available")}; {remedy}");
+        }
+        string directory = Path.GetDirectoryName(Path.GetFullPath(outputPath))!;
+        long free = new DriveInfo(directory).AvailableFreeSpace;
+        if (DiskBytes > free)
+            throw new IOException($"{outputPath}: the output takes {Size(DiskBytes)} but {directory} has {Size(free)} free");
+    }
+
+    /// <summary>Bytes of memory this process can still take: the kernel's MemAvailable (Linux), bounded by the runtime's
+    /// limit (a container's, or the machine's).</summary>
+    public static long AvailableMemory()
+    {
+        long limit = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes - GC.GetTotalMemory(false);
+        try
+        {
+            foreach (string line in File.ReadLines("/proc/meminfo"))
+            {
+                if (line.StartsWith("MemAvailable:", StringComparison.Ordinal)
+                    && long.TryParse(line["MemAvailable:".Length..].Trim().Split(' ')[0], NumberStyles.None, CultureInfo.InvariantCulture, out long kib))
+                    return Math.Min(limit, kib * 1024);
+            }
+        }
+        catch (IOException)
+        {
+            // Not Linux: the runtime's figure.
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+        return limit;
+    }
+
+    private static string Size(long bytes) => bytes >= 1L << 30 ? $"{bytes / (double)(1L << 30):0.0} GiB" : $"{bytes / (double)(1L << 20):0} MiB";
+}
