@@ -53,13 +53,13 @@ internal static class CalibrateCommand
             Layers = options.Layers is null ? null : ParseLayers(options.Layers),
             Threads = Math.Max(1, options.Threads),
         };
-        var stats = Cli.WithProgress("calibrating", progress => Calibrator.Run(m, text, calibration,
+        // Block by block into the file: one block's statistics in memory at a time.
+        var (stats, entries) = Cli.WithProgress("calibrating", progress => CalibrationFile.Collect(options.Output, m, text, calibration,
             new SynchronousProgress<CalibrationProgress>(p => progress.Report((p.Done, p.Total, p.Note))), Cli.Cancellation));
-        CalibrationFile.Write(options.Output, stats);
         stopwatch.Stop();
         using var process = Process.GetCurrentProcess();
         var report = new Report(options.Model, options.Text, options.Output, stats.TokenCount, stats.ContextLength, (int)(stats.TokenCount / stats.ContextLength),
-            stats.Entries.Count, options.Gram, new FileInfo(options.Output).Length, stopwatch.Elapsed.TotalSeconds, process.PeakWorkingSet64, stats.Model.ToString());
+            entries, options.Gram, new FileInfo(options.Output).Length, stopwatch.Elapsed.TotalSeconds, process.PeakWorkingSet64, stats.Model.ToString());
         if (options.Json)
             Cli.WriteJson(report);
         else

@@ -61,6 +61,72 @@ public static class CalibrationFile
         ArgumentNullException.ThrowIfNull(stream);
         ArgumentNullException.ThrowIfNull(stats);
         var w = new HashingWriter(stream);
+        WriteHeader(w, stats, stats.Entries.Count);
+        foreach (var e in stats.Entries)
+            WriteEntry(w, e);
+        ulong checksum = w.Hash.GetCurrentHashAsUInt64();
+        w.U64(checksum);
+        stream.Flush();
+    }
+
+    /// <summary>
+    /// Calibrates <paramref name="model"/> on <paramref name="text"/> (<see cref="Calibrator.Run(Models.Model, string, CalibrationOptions, Action{IReadOnlyList{ActivationStatistics}}, IProgress{CalibrationProgress}, CancellationToken)"/>)
+    /// straight into the file <paramref name="path"/>, holding one block's statistics at a time: each block's entries
+    /// go to a temporary file as they are done, then the file is assembled (header, the classifier's entry, the blocks'
+    /// entries, checksum) and renamed over <paramref name="path"/>. Returns the statistics' shared facts and the number of
+    /// entries written (as <see cref="CalibrationStatistics.Entries"/>' count of a result with no entries kept).
+    /// </summary>
+    public static (CalibrationStatistics Summary, int Entries) Collect(string path, Models.Model model, string text, CalibrationOptions options,
+        IProgress<CalibrationProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        string full = Path.GetFullPath(path);
+        string blocks = full + $".blocks{Environment.ProcessId}", temp = full + $".tmp{Environment.ProcessId}";
+        try
+        {
+            var classifier = new List<ActivationStatistics>();
+            int count = 0;
+            CalibrationStatistics summary;
+            using (var stream = new FileStream(blocks, FileMode.Create, FileAccess.ReadWrite, FileShare.None, 1 << 16))
+            {
+                var w = new HashingWriter(stream);
+                summary = Calibrator.Run(model, text, options, entries =>
+                {
+                    foreach (var e in entries)
+                    {
+                        if (e.Layer < 0)
+                            classifier.Add(e);
+                        else
+                            WriteEntry(w, e);
+                        count++;
+                    }
+                }, progress, cancellationToken);
+                stream.Position = 0;
+                using var output = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16);
+                var o = new HashingWriter(output);
+                WriteHeader(o, summary, count);
+                foreach (var e in classifier)
+                    WriteEntry(o, e);
+                var buffer = new byte[1 << 20];
+                int read;
+                while ((read = stream.Read(buffer)) > 0)
+                    o.Bytes(buffer.AsSpan(0, read));
+                o.U64(o.Hash.GetCurrentHashAsUInt64());
+                output.Flush();
+            }
+            File.Move(temp, full, overwrite: true);
+            return (summary, count);
+        }
+        finally
+        {
+            File.Delete(blocks);
+            if (File.Exists(temp))
+                File.Delete(temp);
+        }
+    }
+
+    private static void WriteHeader(HashingWriter w, CalibrationStatistics stats, int entries)
+    {
         w.Bytes(Magic);
         w.U32(Version);
         w.U64(stats.Model.Hash);
@@ -72,26 +138,24 @@ public static class CalibrationFile
         w.U64(stats.TextHash);
         w.I64(stats.TokenCount);
         w.I32(stats.ContextLength);
-        w.I32(stats.Entries.Count);
-        foreach (var e in stats.Entries)
+        w.I32(entries);
+    }
+
+    private static void WriteEntry(HashingWriter w, ActivationStatistics e)
+    {
+        w.I32(e.Layer);
+        w.I32((int)e.Kind);
+        w.I32(e.Width);
+        w.I64(e.TokenCount);
+        w.Bytes([(byte)(e.Gram is null ? 0 : 1)]);
+        w.Bytes(MemoryMarshal.AsBytes(e.SumSquares.AsSpan()));
+        w.Bytes(MemoryMarshal.AsBytes(e.SumAbs.AsSpan()));
+        w.Bytes(MemoryMarshal.AsBytes(e.MaxAbs.AsSpan()));
+        if (e.Gram is not null)
         {
-            w.I32(e.Layer);
-            w.I32((int)e.Kind);
-            w.I32(e.Width);
-            w.I64(e.TokenCount);
-            w.Bytes([(byte)(e.Gram is null ? 0 : 1)]);
-            w.Bytes(MemoryMarshal.AsBytes(e.SumSquares.AsSpan()));
-            w.Bytes(MemoryMarshal.AsBytes(e.SumAbs.AsSpan()));
-            w.Bytes(MemoryMarshal.AsBytes(e.MaxAbs.AsSpan()));
-            if (e.Gram is not null)
-            {
-                for (int i = 0; i < e.Width; i++)
-                    w.Bytes(MemoryMarshal.AsBytes(e.Gram.AsSpan(i * e.Width + i, e.Width - i)));
-            }
+            for (int i = 0; i < e.Width; i++)
+                w.Bytes(MemoryMarshal.AsBytes(e.Gram.AsSpan(i * e.Width + i, e.Width - i)));
         }
-        ulong checksum = w.Hash.GetCurrentHashAsUInt64();
-        w.U64(checksum);
-        stream.Flush();
     }
 
     /// <summary>Reads and validates a statistics file.</summary>

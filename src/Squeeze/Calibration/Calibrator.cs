@@ -41,8 +41,26 @@ public static class Calibrator
     public static CalibrationStatistics Run(Model model, string text, CalibrationOptions? options = null, IProgress<CalibrationProgress>? progress = null,
         CancellationToken cancellationToken = default)
     {
+        var entries = new List<ActivationStatistics>();
+        var summary = Run(model, text, options, entries.AddRange, progress, cancellationToken);
+        entries.Sort((a, b) => a.Layer != b.Layer ? a.Layer.CompareTo(b.Layer) : a.Kind.CompareTo(b.Kind));
+        return new CalibrationStatistics(summary.Model, summary.TextHash, summary.TokenCount, summary.ContextLength, entries);
+    }
+
+    /// <summary>
+    /// Collects the statistics of <paramref name="model"/> on <paramref name="text"/> without keeping them: each block's
+    /// entries (ordered by kind) go to <paramref name="sink"/> as soon as the block is done, in layer order, the
+    /// classifier's last, so a caller that writes them out holds one block's statistics at a time. Returns the
+    /// statistics' shared facts, with no entries.
+    /// </summary>
+    /// <exception cref="ArgumentException">The text is empty, not valid Unicode (a lone surrogate), or shorter than one chunk.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked before each chunk).</exception>
+    public static CalibrationStatistics Run(Model model, string text, CalibrationOptions? options, Action<IReadOnlyList<ActivationStatistics>> sink,
+        IProgress<CalibrationProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(text);
+        ArgumentNullException.ThrowIfNull(sink);
         options ??= new CalibrationOptions();
         using var runner = new LayerwiseCalibrator(model, text, options, cancellationToken);
         int layers = model.Config.LayerCount;
@@ -55,19 +73,17 @@ public static class Calibrator
         int done = 0;
         IProgress<CalibrationProgress>? Step() => progress is null ? null
             : new SynchronousProgress<CalibrationProgress>(p => progress.Report(new CalibrationProgress(done + p.Done, total, p.Note)));
-        var entries = new List<ActivationStatistics>();
         for (int l = 0; l < blocks; l++)
         {
             if (Wants(l))
-                entries.AddRange(runner.Collect(Step()));
+                sink(runner.Collect(Step()));
             // After Collect, Advance reuses the block's output; otherwise it runs the block now.
             if (l + 1 < blocks || Wants(-1))
                 runner.Advance(progress: Wants(l) ? null : Step());
             done += chunks;
         }
         if (Wants(-1))
-            entries.AddRange(runner.Collect(Step()));
-        entries.Sort((a, b) => a.Layer != b.Layer ? a.Layer.CompareTo(b.Layer) : a.Kind.CompareTo(b.Kind));
-        return new CalibrationStatistics(ModelIdentity.Of(model), runner.TextHash, runner.TokenCount, runner.ContextLength, entries);
+            sink(runner.Collect(Step()));
+        return new CalibrationStatistics(ModelIdentity.Of(model), runner.TextHash, runner.TokenCount, runner.ContextLength, []);
     }
 }

@@ -12,7 +12,7 @@ namespace Squeeze.Calibration;
 /// linear inputs, and <see cref="Advance"/> runs the block — with the model's own weights or with a replacement (the
 /// block already compressed) — to give the next block its input. Memory is the residual stream and one block's
 /// statistics, whatever the depth. Chunks are cut as <see cref="Calibrator"/> cuts them and every number is computed
-/// as a whole forward pass computes it, so the statistics are bit-identical to <see cref="Calibrator.Run"/>'s.
+/// as a whole forward pass computes it, so the statistics are bit-identical to <see cref="Calibrator.Run(Model, string, CalibrationOptions, IProgress{CalibrationProgress}, CancellationToken)"/>'s.
 /// </summary>
 public sealed class LayerwiseCalibrator : IDisposable
 {

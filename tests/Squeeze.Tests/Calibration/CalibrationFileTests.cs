@@ -61,6 +61,31 @@ public sealed class CalibrationFileTests
     }
 
     [Fact]
+    public void Collecting_block_by_block_into_a_file_writes_the_bytes_of_writing_all_statistics_at_once()
+    {
+        using var model = Llama2cReader.Load(SharedData.Stories260K);
+        string text = CalibratorTests.CalibrationText(6000);
+        var options = new CalibrationOptions { ContextLength = 64, MaxTokens = 256, CollectGram = true, Threads = 2 };
+        string dir = Directory.CreateTempSubdirectory("squeeze-calib-file-").FullName;
+        try
+        {
+            string whole = Path.Combine(dir, "whole.stats"), streamed = Path.Combine(dir, "streamed.stats");
+            var all = Calibrator.Run(model, text, options);
+            CalibrationFile.Write(whole, all);
+            var (summary, entries) = CalibrationFile.Collect(streamed, model, text, options);
+            Assert.Equal(all.Entries.Count, entries);
+            Assert.Equal(all.TokenCount, summary.TokenCount);
+            Assert.Empty(summary.Entries);
+            Assert.Equal(File.ReadAllBytes(whole), File.ReadAllBytes(streamed));
+            Assert.Equal(["streamed.stats", "whole.stats"], Directory.GetFiles(dir).Select(Path.GetFileName).Order());
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void Each_kind_of_damage_is_named()
     {
         byte[] good = Bytes(Synthetic());
