@@ -39,7 +39,7 @@ public static class GgufModelMetadata
         U32($"{arch}.block_count", c.LayerCount);
         U32($"{arch}.attention.head_count", c.HeadCount);
         U32($"{arch}.attention.head_count_kv", c.KvHeadCount);
-        if (c.HeadDim != c.Dim / c.HeadCount)
+        if (c.HeadDim != c.Dim / c.HeadCount || arch is "gemma2" or "gemma3") // Gemma's converters always write them
         {
             U32($"{arch}.attention.key_length", c.HeadDim);
             U32($"{arch}.attention.value_length", c.HeadDim);

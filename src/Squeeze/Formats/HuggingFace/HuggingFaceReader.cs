@@ -269,7 +269,7 @@ public static class HuggingFaceReader
             VocabSize = vocab,
             ContextLength = context,
             RopeTheta = (float)ropeTheta,
-            RopeStyle = qwen ? RopeStyle.Neox : RopeStyle.Interleaved,
+            RopeStyle = qwen || gemma ? RopeStyle.Neox : RopeStyle.Interleaved,
             RopeScalingFactor = linearFactor,
             RopeFrequencyFactors = llama3,
             RmsNormEps = (float)eps,
