@@ -11,25 +11,29 @@ namespace Squeeze.Tests.Formats.Architectures;
 
 /// <summary>A Gemma 2 checkpoint: layer 0 slides over 32 positions, layer 1 is global; caps small enough (5) that the
 /// soft-capping of scores and logits shapes them; query_pre_attn_scalar = head_dim, as llama.cpp derives it.</summary>
-public sealed class Gemma2Checkpoint() : ArchitectureCheckpoint(new RandomCheckpoint
+public sealed class Gemma2Checkpoint() : ArchitectureCheckpoint(Random)
 {
-    Architecture = "Gemma2ForCausalLM",
-    ModelType = "gemma2",
-    VocabSize = 32000,
-    TokenizerDirectory = SharedData.Path("models", "stories15M"),
-    HeadDim = 16,
-    GemmaNorms = true,
-    TieWordEmbeddings = true,
-    HiddenAct = "gelu_pytorch_tanh",
-    ExtraConfig = new Dictionary<string, JsonNode?>
+    /// <summary>The checkpoint's description, written by the fixture.</summary>
+    public static RandomCheckpoint Random => new()
     {
-        ["hidden_activation"] = "gelu_pytorch_tanh",
-        ["sliding_window"] = 32,
-        ["query_pre_attn_scalar"] = 16,
-        ["attn_logit_softcapping"] = 5.0,
-        ["final_logit_softcapping"] = 5.0,
-    },
-});
+        Architecture = "Gemma2ForCausalLM",
+        ModelType = "gemma2",
+        VocabSize = 32000,
+        TokenizerDirectory = SharedData.Path("models", "stories15M"),
+        HeadDim = 16,
+        GemmaNorms = true,
+        TieWordEmbeddings = true,
+        HiddenAct = "gelu_pytorch_tanh",
+        ExtraConfig = new Dictionary<string, JsonNode?>
+        {
+            ["hidden_activation"] = "gelu_pytorch_tanh",
+            ["sliding_window"] = 32,
+            ["query_pre_attn_scalar"] = 16,
+            ["attn_logit_softcapping"] = 5.0,
+            ["final_logit_softcapping"] = 5.0,
+        },
+    };
+}
 
 /// <summary>A Gemma 3 (text) checkpoint of six layers (five sliding over 32 positions with rotary base 10000, the sixth
 /// global with base 1e6 and linear scaling 8), q/k norms, query_pre_attn_scalar = head_dim.</summary>
