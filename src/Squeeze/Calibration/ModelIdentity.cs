@@ -20,7 +20,7 @@ public readonly record struct ModelIdentity(ulong Hash, string Description)
         ArgumentNullException.ThrowIfNull(model);
         var c = model.Config;
         var hash = new XxHash64();
-        string config = $"{c.Architecture}|dim={c.Dim}|hidden={c.HiddenDim}|layers={c.LayerCount}|heads={c.HeadCount}|kv={c.KvHeadCount}|headDim={c.HeadDim}|vocab={c.VocabSize}|tied={c.TiedEmbeddings}|bias={c.AttentionBias}|qknorm={c.QkNorm}";
+        string config = $"{c.Architecture}|dim={c.Dim}|hidden={c.HiddenDim}|layers={c.LayerCount}|heads={c.HeadCount}|kv={c.KvHeadCount}|headDim={c.HeadDim}|vocab={c.VocabSize}|tied={c.TiedEmbeddings}|bias={c.AttentionBias}|qknorm={c.QkNorm}{(c.ForwardVariant.Length > 0 ? "|" + c.ForwardVariant : "")}";
         hash.Append(Encoding.UTF8.GetBytes(config));
         Span<byte> number = stackalloc byte[8];
         foreach (var t in model.Tensors.OrderBy(t => t.Name, StringComparer.Ordinal))

@@ -56,4 +56,40 @@ internal static unsafe partial class Attention
                 output[d] += scores[p] * v[d];
         }
     }
+
+    /// <summary>
+    /// <see cref="HeadScalar"/> with soft-capped scores (Gemma 2): each score s = scale · query · keys[p] becomes
+    /// cap · tanh(s · (1/cap)) before the softmax, computed in the order of ggml's graph (multiply by the reciprocal,
+    /// tanh, multiply by the cap). One scalar version, the reference.
+    /// </summary>
+    public static void HeadSoftCapped(float* query, float* keys, float* values, int stride, int positions, int headDim, float scale, float cap, float* scores, float* output)
+    {
+        float inverse = 1f / cap;
+        float max = float.NegativeInfinity;
+        for (int p = 0; p < positions; p++)
+        {
+            float* k = keys + (long)p * stride;
+            float sum = 0;
+            for (int d = 0; d < headDim; d++)
+                sum += query[d] * k[d];
+            scores[p] = MathF.Tanh(sum * scale * inverse) * cap;
+            max = MathF.Max(max, scores[p]);
+        }
+        float total = 0;
+        for (int p = 0; p < positions; p++)
+        {
+            scores[p] = MathF.Exp(scores[p] - max);
+            total += scores[p];
+        }
+        for (int p = 0; p < positions; p++)
+            scores[p] /= total;
+        for (int d = 0; d < headDim; d++)
+            output[d] = 0;
+        for (int p = 0; p < positions; p++)
+        {
+            float* v = values + (long)p * stride;
+            for (int d = 0; d < headDim; d++)
+                output[d] += scores[p] * v[d];
+        }
+    }
 }

@@ -10,6 +10,16 @@ public enum RopeStyle
     Neox,
 }
 
+/// <summary>The activation of the feed-forward gate: <c>h = act(gate) · up</c>.</summary>
+public enum FeedForwardActivation
+{
+    /// <summary>SiLU, x·σ(x) (SwiGLU: Llama, Mistral, Qwen).</summary>
+    Silu,
+
+    /// <summary>GELU in its tanh approximation, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (GeGLU: Gemma).</summary>
+    GeluTanh,
+}
+
 /// <summary>Hyperparameters of a Llama-family decoder. Tensor names follow llama.cpp's GGUF convention
 /// (<c>token_embd.weight</c>, <c>blk.N.attn_q.weight</c> …) whatever the source file was.</summary>
 public sealed record ModelConfig
@@ -69,6 +79,57 @@ public sealed record ModelConfig
 
     /// <summary>Qwen3: RMSNorm on each head of q and k (<c>blk.N.attn_q_norm.weight</c>).</summary>
     public bool QkNorm { get; init; }
+
+    /// <summary>Sliding-window attention: a query at position p sees the keys at positions p − SlidingWindow + 1 … p
+    /// on the layers <see cref="IsSlidingLayer"/> names (llama.cpp's standard window); 0 means every layer sees every
+    /// earlier position.</summary>
+    public int SlidingWindow { get; init; }
+
+    /// <summary>Which layers slide (llama.cpp's <c>set_swa_pattern</c>): 0 means every layer; n means every layer but
+    /// each n-th (layers n − 1, 2n − 1 … are global): 2 for Gemma 2, 6 for Gemma 3.</summary>
+    public int SlidingWindowPeriod { get; init; }
+
+    /// <summary>Gemma 3: the rotary base of the sliding layers, which rotate without <see cref="RopeScalingFactor"/>;
+    /// null means every layer rotates alike.</summary>
+    public float? SlidingRopeTheta { get; init; }
+
+    /// <summary>The feed-forward gate's activation.</summary>
+    public FeedForwardActivation Activation { get; init; } = FeedForwardActivation.Silu;
+
+    /// <summary>Gemma: token embeddings are multiplied by √<see cref="Dim"/> (in f32, as llama.cpp) before the first layer.</summary>
+    public bool ScaleEmbedding { get; init; }
+
+    /// <summary>Gemma 2 and 3: RMSNorm on the outputs of the attention and of the feed-forward before they join the
+    /// residual stream (<c>blk.N.post_attention_norm.weight</c>, <c>blk.N.post_ffw_norm.weight</c>).</summary>
+    public bool PostNorms { get; init; }
+
+    /// <summary>Gemma: queries are multiplied by this factor before the attention, which then scales by 1
+    /// (<c>query_pre_attn_scalar</c>^−½); null means the attention scales by 1/√<see cref="HeadDim"/>.</summary>
+    public float? QueryScale { get; init; }
+
+    /// <summary>Gemma 2: attention scores s become c·tanh(s / c) before the softmax; 0 means no capping.</summary>
+    public float AttentionSoftCap { get; init; }
+
+    /// <summary>Gemma 2: logits z become c·tanh(z / c); 0 means no capping.</summary>
+    public float FinalLogitSoftCap { get; init; }
+
+    /// <summary>The options beyond Llama's and Qwen's that shape the forward pass, as text; empty when all are at their
+    /// defaults (so the fingerprints and identities of Llama and Qwen models do not change).</summary>
+    public string ForwardVariant
+    {
+        get
+        {
+            if (SlidingWindow == 0 && SlidingRopeTheta is null && Activation == FeedForwardActivation.Silu && !ScaleEmbedding && !PostNorms
+                && QueryScale is null && AttentionSoftCap == 0 && FinalLogitSoftCap == 0)
+                return "";
+            return FormattableString.Invariant(
+                $"swa={SlidingWindow}/{SlidingWindowPeriod}|swaTheta={SlidingRopeTheta}|act={Activation}|embScale={ScaleEmbedding}|postNorms={PostNorms}|qScale={QueryScale:R}|attnCap={AttentionSoftCap:R}|logitCap={FinalLogitSoftCap:R}");
+        }
+    }
+
+    /// <summary>True when layer <paramref name="layer"/> attends within <see cref="SlidingWindow"/> positions.</summary>
+    public bool IsSlidingLayer(int layer)
+        => SlidingWindow > 0 && (SlidingWindowPeriod == 0 || layer % SlidingWindowPeriod < SlidingWindowPeriod - 1);
 
     /// <summary>Width of the key and value projections.</summary>
     public int KvDim => KvHeadCount * HeadDim;

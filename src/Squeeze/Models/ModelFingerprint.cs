@@ -23,6 +23,8 @@ public static class ModelFingerprint
         foreach (int value in new[] { c.Dim, c.HiddenDim, c.LayerCount, c.HeadCount, c.KvHeadCount, c.HeadDim, c.VocabSize, (int)c.RopeStyle,
                      BitConverter.SingleToInt32Bits(c.RopeTheta), BitConverter.SingleToInt32Bits(c.RmsNormEps), c.TiedEmbeddings ? 1 : 0, c.AttentionBias ? 1 : 0, c.QkNorm ? 1 : 0 })
             Number(hash, value);
+        if (c.ForwardVariant.Length > 0)
+            Text(hash, c.ForwardVariant);
         foreach (var t in model.Tensors.OrderBy(t => t.Name, StringComparer.Ordinal))
         {
             Text(hash, t.Name);

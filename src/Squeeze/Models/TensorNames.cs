@@ -46,6 +46,12 @@ public static class TensorNames
     /// <summary>RMSNorm weight before layer <paramref name="layer"/>'s feed-forward, [dim].</summary>
     public static string FeedForwardNorm(int layer) => $"blk.{layer}.ffn_norm.weight";
 
+    /// <summary>RMSNorm weight on the attention's output of layer <paramref name="layer"/> (Gemma 2 and 3), [dim].</summary>
+    public static string PostAttentionNorm(int layer) => $"blk.{layer}.post_attention_norm.weight";
+
+    /// <summary>RMSNorm weight on the feed-forward's output of layer <paramref name="layer"/> (Gemma 2 and 3), [dim].</summary>
+    public static string PostFeedForwardNorm(int layer) => $"blk.{layer}.post_ffw_norm.weight";
+
     /// <summary>Feed-forward gate projection of layer <paramref name="layer"/> (SiLU side), [hidden, dim].</summary>
     public static string Gate(int layer) => $"blk.{layer}.ffn_gate.weight";
 

@@ -29,7 +29,9 @@ public sealed record RuntimeOptions
 
 /// <summary>
 /// The forward pass of a Llama-family decoder on the CPU: RMSNorm, RoPE (interleaved or NeoX), grouped-query
-/// attention over a KV cache, SwiGLU, tied or untied classifier. Runs on the weights as stored (any
+/// attention over a KV cache, SwiGLU, tied or untied classifier; and Gemma's variations as the config asks for them
+/// (scaled embeddings, GeGLU, norms on the sub-layers' outputs, query scaling, soft-capped scores and logits,
+/// sliding-window layers with their own rotary base). Runs on the weights as stored (any
 /// <see cref="GgmlType"/>): a quantized model is never dequantized whole. A batch of prompt tokens goes through
 /// matrix-matrix products; decoding is the batch of one.
 /// </summary>
@@ -44,6 +46,7 @@ public sealed class Transformer : IDisposable
     private readonly float[] outputNorm; // [dim]
     private readonly float[] ropeCos;   // [contextLength, headDim / 2]
     private readonly float[] ropeSin;   // [contextLength, headDim / 2]
+    private readonly float attentionScale; // what the attention multiplies q·k by
     private readonly int batchSize;
     private readonly bool deterministic;
     private readonly KvCachePolicy cachePolicy;
@@ -79,6 +82,10 @@ public sealed class Transformer : IDisposable
         deterministic = options.Deterministic;
         if (deterministic && options.KvCache != KvCachePolicy.Float32)
             throw new NotSupportedException($"the deterministic mode runs with the f32 KV cache, not {options.KvCache}");
+        if ((config.SlidingWindow > 0 || config.AttentionSoftCap > 0) && options.KvCache != KvCachePolicy.Float32)
+            throw new NotSupportedException($"{model.Source}: sliding-window or soft-capped attention runs with the f32 KV cache, not {options.KvCache}");
+        if (deterministic && (config.AttentionSoftCap > 0 || config.FinalLogitSoftCap > 0 || config.Activation != FeedForwardActivation.Silu))
+            throw new NotSupportedException($"{model.Source}: the deterministic mode has no tanh; soft-capping and GELU are not supported in it");
         compute = new ComputeContext(Math.Max(1, options.Threads)) { Deterministic = deterministic };
         cachePolicy = options.KvCache;
         Cache = NewCache(contextLength);
@@ -90,11 +97,17 @@ public sealed class Transformer : IDisposable
         if (embedding.Rows != config.VocabSize || embedding.Columns != config.Dim || classifier.Rows != config.VocabSize || classifier.Columns != config.Dim)
             throw new InvalidOperationException($"{model.Source}: the embedding and classifier must be [{config.VocabSize}, {config.Dim}]");
         outputNorm = ReadVector(model, TensorNames.OutputNorm, config.Dim);
+        (ropeCos, ropeSin) = RopeTables(model, contextLength, deterministic);
+        var (slidingCos, slidingSin) = config.SlidingRopeTheta is float slidingTheta
+            ? RopeTables(config.HeadDim, slidingTheta, 1f, null, contextLength, deterministic)
+            : (ropeCos, ropeSin);
         layers = new Layer[config.LayerCount];
         for (int l = 0; l < layers.Length; l++)
-            layers[l] = new Layer(model, l);
-
-        (ropeCos, ropeSin) = RopeTables(model, contextLength, deterministic);
+        {
+            bool sliding = config.IsSlidingLayer(l);
+            layers[l] = new Layer(model, l, sliding ? slidingCos : ropeCos, sliding ? slidingSin : ropeSin);
+        }
+        attentionScale = config.QueryScale is null ? 1f / MathF.Sqrt(config.HeadDim) : 1f;
 
         x = new float[batchSize * config.Dim];
         xb = new float[batchSize * config.Dim];
@@ -170,6 +183,7 @@ public sealed class Transformer : IDisposable
                 var normed = NormalizeRows(from - start, rows, outputNorm);
                 Observer?.Observe(-1, LinearInput.Output, normed, rows);
                 classifier.Multiply(normed, rows, compute, logits.AsSpan((from - firstWanted) * vocab, rows * vocab));
+                SoftCapLogits(logits.AsSpan((from - firstWanted) * vocab, rows * vocab));
             }
         }
         return logits.AsSpan(0, logitCount * vocab);
@@ -220,9 +234,21 @@ public sealed class Transformer : IDisposable
             var normed = xb.AsSpan(0, count * dim);
             Observer?.Observe(-1, LinearInput.Output, normed, count);
             classifier.Multiply(normed, count, compute, logits.AsSpan(done * vocab, count * vocab));
+            SoftCapLogits(logits.AsSpan(done * vocab, count * vocab));
             done += count;
         }
         return logits.AsSpan(0, logitRows.Length * vocab);
+    }
+
+    /// <summary>Gemma 2's final soft-capping, z ← c·tanh(z · (1/c)) in ggml's order; nothing when the model has none.</summary>
+    private void SoftCapLogits(Span<float> values)
+    {
+        float cap = config.FinalLogitSoftCap;
+        if (cap == 0)
+            return;
+        TensorPrimitives.Multiply(values, 1f / cap, values);
+        TensorPrimitives.Tanh(values, values);
+        TensorPrimitives.Multiply(values, cap, values);
     }
 
     /// <summary>Runs one batch of at most batchSize rows, row t at <c>rowPositions[t]</c> of <c>rowCaches[t]</c>.</summary>
@@ -238,6 +264,8 @@ public sealed class Transformer : IDisposable
                 throw new ArgumentOutOfRangeException(nameof(tokens), $"token {token} is outside the vocabulary of {config.VocabSize}");
             embedding.DecodeRow(token, xs.Slice(t * dim, dim));
         }
+        if (config.ScaleEmbedding)
+            TensorPrimitives.Multiply(xs, MathF.Sqrt(dim), xs);
 
         foreach (var layer in layers)
             RunLayer(layer, n);
@@ -353,14 +381,16 @@ public sealed class Transformer : IDisposable
                     var head = qt.Slice(h * headDim, headDim);
                     if (layer.QueryNorm is not null)
                         RmsNorm(head, layer.QueryNorm, config.RmsNormEps, head);
-                    Rope(head, pos);
+                    Rope(head, pos, layer);
+                    if (config.QueryScale is float queryScale)
+                        TensorPrimitives.Multiply(head, queryScale, head);
                 }
                 for (int h = 0; h < config.KvHeadCount; h++)
                 {
                     var head = kt.Slice(h * headDim, headDim);
                     if (layer.KeyNorm is not null)
                         RmsNorm(head, layer.KeyNorm, config.RmsNormEps, head);
-                    Rope(head, pos);
+                    Rope(head, pos, layer);
                 }
             }
         });
@@ -392,6 +422,8 @@ public sealed class Transformer : IDisposable
         var projected = proj.AsSpan(0, n * dim);
         Observer?.Observe(layer.Index, LinearInput.AttentionOutput, att.AsSpan(0, n * qDim), n);
         layer.AttentionOutput.Multiply(att.AsSpan(0, n * qDim), n, compute, projected);
+        if (layer.PostAttentionNorm is not null)
+            NormalizeProjection(n, layer.PostAttentionNorm);
         TensorPrimitives.Add(xs, projected, xs);
     }
 
@@ -421,7 +453,7 @@ public sealed class Transformer : IDisposable
         {
             var config = owner.config;
             int headDim = config.HeadDim, qDim = config.QDim, heads = config.HeadCount;
-            float scale = 1f / MathF.Sqrt(headDim);
+            float scale = owner.attentionScale;
             fixed (float* buffer = scratch[part])
             fixed (float* q = owner.q)
             fixed (float* att = owner.att)
@@ -445,9 +477,14 @@ public sealed class Transformer : IDisposable
         var u = up.AsSpan(0, n * hidden);
         layer.Gate.Multiply(normed, n, compute, g);
         layer.Up.Multiply(normed, n, compute, u);
-        // SwiGLU: h = silu(g) · u = σ(g) · (g · u), computed in place as u ← g·u, g ← σ(g), g ← g·u.
+        // SwiGLU: h = silu(g) · u = σ(g) · (g · u), computed in place as u ← g·u, g ← σ(g), g ← g·u; GeGLU: g ← gelu(g)·u.
         ForTokens(n, (t0, t1) =>
         {
+            if (config.Activation == FeedForwardActivation.GeluTanh)
+            {
+                GeGlu(gate.AsSpan(t0 * hidden, (t1 - t0) * hidden), up.AsSpan(t0 * hidden, (t1 - t0) * hidden));
+                return;
+            }
             var gt = gate.AsSpan(t0 * hidden, (t1 - t0) * hidden);
             var ut = up.AsSpan(t0 * hidden, (t1 - t0) * hidden);
             TensorPrimitives.Multiply(gt, ut, ut);
@@ -460,6 +497,8 @@ public sealed class Transformer : IDisposable
         var projected = proj.AsSpan(0, n * dim);
         Observer?.Observe(layer.Index, LinearInput.FeedForwardDown, g, n);
         layer.Down.Multiply(g, n, compute, projected);
+        if (layer.PostFeedForwardNorm is not null)
+            NormalizeProjection(n, layer.PostFeedForwardNorm);
         TensorPrimitives.Add(xs, projected, xs);
     }
 
@@ -476,6 +515,28 @@ public sealed class Transformer : IDisposable
                 RmsNorm(x.AsSpan((first + t) * dim, dim), weight, config.RmsNormEps, xb.AsSpan(t * dim, dim));
         });
         return xb.AsSpan(0, count * dim);
+    }
+
+    /// <summary>proj[t] = RmsNorm(proj[t]) · weight for t in [0, count): Gemma's norm on a sub-layer's output.</summary>
+    private void NormalizeProjection(int count, float[] weight)
+    {
+        int dim = config.Dim;
+        ForTokens(count, (t0, t1) =>
+        {
+            for (int t = t0; t < t1; t++)
+                RmsNorm(proj.AsSpan(t * dim, dim), weight, config.RmsNormEps, proj.AsSpan(t * dim, dim));
+        });
+    }
+
+    /// <summary>GeGLU in place: gate[i] ← gelu(gate[i]) · up[i], GELU in its tanh approximation as ggml defines it.</summary>
+    internal static void GeGlu(Span<float> gate, ReadOnlySpan<float> up)
+    {
+        const float SqrtTwoOverPi = 0.79788456080286535587989211986876f, Coefficient = 0.044715f;
+        for (int i = 0; i < gate.Length; i++)
+        {
+            float x = gate[i];
+            gate[i] = 0.5f * x * (1f + MathF.Tanh(SqrtTwoOverPi * x * (1f + Coefficient * x * x))) * up[i];
+        }
     }
 
     private void ForTokens(int n, Action<int, int> body)
@@ -513,11 +574,11 @@ public sealed class Transformer : IDisposable
         return scale;
     }
 
-    /// <summary>Rotates the pairs of one head in place by the angles of position <paramref name="pos"/>.</summary>
-    private void Rope(Span<float> head, int pos)
+    /// <summary>Rotates the pairs of one head in place by the angles of position <paramref name="pos"/> in <paramref name="layer"/>'s tables.</summary>
+    private void Rope(Span<float> head, int pos, Layer layer)
     {
         int half = head.Length / 2;
-        Rope(head, ropeCos.AsSpan(pos * half, half), ropeSin.AsSpan(pos * half, half), config.RopeStyle);
+        Rope(head, layer.RopeCos.AsSpan(pos * half, half), layer.RopeSin.AsSpan(pos * half, half), config.RopeStyle);
     }
 
     /// <summary>Rotates pair i of <paramref name="head"/> (paired as <paramref name="style"/> says) by the angle whose
@@ -552,15 +613,21 @@ public sealed class Transformer : IDisposable
     internal static (float[] Cos, float[] Sin) RopeTables(Model model, int contextLength, bool deterministic)
     {
         var config = model.Config;
-        int headDim = config.HeadDim;
+        float[]? divisors = config.RopeFrequencyFactors ? ReadVector(model, TensorNames.RopeFrequencies, config.HeadDim / 2) : null;
+        return RopeTables(config.HeadDim, config.RopeTheta, config.RopeScalingFactor, divisors, contextLength, deterministic);
+    }
+
+    /// <summary>The rotary tables of base <paramref name="theta"/>, linear factor <paramref name="scalingFactor"/> and per-pair
+    /// <paramref name="divisors"/> (or none).</summary>
+    private static (float[] Cos, float[] Sin) RopeTables(int headDim, float theta, float scalingFactor, float[]? divisors, int contextLength, bool deterministic)
+    {
         int half = headDim / 2;
-        float[]? divisors = config.RopeFrequencyFactors ? ReadVector(model, TensorNames.RopeFrequencies, half) : null;
         var cos = new float[contextLength * half];
         var sin = new float[contextLength * half];
         for (int i = 0; i < half; i++)
         {
-            double frequency = deterministic ? DeterministicMath.Pow(config.RopeTheta, -2.0 * i / headDim) : Math.Pow(config.RopeTheta, -2.0 * i / headDim);
-            frequency /= config.RopeScalingFactor * (divisors?[i] ?? 1f);
+            double frequency = deterministic ? DeterministicMath.Pow(theta, -2.0 * i / headDim) : Math.Pow(theta, -2.0 * i / headDim);
+            frequency /= scalingFactor * (divisors?[i] ?? 1f);
             for (int pos = 0; pos < contextLength; pos++)
             {
                 double angle = pos * frequency;
@@ -591,10 +658,17 @@ public sealed class Transformer : IDisposable
     /// <summary>The weights of one decoder block.</summary>
     private sealed class Layer
     {
-        public Layer(Model model, int index)
+        public Layer(Model model, int index, float[] ropeCos, float[] ropeSin)
         {
             var config = model.Config;
             Index = index;
+            RopeCos = ropeCos;
+            RopeSin = ropeSin;
+            if (config.PostNorms)
+            {
+                PostAttentionNorm = ReadVector(model, TensorNames.PostAttentionNorm(index), config.Dim);
+                PostFeedForwardNorm = ReadVector(model, TensorNames.PostFeedForwardNorm(index), config.Dim);
+            }
             AttentionNorm = ReadVector(model, TensorNames.AttentionNorm(index), config.Dim);
             FeedForwardNorm = ReadVector(model, TensorNames.FeedForwardNorm(index), config.Dim);
             Query = model.Weight(TensorNames.Query(index));
@@ -635,6 +709,10 @@ public sealed class Transformer : IDisposable
         public float[]? ValueBias { get; }      // [kvDim]
         public float[]? QueryNorm { get; }      // [headDim]
         public float[]? KeyNorm { get; }        // [headDim]
+        public float[]? PostAttentionNorm { get; }   // [dim] Gemma's norm on the attention's output
+        public float[]? PostFeedForwardNorm { get; } // [dim] Gemma's norm on the feed-forward's output
+        public float[] RopeCos { get; }         // [contextLength, headDim / 2] this layer's rotary tables (sliding or global)
+        public float[] RopeSin { get; }         // [contextLength, headDim / 2]
 
         private static void CheckShape(Model model, LinearWeight weight, long rows, long columns)
         {

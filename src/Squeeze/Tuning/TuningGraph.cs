@@ -37,6 +37,8 @@ internal sealed class TuningGraph
     public TuningGraph(Model model, int contextLength, int threads, bool tuneWeights)
     {
         config = model.Config;
+        if (config.ForwardVariant.Length > 0)
+            throw new NotSupportedException($"{model.Source}: tuning differentiates the Llama/Qwen forward pass; this model's ({config.Architecture}: {config.ForwardVariant}) is not supported");
         this.contextLength = contextLength;
         this.threads = Math.Max(1, threads);
         var norms = new List<Norm>();

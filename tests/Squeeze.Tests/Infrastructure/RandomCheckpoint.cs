@@ -52,6 +52,14 @@ public sealed record RandomCheckpoint
     /// <summary>Per-head RMSNorm of q and k (Qwen3's).</summary>
     public bool QkNorm { get; init; }
 
+    /// <summary>Gemma 2 and 3: RMSNorm on both sides of each sub-layer (pre_feedforward_layernorm,
+    /// post_feedforward_layernorm; post_attention_layernorm then norms the attention's output), and norm weights
+    /// that multiply by (1 + w), drawn around 0 instead of 1.</summary>
+    public bool GemmaNorms { get; init; }
+
+    /// <summary>config.json's hidden_act.</summary>
+    public string HiddenAct { get; init; } = "silu";
+
     /// <summary>config.json's rope_scaling object, or null.</summary>
     public JsonObject? RopeScaling { get; init; }
 
@@ -104,7 +112,7 @@ public sealed record RandomCheckpoint
             ["rope_theta"] = RopeTheta,
             ["rms_norm_eps"] = RmsNormEps,
             ["tie_word_embeddings"] = TieWordEmbeddings,
-            ["hidden_act"] = "silu",
+            ["hidden_act"] = HiddenAct,
             ["attention_bias"] = AttentionBias,
             ["rope_scaling"] = RopeScaling?.DeepClone(),
             ["torch_dtype"] = BFloat16 ? "bfloat16" : "float32",
@@ -117,7 +125,7 @@ public sealed record RandomCheckpoint
     }
 
     /// <summary>Every tensor with its Hugging Face name, shape and the standard deviation of its random values
-    /// (norm weights are 1 + N(0, 0.1²)).</summary>
+    /// (norm weights are 1 + N(0, 0.1²), or N(0, 0.1²) for Gemma's (1 + w) norms).</summary>
     public IEnumerable<(string Name, long[] Shape, double Std, bool Norm)> Tensors()
     {
         int dim = HiddenSize, qDim = Heads * ResolvedHeadDim, kvDim = KvHeads * ResolvedHeadDim, hidden = IntermediateSize;
@@ -144,6 +152,11 @@ public sealed record RandomCheckpoint
             }
             yield return (p + "self_attn.o_proj.weight", [dim, qDim], 1 / Math.Sqrt(qDim), false);
             yield return (p + "post_attention_layernorm.weight", [dim], 0.1, true);
+            if (GemmaNorms)
+            {
+                yield return (p + "pre_feedforward_layernorm.weight", [dim], 0.1, true);
+                yield return (p + "post_feedforward_layernorm.weight", [dim], 0.1, true);
+            }
             yield return (p + "mlp.gate_proj.weight", [hidden, dim], 1 / Math.Sqrt(dim), false);
             yield return (p + "mlp.up_proj.weight", [hidden, dim], 1 / Math.Sqrt(dim), false);
             yield return (p + "mlp.down_proj.weight", [dim, hidden], 1 / Math.Sqrt(hidden), false);
@@ -188,7 +201,7 @@ public sealed record RandomCheckpoint
             int filled = 0;
             for (long i = 0; i < count; i++)
             {
-                float value = (float)((norm ? 1 : 0) + std * Gaussian(random));
+                float value = (float)((norm && !GemmaNorms ? 1 : 0) + std * Gaussian(random));
                 if (BFloat16)
                 {
                     uint bits = BitConverter.SingleToUInt32Bits(value);

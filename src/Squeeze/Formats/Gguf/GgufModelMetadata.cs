@@ -15,6 +15,8 @@ public static class GgufModelMetadata
 
     /// <summary>Ordered key-value pairs for <paramref name="model"/>. <paramref name="fileType"/> is llama.cpp's
     /// <c>llama_ftype</c> of the mix (0 all F32, 1 mostly F16, 7 Q8_0, 15 Q4_K_M …).</summary>
+    /// <exception cref="NotSupportedException">The model has an option llama.cpp's architecture cannot express (a Gemma
+    /// query scale, window pattern or cap other than the ones llama.cpp derives).</exception>
     public static IReadOnlyList<KeyValuePair<string, GgufValue>> Build(Model model, uint fileType, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -37,7 +39,7 @@ public static class GgufModelMetadata
         U32($"{arch}.block_count", c.LayerCount);
         U32($"{arch}.attention.head_count", c.HeadCount);
         U32($"{arch}.attention.head_count_kv", c.KvHeadCount);
-        if (c.HeadDim != c.Dim / c.HeadCount)
+        if (c.HeadDim != c.Dim / c.HeadCount || arch is "gemma2" or "gemma3") // Gemma's converters always write them
         {
             U32($"{arch}.attention.key_length", c.HeadDim);
             U32($"{arch}.attention.value_length", c.HeadDim);
@@ -50,6 +52,8 @@ public static class GgufModelMetadata
             F32($"{arch}.rope.scaling.factor", c.RopeScalingFactor);
         }
         F32($"{arch}.attention.layer_norm_rms_epsilon", c.RmsNormEps);
+        if (arch is "gemma2" or "gemma3")
+            AddGemma(model, U32, F32);
         U32($"{arch}.vocab_size", c.VocabSize);
 
         var v = model.Vocabulary;
@@ -70,6 +74,38 @@ public static class GgufModelMetadata
         if (v.Kind == TokenizerKind.SentencePiece)
             Add("tokenizer.ggml.add_space_prefix", GgufValue.Scalar(GgufValueType.Bool, v.AddSpacePrefix));
         return entries;
+    }
+
+    /// <summary>Gemma's keys, as llama.cpp's converter writes them; refuses what llama.cpp would run otherwise than Squeeze.
+    /// (A llama model's sliding window, Mistral's, is not written: llama.cpp's llama architecture attends to every
+    /// position, and so does Squeeze on the file, as on the converter's.)</summary>
+    private static void AddGemma(Model model, Action<string, long> u32, Action<string, float> f32)
+    {
+        var c = model.Config;
+        string arch = c.Architecture;
+        void Refuse(string what) => throw new NotSupportedException($"{model.Source}: {what}; llama.cpp's {arch} cannot run it as Squeeze does");
+        if (c.QueryScale != GgufModelReader.GemmaQueryScale(arch, c.LayerCount, c.Dim, c.HeadCount, c.HeadDim))
+            Refuse($"the queries are scaled by {c.QueryScale} (query_pre_attn_scalar), not by llama.cpp's {GgufModelReader.GemmaQueryScale(arch, c.LayerCount, c.Dim, c.HeadCount, c.HeadDim)}");
+        if (arch == "gemma2")
+        {
+            if (c.SlidingWindow == 0 || c.SlidingWindowPeriod != 2 || c.SlidingRopeTheta is not null)
+                Refuse("Gemma 2 layers slide alternately with one rotary base");
+            if (c.AttentionSoftCap == 0 || c.FinalLogitSoftCap == 0)
+                Refuse("Gemma 2 without soft-capping");
+            f32($"{arch}.attn_logit_softcapping", c.AttentionSoftCap);
+            f32($"{arch}.final_logit_softcapping", c.FinalLogitSoftCap);
+        }
+        else
+        {
+            if (c.AttentionSoftCap != 0)
+                Refuse("Gemma 3 with soft-capped attention scores");
+            if (c.SlidingWindow > 0 && (c.SlidingWindowPeriod != 6 || c.SlidingRopeTheta != GgufModelReader.GemmaSlidingRopeTheta))
+                Refuse($"its sliding layers are every {c.SlidingWindowPeriod} but one with rotary base {c.SlidingRopeTheta} (llama.cpp: 6, {GgufModelReader.GemmaSlidingRopeTheta})");
+            if (c.FinalLogitSoftCap != 0)
+                f32($"{arch}.final_logit_softcapping", c.FinalLogitSoftCap);
+        }
+        if (c.SlidingWindow > 0)
+            u32($"{arch}.attention.sliding_window", c.SlidingWindow);
     }
 
     /// <summary>A token id as GGUF stores it: −1 (none) becomes 0xFFFFFFFF, as llama.cpp's converters write it.</summary>

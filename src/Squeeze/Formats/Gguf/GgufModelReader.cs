@@ -3,7 +3,8 @@ using Squeeze.Tensors;
 
 namespace Squeeze.Formats.Gguf;
 
-/// <summary>Loads a GGUF file as a <see cref="Model"/> (architectures llama, qwen2, qwen3).</summary>
+/// <summary>Loads a GGUF file as a <see cref="Model"/> (architectures llama, qwen2, qwen3, gemma2, gemma3), with the
+/// hyperparameters llama.cpp reads from it and, where llama.cpp derives one instead of reading it, llama.cpp's value.</summary>
 public static class GgufModelReader
 {
     /// <summary>Maps <paramref name="path"/>, reads the hyperparameters of <c>general.architecture</c>, the vocabulary and the
@@ -47,9 +48,10 @@ public static class GgufModelReader
         RopeStyle rope = arch switch
         {
             "llama" => RopeStyle.Interleaved,
-            "qwen2" or "qwen3" => RopeStyle.Neox,
-            _ => throw Fail(file, $"architecture '{arch}' is not supported (llama, qwen2, qwen3)"),
+            "qwen2" or "qwen3" or "gemma2" or "gemma3" => RopeStyle.Neox,
+            _ => throw Fail(file, $"architecture '{arch}' is not supported (llama, qwen2, qwen3, gemma2, gemma3)"),
         };
+        bool gemma2 = arch == "gemma2", gemma3 = arch == "gemma3", gemma = gemma2 || gemma3;
 
         int dim = Positive(file, $"{arch}.embedding_length");
         int layers = Positive(file, $"{arch}.block_count");
@@ -83,6 +85,13 @@ public static class GgufModelReader
         if (embedding.Shape.Length != 2 || embedding.Shape[0] != vocab || embedding.Shape[1] != dim)
             throw Fail(file, $"'{TensorNames.TokenEmbedding}' is [{string.Join(", ", embedding.Shape)}], expected [{vocab}, {dim}]");
 
+        // Gemma as llama.cpp runs it: Gemma 2 slides on even layers (window 4096 unless the file says) and caps scores at 50
+        // and logits at 30 unless it says otherwise; Gemma 3 slides on five layers of six with rotary base 10000 there when
+        // the file has a window; queries scaled by 1/√headDim, or by 1/√(dim / heads) for the 27B models (by layer count).
+        int slidingWindow = gemma2 ? Positive(file, $"{arch}.attention.sliding_window", 4096)
+            : gemma3 && file.GetInteger($"{arch}.attention.sliding_window") is > 0 ? Positive(file, $"{arch}.attention.sliding_window") : 0;
+        float? queryScale = gemma ? GemmaQueryScale(arch, layers, dim, heads, headDim) : null;
+
         var config = new ModelConfig
         {
             Architecture = arch,
@@ -101,7 +110,17 @@ public static class GgufModelReader
             RmsNormEps = eps,
             TiedEmbeddings = !file.TryGetTensor(TensorNames.Output, out _),
             AttentionBias = arch == "qwen2",
-            QkNorm = arch == "qwen3",
+            QkNorm = arch is "qwen3" or "gemma3",
+            SlidingWindow = slidingWindow,
+            SlidingWindowPeriod = gemma2 ? 2 : gemma3 ? 6 : 0,
+            SlidingRopeTheta = gemma3 && slidingWindow > 0 ? GemmaSlidingRopeTheta : null,
+            Activation = gemma ? FeedForwardActivation.GeluTanh : FeedForwardActivation.Silu,
+            ScaleEmbedding = gemma,
+            PostNorms = gemma,
+            QueryScale = queryScale,
+            AttentionSoftCap = gemma2 ? PositiveFloat(file, $"{arch}.attn_logit_softcapping", 50f) : 0,
+            FinalLogitSoftCap = gemma2 ? PositiveFloat(file, $"{arch}.final_logit_softcapping", 30f)
+                : gemma3 ? NonNegativeFloat(file, $"{arch}.final_logit_softcapping") : 0,
         };
         CheckTensors(file, config);
         return config;
@@ -126,6 +145,11 @@ public static class GgufModelReader
             Expect(file, TensorNames.Gate(l), c.HiddenDim, c.Dim);
             Expect(file, TensorNames.Up(l), c.HiddenDim, c.Dim);
             Expect(file, TensorNames.Down(l), c.Dim, c.HiddenDim);
+            if (c.PostNorms)
+            {
+                Expect(file, TensorNames.PostAttentionNorm(l), c.Dim);
+                Expect(file, TensorNames.PostFeedForwardNorm(l), c.Dim);
+            }
             if (c.AttentionBias)
             {
                 Expect(file, TensorNames.QueryBias(l), c.QDim);
@@ -138,6 +162,28 @@ public static class GgufModelReader
                 Expect(file, TensorNames.KeyNorm(l), c.HeadDim);
             }
         }
+    }
+
+    /// <summary>The rotary base llama.cpp gives Gemma 3's sliding layers (it reads none from the file).</summary>
+    public const float GemmaSlidingRopeTheta = 10000f;
+
+    /// <summary>The factor llama.cpp multiplies Gemma's queries by: 1/√(dim / heads) for the 27B models (Gemma 2 with 46
+    /// layers, Gemma 3 with 62), 1/√headDim otherwise.</summary>
+    public static float GemmaQueryScale(string architecture, int layers, int dim, int heads, int headDim)
+    {
+        bool is27B = (architecture == "gemma2" && layers == 46) || (architecture == "gemma3" && layers == 62);
+        return is27B ? 1f / MathF.Sqrt(dim / heads) : 1f / MathF.Sqrt(headDim);
+    }
+
+    private static float NonNegativeFloat(GgufFile file, string key)
+    {
+        double? value = file.GetFloat(key);
+        if (value is null)
+            return 0;
+        float f = (float)value.Value;
+        if (!float.IsFinite(f) || f < 0)
+            throw Fail(file, $"'{key}' = {value} is not a finite number ≥ 0");
+        return f;
     }
 
     private static void Expect(GgufFile file, string name, params long[] shape)

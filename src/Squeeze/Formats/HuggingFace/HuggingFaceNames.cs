@@ -29,6 +29,14 @@ public static class HuggingFaceNames
         ("mlp.down_proj.weight", "ffn_down.weight"),
     ];
 
+    // Gemma 2 and 3 norm both sides of each sub-layer: their names mean other GGUF tensors than Llama's.
+    private static readonly (string Hf, string Gguf)[] PostNormSuffixes =
+    [
+        ("post_attention_layernorm.weight", "post_attention_norm.weight"),
+        ("pre_feedforward_layernorm.weight", "ffn_norm.weight"),
+        ("post_feedforward_layernorm.weight", "post_ffw_norm.weight"),
+    ];
+
     private static readonly (string Hf, string Gguf)[] Globals =
     [
         ("model.embed_tokens.weight", TensorNames.TokenEmbedding),
@@ -43,7 +51,12 @@ public static class HuggingFaceNames
            && huggingFaceName.EndsWith(".self_attn.rotary_emb.inv_freq", StringComparison.Ordinal);
 
     /// <summary>The GGUF name of a Hugging Face tensor name, or false when the name is not one Squeeze knows.</summary>
-    public static bool TryToGguf(string huggingFaceName, out string ggufName)
+    public static bool TryToGguf(string huggingFaceName, out string ggufName) => TryToGguf(huggingFaceName, postNorms: false, out ggufName);
+
+    /// <summary>The GGUF name of a Hugging Face tensor name of a model with norms on its sub-layers' outputs
+    /// (<paramref name="postNorms"/>: Gemma 2 and 3, whose <c>post_attention_layernorm</c> is
+    /// <c>post_attention_norm</c> and <c>pre_feedforward_layernorm</c> is <c>ffn_norm</c>), or false when unknown.</summary>
+    public static bool TryToGguf(string huggingFaceName, bool postNorms, out string ggufName)
     {
         ArgumentNullException.ThrowIfNull(huggingFaceName);
         foreach (var (hf, gguf) in Globals)
@@ -56,7 +69,7 @@ public static class HuggingFaceNames
         }
         if (TrySplitLayer(huggingFaceName, LayerPrefix, out int layer, out string suffix))
         {
-            foreach (var (hf, gguf) in LayerSuffixes)
+            foreach (var (hf, gguf) in postNorms ? PostNormSuffixes.Concat(LayerSuffixes) : LayerSuffixes)
             {
                 if (suffix == hf)
                 {
@@ -70,7 +83,11 @@ public static class HuggingFaceNames
     }
 
     /// <summary>The Hugging Face name of a GGUF tensor name, or false when it has none.</summary>
-    public static bool TryToHuggingFace(string ggufName, out string huggingFaceName)
+    public static bool TryToHuggingFace(string ggufName, out string huggingFaceName) => TryToHuggingFace(ggufName, postNorms: false, out huggingFaceName);
+
+    /// <summary>The Hugging Face name of a GGUF tensor name, for a model with or without norms on its sub-layers'
+    /// outputs (<paramref name="postNorms"/>), or false when it has none.</summary>
+    public static bool TryToHuggingFace(string ggufName, bool postNorms, out string huggingFaceName)
     {
         ArgumentNullException.ThrowIfNull(ggufName);
         foreach (var (hf, gguf) in Globals)
@@ -83,7 +100,7 @@ public static class HuggingFaceNames
         }
         if (TrySplitLayer(ggufName, BlockPrefix, out int layer, out string suffix))
         {
-            foreach (var (hf, gguf) in LayerSuffixes)
+            foreach (var (hf, gguf) in postNorms ? PostNormSuffixes.Concat(LayerSuffixes) : LayerSuffixes)
             {
                 if (suffix == gguf)
                 {

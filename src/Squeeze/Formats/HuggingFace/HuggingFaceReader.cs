@@ -10,10 +10,12 @@ namespace Squeeze.Formats.HuggingFace;
 /// <summary>
 /// Loads a Hugging Face checkpoint directory (config.json, model.safetensors or a sharded
 /// model.safetensors.index.json, tokenizer.json or tokenizer.model) as a <see cref="Model"/> with GGUF tensor names.
-/// Supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM with F32, F16 or BF16
-/// weights. Llama/Mistral q/k rows are converted from rotate-half to Meta's interleaved order (copied into owned
-/// buffers; <see cref="RopeStyle.Interleaved"/>); Qwen keeps Hugging Face order (<see cref="RopeStyle.Neox"/>), as
-/// llama.cpp does. Every other tensor is a view into the memory-mapped safetensors files.
+/// Supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM and
+/// Gemma3ForCausalLM (text) with F32, F16 or BF16 weights. Llama/Mistral q/k rows are converted from rotate-half to
+/// Meta's interleaved order (copied into owned buffers; <see cref="RopeStyle.Interleaved"/>); Qwen and Gemma keep
+/// Hugging Face order (<see cref="RopeStyle.Neox"/>), as llama.cpp does. Gemma's norms multiply by (1 + w): their
+/// weights are read with 1 added (owned F32 copies), as llama.cpp's converter stores them. Every other tensor is a
+/// view into the memory-mapped safetensors files.
 /// </summary>
 public static class HuggingFaceReader
 {
@@ -102,7 +104,9 @@ public static class HuggingFaceReader
                 "mistral" => "MistralForCausalLM",
                 "qwen2" => "Qwen2ForCausalLM",
                 "qwen3" => "Qwen3ForCausalLM",
-                var other => Fail<string>(file, $"model_type \"{other}\" is not supported (llama, mistral, qwen2, qwen3)"),
+                "gemma2" => "Gemma2ForCausalLM",
+                "gemma3_text" => "Gemma3ForCausalLM",
+                var other => Fail<string>(file, $"model_type \"{other}\" is not supported (llama, mistral, qwen2, qwen3, gemma2, gemma3_text)"),
             };
         }
         else
@@ -111,12 +115,16 @@ public static class HuggingFaceReader
         }
 
         bool qwen = architecture is "Qwen2ForCausalLM" or "Qwen3ForCausalLM";
+        bool gemma3 = architecture == "Gemma3ForCausalLM";
+        bool gemma = gemma3 || architecture == "Gemma2ForCausalLM";
         string ggufArch = architecture switch
         {
             "LlamaForCausalLM" or "MistralForCausalLM" => "llama",
             "Qwen2ForCausalLM" => "qwen2",
             "Qwen3ForCausalLM" => "qwen3",
-            _ => Fail<string>(file, $"architecture \"{architecture}\" is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)"),
+            "Gemma2ForCausalLM" => "gemma2",
+            "Gemma3ForCausalLM" => "gemma3",
+            _ => Fail<string>(file, $"architecture \"{architecture}\" is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM)"),
         };
 
         int RequiredInt(string key)
@@ -133,10 +141,12 @@ public static class HuggingFaceReader
                 Fail($"\"{key}\" is {v.GetRawText()}; expected a positive integer");
             return value;
         }
-        double OptionalDouble(string key, double fallback)
+        double OptionalDouble(string key, double fallback, bool nullIsFallback = true)
         {
-            if (!root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
+            if (!root.TryGetProperty(key, out var v) || (nullIsFallback && v.ValueKind == JsonValueKind.Null))
                 return fallback;
+            if (v.ValueKind == JsonValueKind.Null)
+                return 0;
             if (v.ValueKind != JsonValueKind.Number || !v.TryGetDouble(out double value) || !double.IsFinite(value) || value <= 0)
                 Fail($"\"{key}\" is {v.GetRawText()}; expected a positive number");
             return value;
@@ -157,19 +167,21 @@ public static class HuggingFaceReader
         int kvHeads = OptionalInt("num_key_value_heads", heads);
         int vocab = RequiredInt("vocab_size");
         // transformers' defaults when a key is absent.
-        int headDim = OptionalInt("head_dim", architecture == "Qwen3ForCausalLM" ? 128 : dim / heads);
+        int headDim = OptionalInt("head_dim", architecture == "Qwen3ForCausalLM" ? 128 : gemma ? 256 : dim / heads);
         int maxPositions = OptionalInt("max_position_embeddings", architecture switch
         {
             "LlamaForCausalLM" => 2048,
             "MistralForCausalLM" => 4096 * 32,
+            "Gemma2ForCausalLM" => 8192,
+            "Gemma3ForCausalLM" => 131072,
             _ => 32768,
         });
-        double ropeTheta = OptionalDouble("rope_theta", 10000);
+        double ropeTheta = OptionalDouble("rope_theta", gemma3 ? 1_000_000 : 10000);
         double eps = OptionalDouble("rms_norm_eps", 1e-6);
-        bool tied = OptionalBool("tie_word_embeddings", false);
+        bool tied = OptionalBool("tie_word_embeddings", gemma);
         bool attentionBias = architecture == "Qwen2ForCausalLM" || OptionalBool("attention_bias", false);
 
-        if (!root.TryGetProperty("head_dim", out _) && architecture != "Qwen3ForCausalLM" && dim % heads != 0)
+        if (!root.TryGetProperty("head_dim", out _) && architecture != "Qwen3ForCausalLM" && !gemma && dim % heads != 0)
             Fail($"num_attention_heads {heads} does not divide hidden_size {dim} (and there is no head_dim)");
         if (heads % kvHeads != 0)
             Fail($"num_key_value_heads {kvHeads} does not divide num_attention_heads {heads}");
@@ -177,9 +189,11 @@ public static class HuggingFaceReader
             Fail($"head_dim {headDim} is odd; rotary embedding needs pairs");
         if (OptionalBool("mlp_bias", false))
             Fail("\"mlp_bias\": true is not supported (feed-forward biases)");
-        if (root.TryGetProperty("hidden_act", out var act) && act.ValueKind != JsonValueKind.Null
-            && !(act.ValueKind == JsonValueKind.String && act.GetString() is "silu" or "swish"))
-            Fail($"\"hidden_act\" {act.GetRawText()} is not supported (silu)");
+        // Gemma names its activation hidden_activation (older configs hidden_act); llama.cpp runs GELU's tanh form.
+        string activationKey = gemma && root.TryGetProperty("hidden_activation", out _) ? "hidden_activation" : "hidden_act";
+        if (root.TryGetProperty(activationKey, out var act) && act.ValueKind != JsonValueKind.Null
+            && !(act.ValueKind == JsonValueKind.String && (gemma ? act.GetString() is "gelu_pytorch_tanh" : act.GetString() is "silu" or "swish")))
+            Fail($"\"{activationKey}\" {act.GetRawText()} is not supported ({(gemma ? "gelu_pytorch_tanh" : "silu")})");
         // Rotary scaling, as llama.cpp's converter reads it: "linear" divides positions by the factor; "llama3" divides
         // each pair's frequency by a factor computed once (rope_freqs.weight).
         float linearFactor = 1f;
@@ -218,11 +232,30 @@ public static class HuggingFaceReader
             }
         }
 
-        // Sliding-window attention is not implemented: cap the context where it would start to matter.
+        // Sliding windows: Mistral's on every layer; Gemma 2's on even layers, Gemma 3's on five layers of six (the last
+        // of each six global, with its own rotary base for the others). Qwen2's (on some layers) is not run: the
+        // context is capped where it would start to matter.
         int context = maxPositions;
-        bool sliding = architecture == "MistralForCausalLM" || OptionalBool("use_sliding_window", false);
-        if (sliding && root.TryGetProperty("sliding_window", out var window) && window.ValueKind != JsonValueKind.Null)
+        int slidingWindow = 0, slidingPeriod = 0;
+        if (architecture == "MistralForCausalLM" && root.TryGetProperty("sliding_window", out var mistralWindow) && mistralWindow.ValueKind != JsonValueKind.Null)
+            slidingWindow = PositiveInt("sliding_window", mistralWindow);
+        else if (gemma)
+        {
+            slidingWindow = OptionalInt("sliding_window", 4096);
+            slidingPeriod = gemma3 ? OptionalInt("sliding_window_pattern", 6) : 2;
+            if (root.TryGetProperty("layer_types", out var layerTypes) && layerTypes.ValueKind == JsonValueKind.Array)
+            {
+                var types = layerTypes.EnumerateArray().Select(t => t.ValueKind == JsonValueKind.String ? t.GetString() : null).ToList();
+                var expected = Enumerable.Range(0, layers).Select(l => l % slidingPeriod < slidingPeriod - 1 ? "sliding_attention" : "full_attention");
+                if (!types.SequenceEqual(expected))
+                    Fail($"\"layer_types\" is {layerTypes.GetRawText()}; only every {slidingPeriod}-th layer global is supported");
+            }
+        }
+        else if (OptionalBool("use_sliding_window", false) && root.TryGetProperty("sliding_window", out var window) && window.ValueKind != JsonValueKind.Null)
             context = Math.Min(context, PositiveInt("sliding_window", window));
+        float? queryScale = gemma ? 1f / MathF.Sqrt((float)OptionalDouble("query_pre_attn_scalar", 256)) : null;
+        float attentionCap = gemma ? (float)OptionalDouble("attn_logit_softcapping", gemma3 ? 0 : 50, nullIsFallback: false) : 0;
+        float logitCap = gemma ? (float)OptionalDouble("final_logit_softcapping", gemma3 ? 0 : 30, nullIsFallback: false) : 0;
 
         return new ModelConfig
         {
@@ -236,15 +269,28 @@ public static class HuggingFaceReader
             VocabSize = vocab,
             ContextLength = context,
             RopeTheta = (float)ropeTheta,
-            RopeStyle = qwen ? RopeStyle.Neox : RopeStyle.Interleaved,
+            RopeStyle = qwen || gemma ? RopeStyle.Neox : RopeStyle.Interleaved,
             RopeScalingFactor = linearFactor,
             RopeFrequencyFactors = llama3,
             RmsNormEps = (float)eps,
             TiedEmbeddings = tied,
             AttentionBias = attentionBias,
-            QkNorm = architecture == "Qwen3ForCausalLM",
+            QkNorm = architecture == "Qwen3ForCausalLM" || gemma3,
+            SlidingWindow = slidingWindow,
+            SlidingWindowPeriod = slidingPeriod,
+            SlidingRopeTheta = gemma3 ? (float)OptionalDouble("rope_local_base_freq", 10000) : null,
+            Activation = gemma ? FeedForwardActivation.GeluTanh : FeedForwardActivation.Silu,
+            ScaleEmbedding = gemma,
+            PostNorms = gemma,
+            QueryScale = queryScale,
+            AttentionSoftCap = attentionCap,
+            FinalLogitSoftCap = logitCap,
         };
     }
+
+    /// <summary>True for the architectures whose Hugging Face norms multiply by (1 + w): Gemma's, whose weights a
+    /// <see cref="Model"/> holds (as GGUF does) with the 1 added.</summary>
+    internal static bool ShiftedNorms(ModelConfig config) => config.Architecture is "gemma2" or "gemma3";
 
     /// <summary>An F32 vector in an owned buffer.</summary>
     private static unsafe Tensor FloatTensor(string name, float[] values, List<IDisposable> owned)
@@ -253,6 +299,19 @@ public static class HuggingFaceReader
         owned.Add(buffer);
         values.CopyTo(new Span<float>(buffer.Pointer, values.Length));
         return new Tensor(name, GgmlType.F32, [values.Length], buffer, 0);
+    }
+
+    /// <summary>True for an RMSNorm weight's GGUF name.</summary>
+    internal static bool IsNorm(string ggufName) => ggufName.EndsWith("norm.weight", StringComparison.Ordinal);
+
+    /// <summary>An owned F32 copy of the 1-D <paramref name="tensor"/> with <paramref name="shift"/> added to every value.</summary>
+    internal static Tensor ShiftNorm(Tensor tensor, float shift, List<IDisposable> owned)
+    {
+        var values = new float[tensor.ElementCount];
+        Dequantize.Row(tensor.Type, tensor.Row(0), values);
+        for (int i = 0; i < values.Length; i++)
+            values[i] += shift;
+        return FloatTensor(tensor.Name, values, owned);
     }
 
     [DoesNotReturn]
@@ -283,10 +342,14 @@ public static class HuggingFaceReader
                 list.Add((TensorNames.KeyNorm(l), [c.HeadDim], 0));
             }
             list.Add((TensorNames.AttentionOutput(l), [c.Dim, c.QDim], 0));
+            if (c.PostNorms)
+                list.Add((TensorNames.PostAttentionNorm(l), [c.Dim], 0));
             list.Add((TensorNames.FeedForwardNorm(l), [c.Dim], 0));
             list.Add((TensorNames.Gate(l), [c.HiddenDim, c.Dim], 0));
             list.Add((TensorNames.Up(l), [c.HiddenDim, c.Dim], 0));
             list.Add((TensorNames.Down(l), [c.Dim, c.HiddenDim], 0));
+            if (c.PostNorms)
+                list.Add((TensorNames.PostFeedForwardNorm(l), [c.Dim], 0));
         }
         list.Add((TensorNames.OutputNorm, [c.Dim], 0));
         if (!c.TiedEmbeddings)
@@ -304,7 +367,7 @@ public static class HuggingFaceReader
             {
                 if (HuggingFaceNames.IsIgnored(info.Name))
                     continue;
-                if (!HuggingFaceNames.TryToGguf(info.Name, out string gguf))
+                if (!HuggingFaceNames.TryToGguf(info.Name, config.PostNorms, out string gguf))
                     throw new ModelFormatException(file.Path, $"tensor '{info.Name}' is not part of a {config.Architecture} model Squeeze knows");
                 if (!stored.TryAdd(gguf, (file, info)))
                     throw new ModelFormatException(file.Path, $"tensor '{info.Name}' is stored twice (also in {stored[gguf].File.Path})");
@@ -312,10 +375,11 @@ public static class HuggingFaceReader
         }
 
         bool permute = config.RopeStyle == RopeStyle.Interleaved;
+        bool shifted = ShiftedNorms(config);
         var tensors = new List<Tensor>();
         foreach (var (name, shape, heads) in ExpectedTensors(config).Where(e => e.Name != TensorNames.RopeFrequencies))
         {
-            HuggingFaceNames.TryToHuggingFace(name, out string hfName);
+            HuggingFaceNames.TryToHuggingFace(name, config.PostNorms, out string hfName);
             if (!stored.Remove(name, out var entry))
             {
                 string why = name == TensorNames.Output ? " (config.json says tie_word_embeddings is false)" : "";
@@ -327,7 +391,10 @@ public static class HuggingFaceReader
             if (!info.Shape.SequenceEqual(shape))
                 throw new ModelFormatException(file.Path, $"tensor '{hfName}' has shape [{string.Join(", ", info.Shape)}] but config.json implies [{string.Join(", ", shape)}]");
             var tensor = file.GetTensor(info.Name, name);
-            tensors.Add(permute && heads > 0 ? RotaryOrder.Permute(tensor, heads, toInterleaved: true, owned) : tensor);
+            if (shifted && IsNorm(name))
+                tensors.Add(ShiftNorm(tensor, 1f, owned));
+            else
+                tensors.Add(permute && heads > 0 ? RotaryOrder.Permute(tensor, heads, toInterleaved: true, owned) : tensor);
         }
         // A tied checkpoint may still store lm_head (a copy of the embedding); transformers ignores it, so do we.
         if (config.TiedEmbeddings)

@@ -8,8 +8,9 @@ namespace Squeeze.Formats.HuggingFace;
 
 /// <summary>
 /// Writes a <see cref="Model"/> as a Hugging Face checkpoint directory that <see cref="HuggingFaceReader"/> and
-/// transformers read: <c>config.json</c> (LlamaForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM),
-/// <c>model.safetensors</c> with Hugging Face tensor names (q/k rows in rotate-half order; the file's metadata is
+/// transformers read: <c>config.json</c> (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,
+/// Gemma2ForCausalLM or Gemma3ForCausalLM), <c>model.safetensors</c> with Hugging Face tensor names (q/k rows in
+/// rotate-half order, Gemma's norm weights with the 1 taken off again; the file's metadata is
 /// <c>{"format": "pt"}</c>), and for a SentencePiece vocabulary <c>tokenizer.model</c> plus <c>tokenizer_config.json</c>.
 /// A byte-level BPE vocabulary is not written (no tokenizer file; copy the source's <c>tokenizer.json</c>).
 /// Everything is written into a temporary directory beside the destination, which is then renamed into place.
@@ -79,7 +80,9 @@ public static class HuggingFaceWriter
     internal static string HuggingFaceArchitecture(ModelConfig c) => c.Architecture switch
     {
         _ when c.RopeFrequencyFactors => throw new NotSupportedException($"{TensorNames.RopeFrequencies} (Llama 3 rope scaling) has no Hugging Face config Squeeze writes"),
-        "llama" when !c.QkNorm => "LlamaForCausalLM",
+        "llama" when !c.QkNorm => c.SlidingWindow > 0 ? "MistralForCausalLM" : "LlamaForCausalLM",
+        "gemma2" when !c.QkNorm => "Gemma2ForCausalLM",
+        "gemma3" when c.QkNorm => "Gemma3ForCausalLM",
         "qwen2" when c.AttentionBias && !c.QkNorm => "Qwen2ForCausalLM",
         "qwen3" when c.QkNorm => "Qwen3ForCausalLM",
         _ => throw new NotSupportedException($"architecture \"{c.Architecture}\" (attention bias {c.AttentionBias}, q/k norm {c.QkNorm}) has no Hugging Face class Squeeze writes"),
@@ -91,14 +94,15 @@ public static class HuggingFaceWriter
         // Heads of the tensors whose rows carry rotary pairs.
         var rotary = HuggingFaceReader.ExpectedTensors(config).Where(e => e.PermuteHeads > 0).ToDictionary(e => e.Name, e => e.PermuteHeads, StringComparer.Ordinal);
         bool permute = config.RopeStyle == RopeStyle.Interleaved;
+        bool shifted = HuggingFaceReader.ShiftedNorms(config);
         var writer = new SafetensorsWriter();
         writer.Metadata["format"] = "pt";
         foreach (var tensor in model.Tensors)
         {
-            if (!HuggingFaceNames.TryToHuggingFace(tensor.Name, out string hfName))
+            if (!HuggingFaceNames.TryToHuggingFace(tensor.Name, config.PostNorms, out string hfName))
                 throw new NotSupportedException($"{model.Source}: tensor '{tensor.Name}' has no Hugging Face name");
-            var t = permute && rotary.TryGetValue(tensor.Name, out int heads)
-                ? RotaryOrder.Permute(tensor, heads, toInterleaved: false, owned)
+            var t = shifted && HuggingFaceReader.IsNorm(tensor.Name) ? HuggingFaceReader.ShiftNorm(tensor, -1f, owned)
+                : permute && rotary.TryGetValue(tensor.Name, out int heads) ? RotaryOrder.Permute(tensor, heads, toInterleaved: false, owned)
                 : tensor;
             writer.Add(t, hfName);
         }
@@ -115,7 +119,12 @@ public static class HuggingFaceWriter
         w.WriteStartArray("architectures");
         w.WriteStringValue(architecture);
         w.WriteEndArray();
-        w.WriteString("model_type", c.Architecture);
+        w.WriteString("model_type", architecture switch
+        {
+            "MistralForCausalLM" => "mistral",
+            "Gemma3ForCausalLM" => "gemma3_text",
+            _ => c.Architecture,
+        });
         w.WriteNumber("hidden_size", c.Dim);
         w.WriteNumber("intermediate_size", c.HiddenDim);
         w.WriteNumber("num_hidden_layers", c.LayerCount);
@@ -138,7 +147,30 @@ public static class HuggingFaceWriter
         }
         w.WriteNumber("rms_norm_eps", c.RmsNormEps);
         w.WriteBoolean("tie_word_embeddings", c.TiedEmbeddings);
-        w.WriteString("hidden_act", "silu");
+        if (c.Activation == FeedForwardActivation.GeluTanh)
+            w.WriteString("hidden_activation", "gelu_pytorch_tanh");
+        else
+            w.WriteString("hidden_act", "silu");
+        if (c.SlidingWindow > 0)
+            w.WriteNumber("sliding_window", c.SlidingWindow);
+        if (c.SlidingWindowPeriod > 0 && c.Architecture == "gemma3")
+            w.WriteNumber("sliding_window_pattern", c.SlidingWindowPeriod);
+        if (c.SlidingRopeTheta is float slidingTheta)
+            w.WriteNumber("rope_local_base_freq", slidingTheta);
+        if (c.QueryScale is float queryScale)
+            w.WriteNumber("query_pre_attn_scalar", 1.0 / ((double)queryScale * queryScale));
+        if (c.Architecture is "gemma2" or "gemma3")
+        {
+            void Cap(string key, float cap)
+            {
+                if (cap > 0)
+                    w.WriteNumber(key, cap);
+                else
+                    w.WriteNull(key);
+            }
+            Cap("attn_logit_softcapping", c.AttentionSoftCap);
+            Cap("final_logit_softcapping", c.FinalLogitSoftCap);
+        }
         if (c.Architecture != "qwen2")
             w.WriteBoolean("attention_bias", c.AttentionBias);
         w.WriteBoolean("mlp_bias", false);

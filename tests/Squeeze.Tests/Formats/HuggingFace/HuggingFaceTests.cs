@@ -241,13 +241,14 @@ public class HuggingFaceTests
     }
 
     [Fact]
-    public void Mistral_context_is_capped_at_the_sliding_window()
+    public void Mistral_keeps_its_context_and_slides_every_layer()
     {
         string config = LlamaConfig.Replace("LlamaForCausalLM", "MistralForCausalLM", StringComparison.Ordinal).Replace("\"max_position_embeddings\":64", "\"max_position_embeddings\":32768,\"sliding_window\":4096", StringComparison.Ordinal);
         using var dir = new TempDirectory();
         File.WriteAllText(dir.File("config.json"), config);
         var c = HuggingFaceReader.ReadConfig(dir.File("config.json"));
-        Assert.Equal(("llama", 4096, RopeStyle.Interleaved), (c.Architecture, c.ContextLength, c.RopeStyle));
+        Assert.Equal(("llama", 32768, 4096, RopeStyle.Interleaved), (c.Architecture, c.ContextLength, c.SlidingWindow, c.RopeStyle));
+        Assert.True(c.IsSlidingLayer(0) && c.IsSlidingLayer(1));
     }
 
     [Theory]
