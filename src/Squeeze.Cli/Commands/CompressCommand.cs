@@ -220,7 +220,8 @@ internal static class CompressCommand
         {
             var sorted = report.LayerSeconds.Order().ToList();
             int slowest = report.LayerSeconds.ToList().IndexOf(sorted[^1]);
-            Cli.Console.WriteLine($"blocks: {sorted.Count}, median {sorted[sorted.Count / 2]:0.00} s each, slowest {sorted[^1]:0.00} s (layer {slowest})");
+            Cli.Console.WriteLine($"blocks: {sorted.Count}, median {sorted[sorted.Count / 2]:0.00} s each, slowest {sorted[^1]:0.00} s (layer {slowest})"
+                + (report.EstimatedMemoryBytes is { } estimate ? $"; memory estimated at {Cli.Bytes(estimate)} before the start" : ""));
         }
     }
 }

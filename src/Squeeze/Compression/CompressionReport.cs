@@ -81,4 +81,8 @@ public sealed record CompressionReport(string Model, string? Output, string Form
 {
     /// <summary>Seconds each block took to calibrate, encode and run (a named mix; empty otherwise), in layer order.</summary>
     public IReadOnlyList<double> LayerSeconds { get; init; } = [];
+
+    /// <summary>The peak memory the job was estimated to allocate before it started (<see cref="ResourceEstimate"/>; a
+    /// named mix), or null.</summary>
+    public long? EstimatedMemoryBytes { get; init; }
 }

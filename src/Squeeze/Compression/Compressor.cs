@@ -71,8 +71,8 @@ public static class Compressor
         };
         var calibrationClock = new Stopwatch();
         var chunks = needsStats && options.Statistics is null ? Time(calibrationClock, () => LayerwiseCalibrator.Chunk(model, calibrationText, calibrationOptions)) : null;
-        ResourceEstimate.ForMix(model, plan, options.Method, chunks?.TokenCount ?? 0, GgufModelWriter.FileLength(model, fileType, TypeOf))
-            .Check(outputPath, options.MemoryLimit, chunks is null ? "it cannot be lowered by this job's options" : $"use fewer calibration tokens than {chunks.TokenCount:N0}");
+        var estimate = ResourceEstimate.ForMix(model, plan, options.Method, chunks?.TokenCount ?? 0, GgufModelWriter.FileLength(model, fileType, TypeOf));
+        estimate.Check(outputPath, options.MemoryLimit, chunks is null ? "it cannot be lowered by this job's options" : $"use fewer calibration tokens than {chunks.TokenCount:N0}");
         var resume = options.Resume ? ResumeState.Open(outputPath, ResumeState.FingerprintOf(string.Join("\n",
         [
             $"{ModelIdentity.Of(model)} {Path.GetFullPath(model.Source)}",
@@ -170,6 +170,7 @@ public static class Compressor
             run.AwqAlphas, Tuning: null, Note: saved is null ? "" : $"resumed at layer {saved.NextLayer}", [.. model.Tensors.Select(t => reports[t.Name])])
         {
             LayerSeconds = layerSeconds,
+            EstimatedMemoryBytes = estimate.MemoryBytes,
         };
     }
 

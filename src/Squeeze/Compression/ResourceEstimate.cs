@@ -17,7 +17,7 @@ namespace Squeeze.Compression;
 public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnlyList<(string Part, long Bytes)> Parts)
 {
     /// <summary>The .NET runtime, the tokenizer and the per-block runtime's scratch, besides what is counted part by part.</summary>
-    private const long Baseline = 256L << 20;
+    private const long Baseline = 384L << 20;
 
     /// <summary>
     /// The peak of compressing <paramref name="model"/> to <paramref name="plan"/> block by block: the residual stream of
