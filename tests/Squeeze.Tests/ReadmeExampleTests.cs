@@ -35,7 +35,7 @@ public class ReadmeExampleTests
         var tokens = Generator.Generate(runtime, "Once upon a time", 100, new Sampler(new SamplingOptions { Temperature = 0 }));
 
         Assert.Equal(new FileInfo(output).Length, report.FileBytes);
-        Assert.Equal(["calibrating", "encoding", "writing"], stages.Select(s => s.Stage).Distinct());
+        Assert.Equal(["calibrating and encoding layer by layer", "writing"], stages.Select(s => s.Stage).Distinct());
         Assert.InRange(result.Perplexity, 1, 50);
         Assert.InRange(result.KlDivergence!.Mean, 1e-6, 1.0);
         Assert.NotEmpty(tokens);
