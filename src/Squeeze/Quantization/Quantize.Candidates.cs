@@ -1,4 +1,5 @@
 using System.Runtime.Intrinsics;
+using static Squeeze.Tensors.HalfConversions;
 
 namespace Squeeze.Quantization;
 
@@ -213,5 +214,231 @@ public static partial class Quantize
             }
         }
         return scale;
+    }
+
+    /// <summary>RefineLanes' buffers: the super-block transposed (value i of sub-block j at [i * sub-blocks + j]), and the
+    /// screen's candidate lanes.</summary>
+    private sealed class RefineBuffers
+    {
+        public readonly float[] X = new float[QK_K];
+        public readonly float[] W = new float[QK_K];
+        public readonly float[] Q = new float[QK_K];
+        public readonly float[] Steps = new float[64];
+        public readonly float[] Offsets = new float[64];
+        public readonly float[] Errors = new float[64];
+        public readonly double[] CandidateErrors = new double[16 * (2 * RefineUlpRadius + 2)];
+    }
+
+    // Refine's vector form, with the same decisions. Sub-block scales (step 1) are screened in f32 lanes as described
+    // above. The super-block scales (step 2) are evaluated exactly in lanes: the super-block is transposed so that 16
+    // lanes hold one position of 16 sub-blocks (or two consecutive positions of 8), and each sub-block's error is summed
+    // in double in its own lane, in BestCodes' order with BestCodes' terms; AllBestCodes' early exits are then replayed on
+    // those sums (the terms are non-negative, so a partial sum reaches a bound exactly when the whole sum does).
+    private static double RefineLanes(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b, RefineBuffers buffers)
+    {
+        int n = f.SubSize, subBlocks = f.SubBlocks;
+        Span<float> xt = buffers.X, qt = buffers.Q;
+        Span<float> wt = w.IsEmpty ? default : buffers.W;
+        Transpose(x, subBlocks, xt);
+        if (!w.IsEmpty)
+            Transpose(w, subBlocks, wt);
+        for (int i = 0; i < QK_K; i++)
+            qt[i % n * subBlocks + i / n] = b.Q[i];
+        Span<int> codes = stackalloc int[32];
+        Span<double> subError = stackalloc double[16];
+        Span<ushort> candidates = stackalloc ushort[2 * RefineUlpRadius + 2];
+        Span<float> steps = buffers.Steps, offsets = buffers.Offsets, candidateErrors = buffers.Errors;
+        Span<double> exact = buffers.CandidateErrors;
+        float d = F16ToF32(b.D), dmin = F16ToF32(b.DMin);
+        LaneErrors(f, xt, wt, ScaleLanes(f, b, d, 1), ScaleLanes(f, b, dmin, 0), qt, chooseCodes: false, subError);
+        double total = Sum(subError[..subBlocks]);
+        for (int iteration = 0; iteration < RefineIterations; iteration++)
+        {
+            bool improved = false;
+            d = F16ToF32(b.D);
+            dmin = F16ToF32(b.DMin);
+
+            // 1. sub-block scales and mins, screened in f32 lanes, the rest through BestCodes.
+            for (int j = 0; j < subBlocks; j++)
+            {
+                ReadOnlySpan<float> xs = x.Slice(j * n, n);
+                ReadOnlySpan<float> ws = Sub(w, j, n);
+                int sc0 = b.Sc[j], m0 = b.M[j];
+                int mLo = f.MMax == 0 ? 0 : Math.Max(0, m0 - RefineSubRadius), mHi = f.MMax == 0 ? 0 : Math.Min(f.MMax, m0 + RefineSubRadius);
+                int scLo = Math.Max(f.ScMin, sc0 - RefineSubRadius), scHi = Math.Min(f.ScMax, sc0 + RefineSubRadius);
+                int count = 0;
+                for (int sc = scLo; sc <= scHi; sc++)
+                {
+                    for (int m = mLo; m <= mHi; m++, count++)
+                    {
+                        steps[count] = d * sc;
+                        offsets[count] = dmin * m;
+                    }
+                }
+                for (int c = count; c < (count + 7) / 8 * 8; c++)
+                    steps[c] = offsets[c] = 0;
+                CandidateErrors(xs, ws, f.QMin, f.QMax, steps, offsets, count, candidateErrors);
+                int k = 0;
+                for (int sc = scLo; sc <= scHi; sc++)
+                {
+                    for (int m = mLo; m <= mHi; m++, k++)
+                    {
+                        if (sc == b.Sc[j] && m == b.M[j] || ScreenedOut(candidateErrors[k], subError[j]))
+                            continue;
+                        double e = BestCodes(f, xs, ws, d * sc, dmin * m, codes, subError[j]);
+                        if (e < subError[j])
+                        {
+                            subError[j] = e;
+                            b.Sc[j] = sc;
+                            b.M[j] = m;
+                            codes[..n].CopyTo(b.Q.AsSpan(j * n, n));
+                            for (int i = 0; i < n; i++)
+                                qt[i * subBlocks + j] = codes[i];
+                            improved = true;
+                        }
+                    }
+                }
+            }
+            total = Sum(subError[..subBlocks]);
+
+            // 2. the super-block scale d, then dmin: every candidate's sub-block errors exactly, then AllBestCodes' decisions.
+            for (int which = 0; which < (f.MMax == 0 ? 1 : 2); which++)
+            {
+                int count = ScaleCandidates(f, x, w, b, which, candidates);
+                float dNow = F16ToF32(b.D), dminNow = F16ToF32(b.DMin);
+                for (int c = 0; c < count; c++)
+                {
+                    float value = F16ToF32(candidates[c]);
+                    LaneErrors(f, xt, wt, ScaleLanes(f, b, which == 0 ? value : dNow, 1), ScaleLanes(f, b, which == 1 ? value : dminNow, 0), default,
+                        chooseCodes: true, exact.Slice(c * 16, 16));
+                }
+                bool accepted = false;
+                for (int c = 0; c < count; c++)
+                {
+                    double e = ReplayAllBestCodes(exact.Slice(c * 16, subBlocks), total);
+                    if (e < total)
+                    {
+                        if (which == 0) b.D = candidates[c]; else b.DMin = candidates[c];
+                        total = e;
+                        accepted = improved = true;
+                    }
+                }
+                float dd = F16ToF32(b.D), mm = F16ToF32(b.DMin);
+                var stepLanes = ScaleLanes(f, b, dd, 1);
+                var offsetLanes = ScaleLanes(f, b, mm, 0);
+                if (accepted)
+                {
+                    // The accepted candidate's codes (AllBestCodes' for it), then the per-sub-block errors as Refine re-derives them.
+                    LaneErrors(f, xt, wt, stepLanes, offsetLanes, qt, chooseCodes: true, subError);
+                    for (int i = 0; i < QK_K; i++)
+                        b.Q[i] = (int)qt[i % n * subBlocks + i / n];
+                }
+                LaneErrors(f, xt, wt, stepLanes, offsetLanes, qt, chooseCodes: false, subError);
+                total = Sum(subError[..subBlocks]);
+            }
+            if (!improved)
+                break;
+        }
+        return total;
+    }
+
+    // AllBestCodes' result from the full sub-block errors: +∞ where it stops early (a sub-block's error reaches what is
+    // left of the bound, or the running total reaches the bound), else the total.
+    private static double ReplayAllBestCodes(ReadOnlySpan<double> subErrors, double bound)
+    {
+        double total = 0;
+        foreach (double e in subErrors)
+        {
+            if (e >= bound - total)
+                return double.PositiveInfinity;
+            total += e;
+            if (total >= bound)
+                return double.PositiveInfinity;
+        }
+        return total;
+    }
+
+    // transposed[i * subBlocks + j] = values[j * n + i] for a super-block.
+    private static void Transpose(ReadOnlySpan<float> values, int subBlocks, Span<float> transposed)
+    {
+        int n = QK_K / subBlocks;
+        for (int j = 0; j < subBlocks; j++)
+        {
+            for (int i = 0; i < n; i++)
+                transposed[i * subBlocks + j] = values[j * n + i];
+        }
+    }
+
+    // Lane l holds scale · sc[l mod sub-blocks] (scales 1) or scale · m[l mod sub-blocks] (scales 0), in f32 as the decoder.
+    private static Vector512<float> ScaleLanes(KFormat f, KBlock b, float scale, int scales)
+    {
+        Span<float> lanes = stackalloc float[16];
+        int[] factors = scales == 1 ? b.Sc : b.M;
+        for (int l = 0; l < 16; l++)
+            lanes[l] = scale * factors[l % f.SubBlocks];
+        return Vector512.Create<float>(lanes);
+    }
+
+    // errors[j] = Σᵢ wᵢ (xᵢ − (step_j·qᵢ − offset_j))² of each sub-block j in double, summed in the scalar order, on a
+    // transposed super-block. chooseCodes: q is the nearest code and the terms are BestCodes' (w·(diff²)); the codes are
+    // written to codes when it is not empty. Otherwise q is read from codes and the terms are SubBlockError's ((w·diff)·diff).
+    private static void LaneErrors(KFormat f, ReadOnlySpan<float> xt, ReadOnlySpan<float> wt, Vector512<float> step, Vector512<float> offset,
+        Span<float> codes, bool chooseCodes, Span<double> errors)
+    {
+        var magic = Vector512.Create(12582912f);
+        var hi = Vector512.Create((float)f.QMax);
+        var lo = Vector512.Create((float)f.QMin);
+        var inv = Vector512.ConditionalSelect(Vector512.Equals(step, Vector512<float>.Zero), Vector512<float>.Zero, Vector512<float>.One / step);
+        bool weighted = !wt.IsEmpty;
+        bool paired = f.SubBlocks == 8;
+        Vector512<double> e0 = Vector512<double>.Zero, e1 = Vector512<double>.Zero;
+        for (int k = 0; k < QK_K; k += 16)
+        {
+            var xv = Vector512.Create(xt.Slice(k, 16));
+            Vector512<float> q;
+            if (chooseCodes)
+            {
+                var t = (xv + offset) * inv;
+                q = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(t, hi), hi,
+                    Vector512.ConditionalSelect(Vector512.LessThanOrEqual(t, lo), lo, (t + magic) - magic));
+                if (!codes.IsEmpty)
+                    q.CopyTo(codes.Slice(k, 16));
+            }
+            else
+            {
+                q = Vector512.Create((ReadOnlySpan<float>)codes.Slice(k, 16));
+            }
+            var v = step * q - offset;
+            var (xLo, xHi) = Vector512.Widen(xv);
+            var (vLo, vHi) = Vector512.Widen(v);
+            var diffLo = xLo - vLo;
+            var diffHi = xHi - vHi;
+            Vector512<double> termLo, termHi;
+            if (!weighted)
+            {
+                termLo = diffLo * diffLo;
+                termHi = diffHi * diffHi;
+            }
+            else
+            {
+                var (wLo, wHi) = Vector512.Widen(Vector512.Create(wt.Slice(k, 16)));
+                termLo = chooseCodes ? wLo * (diffLo * diffLo) : wLo * diffLo * diffLo;
+                termHi = chooseCodes ? wHi * (diffHi * diffHi) : wHi * diffHi * diffHi;
+            }
+            if (paired)
+            {
+                // Lanes 0-7: position k/8 of sub-blocks 0-7, lanes 8-15: the next position; one running sum per sub-block.
+                e0 += termLo;
+                e0 += termHi;
+            }
+            else
+            {
+                e0 += termLo;
+                e1 += termHi;
+            }
+        }
+        e0.CopyTo(errors);
+        if (!paired)
+            e1.CopyTo(errors[8..]);
     }
 }
