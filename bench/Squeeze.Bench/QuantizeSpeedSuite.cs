@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using Squeeze.Formats;
@@ -49,7 +48,7 @@ internal static unsafe class QuantizeSpeedSuite
 
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- quantize-speed {string.Join(' ', args)}` "
             + $"({shape.Name} shape: the first {rows} rows of {string.Join(" and ", sources.Select(s => $"{s.Name} ({s.Columns} columns)"))}; "
-            + $"one thread, no importance; ns per value, median of {repetitions})");
+            + $"one thread, no importance; thread CPU ns per value, median of {repetitions})");
         Console.WriteLine();
         Console.WriteLine("| type | Squeeze | llama.cpp | ratio | SHA-256 of Squeeze's bytes |");
         Console.WriteLine("|---|---|---|---|---|");
@@ -60,9 +59,9 @@ internal static unsafe class QuantizeSpeedSuite
             var reference = sources.Select(s => new byte[GgmlTypes.RowBytes(type, s.Columns) * rows]).ToArray();
             double Time(Action action)
             {
-                long start = Stopwatch.GetTimestamp();
+                long start = ThreadCpuNanoseconds();
                 action();
-                return Stopwatch.GetElapsedTime(start).TotalNanoseconds / values;
+                return (double)(ThreadCpuNanoseconds() - start) / values;
             }
             void Squeeze()
             {
@@ -98,6 +97,25 @@ internal static unsafe class QuantizeSpeedSuite
             Console.Out.Flush();
         }
     }
+
+    // CPU time of the calling thread (Linux clock_gettime(CLOCK_THREAD_CPUTIME_ID)): on a shared machine, the time spent
+    // waiting for a core is not counted.
+    private static long ThreadCpuNanoseconds()
+    {
+        Timespec time;
+        if (ClockGetTime(3, &time) != 0)
+            throw new InvalidOperationException("clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+        return time.Seconds * 1_000_000_000 + time.Nanoseconds;
+    }
+
+    private struct Timespec
+    {
+        public long Seconds;
+        public long Nanoseconds;
+    }
+
+    [DllImport("libc", EntryPoint = "clock_gettime")]
+    private static extern int ClockGetTime(int clock, Timespec* time);
 
     private delegate nuint QuantizeChunk(int type, float* source, byte* destination, long start, long rows, long columns, float* importance);
 

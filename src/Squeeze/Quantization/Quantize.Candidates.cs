@@ -34,29 +34,29 @@ public static partial class Quantize
     private static bool UseVectors => !scalarOnly && Vector256.IsHardwareAccelerated;
 
     // errors[c] ≈ Σᵢ w[i] · (x[i] − (step[c]·q − offset[c]))² in f32, q = nearest code in [qMin, qMax] (BestCodes' codes),
-    // for c < count. step, offset and errors are padded by the caller to a multiple of 8.
+    // for c < count. step, offset and errors are padded by the caller to a multiple of 16.
     private static void CandidateErrors(ReadOnlySpan<float> x, ReadOnlySpan<float> w, int qMin, int qMax,
         ReadOnlySpan<float> step, ReadOnlySpan<float> offset, int count, Span<float> errors)
     {
-        var magic = Vector256.Create(12582912f);
-        var hi = Vector256.Create((float)qMax);
-        var lo = Vector256.Create((float)qMin);
-        for (int c = 0; c < count; c += 8)
+        var magic = Vector512.Create(12582912f);
+        var hi = Vector512.Create((float)qMax);
+        var lo = Vector512.Create((float)qMin);
+        for (int c = 0; c < count; c += 16)
         {
-            var s = Vector256.Create(step.Slice(c, 8));
-            var o = Vector256.Create(offset.Slice(c, 8));
-            var inv = Vector256.ConditionalSelect(Vector256.Equals(s, Vector256<float>.Zero), Vector256<float>.Zero, Vector256<float>.One / s);
-            var e = Vector256<float>.Zero;
+            var s = Vector512.Create(step.Slice(c, 16));
+            var o = Vector512.Create(offset.Slice(c, 16));
+            var inv = Vector512.ConditionalSelect(Vector512.Equals(s, Vector512<float>.Zero), Vector512<float>.Zero, Vector512<float>.One / s);
+            var e = Vector512<float>.Zero;
             for (int i = 0; i < x.Length; i++)
             {
-                var xi = Vector256.Create(x[i]);
+                var xi = Vector512.Create(x[i]);
                 var t = (xi + o) * inv;
-                var q = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(t, hi), hi,
-                    Vector256.ConditionalSelect(Vector256.LessThanOrEqual(t, lo), lo, (t + magic) - magic));
+                var q = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(t, hi), hi,
+                    Vector512.ConditionalSelect(Vector512.LessThanOrEqual(t, lo), lo, (t + magic) - magic));
                 var d = xi - (s * q - o);
-                e += w.IsEmpty ? d * d : Vector256.Create(w[i]) * (d * d);
+                e += w.IsEmpty ? d * d : Vector512.Create(w[i]) * (d * d);
             }
-            e.CopyTo(errors.Slice(c, 8));
+            e.CopyTo(errors.Slice(c, 16));
         }
     }
 
@@ -70,38 +70,38 @@ public static partial class Quantize
         float rmin, float rdelta, int nstep, bool useMad, float min, float max, float sumW, float sumX, float bestError, float scale)
     {
         int n = x.Length, trials = nstep + 1;
-        Span<float> iscales = stackalloc float[72];
-        Span<float> sumL = stackalloc float[72];
-        Span<float> sumL2 = stackalloc float[72];
-        Span<float> sumXL = stackalloc float[72];
-        Span<float> scales = stackalloc float[72];
-        Span<float> mins = stackalloc float[72];
-        Span<float> errors = stackalloc float[72];
-        var magic = Vector256.Create(12582912f);
-        var top = Vector256.Create((float)nmax);
+        Span<float> iscales = stackalloc float[80];
+        Span<float> sumL = stackalloc float[80];
+        Span<float> sumL2 = stackalloc float[80];
+        Span<float> sumXL = stackalloc float[80];
+        Span<float> scales = stackalloc float[80];
+        Span<float> mins = stackalloc float[80];
+        Span<float> errors = stackalloc float[80];
+        var magic = Vector512.Create(12582912f);
+        var top = Vector512.Create((float)nmax);
         int first = 0;
         while (first < trials)
         {
-            int padded = first + (trials - first + 7) / 8 * 8;
+            int padded = first + (trials - first + 15) / 16 * 16;
             for (int step = first; step < padded; step++)
                 iscales[step] = step < trials ? (rmin + rdelta * step + nmax) / (max - min) : 0;
-            var vmin = Vector256.Create(min);
-            for (int c = first; c < padded; c += 8)
+            var vmin = Vector512.Create(min);
+            for (int c = first; c < padded; c += 16)
             {
-                var iscale = Vector256.Create(iscales.Slice(c, 8));
-                Vector256<float> sl = Vector256<float>.Zero, sl2 = Vector256<float>.Zero, sxl = Vector256<float>.Zero;
+                var iscale = Vector512.Create((ReadOnlySpan<float>)iscales.Slice(c, 16));
+                Vector512<float> sl = Vector512<float>.Zero, sl2 = Vector512<float>.Zero, sxl = Vector512<float>.Zero;
                 for (int i = 0; i < n; i++)
                 {
-                    var xi = Vector256.Create(x[i]);
-                    var l = Vector256.Min(top, Vector256.Max(Vector256<float>.Zero, (iscale * (xi - vmin) + magic) - magic));
-                    var wl = Vector256.Create(weights[i]) * l;
+                    var xi = Vector512.Create(x[i]);
+                    var l = Vector512.Min(top, Vector512.Max(Vector512<float>.Zero, (iscale * (xi - vmin) + magic) - magic));
+                    var wl = Vector512.Create(weights[i]) * l;
                     sl += wl;
                     sl2 += wl * l;
                     sxl += wl * xi;
                 }
-                sl.CopyTo(sumL.Slice(c, 8));
-                sl2.CopyTo(sumL2.Slice(c, 8));
-                sxl.CopyTo(sumXL.Slice(c, 8));
+                sl.CopyTo(sumL.Slice(c, 16));
+                sl2.CopyTo(sumL2.Slice(c, 16));
+                sxl.CopyTo(sumXL.Slice(c, 16));
             }
             for (int step = first; step < padded; step++)
             {
@@ -121,21 +121,21 @@ public static partial class Quantize
                     mins[step] = thisMin;
                 }
             }
-            for (int c = first; c < padded; c += 8)
+            for (int c = first; c < padded; c += 16)
             {
-                var iscale = Vector256.Create(iscales.Slice(c, 8));
-                var s = Vector256.Create(scales.Slice(c, 8));
-                var m = Vector256.Create(mins.Slice(c, 8));
-                var e = Vector256<float>.Zero;
+                var iscale = Vector512.Create((ReadOnlySpan<float>)iscales.Slice(c, 16));
+                var s = Vector512.Create((ReadOnlySpan<float>)scales.Slice(c, 16));
+                var m = Vector512.Create((ReadOnlySpan<float>)mins.Slice(c, 16));
+                var e = Vector512<float>.Zero;
                 for (int i = 0; i < n; i++)
                 {
-                    var xi = Vector256.Create(x[i]);
-                    var l = Vector256.Min(top, Vector256.Max(Vector256<float>.Zero, (iscale * (xi - vmin) + magic) - magic));
+                    var xi = Vector512.Create(x[i]);
+                    var l = Vector512.Min(top, Vector512.Max(Vector512<float>.Zero, (iscale * (xi - vmin) + magic) - magic));
                     var diff = s * l + m - xi;
-                    diff = useMad ? Vector256.Abs(diff) : diff * diff;
-                    e += Vector256.Create(weights[i]) * diff;
+                    diff = useMad ? Vector512.Abs(diff) : diff * diff;
+                    e += Vector512.Create(weights[i]) * diff;
                 }
-                e.CopyTo(errors.Slice(c, 8));
+                e.CopyTo(errors.Slice(c, 16));
             }
             int accepted = -1;
             for (int step = first; step < trials; step++)
@@ -166,34 +166,34 @@ public static partial class Quantize
     private static float MakeQxQuantsLanes(int nmax, ReadOnlySpan<float> x, Span<sbyte> L, int rmseType, ReadOnlySpan<float> weights, float max, float scale, float best)
     {
         int n = x.Length;
-        Span<float> iscales = stackalloc float[24];
-        Span<float> sumLx = stackalloc float[24];
-        Span<float> sumL2 = stackalloc float[24];
+        Span<float> iscales = stackalloc float[32];
+        Span<float> sumLx = stackalloc float[32];
+        Span<float> sumL2 = stackalloc float[32];
         Span<float> w = stackalloc float[n];
         for (int i = 0; i < n; i++)
             w[i] = QxWeight(x[i], i, rmseType, weights);
-        for (int k = 0; k < 24; k++)
+        for (int k = 0; k < 32; k++)
         {
             int step = k < 9 ? k - 9 : k - 8; // -9 … -1, 1 … 9, then padding
             iscales[k] = k < 18 ? -(nmax + 0.1f * step) / max : 0;
         }
-        var magic = Vector256.Create(12582912f);
-        var lo = Vector256.Create((float)-nmax);
-        var hi = Vector256.Create((float)(nmax - 1));
-        for (int c = 0; c < 24; c += 8)
+        var magic = Vector512.Create(12582912f);
+        var lo = Vector512.Create((float)-nmax);
+        var hi = Vector512.Create((float)(nmax - 1));
+        for (int c = 0; c < 32; c += 16)
         {
-            var iscale = Vector256.Create(iscales.Slice(c, 8));
-            Vector256<float> slx = Vector256<float>.Zero, sl2 = Vector256<float>.Zero;
+            var iscale = Vector512.Create((ReadOnlySpan<float>)iscales.Slice(c, 16));
+            Vector512<float> slx = Vector512<float>.Zero, sl2 = Vector512<float>.Zero;
             for (int i = 0; i < n; i++)
             {
-                var xi = Vector256.Create(x[i]);
-                var l = Vector256.Min(hi, Vector256.Max(lo, (iscale * xi + magic) - magic));
-                var wi = Vector256.Create(w[i]);
+                var xi = Vector512.Create(x[i]);
+                var l = Vector512.Min(hi, Vector512.Max(lo, (iscale * xi + magic) - magic));
+                var wi = Vector512.Create(w[i]);
                 slx += wi * xi * l;
                 sl2 += wi * l * l;
             }
-            slx.CopyTo(sumLx.Slice(c, 8));
-            sl2.CopyTo(sumL2.Slice(c, 8));
+            slx.CopyTo(sumLx.Slice(c, 16));
+            sl2.CopyTo(sumL2.Slice(c, 16));
         }
         int winner = -1;
         for (int k = 0; k < 18; k++)
@@ -242,15 +242,14 @@ public static partial class Quantize
         Transpose(x, subBlocks, xt);
         if (!w.IsEmpty)
             Transpose(w, subBlocks, wt);
-        for (int i = 0; i < QK_K; i++)
-            qt[i % n * subBlocks + i / n] = b.Q[i];
+        TransposeCodes(b.Q, subBlocks, qt);
         Span<int> codes = stackalloc int[32];
         Span<double> subError = stackalloc double[16];
         Span<ushort> candidates = stackalloc ushort[2 * RefineUlpRadius + 2];
         Span<float> steps = buffers.Steps, offsets = buffers.Offsets, candidateErrors = buffers.Errors;
         Span<double> exact = buffers.CandidateErrors;
         float d = F16ToF32(b.D), dmin = F16ToF32(b.DMin);
-        LaneErrors(f, xt, wt, ScaleLanes(f, b, d, 1), ScaleLanes(f, b, dmin, 0), qt, chooseCodes: false, subError);
+        LaneErrors(f, xt, wt, Vector512.Create(d) * FactorLanes(f, b.Sc), Vector512.Create(dmin) * FactorLanes(f, b.M), qt, chooseCodes: false, subError);
         double total = Sum(subError[..subBlocks]);
         for (int iteration = 0; iteration < RefineIterations; iteration++)
         {
@@ -275,7 +274,7 @@ public static partial class Quantize
                         offsets[count] = dmin * m;
                     }
                 }
-                for (int c = count; c < (count + 7) / 8 * 8; c++)
+                for (int c = count; c < (count + 15) / 16 * 16; c++)
                     steps[c] = offsets[c] = 0;
                 CandidateErrors(xs, ws, f.QMin, f.QMax, steps, offsets, count, candidateErrors);
                 int k = 0;
@@ -305,11 +304,14 @@ public static partial class Quantize
             for (int which = 0; which < (f.MMax == 0 ? 1 : 2); which++)
             {
                 int count = ScaleCandidates(f, x, w, b, which, candidates);
-                float dNow = F16ToF32(b.D), dminNow = F16ToF32(b.DMin);
+                // Sc and M stay as they are in this step: lane l holds sc[l mod sub-blocks] and m[l mod sub-blocks] as f32.
+                var scLanes = FactorLanes(f, b.Sc);
+                var mLanes = FactorLanes(f, b.M);
+                var fixedLanes = which == 0 ? Vector512.Create(F16ToF32(b.DMin)) * mLanes : Vector512.Create(F16ToF32(b.D)) * scLanes;
                 for (int c = 0; c < count; c++)
                 {
-                    float value = F16ToF32(candidates[c]);
-                    LaneErrors(f, xt, wt, ScaleLanes(f, b, which == 0 ? value : dNow, 1), ScaleLanes(f, b, which == 1 ? value : dminNow, 0), default,
+                    var value = Vector512.Create(F16ToF32(candidates[c]));
+                    LaneErrors(f, xt, wt, which == 0 ? value * scLanes : fixedLanes, which == 1 ? value * mLanes : fixedLanes, default,
                         chooseCodes: true, exact.Slice(c * 16, 16));
                 }
                 bool accepted = false;
@@ -324,14 +326,17 @@ public static partial class Quantize
                     }
                 }
                 float dd = F16ToF32(b.D), mm = F16ToF32(b.DMin);
-                var stepLanes = ScaleLanes(f, b, dd, 1);
-                var offsetLanes = ScaleLanes(f, b, mm, 0);
+                var stepLanes = Vector512.Create(dd) * scLanes;
+                var offsetLanes = Vector512.Create(mm) * mLanes;
                 if (accepted)
                 {
                     // The accepted candidate's codes (AllBestCodes' for it), then the per-sub-block errors as Refine re-derives them.
                     LaneErrors(f, xt, wt, stepLanes, offsetLanes, qt, chooseCodes: true, subError);
-                    for (int i = 0; i < QK_K; i++)
-                        b.Q[i] = (int)qt[i % n * subBlocks + i / n];
+                    for (int j = 0; j < subBlocks; j++)
+                    {
+                        for (int i = 0; i < n; i++)
+                            b.Q[j * n + i] = (int)qt[i * subBlocks + j];
+                    }
                 }
                 LaneErrors(f, xt, wt, stepLanes, offsetLanes, qt, chooseCodes: false, subError);
                 total = Sum(subError[..subBlocks]);
@@ -369,14 +374,22 @@ public static partial class Quantize
         }
     }
 
-    // Lane l holds scale · sc[l mod sub-blocks] (scales 1) or scale · m[l mod sub-blocks] (scales 0), in f32 as the decoder.
-    private static Vector512<float> ScaleLanes(KFormat f, KBlock b, float scale, int scales)
+    // Lane l holds factors[l mod sub-blocks] as f32 (a lane times a scale is the decoder's f32 product scale · factor).
+    private static Vector512<float> FactorLanes(KFormat f, int[] factors)
     {
-        Span<float> lanes = stackalloc float[16];
-        int[] factors = scales == 1 ? b.Sc : b.M;
-        for (int l = 0; l < 16; l++)
-            lanes[l] = scale * factors[l % f.SubBlocks];
-        return Vector512.Create<float>(lanes);
+        var low = Vector256.Create(factors.AsSpan(0, 8));
+        var high = f.SubBlocks == 8 ? low : Vector256.Create(factors.AsSpan(8, 8));
+        return Vector512.ConvertToSingle(Vector512.Create(low, high));
+    }
+
+    private static void TransposeCodes(int[] codes, int subBlocks, Span<float> transposed)
+    {
+        int n = QK_K / subBlocks;
+        for (int j = 0; j < subBlocks; j++)
+        {
+            for (int i = 0; i < n; i++)
+                transposed[i * subBlocks + j] = codes[j * n + i];
+        }
     }
 
     // errors[j] = Σᵢ wᵢ (xᵢ − (step_j·qᵢ − offset_j))² of each sub-block j in double, summed in the scalar order, on a

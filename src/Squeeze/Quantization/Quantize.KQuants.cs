@@ -622,20 +622,23 @@ public static partial class Quantize
         int n = f.SubSize;
         double d = F16ToF32(b.D), dmin = F16ToF32(b.DMin);
         double num = 0, den = 0;
-        for (int i = 0; i < QK_K; i++)
+        for (int j = 0; j < f.SubBlocks; j++)
         {
-            int j = i / n;
-            double wi = w.IsEmpty ? 1.0 : w[i];
-            double a = (double)b.Sc[j] * b.Q[i], c = b.M[j];
-            if (which == 0)
+            double sc = b.Sc[j], c = b.M[j];
+            for (int i = j * n; i < (j + 1) * n; i++)
             {
-                num += wi * a * (x[i] + dmin * c);
-                den += wi * a * a;
-            }
-            else
-            {
-                num += wi * c * (d * a - x[i]);
-                den += wi * c * c;
+                double wi = w.IsEmpty ? 1.0 : w[i];
+                double a = sc * b.Q[i];
+                if (which == 0)
+                {
+                    num += wi * a * (x[i] + dmin * c);
+                    den += wi * a * a;
+                }
+                else
+                {
+                    num += wi * c * (d * a - x[i]);
+                    den += wi * c * c;
+                }
             }
         }
         return den > 0 ? (float)(num / den) : float.NaN;
