@@ -1,3 +1,6 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using static Squeeze.Tensors.HalfConversions;
 
@@ -64,101 +67,93 @@ public static partial class Quantize
     private static bool ScreenedOut(float estimate, double bound) => bound is >= 1e-30 and <= 1e30 && estimate >= bound * (1 + 1e-5);
 
     // MakeQkxQuants' trial scales, one per lane, with the same f32 sums in the same order per lane. The scalar loop moves
-    // min when it accepts a trial, and later trials depend on min; so the lanes are evaluated from the first trial not yet
-    // decided up to the last, and walked in step order: at the first acceptance min moves and the rest are evaluated again.
+    // min when it accepts a trial, and later trials depend on min; so 16 trials are evaluated at a time from the first
+    // one not yet decided and walked in step order: at the first acceptance min moves and the next 16 start after it.
+    // (Clamping with MinNative / MaxNative: the codes are never NaN or -0, so they equal Math.Min / Math.Max.)
     private static float MakeQkxQuantsLanes(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> L, out float theMin,
         float rmin, float rdelta, int nstep, bool useMad, float min, float max, float sumW, float sumX, float bestError, float scale)
     {
         int n = x.Length, trials = nstep + 1;
-        Span<float> iscales = stackalloc float[80];
-        Span<float> sumL = stackalloc float[80];
-        Span<float> sumL2 = stackalloc float[80];
-        Span<float> sumXL = stackalloc float[80];
-        Span<float> scales = stackalloc float[80];
-        Span<float> mins = stackalloc float[80];
-        Span<float> errors = stackalloc float[80];
-        var magic = Vector512.Create(12582912f);
-        var top = Vector512.Create((float)nmax);
+        ref float xs = ref MemoryMarshal.GetReference(x);
+        ref float ws = ref MemoryMarshal.GetReference(weights);
+        var lane = Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var vSumW = Vector512.Create(sumW);
+        var vSumX = Vector512.Create(sumX);
         int first = 0;
         while (first < trials)
         {
-            int padded = first + (trials - first + 15) / 16 * 16;
-            for (int step = first; step < padded; step++)
-                iscales[step] = step < trials ? (rmin + rdelta * step + nmax) / (max - min) : 0;
+            // The scalar loop's f32 operations, lane by lane: iscale = (rmin + rdelta·step + nmax) / (max − min), then the
+            // least-squares scale and min of each trial's codes.
+            var step = Vector512.Create((float)first) + lane;
+            var valid = Vector512.LessThan(step, Vector512.Create((float)trials));
+            var iscale = Vector512.ConditionalSelect(valid,
+                (Vector512.Create(rmin) + Vector512.Create(rdelta) * step + Vector512.Create((float)nmax)) / Vector512.Create(max - min), Vector512<float>.Zero);
             var vmin = Vector512.Create(min);
-            for (int c = first; c < padded; c += 16)
+            QkxSums(ref xs, ref ws, n, nmax, iscale, vmin, out var sumL, out var sumL2, out var sumXL);
+            var D = vSumW * sumL2 - sumL * sumL;
+            var solved = valid & Vector512.GreaterThan(D, Vector512<float>.Zero);
+            var thisScale = (vSumW * sumXL - vSumX * sumL) / D;
+            var thisMin = (sumL2 * vSumX - sumL * sumXL) / D;
+            var positive = Vector512.GreaterThan(thisMin, Vector512<float>.Zero);
+            var scales = Vector512.ConditionalSelect(solved, Vector512.ConditionalSelect(positive, sumXL / sumL2, thisScale), Vector512<float>.Zero);
+            var mins = Vector512.ConditionalSelect(solved & ~positive, thisMin, Vector512<float>.Zero);
+            var errors = QkxErrors(ref xs, ref ws, n, nmax, iscale, vmin, scales, mins, useMad);
+            ulong better = (solved & Vector512.LessThan(errors, Vector512.Create(bestError))).ExtractMostSignificantBits();
+            if (better == 0)
             {
-                var iscale = Vector512.Create((ReadOnlySpan<float>)iscales.Slice(c, 16));
-                Vector512<float> sl = Vector512<float>.Zero, sl2 = Vector512<float>.Zero, sxl = Vector512<float>.Zero;
-                for (int i = 0; i < n; i++)
-                {
-                    var xi = Vector512.Create(x[i]);
-                    var l = Vector512.Min(top, Vector512.Max(Vector512<float>.Zero, (iscale * (xi - vmin) + magic) - magic));
-                    var wl = Vector512.Create(weights[i]) * l;
-                    sl += wl;
-                    sl2 += wl * l;
-                    sxl += wl * xi;
-                }
-                sl.CopyTo(sumL.Slice(c, 16));
-                sl2.CopyTo(sumL2.Slice(c, 16));
-                sxl.CopyTo(sumXL.Slice(c, 16));
+                first += 16;
+                continue;
             }
-            for (int step = first; step < padded; step++)
-            {
-                scales[step] = 0;
-                mins[step] = 0;
-                float D = sumW * sumL2[step] - sumL[step] * sumL[step];
-                if (step < trials && D > 0)
-                {
-                    float thisScale = (sumW * sumXL[step] - sumX * sumL[step]) / D;
-                    float thisMin = (sumL2[step] * sumX - sumL[step] * sumXL[step]) / D;
-                    if (thisMin > 0)
-                    {
-                        thisMin = 0;
-                        thisScale = sumXL[step] / sumL2[step];
-                    }
-                    scales[step] = thisScale;
-                    mins[step] = thisMin;
-                }
-            }
-            for (int c = first; c < padded; c += 16)
-            {
-                var iscale = Vector512.Create((ReadOnlySpan<float>)iscales.Slice(c, 16));
-                var s = Vector512.Create((ReadOnlySpan<float>)scales.Slice(c, 16));
-                var m = Vector512.Create((ReadOnlySpan<float>)mins.Slice(c, 16));
-                var e = Vector512<float>.Zero;
-                for (int i = 0; i < n; i++)
-                {
-                    var xi = Vector512.Create(x[i]);
-                    var l = Vector512.Min(top, Vector512.Max(Vector512<float>.Zero, (iscale * (xi - vmin) + magic) - magic));
-                    var diff = s * l + m - xi;
-                    diff = useMad ? Vector512.Abs(diff) : diff * diff;
-                    e += Vector512.Create(weights[i]) * diff;
-                }
-                e.CopyTo(errors.Slice(c, 16));
-            }
-            int accepted = -1;
-            for (int step = first; step < trials; step++)
-            {
-                float D = sumW * sumL2[step] - sumL[step] * sumL[step];
-                if (D > 0 && errors[step] < bestError)
-                {
-                    accepted = step;
-                    break;
-                }
-            }
-            if (accepted < 0)
-                break;
-            // The accepted trial's codes, with the min they were chosen with.
+            // The first better trial in step order is accepted; its codes, with the min they were chosen with.
+            int accepted = BitOperations.TrailingZeroCount(better);
+            float acceptedIscale = iscale.GetElement(accepted);
             for (int i = 0; i < n; i++)
-                L[i] = (byte)Math.Max(0, Math.Min(nmax, NearestInt(iscales[accepted] * (x[i] - min))));
-            bestError = errors[accepted];
-            scale = scales[accepted];
-            min = mins[accepted];
-            first = accepted + 1;
+                L[i] = (byte)Math.Max(0, Math.Min(nmax, NearestInt(acceptedIscale * (x[i] - min))));
+            bestError = errors.GetElement(accepted);
+            scale = scales.GetElement(accepted);
+            min = mins.GetElement(accepted);
+            first += accepted + 1;
         }
         theMin = -min;
         return scale;
+    }
+
+    // Σ w·l, Σ w·l·l, Σ w·l·x per lane, l = clamp(round(iscale·(x − min)), 0, nmax), in the scalar loop's order.
+    private static void QkxSums(ref float x, ref float w, int n, int nmax, Vector512<float> iscale, Vector512<float> vmin,
+        out Vector512<float> sumL, out Vector512<float> sumL2, out Vector512<float> sumXL)
+    {
+        var magic = Vector512.Create(12582912f);
+        var top = Vector512.Create((float)nmax);
+        Vector512<float> sl = Vector512<float>.Zero, sl2 = Vector512<float>.Zero, sxl = Vector512<float>.Zero;
+        for (int i = 0; i < n; i++)
+        {
+            var xi = Vector512.Create(Unsafe.Add(ref x, i));
+            var l = Vector512.MinNative(top, Vector512.MaxNative(Vector512<float>.Zero, (iscale * (xi - vmin) + magic) - magic));
+            var wl = Vector512.Create(Unsafe.Add(ref w, i)) * l;
+            sl += wl;
+            sl2 += wl * l;
+            sxl += wl * xi;
+        }
+        sumL = sl;
+        sumL2 = sl2;
+        sumXL = sxl;
+    }
+
+    // Σ w·|s·l + m − x| (useMad) or Σ w·(s·l + m − x)² per lane, with QkxSums' codes.
+    private static Vector512<float> QkxErrors(ref float x, ref float w, int n, int nmax, Vector512<float> iscale, Vector512<float> vmin,
+        Vector512<float> s, Vector512<float> m, bool useMad)
+    {
+        var magic = Vector512.Create(12582912f);
+        var top = Vector512.Create((float)nmax);
+        var e = Vector512<float>.Zero;
+        for (int i = 0; i < n; i++)
+        {
+            var xi = Vector512.Create(Unsafe.Add(ref x, i));
+            var l = Vector512.MinNative(top, Vector512.MaxNative(Vector512<float>.Zero, (iscale * (xi - vmin) + magic) - magic));
+            var diff = s * l + m - xi;
+            e += Vector512.Create(Unsafe.Add(ref w, i)) * (useMad ? Vector512.Abs(diff) : diff * diff);
+        }
+        return e;
     }
 
     // MakeQxQuants' 18 trial scales, one per lane: each trial's sums do not depend on which earlier trial won, so the
@@ -187,7 +182,7 @@ public static partial class Quantize
             for (int i = 0; i < n; i++)
             {
                 var xi = Vector512.Create(x[i]);
-                var l = Vector512.Min(hi, Vector512.Max(lo, (iscale * xi + magic) - magic));
+                var l = Vector512.MinNative(hi, Vector512.MaxNative(lo, (iscale * xi + magic) - magic));
                 var wi = Vector512.Create(w[i]);
                 slx += wi * xi * l;
                 sl2 += wi * l * l;
