@@ -44,6 +44,9 @@ public static partial class Quantize
         var magic = Vector512.Create(12582912f);
         var hi = Vector512.Create((float)qMax);
         var lo = Vector512.Create((float)qMin);
+        ref float xs = ref MemoryMarshal.GetReference(x);
+        ref float ws = ref MemoryMarshal.GetReference(w);
+        bool weighted = !w.IsEmpty;
         for (int c = 0; c < count; c += 16)
         {
             var s = Vector512.Create(step.Slice(c, 16));
@@ -52,12 +55,12 @@ public static partial class Quantize
             var e = Vector512<float>.Zero;
             for (int i = 0; i < x.Length; i++)
             {
-                var xi = Vector512.Create(x[i]);
+                var xi = Vector512.Create(Unsafe.Add(ref xs, i));
                 var t = (xi + o) * inv;
                 var q = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(t, hi), hi,
                     Vector512.ConditionalSelect(Vector512.LessThanOrEqual(t, lo), lo, (t + magic) - magic));
                 var d = xi - (s * q - o);
-                e += w.IsEmpty ? d * d : Vector512.Create(w[i]) * (d * d);
+                e += weighted ? Vector512.Create(Unsafe.Add(ref ws, i)) * (d * d) : d * d;
             }
             e.CopyTo(errors.Slice(c, 16));
         }
