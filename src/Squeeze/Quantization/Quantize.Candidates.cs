@@ -1,4 +1,8 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using static Squeeze.Tensors.HalfConversions;
 
 namespace Squeeze.Quantization;
 
@@ -33,29 +37,32 @@ public static partial class Quantize
     private static bool UseVectors => !scalarOnly && Vector256.IsHardwareAccelerated;
 
     // errors[c] ≈ Σᵢ w[i] · (x[i] − (step[c]·q − offset[c]))² in f32, q = nearest code in [qMin, qMax] (BestCodes' codes),
-    // for c < count. step, offset and errors are padded by the caller to a multiple of 8.
+    // for c < count. step, offset and errors are padded by the caller to a multiple of 16.
     private static void CandidateErrors(ReadOnlySpan<float> x, ReadOnlySpan<float> w, int qMin, int qMax,
         ReadOnlySpan<float> step, ReadOnlySpan<float> offset, int count, Span<float> errors)
     {
-        var magic = Vector256.Create(12582912f);
-        var hi = Vector256.Create((float)qMax);
-        var lo = Vector256.Create((float)qMin);
-        for (int c = 0; c < count; c += 8)
+        var magic = Vector512.Create(12582912f);
+        var hi = Vector512.Create((float)qMax);
+        var lo = Vector512.Create((float)qMin);
+        ref float xs = ref MemoryMarshal.GetReference(x);
+        ref float ws = ref MemoryMarshal.GetReference(w);
+        bool weighted = !w.IsEmpty;
+        for (int c = 0; c < count; c += 16)
         {
-            var s = Vector256.Create(step.Slice(c, 8));
-            var o = Vector256.Create(offset.Slice(c, 8));
-            var inv = Vector256.ConditionalSelect(Vector256.Equals(s, Vector256<float>.Zero), Vector256<float>.Zero, Vector256<float>.One / s);
-            var e = Vector256<float>.Zero;
+            var s = Vector512.Create(step.Slice(c, 16));
+            var o = Vector512.Create(offset.Slice(c, 16));
+            var inv = Vector512.ConditionalSelect(Vector512.Equals(s, Vector512<float>.Zero), Vector512<float>.Zero, Vector512<float>.One / s);
+            var e = Vector512<float>.Zero;
             for (int i = 0; i < x.Length; i++)
             {
-                var xi = Vector256.Create(x[i]);
+                var xi = Vector512.Create(Unsafe.Add(ref xs, i));
                 var t = (xi + o) * inv;
-                var q = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(t, hi), hi,
-                    Vector256.ConditionalSelect(Vector256.LessThanOrEqual(t, lo), lo, (t + magic) - magic));
+                var q = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(t, hi), hi,
+                    Vector512.ConditionalSelect(Vector512.LessThanOrEqual(t, lo), lo, (t + magic) - magic));
                 var d = xi - (s * q - o);
-                e += w.IsEmpty ? d * d : Vector256.Create(w[i]) * (d * d);
+                e += weighted ? Vector512.Create(Unsafe.Add(ref ws, i)) * (d * d) : d * d;
             }
-            e.CopyTo(errors.Slice(c, 8));
+            e.CopyTo(errors.Slice(c, 16));
         }
     }
 
@@ -63,101 +70,93 @@ public static partial class Quantize
     private static bool ScreenedOut(float estimate, double bound) => bound is >= 1e-30 and <= 1e30 && estimate >= bound * (1 + 1e-5);
 
     // MakeQkxQuants' trial scales, one per lane, with the same f32 sums in the same order per lane. The scalar loop moves
-    // min when it accepts a trial, and later trials depend on min; so the lanes are evaluated from the first trial not yet
-    // decided up to the last, and walked in step order: at the first acceptance min moves and the rest are evaluated again.
+    // min when it accepts a trial, and later trials depend on min; so 16 trials are evaluated at a time from the first
+    // one not yet decided and walked in step order: at the first acceptance min moves and the next 16 start after it.
+    // (Clamping with MinNative / MaxNative: the codes are never NaN or -0, so they equal Math.Min / Math.Max.)
     private static float MakeQkxQuantsLanes(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> L, out float theMin,
         float rmin, float rdelta, int nstep, bool useMad, float min, float max, float sumW, float sumX, float bestError, float scale)
     {
         int n = x.Length, trials = nstep + 1;
-        Span<float> iscales = stackalloc float[72];
-        Span<float> sumL = stackalloc float[72];
-        Span<float> sumL2 = stackalloc float[72];
-        Span<float> sumXL = stackalloc float[72];
-        Span<float> scales = stackalloc float[72];
-        Span<float> mins = stackalloc float[72];
-        Span<float> errors = stackalloc float[72];
-        var magic = Vector256.Create(12582912f);
-        var top = Vector256.Create((float)nmax);
+        ref float xs = ref MemoryMarshal.GetReference(x);
+        ref float ws = ref MemoryMarshal.GetReference(weights);
+        var lane = Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var vSumW = Vector512.Create(sumW);
+        var vSumX = Vector512.Create(sumX);
         int first = 0;
         while (first < trials)
         {
-            int padded = first + (trials - first + 7) / 8 * 8;
-            for (int step = first; step < padded; step++)
-                iscales[step] = step < trials ? (rmin + rdelta * step + nmax) / (max - min) : 0;
-            var vmin = Vector256.Create(min);
-            for (int c = first; c < padded; c += 8)
+            // The scalar loop's f32 operations, lane by lane: iscale = (rmin + rdelta·step + nmax) / (max − min), then the
+            // least-squares scale and min of each trial's codes.
+            var step = Vector512.Create((float)first) + lane;
+            var valid = Vector512.LessThan(step, Vector512.Create((float)trials));
+            var iscale = Vector512.ConditionalSelect(valid,
+                (Vector512.Create(rmin) + Vector512.Create(rdelta) * step + Vector512.Create((float)nmax)) / Vector512.Create(max - min), Vector512<float>.Zero);
+            var vmin = Vector512.Create(min);
+            QkxSums(ref xs, ref ws, n, nmax, iscale, vmin, out var sumL, out var sumL2, out var sumXL);
+            var D = vSumW * sumL2 - sumL * sumL;
+            var solved = valid & Vector512.GreaterThan(D, Vector512<float>.Zero);
+            var thisScale = (vSumW * sumXL - vSumX * sumL) / D;
+            var thisMin = (sumL2 * vSumX - sumL * sumXL) / D;
+            var positive = Vector512.GreaterThan(thisMin, Vector512<float>.Zero);
+            var scales = Vector512.ConditionalSelect(solved, Vector512.ConditionalSelect(positive, sumXL / sumL2, thisScale), Vector512<float>.Zero);
+            var mins = Vector512.ConditionalSelect(solved & ~positive, thisMin, Vector512<float>.Zero);
+            var errors = QkxErrors(ref xs, ref ws, n, nmax, iscale, vmin, scales, mins, useMad);
+            ulong better = (solved & Vector512.LessThan(errors, Vector512.Create(bestError))).ExtractMostSignificantBits();
+            if (better == 0)
             {
-                var iscale = Vector256.Create(iscales.Slice(c, 8));
-                Vector256<float> sl = Vector256<float>.Zero, sl2 = Vector256<float>.Zero, sxl = Vector256<float>.Zero;
-                for (int i = 0; i < n; i++)
-                {
-                    var xi = Vector256.Create(x[i]);
-                    var l = Vector256.Min(top, Vector256.Max(Vector256<float>.Zero, (iscale * (xi - vmin) + magic) - magic));
-                    var wl = Vector256.Create(weights[i]) * l;
-                    sl += wl;
-                    sl2 += wl * l;
-                    sxl += wl * xi;
-                }
-                sl.CopyTo(sumL.Slice(c, 8));
-                sl2.CopyTo(sumL2.Slice(c, 8));
-                sxl.CopyTo(sumXL.Slice(c, 8));
+                first += 16;
+                continue;
             }
-            for (int step = first; step < padded; step++)
-            {
-                scales[step] = 0;
-                mins[step] = 0;
-                float D = sumW * sumL2[step] - sumL[step] * sumL[step];
-                if (step < trials && D > 0)
-                {
-                    float thisScale = (sumW * sumXL[step] - sumX * sumL[step]) / D;
-                    float thisMin = (sumL2[step] * sumX - sumL[step] * sumXL[step]) / D;
-                    if (thisMin > 0)
-                    {
-                        thisMin = 0;
-                        thisScale = sumXL[step] / sumL2[step];
-                    }
-                    scales[step] = thisScale;
-                    mins[step] = thisMin;
-                }
-            }
-            for (int c = first; c < padded; c += 8)
-            {
-                var iscale = Vector256.Create(iscales.Slice(c, 8));
-                var s = Vector256.Create(scales.Slice(c, 8));
-                var m = Vector256.Create(mins.Slice(c, 8));
-                var e = Vector256<float>.Zero;
-                for (int i = 0; i < n; i++)
-                {
-                    var xi = Vector256.Create(x[i]);
-                    var l = Vector256.Min(top, Vector256.Max(Vector256<float>.Zero, (iscale * (xi - vmin) + magic) - magic));
-                    var diff = s * l + m - xi;
-                    diff = useMad ? Vector256.Abs(diff) : diff * diff;
-                    e += Vector256.Create(weights[i]) * diff;
-                }
-                e.CopyTo(errors.Slice(c, 8));
-            }
-            int accepted = -1;
-            for (int step = first; step < trials; step++)
-            {
-                float D = sumW * sumL2[step] - sumL[step] * sumL[step];
-                if (D > 0 && errors[step] < bestError)
-                {
-                    accepted = step;
-                    break;
-                }
-            }
-            if (accepted < 0)
-                break;
-            // The accepted trial's codes, with the min they were chosen with.
+            // The first better trial in step order is accepted; its codes, with the min they were chosen with.
+            int accepted = BitOperations.TrailingZeroCount(better);
+            float acceptedIscale = iscale.GetElement(accepted);
             for (int i = 0; i < n; i++)
-                L[i] = (byte)Math.Max(0, Math.Min(nmax, NearestInt(iscales[accepted] * (x[i] - min))));
-            bestError = errors[accepted];
-            scale = scales[accepted];
-            min = mins[accepted];
-            first = accepted + 1;
+                L[i] = (byte)Math.Max(0, Math.Min(nmax, NearestInt(acceptedIscale * (x[i] - min))));
+            bestError = errors.GetElement(accepted);
+            scale = scales.GetElement(accepted);
+            min = mins.GetElement(accepted);
+            first += accepted + 1;
         }
         theMin = -min;
         return scale;
+    }
+
+    // Σ w·l, Σ w·l·l, Σ w·l·x per lane, l = clamp(round(iscale·(x − min)), 0, nmax), in the scalar loop's order.
+    private static void QkxSums(ref float x, ref float w, int n, int nmax, Vector512<float> iscale, Vector512<float> vmin,
+        out Vector512<float> sumL, out Vector512<float> sumL2, out Vector512<float> sumXL)
+    {
+        var magic = Vector512.Create(12582912f);
+        var top = Vector512.Create((float)nmax);
+        Vector512<float> sl = Vector512<float>.Zero, sl2 = Vector512<float>.Zero, sxl = Vector512<float>.Zero;
+        for (int i = 0; i < n; i++)
+        {
+            var xi = Vector512.Create(Unsafe.Add(ref x, i));
+            var l = Vector512.MinNative(top, Vector512.MaxNative(Vector512<float>.Zero, (iscale * (xi - vmin) + magic) - magic));
+            var wl = Vector512.Create(Unsafe.Add(ref w, i)) * l;
+            sl += wl;
+            sl2 += wl * l;
+            sxl += wl * xi;
+        }
+        sumL = sl;
+        sumL2 = sl2;
+        sumXL = sxl;
+    }
+
+    // Σ w·|s·l + m − x| (useMad) or Σ w·(s·l + m − x)² per lane, with QkxSums' codes.
+    private static Vector512<float> QkxErrors(ref float x, ref float w, int n, int nmax, Vector512<float> iscale, Vector512<float> vmin,
+        Vector512<float> s, Vector512<float> m, bool useMad)
+    {
+        var magic = Vector512.Create(12582912f);
+        var top = Vector512.Create((float)nmax);
+        var e = Vector512<float>.Zero;
+        for (int i = 0; i < n; i++)
+        {
+            var xi = Vector512.Create(Unsafe.Add(ref x, i));
+            var l = Vector512.MinNative(top, Vector512.MaxNative(Vector512<float>.Zero, (iscale * (xi - vmin) + magic) - magic));
+            var diff = s * l + m - xi;
+            e += Vector512.Create(Unsafe.Add(ref w, i)) * (useMad ? Vector512.Abs(diff) : diff * diff);
+        }
+        return e;
     }
 
     // MakeQxQuants' 18 trial scales, one per lane: each trial's sums do not depend on which earlier trial won, so the
@@ -165,34 +164,34 @@ public static partial class Quantize
     private static float MakeQxQuantsLanes(int nmax, ReadOnlySpan<float> x, Span<sbyte> L, int rmseType, ReadOnlySpan<float> weights, float max, float scale, float best)
     {
         int n = x.Length;
-        Span<float> iscales = stackalloc float[24];
-        Span<float> sumLx = stackalloc float[24];
-        Span<float> sumL2 = stackalloc float[24];
+        Span<float> iscales = stackalloc float[32];
+        Span<float> sumLx = stackalloc float[32];
+        Span<float> sumL2 = stackalloc float[32];
         Span<float> w = stackalloc float[n];
         for (int i = 0; i < n; i++)
             w[i] = QxWeight(x[i], i, rmseType, weights);
-        for (int k = 0; k < 24; k++)
+        for (int k = 0; k < 32; k++)
         {
             int step = k < 9 ? k - 9 : k - 8; // -9 … -1, 1 … 9, then padding
             iscales[k] = k < 18 ? -(nmax + 0.1f * step) / max : 0;
         }
-        var magic = Vector256.Create(12582912f);
-        var lo = Vector256.Create((float)-nmax);
-        var hi = Vector256.Create((float)(nmax - 1));
-        for (int c = 0; c < 24; c += 8)
+        var magic = Vector512.Create(12582912f);
+        var lo = Vector512.Create((float)-nmax);
+        var hi = Vector512.Create((float)(nmax - 1));
+        for (int c = 0; c < 32; c += 16)
         {
-            var iscale = Vector256.Create(iscales.Slice(c, 8));
-            Vector256<float> slx = Vector256<float>.Zero, sl2 = Vector256<float>.Zero;
+            var iscale = Vector512.Create((ReadOnlySpan<float>)iscales.Slice(c, 16));
+            Vector512<float> slx = Vector512<float>.Zero, sl2 = Vector512<float>.Zero;
             for (int i = 0; i < n; i++)
             {
-                var xi = Vector256.Create(x[i]);
-                var l = Vector256.Min(hi, Vector256.Max(lo, (iscale * xi + magic) - magic));
-                var wi = Vector256.Create(w[i]);
+                var xi = Vector512.Create(x[i]);
+                var l = Vector512.MinNative(hi, Vector512.MaxNative(lo, (iscale * xi + magic) - magic));
+                var wi = Vector512.Create(w[i]);
                 slx += wi * xi * l;
                 sl2 += wi * l * l;
             }
-            slx.CopyTo(sumLx.Slice(c, 8));
-            sl2.CopyTo(sumL2.Slice(c, 8));
+            slx.CopyTo(sumLx.Slice(c, 16));
+            sl2.CopyTo(sumL2.Slice(c, 16));
         }
         int winner = -1;
         for (int k = 0; k < 18; k++)
@@ -213,5 +212,244 @@ public static partial class Quantize
             }
         }
         return scale;
+    }
+
+    /// <summary>RefineLanes' buffers: the super-block transposed (value i of sub-block j at [i * sub-blocks + j]), and the
+    /// screen's candidate lanes.</summary>
+    private sealed class RefineBuffers
+    {
+        public readonly float[] X = new float[QK_K];
+        public readonly float[] W = new float[QK_K];
+        public readonly float[] Q = new float[QK_K];
+        public readonly float[] Steps = new float[64];
+        public readonly float[] Offsets = new float[64];
+        public readonly float[] Errors = new float[64];
+        public readonly double[] CandidateErrors = new double[16 * (2 * RefineUlpRadius + 2)];
+    }
+
+    // Refine's vector form, with the same decisions. Sub-block scales (step 1) are screened in f32 lanes as described
+    // above. The super-block scales (step 2) are evaluated exactly in lanes: the super-block is transposed so that 16
+    // lanes hold one position of 16 sub-blocks (or two consecutive positions of 8), and each sub-block's error is summed
+    // in double in its own lane, in BestCodes' order with BestCodes' terms; AllBestCodes' early exits are then replayed on
+    // those sums (the terms are non-negative, so a partial sum reaches a bound exactly when the whole sum does).
+    private static double RefineLanes(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b, RefineBuffers buffers)
+    {
+        int n = f.SubSize, subBlocks = f.SubBlocks;
+        Span<float> xt = buffers.X, qt = buffers.Q;
+        Span<float> wt = w.IsEmpty ? default : buffers.W;
+        Transpose(x, subBlocks, xt);
+        if (!w.IsEmpty)
+            Transpose(w, subBlocks, wt);
+        TransposeCodes(b.Q, subBlocks, qt);
+        Span<int> codes = stackalloc int[32];
+        Span<double> subError = stackalloc double[16];
+        Span<ushort> candidates = stackalloc ushort[2 * RefineUlpRadius + 2];
+        Span<float> steps = buffers.Steps, offsets = buffers.Offsets, candidateErrors = buffers.Errors;
+        Span<double> exact = buffers.CandidateErrors;
+        float d = F16ToF32(b.D), dmin = F16ToF32(b.DMin);
+        LaneErrors(f, xt, wt, Vector512.Create(d) * FactorLanes(f, b.Sc), Vector512.Create(dmin) * FactorLanes(f, b.M), qt, chooseCodes: false, subError);
+        double total = Sum(subError[..subBlocks]);
+        for (int iteration = 0; iteration < RefineIterations; iteration++)
+        {
+            bool improved = false;
+            d = F16ToF32(b.D);
+            dmin = F16ToF32(b.DMin);
+
+            // 1. sub-block scales and mins, screened in f32 lanes, the rest through BestCodes.
+            for (int j = 0; j < subBlocks; j++)
+            {
+                ReadOnlySpan<float> xs = x.Slice(j * n, n);
+                ReadOnlySpan<float> ws = Sub(w, j, n);
+                int sc0 = b.Sc[j], m0 = b.M[j];
+                int mLo = f.MMax == 0 ? 0 : Math.Max(0, m0 - RefineSubRadius), mHi = f.MMax == 0 ? 0 : Math.Min(f.MMax, m0 + RefineSubRadius);
+                int scLo = Math.Max(f.ScMin, sc0 - RefineSubRadius), scHi = Math.Min(f.ScMax, sc0 + RefineSubRadius);
+                int count = 0;
+                for (int sc = scLo; sc <= scHi; sc++)
+                {
+                    for (int m = mLo; m <= mHi; m++, count++)
+                    {
+                        steps[count] = d * sc;
+                        offsets[count] = dmin * m;
+                    }
+                }
+                for (int c = count; c < (count + 15) / 16 * 16; c++)
+                    steps[c] = offsets[c] = 0;
+                CandidateErrors(xs, ws, f.QMin, f.QMax, steps, offsets, count, candidateErrors);
+                int k = 0;
+                for (int sc = scLo; sc <= scHi; sc++)
+                {
+                    for (int m = mLo; m <= mHi; m++, k++)
+                    {
+                        if (sc == b.Sc[j] && m == b.M[j] || ScreenedOut(candidateErrors[k], subError[j]))
+                            continue;
+                        double e = BestCodes(f, xs, ws, d * sc, dmin * m, codes, subError[j]);
+                        if (e < subError[j])
+                        {
+                            subError[j] = e;
+                            b.Sc[j] = sc;
+                            b.M[j] = m;
+                            codes[..n].CopyTo(b.Q.AsSpan(j * n, n));
+                            for (int i = 0; i < n; i++)
+                                qt[i * subBlocks + j] = codes[i];
+                            improved = true;
+                        }
+                    }
+                }
+            }
+            total = Sum(subError[..subBlocks]);
+
+            // 2. the super-block scale d, then dmin: every candidate's sub-block errors exactly, then AllBestCodes' decisions.
+            for (int which = 0; which < (f.MMax == 0 ? 1 : 2); which++)
+            {
+                int count = ScaleCandidates(f, x, w, b, which, candidates);
+                // Sc and M stay as they are in this step: lane l holds sc[l mod sub-blocks] and m[l mod sub-blocks] as f32.
+                var scLanes = FactorLanes(f, b.Sc);
+                var mLanes = FactorLanes(f, b.M);
+                var fixedLanes = which == 0 ? Vector512.Create(F16ToF32(b.DMin)) * mLanes : Vector512.Create(F16ToF32(b.D)) * scLanes;
+                for (int c = 0; c < count; c++)
+                {
+                    var value = Vector512.Create(F16ToF32(candidates[c]));
+                    LaneErrors(f, xt, wt, which == 0 ? value * scLanes : fixedLanes, which == 1 ? value * mLanes : fixedLanes, default,
+                        chooseCodes: true, exact.Slice(c * 16, 16));
+                }
+                bool accepted = false;
+                for (int c = 0; c < count; c++)
+                {
+                    double e = ReplayAllBestCodes(exact.Slice(c * 16, subBlocks), total);
+                    if (e < total)
+                    {
+                        if (which == 0) b.D = candidates[c]; else b.DMin = candidates[c];
+                        total = e;
+                        accepted = improved = true;
+                    }
+                }
+                float dd = F16ToF32(b.D), mm = F16ToF32(b.DMin);
+                var stepLanes = Vector512.Create(dd) * scLanes;
+                var offsetLanes = Vector512.Create(mm) * mLanes;
+                if (accepted)
+                {
+                    // The accepted candidate's codes (AllBestCodes' for it), then the per-sub-block errors as Refine re-derives them.
+                    LaneErrors(f, xt, wt, stepLanes, offsetLanes, qt, chooseCodes: true, subError);
+                    for (int j = 0; j < subBlocks; j++)
+                    {
+                        for (int i = 0; i < n; i++)
+                            b.Q[j * n + i] = (int)qt[i * subBlocks + j];
+                    }
+                }
+                LaneErrors(f, xt, wt, stepLanes, offsetLanes, qt, chooseCodes: false, subError);
+                total = Sum(subError[..subBlocks]);
+            }
+            if (!improved)
+                break;
+        }
+        return total;
+    }
+
+    // AllBestCodes' result from the full sub-block errors: +∞ where it stops early (a sub-block's error reaches what is
+    // left of the bound, or the running total reaches the bound), else the total.
+    private static double ReplayAllBestCodes(ReadOnlySpan<double> subErrors, double bound)
+    {
+        double total = 0;
+        foreach (double e in subErrors)
+        {
+            if (e >= bound - total)
+                return double.PositiveInfinity;
+            total += e;
+            if (total >= bound)
+                return double.PositiveInfinity;
+        }
+        return total;
+    }
+
+    // transposed[i * subBlocks + j] = values[j * n + i] for a super-block.
+    private static void Transpose(ReadOnlySpan<float> values, int subBlocks, Span<float> transposed)
+    {
+        int n = QK_K / subBlocks;
+        for (int j = 0; j < subBlocks; j++)
+        {
+            for (int i = 0; i < n; i++)
+                transposed[i * subBlocks + j] = values[j * n + i];
+        }
+    }
+
+    // Lane l holds factors[l mod sub-blocks] as f32 (a lane times a scale is the decoder's f32 product scale · factor).
+    private static Vector512<float> FactorLanes(KFormat f, int[] factors)
+    {
+        var low = Vector256.Create(factors.AsSpan(0, 8));
+        var high = f.SubBlocks == 8 ? low : Vector256.Create(factors.AsSpan(8, 8));
+        return Vector512.ConvertToSingle(Vector512.Create(low, high));
+    }
+
+    private static void TransposeCodes(int[] codes, int subBlocks, Span<float> transposed)
+    {
+        int n = QK_K / subBlocks;
+        for (int j = 0; j < subBlocks; j++)
+        {
+            for (int i = 0; i < n; i++)
+                transposed[i * subBlocks + j] = codes[j * n + i];
+        }
+    }
+
+    // errors[j] = Σᵢ wᵢ (xᵢ − (step_j·qᵢ − offset_j))² of each sub-block j in double, summed in the scalar order, on a
+    // transposed super-block. chooseCodes: q is the nearest code and the terms are BestCodes' (w·(diff²)); the codes are
+    // written to codes when it is not empty. Otherwise q is read from codes and the terms are SubBlockError's ((w·diff)·diff).
+    private static void LaneErrors(KFormat f, ReadOnlySpan<float> xt, ReadOnlySpan<float> wt, Vector512<float> step, Vector512<float> offset,
+        Span<float> codes, bool chooseCodes, Span<double> errors)
+    {
+        var magic = Vector512.Create(12582912f);
+        var hi = Vector512.Create((float)f.QMax);
+        var lo = Vector512.Create((float)f.QMin);
+        var inv = Vector512.ConditionalSelect(Vector512.Equals(step, Vector512<float>.Zero), Vector512<float>.Zero, Vector512<float>.One / step);
+        bool weighted = !wt.IsEmpty;
+        bool paired = f.SubBlocks == 8;
+        Vector512<double> e0 = Vector512<double>.Zero, e1 = Vector512<double>.Zero;
+        for (int k = 0; k < QK_K; k += 16)
+        {
+            var xv = Vector512.Create(xt.Slice(k, 16));
+            Vector512<float> q;
+            if (chooseCodes)
+            {
+                var t = (xv + offset) * inv;
+                q = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(t, hi), hi,
+                    Vector512.ConditionalSelect(Vector512.LessThanOrEqual(t, lo), lo, (t + magic) - magic));
+                if (!codes.IsEmpty)
+                    q.CopyTo(codes.Slice(k, 16));
+            }
+            else
+            {
+                q = Vector512.Create((ReadOnlySpan<float>)codes.Slice(k, 16));
+            }
+            var v = step * q - offset;
+            var (xLo, xHi) = Vector512.Widen(xv);
+            var (vLo, vHi) = Vector512.Widen(v);
+            var diffLo = xLo - vLo;
+            var diffHi = xHi - vHi;
+            Vector512<double> termLo, termHi;
+            if (!weighted)
+            {
+                termLo = diffLo * diffLo;
+                termHi = diffHi * diffHi;
+            }
+            else
+            {
+                var (wLo, wHi) = Vector512.Widen(Vector512.Create(wt.Slice(k, 16)));
+                termLo = chooseCodes ? wLo * (diffLo * diffLo) : wLo * diffLo * diffLo;
+                termHi = chooseCodes ? wHi * (diffHi * diffHi) : wHi * diffHi * diffHi;
+            }
+            if (paired)
+            {
+                // Lanes 0-7: position k/8 of sub-blocks 0-7, lanes 8-15: the next position; one running sum per sub-block.
+                e0 += termLo;
+                e0 += termHi;
+            }
+            else
+            {
+                e0 += termLo;
+                e1 += termHi;
+            }
+        }
+        e0.CopyTo(errors);
+        if (!paired)
+            e1.CopyTo(errors[8..]);
     }
 }

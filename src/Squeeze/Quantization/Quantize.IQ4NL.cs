@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using Squeeze.Tensors;
 using Squeeze.Tensors.Blocks;
 using static Squeeze.Tensors.HalfConversions;
@@ -18,6 +19,9 @@ public static partial class Quantize
         Span<byte> trial = stackalloc byte[QK];
         Span<float> weight = stackalloc float[QK];
         Span<ushort> candidates = stackalloc ushort[18];
+        Span<float> scales = stackalloc float[16];
+        Span<double> errors = stackalloc double[16];
+        bool vectors = UseVectors;
         for (int ib = 0; ib < blocks.Length; ib++)
         {
             ReadOnlySpan<float> xb = x.Slice(ib * QK, QK);
@@ -39,15 +43,39 @@ public static partial class Quantize
                 float fit = IQ4NLFit(xb, qw, L);
                 if (float.IsFinite(fit))
                     candidates[count++] = F32ToF16(fit);
-                for (int c = 0; c < count; c++)
+                if (vectors)
                 {
-                    double e = IQ4NLBestCodes(xb, qw, F16ToF32(candidates[c]), trial);
-                    if (e < best)
+                    // Every candidate's error at once (the first 16 in lanes, the rest one at a time), then the same
+                    // decisions in the same order; the codes of the one accepted last.
+                    int laned = Math.Min(count, 16);
+                    for (int c = 0; c < 16; c++)
+                        scales[c] = c < laned ? F16ToF32(candidates[c]) : 0;
+                    IQ4NLCandidateErrors(xb, qw, scales, errors);
+                    for (int c = 0; c < count; c++)
                     {
-                        best = e;
-                        d = candidates[c];
-                        trial.CopyTo(L);
-                        improved = true;
+                        double e = c < laned ? errors[c] : IQ4NLBestCodes(xb, qw, F16ToF32(candidates[c]), trial);
+                        if (e < best)
+                        {
+                            best = e;
+                            d = candidates[c];
+                            improved = true;
+                        }
+                    }
+                    if (improved)
+                        IQ4NLBestCodes(xb, qw, F16ToF32(d), L);
+                }
+                else
+                {
+                    for (int c = 0; c < count; c++)
+                    {
+                        double e = IQ4NLBestCodes(xb, qw, F16ToF32(candidates[c]), trial);
+                        if (e < best)
+                        {
+                            best = e;
+                            d = candidates[c];
+                            trial.CopyTo(L);
+                            improved = true;
+                        }
                     }
                 }
                 if (!improved)
@@ -122,6 +150,75 @@ public static partial class Quantize
         for (int j = 0; j < QK; j++)
             L[j] = (byte)BestIndexInt8(values, inv * xb[j]);
         return F32ToF16(scale);
+    }
+
+    // errors[c] = IQ4NLBestCodes(xb, w, scales[c]) for 16 scales, one per lane: the nearest table entry as BestIndexInt8
+    // finds it (the entries at most t, the lower one on ties), its neighbours as IQ4NLBestCodes checks them (l − 1 first,
+    // and l + 1 only when l − 1 did not win), the errors in double with the decoder's f32 products, summed per lane in order.
+    private static void IQ4NLCandidateErrors(ReadOnlySpan<float> xb, ReadOnlySpan<float> w, ReadOnlySpan<float> scales, Span<double> errors)
+    {
+        ReadOnlySpan<sbyte> values = Dequantize.IQ4NLValues;
+        Span<float> entries = stackalloc float[16];
+        for (int k = 0; k < 16; k++)
+            entries[k] = values[k];
+        var table = Vector512.Create((ReadOnlySpan<float>)entries);
+        var first = Vector512.Create(entries[0]);
+        var last = Vector512.Create(entries[15]);
+        var d = Vector512.Create(scales);
+        var inv = Vector512.ConditionalSelect(Vector512.Equals(d, Vector512<float>.Zero), Vector512<float>.Zero, Vector512<float>.One / d);
+        var one = Vector512<int>.One;
+        var infinity = Vector512.Create(double.PositiveInfinity);
+        Vector512<double> eLo = Vector512<double>.Zero, eHi = Vector512<double>.Zero;
+        for (int j = 0; j < xb.Length; j++)
+        {
+            var xj = Vector512.Create(xb[j]);
+            var t = inv * xj;
+            var below = Vector512<int>.Zero;
+            for (int k = 0; k < 16; k++)
+                below -= Vector512.LessThanOrEqual(Vector512.Create(entries[k]), t).AsInt32();
+            var mu = Vector512.Min(Vector512.Max(below, one), Vector512.Create(15));
+            var lower = mu - one;
+            var nearest = Vector512.ConditionalSelect(Vector512.LessThan(t - Vector512.Shuffle(table, lower), Vector512.Shuffle(table, mu) - t).AsInt32(), lower, mu);
+            nearest = Vector512.ConditionalSelect(Vector512.LessThanOrEqual(t, first).AsInt32(), Vector512<int>.Zero,
+                Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(t, last).AsInt32(), Vector512.Create(15), nearest));
+            var down = Vector512.Max(nearest - one, Vector512<int>.Zero);
+            var up = Vector512.Min(nearest + one, Vector512.Create(15));
+            var (xLo, xHi) = Vector512.Widen(xj);
+            var (e0Lo, e0Hi) = SquaredErrors(xLo, xHi, d * Vector512.Shuffle(table, nearest));
+            var (emLo, emHi) = SquaredErrors(xLo, xHi, d * Vector512.Shuffle(table, down));
+            var (epLo, epHi) = SquaredErrors(xLo, xHi, d * Vector512.Shuffle(table, up));
+            // No neighbour below entry 0 or above entry 15.
+            var (hasDownLo, hasDownHi) = Vector512.Widen(Vector512.GreaterThan(nearest, Vector512<int>.Zero));
+            var (hasUpLo, hasUpHi) = Vector512.Widen(Vector512.LessThan(nearest, Vector512.Create(15)));
+            emLo = Vector512.ConditionalSelect(hasDownLo.AsDouble(), emLo, infinity);
+            emHi = Vector512.ConditionalSelect(hasDownHi.AsDouble(), emHi, infinity);
+            epLo = Vector512.ConditionalSelect(hasUpLo.AsDouble(), epLo, infinity);
+            epHi = Vector512.ConditionalSelect(hasUpHi.AsDouble(), epHi, infinity);
+            var bestLo = Vector512.ConditionalSelect(Vector512.LessThan(emLo, e0Lo), emLo, Vector512.ConditionalSelect(Vector512.LessThan(epLo, e0Lo), epLo, e0Lo));
+            var bestHi = Vector512.ConditionalSelect(Vector512.LessThan(emHi, e0Hi), emHi, Vector512.ConditionalSelect(Vector512.LessThan(epHi, e0Hi), epHi, e0Hi));
+            if (w.IsEmpty)
+            {
+                eLo += bestLo;
+                eHi += bestHi;
+            }
+            else
+            {
+                var wj = Vector512.Create((double)w[j]);
+                eLo += wj * bestLo;
+                eHi += wj * bestHi;
+            }
+        }
+        eLo.CopyTo(errors);
+        eHi.CopyTo(errors[8..]);
+    }
+
+    // (x − v)² in double for the two halves of 16 lanes of f32 values v.
+    private static (Vector512<double> Lower, Vector512<double> Upper) SquaredErrors(Vector512<double> xLo, Vector512<double> xHi, Vector512<float> v)
+    {
+        var (vLo, vHi) = Vector512.Widen(v);
+        var dLo = xLo - vLo;
+        var dHi = xHi - vHi;
+        return (dLo * dLo, dHi * dHi);
     }
 
     // ggml's best_index_int8 (Feb 2025): the index of the sorted table entry nearest to x, the lower one on ties.

@@ -57,6 +57,7 @@ public static partial class Quantize
         var best = new KBlock();
         var candidate = new KBlock();
         var scratch = new KBlock();
+        var lanes = UseVectors ? new RefineBuffers() : null;
         int nb = x.Length / QK_K;
         for (int i = 0; i < nb; i++)
         {
@@ -77,7 +78,12 @@ public static partial class Quantize
                 }
             }
             if (!llamaCppOnly)
-                Refine(format, xb, qw, best, scratch);
+            {
+                if (lanes is not null)
+                    RefineLanes(format, xb, qw, best, lanes);
+                else
+                    Refine(format, xb, qw, best, scratch);
+            }
             pack(best, y.Slice(i * blockBytes, blockBytes));
         }
     }
@@ -433,7 +439,8 @@ public static partial class Quantize
 
     // Coordinate descent on (sc[j], m[j]) per sub-block and on the half-precision d and dmin, with the codes always
     // re-chosen as the nearest representable value. A step is taken only when it lowers the block's error, so the
-    // result is never worse than the starting point. Returns the final error.
+    // result is never worse than the starting point. Returns the final error. This is the definition; RefineLanes is
+    // its vector form (same decisions, same bytes).
     private static double Refine(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b, KBlock scratch)
     {
         int n = f.SubSize;
@@ -446,16 +453,8 @@ public static partial class Quantize
             subError[j] = SubBlockError(x.Slice(j * n, n), Sub(w, j, n), d * b.Sc[j], dmin * b.M[j], b.Q.AsSpan(j * n, n));
             total += subError[j];
         }
-        const int SubRadius = 3;
-        const int UlpRadius = 8;
-        Span<ushort> candidates = stackalloc ushort[2 * UlpRadius + 2];
-        bool vectors = UseVectors;
-        // Vector lanes: up to 7 × 7 sub-block candidates, or 18 scale candidates × 16 sub-blocks, padded to 8.
-        Span<float> steps = stackalloc float[56];
-        Span<float> offsets = stackalloc float[56];
-        Span<float> candidateErrors = stackalloc float[56];
-        Span<float> totals = stackalloc float[24];
-        for (int iteration = 0; iteration < 3; iteration++)
+        Span<ushort> candidates = stackalloc ushort[2 * RefineUlpRadius + 2];
+        for (int iteration = 0; iteration < RefineIterations; iteration++)
         {
             bool improved = false;
             d = F16ToF32(b.D);
@@ -467,34 +466,15 @@ public static partial class Quantize
                 ReadOnlySpan<float> xs = x.Slice(j * n, n);
                 ReadOnlySpan<float> ws = Sub(w, j, n);
                 int sc0 = b.Sc[j], m0 = b.M[j];
-                int mLo = f.MMax == 0 ? 0 : Math.Max(0, m0 - SubRadius), mHi = f.MMax == 0 ? 0 : Math.Min(f.MMax, m0 + SubRadius);
-                int scLo = Math.Max(f.ScMin, sc0 - SubRadius), scHi = Math.Min(f.ScMax, sc0 + SubRadius);
-                int count = 0;
-                if (vectors)
-                {
-                    // Every candidate of the window at once (the current one too: its sum is simply not used).
-                    for (int sc = scLo; sc <= scHi; sc++)
-                    {
-                        for (int m = mLo; m <= mHi; m++, count++)
-                        {
-                            steps[count] = d * sc;
-                            offsets[count] = dmin * m;
-                        }
-                    }
-                    for (int c = count; c < (count + 7) / 8 * 8; c++)
-                        steps[c] = offsets[c] = 0;
-                    CandidateErrors(xs, ws, f.QMin, f.QMax, steps, offsets, count, candidateErrors);
-                }
-                int k = 0;
+                int mLo = f.MMax == 0 ? 0 : Math.Max(0, m0 - RefineSubRadius), mHi = f.MMax == 0 ? 0 : Math.Min(f.MMax, m0 + RefineSubRadius);
+                int scLo = Math.Max(f.ScMin, sc0 - RefineSubRadius), scHi = Math.Min(f.ScMax, sc0 + RefineSubRadius);
                 for (int sc = scLo; sc <= scHi; sc++)
                 {
-                    for (int m = mLo; m <= mHi; m++, k++)
+                    for (int m = mLo; m <= mHi; m++)
                     {
                         if (sc == b.Sc[j] && m == b.M[j])
                             continue;
-                        double e = vectors && ScreenedOut(candidateErrors[k], subError[j])
-                            ? double.PositiveInfinity
-                            : BestCodes(f, xs, ws, d * sc, dmin * m, codes, subError[j]);
+                        double e = BestCodes(f, xs, ws, d * sc, dmin * m, codes, subError[j]);
                         if (e < subError[j])
                         {
                             subError[j] = e;
@@ -511,23 +491,9 @@ public static partial class Quantize
             // 2. the super-block scale d, then dmin: neighbouring half values and the least-squares fit for the codes.
             for (int which = 0; which < (f.MMax == 0 ? 1 : 2); which++)
             {
-                ushort current = which == 0 ? b.D : b.DMin;
-                int count = 0;
-                for (int k = -UlpRadius; k <= UlpRadius; k++)
-                {
-                    int bits = current + k;
-                    if (k != 0 && bits >= 0 && bits <= 0xFFFF && float.IsFinite(F16ToF32((ushort)bits)))
-                        candidates[count++] = (ushort)bits;
-                }
-                float fit = LeastSquaresScale(f, x, w, b, which);
-                if (float.IsFinite(fit))
-                    candidates[count++] = F32ToF16(fit);
-                if (vectors)
-                    ScaleCandidateErrors(f, x, w, b, which, candidates[..count], steps, offsets, candidateErrors, totals);
+                int count = ScaleCandidates(f, x, w, b, which, candidates);
                 for (int c = 0; c < count; c++)
                 {
-                    if (vectors && ScreenedOut(totals[c], total))
-                        continue;
                     b.CopyTo(scratch);
                     if (which == 0) scratch.D = candidates[c]; else scratch.DMin = candidates[c];
                     double e = AllBestCodes(f, x, w, scratch, subError, total);
@@ -550,26 +516,26 @@ public static partial class Quantize
         return total;
     }
 
-    // totals[c] ≈ the error AllBestCodes gives with d (which 0) or dmin (which 1) replaced by candidates[c], in f32:
-    // the sub-blocks' f32 sums added in order.
-    private static void ScaleCandidateErrors(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b, int which,
-        ReadOnlySpan<ushort> candidates, Span<float> steps, Span<float> offsets, Span<float> errors, Span<float> totals)
+    private const int RefineIterations = 3;
+    private const int RefineSubRadius = 3;
+    private const int RefineUlpRadius = 8;
+
+    // The candidates for d (which 0) or dmin (which 1): the neighbouring finite half values within RefineUlpRadius, then
+    // the least-squares fit for the current codes. Returns how many were written.
+    private static int ScaleCandidates(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b, int which, Span<ushort> candidates)
     {
-        int n = f.SubSize, count = candidates.Length, padded = (count + 7) / 8 * 8;
-        float d = F16ToF32(b.D), dmin = F16ToF32(b.DMin);
-        totals[..count].Clear();
-        for (int j = 0; j < f.SubBlocks; j++)
+        ushort current = which == 0 ? b.D : b.DMin;
+        int count = 0;
+        for (int k = -RefineUlpRadius; k <= RefineUlpRadius; k++)
         {
-            for (int c = 0; c < padded; c++)
-            {
-                float value = c < count ? F16ToF32(candidates[c]) : 0;
-                steps[c] = c >= count ? 0 : (which == 0 ? value : d) * b.Sc[j];
-                offsets[c] = c >= count ? 0 : (which == 1 ? value : dmin) * b.M[j];
-            }
-            CandidateErrors(x.Slice(j * n, n), Sub(w, j, n), f.QMin, f.QMax, steps, offsets, count, errors);
-            for (int c = 0; c < count; c++)
-                totals[c] += errors[c];
+            int bits = current + k;
+            if (k != 0 && bits >= 0 && bits <= 0xFFFF && float.IsFinite(F16ToF32((ushort)bits)))
+                candidates[count++] = (ushort)bits;
         }
+        float fit = LeastSquaresScale(f, x, w, b, which);
+        if (float.IsFinite(fit))
+            candidates[count++] = F32ToF16(fit);
+        return count;
     }
 
     private static double BlockError(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b)
@@ -656,20 +622,23 @@ public static partial class Quantize
         int n = f.SubSize;
         double d = F16ToF32(b.D), dmin = F16ToF32(b.DMin);
         double num = 0, den = 0;
-        for (int i = 0; i < QK_K; i++)
+        for (int j = 0; j < f.SubBlocks; j++)
         {
-            int j = i / n;
-            double wi = w.IsEmpty ? 1.0 : w[i];
-            double a = (double)b.Sc[j] * b.Q[i], c = b.M[j];
-            if (which == 0)
+            double sc = b.Sc[j], c = b.M[j];
+            for (int i = j * n; i < (j + 1) * n; i++)
             {
-                num += wi * a * (x[i] + dmin * c);
-                den += wi * a * a;
-            }
-            else
-            {
-                num += wi * c * (d * a - x[i]);
-                den += wi * c * c;
+                double wi = w.IsEmpty ? 1.0 : w[i];
+                double a = sc * b.Q[i];
+                if (which == 0)
+                {
+                    num += wi * a * (x[i] + dmin * c);
+                    den += wi * a * a;
+                }
+                else
+                {
+                    num += wi * c * (d * a - x[i]);
+                    den += wi * c * c;
+                }
             }
         }
         return den > 0 ? (float)(num / den) : float.NaN;

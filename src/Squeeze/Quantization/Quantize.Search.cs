@@ -197,7 +197,7 @@ public static partial class Quantize
             theMin = -min;
             return scale;
         }
-        if (UseVectors && nstep < 64)
+        if (UseVectors)
             return MakeQkxQuantsLanes(nmax, x, weights, L, out theMin, rmin, rdelta, nstep, useMad, min, max, sumW, sumX, bestError, scale);
         for (int step = 0; step <= nstep; step++)
         {

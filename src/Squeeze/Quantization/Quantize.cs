@@ -212,12 +212,15 @@ public static partial class Quantize
         if (y.Length != expected)
             throw new ArgumentException($"a {type} row of {x.Length} values takes {expected} bytes, not {y.Length}", nameof(y));
         string where = row >= 0 ? $"row {row}" : "the row";
-        float amax = 0;
-        for (int i = 0; i < x.Length; i++)
+        // The value of largest magnitude (vectorised; NaN when there is a NaN, infinite when there is an infinity).
+        float amax = x.IsEmpty ? 0 : MathF.Abs(TensorPrimitives.MaxMagnitude(x));
+        if (!float.IsFinite(amax))
         {
-            if (!float.IsFinite(x[i]))
-                throw new ArgumentException($"{where} holds a non-finite value ({x[i]}) at column {i}; quantization needs finite weights", nameof(x));
-            amax = Math.Max(amax, MathF.Abs(x[i]));
+            for (int i = 0; i < x.Length; i++)
+            {
+                if (!float.IsFinite(x[i]))
+                    throw new ArgumentException($"{where} holds a non-finite value ({x[i]}) at column {i}; quantization needs finite weights", nameof(x));
+            }
         }
         if (!importance.IsEmpty)
         {
