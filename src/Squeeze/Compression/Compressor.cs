@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime;
 using System.Runtime.InteropServices;
 using Squeeze.Calibration;
 using Squeeze.Formats;
@@ -146,6 +147,10 @@ public static class Compressor
                 }
             }
             run.ReleaseLayer();
+            // The block's buffers (hundreds of MB each at 8B, on the large-object heap) are garbage now: give their pages
+            // back before the next block allocates its own, so private memory stays one block's instead of growing.
+            GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
+            GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
             layerSeconds.Add(Stopwatch.GetElapsedTime(layerStart).TotalSeconds);
             if (resume is not null)
             {
@@ -420,8 +425,8 @@ public static class Compressor
                         encoding += " (lower error than gptq)";
                 }
             }
-            var decoded = Decode(type, chosen, rows, columns);
-            CheckFinite(tensor.Name, decoded);
+            // Rounding's values are its bytes decoded; GPTQ's are checked against what its bytes decode to.
+            CheckFinite(tensor.Name, encoding == "gptq" ? Decode(type, chosen, rows, columns) : chosenValues);
             return (type, Finish(target, type, chosen, encoding, metric, before, after, start));
         }
 
