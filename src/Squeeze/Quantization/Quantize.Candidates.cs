@@ -6,13 +6,15 @@ using static Squeeze.Tensors.HalfConversions;
 
 namespace Squeeze.Quantization;
 
-// The refinement's inner loop: the error of many candidate (step, offset) pairs on one sub-block, codes re-chosen as
-// the nearest representable value. The definition is BestCodes (one candidate, its error summed in double). The vector
-// version screens: one candidate per lane, the error summed in f32, and a candidate whose f32 error is certainly not
-// below the bound is rejected without BestCodes; every other one goes through BestCodes itself, so the result is the
-// scalar search's, byte for byte. (The terms are non-negative, so the f32 sum of n terms is within (n + 4)·2⁻²⁴ of the
-// exact one, relatively, while no term underflows or overflows: ScreenedOut allows 10⁻⁵ and acts only on bounds in
-// [10⁻³⁰, 10³⁰].) MakeQkxQuants' trial scales are put in lanes too, with the same f32 sums in the same order.
+// The searches' vector forms, each giving its scalar definition's bytes. The refinement's sub-block step (Refine, step 1)
+// evaluates many candidate (step, offset) pairs on one sub-block, codes re-chosen as the nearest representable value;
+// the definition is BestCodes (one candidate, its error summed in double). Its vector form screens: one candidate per
+// lane, the error of a sub-block (16 or 32 terms) summed in f32, and a candidate whose f32 error is certainly not below
+// the bound is rejected without BestCodes; every other one goes through BestCodes itself. (The terms are non-negative,
+// so the f32 sum of n terms is within (n + 4)·2⁻²⁴ of the exact one, relatively, while no term underflows or overflows:
+// ScreenedOut allows 10⁻⁵ and acts only on bounds in [10⁻³⁰, 10³⁰].) The super-block step is evaluated exactly in
+// lanes (RefineLanes), and llama.cpp's trial scales (MakeQkxQuants, MakeQxQuants) one per lane with the same f32 sums
+// in the same order.
 public static partial class Quantize
 {
     // Set only inside ScalarRow: the refinement evaluates its candidates one at a time with BestCodes.
