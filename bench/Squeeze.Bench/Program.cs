@@ -22,7 +22,8 @@ namespace Squeeze.Bench;
 /// uniform codes, rotated against unrotated uniform quantization), <c>tuning</c> (end-to-end tuning of a compressed native
 /// model: norms against norms and weights, calibration text against sampled text), <c>shapes</c> (randomly initialised
 /// checkpoints of TinyLlama-1.1B's, Llama-3.2-1B's and Llama-3.1-8B's shapes in a cache directory, for measuring at scale), <c>convert-speed</c> (squeeze convert against
-/// llama.cpp's quantizer on such a checkpoint, per named mix), <c>summary</c> (today's headline figures, measured afresh by the
+/// llama.cpp's quantizer on such a checkpoint, per named mix), <c>gptq-speed</c> (GPTQ's seconds per weight matrix at
+/// TinyLlama-1.1B's shapes, per grid type and refinement passes), <c>summary</c> (today's headline figures, measured afresh by the
 /// other suites' code, rewritten as the table at the top of docs/BENCHMARKS.md).
 /// </summary>
 public static class Program
@@ -88,11 +89,14 @@ public static class Program
             case "convert-speed":
                 ConvertSpeedSuite.Run(rest);
                 return 0;
+            case "gptq-speed":
+                GptqSpeedSuite.Run(rest);
+                return 0;
             case "summary":
                 SummarySuite.Run(rest);
                 return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|summary [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|gptq-speed|summary [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }
