@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
 namespace Squeeze.Kernels;
@@ -22,6 +23,9 @@ internal static partial class LinearAlgebra
     {
         if (rows <= 0 || count <= 0 || length <= 0)
             return;
+        CheckPanel(c.Length, cOffset, cStride, rows, count, nameof(c));
+        CheckPanel(x.Length, xOffset, xStride, count, length, nameof(x));
+        CheckPanel(y.Length, yOffset, yStride, rows, length, nameof(y));
         Span<int> used = count <= 512 ? stackalloc int[count] : new int[count];
         for (int r0 = 0; r0 < rows; r0 += GroupRows)
         {
@@ -65,23 +69,26 @@ internal static partial class LinearAlgebra
         }
     }
 
-    // Four rows, 16 columns at a time; returns the columns done.
+    // Four rows, 16 columns at a time; returns the columns done. The offsets were checked by SubtractProducts.
     private static int SubtractProducts512(double[] c, int cOffset, int cStride, double[] x, int xOffset, int xStride,
         ReadOnlySpan<int> used, int length, double[] y, int yOffset, int yStride)
     {
+        ref double yr = ref MemoryMarshal.GetArrayDataReference(y);
+        ref double xr = ref MemoryMarshal.GetArrayDataReference(x);
         int j = 0;
         for (; j + 16 <= length; j += 16)
         {
-            int y0 = yOffset + j, y1 = y0 + yStride, y2 = y1 + yStride, y3 = y2 + yStride;
-            var a0 = Vector512.Create(y.AsSpan(y0, 8)); var b0 = Vector512.Create(y.AsSpan(y0 + 8, 8));
-            var a1 = Vector512.Create(y.AsSpan(y1, 8)); var b1 = Vector512.Create(y.AsSpan(y1 + 8, 8));
-            var a2 = Vector512.Create(y.AsSpan(y2, 8)); var b2 = Vector512.Create(y.AsSpan(y2 + 8, 8));
-            var a3 = Vector512.Create(y.AsSpan(y3, 8)); var b3 = Vector512.Create(y.AsSpan(y3 + 8, 8));
+            nuint y0 = (nuint)(yOffset + j), y1 = y0 + (nuint)yStride, y2 = y1 + (nuint)yStride, y3 = y2 + (nuint)yStride;
+            var a0 = Vector512.LoadUnsafe(ref yr, y0); var b0 = Vector512.LoadUnsafe(ref yr, y0 + 8);
+            var a1 = Vector512.LoadUnsafe(ref yr, y1); var b1 = Vector512.LoadUnsafe(ref yr, y1 + 8);
+            var a2 = Vector512.LoadUnsafe(ref yr, y2); var b2 = Vector512.LoadUnsafe(ref yr, y2 + 8);
+            var a3 = Vector512.LoadUnsafe(ref yr, y3); var b3 = Vector512.LoadUnsafe(ref yr, y3 + 8);
             foreach (int k in used)
             {
-                int xk = xOffset + k * xStride + j, ck = cOffset + k;
-                var xa = Vector512.Create(x.AsSpan(xk, 8));
-                var xb = Vector512.Create(x.AsSpan(xk + 8, 8));
+                nuint xk = (nuint)(xOffset + k * xStride + j);
+                int ck = cOffset + k;
+                var xa = Vector512.LoadUnsafe(ref xr, xk);
+                var xb = Vector512.LoadUnsafe(ref xr, xk + 8);
                 var c0 = Vector512.Create(-c[ck]);
                 var c1 = Vector512.Create(-c[ck + cStride]);
                 var c2 = Vector512.Create(-c[ck + 2 * cStride]);
@@ -91,31 +98,34 @@ internal static partial class LinearAlgebra
                 a2 += c2 * xa; b2 += c2 * xb;
                 a3 += c3 * xa; b3 += c3 * xb;
             }
-            a0.CopyTo(y.AsSpan(y0, 8)); b0.CopyTo(y.AsSpan(y0 + 8, 8));
-            a1.CopyTo(y.AsSpan(y1, 8)); b1.CopyTo(y.AsSpan(y1 + 8, 8));
-            a2.CopyTo(y.AsSpan(y2, 8)); b2.CopyTo(y.AsSpan(y2 + 8, 8));
-            a3.CopyTo(y.AsSpan(y3, 8)); b3.CopyTo(y.AsSpan(y3 + 8, 8));
+            a0.StoreUnsafe(ref yr, y0); b0.StoreUnsafe(ref yr, y0 + 8);
+            a1.StoreUnsafe(ref yr, y1); b1.StoreUnsafe(ref yr, y1 + 8);
+            a2.StoreUnsafe(ref yr, y2); b2.StoreUnsafe(ref yr, y2 + 8);
+            a3.StoreUnsafe(ref yr, y3); b3.StoreUnsafe(ref yr, y3 + 8);
         }
         return j;
     }
 
-    // Four rows, 8 columns at a time; returns the columns done.
+    // Four rows, 8 columns at a time; returns the columns done. The offsets were checked by SubtractProducts.
     private static int SubtractProducts256(double[] c, int cOffset, int cStride, double[] x, int xOffset, int xStride,
         ReadOnlySpan<int> used, int length, double[] y, int yOffset, int yStride)
     {
+        ref double yr = ref MemoryMarshal.GetArrayDataReference(y);
+        ref double xr = ref MemoryMarshal.GetArrayDataReference(x);
         int j = 0;
         for (; j + 8 <= length; j += 8)
         {
-            int y0 = yOffset + j, y1 = y0 + yStride, y2 = y1 + yStride, y3 = y2 + yStride;
-            var a0 = Vector256.Create(y.AsSpan(y0, 4)); var b0 = Vector256.Create(y.AsSpan(y0 + 4, 4));
-            var a1 = Vector256.Create(y.AsSpan(y1, 4)); var b1 = Vector256.Create(y.AsSpan(y1 + 4, 4));
-            var a2 = Vector256.Create(y.AsSpan(y2, 4)); var b2 = Vector256.Create(y.AsSpan(y2 + 4, 4));
-            var a3 = Vector256.Create(y.AsSpan(y3, 4)); var b3 = Vector256.Create(y.AsSpan(y3 + 4, 4));
+            nuint y0 = (nuint)(yOffset + j), y1 = y0 + (nuint)yStride, y2 = y1 + (nuint)yStride, y3 = y2 + (nuint)yStride;
+            var a0 = Vector256.LoadUnsafe(ref yr, y0); var b0 = Vector256.LoadUnsafe(ref yr, y0 + 4);
+            var a1 = Vector256.LoadUnsafe(ref yr, y1); var b1 = Vector256.LoadUnsafe(ref yr, y1 + 4);
+            var a2 = Vector256.LoadUnsafe(ref yr, y2); var b2 = Vector256.LoadUnsafe(ref yr, y2 + 4);
+            var a3 = Vector256.LoadUnsafe(ref yr, y3); var b3 = Vector256.LoadUnsafe(ref yr, y3 + 4);
             foreach (int k in used)
             {
-                int xk = xOffset + k * xStride + j, ck = cOffset + k;
-                var xa = Vector256.Create(x.AsSpan(xk, 4));
-                var xb = Vector256.Create(x.AsSpan(xk + 4, 4));
+                nuint xk = (nuint)(xOffset + k * xStride + j);
+                int ck = cOffset + k;
+                var xa = Vector256.LoadUnsafe(ref xr, xk);
+                var xb = Vector256.LoadUnsafe(ref xr, xk + 4);
                 var c0 = Vector256.Create(-c[ck]);
                 var c1 = Vector256.Create(-c[ck + cStride]);
                 var c2 = Vector256.Create(-c[ck + 2 * cStride]);
@@ -125,10 +135,10 @@ internal static partial class LinearAlgebra
                 a2 += c2 * xa; b2 += c2 * xb;
                 a3 += c3 * xa; b3 += c3 * xb;
             }
-            a0.CopyTo(y.AsSpan(y0, 4)); b0.CopyTo(y.AsSpan(y0 + 4, 4));
-            a1.CopyTo(y.AsSpan(y1, 4)); b1.CopyTo(y.AsSpan(y1 + 4, 4));
-            a2.CopyTo(y.AsSpan(y2, 4)); b2.CopyTo(y.AsSpan(y2 + 4, 4));
-            a3.CopyTo(y.AsSpan(y3, 4)); b3.CopyTo(y.AsSpan(y3 + 4, 4));
+            a0.StoreUnsafe(ref yr, y0); b0.StoreUnsafe(ref yr, y0 + 4);
+            a1.StoreUnsafe(ref yr, y1); b1.StoreUnsafe(ref yr, y1 + 4);
+            a2.StoreUnsafe(ref yr, y2); b2.StoreUnsafe(ref yr, y2 + 4);
+            a3.StoreUnsafe(ref yr, y3); b3.StoreUnsafe(ref yr, y3 + 4);
         }
         return j;
     }
@@ -157,6 +167,11 @@ internal static partial class LinearAlgebra
     public static void DotRows(double[] a, int aOffset, int aStride, double[] b, int bOffset, int bStride,
         int rows, int count, int length, double[] d, int dOffset, int dStride)
     {
+        if (rows <= 0 || count <= 0)
+            return;
+        CheckPanel(a.Length, aOffset, aStride, rows, length, nameof(a));
+        CheckPanel(b.Length, bOffset, bStride, count, length, nameof(b));
+        CheckPanel(d.Length, dOffset, dStride, rows, count, nameof(d));
         int r0 = 0;
         if (Vector256.IsHardwareAccelerated && length >= 8)
         {
@@ -180,9 +195,11 @@ internal static partial class LinearAlgebra
         }
     }
 
-    // Four rows of a against two rows of b: eight Dot accumulators.
+    // Four rows of a against two rows of b: eight Dot accumulators. The offsets were checked by DotRows.
     private static void DotRows4x2(double[] a, int aOffset, int aStride, double[] b, int bOffset, int bStride, int length, double[] d, int dOffset, int dStride)
     {
+        ref double ar = ref MemoryMarshal.GetArrayDataReference(a);
+        ref double br = ref MemoryMarshal.GetArrayDataReference(b);
         var s00 = Vector256<double>.Zero; var s01 = Vector256<double>.Zero;
         var s10 = Vector256<double>.Zero; var s11 = Vector256<double>.Zero;
         var s20 = Vector256<double>.Zero; var s21 = Vector256<double>.Zero;
@@ -191,15 +208,15 @@ internal static partial class LinearAlgebra
         int p = 0;
         for (; p + 4 <= length; p += 4)
         {
-            var x0 = Vector256.Create(b.AsSpan(b0 + p, 4));
-            var x1 = Vector256.Create(b.AsSpan(b1 + p, 4));
-            var v = Vector256.Create(a.AsSpan(a0 + p, 4));
+            var x0 = Vector256.LoadUnsafe(ref br, (nuint)(b0 + p));
+            var x1 = Vector256.LoadUnsafe(ref br, (nuint)(b1 + p));
+            var v = Vector256.LoadUnsafe(ref ar, (nuint)(a0 + p));
             s00 += v * x0; s01 += v * x1;
-            v = Vector256.Create(a.AsSpan(a1 + p, 4));
+            v = Vector256.LoadUnsafe(ref ar, (nuint)(a1 + p));
             s10 += v * x0; s11 += v * x1;
-            v = Vector256.Create(a.AsSpan(a2 + p, 4));
+            v = Vector256.LoadUnsafe(ref ar, (nuint)(a2 + p));
             s20 += v * x0; s21 += v * x1;
-            v = Vector256.Create(a.AsSpan(a3 + p, 4));
+            v = Vector256.LoadUnsafe(ref ar, (nuint)(a3 + p));
             s30 += v * x0; s31 += v * x1;
         }
         d[dOffset] = Finish(s00, a, a0, b, b0, p, length);
@@ -228,5 +245,12 @@ internal static partial class LinearAlgebra
         for (int r = 0; r < rows; r++)
             for (int i = 0; i < count; i++)
                 d[dOffset + r * dStride + i] = Dot(new ReadOnlySpan<double>(a, aOffset + r * aStride, length), new ReadOnlySpan<double>(b, bOffset + i * bStride, length));
+    }
+
+    // A [lines, width] panel at offset with the given stride must lie inside an array of length values.
+    private static void CheckPanel(int length, int offset, int stride, int lines, int width, string name)
+    {
+        if (offset < 0 || width < 0 || (lines > 1 && stride < width) || (long)offset + (long)(lines - 1) * stride + width > length)
+            throw new ArgumentException($"a [{lines}, {width}] panel at {offset} with stride {stride} does not fit {length} values", name);
     }
 }

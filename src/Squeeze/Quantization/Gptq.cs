@@ -268,15 +268,17 @@ public static class Gptq
 
         public void Run(int firstRow, int endRow)
         {
-            Quantize(firstRow, endRow);
+            // The values of every code per scale group of the tile's rows, for grids that declare their groups.
+            var tables = grid.ValueGroup > 0 ? new ValueTables(grid, endRow - firstRow, n) : null;
+            Quantize(firstRow, endRow, tables);
             if (refinePasses > 0)
-                Refine(firstRow, endRow);
+                Refine(firstRow, endRow, tables);
         }
 
         // Refines the rows of a tile: coordinate descent on f(q) = (w − q)ᵀ H (w − q) with the block scales fixed; then, for
         // grids of one scale per block, the scales of a row re-fitted exactly to its codes followed by more descent, kept while
         // the row's f falls.
-        private void Refine(int firstRow, int endRow)
+        private void Refine(int firstRow, int endRow, ValueTables? tables)
         {
             int rows = endRow - firstRow;
             var r = new double[(long)rows * n]; // [rows, n]: H (w − q) per row
@@ -284,7 +286,7 @@ public static class Gptq
             var all = new bool[rows];
             Array.Fill(all, true);
             Residual(firstRow, rows, all, e, r);
-            Descend(firstRow, rows, all, r);
+            Descend(firstRow, rows, all, r, tables);
             if (grid is not IScaledGrid scaled)
                 return;
             var f = new double[rows];
@@ -312,13 +314,13 @@ public static class Gptq
                     var q = result.AsSpan((int)((long)(firstRow + t) * n), n);
                     rowData.CopyTo(savedData.AsSpan(t * rowBytes, rowBytes));
                     q.CopyTo(savedValues.AsSpan(t * n, n));
-                    if (!RefitScales(firstRow + t, scaled, hw.AsSpan(t * n, n), q))
+                    if (!RefitScales(firstRow, firstRow + t, scaled, hw.AsSpan(t * n, n), q, tables))
                         active[t] = false;
                 }
                 if (!active.Contains(true))
                     break;
                 Residual(firstRow, rows, active, e, r);
-                Descend(firstRow, rows, active, r);
+                Descend(firstRow, rows, active, r, tables);
                 for (int t = 0; t < rows; t++)
                 {
                     if (!active[t])
@@ -328,6 +330,8 @@ public static class Gptq
                     {
                         savedData.AsSpan(t * rowBytes, rowBytes).CopyTo(data.AsSpan((int)((long)(firstRow + t) * rowBytes), rowBytes));
                         savedValues.AsSpan(t * n, n).CopyTo(result.AsSpan((int)((long)(firstRow + t) * n), n));
+                        for (int b = 0; b < n / grid.BlockSize; b++)
+                            tables?.Build(t, b, data.AsSpan((int)((long)(firstRow + t) * rowBytes + b * grid.BlockBytes), grid.BlockBytes));
                         active[t] = false;
                     }
                     else
@@ -382,14 +386,13 @@ public static class Gptq
         // the change being a parabola in δ), and r −= δ H[j, :]. A row's passes stop early when one changes nothing. The
         // updates of r inside a block of DescentBlock columns are made at once; those outside it after the block, for
         // all rows together (each element still receives them in column order).
-        private void Descend(int firstRow, int rows, bool[] which, double[] r)
+        private void Descend(int firstRow, int rows, bool[] which, double[] r, ValueTables? tables)
         {
             var dead = hessian.Dead;
-            int bs = grid.BlockSize, blockBytes = grid.BlockBytes, group = grid.ValueGroup;
+            int bs = grid.BlockSize, blockBytes = grid.BlockBytes;
             var live = (bool[])which.Clone();
             var delta = new double[rows * DescentBlock]; // [rows, DescentBlock]
             var changed = new int[rows];
-            var table = new float[grid.Levels];
             for (int pass = 0; pass < refinePasses && live.Contains(true); pass++)
             {
                 Array.Clear(changed);
@@ -404,7 +407,6 @@ public static class Gptq
                         int row = firstRow + t;
                         var q = result.AsSpan((int)((long)row * n), n);
                         var rt = r.AsSpan(t * n, n);
-                        int tableGroup = -1;
                         for (int j = b0; j < b1; j++)
                         {
                             if (dead[j])
@@ -413,18 +415,15 @@ public static class Gptq
                             var block = data.AsSpan((int)((long)row * rowBytes + j / bs * blockBytes), blockBytes);
                             int code;
                             float value;
-                            if (group > 0)
+                            if (tables is null)
                             {
-                                if (j / group != tableGroup)
-                                {
-                                    tableGroup = j / group;
-                                    BlockGrid.Values(grid, block, j % bs, table);
-                                }
-                                code = BlockGrid.Round(table, target, out value);
+                                code = BlockGrid.Round(grid, block, j % bs, target, out value);
                             }
                             else
                             {
-                                code = BlockGrid.Round(grid, block, j % bs, target, out value);
+                                if (tables.Keeps(t, j, target, q[j]))
+                                    continue;
+                                code = tables.Round(t, j, target, out value);
                             }
                             if (value == q[j])
                                 continue;
@@ -450,7 +449,7 @@ public static class Gptq
         // With the codes fixed, q = Σ_b d_b φ_b (φ_b: the levels of block b's codes, zero outside it), and f is least where
         // A d = g, A_bc = φ_bᵀ H φ_c, g_b = φ_bᵀ (H w) with H w given. A tiny ridge towards the current scales keeps A invertible when a
         // block's levels are all zero. The scales are stored as f16 and q recomputed from the codes. False if A is singular.
-        private bool RefitScales(int row, IScaledGrid scaled, ReadOnlySpan<double> hw, Span<float> q)
+        private bool RefitScales(int firstRow, int row, IScaledGrid scaled, ReadOnlySpan<double> hw, Span<float> q, ValueTables? tables)
         {
             int bs = grid.BlockSize, blockBytes = grid.BlockBytes, blocks = n / bs;
             var codes = new int[n];
@@ -515,10 +514,12 @@ public static class Gptq
                 var block = data.AsSpan((int)((long)row * rowBytes + j / bs * blockBytes), blockBytes);
                 q[j] = grid.Value(block, j % bs, codes[j]);
             }
+            for (int b = 0; b < blocks; b++)
+                tables?.Build(row - firstRow, b, data.AsSpan((int)((long)row * rowBytes + b * blockBytes), blockBytes));
             return true;
         }
 
-        private void Quantize(int firstRow, int endRow)
+        private void Quantize(int firstRow, int endRow, ValueTables? tables)
         {
             int rows = endRow - firstRow, bs = grid.BlockSize, blockBytes = grid.BlockBytes;
             // W in processing order, [rows, n].
@@ -542,7 +543,7 @@ public static class Gptq
                         if (!fitted[blockIndex])
                         {
                             fitted[blockIndex] = true;
-                            FitBlock(blockIndex, i, i1, s1, s2, i2, w, err, rows, blockWeights, firstRow);
+                            FitBlock(blockIndex, i, i1, s1, s2, i2, w, err, rows, blockWeights, firstRow, tables);
                         }
                         double uii = u[(long)i * n + i];
                         var uRow = new ReadOnlySpan<double>(u, i * n, n);
@@ -551,7 +552,8 @@ public static class Gptq
                             var block = data.AsSpan((int)((long)(firstRow + r) * rowBytes + blockIndex * blockBytes), blockBytes);
                             var wr = w.AsSpan(r * n, n);
                             double x = wr[i];
-                            int code = BlockGrid.Round(grid, block, within, x, out float q);
+                            float q;
+                            int code = tables is null ? BlockGrid.Round(grid, block, within, x, out q) : tables.Round(r, column, x, out q);
                             grid.SetCode(block, within, code);
                             result[(long)(firstRow + r) * n + column] = q;
                             double e = (x - q) / uii;
@@ -570,7 +572,7 @@ public static class Gptq
         // Fits the scales of block blockIndex of every row from the current (error-updated) weights of its columns, all at
         // positions i or later. A column's stored weight holds the updates of the columns before i1 (after the batch), before
         // s1 (in the batch, after the sub-batch) or before i (in the sub-batch); the ones still owed up to i − 1 are added here.
-        private void FitBlock(int blockIndex, int i, int i1, int s1, int s2, int i2, double[] w, double[] err, int rows, float[] blockWeights, int firstRow)
+        private void FitBlock(int blockIndex, int i, int i1, int s1, int s2, int i2, double[] w, double[] err, int rows, float[] blockWeights, int firstRow, ValueTables? tables)
         {
             int bs = grid.BlockSize;
             var imp = new ReadOnlySpan<float>(importance, blockIndex * bs, bs);
@@ -587,7 +589,42 @@ public static class Gptq
                 }
                 var block = data.AsSpan((int)((long)(firstRow + r) * rowBytes + blockIndex * grid.BlockBytes), grid.BlockBytes);
                 grid.Fit(blockWeights, imp, block);
+                tables?.Build(r, blockIndex, block);
             }
         }
+    }
+
+    // The values of every code for each scale group (IBlockGrid.ValueGroup positions) of a tile's rows, [rows, n / group,
+    // Levels], built when a block's scales are set, and per group 0.49 of the smallest gap between neighbouring values.
+    // Rounding by bisection over them gives BlockGrid.Round's code without decoding; a target nearer than that margin to a
+    // group's value rounds to that value.
+    private sealed class ValueTables(IBlockGrid grid, int rows, int n)
+    {
+        private readonly int group = grid.ValueGroup;
+        private readonly int levels = grid.Levels;
+        private readonly int groups = n / grid.ValueGroup;
+        private readonly float[] values = new float[(long)rows * (n / grid.ValueGroup) * grid.Levels];
+        private readonly double[] margin = new double[(long)rows * (n / grid.ValueGroup)];
+
+        // Tile row t's groups in block blockIndex, from its packed block.
+        public void Build(int t, int blockIndex, ReadOnlySpan<byte> block)
+        {
+            int bs = grid.BlockSize;
+            for (int g = blockIndex * bs / group; g < (blockIndex + 1) * bs / group; g++)
+            {
+                var v = values.AsSpan((t * groups + g) * levels, levels);
+                BlockGrid.Values(grid, block, g * group % bs, v);
+                double gap = double.PositiveInfinity;
+                for (int c = 1; c < levels; c++)
+                    gap = Math.Min(gap, Math.Abs((double)v[c] - v[c - 1]));
+                margin[t * groups + g] = 0.49 * gap;
+            }
+        }
+
+        public int Round(int t, int column, double target, out float value)
+            => BlockGrid.Round(values.AsSpan((t * groups + column / group) * levels, levels), target, out value);
+
+        // True when target is nearer to current (one of the group's values) than to any other of them.
+        public bool Keeps(int t, int column, double target, float current) => Math.Abs(target - current) < margin[t * groups + column / group];
     }
 }
