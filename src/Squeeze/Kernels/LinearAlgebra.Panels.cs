@@ -12,6 +12,13 @@ internal static partial class LinearAlgebra
 {
     private const int GroupRows = 4;
 
+    // Columns of x read by all the row groups before the next (a multiple of 16): 64 columns of 256 rows of x are 128 KiB.
+    private const int PanelColumns = 64;
+
+    // DotRows' blocks: 32 rows of b by 512 of the length are 128 KiB.
+    private const int DotBlockRows = 32;
+    private const int DotBlockLength = 512;
+
     /// <summary>
     /// <c>y[r, j] −= c[r, k] · x[k, j]</c> for r &lt; <paramref name="rows"/>, j &lt; <paramref name="length"/>, k = 0 …
     /// <paramref name="count"/> − 1 in that order, each step rounded as <see cref="Axpy"/>(−c[r, k], x[k, :], y[r, :]) is;
@@ -26,57 +33,71 @@ internal static partial class LinearAlgebra
         CheckPanel(c.Length, cOffset, cStride, rows, count, nameof(c));
         CheckPanel(x.Length, xOffset, xStride, count, length, nameof(x));
         CheckPanel(y.Length, yOffset, yStride, rows, length, nameof(y));
-        Span<int> used = count <= 512 ? stackalloc int[count] : new int[count];
-        for (int r0 = 0; r0 < rows; r0 += GroupRows)
+        // Per group of four rows, the k that change some row of it.
+        int groups = (rows + GroupRows - 1) / GroupRows;
+        Span<int> used = groups * count <= 8192 ? stackalloc int[groups * count] : new int[groups * count];
+        Span<int> usedCounts = groups <= 256 ? stackalloc int[groups] : new int[groups];
+        for (int g = 0; g < groups; g++)
         {
-            int group = Math.Min(GroupRows, rows - r0);
-            // The k that change some row of the group.
-            int usedCount = 0;
+            int r0 = g * GroupRows, group = Math.Min(GroupRows, rows - r0), usedCount = 0;
             for (int k = 0; k < count; k++)
             {
-                for (int r = 0; r < group; r++)
+                for (int r = r0; r < r0 + group; r++)
                 {
-                    if (c[cOffset + (r0 + r) * cStride + k] != 0)
+                    if (c[cOffset + r * cStride + k] != 0)
                     {
-                        used[usedCount++] = k;
+                        used[g * count + usedCount++] = k;
                         break;
                     }
                 }
             }
-            if (usedCount == 0)
-                continue;
-            int j = 0;
-            if (group == GroupRows)
+            usedCounts[g] = usedCount;
+        }
+        // Whole groups of four, a panel of columns at a time for all groups, so that x's panel is read from cache by all
+        // but the first; then the columns left (all of them without vectors) and the rows of a short last group, as
+        // Axpy's scalar tail.
+        int width = Vector512.IsHardwareAccelerated ? 16 : Vector256.IsHardwareAccelerated ? 8 : 0;
+        int vectorEnd = width == 0 ? 0 : length - length % width;
+        int fullGroups = rows / GroupRows;
+        for (int j0 = 0; j0 < vectorEnd; j0 += PanelColumns)
+        {
+            int j1 = Math.Min(j0 + PanelColumns, vectorEnd);
+            for (int g = 0; g < fullGroups; g++)
             {
-                if (Vector512.IsHardwareAccelerated)
-                    j = SubtractProducts512(c, cOffset + r0 * cStride, cStride, x, xOffset, xStride, used[..usedCount], length, y, yOffset + r0 * yStride, yStride);
-                else if (Vector256.IsHardwareAccelerated)
-                    j = SubtractProducts256(c, cOffset + r0 * cStride, cStride, x, xOffset, xStride, used[..usedCount], length, y, yOffset + r0 * yStride, yStride);
+                if (usedCounts[g] == 0)
+                    continue;
+                var usedK = used.Slice(g * count, usedCounts[g]);
+                if (width == 16)
+                    SubtractProducts512(c, cOffset + g * GroupRows * cStride, cStride, x, xOffset, xStride, usedK, j0, j1, y, yOffset + g * GroupRows * yStride, yStride);
+                else
+                    SubtractProducts256(c, cOffset + g * GroupRows * cStride, cStride, x, xOffset, xStride, usedK, j0, j1, y, yOffset + g * GroupRows * yStride, yStride);
             }
-            // The columns left (all of them without vectors or for a short group), as Axpy's scalar tail.
-            for (int r = 0; r < group; r++)
+        }
+        for (int g = 0; g < groups; g++)
+        {
+            int r0 = g * GroupRows, group = Math.Min(GroupRows, rows - r0), from = g < fullGroups ? vectorEnd : 0;
+            for (int r = r0; r < r0 + group; r++)
             {
-                var yr = y.AsSpan(yOffset + (r0 + r) * yStride, length);
-                for (int u = 0; u < usedCount; u++)
+                var yr = y.AsSpan(yOffset + r * yStride, length);
+                for (int u = 0; u < usedCounts[g]; u++)
                 {
-                    int k = used[u];
-                    double alpha = -c[cOffset + (r0 + r) * cStride + k];
+                    int k = used[g * count + u];
+                    double alpha = -c[cOffset + r * cStride + k];
                     int xk = xOffset + k * xStride;
-                    for (int jj = j; jj < length; jj++)
-                        yr[jj] += alpha * x[xk + jj];
+                    for (int j = from; j < length; j++)
+                        yr[j] += alpha * x[xk + j];
                 }
             }
         }
     }
 
-    // Four rows, 16 columns at a time; returns the columns done. The offsets were checked by SubtractProducts.
-    private static int SubtractProducts512(double[] c, int cOffset, int cStride, double[] x, int xOffset, int xStride,
-        ReadOnlySpan<int> used, int length, double[] y, int yOffset, int yStride)
+    // Four rows, columns [j0, j1) (a multiple of 16) 16 at a time. The offsets were checked by SubtractProducts.
+    private static void SubtractProducts512(double[] c, int cOffset, int cStride, double[] x, int xOffset, int xStride,
+        ReadOnlySpan<int> used, int j0, int j1, double[] y, int yOffset, int yStride)
     {
         ref double yr = ref MemoryMarshal.GetArrayDataReference(y);
         ref double xr = ref MemoryMarshal.GetArrayDataReference(x);
-        int j = 0;
-        for (; j + 16 <= length; j += 16)
+        for (int j = j0; j < j1; j += 16)
         {
             nuint y0 = (nuint)(yOffset + j), y1 = y0 + (nuint)yStride, y2 = y1 + (nuint)yStride, y3 = y2 + (nuint)yStride;
             var a0 = Vector512.LoadUnsafe(ref yr, y0); var b0 = Vector512.LoadUnsafe(ref yr, y0 + 8);
@@ -103,17 +124,15 @@ internal static partial class LinearAlgebra
             a2.StoreUnsafe(ref yr, y2); b2.StoreUnsafe(ref yr, y2 + 8);
             a3.StoreUnsafe(ref yr, y3); b3.StoreUnsafe(ref yr, y3 + 8);
         }
-        return j;
     }
 
-    // Four rows, 8 columns at a time; returns the columns done. The offsets were checked by SubtractProducts.
-    private static int SubtractProducts256(double[] c, int cOffset, int cStride, double[] x, int xOffset, int xStride,
-        ReadOnlySpan<int> used, int length, double[] y, int yOffset, int yStride)
+    // Four rows, columns [j0, j1) (a multiple of 8) 8 at a time. The offsets were checked by SubtractProducts.
+    private static void SubtractProducts256(double[] c, int cOffset, int cStride, double[] x, int xOffset, int xStride,
+        ReadOnlySpan<int> used, int j0, int j1, double[] y, int yOffset, int yStride)
     {
         ref double yr = ref MemoryMarshal.GetArrayDataReference(y);
         ref double xr = ref MemoryMarshal.GetArrayDataReference(x);
-        int j = 0;
-        for (; j + 8 <= length; j += 8)
+        for (int j = j0; j < j1; j += 8)
         {
             nuint y0 = (nuint)(yOffset + j), y1 = y0 + (nuint)yStride, y2 = y1 + (nuint)yStride, y3 = y2 + (nuint)yStride;
             var a0 = Vector256.LoadUnsafe(ref yr, y0); var b0 = Vector256.LoadUnsafe(ref yr, y0 + 4);
@@ -140,7 +159,6 @@ internal static partial class LinearAlgebra
             a2.StoreUnsafe(ref yr, y2); b2.StoreUnsafe(ref yr, y2 + 4);
             a3.StoreUnsafe(ref yr, y3); b3.StoreUnsafe(ref yr, y3 + 4);
         }
-        return j;
     }
 
     /// <summary>The definition of <see cref="SubtractProducts"/>: one <see cref="Axpy"/> per row and nonzero coefficient.</summary>
@@ -172,22 +190,36 @@ internal static partial class LinearAlgebra
         CheckPanel(a.Length, aOffset, aStride, rows, length, nameof(a));
         CheckPanel(b.Length, bOffset, bStride, count, length, nameof(b));
         CheckPanel(d.Length, dOffset, dStride, rows, count, nameof(d));
-        int r0 = 0;
-        if (Vector256.IsHardwareAccelerated && length >= 8)
+        int fullRows = Vector256.IsHardwareAccelerated && length >= 8 ? rows / GroupRows * GroupRows : 0;
+        if (fullRows > 0)
         {
-            for (; r0 + GroupRows <= rows; r0 += GroupRows)
+            // Blocks of DotBlockRows rows of b and DotBlockLength of the length: the lane sums of a block are kept between the
+            // pieces of the length (the same additions in the same order as one pass), so a and b are read from cache.
+            int vectorLength = length - length % 4;
+            var acc = new Vector256<double>[fullRows * DotBlockRows]; // [row, row of b in the block]
+            for (int i0 = 0; i0 < count; i0 += DotBlockRows)
             {
-                int i = 0;
-                for (; i + 2 <= count; i += 2)
-                    DotRows4x2(a, aOffset + r0 * aStride, aStride, b, bOffset + i * bStride, bStride, length, d, dOffset + r0 * dStride + i, dStride);
-                for (; i < count; i++)
+                int i1 = Math.Min(i0 + DotBlockRows, count), pairs = i0 + (i1 - i0) / 2 * 2;
+                Array.Clear(acc);
+                for (int p0 = 0; p0 < vectorLength; p0 += DotBlockLength)
                 {
-                    for (int r = r0; r < r0 + GroupRows; r++)
+                    int p1 = Math.Min(p0 + DotBlockLength, vectorLength);
+                    for (int i = i0; i < pairs; i += 2)
+                    {
+                        for (int r0 = 0; r0 < fullRows; r0 += GroupRows)
+                            DotRows4x2(a, aOffset + r0 * aStride, aStride, b, bOffset + i * bStride, p0, p1, bStride, acc, r0 * DotBlockRows + i - i0);
+                    }
+                }
+                for (int r = 0; r < fullRows; r++)
+                {
+                    for (int i = i0; i < pairs; i++)
+                        d[dOffset + r * dStride + i] = Finish(acc[r * DotBlockRows + i - i0], a, aOffset + r * aStride, b, bOffset + i * bStride, vectorLength, length);
+                    for (int i = pairs; i < i1; i++)
                         d[dOffset + r * dStride + i] = Dot(new ReadOnlySpan<double>(a, aOffset + r * aStride, length), new ReadOnlySpan<double>(b, bOffset + i * bStride, length));
                 }
             }
         }
-        for (int r = r0; r < rows; r++)
+        for (int r = fullRows; r < rows; r++)
         {
             var ar = new ReadOnlySpan<double>(a, aOffset + r * aStride, length);
             for (int i = 0; i < count; i++)
@@ -195,18 +227,19 @@ internal static partial class LinearAlgebra
         }
     }
 
-    // Four rows of a against two rows of b: eight Dot accumulators. The offsets were checked by DotRows.
-    private static void DotRows4x2(double[] a, int aOffset, int aStride, double[] b, int bOffset, int bStride, int length, double[] d, int dOffset, int dStride)
+    // Four rows of a against two rows of b over [p0, p1): the eight lane sums at acc[at + r·DotBlockRows + i] go on.
+    // The offsets were checked by DotRows.
+    private static void DotRows4x2(double[] a, int aOffset, int aStride, double[] b, int bOffset, int p0, int p1, int bStride, Vector256<double>[] acc, int at)
     {
         ref double ar = ref MemoryMarshal.GetArrayDataReference(a);
         ref double br = ref MemoryMarshal.GetArrayDataReference(b);
-        var s00 = Vector256<double>.Zero; var s01 = Vector256<double>.Zero;
-        var s10 = Vector256<double>.Zero; var s11 = Vector256<double>.Zero;
-        var s20 = Vector256<double>.Zero; var s21 = Vector256<double>.Zero;
-        var s30 = Vector256<double>.Zero; var s31 = Vector256<double>.Zero;
+        const int S = DotBlockRows;
+        var s00 = acc[at]; var s01 = acc[at + 1];
+        var s10 = acc[at + S]; var s11 = acc[at + S + 1];
+        var s20 = acc[at + 2 * S]; var s21 = acc[at + 2 * S + 1];
+        var s30 = acc[at + 3 * S]; var s31 = acc[at + 3 * S + 1];
         int a0 = aOffset, a1 = a0 + aStride, a2 = a1 + aStride, a3 = a2 + aStride, b0 = bOffset, b1 = bOffset + bStride;
-        int p = 0;
-        for (; p + 4 <= length; p += 4)
+        for (int p = p0; p < p1; p += 4)
         {
             var x0 = Vector256.LoadUnsafe(ref br, (nuint)(b0 + p));
             var x1 = Vector256.LoadUnsafe(ref br, (nuint)(b1 + p));
@@ -219,14 +252,10 @@ internal static partial class LinearAlgebra
             v = Vector256.LoadUnsafe(ref ar, (nuint)(a3 + p));
             s30 += v * x0; s31 += v * x1;
         }
-        d[dOffset] = Finish(s00, a, a0, b, b0, p, length);
-        d[dOffset + 1] = Finish(s01, a, a0, b, b1, p, length);
-        d[dOffset + dStride] = Finish(s10, a, a1, b, b0, p, length);
-        d[dOffset + dStride + 1] = Finish(s11, a, a1, b, b1, p, length);
-        d[dOffset + 2 * dStride] = Finish(s20, a, a2, b, b0, p, length);
-        d[dOffset + 2 * dStride + 1] = Finish(s21, a, a2, b, b1, p, length);
-        d[dOffset + 3 * dStride] = Finish(s30, a, a3, b, b0, p, length);
-        d[dOffset + 3 * dStride + 1] = Finish(s31, a, a3, b, b1, p, length);
+        acc[at] = s00; acc[at + 1] = s01;
+        acc[at + S] = s10; acc[at + S + 1] = s11;
+        acc[at + 2 * S] = s20; acc[at + 2 * S + 1] = s21;
+        acc[at + 3 * S] = s30; acc[at + 3 * S + 1] = s31;
     }
 
     // Dot's ending: the lanes, the tail into lane 0, then (l0 + l1) + (l2 + l3).
