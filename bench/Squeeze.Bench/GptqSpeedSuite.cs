@@ -27,6 +27,11 @@ internal static class GptqSpeedSuite
             .Select(s => s.Split('x')).Select(p => (Rows: int.Parse(p[0]), Columns: int.Parse(p[1]))).ToArray();
         var types = (Program.Value(args, "--types") ?? "Q4_K,Q6_K").Split(',').Select(Enum.Parse<GgmlType>).ToArray();
         var refines = (Program.Value(args, "--refine") ?? "0,4").Split(',').Select(int.Parse).ToArray();
+        if (args.Contains("--kernels"))
+        {
+            Kernels(repetitions);
+            return;
+        }
 
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- gptq-speed {string.Join(' ', args)}` "
             + $"({threads} threads, Hessian from {tokens} random tokens, median of {repetitions}; wall s / CPU s)");
@@ -57,6 +62,35 @@ internal static class GptqSpeedSuite
                 }
             }
         }
+    }
+
+    // The row-group products against one Axpy / Dot per row, on one thread: GPTQ's lazy update of a 32-row tile by a batch
+    // of 256 columns over 2048 columns, and the refinement's residual of 32 rows against 2048 rows of H.
+    private static void Kernels(int repetitions)
+    {
+        const int Rows = 32, Count = 256, N = 2048;
+        var random = new Random(1);
+        double[] Fill(long length) => [.. Enumerable.Range(0, (int)length).Select(_ => Gaussian(random))];
+        var c = Fill(Rows * Count);
+        var x = Fill((long)Count * N);
+        var y = Fill((long)Rows * N);
+        var h = Fill((long)N * N);
+        var d = new double[Rows * N];
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- gptq-speed --kernels` (one thread, median of {repetitions}; G multiply-adds per CPU second)");
+        Console.WriteLine();
+        Console.WriteLine("| product | row by row | row groups | speed-up |");
+        Console.WriteLine("|---|---|---|---|");
+        void Row(string name, double work, Action reference, Action grouped)
+        {
+            double slow = work / Median(repetitions, reference).Cpu / 1e9, fast = work / Median(repetitions, grouped).Cpu / 1e9;
+            Console.WriteLine($"| {name} | {slow:0.00} | {fast:0.00} | {fast / slow:0.0} |");
+        }
+        Row($"y[{Rows}, {N}] −= c[{Rows}, {Count}] · x[{Count}, {N}] (SubtractProducts)", (double)Rows * Count * N,
+            () => LinearAlgebra.SubtractProductsReference(c, 0, Count, x, 0, N, Rows, Count, N, y, 0, N),
+            () => LinearAlgebra.SubtractProducts(c, 0, Count, x, 0, N, Rows, Count, N, y, 0, N));
+        Row($"d[{Rows}, {N}] = y[{Rows}, {N}] · H[{N}, {N}]ᵀ (DotRows)", (double)Rows * N * N,
+            () => LinearAlgebra.DotRowsReference(y, 0, N, h, 0, N, Rows, N, N, d, 0, N),
+            () => LinearAlgebra.DotRows(y, 0, N, h, 0, N, Rows, N, N, d, 0, N));
     }
 
     private static float[] RandomWeights(int rows, int columns, int seed)

@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
@@ -53,25 +55,44 @@ internal static partial class LinearAlgebra
             }
             usedCounts[g] = usedCount;
         }
-        // Whole groups of four, a panel of columns at a time for all groups, so that x's panel is read from cache by all
-        // but the first; then the columns left (all of them without vectors) and the rows of a short last group, as
-        // Axpy's scalar tail.
+        // Whole groups of four, a panel of columns at a time for all groups: the panel's rows of x that some group uses are
+        // first copied side by side (rows of x a power of two apart would share cache sets), then read from cache by every
+        // group. Then the columns left (all of them without vectors) and the rows of a short last group, as Axpy's
+        // scalar tail.
         int width = Vector512.IsHardwareAccelerated ? 16 : Vector256.IsHardwareAccelerated ? 8 : 0;
         int vectorEnd = width == 0 ? 0 : length - length % width;
         int fullGroups = rows / GroupRows;
-        for (int j0 = 0; j0 < vectorEnd; j0 += PanelColumns)
+        if (vectorEnd > 0 && fullGroups > 0)
         {
-            int j1 = Math.Min(j0 + PanelColumns, vectorEnd);
+            var packed = ArrayPool<double>.Shared.Rent(count * PanelColumns); // [count, PanelColumns]
+            Span<bool> needed = count <= 1024 ? stackalloc bool[count] : new bool[count];
+            needed.Clear();
             for (int g = 0; g < fullGroups; g++)
             {
-                if (usedCounts[g] == 0)
-                    continue;
-                var usedK = used.Slice(g * count, usedCounts[g]);
-                if (width == 16)
-                    SubtractProducts512(c, cOffset + g * GroupRows * cStride, cStride, x, xOffset, xStride, usedK, j0, j1, y, yOffset + g * GroupRows * yStride, yStride);
-                else
-                    SubtractProducts256(c, cOffset + g * GroupRows * cStride, cStride, x, xOffset, xStride, usedK, j0, j1, y, yOffset + g * GroupRows * yStride, yStride);
+                foreach (int k in used.Slice(g * count, usedCounts[g]))
+                    needed[k] = true;
             }
+            for (int j0 = 0; j0 < vectorEnd; j0 += PanelColumns)
+            {
+                int j1 = Math.Min(j0 + PanelColumns, vectorEnd);
+                for (int k = 0; k < count; k++)
+                {
+                    if (needed[k])
+                        Array.Copy(x, xOffset + k * xStride + j0, packed, k * PanelColumns, j1 - j0);
+                }
+                for (int g = 0; g < fullGroups; g++)
+                {
+                    if (usedCounts[g] == 0)
+                        continue;
+                    var usedK = used.Slice(g * count, usedCounts[g]);
+                    int cAt = cOffset + g * GroupRows * cStride, yAt = yOffset + g * GroupRows * yStride + j0;
+                    if (width == 16)
+                        SubtractProducts512(c, cAt, cStride, packed, PanelColumns, usedK, j1 - j0, y, yAt, yStride);
+                    else
+                        SubtractProducts256(c, cAt, cStride, packed, PanelColumns, usedK, j1 - j0, y, yAt, yStride);
+                }
+            }
+            ArrayPool<double>.Shared.Return(packed);
         }
         for (int g = 0; g < groups; g++)
         {
@@ -91,13 +112,15 @@ internal static partial class LinearAlgebra
         }
     }
 
-    // Four rows, columns [j0, j1) (a multiple of 16) 16 at a time. The offsets were checked by SubtractProducts.
-    private static void SubtractProducts512(double[] c, int cOffset, int cStride, double[] x, int xOffset, int xStride,
-        ReadOnlySpan<int> used, int j0, int j1, double[] y, int yOffset, int yStride)
+    // Four rows, a panel of columns (a multiple of 16) 16 at a time; x[k, j] at k·xStride + j. The offsets were checked by
+    // SubtractProducts.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first call: no unoptimized tier
+    private static void SubtractProducts512(double[] c, int cOffset, int cStride, double[] x, int xStride,
+        ReadOnlySpan<int> used, int columns, double[] y, int yOffset, int yStride)
     {
         ref double yr = ref MemoryMarshal.GetArrayDataReference(y);
         ref double xr = ref MemoryMarshal.GetArrayDataReference(x);
-        for (int j = j0; j < j1; j += 16)
+        for (int j = 0; j < columns; j += 16)
         {
             nuint y0 = (nuint)(yOffset + j), y1 = y0 + (nuint)yStride, y2 = y1 + (nuint)yStride, y3 = y2 + (nuint)yStride;
             var a0 = Vector512.LoadUnsafe(ref yr, y0); var b0 = Vector512.LoadUnsafe(ref yr, y0 + 8);
@@ -106,7 +129,7 @@ internal static partial class LinearAlgebra
             var a3 = Vector512.LoadUnsafe(ref yr, y3); var b3 = Vector512.LoadUnsafe(ref yr, y3 + 8);
             foreach (int k in used)
             {
-                nuint xk = (nuint)(xOffset + k * xStride + j);
+                nuint xk = (nuint)(k * xStride + j);
                 int ck = cOffset + k;
                 var xa = Vector512.LoadUnsafe(ref xr, xk);
                 var xb = Vector512.LoadUnsafe(ref xr, xk + 8);
@@ -126,13 +149,15 @@ internal static partial class LinearAlgebra
         }
     }
 
-    // Four rows, columns [j0, j1) (a multiple of 8) 8 at a time. The offsets were checked by SubtractProducts.
-    private static void SubtractProducts256(double[] c, int cOffset, int cStride, double[] x, int xOffset, int xStride,
-        ReadOnlySpan<int> used, int j0, int j1, double[] y, int yOffset, int yStride)
+    // Four rows, a panel of columns (a multiple of 8) 8 at a time; x[k, j] at k·xStride + j. The offsets were checked by
+    // SubtractProducts.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first call: no unoptimized tier
+    private static void SubtractProducts256(double[] c, int cOffset, int cStride, double[] x, int xStride,
+        ReadOnlySpan<int> used, int columns, double[] y, int yOffset, int yStride)
     {
         ref double yr = ref MemoryMarshal.GetArrayDataReference(y);
         ref double xr = ref MemoryMarshal.GetArrayDataReference(x);
-        for (int j = j0; j < j1; j += 8)
+        for (int j = 0; j < columns; j += 8)
         {
             nuint y0 = (nuint)(yOffset + j), y1 = y0 + (nuint)yStride, y2 = y1 + (nuint)yStride, y3 = y2 + (nuint)yStride;
             var a0 = Vector256.LoadUnsafe(ref yr, y0); var b0 = Vector256.LoadUnsafe(ref yr, y0 + 4);
@@ -141,7 +166,7 @@ internal static partial class LinearAlgebra
             var a3 = Vector256.LoadUnsafe(ref yr, y3); var b3 = Vector256.LoadUnsafe(ref yr, y3 + 4);
             foreach (int k in used)
             {
-                nuint xk = (nuint)(xOffset + k * xStride + j);
+                nuint xk = (nuint)(k * xStride + j);
                 int ck = cOffset + k;
                 var xa = Vector256.LoadUnsafe(ref xr, xk);
                 var xb = Vector256.LoadUnsafe(ref xr, xk + 4);
@@ -229,6 +254,7 @@ internal static partial class LinearAlgebra
 
     // Four rows of a against two rows of b over [p0, p1): the eight lane sums at acc[at + r·DotBlockRows + i] go on.
     // The offsets were checked by DotRows.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first call: no unoptimized tier
     private static void DotRows4x2(double[] a, int aOffset, int aStride, double[] b, int bOffset, int p0, int p1, int bStride, Vector256<double>[] acc, int at)
     {
         ref double ar = ref MemoryMarshal.GetArrayDataReference(a);
