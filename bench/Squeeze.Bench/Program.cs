@@ -23,7 +23,8 @@ namespace Squeeze.Bench;
 /// model: norms against norms and weights, calibration text against sampled text), <c>shapes</c> (randomly initialised
 /// checkpoints of TinyLlama-1.1B's, Llama-3.2-1B's and Llama-3.1-8B's shapes in a cache directory, for measuring at scale), <c>convert-speed</c> (squeeze convert against
 /// llama.cpp's quantizer on such a checkpoint, per named mix), <c>quantize-speed</c> (the quantizers alone, one thread, against
-/// llama.cpp's on rows of such a checkpoint, per type), <c>summary</c> (today's headline figures, measured afresh by the
+/// llama.cpp's on rows of such a checkpoint, per type), <c>gptq-speed</c> (GPTQ's seconds per weight matrix at
+/// TinyLlama-1.1B's shapes, per grid type and refinement passes), <c>summary</c> (today's headline figures, measured afresh by the
 /// other suites' code, rewritten as the table at the top of docs/BENCHMARKS.md).
 /// </summary>
 public static class Program
@@ -92,11 +93,14 @@ public static class Program
             case "quantize-speed":
                 QuantizeSpeedSuite.Run(rest);
                 return 0;
+            case "gptq-speed":
+                GptqSpeedSuite.Run(rest);
+                return 0;
             case "summary":
                 SummarySuite.Run(rest);
                 return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|quantize-speed|summary [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|quantize-speed|gptq-speed|summary [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

@@ -220,25 +220,51 @@ public static class Compressor
     }
 
     // Σ_r e_rᵀ H e_r with e = w − q ([rows, columns]; q null: e = w), H as in RelativeError. Each row alone, the rows
-    // summed in order afterwards: the same bits whatever the thread count.
+    // summed in order afterwards: the same bits whatever the thread count. With H, tiles of rows share each row of H
+    // (LinearAlgebra.DotRows: the same dot products as Quadratic's, so the same bits).
     internal static double Energy(float[] w, float[]? q, int rows, int columns, double[] h, float[] imp, int threads)
     {
+        const int Tile = 32;
         var perRow = new double[rows];
-        void Row(int r)
+        void Rows(int tile)
         {
-            var e = new double[columns];
-            for (int j = 0; j < columns; j++)
-                e[j] = q is null ? w[(long)r * columns + j] : (double)w[(long)r * columns + j] - q[(long)r * columns + j];
-            perRow[r] = Quadratic(e, h, imp, columns);
+            int first = tile * Tile, count = Math.Min(Tile, rows - first);
+            var e = new double[(long)count * columns];
+            for (int t = 0; t < count; t++)
+            {
+                long r = first + t;
+                for (int j = 0; j < columns; j++)
+                    e[t * columns + j] = q is null ? w[r * columns + j] : (double)w[r * columns + j] - q[r * columns + j];
+            }
+            if (h.Length == 0)
+            {
+                for (int t = 0; t < count; t++)
+                    perRow[first + t] = Quadratic(e.AsSpan(t * columns, columns), imp);
+                return;
+            }
+            var he = new double[(long)count * columns]; // [count, columns]: (H e_r)ᵀ
+            LinearAlgebra.DotRows(e, 0, columns, h, 0, columns, count, columns, columns, he, 0, columns);
+            for (int t = 0; t < count; t++)
+            {
+                double total = 0;
+                for (int i = 0; i < columns; i++)
+                {
+                    double v = e[t * columns + i];
+                    if (v != 0)
+                        total += v * he[t * columns + i];
+                }
+                perRow[first + t] = total;
+            }
         }
+        int tiles = (rows + Tile - 1) / Tile;
         if (threads <= 1)
         {
-            for (int r = 0; r < rows; r++)
-                Row(r);
+            for (int tile = 0; tile < tiles; tile++)
+                Rows(tile);
         }
         else
         {
-            Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads }, Row);
+            Parallel.For(0, tiles, new ParallelOptions { MaxDegreeOfParallelism = threads }, Rows);
         }
         double sum = 0;
         for (int r = 0; r < rows; r++)
@@ -246,25 +272,12 @@ public static class Compressor
         return sum;
     }
 
-    // vᵀ H v, or Σ imp·v², or Σ v².
-    private static double Quadratic(double[] v, double[] h, float[] imp, int n)
+    // Σ imp·v², or Σ v².
+    private static double Quadratic(ReadOnlySpan<double> v, float[] imp)
     {
         double total = 0;
-        if (h.Length > 0)
-        {
-            for (int i = 0; i < n; i++)
-            {
-                if (v[i] == 0)
-                    continue;
-                var hi = new ReadOnlySpan<double>(h, i * n, n);
-                total += v[i] * LinearAlgebra.Dot(hi, v);
-            }
-        }
-        else
-        {
-            for (int i = 0; i < n; i++)
-                total += (imp.Length > 0 ? imp[i] : 1.0) * v[i] * v[i];
-        }
+        for (int i = 0; i < v.Length; i++)
+            total += (imp.Length > 0 ? imp[i] : 1.0) * v[i] * v[i];
         return total;
     }
 

@@ -53,6 +53,7 @@ public static unsafe class KernelSelfTest
         failures += CheckAttention(log);
         failures += CheckCodebookDecoding(log);
         failures += CheckSparse(context, log);
+        failures += CheckRowGroupProducts(log);
         log.WriteLine(failures == 0 ? "all kernels agree with the scalar references" : $"{failures} mismatches");
         return failures;
     }
@@ -149,6 +150,43 @@ public static unsafe class KernelSelfTest
             }
         }
         log.WriteLine($"sparse 2:4 and bitmask: {checks} products, {failures} mismatches");
+        return failures;
+    }
+
+    // GPTQ's row-group products against one Axpy / Dot per row: bit-identical.
+    private static int CheckRowGroupProducts(TextWriter log)
+    {
+        int failures = 0;
+        foreach (int length in new[] { 0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 31, 33, 100 })
+        {
+            foreach (int rows in new[] { 1, 3, 4, 5, 8, 9 })
+            {
+                var rng = new Random(length * 13 + rows);
+                int count = 1 + rng.Next(6);
+                var c = new double[rows * count];
+                var x = new double[count * length];
+                var y = new double[rows * length];
+                for (int i = 0; i < c.Length; i++)
+                    c[i] = Normal(rng);
+                for (int i = 0; i < x.Length; i++)
+                    x[i] = Normal(rng);
+                for (int i = 0; i < y.Length; i++)
+                    y[i] = Normal(rng);
+                var expected = (double[])y.Clone();
+                LinearAlgebra.SubtractProductsReference(c, 0, count, x, 0, length, rows, count, length, expected, 0, length);
+                LinearAlgebra.SubtractProducts(c, 0, count, x, 0, length, rows, count, length, y, 0, length);
+                var dotsExpected = new double[rows * count];
+                var dots = new double[rows * count];
+                LinearAlgebra.DotRowsReference(y, 0, length, x, 0, length, rows, count, length, dotsExpected, 0, count);
+                LinearAlgebra.DotRows(y, 0, length, x, 0, length, rows, count, length, dots, 0, count);
+                if (!expected.AsSpan().SequenceEqual(y) || !dotsExpected.AsSpan().SequenceEqual(dots))
+                {
+                    failures++;
+                    log.WriteLine($"  row-group products length {length} rows {rows}: differ from one Axpy / Dot per row");
+                }
+            }
+        }
+        log.WriteLine($"row-group products: {failures} mismatches");
         return failures;
     }
 

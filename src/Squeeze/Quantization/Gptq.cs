@@ -65,7 +65,7 @@ public sealed class GptqResult
 /// </summary>
 public static class Gptq
 {
-    private const int TileRows = 16;
+    private const int TileRows = 32;
 
     /// <summary>
     /// Quantizes <paramref name="weights"/> ([rows, columns] row-major) to <paramref name="grid"/> under the Hessian
@@ -249,120 +249,208 @@ public static class Gptq
         return total;
     }
 
-    // Everything one row tile needs; Run is called for disjoint row ranges, possibly in parallel.
+    // Everything one row tile needs; Run is called for disjoint row ranges, possibly in parallel. Rows are independent and
+    // every weight gets exactly the arithmetic of processing its row alone (the same products, rounded and summed in the same
+    // order); the rows of a tile are processed together so that each row of U or H is read once per tile, not once per row.
     private sealed class TileContext(IBlockGrid grid, int n, int batch, GptqHessian hessian, float[] importance,
         float[] weights, byte[] data, float[] result, int rowBytes, int refinePasses)
     {
+        // Columns quantized one by one before their updates reach the rest of the batch as one row-group product.
+        private const int SubBatch = 32;
+
+        // Columns of a descent pass whose updates of the residual outside them are applied together.
+        private const int DescentBlock = 64;
+
         private readonly int[] perm = hessian.Order;
         private readonly int[] position = hessian.Position;
         private readonly double[] u = hessian.Factor;
+        private readonly double[] h = hessian.Matrix;
 
         public void Run(int firstRow, int endRow)
         {
-            Quantize(firstRow, endRow);
+            // The values of every code per scale group of the tile's rows, for grids that declare their groups.
+            var tables = grid.ValueGroup > 0 ? new ValueTables(grid, endRow - firstRow, n) : null;
+            Quantize(firstRow, endRow, tables);
             if (refinePasses > 0)
-            {
-                for (int row = firstRow; row < endRow; row++)
-                    Refine(row);
-            }
+                Refine(firstRow, endRow, tables);
         }
 
-        // Refines one row: coordinate descent on f(q) = (w − q)ᵀ H (w − q) with the block scales fixed; then, for grids of one
-        // scale per block, the scales of the row re-fitted exactly to the codes (f is quadratic in them) followed by more
-        // descent, kept while f falls.
-        private void Refine(int row)
+        // Refines the rows of a tile: coordinate descent on f(q) = (w − q)ᵀ H (w − q) with the block scales fixed; then, for
+        // grids of one scale per block, the scales of a row re-fitted exactly to its codes followed by more descent, kept while
+        // the row's f falls.
+        private void Refine(int firstRow, int endRow, ValueTables? tables)
         {
-            var q = result.AsSpan((int)((long)row * n), n);
-            var w = weights.AsSpan((int)((long)row * n), n);
-            var r = new double[n];
-            Residual(w, q, r);
-            Descend(row, q, r);
+            int rows = endRow - firstRow;
+            var r = new double[(long)rows * n]; // [rows, n]: H (w − q) per row
+            var e = new double[(long)rows * n]; // [rows, n]: scratch
+            var all = new bool[rows];
+            Array.Fill(all, true);
+            Residual(firstRow, rows, all, e, r);
+            Descend(firstRow, rows, all, r, tables);
             if (grid is not IScaledGrid scaled)
                 return;
-            double f = Objective(w, q, r);
-            var rowData = data.AsSpan((int)((long)row * rowBytes), rowBytes);
-            var savedData = new byte[rowBytes];
-            var savedValues = new float[n];
-            var hw = new double[n]; // H w, the same for every round
-            var wd = new double[n];
-            for (int j = 0; j < n; j++)
-                wd[j] = w[j];
-            for (int i = 0; i < n; i++)
-                hw[i] = LinearAlgebra.Dot(new ReadOnlySpan<double>(hessian.Matrix, i * n, n), wd);
+            var f = new double[rows];
+            for (int t = 0; t < rows; t++)
+                f[t] = Objective(firstRow + t, r.AsSpan(t * n, n));
+            // H w per row, the same for every round.
+            var hw = new double[(long)rows * n];
+            for (int t = 0; t < rows; t++)
+            {
+                for (int j = 0; j < n; j++)
+                    e[(long)t * n + j] = weights[(long)(firstRow + t) * n + j];
+            }
+            LinearAlgebra.DotRows(e, 0, n, h, 0, n, rows, n, n, hw, 0, n);
+            var savedData = new byte[rows * rowBytes];
+            var savedValues = new float[rows * n];
+            var active = new bool[rows];
+            Array.Fill(active, true);
             for (int round = 0; round < refinePasses; round++)
             {
-                rowData.CopyTo(savedData);
-                q.CopyTo(savedValues);
-                if (!RefitScales(row, scaled, hw, q))
-                    break;
-                Residual(w, q, r);
-                Descend(row, q, r);
-                double refitted = Objective(w, q, r);
-                if (!(refitted < f))
+                for (int t = 0; t < rows; t++)
                 {
-                    savedData.CopyTo(rowData);
-                    savedValues.CopyTo(q);
-                    break;
+                    if (!active[t])
+                        continue;
+                    var rowData = data.AsSpan((int)((long)(firstRow + t) * rowBytes), rowBytes);
+                    var q = result.AsSpan((int)((long)(firstRow + t) * n), n);
+                    rowData.CopyTo(savedData.AsSpan(t * rowBytes, rowBytes));
+                    q.CopyTo(savedValues.AsSpan(t * n, n));
+                    if (!RefitScales(firstRow, firstRow + t, scaled, hw.AsSpan(t * n, n), q, tables))
+                        active[t] = false;
                 }
-                f = refitted;
+                if (!active.Contains(true))
+                    break;
+                Residual(firstRow, rows, active, e, r);
+                Descend(firstRow, rows, active, r, tables);
+                for (int t = 0; t < rows; t++)
+                {
+                    if (!active[t])
+                        continue;
+                    double refitted = Objective(firstRow + t, r.AsSpan(t * n, n));
+                    if (!(refitted < f[t]))
+                    {
+                        savedData.AsSpan(t * rowBytes, rowBytes).CopyTo(data.AsSpan((int)((long)(firstRow + t) * rowBytes), rowBytes));
+                        savedValues.AsSpan(t * n, n).CopyTo(result.AsSpan((int)((long)(firstRow + t) * n), n));
+                        for (int b = 0; b < n / grid.BlockSize; b++)
+                            tables?.Build(t, b, data.AsSpan((int)((long)(firstRow + t) * rowBytes + b * grid.BlockBytes), grid.BlockBytes));
+                        active[t] = false;
+                    }
+                    else
+                    {
+                        f[t] = refitted;
+                    }
+                }
             }
         }
 
-        // r = H (w − q).
-        private void Residual(ReadOnlySpan<float> w, ReadOnlySpan<float> q, double[] r)
+        // r = H (w − q) for the tile's rows marked in rows (one Dot per element, as row by row); e is scratch.
+        private void Residual(int firstRow, int rows, bool[] which, double[] e, double[] r)
         {
-            var e = new double[n];
-            for (int j = 0; j < n; j++)
-                e[j] = (double)w[j] - q[j];
-            for (int i = 0; i < n; i++)
-                r[i] = LinearAlgebra.Dot(new ReadOnlySpan<double>(hessian.Matrix, i * n, n), e);
+            int count = 0;
+            var index = new int[rows];
+            for (int t = 0; t < rows; t++)
+            {
+                if (!which[t])
+                    continue;
+                index[count] = t;
+                var w = weights.AsSpan((int)((long)(firstRow + t) * n), n);
+                var q = result.AsSpan((int)((long)(firstRow + t) * n), n);
+                var et = e.AsSpan(count * n, n);
+                for (int j = 0; j < n; j++)
+                    et[j] = (double)w[j] - q[j];
+                count++;
+            }
+            // The products into e's unused rows when some rows are done, else into r directly.
+            if (count == rows)
+            {
+                LinearAlgebra.DotRows(e, 0, n, h, 0, n, rows, n, n, r, 0, n);
+                return;
+            }
+            var compact = new double[(long)count * n];
+            LinearAlgebra.DotRows(e, 0, n, h, 0, n, count, n, n, compact, 0, n);
+            for (int c = 0; c < count; c++)
+                compact.AsSpan(c * n, n).CopyTo(r.AsSpan(index[c] * n, n));
         }
 
-        private double Objective(ReadOnlySpan<float> w, ReadOnlySpan<float> q, double[] r)
+        private double Objective(int row, ReadOnlySpan<double> r)
         {
+            var w = weights.AsSpan((int)((long)row * n), n);
+            var q = result.AsSpan((int)((long)row * n), n);
             double f = 0;
             for (int j = 0; j < n; j++)
                 f += ((double)w[j] - q[j]) * r[j];
             return f;
         }
 
-        // Coordinate descent with r = H (w − q) kept up to date: moving q_j by δ changes f by −2δ r_j + δ² H_jj, least at
-        // q_j + r_j / H_jj, so q_j takes the grid value nearest to that (the best grid value, the change being a parabola
-        // in δ), and r −= δ H[j, :]. Passes stop early when one changes nothing.
-        private void Descend(int row, Span<float> q, double[] r)
+        // Coordinate descent with r = H (w − q) kept up to date, for the tile's rows marked in rows: moving q_j by δ changes f
+        // by −2δ r_j + δ² H_jj, least at q_j + r_j / H_jj, so q_j takes the grid value nearest to that (the best grid value,
+        // the change being a parabola in δ), and r −= δ H[j, :]. A row's passes stop early when one changes nothing. The
+        // updates of r inside a block of DescentBlock columns are made at once; those outside it after the block, for
+        // all rows together (each element still receives them in column order).
+        private void Descend(int firstRow, int rows, bool[] which, double[] r, ValueTables? tables)
         {
-            var h = hessian.Matrix;
             var dead = hessian.Dead;
             int bs = grid.BlockSize, blockBytes = grid.BlockBytes;
-            for (int pass = 0; pass < refinePasses; pass++)
+            var live = (bool[])which.Clone();
+            var delta = new double[rows * DescentBlock]; // [rows, DescentBlock]
+            var changed = new int[rows];
+            for (int pass = 0; pass < refinePasses && live.Contains(true); pass++)
             {
-                int changed = 0;
-                for (int j = 0; j < n; j++)
+                Array.Clear(changed);
+                for (int b0 = 0; b0 < n; b0 += DescentBlock)
                 {
-                    if (dead[j])
-                        continue;
-                    double target = q[j] + r[j] / h[(long)j * n + j];
-                    var block = data.AsSpan((int)((long)row * rowBytes + j / bs * blockBytes), blockBytes);
-                    int code = BlockGrid.Round(grid, block, j % bs, target, out float value);
-                    if (value == q[j])
-                        continue;
-                    double delta = (double)value - q[j];
-                    grid.SetCode(block, j % bs, code);
-                    q[j] = value;
-                    LinearAlgebra.Axpy(-delta, new ReadOnlySpan<double>(h, j * n, n), r);
-                    changed++;
+                    int b1 = Math.Min(b0 + DescentBlock, n);
+                    Array.Clear(delta);
+                    for (int t = 0; t < rows; t++)
+                    {
+                        if (!live[t])
+                            continue;
+                        int row = firstRow + t;
+                        var q = result.AsSpan((int)((long)row * n), n);
+                        var rt = r.AsSpan(t * n, n);
+                        for (int j = b0; j < b1; j++)
+                        {
+                            if (dead[j])
+                                continue;
+                            double target = q[j] + rt[j] / h[(long)j * n + j];
+                            var block = data.AsSpan((int)((long)row * rowBytes + j / bs * blockBytes), blockBytes);
+                            int code;
+                            float value;
+                            if (tables is null)
+                            {
+                                code = BlockGrid.Round(grid, block, j % bs, target, out value);
+                            }
+                            else
+                            {
+                                if (tables.Keeps(t, j, target, q[j]))
+                                    continue;
+                                code = tables.Round(t, j, target, out value);
+                            }
+                            if (value == q[j])
+                                continue;
+                            double d = (double)value - q[j];
+                            grid.SetCode(block, j % bs, code);
+                            q[j] = value;
+                            LinearAlgebra.Axpy(-d, new ReadOnlySpan<double>(h, j * n + b0, b1 - b0), rt[b0..b1]);
+                            delta[t * DescentBlock + j - b0] = d;
+                            changed[t]++;
+                        }
+                    }
+                    LinearAlgebra.SubtractProducts(delta, 0, DescentBlock, h, b0 * n, n, rows, b1 - b0, b0, r, 0, n);
+                    LinearAlgebra.SubtractProducts(delta, 0, DescentBlock, h, b0 * n + b1, n, rows, b1 - b0, n - b1, r, b1, n);
                 }
-                if (changed == 0)
-                    break;
+                for (int t = 0; t < rows; t++)
+                {
+                    if (changed[t] == 0)
+                        live[t] = false;
+                }
             }
         }
 
         // With the codes fixed, q = Σ_b d_b φ_b (φ_b: the levels of block b's codes, zero outside it), and f is least where
         // A d = g, A_bc = φ_bᵀ H φ_c, g_b = φ_bᵀ (H w) with H w given. A tiny ridge towards the current scales keeps A invertible when a
         // block's levels are all zero. The scales are stored as f16 and q recomputed from the codes. False if A is singular.
-        private bool RefitScales(int row, IScaledGrid scaled, double[] hw, Span<float> q)
+        private bool RefitScales(int firstRow, int row, IScaledGrid scaled, ReadOnlySpan<double> hw, Span<float> q, ValueTables? tables)
         {
-            var h = hessian.Matrix;
             int bs = grid.BlockSize, blockBytes = grid.BlockBytes, blocks = n / bs;
             var codes = new int[n];
             var phi = new double[n];
@@ -376,26 +464,32 @@ public static class Gptq
             for (int b = 0; b < blocks; b++)
                 current[b] = BlockGrid.Half(data.AsSpan((int)((long)row * rowBytes + b * blockBytes), blockBytes), 0);
 
-            var hPhi = new double[n * blocks]; // [n, blocks]: H Φ
-            for (int j = 0; j < n; j++)
-            {
-                if (phi[j] == 0)
-                    continue;
-                int b = j / bs;
-                var hj = new ReadOnlySpan<double>(h, j * n, n);
-                for (int i = 0; i < n; i++)
-                    hPhi[i * blocks + b] += hj[i] * phi[j];
-            }
+            // A column c at a time: v = H φ_c (Σ over the block's columns in order), A[b, c] = Σ_{i ∈ b} φ_i v_i.
             var a = new double[blocks * blocks];
+            var v = new double[n];
+            for (int c = 0; c < blocks; c++)
+            {
+                Array.Clear(v);
+                for (int j = c * bs; j < (c + 1) * bs; j++)
+                {
+                    if (phi[j] == 0)
+                        continue;
+                    var hj = new ReadOnlySpan<double>(h, j * n, n);
+                    for (int i = 0; i < n; i++)
+                        v[i] += hj[i] * phi[j];
+                }
+                for (int i = 0; i < n; i++)
+                {
+                    if (phi[i] == 0)
+                        continue;
+                    a[i / bs * blocks + c] += phi[i] * v[i];
+                }
+            }
             var g = new double[blocks];
             for (int i = 0; i < n; i++)
             {
-                if (phi[i] == 0)
-                    continue;
-                int b = i / bs;
-                for (int c = 0; c < blocks; c++)
-                    a[b * blocks + c] += phi[i] * hPhi[i * blocks + c];
-                g[b] += phi[i] * hw[i];
+                if (phi[i] != 0)
+                    g[i / bs] += phi[i] * hw[i];
             }
             double trace = 0;
             for (int b = 0; b < blocks; b++)
@@ -420,10 +514,12 @@ public static class Gptq
                 var block = data.AsSpan((int)((long)row * rowBytes + j / bs * blockBytes), blockBytes);
                 q[j] = grid.Value(block, j % bs, codes[j]);
             }
+            for (int b = 0; b < blocks; b++)
+                tables?.Build(row - firstRow, b, data.AsSpan((int)((long)row * rowBytes + b * blockBytes), blockBytes));
             return true;
         }
 
-        private void Quantize(int firstRow, int endRow)
+        private void Quantize(int firstRow, int endRow, ValueTables? tables)
         {
             int rows = endRow - firstRow, bs = grid.BlockSize, blockBytes = grid.BlockBytes;
             // W in processing order, [rows, n].
@@ -437,52 +533,46 @@ public static class Gptq
 
             for (int i1 = 0; i1 < n; i1 += batch)
             {
-                int i2 = Math.Min(i1 + batch, n), count = i2 - i1;
-                Array.Clear(err);
-                for (int i = i1; i < i2; i++)
+                int i2 = Math.Min(i1 + batch, n);
+                for (int s1 = i1; s1 < i2; s1 += SubBatch)
                 {
-                    int column = perm[i], blockIndex = column / bs, within = column % bs;
-                    if (!fitted[blockIndex])
+                    int s2 = Math.Min(s1 + SubBatch, i2);
+                    for (int i = s1; i < s2; i++)
                     {
-                        fitted[blockIndex] = true;
-                        FitBlock(blockIndex, i, i1, i2, w, err, rows, blockWeights, firstRow);
-                    }
-                    double uii = u[(long)i * n + i];
-                    var uRow = new ReadOnlySpan<double>(u, i * n, n);
-                    for (int r = 0; r < rows; r++)
-                    {
-                        var block = data.AsSpan((int)((long)(firstRow + r) * rowBytes + blockIndex * blockBytes), blockBytes);
-                        var wr = w.AsSpan(r * n, n);
-                        double x = wr[i];
-                        int code = BlockGrid.Round(grid, block, within, x, out float q);
-                        grid.SetCode(block, within, code);
-                        result[(long)(firstRow + r) * n + column] = q;
-                        double e = (x - q) / uii;
-                        err[r * batch + (i - i1)] = e;
-                        LinearAlgebra.Axpy(-e, uRow[(i + 1)..i2], wr[(i + 1)..i2]);
-                    }
-                }
-                // Lazy update of the columns after the batch: W[:, i2:] −= Err · U[i1:i2, i2:].
-                if (i2 < n)
-                {
-                    for (int r = 0; r < rows; r++)
-                    {
-                        var wr = w.AsSpan(r * n + i2, n - i2);
-                        for (int k = 0; k < count; k++)
+                        int column = perm[i], blockIndex = column / bs, within = column % bs;
+                        if (!fitted[blockIndex])
                         {
-                            double e = err[r * batch + k];
-                            if (e == 0)
-                                continue;
-                            LinearAlgebra.Axpy(-e, new ReadOnlySpan<double>(u, (i1 + k) * n + i2, n - i2), wr);
+                            fitted[blockIndex] = true;
+                            FitBlock(blockIndex, i, i1, s1, s2, i2, w, err, rows, blockWeights, firstRow, tables);
+                        }
+                        double uii = u[(long)i * n + i];
+                        var uRow = new ReadOnlySpan<double>(u, i * n, n);
+                        for (int r = 0; r < rows; r++)
+                        {
+                            var block = data.AsSpan((int)((long)(firstRow + r) * rowBytes + blockIndex * blockBytes), blockBytes);
+                            var wr = w.AsSpan(r * n, n);
+                            double x = wr[i];
+                            float q;
+                            int code = tables is null ? BlockGrid.Round(grid, block, within, x, out q) : tables.Round(r, column, x, out q);
+                            grid.SetCode(block, within, code);
+                            result[(long)(firstRow + r) * n + column] = q;
+                            double e = (x - q) / uii;
+                            err[r * batch + (i - i1)] = e;
+                            LinearAlgebra.Axpy(-e, uRow[(i + 1)..s2], wr[(i + 1)..s2]);
                         }
                     }
+                    // The rest of the batch: W[:, s2:i2] −= Err[:, s1:s2] · U[s1:s2, s2:i2].
+                    LinearAlgebra.SubtractProducts(err, s1 - i1, batch, u, s1 * n + s2, n, rows, s2 - s1, i2 - s2, w, s2, n);
                 }
+                // Lazy update of the columns after the batch: W[:, i2:] −= Err · U[i1:i2, i2:].
+                LinearAlgebra.SubtractProducts(err, 0, batch, u, i1 * n + i2, n, rows, i2 - i1, n - i2, w, i2, n);
             }
         }
 
-        // Fits the scales of block blockIndex of every row from the current (error-updated) weights of its columns.
-        // Columns in the current batch are up to date; later ones still owe the batch's pending updates for positions i1 … i − 1.
-        private void FitBlock(int blockIndex, int i, int i1, int i2, double[] w, double[] err, int rows, float[] blockWeights, int firstRow)
+        // Fits the scales of block blockIndex of every row from the current (error-updated) weights of its columns, all at
+        // positions i or later. A column's stored weight holds the updates of the columns before i1 (after the batch), before
+        // s1 (in the batch, after the sub-batch) or before i (in the sub-batch); the ones still owed up to i − 1 are added here.
+        private void FitBlock(int blockIndex, int i, int i1, int s1, int s2, int i2, double[] w, double[] err, int rows, float[] blockWeights, int firstRow, ValueTables? tables)
         {
             int bs = grid.BlockSize;
             var imp = new ReadOnlySpan<float>(importance, blockIndex * bs, bs);
@@ -492,16 +582,49 @@ public static class Gptq
                 {
                     int p = position[blockIndex * bs + c];
                     double x = w[r * n + p];
-                    if (p >= i2)
-                    {
-                        for (int k = i1; k < i; k++)
-                            x -= err[r * batch + (k - i1)] * u[(long)k * n + p];
-                    }
+                    int applied = p >= i2 ? i1 : p >= s2 ? s1 : i;
+                    for (int k = applied; k < i; k++)
+                        x -= err[r * batch + (k - i1)] * u[(long)k * n + p];
                     blockWeights[c] = (float)x;
                 }
                 var block = data.AsSpan((int)((long)(firstRow + r) * rowBytes + blockIndex * grid.BlockBytes), grid.BlockBytes);
                 grid.Fit(blockWeights, imp, block);
+                tables?.Build(r, blockIndex, block);
             }
         }
+    }
+
+    // The values of every code for each scale group (IBlockGrid.ValueGroup positions) of a tile's rows, [rows, n / group,
+    // Levels], built when a block's scales are set, and per group 0.49 of the smallest gap between neighbouring values.
+    // Rounding by bisection over them gives BlockGrid.Round's code without decoding; a target nearer than that margin to a
+    // group's value rounds to that value.
+    private sealed class ValueTables(IBlockGrid grid, int rows, int n)
+    {
+        private readonly int group = grid.ValueGroup;
+        private readonly int levels = grid.Levels;
+        private readonly int groups = n / grid.ValueGroup;
+        private readonly float[] values = new float[(long)rows * (n / grid.ValueGroup) * grid.Levels];
+        private readonly double[] margin = new double[(long)rows * (n / grid.ValueGroup)];
+
+        // Tile row t's groups in block blockIndex, from its packed block.
+        public void Build(int t, int blockIndex, ReadOnlySpan<byte> block)
+        {
+            int bs = grid.BlockSize;
+            for (int g = blockIndex * bs / group; g < (blockIndex + 1) * bs / group; g++)
+            {
+                var v = values.AsSpan((t * groups + g) * levels, levels);
+                BlockGrid.Values(grid, block, g * group % bs, v);
+                double gap = double.PositiveInfinity;
+                for (int c = 1; c < levels; c++)
+                    gap = Math.Min(gap, Math.Abs((double)v[c] - v[c - 1]));
+                margin[t * groups + g] = 0.49 * gap;
+            }
+        }
+
+        public int Round(int t, int column, double target, out float value)
+            => BlockGrid.Round(values.AsSpan((t * groups + column / group) * levels, levels), target, out value);
+
+        // True when target is nearer to current (one of the group's values) than to any other of them.
+        public bool Keeps(int t, int column, double target, float current) => Math.Abs(target - current) < margin[t * groups + column / group];
     }
 }

@@ -31,6 +31,10 @@ public interface IBlockGrid
 
     /// <summary>Stores <paramref name="code"/> at position <paramref name="index"/> of the packed block.</summary>
     void SetCode(Span<byte> block, int index, int code);
+
+    /// <summary>Runs of this many consecutive positions (dividing <see cref="BlockSize"/>) decode every code alike, sharing
+    /// their scales, so one table of values serves them all (<see cref="BlockGrid.Values"/>); 0 when not known.</summary>
+    int ValueGroup => 0;
 }
 
 /// <summary>
@@ -74,6 +78,46 @@ public static class BlockGrid
         if (lo > 0)
         {
             float below = grid.Value(block, index, lo - 1);
+            if (Math.Abs(below - value) <= Math.Abs(bestValue - value))
+            {
+                best = lo - 1;
+                bestValue = below;
+            }
+        }
+        gridValue = bestValue;
+        return best;
+    }
+
+    /// <summary>The values of every code at position <paramref name="index"/>: <c>values[c] = grid.Value(block, index, c)</c>
+    /// ([Levels]).</summary>
+    public static void Values(IBlockGrid grid, ReadOnlySpan<byte> block, int index, Span<float> values)
+    {
+        ArgumentNullException.ThrowIfNull(grid);
+        for (int code = 0; code < grid.Levels; code++)
+            values[code] = grid.Value(block, index, code);
+    }
+
+    /// <summary>As <see cref="Round(IBlockGrid, ReadOnlySpan{byte}, int, double, out float)"/> over a position's values
+    /// from <see cref="Values"/> (the same bisection, so the same code).</summary>
+    public static int Round(ReadOnlySpan<float> values, double value, out float gridValue)
+    {
+        int last = values.Length - 1;
+        bool ascending = values[last] >= values[0];
+        int lo = 0, hi = last;
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            float v = values[mid];
+            if (ascending ? v >= value : v <= value)
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        int best = lo;
+        float bestValue = values[lo];
+        if (lo > 0)
+        {
+            float below = values[lo - 1];
             if (Math.Abs(below - value) <= Math.Abs(bestValue - value))
             {
                 best = lo - 1;
@@ -141,6 +185,10 @@ public abstract class FormatGrid : IBlockGrid
 
     /// <inheritdoc />
     public int Levels { get; }
+
+    /// <inheritdoc />
+    // Q2_K, Q3_K and Q6_K scale 16 values, Q4_K and Q5_K 32, the legacy types a whole block.
+    public int ValueGroup => Type is GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q6_K ? 16 : Type is GgmlType.Q4_K or GgmlType.Q5_K ? 32 : BlockSize;
 
     /// <inheritdoc />
     public void Fit(ReadOnlySpan<float> weights, ReadOnlySpan<float> importance, Span<byte> block)
@@ -388,6 +436,9 @@ public sealed class UniformGrid : IBlockGrid
 
     /// <inheritdoc />
     public int BlockBytes => BlockSize;
+
+    /// <inheritdoc />
+    public int ValueGroup => BlockSize;
 
     /// <summary>Nothing to fit: the grid is fixed.</summary>
     public void Fit(ReadOnlySpan<float> weights, ReadOnlySpan<float> importance, Span<byte> block)

@@ -65,4 +65,40 @@ public sealed class LinearAlgebraTests
             s0 += a[i] * b[i];
         Assert.Equal((s0 + s1) + (s2 + s3), LinearAlgebra.Dot(a, b));
     }
+
+    [Fact]
+    public void Row_group_products_are_bit_identical_to_one_axpy_or_dot_per_row()
+    {
+        // Rows 1 … 9 cover whole and partial groups of four; lengths 0 … 40 and a few long ones cover every vector tail;
+        // 1030 with 70 rows of x covers several of DotRows' blocks both ways.
+        int[] lengths = [.. Enumerable.Range(0, 41), 63, 64, 65, 127, 200, 1030];
+        foreach (int length in lengths)
+        {
+            for (int rows = 1; rows <= 9; rows++)
+            {
+                int count = length > 1000 ? 70 : 1 + (length + rows) % 7, seed = length * 31 + rows;
+                var random = new Random(seed);
+                double Next() => random.NextDouble() * 2 - 1;
+                int cOffset = random.Next(3), cStride = count + random.Next(3);
+                int xOffset = random.Next(3), xStride = length + random.Next(3);
+                int yOffset = random.Next(3), yStride = length + random.Next(3);
+                var c = Enumerable.Range(0, cOffset + rows * cStride).Select(_ => Next()).ToArray();
+                for (int k = 0; k < count; k += 3)
+                    for (int r = 0; r < rows; r++)
+                        c[cOffset + r * cStride + k] = 0; // coefficients zero for every row: skipped
+                var x = Enumerable.Range(0, xOffset + count * xStride + 1).Select(_ => Next()).ToArray();
+                var y = Enumerable.Range(0, yOffset + rows * yStride + 1).Select(_ => Next()).ToArray();
+                var expected = (double[])y.Clone();
+                LinearAlgebra.SubtractProductsReference(c, cOffset, cStride, x, xOffset, xStride, rows, count, length, expected, yOffset, yStride);
+                LinearAlgebra.SubtractProducts(c, cOffset, cStride, x, xOffset, xStride, rows, count, length, y, yOffset, yStride);
+                Assert.Equal(expected, y);
+
+                var dotsExpected = new double[rows * (count + 1)];
+                var dots = new double[rows * (count + 1)];
+                LinearAlgebra.DotRowsReference(y, yOffset, yStride, x, xOffset, xStride, rows, count, length, dotsExpected, 1, count);
+                LinearAlgebra.DotRows(y, yOffset, yStride, x, xOffset, xStride, rows, count, length, dots, 1, count);
+                Assert.Equal(dotsExpected, dots);
+            }
+        }
+    }
 }
