@@ -60,7 +60,7 @@ public static class Compressor
             CheckStatistics(model, given, gptq);
 
         var plan = QuantizationMix.Plan(model, options.Mix, options.Overrides, options.Pure, hasImportance: needsStats);
-        var run = new Run(model, options, progress);
+        var run = new Run(model, options, progress, cancellationToken);
         uint fileType = GgufQuantizer.FileType(options.Mix);
         GgmlType TypeOf(Tensor tensor) => plan[tensor.Name].Quantized ? plan[tensor.Name].Type : tensor.Type;
         var calibrationOptions = new CalibrationOptions
@@ -308,7 +308,7 @@ public static class Compressor
 
     // What one compression keeps between tensors: the AWQ-scaled floats of the current block (tensors replaced before
     // encoding), the AWQ factors found, and how each tensor is encoded.
-    internal sealed class Run(Model source, CompressionOptions options, IProgress<CompressionProgress>? progress)
+    internal sealed class Run(Model source, CompressionOptions options, IProgress<CompressionProgress>? progress, CancellationToken cancellationToken)
     {
         private readonly Dictionary<string, (GgmlType Type, byte[] Bytes)> replaced = new(StringComparer.Ordinal);
 
@@ -429,7 +429,11 @@ public static class Compressor
                         hessians[entry] = prepared;
                     }
                     var result = Gptq.QuantizeTensor(tensor, entry, prepared, type,
-                        new GptqOptions { DampingFraction = options.Damping, ActivationOrder = options.ActivationOrder, RefinePasses = options.RefinePasses, Threads = Threads });
+                        new GptqOptions
+                        {
+                            DampingFraction = options.Damping, ActivationOrder = options.ActivationOrder, RefinePasses = options.RefinePasses, Threads = Threads,
+                            Cancellation = cancellationToken,
+                        });
                     double error = Relative(result.Dequantized);
                     // GPTQ minimises this error greedily; on the rare tensor where imatrix rounding does better, keep that.
                     if (error <= after)

@@ -38,7 +38,7 @@ public sealed class TensorEncoder
             stats = statistics.Entries.ToDictionary(e => (e.Layer, e.Kind));
         }
         this.model = model;
-        run = new Compressor.Run(model, options, null);
+        run = new Compressor.Run(model, options, null, CancellationToken.None);
     }
 
     /// <summary>Encodes tensor <paramref name="name"/> in <paramref name="type"/> (copied when it is the tensor's own type).</summary>

@@ -29,6 +29,10 @@ public sealed record GptqOptions
 
     /// <summary>Threads over row tiles; the result does not depend on it.</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>Checked before each tile of 32 rows, so a large matrix stops within a tile's time of being cancelled
+    /// (an <see cref="OperationCanceledException"/>).</summary>
+    public CancellationToken Cancellation { get; init; }
 }
 
 /// <summary>What <see cref="Gptq.Quantize(ReadOnlySpan{float}, int, GptqHessian, IBlockGrid, GptqOptions)"/> produced.</summary>
@@ -138,11 +142,15 @@ public static class Gptq
         if (threads == 1 || tiles == 1)
         {
             for (int t = 0; t < tiles; t++)
+            {
+                options.Cancellation.ThrowIfCancellationRequested();
                 context.Run(t * TileRows, Math.Min(rows, (t + 1) * TileRows));
+            }
         }
         else
         {
-            Parallel.For(0, tiles, new ParallelOptions { MaxDegreeOfParallelism = threads }, t => context.Run(t * TileRows, Math.Min(rows, (t + 1) * TileRows)));
+            Parallel.For(0, tiles, new ParallelOptions { MaxDegreeOfParallelism = threads, CancellationToken = options.Cancellation },
+                t => context.Run(t * TileRows, Math.Min(rows, (t + 1) * TileRows)));
         }
         for (long i = 0; i < result.LongLength; i++)
         {
