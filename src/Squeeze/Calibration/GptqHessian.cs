@@ -91,22 +91,23 @@ public sealed class GptqHessian
         for (int p = 0; p < n; p++)
             position[order[p]] = p;
 
-        var hp = new double[(long)n * n];
+        // H in processing order, damped; factored in its own storage (a wide layer's H is 1.6 GB a copy), so it is
+        // built again for another attempt.
         double meanDiagonal = 0;
         for (int p = 0; p < n; p++)
-        {
-            for (int q = 0; q < n; q++)
-                hp[p * n + q] = h[order[p] * n + order[q]];
-            meanDiagonal += hp[p * n + p];
-        }
+            meanDiagonal += h[order[p] * n + order[p]];
         meanDiagonal /= n;
         double damping = dampingFraction * meanDiagonal;
         double[]? u = null;
         for (int attempt = 0; attempt < 8 && u is null; attempt++)
         {
-            var damped = (double[])hp.Clone();
+            var damped = new double[(long)n * n];
             for (int p = 0; p < n; p++)
+            {
+                for (int q = 0; q < n; q++)
+                    damped[p * n + q] = h[order[p] * n + order[q]];
                 damped[p * n + p] += damping;
+            }
             u = LinearAlgebra.InverseCholeskyUpper(damped, n, threads > 0 ? threads : Environment.ProcessorCount);
             if (u is null)
                 damping = Math.Max(damping * 10, 1e-6 * Math.Max(meanDiagonal, 1e-30));

@@ -13,8 +13,8 @@ public sealed class LinearAlgebraTests
     public void Inverse_cholesky_upper_factors_the_inverse_and_ignores_the_thread_count(int n)
     {
         var (_, h) = GptqTests.Layer(seed: n, rows: 1, columns: n, tokens: n + 40);
-        var u1 = LinearAlgebra.InverseCholeskyUpper(h, n, threads: 1)!;
-        var u4 = LinearAlgebra.InverseCholeskyUpper(h, n, threads: 4)!;
+        var u1 = LinearAlgebra.InverseCholeskyUpper((double[])h.Clone(), n, threads: 1)!;
+        var u4 = LinearAlgebra.InverseCholeskyUpper((double[])h.Clone(), n, threads: 4)!;
         Assert.Equal(u1, u4);
         // U is upper triangular with a positive diagonal, and (UᵀU)·H = I.
         double worst = 0;
