@@ -43,9 +43,9 @@ public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnl
             if (gram)
             {
                 long widest = widths.Max();
-                // Every input's prepared Hessian (H and its factor) is kept while the block's tensors are encoded; preparing
-                // the widest holds H, its reordered and damped copies and the factor besides.
-                parts.Add(("GPTQ's prepared Hessians of one block", widths.Sum(w => 2 * w * w * sizeof(double)) + 4 * widest * widest * sizeof(double)));
+                // Every input's prepared Hessian (H and its factor) is kept while the block's tensors are encoded; encoding
+                // the widest also holds its H / n and, while it is prepared, the working copy that becomes the factor.
+                parts.Add(("GPTQ's prepared Hessians of one block", widths.Sum(w => 2 * w * w * sizeof(double)) + 2 * widest * widest * sizeof(double)));
             }
         }
         long largest = plan.Tensors.Where(t => t.Quantized).Select(t => t.Shape.Aggregate(1L, (a, b) => a * b)).DefaultIfEmpty(0).Max();
