@@ -105,6 +105,7 @@ public static class Compressor
                 progress?.Report(new CompressionProgress("quantizing", done, plan.Tensors.Count, target.Name));
                 var (type, encoded) = run.Encode(target, current[target.Name], stats, hessians);
                 file.WriteTensor(target.Name, encoded.Data);
+                ReturnMemory();
                 reports[target.Name] = encoded.Report;
                 if (kept is not null && target.Quantized && target.Type != target.SourceType)
                     kept[target.Name] = (type, encoded.Data);
@@ -147,10 +148,7 @@ public static class Compressor
                 }
             }
             run.ReleaseLayer();
-            // The block's buffers (hundreds of MB each at 8B, on the large-object heap) are garbage now: give their pages
-            // back before the next block allocates its own, so private memory stays one block's instead of growing.
-            GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
-            GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+            ReturnMemory();
             layerSeconds.Add(Stopwatch.GetElapsedTime(layerStart).TotalSeconds);
             if (resume is not null)
             {
@@ -177,6 +175,15 @@ public static class Compressor
             LayerSeconds = layerSeconds,
             EstimatedMemoryBytes = estimate.MemoryBytes,
         };
+    }
+
+    // A tensor's encoding buffers (hundreds of MB each at 8B, on the large-object heap) are garbage once it is written:
+    // their pages go back to the system before the next tensor allocates its own, so private memory stays what one
+    // tensor and one block need instead of growing with what the runtime has not yet collected.
+    private static void ReturnMemory()
+    {
+        GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
     }
 
     private static T Time<T>(Stopwatch clock, Func<T> work)
