@@ -115,8 +115,8 @@ public static class Compressor
         }
         Dictionary<(int, LinearInput), ActivationStatistics>? Statistics(int layer)
         {
-            if (options.Statistics is { } file)
-                return file.Entries.Where(e => e.Layer == layer).ToDictionary(e => (e.Layer, e.Kind));
+            if (options.Statistics is { } fromFile)
+                return fromFile.Entries.Where(e => e.Layer == layer).ToDictionary(e => (e.Layer, e.Kind));
             if (calibration is null)
                 return null;
             string what = layer < 0 ? "classifier" : $"layer {layer}";
