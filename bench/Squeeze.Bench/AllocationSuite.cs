@@ -83,6 +83,12 @@ internal static class AllocationSuite
             }));
             var set = context.Candidates;
             long smallest = set.FileBytes(set.Smallest()), largest = set.FileBytes(set.Largest());
+            // The same candidates with their single-swap KLD predicted from a sample (what larger models get), against
+            // the measured ones.
+            using var sampled = Allocator.Prepare(source, calibText, options with { Swaps = SwapMeasurement.Sampled });
+            var proxy = new Proxy(sampled.MeasuredSwaps, sampled.SwapSeconds, Spearman(
+                [.. set.Tensors.SelectMany(t => t.Options.Select(c => c.SwapKld))],
+                [.. sampled.Candidates.Tensors.SelectMany(t => t.Options.Select(c => c.SwapKld))]));
 
             var budgets = LlamaCpp.Where(l => mixes is null || mixes.Contains(l.Mix)).Select(l => (Name: l.Mix, Bytes: l.Bytes, Kld: (double?)l.Kld))
                 .Concat(bpws.Select(b => (Name: $"{b:0.0#} bpw", Bytes: Allocator.BudgetForBitsPerWeight(b, set.Parameters), Kld: (double?)null))).ToList();
@@ -93,6 +99,9 @@ internal static class AllocationSuite
                 var clock = Stopwatch.StartNew();
                 var knapsack = Allocator.Allocate(context, bytes, SearchMethod.Knapsack, ErrorModel.SwapKld);
                 rows.Add(new Row(name, bytes, kld, "knapsack", knapsack, clock.Elapsed.TotalSeconds));
+                clock.Restart();
+                var predicted = Allocator.Allocate(sampled, bytes, SearchMethod.Knapsack, ErrorModel.SwapKld);
+                rows.Add(new Row(name, bytes, kld, "knapsack (sampled swaps)", predicted, clock.Elapsed.TotalSeconds));
                 clock.Restart();
                 var output1 = Allocator.Allocate(context, bytes, SearchMethod.Knapsack, ErrorModel.OutputError);
                 rows.Add(new Row(name, bytes, kld, "knapsack (output error)", output1, clock.Elapsed.TotalSeconds));
@@ -125,7 +134,7 @@ internal static class AllocationSuite
                     m.Dispose();
             }
 
-            Print(args, threads, tokens, seconds, seed, context, smallest, largest, rows, results);
+            Print(args, threads, tokens, seconds, seed, context, proxy, smallest, largest, rows, results);
             WriteCharts(output, set, rows, results);
         }
         finally
@@ -134,17 +143,24 @@ internal static class AllocationSuite
         }
     }
 
-    private static void Print(string[] args, int threads, int tokens, int seconds, int seed, AllocationContext<GgufCandidateSet, GgufCandidate> context, long smallest, long largest,
-        List<Row> rows, IReadOnlyList<EvaluationResult> results)
+    // Single swaps predicted from a sample: forward passes, their time, and the rank correlation with the measured ones.
+    private sealed record Proxy(int Measured, double Seconds, double Spearman);
+
+    private static void Print(string[] args, int threads, int tokens, int seconds, int seed, AllocationContext<GgufCandidateSet, GgufCandidate> context, Proxy proxy,
+        long smallest, long largest, List<Row> rows, IReadOnlyList<EvaluationResult> results)
     {
         var set = context.Candidates;
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- allocation {string.Join(' ', args)}` (stories15M.bin, {set.Parameters:N0} parameters; " +
-            $"GPTQ candidates calibrated on {context.Statistics?.TokenCount:N0} tokens of tinystories-calib; single swaps and evolution measured on the first chunks of tinystories-calib, ctx 256; " +
+            $"GPTQ candidates calibrated on {context.CalibrationTokens:N0} tokens of tinystories-calib; single swaps and evolution measured on the first chunks of tinystories-calib, ctx 256; " +
             $"evolution seed {seed}, {seconds} s per budget; scored on the whole tinystories-eval, ctx 256, against the f32 model; {threads} threads)");
         Console.WriteLine();
         Console.WriteLine($"Preparation: calibration {context.CalibrationSeconds:0.0} s, encoding {set.Tensors.Sum(t => t.Options.Count)} candidates of {set.Tensors.Count} tensors " +
             $"{context.EncodingSeconds:0.0} s, single-swap KLD of each on {context.Meter.ScoredPerChunk * SwapChunks} tokens {context.SwapSeconds:0.0} s. " +
             $"Smallest possible file {smallest:N0} bytes ({set.BitsPerWeight(smallest):0.000} bpw), largest (all F16) {largest:N0} bytes ({set.BitsPerWeight(largest):0.000} bpw).");
+        Console.WriteLine();
+        Console.WriteLine($"Sampled swaps (what `--swaps auto` does above {Allocator.MeasuredSwapWork:0e0} parameter-tokens): {proxy.Measured} forward passes in {proxy.Seconds:0.0} s " +
+            $"instead of {set.Tensors.Sum(t => t.Options.Count)} in {context.SwapSeconds:0.0} s; Spearman ρ of the predicted and measured single-swap KLD over every candidate {proxy.Spearman:0.000}; " +
+            "the rows \"knapsack (sampled swaps)\" are the knapsack on the predictions.");
         Console.WriteLine();
         Console.WriteLine("| budget | budget bytes | search | file bytes | bpw | PPL | mean KLD | llama.cpp KLD | KLD / llama.cpp | same top % | search s |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");

@@ -42,7 +42,7 @@ internal static class EmbeddingRowsSuite
         int[] byUse = RowSplitRepresentation.ByUse(usage);
         long[] evalCounts = TokenUsage.Count(model, eval);
         var statistics = Calibrator.Run(model, calib, new CalibrationOptions { ContextLength = 256, Threads = threads });
-        var encoder = new NativeTensorEncoder(model, statistics, new CompressionOptions { Threads = threads }, usage);
+        var encoder = new TensorEncoder(model, statistics, new CompressionOptions { Threads = threads }, usage);
 
         var embedding = model.Weight(TensorNames.TokenEmbedding);
         float[] values = embedding.Decode();

@@ -142,7 +142,7 @@ internal static class NativeSuite
             }
 
             Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- native {string.Join(' ', args)}` (stories15M.bin, {set.Parameters:N0} parameters; " +
-                $"GPTQ candidates (refinement {refine}) calibrated on {context.Statistics?.TokenCount:N0} tokens of tinystories-calib; single swaps on {context.Meter.ScoredPerChunk * swapChunks} calibration tokens; " +
+                $"GPTQ candidates (refinement {refine}) calibrated on {context.CalibrationTokens:N0} tokens of tinystories-calib; single swaps on {context.Meter.ScoredPerChunk * swapChunks} calibration tokens; " +
                 $"scored on {results[0].Chunks} chunks of tinystories-eval, ctx 256, against the f32 model; {threads} threads). Sizes are whole native directories " +
                 $"(model.safetensors, config.json, tokenizer files); bits per weight = bytes × 8 / parameters.");
             Console.WriteLine();

@@ -21,7 +21,7 @@ internal static class PlanCommand
 {
     /// <summary>The budget and search settings shared by <c>plan</c> and <c>compress</c>.</summary>
     public sealed record Budget(double? TargetBpw, string? TargetSize, string Search, double TimeLimit, int Generations, int Seed, string? Chart,
-        string Format = "gguf", string[]? Representations = null);
+        string Format = "gguf", string[]? Representations = null, string Swaps = "auto");
 
     public sealed record Options(string Model, string? Tokenizer, string? Calib, string Output, Budget Budget, string Method, long Tokens, int Context, int Threads, bool Json,
         double Damping = 0.01, bool ActivationOrder = true, TuningOptions? Tuning = null);
@@ -49,6 +49,14 @@ internal static class PlanCommand
             + ". Default: " + string.Join(", ", NativeRepresentation.Defaults.Select(r => r.Spec)),
     };
 
+    public static Option<string> SwapsOption() => new("--swaps")
+    {
+        Description = "How each candidate's damage (single-swap KLD) is found: all (one forward pass per candidate), sampled (measured on the first, quarter, middle, "
+            + "three-quarter and last blocks' tensors and the embedding and classifier, the rest scaled from each candidate's output error on the calibration activations), "
+            + $"or auto (all while that costs at most {Allocator.MeasuredSwapWork:0e0} parameter-tokens, else sampled)",
+        DefaultValueFactory = _ => "auto",
+    };
+
     public static Option<string?> ChartOption() => new("--chart") { Description = "PNG chart of the bits given to each layer and tensor kind (default: beside the output, .bits.png)" };
 
     public static Command Create()
@@ -61,16 +69,16 @@ internal static class PlanCommand
         var tokens = new Option<long>("--tokens") { Description = "Calibration tokens in whole chunks (0: the whole text)", DefaultValueFactory = _ => 0 };
         var ctx = new Option<int>("--ctx", "-c") { Description = "Tokens per calibration chunk", DefaultValueFactory = _ => 256 };
         var (bpw, size, search, timeLimit, generations, seed, chart) = (TargetBpwOption(), TargetSizeOption(), SearchOption(), TimeLimitOption(), GenerationsOption(), SeedOption(), ChartOption());
-        var (format, representation) = (FormatOption(), RepresentationOption());
+        var (format, representation, swaps) = (FormatOption(), RepresentationOption(), SwapsOption());
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
         var command = new Command("plan", "Choose each tensor's format to fit a size budget best; print and save the plan without writing weights")
         {
-            model, tokenizer, calib, output, bpw, size, search, timeLimit, generations, seed, chart, format, representation, method, tokens, ctx, threads, json,
+            model, tokenizer, calib, output, bpw, size, search, timeLimit, generations, seed, chart, format, representation, swaps, method, tokens, ctx, threads, json,
         };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(calib), r.GetValue(output)!,
             new Budget(r.GetValue(bpw), r.GetValue(size), r.GetValue(search)!, r.GetValue(timeLimit), r.GetValue(generations), r.GetValue(seed), r.GetValue(chart),
-                r.GetValue(format)!, r.GetValue(representation)),
+                r.GetValue(format)!, r.GetValue(representation), r.GetValue(swaps)!),
             r.GetValue(method)!, r.GetValue(tokens), r.GetValue(ctx), r.GetValue(threads), r.GetValue(json)))));
         return command;
     }
@@ -118,6 +126,13 @@ internal static class PlanCommand
             "evo" or "evolution" => SearchMethod.Evolution,
             _ => throw new ArgumentException($"--search {b.Search}: expected knapsack or evo"),
         };
+        var swaps = b.Swaps.ToLowerInvariant() switch
+        {
+            "auto" => SwapMeasurement.Auto,
+            "all" => SwapMeasurement.All,
+            "sampled" => SwapMeasurement.Sampled,
+            _ => throw new ArgumentException($"--swaps {b.Swaps}: expected auto, all or sampled"),
+        };
         var method = CompressCommand.ParseMethod(options.Method);
         if (method == CompressionMethod.AwqGptq)
             throw new ArgumentException("--method awq+gptq is not available with a size target: use rtn, imatrix or gptq");
@@ -152,7 +167,7 @@ internal static class PlanCommand
         var job = new CompressionJob
         {
             Target = new BudgetTarget(size, size is null ? b.TargetBpw : null, native, representations, search,
-                new EvolutionOptions { Seed = b.Seed, Generations = b.Generations, TimeLimit = TimeSpan.FromSeconds(b.TimeLimit) }),
+                new EvolutionOptions { Seed = b.Seed, Generations = b.Generations, TimeLimit = TimeSpan.FromSeconds(b.TimeLimit) }, swaps),
             Method = method,
             CalibrationText = text,
             CalibrationTokens = options.Tokens,

@@ -16,6 +16,21 @@ public enum ErrorModel
     OutputError,
 }
 
+/// <summary>How every candidate's single-swap KLD (<see cref="ErrorModel.SwapKld"/>) is found.</summary>
+public enum SwapMeasurement
+{
+    /// <summary><see cref="All"/> while every swap costs at most <see cref="Allocator.MeasuredSwapWork"/> parameter-tokens
+    /// in all, else <see cref="Sampled"/>.</summary>
+    Auto,
+
+    /// <summary>Every candidate measured: one forward pass per candidate.</summary>
+    All,
+
+    /// <summary>Predicted: a sample of tensors measured, the rest scaled from their output error
+    /// (<see cref="Allocator.PredictSwaps"/>).</summary>
+    Sampled,
+}
+
 /// <summary>How the assignment is searched.</summary>
 public enum SearchMethod
 {
@@ -40,22 +55,28 @@ public sealed record AllocationOptions
 
     /// <summary>The types tried; default <see cref="GgufCandidateSet.DefaultTypes"/>.</summary>
     public IReadOnlyList<Squeeze.Tensors.GgmlType>? Types { get; init; }
+
+    /// <summary>Every single swap measured, or predicted from a sample (by default, measured while affordable).</summary>
+    public SwapMeasurement Swaps { get; init; } = SwapMeasurement.Auto;
 }
 
 /// <summary>Progress of preparing or searching: stage, steps done of the total, and a note.</summary>
 public readonly record struct AllocationProgress(string Stage, int Done, int Total, string Note);
 
-/// <summary>Everything a budget search needs, made once per model and calibration text: the statistics, the encoded
-/// candidates with both error models, and the KLD meter. Dispose to delete the candidate file.</summary>
+/// <summary>Everything a budget search needs, made once per model and calibration text: the encoded candidates with
+/// both error models, and the KLD meter. Dispose to delete the candidate file.</summary>
 public sealed class AllocationContext<TSet, T> : IDisposable
     where TSet : CandidateSet<T>
     where T : Candidate
 {
-    internal AllocationContext(TSet candidates, KldMeter meter, CalibrationStatistics? statistics, double calibrationSeconds, double encodingSeconds, double swapSeconds)
+    internal AllocationContext(TSet candidates, KldMeter meter, long calibrationTokens, double calibrationSeconds, double encodingSeconds, double swapSeconds,
+        int measuredSwaps, bool swapsPredicted)
     {
+        MeasuredSwaps = measuredSwaps;
+        SwapsPredicted = swapsPredicted;
         Candidates = candidates;
         Meter = meter;
-        Statistics = statistics;
+        CalibrationTokens = calibrationTokens;
         CalibrationSeconds = calibrationSeconds;
         EncodingSeconds = encodingSeconds;
         SwapSeconds = swapSeconds;
@@ -67,8 +88,8 @@ public sealed class AllocationContext<TSet, T> : IDisposable
     /// <summary>KLD against the source model on the held calibration chunks.</summary>
     public KldMeter Meter { get; }
 
-    /// <summary>The activation statistics the candidates were encoded with (null when the encoders need none).</summary>
-    public CalibrationStatistics? Statistics { get; }
+    /// <summary>Calibration tokens the candidates' statistics were collected on (0 when the encoders need none).</summary>
+    public long CalibrationTokens { get; }
 
     /// <summary>Time spent collecting the activation statistics.</summary>
     public double CalibrationSeconds { get; }
@@ -76,8 +97,14 @@ public sealed class AllocationContext<TSet, T> : IDisposable
     /// <summary>Time spent encoding every candidate.</summary>
     public double EncodingSeconds { get; }
 
-    /// <summary>Time spent measuring every candidate's single-swap KLD.</summary>
+    /// <summary>Time spent measuring (or predicting) every candidate's single-swap KLD.</summary>
     public double SwapSeconds { get; }
+
+    /// <summary>Single swaps measured by a forward pass.</summary>
+    public int MeasuredSwaps { get; }
+
+    /// <summary>True when most candidates' single-swap KLD is predicted from a sample (<see cref="Allocator.PredictSwaps"/>).</summary>
+    public bool SwapsPredicted { get; }
 
     /// <summary>Releases the candidate set (the GGUF set's file is deleted).</summary>
     public void Dispose() => Candidates.Dispose();
@@ -104,36 +131,34 @@ public sealed record BudgetAllocation(int[] Selection, long Budget, long FileByt
 /// </summary>
 public static class Allocator
 {
-    /// <summary>Calibrates (unless statistics are given), encodes every tensor in every GGUF type of the options and
-    /// measures every single swap.</summary>
+    /// <summary>Encodes every tensor in every GGUF type of the options, one block at a time (calibrating each block as it
+    /// comes unless statistics are given), and measures every single swap.</summary>
     public static AllocationContext<GgufCandidateSet, GgufCandidate> Prepare(Model model, string calibrationText, AllocationOptions options, IProgress<AllocationProgress>? progress = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
-        return Prepare<GgufCandidateSet, GgufCandidate>(model, calibrationText, options, (stats, p) =>
-            GgufCandidateSet.Build(model, stats, new CandidateOptions { Compression = options.Compression, Types = options.Types }, p, cancellationToken), progress, cancellationToken);
+        return Prepare<GgufCandidateSet, GgufCandidate>(model, calibrationText, options, (blocks, p) =>
+            GgufCandidateSet.Build(model, blocks, new CandidateOptions { Compression = options.Compression, Types = options.Types }, p, cancellationToken), progress, cancellationToken);
     }
 
-    /// <summary>Calibrates (unless statistics are given), measures the token usage on the calibration text when a row split
-    /// is among <paramref name="representations"/>, encodes every 2-D tensor in every representation that fits it, and
-    /// measures every single swap.</summary>
+    /// <summary>Measures the token usage on the calibration text when a row split is among
+    /// <paramref name="representations"/>, encodes every 2-D tensor in every representation that fits it, one block at a
+    /// time (calibrating each block as it comes unless statistics are given), and measures every single swap.</summary>
     public static AllocationContext<NativeCandidateSet, NativeCandidate> PrepareNative(Model model, string calibrationText, AllocationOptions options,
         IReadOnlyList<NativeRepresentation> representations, IProgress<AllocationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(representations);
-        return Prepare<NativeCandidateSet, NativeCandidate>(model, calibrationText, options, (stats, p) =>
-        {
-            // Only the row splits read the token usage, which takes a forward pass over the text.
-            var usage = !representations.Any(r => r.NeedsTokenUsage) ? null
-                : TokenUsage.Measure(model, calibrationText, options.Compression.CalibrationTokens, ContextLength(model, options.Compression), options.Compression.Threads,
-                    p is null ? null : new SynchronousProgress<(int Done, int Total)>(u => p.Report(new CandidateProgress("token usage", u.Done, u.Total, ""))), cancellationToken);
-            return NativeCandidateSet.Build(model, new NativeTensorEncoder(model, stats, options.Compression, usage), representations, p, cancellationToken);
-        }, progress, cancellationToken);
+        // Only the row splits read the token usage, which takes a forward pass over the text.
+        var usage = !representations.Any(r => r.NeedsTokenUsage) ? null
+            : TokenUsage.Measure(model, calibrationText, options.Compression.CalibrationTokens, ContextLength(model, options.Compression), options.Compression.Threads,
+                progress is null ? null : new SynchronousProgress<(int Done, int Total)>(u => progress.Report(new AllocationProgress("token usage", u.Done, u.Total, ""))), cancellationToken);
+        return Prepare<NativeCandidateSet, NativeCandidate>(model, calibrationText, options, (blocks, p) =>
+            NativeCandidateSet.Build(model, blocks, options.Compression, usage, representations, p, cancellationToken), progress, cancellationToken);
     }
 
     private static AllocationContext<TSet, T> Prepare<TSet, T>(Model model, string calibrationText, AllocationOptions options,
-        Func<CalibrationStatistics?, IProgress<CandidateProgress>?, TSet> build, IProgress<AllocationProgress>? progress, CancellationToken cancellationToken)
+        Func<IEnumerable<BlockStatistics>?, IProgress<CandidateProgress>?, TSet> build, IProgress<AllocationProgress>? progress, CancellationToken cancellationToken)
         where TSet : CandidateSet<T>
         where T : Candidate
     {
@@ -143,33 +168,74 @@ public static class Allocator
         int ctx = ContextLength(model, compression);
         int threads = Math.Max(1, compression.Threads);
         var clock = Stopwatch.StartNew();
-        var stats = compression.Statistics;
-        if (stats is null && compression.Method != CompressionMethod.Rtn)
+        var calibrationClock = new Stopwatch();
+        var given = compression.Method == CompressionMethod.Rtn ? null : compression.Statistics;
+        if (given is not null)
+            Compressor.CheckStatistics(model, given, needsGram: compression.Method == CompressionMethod.Gptq);
+        // The encoding's progress, which the calibration's notes keep while a block is calibrated.
+        var (done, total) = (0, 1);
+        using var calibration = given is not null || compression.Method == CompressionMethod.Rtn ? null : new LayerwiseCalibrator(model, calibrationText, new CalibrationOptions
         {
-            stats = Calibrator.Run(model, calibrationText, new CalibrationOptions
-            {
-                ContextLength = ctx,
-                MaxTokens = compression.CalibrationTokens,
-                CollectGram = compression.Method == CompressionMethod.Gptq,
-                Threads = threads,
-            }, progress is null ? null : new SynchronousProgress<CalibrationProgress>(p => progress.Report(new AllocationProgress("calibrating", p.Done, p.Total, p.Note))), cancellationToken);
-        }
-        double calibrationSeconds = clock.Elapsed.TotalSeconds;
-        clock.Restart();
-        var set = build(stats, progress is null ? null : new SynchronousProgress<CandidateProgress>(p => progress.Report(new AllocationProgress(p.Stage, p.Done, p.Total, p.Note))));
+            ContextLength = ctx,
+            MaxTokens = compression.CalibrationTokens,
+            CollectGram = compression.Method == CompressionMethod.Gptq,
+            Threads = threads,
+        }, cancellationToken);
+        var blocks = calibration is not null
+            ? Timed(calibration.Blocks(progress is null ? null : new SynchronousProgress<CalibrationProgress>(p => progress.Report(new AllocationProgress("encoding", done, total, $"calibrating {p.Note}")))), calibrationClock)
+            : given is not null ? BlockStatistics.Of(given, model.Config.LayerCount) : null;
+        var set = build(blocks, progress is null ? null : new SynchronousProgress<CandidateProgress>(p =>
+        {
+            (done, total) = (p.Done, p.Total);
+            progress.Report(new AllocationProgress(p.Stage, p.Done, p.Total, p.Note));
+        }));
         try
         {
-            double encodingSeconds = clock.Elapsed.TotalSeconds;
+            double calibrationSeconds = calibrationClock.Elapsed.TotalSeconds;
+            double encodingSeconds = clock.Elapsed.TotalSeconds - calibrationSeconds;
             clock.Restart();
             progress?.Report(new AllocationProgress("measuring", 0, 1, "base model"));
             var meter = new KldMeter(model, calibrationText, ctx, Math.Max(options.KldChunks, options.SwapChunks), threads);
-            MeasureSwaps(set, meter, Enumerable.Range(0, options.SwapChunks).ToArray(), progress, cancellationToken);
-            return new AllocationContext<TSet, T>(set, meter, stats, calibrationSeconds, encodingSeconds, clock.Elapsed.TotalSeconds);
+            var swapChunks = Enumerable.Range(0, options.SwapChunks).ToArray();
+            int candidates = set.Tensors.Sum(t => t.Options.Count);
+            bool sample = options.Swaps == SwapMeasurement.Sampled
+                || (options.Swaps == SwapMeasurement.Auto && (double)candidates * model.ParameterCount * meter.ScoredPerChunk * swapChunks.Length > MeasuredSwapWork);
+            int measured = candidates;
+            if (sample)
+            {
+                var predicted = PredictSwaps(set, meter, swapChunks, out measured, progress: progress, cancellationToken: cancellationToken);
+                for (int i = 0; i < set.Tensors.Count; i++)
+                {
+                    for (int k = 0; k < predicted[i].Length; k++)
+                        set.SetSwapKld(i, k, predicted[i][k]);
+                }
+            }
+            else
+            {
+                MeasureSwaps(set, meter, swapChunks, progress, cancellationToken);
+            }
+            long tokens = calibration?.TokenCount ?? given?.TokenCount ?? 0;
+            return new AllocationContext<TSet, T>(set, meter, tokens, calibrationSeconds, encodingSeconds, clock.Elapsed.TotalSeconds, measured, sample);
         }
         catch
         {
             set.Dispose();
             throw;
+        }
+    }
+
+    // The blocks as they are enumerated, the time each takes to collect counted on `clock`.
+    private static IEnumerable<BlockStatistics> Timed(IEnumerable<BlockStatistics> blocks, Stopwatch clock)
+    {
+        using var e = blocks.GetEnumerator();
+        while (true)
+        {
+            clock.Start();
+            bool more = e.MoveNext();
+            clock.Stop();
+            if (!more)
+                yield break;
+            yield return e.Current;
         }
     }
 
@@ -200,6 +266,95 @@ public static class Allocator
             selection[i] = -1;
         }
         progress?.Report(new AllocationProgress("measuring", total, total, ""));
+    }
+
+    /// <summary>Parameter-tokens (parameters × tokens scored per swap × swaps) up to which <see cref="SwapMeasurement.Auto"/>
+    /// measures every swap: about two hours of forward passes on two cores. stories15M's native levels are 1.3·10¹³; a
+    /// 1.1B model's GGUF types 10¹⁵.</summary>
+    public const double MeasuredSwapWork = 1e14;
+
+    /// <summary>Depths of the blocks whose tensors <see cref="PredictSwaps"/> measures: the first, quarter, middle,
+    /// three-quarter and last block.</summary>
+    public static IReadOnlyList<int> SampledLayers(int layerCount)
+        => [.. new[] { 0, 0.25, 0.5, 0.75, 1 }.Select(f => (int)Math.Round(f * (layerCount - 1))).Distinct()];
+
+    /// <summary>
+    /// Error model 2 where a forward pass per candidate cannot be afforded: each tensor's single-swap KLD taken as
+    /// proportional to its calibration output error (the layer's own damage on the captured activations), KLD(t, c) ≈
+    /// s_t · e_t(c). The sensitivity s_t is measured on a sample — every tensor outside the blocks and each kind of block
+    /// tensor at the depths of <see cref="SampledLayers"/> — as the swap KLD of its candidate nearest 4 bits per weight
+    /// over that candidate's output error, and interpolated linearly in depth for the other blocks of the same kind.
+    /// One forward pass per sampled tensor instead of one per candidate. Returns the prediction per tensor and
+    /// candidate; <paramref name="measured"/> is the number of forward passes.
+    /// </summary>
+    /// <param name="set">The candidates, with their output errors.</param>
+    /// <param name="meter">KLD against the source.</param>
+    /// <param name="chunks">The meter's chunks each swap is measured on.</param>
+    /// <param name="measured">Forward passes run.</param>
+    /// <param name="layers">The blocks whose tensors are measured; default <see cref="SampledLayers"/>.</param>
+    /// <param name="progress">Swaps measured.</param>
+    /// <param name="cancellationToken">Stops between swaps.</param>
+    /// <exception cref="InvalidOperationException">A candidate has no output error (no calibration statistics).</exception>
+    public static double[][] PredictSwaps<T>(CandidateSet<T> set, KldMeter meter, IReadOnlyList<int> chunks, out int measured, IReadOnlyList<int>? layers = null,
+        IProgress<AllocationProgress>? progress = null, CancellationToken cancellationToken = default)
+        where T : Candidate
+    {
+        ArgumentNullException.ThrowIfNull(set);
+        ArgumentNullException.ThrowIfNull(meter);
+        int blocks = set.Source.Config.LayerCount;
+        var sampledLayers = (layers ?? SampledLayers(blocks)).ToHashSet();
+        var tensors = set.Tensors.Select((t, i) =>
+        {
+            int layer = Compressor.LayerOf(t.Name) is var l && l < blocks ? l : -1;
+            string kind = layer < 0 ? t.Name : t.Name[(t.Name.IndexOf('.', 4) + 1)..];
+            return (Index: i, Layer: layer, Kind: kind);
+        }).ToList();
+        var sample = tensors.Where(t => t.Layer < 0 || sampledLayers.Contains(t.Layer)).ToList();
+        var sensitivity = new double[set.Tensors.Count];
+        var selection = Enumerable.Repeat(-1, set.Tensors.Count).ToArray();
+        measured = 0;
+        foreach (var (i, layer, kind) in sample)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var options = set.Tensors[i].Options;
+            long elements = set.Tensors[i].Elements;
+            int reference = -1;
+            for (int k = 0; k < options.Count; k++)
+            {
+                if (!double.IsFinite(options[k].OutputError))
+                    throw new InvalidOperationException($"tensor '{set.Tensors[i].Name}' {options[k].Format} has no output error to predict its KLD from (calibrate)");
+                if (options[k].OutputError > 0 && (reference < 0
+                    || Math.Abs(8.0 * options[k].Bytes / elements - 4) < Math.Abs(8.0 * options[reference].Bytes / elements - 4)))
+                    reference = k;
+            }
+            progress?.Report(new AllocationProgress("measuring", measured, sample.Count, $"{set.Tensors[i].Name} {(reference >= 0 ? options[reference].Format : "")}"));
+            if (reference < 0)
+                continue; // every candidate is exact: nothing to scale
+            selection[i] = reference;
+            using (var model = set.Compose(selection))
+                sensitivity[i] = meter.Measure(model, chunks) / options[reference].OutputError;
+            selection[i] = -1;
+            measured++;
+        }
+        progress?.Report(new AllocationProgress("measuring", sample.Count, sample.Count, ""));
+        // The other blocks' tensors: linear in depth between the sampled blocks of the same kind.
+        foreach (var group in tensors.Where(t => t.Layer >= 0).GroupBy(t => t.Kind))
+        {
+            var known = group.Where(t => sampledLayers.Contains(t.Layer)).OrderBy(t => t.Layer).ToList();
+            foreach (var (i, layer, _) in group.Where(t => !sampledLayers.Contains(t.Layer)))
+            {
+                int below = known.FindLastIndex(t => t.Layer < layer), above = known.FindIndex(t => t.Layer > layer);
+                if (below < 0 || above < 0)
+                {
+                    // Not between two sampled blocks of its kind (a kind some blocks lack): the nearest one's.
+                    sensitivity[i] = known.Count == 0 ? 0 : sensitivity[known.MinBy(t => Math.Abs(t.Layer - layer)).Index];
+                    continue;
+                }
+                double w = (double)(layer - known[below].Layer) / (known[above].Layer - known[below].Layer);
+                sensitivity[i] = (1 - w) * sensitivity[known[below].Index] + w * sensitivity[known[above].Index];
+            }
+        }
+        return [.. set.Tensors.Select((t, i) => t.Options.Select(c => sensitivity[i] * c.OutputError).ToArray())];
     }
 
     /// <summary>The error of a candidate under <paramref name="model"/>.</summary>

@@ -59,9 +59,12 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
     /// <summary>Every GGUF tensor is padded to the 32-byte alignment.</summary>
     public override long Grain => GgufFile.DefaultAlignment;
 
-    /// <summary>Encodes every 2-D tensor of <paramref name="model"/> in every type of <paramref name="options"/> whose block divides its rows.</summary>
-    /// <exception cref="ArgumentException">Statistics missing or of another model, or a tensor with no type that fits.</exception>
-    public static GgufCandidateSet Build(Model model, CalibrationStatistics? statistics, CandidateOptions options, IProgress<CandidateProgress>? progress = null,
+    /// <summary>Encodes every 2-D tensor of <paramref name="model"/> in every type of <paramref name="options"/> whose block
+    /// divides its rows, one block at a time: each block's tensors with that block's statistics from
+    /// <paramref name="blocks"/> (<see cref="LayerwiseCalibrator.Blocks"/> as it calibrates, or
+    /// <see cref="BlockStatistics.Of"/> of a statistics file), or with none when <paramref name="blocks"/> is null.</summary>
+    /// <exception cref="ArgumentException">A calibrated method without statistics, or a tensor with no type that fits.</exception>
+    public static GgufCandidateSet Build(Model model, IEnumerable<BlockStatistics>? blocks, CandidateOptions options, IProgress<CandidateProgress>? progress = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -76,29 +79,32 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
         }
         string directory = options.Directory ?? Path.GetTempPath();
         string path = Path.Combine(directory, $"squeeze-candidates-{Guid.NewGuid():N}.bin");
-        var tensors = new List<TensorCandidates<GgufCandidate>>(work.Count);
+        var tensors = new TensorCandidates<GgufCandidate>[work.Count];
         try
         {
-            var encoder = new TensorEncoder(model, statistics, options.Compression);
             using (var file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
             {
                 int total = work.Sum(w => w.Types.Count), done = 0;
-                foreach (var (tensor, tensorTypes) in work)
+                foreach (var (encoder, indices) in CandidateBlocks.Of(model, [.. work.Select(w => w.Tensor.Name)], blocks, options.Compression, null, cancellationToken))
                 {
-                    var list = new List<GgufCandidate>(tensorTypes.Count);
-                    foreach (var type in tensorTypes)
+                    foreach (int i in indices)
                     {
-                        cancellationToken.ThrowIfCancellationRequested();
-                        progress?.Report(new CandidateProgress("encoding", done, total, $"{tensor.Name} {type}"));
-                        var encoded = encoder.Encode(tensor.Name, type);
-                        long offset = Pad(file);
-                        file.Write(encoded.Data);
-                        list.Add(new GgufCandidate(type, offset, encoded.Data.LongLength, Aligned(encoded.Data.LongLength), encoded.Report.Encoding,
-                            encoded.Report.ErrorAfter, double.NaN));
-                        done++;
+                        var (tensor, tensorTypes) = work[i];
+                        var list = new List<GgufCandidate>(tensorTypes.Count);
+                        foreach (var type in tensorTypes)
+                        {
+                            cancellationToken.ThrowIfCancellationRequested();
+                            progress?.Report(new CandidateProgress("encoding", done, total, $"{tensor.Name} {type}"));
+                            var encoded = encoder.Encode(tensor.Name, type);
+                            long offset = Pad(file);
+                            file.Write(encoded.Data);
+                            list.Add(new GgufCandidate(type, offset, encoded.Data.LongLength, Aligned(encoded.Data.LongLength), encoded.Report.Encoding,
+                                encoded.Report.ErrorAfter, double.NaN));
+                            done++;
+                        }
+                        list.Sort((a, b) => a.Bytes != b.Bytes ? a.Bytes.CompareTo(b.Bytes) : a.Type.CompareTo(b.Type));
+                        tensors[i] = new TensorCandidates<GgufCandidate>(tensor.Name, tensor.Shape, list);
                     }
-                    list.Sort((a, b) => a.Bytes != b.Bytes ? a.Bytes.CompareTo(b.Bytes) : a.Type.CompareTo(b.Type));
-                    tensors.Add(new TensorCandidates<GgufCandidate>(tensor.Name, tensor.Shape, list));
                 }
                 progress?.Report(new CandidateProgress("encoding", total, total, ""));
                 file.Flush(flushToDisk: false);

@@ -1,3 +1,4 @@
+using Squeeze.Calibration;
 using Squeeze.Compression;
 using Squeeze.Formats.HuggingFace;
 using Squeeze.Formats.Native;
@@ -34,38 +35,53 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
     public override long Grain => NativeGrain;
 
     /// <summary>Encodes every 2-D tensor of <paramref name="model"/> in every representation of
-    /// <paramref name="representations"/> that fits it.</summary>
-    /// <exception cref="ArgumentException">A tensor that no representation fits.</exception>
-    public static NativeCandidateSet Build(Model model, NativeTensorEncoder encoder, IReadOnlyList<NativeRepresentation> representations,
-        IProgress<CandidateProgress>? progress = null, CancellationToken cancellationToken = default)
+    /// <paramref name="representations"/> that fits it, one block at a time: each block's tensors with that block's
+    /// statistics from <paramref name="blocks"/> (<see cref="LayerwiseCalibrator.Blocks"/> as it calibrates,
+    /// or <see cref="BlockStatistics.Of"/> of a statistics file), or with none when it is null.</summary>
+    /// <param name="model">The model.</param>
+    /// <param name="blocks">Each block's statistics in turn, or null for the levels that need none.</param>
+    /// <param name="options">How tensors are encoded (method, GPTQ settings, threads).</param>
+    /// <param name="tokenUsage">How much the model uses each token on the calibration text, or null (see
+    /// <see cref="TensorEncoder.TokenUsage"/>).</param>
+    /// <param name="representations">The levels.</param>
+    /// <param name="progress">Candidates encoded.</param>
+    /// <param name="cancellationToken">Stops between candidates.</param>
+    /// <exception cref="ArgumentException">A tensor that no representation fits, or token usage of another vocabulary.</exception>
+    public static NativeCandidateSet Build(Model model, IEnumerable<BlockStatistics>? blocks, CompressionOptions options, double[]? tokenUsage,
+        IReadOnlyList<NativeRepresentation> representations, IProgress<CandidateProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
-        ArgumentNullException.ThrowIfNull(encoder);
+        ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(representations);
         var matrices = model.Tensors.Where(t => t.Shape.Length == 2).Select(t => model.Weight(t.Name))
             .Concat(model.Weights).ToList();
-        var work = matrices.Select(w => (Weight: w, Levels: representations.Where(r => r.Fits(encoder, w.Name)).Distinct().ToList())).ToList();
+        var shapes = new TensorEncoder(model, null, options, cancellationToken, tokenUsage);
+        var work = matrices.Select(w => (Weight: w, Levels: representations.Where(r => r.Fits(shapes, w.Name)).Distinct().ToList())).ToList();
         foreach (var (w, levels) in work)
         {
             if (levels.Count == 0)
                 throw new ArgumentException($"tensor '{w.Name}' [{w.Rows}, {w.Columns}]: none of the representations {string.Join(", ", representations)} fits it", nameof(representations));
         }
         int total = work.Sum(w => w.Levels.Count), done = 0;
-        var tensors = new List<TensorCandidates<NativeCandidate>>(work.Count);
-        foreach (var (weight, levels) in work)
+        var tensors = new TensorCandidates<NativeCandidate>[work.Count];
+        foreach (var (encoder, indices) in CandidateBlocks.Of(model, [.. work.Select(w => w.Weight.Name)], blocks, options, tokenUsage, cancellationToken))
         {
-            var list = new List<NativeCandidate>(levels.Count);
-            foreach (var level in levels)
+            foreach (int i in indices)
             {
-                cancellationToken.ThrowIfCancellationRequested();
-                progress?.Report(new CandidateProgress("encoding", done, total, $"{weight.Name} {level}"));
-                var encoded = level.Encode(encoder, weight.Name);
-                long bytes = NativeModelWriter.WeightBytesBound(encoded.Weight);
-                list.Add(new NativeCandidate(encoded.Weight, level.Spec, RoundUp(bytes), encoded.Encoding, encoded.OutputError, double.NaN));
-                done++;
+                var (weight, levels) = work[i];
+                var list = new List<NativeCandidate>(levels.Count);
+                foreach (var level in levels)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    progress?.Report(new CandidateProgress("encoding", done, total, $"{weight.Name} {level}"));
+                    var encoded = level.Encode(encoder, weight.Name);
+                    long bytes = NativeModelWriter.WeightBytesBound(encoded.Weight);
+                    list.Add(new NativeCandidate(encoded.Weight, level.Spec, RoundUp(bytes), encoded.Encoding, encoded.OutputError, double.NaN));
+                    done++;
+                }
+                list.Sort((a, b) => a.FileBytes != b.FileBytes ? a.FileBytes.CompareTo(b.FileBytes) : string.CompareOrdinal(a.Format, b.Format));
+                tensors[i] = new TensorCandidates<NativeCandidate>(weight.Name, [weight.Rows, weight.Columns], list);
             }
-            list.Sort((a, b) => a.FileBytes != b.FileBytes ? a.FileBytes.CompareTo(b.FileBytes) : string.CompareOrdinal(a.Format, b.Format));
-            tensors.Add(new TensorCandidates<NativeCandidate>(weight.Name, [weight.Rows, weight.Columns], list));
         }
         progress?.Report(new CandidateProgress("encoding", total, total, ""));
 

@@ -98,6 +98,24 @@ public sealed class LayerwiseCalibrator : IDisposable
         }
     }
 
+    /// <summary>
+    /// Every block's statistics in turn, from block <see cref="Layer"/> on, then the classifier's input (layer −1): each
+    /// is collected when enumerated, and the stream runs past its block when the next is asked for, so a consumer that
+    /// encodes one block at a time holds one block's statistics. <paramref name="progress"/> gets each block's chunks.
+    /// </summary>
+    public IEnumerable<BlockStatistics> Blocks(IProgress<CalibrationProgress>? progress = null)
+    {
+        while (true)
+        {
+            bool classifier = Layer == model.Config.LayerCount;
+            var entries = Collect(progress);
+            yield return new BlockStatistics(classifier ? -1 : Layer, entries);
+            if (classifier)
+                yield break;
+            Advance();
+        }
+    }
+
     /// <summary>Runs block <see cref="Layer"/> on the residual stream and moves to the next block: with the model's own
     /// weights when <paramref name="replacement"/> is null (reusing what <see cref="Collect"/> computed), else with
     /// <paramref name="replacement"/>'s (a model of the same shape whose block <see cref="Layer"/> is compressed).</summary>
@@ -205,4 +223,24 @@ internal sealed record CalibrationChunks(int[][] Tokens, int ContextLength, ulon
 {
     /// <summary>Tokens in all chunks.</summary>
     public long TokenCount => (long)Tokens.Length * ContextLength;
+}
+
+/// <summary>The statistics of one block's linear inputs (<see cref="LayerwiseCalibrator.Blocks"/>), or of the
+/// classifier's input (layer −1).</summary>
+/// <param name="Layer">The block, or −1 for the classifier's input.</param>
+/// <param name="Entries">Its entries, ordered by kind (empty when none were collected).</param>
+public sealed record BlockStatistics(int Layer, IReadOnlyList<ActivationStatistics> Entries)
+{
+    /// <summary>Statistics collected earlier as the same stream of blocks: layers 0 … <paramref name="layerCount"/> − 1,
+    /// then −1 (each with its entries, empty where there are none).</summary>
+    public static IEnumerable<BlockStatistics> Of(CalibrationStatistics statistics, int layerCount)
+    {
+        ArgumentNullException.ThrowIfNull(statistics);
+        var byLayer = statistics.Entries.ToLookup(e => e.Layer);
+        for (int layer = 0; layer <= layerCount; layer++)
+        {
+            int l = layer < layerCount ? layer : -1;
+            yield return new BlockStatistics(l, [.. byLayer[l]]);
+        }
+    }
 }

@@ -60,7 +60,7 @@ public static class Compressor
             CheckStatistics(model, given, gptq);
 
         var plan = QuantizationMix.Plan(model, options.Mix, options.Overrides, options.Pure, hasImportance: needsStats);
-        var run = new Run(model, options, progress, cancellationToken);
+        var run = new Run(model, options, progress);
         uint fileType = GgufQuantizer.FileType(options.Mix);
         GgmlType TypeOf(Tensor tensor) => plan[tensor.Name].Quantized ? plan[tensor.Name].Type : tensor.Type;
         var calibrationOptions = new CalibrationOptions
@@ -97,18 +97,18 @@ public static class Compressor
         int done = reports.Count;
         void Encode(int layer, Dictionary<(int, LinearInput), ActivationStatistics>? stats, Dictionary<string, (GgmlType Type, byte[] Bytes)>? kept)
         {
-            var hessians = new Dictionary<ActivationStatistics, GptqHessian>(ReferenceEqualityComparer.Instance);
             using var current = run.Current();
+            var encoder = new TensorEncoder(current, stats, options, cancellationToken);
             foreach (var target in plan.Tensors.Where(t => LayerOf(t.Name) == layer))
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 progress?.Report(new CompressionProgress("quantizing", done, plan.Tensors.Count, target.Name));
-                var (type, encoded) = run.Encode(target, current[target.Name], stats, hessians);
+                var encoded = encoder.Encode(target);
                 file.WriteTensor(target.Name, encoded.Data);
                 ReturnMemory();
                 reports[target.Name] = encoded.Report;
                 if (kept is not null && target.Quantized && target.Type != target.SourceType)
-                    kept[target.Name] = (type, encoded.Data);
+                    kept[target.Name] = (target.Type, encoded.Data);
                 done++;
             }
             progress?.Report(new CompressionProgress("quantizing", done, plan.Tensors.Count, ""));
@@ -302,7 +302,7 @@ public static class Compressor
     }
 
     /// <summary>The block index in a tensor name ("blk.3.…" → 3), or −1 for tensors outside the blocks.</summary>
-    private static int LayerOf(string name)
+    internal static int LayerOf(string name)
     {
         if (!name.StartsWith("blk.", StringComparison.Ordinal))
             return -1;
@@ -310,12 +310,12 @@ public static class Compressor
         return dot > 4 && int.TryParse(name.AsSpan(4, dot - 4), System.Globalization.NumberStyles.None, null, out int layer) ? layer : -1;
     }
 
-    private static bool HasGptqGrid(GgmlType type) => type is GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1
+    internal static bool HasGptqGrid(GgmlType type) => type is GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1
         or GgmlType.IQ4_NL or GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K;
 
     // What one compression keeps between tensors: the AWQ-scaled floats of the current block (tensors replaced before
     // encoding), the AWQ factors found, and how each tensor is encoded.
-    internal sealed class Run(Model source, CompressionOptions options, IProgress<CompressionProgress>? progress, CancellationToken cancellationToken)
+    internal sealed class Run(Model source, CompressionOptions options, IProgress<CompressionProgress>? progress)
     {
         private readonly Dictionary<string, (GgmlType Type, byte[] Bytes)> replaced = new(StringComparer.Ordinal);
 
@@ -323,8 +323,6 @@ public static class Compressor
 
         /// <summary>The tensors of the current block replaced before encoding (AWQ-scaled floats and norm weights).</summary>
         public IReadOnlyDictionary<string, (GgmlType Type, byte[] Bytes)> Replaced => replaced;
-
-        private int Threads => Math.Max(1, options.Threads);
 
         /// <summary>The source model with the current block's replacements, in owned buffers; valid until disposed.</summary>
         public Model Current() => source.WithTensors(replaced);
@@ -355,109 +353,6 @@ public static class Compressor
                 stats[(l, kind)] = Rescale(entry, result.Scales);
             }
         }
-
-        /// <summary>Encodes <paramref name="tensor"/> as <paramref name="target"/> says: a copy when it is not quantized or
-        /// already in its type; else round-to-nearest, then imatrix rounding and GPTQ as the method allows, keeping the
-        /// encoding with the lowest output error. Returns the type written and the bytes with their report.</summary>
-        public (GgmlType Type, EncodedTensorData Encoded) Encode(TensorPlan target, Tensor tensor, Dictionary<(int, LinearInput), ActivationStatistics>? stats,
-            Dictionary<ActivationStatistics, GptqHessian> hessians)
-        {
-            long start = Stopwatch.GetTimestamp();
-            int columns = checked((int)tensor.Columns), rows = checked((int)tensor.Rows);
-            if (!target.Quantized || target.Type == tensor.Type)
-            {
-                var raw = new byte[tensor.ByteLength];
-                for (long r = 0; r < tensor.Rows; r++)
-                    tensor.Row(r).CopyTo(raw.AsSpan((int)(r * tensor.RowBytes)));
-                var decodedCopy = Decode(tensor.Type, raw, rows, columns);
-                CheckFinite(tensor.Name, decodedCopy);
-                return (tensor.Type, Finish(target, tensor.Type, raw, "copy", "none", 0, 0, start));
-            }
-
-            var values = new float[tensor.ElementCount];
-            Dequantize.Tensor(tensor, values);
-            ActivationStatistics? entry = null;
-            bool linear = LinearInputs.TryGet(tensor.Name, out int layer, out var kind);
-            if (stats is not null && linear)
-                stats.TryGetValue((layer, kind), out entry);
-            // A tied embedding is also the classifier: its rows are weighted by the classifier's input, as llama.cpp's
-            // imatrix does; no GPTQ (the same rows are looked up as embeddings, which H says nothing about).
-            bool tied = tensor.Name == TensorNames.TokenEmbedding && !source.TryGetTensor(TensorNames.Output, out _);
-            if (stats is not null && tied && stats.TryGetValue((-1, LinearInput.Output), out var classifier) && classifier.Width == columns)
-                entry = classifier;
-            if (entry is not null && entry.Width != columns)
-                throw new InvalidOperationException($"tensor '{tensor.Name}' has {columns} columns but its input statistics {entry.Width}");
-            float[] importance = entry?.Importance() ?? [];
-            double[] hessian = entry?.Gram is not null ? entry.Hessian() : [];
-            string metric = hessian.Length > 0 ? "H" : importance.Length > 0 ? "diag" : "none";
-            var type = target.Type;
-            long bytes = target.ByteLength;
-
-            // The relative output error of each encoding: the signal Σ_r w_rᵀ H w_r is the same for all of them.
-            double signal = Energy(values, null, rows, columns, hessian, importance, Threads);
-            double Relative(float[] quantized) => signal > 0 ? Energy(values, quantized, rows, columns, hessian, importance, Threads) / signal : 0;
-
-            var rtn = new byte[bytes];
-            Quantize.Rows(type, values, columns, [], rtn, Threads);
-            var rtnValues = Decode(type, rtn, rows, columns);
-            double before = Relative(rtnValues);
-
-            byte[] chosen = rtn;
-            float[] chosenValues = rtnValues;
-            double after = before;
-            string encoding = "rtn";
-            if (options.Method != CompressionMethod.Rtn && importance.Length > 0)
-            {
-                var weighted = new byte[bytes];
-                Quantize.Rows(type, values, columns, importance, weighted, Threads);
-                var weightedValues = Decode(type, weighted, rows, columns);
-                double error = Relative(weightedValues);
-                (chosen, chosenValues, after, encoding) = (weighted, weightedValues, error, "imatrix");
-            }
-            if (options.Method is CompressionMethod.Gptq or CompressionMethod.AwqGptq)
-            {
-                if (!linear)
-                {
-                    // Not a linear layer (a tied embedding): imatrix rounding at most.
-                }
-                else if (entry?.Gram is null)
-                {
-                    encoding += " (no XᵀX for this tensor)";
-                }
-                else if (!HasGptqGrid(type) || columns % GgmlTypes.BlockSize(type) != 0)
-                {
-                    encoding += $" (no GPTQ grid for {type})";
-                }
-                else
-                {
-                    if (!hessians.TryGetValue(entry, out var prepared))
-                    {
-                        prepared = GptqHessian.Prepare(hessian, columns, options.Damping, options.ActivationOrder, Threads);
-                        hessians[entry] = prepared;
-                    }
-                    var result = Gptq.QuantizeTensor(tensor, entry, prepared, type,
-                        new GptqOptions
-                        {
-                            DampingFraction = options.Damping, ActivationOrder = options.ActivationOrder, RefinePasses = options.RefinePasses, Threads = Threads,
-                            Cancellation = cancellationToken,
-                        });
-                    double error = Relative(result.Dequantized);
-                    // GPTQ minimises this error greedily; on the rare tensor where imatrix rounding does better, keep that.
-                    if (error <= after)
-                        (chosen, chosenValues, after, encoding) = (result.Data, result.Dequantized, error, "gptq");
-                    else
-                        encoding += " (lower error than gptq)";
-                }
-            }
-            // Rounding's values are its bytes decoded; GPTQ's are checked against what its bytes decode to.
-            CheckFinite(tensor.Name, encoding == "gptq" ? Decode(type, chosen, rows, columns) : chosenValues);
-            return (type, Finish(target, type, chosen, encoding, metric, before, after, start));
-        }
-
-        private static EncodedTensorData Finish(TensorPlan target, GgmlType type, byte[] data, string encoding, string metric, double before, double after, long start)
-            => new(data, new TensorReport(target.Name, target.SourceType.ToString(), type.ToString(), target.Shape, data.LongLength,
-                8.0 * data.LongLength / target.Shape.Aggregate(1L, (a, b) => a * b), encoding, metric, before, after, SwapKld: null, target.Reason,
-                Stopwatch.GetElapsedTime(start).TotalSeconds));
     }
 
     // The statistics of x / s from those of x.
@@ -489,23 +384,5 @@ public static class Compressor
         var values = new float[tensor.ElementCount];
         Dequantize.Tensor(tensor, values);
         return values;
-    }
-
-    private static float[] Decode(GgmlType type, byte[] data, int rows, int columns)
-    {
-        int rowBytes = checked((int)GgmlTypes.RowBytes(type, columns));
-        var values = new float[(long)rows * columns];
-        for (int r = 0; r < rows; r++)
-            Dequantize.Row(type, data.AsSpan(r * rowBytes, rowBytes), values.AsSpan(r * columns, columns));
-        return values;
-    }
-
-    private static void CheckFinite(string name, float[] values)
-    {
-        for (long i = 0; i < values.LongLength; i++)
-        {
-            if (!float.IsFinite(values[i]))
-                throw new InvalidOperationException($"tensor '{name}' would be written with {values[i]} at element {i}");
-        }
     }
 }

@@ -6,7 +6,7 @@ namespace Squeeze.Compression;
 
 /// <summary>
 /// One way to store a weight in the native format, as a level the allocator can choose per tensor: it says whether it
-/// fits a tensor's shape and encodes a tensor with a <see cref="NativeTensorEncoder"/> (which holds the calibration
+/// fits a tensor's shape and encodes a tensor with a <see cref="TensorEncoder"/> (which holds the calibration
 /// data). Written as a spec string (<c>uniform:3:~64</c>, <c>split:1024:uniform:5:~64/vq:8:10</c> …) whose keyword names
 /// its <see cref="RepresentationFamily"/>: the registry here (<see cref="Families"/>, one file per family in
 /// Compression/Representations/) parses specs, lists the grammar and gives the default levels.
@@ -21,19 +21,19 @@ public abstract record NativeRepresentation
 
     /// <summary>True when tensor <paramref name="name"/> (as <paramref name="encoder"/> sees it) can be stored this way:
     /// by default, when its shape <see cref="Fits(int, int)"/>.</summary>
-    public virtual bool Fits(NativeTensorEncoder encoder, string name)
+    public virtual bool Fits(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         return Fits(encoder.Rows(name), encoder.Columns(name));
     }
 
     /// <summary>Encodes tensor <paramref name="name"/>.</summary>
-    public abstract NativeEncoded Encode(NativeTensorEncoder encoder, string name);
+    public abstract NativeEncoded Encode(TensorEncoder encoder, string name);
 
     /// <summary>The <see cref="Spec"/>, as the command line writes it.</summary>
     public sealed override string ToString() => Spec;
 
-    /// <summary>True when encoding needs the token usage of the calibration text (<see cref="NativeTensorEncoder.TokenUsage"/>),
+    /// <summary>True when encoding needs the token usage of the calibration text (<see cref="TensorEncoder.TokenUsage"/>),
     /// which takes a forward pass to measure.</summary>
     public virtual bool NeedsTokenUsage => false;
 

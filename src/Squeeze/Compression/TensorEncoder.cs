@@ -1,54 +1,425 @@
+using System.Diagnostics;
 using Squeeze.Calibration;
+using Squeeze.Compression.Representations;
+using Squeeze.Kernels;
 using Squeeze.Models;
+using Squeeze.Pruning;
 using Squeeze.Quantization;
 using Squeeze.Runtime;
 using Squeeze.Tensors;
+using Squeeze.Weights;
 
 namespace Squeeze.Compression;
 
-/// <summary>One tensor encoded in one type by <see cref="TensorEncoder"/>: the bytes to write and the same report
-/// <see cref="Compressor.Compress"/> gives (error before and after, encoding used).</summary>
+/// <summary>A weight encoded in a native representation, how, and its relative calibration output error
+/// tr(E H Eᵀ) / tr(W H Wᵀ) (diag(H) when there is no Gram matrix; NaN without statistics).</summary>
+public sealed record NativeEncoded(LinearWeight Weight, string Encoding, double OutputError);
+
+/// <summary>One tensor encoded in one GGUF type by <see cref="TensorEncoder.Encode(string, GgmlType)"/>: the bytes to
+/// write and the same report <see cref="Compressor.Compress"/> gives (error before and after, encoding used).</summary>
 public sealed record EncodedTensorData(byte[] Data, TensorReport Report);
 
 /// <summary>
-/// <see cref="Compressor"/>'s per-tensor step on its own: encodes any tensor of a model in any type with the options'
-/// method (RTN, imatrix RTN or GPTQ with one prepared Hessian per shared input, kept between calls), so a caller can
-/// try several types per tensor. Statistics are given (calibrate first); sequential mode and AWQ are not available here.
+/// The one per-tensor encoding step of every compression (<see cref="Compressor"/>'s named mixes, the candidates of a
+/// budget search, the native representations): a model's 2-D weight in a GGUF type or a native representation, with
+/// the calibration data of its input. Every encoding is rounding (importance-weighted when there are statistics), then,
+/// for GPTQ, GPTQ on the same grid with the input's prepared Hessian (one per shared input, kept between calls) when
+/// there is a Gram matrix; the one with the lower output error is kept. The tied embedding is weighted by the
+/// classifier's input. It also exposes what other encoders need: a tensor's values, its input statistics and Hessian,
+/// and the output error of any encoding.
 /// </summary>
 public sealed class TensorEncoder
 {
     private readonly Model model;
-    private readonly Compressor.Run run;
-    private readonly Dictionary<(int, LinearInput), ActivationStatistics>? stats;
+    private readonly CompressionOptions options;
+    private readonly IReadOnlyDictionary<(int, LinearInput), ActivationStatistics>? stats;
+    private readonly CancellationToken cancellationToken;
     private readonly Dictionary<ActivationStatistics, GptqHessian> hessians = new(ReferenceEqualityComparer.Instance);
+    private readonly Dictionary<ActivationStatistics, GptqHessian> naturalOrderHessians = new(ReferenceEqualityComparer.Instance);
+    private readonly (string Name, int[] Rows)? selection;
 
-    /// <exception cref="ArgumentException">AWQ or sequential options, statistics missing for a calibrated method, or
-    /// statistics of another model or without the Gram matrix GPTQ needs.</exception>
-    public TensorEncoder(Model model, CalibrationStatistics? statistics, CompressionOptions options)
+    /// <param name="model">The model whose tensors are encoded.</param>
+    /// <param name="statistics">Its activation statistics on calibration text, or null for the encodings that need none
+    /// (plain rounding, f16).</param>
+    /// <param name="options">How tensors are encoded (method, GPTQ settings, threads).</param>
+    /// <param name="tokenUsage">How much the model uses each token on the calibration text (indexed by token id,
+    /// <see cref="TokenUsage.Measure"/>), or null: what the levels that treat the rows of token-indexed matrices by use
+    /// need (<see cref="RowSplitRepresentation"/>).</param>
+    /// <param name="cancellationToken">Stops a long encoding (GPTQ checks it between tiles of rows).</param>
+    /// <exception cref="ArgumentException">AWQ or sequential options (they change the model between tensors, which only
+    /// <see cref="Compressor.Compress"/> does), statistics of another model, or token usage of another vocabulary.</exception>
+    public TensorEncoder(Model model, CalibrationStatistics? statistics, CompressionOptions options, double[]? tokenUsage = null,
+        CancellationToken cancellationToken = default)
+        : this(model, statistics is null ? null : Entries(model, statistics), PerTensor(options), cancellationToken, tokenUsage)
+    {
+    }
+
+    // One block's encoder (Compressor, candidate sets built block by block): statistics already checked (of that block
+    // alone, or all), the model possibly AWQ-scaled.
+    internal TensorEncoder(Model model, IReadOnlyDictionary<(int, LinearInput), ActivationStatistics>? statistics, CompressionOptions options,
+        CancellationToken cancellationToken, double[]? tokenUsage = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
-        if (options.Method == CompressionMethod.AwqGptq || options.Sequential)
-            throw new ArgumentException("per-tensor encoding supports rtn, imatrix and gptq, not AWQ or sequential mode", nameof(options));
-        if (options.Method != CompressionMethod.Rtn)
-        {
-            if (statistics is null)
-                throw new ArgumentException($"{options.Method} needs calibration statistics", nameof(statistics));
-            Compressor.CheckStatistics(model, statistics, options.Method == CompressionMethod.Gptq);
-            stats = statistics.Entries.ToDictionary(e => (e.Layer, e.Kind));
-        }
+        if (tokenUsage is not null && tokenUsage.Length != model.Config.VocabSize)
+            throw new ArgumentException($"token usage of {tokenUsage.Length} tokens for a vocabulary of {model.Config.VocabSize}", nameof(tokenUsage));
         this.model = model;
-        run = new Compressor.Run(model, options, null, CancellationToken.None);
+        this.options = options;
+        stats = statistics;
+        this.cancellationToken = cancellationToken;
+        TokenUsage = tokenUsage;
     }
 
-    /// <summary>Encodes tensor <paramref name="name"/> in <paramref name="type"/> (copied when it is the tensor's own type).</summary>
-    /// <exception cref="ArgumentException">The tensor's rows do not fit <paramref name="type"/>'s blocks.</exception>
+    private static Dictionary<(int, LinearInput), ActivationStatistics> Entries(Model model, CalibrationStatistics statistics)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        Compressor.CheckStatistics(model, statistics, needsGram: false);
+        return statistics.Entries.ToDictionary(e => (e.Layer, e.Kind));
+    }
+
+    private static CompressionOptions PerTensor(CompressionOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Method == CompressionMethod.AwqGptq || options.Sequential)
+            throw new ArgumentException("per-tensor encoding supports rtn, imatrix and gptq, not AWQ or sequential mode", nameof(options));
+        return options;
+    }
+
+    // The same model, statistics and caches, with tensor name seen as only its rows `rows` of the parent's view (which
+    // may itself be a selection: selection.Rows are rows of the whole tensor).
+    private TensorEncoder(TensorEncoder parent, string name, int[] rows)
+    {
+        model = parent.model;
+        options = parent.options;
+        stats = parent.stats;
+        cancellationToken = parent.cancellationToken;
+        hessians = parent.hessians;
+        naturalOrderHessians = parent.naturalOrderHessians;
+        TokenUsage = parent.TokenUsage is { } usage && usage.Length == parent.Rows(name) ? [.. rows.Select(r => usage[r])] : null;
+        selection = (name, parent.selection?.Name == name ? [.. rows.Select(r => parent.selection.Value.Rows[r])] : rows);
+    }
+
+    /// <summary>An encoder that sees tensor <paramref name="name"/> as only its rows <paramref name="rows"/> (in that
+    /// order), with the same input statistics and, for a token-indexed matrix, the usage of those rows' tokens: the
+    /// levels of one group of rows.</summary>
+    public TensorEncoder ForRows(string name, int[] rows)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        int all = Rows(name);
+        if (rows.Length == 0 || rows.Any(r => r < 0 || r >= all))
+            throw new ArgumentException($"{name}: a row selection must name at least one row, each in [0, {all})", nameof(rows));
+        return new TensorEncoder(this, name, rows);
+    }
+
+    /// <summary>How much the model uses each token on the calibration text (of the selected rows, for an encoder made
+    /// by <see cref="ForRows"/> on a token-indexed matrix), or null when not known.</summary>
+    public double[]? TokenUsage { get; }
+
+    /// <summary>How tensors are encoded (method, GPTQ settings, threads).</summary>
+    public CompressionOptions Options => options;
+
+    /// <summary>The tensor's row length.</summary>
+    public int Columns(string name) => model.Weight(name).Columns;
+
+    /// <summary>The tensor's number of rows (of the selection, for an encoder made by <see cref="ForRows"/>).</summary>
+    public int Rows(string name) => selection?.Name == name ? selection.Value.Rows.Length : model.Weight(name).Rows;
+
+    /// <summary>The tensor's values, [rows, columns] row-major f32 (decoded once per tensor and shared: the levels of
+    /// one tensor are encoded one after another).</summary>
+    public ReadOnlySpan<float> Values(string name) => ReferenceOf(name).Values;
+
+    /// <summary>The statistics of the tensor's input (for the tied embedding: the classifier's), or null.</summary>
+    public ActivationStatistics? Input(string name)
+    {
+        if (stats is null)
+            return null;
+        ActivationStatistics? entry = null;
+        if (LinearInputs.TryGet(name, out int layer, out var kind))
+            stats.TryGetValue((layer, kind), out entry);
+        else if (name == TensorNames.TokenEmbedding && !model.Contains(TensorNames.Output))
+            stats.TryGetValue((-1, LinearInput.Output), out entry);
+        return entry;
+    }
+
+    /// <summary>The prepared GPTQ Hessian of the tensor's input (damped, activation-ordered as the options say), or
+    /// null when there is no Gram matrix for it (no statistics, or the tied embedding).</summary>
+    public GptqHessian? Hessian(string name)
+    {
+        if (!LinearInputs.TryGet(name, out _, out _) || Input(name) is not { Gram: not null } entry)
+            return null;
+        if (!hessians.TryGetValue(entry, out var prepared))
+        {
+            prepared = GptqHessian.Prepare(current?.Input == entry ? current.Hessian : entry.Hessian(), entry.Width, options.Damping, options.ActivationOrder, Threads);
+            hessians[entry] = prepared;
+        }
+        return prepared;
+    }
+
+    private int Threads => Math.Max(1, options.Threads);
+
+    /// <summary>Relative output error of <paramref name="encoded"/> against the tensor's values under its input
+    /// statistics (<see cref="Compressor.RelativeError"/>: H when the input has a Gram matrix, else its diagonal); NaN
+    /// without statistics. The values, H and the signal tr(W H Wᵀ) are computed once per tensor.</summary>
+    public double RelativeError(string name, LinearWeight encoded)
+    {
+        ArgumentNullException.ThrowIfNull(encoded);
+        var reference = ReferenceOf(name);
+        return reference.Input is null ? double.NaN : reference.Relative(encoded.Decode());
+    }
+
+    // The tensor being encoded: its values and what its output error is measured with. One entry: the encodings of a
+    // tensor are made together, and keeping every tensor's values would hold the whole model in f32.
+    private Reference? current;
+
+    private sealed class Reference(string name, float[] values, int rows, int columns, ActivationStatistics? input, int threads)
+    {
+        public string Name => name;
+        public float[] Values => values;
+        public int Rows => rows;
+        public int Columns => columns;
+        public ActivationStatistics? Input => input;
+        public double[] Hessian { get; } = input?.Gram is not null ? input.Hessian() : [];
+        public float[] Importance { get; } = input?.Importance() ?? [];
+        public string Metric => Hessian.Length > 0 ? "H" : Importance.Length > 0 ? "diag" : "none";
+
+        // Σ_r w_rᵀ H w_r, the same for every encoding of the tensor.
+        private double Signal => signal ??= Compressor.Energy(values, null, rows, columns, Hessian, Importance, threads);
+        private double? signal;
+
+        /// <summary>Σ_r e_rᵀ H e_r / Σ_r w_rᵀ H w_r (H as <see cref="Metric"/> says); 0 for an all-zero tensor.</summary>
+        public double Relative(float[] decoded) => Signal > 0 ? Compressor.Energy(values, decoded, rows, columns, Hessian, Importance, threads) / Signal : 0;
+    }
+
+    private Reference ReferenceOf(string name)
+    {
+        if (current?.Name == name)
+            return current;
+        current = null; // the previous tensor's buffers are garbage before this one's are allocated
+        var weight = model.Weight(name);
+        var values = weight.Decode();
+        int rows = weight.Rows, columns = weight.Columns;
+        if (selection?.Name == name)
+        {
+            var selected = selection.Value.Rows;
+            var subset = new float[(long)selected.Length * columns];
+            for (int i = 0; i < selected.Length; i++)
+                values.AsSpan(selected[i] * columns, columns).CopyTo(subset.AsSpan(i * columns));
+            (values, rows) = (subset, selected.Length);
+        }
+        var input = Input(name);
+        if (input is not null && input.Width != columns)
+            throw new InvalidOperationException($"tensor '{name}' has {columns} columns but its input statistics {input.Width}");
+        return current = new Reference(name, values, rows, columns, input, Threads);
+    }
+
+    /// <summary>Encodes tensor <paramref name="name"/> in GGUF type <paramref name="type"/> (copied when it is the
+    /// tensor's own type): round-to-nearest, imatrix rounding when the method is calibrated, then GPTQ on the type's grid
+    /// for <see cref="CompressionMethod.Gptq"/> when the input has a Gram matrix, keeping GPTQ's encoding unless the
+    /// rounding has the lower output error. The report's error before is round-to-nearest's.</summary>
+    /// <exception cref="ArgumentException">The tensor's rows do not fit <paramref name="type"/>'s blocks, or a calibrated
+    /// method without statistics.</exception>
+    /// <exception cref="InvalidOperationException">The encoding decodes to a value that is not finite.</exception>
     public EncodedTensorData Encode(string name, GgmlType type)
     {
         var tensor = model[name];
         if (tensor.Columns % GgmlTypes.BlockSize(type) != 0)
             throw new ArgumentException($"tensor '{name}' has rows of {tensor.Columns} values, not a multiple of {type}'s block of {GgmlTypes.BlockSize(type)}", nameof(type));
-        var target = new TensorPlan(name, tensor.Shape, tensor.Type, type, Quantized: true, "requested");
-        return run.Encode(target, tensor, stats, hessians).Encoded;
+        if (stats is null && options.Method != CompressionMethod.Rtn)
+            throw new ArgumentException($"{options.Method} needs calibration statistics", nameof(type));
+        return Encode(new TensorPlan(name, tensor.Shape, tensor.Type, type, Quantized: true, "requested"));
+    }
+
+    // Compressor's step: the tensor as the plan says (a copy when not quantized or already in its type).
+    internal EncodedTensorData Encode(TensorPlan target)
+    {
+        long start = Stopwatch.GetTimestamp();
+        var tensor = model[target.Name];
+        int columns = checked((int)tensor.Columns), rows = checked((int)tensor.Rows);
+        var type = target.Type;
+        if (!target.Quantized || type == tensor.Type)
+        {
+            var raw = new byte[tensor.ByteLength];
+            for (long r = 0; r < tensor.Rows; r++)
+                tensor.Row(r).CopyTo(raw.AsSpan((int)(r * tensor.RowBytes)));
+            CheckFinite(target.Name, Decode(tensor.Type, raw, rows, columns));
+            return Finish(target, tensor.Type, raw, "copy", "none", 0, 0, start);
+        }
+        var reference = ReferenceOf(target.Name);
+        var values = reference.Values;
+        long bytes = target.ByteLength;
+        var rtn = new byte[bytes];
+        Quantize.Rows(type, values, columns, [], rtn, Threads);
+        var rtnValues = Decode(type, rtn, rows, columns);
+        double before = reference.Relative(rtnValues);
+        var rounded = new Choice<byte[]>(rtn, rtnValues, "rtn", before);
+        if (options.Method != CompressionMethod.Rtn && reference.Importance.Length > 0)
+        {
+            var weighted = new byte[bytes];
+            Quantize.Rows(type, values, columns, reference.Importance, weighted, Threads);
+            var weightedValues = Decode(type, weighted, rows, columns);
+            rounded = new Choice<byte[]>(weighted, weightedValues, "imatrix", reference.Relative(weightedValues));
+        }
+        var chosen = KeepLower(reference, rounded, Compressor.HasGptqGrid(type) ? null : $"no GPTQ grid for {type}", (hessian, gptq) =>
+        {
+            var result = Gptq.Quantize(values, rows, hessian, BlockGrid.For(type), gptq);
+            return (result.Data, result.Dequantized);
+        });
+        // Rounding's values are its bytes decoded; GPTQ's are checked against what its bytes decode to.
+        CheckFinite(target.Name, chosen.Encoding == "gptq" ? Decode(type, chosen.Value, rows, columns) : chosen.Decoded);
+        return Finish(target, type, chosen.Value, chosen.Encoding, reference.Metric, before, chosen.Error, start);
+    }
+
+    // An encoding of the tensor, its values and its relative output error.
+    private sealed record Choice<T>(T Value, float[] Decoded, string Encoding, double Error);
+
+    // The choice every encoding makes: for GPTQ on a linear layer whose input has a Gram matrix, GPTQ on the rounding's
+    // grid (noGrid: why there is none), kept unless the rounding has the lower output error (GPTQ minimises it greedily;
+    // on the rare tensor where rounding does better, the rounding is kept). Otherwise the rounding, saying why.
+    private Choice<T> KeepLower<T>(Reference reference, Choice<T> rounded, string? noGrid, Func<GptqHessian, GptqOptions, (T Value, float[] Decoded)> gptq)
+    {
+        if (options.Method is not (CompressionMethod.Gptq or CompressionMethod.AwqGptq) || !LinearInputs.TryGet(reference.Name, out _, out _))
+            return rounded; // not a linear layer (a tied embedding): what H says nothing about, rounding at most
+        if (reference.Input?.Gram is null)
+            return rounded with { Encoding = $"{rounded.Encoding} (no XᵀX for this tensor)" };
+        if (noGrid is not null)
+            return rounded with { Encoding = $"{rounded.Encoding} ({noGrid})" };
+        var (value, decoded) = gptq(Hessian(reference.Name)!, new GptqOptions
+        {
+            DampingFraction = options.Damping,
+            ActivationOrder = options.ActivationOrder,
+            RefinePasses = options.RefinePasses,
+            Importance = reference.Importance,
+            Threads = Threads,
+            Cancellation = cancellationToken,
+        });
+        double error = reference.Relative(decoded);
+        return error <= rounded.Error ? new Choice<T>(value, decoded, "gptq", error) : rounded with { Encoding = $"{rounded.Encoding} (lower error than gptq)" };
+    }
+
+    /// <summary>Encodes tensor <paramref name="name"/> in the uniform scheme: GPTQ on <see cref="UniformSchemeGrid"/> when its
+    /// input has a Gram matrix (keeping importance-weighted rounding if that happens to have the lower output error),
+    /// else importance-weighted or plain rounding.</summary>
+    /// <exception cref="ArgumentException">The group does not divide the row, or a value is not finite.</exception>
+    public NativeEncoded EncodeUniform(string name, UniformScheme scheme)
+    {
+        ArgumentNullException.ThrowIfNull(scheme);
+        scheme.CheckColumns(Columns(name));
+        return Encode(name,
+            (values, rows, columns, importance) => UniformWeight.Encode(name, values, rows, columns, scheme, importance),
+            (values, rows, hessian, gptq) =>
+            {
+                var grid = new UniformSchemeGrid(scheme);
+                return grid.ToWeight(name, Gptq.Quantize(values, rows, hessian, grid, gptq).Data, rows, hessian.Columns);
+            });
+    }
+
+    /// <summary>Encodes tensor <paramref name="name"/> with one non-uniform codebook of 2^<paramref name="bits"/> f16
+    /// values per group of <paramref name="group"/> (0: per row): GPTQ with the codebooks as the grid when its input has
+    /// a Gram matrix (keeping importance-weighted k-means if that has the lower output error), else importance-weighted
+    /// k-means (<see cref="CodebookQuantizer"/>).</summary>
+    public NativeEncoded EncodeCodebook(string name, int bits, int group)
+        => Encode(name,
+            (values, rows, columns, importance) => CodebookQuantizer.Quantize(name, values, rows, columns, importance, bits, group),
+            (values, rows, hessian, gptq) => CodebookQuantizer.QuantizeGptq(name, values, rows, hessian, bits, group, gptq));
+
+    // A native representation's rounding (importance-weighted when there are statistics), then GPTQ on its grid (KeepLower).
+    private NativeEncoded Encode(string name, Func<float[], int, int, float[], LinearWeight> round, Func<float[], int, GptqHessian, GptqOptions, LinearWeight> gptq)
+    {
+        var reference = ReferenceOf(name);
+        var rounded = round(reference.Values, reference.Rows, reference.Columns, reference.Importance);
+        var roundedValues = rounded.Decode();
+        var chosen = KeepLower(reference, new Choice<LinearWeight>(rounded, roundedValues, reference.Importance.Length > 0 ? "imatrix" : "rtn", ErrorOf(reference, roundedValues)),
+            noGrid: null, (hessian, settings) =>
+            {
+                var weight = gptq(reference.Values, reference.Rows, hessian, settings);
+                return (weight, weight.Decode());
+            });
+        return new NativeEncoded(chosen.Value, chosen.Encoding, chosen.Error);
+    }
+
+    private static double ErrorOf(Reference reference, float[] decoded) => reference.Input is null ? double.NaN : reference.Relative(decoded);
+
+    /// <summary>Encodes tensor <paramref name="name"/> by vector quantization (<see cref="VectorQuantizer"/>): the codebook by
+    /// importance-weighted k-means, the assignment by GPTQ's second-order rule with the input's Hessian in natural column
+    /// order (vectors are consecutive columns) when there is a Gram matrix and the method allows, else the nearest centroid
+    /// under the importance. With <paramref name="residual"/> (VPTQ's residual stage), a second codebook then codes what
+    /// the first left, W − Q₁, the same way, and the weight is the sum Q₁ + Q₂. The threads come from the options.</summary>
+    public NativeEncoded EncodeVector(string name, VectorQuantizerOptions settings, VectorQuantizerOptions? residual = null)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        var reference = ReferenceOf(name);
+        int columns = Columns(name), rows = reference.Values.Length / columns, threads = Threads;
+        GptqHessian? hessian = null;
+        if (options.Method != CompressionMethod.Rtn && LinearInputs.TryGet(name, out _, out _) && Input(name) is { Gram: not null } entry)
+        {
+            if (!naturalOrderHessians.TryGetValue(entry, out hessian))
+            {
+                hessian = GptqHessian.Prepare(entry.Hessian(), entry.Width, options.Damping, activationOrder: false, threads);
+                naturalOrderHessians[entry] = hessian;
+            }
+        }
+        LinearWeight weight = VectorQuantizer.Quantize(name, reference.Values, rows, columns, reference.Importance, hessian, settings with { Threads = threads });
+        if (residual is not null)
+        {
+            var rest = weight.Decode();
+            for (int i = 0; i < rest.Length; i++)
+                rest[i] = reference.Values[i] - rest[i];
+            var second = VectorQuantizer.Quantize(name, rest, rows, columns, reference.Importance, hessian, residual with { Threads = threads });
+            weight = new SumWeight(name, [weight, second]);
+        }
+        return new NativeEncoded(weight, hessian is not null ? "gptq" : reference.Importance.Length > 0 ? "imatrix" : "rtn", RelativeError(name, weight));
+    }
+
+    /// <summary>Prunes tensor <paramref name="name"/> to <paramref name="pattern"/> (SparseGPT when its input has a Gram
+    /// matrix, else Wanda with the input norms, else magnitude) and stores it in the matching sparse representation, the
+    /// kept values in f16 (<paramref name="valueBits"/> 0) or in uniform codes of that many bits in groups of at most 64.</summary>
+    /// <exception cref="ArgumentException">The pattern does not fit the tensor.</exception>
+    public NativeEncoded EncodePruned(string name, SparsityPattern pattern, int valueBits)
+    {
+        ArgumentNullException.ThrowIfNull(pattern);
+        var values = Values(name);
+        int rows = Rows(name), columns = Columns(name);
+        var input = Input(name);
+        bool linear = LinearInputs.TryGet(name, out _, out _);
+        var method = input is null ? PruningMethod.Magnitude
+            : input.Gram is not null && linear && options.Method != CompressionMethod.Rtn ? PruningMethod.SparseGpt
+            : PruningMethod.Wanda;
+        var result = Pruner.Prune(values, rows, columns, pattern, method, input,
+            new PruningOptions { DampingFraction = options.Damping, Threads = Threads });
+        ValueEncoder encode = valueBits == 0
+            ? PrunedWeights.F16
+            : (n, v, r, c) => UniformWeight.Encode(n, v, r, c, new UniformScheme(valueBits, Groups.For(c, 64, atMost: true) is > 0 and var g ? g : c, false));
+        var weight = PrunedWeights.For(name, result, pattern, encode);
+        return new NativeEncoded(weight, method.ToString().ToLowerInvariant(), RelativeError(name, weight));
+    }
+
+    /// <summary>Tensor <paramref name="name"/> rounded to f16, as a plain weight in a buffer the weight keeps alive.</summary>
+    public NativeEncoded EncodeFloat16(string name)
+    {
+        var weight = BlockWeight.Float16(name, Values(name), Rows(name), Columns(name));
+        return new NativeEncoded(weight, "f16", RelativeError(name, weight));
+    }
+
+    private static EncodedTensorData Finish(TensorPlan target, GgmlType type, byte[] data, string encoding, string metric, double before, double after, long start)
+        => new(data, new TensorReport(target.Name, target.SourceType.ToString(), type.ToString(), target.Shape, data.LongLength,
+            8.0 * data.LongLength / target.Shape.Aggregate(1L, (a, b) => a * b), encoding, metric, before, after, SwapKld: null, target.Reason,
+            Stopwatch.GetElapsedTime(start).TotalSeconds));
+
+    private static float[] Decode(GgmlType type, byte[] data, int rows, int columns)
+    {
+        int rowBytes = checked((int)GgmlTypes.RowBytes(type, columns));
+        var values = new float[(long)rows * columns];
+        for (int r = 0; r < rows; r++)
+            Dequantize.Row(type, data.AsSpan(r * rowBytes, rowBytes), values.AsSpan(r * columns, columns));
+        return values;
+    }
+
+    private static void CheckFinite(string name, float[] values)
+    {
+        for (long i = 0; i < values.LongLength; i++)
+        {
+            if (!float.IsFinite(values[i]))
+                throw new InvalidOperationException($"tensor '{name}' would be written with {values[i]} at element {i}");
+        }
     }
 }

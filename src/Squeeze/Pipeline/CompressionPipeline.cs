@@ -100,10 +100,9 @@ public static class CompressionPipeline
         if (!target.Native)
             Allocator.CheckBudget(model, budget);
         var representations = target.Representations is { Count: > 0 } given ? given : NativeRepresentation.Defaults;
-        var options = new AllocationOptions { Compression = EncodingOptions(job) };
+        var options = new AllocationOptions { Compression = EncodingOptions(job), Swaps = target.Swaps };
         var stages = new Stages(progress,
         [
-            .. job.Method != CompressionMethod.Rtn && job.Statistics is null ? ["calibrating"] : Array.Empty<string>(),
             .. target.Native && representations.Any(r => r is RowSplitRepresentation) ? ["token usage"] : Array.Empty<string>(),
             "encoding", "measuring", "searching",
             .. job.Tuning is not null && job.Output is not null ? ["tuning"] : Array.Empty<string>(),
@@ -162,9 +161,14 @@ public static class CompressionPipeline
         string search = target.Search == SearchMethod.Evolution ? "evo" : "knapsack";
         string budgetText = target.BitsPerWeight is { } bpw ? $"{bpw:0.###} bpw" : $"{budget:N0} bytes";
         var seconds = new StageSeconds(context.CalibrationSeconds, context.EncodingSeconds, context.SwapSeconds, searchSeconds, tuningSeconds, clock.Elapsed.TotalSeconds);
+        string note = string.Join("; ", new[]
+        {
+            context.SwapsPredicted ? $"single-swap KLD predicted from each tensor's output error, scaled by {context.MeasuredSwaps} measured swaps" : "",
+            allocation.Note,
+        }.Where(n => n.Length > 0));
         return new CompressionReport(model.Source, job.Output, target.Native ? "native" : "gguf", budgetText, job.Method, Sequential: false, fileBytes,
             set.Parameters, set.BitsPerWeight(fileBytes), budget, search, allocation.PredictedError, allocation.Evolution?.StartFitness, allocation.Evolution?.Fitness,
-            allocation.Evolution?.Generations, context.Statistics?.TokenCount ?? 0, context.Statistics is null ? 0 : 1, seconds, [], tuningSummary, allocation.Note, set.Report(allocation.Selection));
+            allocation.Evolution?.Generations, context.CalibrationTokens, context.CalibrationTokens > 0 ? 1 : 0, seconds, [], tuningSummary, note, set.Report(allocation.Selection));
     }
 
     private static CompressionReport RunPrune(Model model, CompressionJob job, PruneTarget target, IProgress<StageProgress>? progress, CancellationToken cancellationToken)

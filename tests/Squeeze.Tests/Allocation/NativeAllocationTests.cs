@@ -115,7 +115,7 @@ public sealed class NativeAllocationTests(NativeAllocationFixture fixture) : ICl
     [Fact]
     public void The_zero_level_drops_a_matrix_and_stores_nothing()
     {
-        var encoder = new NativeTensorEncoder(fixture.Model, null, new CompressionOptions { Threads = 1 });
+        var encoder = new TensorEncoder(fixture.Model, null, new CompressionOptions { Threads = 1 });
         var dropped = new DroppedRepresentation().Encode(encoder, TensorNames.AttentionOutput(0));
         var zero = Assert.IsType<ZeroWeight>(dropped.Weight);
         Assert.Equal((fixture.Model.Config.Dim, fixture.Model.Config.QDim, 0L), (zero.Rows, zero.Columns, zero.StoredBytes));

@@ -31,7 +31,7 @@ public sealed class LosslessRepresentationsTests
     {
         using var model = ModelLoader.Load(SharedData.Stories260K);
         var stats = Calibrator.Run(model, CalibratorTests.CalibrationText(20_000), new CalibrationOptions { ContextLength = 64, MaxTokens = 1024, CollectGram = true, Threads = 2 });
-        var encoder = new NativeTensorEncoder(model, stats, new CompressionOptions { Threads = 2, RefinePasses = 0 });
+        var encoder = new TensorEncoder(model, stats, new CompressionOptions { Threads = 2, RefinePasses = 0 });
         var uniform = NativeRepresentation.Parse("uniform:3:32");
         var rotated = NativeRepresentation.Parse("rot+uniform:3:32");
         var entropy = NativeRepresentation.Parse("entropy+rot+uniform:3:32");

@@ -40,7 +40,7 @@ public sealed class LowRankRepresentationTests
     {
         using var model = ModelLoader.Load(SharedData.Stories260K);
         var stats = Calibrator.Run(model, CalibratorTests.CalibrationText(20_000), new CalibrationOptions { ContextLength = 64, MaxTokens = 1024, CollectGram = true, Threads = 2 });
-        var encoder = new NativeTensorEncoder(model, stats, new CompressionOptions { Threads = 2 });
+        var encoder = new TensorEncoder(model, stats, new CompressionOptions { Threads = 2 });
         var pruned = NativeRepresentation.Parse("nm:2:4:4");
         var slim = NativeRepresentation.Parse("slim:2:4:4:8:4");
         var t = model.Tensors.First(t => t.Name == TensorNames.Up(0));
@@ -58,11 +58,11 @@ public sealed class LowRankRepresentationTests
     {
         using var model = ModelLoader.Load(SharedData.Stories260K);
         var stats = Calibrator.Run(model, CalibratorTests.CalibrationText(20_000), new CalibrationOptions { ContextLength = 64, MaxTokens = 1024, CollectGram = true, Threads = 2 });
-        var encoder = new NativeTensorEncoder(model, stats, new CompressionOptions { Threads = 2 });
+        var encoder = new TensorEncoder(model, stats, new CompressionOptions { Threads = 2 });
         var baseline = (UniformRepresentation)NativeRepresentation.Parse("uniform:2:32");
         var eora = NativeRepresentation.Parse("eora:2:32:8:4");
         var svd = NativeRepresentation.Parse("svd:16");
-        var plainSvd = new NativeTensorEncoder(model, null, new CompressionOptions { Threads = 2 });
+        var plainSvd = new TensorEncoder(model, null, new CompressionOptions { Threads = 2 });
         int checkedTensors = 0;
         foreach (var t in model.Tensors.Where(t => t.Shape.Length == 2 && t.Name.StartsWith("blk.", StringComparison.Ordinal)))
         {

@@ -37,7 +37,7 @@ public sealed class RowSplitRepresentationTests
         string text = CalibratorTests.CalibrationText(20_000);
         var stats = Calibrator.Run(model, text, new CalibrationOptions { ContextLength = 64, MaxTokens = 1024, Threads = 2 });
         double[] usage = TokenUsage.Measure(model, text, 1024, 64, threads: 2);
-        var encoder = new NativeTensorEncoder(model, stats, new CompressionOptions { Threads = 2 }, usage);
+        var encoder = new TensorEncoder(model, stats, new CompressionOptions { Threads = 2 }, usage);
         var tiers = NativeRepresentation.Parse("split:64:uniform:8:~64/split:128:uniform:4:~64/uniform:2:~64");
         Assert.False(NativeRepresentation.Parse("split:64:uniform:8:~64/split:448:uniform:4:~64/uniform:2:~64").Fits(encoder, TensorNames.TokenEmbedding));
 
@@ -83,12 +83,12 @@ public sealed class RowSplitRepresentationTests
         string text = CalibratorTests.CalibrationText(20_000);
         var stats = Calibrator.Run(model, text, new CalibrationOptions { ContextLength = 64, MaxTokens = 1024, CollectGram = true, Threads = 2 });
         double[] usage = TokenUsage.Measure(model, text, 1024, 64, threads: 2);
-        var encoder = new NativeTensorEncoder(model, stats, new CompressionOptions { Threads = 2 }, usage);
+        var encoder = new TensorEncoder(model, stats, new CompressionOptions { Threads = 2 }, usage);
         var split = (RowSplitRepresentation)NativeRepresentation.Parse("split:64:uniform:8:~64/uniform:2:~64");
 
         Assert.True(split.Fits(encoder, TensorNames.TokenEmbedding));
         Assert.False(split.Fits(encoder, "blk.0.ffn_up.weight"));
-        Assert.False(split.Fits(new NativeTensorEncoder(model, stats, new CompressionOptions { Threads = 2 }), TensorNames.TokenEmbedding));
+        Assert.False(split.Fits(new TensorEncoder(model, stats, new CompressionOptions { Threads = 2 }), TensorNames.TokenEmbedding));
 
         var encoded = split.Encode(encoder, TensorNames.TokenEmbedding);
         var weight = Assert.IsType<RowSplitWeight>(encoded.Weight);

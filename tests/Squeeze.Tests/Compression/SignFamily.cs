@@ -107,7 +107,7 @@ public sealed record SignRepresentation(bool Rms) : NativeRepresentation
 
     public override bool Fits(int rows, int columns) => true;
 
-    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         var weight = SignWeight.Encode(name, encoder.Values(name), encoder.Rows(name), encoder.Columns(name), Rms);

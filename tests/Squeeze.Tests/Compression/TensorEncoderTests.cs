@@ -43,7 +43,7 @@ public sealed class TensorEncoderTests
     }
 
     [Fact]
-    public void Rows_no_block_fits_and_awq_are_refused()
+    public void Rows_no_block_fits_awq_and_gptq_without_statistics_are_refused()
     {
         using var model = Llama2cReader.Load(SharedData.Stories260K);
         var encoder = new TensorEncoder(model, null, new CompressionOptions { Method = CompressionMethod.Rtn, Threads = 1 });
@@ -51,6 +51,7 @@ public sealed class TensorEncoderTests
         var error = Assert.Throws<ArgumentException>(() => encoder.Encode("blk.0.ffn_down.weight", Squeeze.Tensors.GgmlType.Q4_0));
         Assert.Contains("not a multiple", error.Message, StringComparison.Ordinal);
         Assert.Throws<ArgumentException>(() => new TensorEncoder(model, null, new CompressionOptions { Method = CompressionMethod.AwqGptq }));
-        Assert.Throws<ArgumentException>(() => new TensorEncoder(model, null, new CompressionOptions { Method = CompressionMethod.Gptq }));
+        var uncalibrated = new TensorEncoder(model, null, new CompressionOptions { Method = CompressionMethod.Gptq });
+        Assert.Contains("needs calibration statistics", Assert.Throws<ArgumentException>(() => uncalibrated.Encode("blk.0.attn_q.weight", GgmlType.Q8_0)).Message, StringComparison.Ordinal);
     }
 }

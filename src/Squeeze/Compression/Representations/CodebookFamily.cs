@@ -19,7 +19,7 @@ public sealed record CodebookRepresentation(int Bits, int Group, bool AtMost) : 
     public int GroupFor(int columns) => Group == 0 ? columns : Groups.For(columns, Group, AtMost);
 
     /// <inheritdoc/>
-    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         return encoder.EncodeCodebook(name, Bits, GroupFor(encoder.Columns(name)));

@@ -14,7 +14,7 @@ public sealed record DFloat11Representation : NativeRepresentation
     public override bool Fits(int rows, int columns) => true;
 
     /// <inheritdoc/>
-    public override unsafe NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    public override unsafe NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         var values = encoder.Values(name);

@@ -19,7 +19,7 @@ public sealed record EntropyRepresentation(NativeRepresentation Inner) : NativeR
     public override bool Fits(int rows, int columns) => Inner.Fits(rows, columns);
 
     /// <inheritdoc/>
-    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         var encoded = Inner.Encode(encoder, name);

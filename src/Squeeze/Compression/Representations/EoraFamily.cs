@@ -17,7 +17,7 @@ public sealed record CompensatedRepresentation(UniformRepresentation Base, int R
     public override bool Fits(int rows, int columns) => Base.Fits(rows, columns) && Rank <= Math.Min(rows, columns);
 
     /// <inheritdoc/>
-    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         return Compensate(encoder, name, Base.Encode(encoder, name), Rank, FactorBits);
@@ -25,7 +25,7 @@ public sealed record CompensatedRepresentation(UniformRepresentation Base, int R
 
     /// <summary><paramref name="baseline"/> plus a rank-<paramref name="rank"/> EoRA correction of its error, fitted in the
     /// eigenspace of the input's XᵀX (the identity without statistics), stored as a sum.</summary>
-    internal static NativeEncoded Compensate(NativeTensorEncoder encoder, string name, NativeEncoded baseline, int rank, int factorBits)
+    internal static NativeEncoded Compensate(TensorEncoder encoder, string name, NativeEncoded baseline, int rank, int factorBits)
     {
         var values = encoder.Values(name);
         var eigen = LowRankWhitenings.For(encoder.Input(name), name, eigen: true) ?? Whitening.Eigen(Identity(encoder.Columns(name)), encoder.Columns(name), 0);

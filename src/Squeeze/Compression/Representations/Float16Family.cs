@@ -12,7 +12,7 @@ public sealed record Float16Representation : NativeRepresentation
     public override bool Fits(int rows, int columns) => true;
 
     /// <inheritdoc/>
-    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         return encoder.EncodeFloat16(name);

@@ -33,7 +33,7 @@ public sealed record PrunedRepresentation(SparsityPattern Pattern, int ValueBits
     }
 
     /// <inheritdoc/>
-    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         return encoder.EncodePruned(name, Pattern, ValueBits);

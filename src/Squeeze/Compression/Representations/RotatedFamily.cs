@@ -27,7 +27,7 @@ public sealed record RotatedRepresentation(UniformRepresentation Inner) : Native
     public override bool Fits(int rows, int columns) => Inner.Fits(rows, columns);
 
     /// <inheritdoc/>
-    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         var values = encoder.Values(name);

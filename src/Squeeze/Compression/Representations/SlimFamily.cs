@@ -16,7 +16,7 @@ public sealed record SparseCompensatedRepresentation(PrunedRepresentation Pruned
     public override bool Fits(int rows, int columns) => Pruned.Fits(rows, columns) && Rank <= Math.Min(rows, columns);
 
     /// <inheritdoc/>
-    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         return CompensatedRepresentation.Compensate(encoder, name, Pruned.Encode(encoder, name), Rank, FactorBits);

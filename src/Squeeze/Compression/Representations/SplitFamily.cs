@@ -13,7 +13,7 @@ namespace Squeeze.Compression.Representations;
 /// <paramref name="Cold"/>, which may itself be a split of those rows (tiers). Spec <c>split:HOTROWS:HOTSPEC/COLDSPEC</c>,
 /// e.g. <c>split:4096:uniform:6:~64/uniform:3:~64</c> or, in three tiers,
 /// <c>split:2048:uniform:5:~64/split:4096:uniform:3:~64/vq:8:10</c>. It needs the token usage
-/// (<see cref="NativeTensorEncoder.TokenUsage"/>); without it it fits no tensor.
+/// (<see cref="TensorEncoder.TokenUsage"/>); without it it fits no tensor.
 /// </summary>
 public sealed record RowSplitRepresentation(int HotRows, NativeRepresentation Hot, NativeRepresentation Cold) : NativeRepresentation
 {
@@ -27,7 +27,7 @@ public sealed record RowSplitRepresentation(int HotRows, NativeRepresentation Ho
     public override bool Fits(int rows, int columns) => rows > HotRows && Hot.Fits(HotRows, columns) && Cold.Fits(rows - HotRows, columns);
 
     /// <inheritdoc/>
-    public override bool Fits(NativeTensorEncoder encoder, string name)
+    public override bool Fits(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         if (encoder.TokenUsage is not { } usage || name is not (TensorNames.TokenEmbedding or TensorNames.Output)
@@ -38,7 +38,7 @@ public sealed record RowSplitRepresentation(int HotRows, NativeRepresentation Ho
     }
 
     /// <inheritdoc/>
-    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         if (!Fits(encoder, name))

@@ -17,7 +17,7 @@ public sealed record LowRankRepresentation(int Rank, int FactorBits = 16) : Nati
     public override bool Fits(int rows, int columns) => Rank <= Math.Min(rows, columns);
 
     /// <inheritdoc/>
-    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         var values = encoder.Values(name);

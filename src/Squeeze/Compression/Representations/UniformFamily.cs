@@ -18,7 +18,7 @@ public sealed record UniformRepresentation(int Bits, int Group, bool Symmetric, 
     public int GroupFor(int columns) => Groups.For(columns, Group, AtMost);
 
     /// <inheritdoc/>
-    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         return encoder.EncodeUniform(name, new UniformScheme(Bits, GroupFor(encoder.Columns(name)), Symmetric));

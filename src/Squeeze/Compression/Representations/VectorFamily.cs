@@ -21,7 +21,7 @@ public sealed record VectorRepresentation(int Dimension, int IndexBits, int Resi
         => columns % Dimension == 0 && (long)rows * (columns / Dimension) >= 16L << Math.Max(IndexBits, ResidualBits);
 
     /// <inheritdoc/>
-    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         var first = new Quantization.VectorQuantizerOptions { Dimension = Dimension, IndexBits = IndexBits, RowScales = RowScales };

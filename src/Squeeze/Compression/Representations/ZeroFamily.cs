@@ -14,7 +14,7 @@ public sealed record DroppedRepresentation : NativeRepresentation
     public override bool Fits(int rows, int columns) => true;
 
     /// <inheritdoc/>
-    public override NativeEncoded Encode(NativeTensorEncoder encoder, string name)
+    public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         var weight = new Weights.ZeroWeight(name, encoder.Rows(name), encoder.Columns(name));

@@ -10,7 +10,7 @@ using Squeeze.Weights;
 
 namespace Squeeze.Tests.Compression;
 
-public sealed class NativeTensorEncoderTests
+public sealed class TensorEncoderNativeTests
 {
     [Theory]
     [InlineData(2, 32, false)]
@@ -21,8 +21,8 @@ public sealed class NativeTensorEncoderTests
         using var model = ModelLoader.Load(SharedData.Stories260K);
         var stats = Calibrator.Run(model, CalibratorTests.CalibrationText(20_000), new CalibrationOptions { ContextLength = 64, MaxTokens = 1024, CollectGram = true, Threads = 2 });
         var scheme = new UniformScheme(bits, group, symmetric);
-        var gptq = new NativeTensorEncoder(model, stats, new CompressionOptions { Threads = 2 });
-        var rtn = new NativeTensorEncoder(model, stats, new CompressionOptions { Method = CompressionMethod.Rtn, Threads = 2 });
+        var gptq = new TensorEncoder(model, stats, new CompressionOptions { Threads = 2 });
+        var rtn = new TensorEncoder(model, stats, new CompressionOptions { Method = CompressionMethod.Rtn, Threads = 2 });
         int better = 0, count = 0;
         foreach (var t in model.Tensors.Where(t => t.Shape.Length == 2 && t.Name != TensorNames.TokenEmbedding && t.Columns % group == 0))
         {
@@ -45,8 +45,8 @@ public sealed class NativeTensorEncoderTests
     {
         using var model = ModelLoader.Load(SharedData.Stories260K);
         var stats = Calibrator.Run(model, CalibratorTests.CalibrationText(20_000), new CalibrationOptions { ContextLength = 64, MaxTokens = 1024, CollectGram = true, Threads = 2 });
-        var gptq = new NativeTensorEncoder(model, stats, new CompressionOptions { Threads = 2 });
-        var rtn = new NativeTensorEncoder(model, stats, new CompressionOptions { Method = CompressionMethod.Rtn, Threads = 2 });
+        var gptq = new TensorEncoder(model, stats, new CompressionOptions { Threads = 2 });
+        var rtn = new TensorEncoder(model, stats, new CompressionOptions { Method = CompressionMethod.Rtn, Threads = 2 });
         var single = NativeRepresentation.Parse("vq:4:6:scaled");
         var residual = NativeRepresentation.Parse("rvq:4:6:4:scaled");
         foreach (string name in (string[])["blk.0.attn_q.weight", "blk.2.ffn_down.weight", TensorNames.TokenEmbedding])
