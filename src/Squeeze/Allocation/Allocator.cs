@@ -181,13 +181,15 @@ public static class Allocator
             CollectGram = compression.Method == CompressionMethod.Gptq,
             Threads = threads,
         }, cancellationToken);
+        // Calibrating, each block just before its candidates are encoded, is one stage with the encoding.
+        string stage = calibration is null ? "encoding" : CalibratingAndEncoding;
         var blocks = calibration is not null
-            ? Timed(calibration.Blocks(progress is null ? null : new SynchronousProgress<CalibrationProgress>(p => progress.Report(new AllocationProgress("encoding", done, total, $"calibrating {p.Note}")))), calibrationClock)
+            ? Timed(calibration.Blocks(progress is null ? null : new SynchronousProgress<CalibrationProgress>(p => progress.Report(new AllocationProgress(stage, done, total, $"calibrating {p.Note}")))), calibrationClock)
             : given is not null ? BlockStatistics.Of(given, model.Config.LayerCount) : null;
         var set = build(blocks, progress is null ? null : new SynchronousProgress<CandidateProgress>(p =>
         {
             (done, total) = (p.Done, p.Total);
-            progress.Report(new AllocationProgress(p.Stage, p.Done, p.Total, p.Note));
+            progress.Report(new AllocationProgress(stage, p.Done, p.Total, p.Note));
         }));
         try
         {
@@ -238,6 +240,9 @@ public static class Allocator
             yield return e.Current;
         }
     }
+
+    /// <summary>The stage <see cref="Prepare"/> reports while it calibrates each block and encodes its candidates.</summary>
+    public const string CalibratingAndEncoding = "calibrating and encoding layer by layer";
 
     /// <summary>Tokens per calibration chunk: the options' own, else 256 (or the model's context when shorter).</summary>
     private static int ContextLength(Model model, CompressionOptions compression)

@@ -104,7 +104,7 @@ public static class CompressionPipeline
         var stages = new Stages(progress,
         [
             .. target.Native && representations.Any(r => r is RowSplitRepresentation) ? ["token usage"] : Array.Empty<string>(),
-            "encoding", "measuring", "searching",
+            job.Method != CompressionMethod.Rtn && job.Statistics is null ? Allocator.CalibratingAndEncoding : "encoding", "measuring", "searching",
             .. job.Tuning is not null && job.Output is not null ? ["tuning"] : Array.Empty<string>(),
             .. job.Output is not null ? ["writing"] : Array.Empty<string>(),
         ]);

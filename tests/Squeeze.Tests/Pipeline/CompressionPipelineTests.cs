@@ -1,3 +1,4 @@
+using Squeeze.Allocation;
 using Squeeze.Calibration;
 using Squeeze.Compression;
 using Squeeze.Formats.Llama2c;
@@ -73,9 +74,9 @@ public sealed class CompressionPipelineTests : IDisposable
             var report = CompressionPipeline.Run(model, BudgetJob(path), new SynchronousProgress<StageProgress>(stages.Add));
 
             // Each block is calibrated just before its candidates are encoded: one stage, whose notes say which block.
-            Assert.Equal(["encoding", "measuring", "searching", "writing"], stages.Select(s => s.Stage).Distinct());
-            Assert.Contains(stages, s => s.Stage == "encoding" && s.Note.StartsWith("calibrating layer 0", StringComparison.Ordinal));
-            Assert.Contains(stages, s => s.Stage == "encoding" && s.Note.StartsWith("calibrating classifier", StringComparison.Ordinal));
+            Assert.Equal([Allocator.CalibratingAndEncoding, "measuring", "searching", "writing"], stages.Select(s => s.Stage).Distinct());
+            Assert.Contains(stages, s => s.Stage == Allocator.CalibratingAndEncoding && s.Note.StartsWith("calibrating layer 0", StringComparison.Ordinal));
+            Assert.Contains(stages, s => s.Stage == Allocator.CalibratingAndEncoding && s.Note.StartsWith("calibrating classifier", StringComparison.Ordinal));
             Assert.All(stages, s => Assert.Equal(4, s.Count));
             Assert.True(stages.Zip(stages.Skip(1)).All(p => p.First.Number <= p.Second.Number), "stage numbers went back");
             Assert.All(stages, s => Assert.True(s.Done >= 0 && s.Done <= s.Total, $"{s.Stage}: {s.Done} of {s.Total}"));
