@@ -16,7 +16,7 @@ internal static class GenerateCommand
         string? SaveCache = null, string? LoadCache = null, string CachePolicy = SavedCacheDefault);
 
     /// <summary>How <c>--save-cache</c> stores keys and values unless <c>--cache-policy</c> says otherwise.</summary>
-    public const string SavedCacheDefault = "q8";
+    public const string SavedCacheDefault = "step:0.125";
 
     public sealed record Report(string Prompt, string Text, int PromptTokens, int GeneratedTokens, double PromptTokensPerSecond, double DecodeTokensPerSecond, float Temperature, float TopP, int Seed);
 
@@ -37,7 +37,7 @@ internal static class GenerateCommand
         var loadCache = new Option<string?>("--load-cache") { Description = "Load a saved KV cache instead of recomputing the prompt; --prompt, if given, must begin with the saved tokens" };
         var cachePolicy = new Option<string>("--cache-policy")
         {
-            Description = "How --save-cache stores keys and values: f32 (lossless), f16, or q8|q4|q2[:sinks=N][:window=N][:group=N][:vgroup=N][:fp=f16], range-coded",
+            Description = "How --save-cache stores keys and values: " + SavedCacheStorage.Syntax,
             DefaultValueFactory = _ => SavedCacheDefault,
         };
         var command = new Command("generate", "Continue a prompt with a model") { model, tokenizer, prompt, maxTokens, temperature, topP, seed, context, threads, json, kv, saveCache, loadCache, cachePolicy };
@@ -55,7 +55,7 @@ internal static class GenerateCommand
         if (options.Context < 0)
             throw new ArgumentException($"--ctx {options.Context} must not be negative");
         var kvCache = Cli.KvCache(options.Kv);
-        var storage = Cli.KvCache(options.CachePolicy);
+        var storage = SavedCacheStorage.Parse(options.CachePolicy);
         if (options.SaveCache is not null)
             Cli.CheckOutput(options.Model, options.SaveCache);
         using var m = ModelLoader.Load(options.Model, options.Tokenizer);
@@ -84,7 +84,7 @@ internal static class GenerateCommand
         if (options.SaveCache is not null)
         {
             var saved = SavedCache.Save(runtime, tokens, storage, options.SaveCache);
-            Cli.Status.WriteLine($"saved the KV cache of {saved.Positions} positions to {options.SaveCache}: {saved.Bytes:N0} bytes ({saved.BytesPerToken:0} per token, {saved.Policy})");
+            Cli.Status.WriteLine($"saved the KV cache of {saved.Positions} positions to {options.SaveCache}: {saved.Bytes:N0} bytes ({saved.BytesPerToken:0} per token, {saved.Storage})");
         }
         int promptTokens = tokens.Length;
 

@@ -4,29 +4,33 @@ using Squeeze.Runtime;
 namespace Squeeze.SavedCaches;
 
 /// <summary>
-/// One layer's keys and values [positions, kvDim] as one range-coded stream, quantized as a <see cref="KvCachePolicy"/>
-/// says (the grids of <see cref="QuantizedKvCache"/>, decided once over the saved positions):
+/// One layer's keys and values [positions, kvDim] as one range-coded stream, stored as a <see cref="SavedCacheStorage"/>
+/// says:
 /// <list type="bullet">
 /// <item><c>f32</c> / <c>f16</c>: every value's bits, raw.</item>
-/// <item><c>qN</c>: positions [0, sinks) and the last ones that do not fill a group or lie in the window are stored in
-/// full precision (f32, or f16 with <c>fp=f16</c>). The rest, group by group of <c>group</c> positions: keys per channel
-/// (an f16 minimum and scale, then the channel's codes, the first raw and each next one as its difference to the
-/// previous token's code modulo 2^N), values per token over <c>vgroup</c> channels of a head (f16 minimum and scale,
-/// then the codes). The codes go through the range coder with adaptive statistics per channel (one for first key
-/// codes, one for key differences, one for value codes): CacheGen's delta to the neighbouring token and its per-channel
-/// probability models.</item>
+/// <item><c>qN</c> (the grids of <see cref="QuantizedKvCache"/>, decided once over the saved positions): positions
+/// [0, sinks) and the last ones that do not fill a group or lie in the window are stored in full precision (f32, or f16
+/// with <c>fp=f16</c>). The rest, group by group of <c>group</c> positions: keys per channel (an f16 minimum and scale,
+/// then the channel's codes, the first raw and each next one as its difference to the previous token's code modulo
+/// 2^N), values per token over <c>vgroup</c> channels of a head (f16 minimum and scale, then the codes), with adaptive
+/// statistics per channel. Decoding gives min + scale · code.</item>
+/// <item><c>step:S:values=V</c>: the sinks in f16; then for the keys, and then the values, channel by channel: the f16
+/// mean and standard deviation σ over the other positions, a bit saying whether the codes are differences to the
+/// previous token's, and the codes, zigzag-mapped, through the channel's adaptive statistics (an escape and 32 raw bits
+/// for the rare large ones). Decoding gives mean + (S · σ) · code for keys, mean + (V · σ) · code for values.</item>
 /// </list>
-/// Decoding gives min + scale · code. Outliers, low-rank residuals and eviction are not stored.
 /// </summary>
 internal sealed class LayerCodec
 {
+    private const int StepAlphabet = 64; // zigzag codes 0 … 62, and 63 the escape
+    private readonly SavedCacheStorage storage;
     private readonly KvCachePolicy policy;
     private readonly int kvDim, headDim, kvHeads, valueSplits, levels, mask;
 
-    public LayerCodec(KvCachePolicy policy, int kvHeads, int headDim)
+    public LayerCodec(SavedCacheStorage storage, int kvHeads, int headDim)
     {
-        Check(policy);
-        this.policy = policy;
+        this.storage = storage;
+        policy = storage.Policy ?? KvCachePolicy.Float32;
         this.kvHeads = kvHeads;
         this.headDim = headDim;
         kvDim = kvHeads * headDim;
@@ -36,16 +40,6 @@ internal sealed class LayerCodec
             levels = (1 << policy.Bits) - 1;
             mask = levels;
         }
-    }
-
-    /// <summary>Throws <see cref="ArgumentException"/> for a policy a saved cache cannot store.</summary>
-    public static void Check(KvCachePolicy policy)
-    {
-        ArgumentNullException.ThrowIfNull(policy);
-        if (policy.Kind == KvCacheKind.Evicting)
-            throw new ArgumentException($"a saved cache cannot be stored as '{policy}': eviction depends on the queries that come later");
-        if (policy.Outliers > 0 || policy.LowRank > 0)
-            throw new ArgumentException($"a saved cache cannot be stored as '{policy}': outliers and low-rank residuals are not stored; use f32, f16 or qN[:sinks=N][:window=N][:group=N][:vgroup=N][:fp=f16]");
     }
 
     /// <summary>[quantized from, quantized to) of <paramref name="positions"/> positions: whole groups after the sinks and before the window.</summary>
@@ -62,9 +56,18 @@ internal sealed class LayerCodec
     public byte[] Encode(ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int positions)
     {
         var encoder = new RangeEncoder();
+        if (storage.Policy is null)
+        {
+            int sinks = Math.Min(storage.Sinks, positions);
+            WriteRows(encoder, keys[..(sinks * kvDim)], half: true);
+            WriteRows(encoder, values[..(sinks * kvDim)], half: true);
+            EncodeSteps(encoder, keys[(sinks * kvDim)..(positions * kvDim)], positions - sinks, storage.Step);
+            EncodeSteps(encoder, values[(sinks * kvDim)..(positions * kvDim)], positions - sinks, storage.ValueStep);
+            return encoder.Finish();
+        }
         var (from, to) = QuantizedRange(positions);
-        WriteRows(encoder, keys[..(from * kvDim)]);
-        WriteRows(encoder, values[..(from * kvDim)]);
+        WriteRows(encoder, keys[..(from * kvDim)], HalfRows);
+        WriteRows(encoder, values[..(from * kvDim)], HalfRows);
         if (to > from)
         {
             var keyFirst = Models(kvDim);
@@ -116,8 +119,8 @@ internal sealed class LayerCodec
                 }
             }
         }
-        WriteRows(encoder, keys[(to * kvDim)..(positions * kvDim)]);
-        WriteRows(encoder, values[(to * kvDim)..(positions * kvDim)]);
+        WriteRows(encoder, keys[(to * kvDim)..(positions * kvDim)], HalfRows);
+        WriteRows(encoder, values[(to * kvDim)..(positions * kvDim)], HalfRows);
         return encoder.Finish();
     }
 
@@ -126,9 +129,18 @@ internal sealed class LayerCodec
     public void Decode(ReadOnlyMemory<byte> stream, int positions, Span<float> keys, Span<float> values)
     {
         var decoder = new RangeDecoder(stream);
+        if (storage.Policy is null)
+        {
+            int sinks = Math.Min(storage.Sinks, positions);
+            ReadRows(decoder, keys[..(sinks * kvDim)], half: true);
+            ReadRows(decoder, values[..(sinks * kvDim)], half: true);
+            DecodeSteps(decoder, keys[(sinks * kvDim)..(positions * kvDim)], positions - sinks, storage.Step);
+            DecodeSteps(decoder, values[(sinks * kvDim)..(positions * kvDim)], positions - sinks, storage.ValueStep);
+            return;
+        }
         var (from, to) = QuantizedRange(positions);
-        ReadRows(decoder, keys[..(from * kvDim)]);
-        ReadRows(decoder, values[..(from * kvDim)]);
+        ReadRows(decoder, keys[..(from * kvDim)], HalfRows);
+        ReadRows(decoder, values[..(from * kvDim)], HalfRows);
         if (to > from)
         {
             var keyFirst = Models(kvDim);
@@ -164,8 +176,86 @@ internal sealed class LayerCodec
                 }
             }
         }
-        ReadRows(decoder, keys[(to * kvDim)..(positions * kvDim)]);
-        ReadRows(decoder, values[(to * kvDim)..(positions * kvDim)]);
+        ReadRows(decoder, keys[(to * kvDim)..(positions * kvDim)], HalfRows);
+        ReadRows(decoder, values[(to * kvDim)..(positions * kvDim)], HalfRows);
+    }
+
+    /// <summary>The <c>step</c> storage of <paramref name="count"/> rows [count, kvDim], channel by channel, with steps
+    /// of <paramref name="steps"/> standard deviations.</summary>
+    private void EncodeSteps(RangeEncoder encoder, ReadOnlySpan<float> rows, int count, double steps)
+    {
+        var codes = new int[count];
+        var deltas = new int[count];
+        for (int c = 0; c < kvDim; c++)
+        {
+            double sum = 0, squares = 0;
+            for (int t = 0; t < count; t++)
+            {
+                double x = rows[t * kvDim + c];
+                sum += x;
+                squares += x * x;
+            }
+            double average = sum / Math.Max(1, count);
+            var mean = CheckedHalf((float)average);
+            var deviation = CheckedHalf((float)Math.Sqrt(Math.Max(0, squares / Math.Max(1, count) - average * average)));
+            WriteHalf(encoder, mean);
+            WriteHalf(encoder, deviation);
+            float step = (float)(steps * (float)deviation);
+            for (int t = 0; t < count; t++)
+            {
+                codes[t] = step > 0 ? (int)Math.Clamp(MathF.Round((rows[t * kvDim + c] - (float)mean) / step), -(1 << 30), 1 << 30) : 0;
+                deltas[t] = t == 0 ? codes[0] : codes[t] - codes[t - 1];
+            }
+            bool delta = Entropy(deltas) < Entropy(codes);
+            encoder.EncodeUniform(delta ? 1u : 0u, 1);
+            var model = new AdaptiveFrequencies(StepAlphabet);
+            foreach (int code in delta ? deltas : codes)
+            {
+                uint z = (uint)((code << 1) ^ (code >> 31));
+                if (z < StepAlphabet - 1)
+                {
+                    model.Encode(encoder, (int)z);
+                    continue;
+                }
+                model.Encode(encoder, StepAlphabet - 1);
+                encoder.EncodeUniform(z >> 16, 16);
+                encoder.EncodeUniform(z & 0xFFFF, 16);
+            }
+        }
+    }
+
+    private void DecodeSteps(RangeDecoder decoder, Span<float> rows, int count, double steps)
+    {
+        for (int c = 0; c < kvDim; c++)
+        {
+            float mean = ReadHalf(decoder), step = (float)(steps * ReadHalf(decoder));
+            bool delta = decoder.DecodeUniform(1) == 1;
+            var model = new AdaptiveFrequencies(StepAlphabet);
+            int previous = 0;
+            for (int t = 0; t < count; t++)
+            {
+                uint z = (uint)model.Decode(decoder);
+                if (z == StepAlphabet - 1)
+                    z = decoder.DecodeUniform(16) << 16 | decoder.DecodeUniform(16);
+                int code = (int)(z >> 1) ^ -(int)(z & 1);
+                if (delta)
+                    code += previous;
+                previous = code;
+                rows[t * kvDim + c] = mean + step * code;
+            }
+        }
+    }
+
+    /// <summary>Zeroth-order entropy of <paramref name="codes"/> in bits: which of two codings of a channel is shorter.</summary>
+    private static double Entropy(int[] codes)
+    {
+        var counts = new Dictionary<int, int>();
+        foreach (int code in codes)
+            counts[code] = counts.GetValueOrDefault(code) + 1;
+        double bits = 0;
+        foreach (int n in counts.Values)
+            bits -= n * Math.Log2((double)n / codes.Length);
+        return bits;
     }
 
     private AdaptiveFrequencies[] Models(int count)
@@ -197,11 +287,11 @@ internal sealed class LayerCodec
 
     private static float ReadHalf(RangeDecoder decoder) => (float)BitConverter.UInt16BitsToHalf((ushort)decoder.DecodeUniform(16));
 
-    private void WriteRows(RangeEncoder encoder, ReadOnlySpan<float> rows)
+    private static void WriteRows(RangeEncoder encoder, ReadOnlySpan<float> rows, bool half)
     {
         foreach (float x in rows)
         {
-            if (HalfRows)
+            if (half)
             {
                 WriteHalf(encoder, CheckedHalf(x));
             }
@@ -214,11 +304,11 @@ internal sealed class LayerCodec
         }
     }
 
-    private void ReadRows(RangeDecoder decoder, Span<float> rows)
+    private static void ReadRows(RangeDecoder decoder, Span<float> rows, bool half)
     {
         for (int i = 0; i < rows.Length; i++)
         {
-            if (HalfRows)
+            if (half)
             {
                 rows[i] = ReadHalf(decoder);
             }

@@ -8,12 +8,12 @@ using Squeeze.Tensors;
 namespace Squeeze.SavedCaches;
 
 /// <summary>What <see cref="SavedCache.Save"/> wrote: the prompt's tokens, the positions whose keys and values are
-/// stored (all but the last token's), the storage policy and the file's size.</summary>
+/// stored (all but the last token's), their storage and the file's size.</summary>
 /// <param name="Tokens">Prompt tokens (BOS first).</param>
 /// <param name="Positions">Positions stored: <c>Tokens.Count − 1</c>.</param>
-/// <param name="Policy">How the keys and values are stored.</param>
+/// <param name="Storage">How the keys and values are stored.</param>
 /// <param name="Bytes">Size of the file.</param>
-public sealed record SavedCacheInfo(IReadOnlyList<int> Tokens, int Positions, KvCachePolicy Policy, long Bytes)
+public sealed record SavedCacheInfo(IReadOnlyList<int> Tokens, int Positions, SavedCacheStorage Storage, long Bytes)
 {
     /// <summary>File bytes per prompt token.</summary>
     public double BytesPerToken => (double)Bytes / Math.Max(1, Tokens.Count);
@@ -21,11 +21,11 @@ public sealed record SavedCacheInfo(IReadOnlyList<int> Tokens, int Positions, Kv
 
 /// <summary>
 /// A prompt's KV cache saved to a file and loaded instead of recomputed (CacheGen). The file holds the keys and values
-/// of every prompt position but the last, quantized as a <see cref="KvCachePolicy"/> says and range-coded
+/// of every prompt position but the last, quantized as a <see cref="SavedCacheStorage"/> says and range-coded
 /// (<c>LayerCodec</c>), and the prompt's tokens; loading appends them to a runtime's cache and leaves the last token to run,
 /// which gives the logits the generation starts from.
 /// <para>Layout (little-endian): "SQKV", version (u32) = 1, the model's <see cref="ModelFingerprint"/> (16 bytes),
-/// layers, key/value heads, head size (i32 each), token count n (i32), the policy spec (u16 length + UTF-8), the n
+/// layers, key/value heads, head size (i32 each), token count n (i32), the storage spec (u16 length + UTF-8), the n
 /// tokens (i32 each), then for each layer its stream's length (i32) and bytes, and last an XxHash64 (u64) of every byte
 /// before it. A file is refused whole, in one line, when it is truncated, corrupt or from another model.</para>
 /// </summary>
@@ -39,13 +39,13 @@ public static class SavedCache
     /// <summary>
     /// Runs <paramref name="tokens"/> but the last through <paramref name="runtime"/>'s model into an f32 cache of its
     /// own (the runtime's <see cref="Transformer.Cache"/> and position are untouched), then writes their keys and values as
-    /// <paramref name="policy"/> says to <paramref name="path"/> (a temporary file beside it, renamed when complete).
+    /// <paramref name="storage"/> says to <paramref name="path"/> (a temporary file beside it, renamed when complete).
     /// </summary>
-    public static SavedCacheInfo Save(Transformer runtime, ReadOnlySpan<int> tokens, KvCachePolicy policy, string path)
+    public static SavedCacheInfo Save(Transformer runtime, ReadOnlySpan<int> tokens, SavedCacheStorage storage, string path)
     {
         ArgumentNullException.ThrowIfNull(runtime);
         ArgumentNullException.ThrowIfNull(path);
-        LayerCodec.Check(policy);
+        ArgumentNullException.ThrowIfNull(storage);
         if (tokens.Length < 1)
             throw new ArgumentException("a saved cache needs a prompt of at least one token", nameof(tokens));
         var config = runtime.Model.Config;
@@ -64,17 +64,17 @@ public static class SavedCache
             }
             runtime.ForwardSequences(tokens[..positions], caches, at, []);
         }
-        return Write(runtime.Model, tokens, cache, policy, path);
+        return Write(runtime.Model, tokens, cache, storage, path);
     }
 
     /// <summary>Writes the first <c>tokens.Length − 1</c> positions of <paramref name="cache"/> (computed from
-    /// <paramref name="tokens"/> by <paramref name="model"/>) to <paramref name="path"/>, as <paramref name="policy"/> says.</summary>
-    public static SavedCacheInfo Write(Model model, ReadOnlySpan<int> tokens, Float32KvCache cache, KvCachePolicy policy, string path)
+    /// <paramref name="tokens"/> by <paramref name="model"/>) to <paramref name="path"/>, as <paramref name="storage"/> says.</summary>
+    public static SavedCacheInfo Write(Model model, ReadOnlySpan<int> tokens, Float32KvCache cache, SavedCacheStorage storage, string path)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(cache);
         ArgumentNullException.ThrowIfNull(path);
-        LayerCodec.Check(policy);
+        ArgumentNullException.ThrowIfNull(storage);
         int positions = tokens.Length - 1;
         var config = model.Config;
         Formats.OutputPaths.RequireDirectory(path);
@@ -104,13 +104,13 @@ public static class SavedCache
                 PutInt(config.KvHeadCount);
                 PutInt(config.HeadDim);
                 PutInt(tokens.Length);
-                byte[] spec = Encoding.UTF8.GetBytes(policy.ToString());
+                byte[] spec = Encoding.UTF8.GetBytes(storage.ToString());
                 BinaryPrimitives.WriteUInt16LittleEndian(number, (ushort)spec.Length);
                 Put(number.AsSpan(0, 2));
                 Put(spec);
                 foreach (int token in tokens)
                     PutInt(token);
-                var codec = new LayerCodec(policy, config.KvHeadCount, config.HeadDim);
+                var codec = new LayerCodec(storage, config.KvHeadCount, config.HeadDim);
                 var keys = new float[positions * config.KvDim];   // [positions, kvDim]
                 var values = new float[positions * config.KvDim]; // [positions, kvDim]
                 for (int l = 0; l < config.LayerCount; l++)
@@ -125,7 +125,7 @@ public static class SavedCache
                 bytes = output.Length;
             }
             File.Move(temp, full, overwrite: true);
-            return new SavedCacheInfo(tokens.ToArray(), positions, policy, bytes);
+            return new SavedCacheInfo(tokens.ToArray(), positions, storage, bytes);
         }
         finally
         {
@@ -168,11 +168,10 @@ public static class SavedCache
         if (count < 1 || count > runtime.Cache.ContextLength)
             throw new ModelFormatException(path, $"holds a prompt of {count} tokens; the context holds {runtime.Cache.ContextLength}");
         string spec = Encoding.UTF8.GetString(reader.Bytes(reader.UShort()));
-        KvCachePolicy policy;
+        SavedCacheStorage storage;
         try
         {
-            policy = KvCachePolicy.Parse(spec);
-            LayerCodec.Check(policy);
+            storage = SavedCacheStorage.Parse(spec);
         }
         catch (ArgumentException e)
         {
@@ -186,7 +185,7 @@ public static class SavedCache
                 throw new ModelFormatException(path, $"token {i} is {tokens[i]}, outside the vocabulary of {config.VocabSize}");
         }
         int positions = count - 1;
-        var codec = new LayerCodec(policy, kvHeads, headDim);
+        var codec = new LayerCodec(storage, kvHeads, headDim);
         var keys = new float[positions * config.KvDim];   // [positions, kvDim]
         var values = new float[positions * config.KvDim]; // [positions, kvDim]
         runtime.Reset();
@@ -202,7 +201,7 @@ public static class SavedCache
         if (reader.Remaining != 8)
             throw new ModelFormatException(path, $"{reader.Remaining - 8} bytes after the last layer");
         runtime.Resume(positions);
-        return new SavedCacheInfo(tokens, positions, policy, file.Length);
+        return new SavedCacheInfo(tokens, positions, storage, file.Length);
     }
 
     /// <summary>Reads the header and layers in order; running past the checksum is a truncated file.</summary>
