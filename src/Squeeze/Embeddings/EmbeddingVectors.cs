@@ -24,8 +24,6 @@ public static class EmbeddingVectors
         var values = new float[length / 4];
         using var stream = File.OpenRead(path);
         stream.ReadExactly(MemoryMarshal.AsBytes(values.AsSpan()));
-        if (!BitConverter.IsLittleEndian)
-            throw new PlatformNotSupportedException("embedding files are little-endian");
         return values;
     }
 

@@ -5,14 +5,15 @@ namespace Squeeze.Embeddings;
 /// the nearest of 2^BITS centroids of its own codebook (k-means on the store's sub-vectors: k-means++ seeding from a
 /// seeded generator, then Lloyd iterations on a sample of at most 64 points per centroid). The search is asymmetric:
 /// per query, a table of the query's sub-vectors' inner products with every centroid, then each vector's score is the
-/// sum of M table entries.
+/// sum of M table entries. The codes are stored bit-packed: ⌈M · BITS / 8⌉ bytes per vector, code m at bits
+/// [m · BITS, (m + 1) · BITS), least significant bit first.
 /// </summary>
 internal sealed class ProductQuantizationStore : EmbeddingStore
 {
     private const int Iterations = 12;
-    private readonly int subspaces, centroids, width;
+    private readonly int subspaces, centroids, width, bits, rowBytes;
     private readonly float[] codebooks; // [M, K, width]
-    private readonly byte[] codes;      // [count, M]
+    private readonly byte[] codes;      // [count, rowBytes] packed codes
 
     private ProductQuantizationStore(EmbeddingMethod method, int dim, int count, float[] codebooks, byte[] codes)
         : base(method, dim, count)
@@ -20,13 +21,17 @@ internal sealed class ProductQuantizationStore : EmbeddingStore
         subspaces = method.Subspaces;
         centroids = 1 << method.Bits;
         width = dim / subspaces;
+        bits = method.Bits;
+        rowBytes = RowBytes(method);
         this.codebooks = codebooks;
         this.codes = codes;
     }
 
-    public override double IndexBytesPerVector => Method.Subspaces * Method.Bits / 8.0;
+    private static int RowBytes(EmbeddingMethod method) => (method.Subspaces * method.Bits + 7) / 8;
 
-    protected override long PayloadBytes => (long)Count * Method.Subspaces; // one byte per code as stored
+    public override double IndexBytesPerVector => rowBytes;
+
+    protected override long PayloadBytes => (long)Count * rowBytes;
 
     protected override long SharedBytes => sizeof(float) * (long)codebooks.Length;
 
@@ -37,7 +42,8 @@ internal sealed class ProductQuantizationStore : EmbeddingStore
             throw new ArgumentException($"pq:{m}:{method.Bits}: {m} sub-vectors do not divide the dimension {dim}");
         int width = dim / m;
         var codebooks = new float[m * k * width];
-        var codes = new byte[count * m];
+        int rowBytes = RowBytes(method);
+        var codes = new byte[(long)count * rowBytes];
         var random = new Random(seed);
         int sampleSize = Math.Min(count, 64 * k);
         var sample = Enumerable.Range(0, count).OrderBy(_ => random.Next()).Take(sampleSize).Order().ToArray();
@@ -50,7 +56,7 @@ internal sealed class ProductQuantizationStore : EmbeddingStore
             var book = codebooks.AsSpan(s * k * width, k * width);
             KMeans(points, width, k, random, book, assignment);
             for (int i = 0; i < count; i++)
-                codes[i * m + s] = (byte)Nearest(vectors.Slice(i * dim + s * width, width), book, width, k);
+                Put(codes.AsSpan(i * rowBytes, rowBytes), s, method.Bits, Nearest(vectors.Slice(i * dim + s * width, width), book, width, k));
         }
         return new ProductQuantizationStore(method, dim, count, codebooks, codes);
     }
@@ -124,6 +130,26 @@ internal sealed class ProductQuantizationStore : EmbeddingStore
         }
     }
 
+    /// <summary>Writes code <paramref name="m"/> of <paramref name="bits"/> bits into a packed row.</summary>
+    private static void Put(Span<byte> row, int m, int bits, int code)
+    {
+        for (int b = 0; b < bits; b++)
+        {
+            int at = m * bits + b;
+            if ((code >> b & 1) != 0)
+                row[at >> 3] |= (byte)(1 << (at & 7));
+        }
+    }
+
+    /// <summary>Code <paramref name="m"/> of a packed row.</summary>
+    private static int Get(ReadOnlySpan<byte> row, int m, int bits)
+    {
+        int at = m * bits, code = 0;
+        for (int b = 0; b < bits; b++, at++)
+            code |= (row[at >> 3] >> (at & 7) & 1) << b;
+        return code;
+    }
+
     private static double Squared(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
     {
         double sum = 0;
@@ -160,13 +186,7 @@ internal sealed class ProductQuantizationStore : EmbeddingStore
         if (dim % method.Subspaces != 0)
             throw new InvalidDataException($"{method}: {method.Subspaces} sub-vectors do not divide the dimension {dim}");
         var codebooks = ReadFloats(reader, (1 << method.Bits) * dim);
-        var codes = ReadExactly(reader, (long)count * method.Subspaces);
-        int k = 1 << method.Bits;
-        foreach (byte code in codes)
-        {
-            if (code >= k)
-                throw new InvalidDataException($"{method}: code {code} past the {k} centroids");
-        }
+        var codes = ReadExactly(reader, (long)count * RowBytes(method));
         return new ProductQuantizationStore(method, dim, count, codebooks, codes);
     }
 
@@ -189,8 +209,9 @@ internal sealed class ProductQuantizationStore : EmbeddingStore
         for (int i = 0; i < Count; i++)
         {
             float score = 0;
+            var row = codes.AsSpan(i * rowBytes, rowBytes);
             for (int s = 0; s < subspaces; s++)
-                score += table[s * centroids + codes[i * subspaces + s]];
+                score += table[s * centroids + (bits == 8 ? row[s] : Get(row, s, bits))];
             top.Add(i, score);
         }
         return top.Sorted();

@@ -45,6 +45,8 @@ public sealed class EmbeddingStoreTests : IDisposable
     [InlineData("binary", 0.4, 8)]
     [InlineData("binary+int8", 0.85, 8)]
     [InlineData("pq:16:6", 0.5, 12)]
+    [InlineData("pq:16:8", 0.5, 16)]
+    [InlineData("pq:32:3", 0.4, 12)]
     [InlineData("pca:32", 0.8, 128)]
     [InlineData("pca:32+int8", 0.8, 36)]
     public void Each_method_finds_the_exact_neighbours_it_should_in_the_bytes_it_states(string spec, double minRecall, double indexBytes)
