@@ -52,16 +52,20 @@ internal static partial class EmbeddingStoresSuite
         var baseSentences = picked.Where((_, i) => !queryIndex.Contains(i)).ToArray();
         var querySentences = picked.Where((_, i) => queryIndex.Contains(i)).ToArray();
 
-        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- embedding-stores --sentences {count} --queries {queryCount} --threads {threads}`");
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- embedding-stores --sentences {count} --queries {queryCount} --threads {threads}` (`--cache DIR` keeps the embeddings)");
         Console.WriteLine();
         var clock = Stopwatch.StartNew();
-        using var encoder = new SentenceEncoder();
-        float[] vectors = Embed(encoder, baseSentences, out int dim);
-        float[] queries = Embed(encoder, querySentences, out _);
+        // the embeddings are kept in a cache directory (raw f32 files), as the encoder takes minutes on two cores
+        string cache = Program.Value(args, "--cache") ?? Path.Combine(Path.GetTempPath(), "squeeze-bench-embeddings");
+        Directory.CreateDirectory(cache);
+        string tag = $"minilm-{count}-{queryCount}";
+        float[] vectors = Cached(Path.Combine(cache, tag + "-base.f32"), baseSentences);
+        float[] queries = Cached(Path.Combine(cache, tag + "-queries.f32"), querySentences);
+        const int dim = 384;
         double embedSeconds = clock.Elapsed.TotalSeconds;
         Console.WriteLine($"{sentences.Count:N0} distinct sentences of 30–400 characters in the {Directory.EnumerateFiles(Path.Combine(shared, "corpora"), "*.txt").Count()} corpora; " +
             $"{baseSentences.Length:N0} spread over them stored, {querySentences.Length} others between them as queries; all-MiniLM-L6-v2, {dim} dimensions, " +
-            $"embedded in {embedSeconds:0} s. Float vectors: {4 * dim} bytes each.");
+            $"embedded in {embedSeconds:0} s (0 when read from the cache). Float vectors: {4 * dim} bytes each.");
         Console.WriteLine();
 
         clock.Restart();
@@ -105,15 +109,25 @@ internal static partial class EmbeddingStoresSuite
         Console.WriteLine($"Chart: `docs/charts/embedding-stores.png` (data in `embedding-stores.csv`).");
     }
 
-    private static float[] Embed(SentenceEncoder encoder, string[] sentences, out int dim)
+    /// <summary>The 384-dimensional MiniLM embeddings of <paramref name="sentences"/>, read from <paramref name="path"/>
+    /// when an earlier run wrote them there.</summary>
+    private static float[] Cached(string path, string[] sentences)
     {
-        var rows = new List<float[]>(sentences.Length);
+        if (File.Exists(path))
+            return EmbeddingVectors.Read(path, 384);
+        using var encoder = new SentenceEncoder();
+        var flat = new float[sentences.Length * 384];
         for (int i = 0; i < sentences.Length; i += 64)
-            rows.AddRange(encoder.Encode(sentences[i..Math.Min(sentences.Length, i + 64)]));
-        dim = rows[0].Length;
-        var flat = new float[rows.Count * dim];
-        for (int i = 0; i < rows.Count; i++)
-            rows[i].CopyTo(flat, i * dim);
+        {
+            var rows = encoder.Encode(sentences[i..Math.Min(sentences.Length, i + 64)]);
+            for (int j = 0; j < rows.Length; j++)
+            {
+                if (rows[j].Length != 384)
+                    throw new InvalidOperationException($"MiniLM gave {rows[j].Length} values, not 384");
+                rows[j].CopyTo(flat, (i + j) * 384);
+            }
+        }
+        EmbeddingVectors.Write(path, flat);
         return flat;
     }
 
