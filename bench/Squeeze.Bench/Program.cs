@@ -12,7 +12,8 @@ namespace Squeeze.Bench;
 /// (stories15M converted by Squeeze to each named mix, against llama.cpp's same-named files), <c>calibrated</c>
 /// (rtn, imatrix, GPTQ and AWQ+GPTQ files against llama.cpp's imatrix files), <c>temperature</c> (what perplexity on the
 /// evaluation text rewards: the f32 model with scaled logits), <c>kv</c> (KV-cache policies: KLD, cache bytes per token,
-/// decode tokens/s), <c>allocation</c> (knapsack and
+/// decode tokens/s), <c>saved-cache</c> (saved KV caches: file bytes per token against llama.cpp's state file, KLD after loading),
+/// <c>embedding-stores</c> (int8, binary, PQ and PCA stores of real MiniLM embeddings: recall@10 against bytes per vector), <c>allocation</c> (knapsack and
 /// evolutionary search to byte budgets against llama.cpp's mixes), <c>zip</c> (squeeze zip against
 /// gzip, xz, zstd and brotli; round trips, bits per byte, throughput, determinism), <c>embedding-rows</c> (the tied
 /// embedding's rows quantized by how often their token is used: KLD), <c>codebooks</c> (uniform codes,
@@ -56,6 +57,12 @@ public static class Program
                 return 0;
             case "kv":
                 KvSuite.Run(rest);
+                return 0;
+            case "saved-cache":
+                SavedCacheSuite.Run(rest);
+                return 0;
+            case "embedding-stores":
+                EmbeddingStoresSuite.Run(rest);
                 return 0;
             case "allocation":
                 AllocationSuite.Run(rest);

@@ -110,6 +110,49 @@ public static class AllocationCharts
         Save(plot, path, 900, 600);
     }
 
+    /// <summary>Points of each series against a logarithmic horizontal axis (values ≤ 0 are left out) and a linear
+    /// vertical one, each point labelled when its series has <see cref="ChartSeries.PointLabels"/>: the embedding
+    /// stores' recall against bytes per vector.</summary>
+    public static void LogScaleX(IReadOnlyList<ChartSeries> series, string path, string title, string xLabel, string yLabel)
+    {
+        ArgumentNullException.ThrowIfNull(series);
+        var plot = new Plot();
+        var palette = new ScottPlot.Palettes.Category10();
+        for (int s = 0; s < series.Count; s++)
+        {
+            var labels = series[s].PointLabels;
+            if (labels is not null && labels.Count != series[s].X.Count)
+                throw new ArgumentException($"series '{series[s].Label}' has {series[s].X.Count} points and {labels.Count} point labels", nameof(series));
+            var points = series[s].X.Select((x, i) => (X: x, Y: series[s].Y[i], Label: labels?[i])).Where(p => p.X > 0).OrderBy(p => series[s].Line ? p.X : 0).ToArray();
+            if (points.Length == 0)
+                continue;
+            var scatter = plot.Add.Scatter(points.Select(p => Math.Log10(p.X)).ToArray(), points.Select(p => p.Y).ToArray(), palette.GetColor(s));
+            scatter.LegendText = series[s].Label;
+            scatter.LineWidth = series[s].Line ? 2 : 0;
+            scatter.MarkerSize = 9;
+            scatter.MarkerShape = MarkerShape.FilledCircle;
+            foreach (var p in points.Where(p => p.Label is not null))
+            {
+                var text = plot.Add.Text(p.Label!, Math.Log10(p.X), p.Y);
+                text.LabelFontColor = palette.GetColor(s);
+                text.LabelFontSize = 11;
+                text.OffsetX = 6;
+                text.OffsetY = -6;
+            }
+        }
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic
+        {
+            MinorTickGenerator = new ScottPlot.TickGenerators.LogMinorTickGenerator(),
+            IntegerTicksOnly = true,
+            LabelFormatter = x => Math.Pow(10, x).ToString("g3", System.Globalization.CultureInfo.InvariantCulture),
+        };
+        plot.ShowLegend(Alignment.LowerRight);
+        plot.XLabel(xLabel);
+        plot.YLabel(yLabel);
+        plot.Title(title);
+        Save(plot, path, 900, 600);
+    }
+
     /// <summary>Renders <paramref name="plot"/> to a temporary file beside <paramref name="path"/>, then renames it.</summary>
     private static void Save(Plot plot, string path, int width, int height)
     {

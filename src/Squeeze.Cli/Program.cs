@@ -23,6 +23,7 @@ public static class Program
             BenchCommand.Create(),
             DemoCommand.Create(),
             SelfTestCommand.Create(),
+            EmbeddingsCommand.Create(),
         };
         return root.Parse(args).Invoke();
     }

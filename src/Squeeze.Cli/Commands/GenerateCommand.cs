@@ -5,13 +5,18 @@ using Spectre.Console;
 using Squeeze.Formats;
 using Squeeze.Generation;
 using Squeeze.Runtime;
+using Squeeze.SavedCaches;
 
 namespace Squeeze.Cli.Commands;
 
 /// <summary><c>squeeze generate MODEL --prompt TEXT</c>: continue a prompt, printing tokens as they come.</summary>
 internal static class GenerateCommand
 {
-    public sealed record Options(string Model, string? Tokenizer, string Prompt, int MaxTokens, float Temperature, float TopP, int Seed, int Context, int Threads, bool Json, string Kv = "f32");
+    public sealed record Options(string Model, string? Tokenizer, string Prompt, int MaxTokens, float Temperature, float TopP, int Seed, int Context, int Threads, bool Json, string Kv = "f32",
+        string? SaveCache = null, string? LoadCache = null, string CachePolicy = SavedCacheDefault);
+
+    /// <summary>How <c>--save-cache</c> stores keys and values unless <c>--cache-policy</c> says otherwise.</summary>
+    public const string SavedCacheDefault = "step:0.125";
 
     public sealed record Report(string Prompt, string Text, int PromptTokens, int GeneratedTokens, double PromptTokensPerSecond, double DecodeTokensPerSecond, float Temperature, float TopP, int Seed);
 
@@ -28,10 +33,18 @@ internal static class GenerateCommand
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
         var kv = Cli.KvCacheOption();
-        var command = new Command("generate", "Continue a prompt with a model") { model, tokenizer, prompt, maxTokens, temperature, topP, seed, context, threads, json, kv };
+        var saveCache = new Option<string?>("--save-cache") { Description = "Save the prompt's KV cache to this file (all positions but the last, compressed as --cache-policy says), to --load-cache later" };
+        var loadCache = new Option<string?>("--load-cache") { Description = "Load a saved KV cache instead of recomputing the prompt; --prompt, if given, must begin with the saved tokens" };
+        var cachePolicy = new Option<string>("--cache-policy")
+        {
+            Description = "How --save-cache stores keys and values: " + SavedCacheStorage.Syntax,
+            DefaultValueFactory = _ => SavedCacheDefault,
+        };
+        var command = new Command("generate", "Continue a prompt with a model") { model, tokenizer, prompt, maxTokens, temperature, topP, seed, context, threads, json, kv, saveCache, loadCache, cachePolicy };
         command.SetAction(r => Cli.Run(() => Execute(new Options(
             r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(prompt)!, r.GetValue(maxTokens), r.GetValue(temperature),
-            r.GetValue(topP), r.GetValue(seed), r.GetValue(context), r.GetValue(threads), r.GetValue(json), r.GetValue(kv)!))));
+            r.GetValue(topP), r.GetValue(seed), r.GetValue(context), r.GetValue(threads), r.GetValue(json), r.GetValue(kv)!,
+            r.GetValue(saveCache), r.GetValue(loadCache), r.GetValue(cachePolicy)!))));
         return command;
     }
 
@@ -42,20 +55,48 @@ internal static class GenerateCommand
         if (options.Context < 0)
             throw new ArgumentException($"--ctx {options.Context} must not be negative");
         var kvCache = Cli.KvCache(options.Kv);
+        var storage = SavedCacheStorage.Parse(options.CachePolicy);
+        if (options.SaveCache is not null)
+            Cli.CheckOutput(options.Model, options.SaveCache);
         using var m = ModelLoader.Load(options.Model, options.Tokenizer);
         using var runtime = new Transformer(m, new RuntimeOptions { Threads = options.Threads, ContextLength = options.Context, KvCache = kvCache });
         var sampler = new Sampler(new SamplingOptions { Temperature = options.Temperature, TopP = options.TopP, Seed = options.Seed });
         var tokenizer = m.Tokenizer;
-        int promptTokens = tokenizer.Encode(options.Prompt, addBos: true).Length;
+        int[] tokens = tokenizer.Encode(options.Prompt, addBos: true);
+        string prompt = options.Prompt;
+        int cached = 0;
+        if (options.LoadCache is not null)
+        {
+            var loaded = SavedCache.Load(runtime, options.LoadCache);
+            cached = loaded.Positions;
+            if (options.Prompt.Length == 0)
+            {
+                tokens = [.. loaded.Tokens];
+                prompt = tokenizer.Decode(tokens);
+            }
+            else if (tokens.Length <= cached || !tokens.AsSpan(0, cached).SequenceEqual(loaded.Tokens.Take(cached).ToArray()))
+            {
+                throw new ArgumentException($"{options.LoadCache}: the prompt does not begin with the {loaded.Tokens.Count} tokens saved there; leave --prompt out to continue the saved one");
+            }
+        }
+        if (tokens.Length >= runtime.Cache.ContextLength)
+            throw new ArgumentException($"the prompt has {tokens.Length} tokens; the context holds {runtime.Cache.ContextLength}");
+        if (options.SaveCache is not null)
+        {
+            var saved = SavedCache.Save(runtime, tokens, storage, options.SaveCache);
+            Cli.Status.WriteLine($"saved the KV cache of {saved.Positions} positions to {options.SaveCache}: {saved.Bytes:N0} bytes ({saved.BytesPerToken:0} per token, {saved.Storage})");
+        }
+        int promptTokens = tokens.Length;
 
         var bytes = new List<byte>();
         var decoder = Encoding.UTF8.GetDecoder();
         var chars = new char[64];
         if (!options.Json)
-            Console.Out.Write(options.Prompt);
+            Console.Out.Write(prompt);
         var clock = Stopwatch.StartNew();
         double promptSeconds = 0;
-        var generated = Generator.Generate(runtime, options.Prompt, options.MaxTokens, sampler, token =>
+        runtime.Resume(cached);
+        var generated = Generator.Continue(runtime, tokens.AsSpan(cached), options.MaxTokens, sampler, token =>
         {
             if (promptSeconds == 0)
                 promptSeconds = clock.Elapsed.TotalSeconds;
@@ -70,8 +111,8 @@ internal static class GenerateCommand
         });
         double total = clock.Elapsed.TotalSeconds;
         var report = new Report(
-            options.Prompt,
-            options.Prompt + Encoding.UTF8.GetString(bytes.ToArray()),
+            prompt,
+            prompt + Encoding.UTF8.GetString(bytes.ToArray()),
             promptTokens,
             generated.Count,
             promptTokens / Math.Max(promptSeconds, 1e-9),

@@ -19,13 +19,27 @@ public static class Generator
         if (promptTokens.Length >= runtime.Cache.ContextLength)
             throw new ArgumentException($"the prompt has {promptTokens.Length} tokens; the context holds {runtime.Cache.ContextLength}", nameof(prompt));
         runtime.Reset();
+        return Continue(runtime, promptTokens, maxTokens, sampler, onToken);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="tokens"/> after the <see cref="Transformer.Position"/> positions <paramref name="runtime"/>'s
+    /// cache holds (a saved cache loaded, or nothing), then generates as <see cref="Generate"/> does. Returns the new
+    /// token ids.
+    /// </summary>
+    public static IReadOnlyList<int> Continue(Transformer runtime, ReadOnlySpan<int> tokens, int maxTokens, Sampler sampler, Action<int>? onToken = null)
+    {
+        ArgumentNullException.ThrowIfNull(runtime);
+        ArgumentNullException.ThrowIfNull(sampler);
+        ArgumentOutOfRangeException.ThrowIfLessThan(tokens.Length, 1, nameof(tokens));
+        int eos = runtime.Model.Tokenizer.EosId;
         var generated = new List<int>();
-        var logits = runtime.Forward(promptTokens);
+        var logits = runtime.Forward(tokens);
         var single = new int[1];
         while (generated.Count < maxTokens)
         {
             int next = sampler.Sample(logits);
-            if (next == tokenizer.EosId)
+            if (next == eos)
                 break;
             generated.Add(next);
             onToken?.Invoke(next);

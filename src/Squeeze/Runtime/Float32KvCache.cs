@@ -58,6 +58,20 @@ public sealed unsafe class Float32KvCache : KvCache
         }
     }
 
+    /// <summary>Positions layer <paramref name="layer"/> holds.</summary>
+    public int Held(int layer) => held[layer];
+
+    /// <summary>Copies positions [<paramref name="start"/>, start + count) of one layer into <paramref name="keys"/> and
+    /// <paramref name="values"/>, [count, kvDim] each (what a saved cache stores).</summary>
+    public void Read(int layer, int start, int count, Span<float> keys, Span<float> values)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(start);
+        if (start + count > held[layer])
+            throw new ArgumentOutOfRangeException(nameof(count), $"layer {layer} holds {held[layer]} positions, not {start + count}");
+        this.keys[layer].AsSpan(start * KvDim, count * KvDim).CopyTo(keys);
+        this.values[layer].AsSpan(start * KvDim, count * KvDim).CopyTo(values);
+    }
+
     /// <inheritdoc/>
     public override void Append(int layer, int start, ReadOnlySpan<float> keys, ReadOnlySpan<float> values)
     {

@@ -148,6 +148,15 @@ public sealed class Transformer : IDisposable
     /// <summary>Forgets every cached position.</summary>
     public void Reset() => Position = 0;
 
+    /// <summary>Continues after the first <paramref name="positions"/> positions, which the caller has put into
+    /// <see cref="Cache"/> itself (a saved cache loaded): the next token goes at <paramref name="positions"/>.</summary>
+    public void Resume(int positions)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(positions);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(positions, Cache.ContextLength);
+        Position = positions;
+    }
+
     /// <summary>
     /// Runs <paramref name="tokens"/> at positions [Position, Position + tokens.Length) and returns the logits of the
     /// last <paramref name="logitCount"/> of them: [logitCount, vocab]. The span is valid until the next call.
