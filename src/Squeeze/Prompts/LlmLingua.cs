@@ -17,13 +17,32 @@ internal static class LlmLingua
         IProgress<StageProgress>? progress, bool[] keep)
     {
         int[] tokens = spans.Tokens;
-        bool[] coarse = BudgetController(scorer, spans, question, budget, options.CoarseFactor, progress);
-        var characterStart = new bool[tokens.Length];
-        foreach (int b in spans.Characters.AsSpan(0, spans.Characters.Length - 1))
-            characterStart[b] = true;
+        // the tail: the last words, up to TailShare of the budget, kept whole (the slot LLMLingua leaves uncompressed for
+        // the question at the end of a prompt); the head before it gets the rest of the budget
+        int head = tokens.Length;
+        foreach (int w in spans.Words)
+        {
+            if (tokens.Length - w <= options.TailShare * budget)
+            {
+                head = w;
+                break;
+            }
+        }
+        for (int t = head; t < tokens.Length; t++)
+            keep[t] = true;
+        budget -= tokens.Length - head;
+        if (budget <= 0 || head == 0)
+            return;
+        bool[] coarse = BudgetController(scorer, spans, head, question, budget, options.CoarseFactor, progress);
+        var characterStart = new bool[head];
+        foreach (int b in spans.Words.AsSpan(0, spans.Words.Length - 1))
+        {
+            if (b < head)
+                characterStart[b] = true;
+        }
 
         // segments of about SegmentTokens kept positions, never splitting a character
-        var positions = Enumerable.Range(0, tokens.Length).Where(i => coarse[i]).ToArray();
+        var positions = Enumerable.Range(0, head).Where(i => coarse[i]).ToArray();
         var segments = new List<(int Start, int End)>();
         for (int s = 0; s < positions.Length;)
         {
@@ -79,15 +98,15 @@ internal static class LlmLingua
         progress?.Report(new StageProgress("token pruning", 2, 2, segments.Count, segments.Count, ""));
     }
 
-    // Stage 1: which tokens the token-level pruning sees (whole sentences).
-    private static bool[] BudgetController(TokenScorer scorer, PromptSpans spans, int[]? question, int budget, double factor, IProgress<StageProgress>? progress)
+    // Stage 1: which tokens of the head [0, head) the token-level pruning sees (whole sentences, the last one cut at the head's end).
+    private static bool[] BudgetController(TokenScorer scorer, PromptSpans spans, int head, int[]? question, int budget, double factor, IProgress<StageProgress>? progress)
     {
-        int[] tokens = spans.Tokens;
-        int[] sentences = spans.Sentences;
+        int[] tokens = spans.Tokens.AsSpan(0, head).ToArray();
+        int[] sentences = [.. spans.Sentences.Where(b => b < head), head];
         int count = sentences.Length - 1;
-        var coarse = new bool[tokens.Length];
-        int coarseBudget = (int)Math.Min(tokens.Length, Math.Ceiling(factor * budget));
-        if (coarseBudget >= tokens.Length || count <= 1)
+        var coarse = new bool[head];
+        int coarseBudget = (int)Math.Min(head, Math.Ceiling(factor * budget));
+        if (coarseBudget >= head || count <= 1)
         {
             Array.Fill(coarse, true);
             return coarse;
@@ -120,7 +139,7 @@ internal static class LlmLingua
                 coarse[t] = true;
             kept += sentences[p + 1] - sentences[p];
         }
-        progress?.Report(new StageProgress("budget controller", 1, 2, 1, 1, $"{kept} of {tokens.Length} tokens"));
+        progress?.Report(new StageProgress("budget controller", 1, 2, 1, 1, $"{kept} of {head} tokens"));
         return coarse;
     }
 }

@@ -50,6 +50,10 @@ public sealed record PromptCompressionOptions
     /// control coefficient); the token-level pruning then cuts to the budget. 1 or less: no sentence stage.</summary>
     public double CoarseFactor { get; init; } = 2;
 
+    /// <summary>LLMLingua: the share of the budget that the prompt's last words keep uncompressed, the slot LLMLingua's budget
+    /// controller leaves whole for the question at the end of a prompt (here the text the answer continues); 0: none.</summary>
+    public double TailShare { get; init; } = 0.5;
+
     /// <summary>The name the command line uses for <paramref name="method"/> (<c>llmlingua</c>, <c>selective-context</c> …).</summary>
     public static string Name(PromptCompressionMethod method) => method switch
     {

@@ -1,4 +1,5 @@
 using Squeeze.Runtime;
+using Squeeze.Tokenizers;
 
 namespace Squeeze.Prompts;
 
@@ -46,8 +47,7 @@ public static class PromptCompressor
             runtime.Cancellation = saved;
             runtime.Reset();
         }
-        int[] kept = [.. tokens.Where((_, i) => keep[i])];
-        string text = tokenizer.Decode(kept);
+        string text = KeptText(tokenizer, tokens, keep);
         return new PromptCompressionResult(text, options.Method, tokens.Length, tokenizer.Encode(text, addBos: false).Length, scorer.TokensRun);
     }
 
@@ -65,6 +65,31 @@ public static class PromptCompressor
                 throw new ArgumentException($"the prompt is not text: control character U+{(int)c:X4} at character {i}", nameof(prompt));
         }
     }
+
+    // The kept tokens' bytes in order, with a space where a gap would otherwise join two words (a dropped line break, a
+    // sentence cut short); SentencePiece's added space prefix taken off the front, as decoding does.
+    private static string KeptText(Tokenizer tokenizer, int[] tokens, bool[] keep)
+    {
+        var bytes = new List<byte>();
+        bool gap = false;
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            if (!keep[i])
+            {
+                gap = bytes.Count > 0;
+                continue;
+            }
+            byte[] piece = tokenizer.TokenBytes(tokens[i]);
+            if (gap && piece.Length > 0 && !IsSpace(piece[0]) && !IsSpace(bytes[^1]))
+                bytes.Add((byte)' ');
+            bytes.AddRange(piece);
+            gap = false;
+        }
+        int start = tokenizer.Vocabulary.AddSpacePrefix && bytes.Count > 0 && bytes[0] == (byte)' ' ? 1 : 0;
+        return System.Text.Encoding.UTF8.GetString(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(bytes)[start..]);
+    }
+
+    private static bool IsSpace(byte b) => b is (byte)' ' or (byte)'\n' or (byte)'\t' or (byte)'\r';
 
     private static void Choose(TokenScorer scorer, PromptSpans spans, int[]? question, int budget, PromptCompressionOptions options,
         IProgress<StageProgress>? progress, bool[] keep)
