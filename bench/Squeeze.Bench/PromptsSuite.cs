@@ -14,7 +14,7 @@ namespace Squeeze.Bench;
 /// the full prompt's gain over no prompt that is kept, (NLL_none − NLL_compressed) / (NLL_none − NLL_full); the
 /// compression time against the prefill time it saves. Options: <c>--stories N</c> (200), <c>--ratios 2,3,5</c>,
 /// <c>--methods llmlingua,…</c>, <c>--seed S</c> (first story seed, 240000), <c>--threads N</c>,
-/// <c>--segment-tokens N</c>, <c>--coarse-factor X</c>, <c>--tail-share X</c> (LLMLingua's settings).
+/// <c>--segment-tokens N</c>, <c>--coarse-factor X</c>, <c>--instruction-share X</c>, <c>--tail-share X</c> (LLMLingua's settings).
 /// </summary>
 internal static class PromptsSuite
 {
@@ -33,6 +33,7 @@ internal static class PromptsSuite
         int segmentTokens = Program.Option(args, "--segment-tokens", defaults.SegmentTokens);
         double coarseFactor = Program.Value(args, "--coarse-factor") is { } c ? double.Parse(c) : defaults.CoarseFactor;
         double tailShare = Program.Value(args, "--tail-share") is { } t ? double.Parse(t) : defaults.TailShare;
+        double instructionShare = Program.Value(args, "--instruction-share") is { } i0 ? double.Parse(i0) : defaults.InstructionShare;
 
         using var model = ModelLoader.Load(Path.Combine(shared, "models", "stories15M", "stories15M.bin"));
         using var runtime = new Transformer(model, new RuntimeOptions { Threads = threads });
@@ -62,7 +63,7 @@ internal static class PromptsSuite
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- prompts --stories {count} --threads {threads}` " +
             $"({stories.Count} stories sampled from stories15M, seeds {firstSeed}…{firstSeed + count - 1}, temperature 1, 240 tokens; " +
             $"prompts {promptTokens / (double)stories.Count:0.0} tokens on average; answer NLL in nats per token under stories15M; " +
-            $"LLMLingua segments of {segmentTokens} tokens, coarse factor {coarseFactor}, tail share {tailShare})");
+            $"LLMLingua segments of {segmentTokens} tokens, coarse factor {coarseFactor}, instruction share {instructionShare}, tail share {tailShare})");
         Console.WriteLine();
         Console.WriteLine($"Answer NLL with no prompt {none:0.0000}, with the full prompt {full:0.0000} (full prompt's prefill {1000 * fullPrefill / stories.Count:0.00} ms per prompt).");
         Console.WriteLine();
@@ -72,7 +73,7 @@ internal static class PromptsSuite
         {
             foreach (var method in methods)
             {
-                var options = new PromptCompressionOptions { Ratio = ratio, Method = method, Seed = 7, SegmentTokens = segmentTokens, CoarseFactor = coarseFactor, TailShare = tailShare };
+                var options = new PromptCompressionOptions { Ratio = ratio, Method = method, Seed = 7, SegmentTokens = segmentTokens, CoarseFactor = coarseFactor, TailShare = tailShare, InstructionShare = instructionShare };
                 var compressed = new List<(int[] Prompt, int[] Answer)>();
                 long original = 0, kept = 0, scored = 0;
                 var watch = Stopwatch.StartNew();

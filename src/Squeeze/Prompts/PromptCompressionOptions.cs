@@ -3,7 +3,8 @@ namespace Squeeze.Prompts;
 /// <summary>How a prompt is shortened.</summary>
 public enum PromptCompressionMethod
 {
-    /// <summary>LLMLingua: a budget controller keeps the sentences the model finds least predictable (with a question,
+    /// <summary>LLMLingua: a budget controller shares the budget between the prompt's first sentence, its middle and its
+    /// last words (kept whole) and keeps the middle's sentences the model finds least predictable (with a question,
     /// LongLLMLingua's: the sentences that make the question most likely), then iterative token-level pruning, segment by
     /// segment, each scored conditioned on what was kept before it (with a question, LongLLMLingua's contrastive score).</summary>
     LlmLingua,
@@ -47,12 +48,18 @@ public sealed record PromptCompressionOptions
     public int SegmentTokens { get; init; } = 32;
 
     /// <summary>LLMLingua: the budget controller keeps sentences for this many times the final budget (LLMLingua's granular
-    /// control coefficient); the token-level pruning then cuts to the budget. 1 or less: no sentence stage.</summary>
-    public double CoarseFactor { get; init; } = 2;
+    /// control coefficient); the token-level pruning then cuts to the budget.</summary>
+    public double CoarseFactor { get; init; } = 1;
 
     /// <summary>LLMLingua: the share of the budget that the prompt's last words keep uncompressed, the slot LLMLingua's budget
-    /// controller leaves whole for the question at the end of a prompt (here the text the answer continues); 0: none.</summary>
-    public double TailShare { get; init; } = 0.5;
+    /// controller leaves whole for the question at the end of a prompt (here the text the answer continues); 0: none.
+    /// The defaults of the LLMLingua settings were chosen on stories sampled from stories15M (bench <c>prompts --seed 250000</c>),
+    /// apart from the ones docs/BENCHMARKS.md reports on.</summary>
+    public double TailShare { get; init; } = 0.7;
+
+    /// <summary>LLMLingua: the largest share of the budget the prompt's first sentence keeps (pruned to it when longer), the
+    /// slot LLMLingua's budget controller gives the instruction at the start of a prompt; 0: none.</summary>
+    public double InstructionShare { get; init; } = 0.3;
 
     /// <summary>The name the command line uses for <paramref name="method"/> (<c>llmlingua</c>, <c>selective-context</c> …).</summary>
     public static string Name(PromptCompressionMethod method) => method switch
