@@ -25,7 +25,8 @@ namespace Squeeze.Bench;
 /// checkpoints of TinyLlama-1.1B's, Llama-3.2-1B's and Llama-3.1-8B's shapes in a cache directory, for measuring at scale), <c>convert-speed</c> (squeeze convert against
 /// llama.cpp's quantizer on such a checkpoint, per named mix), <c>quantize-speed</c> (the quantizers alone, one thread, against
 /// llama.cpp's on rows of such a checkpoint, per type), <c>gptq-speed</c> (GPTQ's seconds per weight matrix at
-/// TinyLlama-1.1B's shapes, per grid type and refinement passes), <c>summary</c> (today's headline figures, measured afresh by the
+/// TinyLlama-1.1B's shapes, per grid type and refinement passes), <c>prompts</c> (prompt compression on held-out
+/// stories: the answer's NLL given the prompt compressed by each method at 2×, 3×, 5×), <c>summary</c> (today's headline figures, measured afresh by the
 /// other suites' code, rewritten as the table at the top of docs/BENCHMARKS.md).
 /// </summary>
 public static class Program
@@ -103,11 +104,14 @@ public static class Program
             case "gptq-speed":
                 GptqSpeedSuite.Run(rest);
                 return 0;
+            case "prompts":
+                PromptsSuite.Run(rest);
+                return 0;
             case "summary":
                 SummarySuite.Run(rest);
                 return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|quantize-speed|gptq-speed|summary [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|quantize-speed|gptq-speed|prompts|summary [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

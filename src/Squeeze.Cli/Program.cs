@@ -20,6 +20,7 @@ public static class Program
             PlanCommand.Create(),
             ZipCommand.Create(),
             UnzipCommand.Create(),
+            PromptCommand.Create(),
             BenchCommand.Create(),
             DemoCommand.Create(),
             SelfTestCommand.Create(),

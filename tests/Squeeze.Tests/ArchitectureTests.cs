@@ -36,7 +36,7 @@ public sealed class ArchitectureTests
         var drawn = floors.Folders.Where(f => Directory.Exists(Path.Combine(library, f))).Order(StringComparer.Ordinal).ToList();
         Assert.Equal(folders, drawn);
         // The order the issue of the floors asks for, bottom up (floors with several folders in any order).
-        string[] expected = ["Tensors", "Coding", "Tokenizers", "Kernels", "Weights", "Models", "Formats", "Runtime", "Calibration Embeddings Evaluation Generation SavedCaches Zip", "LowRank Pruning Quantization", "Tuning", "Compression", "Allocation"];
+        string[] expected = ["Tensors", "Coding", "Tokenizers", "Kernels", "Weights", "Models", "Formats", "Runtime", "Calibration Embeddings Evaluation Generation SavedCaches Zip", "LowRank Prompts Pruning Quantization", "Tuning", "Compression", "Allocation"];
         var libraryFloors = floors.BottomUp.Select(f => string.Join(' ', f.Where(n => folders.Contains(n)).Order(StringComparer.Ordinal))).Where(f => f.Length > 0).ToList();
         Assert.Equal(expected, libraryFloors.Take(expected.Length));
         Assert.Equal("Squeeze.Bench Squeeze.Cli", string.Join(' ', floors.BottomUp[^1].Order(StringComparer.Ordinal)));

@@ -1,0 +1,125 @@
+using System.Diagnostics;
+using Squeeze.Evaluation;
+using Squeeze.Formats;
+using Squeeze.Generation;
+using Squeeze.Prompts;
+using Squeeze.Runtime;
+
+namespace Squeeze.Bench;
+
+/// <summary>
+/// Prompt compression on held-out stories: stories sampled from stories15M with new seeds (temperature 1, 240 tokens,
+/// the shared texts' ten openers cycled); the first two thirds (cut at a word) are the prompt, the rest the answer.
+/// For each method and ratio: the answer's NLL under stories15M given the compressed prompt, reported as the share of
+/// the full prompt's gain over no prompt that is kept, (NLL_none − NLL_compressed) / (NLL_none − NLL_full); the
+/// compression time against the prefill time it saves. Options: <c>--stories N</c> (200), <c>--ratios 2,3,5</c>,
+/// <c>--methods llmlingua,…</c>, <c>--seed S</c> (first story seed, 240000), <c>--threads N</c>,
+/// <c>--segment-tokens N</c>, <c>--coarse-factor X</c>, <c>--instruction-share X</c>, <c>--tail-share X</c> (LLMLingua's settings).
+/// </summary>
+internal static class PromptsSuite
+{
+    private static readonly string[] Openers = ["Once upon a time", "One day, a", "Lily wanted to", "Tom and his", "There was a",
+        "The sun was", "Sam had a", "In a big", "A little bird", "Mom said"];
+
+    public static void Run(string[] args)
+    {
+        string shared = Program.Shared(args);
+        int count = Program.Option(args, "--stories", 200);
+        int threads = Program.Option(args, "--threads", Environment.ProcessorCount);
+        int firstSeed = Program.Option(args, "--seed", 240000);
+        double[] ratios = Program.Value(args, "--ratios") is { } r ? [.. r.Split(',').Select(double.Parse)] : [2, 3, 5];
+        var methods = Program.Value(args, "--methods") is { } m ? m.Split(',').Select(PromptCompressionOptions.Parse).ToArray() : Enum.GetValues<PromptCompressionMethod>();
+        var defaults = new PromptCompressionOptions();
+        int segmentTokens = Program.Option(args, "--segment-tokens", defaults.SegmentTokens);
+        double coarseFactor = Program.Value(args, "--coarse-factor") is { } c ? double.Parse(c) : defaults.CoarseFactor;
+        double tailShare = Program.Value(args, "--tail-share") is { } t ? double.Parse(t) : defaults.TailShare;
+        double instructionShare = Program.Value(args, "--instruction-share") is { } i0 ? double.Parse(i0) : defaults.InstructionShare;
+
+        using var model = ModelLoader.Load(Path.Combine(shared, "models", "stories15M", "stories15M.bin"));
+        using var runtime = new Transformer(model, new RuntimeOptions { Threads = threads });
+        var tokenizer = model.Tokenizer;
+        var clock = Stopwatch.StartNew();
+        var stories = new List<(string Prompt, int[] PromptTokens, int[] Answer)>();
+        for (int i = 0; i < count; i++)
+        {
+            string opener = Openers[i % Openers.Length];
+            var sampler = new Sampler(new SamplingOptions { Temperature = 1, Seed = firstSeed + i });
+            int[] start = tokenizer.Encode(opener, addBos: false);
+            int[] tokens = [.. start, .. Generator.Generate(runtime, opener, 240 - start.Length, sampler)];
+            int cut = (2 * tokens.Length + 2) / 3;
+            while (cut < tokens.Length && tokenizer.TokenBytes(tokens[cut]) is var b && (b.Length == 0 || b[0] != (byte)' '))
+                cut++;
+            if (cut >= tokens.Length - 8)
+                continue; // too short a story to have an answer
+            string prompt = tokenizer.Decode(tokens.AsSpan(0, cut));
+            stories.Add((prompt, tokenizer.Encode(prompt, addBos: false), tokens[cut..]));
+        }
+        Console.Error.WriteLine($"{stories.Count} stories sampled in {clock.Elapsed.TotalSeconds:0.0} s");
+
+        double none = MeanNll(runtime, stories.Select(s => (Array.Empty<int>(), s.Answer)).ToList(), out _);
+        double full = MeanNll(runtime, stories.Select(s => (s.PromptTokens, s.Answer)).ToList(), out double fullPrefill);
+        int promptTokens = stories.Sum(s => s.PromptTokens.Length);
+
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- prompts --stories {count} --threads {threads}` " +
+            $"({stories.Count} stories sampled from stories15M, seeds {firstSeed}…{firstSeed + count - 1}, temperature 1, 240 tokens; " +
+            $"prompts {promptTokens / (double)stories.Count:0.0} tokens on average; answer NLL in nats per token under stories15M; " +
+            $"LLMLingua segments of {segmentTokens} tokens, coarse factor {coarseFactor}, instruction share {instructionShare}, tail share {tailShare})");
+        Console.WriteLine();
+        Console.WriteLine($"Answer NLL with no prompt {none:0.0000}, with the full prompt {full:0.0000} (full prompt's prefill {1000 * fullPrefill / stories.Count:0.00} ms per prompt).");
+        Console.WriteLine();
+        Console.WriteLine("| method | target ratio | ratio | answer NLL | kept share | compression ms / prompt | prefill ms saved / prompt | model tokens run / prompt |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|");
+        foreach (double ratio in ratios)
+        {
+            foreach (var method in methods)
+            {
+                var options = new PromptCompressionOptions { Ratio = ratio, Method = method, Seed = 7, SegmentTokens = segmentTokens, CoarseFactor = coarseFactor, TailShare = tailShare, InstructionShare = instructionShare };
+                var compressed = new List<(int[] Prompt, int[] Answer)>();
+                long original = 0, kept = 0, scored = 0;
+                var watch = Stopwatch.StartNew();
+                foreach (var story in stories)
+                {
+                    var result = PromptCompressor.Compress(runtime, story.Prompt, options);
+                    original += result.OriginalTokens;
+                    kept += result.Tokens;
+                    scored += result.ScoredTokens;
+                    compressed.Add((tokenizer.Encode(result.Text, addBos: false), story.Answer));
+                }
+                double seconds = watch.Elapsed.TotalSeconds;
+                double nll = MeanNll(runtime, compressed, out double prefill);
+                Console.WriteLine($"| {PromptCompressionOptions.Name(method)} | {ratio:0.#}× | {(double)original / kept:0.00}× | {nll:0.0000} | " +
+                    $"{(none - nll) / (none - full):0.000} | {1000 * seconds / stories.Count:0.0} | {1000 * (fullPrefill - prefill) / stories.Count:0.00} | {(double)scored / stories.Count:0} |");
+            }
+        }
+    }
+
+    // The answers' mean NLL per token (nats) given their prompts, and the seconds spent on the prompts' prefill
+    // (BOS and the prompt, run as one batch before the answer is scored).
+    private static double MeanNll(Transformer runtime, IReadOnlyList<(int[] Prompt, int[] Answer)> pairs, out double prefillSeconds)
+    {
+        int bos = runtime.Model.Tokenizer.BosId;
+        int vocab = runtime.Model.Config.VocabSize;
+        var logProbabilities = new float[vocab];
+        double total = 0;
+        long tokens = 0;
+        prefillSeconds = 0;
+        foreach (var (prompt, answer) in pairs)
+        {
+            runtime.Reset();
+            int[] prefix = [bos, .. prompt];
+            var watch = Stopwatch.StartNew();
+            var last = runtime.Forward(prefix, 1).ToArray();
+            prefillSeconds += watch.Elapsed.TotalSeconds;
+            LogSoftmax.Compute(last, logProbabilities);
+            total -= logProbabilities[answer[0]];
+            var logits = runtime.Forward(answer.AsSpan(0, answer.Length - 1), answer.Length - 1);
+            for (int i = 1; i < answer.Length; i++)
+            {
+                LogSoftmax.Compute(logits.Slice((i - 1) * vocab, vocab), logProbabilities);
+                total -= logProbabilities[answer[i]];
+            }
+            tokens += answer.Length;
+        }
+        return total / tokens;
+    }
+}
