@@ -8,10 +8,11 @@ using Squeeze.Runtime;
 
 namespace Squeeze.Cli.Commands;
 
-/// <summary><c>squeeze generate MODEL --prompt TEXT</c>: continue a prompt, printing tokens as they come.</summary>
+/// <summary><c>squeeze generate MODEL --prompt TEXT</c>: continue a prompt, printing tokens as they come; with <c>--chat</c>
+/// the prompt is a user's message in the model's chat template.</summary>
 internal static class GenerateCommand
 {
-    public sealed record Options(string Model, string? Tokenizer, string Prompt, int MaxTokens, float Temperature, float TopP, int Seed, int Context, int Threads, bool Json, string Kv = "f32");
+    public sealed record Options(string Model, string? Tokenizer, string Prompt, int MaxTokens, float Temperature, float TopP, int Seed, int Context, int Threads, bool Json, string Kv = "f32", bool Chat = false, string? System = null, string? ChatTemplate = null);
 
     public sealed record Report(string Prompt, string Text, int PromptTokens, int GeneratedTokens, double PromptTokensPerSecond, double DecodeTokensPerSecond, float Temperature, float TopP, int Seed);
 
@@ -28,10 +29,14 @@ internal static class GenerateCommand
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
         var kv = Cli.KvCacheOption();
-        var command = new Command("generate", "Continue a prompt with a model") { model, tokenizer, prompt, maxTokens, temperature, topP, seed, context, threads, json, kv };
+        var chat = new Option<bool>("--chat") { Description = "Treat the prompt as a user's message in the model's chat template, and answer it" };
+        var system = new Option<string?>("--system") { Description = "With --chat: a system message before the user's" };
+        var chatTemplate = Cli.ChatTemplateOption();
+        var command = new Command("generate", "Continue a prompt with a model") { model, tokenizer, prompt, maxTokens, temperature, topP, seed, context, threads, json, kv, chat, system, chatTemplate };
         command.SetAction(r => Cli.Run(() => Execute(new Options(
             r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(prompt)!, r.GetValue(maxTokens), r.GetValue(temperature),
-            r.GetValue(topP), r.GetValue(seed), r.GetValue(context), r.GetValue(threads), r.GetValue(json), r.GetValue(kv)!))));
+            r.GetValue(topP), r.GetValue(seed), r.GetValue(context), r.GetValue(threads), r.GetValue(json), r.GetValue(kv)!,
+            r.GetValue(chat), r.GetValue(system), r.GetValue(chatTemplate)))));
         return command;
     }
 
@@ -46,16 +51,21 @@ internal static class GenerateCommand
         using var runtime = new Transformer(m, new RuntimeOptions { Threads = options.Threads, ContextLength = options.Context, KvCache = kvCache });
         var sampler = new Sampler(new SamplingOptions { Temperature = options.Temperature, TopP = options.TopP, Seed = options.Seed });
         var tokenizer = m.Tokenizer;
-        int promptTokens = tokenizer.Encode(options.Prompt, addBos: true).Length;
+        if (!options.Chat && (options.System is not null || options.ChatTemplate is not null))
+            throw new ArgumentException("--system and --chat-template need --chat");
+        int[] promptIds = options.Chat
+            ? ChatTemplate.For(m, options.ChatTemplate).Encode(tokenizer, [.. options.System is null ? Array.Empty<ChatMessage>() : [new ChatMessage("system", options.System)], new ChatMessage("user", options.Prompt)])
+            : tokenizer.Encode(options.Prompt, addBos: true);
+        int promptTokens = promptIds.Length;
 
         var bytes = new List<byte>();
         var decoder = Encoding.UTF8.GetDecoder();
         var chars = new char[64];
-        if (!options.Json)
+        if (!options.Json && !options.Chat)
             Console.Out.Write(options.Prompt);
         var clock = Stopwatch.StartNew();
         double promptSeconds = 0;
-        var generated = Generator.Generate(runtime, options.Prompt, options.MaxTokens, sampler, token =>
+        var generated = Generator.Generate(runtime, promptIds, options.MaxTokens, sampler, token =>
         {
             if (promptSeconds == 0)
                 promptSeconds = clock.Elapsed.TotalSeconds;
@@ -71,7 +81,7 @@ internal static class GenerateCommand
         double total = clock.Elapsed.TotalSeconds;
         var report = new Report(
             options.Prompt,
-            options.Prompt + Encoding.UTF8.GetString(bytes.ToArray()),
+            (options.Chat ? "" : options.Prompt) + Encoding.UTF8.GetString(bytes.ToArray()),
             promptTokens,
             generated.Count,
             promptTokens / Math.Max(promptSeconds, 1e-9),
