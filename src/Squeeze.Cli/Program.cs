@@ -22,6 +22,7 @@ public static class Program
             UnzipCommand.Create(),
             BenchCommand.Create(),
             DemoCommand.Create(),
+            ServeCommand.Create(),
             SelfTestCommand.Create(),
         };
         return root.Parse(args).Invoke();
