@@ -19,7 +19,10 @@ internal sealed class RequestException(int status, string message) : Exception(m
 internal sealed record OpenAiRequest
 {
     // Fields accepted and ignored: they change nothing in a single local model's answer.
-    private static readonly HashSet<string> Ignored = new(StringComparer.Ordinal) { "user", "store", "metadata", "service_tier", "parallel_tool_calls" };
+    private static readonly HashSet<string> Ignored = new(StringComparer.Ordinal)
+    {
+        "user", "store", "metadata", "service_tier", "parallel_tool_calls", "safety_identifier", "prompt_cache_key",
+    };
 
     private static readonly HashSet<string> Common = new(StringComparer.Ordinal)
     {

@@ -43,7 +43,7 @@ public static partial class VocabularyReader
             return vocabulary;
         try
         {
-            using var config = System.Text.Json.JsonDocument.Parse(ReadAll(configPath));
+            using var config = System.Text.Json.JsonDocument.Parse(SkipUtf8Bom(ReadAll(configPath)).ToArray());
             var root = config.RootElement;
             if (root.ValueKind != System.Text.Json.JsonValueKind.Object || !root.TryGetProperty("chat_template", out var template))
                 return vocabulary;
