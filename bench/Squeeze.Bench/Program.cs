@@ -25,7 +25,8 @@ namespace Squeeze.Bench;
 /// llama.cpp's quantizer on such a checkpoint, per named mix), <c>quantize-speed</c> (the quantizers alone, one thread, against
 /// llama.cpp's on rows of such a checkpoint, per type), <c>gptq-speed</c> (GPTQ's seconds per weight matrix at
 /// TinyLlama-1.1B's shapes, per grid type and refinement passes), <c>summary</c> (today's headline figures, measured afresh by the
-/// other suites' code, rewritten as the table at the top of docs/BENCHMARKS.md).
+/// other suites' code, rewritten as the table at the top of docs/BENCHMARKS.md), <c>serve</c> (a load test of squeeze serve on loopback: requests/s,
+/// tokens/s, latency percentiles, the server's overhead against the runtime's decode, memory back to idle).
 /// </summary>
 public static class Program
 {
@@ -99,8 +100,11 @@ public static class Program
             case "summary":
                 SummarySuite.Run(rest);
                 return 0;
+            case "serve":
+                ServeSuite.Run(rest);
+                return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|quantize-speed|gptq-speed|summary [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|quantize-speed|gptq-speed|summary|serve [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

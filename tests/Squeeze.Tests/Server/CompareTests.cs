@@ -1,6 +1,7 @@
 using System.Net.ServerSentEvents;
 using System.Text;
 using System.Text.Json;
+using PuppeteerSharp;
 using Squeeze.Formats;
 using Squeeze.Generation;
 using Squeeze.Models;
@@ -100,6 +101,47 @@ public sealed class CompareTests(CompareFixture fixture) : IClassFixture<Compare
             Assert.Equal("length", done.GetProperty("finish_reason").GetString());
             Assert.True(done.GetProperty("tokens_per_second").GetDouble() > 0);
         }
+    }
+
+    /// <summary>The page in headless chromium: a prompt typed and run, both answers shown, each token with its KL; a
+    /// screenshot of the page is kept beside the test binaries (<c>compare-page.png</c>).</summary>
+    [BrowserFact]
+    public async Task The_page_in_a_browser_shows_both_answers_with_each_tokens_divergence()
+    {
+        await using var browser = await Puppeteer.LaunchAsync(new LaunchOptions
+        {
+            Headless = true,
+            ExecutablePath = BrowserFactAttribute.Chromium,
+            Args = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        });
+        await using var page = await browser.NewPageAsync();
+        await page.SetViewportAsync(new ViewPortOptions { Width = 1200, Height = 700 });
+        await page.GoToAsync(fixture.Server.Address.ToString(), WaitUntilNavigation.Networkidle0);
+        await page.WaitForSelectorAsync("#side-base");
+        await page.EvaluateExpressionAsync("document.getElementById('prompt').value = ''");
+        await page.TypeAsync("#prompt", Prompt);
+        await page.EvaluateExpressionAsync($"document.getElementById('max_tokens').value = '{Tokens}'");
+        await page.ClickAsync("#run");
+        await page.WaitForFunctionAsync("() => document.body.dataset.done === 'true'", new WaitForFunctionOptions { Timeout = 60000 });
+        string screenshot = Path.Combine(AppContext.BaseDirectory, "compare-page.png");
+        await page.ScreenshotAsync(screenshot, new ScreenshotOptions { FullPage = true });
+        Assert.True(new FileInfo(screenshot).Length > 10000);
+
+        using var compressed = ModelLoader.Load(fixture.Compressed);
+        using var original = ServerFixture.LoadStories();
+        int[] prompt = original.Tokenizer.Encode(Prompt, addBos: true);
+        foreach (var (side, model) in new[] { ("model", compressed), ("base", original) })
+        {
+            using var runtime = new Transformer(model, new RuntimeOptions { Threads = 2, ContextLength = ServerFixture.Context });
+            var answer = Generator.Generate(runtime, prompt, Tokens, new Sampler(new SamplingOptions { Temperature = 0 }));
+            string expected = Encoding.UTF8.GetString([.. answer.SelectMany(model.Tokenizer.TokenBytes)]);
+            Assert.Equal(expected, await page.EvaluateExpressionAsync<string>($"document.querySelector('#side-{side} .answer').textContent"));
+            Assert.Equal(Tokens, await page.EvaluateExpressionAsync<int>($"document.querySelectorAll('#side-{side} .answer span[title^=\"KL \"]').length"));
+            string stats = await page.EvaluateExpressionAsync<string>($"document.querySelector('#side-{side} .run').textContent");
+            Assert.StartsWith($"{Tokens} tokens at ", stats, StringComparison.Ordinal);
+            Assert.Contains("mean KL", stats, StringComparison.Ordinal);
+        }
+        Assert.Contains("bits per weight", await page.EvaluateExpressionAsync<string>("document.querySelector('#side-model .stats').textContent"), StringComparison.Ordinal);
     }
 
     /// <summary>KL(P_original ‖ P_compressed) at the positions predicting the last <paramref name="count"/> tokens of
