@@ -5,6 +5,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Squeeze.Formats;
@@ -82,6 +83,8 @@ public sealed partial class SqueezeServer : IAsyncDisposable
 
             var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ApplicationName = "Squeeze.Server" });
             builder.Logging.ClearProviders();
+            // On Ctrl+C, requests still streaming get a few seconds to end before they are cut (their sequences then end too).
+            builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(5));
             builder.WebHost.UseUrls($"http://{options.Host}:{options.Port}");
             builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxBodyBytes);
             var app = builder.Build();
