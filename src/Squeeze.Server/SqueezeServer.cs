@@ -45,8 +45,9 @@ public sealed partial class SqueezeServer : IAsyncDisposable
             {
                 templates[worker] = (ChatTemplate.For(worker.Model, options.ChatTemplate), null);
             }
-            catch (Exception e) when (e is Tensors.ModelFormatException or ArgumentException)
+            catch (Exception e) when ((e is Tensors.ModelFormatException or ArgumentException) && options.ChatTemplate is null)
             {
+                // a model without a usable template still serves completions; its chat requests get this message
                 templates[worker] = (null, e.Message);
             }
         }
