@@ -87,7 +87,7 @@ public sealed partial class SqueezeServer : IAsyncDisposable
             // On Ctrl+C, requests still streaming get a few seconds to end before they are cut (their sequences then end too).
             builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(5));
             builder.WebHost.UseUrls($"http://{options.Host}:{options.Port}");
-            builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxBodyBytes);
+            builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = 2 * options.MaxBodyBytes);
             var app = builder.Build();
             var server = new SqueezeServer(app, options, workers);
             server.Map();
@@ -447,8 +447,9 @@ public sealed partial class SqueezeServer : IAsyncDisposable
 
     private async Task<byte[]> ReadBody(HttpContext http)
     {
-        if (http.Request.ContentLength > options.MaxBodyBytes)
-            throw new RequestException(413, $"the body has {http.Request.ContentLength} bytes; this server takes at most {options.MaxBodyBytes}");
+        // Read up to the limit before refusing, so that a client sending a body a little too large has sent it when the
+        // 413 comes (refused on its Content-Length alone, it would find the connection closed while still writing);
+        // Kestrel refuses bodies over twice the limit on their Content-Length.
         var body = new MemoryStream();
         var buffer = new byte[16384];
         try
