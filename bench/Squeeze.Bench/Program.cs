@@ -27,7 +27,8 @@ namespace Squeeze.Bench;
 /// llama.cpp's on rows of such a checkpoint, per type), <c>gptq-speed</c> (GPTQ's seconds per weight matrix at
 /// TinyLlama-1.1B's shapes, per grid type and refinement passes), <c>prompts</c> (prompt compression on held-out
 /// stories: the answer's NLL given the prompt compressed by each method at 2×, 3×, 5×), <c>summary</c> (today's headline figures, measured afresh by the
-/// other suites' code, rewritten as the table at the top of docs/BENCHMARKS.md).
+/// other suites' code, rewritten as the table at the top of docs/BENCHMARKS.md), <c>serve</c> (a load test of squeeze serve on loopback: requests/s,
+/// tokens/s, latency percentiles, the server's overhead against the runtime's decode, memory back to idle).
 /// </summary>
 public static class Program
 {
@@ -110,8 +111,11 @@ public static class Program
             case "summary":
                 SummarySuite.Run(rest);
                 return 0;
+            case "serve":
+                ServeSuite.Run(rest);
+                return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|quantize-speed|gptq-speed|prompts|summary [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|saved-cache|embedding-stores|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|quantize-speed|gptq-speed|prompts|summary|serve [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

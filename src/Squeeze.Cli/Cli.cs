@@ -50,6 +50,12 @@ internal static class Cli
         DefaultValueFactory = _ => "f32",
     };
 
+    /// <summary><c>--chat-template</c>: a chat template's family name or Jinja text, used instead of the model's own.</summary>
+    public static Option<string?> ChatTemplateOption() => new("--chat-template")
+    {
+        Description = "Chat template instead of the model's: a family (" + string.Join(", ", Squeeze.Generation.ChatTemplate.Families) + ") or a Jinja text in llama.cpp's recognised families",
+    };
+
     /// <summary>The policy a <c>--kv</c> value names; a bad spec is an <see cref="ArgumentException"/> saying what is wrong.</summary>
     public static Squeeze.Runtime.KvCachePolicy KvCache(string spec) => Squeeze.Runtime.KvCachePolicy.Parse(spec);
 

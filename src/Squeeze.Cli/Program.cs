@@ -23,6 +23,7 @@ public static class Program
             PromptCommand.Create(),
             BenchCommand.Create(),
             DemoCommand.Create(),
+            ServeCommand.Create(),
             SelfTestCommand.Create(),
             EmbeddingsCommand.Create(),
         };

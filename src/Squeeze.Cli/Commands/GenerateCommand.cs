@@ -9,11 +9,12 @@ using Squeeze.SavedCaches;
 
 namespace Squeeze.Cli.Commands;
 
-/// <summary><c>squeeze generate MODEL --prompt TEXT</c>: continue a prompt, printing tokens as they come.</summary>
+/// <summary><c>squeeze generate MODEL --prompt TEXT</c>: continue a prompt, printing tokens as they come; with <c>--chat</c>
+/// the prompt is a user's message in the model's chat template.</summary>
 internal static class GenerateCommand
 {
     public sealed record Options(string Model, string? Tokenizer, string Prompt, int MaxTokens, float Temperature, float TopP, int Seed, int Context, int Threads, bool Json, string Kv = "f32",
-        string? SaveCache = null, string? LoadCache = null, string CachePolicy = SavedCacheDefault);
+        string? SaveCache = null, string? LoadCache = null, string CachePolicy = SavedCacheDefault, bool Chat = false, string? System = null, string? ChatTemplate = null);
 
     /// <summary>How <c>--save-cache</c> stores keys and values unless <c>--cache-policy</c> says otherwise.</summary>
     public const string SavedCacheDefault = "step:0.125";
@@ -40,11 +41,17 @@ internal static class GenerateCommand
             Description = "How --save-cache stores keys and values: " + SavedCacheStorage.Syntax,
             DefaultValueFactory = _ => SavedCacheDefault,
         };
-        var command = new Command("generate", "Continue a prompt with a model") { model, tokenizer, prompt, maxTokens, temperature, topP, seed, context, threads, json, kv, saveCache, loadCache, cachePolicy };
+        var chat = new Option<bool>("--chat") { Description = "Treat the prompt as a user's message in the model's chat template, and answer it" };
+        var system = new Option<string?>("--system") { Description = "With --chat: a system message before the user's" };
+        var chatTemplate = Cli.ChatTemplateOption();
+        var command = new Command("generate", "Continue a prompt with a model")
+        {
+            model, tokenizer, prompt, maxTokens, temperature, topP, seed, context, threads, json, kv, saveCache, loadCache, cachePolicy, chat, system, chatTemplate,
+        };
         command.SetAction(r => Cli.Run(() => Execute(new Options(
             r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(prompt)!, r.GetValue(maxTokens), r.GetValue(temperature),
             r.GetValue(topP), r.GetValue(seed), r.GetValue(context), r.GetValue(threads), r.GetValue(json), r.GetValue(kv)!,
-            r.GetValue(saveCache), r.GetValue(loadCache), r.GetValue(cachePolicy)!))));
+            r.GetValue(saveCache), r.GetValue(loadCache), r.GetValue(cachePolicy)!, r.GetValue(chat), r.GetValue(system), r.GetValue(chatTemplate)))));
         return command;
     }
 
@@ -62,8 +69,12 @@ internal static class GenerateCommand
         using var runtime = new Transformer(m, new RuntimeOptions { Threads = options.Threads, ContextLength = options.Context, KvCache = kvCache });
         var sampler = new Sampler(new SamplingOptions { Temperature = options.Temperature, TopP = options.TopP, Seed = options.Seed });
         var tokenizer = m.Tokenizer;
-        int[] tokens = tokenizer.Encode(options.Prompt, addBos: true);
-        string prompt = options.Prompt;
+        if (!options.Chat && (options.System is not null || options.ChatTemplate is not null))
+            throw new ArgumentException("--system and --chat-template need --chat");
+        int[] tokens = options.Chat
+            ? ChatTemplate.For(m, options.ChatTemplate).Encode(tokenizer, [.. options.System is null ? Array.Empty<ChatMessage>() : [new ChatMessage("system", options.System)], new ChatMessage("user", options.Prompt)])
+            : tokenizer.Encode(options.Prompt, addBos: true);
+        string prompt = options.Chat ? "" : options.Prompt;
         int cached = 0;
         if (options.LoadCache is not null)
         {
@@ -111,7 +122,7 @@ internal static class GenerateCommand
         });
         double total = clock.Elapsed.TotalSeconds;
         var report = new Report(
-            prompt,
+            options.Chat ? options.Prompt : prompt,
             prompt + Encoding.UTF8.GetString(bytes.ToArray()),
             promptTokens,
             generated.Count,

@@ -77,8 +77,45 @@ public sealed class Vocabulary
     /// <summary>SentencePiece: prepend a space to the text before encoding (llama's "add_dummy_prefix").</summary>
     public bool AddSpacePrefix { get; init; } = true;
 
+    /// <summary>The model's chat template as its files carry it (Hugging Face <c>tokenizer_config.json</c>'s
+    /// <c>chat_template</c>, GGUF <c>tokenizer.chat_template</c>): a Jinja text, or a llama.cpp template name; null when
+    /// there is none.</summary>
+    public string? ChatTemplate { get; init; }
+
+    /// <summary>End-of-turn token (a chat model's end of its answer), or -1. When the file states none, the first of
+    /// llama.cpp's end-of-turn texts (<see cref="EndOfTurnTexts"/>) that is a control or user-defined token, as llama.cpp
+    /// finds it when it loads a vocabulary.</summary>
+    public int EotId
+    {
+        get => eotId ??= FindEndOfTurn(Tokens, Types);
+        init => eotId = value;
+    }
+
+    private int? eotId;
+
+    /// <summary>The texts llama.cpp takes for the end-of-turn token when a file names none (llama-vocab.cpp).</summary>
+    public static IReadOnlyList<string> EndOfTurnTexts { get; } =
+        ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>", "_<EOT>", "<\uFF5Cend\u2581of\u2581sentence\uFF5C>"];
+
+    /// <summary>Whether <paramref name="id"/> ends a generation: the end-of-sequence or the end-of-turn token.</summary>
+    public bool EndsGeneration(int id) => id >= 0 && (id == EosId || id == EotId);
+
     /// <summary>Number of tokens.</summary>
     public int Count => Tokens.Length;
+
+    /// <summary>The first of <see cref="EndOfTurnTexts"/> that is a control or user-defined token of <paramref name="tokens"/>, or -1.</summary>
+    public static int FindEndOfTurn(string[] tokens, TokenType[] types)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        ArgumentNullException.ThrowIfNull(types);
+        foreach (string text in EndOfTurnTexts)
+        {
+            int id = Array.IndexOf(tokens, text);
+            if (id >= 0 && types[id] is TokenType.Control or TokenType.UserDefined)
+                return id;
+        }
+        return -1;
+    }
 
     /// <summary>The piece llama.cpp's converter writes for an id the tokenizer does not use: "[PAD{id}]", of type
     /// <see cref="TokenType.Unused"/>.</summary>
@@ -108,6 +145,27 @@ public sealed class Vocabulary
             PaddingId = PaddingId,
             AddBos = AddBos,
             AddSpacePrefix = AddSpacePrefix,
+            ChatTemplate = ChatTemplate,
+            EotId = EotId,
         };
     }
+
+    /// <summary>This vocabulary with <see cref="ChatTemplate"/> set to <paramref name="template"/>, sharing its arrays.</summary>
+    public Vocabulary WithChatTemplate(string? template) => new()
+    {
+        Kind = Kind,
+        Tokens = Tokens,
+        Scores = Scores,
+        Types = Types,
+        Merges = Merges,
+        PreTokenizer = PreTokenizer,
+        BosId = BosId,
+        EosId = EosId,
+        UnknownId = UnknownId,
+        PaddingId = PaddingId,
+        AddBos = AddBos,
+        AddSpacePrefix = AddSpacePrefix,
+        ChatTemplate = template,
+        EotId = EotId,
+    };
 }

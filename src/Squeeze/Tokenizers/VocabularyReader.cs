@@ -16,7 +16,7 @@ public static partial class VocabularyReader
 
     /// <summary>A SentencePiece <c>tokenizer.model</c> protobuf.</summary>
     public static Vocabulary FromSentencePieceModel(string path)
-        => FromSentencePieceModel(ReadAll(path), path);
+        => WithChatTemplateBeside(FromSentencePieceModel(ReadAll(path), path), path);
 
     /// <summary>A Hugging Face <c>tokenizer.json</c>, with <c>tokenizer_config.json</c> beside it when present (BOS/EOS, add_bos).</summary>
     public static Vocabulary FromTokenizerJson(string path)
@@ -24,7 +24,45 @@ public static partial class VocabularyReader
         byte[] json = ReadAll(path);
         string configPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path)) ?? ".", "tokenizer_config.json");
         byte[]? config = File.Exists(configPath) ? ReadAll(configPath) : null;
-        return FromTokenizerJson(json, config, path);
+        return WithChatTemplateBeside(FromTokenizerJson(json, config, path), path);
+    }
+
+    /// <summary>
+    /// <paramref name="vocabulary"/> with the chat template of the Hugging Face files beside <paramref name="path"/>:
+    /// <c>chat_template.jinja</c>, else <c>tokenizer_config.json</c>'s <c>chat_template</c> (a string, or a list of
+    /// named templates of which "default" is taken). Unchanged when there is none.
+    /// </summary>
+    private static Vocabulary WithChatTemplateBeside(Vocabulary vocabulary, string path)
+    {
+        string directory = Path.GetDirectoryName(Path.GetFullPath(path)) ?? ".";
+        string jinja = Path.Combine(directory, "chat_template.jinja");
+        if (File.Exists(jinja))
+            return vocabulary.WithChatTemplate(System.Text.Encoding.UTF8.GetString(ReadAll(jinja)));
+        string configPath = Path.Combine(directory, "tokenizer_config.json");
+        if (!File.Exists(configPath))
+            return vocabulary;
+        try
+        {
+            using var config = System.Text.Json.JsonDocument.Parse(SkipUtf8Bom(ReadAll(configPath)).ToArray());
+            var root = config.RootElement;
+            if (root.ValueKind != System.Text.Json.JsonValueKind.Object || !root.TryGetProperty("chat_template", out var template))
+                return vocabulary;
+            if (template.ValueKind == System.Text.Json.JsonValueKind.String)
+                return vocabulary.WithChatTemplate(template.GetString());
+            if (template.ValueKind == System.Text.Json.JsonValueKind.Array)
+            {
+                foreach (var named in template.EnumerateArray())
+                {
+                    if (named.ValueKind == System.Text.Json.JsonValueKind.Object && GetString(named, "name") == "default")
+                        return vocabulary.WithChatTemplate(GetString(named, "template"));
+                }
+            }
+            throw new Tensors.ModelFormatException(configPath, "chat_template is neither a text nor a list holding one named \"default\"");
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new Tensors.ModelFormatException(configPath, "not valid JSON: " + e.Message, e);
+        }
     }
 
     private static byte[] ReadAll(string path)

@@ -28,6 +28,12 @@ public sealed class LlamaCpp : IDisposable
     /// <summary>Tokens in llama.cpp's vocabulary (the logits' width).</summary>
     public int VocabSize => model.Vocab.Count;
 
+    /// <summary>llama.cpp's special tokens and flags of the loaded vocabulary (BOS, EOS, EOT, add BOS …).</summary>
+    public SafeLlamaModelHandle.Vocabulary Vocabulary => model.Vocab;
+
+    /// <summary>The chat template llama.cpp found in the file (<c>tokenizer.chat_template</c>), or null.</summary>
+    public string? ChatTemplate => model.GetTemplate(null, strict: false);
+
     /// <summary>Loads <paramref name="path"/> with llama.cpp; <paramref name="vocabOnly"/> reads the tokenizer alone.
     /// A file llama.cpp refuses throws with its path.</summary>
     public static LlamaCpp Load(string path, bool vocabOnly = false)
@@ -84,6 +90,9 @@ public sealed class LlamaCpp : IDisposable
     }
 
     public void Dispose() => model.Dispose();
+
+    /// <summary>Loads the native library (once per process) before a direct call that needs no model.</summary>
+    public static void EnsureLoaded() => Configure();
 
     /// <summary>Once per process: keep llama.cpp's log off the test output, then load the native library (LLamaSharp
     /// picks the variant for the CPU: avx512 here) before any direct call into it.</summary>

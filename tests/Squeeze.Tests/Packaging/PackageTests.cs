@@ -71,11 +71,19 @@ public class PackageTests(PackedPackages packages) : IClassFixture<PackedPackage
         // The charts package is where the native dependency went: the check above does see one when it is there.
         Assert.Contains("Squeeze", packages.Dependencies("Squeeze.Charts"));
         Assert.Contains(packages.Dependencies("Squeeze.Charts"), IsNative);
+        // ASP.NET Core is the server package's framework, never the library's.
+        Assert.Empty(FrameworkReferences("Squeeze"));
+        Assert.Equal(["Microsoft.AspNetCore.App"], FrameworkReferences("Squeeze.Server"));
+        Assert.Contains("Squeeze", packages.Dependencies("Squeeze.Server"));
     }
+
+    private IEnumerable<string> FrameworkReferences(string id)
+        => packages.Open(id).Nuspec.Descendants().Where(e => e.Name.LocalName == "frameworkReference").Select(e => e.Attribute("name")!.Value).Distinct();
 
     [Theory]
     [InlineData("Squeeze", "lib/net10.0/Squeeze.xml")]
     [InlineData("Squeeze.Charts", "lib/net10.0/Squeeze.Charts.xml")]
+    [InlineData("Squeeze.Server", "lib/net10.0/Squeeze.Server.xml")]
     public void Library_packages_carry_documentation_license_and_readme(string id, string documentation)
     {
         var (entries, nuspec) = packages.Open(id);

@@ -70,9 +70,13 @@ public static class GgufModelMetadata
         U32("tokenizer.ggml.unknown_token_id", TokenId(v.UnknownId));
         U32("tokenizer.ggml.seperator_token_id", uint.MaxValue);
         U32("tokenizer.ggml.padding_token_id", TokenId(v.PaddingId));
+        if (v.EotId >= 0)
+            U32("tokenizer.ggml.eot_token_id", v.EotId);
         Add("tokenizer.ggml.add_bos_token", GgufValue.Scalar(GgufValueType.Bool, v.AddBos));
         if (v.Kind == TokenizerKind.SentencePiece)
             Add("tokenizer.ggml.add_space_prefix", GgufValue.Scalar(GgufValueType.Bool, v.AddSpacePrefix));
+        if (v.ChatTemplate is { } template)
+            Add("tokenizer.chat_template", GgufValue.String(template));
         return entries;
     }
 

@@ -89,6 +89,9 @@ public static class GgufVocabulary
             PaddingId = TokenId(file, "tokenizer.ggml.padding_token_id", pad, tokens.Length),
             AddBos = file.GetBool("tokenizer.ggml.add_bos_token") ?? addBos,
             AddSpacePrefix = file.GetBool("tokenizer.ggml.add_space_prefix") ?? addSpacePrefix,
+            ChatTemplate = file.GetString("tokenizer.chat_template"),
+            EotId = file.GetInteger("tokenizer.ggml.eot_token_id") is long eot && eot >= 0 && eot < tokens.Length
+                ? (int)eot : Vocabulary.FindEndOfTurn(tokens, types),
         };
     }
 

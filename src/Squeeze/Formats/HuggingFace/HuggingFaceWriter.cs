@@ -212,6 +212,8 @@ public static class HuggingFaceWriter
             w.WriteBoolean("add_eos_token", false);
             w.WriteBoolean("add_prefix_space", v.AddSpacePrefix);
             w.WriteBoolean("legacy", true);
+            if (v.ChatTemplate is { } template)
+                w.WriteString("chat_template", template);
         });
         return ["tokenizer.model", "tokenizer_config.json"];
     }
