@@ -131,32 +131,20 @@ public sealed class Vocabulary
         ArgumentOutOfRangeException.ThrowIfLessThan(count, Count);
         if (count == Count)
             return this;
-        return new Vocabulary
-        {
-            Kind = Kind,
-            Tokens = [.. Tokens, .. Enumerable.Range(Count, count - Count).Select(PaddingPiece)],
-            Scores = [.. Scores, .. new float[count - Count]],
-            Types = [.. Types, .. Enumerable.Repeat(TokenType.Unused, count - Count)],
-            Merges = Merges,
-            PreTokenizer = PreTokenizer,
-            BosId = BosId,
-            EosId = EosId,
-            UnknownId = UnknownId,
-            PaddingId = PaddingId,
-            AddBos = AddBos,
-            AddSpacePrefix = AddSpacePrefix,
-            ChatTemplate = ChatTemplate,
-            EotId = EotId,
-        };
+        return With([.. Tokens, .. Enumerable.Range(Count, count - Count).Select(PaddingPiece)], [.. Scores, .. new float[count - Count]],
+            [.. Types, .. Enumerable.Repeat(TokenType.Unused, count - Count)], ChatTemplate);
     }
 
     /// <summary>This vocabulary with <see cref="ChatTemplate"/> set to <paramref name="template"/>, sharing its arrays.</summary>
-    public Vocabulary WithChatTemplate(string? template) => new()
+    public Vocabulary WithChatTemplate(string? template) => With(Tokens, Scores, Types, template);
+
+    // This vocabulary with these tokens and chat template, every other property the same.
+    private Vocabulary With(string[] tokens, float[] scores, TokenType[] types, string? chatTemplate) => new()
     {
         Kind = Kind,
-        Tokens = Tokens,
-        Scores = Scores,
-        Types = Types,
+        Tokens = tokens,
+        Scores = scores,
+        Types = types,
         Merges = Merges,
         PreTokenizer = PreTokenizer,
         BosId = BosId,
@@ -165,7 +153,7 @@ public sealed class Vocabulary
         PaddingId = PaddingId,
         AddBos = AddBos,
         AddSpacePrefix = AddSpacePrefix,
-        ChatTemplate = template,
+        ChatTemplate = chatTemplate,
         EotId = EotId,
     };
 }
