@@ -35,8 +35,84 @@ internal static partial class LinearAlgebra
     }
 
     /// <summary>In place: a = L with a = L·Lᵀ (lower triangle; the upper triangle is zeroed). False when a pivot is not
-    /// positive (the matrix is not positive definite).</summary>
+    /// positive (the matrix is not positive definite). Bit-identical to <see cref="CholeskyLowerReference"/>: every
+    /// element's dot product Dot(L[i, :j], L[j, :j]) is summed in the same four lanes in the same order, but in panels of
+    /// <see cref="DotBlockRows"/> columns — the part of the dot products before the panel for four rows and the whole
+    /// panel at once (<see cref="DotRows4x2"/>, the rows' pieces in cache), then the part inside the panel column by
+    /// column — so the factor is not read again from memory for every column. Rows below a panel are split between the
+    /// threads.</summary>
     public static bool CholeskyLower(double[] a, int n, int threads)
+    {
+        const int Panel = DotBlockRows;
+        for (int j0 = 0; j0 < n; j0 += Panel)
+        {
+            int j1 = Math.Min(j0 + Panel, n);
+            // The panel's own rows, column by column.
+            for (int j = j0; j < j1; j++)
+            {
+                double d = a[(long)j * n + j] - FinishLanes(Lanes(a, j * n, j * n, 0, j), a, j * n, j * n, j);
+                if (!(d > 0) || !double.IsFinite(d))
+                    return false;
+                double ljj = Math.Sqrt(d);
+                a[(long)j * n + j] = ljj;
+                for (int i = j + 1; i < j1; i++)
+                    a[(long)i * n + j] = (a[(long)i * n + j] - FinishLanes(Lanes(a, i * n, j * n, 0, j), a, i * n, j * n, j)) / ljj;
+            }
+            for (int j = j0; j < j1; j++)
+                a.AsSpan(j * n + j + 1, n - j - 1).Clear();
+            int jj0 = j0;
+            void Below(int from, int to)
+            {
+                var acc = new Vector256<double>[GroupRows * Panel];
+                int i = from;
+                for (; i + GroupRows <= to; i += GroupRows)
+                {
+                    Array.Clear(acc);
+                    for (int p0 = 0; p0 < jj0; p0 += DotBlockLength)
+                    {
+                        int p1 = Math.Min(p0 + DotBlockLength, jj0);
+                        for (int j = jj0; j + 2 <= j1; j += 2)
+                            DotRows4x2(a, i * n, n, a, j * n, p0, p1, n, acc, j - jj0);
+                    }
+                    for (int r = 0; r < GroupRows; r++)
+                        PanelRow(a, n, i + r, jj0, j1, acc.AsSpan(r * Panel, Panel));
+                }
+                for (; i < to; i++)
+                    PanelRow(a, n, i, jj0, j1, outer: []);
+            }
+            Split(j1, n, (long)(n - j1) * (j1 + Panel) * Panel, threads, Below);
+        }
+        return true;
+    }
+
+    // Row i's elements in panel columns [j0, j1) from the lanes of its dot products over [0, j0): given in outer for the
+    // panel's pairs of columns, summed here for an odd last column or when outer is empty.
+    private static void PanelRow(double[] a, int n, int i, int j0, int j1, Span<Vector256<double>> outer)
+    {
+        int paired = outer.IsEmpty ? j0 : j0 + (j1 - j0) / 2 * 2;
+        for (int j = j0; j < j1; j++)
+        {
+            var lanes = j < paired ? outer[j - j0] : Lanes(a, i * n, j * n, 0, j0);
+            double dot = FinishLanes(Lanes(a, i * n, j * n, j0, j, lanes), a, i * n, j * n, j);
+            a[(long)i * n + j] = (a[(long)i * n + j] - dot) / a[(long)j * n + j];
+        }
+    }
+
+    // Dot's lanes over the whole fours of [p0, length) of a[x..] and a[y..] (p0 a multiple of 4), continuing acc.
+    private static Vector256<double> Lanes(double[] a, int x, int y, int p0, int length, Vector256<double> acc = default)
+    {
+        for (int p = p0; p + 4 <= length; p += 4)
+            acc += Vector256.Create(new ReadOnlySpan<double>(a, x + p, 4)) * Vector256.Create(new ReadOnlySpan<double>(a, y + p, 4));
+        return acc;
+    }
+
+    // Dot's ending for vectors of length at a[x..] and a[y..] whose whole fours are summed in acc.
+    private static double FinishLanes(Vector256<double> acc, double[] a, int x, int y, int length)
+        => Finish(acc, a, x, a, y, length - length % 4, length);
+
+    /// <summary>The definition of <see cref="CholeskyLower"/>: column by column, each element one
+    /// <see cref="Dot(ReadOnlySpan{double}, ReadOnlySpan{double})"/>.</summary>
+    public static bool CholeskyLowerReference(double[] a, int n)
     {
         for (int j = 0; j < n; j++)
         {
@@ -46,17 +122,11 @@ internal static partial class LinearAlgebra
                 return false;
             double ljj = Math.Sqrt(d);
             rowJ[j] = ljj;
-            int jj = j;
-            void Rows(int from, int to)
+            for (int i = j + 1; i < n; i++)
             {
-                var lj = new ReadOnlySpan<double>(a, jj * n, jj);
-                for (int i = from; i < to; i++)
-                {
-                    var rowI = a.AsSpan(i * n, n);
-                    rowI[jj] = (rowI[jj] - Dot(rowI[..jj], lj)) / ljj;
-                }
+                var rowI = a.AsSpan(i * n, n);
+                rowI[j] = (rowI[j] - Dot(rowI[..j], rowJ[..j])) / ljj;
             }
-            Split(j + 1, n, (long)(n - j - 1) * j, threads, Rows);
             rowJ[(j + 1)..].Clear();
         }
         return true;
@@ -81,29 +151,71 @@ internal static partial class LinearAlgebra
     }
 
     /// <summary>U = V⁻¹ for an upper-triangular V, row by row from the bottom:
-    /// U[i, j] = −(Σ_{k=i+1}^{j} V[i, k]·U[k, j]) / V[i, i], U[i, i] = 1 / V[i, i].</summary>
+    /// U[i, j] = −(Σ_{k=i+1}^{j} V[i, k]·U[k, j]) / V[i, i], U[i, i] = 1 / V[i, i], the sum in ascending k. A column of U
+    /// needs only the same column of the rows below, so the columns are made in strips of <see cref="InverseStrip"/>, each
+    /// strip bottom to top with its rows in cache, the strips split between the threads: the same arithmetic as
+    /// <see cref="InvertUpperReference"/>, element for element, without reading all of U below a row for every row.</summary>
     public static double[] InvertUpper(double[] v, int n, int threads)
+    {
+        var u = new double[(long)n * n];
+        int strips = (n + InverseStrip - 1) / InverseStrip;
+        void Strip(int s)
+        {
+            int from = s * InverseStrip, to = Math.Min(from + InverseStrip, n);
+            for (int i = to - 1; i >= 0; i--)
+            {
+                double inverse = 1.0 / v[(long)i * n + i];
+                int first = Math.Max(i + 1, from);
+                if (first < to)
+                {
+                    var row = u.AsSpan(i * n, n);
+                    for (int k = i + 1; k < to; k++)
+                    {
+                        double coefficient = v[(long)i * n + k];
+                        if (coefficient == 0)
+                            continue;
+                        int start = Math.Max(k, first);
+                        Axpy(-coefficient, new ReadOnlySpan<double>(u, k * n + start, to - start), row[start..to]);
+                    }
+                    for (int j = first; j < to; j++)
+                        row[j] *= inverse;
+                }
+                if (i >= from)
+                    u[(long)i * n + i] = inverse;
+            }
+        }
+        // The widest strips (on the right: their columns have the most rows) first.
+        if (threads <= 1 || (long)n * n * n < 64 * FactorParallelThreshold)
+        {
+            for (int s = strips - 1; s >= 0; s--)
+                Strip(s);
+        }
+        else
+        {
+            Parallel.For(0, strips, new ParallelOptions { MaxDegreeOfParallelism = threads }, s => Strip(strips - 1 - s));
+        }
+        return u;
+    }
+
+    // Columns of U per strip of InvertUpper: a strip of a 14,336-wide U is 7 MB.
+    private const int InverseStrip = 64;
+
+    /// <summary>The definition of <see cref="InvertUpper"/>: row by row from the bottom, each row's sums over all of U below it.</summary>
+    public static double[] InvertUpperReference(double[] v, int n)
     {
         var u = new double[(long)n * n];
         for (int i = n - 1; i >= 0; i--)
         {
             double inverse = 1.0 / v[(long)i * n + i];
-            int ii = i;
-            void Columns(int from, int to)
+            var row = u.AsSpan(i * n, n);
+            for (int k = i + 1; k < n; k++)
             {
-                var row = u.AsSpan(ii * n, n);
-                for (int k = ii + 1; k < to; k++)
-                {
-                    double coefficient = v[(long)ii * n + k];
-                    if (coefficient == 0)
-                        continue;
-                    int start = Math.Max(k, from);
-                    Axpy(-coefficient, new ReadOnlySpan<double>(u, k * n + start, to - start), row[start..to]);
-                }
-                for (int j = from; j < to; j++)
-                    row[j] *= inverse;
+                double coefficient = v[(long)i * n + k];
+                if (coefficient != 0)
+                    Axpy(-coefficient, new ReadOnlySpan<double>(u, k * n + k, n - k), row[k..]);
             }
-            Split(i + 1, n, (long)(n - i) * (n - i) / 2, threads, Columns);
+            for (int j = i + 1; j < n; j++)
+                row[j] *= inverse;
             u[(long)i * n + i] = inverse;
         }
         return u;

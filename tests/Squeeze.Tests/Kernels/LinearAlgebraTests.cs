@@ -44,6 +44,36 @@ public sealed class LinearAlgebraTests
         Assert.True(worst < 1e-8, $"max |(UᵀU·H − I)| = {worst}");
     }
 
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(5, 2)]
+    [InlineData(31, 1)]
+    [InlineData(32, 4)]
+    [InlineData(33, 2)]
+    [InlineData(67, 3)]
+    [InlineData(130, 4)]
+    [InlineData(301, 2)]
+    public void Blocked_cholesky_and_triangular_inverse_equal_their_definitions_bit_for_bit(int n, int threads)
+    {
+        var (_, h) = GptqTests.Layer(seed: 7 * n + threads, rows: 1, columns: n, tokens: n + 40);
+        var blocked = (double[])h.Clone();
+        var plain = (double[])h.Clone();
+        Assert.True(LinearAlgebra.CholeskyLower(blocked, n, threads));
+        Assert.True(LinearAlgebra.CholeskyLowerReference(plain, n));
+        Assert.Equal(plain, blocked);
+        var upper = LinearAlgebra.Transpose(plain, n, n);
+        Assert.Equal(LinearAlgebra.InvertUpperReference(upper, n), LinearAlgebra.InvertUpper(upper, n, threads));
+    }
+
+    [Fact]
+    public void Blocked_cholesky_refuses_an_indefinite_matrix_as_its_definition_does()
+    {
+        var (_, h) = GptqTests.Layer(seed: 3, rows: 1, columns: 70, tokens: 110);
+        h[50 * 70 + 50] = -1;
+        Assert.False(LinearAlgebra.CholeskyLower((double[])h.Clone(), 70, 2));
+        Assert.False(LinearAlgebra.CholeskyLowerReference((double[])h.Clone(), 70));
+    }
+
     [Fact]
     public void An_indefinite_matrix_has_no_factor() => Assert.Null(LinearAlgebra.InverseCholeskyUpper([1, 2, 2, 1], 2, 1));
 
