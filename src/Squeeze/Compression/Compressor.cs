@@ -226,10 +226,8 @@ public static class Compressor
         return signal > 0 ? Energy(w, quantized.ToArray(), rows, columns, h, imp, threads) / signal : 0;
     }
 
-    // Σ_r e_rᵀ H e_r with e = w − q ([rows, columns]; q null: e = w), H as in RelativeError. With H: e in f32 through the
-    // runtime's deterministic f32 product (the same bits on every machine and thread count) against H converted to f32 a
-    // panel of rows at a time, so H is read once, not once per tile of rows; each row's sum Σ_j e_j (H e)_j in double, in
-    // column order, the rows summed in order afterwards.
+    // Σ_r e_rᵀ H e_r with e = w − q ([rows, columns]; q null: e = w), H as in RelativeError: with H, each row's form in f32
+    // products by LinearAlgebra.QuadraticForms (the same bits on every machine and thread count), the rows summed in order.
     internal static double Energy(float[] w, float[]? q, int rows, int columns, double[] h, float[] imp, int threads)
     {
         var perRow = new double[rows];
@@ -245,43 +243,13 @@ public static class Compressor
         }
         else
         {
-            ProductEnergies(w, q, rows, columns, h, threads, perRow);
+            LinearAlgebra.QuadraticForms(h, columns, w, q, rows, perRow, threads);
         }
         double sum = 0;
         for (int r = 0; r < rows; r++)
             sum += perRow[r];
         return sum;
     }
-
-    // perRow[r] = e_rᵀ H e_r (see Energy).
-    private static unsafe void ProductEnergies(float[] w, float[]? q, int rows, int columns, double[] h, int threads, double[] perRow)
-    {
-        var e = new float[(long)rows * columns];
-        for (long i = 0; i < e.LongLength; i++)
-            e[i] = q is null ? w[i] : w[i] - q[i];
-        int panel = (int)Math.Clamp(EnergyPanelValues / Math.Max(columns, rows), 1, columns);
-        var hPanel = new float[(long)panel * columns];
-        var he = new float[(long)rows * panel]; // [rows, panel]: (H e_r) over the panel's columns
-        using var context = new ComputeContext(Math.Max(1, threads)) { Deterministic = true };
-        for (int j0 = 0; j0 < columns; j0 += panel)
-        {
-            int count = Math.Min(panel, columns - j0);
-            for (long i = 0; i < (long)count * columns; i++)
-                hPanel[i] = (float)h[(long)j0 * columns + i];
-            fixed (float* ph = hPanel, pe = e, py = he)
-                MatMul.Multiply(GgmlType.F32, (byte*)ph, pe, count, columns, rows, count, context, py);
-            for (int r = 0; r < rows; r++)
-            {
-                double total = perRow[r];
-                for (int j = 0; j < count; j++)
-                    total += (double)e[(long)r * columns + j0 + j] * he[(long)r * count + j];
-                perRow[r] = total;
-            }
-        }
-    }
-
-    // Values of H (and of H·e) per panel of Energy: 16 MB of f32 each.
-    private const long EnergyPanelValues = 1 << 22;
 
     // Σ imp·v², or Σ v².
     private static double Quadratic(ReadOnlySpan<double> v, float[] imp)

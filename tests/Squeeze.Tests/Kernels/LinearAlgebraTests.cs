@@ -131,4 +131,37 @@ public sealed class LinearAlgebraTests
             }
         }
     }
+
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(3, 15)]
+    [InlineData(4, 16)]
+    [InlineData(9, 17)]
+    [InlineData(6, 70)]
+    [InlineData(13, 130)]
+    [InlineData(5, 2100)]
+    public void Quadratic_forms_in_f32_agree_with_their_definition_and_ignore_the_thread_count(int rows, int n)
+    {
+        var (_, h) = GptqTests.Layer(seed: rows * 1000 + n, rows: 1, columns: n, tokens: n + 40);
+        var random = new Random(n);
+        var w = new float[rows * n];
+        var q = new float[rows * n];
+        for (int i = 0; i < w.Length; i++)
+        {
+            w[i] = (float)(random.NextDouble() * 2 - 1);
+            q[i] = w[i] + (float)(random.NextDouble() - 0.5) * 0.05f;
+        }
+        foreach (var quantized in new[] { null, q })
+        {
+            var expected = new double[rows];
+            LinearAlgebra.QuadraticFormsReference(h, n, w, quantized, rows, expected);
+            var one = new double[rows];
+            var three = new double[rows];
+            LinearAlgebra.QuadraticForms(h, n, w, quantized, rows, one, threads: 1);
+            LinearAlgebra.QuadraticForms(h, n, w, quantized, rows, three, threads: 3);
+            Assert.Equal(one, three);
+            for (int r = 0; r < rows; r++)
+                Assert.True(Math.Abs(one[r] - expected[r]) <= 1e-5 * expected[r], $"row {r}: {one[r]} against {expected[r]}");
+        }
+    }
 }
