@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
 namespace Squeeze.Kernels;
@@ -166,7 +168,11 @@ internal static partial class LinearAlgebra
             {
                 double inverse = 1.0 / v[(long)i * n + i];
                 int first = Math.Max(i + 1, from);
-                if (first < to)
+                if (first < to && to - from == InverseStrip)
+                {
+                    StripRow(v, u, n, i, from, first, to, inverse);
+                }
+                else if (first < to)
                 {
                     var row = u.AsSpan(i * n, n);
                     for (int k = i + 1; k < to; k++)
@@ -199,6 +205,40 @@ internal static partial class LinearAlgebra
 
     // Columns of U per strip of InvertUpper: a strip of a 14,336-wide U is 7 MB.
     private const int InverseStrip = 64;
+
+    // Row i of a whole strip [from, to) of U, its sums kept in sixteen vectors while k runs: each element receives
+    // −V[i, k]·U[k, j] for k = i + 1 … in order exactly as Axpy adds them (U[k, j] = 0 for j < k adds nothing: the sums start
+    // at +0 and never become −0), then is scaled by the inverse; only the columns from first on are stored.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void StripRow(double[] v, double[] u, int n, int i, int from, int first, int to, double inverse)
+    {
+        ref double ur = ref MemoryMarshal.GetArrayDataReference(u);
+        Vector256<double> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        Vector256<double> a8 = default, a9 = default, a10 = default, a11 = default, a12 = default, a13 = default, a14 = default, a15 = default;
+        for (int k = i + 1; k < to; k++)
+        {
+            double coefficient = v[(long)i * n + k];
+            if (coefficient == 0)
+                continue;
+            var c = Vector256.Create(-coefficient);
+            nuint at = (nuint)((long)k * n + from);
+            a0 += c * Vector256.LoadUnsafe(ref ur, at); a1 += c * Vector256.LoadUnsafe(ref ur, at + 4);
+            a2 += c * Vector256.LoadUnsafe(ref ur, at + 8); a3 += c * Vector256.LoadUnsafe(ref ur, at + 12);
+            a4 += c * Vector256.LoadUnsafe(ref ur, at + 16); a5 += c * Vector256.LoadUnsafe(ref ur, at + 20);
+            a6 += c * Vector256.LoadUnsafe(ref ur, at + 24); a7 += c * Vector256.LoadUnsafe(ref ur, at + 28);
+            a8 += c * Vector256.LoadUnsafe(ref ur, at + 32); a9 += c * Vector256.LoadUnsafe(ref ur, at + 36);
+            a10 += c * Vector256.LoadUnsafe(ref ur, at + 40); a11 += c * Vector256.LoadUnsafe(ref ur, at + 44);
+            a12 += c * Vector256.LoadUnsafe(ref ur, at + 48); a13 += c * Vector256.LoadUnsafe(ref ur, at + 52);
+            a14 += c * Vector256.LoadUnsafe(ref ur, at + 56); a15 += c * Vector256.LoadUnsafe(ref ur, at + 60);
+        }
+        Span<double> sums = stackalloc double[InverseStrip];
+        a0.CopyTo(sums); a1.CopyTo(sums[4..]); a2.CopyTo(sums[8..]); a3.CopyTo(sums[12..]);
+        a4.CopyTo(sums[16..]); a5.CopyTo(sums[20..]); a6.CopyTo(sums[24..]); a7.CopyTo(sums[28..]);
+        a8.CopyTo(sums[32..]); a9.CopyTo(sums[36..]); a10.CopyTo(sums[40..]); a11.CopyTo(sums[44..]);
+        a12.CopyTo(sums[48..]); a13.CopyTo(sums[52..]); a14.CopyTo(sums[56..]); a15.CopyTo(sums[60..]);
+        for (int j = first; j < to; j++)
+            u[(long)i * n + j] = sums[j - from] * inverse;
+    }
 
     /// <summary>The definition of <see cref="InvertUpper"/>: row by row from the bottom, each row's sums over all of U below it.</summary>
     public static double[] InvertUpperReference(double[] v, int n)
