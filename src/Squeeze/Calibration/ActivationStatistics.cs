@@ -145,55 +145,78 @@ public sealed class ActivationStatistics
         double[] gram = Gram!;
         // Rows i, i + 1 against four columns j … j + 3 at a time: each input vector is loaded once for eight dot products.
         // Every element is summed exactly as LinearAlgebra.Dot sums it (four lanes, tail into lane 0, then
-        // (l0 + l1) + (l2 + l3)), so the result does not depend on the tiling, the vector width or the thread count.
-        void Rows(int pair)
+        // (l0 + l1) + (l2 + l3)), so the result does not depend on the tiling, the vector width or the thread count. A work
+        // item is GramPairs pairs of rows, which go through the columns a stretch of GramColumns at a time, so the rows and
+        // the stretch stay in cache instead of every pair reading all of x.
+        void Rows(int group)
         {
-            int i0 = 2 * pair, rows = Math.Min(2, w - i0);
+            int firstPair = group * GramPairs, endPair = Math.Min(firstPair + GramPairs, (w + 1) / 2);
             Span<double> tile = stackalloc double[8];
-            int j = i0;
-            if (rows == 2 && Vector256.IsHardwareAccelerated)
+            if (Vector256.IsHardwareAccelerated)
             {
-                for (; j + 4 <= w; j += 4)
+                for (int jb = 2 * firstPair; jb + 4 <= w; jb += GramColumns)
                 {
-                    DotTile(xt, tokens, i0, j, tile);
-                    for (int r = 0; r < 2; r++)
+                    for (int pair = firstPair; pair < endPair; pair++)
                     {
-                        for (int c = 0; c < 4; c++)
+                        int i0 = 2 * pair;
+                        if (i0 + 2 > w)
+                            continue;
+                        // This pair's tiles start at i0, i0 + 4, …: the first of them in the stretch.
+                        int j = jb <= i0 ? i0 : i0 + (jb - i0 + 3) / 4 * 4;
+                        for (; j < jb + GramColumns && j + 4 <= w; j += 4)
                         {
-                            int i = i0 + r, jc = j + c;
-                            if (jc < i)
-                                continue;
-                            gram[(long)i * w + jc] += tile[r * 4 + c];
-                            if (jc != i)
-                                gram[(long)jc * w + i] += tile[r * 4 + c];
+                            DotTile(xt, tokens, i0, j, tile);
+                            for (int r = 0; r < 2; r++)
+                            {
+                                for (int c = 0; c < 4; c++)
+                                {
+                                    int i = i0 + r, jc = j + c;
+                                    if (jc < i)
+                                        continue;
+                                    gram[(long)i * w + jc] += tile[r * 4 + c];
+                                    if (jc != i)
+                                        gram[(long)jc * w + i] += tile[r * 4 + c];
+                                }
+                            }
                         }
                     }
                 }
             }
-            for (int r = 0; r < rows; r++)
+            for (int pair = firstPair; pair < endPair; pair++)
             {
-                int i = i0 + r;
-                var xi = new ReadOnlySpan<double>(xt, i * tokens, tokens);
-                for (int jc = Math.Max(j, i); jc < w; jc++)
+                int i0 = 2 * pair, rows = Math.Min(2, w - i0);
+                // The columns no tile covered: all of them without vectors or for a lone last row, else the last few.
+                int j = rows == 2 && Vector256.IsHardwareAccelerated ? i0 + Math.Max(0, (w - i0) / 4) * 4 : i0;
+                for (int r = 0; r < rows; r++)
                 {
-                    double s = LinearAlgebra.Dot(xi, new ReadOnlySpan<double>(xt, jc * tokens, tokens));
-                    gram[(long)i * w + jc] += s;
-                    if (jc != i)
-                        gram[(long)jc * w + i] += s;
+                    int i = i0 + r;
+                    var xi = new ReadOnlySpan<double>(xt, i * tokens, tokens);
+                    for (int jc = Math.Max(j, i); jc < w; jc++)
+                    {
+                        double s = LinearAlgebra.Dot(xi, new ReadOnlySpan<double>(xt, jc * tokens, tokens));
+                        gram[(long)i * w + jc] += s;
+                        if (jc != i)
+                            gram[(long)jc * w + i] += s;
+                    }
                 }
             }
         }
-        int pairs = (w + 1) / 2;
+        int groups = ((w + 1) / 2 + GramPairs - 1) / GramPairs;
         if (threads <= 1 || (long)w * w * tokens < 1 << 20)
         {
-            for (int pair = 0; pair < pairs; pair++)
-                Rows(pair);
+            for (int group = 0; group < groups; group++)
+                Rows(group);
         }
         else
         {
-            Parallel.For(0, pairs, new ParallelOptions { MaxDegreeOfParallelism = threads }, Rows);
+            Parallel.For(0, groups, new ParallelOptions { MaxDegreeOfParallelism = threads }, Rows);
         }
     }
+
+    // Pairs of rows per work item of AccumulateGram, and columns per stretch: 32 rows and 64 columns of 256 tokens are
+    // 192 KB of doubles.
+    private const int GramPairs = 16;
+    private const int GramColumns = 64;
 
     // tile[r * 4 + c] = x_(i0 + r) · x_(j0 + c) over the rows of xt ([width, tokens]), summed as LinearAlgebra.Dot sums.
     private static void DotTile(double[] xt, int tokens, int i0, int j0, Span<double> tile)

@@ -64,6 +64,8 @@ public sealed class CalibratorTests
     [InlineData(19, 9)]
     [InlineData(33, 37)]
     [InlineData(160, 71)]
+    [InlineData(67, 5)]
+    [InlineData(131, 12)]
     public void Gram_elements_are_the_reference_dot_products_bit_for_bit_on_any_thread_count(int width, int tokens)
     {
         var random = new Random(width * 1000 + tokens);
