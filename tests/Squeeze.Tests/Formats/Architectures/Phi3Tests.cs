@@ -155,8 +155,8 @@ public class Phi3Tests(Phi3Checkpoint phi3, ITestOutputHelper output) : IClassFi
         Assert.DoesNotContain('\n', e.Message);
     }
 
-    /// <summary>Without the attention factor, or with the whole head rotating, the logits differ (mean KLD > 1e-3): the
-    /// agreements above measure both.</summary>
+    /// <summary>Without the attention factor, or with the whole head rotating (unscaled: the factor lists fit 8 rotating
+    /// values), the logits differ (mean KLD > 1e-3): the agreements above measure both.</summary>
     [Theory]
     [InlineData("attention factor")]
     [InlineData("partial rotation")]
@@ -192,5 +192,30 @@ public class Phi3Tests(Phi3Checkpoint phi3, ITestOutputHelper output) : IClassFi
         Assert.All(fused, name => Assert.Equal("gptq", tensors[name].GetProperty("encoding").GetString()));
         Assert.Single(fused.Select(name => tensors[name].GetProperty("format").GetString()).Distinct());
         LlamaCppAgreementTests.AssertAgreement(compressed, LlamaCppAgreementTests.Tokens(compressed), floats: false, output);
+    }
+
+    /// <summary><c>squeeze compress --format native --target-bpw 3.0</c> on the checkpoint: the native model (split
+    /// tensors, long-rope factors as tensors) loads and runs; a size target for a GGUF file is refused in one line before
+    /// any work, since the allocation gives the parts of attn_qkv and ffn_up their own types.</summary>
+    [Fact]
+    public void Native_size_target_runs_and_a_gguf_size_target_is_refused()
+    {
+        using var dir = new TempDirectory();
+        string calib = dir.File("calib.txt"), native = dir.File("phi3-3.0");
+        File.WriteAllText(calib, File.ReadAllText(SharedData.Corpus("tinystories-eval.txt"))[..20000]);
+        var result = CliRunner.Run("compress", phi3.HuggingFace, "--format", "native", "--target-bpw", "3.0", "--calib", calib, "-o", native,
+            "--tokens", "512", "--ctx", "64", "--refine", "0", "--threads", "2", "--json");
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        using (var model = ModelLoader.Load(native))
+        {
+            Assert.True(model.Config.LongRope);
+            float[] logits = ArchitectureCheckpoint.Logits(model, LlamaCppAgreementTests.Tokens(phi3.Gguf("F32"), 64));
+            Assert.All(logits, v => Assert.True(float.IsFinite(v)));
+        }
+        string gguf = dir.File("phi3-5.gguf");
+        var refused = CliRunner.Run("compress", phi3.HuggingFace, "--target-bpw", "5", "--calib", calib, "-o", gguf, "--tokens", "1024", "--ctx", "128");
+        Assert.Equal(1, refused.ExitCode);
+        Assert.Contains("a size target for a phi3 GGUF file is not supported", refused.Stderr, StringComparison.Ordinal);
+        Assert.False(File.Exists(gguf));
     }
 }
