@@ -433,9 +433,11 @@ public static class Allocator
     /// <paramref name="types"/> (default <see cref="GgufCandidateSet.DefaultTypes"/>): every 2-D tensor in its smallest type.
     /// </summary>
     /// <exception cref="ArgumentException">The budget is below that size (the message gives it).</exception>
+    /// <exception cref="NotSupportedException">The model's GGUF file fuses tensors (Phi-3), which a size target cannot type.</exception>
     public static void CheckBudget(Model model, long budget, IReadOnlyList<Squeeze.Tensors.GgmlType>? types = null)
     {
         ArgumentNullException.ThrowIfNull(model);
+        GgufCandidateSet.RefuseFusedTensors(model);
         var candidates = types ?? GgufCandidateSet.DefaultTypes;
         var smallestType = new Dictionary<string, Squeeze.Tensors.GgmlType>(StringComparer.Ordinal);
         foreach (var t in model.Tensors.Where(t => t.Shape.Length >= 2))

@@ -53,6 +53,15 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
         Overhead = GgufModelWriter.FileLength(source, FileType(smallest), TypeOf(smallest)) - tensors.Sum(t => t.Options[0].FileBytes);
     }
 
+    /// <summary>Refuses a model whose GGUF file fuses tensors (Phi-3's attn_qkv, ffn_up): each tensor gets its own type
+    /// here, and a fused one needs one type for all its parts.</summary>
+    /// <exception cref="NotSupportedException">The model's architecture fuses tensors in GGUF.</exception>
+    internal static void RefuseFusedTensors(Model model)
+    {
+        if (GgufLayout.FusedTensors(model.Config).Keys.FirstOrDefault() is { } fused)
+            throw new NotSupportedException($"{model.Source}: a size target for a {model.Config.Architecture} GGUF file is not supported: its fused tensors ('{fused}' …) need one type for all their parts, which the allocation does not keep; use a mix (--type) or --format native");
+    }
+
     /// <summary>File bytes that do not depend on the selection: header, metadata, tensor infos and the fixed tensors, padded.</summary>
     public override long Overhead { get; }
 
@@ -69,6 +78,7 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
+        RefuseFusedTensors(model);
         var types = options.Types ?? DefaultTypes;
         var matrices = model.Tensors.Where(t => t.Shape.Length >= 2).ToList();
         var work = matrices.Select(t => (Tensor: t, Types: types.Where(ty => t.Columns % GgmlTypes.BlockSize(ty) == 0).Distinct().ToList())).ToList();

@@ -24,7 +24,7 @@ public enum FeedForwardActivation
 /// (<c>token_embd.weight</c>, <c>blk.N.attn_q.weight</c> …) whatever the source file was.</summary>
 public sealed record ModelConfig
 {
-    /// <summary>GGUF architecture name: "llama", "qwen2", "qwen3".</summary>
+    /// <summary>GGUF architecture name: "llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3".</summary>
     public required string Architecture { get; init; }
 
     /// <summary>Model width (embedding length).</summary>
@@ -54,8 +54,15 @@ public sealed record ModelConfig
     /// <summary>Base of the rotary embedding's frequencies (10000 for Llama 2).</summary>
     public float RopeTheta { get; init; } = 10000f;
 
-    /// <summary>Number of values per head that rotate (GGUF <c>rope.dimension_count</c>).</summary>
-    public int RopeDimensions => HeadDim;
+    private readonly int? ropeDimensions;
+
+    /// <summary>Number of values per head that rotate (GGUF <c>rope.dimension_count</c>): the first ones of each head
+    /// (Phi-3's <c>partial_rotary_factor</c>); the head's other values pass unrotated. <see cref="HeadDim"/> unless set.</summary>
+    public int RopeDimensions
+    {
+        get => ropeDimensions ?? HeadDim;
+        init => ropeDimensions = value;
+    }
 
     /// <summary>How the rotary embedding pairs up a head's values.</summary>
     public RopeStyle RopeStyle { get; init; } = RopeStyle.Interleaved;
@@ -67,6 +74,35 @@ public sealed record ModelConfig
     /// <summary>Llama 3 rotary scaling: the model holds <see cref="TensorNames.RopeFrequencies"/> ([HeadDim / 2]), by
     /// which each pair's rotary frequency is divided, as llama.cpp stores and applies it (<see cref="RopeScaling.Llama3Factors"/>).</summary>
     public bool RopeFrequencyFactors { get; init; }
+
+    /// <summary>YaRN rotary scaling (GGUF <c>rope.scaling.type</c> "yarn", llama.cpp's <c>ext_factor</c> 1): pair i's
+    /// angle mixes the one divided by <see cref="RopeScalingFactor"/> and the unscaled one by a ramp between the
+    /// correction dimensions of <see cref="YarnBetaFast"/> and <see cref="YarnBetaSlow"/> rotations over
+    /// <see cref="RopeOriginalContext"/> positions, and cos and sin are multiplied by 1 + 0.1·ln(factor).</summary>
+    public bool Yarn { get; init; }
+
+    /// <summary>YaRN's β_fast: rotations over the original context above which a pair keeps its frequency.</summary>
+    public float YarnBetaFast { get; init; } = 32f;
+
+    /// <summary>YaRN's β_slow: rotations over the original context below which a pair is fully interpolated.</summary>
+    public float YarnBetaSlow { get; init; } = 1f;
+
+    /// <summary>Phi-3's long-rope scaling: the model holds <see cref="TensorNames.RopeFactorsLong"/> and
+    /// <see cref="TensorNames.RopeFactorsShort"/> ([RopeDimensions / 2]), per-pair frequency divisors; as in llama.cpp,
+    /// a runtime whose context exceeds <see cref="RopeOriginalContext"/> divides by the long ones, otherwise by the short ones.</summary>
+    public bool LongRope { get; init; }
+
+    /// <summary>The context the rotary scaling starts from (GGUF <c>rope.scaling.original_context_length</c>; Hugging Face
+    /// <c>original_max_position_embeddings</c>): YaRN's correction range, long rope's choice of factors; 0 means none given.</summary>
+    public int RopeOriginalContext { get; init; }
+
+    /// <summary>Multiplies every rotary cos and sin (GGUF <c>rope.scaling.attn_factor</c>; Phi-3's long-rope attention
+    /// factor √(1 + ln(context / original) / ln(original)), as llama.cpp's converter computes it); 1 means none.</summary>
+    public float RopeAttentionFactor { get; init; } = 1f;
+
+    /// <summary>A sliding window config.json declares that the model does not run with (Phi-3's, which llama.cpp's phi3
+    /// disables, and so does Squeeze); kept to be written back as llama.cpp's converter writes it. 0 means none.</summary>
+    public int DeclaredSlidingWindow { get; init; }
 
     /// <summary>Epsilon added to the mean square in every RMSNorm.</summary>
     public float RmsNormEps { get; init; } = 1e-5f;
@@ -119,11 +155,15 @@ public sealed record ModelConfig
     {
         get
         {
+            // The rotary options of Phi-3 and YaRN come after Gemma's, written only when set, so no other model's text changes.
+            string rope = ropeDimensions is null && !Yarn && !LongRope && RopeOriginalContext == 0 && RopeAttentionFactor == 1f ? ""
+                : FormattableString.Invariant(
+                    $"|ropeDims={RopeDimensions}|yarn={Yarn}/{RopeScalingFactor:R}/{YarnBetaFast:R}/{YarnBetaSlow:R}|longRope={LongRope}|ropeOriginal={RopeOriginalContext}|ropeAttn={RopeAttentionFactor:R}");
             if (SlidingWindow == 0 && SlidingRopeTheta is null && Activation == FeedForwardActivation.Silu && !ScaleEmbedding && !PostNorms
                 && QueryScale is null && AttentionSoftCap == 0 && FinalLogitSoftCap == 0)
-                return "";
+                return rope;
             return FormattableString.Invariant(
-                $"swa={SlidingWindow}/{SlidingWindowPeriod}|swaTheta={SlidingRopeTheta}|act={Activation}|embScale={ScaleEmbedding}|postNorms={PostNorms}|qScale={QueryScale:R}|attnCap={AttentionSoftCap:R}|logitCap={FinalLogitSoftCap:R}");
+                $"swa={SlidingWindow}/{SlidingWindowPeriod}|swaTheta={SlidingRopeTheta}|act={Activation}|embScale={ScaleEmbedding}|postNorms={PostNorms}|qScale={QueryScale:R}|attnCap={AttentionSoftCap:R}|logitCap={FinalLogitSoftCap:R}") + rope;
         }
     }
 

@@ -13,6 +13,12 @@ public static class TensorNames
     /// <summary>Per-pair divisors of the rotary frequencies (Llama 3's rope scaling), [headDim / 2].</summary>
     public const string RopeFrequencies = "rope_freqs.weight";
 
+    /// <summary>Phi-3's per-pair divisors of the rotary frequencies for contexts beyond the original one, [ropeDimensions / 2].</summary>
+    public const string RopeFactorsLong = "rope_factors_long.weight";
+
+    /// <summary>Phi-3's per-pair divisors of the rotary frequencies within the original context, [ropeDimensions / 2].</summary>
+    public const string RopeFactorsShort = "rope_factors_short.weight";
+
     /// <summary>RMSNorm weight before layer <paramref name="layer"/>'s attention, [dim].</summary>
     public static string AttentionNorm(int layer) => $"blk.{layer}.attn_norm.weight";
 
@@ -24,6 +30,10 @@ public static class TensorNames
 
     /// <summary>Value projection of layer <paramref name="layer"/>, [kvHeads × headDim, dim].</summary>
     public static string Value(int layer) => $"blk.{layer}.attn_v.weight";
+
+    /// <summary>Phi-3's fused q, k and v projection of layer <paramref name="layer"/> as GGUF stores it, [qDim + 2·kvDim, dim]
+    /// (a model holds its three parts as <see cref="Query"/>, <see cref="Key"/> and <see cref="Value"/>).</summary>
+    public static string QueryKeyValue(int layer) => $"blk.{layer}.attn_qkv.weight";
 
     /// <summary>Query bias of layer <paramref name="layer"/> (Qwen2).</summary>
     public static string QueryBias(int layer) => $"blk.{layer}.attn_q.bias";

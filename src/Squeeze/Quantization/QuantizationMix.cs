@@ -1,3 +1,4 @@
+using Squeeze.Formats.Gguf;
 using Squeeze.Models;
 using Squeeze.Tensors;
 
@@ -124,14 +125,21 @@ public sealed class QuantizationMix
             Mix = mix,
             HasImportance = hasImportance,
             HasOutput = tensors.Any(t => t.Name == TensorNames.Output),
-            AttentionVCount = tensors.Count(t => t.Name.Contains("attn_v.weight", StringComparison.Ordinal) || t.Name.Contains("attn_qkv.weight", StringComparison.Ordinal)),
+            AttentionVCount = tensors.Select(t => GgufLayout.FileName(config, t.Name)).Distinct(StringComparer.Ordinal)
+                .Count(n => n.Contains("attn_v.weight", StringComparison.Ordinal) || n.Contains("attn_qkv.weight", StringComparison.Ordinal)),
         };
         var overrideUsed = new bool[overrides.Count];
         var result = new TensorPlan?[tensors.Count];
 
+        // The rules see the tensors llama.cpp's quantizer sees: the parts of a fused GGUF tensor (Phi-3's attn_qkv,
+        // ffn_up) get the type chosen once for it.
+        var fileNames = tensors.Select(t => GgufLayout.FileName(config, t.Name)).ToArray();
+        var ruled = new Dictionary<string, TypeChoice>(StringComparer.Ordinal);
+
         // llama.cpp visits tensors ordered by layer number ("blk.N."; -1 for none), then by name; the layer counters
         // of attn_v and ffn_down advance in that order.
-        var order = Enumerable.Range(0, tensors.Count).OrderBy(i => LayerOf(tensors[i].Name)).ThenBy(i => tensors[i].Name, StringComparer.Ordinal).ToList();
+        var order = Enumerable.Range(0, tensors.Count).OrderBy(i => LayerOf(fileNames[i])).ThenBy(i => fileNames[i], StringComparer.Ordinal)
+            .ThenBy(i => tensors[i].Name, StringComparer.Ordinal).ToList();
         foreach (int index in order)
         {
             var (name, shape, sourceType) = tensors[index];
@@ -143,7 +151,10 @@ public sealed class QuantizationMix
             long columns = shape[^1];
             var choice = new TypeChoice(mix.DefaultType, pure ? "--pure" : "mix default");
             if (!pure && IsBlockQuantized(mix.DefaultType))
-                choice = TensorRule(state, name, columns);
+            {
+                if (!ruled.TryGetValue(fileNames[index], out choice))
+                    ruled[fileNames[index]] = choice = TensorRule(state, fileNames[index], columns);
+            }
             for (int o = 0; o < overrides.Count; o++)
             {
                 if (overrides[o].Regex.IsMatch(name))
@@ -258,6 +269,12 @@ public sealed class QuantizationMix
                 reason = $"ffn_down {i} of {n}: first eighth with importance";
             }
             s.FfnDownIndex++;
+        }
+        else if (name.Contains("attn_qkv.weight", StringComparison.Ordinal))
+        {
+            if (mix == Q3_K_M || mix == Q3_K_L) { type = GgmlType.Q4_K; reason = $"attn_qkv ({mix.Name})"; }
+            else if (mix == Q4_K_M) { type = GgmlType.Q5_K; reason = "attn_qkv (Q4_K_M)"; }
+            else if (mix == Q5_K_M) { type = GgmlType.Q6_K; reason = "attn_qkv (Q5_K_M)"; }
         }
         else if (name.Contains("attn_output.weight", StringComparison.Ordinal))
         {

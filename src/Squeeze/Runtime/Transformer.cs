@@ -44,8 +44,8 @@ public sealed class Transformer : IDisposable
     private readonly LinearWeight embedding;  // [vocab, dim]
     private readonly LinearWeight classifier; // [vocab, dim]: output.weight, or token_embd.weight when tied
     private readonly float[] outputNorm; // [dim]
-    private readonly float[] ropeCos;   // [contextLength, headDim / 2]
-    private readonly float[] ropeSin;   // [contextLength, headDim / 2]
+    private readonly float[] ropeCos;   // [contextLength, ropeDimensions / 2]
+    private readonly float[] ropeSin;   // [contextLength, ropeDimensions / 2]
     private readonly float attentionScale; // what the attention multiplies q·k by
     private readonly int batchSize;
     private readonly bool deterministic;
@@ -99,7 +99,7 @@ public sealed class Transformer : IDisposable
         outputNorm = ReadVector(model, TensorNames.OutputNorm, config.Dim);
         (ropeCos, ropeSin) = RopeTables(model, contextLength, deterministic);
         var (slidingCos, slidingSin) = config.SlidingRopeTheta is float slidingTheta
-            ? RopeTables(config.HeadDim, slidingTheta, 1f, null, contextLength, deterministic)
+            ? RopeTables(config.RopeDimensions, slidingTheta, 1f, null, null, 1f, contextLength, deterministic)
             : (ropeCos, ropeSin);
         layers = new Layer[config.LayerCount];
         for (int l = 0; l < layers.Length; l++)
@@ -213,7 +213,7 @@ public sealed class Transformer : IDisposable
             throw new ArgumentException($"{tokens.Length} tokens need as many caches and positions, not {caches.Length} and {positions.Length}");
         for (int i = 0; i < tokens.Length; i++)
         {
-            if (caches[i].KvDim != config.KvDim || (uint)positions[i] >= (uint)caches[i].ContextLength || caches[i].ContextLength > ropeCos.Length / (config.HeadDim / 2)
+            if (caches[i].KvDim != config.KvDim || (uint)positions[i] >= (uint)caches[i].ContextLength || caches[i].ContextLength > ropeCos.Length / (config.RopeDimensions / 2)
                 || caches[i].ScratchLength > Cache.ScratchLength)
                 throw new ArgumentOutOfRangeException(nameof(positions), $"row {i}: position {positions[i]} does not fit its cache");
         }
@@ -586,15 +586,16 @@ public sealed class Transformer : IDisposable
     /// <summary>Rotates the pairs of one head in place by the angles of position <paramref name="pos"/> in <paramref name="layer"/>'s tables.</summary>
     private void Rope(Span<float> head, int pos, Layer layer)
     {
-        int half = head.Length / 2;
+        int half = config.RopeDimensions / 2;
         Rope(head, layer.RopeCos.AsSpan(pos * half, half), layer.RopeSin.AsSpan(pos * half, half), config.RopeStyle);
     }
 
-    /// <summary>Rotates pair i of <paramref name="head"/> (paired as <paramref name="style"/> says) by the angle whose
-    /// cosine and sine are <paramref name="cos"/>[i] and <paramref name="sin"/>[i].</summary>
+    /// <summary>Rotates pair i of the first 2 × <paramref name="cos"/>.Length values of <paramref name="head"/> (paired as
+    /// <paramref name="style"/> says within them) by the angle whose cosine and sine are <paramref name="cos"/>[i] and
+    /// <paramref name="sin"/>[i]; the head's later values (a partial rotary embedding's) stay as they are, as in ggml.</summary>
     internal static void Rope(Span<float> head, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, RopeStyle style)
     {
-        int half = head.Length / 2;
+        int half = cos.Length;
         if (style == RopeStyle.Interleaved)
         {
             for (int i = 0; i < half; i++)
@@ -615,34 +616,72 @@ public sealed class Transformer : IDisposable
         }
     }
 
-    /// <summary>cos and sin of the rotary angle of every (position, pair): position × θ^(−2i / headDim), divided by the
-    /// linear scaling factor and by pair i's divisor in <see cref="TensorNames.RopeFrequencies"/> when the model has one
-    /// (Llama 3), as ggml's rope computes it. [contextLength, headDim / 2] each; <paramref name="deterministic"/> computes
-    /// them with <see cref="DeterministicMath"/> instead of the C runtime.</summary>
+    /// <summary>cos and sin of the rotary angle of every (position, pair) of the model's rotating values, as ggml's rope
+    /// computes them: pair i of the RopeDimensions rotates by position × θ^(−2i / RopeDimensions), divided by pair i's
+    /// divisor when the model has them (Llama 3's <see cref="TensorNames.RopeFrequencies"/>; Phi-3's long factors when
+    /// <paramref name="contextLength"/> exceeds the original context, its short ones otherwise, as llama.cpp chooses),
+    /// then divided by the linear factor or mixed by YaRN's ramp, and cos and sin multiplied by the attention factor
+    /// (and YaRN's 1 + 0.1·ln(factor)). [contextLength, RopeDimensions / 2] each; <paramref name="deterministic"/>
+    /// computes them with <see cref="DeterministicMath"/> instead of the C runtime.</summary>
     internal static (float[] Cos, float[] Sin) RopeTables(Model model, int contextLength, bool deterministic)
     {
         var config = model.Config;
-        float[]? divisors = config.RopeFrequencyFactors ? ReadVector(model, TensorNames.RopeFrequencies, config.HeadDim / 2) : null;
-        return RopeTables(config.HeadDim, config.RopeTheta, config.RopeScalingFactor, divisors, contextLength, deterministic);
+        int half = config.RopeDimensions / 2;
+        float[]? divisors = config.RopeFrequencyFactors ? ReadVector(model, TensorNames.RopeFrequencies, half)
+            : config.LongRope ? ReadVector(model, contextLength > config.RopeOriginalContext ? TensorNames.RopeFactorsLong : TensorNames.RopeFactorsShort, half)
+            : null;
+        float attention = config.RopeAttentionFactor;
+        (float Low, float High)? yarnRamp = null;
+        if (config.Yarn)
+        {
+            yarnRamp = YarnCorrectionDimensions(config, deterministic);
+            attention *= 1f + 0.1f * Log(config.RopeScalingFactor, deterministic);
+        }
+        return RopeTables(config.RopeDimensions, config.RopeTheta, config.RopeScalingFactor, divisors, yarnRamp, attention, contextLength, deterministic);
     }
 
-    /// <summary>The rotary tables of base <paramref name="theta"/>, linear factor <paramref name="scalingFactor"/> and per-pair
-    /// <paramref name="divisors"/> (or none).</summary>
-    private static (float[] Cos, float[] Sin) RopeTables(int headDim, float theta, float scalingFactor, float[]? divisors, int contextLength, bool deterministic)
+    /// <summary>ggml's YaRN correction range: the pairs (floor of β_fast's, ceiling of β_slow's dimension, within
+    /// [0, RopeDimensions − 1]) between which the angles move from unscaled to interpolated; dimension of β rotations over
+    /// the original context n: RopeDimensions · ln(n / (2π·β)) / (2·ln θ), in f32 as ggml computes it.</summary>
+    private static (float Low, float High) YarnCorrectionDimensions(ModelConfig config, bool deterministic)
     {
-        int half = headDim / 2;
+        int dims = config.RopeDimensions;
+        float original = config.RopeOriginalContext > 0 ? config.RopeOriginalContext : config.ContextLength;
+        float Dimension(float rotations) => dims * Log(original / (rotations * 2 * MathF.PI), deterministic) / (2 * Log(config.RopeTheta, deterministic));
+        return (Math.Max(0f, MathF.Floor(Dimension(config.YarnBetaFast))), Math.Min(dims - 1f, MathF.Ceiling(Dimension(config.YarnBetaSlow))));
+    }
+
+    private static float Log(float x, bool deterministic) => deterministic ? (float)DeterministicMath.Log(x) : MathF.Log(x);
+
+    /// <summary>The rotary tables of <paramref name="dims"/> rotating values, base <paramref name="theta"/>, factor
+    /// <paramref name="scalingFactor"/> (linear, or YaRN's between the pairs of <paramref name="yarnRamp"/>), per-pair
+    /// <paramref name="divisors"/> (or none), cos and sin multiplied by <paramref name="attentionFactor"/>.</summary>
+    private static (float[] Cos, float[] Sin) RopeTables(int dims, float theta, float scalingFactor, float[]? divisors, (float Low, float High)? yarnRamp,
+        float attentionFactor, int contextLength, bool deterministic)
+    {
+        int half = dims / 2;
         var cos = new float[contextLength * half];
         var sin = new float[contextLength * half];
         for (int i = 0; i < half; i++)
         {
-            double frequency = deterministic ? DeterministicMath.Pow(theta, -2.0 * i / headDim) : Math.Pow(theta, -2.0 * i / headDim);
-            frequency /= scalingFactor * (divisors?[i] ?? 1f);
+            double frequency = deterministic ? DeterministicMath.Pow(theta, -2.0 * i / dims) : Math.Pow(theta, -2.0 * i / dims);
+            if (yarnRamp is var (low, high))
+            {
+                // ggml's rope_yarn: ramp 1 below the low pair (unscaled), 0 above the high one (interpolated).
+                float ramp = 1 - Math.Min(1f, Math.Max(0f, (i - low) / Math.Max(0.001f, high - low)));
+                frequency /= divisors?[i] ?? 1f;
+                frequency *= (1 - ramp) / scalingFactor + ramp;
+            }
+            else
+            {
+                frequency /= scalingFactor * (divisors?[i] ?? 1f);
+            }
             for (int pos = 0; pos < contextLength; pos++)
             {
                 double angle = pos * frequency;
                 (double c, double s) = deterministic ? DeterministicMath.CosSin(angle) : (Math.Cos(angle), Math.Sin(angle));
-                cos[pos * half + i] = (float)c;
-                sin[pos * half + i] = (float)s;
+                cos[pos * half + i] = (float)c * attentionFactor;
+                sin[pos * half + i] = (float)s * attentionFactor;
             }
         }
         return (cos, sin);
@@ -720,8 +759,8 @@ public sealed class Transformer : IDisposable
         public float[]? KeyNorm { get; }        // [headDim]
         public float[]? PostAttentionNorm { get; }   // [dim] Gemma's norm on the attention's output
         public float[]? PostFeedForwardNorm { get; } // [dim] Gemma's norm on the feed-forward's output
-        public float[] RopeCos { get; }         // [contextLength, headDim / 2] this layer's rotary tables (sliding or global)
-        public float[] RopeSin { get; }         // [contextLength, headDim / 2]
+        public float[] RopeCos { get; }         // [contextLength, ropeDimensions / 2] this layer's rotary tables (sliding or global)
+        public float[] RopeSin { get; }         // [contextLength, ropeDimensions / 2]
 
         private static void CheckShape(Model model, LinearWeight weight, long rows, long columns)
         {

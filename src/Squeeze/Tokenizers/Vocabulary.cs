@@ -135,6 +135,33 @@ public sealed class Vocabulary
             [.. Types, .. Enumerable.Repeat(TokenType.Unused, count - Count)], ChatTemplate);
     }
 
+    /// <summary>
+    /// This vocabulary with Hugging Face's added tokens, as llama.cpp's converter puts them into a SentencePiece
+    /// vocabulary (tokenizer_config.json's <c>added_tokens_decoder</c>): each id whose piece is not already the token's
+    /// text gets that text, score −1000 and type <see cref="TokenType.Control"/> when special, else
+    /// <see cref="TokenType.UserDefined"/>; ids past the end extend the vocabulary (unused <see cref="PaddingPiece"/>
+    /// tokens fill any gap). Itself when nothing changes.
+    /// </summary>
+    public Vocabulary WithAddedTokens(IReadOnlyList<(int Id, string Content, bool Special)> added)
+    {
+        ArgumentNullException.ThrowIfNull(added);
+        var changes = added.Where(a => a.Id >= Count || Tokens[a.Id] != a.Content).ToList();
+        if (changes.Count == 0)
+            return this;
+        int count = Math.Max(Count, changes.Max(a => a.Id) + 1);
+        var tokens = Tokens.Concat(Enumerable.Range(Count, count - Count).Select(PaddingPiece)).ToArray();
+        var scores = Scores.Concat(new float[count - Count]).ToArray();
+        var types = Types.Concat(Enumerable.Repeat(TokenType.Unused, count - Count)).ToArray();
+        foreach (var (id, content, special) in changes)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(id, nameof(added));
+            tokens[id] = content;
+            scores[id] = -1000f;
+            types[id] = special ? TokenType.Control : TokenType.UserDefined;
+        }
+        return With(tokens, scores, types, ChatTemplate);
+    }
+
     /// <summary>This vocabulary with <see cref="ChatTemplate"/> set to <paramref name="template"/>, sharing its arrays.</summary>
     public Vocabulary WithChatTemplate(string? template) => With(Tokens, Scores, Types, template);
 

@@ -14,9 +14,10 @@ public static partial class VocabularyReader
     public static Vocabulary FromLlama2cTokenizer(string path, int vocabSize)
         => FromLlama2cTokenizer(ReadAll(path), vocabSize, path);
 
-    /// <summary>A SentencePiece <c>tokenizer.model</c> protobuf.</summary>
+    /// <summary>A SentencePiece <c>tokenizer.model</c> protobuf, with the added tokens and chat template of the
+    /// <c>tokenizer_config.json</c> beside it when there is one.</summary>
     public static Vocabulary FromSentencePieceModel(string path)
-        => WithChatTemplateBeside(FromSentencePieceModel(ReadAll(path), path), path);
+        => WithChatTemplateBeside(WithAddedTokensBeside(FromSentencePieceModel(ReadAll(path), path), path), path);
 
     /// <summary>A Hugging Face <c>tokenizer.json</c>, with <c>tokenizer_config.json</c> beside it when present (BOS/EOS, add_bos).</summary>
     public static Vocabulary FromTokenizerJson(string path)
@@ -58,6 +59,40 @@ public static partial class VocabularyReader
                 }
             }
             throw new Tensors.ModelFormatException(configPath, "chat_template is neither a text nor a list holding one named \"default\"");
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new Tensors.ModelFormatException(configPath, "not valid JSON: " + e.Message, e);
+        }
+    }
+
+    /// <summary><paramref name="vocabulary"/> with the added tokens of the <c>tokenizer_config.json</c> beside
+    /// <paramref name="path"/> (its <c>added_tokens_decoder</c>: id → {"content", "special"}), as llama.cpp's converter
+    /// adds them to a SentencePiece vocabulary (<see cref="Vocabulary.WithAddedTokens"/>). Unchanged when there are none.</summary>
+    private static Vocabulary WithAddedTokensBeside(Vocabulary vocabulary, string path)
+    {
+        string configPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path)) ?? ".", "tokenizer_config.json");
+        if (!File.Exists(configPath))
+            return vocabulary;
+        try
+        {
+            using var config = System.Text.Json.JsonDocument.Parse(SkipUtf8Bom(ReadAll(configPath)).ToArray());
+            if (config.RootElement.ValueKind != System.Text.Json.JsonValueKind.Object
+                || !config.RootElement.TryGetProperty("added_tokens_decoder", out var decoder) || decoder.ValueKind == System.Text.Json.JsonValueKind.Null)
+                return vocabulary;
+            if (decoder.ValueKind != System.Text.Json.JsonValueKind.Object)
+                throw new Tensors.ModelFormatException(configPath, "added_tokens_decoder is not an object of id → token");
+            var added = new List<(int, string, bool)>();
+            foreach (var entry in decoder.EnumerateObject())
+            {
+                if (!int.TryParse(entry.Name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id)
+                    || entry.Value.ValueKind != System.Text.Json.JsonValueKind.Object
+                    || !entry.Value.TryGetProperty("content", out var content) || content.ValueKind != System.Text.Json.JsonValueKind.String)
+                    throw new Tensors.ModelFormatException(configPath, $"added_tokens_decoder entry \"{entry.Name}\" is not an id with a {{\"content\": text}} object");
+                bool special = entry.Value.TryGetProperty("special", out var s) && s.ValueKind == System.Text.Json.JsonValueKind.True;
+                added.Add((id, content.GetString()!, special));
+            }
+            return vocabulary.WithAddedTokens(added);
         }
         catch (System.Text.Json.JsonException e)
         {

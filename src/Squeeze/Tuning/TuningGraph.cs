@@ -420,7 +420,7 @@ internal sealed class TuningGraph
     /// <summary>Rotates the pairs of one head by the angles of <paramref name="pos"/>, or back by them.</summary>
     private void Rope(Span<float> head, int pos, bool inverse)
     {
-        int half = head.Length / 2;
+        int half = config.RopeDimensions / 2;
         Transformer.Rope(head, ropeCos.AsSpan(pos * half, half), (inverse ? ropeSinBack : ropeSin).AsSpan(pos * half, half), config.RopeStyle);
     }
 

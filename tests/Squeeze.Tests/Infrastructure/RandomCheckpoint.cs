@@ -57,6 +57,10 @@ public sealed record RandomCheckpoint
     /// that multiply by (1 + w), drawn around 0 instead of 1.</summary>
     public bool GemmaNorms { get; init; }
 
+    /// <summary>Phi-3's layout: q, k and v in one self_attn.qkv_proj (rows in that order), gate and up in one
+    /// mlp.gate_up_proj.</summary>
+    public bool FusedProjections { get; init; }
+
     /// <summary>config.json's hidden_act.</summary>
     public string HiddenAct { get; init; } = "silu";
 
@@ -65,6 +69,9 @@ public sealed record RandomCheckpoint
 
     /// <summary>Further config.json keys (e.g. sliding_window), written as given.</summary>
     public IReadOnlyDictionary<string, JsonNode?> ExtraConfig { get; init; } = new Dictionary<string, JsonNode?>();
+
+    /// <summary>tokenizer_config.json written instead of the tokenizer directory's (Phi-3's added tokens), or null.</summary>
+    public JsonObject? TokenizerConfig { get; init; }
 
     /// <summary>Store the weights as BF16 (rounded to nearest even) instead of F32.</summary>
     public bool BFloat16 { get; init; }
@@ -88,9 +95,11 @@ public sealed record RandomCheckpoint
         foreach (string name in new[] { "tokenizer.json", "tokenizer_config.json", "tokenizer.model" })
         {
             string source = Path.Combine(TokenizerDirectory, name);
-            if (File.Exists(source))
+            if (File.Exists(source) && !(name == "tokenizer_config.json" && TokenizerConfig is not null))
                 File.Copy(source, Path.Combine(directory, name));
         }
+        if (TokenizerConfig is not null)
+            File.WriteAllText(Path.Combine(directory, "tokenizer_config.json"), TokenizerConfig.ToJsonString());
         WriteSafetensors(Path.Combine(directory, "model.safetensors"));
         return directory;
     }
@@ -136,9 +145,16 @@ public sealed record RandomCheckpoint
         {
             string p = $"model.layers.{l}.";
             yield return (p + "input_layernorm.weight", [dim], 0.1, true);
-            yield return (p + "self_attn.q_proj.weight", [qDim, dim], QueryKeyScale / Math.Sqrt(dim), false);
-            yield return (p + "self_attn.k_proj.weight", [kvDim, dim], QueryKeyScale / Math.Sqrt(dim), false);
-            yield return (p + "self_attn.v_proj.weight", [kvDim, dim], 1 / Math.Sqrt(dim), false);
+            if (FusedProjections)
+            {
+                yield return (p + "self_attn.qkv_proj.weight", [qDim + 2 * kvDim, dim], QueryKeyScale / Math.Sqrt(dim), false);
+            }
+            else
+            {
+                yield return (p + "self_attn.q_proj.weight", [qDim, dim], QueryKeyScale / Math.Sqrt(dim), false);
+                yield return (p + "self_attn.k_proj.weight", [kvDim, dim], QueryKeyScale / Math.Sqrt(dim), false);
+                yield return (p + "self_attn.v_proj.weight", [kvDim, dim], 1 / Math.Sqrt(dim), false);
+            }
             if (AttentionBias)
             {
                 yield return (p + "self_attn.q_proj.bias", [qDim], 0.1, false);
@@ -157,8 +173,15 @@ public sealed record RandomCheckpoint
                 yield return (p + "pre_feedforward_layernorm.weight", [dim], 0.1, true);
                 yield return (p + "post_feedforward_layernorm.weight", [dim], 0.1, true);
             }
-            yield return (p + "mlp.gate_proj.weight", [hidden, dim], 1 / Math.Sqrt(dim), false);
-            yield return (p + "mlp.up_proj.weight", [hidden, dim], 1 / Math.Sqrt(dim), false);
+            if (FusedProjections)
+            {
+                yield return (p + "mlp.gate_up_proj.weight", [2 * hidden, dim], 1 / Math.Sqrt(dim), false);
+            }
+            else
+            {
+                yield return (p + "mlp.gate_proj.weight", [hidden, dim], 1 / Math.Sqrt(dim), false);
+                yield return (p + "mlp.up_proj.weight", [hidden, dim], 1 / Math.Sqrt(dim), false);
+            }
             yield return (p + "mlp.down_proj.weight", [dim, hidden], 1 / Math.Sqrt(hidden), false);
         }
         yield return ("model.norm.weight", [dim], 0.1, true);

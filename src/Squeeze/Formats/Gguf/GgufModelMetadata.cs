@@ -46,11 +46,31 @@ public static class GgufModelMetadata
         }
         U32($"{arch}.rope.dimension_count", c.RopeDimensions);
         F32($"{arch}.rope.freq_base", c.RopeTheta);
-        if (c.RopeScalingFactor != 1f)
+        if (c.Yarn)
+        {
+            // llama.cpp's converter: type, factor, original context, and β only when config.json gives them.
+            Add($"{arch}.rope.scaling.type", GgufValue.String("yarn"));
+            F32($"{arch}.rope.scaling.factor", c.RopeScalingFactor);
+            U32($"{arch}.rope.scaling.original_context_length", c.RopeOriginalContext);
+            if (c.YarnBetaFast != 32f)
+                F32($"{arch}.rope.scaling.yarn_beta_fast", c.YarnBetaFast);
+            if (c.YarnBetaSlow != 1f)
+                F32($"{arch}.rope.scaling.yarn_beta_slow", c.YarnBetaSlow);
+        }
+        else if (c.RopeScalingFactor != 1f)
         {
             Add($"{arch}.rope.scaling.type", GgufValue.String("linear"));
             F32($"{arch}.rope.scaling.factor", c.RopeScalingFactor);
         }
+        if (arch == "phi3")
+        {
+            // Phi3MiniModel's keys: the original context always, the window (0 for none), the long-rope attention factor.
+            if (!c.Yarn)
+                U32($"{arch}.rope.scaling.original_context_length", c.RopeOriginalContext);
+            U32($"{arch}.attention.sliding_window", c.DeclaredSlidingWindow);
+        }
+        if (c.RopeAttentionFactor != 1f || c.LongRope)
+            F32($"{arch}.rope.scaling.attn_factor", c.RopeAttentionFactor);
         F32($"{arch}.attention.layer_norm_rms_epsilon", c.RmsNormEps);
         if (arch is "gemma2" or "gemma3")
             AddGemma(model, U32, F32);

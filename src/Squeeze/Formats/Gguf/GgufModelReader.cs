@@ -3,8 +3,10 @@ using Squeeze.Tensors;
 
 namespace Squeeze.Formats.Gguf;
 
-/// <summary>Loads a GGUF file as a <see cref="Model"/> (architectures llama, qwen2, qwen3, gemma2, gemma3), with the
-/// hyperparameters llama.cpp reads from it and, where llama.cpp derives one instead of reading it, llama.cpp's value.</summary>
+/// <summary>Loads a GGUF file as a <see cref="Model"/> (architectures llama, qwen2, qwen3, gemma2, gemma3, phi3), with the
+/// hyperparameters llama.cpp reads from it and, where llama.cpp derives one instead of reading it, llama.cpp's value.
+/// Phi-3's fused <c>attn_qkv</c> and <c>ffn_up</c> (gate rows, then up rows) are read as views of their rows: the
+/// model's attn_q, attn_k, attn_v, ffn_gate and ffn_up.</summary>
 public static class GgufModelReader
 {
     /// <summary>Maps <paramref name="path"/>, reads the hyperparameters of <c>general.architecture</c>, the vocabulary and the
@@ -34,7 +36,7 @@ public static class GgufModelReader
         var vocabulary = GgufVocabulary.Read(file);
         if (vocabulary.Count != config.VocabSize)
             throw Fail(file, $"the vocabulary has {vocabulary.Count} tokens, the model {config.VocabSize}");
-        return new Model(config, vocabulary, file.Tensors, file.Path, [file]);
+        return new Model(config, vocabulary, GgufLayout.Split(file.Tensors, config), file.Path, [file]);
     }
 
     /// <summary>The <see cref="ModelConfig"/> described by the metadata (<c>{arch}.embedding_length</c> …) and checked against
@@ -48,10 +50,10 @@ public static class GgufModelReader
         RopeStyle rope = arch switch
         {
             "llama" => RopeStyle.Interleaved,
-            "qwen2" or "qwen3" or "gemma2" or "gemma3" => RopeStyle.Neox,
-            _ => throw Fail(file, $"architecture '{arch}' is not supported (llama, qwen2, qwen3, gemma2, gemma3)"),
+            "qwen2" or "qwen3" or "gemma2" or "gemma3" or "phi3" => RopeStyle.Neox,
+            _ => throw Fail(file, $"architecture '{arch}' is not supported (llama, qwen2, qwen3, gemma2, gemma3, phi3)"),
         };
-        bool gemma2 = arch == "gemma2", gemma3 = arch == "gemma3", gemma = gemma2 || gemma3;
+        bool gemma2 = arch == "gemma2", gemma3 = arch == "gemma3", gemma = gemma2 || gemma3, phi3 = arch == "phi3";
 
         int dim = Positive(file, $"{arch}.embedding_length");
         int layers = Positive(file, $"{arch}.block_count");
@@ -69,14 +71,21 @@ public static class GgufModelReader
             throw Fail(file, $"key length {headDim} and value length {valueDim} differ; that is not supported");
         float theta = PositiveFloat(file, $"{arch}.rope.freq_base", 10000f);
         float eps = PositiveFloat(file, $"{arch}.attention.layer_norm_rms_epsilon", null);
+        int ropeDimensions = Positive(file, $"{arch}.rope.dimension_count", headDim);
+        if (ropeDimensions % 2 != 0 || ropeDimensions > headDim)
+            throw Fail(file, $"'{arch}.rope.dimension_count' = {ropeDimensions} is not an even number of values up to the head's {headDim}");
         // Rotary scaling as llama.cpp reads it: a factor (older files: rope.scale_linear) that scales linearly unless the
-        // type says "none" (no type means linear), and Llama 3's per-pair frequency divisors in rope_freqs.weight.
+        // type says "none" (no type means linear) or "yarn" (llama.cpp's YaRN: ext_factor 1, β_fast 32, β_slow 1, whatever
+        // the file's yarn_* keys say, which llama.cpp reads for none of these architectures); Llama 3's per-pair frequency divisors in rope_freqs.weight; Phi-3's long and short factors in
+        // rope_factors_long/short.weight, chosen by the context against the original one; the attention factor.
         string scalingType = file.GetString($"{arch}.rope.scaling.type") ?? "linear";
-        if (scalingType is not ("none" or "linear"))
-            throw Fail(file, $"'{arch}.rope.scaling.type' = '{scalingType}' is not supported (none, linear)");
+        if (scalingType is not ("none" or "linear" or "yarn") && !(phi3 && scalingType == "longrope"))
+            throw Fail(file, $"'{arch}.rope.scaling.type' = '{scalingType}' is not supported (none, linear, yarn; longrope for phi3)");
         float scalingFactor = PositiveFloat(file, $"{arch}.rope.scaling.factor", PositiveFloat(file, $"{arch}.rope.scale_linear", 1f));
         if (scalingType == "none")
             scalingFactor = 1f;
+        bool yarn = scalingType == "yarn";
+        int originalContext = yarn || phi3 ? Positive(file, $"{arch}.rope.scaling.original_context_length", context) : 0;
 
         string[] tokens = file.GetArray<string>("tokenizer.ggml.tokens") ?? throw Fail(file, "no 'tokenizer.ggml.tokens'");
         int vocab = tokens.Length;
@@ -107,6 +116,11 @@ public static class GgufModelReader
             RopeStyle = rope,
             RopeScalingFactor = scalingFactor,
             RopeFrequencyFactors = file.TryGetTensor(TensorNames.RopeFrequencies, out _),
+            Yarn = yarn,
+            LongRope = phi3 && file.TryGetTensor(TensorNames.RopeFactorsLong, out _),
+            RopeOriginalContext = originalContext,
+            RopeAttentionFactor = PositiveFloat(file, $"{arch}.rope.scaling.attn_factor", 1f),
+            DeclaredSlidingWindow = phi3 && file.GetInteger($"{arch}.attention.sliding_window") is > 0 ? Positive(file, $"{arch}.attention.sliding_window") : 0,
             RmsNormEps = eps,
             TiedEmbeddings = !file.TryGetTensor(TensorNames.Output, out _),
             AttentionBias = arch == "qwen2",
@@ -122,9 +136,12 @@ public static class GgufModelReader
             FinalLogitSoftCap = gemma2 ? PositiveFloat(file, $"{arch}.final_logit_softcapping", 30f)
                 : gemma3 ? NonNegativeFloat(file, $"{arch}.final_logit_softcapping") : 0,
         };
+        if (ropeDimensions != headDim)
+            config = config with { RopeDimensions = ropeDimensions };
         CheckTensors(file, config);
         return config;
     }
+
 
     /// <summary>Every tensor the forward pass reads is present with the shape the hyperparameters imply.</summary>
     private static void CheckTensors(GgufFile file, ModelConfig c)
@@ -132,18 +149,32 @@ public static class GgufModelReader
         Expect(file, TensorNames.OutputNorm, c.Dim);
         if (c.RopeFrequencyFactors)
             Expect(file, TensorNames.RopeFrequencies, c.HeadDim / 2);
+        if (c.LongRope)
+        {
+            Expect(file, TensorNames.RopeFactorsLong, c.RopeDimensions / 2);
+            Expect(file, TensorNames.RopeFactorsShort, c.RopeDimensions / 2);
+        }
+        bool phi3 = c.Architecture == "phi3";
         if (!c.TiedEmbeddings)
             Expect(file, TensorNames.Output, c.VocabSize, c.Dim);
         for (int l = 0; l < c.LayerCount; l++)
         {
             Expect(file, TensorNames.AttentionNorm(l), c.Dim);
-            Expect(file, TensorNames.Query(l), c.QDim, c.Dim);
-            Expect(file, TensorNames.Key(l), c.KvDim, c.Dim);
-            Expect(file, TensorNames.Value(l), c.KvDim, c.Dim);
+            if (phi3)
+            {
+                Expect(file, TensorNames.QueryKeyValue(l), c.QDim + 2L * c.KvDim, c.Dim);
+                Expect(file, TensorNames.Up(l), 2L * c.HiddenDim, c.Dim);
+            }
+            else
+            {
+                Expect(file, TensorNames.Query(l), c.QDim, c.Dim);
+                Expect(file, TensorNames.Key(l), c.KvDim, c.Dim);
+                Expect(file, TensorNames.Value(l), c.KvDim, c.Dim);
+                Expect(file, TensorNames.Gate(l), c.HiddenDim, c.Dim);
+                Expect(file, TensorNames.Up(l), c.HiddenDim, c.Dim);
+            }
             Expect(file, TensorNames.AttentionOutput(l), c.Dim, c.QDim);
             Expect(file, TensorNames.FeedForwardNorm(l), c.Dim);
-            Expect(file, TensorNames.Gate(l), c.HiddenDim, c.Dim);
-            Expect(file, TensorNames.Up(l), c.HiddenDim, c.Dim);
             Expect(file, TensorNames.Down(l), c.Dim, c.HiddenDim);
             if (c.PostNorms)
             {

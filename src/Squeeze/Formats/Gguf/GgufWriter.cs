@@ -14,7 +14,12 @@ public sealed class GgufWriter
     private readonly List<Entry> tensors = [];
     private readonly HashSet<string> tensorNames = new(StringComparer.Ordinal);
 
-    private sealed record Entry(string Name, GgmlType Type, long[] Shape, long ByteLength, Action<Stream>? WriteData);
+    private sealed record Entry(string Name, GgmlType Type, long[] Shape, long ByteLength, Action<Stream>? WriteData)
+    {
+        /// <summary>Names and row counts of the pieces a tensor written through <see cref="Begin"/> takes, rows in order
+        /// (a fused tensor's parts); null means the tensor is one piece under its own name.</summary>
+        public IReadOnlyList<(string Name, long Rows)>? Parts { get; init; }
+    }
 
     /// <summary>Alignment of the data section and of each tensor in it: <see cref="GgufFile.DefaultAlignment"/> or the
     /// value of an added <c>general.alignment</c>.</summary>
@@ -75,6 +80,19 @@ public sealed class GgufWriter
         Add(new Entry(name, type, (long[])shape.Clone(), bytes, null));
     }
 
+    /// <summary>Adds a tensor whose bytes are written later through <see cref="Begin"/>'s file in <paramref name="parts"/>:
+    /// the rows of each part, in order, under the part's name (a fused tensor whose parts are encoded separately).</summary>
+    /// <exception cref="ArgumentException">The parts' rows do not add up to the tensor's rows, or a name is taken.</exception>
+    public void AddTensor(string name, GgmlType type, long[] shape, IReadOnlyList<(string Name, long Rows)> parts)
+    {
+        ArgumentNullException.ThrowIfNull(parts);
+        long bytes = ByteLength(name, type, shape);
+        long rows = shape[..^1].Aggregate(1L, (a, b) => a * b);
+        if (parts.Sum(p => p.Rows) != rows || parts.Any(p => p.Rows <= 0))
+            throw new ArgumentException($"tensor '{name}' has {rows} rows; its parts have {string.Join(" + ", parts.Select(p => p.Rows))}", nameof(parts));
+        Add(new Entry(name, type, (long[])shape.Clone(), bytes, null) { Parts = [.. parts] });
+    }
+
     /// <summary>
     /// Starts the file at <paramref name="path"/>: a temporary file beside it (or <paramref name="temporaryPath"/>)
     /// holding the header, the tensor infos and room for every tensor's data, which the returned file takes in any
@@ -100,7 +118,21 @@ public sealed class GgufWriter
         long end = dataStart + (tensors.Count == 0 ? 0 : Align(offsets[^1] + tensors[^1].ByteLength));
         var places = new Dictionary<string, (long Offset, long Length)>(StringComparer.Ordinal);
         for (int i = 0; i < tensors.Count; i++)
-            places[tensors[i].Name] = (dataStart + offsets[i], tensors[i].ByteLength);
+        {
+            var t = tensors[i];
+            if (t.Parts is null)
+            {
+                places[t.Name] = (dataStart + offsets[i], t.ByteLength);
+                continue;
+            }
+            long rowBytes = GgmlTypes.RowBytes(t.Type, t.Shape[^1]), at = dataStart + offsets[i];
+            foreach (var (part, rows) in t.Parts)
+            {
+                if (!places.TryAdd(part, (at, rows * rowBytes)))
+                    throw new InvalidOperationException($"tensor part '{part}' of '{t.Name}' is named twice");
+                at += rows * rowBytes;
+            }
+        }
         var stream = new FileStream(temp, alreadyWritten is null ? FileMode.Create : FileMode.Open, FileAccess.ReadWrite, FileShare.None, 1 << 20);
         try
         {

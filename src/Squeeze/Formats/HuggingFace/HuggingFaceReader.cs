@@ -10,8 +10,9 @@ namespace Squeeze.Formats.HuggingFace;
 /// <summary>
 /// Loads a Hugging Face checkpoint directory (config.json, model.safetensors or a sharded
 /// model.safetensors.index.json, tokenizer.json or tokenizer.model) as a <see cref="Model"/> with GGUF tensor names.
-/// Supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM and
-/// Gemma3ForCausalLM (text) with F32, F16 or BF16 weights. Llama/Mistral q/k rows are converted from rotate-half to
+/// Supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM,
+/// Gemma3ForCausalLM (text) and Phi3ForCausalLM with F32, F16 or BF16 weights. Phi-3's fused qkv_proj and gate_up_proj
+/// are read as views of their rows (attn_q, attn_k, attn_v; ffn_gate, ffn_up), which the GGUF writer fuses again. Llama/Mistral q/k rows are converted from rotate-half to
 /// Meta's interleaved order (copied into owned buffers; <see cref="RopeStyle.Interleaved"/>); Qwen and Gemma keep
 /// Hugging Face order (<see cref="RopeStyle.Neox"/>), as llama.cpp does. Gemma's norms multiply by (1 + w): their
 /// weights are read with 1 added (owned F32 copies), as llama.cpp's converter stores them. Every other tensor is a
@@ -40,13 +41,12 @@ public static class HuggingFaceReader
         ArgumentException.ThrowIfNullOrEmpty(directory);
         if (!Directory.Exists(directory))
             throw new DirectoryNotFoundException($"Hugging Face checkpoint directory {directory} does not exist");
-        var config = ReadConfig(Path.Combine(directory, ConfigFile), out float[]? ropeFrequencies);
+        var config = ReadConfig(Path.Combine(directory, ConfigFile), out var computed);
         var owned = new List<IDisposable>();
         try
         {
             var tensors = ReadTensors(directory, config, owned);
-            if (ropeFrequencies is not null)
-                tensors.Insert(0, FloatTensor(TensorNames.RopeFrequencies, ropeFrequencies, owned));
+            tensors.InsertRange(0, computed.Select(c => FloatTensor(c.Name, c.Values, owned)));
             vocabulary ??= ReadVocabulary(directory);
             if (vocabulary.Count > config.VocabSize)
                 throw new ModelFormatException(directory, $"the tokenizer has {vocabulary.Count} tokens but config.json's vocab_size is {config.VocabSize}");
@@ -65,15 +65,16 @@ public static class HuggingFaceReader
     /// <exception cref="ModelFormatException">Missing, malformed, or an unsupported architecture or option; the message names the value.</exception>
     public static ModelConfig ReadConfig(string configPath) => ReadConfig(configPath, out _);
 
-    /// <summary>Reads a config.json, with Llama 3's per-pair rotary frequency divisors when its rope scaling has them.</summary>
-    private static ModelConfig ReadConfig(string configPath, out float[]? ropeFrequencies)
+    /// <summary>Reads a config.json, with the tensors its rope scaling defines (Llama 3's per-pair rotary frequency
+    /// divisors, Phi-3's long and short factors), in load order.</summary>
+    internal static ModelConfig ReadConfig(string configPath, out IReadOnlyList<(string Name, float[] Values)> computed)
     {
         if (!File.Exists(configPath))
             throw new ModelFormatException(configPath, "config.json not found; a Hugging Face checkpoint directory needs one");
         try
         {
             using var doc = JsonDocument.Parse(File.ReadAllBytes(configPath));
-            return ParseConfig(configPath, doc.RootElement, out ropeFrequencies);
+            return ParseConfig(configPath, doc.RootElement, out computed);
         }
         catch (JsonException e)
         {
@@ -81,9 +82,10 @@ public static class HuggingFaceReader
         }
     }
 
-    private static ModelConfig ParseConfig(string file, JsonElement root, out float[]? ropeFrequencies)
+    private static ModelConfig ParseConfig(string file, JsonElement root, out IReadOnlyList<(string Name, float[] Values)> computed)
     {
-        ropeFrequencies = null;
+        var computedTensors = new List<(string Name, float[] Values)>();
+        computed = computedTensors;
         [DoesNotReturn]
         void Fail(string problem) => throw new ModelFormatException(file, problem);
         if (root.ValueKind != JsonValueKind.Object)
@@ -106,7 +108,8 @@ public static class HuggingFaceReader
                 "qwen3" => "Qwen3ForCausalLM",
                 "gemma2" => "Gemma2ForCausalLM",
                 "gemma3_text" => "Gemma3ForCausalLM",
-                var other => Fail<string>(file, $"model_type \"{other}\" is not supported (llama, mistral, qwen2, qwen3, gemma2, gemma3_text)"),
+                "phi3" => "Phi3ForCausalLM",
+                var other => Fail<string>(file, $"model_type \"{other}\" is not supported (llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3)"),
             };
         }
         else
@@ -117,6 +120,7 @@ public static class HuggingFaceReader
         bool qwen = architecture is "Qwen2ForCausalLM" or "Qwen3ForCausalLM";
         bool gemma3 = architecture == "Gemma3ForCausalLM";
         bool gemma = gemma3 || architecture == "Gemma2ForCausalLM";
+        bool phi3 = architecture == "Phi3ForCausalLM";
         string ggufArch = architecture switch
         {
             "LlamaForCausalLM" or "MistralForCausalLM" => "llama",
@@ -124,7 +128,8 @@ public static class HuggingFaceReader
             "Qwen3ForCausalLM" => "qwen3",
             "Gemma2ForCausalLM" => "gemma2",
             "Gemma3ForCausalLM" => "gemma3",
-            _ => Fail<string>(file, $"architecture \"{architecture}\" is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM)"),
+            "Phi3ForCausalLM" => "phi3",
+            _ => Fail<string>(file, $"architecture \"{architecture}\" is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM)"),
         };
 
         int RequiredInt(string key)
@@ -174,6 +179,7 @@ public static class HuggingFaceReader
             "MistralForCausalLM" => 4096 * 32,
             "Gemma2ForCausalLM" => 8192,
             "Gemma3ForCausalLM" => 131072,
+            "Phi3ForCausalLM" => 4096,
             _ => 32768,
         });
         double ropeTheta = OptionalDouble("rope_theta", gemma3 ? 1_000_000 : 10000);
@@ -194,10 +200,25 @@ public static class HuggingFaceReader
         if (root.TryGetProperty(activationKey, out var act) && act.ValueKind != JsonValueKind.Null
             && !(act.ValueKind == JsonValueKind.String && (gemma ? act.GetString() is "gelu_pytorch_tanh" : act.GetString() is "silu" or "swish")))
             Fail($"\"{activationKey}\" {act.GetRawText()} is not supported ({(gemma ? "gelu_pytorch_tanh" : "silu")})");
+        // Phi-3 rotates the first partial_rotary_factor · hidden_size / heads values of each head (llama.cpp's converter's
+        // rounding) and counts its rotary scaling from original_max_position_embeddings, which its converter requires.
+        int ropeDimensions = headDim;
+        int originalContext = 0;
+        if (phi3)
+        {
+            double partial = OptionalDouble("partial_rotary_factor", 1.0);
+            ropeDimensions = (int)(partial * dim) / heads;
+            if (ropeDimensions % 2 != 0 || ropeDimensions < 2 || ropeDimensions > headDim)
+                Fail($"partial_rotary_factor {partial} gives {ropeDimensions} rotating values of a head of {headDim}; expected an even number from 2 to {headDim}");
+            originalContext = RequiredInt("original_max_position_embeddings");
+        }
         // Rotary scaling, as llama.cpp's converter reads it: "linear" divides positions by the factor; "llama3" divides
-        // each pair's frequency by a factor computed once (rope_freqs.weight).
+        // each pair's frequency by a factor computed once (rope_freqs.weight); "yarn" is llama.cpp's YaRN; Phi-3's
+        // "longrope" ("su") keeps both factor lists as tensors and an attention factor. "dynamic" (NTK) is refused:
+        // llama.cpp's converter writes such a model unscaled and llama.cpp has no dynamic scaling to run it with.
         float linearFactor = 1f;
-        bool llama3 = false;
+        bool llama3 = false, yarn = false, longRope = false;
+        float betaFast = 32f, betaSlow = 1f, attentionFactor = 1f;
         if (root.TryGetProperty("rope_scaling", out var scaling) && scaling.ValueKind != JsonValueKind.Null)
         {
             string kind = scaling.ValueKind == JsonValueKind.Object
@@ -211,6 +232,19 @@ public static class HuggingFaceReader
                     Fail($"\"rope_scaling\".\"{key}\" is {v.GetRawText()}; expected a positive number");
                 return value;
             }
+            float[] Factors(string key)
+            {
+                if (!scaling.TryGetProperty(key, out var list) || list.ValueKind != JsonValueKind.Array)
+                    Fail($"\"rope_scaling\" of type \"{kind}\" has no \"{key}\" list");
+                if (list.GetArrayLength() != ropeDimensions / 2)
+                    Fail($"\"rope_scaling\".\"{key}\" has {list.GetArrayLength()} values; the {ropeDimensions} rotating values of a head need {ropeDimensions / 2}");
+                return [.. list.EnumerateArray().Select(v => v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out double d) && double.IsFinite(d) && d > 0
+                    ? (float)d : Fail<float>(file, $"\"rope_scaling\".\"{key}\" holds {v.GetRawText()}; expected positive numbers"))];
+            }
+            if (phi3 && kind is not ("default" or "longrope" or "su"))
+                Fail($"\"rope_scaling\" of type \"{kind}\" is not supported for Phi-3 (longrope, su)");
+            if (gemma && kind == "yarn")
+                Fail($"\"rope_scaling\" of type \"{kind}\" is not supported for Gemma (default, linear)");
             switch (kind)
             {
                 case "default":
@@ -223,11 +257,36 @@ public static class HuggingFaceReader
                     double low = ScalingNumber("low_freq_factor", 1.0), high = ScalingNumber("high_freq_factor", 4.0);
                     if (!(high > low))
                         Fail($"\"rope_scaling\": high_freq_factor {high} must exceed low_freq_factor {low}");
-                    ropeFrequencies = RopeScaling.Llama3Factors(headDim, (float)ropeTheta, ScalingNumber("factor", null), low, high,
-                        (int)ScalingNumber("original_max_position_embeddings", 8192));
+                    computedTensors.Add((TensorNames.RopeFrequencies, RopeScaling.Llama3Factors(headDim, (float)ropeTheta, ScalingNumber("factor", null), low, high,
+                        (int)ScalingNumber("original_max_position_embeddings", 8192))));
+                    break;
+                case "yarn":
+                    foreach (string key in (string[])["attention_factor", "mscale", "mscale_all_dim"])
+                    {
+                        if (scaling.TryGetProperty(key, out var extra) && extra.ValueKind != JsonValueKind.Null)
+                            Fail($"\"rope_scaling\".\"{key}\" is not supported (YaRN with llama.cpp's own attention factor, 1 + 0.1·ln(factor))");
+                    }
+                    if (scaling.TryGetProperty("truncate", out var truncate) && truncate.ValueKind == JsonValueKind.False)
+                        Fail("\"rope_scaling\".\"truncate\": false is not supported (llama.cpp rounds YaRN's correction range outwards)");
+                    yarn = true;
+                    linearFactor = (float)ScalingNumber("factor", null);
+                    originalContext = (int)ScalingNumber("original_max_position_embeddings", null);
+                    betaFast = (float)ScalingNumber("beta_fast", 32);
+                    betaSlow = (float)ScalingNumber("beta_slow", 1);
+                    break;
+                case "longrope" or "su" when phi3:
+                    longRope = true;
+                    // llama.cpp's converter: √(1 + ln(s) / ln(original)) for s = max_position_embeddings / original > 1.
+                    double scale = (double)maxPositions / originalContext;
+                    attentionFactor = scale > 1 ? (float)Math.Sqrt(1 + Math.Log(scale) / Math.Log(originalContext)) : 1f;
+                    computedTensors.Add((TensorNames.RopeFactorsLong, Factors("long_factor")));
+                    computedTensors.Add((TensorNames.RopeFactorsShort, Factors("short_factor")));
+                    break;
+                case "dynamic":
+                    Fail("\"rope_scaling\" of type \"dynamic\" (NTK) is not supported: llama.cpp has no dynamic NTK scaling at runtime and its converter writes the model unscaled");
                     break;
                 default:
-                    Fail($"\"rope_scaling\" of type \"{kind}\" is not supported (default, linear, llama3)");
+                    Fail($"\"rope_scaling\" of type \"{kind}\" is not supported (default, linear, llama3, yarn; longrope for Phi-3)");
                     break;
             }
         }
@@ -253,11 +312,14 @@ public static class HuggingFaceReader
         }
         else if (OptionalBool("use_sliding_window", false) && root.TryGetProperty("sliding_window", out var window) && window.ValueKind != JsonValueKind.Null)
             context = Math.Min(context, PositiveInt("sliding_window", window));
+        // Phi-3's window is kept to be written back but not run: llama.cpp's phi3 disables it.
+        int declaredWindow = phi3 && root.TryGetProperty("sliding_window", out var phiWindow) && phiWindow.ValueKind != JsonValueKind.Null
+            ? PositiveInt("sliding_window", phiWindow) : 0;
         float? queryScale = gemma ? 1f / MathF.Sqrt((float)OptionalDouble("query_pre_attn_scalar", 256)) : null;
         float attentionCap = gemma ? (float)OptionalDouble("attn_logit_softcapping", gemma3 ? 0 : 50, nullIsFallback: false) : 0;
         float logitCap = gemma ? (float)OptionalDouble("final_logit_softcapping", gemma3 ? 0 : 30, nullIsFallback: false) : 0;
 
-        return new ModelConfig
+        var config = new ModelConfig
         {
             Architecture = ggufArch,
             Dim = dim,
@@ -269,9 +331,16 @@ public static class HuggingFaceReader
             VocabSize = vocab,
             ContextLength = context,
             RopeTheta = (float)ropeTheta,
-            RopeStyle = qwen || gemma ? RopeStyle.Neox : RopeStyle.Interleaved,
+            RopeStyle = qwen || gemma || phi3 ? RopeStyle.Neox : RopeStyle.Interleaved,
             RopeScalingFactor = linearFactor,
             RopeFrequencyFactors = llama3,
+            Yarn = yarn,
+            YarnBetaFast = betaFast,
+            YarnBetaSlow = betaSlow,
+            LongRope = longRope,
+            RopeOriginalContext = originalContext,
+            RopeAttentionFactor = attentionFactor,
+            DeclaredSlidingWindow = declaredWindow,
             RmsNormEps = (float)eps,
             TiedEmbeddings = tied,
             AttentionBias = attentionBias,
@@ -286,6 +355,7 @@ public static class HuggingFaceReader
             AttentionSoftCap = attentionCap,
             FinalLogitSoftCap = logitCap,
         };
+        return ropeDimensions == headDim ? config : config with { RopeDimensions = ropeDimensions };
     }
 
     /// <summary>True for the architectures whose Hugging Face norms multiply by (1 + w): Gemma's, whose weights a
@@ -323,6 +393,11 @@ public static class HuggingFaceReader
         var list = new List<(string, long[], int)>();
         if (c.RopeFrequencyFactors)
             list.Add((TensorNames.RopeFrequencies, [c.HeadDim / 2], 0));
+        if (c.LongRope)
+        {
+            list.Add((TensorNames.RopeFactorsLong, [c.RopeDimensions / 2], 0));
+            list.Add((TensorNames.RopeFactorsShort, [c.RopeDimensions / 2], 0));
+        }
         list.Add((TensorNames.TokenEmbedding, [c.VocabSize, c.Dim], 0));
         for (int l = 0; l < c.LayerCount; l++)
         {
@@ -357,9 +432,20 @@ public static class HuggingFaceReader
         return list;
     }
 
+    /// <summary>The tensors a config.json's rope scaling defines, not stored in the weights.</summary>
+    internal static bool IsComputedFromConfig(string name) => name is TensorNames.RopeFrequencies or TensorNames.RopeFactorsLong or TensorNames.RopeFactorsShort;
+
+    /// <summary>Phi-3's fused Hugging Face tensors: the suffix of each and the GGUF names of its parts, rows in order.</summary>
+    private static readonly (string Suffix, Func<int, string>[] Parts)[] Phi3Fused =
+    [
+        ("self_attn.qkv_proj.weight", [TensorNames.Query, TensorNames.Key, TensorNames.Value]),
+        ("mlp.gate_up_proj.weight", [TensorNames.Gate, TensorNames.Up]),
+    ];
+
     private static List<Tensor> ReadTensors(string directory, ModelConfig config, List<IDisposable> owned)
     {
-        // GGUF name → (file, stored entry).
+        bool phi3 = config.Architecture == "phi3";
+        // GGUF name → (file, stored entry); Phi-3's fused tensors under their Hugging Face names.
         var stored = new Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Info)>(StringComparer.Ordinal);
         foreach (var file in OpenWeights(directory, owned))
         {
@@ -367,7 +453,9 @@ public static class HuggingFaceReader
             {
                 if (HuggingFaceNames.IsIgnored(info.Name))
                     continue;
-                if (!HuggingFaceNames.TryToGguf(info.Name, config.PostNorms, out string gguf))
+                string gguf = info.Name;
+                if (!(phi3 && Phi3Fused.Any(f => info.Name.EndsWith("." + f.Suffix, StringComparison.Ordinal)))
+                    && !HuggingFaceNames.TryToGguf(info.Name, config.PostNorms, out gguf))
                     throw new ModelFormatException(file.Path, $"tensor '{info.Name}' is not part of a {config.Architecture} model Squeeze knows");
                 if (!stored.TryAdd(gguf, (file, info)))
                     throw new ModelFormatException(file.Path, $"tensor '{info.Name}' is stored twice (also in {stored[gguf].File.Path})");
@@ -377,8 +465,14 @@ public static class HuggingFaceReader
         bool permute = config.RopeStyle == RopeStyle.Interleaved;
         bool shifted = ShiftedNorms(config);
         var tensors = new List<Tensor>();
-        foreach (var (name, shape, heads) in ExpectedTensors(config).Where(e => e.Name != TensorNames.RopeFrequencies))
+        var parts = phi3 ? Phi3Parts(directory, config, stored) : [];
+        foreach (var (name, shape, heads) in ExpectedTensors(config).Where(e => !IsComputedFromConfig(e.Name)))
         {
+            if (parts.Remove(name, out var part))
+            {
+                tensors.Add(part);
+                continue;
+            }
             HuggingFaceNames.TryToHuggingFace(name, config.PostNorms, out string hfName);
             if (!stored.Remove(name, out var entry))
             {
@@ -405,6 +499,39 @@ public static class HuggingFaceReader
             throw new ModelFormatException(file.Path, $"tensor '{info.Name}' is not expected by config.json ({stored.Count} unexpected tensor(s))");
         }
         return tensors;
+    }
+
+    /// <summary>Phi-3's q, k, v and gate, up projections: views of the rows of each layer's stored qkv_proj and
+    /// gate_up_proj (removed from <paramref name="stored"/>), checked against the shapes the config implies.</summary>
+    private static Dictionary<string, Tensor> Phi3Parts(string directory, ModelConfig config,
+        Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Info)> stored)
+    {
+        var shapes = ExpectedTensors(config).ToDictionary(e => e.Name, e => e.Shape, StringComparer.Ordinal);
+        var parts = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        for (int l = 0; l < config.LayerCount; l++)
+        {
+            foreach (var (suffix, partNames) in Phi3Fused)
+            {
+                string hfName = $"model.layers.{l}.{suffix}";
+                var names = partNames.Select(p => p(l)).ToArray();
+                long rows = names.Sum(n => shapes[n][0]), columns = shapes[names[0]][1];
+                if (!stored.Remove(hfName, out var entry))
+                    throw new ModelFormatException(directory, $"tensor '{hfName}' is missing");
+                var (file, info) = entry;
+                if (!info.IsFloat)
+                    throw new ModelFormatException(file.Path, $"tensor '{hfName}' is {info.DType}; weights must be F32, F16 or BF16");
+                if (!info.Shape.SequenceEqual([rows, columns]))
+                    throw new ModelFormatException(file.Path, $"tensor '{hfName}' has shape [{string.Join(", ", info.Shape)}] but config.json implies [{rows}, {columns}]");
+                var whole = file.GetTensor(info.Name, hfName);
+                long firstRow = 0;
+                foreach (string name in names)
+                {
+                    parts[name] = new Tensor(name, whole.Type, shapes[name], whole.Buffer, whole.Offset + firstRow * whole.RowBytes);
+                    firstRow += shapes[name][0];
+                }
+            }
+        }
+        return parts;
     }
 
     private static List<SafetensorsFile> OpenWeights(string directory, List<IDisposable> owned)

@@ -38,6 +38,8 @@ public static class HuggingFaceWriter
         ArgumentException.ThrowIfNullOrEmpty(directory);
         var config = model.Config;
         string architecture = HuggingFaceArchitecture(config);
+        if (architecture == "Phi3ForCausalLM")
+            throw new NotSupportedException($"{model.Source}: Phi-3's fused qkv_proj and gate_up_proj are not written to a Hugging Face checkpoint (GGUF and the native format hold Phi-3)");
         var quantized = model.Tensors.FirstOrDefault(t => !SafetensorsDTypes.TryFromGgmlType(t.Type, out _));
         if (quantized is not null)
             throw new NotSupportedException($"{model.Source}: tensor '{quantized.Name}' is {quantized.Type}; a Hugging Face checkpoint holds only F32, F16 and BF16 weights, dequantize first");
@@ -85,6 +87,7 @@ public static class HuggingFaceWriter
         "gemma3" when c.QkNorm => "Gemma3ForCausalLM",
         "qwen2" when c.AttentionBias && !c.QkNorm => "Qwen2ForCausalLM",
         "qwen3" when c.QkNorm => "Qwen3ForCausalLM",
+        "phi3" when !c.QkNorm && !c.AttentionBias => "Phi3ForCausalLM",
         _ => throw new NotSupportedException($"architecture \"{c.Architecture}\" (attention bias {c.AttentionBias}, q/k norm {c.QkNorm}) has no Hugging Face class Squeeze writes"),
     };
 
@@ -134,7 +137,38 @@ public static class HuggingFaceWriter
         w.WriteNumber("vocab_size", c.VocabSize);
         w.WriteNumber("max_position_embeddings", c.ContextLength);
         w.WriteNumber("rope_theta", c.RopeTheta);
-        if (c.RopeScalingFactor != 1f)
+        if (c.Architecture == "phi3")
+        {
+            w.WriteNumber("original_max_position_embeddings", c.RopeOriginalContext);
+            w.WriteNumber("partial_rotary_factor", (double)c.RopeDimensions * c.HeadCount / c.Dim);
+        }
+        if (c.LongRope)
+        {
+            // Phi-3's factor lists, from the tensors the model holds them in.
+            w.WriteStartObject("rope_scaling");
+            w.WriteString("type", "longrope");
+            foreach (var (key, name) in (ReadOnlySpan<(string, string)>)[("long_factor", TensorNames.RopeFactorsLong), ("short_factor", TensorNames.RopeFactorsShort)])
+            {
+                var values = new float[c.RopeDimensions / 2];
+                Dequantize.Row(model[name].Type, model[name].Row(0), values);
+                w.WriteStartArray(key);
+                foreach (float value in values)
+                    w.WriteNumberValue(value);
+                w.WriteEndArray();
+            }
+            w.WriteEndObject();
+        }
+        else if (c.Yarn)
+        {
+            w.WriteStartObject("rope_scaling");
+            w.WriteString("rope_type", "yarn");
+            w.WriteNumber("factor", c.RopeScalingFactor);
+            w.WriteNumber("original_max_position_embeddings", c.RopeOriginalContext);
+            w.WriteNumber("beta_fast", c.YarnBetaFast);
+            w.WriteNumber("beta_slow", c.YarnBetaSlow);
+            w.WriteEndObject();
+        }
+        else if (c.RopeScalingFactor != 1f)
         {
             w.WriteStartObject("rope_scaling");
             w.WriteString("rope_type", "linear");
@@ -153,6 +187,8 @@ public static class HuggingFaceWriter
             w.WriteString("hidden_act", "silu");
         if (c.SlidingWindow > 0)
             w.WriteNumber("sliding_window", c.SlidingWindow);
+        if (c.DeclaredSlidingWindow > 0)
+            w.WriteNumber("sliding_window", c.DeclaredSlidingWindow);
         if (c.SlidingWindowPeriod > 0 && c.Architecture == "gemma3")
             w.WriteNumber("sliding_window_pattern", c.SlidingWindowPeriod);
         if (c.SlidingRopeTheta is float slidingTheta)

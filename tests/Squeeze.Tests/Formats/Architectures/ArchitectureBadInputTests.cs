@@ -15,7 +15,7 @@ public class ArchitectureBadInputTests
     /// <summary>A Gemma 2 config.json with <paramref name="key"/> set to <paramref name="json"/> (null removes it).</summary>
     [Theory]
     [InlineData("architectures", "[\"Gemma3ForConditionalGeneration\"]", "architecture \"Gemma3ForConditionalGeneration\" is not supported")]
-    [InlineData("architectures", "[\"Phi3ForCausalLM\"]", "architecture \"Phi3ForCausalLM\" is not supported")]
+    [InlineData("architectures", "[\"PhiMoEForCausalLM\"]", "architecture \"PhiMoEForCausalLM\" is not supported")]
     [InlineData("hidden_activation", "\"gelu\"", "\"hidden_activation\" \"gelu\" is not supported (gelu_pytorch_tanh)")]
     [InlineData("rope_scaling", "{\"rope_type\":\"longrope\",\"factor\":4.0}", "\"rope_scaling\" of type \"longrope\" is not supported")]
     [InlineData("rope_scaling", "{\"rope_type\":\"yarn\",\"factor\":4.0}", "\"rope_scaling\" of type \"yarn\" is not supported")]
@@ -39,10 +39,10 @@ public class ArchitectureBadInputTests
         using var dir = new TempDirectory();
         var config = Gemma2.Config();
         config.Remove("architectures");
-        config["model_type"] = "phi3";
+        config["model_type"] = "phimoe";
         string path = dir.File("config.json");
         File.WriteAllText(path, config.ToJsonString());
-        AssertOneLine(Assert.Throws<ModelFormatException>(() => HuggingFaceReader.ReadConfig(path)), path, "model_type \"phi3\" is not supported");
+        AssertOneLine(Assert.Throws<ModelFormatException>(() => HuggingFaceReader.ReadConfig(path)), path, "model_type \"phimoe\" is not supported");
     }
 
     /// <summary>A Gemma 2 config over tensors without Gemma's feed-forward norms (a Llama layout): the missing tensor is named.</summary>
@@ -63,14 +63,14 @@ public class ArchitectureBadInputTests
         string gguf;
         using (var model = ModelLoader.Load(Gemma2.Write(dir.File("hf"))))
         {
-            gguf = dir.File("phi3.gguf");
+            gguf = dir.File("phimoe.gguf");
             var writer = new GgufWriter();
-            writer.AddMetadata(GgufModelMetadata.Build(model, 0).Select(e => e.Key == "general.architecture" ? new KeyValuePair<string, GgufValue>(e.Key, GgufValue.String("phi3")) : e));
+            writer.AddMetadata(GgufModelMetadata.Build(model, 0).Select(e => e.Key == "general.architecture" ? new KeyValuePair<string, GgufValue>(e.Key, GgufValue.String("phimoe")) : e));
             foreach (var t in model.Tensors)
                 writer.AddTensor(t.Name, t.Type, t.Shape, EncodedTensor.Copy(t).WriteData);
             writer.Write(gguf);
         }
-        AssertOneLine(Assert.Throws<ModelFormatException>(() => ModelLoader.Load(gguf)), gguf, "architecture 'phi3' is not supported");
+        AssertOneLine(Assert.Throws<ModelFormatException>(() => ModelLoader.Load(gguf)), gguf, "architecture 'phimoe' is not supported");
     }
 
     /// <summary>A query scale llama.cpp would not use (query_pre_attn_scalar ≠ head_dim below 27B) cannot go to GGUF.</summary>

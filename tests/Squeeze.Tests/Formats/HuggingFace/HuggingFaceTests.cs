@@ -254,7 +254,7 @@ public class HuggingFaceTests
     [Theory]
     [InlineData("\"LlamaForCausalLM\"", "\"GPT2LMHeadModel\"", "GPT2LMHeadModel")]
     [InlineData("\"rope_scaling\":null", "\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4.0}", "yarn")]
-    [InlineData("\"rope_scaling\":null", "\"rope_scaling\":{\"rope_type\":\"dynamic\",\"factor\":2.0}", "\"dynamic\" is not supported (default, linear, llama3)")]
+    [InlineData("\"rope_scaling\":null", "\"rope_scaling\":{\"rope_type\":\"dynamic\",\"factor\":2.0}", "\"dynamic\" (NTK) is not supported: llama.cpp has no dynamic NTK scaling at runtime")]
     [InlineData("\"rope_scaling\":null", "\"rope_scaling\":{\"type\":\"linear\"}", "of type \"linear\" has no \"factor\"")]
     [InlineData("\"rope_scaling\":null", "\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":-8.0}", "\"factor\" is -8.0")]
     [InlineData("\"rope_scaling\":null", "\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":4.0,\"high_freq_factor\":1.0}", "high_freq_factor 1 must exceed low_freq_factor 4")]
