@@ -31,6 +31,7 @@ internal static class SavedCacheSuite
         int promptLength = Program.Option(args, "--prompt-tokens", 200);
         int continuation = Program.Option(args, "--continuation", 32);
         int threads = Program.Option(args, "--threads", Environment.ProcessorCount);
+        string[] storages = Program.Value(args, "--storages")?.Split(',') ?? Policies;
         string gguf = Path.Combine(shared, "golden", "stories15M-f32.gguf");
         using var model = ModelLoader.Load(gguf);
         const int context = 256;
@@ -41,7 +42,8 @@ internal static class SavedCacheSuite
             Prompt: (int[])[model.Tokenizer.BosId, .. stream.AsSpan(i * stride, promptLength - 1)],
             Next: stream.AsSpan(i * stride + promptLength - 1, continuation).ToArray())).ToList();
 
-        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- saved-cache --prompts {prompts} --prompt-tokens {promptLength} --continuation {continuation} --threads {threads}`");
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- saved-cache --prompts {prompts} --prompt-tokens {promptLength} --continuation {continuation} --threads {threads}" +
+            (storages == Policies ? "`" : $" --storages {string.Join(',', storages)}`"));
         Console.WriteLine();
         string work = Directory.CreateTempSubdirectory("squeeze-saved-cache-").FullName;
         try
@@ -52,7 +54,7 @@ internal static class SavedCacheSuite
             Console.WriteLine();
             Console.WriteLine("| storage policy | file bytes/token | packed bytes/token (no range coding) | of f16 file | × smaller than f16 | of llama.cpp sequence state | mean KLD | max KLD | same top % | load ms | prefill ms |");
             Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
-            var policies = Policies.Select(SavedCacheStorage.Parse).ToList();
+            var policies = storages.Select(SavedCacheStorage.Parse).ToList();
             // the reference: each prompt's lossless file loaded, then the continuation's logits
             var reference = new List<float[]>();
             double prefillMs = 0;
