@@ -22,6 +22,8 @@ internal static class SavedCacheSuite
         "f32", "f16", "q8", "q4", "q4:group=64:vgroup=48", "q4:sinks=4:window=32:fp=f16", "q4:sinks=4:group=64:vgroup=48:fp=f16",
         "q2", "q2:sinks=4:window=32:fp=f16", "q2:sinks=4:group=64:vgroup=48:fp=f16",
         "step:0.25:values=0.25", "step:0.0625", "step:0.125", "step:0.1875", "step:0.25", "step:0.375", "step:0.125:sinks=4", "step:0.125:sinks=0", "step:0.5",
+        "pre:0.0625:window=0:sinks=1", "pre:0.03:window=0:sinks=1", "pre:0.125:window=0:sinks=1", "pre:0.045:sinks=1", "pre:0.045:window=16", "pre:0.0525:window=16",
+        "pre:0.03", "pre:0.04", "pre:0.045", "pre:0.05", "pre:0.06", "pre:0.08", "pre:0.1",
     ];
 
     public static void Run(string[] args)

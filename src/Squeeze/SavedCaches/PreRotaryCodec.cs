@@ -37,6 +37,8 @@ internal sealed class PreRotaryCodec
     private readonly AdaptiveFrequencies keyExponents = new(Exponents), valueExponents = new(Exponents);
     private readonly AdaptiveFrequencies keySpreads = new(Spreads), valueSpreads = new(Spreads);
     private readonly AdaptiveFrequencies lengths = new(33);
+    private const int Scales = 13;      // token scales 2^(f / 2), f in [−4, 8]
+    private readonly AdaptiveFrequencies tokenScales = new(Scales);
 
     public PreRotaryCodec(SavedCacheStorage storage, int kvHeads, int headDim, RopeStyle style)
     {
@@ -51,16 +53,34 @@ internal sealed class PreRotaryCodec
     /// <paramref name="values"/> [positions, kvDim], rotated back with <paramref name="cos"/> / <paramref name="sin"/>
     /// [contextLength, headDim / 2]; <paramref name="keyWeights"/> [kvDim] are the key channels' sensitivities
     /// (<see cref="Sensitivities.Keys"/>).</summary>
-    public byte[] Encode(ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int positions, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, double[] keyWeights)
+    public byte[] Encode(ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int positions, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin,
+        double[] keyWeights, double[]? attention)
     {
         var encoder = new RangeEncoder();
         int sinks = Math.Min(storage.Sinks, positions), count = positions - sinks;
         LayerCodec.WriteRows(encoder, keys[..(sinks * kvDim)], half: true);
         LayerCodec.WriteRows(encoder, values[..(sinks * kvDim)], half: true);
+        var scales = new double[kvHeads * count]; // [kvHeads, count]
+        for (int h = 0; h < kvHeads; h++)
+        {
+            double mean = 0;
+            for (int t = 0; t < count; t++)
+                mean += attention is null ? 0 : attention[h * positions + sinks + t] / count;
+            for (int t = 0; t < count; t++)
+            {
+                // steps in proportion to (a² / mean a²)^(−1/4), half-octaves from 1/4 to 16: the full 1 / a (the same error
+                // in the attention's output from every position) trusts the window too much and costs more at equal KLD
+                double a = attention is null ? 0 : attention[h * positions + sinks + t];
+                int f = mean > 0 ? (int)Math.Clamp(Math.Round(-0.5 * Math.Log2(Math.Max(a, 1e-30) / mean)), -4, 8) : 0;
+                if (storage.Window > 0)
+                    tokenScales.Encode(encoder, f + 4);
+                scales[h * count + t] = Scale(f);
+            }
+        }
         float[] unrotated = keys[(sinks * kvDim)..(positions * kvDim)].ToArray(); // [count, kvDim]
         Rotate(unrotated, sinks, cos, sin, inverse: true);
-        EncodeChannels(encoder, unrotated, count, keyWeights, storage.Step, keyExponents, keySpreads, keyCodes);
-        EncodeChannels(encoder, values[(sinks * kvDim)..(positions * kvDim)], count, null, storage.ValueStep, valueExponents, valueSpreads, valueCodes);
+        EncodeChannels(encoder, unrotated, count, scales, keyWeights, storage.Step, keyExponents, keySpreads, keyCodes);
+        EncodeChannels(encoder, values[(sinks * kvDim)..(positions * kvDim)], count, scales, null, storage.ValueStep, valueExponents, valueSpreads, valueCodes);
         return encoder.Finish();
     }
 
@@ -73,10 +93,13 @@ internal sealed class PreRotaryCodec
         int sinks = Math.Min(storage.Sinks, positions), count = positions - sinks;
         LayerCodec.ReadRows(decoder, keys[..(sinks * kvDim)], half: true);
         LayerCodec.ReadRows(decoder, values[..(sinks * kvDim)], half: true);
+        var scales = new double[kvHeads * count]; // [kvHeads, count]
+        for (int i = 0; i < scales.Length; i++)
+            scales[i] = Scale(storage.Window > 0 ? tokenScales.Decode(decoder) - 4 : 0);
         var rotated = keys[(sinks * kvDim)..(positions * kvDim)];
-        DecodeChannels(decoder, rotated, count, keyExponents, keySpreads, keyCodes);
+        DecodeChannels(decoder, rotated, count, scales, keyExponents, keySpreads, keyCodes);
         Rotate(rotated, sinks, cos, sin, inverse: false);
-        DecodeChannels(decoder, values[(sinks * kvDim)..(positions * kvDim)], count, valueExponents, valueSpreads, valueCodes);
+        DecodeChannels(decoder, values[(sinks * kvDim)..(positions * kvDim)], count, scales, valueExponents, valueSpreads, valueCodes);
     }
 
     /// <summary>Rotates every head of <paramref name="rows"/> [count, kvDim], row t at position
@@ -104,7 +127,7 @@ internal sealed class PreRotaryCodec
 
     /// <summary>Codes the channels of <paramref name="rows"/> [count, kvDim] with steps <paramref name="scale"/> / √w
     /// (<paramref name="weights"/> [kvDim] given) or <paramref name="scale"/> · σ (none given).</summary>
-    private void EncodeChannels(RangeEncoder encoder, ReadOnlySpan<float> rows, int count, double[]? weights, double scale,
+    private void EncodeChannels(RangeEncoder encoder, ReadOnlySpan<float> rows, int count, double[] scales, double[]? weights, double scale,
         AdaptiveFrequencies exponents, AdaptiveFrequencies spreads, AdaptiveFrequencies[] codes)
     {
         for (int c = 0; c < kvDim; c++)
@@ -128,7 +151,7 @@ internal sealed class PreRotaryCodec
             var model = codes[spread];
             for (int t = 0; t < count; t++)
             {
-                int code = (int)Math.Clamp(Math.Round(rows[t * kvDim + c] / step - m), -(1 << 30), 1 << 30);
+                int code = (int)Math.Clamp(Math.Round((rows[t * kvDim + c] / step - m) / scales[c / headDim * count + t]), -(1 << 30), 1 << 30);
                 uint z = Zigzag(code);
                 if (z < Alphabet - 1)
                 {
@@ -141,7 +164,7 @@ internal sealed class PreRotaryCodec
         }
     }
 
-    private void DecodeChannels(RangeDecoder decoder, Span<float> rows, int count,
+    private void DecodeChannels(RangeDecoder decoder, Span<float> rows, int count, double[] scales,
         AdaptiveFrequencies exponents, AdaptiveFrequencies spreads, AdaptiveFrequencies[] codes)
     {
         for (int c = 0; c < kvDim; c++)
@@ -154,7 +177,7 @@ internal sealed class PreRotaryCodec
                 uint z = (uint)model.Decode(decoder);
                 if (z == Alphabet - 1)
                     z += (uint)DecodeInteger(decoder);
-                rows[t * kvDim + c] = (float)((m + Unzigzag(z)) * step);
+                rows[t * kvDim + c] = (float)((m + Unzigzag(z) * scales[c / headDim * count + t]) * step);
             }
         }
     }
@@ -164,6 +187,9 @@ internal sealed class PreRotaryCodec
 
     /// <summary>2^((e − 128) / 4), exactly the same on every machine.</summary>
     private static double Step(int e) => Math.ScaleB(Quarters[e & 3], (e >> 2) - 32);
+
+    /// <summary>2^(f / 2), exactly the same on every machine.</summary>
+    private static double Scale(int f) => Math.ScaleB(Quarters[(f & 1) * 2], f >> 1);
 
     private static int Spread(double ratio) => ratio > 0 ? (int)Math.Clamp(Math.Floor(2 * Math.Log2(ratio)) + 6, 0, Spreads - 1) : 0;
 

@@ -53,7 +53,7 @@ public static class SavedCache
         if (tokens.Length > runtime.Cache.ContextLength)
             throw new ArgumentException($"the prompt has {tokens.Length} tokens; the context holds {runtime.Cache.ContextLength}", nameof(tokens));
         var cache = new Float32KvCache(config, runtime.Cache.ContextLength);
-        var sensitivities = new Sensitivities(runtime.Model);
+        var sensitivities = new Sensitivities(runtime.Model, positions, storage.Window);
         if (positions > 0)
         {
             var caches = new KvCache[positions];
@@ -127,7 +127,7 @@ public static class SavedCache
                     cache.Read(l, 0, positions, keys, values);
                     var (cos, sin) = runtime.RotaryTables(l);
                     byte[] stream = storage.PreRotary
-                        ? preRotary.Encode(keys, values, positions, cos, sin, sensitivities.Keys(l))
+                        ? preRotary.Encode(keys, values, positions, cos, sin, sensitivities.Keys(l), storage.Window > 0 ? sensitivities.Attention(l, keys, cos, sin) : null)
                         : codec.Encode(keys, values, positions);
                     PutInt(stream.Length);
                     Put(stream);

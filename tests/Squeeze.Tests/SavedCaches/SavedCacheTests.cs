@@ -47,6 +47,7 @@ public sealed class SavedCacheTests : IDisposable
     [InlineData("q4:sinks=2:window=8:group=16", 0.05, 2)]
     [InlineData("step:0.125", 0.05, 3)]
     [InlineData("pre:0.0625", 0.05, 3)]
+    [InlineData("pre:0.0625:window=0:sinks=1", 0.05, 3)]
     public void A_lossy_cache_is_smaller_and_its_next_token_distribution_stays_close(string spec, double maxKld, double minRatio)
     {
         using var model = ModelLoader.Load(SharedData.Stories260K, SharedData.Stories260KTokenizer);
@@ -117,7 +118,7 @@ public sealed class SavedCacheTests : IDisposable
         int[] tokens = model.Tokenizer.Encode(Prompt, addBos: true);
         string exactPath = Path.Combine(directory, "exact.kv"), finePath = Path.Combine(directory, "fine.kv");
         SavedCache.Save(runtime, tokens, SavedCacheStorage.Lossless, exactPath);
-        SavedCache.Save(runtime, tokens, SavedCacheStorage.Parse("pre:0.0001:values=0.0001"), finePath);
+        SavedCache.Save(runtime, tokens, SavedCacheStorage.Parse("pre:0.0001:values=0.0001:window=0:sinks=1"), finePath);
         var (exactKeys, exactValues) = Loaded(model, exactPath, tokens.Length - 1);
         var (keys, values) = Loaded(model, finePath, tokens.Length - 1);
         // position 0 (the sink) is stored in f16; the others rotated back, quantized in tiny steps and rotated again
