@@ -9,12 +9,17 @@ namespace Squeeze.SavedCaches;
 /// pre-RoPE keys, with CacheGen's entropy coding):
 /// <list type="number">
 /// <item>the first <see cref="SavedCacheStorage.Sinks"/> positions in f16, as they are;</item>
+/// <item>when the storage has a window, a scale g = 2^(f / 2) per key/value head and position, f in [−4, 8], that
+/// multiplies both steps of that head at that position: (a² / mean a²)^(−1/4) in half-octaves, where a² is the mean
+/// squared attention weight the window's queries give the position (<see cref="Sensitivities.Attention"/>). The full
+/// (a²)^(−1/2), the same error in the attention's output from every position, trusts the window too much and coded
+/// longer at equal KLD on stories15M;</item>
 /// <item>the keys of the other positions rotated back by their position's angles (<see cref="Rotate"/>), so that a
 /// channel keeps its level from token to token instead of swinging around its pair's circle;</item>
 /// <item>then, channel by channel, keys and then values: the channel's step Δ as an exponent (Δ = 2^((e − 128) / 4),
 /// e in [0, 255]), its mean as a whole number m of steps, the class s of its spread σ / Δ, and for every position the
-/// code round(x / Δ − m), zigzag-mapped, through the adaptive statistics of class s (an escape and the number's
-/// length and bits for the rare large ones). Decoding gives (m + code) · Δ.</item>
+/// code round((x / Δ − m) / g), zigzag-mapped, through the adaptive statistics of class s (an escape and the number's
+/// length and bits for the rare large ones). Decoding gives (m + code · g) · Δ.</item>
 /// </list>
 /// The key steps are what the sensitivities make them: Δ = S / √w for a key channel, where w is the mean square of
 /// the query channels that read it over the prompt (<see cref="Sensitivities"/>), so that every key channel adds the
@@ -52,7 +57,8 @@ internal sealed class PreRotaryCodec
     /// <summary>Codes one layer: <paramref name="keys"/> (after RoPE, as the runtime caches them) and
     /// <paramref name="values"/> [positions, kvDim], rotated back with <paramref name="cos"/> / <paramref name="sin"/>
     /// [contextLength, headDim / 2]; <paramref name="keyWeights"/> [kvDim] are the key channels' sensitivities
-    /// (<see cref="Sensitivities.Keys"/>).</summary>
+    /// (<see cref="Sensitivities.Keys"/>), <paramref name="attention"/> [kvHeads, positions] the mean squared attention
+    /// weights of the window (<see cref="Sensitivities.Attention"/>; null without a window).</summary>
     public byte[] Encode(ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int positions, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin,
         double[] keyWeights, double[]? attention)
     {
@@ -68,10 +74,8 @@ internal sealed class PreRotaryCodec
                 mean += attention is null ? 0 : attention[h * positions + sinks + t] / count;
             for (int t = 0; t < count; t++)
             {
-                // steps in proportion to (a² / mean a²)^(−1/4), half-octaves from 1/4 to 16: the full 1 / a (the same error
-                // in the attention's output from every position) trusts the window too much and costs more at equal KLD
-                double a = attention is null ? 0 : attention[h * positions + sinks + t];
-                int f = mean > 0 ? (int)Math.Clamp(Math.Round(-0.5 * Math.Log2(Math.Max(a, 1e-30) / mean)), -4, 8) : 0;
+                double squared = attention is null ? 0 : attention[h * positions + sinks + t]; // mean a²
+                int f = mean > 0 ? (int)Math.Clamp(Math.Round(-0.5 * Math.Log2(Math.Max(squared, 1e-30) / mean)), -4, 8) : 0;
                 if (storage.Window > 0)
                     tokenScales.Encode(encoder, f + 4);
                 scales[h * count + t] = Scale(f);
