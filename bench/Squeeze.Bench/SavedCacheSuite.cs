@@ -22,6 +22,8 @@ internal static class SavedCacheSuite
         "f32", "f16", "q8", "q4", "q4:group=64:vgroup=48", "q4:sinks=4:window=32:fp=f16", "q4:sinks=4:group=64:vgroup=48:fp=f16",
         "q2", "q2:sinks=4:window=32:fp=f16", "q2:sinks=4:group=64:vgroup=48:fp=f16",
         "step:0.25:values=0.25", "step:0.0625", "step:0.125", "step:0.1875", "step:0.25", "step:0.375", "step:0.125:sinks=4", "step:0.125:sinks=0", "step:0.5",
+        "pre:0.0625:window=0:sinks=1", "pre:0.03:window=0:sinks=1", "pre:0.125:window=0:sinks=1", "pre:0.045:sinks=1", "pre:0.045:window=16", "pre:0.0525:window=16",
+        "pre:0.03", "pre:0.04", "pre:0.045", "pre:0.05", "pre:0.06", "pre:0.08", "pre:0.1",
     ];
 
     public static void Run(string[] args)
@@ -31,6 +33,7 @@ internal static class SavedCacheSuite
         int promptLength = Program.Option(args, "--prompt-tokens", 200);
         int continuation = Program.Option(args, "--continuation", 32);
         int threads = Program.Option(args, "--threads", Environment.ProcessorCount);
+        string[] storages = Program.Value(args, "--storages")?.Split(',') ?? Policies;
         string gguf = Path.Combine(shared, "golden", "stories15M-f32.gguf");
         using var model = ModelLoader.Load(gguf);
         const int context = 256;
@@ -41,7 +44,8 @@ internal static class SavedCacheSuite
             Prompt: (int[])[model.Tokenizer.BosId, .. stream.AsSpan(i * stride, promptLength - 1)],
             Next: stream.AsSpan(i * stride + promptLength - 1, continuation).ToArray())).ToList();
 
-        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- saved-cache --prompts {prompts} --prompt-tokens {promptLength} --continuation {continuation} --threads {threads}`");
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- saved-cache --prompts {prompts} --prompt-tokens {promptLength} --continuation {continuation} --threads {threads}" +
+            (storages == Policies ? "`" : $" --storages {string.Join(',', storages)}`"));
         Console.WriteLine();
         string work = Directory.CreateTempSubdirectory("squeeze-saved-cache-").FullName;
         try
@@ -52,7 +56,7 @@ internal static class SavedCacheSuite
             Console.WriteLine();
             Console.WriteLine("| storage policy | file bytes/token | packed bytes/token (no range coding) | of f16 file | × smaller than f16 | of llama.cpp sequence state | mean KLD | max KLD | same top % | load ms | prefill ms |");
             Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
-            var policies = Policies.Select(SavedCacheStorage.Parse).ToList();
+            var policies = storages.Select(SavedCacheStorage.Parse).ToList();
             // the reference: each prompt's lossless file loaded, then the continuation's logits
             var reference = new List<float[]>();
             double prefillMs = 0;

@@ -17,7 +17,7 @@ internal static class GenerateCommand
         string? SaveCache = null, string? LoadCache = null, string CachePolicy = SavedCacheDefault, bool Chat = false, string? System = null, string? ChatTemplate = null);
 
     /// <summary>How <c>--save-cache</c> stores keys and values unless <c>--cache-policy</c> says otherwise.</summary>
-    public const string SavedCacheDefault = "step:0.125";
+    public const string SavedCacheDefault = "pre:0.05";
 
     public sealed record Report(string Prompt, string Text, int PromptTokens, int GeneratedTokens, double PromptTokensPerSecond, double DecodeTokensPerSecond, float Temperature, float TopP, int Seed);
 

@@ -135,6 +135,11 @@ public sealed class Transformer : IDisposable
         return deterministic ? new Float32KvCache(config, length) { Deterministic = true } : cachePolicy.CreateCache(config, length);
     }
 
+    /// <summary>The rotary tables <paramref name="layer"/>'s keys and queries are rotated with: cos and sin of every
+    /// (position, pair), [contextLength, headDim / 2] each (a saved cache stores keys before RoPE and rotates them again
+    /// with these on loading).</summary>
+    internal (float[] Cos, float[] Sin) RotaryTables(int layer) => (layers[layer].RopeCos, layers[layer].RopeSin);
+
     /// <summary>Sees the input of every linear layer (for calibration); null when nobody listens.</summary>
     public IActivationObserver? Observer { get; set; }
 

@@ -287,7 +287,7 @@ internal sealed class LayerCodec
 
     private static float ReadHalf(RangeDecoder decoder) => (float)BitConverter.UInt16BitsToHalf((ushort)decoder.DecodeUniform(16));
 
-    private static void WriteRows(RangeEncoder encoder, ReadOnlySpan<float> rows, bool half)
+    internal static void WriteRows(RangeEncoder encoder, ReadOnlySpan<float> rows, bool half)
     {
         foreach (float x in rows)
         {
@@ -304,7 +304,7 @@ internal sealed class LayerCodec
         }
     }
 
-    private static void ReadRows(RangeDecoder decoder, Span<float> rows, bool half)
+    internal static void ReadRows(RangeDecoder decoder, Span<float> rows, bool half)
     {
         for (int i = 0; i < rows.Length; i++)
         {

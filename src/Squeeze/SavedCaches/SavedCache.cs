@@ -24,7 +24,7 @@ public sealed record SavedCacheInfo(IReadOnlyList<int> Tokens, int Positions, Sa
 /// of every prompt position but the last, quantized as a <see cref="SavedCacheStorage"/> says and range-coded
 /// (<c>LayerCodec</c>), and the prompt's tokens; loading appends them to a runtime's cache and leaves the last token to run,
 /// which gives the logits the generation starts from.
-/// <para>Layout (little-endian): "SQKV", version (u32) = 1, the model's <see cref="ModelFingerprint"/> (16 bytes),
+/// <para>Layout (little-endian): "SQKV", version (u32) = 2 (1 before the <c>pre</c> storage; still read), the model's <see cref="ModelFingerprint"/> (16 bytes),
 /// layers, key/value heads, head size (i32 each), token count n (i32), the storage spec (u16 length + UTF-8), the n
 /// tokens (i32 each), then for each layer its stream's length (i32) and bytes, and last an XxHash64 (u64) of every byte
 /// before it. A file is refused whole, in one line, when it is truncated, corrupt or from another model.</para>
@@ -33,8 +33,8 @@ public static class SavedCache
 {
     private static ReadOnlySpan<byte> Magic => "SQKV"u8;
 
-    /// <summary>The format version this code writes and reads.</summary>
-    public const int Version = 1;
+    /// <summary>The format version this code writes; it reads it and version 1 (the same layout, without the <c>pre</c> storage).</summary>
+    public const int Version = 2;
 
     /// <summary>
     /// Runs <paramref name="tokens"/> but the last through <paramref name="runtime"/>'s model into an f32 cache of its
@@ -53,6 +53,7 @@ public static class SavedCache
         if (tokens.Length > runtime.Cache.ContextLength)
             throw new ArgumentException($"the prompt has {tokens.Length} tokens; the context holds {runtime.Cache.ContextLength}", nameof(tokens));
         var cache = new Float32KvCache(config, runtime.Cache.ContextLength);
+        var sensitivities = new Sensitivities(runtime.Model, positions, storage.Window);
         if (positions > 0)
         {
             var caches = new KvCache[positions];
@@ -62,19 +63,26 @@ public static class SavedCache
                 caches[p] = cache;
                 at[p] = p;
             }
-            runtime.ForwardSequences(tokens[..positions], caches, at, []);
+            var observer = runtime.Observer;
+            runtime.Observer = storage.PreRotary ? sensitivities : observer;
+            try
+            {
+                runtime.ForwardSequences(tokens[..positions], caches, at, []);
+            }
+            finally
+            {
+                runtime.Observer = observer;
+            }
         }
-        return Write(runtime.Model, tokens, cache, storage, path);
+        return Write(runtime, tokens, cache, storage, sensitivities, path);
     }
 
     /// <summary>Writes the first <c>tokens.Length − 1</c> positions of <paramref name="cache"/> (computed from
-    /// <paramref name="tokens"/> by <paramref name="model"/>) to <paramref name="path"/>, as <paramref name="storage"/> says.</summary>
-    public static SavedCacheInfo Write(Model model, ReadOnlySpan<int> tokens, Float32KvCache cache, SavedCacheStorage storage, string path)
+    /// <paramref name="tokens"/> by <paramref name="runtime"/>'s model, whose attention inputs
+    /// <paramref name="sensitivities"/> has seen for the <c>pre</c> storage) to <paramref name="path"/>.</summary>
+    private static SavedCacheInfo Write(Transformer runtime, ReadOnlySpan<int> tokens, Float32KvCache cache, SavedCacheStorage storage, Sensitivities sensitivities, string path)
     {
-        ArgumentNullException.ThrowIfNull(model);
-        ArgumentNullException.ThrowIfNull(cache);
-        ArgumentNullException.ThrowIfNull(path);
-        ArgumentNullException.ThrowIfNull(storage);
+        var model = runtime.Model;
         int positions = tokens.Length - 1;
         var config = model.Config;
         Formats.OutputPaths.RequireDirectory(path);
@@ -111,12 +119,16 @@ public static class SavedCache
                 foreach (int token in tokens)
                     PutInt(token);
                 var codec = new LayerCodec(storage, config.KvHeadCount, config.HeadDim);
+                var preRotary = new PreRotaryCodec(storage, config.KvHeadCount, config.HeadDim, config.RopeStyle);
                 var keys = new float[positions * config.KvDim];   // [positions, kvDim]
                 var values = new float[positions * config.KvDim]; // [positions, kvDim]
                 for (int l = 0; l < config.LayerCount; l++)
                 {
                     cache.Read(l, 0, positions, keys, values);
-                    byte[] stream = codec.Encode(keys, values, positions);
+                    var (cos, sin) = runtime.RotaryTables(l);
+                    byte[] stream = storage.PreRotary
+                        ? preRotary.Encode(keys, values, positions, cos, sin, sensitivities.Keys(l), storage.Window > 0 ? sensitivities.Attention(l, keys, cos, sin) : null)
+                        : codec.Encode(keys, values, positions);
                     PutInt(stream.Length);
                     Put(stream);
                 }
@@ -151,8 +163,8 @@ public static class SavedCache
         if (file.Length < 4 + 4 + 16 + 5 * 4 + 2 + 8 || !file.AsSpan(0, 4).SequenceEqual(Magic))
             throw new ModelFormatException(path, file.Length >= 4 && file.AsSpan(0, 4).SequenceEqual(Magic) ? "truncated saved KV cache" : "not a saved KV cache (no SQKV magic)");
         int version = BinaryPrimitives.ReadInt32LittleEndian(file.AsSpan(4));
-        if (version != Version)
-            throw new ModelFormatException(path, $"saved KV cache version {version}; this Squeeze reads version {Version}");
+        if (version != 1 && version != Version)
+            throw new ModelFormatException(path, $"saved KV cache version {version}; this Squeeze reads versions 1 to {Version}");
         ulong expected = BinaryPrimitives.ReadUInt64LittleEndian(file.AsSpan(file.Length - 8));
         if (XxHash64.HashToUInt64(file.AsSpan(0, file.Length - 8)) != expected)
             throw new ModelFormatException(path, "checksum mismatch: the saved KV cache is truncated or corrupt");
@@ -177,6 +189,8 @@ public static class SavedCache
         {
             throw new ModelFormatException(path, $"storage policy '{spec}': {e.Message}", e);
         }
+        if (storage.PreRotary && version < 2)
+            throw new ModelFormatException(path, $"storage policy '{spec}' in a version-{version} saved KV cache, which has no pre-RoPE storage");
         var tokens = new int[count];
         for (int i = 0; i < count; i++)
         {
@@ -186,6 +200,7 @@ public static class SavedCache
         }
         int positions = count - 1;
         var codec = new LayerCodec(storage, kvHeads, headDim);
+        var preRotary = new PreRotaryCodec(storage, kvHeads, headDim, config.RopeStyle);
         var keys = new float[positions * config.KvDim];   // [positions, kvDim]
         var values = new float[positions * config.KvDim]; // [positions, kvDim]
         runtime.Reset();
@@ -195,7 +210,15 @@ public static class SavedCache
             var stream = reader.Memory(length);
             if (positions == 0)
                 continue;
-            codec.Decode(stream, positions, keys, values);
+            if (storage.PreRotary)
+            {
+                var (cos, sin) = runtime.RotaryTables(l);
+                preRotary.Decode(stream, positions, cos, sin, keys, values);
+            }
+            else
+            {
+                codec.Decode(stream, positions, keys, values);
+            }
             runtime.Cache.Append(l, 0, keys, values);
         }
         if (reader.Remaining != 8)

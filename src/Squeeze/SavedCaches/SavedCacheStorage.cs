@@ -16,19 +16,40 @@ namespace Squeeze.SavedCaches;
 /// the channel's mean in steps (or, when that codes shorter for the channel, as the difference to the previous token's),
 /// an integer the range coder codes with the channel's adaptive statistics. The first N positions (default 1: the BOS
 /// token, whose keys and values are far from the rest) are kept in f16.</item>
+/// <item><c>pre:S[:values=V][:sinks=N]</c>: keys before RoPE (rotated back on saving, forward again on loading), each
+/// key channel's step set by the queries that read it so that it adds S to the attention scores' error, values in
+/// steps of V standard deviations of their channel (default <see cref="PreValueRatio"/> · S); entropy-coded with
+/// statistics shared by channels of similar spread (<c>PreRotaryCodec</c>); both steps scaled token by token by the
+/// attention the last W prompt positions pay to the token (default <see cref="PreWindow"/>; 0: not scaled). The first N
+/// positions (default 0: the BOS token is coded like the rest, usually with a fine step since it is attended) in f16.</item>
 /// </list>
 /// </summary>
 public sealed record SavedCacheStorage
 {
-    private SavedCacheStorage(KvCachePolicy? policy, double step, double valueStep, int sinks)
+    private SavedCacheStorage(KvCachePolicy? policy, double step, double valueStep, int sinks, bool preRotary = false, int window = 0)
     {
+        PreRotary = preRotary;
+        Window = window;
         Policy = policy;
         Step = step;
         ValueStep = valueStep;
         Sinks = sinks;
     }
 
-    /// <summary>The runtime policy whose grids store the values; null for <c>step</c>.</summary>
+    /// <summary>The value step of <c>pre:S</c> when none is given: V = this · S.</summary>
+    public const double PreValueRatio = 8;
+
+    /// <summary>The last prompt positions whose queries' attention scales the <c>pre</c> storage's steps token by token
+    /// when not 0 (by default <see cref="PreWindow"/>).</summary>
+    public int Window { get; }
+
+    /// <summary>The window of <c>pre:S</c> when none is given.</summary>
+    public const int PreWindow = 8;
+
+    /// <summary>The <c>pre</c> storage: keys before RoPE, steps from the channels' sensitivities.</summary>
+    public bool PreRotary { get; }
+
+    /// <summary>The runtime policy whose grids store the values; null for <c>step</c> and <c>pre</c>.</summary>
     public KvCachePolicy? Policy { get; }
 
     /// <summary>The <c>step</c> storage's key step in standard deviations of a channel; 0 for a policy.</summary>
@@ -45,7 +66,9 @@ public sealed record SavedCacheStorage
 
     /// <summary>What <c>--help</c> says about the spec strings.</summary>
     public const string Syntax = "f32 (lossless), f16, q8|q4|q2[:sinks=N][:window=N][:group=N][:vgroup=N][:fp=f16] (the KV-cache policies' grids), " +
-        "or step:S[:values=V][:sinks=N] (one step per channel: S standard deviations for keys, V (4S) for values, entropy-coded; the first N positions, default 1, in f16); all range-coded";
+        "step:S[:values=V][:sinks=N] (one step per channel: S standard deviations for keys, V (4S) for values, entropy-coded; the first N positions, default 1, in f16), " +
+        "or pre:S[:values=V][:sinks=N][:window=W] (keys before RoPE in steps of S of the attention scores, values in steps of V (8S) standard deviations, " +
+        "both scaled token by token by the attention of the last W (8; 0: none) prompt positions; the first N, default 0, in f16); all range-coded";
 
     /// <summary>A storage that keeps values as <paramref name="policy"/>'s grids; <see cref="ArgumentException"/> for a policy a file cannot hold.</summary>
     public static SavedCacheStorage Of(KvCachePolicy policy)
@@ -63,12 +86,13 @@ public sealed record SavedCacheStorage
     {
         ArgumentNullException.ThrowIfNull(spec);
         var parts = spec.Trim().Split(':');
-        if (!parts[0].Equals("step", StringComparison.OrdinalIgnoreCase))
+        bool pre = parts[0].Equals("pre", StringComparison.OrdinalIgnoreCase);
+        if (!pre && !parts[0].Equals("step", StringComparison.OrdinalIgnoreCase))
             return Of(KvCachePolicy.Parse(spec));
         if (parts.Length < 2 || !double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double step) || !(step > 0) || step > 16)
-            throw new ArgumentException($"saved-cache storage '{spec}': step:S needs a step S in (0, 16] standard deviations");
-        int sinks = 1;
-        double valueStep = 4 * step;
+            throw new ArgumentException($"saved-cache storage '{spec}': {parts[0].ToLowerInvariant()}:S needs a step S in (0, 16]");
+        int sinks = pre ? 0 : 1, window = pre ? PreWindow : 0;
+        double valueStep = (pre ? PreValueRatio : 4) * step;
         foreach (string part in parts.Skip(2))
         {
             int eq = part.IndexOf('=', StringComparison.Ordinal);
@@ -77,12 +101,13 @@ public sealed record SavedCacheStorage
             {
                 "sinks" => int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out sinks),
                 "values" => double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out valueStep) && valueStep > 0 && valueStep <= 16,
+                "window" => pre && int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out window),
                 _ => false,
             };
             if (!ok)
-                throw new ArgumentException($"saved-cache storage '{spec}': '{part}' is not sinks=N or values=V (a step in (0, 16])");
+                throw new ArgumentException($"saved-cache storage '{spec}': '{part}' is not sinks=N, values=V (a step in (0, 16]){(pre ? " or window=N" : "")}");
         }
-        return new SavedCacheStorage(null, step, valueStep, sinks);
+        return new SavedCacheStorage(null, step, valueStep, sinks, pre, window);
     }
 
     /// <summary>The spec string: the step, then the options that differ from their defaults.</summary>
@@ -90,9 +115,11 @@ public sealed record SavedCacheStorage
     {
         if (Policy is not null)
             return Policy.ToString();
-        string spec = string.Create(CultureInfo.InvariantCulture, $"step:{Step}");
-        if (ValueStep != 4 * Step)
+        string spec = string.Create(CultureInfo.InvariantCulture, $"{(PreRotary ? "pre" : "step")}:{Step}");
+        if (ValueStep != (PreRotary ? PreValueRatio : 4) * Step)
             spec += string.Create(CultureInfo.InvariantCulture, $":values={ValueStep}");
-        return Sinks == 1 ? spec : spec + string.Create(CultureInfo.InvariantCulture, $":sinks={Sinks}");
+        if (PreRotary && Window != PreWindow)
+            spec += string.Create(CultureInfo.InvariantCulture, $":window={Window}");
+        return Sinks == (PreRotary ? 0 : 1) ? spec : spec + string.Create(CultureInfo.InvariantCulture, $":sinks={Sinks}");
     }
 }

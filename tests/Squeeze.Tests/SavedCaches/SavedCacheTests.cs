@@ -46,6 +46,8 @@ public sealed class SavedCacheTests : IDisposable
     [InlineData("q8", 0.002, 1.8)]
     [InlineData("q4:sinks=2:window=8:group=16", 0.05, 2)]
     [InlineData("step:0.125", 0.05, 3)]
+    [InlineData("pre:0.0625", 0.05, 3)]
+    [InlineData("pre:0.0625:window=0:sinks=1", 0.05, 3)]
     public void A_lossy_cache_is_smaller_and_its_next_token_distribution_stays_close(string spec, double maxKld, double minRatio)
     {
         using var model = ModelLoader.Load(SharedData.Stories260K, SharedData.Stories260KTokenizer);
@@ -85,6 +87,104 @@ public sealed class SavedCacheTests : IDisposable
             kld += Math.Exp(lp[i]) * (lp[i] - lq[i]);
         }
         return kld;
+    }
+
+    [Fact]
+    public void Rotating_keys_back_and_forward_again_gives_them_back_to_float_tolerance()
+    {
+        using var model = ModelLoader.Load(SharedData.Stories260K, SharedData.Stories260KTokenizer);
+        using var runtime = Runtime(model);
+        var config = model.Config;
+        var codec = new PreRotaryCodec(SavedCacheStorage.Parse("pre:0.1"), config.KvHeadCount, config.HeadDim, config.RopeStyle);
+        var (cos, sin) = runtime.RotaryTables(0);
+        var random = new Random(42);
+        const int first = 3, count = 100;
+        float[] original = [.. Enumerable.Range(0, count * config.KvDim).Select(_ => (float)(random.NextDouble() * 8 - 4))];
+        float[] rows = (float[])original.Clone();
+        codec.Rotate(rows, first, cos, sin, inverse: true);
+        Assert.True(MaxDifference(original, rows) > 0.5, "rotating back moves the keys");
+        codec.Rotate(rows, first, cos, sin, inverse: false);
+        Assert.InRange(MaxDifference(original, rows), 0, 4e-6);
+        codec.Rotate(rows, first, cos, sin, inverse: false);
+        codec.Rotate(rows, first, cos, sin, inverse: true);
+        Assert.InRange(MaxDifference(original, rows), 0, 8e-6);
+    }
+
+    [Fact]
+    public void A_pre_rope_cache_with_fine_steps_loads_the_keys_and_values_of_a_prefill()
+    {
+        using var model = ModelLoader.Load(SharedData.Stories260K, SharedData.Stories260KTokenizer);
+        using var runtime = Runtime(model);
+        int[] tokens = model.Tokenizer.Encode(Prompt, addBos: true);
+        string exactPath = Path.Combine(directory, "exact.kv"), finePath = Path.Combine(directory, "fine.kv");
+        SavedCache.Save(runtime, tokens, SavedCacheStorage.Lossless, exactPath);
+        SavedCache.Save(runtime, tokens, SavedCacheStorage.Parse("pre:0.0001:values=0.0001:window=0:sinks=1"), finePath);
+        var (exactKeys, exactValues) = Loaded(model, exactPath, tokens.Length - 1);
+        var (keys, values) = Loaded(model, finePath, tokens.Length - 1);
+        // position 0 (the sink) is stored in f16; the others rotated back, quantized in tiny steps and rotated again
+        int kvDim = model.Config.KvDim, positions = tokens.Length - 1;
+        bool quantized(int i) => i / kvDim % positions > 0;
+        float[] Rest(float[] rows) => [.. rows.Where((_, i) => quantized(i))];
+        Assert.InRange(MaxDifference(Rest(exactKeys), Rest(keys)), 0, 1e-4 * exactKeys.Max(Math.Abs));
+        Assert.InRange(MaxDifference(Rest(exactValues), Rest(values)), 0, 1e-4 * exactValues.Max(Math.Abs));
+        Assert.InRange(MaxDifference(exactKeys, keys), 0, 1e-3 * exactKeys.Max(Math.Abs));
+    }
+
+    /// <summary>The keys and values [layers, positions, kvDim] a fresh runtime's cache holds after loading <paramref name="path"/>.</summary>
+    private static (float[] Keys, float[] Values) Loaded(Model model, string path, int positions)
+    {
+        using var runtime = Runtime(model);
+        SavedCache.Load(runtime, path);
+        var cache = Assert.IsType<Float32KvCache>(runtime.Cache);
+        int kvDim = model.Config.KvDim, layers = model.Config.LayerCount;
+        var keys = new float[layers * positions * kvDim];
+        var values = new float[layers * positions * kvDim];
+        for (int l = 0; l < layers; l++)
+            cache.Read(l, 0, positions, keys.AsSpan(l * positions * kvDim, positions * kvDim), values.AsSpan(l * positions * kvDim, positions * kvDim));
+        return (keys, values);
+    }
+
+    private static double MaxDifference(float[] a, float[] b)
+    {
+        double max = 0;
+        for (int i = 0; i < a.Length; i++)
+            max = Math.Max(max, Math.Abs(a[i] - b[i]));
+        return max;
+    }
+
+    [Fact]
+    public void Version_1_files_still_load_and_other_versions_are_refused_in_one_line()
+    {
+        using var model = ModelLoader.Load(SharedData.Stories260K, SharedData.Stories260KTokenizer);
+        using var runtime = Runtime(model);
+        int[] tokens = model.Tokenizer.Encode(Prompt, addBos: true);
+        string path = Path.Combine(directory, "q4.kv"), prePath = Path.Combine(directory, "pre.kv");
+        SavedCache.Save(runtime, tokens, SavedCacheStorage.Parse("q4"), path);
+        SavedCache.Save(runtime, tokens, SavedCacheStorage.Parse("pre:0.0625"), prePath);
+        var (expectedKeys, expectedValues) = Loaded(model, path, tokens.Length - 1);
+
+        string old = WithVersion(path, 1);
+        var (keys, values) = Loaded(model, old, tokens.Length - 1);
+        Assert.Equal(expectedKeys, keys);
+        Assert.Equal(expectedValues, values);
+
+        string future = WithVersion(path, 3);
+        Assert.Equal($"{future}: saved KV cache version 3; this Squeeze reads versions 1 to 2",
+            Assert.Throws<ModelFormatException>(() => SavedCache.Load(runtime, future)).Message);
+        string oldPre = WithVersion(prePath, 1);
+        Assert.Equal($"{oldPre}: storage policy 'pre:0.0625' in a version-1 saved KV cache, which has no pre-RoPE storage",
+            Assert.Throws<ModelFormatException>(() => SavedCache.Load(runtime, oldPre)).Message);
+    }
+
+    /// <summary>A copy of <paramref name="path"/> with another version number and a checksum that matches.</summary>
+    private string WithVersion(string path, int version)
+    {
+        byte[] file = File.ReadAllBytes(path);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(file.AsSpan(4), version);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(file.AsSpan(file.Length - 8), System.IO.Hashing.XxHash64.HashToUInt64(file.AsSpan(0, file.Length - 8)));
+        string copy = Path.Combine(directory, $"v{version}-{Path.GetFileName(path)}");
+        File.WriteAllBytes(copy, file);
+        return copy;
     }
 
     [Fact]
@@ -140,6 +240,8 @@ public sealed class SavedCacheTests : IDisposable
     [InlineData("step:0")]
     [InlineData("step:0.5:window=3")]
     [InlineData("step:0.5:values=0")]
+    [InlineData("pre:0")]
+    [InlineData("pre:0.1:group=4")]
     public void Policies_a_file_cannot_hold_are_refused(string spec)
     {
         var e = Assert.Throws<ArgumentException>(() => SavedCacheStorage.Parse(spec));
