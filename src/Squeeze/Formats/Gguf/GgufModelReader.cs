@@ -3,7 +3,7 @@ using Squeeze.Tensors;
 
 namespace Squeeze.Formats.Gguf;
 
-/// <summary>Loads a GGUF file as a <see cref="Model"/> (architectures llama, qwen2, qwen3, gemma2, gemma3), with the
+/// <summary>Loads a GGUF file as a <see cref="Model"/> (architectures llama (with experts: Mixtral), qwen2, qwen3, gemma2, gemma3, qwen2moe, qwen3moe), with the
 /// hyperparameters llama.cpp reads from it and, where llama.cpp derives one instead of reading it, llama.cpp's value.</summary>
 public static class GgufModelReader
 {
@@ -48,8 +48,8 @@ public static class GgufModelReader
         RopeStyle rope = arch switch
         {
             "llama" => RopeStyle.Interleaved,
-            "qwen2" or "qwen3" or "gemma2" or "gemma3" => RopeStyle.Neox,
-            _ => throw Fail(file, $"architecture '{arch}' is not supported (llama, qwen2, qwen3, gemma2, gemma3)"),
+            "qwen2" or "qwen3" or "gemma2" or "gemma3" or "qwen2moe" or "qwen3moe" => RopeStyle.Neox,
+            _ => throw Fail(file, $"architecture '{arch}' is not supported (llama, qwen2, qwen3, gemma2, gemma3, qwen2moe, qwen3moe)"),
         };
         bool gemma2 = arch == "gemma2", gemma3 = arch == "gemma3", gemma = gemma2 || gemma3;
 
@@ -92,8 +92,19 @@ public static class GgufModelReader
             : gemma3 && file.GetInteger($"{arch}.attention.sliding_window") is > 0 ? Positive(file, $"{arch}.attention.sliding_window") : 0;
         float? queryScale = gemma ? GemmaQueryScale(arch, layers, dim, heads, headDim) : null;
 
+        // Mixture of experts (Mixtral is llama with experts), routed as llama.cpp's architectures route.
+        bool moeArch = arch is "qwen2moe" or "qwen3moe";
+        int experts = moeArch ? Positive(file, $"{arch}.expert_count") : file.GetInteger($"{arch}.expert_count") is > 0 ? Positive(file, $"{arch}.expert_count") : 0;
+        int expertsUsed = experts > 0 ? Positive(file, $"{arch}.expert_used_count") : 0;
+        if (expertsUsed > experts)
+            throw Fail(file, $"'{arch}.expert_used_count' = {expertsUsed} exceeds '{arch}.expert_count' = {experts}");
         var config = new ModelConfig
         {
+            ExpertCount = experts,
+            ExpertUsedCount = expertsUsed,
+            ExpertHiddenDim = experts == 0 ? 0 : moeArch ? Positive(file, $"{arch}.expert_feed_forward_length") : hidden,
+            SharedExpertHiddenDim = arch == "qwen2moe" ? Positive(file, $"{arch}.expert_shared_feed_forward_length", hidden) : 0,
+            NormalizeExpertWeights = experts > 0 && arch != "qwen2moe",
             Architecture = arch,
             Dim = dim,
             HiddenDim = hidden,
@@ -109,8 +120,8 @@ public static class GgufModelReader
             RopeFrequencyFactors = file.TryGetTensor(TensorNames.RopeFrequencies, out _),
             RmsNormEps = eps,
             TiedEmbeddings = !file.TryGetTensor(TensorNames.Output, out _),
-            AttentionBias = arch == "qwen2",
-            QkNorm = arch is "qwen3" or "gemma3",
+            AttentionBias = arch is "qwen2" or "qwen2moe",
+            QkNorm = arch is "qwen3" or "gemma3" or "qwen3moe",
             SlidingWindow = slidingWindow,
             SlidingWindowPeriod = gemma2 ? 2 : gemma3 ? 6 : 0,
             SlidingRopeTheta = gemma3 && slidingWindow > 0 ? GemmaSlidingRopeTheta : null,
@@ -142,9 +153,26 @@ public static class GgufModelReader
             Expect(file, TensorNames.Value(l), c.KvDim, c.Dim);
             Expect(file, TensorNames.AttentionOutput(l), c.Dim, c.QDim);
             Expect(file, TensorNames.FeedForwardNorm(l), c.Dim);
-            Expect(file, TensorNames.Gate(l), c.HiddenDim, c.Dim);
-            Expect(file, TensorNames.Up(l), c.HiddenDim, c.Dim);
-            Expect(file, TensorNames.Down(l), c.Dim, c.HiddenDim);
+            if (c.IsMixtureOfExperts)
+            {
+                Expect(file, TensorNames.ExpertRouter(l), c.ExpertCount, c.Dim);
+                Expect(file, TensorNames.GateExperts(l), c.ExpertCount, c.ExpertHiddenDim, c.Dim);
+                Expect(file, TensorNames.UpExperts(l), c.ExpertCount, c.ExpertHiddenDim, c.Dim);
+                Expect(file, TensorNames.DownExperts(l), c.ExpertCount, c.Dim, c.ExpertHiddenDim);
+                if (c.SharedExpertHiddenDim > 0)
+                {
+                    Expect(file, TensorNames.SharedExpertGate(l), c.Dim);
+                    Expect(file, TensorNames.GateShared(l), c.SharedExpertHiddenDim, c.Dim);
+                    Expect(file, TensorNames.UpShared(l), c.SharedExpertHiddenDim, c.Dim);
+                    Expect(file, TensorNames.DownShared(l), c.Dim, c.SharedExpertHiddenDim);
+                }
+            }
+            else
+            {
+                Expect(file, TensorNames.Gate(l), c.HiddenDim, c.Dim);
+                Expect(file, TensorNames.Up(l), c.HiddenDim, c.Dim);
+                Expect(file, TensorNames.Down(l), c.Dim, c.HiddenDim);
+            }
             if (c.PostNorms)
             {
                 Expect(file, TensorNames.PostAttentionNorm(l), c.Dim);
