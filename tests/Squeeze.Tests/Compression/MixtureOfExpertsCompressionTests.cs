@@ -63,6 +63,29 @@ public class MixtureOfExpertsCompressionTests(MixtralCheckpoint mixtral, Qwen2Mo
         LlamaCppAgreementTests.AssertAgreement(path, LlamaCppAgreementTests.Tokens(path), floats: false, output);
     }
 
+    /// <summary><c>compress --target-bpw 6.5</c> (GGUF): the budget search gives each stacked tensor of experts one of
+    /// llama.cpp's types (one type per GGUF tensor), encoded expert by expert, and llama.cpp loads the file and agrees;
+    /// <c>--format native</c> refuses stacked experts in one line.</summary>
+    [Fact]
+    public void Size_target_gives_the_experts_a_type_and_llama_cpp_loads_the_file()
+    {
+        using var dir = new TempDirectory();
+        string calib = dir.File("calib.txt"), path = dir.File("budget.gguf");
+        File.WriteAllText(calib, CompressorTests.CalibrationText);
+        var result = Cli.CliRunner.Run("compress", mixtral.HuggingFace, "-o", path, "--target-bpw", "6.5", "--calib", calib, "-c", "128", "--threads", "2", "--json");
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        var tensors = result.Json.GetProperty("tensors").EnumerateArray().ToList();
+        var experts = tensors.Where(t => TensorNames.IsExperts(t.GetProperty("name").GetString()!)).ToList();
+        Assert.Equal(3 * mixtral.Description.Layers, experts.Count);
+        Assert.All(experts, t => Assert.Contains("gptq", t.GetProperty("encoding").GetString()));
+        LlamaCppAgreementTests.AssertAgreement(path, LlamaCppAgreementTests.Tokens(path), floats: false, output);
+
+        var native = Cli.CliRunner.Run("compress", mixtral.HuggingFace, "-o", dir.File("native"), "--format", "native", "--target-bpw", "3", "--calib", calib, "-c", "128", "--threads", "2");
+        Assert.NotEqual(0, native.ExitCode);
+        Assert.Contains("holds routed experts stacked in 3-D, which no native representation stores yet", native.Stderr);
+        Assert.Single(native.Stderr.Trim().Split('\n'), line => line.Contains("error", StringComparison.Ordinal));
+    }
+
     /// <summary>Each expert's statistics hold exactly the rows of the tokens routed to it: the routing recomputed here from
     /// the feed-forward inputs and the router's weights (softmax, top k) gives every expert's token count and Σx².</summary>
     [Theory]
