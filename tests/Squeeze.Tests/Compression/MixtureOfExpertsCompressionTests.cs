@@ -29,16 +29,18 @@ public class MixtureOfExpertsCompressionTests(MixtralCheckpoint mixtral, Qwen2Mo
 
     /// <summary><c>compress --type Q4_K_M --method gptq|imatrix</c> on the checkpoint: every expert encoded with its own
     /// statistics (GPTQ no worse than rounding on any stacked tensor), and llama.cpp loads the file and agrees with Squeeze
-    /// on it within the quantized limits.</summary>
+    /// on it within the quantized limits; in sequential mode each block's input comes from the blocks before it as
+    /// compressed (their stacked experts replaced and run).</summary>
     [Theory]
-    [InlineData("mixtral", CompressionMethod.Gptq)]
-    [InlineData("mixtral", CompressionMethod.Imatrix)]
-    [InlineData("qwen2moe", CompressionMethod.Gptq)]
-    [InlineData("qwen3moe", CompressionMethod.Gptq)]
-    public void Named_mix_loads_in_llama_cpp_and_runs_alike(string name, CompressionMethod method)
+    [InlineData("mixtral", CompressionMethod.Gptq, false)]
+    [InlineData("mixtral", CompressionMethod.Gptq, true)]
+    [InlineData("mixtral", CompressionMethod.Imatrix, false)]
+    [InlineData("qwen2moe", CompressionMethod.Gptq, false)]
+    [InlineData("qwen3moe", CompressionMethod.Gptq, false)]
+    public void Named_mix_loads_in_llama_cpp_and_runs_alike(string name, CompressionMethod method, bool sequential)
     {
         using var dir = new TempDirectory();
-        string path = dir.File($"{name}-{method}.gguf");
+        string path = dir.File($"{name}-{method}-{sequential}.gguf");
         CompressionReport report;
         using (var model = ModelLoader.Load(Checkpoint(name).HuggingFace))
         {
@@ -46,6 +48,7 @@ public class MixtureOfExpertsCompressionTests(MixtralCheckpoint mixtral, Qwen2Mo
             {
                 Mix = QuantizationMix.Q4_K_M,
                 Method = method,
+                Sequential = sequential,
                 CalibrationTokens = 2048,
                 ContextLength = 128,
                 Threads = 2,
