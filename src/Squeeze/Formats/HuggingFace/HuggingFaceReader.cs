@@ -490,9 +490,9 @@ public static class HuggingFaceReader
     }
 
     /// <summary>The routed experts' 2-D tensors of one projection stacked into the 3-D tensor <paramref name="name"/>
-    /// ([experts, rows, columns]) in an owned buffer, as llama.cpp's converter stacks them; each is removed from
+    /// ([experts, rows, columns]) in an owned, mapped temporary file, as llama.cpp's converter stacks them; each is removed from
     /// <paramref name="experts"/>. They must all be there, of one float type and of the shape the config implies.</summary>
-    private static unsafe Tensor StackExperts(string directory, string name, long[] shape, bool mixtral,
+    private static Tensor StackExperts(string directory, string name, long[] shape, bool mixtral,
         Dictionary<(string Name, int Expert), (SafetensorsFile File, SafetensorsTensorInfo Info)> experts, List<IDisposable> owned)
     {
         int count = checked((int)shape[0]);
@@ -512,11 +512,16 @@ public static class HuggingFaceReader
             if (parts[e].Type != parts[0].Type)
                 throw new ModelFormatException(file.Path, $"tensor '{hfName}' is {parts[e].Type} but expert 0's is {parts[0].Type}; one projection's experts must share a type");
         }
-        long bytes = parts[0].ByteLength;
-        var buffer = NativeBuffer.Allocate(checked(bytes * count));
+        // Written to a mapped temporary file, not private memory: a Mixtral-8x7B's experts are most of its 90 GB.
+        var buffer = NativeBuffer.MapTemporary(checked(parts[0].ByteLength * count), stream =>
+        {
+            foreach (var part in parts)
+            {
+                for (long r = 0; r < part.Rows; r++)
+                    stream.Write(part.Row(r));
+            }
+        });
         owned.Add(buffer);
-        for (int e = 0; e < count; e++)
-            Buffer.MemoryCopy(parts[e].Data, buffer.Pointer + e * bytes, bytes, bytes);
         return new Tensor(name, parts[0].Type, shape, buffer, 0);
     }
 
