@@ -31,7 +31,8 @@ public sealed record RuntimeOptions
 /// The forward pass of a Llama-family decoder on the CPU: RMSNorm, RoPE (interleaved or NeoX), grouped-query
 /// attention over a KV cache, SwiGLU, tied or untied classifier; and Gemma's variations as the config asks for them
 /// (scaled embeddings, GeGLU, norms on the sub-layers' outputs, query scaling, soft-capped scores and logits,
-/// sliding-window layers with their own rotary base). Runs on the weights as stored (any
+/// sliding-window layers with their own rotary base), and mixture-of-experts feed-forwards (Mixtral, Qwen2-MoE, Qwen3-MoE:
+/// routed experts, a shared expert). Runs on the weights as stored (any
 /// <see cref="GgmlType"/>): a quantized model is never dequantized whole. A batch of prompt tokens goes through
 /// matrix-matrix products; decoding is the batch of one.
 /// </summary>
