@@ -47,12 +47,15 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
     /// <param name="progress">Candidates encoded.</param>
     /// <param name="cancellationToken">Stops between candidates.</param>
     /// <exception cref="ArgumentException">A tensor that no representation fits, or token usage of another vocabulary.</exception>
+    /// <exception cref="NotSupportedException">The model has stacked routed experts (a mixture of experts).</exception>
     public static NativeCandidateSet Build(Model model, IEnumerable<BlockStatistics>? blocks, CompressionOptions options, double[]? tokenUsage,
         IReadOnlyList<NativeRepresentation> representations, IProgress<CandidateProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(representations);
+        if (model.Tensors.FirstOrDefault(t => TensorNames.IsExperts(t.Name)) is { } stacked)
+            throw new NotSupportedException($"{model.Source}: '{stacked.Name}' holds routed experts stacked in 3-D, which no native representation stores yet; compress to GGUF (--format gguf)");
         var matrices = model.Tensors.Where(t => t.Shape.Length == 2).Select(t => model.Weight(t.Name))
             .Concat(model.Weights).ToList();
         var shapes = new TensorEncoder(model, null, options, cancellationToken, tokenUsage);

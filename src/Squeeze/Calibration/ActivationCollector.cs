@@ -39,6 +39,19 @@ public sealed class ActivationCollector : IActivationObserver
     {
         if (!Wants(layer) || tokens == 0)
             return;
+        Entry(layer, kind, input, tokens).Accumulate(input, tokens, Threads);
+    }
+
+    /// <inheritdoc />
+    public void ObserveExpert(int layer, LinearInput kind, int expert, ReadOnlySpan<float> input, int tokens)
+    {
+        if (!Wants(layer) || tokens == 0)
+            return;
+        Entry(layer, kind, input, tokens).AccumulateExpert(expert, input, tokens, Threads);
+    }
+
+    private ActivationStatistics Entry(int layer, LinearInput kind, ReadOnlySpan<float> input, int tokens)
+    {
         if (input.Length % tokens != 0)
             throw new ArgumentException($"layer {layer} {kind}: {input.Length} values are not {tokens} whole rows", nameof(input));
         int width = input.Length / tokens;
@@ -51,6 +64,6 @@ public sealed class ActivationCollector : IActivationObserver
         {
             throw new ArgumentException($"layer {layer} {kind}: rows of {width} after rows of {stats.Width}", nameof(input));
         }
-        stats.Accumulate(input, tokens, Threads);
+        return stats;
     }
 }

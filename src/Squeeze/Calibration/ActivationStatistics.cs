@@ -71,6 +71,28 @@ public sealed class ActivationStatistics
     /// <summary>XᵀX, symmetric [width, width] row-major, or null when not collected.</summary>
     public double[]? Gram { get; } // [width, width]
 
+    /// <summary>For the routed experts' inputs (<see cref="LinearInput.ExpertFeedForward"/>,
+    /// <see cref="LinearInput.ExpertFeedForwardDown"/>): each expert's statistics over only the tokens routed to it, indexed
+    /// by expert (null for an expert no token reached); this entry's own sums are over every routed row. Empty otherwise.</summary>
+    public IReadOnlyList<ActivationStatistics?> Experts => experts;
+
+    private readonly List<ActivationStatistics?> experts = [];
+
+    /// <summary>Expert <paramref name="expert"/>'s statistics, or null when no token was routed to it.</summary>
+    public ActivationStatistics? Expert(int expert) => expert < experts.Count ? experts[expert] : null;
+
+    /// <summary>Adds <paramref name="tokens"/> rows routed to expert <paramref name="expert"/>: to that expert's statistics
+    /// (made on its first rows) and to this entry's.</summary>
+    public void AccumulateExpert(int expert, ReadOnlySpan<float> input, int tokens, int threads = 1)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(expert);
+        while (experts.Count <= expert)
+            experts.Add(null);
+        var own = experts[expert] ??= new ActivationStatistics(Layer, Kind, Width, Gram is not null);
+        own.Accumulate(input, tokens, threads);
+        Accumulate(input, tokens, threads);
+    }
+
     /// <summary>The importance vector as llama.cpp's imatrix: mean x² per column (Σx² / tokens).</summary>
     public float[] Importance()
     {

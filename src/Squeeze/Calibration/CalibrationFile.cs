@@ -56,10 +56,14 @@ public static class CalibrationFile
     }
 
     /// <summary>Writes <paramref name="stats"/> to <paramref name="stream"/> in the format above.</summary>
+    /// <exception cref="NotSupportedException">The statistics hold routed experts' per-expert entries, which the format
+    /// has no place for (a mixture-of-experts model is calibrated by <c>compress</c> itself, block by block).</exception>
     public static void Write(Stream stream, CalibrationStatistics stats)
     {
         ArgumentNullException.ThrowIfNull(stream);
         ArgumentNullException.ThrowIfNull(stats);
+        if (stats.Entries.FirstOrDefault(e => e.Experts.Count > 0) is { } routed)
+            throw new NotSupportedException($"layer {routed.Layer} {routed.Kind}: per-expert statistics are not stored in calibration files; compress a mixture-of-experts model with its calibration text instead");
         var w = new HashingWriter(stream);
         WriteHeader(w, stats, stats.Entries.Count);
         foreach (var e in stats.Entries)

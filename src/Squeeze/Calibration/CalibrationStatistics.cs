@@ -57,7 +57,9 @@ public sealed class CalibrationStatistics
 public static class LinearInputs
 {
     /// <summary>The <c>(layer, kind)</c> whose statistics describe the input of <paramref name="tensorName"/>: attn_q/k/v →
-    /// Attention, attn_output → AttentionOutput, ffn_gate/up → FeedForward, ffn_down → FeedForwardDown, output.weight →
+    /// Attention, attn_output → AttentionOutput, ffn_gate/up (and the router, the shared expert's gate/up) → FeedForward, ffn_down → FeedForwardDown, the routed experts'
+    /// ffn_gate_exps/ffn_up_exps → ExpertFeedForward and ffn_down_exps → ExpertFeedForwardDown (per expert inside), the
+    /// shared expert's ffn_down_shexp → SharedExpertDown, output.weight →
     /// (−1, Output). False for tensors that are not linear layers (norms, embeddings).</summary>
     public static bool TryGet(string tensorName, out int layer, out LinearInput kind)
     {
@@ -78,6 +80,10 @@ public static class LinearInputs
             "attn_output.weight" => LinearInput.AttentionOutput,
             "ffn_gate.weight" or "ffn_up.weight" => LinearInput.FeedForward,
             "ffn_down.weight" => LinearInput.FeedForwardDown,
+            "ffn_gate_inp.weight" or "ffn_gate_shexp.weight" or "ffn_up_shexp.weight" => LinearInput.FeedForward,
+            "ffn_gate_exps.weight" or "ffn_up_exps.weight" => LinearInput.ExpertFeedForward,
+            "ffn_down_exps.weight" => LinearInput.ExpertFeedForwardDown,
+            "ffn_down_shexp.weight" => LinearInput.SharedExpertDown,
             _ => null,
         };
         if (found is null)

@@ -312,6 +312,9 @@ public static class Compressor
                 (LinearInput.FeedForward, TensorNames.FeedForwardNorm(l), new[] { TensorNames.Gate(l), TensorNames.Up(l) }),
             })
             {
+                // A mixture of experts' feed-forward norm feeds the router and every expert: not scaled for one group.
+                if (kind == LinearInput.FeedForward && source.Config.IsMixtureOfExperts)
+                    continue;
                 var first = plan[names[0]];
                 if (!first.Quantized || !HasGptqGrid(first.Type) || first.Columns % GgmlTypes.BlockSize(first.Type) != 0
                     || !stats.TryGetValue((l, kind), out var entry) || entry.Gram is null)

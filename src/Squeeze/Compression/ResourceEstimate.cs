@@ -33,22 +33,27 @@ public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnl
         var c = model.Config;
         bool calibrates = method != CompressionMethod.Rtn && calibrationTokens > 0;
         bool gram = method is CompressionMethod.Gptq or CompressionMethod.AwqGptq;
-        long[] widths = [c.Dim, c.QDim, c.Dim, c.HiddenDim];
+        // A mixture of experts' dense inputs: the router's and shared expert's (dim), the shared expert's down; the routed
+        // experts' two inputs are held once per expert and once for all routed rows, their Hessians prepared one at a time.
+        long[] widths = !c.IsMixtureOfExperts ? [c.Dim, c.QDim, c.Dim, c.HiddenDim]
+            : c.SharedExpertHiddenDim > 0 ? [c.Dim, c.QDim, c.Dim, c.SharedExpertHiddenDim] : [c.Dim, c.QDim, c.Dim];
+        long[] expertWidths = c.IsMixtureOfExperts ? [c.Dim, c.ExpertHiddenDim] : [];
         var parts = new List<(string, long)>();
         if (calibrates)
         {
             parts.Add(($"the residual stream of {calibrationTokens:N0} calibration tokens", 2 * calibrationTokens * c.Dim * sizeof(float)));
-            long statistics = widths.Sum(w => w * 20 + (gram ? w * w * sizeof(double) : 0));
+            long statistics = widths.Concat(expertWidths.SelectMany(w => Enumerable.Repeat(w, c.ExpertCount + 1))).Sum(w => w * 20 + (gram ? w * w * sizeof(double) : 0));
             parts.Add(("one block's input statistics", statistics));
             if (gram)
             {
-                long widest = widths.Max();
+                long widest = widths.Concat(expertWidths).Max();
                 // Every input's prepared Hessian (H and its factor) is kept while the block's tensors are encoded; encoding
                 // the widest also holds its H / n and, while it is prepared, the working copy that becomes the factor.
                 parts.Add(("GPTQ's prepared Hessians of one block", widths.Sum(w => 2 * w * w * sizeof(double)) + 2 * widest * widest * sizeof(double)));
             }
         }
-        long largest = plan.Tensors.Where(t => t.Quantized).Select(t => t.Shape.Aggregate(1L, (a, b) => a * b)).DefaultIfEmpty(0).Max();
+        // A stacked tensor of experts is encoded one expert at a time: its largest buffers are one expert's.
+        long largest = plan.Tensors.Where(t => t.Quantized).Select(t => t.Shape.Skip(t.Shape.Length == 3 ? 1 : 0).Aggregate(1L, (a, b) => a * b)).DefaultIfEmpty(0).Max();
         // f32 values, two rounded candidates and GPTQ's result with their decoded values, and the runtime's transient
         // copies: eight f32 copies covered the 8B shape's classifier (measured 5.1 GB peak with everything else).
         parts.Add(("encoding the largest tensor", largest * 8 * sizeof(float)));

@@ -147,11 +147,18 @@ public sealed class TensorEncoder
     {
         if (!LinearInputs.TryGet(name, out _, out _) || Input(name) is not { Gram: not null } entry)
             return null;
-        if (!hessians.TryGetValue(entry, out var prepared))
-        {
-            prepared = GptqHessian.Prepare(current?.Input == entry ? current.Hessian : entry.Hessian(), entry.Width, options.Damping, options.ActivationOrder, Threads);
+        return HessianOf(entry, current?.Input == entry ? current.Hessian : null, keep: true);
+    }
+
+    // The prepared Hessian of `entry` (from `hessian` when the caller has it computed), kept for the next tensor with the
+    // same input when `keep`; a routed expert's is not kept: one block holds one prepared Hessian per expert otherwise.
+    private GptqHessian HessianOf(ActivationStatistics entry, double[]? hessian, bool keep)
+    {
+        if (hessians.TryGetValue(entry, out var prepared))
+            return prepared;
+        prepared = GptqHessian.Prepare(hessian ?? entry.Hessian(), entry.Width, options.Damping, options.ActivationOrder, Threads);
+        if (keep)
             hessians[entry] = prepared;
-        }
         return prepared;
     }
 
@@ -171,8 +178,11 @@ public sealed class TensorEncoder
     // tensor are made together, and keeping every tensor's values would hold the whole model in f32.
     private Reference? current;
 
-    private sealed class Reference(string name, float[] values, int rows, int columns, ActivationStatistics? input, int threads)
+    private sealed class Reference(string name, float[] values, int rows, int columns, ActivationStatistics? input, int threads, bool expert = false)
     {
+        /// <summary>One routed expert's rows of a stacked tensor (its Hessian is not kept between tensors).</summary>
+        public bool Expert => expert;
+
         public string Name => name;
         public float[] Values => values;
         public int Rows => rows;
@@ -183,7 +193,7 @@ public sealed class TensorEncoder
         public string Metric => Hessian.Length > 0 ? "H" : Importance.Length > 0 ? "diag" : "none";
 
         // Σ_r w_rᵀ H w_r, the same for every encoding of the tensor.
-        private double Signal => signal ??= Compressor.Energy(values, null, rows, columns, Hessian, Importance, threads);
+        public double Signal => signal ??= Compressor.Energy(values, null, rows, columns, Hessian, Importance, threads);
         private double? signal;
 
         /// <summary>Σ_r e_rᵀ H e_r / Σ_r w_rᵀ H w_r (H as <see cref="Metric"/> says); 0 for an all-zero tensor.</summary>
@@ -244,9 +254,52 @@ public sealed class TensorEncoder
             CheckFinite(target.Name, Decode(tensor.Type, raw, rows, columns));
             return Finish(target, tensor.Type, raw, "copy", "none", 0, 0, start);
         }
+        if (tensor.Shape.Length == 3)
+            return EncodeExperts(target, start);
         var reference = ReferenceOf(target.Name);
+        var (data, encoding, before, after) = EncodeRows(reference, type);
+        return Finish(target, type, data, encoding, reference.Metric, before, after, start);
+    }
+
+    // A stacked tensor of routed experts ([experts, rows, columns]): each expert's rows encoded alone, with its own input
+    // statistics (the tokens routed to it, as llama.cpp's imatrix keeps them per expert; an expert no calibration token
+    // reached takes those of every routed row of the layer), one expert's values in memory at a time. The errors reported
+    // are the experts' relative errors weighted by their signal tr(W H Wᵀ).
+    private EncodedTensorData EncodeExperts(TensorPlan target, long start)
+    {
+        var experts = model.ExpertWeights(target.Name);
+        var routed = Input(target.Name);
+        var data = new byte[target.ByteLength];
+        int expertBytes = checked((int)(target.ByteLength / experts.Count));
+        double signal = 0, before = 0, after = 0;
+        var encodings = new SortedSet<string>(StringComparer.Ordinal);
+        string metric = "none";
+        for (int e = 0; e < experts.Count; e++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var weight = experts[e];
+            var input = routed?.Expert(e) ?? routed;
+            if (input is not null && input.Width != weight.Columns)
+                throw new InvalidOperationException($"tensor '{target.Name}' has {weight.Columns} columns but its input statistics {input.Width}");
+            var reference = new Reference(target.Name, weight.Decode(), weight.Rows, weight.Columns, input, Threads, expert: true);
+            var (bytes, encoding, b, a) = EncodeRows(reference, target.Type);
+            bytes.CopyTo(data.AsSpan(e * expertBytes, expertBytes));
+            double w = reference.Input is null ? 1 : reference.Signal;
+            signal += w;
+            before += w * b;
+            after += w * a;
+            encodings.Add(routed is not null && routed.Expert(e) is null ? $"{encoding} (expert without calibration tokens)" : encoding);
+            metric = reference.Metric;
+        }
+        return Finish(target, target.Type, data, string.Join(", ", encodings), metric, signal > 0 ? before / signal : 0, signal > 0 ? after / signal : 0, start);
+    }
+
+    // The rows of `reference` in GGUF `type`: its bytes, the encoding kept, the rounding's error and the kept one's.
+    private (byte[] Data, string Encoding, double Before, double After) EncodeRows(Reference reference, GgmlType type)
+    {
         var values = reference.Values;
-        long bytes = target.ByteLength;
+        int rows = reference.Rows, columns = reference.Columns;
+        long bytes = GgmlTypes.RowBytes(type, columns) * rows;
         var rtn = new byte[bytes];
         Quantize.Rows(type, values, columns, [], rtn, Threads);
         var rtnValues = Decode(type, rtn, rows, columns);
@@ -265,8 +318,8 @@ public sealed class TensorEncoder
             return (result.Data, result.Dequantized);
         });
         // Rounding's values are its bytes decoded; GPTQ's are checked against what its bytes decode to.
-        CheckFinite(target.Name, chosen.Encoding == "gptq" ? Decode(type, chosen.Value, rows, columns) : chosen.Decoded);
-        return Finish(target, type, chosen.Value, chosen.Encoding, reference.Metric, before, chosen.Error, start);
+        CheckFinite(reference.Name, chosen.Encoding == "gptq" ? Decode(type, chosen.Value, rows, columns) : chosen.Decoded);
+        return (chosen.Value, chosen.Encoding, before, chosen.Error);
     }
 
     // An encoding of the tensor, its values and its relative output error.
@@ -283,7 +336,8 @@ public sealed class TensorEncoder
             return rounded with { Encoding = $"{rounded.Encoding} (no XᵀX for this tensor)" };
         if (noGrid is not null)
             return rounded with { Encoding = $"{rounded.Encoding} ({noGrid})" };
-        var (value, decoded) = gptq(Hessian(reference.Name)!, new GptqOptions
+        var hessian = HessianOf(reference.Input, reference.Hessian, keep: !reference.Expert);
+        var (value, decoded) = gptq(hessian, new GptqOptions
         {
             DampingFraction = options.Damping,
             ActivationOrder = options.ActivationOrder,

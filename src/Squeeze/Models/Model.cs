@@ -85,6 +85,21 @@ public sealed class Model : IDisposable
     public LinearWeight Weight(string name)
         => weightsByName.TryGetValue(name, out var w) ? w : new BlockWeight(this[name]);
 
+    /// <summary>The routed experts of the stacked 3-D tensor <paramref name="name"/> ([experts, rows, columns], llama.cpp's
+    /// <c>ffn_*_exps</c>), each as a 2-D weight over its own rows of the same bytes (every GGUF type quantizes along rows,
+    /// so expert e is rows [e·rows, (e + 1)·rows) of the stored matrix).</summary>
+    /// <exception cref="KeyNotFoundException">No such tensor (a weight in another representation is not stacked).</exception>
+    /// <exception cref="ArgumentException">The tensor is not 3-D.</exception>
+    public IReadOnlyList<LinearWeight> ExpertWeights(string name)
+    {
+        var t = this[name];
+        if (t.Shape.Length != 3)
+            throw new ArgumentException($"{Source}: tensor '{name}' is [{string.Join(", ", t.Shape)}], not [experts, rows, columns]", nameof(name));
+        long rows = t.Shape[1];
+        return [.. Enumerable.Range(0, checked((int)t.Shape[0])).Select(e =>
+            (LinearWeight)new BlockWeight(new Tensor(name, t.Type, [rows, t.Columns], t.Buffer, t.Offset + e * rows * t.RowBytes)))];
+    }
+
     /// <summary>Number of weights (elements of every tensor and weight matrix).</summary>
     public long ParameterCount => Tensors.Sum(t => t.ElementCount) + Weights.Sum(w => (long)w.Rows * w.Columns);
 

@@ -149,9 +149,40 @@ public sealed record ModelConfig
     /// <summary>Gemma 2: logits z become c·tanh(z / c); 0 means no capping.</summary>
     public float FinalLogitSoftCap { get; init; }
 
+    /// <summary>Mixture of experts: the number of routed experts of every layer's feed-forward (GGUF
+    /// <c>expert_count</c>); 0 means a dense feed-forward (<c>ffn_gate</c>, <c>ffn_up</c>, <c>ffn_down</c>).</summary>
+    public int ExpertCount { get; init; }
+
+    /// <summary>Experts each token is routed to (GGUF <c>expert_used_count</c>): the top k of the router's softmax.</summary>
+    public int ExpertUsedCount { get; init; }
+
+    /// <summary>Width of one routed expert's feed-forward (GGUF <c>expert_feed_forward_length</c>; Mixtral's is
+    /// <see cref="HiddenDim"/>).</summary>
+    public int ExpertHiddenDim { get; init; }
+
+    /// <summary>Width of the shared expert every token runs, gated per token by σ(<c>ffn_gate_inp_shexp</c> · x) (Qwen2-MoE,
+    /// GGUF <c>expert_shared_feed_forward_length</c>); 0 means none.</summary>
+    public int SharedExpertHiddenDim { get; init; }
+
+    /// <summary>The top-k routing weights are divided by their sum (Mixtral, Qwen3-MoE); otherwise they are the softmax
+    /// probabilities over all experts as they are (Qwen2-MoE), as llama.cpp's architectures route.</summary>
+    public bool NormalizeExpertWeights { get; init; }
+
+    /// <summary>True for a mixture-of-experts feed-forward.</summary>
+    public bool IsMixtureOfExperts => ExpertCount > 0;
+
     /// <summary>The options beyond Llama's and Qwen's that shape the forward pass, as text; empty when all are at their
     /// defaults (so the fingerprints and identities of Llama and Qwen models do not change).</summary>
     public string ForwardVariant
+    {
+        get
+        {
+            return ExpertCount == 0 ? DenseVariant : FormattableString.Invariant(
+                $"experts={ExpertCount}/{ExpertUsedCount}/{ExpertHiddenDim}/{SharedExpertHiddenDim}/{NormalizeExpertWeights}|{DenseVariant}");
+        }
+    }
+
+    private string DenseVariant
     {
         get
         {

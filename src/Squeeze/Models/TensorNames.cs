@@ -70,4 +70,31 @@ public static class TensorNames
 
     /// <summary>Feed-forward down projection of layer <paramref name="layer"/>, [dim, hidden].</summary>
     public static string Down(int layer) => $"blk.{layer}.ffn_down.weight";
+
+    /// <summary>Router of layer <paramref name="layer"/>'s experts, [experts, dim] (kept in F32 by every mix, as llama.cpp).</summary>
+    public static string ExpertRouter(int layer) => $"blk.{layer}.ffn_gate_inp.weight";
+
+    /// <summary>Gate projections of layer <paramref name="layer"/>'s routed experts stacked, [experts, expertHidden, dim].</summary>
+    public static string GateExperts(int layer) => $"blk.{layer}.ffn_gate_exps.weight";
+
+    /// <summary>Up projections of layer <paramref name="layer"/>'s routed experts stacked, [experts, expertHidden, dim].</summary>
+    public static string UpExperts(int layer) => $"blk.{layer}.ffn_up_exps.weight";
+
+    /// <summary>Down projections of layer <paramref name="layer"/>'s routed experts stacked, [experts, dim, expertHidden].</summary>
+    public static string DownExperts(int layer) => $"blk.{layer}.ffn_down_exps.weight";
+
+    /// <summary>Gate projection of layer <paramref name="layer"/>'s shared expert (Qwen2-MoE), [sharedHidden, dim].</summary>
+    public static string GateShared(int layer) => $"blk.{layer}.ffn_gate_shexp.weight";
+
+    /// <summary>Up projection of layer <paramref name="layer"/>'s shared expert, [sharedHidden, dim].</summary>
+    public static string UpShared(int layer) => $"blk.{layer}.ffn_up_shexp.weight";
+
+    /// <summary>Down projection of layer <paramref name="layer"/>'s shared expert, [dim, sharedHidden].</summary>
+    public static string DownShared(int layer) => $"blk.{layer}.ffn_down_shexp.weight";
+
+    /// <summary>The shared expert's gate of layer <paramref name="layer"/>: its output is scaled by σ(this · x), [dim].</summary>
+    public static string SharedExpertGate(int layer) => $"blk.{layer}.ffn_gate_inp_shexp.weight";
+
+    /// <summary>True for the stacked 3-D tensors of routed experts (<c>ffn_*_exps</c>).</summary>
+    public static bool IsExperts(string name) => name.EndsWith("_exps.weight", StringComparison.Ordinal);
 }

@@ -7,7 +7,7 @@ namespace Squeeze.Quantization;
 /// <summary>
 /// A named quantization mix (llama.cpp's <c>llama_ftype</c>: Q4_K_M, Q8_0 …): a default type plus llama.cpp's
 /// per-tensor rules from <c>llama_tensor_get_type</c> (llama.cpp c392e509), reproduced for Llama-family models
-/// (one expert, not Falcon). <see cref="Plan(Model, QuantizationMix, IReadOnlyList{TensorTypeOverride}, bool, bool)"/>
+/// (dense or with experts, not Falcon). <see cref="Plan(Model, QuantizationMix, IReadOnlyList{TensorTypeOverride}, bool, bool)"/>
 /// applies them to a model.
 /// </summary>
 public sealed class QuantizationMix
@@ -145,7 +145,8 @@ public sealed class QuantizationMix
             var (name, shape, sourceType) = tensors[index];
             if (!IsQuantizable(name, shape))
             {
-                result[index] = new TensorPlan(name, shape, sourceType, GgmlType.F32, false, shape.Length == 1 ? "1-D tensor kept in F32" : "not quantized (norm)");
+                result[index] = new TensorPlan(name, shape, sourceType, GgmlType.F32, false,
+                    shape.Length == 1 ? "1-D tensor kept in F32" : name.Contains("ffn_gate_inp", StringComparison.Ordinal) ? "not quantized (expert router)" : "not quantized (norm)");
                 continue;
             }
             long columns = shape[^1];
@@ -177,9 +178,10 @@ public sealed class QuantizationMix
         return new QuantizationPlan(mix, pure, result.Select(r => r!).ToList());
     }
 
-    // llama_model_quantize_impl: names ending in "weight", 2-D or more, not a norm.
+    // llama_model_quantize_impl: names ending in "weight", 2-D or more (the experts' 3-D), not a norm, not an expert router.
     private static bool IsQuantizable(string name, long[] shape) =>
-        name.EndsWith("weight", StringComparison.Ordinal) && shape.Length >= 2 && !name.Contains("_norm.weight", StringComparison.Ordinal);
+        name.EndsWith("weight", StringComparison.Ordinal) && shape.Length >= 2 && !name.Contains("_norm.weight", StringComparison.Ordinal)
+        && !name.Contains("ffn_gate_inp.weight", StringComparison.Ordinal);
 
     private static bool IsBlockQuantized(GgmlType type) => type is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16);
 
@@ -205,7 +207,9 @@ public sealed class QuantizationMix
     // llama.cpp's use_more_bits: the first and last eighth of the layers and every third one in between.
     private static bool UseMoreBits(int layer, int layers) => layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2;
 
-    // llama_tensor_get_type for the mixes above, single-expert non-Falcon models; includes the block-size fallback.
+    // llama_tensor_get_type for the mixes above, non-Falcon models, with its rules for 8-expert models (Mixtral: attn_v and
+    // attn_k Q8_0, attn_output Q5_K for the smaller mixes) and, with experts, ffn_down's layer read from the tensor's name
+    // (so ffn_down_exps and ffn_down_shexp of a layer get the same rule).
     private static TypeChoice TensorRule(RuleState s, string name, long columns)
     {
         QuantizationMix mix = s.Mix;
@@ -214,6 +218,7 @@ public sealed class QuantizationMix
         int gqa = s.Config.KvHeadCount > 0 ? s.Config.HeadCount / s.Config.KvHeadCount : 0;
         // LLM_TYPE_70B: an 80-layer llama with grouped-query attention.
         bool is70B = s.Config.Architecture == "llama" && s.Config.LayerCount == 80 && s.Config.HeadCount != s.Config.KvHeadCount;
+        bool eightExperts = s.Config.ExpertCount == 8;
 
         if (name == TensorNames.Output || (!s.HasOutput && name == TensorNames.TokenEmbedding))
         {
@@ -251,11 +256,21 @@ public sealed class QuantizationMix
                 type = GgmlType.Q5_K;
                 reason = "attn_v of a 70B model";
             }
+            if (eightExperts)
+            {
+                type = GgmlType.Q8_0;
+                reason = "attn_v of an 8-expert model";
+            }
             s.AttentionVIndex++;
+        }
+        else if (name.Contains("attn_k.weight", StringComparison.Ordinal) && eightExperts)
+        {
+            type = GgmlType.Q8_0;
+            reason = "attn_k of an 8-expert model";
         }
         else if (name.Contains("ffn_down", StringComparison.Ordinal))
         {
-            int i = s.FfnDownIndex, n = s.Config.LayerCount;
+            int i = s.Config.ExpertCount > 1 ? LayerOf(name) : s.FfnDownIndex, n = s.Config.LayerCount;
             if (mix == Q2_K) { type = GgmlType.Q3_K; reason = "ffn_down (Q2_K mix)"; }
             else if (mix == Q3_K_M) { type = i < n / 16 ? GgmlType.Q5_K : GgmlType.Q4_K; reason = $"ffn_down {i} of {n} (Q3_K_M)"; }
             else if (mix == Q3_K_L) { type = GgmlType.Q5_K; reason = "ffn_down (Q3_K_L)"; }
@@ -275,6 +290,14 @@ public sealed class QuantizationMix
             if (mix == Q3_K_M || mix == Q3_K_L) { type = GgmlType.Q4_K; reason = $"attn_qkv ({mix.Name})"; }
             else if (mix == Q4_K_M) { type = GgmlType.Q5_K; reason = "attn_qkv (Q4_K_M)"; }
             else if (mix == Q5_K_M) { type = GgmlType.Q6_K; reason = "attn_qkv (Q5_K_M)"; }
+        }
+        else if (name.Contains("attn_output.weight", StringComparison.Ordinal) && eightExperts)
+        {
+            if (mix == Q2_K || mix == Q3_K_S || mix == Q3_K_M || mix == IQ4_NL || mix == Q4_K_S || mix == Q4_K_M)
+            {
+                type = GgmlType.Q5_K;
+                reason = "attn_output of an 8-expert model";
+            }
         }
         else if (name.Contains("attn_output.weight", StringComparison.Ordinal))
         {

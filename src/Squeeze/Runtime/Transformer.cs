@@ -31,7 +31,8 @@ public sealed record RuntimeOptions
 /// The forward pass of a Llama-family decoder on the CPU: RMSNorm, RoPE (interleaved or NeoX), grouped-query
 /// attention over a KV cache, SwiGLU, tied or untied classifier; and Gemma's variations as the config asks for them
 /// (scaled embeddings, GeGLU, norms on the sub-layers' outputs, query scaling, soft-capped scores and logits,
-/// sliding-window layers with their own rotary base). Runs on the weights as stored (any
+/// sliding-window layers with their own rotary base), and mixture-of-experts feed-forwards (Mixtral, Qwen2-MoE, Qwen3-MoE:
+/// routed experts, a shared expert). Runs on the weights as stored (any
 /// <see cref="GgmlType"/>): a quantized model is never dequantized whole. A batch of prompt tokens goes through
 /// matrix-matrix products; decoding is the batch of one.
 /// </summary>
@@ -63,6 +64,15 @@ public sealed class Transformer : IDisposable
     private readonly float[] proj;   // [batch, dim] output of attn_output or ffn_down
     private readonly float[] gate;   // [batch, hidden]
     private readonly float[] up;     // [batch, hidden]
+    // mixture of experts (empty for a dense model)
+    private readonly float[] routerLogits; // [batch, experts] router logits, then softmax probabilities
+    private readonly int[] slotExpert;     // [batch, expertsUsed] the experts each token is routed to, most probable first
+    private readonly float[] slotWeight;   // [batch, expertsUsed] their routing weights
+    private readonly float[] slotOutput;   // [batch, expertsUsed, dim] each routed expert's weighted output
+    private readonly float[] expertInput;  // [batch, dim] the rows routed to one expert, gathered
+    private readonly float[] expertOutput; // [batch, dim] that expert's output
+    private readonly int[] routedRows;     // [batch] the tokens routed to one expert
+    private readonly int[] routedSlots;    // [batch] and the slot each of them routed it in
     private readonly AttentionJob attention;
     private readonly TokenRangeJob tokenRanges = new();
     private float[] logits = [];     // [logitRows, vocab]
@@ -116,8 +126,18 @@ public sealed class Transformer : IDisposable
         v = new float[batchSize * config.KvDim];
         att = new float[batchSize * config.QDim];
         proj = new float[batchSize * config.Dim];
-        gate = new float[batchSize * config.HiddenDim];
-        up = new float[batchSize * config.HiddenDim];
+        int widest = Math.Max(config.HiddenDim, Math.Max(config.ExpertHiddenDim, config.SharedExpertHiddenDim));
+        gate = new float[batchSize * widest];
+        up = new float[batchSize * widest];
+        int experts = config.ExpertCount, used = config.ExpertUsedCount;
+        routerLogits = new float[batchSize * experts];
+        slotExpert = new int[batchSize * used];
+        slotWeight = new float[batchSize * used];
+        slotOutput = new float[checked(batchSize * used * config.Dim)];
+        expertInput = new float[experts > 0 ? batchSize * config.Dim : 0];
+        expertOutput = new float[experts > 0 ? batchSize * config.Dim : 0];
+        routedRows = new int[experts > 0 ? batchSize : 0];
+        routedSlots = new int[experts > 0 ? batchSize : 0];
         attention = new AttentionJob(this, parts: 4 * compute.Threads, Cache.ScratchLength);
     }
 
@@ -487,10 +507,137 @@ public sealed class Transformer : IDisposable
         var xs = x.AsSpan(0, n * dim);
         var normed = NormalizeRows(0, n, layer.FeedForwardNorm);
         Observer?.Observe(layer.Index, LinearInput.FeedForward, normed, n);
+        if (config.IsMixtureOfExperts)
+        {
+            MixtureOfExperts(layer, normed, n);
+            TensorPrimitives.Add(xs, proj.AsSpan(0, n * dim), xs);
+            return;
+        }
         var g = gate.AsSpan(0, n * hidden);
-        var u = up.AsSpan(0, n * hidden);
-        layer.Gate.Multiply(normed, n, compute, g);
-        layer.Up.Multiply(normed, n, compute, u);
+        layer.Gate!.Multiply(normed, n, compute, g);
+        layer.Up!.Multiply(normed, n, compute, up.AsSpan(0, n * hidden));
+        GatedActivation(n, hidden);
+        var projected = proj.AsSpan(0, n * dim);
+        Observer?.Observe(layer.Index, LinearInput.FeedForwardDown, g, n);
+        layer.Down!.Multiply(g, n, compute, projected);
+        if (layer.PostFeedForwardNorm is not null)
+            NormalizeProjection(n, layer.PostFeedForwardNorm);
+        TensorPrimitives.Add(xs, projected, xs);
+    }
+
+    /// <summary>
+    /// The mixture-of-experts feed-forward of the first <paramref name="n"/> rows of <paramref name="normed"/> (after
+    /// ffn_norm) into proj, as llama.cpp's <c>build_moe_ffn</c> computes it: router logits, their softmax over every
+    /// expert, the <see cref="ModelConfig.ExpertUsedCount"/> most probable experts (ties to the lower index) with their
+    /// probabilities as weights (divided by their sum when <see cref="ModelConfig.NormalizeExpertWeights"/>), each expert's
+    /// SwiGLU on the rows routed to it, and the weighted outputs summed slot by slot, most probable first; then the shared
+    /// expert, scaled per token by σ(ffn_gate_inp_shexp · x), when the model has one. Each expert sees only its own rows,
+    /// and so does the observer (<see cref="IActivationObserver.ObserveExpert"/>).
+    /// </summary>
+    private void MixtureOfExperts(Layer layer, Span<float> normed, int n)
+    {
+        int dim = config.Dim, experts = config.ExpertCount, used = config.ExpertUsedCount, hidden = config.ExpertHiddenDim;
+        layer.Router!.Multiply(normed, n, compute, routerLogits.AsSpan(0, n * experts));
+        for (int t = 0; t < n; t++)
+            Route(routerLogits.AsSpan(t * experts, experts), config.NormalizeExpertWeights, deterministic, slotExpert.AsSpan(t * used, used), slotWeight.AsSpan(t * used, used));
+        for (int e = 0; e < experts; e++)
+        {
+            int count = 0;
+            for (int t = 0; t < n; t++)
+            {
+                for (int k = 0; k < used; k++)
+                {
+                    if (slotExpert[t * used + k] == e)
+                    {
+                        routedRows[count] = t;
+                        routedSlots[count++] = k;
+                    }
+                }
+            }
+            if (count == 0)
+                continue;
+            var input = expertInput.AsSpan(0, count * dim);
+            for (int i = 0; i < count; i++)
+                normed.Slice(routedRows[i] * dim, dim).CopyTo(input.Slice(i * dim, dim));
+            Observer?.ObserveExpert(layer.Index, LinearInput.ExpertFeedForward, e, input, count);
+            var g = gate.AsSpan(0, count * hidden);
+            layer.GateExperts![e].Multiply(input, count, compute, g);
+            layer.UpExperts![e].Multiply(input, count, compute, up.AsSpan(0, count * hidden));
+            GatedActivation(count, hidden);
+            Observer?.ObserveExpert(layer.Index, LinearInput.ExpertFeedForwardDown, e, g, count);
+            var output = expertOutput.AsSpan(0, count * dim);
+            layer.DownExperts![e].Multiply(g, count, compute, output);
+            for (int i = 0; i < count; i++)
+            {
+                int t = routedRows[i], k = routedSlots[i];
+                TensorPrimitives.Multiply(output.Slice(i * dim, dim), slotWeight[t * used + k], slotOutput.AsSpan((t * used + k) * dim, dim));
+            }
+        }
+        var projected = proj.AsSpan(0, n * dim);
+        for (int t = 0; t < n; t++)
+        {
+            var row = projected.Slice(t * dim, dim);
+            slotOutput.AsSpan(t * used * dim, dim).CopyTo(row);
+            for (int k = 1; k < used; k++)
+                TensorPrimitives.Add(row, slotOutput.AsSpan((t * used + k) * dim, dim), row);
+        }
+        if (layer.SharedDown is null)
+            return;
+        int shared = config.SharedExpertHiddenDim;
+        var sg = gate.AsSpan(0, n * shared);
+        layer.SharedGate!.Multiply(normed, n, compute, sg);
+        layer.SharedUp!.Multiply(normed, n, compute, up.AsSpan(0, n * shared));
+        GatedActivation(n, shared);
+        Observer?.Observe(layer.Index, LinearInput.SharedExpertDown, sg, n);
+        var sharedOutput = expertOutput.AsSpan(0, n * dim);
+        layer.SharedDown.Multiply(sg, n, compute, sharedOutput);
+        var scales = routerLogits.AsSpan(0, n); // the routing is done: its scratch holds the shared expert's gates
+        layer.SharedExpertGate!.Multiply(normed, n, compute, scales);
+        if (deterministic)
+            DeterministicMath.Sigmoid(scales, scales);
+        else
+            TensorPrimitives.Sigmoid(scales, scales);
+        for (int t = 0; t < n; t++)
+            TensorPrimitives.MultiplyAdd(sharedOutput.Slice(t * dim, dim), scales[t], projected.Slice(t * dim, dim), projected.Slice(t * dim, dim));
+    }
+
+    /// <summary>
+    /// Routes one token: <paramref name="logits"/> (the router's, [experts]) become their softmax in place; the
+    /// <paramref name="experts"/>.Length most probable experts, most probable first (ties to the lower index), go into
+    /// <paramref name="experts"/> and their probabilities into <paramref name="weights"/>, divided by their sum when
+    /// <paramref name="normalize"/>.
+    /// </summary>
+    internal static void Route(Span<float> logits, bool normalize, bool deterministic, Span<int> experts, Span<float> weights)
+    {
+        float max = TensorPrimitives.Max(logits);
+        float sum = 0;
+        for (int e = 0; e < logits.Length; e++)
+        {
+            logits[e] = deterministic ? DeterministicMath.Exp(logits[e] - max) : MathF.Exp(logits[e] - max);
+            sum += logits[e];
+        }
+        TensorPrimitives.Multiply(logits, 1f / sum, logits);
+        float total = 0;
+        for (int k = 0; k < experts.Length; k++)
+        {
+            int best = -1;
+            for (int e = 0; e < logits.Length; e++)
+            {
+                if ((best < 0 || logits[e] > logits[best]) && !experts[..k].Contains(e))
+                    best = e;
+            }
+            experts[k] = best;
+            weights[k] = logits[best];
+            total += logits[best];
+        }
+        if (normalize)
+            TensorPrimitives.Multiply(weights, 1f / total, weights);
+    }
+
+    /// <summary>In place over the first <paramref name="n"/> rows of <paramref name="hidden"/> values of gate and up: gate ←
+    /// silu(gate) · up (SwiGLU) or gelu(gate) · up (GeGLU), split by tokens across the pool.</summary>
+    private void GatedActivation(int n, int hidden)
+    {
         // SwiGLU: h = silu(g) · u = σ(g) · (g · u), computed in place as u ← g·u, g ← σ(g), g ← g·u; GeGLU: g ← gelu(g)·u.
         ForTokens(n, (t0, t1) =>
         {
@@ -508,12 +655,6 @@ public sealed class Transformer : IDisposable
                 TensorPrimitives.Sigmoid(gt, gt);
             TensorPrimitives.Multiply(gt, ut, gt);
         });
-        var projected = proj.AsSpan(0, n * dim);
-        Observer?.Observe(layer.Index, LinearInput.FeedForwardDown, g, n);
-        layer.Down.Multiply(g, n, compute, projected);
-        if (layer.PostFeedForwardNorm is not null)
-            NormalizeProjection(n, layer.PostFeedForwardNorm);
-        TensorPrimitives.Add(xs, projected, xs);
     }
 
     /// <summary>Runs <c>body(t0, t1)</c> over [0, n) split in token ranges across the threads (inline for a few tokens).
@@ -728,9 +869,42 @@ public sealed class Transformer : IDisposable
             Key = model.Weight(TensorNames.Key(index));
             Value = model.Weight(TensorNames.Value(index));
             AttentionOutput = model.Weight(TensorNames.AttentionOutput(index));
-            Gate = model.Weight(TensorNames.Gate(index));
-            Up = model.Weight(TensorNames.Up(index));
-            Down = model.Weight(TensorNames.Down(index));
+            if (config.IsMixtureOfExperts)
+            {
+                Router = model.Weight(TensorNames.ExpertRouter(index));
+                GateExperts = model.ExpertWeights(TensorNames.GateExperts(index));
+                UpExperts = model.ExpertWeights(TensorNames.UpExperts(index));
+                DownExperts = model.ExpertWeights(TensorNames.DownExperts(index));
+                CheckShape(model, Router, config.ExpertCount, config.Dim);
+                foreach (var (experts, rows, columns) in new[] { (GateExperts, config.ExpertHiddenDim, config.Dim), (UpExperts, config.ExpertHiddenDim, config.Dim), (DownExperts, config.Dim, config.ExpertHiddenDim) })
+                {
+                    if (experts.Count != config.ExpertCount)
+                        throw new InvalidOperationException($"{model.Source}: tensor '{experts[0].Name}' holds {experts.Count} experts, expected {config.ExpertCount}");
+                    CheckShape(model, experts[0], rows, columns);
+                }
+                if (config.SharedExpertHiddenDim > 0)
+                {
+                    SharedGate = model.Weight(TensorNames.GateShared(index));
+                    SharedUp = model.Weight(TensorNames.UpShared(index));
+                    SharedDown = model.Weight(TensorNames.DownShared(index));
+                    var sharedExpertGate = model[TensorNames.SharedExpertGate(index)];
+                    if (sharedExpertGate.Shape is not [var width] || width != config.Dim)
+                        throw new InvalidOperationException($"{model.Source}: tensor '{sharedExpertGate.Name}' is [{string.Join(", ", sharedExpertGate.Shape)}], expected [{config.Dim}]");
+                    SharedExpertGate = new BlockWeight(new Tensor(sharedExpertGate.Name, sharedExpertGate.Type, [1, config.Dim], sharedExpertGate.Buffer, sharedExpertGate.Offset));
+                    CheckShape(model, SharedGate, config.SharedExpertHiddenDim, config.Dim);
+                    CheckShape(model, SharedUp, config.SharedExpertHiddenDim, config.Dim);
+                    CheckShape(model, SharedDown, config.Dim, config.SharedExpertHiddenDim);
+                }
+            }
+            else
+            {
+                Gate = model.Weight(TensorNames.Gate(index));
+                Up = model.Weight(TensorNames.Up(index));
+                Down = model.Weight(TensorNames.Down(index));
+                CheckShape(model, Gate, config.HiddenDim, config.Dim);
+                CheckShape(model, Up, config.HiddenDim, config.Dim);
+                CheckShape(model, Down, config.Dim, config.HiddenDim);
+            }
             QueryBias = ReadOptionalVector(model, TensorNames.QueryBias(index), config.QDim);
             KeyBias = ReadOptionalVector(model, TensorNames.KeyBias(index), config.KvDim);
             ValueBias = ReadOptionalVector(model, TensorNames.ValueBias(index), config.KvDim);
@@ -742,9 +916,6 @@ public sealed class Transformer : IDisposable
             CheckShape(model, Key, config.KvDim, config.Dim);
             CheckShape(model, Value, config.KvDim, config.Dim);
             CheckShape(model, AttentionOutput, config.Dim, config.QDim);
-            CheckShape(model, Gate, config.HiddenDim, config.Dim);
-            CheckShape(model, Up, config.HiddenDim, config.Dim);
-            CheckShape(model, Down, config.Dim, config.HiddenDim);
         }
 
         public int Index { get; }
@@ -754,9 +925,17 @@ public sealed class Transformer : IDisposable
         public LinearWeight Key { get; }              // [kvDim, dim]
         public LinearWeight Value { get; }            // [kvDim, dim]
         public LinearWeight AttentionOutput { get; }  // [dim, qDim]
-        public LinearWeight Gate { get; }             // [hidden, dim]
-        public LinearWeight Up { get; }               // [hidden, dim]
-        public LinearWeight Down { get; }             // [dim, hidden]
+        public LinearWeight? Gate { get; }            // [hidden, dim] (dense)
+        public LinearWeight? Up { get; }              // [hidden, dim]
+        public LinearWeight? Down { get; }            // [dim, hidden]
+        public LinearWeight? Router { get; }                        // [experts, dim] (mixture of experts)
+        public IReadOnlyList<LinearWeight>? GateExperts { get; }    // [experts][expertHidden, dim]
+        public IReadOnlyList<LinearWeight>? UpExperts { get; }      // [experts][expertHidden, dim]
+        public IReadOnlyList<LinearWeight>? DownExperts { get; }    // [experts][dim, expertHidden]
+        public LinearWeight? SharedGate { get; }      // [sharedHidden, dim] (Qwen2-MoE's shared expert)
+        public LinearWeight? SharedUp { get; }        // [sharedHidden, dim]
+        public LinearWeight? SharedDown { get; }      // [dim, sharedHidden]
+        public LinearWeight? SharedExpertGate { get; } // [1, dim]
         public float[]? QueryBias { get; }      // [qDim]
         public float[]? KeyBias { get; }        // [kvDim]
         public float[]? ValueBias { get; }      // [kvDim]

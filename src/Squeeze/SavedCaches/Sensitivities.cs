@@ -43,6 +43,12 @@ internal sealed class Sensitivities(Model model, int positions, int window) : IA
         rows[layer] += tokens;
     }
 
+    /// <inheritdoc/>
+    /// <remarks>The experts' inputs say nothing about the keys.</remarks>
+    public void ObserveExpert(int layer, LinearInput kind, int expert, ReadOnlySpan<float> input, int tokens)
+    {
+    }
+
     /// <summary>The key channels' weights of <paramref name="layer"/>, [kvDim].</summary>
     public double[] Keys(int layer)
     {

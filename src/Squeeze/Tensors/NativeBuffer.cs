@@ -30,6 +30,34 @@ public abstract unsafe class NativeBuffer : IDisposable
     /// <summary>Maps a whole file read-only.</summary>
     public static NativeBuffer MapFile(string path) => new MappedFileBuffer(path);
 
+    /// <summary>
+    /// <paramref name="length"/> bytes that <paramref name="fill"/> writes into a new temporary file in
+    /// <paramref name="directory"/> (null: the system's), mapped read-only: data made at load (a checkpoint's experts
+    /// stacked) that the system can page out instead of holding in private memory. The file is deleted when the buffer is
+    /// released, or by the system when the process ends.
+    /// </summary>
+    /// <exception cref="InvalidOperationException"><paramref name="fill"/> wrote another number of bytes.</exception>
+    public static NativeBuffer MapTemporary(long length, Action<Stream> fill, string? directory = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
+        ArgumentNullException.ThrowIfNull(fill);
+        string path = Path.Combine(directory ?? Path.GetTempPath(), $"squeeze-{Guid.NewGuid():N}.tmp");
+        var stream = new FileStream(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20, FileOptions.DeleteOnClose);
+        try
+        {
+            fill(stream);
+            if (stream.Length != length)
+                throw new InvalidOperationException($"{path}: {stream.Length} bytes written, {length} expected");
+            stream.Flush();
+            return new MappedFileBuffer(path, stream);
+        }
+        catch
+        {
+            stream.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Allocates <paramref name="length"/> zeroed bytes, aligned to 64.</summary>
     public static NativeBuffer Allocate(long length) => new AllocatedBuffer(length);
 
@@ -61,6 +89,18 @@ public abstract unsafe class NativeBuffer : IDisposable
                 return;
             file = MemoryMappedFile.CreateFromFile(path, FileMode.Open, mapName: null, 0, MemoryMappedFileAccess.Read);
             view = file.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
+            byte* p = null;
+            view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+            Pointer = p + view.PointerOffset;
+        }
+
+        // A temporary file's open stream (deleted on close), mapped; the mapping closes the stream when released.
+        public MappedFileBuffer(string path, FileStream stream)
+        {
+            this.path = path;
+            Length = stream.Length;
+            file = MemoryMappedFile.CreateFromFile(stream, mapName: null, Length, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
+            view = file.CreateViewAccessor(0, Length, MemoryMappedFileAccess.Read);
             byte* p = null;
             view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
             Pointer = p + view.PointerOffset;

@@ -61,6 +61,26 @@ public sealed record RandomCheckpoint
     /// mlp.gate_up_proj.</summary>
     public bool FusedProjections { get; init; }
 
+    /// <summary>Routed experts of every layer (0: a dense feed-forward): Mixtral's block_sparse_moe.experts.E.w1/w2/w3
+    /// and num_local_experts for MixtralForCausalLM, else Qwen-MoE's mlp.experts.E.gate_proj/up_proj/down_proj and
+    /// num_experts; each with its router (…gate.weight).</summary>
+    public int Experts { get; init; }
+
+    /// <summary>Experts each token is routed to (num_experts_per_tok).</summary>
+    public int ExpertsUsed { get; init; }
+
+    /// <summary>Qwen-MoE's moe_intermediate_size: one routed expert's width (Mixtral's is intermediate_size).</summary>
+    public int ExpertIntermediateSize { get; init; }
+
+    /// <summary>Qwen2-MoE's shared_expert_intermediate_size (0: no shared expert): mlp.shared_expert.* and its
+    /// [1, hidden] mlp.shared_expert_gate.</summary>
+    public int SharedExpertIntermediateSize { get; init; }
+
+    /// <summary>Standard deviation of the router's weights times √hidden: how far apart the experts' probabilities are.</summary>
+    public double RouterScale { get; init; } = 2;
+
+    private bool Mixtral => Architecture == "MixtralForCausalLM";
+
     /// <summary>config.json's hidden_act.</summary>
     public string HiddenAct { get; init; } = "silu";
 
@@ -128,6 +148,15 @@ public sealed record RandomCheckpoint
         };
         if (HeadDim is int headDim)
             config["head_dim"] = headDim;
+        if (Experts > 0)
+        {
+            config[Mixtral ? "num_local_experts" : "num_experts"] = Experts;
+            config["num_experts_per_tok"] = ExpertsUsed;
+            if (!Mixtral)
+                config["moe_intermediate_size"] = ExpertIntermediateSize;
+            if (SharedExpertIntermediateSize > 0)
+                config["shared_expert_intermediate_size"] = SharedExpertIntermediateSize;
+        }
         foreach (var (key, value) in ExtraConfig)
             config[key] = value?.DeepClone();
         return config;
@@ -173,6 +202,12 @@ public sealed record RandomCheckpoint
                 yield return (p + "pre_feedforward_layernorm.weight", [dim], 0.1, true);
                 yield return (p + "post_feedforward_layernorm.weight", [dim], 0.1, true);
             }
+            if (Experts > 0)
+            {
+                foreach (var tensor in MixtureOfExperts(p))
+                    yield return tensor;
+                continue;
+            }
             if (FusedProjections)
             {
                 yield return (p + "mlp.gate_up_proj.weight", [2 * hidden, dim], 1 / Math.Sqrt(dim), false);
@@ -187,6 +222,29 @@ public sealed record RandomCheckpoint
         yield return ("model.norm.weight", [dim], 0.1, true);
         if (!TieWordEmbeddings)
             yield return ("lm_head.weight", [VocabSize, dim], LogitScale / Math.Sqrt(dim), false);
+    }
+
+    // One layer's router, routed experts (each its own 2-D tensors, as transformers stores them) and shared expert.
+    private IEnumerable<(string Name, long[] Shape, double Std, bool Norm)> MixtureOfExperts(string p)
+    {
+        int dim = HiddenSize, hidden = Mixtral ? IntermediateSize : ExpertIntermediateSize;
+        string block = Mixtral ? "block_sparse_moe." : "mlp.";
+        yield return (p + block + "gate.weight", [Experts, dim], RouterScale / Math.Sqrt(dim), false);
+        for (int e = 0; e < Experts; e++)
+        {
+            string x = $"{p}{block}experts.{e}.";
+            yield return (x + (Mixtral ? "w1.weight" : "gate_proj.weight"), [hidden, dim], 1 / Math.Sqrt(dim), false);
+            yield return (x + (Mixtral ? "w2.weight" : "down_proj.weight"), [dim, hidden], 1 / Math.Sqrt(hidden), false);
+            yield return (x + (Mixtral ? "w3.weight" : "up_proj.weight"), [hidden, dim], 1 / Math.Sqrt(dim), false);
+        }
+        if (SharedExpertIntermediateSize > 0)
+        {
+            int shared = SharedExpertIntermediateSize;
+            yield return (p + "mlp.shared_expert.gate_proj.weight", [shared, dim], 1 / Math.Sqrt(dim), false);
+            yield return (p + "mlp.shared_expert.up_proj.weight", [shared, dim], 1 / Math.Sqrt(dim), false);
+            yield return (p + "mlp.shared_expert.down_proj.weight", [dim, shared], 1 / Math.Sqrt(shared), false);
+            yield return (p + "mlp.shared_expert_gate.weight", [1, dim], 1 / Math.Sqrt(dim), false);
+        }
     }
 
     /// <summary>safetensors: 8-byte little-endian header length, the JSON header (padded with spaces to 8 bytes), the data.</summary>

@@ -37,6 +37,8 @@ public static class GgufModelMetadata
         U32($"{arch}.embedding_length", c.Dim);
         U32($"{arch}.feed_forward_length", c.HiddenDim);
         U32($"{arch}.block_count", c.LayerCount);
+        if (c.IsMixtureOfExperts)
+            AddExperts(model, U32);
         U32($"{arch}.attention.head_count", c.HeadCount);
         U32($"{arch}.attention.head_count_kv", c.KvHeadCount);
         if (c.HeadDim != c.Dim / c.HeadCount || arch is "gemma2" or "gemma3") // Gemma's converters always write them
@@ -130,6 +132,24 @@ public static class GgufModelMetadata
         }
         if (c.SlidingWindow > 0)
             u32($"{arch}.attention.sliding_window", c.SlidingWindow);
+    }
+
+    /// <summary>The experts' keys, as llama.cpp's converter writes them for Mixtral (llama: the experts' width is
+    /// <c>feed_forward_length</c>), Qwen2-MoE and Qwen3-MoE; refuses a routing llama.cpp's architecture would not run.</summary>
+    private static void AddExperts(Model model, Action<string, long> u32)
+    {
+        var c = model.Config;
+        string arch = c.Architecture;
+        bool normalizes = arch is "llama" or "qwen3moe";
+        if (arch is not ("llama" or "qwen2moe" or "qwen3moe") || c.NormalizeExpertWeights != normalizes || (c.SharedExpertHiddenDim > 0) != (arch == "qwen2moe")
+            || (arch == "llama" && c.ExpertHiddenDim != c.HiddenDim))
+            throw new NotSupportedException($"{model.Source}: {c.ExpertCount} experts with weights {(c.NormalizeExpertWeights ? "" : "not ")}normalised, shared expert width {c.SharedExpertHiddenDim}: llama.cpp's {arch} cannot run them as Squeeze does");
+        u32($"{arch}.expert_count", c.ExpertCount);
+        u32($"{arch}.expert_used_count", c.ExpertUsedCount);
+        if (arch != "llama")
+            u32($"{arch}.expert_feed_forward_length", c.ExpertHiddenDim);
+        if (c.SharedExpertHiddenDim > 0)
+            u32($"{arch}.expert_shared_feed_forward_length", c.SharedExpertHiddenDim);
     }
 
     /// <summary>A token id as GGUF stores it: −1 (none) becomes 0xFFFFFFFF, as llama.cpp's converters write it.</summary>

@@ -3,10 +3,10 @@ using Squeeze.Tensors;
 
 namespace Squeeze.Formats.Gguf;
 
-/// <summary>Loads a GGUF file as a <see cref="Model"/> (architectures llama, qwen2, qwen3, gemma2, gemma3, phi3), with the
-/// hyperparameters llama.cpp reads from it and, where llama.cpp derives one instead of reading it, llama.cpp's value.
-/// Phi-3's fused <c>attn_qkv</c> and <c>ffn_up</c> (gate rows, then up rows) are read as views of their rows: the
-/// model's attn_q, attn_k, attn_v, ffn_gate and ffn_up.</summary>
+/// <summary>Loads a GGUF file as a <see cref="Model"/> (architectures llama (with experts: Mixtral), qwen2, qwen3, gemma2,
+/// gemma3, phi3, qwen2moe, qwen3moe), with the hyperparameters llama.cpp reads from it and, where llama.cpp derives one
+/// instead of reading it, llama.cpp's value. Phi-3's fused <c>attn_qkv</c> and <c>ffn_up</c> (gate rows, then up rows)
+/// are read as views of their rows: the model's attn_q, attn_k, attn_v, ffn_gate and ffn_up.</summary>
 public static class GgufModelReader
 {
     /// <summary>Maps <paramref name="path"/>, reads the hyperparameters of <c>general.architecture</c>, the vocabulary and the
@@ -50,8 +50,8 @@ public static class GgufModelReader
         RopeStyle rope = arch switch
         {
             "llama" => RopeStyle.Interleaved,
-            "qwen2" or "qwen3" or "gemma2" or "gemma3" or "phi3" => RopeStyle.Neox,
-            _ => throw Fail(file, $"architecture '{arch}' is not supported (llama, qwen2, qwen3, gemma2, gemma3, phi3)"),
+            "qwen2" or "qwen3" or "gemma2" or "gemma3" or "phi3" or "qwen2moe" or "qwen3moe" => RopeStyle.Neox,
+            _ => throw Fail(file, $"architecture '{arch}' is not supported (llama, qwen2, qwen3, gemma2, gemma3, phi3, qwen2moe, qwen3moe)"),
         };
         bool gemma2 = arch == "gemma2", gemma3 = arch == "gemma3", gemma = gemma2 || gemma3, phi3 = arch == "phi3";
 
@@ -101,8 +101,19 @@ public static class GgufModelReader
             : gemma3 && file.GetInteger($"{arch}.attention.sliding_window") is > 0 ? Positive(file, $"{arch}.attention.sliding_window") : 0;
         float? queryScale = gemma ? GemmaQueryScale(arch, layers, dim, heads, headDim) : null;
 
+        // Mixture of experts (Mixtral is llama with experts), routed as llama.cpp's architectures route.
+        bool moeArch = arch is "qwen2moe" or "qwen3moe";
+        int experts = moeArch ? Positive(file, $"{arch}.expert_count") : file.GetInteger($"{arch}.expert_count") is > 0 ? Positive(file, $"{arch}.expert_count") : 0;
+        int expertsUsed = experts > 0 ? Positive(file, $"{arch}.expert_used_count") : 0;
+        if (expertsUsed > experts)
+            throw Fail(file, $"'{arch}.expert_used_count' = {expertsUsed} exceeds '{arch}.expert_count' = {experts}");
         var config = new ModelConfig
         {
+            ExpertCount = experts,
+            ExpertUsedCount = expertsUsed,
+            ExpertHiddenDim = experts == 0 ? 0 : moeArch ? Positive(file, $"{arch}.expert_feed_forward_length") : hidden,
+            SharedExpertHiddenDim = arch == "qwen2moe" ? Positive(file, $"{arch}.expert_shared_feed_forward_length", hidden) : 0,
+            NormalizeExpertWeights = experts > 0 && arch != "qwen2moe",
             Architecture = arch,
             Dim = dim,
             HiddenDim = hidden,
@@ -123,8 +134,8 @@ public static class GgufModelReader
             DeclaredSlidingWindow = phi3 && file.GetInteger($"{arch}.attention.sliding_window") is > 0 ? Positive(file, $"{arch}.attention.sliding_window") : 0,
             RmsNormEps = eps,
             TiedEmbeddings = !file.TryGetTensor(TensorNames.Output, out _),
-            AttentionBias = arch == "qwen2",
-            QkNorm = arch is "qwen3" or "gemma3",
+            AttentionBias = arch is "qwen2" or "qwen2moe",
+            QkNorm = arch is "qwen3" or "gemma3" or "qwen3moe",
             SlidingWindow = slidingWindow,
             SlidingWindowPeriod = gemma2 ? 2 : gemma3 ? 6 : 0,
             SlidingRopeTheta = gemma3 && slidingWindow > 0 ? GemmaSlidingRopeTheta : null,
@@ -163,19 +174,40 @@ public static class GgufModelReader
             if (phi3)
             {
                 Expect(file, TensorNames.QueryKeyValue(l), c.QDim + 2L * c.KvDim, c.Dim);
-                Expect(file, TensorNames.Up(l), 2L * c.HiddenDim, c.Dim);
             }
             else
             {
                 Expect(file, TensorNames.Query(l), c.QDim, c.Dim);
                 Expect(file, TensorNames.Key(l), c.KvDim, c.Dim);
                 Expect(file, TensorNames.Value(l), c.KvDim, c.Dim);
-                Expect(file, TensorNames.Gate(l), c.HiddenDim, c.Dim);
-                Expect(file, TensorNames.Up(l), c.HiddenDim, c.Dim);
             }
             Expect(file, TensorNames.AttentionOutput(l), c.Dim, c.QDim);
             Expect(file, TensorNames.FeedForwardNorm(l), c.Dim);
-            Expect(file, TensorNames.Down(l), c.Dim, c.HiddenDim);
+            if (c.IsMixtureOfExperts)
+            {
+                Expect(file, TensorNames.ExpertRouter(l), c.ExpertCount, c.Dim);
+                Expect(file, TensorNames.GateExperts(l), c.ExpertCount, c.ExpertHiddenDim, c.Dim);
+                Expect(file, TensorNames.UpExperts(l), c.ExpertCount, c.ExpertHiddenDim, c.Dim);
+                Expect(file, TensorNames.DownExperts(l), c.ExpertCount, c.Dim, c.ExpertHiddenDim);
+                if (c.SharedExpertHiddenDim > 0)
+                {
+                    Expect(file, TensorNames.SharedExpertGate(l), c.Dim);
+                    Expect(file, TensorNames.GateShared(l), c.SharedExpertHiddenDim, c.Dim);
+                    Expect(file, TensorNames.UpShared(l), c.SharedExpertHiddenDim, c.Dim);
+                    Expect(file, TensorNames.DownShared(l), c.Dim, c.SharedExpertHiddenDim);
+                }
+            }
+            else if (phi3)
+            {
+                Expect(file, TensorNames.Up(l), 2L * c.HiddenDim, c.Dim);
+                Expect(file, TensorNames.Down(l), c.Dim, c.HiddenDim);
+            }
+            else
+            {
+                Expect(file, TensorNames.Gate(l), c.HiddenDim, c.Dim);
+                Expect(file, TensorNames.Up(l), c.HiddenDim, c.Dim);
+                Expect(file, TensorNames.Down(l), c.Dim, c.HiddenDim);
+            }
             if (c.PostNorms)
             {
                 Expect(file, TensorNames.PostAttentionNorm(l), c.Dim);

@@ -113,6 +113,88 @@ public static class HuggingFaceNames
         return false;
     }
 
+    // Mixture-of-experts layers' Hugging Face suffixes (Mixtral's block_sparse_moe, Qwen-MoE's mlp) → GGUF suffix; the
+    // routed experts' ("experts.{E}." + suffix) are stacked into one 3-D GGUF tensor per projection, as llama.cpp's
+    // converter stacks them.
+    private static readonly (string Hf, string Gguf)[] MixtureSuffixes =
+    [
+        ("block_sparse_moe.gate.weight", "ffn_gate_inp.weight"),
+        ("mlp.gate.weight", "ffn_gate_inp.weight"),
+        ("mlp.shared_expert.gate_proj.weight", "ffn_gate_shexp.weight"),
+        ("mlp.shared_expert.up_proj.weight", "ffn_up_shexp.weight"),
+        ("mlp.shared_expert.down_proj.weight", "ffn_down_shexp.weight"),
+        ("mlp.shared_expert_gate.weight", "ffn_gate_inp_shexp.weight"),
+    ];
+
+    private static readonly (string Prefix, string Hf, string Gguf)[] ExpertSuffixes =
+    [
+        ("block_sparse_moe.experts.", "w1.weight", "ffn_gate_exps.weight"),
+        ("block_sparse_moe.experts.", "w2.weight", "ffn_down_exps.weight"),
+        ("block_sparse_moe.experts.", "w3.weight", "ffn_up_exps.weight"),
+        ("mlp.experts.", "gate_proj.weight", "ffn_gate_exps.weight"),
+        ("mlp.experts.", "up_proj.weight", "ffn_up_exps.weight"),
+        ("mlp.experts.", "down_proj.weight", "ffn_down_exps.weight"),
+    ];
+
+    /// <summary>The GGUF name of a mixture-of-experts layer's Hugging Face tensor (<c>model.layers.3.mlp.gate.weight</c> →
+    /// <c>blk.3.ffn_gate_inp.weight</c>), with the routed expert it belongs to (<c>…experts.5.w1.weight</c> →
+    /// <c>blk.3.ffn_gate_exps.weight</c>, expert 5), or −1 for the router and the shared expert; false for other names.</summary>
+    public static bool TryToGgufMixture(string huggingFaceName, out string ggufName, out int expert)
+    {
+        ArgumentNullException.ThrowIfNull(huggingFaceName);
+        ggufName = "";
+        expert = -1;
+        if (!TrySplitLayer(huggingFaceName, LayerPrefix, out int layer, out string suffix))
+            return false;
+        foreach (var (hf, gguf) in MixtureSuffixes)
+        {
+            if (suffix == hf)
+            {
+                ggufName = $"{BlockPrefix}{layer}.{gguf}";
+                return true;
+            }
+        }
+        foreach (var (prefix, hf, gguf) in ExpertSuffixes)
+        {
+            if (TrySplitLayer(suffix, prefix, out int e, out string rest) && rest == hf)
+            {
+                ggufName = $"{BlockPrefix}{layer}.{gguf}";
+                expert = e;
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// <summary>The Hugging Face name of a mixture-of-experts tensor of a Mixtral (<paramref name="mixtral"/>) or Qwen-MoE
+    /// checkpoint: of routed expert <paramref name="expert"/> for a stacked <c>ffn_*_exps</c> name, else of the router or
+    /// shared-expert tensor; false for other names.</summary>
+    public static bool TryToHuggingFaceMixture(string ggufName, bool mixtral, int expert, out string huggingFaceName)
+    {
+        ArgumentNullException.ThrowIfNull(ggufName);
+        huggingFaceName = "";
+        if (!TrySplitLayer(ggufName, BlockPrefix, out int layer, out string suffix))
+            return false;
+        string family = mixtral ? "block_sparse_moe." : "mlp.";
+        foreach (var (prefix, hf, gguf) in ExpertSuffixes)
+        {
+            if (suffix == gguf && prefix.StartsWith(family, StringComparison.Ordinal))
+            {
+                huggingFaceName = $"{LayerPrefix}{layer}.{prefix}{expert}.{hf}";
+                return true;
+            }
+        }
+        foreach (var (hf, gguf) in MixtureSuffixes)
+        {
+            if (suffix == gguf && hf.StartsWith(family, StringComparison.Ordinal))
+            {
+                huggingFaceName = $"{LayerPrefix}{layer}.{hf}";
+                return true;
+            }
+        }
+        return false;
+    }
+
     /// <summary>Splits "prefix{N}.rest" with N a canonical non-negative decimal (no sign, no leading zeros).</summary>
     private static bool TrySplitLayer(string name, string prefix, out int layer, out string suffix)
     {

@@ -109,7 +109,10 @@ public static class HuggingFaceReader
                 "gemma2" => "Gemma2ForCausalLM",
                 "gemma3_text" => "Gemma3ForCausalLM",
                 "phi3" => "Phi3ForCausalLM",
-                var other => Fail<string>(file, $"model_type \"{other}\" is not supported (llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3)"),
+                "mixtral" => "MixtralForCausalLM",
+                "qwen2_moe" => "Qwen2MoeForCausalLM",
+                "qwen3_moe" => "Qwen3MoeForCausalLM",
+                var other => Fail<string>(file, $"model_type \"{other}\" is not supported (llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, mixtral, qwen2_moe, qwen3_moe)"),
             };
         }
         else
@@ -117,7 +120,8 @@ public static class HuggingFaceReader
             Fail("neither \"architectures\" nor \"model_type\" says what model this is");
         }
 
-        bool qwen = architecture is "Qwen2ForCausalLM" or "Qwen3ForCausalLM";
+        bool qwen = architecture is "Qwen2ForCausalLM" or "Qwen3ForCausalLM" or "Qwen2MoeForCausalLM" or "Qwen3MoeForCausalLM";
+        bool qwen3 = architecture is "Qwen3ForCausalLM" or "Qwen3MoeForCausalLM";
         bool gemma3 = architecture == "Gemma3ForCausalLM";
         bool gemma = gemma3 || architecture == "Gemma2ForCausalLM";
         bool phi3 = architecture == "Phi3ForCausalLM";
@@ -129,7 +133,10 @@ public static class HuggingFaceReader
             "Gemma2ForCausalLM" => "gemma2",
             "Gemma3ForCausalLM" => "gemma3",
             "Phi3ForCausalLM" => "phi3",
-            _ => Fail<string>(file, $"architecture \"{architecture}\" is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM)"),
+            "MixtralForCausalLM" => "llama",
+            "Qwen2MoeForCausalLM" => "qwen2moe",
+            "Qwen3MoeForCausalLM" => "qwen3moe",
+            _ => Fail<string>(file, $"architecture \"{architecture}\" is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM)"),
         };
 
         int RequiredInt(string key)
@@ -172,7 +179,7 @@ public static class HuggingFaceReader
         int kvHeads = OptionalInt("num_key_value_heads", heads);
         int vocab = RequiredInt("vocab_size");
         // transformers' defaults when a key is absent.
-        int headDim = OptionalInt("head_dim", architecture == "Qwen3ForCausalLM" ? 128 : gemma ? 256 : dim / heads);
+        int headDim = OptionalInt("head_dim", qwen3 ? 128 : gemma ? 256 : dim / heads);
         int maxPositions = OptionalInt("max_position_embeddings", architecture switch
         {
             "LlamaForCausalLM" => 2048,
@@ -185,7 +192,34 @@ public static class HuggingFaceReader
         double ropeTheta = OptionalDouble("rope_theta", gemma3 ? 1_000_000 : 10000);
         double eps = OptionalDouble("rms_norm_eps", 1e-6);
         bool tied = OptionalBool("tie_word_embeddings", gemma);
-        bool attentionBias = architecture == "Qwen2ForCausalLM" || OptionalBool("attention_bias", false);
+        bool attentionBias = architecture is "Qwen2ForCausalLM" or "Qwen2MoeForCausalLM" || OptionalBool("attention_bias", false);
+
+        // Mixture of experts, routed as llama.cpp's architecture routes it: Mixtral (llama) and Qwen3-MoE divide the
+        // top-k weights by their sum, Qwen2-MoE does not; a config asking otherwise would run otherwise in llama.cpp.
+        int experts = 0, expertsUsed = 0, expertHidden = 0, sharedHidden = 0;
+        bool normalizeExperts = false;
+        if (architecture is "MixtralForCausalLM" or "Qwen2MoeForCausalLM" or "Qwen3MoeForCausalLM")
+        {
+            bool mixtral = architecture == "MixtralForCausalLM";
+            experts = RequiredInt(mixtral ? "num_local_experts" : "num_experts");
+            expertsUsed = RequiredInt("num_experts_per_tok");
+            if (expertsUsed > experts)
+                Fail($"\"num_experts_per_tok\" is {expertsUsed}, more than the {experts} experts");
+            expertHidden = mixtral ? hidden : RequiredInt("moe_intermediate_size");
+            normalizeExperts = architecture != "Qwen2MoeForCausalLM";
+            if (!mixtral)
+            {
+                bool normalizeTopK = OptionalBool("norm_topk_prob", false);
+                if (normalizeTopK != normalizeExperts)
+                    Fail($"\"norm_topk_prob\" is {(normalizeTopK ? "true" : "false")}; llama.cpp's {(qwen3 ? "qwen3moe" : "qwen2moe")} {(normalizeExperts ? "normalises" : "does not normalise")} the routing weights");
+                if (OptionalInt("decoder_sparse_step", 1) != 1)
+                    Fail("\"decoder_sparse_step\" is not 1; only models whose every layer is sparse are supported");
+                if (root.TryGetProperty("mlp_only_layers", out var dense) && dense.ValueKind == JsonValueKind.Array && dense.GetArrayLength() > 0)
+                    Fail($"\"mlp_only_layers\" is {dense.GetRawText()}; only models whose every layer is sparse are supported");
+            }
+            if (architecture == "Qwen2MoeForCausalLM")
+                sharedHidden = RequiredInt("shared_expert_intermediate_size");
+        }
 
         if (!root.TryGetProperty("head_dim", out _) && architecture != "Qwen3ForCausalLM" && !gemma && dim % heads != 0)
             Fail($"num_attention_heads {heads} does not divide hidden_size {dim} (and there is no head_dim)");
@@ -344,7 +378,7 @@ public static class HuggingFaceReader
             RmsNormEps = (float)eps,
             TiedEmbeddings = tied,
             AttentionBias = attentionBias,
-            QkNorm = architecture == "Qwen3ForCausalLM" || gemma3,
+            QkNorm = qwen3 || gemma3,
             SlidingWindow = slidingWindow,
             SlidingWindowPeriod = slidingPeriod,
             SlidingRopeTheta = gemma3 ? (float)OptionalDouble("rope_local_base_freq", 10000) : null,
@@ -354,6 +388,11 @@ public static class HuggingFaceReader
             QueryScale = queryScale,
             AttentionSoftCap = attentionCap,
             FinalLogitSoftCap = logitCap,
+            ExpertCount = experts,
+            ExpertUsedCount = expertsUsed,
+            ExpertHiddenDim = expertHidden,
+            SharedExpertHiddenDim = sharedHidden,
+            NormalizeExpertWeights = normalizeExperts,
         };
         return ropeDimensions == headDim ? config : config with { RopeDimensions = ropeDimensions };
     }
@@ -420,9 +459,26 @@ public static class HuggingFaceReader
             if (c.PostNorms)
                 list.Add((TensorNames.PostAttentionNorm(l), [c.Dim], 0));
             list.Add((TensorNames.FeedForwardNorm(l), [c.Dim], 0));
-            list.Add((TensorNames.Gate(l), [c.HiddenDim, c.Dim], 0));
-            list.Add((TensorNames.Up(l), [c.HiddenDim, c.Dim], 0));
-            list.Add((TensorNames.Down(l), [c.Dim, c.HiddenDim], 0));
+            if (c.IsMixtureOfExperts)
+            {
+                list.Add((TensorNames.ExpertRouter(l), [c.ExpertCount, c.Dim], 0));
+                list.Add((TensorNames.GateExperts(l), [c.ExpertCount, c.ExpertHiddenDim, c.Dim], 0));
+                list.Add((TensorNames.UpExperts(l), [c.ExpertCount, c.ExpertHiddenDim, c.Dim], 0));
+                list.Add((TensorNames.DownExperts(l), [c.ExpertCount, c.Dim, c.ExpertHiddenDim], 0));
+                if (c.SharedExpertHiddenDim > 0)
+                {
+                    list.Add((TensorNames.SharedExpertGate(l), [c.Dim], 0));
+                    list.Add((TensorNames.GateShared(l), [c.SharedExpertHiddenDim, c.Dim], 0));
+                    list.Add((TensorNames.UpShared(l), [c.SharedExpertHiddenDim, c.Dim], 0));
+                    list.Add((TensorNames.DownShared(l), [c.Dim, c.SharedExpertHiddenDim], 0));
+                }
+            }
+            else
+            {
+                list.Add((TensorNames.Gate(l), [c.HiddenDim, c.Dim], 0));
+                list.Add((TensorNames.Up(l), [c.HiddenDim, c.Dim], 0));
+                list.Add((TensorNames.Down(l), [c.Dim, c.HiddenDim], 0));
+            }
             if (c.PostNorms)
                 list.Add((TensorNames.PostFeedForwardNorm(l), [c.Dim], 0));
         }
@@ -447,6 +503,8 @@ public static class HuggingFaceReader
         bool phi3 = config.Architecture == "phi3";
         // GGUF name → (file, stored entry); Phi-3's fused tensors under their Hugging Face names.
         var stored = new Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Info)>(StringComparer.Ordinal);
+        // (stacked GGUF name, expert) → the routed expert's own 2-D tensor.
+        var experts = new Dictionary<(string Name, int Expert), (SafetensorsFile File, SafetensorsTensorInfo Info)>();
         foreach (var file in OpenWeights(directory, owned))
         {
             foreach (var info in file.Tensors)
@@ -454,9 +512,20 @@ public static class HuggingFaceReader
                 if (HuggingFaceNames.IsIgnored(info.Name))
                     continue;
                 string gguf = info.Name;
-                if (!(phi3 && Phi3Fused.Any(f => info.Name.EndsWith("." + f.Suffix, StringComparison.Ordinal)))
-                    && !HuggingFaceNames.TryToGguf(info.Name, config.PostNorms, out gguf))
+                bool fused = phi3 && Phi3Fused.Any(f => info.Name.EndsWith("." + f.Suffix, StringComparison.Ordinal));
+                if (!fused && config.IsMixtureOfExperts && HuggingFaceNames.TryToGgufMixture(info.Name, out gguf, out int expert))
+                {
+                    if (expert >= 0)
+                    {
+                        if (!experts.TryAdd((gguf, expert), (file, info)))
+                            throw new ModelFormatException(file.Path, $"tensor '{info.Name}' is stored twice (also in {experts[(gguf, expert)].File.Path})");
+                        continue;
+                    }
+                }
+                else if (!fused && !HuggingFaceNames.TryToGguf(info.Name, config.PostNorms, out gguf))
+                {
                     throw new ModelFormatException(file.Path, $"tensor '{info.Name}' is not part of a {config.Architecture} model Squeeze knows");
+                }
                 if (!stored.TryAdd(gguf, (file, info)))
                     throw new ModelFormatException(file.Path, $"tensor '{info.Name}' is stored twice (also in {stored[gguf].File.Path})");
             }
@@ -466,6 +535,7 @@ public static class HuggingFaceReader
         bool shifted = ShiftedNorms(config);
         var tensors = new List<Tensor>();
         var parts = phi3 ? Phi3Parts(directory, config, stored) : [];
+        bool mixtral = config.IsMixtureOfExperts && config.Architecture == "llama";
         foreach (var (name, shape, heads) in ExpectedTensors(config).Where(e => !IsComputedFromConfig(e.Name)))
         {
             if (parts.Remove(name, out var part))
@@ -473,7 +543,14 @@ public static class HuggingFaceReader
                 tensors.Add(part);
                 continue;
             }
-            HuggingFaceNames.TryToHuggingFace(name, config.PostNorms, out string hfName);
+            if (TensorNames.IsExperts(name))
+            {
+                tensors.Add(StackExperts(directory, name, shape, mixtral, experts, owned));
+                continue;
+            }
+            string hfName;
+            if (!(config.IsMixtureOfExperts && HuggingFaceNames.TryToHuggingFaceMixture(name, mixtral, -1, out hfName)))
+                HuggingFaceNames.TryToHuggingFace(name, config.PostNorms, out hfName);
             if (!stored.Remove(name, out var entry))
             {
                 string why = name == TensorNames.Output ? " (config.json says tie_word_embeddings is false)" : "";
@@ -482,9 +559,13 @@ public static class HuggingFaceReader
             var (file, info) = entry;
             if (!info.IsFloat)
                 throw new ModelFormatException(file.Path, $"tensor '{hfName}' is {info.DType}; weights must be F32, F16 or BF16");
-            if (!info.Shape.SequenceEqual(shape))
+            // Qwen2-MoE's shared expert gate is a [1, dim] linear layer; llama.cpp's converter stores it as [dim].
+            bool squeezed = name.EndsWith("ffn_gate_inp_shexp.weight", StringComparison.Ordinal) && info.Shape.SequenceEqual([1L, .. shape]);
+            if (!info.Shape.SequenceEqual(shape) && !squeezed)
                 throw new ModelFormatException(file.Path, $"tensor '{hfName}' has shape [{string.Join(", ", info.Shape)}] but config.json implies [{string.Join(", ", shape)}]");
             var tensor = file.GetTensor(info.Name, name);
+            if (squeezed)
+                tensor = new Tensor(name, tensor.Type, shape, tensor.Buffer, tensor.Offset);
             if (shifted && IsNorm(name))
                 tensors.Add(ShiftNorm(tensor, 1f, owned));
             else
@@ -493,9 +574,9 @@ public static class HuggingFaceReader
         // A tied checkpoint may still store lm_head (a copy of the embedding); transformers ignores it, so do we.
         if (config.TiedEmbeddings)
             stored.Remove(TensorNames.Output);
-        if (stored.Count > 0)
+        if (stored.Count > 0 || experts.Count > 0)
         {
-            var (file, info) = stored.Values.First();
+            var (file, info) = stored.Count > 0 ? stored.Values.First() : experts.Values.First();
             throw new ModelFormatException(file.Path, $"tensor '{info.Name}' is not expected by config.json ({stored.Count} unexpected tensor(s))");
         }
         return tensors;
@@ -532,6 +613,42 @@ public static class HuggingFaceReader
             }
         }
         return parts;
+    }
+
+    /// <summary>The routed experts' 2-D tensors of one projection stacked into the 3-D tensor <paramref name="name"/>
+    /// ([experts, rows, columns]) in an owned, mapped temporary file, as llama.cpp's converter stacks them; each is removed from
+    /// <paramref name="experts"/>. They must all be there, of one float type and of the shape the config implies.</summary>
+    private static Tensor StackExperts(string directory, string name, long[] shape, bool mixtral,
+        Dictionary<(string Name, int Expert), (SafetensorsFile File, SafetensorsTensorInfo Info)> experts, List<IDisposable> owned)
+    {
+        int count = checked((int)shape[0]);
+        long[] expertShape = [shape[1], shape[2]];
+        var parts = new Tensor[count];
+        for (int e = 0; e < count; e++)
+        {
+            HuggingFaceNames.TryToHuggingFaceMixture(name, mixtral, e, out string hfName);
+            if (!experts.Remove((name, e), out var entry))
+                throw new ModelFormatException(directory, $"tensor '{hfName}' is missing");
+            var (file, info) = entry;
+            if (!info.IsFloat)
+                throw new ModelFormatException(file.Path, $"tensor '{hfName}' is {info.DType}; weights must be F32, F16 or BF16");
+            if (!info.Shape.SequenceEqual(expertShape))
+                throw new ModelFormatException(file.Path, $"tensor '{hfName}' has shape [{string.Join(", ", info.Shape)}] but config.json implies [{string.Join(", ", expertShape)}]");
+            parts[e] = file.GetTensor(info.Name, name);
+            if (parts[e].Type != parts[0].Type)
+                throw new ModelFormatException(file.Path, $"tensor '{hfName}' is {parts[e].Type} but expert 0's is {parts[0].Type}; one projection's experts must share a type");
+        }
+        // Written to a mapped temporary file, not private memory: a Mixtral-8x7B's experts are most of its 90 GB.
+        var buffer = NativeBuffer.MapTemporary(checked(parts[0].ByteLength * count), stream =>
+        {
+            foreach (var part in parts)
+            {
+                for (long r = 0; r < part.Rows; r++)
+                    stream.Write(part.Row(r));
+            }
+        });
+        owned.Add(buffer);
+        return new Tensor(name, parts[0].Type, shape, buffer, 0);
     }
 
     private static List<SafetensorsFile> OpenWeights(string directory, List<IDisposable> owned)

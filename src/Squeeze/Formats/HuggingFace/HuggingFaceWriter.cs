@@ -82,6 +82,9 @@ public static class HuggingFaceWriter
     internal static string HuggingFaceArchitecture(ModelConfig c) => c.Architecture switch
     {
         _ when c.RopeFrequencyFactors => throw new NotSupportedException($"{TensorNames.RopeFrequencies} (Llama 3 rope scaling) has no Hugging Face config Squeeze writes"),
+        "llama" when c.IsMixtureOfExperts && !c.QkNorm && c.SlidingWindow == 0 => "MixtralForCausalLM",
+        "qwen2moe" when c.AttentionBias && !c.QkNorm => "Qwen2MoeForCausalLM",
+        "qwen3moe" when c.QkNorm => "Qwen3MoeForCausalLM",
         "llama" when !c.QkNorm => c.SlidingWindow > 0 ? "MistralForCausalLM" : "LlamaForCausalLM",
         "gemma2" when !c.QkNorm => "Gemma2ForCausalLM",
         "gemma3" when c.QkNorm => "Gemma3ForCausalLM",
@@ -126,11 +129,26 @@ public static class HuggingFaceWriter
         {
             "MistralForCausalLM" => "mistral",
             "Gemma3ForCausalLM" => "gemma3_text",
+            "MixtralForCausalLM" => "mixtral",
+            "Qwen2MoeForCausalLM" => "qwen2_moe",
+            "Qwen3MoeForCausalLM" => "qwen3_moe",
             _ => c.Architecture,
         });
         w.WriteNumber("hidden_size", c.Dim);
         w.WriteNumber("intermediate_size", c.HiddenDim);
         w.WriteNumber("num_hidden_layers", c.LayerCount);
+        if (c.IsMixtureOfExperts)
+        {
+            w.WriteNumber(architecture == "MixtralForCausalLM" ? "num_local_experts" : "num_experts", c.ExpertCount);
+            w.WriteNumber("num_experts_per_tok", c.ExpertUsedCount);
+            if (architecture != "MixtralForCausalLM")
+            {
+                w.WriteNumber("moe_intermediate_size", c.ExpertHiddenDim);
+                w.WriteBoolean("norm_topk_prob", c.NormalizeExpertWeights);
+            }
+            if (c.SharedExpertHiddenDim > 0)
+                w.WriteNumber("shared_expert_intermediate_size", c.SharedExpertHiddenDim);
+        }
         w.WriteNumber("num_attention_heads", c.HeadCount);
         w.WriteNumber("num_key_value_heads", c.KvHeadCount);
         w.WriteNumber("head_dim", c.HeadDim);

@@ -85,7 +85,7 @@ public class ArchitectureBadInputTests
         AssertOneLine(e, hf, "query_pre_attn_scalar");
     }
 
-    private static void AssertOneLine(Exception e, string file, string message)
+    internal static void AssertOneLine(Exception e, string file, string message)
     {
         Assert.Contains(message, e.Message);
         Assert.Contains(file, e.Message);

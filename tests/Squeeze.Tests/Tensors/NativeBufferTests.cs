@@ -1,0 +1,28 @@
+using Squeeze.Tensors;
+using Squeeze.Tests.Formats;
+
+namespace Squeeze.Tests.Tensors;
+
+/// <summary>A temporary mapped buffer holds what was written into it, and its file is gone once it is released.</summary>
+public class NativeBufferTests
+{
+    [Fact]
+    public unsafe void Temporary_buffer_holds_its_bytes_and_deletes_its_file()
+    {
+        using var dir = new TempDirectory();
+        byte[] bytes = [.. Enumerable.Range(0, 100_003).Select(i => (byte)(i * 7))];
+        var buffer = NativeBuffer.MapTemporary(bytes.Length, stream => stream.Write(bytes), dir.Path);
+        Assert.Single(Directory.GetFiles(dir.Path));
+        Assert.Equal(bytes, new ReadOnlySpan<byte>(buffer.Pointer, bytes.Length).ToArray());
+        buffer.Dispose();
+        Assert.Empty(Directory.GetFiles(dir.Path));
+    }
+
+    [Fact]
+    public void Temporary_buffer_refuses_a_short_fill_and_leaves_no_file()
+    {
+        using var dir = new TempDirectory();
+        Assert.Throws<InvalidOperationException>(() => NativeBuffer.MapTemporary(10, stream => stream.Write(new byte[9]), dir.Path));
+        Assert.Empty(Directory.GetFiles(dir.Path));
+    }
+}
