@@ -64,11 +64,13 @@ internal static class GptqSpeedSuite
         }
     }
 
-    // The row-group products against one Axpy / Dot per row, on one thread: GPTQ's lazy update of a 32-row tile by a batch
-    // of 256 columns over 2048 columns, and the refinement's residual of 32 rows against 2048 rows of H.
+    // Each kernel of GPTQ's path against its definition (or the code it replaced), on one thread: GPTQ's lazy update of a
+    // 32-row tile by a batch of 256 columns over 2048 columns; the refinement's residual of 32 rows against 2048 rows of H;
+    // the factorization of a 2048-wide H (Cholesky, then the triangular inverse); and the output error e_rᵀ H e_r of 256
+    // rows, against the double DotRows of 32-row tiles it replaced.
     private static void Kernels(int repetitions)
     {
-        const int Rows = 32, Count = 256, N = 2048;
+        const int Rows = 32, Count = 256, N = 2048, ErrorRows = 256;
         var random = new Random(1);
         double[] Fill(long length) => [.. Enumerable.Range(0, (int)length).Select(_ => Gaussian(random))];
         var c = Fill(Rows * Count);
@@ -76,14 +78,24 @@ internal static class GptqSpeedSuite
         var y = Fill((long)Rows * N);
         var h = Fill((long)N * N);
         var d = new double[Rows * N];
-        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- gptq-speed --kernels` (one thread, median of {repetitions}; G multiply-adds per CPU second)");
+        var spd = RandomHessian(N, 1024, seed: 3);
+        for (int i = 0; i < N; i++)
+            spd[(long)i * N + i] += 0.01;
+        var factor = (double[])spd.Clone();
+        LinearAlgebra.CholeskyLower(factor, N, 1);
+        var upper = LinearAlgebra.Transpose(factor, N, N);
+        var w = RandomWeights(ErrorRows, N, seed: 4);
+        var q = w.Select(v => v + (float)(0.001 * Gaussian(random))).ToArray();
+        var forms = new double[ErrorRows];
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- gptq-speed --kernels` (one thread, median of {repetitions}; G multiply-adds of the definition per CPU second)");
         Console.WriteLine();
-        Console.WriteLine("| product | row by row | row groups | speed-up |");
+        Console.WriteLine("| product | definition (or the code it replaced) | kernel | speed-up |");
         Console.WriteLine("|---|---|---|---|");
         void Row(string name, double work, Action reference, Action grouped)
         {
             double slow = work / Median(repetitions, reference).Cpu / 1e9, fast = work / Median(repetitions, grouped).Cpu / 1e9;
             Console.WriteLine($"| {name} | {slow:0.00} | {fast:0.00} | {fast / slow:0.0} |");
+            Console.Out.Flush();
         }
         Row($"y[{Rows}, {N}] −= c[{Rows}, {Count}] · x[{Count}, {N}] (SubtractProducts)", (double)Rows * Count * N,
             () => LinearAlgebra.SubtractProductsReference(c, 0, Count, x, 0, N, Rows, Count, N, y, 0, N),
@@ -91,6 +103,27 @@ internal static class GptqSpeedSuite
         Row($"d[{Rows}, {N}] = y[{Rows}, {N}] · H[{N}, {N}]ᵀ (DotRows)", (double)Rows * N * N,
             () => LinearAlgebra.DotRowsReference(y, 0, N, h, 0, N, Rows, N, N, d, 0, N),
             () => LinearAlgebra.DotRows(y, 0, N, h, 0, N, Rows, N, N, d, 0, N));
+        Row($"H[{N}, {N}] = L·Lᵀ (CholeskyLower, same bits)", (double)N * N * N / 6,
+            () => LinearAlgebra.CholeskyLowerReference((double[])spd.Clone(), N),
+            () => LinearAlgebra.CholeskyLower((double[])spd.Clone(), N, 1));
+        Row($"U = V⁻¹, V [{N}, {N}] upper (InvertUpper, same bits)", (double)N * N * N / 6,
+            () => LinearAlgebra.InvertUpperReference(upper, N),
+            () => LinearAlgebra.InvertUpper(upper, N, 1));
+        Row($"e_rᵀ H e_r for {ErrorRows} rows of {N} (QuadraticForms, f32, against double DotRows)", (double)ErrorRows * N * N,
+            () =>
+            {
+                var e = new double[(long)Rows * N];
+                var he = new double[(long)Rows * N];
+                for (int r0 = 0; r0 < ErrorRows; r0 += Rows)
+                {
+                    for (long i = 0; i < e.LongLength; i++)
+                        e[i] = (double)w[r0 * N + i] - q[r0 * N + i];
+                    LinearAlgebra.DotRows(e, 0, N, spd, 0, N, Rows, N, N, he, 0, N);
+                    for (int t = 0; t < Rows; t++)
+                        forms[r0 + t] = LinearAlgebra.Dot(e.AsSpan(t * N, N), he.AsSpan(t * N, N));
+                }
+            },
+            () => LinearAlgebra.QuadraticForms(spd, N, w, q, ErrorRows, forms, 1));
     }
 
     private static float[] RandomWeights(int rows, int columns, int seed)
