@@ -10,7 +10,7 @@ namespace Squeeze.Kernels;
 // H's lower triangle is converted to f32 a panel of rows at a time and multiplied with four rows of e against four of H
 // (sixteen vector accumulators), over stretches of the row that keep the panel in cache. Every sum has a fixed order —
 // lanes by fused multiply-add, each stretch's lanes reduced by a fixed tree, stretches and panels added in double in order —
-// so the result is the same bits on any machine and thread count. QuadraticFormsReference is the plain definition in double.
+// so the result is the same bits on any machine and thread count. The definition in double is Gptq.OutputError (one row at a time).
 internal static partial class LinearAlgebra
 {
     private const int QuadraticPanel = 64;     // rows of H converted to f32 at a time
@@ -121,25 +121,5 @@ internal static partial class LinearAlgebra
         var half = v.GetLower() + v.GetUpper();
         var quarter = half.GetLower() + half.GetUpper();
         return (quarter.GetElement(0) + quarter.GetElement(1)) + (quarter.GetElement(2) + quarter.GetElement(3));
-    }
-
-    /// <summary>The definition of <see cref="QuadraticForms"/> in double: result[r] = Σ_j Σ_k e_rj H_jk e_rk.</summary>
-    public static void QuadraticFormsReference(double[] h, int n, float[] w, float[]? q, int rows, double[] result)
-    {
-        var e = new double[n];
-        for (int r = 0; r < rows; r++)
-        {
-            for (int j = 0; j < n; j++)
-                e[j] = q is null ? w[(long)r * n + j] : (double)w[(long)r * n + j] - q[(long)r * n + j];
-            double total = 0;
-            for (int j = 0; j < n; j++)
-            {
-                double s = 0;
-                for (int k = 0; k < n; k++)
-                    s += h[(long)j * n + k] * e[k];
-                total += e[j] * s;
-            }
-            result[r] = total;
-        }
     }
 }

@@ -1,4 +1,5 @@
 using Squeeze.Kernels;
+using Squeeze.Quantization;
 using Squeeze.Tests.Quantization;
 
 namespace Squeeze.Tests.Kernels;
@@ -153,8 +154,10 @@ public sealed class LinearAlgebraTests
         }
         foreach (var quantized in new[] { null, q })
         {
+            // The definition in double, a row at a time.
             var expected = new double[rows];
-            LinearAlgebra.QuadraticFormsReference(h, n, w, quantized, rows, expected);
+            for (int r = 0; r < rows; r++)
+                expected[r] = Gptq.OutputError(w.AsSpan(r * n, n), quantized is null ? new float[n] : quantized.AsSpan(r * n, n), 1, n, h);
             var one = new double[rows];
             var three = new double[rows];
             LinearAlgebra.QuadraticForms(h, n, w, quantized, rows, one, threads: 1);
