@@ -8,7 +8,9 @@ namespace Squeeze.Bench;
 /// <summary>
 /// The benchmark harness. Each suite prints a Markdown table for docs/BENCHMARKS.md, preceded by the command that
 /// reproduces it. Suites: <c>speed</c> (prompt and decode tokens/s of stories15M per weight type against llama.cpp's
-/// golden figures), <c>golden</c> (perplexity and KLD of llama.cpp's files against the golden README), <c>mixes</c>
+/// golden figures), <c>runtime-speed</c> (prompt and decode tokens/s of Squeeze and llama.cpp side by side in one run on
+/// the same llama.cpp-quantized files of a real model's shape, per type, with decode's share of the copy bandwidth),
+/// <c>decode-kernels</c> (the one-token product alone per type on 512 MB of weights: GB/s and share of the copy bandwidth), <c>golden</c> (perplexity and KLD of llama.cpp's files against the golden README), <c>mixes</c>
 /// (stories15M converted by Squeeze to each named mix, against llama.cpp's same-named files), <c>calibrated</c>
 /// (rtn, imatrix, GPTQ and AWQ+GPTQ files against llama.cpp's imatrix files), <c>temperature</c> (what perplexity on the
 /// evaluation text rewards: the f32 model with scaled logits), <c>kv</c> (KV-cache policies: KLD, cache bytes per token,
@@ -41,6 +43,12 @@ public static class Program
         {
             case "speed":
                 SpeedSuite.Run(rest);
+                return 0;
+            case "runtime-speed":
+                RuntimeSpeedSuite.Run(rest);
+                return 0;
+            case "decode-kernels":
+                DecodeKernelsSuite.Run(rest);
                 return 0;
             case "profile":
                 ProfileSuite.Run(rest);

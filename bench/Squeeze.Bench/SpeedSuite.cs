@@ -88,7 +88,7 @@ internal static class SpeedSuite
     }
 
     /// <summary>Weight bytes one decode step reads: every matrix of every layer, the classifier, one embedding row.</summary>
-    private static double WeightBytesPerToken(Model model)
+    internal static double WeightBytesPerToken(Model model)
     {
         double bytes = 0;
         foreach (var tensor in model.Tensors)
@@ -100,7 +100,7 @@ internal static class SpeedSuite
 
     /// <summary>Copy bandwidth like STREAM's "Copy" (bytes read + bytes written per second) over a buffer far larger than
     /// the caches, split across <paramref name="threads"/> threads; best of 5.</summary>
-    private static unsafe double CopyBandwidth(int threads)
+    internal static unsafe double CopyBandwidth(int threads)
     {
         const nuint bytes = 256u << 20;
         byte* a = (byte*)NativeMemory.AlignedAlloc(bytes, 64), b = (byte*)NativeMemory.AlignedAlloc(bytes, 64);

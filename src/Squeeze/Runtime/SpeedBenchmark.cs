@@ -8,36 +8,48 @@ public sealed record SpeedResult(int Threads, int PromptTokens, double PromptTok
 
 /// <summary>
 /// Measures prompt-evaluation and decode speed as llama-bench does: a prompt of <c>promptTokens</c> random tokens
-/// processed as one batch from an empty cache, and <c>decodeTokens</c> single-token steps from an empty cache.
-/// Reports the median over <c>repetitions</c> runs after one warm-up.
+/// processed as one batch, and <c>decodeTokens</c> single-token steps, each from a cache holding <c>depth</c> tokens
+/// (llama-bench's <c>-d</c>; 0: an empty cache), filled untimed before each of the two. Reports the median over
+/// <c>repetitions</c> runs after one warm-up.
 /// </summary>
 public static class SpeedBenchmark
 {
     /// <summary>Runs the warm-up and <paramref name="repetitions"/> measured runs on <paramref name="threads"/> threads with a seeded random prompt
     /// and returns the median prompt and decode rates (tokens per second).</summary>
-    public static SpeedResult Run(Model model, int threads, int promptTokens, int decodeTokens, int repetitions, int seed = 42, KvCachePolicy? kvCache = null)
+    public static SpeedResult Run(Model model, int threads, int promptTokens, int decodeTokens, int repetitions, int seed = 42, KvCachePolicy? kvCache = null, int depth = 0)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentOutOfRangeException.ThrowIfLessThan(repetitions, 1);
-        int context = Math.Max(1, Math.Max(promptTokens, decodeTokens));
+        ArgumentOutOfRangeException.ThrowIfNegative(depth);
+        int context = depth + Math.Max(1, Math.Max(promptTokens, decodeTokens));
         var random = new Random(seed);
         var prompt = new int[promptTokens];
         for (int i = 0; i < prompt.Length; i++)
             prompt[i] = random.Next(model.Config.VocabSize);
-        using var runtime = new Transformer(model, new RuntimeOptions { Threads = threads, ContextLength = context, BatchSize = Math.Max(1, promptTokens), KvCache = kvCache ?? KvCachePolicy.Float32 });
+        var prefill = new int[depth];
+        for (int i = 0; i < prefill.Length; i++)
+            prefill[i] = random.Next(model.Config.VocabSize);
+        int batch = Math.Max(1, promptTokens);
+        using var runtime = new Transformer(model, new RuntimeOptions { Threads = threads, ContextLength = context, BatchSize = batch, KvCache = kvCache ?? KvCachePolicy.Float32 });
+        void Fill()
+        {
+            runtime.Reset();
+            for (int at = 0; at < prefill.Length; at += batch)
+                runtime.Forward(prefill.AsSpan(at, Math.Min(batch, prefill.Length - at)));
+        }
 
         var promptRates = new List<double>();
         var decodeRates = new List<double>();
         var single = new int[1];
         for (int r = 0; r <= repetitions; r++)
         {
-            runtime.Reset();
+            Fill();
             long start = Stopwatch.GetTimestamp();
             if (promptTokens > 0)
                 runtime.Forward(prompt);
             double promptSeconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
 
-            runtime.Reset();
+            Fill();
             start = Stopwatch.GetTimestamp();
             for (int i = 0; i < decodeTokens; i++)
             {
