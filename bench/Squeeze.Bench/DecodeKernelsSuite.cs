@@ -11,7 +11,8 @@ namespace Squeeze.Bench;
 /// <c>decode-kernels</c>: the one-token matrix product alone, per weight type, on a matrix far larger than the caches
 /// (rows of TinyLlama-1.1B's width, 2048 values, repeated to about 512 MB of weights), as GB/s of weights read and
 /// as a share of a STREAM-like copy measured in the same run: how close decode's kernels come to the bandwidth limit
-/// without the rest of a forward pass.
+/// without the rest of a forward pass. The process's CPU time per product beside the wall time tells a kernel's own cost
+/// apart from the machine's load (on a shared machine the wall time also counts the time other processes held the core).
 /// <para><c>decode-kernels [--types Q4_0,Q8_0] [--threads 1,2] [--repetitions 9] [--megabytes 512] [--columns 2048]</c></para>
 /// </summary>
 internal static unsafe class DecodeKernelsSuite
@@ -35,8 +36,8 @@ internal static unsafe class DecodeKernelsSuite
         Console.WriteLine();
         Console.WriteLine($"STREAM-like copy (256 MiB, read + write counted): {string.Join(", ", bandwidth.Select(b => $"{b.Value:0.0} GB/s on {b.Key} thread(s)"))}.");
         Console.WriteLine();
-        Console.WriteLine("| type | threads | rows | MB of weights | ms per product | GB/s read | of copy |");
-        Console.WriteLine("|---|---|---|---|---|---|---|");
+        Console.WriteLine("| type | threads | rows | MB of weights | ms per product | CPU ms per product | GB/s read | of copy |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|");
         var random = new Random(1);
         var x = new float[columns];
         for (int c = 0; c < columns; c++)
@@ -54,20 +55,24 @@ internal static unsafe class DecodeKernelsSuite
                 {
                     using var context = new ComputeContext(threads);
                     var seconds = new List<double>();
+                    var cpuSeconds = new List<double>();
                     fixed (float* px = x)
                     fixed (float* py = y)
                     {
                         for (int r = 0; r <= repetitions; r++)
                         {
+                            var cpu = Process.GetCurrentProcess().TotalProcessorTime;
                             long start = Stopwatch.GetTimestamp();
                             MatMul.Multiply(type, weights, px, rows, columns, 1, rows, context, py);
-                            if (r > 0)
-                                seconds.Add(Stopwatch.GetElapsedTime(start).TotalSeconds);
+                            if (r == 0)
+                                continue;
+                            seconds.Add(Stopwatch.GetElapsedTime(start).TotalSeconds);
+                            cpuSeconds.Add((Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds);
                         }
                     }
-                    double median = seconds.Order().ElementAt(seconds.Count / 2);
+                    double median = seconds.Order().ElementAt(seconds.Count / 2), cpuMedian = cpuSeconds.Order().ElementAt(cpuSeconds.Count / 2);
                     double gbs = rows * rowBytes / median / 1e9;
-                    Console.WriteLine($"| {type} | {threads} | {rows:N0} | {rows * rowBytes / 1e6:0} | {median * 1e3:0.00} | {gbs:0.0} | {gbs / bandwidth[threads]:0%} |");
+                    Console.WriteLine($"| {type} | {threads} | {rows:N0} | {rows * rowBytes / 1e6:0} | {median * 1e3:0.00} | {cpuMedian * 1e3:0.00} | {gbs:0.0} | {gbs / bandwidth[threads]:0%} |");
                     Console.Out.Flush();
                 }
             }

@@ -67,23 +67,19 @@ public static unsafe class MatMul
             job.Dot8 = null;
         }
 
-        // scratch: [tokens, xRowBytes] converted activations (none for F32), the stripes' activation corrections
-        // [tokens, blocks], then per part one weight row repacked to Q8_0 and one packed stripe
+        // scratch: [tokens, xRowBytes] converted activations (none for F32), then per part one weight row repacked to
+        // Q8_0 and one packed stripe
         bool convert = VecDot.ActivationType(type) != GgmlType.F32;
         long xBytes = convert ? (xRowBytes * tokens + 63) / 64 * 64 : 0;
-        long correctionBytes = interleave ? (4L * tokens * (columns / BlockLayout.QK) + 63) / 64 * 64 : 0;
         job.RowScratchBytes = repack ? (GgmlTypes.RowBytes(GgmlType.Q8_0, columns) + 63) / 64 * 64 : 0;
         job.StripeScratchBytes = interleave ? (VecDot.StripeBytes(columns) + 63) / 64 * 64 : 0;
         long partBytes = job.RowScratchBytes + job.StripeScratchBytes;
-        long scratchBytes = xBytes + correctionBytes + parts * partBytes;
+        long scratchBytes = xBytes + parts * partBytes;
         byte* scratch = scratchBytes > 0 ? context.Scratch(scratchBytes) : null;
         byte* xq = convert ? scratch : (byte*)x;
         if (convert)
             PrepareActivations(type, x, columns, tokens, context, xq);
-        job.Corrections = interleave ? (int*)(scratch + xBytes) : null;
-        if (interleave)
-            VecDot.StripeCorrections(xq, xRowBytes, columns, tokens, job.Corrections);
-        job.PartScratch = partBytes > 0 ? scratch + xBytes + correctionBytes : null;
+        job.PartScratch = partBytes > 0 ? scratch + xBytes : null;
         job.Weight = weight;
         job.RowBytes = rowBytes;
         job.Rows = rows;
@@ -158,7 +154,6 @@ public static unsafe class MatMul
         public byte* PartScratch;        // [parts, RowScratchBytes + StripeScratchBytes], or null
         public long RowScratchBytes;     // a weight row repacked to Q8_0 (0: no repacking)
         public long StripeScratchBytes;  // a packed stripe of VecDot.StripeRows rows (0: no stripes)
-        public int* Corrections;         // [Tokens, Columns / 32] for the stripes
         public byte* Weight;      // [Rows, RowBytes]
         public long RowBytes;
         public int Rows, Columns;
@@ -191,9 +186,9 @@ public static unsafe class MatMul
                 VecDot.PackStripe(Type, Weight + r * RowBytes, RowBytes, Columns, stripe);
                 int t = 0;
                 for (; t + 4 <= Tokens; t += 4)
-                    VecDot.StripeProduct4(stripe, nb, X + t * XRowBytes, XRowBytes, Corrections + t * nb, Y + (long)t * YStride + r, YStride);
+                    VecDot.StripeProduct4(stripe, nb, X + t * XRowBytes, XRowBytes, Y + (long)t * YStride + r, YStride);
                 for (; t < Tokens; t++)
-                    VecDot.StripeProduct1(stripe, nb, X + t * XRowBytes, Corrections + t * nb, Y + (long)t * YStride + r);
+                    VecDot.StripeProduct1(stripe, nb, X + t * XRowBytes, Y + (long)t * YStride + r);
             }
         }
 

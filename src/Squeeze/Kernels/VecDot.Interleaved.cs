@@ -83,24 +83,10 @@ internal static unsafe partial class VecDot
     private static Vector256<int> Row<T>(byte* row, int b, Vector256<byte> offset) where T : ISignedBlock32
         => (T.Values(row + b * T.Bytes).AsByte() + offset).AsInt32();
 
-    /// <summary>−128 · Σ of each activation block (the correction <see cref="StripeProduct4"/> adds to each block sum), for
-    /// <paramref name="tokens"/> rows prepared as <see cref="ActivationRowBytes"/> lays out Q8_0 rows.</summary>
-    public static void StripeCorrections(byte* x, long xRowBytes, int columns, int tokens, int* destination)
-    {
-        int nb = columns / QK;
-        var ones = Vector256.Create((byte)1);
-        for (int t = 0; t < tokens; t++)
-        {
-            byte* xt = x + t * xRowBytes;
-            for (int b = 0; b < nb; b++)
-                destination[t * nb + b] = -StripeOffset * Vector256.Sum(AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, ones, Vector256.Load((sbyte*)(xt + b * Q8_0Bytes + Q8_0Qs))));
-        }
-    }
-
     /// <summary>The integer block sums Σ q·x of the stripe's 8 rows with one activation block (lane r: row r).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> StripeBlockSum(Vector256<byte> w0, Vector256<byte> w1, Vector256<byte> w2, Vector256<byte> w3,
-        Vector256<byte> w4, Vector256<byte> w5, Vector256<byte> w6, Vector256<byte> w7, byte* xb, int* correction)
+        Vector256<byte> w4, Vector256<byte> w5, Vector256<byte> w6, Vector256<byte> w7, byte* xb, int* xSum)
     {
         // two chains of four: half the latency of one chain of eight, and the integer sum is the same
         int* q = (int*)(xb + Q8_0Qs);
@@ -112,7 +98,7 @@ internal static unsafe partial class VecDot
         u = AvxVnni.MultiplyWideningAndAdd(u, w5, Vector256.Create(q[5]).AsSByte());
         s = AvxVnni.MultiplyWideningAndAdd(s, w6, Vector256.Create(q[6]).AsSByte());
         u = AvxVnni.MultiplyWideningAndAdd(u, w7, Vector256.Create(q[7]).AsSByte());
-        return s + u + Vector256.Create(*correction); // a broadcast operand of the add
+        return s + u - Vector256.Create(*xSum * StripeOffset); // Σ (q + 128)·x − 128·Σ x
     }
 
     /// <summary>Vector256.Sum's order ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), taken across eight vectors (lane by
@@ -123,17 +109,17 @@ internal static unsafe partial class VecDot
 
     /// <summary>
     /// y[t · yStride + r] = dot(row r, token t) for the 8 rows of a packed stripe and 4 tokens (activation rows
-    /// <paramref name="xStride"/> apart, their <see cref="StripeCorrections"/> <paramref name="nb"/> apart), bit for bit
+    /// <paramref name="xStride"/> apart, each with its block sums Σ x as <see cref="ActivationRowBytes"/> lays it out), bit for bit
     /// what <see cref="DotSigned32{T}"/> gives: lane j of the f32 accumulator of an output gets blocks j, j + 8, ... of each
     /// full group of 8 (here one accumulator per j, lanes = rows), the accumulator is summed in Vector256.Sum's order, the
     /// last nb % 8 blocks are added one by one.
     /// </summary>
     [SkipLocalsInit] // every lane is written before it is read
-    public static void StripeProduct4(byte* stripe, int nb, byte* x, long xStride, int* corrections, float* y, long yStride)
+    public static void StripeProduct4(byte* stripe, int nb, byte* x, long xStride, float* y, long yStride)
     {
         byte* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
         float* d0 = (float*)(x0 + nb * Q8_0Bytes), d1 = (float*)(x1 + nb * Q8_0Bytes), d2 = (float*)(x2 + nb * Q8_0Bytes), d3 = (float*)(x3 + nb * Q8_0Bytes);
-        int* c0 = corrections, c1 = corrections + nb, c2 = corrections + 2 * nb, c3 = corrections + 3 * nb;
+        int* c0 = (int*)(d0 + nb), c1 = (int*)(d1 + nb), c2 = (int*)(d2 + nb), c3 = (int*)(d3 + nb); // the rows' block sums Σ x
         Vector256<float>* lanes = stackalloc Vector256<float>[4 * 8]; // [token, j]
         int full = nb & ~7;
         for (int j = 0; j < 8; j++)
@@ -177,29 +163,30 @@ internal static unsafe partial class VecDot
 
     /// <summary>One token of <see cref="StripeProduct4"/>, bit for bit.</summary>
     [SkipLocalsInit]
-    public static void StripeProduct1(byte* stripe, int nb, byte* x, int* corrections, float* y)
+    public static void StripeProduct1(byte* stripe, int nb, byte* x, float* y)
     {
         float* dx = (float*)(x + nb * Q8_0Bytes);
+        int* sums = (int*)(dx + nb);
         Vector256<float>* lanes = stackalloc Vector256<float>[8];
         int full = nb & ~7;
         for (int j = 0; j < 8; j++)
         {
             Vector256<float> a = default;
             for (int b = j; b < full; b += 8)
-                a = StripeBlock1(stripe + b * StripeBlockBytes, x + b * Q8_0Bytes, dx[b], corrections + b, a, fused: true);
+                a = StripeBlock1(stripe + b * StripeBlockBytes, x + b * Q8_0Bytes, dx[b], sums + b, a, fused: true);
             lanes[j] = a;
         }
         Vector256<float> s = SumAcross(lanes);
         for (int b = full; b < nb; b++)
-            s = StripeBlock1(stripe + b * StripeBlockBytes, x + b * Q8_0Bytes, dx[b], corrections + b, s, fused: false);
+            s = StripeBlock1(stripe + b * StripeBlockBytes, x + b * Q8_0Bytes, dx[b], sums + b, s, fused: false);
         s.Store(y);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> StripeBlock1(byte* block, byte* xb, float dx, int* correction, Vector256<float> a, bool fused)
+    private static Vector256<float> StripeBlock1(byte* block, byte* xb, float dx, int* xSum, Vector256<float> a, bool fused)
     {
         Vector256<int> sum = StripeBlockSum(Vector256.Load(block), Vector256.Load(block + 32), Vector256.Load(block + 64), Vector256.Load(block + 96),
-            Vector256.Load(block + 128), Vector256.Load(block + 160), Vector256.Load(block + 192), Vector256.Load(block + 224), xb, correction);
+            Vector256.Load(block + 128), Vector256.Load(block + 160), Vector256.Load(block + 192), Vector256.Load(block + 224), xb, xSum);
         return Accumulate(a, Vector256.Load((float*)(block + 256)) * Vector256.Create(dx), sum, fused);
     }
 }

@@ -72,6 +72,8 @@ internal static unsafe partial class VecDot
                 case GgmlType.F32: return &F32Avx512;
                 case GgmlType.F16: return &F16Avx512;
                 case GgmlType.BF16: return &BF16Avx512;
+                case GgmlType.Q4_0: return &Q4_0Avx512;
+                case GgmlType.IQ4_NL: return &IQ4_NLAvx512;
             }
         }
         return type switch
@@ -138,12 +140,13 @@ internal static unsafe partial class VecDot
 
     /// <summary>Bytes of one activation row of <paramref name="columns"/> values prepared for <paramref name="weight"/>
     /// weights: F16 and BF16 activations are held as rounded f32; a Q8_0 row is ggml's Q8_0 blocks followed by the
-    /// blocks' scales d as f32 (exact copies of the f16 values, so the vector kernels load 8 at once); Q8_1 and Q8_K rows
-    /// are ggml's blocks.</summary>
+    /// blocks' scales d as f32 (exact copies of the f16 values, so the vector kernels load 8 at once) and the blocks'
+    /// value sums Σ q as int32 (the kernels that multiply offset, unsigned weight values subtract offset · Σ q); Q8_1
+    /// and Q8_K rows are ggml's blocks.</summary>
     public static long ActivationRowBytes(GgmlType weight, int columns) => ActivationType(weight) switch
     {
         GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 => 4L * columns,
-        GgmlType.Q8_0 => GgmlTypes.RowBytes(GgmlType.Q8_0, columns) + 4L * (columns / QK),
+        GgmlType.Q8_0 => GgmlTypes.RowBytes(GgmlType.Q8_0, columns) + 8L * (columns / QK),
         GgmlType activation => GgmlTypes.RowBytes(activation, columns),
     };
 
@@ -163,9 +166,18 @@ internal static unsafe partial class VecDot
                 case GgmlType.BF16: QuantizeActivations.RoundToBFloat16(xt, columns, (float*)yt); break;
                 case GgmlType.Q8_0:
                     QuantizeActivations.Q8_0(xt, columns, yt);
+                    int nb = columns / QK;
                     float* scales = (float*)(yt + GgmlTypes.RowBytes(GgmlType.Q8_0, columns));
-                    for (int b = 0; b < columns / QK; b++)
+                    int* sums = (int*)(scales + nb);
+                    for (int b = 0; b < nb; b++)
+                    {
                         scales[b] = Fp16.ToSingle(Unsafe.ReadUnaligned<ushort>(yt + b * Q8_0Bytes));
+                        sbyte* q = (sbyte*)(yt + b * Q8_0Bytes + Q8_0Qs);
+                        int sum = 0;
+                        for (int i = 0; i < QK; i++)
+                            sum += q[i];
+                        sums[b] = sum;
+                    }
                     break;
                 case GgmlType.Q8_1: QuantizeActivations.Q8_1(xt, columns, yt); break;
                 default: QuantizeActivations.Q8_K(xt, columns, yt); break;
