@@ -213,7 +213,7 @@ internal static unsafe partial class VecDot
         byte* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
         for (int b = 0; b < n / QK_K; b++, w += Q4_KBytes, x0 += Q8_KBytes, x1 += Q8_KBytes, x2 += Q8_KBytes, x3 += Q8_KBytes)
         {
-            ulong scales = ScalesMinsK4(w + Q4_KScales, (short*)(x0 + Q8_KBsums), out int summs0);
+            Vector256<byte> scales = ScalesK4(ScalesMinsK4(w + Q4_KScales, (short*)(x0 + Q8_KBsums), out int summs0));
             ScalesMinsK4(w + Q4_KScales, (short*)(x1 + Q8_KBsums), out int summs1);
             ScalesMinsK4(w + Q4_KScales, (short*)(x2 + Q8_KBsums), out int summs2);
             ScalesMinsK4(w + Q4_KScales, (short*)(x3 + Q8_KBsums), out int summs3);
@@ -256,7 +256,7 @@ internal static unsafe partial class VecDot
         byte* x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride;
         for (int b = 0; b < n / QK_K; b++, w += Q5_KBytes, x0 += Q8_KBytes, x1 += Q8_KBytes, x2 += Q8_KBytes, x3 += Q8_KBytes)
         {
-            ulong scales = ScalesMinsK4(w + Q5_KScales, (short*)(x0 + Q8_KBsums), out int summs0);
+            Vector256<byte> scales = ScalesK4(ScalesMinsK4(w + Q5_KScales, (short*)(x0 + Q8_KBsums), out int summs0));
             ScalesMinsK4(w + Q5_KScales, (short*)(x1 + Q8_KBsums), out int summs1);
             ScalesMinsK4(w + Q5_KScales, (short*)(x2 + Q8_KBsums), out int summs2);
             ScalesMinsK4(w + Q5_KScales, (short*)(x3 + Q8_KBsums), out int summs3);

@@ -474,8 +474,18 @@ internal static unsafe partial class VecDot
         return scales0 | ((ulong)scales1 << 32);
     }
 
+    /// <summary>The 8 scales of <see cref="ScalesMinsK4"/> as int16 lanes 0-7 of both 128-bit halves, for <see cref="ScaleK4"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<short> ScaleK4(ulong scales, int j) => Vector256.Create((short)(byte)(scales >> (8 * j)));
+    private static Vector256<byte> ScalesK4(ulong scales)
+    {
+        Vector128<byte> words = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(scales).AsByte()).AsByte();
+        return Vector256.Create(words, words);
+    }
+
+    /// <summary>Scale j of <see cref="ScalesK4"/> in every int16 lane: one byte shuffle.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> ScaleK4(Vector256<byte> scales, int j)
+        => Avx2.Shuffle(scales, Vector256.Create((short)((2 * j + 1) << 8 | 2 * j)).AsByte()).AsInt16();
 
     /// <summary>AVX2 version of <see cref="Q4_KScalar"/>.</summary>
     public static float Q4_KAvx2(byte* w, byte* x, int n)
@@ -485,7 +495,7 @@ internal static unsafe partial class VecDot
         var mask = Vector256.Create((byte)0x0F);
         for (int b = 0; b < n / QK_K; b++, w += Q4_KBytes, x += Q8_KBytes)
         {
-            ulong scales = ScalesMinsK4(w + Q4_KScales, (short*)(x + Q8_KBsums), out int summs);
+            Vector256<byte> scales = ScalesK4(ScalesMinsK4(w + Q4_KScales, (short*)(x + Q8_KBsums), out int summs));
             sbyte* q8 = (sbyte*)(x + Q8_KQs);
             Vector256<int> sumi = default;
             for (int j = 0; j < 4; j++, q8 += 64)
@@ -510,7 +520,7 @@ internal static unsafe partial class VecDot
         var sixteen = Vector256.Create((byte)16);
         for (int b = 0; b < n / QK_K; b++, w += Q5_KBytes, x += Q8_KBytes)
         {
-            ulong scales = ScalesMinsK4(w + Q5_KScales, (short*)(x + Q8_KBsums), out int summs);
+            Vector256<byte> scales = ScalesK4(ScalesMinsK4(w + Q5_KScales, (short*)(x + Q8_KBsums), out int summs));
             Vector256<byte> qh = Vector256.Load(w + Q5_KQh);
             sbyte* q8 = (sbyte*)(x + Q8_KQs);
             Vector256<int> sumi = default;
