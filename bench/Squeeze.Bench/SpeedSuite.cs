@@ -8,27 +8,16 @@ using Squeeze.Runtime;
 
 namespace Squeeze.Bench;
 
-/// <summary>Prompt (256 tokens) and decode (128 tokens) speed per weight type and thread count, beside llama-bench's
-/// figures, and decode's share of the memory bandwidth (weight bytes read per token × tokens/s ÷ a STREAM-like copy).</summary>
+/// <summary>Prompt (256 tokens) and decode (128 tokens) speed per weight type and thread count, beside llama.cpp's on the
+/// same file measured in the same run (LLamaSharp's CPU backend, <see cref="LlamaCppSpeed"/>), and decode's share of the
+/// memory bandwidth (weight bytes read per token × tokens/s ÷ a STREAM-like copy). Each tool runs its default KV cache:
+/// f32 in Squeeze, f16 in llama.cpp (llama-bench's default).</summary>
 internal static class SpeedSuite
 {
     private const string Q4_0Pure = "stories15M-Q4_0-pure.gguf";
 
-    // llama-bench on the same kind of 2-core machine (shared/golden/README.md): (prompt 256, decode 128) tokens/s.
-    private static readonly Dictionary<(string File, int Threads), (double Prompt, double Decode)> LlamaCpp = new()
-    {
-        [("stories15M-f32.gguf", 1)] = (4065, 405),
-        [("stories15M-f32.gguf", 2)] = (7613, 560),
-        [("stories15M-Q8_0.gguf", 1)] = (5267, 995),
-        [("stories15M-Q8_0.gguf", 2)] = (9612, 1488),
-        [(Q4_0Pure, 1)] = (5759, 1524),
-        [(Q4_0Pure, 2)] = (10527, 2199),
-        [("stories15M-Q4_K_M-imatrix.gguf", 1)] = (4366, 933),
-        [("stories15M-Q4_K_M-imatrix.gguf", 2)] = (8076, 1423),
-    };
-
     /// <summary>The benchmarked files: llama.cpp's f32, Q8_0 and Q4_K_M files, and a pure Q4_0 file Squeeze writes
-    /// from the f32 one into a temporary directory (llama-bench's Q4_0 figures are for <c>--pure</c>).</summary>
+    /// from the f32 one into a temporary directory (the golden README's llama-bench Q4_0 figures are for <c>--pure</c>).</summary>
     internal static string[] Files(string shared)
     {
         string golden = Path.Combine(shared, "golden");
@@ -59,7 +48,8 @@ internal static class SpeedSuite
         int[] threadCounts = Program.Value(args, "--threads") is { } t ? [int.Parse(t, CultureInfo.InvariantCulture)] : [1, 2];
         var files = Selected(args, shared);
         var bandwidth = threadCounts.ToDictionary(n => n, CopyBandwidth);
-        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- speed {string.Join(' ', args)}` (median of {repetitions} runs after a warm-up)");
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- speed {string.Join(' ', args)}` (median of {repetitions} runs after a warm-up; "
+            + "each row: Squeeze, then llama.cpp through LLamaSharp, on the same file; each tool's default KV cache, f32 in Squeeze and f16 in llama.cpp)");
         Console.WriteLine();
         Console.WriteLine($"STREAM-like copy (256 MiB, read + write counted): {string.Join(", ", bandwidth.Select(b => $"{b.Value:0.0} GB/s on {b.Key} thread(s)"))}.");
         Console.WriteLine();
@@ -72,20 +62,19 @@ internal static class SpeedSuite
             string name = Path.GetFileName(file);
             foreach (int threads in threadCounts)
             {
-                var (r, p, d) = Measure(model, name, threads, repetitions);
+                var (r, llama) = Measure(model, file, threads, repetitions);
+                double p = llama.PromptTokensPerSecond, d = llama.DecodeTokensPerSecond;
                 double gbs = bytesPerToken * r.DecodeTokensPerSecond / 1e9;
                 Console.WriteLine($"| {name} | {threads} | {r.PromptTokensPerSecond:0} | {p:0} | {r.PromptTokensPerSecond / p:0.00} | {r.DecodeTokensPerSecond:0} | {d:0} | {r.DecodeTokensPerSecond / d:0.00} | {bytesPerToken / 1e6:0.00} | {gbs:0.0} | {gbs / bandwidth[threads]:0%} |");
             }
         }
     }
 
-    /// <summary>Prompt (256 tokens) and decode (128 tokens) speed of one of <see cref="Files"/>, median of
-    /// <paramref name="repetitions"/> after a warm-up, with llama-bench's prompt and decode tokens/s for the same file and threads.</summary>
-    internal static (SpeedResult Squeeze, double LlamaPrompt, double LlamaDecode) Measure(Model model, string fileName, int threads, int repetitions)
-    {
-        var (prompt, decode) = LlamaCpp[(fileName, threads)];
-        return (SpeedBenchmark.Run(model, threads, promptTokens: 256, decodeTokens: 128, repetitions), prompt, decode);
-    }
+    /// <summary>Prompt (256 tokens) and decode (128 tokens) speed of <paramref name="model"/>, loaded from
+    /// <paramref name="file"/>, then of llama.cpp on the same file, each the median of <paramref name="repetitions"/> after a warm-up.</summary>
+    internal static (SpeedResult Squeeze, SpeedResult LlamaCpp) Measure(Model model, string file, int threads, int repetitions)
+        => (SpeedBenchmark.Run(model, threads, promptTokens: 256, decodeTokens: 128, repetitions),
+            LlamaCppSpeed.Run(file, threads, promptTokens: 256, decodeTokens: 128, repetitions, kv: "f16"));
 
     /// <summary>Weight bytes one decode step reads: every matrix of every layer, the classifier, one embedding row.</summary>
     internal static double WeightBytesPerToken(Model model)
