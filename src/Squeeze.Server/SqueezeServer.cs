@@ -288,7 +288,7 @@ public sealed partial class SqueezeServer : IAsyncDisposable
         }
         else
         {
-            prompt = request.PromptTokens ?? tokenizer.Encode(request.Prompt!, addBos: true);
+            prompt = request.PromptTokens ?? tokenizer.Encode(request.Prompt!, tokenizer.Vocabulary.AddBos);
         }
         if (prompt.Length == 0)
             throw new RequestException(400, "the prompt has no tokens");

@@ -73,7 +73,7 @@ internal static class GenerateCommand
             throw new ArgumentException("--system and --chat-template need --chat");
         int[] tokens = options.Chat
             ? ChatTemplate.For(m, options.ChatTemplate).Encode(tokenizer, [.. options.System is null ? Array.Empty<ChatMessage>() : [new ChatMessage("system", options.System)], new ChatMessage("user", options.Prompt)])
-            : tokenizer.Encode(options.Prompt, addBos: true);
+            : tokenizer.Encode(options.Prompt, tokenizer.Vocabulary.AddBos);
         string prompt = options.Chat ? "" : options.Prompt;
         int cached = 0;
         if (options.LoadCache is not null)

@@ -29,7 +29,7 @@ public sealed class KldMeter
         ArgumentNullException.ThrowIfNull(text);
         ArgumentOutOfRangeException.ThrowIfLessThan(contextLength, 4);
         ArgumentOutOfRangeException.ThrowIfLessThan(chunkCount, 1);
-        int[] tokens = baseModel.Tokenizer.Encode(text, addBos: true);
+        int[] tokens = baseModel.Tokenizer.Encode(text, baseModel.Vocabulary.AddBos);
         if (tokens.Length / contextLength < chunkCount)
             throw new ArgumentException($"the text has {tokens.Length:N0} tokens: {tokens.Length / contextLength} whole chunks of {contextLength}, fewer than the {chunkCount} asked", nameof(text));
         this.contextLength = contextLength;
@@ -41,7 +41,8 @@ public sealed class KldMeter
         for (int c = 0; c < chunkCount; c++)
         {
             chunks[c] = tokens.AsSpan(c * contextLength, contextLength).ToArray();
-            chunks[c][0] = baseModel.Vocabulary.BosId;
+            if (baseModel.Vocabulary.AddBos)
+                chunks[c][0] = baseModel.Vocabulary.BosId;
         }
         baseLogProbs = new float[chunkCount][];
         using var runtime = new Transformer(baseModel, Options());

@@ -184,7 +184,7 @@ public sealed class LayerwiseCalibrator : IDisposable
         if (ctx < 2)
             throw new ArgumentException($"context length {ctx} is too small: at least 2 tokens per chunk", nameof(options));
         ArgumentOutOfRangeException.ThrowIfNegative(options.MaxTokens, nameof(options));
-        int[] tokens = model.Tokenizer.Encode(text, addBos: true);
+        int[] tokens = model.Tokenizer.Encode(text, model.Vocabulary.AddBos);
         long usable = options.MaxTokens > 0 ? Math.Min(tokens.Length, options.MaxTokens) : tokens.Length;
         int count = (int)(usable / ctx);
         if (count == 0)
@@ -193,7 +193,8 @@ public sealed class LayerwiseCalibrator : IDisposable
         for (int c = 0; c < count; c++)
         {
             chunks[c] = tokens.AsSpan(c * ctx, ctx).ToArray();
-            chunks[c][0] = model.Vocabulary.BosId;
+            if (model.Vocabulary.AddBos)
+                chunks[c][0] = model.Vocabulary.BosId;
         }
         return new CalibrationChunks(chunks, ctx, XxHash64.HashToUInt64(utf8));
     }

@@ -45,7 +45,8 @@ public static class TokenUsage
         {
             cancellationToken.ThrowIfCancellationRequested();
             var chunk = tokens.AsSpan(c * ctx, Math.Min(ctx, tokens.Length - c * ctx)).ToArray();
-            chunk[0] = model.Vocabulary.BosId;
+            if (model.Vocabulary.AddBos)
+                chunk[0] = model.Vocabulary.BosId;
             runtime.Reset();
             var logits = runtime.Forward(chunk, logitCount: chunk.Length);
             for (int t = 0; t < chunk.Length; t++)
@@ -75,7 +76,7 @@ public static class TokenUsage
 
     private static int[] Tokens(Model model, string text, long maxTokens)
     {
-        int[] tokens = model.Tokenizer.Encode(text, addBos: true);
+        int[] tokens = model.Tokenizer.Encode(text, model.Vocabulary.AddBos);
         return maxTokens > 0 && tokens.Length > maxTokens ? tokens[..(int)maxTokens] : tokens;
     }
 }

@@ -77,7 +77,7 @@ public static class Evaluator
                 throw new ArgumentException($"{m.Source} has a vocabulary of {m.Config.VocabSize} tokens; {first.Source} has {vocab}", nameof(subjects));
         }
 
-        int[] tokens = first.Tokenizer.Encode(text, addBos: true);
+        int[] tokens = first.Tokenizer.Encode(text, first.Vocabulary.AddBos);
         int chunks = tokens.Length / ctx;
         if (options.MaxChunks > 0)
             chunks = Math.Min(chunks, options.MaxChunks);
@@ -109,7 +109,8 @@ public static class Evaluator
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 Array.Copy(tokens, c * ctx, chunk, 0, ctx);
-                chunk[0] = first.Vocabulary.BosId;
+                if (first.Vocabulary.AddBos)
+                    chunk[0] = first.Vocabulary.BosId;
                 for (int j = 0; j < scoredPerChunk; j++)
                     bytes += tokenByteCounts[chunk[firstScored + j + 1]];
 

@@ -13,7 +13,7 @@ public static class Generator
     public static IReadOnlyList<int> Generate(Transformer runtime, string prompt, int maxTokens, Sampler sampler, Action<int>? onToken = null)
     {
         ArgumentNullException.ThrowIfNull(runtime);
-        return Generate(runtime, runtime.Model.Tokenizer.Encode(prompt, addBos: true), maxTokens, sampler, onToken);
+        return Generate(runtime, runtime.Model.Tokenizer.Encode(prompt, runtime.Model.Vocabulary.AddBos), maxTokens, sampler, onToken);
     }
 
     /// <summary>

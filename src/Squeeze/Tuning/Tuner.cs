@@ -145,7 +145,7 @@ public static class Tuner
                 $"this process may use {available / (1 << 20):N0} MiB, and tuning keeps to half of that");
         var clock = Stopwatch.StartNew();
 
-        int[] tokens = original.Tokenizer.Encode(text, addBos: true);
+        int[] tokens = original.Tokenizer.Encode(text, original.Vocabulary.AddBos);
         int whole = tokens.Length / ctx - options.HeldOutChunks;
         int training = options.Tokens > 0 ? (int)Math.Min(whole, options.Tokens / ctx) : whole;
         if (training < 1)
@@ -154,7 +154,8 @@ public static class Tuner
         int[] Chunk(int c)
         {
             var chunk = tokens.AsSpan(c * ctx, ctx).ToArray();
-            chunk[0] = original.Vocabulary.BosId;
+            if (original.Vocabulary.AddBos)
+                chunk[0] = original.Vocabulary.BosId;
             return chunk;
         }
         int threads = Math.Max(1, options.Threads), vocab = original.Config.VocabSize;

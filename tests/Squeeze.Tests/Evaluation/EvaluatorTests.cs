@@ -26,6 +26,27 @@ public class EvaluatorTests
     }
 
     [Fact]
+    public void A_vocabulary_that_adds_no_BOS_is_evaluated_without_one_as_llama_cpp_does()
+    {
+        // llama.cpp's perplexity puts BOS at the start of each chunk only when the vocabulary asks for it (Qwen's do not,
+        // and some have no BOS at all); Squeeze put BOS there always, and failed on a vocabulary without one.
+        using var withBos = ModelLoader.Load(SharedData.Stories260K);
+        var v = withBos.Vocabulary;
+        var noBos = new Squeeze.Tokenizers.Vocabulary
+        {
+            Kind = v.Kind, Tokens = v.Tokens, Scores = v.Scores, Types = v.Types, Merges = v.Merges, PreTokenizer = v.PreTokenizer,
+            BosId = -1, EosId = v.EosId, UnknownId = v.UnknownId, PaddingId = v.PaddingId, AddBos = false, AddSpacePrefix = v.AddSpacePrefix,
+        };
+        using var withoutBos = new Squeeze.Models.Model(withBos.Config, noBos, withBos.Tensors, "stories260K without BOS", []);
+        string text = File.ReadAllText(SharedData.Corpus("tinystories-eval.txt"));
+        var a = Evaluator.Evaluate(withBos, text, Options);
+        var b = Evaluator.Evaluate(withoutBos, text, Options);
+        Assert.Equal(a.ScoredTokens, b.ScoredTokens);
+        Assert.True(double.IsFinite(b.Perplexity));
+        Assert.NotEqual(a.Perplexity, b.Perplexity); // the chunks start from the text's own tokens, not from BOS
+    }
+
+    [Fact]
     public void Text_shorter_than_one_chunk_is_a_clear_error()
     {
         using var model = ModelLoader.Load(SharedData.Stories260K);
