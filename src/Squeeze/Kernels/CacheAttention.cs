@@ -26,6 +26,15 @@ internal static unsafe class CacheAttention
             TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(rows + (long)i * stride, headDim), weights[i], o, o);
     }
 
+    /// <summary>In place: scores = cap · tanh(scores / cap), Gemma 2's soft-capping of attention scores (as
+    /// <see cref="Attention.HeadSoftCapped"/> computes it).</summary>
+    public static void Cap(float* scores, int count, float cap)
+    {
+        float inverse = 1f / cap;
+        for (int p = 0; p < count; p++)
+            scores[p] = MathF.Tanh(scores[p] * inverse) * cap;
+    }
+
     /// <summary>In place softmax of <paramref name="count"/> scores, the maximum subtracted first (large scores do not overflow).</summary>
     public static void Softmax(float* scores, int count)
     {

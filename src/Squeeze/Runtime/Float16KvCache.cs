@@ -5,7 +5,7 @@ using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 namespace Squeeze.Runtime;
 
 /// <summary>Keys (after RoPE) and values of every past position in f16, read by the attention a tile of
-/// <see cref="Tile"/> positions at a time.</summary>
+/// <see cref="Tile"/> positions at a time (on a sliding-window layer, only the window's).</summary>
 public sealed unsafe class Float16KvCache : KvCache
 {
     private const int Tile = 32;
@@ -45,21 +45,23 @@ public sealed unsafe class Float16KvCache : KvCache
     /// <inheritdoc/>
     public override void Attend(int layer, int head, float* query, int position, float scale, float* scratch, float* output)
     {
-        int positions = position + 1, headDim = HeadDim;
+        int first = WindowStart(layer, position), positions = position + 1 - first, headDim = HeadDim;
         int kvOffset = head / (HeadCount / KvHeadCount) * headDim;
         float* scores = scratch, tile = scratch + ContextLength;
         for (int p0 = 0; p0 < positions; p0 += Tile)
         {
             int count = Math.Min(Tile, positions - p0);
-            Decode(keys[layer], p0, count, kvOffset, tile);
+            Decode(keys[layer], first + p0, count, kvOffset, tile);
             CacheAttention.Score(query, tile, headDim, count, headDim, scale, scores + p0);
         }
+        if (SoftCap > 0)
+            CacheAttention.Cap(scores, positions, SoftCap);
         CacheAttention.Softmax(scores, positions);
         new Span<float>(output, headDim).Clear();
         for (int p0 = 0; p0 < positions; p0 += Tile)
         {
             int count = Math.Min(Tile, positions - p0);
-            Decode(values[layer], p0, count, kvOffset, tile);
+            Decode(values[layer], first + p0, count, kvOffset, tile);
             CacheAttention.Accumulate(scores + p0, tile, headDim, count, headDim, output);
         }
     }

@@ -4,17 +4,13 @@ namespace Squeeze.Runtime;
 
 /// <summary>
 /// Keys and values of every past position in f32: <c>keys[layer][pos, kvDim]</c>, <c>values[layer][pos, kvDim]</c>.
-/// Keys are stored after RoPE, as the attention reads them. The runtime's default: exact. The one cache that runs
-/// sliding-window layers (a query sees the last <see cref="ModelConfig.SlidingWindow"/> positions) and soft-capped
-/// attention scores (<see cref="ModelConfig.AttentionSoftCap"/>).
+/// Keys are stored after RoPE, as the attention reads them. The runtime's default: exact.
 /// </summary>
 public sealed unsafe class Float32KvCache : KvCache
 {
     private readonly float[][] keys;   // [layers][contextLength * kvDim]
     private readonly float[][] values; // [layers][contextLength * kvDim]
     private readonly int[] held;       // [layers] positions stored
-    private readonly int[] window;     // [layers] positions a query sees (its own included), or 0 for all
-    private readonly float softCap;    // 0, or the attention scores' cap
 
     /// <summary>An empty cache for <paramref name="contextLength"/> positions of <paramref name="config"/>'s attention, in f32.</summary>
     public Float32KvCache(ModelConfig config, int contextLength)
@@ -23,10 +19,6 @@ public sealed unsafe class Float32KvCache : KvCache
         keys = new float[LayerCount][];
         values = new float[LayerCount][];
         held = new int[LayerCount];
-        window = new int[LayerCount];
-        for (int l = 0; l < LayerCount; l++)
-            window[l] = config.IsSlidingLayer(l) ? config.SlidingWindow : 0;
-        softCap = config.AttentionSoftCap;
         for (int l = 0; l < LayerCount; l++)
         {
             keys[l] = new float[(long)contextLength * KvDim];
@@ -84,14 +76,14 @@ public sealed unsafe class Float32KvCache : KvCache
     /// <inheritdoc/>
     public override void Attend(int layer, int head, float* query, int position, float scale, float* scratch, float* output)
     {
-        int first = window[layer] > 0 ? Math.Max(0, position - window[layer] + 1) : 0;
+        int first = WindowStart(layer, position);
         long offset = (long)first * KvDim + head / (HeadCount / KvHeadCount) * HeadDim;
         int positions = position + 1 - first;
         fixed (float* k = keys[layer])
         fixed (float* v = values[layer])
         {
-            if (softCap > 0)
-                Kernels.Attention.HeadSoftCapped(query, k + offset, v + offset, KvDim, positions, HeadDim, scale, softCap, scratch, output);
+            if (SoftCap > 0)
+                Kernels.Attention.HeadSoftCapped(query, k + offset, v + offset, KvDim, positions, HeadDim, scale, SoftCap, scratch, output);
             else if (Deterministic)
                 Kernels.Attention.HeadDeterministic(query, k + offset, v + offset, KvDim, positions, HeadDim, scale, scratch, output);
             else

@@ -26,7 +26,20 @@ public abstract unsafe class KvCache
         HeadCount = config.HeadCount;
         KvHeadCount = config.KvHeadCount;
         HeadDim = config.HeadDim;
+        windows = new int[LayerCount];
+        for (int l = 0; l < LayerCount; l++)
+            windows[l] = config.IsSlidingLayer(l) ? config.SlidingWindow : 0;
+        SoftCap = config.AttentionSoftCap;
     }
+
+    private readonly int[] windows; // [layers] positions a query sees (its own included), or 0 for all
+
+    /// <summary>The first position a query at <paramref name="position"/> of <paramref name="layer"/> sees: 0, or on a
+    /// sliding-window layer the first of the last <see cref="ModelConfig.SlidingWindow"/> positions.</summary>
+    protected int WindowStart(int layer, int position) => windows[layer] > 0 ? Math.Max(0, position - windows[layer] + 1) : 0;
+
+    /// <summary>The cap of the attention scores (<see cref="ModelConfig.AttentionSoftCap"/>), or 0.</summary>
+    protected float SoftCap { get; }
 
     /// <summary>Positions the cache can hold.</summary>
     public int ContextLength { get; }

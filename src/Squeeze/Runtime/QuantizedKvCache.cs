@@ -163,6 +163,10 @@ public sealed unsafe class QuantizedKvCache : KvCache
         }
         if (tailCount > 0)
             s.TailKeys.Score(tailFrom - s.TailStart, tailCount, offset, query, scale, scores + tailFrom, tile, group);
+        if (SoftCap > 0)
+            CacheAttention.Cap(scores, positions, SoftCap);
+        // a sliding-window layer: the positions before the window get no weight (their groups are still decoded whole)
+        new Span<float>(scores, WindowStart(layer, position)).Fill(float.NegativeInfinity);
         CacheAttention.Softmax(scores, positions);
         new Span<float>(output, headDim).Clear();
         s.SinkValues.Accumulate(0, sinkCount, offset, scores, output, tile, group);

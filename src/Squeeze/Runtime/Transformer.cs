@@ -92,8 +92,8 @@ public sealed class Transformer : IDisposable
         deterministic = options.Deterministic;
         if (deterministic && options.KvCache != KvCachePolicy.Float32)
             throw new NotSupportedException($"the deterministic mode runs with the f32 KV cache, not {options.KvCache}");
-        if ((config.SlidingWindow > 0 || config.AttentionSoftCap > 0) && options.KvCache != KvCachePolicy.Float32)
-            throw new NotSupportedException($"{model.Source}: sliding-window or soft-capped attention runs with the f32 KV cache, not {options.KvCache}");
+        if ((config.SlidingWindow > 0 || config.AttentionSoftCap > 0) && options.KvCache.Kind == KvCacheKind.Evicting)
+            throw new NotSupportedException($"{model.Source}: sliding-window or soft-capped attention runs with the f32, f16 or quantized KV caches, not the evicting {options.KvCache}");
         if (deterministic && (config.AttentionSoftCap > 0 || config.FinalLogitSoftCap > 0 || config.Activation != FeedForwardActivation.Silu))
             throw new NotSupportedException($"{model.Source}: the deterministic mode has no tanh; soft-capping and GELU are not supported in it");
         compute = new ComputeContext(Math.Max(1, options.Threads)) { Deterministic = deterministic };

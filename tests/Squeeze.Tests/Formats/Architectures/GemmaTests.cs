@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using Squeeze.Formats;
 using Squeeze.Formats.Gguf;
 using Squeeze.Models;
+using Squeeze.Runtime;
 using Squeeze.Tests.Formats.Gguf;
 using Squeeze.Tests.Infrastructure;
 using Squeeze.Tensors;
@@ -96,6 +97,23 @@ public class Gemma2Tests(Gemma2Checkpoint gemma, ITestOutputHelper output) : ICl
 
     [Fact]
     public void Native_copy_runs_as_the_checkpoint() => gemma.AssertNativeRunsAlike();
+
+    /// <summary>The f16 and quantized KV caches run the sliding window and the attention cap: over a sequence longer than
+    /// the window their logits stay within a small fraction of the 1e-3 (mean KLD) that leaving either option out moves
+    /// them by (<see cref="Every_option_shapes_the_logits"/>), against the f32 cache's.</summary>
+    [Theory]
+    [InlineData("f16", 1e-6)]
+    [InlineData("q8", 5e-5)]
+    public void Compressed_caches_run_the_window_and_the_cap(string kv, double limit)
+    {
+        using var model = ModelLoader.Load(gemma.HuggingFace);
+        int[] tokens = LlamaCppAgreementTests.Tokens(gemma.Gguf("F32"));
+        Assert.True(tokens.Length > 2 * model.Config.SlidingWindow);
+        using var compressed = new Transformer(model, new RuntimeOptions { Threads = 1, ContextLength = tokens.Length, KvCache = KvCachePolicy.Parse(kv) });
+        var difference = RuntimeAgreement.Compare(ArchitectureCheckpoint.Logits(model, tokens), compressed.Forward(tokens, tokens.Length).ToArray(), model.Config.VocabSize);
+        output.WriteLine($"{kv} cache against f32: {difference}");
+        Assert.True(difference.MeanKld < limit, difference.ToString());
+    }
 
     /// <summary>Each Gemma 2 option changes the logits (mean KLD > 1e-3 when it is left out), so the agreement with
     /// llama.cpp above measures all of them.</summary>
