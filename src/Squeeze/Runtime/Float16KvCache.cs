@@ -5,7 +5,8 @@ using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 namespace Squeeze.Runtime;
 
 /// <summary>Keys (after RoPE) and values of every past position in f16, read by the attention a tile of
-/// <see cref="Tile"/> positions at a time (on a sliding-window layer, only the window's).</summary>
+/// <see cref="Tile"/> positions at a time (on a sliding-window layer, only the window's), or converted in registers as
+/// the attention reads them (<see cref="Attention.HeadHalf"/>) where the head size allows.</summary>
 public sealed unsafe class Float16KvCache : KvCache
 {
     private const int Tile = 32;
@@ -47,6 +48,24 @@ public sealed unsafe class Float16KvCache : KvCache
     {
         int first = WindowStart(layer, position), positions = position + 1 - first, headDim = HeadDim;
         int kvOffset = head / (HeadCount / KvHeadCount) * headDim;
+        if (Attention.RunsHalf(headDim))
+        {
+            fixed (Half* k = keys[layer])
+            fixed (Half* v = values[layer])
+            {
+                long offset = (long)first * KvDim + kvOffset;
+                Attention.HeadHalf(query, (ushort*)k + offset, (ushort*)v + offset, KvDim, positions, headDim, scale, SoftCap, scratch, output);
+            }
+            return;
+        }
+        AttendByTiles(layer, first, positions, kvOffset, query, scale, scratch, output);
+    }
+
+    /// <summary>What <see cref="Attention.HeadHalf"/> computes, bit for bit, for any head size: the rows converted to f32
+    /// a tile at a time, then scored, softmaxed and summed.</summary>
+    internal void AttendByTiles(int layer, int first, int positions, int kvOffset, float* query, float scale, float* scratch, float* output)
+    {
+        int headDim = HeadDim;
         float* scores = scratch, tile = scratch + ContextLength;
         for (int p0 = 0; p0 < positions; p0 += Tile)
         {

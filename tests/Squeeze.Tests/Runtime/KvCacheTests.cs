@@ -288,3 +288,59 @@ public unsafe class KvCacheTests
         }
     }
 }
+
+/// <summary>The f16 cache's in-register attention (<see cref="Attention.HeadHalf"/>) against its tile-by-tile definition.</summary>
+public unsafe class Float16AttentionTests
+{
+    [Fact]
+    public void Attention_over_f16_rows_in_registers_equals_the_tile_by_tile_definition_bit_for_bit()
+    {
+        if (!Attention.RunsHalf(64))
+            return; // the tile path is the only one here
+        int compared = 0;
+        foreach (int headDim in new[] { 16, 32, 48, 64, 80, 96, 112, 128 })
+        {
+            foreach (var (window, cap) in new[] { (0, 0f), (24, 0f), (0, 5f), (40, 3f) })
+            {
+                var config = new ModelConfig
+                {
+                    Architecture = "gemma2", Dim = 4 * headDim, HiddenDim = 8, LayerCount = 2, HeadCount = 4, KvHeadCount = 2, HeadDim = headDim,
+                    VocabSize = 8, ContextLength = 160, SlidingWindow = window, SlidingWindowPeriod = window > 0 ? 2 : 0, AttentionSoftCap = cap,
+                };
+                var cache = new Float16KvCache(config, 160);
+                var rng = new Random(headDim * 31 + window + (int)cap);
+                int kvDim = cache.KvDim;
+                var keys = Enumerable.Range(0, 150 * kvDim).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+                var values = Enumerable.Range(0, 150 * kvDim).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+                for (int l = 0; l < 2; l++)
+                    cache.Append(l, 0, keys, values);
+                var query = Enumerable.Range(0, headDim).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+                var scratch = new float[cache.ScratchLength];
+                var fast = new float[headDim];
+                var tiles = new float[headDim];
+                foreach (int position in new[] { 0, 1, 15, 31, 32, 33, 63, 100, 149 })
+                {
+                    for (int layer = 0; layer < 2; layer++)
+                    {
+                        for (int head = 0; head < 4; head++)
+                        {
+                            int first = window > 0 && layer % 2 == 0 ? Math.Max(0, position - window + 1) : 0; // period 2: layer 0 slides
+                            fixed (float* q = query, s = scratch, o = fast, t = tiles)
+                            {
+                                cache.Attend(layer, head, q, position, 0.125f, s, o);
+                                cache.AttendByTiles(layer, first, position + 1 - first, head / 2 * headDim, q, 0.125f, s, t);
+                            }
+                            for (int d = 0; d < headDim; d++)
+                            {
+                                if (BitConverter.SingleToInt32Bits(fast[d]) != BitConverter.SingleToInt32Bits(tiles[d]))
+                                    Assert.Fail($"head size {headDim}, window {window}, cap {cap}, position {position}, layer {layer}, head {head}, d {d}: {fast[d]} against {tiles[d]}");
+                            }
+                            compared += headDim;
+                        }
+                    }
+                }
+            }
+        }
+        Assert.True(compared > 50_000, $"{compared} values compared");
+    }
+}
