@@ -153,23 +153,37 @@ internal static unsafe partial class VecDot
         public static Vector256<sbyte> Values(byte* block) => Nibbles32(block + Q4_0Qs).AsSByte() - Vector256.Create((sbyte)8);
     }
 
-    private readonly struct Q5_0Block : ISignedBlock32
+    /// <summary>A signed block type whose values are also read as unsigned bytes u = value + 2^<see cref="OffsetShift"/>
+    /// (one vpdpbusd per block instead of the sign trick's three instructions), or <see cref="OffsetShift"/> 0 where that
+    /// cannot be done exactly (Q8_0's u · x would saturate maddubs without VNNI).</summary>
+    private interface IOffsetBlock32 : ISignedBlock32
+    {
+        static abstract int OffsetShift { get; }
+
+        static abstract Vector256<byte> Unsigned(byte* block);
+    }
+
+    private readonly struct Q5_0Block : IOffsetBlock32
     {
         public static int Bytes => Q5_0Bytes;
 
-        public static Vector256<sbyte> Values(byte* block)
-        {
-            var sixteen = Vector256.Create((byte)16);
-            Vector256<byte> hi = BitsToBytes(Unsafe.ReadUnaligned<uint>(block + Q5_0Qh)) & sixteen;
-            return (Nibbles32(block + Q5_0Qs) | hi).AsSByte() - sixteen.AsSByte();
-        }
+        public static int OffsetShift => 4;
+
+        public static Vector256<sbyte> Values(byte* block) => Unsigned(block).AsSByte() - Vector256.Create((sbyte)16);
+
+        public static Vector256<byte> Unsigned(byte* block)
+            => Nibbles32(block + Q5_0Qs) | (BitsToBytes(Unsafe.ReadUnaligned<uint>(block + Q5_0Qh)) & Vector256.Create((byte)16));
     }
 
-    private readonly struct Q8_0Block : ISignedBlock32
+    private readonly struct Q8_0Block : IOffsetBlock32
     {
         public static int Bytes => Q8_0Bytes;
 
+        public static int OffsetShift => AvxVnni.IsSupported ? 7 : 0;
+
         public static Vector256<sbyte> Values(byte* block) => Vector256.Load((sbyte*)(block + Q8_0Qs));
+
+        public static Vector256<byte> Unsigned(byte* block) => Vector256.Load(block + Q8_0Qs) ^ Vector256.Create((byte)0x80);
     }
 
     private readonly struct IQ4_NLBlock : ISignedBlock32
@@ -195,28 +209,41 @@ internal static unsafe partial class VecDot
     /// A 32-value signed block type · Q8_0 (activation rows as <see cref="ActivationRowBytes"/> lays them out). Per group of 8 blocks: the 8 integer block sums are reduced into one vector
     /// (lane i = block i), scaled by the 8 products d_w·d_x and added to a float accumulator; the last nb % 8 blocks add
     /// d_w·d_x·Σ one by one after the accumulator's lanes are summed. <see cref="Q8_0x4Avx2"/> sums in the same order.
+    /// The block sums are exact integers however they are formed: here of the unsigned values u (<see cref="IOffsetBlock32"/>)
+    /// less the offset times the activation block's stored Σ x.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float DotSigned32<T>(byte* w, byte* x, int n) where T : ISignedBlock32
+    private static float DotSigned32<T>(byte* w, byte* x, int n) where T : IOffsetBlock32
     {
         Vector256<float> acc = default;
         int nb = n / QK, b = 0;
-        float* dx = (float*)(x + nb * Q8_0Bytes); // the activation row's scales as f32 (see ActivationRowBytes)
+        float* dx = (float*)(x + nb * Q8_0Bytes); // the activation row's scales as f32, then its block sums (see ActivationRowBytes)
+        int* sx = (int*)(dx + nb);
         for (; b + 8 <= nb; b += 8, w += 8 * T.Bytes, x += 8 * Q8_0Bytes)
         {
-            Vector256<int> h0 = Hadd(
-                Hadd(DotI8(T.Values(w), Vector256.Load((sbyte*)(x + Q8_0Qs))), DotI8(T.Values(w + T.Bytes), Vector256.Load((sbyte*)(x + Q8_0Bytes + Q8_0Qs)))),
-                Hadd(DotI8(T.Values(w + 2 * T.Bytes), Vector256.Load((sbyte*)(x + 2 * Q8_0Bytes + Q8_0Qs))), DotI8(T.Values(w + 3 * T.Bytes), Vector256.Load((sbyte*)(x + 3 * Q8_0Bytes + Q8_0Qs)))));
-            Vector256<int> h1 = Hadd(
-                Hadd(DotI8(T.Values(w + 4 * T.Bytes), Vector256.Load((sbyte*)(x + 4 * Q8_0Bytes + Q8_0Qs))), DotI8(T.Values(w + 5 * T.Bytes), Vector256.Load((sbyte*)(x + 5 * Q8_0Bytes + Q8_0Qs)))),
-                Hadd(DotI8(T.Values(w + 6 * T.Bytes), Vector256.Load((sbyte*)(x + 6 * Q8_0Bytes + Q8_0Qs))), DotI8(T.Values(w + 7 * T.Bytes), Vector256.Load((sbyte*)(x + 7 * Q8_0Bytes + Q8_0Qs)))));
+            Vector256<int> h0 = Hadd(Hadd(BlockDot<T>(w, x), BlockDot<T>(w + T.Bytes, x + Q8_0Bytes)),
+                Hadd(BlockDot<T>(w + 2 * T.Bytes, x + 2 * Q8_0Bytes), BlockDot<T>(w + 3 * T.Bytes, x + 3 * Q8_0Bytes)));
+            Vector256<int> h1 = Hadd(Hadd(BlockDot<T>(w + 4 * T.Bytes, x + 4 * Q8_0Bytes), BlockDot<T>(w + 5 * T.Bytes, x + 5 * Q8_0Bytes)),
+                Hadd(BlockDot<T>(w + 6 * T.Bytes, x + 6 * Q8_0Bytes), BlockDot<T>(w + 7 * T.Bytes, x + 7 * Q8_0Bytes)));
+            Vector256<int> sums = Sum8(h0, h1);
+            if (T.OffsetShift > 0)
+                sums -= Vector256.ShiftLeft(Vector256.Load(sx + b), T.OffsetShift);
             Vector256<float> d = HalfScales8(w, T.Bytes) * Vector256.Load(dx + b);
-            acc = MulAdd(d, Vector256.ConvertToSingle(Sum8(h0, h1)), acc);
+            acc = MulAdd(d, Vector256.ConvertToSingle(sums), acc);
         }
         float sum = Vector256.Sum(acc);
         for (; b < nb; b++, w += T.Bytes, x += Q8_0Bytes)
             sum += H(w) * H(x) * Vector256.Sum(DotI8(T.Values(w), Vector256.Load((sbyte*)(x + Q8_0Qs))));
         return sum;
+    }
+
+    /// <summary>One block's partial sums with its activation block: of u · x (the offset left to the caller) when the
+    /// type has an offset, else of value · x by the sign trick.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> BlockDot<T>(byte* w, byte* x) where T : IOffsetBlock32
+    {
+        var xq = Vector256.Load((sbyte*)(x + Q8_0Qs));
+        return T.OffsetShift > 0 ? DotU8(T.Unsigned(w), xq) : DotI8(T.Values(w), xq);
     }
 
     /// <summary>AVX2 version of <see cref="Q4_0Scalar"/>, bit for bit what <see cref="DotSigned32{T}"/> gives (see
