@@ -186,9 +186,13 @@ internal static unsafe partial class VecDot
         public static Vector256<byte> Unsigned(byte* block) => Vector256.Load(block + Q8_0Qs) ^ Vector256.Create((byte)0x80);
     }
 
-    private readonly struct IQ4_NLBlock : ISignedBlock32
+    private readonly struct IQ4_NLBlock : IOffsetBlock32
     {
         public static int Bytes => IQ4_NLBytes;
+
+        public static int OffsetShift => AvxVnni.IsSupported ? IQ4_NLNibbles.OffsetShift : 0;
+
+        public static Vector256<byte> Unsigned(byte* block) => IQ4_NLNibbles.Unsigned(Nibbles32(block + IQ4_NLQs));
 
         public static Vector256<sbyte> Values(byte* block)
         {
@@ -250,11 +254,14 @@ internal static unsafe partial class VecDot
     /// <see cref="DotNibblePairs{T, TScales}"/>).</summary>
     public static float Q4_0Avx2(byte* w, byte* x, int n) => DotNibblePairs<Q4_0Nibbles, ScalarHalfScales>(w, x, n);
 
-    /// <summary>AVX2 version of <see cref="IQ4_NLScalar"/>, bit for bit what <see cref="DotSigned32{T}"/> gives.</summary>
-    public static float IQ4_NLAvx2(byte* w, byte* x, int n) => DotNibblePairs<IQ4_NLNibbles, ScalarHalfScales>(w, x, n);
+    /// <summary>AVX2 version of <see cref="IQ4_NLScalar"/>: by pairs of blocks with VNNI (without it u · x would saturate
+    /// maddubs), else block by block with the sign trick; bit for bit the same either way.</summary>
+    public static float IQ4_NLAvx2(byte* w, byte* x, int n)
+        => AvxVnni.IsSupported ? DotNibblePairs<IQ4_NLNibbles, ScalarHalfScales>(w, x, n) : DotSigned32<IQ4_NLBlock>(w, x, n);
 
     /// <summary>A 32-value block of 18 bytes (f16 d, then 16 bytes of nibbles: values 0-15 low, 16-31 high) whose
-    /// nibbles map to unsigned bytes u with value = u − <see cref="OffsetShift"/>'s power of two.</summary>
+    /// nibbles map to unsigned bytes u with value = u − <see cref="OffsetShift"/>'s power of two (IQ4_NL's u reach 241:
+    /// exact with VNNI only).</summary>
     private interface INibbleBlock
     {
         /// <summary>log2 of the offset: value = u − 2^OffsetShift.</summary>

@@ -77,7 +77,7 @@ internal static unsafe partial class VecDot
 
     /// <summary><see cref="IQ4_NLAvx2"/> with the 8 blocks' scales picked by one AVX-512 VBMI byte permutation, bit for bit.</summary>
     public static float IQ4_NLAvx512(byte* w, byte* x, int n)
-        => Avx512Vbmi.IsSupported ? DotNibblePairs<IQ4_NLNibbles, PermutedHalfScales>(w, x, n) : IQ4_NLAvx2(w, x, n);
+        => Avx512Vbmi.IsSupported && AvxVnni.IsSupported ? DotNibblePairs<IQ4_NLNibbles, PermutedHalfScales>(w, x, n) : IQ4_NLAvx2(w, x, n);
 
     /// <summary>The d of 8 blocks 18 bytes apart (all within the first 128 bytes) from two 64-byte loads and one
     /// two-source byte permutation, instead of eight scalar loads and inserts.</summary>
