@@ -322,9 +322,11 @@ internal static unsafe partial class VecDot
         {
             sbyte* sc = (sbyte*)(w + Q6_KScales);
             Vector256<short> sc16 = Avx2.ConvertToVector256Int16(Vector128.Load(sc));
+            var (low, high) = ScaleHalves(sc16);
             Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default;
-            for (int chunk = 0; chunk < 2; chunk++, sc += 8)
+            for (int chunk = 0; chunk < 2; chunk++)
             {
+                Vector256<byte> half = chunk == 0 ? low : high;
                 Vector256<byte> ql0 = Vector256.Load(w + 64 * chunk);
                 Vector256<byte> ql1 = Vector256.Load(w + 64 * chunk + 32);
                 Vector256<byte> qh = Vector256.Load(w + Q6_KQh + 32 * chunk);
@@ -332,7 +334,7 @@ internal static unsafe partial class VecDot
                 Vector256<byte> u1 = (ql1 & mask) | (Sll16(qh, 2) & two);
                 Vector256<byte> u2 = (Srl16(ql0, 4) & mask) | (qh & two);
                 Vector256<byte> u3 = (Srl16(ql1, 4) & mask) | (Srl16(qh, 2) & two);
-                Vector256<short> c0 = Scales2(sc[0], sc[1]), c1 = Scales2(sc[2], sc[3]), c2 = Scales2(sc[4], sc[5]), c3 = Scales2(sc[6], sc[7]);
+                Vector256<short> c0 = ScalePair(half, 0), c1 = ScalePair(half, 1), c2 = ScalePair(half, 2), c3 = ScalePair(half, 3);
                 int o = Q8_KQs + 128 * chunk;
                 s0 = Q6_KSteps(s0, u0, u1, u2, u3, (sbyte*)(x0 + o), c0, c1, c2, c3);
                 s1 = Q6_KSteps(s1, u0, u1, u2, u3, (sbyte*)(x1 + o), c0, c1, c2, c3);

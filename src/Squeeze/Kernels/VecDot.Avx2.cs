@@ -39,10 +39,17 @@ internal static unsafe partial class VecDot
     private static Vector256<float> MulAdd(Vector256<float> a, Vector256<float> b, Vector256<float> c)
         => Fma.IsSupported ? Fma.MultiplyAdd(a, b, c) : a * b + c;
 
-    /// <summary>Two int16 scales: the first for bytes 0-15, the second for bytes 16-31.</summary>
+    /// <summary>A super-block's 16 int16 scales (lanes 0-15) as two vectors whose 128-bit halves both hold 8 of them
+    /// (Low: scales 0-7, High: 8-15), for <see cref="ScalePair"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<short> Scales2(int first, int second)
-        => Vector256.Create(Vector128.Create((short)first), Vector128.Create((short)second));
+    private static (Vector256<byte> Low, Vector256<byte> High) ScaleHalves(Vector256<short> scales)
+        => (Avx2.Permute2x128(scales, scales, 0x00).AsByte(), Avx2.Permute2x128(scales, scales, 0x11).AsByte());
+
+    /// <summary>Scales 2i and 2i + 1 of a <see cref="ScaleHalves"/> half (i &lt; 4): the first in the int16 lanes for
+    /// bytes 0-15, the second for bytes 16-31; one byte shuffle.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> ScalePair(Vector256<byte> half, int i)
+        => Avx2.Shuffle(half, Vector256.Create(Vector128.Create((short)((4 * i + 1) << 8 | 4 * i)), Vector128.Create((short)((4 * i + 3) << 8 | (4 * i + 2)))).AsByte()).AsInt16();
 
     /// <summary>32 nibbles from 16 bytes: low nibbles as bytes 0-15, high nibbles as bytes 16-31.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -425,6 +432,7 @@ internal static unsafe partial class VecDot
         {
             Vector128<byte> sc = Vector128.Load(w);
             Vector256<short> mins = Avx2.ConvertToVector256Int16(Vector128.ShiftRightLogical(sc.AsUInt16(), 4).AsByte() & Vector128.Create((byte)0x0F));
+            var (low, high) = ScaleHalves(Avx2.ConvertToVector256Int16(sc & Vector128.Create((byte)0x0F)));
             int summs = Vector256.Sum(Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(x + Q8_KBsums)), mins));
             float dy = *(float*)x;
             sbyte* q8 = (sbyte*)(x + Q8_KQs);
@@ -432,11 +440,9 @@ internal static unsafe partial class VecDot
             for (int chunk = 0; chunk < 2; chunk++)
             {
                 Vector256<byte> q = Vector256.Load(w + Q2_KQs + 32 * chunk);
+                Vector256<byte> half = chunk == 0 ? low : high;
                 for (int j = 0; j < 4; j++, q8 += 32)
-                {
-                    int s = 8 * chunk + 2 * j;
-                    sumi = ScaledDotU8(sumi, Srl16(q, 2 * j) & three, Vector256.Load(q8), Scales2(w[s] & 0xF, w[s + 1] & 0xF));
-                }
+                    sumi = ScaledDotU8(sumi, Srl16(q, 2 * j) & three, Vector256.Load(q8), ScalePair(half, j));
             }
             acc = MulAdd(Vector256.Create(dy * H(w + Q2_KD)), Vector256.ConvertToSingle(sumi), acc);
             accm += dy * H(w + Q2_KDmin) * summs;
@@ -586,10 +592,12 @@ internal static unsafe partial class VecDot
             sbyte* sc = (sbyte*)(w + Q6_KScales);
             Vector256<short> sc16 = Avx2.ConvertToVector256Int16(Vector128.Load(sc));
             Vector256<int> offset = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(x + Q8_KBsums)), sc16);
+            var (low, high) = ScaleHalves(sc16);
             sbyte* q8 = (sbyte*)(x + Q8_KQs);
             Vector256<int> sumi = default;
-            for (int chunk = 0; chunk < 2; chunk++, q8 += 128, sc += 8)
+            for (int chunk = 0; chunk < 2; chunk++, q8 += 128)
             {
+                Vector256<byte> half = chunk == 0 ? low : high;
                 Vector256<byte> ql0 = Vector256.Load(w + 64 * chunk);
                 Vector256<byte> ql1 = Vector256.Load(w + 64 * chunk + 32);
                 Vector256<byte> qh = Vector256.Load(w + Q6_KQh + 32 * chunk);
@@ -597,10 +605,10 @@ internal static unsafe partial class VecDot
                 Vector256<byte> u1 = (ql1 & mask) | (Sll16(qh, 2) & two);
                 Vector256<byte> u2 = (Srl16(ql0, 4) & mask) | (qh & two);
                 Vector256<byte> u3 = (Srl16(ql1, 4) & mask) | (Srl16(qh, 2) & two);
-                sumi = ScaledDotU8(sumi, u0, Vector256.Load(q8), Scales2(sc[0], sc[1]));
-                sumi = ScaledDotU8(sumi, u1, Vector256.Load(q8 + 32), Scales2(sc[2], sc[3]));
-                sumi = ScaledDotU8(sumi, u2, Vector256.Load(q8 + 64), Scales2(sc[4], sc[5]));
-                sumi = ScaledDotU8(sumi, u3, Vector256.Load(q8 + 96), Scales2(sc[6], sc[7]));
+                sumi = ScaledDotU8(sumi, u0, Vector256.Load(q8), ScalePair(half, 0));
+                sumi = ScaledDotU8(sumi, u1, Vector256.Load(q8 + 32), ScalePair(half, 1));
+                sumi = ScaledDotU8(sumi, u2, Vector256.Load(q8 + 64), ScalePair(half, 2));
+                sumi = ScaledDotU8(sumi, u3, Vector256.Load(q8 + 96), ScalePair(half, 3));
             }
             sumi -= Vector256.ShiftLeft(offset, 5);
             acc = MulAdd(Vector256.Create(H(w + Q6_KD) * *(float*)x), Vector256.ConvertToSingle(sumi), acc);
