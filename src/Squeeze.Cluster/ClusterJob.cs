@@ -67,7 +67,7 @@ public sealed class ClusterJob(IClusterClient client)
                 WorkResult result;
                 try
                 {
-                    result = await worker.Run(item).WaitAsync(cancellationToken).ConfigureAwait(false);
+                    result = await Watched(name, worker.Run(item), cancellationToken).ConfigureAwait(false);
                 }
                 catch (Exception) when (!cancellationToken.IsCancellationRequested)
                 {
@@ -118,6 +118,23 @@ public sealed class ClusterJob(IClusterClient client)
         return results;
     }
 
+    /// <summary>How often a client asks the cluster whether the workers running its items are still members: a worker
+    /// declared dead has its item queued again at once, without waiting for the item's timeout.</summary>
+    public TimeSpan WatchInterval { get; init; } = TimeSpan.FromSeconds(2);
+
+    // The item's result, or an exception as soon as the cluster's membership no longer lists its worker.
+    private async Task<WorkResult> Watched(string name, Task<WorkResult> call, CancellationToken cancellationToken)
+    {
+        while (await Task.WhenAny(call, Task.Delay(WatchInterval, cancellationToken)).ConfigureAwait(false) != call)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var hosts = await client.GetGrain<IManagementGrain>(0).GetHosts(true, cancellationToken).WaitAsync(WatchInterval * 5, cancellationToken).ConfigureAwait(false);
+            if (!hosts.Keys.Any(s => s.ToParsableString() == name))
+                throw new SiloUnavailableException($"worker {name} left the cluster");
+        }
+        return await call.ConfigureAwait(false);
+    }
+
     // The workers active now that accept the job, each by its silo address.
     private async Task<List<(string Name, IWorkerGrain Grain)>> Workers(IReadOnlyList<ModelRef> models)
     {
@@ -132,9 +149,9 @@ public sealed class ClusterJob(IClusterClient client)
             {
                 refusal = await grain.Hello(ClusterProtocol.Version, models).ConfigureAwait(false);
             }
-            catch (Exception e) when (e is SiloUnavailableException or OrleansException or TimeoutException)
+            catch (Exception)
             {
-                continue; // left between the listing and the greeting
+                continue; // left (or stopped answering) between the listing and the greeting
             }
             if (refusal is not null)
                 throw new ClusterException(refusal);

@@ -29,6 +29,7 @@ internal sealed class WorkerGrain(ModelStore store, WorkerSettings settings, IEn
 
     public Task<string?> Hello(string protocol, IReadOnlyList<ModelRef> models) => Task.Run(() =>
     {
+        using var lease = store.Lease();
         if (protocol != ClusterProtocol.Version)
             return $"worker {Name} speaks {ClusterProtocol.Version}, the job {protocol}";
         foreach (var m in models)
@@ -41,6 +42,7 @@ internal sealed class WorkerGrain(ModelStore store, WorkerSettings settings, IEn
 
     public Task<WorkResult> Run(WorkItem item) => Task.Run(() =>
     {
+        using var lease = store.Lease();
         long start = Stopwatch.GetTimestamp();
         WorkResult Failed(string? refusal, string? error) => new([], 0, refusal, error, Name, Stopwatch.GetElapsedTime(start).TotalSeconds);
         if (item.Protocol != ClusterProtocol.Version)

@@ -16,7 +16,7 @@ public sealed class InProcessCluster : IAsyncDisposable
 
     public TestCluster Cluster { get; }
 
-    public ClusterJob Job() => new(Cluster.Client);
+    public ClusterJob Job() => new(Cluster.Client) { WatchInterval = TimeSpan.FromMilliseconds(500) };
 
     public static async Task<InProcessCluster> StartAsync(int silos)
     {
@@ -46,8 +46,8 @@ public sealed class InProcessCluster : IAsyncDisposable
             siloBuilder.AddSqueezeWorker(threads: 1);
             siloBuilder.Configure<ClusterMembershipOptions>(o =>
             {
-                o.ProbeTimeout = TimeSpan.FromSeconds(1);
-                o.NumMissedProbesLimit = 1;
+                o.ProbeTimeout = TimeSpan.FromSeconds(2);
+                o.NumMissedProbesLimit = 2;
                 o.NumVotesForDeathDeclaration = 1;
                 o.TableRefreshTimeout = TimeSpan.FromSeconds(1);
             });
