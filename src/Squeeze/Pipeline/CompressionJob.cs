@@ -81,6 +81,9 @@ public sealed record CompressionJob
     /// <summary>Threads to compute with.</summary>
     public int Threads { get; init; } = 1;
 
+    /// <summary>Where each block's tensors are encoded (a named mix only; see <see cref="CompressionOptions.Workers"/>).</summary>
+    public ITensorWorkers Workers { get; init; } = TensorWorkers.InProcess;
+
     /// <summary>The GGUF file or native directory to write; null to choose without writing (a plan, budget targets only).</summary>
     public string? Output { get; init; }
 }

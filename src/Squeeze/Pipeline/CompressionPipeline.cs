@@ -58,6 +58,7 @@ public static class CompressionPipeline
         var options = EncodingOptions(job) with
         {
             Mix = mix.Mix, Pure = mix.Pure, Overrides = mix.Overrides ?? [], Sequential = job.Sequential, Resume = job.Resume, MemoryLimit = job.MemoryLimit,
+            Workers = job.Workers,
         };
         if (job.RefinePasses is { } refine)
             options = options with { RefinePasses = refine };
