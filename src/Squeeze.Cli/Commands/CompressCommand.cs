@@ -78,8 +78,8 @@ internal static class CompressCommand
 
     public static int Execute(Options options)
     {
-        if (options.Cluster is not null && (options.Prune is not null || options.Budget is { } target && PlanCommand.HasTarget(target)))
-            throw new ArgumentException("--cluster distributes the tensors of a named mix (--type); pruning and size targets run on this machine");
+        if (options.Cluster is not null && (options.Prune is not null || options.Budget is { } target && PlanCommand.HasTarget(target) && !target.Format.Equals("gguf", StringComparison.OrdinalIgnoreCase)))
+            throw new ArgumentException("--cluster distributes the tensors of a named mix (--type) and the GGUF candidates of a size target; pruning and --format native run on this machine");
         if (options.Prune is not null)
             return CompressPruned.Execute(options);
         if (options.Sparsity is not null || options.Pattern != "unstructured")
@@ -147,7 +147,7 @@ internal static class CompressCommand
             throw new ArgumentException($"--tune-lr {options.TuneLearningRate} must be positive");
         var tuning = options.Tune ? new TuningOptions { SampledTokens = options.TuneSamples, Epochs = options.TuneEpochs, LearningRate = options.TuneLearningRate, Tokens = options.Tokens, Threads = Math.Max(1, options.Threads) } : null;
         var (report, chart) = PlanCommand.Run(new PlanCommand.Options(options.Model, options.Tokenizer, options.Calib, options.Output, budget, options.Method, options.Tokens,
-            options.Context, options.Threads, options.Json, options.Damping, !options.NoActOrder, tuning), writeWeights: true);
+            options.Context, options.Threads, options.Json, options.Damping, !options.NoActOrder, tuning, options.Cluster), writeWeights: true);
         if (options.Json)
             System.Console.Out.WriteLine(PlanCommand.ToJson(report, chart));
         else

@@ -58,7 +58,6 @@ public static class CompressionPipeline
         var options = EncodingOptions(job) with
         {
             Mix = mix.Mix, Pure = mix.Pure, Overrides = mix.Overrides ?? [], Sequential = job.Sequential, Resume = job.Resume, MemoryLimit = job.MemoryLimit,
-            Workers = job.Workers,
         };
         if (job.RefinePasses is { } refine)
             options = options with { RefinePasses = refine };
@@ -225,6 +224,7 @@ public static class CompressionPipeline
         ActivationOrder = job.ActivationOrder,
         Statistics = job.Method == CompressionMethod.Rtn ? null : job.Statistics,
         Threads = Math.Max(1, job.Threads),
+        Workers = job.Workers,
     };
 
     /// <summary>Maps each sub-step's progress to its stage's number of the job's stages.</summary>

@@ -1,6 +1,8 @@
+using Squeeze.Allocation;
 using Squeeze.Cluster;
 using Squeeze.Compression;
 using Squeeze.Evaluation;
+using Squeeze.Pipeline;
 using Squeeze.Quantization;
 using Squeeze.Runtime;
 using Squeeze.Tests.Infrastructure;
@@ -70,6 +72,39 @@ public sealed class ClusterTests(ClusterFixture fixture) : IClassFixture<Cluster
         Assert.Equal(local.Tensors.Select(t => (t.Name, t.Encoding, t.ErrorAfter)), distributed.Tensors.Select(t => (t.Name, t.Encoding, t.ErrorAfter)));
         Assert.Contains(distributed.Tensors, t => t.Encoding == "gptq");
         Assert.Equal(3, workers.Costs.Select(c => c.Worker).Distinct().Count());
+        await Task.CompletedTask;
+    }
+
+    [Fact]
+    public async Task ASizeBudgetWithEveryCandidateEncodedOnTheClusterWritesTheOneMachineBytes()
+    {
+        using var model = InProcessCluster.Load(SharedData.Stories260K);
+        string dir = Directory.CreateTempSubdirectory("squeeze-cluster-").FullName;
+        try
+        {
+            CompressionJob Job(string name) => new()
+            {
+                Target = new BudgetTarget(Bytes: null, BitsPerWeight: 9.0, Swaps: SwapMeasurement.Sampled),
+                Method = CompressionMethod.Gptq,
+                CalibrationText = Compression.CompressorTests.CalibrationText,
+                CalibrationTokens = 512,
+                ContextLength = 128,
+                Threads = 2,
+                Output = Path.Combine(dir, name),
+            };
+            var workers = new ClusterTensorWorkers(cluster.Job(), InProcessCluster.Reference(SharedData.Stories260K, model));
+            var local = CompressionPipeline.Run(model, Job("local.gguf"));
+            var distributed = CompressionPipeline.Run(model, Job("cluster.gguf") with { Workers = workers });
+            Assert.Equal(File.ReadAllBytes(Path.Combine(dir, "local.gguf")), File.ReadAllBytes(Path.Combine(dir, "cluster.gguf")));
+            Assert.Equal(local.Tensors.Select(t => t.Format), distributed.Tensors.Select(t => t.Format));
+            // Every (tensor, type) candidate of every block was an item.
+            Assert.True(workers.Costs.Count > model.Tensors.Count(t => t.Shape.Length == 2));
+            Assert.Equal(3, workers.Costs.Select(c => c.Worker).Distinct().Count());
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
         await Task.CompletedTask;
     }
 
