@@ -20,6 +20,7 @@ public static class ClusterHosting
         silo.Services.AddSingleton<ModelStore>();
         silo.Services.AddSingleton<IWorkKind, EvaluationKind>();
         silo.Services.AddSingleton<IWorkKind, TensorEncodingKind>();
+        silo.Services.AddSingleton<IWorkKind, ZipKind>();
         silo.Services.AddPlacementDirector<WorkerPlacement, WorkerPlacementDirector>();
         return silo;
     }

@@ -27,6 +27,81 @@ public sealed record ZipOptions
     /// <summary>Symbols over which the encoder compares two parses (a BOS token or a document break against the plain
     /// tokens) before keeping the cheaper; 0 codes the plain tokenization. Only the writer's time depends on it.</summary>
     public int Lookahead { get; init; } = 8;
+
+    /// <summary>Where the blocks are coded: null in this process, one after another; else by these workers (a cluster),
+    /// several blocks at a time. The file is the same bytes.</summary>
+    public IZipWorkers? Workers { get; init; }
+}
+
+/// <summary>How every block of one .sqz file is coded: the window, overlap, segment size, lookahead and threads.</summary>
+/// <param name="Window">Positions of each segment's window (BOS included).</param>
+/// <param name="Overlap">Tokens re-fed after BOS when a window is full.</param>
+/// <param name="SegmentBytes">Largest segment, in bytes.</param>
+/// <param name="Lookahead">Symbols over which the encoder compares two parses.</param>
+/// <param name="Threads">Threads of the forward passes (the bytes do not depend on it).</param>
+public sealed record ZipBlockSettings(int Window, int Overlap, int SegmentBytes, int Lookahead, int Threads);
+
+/// <summary>One block of a .sqz file as written (segment table, coded stream and CRC-32, or a stored block) and what
+/// coding it counted.</summary>
+/// <param name="Bytes">The block's bytes in the container.</param>
+/// <param name="Overhead">Its bytes besides the coded stream (table, CRC-32).</param>
+/// <param name="Segments">Segments it was cut into.</param>
+/// <param name="Tokens">Token symbols coded.</param>
+/// <param name="Escapes">Bytes coded outside the vocabulary.</param>
+/// <param name="Breaks">Document breaks coded.</param>
+/// <param name="Bos">BOS tokens coded.</param>
+/// <param name="ModelBits">Σ −log2 p(token).</param>
+/// <param name="EscapeBits">Bits the escapes cost.</param>
+public sealed record ZipBlock(byte[] Bytes, long Overhead, int Segments, long Tokens, long Escapes, long Breaks, long Bos, double ModelBits, double EscapeBits);
+
+/// <summary>Codes blocks of a .sqz file elsewhere (<see cref="ZipOptions.Workers"/>): each block depends on its bytes,
+/// the model and the settings alone, so it is an independent work item.</summary>
+public interface IZipWorkers
+{
+    /// <summary>Blocks handed out at once (the client holds that many blocks of input in memory).</summary>
+    int BlocksAtOnce { get; }
+
+    /// <summary>Codes <paramref name="blocks"/> with <paramref name="settings"/>, their results in the same order.</summary>
+    IReadOnlyList<ZipBlock> Encode(Model model, ZipBlockSettings settings, IReadOnlyList<byte[]> blocks, CancellationToken cancellationToken);
+}
+
+/// <summary>Codes one block after another with one model and one <see cref="ZipBlockSettings"/> (the KV caches of its
+/// lanes made once): what <see cref="ModelCodec.Compress"/> runs in process, and what a worker runs for a block.</summary>
+public sealed class ZipBlockCoder : IDisposable
+{
+    private readonly LaneRunner runner;
+    private readonly ZipBlockSettings settings;
+
+    /// <summary>A coder of <paramref name="model"/>'s blocks.</summary>
+    public ZipBlockCoder(Model model, ZipBlockSettings settings, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(settings);
+        this.settings = settings;
+        runner = new LaneRunner(model, settings.Window, settings.Overlap, settings.Threads, breaks: true, settings.Lookahead, cancellationToken);
+    }
+
+    /// <summary>Codes one block: cut into segments, range-coded lane by lane in one stream, or stored when the model would
+    /// expand it. <paramref name="progress"/> hears the block's bytes done.</summary>
+    public ZipBlock Encode(ReadOnlySpan<byte> block, Action<long>? progress = null)
+    {
+        int length = block.Length;
+        var bounds = ModelCodec.SegmentBounds(block, (length + settings.SegmentBytes - 1) / settings.SegmentBytes);
+        var lanes = new List<Lane>(bounds.Count);
+        foreach (var (segmentStart, segmentEnd) in bounds)
+            lanes.Add(new Lane(segmentEnd - segmentStart, false, block[segmentStart..segmentEnd].ToArray()));
+        var encoder = new RangeEncoder();
+        var stats = runner.Encode(lanes, encoder, progress);
+        byte[] stream = encoder.Finish();
+        using var output = new MemoryStream();
+        long overhead = stream.Length < length
+            ? ModelCodec.WriteBlock(output, lanes, stream)
+            : ModelCodec.WriteStoredBlock(output, block); // the model expands these bytes (random data): keep them as they are
+        return new ZipBlock(output.ToArray(), overhead, lanes.Count, stats.Tokens, stats.Escapes, stats.Breaks, stats.Bos, stats.ModelBits, stats.EscapeBits);
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => runner.Dispose();
 }
 
 /// <summary>Progress of a compression or decompression: input bytes done (original bytes) of the total.</summary>
@@ -115,7 +190,8 @@ public static class ModelCodec
         };
         output.Write(header.ToBytes());
 
-        using var runner = new LaneRunner(model, window, overlap, options.Threads, breaks: true, options.Lookahead, cancellationToken);
+        var settings = new ZipBlockSettings(window, overlap, options.SegmentBytes, options.Lookahead, options.Threads);
+        using var coder = options.Workers is null ? new ZipBlockCoder(model, settings, cancellationToken) : null;
         var hash = new XxHash64();
         long inputBytes = 0, overhead = header.Length, tokens = 0, escapes = 0, breaks = 0, bosTokens = 0;
         int blocks = 0, segments = 0;
@@ -128,36 +204,49 @@ public static class ModelCodec
             long blockCount = (segmentCount + options.Lanes - 1) / options.Lanes;
             blockBytes = (total + blockCount - 1) / blockCount;
         }
-        var buffer = new byte[blockBytes];
-        while (true)
+        void Add(ZipBlock block, int length)
         {
-            int length = input.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false);
-            if (length == 0)
-                break;
-            var block = buffer.AsSpan(0, length);
-            hash.Append(block);
-            var bounds = SegmentBounds(block, (length + options.SegmentBytes - 1) / options.SegmentBytes);
-            var lanes = new List<Lane>(bounds.Count);
-            foreach (var (segmentStart, segmentEnd) in bounds)
-                lanes.Add(new Lane(segmentEnd - segmentStart, false, block[segmentStart..segmentEnd].ToArray()));
-            long done = inputBytes;
-            var encoder = new RangeEncoder();
-            var stats = runner.Encode(lanes, encoder, progress is null ? null : new Action<long>(d => progress.Report(new CodecProgress(done + d, total))));
-            byte[] stream = encoder.Finish();
-            if (stream.Length < length)
-                overhead += WriteBlock(output, lanes, stream);
-            else
-                overhead += WriteStoredBlock(output, block); // the model expands these bytes (random data): keep them as they are
+            output.Write(block.Bytes);
+            overhead += block.Overhead;
             blocks++;
-            segments += lanes.Count;
-            tokens += stats.Tokens;
-            escapes += stats.Escapes;
-            breaks += stats.Breaks;
-            bosTokens += stats.Bos;
-            modelBits += stats.ModelBits;
-            escapeBits += stats.EscapeBits;
+            segments += block.Segments;
+            tokens += block.Tokens;
+            escapes += block.Escapes;
+            breaks += block.Breaks;
+            bosTokens += block.Bos;
+            modelBits += block.ModelBits;
+            escapeBits += block.EscapeBits;
             inputBytes += length;
             progress?.Report(new CodecProgress(inputBytes, total));
+        }
+        // In this process one block at a time; with workers, as many blocks as they take at once, written in order.
+        int atOnce = options.Workers is null ? 1 : Math.Max(1, options.Workers.BlocksAtOnce);
+        var batch = new List<byte[]>(atOnce);
+        while (true)
+        {
+            batch.Clear();
+            while (batch.Count < atOnce)
+            {
+                var buffer = new byte[blockBytes];
+                int length = input.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false);
+                if (length == 0)
+                    break;
+                batch.Add(length == buffer.Length ? buffer : buffer[..length]);
+                hash.Append(batch[^1]);
+            }
+            if (batch.Count == 0)
+                break;
+            if (coder is not null)
+            {
+                long done = inputBytes;
+                Add(coder.Encode(batch[0], progress is null ? null : new Action<long>(d => progress.Report(new CodecProgress(done + d, total)))), batch[0].Length);
+            }
+            else
+            {
+                var coded = options.Workers!.Encode(model, settings, batch, cancellationToken);
+                for (int i = 0; i < batch.Count; i++)
+                    Add(coded[i], batch[i].Length);
+            }
         }
 
         long end = output.Position;
@@ -280,7 +369,7 @@ public static class ModelCodec
     }
 
     /// <summary>Writes one block (segment table, stream, CRC-32); returns the bytes besides the stream.</summary>
-    private static long WriteBlock(Stream output, List<Lane> lanes, byte[] stream)
+    internal static long WriteBlock(Stream output, List<Lane> lanes, byte[] stream)
     {
         using var table = new MemoryStream();
         WriteVarint(table, (ulong)lanes.Count);
@@ -297,7 +386,7 @@ public static class ModelCodec
     }
 
     /// <summary>Writes a stored block (segment count 0, length, the bytes, CRC-32); returns the bytes besides the data.</summary>
-    private static long WriteStoredBlock(Stream output, ReadOnlySpan<byte> data)
+    internal static long WriteStoredBlock(Stream output, ReadOnlySpan<byte> data)
     {
         using var table = new MemoryStream();
         WriteVarint(table, 0);

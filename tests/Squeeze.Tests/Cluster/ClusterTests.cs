@@ -6,6 +6,7 @@ using Squeeze.Pipeline;
 using Squeeze.Quantization;
 using Squeeze.Runtime;
 using Squeeze.Tests.Infrastructure;
+using Squeeze.Zip;
 
 namespace Squeeze.Tests.Cluster;
 
@@ -60,7 +61,7 @@ public sealed class ClusterTests(ClusterFixture fixture) : IClassFixture<Cluster
     // stories260K keeps the suite fast; the encodings are the same code at any size.
     private static CompressionOptions MixOptions => new()
     {
-        Mix = QuantizationMix.Parse("Q4_K_M"), Method = CompressionMethod.Gptq, CalibrationTokens = 1024, ContextLength = 128, Threads = 2,
+        Mix = QuantizationMix.Parse("Q4_K_M"), Method = CompressionMethod.Gptq, CalibrationTokens = 256, ContextLength = 128, RefinePasses = 1, Threads = 2,
     };
 
     [Fact]
@@ -87,7 +88,7 @@ public sealed class ClusterTests(ClusterFixture fixture) : IClassFixture<Cluster
                 Target = new BudgetTarget(Bytes: null, BitsPerWeight: 9.0, Swaps: SwapMeasurement.Sampled),
                 Method = CompressionMethod.Gptq,
                 CalibrationText = Compression.CompressorTests.CalibrationText,
-                CalibrationTokens = 512,
+                CalibrationTokens = 256,
                 ContextLength = 128,
                 Threads = 2,
                 Output = Path.Combine(dir, name),
@@ -105,6 +106,27 @@ public sealed class ClusterTests(ClusterFixture fixture) : IClassFixture<Cluster
         {
             Directory.Delete(dir, recursive: true);
         }
+        await Task.CompletedTask;
+    }
+
+    [Fact]
+    public async Task ZipOverBlocksWritesTheOneMachineArchive()
+    {
+        using var model = InProcessCluster.Load(SharedData.Stories260K);
+        byte[] input = System.Text.Encoding.UTF8.GetBytes(EvaluationText[..4_000]);
+        // Four segments of 256 bytes per block: four blocks, a batch of three and one.
+        var options = new ZipOptions { Lanes = 4, SegmentBytes = 256, ContextLength = 64, Threads = 1 };
+        using var local = new MemoryStream();
+        var expected = ModelCodec.Compress(model, new MemoryStream(input), local, options);
+        var workers = new ClusterZipWorkers(cluster.Job(), InProcessCluster.Reference(SharedData.Stories260K, model), blocksAtOnce: 3);
+        using var distributed = new MemoryStream();
+        var actual = ModelCodec.Compress(model, new MemoryStream(input), distributed, options with { Workers = workers });
+        Assert.Equal(local.ToArray(), distributed.ToArray());
+        Assert.Equal(expected with { Seconds = 0 }, actual with { Seconds = 0 });
+        Assert.Equal(4, workers.Costs.Count);
+        using var restored = new MemoryStream();
+        ModelCodec.Decompress(model, new MemoryStream(distributed.ToArray()), restored, "cluster.sqz", threads: 1);
+        Assert.Equal(input, restored.ToArray());
         await Task.CompletedTask;
     }
 
