@@ -12,6 +12,8 @@ internal sealed class ZipKind : IWorkKind
 {
     public const string KindName = "zip-block";
 
+    public const string DecodeKindName = "unzip-block";
+
     private readonly Lock gate = new();
     private (string Key, ZipBlockCoder Coder)? cached;
 
@@ -57,8 +59,42 @@ internal sealed class ZipKind : IWorkKind
         r.ReadInt64(), r.ReadInt64(), r.ReadDouble(), r.ReadDouble()));
 }
 
-/// <summary><c>squeeze zip … --cluster</c>: the input's blocks coded by the workers, <see cref="BlocksAtOnce"/> at a time
-/// (twice the workers, so none waits), written by the client in order.</summary>
+/// <summary><c>squeeze unzip</c> over blocks: an item is one block as it stands in the container with the file's header;
+/// the worker decodes it and sends back the original bytes, which the client writes in order and checks against the
+/// header's checksum.</summary>
+internal sealed class UnzipKind : IWorkKind
+{
+    private readonly Lock gate = new();
+    private (string Key, ZipBlockDecoder Decoder)? cached;
+
+    public string Name => ZipKind.DecodeKindName;
+
+    public static byte[] Request(SqzHeader header, int index, byte[] block) => Wire.Write(w =>
+    {
+        w.Bytes(header.ToBytes());
+        w.Write(index);
+        w.Bytes(block);
+    });
+
+    public byte[] Run(IReadOnlyList<Model> models, byte[] payload, int threads, CancellationToken cancellationToken)
+    {
+        var (headerBytes, index, block) = Wire.Read(payload, r => (r.Bytes(), r.ReadInt32(), r.Bytes()));
+        var header = SqzHeader.Read(new MemoryStream(headerBytes, writable: false), "the job's header");
+        string key = $"{models[0].Source}|{Convert.ToHexString(headerBytes)}";
+        lock (gate)
+        {
+            if (cached?.Key != key)
+            {
+                cached?.Decoder.Dispose();
+                cached = (key, new ZipBlockDecoder(models[0], header, threads, cancellationToken));
+            }
+            return cached.Value.Decoder.Decode(block, header.ModelName, index);
+        }
+    }
+}
+
+/// <summary><c>squeeze zip … --cluster</c> and <c>unzip … --cluster</c>: the blocks coded or decoded by the workers,
+/// <see cref="BlocksAtOnce"/> at a time, written by the client in order.</summary>
 public sealed class ClusterZipWorkers(ClusterJob job, ModelRef source, int blocksAtOnce, IProgress<ClusterProgress>? progress = null) : IZipWorkers
 {
     /// <inheritdoc/>
@@ -76,4 +112,18 @@ public sealed class ClusterZipWorkers(ClusterJob job, ModelRef source, int block
         Costs.AddRange(job.Costs);
         return [.. results.Select(ZipKind.ReadResponse)];
     }
+
+    /// <inheritdoc/>
+    public IReadOnlyList<byte[]> Decode(Model model, SqzHeader header, IReadOnlyList<byte[]> blocks, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(header);
+        ArgumentNullException.ThrowIfNull(blocks);
+        var results = job.RunAsync(ZipKind.DecodeKindName, [source], [.. blocks.Select((b, i) => UnzipKind.Request(header, decoded + i, b))], progress, cancellationToken)
+            .GetAwaiter().GetResult();
+        decoded += blocks.Count;
+        Costs.AddRange(job.Costs);
+        return results;
+    }
+
+    private int decoded;
 }

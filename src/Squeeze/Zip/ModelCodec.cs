@@ -63,6 +63,51 @@ public interface IZipWorkers
 
     /// <summary>Codes <paramref name="blocks"/> with <paramref name="settings"/>, their results in the same order.</summary>
     IReadOnlyList<ZipBlock> Encode(Model model, ZipBlockSettings settings, IReadOnlyList<byte[]> blocks, CancellationToken cancellationToken);
+
+    /// <summary>Decodes <paramref name="blocks"/> (each as it stands in the container) of a file with <paramref name="header"/>,
+    /// the original bytes of each in the same order.</summary>
+    IReadOnlyList<byte[]> Decode(Model model, SqzHeader header, IReadOnlyList<byte[]> blocks, CancellationToken cancellationToken);
+}
+
+/// <summary>Decodes one block after another of a .sqz file (the KV caches of its lanes made once): what a worker runs
+/// for a block of <c>squeeze unzip</c>.</summary>
+public sealed class ZipBlockDecoder : IDisposable
+{
+    private readonly LaneRunner runner;
+
+    internal LaneRunner Runner => runner;
+
+    /// <summary>A decoder of the blocks of a file with <paramref name="header"/>, written with <paramref name="model"/>.</summary>
+    public ZipBlockDecoder(Model model, SqzHeader header, int threads, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(header);
+        runner = new LaneRunner(model, header.ContextLength, header.Overlap, threads > 0 ? threads : Environment.ProcessorCount, breaks: header.Version >= 2,
+            cancellationToken: cancellationToken);
+    }
+
+    /// <summary>The original bytes of one block given as it stands in the container (segment table, stream and CRC-32, or
+    /// a stored block); <paramref name="path"/> and <paramref name="index"/> name it in errors.</summary>
+    /// <exception cref="InvalidDataException">The block is corrupt.</exception>
+    public byte[] Decode(byte[] block, string path, int index)
+    {
+        ArgumentNullException.ThrowIfNull(block);
+        var (lanes, stream) = ModelCodec.ReadBlock(new MemoryStream(block, writable: false), path, index, long.MaxValue);
+        if (lanes is null)
+            return stream;
+        var segments = runner.Decode(lanes, new RangeDecoder(stream), path, index, null);
+        var original = new byte[segments.Sum(x => (long)x.Length)];
+        int at = 0;
+        foreach (var segment in segments)
+        {
+            segment.CopyTo(original, at);
+            at += segment.Length;
+        }
+        return original;
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => runner.Dispose();
 }
 
 /// <summary>Codes one block after another with one model and one <see cref="ZipBlockSettings"/> (the KV caches of its
@@ -268,10 +313,10 @@ public static class ModelCodec
     /// <summary>Decompresses the .sqz file <paramref name="inputPath"/> into <paramref name="outputPath"/> (temporary file,
     /// renamed only once the checksum matched).</summary>
     public static UnzipResult DecompressFile(Model model, string inputPath, string outputPath, int threads = 0, IProgress<CodecProgress>? progress = null,
-        CancellationToken cancellationToken = default)
+        IZipWorkers? workers = null, CancellationToken cancellationToken = default)
     {
         using var input = new FileStream(inputPath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
-        return WriteThenRename(outputPath, output => Decompress(model, input, output, inputPath, threads, progress, cancellationToken));
+        return WriteThenRename(outputPath, output => Decompress(model, input, output, inputPath, threads, progress, workers, cancellationToken));
     }
 
     private static T WriteThenRename<T>(string path, Func<Stream, T> write)
@@ -295,9 +340,9 @@ public static class ModelCodec
 
     /// <summary>Decompresses a .sqz stream written with <paramref name="model"/>; <paramref name="path"/> names it in errors.
     /// Throws <see cref="InvalidDataException"/> on a corrupt file or another model, before or while writing: the caller
-    /// discards the output then.</summary>
+    /// discards the output then. With <paramref name="workers"/>, the blocks are decoded by them, several at a time.</summary>
     public static UnzipResult Decompress(Model model, Stream input, Stream output, string path, int threads = 0, IProgress<CodecProgress>? progress = null,
-        CancellationToken cancellationToken = default)
+        IZipWorkers? workers = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(input);
@@ -312,21 +357,49 @@ public static class ModelCodec
         if (header.ContextLength > 1 << 20)
             throw new InvalidDataException($"{path}: a window of {header.ContextLength} positions is out of range");
 
-        using var runner = new LaneRunner(model, header.ContextLength, header.Overlap, threads > 0 ? threads : Environment.ProcessorCount, breaks: header.Version >= 2,
-            cancellationToken: cancellationToken);
         var hash = new XxHash64();
         long written = 0;
-        for (int b = 0; b < header.BlockCount; b++)
+        void Add(byte[] segment)
         {
-            var (lanes, stream) = ReadBlock(input, path, b, header.OriginalLength - written);
-            long done = written;
-            var decoded = lanes is null ? [stream] : runner.Decode(lanes, new RangeDecoder(stream), path, b,
-                progress is null ? null : new Action<long>(d => progress.Report(new CodecProgress(done + d, header.OriginalLength))));
-            foreach (byte[] segment in decoded)
+            hash.Append(segment);
+            output.Write(segment);
+            written += segment.Length;
+        }
+        if (workers is not null)
+        {
+            // Blocks as they stand in the container, as many at a time as the workers take, written in order.
+            int atOnce = Math.Max(1, workers.BlocksAtOnce);
+            for (int first = 0; first < header.BlockCount; first += atOnce)
             {
-                hash.Append(segment);
-                output.Write(segment);
-                written += segment.Length;
+                var batch = new List<byte[]>(atOnce);
+                long remaining = header.OriginalLength - written;
+                for (int b = first; b < Math.Min(header.BlockCount, first + atOnce); b++)
+                {
+                    var (lanes, stream) = ReadBlock(input, path, b, remaining);
+                    remaining -= lanes is null ? stream.Length : lanes.Sum(l => (long)l.Length);
+                    using var raw = new MemoryStream();
+                    if (lanes is null)
+                        WriteStoredBlock(raw, stream);
+                    else
+                        WriteBlock(raw, lanes, stream);
+                    batch.Add(raw.ToArray());
+                }
+                foreach (byte[] original in workers.Decode(model, header, batch, cancellationToken))
+                    Add(original);
+                progress?.Report(new CodecProgress(written, header.OriginalLength));
+            }
+        }
+        else
+        {
+            using var decoder = new ZipBlockDecoder(model, header, threads, cancellationToken);
+            for (int b = 0; b < header.BlockCount; b++)
+            {
+                var (lanes, stream) = ReadBlock(input, path, b, header.OriginalLength - written);
+                long done = written;
+                var decoded = lanes is null ? [stream] : decoder.Runner.Decode(lanes, new RangeDecoder(stream), path, b,
+                    progress is null ? null : new Action<long>(d => progress.Report(new CodecProgress(done + d, header.OriginalLength))));
+                foreach (byte[] segment in decoded)
+                    Add(segment);
             }
         }
         if (written != header.OriginalLength)
@@ -401,7 +474,7 @@ public static class ModelCodec
     }
 
     /// <summary>Reads one block: its segments and coded stream, or (stored block) null and the original bytes.</summary>
-    private static (List<Lane>? Lanes, byte[] Stream) ReadBlock(Stream input, string path, int index, long remaining)
+    internal static (List<Lane>? Lanes, byte[] Stream) ReadBlock(Stream input, string path, int index, long remaining)
     {
         var crc = new Crc32();
         ulong ReadNumber()

@@ -110,7 +110,7 @@ public sealed class ClusterTests(ClusterFixture fixture) : IClassFixture<Cluster
     }
 
     [Fact]
-    public async Task ZipOverBlocksWritesTheOneMachineArchive()
+    public async Task ZipAndUnzipOverBlocksGiveTheOneMachineArchiveAndTheInputBack()
     {
         using var model = InProcessCluster.Load(SharedData.Stories260K);
         byte[] input = System.Text.Encoding.UTF8.GetBytes(EvaluationText[..4_000]);
@@ -124,9 +124,11 @@ public sealed class ClusterTests(ClusterFixture fixture) : IClassFixture<Cluster
         Assert.Equal(local.ToArray(), distributed.ToArray());
         Assert.Equal(expected with { Seconds = 0 }, actual with { Seconds = 0 });
         Assert.Equal(4, workers.Costs.Count);
+        // And back, block by block on the cluster.
         using var restored = new MemoryStream();
-        ModelCodec.Decompress(model, new MemoryStream(distributed.ToArray()), restored, "cluster.sqz", threads: 1);
+        ModelCodec.Decompress(model, new MemoryStream(distributed.ToArray()), restored, "cluster.sqz", threads: 1, workers: workers);
         Assert.Equal(input, restored.ToArray());
+        Assert.Equal(8, workers.Costs.Count);
         await Task.CompletedTask;
     }
 
