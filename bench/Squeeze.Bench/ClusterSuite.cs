@@ -79,9 +79,7 @@ internal static class ClusterSuite
                             var result = await ClusterEvaluator.EvaluateAsync(clusterJob, model, reference, evalText, evaluation);
                             return (result with { TokensPerSecond = 0 }).Equals(local);
                         }
-                        var workers = new ClusterTensorWorkers(clusterJob, reference);
-                        CompressionPipeline.Run(model, Budget("cluster.gguf") with { Workers = workers });
-                        clusterJob.Costs = workers.Costs;
+                        CompressionPipeline.Run(model, Budget("cluster.gguf") with { Workers = new ClusterTensorWorkers(clusterJob, reference) });
                         return File.ReadAllBytes(Path.Combine(dir, "local.gguf")).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(dir, "cluster.gguf")));
                     });
                     first ??= seconds;
@@ -99,7 +97,7 @@ internal static class ClusterSuite
     }
 
     // Starts `count` worker processes, runs the job as a client, stops them; the job's wall time and item costs.
-    private static (double Seconds, IReadOnlyList<ItemCost> Costs, bool Same) OnCluster(int count, string dir, ModelRef model, Func<ClusterJob, Task> warmUp, Func<CostsHolder, Task<bool>> job)
+    private static (double Seconds, IReadOnlyList<ItemCost> Costs, bool Same) OnCluster(int count, string dir, ModelRef model, Func<ClusterJob, Task> warmUp, Func<ClusterJob, Task<bool>> job)
     {
         const int siloBase = 22111, gatewayBase = 32000;
         string config = Path.Combine(dir, $"cluster-{count}.json");
@@ -127,13 +125,14 @@ internal static class ClusterSuite
                         throw new TimeoutException($"{count} workers did not join within 60 s");
                     Thread.Sleep(250);
                 }
-                var holder = new CostsHolder(new ClusterJob(client));
                 // Warm-up: every worker loads and fingerprints the model and runs a few chunks (its JIT) before the clock starts.
-                holder.Job.RunAsync("eval-chunk", [model], []).GetAwaiter().GetResult();
-                warmUp(holder.Job).GetAwaiter().GetResult();
+                var warming = new ClusterJob(client);
+                warming.RunAsync("eval-chunk", [model], []).GetAwaiter().GetResult();
+                warmUp(warming).GetAwaiter().GetResult();
+                var measured = new ClusterJob(client);
                 var clock = Stopwatch.StartNew();
-                bool same = job(holder).GetAwaiter().GetResult();
-                return (clock.Elapsed.TotalSeconds, holder.Costs ?? holder.Job.Costs, same);
+                bool same = job(measured).GetAwaiter().GetResult();
+                return (clock.Elapsed.TotalSeconds, measured.Costs, same);
             }
             finally
             {
@@ -152,15 +151,6 @@ internal static class ClusterSuite
         }
     }
 
-    /// <summary>A cluster job and the costs of what ran through it (a compression's, gathered block by block).</summary>
-    private sealed class CostsHolder(ClusterJob job)
-    {
-        public ClusterJob Job { get; } = job;
-
-        public IReadOnlyList<ItemCost>? Costs { get; set; }
-
-        public static implicit operator ClusterJob(CostsHolder holder) => holder.Job;
-    }
 
     private static Process StartWorker(string config, int siloPort, int gatewayPort)
     {

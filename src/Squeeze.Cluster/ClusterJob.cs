@@ -29,8 +29,10 @@ public sealed record ItemCost(string Worker, double WorkerSeconds, double RoundT
 /// </summary>
 public sealed class ClusterJob(IClusterClient client)
 {
-    /// <summary>What the items of the last run cost, in item order.</summary>
-    public IReadOnlyList<ItemCost> Costs { get; private set; } = [];
+    private readonly List<ItemCost> costs = [];
+
+    /// <summary>What every item run through this job cost, run after run, each run's in item order.</summary>
+    public IReadOnlyList<ItemCost> Costs => costs;
 
     /// <summary>Runs items of <paramref name="kind"/> on <paramref name="models"/>, one payload each; the results' payloads in item order.</summary>
     /// <exception cref="ClusterException">A worker refused the job, an item failed, or no worker is left.</exception>
@@ -41,7 +43,7 @@ public sealed class ClusterJob(IClusterClient client)
         var workers = await Workers(models).ConfigureAwait(false);
         int total = payloads.Count;
         var results = new byte[total][];
-        var costs = new ItemCost[total];
+        var itemCosts = new ItemCost[total];
         var perWorker = workers.ToDictionary(w => w.Name, _ => 0, StringComparer.Ordinal);
         var queue = Channel.CreateUnbounded<int>();
         for (int i = 0; i < total; i++)
@@ -95,7 +97,7 @@ public sealed class ClusterJob(IClusterClient client)
                 lock (gate)
                 {
                     results[i] = result.Payload;
-                    costs[i] = new ItemCost(name, result.Seconds, Stopwatch.GetElapsedTime(start).TotalSeconds, payloads[i].Length, result.Payload.Length);
+                    itemCosts[i] = new ItemCost(name, result.Seconds, Stopwatch.GetElapsedTime(start).TotalSeconds, payloads[i].Length, result.Payload.Length);
                     perWorker[name]++;
                     if (++done == total)
                         queue.Writer.TryComplete();
@@ -114,7 +116,7 @@ public sealed class ClusterJob(IClusterClient client)
         {
             throw new ClusterException(inner.Message, e);
         }
-        Costs = costs;
+        costs.AddRange(itemCosts);
         return results;
     }
 

@@ -124,8 +124,6 @@ internal sealed class TensorEncodingKind : IWorkKind
 /// </summary>
 public sealed class ClusterTensorWorkers(ClusterJob job, ModelRef source, IProgress<ClusterProgress>? progress = null) : ITensorWorkers
 {
-    /// <summary>What every item of the job cost so far, block after block.</summary>
-    public List<ItemCost> Costs { get; } = [];
 
     /// <inheritdoc/>
     public void Encode(BlockWork block, Action<int, EncodedTensorData> done, CancellationToken cancellationToken)
@@ -134,7 +132,6 @@ public sealed class ClusterTensorWorkers(ClusterJob job, ModelRef source, IProgr
         ArgumentNullException.ThrowIfNull(done);
         var payloads = Enumerable.Range(0, block.Targets.Count).Select(i => TensorEncodingKind.Request(block.Item(i), block.Options)).ToArray();
         var results = job.RunAsync(TensorEncodingKind.KindName, [source], payloads, progress, cancellationToken).GetAwaiter().GetResult();
-        Costs.AddRange(job.Costs);
         for (int i = 0; i < results.Length; i++)
             done(i, TensorEncodingKind.ReadResponse(results[i]));
     }

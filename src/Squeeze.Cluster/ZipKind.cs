@@ -100,8 +100,6 @@ public sealed class ClusterZipWorkers(ClusterJob job, ModelRef source, int block
     /// <inheritdoc/>
     public int BlocksAtOnce => blocksAtOnce;
 
-    /// <summary>What every item of the job cost so far.</summary>
-    public List<ItemCost> Costs { get; } = [];
 
     /// <inheritdoc/>
     public IReadOnlyList<ZipBlock> Encode(Model model, ZipBlockSettings settings, IReadOnlyList<byte[]> blocks, CancellationToken cancellationToken)
@@ -109,7 +107,6 @@ public sealed class ClusterZipWorkers(ClusterJob job, ModelRef source, int block
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentNullException.ThrowIfNull(blocks);
         var results = job.RunAsync(ZipKind.KindName, [source], [.. blocks.Select(b => ZipKind.Request(settings, b))], progress, cancellationToken).GetAwaiter().GetResult();
-        Costs.AddRange(job.Costs);
         return [.. results.Select(ZipKind.ReadResponse)];
     }
 
@@ -121,7 +118,6 @@ public sealed class ClusterZipWorkers(ClusterJob job, ModelRef source, int block
         var results = job.RunAsync(ZipKind.DecodeKindName, [source], [.. blocks.Select((b, i) => UnzipKind.Request(header, decoded + i, b))], progress, cancellationToken)
             .GetAwaiter().GetResult();
         decoded += blocks.Count;
-        Costs.AddRange(job.Costs);
         return results;
     }
 

@@ -68,7 +68,10 @@ internal static class WorkerCommand
         var (host, client) = ClusterHosting.ConnectAsync(config, Cli.Cancellation).GetAwaiter().GetResult();
         try
         {
-            return work(new ClusterJob(client));
+            var job = new ClusterJob(client);
+            var result = work(job);
+            Summary(job.Costs);
+            return result;
         }
         finally
         {
@@ -80,6 +83,16 @@ internal static class WorkerCommand
     /// <summary>The reference a job sends for a model the client has loaded: its full path, tokenizer and fingerprint.</summary>
     public static ModelRef Reference(string path, string? tokenizer, Models.Model model)
         => new(Path.GetFullPath(path), tokenizer is null ? null : Path.GetFullPath(tokenizer), Convert.ToHexStringLower(Models.ModelFingerprint.Of(model)));
+
+    /// <summary>One line on stderr after a cluster job: its items per worker and what the cluster cost per item.</summary>
+    public static void Summary(IReadOnlyList<ItemCost> costs)
+    {
+        if (costs.Count == 0)
+            return;
+        var perWorker = costs.GroupBy(c => c.Worker).OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => $"{g.Key} {g.Count()}");
+        Console.Error.WriteLine($"cluster: {costs.Count} items ({string.Join(", ", perWorker)}); per item {costs.Average(c => c.WorkerSeconds):0.000} s on a worker, "
+            + $"{costs.Average(c => c.RoundTripSeconds - c.WorkerSeconds) * 1000:0.0} ms of transfer and scheduling, {costs.Average(c => c.BytesSent) / 1024:0.0} KB out, {costs.Average(c => c.BytesReceived) / 1024:0.0} KB back");
+    }
 
     /// <summary>A cluster's progress as a progress bar's step.</summary>
     public static IProgress<ClusterProgress> Bar(IProgress<(double Done, double Total, string Note)> bar)

@@ -68,11 +68,13 @@ public sealed class ClusterTests(ClusterFixture fixture) : IClassFixture<Cluster
     public async Task ANamedMixByGptqWritesTheOneMachineBytes()
     {
         using var model = InProcessCluster.Load(SharedData.Stories260K);
-        var workers = new ClusterTensorWorkers(cluster.Job(), InProcessCluster.Reference(SharedData.Stories260K, model));
+        var job = cluster.Job();
+        var workers = new ClusterTensorWorkers(job, InProcessCluster.Reference(SharedData.Stories260K, model));
         var (local, distributed) = CompressBoth(model, MixOptions, workers);
         Assert.Equal(local.Tensors.Select(t => (t.Name, t.Encoding, t.ErrorAfter)), distributed.Tensors.Select(t => (t.Name, t.Encoding, t.ErrorAfter)));
         Assert.Contains(distributed.Tensors, t => t.Encoding == "gptq");
-        Assert.Equal(3, workers.Costs.Select(c => c.Worker).Distinct().Count());
+        Assert.Equal(model.Tensors.Count, job.Costs.Count);
+        Assert.Equal(3, job.Costs.Select(c => c.Worker).Distinct().Count());
         await Task.CompletedTask;
     }
 
@@ -93,14 +95,15 @@ public sealed class ClusterTests(ClusterFixture fixture) : IClassFixture<Cluster
                 Threads = 2,
                 Output = Path.Combine(dir, name),
             };
-            var workers = new ClusterTensorWorkers(cluster.Job(), InProcessCluster.Reference(SharedData.Stories260K, model));
+            var job = cluster.Job();
+            var workers = new ClusterTensorWorkers(job, InProcessCluster.Reference(SharedData.Stories260K, model));
             var local = CompressionPipeline.Run(model, Job("local.gguf"));
             var distributed = CompressionPipeline.Run(model, Job("cluster.gguf") with { Workers = workers });
             Assert.Equal(File.ReadAllBytes(Path.Combine(dir, "local.gguf")), File.ReadAllBytes(Path.Combine(dir, "cluster.gguf")));
             Assert.Equal(local.Tensors.Select(t => t.Format), distributed.Tensors.Select(t => t.Format));
             // Every (tensor, type) candidate of every block was an item.
-            Assert.True(workers.Costs.Count > model.Tensors.Count(t => t.Shape.Length == 2));
-            Assert.Equal(3, workers.Costs.Select(c => c.Worker).Distinct().Count());
+            Assert.True(job.Costs.Count > model.Tensors.Count(t => t.Shape.Length == 2));
+            Assert.Equal(3, job.Costs.Select(c => c.Worker).Distinct().Count());
         }
         finally
         {
@@ -118,17 +121,18 @@ public sealed class ClusterTests(ClusterFixture fixture) : IClassFixture<Cluster
         var options = new ZipOptions { Lanes = 4, SegmentBytes = 256, ContextLength = 64, Threads = 1 };
         using var local = new MemoryStream();
         var expected = ModelCodec.Compress(model, new MemoryStream(input), local, options);
-        var workers = new ClusterZipWorkers(cluster.Job(), InProcessCluster.Reference(SharedData.Stories260K, model), blocksAtOnce: 3);
+        var job = cluster.Job();
+        var workers = new ClusterZipWorkers(job, InProcessCluster.Reference(SharedData.Stories260K, model), blocksAtOnce: 3);
         using var distributed = new MemoryStream();
         var actual = ModelCodec.Compress(model, new MemoryStream(input), distributed, options with { Workers = workers });
         Assert.Equal(local.ToArray(), distributed.ToArray());
         Assert.Equal(expected with { Seconds = 0 }, actual with { Seconds = 0 });
-        Assert.Equal(4, workers.Costs.Count);
+        Assert.Equal(4, job.Costs.Count);
         // And back, block by block on the cluster.
         using var restored = new MemoryStream();
         ModelCodec.Decompress(model, new MemoryStream(distributed.ToArray()), restored, "cluster.sqz", threads: 1, workers: workers);
         Assert.Equal(input, restored.ToArray());
-        Assert.Equal(8, workers.Costs.Count);
+        Assert.Equal(8, job.Costs.Count);
         await Task.CompletedTask;
     }
 
@@ -164,9 +168,9 @@ public sealed class ClusterTests(ClusterFixture fixture) : IClassFixture<Cluster
 
         // The next job, a compression, runs on the two left and writes the one-machine bytes.
         using var small = InProcessCluster.Load(SharedData.Stories260K);
-        var workers = new ClusterTensorWorkers(own.Job(), InProcessCluster.Reference(SharedData.Stories260K, small));
-        CompressBoth(small, MixOptions, workers);
-        Assert.DoesNotContain(workers.Costs, c => c.Worker == victimName);
+        var next = own.Job();
+        CompressBoth(small, MixOptions, new ClusterTensorWorkers(next, InProcessCluster.Reference(SharedData.Stories260K, small)));
+        Assert.DoesNotContain(next.Costs, c => c.Worker == victimName);
     }
 
     // The same job on one machine and through `workers`: the files must be the same bytes.
