@@ -65,12 +65,14 @@ public sealed class ClusterTests(ClusterFixture fixture) : IClassFixture<Cluster
     };
 
     [Fact]
-    public async Task ANamedMixByGptqWritesTheOneMachineBytes()
+    public async Task ANamedMixByAwqAndGptqWritesTheOneMachineBytes()
     {
         using var model = InProcessCluster.Load(SharedData.Stories260K);
         var job = cluster.Job();
         var workers = new ClusterTensorWorkers(job, InProcessCluster.Reference(SharedData.Stories260K, model));
-        var (local, distributed) = CompressBoth(model, MixOptions, workers);
+        // AWQ's scaled weights and norms travel with their items; GPTQ runs on them.
+        var (local, distributed) = CompressBoth(model, MixOptions with { Method = CompressionMethod.AwqGptq }, workers);
+        Assert.NotEmpty(local.AwqAlphas);
         Assert.Equal(local.Tensors.Select(t => (t.Name, t.Encoding, t.ErrorAfter)), distributed.Tensors.Select(t => (t.Name, t.Encoding, t.ErrorAfter)));
         Assert.Contains(distributed.Tensors, t => t.Encoding == "gptq");
         Assert.Equal(model.Tensors.Count, job.Costs.Count);
