@@ -30,7 +30,9 @@ namespace Squeeze.Bench;
 /// TinyLlama-1.1B's shapes, per grid type and refinement passes), <c>prompts</c> (prompt compression on held-out
 /// stories: the answer's NLL given the prompt compressed by each method at 2×, 3×, 5×), <c>summary</c> (today's headline figures, measured afresh by the
 /// other suites' code, rewritten as the table at the top of docs/BENCHMARKS.md), <c>serve</c> (a load test of squeeze serve on loopback: requests/s,
-/// tokens/s, latency percentiles, the server's overhead against the runtime's decode, memory back to idle).
+/// tokens/s, latency percentiles, the server's overhead against the runtime's decode, memory back to idle), <c>cluster</c>
+/// (one against two <c>squeeze worker</c> processes on localhost on eval and a <c>--target-bpw</c> job: speed-up, the
+/// cluster's overhead and bytes per work item, the same result as one machine).
 /// </summary>
 public static class Program
 {
@@ -122,8 +124,11 @@ public static class Program
             case "serve":
                 ServeSuite.Run(rest);
                 return 0;
+            case "cluster":
+                ClusterSuite.Run(rest);
+                return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|saved-cache|embedding-stores|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|quantize-speed|gptq-speed|prompts|summary|serve [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|saved-cache|embedding-stores|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|quantize-speed|gptq-speed|prompts|summary|serve|cluster [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

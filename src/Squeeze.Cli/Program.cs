@@ -26,6 +26,7 @@ public static class Program
             ServeCommand.Create(),
             SelfTestCommand.Create(),
             EmbeddingsCommand.Create(),
+            WorkerCommand.Create(),
         };
         return root.Parse(args).Invoke();
     }

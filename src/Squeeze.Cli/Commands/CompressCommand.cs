@@ -4,6 +4,7 @@ using Squeeze.Allocation;
 using Squeeze.Calibration;
 using Squeeze.Compression;
 using Squeeze.Formats;
+using Squeeze.Cluster;
 using Squeeze.Pipeline;
 using Squeeze.Quantization;
 using Squeeze.Tuning;
@@ -18,7 +19,7 @@ internal static class CompressCommand
     public sealed record Options(string Model, string? Tokenizer, string Type, string? Calib, string Output, string Method, long Tokens, int Context,
         bool Pure, string[] TensorTypes, string? Stats, bool Sequential, bool NoActOrder, double Damping, int Refine, int Threads, bool Json, PlanCommand.Budget? Budget = null,
         bool Tune = false, long TuneSamples = 65536, int TuneEpochs = 2, double TuneLearningRate = 0.003, string? Prune = null, double? Sparsity = null, string Pattern = "unstructured",
-        bool Resume = false, string? MemoryLimit = null);
+        bool Resume = false, string? MemoryLimit = null, string? Cluster = null);
 
     public static Command Create()
     {
@@ -49,17 +50,19 @@ internal static class CompressCommand
         var memoryLimit = new Option<string?>("--memory-limit") { Description = "Memory the job may use (bytes, or 4GB, 6GiB); a job estimated to need more is refused before any work (default: what the machine has available)" };
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
+        var cluster = WorkerCommand.ClusterOption();
+        cluster.Description += " (a named mix: each block's tensors are encoded by the workers)";
         var command = new Command("compress", "Calibrated quantization to a GGUF file: imatrix, GPTQ or AWQ+GPTQ at one of llama.cpp's mixes, or at a size target (--target-bpw, --target-size), optionally in Squeeze's native format (--format native); or pruning (--prune, native format)")
         {
             model, tokenizer, type, calib, output, method, tokens, ctx, pure, tensorTypes, stats, sequential, noActOrder, damping, refine, bpw, size, search, timeLimit, generations, seed, chart,
-            format, representation, swaps, tune, tuneSamples, tuneEpochs, tuneLearningRate, prune, sparsity, pattern, resume, memoryLimit, threads, json,
+            format, representation, swaps, tune, tuneSamples, tuneEpochs, tuneLearningRate, prune, sparsity, pattern, resume, memoryLimit, threads, json, cluster,
         };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(type)!, r.GetValue(calib),
             r.GetValue(output)!, r.GetValue(method)!, r.GetValue(tokens), r.GetValue(ctx), r.GetValue(pure), r.GetValue(tensorTypes)!, r.GetValue(stats),
             r.GetValue(sequential), r.GetValue(noActOrder), r.GetValue(damping), r.GetValue(refine), r.GetValue(threads), r.GetValue(json),
             new PlanCommand.Budget(r.GetValue(bpw), r.GetValue(size), r.GetValue(search)!, r.GetValue(timeLimit), r.GetValue(generations), r.GetValue(seed), r.GetValue(chart),
                 r.GetValue(format)!, r.GetValue(representation), r.GetValue(swaps)!), r.GetValue(tune), r.GetValue(tuneSamples), r.GetValue(tuneEpochs), r.GetValue(tuneLearningRate),
-            r.GetValue(prune), r.GetValue(sparsity), r.GetValue(pattern)!, r.GetValue(resume), r.GetValue(memoryLimit)))));
+            r.GetValue(prune), r.GetValue(sparsity), r.GetValue(pattern)!, r.GetValue(resume), r.GetValue(memoryLimit), r.GetValue(cluster)))));
         return command;
     }
 
@@ -75,6 +78,8 @@ internal static class CompressCommand
 
     public static int Execute(Options options)
     {
+        if (options.Cluster is not null && (options.Prune is not null || options.Budget is { } target && PlanCommand.HasTarget(target) && !target.Format.Equals("gguf", StringComparison.OrdinalIgnoreCase)))
+            throw new ArgumentException("--cluster distributes the tensors of a named mix (--type) and the GGUF candidates of a size target; pruning and --format native run on this machine");
         if (options.Prune is not null)
             return CompressPruned.Execute(options);
         if (options.Sparsity is not null || options.Pattern != "unstructured")
@@ -118,7 +123,10 @@ internal static class CompressCommand
             Threads = Math.Max(1, options.Threads),
             Output = options.Output,
         };
-        var report = Cli.WithStages("compressing", progress => CompressionPipeline.Run(m, job, progress, Cli.Cancellation));
+        var report = options.Cluster is null
+            ? Cli.WithStages("compressing", progress => CompressionPipeline.Run(m, job, progress, Cli.Cancellation))
+            : WorkerCommand.WithCluster(options.Cluster, cluster => Cli.WithStages("compressing on the cluster", progress => CompressionPipeline.Run(m,
+                job with { Workers = new ClusterTensorWorkers(cluster, WorkerCommand.Reference(options.Model, options.Tokenizer, m)) }, progress, Cli.Cancellation)));
         if (options.Json)
             Cli.WriteJson(report);
         else
@@ -139,7 +147,7 @@ internal static class CompressCommand
             throw new ArgumentException($"--tune-lr {options.TuneLearningRate} must be positive");
         var tuning = options.Tune ? new TuningOptions { SampledTokens = options.TuneSamples, Epochs = options.TuneEpochs, LearningRate = options.TuneLearningRate, Tokens = options.Tokens, Threads = Math.Max(1, options.Threads) } : null;
         var (report, chart) = PlanCommand.Run(new PlanCommand.Options(options.Model, options.Tokenizer, options.Calib, options.Output, budget, options.Method, options.Tokens,
-            options.Context, options.Threads, options.Json, options.Damping, !options.NoActOrder, tuning), writeWeights: true);
+            options.Context, options.Threads, options.Json, options.Damping, !options.NoActOrder, tuning, options.Cluster), writeWeights: true);
         if (options.Json)
             System.Console.Out.WriteLine(PlanCommand.ToJson(report, chart));
         else

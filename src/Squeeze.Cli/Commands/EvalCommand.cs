@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Spectre.Console;
+using Squeeze.Cluster;
 using Squeeze.Evaluation;
 using Squeeze.Formats;
 using Squeeze.Runtime;
@@ -10,7 +11,7 @@ namespace Squeeze.Cli.Commands;
 /// byte, and KL divergence against a base model, or against the model's own f32 KV cache when the cache is compressed.</summary>
 internal static class EvalCommand
 {
-    public sealed record Options(string Model, string? Tokenizer, string Text, int Context, int Chunks, string? Base, int Threads, bool Json, string Kv = "f32", bool KvSweep = false);
+    public sealed record Options(string Model, string? Tokenizer, string Text, int Context, int Chunks, string? Base, int Threads, bool Json, string Kv = "f32", bool KvSweep = false, string? Cluster = null);
 
     /// <summary><paramref name="ModelBytes"/>: the model's bytes on disk (its file, or every file of its directory), from which
     /// <paramref name="ModelBitsPerWeight"/> is counted; <paramref name="TensorBytes"/>: the bytes of its weights alone.</summary>
@@ -31,10 +32,11 @@ internal static class EvalCommand
         var kv = Cli.KvCacheOption();
         kv.Description += ". Without --base, a compressed cache is compared with the same model's f32 cache";
         var kvSweep = new Option<bool>("--kv-sweep") { Description = "Evaluate every standard KV-cache policy against the f32 cache: KLD, perplexity, cache bytes per token" };
-        var command = new Command("eval", "Perplexity, bits per byte and KL divergence of a model on a text (llama.cpp's method)") { model, tokenizer, text, ctx, chunks, baseModel, threads, json, kv, kvSweep };
+        var cluster = WorkerCommand.ClusterOption();
+        var command = new Command("eval", "Perplexity, bits per byte and KL divergence of a model on a text (llama.cpp's method)") { model, tokenizer, text, ctx, chunks, baseModel, threads, json, kv, kvSweep, cluster };
         command.SetAction(r => Cli.Run(() => Execute(new Options(
             r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(text)!, r.GetValue(ctx), r.GetValue(chunks), r.GetValue(baseModel), r.GetValue(threads), r.GetValue(json),
-            r.GetValue(kv)!, r.GetValue(kvSweep)))));
+            r.GetValue(kv)!, r.GetValue(kvSweep), r.GetValue(cluster)))));
         return command;
     }
 
@@ -49,7 +51,13 @@ internal static class EvalCommand
         var evaluation = new EvaluationOptions { ContextLength = options.Context, MaxChunks = options.Chunks, Threads = options.Threads, KvCache = kvCache };
         if (options.KvSweep)
             return Sweep(options, m, text, evaluation);
-        var result = Cli.WithProgress("evaluating", progress =>
+        if (options.KvSweep && options.Cluster is not null)
+            throw new ArgumentException("--kv-sweep runs on this machine: it does not take --cluster");
+        var result = options.Cluster is not null
+            ? WorkerCommand.WithCluster(options.Cluster, job => Cli.WithProgress("evaluating on the cluster", progress => ClusterEvaluator.EvaluateAsync(job, m,
+                WorkerCommand.Reference(options.Model, options.Tokenizer, m), text, evaluation, b, b is null ? null : WorkerCommand.Reference(options.Base!, options.Tokenizer, b),
+                WorkerCommand.Bar(progress), Cli.Cancellation).GetAwaiter().GetResult()))
+            : Cli.WithProgress("evaluating", progress =>
         {
             var report = new SynchronousProgress<EvaluationProgress>(p => progress.Report((p.Chunk, p.Chunks, $"chunk {p.Chunk}/{p.Chunks} ppl {p.Perplexity:0.0000}")));
             return b is null && kvCache.Kind != KvCacheKind.Float32

@@ -24,7 +24,7 @@ internal static class PlanCommand
         string Format = "gguf", string[]? Representations = null, string Swaps = "auto");
 
     public sealed record Options(string Model, string? Tokenizer, string? Calib, string Output, Budget Budget, string Method, long Tokens, int Context, int Threads, bool Json,
-        double Damping = 0.01, bool ActivationOrder = true, TuningOptions? Tuning = null);
+        double Damping = 0.01, bool ActivationOrder = true, TuningOptions? Tuning = null, string? Cluster = null);
 
     public static Option<double?> TargetBpwOption() => new("--target-bpw") { Description = "Budget in bits per weight: file bytes × 8 / parameters" };
 
@@ -72,14 +72,16 @@ internal static class PlanCommand
         var (format, representation, swaps) = (FormatOption(), RepresentationOption(), SwapsOption());
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
+        var cluster = WorkerCommand.ClusterOption();
+        cluster.Description += " (GGUF: every candidate of each block is encoded by the workers)";
         var command = new Command("plan", "Choose each tensor's format to fit a size budget best; print and save the plan without writing weights")
         {
-            model, tokenizer, calib, output, bpw, size, search, timeLimit, generations, seed, chart, format, representation, swaps, method, tokens, ctx, threads, json,
+            model, tokenizer, calib, output, bpw, size, search, timeLimit, generations, seed, chart, format, representation, swaps, method, tokens, ctx, threads, json, cluster,
         };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(calib), r.GetValue(output)!,
             new Budget(r.GetValue(bpw), r.GetValue(size), r.GetValue(search)!, r.GetValue(timeLimit), r.GetValue(generations), r.GetValue(seed), r.GetValue(chart),
                 r.GetValue(format)!, r.GetValue(representation), r.GetValue(swaps)!),
-            r.GetValue(method)!, r.GetValue(tokens), r.GetValue(ctx), r.GetValue(threads), r.GetValue(json)))));
+            r.GetValue(method)!, r.GetValue(tokens), r.GetValue(ctx), r.GetValue(threads), r.GetValue(json), Cluster: r.GetValue(cluster)))));
         return command;
     }
 
@@ -178,7 +180,13 @@ internal static class PlanCommand
             Threads = Math.Max(1, options.Threads),
             Output = writeWeights ? options.Output : null,
         };
-        var report = Cli.WithStages(writeWeights ? "compressing" : "planning", progress => CompressionPipeline.Run(model, job, progress, Cli.Cancellation));
+        if (options.Cluster is not null && native)
+            throw new ArgumentException("--cluster encodes GGUF candidates; --format native runs on this machine");
+        string stage = writeWeights ? "compressing" : "planning";
+        var report = options.Cluster is null
+            ? Cli.WithStages(stage, progress => CompressionPipeline.Run(model, job, progress, Cli.Cancellation))
+            : WorkerCommand.WithCluster(options.Cluster, cluster => Cli.WithStages(stage + " on the cluster", progress => CompressionPipeline.Run(model,
+                job with { Workers = new Squeeze.Cluster.ClusterTensorWorkers(cluster, WorkerCommand.Reference(options.Model, options.Tokenizer, model)) }, progress, Cli.Cancellation)));
         AllocationCharts.BitsPerTensor(report.Tensors, model.Config.LayerCount, chart,
             $"{Path.GetFileName(model.Source)}: {report.FileBytes:N0} bytes, {report.BitsPerWeight:0.000} bits per weight ({report.Search})");
         return (report, chart);

@@ -9,7 +9,7 @@ namespace Squeeze.Cli.Commands;
 /// <summary><c>squeeze unzip MODEL IN.sqz -o OUT</c>: restores the original bytes of a .sqz file with the model it was made with.</summary>
 internal static class UnzipCommand
 {
-    public sealed record Options(string Model, string? Tokenizer, string Input, string Output, int Threads, bool Json);
+    public sealed record Options(string Model, string? Tokenizer, string Input, string Output, int Threads, bool Json, string? Cluster = null);
 
     public sealed record Report(string Model, string Input, string Output, UnzipResult Result, double BytesPerSecond);
 
@@ -21,9 +21,11 @@ internal static class UnzipCommand
         var output = new Option<string>("--output", "-o") { Description = "File to write the original bytes to", Required = true };
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
-        var command = new Command("unzip", "Decompress a .sqz file written by squeeze zip") { model, input, tokenizer, output, threads, json };
+        var cluster = WorkerCommand.ClusterOption();
+        cluster.Description += " (each block is a work item)";
+        var command = new Command("unzip", "Decompress a .sqz file written by squeeze zip") { model, input, tokenizer, output, threads, json, cluster };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(input)!, r.GetValue(output)!,
-            r.GetValue(threads), r.GetValue(json)))));
+            r.GetValue(threads), r.GetValue(json), r.GetValue(cluster)))));
         return command;
     }
 
@@ -33,8 +35,12 @@ internal static class UnzipCommand
         if (!File.Exists(options.Input))
             throw new FileNotFoundException($"{options.Input}: no such file");
         using var model = ModelLoader.Load(options.Model, options.Tokenizer);
-        var result = Cli.WithProgress("decompressing", progress => ModelCodec.DecompressFile(model, options.Input, options.Output, options.Threads,
-            ZipCommand.WithRate(progress), Cli.Cancellation));
+        var result = options.Cluster is null
+            ? Cli.WithProgress("decompressing", progress => ModelCodec.DecompressFile(model, options.Input, options.Output, options.Threads,
+                ZipCommand.WithRate(progress), cancellationToken: Cli.Cancellation))
+            : WorkerCommand.WithCluster(options.Cluster, job => Cli.WithProgress("decompressing on the cluster", progress => ModelCodec.DecompressFile(model, options.Input,
+                options.Output, options.Threads, null, new Squeeze.Cluster.ClusterZipWorkers(job, WorkerCommand.Reference(options.Model, options.Tokenizer, model), blocksAtOnce: 8,
+                    WorkerCommand.Bar(progress)), Cli.Cancellation)));
         var report = new Report(options.Model, options.Input, options.Output, result, result.BytesPerSecond);
         if (options.Json)
             Cli.WriteJson(report);

@@ -9,7 +9,7 @@ namespace Squeeze.Cli.Commands;
 /// <summary><c>squeeze zip MODEL IN -o OUT.sqz</c>: lossless compression of any file with a language model as the predictor.</summary>
 internal static class ZipCommand
 {
-    public sealed record Options(string Model, string? Tokenizer, string Input, string Output, int Lanes, int SegmentBytes, int Context, int? Overlap, int Lookahead, int Threads, bool Json);
+    public sealed record Options(string Model, string? Tokenizer, string Input, string Output, int Lanes, int SegmentBytes, int Context, int? Overlap, int Lookahead, int Threads, bool Json, string? Cluster = null);
 
     public sealed record Report(string Model, string Input, string Output, ZipResult Result, double BitsPerByte, double ModelBitsPerByte, double Ratio, double BytesPerSecond);
 
@@ -26,10 +26,12 @@ internal static class ZipCommand
         var lookahead = new Option<int>("--lookahead") { Description = "Symbols over which two parses (a BOS token or a document break against the plain tokens) are compared; 0: plain tokens", DefaultValueFactory = _ => new ZipOptions().Lookahead };
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
+        var cluster = WorkerCommand.ClusterOption();
+        cluster.Description += " (each block of --lanes segments is a work item; the archive is the same bytes)";
         var command = new Command("zip", "Compress a file losslessly with a language model (arithmetic coding of its next-token probabilities)")
-            { model, input, tokenizer, output, lanes, segment, ctx, overlap, lookahead, threads, json };
+            { model, input, tokenizer, output, lanes, segment, ctx, overlap, lookahead, threads, json, cluster };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(input)!, r.GetValue(output)!,
-            r.GetValue(lanes), r.GetValue(segment), r.GetValue(ctx), r.GetValue(overlap), r.GetValue(lookahead), r.GetValue(threads), r.GetValue(json)))));
+            r.GetValue(lanes), r.GetValue(segment), r.GetValue(ctx), r.GetValue(overlap), r.GetValue(lookahead), r.GetValue(threads), r.GetValue(json), r.GetValue(cluster)))));
         return command;
     }
 
@@ -40,7 +42,11 @@ internal static class ZipCommand
             throw new FileNotFoundException($"{options.Input}: no such file");
         using var model = ModelLoader.Load(options.Model, options.Tokenizer);
         var zip = new ZipOptions { Lanes = options.Lanes, SegmentBytes = options.SegmentBytes, ContextLength = options.Context, Overlap = options.Overlap, Lookahead = options.Lookahead, Threads = options.Threads };
-        var result = Cli.WithProgress("compressing", progress => ModelCodec.CompressFile(model, options.Input, options.Output, zip, WithRate(progress), Cli.Cancellation));
+        var result = options.Cluster is null
+            ? Cli.WithProgress("compressing", progress => ModelCodec.CompressFile(model, options.Input, options.Output, zip, WithRate(progress), Cli.Cancellation))
+            : WorkerCommand.WithCluster(options.Cluster, job => Cli.WithProgress("compressing on the cluster", progress => ModelCodec.CompressFile(model, options.Input, options.Output,
+                zip with { Workers = new Squeeze.Cluster.ClusterZipWorkers(job, WorkerCommand.Reference(options.Model, options.Tokenizer, model), blocksAtOnce: 8, WorkerCommand.Bar(progress)) },
+                null, Cli.Cancellation)));
         var report = new Report(options.Model, options.Input, options.Output, result, result.BitsPerByte, result.ModelBitsPerByte, result.Ratio, result.BytesPerSecond);
         if (options.Json)
             Cli.WriteJson(report);

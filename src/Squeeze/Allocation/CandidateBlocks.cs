@@ -13,15 +13,15 @@ namespace Squeeze.Allocation;
 /// </summary>
 internal static class CandidateBlocks
 {
-    /// <summary>The encoder of each block and the indices (into <paramref name="names"/>) of the tensors it encodes, in
-    /// the order of <paramref name="names"/> within the block.</summary>
+    /// <summary>The encoder of each block, the block's statistics (null without), and the indices (into
+    /// <paramref name="names"/>) of the tensors it encodes, in the order of <paramref name="names"/> within the block.</summary>
     /// <exception cref="InvalidOperationException">The blocks left a tensor unencoded.</exception>
-    public static IEnumerable<(TensorEncoder Encoder, int[] Tensors)> Of(Model model, IReadOnlyList<string> names, IEnumerable<BlockStatistics>? blocks,
+    public static IEnumerable<(TensorEncoder Encoder, IReadOnlyDictionary<(int, LinearInput), ActivationStatistics>? Statistics, int[] Tensors)> Of(Model model, IReadOnlyList<string> names, IEnumerable<BlockStatistics>? blocks,
         CompressionOptions options, double[]? tokenUsage, CancellationToken cancellationToken)
     {
         if (blocks is null)
         {
-            yield return (new TensorEncoder(model, null, options, cancellationToken, tokenUsage), [.. Enumerable.Range(0, names.Count)]);
+            yield return (new TensorEncoder(model, null, options, cancellationToken, tokenUsage), null, [.. Enumerable.Range(0, names.Count)]);
             yield break;
         }
         int layers = model.Config.LayerCount;
@@ -31,7 +31,7 @@ internal static class CandidateBlocks
         {
             seen.Add(block.Layer);
             var statistics = block.Entries.ToDictionary(e => (e.Layer, e.Kind));
-            yield return (new TensorEncoder(model, statistics, options, cancellationToken, tokenUsage), [.. byBlock[block.Layer]]);
+            yield return (new TensorEncoder(model, statistics, options, cancellationToken, tokenUsage), statistics, [.. byBlock[block.Layer]]);
         }
         var missed = byBlock.FirstOrDefault(g => !seen.Contains(g.Key));
         if (missed is not null)

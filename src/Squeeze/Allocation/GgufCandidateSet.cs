@@ -2,6 +2,7 @@ using Squeeze.Calibration;
 using Squeeze.Compression;
 using Squeeze.Formats.Gguf;
 using Squeeze.Models;
+using Squeeze.Quantization;
 using Squeeze.Tuning;
 using Squeeze.Tensors;
 
@@ -95,25 +96,33 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
             using (var file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
             {
                 int total = work.Sum(w => w.Types.Count), done = 0;
-                foreach (var (encoder, indices) in CandidateBlocks.Of(model, [.. work.Select(w => w.Tensor.Name)], blocks, options.Compression, null, cancellationToken))
+                if (blocks is null && options.Compression.Method != CompressionMethod.Rtn)
+                    throw new ArgumentException($"{options.Compression.Method} needs calibration statistics", nameof(blocks));
+                // Each block's (tensor, type) pairs are independent items for the options' workers (in this process by
+                // default); the candidate file is the same bytes in whatever order they finish.
+                foreach (var (_, statistics, indices) in CandidateBlocks.Of(model, [.. work.Select(w => w.Tensor.Name)], blocks, options.Compression, null, cancellationToken))
                 {
+                    var items = indices.SelectMany(i => work[i].Types.Select(type => (Index: i, Type: type))).ToArray();
+                    var targets = items.Select(x => new TensorPlan(work[x.Index].Tensor.Name, work[x.Index].Tensor.Shape, work[x.Index].Tensor.Type, x.Type, Quantized: true, "requested")).ToArray();
+                    var found = indices.ToDictionary(i => i, i => new List<GgufCandidate>(work[i].Types.Count));
+                    var block = new BlockWork(model, statistics, options.Compression, targets, new Dictionary<string, (GgmlType, byte[])>());
+                    if (targets.Length > 0)
+                        progress?.Report(new CandidateProgress("encoding", done, total, $"{targets[0].Name} {targets[0].Type}"));
+                    options.Compression.Workers.Encode(block, (k, encoded) =>
+                    {
+                        var (i, type) = items[k];
+                        long offset = Pad(file);
+                        file.Write(encoded.Data);
+                        found[i].Add(new GgufCandidate(type, offset, encoded.Data.LongLength, Aligned(encoded.Data.LongLength), encoded.Report.Encoding,
+                            encoded.Report.ErrorAfter, double.NaN));
+                        done++;
+                        progress?.Report(new CandidateProgress("encoding", done, total, k + 1 < targets.Length ? $"{targets[k + 1].Name} {targets[k + 1].Type}" : ""));
+                    }, cancellationToken);
                     foreach (int i in indices)
                     {
-                        var (tensor, tensorTypes) = work[i];
-                        var list = new List<GgufCandidate>(tensorTypes.Count);
-                        foreach (var type in tensorTypes)
-                        {
-                            cancellationToken.ThrowIfCancellationRequested();
-                            progress?.Report(new CandidateProgress("encoding", done, total, $"{tensor.Name} {type}"));
-                            var encoded = encoder.Encode(tensor.Name, type);
-                            long offset = Pad(file);
-                            file.Write(encoded.Data);
-                            list.Add(new GgufCandidate(type, offset, encoded.Data.LongLength, Aligned(encoded.Data.LongLength), encoded.Report.Encoding,
-                                encoded.Report.ErrorAfter, double.NaN));
-                            done++;
-                        }
+                        var list = found[i];
                         list.Sort((a, b) => a.Bytes != b.Bytes ? a.Bytes.CompareTo(b.Bytes) : a.Type.CompareTo(b.Type));
-                        tensors[i] = new TensorCandidates<GgufCandidate>(tensor.Name, tensor.Shape, list);
+                        tensors[i] = new TensorCandidates<GgufCandidate>(work[i].Tensor.Name, work[i].Tensor.Shape, list);
                     }
                 }
                 progress?.Report(new CandidateProgress("encoding", total, total, ""));

@@ -67,7 +67,7 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
         }
         int total = work.Sum(w => w.Levels.Count), done = 0;
         var tensors = new TensorCandidates<NativeCandidate>[work.Count];
-        foreach (var (encoder, indices) in CandidateBlocks.Of(model, [.. work.Select(w => w.Weight.Name)], blocks, options, tokenUsage, cancellationToken))
+        foreach (var (encoder, _, indices) in CandidateBlocks.Of(model, [.. work.Select(w => w.Weight.Name)], blocks, options, tokenUsage, cancellationToken))
         {
             foreach (int i in indices)
             {

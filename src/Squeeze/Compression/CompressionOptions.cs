@@ -76,6 +76,10 @@ public sealed record CompressionOptions
 
     /// <summary>Threads for calibration and quantization; results do not depend on it.</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>Where each block's tensors are encoded: in this process (the default), or as independent work items
+    /// elsewhere (a cluster); the file written is the same bytes.</summary>
+    public ITensorWorkers Workers { get; init; } = TensorWorkers.InProcess;
 }
 
 /// <summary>Progress of a compression: the stage ("calibrating", "awq", "quantizing", "writing"), steps done of the stage's total, and a note.</summary>

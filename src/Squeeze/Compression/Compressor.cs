@@ -98,20 +98,20 @@ public static class Compressor
         void Encode(int layer, Dictionary<(int, LinearInput), ActivationStatistics>? stats, Dictionary<string, (GgmlType Type, byte[] Bytes)>? kept)
         {
             using var current = run.Current();
-            var encoder = new TensorEncoder(current, stats, options, cancellationToken);
-            foreach (var target in plan.Tensors.Where(t => LayerOf(t.Name) == layer))
+            var targets = plan.Tensors.Where(t => LayerOf(t.Name) == layer).ToArray();
+            if (targets.Length > 0)
+                progress?.Report(new CompressionProgress("quantizing", done, plan.Tensors.Count, targets[0].Name));
+            options.Workers.Encode(new BlockWork(current, stats, options, targets, run.Replaced), (i, encoded) =>
             {
-                cancellationToken.ThrowIfCancellationRequested();
-                progress?.Report(new CompressionProgress("quantizing", done, plan.Tensors.Count, target.Name));
-                var encoded = encoder.Encode(target);
+                var target = targets[i];
                 file.WriteTensor(target.Name, encoded.Data);
                 ReturnMemory();
                 reports[target.Name] = encoded.Report;
                 if (kept is not null && target.Quantized && target.Type != target.SourceType)
                     kept[target.Name] = (target.Type, encoded.Data);
                 done++;
-            }
-            progress?.Report(new CompressionProgress("quantizing", done, plan.Tensors.Count, ""));
+                progress?.Report(new CompressionProgress("quantizing", done, plan.Tensors.Count, i + 1 < targets.Length ? targets[i + 1].Name : ""));
+            }, cancellationToken);
         }
         Dictionary<(int, LinearInput), ActivationStatistics>? Statistics(int layer)
         {

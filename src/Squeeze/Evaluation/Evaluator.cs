@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Squeeze.Models;
 using Squeeze.Runtime;
 
@@ -59,141 +58,87 @@ public static class Evaluator
 
     /// <summary>Each subject is a model and the cache policy it runs with; a subject that is the base model with the f32
     /// cache takes the base's results instead of running twice.</summary>
-    private static EvaluationResult[] Run(IReadOnlyList<(Model Model, KvCachePolicy Cache)> subjects, string text, EvaluationOptions options, Model? baseModel, IProgress<EvaluationProgress>? progress,
+    private static IReadOnlyList<EvaluationResult> Run(IReadOnlyList<(Model Model, KvCachePolicy Cache)> subjects, string text, EvaluationOptions options, Model? baseModel, IProgress<EvaluationProgress>? progress,
         CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(text);
-        if (subjects.Count == 0)
-            throw new ArgumentException("no model to evaluate", nameof(subjects));
-        var models = subjects.Select(s => s.Model).ToArray();
-        int ctx = options.ContextLength;
-        if (ctx < 4)
-            throw new ArgumentException($"context length {ctx} is too small: at least 4 tokens are needed to score any", nameof(options));
-        var first = models[0];
-        int vocab = first.Config.VocabSize;
-        foreach (var m in models.Append(baseModel))
+        var chunks = EvaluationChunks.Of(subjects, text, options, baseModel);
+        using var scorer = new ChunkScorer(subjects, baseModel, options, cancellationToken);
+        var scores = new List<ChunkScores>(chunks.Count);
+        var nlls = new List<double>();
+        for (int c = 0; c < chunks.Count; c++)
         {
-            if (m is not null && m.Config.VocabSize != vocab)
-                throw new ArgumentException($"{m.Source} has a vocabulary of {m.Config.VocabSize} tokens; {first.Source} has {vocab}", nameof(subjects));
+            cancellationToken.ThrowIfCancellationRequested();
+            scores.Add(scorer.Score(chunks.Chunk(c)));
+            nlls.AddRange(scores[^1].Subjects[0].Nlls);
+            progress?.Report(new EvaluationProgress(c + 1, chunks.Count, Math.Exp(Mean(nlls))));
         }
-
-        int[] tokens = first.Tokenizer.Encode(text, first.Vocabulary.AddBos);
-        int chunks = tokens.Length / ctx;
-        if (options.MaxChunks > 0)
-            chunks = Math.Min(chunks, options.MaxChunks);
-        if (chunks == 0)
-            throw new ArgumentException($"the text has {tokens.Length} tokens, fewer than one chunk of {ctx}", nameof(text));
-
-        var runtimeOptions = new RuntimeOptions { Threads = options.Threads, ContextLength = ctx, BatchSize = ctx };
-        bool[] isBase = subjects.Select(s => ReferenceEquals(s.Model, baseModel) && s.Cache.Kind == KvCacheKind.Float32).ToArray();
-        var runtimes = subjects.Select((s, i) => isBase[i] ? null : new Transformer(s.Model, runtimeOptions with { KvCache = s.Cache }) { Cancellation = cancellationToken }).ToArray();
-        using var baseRuntime = baseModel is null ? null : new Transformer(baseModel, runtimeOptions) { Cancellation = cancellationToken };
-        try
-        {
-            int firstScored = ctx / 2;
-            int scoredPerChunk = ctx - 1 - firstScored;
-            var tokenByteCounts = new int[vocab];
-            for (int id = 0; id < vocab; id++)
-                tokenByteCounts[id] = first.Tokenizer.TokenBytes(id).Length;
-
-            var logProbs = new float[vocab];
-            var baseLogProbs = new float[scoredPerChunk * vocab];
-            var baseClock = new Stopwatch();
-            // A model that is the base is not run twice: it takes the base's log-probabilities and the base's clock.
-            var scores = subjects.Select((s, i) => new Scores(chunks * scoredPerChunk, baseModel is not null, isBase[i] ? baseClock : new Stopwatch())).ToArray();
-            var baseNlls = new List<double>(chunks * scoredPerChunk);
-            long bytes = 0;
-            var chunk = new int[ctx];
-
-            for (int c = 0; c < chunks; c++)
-            {
-                cancellationToken.ThrowIfCancellationRequested();
-                Array.Copy(tokens, c * ctx, chunk, 0, ctx);
-                if (first.Vocabulary.AddBos)
-                    chunk[0] = first.Vocabulary.BosId;
-                for (int j = 0; j < scoredPerChunk; j++)
-                    bytes += tokenByteCounts[chunk[firstScored + j + 1]];
-
-                if (baseRuntime is not null)
-                {
-                    baseClock.Start();
-                    baseRuntime.Reset();
-                    var baseLogits = baseRuntime.Forward(chunk, logitCount: ctx - firstScored);
-                    baseClock.Stop();
-                    for (int j = 0; j < scoredPerChunk; j++)
-                    {
-                        var row = baseLogProbs.AsSpan(j * vocab, vocab);
-                        LogSoftmax.Compute(baseLogits.Slice(j * vocab, vocab), row);
-                        baseNlls.Add(-row[chunk[firstScored + j + 1]]);
-                    }
-                }
-
-                for (int m = 0; m < runtimes.Length; m++)
-                {
-                    var s = scores[m];
-                    if (isBase[m])
-                    {
-                        for (int j = 0; j < scoredPerChunk; j++)
-                        {
-                            var row = baseLogProbs.AsSpan(j * vocab, vocab);
-                            int next = chunk[firstScored + j + 1];
-                            s.Nlls.Add(-row[next]);
-                            s.AddComparison(row, row, next);
-                        }
-                        continue;
-                    }
-                    s.Clock.Start();
-                    runtimes[m]!.Reset();
-                    var logits = runtimes[m]!.Forward(chunk, logitCount: ctx - firstScored);
-                    s.Clock.Stop();
-                    for (int j = 0; j < scoredPerChunk; j++)
-                    {
-                        int next = chunk[firstScored + j + 1];
-                        LogSoftmax.Compute(logits.Slice(j * vocab, vocab), logProbs);
-                        s.Nlls.Add(-logProbs[next]);
-                        if (baseRuntime is not null)
-                            s.AddComparison(baseLogProbs.AsSpan(j * vocab, vocab), logProbs, next);
-                    }
-                }
-                progress?.Report(new EvaluationProgress(c + 1, chunks, Math.Exp(Mean(scores[0].Nlls))));
-            }
-
-            return scores.Select((s, i) => s.Result(chunks, ctx, bytes, baseNlls) with
-            {
-                KvCache = subjects[i].Cache.ToString(),
-                KvCacheBytesPerToken = (double)(runtimes[i] ?? baseRuntime)!.Cache.BytesAfter(ctx) / ctx,
-            }).ToArray();
-        }
-        finally
-        {
-            foreach (var r in runtimes)
-                r?.Dispose();
-        }
+        return Combine(chunks, subjects.Select(s => s.Cache).ToArray(), baseModel is not null, scores);
     }
 
-    /// <summary>What one model accumulates over the scored positions.</summary>
-    private sealed class Scores(int capacity, bool compared, Stopwatch clock)
+    /// <summary>
+    /// The results of an evaluation from its chunks' scores, given in chunk order (however they were computed: in this
+    /// process, or as independent work items elsewhere): every per-token value is taken in chunk order and position
+    /// order, so the figures are the same bits as one run over the chunks in turn. <paramref name="caches"/> are the
+    /// subjects' cache policies, in the scorer's subject order.
+    /// </summary>
+    /// <exception cref="ArgumentException">Not one score per chunk, or scores of another number of subjects.</exception>
+    public static IReadOnlyList<EvaluationResult> Combine(EvaluationChunks chunks, IReadOnlyList<KvCachePolicy> caches, bool compared, IReadOnlyList<ChunkScores> scores)
+    {
+        ArgumentNullException.ThrowIfNull(chunks);
+        ArgumentNullException.ThrowIfNull(caches);
+        ArgumentNullException.ThrowIfNull(scores);
+        if (scores.Count != chunks.Count || scores.Any(s => s.Subjects.Count != caches.Count))
+            throw new ArgumentException($"{chunks.Count} chunk scores of {caches.Count} subjects expected, got {scores.Count}", nameof(scores));
+        int ctx = chunks.ContextLength;
+        int scored = chunks.Count * chunks.ScoredPerChunk;
+        long bytes = 0;
+        for (int c = 0; c < chunks.Count; c++)
+            bytes += chunks.Bytes(c);
+        var baseNlls = new List<double>(compared ? scored : 0);
+        foreach (var s in scores)
+            baseNlls.AddRange(s.BaseNlls);
+        var results = new EvaluationResult[caches.Count];
+        for (int i = 0; i < caches.Count; i++)
+        {
+            var total = new Scores(scored, compared);
+            double seconds = 0;
+            foreach (var s in scores)
+            {
+                var subject = s.Subjects[i];
+                total.Add(subject);
+                seconds += subject.Seconds;
+            }
+            results[i] = total.Result(chunks.Count, ctx, bytes, baseNlls, seconds) with
+            {
+                KvCache = caches[i].ToString(),
+                KvCacheBytesPerToken = scores[0].Subjects[i].CacheBytesPerToken,
+            };
+        }
+        return results;
+    }
+
+    /// <summary>What one model accumulates over the scored positions, in chunk and position order.</summary>
+    private sealed class Scores(int capacity, bool compared)
     {
         private readonly List<double> klds = new(compared ? capacity : 0);
+        private readonly List<double> nlls = new(capacity);
         private long sameTop;
         private double sumDeltaP2;
 
-        public List<double> Nlls { get; } = new(capacity);
-
-        public Stopwatch Clock { get; } = clock;
-
-        public void AddComparison(ReadOnlySpan<float> baseRow, ReadOnlySpan<float> row, int next)
+        public void Add(SubjectChunkScores chunk)
         {
-            klds.Add(KlDivergence(baseRow, row));
-            if (ArgMax(baseRow) == ArgMax(row))
-                sameTop++;
-            double deltaP = Math.Exp(row[next]) - Math.Exp(baseRow[next]);
-            sumDeltaP2 += deltaP * deltaP;
+            nlls.AddRange(chunk.Nlls);
+            if (!compared)
+                return;
+            klds.AddRange(chunk.Klds);
+            sameTop += chunk.SameTop;
+            foreach (double d in chunk.DeltaP2)
+                sumDeltaP2 += d;
         }
 
-        public EvaluationResult Result(int chunks, int ctx, long bytes, List<double> baseNlls)
+        public EvaluationResult Result(int chunks, int ctx, long bytes, List<double> baseNlls, double seconds)
         {
-            double meanNll = Mean(Nlls);
+            double meanNll = Mean(nlls);
             double perplexity = Math.Exp(meanNll);
             KlDivergenceStats? kl = null;
             if (compared)
@@ -216,13 +161,13 @@ public static class Evaluator
             return new EvaluationResult
             {
                 Perplexity = perplexity,
-                PerplexityError = perplexity * StandardError(Nlls, meanNll),
+                PerplexityError = perplexity * StandardError(nlls, meanNll),
                 MeanNll = meanNll,
-                BitsPerByte = Nlls.Sum() / Math.Log(2) / Math.Max(1, bytes),
+                BitsPerByte = nlls.Sum() / Math.Log(2) / Math.Max(1, bytes),
                 Chunks = chunks,
                 ContextLength = ctx,
-                ScoredTokens = Nlls.Count,
-                TokensPerSecond = chunks * (double)ctx / Math.Max(Clock.Elapsed.TotalSeconds, 1e-9),
+                ScoredTokens = nlls.Count,
+                TokensPerSecond = chunks * (double)ctx / Math.Max(seconds, 1e-9),
                 KlDivergence = kl,
             };
         }

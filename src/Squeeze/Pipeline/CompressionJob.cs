@@ -81,6 +81,10 @@ public sealed record CompressionJob
     /// <summary>Threads to compute with.</summary>
     public int Threads { get; init; } = 1;
 
+    /// <summary>Where each block's tensors are encoded: a named mix's tensors, and a GGUF size target's candidates (every
+    /// tensor in every type); see <see cref="CompressionOptions.Workers"/>.</summary>
+    public ITensorWorkers Workers { get; init; } = TensorWorkers.InProcess;
+
     /// <summary>The GGUF file or native directory to write; null to choose without writing (a plan, budget targets only).</summary>
     public string? Output { get; init; }
 }

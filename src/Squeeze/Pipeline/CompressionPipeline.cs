@@ -224,6 +224,7 @@ public static class CompressionPipeline
         ActivationOrder = job.ActivationOrder,
         Statistics = job.Method == CompressionMethod.Rtn ? null : job.Statistics,
         Threads = Math.Max(1, job.Threads),
+        Workers = job.Workers,
     };
 
     /// <summary>Maps each sub-step's progress to its stage's number of the job's stages.</summary>

@@ -27,6 +27,126 @@ public sealed record ZipOptions
     /// <summary>Symbols over which the encoder compares two parses (a BOS token or a document break against the plain
     /// tokens) before keeping the cheaper; 0 codes the plain tokenization. Only the writer's time depends on it.</summary>
     public int Lookahead { get; init; } = 8;
+
+    /// <summary>Where the blocks are coded: null in this process, one after another; else by these workers (a cluster),
+    /// several blocks at a time. The file is the same bytes.</summary>
+    public IZipWorkers? Workers { get; init; }
+}
+
+/// <summary>How every block of one .sqz file is coded: the window, overlap, segment size, lookahead and threads.</summary>
+/// <param name="Window">Positions of each segment's window (BOS included).</param>
+/// <param name="Overlap">Tokens re-fed after BOS when a window is full.</param>
+/// <param name="SegmentBytes">Largest segment, in bytes.</param>
+/// <param name="Lookahead">Symbols over which the encoder compares two parses.</param>
+/// <param name="Threads">Threads of the forward passes (the bytes do not depend on it).</param>
+public sealed record ZipBlockSettings(int Window, int Overlap, int SegmentBytes, int Lookahead, int Threads);
+
+/// <summary>One block of a .sqz file as written (segment table, coded stream and CRC-32, or a stored block) and what
+/// coding it counted.</summary>
+/// <param name="Bytes">The block's bytes in the container.</param>
+/// <param name="Overhead">Its bytes besides the coded stream (table, CRC-32).</param>
+/// <param name="Segments">Segments it was cut into.</param>
+/// <param name="Tokens">Token symbols coded.</param>
+/// <param name="Escapes">Bytes coded outside the vocabulary.</param>
+/// <param name="Breaks">Document breaks coded.</param>
+/// <param name="Bos">BOS tokens coded.</param>
+/// <param name="ModelBits">Σ −log2 p(token).</param>
+/// <param name="EscapeBits">Bits the escapes cost.</param>
+public sealed record ZipBlock(byte[] Bytes, long Overhead, int Segments, long Tokens, long Escapes, long Breaks, long Bos, double ModelBits, double EscapeBits);
+
+/// <summary>Codes blocks of a .sqz file elsewhere (<see cref="ZipOptions.Workers"/>): each block depends on its bytes,
+/// the model and the settings alone, so it is an independent work item.</summary>
+public interface IZipWorkers
+{
+    /// <summary>Blocks handed out at once (the client holds that many blocks of input in memory).</summary>
+    int BlocksAtOnce { get; }
+
+    /// <summary>Codes <paramref name="blocks"/> with <paramref name="settings"/>, their results in the same order.</summary>
+    IReadOnlyList<ZipBlock> Encode(Model model, ZipBlockSettings settings, IReadOnlyList<byte[]> blocks, CancellationToken cancellationToken);
+
+    /// <summary>Decodes <paramref name="blocks"/> (each as it stands in the container) of a file with <paramref name="header"/>,
+    /// the original bytes of each in the same order.</summary>
+    IReadOnlyList<byte[]> Decode(Model model, SqzHeader header, IReadOnlyList<byte[]> blocks, CancellationToken cancellationToken);
+}
+
+/// <summary>Decodes one block after another of a .sqz file (the KV caches of its lanes made once): what a worker runs
+/// for a block of <c>squeeze unzip</c>.</summary>
+public sealed class ZipBlockDecoder : IDisposable
+{
+    private readonly LaneRunner runner;
+
+    internal LaneRunner Runner => runner;
+
+    /// <summary>A decoder of the blocks of a file with <paramref name="header"/>, written with <paramref name="model"/>.</summary>
+    public ZipBlockDecoder(Model model, SqzHeader header, int threads, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(header);
+        runner = new LaneRunner(model, header.ContextLength, header.Overlap, threads > 0 ? threads : Environment.ProcessorCount, breaks: header.Version >= 2,
+            cancellationToken: cancellationToken);
+    }
+
+    /// <summary>The original bytes of one block given as it stands in the container (segment table, stream and CRC-32, or
+    /// a stored block); <paramref name="path"/> and <paramref name="index"/> name it in errors.</summary>
+    /// <exception cref="InvalidDataException">The block is corrupt.</exception>
+    public byte[] Decode(byte[] block, string path, int index)
+    {
+        ArgumentNullException.ThrowIfNull(block);
+        var (lanes, stream) = ModelCodec.ReadBlock(new MemoryStream(block, writable: false), path, index, long.MaxValue);
+        if (lanes is null)
+            return stream;
+        var segments = runner.Decode(lanes, new RangeDecoder(stream), path, index, null);
+        var original = new byte[segments.Sum(x => (long)x.Length)];
+        int at = 0;
+        foreach (var segment in segments)
+        {
+            segment.CopyTo(original, at);
+            at += segment.Length;
+        }
+        return original;
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => runner.Dispose();
+}
+
+/// <summary>Codes one block after another with one model and one <see cref="ZipBlockSettings"/> (the KV caches of its
+/// lanes made once): what <see cref="ModelCodec.Compress"/> runs in process, and what a worker runs for a block.</summary>
+public sealed class ZipBlockCoder : IDisposable
+{
+    private readonly LaneRunner runner;
+    private readonly ZipBlockSettings settings;
+
+    /// <summary>A coder of <paramref name="model"/>'s blocks.</summary>
+    public ZipBlockCoder(Model model, ZipBlockSettings settings, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(settings);
+        this.settings = settings;
+        runner = new LaneRunner(model, settings.Window, settings.Overlap, settings.Threads, breaks: true, settings.Lookahead, cancellationToken);
+    }
+
+    /// <summary>Codes one block: cut into segments, range-coded lane by lane in one stream, or stored when the model would
+    /// expand it. <paramref name="progress"/> hears the block's bytes done.</summary>
+    public ZipBlock Encode(ReadOnlySpan<byte> block, Action<long>? progress = null)
+    {
+        int length = block.Length;
+        var bounds = ModelCodec.SegmentBounds(block, (length + settings.SegmentBytes - 1) / settings.SegmentBytes);
+        var lanes = new List<Lane>(bounds.Count);
+        foreach (var (segmentStart, segmentEnd) in bounds)
+            lanes.Add(new Lane(segmentEnd - segmentStart, false, block[segmentStart..segmentEnd].ToArray()));
+        var encoder = new RangeEncoder();
+        var stats = runner.Encode(lanes, encoder, progress);
+        byte[] stream = encoder.Finish();
+        using var output = new MemoryStream();
+        long overhead = stream.Length < length
+            ? ModelCodec.WriteBlock(output, lanes, stream)
+            : ModelCodec.WriteStoredBlock(output, block); // the model expands these bytes (random data): keep them as they are
+        return new ZipBlock(output.ToArray(), overhead, lanes.Count, stats.Tokens, stats.Escapes, stats.Breaks, stats.Bos, stats.ModelBits, stats.EscapeBits);
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => runner.Dispose();
 }
 
 /// <summary>Progress of a compression or decompression: input bytes done (original bytes) of the total.</summary>
@@ -115,7 +235,8 @@ public static class ModelCodec
         };
         output.Write(header.ToBytes());
 
-        using var runner = new LaneRunner(model, window, overlap, options.Threads, breaks: true, options.Lookahead, cancellationToken);
+        var settings = new ZipBlockSettings(window, overlap, options.SegmentBytes, options.Lookahead, options.Threads);
+        using var coder = options.Workers is null ? new ZipBlockCoder(model, settings, cancellationToken) : null;
         var hash = new XxHash64();
         long inputBytes = 0, overhead = header.Length, tokens = 0, escapes = 0, breaks = 0, bosTokens = 0;
         int blocks = 0, segments = 0;
@@ -128,36 +249,49 @@ public static class ModelCodec
             long blockCount = (segmentCount + options.Lanes - 1) / options.Lanes;
             blockBytes = (total + blockCount - 1) / blockCount;
         }
-        var buffer = new byte[blockBytes];
-        while (true)
+        void Add(ZipBlock block, int length)
         {
-            int length = input.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false);
-            if (length == 0)
-                break;
-            var block = buffer.AsSpan(0, length);
-            hash.Append(block);
-            var bounds = SegmentBounds(block, (length + options.SegmentBytes - 1) / options.SegmentBytes);
-            var lanes = new List<Lane>(bounds.Count);
-            foreach (var (segmentStart, segmentEnd) in bounds)
-                lanes.Add(new Lane(segmentEnd - segmentStart, false, block[segmentStart..segmentEnd].ToArray()));
-            long done = inputBytes;
-            var encoder = new RangeEncoder();
-            var stats = runner.Encode(lanes, encoder, progress is null ? null : new Action<long>(d => progress.Report(new CodecProgress(done + d, total))));
-            byte[] stream = encoder.Finish();
-            if (stream.Length < length)
-                overhead += WriteBlock(output, lanes, stream);
-            else
-                overhead += WriteStoredBlock(output, block); // the model expands these bytes (random data): keep them as they are
+            output.Write(block.Bytes);
+            overhead += block.Overhead;
             blocks++;
-            segments += lanes.Count;
-            tokens += stats.Tokens;
-            escapes += stats.Escapes;
-            breaks += stats.Breaks;
-            bosTokens += stats.Bos;
-            modelBits += stats.ModelBits;
-            escapeBits += stats.EscapeBits;
+            segments += block.Segments;
+            tokens += block.Tokens;
+            escapes += block.Escapes;
+            breaks += block.Breaks;
+            bosTokens += block.Bos;
+            modelBits += block.ModelBits;
+            escapeBits += block.EscapeBits;
             inputBytes += length;
             progress?.Report(new CodecProgress(inputBytes, total));
+        }
+        // In this process one block at a time; with workers, as many blocks as they take at once, written in order.
+        int atOnce = options.Workers is null ? 1 : Math.Max(1, options.Workers.BlocksAtOnce);
+        var batch = new List<byte[]>(atOnce);
+        while (true)
+        {
+            batch.Clear();
+            while (batch.Count < atOnce)
+            {
+                var buffer = new byte[blockBytes];
+                int length = input.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false);
+                if (length == 0)
+                    break;
+                batch.Add(length == buffer.Length ? buffer : buffer[..length]);
+                hash.Append(batch[^1]);
+            }
+            if (batch.Count == 0)
+                break;
+            if (coder is not null)
+            {
+                long done = inputBytes;
+                Add(coder.Encode(batch[0], progress is null ? null : new Action<long>(d => progress.Report(new CodecProgress(done + d, total)))), batch[0].Length);
+            }
+            else
+            {
+                var coded = options.Workers!.Encode(model, settings, batch, cancellationToken);
+                for (int i = 0; i < batch.Count; i++)
+                    Add(coded[i], batch[i].Length);
+            }
         }
 
         long end = output.Position;
@@ -179,10 +313,10 @@ public static class ModelCodec
     /// <summary>Decompresses the .sqz file <paramref name="inputPath"/> into <paramref name="outputPath"/> (temporary file,
     /// renamed only once the checksum matched).</summary>
     public static UnzipResult DecompressFile(Model model, string inputPath, string outputPath, int threads = 0, IProgress<CodecProgress>? progress = null,
-        CancellationToken cancellationToken = default)
+        IZipWorkers? workers = null, CancellationToken cancellationToken = default)
     {
         using var input = new FileStream(inputPath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
-        return WriteThenRename(outputPath, output => Decompress(model, input, output, inputPath, threads, progress, cancellationToken));
+        return WriteThenRename(outputPath, output => Decompress(model, input, output, inputPath, threads, progress, workers, cancellationToken));
     }
 
     private static T WriteThenRename<T>(string path, Func<Stream, T> write)
@@ -206,9 +340,9 @@ public static class ModelCodec
 
     /// <summary>Decompresses a .sqz stream written with <paramref name="model"/>; <paramref name="path"/> names it in errors.
     /// Throws <see cref="InvalidDataException"/> on a corrupt file or another model, before or while writing: the caller
-    /// discards the output then.</summary>
+    /// discards the output then. With <paramref name="workers"/>, the blocks are decoded by them, several at a time.</summary>
     public static UnzipResult Decompress(Model model, Stream input, Stream output, string path, int threads = 0, IProgress<CodecProgress>? progress = null,
-        CancellationToken cancellationToken = default)
+        IZipWorkers? workers = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(input);
@@ -223,21 +357,49 @@ public static class ModelCodec
         if (header.ContextLength > 1 << 20)
             throw new InvalidDataException($"{path}: a window of {header.ContextLength} positions is out of range");
 
-        using var runner = new LaneRunner(model, header.ContextLength, header.Overlap, threads > 0 ? threads : Environment.ProcessorCount, breaks: header.Version >= 2,
-            cancellationToken: cancellationToken);
         var hash = new XxHash64();
         long written = 0;
-        for (int b = 0; b < header.BlockCount; b++)
+        void Add(byte[] segment)
         {
-            var (lanes, stream) = ReadBlock(input, path, b, header.OriginalLength - written);
-            long done = written;
-            var decoded = lanes is null ? [stream] : runner.Decode(lanes, new RangeDecoder(stream), path, b,
-                progress is null ? null : new Action<long>(d => progress.Report(new CodecProgress(done + d, header.OriginalLength))));
-            foreach (byte[] segment in decoded)
+            hash.Append(segment);
+            output.Write(segment);
+            written += segment.Length;
+        }
+        if (workers is not null)
+        {
+            // Blocks as they stand in the container, as many at a time as the workers take, written in order.
+            int atOnce = Math.Max(1, workers.BlocksAtOnce);
+            for (int first = 0; first < header.BlockCount; first += atOnce)
             {
-                hash.Append(segment);
-                output.Write(segment);
-                written += segment.Length;
+                var batch = new List<byte[]>(atOnce);
+                long remaining = header.OriginalLength - written;
+                for (int b = first; b < Math.Min(header.BlockCount, first + atOnce); b++)
+                {
+                    var (lanes, stream) = ReadBlock(input, path, b, remaining);
+                    remaining -= lanes is null ? stream.Length : lanes.Sum(l => (long)l.Length);
+                    using var raw = new MemoryStream();
+                    if (lanes is null)
+                        WriteStoredBlock(raw, stream);
+                    else
+                        WriteBlock(raw, lanes, stream);
+                    batch.Add(raw.ToArray());
+                }
+                foreach (byte[] original in workers.Decode(model, header, batch, cancellationToken))
+                    Add(original);
+                progress?.Report(new CodecProgress(written, header.OriginalLength));
+            }
+        }
+        else
+        {
+            using var decoder = new ZipBlockDecoder(model, header, threads, cancellationToken);
+            for (int b = 0; b < header.BlockCount; b++)
+            {
+                var (lanes, stream) = ReadBlock(input, path, b, header.OriginalLength - written);
+                long done = written;
+                var decoded = lanes is null ? [stream] : decoder.Runner.Decode(lanes, new RangeDecoder(stream), path, b,
+                    progress is null ? null : new Action<long>(d => progress.Report(new CodecProgress(done + d, header.OriginalLength))));
+                foreach (byte[] segment in decoded)
+                    Add(segment);
             }
         }
         if (written != header.OriginalLength)
@@ -280,7 +442,7 @@ public static class ModelCodec
     }
 
     /// <summary>Writes one block (segment table, stream, CRC-32); returns the bytes besides the stream.</summary>
-    private static long WriteBlock(Stream output, List<Lane> lanes, byte[] stream)
+    internal static long WriteBlock(Stream output, List<Lane> lanes, byte[] stream)
     {
         using var table = new MemoryStream();
         WriteVarint(table, (ulong)lanes.Count);
@@ -297,7 +459,7 @@ public static class ModelCodec
     }
 
     /// <summary>Writes a stored block (segment count 0, length, the bytes, CRC-32); returns the bytes besides the data.</summary>
-    private static long WriteStoredBlock(Stream output, ReadOnlySpan<byte> data)
+    internal static long WriteStoredBlock(Stream output, ReadOnlySpan<byte> data)
     {
         using var table = new MemoryStream();
         WriteVarint(table, 0);
@@ -312,7 +474,7 @@ public static class ModelCodec
     }
 
     /// <summary>Reads one block: its segments and coded stream, or (stored block) null and the original bytes.</summary>
-    private static (List<Lane>? Lanes, byte[] Stream) ReadBlock(Stream input, string path, int index, long remaining)
+    internal static (List<Lane>? Lanes, byte[] Stream) ReadBlock(Stream input, string path, int index, long remaining)
     {
         var crc = new Crc32();
         ulong ReadNumber()

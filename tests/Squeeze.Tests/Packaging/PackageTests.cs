@@ -75,6 +75,10 @@ public class PackageTests(PackedPackages packages) : IClassFixture<PackedPackage
         Assert.Empty(FrameworkReferences("Squeeze"));
         Assert.Equal(["Microsoft.AspNetCore.App"], FrameworkReferences("Squeeze.Server"));
         Assert.Contains("Squeeze", packages.Dependencies("Squeeze.Server"));
+        // Orleans is the cluster package's, never the library's.
+        Assert.DoesNotContain(dependencies, d => d.StartsWith("Microsoft.Orleans", StringComparison.OrdinalIgnoreCase));
+        Assert.Contains("Squeeze", packages.Dependencies("Squeeze.Cluster"));
+        Assert.Contains("Microsoft.Orleans.Server", packages.Dependencies("Squeeze.Cluster"));
     }
 
     private IEnumerable<string> FrameworkReferences(string id)
@@ -84,6 +88,7 @@ public class PackageTests(PackedPackages packages) : IClassFixture<PackedPackage
     [InlineData("Squeeze", "lib/net10.0/Squeeze.xml")]
     [InlineData("Squeeze.Charts", "lib/net10.0/Squeeze.Charts.xml")]
     [InlineData("Squeeze.Server", "lib/net10.0/Squeeze.Server.xml")]
+    [InlineData("Squeeze.Cluster", "lib/net10.0/Squeeze.Cluster.xml")]
     public void Library_packages_carry_documentation_license_and_readme(string id, string documentation)
     {
         var (entries, nuspec) = packages.Open(id);

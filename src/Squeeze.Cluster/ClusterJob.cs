@@ -1,0 +1,164 @@
+using System.Diagnostics;
+using System.Threading.Channels;
+
+namespace Squeeze.Cluster;
+
+/// <summary>Progress of a cluster job: items done of the total, per worker, and the estimated time left.</summary>
+/// <param name="Done">Items finished.</param>
+/// <param name="Total">Items in the job.</param>
+/// <param name="PerWorker">Items each worker finished, by silo address.</param>
+/// <param name="Lost">Workers that left the cluster during the job (their items run again elsewhere).</param>
+/// <param name="SecondsLeft">Time left at the pace so far, or null before the first item.</param>
+public sealed record ClusterProgress(int Done, int Total, IReadOnlyDictionary<string, int> PerWorker, int Lost, double? SecondsLeft)
+{
+    /// <summary>"12/40 items, 2 workers (7, 5), 31 s left".</summary>
+    public override string ToString() => $"{Done}/{Total} items, {PerWorker.Count - Lost} workers ({string.Join(", ", PerWorker.Values)})"
+        + (Lost > 0 ? $", {Lost} lost" : "") + (SecondsLeft is { } s ? $", {s:0} s left" : "");
+}
+
+/// <summary>What one item cost on the cluster: where it ran, the worker's time on it, the time the client waited for it
+/// (the difference is serialization, transfer and scheduling), and the bytes that moved each way.</summary>
+public sealed record ItemCost(string Worker, double WorkerSeconds, double RoundTripSeconds, long BytesSent, long BytesReceived);
+
+/// <summary>
+/// Runs a job's independent items on every worker of the cluster and gives their results in item order, whatever
+/// order they finished in, so what the client merges is the same as a one-machine run's. Every worker first proves it
+/// holds the job's models (<see cref="IWorkerGrain.Hello"/>): one refusal stops the job with its one line. Each worker
+/// takes one item at a time from a shared queue; a worker that leaves the cluster mid-item (a call that fails or times
+/// out) is dropped and its item queued again for the others. An item's own error stops the job.
+/// </summary>
+public sealed class ClusterJob(IClusterClient client)
+{
+    private readonly List<ItemCost> costs = [];
+
+    /// <summary>What every item run through this job cost, run after run, each run's in item order.</summary>
+    public IReadOnlyList<ItemCost> Costs => costs;
+
+    /// <summary>Runs items of <paramref name="kind"/> on <paramref name="models"/>, one payload each; the results' payloads in item order.</summary>
+    /// <exception cref="ClusterException">A worker refused the job, an item failed, or no worker is left.</exception>
+    public async Task<byte[][]> RunAsync(string kind, IReadOnlyList<ModelRef> models, IReadOnlyList<byte[]> payloads, IProgress<ClusterProgress>? progress = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(payloads);
+        var workers = await Workers(models).ConfigureAwait(false);
+        int total = payloads.Count;
+        var results = new byte[total][];
+        var itemCosts = new ItemCost[total];
+        var perWorker = workers.ToDictionary(w => w.Name, _ => 0, StringComparer.Ordinal);
+        var queue = Channel.CreateUnbounded<int>();
+        for (int i = 0; i < total; i++)
+            queue.Writer.TryWrite(i);
+        if (total == 0)
+            queue.Writer.Complete();
+        int done = 0, alive = workers.Count, lost = 0;
+        var clock = Stopwatch.StartNew();
+        var gate = new object();
+        void Report()
+        {
+            double? left = done == 0 ? null : clock.Elapsed.TotalSeconds / done * (total - done);
+            progress?.Report(new ClusterProgress(done, total, new Dictionary<string, int>(perWorker), lost, left));
+        }
+        Report();
+
+        async Task Serve(string name, IWorkerGrain worker)
+        {
+            await foreach (int i in queue.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            {
+                var item = new WorkItem(ClusterProtocol.Version, kind, models, payloads[i], ClusterProtocol.Checksum(payloads[i]));
+                long start = Stopwatch.GetTimestamp();
+                WorkResult result;
+                try
+                {
+                    result = await Watched(name, worker.Run(item), cancellationToken).ConfigureAwait(false);
+                }
+                catch (Exception) when (!cancellationToken.IsCancellationRequested)
+                {
+                    // The worker left (or its silo stopped answering): its item goes to the others.
+                    queue.Writer.TryWrite(i);
+                    lock (gate)
+                    {
+                        lost++;
+                        if (--alive == 0)
+                            queue.Writer.TryComplete(new ClusterException($"every worker left the cluster with {total - done} of {total} {kind} items not done"));
+                        Report();
+                    }
+                    return;
+                }
+                if (result.Refusal is not null || result.Error is not null)
+                {
+                    queue.Writer.TryComplete(new ClusterException(result.Refusal ?? result.Error!));
+                    return;
+                }
+                if (ClusterProtocol.Checksum(result.Payload) != result.Checksum)
+                {
+                    queue.Writer.TryComplete(new ClusterException($"a {kind} result from worker {name} arrived damaged (checksum mismatch)"));
+                    return;
+                }
+                lock (gate)
+                {
+                    results[i] = result.Payload;
+                    itemCosts[i] = new ItemCost(name, result.Seconds, Stopwatch.GetElapsedTime(start).TotalSeconds, payloads[i].Length, result.Payload.Length);
+                    perWorker[name]++;
+                    if (++done == total)
+                        queue.Writer.TryComplete();
+                    Report();
+                }
+            }
+        }
+
+        var serving = workers.Select(w => Serve(w.Name, w.Grain)).ToArray();
+        try
+        {
+            await Task.WhenAll(serving).ConfigureAwait(false);
+            await queue.Reader.Completion.ConfigureAwait(false);
+        }
+        catch (ChannelClosedException e) when (e.InnerException is ClusterException inner)
+        {
+            throw new ClusterException(inner.Message, e);
+        }
+        costs.AddRange(itemCosts);
+        return results;
+    }
+
+    /// <summary>How often a client asks the cluster whether the workers running its items are still members: a worker
+    /// declared dead has its item queued again at once, without waiting for the item's timeout.</summary>
+    public TimeSpan WatchInterval { get; init; } = TimeSpan.FromSeconds(2);
+
+    // The item's result, or an exception as soon as the cluster's membership no longer lists its worker.
+    private async Task<WorkResult> Watched(string name, Task<WorkResult> call, CancellationToken cancellationToken)
+    {
+        while (await Task.WhenAny(call, Task.Delay(WatchInterval, cancellationToken)).ConfigureAwait(false) != call)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var hosts = await client.GetGrain<IManagementGrain>(0).GetHosts(true, cancellationToken).WaitAsync(WatchInterval * 5, cancellationToken).ConfigureAwait(false);
+            if (!hosts.Keys.Any(s => s.ToParsableString() == name))
+                throw new SiloUnavailableException($"worker {name} left the cluster");
+        }
+        return await call.ConfigureAwait(false);
+    }
+
+    // The workers active now that accept the job, each by its silo address.
+    private async Task<List<(string Name, IWorkerGrain Grain)>> Workers(IReadOnlyList<ModelRef> models)
+    {
+        var hosts = await client.GetGrain<IManagementGrain>(0).GetHosts(onlyActive: true).ConfigureAwait(false);
+        var workers = new List<(string, IWorkerGrain)>();
+        foreach (var silo in hosts.Keys.OrderBy(s => s.ToParsableString(), StringComparer.Ordinal))
+        {
+            string name = silo.ToParsableString();
+            var grain = client.GetGrain<IWorkerGrain>(name);
+            string? refusal;
+            try
+            {
+                refusal = await grain.Hello(ClusterProtocol.Version, models).ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                continue; // left (or stopped answering) between the listing and the greeting
+            }
+            if (refusal is not null)
+                throw new ClusterException(refusal);
+            workers.Add((name, grain));
+        }
+        return workers.Count > 0 ? workers : throw new ClusterException("the cluster has no worker");
+    }
+}

@@ -1,0 +1,202 @@
+using Squeeze.Allocation;
+using Squeeze.Cluster;
+using Squeeze.Compression;
+using Squeeze.Evaluation;
+using Squeeze.Pipeline;
+using Squeeze.Quantization;
+using Squeeze.Runtime;
+using Squeeze.Tests.Infrastructure;
+using Squeeze.Zip;
+
+namespace Squeeze.Tests.Cluster;
+
+/// <summary>One three-silo in-process cluster for the tests that leave it as it is.</summary>
+public sealed class ClusterFixture : IAsyncLifetime
+{
+    public InProcessCluster Cluster { get; private set; } = null!;
+
+    public async Task InitializeAsync() => Cluster = await InProcessCluster.StartAsync(3);
+
+    public async Task DisposeAsync() => await Cluster.DisposeAsync();
+}
+
+/// <summary>The work of a job on a three-silo in-process cluster gives the same figures and bytes as on one machine.</summary>
+public sealed class ClusterTests(ClusterFixture fixture) : IClassFixture<ClusterFixture>
+{
+    private readonly InProcessCluster cluster = fixture.Cluster;
+
+    private static string EvaluationText => File.ReadAllText(SharedData.Corpus("tinystories-eval.txt"))[..6_000];
+
+    [Fact]
+    public async Task EvaluationOverChunksGivesTheOneMachineFiguresBitForBit()
+    {
+        using var model = InProcessCluster.Load(SharedData.Stories15M);
+        var options = new EvaluationOptions { ContextLength = 64, MaxChunks = 6, Threads = 1 };
+        var local = Evaluator.Evaluate(model, EvaluationText, options);
+        var job = cluster.Job();
+        var distributed = await ClusterEvaluator.EvaluateAsync(job, model, InProcessCluster.Reference(SharedData.Stories15M, model), EvaluationText, options);
+        Same(local, distributed);
+        Assert.Equal(3, job.Costs.Select(c => c.Worker).Distinct().Count());
+
+        // A compressed KV cache against the model's own f32 cache: the KLD side of the merge.
+        var q4 = options with { KvCache = KvCachePolicy.Parse("q4") };
+        var localKv = Evaluator.EvaluateKvCaches(model, [q4.KvCache], EvaluationText, q4)[0];
+        var distributedKv = await ClusterEvaluator.EvaluateAsync(job, model, InProcessCluster.Reference(SharedData.Stories15M, model), EvaluationText, q4);
+        Same(localKv, distributedKv);
+        Assert.NotNull(distributedKv.KlDivergence);
+    }
+
+    [Fact]
+    public async Task AWorkerHoldingAnotherModelIsRefusedWithOneLine()
+    {
+        using var model = InProcessCluster.Load(SharedData.Stories260K);
+        var wrong = InProcessCluster.Reference(SharedData.Stories260K, model) with { Fingerprint = new string('0', 32) };
+        var e = await Assert.ThrowsAsync<ClusterException>(() => ClusterEvaluator.EvaluateAsync(cluster.Job(), model, wrong, EvaluationText,
+            new EvaluationOptions { ContextLength = 32, MaxChunks = 2, Threads = 1 }));
+        Assert.Contains("fingerprint", e.Message, StringComparison.Ordinal);
+        Assert.Contains("00000000000000000000000000000000", e.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain('\n', e.Message);
+    }
+
+    // stories260K keeps the suite fast; the encodings are the same code at any size.
+    private static CompressionOptions MixOptions => new()
+    {
+        Mix = QuantizationMix.Parse("Q4_K_M"), Method = CompressionMethod.Gptq, CalibrationTokens = 256, ContextLength = 128, RefinePasses = 1, Threads = 2,
+    };
+
+    [Fact]
+    public async Task ANamedMixByAwqAndGptqWritesTheOneMachineBytes()
+    {
+        using var model = InProcessCluster.Load(SharedData.Stories260K);
+        var job = cluster.Job();
+        var workers = new ClusterTensorWorkers(job, InProcessCluster.Reference(SharedData.Stories260K, model));
+        // AWQ's scaled weights and norms travel with their items; GPTQ runs on them.
+        var (local, distributed) = CompressBoth(model, MixOptions with { Method = CompressionMethod.AwqGptq }, workers);
+        Assert.NotEmpty(local.AwqAlphas);
+        Assert.Equal(local.Tensors.Select(t => (t.Name, t.Encoding, t.ErrorAfter)), distributed.Tensors.Select(t => (t.Name, t.Encoding, t.ErrorAfter)));
+        Assert.Contains(distributed.Tensors, t => t.Encoding == "gptq");
+        Assert.Equal(model.Tensors.Count, job.Costs.Count);
+        Assert.Equal(3, job.Costs.Select(c => c.Worker).Distinct().Count());
+        await Task.CompletedTask;
+    }
+
+    [Fact]
+    public async Task ASizeBudgetWithEveryCandidateEncodedOnTheClusterWritesTheOneMachineBytes()
+    {
+        using var model = InProcessCluster.Load(SharedData.Stories260K);
+        string dir = Directory.CreateTempSubdirectory("squeeze-cluster-").FullName;
+        try
+        {
+            CompressionJob Job(string name) => new()
+            {
+                Target = new BudgetTarget(Bytes: null, BitsPerWeight: 9.0, Swaps: SwapMeasurement.Sampled),
+                Method = CompressionMethod.Gptq,
+                CalibrationText = Compression.CompressorTests.CalibrationText,
+                CalibrationTokens = 256,
+                ContextLength = 128,
+                Threads = 2,
+                Output = Path.Combine(dir, name),
+            };
+            var job = cluster.Job();
+            var workers = new ClusterTensorWorkers(job, InProcessCluster.Reference(SharedData.Stories260K, model));
+            var local = CompressionPipeline.Run(model, Job("local.gguf"));
+            var distributed = CompressionPipeline.Run(model, Job("cluster.gguf") with { Workers = workers });
+            Assert.Equal(File.ReadAllBytes(Path.Combine(dir, "local.gguf")), File.ReadAllBytes(Path.Combine(dir, "cluster.gguf")));
+            Assert.Equal(local.Tensors.Select(t => t.Format), distributed.Tensors.Select(t => t.Format));
+            // Every (tensor, type) candidate of every block was an item.
+            Assert.True(job.Costs.Count > model.Tensors.Count(t => t.Shape.Length == 2));
+            Assert.Equal(3, job.Costs.Select(c => c.Worker).Distinct().Count());
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+        await Task.CompletedTask;
+    }
+
+    [Fact]
+    public async Task ZipAndUnzipOverBlocksGiveTheOneMachineArchiveAndTheInputBack()
+    {
+        using var model = InProcessCluster.Load(SharedData.Stories260K);
+        byte[] input = System.Text.Encoding.UTF8.GetBytes(EvaluationText[..4_000]);
+        // Four segments of 256 bytes per block: four blocks, a batch of three and one.
+        var options = new ZipOptions { Lanes = 4, SegmentBytes = 256, ContextLength = 64, Threads = 1 };
+        using var local = new MemoryStream();
+        var expected = ModelCodec.Compress(model, new MemoryStream(input), local, options);
+        var job = cluster.Job();
+        var workers = new ClusterZipWorkers(job, InProcessCluster.Reference(SharedData.Stories260K, model), blocksAtOnce: 3);
+        using var distributed = new MemoryStream();
+        var actual = ModelCodec.Compress(model, new MemoryStream(input), distributed, options with { Workers = workers });
+        Assert.Equal(local.ToArray(), distributed.ToArray());
+        Assert.Equal(expected with { Seconds = 0 }, actual with { Seconds = 0 });
+        Assert.Equal(4, job.Costs.Count);
+        // And back, block by block on the cluster.
+        using var restored = new MemoryStream();
+        ModelCodec.Decompress(model, new MemoryStream(distributed.ToArray()), restored, "cluster.sqz", threads: 1, workers: workers);
+        Assert.Equal(input, restored.ToArray());
+        Assert.Equal(8, job.Costs.Count);
+        await Task.CompletedTask;
+    }
+
+    [Fact]
+    public async Task AWorkerStoppedMidJobHasItsItemsRunElsewhereWithTheSameResults()
+    {
+        await using var own = await InProcessCluster.StartAsync(3);
+        var victim = own.Cluster.SecondarySilos[0];
+        string victimName = victim.SiloAddress.ToParsableString();
+        Task? killing = null;
+        int lost = 0;
+        // Stopped as soon as it has finished one item: the item it is given next and the rest of its share run on the
+        // other two.
+        var progress = new SynchronousProgress<ClusterProgress>(p =>
+        {
+            if (killing is null && p.PerWorker.GetValueOrDefault(victimName) >= 1)
+                killing = own.Cluster.KillSiloAsync(victim);
+            lost = Math.Max(lost, p.Lost);
+        });
+
+        // Evaluation chunks of stories15M: enough of them that the stopped worker is asked for more.
+        using var model = InProcessCluster.Load(SharedData.Stories15M);
+        var options = new EvaluationOptions { ContextLength = 32, MaxChunks = 24, Threads = 1 };
+        string text = File.ReadAllText(SharedData.Corpus("tinystories-eval.txt"))[..8_000];
+        var job = own.Job();
+        var distributed = await ClusterEvaluator.EvaluateAsync(job, model, InProcessCluster.Reference(SharedData.Stories15M, model), text, options, progress: progress);
+        Same(Evaluator.Evaluate(model, text, options), distributed);
+        await killing!;
+        // At least the stopped one (on a loaded machine a busy silo may miss its probes and be declared dead too: that is
+        // survived the same way).
+        Assert.InRange(lost, 1, 2);
+        Assert.Contains(job.Costs, c => c.Worker == victimName);
+
+        // The next job, a compression, runs on the two left and writes the one-machine bytes.
+        using var small = InProcessCluster.Load(SharedData.Stories260K);
+        var next = own.Job();
+        CompressBoth(small, MixOptions, new ClusterTensorWorkers(next, InProcessCluster.Reference(SharedData.Stories260K, small)));
+        Assert.DoesNotContain(next.Costs, c => c.Worker == victimName);
+    }
+
+    // The same job on one machine and through `workers`: the files must be the same bytes.
+    private static (CompressionReport Local, CompressionReport Distributed) CompressBoth(Squeeze.Models.Model model, CompressionOptions options, ITensorWorkers workers)
+    {
+        string dir = Directory.CreateTempSubdirectory("squeeze-cluster-").FullName;
+        try
+        {
+            string text = Compression.CompressorTests.CalibrationText;
+            string localPath = Path.Combine(dir, "local.gguf"), clusterPath = Path.Combine(dir, "cluster.gguf");
+            var local = Compressor.Compress(model, text, options, localPath);
+            var distributed = Compressor.Compress(model, text, options with { Workers = workers }, clusterPath);
+            Assert.Equal(File.ReadAllBytes(localPath), File.ReadAllBytes(clusterPath));
+            return (local, distributed);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    internal static void Same(EvaluationResult expected, EvaluationResult actual)
+    {
+        // Everything but the speed, bit for bit.
+        Assert.Equal(expected with { TokensPerSecond = 0 }, actual with { TokensPerSecond = 0 });
+    }
+}
