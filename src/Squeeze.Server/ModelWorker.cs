@@ -135,14 +135,16 @@ internal sealed class ModelWorker : IDisposable
                 if (s.Feed.IsEmpty)
                     continue;
                 bool one = s.OneTokenAtATime && s.Position >= s.Prompt.Length;
-                int take = one ? 1 : options.PrefillChunk;
+                // a sequence scored token by token ends a batch at its prompt's end, whose logits it needs, even when the
+                // tokens it follows are already queued behind its prompt
+                int take = one ? 1 : s.OneTokenAtATime ? Math.Min(options.PrefillChunk, s.Prompt.Length - s.Position) : options.PrefillChunk;
                 for (int i = 0; i < take && s.Position < ContextLength && s.Feed.TryDequeue(out int token); i++)
                 {
                     tokens.Add(token);
                     caches.Add(s.Cache!);
                     positions.Add(s.Position++);
                 }
-                if (one || s.Feed.IsEmpty)
+                if (one || s.Feed.IsEmpty || (s.OneTokenAtATime && s.Position == s.Prompt.Length))
                 {
                     logitRows.Add(tokens.Count - 1);
                     owners.Add(s);
