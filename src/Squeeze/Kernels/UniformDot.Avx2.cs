@@ -15,6 +15,7 @@ internal static unsafe partial class UniformDot
     /// f32. A group's last step takes only its whole runs. Rows whose last step would load past the codes run
     /// <see cref="DotScalar"/>.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first call: no unoptimized tier
     public static void RowsAvx2(in UniformRows w, int r0, int r1, byte* x, float* y)
     {
         int bits = w.Bits, group = w.Group, columns = w.Columns, groups = w.Groups;

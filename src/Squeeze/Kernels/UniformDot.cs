@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics.X86;
 using Squeeze.Tensors;
 using static Squeeze.Kernels.BlockLayout;
@@ -100,6 +101,7 @@ internal static unsafe partial class UniformDot
     /// (<see cref="VecDot.PrepareActivations"/>) and lays each out for the fused kernels: <paramref name="destination"/>
     /// holds tokens · <see cref="ActivationRowBytes"/> bytes (64-byte aligned), <paramref name="scratch"/>
     /// <see cref="PrepareScratchBytes"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first call: no unoptimized tier
     public static void PrepareActivations(float* x, int columns, int tokens, byte* scratch, byte* destination)
     {
         long rowBytes = ActivationRowBytes(columns);
@@ -137,6 +139,7 @@ internal static unsafe partial class UniformDot
     /// <summary>Reference: per group, asymmetric <c>s · Σ_lanes d · (Σ_4 q·a) + m · Σ_lanes d · Σ_4 a</c>, symmetric
     /// <c>s · Σ_lanes d · Σ_4 (q − 2^(bits−1))·a</c> (exact integers per lane, so no cancellation); lanes and groups summed
     /// in order, codes read one at a time from the bit stream.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first call: no unoptimized tier
     public static float DotScalar(in UniformRows w, int row, byte* x)
     {
         int bits = w.Bits, group = w.Group, columns = w.Columns, groups = w.Groups, mask = (1 << bits) - 1;

@@ -61,7 +61,7 @@ public unsafe class UniformDotTests
             {
                 for (int seed = 0; seed < 3; seed++)
                 {
-                    const int rows = 3; // the last row reaches the end of the codes: the kernels' tail paths
+                    const int rows = 7; // four at once and one at a time; the last row reaches the end of the codes: the kernels' tail paths
                     var values = WeightTestData.Gaussian(rows, columns, seed * 131 + bits, outlierColumns: 2);
                     var weight = UniformWeight.Encode("u", values, rows, columns, new UniformScheme(bits, group, symmetric));
                     var x = LinearWeightTests.RandomValues(columns, seed + columns);
