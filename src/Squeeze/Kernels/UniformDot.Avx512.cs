@@ -13,7 +13,7 @@ internal static unsafe partial class UniformDot
     /// code to its own byte; the codes (≤ 7 bits, so a pair of products fits 16 bits) meet the activation bytes in
     /// <c>vpmaddubsw</c> + <c>vpmaddwd</c>, giving the 16 lanes' integer sums (less z·Σ a when symmetric), which are scaled
     /// by their blocks' d and summed in f32. A group's last step is masked to its length. Four rows at a time share the
-    /// activation loads. Rows whose last step would load past the codes run <see cref="DotScalar"/>.
+    /// activation loads and prefetch the next four. Rows whose last step would load past the codes run <see cref="DotScalar"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first call: no unoptimized tier
     public static void RowsAvx512(in UniformRows w, int r0, int r1, byte* x, float* y)
@@ -32,6 +32,7 @@ internal static unsafe partial class UniformDot
         Vector512<int> tailLanes = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(tail / 4));
         int vectorRows = Math.Min(r1, SafeRows(w, 64));
         int row = r0;
+        long ahead = 4 * w.RowBytes;
         // four rows at a time: the activations (and their sums) are loaded once for all four, four independent chains
         for (; row + 4 <= vectorRows; row += 4)
         {
@@ -57,6 +58,12 @@ internal static unsafe partial class UniformDot
                         sums += Vector512.Load(laneSums + c / 4) & lanes.AsSingle();
                     Vector512<float> d = Vector512.Load(laneScales + c / 4);
                     int at = (c >> 3) * bits;
+                    // the next four rows, fetched while these are computed (a matrix larger than the caches streams from
+                    // memory, and four interleaved streams outrun the hardware prefetcher); prefetches never fault
+                    Sse.Prefetch0(codes0 + ahead + at);
+                    Sse.Prefetch0(codes1 + ahead + at);
+                    Sse.Prefetch0(codes2 + ahead + at);
+                    Sse.Prefetch0(codes3 + ahead + at);
                     products0 = Avx512F.FusedMultiplyAdd(Vector512.ConvertToSingle(Dot64(codes0 + at, xa, permute, shifts, mask, ones) - zeros), d, products0);
                     products1 = Avx512F.FusedMultiplyAdd(Vector512.ConvertToSingle(Dot64(codes1 + at, xa, permute, shifts, mask, ones) - zeros), d, products1);
                     products2 = Avx512F.FusedMultiplyAdd(Vector512.ConvertToSingle(Dot64(codes2 + at, xa, permute, shifts, mask, ones) - zeros), d, products2);
