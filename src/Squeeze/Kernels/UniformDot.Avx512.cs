@@ -129,8 +129,10 @@ internal static unsafe partial class UniformDot
         return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q, a), ones);
     }
 
-    private static readonly Vector512<byte>[] Permutes = BuildUnpacking(permute: true);
-    private static readonly Vector512<byte>[] Shifts = BuildUnpacking(permute: false);
+    /// <summary>Per code width: the byte permute of <see cref="RowsAvx512"/> (also the codebook kernel's).</summary>
+    internal static readonly Vector512<byte>[] Permutes = BuildUnpacking(permute: true);
+    /// <summary>Per code width: the multishift counts of <see cref="RowsAvx512"/>.</summary>
+    internal static readonly Vector512<byte>[] Shifts = BuildUnpacking(permute: false);
 
     /// <summary>Per width: byte 8j + i of the permute = byte j·bits + i of the step (run j's bytes in lane j); byte
     /// 8j + k of the shifts = k·bits (code k of the run).</summary>
