@@ -154,6 +154,20 @@ public sealed class LinearWeightTests
     }
 
     [Fact]
+    public void A_prompt_of_uniform_weights_runs_the_decoded_product()
+    {
+        const int rows = 40, columns = 288, tokens = UniformProduct.MaxTokens;
+        var weight = UniformWeight.Encode("u", WeightTestData.Gaussian(rows, columns, 3), rows, columns, new UniformScheme(4, 144, false));
+        var x = RandomValues(tokens * columns, 9);
+        using var context = new ComputeContext(2);
+        var y = new float[tokens * rows];
+        var decoded = new float[tokens * rows];
+        weight.Multiply(x, tokens, context, y);
+        DecodedProduct.Multiply(weight, x, tokens, context, decoded);
+        Assert.Equal(decoded, y);
+    }
+
+    [Fact]
     public void A_uniform_weight_decodes_bit_for_bit_as_the_reference_at_every_width()
     {
         foreach (int bits in (int[])[2, 3, 4, 5, 6, 7, 8])
