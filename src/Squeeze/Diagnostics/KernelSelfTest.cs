@@ -8,9 +8,10 @@ namespace Squeeze.Diagnostics;
 /// <summary>
 /// A quick check, runnable in any process, that the kernels this machine dispatches to agree with the scalar references:
 /// <see cref="MatMul"/> (one-token and four-token kernels, repacking, interleaved stripes, several threads) against the scalar
-/// <see cref="VecDot"/> on the same activations, the activation quantizers against their scalar versions (exactly), and
-/// attention against its scalar version. Tests run it in child processes with <c>DOTNET_EnableAVX512=0</c> and
-/// <c>DOTNET_EnableAVX2=0</c>, so the fallback paths are exercised on a machine that has the wide ones.
+/// <see cref="VecDot"/> on the same activations, the activation quantizers against their scalar versions (exactly),
+/// attention against its scalar version, and the fused uniform kernel against its scalar reference. Tests run it in child
+/// processes with <c>DOTNET_EnableAVX512=0</c> and <c>DOTNET_EnableAVX2=0</c>, so the fallback paths are exercised on a
+/// machine that has the wide ones.
 /// </summary>
 public static unsafe class KernelSelfTest
 {
@@ -54,6 +55,7 @@ public static unsafe class KernelSelfTest
         failures += CheckCodebookDecoding(log);
         failures += CheckSparse(context, log);
         failures += CheckRowGroupProducts(log);
+        failures += CheckUniformDot(log);
         log.WriteLine(failures == 0 ? "all kernels agree with the scalar references" : $"{failures} mismatches");
         return failures;
     }
@@ -307,6 +309,61 @@ public static unsafe class KernelSelfTest
             }
         }
         log.WriteLine($"codebook decoding: {checks} rows, {failures} mismatches");
+        return failures;
+    }
+
+    // The fused uniform kernel this machine dispatches to against its scalar reference on the same quantized activations,
+    // at every width, asymmetric and symmetric, groups with and without a masked last step, and rows that reach the end.
+    private static int CheckUniformDot(TextWriter log)
+    {
+        int failures = 0, checks = 0;
+        for (int bits = 2; bits <= 8; bits++)
+        {
+            foreach (var (columns, group, symmetric) in new[] { (32, 8, false), (96, 24, true), (288, 144, false), (288, 72, true), (768, 256, false), (2048, 128, true) })
+            {
+                const int rows = 7;
+                var rng = new Random(bits * 131 + columns + group);
+                var values = new float[rows * columns];
+                for (int i = 0; i < values.Length; i++)
+                    values[i] = Normal(rng) * 0.05f;
+                var weight = Weights.UniformWeight.Encode("selftest", values, rows, columns, new Weights.UniformScheme(bits, group, symmetric));
+                var x = new float[columns];
+                for (int i = 0; i < columns; i++)
+                    x[i] = Normal(rng) * (i % 13 == 0 ? 8 : 1);
+                var prepared = new byte[UniformDot.ActivationRowBytes(columns) + 64];
+                var scratch = new byte[UniformDot.PrepareScratchBytes(columns)];
+                var expected = new float[rows];
+                var actual = new float[rows];
+                fixed (byte* codes = weight.Codes, p0 = prepared, s = scratch)
+                fixed (ushort* scales = weight.Scales, mins = weight.Mins)
+                fixed (float* px = x, pe = expected, pa = actual)
+                {
+                    byte* p = (byte*)(((nint)p0 + 63) & ~63);
+                    UniformDot.PrepareActivations(px, columns, 1, s, p);
+                    var w = new UniformRows(codes, codes + weight.Codes.Length, weight.UniformScheme.RowBytes(columns), scales, symmetric ? null : mins, bits, group, columns);
+                    UniformDot.RowsScalar(w, 0, rows, p, pe);
+                    UniformDot.For(bits)(in w, 0, rows, p, pa);
+                    var decoded = new float[columns];
+                    for (int r = 0; r < rows; r++)
+                    {
+                        weight.DecodeRow(r, decoded);
+                        double magnitude = 0;
+                        for (int c = 0; c < columns; c++)
+                        {
+                            double min = symmetric ? 0 : Math.Abs(HalfConversions.F16ToF32(mins[r * (columns / group) + c / group]));
+                            magnitude += (Math.Abs(decoded[c]) + 2 * min) * Math.Abs(((float*)(p + UniformDot.LaneScalesOffset(columns)))[c / 4] * ((sbyte*)p)[c]);
+                        }
+                        if (!(Math.Abs(actual[r] - expected[r]) <= SumOrderLimit * magnitude + 1e-30))
+                        {
+                            log.WriteLine($"  {weight.Scheme} [{rows}, {columns}] row {r}: {actual[r]}, scalar reference {expected[r]}");
+                            failures++;
+                        }
+                        checks++;
+                    }
+                }
+            }
+        }
+        log.WriteLine($"fused uniform products: {checks} rows, {failures} mismatches");
         return failures;
     }
 

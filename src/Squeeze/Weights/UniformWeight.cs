@@ -1,5 +1,6 @@
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using Squeeze.Kernels;
 using Squeeze.Tensors;
 
 namespace Squeeze.Weights;
@@ -53,6 +54,19 @@ public sealed class UniformWeight : LinearWeight
 
     /// <inheritdoc/>
     public override string Scheme => UniformScheme.ToString();
+
+    /// <summary>For fewer than <see cref="UniformProduct.MaxTokens"/> tokens outside the deterministic mode, when the row is
+    /// whole blocks of 32 and the group whole runs of 8 codes, the fused product (<see cref="UniformProduct"/>: codes unpacked into integer dot products with activations quantized
+    /// per block of 32 as the Q8_0 product does); otherwise, and always in the deterministic mode, the decoded product.</summary>
+    public override void Multiply(ReadOnlySpan<float> x, int tokens, ComputeContext context, Span<float> y)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        CheckProduct(x, tokens, y);
+        if (UniformProduct.Runs(this, tokens, context))
+            UniformProduct.Multiply(this, x, tokens, context, y);
+        else
+            DecodedProduct.Multiply(this, x, tokens, context, y);
+    }
 
     /// <summary>Decodes a row as <see cref="UniformCodec.DecodeRow"/> does (the same bits: <c>s · q + m</c>, or
     /// <c>s · (q − zero)</c>, each a binary32 product and sum). Eight codes take exactly <c>bits</c> bytes, so when the

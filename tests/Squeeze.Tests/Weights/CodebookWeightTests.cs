@@ -35,6 +35,7 @@ public sealed class CodebookWeightTests
             data.Add(5, 13, bits, 13);   // a row shorter than one 8-code step tail, odd width
             data.Add(17, 288, bits, 48);
             data.Add(2, 40, bits, 5);    // groups that do not start on 8-code boundaries
+            data.Add(35, 288, bits, 144); // groups of whole runs of 16 codes, 2-4 bits: the fused product for few tokens
         }
         return data;
     }

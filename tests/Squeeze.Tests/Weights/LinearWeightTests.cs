@@ -95,10 +95,76 @@ public sealed class LinearWeightTests
         var weight = UniformWeight.Encode("u", values, rows, columns, new UniformScheme(bits, group, symmetric));
         Assert.Equal(rows * ((columns * bits + 7) / 8) + 2L * rows * (columns / group) * (symmetric ? 1 : 2), weight.StoredBytes);
         var x = RandomValues(tokens * columns, 7);
-        using var context = new ComputeContext(2);
+        using var context = new ComputeContext(2) { Deterministic = true };
         var y = new float[tokens * rows];
         weight.Multiply(x, tokens, context, y);
         AssertClose(WeightTestData.ReferenceProduct(weight, x, tokens), y, 1e-5, weight.Scheme);
+    }
+
+    [Theory]
+    [InlineData(2, 32, false, 1)]
+    [InlineData(3, 96, false, 5)]
+    [InlineData(3, 72, true, 1)]
+    [InlineData(5, 48, true, 9)]
+    [InlineData(7, 144, false, 2)]
+    [InlineData(8, 288, false, 4)]
+    public unsafe void A_fused_uniform_product_is_the_decoded_rows_times_the_quantized_activations_at_any_thread_count(int bits, int group, bool symmetric, int tokens)
+    {
+        const int rows = 70, columns = 288;
+        var weight = UniformWeight.Encode("u", WeightTestData.Gaussian(rows, columns, bits, outlierColumns: 3), rows, columns, new UniformScheme(bits, group, symmetric));
+        var x = RandomValues(tokens * columns, 7);
+        var prepared = new byte[UniformDot.ActivationRowBytes(columns) * tokens];
+        var scratch = new byte[UniformDot.PrepareScratchBytes(columns)];
+        fixed (float* px = x)
+        fixed (byte* p = prepared, s = scratch)
+            UniformDot.PrepareActivations(px, columns, tokens, s, p);
+        float[]? first = null;
+        foreach (int threads in (int[])[1, 2, 3])
+        {
+            using var context = new ComputeContext(threads);
+            var y = new float[tokens * rows];
+            weight.Multiply(x, tokens, context, y);
+            fixed (byte* p = prepared)
+            {
+                for (int t = 0; t < tokens; t++)
+                {
+                    for (int r = 0; r < rows; r++)
+                    {
+                        var (sum, magnitude) = Tests.Kernels.UniformDotTests.Exact(weight, r, p + t * UniformDot.ActivationRowBytes(columns));
+                        Assert.True(Math.Abs(y[t * rows + r] - sum) <= 1e-5 * magnitude, $"{weight.Scheme} token {t} row {r}: {y[t * rows + r]} vs {sum}");
+                    }
+                }
+            }
+            if (first is null)
+                first = y;
+            else
+                Assert.Equal(first, y);
+        }
+        // and the quantized activations cost little against the f32 product
+        using var plain = new ComputeContext(1) { Deterministic = true };
+        var exact = new float[tokens * rows];
+        weight.Multiply(x, tokens, plain, exact);
+        double error = 0, norm = 0;
+        for (int i = 0; i < exact.Length; i++)
+        {
+            error += (first![i] - exact[i]) * (double)(first[i] - exact[i]);
+            norm += exact[i] * (double)exact[i];
+        }
+        Assert.True(Math.Sqrt(error / norm) < 0.01, $"relative error {Math.Sqrt(error / norm)}");
+    }
+
+    [Fact]
+    public void A_prompt_of_uniform_weights_runs_the_decoded_product()
+    {
+        const int rows = 40, columns = 288, tokens = UniformProduct.MaxTokens;
+        var weight = UniformWeight.Encode("u", WeightTestData.Gaussian(rows, columns, 3), rows, columns, new UniformScheme(4, 144, false));
+        var x = RandomValues(tokens * columns, 9);
+        using var context = new ComputeContext(2);
+        var y = new float[tokens * rows];
+        var decoded = new float[tokens * rows];
+        weight.Multiply(x, tokens, context, y);
+        DecodedProduct.Multiply(weight, x, tokens, context, decoded);
+        Assert.Equal(decoded, y);
     }
 
     [Fact]
@@ -150,7 +216,7 @@ public sealed class LinearWeightTests
                 Assert.Equal(a[r * columns + c] + part[c], row[c]);
         }
         var x = RandomValues(tokens * columns, 3);
-        using var context = new ComputeContext(2);
+        using var context = new ComputeContext(2) { Deterministic = true }; // the terms' f32 products (the uniform one is fused otherwise)
         var y = new float[tokens * rows];
         sum.Multiply(x, tokens, context, y);
         AssertClose(WeightTestData.ReferenceProduct(sum, x, tokens), y, 1e-5, "sum");

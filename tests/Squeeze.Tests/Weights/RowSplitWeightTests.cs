@@ -70,7 +70,7 @@ public sealed class RowSplitWeightTests
                 var x = new float[tokens * columns];
                 for (int i = 0; i < x.Length; i++)
                     x[i] = (float)(rng.NextDouble() * 2 - 1);
-                WeightTestData.AssertProductMatchesTheReference(weight, x, tokens, $"[{rows}, {columns}] hot {hotCount} seed {seed}");
+                WeightTestData.AssertProductMatchesTheReference(weight, x, tokens, $"[{rows}, {columns}] hot {hotCount} seed {seed}", quantizedActivations: true);
             }
         }
     }
