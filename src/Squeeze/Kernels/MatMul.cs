@@ -66,6 +66,7 @@ public static unsafe class MatMul
             job.Dot4 = tokens >= 4 ? VecDot.For4(kernelType, level) : null;
             job.Dot8 = null;
         }
+        job.Rows4 = tokens == 1 && !context.Deterministic ? VecDot.ForRows4(type, level) : null;
 
         // scratch: [tokens, xRowBytes] converted activations (none for F32), then per part one weight row repacked to
         // Q8_0 and one packed stripe
@@ -151,6 +152,7 @@ public static unsafe class MatMul
         public delegate*<byte*, byte*, int, float> Dot;
         public delegate*<byte*, byte*, long, int, float*, long, void> Dot4; // null: one token at a time
         public delegate*<byte*, byte*, long, int, float*, long, void> Dot8; // eight tokens at a time, or null
+        public delegate*<byte*, long, byte*, int, float*, void> Rows4;     // one token, four rows at a time, or null
         public byte* PartScratch;        // [parts, RowScratchBytes + StripeScratchBytes], or null
         public long RowScratchBytes;     // a weight row repacked to Q8_0 (0: no repacking)
         public long StripeScratchBytes;  // a packed stripe of VecDot.StripeRows rows (0: no stripes)
@@ -195,6 +197,15 @@ public static unsafe class MatMul
         /// <summary>Rows [r0, r1) one at a time, in blocks of rows, each block through every tile of tokens.</summary>
         private void RunRows(int r0, int r1, byte* repacked)
         {
+            if (Rows4 != null)
+            {
+                int r = r0;
+                for (; r + 4 <= r1; r += 4)
+                    Rows4(Weight + r * RowBytes, RowBytes, X, Columns, Y + r);
+                for (; r < r1; r++)
+                    Y[r] = Dot(Weight + r * RowBytes, X, Columns);
+                return;
+            }
             var dot = Dot;
             var dot4 = Dot4;
             var dot8 = Dot8;

@@ -261,6 +261,9 @@ internal static unsafe partial class VecDot
     /// <see cref="DotNibblePairs{T, TScales}"/>).</summary>
     public static float Q4_0Avx2(byte* w, byte* x, int n) => DotNibblePairs<Q4_0Nibbles, ScalarHalfScales>(w, x, n);
 
+    /// <summary>Four rows of <see cref="Q4_0Avx2"/> with one activation row (see <see cref="DotNibblePairs4{T, TScales}"/>).</summary>
+    public static void Q4_0Rows4Avx2(byte* w, long rowBytes, byte* x, int n, float* y) => DotNibblePairs4<Q4_0Nibbles, ScalarHalfScales>(w, rowBytes, x, n, y);
+
     /// <summary>AVX2 version of <see cref="IQ4_NLScalar"/>: by pairs of blocks with VNNI (without it u · x would saturate
     /// maddubs), else block by block with the sign trick; bit for bit the same either way.</summary>
     public static float IQ4_NLAvx2(byte* w, byte* x, int n)
@@ -322,20 +325,18 @@ internal static unsafe partial class VecDot
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float DotNibblePairs<T, TScales>(byte* w, byte* x, int n) where T : INibbleBlock where TScales : IHalfScales8
     {
-        const int Bytes = 18, Qs = 2;
+        const int Bytes = 18;
         Vector256<float> acc = default;
         int nb = n / QK, b = 0;
         float* dx = (float*)(x + nb * Q8_0Bytes); // the activation row's scales as f32, then its block sums (see ActivationRowBytes)
         int* sx = (int*)(dx + nb);
-        var permutation = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
         for (; b + 8 <= nb; b += 8, w += 8 * Bytes, x += 8 * Q8_0Bytes)
         {
-            // lanes of Hadd(Hadd(p01, p23), Hadd(p45, p67)): blocks 0, 2, 4, 6 | 1, 3, 5, 7
-            Vector256<int> h = Hadd(Hadd(NibblePair<T>(w + Qs, x), NibblePair<T>(w + 2 * Bytes + Qs, x + 2 * Q8_0Bytes)),
-                Hadd(NibblePair<T>(w + 4 * Bytes + Qs, x + 4 * Q8_0Bytes), NibblePair<T>(w + 6 * Bytes + Qs, x + 6 * Q8_0Bytes)));
-            Vector256<int> sums = Avx2.PermuteVar8x32(h, permutation) - Vector256.ShiftLeft(Vector256.Load(sx + b), T.OffsetShift);
-            Vector256<float> d = TScales.Load(w, Bytes) * Vector256.Load(dx + b);
-            acc = MulAdd(d, Vector256.ConvertToSingle(sums), acc);
+            var (l0, h0) = XPair(x);
+            var (l1, h1) = XPair(x + 2 * Q8_0Bytes);
+            var (l2, h2) = XPair(x + 4 * Q8_0Bytes);
+            var (l3, h3) = XPair(x + 6 * Q8_0Bytes);
+            acc = NibbleGroup<T, TScales>(w, l0, h0, l1, h1, l2, h2, l3, h3, Vector256.ShiftLeft(Vector256.Load(sx + b), T.OffsetShift), Vector256.Load(dx + b), acc);
         }
         float sum = Vector256.Sum(acc);
         for (; b < nb; b++, w += Bytes, x += Q8_0Bytes)
@@ -343,16 +344,78 @@ internal static unsafe partial class VecDot
         return sum;
     }
 
-    /// <summary>Σ u · x of two consecutive blocks' nibbles (16 bytes each, 18 apart) with their Q8_0 activation blocks,
-    /// as 8 int32 lanes: lanes 0-3 the first block's partial sums, lanes 4-7 the second's.</summary>
+    /// <summary>
+    /// Four rows (<paramref name="rowBytes"/> apart) of <see cref="DotNibblePairs{T, TScales}"/> with one activation row:
+    /// y[r] bit for bit what that kernel gives row r, the activation vectors and scales loaded once for the four rows
+    /// (a decode step's product reads each weight once, so the activation loads are what it can share).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> NibblePair<T>(byte* qs, byte* x) where T : INibbleBlock
+    private static void DotNibblePairs4<T, TScales>(byte* w, long rowBytes, byte* x, int n, float* y) where T : INibbleBlock where TScales : IHalfScales8
+    {
+        const int Bytes = 18;
+        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        int nb = n / QK, b = 0;
+        float* dx = (float*)(x + nb * Q8_0Bytes);
+        int* sx = (int*)(dx + nb);
+        byte* w0 = w, w1 = w + rowBytes, w2 = w + 2 * rowBytes, w3 = w + 3 * rowBytes;
+        byte* xb = x;
+        for (; b + 8 <= nb; b += 8, w0 += 8 * Bytes, w1 += 8 * Bytes, w2 += 8 * Bytes, w3 += 8 * Bytes, xb += 8 * Q8_0Bytes)
+        {
+            var (l0, h0) = XPair(xb);
+            var (l1, h1) = XPair(xb + 2 * Q8_0Bytes);
+            var (l2, h2) = XPair(xb + 4 * Q8_0Bytes);
+            var (l3, h3) = XPair(xb + 6 * Q8_0Bytes);
+            Vector256<int> offset = Vector256.ShiftLeft(Vector256.Load(sx + b), T.OffsetShift);
+            Vector256<float> scale = Vector256.Load(dx + b);
+            acc0 = NibbleGroup<T, TScales>(w0, l0, h0, l1, h1, l2, h2, l3, h3, offset, scale, acc0);
+            acc1 = NibbleGroup<T, TScales>(w1, l0, h0, l1, h1, l2, h2, l3, h3, offset, scale, acc1);
+            acc2 = NibbleGroup<T, TScales>(w2, l0, h0, l1, h1, l2, h2, l3, h3, offset, scale, acc2);
+            acc3 = NibbleGroup<T, TScales>(w3, l0, h0, l1, h1, l2, h2, l3, h3, offset, scale, acc3);
+        }
+        float s0 = Vector256.Sum(acc0), s1 = Vector256.Sum(acc1), s2 = Vector256.Sum(acc2), s3 = Vector256.Sum(acc3);
+        for (; b < nb; b++, w0 += Bytes, w1 += Bytes, w2 += Bytes, w3 += Bytes, xb += Q8_0Bytes)
+        {
+            var xq = Vector256.Load((sbyte*)(xb + Q8_0Qs));
+            float hx = H(xb);
+            s0 += H(w0) * hx * Vector256.Sum(DotI8(T.Values(w0), xq));
+            s1 += H(w1) * hx * Vector256.Sum(DotI8(T.Values(w1), xq));
+            s2 += H(w2) * hx * Vector256.Sum(DotI8(T.Values(w2), xq));
+            s3 += H(w3) * hx * Vector256.Sum(DotI8(T.Values(w3), xq));
+        }
+        y[0] = s0;
+        y[1] = s1;
+        y[2] = s2;
+        y[3] = s3;
+    }
+
+    /// <summary>The activation halves two consecutive blocks' nibble vector multiplies (see <see cref="NibblePair{T}"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector256<sbyte> Low, Vector256<sbyte> High) XPair(byte* x)
+        => (Vector256.Create(Vector128.Load((sbyte*)(x + Q8_0Qs)), Vector128.Load((sbyte*)(x + Q8_0Bytes + Q8_0Qs))),
+            Vector256.Create(Vector128.Load((sbyte*)(x + Q8_0Qs + 16)), Vector128.Load((sbyte*)(x + Q8_0Bytes + Q8_0Qs + 16))));
+
+    /// <summary>One row's group of 8 blocks, as one iteration of <see cref="DotNibblePairs{T, TScales}"/>'s loop.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> NibbleGroup<T, TScales>(byte* w, Vector256<sbyte> l0, Vector256<sbyte> h0, Vector256<sbyte> l1, Vector256<sbyte> h1,
+        Vector256<sbyte> l2, Vector256<sbyte> h2, Vector256<sbyte> l3, Vector256<sbyte> h3, Vector256<int> offset, Vector256<float> scale, Vector256<float> acc)
+        where T : INibbleBlock where TScales : IHalfScales8
+    {
+        const int Bytes = 18, Qs = 2;
+        // lanes of Hadd(Hadd(p01, p23), Hadd(p45, p67)): blocks 0, 2, 4, 6 | 1, 3, 5, 7
+        Vector256<int> h = Hadd(Hadd(NibblePair<T>(w + Qs, l0, h0), NibblePair<T>(w + 2 * Bytes + Qs, l1, h1)),
+            Hadd(NibblePair<T>(w + 4 * Bytes + Qs, l2, h2), NibblePair<T>(w + 6 * Bytes + Qs, l3, h3)));
+        Vector256<int> sums = Avx2.PermuteVar8x32(h, Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7)) - offset;
+        return MulAdd(TScales.Load(w, Bytes) * scale, Vector256.ConvertToSingle(sums), acc);
+    }
+
+    /// <summary>Σ u · x of two consecutive blocks' nibbles (16 bytes each, 18 apart) with their Q8_0 activation blocks'
+    /// halves (<see cref="XPair"/>), as 8 int32 lanes: lanes 0-3 the first block's partial sums, lanes 4-7 the second's.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> NibblePair<T>(byte* qs, Vector256<sbyte> xLow, Vector256<sbyte> xHigh) where T : INibbleBlock
     {
         var mask = Vector256.Create((byte)0x0F);
         Vector256<byte> q = Vector256.Create(Vector128.Load(qs), Vector128.Load(qs + 18));
         Vector256<byte> low = T.Unsigned(q & mask), high = T.Unsigned(Srl16(q, 4) & mask);
-        Vector256<sbyte> xLow = Vector256.Create(Vector128.Load((sbyte*)(x + Q8_0Qs)), Vector128.Load((sbyte*)(x + Q8_0Bytes + Q8_0Qs)));
-        Vector256<sbyte> xHigh = Vector256.Create(Vector128.Load((sbyte*)(x + Q8_0Qs + 16)), Vector128.Load((sbyte*)(x + Q8_0Bytes + Q8_0Qs + 16)));
         if (AvxVnni.IsSupported)
             return AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, low, xLow), high, xHigh);
         return DotU8(low, xLow) + DotU8(high, xHigh);

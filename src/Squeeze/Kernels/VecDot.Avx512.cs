@@ -75,6 +75,15 @@ internal static unsafe partial class VecDot
     public static float Q4_0Avx512(byte* w, byte* x, int n)
         => Avx512Vbmi.IsSupported ? DotNibblePairs<Q4_0Nibbles, PermutedHalfScales>(w, x, n) : Q4_0Avx2(w, x, n);
 
+    /// <summary>Four rows of <see cref="Q4_0Avx512"/> with one activation row, bit for bit.</summary>
+    public static void Q4_0Rows4Avx512(byte* w, long rowBytes, byte* x, int n, float* y)
+    {
+        if (Avx512Vbmi.IsSupported)
+            DotNibblePairs4<Q4_0Nibbles, PermutedHalfScales>(w, rowBytes, x, n, y);
+        else
+            Q4_0Rows4Avx2(w, rowBytes, x, n, y);
+    }
+
     /// <summary><see cref="IQ4_NLAvx2"/> with the 8 blocks' scales picked by one AVX-512 VBMI byte permutation, bit for bit.</summary>
     public static float IQ4_NLAvx512(byte* w, byte* x, int n)
         => Avx512Vbmi.IsSupported && AvxVnni.IsSupported ? DotNibblePairs<IQ4_NLNibbles, PermutedHalfScales>(w, x, n) : IQ4_NLAvx2(w, x, n);

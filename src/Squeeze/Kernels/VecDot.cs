@@ -121,6 +121,23 @@ internal static unsafe partial class VecDot
         };
     }
 
+    /// <summary>
+    /// The four-row one-token kernel for <paramref name="type"/> at <paramref name="level"/>, or null when there is none:
+    /// (w, rowBytes, x, n, y) → y[r] = dot(w + r · rowBytes, x, n) for r &lt; 4, bit for bit what the one-token kernel at
+    /// that level gives, the activation row read once for the four (decode's products).
+    /// </summary>
+    public static delegate*<byte*, long, byte*, int, float*, void> ForRows4(GgmlType type, SimdLevel level)
+    {
+        if (!IsSupported(level))
+            throw new PlatformNotSupportedException($"{level} kernels do not run on this machine");
+        return type switch
+        {
+            GgmlType.Q4_0 when level == SimdLevel.Avx512 => &Q4_0Rows4Avx512,
+            GgmlType.Q4_0 when level == SimdLevel.Avx2 => &Q4_0Rows4Avx2,
+            _ => null,
+        };
+    }
+
     /// <summary>True for the types whose rows <see cref="RepackToQ8_0Avx2"/> rewrites exactly as Q8_0 (at AVX2 and above).</summary>
     public static bool RepacksToQ8_0(GgmlType type, SimdLevel level)
         => level != SimdLevel.Scalar && type is GgmlType.Q4_0 or GgmlType.Q5_0 or GgmlType.IQ4_NL;
