@@ -56,7 +56,9 @@ internal static class SummarySuite
         block.AppendLine();
         block.AppendLine("Speed rows are noisy: the machine is shared with other developers' builds and tests. llama.cpp's speed is measured " +
             "in the same run on the same file right after Squeeze's (LLamaSharp 0.30.0's CPU backend, each tool's default KV cache: f32 in " +
-            "Squeeze, f16 in llama.cpp), so the ratio is side by side; the other llama.cpp figures are the golden README's. " +
+            "Squeeze, f16 in llama.cpp), so the ratio is side by side; the other llama.cpp figures are the golden README's. On a model " +
+            "this small llama.cpp's decode through LLamaSharp runs well below llama-bench's figures (per-token overhead of the " +
+            "in-process call), so these decode ratios flatter Squeeze; the real-size rows are in \"Decode at real size\" below. " +
             "Conversion speed at the 1.1B shape is not in this table: it needs the 2.2 GB random checkpoint and several minutes per type for each " +
             "tool, more than this summary's 15 minutes; see \"Conversion speed at 1.1B\" (`bench convert-speed`).");
         block.Append(End);
