@@ -114,12 +114,6 @@ internal static class LlamaCppSpeed
             promptRates.Add(promptTokens / Math.Max(promptSeconds, 1e-9));
             decodeRates.Add(decodeTokens / Math.Max(decodeSeconds, 1e-9));
         }
-        return new SpeedResult(threads, promptTokens, Median(promptRates), decodeTokens, Median(decodeRates));
-    }
-
-    private static double Median(List<double> values)
-    {
-        var sorted = values.Order().ToArray();
-        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+        return new SpeedResult(threads, promptTokens, SpeedBenchmark.Median(promptRates), decodeTokens, SpeedBenchmark.Median(decodeRates));
     }
 }

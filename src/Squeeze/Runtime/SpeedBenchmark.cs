@@ -65,7 +65,8 @@ public static class SpeedBenchmark
         return new SpeedResult(threads, promptTokens, Median(promptRates), decodeTokens, Median(decodeRates));
     }
 
-    private static double Median(List<double> values)
+    /// <summary>The median of <paramref name="values"/> (the mean of the middle two for an even count).</summary>
+    internal static double Median(List<double> values)
     {
         var sorted = values.Order().ToArray();
         return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
