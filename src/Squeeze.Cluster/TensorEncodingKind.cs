@@ -25,6 +25,7 @@ internal sealed class TensorEncodingKind : IWorkKind
         w.Write(options.Damping);
         w.Write(options.RefinePasses);
         w.Write(options.ActivationOrder);
+        w.Write(options.MeasureErrorBefore);
         var t = work.Target;
         w.Write(t.Name);
         w.Longs(t.Shape);
@@ -65,6 +66,7 @@ internal sealed class TensorEncodingKind : IWorkKind
                 Damping = r.ReadDouble(),
                 RefinePasses = r.ReadInt32(),
                 ActivationOrder = r.ReadBoolean(),
+                MeasureErrorBefore = r.ReadBoolean(),
                 Threads = threads,
             };
             var target = new TensorPlan(r.ReadString(), r.Longs(), (GgmlType)r.ReadInt32(), (GgmlType)r.ReadInt32(), r.ReadBoolean(), r.ReadString());

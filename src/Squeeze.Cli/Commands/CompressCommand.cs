@@ -40,7 +40,7 @@ internal static class CompressCommand
         var refine = new Option<int>("--refine") { Description = "Refinement after GPTQ: coordinate-descent passes and scale re-fits (0: plain GPTQ)", DefaultValueFactory = _ => 4 };
         var (bpw, size, search, timeLimit, generations, seed, chart) = (PlanCommand.TargetBpwOption(), PlanCommand.TargetSizeOption(), PlanCommand.SearchOption(),
             PlanCommand.TimeLimitOption(), PlanCommand.GenerationsOption(), PlanCommand.SeedOption(), PlanCommand.ChartOption());
-        var (format, representation, swaps) = (PlanCommand.FormatOption(), PlanCommand.RepresentationOption(), PlanCommand.SwapsOption());
+        var (format, representation, swaps, candidates) = (PlanCommand.FormatOption(), PlanCommand.RepresentationOption(), PlanCommand.SwapsOption(), PlanCommand.CandidatesOption());
         var tune = new Option<bool>("--tune") { Description = "With a size target: before writing, tune the chosen model end to end against the original (Adam on the KL divergence): the norms, and with --format native the group scales, mins and codebooks; sizes do not change" };
         var tuneSamples = new Option<long>("--tune-samples") { Description = "Tokens of text sampled from the original model that --tune trains on besides the calibration text", DefaultValueFactory = _ => 65536 };
         var tuneEpochs = new Option<int>("--tune-epochs") { Description = "Passes of --tune over its training text; the parameters with the lowest KLD on held-out calibration chunks (scored four times per epoch) are kept", DefaultValueFactory = _ => 2 };
@@ -55,13 +55,13 @@ internal static class CompressCommand
         var command = new Command("compress", "Calibrated quantization to a GGUF file: imatrix, GPTQ or AWQ+GPTQ at one of llama.cpp's mixes, or at a size target (--target-bpw, --target-size), optionally in Squeeze's native format (--format native); or pruning (--prune, native format)")
         {
             model, tokenizer, type, calib, output, method, tokens, ctx, pure, tensorTypes, stats, sequential, noActOrder, damping, refine, bpw, size, search, timeLimit, generations, seed, chart,
-            format, representation, swaps, tune, tuneSamples, tuneEpochs, tuneLearningRate, prune, sparsity, pattern, resume, memoryLimit, threads, json, cluster,
+            format, representation, swaps, candidates, tune, tuneSamples, tuneEpochs, tuneLearningRate, prune, sparsity, pattern, resume, memoryLimit, threads, json, cluster,
         };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(type)!, r.GetValue(calib),
             r.GetValue(output)!, r.GetValue(method)!, r.GetValue(tokens), r.GetValue(ctx), r.GetValue(pure), r.GetValue(tensorTypes)!, r.GetValue(stats),
             r.GetValue(sequential), r.GetValue(noActOrder), r.GetValue(damping), r.GetValue(refine), r.GetValue(threads), r.GetValue(json),
             new PlanCommand.Budget(r.GetValue(bpw), r.GetValue(size), r.GetValue(search)!, r.GetValue(timeLimit), r.GetValue(generations), r.GetValue(seed), r.GetValue(chart),
-                r.GetValue(format)!, r.GetValue(representation), r.GetValue(swaps)!), r.GetValue(tune), r.GetValue(tuneSamples), r.GetValue(tuneEpochs), r.GetValue(tuneLearningRate),
+                r.GetValue(format)!, r.GetValue(representation), r.GetValue(swaps)!, r.GetValue(candidates)!), r.GetValue(tune), r.GetValue(tuneSamples), r.GetValue(tuneEpochs), r.GetValue(tuneLearningRate),
             r.GetValue(prune), r.GetValue(sparsity), r.GetValue(pattern)!, r.GetValue(resume), r.GetValue(memoryLimit), r.GetValue(cluster)))));
         return command;
     }
@@ -206,6 +206,7 @@ internal static class CompressCommand
         Cli.Console.Write(table);
         Cli.Console.WriteLine(swap
             ? "swap KLD: mean KL divergence on calibration text with that tensor alone in that type; output error: tr((W−Q) H (W−Q)ᵀ) / tr(W H Wᵀ)"
+                + (before ? "; error before: the rounded candidate the search weighed, output error: the chosen type encoded anew" : "")
             : "errors: tr((W−Q) H (W−Q)ᵀ) / tr(W H Wᵀ) with H the input's XᵀX / n (H), its diagonal (diag), or I (none); before = plain round-to-nearest");
         string budget = report.Budget is { } b ? $" of a budget of {b:N0}" : "";
         Cli.Console.WriteLine($"{report.Output ?? "plan"}: {report.Target} {report.Method}{(report.Sequential ? " sequential" : "")}, {report.FileBytes:N0} bytes ({Cli.Bytes(report.FileBytes)}){budget}, " +

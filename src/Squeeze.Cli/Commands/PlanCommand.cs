@@ -21,7 +21,7 @@ internal static class PlanCommand
 {
     /// <summary>The budget and search settings shared by <c>plan</c> and <c>compress</c>.</summary>
     public sealed record Budget(double? TargetBpw, string? TargetSize, string Search, double TimeLimit, int Generations, int Seed, string? Chart,
-        string Format = "gguf", string[]? Representations = null, string Swaps = "auto");
+        string Format = "gguf", string[]? Representations = null, string Swaps = "auto", string Candidates = "auto");
 
     public sealed record Options(string Model, string? Tokenizer, string? Calib, string Output, Budget Budget, string Method, long Tokens, int Context, int Threads, bool Json,
         double Damping = 0.01, bool ActivationOrder = true, TuningOptions? Tuning = null, string? Cluster = null);
@@ -57,6 +57,14 @@ internal static class PlanCommand
         DefaultValueFactory = _ => "auto",
     };
 
+    public static Option<string> CandidatesOption() => new("--candidates")
+    {
+        Description = "How GGUF candidates of a GPTQ job are encoded: method (GPTQ in every type: the search weighs exactly what it writes), rounding (importance-weighted "
+            + "rounding, then GPTQ for each tensor's chosen type only, block by block), or auto (method while GPTQ in every type costs at most "
+            + $"{Allocator.MethodCandidateWork:0e0} multiply-adds, else rounding)",
+        DefaultValueFactory = _ => "auto",
+    };
+
     public static Option<string?> ChartOption() => new("--chart") { Description = "PNG chart of the bits given to each layer and tensor kind (default: beside the output, .bits.png)" };
 
     public static Command Create()
@@ -69,18 +77,18 @@ internal static class PlanCommand
         var tokens = new Option<long>("--tokens") { Description = "Calibration tokens in whole chunks (0: the whole text)", DefaultValueFactory = _ => 0 };
         var ctx = new Option<int>("--ctx", "-c") { Description = "Tokens per calibration chunk", DefaultValueFactory = _ => 256 };
         var (bpw, size, search, timeLimit, generations, seed, chart) = (TargetBpwOption(), TargetSizeOption(), SearchOption(), TimeLimitOption(), GenerationsOption(), SeedOption(), ChartOption());
-        var (format, representation, swaps) = (FormatOption(), RepresentationOption(), SwapsOption());
+        var (format, representation, swaps, candidates) = (FormatOption(), RepresentationOption(), SwapsOption(), CandidatesOption());
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
         var cluster = WorkerCommand.ClusterOption();
         cluster.Description += " (GGUF: every candidate of each block is encoded by the workers)";
         var command = new Command("plan", "Choose each tensor's format to fit a size budget best; print and save the plan without writing weights")
         {
-            model, tokenizer, calib, output, bpw, size, search, timeLimit, generations, seed, chart, format, representation, swaps, method, tokens, ctx, threads, json, cluster,
+            model, tokenizer, calib, output, bpw, size, search, timeLimit, generations, seed, chart, format, representation, swaps, candidates, method, tokens, ctx, threads, json, cluster,
         };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(calib), r.GetValue(output)!,
             new Budget(r.GetValue(bpw), r.GetValue(size), r.GetValue(search)!, r.GetValue(timeLimit), r.GetValue(generations), r.GetValue(seed), r.GetValue(chart),
-                r.GetValue(format)!, r.GetValue(representation), r.GetValue(swaps)!),
+                r.GetValue(format)!, r.GetValue(representation), r.GetValue(swaps)!, r.GetValue(candidates)!),
             r.GetValue(method)!, r.GetValue(tokens), r.GetValue(ctx), r.GetValue(threads), r.GetValue(json), Cluster: r.GetValue(cluster)))));
         return command;
     }
@@ -135,6 +143,13 @@ internal static class PlanCommand
             "sampled" => SwapMeasurement.Sampled,
             _ => throw new ArgumentException($"--swaps {b.Swaps}: expected auto, all or sampled"),
         };
+        var candidates = b.Candidates.ToLowerInvariant() switch
+        {
+            "auto" => CandidateEncoding.Auto,
+            "method" => CandidateEncoding.Method,
+            "rounding" => CandidateEncoding.Rounding,
+            _ => throw new ArgumentException($"--candidates {b.Candidates}: expected auto, method or rounding"),
+        };
         var method = CompressCommand.ParseMethod(options.Method);
         if (method == CompressionMethod.AwqGptq)
             throw new ArgumentException("--method awq+gptq is not available with a size target: use rtn, imatrix or gptq");
@@ -169,7 +184,7 @@ internal static class PlanCommand
         var job = new CompressionJob
         {
             Target = new BudgetTarget(size, size is null ? b.TargetBpw : null, native, representations, search,
-                new EvolutionOptions { Seed = b.Seed, Generations = b.Generations, TimeLimit = TimeSpan.FromSeconds(b.TimeLimit) }, swaps),
+                new EvolutionOptions { Seed = b.Seed, Generations = b.Generations, TimeLimit = TimeSpan.FromSeconds(b.TimeLimit) }, swaps, candidates),
             Method = method,
             CalibrationText = text,
             CalibrationTokens = options.Tokens,

@@ -31,6 +31,25 @@ public enum SwapMeasurement
     Sampled,
 }
 
+/// <summary>How the candidates of a GGUF size target are encoded.</summary>
+public enum CandidateEncoding
+{
+    /// <summary><see cref="Method"/> while GPTQ in every candidate type costs at most
+    /// <see cref="Allocator.MethodCandidateWork"/> multiply-adds, else <see cref="Rounding"/>; the same as
+    /// <see cref="Method"/> for rtn and imatrix, whose candidates are roundings already.</summary>
+    Auto,
+
+    /// <summary>Every candidate encoded with the job's method (GPTQ in every type): the search weighs the errors of
+    /// exactly the bytes it writes.</summary>
+    Method,
+
+    /// <summary>Every candidate encoded by importance-weighted rounding (imatrix), whose output errors and single swaps
+    /// the search weighs; then only each tensor's chosen type is encoded with the job's method, block by block as a
+    /// named mix is (<see cref="Compression.Compressor"/>): one GPTQ per tensor instead of one per type. The sizes do not
+    /// depend on the encoding, so the file is the size the search chose.</summary>
+    Rounding,
+}
+
 /// <summary>How the assignment is searched.</summary>
 public enum SearchMethod
 {
@@ -58,6 +77,10 @@ public sealed record AllocationOptions
 
     /// <summary>Every single swap measured, or predicted from a sample (by default, measured while affordable).</summary>
     public SwapMeasurement Swaps { get; init; } = SwapMeasurement.Auto;
+
+    /// <summary>GGUF candidates encoded with the method, or by rounding with the method applied to the chosen types
+    /// only (by default, with the method while affordable).</summary>
+    public CandidateEncoding Candidates { get; init; } = CandidateEncoding.Auto;
 }
 
 /// <summary>Progress of preparing or searching: stage, steps done of the total, and a note.</summary>
@@ -69,9 +92,10 @@ public sealed class AllocationContext<TSet, T> : IDisposable
     where TSet : CandidateSet<T>
     where T : Candidate
 {
-    internal AllocationContext(TSet candidates, KldMeter meter, long calibrationTokens, double calibrationSeconds, double encodingSeconds, double swapSeconds,
-        int measuredSwaps, bool swapsPredicted)
+    internal AllocationContext(TSet candidates, KldMeter meter, CompressionMethod candidateMethod, long calibrationTokens, double calibrationSeconds, double encodingSeconds,
+        double swapSeconds, int measuredSwaps, bool swapsPredicted)
     {
+        CandidateMethod = candidateMethod;
         MeasuredSwaps = measuredSwaps;
         SwapsPredicted = swapsPredicted;
         Candidates = candidates;
@@ -87,6 +111,11 @@ public sealed class AllocationContext<TSet, T> : IDisposable
 
     /// <summary>KLD against the source model on the held calibration chunks.</summary>
     public KldMeter Meter { get; }
+
+    /// <summary>How the candidates were encoded: the job's method, or <see cref="CompressionMethod.Imatrix"/> when a
+    /// GPTQ job's candidates are roundings (<see cref="CandidateEncoding.Rounding"/>) and the chosen types are still to
+    /// be encoded with GPTQ.</summary>
+    public CompressionMethod CandidateMethod { get; }
 
     /// <summary>Calibration tokens the candidates' statistics were collected on (0 when the encoders need none).</summary>
     public long CalibrationTokens { get; }
@@ -136,9 +165,36 @@ public static class Allocator
     public static AllocationContext<GgufCandidateSet, GgufCandidate> Prepare(Model model, string calibrationText, AllocationOptions options, IProgress<AllocationProgress>? progress = null,
         CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
-        return Prepare<GgufCandidateSet, GgufCandidate>(model, calibrationText, options, (blocks, p) =>
+        // Rounded candidates of a GPTQ job are still calibrated with the Gram matrices, so that their output errors are
+        // the ones GPTQ's candidates would have (tr(E H Eᵀ), not its diagonal's) and a statistics file is checked for them.
+        bool gram = options.Compression.Method == CompressionMethod.Gptq;
+        if (RoundsCandidates(model, options))
+            options = options with { Compression = options.Compression with { Method = CompressionMethod.Imatrix } };
+        return Prepare<GgufCandidateSet, GgufCandidate>(model, calibrationText, options, gram, (blocks, p) =>
             GgufCandidateSet.Build(model, blocks, new CandidateOptions { Compression = options.Compression, Types = options.Types }, p, cancellationToken), progress, cancellationToken);
+    }
+
+    /// <summary>Multiply-adds of GPTQ in every candidate type up to which <see cref="CandidateEncoding.Auto"/> encodes the
+    /// candidates with GPTQ: Σ over the 2-D tensors of types × rows × columns² (about 6·10¹⁰ for stories15M, 3.6·10¹³ for a
+    /// 1.1B-parameter Llama, where one GPTQ per type would take hours).</summary>
+    public const double MethodCandidateWork = 1e12;
+
+    /// <summary>True when <see cref="Prepare"/> encodes the GGUF candidates of <paramref name="options"/>' GPTQ job by
+    /// importance-weighted rounding (<see cref="CandidateEncoding.Rounding"/>, or <see cref="CandidateEncoding.Auto"/>
+    /// above <see cref="MethodCandidateWork"/>), so that only the chosen types are to be encoded with GPTQ.</summary>
+    public static bool RoundsCandidates(Model model, AllocationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Compression.Method != CompressionMethod.Gptq || options.Candidates == CandidateEncoding.Method)
+            return false;
+        if (options.Candidates == CandidateEncoding.Rounding)
+            return true;
+        int types = (options.Types ?? GgufCandidateSet.DefaultTypes).Count;
+        double work = model.Tensors.Where(t => t.Shape.Length >= 2).Sum(t => (double)types * t.Rows * t.Columns * t.Columns);
+        return work > MethodCandidateWork;
     }
 
     /// <summary>Measures the token usage on the calibration text when a row split is among
@@ -153,11 +209,12 @@ public static class Allocator
         var usage = !representations.Any(r => r.NeedsTokenUsage) ? null
             : TokenUsage.Measure(model, calibrationText, options.Compression.CalibrationTokens, ContextLength(model, options.Compression), options.Compression.Threads,
                 progress is null ? null : new SynchronousProgress<(int Done, int Total)>(u => progress.Report(new AllocationProgress("token usage", u.Done, u.Total, ""))), cancellationToken);
-        return Prepare<NativeCandidateSet, NativeCandidate>(model, calibrationText, options, (blocks, p) =>
+        return Prepare<NativeCandidateSet, NativeCandidate>(model, calibrationText, options, options.Compression.Method == CompressionMethod.Gptq, (blocks, p) =>
             NativeCandidateSet.Build(model, blocks, options.Compression, usage, representations, p, cancellationToken), progress, cancellationToken);
     }
 
-    private static AllocationContext<TSet, T> Prepare<TSet, T>(Model model, string calibrationText, AllocationOptions options,
+    // `gram`: collect (or require in a statistics file) the Gram matrices of the blocks' inputs.
+    private static AllocationContext<TSet, T> Prepare<TSet, T>(Model model, string calibrationText, AllocationOptions options, bool gram,
         Func<IEnumerable<BlockStatistics>?, IProgress<CandidateProgress>?, TSet> build, IProgress<AllocationProgress>? progress, CancellationToken cancellationToken)
         where TSet : CandidateSet<T>
         where T : Candidate
@@ -171,14 +228,14 @@ public static class Allocator
         var calibrationClock = new Stopwatch();
         var given = compression.Method == CompressionMethod.Rtn ? null : compression.Statistics;
         if (given is not null)
-            Compressor.CheckStatistics(model, given, needsGram: compression.Method == CompressionMethod.Gptq);
+            Compressor.CheckStatistics(model, given, needsGram: gram);
         // The encoding's progress, which the calibration's notes keep while a block is calibrated.
         var (done, total) = (0, 1);
         using var calibration = given is not null || compression.Method == CompressionMethod.Rtn ? null : new LayerwiseCalibrator(model, calibrationText, new CalibrationOptions
         {
             ContextLength = ctx,
             MaxTokens = compression.CalibrationTokens,
-            CollectGram = compression.Method == CompressionMethod.Gptq,
+            CollectGram = gram,
             Threads = threads,
         }, cancellationToken);
         // Calibrating, each block just before its candidates are encoded, is one stage with the encoding.
@@ -217,7 +274,7 @@ public static class Allocator
                 MeasureSwaps(set, meter, swapChunks, progress, cancellationToken);
             }
             long tokens = calibration?.TokenCount ?? given?.TokenCount ?? 0;
-            return new AllocationContext<TSet, T>(set, meter, tokens, calibrationSeconds, encodingSeconds, clock.Elapsed.TotalSeconds, measured, sample);
+            return new AllocationContext<TSet, T>(set, meter, compression.Method, tokens, calibrationSeconds, encodingSeconds, clock.Elapsed.TotalSeconds, measured, sample);
         }
         catch
         {

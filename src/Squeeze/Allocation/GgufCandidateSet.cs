@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using Squeeze.Calibration;
 using Squeeze.Compression;
 using Squeeze.Formats.Gguf;
@@ -96,16 +97,18 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
             using (var file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
             {
                 int total = work.Sum(w => w.Types.Count), done = 0;
+                // A candidate reports only its own output error: plain rounding's, for the report's "before", is not measured.
+                var encoding = options.Compression with { MeasureErrorBefore = false };
                 if (blocks is null && options.Compression.Method != CompressionMethod.Rtn)
                     throw new ArgumentException($"{options.Compression.Method} needs calibration statistics", nameof(blocks));
                 // Each block's (tensor, type) pairs are independent items for the options' workers (in this process by
                 // default); the candidate file is the same bytes in whatever order they finish.
-                foreach (var (_, statistics, indices) in CandidateBlocks.Of(model, [.. work.Select(w => w.Tensor.Name)], blocks, options.Compression, null, cancellationToken))
+                foreach (var (_, statistics, indices) in CandidateBlocks.Of(model, [.. work.Select(w => w.Tensor.Name)], blocks, encoding, null, cancellationToken))
                 {
                     var items = indices.SelectMany(i => work[i].Types.Select(type => (Index: i, Type: type))).ToArray();
                     var targets = items.Select(x => new TensorPlan(work[x.Index].Tensor.Name, work[x.Index].Tensor.Shape, work[x.Index].Tensor.Type, x.Type, Quantized: true, "requested")).ToArray();
                     var found = indices.ToDictionary(i => i, i => new List<GgufCandidate>(work[i].Types.Count));
-                    var block = new BlockWork(model, statistics, options.Compression, targets, new Dictionary<string, (GgmlType, byte[])>());
+                    var block = new BlockWork(model, statistics, encoding, targets, new Dictionary<string, (GgmlType, byte[])>());
                     if (targets.Length > 0)
                         progress?.Report(new CandidateProgress("encoding", done, total, $"{targets[0].Name} {targets[0].Type}"));
                     options.Compression.Workers.Encode(block, (k, encoded) =>
@@ -186,6 +189,41 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
         if (written != expected)
             throw new InvalidOperationException($"{path}: wrote {written:N0} bytes, the size function said {expected:N0}");
         return written;
+    }
+
+    /// <summary>
+    /// Writes the GGUF file of <paramref name="selection"/> with each chosen type encoded anew by
+    /// <paramref name="options"/>' method, block by block as <see cref="Compressor.Compress"/> encodes a named mix
+    /// (calibrating again on <paramref name="calibrationText"/>): what a set of rounded candidates
+    /// (<see cref="CandidateEncoding.Rounding"/>) writes. The types, and so the size, are the selection's. The report's
+    /// tensors give the candidate's output error as the error before, the new encoding's as the error after, and the
+    /// candidate's single-swap KLD.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The file written does not have the selection's size (a tensor the
+    /// named-mix plan does not quantize had a candidate, as an expert router would).</exception>
+    public CompressionReport WriteEncoded(IReadOnlyList<int> selection, string path, string calibrationText, CompressionOptions options,
+        IProgress<CompressionProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(selection);
+        ArgumentNullException.ThrowIfNull(options);
+        long expected = FileBytes(selection);
+        var types = Tensors.Select((t, i) => new TensorTypeOverride($"^{Regex.Escape(t.Name)}$", t.Options[selection[i]].Type)).ToList();
+        uint fileType = FileType(selection);
+        var mix = QuantizationMix.All.First(m => GgufQuantizer.FileType(m) == fileType);
+        var report = Compressor.Compress(Source, calibrationText, options with { Mix = mix, Pure = true, Overrides = types, MeasureErrorBefore = false },
+            path, progress, cancellationToken);
+        if (report.FileBytes != expected)
+        {
+            File.Delete(path);
+            throw new InvalidOperationException($"{path}: the chosen types encoded with {options.Method} took {report.FileBytes:N0} bytes, the selection {expected:N0}");
+        }
+        var chosen = Report(selection).ToDictionary(t => t.Name, StringComparer.Ordinal);
+        return report with
+        {
+            Tensors = [.. report.Tensors.Select(t => chosen.TryGetValue(t.Name, out var c)
+                ? t with { ErrorBefore = c.ErrorAfter, SwapKld = c.SwapKld, Reason = c.Reason }
+                : t)],
+        };
     }
 
     /// <summary>

@@ -46,6 +46,11 @@ public sealed record CompressionOptions
     /// <summary>Refinement after GPTQ (<see cref="GptqOptions.RefinePasses"/>): coordinate-descent passes and scale re-fits; 0 is plain GPTQ.</summary>
     public int RefinePasses { get; init; } = 4;
 
+    /// <summary>Measure plain round-to-nearest's output error for each tensor's report (<see cref="TensorReport.ErrorBefore"/>):
+    /// with a calibrated method it costs one more rounding and output error per tensor, which the candidates of a budget
+    /// search, reporting only their own error, do without.</summary>
+    public bool MeasureErrorBefore { get; init; } = true;
+
     /// <summary>GPTQ processes columns by descending H[i, i].</summary>
     public bool ActivationOrder { get; init; } = true;
 

@@ -225,7 +225,8 @@ public sealed class TensorEncoder
     /// <summary>Encodes tensor <paramref name="name"/> in GGUF type <paramref name="type"/> (copied when it is the
     /// tensor's own type): round-to-nearest, imatrix rounding when the method is calibrated, then GPTQ on the type's grid
     /// for <see cref="CompressionMethod.Gptq"/> when the input has a Gram matrix, keeping GPTQ's encoding unless the
-    /// rounding has the lower output error. The report's error before is round-to-nearest's.</summary>
+    /// rounding has the lower output error. The report's error before is round-to-nearest's (null when the options do
+    /// not measure it, <see cref="CompressionOptions.MeasureErrorBefore"/>).</summary>
     /// <exception cref="ArgumentException">The tensor's rows do not fit <paramref name="type"/>'s blocks, or a calibrated
     /// method without statistics.</exception>
     /// <exception cref="InvalidOperationException">The encoding decodes to a value that is not finite.</exception>
@@ -271,7 +272,8 @@ public sealed class TensorEncoder
         var routed = Input(target.Name);
         var data = new byte[target.ByteLength];
         int expertBytes = checked((int)(target.ByteLength / experts.Count));
-        double signal = 0, before = 0, after = 0;
+        double signal = 0, after = 0;
+        double? before = 0;
         var encodings = new SortedSet<string>(StringComparer.Ordinal);
         string metric = "none";
         for (int e = 0; e < experts.Count; e++)
@@ -286,33 +288,39 @@ public sealed class TensorEncoder
             bytes.CopyTo(data.AsSpan(e * expertBytes, expertBytes));
             double w = reference.Input is null ? 1 : reference.Signal;
             signal += w;
-            before += w * b;
+            before = before is null || b is null ? null : before + w * b;
             after += w * a;
             encodings.Add(routed is not null && routed.Expert(e) is null ? $"{encoding} (expert without calibration tokens)" : encoding);
             metric = reference.Metric;
         }
-        return Finish(target, target.Type, data, string.Join(", ", encodings), metric, signal > 0 ? before / signal : 0, signal > 0 ? after / signal : 0, start);
+        return Finish(target, target.Type, data, string.Join(", ", encodings), metric, signal > 0 ? before / signal : before, signal > 0 ? after / signal : 0, start);
     }
 
-    // The rows of `reference` in GGUF `type`: its bytes, the encoding kept, the rounding's error and the kept one's.
-    private (byte[] Data, string Encoding, double Before, double After) EncodeRows(Reference reference, GgmlType type)
+    // The rows of `reference` in GGUF `type`: its bytes, the encoding kept, plain rounding's error (null when the options
+    // do not measure it and the encoding does not start from it) and the kept one's.
+    private (byte[] Data, string Encoding, double? Before, double After) EncodeRows(Reference reference, GgmlType type)
     {
         var values = reference.Values;
         int rows = reference.Rows, columns = reference.Columns;
         long bytes = GgmlTypes.RowBytes(type, columns) * rows;
-        var rtn = new byte[bytes];
-        Quantize.Rows(type, values, columns, [], rtn, Threads);
-        var rtnValues = Decode(type, rtn, rows, columns);
-        double before = reference.Relative(rtnValues);
-        var rounded = new Choice<byte[]>(rtn, rtnValues, "rtn", before);
-        if (options.Method != CompressionMethod.Rtn && reference.Importance.Length > 0)
+        bool weighted = options.Method != CompressionMethod.Rtn && reference.Importance.Length > 0;
+        Choice<byte[]>? rounded = null;
+        if (!weighted || options.MeasureErrorBefore)
         {
-            var weighted = new byte[bytes];
-            Quantize.Rows(type, values, columns, reference.Importance, weighted, Threads);
-            var weightedValues = Decode(type, weighted, rows, columns);
-            rounded = new Choice<byte[]>(weighted, weightedValues, "imatrix", reference.Relative(weightedValues));
+            var rtn = new byte[bytes];
+            Quantize.Rows(type, values, columns, [], rtn, Threads);
+            var rtnValues = Decode(type, rtn, rows, columns);
+            rounded = new Choice<byte[]>(rtn, rtnValues, "rtn", reference.Relative(rtnValues));
         }
-        var chosen = KeepLower(reference, rounded, Compressor.HasGptqGrid(type) ? null : $"no GPTQ grid for {type}", (hessian, gptq) =>
+        double? before = rounded?.Error;
+        if (weighted)
+        {
+            var imatrix = new byte[bytes];
+            Quantize.Rows(type, values, columns, reference.Importance, imatrix, Threads);
+            var imatrixValues = Decode(type, imatrix, rows, columns);
+            rounded = new Choice<byte[]>(imatrix, imatrixValues, "imatrix", reference.Relative(imatrixValues));
+        }
+        var chosen = KeepLower(reference, rounded!, Compressor.HasGptqGrid(type) ? null : $"no GPTQ grid for {type}", (hessian, gptq) =>
         {
             var result = Gptq.Quantize(values, rows, hessian, BlockGrid.For(type), gptq);
             return (result.Data, result.Dequantized);
@@ -454,7 +462,7 @@ public sealed class TensorEncoder
         return new NativeEncoded(weight, "f16", RelativeError(name, weight));
     }
 
-    private static EncodedTensorData Finish(TensorPlan target, GgmlType type, byte[] data, string encoding, string metric, double before, double after, long start)
+    private static EncodedTensorData Finish(TensorPlan target, GgmlType type, byte[] data, string encoding, string metric, double? before, double after, long start)
         => new(data, new TensorReport(target.Name, target.SourceType.ToString(), type.ToString(), target.Shape, data.LongLength,
             8.0 * data.LongLength / target.Shape.Aggregate(1L, (a, b) => a * b), encoding, metric, before, after, SwapKld: null, target.Reason,
             Stopwatch.GetElapsedTime(start).TotalSeconds));

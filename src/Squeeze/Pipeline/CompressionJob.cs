@@ -24,8 +24,11 @@ public sealed record MixTarget(QuantizationMix Mix, bool Pure = false, IReadOnly
 /// <param name="Search">Knapsack alone, or evolution after it.</param>
 /// <param name="Evolution">Settings of the evolutionary search.</param>
 /// <param name="Swaps">Every candidate's single-swap KLD measured, or predicted from a sample (<see cref="Allocator.PredictSwaps"/>).</param>
+/// <param name="Candidates">GGUF candidates encoded with the job's method, or by rounding with the method applied to the
+/// chosen types only (<see cref="CandidateEncoding"/>).</param>
 public sealed record BudgetTarget(long? Bytes, double? BitsPerWeight, bool Native = false, IReadOnlyList<NativeRepresentation>? Representations = null,
-    SearchMethod Search = SearchMethod.Knapsack, EvolutionOptions? Evolution = null, SwapMeasurement Swaps = SwapMeasurement.Auto) : CompressionTarget;
+    SearchMethod Search = SearchMethod.Knapsack, EvolutionOptions? Evolution = null, SwapMeasurement Swaps = SwapMeasurement.Auto,
+    CandidateEncoding Candidates = CandidateEncoding.Auto) : CompressionTarget;
 
 /// <summary>Every block's linear weights pruned by <paramref name="Method"/> to <paramref name="Pattern"/>, the kept values
 /// in f16, written as a native directory (GGUF has no sparse tensors); the embedding and classifier are kept as stored.</summary>

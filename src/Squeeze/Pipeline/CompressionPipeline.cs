@@ -100,13 +100,16 @@ public static class CompressionPipeline
         if (!target.Native)
             Allocator.CheckBudget(model, budget);
         var representations = target.Representations is { Count: > 0 } given ? given : NativeRepresentation.Defaults;
-        var options = new AllocationOptions { Compression = EncodingOptions(job), Swaps = target.Swaps };
+        var options = new AllocationOptions { Compression = EncodingOptions(job), Swaps = target.Swaps, Candidates = target.Candidates };
+        bool rounded = !target.Native && Allocator.RoundsCandidates(model, options);
+        if (rounded && job.Tuning is not null)
+            throw new ArgumentException("--tune tunes the candidates it composes, and these are roundings that GPTQ then replaces: give --candidates method, or --method imatrix");
         var stages = new Stages(progress,
         [
             .. target.Native && representations.Any(r => r is RowSplitRepresentation) ? ["token usage"] : Array.Empty<string>(),
             job.Method != CompressionMethod.Rtn && job.Statistics is null ? Allocator.CalibratingAndEncoding : "encoding", "measuring", "searching",
             .. job.Tuning is not null && job.Output is not null ? ["tuning"] : Array.Empty<string>(),
-            .. job.Output is not null ? ["writing"] : Array.Empty<string>(),
+            .. job.Output is null ? Array.Empty<string>() : rounded ? [EncodingChosen(job.Method)] : ["writing"],
         ]);
         var clock = Stopwatch.StartNew();
         var prepared = new SynchronousProgress<AllocationProgress>(p => stages.Report(p.Stage, p.Done, p.Total, p.Note));
@@ -140,6 +143,8 @@ public static class CompressionPipeline
         TuningSummary? tuningSummary = null;
         double tuningSeconds = 0;
         long fileBytes = allocation.FileBytes;
+        var chosenTensors = set.Report(allocation.Selection);
+        StageSeconds? chosenSeconds = null; // encoding the chosen types anew (candidates that were roundings)
         if (job.Output is { } output)
         {
             TuningResult? tuning = null;
@@ -154,21 +159,46 @@ public static class CompressionPipeline
                 tuningSeconds = tuning.Seconds;
             }
             cancellationToken.ThrowIfCancellationRequested();
-            stages.Report("writing", 0, 1, output);
-            fileBytes = set.Write(allocation.Selection, output, tuning);
-            stages.Report("writing", 1, 1, output);
+            if (set is GgufCandidateSet gguf && context.CandidateMethod != job.Method)
+            {
+                // The candidates were roundings: the chosen types are encoded with the job's method, block by block.
+                string stage = EncodingChosen(job.Method);
+                var written = gguf.WriteEncoded(allocation.Selection, output, job.CalibrationText!, EncodingOptions(job),
+                    new SynchronousProgress<CompressionProgress>(p =>
+                    {
+                        if (p.Stage == "quantizing")
+                            stages.Report(stage, p.Done, p.Total, p.Note);
+                        else
+                            stages.Note(stage, $"{p.Stage} {p.Note}".Trim());
+                    }), cancellationToken);
+                fileBytes = written.FileBytes;
+                chosenTensors = written.Tensors;
+                chosenSeconds = written.Seconds;
+                stages.Report(stage, 1, 1, output);
+            }
+            else
+            {
+                stages.Report("writing", 0, 1, output);
+                fileBytes = set.Write(allocation.Selection, output, tuning);
+                stages.Report("writing", 1, 1, output);
+            }
         }
         string search = target.Search == SearchMethod.Evolution ? "evo" : "knapsack";
         string budgetText = target.BitsPerWeight is { } bpw ? $"{bpw:0.###} bpw" : $"{budget:N0} bytes";
-        var seconds = new StageSeconds(context.CalibrationSeconds, context.EncodingSeconds, context.SwapSeconds, searchSeconds, tuningSeconds, clock.Elapsed.TotalSeconds);
+        var seconds = new StageSeconds(context.CalibrationSeconds + (chosenSeconds?.Calibration ?? 0), context.EncodingSeconds + (chosenSeconds?.Encoding ?? 0),
+            context.SwapSeconds, searchSeconds, tuningSeconds, clock.Elapsed.TotalSeconds);
         string note = string.Join("; ", new[]
         {
             context.SwapsPredicted ? $"single-swap KLD predicted from each tensor's output error, scaled by {context.MeasuredSwaps} measured swaps" : "",
+            context.CandidateMethod != job.Method
+                ? $"candidates encoded by {context.CandidateMethod.ToString().ToLowerInvariant()} rounding (GPTQ in every type would cost more than {Allocator.MethodCandidateWork:0e0} multiply-adds; --candidates method forces it)"
+                    + (job.Output is null ? "; the chosen types would then be encoded with " : "; the chosen types then encoded with ") + job.Method.ToString().ToLowerInvariant()
+                : "",
             allocation.Note,
         }.Where(n => n.Length > 0));
         return new CompressionReport(model.Source, job.Output, target.Native ? "native" : "gguf", budgetText, job.Method, Sequential: false, fileBytes,
             set.Parameters, set.BitsPerWeight(fileBytes), budget, search, allocation.PredictedError, allocation.Evolution?.StartFitness, allocation.Evolution?.Fitness,
-            allocation.Evolution?.Generations, context.CalibrationTokens, context.CalibrationTokens > 0 ? 1 : 0, seconds, [], tuningSummary, note, set.Report(allocation.Selection));
+            allocation.Evolution?.Generations, context.CalibrationTokens, context.CalibrationTokens > 0 ? 1 : 0, seconds, [], tuningSummary, note, chosenTensors);
     }
 
     private static CompressionReport RunPrune(Model model, CompressionJob job, PruneTarget target, IProgress<StageProgress>? progress, CancellationToken cancellationToken)
@@ -213,6 +243,9 @@ public static class CompressionPipeline
             8.0 * fileBytes / model.ParameterCount, Budget: null, Search: null, PredictedKld: null, StartKld: null, SearchKld: null, Generations: null,
             statistics?.TokenCount ?? 0, calibrates ? 1 : 0, seconds, [], Tuning: null, Note: "", tensors);
     }
+
+    // The stage in which a budget job whose candidates were roundings encodes the chosen types with its method.
+    private static string EncodingChosen(CompressionMethod method) => $"calibrating and encoding the chosen types with {method.ToString().ToLowerInvariant()}";
 
     /// <summary>How the job's tensors (or candidates) are encoded: method, calibration, GPTQ's settings, threads.</summary>
     private static CompressionOptions EncodingOptions(CompressionJob job) => new()

@@ -537,7 +537,7 @@ public static class Gptq
                     w[r * n + p] = weights[(long)(firstRow + r) * n + perm[p]];
             var err = new double[rows * batch]; // [rows, batch] scaled errors of the current batch
             var fitted = new bool[n / bs];
-            var blockWeights = new float[bs];
+            var blockWeights = new float[rows * bs];
 
             for (int i1 = 0; i1 < n; i1 += batch)
             {
@@ -579,24 +579,29 @@ public static class Gptq
 
         // Fits the scales of block blockIndex of every row from the current (error-updated) weights of its columns, all at
         // positions i or later. A column's stored weight holds the updates of the columns before i1 (after the batch), before
-        // s1 (in the batch, after the sub-batch) or before i (in the sub-batch); the ones still owed up to i − 1 are added here.
+        // s1 (in the batch, after the sub-batch) or before i (in the sub-batch); the ones still owed up to i − 1 are added here,
+        // a column at a time for every row, so that the owed part of U's column stays in cache while the rows read it.
+        // blockWeights is [rows, block size].
         private void FitBlock(int blockIndex, int i, int i1, int s1, int s2, int i2, double[] w, double[] err, int rows, float[] blockWeights, int firstRow, ValueTables? tables)
         {
             int bs = grid.BlockSize;
+            for (int c = 0; c < bs; c++)
+            {
+                int p = position[blockIndex * bs + c];
+                int applied = p >= i2 ? i1 : p >= s2 ? s1 : i;
+                for (int r = 0; r < rows; r++)
+                {
+                    double x = w[r * n + p];
+                    for (int k = applied; k < i; k++)
+                        x -= err[r * batch + (k - i1)] * u[(long)k * n + p];
+                    blockWeights[r * bs + c] = (float)x;
+                }
+            }
             var imp = new ReadOnlySpan<float>(importance, blockIndex * bs, bs);
             for (int r = 0; r < rows; r++)
             {
-                for (int c = 0; c < bs; c++)
-                {
-                    int p = position[blockIndex * bs + c];
-                    double x = w[r * n + p];
-                    int applied = p >= i2 ? i1 : p >= s2 ? s1 : i;
-                    for (int k = applied; k < i; k++)
-                        x -= err[r * batch + (k - i1)] * u[(long)k * n + p];
-                    blockWeights[c] = (float)x;
-                }
                 var block = data.AsSpan((int)((long)(firstRow + r) * rowBytes + blockIndex * grid.BlockBytes), grid.BlockBytes);
-                grid.Fit(blockWeights, imp, block);
+                grid.Fit(blockWeights.AsSpan(r * bs, bs), imp, block);
                 tables?.Build(r, blockIndex, block);
             }
         }

@@ -42,6 +42,29 @@ public sealed class TensorEncoderTests
         }
     }
 
+    [Theory]
+    [InlineData(CompressionMethod.Gptq)]
+    [InlineData(CompressionMethod.Imatrix)]
+    [InlineData(CompressionMethod.Rtn)]
+    public void Leaving_plain_rounding_unmeasured_changes_no_byte_and_no_error_after(CompressionMethod method)
+    {
+        using var model = Llama2cReader.Load(SharedData.Stories260K);
+        var stats = Calibrator.Run(model, CompressorTests.CalibrationText, new CalibrationOptions { ContextLength = 64, MaxTokens = 512, CollectGram = true, Threads = 2 });
+        var options = new CompressionOptions { Method = method, Threads = 2 };
+        var measured = new TensorEncoder(model, stats, options);
+        var unmeasured = new TensorEncoder(model, stats, options with { MeasureErrorBefore = false });
+        foreach (var (name, type) in new[] { ("blk.0.attn_q.weight", GgmlType.Q4_0), ("blk.1.ffn_gate.weight", GgmlType.IQ4_NL), ("blk.2.attn_output.weight", GgmlType.Q5_1) })
+        {
+            var a = measured.Encode(name, type);
+            var b = unmeasured.Encode(name, type);
+            Assert.True(a.Data.AsSpan().SequenceEqual(b.Data), $"{name} {type}: bytes differ");
+            Assert.Equal((a.Report.Encoding, a.Report.ErrorAfter), (b.Report.Encoding, b.Report.ErrorAfter));
+            Assert.NotNull(a.Report.ErrorBefore);
+            // Round-to-nearest is rtn's own encoding, so its error is known either way.
+            Assert.Equal(method == CompressionMethod.Rtn ? a.Report.ErrorBefore : null, b.Report.ErrorBefore);
+        }
+    }
+
     [Fact]
     public void Rows_no_block_fits_awq_and_gptq_without_statistics_are_refused()
     {

@@ -6,6 +6,8 @@ using Squeeze.Models;
 using Squeeze.Pipeline;
 using Squeeze.Quantization;
 using Squeeze.Tests.Compression;
+using Squeeze.Tokenizers;
+using Squeeze.Tuning;
 using Squeeze.Tests.Infrastructure;
 
 namespace Squeeze.Tests.Pipeline;
@@ -89,6 +91,58 @@ public sealed class CompressionPipelineTests : IDisposable
         {
             File.Delete(path);
         }
+    }
+
+    [Fact]
+    public void A_budget_job_with_rounded_candidates_encodes_the_chosen_types_with_gptq_at_the_planned_size()
+    {
+        string path = CompressorTests.TempPath("rounded.gguf"), planned = CompressorTests.TempPath("rounded-plan.gguf");
+        try
+        {
+            var target = new BudgetTarget(Bytes: null, BitsPerWeight: 9.0, Candidates: CandidateEncoding.Rounding);
+            var plan = CompressionPipeline.Run(model, BudgetJob(planned) with { Target = target, Output = null });
+            var stages = new List<StageProgress>();
+            var report = CompressionPipeline.Run(model, BudgetJob(path) with { Target = target }, new SynchronousProgress<StageProgress>(stages.Add));
+
+            Assert.Equal([Allocator.CalibratingAndEncoding, "measuring", "searching", "calibrating and encoding the chosen types with gptq"],
+                stages.Select(s => s.Stage).Distinct());
+            Assert.All(stages, s => Assert.Equal(4, s.Count));
+            // The search chose among roundings; the file has its types and size, each tensor encoded anew with GPTQ,
+            // never worse than the rounding the search weighed.
+            Assert.Equal(plan.FileBytes, report.FileBytes);
+            Assert.Equal(new FileInfo(path).Length, report.FileBytes);
+            Assert.True(report.FileBytes <= report.Budget, $"{report.FileBytes} > {report.Budget}");
+            Assert.Equal(plan.Tensors.Select(t => (t.Name, t.Format)), report.Tensors.Where(t => t.SwapKld is not null).Select(t => (t.Name, t.Format)));
+            Assert.All(plan.Tensors, t => Assert.StartsWith("imatrix", t.Encoding, StringComparison.Ordinal));
+            Assert.Contains("candidates encoded by imatrix rounding", plan.Note, StringComparison.Ordinal);
+            var encoded = report.Tensors.Where(t => t.SwapKld is not null).ToList();
+            Assert.Contains(encoded, t => t.Encoding == "gptq");
+            Assert.All(encoded, t => Assert.True(t.ErrorAfter <= t.ErrorBefore!.Value * (1 + 1e-9), $"{t.Name}: {t.Encoding} {t.ErrorBefore} -> {t.ErrorAfter}"));
+
+            // llama.cpp runs the file as Squeeze does.
+            var agreement = RuntimeAgreement.Measure(path, [.. Tokenizer.Create(model.Vocabulary).Encode(CalibrationText[..400], addBos: true).Take(48)]);
+            Assert.True(agreement.SameTopShare >= 0.95 && agreement.MeanKld < 1e-3, agreement.ToString());
+        }
+        finally
+        {
+            File.Delete(path);
+            File.Delete(planned);
+        }
+    }
+
+    [Fact]
+    public void Candidates_are_encoded_with_the_method_while_that_is_affordable_and_tuning_refuses_rounded_ones()
+    {
+        var options = new AllocationOptions { Compression = new CompressionOptions { Method = CompressionMethod.Gptq } };
+        Assert.False(Allocator.RoundsCandidates(model, options)); // stories260K: far below the threshold
+        Assert.True(Allocator.RoundsCandidates(model, options with { Candidates = CandidateEncoding.Rounding }));
+        Assert.False(Allocator.RoundsCandidates(model, options with { Compression = new CompressionOptions { Method = CompressionMethod.Imatrix }, Candidates = CandidateEncoding.Rounding }));
+        var job = BudgetJob(CompressorTests.TempPath("tuned.gguf")) with
+        {
+            Target = new BudgetTarget(Bytes: null, BitsPerWeight: 9.0, Candidates: CandidateEncoding.Rounding),
+            Tuning = new TuningOptions(),
+        };
+        Assert.Contains("--tune", Assert.Throws<ArgumentException>(() => CompressionPipeline.Run(model, job)).Message);
     }
 
     [Fact]
