@@ -26,7 +26,7 @@ public static partial class Quantize
         {
             ReadOnlySpan<float> xb = x.Slice(ib * QK, QK);
             ReadOnlySpan<float> qw = importance.IsEmpty ? default : importance.Slice(ib * QK, QK);
-            ushort d = IQ4NLStart(xb, qw, weight, L);
+            ushort d = IQ4NLStart(xb, qw, weight, L, vectors);
 
             // Refinement, measured with the metric weights (importance or 1).
             double best = IQ4NLError(xb, qw, F16ToF32(d), L);
@@ -89,8 +89,10 @@ public static partial class Quantize
         }
     }
 
-    // llama.cpp's quantize_row_iq4_nl_impl for one 32-value block; returns the half bits of d, codes in L.
-    private static ushort IQ4NLStart(ReadOnlySpan<float> xb, ReadOnlySpan<float> qw, Span<float> weight, Span<byte> L)
+    // llama.cpp's quantize_row_iq4_nl_impl for one 32-value block; returns the half bits of d, codes in L. Its 16 trial
+    // scales (the first from the largest value, then 15 around it) are summed one per lane when `vectors`, with the same
+    // f32 products and sums in the same order, and accepted in trial order as the scalar loop does.
+    private static ushort IQ4NLStart(ReadOnlySpan<float> xb, ReadOnlySpan<float> qw, Span<float> weight, Span<byte> L, bool vectors)
     {
         ReadOnlySpan<sbyte> values = Dequantize.IQ4NLValues;
         const int ntry = 7;
@@ -113,35 +115,38 @@ public static partial class Quantize
         }
         else
         {
-            float d = -max / values[0];
-            float id = 1 / d;
-            float sumqx = 0, sumq2 = 0;
-            for (int j = 0; j < QK; j++)
-            {
-                int l = BestIndexInt8(values, id * xb[j]);
-                float q = values[l];
-                float w = weight[j];
-                sumqx += w * q * xb[j];
-                sumq2 += w * q * q;
-            }
-            d = sumqx / sumq2;
-            float best = d * sumqx;
+            Span<float> ids = stackalloc float[2 * ntry + 2];
+            Span<float> sumqx = stackalloc float[2 * ntry + 2];
+            Span<float> sumq2 = stackalloc float[2 * ntry + 2];
+            ids[0] = 1 / (-max / values[0]);
             for (int itry = -ntry; itry <= ntry; itry++)
+                ids[itry + ntry + 1] = (itry + values[0]) / max;
+            if (vectors)
+                IQ4NLTrialSums(xb, weight, ids, sumqx, sumq2);
+            else
             {
-                id = (itry + values[0]) / max;
-                sumqx = sumq2 = 0;
-                for (int j = 0; j < QK; j++)
+                for (int t = 0; t < ids.Length; t++)
                 {
-                    int l = BestIndexInt8(values, id * xb[j]);
-                    float q = values[l];
-                    float w = weight[j];
-                    sumqx += w * q * xb[j];
-                    sumq2 += w * q * q;
+                    float qx = 0, q2 = 0;
+                    for (int j = 0; j < QK; j++)
+                    {
+                        int l = BestIndexInt8(values, ids[t] * xb[j]);
+                        float q = values[l];
+                        float w = weight[j];
+                        qx += w * q * xb[j];
+                        q2 += w * q * q;
+                    }
+                    (sumqx[t], sumq2[t]) = (qx, q2);
                 }
-                if (sumq2 > 0 && sumqx * sumqx > best * sumq2)
+            }
+            float d = sumqx[0] / sumq2[0];
+            float best = d * sumqx[0];
+            for (int t = 1; t < ids.Length; t++)
+            {
+                if (sumq2[t] > 0 && sumqx[t] * sumqx[t] > best * sumq2[t])
                 {
-                    d = sumqx / sumq2;
-                    best = d * sumqx;
+                    d = sumqx[t] / sumq2[t];
+                    best = d * sumqx[t];
                 }
             }
             scale = d;
@@ -152,18 +157,60 @@ public static partial class Quantize
         return F32ToF16(scale);
     }
 
-    // errors[c] = IQ4NLBestCodes(xb, w, scales[c]) for 16 scales, one per lane: the nearest table entry as BestIndexInt8
-    // finds it (the entries at most t, the lower one on ties), its neighbours as IQ4NLBestCodes checks them (l − 1 first,
-    // and l + 1 only when l − 1 did not win), the errors in double with the decoder's f32 products, summed per lane in order.
-    private static void IQ4NLCandidateErrors(ReadOnlySpan<float> xb, ReadOnlySpan<float> w, ReadOnlySpan<float> scales, Span<double> errors)
+    // For 16 inverse scales ids (one per lane): the nearest table entry of ids · x_j as BestIndexInt8 finds it, and
+    // Σ_j (w_j q_j) x_j and Σ_j (w_j q_j) q_j in f32, summed per lane in j order.
+    private static void IQ4NLTrialSums(ReadOnlySpan<float> xb, ReadOnlySpan<float> weight, ReadOnlySpan<float> ids, Span<float> sumqx, Span<float> sumq2)
+    {
+        var table = IQ4NLTable();
+        var first = Vector512.Create(table[0]);
+        var last = Vector512.Create(table[15]);
+        var id = Vector512.Create(ids);
+        var one = Vector512<int>.One;
+        Vector512<float> qx = Vector512<float>.Zero, q2 = Vector512<float>.Zero;
+        for (int j = 0; j < xb.Length; j++)
+        {
+            var xj = Vector512.Create(xb[j]);
+            var q = Vector512.Shuffle(table, NearestEntry(table, first, last, id * xj, one));
+            var wq = Vector512.Create(weight[j]) * q;
+            qx += wq * xj;
+            q2 += wq * q;
+        }
+        qx.CopyTo(sumqx);
+        q2.CopyTo(sumq2);
+    }
+
+    // The 16 entries of IQ4_NL's code book as f32 lanes.
+    private static Vector512<float> IQ4NLTable()
     {
         ReadOnlySpan<sbyte> values = Dequantize.IQ4NLValues;
         Span<float> entries = stackalloc float[16];
         for (int k = 0; k < 16; k++)
             entries[k] = values[k];
-        var table = Vector512.Create((ReadOnlySpan<float>)entries);
-        var first = Vector512.Create(entries[0]);
-        var last = Vector512.Create(entries[15]);
+        return Vector512.Create((ReadOnlySpan<float>)entries);
+    }
+
+    // Per lane, BestIndexInt8 of t: 0 at or below the first entry, 15 at or above the last; otherwise mu, the number of
+    // entries at most t, and the lower of mu − 1 and mu unless t is strictly nearer the lower.
+    private static Vector512<int> NearestEntry(Vector512<float> table, Vector512<float> first, Vector512<float> last, Vector512<float> t, Vector512<int> one)
+    {
+        var below = Vector512<int>.Zero;
+        for (int k = 0; k < 16; k++)
+            below -= Vector512.LessThanOrEqual(Vector512.Create(table.GetElement(k)), t).AsInt32();
+        var mu = Vector512.Min(Vector512.Max(below, one), Vector512.Create(15));
+        var lower = mu - one;
+        var nearest = Vector512.ConditionalSelect(Vector512.LessThan(t - Vector512.Shuffle(table, lower), Vector512.Shuffle(table, mu) - t).AsInt32(), lower, mu);
+        return Vector512.ConditionalSelect(Vector512.LessThanOrEqual(t, first).AsInt32(), Vector512<int>.Zero,
+            Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(t, last).AsInt32(), Vector512.Create(15), nearest));
+    }
+
+    // errors[c] = IQ4NLBestCodes(xb, w, scales[c]) for 16 scales, one per lane: the nearest table entry as BestIndexInt8
+    // finds it (the entries at most t, the lower one on ties), its neighbours as IQ4NLBestCodes checks them (l − 1 first,
+    // and l + 1 only when l − 1 did not win), the errors in double with the decoder's f32 products, summed per lane in order.
+    private static void IQ4NLCandidateErrors(ReadOnlySpan<float> xb, ReadOnlySpan<float> w, ReadOnlySpan<float> scales, Span<double> errors)
+    {
+        var table = IQ4NLTable();
+        var first = Vector512.Create(table[0]);
+        var last = Vector512.Create(table[15]);
         var d = Vector512.Create(scales);
         var inv = Vector512.ConditionalSelect(Vector512.Equals(d, Vector512<float>.Zero), Vector512<float>.Zero, Vector512<float>.One / d);
         var one = Vector512<int>.One;
@@ -172,15 +219,7 @@ public static partial class Quantize
         for (int j = 0; j < xb.Length; j++)
         {
             var xj = Vector512.Create(xb[j]);
-            var t = inv * xj;
-            var below = Vector512<int>.Zero;
-            for (int k = 0; k < 16; k++)
-                below -= Vector512.LessThanOrEqual(Vector512.Create(entries[k]), t).AsInt32();
-            var mu = Vector512.Min(Vector512.Max(below, one), Vector512.Create(15));
-            var lower = mu - one;
-            var nearest = Vector512.ConditionalSelect(Vector512.LessThan(t - Vector512.Shuffle(table, lower), Vector512.Shuffle(table, mu) - t).AsInt32(), lower, mu);
-            nearest = Vector512.ConditionalSelect(Vector512.LessThanOrEqual(t, first).AsInt32(), Vector512<int>.Zero,
-                Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(t, last).AsInt32(), Vector512.Create(15), nearest));
+            var nearest = NearestEntry(table, first, last, inv * xj, one);
             var down = Vector512.Max(nearest - one, Vector512<int>.Zero);
             var up = Vector512.Min(nearest + one, Vector512.Create(15));
             var (xLo, xHi) = Vector512.Widen(xj);
