@@ -191,8 +191,9 @@ public static class CompressionPipeline
         {
             context.SwapsPredicted ? $"single-swap KLD predicted from each tensor's output error, scaled by {context.MeasuredSwaps} measured swaps" : "",
             context.CandidateMethod != job.Method
-                ? $"candidates encoded by {context.CandidateMethod.ToString().ToLowerInvariant()} rounding (GPTQ in every type would cost more than {Allocator.MethodCandidateWork:0e0} multiply-adds; --candidates method forces it)"
-                    + (job.Output is null ? "; the chosen types would then be encoded with " : "; the chosen types then encoded with ") + job.Method.ToString().ToLowerInvariant()
+                ? $"candidates encoded by {context.CandidateMethod.ToString().ToLowerInvariant()} rounding, "
+                    + (job.Output is null ? "the chosen types to be encoded with " : "the chosen types then encoded with ") + job.Method.ToString().ToLowerInvariant()
+                    + $" (--candidates auto does so above {Allocator.MethodCandidateWork:0e0} multiply-adds of GPTQ in every type)"
                 : "",
             allocation.Note,
         }.Where(n => n.Length > 0));
