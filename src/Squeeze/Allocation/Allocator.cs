@@ -3,6 +3,8 @@ using System.Globalization;
 using Squeeze.Calibration;
 using Squeeze.Compression;
 using Squeeze.Models;
+using Squeeze.Quantization;
+using Squeeze.Tensors;
 
 namespace Squeeze.Allocation;
 
@@ -170,10 +172,39 @@ public static class Allocator
         // Rounded candidates of a GPTQ job are still calibrated with the Gram matrices, so that their output errors are
         // the ones GPTQ's candidates would have (tr(E H Eᵀ), not its diagonal's) and a statistics file is checked for them.
         bool gram = options.Compression.Method == CompressionMethod.Gptq;
+        CheckResources(model, calibrationText, options, gram);
         if (RoundsCandidates(model, options))
             options = options with { Compression = options.Compression with { Method = CompressionMethod.Imatrix } };
         return Prepare<GgufCandidateSet, GgufCandidate>(model, calibrationText, options, gram, (blocks, p) =>
             GgufCandidateSet.Build(model, blocks, new CandidateOptions { Compression = options.Compression, Types = options.Types }, p, cancellationToken), progress, cancellationToken);
+    }
+
+    /// <summary>Bytes of the GGUF candidate file of <paramref name="model"/>: every 2-D tensor in every one of
+    /// <paramref name="types"/> (default <see cref="GgufCandidateSet.DefaultTypes"/>) whose block fits its rows, each
+    /// candidate padded to 64 bytes.</summary>
+    public static long CandidateFileBytes(Model model, IReadOnlyList<GgmlType>? types = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        types ??= GgufCandidateSet.DefaultTypes;
+        return model.Tensors.Where(t => t.Shape.Length >= 2).Sum(t => types.Distinct().Where(ty => t.Columns % GgmlTypes.BlockSize(ty) == 0)
+            .Sum(ty => (GgmlTypes.RowBytes(ty, t.Columns) * t.Rows + 63) / 64 * 64));
+    }
+
+    // Refuses, before any work, a GGUF budget job whose candidate file does not fit the free disk of the temporary
+    // directory, or whose block-by-block peak (a named mix's, ResourceEstimate.ForMix) does not fit the memory available.
+    private static void CheckResources(Model model, string calibrationText, AllocationOptions options, bool gram)
+    {
+        var compression = options.Compression;
+        long tokens = compression.Method == CompressionMethod.Rtn ? 0
+            : compression.Statistics?.TokenCount ?? LayerwiseCalibrator.Chunk(model, calibrationText, new CalibrationOptions
+            {
+                ContextLength = ContextLength(model, compression),
+                MaxTokens = compression.CalibrationTokens,
+            }).TokenCount;
+        var plan = QuantizationMix.Plan(model, QuantizationMix.Q8_0, [], pure: true);
+        var estimate = ResourceEstimate.ForMix(model, plan, gram ? CompressionMethod.Gptq : compression.Method, tokens, CandidateFileBytes(model, options.Types));
+        estimate.Check(Path.Combine(Path.GetTempPath(), "squeeze-candidates-….bin"), compression.MemoryLimit,
+            $"use fewer calibration tokens than {tokens:N0}, or fewer candidate types; the candidates go to the temporary directory (TMPDIR)");
     }
 
     /// <summary>Multiply-adds of GPTQ in every candidate type up to which <see cref="CandidateEncoding.Auto"/> encodes the

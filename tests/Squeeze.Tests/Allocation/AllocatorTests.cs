@@ -40,6 +40,23 @@ public sealed class AllocatorTests(AllocationFixture fixture) : IClassFixture<Al
     private GgufCandidateSet Set => fixture.Context.Candidates;
 
     [Fact]
+    public void The_candidate_file_size_is_known_before_any_work_and_a_job_over_its_memory_is_refused_before_any_work()
+    {
+        // Every candidate padded to 64 bytes: the file Build writes, its last candidate's padding aside.
+        long padded = Set.Tensors.Sum(t => t.Options.Sum(c => (c.Bytes + 63) / 64 * 64));
+        Assert.Equal(padded, Allocator.CandidateFileBytes(fixture.Model));
+
+        var progress = new List<AllocationProgress>();
+        var error = Assert.Throws<InsufficientMemoryException>(() => Allocator.Prepare(fixture.Model, CompressorTests.CalibrationText, new AllocationOptions
+        {
+            Compression = new CompressionOptions { Method = CompressionMethod.Gptq, CalibrationTokens = 2048, ContextLength = 64, Threads = 2, MemoryLimit = 1 << 20 },
+        }, new SynchronousProgress<AllocationProgress>(progress.Add)));
+        Assert.Contains("squeeze-candidates", error.Message, StringComparison.Ordinal);
+        Assert.Contains("calibration tokens", error.Message, StringComparison.Ordinal);
+        Assert.Empty(progress);
+    }
+
+    [Fact]
     public void Candidates_are_every_type_whose_block_fits_the_rows_plus_f16_with_both_errors_measured()
     {
         Assert.Equal(fixture.Model.Tensors.Count(t => t.Shape.Length == 2), Set.Tensors.Count);
