@@ -199,7 +199,7 @@ public static class CompressionPipeline
         }.Where(n => n.Length > 0));
         return new CompressionReport(model.Source, job.Output, target.Native ? "native" : "gguf", budgetText, job.Method, Sequential: false, fileBytes,
             set.Parameters, set.BitsPerWeight(fileBytes), budget, search, allocation.PredictedError, allocation.Evolution?.StartFitness, allocation.Evolution?.Fitness,
-            allocation.Evolution?.Generations, context.CalibrationTokens, context.CalibrationTokens > 0 ? 1 : 0, seconds, [], tuningSummary, note, chosenTensors);
+            allocation.Evolution?.Generations, context.CalibrationTokens, (context.CalibrationTokens > 0 ? 1 : 0) + (chosenSeconds is null ? 0 : 1), seconds, [], tuningSummary, note, chosenTensors);
     }
 
     private static CompressionReport RunPrune(Model model, CompressionJob job, PruneTarget target, IProgress<StageProgress>? progress, CancellationToken cancellationToken)

@@ -110,6 +110,7 @@ public sealed class CompressionPipelineTests : IDisposable
             // The search chose among roundings; the file has its types and size, each tensor encoded anew with GPTQ,
             // never worse than the rounding the search weighed.
             Assert.Equal(plan.FileBytes, report.FileBytes);
+            Assert.Equal((1, 2), (plan.CalibrationPasses, report.CalibrationPasses));
             Assert.Equal(new FileInfo(path).Length, report.FileBytes);
             Assert.True(report.FileBytes <= report.Budget, $"{report.FileBytes} > {report.Budget}");
             Assert.Equal(plan.Tensors.Select(t => (t.Name, t.Format)), report.Tensors.Where(t => t.SwapKld is not null).Select(t => (t.Name, t.Format)));
