@@ -143,15 +143,32 @@ public class MixtureOfExpertsCompressionTests(MixtralCheckpoint mixtral, Qwen2Mo
         }
     }
 
-    /// <summary>Per-expert statistics have no place in calibration files: writing them is refused in one line.</summary>
-    [Fact]
-    public void Calibration_file_refuses_per_expert_statistics()
+    /// <summary><c>squeeze calibrate --gram</c> on a mixture of experts stores each expert's statistics, and
+    /// <c>compress --stats FILE</c> writes the bytes of a compress that calibrates itself on the same text.</summary>
+    [Theory]
+    [InlineData("mixtral")]
+    [InlineData("qwen3moe")]
+    public void Compress_from_a_statistics_file_equals_compress_that_calibrates(string name)
     {
-        using var model = ModelLoader.Load(mixtral.HuggingFace);
-        var stats = Calibrator.Run(model, CompressorTests.CalibrationText, new CalibrationOptions { ContextLength = 64, MaxTokens = 128, Threads = 1 });
-        using var stream = new MemoryStream();
-        var e = Assert.Throws<NotSupportedException>(() => CalibrationFile.Write(stream, stats));
-        Assert.Contains("per-expert statistics are not stored in calibration files", e.Message);
+        using var dir = new TempDirectory();
+        string calib = dir.File("calib.txt"), stats = dir.File("moe.stats"), fromFile = dir.File("from-file.gguf"), calibrated = dir.File("calibrated.gguf");
+        File.WriteAllText(calib, CompressorTests.CalibrationText);
+        string hf = Checkpoint(name).HuggingFace;
+        var collect = Cli.CliRunner.Run("calibrate", hf, "--text", calib, "--ctx", "128", "--tokens", "1024", "--gram", "--threads", "2", "-o", stats);
+        Assert.True(collect.ExitCode == 0, collect.Stderr);
+        using (var model = ModelLoader.Load(hf))
+        {
+            var read = CalibrationFile.Read(stats, model);
+            var routed = read.Entries.Where(e => e.Kind is LinearInput.ExpertFeedForward or LinearInput.ExpertFeedForwardDown).ToList();
+            Assert.Equal(2 * model.Config.LayerCount, routed.Count);
+            Assert.All(routed, e => Assert.Equal(e.TokenCount, e.Experts.Sum(x => x?.TokenCount ?? 0)));
+            Assert.All(routed, e => Assert.True(e.Experts.Count(x => x is not null) > 1, $"layer {e.Layer} {e.Kind}: one expert"));
+        }
+        var a = Cli.CliRunner.Run("compress", hf, "--type", "Q4_K_M", "--method", "gptq", "--stats", stats, "--threads", "2", "-o", fromFile);
+        Assert.True(a.ExitCode == 0, a.Stderr);
+        var b = Cli.CliRunner.Run("compress", hf, "--type", "Q4_K_M", "--method", "gptq", "--calib", calib, "--ctx", "128", "--tokens", "1024", "--threads", "2", "-o", calibrated);
+        Assert.True(b.ExitCode == 0, b.Stderr);
+        Assert.Equal(File.ReadAllBytes(calibrated), File.ReadAllBytes(fromFile));
     }
 
     /// <summary>A mixture-of-experts config llama.cpp would run otherwise, or that disagrees with its tensors: one line
