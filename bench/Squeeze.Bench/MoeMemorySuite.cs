@@ -47,12 +47,19 @@ internal static class MoeMemorySuite
         string output = Path.Combine(Path.GetTempPath(), $"squeeze-moe-memory-{Environment.ProcessId}.gguf");
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         long before = RssAnon(), peak = before;
+        // Each sample is charged to the step the job last reported (stage and tensor): where the peak is.
+        string step = "start";
+        var peaks = new Dictionary<string, long>();
         using var stop = new CancellationTokenSource();
         var sampler = Task.Run(async () =>
         {
             while (!stop.IsCancellationRequested)
             {
-                peak = Math.Max(peak, RssAnon());
+                long now = RssAnon();
+                peak = Math.Max(peak, now);
+                string at = Volatile.Read(ref step);
+                lock (peaks)
+                    peaks[at] = Math.Max(peaks.GetValueOrDefault(at), now);
                 await Task.Delay(50).ConfigureAwait(false);
             }
         });
@@ -67,7 +74,7 @@ internal static class MoeMemorySuite
                 CalibrationTokens = tokens,
                 ContextLength = ctx,
                 Threads = threads,
-            }, output);
+            }, output, new SynchronousProgress<CompressionProgress>(p => Volatile.Write(ref step, $"{p.Stage}: {(p.Stage == "calibrating" ? p.Note.Split(':')[0] : p.Note)}")));
         }
         finally
         {
@@ -84,6 +91,14 @@ internal static class MoeMemorySuite
         Console.WriteLine($"| estimate before the start | {Gb(estimate.MemoryBytes)} |");
         Console.WriteLine($"| wall time | {clock.Elapsed.TotalSeconds:0} s (per block: {string.Join(", ", report.LayerSeconds!.Select(s => $"{s:0} s"))}) |");
         Console.WriteLine($"| calibration tokens | {report.CalibrationTokens:N0} |");
+        Console.WriteLine();
+        Console.WriteLine("| step (the job's last report) | peak private memory while in it |");
+        Console.WriteLine("|---|---|");
+        lock (peaks)
+        {
+            foreach (var (at, bytes) in peaks.OrderByDescending(p => p.Value).Take(8))
+                Console.WriteLine($"| {at} | {Gb(bytes)} |");
+        }
     }
 
     // The estimate at `shape` from its config.json alone (vocab_size set to `vocabulary`): the tensors GGUF names for it,

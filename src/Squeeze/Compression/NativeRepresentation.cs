@@ -51,6 +51,7 @@ public abstract record NativeRepresentation
             signal += w;
             error += w * encoded.OutputError;
             encodings.Add(expert.ExpertWithoutTokens(name) ? $"{encoded.Encoding} (expert without calibration tokens)" : encoded.Encoding);
+            TensorEncoder.ReleaseExpertBuffers();
         }
         return new NativeEncoded(new ExpertStackWeight(name, experts), string.Join(", ", encodings), signal > 0 ? error / signal : 0);
     }
