@@ -404,7 +404,8 @@ public static class Compressor
             if (inScales is null && outScales.All(x => x is null))
                 return;
             // The stacks in f32, one expert at a time: gate and up columns × s, up rows ÷ s_e, down columns × s_e.
-            ReplaceExperts(gateName, gate, e => inScales is null ? gate[e].Decode() : Awq.ScaleColumns(gate[e].Decode(), dim, inScales));
+            if (inScales is not null)
+                ReplaceExperts(gateName, gate, e => Awq.ScaleColumns(gate[e].Decode(), dim, inScales));
             ReplaceExperts(upName, up, e =>
             {
                 var values = inScales is null ? up[e].Decode() : Awq.ScaleColumns(up[e].Decode(), dim, inScales);
@@ -418,7 +419,8 @@ public static class Compressor
                 }
                 return values;
             });
-            ReplaceExperts(downName, down, e => outScales[e] is { } s ? Awq.ScaleColumns(down[e].Decode(), hidden, s) : down[e].Decode());
+            if (outScales.Any(x => x is not null))
+                ReplaceExperts(downName, down, e => outScales[e] is { } s ? Awq.ScaleColumns(down[e].Decode(), hidden, s) : down[e].Decode());
         }
 
         // A tensor the mix keeps unquantized (norm, router, the shared expert's gate vector) in its own float type, the
