@@ -32,7 +32,8 @@ namespace Squeeze.Bench;
 /// other suites' code, rewritten as the table at the top of docs/BENCHMARKS.md), <c>serve</c> (a load test of squeeze serve on loopback: requests/s,
 /// tokens/s, latency percentiles, the server's overhead against the runtime's decode, memory back to idle), <c>cluster</c>
 /// (one against two <c>squeeze worker</c> processes on localhost on eval and a <c>--target-bpw</c> job: speed-up, the
-/// cluster's overhead and bytes per work item, the same result as one machine).
+/// cluster's overhead and bytes per work item, the same result as one machine), <c>moe-memory</c> (GPTQ's memory on a
+/// mixture of experts: the estimate at Qwen3-30B-A3B's shape, and estimate against measured peak on a smaller one).
 /// </summary>
 public static class Program
 {
@@ -127,8 +128,11 @@ public static class Program
             case "cluster":
                 ClusterSuite.Run(rest);
                 return 0;
+            case "moe-memory":
+                MoeMemorySuite.Run(rest);
+                return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|saved-cache|embedding-stores|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|quantize-speed|gptq-speed|prompts|summary|serve|cluster [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|saved-cache|embedding-stores|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|quantize-speed|gptq-speed|prompts|summary|serve|cluster|moe-memory [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

@@ -22,8 +22,14 @@ namespace Squeeze.Bench;
 /// </summary>
 internal static class ShapesSuite
 {
-    /// <summary>One checkpoint shape.</summary>
-    internal sealed record Shape(string Name, int Dim, int Hidden, int Layers, int Heads, int KvHeads, bool Tied, double RopeTheta, int Context);
+    /// <summary>One checkpoint shape; with <see cref="Experts"/>, a Qwen3-MoE (every layer's feed-forward <see cref="Experts"/>
+    /// routed experts of width <see cref="ExpertHidden"/>, top <see cref="ExpertsUsed"/>, q/k norms, heads of
+    /// <see cref="HeadDim"/>).</summary>
+    internal sealed record Shape(string Name, int Dim, int Hidden, int Layers, int Heads, int KvHeads, bool Tied, double RopeTheta, int Context,
+        int Experts = 0, int ExpertsUsed = 0, int ExpertHidden = 0, int HeadDim = 0)
+    {
+        public int ResolvedHeadDim => HeadDim > 0 ? HeadDim : Dim / Heads;
+    }
 
     internal static readonly Shape[] Shapes =
     [
@@ -31,6 +37,18 @@ internal static class ShapesSuite
         new("llama-3.2-1b", 2048, 8192, 16, 32, 8, Tied: true, RopeTheta: 500000, Context: 8192),
         new("llama-3.1-8b", 4096, 14336, 32, 32, 8, Tied: false, RopeTheta: 500000, Context: 8192),
     ];
+
+    /// <summary>Mixture-of-experts shapes, written only when named: Qwen3-30B-A3B's layers (dim 2048, 128 experts of 768,
+    /// top 8, 32 query heads and 4 KV heads of 128) two of its 48, and the same layout at half the widths and experts.</summary>
+    internal static readonly Shape[] ExpertShapes =
+    [
+        new("qwen3-30b-a3b-2l", 2048, 6144, 2, 32, 4, Tied: false, RopeTheta: 1000000, Context: 40960, Experts: 128, ExpertsUsed: 8, ExpertHidden: 768, HeadDim: 128),
+        new("qwen3-moe-half-2l", 1024, 3072, 2, 16, 2, Tied: false, RopeTheta: 1000000, Context: 40960, Experts: 64, ExpertsUsed: 8, ExpertHidden: 384, HeadDim: 64),
+    ];
+
+    /// <summary>The shape named <paramref name="name"/>, dense or mixture of experts.</summary>
+    internal static Shape Find(string name) => Shapes.Concat(ExpertShapes).FirstOrDefault(s => s.Name == name)
+        ?? throw new ArgumentException($"unknown shape {name}; known: {string.Join(", ", Shapes.Concat(ExpertShapes).Select(s => s.Name))}");
 
     private const int Vocab = 32000;
     private const float Std = 0.02f;
@@ -51,8 +69,7 @@ internal static class ShapesSuite
         Console.WriteLine("|---|---|---|---|---|");
         foreach (string name in names)
         {
-            var shape = Shapes.FirstOrDefault(s => s.Name == name)
-                ?? throw new ArgumentException($"unknown shape {name}; known: {string.Join(", ", Shapes.Select(s => s.Name))}");
+            var shape = Find(name);
             string dir = Ensure(shape, cache, shared, seed);
             var files = Directory.GetFiles(dir);
             Console.WriteLine($"| {shape.Name} | {Tensors(shape).Sum(t => t.Rows * t.Columns):N0} | {files.Length} | {files.Sum(f => new FileInfo(f).Length):N0} | {dir} |");
@@ -107,18 +124,33 @@ internal static class ShapesSuite
     /// <summary>The tensors of <paramref name="shape"/> in the order a transformers checkpoint lists them.</summary>
     internal static List<TensorSpec> Tensors(Shape shape)
     {
-        int headDim = shape.Dim / shape.Heads, kv = shape.KvHeads * headDim;
+        int headDim = shape.ResolvedHeadDim, q = shape.Heads * headDim, kv = shape.KvHeads * headDim;
         var list = new List<TensorSpec> { new("model.embed_tokens.weight", Vocab, shape.Dim, false) };
         for (int l = 0; l < shape.Layers; l++)
         {
             string p = $"model.layers.{l}.";
-            list.Add(new(p + "self_attn.q_proj.weight", shape.Dim, shape.Dim, false));
+            list.Add(new(p + "self_attn.q_proj.weight", q, shape.Dim, false));
             list.Add(new(p + "self_attn.k_proj.weight", kv, shape.Dim, false));
             list.Add(new(p + "self_attn.v_proj.weight", kv, shape.Dim, false));
-            list.Add(new(p + "self_attn.o_proj.weight", shape.Dim, shape.Dim, false));
-            list.Add(new(p + "mlp.gate_proj.weight", shape.Hidden, shape.Dim, false));
-            list.Add(new(p + "mlp.up_proj.weight", shape.Hidden, shape.Dim, false));
-            list.Add(new(p + "mlp.down_proj.weight", shape.Dim, shape.Hidden, false));
+            list.Add(new(p + "self_attn.o_proj.weight", shape.Dim, q, false));
+            if (shape.Experts > 0)
+            {
+                list.Add(new(p + "self_attn.q_norm.weight", 1, headDim, true));
+                list.Add(new(p + "self_attn.k_norm.weight", 1, headDim, true));
+                list.Add(new(p + "mlp.gate.weight", shape.Experts, shape.Dim, false));
+                for (int e = 0; e < shape.Experts; e++)
+                {
+                    list.Add(new($"{p}mlp.experts.{e}.gate_proj.weight", shape.ExpertHidden, shape.Dim, false));
+                    list.Add(new($"{p}mlp.experts.{e}.up_proj.weight", shape.ExpertHidden, shape.Dim, false));
+                    list.Add(new($"{p}mlp.experts.{e}.down_proj.weight", shape.Dim, shape.ExpertHidden, false));
+                }
+            }
+            else
+            {
+                list.Add(new(p + "mlp.gate_proj.weight", shape.Hidden, shape.Dim, false));
+                list.Add(new(p + "mlp.up_proj.weight", shape.Hidden, shape.Dim, false));
+                list.Add(new(p + "mlp.down_proj.weight", shape.Dim, shape.Hidden, false));
+            }
             list.Add(new(p + "input_layernorm.weight", 1, shape.Dim, true));
             list.Add(new(p + "post_attention_layernorm.weight", 1, shape.Dim, true));
         }
@@ -128,7 +160,7 @@ internal static class ShapesSuite
         return list;
     }
 
-    private static void WriteConfig(Shape shape, string path)
+    internal static void WriteConfig(Shape shape, string path)
     {
         var config = new Dictionary<string, object>
         {
@@ -149,6 +181,17 @@ internal static class ShapesSuite
             ["bos_token_id"] = 1,
             ["eos_token_id"] = 2,
         };
+        if (shape.Experts > 0)
+        {
+            config["architectures"] = new[] { "Qwen3MoeForCausalLM" };
+            config["model_type"] = "qwen3_moe";
+            config["head_dim"] = shape.ResolvedHeadDim;
+            config["num_experts"] = shape.Experts;
+            config["num_experts_per_tok"] = shape.ExpertsUsed;
+            config["moe_intermediate_size"] = shape.ExpertHidden;
+            config["norm_topk_prob"] = true;
+            config["attention_bias"] = false;
+        }
         File.WriteAllText(path, JsonSerializer.Serialize(config, Indented));
     }
 

@@ -47,19 +47,17 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
     /// <param name="progress">Candidates encoded.</param>
     /// <param name="cancellationToken">Stops between candidates.</param>
     /// <exception cref="ArgumentException">A tensor that no representation fits, or token usage of another vocabulary.</exception>
-    /// <exception cref="NotSupportedException">The model has stacked routed experts (a mixture of experts).</exception>
     public static NativeCandidateSet Build(Model model, IEnumerable<BlockStatistics>? blocks, CompressionOptions options, double[]? tokenUsage,
         IReadOnlyList<NativeRepresentation> representations, IProgress<CandidateProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(representations);
-        if (model.Tensors.FirstOrDefault(t => TensorNames.IsExperts(t.Name)) is { } stacked)
-            throw new NotSupportedException($"{model.Source}: '{stacked.Name}' holds routed experts stacked in 3-D, which no native representation stores yet; compress to GGUF (--format gguf)");
-        var matrices = model.Tensors.Where(t => t.Shape.Length == 2).Select(t => model.Weight(t.Name))
+        // Stacks of routed experts ([experts, rows, columns]) are encoded expert by expert: a level fits them when it fits one.
+        var matrices = model.Tensors.Where(t => t.Shape.Length == 2 || (t.Shape.Length == 3 && TensorNames.IsExperts(t.Name))).Select(t => model.Weight(t.Name))
             .Concat(model.Weights).ToList();
         var shapes = new TensorEncoder(model, null, options, cancellationToken, tokenUsage);
-        var work = matrices.Select(w => (Weight: w, Levels: representations.Where(r => r.Fits(shapes, w.Name)).Distinct().ToList())).ToList();
+        var work = matrices.Select(w => (Weight: w, Levels: representations.Where(r => r.Fits(shapes.IsStacked(w.Name) ? shapes.ForExpert(w.Name, 0) : shapes, w.Name)).Distinct().ToList())).ToList();
         foreach (var (w, levels) in work)
         {
             if (levels.Count == 0)
@@ -77,7 +75,7 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
                 {
                     cancellationToken.ThrowIfCancellationRequested();
                     progress?.Report(new CandidateProgress("encoding", done, total, $"{weight.Name} {level}"));
-                    var encoded = level.Encode(encoder, weight.Name);
+                    var encoded = encoder.IsStacked(weight.Name) ? level.EncodeExperts(encoder, weight.Name) : level.Encode(encoder, weight.Name);
                     long bytes = NativeModelWriter.WeightBytesBound(encoded.Weight);
                     list.Add(new NativeCandidate(encoded.Weight, level.Spec, RoundUp(bytes), encoded.Encoding, encoded.OutputError, double.NaN));
                     done++;

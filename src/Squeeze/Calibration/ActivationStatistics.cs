@@ -25,8 +25,10 @@ public sealed class ActivationStatistics
         Gram = collectGram ? new double[(long)width * width] : null;
     }
 
-    /// <summary>Creates statistics from stored values (the arrays are taken, not copied).</summary>
-    public ActivationStatistics(int layer, LinearInput kind, long tokenCount, double[] sumSquares, double[] sumAbs, float[] maxAbs, double[]? gram)
+    /// <summary>Creates statistics from stored values (the arrays are taken, not copied); <paramref name="experts"/> are a
+    /// routed input's per-expert statistics (<see cref="Experts"/>), of this entry's layer, kind and width.</summary>
+    public ActivationStatistics(int layer, LinearInput kind, long tokenCount, double[] sumSquares, double[] sumAbs, float[] maxAbs, double[]? gram,
+        IReadOnlyList<ActivationStatistics?>? experts = null)
     {
         ArgumentNullException.ThrowIfNull(sumSquares);
         ArgumentNullException.ThrowIfNull(sumAbs);
@@ -45,6 +47,12 @@ public sealed class ActivationStatistics
         SumAbs = sumAbs;
         MaxAbs = maxAbs;
         Gram = gram;
+        foreach (var e in experts ?? [])
+        {
+            if (e is not null && (e.Layer != layer || e.Kind != kind || e.Width != width || (e.Gram is null) != (gram is null)))
+                throw new ArgumentException($"layer {layer} {kind}: an expert's statistics are of layer {e.Layer} {e.Kind}, width {e.Width}{(e.Gram is null ? "" : " with XᵀX")}", nameof(experts));
+            this.experts.Add(e);
+        }
     }
 
     /// <summary>Block index, or −1 for the output classifier.</summary>

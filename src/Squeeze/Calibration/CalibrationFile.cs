@@ -10,14 +10,18 @@ namespace Squeeze.Calibration;
 /// <summary>
 /// The calibration statistics file (little-endian):
 /// <code>
-/// "SQZCALIB"  u32 version (1)
+/// "SQZCALIB"  u32 version (2)
 /// u64 model identity hash   u16 n + n bytes UTF-8 model description
 /// u64 text hash   i64 token count   i32 context length   i32 entry count
 /// per entry, ordered by (layer, kind), no duplicates:
 ///   i32 layer (−1: classifier)   i32 kind (LinearInput)   i32 width   i64 token count   u8 flags (1: has Gram)
-///   f64[width] Σx²   f64[width] Σ|x|   f32[width] max|x|   [f64[width·(width+1)/2] XᵀX upper triangle, row by row]
+///   sums: f64[width] Σx²   f64[width] Σ|x|   f32[width] max|x|   [f64[width·(width+1)/2] XᵀX upper triangle, row by row]
+///   i32 expert count (0 but for a routed experts' input: ExpertFeedForward, ExpertFeedForwardDown)
+///   per expert: i64 token count (0: no token was routed to it)   [sums, as the entry's, when the count is not 0]
 /// u64 XxHash64 of every byte before it
 /// </code>
+/// A routed input's entry holds its sums over every routed row, and each expert's over the rows routed to it (the
+/// experts' token counts add up to the entry's). Version 1 files (no expert counts) are read too.
 /// Written to a temporary file that is then renamed over the target. Reading checks every field and the checksum and
 /// throws <see cref="ModelFormatException"/> naming the file and the problem.
 /// </summary>
@@ -26,7 +30,10 @@ public static class CalibrationFile
     private static ReadOnlySpan<byte> Magic => "SQZCALIB"u8;
 
     /// <summary>The format version written and read.</summary>
-    public const uint Version = 1;
+    public const uint Version = 2;
+
+    /// <summary>Most experts an entry may hold.</summary>
+    public const int MaxExperts = 1 << 12;
 
     /// <summary>Widest input accepted (columns).</summary>
     public const int MaxWidth = 1 << 18;
@@ -56,14 +63,10 @@ public static class CalibrationFile
     }
 
     /// <summary>Writes <paramref name="stats"/> to <paramref name="stream"/> in the format above.</summary>
-    /// <exception cref="NotSupportedException">The statistics hold routed experts' per-expert entries, which the format
-    /// has no place for (a mixture-of-experts model is calibrated by <c>compress</c> itself, block by block).</exception>
     public static void Write(Stream stream, CalibrationStatistics stats)
     {
         ArgumentNullException.ThrowIfNull(stream);
         ArgumentNullException.ThrowIfNull(stats);
-        if (stats.Entries.FirstOrDefault(e => e.Experts.Count > 0) is { } routed)
-            throw new NotSupportedException($"layer {routed.Layer} {routed.Kind}: per-expert statistics are not stored in calibration files; compress a mixture-of-experts model with its calibration text instead");
         var w = new HashingWriter(stream);
         WriteHeader(w, stats, stats.Entries.Count);
         foreach (var e in stats.Entries)
@@ -152,6 +155,18 @@ public static class CalibrationFile
         w.I32(e.Width);
         w.I64(e.TokenCount);
         w.Bytes([(byte)(e.Gram is null ? 0 : 1)]);
+        WriteSums(w, e);
+        w.I32(e.Experts.Count);
+        foreach (var expert in e.Experts)
+        {
+            w.I64(expert?.TokenCount ?? 0);
+            if (expert is { TokenCount: > 0 })
+                WriteSums(w, expert);
+        }
+    }
+
+    private static void WriteSums(HashingWriter w, ActivationStatistics e)
+    {
         w.Bytes(MemoryMarshal.AsBytes(e.SumSquares.AsSpan()));
         w.Bytes(MemoryMarshal.AsBytes(e.SumAbs.AsSpan()));
         w.Bytes(MemoryMarshal.AsBytes(e.MaxAbs.AsSpan()));
@@ -195,8 +210,8 @@ public static class CalibrationFile
         if (!magic.SequenceEqual(Magic))
             throw new ModelFormatException(name, "not a Squeeze calibration statistics file (bad magic)");
         uint version = r.U32("version");
-        if (version != Version)
-            throw new ModelFormatException(name, $"calibration file version {version} is not supported (expected {Version})");
+        if (version is not (1 or Version))
+            throw new ModelFormatException(name, $"calibration file version {version} is not supported (expected 1 or {Version})");
         ulong modelHash = r.U64("model identity");
         int descriptionLength = r.U16("model description length");
         if (descriptionLength > MaxDescriptionBytes)
@@ -245,50 +260,35 @@ public static class CalibrationFile
             previous = (layer, kindValue);
             if (width < 1 || width > MaxWidth)
                 throw new ModelFormatException(name, $"{where}: width {width} is out of range (1 to {MaxWidth})");
-            if (count < 0 || count > tokenCount)
-                throw new ModelFormatException(name, $"{where}: token count {count} is outside 0 to {tokenCount}");
+            // A routed input sees each token once per expert it goes to.
+            long rows = kind is LinearInput.ExpertFeedForward or LinearInput.ExpertFeedForwardDown ? (tokenCount > long.MaxValue / MaxExperts ? long.MaxValue : tokenCount * MaxExperts) : tokenCount;
+            if (count < 0 || count > rows)
+                throw new ModelFormatException(name, $"{where}: token count {count} is outside 0 to {rows}");
             if (flags > 1)
                 throw new ModelFormatException(name, $"{where}: unknown flags 0x{flags:x2}");
             bool hasGram = flags == 1;
             if (hasGram && (long)width * width > Array.MaxLength)
                 throw new ModelFormatException(name, $"{where}: a Gram matrix of width {width} is too large to load");
-            long gramValues = hasGram ? (long)width * (width + 1) / 2 : 0;
-            long needed = 20L * width + 8 * gramValues;
-            if (needed > r.Remaining)
-                throw new ModelFormatException(name, $"{where}: width {width}{(hasGram ? " with a Gram matrix" : "")} needs {needed} bytes, {r.Remaining} left (truncated?)");
-
-            var sumSquares = new double[width];
-            var sumAbs = new double[width];
-            var maxAbs = new float[width];
-            r.Bytes(MemoryMarshal.AsBytes(sumSquares.AsSpan()), where + " sums of squares");
-            r.Bytes(MemoryMarshal.AsBytes(sumAbs.AsSpan()), where + " sums of magnitudes");
-            r.Bytes(MemoryMarshal.AsBytes(maxAbs.AsSpan()), where + " maxima");
-            CheckNonNegative(name, where, "sum of squares", sumSquares);
-            CheckNonNegative(name, where, "sum of magnitudes", sumAbs);
-            for (int j = 0; j < width; j++)
+            var sums = ReadSums(r, name, where, layer, kind, width, hasGram, count);
+            var experts = new List<ActivationStatistics?>();
+            int expertCount = version == 1 ? 0 : r.I32(where + " expert count");
+            if (expertCount != 0 && kind is not (LinearInput.ExpertFeedForward or LinearInput.ExpertFeedForwardDown))
+                throw new ModelFormatException(name, $"{where}: {kind} is not a routed experts' input but holds {expertCount} experts");
+            if (expertCount < 0 || expertCount > MaxExperts || 8L * expertCount > r.Remaining)
+                throw new ModelFormatException(name, $"{where}: expert count {expertCount} is out of range (0 to {MaxExperts})");
+            long routed = 0;
+            for (int e = 0; e < expertCount; e++)
             {
-                if (!float.IsFinite(maxAbs[j]) || maxAbs[j] < 0)
-                    throw new ModelFormatException(name, $"{where}: max |x| of column {j} is {maxAbs[j]}");
+                string expert = $"{where} expert {e}";
+                long tokens = r.I64(expert + " token count");
+                if (tokens < 0 || tokens > Math.Min(tokenCount, count - routed))
+                    throw new ModelFormatException(name, $"{expert}: token count {tokens} is outside 0 to {Math.Min(tokenCount, count - routed)} (the file's tokens, the entry's rows not yet routed)");
+                routed += tokens;
+                experts.Add(tokens == 0 ? null : ReadSums(r, name, expert, layer, kind, width, hasGram, tokens));
             }
-            double[]? gram = null;
-            if (hasGram)
-            {
-                gram = new double[(long)width * width];
-                for (int i = 0; i < width; i++)
-                {
-                    var row = gram.AsSpan(i * width + i, width - i);
-                    r.Bytes(MemoryMarshal.AsBytes(row), where + " Gram matrix");
-                    for (int j = 0; j < row.Length; j++)
-                    {
-                        if (!double.IsFinite(row[j]))
-                            throw new ModelFormatException(name, $"{where}: Gram value ({i}, {i + j}) is {row[j]}");
-                        gram[(long)(i + j) * width + i] = row[j];
-                    }
-                    if (row[0] < 0)
-                        throw new ModelFormatException(name, $"{where}: Gram diagonal ({i}, {i}) is negative");
-                }
-            }
-            entries.Add(new ActivationStatistics(layer, kind, count, sumSquares, sumAbs, maxAbs, gram));
+            if (expertCount > 0 && routed != count)
+                throw new ModelFormatException(name, $"{where}: its experts hold {routed} tokens, the entry {count}");
+            entries.Add(new ActivationStatistics(layer, kind, count, sums.SumSquares, sums.SumAbs, sums.MaxAbs, sums.Gram, experts));
         }
         ulong computed = r.Hash.GetCurrentHashAsUInt64();
         ulong stored = r.U64("checksum");
@@ -297,6 +297,48 @@ public static class CalibrationFile
         if (r.Remaining != 0)
             throw new ModelFormatException(name, $"{r.Remaining} unexpected bytes after the checksum");
         return new CalibrationStatistics(new ModelIdentity(modelHash, description), textHash, tokenCount, contextLength, entries);
+    }
+
+    // One set of sums (an entry's or an expert's) of `count` tokens: Σx², Σ|x|, max|x| and the Gram matrix when it has one.
+    private static ActivationStatistics ReadSums(HashingReader r, string name, string where, int layer, LinearInput kind, int width, bool hasGram, long count)
+    {
+        long gramValues = hasGram ? (long)width * (width + 1) / 2 : 0;
+        long needed = 20L * width + 8 * gramValues;
+        if (needed > r.Remaining)
+            throw new ModelFormatException(name, $"{where}: width {width}{(hasGram ? " with a Gram matrix" : "")} needs {needed} bytes, {r.Remaining} left (truncated?)");
+
+        var sumSquares = new double[width];
+        var sumAbs = new double[width];
+        var maxAbs = new float[width];
+        r.Bytes(MemoryMarshal.AsBytes(sumSquares.AsSpan()), where + " sums of squares");
+        r.Bytes(MemoryMarshal.AsBytes(sumAbs.AsSpan()), where + " sums of magnitudes");
+        r.Bytes(MemoryMarshal.AsBytes(maxAbs.AsSpan()), where + " maxima");
+        CheckNonNegative(name, where, "sum of squares", sumSquares);
+        CheckNonNegative(name, where, "sum of magnitudes", sumAbs);
+        for (int j = 0; j < width; j++)
+        {
+            if (!float.IsFinite(maxAbs[j]) || maxAbs[j] < 0)
+                throw new ModelFormatException(name, $"{where}: max |x| of column {j} is {maxAbs[j]}");
+        }
+        double[]? gram = null;
+        if (hasGram)
+        {
+            gram = new double[(long)width * width];
+            for (int i = 0; i < width; i++)
+            {
+                var row = gram.AsSpan(i * width + i, width - i);
+                r.Bytes(MemoryMarshal.AsBytes(row), where + " Gram matrix");
+                for (int j = 0; j < row.Length; j++)
+                {
+                    if (!double.IsFinite(row[j]))
+                        throw new ModelFormatException(name, $"{where}: Gram value ({i}, {i + j}) is {row[j]}");
+                    gram[(long)(i + j) * width + i] = row[j];
+                }
+                if (row[0] < 0)
+                    throw new ModelFormatException(name, $"{where}: Gram diagonal ({i}, {i}) is negative");
+            }
+        }
+        return new ActivationStatistics(layer, kind, count, sumSquares, sumAbs, maxAbs, gram);
     }
 
     private static void CheckNonNegative(string name, string where, string what, double[] values)

@@ -70,7 +70,8 @@ public sealed record StageSeconds(double Calibration, double Encoding, double Me
 /// <param name="CalibrationTokens">Tokens the statistics were collected on (per pass), 0 without calibration.</param>
 /// <param name="CalibrationPasses">Calibration passes over the text.</param>
 /// <param name="Seconds">Time of each stage.</param>
-/// <param name="AwqAlphas">AWQ's α per group (layer 0 attention, layer 0 feed-forward, layer 1 …), empty unless AWQ ran.</param>
+/// <param name="AwqAlphas">AWQ's α per group (layer 0 attention, layer 0 feed-forward, layer 1 …; a mixture of experts'
+/// feed-forward: its gate and up, then each down of an expert that calibration tokens reached), empty unless AWQ ran.</param>
 /// <param name="Tuning">What tuning did, when it ran.</param>
 /// <param name="Note">What the caller should know (a budget above the largest file …), or empty.</param>
 /// <param name="Tensors">Per tensor, in file order.</param>

@@ -312,9 +312,11 @@ public static class Compressor
                 (LinearInput.FeedForward, TensorNames.FeedForwardNorm(l), new[] { TensorNames.Gate(l), TensorNames.Up(l) }),
             })
             {
-                // A mixture of experts' feed-forward norm feeds the router and every expert: not scaled for one group.
                 if (kind == LinearInput.FeedForward && source.Config.IsMixtureOfExperts)
+                {
+                    ApplyExpertAwq(l, stats, plan);
                     continue;
+                }
                 var first = plan[names[0]];
                 if (!first.Quantized || !HasGptqGrid(first.Type) || first.Columns % GgmlTypes.BlockSize(first.Type) != 0
                     || !stats.TryGetValue((l, kind), out var entry) || entry.Gram is null)
@@ -328,11 +330,138 @@ public static class Compressor
                 stats[(l, kind)] = Rescale(entry, result.Scales);
             }
         }
+
+        // AWQ on a mixture of experts' feed-forward (docs/ARCHITECTURE.md, "AWQ on a mixture of experts").
+        // Gate and up: the ffn_norm output x feeds the router, every routed expert's gate and up and the shared expert,
+        // so one s serves them all: it is folded into ffn_norm (x / s) and every reader's columns are multiplied by s — the
+        // router's too, which keeps it in F32 (llama.cpp's mixes never quantize it) and so routes every token as before,
+        // up to f32 rounding. s is searched on the error of every quantized reader, each routed expert's measured on the
+        // rows routed to it and weighted by their count. Down: each expert's input is its own, so each expert gets its own
+        // s_e, folded exactly into its up rows (h = silu(gate·x) ⊙ (up·x) / s_e); an expert no token reached keeps s = 1.
+        private void ApplyExpertAwq(int l, Dictionary<(int, LinearInput), ActivationStatistics> stats, QuantizationPlan plan)
+        {
+            var c = source.Config;
+            string gateName = TensorNames.GateExperts(l), upName = TensorNames.UpExperts(l), downName = TensorNames.DownExperts(l);
+            var gate = source.ExpertWeights(gateName);
+            var up = source.ExpertWeights(upName);
+            var down = source.ExpertWeights(downName);
+            int dim = c.Dim, hidden = c.ExpertHiddenDim;
+            float[]? inScales = null;
+            var first = plan[gateName];
+            if (first.Quantized && HasGptqGrid(first.Type) && dim % GgmlTypes.BlockSize(first.Type) == 0
+                && stats.TryGetValue((l, LinearInput.FeedForward), out var entry) && entry.Gram is not null
+                && stats.TryGetValue((l, LinearInput.ExpertFeedForward), out var routed) && routed.Gram is not null)
+            {
+                progress?.Report(new CompressionProgress("awq", 0, 1, $"layer {l} experts' gate and up"));
+                var members = new List<AwqMember>();
+                for (int e = 0; e < gate.Count; e++)
+                {
+                    if (routed.Expert(e) is not { } own)
+                        continue;
+                    members.Add(new AwqMember(gate[e].Decode, own, own.TokenCount));
+                    members.Add(new AwqMember(up[e].Decode, own, own.TokenCount));
+                }
+                if (c.SharedExpertHiddenDim > 0)
+                {
+                    members.Add(new AwqMember(() => Read(source[TensorNames.GateShared(l)]), entry, entry.TokenCount));
+                    members.Add(new AwqMember(() => Read(source[TensorNames.UpShared(l)]), entry, entry.TokenCount));
+                }
+                var result = Awq.SearchScales(entry.MeanAbs(), members, first.Type, options.Awq);
+                AwqAlphas.Add(result.Alpha);
+                inScales = result.Scales;
+                var norm = Read(source[TensorNames.FeedForwardNorm(l)]);
+                for (int j = 0; j < dim; j++)
+                    norm[j] /= inScales[j];
+                Replace(TensorNames.FeedForwardNorm(l), norm, plan);
+                Replace(TensorNames.ExpertRouter(l), Awq.ScaleColumns(Read(source[TensorNames.ExpertRouter(l)]), dim, inScales), plan);
+                if (c.SharedExpertHiddenDim > 0)
+                {
+                    Replace(TensorNames.GateShared(l), Awq.ScaleColumns(Read(source[TensorNames.GateShared(l)]), dim, inScales), plan);
+                    Replace(TensorNames.UpShared(l), Awq.ScaleColumns(Read(source[TensorNames.UpShared(l)]), dim, inScales), plan);
+                    Replace(TensorNames.SharedExpertGate(l), Awq.ScaleColumns(Read(source[TensorNames.SharedExpertGate(l)]), dim, inScales), plan);
+                }
+                stats[(l, LinearInput.FeedForward)] = Rescale(entry, inScales);
+                stats[(l, LinearInput.ExpertFeedForward)] = Rescale(routed, inScales, [.. routed.Experts.Select(x => x is null ? null : Rescale(x, inScales))]);
+            }
+            var downPlan = plan[downName];
+            var outScales = new float[down.Count][];
+            if (downPlan.Quantized && HasGptqGrid(downPlan.Type) && hidden % GgmlTypes.BlockSize(downPlan.Type) == 0
+                && stats.TryGetValue((l, LinearInput.ExpertFeedForwardDown), out var downInput) && downInput.Gram is not null)
+            {
+                progress?.Report(new CompressionProgress("awq", 0, 1, $"layer {l} experts' down"));
+                for (int e = 0; e < down.Count; e++)
+                {
+                    if (downInput.Expert(e) is not { } own)
+                        continue;
+                    var result = Awq.SearchScales(own.MeanAbs(), [new AwqMember(down[e].Decode, own, 1)], downPlan.Type, options.Awq);
+                    AwqAlphas.Add(result.Alpha);
+                    outScales[e] = result.Scales;
+                }
+                // The combined entry stays as it is: it stands in only for the experts without tokens, which keep s = 1.
+                stats[(l, LinearInput.ExpertFeedForwardDown)] = Rescale(downInput, null,
+                    [.. downInput.Experts.Select((x, e) => x is null ? null : Rescale(x, outScales[e]))]);
+            }
+            if (inScales is null && outScales.All(x => x is null))
+                return;
+            // The stacks in f32, one expert at a time: gate and up columns × s, up rows ÷ s_e, down columns × s_e.
+            if (inScales is not null)
+                ReplaceExperts(gateName, gate, e => Awq.ScaleColumns(gate[e].Decode(), dim, inScales));
+            ReplaceExperts(upName, up, e =>
+            {
+                var values = inScales is null ? up[e].Decode() : Awq.ScaleColumns(up[e].Decode(), dim, inScales);
+                if (outScales[e] is { } s)
+                {
+                    for (int r = 0; r < hidden; r++)
+                    {
+                        foreach (ref float v in values.AsSpan(r * dim, dim))
+                            v /= s[r];
+                    }
+                }
+                return values;
+            });
+            if (outScales.Any(x => x is not null))
+                ReplaceExperts(downName, down, e => outScales[e] is { } s ? Awq.ScaleColumns(down[e].Decode(), hidden, s) : down[e].Decode());
+        }
+
+        // A tensor the mix keeps unquantized (norm, router, the shared expert's gate vector) in its own float type, the
+        // one its place in the file has (a BF16 router is rounded back to BF16); a quantized one in F32.
+        private void Replace(string name, float[] values, QuantizationPlan plan)
+        {
+            for (int i = 0; i < values.Length; i++)
+            {
+                if (!float.IsFinite(values[i]))
+                    throw new InvalidOperationException($"AWQ's {name}: value {i} is {values[i]}");
+            }
+            var tensor = source[name];
+            var type = !plan[name].Quantized && tensor.Type is GgmlType.F16 or GgmlType.BF16 ? tensor.Type : GgmlType.F32;
+            var bytes = new byte[tensor.Rows * GgmlTypes.RowBytes(type, tensor.Columns)];
+            Quantize.Row(type, values, [], bytes);
+            replaced[name] = (type, bytes);
+        }
+
+        private void ReplaceExperts(string name, IReadOnlyList<Weights.LinearWeight> experts, Func<int, float[]> values)
+        {
+            long expertValues = (long)experts[0].Rows * experts[0].Columns;
+            var bytes = new byte[checked(experts.Count * expertValues * sizeof(float))];
+            for (int e = 0; e < experts.Count; e++)
+            {
+                var v = values(e);
+                for (int i = 0; i < v.Length; i++)
+                {
+                    if (!float.IsFinite(v[i]))
+                        throw new InvalidOperationException($"AWQ's {name}: expert {e} value {i} is {v[i]}");
+                }
+                MemoryMarshal.AsBytes(v.AsSpan()).CopyTo(bytes.AsSpan(checked((int)(e * expertValues * sizeof(float)))));
+            }
+            replaced[name] = (GgmlType.F32, bytes);
+        }
     }
 
-    // The statistics of x / s from those of x.
-    private static ActivationStatistics Rescale(ActivationStatistics e, float[] s)
+    // The statistics of x / s from those of x (s null: unchanged sums), with `experts` as its per-expert statistics.
+    private static ActivationStatistics Rescale(ActivationStatistics e, float[]? s, IReadOnlyList<ActivationStatistics?>? experts = null)
     {
+        if (s is null)
+            return new ActivationStatistics(e.Layer, e.Kind, e.TokenCount, e.SumSquares, e.SumAbs, e.MaxAbs, e.Gram, experts);
         int n = e.Width;
         var sumSquares = new double[n];
         var sumAbs = new double[n];
@@ -351,7 +480,7 @@ public static class Compressor
                 for (int j = 0; j < n; j++)
                     gram[(long)i * n + j] = e.Gram[(long)i * n + j] / ((double)s[i] * s[j]);
         }
-        return new ActivationStatistics(e.Layer, e.Kind, e.TokenCount, sumSquares, sumAbs, maxAbs, gram);
+        return new ActivationStatistics(e.Layer, e.Kind, e.TokenCount, sumSquares, sumAbs, maxAbs, gram, experts);
     }
 
     private static float[] Read(Tensor tensor)

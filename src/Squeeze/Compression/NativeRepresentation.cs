@@ -1,6 +1,7 @@
 using Squeeze.Compression.Representations;
 using Squeeze.Formats.Native;
 using Squeeze.Tuning;
+using Squeeze.Weights;
 
 namespace Squeeze.Compression;
 
@@ -29,6 +30,31 @@ public abstract record NativeRepresentation
 
     /// <summary>Encodes tensor <paramref name="name"/>.</summary>
     public abstract NativeEncoded Encode(TensorEncoder encoder, string name);
+
+    /// <summary>Encodes the stack of routed experts <paramref name="name"/> (<see cref="TensorEncoder.IsStacked"/>): each
+    /// expert alone in this representation, with its own input statistics (<see cref="TensorEncoder.ForExpert"/>), one
+    /// expert's values in memory at a time, into an <see cref="ExpertStackWeight"/>. The output error is the experts'
+    /// relative errors weighted by their signal tr(W H Wᵀ), as the GGUF encoding of a stack reports it.</summary>
+    public NativeEncoded EncodeExperts(TensorEncoder encoder, string name)
+    {
+        ArgumentNullException.ThrowIfNull(encoder);
+        int count = encoder.ExpertCount(name);
+        var experts = new LinearWeight[count];
+        var encodings = new SortedSet<string>(StringComparer.Ordinal);
+        double signal = 0, error = 0;
+        for (int e = 0; e < count; e++)
+        {
+            var expert = encoder.ForExpert(name, e);
+            var encoded = Encode(expert, name);
+            experts[e] = encoded.Weight;
+            double w = expert.SignalWeight(name);
+            signal += w;
+            error += w * encoded.OutputError;
+            encodings.Add(expert.ExpertWithoutTokens(name) ? $"{encoded.Encoding} (expert without calibration tokens)" : encoded.Encoding);
+            TensorEncoder.ReleaseExpertBuffers();
+        }
+        return new NativeEncoded(new ExpertStackWeight(name, experts), string.Join(", ", encodings), signal > 0 ? error / signal : 0);
+    }
 
     /// <summary>The <see cref="Spec"/>, as the command line writes it.</summary>
     public sealed override string ToString() => Spec;

@@ -29,8 +29,16 @@ public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnl
     public static ResourceEstimate ForMix(Model model, QuantizationPlan plan, CompressionMethod method, long calibrationTokens, long fileBytes)
     {
         ArgumentNullException.ThrowIfNull(model);
+        return ForMix(model.Config, plan, method, calibrationTokens, fileBytes);
+    }
+
+    /// <summary>The same estimate from the model's hyperparameters alone (what a checkpoint too large to write would
+    /// need: its plan comes from <see cref="QuantizationMix.Plan(ModelConfig, IReadOnlyList{ValueTuple{string, long[], GgmlType}}, QuantizationMix, IReadOnlyList{TensorTypeOverride}, bool, bool)"/>).</summary>
+    public static ResourceEstimate ForMix(ModelConfig config, QuantizationPlan plan, CompressionMethod method, long calibrationTokens, long fileBytes)
+    {
+        ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(plan);
-        var c = model.Config;
+        var c = config;
         bool calibrates = method != CompressionMethod.Rtn && calibrationTokens > 0;
         bool gram = method is CompressionMethod.Gptq or CompressionMethod.AwqGptq;
         // A mixture of experts' dense inputs: the router's and shared expert's (dim), the shared expert's down; the routed
@@ -51,6 +59,15 @@ public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnl
                 // the widest also holds its H / n and, while it is prepared, the working copy that becomes the factor.
                 parts.Add(("GPTQ's prepared Hessians of one block", widths.Sum(w => 2 * w * w * sizeof(double)) + 2 * widest * widest * sizeof(double)));
             }
+        }
+        if (method == CompressionMethod.AwqGptq && calibrates)
+        {
+            // AWQ replaces a block's scaled readers with f32 copies (q/k/v; gate/up, or a mixture's router and three stacks
+            // of experts and its shared expert), and the block's model holds them once more while it is encoded.
+            long scaled = (long)(c.QDim + 2 * c.KvDim) * c.Dim + (c.IsMixtureOfExperts
+                ? 3L * c.ExpertCount * c.ExpertHiddenDim * c.Dim + (long)c.ExpertCount * c.Dim + 2L * c.SharedExpertHiddenDim * c.Dim
+                : 2L * c.HiddenDim * c.Dim);
+            parts.Add(("AWQ's scaled tensors of one block, twice", 2 * scaled * sizeof(float)));
         }
         // A stacked tensor of experts is encoded one expert at a time: its largest buffers are one expert's.
         long largest = plan.Tensors.Where(t => t.Quantized).Select(t => t.Shape.Skip(t.Shape.Length == 3 ? 1 : 0).Aggregate(1L, (a, b) => a * b)).DefaultIfEmpty(0).Max();

@@ -78,20 +78,25 @@ public sealed class Model : IDisposable
     /// <summary>True when <paramref name="name"/> is a tensor or a weight.</summary>
     public bool Contains(string name) => byName.ContainsKey(name) || weightsByName.ContainsKey(name);
 
-    /// <summary>The 2-D weight <paramref name="name"/> as the runtime multiplies it: one of <see cref="Weights"/>, or a
-    /// <see cref="BlockWeight"/> over the tensor of that name.</summary>
+    /// <summary>The weight <paramref name="name"/> as the runtime multiplies it: one of <see cref="Weights"/>, a
+    /// <see cref="BlockWeight"/> over the 2-D tensor of that name, or, for a stacked 3-D tensor of routed experts, an
+    /// <see cref="ExpertStackWeight"/> of <see cref="ExpertWeights"/>.</summary>
     /// <exception cref="KeyNotFoundException">No such weight.</exception>
-    /// <exception cref="ArgumentException">The tensor is not 2-D.</exception>
+    /// <exception cref="ArgumentException">The tensor is neither 2-D nor 3-D.</exception>
     public LinearWeight Weight(string name)
-        => weightsByName.TryGetValue(name, out var w) ? w : new BlockWeight(this[name]);
+        => weightsByName.TryGetValue(name, out var w) ? w
+            : this[name].Shape.Length == 3 ? new ExpertStackWeight(name, ExpertWeights(name)) : new BlockWeight(this[name]);
 
-    /// <summary>The routed experts of the stacked 3-D tensor <paramref name="name"/> ([experts, rows, columns], llama.cpp's
-    /// <c>ffn_*_exps</c>), each as a 2-D weight over its own rows of the same bytes (every GGUF type quantizes along rows,
-    /// so expert e is rows [e·rows, (e + 1)·rows) of the stored matrix).</summary>
-    /// <exception cref="KeyNotFoundException">No such tensor (a weight in another representation is not stacked).</exception>
-    /// <exception cref="ArgumentException">The tensor is not 3-D.</exception>
+    /// <summary>The routed experts of the stacked tensor <paramref name="name"/> ([experts, rows, columns], llama.cpp's
+    /// <c>ffn_*_exps</c>): a native model's <see cref="ExpertStackWeight"/>'s experts, or, for a 3-D tensor, each expert
+    /// as a 2-D weight over its own rows of the same bytes (every GGUF type quantizes along rows, so expert e is rows
+    /// [e·rows, (e + 1)·rows) of the stored matrix).</summary>
+    /// <exception cref="KeyNotFoundException">No such tensor or weight.</exception>
+    /// <exception cref="ArgumentException">Neither a 3-D tensor nor a stack of experts.</exception>
     public IReadOnlyList<LinearWeight> ExpertWeights(string name)
     {
+        if (weightsByName.TryGetValue(name, out var w))
+            return w is ExpertStackWeight stack ? stack.Experts : throw new ArgumentException($"{Source}: weight '{name}' is {w.Scheme}, not a stack of experts", nameof(name));
         var t = this[name];
         if (t.Shape.Length != 3)
             throw new ArgumentException($"{Source}: tensor '{name}' is [{string.Join(", ", t.Shape)}], not [experts, rows, columns]", nameof(name));
@@ -156,6 +161,8 @@ public sealed class Model : IDisposable
             var original = Contains(w.Name) ? Weight(w.Name) : throw new ArgumentException($"{Source}: no tensor '{w.Name}' to replace", nameof(replacements));
             if (original.Rows != w.Rows || original.Columns != w.Columns)
                 throw new ArgumentException($"tensor '{w.Name}' is [{original.Rows}, {original.Columns}] but its replacement is [{w.Rows}, {w.Columns}]", nameof(replacements));
+            if (original is ExpertStackWeight stack && (w is not ExpertStackWeight replacement || replacement.Experts.Count != stack.Experts.Count))
+                throw new ArgumentException($"tensor '{w.Name}' holds {stack.Experts.Count} experts; its replacement {w.Scheme} is not a stack of as many", nameof(replacements));
             if (!byReplacement.TryAdd(w.Name, w))
                 throw new ArgumentException($"tensor '{w.Name}' is replaced twice", nameof(replacements));
         }

@@ -16,6 +16,15 @@ public sealed record AwqOptions
     public bool UseImportance { get; init; } = true;
 }
 
+/// <summary>One matrix of an AWQ scale search: its values [rows, columns] (read when the search reaches it, so one
+/// member's are held at a time), the statistics of the rows of input it sees (a routed expert's: the tokens routed to
+/// it) and its share of the group's error (the tokens of those statistics, so that summed errors are over calibration
+/// rows).</summary>
+public sealed record AwqMember(Func<float[]> Values, ActivationStatistics Input, double Share);
+
+/// <summary>The scales an AWQ search chose for one input: the exponent α, s, and the group's error at α and at α = 0.</summary>
+public sealed record AwqScales(float Alpha, float[] Scales, double Error, double BaselineError);
+
 /// <summary>The AWQ transform of one group of layers sharing an input (q/k/v after attn_norm, gate/up after ffn_norm).</summary>
 public sealed class AwqGroupResult
 {
@@ -70,40 +79,7 @@ public static class Awq
         int n = stats.Width;
         if (normWeight.Length != n)
             throw new ArgumentException($"the norm has {normWeight.Length} weights for inputs of {n}", nameof(normWeight));
-        if (n % GgmlTypes.BlockSize(type) != 0)
-            throw new ArgumentException($"rows of {n} are not whole blocks of {type} ({GgmlTypes.BlockSize(type)})", nameof(type));
-        if (!Quantize.IsSupported(type))
-            throw new NotSupportedException($"no quantizer for {type}");
-        ArgumentOutOfRangeException.ThrowIfLessThan(options.GridSteps, 1, nameof(options));
-        foreach (var w in weights)
-        {
-            if (w.Length % n != 0)
-                throw new ArgumentException($"a matrix of {w.Length} values is not whole rows of {n}", nameof(weights));
-        }
-        double[] h = stats.Hessian();
-        float[] meanAbs = stats.MeanAbs();
-        float[] importance = stats.Importance();
-
-        double bestError = double.PositiveInfinity, baseline = double.NaN;
-        float bestAlpha = 0;
-        float[] bestScales = [];
-        for (int step = 0; step <= options.GridSteps; step++)
-        {
-            float alpha = (float)step / options.GridSteps;
-            float[] s = Scales(meanAbs, alpha);
-            double error = 0;
-            foreach (var w in weights)
-                error += ScaledError(w, n, s, h, type, options.UseImportance ? importance : null);
-            if (step == 0)
-                baseline = error;
-            if (error < bestError)
-            {
-                bestError = error;
-                bestAlpha = alpha;
-                bestScales = s;
-            }
-        }
-
+        var (bestAlpha, bestScales, bestError, baseline) = SearchScales(stats.MeanAbs(), [.. weights.Select(w => new AwqMember(() => w, stats, 1))], type, options);
         var norm = new float[n];
         for (int j = 0; j < n; j++)
             norm[j] = normWeight[j] / bestScales[j];
@@ -114,6 +90,49 @@ public static class Awq
         foreach (var w in scaled)
             CheckFinite(w, "AWQ weight");
         return new AwqGroupResult(bestAlpha, bestScales, bestError, baseline, norm, scaled);
+    }
+
+    /// <summary>
+    /// The α on the grid (0, 1/GridSteps, …, 1; the first of equal errors) whose s = <see cref="Scales"/>(<paramref name="meanAbs"/>, α)
+    /// gives the least Σ_members Share · Σ_rows eᵀ H e, e = Q(W·diag(s))·diag(s)⁻¹ − W, each member with its own input's
+    /// H = XᵀX / n (and its imatrix, rescaled by 1/s², as the importance). Members are read one at a time, every α
+    /// tried on each: a group of many matrices (a mixture's experts) holds one in memory. <paramref name="meanAbs"/> is
+    /// the shared input's mean |x| (every member reads x / s).
+    /// </summary>
+    public static AwqScales SearchScales(float[] meanAbs, IReadOnlyList<AwqMember> members, GgmlType type, AwqOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(meanAbs);
+        ArgumentNullException.ThrowIfNull(members);
+        options ??= new AwqOptions();
+        int n = meanAbs.Length;
+        if (n % GgmlTypes.BlockSize(type) != 0)
+            throw new ArgumentException($"rows of {n} are not whole blocks of {type} ({GgmlTypes.BlockSize(type)})", nameof(type));
+        if (!Quantize.IsSupported(type))
+            throw new NotSupportedException($"no quantizer for {type}");
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.GridSteps, 1, nameof(options));
+        var scales = new float[options.GridSteps + 1][];
+        for (int step = 0; step <= options.GridSteps; step++)
+            scales[step] = Scales(meanAbs, (float)step / options.GridSteps);
+        var errors = new double[options.GridSteps + 1];
+        foreach (var member in members)
+        {
+            if (member.Input.Width != n)
+                throw new ArgumentException($"a member's input has {member.Input.Width} columns, the group {n}", nameof(members));
+            float[] w = member.Values();
+            if (w.Length % n != 0)
+                throw new ArgumentException($"a matrix of {w.Length} values is not whole rows of {n}", nameof(members));
+            double[] h = member.Input.Hessian();
+            float[]? importance = options.UseImportance ? member.Input.Importance() : null;
+            for (int step = 0; step <= options.GridSteps; step++)
+                errors[step] += member.Share * ScaledError(w, n, scales[step], h, type, importance);
+        }
+        int best = 0;
+        for (int step = 1; step <= options.GridSteps; step++)
+        {
+            if (errors[step] < errors[best])
+                best = step;
+        }
+        return new AwqScales((float)best / options.GridSteps, scales[best], errors[best], errors[0]);
     }
 
     /// <summary>s_j = max(mean|x_j|, 1e-4)^α normalised by √(max s · min s), as AWQ does; α = 0 gives s = 1.</summary>
@@ -212,7 +231,7 @@ public static class Awq
         return total;
     }
 
-    private static float[] ScaleColumns(float[] w, int n, float[] s)
+    internal static float[] ScaleColumns(float[] w, int n, float[] s)
     {
         var result = new float[w.Length];
         for (int i = 0; i < w.Length; i++)

@@ -22,6 +22,16 @@ public sealed class CalibrationFileTests
             s.Accumulate(x, 6);
             entries.Add(s);
         }
+        // A routed experts' input: experts 0 and 2 see rows, expert 1 none (stored as a count of 0).
+        var routed = new ActivationStatistics(1, LinearInput.ExpertFeedForward, 3, collectGram: true);
+        foreach (var (expert, rows) in new[] { (0, 2), (2, 4) })
+        {
+            var x = new float[rows * 3];
+            for (int i = 0; i < x.Length; i++)
+                x[i] = (float)(random.NextDouble() - 0.5);
+            routed.AccumulateExpert(expert, x, rows);
+        }
+        entries.Add(routed);
         return new CalibrationStatistics(new ModelIdentity(0x1234_5678_9abc_def0, "synthetic (llama, dim 4)"), 77, 6, 6, entries);
     }
 
@@ -57,7 +67,68 @@ public sealed class CalibrationFileTests
             Assert.Equal(a.SumAbs, b.SumAbs);
             Assert.Equal(a.MaxAbs, b.MaxAbs);
             Assert.Equal(a.Gram, b.Gram);
+            Assert.Equal(a.Experts.Count, b.Experts.Count);
+            for (int e = 0; e < a.Experts.Count; e++)
+            {
+                Assert.Equal(a.Experts[e]?.TokenCount, b.Experts[e]?.TokenCount);
+                Assert.Equal(a.Experts[e]?.SumSquares, b.Experts[e]?.SumSquares);
+                Assert.Equal(a.Experts[e]?.SumAbs, b.Experts[e]?.SumAbs);
+                Assert.Equal(a.Experts[e]?.MaxAbs, b.Experts[e]?.MaxAbs);
+                Assert.Equal(a.Experts[e]?.Gram, b.Experts[e]?.Gram);
+            }
         }
+        Assert.Equal([2L, 0, 4], back.Entries[^1].Experts.Select(e => e?.TokenCount ?? 0));
+    }
+
+    /// <summary>A file of version 1 (no expert counts) still reads: the same bytes without the version-2 fields.</summary>
+    [Fact]
+    public void Version_1_files_still_read()
+    {
+        var stats = Synthetic();
+        var dense = new CalibrationStatistics(stats.Model, stats.TextHash, stats.TokenCount, stats.ContextLength, [.. stats.Entries.Where(e => e.Experts.Count == 0)]);
+        byte[] v2 = Bytes(dense);
+        // Remove each entry's i32 expert count (0): entries are header (21 bytes) + 20·width (+ 8·width(width+1)/2 with XᵀX).
+        var v1 = new List<byte>(v2[..(8 + 4 + 8 + 2)]);
+        int at = v1.Count;
+        int descriptionLength = BitConverter.ToUInt16(v2, 20);
+        v1.AddRange(v2[at..(at + descriptionLength + 8 + 8 + 4 + 4)]);
+        at += descriptionLength + 24;
+        foreach (var e in dense.Entries)
+        {
+            int length = 21 + 20 * e.Width + (e.Gram is null ? 0 : 8 * e.Width * (e.Width + 1) / 2);
+            v1.AddRange(v2[at..(at + length)]);
+            Assert.Equal(0, BitConverter.ToInt32(v2, at + length));
+            at += length + 4;
+        }
+        Assert.Equal(v2.Length - 8, at);
+        v1.AddRange(new byte[8]);
+        byte[] bytes = [.. v1];
+        BitConverter.TryWriteBytes(bytes.AsSpan(8), 1u);
+        FixChecksum(bytes);
+        var back = Read(bytes);
+        Assert.Equal(dense.Entries.Select(e => (e.Layer, e.Kind, e.TokenCount)), back.Entries.Select(e => (e.Layer, e.Kind, e.TokenCount)));
+        Assert.Equal(dense.Entries[1].Gram, back.Entries[1].Gram);
+    }
+
+    /// <summary>Experts whose token counts do not add up to their entry's, or experts on an input that is not routed, are
+    /// named.</summary>
+    [Fact]
+    public void Experts_that_disagree_with_their_entry_are_named()
+    {
+        var stats = Synthetic();
+        byte[] good = Bytes(stats);
+        // The last entry's expert 2 token count sits 8 bytes before its sums (20·3 + 8·6 bytes), which end at the checksum.
+        int expert2 = good.Length - 8 - (20 * 3 + 8 * 6) - 8;
+        Assert.Equal(4, BitConverter.ToInt64(good, expert2));
+        byte[] fewer = (byte[])good.Clone();
+        BitConverter.TryWriteBytes(fewer.AsSpan(expert2), 3L);
+        FixChecksum(fewer);
+        Assert.Contains("entry 3: its experts hold 5 tokens, the entry 6", Assert.Throws<ModelFormatException>(() => Read(fewer)).Message);
+
+        var notRouted = new ActivationStatistics(0, LinearInput.FeedForward, 3, collectGram: false);
+        notRouted.AccumulateExpert(0, new float[] { 1, 2, 3 }, 1);
+        byte[] bytes = Bytes(new CalibrationStatistics(stats.Model, stats.TextHash, stats.TokenCount, stats.ContextLength, [notRouted]));
+        Assert.Contains("entry 0: FeedForward is not a routed experts' input but holds 1 experts", Assert.Throws<ModelFormatException>(() => Read(bytes)).Message);
     }
 
     [Fact]

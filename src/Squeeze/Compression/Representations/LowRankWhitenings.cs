@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using Squeeze.Calibration;
 using Squeeze.LowRank;
+using Squeeze.Runtime;
 
 namespace Squeeze.Compression.Representations;
 
@@ -35,7 +36,9 @@ internal static class LowRankWhitenings
                 h[(long)i * n + i] = importance[i];
         }
         var whitening = eigen ? Whitening.Eigen(h, input.Width, Damping) : Whitening.Cholesky(h, input.Width, Damping);
-        if (full)
+        // Not kept for routed experts' inputs: a block would hold one whitening per expert (as TensorEncoder keeps no
+        // expert's prepared Hessian).
+        if (full && input.Kind is not (LinearInput.ExpertFeedForward or LinearInput.ExpertFeedForwardDown))
             table.AddOrUpdate(input, whitening);
         return whitening;
     }

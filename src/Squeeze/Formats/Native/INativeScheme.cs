@@ -54,6 +54,7 @@ public static class NativeSchemes
         DFloat11NativeScheme.Instance,
         VectorNativeScheme.Instance,
         SplitNativeScheme.Instance,
+        ExpertsNativeScheme.Instance,
     ];
 
     /// <summary>Every known scheme, in the order <see cref="For"/> asks them.</summary>

@@ -4,7 +4,7 @@ namespace Squeeze.Formats.Native;
 public static class NativeFormat
 {
     /// <summary>The format version this build writes and the newest it reads.</summary>
-    public const int Version = 2;
+    public const int Version = 3;
 
     /// <summary>Value of the <c>format</c> metadata key.</summary>
     public const string FormatName = "squeeze";

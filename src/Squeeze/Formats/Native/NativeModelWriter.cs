@@ -42,6 +42,8 @@ public static class NativeModelWriter
             var original = model.Weight(name);
             if (original.Rows != weight.Rows || original.Columns != weight.Columns)
                 throw new ArgumentException($"tensor '{name}' is [{original.Rows}, {original.Columns}] but its replacement {weight} is [{weight.Rows}, {weight.Columns}]", nameof(replacements));
+            if (original is ExpertStackWeight stack && (weight is not ExpertStackWeight stacked || stacked.Experts.Count != stack.Experts.Count))
+                throw new ArgumentException($"tensor '{name}' holds {stack.Experts.Count} experts; its replacement {weight.Scheme} is not a stack of as many", nameof(replacements));
             NativeSchemes.For(weight);
         }
 

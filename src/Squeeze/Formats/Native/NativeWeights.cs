@@ -71,8 +71,8 @@ internal sealed class NativeWeights
                 throw new ModelFormatException(path, $"metadata key \"{key}\" names no tensor");
             if (!shapes.TryGetValue(name, out long[]? shape))
                 throw new ModelFormatException(path, $"tensor '{name}' is not expected by config.json");
-            if (shape.Length != 2)
-                throw new ModelFormatException(path, $"tensor '{name}' has shape [{string.Join(", ", shape)}]; only 2-D weights are stored in a scheme");
+            if (shape.Length is not (2 or 3))
+                throw new ModelFormatException(path, $"tensor '{name}' has shape [{string.Join(", ", shape)}]; only 2-D weights and 3-D stacks of experts are stored in a scheme");
             if (file.TryGetInfo(name, out _))
                 throw new ModelFormatException(path, $"tensor '{name}' is stored both plain and in a scheme");
             JsonElement root;
@@ -84,7 +84,10 @@ internal sealed class NativeWeights
             {
                 throw new ModelFormatException(path, $"tensor '{name}': scheme is not valid JSON: {e.Message}", e);
             }
-            var weight = source.Read(root, name, name, checked((int)shape[0]), checked((int)shape[1]));
+            // A stack of experts [experts, rows, columns] is the matrix [experts · rows, columns], in the "experts" scheme.
+            var weight = source.Read(root, name, name, checked((int)(shape.Length == 3 ? shape[0] * shape[1] : shape[0])), checked((int)shape[^1]));
+            if ((shape.Length == 3) != weight is ExpertStackWeight || (weight is ExpertStackWeight stack && stack.Experts.Count != shape[0]))
+                throw new ModelFormatException(path, $"tensor '{name}' of shape [{string.Join(", ", shape)}] is stored as {weight.Scheme}; {(shape.Length == 3 ? $"a stack of {shape[0]} experts is stored in the \"experts\" scheme, one nested weight per expert" : "the \"experts\" scheme stores only 3-D stacks of experts")}");
             weights.Add(weight);
             infos.Add(new NativeTensorInfo(name, shape, weight.Scheme, weight.StoredBytes));
         }

@@ -99,7 +99,7 @@ public sealed class NativeFormatErrorTests : IDisposable
 
     [Fact]
     public void A_newer_format_version_is_refused_naming_the_version()
-        => AssertRejected((m, _) => m[NativeFormat.VersionKey] = "3", "format version 3 is newer than version 2");
+        => AssertRejected((m, _) => m[NativeFormat.VersionKey] = "4", "format version 4 is newer than version 3");
 
     [Fact]
     public void A_non_numeric_or_missing_version_or_format_is_refused()

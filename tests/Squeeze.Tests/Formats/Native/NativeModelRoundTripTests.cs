@@ -169,7 +169,7 @@ public sealed class NativeModelRoundTripTests : IDisposable
         RewriteWeights(weights, (meta, _) => meta[NativeFormat.VersionKey] = "7");
         var e = Assert.Throws<ModelFormatException>(() => NativeModelReader.Open(dir));
         Assert.Equal(weights, e.Path);
-        Assert.Contains("format version 7 is newer than version 2", e.Message, StringComparison.Ordinal);
+        Assert.Contains("format version 7 is newer than version 3", e.Message, StringComparison.Ordinal);
 
         RewriteWeights(weights, (meta, names) =>
         {

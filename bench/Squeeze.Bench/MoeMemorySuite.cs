@@ -1,0 +1,148 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Squeeze.Compression;
+using Squeeze.Formats;
+using Squeeze.Formats.HuggingFace;
+using Squeeze.Quantization;
+using Squeeze.Tensors;
+
+namespace Squeeze.Bench;
+
+/// <summary>
+/// Memory of GPTQ on a mixture of experts, where one block holds every expert's input statistics with its Gram matrix
+/// (each expert calibrated on the tokens routed to it). Prints <see cref="ResourceEstimate"/>'s parts for
+/// <c>compress --type Q4_K_M --method gptq</c> at Qwen3-30B-A3B's whole shape (48 layers, its 151,936-token vocabulary;
+/// from the config alone, nothing written), then, for a random checkpoint of a shape small enough to run here
+/// (<see cref="ShapesSuite.ExpertShapes"/>), the same estimate beside the peak private memory (RssAnon of this process,
+/// sampled every 50 ms) of running that compression.
+/// </summary>
+internal static class MoeMemorySuite
+{
+    /// <summary><c>moe-memory [--shape NAME] [--tokens N] [--ctx N] [--threads N] [--cache DIR]</c>.</summary>
+    public static void Run(string[] args)
+    {
+        string shared = Program.Shared(args);
+        var shape = ShapesSuite.Find(Program.Value(args, "--shape") ?? "qwen3-moe-half-2l");
+        int tokens = Program.Option(args, "--tokens", 2048), ctx = Program.Option(args, "--ctx", 256), threads = Program.Option(args, "--threads", 2);
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- moe-memory {string.Join(' ', args)}` "
+            + $"(compress --type Q4_K_M --method gptq, {tokens:N0} calibration tokens in chunks of {ctx}, {threads} threads)");
+        Console.WriteLine();
+        var whole = ShapesSuite.ExpertShapes[0] with { Name = "qwen3-30b-a3b", Layers = 48 };
+        Console.WriteLine($"Qwen3-30B-A3B's shape (48 layers, vocabulary 151,936; from its config alone), {tokens:N0} tokens:");
+        Console.WriteLine();
+        Print(Estimate(whole, tokens, vocabulary: 151_936));
+
+        string dir = ShapesSuite.Ensure(shape, ShapesSuite.CacheDirectory(args), shared, 1);
+        using var model = ModelLoader.Load(dir);
+        var plan = QuantizationMix.Plan(model, QuantizationMix.Q4_K_M, [], pure: false, hasImportance: true);
+        var estimate = ResourceEstimate.ForMix(model, plan, CompressionMethod.Gptq, tokens, 0);
+        Console.WriteLine();
+        Console.WriteLine($"{shape.Name} ({shape.Layers} layers of dim {shape.Dim}, {shape.Experts} experts of {shape.ExpertHidden}, top {shape.ExpertsUsed}; "
+            + $"{model.ParameterCount:N0} parameters):");
+        Console.WriteLine();
+        Print(estimate);
+
+        string text = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt"));
+        string output = Path.Combine(Path.GetTempPath(), $"squeeze-moe-memory-{Environment.ProcessId}.gguf");
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        long before = RssAnon(), peak = before;
+        // Each sample is charged to the step the job last reported (stage and tensor): where the peak is.
+        string step = "start";
+        var peaks = new Dictionary<string, long>();
+        using var stop = new CancellationTokenSource();
+        var sampler = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                long now = RssAnon();
+                peak = Math.Max(peak, now);
+                string at = Volatile.Read(ref step);
+                lock (peaks)
+                    peaks[at] = Math.Max(peaks.GetValueOrDefault(at), now);
+                await Task.Delay(50).ConfigureAwait(false);
+            }
+        });
+        var clock = Stopwatch.StartNew();
+        CompressionReport report;
+        try
+        {
+            report = Compressor.Compress(model, text, new CompressionOptions
+            {
+                Mix = QuantizationMix.Q4_K_M,
+                Method = CompressionMethod.Gptq,
+                CalibrationTokens = tokens,
+                ContextLength = ctx,
+                Threads = threads,
+            }, output, new SynchronousProgress<CompressionProgress>(p => Volatile.Write(ref step, $"{p.Stage}: {(p.Stage == "calibrating" ? p.Note.Split(':')[0] : p.Note)}")));
+        }
+        finally
+        {
+            stop.Cancel();
+            sampler.Wait();
+            File.Delete(output);
+        }
+        peak = Math.Max(peak, RssAnon());
+        Console.WriteLine();
+        Console.WriteLine("| measured | value |");
+        Console.WriteLine("|---|---|");
+        Console.WriteLine($"| peak private memory (RssAnon) during the job | {Gb(peak)} |");
+        Console.WriteLine($"| private memory before it (the loaded model, the runtime) | {Gb(before)} |");
+        Console.WriteLine($"| estimate before the start | {Gb(estimate.MemoryBytes)} |");
+        Console.WriteLine($"| wall time | {clock.Elapsed.TotalSeconds:0} s (per block: {string.Join(", ", report.LayerSeconds!.Select(s => $"{s:0} s"))}) |");
+        Console.WriteLine($"| calibration tokens | {report.CalibrationTokens:N0} |");
+        Console.WriteLine();
+        Console.WriteLine("| step (the job's last report) | peak private memory while in it |");
+        Console.WriteLine("|---|---|");
+        lock (peaks)
+        {
+            foreach (var (at, bytes) in peaks.OrderByDescending(p => p.Value).Take(8))
+                Console.WriteLine($"| {at} | {Gb(bytes)} |");
+        }
+    }
+
+    // The estimate at `shape` from its config.json alone (vocab_size set to `vocabulary`): the tensors GGUF names for it,
+    // planned as the Q4_K_M mix.
+    private static ResourceEstimate Estimate(ShapesSuite.Shape shape, int tokens, int vocabulary)
+    {
+        string dir = Directory.CreateTempSubdirectory("squeeze-moe-config-").FullName;
+        try
+        {
+            string path = Path.Combine(dir, "config.json");
+            ShapesSuite.WriteConfig(shape, path);
+            var json = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+            json["vocab_size"] = vocabulary;
+            File.WriteAllText(path, json.ToJsonString());
+            var config = HuggingFaceReader.ReadConfig(path);
+            var tensors = HuggingFaceReader.ExpectedTensors(config).Select(t => (t.Name, t.Shape, GgmlType.BF16)).ToList();
+            var plan = QuantizationMix.Plan(config, tensors, QuantizationMix.Q4_K_M, [], pure: false, hasImportance: true);
+            return ResourceEstimate.ForMix(config, plan, CompressionMethod.Gptq, tokens, 0);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private static void Print(ResourceEstimate estimate)
+    {
+        Console.WriteLine("| part of the estimate | bytes |");
+        Console.WriteLine("|---|---|");
+        foreach (var (part, bytes) in estimate.Parts)
+            Console.WriteLine($"| {part} | {Gb(bytes)} |");
+        Console.WriteLine($"| **total** | **{Gb(estimate.MemoryBytes)}** |");
+    }
+
+    private static string Gb(long bytes) => (bytes / 1e9).ToString("0.00", CultureInfo.InvariantCulture) + " GB";
+
+    // This process's private resident memory (RssAnon in /proc/self/status), in bytes.
+    private static long RssAnon()
+    {
+        foreach (string line in File.ReadLines("/proc/self/status"))
+        {
+            if (line.StartsWith("RssAnon:", StringComparison.Ordinal))
+                return long.Parse(line["RssAnon:".Length..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) * 1024;
+        }
+        throw new PlatformNotSupportedException("no RssAnon in /proc/self/status");
+    }
+}
