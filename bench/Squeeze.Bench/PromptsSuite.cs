@@ -14,7 +14,7 @@ namespace Squeeze.Bench;
 /// the full prompt's gain over no prompt that is kept, (NLL_none − NLL_compressed) / (NLL_none − NLL_full); the
 /// compression time against the prefill time it saves. Options: <c>--stories N</c> (200), <c>--ratios 2,3,5</c>,
 /// <c>--methods llmlingua,…</c>, <c>--seed S</c> (first story seed, 240000), <c>--threads N</c>,
-/// <c>--segment-tokens N</c>, <c>--coarse-factor X</c>, <c>--instruction-share X</c>, <c>--tail-share X</c> (LLMLingua's settings).
+/// <c>--segment-tokens N</c>, <c>--coarse-factor X</c>, <c>--instruction-share X</c>, <c>--tail-shares X,Y,…</c>, <c>--probe-share X</c> (LLMLingua's settings).
 /// </summary>
 internal static class PromptsSuite
 {
@@ -32,7 +32,8 @@ internal static class PromptsSuite
         var defaults = new PromptCompressionOptions();
         int segmentTokens = Program.Option(args, "--segment-tokens", defaults.SegmentTokens);
         double coarseFactor = Program.Value(args, "--coarse-factor") is { } c ? double.Parse(c) : defaults.CoarseFactor;
-        double tailShare = Program.Value(args, "--tail-share") is { } t ? double.Parse(t) : defaults.TailShare;
+        double[] tailShares = Program.Value(args, "--tail-shares") is { } t ? [.. t.Split(',').Select(double.Parse)] : [.. defaults.TailShares];
+        double probeShare = Program.Value(args, "--probe-share") is { } ps ? double.Parse(ps) : defaults.ProbeShare;
         double instructionShare = Program.Value(args, "--instruction-share") is { } i0 ? double.Parse(i0) : defaults.InstructionShare;
 
         using var model = ModelLoader.Load(Path.Combine(shared, "models", "stories15M", "stories15M.bin"));
@@ -40,12 +41,8 @@ internal static class PromptsSuite
         var tokenizer = model.Tokenizer;
         var clock = Stopwatch.StartNew();
         var stories = new List<(string Prompt, int[] PromptTokens, int[] Answer)>();
-        for (int i = 0; i < count; i++)
+        foreach (int[] tokens in SampleStories(runtime, firstSeed, count))
         {
-            string opener = Openers[i % Openers.Length];
-            var sampler = new Sampler(new SamplingOptions { Temperature = 1, Seed = firstSeed + i });
-            int[] start = tokenizer.Encode(opener, addBos: false);
-            int[] tokens = [.. start, .. Generator.Generate(runtime, opener, 240 - start.Length, sampler)];
             int cut = (2 * tokens.Length + 2) / 3;
             while (cut < tokens.Length && tokenizer.TokenBytes(tokens[cut]) is var b && (b.Length == 0 || b[0] != (byte)' '))
                 cut++;
@@ -60,10 +57,10 @@ internal static class PromptsSuite
         double full = MeanNll(runtime, stories.Select(s => (s.PromptTokens, s.Answer)).ToList(), out double fullPrefill);
         int promptTokens = stories.Sum(s => s.PromptTokens.Length);
 
-        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- prompts --stories {count} --threads {threads}` " +
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- prompts --stories {count} --seed {firstSeed} --threads {threads}` " +
             $"({stories.Count} stories sampled from stories15M, seeds {firstSeed}…{firstSeed + count - 1}, temperature 1, 240 tokens; " +
             $"prompts {promptTokens / (double)stories.Count:0.0} tokens on average; answer NLL in nats per token under stories15M; " +
-            $"LLMLingua segments of {segmentTokens} tokens, coarse factor {coarseFactor}, instruction share {instructionShare}, tail share {tailShare})");
+            $"LLMLingua segments of {segmentTokens} tokens, coarse factor {coarseFactor}, instruction share {instructionShare}, tail shares {string.Join(", ", tailShares)}, probe share {probeShare})");
         Console.WriteLine();
         Console.WriteLine($"Answer NLL with no prompt {none:0.0000}, with the full prompt {full:0.0000} (full prompt's prefill {1000 * fullPrefill / stories.Count:0.00} ms per prompt).");
         Console.WriteLine();
@@ -73,7 +70,7 @@ internal static class PromptsSuite
         {
             foreach (var method in methods)
             {
-                var options = new PromptCompressionOptions { Ratio = ratio, Method = method, Seed = 7, SegmentTokens = segmentTokens, CoarseFactor = coarseFactor, TailShare = tailShare, InstructionShare = instructionShare };
+                var options = new PromptCompressionOptions { Ratio = ratio, Method = method, Seed = 7, SegmentTokens = segmentTokens, CoarseFactor = coarseFactor, TailShares = tailShares, ProbeShare = probeShare, InstructionShare = instructionShare };
                 var compressed = new List<(int[] Prompt, int[] Answer)>();
                 long original = 0, kept = 0, scored = 0;
                 var watch = Stopwatch.StartNew();
@@ -91,6 +88,73 @@ internal static class PromptsSuite
                     $"{(none - nll) / (none - full):0.000} | {1000 * seconds / stories.Count:0.0} | {1000 * (fullPrefill - prefill) / stories.Count:0.00} | {(double)scored / stories.Count:0} |");
             }
         }
+    }
+
+    // Story i: the opener i mod 10 and up to 240 tokens in all sampled after it (temperature 1, seed firstSeed + i, up to
+    // EOS), without BOS. The stories are sampled side by side, each with its own cache, one row per story and step
+    // through ForwardSequences (the weights read once per step for all of them, not once per story).
+    private static List<int[]> SampleStories(Transformer runtime, int firstSeed, int count)
+    {
+        const int length = 240, group = 50;
+        var tokenizer = runtime.Model.Tokenizer;
+        var vocabulary = runtime.Model.Vocabulary;
+        int vocab = runtime.Model.Config.VocabSize;
+        var stories = new List<int[]>(count);
+        for (int g0 = 0; g0 < count; g0 += group)
+        {
+            int n = Math.Min(group, count - g0);
+            var samplers = new Sampler[n];
+            var caches = new KvCache[n];
+            var sequences = new List<int>[n];
+            var rowTokens = new List<int>();
+            var rowCaches = new List<KvCache>();
+            var rowPositions = new List<int>();
+            var logitRows = new List<int>();
+            for (int s = 0; s < n; s++)
+            {
+                samplers[s] = new Sampler(new SamplingOptions { Temperature = 1, Seed = firstSeed + g0 + s });
+                caches[s] = runtime.NewCache(length + 1);
+                sequences[s] = [.. tokenizer.Encode(Openers[(g0 + s) % Openers.Length], addBos: false)];
+                int[] start = [tokenizer.BosId, .. sequences[s]];
+                for (int t = 0; t < start.Length; t++)
+                {
+                    rowTokens.Add(start[t]);
+                    rowCaches.Add(caches[s]);
+                    rowPositions.Add(t);
+                }
+                logitRows.Add(rowTokens.Count - 1);
+            }
+            var open = Enumerable.Range(0, n).ToList(); // stories still growing, in the order of their logit rows
+            while (open.Count > 0)
+            {
+                var logits = runtime.ForwardSequences([.. rowTokens], [.. rowCaches], [.. rowPositions], [.. logitRows]);
+                var next = new List<int>();
+                for (int k = 0; k < open.Count; k++)
+                {
+                    int s = open[k];
+                    int token = samplers[s].Sample(logits.Slice(k * vocab, vocab));
+                    if (vocabulary.EndsGeneration(token))
+                        continue;
+                    sequences[s].Add(token);
+                    if (sequences[s].Count < length)
+                        next.Add(s);
+                }
+                open = next;
+                rowTokens.Clear();
+                rowCaches.Clear();
+                rowPositions.Clear();
+                logitRows.Clear();
+                foreach (int s in open)
+                {
+                    rowTokens.Add(sequences[s][^1]);
+                    rowCaches.Add(caches[s]);
+                    rowPositions.Add(sequences[s].Count); // BOS at 0
+                    logitRows.Add(logitRows.Count);
+                }
+            }
+            stories.AddRange(sequences.Select(q => q.ToArray()));
+        }
+        return stories;
     }
 
     // The answers' mean NLL per token (nats) given their prompts, and the seconds spent on the prompts' prefill
