@@ -53,8 +53,10 @@ internal static class PromptsSuite
         }
         Console.Error.WriteLine($"{stories.Count} stories sampled in {clock.Elapsed.TotalSeconds:0.0} s");
 
-        double none = MeanNll(runtime, stories.Select(s => (Array.Empty<int>(), s.Answer)).ToList(), out _);
-        double full = MeanNll(runtime, stories.Select(s => (s.PromptTokens, s.Answer)).ToList(), out double fullPrefill);
+        double none = MeanNll(runtime, stories.Select(s => (Array.Empty<int>(), s.Answer)).ToList(), out _, out _);
+        double full = MeanNll(runtime, stories.Select(s => (s.PromptTokens, s.Answer)).ToList(), out double fullPrefill, out _);
+        long answerTokens = stories.Sum(s => (long)s.Answer.Length);
+        var perStory = new Dictionary<(PromptCompressionMethod, double), double[]>(); // each story's answer NLL (nats, summed over its tokens)
         int promptTokens = stories.Sum(s => s.PromptTokens.Length);
 
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- prompts --stories {count} --seed {firstSeed} --threads {threads}` " +
@@ -83,10 +85,28 @@ internal static class PromptsSuite
                     compressed.Add((tokenizer.Encode(result.Text, addBos: false), story.Answer));
                 }
                 double seconds = watch.Elapsed.TotalSeconds;
-                double nll = MeanNll(runtime, compressed, out double prefill);
+                double nll = MeanNll(runtime, compressed, out double prefill, out double[] totals);
+                perStory[(method, ratio)] = totals;
                 Console.WriteLine($"| {PromptCompressionOptions.Name(method)} | {ratio:0.#}× | {(double)original / kept:0.00}× | {nll:0.0000} | " +
                     $"{(none - nll) / (none - full):0.000} | {1000 * seconds / stories.Count:0.0} | {1000 * (fullPrefill - prefill) / stories.Count:0.00} | {(double)scored / stories.Count:0} |");
             }
+        }
+        // LLMLingua against each baseline, story by story: the difference in kept share and its standard error over stories
+        // (the per-story differences of the answer's summed NLL, divided by all answer tokens and by the full prompt's gain).
+        Console.WriteLine();
+        foreach (double ratio in ratios)
+        {
+            if (!perStory.TryGetValue((PromptCompressionMethod.LlmLingua, ratio), out double[]? lingua))
+                continue;
+            var parts = new List<string>();
+            foreach (var method in methods.Where(m => m != PromptCompressionMethod.LlmLingua))
+            {
+                double[] d = [.. perStory[(method, ratio)].Zip(lingua, (b, a) => b - a)];
+                double mean = d.Average(), sd = Math.Sqrt(d.Sum(x => (x - mean) * (x - mean)) / Math.Max(1, d.Length - 1));
+                double scale = answerTokens * (none - full);
+                parts.Add($"{PromptCompressionOptions.Name(method)} {d.Sum() / scale:+0.000;-0.000} ± {Math.Sqrt(d.Length) * sd / scale:0.000}");
+            }
+            Console.WriteLine($"- LLMLingua's kept share minus each method's at {ratio:0.#}× (± standard error over the stories): {string.Join(", ", parts)}");
         }
     }
 
@@ -157,9 +177,9 @@ internal static class PromptsSuite
         return stories;
     }
 
-    // The answers' mean NLL per token (nats) given their prompts, and the seconds spent on the prompts' prefill
-    // (BOS and the prompt, run as one batch before the answer is scored).
-    private static double MeanNll(Transformer runtime, IReadOnlyList<(int[] Prompt, int[] Answer)> pairs, out double prefillSeconds)
+    // The answers' mean NLL per token (nats) given their prompts, the seconds spent on the prompts' prefill (BOS and the
+    // prompt, run as one batch before the answer is scored), and each answer's NLL summed over its tokens.
+    private static double MeanNll(Transformer runtime, IReadOnlyList<(int[] Prompt, int[] Answer)> pairs, out double prefillSeconds, out double[] storyTotals)
     {
         int bos = runtime.Model.Tokenizer.BosId;
         int vocab = runtime.Model.Config.VocabSize;
@@ -167,21 +187,25 @@ internal static class PromptsSuite
         double total = 0;
         long tokens = 0;
         prefillSeconds = 0;
-        foreach (var (prompt, answer) in pairs)
+        storyTotals = new double[pairs.Count];
+        for (int k = 0; k < pairs.Count; k++)
         {
+            var (prompt, answer) = pairs[k];
             runtime.Reset();
             int[] prefix = [bos, .. prompt];
             var watch = Stopwatch.StartNew();
             var last = runtime.Forward(prefix, 1).ToArray();
             prefillSeconds += watch.Elapsed.TotalSeconds;
             LogSoftmax.Compute(last, logProbabilities);
-            total -= logProbabilities[answer[0]];
+            double story = -logProbabilities[answer[0]];
             var logits = runtime.Forward(answer.AsSpan(0, answer.Length - 1), answer.Length - 1);
             for (int i = 1; i < answer.Length; i++)
             {
                 LogSoftmax.Compute(logits.Slice((i - 1) * vocab, vocab), logProbabilities);
-                total -= logProbabilities[answer[i]];
+                story -= logProbabilities[answer[i]];
             }
+            storyTotals[k] = story;
+            total += story;
             tokens += answer.Length;
         }
         return total / tokens;

@@ -58,11 +58,11 @@ public sealed record PromptCompressionOptions
     /// small model's conditional perplexity choosing the split); with one, that share.
     /// The defaults of the LLMLingua settings were chosen on stories sampled from stories15M (bench <c>prompts --seed 250000</c>),
     /// apart from the ones docs/BENCHMARKS.md reports on.</summary>
-    public IReadOnlyList<double> TailShares { get; init; } = [0.5, 0.7, 1];
+    public IReadOnlyList<double> TailShares { get; init; } = [0.5, 0.7, 0.85, 1];
 
     /// <summary>LLMLingua with several <see cref="TailShares"/>: the share of the prompt (its last words) held out to
     /// choose among them.</summary>
-    public double ProbeShare { get; init; } = 0.25;
+    public double ProbeShare { get; init; } = 0.4;
 
     /// <summary>LLMLingua: the largest share of the budget the prompt's first sentence keeps (pruned to it when longer), the
     /// slot LLMLingua's budget controller gives the instruction at the start of a prompt; 0: none.</summary>
