@@ -23,14 +23,16 @@ internal static class LlmLingua
     {
         double tailShare = options.TailShares[0];
         if (options.TailShares.Count > 1)
-            tailShare = ProbeTailShare(scorer, spans, question, (double)spans.Tokens.Length / budget, options);
+            tailShare = ProbeTailShare(scorer, spans, question, (double)spans.Tokens.Length / budget, options, progress);
+        progress?.Report(new StageProgress("tail share", 1, 3, 1, 1, $"{tailShare} of the budget"));
         Compress(scorer, spans, question, budget, tailShare, options, progress, keep);
     }
 
     // The tail share (of options.TailShares) under which the prompt's own last ProbeShare, read after its compressed
     // beginning (the rest of the prompt compressed at the same ratio), is most likely: the slot an answer's
     // continuation needs, measured on the continuation the prompt itself holds. Ties go to the earlier share.
-    private static double ProbeTailShare(TokenScorer scorer, PromptSpans spans, int[]? question, double ratio, PromptCompressionOptions options)
+    private static double ProbeTailShare(TokenScorer scorer, PromptSpans spans, int[]? question, double ratio, PromptCompressionOptions options,
+        IProgress<StageProgress>? progress)
     {
         int[] tokens = spans.Tokens;
         int split = tokens.Length;
@@ -48,8 +50,10 @@ internal static class LlmLingua
             return options.TailShares[0];
         int[] probe = tokens[split..];
         double best = double.PositiveInfinity, bestShare = options.TailShares[0];
-        foreach (double share in options.TailShares)
+        for (int k = 0; k < options.TailShares.Count; k++)
         {
+            double share = options.TailShares[k];
+            progress?.Report(new StageProgress("tail share", 1, 3, k, options.TailShares.Count, $"probing {share}"));
             var kept = new bool[split];
             Compress(scorer, prefix, question, budget, share, options, null, kept);
             int[] context = [.. Enumerable.Range(0, split).Where(i => kept[i]).Select(i => tokens[i])];
@@ -87,10 +91,21 @@ internal static class LlmLingua
         int instructionBudget = Math.Clamp((int)(options.InstructionShare * (budget + tokens.Length - head)), 0, Math.Min(first, Math.Max(budget, 0)));
         int middleBudget = budget - instructionBudget;
         if (budget <= 0 || head == 0)
+        {
+            progress?.Report(new StageProgress("budget controller", 2, 3, 1, 1, "the tail holds the budget"));
+            progress?.Report(new StageProgress("token pruning", 3, 3, 1, 1, "the tail holds the budget"));
             return;
-        bool[] coarse = middleBudget > 0 && head > first
-            ? BudgetController(scorer, spans, first, head, question, middleBudget, options.CoarseFactor, progress)
-            : new bool[head];
+        }
+        bool[] coarse;
+        if (middleBudget > 0 && head > first)
+        {
+            coarse = BudgetController(scorer, spans, first, head, question, middleBudget, options.CoarseFactor, progress);
+        }
+        else
+        {
+            coarse = new bool[head];
+            progress?.Report(new StageProgress("budget controller", 2, 3, 1, 1, "no budget for the middle"));
+        }
         var wordStart = new bool[head];
         foreach (int w in spans.Words)
         {
@@ -109,7 +124,7 @@ internal static class LlmLingua
         int[] remainingTokens = [instruction.Length, middle.Length];
         for (int g = 0; g < segments.Count; g++)
         {
-            progress?.Report(new StageProgress("token pruning", 2, 2, g, segments.Count, $"segment {g + 1} of {segments.Count}"));
+            progress?.Report(new StageProgress("token pruning", 3, 3, g, segments.Count, $"segment {g + 1} of {segments.Count}"));
             var (positions, start, end, group) = segments[g];
             int length = end - start;
             int share = Math.Min(length, (int)Math.Round((double)remainingBudget[group] * length / remainingTokens[group]));
@@ -146,7 +161,7 @@ internal static class LlmLingua
             remainingBudget[group] -= kept;
             remainingTokens[group] -= length;
         }
-        progress?.Report(new StageProgress("token pruning", 2, 2, segments.Count, segments.Count, ""));
+        progress?.Report(new StageProgress("token pruning", 3, 3, segments.Count, segments.Count, ""));
     }
 
     // Segments of about `size` of the positions, never splitting a word.
@@ -172,13 +187,14 @@ internal static class LlmLingua
         int coarseBudget = (int)Math.Min(head - first, Math.Ceiling(factor * budget));
         if (coarseBudget >= head - first || count <= 1)
         {
+            progress?.Report(new StageProgress("budget controller", 2, 3, 1, 1, "the whole middle fits"));
             coarse.AsSpan(first).Fill(true);
             return coarse;
         }
         var scores = new double[count];
         if (question is null)
         {
-            progress?.Report(new StageProgress("budget controller", 1, 2, 0, 1, $"{count} sentences"));
+            progress?.Report(new StageProgress("budget controller", 2, 3, 0, 1, $"{count} sentences"));
             float[] surprisal = scorer.Surprisal(tokens.AsSpan(0, first), tokens.AsSpan(first, head - first));
             for (int p = 0; p < count; p++)
             {
@@ -190,7 +206,7 @@ internal static class LlmLingua
         }
         else
         {
-            progress?.Report(new StageProgress("budget controller", 1, 2, 0, 1, $"{count} sentences"));
+            progress?.Report(new StageProgress("budget controller", 2, 3, 0, 1, $"{count} sentences"));
             float[][] q = scorer.Surprisal([.. Enumerable.Range(0, count).Select(p => (tokens[sentences[p]..sentences[p + 1]], question))]);
             for (int p = 0; p < count; p++)
                 scores[p] = -q[p].Average();
@@ -205,7 +221,7 @@ internal static class LlmLingua
                 coarse[t] = true;
             kept += sentences[p + 1] - sentences[p];
         }
-        progress?.Report(new StageProgress("budget controller", 1, 2, 1, 1, $"{kept} of {head - first} tokens"));
+        progress?.Report(new StageProgress("budget controller", 2, 3, 1, 1, $"{kept} of {head - first} tokens"));
         return coarse;
     }
 }

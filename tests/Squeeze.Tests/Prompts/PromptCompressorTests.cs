@@ -138,9 +138,10 @@ public sealed class PromptCompressorTests(PromptFixture fixture) : IClassFixture
     {
         var stages = new List<StageProgress>();
         Compress(PromptCompressionMethod.LlmLingua, 5, progress: new SynchronousProgress<StageProgress>(stages.Add));
-        Assert.Equal(["budget controller", "token pruning"], stages.Select(s => s.Stage).Distinct());
-        Assert.All(stages, s => Assert.Equal(2, s.Count));
-        Assert.Equal(stages[^1].Total, stages[^1].Done);
+        Assert.Equal(["tail share", "budget controller", "token pruning"], stages.Select(s => s.Stage).Distinct());
+        Assert.All(stages, s => Assert.Equal(3, s.Count));
+        Assert.Equal([1, 2, 3], stages.Select(s => s.Number).Distinct());
+        Assert.All(stages.GroupBy(s => s.Stage), g => Assert.Equal(g.Last().Total, g.Last().Done));
     }
 
     [Fact]
