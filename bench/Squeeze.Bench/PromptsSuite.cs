@@ -14,7 +14,7 @@ namespace Squeeze.Bench;
 /// the full prompt's gain over no prompt that is kept, (NLL_none − NLL_compressed) / (NLL_none − NLL_full); the
 /// compression time against the prefill time it saves. Options: <c>--stories N</c> (200), <c>--ratios 2,3,5</c>,
 /// <c>--methods llmlingua,…</c>, <c>--seed S</c> (first story seed, 240000), <c>--threads N</c>,
-/// <c>--segment-tokens N</c>, <c>--coarse-factor X</c>, <c>--instruction-share X</c>, <c>--tail-share X</c> (LLMLingua's settings).
+/// <c>--segment-tokens N</c>, <c>--coarse-factor X</c>, <c>--instruction-share X</c>, <c>--tail-shares X,Y,…</c>, <c>--probe-share X</c> (LLMLingua's settings).
 /// </summary>
 internal static class PromptsSuite
 {
@@ -32,7 +32,8 @@ internal static class PromptsSuite
         var defaults = new PromptCompressionOptions();
         int segmentTokens = Program.Option(args, "--segment-tokens", defaults.SegmentTokens);
         double coarseFactor = Program.Value(args, "--coarse-factor") is { } c ? double.Parse(c) : defaults.CoarseFactor;
-        double tailShare = Program.Value(args, "--tail-share") is { } t ? double.Parse(t) : defaults.TailShare;
+        double[] tailShares = Program.Value(args, "--tail-shares") is { } t ? [.. t.Split(',').Select(double.Parse)] : [.. defaults.TailShares];
+        double probeShare = Program.Value(args, "--probe-share") is { } ps ? double.Parse(ps) : defaults.ProbeShare;
         double instructionShare = Program.Value(args, "--instruction-share") is { } i0 ? double.Parse(i0) : defaults.InstructionShare;
 
         using var model = ModelLoader.Load(Path.Combine(shared, "models", "stories15M", "stories15M.bin"));
@@ -40,12 +41,8 @@ internal static class PromptsSuite
         var tokenizer = model.Tokenizer;
         var clock = Stopwatch.StartNew();
         var stories = new List<(string Prompt, int[] PromptTokens, int[] Answer)>();
-        for (int i = 0; i < count; i++)
+        foreach (int[] tokens in SampleStories(runtime, firstSeed, count))
         {
-            string opener = Openers[i % Openers.Length];
-            var sampler = new Sampler(new SamplingOptions { Temperature = 1, Seed = firstSeed + i });
-            int[] start = tokenizer.Encode(opener, addBos: false);
-            int[] tokens = [.. start, .. Generator.Generate(runtime, opener, 240 - start.Length, sampler)];
             int cut = (2 * tokens.Length + 2) / 3;
             while (cut < tokens.Length && tokenizer.TokenBytes(tokens[cut]) is var b && (b.Length == 0 || b[0] != (byte)' '))
                 cut++;
@@ -56,14 +53,16 @@ internal static class PromptsSuite
         }
         Console.Error.WriteLine($"{stories.Count} stories sampled in {clock.Elapsed.TotalSeconds:0.0} s");
 
-        double none = MeanNll(runtime, stories.Select(s => (Array.Empty<int>(), s.Answer)).ToList(), out _);
-        double full = MeanNll(runtime, stories.Select(s => (s.PromptTokens, s.Answer)).ToList(), out double fullPrefill);
+        double none = MeanNll(runtime, stories.Select(s => (Array.Empty<int>(), s.Answer)).ToList(), out _, out _);
+        double full = MeanNll(runtime, stories.Select(s => (s.PromptTokens, s.Answer)).ToList(), out double fullPrefill, out _);
+        long answerTokens = stories.Sum(s => (long)s.Answer.Length);
+        var perStory = new Dictionary<(PromptCompressionMethod, double), double[]>(); // each story's answer NLL (nats, summed over its tokens)
         int promptTokens = stories.Sum(s => s.PromptTokens.Length);
 
-        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- prompts --stories {count} --threads {threads}` " +
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- prompts --stories {count} --seed {firstSeed} --threads {threads}` " +
             $"({stories.Count} stories sampled from stories15M, seeds {firstSeed}…{firstSeed + count - 1}, temperature 1, 240 tokens; " +
             $"prompts {promptTokens / (double)stories.Count:0.0} tokens on average; answer NLL in nats per token under stories15M; " +
-            $"LLMLingua segments of {segmentTokens} tokens, coarse factor {coarseFactor}, instruction share {instructionShare}, tail share {tailShare})");
+            $"LLMLingua segments of {segmentTokens} tokens, coarse factor {coarseFactor}, instruction share {instructionShare}, tail shares {string.Join(", ", tailShares)}, probe share {probeShare})");
         Console.WriteLine();
         Console.WriteLine($"Answer NLL with no prompt {none:0.0000}, with the full prompt {full:0.0000} (full prompt's prefill {1000 * fullPrefill / stories.Count:0.00} ms per prompt).");
         Console.WriteLine();
@@ -73,7 +72,7 @@ internal static class PromptsSuite
         {
             foreach (var method in methods)
             {
-                var options = new PromptCompressionOptions { Ratio = ratio, Method = method, Seed = 7, SegmentTokens = segmentTokens, CoarseFactor = coarseFactor, TailShare = tailShare, InstructionShare = instructionShare };
+                var options = new PromptCompressionOptions { Ratio = ratio, Method = method, Seed = 7, SegmentTokens = segmentTokens, CoarseFactor = coarseFactor, TailShares = tailShares, ProbeShare = probeShare, InstructionShare = instructionShare };
                 var compressed = new List<(int[] Prompt, int[] Answer)>();
                 long original = 0, kept = 0, scored = 0;
                 var watch = Stopwatch.StartNew();
@@ -86,16 +85,101 @@ internal static class PromptsSuite
                     compressed.Add((tokenizer.Encode(result.Text, addBos: false), story.Answer));
                 }
                 double seconds = watch.Elapsed.TotalSeconds;
-                double nll = MeanNll(runtime, compressed, out double prefill);
+                double nll = MeanNll(runtime, compressed, out double prefill, out double[] totals);
+                perStory[(method, ratio)] = totals;
                 Console.WriteLine($"| {PromptCompressionOptions.Name(method)} | {ratio:0.#}× | {(double)original / kept:0.00}× | {nll:0.0000} | " +
                     $"{(none - nll) / (none - full):0.000} | {1000 * seconds / stories.Count:0.0} | {1000 * (fullPrefill - prefill) / stories.Count:0.00} | {(double)scored / stories.Count:0} |");
             }
         }
+        // LLMLingua against each baseline, story by story: the difference in kept share and its standard error over stories
+        // (the per-story differences of the answer's summed NLL, divided by all answer tokens and by the full prompt's gain).
+        Console.WriteLine();
+        foreach (double ratio in ratios)
+        {
+            if (!perStory.TryGetValue((PromptCompressionMethod.LlmLingua, ratio), out double[]? lingua))
+                continue;
+            var parts = new List<string>();
+            foreach (var method in methods.Where(m => m != PromptCompressionMethod.LlmLingua))
+            {
+                double[] d = [.. perStory[(method, ratio)].Zip(lingua, (b, a) => b - a)];
+                double mean = d.Average(), sd = Math.Sqrt(d.Sum(x => (x - mean) * (x - mean)) / Math.Max(1, d.Length - 1));
+                double scale = answerTokens * (none - full);
+                parts.Add($"{PromptCompressionOptions.Name(method)} {d.Sum() / scale:+0.000;-0.000} ± {Math.Sqrt(d.Length) * sd / scale:0.000}");
+            }
+            Console.WriteLine($"- LLMLingua's kept share minus each method's at {ratio:0.#}× (± standard error over the stories): {string.Join(", ", parts)}");
+        }
     }
 
-    // The answers' mean NLL per token (nats) given their prompts, and the seconds spent on the prompts' prefill
-    // (BOS and the prompt, run as one batch before the answer is scored).
-    private static double MeanNll(Transformer runtime, IReadOnlyList<(int[] Prompt, int[] Answer)> pairs, out double prefillSeconds)
+    // Story i: the opener i mod 10 and up to 240 tokens in all sampled after it (temperature 1, seed firstSeed + i, up to
+    // EOS), without BOS. The stories are sampled side by side, each with its own cache, one row per story and step
+    // through ForwardSequences (the weights read once per step for all of them, not once per story).
+    private static List<int[]> SampleStories(Transformer runtime, int firstSeed, int count)
+    {
+        const int length = 240, group = 50;
+        var tokenizer = runtime.Model.Tokenizer;
+        var vocabulary = runtime.Model.Vocabulary;
+        int vocab = runtime.Model.Config.VocabSize;
+        var stories = new List<int[]>(count);
+        for (int g0 = 0; g0 < count; g0 += group)
+        {
+            int n = Math.Min(group, count - g0);
+            var samplers = new Sampler[n];
+            var caches = new KvCache[n];
+            var sequences = new List<int>[n];
+            var rowTokens = new List<int>();
+            var rowCaches = new List<KvCache>();
+            var rowPositions = new List<int>();
+            var logitRows = new List<int>();
+            for (int s = 0; s < n; s++)
+            {
+                samplers[s] = new Sampler(new SamplingOptions { Temperature = 1, Seed = firstSeed + g0 + s });
+                caches[s] = runtime.NewCache(length + 1);
+                sequences[s] = [.. tokenizer.Encode(Openers[(g0 + s) % Openers.Length], addBos: false)];
+                int[] start = [tokenizer.BosId, .. sequences[s]];
+                for (int t = 0; t < start.Length; t++)
+                {
+                    rowTokens.Add(start[t]);
+                    rowCaches.Add(caches[s]);
+                    rowPositions.Add(t);
+                }
+                logitRows.Add(rowTokens.Count - 1);
+            }
+            var open = Enumerable.Range(0, n).ToList(); // stories still growing, in the order of their logit rows
+            while (open.Count > 0)
+            {
+                var logits = runtime.ForwardSequences([.. rowTokens], [.. rowCaches], [.. rowPositions], [.. logitRows]);
+                var next = new List<int>();
+                for (int k = 0; k < open.Count; k++)
+                {
+                    int s = open[k];
+                    int token = samplers[s].Sample(logits.Slice(k * vocab, vocab));
+                    if (vocabulary.EndsGeneration(token))
+                        continue;
+                    sequences[s].Add(token);
+                    if (sequences[s].Count < length)
+                        next.Add(s);
+                }
+                open = next;
+                rowTokens.Clear();
+                rowCaches.Clear();
+                rowPositions.Clear();
+                logitRows.Clear();
+                foreach (int s in open)
+                {
+                    rowTokens.Add(sequences[s][^1]);
+                    rowCaches.Add(caches[s]);
+                    rowPositions.Add(sequences[s].Count); // BOS at 0
+                    logitRows.Add(logitRows.Count);
+                }
+            }
+            stories.AddRange(sequences.Select(q => q.ToArray()));
+        }
+        return stories;
+    }
+
+    // The answers' mean NLL per token (nats) given their prompts, the seconds spent on the prompts' prefill (BOS and the
+    // prompt, run as one batch before the answer is scored), and each answer's NLL summed over its tokens.
+    private static double MeanNll(Transformer runtime, IReadOnlyList<(int[] Prompt, int[] Answer)> pairs, out double prefillSeconds, out double[] storyTotals)
     {
         int bos = runtime.Model.Tokenizer.BosId;
         int vocab = runtime.Model.Config.VocabSize;
@@ -103,21 +187,25 @@ internal static class PromptsSuite
         double total = 0;
         long tokens = 0;
         prefillSeconds = 0;
-        foreach (var (prompt, answer) in pairs)
+        storyTotals = new double[pairs.Count];
+        for (int k = 0; k < pairs.Count; k++)
         {
+            var (prompt, answer) = pairs[k];
             runtime.Reset();
             int[] prefix = [bos, .. prompt];
             var watch = Stopwatch.StartNew();
             var last = runtime.Forward(prefix, 1).ToArray();
             prefillSeconds += watch.Elapsed.TotalSeconds;
             LogSoftmax.Compute(last, logProbabilities);
-            total -= logProbabilities[answer[0]];
+            double story = -logProbabilities[answer[0]];
             var logits = runtime.Forward(answer.AsSpan(0, answer.Length - 1), answer.Length - 1);
             for (int i = 1; i < answer.Length; i++)
             {
                 LogSoftmax.Compute(logits.Slice((i - 1) * vocab, vocab), logProbabilities);
-                total -= logProbabilities[answer[i]];
+                story -= logProbabilities[answer[i]];
             }
+            storyTotals[k] = story;
+            total += story;
             tokens += answer.Length;
         }
         return total / tokens;

@@ -18,15 +18,14 @@ internal static class ExtractiveSelection
         ReadOnlySpan<int> query = question ?? tokens.AsSpan(sentences[last], sentences[last + 1] - sentences[last]);
         int candidates = question is null ? last : count;
         var scores = new double[count];
+        progress?.Report(new StageProgress("sentences", 1, 1, 0, 1, $"{candidates} sentences"));
+        int[] queryTokens = query.ToArray();
+        float[][] surprisal = scorer.Surprisal([.. Enumerable.Range(0, candidates).Select(p => (tokens[sentences[p]..sentences[p + 1]], queryTokens))]);
         for (int p = 0; p < candidates; p++)
-        {
-            progress?.Report(new StageProgress("sentences", 1, 1, p, candidates, $"sentence {p + 1} of {candidates}"));
-            float[] surprisal = scorer.Surprisal(tokens.AsSpan(sentences[p], sentences[p + 1] - sentences[p]), query);
-            scores[p] = -surprisal.Sum(s => (double)s);
-        }
+            scores[p] = -surprisal[p].Sum(s => (double)s);
         if (question is null)
             scores[last] = double.PositiveInfinity;
-        progress?.Report(new StageProgress("sentences", 1, 1, candidates, candidates, ""));
+        progress?.Report(new StageProgress("sentences", 1, 1, 1, 1, ""));
 
         int kept = 0;
         foreach (int p in Enumerable.Range(0, count).OrderByDescending(p => scores[p]).ThenBy(p => p))

@@ -3,8 +3,8 @@ namespace Squeeze.Prompts;
 /// <summary>
 /// LLMLingua (Jiang et al., 2023), and LongLLMLingua's question-aware scores when a question is given.
 /// The budget controller first splits the budget as LLMLingua does between an instruction, demonstrations and a
-/// question: the prompt's last words (up to <see cref="PromptCompressionOptions.TailShare"/> of the budget, what an answer
-/// continues) are kept whole; its first sentence gets at most <see cref="PromptCompressionOptions.InstructionShare"/>;
+/// question: the prompt's last words (a share of the budget, what an answer continues) are kept whole; its first
+/// sentence gets at most <see cref="PromptCompressionOptions.InstructionShare"/>;
 /// the middle the rest. In the middle, sentences are kept whole, highest score first, until they hold
 /// <see cref="PromptCompressionOptions.CoarseFactor"/> times its budget; a sentence's score is its perplexity given the
 /// prompt before it (the least predictable sentences carry the most), or with a question LongLLMLingua's
@@ -13,21 +13,72 @@ namespace Squeeze.Prompts;
 /// segment is scored given the question (if any) and the tokens kept from the segments before it (so what was dropped no
 /// longer explains what follows) and keeps its share of its part's remaining budget, the words of highest surprisal
 /// first, or with a question LongLLMLingua's contrastive score (surprisal without the question − surprisal with it in front).
+/// The tail's share is chosen per prompt among <see cref="PromptCompressionOptions.TailShares"/> by the model: the share
+/// under which the prompt's own last words, held out, are most likely after the rest compressed with it.
 /// </summary>
 internal static class LlmLingua
 {
     public static void Choose(TokenScorer scorer, PromptSpans spans, int[]? question, int budget, PromptCompressionOptions options,
         IProgress<StageProgress>? progress, bool[] keep)
     {
+        double tailShare = options.TailShares[0];
+        if (options.TailShares.Count > 1)
+            tailShare = ProbeTailShare(scorer, spans, question, (double)spans.Tokens.Length / budget, options, progress);
+        progress?.Report(new StageProgress("tail share", 1, 3, 1, 1, $"{tailShare} of the budget"));
+        Compress(scorer, spans, question, budget, tailShare, options, progress, keep);
+    }
+
+    // The tail share (of options.TailShares) under which the prompt's own last ProbeShare, read after its compressed
+    // beginning (the rest of the prompt compressed at the same ratio), is most likely: the slot an answer's
+    // continuation needs, measured on the continuation the prompt itself holds. Ties go to the earlier share.
+    private static double ProbeTailShare(TokenScorer scorer, PromptSpans spans, int[]? question, double ratio, PromptCompressionOptions options,
+        IProgress<StageProgress>? progress)
+    {
+        int[] tokens = spans.Tokens;
+        int split = tokens.Length;
+        foreach (int w in spans.Words)
+        {
+            if (w > 0 && tokens.Length - w <= options.ProbeShare * tokens.Length)
+            {
+                split = w;
+                break;
+            }
+        }
+        var prefix = spans.Prefix(split);
+        int budget = (int)Math.Round(split / ratio);
+        if (split == tokens.Length || budget < 1 || budget >= split)
+            return options.TailShares[0];
+        int[] probe = tokens[split..];
+        double best = double.PositiveInfinity, bestShare = options.TailShares[0];
+        for (int k = 0; k < options.TailShares.Count; k++)
+        {
+            double share = options.TailShares[k];
+            progress?.Report(new StageProgress("tail share", 1, 3, k, options.TailShares.Count, $"probing {share}"));
+            var kept = new bool[split];
+            Compress(scorer, prefix, question, budget, share, options, null, kept);
+            int[] context = [.. Enumerable.Range(0, split).Where(i => kept[i]).Select(i => tokens[i])];
+            double nll = scorer.Surprisal(context, probe).Sum(x => (double)x);
+            if (nll < best)
+            {
+                best = nll;
+                bestShare = share;
+            }
+        }
+        return bestShare;
+    }
+
+    private static void Compress(TokenScorer scorer, PromptSpans spans, int[]? question, int budget, double tailShare, PromptCompressionOptions options,
+        IProgress<StageProgress>? progress, bool[] keep)
+    {
         int[] tokens = spans.Tokens;
         // LLMLingua's budget controller gives the instruction (the prompt's start) and the question (its end) gentle ratios
-        // and compresses the demonstrations between them hardest. Here the question slot is the last words up to TailShare
+        // and compresses the demonstrations between them hardest. Here the question slot is the last words up to tailShare
         // of the budget (what the answer continues), kept whole; the instruction slot the first sentence, pruned like the
-        // rest to at most InstructionShare of the budget; the middle gets what is left, through both stages.
+        // rest to at most InstructionShare of the budget (and what the tail left); the middle gets what is left, through both stages.
         int head = tokens.Length;
         foreach (int w in spans.Words)
         {
-            if (tokens.Length - w <= options.TailShare * budget)
+            if (tokens.Length - w <= tailShare * budget)
             {
                 head = w;
                 break;
@@ -37,13 +88,24 @@ internal static class LlmLingua
             keep[t] = true;
         budget -= tokens.Length - head;
         int first = Math.Min(spans.Sentences[1], head);
-        int instructionBudget = Math.Min(first, (int)(options.InstructionShare * (budget + tokens.Length - head)));
+        int instructionBudget = Math.Clamp((int)(options.InstructionShare * (budget + tokens.Length - head)), 0, Math.Min(first, Math.Max(budget, 0)));
         int middleBudget = budget - instructionBudget;
         if (budget <= 0 || head == 0)
+        {
+            progress?.Report(new StageProgress("budget controller", 2, 3, 1, 1, "the tail holds the budget"));
+            progress?.Report(new StageProgress("token pruning", 3, 3, 1, 1, "the tail holds the budget"));
             return;
-        bool[] coarse = middleBudget > 0 && head > first
-            ? BudgetController(scorer, spans, first, head, question, middleBudget, options.CoarseFactor, progress)
-            : new bool[head];
+        }
+        bool[] coarse;
+        if (middleBudget > 0 && head > first)
+        {
+            coarse = BudgetController(scorer, spans, first, head, question, middleBudget, options.CoarseFactor, progress);
+        }
+        else
+        {
+            coarse = new bool[head];
+            progress?.Report(new StageProgress("budget controller", 2, 3, 1, 1, "no budget for the middle"));
+        }
         var wordStart = new bool[head];
         foreach (int w in spans.Words)
         {
@@ -62,7 +124,7 @@ internal static class LlmLingua
         int[] remainingTokens = [instruction.Length, middle.Length];
         for (int g = 0; g < segments.Count; g++)
         {
-            progress?.Report(new StageProgress("token pruning", 2, 2, g, segments.Count, $"segment {g + 1} of {segments.Count}"));
+            progress?.Report(new StageProgress("token pruning", 3, 3, g, segments.Count, $"segment {g + 1} of {segments.Count}"));
             var (positions, start, end, group) = segments[g];
             int length = end - start;
             int share = Math.Min(length, (int)Math.Round((double)remainingBudget[group] * length / remainingTokens[group]));
@@ -99,7 +161,7 @@ internal static class LlmLingua
             remainingBudget[group] -= kept;
             remainingTokens[group] -= length;
         }
-        progress?.Report(new StageProgress("token pruning", 2, 2, segments.Count, segments.Count, ""));
+        progress?.Report(new StageProgress("token pruning", 3, 3, segments.Count, segments.Count, ""));
     }
 
     // Segments of about `size` of the positions, never splitting a word.
@@ -125,13 +187,14 @@ internal static class LlmLingua
         int coarseBudget = (int)Math.Min(head - first, Math.Ceiling(factor * budget));
         if (coarseBudget >= head - first || count <= 1)
         {
+            progress?.Report(new StageProgress("budget controller", 2, 3, 1, 1, "the whole middle fits"));
             coarse.AsSpan(first).Fill(true);
             return coarse;
         }
         var scores = new double[count];
         if (question is null)
         {
-            progress?.Report(new StageProgress("budget controller", 1, 2, 0, 1, $"{count} sentences"));
+            progress?.Report(new StageProgress("budget controller", 2, 3, 0, 1, $"{count} sentences"));
             float[] surprisal = scorer.Surprisal(tokens.AsSpan(0, first), tokens.AsSpan(first, head - first));
             for (int p = 0; p < count; p++)
             {
@@ -143,12 +206,10 @@ internal static class LlmLingua
         }
         else
         {
+            progress?.Report(new StageProgress("budget controller", 2, 3, 0, 1, $"{count} sentences"));
+            float[][] q = scorer.Surprisal([.. Enumerable.Range(0, count).Select(p => (tokens[sentences[p]..sentences[p + 1]], question))]);
             for (int p = 0; p < count; p++)
-            {
-                progress?.Report(new StageProgress("budget controller", 1, 2, p, count, $"sentence {p + 1} of {count}"));
-                float[] q = scorer.Surprisal(tokens.AsSpan(sentences[p], sentences[p + 1] - sentences[p]), question);
-                scores[p] = -q.Average();
-            }
+                scores[p] = -q[p].Average();
         }
         var order = Enumerable.Range(0, count).OrderByDescending(p => scores[p]).ThenBy(p => p);
         int kept = 0;
@@ -160,7 +221,7 @@ internal static class LlmLingua
                 coarse[t] = true;
             kept += sentences[p + 1] - sentences[p];
         }
-        progress?.Report(new StageProgress("budget controller", 1, 2, 1, 1, $"{kept} of {head - first} tokens"));
+        progress?.Report(new StageProgress("budget controller", 2, 3, 1, 1, $"{kept} of {head - first} tokens"));
         return coarse;
     }
 }

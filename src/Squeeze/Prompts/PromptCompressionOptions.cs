@@ -51,11 +51,18 @@ public sealed record PromptCompressionOptions
     /// control coefficient); the token-level pruning then cuts to the budget.</summary>
     public double CoarseFactor { get; init; } = 1;
 
-    /// <summary>LLMLingua: the share of the budget that the prompt's last words keep uncompressed, the slot LLMLingua's budget
-    /// controller leaves whole for the question at the end of a prompt (here the text the answer continues); 0: none.
+    /// <summary>LLMLingua: the shares of the budget the prompt's last words may keep uncompressed, the slot LLMLingua's budget
+    /// controller leaves whole for the question at the end of a prompt (here the text an answer continues; 1: the whole
+    /// budget, 0: none). With more than one, each prompt takes the share under which its own last
+    /// <see cref="ProbeShare"/> is most likely after the rest of it compressed at the same ratio with that share (the
+    /// small model's conditional perplexity choosing the split); with one, that share.
     /// The defaults of the LLMLingua settings were chosen on stories sampled from stories15M (bench <c>prompts --seed 250000</c>),
     /// apart from the ones docs/BENCHMARKS.md reports on.</summary>
-    public double TailShare { get; init; } = 0.7;
+    public IReadOnlyList<double> TailShares { get; init; } = [0.5, 0.7, 0.85, 1];
+
+    /// <summary>LLMLingua with several <see cref="TailShares"/>: the share of the prompt (its last words) held out to
+    /// choose among them.</summary>
+    public double ProbeShare { get; init; } = 0.4;
 
     /// <summary>LLMLingua: the largest share of the budget the prompt's first sentence keeps (pruned to it when longer), the
     /// slot LLMLingua's budget controller gives the instruction at the start of a prompt; 0: none.</summary>

@@ -26,6 +26,10 @@ public static class PromptCompressor
         if (!(options.Ratio >= 1) || double.IsInfinity(options.Ratio))
             throw new ArgumentException($"the ratio must be a number of at least 1, not {options.Ratio}", nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(options.SegmentTokens, 1, nameof(options));
+        if (options.TailShares.Count == 0 || options.TailShares.Any(s => !(s >= 0 && s <= 1)))
+            throw new ArgumentException($"the tail shares must be one or more numbers from 0 to 1, not [{string.Join(", ", options.TailShares)}]", nameof(options));
+        if (!(options.ProbeShare > 0 && options.ProbeShare < 1))
+            throw new ArgumentException($"the probe share must be a number between 0 and 1, not {options.ProbeShare}", nameof(options));
         var tokenizer = runtime.Model.Tokenizer;
         int[] tokens = tokenizer.Encode(prompt, addBos: false);
         int[]? question = string.IsNullOrWhiteSpace(options.Question) ? null : tokenizer.Encode(options.Question, addBos: false);

@@ -43,6 +43,20 @@ internal sealed class PromptSpans
         Sentences = Close(sentences, tokens.Length);
     }
 
+    private PromptSpans(int[] tokens, int[] characters, int[] words, int[] sentences)
+    {
+        Tokens = tokens;
+        Characters = characters;
+        Words = words;
+        Sentences = sentences;
+    }
+
+    /// <summary>The spans of the prompt's first <paramref name="end"/> tokens (<paramref name="end"/> a word's start, or
+    /// the prompt's length).</summary>
+    public PromptSpans Prefix(int end) => new(Tokens[..end], Cut(Characters, end), Cut(Words, end), Cut(Sentences, end));
+
+    private static int[] Cut(int[] bounds, int end) => [.. bounds.Where(b => b < end), end];
+
     /// <summary>The prompt's token ids, without BOS.</summary>
     public int[] Tokens { get; }
 

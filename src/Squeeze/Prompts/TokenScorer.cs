@@ -5,13 +5,18 @@ namespace Squeeze.Prompts;
 
 /// <summary>Surprisal of tokens under a model, −ln p(token | BOS, context, the tokens before it), in windows that fit the
 /// runtime's context: a sequence longer than the context is scored window by window, each window seeing at least half a
-/// context of what came before it.</summary>
+/// context of what came before it. Calls that share a beginning with the previous call (the iterative pruning's kept
+/// history) reuse its keys and values when the runtime's cache is f32 (rewound to the shared part); independent short
+/// sequences scored together run side by side, each with a cache of its own.</summary>
 internal sealed class TokenScorer(Transformer runtime, CancellationToken cancellation)
 {
-    private const int Chunk = 64; // tokens per forward call whose logits are kept: [Chunk, vocab] floats at a time
+    private const int Chunk = 64;                 // tokens per forward call whose logits are kept: [Chunk, vocab] floats at a time
+    private const int SideBySideRows = 256;       // rows of one forward call over independent sequences
+    private const long SideBySideLogits = 1 << 23; // logit floats of one such call (32 MB)
 
     private readonly int bos = runtime.Model.Tokenizer.BosId;
     private readonly float[] logProbabilities = new float[runtime.Model.Config.VocabSize]; // [vocab]
+    private int[] cached = [];                    // the tokens at positions [0, runtime.Position) of runtime.Cache after the last Score
 
     /// <summary>Tokens run through the model so far (the scoring's cost).</summary>
     public long TokensRun { get; private set; }
@@ -52,25 +57,107 @@ internal sealed class TokenScorer(Transformer runtime, CancellationToken cancell
         return result;
     }
 
-    // Scores sequence[prefix..] into destination: row r of a forward call predicts the token after its input.
+    /// <summary>The surprisal of each item's tokens given its context, as <see cref="Surprisal(ReadOnlySpan{int}, ReadOnlySpan{int})"/>
+    /// of each alone; the items that fit the context run side by side, many rows to a forward call.</summary>
+    public float[][] Surprisal(IReadOnlyList<(int[] Context, int[] Tokens)> items)
+    {
+        var results = new float[items.Count][];
+        int lead = bos >= 0 ? 1 : 0;
+        int vocab = logProbabilities.Length;
+        long logitRowLimit = Math.Max(1, SideBySideLogits / vocab);
+        var rowTokens = new List<int>();
+        var rowCaches = new List<KvCache>();
+        var rowPositions = new List<int>();
+        var logitRows = new List<int>();
+        var targets = new List<(int Item, int Index, int Token)>(); // what each logit row predicts
+        for (int i = 0; i < items.Count; i++)
+        {
+            var (context, tokens) = items[i];
+            int length = lead + context.Length + tokens.Length;
+            results[i] = new float[tokens.Length];
+            if (tokens.Length == 0)
+                continue;
+            if (lead + context.Length == 0 || length > runtime.Cache.ContextLength || length - 1 > SideBySideRows || tokens.Length > logitRowLimit)
+            {
+                results[i] = Surprisal(context, tokens);
+                continue;
+            }
+            if (rowTokens.Count + length - 1 > SideBySideRows || logitRows.Count + tokens.Length > logitRowLimit)
+                RunSideBySide(rowTokens, rowCaches, rowPositions, logitRows, targets, results);
+            int[] sequence = lead == 1 ? [bos, .. context, .. tokens] : [.. context, .. tokens];
+            var cache = runtime.NewCache(length);
+            for (int p = 0; p < length - 1; p++)
+            {
+                if (p >= length - 1 - tokens.Length)
+                {
+                    logitRows.Add(rowTokens.Count);
+                    targets.Add((i, p + 1 - (length - tokens.Length), sequence[p + 1]));
+                }
+                rowTokens.Add(sequence[p]);
+                rowCaches.Add(cache);
+                rowPositions.Add(p);
+            }
+        }
+        RunSideBySide(rowTokens, rowCaches, rowPositions, logitRows, targets, results);
+        return results;
+    }
+
+    private void RunSideBySide(List<int> tokens, List<KvCache> caches, List<int> positions, List<int> logitRows,
+        List<(int Item, int Index, int Token)> targets, float[][] results)
+    {
+        if (tokens.Count == 0)
+            return;
+        cancellation.ThrowIfCancellationRequested();
+        int vocab = logProbabilities.Length;
+        var logits = runtime.ForwardSequences([.. tokens], [.. caches], [.. positions], [.. logitRows]);
+        for (int r = 0; r < targets.Count; r++)
+        {
+            LogSoftmax.Compute(logits.Slice(r * vocab, vocab), logProbabilities);
+            results[targets[r].Item][targets[r].Index] = -logProbabilities[targets[r].Token];
+        }
+        TokensRun += tokens.Count;
+        tokens.Clear();
+        caches.Clear();
+        positions.Clear();
+        logitRows.Clear();
+        targets.Clear();
+    }
+
+    // Scores sequence[prefix..] into destination: row r of a forward call predicts the token after its input. The
+    // positions the sequence shares with the previous call's (up to prefix − 1) are kept when the cache can be rewound.
     private void Score(int[] sequence, int prefix, Span<float> destination)
     {
-        runtime.Reset();
         int a = prefix - 1;
-        if (a > 0)
-            runtime.Forward(sequence.AsSpan(0, a), logitCount: 0);
-        int vocab = logProbabilities.Length;
-        while (a < sequence.Length - 1)
+        int reuse = 0;
+        if (runtime.Cache is Float32KvCache rewindable && runtime.Position == cached.Length)
         {
-            int b = Math.Min(sequence.Length - 1, a + Chunk);
-            var logits = runtime.Forward(sequence.AsSpan(a, b - a), b - a);
-            for (int r = 0; r < b - a; r++)
+            int limit = Math.Min(a, cached.Length);
+            while (reuse < limit && cached[reuse] == sequence[reuse])
+                reuse++;
+            rewindable.Truncate(reuse);
+            runtime.Resume(reuse);
+        }
+        else
+        {
+            runtime.Reset();
+        }
+        cached = [];
+        if (a > reuse)
+            runtime.Forward(sequence.AsSpan(reuse, a - reuse), logitCount: 0);
+        int vocab = logProbabilities.Length;
+        int from = a;
+        while (from < sequence.Length - 1)
+        {
+            int b = Math.Min(sequence.Length - 1, from + Chunk);
+            var logits = runtime.Forward(sequence.AsSpan(from, b - from), b - from);
+            for (int r = 0; r < b - from; r++)
             {
                 LogSoftmax.Compute(logits.Slice(r * vocab, vocab), logProbabilities);
-                destination[a + r + 1 - prefix] = -logProbabilities[sequence[a + r + 1]];
+                destination[from + r + 1 - prefix] = -logProbabilities[sequence[from + r + 1]];
             }
-            a = b;
+            from = b;
         }
-        TokensRun += sequence.Length - 1;
+        TokensRun += sequence.Length - 1 - reuse;
+        cached = sequence[..(sequence.Length - 1)];
     }
 }

@@ -50,6 +50,20 @@ public sealed unsafe class Float32KvCache : KvCache
         }
     }
 
+    /// <summary>Forgets every position from <paramref name="positions"/> on in every layer (a sequence rewound to an earlier
+    /// point, to continue it another way: <see cref="Transformer.Resume"/> at <paramref name="positions"/>).</summary>
+    public void Truncate(int positions)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(positions);
+        for (int l = 0; l < LayerCount; l++)
+        {
+            if (positions > held[l])
+                throw new ArgumentOutOfRangeException(nameof(positions), $"layer {l} holds {held[l]} positions, not {positions}");
+        }
+        for (int l = 0; l < LayerCount; l++)
+            held[l] = positions;
+    }
+
     /// <summary>Positions layer <paramref name="layer"/> holds.</summary>
     public int Held(int layer) => held[layer];
 

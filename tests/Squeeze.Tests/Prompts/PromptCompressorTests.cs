@@ -97,6 +97,34 @@ public sealed class PromptCompressorTests(PromptFixture fixture) : IClassFixture
     }
 
     [Fact]
+    public void Llmlingua_keeps_the_last_words_whole_and_picks_its_tail_share_among_those_given()
+    {
+        PromptCompressionResult With(params double[] shares) => PromptCompressor.Compress(fixture.Runtime, fixture.Prompt,
+            new PromptCompressionOptions { Ratio = 4, TailShares = shares });
+
+        // the whole budget to the tail (but what rounding to whole words leaves): the longest end of the prompt kept
+        // whole; a smaller tail leaves room for words from before it
+        var all = With(1);
+        var half = With(0.5);
+        int budget = (int)Math.Round(all.OriginalTokens / 4.0);
+        Assert.True(Suffix(all.Text) > Suffix(half.Text) && Suffix(half.Text) >= 80, $"{Suffix(all.Text)} and {Suffix(half.Text)} characters of the prompt's end");
+        Assert.True(fixture.Model.Tokenizer.Encode(fixture.Prompt[^Suffix(all.Text)..], addBos: false).Length >= budget - 8);
+        // with several shares, one of them is taken (the one the prompt's own end preferred), at a higher cost
+        var chosen = With(0.5, 1);
+        Assert.Contains(chosen.Text, new[] { half.Text, all.Text });
+        Assert.True(chosen.ScoredTokens > half.ScoredTokens);
+    }
+
+    // characters at the end of the prompt that text ends with
+    private int Suffix(string text)
+    {
+        int n = 0;
+        while (n < text.Length && n < fixture.Prompt.Length && text[^(n + 1)] == fixture.Prompt[^(n + 1)])
+            n++;
+        return n;
+    }
+
+    [Fact]
     public void Ratio_one_keeps_the_prompt()
     {
         const string prompt = "Tom had a red ball. He liked to throw it high.";
@@ -110,9 +138,10 @@ public sealed class PromptCompressorTests(PromptFixture fixture) : IClassFixture
     {
         var stages = new List<StageProgress>();
         Compress(PromptCompressionMethod.LlmLingua, 5, progress: new SynchronousProgress<StageProgress>(stages.Add));
-        Assert.Equal(["budget controller", "token pruning"], stages.Select(s => s.Stage).Distinct());
-        Assert.All(stages, s => Assert.Equal(2, s.Count));
-        Assert.Equal(stages[^1].Total, stages[^1].Done);
+        Assert.Equal(["tail share", "budget controller", "token pruning"], stages.Select(s => s.Stage).Distinct());
+        Assert.All(stages, s => Assert.Equal(3, s.Count));
+        Assert.Equal([1, 2, 3], stages.Select(s => s.Number).Distinct());
+        Assert.All(stages.GroupBy(s => s.Stage), g => Assert.Equal(g.Last().Total, g.Last().Done));
     }
 
     [Fact]
@@ -130,9 +159,12 @@ public sealed class PromptCompressorTests(PromptFixture fixture) : IClassFixture
     [InlineData("PK\u0003\u0004 binary", 2, "the prompt is not text: control character U+0003 at character 2")]
     [InlineData("Once upon a time.", 0.5, "the ratio must be a number of at least 1, not 0.5")]
     [InlineData("Once upon a time.", double.NaN, "the ratio must be a number of at least 1, not NaN")]
-    public void Bad_input_is_one_line_naming_the_problem(string prompt, double ratio, string message)
+    [InlineData("Once upon a time.", 2, "the tail shares must be one or more numbers from 0 to 1, not [0.5, 1.5]", 1.5)]
+    [InlineData("Once upon a time.", 2, "the tail shares must be one or more numbers from 0 to 1, not []", -1.0)]
+    public void Bad_input_is_one_line_naming_the_problem(string prompt, double ratio, string message, double tailShare = 0.7)
     {
-        var e = Assert.ThrowsAny<ArgumentException>(() => PromptCompressor.Compress(fixture.Runtime, prompt, new PromptCompressionOptions { Ratio = ratio }));
+        double[] shares = tailShare < 0 ? [] : tailShare > 1 ? [0.5, tailShare] : [tailShare];
+        var e = Assert.ThrowsAny<ArgumentException>(() => PromptCompressor.Compress(fixture.Runtime, prompt, new PromptCompressionOptions { Ratio = ratio, TailShares = shares }));
         Assert.StartsWith(message, e.Message, StringComparison.Ordinal);
     }
 
