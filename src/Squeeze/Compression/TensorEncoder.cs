@@ -86,9 +86,9 @@ public sealed class TensorEncoder
         return options;
     }
 
-    // The same model, statistics and caches, with tensor name seen as only its rows `rows` of the parent's view (which
-    // may itself be a selection: selection.Rows are rows of the whole tensor).
-    private TensorEncoder(TensorEncoder parent, string name, int[] rows)
+    // The same model, statistics and caches, seen through another view: a row selection (ForRows) or one expert of a
+    // stack (ForExpert), with the token usage of that view.
+    private TensorEncoder(TensorEncoder parent, (string Name, int[] Rows)? selection, (string Name, int Expert)? expertView, double[]? tokenUsage)
     {
         model = parent.model;
         options = parent.options;
@@ -96,21 +96,9 @@ public sealed class TensorEncoder
         cancellationToken = parent.cancellationToken;
         hessians = parent.hessians;
         naturalOrderHessians = parent.naturalOrderHessians;
-        TokenUsage = parent.TokenUsage is { } usage && usage.Length == parent.Rows(name) ? [.. rows.Select(r => usage[r])] : null;
-        selection = (name, parent.selection?.Name == name ? [.. rows.Select(r => parent.selection.Value.Rows[r])] : rows);
-        expertView = parent.expertView;
-    }
-
-    // The same model, statistics and caches, with the stacked tensor `name` seen as its routed expert `expert` alone.
-    private TensorEncoder(TensorEncoder parent, string name, int expert)
-    {
-        model = parent.model;
-        options = parent.options;
-        stats = parent.stats;
-        cancellationToken = parent.cancellationToken;
-        hessians = parent.hessians;
-        naturalOrderHessians = parent.naturalOrderHessians;
-        expertView = (name, expert);
+        this.selection = selection;
+        this.expertView = expertView;
+        TokenUsage = tokenUsage;
     }
 
     /// <summary>True when tensor <paramref name="name"/> is a stack of routed experts ([experts, rows, columns]) as this
@@ -132,7 +120,7 @@ public sealed class TensorEncoder
             throw new InvalidOperationException("an encoder of a row selection has no experts");
         ArgumentOutOfRangeException.ThrowIfNegative(expert);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(expert, ExpertCount(name));
-        return new TensorEncoder(this, name, expert);
+        return new TensorEncoder(this, selection: null, expertView: (name, expert), tokenUsage: null);
     }
 
     /// <summary>True when this encoder sees <paramref name="name"/> as one routed expert whose own input statistics are
@@ -151,7 +139,9 @@ public sealed class TensorEncoder
         int all = Rows(name);
         if (rows.Length == 0 || rows.Any(r => r < 0 || r >= all))
             throw new ArgumentException($"{name}: a row selection must name at least one row, each in [0, {all})", nameof(rows));
-        return new TensorEncoder(this, name, rows);
+        // Rows of the parent's view (which may itself be a selection: selection.Rows are rows of the whole tensor).
+        return new TensorEncoder(this, (name, selection?.Name == name ? [.. rows.Select(r => selection.Value.Rows[r])] : rows), expertView,
+            TokenUsage is { } usage && usage.Length == all ? [.. rows.Select(r => usage[r])] : null);
     }
 
     /// <summary>How much the model uses each token on the calibration text (of the selected rows, for an encoder made
@@ -361,30 +351,23 @@ public sealed class TensorEncoder
         int rows = reference.Rows, columns = reference.Columns;
         long bytes = GgmlTypes.RowBytes(type, columns) * rows;
         bool weighted = options.Method != CompressionMethod.Rtn && reference.Importance.Length > 0;
-        Choice<byte[]>? rounded = null;
-        if (!weighted || options.MeasureErrorBefore)
+        Choice<byte[]> Round(float[] importance, string encoding)
         {
-            var rtn = new byte[bytes];
-            Quantize.Rows(type, values, columns, [], rtn, Threads);
-            var rtnValues = Decode(type, rtn, rows, columns);
-            rounded = new Choice<byte[]>(rtn, rtnValues, "rtn", reference.Relative(rtnValues));
+            var data = new byte[bytes];
+            Quantize.Rows(type, values, columns, importance, data, Threads);
+            var decoded = Decode(type, data, rows, columns);
+            return new Choice<byte[]>(data, decoded, encoding, reference.Relative(decoded));
         }
-        double? before = rounded?.Error;
-        if (weighted)
-        {
-            var imatrix = new byte[bytes];
-            Quantize.Rows(type, values, columns, reference.Importance, imatrix, Threads);
-            var imatrixValues = Decode(type, imatrix, rows, columns);
-            rounded = new Choice<byte[]>(imatrix, imatrixValues, "imatrix", reference.Relative(imatrixValues));
-        }
-        var chosen = KeepLower(reference, rounded!, Compressor.HasGptqGrid(type) ? null : $"no GPTQ grid for {type}", (hessian, gptq) =>
+        var rtn = !weighted || options.MeasureErrorBefore ? Round([], "rtn") : null;
+        var rounded = weighted ? Round(reference.Importance, "imatrix") : rtn!;
+        var chosen = KeepLower(reference, rounded, Compressor.HasGptqGrid(type) ? null : $"no GPTQ grid for {type}", (hessian, gptq) =>
         {
             var result = Gptq.Quantize(values, rows, hessian, BlockGrid.For(type), gptq);
             return (result.Data, result.Dequantized);
         });
         // Rounding's values are its bytes decoded; GPTQ's are checked against what its bytes decode to.
         CheckFinite(reference.Name, chosen.Encoding == "gptq" ? Decode(type, chosen.Value, rows, columns) : chosen.Decoded);
-        return (chosen.Value, chosen.Encoding, before, chosen.Error);
+        return (chosen.Value, chosen.Encoding, rtn?.Error, chosen.Error);
     }
 
     // An encoding of the tensor, its values and its relative output error.
