@@ -172,39 +172,16 @@ public static class Allocator
         // Rounded candidates of a GPTQ job are still calibrated with the Gram matrices, so that their output errors are
         // the ones GPTQ's candidates would have (tr(E H Eᵀ), not its diagonal's) and a statistics file is checked for them.
         bool gram = options.Compression.Method == CompressionMethod.Gptq;
-        CheckResources(model, calibrationText, options, gram);
+        // Before any work: the candidate file against the temporary directory's free disk, and a named mix's
+        // block-by-block peak (ResourceEstimate.ForMix) against the memory available.
+        var plan = QuantizationMix.Plan(model, QuantizationMix.Q8_0, [], pure: true);
+        var method = gram ? CompressionMethod.Gptq : options.Compression.Method;
+        long fileBytes = GgufCandidateSet.CandidateFileBytes(model, options.Types);
         if (RoundsCandidates(model, options))
             options = options with { Compression = options.Compression with { Method = CompressionMethod.Imatrix } };
-        return Prepare<GgufCandidateSet, GgufCandidate>(model, calibrationText, options, gram, (blocks, p) =>
+        return Prepare<GgufCandidateSet, GgufCandidate>(model, calibrationText, options, gram,
+            tokens => ResourceEstimate.ForMix(model, plan, method, tokens, fileBytes), (blocks, p) =>
             GgufCandidateSet.Build(model, blocks, new CandidateOptions { Compression = options.Compression, Types = options.Types }, p, cancellationToken), progress, cancellationToken);
-    }
-
-    /// <summary>Bytes of the GGUF candidate file of <paramref name="model"/>: every 2-D tensor in every one of
-    /// <paramref name="types"/> (default <see cref="GgufCandidateSet.DefaultTypes"/>) whose block fits its rows, each
-    /// candidate padded to 64 bytes.</summary>
-    public static long CandidateFileBytes(Model model, IReadOnlyList<GgmlType>? types = null)
-    {
-        ArgumentNullException.ThrowIfNull(model);
-        types ??= GgufCandidateSet.DefaultTypes;
-        return model.Tensors.Where(t => t.Shape.Length >= 2).Sum(t => types.Distinct().Where(ty => t.Columns % GgmlTypes.BlockSize(ty) == 0)
-            .Sum(ty => (GgmlTypes.RowBytes(ty, t.Columns) * t.Rows + 63) / 64 * 64));
-    }
-
-    // Refuses, before any work, a GGUF budget job whose candidate file does not fit the free disk of the temporary
-    // directory, or whose block-by-block peak (a named mix's, ResourceEstimate.ForMix) does not fit the memory available.
-    private static void CheckResources(Model model, string calibrationText, AllocationOptions options, bool gram)
-    {
-        var compression = options.Compression;
-        long tokens = compression.Method == CompressionMethod.Rtn ? 0
-            : compression.Statistics?.TokenCount ?? LayerwiseCalibrator.Chunk(model, calibrationText, new CalibrationOptions
-            {
-                ContextLength = ContextLength(model, compression),
-                MaxTokens = compression.CalibrationTokens,
-            }).TokenCount;
-        var plan = QuantizationMix.Plan(model, QuantizationMix.Q8_0, [], pure: true);
-        var estimate = ResourceEstimate.ForMix(model, plan, gram ? CompressionMethod.Gptq : compression.Method, tokens, CandidateFileBytes(model, options.Types));
-        estimate.Check(Path.Combine(Path.GetTempPath(), "squeeze-candidates-….bin"), compression.MemoryLimit,
-            $"use fewer calibration tokens than {tokens:N0}, or fewer candidate types; the candidates go to the temporary directory (TMPDIR)");
     }
 
     /// <summary>Multiply-adds of GPTQ in every candidate type up to which <see cref="CandidateEncoding.Auto"/> encodes the
@@ -240,13 +217,15 @@ public static class Allocator
         var usage = !representations.Any(r => r.NeedsTokenUsage) ? null
             : TokenUsage.Measure(model, calibrationText, options.Compression.CalibrationTokens, ContextLength(model, options.Compression), options.Compression.Threads,
                 progress is null ? null : new SynchronousProgress<(int Done, int Total)>(u => progress.Report(new AllocationProgress("token usage", u.Done, u.Total, ""))), cancellationToken);
-        return Prepare<NativeCandidateSet, NativeCandidate>(model, calibrationText, options, options.Compression.Method == CompressionMethod.Gptq, (blocks, p) =>
+        return Prepare<NativeCandidateSet, NativeCandidate>(model, calibrationText, options, options.Compression.Method == CompressionMethod.Gptq, estimate: null, (blocks, p) =>
             NativeCandidateSet.Build(model, blocks, options.Compression, usage, representations, p, cancellationToken), progress, cancellationToken);
     }
 
-    // `gram`: collect (or require in a statistics file) the Gram matrices of the blocks' inputs.
+    // `gram`: collect (or require in a statistics file) the Gram matrices of the blocks' inputs. `estimate`: the job's
+    // resources for its calibration tokens, checked before any work, or null.
     private static AllocationContext<TSet, T> Prepare<TSet, T>(Model model, string calibrationText, AllocationOptions options, bool gram,
-        Func<IEnumerable<BlockStatistics>?, IProgress<CandidateProgress>?, TSet> build, IProgress<AllocationProgress>? progress, CancellationToken cancellationToken)
+        Func<long, ResourceEstimate>? estimate, Func<IEnumerable<BlockStatistics>?, IProgress<CandidateProgress>?, TSet> build, IProgress<AllocationProgress>? progress,
+        CancellationToken cancellationToken)
         where TSet : CandidateSet<T>
         where T : Candidate
     {
@@ -262,13 +241,11 @@ public static class Allocator
             Compressor.CheckStatistics(model, given, needsGram: gram);
         // The encoding's progress, which the calibration's notes keep while a block is calibrated.
         var (done, total) = (0, 1);
-        using var calibration = given is not null || compression.Method == CompressionMethod.Rtn ? null : new LayerwiseCalibrator(model, calibrationText, new CalibrationOptions
-        {
-            ContextLength = ctx,
-            MaxTokens = compression.CalibrationTokens,
-            CollectGram = gram,
-            Threads = threads,
-        }, cancellationToken);
+        var calibrationOptions = new CalibrationOptions { ContextLength = ctx, MaxTokens = compression.CalibrationTokens, CollectGram = gram, Threads = threads };
+        var chunks = given is not null || compression.Method == CompressionMethod.Rtn ? null : LayerwiseCalibrator.Chunk(model, calibrationText, calibrationOptions);
+        estimate?.Invoke(chunks?.TokenCount ?? given?.TokenCount ?? 0).Check(Path.Combine(Path.GetTempPath(), "squeeze-candidates-….bin"), compression.MemoryLimit,
+            $"use fewer calibration tokens than {chunks?.TokenCount ?? given?.TokenCount ?? 0:N0}, or fewer candidate types; the candidates go to the temporary directory (TMPDIR)");
+        using var calibration = chunks is null ? null : new LayerwiseCalibrator(model, chunks, calibrationOptions, cancellationToken);
         // Calibrating, each block just before its candidates are encoded, is one stage with the encoding.
         string stage = calibration is null ? "encoding" : CalibratingAndEncoding;
         var blocks = calibration is not null

@@ -83,7 +83,7 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
         RefuseFusedTensors(model);
         var types = options.Types ?? DefaultTypes;
         var matrices = model.Tensors.Where(t => t.Shape.Length >= 2).ToList();
-        var work = matrices.Select(t => (Tensor: t, Types: types.Where(ty => t.Columns % GgmlTypes.BlockSize(ty) == 0).Distinct().ToList())).ToList();
+        var work = matrices.Select(t => (Tensor: t, Types: Fitting(t, types))).ToList();
         foreach (var (t, ts) in work)
         {
             if (ts.Count == 0)
@@ -139,6 +139,23 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
             throw;
         }
     }
+
+    /// <summary>Bytes of the candidate file <see cref="Build"/> writes for <paramref name="model"/>: every 2-D tensor in
+    /// every one of <paramref name="types"/> (default <see cref="DefaultTypes"/>) whose block fits its rows, each
+    /// candidate padded to <see cref="CandidateAlignment"/> bytes; known before any work.</summary>
+    public static long CandidateFileBytes(Model model, IReadOnlyList<GgmlType>? types = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return model.Tensors.Where(t => t.Shape.Length >= 2).Sum(t => Fitting(t, types ?? DefaultTypes)
+            .Sum(type => (GgmlTypes.RowBytes(type, t.Columns) * t.Rows + CandidateAlignment - 1) / CandidateAlignment * CandidateAlignment));
+    }
+
+    // The types whose block divides the tensor's rows, each once.
+    private static List<GgmlType> Fitting(Tensor tensor, IReadOnlyList<GgmlType> types)
+        => types.Where(type => tensor.Columns % GgmlTypes.BlockSize(type) == 0).Distinct().ToList();
+
+    // Each candidate starts at a multiple of this in the candidate file (cache-line aligned tensors).
+    private const int CandidateAlignment = 64;
 
     /// <summary>The selection with every tensor in <paramref name="type"/> where it is a candidate, else the nearest larger one (else the largest).</summary>
     public int[] Uniform(GgmlType type) => Tensors.Select(t =>
@@ -274,11 +291,11 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
 
     private static long Aligned(long bytes) => (bytes + GgufFile.DefaultAlignment - 1) / GgufFile.DefaultAlignment * GgufFile.DefaultAlignment;
 
-    // Pads the candidate file to 64 bytes (cache-line aligned tensors) and returns the position.
+    // Pads the candidate file to CandidateAlignment and returns the position.
     private static long Pad(FileStream file)
     {
         long position = file.Position;
-        long aligned = (position + 63) / 64 * 64;
+        long aligned = (position + CandidateAlignment - 1) / CandidateAlignment * CandidateAlignment;
         for (long i = position; i < aligned; i++)
             file.WriteByte(0);
         return aligned;

@@ -44,7 +44,7 @@ public sealed class AllocatorTests(AllocationFixture fixture) : IClassFixture<Al
     {
         // Every candidate padded to 64 bytes: the file Build writes, its last candidate's padding aside.
         long padded = Set.Tensors.Sum(t => t.Options.Sum(c => (c.Bytes + 63) / 64 * 64));
-        Assert.Equal(padded, Allocator.CandidateFileBytes(fixture.Model));
+        Assert.Equal(padded, GgufCandidateSet.CandidateFileBytes(fixture.Model));
 
         var progress = new List<AllocationProgress>();
         var error = Assert.Throws<InsufficientMemoryException>(() => Allocator.Prepare(fixture.Model, CompressorTests.CalibrationText, new AllocationOptions
