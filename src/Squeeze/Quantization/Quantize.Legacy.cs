@@ -5,8 +5,8 @@ using static Squeeze.Tensors.HalfConversions;
 namespace Squeeze.Quantization;
 
 // ggml's 32-value blocks: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1. Without importance these are llama.cpp's quantize_row_*_ref,
-// byte for byte (f32 arithmetic, truncating casts, roundf for Q8_0, scale from f32 before the half conversion). With
-// importance they follow llama.cpp's quantize_row_*_impl (weights qw[j] * sqrt(sigma2 + x[j]²)).
+// byte for byte (f32 arithmetic, truncating casts, roundf for Q8_0, scale from f32 before the half conversion); their
+// vector forms are in Quantize.LegacyLanes.cs. With importance they follow llama.cpp's quantize_row_*_impl (weights qw[j] * sqrt(sigma2 + x[j]²)).
 public static partial class Quantize
 {
     private const int QK = 32;
@@ -18,6 +18,8 @@ public static partial class Quantize
         for (int i = 0; i < blocks.Length; i++)
         {
             ReadOnlySpan<float> xb = x.Slice(i * QK, QK);
+            if (UseVectors && Q8_0Lanes(xb, ref blocks[i]))
+                continue;
             float amax = 0;
             for (int j = 0; j < QK; j++)
                 amax = Math.Max(amax, MathF.Abs(xb[j]));
@@ -42,6 +44,8 @@ public static partial class Quantize
         for (int i = 0; i < blocks.Length; i++)
         {
             ReadOnlySpan<float> xb = x.Slice(i * QK, QK);
+            if (UseVectors && Q4_0Lanes(xb, ref blocks[i]))
+                continue;
             float max = SignedAbsMax(xb);
             float d = max / -8;
             float id = d != 0 ? 1.0f / d : 0.0f;
@@ -68,6 +72,8 @@ public static partial class Quantize
         for (int i = 0; i < blocks.Length; i++)
         {
             ReadOnlySpan<float> xb = x.Slice(i * QK, QK);
+            if (UseVectors && Q4_1Lanes(xb, ref blocks[i]))
+                continue;
             (float min, float max) = MinMax(xb);
             float d = (max - min) / ((1 << 4) - 1);
             float id = d != 0 ? 1.0f / d : 0.0f;
@@ -96,6 +102,8 @@ public static partial class Quantize
         for (int i = 0; i < blocks.Length; i++)
         {
             ReadOnlySpan<float> xb = x.Slice(i * QK, QK);
+            if (UseVectors && Q5_0Lanes(xb, ref blocks[i]))
+                continue;
             float max = SignedAbsMax(xb);
             float d = max / -16;
             float id = d != 0 ? 1.0f / d : 0.0f;
@@ -120,6 +128,8 @@ public static partial class Quantize
         for (int i = 0; i < blocks.Length; i++)
         {
             ReadOnlySpan<float> xb = x.Slice(i * QK, QK);
+            if (UseVectors && Q5_1Lanes(xb, ref blocks[i]))
+                continue;
             (float min, float max) = MinMax(xb);
             float d = (max - min) / ((1 << 5) - 1);
             float id = d != 0 ? 1.0f / d : 0.0f;

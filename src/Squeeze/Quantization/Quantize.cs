@@ -211,7 +211,7 @@ public static partial class Quantize
         long expected = GgmlTypes.RowBytes(type, x.Length);
         if (y.Length != expected)
             throw new ArgumentException($"a {type} row of {x.Length} values takes {expected} bytes, not {y.Length}", nameof(y));
-        string where = row >= 0 ? $"row {row}" : "the row";
+        string Where() => row >= 0 ? $"row {row}" : "the row";
         // The value of largest magnitude (vectorised; NaN when there is a NaN, infinite when there is an infinity).
         float amax = x.IsEmpty ? 0 : MathF.Abs(TensorPrimitives.MaxMagnitude(x));
         if (!float.IsFinite(amax))
@@ -219,7 +219,7 @@ public static partial class Quantize
             for (int i = 0; i < x.Length; i++)
             {
                 if (!float.IsFinite(x[i]))
-                    throw new ArgumentException($"{where} holds a non-finite value ({x[i]}) at column {i}; quantization needs finite weights", nameof(x));
+                    throw new ArgumentException($"{Where()} holds a non-finite value ({x[i]}) at column {i}; quantization needs finite weights", nameof(x));
             }
         }
         if (!importance.IsEmpty)
@@ -261,7 +261,7 @@ public static partial class Quantize
                 if (!float.IsFinite(back[i]))
                 {
                     y.Clear();
-                    throw new ArgumentException($"{where}: value {x[i]} at column {i} is too large for {type} (its half-precision scale or value overflows)", nameof(x));
+                    throw new ArgumentException($"{Where()}: value {x[i]} at column {i} is too large for {type} (its half-precision scale or value overflows)", nameof(x));
                 }
             }
         }

@@ -13,7 +13,8 @@ public class QuantizeVectorTests
         GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1, GgmlType.Q8_0,
     };
 
-    // Gaussian, heavy-tailed (a few large outliers), all-positive, mostly zero, tiny and constant rows.
+    // Gaussian, heavy-tailed (a few large outliers), all-positive, mostly zero, tiny, constant rows, and rows of ±1 and ±0
+    // (ties of magnitude and signed zeros: the first of equal values decides a sign), and rows of ±0 alone.
     private static float[] Row(Random random, int count, int kind)
     {
         var x = new float[count];
@@ -27,7 +28,9 @@ public class QuantizeVectorTests
                 2 => (float)Math.Abs(g) + 0.5f,
                 3 => random.Next(8) == 0 ? (float)g : 0f,
                 4 => (float)(1e-6 * g),
-                _ => 0.25f,
+                5 => 0.25f,
+                6 => random.Next(4) switch { 0 => 1f, 1 => -1f, 2 => -0f, _ => 0f },
+                _ => random.Next(2) == 0 ? -0f : 0f,
             };
         }
         return x;
@@ -41,10 +44,10 @@ public class QuantizeVectorTests
         int block = GgmlTypes.BlockSize(type);
         foreach (int blocks in new[] { 1, 2, 3, 5, 8 })
         {
-            for (int seed = 0; seed < 12; seed++)
+            for (int seed = 0; seed < 16; seed++)
             {
                 int count = block == 32 ? 32 * blocks : 256 * blocks;
-                var x = Row(random, count, seed % 6);
+                var x = Row(random, count, seed % 8);
                 float[] importance = seed % 2 == 0 ? [] : Enumerable.Range(0, count).Select(_ => (float)random.NextDouble() * (random.Next(10) == 0 ? 0 : 3)).ToArray();
                 int bytes = checked((int)GgmlTypes.RowBytes(type, count));
                 var vector = new byte[bytes];

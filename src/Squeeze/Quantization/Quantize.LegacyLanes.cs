@@ -1,0 +1,184 @@
+using System.Buffers.Binary;
+using System.Numerics;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using Squeeze.Tensors.Blocks;
+using static Squeeze.Tensors.HalfConversions;
+
+namespace Squeeze.Quantization;
+
+// The unweighted legacy quantizers' vector forms (four Vector256 per 32-value block), each giving its scalar
+// definition's bytes (Quantize.Legacy.cs): the same f32 operations on every value in the same order (no fused
+// multiply-add), the same first-of-ties choice of the signed maximum, minimum and maximum (a horizontal reduction finds
+// the extreme value, then the first position holding it gives the value with the sign the scalar loop kept), and
+// truncating conversions where the definition truncates. Where an inverse scale or a range is not finite the vector and
+// scalar conversions could disagree, so such a block returns false and is encoded by the scalar definition.
+public static partial class Quantize
+{
+    private readonly ref struct Block32
+    {
+        public readonly Vector256<float> V0, V1, V2, V3;
+
+        public Block32(ReadOnlySpan<float> xb)
+        {
+            ref float x = ref MemoryMarshal.GetReference(xb);
+            V0 = Vector256.LoadUnsafe(ref x);
+            V1 = Vector256.LoadUnsafe(ref x, 8);
+            V2 = Vector256.LoadUnsafe(ref x, 16);
+            V3 = Vector256.LoadUnsafe(ref x, 24);
+        }
+
+        // Bit j set where value j equals value (±0 compare equal, as in the scalar comparisons).
+        public uint Where(Vector256<float> value)
+            => Vector256.Equals(V0, value).ExtractMostSignificantBits()
+                | Vector256.Equals(V1, value).ExtractMostSignificantBits() << 8
+                | Vector256.Equals(V2, value).ExtractMostSignificantBits() << 16
+                | Vector256.Equals(V3, value).ExtractMostSignificantBits() << 24;
+
+        // Codes min(top, trunc((x − sub)·mul + add)) of the 32 values, in order, as bytes (0 ≤ code ≤ 255 here).
+        public Vector256<byte> Codes(float sub, float mul, float add, int top)
+        {
+            var s = Vector256.Create(sub);
+            var m = Vector256.Create(mul);
+            var a = Vector256.Create(add);
+            var t = Vector256.Create(top);
+            var c0 = Vector256.Min(Vector256.ConvertToInt32((V0 - s) * m + a), t);
+            var c1 = Vector256.Min(Vector256.ConvertToInt32((V1 - s) * m + a), t);
+            var c2 = Vector256.Min(Vector256.ConvertToInt32((V2 - s) * m + a), t);
+            var c3 = Vector256.Min(Vector256.ConvertToInt32((V3 - s) * m + a), t);
+            return Vector256.Narrow(Vector256.Narrow(c0, c1).AsUInt16(), Vector256.Narrow(c2, c3).AsUInt16());
+        }
+    }
+
+    private static float HorizontalMax(Vector256<float> v)
+    {
+        var m = Vector128.Max(v.GetLower(), v.GetUpper());
+        m = Vector128.Max(m, Vector128.Shuffle(m, Vector128.Create(2, 3, 0, 1)));
+        return MathF.Max(m.GetElement(0), m.GetElement(1));
+    }
+
+    private static float HorizontalMin(Vector256<float> v)
+    {
+        var m = Vector128.Min(v.GetLower(), v.GetUpper());
+        m = Vector128.Min(m, Vector128.Shuffle(m, Vector128.Create(2, 3, 0, 1)));
+        return MathF.Min(m.GetElement(0), m.GetElement(1));
+    }
+
+    // SignedAbsMax's value: the first value of largest magnitude, or +0 when every value is ±0.
+    private static float SignedAbsMaxLanes(in Block32 x, ReadOnlySpan<float> xb)
+    {
+        var a = Vector256.Max(Vector256.Max(Vector256.Abs(x.V0), Vector256.Abs(x.V1)), Vector256.Max(Vector256.Abs(x.V2), Vector256.Abs(x.V3)));
+        float amax = HorizontalMax(a);
+        if (amax == 0)
+            return 0;
+        var target = Vector256.Create(amax);
+        uint mask = Vector256.Equals(Vector256.Abs(x.V0), target).ExtractMostSignificantBits()
+            | Vector256.Equals(Vector256.Abs(x.V1), target).ExtractMostSignificantBits() << 8
+            | Vector256.Equals(Vector256.Abs(x.V2), target).ExtractMostSignificantBits() << 16
+            | Vector256.Equals(Vector256.Abs(x.V3), target).ExtractMostSignificantBits() << 24;
+        return xb[BitOperations.TrailingZeroCount(mask)];
+    }
+
+    // MinMax's values: the first value equal to the minimum and the first equal to the maximum.
+    private static (float Min, float Max) MinMaxLanes(in Block32 x, ReadOnlySpan<float> xb)
+    {
+        float min = HorizontalMin(Vector256.Min(Vector256.Min(x.V0, x.V1), Vector256.Min(x.V2, x.V3)));
+        float max = HorizontalMax(Vector256.Max(Vector256.Max(x.V0, x.V1), Vector256.Max(x.V2, x.V3)));
+        return (xb[BitOperations.TrailingZeroCount(x.Where(Vector256.Create(min)))],
+            xb[BitOperations.TrailingZeroCount(x.Where(Vector256.Create(max)))]);
+    }
+
+    // Low nibbles of codes j and j + 16 in byte j.
+    private static Vector128<byte> Nibbles(Vector256<byte> codes)
+    {
+        var low = Vector128.Create((byte)0x0F);
+        return (codes.GetLower() & low) | Vector128.ShiftLeft(codes.GetUpper() & low, 4);
+    }
+
+    // Bit 4 of code j in bit j.
+    private static uint FifthBits(Vector256<byte> codes) => Vector256.ShiftLeft(codes, 3).ExtractMostSignificantBits();
+
+    private static bool Q8_0Lanes(ReadOnlySpan<float> xb, ref BlockQ8_0 b)
+    {
+        var x = new Block32(xb);
+        float amax = HorizontalMax(Vector256.Max(Vector256.Max(Vector256.Abs(x.V0), Vector256.Abs(x.V1)), Vector256.Max(Vector256.Abs(x.V2), Vector256.Abs(x.V3))));
+        float d = amax / ((1 << 7) - 1);
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        if (!float.IsFinite(id))
+            return false;
+        var scale = Vector256.Create(id);
+        var s01 = Vector256.Narrow(RoundAway(x.V0 * scale), RoundAway(x.V1 * scale));
+        var s23 = Vector256.Narrow(RoundAway(x.V2 * scale), RoundAway(x.V3 * scale));
+        b.D = F32ToF16(d);
+        Vector256.Narrow(s01, s23).CopyTo((Span<sbyte>)b.Qs);
+        return true;
+    }
+
+    // MathF.Round(v, MidpointRounding.AwayFromZero) converted to int: trunc(|v|), plus one where the exact fraction
+    // |v| − trunc(|v|) is at least one half, with v's sign.
+    private static Vector256<int> RoundAway(Vector256<float> v)
+    {
+        var a = Vector256.Abs(v);
+        var t = Vector256.Truncate(a);
+        var r = t + (Vector256.GreaterThanOrEqual(a - t, Vector256.Create(0.5f)) & Vector256<float>.One);
+        return Vector256.ConvertToInt32(Vector256.CopySign(r, v));
+    }
+
+    private static bool Q4_0Lanes(ReadOnlySpan<float> xb, ref BlockQ4_0 b)
+    {
+        var x = new Block32(xb);
+        float max = SignedAbsMaxLanes(x, xb);
+        float d = max / -8;
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        if (!float.IsFinite(id))
+            return false;
+        b.D = F32ToF16(d);
+        Nibbles(x.Codes(0f, id, 8.5f, 15)).CopyTo((Span<byte>)b.Qs);
+        return true;
+    }
+
+    private static bool Q4_1Lanes(ReadOnlySpan<float> xb, ref BlockQ4_1 b)
+    {
+        var x = new Block32(xb);
+        (float min, float max) = MinMaxLanes(x, xb);
+        float d = (max - min) / ((1 << 4) - 1);
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        if (!float.IsFinite(max - min) || !float.IsFinite(id))
+            return false;
+        b.D = F32ToF16(d);
+        b.M = F32ToF16(min);
+        Nibbles(x.Codes(min, id, 0.5f, 15)).CopyTo((Span<byte>)b.Qs);
+        return true;
+    }
+
+    private static bool Q5_0Lanes(ReadOnlySpan<float> xb, ref BlockQ5_0 b)
+    {
+        var x = new Block32(xb);
+        float max = SignedAbsMaxLanes(x, xb);
+        float d = max / -16;
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        if (!float.IsFinite(id))
+            return false;
+        var codes = x.Codes(0f, id, 16.5f, 31);
+        b.D = F32ToF16(d);
+        Nibbles(codes).CopyTo((Span<byte>)b.Qs);
+        BinaryPrimitives.WriteUInt32LittleEndian(b.Qh, FifthBits(codes));
+        return true;
+    }
+
+    private static bool Q5_1Lanes(ReadOnlySpan<float> xb, ref BlockQ5_1 b)
+    {
+        var x = new Block32(xb);
+        (float min, float max) = MinMaxLanes(x, xb);
+        float d = (max - min) / ((1 << 5) - 1);
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        if (!float.IsFinite(max - min) || !float.IsFinite(id))
+            return false;
+        var codes = x.Codes(min, id, 0.5f, 255);
+        b.D = F32ToF16(d);
+        b.M = F32ToF16(min);
+        Nibbles(codes).CopyTo((Span<byte>)b.Qs);
+        BinaryPrimitives.WriteUInt32LittleEndian(b.Qh, FifthBits(codes));
+        return true;
+    }
+}
