@@ -13,7 +13,8 @@ namespace Squeeze.Bench;
 /// of the 1.1B shape's first layer (<see cref="ShapesSuite"/>). Each repetition times Squeeze and llama.cpp one after the
 /// other and takes the ratio; the table gives medians. The SHA-256 of Squeeze's bytes shows that a faster quantizer
 /// writes the same file; the squared error of each tool's encoding, Σ(x − x̂)² ÷ Σx² over the same rows, shows what
-/// Squeeze's refinement of llama.cpp's search buys for its time.
+/// Squeeze's refinement of llama.cpp's search buys for its time. The last columns time Squeeze with llama.cpp's search
+/// alone (<see cref="ScaleSearch.LlamaCpp"/>, <c>convert --search llama.cpp</c>) and check its bytes against llama.cpp's.
 /// </summary>
 internal static unsafe class QuantizeSpeedSuite
 {
@@ -51,13 +52,15 @@ internal static unsafe class QuantizeSpeedSuite
             + $"({shape.Name} shape: the first {rows} rows of {string.Join(" and ", sources.Select(s => $"{s.Name} ({s.Columns} columns)"))}; "
             + $"one thread, no importance; thread CPU ns per value, median of {repetitions})");
         Console.WriteLine();
-        Console.WriteLine("| type | Squeeze | llama.cpp | ratio | relative error Squeeze | llama.cpp | ratio | SHA-256 of Squeeze's bytes |");
-        Console.WriteLine("|---|---|---|---|---|---|---|---|");
+        Console.WriteLine("| type | Squeeze | llama.cpp | ratio | relative error Squeeze | llama.cpp | ratio | SHA-256 of Squeeze's bytes "
+            + "| Squeeze `--search llama.cpp` | ratio | its bytes llama.cpp's |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
         foreach (GgmlType type in types)
         {
             long values = sources.Sum(s => (long)s.Values.Length);
             var outputs = sources.Select(s => new byte[GgmlTypes.RowBytes(type, s.Columns) * rows]).ToArray();
             var reference = sources.Select(s => new byte[GgmlTypes.RowBytes(type, s.Columns) * rows]).ToArray();
+            var llamaSearch = sources.Select(s => new byte[GgmlTypes.RowBytes(type, s.Columns) * rows]).ToArray();
             double Time(Action action)
             {
                 long start = ThreadCpuNanoseconds();
@@ -68,6 +71,11 @@ internal static unsafe class QuantizeSpeedSuite
             {
                 for (int i = 0; i < sources.Count; i++)
                     Quantize.Rows(type, sources[i].Values, sources[i].Columns, [], outputs[i], maxThreads: 1);
+            }
+            void SqueezeLlamaCppSearch()
+            {
+                for (int i = 0; i < sources.Count; i++)
+                    Quantize.Rows(type, sources[i].Values, sources[i].Columns, [], llamaSearch[i], maxThreads: 1, ScaleSearch.LlamaCpp);
             }
             void LlamaCpp()
             {
@@ -85,25 +93,36 @@ internal static unsafe class QuantizeSpeedSuite
             do
                 Squeeze();
             while (warmUp.ElapsedMilliseconds < 1000);
+            warmUp.Restart();
+            do
+                SqueezeLlamaCppSearch();
+            while (warmUp.ElapsedMilliseconds < 1000);
             Thread.Sleep(500);
             Squeeze();
+            SqueezeLlamaCppSearch();
             LlamaCpp();
             var ours = new double[repetitions];
             var theirs = new double[repetitions];
             var ratios = new double[repetitions];
+            var searchOnly = new double[repetitions];
+            var searchRatios = new double[repetitions];
             for (int r = 0; r < repetitions; r++)
             {
                 ours[r] = Time(Squeeze);
+                searchOnly[r] = Time(SqueezeLlamaCppSearch);
                 theirs[r] = Time(LlamaCpp);
                 ratios[r] = ours[r] / theirs[r];
+                searchRatios[r] = searchOnly[r] / theirs[r];
             }
+            bool sameAsLlamaCpp = llamaSearch.Zip(reference).All(p => p.First.AsSpan().SequenceEqual(p.Second));
             using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
             foreach (var output in outputs)
                 sha.AppendData(output);
             string hash = Convert.ToHexStringLower(sha.GetHashAndReset())[..16];
             double ourError = RelativeError(type, sources, outputs), theirError = RelativeError(type, sources, reference);
             Console.WriteLine($"| {type} | {Median(ours):0.0} | {Median(theirs):0.0} | {Median(ratios):0.00} | "
-                + $"{ourError:0.000e0} | {theirError:0.000e0} | {ourError / theirError:0.000} | {hash} |");
+                + $"{ourError:0.000e0} | {theirError:0.000e0} | {ourError / theirError:0.000} | {hash} | "
+                + $"{Median(searchOnly):0.0} | {Median(searchRatios):0.00} | {(sameAsLlamaCpp ? "yes" : "no")} |");
             Console.Out.Flush();
         }
     }

@@ -8,8 +8,8 @@ namespace Squeeze.Quantization;
 /// <summary>One tensor of a written file: its type, size and how far its decoded values are from the source's.</summary>
 public sealed record TensorReport(string Name, GgmlType SourceType, GgmlType Type, long[] Shape, long Bytes, double BitsPerWeight, double RelativeRmsError, string Reason, double Seconds);
 
-/// <summary>What <see cref="GgufQuantizer.Write"/> wrote.</summary>
-public sealed record ConversionReport(string Output, string Mix, long FileBytes, long Parameters, double BitsPerWeight, double Seconds, IReadOnlyList<TensorReport> Tensors);
+/// <summary>What <see cref="GgufQuantizer.Write"/> wrote, and with which scale search.</summary>
+public sealed record ConversionReport(string Output, string Mix, ScaleSearch Search, long FileBytes, long Parameters, double BitsPerWeight, double Seconds, IReadOnlyList<TensorReport> Tensors);
 
 /// <summary>Writes a model as a GGUF file with every tensor in the type a <see cref="QuantizationPlan"/> gave it.
 /// Tensors are encoded one at a time while the file streams out, so memory holds one tensor at most.</summary>
@@ -46,10 +46,11 @@ public static class GgufQuantizer
     /// <summary>
     /// Writes <paramref name="model"/> to <paramref name="path"/> with the types of <paramref name="plan"/>;
     /// <paramref name="importance"/> optionally gives per-column weights by tensor name. Reports progress as
-    /// (tensors done, tensors in all, name of the tensor being encoded).
+    /// (tensors done, tensors in all, name of the tensor being encoded). <paramref name="search"/>: how the k-quants and
+    /// IQ4_NL choose their scales (<see cref="ScaleSearch.LlamaCpp"/> without importance: llama-quantize's bytes).
     /// </summary>
     public static ConversionReport Write(Model model, QuantizationPlan plan, string path, IReadOnlyDictionary<string, float[]>? importance = null,
-        int threads = 0, IProgress<(int Done, int Total, string Tensor)>? progress = null)
+        int threads = 0, IProgress<(int Done, int Total, string Tensor)>? progress = null, ScaleSearch search = ScaleSearch.Refined)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(plan);
@@ -76,7 +77,7 @@ public static class GgufQuantizer
                         buffer = new byte[target.ByteLength];
                     var bytes = buffer.AsSpan(0, checked((int)target.ByteLength));
                     float[]? weights = importance is not null && importance.TryGetValue(tensor.Name, out var w) ? w : null;
-                    var (errorSquares, signalSquares) = Quantize.Tensor(tensor, target.Type, weights, bytes, threads);
+                    var (errorSquares, signalSquares) = Quantize.Tensor(tensor, target.Type, weights, bytes, threads, search);
                     error = signalSquares > 0 ? Math.Sqrt(errorSquares / signalSquares) : 0;
                     stream.Write(bytes);
                 }
@@ -87,6 +88,6 @@ public static class GgufQuantizer
         progress?.Report((total, total, ""));
         long parameters = model.ParameterCount;
         long fileBytes = new FileInfo(path).Length;
-        return new ConversionReport(path, plan.Mix.Name, fileBytes, parameters, 8.0 * reports.Sum(r => r.Bytes) / parameters, clock.Elapsed.TotalSeconds, reports);
+        return new ConversionReport(path, plan.Mix.Name, search, fileBytes, parameters, 8.0 * reports.Sum(r => r.Bytes) / parameters, clock.Elapsed.TotalSeconds, reports);
     }
 }

@@ -28,7 +28,7 @@ public static partial class Quantize
         scalarOnly = true;
         try
         {
-            RowCore(type, source, importance, destination, -1);
+            RowCore(type, source, importance, destination, -1, ScaleSearch.Refined);
         }
         finally
         {

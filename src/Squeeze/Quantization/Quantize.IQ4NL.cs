@@ -12,7 +12,7 @@ namespace Squeeze.Quantization;
 // keeping a change only when it lowers Σ w (x - x̂)².
 public static partial class Quantize
 {
-    private static void IQ4_NL(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y)
+    private static void IQ4_NL(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, ScaleSearch search)
     {
         Span<BlockIQ4_NL> blocks = MemoryMarshal.Cast<byte, BlockIQ4_NL>(y);
         Span<byte> L = stackalloc byte[QK];
@@ -30,7 +30,7 @@ public static partial class Quantize
 
             // Refinement, measured with the metric weights (importance or 1).
             double best = IQ4NLError(xb, qw, F16ToF32(d), L);
-            for (int iteration = 0; iteration < (llamaCppOnly ? 0 : 4); iteration++)
+            for (int iteration = 0; iteration < (search == ScaleSearch.Refined ? 4 : 0); iteration++)
             {
                 bool improved = false;
                 int count = 0;

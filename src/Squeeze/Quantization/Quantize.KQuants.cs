@@ -50,9 +50,10 @@ public static partial class Quantize
 
     // For each super-block: every starting point (llama.cpp's algorithms) is refined, the lowest error wins.
     private static void KQuantRow(KFormat format, ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, int blockBytes,
-        KStart[] starts, KPack pack)
+        KStart[] starts, KPack pack, ScaleSearch search)
     {
-        if (llamaCppOnly)
+        bool refine = search == ScaleSearch.Refined;
+        if (!refine)
             starts = starts[..1];
         var best = new KBlock();
         var candidate = new KBlock();
@@ -77,7 +78,7 @@ public static partial class Quantize
                     candidate.CopyTo(best);
                 }
             }
-            if (!llamaCppOnly)
+            if (refine)
             {
                 if (lanes is not null)
                     RefineLanes(format, xb, qw, best, lanes);
@@ -88,20 +89,20 @@ public static partial class Quantize
         }
     }
 
-    private static void Q2_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y)
-        => KQuantRow(FormatQ2K, x, importance, y, 84, importance.IsEmpty ? [StartQ2KRef] : [StartQ2KWeighted], PackQ2K);
+    private static void Q2_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, ScaleSearch search)
+        => KQuantRow(FormatQ2K, x, importance, y, 84, importance.IsEmpty ? [StartQ2KRef] : [StartQ2KWeighted], PackQ2K, search);
 
-    private static void Q3_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y)
-        => KQuantRow(FormatQ3K, x, importance, y, 110, importance.IsEmpty ? [StartQ3KRef, StartQ3KWeighted] : [StartQ3KWeighted], PackQ3K);
+    private static void Q3_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, ScaleSearch search)
+        => KQuantRow(FormatQ3K, x, importance, y, 110, importance.IsEmpty ? [StartQ3KRef, StartQ3KWeighted] : [StartQ3KWeighted], PackQ3K, search);
 
-    private static void Q4_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y)
-        => KQuantRow(FormatQ4K, x, importance, y, 144, importance.IsEmpty ? [StartQ4KRef, StartQ4KWeighted] : [StartQ4KWeighted], PackQ4K);
+    private static void Q4_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, ScaleSearch search)
+        => KQuantRow(FormatQ4K, x, importance, y, 144, importance.IsEmpty ? [StartQ4KRef, StartQ4KWeighted] : [StartQ4KWeighted], PackQ4K, search);
 
-    private static void Q5_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y)
-        => KQuantRow(FormatQ5K, x, importance, y, 176, importance.IsEmpty ? [StartQ5KRef, StartQ5KWeighted] : [StartQ5KWeighted], PackQ5K);
+    private static void Q5_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, ScaleSearch search)
+        => KQuantRow(FormatQ5K, x, importance, y, 176, importance.IsEmpty ? [StartQ5KRef, StartQ5KWeighted] : [StartQ5KWeighted], PackQ5K, search);
 
-    private static void Q6_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y)
-        => KQuantRow(FormatQ6K, x, importance, y, 210, [StartQ6K], PackQ6K);
+    private static void Q6_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, ScaleSearch search)
+        => KQuantRow(FormatQ6K, x, importance, y, 210, [StartQ6K], PackQ6K, search);
 
     // ================= starting points: llama.cpp's algorithms =================
 

@@ -7,7 +7,7 @@ namespace Squeeze.Quantization;
 /// Scalar reference quantizers: f32 rows to the encodings ggml stores (F16, BF16, legacy 32-value blocks, k-quant
 /// 256-value super-blocks, IQ4_NL). Deterministic: the same input always gives the same bytes.
 /// <para>Legacy types without importance are byte-identical to llama.cpp's <c>quantize_row_*_ref</c>. K-quants and IQ4_NL
-/// start from llama.cpp's own algorithm and then refine each block (sub-block scales, super-block scales, codes), keeping
+/// start from llama.cpp's own algorithm (alone with <see cref="ScaleSearch.LlamaCpp"/>) and then refine each block (sub-block scales, super-block scales, codes), keeping
 /// the refinement only when it lowers the block's error Σ wᵢ (xᵢ − x̂ᵢ)², with wᵢ = importance[i] when given, else 1
 /// (plain squared error). So their error is never above llama.cpp's algorithm on the same block.</para>
 /// </summary>
@@ -22,19 +22,23 @@ public static partial class Quantize
     /// Encodes one row: <c>destination = encode(type, source)</c>, where <paramref name="destination"/> holds exactly
     /// <c>GgmlTypes.RowBytes(type, source.Length)</c> bytes. <paramref name="importance"/> is one non-negative weight per
     /// column (an importance matrix row, as llama.cpp's imatrix) or empty for none; Q8_0, F16, BF16 and F32 ignore it.
+    /// <paramref name="search"/>: how the k-quants and IQ4_NL choose their scales.
     /// </summary>
     /// <exception cref="ArgumentException">The row holds NaN or infinity, the lengths do not fit the type, or the
     /// importance has the wrong length or a negative / non-finite weight.</exception>
-    public static void Row(GgmlType type, ReadOnlySpan<float> source, ReadOnlySpan<float> importance, Span<byte> destination)
-        => RowCore(type, source, importance, destination, -1);
+    public static void Row(GgmlType type, ReadOnlySpan<float> source, ReadOnlySpan<float> importance, Span<byte> destination,
+        ScaleSearch search = ScaleSearch.Refined)
+        => RowCore(type, source, importance, destination, -1, search);
 
     /// <summary>
     /// Encodes every row of a row-major matrix: row r is <c>source[r*columns .. (r+1)*columns)</c> and goes to
     /// <c>destination[r*rowBytes ..]</c>. Rows are spread over up to <paramref name="maxThreads"/> threads (0 = all cores);
-    /// each row is encoded independently, so the bytes are identical whatever the thread count.
+    /// each row is encoded independently, so the bytes are identical whatever the thread count. <paramref name="search"/>:
+    /// how the k-quants and IQ4_NL choose their scales.
     /// </summary>
     /// <exception cref="ArgumentException">A row holds NaN or infinity (the message names the row), or the lengths do not fit.</exception>
-    public static unsafe void Rows(GgmlType type, ReadOnlySpan<float> source, int columns, ReadOnlySpan<float> importance, Span<byte> destination, int maxThreads = 0)
+    public static unsafe void Rows(GgmlType type, ReadOnlySpan<float> source, int columns, ReadOnlySpan<float> importance, Span<byte> destination, int maxThreads = 0,
+        ScaleSearch search = ScaleSearch.Refined)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(columns);
         ArgumentOutOfRangeException.ThrowIfNegative(maxThreads);
@@ -67,7 +71,7 @@ public static partial class Quantize
                     var x = new ReadOnlySpan<float>((float*)s + (long)r * columns, columns);
                     var qw = new ReadOnlySpan<float>((float*)w, impLength);
                     var y = new Span<byte>((byte*)d + (long)r * rowBytes, rowBytes);
-                    RowCore(type, x, qw, y, r);
+                    RowCore(type, x, qw, y, r, search);
                 }
             }
             if (threads <= 1 || chunks == 1)
@@ -87,11 +91,13 @@ public static partial class Quantize
     /// row by row, into <paramref name="destination"/> (<c>RowBytes(type, Columns) * Rows</c> bytes), on up to
     /// <paramref name="maxThreads"/> threads (0 = all cores), and measures the encoding against the source on the way.
     /// <paramref name="importance"/>: one weight per column, or empty. The bytes and the error do not depend on the
-    /// thread count (rows are encoded independently; the error sums are added in row order).
+    /// thread count (rows are encoded independently; the error sums are added in row order). <paramref name="search"/>: how
+    /// the k-quants and IQ4_NL choose their scales.
     /// </summary>
     /// <returns>Σ (x − x̂)² and Σ x² over the tensor, each in double.</returns>
     /// <exception cref="ArgumentException">The tensor holds NaN or infinity (the message names the row and tensor), or a length does not fit.</exception>
-    public static unsafe (double ErrorSquares, double SignalSquares) Tensor(Tensor source, GgmlType type, ReadOnlySpan<float> importance, Span<byte> destination, int maxThreads = 0)
+    public static unsafe (double ErrorSquares, double SignalSquares) Tensor(Tensor source, GgmlType type, ReadOnlySpan<float> importance, Span<byte> destination, int maxThreads = 0,
+        ScaleSearch search = ScaleSearch.Refined)
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentOutOfRangeException.ThrowIfNegative(maxThreads);
@@ -124,7 +130,7 @@ public static partial class Quantize
                     var y = new Span<byte>((byte*)d + r * rowBytes, (int)rowBytes);
                     try
                     {
-                        RowCore(type, x, new ReadOnlySpan<float>((float*)w, impLength), y, r);
+                        RowCore(type, x, new ReadOnlySpan<float>((float*)w, impLength), y, r, search);
                     }
                     catch (ArgumentException e)
                     {
@@ -185,26 +191,7 @@ public static partial class Quantize
         return sum;
     }
 
-    // Set only inside LlamaCppRow: k-quants and IQ4_NL stop after llama.cpp's own algorithm (first start, no refinement).
-    [ThreadStatic]
-    private static bool llamaCppOnly;
-
-    /// <summary>Test hook: encodes a row with llama.cpp's algorithm alone (no refinement), to show that the starting
-    /// point reproduces llama.cpp's output and the refinement is what lowers the error.</summary>
-    internal static void LlamaCppRow(GgmlType type, ReadOnlySpan<float> source, ReadOnlySpan<float> importance, Span<byte> destination)
-    {
-        llamaCppOnly = true;
-        try
-        {
-            RowCore(type, source, importance, destination, -1);
-        }
-        finally
-        {
-            llamaCppOnly = false;
-        }
-    }
-
-    private static void RowCore(GgmlType type, ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, long row)
+    private static void RowCore(GgmlType type, ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, long row, ScaleSearch search)
     {
         if (!IsSupported(type))
             throw new NotSupportedException($"quantizing to {type} is not supported");
@@ -242,12 +229,12 @@ public static partial class Quantize
             case GgmlType.Q4_1: Q4_1(x, importance, y); break;
             case GgmlType.Q5_0: Q5_0(x, importance, y); break;
             case GgmlType.Q5_1: Q5_1(x, importance, y); break;
-            case GgmlType.Q2_K: Q2_K(x, importance, y); break;
-            case GgmlType.Q3_K: Q3_K(x, importance, y); break;
-            case GgmlType.Q4_K: Q4_K(x, importance, y); break;
-            case GgmlType.Q5_K: Q5_K(x, importance, y); break;
-            case GgmlType.Q6_K: Q6_K(x, importance, y); break;
-            case GgmlType.IQ4_NL: IQ4_NL(x, importance, y); break;
+            case GgmlType.Q2_K: Q2_K(x, importance, y, search); break;
+            case GgmlType.Q3_K: Q3_K(x, importance, y, search); break;
+            case GgmlType.Q4_K: Q4_K(x, importance, y, search); break;
+            case GgmlType.Q5_K: Q5_K(x, importance, y, search); break;
+            case GgmlType.Q6_K: Q6_K(x, importance, y, search); break;
+            case GgmlType.IQ4_NL: IQ4_NL(x, importance, y, search); break;
             default: throw new NotSupportedException($"quantizing to {type} is not supported");
         }
         // Half-precision scales (and F16 values) overflow only for huge weights; below 2^15 no format can produce a

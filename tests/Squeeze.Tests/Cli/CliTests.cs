@@ -74,6 +74,44 @@ public class CliTests
         Assert.DoesNotContain("   at ", r.Stderr);
     }
 
+    [Theory]
+    [InlineData("Q4_K_M", "Q4_K")]
+    [InlineData("Q3_K_M", "Q3_K")]
+    [InlineData("IQ4_NL", "IQ4_NL")]
+    public void Convert_with_llama_cpp_search_writes_llama_quantizes_bytes(string mix, string type)
+    {
+        // llama-quantize --pure wrote synthetic-TYPE.gguf from synthetic-f32.gguf; convert --pure --search llama.cpp writes
+        // the same bytes for every quantized tensor, the default (refined) search different ones.
+        using var temp = new TempDirectory();
+        string llama = temp.File("llama.gguf"), refined = temp.File("refined.gguf");
+        var r = CliRunner.Run("convert", SharedData.Synthetic("synthetic-f32.gguf"), "--type", mix, "--pure", "--search", "llama.cpp", "-o", llama, "--json");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal("LlamaCpp", r.Json.GetProperty("search").GetString());
+        var d = CliRunner.Run("convert", SharedData.Synthetic("synthetic-f32.gguf"), "--type", mix, "--pure", "-o", refined);
+        Assert.True(d.ExitCode == 0, d.Stderr);
+        using var golden = Squeeze.Formats.Gguf.GgufFile.Open(SharedData.Synthetic($"synthetic-{type}.gguf"));
+        using var ours = Squeeze.Formats.Gguf.GgufFile.Open(llama);
+        using var theirsRefined = Squeeze.Formats.Gguf.GgufFile.Open(refined);
+        int quantized = 0, differentWhenRefined = 0;
+        foreach (var g in golden.Tensors.Where(t => t.Type.ToString() == type))
+        {
+            Assert.True(ours.TryGetTensor(g.Name, out var mine));
+            Assert.Equal(g.Type, mine.Type);
+            Assert.True(Quantization.QuantizeGoldenTests.Bytes(g).SequenceEqual(Quantization.QuantizeGoldenTests.Bytes(mine)), $"{g.Name} differs from llama.cpp's");
+            Assert.True(theirsRefined.TryGetTensor(g.Name, out var refinedTensor));
+            if (!Quantization.QuantizeGoldenTests.Bytes(g).SequenceEqual(Quantization.QuantizeGoldenTests.Bytes(refinedTensor)))
+                differentWhenRefined++;
+            quantized++;
+        }
+        Assert.True(quantized >= 7, $"{quantized} tensors of {type}");
+        Assert.Equal(quantized, differentWhenRefined);
+
+        var bad = CliRunner.Run("convert", SharedData.Synthetic("synthetic-f32.gguf"), "--type", mix, "--search", "fast", "-o", temp.File("bad.gguf"));
+        Assert.Equal(1, bad.ExitCode);
+        Assert.Contains("--search fast: expected refined or llama.cpp", bad.Stderr);
+        Assert.False(File.Exists(temp.File("bad.gguf")));
+    }
+
     [Fact]
     public void Missing_model_and_non_utf8_text_are_clear_errors()
     {

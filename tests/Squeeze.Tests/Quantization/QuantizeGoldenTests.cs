@@ -121,7 +121,7 @@ public class QuantizeGoldenTests(ITestOutputHelper output)
             int rowBytes = checked((int)GgmlTypes.RowBytes(type, columns));
             byte[] mine = new byte[rowBytes * f32.Rows];
             for (int r = 0; r < f32.Rows; r++)
-                Quantize.LlamaCppRow(type, x.AsSpan(r * columns, columns), default, mine.AsSpan(r * rowBytes, rowBytes));
+                Quantize.Row(type, x.AsSpan(r * columns, columns), default, mine.AsSpan(r * rowBytes, rowBytes), ScaleSearch.LlamaCpp);
             ReadOnlySpan<byte> theirs = Bytes(g);
             int blockBytes = GgmlTypes.BlockBytes(type);
             for (int b = 0; b < mine.Length / blockBytes; b++)

@@ -235,7 +235,7 @@ public class QuantizeRoundTripTests(ITestOutputHelper output)
         for (int r = 0; r < rows; r++)
         {
             var xr = x.AsSpan(r * columns, columns);
-            Quantize.LlamaCppRow(type, xr, importance, buffer);
+            Quantize.Row(type, xr, importance, buffer, ScaleSearch.LlamaCpp);
             Dequantize.Row(type, buffer, llama.AsSpan(r * columns, columns));
             double a = Quantize.WeightedSquaredError(xr, withImportance.AsSpan(r * columns, columns), importance);
             double b = Quantize.WeightedSquaredError(xr, llama.AsSpan(r * columns, columns), importance);
@@ -262,7 +262,7 @@ public class QuantizeRoundTripTests(ITestOutputHelper output)
             var hook = new byte[plain.Length];
             Quantize.Row(type, x, default, plain);
             Quantize.Row(type, x, w, weighted);
-            Quantize.LlamaCppRow(type, x, w, hook);
+            Quantize.Row(type, x, w, hook, ScaleSearch.LlamaCpp);
             Assert.Equal(hook, weighted);
             if (type == GgmlType.Q8_0)
                 Assert.Equal(plain, weighted);
