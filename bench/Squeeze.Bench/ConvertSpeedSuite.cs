@@ -27,6 +27,13 @@ internal static class ConvertSpeedSuite
         string[] types = Program.Value(args, "--types")?.Split(',') ?? DefaultTypes;
         // --from hf or f16: time Squeeze from one source only (both by default)
         string from = Program.Value(args, "--from") ?? "both";
+        // --search llama.cpp: the k-quants and IQ4_NL with llama.cpp's scale search alone (convert --search llama.cpp)
+        var search = (Program.Value(args, "--search") ?? "refined") switch
+        {
+            "refined" => ScaleSearch.Refined,
+            "llama.cpp" => ScaleSearch.LlamaCpp,
+            string other => throw new ArgumentException($"--search {other}: expected refined or llama.cpp"),
+        };
         var shape = ShapesSuite.Shapes.FirstOrDefault(s => s.Name == shapeName)
             ?? throw new ArgumentException($"unknown shape {shapeName}; known: {string.Join(", ", ShapesSuite.Shapes.Select(s => s.Name))}");
         string cache = ShapesSuite.CacheDirectory(args);
@@ -37,7 +44,7 @@ internal static class ConvertSpeedSuite
         if (!File.Exists(f16))
         {
             string partial = f16 + $".{Environment.ProcessId}.tmp";
-            Convert(hf, "F16", partial, threads);
+            Convert(hf, "F16", partial, threads, ScaleSearch.Refined);
             File.Move(partial, f16);
         }
         NativeLibraryConfig.All.WithLogCallback((level, message) => { });
@@ -46,8 +53,8 @@ internal static class ConvertSpeedSuite
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- convert-speed {string.Join(' ', args)}` "
             + $"({shape.Name} shape, {threads} threads, median of {repetitions}; wall s / CPU s)");
         Console.WriteLine();
-        Console.WriteLine("| type | llama.cpp from F16 | Squeeze from HF bf16 | ratio wall (CPU) | Squeeze from F16 | ratio wall (CPU) | same size as llama.cpp's |");
-        Console.WriteLine("|---|---|---|---|---|---|---|");
+        Console.WriteLine("| type | llama.cpp from F16 | Squeeze from HF bf16 | ratio wall (CPU) | Squeeze from F16 | ratio wall (CPU) | same size as llama.cpp's | tensors from F16 byte-identical to llama.cpp's |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|");
         foreach (string type in types)
         {
             var ftype = Enum.Parse<LLamaFtype>("MOSTLY_" + type);
@@ -63,7 +70,7 @@ internal static class ConvertSpeedSuite
             var sizes = new List<string>();
             string Cells(string input, string output)
             {
-                var time = Median(repetitions, () => Convert(input, type, output, threads));
+                var time = Median(repetitions, () => Convert(input, type, output, threads, search));
                 long bytes = new FileInfo(output).Length;
                 sizes.Add(bytes == llamaBytes ? "" : $"{bytes:N0} from {Path.GetFileName(input)}");
                 return $"{time.Wall:0.0} / {time.Cpu:0.0} | {time.Wall / llama.Wall:0.00} ({time.Cpu / llama.Cpu:0.00})";
@@ -71,19 +78,35 @@ internal static class ConvertSpeedSuite
             string fromHf = from is "hf" or "both" ? Cells(hf, oursHf) : "– | –";
             string fromF16 = from is "f16" or "both" ? Cells(f16, oursF16) : "– | –";
             string same = sizes.All(s => s.Length == 0) ? "yes" : $"no: llama.cpp {llamaBytes:N0}, {string.Join(", ", sizes.Where(s => s.Length > 0))}";
-            Console.WriteLine($"| {type} | {llama.Wall:0.0} / {llama.Cpu:0.0} | {fromHf} | {fromF16} | {same} |");
+            string identical = from is "f16" or "both" ? IdenticalTensors(llamaOut, oursF16) : "–";
+            Console.WriteLine($"| {type} | {llama.Wall:0.0} / {llama.Cpu:0.0} | {fromHf} | {fromF16} | {same} | {identical} |");
             foreach (string file in new[] { llamaOut, oursHf, oursF16 })
                 File.Delete(file);
             Console.Out.Flush();
         }
     }
 
-    // What `squeeze convert IN -o OUT --type MIX --threads N` does.
-    private static void Convert(string input, string mix, string output, int threads)
+    // What `squeeze convert IN -o OUT --type MIX --threads N --search S` does.
+    private static void Convert(string input, string mix, string output, int threads, ScaleSearch search)
     {
         using var model = ModelLoader.Load(input);
         var plan = QuantizationMix.Plan(model, QuantizationMix.Parse(mix), [], pure: false);
-        GgufQuantizer.Write(model, plan, output, importance: null, threads);
+        GgufQuantizer.Write(model, plan, output, importance: null, threads, search: search);
+    }
+
+    // How many of llama.cpp's tensors Squeeze's file holds with the same type and bytes, of how many.
+    private static unsafe string IdenticalTensors(string llamaPath, string oursPath)
+    {
+        using var llama = Squeeze.Formats.Gguf.GgufFile.Open(llamaPath);
+        using var ours = Squeeze.Formats.Gguf.GgufFile.Open(oursPath);
+        int same = 0;
+        foreach (var t in llama.Tensors)
+        {
+            if (ours.TryGetTensor(t.Name, out var o) && o.Type == t.Type && o.ByteLength == t.ByteLength
+                && new ReadOnlySpan<byte>(t.Data, checked((int)t.ByteLength)).SequenceEqual(new ReadOnlySpan<byte>(o.Data, checked((int)o.ByteLength))))
+                same++;
+        }
+        return $"{same} of {llama.Tensors.Count}";
     }
 
     private static (double Wall, double Cpu) Median(int repetitions, Action action)

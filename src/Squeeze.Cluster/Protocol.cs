@@ -40,7 +40,7 @@ public static class ClusterProtocol
 {
     /// <summary>The wire format's version and the Squeeze library's: a worker built from other code could give other
     /// bytes, so it is refused.</summary>
-    public static string Version { get; } = $"squeeze-cluster/2 squeeze/{typeof(Models.Model).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion}";
+    public static string Version { get; } = $"squeeze-cluster/3 squeeze/{typeof(Models.Model).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion}";
 
     /// <summary>XxHash64 of <paramref name="bytes"/>.</summary>
     public static ulong Checksum(ReadOnlySpan<byte> bytes) => XxHash64.HashToUInt64(bytes);

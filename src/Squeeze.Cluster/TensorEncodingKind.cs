@@ -26,6 +26,7 @@ internal sealed class TensorEncodingKind : IWorkKind
         w.Write(options.RefinePasses);
         w.Write(options.ActivationOrder);
         w.Write(options.MeasureErrorBefore);
+        w.Write((int)options.ScaleSearch);
         var t = work.Target;
         w.Write(t.Name);
         w.Longs(t.Shape);
@@ -67,6 +68,7 @@ internal sealed class TensorEncodingKind : IWorkKind
                 RefinePasses = r.ReadInt32(),
                 ActivationOrder = r.ReadBoolean(),
                 MeasureErrorBefore = r.ReadBoolean(),
+                ScaleSearch = (ScaleSearch)r.ReadInt32(),
                 Threads = threads,
             };
             var target = new TensorPlan(r.ReadString(), r.Longs(), (GgmlType)r.ReadInt32(), (GgmlType)r.ReadInt32(), r.ReadBoolean(), r.ReadString());

@@ -45,8 +45,9 @@ public enum CandidateEncoding
     /// exactly the bytes it writes.</summary>
     Method,
 
-    /// <summary>Every candidate encoded by importance-weighted rounding (imatrix), whose output errors and single swaps
-    /// the search weighs; then only each tensor's chosen type is encoded with the job's method, block by block as a
+    /// <summary>Every candidate encoded by importance-weighted rounding (imatrix, with llama.cpp's scale search alone,
+    /// <see cref="Quantization.ScaleSearch.LlamaCpp"/>: these bytes are never written), whose output errors and single
+    /// swaps the search weighs; then only each tensor's chosen type is encoded with the job's method, block by block as a
     /// named mix is (<see cref="Compression.Compressor"/>): one GPTQ per tensor instead of one per type. The sizes do not
     /// depend on the encoding, so the file is the size the search chose.</summary>
     Rounding,
@@ -178,7 +179,7 @@ public static class Allocator
         var method = gram ? CompressionMethod.Gptq : options.Compression.Method;
         long fileBytes = GgufCandidateSet.CandidateFileBytes(model, options.Types);
         if (RoundsCandidates(model, options))
-            options = options with { Compression = options.Compression with { Method = CompressionMethod.Imatrix } };
+            options = options with { Compression = options.Compression with { Method = CompressionMethod.Imatrix, ScaleSearch = ScaleSearch.LlamaCpp } };
         return Prepare<GgufCandidateSet, GgufCandidate>(model, calibrationText, options, gram,
             tokens => ResourceEstimate.ForMix(model, plan, method, tokens, fileBytes), (blocks, p) =>
             GgufCandidateSet.Build(model, blocks, new CandidateOptions { Compression = options.Compression, Types = options.Types }, p, cancellationToken), progress, cancellationToken);

@@ -51,6 +51,11 @@ public sealed record CompressionOptions
     /// search, reporting only their own error, do without.</summary>
     public bool MeasureErrorBefore { get; init; } = true;
 
+    /// <summary>How the roundings (rtn and imatrix, and GPTQ's "before") choose the k-quants' and IQ4_NL's scales:
+    /// refined (the default) or llama.cpp's search alone, which the rounded candidates of a large GPTQ budget job use
+    /// (only their errors are kept: the chosen types are encoded again with GPTQ).</summary>
+    public ScaleSearch ScaleSearch { get; init; } = ScaleSearch.Refined;
+
     /// <summary>GPTQ processes columns by descending H[i, i].</summary>
     public bool ActivationOrder { get; init; } = true;
 

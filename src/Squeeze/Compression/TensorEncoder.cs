@@ -354,7 +354,7 @@ public sealed class TensorEncoder
         Choice<byte[]> Round(float[] importance, string encoding)
         {
             var data = new byte[bytes];
-            Quantize.Rows(type, values, columns, importance, data, Threads);
+            Quantize.Rows(type, values, columns, importance, data, Threads, options.ScaleSearch);
             var decoded = Decode(type, data, rows, columns);
             return new Choice<byte[]>(data, decoded, encoding, reference.Relative(decoded));
         }

@@ -33,8 +33,9 @@ public abstract unsafe class NativeBuffer : IDisposable
     /// <summary>
     /// <paramref name="length"/> bytes that <paramref name="fill"/> writes into a new temporary file in
     /// <paramref name="directory"/> (null: the system's), mapped read-only: data made at load (a checkpoint's experts
-    /// stacked) that the system can page out instead of holding in private memory. The file is deleted when the buffer is
-    /// released, or by the system when the process ends.
+    /// stacked) that the system can page out instead of holding in private memory. Outside Windows the file's name is
+    /// removed as soon as it is open, so nothing is left behind even when the process is killed; on Windows the file is
+    /// deleted when the buffer is released.
     /// </summary>
     /// <exception cref="InvalidOperationException"><paramref name="fill"/> wrote another number of bytes.</exception>
     public static NativeBuffer MapTemporary(long length, Action<Stream> fill, string? directory = null)
@@ -42,9 +43,13 @@ public abstract unsafe class NativeBuffer : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
         ArgumentNullException.ThrowIfNull(fill);
         string path = Path.Combine(directory ?? Path.GetTempPath(), $"squeeze-{Guid.NewGuid():N}.tmp");
-        var stream = new FileStream(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20, FileOptions.DeleteOnClose);
+        bool unlinkAtOnce = !OperatingSystem.IsWindows();
+        var stream = new FileStream(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20,
+            unlinkAtOnce ? FileOptions.None : FileOptions.DeleteOnClose);
         try
         {
+            if (unlinkAtOnce)
+                File.Delete(path);
             fill(stream);
             if (stream.Length != length)
                 throw new InvalidOperationException($"{path}: {stream.Length} bytes written, {length} expected");

@@ -66,6 +66,26 @@ public sealed class TensorEncoderTests
     }
 
     [Fact]
+    public void The_llama_cpp_scale_search_rounds_with_llama_cpp_s_search_alone()
+    {
+        using var model = Llama2cReader.Load(SharedData.Stories260K);
+        var refined = new TensorEncoder(model, null, new CompressionOptions { Method = CompressionMethod.Rtn, Threads = 2 });
+        var llama = new TensorEncoder(model, null, new CompressionOptions { Method = CompressionMethod.Rtn, Threads = 2, ScaleSearch = ScaleSearch.LlamaCpp });
+        const string name = "blk.0.attn_q.weight";
+        var tensor = model[name];
+        int columns = checked((int)tensor.Columns);
+        var values = new float[tensor.ElementCount];
+        Dequantize.Tensor(tensor, values);
+        var expected = new byte[GgmlTypes.RowBytes(GgmlType.IQ4_NL, columns) * tensor.Rows];
+        Quantize.Rows(GgmlType.IQ4_NL, values, columns, [], expected, 1, ScaleSearch.LlamaCpp);
+        var a = llama.Encode(name, GgmlType.IQ4_NL);
+        var b = refined.Encode(name, GgmlType.IQ4_NL);
+        Assert.True(a.Data.AsSpan().SequenceEqual(expected), "not llama.cpp's search alone");
+        Assert.False(a.Data.AsSpan().SequenceEqual(b.Data), "the refined search changed nothing");
+        Assert.True(b.Report.ErrorAfter < a.Report.ErrorAfter, $"refined {b.Report.ErrorAfter} against llama.cpp's search {a.Report.ErrorAfter}");
+    }
+
+    [Fact]
     public void Rows_no_block_fits_awq_and_gptq_without_statistics_are_refused()
     {
         using var model = Llama2cReader.Load(SharedData.Stories260K);

@@ -3,7 +3,8 @@ using Squeeze.Tests.Formats;
 
 namespace Squeeze.Tests.Tensors;
 
-/// <summary>A temporary mapped buffer holds what was written into it, and its file is gone once it is released.</summary>
+/// <summary>A temporary mapped buffer holds what was written into it, and its file is gone once it is released (outside
+/// Windows, as soon as it is open: a killed process leaves nothing behind).</summary>
 public class NativeBufferTests
 {
     [Fact]
@@ -12,7 +13,7 @@ public class NativeBufferTests
         using var dir = new TempDirectory();
         byte[] bytes = [.. Enumerable.Range(0, 100_003).Select(i => (byte)(i * 7))];
         var buffer = NativeBuffer.MapTemporary(bytes.Length, stream => stream.Write(bytes), dir.Path);
-        Assert.Single(Directory.GetFiles(dir.Path));
+        Assert.Equal(OperatingSystem.IsWindows() ? 1 : 0, Directory.GetFiles(dir.Path).Length);
         Assert.Equal(bytes, new ReadOnlySpan<byte>(buffer.Pointer, bytes.Length).ToArray());
         buffer.Dispose();
         Assert.Empty(Directory.GetFiles(dir.Path));
