@@ -124,57 +124,60 @@ public static partial class Quantize
         return Vector256.ConvertToInt32(Vector256.CopySign(r, v));
     }
 
-    private static bool Q4_0Lanes(ReadOnlySpan<float> xb, ref BlockQ4_0 b)
+    // Q4_0, Q5_0: d = max / divisor (max the signed value of largest magnitude), codes min(top, trunc(x / d + add)).
+    private static bool SymmetricCodes(ReadOnlySpan<float> xb, float divisor, float add, int top, out float d, out Vector256<byte> codes)
     {
         var x = new Block32(xb);
-        float max = SignedAbsMaxLanes(x, xb);
-        float d = max / -8;
+        d = SignedAbsMaxLanes(x, xb) / divisor;
         float id = d != 0 ? 1.0f / d : 0.0f;
-        if (!float.IsFinite(id))
-            return false;
-        b.D = F32ToF16(d);
-        Nibbles(x.Codes(0f, id, 8.5f, 15)).CopyTo((Span<byte>)b.Qs);
-        return true;
+        codes = x.Codes(0f, id, add, top);
+        return float.IsFinite(id);
     }
 
-    private static bool Q4_1Lanes(ReadOnlySpan<float> xb, ref BlockQ4_1 b)
+    // Q4_1, Q5_1: d = (max − min) / levels, codes min(top, trunc((x − min) / d + 0.5)).
+    private static bool AsymmetricCodes(ReadOnlySpan<float> xb, int levels, int top, out float d, out float min, out Vector256<byte> codes)
     {
         var x = new Block32(xb);
-        (float min, float max) = MinMaxLanes(x, xb);
-        float d = (max - min) / ((1 << 4) - 1);
+        (min, float max) = MinMaxLanes(x, xb);
+        d = (max - min) / levels;
         float id = d != 0 ? 1.0f / d : 0.0f;
-        if (!float.IsFinite(max - min) || !float.IsFinite(id))
+        codes = x.Codes(min, id, 0.5f, top);
+        return float.IsFinite(max - min) && float.IsFinite(id);
+    }
+
+    private static bool Q4_0Lanes(ReadOnlySpan<float> xb, ref BlockQ4_0 b)
+    {
+        if (!SymmetricCodes(xb, -8, 8.5f, 15, out float d, out var codes))
             return false;
         b.D = F32ToF16(d);
-        b.M = F32ToF16(min);
-        Nibbles(x.Codes(min, id, 0.5f, 15)).CopyTo((Span<byte>)b.Qs);
+        Nibbles(codes).CopyTo((Span<byte>)b.Qs);
         return true;
     }
 
     private static bool Q5_0Lanes(ReadOnlySpan<float> xb, ref BlockQ5_0 b)
     {
-        var x = new Block32(xb);
-        float max = SignedAbsMaxLanes(x, xb);
-        float d = max / -16;
-        float id = d != 0 ? 1.0f / d : 0.0f;
-        if (!float.IsFinite(id))
+        if (!SymmetricCodes(xb, -16, 16.5f, 31, out float d, out var codes))
             return false;
-        var codes = x.Codes(0f, id, 16.5f, 31);
         b.D = F32ToF16(d);
         Nibbles(codes).CopyTo((Span<byte>)b.Qs);
         BinaryPrimitives.WriteUInt32LittleEndian(b.Qh, FifthBits(codes));
         return true;
     }
 
+    private static bool Q4_1Lanes(ReadOnlySpan<float> xb, ref BlockQ4_1 b)
+    {
+        if (!AsymmetricCodes(xb, (1 << 4) - 1, 15, out float d, out float min, out var codes))
+            return false;
+        b.D = F32ToF16(d);
+        b.M = F32ToF16(min);
+        Nibbles(codes).CopyTo((Span<byte>)b.Qs);
+        return true;
+    }
+
     private static bool Q5_1Lanes(ReadOnlySpan<float> xb, ref BlockQ5_1 b)
     {
-        var x = new Block32(xb);
-        (float min, float max) = MinMaxLanes(x, xb);
-        float d = (max - min) / ((1 << 5) - 1);
-        float id = d != 0 ? 1.0f / d : 0.0f;
-        if (!float.IsFinite(max - min) || !float.IsFinite(id))
+        if (!AsymmetricCodes(xb, (1 << 5) - 1, 255, out float d, out float min, out var codes))
             return false;
-        var codes = x.Codes(min, id, 0.5f, 255);
         b.D = F32ToF16(d);
         b.M = F32ToF16(min);
         Nibbles(codes).CopyTo((Span<byte>)b.Qs);
