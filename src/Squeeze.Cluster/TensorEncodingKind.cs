@@ -37,17 +37,22 @@ internal sealed class TensorEncodingKind : IWorkKind
         w.Write(work.Input is not null);
         if (work.Input is { } s)
         {
-            if (s.Experts.Count > 0)
-                throw new NotSupportedException($"{t.Name}: the routed experts' statistics of a mixture of experts do not travel to a cluster yet");
+            // The input's statistics and, for a stack of routed experts, each expert's (null where no token reached it).
+            long bytes = new[] { s }.Concat(s.Experts.OfType<ActivationStatistics>()).Sum(e => (long)e.Width * (e.Gram is null ? 20 : 20 + 8L * e.Width))
+                + (work.Replaced?.LongLength ?? 0);
+            if (bytes > MaxItemBytes)
+                throw new NotSupportedException($"{t.Name}: its work item would take {bytes:N0} bytes (input statistics and values), more than "
+                    + $"one item carries ({MaxItemBytes:N0}); compress this model on one machine");
             w.Write(s.Layer);
             w.Write((int)s.Kind);
-            w.Write(s.TokenCount);
-            w.Doubles(s.SumSquares);
-            w.Doubles(s.SumAbs);
-            w.Floats(s.MaxAbs);
-            w.Write(s.Gram is not null);
-            if (s.Gram is not null)
-                w.Doubles(s.Gram);
+            Statistics(w, s);
+            w.Write(s.Experts.Count);
+            foreach (var e in s.Experts)
+            {
+                w.Write(e is not null);
+                if (e is not null)
+                    Statistics(w, e);
+            }
         }
         w.Write(work.Replaced is not null);
         if (work.Replaced is not null)
@@ -75,8 +80,18 @@ internal sealed class TensorEncodingKind : IWorkKind
             ActivationStatistics? input = null;
             if (r.ReadBoolean())
             {
-                var (layer, kind, tokens, sumSquares, sumAbs, maxAbs) = (r.ReadInt32(), (LinearInput)r.ReadInt32(), r.ReadInt64(), r.Doubles(), r.Doubles(), r.Floats());
-                input = new ActivationStatistics(layer, kind, tokens, sumSquares, sumAbs, maxAbs, r.ReadBoolean() ? r.Doubles() : null);
+                var (layer, kind) = (r.ReadInt32(), (LinearInput)r.ReadInt32());
+                ActivationStatistics ReadStatistics(IReadOnlyList<ActivationStatistics?>? experts = null)
+                {
+                    var (tokens, sumSquares, sumAbs, maxAbs) = (r.ReadInt64(), r.Doubles(), r.Doubles(), r.Floats());
+                    return new ActivationStatistics(layer, kind, tokens, sumSquares, sumAbs, maxAbs, r.ReadBoolean() ? r.Doubles() : null, experts);
+                }
+                var own = ReadStatistics();
+                var experts = new ActivationStatistics?[r.ReadInt32()];
+                for (int e = 0; e < experts.Length; e++)
+                    experts[e] = r.ReadBoolean() ? ReadStatistics() : null;
+                input = experts.Length == 0 ? own
+                    : new ActivationStatistics(layer, kind, own.TokenCount, own.SumSquares, own.SumAbs, own.MaxAbs, own.Gram, experts);
             }
             GgmlType? replacedType = null;
             byte[]? replaced = null;
@@ -86,6 +101,20 @@ internal sealed class TensorEncodingKind : IWorkKind
         });
         var encoded = work.Encode(models[0], options, cancellationToken);
         return Response(encoded);
+    }
+
+    // A work item's payload is one array: at most Array.MaxLength bytes, less a margin for the names and shapes.
+    private static readonly long MaxItemBytes = Array.MaxLength - (1L << 20);
+
+    private static void Statistics(BinaryWriter w, ActivationStatistics s)
+    {
+        w.Write(s.TokenCount);
+        w.Doubles(s.SumSquares);
+        w.Doubles(s.SumAbs);
+        w.Floats(s.MaxAbs);
+        w.Write(s.Gram is not null);
+        if (s.Gram is not null)
+            w.Doubles(s.Gram);
     }
 
     private static byte[] Response(EncodedTensorData encoded) => Wire.Write(w =>

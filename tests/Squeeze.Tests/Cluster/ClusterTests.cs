@@ -21,7 +21,8 @@ public sealed class ClusterFixture : IAsyncLifetime
 }
 
 /// <summary>The work of a job on a three-silo in-process cluster gives the same figures and bytes as on one machine.</summary>
-public sealed class ClusterTests(ClusterFixture fixture) : IClassFixture<ClusterFixture>
+public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Qwen3MoeCheckpoint qwen3Moe)
+    : IClassFixture<ClusterFixture>, IClassFixture<Formats.Architectures.Qwen3MoeCheckpoint>
 {
     private readonly InProcessCluster cluster = fixture.Cluster;
 
@@ -77,6 +78,19 @@ public sealed class ClusterTests(ClusterFixture fixture) : IClassFixture<Cluster
         Assert.Contains(distributed.Tensors, t => t.Encoding == "gptq");
         Assert.Equal(model.Tensors.Count, job.Costs.Count);
         Assert.Equal(3, job.Costs.Select(c => c.Worker).Distinct().Count());
+        await Task.CompletedTask;
+    }
+
+    [Fact]
+    public async Task AMixtureOfExpertsNamedMixByGptqWritesTheOneMachineBytes()
+    {
+        // Each routed expert is calibrated on its own tokens: those statistics travel with the expert stack's item.
+        using var model = InProcessCluster.Load(qwen3Moe.HuggingFace);
+        var job = cluster.Job();
+        var workers = new ClusterTensorWorkers(job, InProcessCluster.Reference(qwen3Moe.HuggingFace, model));
+        var (local, distributed) = CompressBoth(model, MixOptions with { Mix = QuantizationMix.Q8_0 }, workers);
+        Assert.Equal(local.Tensors.Select(t => (t.Name, t.Encoding, t.ErrorAfter)), distributed.Tensors.Select(t => (t.Name, t.Encoding, t.ErrorAfter)));
+        Assert.Contains(distributed.Tensors, t => t.Name.Contains("_exps", StringComparison.Ordinal) && t.Encoding.Contains("gptq", StringComparison.Ordinal));
         await Task.CompletedTask;
     }
 
