@@ -6,7 +6,8 @@ namespace Squeeze.Quantization;
 
 // ggml's 32-value blocks: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1. Without importance these are llama.cpp's quantize_row_*_ref,
 // byte for byte (f32 arithmetic, truncating casts, roundf for Q8_0, scale from f32 before the half conversion); their
-// vector forms are in Quantize.LegacyLanes.cs. With importance they follow llama.cpp's quantize_row_*_impl (weights qw[j] * sqrt(sigma2 + x[j]²)).
+// vector forms are in Quantize.LegacyLanes.cs. With importance they follow llama.cpp's quantize_row_*_impl (weights
+// qw[j] * sqrt(sigma2 + x[j]²)).
 public static partial class Quantize
 {
     private const int QK = 32;

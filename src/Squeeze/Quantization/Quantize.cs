@@ -7,9 +7,10 @@ namespace Squeeze.Quantization;
 /// Scalar reference quantizers: f32 rows to the encodings ggml stores (F16, BF16, legacy 32-value blocks, k-quant
 /// 256-value super-blocks, IQ4_NL). Deterministic: the same input always gives the same bytes.
 /// <para>Legacy types without importance are byte-identical to llama.cpp's <c>quantize_row_*_ref</c>. K-quants and IQ4_NL
-/// start from llama.cpp's own algorithm (alone with <see cref="ScaleSearch.LlamaCpp"/>) and then refine each block (sub-block scales, super-block scales, codes), keeping
-/// the refinement only when it lowers the block's error Σ wᵢ (xᵢ − x̂ᵢ)², with wᵢ = importance[i] when given, else 1
-/// (plain squared error). So their error is never above llama.cpp's algorithm on the same block.</para>
+/// start from llama.cpp's own algorithm (alone with <see cref="ScaleSearch.LlamaCpp"/>) and then refine each block
+/// (sub-block scales, super-block scales, codes), keeping the refinement only when it lowers the block's error
+/// Σ wᵢ (xᵢ − x̂ᵢ)², with wᵢ = importance[i] when given, else 1 (plain squared error). So their error is never above
+/// llama.cpp's algorithm on the same block.</para>
 /// </summary>
 public static partial class Quantize
 {
