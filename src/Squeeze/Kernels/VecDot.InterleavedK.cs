@@ -1,0 +1,294 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Squeeze.Tensors;
+using static Squeeze.Kernels.BlockLayout;
+
+namespace Squeeze.Kernels;
+
+// Prompt products of the k-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) over stripes of 16 weight rows interleaved 4 values at a
+// time, as llama.cpp repacks Q4_K for its matrix kernels. The one-token AVX2 kernels (Q4_KAvx2 ...) multiply 32 unsigned
+// values u of one row with 32 activations (vpmaddubsw), scale the int16 pairs by the sub-block's scale (vpmaddwd) and
+// keep 8 int32 lanes per super-block: lane i holds Σ over the super-block's 8 vectors v of sc(v, i) · (u · x over
+// values 32v + 4i .. 32v + 4i + 3). Here one 512-bit vector holds those 4 values of 16 rows (lane r: row r), so one
+// broadcast activation dword, one vpmaddubsw and one vpmaddwd compute lane i of 16 rows at once, with each row's scale in
+// its own lane, and each weight vector loaded serves 4 tokens. Lane i of all super-blocks is taken before lane i + 1 (one
+// f32 accumulator per lane i, lanes = rows), so the float operations are the one-token kernel's, in its order: every
+// output is bit for bit what the one-token AVX2 kernel gives.
+internal static unsafe partial class VecDot
+{
+    /// <summary>Rows in one k-quant stripe (one row per 32-bit lane of a 512-bit vector).</summary>
+    public const int KStripeRows = 16;
+
+    // A stripe of nsb super-blocks: values [i 0-7][super-block][v 0-7], 64 bytes each (lane r: row r's unsigned values
+    // 32v + 4i .. 32v + 4i + 3), then per super-block its metadata: scales [v][half] (lane r: row r's int16 scale of those
+    // values, twice; half 0 for i < 4, 1 for i ≥ 4), pairs [k] (lane r: the int16 pair multiplied with the activations'
+    // bsums 2k, 2k + 1: the mins of Q2_K, Q4_K, Q5_K, the scales of Q3_K, Q6_K), d and dmin of the 16 rows as f32.
+    private const int KLaneBytes = 8 * 64;            // the 8 vectors v of one lane i of one super-block
+    private const int KValueBytes = 8 * KLaneBytes;   // values per super-block
+    private const int KPairs = 16 * 64, KD = 24 * 64, KDmin = 25 * 64, KMetaBytes = 26 * 64;
+
+    /// <summary>Bytes of a packed stripe of <paramref name="type"/> rows of <paramref name="columns"/> values.</summary>
+    public static long StripeBytes(GgmlType type, int columns)
+        => IsKQuant(type) ? (long)(columns / QK_K) * (KValueBytes + KMetaBytes) : (long)(columns / QK) * StripeBlockBytes;
+
+    /// <summary>Rows in one packed stripe of <paramref name="type"/>.</summary>
+    public static int StripeRowsOf(GgmlType type) => IsKQuant(type) ? KStripeRows : StripeRows;
+
+    private static bool IsKQuant(GgmlType type) => type is GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K;
+
+    // The shift of the per-lane offset Σ (sc · bsums) that Q3_K (values + 4) and Q6_K (values + 32) subtract; 0 for the
+    // types with a min term instead.
+    private static int OffsetShift(GgmlType type) => type switch
+    {
+        GgmlType.Q3_K => 2,
+        GgmlType.Q6_K => 5,
+        _ => 0,
+    };
+
+    /// <summary>Packs <see cref="KStripeRows"/> rows of k-quant super-blocks (<paramref name="rowBytes"/> apart) into the
+    /// layout above.</summary>
+    private static void PackKStripe(GgmlType type, byte* w, long rowBytes, int columns, byte* destination)
+    {
+        int nsb = columns / QK_K, blockBytes = GgmlTypes.BlockBytes(type);
+        byte* values = stackalloc byte[KStripeRows * QK_K]; // [row, value] of one super-block
+        byte* meta = destination + (long)nsb * KValueBytes;
+        for (int sb = 0; sb < nsb; sb++, meta += KMetaBytes)
+        {
+            for (int r = 0; r < KStripeRows; r++)
+                DecodeK(type, w + r * rowBytes + sb * blockBytes, values + r * QK_K, meta, r);
+            for (int v = 0; v < 8; v++)
+            {
+                for (int g = 0; g < 2; g++)
+                {
+                    byte* rows = values + 8 * g * QK_K + 32 * v;
+                    TransposeStore(Vector256.Load((int*)rows), Vector256.Load((int*)(rows + QK_K)), Vector256.Load((int*)(rows + 2 * QK_K)),
+                        Vector256.Load((int*)(rows + 3 * QK_K)), Vector256.Load((int*)(rows + 4 * QK_K)), Vector256.Load((int*)(rows + 5 * QK_K)),
+                        Vector256.Load((int*)(rows + 6 * QK_K)), Vector256.Load((int*)(rows + 7 * QK_K)),
+                        destination + (long)sb * KLaneBytes + 64 * v + 32 * g, (long)nsb * KLaneBytes);
+                }
+            }
+        }
+    }
+
+    /// <summary>One super-block of one row: its 256 unsigned values in the one-token kernel's order (vector v = the values
+    /// multiplied with activations 32v .. 32v + 31) to <paramref name="values"/>, its scales, pairs, d and dmin to lane
+    /// <paramref name="r"/> of the stripe's metadata.</summary>
+    private static void DecodeK(GgmlType type, byte* block, byte* values, byte* meta, int r)
+    {
+        var mask = Vector256.Create((byte)0x0F);
+        var three = Vector256.Create((byte)3);
+        int* scales = (int*)meta + r, pairs = (int*)(meta + KPairs) + r; // lane r of vector k: + 16k ints
+        float* d = (float*)(meta + KD), dmin = (float*)(meta + KDmin);
+        switch (type)
+        {
+            case GgmlType.Q4_K:
+            case GgmlType.Q5_K:
+            {
+                bool five = type == GgmlType.Q5_K;
+                byte* qs = block + (five ? Q5_KQs : Q4_KQs);
+                Vector256<byte> qh = five ? Vector256.Load(block + Q5_KQh) : default;
+                var sixteen = Vector256.Create((byte)16);
+                for (int j = 0; j < 4; j++)
+                {
+                    Vector256<byte> q = Vector256.Load(qs + 32 * j);
+                    Vector256<byte> lo = q & mask, hi = Srl16(q, 4) & mask;
+                    if (five)
+                    {
+                        var b1 = Vector256.Create((byte)(1 << (2 * j)));
+                        var b2 = Vector256.Create((byte)(2 << (2 * j)));
+                        lo |= Vector256.Equals(qh & b1, b1) & sixteen;
+                        hi |= Vector256.Equals(qh & b2, b2) & sixteen;
+                    }
+                    lo.Store(values + 64 * j);
+                    hi.Store(values + 64 * j + 32);
+                }
+                ulong sc = UnpackScalesK4(block + Q4_KScales, out ulong mins); // Q5_KScales is the same offset
+                for (int v = 0; v < 8; v++)
+                {
+                    int s = (int)(sc >> (8 * v)) & 0xFF, m = (int)(mins >> (8 * v)) & 0xFF;
+                    scales[16 * (2 * v)] = scales[16 * (2 * v + 1)] = s | s << 16;
+                    pairs[16 * v] = m | m << 16; // the min of sub-block v times bsums 2v and 2v + 1
+                }
+                d[r] = H(block);
+                dmin[r] = H(block + Q4_KDmin);
+                break;
+            }
+            case GgmlType.Q6_K:
+            {
+                var two = Vector256.Create((byte)0x30);
+                for (int chunk = 0; chunk < 2; chunk++)
+                {
+                    Vector256<byte> ql0 = Vector256.Load(block + 64 * chunk), ql1 = Vector256.Load(block + 64 * chunk + 32);
+                    Vector256<byte> qh = Vector256.Load(block + Q6_KQh + 32 * chunk);
+                    ((ql0 & mask) | (Sll16(qh, 4) & two)).Store(values + 128 * chunk);
+                    ((ql1 & mask) | (Sll16(qh, 2) & two)).Store(values + 128 * chunk + 32);
+                    ((Srl16(ql0, 4) & mask) | (qh & two)).Store(values + 128 * chunk + 64);
+                    ((Srl16(ql1, 4) & mask) | (Srl16(qh, 2) & two)).Store(values + 128 * chunk + 96);
+                }
+                SignedScales16((sbyte*)(block + Q6_KScales), scales, pairs);
+                d[r] = H(block + Q6_KD);
+                dmin[r] = 0;
+                break;
+            }
+            case GgmlType.Q3_K:
+            {
+                var four = Vector256.Create((byte)4);
+                Vector256<byte> hm = Vector256.Load(block);
+                for (int chunk = 0; chunk < 2; chunk++)
+                {
+                    Vector256<byte> q = Vector256.Load(block + Q3_KQs + 32 * chunk);
+                    for (int j = 0; j < 4; j++)
+                    {
+                        var bit = Vector256.Create((byte)(1 << (4 * chunk + j)));
+                        ((Srl16(q, 2 * j) & three) | (Vector256.Equals(hm & bit, bit) & four)).Store(values + 128 * chunk + 32 * j);
+                    }
+                }
+                Vector128<sbyte> sc = ScalesQ3_K(block + Q3_KScales);
+                SignedScales16((sbyte*)&sc, scales, pairs);
+                d[r] = H(block + Q3_KD);
+                dmin[r] = 0;
+                break;
+            }
+            case GgmlType.Q2_K:
+            {
+                for (int chunk = 0; chunk < 2; chunk++)
+                {
+                    Vector256<byte> q = Vector256.Load(block + Q2_KQs + 32 * chunk);
+                    for (int j = 0; j < 4; j++)
+                        (Srl16(q, 2 * j) & three).Store(values + 128 * chunk + 32 * j);
+                }
+                for (int k = 0; k < 8; k++)
+                {
+                    int s0 = block[2 * k] & 0x0F, s1 = block[2 * k + 1] & 0x0F;
+                    scales[16 * (2 * k)] = s0 | s0 << 16;
+                    scales[16 * (2 * k + 1)] = s1 | s1 << 16;
+                    pairs[16 * k] = block[2 * k] >> 4 | (block[2 * k + 1] >> 4) << 16; // the mins times bsums 2k, 2k + 1
+                }
+                d[r] = H(block + Q2_KD);
+                dmin[r] = H(block + Q2_KDmin);
+                break;
+            }
+            default:
+                throw new NotSupportedException($"{type} rows are not packed into k-quant stripes");
+        }
+    }
+
+    /// <summary>16 signed scales (one per 16 values): scale 2v + half for vector v, and as the pairs (2k, 2k + 1) that
+    /// multiply the activations' bsums.</summary>
+    private static void SignedScales16(sbyte* sc, int* scales, int* pairs)
+    {
+        for (int k = 0; k < 16; k++)
+            scales[16 * k] = Int16Pair(sc[k], sc[k]);
+        for (int k = 0; k < 8; k++)
+            pairs[16 * k] = Int16Pair(sc[2 * k], sc[2 * k + 1]);
+    }
+
+    /// <summary>The int16 lanes (<paramref name="low"/>, <paramref name="high"/>) of one dword.</summary>
+    private static int Int16Pair(int low, int high) => (ushort)low | high << 16;
+
+    /// <summary>
+    /// y[t · yStride + r] = dot(row r, token t) for the 16 rows of a packed k-quant stripe and <paramref name="tokens"/>
+    /// ≤ 4 tokens (activation rows <paramref name="xStride"/> apart, Q8_K), bit for bit what the one-token AVX2 kernel
+    /// gives. Fewer than 4 tokens repeat the last (its outputs written again, the same values).
+    /// </summary>
+    [SkipLocalsInit] // every lane is written before it is read
+    private static void KStripeProduct4(byte* stripe, int nsb, int shift, byte* x, long xStride, int tokens, float* y, long yStride)
+    {
+        byte* x0 = x, x1 = x + Math.Min(1, tokens - 1) * xStride, x2 = x + Math.Min(2, tokens - 1) * xStride, x3 = x + (tokens - 1) * xStride;
+        float* y0 = y, y1 = y + Math.Min(1, tokens - 1) * yStride, y2 = y + Math.Min(2, tokens - 1) * yStride, y3 = y + (tokens - 1) * yStride;
+        Vector512<float>* lanes = stackalloc Vector512<float>[4 * 8]; // [token, i]
+        byte* meta = stripe + (long)nsb * KValueBytes;
+        for (int i = 0; i < 8; i++)
+        {
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            byte* values = stripe + (long)i * nsb * KLaneBytes;
+            for (int sb = 0; sb < nsb; sb++, values += KLaneBytes)
+            {
+                byte* m = meta + sb * KMetaBytes;
+                byte* scales = m + (i >> 2) * 64;
+                long o = sb * Q8_KBytes + Q8_KQs + 4 * i;
+                Vector512<int> s0 = default, s1 = default, s2 = default, s3 = default;
+                for (int v = 0; v < 8; v++)
+                {
+                    Vector512<byte> u = Vector512.Load(values + 64 * v);
+                    Vector512<short> c = Vector512.Load((short*)(scales + 128 * v));
+                    long ov = o + 32 * v;
+                    s0 += ScaledDot16Rows(u, x0 + ov, c);
+                    s1 += ScaledDot16Rows(u, x1 + ov, c);
+                    s2 += ScaledDot16Rows(u, x2 + ov, c);
+                    s3 += ScaledDot16Rows(u, x3 + ov, c);
+                }
+                if (shift != 0)
+                {
+                    Vector512<short> pair = Vector512.Load((short*)(m + KPairs + 64 * i));
+                    long ob = sb * Q8_KBytes + Q8_KBsums + 4 * i;
+                    s0 -= Vector512.ShiftLeft(PairDot16Rows(pair, x0 + ob), shift);
+                    s1 -= Vector512.ShiftLeft(PairDot16Rows(pair, x1 + ob), shift);
+                    s2 -= Vector512.ShiftLeft(PairDot16Rows(pair, x2 + ob), shift);
+                    s3 -= Vector512.ShiftLeft(PairDot16Rows(pair, x3 + ob), shift);
+                }
+                Vector512<float> d = Vector512.Load((float*)(m + KD));
+                long od = sb * Q8_KBytes;
+                a0 = Avx512F.FusedMultiplyAdd(d * Vector512.Create(*(float*)(x0 + od)), Vector512.ConvertToSingle(s0), a0);
+                a1 = Avx512F.FusedMultiplyAdd(d * Vector512.Create(*(float*)(x1 + od)), Vector512.ConvertToSingle(s1), a1);
+                a2 = Avx512F.FusedMultiplyAdd(d * Vector512.Create(*(float*)(x2 + od)), Vector512.ConvertToSingle(s2), a2);
+                a3 = Avx512F.FusedMultiplyAdd(d * Vector512.Create(*(float*)(x3 + od)), Vector512.ConvertToSingle(s3), a3);
+            }
+            lanes[i] = a0;
+            lanes[8 + i] = a1;
+            lanes[16 + i] = a2;
+            lanes[24 + i] = a3;
+        }
+        Vector512<float> r0 = SumAcross(lanes), r1 = SumAcross(lanes + 8), r2 = SumAcross(lanes + 16), r3 = SumAcross(lanes + 24);
+        if (shift == 0)
+        {
+            // the min term, summed over the super-blocks in order as the one-token kernel's accm
+            Vector512<float> m0 = default, m1 = default, m2 = default, m3 = default;
+            for (int sb = 0; sb < nsb; sb++)
+            {
+                byte* m = meta + sb * KMetaBytes;
+                long ob = sb * Q8_KBytes + Q8_KBsums;
+                Vector512<int> t0 = default, t1 = default, t2 = default, t3 = default;
+                for (int k = 0; k < 8; k++)
+                {
+                    Vector512<short> pair = Vector512.Load((short*)(m + KPairs + 64 * k));
+                    t0 += PairDot16Rows(pair, x0 + ob + 4 * k);
+                    t1 += PairDot16Rows(pair, x1 + ob + 4 * k);
+                    t2 += PairDot16Rows(pair, x2 + ob + 4 * k);
+                    t3 += PairDot16Rows(pair, x3 + ob + 4 * k);
+                }
+                Vector512<float> dmin = Vector512.Load((float*)(m + KDmin));
+                long od = sb * Q8_KBytes;
+                m0 += dmin * Vector512.Create(*(float*)(x0 + od)) * Vector512.ConvertToSingle(t0);
+                m1 += dmin * Vector512.Create(*(float*)(x1 + od)) * Vector512.ConvertToSingle(t1);
+                m2 += dmin * Vector512.Create(*(float*)(x2 + od)) * Vector512.ConvertToSingle(t2);
+                m3 += dmin * Vector512.Create(*(float*)(x3 + od)) * Vector512.ConvertToSingle(t3);
+            }
+            r0 -= m0;
+            r1 -= m1;
+            r2 -= m2;
+            r3 -= m3;
+        }
+        r0.Store(y0);
+        r1.Store(y1);
+        r2.Store(y2);
+        r3.Store(y3);
+    }
+
+    /// <summary>Lane r: sc_r · (u · x over the 4 values of lane r), x the activation dword at <paramref name="x"/>
+    /// broadcast (vpmaddubsw, then vpmaddwd with the row's scale in both int16 halves of its lane).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> ScaledDot16Rows(Vector512<byte> u, byte* x, Vector512<short> scale)
+        => Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(u, Vector512.Create(*(int*)x).AsSByte()), scale);
+
+    /// <summary>Lane r: the int16 pair of lane r · the int16 pair at <paramref name="bsums"/> (vpmaddwd).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> PairDot16Rows(Vector512<short> pair, byte* bsums)
+        => Avx512BW.MultiplyAddAdjacent(pair, Vector512.Create(*(int*)bsums).AsInt16());
+
+    /// <summary><see cref="SumAcross(Vector256{float}*)"/> for 512-bit lanes: Vector256.Sum's order across eight vectors.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> SumAcross(Vector512<float>* l)
+        => ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
