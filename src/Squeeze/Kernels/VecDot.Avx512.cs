@@ -88,6 +88,48 @@ internal static unsafe partial class VecDot
     public static float IQ4_NLAvx512(byte* w, byte* x, int n)
         => Avx512Vbmi.IsSupported && AvxVnni.IsSupported ? DotNibblePairs<IQ4_NLNibbles, PermutedHalfScales>(w, x, n) : IQ4_NLAvx2(w, x, n);
 
+    /// <summary>
+    /// <see cref="Q4_KAvx2"/> with 512-bit integer steps, bit for bit: each 32 bytes of nibbles are broadcast to both halves
+    /// of one register (the low nibbles multiplied in the low half with activations 64j .. 64j + 31, the high nibbles in
+    /// the high half with the next 32), each half scaled by its sub-block's scale; the halves' int32 lanes are added at
+    /// the end of the super-block, giving the 256-bit kernel's lane sums (exact integers), then the same f32 operations.
+    /// </summary>
+    public static float Q4_KAvx512(byte* w, byte* x, int n)
+    {
+        Vector256<float> acc = default;
+        float accm = 0;
+        var mask = Vector512.Create((byte)0x0F);
+        var shifts = Vector512.Create(Vector256<ushort>.Zero, Vector256.Create((ushort)4)); // low nibbles | high nibbles
+        for (int b = 0; b < n / BlockLayout.QK_K; b++, w += BlockLayout.Q4_KBytes, x += BlockLayout.Q8_KBytes)
+        {
+            ulong packed = ScalesMinsK4(w + BlockLayout.Q4_KScales, (short*)(x + BlockLayout.Q8_KBsums), out int summs);
+            Vector512<short> scales = Avx512BW.ConvertToVector512Int16(Vector256.Create(Vector128.CreateScalar(packed).AsByte(), default));
+            sbyte* q8 = (sbyte*)(x + BlockLayout.Q8_KQs);
+            Vector512<int> even = default, odd = default; // two chains of two steps: the integer sums are the same
+            for (int j = 0; j < 4; j += 2)
+            {
+                even += Q4_KStep512(w + BlockLayout.Q4_KQs + 32 * j, q8 + 64 * j, scales, j, mask, shifts);
+                odd += Q4_KStep512(w + BlockLayout.Q4_KQs + 32 * (j + 1), q8 + 64 * (j + 1), scales, j + 1, mask, shifts);
+            }
+            Vector512<int> sum = even + odd;
+            Vector256<int> sumi = sum.GetLower() + sum.GetUpper();
+            float dy = *(float*)x;
+            acc = MulAdd(Vector256.Create(H(w) * dy), Vector256.ConvertToSingle(sumi), acc);
+            accm += H(w + BlockLayout.Q4_KDmin) * dy * summs;
+        }
+        return Vector256.Sum(acc) - accm;
+    }
+
+    /// <summary>32 bytes of Q4_K nibbles (sub-blocks 2j and 2j + 1) with 64 activations: lane i of the low half is the
+    /// 4-value sum of sub-block 2j times its scale, of the high half that of sub-block 2j + 1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Q4_KStep512(byte* q, sbyte* q8, Vector512<short> scales, int j, Vector512<byte> mask, Vector512<ushort> shifts)
+    {
+        Vector512<byte> u = Avx512BW.ShiftRightLogicalVariable(Vector512.Create(Vector256.Load(q)).AsUInt16(), shifts).AsByte() & mask;
+        Vector512<short> scale = Avx512BW.PermuteVar32x16(scales, Vector512.Create(Vector256.Create((short)(2 * j)), Vector256.Create((short)(2 * j + 1))));
+        return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(u, Vector512.Load(q8)), scale);
+    }
+
     /// <summary>The d of 8 blocks 18 bytes apart (all within the first 128 bytes) from two 64-byte loads and one
     /// two-source byte permutation, instead of eight scalar loads and inserts.</summary>
     private readonly struct PermutedHalfScales : IHalfScales8
