@@ -72,21 +72,22 @@ internal static unsafe partial class VecDot
         var offset = Vector256.Create((byte)StripeOffset);
         for (int b = 0; b < columns / QK; b++, destination += StripeBlockBytes)
         {
-            TransposeStore(Row<T>(w, b, offset), Row<T>(w + rowBytes, b, offset), Row<T>(w + 2 * rowBytes, b, offset), Row<T>(w + 3 * rowBytes, b, offset),
+            // rows r as 8 dwords each, transposed: vector k = dword k of every row
+            Transpose(Row<T>(w, b, offset), Row<T>(w + rowBytes, b, offset), Row<T>(w + 2 * rowBytes, b, offset), Row<T>(w + 3 * rowBytes, b, offset),
                 Row<T>(w + 4 * rowBytes, b, offset), Row<T>(w + 5 * rowBytes, b, offset), Row<T>(w + 6 * rowBytes, b, offset), Row<T>(w + 7 * rowBytes, b, offset),
-                destination, 32);
+                (Vector256<int>*)destination);
             float* d = (float*)(destination + 256);
             for (int r = 0; r < StripeRows; r++)
                 d[r] = H(w + r * rowBytes + b * T.Bytes);
         }
     }
 
-    /// <summary>An 8 × 8 dword transpose: dword k of r0 .. r7 (rows 0-7) stored as vector k at
-    /// <paramref name="destination"/> + k · <paramref name="stride"/>.</summary>
+    /// <summary>An 8 × 8 dword transpose: <paramref name="columns"/>[k] = dword k of r0 .. r7 (rows 0-7).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void TransposeStore(Vector256<int> r0, Vector256<int> r1, Vector256<int> r2, Vector256<int> r3,
-        Vector256<int> r4, Vector256<int> r5, Vector256<int> r6, Vector256<int> r7, byte* destination, long stride)
+    private static void Transpose(Vector256<int> r0, Vector256<int> r1, Vector256<int> r2, Vector256<int> r3,
+        Vector256<int> r4, Vector256<int> r5, Vector256<int> r6, Vector256<int> r7, Vector256<int>* columns)
     {
+        // unaligned stores: columns may point into a packed stripe
         Vector256<int> t0 = Avx2.UnpackLow(r0, r1), t1 = Avx2.UnpackHigh(r0, r1), t2 = Avx2.UnpackLow(r2, r3), t3 = Avx2.UnpackHigh(r2, r3);
         Vector256<int> t4 = Avx2.UnpackLow(r4, r5), t5 = Avx2.UnpackHigh(r4, r5), t6 = Avx2.UnpackLow(r6, r7), t7 = Avx2.UnpackHigh(r6, r7);
         Vector256<long> u0 = Avx2.UnpackLow(t0.AsInt64(), t2.AsInt64()), u1 = Avx2.UnpackHigh(t0.AsInt64(), t2.AsInt64());
@@ -94,15 +95,23 @@ internal static unsafe partial class VecDot
         Vector256<long> u4 = Avx2.UnpackLow(t4.AsInt64(), t6.AsInt64()), u5 = Avx2.UnpackHigh(t4.AsInt64(), t6.AsInt64());
         Vector256<long> u6 = Avx2.UnpackLow(t5.AsInt64(), t7.AsInt64()), u7 = Avx2.UnpackHigh(t5.AsInt64(), t7.AsInt64());
         // u0: dword 0 of rows 0-3 | dword 4 of rows 0-3; u4: the same for rows 4-7 (u1, u5: dwords 1, 5; u2, u6: 2, 6; u3, u7: 3, 7)
-        Avx2.Permute2x128(u0, u4, 0x20).Store((long*)destination);
-        Avx2.Permute2x128(u1, u5, 0x20).Store((long*)(destination + stride));
-        Avx2.Permute2x128(u2, u6, 0x20).Store((long*)(destination + 2 * stride));
-        Avx2.Permute2x128(u3, u7, 0x20).Store((long*)(destination + 3 * stride));
-        Avx2.Permute2x128(u0, u4, 0x31).Store((long*)(destination + 4 * stride));
-        Avx2.Permute2x128(u1, u5, 0x31).Store((long*)(destination + 5 * stride));
-        Avx2.Permute2x128(u2, u6, 0x31).Store((long*)(destination + 6 * stride));
-        Avx2.Permute2x128(u3, u7, 0x31).Store((long*)(destination + 7 * stride));
+        Avx2.Permute2x128(u0, u4, 0x20).AsInt32().Store((int*)(columns + 0));
+        Avx2.Permute2x128(u1, u5, 0x20).AsInt32().Store((int*)(columns + 1));
+        Avx2.Permute2x128(u2, u6, 0x20).AsInt32().Store((int*)(columns + 2));
+        Avx2.Permute2x128(u3, u7, 0x20).AsInt32().Store((int*)(columns + 3));
+        Avx2.Permute2x128(u0, u4, 0x31).AsInt32().Store((int*)(columns + 4));
+        Avx2.Permute2x128(u1, u5, 0x31).AsInt32().Store((int*)(columns + 5));
+        Avx2.Permute2x128(u2, u6, 0x31).AsInt32().Store((int*)(columns + 6));
+        Avx2.Permute2x128(u3, u7, 0x31).AsInt32().Store((int*)(columns + 7));
     }
+
+    /// <summary>The 8 rows' 32 bytes at <paramref name="first"/> (rows <paramref name="rowBytes"/> apart), transposed:
+    /// <paramref name="columns"/>[k] = dword k of rows 0-7.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void TransposeRows(byte* first, long rowBytes, Vector256<int>* columns)
+        => Transpose(Vector256.Load((int*)first), Vector256.Load((int*)(first + rowBytes)), Vector256.Load((int*)(first + 2 * rowBytes)),
+            Vector256.Load((int*)(first + 3 * rowBytes)), Vector256.Load((int*)(first + 4 * rowBytes)), Vector256.Load((int*)(first + 5 * rowBytes)),
+            Vector256.Load((int*)(first + 6 * rowBytes)), Vector256.Load((int*)(first + 7 * rowBytes)), columns);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Row<T>(byte* row, int b, Vector256<byte> offset) where T : ISignedBlock32

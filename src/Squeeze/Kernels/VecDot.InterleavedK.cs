@@ -50,8 +50,14 @@ internal static unsafe partial class VecDot
     /// layout above.</summary>
     private static void PackKStripe(GgmlType type, byte* w, long rowBytes, int columns, byte* destination)
     {
+        if (type is GgmlType.Q4_K or GgmlType.Q5_K)
+        {
+            PackK4Stripe(type == GgmlType.Q5_K, w, rowBytes, columns, destination);
+            return;
+        }
         int nsb = columns / QK_K, blockBytes = GgmlTypes.BlockBytes(type);
         byte* values = stackalloc byte[KStripeRows * QK_K]; // [row, value] of one super-block
+        Vector256<int>* columnsOf8 = stackalloc Vector256<int>[8];
         byte* meta = destination + (long)nsb * KValueBytes;
         for (int sb = 0; sb < nsb; sb++, meta += KMetaBytes)
         {
@@ -61,17 +67,88 @@ internal static unsafe partial class VecDot
             {
                 for (int g = 0; g < 2; g++)
                 {
-                    byte* rows = values + 8 * g * QK_K + 32 * v;
-                    TransposeStore(Vector256.Load((int*)rows), Vector256.Load((int*)(rows + QK_K)), Vector256.Load((int*)(rows + 2 * QK_K)),
-                        Vector256.Load((int*)(rows + 3 * QK_K)), Vector256.Load((int*)(rows + 4 * QK_K)), Vector256.Load((int*)(rows + 5 * QK_K)),
-                        Vector256.Load((int*)(rows + 6 * QK_K)), Vector256.Load((int*)(rows + 7 * QK_K)),
-                        destination + (long)sb * KLaneBytes + 64 * v + 32 * g, (long)nsb * KLaneBytes);
+                    TransposeRows(values + 8 * g * QK_K + 32 * v, QK_K, columnsOf8);
+                    for (int i = 0; i < 8; i++)
+                        columnsOf8[i].Store((int*)(destination + ((long)i * nsb + sb) * KLaneBytes + 64 * v + 32 * g));
                 }
             }
         }
     }
 
-    /// <summary>One super-block of one row: its 256 unsigned values in the one-token kernel's order (vector v = the values
+    /// <summary><see cref="PackKStripe"/> for Q4_K and Q5_K: each 32 bytes of nibbles transposed as they are (dword i of
+    /// the bytes holds values 4i .. 4i + 3 of sub-blocks 2j and 2j + 1), then split into the two vectors; the scales, mins,
+    /// d and dmin unpacked for the 16 rows at once, one row per lane.</summary>
+    [SkipLocalsInit] // every element is written before it is read
+    private static void PackK4Stripe(bool five, byte* w, long rowBytes, int columns, byte* destination)
+    {
+        int nsb = columns / QK_K, blockBytes = five ? Q5_KBytes : Q4_KBytes, qsOffset = five ? Q5_KQs : Q4_KQs;
+        var mask = Vector256.Create((byte)0x0F);
+        var sixteen = Vector256.Create((byte)16);
+        Vector256<int>* q = stackalloc Vector256<int>[8];
+        Vector256<int>* qh = stackalloc Vector256<int>[8];
+        uint* fields = stackalloc uint[5 * KStripeRows]; // [field, row]: the 3 words of packed scales, d, dmin
+        byte* meta = destination + (long)nsb * KValueBytes;
+        for (int sb = 0; sb < nsb; sb++, meta += KMetaBytes)
+        {
+            byte* blocks = w + sb * blockBytes;
+            for (int g = 0; g < 2; g++)
+            {
+                byte* rows = blocks + 8 * g * rowBytes;
+                if (five)
+                    TransposeRows(rows + Q5_KQh, rowBytes, qh);
+                for (int j = 0; j < 4; j++)
+                {
+                    TransposeRows(rows + qsOffset + 32 * j, rowBytes, q);
+                    var b1 = Vector256.Create((byte)(1 << (2 * j)));
+                    var b2 = Vector256.Create((byte)(2 << (2 * j)));
+                    for (int i = 0; i < 8; i++)
+                    {
+                        Vector256<byte> bytes = q[i].AsByte();
+                        Vector256<byte> lo = bytes & mask, hi = Srl16(bytes, 4) & mask;
+                        if (five)
+                        {
+                            Vector256<byte> high = qh[i].AsByte();
+                            lo |= Vector256.Equals(high & b1, b1) & sixteen;
+                            hi |= Vector256.Equals(high & b2, b2) & sixteen;
+                        }
+                        byte* lane = destination + ((long)i * nsb + sb) * KLaneBytes + 32 * g;
+                        lo.Store(lane + 64 * (2 * j));
+                        hi.Store(lane + 64 * (2 * j + 1));
+                    }
+                }
+            }
+            for (int r = 0; r < KStripeRows; r++)
+            {
+                byte* block = blocks + r * rowBytes;
+                fields[r] = Unsafe.ReadUnaligned<uint>(block + Q4_KScales); // Q5_KScales is the same offset
+                fields[KStripeRows + r] = Unsafe.ReadUnaligned<uint>(block + Q4_KScales + 4);
+                fields[2 * KStripeRows + r] = Unsafe.ReadUnaligned<uint>(block + Q4_KScales + 8);
+                fields[3 * KStripeRows + r] = Unsafe.ReadUnaligned<ushort>(block);
+                fields[4 * KStripeRows + r] = Unsafe.ReadUnaligned<ushort>(block + Q4_KDmin);
+            }
+            // UnpackScalesK4 with one row per lane
+            Vector512<uint> u0 = Vector512.Load(fields), u1 = Vector512.Load(fields + KStripeRows), u2 = Vector512.Load(fields + 2 * KStripeRows);
+            var kmask1 = Vector512.Create(0x3f3f3f3fu);
+            var kmask2 = Vector512.Create(0x0f0f0f0fu);
+            var kmask3 = Vector512.Create(0x03030303u);
+            Vector512<uint> scales0 = u0 & kmask1, scales1 = (u2 & kmask2) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(u0, 6) & kmask3, 4);
+            Vector512<uint> mins0 = u1 & kmask1, mins1 = (Vector512.ShiftRightLogical(u2, 4) & kmask2) | Vector512.ShiftLeft(Vector512.ShiftRightLogical(u1, 6) & kmask3, 4);
+            var low = Vector512.Create(0xFFu);
+            for (int v = 0; v < 8; v++)
+            {
+                Vector512<uint> s = Vector512.ShiftRightLogical(v < 4 ? scales0 : scales1, 8 * (v % 4)) & low;
+                Vector512<uint> m = Vector512.ShiftRightLogical(v < 4 ? mins0 : mins1, 8 * (v % 4)) & low;
+                Vector512<uint> pair = s | Vector512.ShiftLeft(s, 16);
+                pair.Store((uint*)(meta + 64 * (2 * v)));
+                pair.Store((uint*)(meta + 64 * (2 * v + 1)));
+                (m | Vector512.ShiftLeft(m, 16)).Store((uint*)(meta + KPairs + 64 * v)); // the min of sub-block v times bsums 2v, 2v + 1
+            }
+            Fp16.ToSingle(Vector512.Load(fields + 3 * KStripeRows)).Store((float*)(meta + KD));
+            Fp16.ToSingle(Vector512.Load(fields + 4 * KStripeRows)).Store((float*)(meta + KDmin));
+        }
+    }
+
+    /// <summary>One super-block of one row of Q2_K, Q3_K or Q6_K: its 256 unsigned values in the one-token kernel's order (vector v = the values
     /// multiplied with activations 32v .. 32v + 31) to <paramref name="values"/>, its scales, pairs, d and dmin to lane
     /// <paramref name="r"/> of the stripe's metadata.</summary>
     private static void DecodeK(GgmlType type, byte* block, byte* values, byte* meta, int r)
@@ -82,38 +159,6 @@ internal static unsafe partial class VecDot
         float* d = (float*)(meta + KD), dmin = (float*)(meta + KDmin);
         switch (type)
         {
-            case GgmlType.Q4_K:
-            case GgmlType.Q5_K:
-            {
-                bool five = type == GgmlType.Q5_K;
-                byte* qs = block + (five ? Q5_KQs : Q4_KQs);
-                Vector256<byte> qh = five ? Vector256.Load(block + Q5_KQh) : default;
-                var sixteen = Vector256.Create((byte)16);
-                for (int j = 0; j < 4; j++)
-                {
-                    Vector256<byte> q = Vector256.Load(qs + 32 * j);
-                    Vector256<byte> lo = q & mask, hi = Srl16(q, 4) & mask;
-                    if (five)
-                    {
-                        var b1 = Vector256.Create((byte)(1 << (2 * j)));
-                        var b2 = Vector256.Create((byte)(2 << (2 * j)));
-                        lo |= Vector256.Equals(qh & b1, b1) & sixteen;
-                        hi |= Vector256.Equals(qh & b2, b2) & sixteen;
-                    }
-                    lo.Store(values + 64 * j);
-                    hi.Store(values + 64 * j + 32);
-                }
-                ulong sc = UnpackScalesK4(block + Q4_KScales, out ulong mins); // Q5_KScales is the same offset
-                for (int v = 0; v < 8; v++)
-                {
-                    int s = (int)(sc >> (8 * v)) & 0xFF, m = (int)(mins >> (8 * v)) & 0xFF;
-                    scales[16 * (2 * v)] = scales[16 * (2 * v + 1)] = s | s << 16;
-                    pairs[16 * v] = m | m << 16; // the min of sub-block v times bsums 2v and 2v + 1
-                }
-                d[r] = H(block);
-                dmin[r] = H(block + Q4_KDmin);
-                break;
-            }
             case GgmlType.Q6_K:
             {
                 var two = Vector256.Create((byte)0x30);
