@@ -50,7 +50,7 @@ public static unsafe class MatMul
 
         Job job = context.Job<Job>();
         SimdLevel level = VecDot.Best;
-        bool interleave = !context.Deterministic && tokens >= 4 && rows >= VecDot.StripeRowsOf(type) && VecDot.Interleaves(type, level);
+        bool interleave = !context.Deterministic && tokens >= VecDot.MinStripeTokens(type) && rows >= VecDot.StripeRowsOf(type) && VecDot.Interleaves(type, level);
         bool repack = !context.Deterministic && tokens >= 4 && VecDot.RepacksToQ8_0(type, level);
         GgmlType kernelType = repack ? GgmlType.Q8_0 : type; // repacked rows run the Q8_0 kernels (bit for bit the same)
         job.Type = type;

@@ -35,6 +35,11 @@ internal static unsafe partial class VecDot
     /// <summary>Rows in one packed stripe of <paramref name="type"/>.</summary>
     public static int StripeRowsOf(GgmlType type) => IsKQuant(type) ? KStripeRows : StripeRows;
 
+    /// <summary>The fewest tokens for which <see cref="MatMul"/> packs stripes of <paramref name="type"/>: Q6_K's
+    /// four-token kernel reads its rows as fast as packing does, and packing pays only from about 16 tokens (measured on
+    /// 5632 × 2048 rows: 4 tokens 0.6 ms with the four-token kernel against 0.9 ms packed, about even at 16, 2.2× faster packed at 128).</summary>
+    public static int MinStripeTokens(GgmlType type) => type == GgmlType.Q6_K ? 16 : 4;
+
     private static bool IsKQuant(GgmlType type) => type is GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K;
 
     // The shift of the per-lane offset Σ (sc · bsums) that Q3_K (values + 4) and Q6_K (values + 32) subtract; 0 for the
@@ -55,24 +60,7 @@ internal static unsafe partial class VecDot
             PackK4Stripe(type == GgmlType.Q5_K, w, rowBytes, columns, destination);
             return;
         }
-        int nsb = columns / QK_K, blockBytes = GgmlTypes.BlockBytes(type);
-        byte* values = stackalloc byte[KStripeRows * QK_K]; // [row, value] of one super-block
-        Vector256<int>* columnsOf8 = stackalloc Vector256<int>[8];
-        byte* meta = destination + (long)nsb * KValueBytes;
-        for (int sb = 0; sb < nsb; sb++, meta += KMetaBytes)
-        {
-            for (int r = 0; r < KStripeRows; r++)
-                DecodeK(type, w + r * rowBytes + sb * blockBytes, values + r * QK_K, meta, r);
-            for (int v = 0; v < 8; v++)
-            {
-                for (int g = 0; g < 2; g++)
-                {
-                    TransposeRows(values + 8 * g * QK_K + 32 * v, QK_K, columnsOf8);
-                    for (int i = 0; i < 8; i++)
-                        columnsOf8[i].Store((int*)(destination + ((long)i * nsb + sb) * KLaneBytes + 64 * v + 32 * g));
-                }
-            }
-        }
+        PackK16Stripe(type, w, rowBytes, columns, destination);
     }
 
     /// <summary><see cref="PackKStripe"/> for Q4_K and Q5_K: each 32 bytes of nibbles transposed as they are (dword i of
@@ -148,89 +136,118 @@ internal static unsafe partial class VecDot
         }
     }
 
-    /// <summary>One super-block of one row of Q2_K, Q3_K or Q6_K: its 256 unsigned values in the one-token kernel's order (vector v = the values
-    /// multiplied with activations 32v .. 32v + 31) to <paramref name="values"/>, its scales, pairs, d and dmin to lane
-    /// <paramref name="r"/> of the stripe's metadata.</summary>
-    private static void DecodeK(GgmlType type, byte* block, byte* values, byte* meta, int r)
+    /// <summary><see cref="PackKStripe"/> for the types with 16 scales per super-block (Q2_K, Q3_K, Q6_K): the raw bytes of
+    /// each 32 values transposed as they are, then decoded as the one-token kernels decode them (every step works on each
+    /// byte alone); each row's scales (and Q2_K's mins) widened to 16 int16, transposed into pairs (2k, 2k + 1) per lane.</summary>
+    [SkipLocalsInit] // every element is written before it is read
+    private static void PackK16Stripe(GgmlType type, byte* w, long rowBytes, int columns, byte* destination)
     {
+        int nsb = columns / QK_K, blockBytes = GgmlTypes.BlockBytes(type);
         var mask = Vector256.Create((byte)0x0F);
         var three = Vector256.Create((byte)3);
-        int* scales = (int*)meta + r, pairs = (int*)(meta + KPairs) + r; // lane r of vector k: + 16k ints
-        float* d = (float*)(meta + KD), dmin = (float*)(meta + KDmin);
-        switch (type)
+        var four = Vector256.Create((byte)4);
+        var two = Vector256.Create((byte)0x30);
+        Vector256<int>* a = stackalloc Vector256<int>[8];
+        Vector256<int>* b = stackalloc Vector256<int>[8];
+        Vector256<int>* h = stackalloc Vector256<int>[8];
+        short* words = stackalloc short[2 * KStripeRows * 16]; // [scales, mins][row][16]
+        uint* halves = stackalloc uint[2 * KStripeRows];       // [d, dmin][row]
+        byte* meta = destination + (long)nsb * KValueBytes;
+        for (int sb = 0; sb < nsb; sb++, meta += KMetaBytes)
         {
-            case GgmlType.Q6_K:
+            byte* blocks = w + sb * blockBytes;
+            for (int g = 0; g < 2; g++)
             {
-                var two = Vector256.Create((byte)0x30);
+                byte* rows = blocks + 8 * g * rowBytes;
+                byte* lanes = destination + (long)sb * KLaneBytes + 32 * g; // + i · nsb · KLaneBytes + 64 v
+                long laneStride = (long)nsb * KLaneBytes;
+                if (type == GgmlType.Q3_K)
+                    TransposeRows(rows, rowBytes, h); // the high-bit mask
                 for (int chunk = 0; chunk < 2; chunk++)
                 {
-                    Vector256<byte> ql0 = Vector256.Load(block + 64 * chunk), ql1 = Vector256.Load(block + 64 * chunk + 32);
-                    Vector256<byte> qh = Vector256.Load(block + Q6_KQh + 32 * chunk);
-                    ((ql0 & mask) | (Sll16(qh, 4) & two)).Store(values + 128 * chunk);
-                    ((ql1 & mask) | (Sll16(qh, 2) & two)).Store(values + 128 * chunk + 32);
-                    ((Srl16(ql0, 4) & mask) | (qh & two)).Store(values + 128 * chunk + 64);
-                    ((Srl16(ql1, 4) & mask) | (Srl16(qh, 2) & two)).Store(values + 128 * chunk + 96);
-                }
-                SignedScales16((sbyte*)(block + Q6_KScales), scales, pairs);
-                d[r] = H(block + Q6_KD);
-                dmin[r] = 0;
-                break;
-            }
-            case GgmlType.Q3_K:
-            {
-                var four = Vector256.Create((byte)4);
-                Vector256<byte> hm = Vector256.Load(block);
-                for (int chunk = 0; chunk < 2; chunk++)
-                {
-                    Vector256<byte> q = Vector256.Load(block + Q3_KQs + 32 * chunk);
-                    for (int j = 0; j < 4; j++)
+                    switch (type)
                     {
-                        var bit = Vector256.Create((byte)(1 << (4 * chunk + j)));
-                        ((Srl16(q, 2 * j) & three) | (Vector256.Equals(hm & bit, bit) & four)).Store(values + 128 * chunk + 32 * j);
+                        case GgmlType.Q6_K:
+                            TransposeRows(rows + 64 * chunk, rowBytes, a);
+                            TransposeRows(rows + 64 * chunk + 32, rowBytes, b);
+                            TransposeRows(rows + Q6_KQh + 32 * chunk, rowBytes, h);
+                            for (int i = 0; i < 8; i++)
+                            {
+                                Vector256<byte> ql0 = a[i].AsByte(), ql1 = b[i].AsByte(), qh = h[i].AsByte();
+                                byte* lane = lanes + i * laneStride + 64 * 4 * chunk;
+                                ((ql0 & mask) | (Sll16(qh, 4) & two)).Store(lane);
+                                ((ql1 & mask) | (Sll16(qh, 2) & two)).Store(lane + 64);
+                                ((Srl16(ql0, 4) & mask) | (qh & two)).Store(lane + 128);
+                                ((Srl16(ql1, 4) & mask) | (Srl16(qh, 2) & two)).Store(lane + 192);
+                            }
+                            break;
+                        case GgmlType.Q3_K:
+                            TransposeRows(rows + Q3_KQs + 32 * chunk, rowBytes, a);
+                            for (int i = 0; i < 8; i++)
+                            {
+                                Vector256<byte> q = a[i].AsByte(), hm = h[i].AsByte();
+                                for (int j = 0; j < 4; j++)
+                                {
+                                    var bit = Vector256.Create((byte)(1 << (4 * chunk + j)));
+                                    ((Srl16(q, 2 * j) & three) | (Vector256.Equals(hm & bit, bit) & four)).Store(lanes + i * laneStride + 64 * (4 * chunk + j));
+                                }
+                            }
+                            break;
+                        default: // Q2_K
+                            TransposeRows(rows + Q2_KQs + 32 * chunk, rowBytes, a);
+                            for (int i = 0; i < 8; i++)
+                            {
+                                Vector256<byte> q = a[i].AsByte();
+                                for (int j = 0; j < 4; j++)
+                                    (Srl16(q, 2 * j) & three).Store(lanes + i * laneStride + 64 * (4 * chunk + j));
+                            }
+                            break;
                     }
                 }
-                Vector128<sbyte> sc = ScalesQ3_K(block + Q3_KScales);
-                SignedScales16((sbyte*)&sc, scales, pairs);
-                d[r] = H(block + Q3_KD);
-                dmin[r] = 0;
-                break;
             }
-            case GgmlType.Q2_K:
+            short* mins = words + KStripeRows * 16;
+            for (int r = 0; r < KStripeRows; r++)
             {
-                for (int chunk = 0; chunk < 2; chunk++)
+                byte* block = blocks + r * rowBytes;
+                switch (type)
                 {
-                    Vector256<byte> q = Vector256.Load(block + Q2_KQs + 32 * chunk);
-                    for (int j = 0; j < 4; j++)
-                        (Srl16(q, 2 * j) & three).Store(values + 128 * chunk + 32 * j);
+                    case GgmlType.Q6_K:
+                        Avx2.ConvertToVector256Int16(Vector128.Load((sbyte*)(block + Q6_KScales))).Store(words + 16 * r);
+                        halves[r] = Unsafe.ReadUnaligned<ushort>(block + Q6_KD);
+                        halves[KStripeRows + r] = 0;
+                        break;
+                    case GgmlType.Q3_K:
+                        Avx2.ConvertToVector256Int16(ScalesQ3_K(block + Q3_KScales)).Store(words + 16 * r);
+                        halves[r] = Unsafe.ReadUnaligned<ushort>(block + Q3_KD);
+                        halves[KStripeRows + r] = 0;
+                        break;
+                    default: // Q2_K: low nibbles the scales, high nibbles the mins
+                        Vector128<byte> sc = Vector128.Load(block);
+                        Avx2.ConvertToVector256Int16(sc & Vector128.Create((byte)0x0F)).Store(words + 16 * r);
+                        Avx2.ConvertToVector256Int16(Vector128.ShiftRightLogical(sc.AsUInt16(), 4).AsByte() & Vector128.Create((byte)0x0F)).Store(mins + 16 * r);
+                        halves[r] = Unsafe.ReadUnaligned<ushort>(block + Q2_KD);
+                        halves[KStripeRows + r] = Unsafe.ReadUnaligned<ushort>(block + Q2_KDmin);
+                        break;
                 }
+            }
+            for (int g = 0; g < 2; g++)
+            {
+                // a[k], lane r: the int16 scales 2k and 2k + 1 of row 8g + r
+                TransposeRows((byte*)(words + 16 * 8 * g), 32, a);
+                if (type == GgmlType.Q2_K)
+                    TransposeRows((byte*)(mins + 16 * 8 * g), 32, b);
                 for (int k = 0; k < 8; k++)
                 {
-                    int s0 = block[2 * k] & 0x0F, s1 = block[2 * k + 1] & 0x0F;
-                    scales[16 * (2 * k)] = s0 | s0 << 16;
-                    scales[16 * (2 * k + 1)] = s1 | s1 << 16;
-                    pairs[16 * k] = block[2 * k] >> 4 | (block[2 * k + 1] >> 4) << 16; // the mins times bsums 2k, 2k + 1
+                    Vector256<int> low = Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(a[k], 16), 16), high = Vector256.ShiftRightArithmetic(a[k], 16);
+                    ((low & Vector256.Create(0xFFFF)) | Vector256.ShiftLeft(low, 16)).Store((int*)(meta + 64 * (2 * k) + 32 * g));
+                    ((high & Vector256.Create(0xFFFF)) | Vector256.ShiftLeft(high, 16)).Store((int*)(meta + 64 * (2 * k + 1) + 32 * g));
+                    (type == GgmlType.Q2_K ? b[k] : a[k]).Store((int*)(meta + KPairs + 64 * k + 32 * g)); // × bsums 2k, 2k + 1
                 }
-                d[r] = H(block + Q2_KD);
-                dmin[r] = H(block + Q2_KDmin);
-                break;
             }
-            default:
-                throw new NotSupportedException($"{type} rows are not packed into k-quant stripes");
+            Fp16.ToSingle(Vector512.Load(halves)).Store((float*)(meta + KD));
+            Fp16.ToSingle(Vector512.Load(halves + KStripeRows)).Store((float*)(meta + KDmin));
         }
     }
-
-    /// <summary>16 signed scales (one per 16 values): scale 2v + half for vector v, and as the pairs (2k, 2k + 1) that
-    /// multiply the activations' bsums.</summary>
-    private static void SignedScales16(sbyte* sc, int* scales, int* pairs)
-    {
-        for (int k = 0; k < 16; k++)
-            scales[16 * k] = Int16Pair(sc[k], sc[k]);
-        for (int k = 0; k < 8; k++)
-            pairs[16 * k] = Int16Pair(sc[2 * k], sc[2 * k + 1]);
-    }
-
-    /// <summary>The int16 lanes (<paramref name="low"/>, <paramref name="high"/>) of one dword.</summary>
-    private static int Int16Pair(int low, int high) => (ushort)low | high << 16;
 
     /// <summary>
     /// y[t · yStride + r] = dot(row r, token t) for the 16 rows of a packed k-quant stripe and <paramref name="tokens"/>
