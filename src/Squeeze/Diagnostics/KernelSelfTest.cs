@@ -30,7 +30,7 @@ public static unsafe class KernelSelfTest
     public static int Run(TextWriter log)
     {
         ArgumentNullException.ThrowIfNull(log);
-        log.WriteLine($"kernel level {VecDot.Best}; Avx2 {Avx2.IsSupported}, Fma {Fma.IsSupported}, Avx512F {Avx512F.IsSupported}, AvxVnni {AvxVnni.IsSupported}; interleaved stripes {VecDot.Interleaves(GgmlType.Q8_0, VecDot.Best)}");
+        log.WriteLine($"kernel level {VecDot.Best}; Avx2 {Avx2.IsSupported}, Fma {Fma.IsSupported}, Avx512F {Avx512F.IsSupported}, AvxVnni {AvxVnni.IsSupported}; interleaved stripes {VecDot.Interleaves(GgmlType.Q8_0, VecDot.Best)}, k-quant stripes {VecDot.Interleaves(GgmlType.Q4_K, VecDot.Best)}");
         int failures = 0;
         using var context = new ComputeContext(2);
         foreach (GgmlType type in Types)

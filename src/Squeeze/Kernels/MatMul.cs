@@ -50,7 +50,7 @@ public static unsafe class MatMul
 
         Job job = context.Job<Job>();
         SimdLevel level = VecDot.Best;
-        bool interleave = !context.Deterministic && tokens >= 4 && rows >= VecDot.StripeRows && VecDot.Interleaves(type, level);
+        bool interleave = !context.Deterministic && tokens >= VecDot.MinStripeTokens(type) && rows >= VecDot.StripeRowsOf(type) && VecDot.Interleaves(type, level);
         bool repack = !context.Deterministic && tokens >= 4 && VecDot.RepacksToQ8_0(type, level);
         GgmlType kernelType = repack ? GgmlType.Q8_0 : type; // repacked rows run the Q8_0 kernels (bit for bit the same)
         job.Type = type;
@@ -73,7 +73,7 @@ public static unsafe class MatMul
         bool convert = VecDot.ActivationType(type) != GgmlType.F32;
         long xBytes = convert ? (xRowBytes * tokens + 63) / 64 * 64 : 0;
         job.RowScratchBytes = repack ? (GgmlTypes.RowBytes(GgmlType.Q8_0, columns) + 63) / 64 * 64 : 0;
-        job.StripeScratchBytes = interleave ? (VecDot.StripeBytes(columns) + 63) / 64 * 64 : 0;
+        job.StripeScratchBytes = interleave ? (VecDot.StripeBytes(type, columns) + 63) / 64 * 64 : 0;
         long partBytes = job.RowScratchBytes + job.StripeScratchBytes;
         long scratchBytes = xBytes + parts * partBytes;
         byte* scratch = scratchBytes > 0 ? context.Scratch(scratchBytes) : null;
@@ -155,7 +155,7 @@ public static unsafe class MatMul
         public delegate*<byte*, long, byte*, int, float*, void> Rows4;     // one token, four rows at a time, or null
         public byte* PartScratch;        // [parts, RowScratchBytes + StripeScratchBytes], or null
         public long RowScratchBytes;     // a weight row repacked to Q8_0 (0: no repacking)
-        public long StripeScratchBytes;  // a packed stripe of VecDot.StripeRows rows (0: no stripes)
+        public long StripeScratchBytes;  // a packed stripe of VecDot.StripeRowsOf(Type) rows (0: no stripes)
         public byte* Weight;      // [Rows, RowBytes]
         public long RowBytes;
         public int Rows, Columns;
@@ -172,25 +172,22 @@ public static unsafe class MatMul
             int stripesEnd = r0;
             if (StripeScratchBytes > 0)
             {
-                stripesEnd = r0 + (r1 - r0) / VecDot.StripeRows * VecDot.StripeRows;
+                int stripeRows = VecDot.StripeRowsOf(Type);
+                stripesEnd = r0 + (r1 - r0) / stripeRows * stripeRows;
                 RunStripes(r0, stripesEnd, own + RowScratchBytes);
             }
             RunRows(stripesEnd, r1, RowScratchBytes > 0 ? own : null);
         }
 
-        /// <summary>Rows [r0, r1) (a multiple of <see cref="VecDot.StripeRows"/>) packed a stripe at a time, each stripe
+        /// <summary>Rows [r0, r1) (a multiple of <see cref="VecDot.StripeRowsOf"/>) packed a stripe at a time, each stripe
         /// multiplied with every token.</summary>
         private void RunStripes(int r0, int r1, byte* stripe)
         {
-            int nb = Columns / BlockLayout.QK;
-            for (int r = r0; r < r1; r += VecDot.StripeRows)
+            int stripeRows = VecDot.StripeRowsOf(Type);
+            for (int r = r0; r < r1; r += stripeRows)
             {
                 VecDot.PackStripe(Type, Weight + r * RowBytes, RowBytes, Columns, stripe);
-                int t = 0;
-                for (; t + 4 <= Tokens; t += 4)
-                    VecDot.StripeProduct4(stripe, nb, X + t * XRowBytes, XRowBytes, Y + (long)t * YStride + r, YStride);
-                for (; t < Tokens; t++)
-                    VecDot.StripeProduct1(stripe, nb, X + t * XRowBytes, Y + (long)t * YStride + r);
+                VecDot.StripeProducts(Type, stripe, Columns, X, XRowBytes, Tokens, Y + r, YStride);
             }
         }
 

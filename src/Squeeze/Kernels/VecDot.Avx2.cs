@@ -516,10 +516,22 @@ internal static unsafe partial class VecDot
     /// <summary>pshufb masks picking int16 scales 2j (bytes 0-15) and 2j+1 (bytes 16-31) from 8 scales in both halves.</summary>
     private static ReadOnlySpan<byte> PairShuffle => [0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15];
 
+    /// <summary>The 16 six-bit scales of a Q3_K block, less 32 (signed).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<sbyte> ScalesQ3_K(byte* packed)
+    {
+        const uint kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
+        uint a0 = Unsafe.ReadUnaligned<uint>(packed), a1 = Unsafe.ReadUnaligned<uint>(packed + 4), tmp = Unsafe.ReadUnaligned<uint>(packed + 8);
+        return Vector128.Create(
+            (a0 & kmask2) | ((tmp & kmask1) << 4),
+            (a1 & kmask2) | (((tmp >> 2) & kmask1) << 4),
+            ((a0 >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4),
+            ((a1 >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4)).AsSByte() - Vector128.Create((sbyte)32);
+    }
+
     /// <summary>AVX2 version of <see cref="Q3_KScalar"/> (unsigned q_w + 4·high bit, minus 4·Σ sc·bsums).</summary>
     public static float Q3_KAvx2(byte* w, byte* x, int n)
     {
-        const uint kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
         Vector256<float> acc = default;
         var three = Vector256.Create((byte)3);
         var four = Vector256.Create((byte)4);
@@ -527,14 +539,7 @@ internal static unsafe partial class VecDot
         {
             for (int b = 0; b < n / QK_K; b++, w += Q3_KBytes, x += Q8_KBytes)
             {
-                byte* packed = w + Q3_KScales;
-                uint a0 = Unsafe.ReadUnaligned<uint>(packed), a1 = Unsafe.ReadUnaligned<uint>(packed + 4), tmp = Unsafe.ReadUnaligned<uint>(packed + 8);
-                Vector128<sbyte> sc8 = Vector128.Create(
-                    (a0 & kmask2) | ((tmp & kmask1) << 4),
-                    (a1 & kmask2) | (((tmp >> 2) & kmask1) << 4),
-                    ((a0 >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4),
-                    ((a1 >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4)).AsSByte() - Vector128.Create((sbyte)32);
-                Vector256<short> sc16 = Avx2.ConvertToVector256Int16(sc8);
+                Vector256<short> sc16 = Avx2.ConvertToVector256Int16(ScalesQ3_K(w + Q3_KScales));
                 Vector256<int> offset = Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(x + Q8_KBsums)), sc16);
                 Vector256<byte> low8 = Avx2.Permute4x64(sc16.AsInt64(), 0x44).AsByte();  // scales 0-7 in both halves
                 Vector256<byte> high8 = Avx2.Permute4x64(sc16.AsInt64(), 0xEE).AsByte(); // scales 8-15
@@ -565,15 +570,24 @@ internal static unsafe partial class VecDot
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static ulong ScalesMinsK4(byte* packed, short* bsums, out int summs)
     {
+        ulong scales = UnpackScalesK4(packed, out ulong minBytes);
+        Vector128<byte> mins = Vector128.Create(minBytes, 0).AsByte();
+        Vector256<short> mins16 = Avx2.ConvertToVector256Int16(Sse2.UnpackLow(mins, mins)); // m0 m0 m1 m1 … m7 m7
+        summs = Vector256.Sum(Avx2.MultiplyAddAdjacent(Vector256.Load(bsums), mins16));
+        return scales;
+    }
+
+    /// <summary>The 8 six-bit scales (result) and 8 six-bit mins (<paramref name="mins"/>) of a Q4_K / Q5_K block, one per byte.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong UnpackScalesK4(byte* packed, out ulong mins)
+    {
         const uint kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
         uint u0 = Unsafe.ReadUnaligned<uint>(packed), u1 = Unsafe.ReadUnaligned<uint>(packed + 4), u2 = Unsafe.ReadUnaligned<uint>(packed + 8);
         uint scales0 = u0 & kmask1;
         uint scales1 = (u2 & kmask2) | (((u0 >> 6) & kmask3) << 4);
         uint mins0 = u1 & kmask1;
         uint mins1 = ((u2 >> 4) & kmask2) | (((u1 >> 6) & kmask3) << 4);
-        Vector128<byte> mins = Vector128.Create(mins0 | ((ulong)mins1 << 32), 0).AsByte();
-        Vector256<short> mins16 = Avx2.ConvertToVector256Int16(Sse2.UnpackLow(mins, mins)); // m0 m0 m1 m1 … m7 m7
-        summs = Vector256.Sum(Avx2.MultiplyAddAdjacent(Vector256.Load(bsums), mins16));
+        mins = mins0 | ((ulong)mins1 << 32);
         return scales0 | ((ulong)scales1 << 32);
     }
 

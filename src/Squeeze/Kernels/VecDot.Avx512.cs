@@ -88,6 +88,96 @@ internal static unsafe partial class VecDot
     public static float IQ4_NLAvx512(byte* w, byte* x, int n)
         => Avx512Vbmi.IsSupported && AvxVnni.IsSupported ? DotNibblePairs<IQ4_NLNibbles, PermutedHalfScales>(w, x, n) : IQ4_NLAvx2(w, x, n);
 
+    /// <summary>
+    /// <see cref="Q4_KAvx2"/> with 512-bit integer steps, bit for bit: each 32 bytes of nibbles are broadcast to both halves
+    /// of one register (the low nibbles multiplied in the low half with activations 64j .. 64j + 31, the high nibbles in
+    /// the high half with the next 32), each half scaled by its sub-block's scale; the halves' int32 lanes are added at
+    /// the end of the super-block, giving the 256-bit kernel's lane sums (exact integers), then the same f32 operations.
+    /// </summary>
+    public static float Q4_KAvx512(byte* w, byte* x, int n) => DotK4Avx512<Q4_KLayout>(w, x, n);
+
+    /// <summary><see cref="Q5_KAvx2"/> with 512-bit integer steps, bit for bit (as <see cref="Q4_KAvx512"/>, the fifth bits
+    /// of both halves picked from the broadcast high-bit bytes).</summary>
+    public static float Q5_KAvx512(byte* w, byte* x, int n) => DotK4Avx512<Q5_KLayout>(w, x, n);
+
+    /// <summary>Where a Q4_K-like block (d, dmin, 12 bytes of scales and mins, then nibbles) keeps its fields, and
+    /// whether it has fifth bits.</summary>
+    private interface IK4Layout
+    {
+        static abstract int Bytes { get; }
+
+        static abstract int Qs { get; }
+
+        static abstract bool FifthBits { get; }
+    }
+
+    private readonly struct Q4_KLayout : IK4Layout
+    {
+        public static int Bytes => BlockLayout.Q4_KBytes;
+
+        public static int Qs => BlockLayout.Q4_KQs;
+
+        public static bool FifthBits => false;
+    }
+
+    private readonly struct Q5_KLayout : IK4Layout
+    {
+        public static int Bytes => BlockLayout.Q5_KBytes;
+
+        public static int Qs => BlockLayout.Q5_KQs;
+
+        public static bool FifthBits => true;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float DotK4Avx512<T>(byte* w, byte* x, int n) where T : IK4Layout
+    {
+        Vector256<float> acc = default;
+        float accm = 0;
+        var mask = Vector512.Create((byte)0x0F);
+        var shifts = Vector512.Create(Vector256<ushort>.Zero, Vector256.Create((ushort)4)); // low nibbles | high nibbles
+        // per step j: the scales of sub-blocks 2j (low half) and 2j + 1 (high half), and their fifth bits
+        Vector512<short> pick0 = ScalePick(0), pick1 = ScalePick(1), pick2 = ScalePick(2), pick3 = ScalePick(3);
+        Vector512<byte> bits0 = FifthBits(0), bits1 = FifthBits(1), bits2 = FifthBits(2), bits3 = FifthBits(3);
+        for (int b = 0; b < n / BlockLayout.QK_K; b++, w += T.Bytes, x += BlockLayout.Q8_KBytes)
+        {
+            ulong packed = ScalesMinsK4(w + BlockLayout.Q4_KScales, (short*)(x + BlockLayout.Q8_KBsums), out int summs); // Q5_KScales is the same offset
+            Vector512<short> scales = Avx512BW.ConvertToVector512Int16(Vector256.Create(Vector128.CreateScalar(packed).AsByte(), default));
+            Vector512<byte> qh = T.FifthBits ? Vector512.Create(Vector256.Load(w + BlockLayout.Q5_KQh)) : default;
+            sbyte* q8 = (sbyte*)(x + BlockLayout.Q8_KQs);
+            byte* q = w + T.Qs;
+            // two chains of two steps: the integer sums are the same
+            Vector512<int> even = K4Step512<T>(q, qh, bits0, q8, scales, pick0, mask, shifts)
+                + K4Step512<T>(q + 64, qh, bits2, q8 + 128, scales, pick2, mask, shifts);
+            Vector512<int> odd = K4Step512<T>(q + 32, qh, bits1, q8 + 64, scales, pick1, mask, shifts)
+                + K4Step512<T>(q + 96, qh, bits3, q8 + 192, scales, pick3, mask, shifts);
+            Vector512<int> sum = even + odd;
+            Vector256<int> sumi = sum.GetLower() + sum.GetUpper();
+            float dy = *(float*)x;
+            acc = MulAdd(Vector256.Create(H(w) * dy), Vector256.ConvertToSingle(sumi), acc);
+            accm += H(w + BlockLayout.Q4_KDmin) * dy * summs;
+        }
+        return Vector256.Sum(acc) - accm;
+    }
+
+    /// <summary>vpermw indices: scale 2j in the low half's words, 2j + 1 in the high half's.</summary>
+    private static Vector512<short> ScalePick(int j) => Vector512.Create(Vector256.Create((short)(2 * j)), Vector256.Create((short)(2 * j + 1)));
+
+    /// <summary>The Q5_K high-bit masks of sub-block 2j (low half) and 2j + 1 (high half).</summary>
+    private static Vector512<byte> FifthBits(int j) => Vector512.Create(Vector256.Create((byte)(1 << (2 * j))), Vector256.Create((byte)(2 << (2 * j))));
+
+    /// <summary>32 bytes of nibbles (sub-blocks 2j and 2j + 1) with 64 activations: lane i of the low half is the
+    /// 4-value sum of sub-block 2j times its scale, of the high half that of sub-block 2j + 1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> K4Step512<T>(byte* q, Vector512<byte> qh, Vector512<byte> bits, sbyte* q8, Vector512<short> scales, Vector512<short> pick,
+        Vector512<byte> mask, Vector512<ushort> shifts) where T : IK4Layout
+    {
+        Vector512<byte> u = Avx512BW.ShiftRightLogicalVariable(Vector512.Create(Vector256.Load((ushort*)q)), shifts).AsByte() & mask;
+        if (T.FifthBits)
+            u |= Vector512.Equals(qh & bits, bits) & Vector512.Create((byte)16);
+        return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(u, Vector512.Load(q8)), Avx512BW.PermuteVar32x16(scales, pick));
+    }
+
     /// <summary>The d of 8 blocks 18 bytes apart (all within the first 128 bytes) from two 64-byte loads and one
     /// two-source byte permutation, instead of eight scalar loads and inserts.</summary>
     private readonly struct PermutedHalfScales : IHalfScales8

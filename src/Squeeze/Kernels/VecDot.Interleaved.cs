@@ -24,18 +24,17 @@ internal static unsafe partial class VecDot
     private const int StripeOffset = 128;
 
     /// <summary>True when <see cref="PackStripe"/> and the interleaved kernels run <paramref name="type"/> at
-    /// <paramref name="level"/>: the AVX-512 level with AVX-VNNI. The kernels are 256-bit (.NET exposes vpdpbusd at 256
-    /// bits only; Zen 4 runs 512-bit vectors as two 256-bit halves, so nothing is lost there); tying them to the AVX-512
-    /// level keeps the four-token AVX2 kernels in use, and self-tested, under <c>DOTNET_EnableAVX512=0</c>.</summary>
+    /// <paramref name="level"/>: the AVX-512 level, with AVX-VNNI for the 32-value block types (Q4_0, Q5_0, Q8_0, IQ4_NL),
+    /// with AVX-512BW for the k-quants (<see cref="KStripeRows"/>-row stripes). The 32-value kernels are 256-bit (.NET exposes
+    /// vpdpbusd at 256 bits only); tying them to the AVX-512 level keeps the four-token AVX2 kernels in use, and
+    /// self-tested, under <c>DOTNET_EnableAVX512=0</c>.</summary>
     public static bool Interleaves(GgmlType type, SimdLevel level)
-        => level == SimdLevel.Avx512 && AvxVnni.IsSupported && type is GgmlType.Q4_0 or GgmlType.Q5_0 or GgmlType.Q8_0 or GgmlType.IQ4_NL;
+        => level == SimdLevel.Avx512 && (IsKQuant(type) ? Avx512BW.IsSupported
+            : AvxVnni.IsSupported && type is GgmlType.Q4_0 or GgmlType.Q5_0 or GgmlType.Q8_0 or GgmlType.IQ4_NL);
 
-    /// <summary>Bytes of a packed stripe of rows of <paramref name="columns"/> values.</summary>
-    public static long StripeBytes(int columns) => (long)(columns / QK) * StripeBlockBytes;
-
-    /// <summary>Packs <see cref="StripeRows"/> rows of <paramref name="type"/> blocks (<paramref name="rowBytes"/> apart)
-    /// into the interleaved layout: per block, vector k holds value dword k (values 4k .. 4k+3) of rows 0-7 as q + 128,
-    /// then the rows' d as f32 (exact).</summary>
+    /// <summary>Packs <see cref="StripeRowsOf"/> rows of <paramref name="type"/> (<paramref name="rowBytes"/> apart) into
+    /// <see cref="StripeBytes"/> bytes. The 32-value block types: per block, vector k holds value dword k (values 4k ..
+    /// 4k+3) of rows 0-7 as q + 128, then the rows' d as f32 (exact); the k-quants as <see cref="PackKStripe"/> lays them out.</summary>
     public static void PackStripe(GgmlType type, byte* w, long rowBytes, int columns, byte* destination)
     {
         switch (type)
@@ -44,8 +43,28 @@ internal static unsafe partial class VecDot
             case GgmlType.Q5_0: PackStripe<Q5_0Block>(w, rowBytes, columns, destination); break;
             case GgmlType.Q8_0: PackStripe<Q8_0Block>(w, rowBytes, columns, destination); break;
             case GgmlType.IQ4_NL: PackStripe<IQ4_NLBlock>(w, rowBytes, columns, destination); break;
+            case GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K: PackKStripe(type, w, rowBytes, columns, destination); break;
             default: throw new NotSupportedException($"{type} rows are not packed into stripes");
         }
+    }
+
+    /// <summary>y[t · yStride + r] = dot(row r, token t) for the rows of a stripe packed by <see cref="PackStripe"/> and
+    /// <paramref name="tokens"/> activation rows (<see cref="ActivationRowBytes"/> each, <paramref name="xStride"/> apart),
+    /// bit for bit what the one-token kernel gives.</summary>
+    public static void StripeProducts(GgmlType type, byte* stripe, int columns, byte* x, long xStride, int tokens, float* y, long yStride)
+    {
+        int t = 0;
+        if (IsKQuant(type))
+        {
+            for (; t < tokens; t += 4)
+                KStripeProduct4(stripe, columns / QK_K, OffsetShift(type), x + t * xStride, xStride, Math.Min(4, tokens - t), y + t * yStride, yStride);
+            return;
+        }
+        int nb = columns / QK;
+        for (; t + 4 <= tokens; t += 4)
+            StripeProduct4(stripe, nb, x + t * xStride, xStride, y + t * yStride, yStride);
+        for (; t < tokens; t++)
+            StripeProduct1(stripe, nb, x + t * xStride, y + t * yStride);
     }
 
     private static void PackStripe<T>(byte* w, long rowBytes, int columns, byte* destination) where T : ISignedBlock32
@@ -53,31 +72,46 @@ internal static unsafe partial class VecDot
         var offset = Vector256.Create((byte)StripeOffset);
         for (int b = 0; b < columns / QK; b++, destination += StripeBlockBytes)
         {
-            // rows r as 8 dwords each: an 8 × 8 dword transpose puts dword k of every row in vector k
-            Vector256<int> r0 = Row<T>(w, b, offset), r1 = Row<T>(w + rowBytes, b, offset);
-            Vector256<int> r2 = Row<T>(w + 2 * rowBytes, b, offset), r3 = Row<T>(w + 3 * rowBytes, b, offset);
-            Vector256<int> r4 = Row<T>(w + 4 * rowBytes, b, offset), r5 = Row<T>(w + 5 * rowBytes, b, offset);
-            Vector256<int> r6 = Row<T>(w + 6 * rowBytes, b, offset), r7 = Row<T>(w + 7 * rowBytes, b, offset);
-            Vector256<int> t0 = Avx2.UnpackLow(r0, r1), t1 = Avx2.UnpackHigh(r0, r1), t2 = Avx2.UnpackLow(r2, r3), t3 = Avx2.UnpackHigh(r2, r3);
-            Vector256<int> t4 = Avx2.UnpackLow(r4, r5), t5 = Avx2.UnpackHigh(r4, r5), t6 = Avx2.UnpackLow(r6, r7), t7 = Avx2.UnpackHigh(r6, r7);
-            Vector256<long> u0 = Avx2.UnpackLow(t0.AsInt64(), t2.AsInt64()), u1 = Avx2.UnpackHigh(t0.AsInt64(), t2.AsInt64());
-            Vector256<long> u2 = Avx2.UnpackLow(t1.AsInt64(), t3.AsInt64()), u3 = Avx2.UnpackHigh(t1.AsInt64(), t3.AsInt64());
-            Vector256<long> u4 = Avx2.UnpackLow(t4.AsInt64(), t6.AsInt64()), u5 = Avx2.UnpackHigh(t4.AsInt64(), t6.AsInt64());
-            Vector256<long> u6 = Avx2.UnpackLow(t5.AsInt64(), t7.AsInt64()), u7 = Avx2.UnpackHigh(t5.AsInt64(), t7.AsInt64());
-            // u0: dword 0 of rows 0-3 | dword 4 of rows 0-3; u4: the same for rows 4-7 (u1, u5: dwords 1, 5; u2, u6: 2, 6; u3, u7: 3, 7)
-            Avx2.Permute2x128(u0, u4, 0x20).Store((long*)destination);
-            Avx2.Permute2x128(u1, u5, 0x20).Store((long*)(destination + 32));
-            Avx2.Permute2x128(u2, u6, 0x20).Store((long*)(destination + 64));
-            Avx2.Permute2x128(u3, u7, 0x20).Store((long*)(destination + 96));
-            Avx2.Permute2x128(u0, u4, 0x31).Store((long*)(destination + 128));
-            Avx2.Permute2x128(u1, u5, 0x31).Store((long*)(destination + 160));
-            Avx2.Permute2x128(u2, u6, 0x31).Store((long*)(destination + 192));
-            Avx2.Permute2x128(u3, u7, 0x31).Store((long*)(destination + 224));
+            // rows r as 8 dwords each, transposed: vector k = dword k of every row
+            Transpose(Row<T>(w, b, offset), Row<T>(w + rowBytes, b, offset), Row<T>(w + 2 * rowBytes, b, offset), Row<T>(w + 3 * rowBytes, b, offset),
+                Row<T>(w + 4 * rowBytes, b, offset), Row<T>(w + 5 * rowBytes, b, offset), Row<T>(w + 6 * rowBytes, b, offset), Row<T>(w + 7 * rowBytes, b, offset),
+                (Vector256<int>*)destination);
             float* d = (float*)(destination + 256);
             for (int r = 0; r < StripeRows; r++)
                 d[r] = H(w + r * rowBytes + b * T.Bytes);
         }
     }
+
+    /// <summary>An 8 × 8 dword transpose: <paramref name="columns"/>[k] = dword k of r0 .. r7 (rows 0-7).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose(Vector256<int> r0, Vector256<int> r1, Vector256<int> r2, Vector256<int> r3,
+        Vector256<int> r4, Vector256<int> r5, Vector256<int> r6, Vector256<int> r7, Vector256<int>* columns)
+    {
+        // unaligned stores: columns may point into a packed stripe
+        Vector256<int> t0 = Avx2.UnpackLow(r0, r1), t1 = Avx2.UnpackHigh(r0, r1), t2 = Avx2.UnpackLow(r2, r3), t3 = Avx2.UnpackHigh(r2, r3);
+        Vector256<int> t4 = Avx2.UnpackLow(r4, r5), t5 = Avx2.UnpackHigh(r4, r5), t6 = Avx2.UnpackLow(r6, r7), t7 = Avx2.UnpackHigh(r6, r7);
+        Vector256<long> u0 = Avx2.UnpackLow(t0.AsInt64(), t2.AsInt64()), u1 = Avx2.UnpackHigh(t0.AsInt64(), t2.AsInt64());
+        Vector256<long> u2 = Avx2.UnpackLow(t1.AsInt64(), t3.AsInt64()), u3 = Avx2.UnpackHigh(t1.AsInt64(), t3.AsInt64());
+        Vector256<long> u4 = Avx2.UnpackLow(t4.AsInt64(), t6.AsInt64()), u5 = Avx2.UnpackHigh(t4.AsInt64(), t6.AsInt64());
+        Vector256<long> u6 = Avx2.UnpackLow(t5.AsInt64(), t7.AsInt64()), u7 = Avx2.UnpackHigh(t5.AsInt64(), t7.AsInt64());
+        // u0: dword 0 of rows 0-3 | dword 4 of rows 0-3; u4: the same for rows 4-7 (u1, u5: dwords 1, 5; u2, u6: 2, 6; u3, u7: 3, 7)
+        Avx2.Permute2x128(u0, u4, 0x20).AsInt32().Store((int*)(columns + 0));
+        Avx2.Permute2x128(u1, u5, 0x20).AsInt32().Store((int*)(columns + 1));
+        Avx2.Permute2x128(u2, u6, 0x20).AsInt32().Store((int*)(columns + 2));
+        Avx2.Permute2x128(u3, u7, 0x20).AsInt32().Store((int*)(columns + 3));
+        Avx2.Permute2x128(u0, u4, 0x31).AsInt32().Store((int*)(columns + 4));
+        Avx2.Permute2x128(u1, u5, 0x31).AsInt32().Store((int*)(columns + 5));
+        Avx2.Permute2x128(u2, u6, 0x31).AsInt32().Store((int*)(columns + 6));
+        Avx2.Permute2x128(u3, u7, 0x31).AsInt32().Store((int*)(columns + 7));
+    }
+
+    /// <summary>The 8 rows' 32 bytes at <paramref name="first"/> (rows <paramref name="rowBytes"/> apart), transposed:
+    /// <paramref name="columns"/>[k] = dword k of rows 0-7.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void TransposeRows(byte* first, long rowBytes, Vector256<int>* columns)
+        => Transpose(Vector256.Load((int*)first), Vector256.Load((int*)(first + rowBytes)), Vector256.Load((int*)(first + 2 * rowBytes)),
+            Vector256.Load((int*)(first + 3 * rowBytes)), Vector256.Load((int*)(first + 4 * rowBytes)), Vector256.Load((int*)(first + 5 * rowBytes)),
+            Vector256.Load((int*)(first + 6 * rowBytes)), Vector256.Load((int*)(first + 7 * rowBytes)), columns);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Row<T>(byte* row, int b, Vector256<byte> offset) where T : ISignedBlock32

@@ -74,6 +74,8 @@ internal static unsafe partial class VecDot
                 case GgmlType.BF16: return &BF16Avx512;
                 case GgmlType.Q4_0: return &Q4_0Avx512;
                 case GgmlType.IQ4_NL: return &IQ4_NLAvx512;
+                case GgmlType.Q4_K: return &Q4_KAvx512;
+                case GgmlType.Q5_K: return &Q5_KAvx512;
             }
         }
         return type switch
