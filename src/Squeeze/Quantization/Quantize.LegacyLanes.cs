@@ -28,6 +28,15 @@ public static partial class Quantize
             V3 = Vector256.LoadUnsafe(ref x, 24);
         }
 
+        private Block32(Vector256<float> v0, Vector256<float> v1, Vector256<float> v2, Vector256<float> v3) => (V0, V1, V2, V3) = (v0, v1, v2, v3);
+
+        // The 32 magnitudes |x|.
+        public Block32 Abs() => new(Vector256.Abs(V0), Vector256.Abs(V1), Vector256.Abs(V2), Vector256.Abs(V3));
+
+        public float Max() => HorizontalMax(Vector256.Max(Vector256.Max(V0, V1), Vector256.Max(V2, V3)));
+
+        public float Min() => HorizontalMin(Vector256.Min(Vector256.Min(V0, V1), Vector256.Min(V2, V3)));
+
         // Bit j set where value j equals value (±0 compare equal, as in the scalar comparisons).
         public uint Where(Vector256<float> value)
             => Vector256.Equals(V0, value).ExtractMostSignificantBits()
@@ -67,23 +76,15 @@ public static partial class Quantize
     // SignedAbsMax's value: the first value of largest magnitude, or +0 when every value is ±0.
     private static float SignedAbsMaxLanes(in Block32 x, ReadOnlySpan<float> xb)
     {
-        var a = Vector256.Max(Vector256.Max(Vector256.Abs(x.V0), Vector256.Abs(x.V1)), Vector256.Max(Vector256.Abs(x.V2), Vector256.Abs(x.V3)));
-        float amax = HorizontalMax(a);
-        if (amax == 0)
-            return 0;
-        var target = Vector256.Create(amax);
-        uint mask = Vector256.Equals(Vector256.Abs(x.V0), target).ExtractMostSignificantBits()
-            | Vector256.Equals(Vector256.Abs(x.V1), target).ExtractMostSignificantBits() << 8
-            | Vector256.Equals(Vector256.Abs(x.V2), target).ExtractMostSignificantBits() << 16
-            | Vector256.Equals(Vector256.Abs(x.V3), target).ExtractMostSignificantBits() << 24;
-        return xb[BitOperations.TrailingZeroCount(mask)];
+        var magnitudes = x.Abs();
+        float amax = magnitudes.Max();
+        return amax == 0 ? 0 : xb[BitOperations.TrailingZeroCount(magnitudes.Where(Vector256.Create(amax)))];
     }
 
     // MinMax's values: the first value equal to the minimum and the first equal to the maximum.
     private static (float Min, float Max) MinMaxLanes(in Block32 x, ReadOnlySpan<float> xb)
     {
-        float min = HorizontalMin(Vector256.Min(Vector256.Min(x.V0, x.V1), Vector256.Min(x.V2, x.V3)));
-        float max = HorizontalMax(Vector256.Max(Vector256.Max(x.V0, x.V1), Vector256.Max(x.V2, x.V3)));
+        float min = x.Min(), max = x.Max();
         return (xb[BitOperations.TrailingZeroCount(x.Where(Vector256.Create(min)))],
             xb[BitOperations.TrailingZeroCount(x.Where(Vector256.Create(max)))]);
     }
@@ -101,8 +102,7 @@ public static partial class Quantize
     private static bool Q8_0Lanes(ReadOnlySpan<float> xb, ref BlockQ8_0 b)
     {
         var x = new Block32(xb);
-        float amax = HorizontalMax(Vector256.Max(Vector256.Max(Vector256.Abs(x.V0), Vector256.Abs(x.V1)), Vector256.Max(Vector256.Abs(x.V2), Vector256.Abs(x.V3))));
-        float d = amax / ((1 << 7) - 1);
+        float d = x.Abs().Max() / ((1 << 7) - 1);
         float id = d != 0 ? 1.0f / d : 0.0f;
         if (!float.IsFinite(id))
             return false;
