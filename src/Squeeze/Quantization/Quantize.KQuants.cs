@@ -57,8 +57,8 @@ public static partial class Quantize
             starts = starts[..1];
         var best = new KBlock();
         var candidate = new KBlock();
-        var scratch = new KBlock();
-        var lanes = UseVectors ? new RefineBuffers() : null;
+        var scratch = refine && !UseVectors ? new KBlock() : null;
+        var lanes = refine && UseVectors ? new RefineBuffers() : null;
         int nb = x.Length / QK_K;
         for (int i = 0; i < nb; i++)
         {
@@ -71,7 +71,8 @@ public static partial class Quantize
                 Array.Clear(candidate.Sc);
                 Array.Clear(candidate.M);
                 start(xb, qw, candidate);
-                double error = BlockError(format, xb, qw, candidate);
+                // A single start has nothing to be compared with.
+                double error = starts.Length == 1 ? 0 : BlockError(format, xb, qw, candidate);
                 if (error < bestError)
                 {
                     bestError = error;
@@ -83,7 +84,7 @@ public static partial class Quantize
                 if (lanes is not null)
                     RefineLanes(format, xb, qw, best, lanes);
                 else
-                    Refine(format, xb, qw, best, scratch);
+                    Refine(format, xb, qw, best, scratch!);
             }
             pack(best, y.Slice(i * blockBytes, blockBytes));
         }
