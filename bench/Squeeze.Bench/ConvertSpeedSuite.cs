@@ -28,12 +28,7 @@ internal static class ConvertSpeedSuite
         // --from hf or f16: time Squeeze from one source only (both by default)
         string from = Program.Value(args, "--from") ?? "both";
         // --search llama.cpp: the k-quants and IQ4_NL with llama.cpp's scale search alone (convert --search llama.cpp)
-        var search = (Program.Value(args, "--search") ?? "refined") switch
-        {
-            "refined" => ScaleSearch.Refined,
-            "llama.cpp" => ScaleSearch.LlamaCpp,
-            string other => throw new ArgumentException($"--search {other}: expected refined or llama.cpp"),
-        };
+        var search = ScaleSearchNames.Parse(Program.Value(args, "--search") ?? "refined");
         var shape = ShapesSuite.Shapes.FirstOrDefault(s => s.Name == shapeName)
             ?? throw new ArgumentException($"unknown shape {shapeName}; known: {string.Join(", ", ShapesSuite.Shapes.Select(s => s.Name))}");
         string cache = ShapesSuite.CacheDirectory(args);

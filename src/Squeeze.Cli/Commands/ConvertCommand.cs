@@ -35,12 +35,7 @@ internal static class ConvertCommand
     public static int Execute(Options options)
     {
         Cli.CheckOutput(options.Input, options.Output);
-        var search = options.Search.ToLowerInvariant() switch
-        {
-            "refined" => ScaleSearch.Refined,
-            "llama.cpp" => ScaleSearch.LlamaCpp,
-            _ => throw new ArgumentException($"--search {options.Search}: expected refined or llama.cpp"),
-        };
+        var search = ScaleSearchNames.Parse(options.Search);
         var mix = QuantizationMix.Parse(options.Type);
         var overrides = options.TensorTypes.Select(TensorTypeOverride.Parse).ToList();
         using var model = ModelLoader.Load(options.Input, options.Tokenizer);

@@ -13,3 +13,20 @@ public enum ScaleSearch
     /// without importance, the bytes llama-quantize writes.</summary>
     LlamaCpp,
 }
+
+/// <summary>The names <c>convert --search</c> (and the benchmark harness) take for a <see cref="ScaleSearch"/>.</summary>
+public static class ScaleSearchNames
+{
+    /// <summary><c>refined</c> or <c>llama.cpp</c> (any case).</summary>
+    /// <exception cref="ArgumentException">Another name; the message lists the two.</exception>
+    public static ScaleSearch Parse(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return name.ToLowerInvariant() switch
+        {
+            "refined" => ScaleSearch.Refined,
+            "llama.cpp" => ScaleSearch.LlamaCpp,
+            _ => throw new ArgumentException($"--search {name}: expected refined or llama.cpp", nameof(name)),
+        };
+    }
+}
