@@ -37,7 +37,7 @@ internal sealed class TensorEncodingKind : IWorkKind
         w.Write(work.Input is not null);
         if (work.Input is { } s)
         {
-            // The input's statistics and, for a stack of routed experts, each expert's (null where no token reached it).
+            // For a stack of routed experts, each expert's statistics (null where no token reached it), then the input's own.
             long bytes = new[] { s }.Concat(s.Experts.OfType<ActivationStatistics>()).Sum(e => (long)e.Width * (e.Gram is null ? 20 : 20 + 8L * e.Width))
                 + (work.Replaced?.LongLength ?? 0);
             if (bytes > MaxItemBytes)
@@ -45,7 +45,6 @@ internal sealed class TensorEncodingKind : IWorkKind
                     + $"one item carries ({MaxItemBytes:N0}); compress this model on one machine");
             w.Write(s.Layer);
             w.Write((int)s.Kind);
-            Statistics(w, s);
             w.Write(s.Experts.Count);
             foreach (var e in s.Experts)
             {
@@ -53,6 +52,7 @@ internal sealed class TensorEncodingKind : IWorkKind
                 if (e is not null)
                     Statistics(w, e);
             }
+            Statistics(w, s);
         }
         w.Write(work.Replaced is not null);
         if (work.Replaced is not null)
@@ -86,12 +86,10 @@ internal sealed class TensorEncodingKind : IWorkKind
                     var (tokens, sumSquares, sumAbs, maxAbs) = (r.ReadInt64(), r.Doubles(), r.Doubles(), r.Floats());
                     return new ActivationStatistics(layer, kind, tokens, sumSquares, sumAbs, maxAbs, r.ReadBoolean() ? r.Doubles() : null, experts);
                 }
-                var own = ReadStatistics();
                 var experts = new ActivationStatistics?[r.ReadInt32()];
                 for (int e = 0; e < experts.Length; e++)
                     experts[e] = r.ReadBoolean() ? ReadStatistics() : null;
-                input = experts.Length == 0 ? own
-                    : new ActivationStatistics(layer, kind, own.TokenCount, own.SumSquares, own.SumAbs, own.MaxAbs, own.Gram, experts);
+                input = ReadStatistics(experts);
             }
             GgmlType? replacedType = null;
             byte[]? replaced = null;
