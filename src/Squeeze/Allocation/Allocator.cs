@@ -464,31 +464,52 @@ public static class Allocator
     {
         ArgumentNullException.ThrowIfNull(set);
         allowed ??= _ => true;
-        var smallestAllowed = set.Tensors.Select(t => t.Options.ToList().FindIndex(allowed)).ToArray();
-        int bare = Array.IndexOf(smallestAllowed, -1);
-        if (bare >= 0)
-            throw new ArgumentException($"tensor '{set.Tensors[bare].Name}' has no allowed candidate", nameof(allowed));
+        // A unit's option is allowed when it is for every tensor of the unit (the parts of a fused file tensor).
+        bool Allowed(int[] unit, int option) => unit.All(i => allowed(set.Tensors[i].Options[option]));
+        var units = set.Units;
+        var smallestAllowed = new int[set.Tensors.Count];
+        foreach (var unit in units)
+        {
+            int k = Enumerable.Range(0, set.Tensors[unit[0]].Options.Count).FirstOrDefault(o => Allowed(unit, o), -1);
+            if (k < 0)
+                throw new ArgumentException($"tensor '{set.Tensors[unit[0]].Name}' has no allowed candidate", nameof(allowed));
+            foreach (int i in unit)
+                smallestAllowed[i] = k;
+        }
         long smallest = set.BoundBytes(smallestAllowed);
         if (budget < smallest)
             throw BelowSmallest(budget, smallest, set.Parameters);
         long grain = set.Grain;
         long capacity = (budget - set.Overhead) / grain;
-        var items = new List<IReadOnlyList<Choice>>(set.Tensors.Count);
-        foreach (var t in set.Tensors)
+        var items = new List<IReadOnlyList<Choice>>(units.Count);
+        for (int u = 0; u < units.Count; u++)
         {
-            var choices = new List<Choice>(t.Options.Count);
-            foreach (var c in t.Options)
+            var options = set.Tensors[units[u][0]].Options;
+            var choices = new List<Choice>(options.Count);
+            for (int o = 0; o < options.Count; o++)
             {
-                double error = ErrorOf(c, model);
-                if (!double.IsFinite(error))
-                    throw new ArgumentException($"tensor '{t.Name}' has no {model} measurement for {c.Format}", nameof(model));
+                double error = 0;
+                foreach (int i in units[u])
+                {
+                    var c = set.Tensors[i].Options[o];
+                    double e = ErrorOf(c, model);
+                    if (!double.IsFinite(e))
+                        throw new ArgumentException($"tensor '{set.Tensors[i].Name}' has no {model} measurement for {c.Format}", nameof(model));
+                    error += e;
+                }
                 // A candidate not allowed is wider than the whole budget, so it never fits.
-                choices.Add(new Choice(allowed(c) ? c.FileBytes / grain : 2 * Math.Max(capacity, 0) + 2, error));
+                choices.Add(new Choice(Allowed(units[u], o) ? set.UnitBytes(u, o) / grain : 2 * Math.Max(capacity, 0) + 2, error));
             }
             items.Add(choices);
         }
         int cells = (int)Math.Min(capacity + 1, 1 << 22);
-        var selection = MultipleChoiceKnapsack.Solve(items, capacity, cells);
+        var chosen = MultipleChoiceKnapsack.Solve(items, capacity, cells);
+        var selection = new int[set.Tensors.Count];
+        for (int u = 0; u < units.Count; u++)
+        {
+            foreach (int i in units[u])
+                selection[i] = chosen[u];
+        }
         if (set.FileBytes(selection) > budget)
             throw new InvalidOperationException($"the knapsack chose {set.FileBytes(selection):N0} bytes for a budget of {budget:N0}");
         return selection;
@@ -499,11 +520,9 @@ public static class Allocator
     /// <paramref name="types"/> (default <see cref="GgufCandidateSet.DefaultTypes"/>): every 2-D tensor in its smallest type.
     /// </summary>
     /// <exception cref="ArgumentException">The budget is below that size (the message gives it).</exception>
-    /// <exception cref="NotSupportedException">The model's GGUF file fuses tensors (Phi-3), which a size target cannot type.</exception>
     public static void CheckBudget(Model model, long budget, IReadOnlyList<Squeeze.Tensors.GgmlType>? types = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        GgufCandidateSet.RefuseFusedTensors(model);
         var candidates = types ?? GgufCandidateSet.DefaultTypes;
         var smallestType = new Dictionary<string, Squeeze.Tensors.GgmlType>(StringComparer.Ordinal);
         foreach (var t in model.Tensors.Where(t => t.Shape.Length >= 2))

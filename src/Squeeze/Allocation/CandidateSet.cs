@@ -12,20 +12,62 @@ namespace Squeeze.Allocation;
 /// </summary>
 public abstract class CandidateSet<T> : IDisposable where T : Candidate
 {
-    /// <summary>The candidates <paramref name="tensors"/> of the 2-D tensors of <paramref name="source"/>, one list per tensor in the model's order.</summary>
-    protected CandidateSet(Model source, IReadOnlyList<TensorCandidates<T>> tensors)
+    /// <summary>The candidates <paramref name="tensors"/> of the 2-D tensors of <paramref name="source"/>, one list per
+    /// tensor in the model's order; <paramref name="units"/> groups the tensors that must take one option index together
+    /// (each tensor alone when null).</summary>
+    /// <exception cref="ArgumentException">The units do not hold every tensor exactly once, or a unit's tensors do not
+    /// have the same representations in the same order.</exception>
+    protected CandidateSet(Model source, IReadOnlyList<TensorCandidates<T>> tensors, IReadOnlyList<int[]>? units = null)
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(tensors);
         Source = source;
         Tensors = tensors;
+        Units = units ?? [.. Enumerable.Range(0, tensors.Count).Select(i => new[] { i })];
+        unitOf = new int[tensors.Count];
+        Array.Fill(unitOf, -1);
+        for (int u = 0; u < Units.Count; u++)
+        {
+            var first = tensors[Units[u][0]];
+            foreach (int i in Units[u])
+            {
+                if (unitOf[i] != -1)
+                    throw new ArgumentException($"tensor '{tensors[i].Name}' is in two units", nameof(units));
+                unitOf[i] = u;
+                if (!tensors[i].Options.Select(c => c.Format).SequenceEqual(first.Options.Select(c => c.Format)))
+                    throw new ArgumentException($"tensors '{first.Name}' and '{tensors[i].Name}' take one representation together but have different candidates", nameof(units));
+            }
+        }
+        int missing = Array.IndexOf(unitOf, -1);
+        if (missing >= 0)
+            throw new ArgumentException($"tensor '{tensors[missing].Name}' is in no unit", nameof(units));
     }
+
+    private readonly int[] unitOf;
 
     /// <summary>The model the candidates were made from.</summary>
     public Model Source { get; }
 
     /// <summary>The tensors that take a representation, in the model's order.</summary>
     public IReadOnlyList<TensorCandidates<T>> Tensors { get; }
+
+    /// <summary>The tensors that take one option index together, in the order of their first tensor: one per tensor,
+    /// except where the file stores several model tensors as one (a GGUF file of Phi-3 fuses q, k and v, and gate and
+    /// up), whose parts need one type. Searches choose per unit.</summary>
+    public IReadOnlyList<int[]> Units { get; }
+
+    /// <summary>The bytes unit <paramref name="unit"/> adds to the file with option <paramref name="option"/>: its one
+    /// tensor's <see cref="Candidate.FileBytes"/>, or for fused parts their bytes together padded once to the grain.</summary>
+    public long UnitBytes(int unit, int option)
+    {
+        var parts = Units[unit];
+        if (parts.Length == 1)
+            return Tensors[parts[0]].Options[option].FileBytes;
+        long bytes = 0;
+        foreach (int i in parts)
+            bytes += Tensors[i].Options[option].Bytes;
+        return (bytes + Grain - 1) / Grain * Grain;
+    }
 
     /// <summary>File bytes that do not depend on the selection (at least; an upper bound for the native format), a
     /// multiple of <see cref="Grain"/>.</summary>
@@ -47,13 +89,13 @@ public abstract class CandidateSet<T> : IDisposable where T : Candidate
     /// <see cref="Overhead"/> + Σ <see cref="Candidate.FileBytes"/>, with equality for GGUF.</summary>
     public virtual long FileBytes(IReadOnlyList<int> selection) => BoundBytes(selection);
 
-    /// <summary><see cref="Overhead"/> + Σ <see cref="Candidate.FileBytes"/> of the selection: what the knapsack counts.</summary>
+    /// <summary><see cref="Overhead"/> + Σ <see cref="UnitBytes"/> of the selection: what the knapsack counts.</summary>
     public long BoundBytes(IReadOnlyList<int> selection)
     {
         Check(selection);
         long total = Overhead;
-        for (int i = 0; i < Tensors.Count; i++)
-            total += Tensors[i].Options[selection[i]].FileBytes;
+        for (int u = 0; u < Units.Count; u++)
+            total += UnitBytes(u, selection[Units[u][0]]);
         return total;
     }
 
@@ -113,7 +155,8 @@ public abstract class CandidateSet<T> : IDisposable where T : Candidate
         return chosen;
     }
 
-    /// <summary>Throws an <see cref="ArgumentException"/> unless <paramref name="selection"/> holds one valid candidate index per tensor.</summary>
+    /// <summary>Throws an <see cref="ArgumentException"/> unless <paramref name="selection"/> holds one valid candidate
+    /// index per tensor, the same for every tensor of a unit.</summary>
     protected void Check(IReadOnlyList<int> selection)
     {
         ArgumentNullException.ThrowIfNull(selection);
@@ -123,6 +166,9 @@ public abstract class CandidateSet<T> : IDisposable where T : Candidate
         {
             if ((uint)selection[i] >= (uint)Tensors[i].Options.Count)
                 throw new ArgumentException($"tensor '{Tensors[i].Name}' has {Tensors[i].Options.Count} candidates, not {selection[i] + 1}", nameof(selection));
+            int first = Units[unitOf[i]][0];
+            if (selection[i] != selection[first])
+                throw new ArgumentException($"tensors '{Tensors[first].Name}' and '{Tensors[i].Name}' are stored as one tensor and need one representation, not {Tensors[first].Options[selection[first]].Format} and {Tensors[i].Options[selection[i]].Format}", nameof(selection));
         }
     }
 }

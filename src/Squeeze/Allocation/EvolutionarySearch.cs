@@ -46,7 +46,7 @@ public sealed record EvolutionResult(int[] Selection, double Fitness, double Sta
 /// <summary>
 /// EvoPress-style search of per-tensor formats under a byte budget, with the model's own KL divergence as fitness:
 /// a (1 + λ) evolution from a starting assignment (the knapsack's). A mutation raises one or a few tensors one level
-/// (the next larger candidate) and lowers randomly chosen others one level until the file fits the budget again, so
+/// (the next larger candidate; the parts of a fused file tensor move together) and lowers randomly chosen others one level until the file fits the budget again, so
 /// every candidate fits. Selection is in two stages: all offspring on a few random chunks, the best few again on more
 /// fixed chunks against the parent, which is replaced only when beaten there.
 /// </summary>
@@ -116,13 +116,21 @@ public static class EvolutionarySearch
     }
 
     /// <summary>
-    /// A child of <paramref name="parent"/>: one to <paramref name="maxRaises"/> tensors one level up, then random other
-    /// tensors one level down until the file fits <paramref name="budget"/>; null when no such child is found.
+    /// A child of <paramref name="parent"/>: one to <paramref name="maxRaises"/> units (<see cref="CandidateSet{T}.Units"/>:
+    /// a tensor, or the parts of a fused file tensor together) one level up, then random other units one level down until
+    /// the file fits <paramref name="budget"/>; null when no such child is found.
     /// </summary>
     internal static int[]? Mutate<T>(CandidateSet<T> set, IReadOnlyList<int> parent, long budget, Random random, int maxRaises)
         where T : Candidate
     {
-        int n = set.Tensors.Count;
+        var units = set.Units;
+        int n = units.Count;
+        int Level(int[] selection, int u) => selection[units[u][0]];
+        void Set(int[] selection, int u, int level)
+        {
+            foreach (int i in units[u])
+                selection[i] = level;
+        }
         for (int attempt = 0; attempt < 16; attempt++)
         {
             int[] child = [.. parent];
@@ -130,24 +138,25 @@ public static class EvolutionarySearch
             int raises = 1 + random.Next(maxRaises);
             for (int r = 0; r < raises; r++)
             {
-                int i = random.Next(n);
-                if (child[i] + 1 < set.Tensors[i].Options.Count)
+                int u = random.Next(n);
+                if (Level(child, u) + 1 < set.Tensors[units[u][0]].Options.Count)
                 {
-                    child[i]++;
-                    raised.Add(i);
+                    Set(child, u, Level(child, u) + 1);
+                    raised.Add(u);
                 }
             }
             if (raised.Count == 0)
                 continue;
             long bytes = set.FileBytes(child);
-            var lowerable = Enumerable.Range(0, n).Where(j => !raised.Contains(j) && child[j] > 0).ToList();
+            var lowerable = Enumerable.Range(0, n).Where(j => !raised.Contains(j) && Level(child, j) > 0).ToList();
             while (bytes > budget && lowerable.Count > 0)
             {
                 int pick = random.Next(lowerable.Count);
                 int j = lowerable[pick];
-                bytes -= set.Tensors[j].Options[child[j]].FileBytes - set.Tensors[j].Options[child[j] - 1].FileBytes;
-                child[j]--;
-                if (child[j] == 0)
+                int level = Level(child, j);
+                bytes -= set.UnitBytes(j, level) - set.UnitBytes(j, level - 1);
+                Set(child, j, level - 1);
+                if (level - 1 == 0)
                     lowerable.RemoveAt(pick);
             }
             if (bytes <= budget && !child.AsSpan().SequenceEqual(parent.ToArray()))

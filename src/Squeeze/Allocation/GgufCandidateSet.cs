@@ -45,23 +45,30 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
     private readonly NativeBuffer data;
 
     private GgufCandidateSet(Model source, IReadOnlyList<TensorCandidates<GgufCandidate>> tensors, string dataPath, NativeBuffer data)
-        : base(source, tensors)
+        : base(source, tensors, FusedUnits(source.Config, tensors))
     {
         this.dataPath = dataPath;
         this.data = data;
         // The GGUF size is additive: the header (metadata and tensor infos, whose sizes do not depend on the types) and
-        // the fixed tensors, padded, plus each chosen tensor's padded bytes. Measure the constant part on the smallest plan.
+        // the fixed tensors, padded, plus each chosen unit's padded bytes. Measure the constant part on the smallest plan.
         var smallest = tensors.Select(_ => 0).ToArray();
-        Overhead = GgufModelWriter.FileLength(source, FileType(smallest), TypeOf(smallest)) - tensors.Sum(t => t.Options[0].FileBytes);
+        Overhead = GgufModelWriter.FileLength(source, FileType(smallest), TypeOf(smallest)) - Enumerable.Range(0, Units.Count).Sum(u => UnitBytes(u, 0));
     }
 
-    /// <summary>Refuses a model whose GGUF file fuses tensors (Phi-3's attn_qkv, ffn_up): each tensor gets its own type
-    /// here, and a fused one needs one type for all its parts.</summary>
-    /// <exception cref="NotSupportedException">The model's architecture fuses tensors in GGUF.</exception>
-    internal static void RefuseFusedTensors(Model model)
+    // Each tensor alone, except the parts of a tensor the GGUF file fuses (Phi-3's attn_qkv from q, k and v, ffn_up from
+    // gate and up), which need one type; units in the order of their first tensor.
+    private static int[][] FusedUnits(ModelConfig config, IReadOnlyList<TensorCandidates<GgufCandidate>> tensors)
     {
-        if (GgufLayout.FusedTensors(model.Config).Keys.FirstOrDefault() is { } fused)
-            throw new NotSupportedException($"{model.Source}: a size target for a {model.Config.Architecture} GGUF file is not supported: its fused tensors ('{fused}' …) need one type for all their parts, which the allocation does not keep; use a mix (--type) or --format native");
+        var index = tensors.Select((t, i) => (t.Name, i)).ToDictionary(x => x.Name, x => x.i, StringComparer.Ordinal);
+        var partsOf = new Dictionary<int, int[]>();
+        foreach (var parts in GgufLayout.FusedTensors(config).Values)
+        {
+            int[] unit = [.. parts.Select(p => index[p.Name]).Order()];
+            foreach (int i in unit)
+                partsOf[i] = unit;
+        }
+        return [.. Enumerable.Range(0, tensors.Count).Where(i => !partsOf.TryGetValue(i, out var unit) || unit[0] == i)
+            .Select(i => partsOf.GetValueOrDefault(i) ?? [i])];
     }
 
     /// <summary>File bytes that do not depend on the selection: header, metadata, tensor infos and the fixed tensors, padded.</summary>
@@ -80,7 +87,6 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
-        RefuseFusedTensors(model);
         var types = options.Types ?? DefaultTypes;
         var matrices = model.Tensors.Where(t => t.Shape.Length >= 2).ToList();
         var work = matrices.Select(t => (Tensor: t, Types: Fitting(t, types))).ToList();

@@ -1,3 +1,5 @@
+using Squeeze.Allocation;
+using Squeeze.Compression;
 using System.Text.Json.Nodes;
 using Squeeze.Formats;
 using Squeeze.Formats.Gguf;
@@ -195,10 +197,9 @@ public class Phi3Tests(Phi3Checkpoint phi3, ITestOutputHelper output) : IClassFi
     }
 
     /// <summary><c>squeeze compress --format native --target-bpw 3.0</c> on the checkpoint: the native model (split
-    /// tensors, long-rope factors as tensors) loads and runs; a size target for a GGUF file is refused in one line before
-    /// any work, since the allocation gives the parts of attn_qkv and ffn_up their own types.</summary>
+    /// tensors, long-rope factors as tensors) loads and runs.</summary>
     [Fact]
-    public void Native_size_target_runs_and_a_gguf_size_target_is_refused()
+    public void Native_size_target_runs()
     {
         using var dir = new TempDirectory();
         string calib = dir.File("calib.txt"), native = dir.File("phi3-3.0");
@@ -212,10 +213,74 @@ public class Phi3Tests(Phi3Checkpoint phi3, ITestOutputHelper output) : IClassFi
             float[] logits = ArchitectureCheckpoint.Logits(model, LlamaCppAgreementTests.Tokens(phi3.Gguf("F32"), 64));
             Assert.All(logits, v => Assert.True(float.IsFinite(v)));
         }
-        string gguf = dir.File("phi3-5.gguf");
-        var refused = CliRunner.Run("compress", phi3.HuggingFace, "--target-bpw", "5", "--calib", calib, "-o", gguf, "--tokens", "1024", "--ctx", "128");
-        Assert.Equal(1, refused.ExitCode);
-        Assert.Contains("a size target for a phi3 GGUF file is not supported", refused.Stderr, StringComparison.Ordinal);
-        Assert.False(File.Exists(gguf));
+    }
+
+    /// <summary>The GGUF candidate set makes one unit of the parts of each fused tensor and one of every other tensor;
+    /// a selection that gives parts different types is refused, the evolutionary search's mutations move parts together
+    /// and fit the budget, and a written file has the size the set counts.</summary>
+    [Fact]
+    public void Allocation_units_keep_the_parts_of_a_fused_tensor_together()
+    {
+        using var model = ModelLoader.Load(phi3.HuggingFace);
+        using var context = Allocator.Prepare(model, File.ReadAllText(SharedData.Corpus("tinystories-eval.txt"))[..20000], new AllocationOptions
+        {
+            Compression = new CompressionOptions { Method = CompressionMethod.Rtn, CalibrationTokens = 256, ContextLength = 64, Threads = 2 },
+            KldChunks = 2,
+            SwapChunks = 1,
+            Types = [GgmlType.Q4_0, GgmlType.Q8_0, GgmlType.F16],
+        });
+        var set = context.Candidates;
+        int Index(string name) => set.Tensors.Select(t => t.Name).ToList().IndexOf(name);
+        var fused = set.Units.Where(u => u.Length > 1).Select(u => u.Select(i => set.Tensors[i].Name).ToArray()).ToList();
+        Assert.Equal(2 * Phi3Checkpoint.Random.Layers, fused.Count);
+        Assert.Contains(fused, u => u.SequenceEqual([TensorNames.Query(0), TensorNames.Key(0), TensorNames.Value(0)]));
+        Assert.Contains(fused, u => u.Order().SequenceEqual(new[] { TensorNames.Gate(0), TensorNames.Up(0) }.Order()));
+        Assert.Equal(set.Tensors.Count, set.Units.Sum(u => u.Length));
+
+        int[] split = set.Smallest();
+        split[Index(TensorNames.Key(1))] = 1;
+        var refused = Assert.Throws<ArgumentException>(() => set.FileBytes(split));
+        Assert.Contains("stored as one tensor", refused.Message, StringComparison.Ordinal);
+
+        long budget = (set.FileBytes(set.Smallest()) + set.FileBytes(set.Largest())) / 2;
+        var parent = Allocator.Knapsack(set, budget, ErrorModel.OutputError);
+        var random = new Random(3);
+        int moved = 0;
+        for (int i = 0; i < 200; i++)
+        {
+            var child = EvolutionarySearch.Mutate(set, parent, budget, random, maxRaises: 2);
+            if (child is null)
+                continue;
+            Assert.True(set.FileBytes(child) <= budget); // FileBytes checks that every unit has one index
+            moved += set.Units.Count(u => u.Length > 1 && child[u[0]] != parent[u[0]]);
+            parent = child;
+        }
+        Assert.True(moved > 0, "no mutation moved a fused tensor");
+        using var dir = new TempDirectory();
+        Assert.Equal(set.FileBytes(parent), set.Write(parent, dir.File("mixed.gguf")));
+    }
+
+    /// <summary><c>squeeze compress --target-bpw 8</c> to GGUF (the tiny checkpoint's vocabulary alone takes it to 5.9 bits per weight at the least): the allocation chooses one type for the parts of each
+    /// fused tensor (q, k and v of attn_qkv; gate and up of ffn_up), mixes types across tensors, fits the budget, and
+    /// llama.cpp loads the file and agrees with Squeeze on it.</summary>
+    [Fact]
+    public void Gguf_size_target_gives_the_parts_of_a_fused_tensor_one_type_and_llama_cpp_runs_it()
+    {
+        using var dir = new TempDirectory();
+        string calib = dir.File("calib.txt"), gguf = dir.File("phi3-8.gguf");
+        File.WriteAllText(calib, File.ReadAllText(SharedData.Corpus("tinystories-eval.txt"))[..20000]);
+        var result = CliRunner.Run("compress", phi3.HuggingFace, "--target-bpw", "8", "--calib", calib, "-o", gguf,
+            "--tokens", "512", "--ctx", "64", "--threads", "2", "--json");
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        var formats = result.Json.GetProperty("tensors").EnumerateArray().ToDictionary(t => t.GetProperty("name").GetString()!, t => t.GetProperty("format").GetString()!);
+        for (int l = 0; l < Phi3Checkpoint.Random.Layers; l++)
+        {
+            Assert.Single(new[] { TensorNames.Query(l), TensorNames.Key(l), TensorNames.Value(l) }.Select(n => formats[n]).Distinct());
+            Assert.Equal(formats[TensorNames.Gate(l)], formats[TensorNames.Up(l)]);
+        }
+        Assert.True(formats.Values.Distinct().Count() > 1, string.Join(", ", formats.Values.Distinct()));
+        using (var model = ModelLoader.Load(phi3.HuggingFace))
+            Assert.True(8.0 * new FileInfo(gguf).Length / model.ParameterCount <= 8);
+        LlamaCppAgreementTests.AssertAgreement(gguf, LlamaCppAgreementTests.Tokens(gguf), floats: false, output);
     }
 }
