@@ -47,7 +47,7 @@ internal static class CompressCommand
         var tuneLearningRate = new Option<double>("--tune-lr") { Description = "First step size of --tune, relative to each parameter's own scale; it decays along a cosine, and tuning starts over at a third of it (twice at most) when the first held-out score is no better than the untuned model's", DefaultValueFactory = _ => 0.003 };
         var (prune, sparsity, pattern) = (CompressPruned.PruneOption(), CompressPruned.SparsityOption(), CompressPruned.PatternOption());
         var resume = new Option<bool>("--resume") { Description = "Keep progress beside the output after each block (.NAME.resume) and continue an interrupted run of the same job from its last finished block; the output is the same bytes (a named mix)" };
-        var memoryLimit = new Option<string?>("--memory-limit") { Description = "Memory the job may use (bytes, or 4GB, 6GiB); a job estimated to need more is refused before any work (default: what the machine has available)" };
+        var memoryLimit = MemoryLimitOption();
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
         var cluster = WorkerCommand.ClusterOption();
@@ -134,11 +134,17 @@ internal static class CompressCommand
         return 0;
     }
 
+    /// <summary><c>--memory-limit</c> of <c>compress</c> and <c>plan</c>.</summary>
+    public static Option<string?> MemoryLimitOption() => new("--memory-limit")
+    {
+        Description = "Memory the job may use (bytes, or 4GB, 6GiB); a job estimated to need more is refused before any work (default: what the machine has available)",
+    };
+
     // A size target: each tensor's type is searched (squeeze plan's search), and the file is written from the encoded candidates.
     private static int ExecuteBudget(Options options, PlanCommand.Budget budget)
     {
-        if (options.Pure || options.TensorTypes.Length > 0 || options.Stats is not null || options.Sequential || options.Resume || options.MemoryLimit is not null)
-            throw new ArgumentException("--pure, --tensor-type, --stats, --sequential, --resume and --memory-limit do not apply with a size target: the search chooses every tensor's type");
+        if (options.Pure || options.TensorTypes.Length > 0 || options.Stats is not null || options.Sequential || options.Resume)
+            throw new ArgumentException("--pure, --tensor-type, --stats, --sequential and --resume do not apply with a size target: the search chooses every tensor's type");
         if (options.TuneSamples < 0)
             throw new ArgumentException($"--tune-samples {options.TuneSamples} must not be negative");
         if (options.TuneEpochs < 1)
@@ -147,7 +153,7 @@ internal static class CompressCommand
             throw new ArgumentException($"--tune-lr {options.TuneLearningRate} must be positive");
         var tuning = options.Tune ? new TuningOptions { SampledTokens = options.TuneSamples, Epochs = options.TuneEpochs, LearningRate = options.TuneLearningRate, Tokens = options.Tokens, Threads = Math.Max(1, options.Threads) } : null;
         var (report, chart) = PlanCommand.Run(new PlanCommand.Options(options.Model, options.Tokenizer, options.Calib, options.Output, budget, options.Method, options.Tokens,
-            options.Context, options.Threads, options.Json, options.Damping, !options.NoActOrder, tuning, options.Cluster), writeWeights: true);
+            options.Context, options.Threads, options.Json, options.Damping, !options.NoActOrder, tuning, options.Cluster, options.MemoryLimit), writeWeights: true);
         if (options.Json)
             System.Console.Out.WriteLine(PlanCommand.ToJson(report, chart));
         else

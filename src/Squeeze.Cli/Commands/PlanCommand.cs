@@ -24,7 +24,7 @@ internal static class PlanCommand
         string Format = "gguf", string[]? Representations = null, string Swaps = "auto", string Candidates = "auto");
 
     public sealed record Options(string Model, string? Tokenizer, string? Calib, string Output, Budget Budget, string Method, long Tokens, int Context, int Threads, bool Json,
-        double Damping = 0.01, bool ActivationOrder = true, TuningOptions? Tuning = null, string? Cluster = null);
+        double Damping = 0.01, bool ActivationOrder = true, TuningOptions? Tuning = null, string? Cluster = null, string? MemoryLimit = null);
 
     public static Option<double?> TargetBpwOption() => new("--target-bpw") { Description = "Budget in bits per weight: file bytes × 8 / parameters" };
 
@@ -82,14 +82,15 @@ internal static class PlanCommand
         var json = Cli.JsonOption();
         var cluster = WorkerCommand.ClusterOption();
         cluster.Description += " (GGUF: every candidate of each block is encoded by the workers)";
+        var memoryLimit = CompressCommand.MemoryLimitOption();
         var command = new Command("plan", "Choose each tensor's format to fit a size budget best; print and save the plan without writing weights")
         {
-            model, tokenizer, calib, output, bpw, size, search, timeLimit, generations, seed, chart, format, representation, swaps, candidates, method, tokens, ctx, threads, json, cluster,
+            model, tokenizer, calib, output, bpw, size, search, timeLimit, generations, seed, chart, format, representation, swaps, candidates, method, tokens, ctx, threads, json, cluster, memoryLimit,
         };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(calib), r.GetValue(output)!,
             new Budget(r.GetValue(bpw), r.GetValue(size), r.GetValue(search)!, r.GetValue(timeLimit), r.GetValue(generations), r.GetValue(seed), r.GetValue(chart),
                 r.GetValue(format)!, r.GetValue(representation), r.GetValue(swaps)!, r.GetValue(candidates)!),
-            r.GetValue(method)!, r.GetValue(tokens), r.GetValue(ctx), r.GetValue(threads), r.GetValue(json), Cluster: r.GetValue(cluster)))));
+            r.GetValue(method)!, r.GetValue(tokens), r.GetValue(ctx), r.GetValue(threads), r.GetValue(json), Cluster: r.GetValue(cluster), MemoryLimit: r.GetValue(memoryLimit)))));
         return command;
     }
 
@@ -192,9 +193,12 @@ internal static class PlanCommand
             Damping = options.Damping,
             ActivationOrder = options.ActivationOrder,
             Tuning = options.Tuning,
+            MemoryLimit = options.MemoryLimit is null ? 0 : Allocator.ParseSize(options.MemoryLimit),
             Threads = Math.Max(1, options.Threads),
             Output = writeWeights ? options.Output : null,
         };
+        if (options.MemoryLimit is not null && native)
+            throw new ArgumentException("--memory-limit applies to GGUF: the native format's candidates have no memory estimate yet");
         if (options.Cluster is not null && native)
             throw new ArgumentException("--cluster encodes GGUF candidates; --format native runs on this machine");
         string stage = writeWeights ? "compressing" : "planning";

@@ -258,6 +258,7 @@ public static class CompressionPipeline
         ActivationOrder = job.ActivationOrder,
         Statistics = job.Method == CompressionMethod.Rtn ? null : job.Statistics,
         Threads = Math.Max(1, job.Threads),
+        MemoryLimit = job.MemoryLimit,
         Workers = job.Workers,
     };
 

@@ -38,6 +38,34 @@ public sealed class CompressCommandTests
         }
     }
 
+    /// <summary>A size target takes <c>--memory-limit</c> too: below the candidate stage's estimate, one line before any
+    /// work and no output; the native format, which has no estimate, refuses the option in one line.</summary>
+    [Fact]
+    public void A_size_target_under_a_memory_limit_below_its_estimate_is_one_line_before_any_work()
+    {
+        string calib = CompressorTests.TempPath("calib.txt"), output = CompressorTests.TempPath("limited-budget.gguf");
+        File.WriteAllText(calib, CompressorTests.CalibrationText);
+        try
+        {
+            var refused = CliRunner.Run("compress", SharedData.Stories260K, "--target-bpw", "12", "--calib", calib, "-o", output, "--tokens", "1024", "--ctx", "128",
+                "--memory-limit", "2MiB");
+            Assert.Equal(1, refused.ExitCode);
+            string line = Assert.Single(refused.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => l.StartsWith("squeeze:", StringComparison.Ordinal));
+            Assert.Contains("the job needs about ", line);
+            Assert.Contains("more than the limit of 2 MiB; use fewer calibration tokens than 1,024", line);
+            Assert.False(File.Exists(output));
+
+            var native = CliRunner.Run("compress", SharedData.Stories260K, "--format", "native", "--target-bpw", "5", "--calib", calib, "-o", output, "--memory-limit", "4GiB");
+            Assert.Equal(1, native.ExitCode);
+            Assert.Contains("--memory-limit applies to GGUF", native.Stderr, StringComparison.Ordinal);
+            Assert.False(Directory.Exists(output));
+        }
+        finally
+        {
+            File.Delete(calib);
+        }
+    }
+
     [Fact]
     public void A_memory_limit_below_the_estimate_is_one_line_before_any_work_and_the_json_has_every_layers_time()
     {
