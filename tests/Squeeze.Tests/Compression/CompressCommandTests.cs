@@ -38,27 +38,24 @@ public sealed class CompressCommandTests
         }
     }
 
-    /// <summary>A size target takes <c>--memory-limit</c> too: below the candidate stage's estimate, one line before any
-    /// work and no output; the native format, which has no estimate, refuses the option in one line.</summary>
-    [Fact]
-    public void A_size_target_under_a_memory_limit_below_its_estimate_is_one_line_before_any_work()
+    /// <summary>A named mix and a size target alike: a memory limit below the job's estimate is one line before any work,
+    /// with no output.</summary>
+    [Theory]
+    [InlineData("--type", "Q4_0")]
+    [InlineData("--target-bpw", "12")]
+    public void A_memory_limit_below_the_estimate_is_one_line_before_any_work(string target, string value)
     {
-        string calib = CompressorTests.TempPath("calib.txt"), output = CompressorTests.TempPath("limited-budget.gguf");
+        string calib = CompressorTests.TempPath($"calib{value}.txt"), output = CompressorTests.TempPath($"limited{value}.gguf");
         File.WriteAllText(calib, CompressorTests.CalibrationText);
         try
         {
-            var refused = CliRunner.Run("compress", SharedData.Stories260K, "--target-bpw", "12", "--calib", calib, "-o", output, "--tokens", "1024", "--ctx", "128",
+            var refused = CliRunner.Run("compress", SharedData.Stories260K, target, value, "--calib", calib, "-o", output, "--tokens", "1024", "--ctx", "128",
                 "--memory-limit", "2MiB");
             Assert.Equal(1, refused.ExitCode);
             string line = Assert.Single(refused.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => l.StartsWith("squeeze:", StringComparison.Ordinal));
-            Assert.Contains("the job needs about ", line);
+            Assert.Contains(": the job needs about ", line);
             Assert.Contains("more than the limit of 2 MiB; use fewer calibration tokens than 1,024", line);
             Assert.False(File.Exists(output));
-
-            var native = CliRunner.Run("compress", SharedData.Stories260K, "--format", "native", "--target-bpw", "5", "--calib", calib, "-o", output, "--memory-limit", "4GiB");
-            Assert.Equal(1, native.ExitCode);
-            Assert.Contains("--memory-limit applies to GGUF", native.Stderr, StringComparison.Ordinal);
-            Assert.False(Directory.Exists(output));
         }
         finally
         {
@@ -66,21 +63,25 @@ public sealed class CompressCommandTests
         }
     }
 
+    /// <summary>The native format has no memory estimate for its candidates: it refuses <c>--memory-limit</c> in one line.</summary>
     [Fact]
-    public void A_memory_limit_below_the_estimate_is_one_line_before_any_work_and_the_json_has_every_layers_time()
+    public void A_native_size_target_refuses_a_memory_limit()
+    {
+        string output = CompressorTests.TempPath("limited-native");
+        var native = CliRunner.Run("compress", SharedData.Stories260K, "--format", "native", "--target-bpw", "5", "--calib", SharedData.Corpus("tinystories-calib.txt"), "-o", output,
+            "--memory-limit", "4GiB");
+        Assert.Equal(1, native.ExitCode);
+        Assert.Contains("--memory-limit applies to GGUF", native.Stderr, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(output));
+    }
+
+    [Fact]
+    public void Under_a_memory_limit_that_fits_the_job_runs_and_the_json_has_every_layers_time()
     {
         string calib = CompressorTests.TempPath("calib.txt"), output = CompressorTests.TempPath("limited.gguf");
         File.WriteAllText(calib, CompressorTests.CalibrationText);
         try
         {
-            var refused = CliRunner.Run("compress", SharedData.Stories260K, "--type", "Q4_0", "--calib", calib, "-o", output, "--tokens", "1024", "--ctx", "128",
-                "--memory-limit", "2MiB");
-            Assert.Equal(1, refused.ExitCode);
-            string line = Assert.Single(refused.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => l.StartsWith("squeeze:", StringComparison.Ordinal));
-            Assert.Contains($"{output}: the job needs about ", line);
-            Assert.Contains("more than the limit of 2 MiB; use fewer calibration tokens than 1,024", line);
-            Assert.False(File.Exists(output));
-
             var result = CliRunner.Run("compress", SharedData.Stories260K, "--type", "Q4_0", "--calib", calib, "-o", output, "--tokens", "1024", "--ctx", "128",
                 "--memory-limit", "4GiB", "--method", "imatrix", "--json");
             Assert.True(result.ExitCode == 0, result.Stderr);
