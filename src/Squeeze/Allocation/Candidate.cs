@@ -1,5 +1,4 @@
 using Squeeze.Tensors;
-using Squeeze.Weights;
 
 namespace Squeeze.Allocation;
 
@@ -25,13 +24,17 @@ public sealed record GgufCandidate(GgmlType Type, long Offset, long Bytes, long 
     public override string Format => Type.ToString();
 }
 
-/// <summary>A tensor in a native-format representation, made by the level whose spec is <paramref name="Level"/>
-/// (<see cref="Compression.NativeRepresentation.Spec"/>).</summary>
-public sealed record NativeCandidate(LinearWeight Weight, string Level, long FileBytes, string Encoding, double OutputError, double SwapKld)
-    : Candidate(Weight.StoredBytes, FileBytes, Encoding, OutputError, SwapKld)
+/// <summary>A tensor in a native-format representation (<paramref name="Scheme"/>, <paramref name="Bytes"/> stored), made
+/// by the level whose spec is <paramref name="Level"/> (<see cref="Compression.NativeRepresentation.Spec"/>); its weight
+/// is kept by its <see cref="NativeCandidateSet"/> in a mapped file and read back when a selection is composed.</summary>
+public sealed record NativeCandidate(string Scheme, long Bytes, string Level, long FileBytes, string Encoding, double OutputError, double SwapKld)
+    : Candidate(Bytes, FileBytes, Encoding, OutputError, SwapKld)
 {
     /// <inheritdoc/>
-    public override string Format => Weight.Scheme;
+    public override string Format => Scheme;
+
+    /// <summary>Where the set keeps the weight: the index of its block's file and its key in that file.</summary>
+    internal (int File, string Key) Stored { get; init; }
 }
 
 /// <summary>The representations one tensor can take, ascending by size.</summary>

@@ -2,7 +2,9 @@ using Squeeze.Calibration;
 using Squeeze.Compression;
 using Squeeze.Formats.HuggingFace;
 using Squeeze.Formats.Native;
+using Squeeze.Formats.Safetensors;
 using Squeeze.Models;
+using Squeeze.Tensors;
 using Squeeze.Tuning;
 using Squeeze.Weights;
 
@@ -10,7 +12,10 @@ namespace Squeeze.Allocation;
 
 /// <summary>
 /// Every 2-D tensor of a model encoded once in every native representation that fits it (<see cref="NativeRepresentation"/>:
-/// uniform codes of any width and group, f16, and whatever other levels are given), held in memory. Sizes are of the
+/// uniform codes of any width and group, f16, and whatever other levels are given). Each tensor's candidates are written,
+/// as the native format stores them, into a temporary safetensors file that is mapped read-only (its name removed at
+/// once outside Windows): memory holds one tensor's candidates while they are made, and a composed selection reads its
+/// candidates back, so the set itself is not held in memory (at the 8B shape its levels together are tens of GB). Sizes are of the
 /// whole native model directory (weights file, config.json, tokenizer files): <see cref="Candidate.FileBytes"/> bounds
 /// what a candidate adds (data and header entries, rounded up to <see cref="Grain"/>), so a selection that fits a budget
 /// by those bounds fits it exactly; <see cref="FileBytes"/> is the exact size.
@@ -19,12 +24,16 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
 {
     private const long NativeGrain = 64;
     private readonly long sideFiles; // config.json, tokenizer.model, tokenizer_config.json
+    private readonly IReadOnlyList<SafetensorsFile> files; // each tensor's candidates, mapped
+    private readonly Dictionary<string, int> indexOf;
 
-    private NativeCandidateSet(Model source, IReadOnlyList<TensorCandidates<NativeCandidate>> tensors, long sideFiles, long overhead)
+    private NativeCandidateSet(Model source, IReadOnlyList<TensorCandidates<NativeCandidate>> tensors, IReadOnlyList<SafetensorsFile> files, long sideFiles, long overhead)
         : base(source, tensors)
     {
+        this.files = files;
         this.sideFiles = sideFiles;
         Overhead = overhead;
+        indexOf = tensors.Select((t, i) => (t.Name, i)).ToDictionary(x => x.Name, x => x.i, StringComparer.Ordinal);
     }
 
     /// <summary>The side files, the weights file's fixed tensors and header (with the 2-D tensors absent), its padding,
@@ -65,33 +74,52 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
         }
         int total = work.Sum(w => w.Levels.Count), done = 0;
         var tensors = new TensorCandidates<NativeCandidate>[work.Count];
-        foreach (var (encoder, _, indices) in CandidateBlocks.Of(model, [.. work.Select(w => w.Weight.Name)], blocks, options, tokenUsage, cancellationToken))
+        var files = new List<SafetensorsFile>();
+        try
         {
-            foreach (int i in indices)
+            foreach (var (encoder, _, indices) in CandidateBlocks.Of(model, [.. work.Select(w => w.Weight.Name)], blocks, options, tokenUsage, cancellationToken))
             {
-                var (weight, levels) = work[i];
-                var list = new List<NativeCandidate>(levels.Count);
-                foreach (var level in levels)
+                foreach (int i in indices)
                 {
-                    cancellationToken.ThrowIfCancellationRequested();
-                    progress?.Report(new CandidateProgress("encoding", done, total, $"{weight.Name} {level}"));
-                    var encoded = encoder.IsStacked(weight.Name) ? level.EncodeExperts(encoder, weight.Name) : level.Encode(encoder, weight.Name);
-                    long bytes = NativeModelWriter.WeightBytesBound(encoded.Weight);
-                    list.Add(new NativeCandidate(encoded.Weight, level.Spec, RoundUp(bytes), encoded.Encoding, encoded.OutputError, double.NaN));
-                    done++;
+                    var (weight, levels) = work[i];
+                    var list = new List<NativeCandidate>(levels.Count);
+                    var writer = new SafetensorsWriter();
+                    var sink = new NativeTensorSink(writer);
+                    for (int k = 0; k < levels.Count; k++)
+                    {
+                        cancellationToken.ThrowIfCancellationRequested();
+                        var level = levels[k];
+                        progress?.Report(new CandidateProgress("encoding", done, total, $"{weight.Name} {level}"));
+                        var encoded = encoder.IsStacked(weight.Name) ? level.EncodeExperts(encoder, weight.Name) : level.Encode(encoder, weight.Name);
+                        long bytes = NativeModelWriter.WeightBytesBound(encoded.Weight);
+                        string key = $"{weight.Name}#{k}";
+                        writer.Metadata[key] = sink.Store(key, encoded.Weight).ToJsonString();
+                        list.Add(new NativeCandidate(encoded.Weight.Scheme, encoded.Weight.StoredBytes, level.Spec, RoundUp(bytes), encoded.Encoding, encoded.OutputError, double.NaN)
+                        {
+                            Stored = (files.Count, key),
+                        });
+                        done++;
+                    }
+                    files.Add(SafetensorsFile.Parse(NativeBuffer.MapTemporary(writer.FileLength(), writer.WriteTo), ownsBuffer: true));
+                    list.Sort((a, b) => a.FileBytes != b.FileBytes ? a.FileBytes.CompareTo(b.FileBytes) : string.CompareOrdinal(a.Format, b.Format));
+                    tensors[i] = new TensorCandidates<NativeCandidate>(weight.Name, [weight.Rows, weight.Columns], list);
                 }
-                list.Sort((a, b) => a.FileBytes != b.FileBytes ? a.FileBytes.CompareTo(b.FileBytes) : string.CompareOrdinal(a.Format, b.Format));
-                tensors[i] = new TensorCandidates<NativeCandidate>(weight.Name, [weight.Rows, weight.Columns], list);
             }
-        }
-        progress?.Report(new CandidateProgress("encoding", total, total, ""));
+            progress?.Report(new CandidateProgress("encoding", total, total, ""));
 
-        long side = SideFileBytes(model);
-        var names = tensors.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
-        // The weights file without the 2-D tensors: its header, fixed tensors and padding.
-        using var skeleton = new Model(model.Config, model.Vocabulary, [.. model.Tensors.Where(t => !names.Contains(t.Name))], model.Source, []);
-        long overhead = side + NativeModelWriter.WeightsFileLength(skeleton, new Dictionary<string, LinearWeight>()) + 8;
-        return new NativeCandidateSet(model, tensors, side, RoundUp(overhead));
+            long side = SideFileBytes(model);
+            var names = tensors.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+            // The weights file without the 2-D tensors: its header, fixed tensors and padding.
+            using var skeleton = new Model(model.Config, model.Vocabulary, [.. model.Tensors.Where(t => !names.Contains(t.Name))], model.Source, []);
+            long overhead = side + NativeModelWriter.WeightsFileLength(skeleton, new Dictionary<string, LinearWeight>()) + 8;
+            return new NativeCandidateSet(model, tensors, files, side, RoundUp(overhead));
+        }
+        catch
+        {
+            foreach (var file in files)
+                file.Dispose();
+            throw;
+        }
     }
 
     /// <summary>The exact size of the directory <see cref="Write"/> writes for <paramref name="selection"/>.</summary>
@@ -103,7 +131,7 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
 
     /// <inheritdoc/>
     public override Model Compose(IReadOnlyList<int> selection)
-        => Source.WithWeights(Selected(selection).Values.Select(c => c.Weight));
+        => Source.WithWeights(Replacements(selection).Values);
 
     /// <summary>Writes the native model directory of <paramref name="selection"/> to <paramref name="path"/> (must not
     /// exist or be empty) and returns its size, the sum of its files, which is <see cref="FileBytes"/>.</summary>
@@ -122,13 +150,25 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
         return written;
     }
 
-    /// <summary>Nothing to release: the candidates are managed weights held by the set.</summary>
+    /// <summary>Releases the mapped candidate files (outside Windows their names are gone already; on Windows they are
+    /// deleted now).</summary>
     public override void Dispose()
     {
+        foreach (var file in files)
+            file.Dispose();
+    }
+
+    /// <summary>The weight of a candidate of tensor <paramref name="name"/>, read back from its mapped file.</summary>
+    internal LinearWeight Weight(string name, NativeCandidate candidate)
+    {
+        var (file, key) = candidate.Stored;
+        var shape = Tensors[indexOf[name]].Shape;
+        var source = new NativeTensorSource(files[file], NativeFormat.Version);
+        return source.Read(NativeSchemes.Parse(files[file].Metadata[key]), name, key, checked((int)shape[0]), checked((int)shape[1]));
     }
 
     private Dictionary<string, LinearWeight> Replacements(IReadOnlyList<int> selection)
-        => Selected(selection).ToDictionary(p => p.Key, p => p.Value.Weight, StringComparer.Ordinal);
+        => Selected(selection).ToDictionary(p => p.Key, p => Weight(p.Key, p.Value), StringComparer.Ordinal);
 
     private static long RoundUp(long bytes) => (bytes + NativeGrain - 1) / NativeGrain * NativeGrain;
 

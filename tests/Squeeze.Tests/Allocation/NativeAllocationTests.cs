@@ -87,7 +87,7 @@ public sealed class NativeAllocationTests(NativeAllocationFixture fixture) : ICl
     public void The_knapsack_fits_the_budget_exactly_and_is_no_worse_than_uniform_4_bits()
     {
         // 4-bit codes where the rows take groups of 64, f16 elsewhere
-        var uniform4 = Set.Tensors.Select(t => t.Options.ToList().FindIndex(c => t.Shape[1] % 64 == 0 ? c.Weight is UniformWeight { UniformScheme.Bits: 4 } : c.Format == "F16")).ToArray();
+        var uniform4 = Set.Tensors.Select(t => t.Options.ToList().FindIndex(c => t.Shape[1] % 64 == 0 ? Set.Weight(t.Name, c) is UniformWeight { UniformScheme.Bits: 4 } : c.Format == "F16")).ToArray();
         Assert.DoesNotContain(-1, uniform4);
         Assert.Contains(Set.Tensors, t => t.Shape[1] % 64 == 0);
         long budget = Set.BoundBytes(uniform4);

@@ -30,6 +30,10 @@ internal sealed class PlainNativeScheme : INativeScheme
         return [];
     }
 
+    // The weight is named as its tensor, not as the companion that stores it (prefix), which is the same only at the top.
     public LinearWeight Read(NativeSchemeReader json, string name, string prefix, int rows, int columns, NativeTensorSource source)
-        => new BlockWeight(source.MappedTensor(prefix, FloatTypes, [rows, columns]));
+    {
+        var stored = source.MappedTensor(prefix, FloatTypes, [rows, columns]);
+        return new BlockWeight(new Tensor(name, stored.Type, stored.Shape, stored.Buffer, stored.Offset));
+    }
 }
