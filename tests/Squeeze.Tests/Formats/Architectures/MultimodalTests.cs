@@ -105,6 +105,9 @@ public class Gemma3MultimodalTests(Gemma3MultimodalCheckpoint gemma, ITestOutput
     public void Both_namings_read_as_the_text_checkpoint(bool newNames)
         => MultimodalChecks.AssertReadsAsTextCheckpoint(Gemma3MultimodalCheckpoint.Random with { NewMultimodalNames = newNames }, output);
 
+    [Fact]
+    public void Native_copy_runs_as_the_checkpoint() => gemma.AssertNativeRunsAlike();
+
     /// <summary><c>squeeze inspect</c> says the image part is left out, <c>squeeze compress --type Q4_K_M --method gptq</c>
     /// says it again and writes a file llama.cpp loads and agrees with.</summary>
     [Fact]
@@ -143,6 +146,9 @@ public class Mistral3MultimodalTests(Mistral3MultimodalCheckpoint mistral, ITest
     [InlineData(true)]
     public void Both_namings_read_as_the_text_checkpoint(bool newNames)
         => MultimodalChecks.AssertReadsAsTextCheckpoint(Mistral3MultimodalCheckpoint.Random with { NewMultimodalNames = newNames }, output);
+
+    [Fact]
+    public void Native_copy_runs_as_the_checkpoint() => mistral.AssertNativeRunsAlike();
 
     [Fact]
     public void Gguf_is_llamas_with_the_classifier_and_runs_as_the_checkpoint()
