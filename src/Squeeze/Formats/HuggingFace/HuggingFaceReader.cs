@@ -360,8 +360,14 @@ public static class HuggingFaceReader
         // context is capped where it would start to matter.
         int context = maxPositions;
         int slidingWindow = 0, slidingPeriod = 0;
-        if (architecture == "MistralForCausalLM" && root.TryGetProperty("sliding_window", out var mistralWindow) && mistralWindow.ValueKind != JsonValueKind.Null)
-            slidingWindow = PositiveInt("sliding_window", mistralWindow);
+        if (architecture == "MistralForCausalLM")
+        {
+            // MistralConfig's default is 4096 positions; null (Mistral 7B v0.2 on, Mistral Small 3) attends to every one.
+            if (!root.TryGetProperty("sliding_window", out var mistralWindow))
+                slidingWindow = 4096;
+            else if (mistralWindow.ValueKind != JsonValueKind.Null)
+                slidingWindow = PositiveInt("sliding_window", mistralWindow);
+        }
         else if (gemma)
         {
             slidingWindow = OptionalInt("sliding_window", 4096);

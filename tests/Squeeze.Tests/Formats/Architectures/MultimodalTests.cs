@@ -150,6 +150,26 @@ public class Mistral3MultimodalTests(Mistral3MultimodalCheckpoint mistral, ITest
     [Fact]
     public void Native_copy_runs_as_the_checkpoint() => mistral.AssertNativeRunsAlike();
 
+    /// <summary>text_config's window as MistralConfig reads it: null attends to every position, a number slides over that
+    /// many, and none at all is the default 4096.</summary>
+    [Theory]
+    [InlineData("null", 0)]
+    [InlineData("64", 64)]
+    [InlineData(null, 4096)]
+    public void Window_is_read_with_mistrals_default(string? json, int window)
+    {
+        using var dir = new TempDirectory();
+        var config = Mistral3MultimodalCheckpoint.Random.Config();
+        var text = config["text_config"]!.AsObject();
+        if (json is null)
+            text.Remove("sliding_window");
+        else
+            text["sliding_window"] = JsonNode.Parse(json);
+        string path = dir.File("config.json");
+        File.WriteAllText(path, config.ToJsonString());
+        Assert.Equal(window, Squeeze.Formats.HuggingFace.HuggingFaceReader.ReadConfig(path).SlidingWindow);
+    }
+
     [Fact]
     public void Gguf_is_llamas_with_the_classifier_and_runs_as_the_checkpoint()
     {
