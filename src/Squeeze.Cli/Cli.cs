@@ -106,6 +106,14 @@ internal static class Cli
         OutputPaths.RequireDirectory(output);
     }
 
+    /// <summary>Says on stderr what of its source <paramref name="model"/> leaves out (a multimodal checkpoint's image part),
+    /// before a command writes a file from it.</summary>
+    public static void NoteLeftOut(Squeeze.Models.Model model)
+    {
+        if (model.LeftOut is { } leftOut)
+            Status.MarkupLine($"[yellow]note: {Markup.Escape(leftOut)}[/]");
+    }
+
     /// <summary>Reads a UTF-8 text file, refusing one that is not valid UTF-8 text.</summary>
     public static string ReadText(string path)
     {

@@ -106,6 +106,7 @@ internal static class CompressCommand
         string? text = needsText ? ReadCalibrationText(options.Calib!) : null;
 
         using var m = ModelLoader.Load(options.Model, options.Tokenizer);
+        Cli.NoteLeftOut(m);
         var job = new CompressionJob
         {
             Target = new MixTarget(mix, options.Pure, overrides),

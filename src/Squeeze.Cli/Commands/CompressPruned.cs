@@ -58,6 +58,7 @@ internal static class CompressPruned
         string? text = needsStatistics && options.Stats is null ? CompressCommand.ReadCalibrationText(options.Calib!) : null;
 
         using var model = ModelLoader.Load(options.Model, options.Tokenizer);
+        Cli.NoteLeftOut(model);
         var job = new CompressionJob
         {
             Target = new PruneTarget(target, method),

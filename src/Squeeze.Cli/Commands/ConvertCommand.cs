@@ -39,6 +39,7 @@ internal static class ConvertCommand
         var mix = QuantizationMix.Parse(options.Type);
         var overrides = options.TensorTypes.Select(TensorTypeOverride.Parse).ToList();
         using var model = ModelLoader.Load(options.Input, options.Tokenizer);
+        Cli.NoteLeftOut(model);
         var plan = QuantizationMix.Plan(model, mix, overrides, options.Pure);
         foreach (var t in plan.Tensors.Where(t => t.Reason.Contains("fallback", StringComparison.Ordinal)))
             Cli.Status.MarkupLine($"[yellow]{Markup.Escape(t.ToString())}[/]");

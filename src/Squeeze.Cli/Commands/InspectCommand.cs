@@ -12,7 +12,8 @@ internal static class InspectCommand
 
     public sealed record TensorRow(string Name, string Type, long[] Shape, long Bytes, double BitsPerWeight);
 
-    public sealed record Report(string Source, ModelConfig Config, string Tokenizer, int VocabularySize, long Parameters, long TensorBytes, double BitsPerWeight, IReadOnlyList<TensorRow> Tensors);
+    public sealed record Report(string Source, ModelConfig Config, string Tokenizer, int VocabularySize, long Parameters, long TensorBytes, double BitsPerWeight, IReadOnlyList<TensorRow> Tensors,
+        string? LeftOut);
 
     public static Command Create()
     {
@@ -36,7 +37,8 @@ internal static class InspectCommand
             m.TensorBytes,
             8.0 * m.TensorBytes / m.ParameterCount,
             [.. m.Tensors.Select(t => new TensorRow(t.Name, t.Type.ToString(), t.Shape, t.ByteLength, t.BitsPerWeight)),
-                .. m.Weights.Select(w => new TensorRow(w.Name, w.Scheme, [w.Rows, w.Columns], w.StoredBytes, w.BitsPerWeight))]);
+                .. m.Weights.Select(w => new TensorRow(w.Name, w.Scheme, [w.Rows, w.Columns], w.StoredBytes, w.BitsPerWeight))],
+            m.LeftOut);
         if (options.Json)
         {
             Cli.WriteJson(report);
@@ -49,6 +51,8 @@ internal static class InspectCommand
         console.WriteLine($"architecture {c.Architecture}: dim {c.Dim}, hidden {c.HiddenDim}, layers {c.LayerCount}, heads {c.HeadCount} (kv {c.KvHeadCount}, head dim {c.HeadDim}), context {c.ContextLength}");
         console.WriteLine($"rope {c.RopeStyle} θ={c.RopeTheta}, rms eps {c.RmsNormEps}, {(c.TiedEmbeddings ? "tied" : "separate")} classifier{(c.AttentionBias ? ", attention biases" : "")}{(c.QkNorm ? ", q/k norms" : "")}");
         console.WriteLine($"tokenizer {report.Tokenizer}, {report.VocabularySize} tokens");
+        if (report.LeftOut is { } leftOut)
+            console.MarkupLine($"[yellow]{Markup.Escape(leftOut)}[/]");
         var table = new Table().AddColumns("tensor", "type or scheme", "shape", "bytes", "bpw");
         table.Columns[3].RightAligned();
         table.Columns[4].RightAligned();

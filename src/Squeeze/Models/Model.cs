@@ -69,6 +69,10 @@ public sealed class Model : IDisposable
     /// <summary>The file or directory the model was read from.</summary>
     public string Source { get; }
 
+    /// <summary>What of the source this model does not hold, in a sentence (a multimodal checkpoint's vision tower and
+    /// projector: only its language model is read), or null when it holds all of it.</summary>
+    public string? LeftOut { get; init; }
+
     /// <summary>The tensor <paramref name="name"/> in a GGUF type; <see cref="KeyNotFoundException"/> naming the source if there is none.</summary>
     public Tensor this[string name] => byName.TryGetValue(name, out var t) ? t : throw new KeyNotFoundException($"{Source}: no tensor '{name}'");
 

@@ -105,6 +105,22 @@ public sealed record RandomCheckpoint
 
     public int Seed { get; init; } = 42;
 
+    /// <summary>Keys left out of config.json (of text_config for a multimodal checkpoint), so that transformers' defaults apply.</summary>
+    public IReadOnlyList<string> OmittedKeys { get; init; } = [];
+
+    /// <summary>The multimodal class (e.g. "Gemma3ForConditionalGeneration") whose language model this checkpoint is, or
+    /// null for a text model: config.json nests the text model's settings under text_config beside a vision_config, the
+    /// text model's tensors are named as <see cref="NewMultimodalNames"/> says, and a few small vision-tower and
+    /// projector tensors lie beside them.</summary>
+    public string? Multimodal { get; init; }
+
+    /// <summary>config.json's top-level model_type of a <see cref="Multimodal"/> checkpoint ("gemma3", "mistral3").</summary>
+    public string MultimodalModelType { get; init; } = "";
+
+    /// <summary>transformers ≥ 4.52's names (model.language_model.*, lm_head.weight, model.vision_tower.*) instead of
+    /// language_model.model.*, language_model.lm_head.weight and vision_tower.*.</summary>
+    public bool NewMultimodalNames { get; init; }
+
     private int ResolvedHeadDim => HeadDim ?? HiddenSize / Heads;
 
     /// <summary>Writes the checkpoint into <paramref name="directory"/> (created) and returns it.</summary>
@@ -124,8 +140,37 @@ public sealed record RandomCheckpoint
         return directory;
     }
 
-    /// <summary>config.json as transformers writes it for this class.</summary>
+    /// <summary>config.json as transformers writes it for this class (a multimodal one: the text model's under text_config).</summary>
     public JsonObject Config()
+    {
+        var text = TextConfig();
+        if (Multimodal is null)
+            return text;
+        text.Remove("architectures");
+        return new JsonObject
+        {
+            ["architectures"] = new JsonArray(Multimodal),
+            ["model_type"] = MultimodalModelType,
+            ["text_config"] = text,
+            ["vision_config"] = new JsonObject
+            {
+                ["hidden_size"] = VisionWidth,
+                ["image_size"] = 16,
+                ["patch_size"] = 4,
+                ["num_hidden_layers"] = 1,
+                ["num_attention_heads"] = 2,
+                ["model_type"] = "siglip_vision_model",
+            },
+            ["mm_tokens_per_image"] = 4,
+            ["image_token_index"] = VocabSize - 1,
+            ["torch_dtype"] = BFloat16 ? "bfloat16" : "float32",
+        };
+    }
+
+    private const int VisionWidth = 16;
+
+    /// <summary>The text model's config.json.</summary>
+    private JsonObject TextConfig()
     {
         var config = new JsonObject
         {
@@ -159,7 +204,35 @@ public sealed record RandomCheckpoint
         }
         foreach (var (key, value) in ExtraConfig)
             config[key] = value?.DeepClone();
+        foreach (string key in OmittedKeys)
+            config.Remove(key);
         return config;
+    }
+
+    /// <summary>Every stored tensor as the checkpoint names it: <see cref="Tensors"/>, and for a multimodal checkpoint
+    /// under its naming, with the image part's tensors after them.</summary>
+    public IEnumerable<(string Name, long[] Shape, double Std, bool Norm)> StoredTensors()
+    {
+        if (Multimodal is null)
+        {
+            foreach (var t in Tensors())
+                yield return t;
+            yield break;
+        }
+        foreach (var (name, shape, std, norm) in Tensors())
+        {
+            string stored = name == "lm_head.weight"
+                ? (NewMultimodalNames ? name : "language_model." + name)
+                : (NewMultimodalNames ? "model.language_model." : "language_model.model.") + name["model.".Length..];
+            yield return (stored, shape, std, norm);
+        }
+        string vision = NewMultimodalNames ? "model.vision_tower.vision_model." : "vision_tower.vision_model.";
+        string projector = NewMultimodalNames ? "model.multi_modal_projector." : "multi_modal_projector.";
+        yield return (vision + "embeddings.patch_embedding.weight", [VisionWidth, 3, 4, 4], 0.1, false);
+        yield return (vision + "embeddings.position_embedding.weight", [16, VisionWidth], 0.1, false);
+        yield return (vision + "post_layernorm.weight", [VisionWidth], 0.1, true);
+        yield return (projector + "mm_input_projection_weight", [VisionWidth, HiddenSize], 0.1, false);
+        yield return (projector + "mm_soft_emb_norm.weight", [VisionWidth], 0.1, true);
     }
 
     /// <summary>Every tensor with its Hugging Face name, shape and the standard deviation of its random values
@@ -250,7 +323,7 @@ public sealed record RandomCheckpoint
     /// <summary>safetensors: 8-byte little-endian header length, the JSON header (padded with spaces to 8 bytes), the data.</summary>
     private void WriteSafetensors(string path)
     {
-        var tensors = Tensors().ToList();
+        var tensors = StoredTensors().ToList();
         int elementBytes = BFloat16 ? 2 : 4;
         var header = new JsonObject { ["__metadata__"] = new JsonObject { ["format"] = "pt" } };
         long offset = 0;

@@ -195,6 +195,63 @@ public static class HuggingFaceNames
         return false;
     }
 
+    // A multimodal checkpoint's (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) language model under
+    // transformers' two namings: before 4.52 "language_model.model.*" and "language_model.lm_head.weight", since then
+    // "model.language_model.*" and a top-level "lm_head.weight"; the image part beside it in either.
+    private static readonly (string Old, string New, string Text)[] LanguageModelPrefixes =
+    [
+        ("language_model.model.", "model.language_model.", "model."),
+        ("language_model.lm_head.", "lm_head.", "lm_head."),
+    ];
+
+    private static readonly string[] ImagePrefixes = ["vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."];
+
+    /// <summary>True for a multimodal checkpoint's vision tower and multi-modal projector tensors (under either naming),
+    /// which are not part of the language model.</summary>
+    public static bool IsImagePart(string huggingFaceName)
+        => ImagePrefixes.Any(p => huggingFaceName.StartsWith(p, StringComparison.Ordinal));
+
+    /// <summary>The text model's name of a multimodal checkpoint's language-model tensor
+    /// (<c>language_model.model.layers.3.mlp.up_proj.weight</c> or <c>model.language_model.layers.3.mlp.up_proj.weight</c>
+    /// → <c>model.layers.3.mlp.up_proj.weight</c>), with the naming it is in (<paramref name="newNames"/>: transformers
+    /// 4.52's <c>model.language_model.</c>; null for <c>lm_head.weight</c>, which one naming shares with a text model);
+    /// false for other names.</summary>
+    public static bool TryToTextModel(string huggingFaceName, out string textName, out bool? newNames)
+    {
+        ArgumentNullException.ThrowIfNull(huggingFaceName);
+        foreach (var (old, @new, text) in LanguageModelPrefixes)
+        {
+            if (huggingFaceName.StartsWith(old, StringComparison.Ordinal))
+            {
+                textName = text + huggingFaceName[old.Length..];
+                newNames = false;
+                return true;
+            }
+            if (huggingFaceName.StartsWith(@new, StringComparison.Ordinal))
+            {
+                textName = text + huggingFaceName[@new.Length..];
+                newNames = text == @new ? null : true;
+                return true;
+            }
+        }
+        textName = "";
+        newNames = null;
+        return false;
+    }
+
+    /// <summary>The multimodal checkpoint's name of a text model's tensor name, in the old or new
+    /// (<paramref name="newNames"/>) naming of <see cref="TryToTextModel"/>.</summary>
+    public static string ToMultimodal(string textName, bool newNames)
+    {
+        ArgumentNullException.ThrowIfNull(textName);
+        foreach (var (old, @new, text) in LanguageModelPrefixes)
+        {
+            if (textName.StartsWith(text, StringComparison.Ordinal))
+                return (newNames ? @new : old) + textName[text.Length..];
+        }
+        throw new ArgumentException($"'{textName}' is not a text model's tensor name", nameof(textName));
+    }
+
     /// <summary>Splits "prefix{N}.rest" with N a canonical non-negative decimal (no sign, no leading zeros).</summary>
     private static bool TrySplitLayer(string name, string prefix, out int layer, out string suffix)
     {

@@ -11,7 +11,10 @@ namespace Squeeze.Formats.HuggingFace;
 /// Loads a Hugging Face checkpoint directory (config.json, model.safetensors or a sharded
 /// model.safetensors.index.json, tokenizer.json or tokenizer.model) as a <see cref="Model"/> with GGUF tensor names.
 /// Supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM,
-/// Gemma3ForCausalLM (text) and Phi3ForCausalLM with F32, F16 or BF16 weights. Phi-3's fused qkv_proj and gate_up_proj
+/// Gemma3ForCausalLM (text) and Phi3ForCausalLM with F32, F16 or BF16 weights; of Gemma3ForConditionalGeneration and
+/// Mistral3ForConditionalGeneration the language model alone (config.json's <c>text_config</c>, tensors under
+/// <c>language_model.model.</c> or <c>model.language_model.</c>), as llama.cpp's converter writes it: the vision tower
+/// and multi-modal projector are never read, and <see cref="Model.LeftOut"/> says so. Phi-3's fused qkv_proj and gate_up_proj
 /// are read as views of their rows (attn_q, attn_k, attn_v; ffn_gate, ffn_up), which the GGUF writer fuses again. Llama/Mistral q/k rows are converted from rotate-half to
 /// Meta's interleaved order (copied into owned buffers; <see cref="RopeStyle.Interleaved"/>); Qwen and Gemma keep
 /// Hugging Face order (<see cref="RopeStyle.Neox"/>), as llama.cpp does. Gemma's norms multiply by (1 + w): their
@@ -41,17 +44,19 @@ public static class HuggingFaceReader
         ArgumentException.ThrowIfNullOrEmpty(directory);
         if (!Directory.Exists(directory))
             throw new DirectoryNotFoundException($"Hugging Face checkpoint directory {directory} does not exist");
-        var config = ReadConfig(Path.Combine(directory, ConfigFile), out var computed);
+        var config = ReadConfig(Path.Combine(directory, ConfigFile), out var computed, out string? multimodal);
         var owned = new List<IDisposable>();
         try
         {
-            var tensors = ReadTensors(directory, config, owned);
+            var tensors = ReadTensors(directory, config, multimodal, owned, out var image);
             tensors.InsertRange(0, computed.Select(c => FloatTensor(c.Name, c.Values, owned)));
             vocabulary ??= ReadVocabulary(directory);
             if (vocabulary.Count > config.VocabSize)
                 throw new ModelFormatException(directory, $"the tokenizer has {vocabulary.Count} tokens but config.json's vocab_size is {config.VocabSize}");
             vocabulary = vocabulary.PaddedTo(config.VocabSize); // a token for every embedding row, as llama.cpp pads it
-            return new Model(config, vocabulary, tensors, directory, owned);
+            string? leftOut = multimodal is null ? null
+                : $"{multimodal}: only the language model is read; the vision tower and multi-modal projector ({image.Tensors} tensors, {image.Parameters:N0} parameters) are not part of this model";
+            return new Model(config, vocabulary, tensors, directory, owned) { LeftOut = leftOut };
         }
         catch
         {
@@ -63,18 +68,19 @@ public static class HuggingFaceReader
 
     /// <summary>Reads a config.json into a <see cref="ModelConfig"/> (GGUF architecture name, rope style as loaded).</summary>
     /// <exception cref="ModelFormatException">Missing, malformed, or an unsupported architecture or option; the message names the value.</exception>
-    public static ModelConfig ReadConfig(string configPath) => ReadConfig(configPath, out _);
+    public static ModelConfig ReadConfig(string configPath) => ReadConfig(configPath, out _, out _);
 
     /// <summary>Reads a config.json, with the tensors its rope scaling defines (Llama 3's per-pair rotary frequency
-    /// divisors, Phi-3's long and short factors), in load order.</summary>
-    internal static ModelConfig ReadConfig(string configPath, out IReadOnlyList<(string Name, float[] Values)> computed)
+    /// divisors, Phi-3's long and short factors), in load order, and the multimodal class whose language model it
+    /// describes (null for a text model).</summary>
+    internal static ModelConfig ReadConfig(string configPath, out IReadOnlyList<(string Name, float[] Values)> computed, out string? multimodal)
     {
         if (!File.Exists(configPath))
             throw new ModelFormatException(configPath, "config.json not found; a Hugging Face checkpoint directory needs one");
         try
         {
             using var doc = JsonDocument.Parse(File.ReadAllBytes(configPath));
-            return ParseConfig(configPath, doc.RootElement, out computed);
+            return ParseConfig(configPath, doc.RootElement, out computed, out multimodal);
         }
         catch (JsonException e)
         {
@@ -82,10 +88,11 @@ public static class HuggingFaceReader
         }
     }
 
-    private static ModelConfig ParseConfig(string file, JsonElement root, out IReadOnlyList<(string Name, float[] Values)> computed)
+    private static ModelConfig ParseConfig(string file, JsonElement root, out IReadOnlyList<(string Name, float[] Values)> computed, out string? multimodal)
     {
         var computedTensors = new List<(string Name, float[] Values)>();
         computed = computedTensors;
+        multimodal = null;
         [DoesNotReturn]
         void Fail(string problem) => throw new ModelFormatException(file, problem);
         if (root.ValueKind != JsonValueKind.Object)
@@ -112,12 +119,33 @@ public static class HuggingFaceReader
                 "mixtral" => "MixtralForCausalLM",
                 "qwen2_moe" => "Qwen2MoeForCausalLM",
                 "qwen3_moe" => "Qwen3MoeForCausalLM",
-                var other => Fail<string>(file, $"model_type \"{other}\" is not supported (llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, mixtral, qwen2_moe, qwen3_moe)"),
+                "gemma3" => "Gemma3ForConditionalGeneration",
+                "mistral3" => "Mistral3ForConditionalGeneration",
+                var other => Fail<string>(file, $"model_type \"{other}\" is not supported (llama, mistral, qwen2, qwen3, gemma2, gemma3_text, gemma3, phi3, mixtral, qwen2_moe, qwen3_moe, mistral3)"),
             };
         }
         else
         {
             Fail("neither \"architectures\" nor \"model_type\" says what model this is");
+        }
+
+        // A multimodal checkpoint's language model is the text model its text_config describes (transformers' defaults
+        // for the keys it leaves out, as for that text model's own config); the image part's settings beside it are
+        // not read. tie_word_embeddings may sit at the top level (Gemma3Config's).
+        JsonElement? outer = null;
+        if (architecture is "Gemma3ForConditionalGeneration" or "Mistral3ForConditionalGeneration")
+        {
+            bool gemmaImage = architecture == "Gemma3ForConditionalGeneration";
+            if (!root.TryGetProperty("text_config", out var text) || text.ValueKind != JsonValueKind.Object)
+                Fail($"{architecture} has no \"text_config\" object; its language model's settings belong there");
+            string textType = gemmaImage ? "gemma3_text" : "mistral";
+            if (text.TryGetProperty("model_type", out var type) && type.ValueKind != JsonValueKind.Null
+                && !(type.ValueKind == JsonValueKind.String && type.GetString() == textType))
+                Fail($"\"text_config\".\"model_type\" is {type.GetRawText()}; {architecture}'s language model is \"{textType}\"");
+            multimodal = architecture;
+            outer = root;
+            root = text;
+            architecture = gemmaImage ? "Gemma3ForCausalLM" : "MistralForCausalLM";
         }
 
         bool qwen = architecture is "Qwen2ForCausalLM" or "Qwen3ForCausalLM" or "Qwen2MoeForCausalLM" or "Qwen3MoeForCausalLM";
@@ -136,13 +164,14 @@ public static class HuggingFaceReader
             "MixtralForCausalLM" => "llama",
             "Qwen2MoeForCausalLM" => "qwen2moe",
             "Qwen3MoeForCausalLM" => "qwen3moe",
-            _ => Fail<string>(file, $"architecture \"{architecture}\" is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM)"),
+            _ => Fail<string>(file, $"architecture \"{architecture}\" is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration)"),
         };
 
+        string Key(string key) => outer is null ? $"\"{key}\"" : $"\"text_config\".\"{key}\"";
         int RequiredInt(string key)
         {
             if (!root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
-                Fail($"\"{key}\" is missing");
+                return gemma3 && Gemma3TextDefaults.TryGetValue(key, out int fallback) ? fallback : Fail<int>(file, $"{Key(key)} is missing");
             return PositiveInt(key, v);
         }
         int OptionalInt(string key, int fallback)
@@ -150,7 +179,7 @@ public static class HuggingFaceReader
         int PositiveInt(string key, JsonElement v)
         {
             if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out int value) || value <= 0)
-                Fail($"\"{key}\" is {v.GetRawText()}; expected a positive integer");
+                Fail($"{Key(key)} is {v.GetRawText()}; expected a positive integer");
             return value;
         }
         double OptionalDouble(string key, double fallback, bool nullIsFallback = true)
@@ -160,7 +189,7 @@ public static class HuggingFaceReader
             if (v.ValueKind == JsonValueKind.Null)
                 return 0;
             if (v.ValueKind != JsonValueKind.Number || !v.TryGetDouble(out double value) || !double.IsFinite(value) || value <= 0)
-                Fail($"\"{key}\" is {v.GetRawText()}; expected a positive number");
+                Fail($"{Key(key)} is {v.GetRawText()}; expected a positive number");
             return value;
         }
         bool OptionalBool(string key, bool fallback)
@@ -168,7 +197,7 @@ public static class HuggingFaceReader
             if (!root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
                 return fallback;
             if (v.ValueKind is not (JsonValueKind.True or JsonValueKind.False))
-                Fail($"\"{key}\" is {v.GetRawText()}; expected true or false");
+                Fail($"{Key(key)} is {v.GetRawText()}; expected true or false");
             return v.GetBoolean();
         }
 
@@ -176,7 +205,7 @@ public static class HuggingFaceReader
         int hidden = RequiredInt("intermediate_size");
         int layers = RequiredInt("num_hidden_layers");
         int heads = RequiredInt("num_attention_heads");
-        int kvHeads = OptionalInt("num_key_value_heads", heads);
+        int kvHeads = OptionalInt("num_key_value_heads", gemma3 ? Gemma3TextDefaults["num_key_value_heads"] : heads);
         int vocab = RequiredInt("vocab_size");
         // transformers' defaults when a key is absent.
         int headDim = OptionalInt("head_dim", qwen3 ? 128 : gemma ? 256 : dim / heads);
@@ -191,7 +220,8 @@ public static class HuggingFaceReader
         });
         double ropeTheta = OptionalDouble("rope_theta", gemma3 ? 1_000_000 : 10000);
         double eps = OptionalDouble("rms_norm_eps", 1e-6);
-        bool tied = OptionalBool("tie_word_embeddings", gemma);
+        bool tied = OptionalBool("tie_word_embeddings", outer is { } o && o.TryGetProperty("tie_word_embeddings", out var outerTie)
+            && outerTie.ValueKind is JsonValueKind.True or JsonValueKind.False ? outerTie.GetBoolean() : gemma);
         bool attentionBias = architecture is "Qwen2ForCausalLM" or "Qwen2MoeForCausalLM" || OptionalBool("attention_bias", false);
 
         // Mixture of experts, routed as llama.cpp's architecture routes it: Mixtral (llama) and Qwen3-MoE divide the
@@ -330,8 +360,14 @@ public static class HuggingFaceReader
         // context is capped where it would start to matter.
         int context = maxPositions;
         int slidingWindow = 0, slidingPeriod = 0;
-        if (architecture == "MistralForCausalLM" && root.TryGetProperty("sliding_window", out var mistralWindow) && mistralWindow.ValueKind != JsonValueKind.Null)
-            slidingWindow = PositiveInt("sliding_window", mistralWindow);
+        if (architecture == "MistralForCausalLM")
+        {
+            // MistralConfig's default is 4096 positions; null (Mistral 7B v0.2 on, Mistral Small 3) attends to every one.
+            if (!root.TryGetProperty("sliding_window", out var mistralWindow))
+                slidingWindow = 4096;
+            else if (mistralWindow.ValueKind != JsonValueKind.Null)
+                slidingWindow = PositiveInt("sliding_window", mistralWindow);
+        }
         else if (gemma)
         {
             slidingWindow = OptionalInt("sliding_window", 4096);
@@ -396,6 +432,18 @@ public static class HuggingFaceReader
         };
         return ropeDimensions == headDim ? config : config with { RopeDimensions = ropeDimensions };
     }
+
+    /// <summary>Gemma3TextConfig's defaults for the sizes a Gemma 3 config may leave out (Gemma 3 4B's text_config has no
+    /// attention head counts and no vocab_size).</summary>
+    private static readonly Dictionary<string, int> Gemma3TextDefaults = new(StringComparer.Ordinal)
+    {
+        ["vocab_size"] = 262_208,
+        ["hidden_size"] = 2304,
+        ["intermediate_size"] = 9216,
+        ["num_hidden_layers"] = 26,
+        ["num_attention_heads"] = 8,
+        ["num_key_value_heads"] = 4,
+    };
 
     /// <summary>True for the architectures whose Hugging Face norms multiply by (1 + w): Gemma's, whose weights a
     /// <see cref="Model"/> holds (as GGUF does) with the 1 added.</summary>
@@ -498,22 +546,44 @@ public static class HuggingFaceReader
         ("mlp.gate_up_proj.weight", [TensorNames.Gate, TensorNames.Up]),
     ];
 
-    private static List<Tensor> ReadTensors(string directory, ModelConfig config, List<IDisposable> owned)
+    /// <summary>The tensors <paramref name="config"/> implies, as views into the mapped safetensors files (owned copies
+    /// where they change). Of a <paramref name="multimodal"/> checkpoint, the language model's under either of
+    /// transformers' namings; the <paramref name="image"/> part's tensors are counted, never read.</summary>
+    private static List<Tensor> ReadTensors(string directory, ModelConfig config, string? multimodal, List<IDisposable> owned, out (int Tensors, long Parameters) image)
     {
         bool phi3 = config.Architecture == "phi3";
         // GGUF name → (file, stored entry); Phi-3's fused tensors under their Hugging Face names.
         var stored = new Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Info)>(StringComparer.Ordinal);
         // (stacked GGUF name, expert) → the routed expert's own 2-D tensor.
         var experts = new Dictionary<(string Name, int Expert), (SafetensorsFile File, SafetensorsTensorInfo Info)>();
+        image = (0, 0);
+        bool? newNames = null; // a multimodal checkpoint's naming: transformers 4.52's model.language_model.*, or language_model.model.*
         foreach (var file in OpenWeights(directory, owned))
         {
             foreach (var info in file.Tensors)
             {
-                if (HuggingFaceNames.IsIgnored(info.Name))
+                string name = info.Name;
+                if (multimodal is not null)
+                {
+                    if (HuggingFaceNames.IsImagePart(name))
+                    {
+                        image = (image.Tensors + 1, image.Parameters + info.ElementCount);
+                        continue;
+                    }
+                    if (!HuggingFaceNames.TryToTextModel(info.Name, out name, out bool? naming))
+                        throw new ModelFormatException(file.Path, $"tensor '{info.Name}' is neither part of {multimodal}'s language model (language_model.model.…, model.language_model.…) nor of its vision tower or projector");
+                    if (naming is bool n)
+                    {
+                        if (newNames is bool seen && seen != n)
+                            throw new ModelFormatException(file.Path, $"tensor '{info.Name}' names the language model otherwise than the tensors before it (language_model.model.… and model.language_model.… mixed)");
+                        newNames = n;
+                    }
+                }
+                if (HuggingFaceNames.IsIgnored(name))
                     continue;
-                string gguf = info.Name;
-                bool fused = phi3 && Phi3Fused.Any(f => info.Name.EndsWith("." + f.Suffix, StringComparison.Ordinal));
-                if (!fused && config.IsMixtureOfExperts && HuggingFaceNames.TryToGgufMixture(info.Name, out gguf, out int expert))
+                string gguf = name;
+                bool fused = phi3 && Phi3Fused.Any(f => name.EndsWith("." + f.Suffix, StringComparison.Ordinal));
+                if (!fused && config.IsMixtureOfExperts && HuggingFaceNames.TryToGgufMixture(name, out gguf, out int expert))
                 {
                     if (expert >= 0)
                     {
@@ -522,7 +592,7 @@ public static class HuggingFaceReader
                         continue;
                     }
                 }
-                else if (!fused && !HuggingFaceNames.TryToGguf(info.Name, config.PostNorms, out gguf))
+                else if (!fused && !HuggingFaceNames.TryToGguf(name, config.PostNorms, out gguf))
                 {
                     throw new ModelFormatException(file.Path, $"tensor '{info.Name}' is not part of a {config.Architecture} model Squeeze knows");
                 }
@@ -531,6 +601,8 @@ public static class HuggingFaceReader
             }
         }
 
+        // A tensor's name as the checkpoint stores it, for messages.
+        string Stored(string textName) => multimodal is null ? textName : HuggingFaceNames.ToMultimodal(textName, newNames ?? false);
         bool permute = config.RopeStyle == RopeStyle.Interleaved;
         bool shifted = ShiftedNorms(config);
         var tensors = new List<Tensor>();
@@ -551,6 +623,7 @@ public static class HuggingFaceReader
             string hfName;
             if (!(config.IsMixtureOfExperts && HuggingFaceNames.TryToHuggingFaceMixture(name, mixtral, -1, out hfName)))
                 HuggingFaceNames.TryToHuggingFace(name, config.PostNorms, out hfName);
+            hfName = Stored(hfName);
             if (!stored.Remove(name, out var entry))
             {
                 string why = name == TensorNames.Output ? " (config.json says tie_word_embeddings is false)" : "";

@@ -14,7 +14,8 @@ public class ArchitectureBadInputTests
 
     /// <summary>A Gemma 2 config.json with <paramref name="key"/> set to <paramref name="json"/> (null removes it).</summary>
     [Theory]
-    [InlineData("architectures", "[\"Gemma3ForConditionalGeneration\"]", "architecture \"Gemma3ForConditionalGeneration\" is not supported")]
+    [InlineData("architectures", "[\"Gemma3ForConditionalGeneration\"]", "Gemma3ForConditionalGeneration has no \"text_config\" object")]
+    [InlineData("architectures", "[\"LlavaForConditionalGeneration\"]", "architecture \"LlavaForConditionalGeneration\" is not supported")]
     [InlineData("architectures", "[\"PhiMoEForCausalLM\"]", "architecture \"PhiMoEForCausalLM\" is not supported")]
     [InlineData("hidden_activation", "\"gelu\"", "\"hidden_activation\" \"gelu\" is not supported (gelu_pytorch_tanh)")]
     [InlineData("rope_scaling", "{\"rope_type\":\"longrope\",\"factor\":4.0}", "\"rope_scaling\" of type \"longrope\" is not supported")]
@@ -53,6 +54,55 @@ public class ArchitectureBadInputTests
         string hf = (Gemma2 with { GemmaNorms = false }).Write(dir.File("hf"));
         var e = Assert.Throws<ModelFormatException>(() => ModelLoader.Load(hf));
         AssertOneLine(e, hf, "tensor 'model.layers.0.pre_feedforward_layernorm.weight' is missing");
+    }
+
+    /// <summary>A multimodal config.json whose text_config is not the language model its class has, or is not there.</summary>
+    [Theory]
+    [InlineData("model_type", "\"gemma2\"", "\"text_config\".\"model_type\" is \"gemma2\"; Gemma3ForConditionalGeneration's language model is \"gemma3_text\"")]
+    [InlineData("hidden_size", "-64", "\"text_config\".\"hidden_size\" is -64; expected a positive integer")]
+    [InlineData(null, null, "Gemma3ForConditionalGeneration has no \"text_config\" object")]
+    public void Bad_multimodal_configs_are_one_line_naming_the_file(string? key, string? json, string message)
+    {
+        using var dir = new TempDirectory();
+        var config = Gemma3MultimodalCheckpoint.Random.Config();
+        if (key is null)
+            config.Remove("text_config");
+        else
+            config["text_config"]![key] = JsonNode.Parse(json!);
+        string path = dir.File("config.json");
+        File.WriteAllText(path, config.ToJsonString());
+        AssertOneLine(Assert.Throws<ModelFormatException>(() => HuggingFaceReader.ReadConfig(path)), path, message);
+    }
+
+    /// <summary>A multimodal checkpoint whose text_config disagrees with its tensors: the tensor is named as the checkpoint
+    /// stores it, in the file that holds it; text-model names under a multimodal config are named too.</summary>
+    [Theory]
+    [InlineData("hidden_size", "tensor 'language_model.model.embed_tokens.weight' has shape [32000, 64] but config.json implies [32000, 48]")]
+    [InlineData("num_hidden_layers", "tensor 'language_model.model.layers.5.input_layernorm.weight' is not expected by config.json")]
+    [InlineData("names", "tensor 'model.embed_tokens.weight' is neither part of Gemma3ForConditionalGeneration's language model")]
+    public void Multimodal_config_disagreeing_with_its_tensors_is_named(string change, string message)
+    {
+        using var dir = new TempDirectory();
+        var description = Gemma3MultimodalCheckpoint.Random;
+        string hf = description.Write(dir.File("hf"));
+        string configPath = Path.Combine(hf, "config.json");
+        var config = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+        switch (change)
+        {
+            case "hidden_size":
+                config["text_config"]!["hidden_size"] = 48;
+                break;
+            case "num_hidden_layers":
+                config["text_config"]!["num_hidden_layers"] = 5;
+                break;
+            default: // the text model's names: a Gemma3ForCausalLM checkpoint's tensors under the multimodal config
+                Directory.Delete(hf, recursive: true);
+                (description with { Multimodal = null }).Write(hf);
+                break;
+        }
+        File.WriteAllText(configPath, config.ToJsonString());
+        var e = Assert.Throws<ModelFormatException>(() => ModelLoader.Load(hf));
+        AssertOneLine(e, Path.Combine(hf, "model.safetensors"), message);
     }
 
     /// <summary>A GGUF file of an architecture Squeeze does not run.</summary>

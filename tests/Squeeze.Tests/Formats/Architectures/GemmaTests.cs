@@ -38,31 +38,35 @@ public sealed class Gemma2Checkpoint() : ArchitectureCheckpoint(Random)
 
 /// <summary>A Gemma 3 (text) checkpoint of six layers (five sliding over 32 positions with rotary base 10000, the sixth
 /// global with base 1e6 and linear scaling 8), q/k norms, query_pre_attn_scalar = head_dim.</summary>
-public sealed class Gemma3Checkpoint() : ArchitectureCheckpoint(new RandomCheckpoint
+public sealed class Gemma3Checkpoint() : ArchitectureCheckpoint(Random)
 {
-    Architecture = "Gemma3ForCausalLM",
-    ModelType = "gemma3_text",
-    VocabSize = 32000,
-    TokenizerDirectory = SharedData.Path("models", "stories15M"),
-    HeadDim = 16,
-    Layers = 6,
-    GemmaNorms = true,
-    QkNorm = true,
-    TieWordEmbeddings = true,
-    RopeTheta = 1_000_000,
-    HiddenAct = "gelu_pytorch_tanh",
-    RopeScaling = new JsonObject { ["rope_type"] = "linear", ["factor"] = 8.0 },
-    ExtraConfig = new Dictionary<string, JsonNode?>
+    /// <summary>The checkpoint's description, written by the fixture.</summary>
+    public static RandomCheckpoint Random => new()
     {
-        ["hidden_activation"] = "gelu_pytorch_tanh",
-        ["sliding_window"] = 32,
-        ["sliding_window_pattern"] = 6,
-        ["rope_local_base_freq"] = 10000.0,
-        ["query_pre_attn_scalar"] = 16,
-        ["attn_logit_softcapping"] = null,
-        ["final_logit_softcapping"] = null,
-    },
-});
+        Architecture = "Gemma3ForCausalLM",
+        ModelType = "gemma3_text",
+        VocabSize = 32000,
+        TokenizerDirectory = SharedData.Path("models", "stories15M"),
+        HeadDim = 16,
+        Layers = 6,
+        GemmaNorms = true,
+        QkNorm = true,
+        TieWordEmbeddings = true,
+        RopeTheta = 1_000_000,
+        HiddenAct = "gelu_pytorch_tanh",
+        RopeScaling = new JsonObject { ["rope_type"] = "linear", ["factor"] = 8.0 },
+        ExtraConfig = new Dictionary<string, JsonNode?>
+        {
+            ["hidden_activation"] = "gelu_pytorch_tanh",
+            ["sliding_window"] = 32,
+            ["sliding_window_pattern"] = 6,
+            ["rope_local_base_freq"] = 10000.0,
+            ["query_pre_attn_scalar"] = 16,
+            ["attn_logit_softcapping"] = null,
+            ["final_logit_softcapping"] = null,
+        },
+    };
+}
 
 /// <summary>
 /// Gemma 2 and Gemma 3 from config.json through Squeeze's runtime, GGUF (llama.cpp's gemma2/gemma3 keys, norms stored
