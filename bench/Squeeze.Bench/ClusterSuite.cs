@@ -126,10 +126,10 @@ internal static class ClusterSuite
                     Thread.Sleep(250);
                 }
                 // Warm-up: every worker loads and fingerprints the model and runs a few chunks (its JIT) before the clock starts.
-                var warming = new ClusterJob(client);
-                warming.RunAsync("eval-chunk", [model], []).GetAwaiter().GetResult();
+                var warming = new ClusterJob(client) { PartBytes = parsed.PartBytes };
+                warming.RunAsync("eval-chunk", [model], 0, _ => _ => { }).GetAwaiter().GetResult();
                 warmUp(warming).GetAwaiter().GetResult();
-                var measured = new ClusterJob(client);
+                var measured = new ClusterJob(client) { PartBytes = parsed.PartBytes };
                 var clock = Stopwatch.StartNew();
                 bool same = job(measured).GetAwaiter().GetResult();
                 return (clock.Elapsed.TotalSeconds, measured.Costs, same);
