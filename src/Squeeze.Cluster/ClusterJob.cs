@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 
 namespace Squeeze.Cluster;
@@ -24,8 +25,9 @@ public sealed record ItemCost(string Worker, double WorkerSeconds, double RoundT
 /// Runs a job's independent items on every worker of the cluster and gives their results in item order, whatever
 /// order they finished in, so what the client merges is the same as a one-machine run's. Every worker first proves it
 /// holds the job's models (<see cref="IWorkerGrain.Hello"/>): one refusal stops the job with its one line. Each worker
-/// takes one item at a time from a shared queue, its input and result moving in parts of <see cref="PartBytes"/>; a worker that leaves the cluster mid-item (a call that fails or times
-/// out) is dropped and its item queued again for the others. An item's own error stops the job.
+/// takes one item at a time from a shared queue, its input and result moving in parts of <see cref="PartBytes"/>; a
+/// worker that leaves the cluster mid-item (a call that fails or times out) is dropped and its item queued again for
+/// the others. An item's own error stops the job.
 /// </summary>
 public sealed class ClusterJob(IClusterClient client)
 {
@@ -73,10 +75,12 @@ public sealed class ClusterJob(IClusterClient client)
             await foreach (int i in queue.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
             {
                 long start = Stopwatch.GetTimestamp();
+                // Written here, so that the client's own failure to write it stops the job; let go once sent.
+                var input = new StrongBox<Payload?>(Payload.Write(PartBytes, write(i)));
                 (WorkResult Answer, Payload? Result, long Sent) attempt;
                 try
                 {
-                    attempt = await Watched(name, Attempt(worker, kind, models, $"{run}/{i}", write(i)), cancellationToken).ConfigureAwait(false);
+                    attempt = await Watched(name, Attempt(worker, kind, models, $"{run}/{i}", input), cancellationToken).ConfigureAwait(false);
                 }
                 catch (Exception) when (!cancellationToken.IsCancellationRequested)
                 {
@@ -128,12 +132,12 @@ public sealed class ClusterJob(IClusterClient client)
         return results;
     }
 
-    // One item on one worker: its input written and staged part by part, the run, and the result's other parts fetched;
-    // the answer, the result (null on a refusal or an error) and the bytes sent.
+    // One item on one worker: its input staged part by part, the run, and the result's other parts fetched; the
+    // answer, the result (null on a refusal or an error) and the bytes sent.
     private async Task<(WorkResult Answer, Payload? Result, long Sent)> Attempt(IWorkerGrain worker, string kind, IReadOnlyList<ModelRef> models, string key,
-        Action<BinaryWriter> write)
+        StrongBox<Payload?> input)
     {
-        var (item, sent) = await Send(worker, kind, models, key, write).ConfigureAwait(false);
+        var (item, sent) = await Send(worker, kind, models, key, input).ConfigureAwait(false);
         var answer = await worker.Run(item).ConfigureAwait(false);
         if (answer.Refusal is not null || answer.Error is not null)
             return (answer, null, sent);
@@ -143,11 +147,11 @@ public sealed class ClusterJob(IClusterClient client)
         return (answer, Payload.Of(parts), sent);
     }
 
-    // Writes an item's input and stages all its parts but the last, which goes with the run: once this returns, the
-    // input is no longer held.
-    private async Task<(WorkItem Item, long Bytes)> Send(IWorkerGrain worker, string kind, IReadOnlyList<ModelRef> models, string key, Action<BinaryWriter> write)
+    // Stages all the input's parts but the last, which goes with the run, and lets go of the input.
+    private async Task<(WorkItem Item, long Bytes)> Send(IWorkerGrain worker, string kind, IReadOnlyList<ModelRef> models, string key, StrongBox<Payload?> box)
     {
-        var input = Payload.Write(PartBytes, write);
+        var input = box.Value!;
+        box.Value = null;
         for (int p = 0; p < input.PartCount - 1; p++)
             await worker.Stage(key, p, input.Part(p)).ConfigureAwait(false);
         return (new WorkItem(ClusterProtocol.Version, kind, models, key, input.PartCount, input.Part(input.PartCount - 1), input.Checksum(), PartBytes), input.Length);
