@@ -72,8 +72,8 @@ internal static class Wire
         return values;
     }
 
-    // Values a slice turns into bytes at most: 2^28 bytes, well inside a span's int length.
-    private static int Slice<T>() where T : unmanaged => (1 << 28) / System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+    // Values a slice turns into bytes at most: 1 MiB, well inside a span's int length.
+    internal static int Slice<T>() where T : unmanaged => (1 << 20) / System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
 
     private static void Write<T>(BinaryWriter w, ReadOnlySpan<T> values) where T : unmanaged
     {

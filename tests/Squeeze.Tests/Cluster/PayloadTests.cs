@@ -39,8 +39,11 @@ public sealed class PayloadTests
     [InlineData(Part / sizeof(double) - 1)]
     [InlineData(Part / sizeof(double))]
     [InlineData(5 * Part / sizeof(double) + 3)]
+    [InlineData((1 << 20) / sizeof(double) + 5)]
     public void ArraysOfValuesSplitAcrossPartsComeBackTheSame(int count)
     {
+        // The last count crosses a slice of the arrays' bytes (how arrays over 2 GB as bytes are written).
+        Assert.Equal(1 << 17, Wire.Slice<double>());
         var random = new Random(count);
         double[] doubles = [.. Enumerable.Range(0, count).Select(_ => random.NextDouble() - 0.5)];
         float[] floats = [.. doubles.Select(d => (float)d)];
