@@ -7,19 +7,22 @@ using Squeeze.Evaluation;
 using Squeeze.Formats;
 using Squeeze.Models;
 using Squeeze.Pipeline;
+using Squeeze.Quantization;
 
 namespace Squeeze.Bench;
 
 /// <summary>
 /// The cluster on one machine: <c>squeeze worker</c>s as separate processes on localhost (this harness started again as
 /// <c>cluster --worker</c>, localhost membership), each running its items on one thread, against the same job on one
-/// machine (in this process, one thread). Jobs: <c>eval</c> (chunks of the evaluation text) and <c>bpw</c> (a GGUF
-/// <c>--target-bpw</c> budget: every candidate of every block an item; calibration, measurement and the search stay on
-/// the client). Per worker count: wall time, speed-up over one worker, items, the workers' seconds per item, the
+/// machine (in this process, one thread). Jobs: <c>eval</c> (chunks of the evaluation text), <c>mix</c> (a named mix,
+/// <c>--type</c>, by GPTQ: every tensor of every block an item, its Gram matrix travelling in parts) and <c>bpw</c> (a
+/// GGUF <c>--target-bpw</c> budget: every candidate of every block an item; calibration, measurement and the search stay
+/// on the client). Per worker count: wall time, speed-up over one worker, items, the workers' seconds per item, the
 /// client's round trip per item and their difference (serialization, transfer, scheduling), the bytes each item sent
 /// and brought back, and whether the result is the one-machine result (figures bit for bit, file bytes).
 /// Options: <c>--model</c> (stories15M), <c>--tokenizer</c>, <c>--job eval,bpw</c>, <c>--workers 1,2</c>, <c>--ctx</c>
-/// (128), <c>--chunks</c> (32), <c>--bpw</c> (5.0), <c>--tokens</c> (1024 calibration tokens).
+/// (128), <c>--chunks</c> (32), <c>--type</c> (Q4_K_M), <c>--bpw</c> (5.0), <c>--tokens</c> (1024 calibration tokens),
+/// <c>--part-bytes</c> (the configuration's default, 32 MiB).
 /// </summary>
 internal static class ClusterSuite
 {
@@ -37,6 +40,8 @@ internal static class ClusterSuite
         int[] workerCounts = [.. (Program.Value(args, "--workers") ?? "1,2").Split(',').Select(int.Parse)];
         int ctx = Program.Option(args, "--ctx", 128), chunks = Program.Option(args, "--chunks", 32), tokens = Program.Option(args, "--tokens", 1024);
         double bpw = double.Parse(Program.Value(args, "--bpw") ?? "5.0", System.Globalization.CultureInfo.InvariantCulture);
+        string type = Program.Value(args, "--type") ?? "Q4_K_M";
+        int partBytes = Program.Option(args, "--part-bytes", ClusterConfig.DefaultPartBytes);
         string evalText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-eval.txt"));
         string calibText = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt"));
         using var model = ModelLoader.Load(modelPath, tokenizer);
@@ -45,7 +50,8 @@ internal static class ClusterSuite
 
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- cluster {string.Join(' ', args)}`");
         Console.WriteLine();
-        Console.WriteLine($"{Path.GetFileName(modelPath)}; eval: {chunks} chunks of {ctx} tokens; bpw: GGUF --target-bpw {bpw} by GPTQ on {tokens} calibration tokens, swaps predicted from a sample. Workers on localhost, one thread each; one machine: this process, one thread.");
+        Console.WriteLine($"{Path.GetFileName(modelPath)}; eval: {chunks} chunks of {ctx} tokens; mix: {type} by GPTQ; bpw: GGUF --target-bpw {bpw} by GPTQ, swaps predicted from a sample; "
+            + $"both on {tokens} calibration tokens. Workers on localhost, one thread each, parts of {partBytes:N0} bytes; one machine: this process, one thread. Load average at the start: {ZipSuite.LoadAverage()}.");
         Console.WriteLine();
         Console.WriteLine("| job | run | wall s | speed-up | items | worker s/item | round trip s/item | overhead ms/item | KB sent/item | KB back/item | same result |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
@@ -59,19 +65,24 @@ internal static class ClusterSuite
                     Target = new BudgetTarget(null, bpw, Swaps: SwapMeasurement.Sampled), Method = CompressionMethod.Gptq, CalibrationText = calibText,
                     CalibrationTokens = tokens, ContextLength = 256, Threads = 1, Output = Path.Combine(dir, name),
                 };
+                var mix = new CompressionOptions
+                {
+                    Mix = QuantizationMix.Parse(type), Method = CompressionMethod.Gptq, CalibrationTokens = tokens, ContextLength = 256, Threads = 1,
+                };
                 var clock = Stopwatch.StartNew();
                 object? local = job switch
                 {
                     "eval" => Evaluator.Evaluate(model, evalText, evaluation) with { TokensPerSecond = 0 },
+                    "mix" => Compressor.Compress(model, calibText, mix, Path.Combine(dir, "local.gguf")).FileBytes,
                     "bpw" => CompressionPipeline.Run(model, Budget("local.gguf")).FileBytes,
-                    _ => throw new ArgumentException($"unknown job {job}: eval or bpw"),
+                    _ => throw new ArgumentException($"unknown job {job}: eval, mix or bpw"),
                 };
                 double localSeconds = clock.Elapsed.TotalSeconds;
                 Console.WriteLine($"| {job} | one machine × 1 thread | {localSeconds:0.0} | | | | | | | | |");
                 double? first = null;
                 foreach (int count in workerCounts)
                 {
-                    var (seconds, costs, same) = OnCluster(count, dir, reference,
+                    var (seconds, costs, same) = OnCluster(count, partBytes, dir, reference,
                         warmUp => ClusterEvaluator.EvaluateAsync(warmUp, model, reference, evalText, evaluation with { MaxChunks = 4 * count }), async clusterJob =>
                     {
                         if (job == "eval")
@@ -79,7 +90,10 @@ internal static class ClusterSuite
                             var result = await ClusterEvaluator.EvaluateAsync(clusterJob, model, reference, evalText, evaluation);
                             return (result with { TokensPerSecond = 0 }).Equals(local);
                         }
-                        CompressionPipeline.Run(model, Budget("cluster.gguf") with { Workers = new ClusterTensorWorkers(clusterJob, reference) });
+                        if (job == "mix")
+                            Compressor.Compress(model, calibText, mix with { Workers = new ClusterTensorWorkers(clusterJob, reference) }, Path.Combine(dir, "cluster.gguf"));
+                        else
+                            CompressionPipeline.Run(model, Budget("cluster.gguf") with { Workers = new ClusterTensorWorkers(clusterJob, reference) });
                         return File.ReadAllBytes(Path.Combine(dir, "local.gguf")).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(dir, "cluster.gguf")));
                     });
                     first ??= seconds;
@@ -97,12 +111,12 @@ internal static class ClusterSuite
     }
 
     // Starts `count` worker processes, runs the job as a client, stops them; the job's wall time and item costs.
-    private static (double Seconds, IReadOnlyList<ItemCost> Costs, bool Same) OnCluster(int count, string dir, ModelRef model, Func<ClusterJob, Task> warmUp, Func<ClusterJob, Task<bool>> job)
+    private static (double Seconds, IReadOnlyList<ItemCost> Costs, bool Same) OnCluster(int count, int partBytes, string dir, ModelRef model, Func<ClusterJob, Task> warmUp, Func<ClusterJob, Task<bool>> job)
     {
         const int siloBase = 22111, gatewayBase = 32000;
         string config = Path.Combine(dir, $"cluster-{count}.json");
         File.WriteAllText(config, $$"""
-            { "membership": "localhost", "primary": "127.0.0.1:{{siloBase}}", "gateways": [{{string.Join(", ", Enumerable.Range(0, count).Select(i => $"\"127.0.0.1:{gatewayBase + i}\""))}}], "clusterId": "bench-{{count}}" }
+            { "membership": "localhost", "primary": "127.0.0.1:{{siloBase}}", "gateways": [{{string.Join(", ", Enumerable.Range(0, count).Select(i => $"\"127.0.0.1:{gatewayBase + i}\""))}}], "clusterId": "bench-{{count}}", "partBytes": {{partBytes}} }
             """);
         var processes = new List<Process>();
         try
@@ -126,10 +140,10 @@ internal static class ClusterSuite
                     Thread.Sleep(250);
                 }
                 // Warm-up: every worker loads and fingerprints the model and runs a few chunks (its JIT) before the clock starts.
-                var warming = new ClusterJob(client);
-                warming.RunAsync("eval-chunk", [model], []).GetAwaiter().GetResult();
+                var warming = new ClusterJob(client) { PartBytes = parsed.PartBytes };
+                warming.RunAsync("eval-chunk", [model], 0, _ => _ => { }).GetAwaiter().GetResult();
                 warmUp(warming).GetAwaiter().GetResult();
-                var measured = new ClusterJob(client);
+                var measured = new ClusterJob(client) { PartBytes = parsed.PartBytes };
                 var clock = Stopwatch.StartNew();
                 bool same = job(measured).GetAwaiter().GetResult();
                 return (clock.Elapsed.TotalSeconds, measured.Costs, same);

@@ -22,7 +22,9 @@ public enum MembershipKind
 /// { "membership": "adonet", "connectionString": "Host=db;Database=orleans;Username=squeeze;Password=…" }
 /// </code>
 /// Optional in both: <c>clusterId</c> and <c>serviceId</c> (default "squeeze"), <c>siloPort</c> and <c>gatewayPort</c>
-/// (a worker's defaults, 11111 and 30000), <c>itemTimeoutSeconds</c> (how long a client waits for one work item, 3600).
+/// (a worker's defaults, 11111 and 30000), <c>itemTimeoutSeconds</c> (how long a client waits for one work item, 3600),
+/// <c>partBytes</c> (the most bytes of an item or a result one message carries, 32 MiB; 1 KiB to 64 MiB, under Orleans'
+/// 100 MB message limit).
 /// Unknown fields and wrong types are refused with one line naming the file.
 /// </summary>
 public sealed record ClusterConfig
@@ -53,6 +55,13 @@ public sealed record ClusterConfig
 
     /// <summary>How long a client waits for one work item before it counts the worker as lost.</summary>
     public TimeSpan ItemTimeout { get; init; } = TimeSpan.FromHours(1);
+
+    /// <summary>The most bytes of an item's input or result one message carries, unless the file says otherwise: 32 MiB.</summary>
+    public const int DefaultPartBytes = 32 << 20;
+
+    /// <summary>The most bytes of an item's input or result one message carries: larger ones travel in parts
+    /// (<see cref="Payload"/>), each well under Orleans' message size limit (100 MB, which closes the connection).</summary>
+    public int PartBytes { get; init; } = DefaultPartBytes;
 
     /// <summary>Reads <paramref name="path"/>.</summary>
     /// <exception cref="Tensors.ModelFormatException">The file is not valid JSON, has an unknown field, a wrong type or a
@@ -101,6 +110,7 @@ public sealed record ClusterConfig
                     "siloPort" => config with { SiloPort = Port(p) },
                     "gatewayPort" => config with { GatewayPort = Port(p) },
                     "itemTimeoutSeconds" => config with { ItemTimeout = TimeSpan.FromSeconds(Positive(p)) },
+                    "partBytes" => config with { PartBytes = PartSize(p) },
                     _ => throw new FormatException($"unknown field \"{p.Name}\""),
                 };
                 gatewaysGiven |= p.Name == "gateways";
@@ -124,6 +134,10 @@ public sealed record ClusterConfig
     private static int Port(JsonProperty p) => p.Value.ValueKind == JsonValueKind.Number && p.Value.TryGetInt32(out int port) && port is > 0 and < 65536
         ? port
         : throw new FormatException($"\"{p.Name}\" must be a port number (1 to 65535)");
+
+    private static int PartSize(JsonProperty p) => p.Value.ValueKind == JsonValueKind.Number && p.Value.TryGetInt32(out int bytes) && bytes is >= 1 << 10 and <= 64 << 20
+        ? bytes
+        : throw new FormatException($"\"{p.Name}\" must be a number of bytes from 1024 to 67108864");
 
     private static double Positive(JsonProperty p) => p.Value.ValueKind == JsonValueKind.Number && p.Value.GetDouble() is > 0 and var v && double.IsFinite(v)
         ? v

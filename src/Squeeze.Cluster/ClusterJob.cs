@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 
 namespace Squeeze.Cluster;
@@ -24,8 +25,9 @@ public sealed record ItemCost(string Worker, double WorkerSeconds, double RoundT
 /// Runs a job's independent items on every worker of the cluster and gives their results in item order, whatever
 /// order they finished in, so what the client merges is the same as a one-machine run's. Every worker first proves it
 /// holds the job's models (<see cref="IWorkerGrain.Hello"/>): one refusal stops the job with its one line. Each worker
-/// takes one item at a time from a shared queue; a worker that leaves the cluster mid-item (a call that fails or times
-/// out) is dropped and its item queued again for the others. An item's own error stops the job.
+/// takes one item at a time from a shared queue, its input and result moving in parts of <see cref="PartBytes"/>; a
+/// worker that leaves the cluster mid-item (a call that fails or times out) is dropped and its item queued again for
+/// the others. An item's own error stops the job.
 /// </summary>
 public sealed class ClusterJob(IClusterClient client)
 {
@@ -34,15 +36,23 @@ public sealed class ClusterJob(IClusterClient client)
     /// <summary>What every item run through this job cost, run after run, each run's in item order.</summary>
     public IReadOnlyList<ItemCost> Costs => costs;
 
-    /// <summary>Runs items of <paramref name="kind"/> on <paramref name="models"/>, one payload each; the results' payloads in item order.</summary>
+    /// <summary>The most bytes one part of an item or a result has on the way (<see cref="ClusterConfig.PartBytes"/>).</summary>
+    public int PartBytes { get; init; } = ClusterConfig.DefaultPartBytes;
+
+    /// <summary>Runs <paramref name="count"/> items of <paramref name="kind"/> on <paramref name="models"/>, item
+    /// <c>i</c>'s input what <paramref name="write"/>(i) writes; the results in item order. An item's input is written
+    /// when a worker takes it (again, if its worker is lost) and let go once sent, so the client holds one input per
+    /// worker at most.</summary>
     /// <exception cref="ClusterException">A worker refused the job, an item failed, or no worker is left.</exception>
-    public async Task<byte[][]> RunAsync(string kind, IReadOnlyList<ModelRef> models, IReadOnlyList<byte[]> payloads, IProgress<ClusterProgress>? progress = null,
-        CancellationToken cancellationToken = default)
+    public async Task<Payload[]> RunAsync(string kind, IReadOnlyList<ModelRef> models, int count, Func<int, Action<BinaryWriter>> write,
+        IProgress<ClusterProgress>? progress = null, CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(payloads);
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentNullException.ThrowIfNull(write);
         var workers = await Workers(models).ConfigureAwait(false);
-        int total = payloads.Count;
-        var results = new byte[total][];
+        int total = count;
+        string run = Guid.NewGuid().ToString("N");
+        var results = new Payload[total];
         var itemCosts = new ItemCost[total];
         var perWorker = workers.ToDictionary(w => w.Name, _ => 0, StringComparer.Ordinal);
         var queue = Channel.CreateUnbounded<int>();
@@ -64,12 +74,13 @@ public sealed class ClusterJob(IClusterClient client)
         {
             await foreach (int i in queue.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
             {
-                var item = new WorkItem(ClusterProtocol.Version, kind, models, payloads[i], ClusterProtocol.Checksum(payloads[i]));
                 long start = Stopwatch.GetTimestamp();
-                WorkResult result;
+                // Written here, so that the client's own failure to write it stops the job; let go once sent.
+                var input = new StrongBox<Payload?>(Payload.Write(PartBytes, write(i)));
+                (WorkResult Answer, Payload? Result, long Sent) attempt;
                 try
                 {
-                    result = await Watched(name, worker.Run(item), cancellationToken).ConfigureAwait(false);
+                    attempt = await Watched(name, Attempt(worker, kind, models, $"{run}/{i}", input), cancellationToken).ConfigureAwait(false);
                 }
                 catch (Exception) when (!cancellationToken.IsCancellationRequested)
                 {
@@ -84,20 +95,21 @@ public sealed class ClusterJob(IClusterClient client)
                     }
                     return;
                 }
-                if (result.Refusal is not null || result.Error is not null)
+                var (answer, result, sent) = attempt;
+                if (answer.Refusal is not null || answer.Error is not null)
                 {
-                    queue.Writer.TryComplete(new ClusterException(result.Refusal ?? result.Error!));
+                    queue.Writer.TryComplete(new ClusterException(answer.Refusal ?? answer.Error!));
                     return;
                 }
-                if (ClusterProtocol.Checksum(result.Payload) != result.Checksum)
+                if (result!.Checksum() != answer.Checksum)
                 {
                     queue.Writer.TryComplete(new ClusterException($"a {kind} result from worker {name} arrived damaged (checksum mismatch)"));
                     return;
                 }
                 lock (gate)
                 {
-                    results[i] = result.Payload;
-                    itemCosts[i] = new ItemCost(name, result.Seconds, Stopwatch.GetElapsedTime(start).TotalSeconds, payloads[i].Length, result.Payload.Length);
+                    results[i] = result;
+                    itemCosts[i] = new ItemCost(name, answer.Seconds, Stopwatch.GetElapsedTime(start).TotalSeconds, sent, result.Length);
                     perWorker[name]++;
                     if (++done == total)
                         queue.Writer.TryComplete();
@@ -120,12 +132,37 @@ public sealed class ClusterJob(IClusterClient client)
         return results;
     }
 
+    // One item on one worker: its input staged part by part, the run, and the result's other parts fetched; the
+    // answer, the result (null on a refusal or an error) and the bytes sent.
+    private async Task<(WorkResult Answer, Payload? Result, long Sent)> Attempt(IWorkerGrain worker, string kind, IReadOnlyList<ModelRef> models, string key,
+        StrongBox<Payload?> input)
+    {
+        var (item, sent) = await Send(worker, kind, models, key, input).ConfigureAwait(false);
+        var answer = await worker.Run(item).ConfigureAwait(false);
+        if (answer.Refusal is not null || answer.Error is not null)
+            return (answer, null, sent);
+        var parts = new List<byte[]>(answer.Parts) { answer.First };
+        for (int p = 1; p < answer.Parts; p++)
+            parts.Add(await worker.Fetch(key, p).ConfigureAwait(false));
+        return (answer, Payload.Of(parts), sent);
+    }
+
+    // Stages all the input's parts but the last, which goes with the run, and lets go of the input.
+    private async Task<(WorkItem Item, long Bytes)> Send(IWorkerGrain worker, string kind, IReadOnlyList<ModelRef> models, string key, StrongBox<Payload?> box)
+    {
+        var input = box.Value!;
+        box.Value = null;
+        for (int p = 0; p < input.PartCount - 1; p++)
+            await worker.Stage(key, p, input.Part(p)).ConfigureAwait(false);
+        return (new WorkItem(ClusterProtocol.Version, kind, models, key, input.PartCount, input.Part(input.PartCount - 1), input.Checksum(), PartBytes), input.Length);
+    }
+
     /// <summary>How often a client asks the cluster whether the workers running its items are still members: a worker
     /// declared dead has its item queued again at once, without waiting for the item's timeout.</summary>
     public TimeSpan WatchInterval { get; init; } = TimeSpan.FromSeconds(2);
 
-    // The item's result, or an exception as soon as the cluster's membership no longer lists its worker.
-    private async Task<WorkResult> Watched(string name, Task<WorkResult> call, CancellationToken cancellationToken)
+    // The item's answer, or an exception as soon as the cluster's membership no longer lists its worker.
+    private async Task<T> Watched<T>(string name, Task<T> call, CancellationToken cancellationToken)
     {
         while (await Task.WhenAny(call, Task.Delay(WatchInterval, cancellationToken)).ConfigureAwait(false) != call)
         {

@@ -22,17 +22,17 @@ internal sealed class EvaluationKind : IWorkKind
 
     public string Name => KindName;
 
-    public static byte[] Request(int[] chunk, string cache, bool sameBase, bool separateBase) => Wire.Write(w =>
+    public static Action<BinaryWriter> Request(int[] chunk, string cache, bool sameBase, bool separateBase) => w =>
     {
         w.Write(chunk.Length);
         w.Write(cache);
         w.Write((byte)(separateBase ? BaseModel.Second : sameBase ? BaseModel.Same : BaseModel.None));
         w.Ints(chunk);
-    });
+    };
 
-    public byte[] Run(IReadOnlyList<Model> models, byte[] payload, int threads, CancellationToken cancellationToken)
+    public Payload Run(IReadOnlyList<Model> models, Payload payload, int partBytes, int threads, CancellationToken cancellationToken)
     {
-        var (ctx, cache, baseKind, chunk) = Wire.Read(payload, r => (r.ReadInt32(), r.ReadString(), (BaseModel)r.ReadByte(), r.Ints()));
+        var (ctx, cache, baseKind, chunk) = payload.Read(r => (r.ReadInt32(), r.ReadString(), (BaseModel)r.ReadByte(), r.Ints()));
         var model = models[0];
         var baseModel = baseKind switch
         {
@@ -49,11 +49,12 @@ internal sealed class EvaluationKind : IWorkKind
                 cached?.Scorer.Dispose();
                 cached = (key, new ChunkScorer([(model, KvCachePolicy.Parse(cache))], baseModel, new EvaluationOptions { ContextLength = ctx, Threads = threads }, cancellationToken));
             }
-            return Response(cached.Value.Scorer.Score(chunk));
+            var scores = cached.Value.Scorer.Score(chunk);
+            return Payload.Write(partBytes, w => Response(w, scores));
         }
     }
 
-    private static byte[] Response(ChunkScores scores) => Wire.Write(w =>
+    private static void Response(BinaryWriter w, ChunkScores scores)
     {
         w.Doubles(scores.BaseNlls);
         w.Write(scores.Subjects.Count);
@@ -66,9 +67,9 @@ internal sealed class EvaluationKind : IWorkKind
             w.Write(s.Seconds);
             w.Write(s.CacheBytesPerToken);
         }
-    });
+    }
 
-    public static ChunkScores ReadResponse(byte[] payload) => Wire.Read(payload, r =>
+    public static ChunkScores ReadResponse(Payload payload) => payload.Read(r =>
     {
         var baseNlls = r.Doubles();
         int n = r.ReadInt32();
@@ -97,9 +98,9 @@ public static class ClusterEvaluator
             throw new ArgumentException("a base model needs its reference, and a reference its model", nameof(baseRef));
         bool sameBase = baseModel is null && options.KvCache.Kind != KvCacheKind.Float32;
         var chunks = EvaluationChunks.Of(model, text, options, sameBase ? model : baseModel);
-        var payloads = Enumerable.Range(0, chunks.Count).Select(c => EvaluationKind.Request(chunks.Chunk(c), options.KvCache.ToString(), sameBase, baseModel is not null)).ToArray();
         var models = baseRef is null ? new[] { modelRef } : [modelRef, baseRef];
-        var results = await job.RunAsync(EvaluationKind.KindName, models, payloads, progress, cancellationToken).ConfigureAwait(false);
+        var results = await job.RunAsync(EvaluationKind.KindName, models, chunks.Count, c => EvaluationKind.Request(chunks.Chunk(c), options.KvCache.ToString(), sameBase, baseModel is not null),
+            progress, cancellationToken).ConfigureAwait(false);
         return Evaluator.Combine(chunks, [options.KvCache], compared: sameBase || baseModel is not null, [.. results.Select(EvaluationKind.ReadResponse)])[0];
     }
 }

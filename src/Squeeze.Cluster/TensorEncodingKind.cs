@@ -19,7 +19,7 @@ internal sealed class TensorEncodingKind : IWorkKind
 
     public string Name => KindName;
 
-    public static byte[] Request(TensorWork work, CompressionOptions options) => Wire.Write(w =>
+    public static Action<BinaryWriter> Request(TensorWork work, CompressionOptions options) => w =>
     {
         w.Write((int)options.Method);
         w.Write(options.Damping);
@@ -38,11 +38,6 @@ internal sealed class TensorEncodingKind : IWorkKind
         if (work.Input is { } s)
         {
             // For a stack of routed experts, each expert's statistics (null where no token reached it), then the input's own.
-            long bytes = new[] { s }.Concat(s.Experts.OfType<ActivationStatistics>()).Sum(e => (long)e.Width * (e.Gram is null ? 20 : 20 + 8L * e.Width))
-                + (work.Replaced?.LongLength ?? 0);
-            if (bytes > MaxItemBytes)
-                throw new NotSupportedException($"{t.Name}: its work item would take {bytes:N0} bytes (input statistics and values), more than "
-                    + $"one item carries ({MaxItemBytes:N0}); compress this model on one machine");
             w.Write(s.Layer);
             w.Write((int)s.Kind);
             w.Write(s.Experts.Count);
@@ -60,11 +55,11 @@ internal sealed class TensorEncodingKind : IWorkKind
             w.Write((int)work.ReplacedType!.Value);
             w.Bytes(work.Replaced);
         }
-    });
+    };
 
-    public byte[] Run(IReadOnlyList<Model> models, byte[] payload, int threads, CancellationToken cancellationToken)
+    public Payload Run(IReadOnlyList<Model> models, Payload payload, int partBytes, int threads, CancellationToken cancellationToken)
     {
-        var (options, work) = Wire.Read(payload, r =>
+        var (options, work) = payload.Read(r =>
         {
             var options = new CompressionOptions
             {
@@ -98,11 +93,8 @@ internal sealed class TensorEncodingKind : IWorkKind
             return (options, new TensorWork(target, input, replacedType, replaced));
         });
         var encoded = work.Encode(models[0], options, cancellationToken);
-        return Response(encoded);
+        return Payload.Write(partBytes, w => Response(w, encoded));
     }
-
-    // A work item's payload is one array: at most Array.MaxLength bytes, less a margin for the names and shapes.
-    private static readonly long MaxItemBytes = Array.MaxLength - (1L << 20);
 
     private static void Statistics(BinaryWriter w, ActivationStatistics s)
     {
@@ -115,7 +107,7 @@ internal sealed class TensorEncodingKind : IWorkKind
             w.Doubles(s.Gram);
     }
 
-    private static byte[] Response(EncodedTensorData encoded) => Wire.Write(w =>
+    private static void Response(BinaryWriter w, EncodedTensorData encoded)
     {
         w.Bytes(encoded.Data);
         var t = encoded.Report;
@@ -132,9 +124,9 @@ internal sealed class TensorEncodingKind : IWorkKind
         Optional(w, t.SwapKld);
         w.Write(t.Reason);
         Optional(w, t.Seconds);
-    });
+    }
 
-    public static EncodedTensorData ReadResponse(byte[] payload) => Wire.Read(payload, r => new EncodedTensorData(r.Bytes(),
+    public static EncodedTensorData ReadResponse(Payload payload) => payload.Read(r => new EncodedTensorData(r.Bytes(),
         new TensorReport(r.ReadString(), r.ReadString(), r.ReadString(), r.Longs(), r.ReadInt64(), r.ReadDouble(), r.ReadString(), r.ReadString(),
             Optional(r), r.ReadDouble(), Optional(r), r.ReadString(), Optional(r))));
 
@@ -161,8 +153,8 @@ public sealed class ClusterTensorWorkers(ClusterJob job, ModelRef source, IProgr
     {
         ArgumentNullException.ThrowIfNull(block);
         ArgumentNullException.ThrowIfNull(done);
-        var payloads = Enumerable.Range(0, block.Targets.Count).Select(i => TensorEncodingKind.Request(block.Item(i), block.Options)).ToArray();
-        var results = job.RunAsync(TensorEncodingKind.KindName, [source], payloads, progress, cancellationToken).GetAwaiter().GetResult();
+        var results = job.RunAsync(TensorEncodingKind.KindName, [source], block.Targets.Count, i => TensorEncodingKind.Request(block.Item(i), block.Options), progress,
+            cancellationToken).GetAwaiter().GetResult();
         for (int i = 0; i < results.Length; i++)
             done(i, TensorEncodingKind.ReadResponse(results[i]));
     }

@@ -1,59 +1,46 @@
 namespace Squeeze.Cluster;
 
-/// <summary>The little binary encoding the kinds' payloads use: arrays as a length then the values, little-endian.</summary>
+/// <summary>The little binary encoding the kinds' payloads (<see cref="Payload"/>) use: arrays as a length then the
+/// values, little-endian. An array of values may be larger than 2 GB as bytes (a 70B model's Gram matrix of doubles):
+/// its bytes go to and from the stream a slice at a time.</summary>
 internal static class Wire
 {
-    public static byte[] Write(Action<BinaryWriter> write)
-    {
-        using var stream = new MemoryStream();
-        using (var writer = new BinaryWriter(stream))
-            write(writer);
-        return stream.ToArray();
-    }
-
-    public static T Read<T>(byte[] payload, Func<BinaryReader, T> read)
-    {
-        using var reader = new BinaryReader(new MemoryStream(payload, writable: false));
-        var value = read(reader);
-        return reader.BaseStream.Position == payload.Length ? value : throw new InvalidDataException($"{payload.Length - reader.BaseStream.Position} bytes left over after a payload");
-    }
-
     public static void Doubles(this BinaryWriter w, ReadOnlySpan<double> values)
     {
         w.Write(values.Length);
-        w.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values));
+        Write(w, values);
     }
 
     public static double[] Doubles(this BinaryReader r)
     {
         var values = new double[Length(r, sizeof(double))];
-        r.BaseStream.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()));
+        Read(r, values.AsSpan());
         return values;
     }
 
     public static void Floats(this BinaryWriter w, ReadOnlySpan<float> values)
     {
         w.Write(values.Length);
-        w.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values));
+        Write(w, values);
     }
 
     public static float[] Floats(this BinaryReader r)
     {
         var values = new float[Length(r, sizeof(float))];
-        r.BaseStream.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()));
+        Read(r, values.AsSpan());
         return values;
     }
 
     public static void Ints(this BinaryWriter w, ReadOnlySpan<int> values)
     {
         w.Write(values.Length);
-        w.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values));
+        Write(w, values);
     }
 
     public static int[] Ints(this BinaryReader r)
     {
         var values = new int[Length(r, sizeof(int))];
-        r.BaseStream.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()));
+        Read(r, values.AsSpan());
         return values;
     }
 
@@ -83,6 +70,21 @@ internal static class Wire
         for (int i = 0; i < values.Length; i++)
             values[i] = r.ReadInt64();
         return values;
+    }
+
+    // Values a slice turns into bytes at most: 1 MiB, well inside a span's int length.
+    internal static int Slice<T>() where T : unmanaged => (1 << 20) / System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+
+    private static void Write<T>(BinaryWriter w, ReadOnlySpan<T> values) where T : unmanaged
+    {
+        for (int start = 0; start < values.Length; start += Slice<T>())
+            w.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.Slice(start, Math.Min(Slice<T>(), values.Length - start))));
+    }
+
+    private static void Read<T>(BinaryReader r, Span<T> values) where T : unmanaged
+    {
+        for (int start = 0; start < values.Length; start += Slice<T>())
+            r.BaseStream.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.Slice(start, Math.Min(Slice<T>(), values.Length - start))));
     }
 
     private static int Length(BinaryReader r, int size)

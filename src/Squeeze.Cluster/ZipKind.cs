@@ -19,18 +19,18 @@ internal sealed class ZipKind : IWorkKind
 
     public string Name => KindName;
 
-    public static byte[] Request(ZipBlockSettings settings, byte[] block) => Wire.Write(w =>
+    public static Action<BinaryWriter> Request(ZipBlockSettings settings, byte[] block) => w =>
     {
         w.Write(settings.Window);
         w.Write(settings.Overlap);
         w.Write(settings.SegmentBytes);
         w.Write(settings.Lookahead);
         w.Bytes(block);
-    });
+    };
 
-    public byte[] Run(IReadOnlyList<Model> models, byte[] payload, int threads, CancellationToken cancellationToken)
+    public Payload Run(IReadOnlyList<Model> models, Payload payload, int partBytes, int threads, CancellationToken cancellationToken)
     {
-        var (settings, block) = Wire.Read(payload, r => (new ZipBlockSettings(r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), threads), r.Bytes()));
+        var (settings, block) = payload.Read(r => (new ZipBlockSettings(r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), threads), r.Bytes()));
         string key = $"{models[0].Source}|{settings}";
         lock (gate)
         {
@@ -40,7 +40,7 @@ internal sealed class ZipKind : IWorkKind
                 cached = (key, new ZipBlockCoder(models[0], settings, cancellationToken));
             }
             var coded = cached.Value.Coder.Encode(block);
-            return Wire.Write(w =>
+            return Payload.Write(partBytes, w =>
             {
                 w.Bytes(coded.Bytes);
                 w.Write(coded.Overhead);
@@ -55,7 +55,7 @@ internal sealed class ZipKind : IWorkKind
         }
     }
 
-    public static ZipBlock ReadResponse(byte[] payload) => Wire.Read(payload, r => new ZipBlock(r.Bytes(), r.ReadInt64(), r.ReadInt32(), r.ReadInt64(), r.ReadInt64(),
+    public static ZipBlock ReadResponse(Payload payload) => payload.Read(r => new ZipBlock(r.Bytes(), r.ReadInt64(), r.ReadInt32(), r.ReadInt64(), r.ReadInt64(),
         r.ReadInt64(), r.ReadInt64(), r.ReadDouble(), r.ReadDouble()));
 }
 
@@ -69,16 +69,16 @@ internal sealed class UnzipKind : IWorkKind
 
     public string Name => ZipKind.DecodeKindName;
 
-    public static byte[] Request(SqzHeader header, int index, byte[] block) => Wire.Write(w =>
+    public static Action<BinaryWriter> Request(SqzHeader header, int index, byte[] block) => w =>
     {
         w.Bytes(header.ToBytes());
         w.Write(index);
         w.Bytes(block);
-    });
+    };
 
-    public byte[] Run(IReadOnlyList<Model> models, byte[] payload, int threads, CancellationToken cancellationToken)
+    public Payload Run(IReadOnlyList<Model> models, Payload payload, int partBytes, int threads, CancellationToken cancellationToken)
     {
-        var (headerBytes, index, block) = Wire.Read(payload, r => (r.Bytes(), r.ReadInt32(), r.Bytes()));
+        var (headerBytes, index, block) = payload.Read(r => (r.Bytes(), r.ReadInt32(), r.Bytes()));
         var header = SqzHeader.Read(new MemoryStream(headerBytes, writable: false), "the job's header");
         string key = $"{models[0].Source}|{Convert.ToHexString(headerBytes)}";
         lock (gate)
@@ -88,9 +88,12 @@ internal sealed class UnzipKind : IWorkKind
                 cached?.Decoder.Dispose();
                 cached = (key, new ZipBlockDecoder(models[0], header, threads, cancellationToken));
             }
-            return cached.Value.Decoder.Decode(block, header.ModelName, index);
+            var decoded = cached.Value.Decoder.Decode(block, header.ModelName, index);
+            return Payload.Write(partBytes, w => w.Bytes(decoded));
         }
     }
+
+    public static byte[] ReadResponse(Payload payload) => payload.Read(r => r.Bytes());
 }
 
 /// <summary><c>squeeze zip … --cluster</c> and <c>unzip … --cluster</c>: the blocks coded or decoded by the workers,
@@ -106,7 +109,7 @@ public sealed class ClusterZipWorkers(ClusterJob job, ModelRef source, int block
     {
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentNullException.ThrowIfNull(blocks);
-        var results = job.RunAsync(ZipKind.KindName, [source], [.. blocks.Select(b => ZipKind.Request(settings, b))], progress, cancellationToken).GetAwaiter().GetResult();
+        var results = job.RunAsync(ZipKind.KindName, [source], blocks.Count, i => ZipKind.Request(settings, blocks[i]), progress, cancellationToken).GetAwaiter().GetResult();
         return [.. results.Select(ZipKind.ReadResponse)];
     }
 
@@ -115,10 +118,11 @@ public sealed class ClusterZipWorkers(ClusterJob job, ModelRef source, int block
     {
         ArgumentNullException.ThrowIfNull(header);
         ArgumentNullException.ThrowIfNull(blocks);
-        var results = job.RunAsync(ZipKind.DecodeKindName, [source], [.. blocks.Select((b, i) => UnzipKind.Request(header, decoded + i, b))], progress, cancellationToken)
+        int first = decoded;
+        var results = job.RunAsync(ZipKind.DecodeKindName, [source], blocks.Count, i => UnzipKind.Request(header, first + i, blocks[i]), progress, cancellationToken)
             .GetAwaiter().GetResult();
         decoded += blocks.Count;
-        return results;
+        return [.. results.Select(UnzipKind.ReadResponse)];
     }
 
     private int decoded;

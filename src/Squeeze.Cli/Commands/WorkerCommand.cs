@@ -68,7 +68,7 @@ internal static class WorkerCommand
         var (host, client) = ClusterHosting.ConnectAsync(config, Cli.Cancellation).GetAwaiter().GetResult();
         try
         {
-            var job = new ClusterJob(client);
+            var job = new ClusterJob(client) { PartBytes = config.PartBytes };
             var result = work(job);
             Summary(job.Costs);
             return result;

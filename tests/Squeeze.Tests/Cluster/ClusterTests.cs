@@ -45,6 +45,25 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
         var distributedKv = await ClusterEvaluator.EvaluateAsync(job, model, InProcessCluster.Reference(SharedData.Stories15M, model), EvaluationText, q4);
         Same(localKv, distributedKv);
         Assert.NotNull(distributedKv.KlDivergence);
+        // Scores against a base came back in several parts.
+        Assert.Contains(job.Costs, c => c.BytesReceived > InProcessCluster.PartBytes);
+    }
+
+    [Fact]
+    public async Task AWorkerLetsGoOfWhatAnAbandonedItemStagedAndChecksTheWholeInput()
+    {
+        var worker = cluster.Cluster.Client.GetGrain<IWorkerGrain>(cluster.Cluster.Primary!.SiloAddress.ToParsableString());
+        string run = Guid.NewGuid().ToString("N");
+        WorkItem Item(int index, ulong checksum) => new(ClusterProtocol.Version, ZipKind.KindName, [], $"{run}/{index}", 2, [7], checksum, InProcessCluster.PartBytes);
+        await worker.Stage($"{run}/0", 0, [1, 2, 3]);
+        // Its client gave up on item 0 and sent the worker item 1: item 0's part is let go.
+        await worker.Stage($"{run}/1", 0, [4, 5, 6]);
+        Assert.Equal($"a {ZipKind.KindName} item reached worker {worker.GetPrimaryKeyString()} with 1 of its 2 parts", (await worker.Run(Item(0, 0))).Error);
+        // Running item 0 let go of item 1's part too; staged again, the item is whole, but not what the client hashed.
+        await worker.Stage($"{run}/1", 0, [4, 5, 6]);
+        Assert.Contains("damaged (checksum mismatch)", (await worker.Run(Item(1, 0))).Error, StringComparison.Ordinal);
+        // Nothing is kept of a failed item.
+        await Assert.ThrowsAsync<InvalidOperationException>(() => worker.Fetch($"{run}/1", 1));
     }
 
     [Fact]
@@ -78,6 +97,8 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
         Assert.Contains(distributed.Tensors, t => t.Encoding == "gptq");
         Assert.Equal(model.Tensors.Count, job.Costs.Count);
         Assert.Equal(3, job.Costs.Select(c => c.Worker).Distinct().Count());
+        // Every weight's input (its Gram matrix) and encoded bytes travelled in many parts.
+        Assert.Contains(job.Costs, c => c.BytesSent > 16 * InProcessCluster.PartBytes && c.BytesReceived > 4 * InProcessCluster.PartBytes);
         await Task.CompletedTask;
     }
 
@@ -144,6 +165,7 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
         Assert.Equal(local.ToArray(), distributed.ToArray());
         Assert.Equal(expected with { Seconds = 0 }, actual with { Seconds = 0 });
         Assert.Equal(4, job.Costs.Count);
+        Assert.All(job.Costs, c => Assert.True(c.BytesSent > InProcessCluster.PartBytes));
         // And back, block by block on the cluster.
         using var restored = new MemoryStream();
         ModelCodec.Decompress(model, new MemoryStream(distributed.ToArray()), restored, "cluster.sqz", threads: 1, workers: workers);

@@ -16,7 +16,12 @@ public sealed class InProcessCluster : IAsyncDisposable
 
     public TestCluster Cluster { get; }
 
-    public ClusterJob Job() => new(Cluster.Client) { WatchInterval = TimeSpan.FromMilliseconds(500) };
+    /// <summary>A job whose items and results travel in parts of <see cref="PartBytes"/>: every weight's item of
+    /// stories260K and stories15M takes many.</summary>
+    public ClusterJob Job() => new(Cluster.Client) { WatchInterval = TimeSpan.FromMilliseconds(500), PartBytes = PartBytes };
+
+    /// <summary>The tests' part size, 1,000 bytes: 33 parts for a Gram matrix of stories260K, values cut across parts.</summary>
+    public const int PartBytes = 1_000;
 
     public static async Task<InProcessCluster> StartAsync(int silos)
     {
