@@ -85,7 +85,7 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
     };
 
     [Fact]
-    public async Task ANamedMixByAwqAndGptqWritesTheOneMachineBytes()
+    public void ANamedMixByAwqAndGptqWritesTheOneMachineBytes()
     {
         using var model = InProcessCluster.Load(SharedData.Stories260K);
         var job = cluster.Job();
@@ -99,11 +99,10 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
         Assert.Equal(3, job.Costs.Select(c => c.Worker).Distinct().Count());
         // Every weight's input (its Gram matrix) and encoded bytes travelled in many parts.
         Assert.Contains(job.Costs, c => c.BytesSent > 16 * InProcessCluster.PartBytes && c.BytesReceived > 4 * InProcessCluster.PartBytes);
-        await Task.CompletedTask;
     }
 
     [Fact]
-    public async Task AMixtureOfExpertsNamedMixByGptqWritesTheOneMachineBytes()
+    public void AMixtureOfExpertsNamedMixByGptqWritesTheOneMachineBytes()
     {
         // Each routed expert is calibrated on its own tokens: those statistics travel with the expert stack's item.
         using var model = InProcessCluster.Load(qwen3Moe.HuggingFace);
@@ -112,11 +111,10 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
         var (local, distributed) = CompressBoth(model, MixOptions with { Mix = QuantizationMix.Q8_0 }, workers);
         Assert.Equal(local.Tensors.Select(t => (t.Name, t.Encoding, t.ErrorAfter)), distributed.Tensors.Select(t => (t.Name, t.Encoding, t.ErrorAfter)));
         Assert.Contains(distributed.Tensors, t => t.Name.Contains("_exps", StringComparison.Ordinal) && t.Encoding.Contains("gptq", StringComparison.Ordinal));
-        await Task.CompletedTask;
     }
 
     [Fact]
-    public async Task ASizeBudgetWithEveryCandidateEncodedOnTheClusterWritesTheOneMachineBytes()
+    public void ASizeBudgetWithEveryCandidateEncodedOnTheClusterWritesTheOneMachineBytes()
     {
         using var model = InProcessCluster.Load(SharedData.Stories260K);
         string dir = Directory.CreateTempSubdirectory("squeeze-cluster-").FullName;
@@ -146,11 +144,10 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
         {
             Directory.Delete(dir, recursive: true);
         }
-        await Task.CompletedTask;
     }
 
     [Fact]
-    public async Task ZipAndUnzipOverBlocksGiveTheOneMachineArchiveAndTheInputBack()
+    public void ZipAndUnzipOverBlocksGiveTheOneMachineArchiveAndTheInputBack()
     {
         using var model = InProcessCluster.Load(SharedData.Stories260K);
         byte[] input = System.Text.Encoding.UTF8.GetBytes(EvaluationText[..4_000]);
@@ -171,7 +168,6 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
         ModelCodec.Decompress(model, new MemoryStream(distributed.ToArray()), restored, "cluster.sqz", threads: 1, workers: workers);
         Assert.Equal(input, restored.ToArray());
         Assert.Equal(8, job.Costs.Count);
-        await Task.CompletedTask;
     }
 
     [Fact]
