@@ -33,7 +33,7 @@ public sealed record NativeCandidate(string Scheme, long Bytes, string Level, lo
     /// <inheritdoc/>
     public override string Format => Scheme;
 
-    /// <summary>Where the set keeps the weight: the index of its block's file and its key in that file.</summary>
+    /// <summary>Where the set keeps the weight: the index of its tensor's file and its key in that file.</summary>
     internal (int File, string Key) Stored { get; init; }
 }
 

@@ -46,8 +46,8 @@ public sealed record EvolutionResult(int[] Selection, double Fitness, double Sta
 /// <summary>
 /// EvoPress-style search of per-tensor formats under a byte budget, with the model's own KL divergence as fitness:
 /// a (1 + λ) evolution from a starting assignment (the knapsack's). A mutation raises one or a few tensors one level
-/// (the next larger candidate; the parts of a fused file tensor move together) and lowers randomly chosen others one level until the file fits the budget again, so
-/// every candidate fits. Selection is in two stages: all offspring on a few random chunks, the best few again on more
+/// (the next larger candidate; the parts of a fused file tensor move together) and lowers randomly chosen others one
+/// level until the file fits the budget again, so every candidate fits. Selection is in two stages: all offspring on a few random chunks, the best few again on more
 /// fixed chunks against the parent, which is replaced only when beaten there.
 /// </summary>
 public static class EvolutionarySearch
