@@ -197,8 +197,6 @@ internal static class PlanCommand
             Threads = Math.Max(1, options.Threads),
             Output = writeWeights ? options.Output : null,
         };
-        if (options.MemoryLimit is not null && native)
-            throw new ArgumentException("--memory-limit applies to GGUF: the native format's candidates have no memory estimate yet");
         if (options.Cluster is not null && native)
             throw new ArgumentException("--cluster encodes GGUF candidates; --format native runs on this machine");
         string stage = writeWeights ? "compressing" : "planning";

@@ -77,8 +77,9 @@ public sealed record CompressionJob
     /// only; see <see cref="CompressionOptions.Resume"/>).</summary>
     public bool Resume { get; init; }
 
-    /// <summary>Memory the job may use, in bytes (a named mix or a size target: refused before any work when estimated to
-    /// need more); 0 means what the machine has available.</summary>
+    /// <summary>Memory the job may use, in bytes (a named mix or a GGUF size target: refused before any work when
+    /// estimated to need more; a native size target, which has no estimate, refuses a limit); 0 means what the machine
+    /// has available.</summary>
     public long MemoryLimit { get; init; }
 
     /// <summary>Threads to compute with.</summary>

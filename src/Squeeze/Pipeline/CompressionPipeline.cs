@@ -94,6 +94,8 @@ public static class CompressionPipeline
             throw new ArgumentException("a size target needs a calibration text: candidates are measured on it");
         if (!target.Native && target.Representations is { Count: > 0 })
             throw new ArgumentException("native representations apply to the native format; GGUF candidates are llama.cpp's block types");
+        if (target.Native && job.MemoryLimit > 0)
+            throw new ArgumentException("a memory limit applies to a GGUF size target: the native format's candidates have no memory estimate yet");
         if (target.Native && job.Output is { } directory)
             HuggingFaceWriter.CheckDestination(directory);
         long budget = target.Bytes ?? Allocator.BudgetForBitsPerWeight(target.BitsPerWeight!.Value, model.ParameterCount);

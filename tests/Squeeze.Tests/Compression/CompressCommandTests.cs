@@ -71,7 +71,7 @@ public sealed class CompressCommandTests
         var native = CliRunner.Run("compress", SharedData.Stories260K, "--format", "native", "--target-bpw", "5", "--calib", SharedData.Corpus("tinystories-calib.txt"), "-o", output,
             "--memory-limit", "4GiB");
         Assert.Equal(1, native.ExitCode);
-        Assert.Contains("--memory-limit applies to GGUF", native.Stderr, StringComparison.Ordinal);
+        Assert.Contains("a memory limit applies to a GGUF size target", native.Stderr, StringComparison.Ordinal);
         Assert.False(Directory.Exists(output));
     }
 
