@@ -42,6 +42,27 @@ internal static unsafe class DecodeKernelsSuite
         var x = new float[columns];
         for (int c = 0; c < columns; c++)
             x[c] = (float)(random.NextDouble() * 2 - 1);
+        void Time(string name, int threads, int rows, long bytes, Action<ComputeContext> product)
+        {
+            using var context = new ComputeContext(threads);
+            var seconds = new List<double>();
+            var cpuSeconds = new List<double>();
+            for (int r = 0; r <= repetitions; r++)
+            {
+                var cpu = Process.GetCurrentProcess().TotalProcessorTime;
+                long start = Stopwatch.GetTimestamp();
+                product(context);
+                if (r == 0)
+                    continue;
+                seconds.Add(Stopwatch.GetElapsedTime(start).TotalSeconds);
+                cpuSeconds.Add((Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds);
+            }
+            double median = seconds.Order().ElementAt(seconds.Count / 2), cpuMedian = cpuSeconds.Order().ElementAt(cpuSeconds.Count / 2);
+            double gbs = bytes / median / 1e9;
+            Console.WriteLine($"| {name} | {threads} | {rows:N0} | {bytes / 1e6:0} | {median * 1e3:0.00} | {cpuMedian * 1e3:0.00} | {gbs:0.0} | {gbs / bandwidth[threads]:0%} |");
+            Console.Out.Flush();
+        }
+
         foreach (var type in types)
         {
             long rowBytes = GgmlTypes.RowBytes(type, columns);
@@ -53,27 +74,37 @@ internal static unsafe class DecodeKernelsSuite
                 Fill(type, columns, rows, rowBytes, weights, random);
                 foreach (int threads in threadCounts)
                 {
-                    using var context = new ComputeContext(threads);
-                    var seconds = new List<double>();
-                    var cpuSeconds = new List<double>();
                     fixed (float* px = x)
                     fixed (float* py = y)
                     {
-                        for (int r = 0; r <= repetitions; r++)
+                        float* xp = px, yp = py;
+                        Time(type.ToString(), threads, rows, rows * rowBytes, context => MatMul.Multiply(type, weights, xp, rows, columns, 1, rows, context, yp));
+                    }
+                }
+                if (VecDot.HasRowGroups(type, VecDot.Best))
+                {
+                    // the same rows interleaved 16 at a time, as the runtime packs them for decode steps
+                    int groupRows = rows / VecDot.RowGroupRows * VecDot.RowGroupRows;
+                    long groupBytes = VecDot.RowGroupBytes(type, columns), count = groupRows / VecDot.RowGroupRows;
+                    byte* groups = (byte*)NativeMemory.AlignedAlloc((nuint)(count * groupBytes), 64);
+                    try
+                    {
+                        for (long g = 0; g < count; g++)
+                            VecDot.PackRowGroup(type, weights + g * VecDot.RowGroupRows * rowBytes, rowBytes, columns, groups + g * groupBytes);
+                        foreach (int threads in threadCounts)
                         {
-                            var cpu = Process.GetCurrentProcess().TotalProcessorTime;
-                            long start = Stopwatch.GetTimestamp();
-                            MatMul.Multiply(type, weights, px, rows, columns, 1, rows, context, py);
-                            if (r == 0)
-                                continue;
-                            seconds.Add(Stopwatch.GetElapsedTime(start).TotalSeconds);
-                            cpuSeconds.Add((Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds);
+                            fixed (float* px = x)
+                            fixed (float* py = y)
+                            {
+                                float* xp = px, yp = py;
+                                Time($"{type} row groups", threads, groupRows, count * groupBytes, context => MatMul.MultiplyRowGroups(type, groups, groupRows, columns, xp, context, yp));
+                            }
                         }
                     }
-                    double median = seconds.Order().ElementAt(seconds.Count / 2), cpuMedian = cpuSeconds.Order().ElementAt(cpuSeconds.Count / 2);
-                    double gbs = rows * rowBytes / median / 1e9;
-                    Console.WriteLine($"| {type} | {threads} | {rows:N0} | {rows * rowBytes / 1e6:0} | {median * 1e3:0.00} | {cpuMedian * 1e3:0.00} | {gbs:0.0} | {gbs / bandwidth[threads]:0%} |");
-                    Console.Out.Flush();
+                    finally
+                    {
+                        NativeMemory.AlignedFree(groups);
+                    }
                 }
             }
             finally

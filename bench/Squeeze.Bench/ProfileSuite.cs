@@ -4,15 +4,23 @@ using Squeeze.Kernels;
 using Squeeze.Models;
 using Squeeze.Runtime;
 using Squeeze.Tensors;
+using Squeeze.Weights;
 
 namespace Squeeze.Bench;
 
 /// <summary>Where the time of a 256-token prompt goes: every product of one layer timed alone (× layers), against the
-/// whole forward pass; the rest is attention, norms, RoPE and element-wise work.</summary>
+/// whole forward pass; the rest is attention, norms, RoPE and element-wise work. <c>profile --decode FILE</c>: the same
+/// for one decode step of that model, every product of every layer (each layer's weights are distinct memory at real
+/// sizes), on the weights the runtime decodes with.</summary>
 internal static unsafe class ProfileSuite
 {
     public static void Run(string[] args)
     {
+        if (Program.Value(args, "--decode") is { } decodeFile)
+        {
+            Decode(decodeFile, Program.Option(args, "--threads", 2), Program.Option(args, "--repetitions", 9));
+            return;
+        }
         string shared = Program.Shared(args);
         int repetitions = Program.Option(args, "--repetitions", 9);
         int threads = Program.Option(args, "--threads", 2);
@@ -53,6 +61,61 @@ internal static unsafe class ProfileSuite
             double products = times.Sum();
             Console.WriteLine($"| {Path.GetFileName(file)} | {string.Join(" | ", times.Select(t => $"{t:0.00}"))} | {products:0.00} | {forward:0.00} | {forward - products:0.00} |");
         }
+    }
+
+    /// <summary>One decode step (a token at position 64) against all its products alone, in the runtime's order.</summary>
+    private static void Decode(string file, int threads, int repetitions)
+    {
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- profile --decode {file} --threads {threads} --repetitions {repetitions}` (ms per decode step, fastest of {repetitions}: the machine is shared)");
+        using var model = ModelLoader.Load(file);
+        var config = model.Config;
+        using var runtime = new Transformer(model, new RuntimeOptions { Threads = threads, ContextLength = 128, BatchSize = 64, KvCache = KvCachePolicy.Parse("f16") });
+        var random = new Random(1);
+        var prompt = new int[64];
+        for (int i = 0; i < prompt.Length; i++)
+            prompt[i] = random.Next(config.VocabSize);
+        var step = new int[1];
+        double decode = FastestOf(repetitions, () =>
+        {
+            runtime.Reset();
+            runtime.Forward(prompt);
+        }, () => runtime.Forward(step));
+        var names = new List<string>();
+        for (int l = 0; l < config.LayerCount; l++)
+            names.AddRange([TensorNames.Query(l), TensorNames.Key(l), TensorNames.Value(l), TensorNames.AttentionOutput(l), TensorNames.Gate(l), TensorNames.Up(l), TensorNames.Down(l)]);
+        names.Add(model.Contains(TensorNames.Output) ? TensorNames.Output : TensorNames.TokenEmbedding);
+        var weights = names.Select(n => model.Weight(n)).Select(w => (LinearWeight?)RowGroupWeight.For(w) ?? w).ToList();
+        using var context = new ComputeContext(threads);
+        var x = new float[weights.Max(w => w.Columns)];
+        var y = new float[weights.Max(w => w.Rows)];
+        for (int i = 0; i < x.Length; i++)
+            x[i] = (float)(random.NextDouble() * 2 - 1);
+        double products = FastestOf(repetitions, () => { }, () =>
+        {
+            foreach (var w in weights)
+                w.Multiply(x.AsSpan(0, w.Columns), 1, context, y.AsSpan(0, w.Rows));
+        });
+        double bytes = weights.Sum(w => (double)w.StoredBytes);
+        Console.WriteLine($"decode step {decode:0.00} ms, its {weights.Count} products alone {products:0.00} ms ({bytes / products / 1e6:0.0} GB/s), the rest {decode - products:0.00} ms");
+        foreach (var w in weights.OfType<IDisposable>())
+            w.Dispose();
+    }
+
+    /// <summary>The fastest of <paramref name="repetitions"/> timings of <paramref name="timed"/>, each after an untimed
+    /// <paramref name="setup"/>, after one untimed warm-up.</summary>
+    private static double FastestOf(int repetitions, Action setup, Action timed)
+    {
+        setup();
+        timed();
+        var ms = new double[repetitions];
+        for (int r = 0; r < repetitions; r++)
+        {
+            setup();
+            long start = Stopwatch.GetTimestamp();
+            timed();
+            ms[r] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+        }
+        return ms.Min();
     }
 
     private delegate void HeadKernel(float* query, float* keys, float* values, int stride, int positions, int headDim, float scale, float* scores, float* output);

@@ -93,6 +93,51 @@ public static unsafe class MatMul
         context.Run(job, parts);
     }
 
+    /// <summary>
+    /// <c>y[r] = Σ_c w[r, c] · x[c]</c> for one token, the <paramref name="type"/> weight held as row groups (<see cref="VecDot.PackRowGroup"/>:
+    /// <paramref name="rows"/> / 16 groups of <see cref="VecDot.RowGroupBytes"/> bytes at <paramref name="groups"/>), bit
+    /// for bit what <see cref="Multiply(GgmlType, byte*, float*, int, int, int, int, ComputeContext, float*)"/> gives the
+    /// rows themselves outside the deterministic mode.
+    /// </summary>
+    internal static void MultiplyRowGroups(GgmlType type, byte* groups, int rows, int columns, float* x, ComputeContext context, float* y)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        if (rows % VecDot.RowGroupRows != 0)
+            throw new ArgumentException($"{rows} rows are not whole groups of {VecDot.RowGroupRows}", nameof(rows));
+        long xRowBytes = VecDot.ActivationRowBytes(type, columns);
+        byte* xq = context.Scratch((xRowBytes + 63) / 64 * 64);
+        VecDot.PrepareActivations(type, x, columns, 1, xq);
+        int count = rows / VecDot.RowGroupRows;
+        long work = (long)count * VecDot.RowGroupBytes(type, columns);
+        var job = context.Job<RowGroupJob>();
+        job.Type = type;
+        job.Groups = groups;
+        job.GroupBytes = VecDot.RowGroupBytes(type, columns);
+        job.Count = count;
+        job.Columns = columns;
+        job.X = xq;
+        job.Y = y;
+        context.Run(job, work < MinBytesPerPart || context.Threads == 1 ? 1 : Math.Min(PartsPerThread * context.Threads, count));
+    }
+
+    /// <summary>A one-token product over row groups, split by groups.</summary>
+    internal sealed class RowGroupJob : IParallelJob
+    {
+        public GgmlType Type;
+        public byte* Groups;      // [Count, GroupBytes]
+        public long GroupBytes;
+        public int Count, Columns;
+        public byte* X;           // one Q8_K activation row
+        public float* Y;          // [Count · 16]
+
+        public void Run(int part, int parts)
+        {
+            int g0 = (int)((long)Count * part / parts), g1 = (int)((long)Count * (part + 1) / parts);
+            for (int g = g0; g < g1; g++)
+                VecDot.RowGroupProduct(Type, Groups + g * GroupBytes, X, Columns, Y + g * VecDot.RowGroupRows);
+        }
+    }
+
     /// <summary>Converts the activations to the weight type's vec_dot type, split by tokens across the context's
     /// threads when there are enough of them (each row is converted alone, so the split changes nothing).</summary>
     private static void PrepareActivations(GgmlType type, float* x, int columns, int tokens, ComputeContext context, byte* destination)

@@ -44,6 +44,7 @@ public sealed class Transformer : IDisposable
     private readonly Layer[] layers;
     private readonly LinearWeight embedding;  // [vocab, dim]
     private readonly LinearWeight classifier; // [vocab, dim]: output.weight, or token_embd.weight when tied
+    private readonly List<RowGroupWeight> rowGroups = []; // the weights above and the layers' that decode on row groups
     private readonly float[] outputNorm; // [dim]
     private readonly float[] ropeCos;   // [contextLength, ropeDimensions / 2]
     private readonly float[] ropeSin;   // [contextLength, ropeDimensions / 2]
@@ -103,7 +104,7 @@ public sealed class Transformer : IDisposable
         rowPositions = new int[batchSize];
 
         embedding = model.Weight(TensorNames.TokenEmbedding);
-        classifier = model.Contains(TensorNames.Output) ? model.Weight(TensorNames.Output) : embedding;
+        classifier = Decoding(model.Contains(TensorNames.Output) ? model.Weight(TensorNames.Output) : embedding);
         if (embedding.Rows != config.VocabSize || embedding.Columns != config.Dim || classifier.Rows != config.VocabSize || classifier.Columns != config.Dim)
             throw new InvalidOperationException($"{model.Source}: the embedding and classifier must be [{config.VocabSize}, {config.Dim}]");
         outputNorm = ReadVector(model, TensorNames.OutputNorm, config.Dim);
@@ -115,7 +116,7 @@ public sealed class Transformer : IDisposable
         for (int l = 0; l < layers.Length; l++)
         {
             bool sliding = config.IsSlidingLayer(l);
-            layers[l] = new Layer(model, l, sliding ? slidingCos : ropeCos, sliding ? slidingSin : ropeSin);
+            layers[l] = new Layer(model, l, sliding ? slidingCos : ropeCos, sliding ? slidingSin : ropeSin, name => Decoding(model.Weight(name)));
         }
         attentionScale = config.QueryScale is null ? 1f / MathF.Sqrt(config.HeadDim) : 1f;
 
@@ -846,13 +847,28 @@ public sealed class Transformer : IDisposable
     internal static float[]? ReadOptionalVector(Model model, string name, int length)
         => model.TryGetTensor(name, out _) ? ReadVector(model, name, length) : null;
 
-    /// <summary>Stops the worker threads and frees the scratch memory.</summary>
-    public void Dispose() => compute.Dispose();
+    /// <summary>Stops the worker threads and frees the scratch memory and the row groups.</summary>
+    public void Dispose()
+    {
+        compute.Dispose();
+        foreach (var weight in rowGroups)
+            weight.Dispose();
+    }
+
+    /// <summary><paramref name="weight"/>, or outside the deterministic mode its <see cref="RowGroupWeight"/> when its
+    /// decode steps can run on row groups (kept to be freed with the runtime).</summary>
+    private LinearWeight Decoding(LinearWeight weight)
+    {
+        if (deterministic || RowGroupWeight.For(weight) is not { } grouped)
+            return weight;
+        rowGroups.Add(grouped);
+        return grouped;
+    }
 
     /// <summary>The weights of one decoder block.</summary>
     private sealed class Layer
     {
-        public Layer(Model model, int index, float[] ropeCos, float[] ropeSin)
+        public Layer(Model model, int index, float[] ropeCos, float[] ropeSin, Func<string, LinearWeight> weight)
         {
             var config = model.Config;
             Index = index;
@@ -865,10 +881,10 @@ public sealed class Transformer : IDisposable
             }
             AttentionNorm = ReadVector(model, TensorNames.AttentionNorm(index), config.Dim);
             FeedForwardNorm = ReadVector(model, TensorNames.FeedForwardNorm(index), config.Dim);
-            Query = model.Weight(TensorNames.Query(index));
-            Key = model.Weight(TensorNames.Key(index));
-            Value = model.Weight(TensorNames.Value(index));
-            AttentionOutput = model.Weight(TensorNames.AttentionOutput(index));
+            Query = weight(TensorNames.Query(index));
+            Key = weight(TensorNames.Key(index));
+            Value = weight(TensorNames.Value(index));
+            AttentionOutput = weight(TensorNames.AttentionOutput(index));
             if (config.IsMixtureOfExperts)
             {
                 Router = model.Weight(TensorNames.ExpertRouter(index));
@@ -884,9 +900,9 @@ public sealed class Transformer : IDisposable
                 }
                 if (config.SharedExpertHiddenDim > 0)
                 {
-                    SharedGate = model.Weight(TensorNames.GateShared(index));
-                    SharedUp = model.Weight(TensorNames.UpShared(index));
-                    SharedDown = model.Weight(TensorNames.DownShared(index));
+                    SharedGate = weight(TensorNames.GateShared(index));
+                    SharedUp = weight(TensorNames.UpShared(index));
+                    SharedDown = weight(TensorNames.DownShared(index));
                     var sharedExpertGate = model[TensorNames.SharedExpertGate(index)];
                     if (sharedExpertGate.Shape is not [var width] || width != config.Dim)
                         throw new InvalidOperationException($"{model.Source}: tensor '{sharedExpertGate.Name}' is [{string.Join(", ", sharedExpertGate.Shape)}], expected [{config.Dim}]");
@@ -898,9 +914,9 @@ public sealed class Transformer : IDisposable
             }
             else
             {
-                Gate = model.Weight(TensorNames.Gate(index));
-                Up = model.Weight(TensorNames.Up(index));
-                Down = model.Weight(TensorNames.Down(index));
+                Gate = weight(TensorNames.Gate(index));
+                Up = weight(TensorNames.Up(index));
+                Down = weight(TensorNames.Down(index));
                 CheckShape(model, Gate, config.HiddenDim, config.Dim);
                 CheckShape(model, Up, config.HiddenDim, config.Dim);
                 CheckShape(model, Down, config.Dim, config.HiddenDim);

@@ -19,6 +19,10 @@ public abstract unsafe class NativeBuffer : IDisposable
     /// <summary>Where the bytes come from, for error messages ("model.gguf", "memory").</summary>
     public abstract string Origin { get; }
 
+    /// <summary>True for a mapped file, whose pages the kernel can drop and read again (a copy of its contents does not
+    /// double the memory a process needs); false for allocated memory.</summary>
+    public virtual bool IsMapped => false;
+
     /// <summary>The bytes [offset, offset + length) as a span; <paramref name="length"/> must fit an int.</summary>
     public ReadOnlySpan<byte> Span(long offset, int length)
     {
@@ -112,6 +116,8 @@ public abstract unsafe class NativeBuffer : IDisposable
         }
 
         public override string Origin => path;
+
+        public override bool IsMapped => true;
 
         protected override void Release()
         {
