@@ -196,16 +196,18 @@ public class Phi3Tests(Phi3Checkpoint phi3, ITestOutputHelper output) : IClassFi
         LlamaCppAgreementTests.AssertAgreement(compressed, LlamaCppAgreementTests.Tokens(compressed), floats: false, output);
     }
 
-    /// <summary><c>squeeze compress --format native --target-bpw 3.0</c> on the checkpoint: the native model (split
-    /// tensors, long-rope factors as tensors) loads and runs.</summary>
+    /// <summary><c>squeeze compress --format native --target-bpw 4.0</c> on the checkpoint, over a few uniform levels and
+    /// f16 (every default level is the budget search's tests' work; this one is about Phi-3's tensors): the native model
+    /// (split tensors, long-rope factors as tensors) loads and runs.</summary>
     [Fact]
     public void Native_size_target_runs()
     {
         using var dir = new TempDirectory();
-        string calib = dir.File("calib.txt"), native = dir.File("phi3-3.0");
+        string calib = dir.File("calib.txt"), native = dir.File("phi3-4.0");
         File.WriteAllText(calib, File.ReadAllText(SharedData.Corpus("tinystories-eval.txt"))[..20000]);
-        var result = CliRunner.Run("compress", phi3.HuggingFace, "--format", "native", "--target-bpw", "3.0", "--calib", calib, "-o", native,
-            "--tokens", "512", "--ctx", "64", "--refine", "0", "--threads", "2", "--json");
+        var result = CliRunner.Run("compress", phi3.HuggingFace, "--format", "native", "--target-bpw", "4.0", "--calib", calib, "-o", native,
+            "--tokens", "512", "--ctx", "64", "--refine", "0", "--threads", "2", "--json",
+            "--representation", "uniform:2:64", "--representation", "uniform:3:64", "--representation", "uniform:4:64", "--representation", "f16");
         Assert.True(result.ExitCode == 0, result.Stderr);
         using (var model = ModelLoader.Load(native))
         {
