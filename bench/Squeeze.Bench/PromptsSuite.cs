@@ -14,7 +14,9 @@ namespace Squeeze.Bench;
 /// the full prompt's gain over no prompt that is kept, (NLL_none − NLL_compressed) / (NLL_none − NLL_full); the
 /// compression time against the prefill time it saves. Options: <c>--stories N</c> (200), <c>--ratios 2,3,5</c>,
 /// <c>--methods llmlingua,…</c>, <c>--seed S</c> (first story seed, 240000), <c>--threads N</c>,
-/// <c>--segment-tokens N</c>, <c>--coarse-factor X</c>, <c>--instruction-share X</c>, <c>--tail-shares X,Y,…</c>, <c>--probe-share X</c> (LLMLingua's settings).
+/// <c>--segment-tokens N</c>, <c>--coarse-factor X</c>, <c>--instruction-share X</c>, <c>--tail-shares X,Y,…</c>, <c>--probe-share X</c> (LLMLingua's settings),
+/// <c>--compressor MODEL</c> (the small model that scores and compresses the prompts, with its own tokenizer; default
+/// stories15M itself). Ratios are counted in stories15M's tokens of the prompt and of the re-encoded compressed text.
 /// </summary>
 internal static class PromptsSuite
 {
@@ -38,6 +40,10 @@ internal static class PromptsSuite
 
         using var model = ModelLoader.Load(Path.Combine(shared, "models", "stories15M", "stories15M.bin"));
         using var runtime = new Transformer(model, new RuntimeOptions { Threads = threads });
+        string? compressorPath = Program.Value(args, "--compressor");
+        using var compressorModel = compressorPath is null ? null : ModelLoader.Load(compressorPath);
+        using var compressorRuntime = compressorModel is null ? null : new Transformer(compressorModel, new RuntimeOptions { Threads = threads });
+        var compressor = compressorRuntime ?? runtime;
         var tokenizer = model.Tokenizer;
         var clock = Stopwatch.StartNew();
         var stories = new List<(string Prompt, int[] PromptTokens, int[] Answer)>();
@@ -59,14 +65,15 @@ internal static class PromptsSuite
         var perStory = new Dictionary<(PromptCompressionMethod, double), double[]>(); // each story's answer NLL (nats, summed over its tokens)
         int promptTokens = stories.Sum(s => s.PromptTokens.Length);
 
-        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- prompts --stories {count} --seed {firstSeed} --threads {threads}` " +
-            $"({stories.Count} stories sampled from stories15M, seeds {firstSeed}…{firstSeed + count - 1}, temperature 1, 240 tokens; " +
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- prompts --stories {count} --seed {firstSeed} --threads {threads}" +
+            $"{(compressorPath is null ? "" : $" --compressor {compressorPath}")}` " +
+            $"(compressor {(compressorModel is null ? "stories15M" : Path.GetFileName(compressorPath))}, reader stories15M; {stories.Count} stories sampled from stories15M, seeds {firstSeed}…{firstSeed + count - 1}, temperature 1, 240 tokens; " +
             $"prompts {promptTokens / (double)stories.Count:0.0} tokens on average; answer NLL in nats per token under stories15M; " +
             $"LLMLingua segments of {segmentTokens} tokens, coarse factor {coarseFactor}, instruction share {instructionShare}, tail shares {string.Join(", ", tailShares)}, probe share {probeShare})");
         Console.WriteLine();
         Console.WriteLine($"Answer NLL with no prompt {none:0.0000}, with the full prompt {full:0.0000} (full prompt's prefill {1000 * fullPrefill / stories.Count:0.00} ms per prompt).");
         Console.WriteLine();
-        Console.WriteLine("| method | target ratio | ratio | answer NLL | kept share | compression ms / prompt | prefill ms saved / prompt | model tokens run / prompt |");
+        Console.WriteLine("| method | target ratio | ratio | answer NLL | kept share | compression ms / prompt | prefill ms saved / prompt | compressor tokens run / prompt |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|");
         foreach (double ratio in ratios)
         {
@@ -78,11 +85,12 @@ internal static class PromptsSuite
                 var watch = Stopwatch.StartNew();
                 foreach (var story in stories)
                 {
-                    var result = PromptCompressor.Compress(runtime, story.Prompt, options);
-                    original += result.OriginalTokens;
-                    kept += result.Tokens;
+                    var result = PromptCompressor.Compress(compressor, story.Prompt, options);
+                    int[] encoded = tokenizer.Encode(result.Text, addBos: false);
+                    original += story.PromptTokens.Length;
+                    kept += encoded.Length;
                     scored += result.ScoredTokens;
-                    compressed.Add((tokenizer.Encode(result.Text, addBos: false), story.Answer));
+                    compressed.Add((encoded, story.Answer));
                 }
                 double seconds = watch.Elapsed.TotalSeconds;
                 double nll = MeanNll(runtime, compressed, out double prefill, out double[] totals);
