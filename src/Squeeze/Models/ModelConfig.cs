@@ -125,6 +125,10 @@ public sealed record ModelConfig
     /// each n-th (layers n − 1, 2n − 1 … are global): 2 for Gemma 2, 6 for Gemma 3.</summary>
     public int SlidingWindowPeriod { get; init; }
 
+    /// <summary>Qwen's <c>max_window_layers</c>: the layers before this one attend to every earlier position, the others
+    /// slide when <see cref="SlidingWindow"/> is set (with <c>use_sliding_window</c>); 0 means every layer may slide.</summary>
+    public int FirstSlidingLayer { get; init; }
+
     /// <summary>Gemma 3: the rotary base of the sliding layers, which rotate without <see cref="RopeScalingFactor"/>;
     /// null means every layer rotates alike.</summary>
     public float? SlidingRopeTheta { get; init; }
@@ -193,14 +197,16 @@ public sealed record ModelConfig
             if (SlidingWindow == 0 && SlidingRopeTheta is null && Activation == FeedForwardActivation.Silu && !ScaleEmbedding && !PostNorms
                 && QueryScale is null && AttentionSoftCap == 0 && FinalLogitSoftCap == 0)
                 return rope;
+            // The first sliding layer is written only when set, so no other model's text changes.
+            string firstSliding = FirstSlidingLayer == 0 ? "" : FormattableString.Invariant($"/from{FirstSlidingLayer}");
             return FormattableString.Invariant(
-                $"swa={SlidingWindow}/{SlidingWindowPeriod}|swaTheta={SlidingRopeTheta}|act={Activation}|embScale={ScaleEmbedding}|postNorms={PostNorms}|qScale={QueryScale:R}|attnCap={AttentionSoftCap:R}|logitCap={FinalLogitSoftCap:R}") + rope;
+                $"swa={SlidingWindow}/{SlidingWindowPeriod}{firstSliding}|swaTheta={SlidingRopeTheta}|act={Activation}|embScale={ScaleEmbedding}|postNorms={PostNorms}|qScale={QueryScale:R}|attnCap={AttentionSoftCap:R}|logitCap={FinalLogitSoftCap:R}") + rope;
         }
     }
 
     /// <summary>True when layer <paramref name="layer"/> attends within <see cref="SlidingWindow"/> positions.</summary>
     public bool IsSlidingLayer(int layer)
-        => SlidingWindow > 0 && (SlidingWindowPeriod == 0 || layer % SlidingWindowPeriod < SlidingWindowPeriod - 1);
+        => SlidingWindow > 0 && layer >= FirstSlidingLayer && (SlidingWindowPeriod == 0 || layer % SlidingWindowPeriod < SlidingWindowPeriod - 1);
 
     /// <summary>Width of the key and value projections.</summary>
     public int KvDim => KvHeadCount * HeadDim;

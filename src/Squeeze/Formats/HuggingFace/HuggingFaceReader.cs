@@ -356,10 +356,9 @@ public static class HuggingFaceReader
         }
 
         // Sliding windows: Mistral's on every layer; Gemma 2's on even layers, Gemma 3's on five layers of six (the last
-        // of each six global, with its own rotary base for the others). Qwen2's (on some layers) is not run: the
-        // context is capped where it would start to matter.
-        int context = maxPositions;
-        int slidingWindow = 0, slidingPeriod = 0;
+        // of each six global, with its own rotary base for the others); Qwen's, with use_sliding_window, on the layers
+        // from max_window_layers on.
+        int slidingWindow = 0, slidingPeriod = 0, firstSliding = 0;
         if (architecture == "MistralForCausalLM")
         {
             // MistralConfig's default is 4096 positions; null (Mistral 7B v0.2 on, Mistral Small 3) attends to every one.
@@ -380,8 +379,27 @@ public static class HuggingFaceReader
                     Fail($"\"layer_types\" is {layerTypes.GetRawText()}; only every {slidingPeriod}-th layer global is supported");
             }
         }
-        else if (OptionalBool("use_sliding_window", false) && root.TryGetProperty("sliding_window", out var window) && window.ValueKind != JsonValueKind.Null)
-            context = Math.Min(context, PositiveInt("sliding_window", window));
+        else if (qwen)
+        {
+            // transformers' Qwen2Config (Qwen3's, the MoEs' alike): sliding_window (default 4096; null: none) counts only
+            // with use_sliding_window, and layer_types, if given, must be the layers from max_window_layers (default 28) on.
+            int window = !OptionalBool("use_sliding_window", false) ? 0
+                : !root.TryGetProperty("sliding_window", out var qwenWindow) ? 4096
+                : qwenWindow.ValueKind == JsonValueKind.Null ? 0 : PositiveInt("sliding_window", qwenWindow);
+            int first = 28;
+            if (root.TryGetProperty("max_window_layers", out var maxWindowLayers) && maxWindowLayers.ValueKind != JsonValueKind.Null
+                && !(maxWindowLayers.ValueKind == JsonValueKind.Number && maxWindowLayers.TryGetInt32(out first) && first >= 0))
+                Fail($"{Key("max_window_layers")} is {maxWindowLayers.GetRawText()}; expected a layer count");
+            if (root.TryGetProperty("layer_types", out var layerTypes) && layerTypes.ValueKind == JsonValueKind.Array)
+            {
+                var types = layerTypes.EnumerateArray().Select(t => t.ValueKind == JsonValueKind.String ? t.GetString() : null);
+                var expected = Enumerable.Range(0, layers).Select(l => window > 0 && l >= first ? "sliding_attention" : "full_attention");
+                if (!types.SequenceEqual(expected))
+                    Fail($"\"layer_types\" is {layerTypes.GetRawText()}; only the layers from max_window_layers ({first}) on may slide, and only with use_sliding_window and a sliding_window");
+            }
+            if (window > 0 && first < layers)
+                (slidingWindow, firstSliding) = (window, first);
+        }
         // Phi-3's window is kept to be written back but not run: llama.cpp's phi3 disables it.
         int declaredWindow = phi3 && root.TryGetProperty("sliding_window", out var phiWindow) && phiWindow.ValueKind != JsonValueKind.Null
             ? PositiveInt("sliding_window", phiWindow) : 0;
@@ -399,7 +417,7 @@ public static class HuggingFaceReader
             KvHeadCount = kvHeads,
             HeadDim = headDim,
             VocabSize = vocab,
-            ContextLength = context,
+            ContextLength = maxPositions,
             RopeTheta = (float)ropeTheta,
             RopeStyle = qwen || gemma || phi3 ? RopeStyle.Neox : RopeStyle.Interleaved,
             RopeScalingFactor = linearFactor,
@@ -417,6 +435,7 @@ public static class HuggingFaceReader
             QkNorm = qwen3 || gemma3,
             SlidingWindow = slidingWindow,
             SlidingWindowPeriod = slidingPeriod,
+            FirstSlidingLayer = firstSliding,
             SlidingRopeTheta = gemma3 ? (float)OptionalDouble("rope_local_base_freq", 10000) : null,
             Activation = gemma ? FeedForwardActivation.GeluTanh : FeedForwardActivation.Silu,
             ScaleEmbedding = gemma,

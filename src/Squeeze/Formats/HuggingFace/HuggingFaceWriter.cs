@@ -205,6 +205,11 @@ public static class HuggingFaceWriter
             w.WriteString("hidden_act", "silu");
         if (c.SlidingWindow > 0)
             w.WriteNumber("sliding_window", c.SlidingWindow);
+        if (c.SlidingWindow > 0 && c.Architecture is "qwen2" or "qwen3" or "qwen2moe" or "qwen3moe")
+        {
+            w.WriteBoolean("use_sliding_window", true);
+            w.WriteNumber("max_window_layers", c.FirstSlidingLayer);
+        }
         if (c.DeclaredSlidingWindow > 0)
             w.WriteNumber("sliding_window", c.DeclaredSlidingWindow);
         if (c.SlidingWindowPeriod > 0 && c.Architecture == "gemma3")
