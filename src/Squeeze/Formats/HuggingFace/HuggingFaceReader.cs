@@ -18,8 +18,9 @@ namespace Squeeze.Formats.HuggingFace;
 /// are read as views of their rows (attn_q, attn_k, attn_v; ffn_gate, ffn_up), which the GGUF writer fuses again. Llama/Mistral q/k rows are converted from rotate-half to
 /// Meta's interleaved order (copied into owned buffers; <see cref="RopeStyle.Interleaved"/>); Qwen and Gemma keep
 /// Hugging Face order (<see cref="RopeStyle.Neox"/>), as llama.cpp does. Gemma's norms multiply by (1 + w): their
-/// weights are read with 1 added (owned F32 copies), as llama.cpp's converter stores them. Every other tensor is a
-/// view into the memory-mapped safetensors files.
+/// weights are read with 1 added (owned F32 copies), as llama.cpp's converter stores them. Of a Gemma 3 whose tokenizer
+/// is tokenizer.json alone, the embedding keeps the rows llama.cpp's converter keeps (its vocab and added_tokens
+/// counted). Every other tensor is a view into the memory-mapped safetensors files.
 /// </summary>
 public static class HuggingFaceReader
 {
@@ -53,6 +54,16 @@ public static class HuggingFaceReader
             vocabulary ??= ReadVocabulary(directory);
             if (vocabulary.Count > config.VocabSize)
                 throw new ModelFormatException(directory, $"the tokenizer has {vocabulary.Count} tokens but config.json's vocab_size is {config.VocabSize}");
+            if (Gemma3TokenizerJsonRows(directory, config, vocabulary) is int rows)
+            {
+                // llama.cpp's converter keeps the first rows of a Gemma 3 embedding only: views of them, and a config to match.
+                config = config with { VocabSize = rows };
+                for (int i = 0; i < tensors.Count; i++)
+                {
+                    if (tensors[i].Name is TensorNames.TokenEmbedding or TensorNames.Output)
+                        tensors[i] = new Tensor(tensors[i].Name, tensors[i].Type, [rows, config.Dim], tensors[i].Buffer, tensors[i].Offset);
+                }
+            }
             vocabulary = vocabulary.PaddedTo(config.VocabSize); // a token for every embedding row, as llama.cpp pads it
             string? leftOut = multimodal is null ? null
                 : $"{multimodal}: only the language model is read; the vision tower and multi-modal projector ({image.Tensors} tensors, {image.Parameters:N0} parameters) are not part of this model";
@@ -450,6 +461,37 @@ public static class HuggingFaceReader
             NormalizeExpertWeights = normalizeExperts,
         };
         return ropeDimensions == headDim ? config : config with { RopeDimensions = ropeDimensions };
+    }
+
+    /// <summary>
+    /// The embedding rows llama.cpp's converter keeps of a Gemma 3 checkpoint whose tokenizer is tokenizer.json alone
+    /// (no tokenizer.model), when fewer than config.json's vocab_size: it cuts the rows past the tokenizer.json's count,
+    /// the entries of its model's vocab plus those of its added_tokens (an added token that repeats a vocab entry counted
+    /// twice, as the converter counts it). Null when nothing is cut (another model, a SentencePiece tokenizer, a count
+    /// that reaches the rows).
+    /// </summary>
+    private static int? Gemma3TokenizerJsonRows(string directory, ModelConfig config, Vocabulary vocabulary)
+    {
+        string json = Path.Combine(directory, "tokenizer.json");
+        if (config.Architecture != "gemma3" || File.Exists(Path.Combine(directory, "tokenizer.model")) || !File.Exists(json))
+            return null;
+        int count;
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(json), new JsonDocumentOptions { MaxDepth = 256 });
+            var root = doc.RootElement;
+            count = root.GetProperty("model").GetProperty("vocab").EnumerateObject().Count()
+                + (root.TryGetProperty("added_tokens", out var added) && added.ValueKind == JsonValueKind.Array ? added.GetArrayLength() : 0);
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
+        {
+            throw new ModelFormatException(json, $"not a valid tokenizer.json: {e.Message}", e);
+        }
+        if (count >= config.VocabSize)
+            return null;
+        if (count < vocabulary.Count)
+            throw new ModelFormatException(json, $"its {count} entries (vocab and added_tokens, as llama.cpp's converter counts them for Gemma 3) do not reach its highest token id {vocabulary.Count - 1}");
+        return count;
     }
 
     /// <summary>Gemma3TextConfig's defaults for the sizes a Gemma 3 config may leave out (Gemma 3 4B's text_config has no
