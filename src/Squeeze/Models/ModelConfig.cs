@@ -24,7 +24,7 @@ public enum FeedForwardActivation
 /// (<c>token_embd.weight</c>, <c>blk.N.attn_q.weight</c> …) whatever the source file was.</summary>
 public sealed record ModelConfig
 {
-    /// <summary>GGUF architecture name: "llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3".</summary>
+    /// <summary>GGUF architecture name: "llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "mistral3" …</summary>
     public required string Architecture { get; init; }
 
     /// <summary>Model width (embedding length).</summary>
@@ -86,6 +86,16 @@ public sealed record ModelConfig
 
     /// <summary>YaRN's β_slow: rotations over the original context below which a pair is fully interpolated.</summary>
     public float YarnBetaSlow { get; init; } = 1f;
+
+    /// <summary>YaRN's <c>mscale_all_dim</c> (GGUF <c>rope.scaling.yarn_log_multiplier</c>; Ministral 3's), with <c>mscale</c>
+    /// 1: cos and sin are multiplied by (1 + 0.1·ln s) / (1 + 0.1·m·ln s) for factor s, transformers' and llama.cpp's
+    /// get_mscale(s, 1) / get_mscale(s, m), instead of 1 + 0.1·ln s; 0 means none.</summary>
+    public float YarnLogMultiplier { get; init; }
+
+    /// <summary>Llama 4's attention temperature (GGUF <c>attention.temperature_scale</c>; Ministral 3's
+    /// <c>llama_4_scaling_beta</c>): after the rotation, the queries at position p are multiplied by
+    /// 1 + β·ln(1 + ⌊p / <see cref="RopeOriginalContext"/>⌋); 0 means none.</summary>
+    public float AttentionTemperatureScale { get; init; }
 
     /// <summary>Phi-3's long-rope scaling: the model holds <see cref="TensorNames.RopeFactorsLong"/> and
     /// <see cref="TensorNames.RopeFactorsShort"/> ([RopeDimensions / 2]), per-pair frequency divisors; as in llama.cpp,
@@ -191,9 +201,12 @@ public sealed record ModelConfig
         get
         {
             // The rotary options of Phi-3 and YaRN come after Gemma's, written only when set, so no other model's text changes.
-            string rope = ropeDimensions is null && !Yarn && !LongRope && RopeOriginalContext == 0 && RopeAttentionFactor == 1f ? ""
+            // Ministral 3's YaRN multiplier and query temperature come last, written only when set.
+            string ministral = YarnLogMultiplier == 0 && AttentionTemperatureScale == 0 ? ""
+                : FormattableString.Invariant($"|yarnLogMul={YarnLogMultiplier:R}|attnTemp={AttentionTemperatureScale:R}");
+            string rope = ropeDimensions is null && !Yarn && !LongRope && RopeOriginalContext == 0 && RopeAttentionFactor == 1f && ministral.Length == 0 ? ""
                 : FormattableString.Invariant(
-                    $"|ropeDims={RopeDimensions}|yarn={Yarn}/{RopeScalingFactor:R}/{YarnBetaFast:R}/{YarnBetaSlow:R}|longRope={LongRope}|ropeOriginal={RopeOriginalContext}|ropeAttn={RopeAttentionFactor:R}");
+                    $"|ropeDims={RopeDimensions}|yarn={Yarn}/{RopeScalingFactor:R}/{YarnBetaFast:R}/{YarnBetaSlow:R}|longRope={LongRope}|ropeOriginal={RopeOriginalContext}|ropeAttn={RopeAttentionFactor:R}") + ministral;
             if (SlidingWindow == 0 && SlidingRopeTheta is null && Activation == FeedForwardActivation.Silu && !ScaleEmbedding && !PostNorms
                 && QueryScale is null && AttentionSoftCap == 0 && FinalLogitSoftCap == 0)
                 return rope;
