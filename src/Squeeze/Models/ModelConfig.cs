@@ -24,7 +24,7 @@ public enum FeedForwardActivation
 /// (<c>token_embd.weight</c>, <c>blk.N.attn_q.weight</c> …) whatever the source file was.</summary>
 public sealed record ModelConfig
 {
-    /// <summary>GGUF architecture name: "llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3".</summary>
+    /// <summary>GGUF architecture name: "llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "mistral3" …</summary>
     public required string Architecture { get; init; }
 
     /// <summary>Model width (embedding length).</summary>
@@ -87,6 +87,16 @@ public sealed record ModelConfig
     /// <summary>YaRN's β_slow: rotations over the original context below which a pair is fully interpolated.</summary>
     public float YarnBetaSlow { get; init; } = 1f;
 
+    /// <summary>YaRN's <c>mscale_all_dim</c> (GGUF <c>rope.scaling.yarn_log_multiplier</c>; Ministral 3's), with <c>mscale</c>
+    /// 1: cos and sin are multiplied by (1 + 0.1·ln s) / (1 + 0.1·m·ln s) for factor s, transformers' and llama.cpp's
+    /// get_mscale(s, 1) / get_mscale(s, m), instead of 1 + 0.1·ln s; 0 means none.</summary>
+    public float YarnLogMultiplier { get; init; }
+
+    /// <summary>Llama 4's attention temperature (GGUF <c>attention.temperature_scale</c>; Ministral 3's
+    /// <c>llama_4_scaling_beta</c>): after the rotation, the queries at position p are multiplied by
+    /// 1 + β·ln(1 + ⌊p / <see cref="RopeOriginalContext"/>⌋); 0 means none.</summary>
+    public float AttentionTemperatureScale { get; init; }
+
     /// <summary>Phi-3's long-rope scaling: the model holds <see cref="TensorNames.RopeFactorsLong"/> and
     /// <see cref="TensorNames.RopeFactorsShort"/> ([RopeDimensions / 2]), per-pair frequency divisors; as in llama.cpp,
     /// a runtime whose context exceeds <see cref="RopeOriginalContext"/> divides by the long ones, otherwise by the short ones.</summary>
@@ -124,6 +134,10 @@ public sealed record ModelConfig
     /// <summary>Which layers slide (llama.cpp's <c>set_swa_pattern</c>): 0 means every layer; n means every layer but
     /// each n-th (layers n − 1, 2n − 1 … are global): 2 for Gemma 2, 6 for Gemma 3.</summary>
     public int SlidingWindowPeriod { get; init; }
+
+    /// <summary>Qwen's <c>max_window_layers</c>: the layers before this one attend to every earlier position, the others
+    /// slide when <see cref="SlidingWindow"/> is set (with <c>use_sliding_window</c>); 0 means every layer may slide.</summary>
+    public int FirstSlidingLayer { get; init; }
 
     /// <summary>Gemma 3: the rotary base of the sliding layers, which rotate without <see cref="RopeScalingFactor"/>;
     /// null means every layer rotates alike.</summary>
@@ -187,20 +201,25 @@ public sealed record ModelConfig
         get
         {
             // The rotary options of Phi-3 and YaRN come after Gemma's, written only when set, so no other model's text changes.
-            string rope = ropeDimensions is null && !Yarn && !LongRope && RopeOriginalContext == 0 && RopeAttentionFactor == 1f ? ""
+            // Ministral 3's YaRN multiplier and query temperature come last, written only when set.
+            string ministral = YarnLogMultiplier == 0 && AttentionTemperatureScale == 0 ? ""
+                : FormattableString.Invariant($"|yarnLogMul={YarnLogMultiplier:R}|attnTemp={AttentionTemperatureScale:R}");
+            string rope = ropeDimensions is null && !Yarn && !LongRope && RopeOriginalContext == 0 && RopeAttentionFactor == 1f && ministral.Length == 0 ? ""
                 : FormattableString.Invariant(
-                    $"|ropeDims={RopeDimensions}|yarn={Yarn}/{RopeScalingFactor:R}/{YarnBetaFast:R}/{YarnBetaSlow:R}|longRope={LongRope}|ropeOriginal={RopeOriginalContext}|ropeAttn={RopeAttentionFactor:R}");
+                    $"|ropeDims={RopeDimensions}|yarn={Yarn}/{RopeScalingFactor:R}/{YarnBetaFast:R}/{YarnBetaSlow:R}|longRope={LongRope}|ropeOriginal={RopeOriginalContext}|ropeAttn={RopeAttentionFactor:R}") + ministral;
             if (SlidingWindow == 0 && SlidingRopeTheta is null && Activation == FeedForwardActivation.Silu && !ScaleEmbedding && !PostNorms
                 && QueryScale is null && AttentionSoftCap == 0 && FinalLogitSoftCap == 0)
                 return rope;
+            // The first sliding layer is written only when set, so no other model's text changes.
+            string firstSliding = FirstSlidingLayer == 0 ? "" : FormattableString.Invariant($"/from{FirstSlidingLayer}");
             return FormattableString.Invariant(
-                $"swa={SlidingWindow}/{SlidingWindowPeriod}|swaTheta={SlidingRopeTheta}|act={Activation}|embScale={ScaleEmbedding}|postNorms={PostNorms}|qScale={QueryScale:R}|attnCap={AttentionSoftCap:R}|logitCap={FinalLogitSoftCap:R}") + rope;
+                $"swa={SlidingWindow}/{SlidingWindowPeriod}{firstSliding}|swaTheta={SlidingRopeTheta}|act={Activation}|embScale={ScaleEmbedding}|postNorms={PostNorms}|qScale={QueryScale:R}|attnCap={AttentionSoftCap:R}|logitCap={FinalLogitSoftCap:R}") + rope;
         }
     }
 
     /// <summary>True when layer <paramref name="layer"/> attends within <see cref="SlidingWindow"/> positions.</summary>
     public bool IsSlidingLayer(int layer)
-        => SlidingWindow > 0 && (SlidingWindowPeriod == 0 || layer % SlidingWindowPeriod < SlidingWindowPeriod - 1);
+        => SlidingWindow > 0 && layer >= FirstSlidingLayer && (SlidingWindowPeriod == 0 || layer % SlidingWindowPeriod < SlidingWindowPeriod - 1);
 
     /// <summary>Width of the key and value projections.</summary>
     public int KvDim => KvHeadCount * HeadDim;

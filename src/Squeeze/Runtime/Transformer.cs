@@ -420,6 +420,8 @@ public sealed class Transformer : IDisposable
                     if (config.QueryScale is float queryScale)
                         TensorPrimitives.Multiply(head, queryScale, head);
                 }
+                if (config.AttentionTemperatureScale != 0)
+                    TensorPrimitives.Multiply(qt, AttentionTemperature(config, pos, deterministic), qt);
                 for (int h = 0; h < config.KvHeadCount; h++)
                 {
                     var head = kt.Slice(h * headDim, headDim);
@@ -782,7 +784,8 @@ public sealed class Transformer : IDisposable
         if (config.Yarn)
         {
             yarnRamp = YarnCorrectionDimensions(config, deterministic);
-            attention *= 1f + 0.1f * Log(config.RopeScalingFactor, deterministic);
+            float mscale = 1f + 0.1f * Log(config.RopeScalingFactor, deterministic);
+            attention *= config.YarnLogMultiplier == 0 ? mscale : mscale / (1f + 0.1f * config.YarnLogMultiplier * Log(config.RopeScalingFactor, deterministic));
         }
         return RopeTables(config.RopeDimensions, config.RopeTheta, config.RopeScalingFactor, divisors, yarnRamp, attention, contextLength, deterministic);
     }
@@ -796,6 +799,14 @@ public sealed class Transformer : IDisposable
         float original = config.RopeOriginalContext > 0 ? config.RopeOriginalContext : config.ContextLength;
         float Dimension(float rotations) => dims * Log(original / (rotations * 2 * MathF.PI), deterministic) / (2 * Log(config.RopeTheta, deterministic));
         return (Math.Max(0f, MathF.Floor(Dimension(config.YarnBetaFast))), Math.Min(dims - 1f, MathF.Ceiling(Dimension(config.YarnBetaSlow))));
+    }
+
+    /// <summary>Llama 4's query temperature at <paramref name="position"/>, as llama.cpp's <c>llm_graph_input_attn_temp</c>
+    /// computes it: 1 + β·ln(1 + ⌊position / original context⌋) (<see cref="ModelConfig.AttentionTemperatureScale"/>).</summary>
+    internal static float AttentionTemperature(ModelConfig config, int position, bool deterministic)
+    {
+        double steps = 1 + Math.Floor((float)position / config.RopeOriginalContext);
+        return (float)(1 + config.AttentionTemperatureScale * (deterministic ? DeterministicMath.Log(steps) : Math.Log(steps)));
     }
 
     private static float Log(float x, bool deterministic) => deterministic ? (float)DeterministicMath.Log(x) : MathF.Log(x);

@@ -90,13 +90,14 @@ internal sealed class Sensitivities(Model model, int positions, int window) : IA
         for (int i = 0; i < windowRows; i++)
         {
             int pos = first + i;
+            float positionScale = config.AttentionTemperatureScale == 0 ? scale : scale * Transformer.AttentionTemperature(config, pos, deterministic: false);
             for (int h = 0; h < config.HeadCount; h++)
             {
                 queries[layer].AsSpan(i * qDim + h * headDim, headDim).CopyTo(q);
                 Transformer.Rope(q, cos.Slice(pos * half, half), sin.Slice(pos * half, half), config.RopeStyle);
                 int kv = h / group, visible = Math.Min(pos + 1, count);
                 for (int t = 0; t < visible; t++)
-                    scores[t] = scale * TensorPrimitives.Dot(q, keys.Slice(t * kvDim + kv * headDim, headDim));
+                    scores[t] = positionScale * TensorPrimitives.Dot(q, keys.Slice(t * kvDim + kv * headDim, headDim));
                 TensorPrimitives.SoftMax(scores.AsSpan(0, visible), scores.AsSpan(0, visible));
                 for (int t = 0; t < visible; t++)
                     weights[kv * count + t] += (double)scores[t] * scores[t] / (windowRows * group);

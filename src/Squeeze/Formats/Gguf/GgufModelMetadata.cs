@@ -58,12 +58,17 @@ public static class GgufModelMetadata
                 F32($"{arch}.rope.scaling.yarn_beta_fast", c.YarnBetaFast);
             if (c.YarnBetaSlow != 1f)
                 F32($"{arch}.rope.scaling.yarn_beta_slow", c.YarnBetaSlow);
+            // Ministral 3 (mistral3): mscale_all_dim, and below llama_4_scaling_beta, as the converter's Ministral3Model writes them.
+            if (c.YarnLogMultiplier != 0)
+                F32($"{arch}.rope.scaling.yarn_log_multiplier", c.YarnLogMultiplier);
         }
         else if (c.RopeScalingFactor != 1f)
         {
             Add($"{arch}.rope.scaling.type", GgufValue.String("linear"));
             F32($"{arch}.rope.scaling.factor", c.RopeScalingFactor);
         }
+        if (c.AttentionTemperatureScale != 0)
+            F32($"{arch}.attention.temperature_scale", c.AttentionTemperatureScale);
         if (arch == "phi3")
         {
             // Phi3MiniModel's keys: the original context always, the window (0 for none), the long-rope attention factor.

@@ -4,7 +4,7 @@ using Squeeze.Tensors;
 namespace Squeeze.Formats.Gguf;
 
 /// <summary>Loads a GGUF file as a <see cref="Model"/> (architectures llama (with experts: Mixtral), qwen2, qwen3, gemma2,
-/// gemma3, phi3, qwen2moe, qwen3moe), with the hyperparameters llama.cpp reads from it and, where llama.cpp derives one
+/// gemma3, phi3, qwen2moe, qwen3moe, mistral3), with the hyperparameters llama.cpp reads from it and, where llama.cpp derives one
 /// instead of reading it, llama.cpp's value. Phi-3's fused <c>attn_qkv</c> and <c>ffn_up</c> (gate rows, then up rows)
 /// are read as views of their rows: the model's attn_q, attn_k, attn_v, ffn_gate and ffn_up.</summary>
 public static class GgufModelReader
@@ -49,10 +49,11 @@ public static class GgufModelReader
         string arch = file.GetString("general.architecture") ?? throw Fail(file, "no 'general.architecture'");
         RopeStyle rope = arch switch
         {
-            "llama" => RopeStyle.Interleaved,
+            "llama" or "mistral3" => RopeStyle.Interleaved,
             "qwen2" or "qwen3" or "gemma2" or "gemma3" or "phi3" or "qwen2moe" or "qwen3moe" => RopeStyle.Neox,
-            _ => throw Fail(file, $"architecture '{arch}' is not supported (llama, qwen2, qwen3, gemma2, gemma3, phi3, qwen2moe, qwen3moe)"),
+            _ => throw Fail(file, $"architecture '{arch}' is not supported (llama, qwen2, qwen3, gemma2, gemma3, phi3, qwen2moe, qwen3moe, mistral3)"),
         };
+        bool mistral3 = arch == "mistral3";
         bool gemma2 = arch == "gemma2", gemma3 = arch == "gemma3", gemma = gemma2 || gemma3, phi3 = arch == "phi3";
 
         int dim = Positive(file, $"{arch}.embedding_length");
@@ -86,6 +87,10 @@ public static class GgufModelReader
             scalingFactor = 1f;
         bool yarn = scalingType == "yarn";
         int originalContext = yarn || phi3 ? Positive(file, $"{arch}.rope.scaling.original_context_length", context) : 0;
+        // llama.cpp's mistral3 reads YaRN's β and log multiplier, and Llama 4's query temperature over the original context.
+        float temperature = mistral3 ? NonNegativeFloat(file, $"{arch}.attention.temperature_scale") : 0;
+        if (temperature != 0 && originalContext == 0)
+            throw Fail(file, $"'{arch}.attention.temperature_scale' needs YaRN's original context length");
 
         string[] tokens = file.GetArray<string>("tokenizer.ggml.tokens") ?? throw Fail(file, "no 'tokenizer.ggml.tokens'");
         int vocab = tokens.Length;
@@ -131,6 +136,10 @@ public static class GgufModelReader
             LongRope = phi3 && file.TryGetTensor(TensorNames.RopeFactorsLong, out _),
             RopeOriginalContext = originalContext,
             RopeAttentionFactor = PositiveFloat(file, $"{arch}.rope.scaling.attn_factor", 1f),
+            YarnBetaFast = mistral3 && yarn ? PositiveFloat(file, $"{arch}.rope.scaling.yarn_beta_fast", 32f) : 32f,
+            YarnBetaSlow = mistral3 && yarn ? PositiveFloat(file, $"{arch}.rope.scaling.yarn_beta_slow", 1f) : 1f,
+            YarnLogMultiplier = mistral3 && yarn ? NonNegativeFloat(file, $"{arch}.rope.scaling.yarn_log_multiplier") : 0,
+            AttentionTemperatureScale = temperature,
             DeclaredSlidingWindow = phi3 && file.GetInteger($"{arch}.attention.sliding_window") is > 0 ? Positive(file, $"{arch}.attention.sliding_window") : 0,
             RmsNormEps = eps,
             TiedEmbeddings = !file.TryGetTensor(TensorNames.Output, out _),

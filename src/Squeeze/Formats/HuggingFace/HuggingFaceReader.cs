@@ -18,8 +18,9 @@ namespace Squeeze.Formats.HuggingFace;
 /// are read as views of their rows (attn_q, attn_k, attn_v; ffn_gate, ffn_up), which the GGUF writer fuses again. Llama/Mistral q/k rows are converted from rotate-half to
 /// Meta's interleaved order (copied into owned buffers; <see cref="RopeStyle.Interleaved"/>); Qwen and Gemma keep
 /// Hugging Face order (<see cref="RopeStyle.Neox"/>), as llama.cpp does. Gemma's norms multiply by (1 + w): their
-/// weights are read with 1 added (owned F32 copies), as llama.cpp's converter stores them. Every other tensor is a
-/// view into the memory-mapped safetensors files.
+/// weights are read with 1 added (owned F32 copies), as llama.cpp's converter stores them. Of a Gemma 3 whose tokenizer
+/// is tokenizer.json alone, the embedding keeps the rows llama.cpp's converter keeps (its vocab and added_tokens
+/// counted). Every other tensor is a view into the memory-mapped safetensors files.
 /// </summary>
 public static class HuggingFaceReader
 {
@@ -53,6 +54,16 @@ public static class HuggingFaceReader
             vocabulary ??= ReadVocabulary(directory);
             if (vocabulary.Count > config.VocabSize)
                 throw new ModelFormatException(directory, $"the tokenizer has {vocabulary.Count} tokens but config.json's vocab_size is {config.VocabSize}");
+            if (Gemma3TokenizerJsonRows(directory, config, vocabulary) is int rows)
+            {
+                // llama.cpp's converter keeps the first rows of a Gemma 3 embedding only: views of them, and a config to match.
+                config = config with { VocabSize = rows };
+                for (int i = 0; i < tensors.Count; i++)
+                {
+                    if (tensors[i].Name is TensorNames.TokenEmbedding or TensorNames.Output)
+                        tensors[i] = new Tensor(tensors[i].Name, tensors[i].Type, [rows, config.Dim], tensors[i].Buffer, tensors[i].Offset);
+                }
+            }
             vocabulary = vocabulary.PaddedTo(config.VocabSize); // a token for every embedding row, as llama.cpp pads it
             string? leftOut = multimodal is null ? null
                 : $"{multimodal}: only the language model is read; the vision tower and multi-modal projector ({image.Tensors} tensors, {image.Parameters:N0} parameters) are not part of this model";
@@ -121,7 +132,8 @@ public static class HuggingFaceReader
                 "qwen3_moe" => "Qwen3MoeForCausalLM",
                 "gemma3" => "Gemma3ForConditionalGeneration",
                 "mistral3" => "Mistral3ForConditionalGeneration",
-                var other => Fail<string>(file, $"model_type \"{other}\" is not supported (llama, mistral, qwen2, qwen3, gemma2, gemma3_text, gemma3, phi3, mixtral, qwen2_moe, qwen3_moe, mistral3)"),
+                "ministral3" => "Ministral3ForCausalLM",
+                var other => Fail<string>(file, $"model_type \"{other}\" is not supported (llama, mistral, qwen2, qwen3, gemma2, gemma3_text, gemma3, phi3, mixtral, qwen2_moe, qwen3_moe, mistral3, ministral3)"),
             };
         }
         else
@@ -138,14 +150,15 @@ public static class HuggingFaceReader
             bool gemmaImage = architecture == "Gemma3ForConditionalGeneration";
             if (!root.TryGetProperty("text_config", out var text) || text.ValueKind != JsonValueKind.Object)
                 Fail($"{architecture} has no \"text_config\" object; its language model's settings belong there");
+            // Mistral 3's language model is a Mistral (Mistral Small 3.1) or a Ministral 3.
             string textType = gemmaImage ? "gemma3_text" : "mistral";
             if (text.TryGetProperty("model_type", out var type) && type.ValueKind != JsonValueKind.Null
-                && !(type.ValueKind == JsonValueKind.String && type.GetString() == textType))
-                Fail($"\"text_config\".\"model_type\" is {type.GetRawText()}; {architecture}'s language model is \"{textType}\"");
+                && !(type.ValueKind == JsonValueKind.String && (type.GetString() == textType || (!gemmaImage && type.GetString() == "ministral3"))))
+                Fail($"\"text_config\".\"model_type\" is {type.GetRawText()}; {architecture}'s language model is \"{textType}\"{(gemmaImage ? "" : " or \"ministral3\"")}");
             multimodal = architecture;
             outer = root;
             root = text;
-            architecture = gemmaImage ? "Gemma3ForCausalLM" : "MistralForCausalLM";
+            architecture = gemmaImage ? "Gemma3ForCausalLM" : type.ValueKind == JsonValueKind.String && type.GetString() == "ministral3" ? "Ministral3ForCausalLM" : "MistralForCausalLM";
         }
 
         bool qwen = architecture is "Qwen2ForCausalLM" or "Qwen3ForCausalLM" or "Qwen2MoeForCausalLM" or "Qwen3MoeForCausalLM";
@@ -153,6 +166,7 @@ public static class HuggingFaceReader
         bool gemma3 = architecture == "Gemma3ForCausalLM";
         bool gemma = gemma3 || architecture == "Gemma2ForCausalLM";
         bool phi3 = architecture == "Phi3ForCausalLM";
+        bool ministral3 = architecture == "Ministral3ForCausalLM";
         string ggufArch = architecture switch
         {
             "LlamaForCausalLM" or "MistralForCausalLM" => "llama",
@@ -164,7 +178,8 @@ public static class HuggingFaceReader
             "MixtralForCausalLM" => "llama",
             "Qwen2MoeForCausalLM" => "qwen2moe",
             "Qwen3MoeForCausalLM" => "qwen3moe",
-            _ => Fail<string>(file, $"architecture \"{architecture}\" is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration)"),
+            "Ministral3ForCausalLM" => "mistral3",
+            _ => Fail<string>(file, $"architecture \"{architecture}\" is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, Ministral3ForCausalLM, Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration)"),
         };
 
         string Key(string key) => outer is null ? $"\"{key}\"" : $"\"text_config\".\"{key}\"";
@@ -205,10 +220,10 @@ public static class HuggingFaceReader
         int hidden = RequiredInt("intermediate_size");
         int layers = RequiredInt("num_hidden_layers");
         int heads = RequiredInt("num_attention_heads");
-        int kvHeads = OptionalInt("num_key_value_heads", gemma3 ? Gemma3TextDefaults["num_key_value_heads"] : heads);
+        int kvHeads = OptionalInt("num_key_value_heads", gemma3 ? Gemma3TextDefaults["num_key_value_heads"] : ministral3 ? 8 : heads);
         int vocab = RequiredInt("vocab_size");
         // transformers' defaults when a key is absent.
-        int headDim = OptionalInt("head_dim", qwen3 ? 128 : gemma ? 256 : dim / heads);
+        int headDim = OptionalInt("head_dim", qwen3 || ministral3 ? 128 : gemma ? 256 : dim / heads);
         int maxPositions = OptionalInt("max_position_embeddings", architecture switch
         {
             "LlamaForCausalLM" => 2048,
@@ -216,10 +231,10 @@ public static class HuggingFaceReader
             "Gemma2ForCausalLM" => 8192,
             "Gemma3ForCausalLM" => 131072,
             "Phi3ForCausalLM" => 4096,
+            "Ministral3ForCausalLM" => 262144,
             _ => 32768,
         });
-        double ropeTheta = OptionalDouble("rope_theta", gemma3 ? 1_000_000 : 10000);
-        double eps = OptionalDouble("rms_norm_eps", 1e-6);
+        double eps = OptionalDouble("rms_norm_eps", ministral3 ? 1e-5 : 1e-6);
         bool tied = OptionalBool("tie_word_embeddings", outer is { } o && o.TryGetProperty("tie_word_embeddings", out var outerTie)
             && outerTie.ValueKind is JsonValueKind.True or JsonValueKind.False ? outerTie.GetBoolean() : gemma);
         bool attentionBias = architecture is "Qwen2ForCausalLM" or "Qwen2MoeForCausalLM" || OptionalBool("attention_bias", false);
@@ -251,7 +266,7 @@ public static class HuggingFaceReader
                 sharedHidden = RequiredInt("shared_expert_intermediate_size");
         }
 
-        if (!root.TryGetProperty("head_dim", out _) && architecture != "Qwen3ForCausalLM" && !gemma && dim % heads != 0)
+        if (!root.TryGetProperty("head_dim", out _) && architecture != "Qwen3ForCausalLM" && !gemma && !ministral3 && dim % heads != 0)
             Fail($"num_attention_heads {heads} does not divide hidden_size {dim} (and there is no head_dim)");
         if (heads % kvHeads != 0)
             Fail($"num_key_value_heads {kvHeads} does not divide num_attention_heads {heads}");
@@ -280,35 +295,79 @@ public static class HuggingFaceReader
         // each pair's frequency by a factor computed once (rope_freqs.weight); "yarn" is llama.cpp's YaRN; Phi-3's
         // "longrope" ("su") keeps both factor lists as tensors and an attention factor. "dynamic" (NTK) is refused:
         // llama.cpp's converter writes such a model unscaled and llama.cpp has no dynamic scaling to run it with.
+        // The rotary parameters: transformers v5's rope_parameters (rope_theta inside; Gemma 3's per layer type, the sliding
+        // layers' base in "sliding_attention") or the older rope_scaling beside rope_theta; a Ministral 3 config without
+        // them takes Ministral3Config's.
+        string ropeKey = "rope_scaling";
+        JsonElement? rope = null;
+        double? slidingTheta = null;
+        if (root.TryGetProperty("rope_parameters", out var ropeParameters) && ropeParameters.ValueKind != JsonValueKind.Null)
+            (ropeKey, rope) = ("rope_parameters", ropeParameters);
+        else if (root.TryGetProperty("rope_scaling", out var ropeScaling) && ropeScaling.ValueKind != JsonValueKind.Null)
+            rope = ropeScaling;
+        else if (ministral3)
+            (ropeKey, rope) = ("rope_parameters", Ministral3DefaultRope);
+        if (ropeKey == "rope_parameters" && rope is { ValueKind: not JsonValueKind.Object })
+            Fail($"{Key(ropeKey)} is {rope.Value.GetRawText()}; expected an object");
+        if (rope is { ValueKind: JsonValueKind.Object } perType && (perType.TryGetProperty("full_attention", out var full) | perType.TryGetProperty("sliding_attention", out var local)))
+        {
+            if (!gemma3)
+                Fail($"{Key(ropeKey)} per layer type is supported for Gemma 3 only");
+            if (full.ValueKind != JsonValueKind.Object || local.ValueKind != JsonValueKind.Object)
+                Fail($"{Key(ropeKey)} needs a \"full_attention\" and a \"sliding_attention\" object");
+            if (local.TryGetProperty("rope_type", out var localType) && !(localType.ValueKind == JsonValueKind.String && localType.GetString() == "default"))
+                Fail($"{Key(ropeKey)}.\"sliding_attention\".\"rope_type\" is {localType.GetRawText()}; Gemma 3's sliding layers rotate unscaled (default)");
+            if (local.TryGetProperty("rope_theta", out var localTheta))
+                slidingTheta = localTheta.ValueKind == JsonValueKind.Number && localTheta.TryGetDouble(out double lt) && double.IsFinite(lt) && lt > 0
+                    ? lt : Fail<double>(file, $"{Key(ropeKey)}.\"sliding_attention\".\"rope_theta\" is {localTheta.GetRawText()}; expected a positive number");
+            (ropeKey, rope) = (ropeKey + "\".\"full_attention", full);
+        }
+        double ropeTheta = rope is { ValueKind: JsonValueKind.Object } withTheta && withTheta.TryGetProperty("rope_theta", out var innerTheta)
+            ? (innerTheta.ValueKind == JsonValueKind.Number && innerTheta.TryGetDouble(out double it) && double.IsFinite(it) && it > 0
+                ? it : Fail<double>(file, $"{Key(ropeKey)}.\"rope_theta\" is {innerTheta.GetRawText()}; expected a positive number"))
+            : OptionalDouble("rope_theta", gemma3 ? 1_000_000 : 10000);
+
         float linearFactor = 1f;
         bool llama3 = false, yarn = false, longRope = false;
-        float betaFast = 32f, betaSlow = 1f, attentionFactor = 1f;
-        if (root.TryGetProperty("rope_scaling", out var scaling) && scaling.ValueKind != JsonValueKind.Null)
+        float betaFast = 32f, betaSlow = 1f, attentionFactor = 1f, yarnLogMultiplier = 0f, temperature = 0f;
+        if (rope is JsonElement scaling)
         {
+            // rope_parameters without a type are transformers v5's default rotation.
             string kind = scaling.ValueKind == JsonValueKind.Object
                 && (scaling.TryGetProperty("rope_type", out var t) || scaling.TryGetProperty("type", out t))
-                && t.ValueKind == JsonValueKind.String ? t.GetString()! : scaling.GetRawText();
+                && t.ValueKind == JsonValueKind.String ? t.GetString()!
+                : ropeKey.StartsWith("rope_parameters", StringComparison.Ordinal) ? "default" : scaling.GetRawText();
             double ScalingNumber(string key, double? fallback)
             {
                 if (!scaling.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
-                    return fallback ?? Fail<double>(file, $"\"rope_scaling\" of type \"{kind}\" has no \"{key}\"");
+                    return fallback ?? Fail<double>(file, $"\"{ropeKey}\" of type \"{kind}\" has no \"{key}\"");
                 if (v.ValueKind != JsonValueKind.Number || !v.TryGetDouble(out double value) || !double.IsFinite(value) || value <= 0)
-                    Fail($"\"rope_scaling\".\"{key}\" is {v.GetRawText()}; expected a positive number");
+                    Fail($"\"{ropeKey}\".\"{key}\" is {v.GetRawText()}; expected a positive number");
+                return value;
+            }
+            double? OptionalScalingNumber(string key)
+            {
+                if (!scaling.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
+                    return null;
+                if (v.ValueKind != JsonValueKind.Number || !v.TryGetDouble(out double value) || !double.IsFinite(value) || value < 0)
+                    Fail($"\"{ropeKey}\".\"{key}\" is {v.GetRawText()}; expected a number ≥ 0");
                 return value;
             }
             float[] Factors(string key)
             {
                 if (!scaling.TryGetProperty(key, out var list) || list.ValueKind != JsonValueKind.Array)
-                    Fail($"\"rope_scaling\" of type \"{kind}\" has no \"{key}\" list");
+                    Fail($"\"{ropeKey}\" of type \"{kind}\" has no \"{key}\" list");
                 if (list.GetArrayLength() != ropeDimensions / 2)
-                    Fail($"\"rope_scaling\".\"{key}\" has {list.GetArrayLength()} values; the {ropeDimensions} rotating values of a head need {ropeDimensions / 2}");
+                    Fail($"\"{ropeKey}\".\"{key}\" has {list.GetArrayLength()} values; the {ropeDimensions} rotating values of a head need {ropeDimensions / 2}");
                 return [.. list.EnumerateArray().Select(v => v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out double d) && double.IsFinite(d) && d > 0
-                    ? (float)d : Fail<float>(file, $"\"rope_scaling\".\"{key}\" holds {v.GetRawText()}; expected positive numbers"))];
+                    ? (float)d : Fail<float>(file, $"\"{ropeKey}\".\"{key}\" holds {v.GetRawText()}; expected positive numbers"))];
             }
             if (phi3 && kind is not ("default" or "longrope" or "su"))
-                Fail($"\"rope_scaling\" of type \"{kind}\" is not supported for Phi-3 (longrope, su)");
+                Fail($"\"{ropeKey}\" of type \"{kind}\" is not supported for Phi-3 (longrope, su)");
             if (gemma && kind == "yarn")
-                Fail($"\"rope_scaling\" of type \"{kind}\" is not supported for Gemma (default, linear)");
+                Fail($"\"{ropeKey}\" of type \"{kind}\" is not supported for Gemma (default, linear)");
+            if (ministral3 && kind != "yarn")
+                Fail($"\"{ropeKey}\" of type \"{kind}\" is not supported for Ministral 3 (yarn, as llama.cpp's converter requires)");
             switch (kind)
             {
                 case "default":
@@ -325,13 +384,27 @@ public static class HuggingFaceReader
                         (int)ScalingNumber("original_max_position_embeddings", 8192))));
                     break;
                 case "yarn":
-                    foreach (string key in (string[])["attention_factor", "mscale", "mscale_all_dim"])
+                    // Ministral 3's mscale and mscale_all_dim give transformers' attention factor get_mscale(s, mscale) /
+                    // get_mscale(s, mscale_all_dim) (get_mscale(s) unless both are non-zero), which llama.cpp's mistral3
+                    // computes from the latter with mscale 1; its queries take Llama 4's temperature.
+                    foreach (string key in ministral3 ? (string[])["attention_factor"] : ["attention_factor", "mscale", "mscale_all_dim"])
                     {
                         if (scaling.TryGetProperty(key, out var extra) && extra.ValueKind != JsonValueKind.Null)
-                            Fail($"\"rope_scaling\".\"{key}\" is not supported (YaRN with llama.cpp's own attention factor, 1 + 0.1·ln(factor))");
+                            Fail($"\"{ropeKey}\".\"{key}\" is not supported (YaRN with llama.cpp's own attention factor, 1 + 0.1·ln(factor))");
+                    }
+                    if (ministral3)
+                    {
+                        double mscale = OptionalScalingNumber("mscale") ?? 0, mscaleAllDim = OptionalScalingNumber("mscale_all_dim") ?? 0;
+                        if (mscale != 0 && mscaleAllDim != 0)
+                        {
+                            if (mscale != 1)
+                                Fail($"\"{ropeKey}\".\"mscale\" is {mscale}; llama.cpp's mistral3 takes 1");
+                            yarnLogMultiplier = (float)mscaleAllDim;
+                        }
+                        temperature = (float)(OptionalScalingNumber("llama_4_scaling_beta") ?? Fail<double>(file, $"\"{ropeKey}\" has no \"llama_4_scaling_beta\"; Ministral 3 needs it"));
                     }
                     if (scaling.TryGetProperty("truncate", out var truncate) && truncate.ValueKind == JsonValueKind.False)
-                        Fail("\"rope_scaling\".\"truncate\": false is not supported (llama.cpp rounds YaRN's correction range outwards)");
+                        Fail($"\"{ropeKey}\".\"truncate\": false is not supported (llama.cpp rounds YaRN's correction range outwards)");
                     yarn = true;
                     linearFactor = (float)ScalingNumber("factor", null);
                     originalContext = (int)ScalingNumber("original_max_position_embeddings", null);
@@ -347,20 +420,25 @@ public static class HuggingFaceReader
                     computedTensors.Add((TensorNames.RopeFactorsShort, Factors("short_factor")));
                     break;
                 case "dynamic":
-                    Fail("\"rope_scaling\" of type \"dynamic\" (NTK) is not supported: llama.cpp has no dynamic NTK scaling at runtime and its converter writes the model unscaled");
+                    Fail($"\"{ropeKey}\" of type \"dynamic\" (NTK) is not supported: llama.cpp has no dynamic NTK scaling at runtime and its converter writes the model unscaled");
                     break;
                 default:
-                    Fail($"\"rope_scaling\" of type \"{kind}\" is not supported (default, linear, llama3, yarn; longrope for Phi-3)");
+                    Fail($"\"{ropeKey}\" of type \"{kind}\" is not supported (default, linear, llama3, yarn; longrope for Phi-3)");
                     break;
             }
         }
 
         // Sliding windows: Mistral's on every layer; Gemma 2's on even layers, Gemma 3's on five layers of six (the last
-        // of each six global, with its own rotary base for the others). Qwen2's (on some layers) is not run: the
-        // context is capped where it would start to matter.
-        int context = maxPositions;
-        int slidingWindow = 0, slidingPeriod = 0;
-        if (architecture == "MistralForCausalLM")
+        // of each six global, with its own rotary base for the others); Qwen's, with use_sliding_window, on the layers
+        // from max_window_layers on.
+        int slidingWindow = 0, slidingPeriod = 0, firstSliding = 0;
+        if (ministral3)
+        {
+            // Ministral3Config's window is null unless given; it slides on every layer, as Mistral's.
+            if (root.TryGetProperty("sliding_window", out var ministralWindow) && ministralWindow.ValueKind != JsonValueKind.Null)
+                slidingWindow = PositiveInt("sliding_window", ministralWindow);
+        }
+        else if (architecture == "MistralForCausalLM")
         {
             // MistralConfig's default is 4096 positions; null (Mistral 7B v0.2 on, Mistral Small 3) attends to every one.
             if (!root.TryGetProperty("sliding_window", out var mistralWindow))
@@ -380,8 +458,27 @@ public static class HuggingFaceReader
                     Fail($"\"layer_types\" is {layerTypes.GetRawText()}; only every {slidingPeriod}-th layer global is supported");
             }
         }
-        else if (OptionalBool("use_sliding_window", false) && root.TryGetProperty("sliding_window", out var window) && window.ValueKind != JsonValueKind.Null)
-            context = Math.Min(context, PositiveInt("sliding_window", window));
+        else if (qwen)
+        {
+            // transformers' Qwen2Config (Qwen3's, the MoEs' alike): sliding_window (default 4096; null: none) counts only
+            // with use_sliding_window, and layer_types, if given, must be the layers from max_window_layers (default 28) on.
+            int window = !OptionalBool("use_sliding_window", false) ? 0
+                : !root.TryGetProperty("sliding_window", out var qwenWindow) ? 4096
+                : qwenWindow.ValueKind == JsonValueKind.Null ? 0 : PositiveInt("sliding_window", qwenWindow);
+            int first = 28;
+            if (root.TryGetProperty("max_window_layers", out var maxWindowLayers) && maxWindowLayers.ValueKind != JsonValueKind.Null
+                && !(maxWindowLayers.ValueKind == JsonValueKind.Number && maxWindowLayers.TryGetInt32(out first) && first >= 0))
+                Fail($"{Key("max_window_layers")} is {maxWindowLayers.GetRawText()}; expected a layer count");
+            if (root.TryGetProperty("layer_types", out var layerTypes) && layerTypes.ValueKind == JsonValueKind.Array)
+            {
+                var types = layerTypes.EnumerateArray().Select(t => t.ValueKind == JsonValueKind.String ? t.GetString() : null);
+                var expected = Enumerable.Range(0, layers).Select(l => window > 0 && l >= first ? "sliding_attention" : "full_attention");
+                if (!types.SequenceEqual(expected))
+                    Fail($"\"layer_types\" is {layerTypes.GetRawText()}; only the layers from max_window_layers ({first}) on may slide, and only with use_sliding_window and a sliding_window");
+            }
+            if (window > 0 && first < layers)
+                (slidingWindow, firstSliding) = (window, first);
+        }
         // Phi-3's window is kept to be written back but not run: llama.cpp's phi3 disables it.
         int declaredWindow = phi3 && root.TryGetProperty("sliding_window", out var phiWindow) && phiWindow.ValueKind != JsonValueKind.Null
             ? PositiveInt("sliding_window", phiWindow) : 0;
@@ -399,7 +496,7 @@ public static class HuggingFaceReader
             KvHeadCount = kvHeads,
             HeadDim = headDim,
             VocabSize = vocab,
-            ContextLength = context,
+            ContextLength = maxPositions,
             RopeTheta = (float)ropeTheta,
             RopeStyle = qwen || gemma || phi3 ? RopeStyle.Neox : RopeStyle.Interleaved,
             RopeScalingFactor = linearFactor,
@@ -410,6 +507,8 @@ public static class HuggingFaceReader
             LongRope = longRope,
             RopeOriginalContext = originalContext,
             RopeAttentionFactor = attentionFactor,
+            YarnLogMultiplier = yarnLogMultiplier,
+            AttentionTemperatureScale = temperature,
             DeclaredSlidingWindow = declaredWindow,
             RmsNormEps = (float)eps,
             TiedEmbeddings = tied,
@@ -417,7 +516,8 @@ public static class HuggingFaceReader
             QkNorm = qwen3 || gemma3,
             SlidingWindow = slidingWindow,
             SlidingWindowPeriod = slidingPeriod,
-            SlidingRopeTheta = gemma3 ? (float)OptionalDouble("rope_local_base_freq", 10000) : null,
+            FirstSlidingLayer = firstSliding,
+            SlidingRopeTheta = gemma3 ? (float)(slidingTheta ?? OptionalDouble("rope_local_base_freq", 10000)) : null,
             Activation = gemma ? FeedForwardActivation.GeluTanh : FeedForwardActivation.Silu,
             ScaleEmbedding = gemma,
             PostNorms = gemma,
@@ -432,6 +532,43 @@ public static class HuggingFaceReader
         };
         return ropeDimensions == headDim ? config : config with { RopeDimensions = ropeDimensions };
     }
+
+    /// <summary>
+    /// The embedding rows llama.cpp's converter keeps of a Gemma 3 checkpoint whose tokenizer is tokenizer.json alone
+    /// (no tokenizer.model), when fewer than config.json's vocab_size: it cuts the rows past the tokenizer.json's count,
+    /// the entries of its model's vocab plus those of its added_tokens (an added token that repeats a vocab entry counted
+    /// twice, as the converter counts it). Null when nothing is cut (another model, a SentencePiece tokenizer, a count
+    /// that reaches the rows).
+    /// </summary>
+    private static int? Gemma3TokenizerJsonRows(string directory, ModelConfig config, Vocabulary vocabulary)
+    {
+        string json = Path.Combine(directory, "tokenizer.json");
+        if (config.Architecture != "gemma3" || File.Exists(Path.Combine(directory, "tokenizer.model")) || !File.Exists(json))
+            return null;
+        int count;
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(json), new JsonDocumentOptions { MaxDepth = 256 });
+            var root = doc.RootElement;
+            count = root.GetProperty("model").GetProperty("vocab").EnumerateObject().Count()
+                + (root.TryGetProperty("added_tokens", out var added) && added.ValueKind == JsonValueKind.Array ? added.GetArrayLength() : 0);
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
+        {
+            throw new ModelFormatException(json, $"not a valid tokenizer.json: {e.Message}", e);
+        }
+        if (count >= config.VocabSize)
+            return null;
+        if (count < vocabulary.Count)
+            throw new ModelFormatException(json, $"its {count} entries (vocab and added_tokens, as llama.cpp's converter counts them for Gemma 3) do not reach its highest token id {vocabulary.Count - 1}");
+        return count;
+    }
+
+    /// <summary>Ministral3Config's rope_parameters when config.json gives none.</summary>
+    private static readonly JsonElement Ministral3DefaultRope = JsonDocument.Parse("""
+        {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 16.0, "original_max_position_embeddings": 16384, "beta_fast": 32.0,
+         "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0, "llama_4_scaling_beta": 0.1}
+        """).RootElement.Clone();
 
     /// <summary>Gemma3TextConfig's defaults for the sizes a Gemma 3 config may leave out (Gemma 3 4B's text_config has no
     /// attention head counts and no vocab_size).</summary>

@@ -91,6 +91,7 @@ public static class HuggingFaceWriter
         "qwen2" when c.AttentionBias && !c.QkNorm => "Qwen2ForCausalLM",
         "qwen3" when c.QkNorm => "Qwen3ForCausalLM",
         "phi3" when !c.QkNorm && !c.AttentionBias => "Phi3ForCausalLM",
+        "mistral3" when !c.QkNorm && !c.AttentionBias => "Ministral3ForCausalLM",
         _ => throw new NotSupportedException($"architecture \"{c.Architecture}\" (attention bias {c.AttentionBias}, q/k norm {c.QkNorm}) has no Hugging Face class Squeeze writes"),
     };
 
@@ -132,6 +133,7 @@ public static class HuggingFaceWriter
             "MixtralForCausalLM" => "mixtral",
             "Qwen2MoeForCausalLM" => "qwen2_moe",
             "Qwen3MoeForCausalLM" => "qwen3_moe",
+            "Ministral3ForCausalLM" => "ministral3",
             _ => c.Architecture,
         });
         w.WriteNumber("hidden_size", c.Dim);
@@ -184,6 +186,13 @@ public static class HuggingFaceWriter
             w.WriteNumber("original_max_position_embeddings", c.RopeOriginalContext);
             w.WriteNumber("beta_fast", c.YarnBetaFast);
             w.WriteNumber("beta_slow", c.YarnBetaSlow);
+            if (c.YarnLogMultiplier != 0)
+            {
+                w.WriteNumber("mscale", 1);
+                w.WriteNumber("mscale_all_dim", c.YarnLogMultiplier);
+            }
+            if (c.Architecture == "mistral3")
+                w.WriteNumber("llama_4_scaling_beta", c.AttentionTemperatureScale);
             w.WriteEndObject();
         }
         else if (c.RopeScalingFactor != 1f)
@@ -205,6 +214,11 @@ public static class HuggingFaceWriter
             w.WriteString("hidden_act", "silu");
         if (c.SlidingWindow > 0)
             w.WriteNumber("sliding_window", c.SlidingWindow);
+        if (c.SlidingWindow > 0 && c.Architecture is "qwen2" or "qwen3" or "qwen2moe" or "qwen3moe")
+        {
+            w.WriteBoolean("use_sliding_window", true);
+            w.WriteNumber("max_window_layers", c.FirstSlidingLayer);
+        }
         if (c.DeclaredSlidingWindow > 0)
             w.WriteNumber("sliding_window", c.DeclaredSlidingWindow);
         if (c.SlidingWindowPeriod > 0 && c.Architecture == "gemma3")

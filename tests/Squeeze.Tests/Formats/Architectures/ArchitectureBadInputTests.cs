@@ -33,6 +33,21 @@ public class ArchitectureBadInputTests
         AssertOneLine(e, path, message);
     }
 
+    /// <summary>A Qwen2 config.json with a sliding window on layers other than those from max_window_layers on, or a bad
+    /// layer count.</summary>
+    [Theory]
+    [InlineData("layer_types", "[\"sliding_attention\",\"full_attention\",\"full_attention\"]", "only the layers from max_window_layers (1) on may slide")]
+    [InlineData("max_window_layers", "-1", "\"max_window_layers\" is -1; expected a layer count")]
+    public void Bad_qwen_window_configs_are_one_line_naming_the_file(string key, string json, string message)
+    {
+        using var dir = new TempDirectory();
+        var config = Qwen2SlidingCheckpoint.Random.Config();
+        config[key] = JsonNode.Parse(json);
+        string path = dir.File("config.json");
+        File.WriteAllText(path, config.ToJsonString());
+        AssertOneLine(Assert.Throws<ModelFormatException>(() => HuggingFaceReader.ReadConfig(path)), path, message);
+    }
+
     /// <summary>A model_type alone that Squeeze does not know.</summary>
     [Fact]
     public void Unknown_model_type_is_named()
