@@ -38,6 +38,24 @@ public static partial class Quantize
 
     private static bool UseVectors => !scalarOnly && Vector256.IsHardwareAccelerated;
 
+    // codes[i] = clamp(NearestInt((x[i] + offset) / step), lo, hi) for 16 or 32 values, with NearestInt's own bit
+    // arithmetic (the shifted f32 value's low 23 bits), so that even quotients beyond its range give its integers.
+    // (The requantizations without a min pass offset 0: x + 0 differs from x only for −0, whose quotient rounds to 0 either way.)
+    private static void RequantizeLanes(ReadOnlySpan<float> x, float offset, float step, int lo, int hi, Span<int> codes)
+    {
+        var o = Vector512.Create(offset);
+        var s = Vector512.Create(step);
+        var magic = Vector512.Create(12582912f);
+        var low = Vector512.Create(lo);
+        var high = Vector512.Create(hi);
+        for (int k = 0; k < x.Length; k += 16)
+        {
+            var shifted = (Vector512.Create(x.Slice(k, 16)) + o) / s + magic;
+            var nearest = (shifted.AsInt32() & Vector512.Create(0x007fffff)) - Vector512.Create(0x00400000);
+            Vector512.Max(low, Vector512.Min(high, nearest)).CopyTo(codes.Slice(k, 16));
+        }
+    }
+
     // errors[c] ≈ Σᵢ w[i] · (x[i] − (step[c]·q − offset[c]))² in f32, q = nearest code in [qMin, qMax] (BestCodes' codes),
     // for c < count. step, offset and errors are padded by the caller to a multiple of 16.
     private static void CandidateErrors(ReadOnlySpan<float> x, ReadOnlySpan<float> w, int qMin, int qMax,
@@ -75,6 +93,7 @@ public static partial class Quantize
     // min when it accepts a trial, and later trials depend on min; so 16 trials are evaluated at a time from the first
     // one not yet decided and walked in step order: at the first acceptance min moves and the next 16 start after it.
     // (Clamping with MinNative / MaxNative: the codes are never NaN or -0, so they equal Math.Min / Math.Max.)
+    [SkipLocalsInit] // QkxSums writes every code before QkxErrors reads it
     private static float MakeQkxQuantsLanes(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> L, out float theMin,
         float rmin, float rdelta, int nstep, bool useMad, float min, float max, float sumW, float sumX, float bestError, float scale)
     {
@@ -84,6 +103,8 @@ public static partial class Quantize
         var lane = Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         var vSumW = Vector512.Create(sumW);
         var vSumX = Vector512.Create(sumX);
+        Span<float> codes = stackalloc float[16 * n];
+        ref float cs = ref MemoryMarshal.GetReference(codes);
         int first = 0;
         while (first < trials)
         {
@@ -94,7 +115,7 @@ public static partial class Quantize
             var iscale = Vector512.ConditionalSelect(valid,
                 (Vector512.Create(rmin) + Vector512.Create(rdelta) * step + Vector512.Create((float)nmax)) / Vector512.Create(max - min), Vector512<float>.Zero);
             var vmin = Vector512.Create(min);
-            QkxSums(ref xs, ref ws, n, nmax, iscale, vmin, out var sumL, out var sumL2, out var sumXL);
+            QkxSums(ref xs, ref ws, n, nmax, iscale, vmin, ref cs, out var sumL, out var sumL2, out var sumXL);
             var D = vSumW * sumL2 - sumL * sumL;
             var solved = valid & Vector512.GreaterThan(D, Vector512<float>.Zero);
             var thisScale = (vSumW * sumXL - vSumX * sumL) / D;
@@ -102,7 +123,7 @@ public static partial class Quantize
             var positive = Vector512.GreaterThan(thisMin, Vector512<float>.Zero);
             var scales = Vector512.ConditionalSelect(solved, Vector512.ConditionalSelect(positive, sumXL / sumL2, thisScale), Vector512<float>.Zero);
             var mins = Vector512.ConditionalSelect(solved & ~positive, thisMin, Vector512<float>.Zero);
-            var errors = QkxErrors(ref xs, ref ws, n, nmax, iscale, vmin, scales, mins, useMad);
+            var errors = QkxErrors(ref xs, ref ws, n, ref cs, scales, mins, useMad);
             ulong better = (solved & Vector512.LessThan(errors, Vector512.Create(bestError))).ExtractMostSignificantBits();
             if (better == 0)
             {
@@ -123,8 +144,9 @@ public static partial class Quantize
         return scale;
     }
 
-    // Σ w·l, Σ w·l·l, Σ w·l·x per lane, l = clamp(round(iscale·(x − min)), 0, nmax), in the scalar loop's order.
-    private static void QkxSums(ref float x, ref float w, int n, int nmax, Vector512<float> iscale, Vector512<float> vmin,
+    // Σ w·l, Σ w·l·l, Σ w·l·x per lane, l = clamp(round(iscale·(x − min)), 0, nmax), in the scalar loop's order; the
+    // codes l of value i at codes[16 i …].
+    private static void QkxSums(ref float x, ref float w, int n, int nmax, Vector512<float> iscale, Vector512<float> vmin, ref float codes,
         out Vector512<float> sumL, out Vector512<float> sumL2, out Vector512<float> sumXL)
     {
         var magic = Vector512.Create(12582912f);
@@ -134,6 +156,7 @@ public static partial class Quantize
         {
             var xi = Vector512.Create(Unsafe.Add(ref x, i));
             var l = Vector512.MinNative(top, Vector512.MaxNative(Vector512<float>.Zero, (iscale * (xi - vmin) + magic) - magic));
+            l.StoreUnsafe(ref codes, (nuint)(16 * i));
             var wl = Vector512.Create(Unsafe.Add(ref w, i)) * l;
             sl += wl;
             sl2 += wl * l;
@@ -145,16 +168,13 @@ public static partial class Quantize
     }
 
     // Σ w·|s·l + m − x| (useMad) or Σ w·(s·l + m − x)² per lane, with QkxSums' codes.
-    private static Vector512<float> QkxErrors(ref float x, ref float w, int n, int nmax, Vector512<float> iscale, Vector512<float> vmin,
-        Vector512<float> s, Vector512<float> m, bool useMad)
+    private static Vector512<float> QkxErrors(ref float x, ref float w, int n, ref float codes, Vector512<float> s, Vector512<float> m, bool useMad)
     {
-        var magic = Vector512.Create(12582912f);
-        var top = Vector512.Create((float)nmax);
         var e = Vector512<float>.Zero;
         for (int i = 0; i < n; i++)
         {
             var xi = Vector512.Create(Unsafe.Add(ref x, i));
-            var l = Vector512.MinNative(top, Vector512.MaxNative(Vector512<float>.Zero, (iscale * (xi - vmin) + magic) - magic));
+            var l = Vector512.LoadUnsafe(ref codes, (nuint)(16 * i));
             var diff = s * l + m - xi;
             e += Vector512.Create(Unsafe.Add(ref w, i)) * (useMad ? Vector512.Abs(diff) : diff * diff);
         }

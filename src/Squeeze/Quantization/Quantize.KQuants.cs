@@ -206,6 +206,11 @@ public static partial class Quantize
                 continue;
             }
             float dm = mAll * b.M[j];
+            if (UseVectors)
+            {
+                RequantizeLanes(x.Slice(16 * j, 16), dm, d, 0, 3, b.Q.AsSpan(16 * j, 16));
+                continue;
+            }
             for (int ii = 0; ii < 16; ii++)
                 b.Q[16 * j + ii] = Math.Max(0, Math.Min(3, NearestInt((x[16 * j + ii] + dm) / d)));
         }
@@ -286,6 +291,11 @@ public static partial class Quantize
         for (int j = 0; j < 16; j++)
         {
             float d = dAll * b.Sc[j];
+            if (d != 0 && UseVectors)
+            {
+                RequantizeLanes(x.Slice(16 * j, 16), 0, d, -4, 3, b.Q.AsSpan(16 * j, 16));
+                continue;
+            }
             for (int ii = 0; ii < 16; ii++)
             {
                 b.Q[16 * j + ii] = d == 0
@@ -390,6 +400,11 @@ public static partial class Quantize
                 continue;
             }
             float dm = mAll * b.M[j];
+            if (UseVectors)
+            {
+                RequantizeLanes(x.Slice(32 * j, 32), dm, d, 0, nmax, b.Q.AsSpan(32 * j, 32));
+                continue;
+            }
             for (int ii = 0; ii < 32; ii++)
                 b.Q[32 * j + ii] = Math.Max(0, Math.Min(nmax, NearestInt((x[32 * j + ii] + dm) / d)));
         }
@@ -428,6 +443,11 @@ public static partial class Quantize
         for (int j = 0; j < 16; j++)
         {
             float d = dAll * b.Sc[j];
+            if (d != 0 && UseVectors)
+            {
+                RequantizeLanes(x.Slice(16 * j, 16), 0, d, -32, 31, b.Q.AsSpan(16 * j, 16));
+                continue;
+            }
             for (int ii = 0; ii < 16; ii++)
             {
                 b.Q[16 * j + ii] = d == 0
@@ -688,12 +708,13 @@ public static partial class Quantize
         }
         b.D = k.D;
         Span<byte> hmask = b.HMask;
-        hmask.Clear();
-        // Code q is stored as q + 4 in [0, 8): bit 2 in hmask (bit j/32 of byte j%32), the low 2 bits in qs.
-        for (int j = 0; j < QK_K; j++)
+        // Code q is stored as q + 4 in [0, 8): bit 2 (q ≥ 0) in hmask (bit j/32 of byte j%32), the low 2 bits in qs.
+        for (int l = 0; l < 32; l++)
         {
-            if (k.Q[j] + 4 > 3)
-                hmask[j % 32] |= (byte)(1 << (j / 32));
+            int bits = 0;
+            for (int i = 0; i < 8; i++)
+                bits |= (k.Q[32 * i + l] >= 0 ? 1 : 0) << i;
+            hmask[l] = (byte)bits;
         }
         Pack2Bit(k.Q, 4, b.Qs);
     }
