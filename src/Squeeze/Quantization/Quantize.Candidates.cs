@@ -56,38 +56,89 @@ public static partial class Quantize
         }
     }
 
-    // errors[c] ≈ Σᵢ w[i] · (x[i] − (step[c]·q − offset[c]))² in f32, q = nearest code in [qMin, qMax] (BestCodes' codes),
-    // for c < count. step, offset and errors are padded by the caller to a multiple of 16.
-    private static void CandidateErrors(ReadOnlySpan<float> x, ReadOnlySpan<float> w, int qMin, int qMax,
-        ReadOnlySpan<float> step, ReadOnlySpan<float> offset, int count, Span<float> errors)
+    // Refine's step 1 estimates, every sub-block at once on the transposed super-block: candidate k of sub-block j is
+    // (sc[j] + ScOffsets[k], m[j] + MOffsets[k]), the scalar loop's (sc, m) in its order; lane l holds sub-block l mod S (S
+    // sub-blocks) of candidate row·16/S + l div S, and sums that sub-block's error in f32 in value order with BestCodes'
+    // codes: candidate k of sub-block j at estimates[k·S + j]. Bit k of survivors[j] is set unless that estimate is
+    // screened out by bounds[j], the sub-block's error before the step: RefineLanes screens the survivors again with the
+    // bound as it falls during the step, and one screened out here would be screened out by the lower bound too, or,
+    // where that bound is below the screen's range, rejected by BestCodes (its error is not below the higher bound).
+    // (A candidate outside the format's ranges gets an estimate and a bit that RefineLanes does not use.)
+    private static void SubBlockCandidateErrors(KFormat f, ReadOnlySpan<float> xt, ReadOnlySpan<float> wt, float d, float dmin, KBlock b,
+        ReadOnlySpan<double> bounds, Span<float> estimates, Span<ulong> survivors)
     {
+        Span<double> thresholds = stackalloc double[16];
+        for (int l = 0; l < 16; l++)
+            thresholds[l] = ScreenThreshold(bounds[l & (f.SubBlocks - 1)]);
+        var thresholdLo = Vector512.Create((ReadOnlySpan<double>)thresholds[..8]);
+        var thresholdHi = Vector512.Create((ReadOnlySpan<double>)thresholds[8..]);
+        survivors[..f.SubBlocks].Clear();
+        int subBlocks = f.SubBlocks, n = f.SubSize;
         var magic = Vector512.Create(12582912f);
-        var hi = Vector512.Create((float)qMax);
-        var lo = Vector512.Create((float)qMin);
-        ref float xs = ref MemoryMarshal.GetReference(x);
-        ref float ws = ref MemoryMarshal.GetReference(w);
-        bool weighted = !w.IsEmpty;
-        for (int c = 0; c < count; c += 16)
+        var hi = Vector512.Create((float)f.QMax);
+        var lo = Vector512.Create((float)f.QMin);
+        var vd = Vector512.Create(d);
+        var vdmin = Vector512.Create(dmin);
+        var scBase = FactorLanes(f, b.Sc);
+        var mBase = FactorLanes(f, b.M);
+        ref float xs = ref MemoryMarshal.GetReference(xt);
+        // Without importance every weight is 1, and 1·y is y.
+        ref float ws = ref wt.IsEmpty ? ref MemoryMarshal.GetArrayDataReference(OneWeights) : ref MemoryMarshal.GetReference(wt);
+        float[] scOffsets = f.ScOffsetLanes, mOffsets = f.MOffsetLanes;
+        for (int row = 0; row < scOffsets.Length / 16; row++)
         {
-            var s = Vector512.Create(step.Slice(c, 16));
-            var o = Vector512.Create(offset.Slice(c, 16));
-            var inv = Vector512.ConditionalSelect(Vector512.Equals(s, Vector512<float>.Zero), Vector512<float>.Zero, Vector512<float>.One / s);
+            var step = vd * (scBase + Vector512.Create(scOffsets, 16 * row));
+            var offset = vdmin * (mBase + Vector512.Create(mOffsets, 16 * row));
+            var inv = Vector512.ConditionalSelect(Vector512.Equals(step, Vector512<float>.Zero), Vector512<float>.Zero, Vector512<float>.One / step);
             var e = Vector512<float>.Zero;
-            for (int i = 0; i < x.Length; i++)
+            if (subBlocks == 16)
             {
-                var xi = Vector512.Create(Unsafe.Add(ref xs, i));
-                var t = (xi + o) * inv;
-                var q = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(t, hi), hi,
-                    Vector512.ConditionalSelect(Vector512.LessThanOrEqual(t, lo), lo, (t + magic) - magic));
-                var d = xi - (s * q - o);
-                e += weighted ? Vector512.Create(Unsafe.Add(ref ws, i)) * (d * d) : d * d;
+                for (int i = 0; i < n; i++)
+                {
+                    var xv = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
+                    var t = (xv + offset) * inv;
+                    var q = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(t, hi), hi,
+                        Vector512.ConditionalSelect(Vector512.LessThanOrEqual(t, lo), lo, (t + magic) - magic));
+                    var diff = xv - (step * q - offset);
+                    e += Vector512.LoadUnsafe(ref ws, (nuint)(16 * i)) * (diff * diff);
+                }
             }
-            e.CopyTo(errors.Slice(c, 16));
+            else
+            {
+                for (int i = 0; i < n; i++)
+                {
+                    var half = Vector256.LoadUnsafe(ref xs, (nuint)(8 * i));
+                    var xv = Vector512.Create(half, half);
+                    var t = (xv + offset) * inv;
+                    var q = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(t, hi), hi,
+                        Vector512.ConditionalSelect(Vector512.LessThanOrEqual(t, lo), lo, (t + magic) - magic));
+                    var diff = xv - (step * q - offset);
+                    var weight = Vector256.LoadUnsafe(ref ws, (nuint)(8 * i));
+                    e += Vector512.Create(weight, weight) * (diff * diff);
+                }
+            }
+            e.CopyTo(estimates.Slice(16 * row, 16));
+            var (eLo, eHi) = Vector512.Widen(e);
+            uint kept = ~((uint)Vector512.GreaterThanOrEqual(eLo, thresholdLo).ExtractMostSignificantBits()
+                | (uint)Vector512.GreaterThanOrEqual(eHi, thresholdHi).ExtractMostSignificantBits() << 8) & 0xFFFF;
+            for (; kept != 0; kept &= kept - 1)
+            {
+                int l = BitOperations.TrailingZeroCount(kept);
+                int k = row * (16 / subBlocks) + l / subBlocks;
+                if (k < f.ScOffsets.Length)
+                    survivors[l & (subBlocks - 1)] |= 1UL << k;
+            }
         }
     }
 
+    private static readonly float[] OneWeights = Enumerable.Repeat(1f, QK_K).ToArray();
+
     // True when an error whose f32 estimate is estimate is certainly not below bound (see above).
-    private static bool ScreenedOut(float estimate, double bound) => bound is >= 1e-30 and <= 1e30 && estimate >= bound * (1 + 1e-5);
+    private static bool ScreenedOut(float estimate, double bound) => estimate >= ScreenThreshold(bound);
+
+    // An error whose f32 estimate is at least this is certainly not below bound; NaN (nothing reaches it) outside
+    // [10⁻³⁰, 10³⁰].
+    private static double ScreenThreshold(double bound) => bound is >= 1e-30 and <= 1e30 ? bound * (1 + 1e-5) : double.NaN;
 
     // MakeQkxQuants' trial scales, one per lane, with the same f32 sums in the same order per lane. The scalar loop moves
     // min when it accepts a trial, and later trials depend on min; so 16 trials are evaluated at a time from the first
@@ -243,9 +294,6 @@ public static partial class Quantize
         public readonly float[] X = new float[QK_K];
         public readonly float[] W = new float[QK_K];
         public readonly float[] Q = new float[QK_K];
-        public readonly float[] Steps = new float[64];
-        public readonly float[] Offsets = new float[64];
-        public readonly float[] Errors = new float[64];
         public readonly double[] CandidateErrors = new double[16 * (2 * RefineUlpRadius + 2)];
     }
 
@@ -266,7 +314,8 @@ public static partial class Quantize
         Span<int> codes = stackalloc int[32];
         Span<double> subError = stackalloc double[16];
         Span<ushort> candidates = stackalloc ushort[2 * RefineUlpRadius + 2];
-        Span<float> steps = buffers.Steps, offsets = buffers.Offsets, candidateErrors = buffers.Errors;
+        Span<float> estimates = stackalloc float[f.ScOffsetLanes.Length];
+        Span<ulong> survivors = stackalloc ulong[16];
         Span<double> exact = buffers.CandidateErrors;
         float d = F16ToF32(b.D), dmin = F16ToF32(b.DMin);
         LaneErrors(f, xt, wt, Vector512.Create(d) * FactorLanes(f, b.Sc), Vector512.Create(dmin) * FactorLanes(f, b.M), qt, chooseCodes: false, subError);
@@ -277,44 +326,30 @@ public static partial class Quantize
             d = F16ToF32(b.D);
             dmin = F16ToF32(b.DMin);
 
-            // 1. sub-block scales and mins, screened in f32 lanes, the rest through BestCodes.
+            // 1. sub-block scales and mins, screened in f32 lanes, the rest through BestCodes in the scalar loop's order.
+            SubBlockCandidateErrors(f, xt, wt, d, dmin, b, subError, estimates, survivors);
             for (int j = 0; j < subBlocks; j++)
             {
                 ReadOnlySpan<float> xs = x.Slice(j * n, n);
                 ReadOnlySpan<float> ws = Sub(w, j, n);
                 int sc0 = b.Sc[j], m0 = b.M[j];
-                int mLo = f.MMax == 0 ? 0 : Math.Max(0, m0 - RefineSubRadius), mHi = f.MMax == 0 ? 0 : Math.Min(f.MMax, m0 + RefineSubRadius);
-                int scLo = Math.Max(f.ScMin, sc0 - RefineSubRadius), scHi = Math.Min(f.ScMax, sc0 + RefineSubRadius);
-                int count = 0;
-                for (int sc = scLo; sc <= scHi; sc++)
+                for (ulong kept = survivors[j]; kept != 0; kept &= kept - 1)
                 {
-                    for (int m = mLo; m <= mHi; m++, count++)
+                    int k = BitOperations.TrailingZeroCount(kept);
+                    int sc = sc0 + f.ScOffsets[k], m = m0 + f.MOffsets[k];
+                    if (sc < f.ScMin || sc > f.ScMax || m < 0 || m > f.MMax || sc == b.Sc[j] && m == b.M[j]
+                        || ScreenedOut(estimates[k * subBlocks + j], subError[j]))
+                        continue;
+                    double e = BestCodes(f, xs, ws, d * sc, dmin * m, codes, subError[j]);
+                    if (e < subError[j])
                     {
-                        steps[count] = d * sc;
-                        offsets[count] = dmin * m;
-                    }
-                }
-                for (int c = count; c < (count + 15) / 16 * 16; c++)
-                    steps[c] = offsets[c] = 0;
-                CandidateErrors(xs, ws, f.QMin, f.QMax, steps, offsets, count, candidateErrors);
-                int k = 0;
-                for (int sc = scLo; sc <= scHi; sc++)
-                {
-                    for (int m = mLo; m <= mHi; m++, k++)
-                    {
-                        if (sc == b.Sc[j] && m == b.M[j] || ScreenedOut(candidateErrors[k], subError[j]))
-                            continue;
-                        double e = BestCodes(f, xs, ws, d * sc, dmin * m, codes, subError[j]);
-                        if (e < subError[j])
-                        {
-                            subError[j] = e;
-                            b.Sc[j] = sc;
-                            b.M[j] = m;
-                            codes[..n].CopyTo(b.Q.AsSpan(j * n, n));
-                            for (int i = 0; i < n; i++)
-                                qt[i * subBlocks + j] = codes[i];
-                            improved = true;
-                        }
+                        subError[j] = e;
+                        b.Sc[j] = sc;
+                        b.M[j] = m;
+                        codes[..n].CopyTo(b.Q.AsSpan(j * n, n));
+                        for (int i = 0; i < n; i++)
+                            qt[i * subBlocks + j] = codes[i];
+                        improved = true;
                     }
                 }
             }

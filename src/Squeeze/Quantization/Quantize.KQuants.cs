@@ -17,6 +17,38 @@ public static partial class Quantize
     private sealed record KFormat(int SubBlocks, int QMin, int QMax, int ScMin, int ScMax, int MMax)
     {
         public int SubSize => QK_K / SubBlocks;
+
+        /// <summary>Refine's sub-block candidates in its order, as offsets from the current (sc, m): sc from −r to r and,
+        /// within each, m from −r to r (0 alone without a min term).</summary>
+        public int[] ScOffsets { get; } = SubBlockOffsets(MMax, scale: true);
+
+        /// <summary>The m offsets of <see cref="ScOffsets"/>' candidates.</summary>
+        public int[] MOffsets { get; } = SubBlockOffsets(MMax, scale: false);
+
+        /// <summary><see cref="ScOffsets"/> as RefineLanes' lanes: lane l of row r holds the offset of candidate
+        /// r·16/S + l div S (S sub-blocks), the last candidate repeated past the end.</summary>
+        public float[] ScOffsetLanes { get; } = OffsetLanes(SubBlockOffsets(MMax, scale: true), SubBlocks);
+
+        /// <summary><see cref="MOffsets"/> as lanes, as <see cref="ScOffsetLanes"/>.</summary>
+        public float[] MOffsetLanes { get; } = OffsetLanes(SubBlockOffsets(MMax, scale: false), SubBlocks);
+
+        private static int[] SubBlockOffsets(int mMax, bool scale)
+        {
+            int mCount = mMax == 0 ? 1 : 2 * RefineSubRadius + 1;
+            var offsets = new int[(2 * RefineSubRadius + 1) * mCount];
+            for (int k = 0; k < offsets.Length; k++)
+                offsets[k] = scale ? k / mCount - RefineSubRadius : mMax == 0 ? 0 : k % mCount - RefineSubRadius;
+            return offsets;
+        }
+
+        private static float[] OffsetLanes(int[] offsets, int subBlocks)
+        {
+            int perRow = 16 / subBlocks;
+            var lanes = new float[(offsets.Length + perRow - 1) / perRow * 16];
+            for (int l = 0; l < lanes.Length; l++)
+                lanes[l] = offsets[Math.Min(offsets.Length - 1, l / 16 * perRow + l % 16 / subBlocks)];
+            return lanes;
+        }
     }
 
     private static readonly KFormat FormatQ2K = new(16, 0, 3, 0, 15, 15);
