@@ -438,6 +438,63 @@ public static partial class Quantize
         return Vector512.Sum(eLo + eHi);
     }
 
+    // LeastSquaresScale's half value without its sequential sums, when that is certain. The same terms (the same double
+    // operations per value) are added in lanes, in another order; either order's sum of n terms is within γₙ·Σ|term| of
+    // the exact one (γₙ = n·2⁻⁵³/(1 − n·2⁻⁵³), below 3·10⁻¹⁴ for 256 terms), so the scalar order's numerator and denominator
+    // lie within 2·10⁻¹³·Σ|term| of the lanes'. Its quotient then lies between the quotients of that box's corners, and
+    // rounding to double, f32 and half is monotone: when the lowest and highest corner round to the same finite half,
+    // that is LeastSquaresScale's half (true, exists). A zero denominator is zero in every order (terms w·a² ≥ 0): no fit
+    // (true, not exists). Otherwise false: the caller runs LeastSquaresScale.
+    private static bool LeastSquaresHalfLanes(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b, int which, out ushort half, out bool exists)
+    {
+        int n = f.SubSize;
+        var d = Vector512.Create((double)F16ToF32(b.D));
+        var dmin = Vector512.Create((double)F16ToF32(b.DMin));
+        var one = Vector512.Create(1.0);
+        ref float xs = ref MemoryMarshal.GetReference(x);
+        ref float ws = ref MemoryMarshal.GetReference(w);
+        ref int qs = ref MemoryMarshal.GetArrayDataReference(b.Q);
+        Vector512<double> num = Vector512<double>.Zero, den = Vector512<double>.Zero, magnitude = Vector512<double>.Zero;
+        for (int j = 0; j < f.SubBlocks; j++)
+        {
+            var sc = Vector512.Create((double)b.Sc[j]);
+            var c = Vector512.Create((double)b.M[j]);
+            for (int i = j * n; i < (j + 1) * n; i += 8)
+            {
+                var xi = Vector512.WidenLower(Vector256.LoadUnsafe(ref xs, (nuint)i).ToVector512Unsafe());
+                var wi = w.IsEmpty ? one : Vector512.WidenLower(Vector256.LoadUnsafe(ref ws, (nuint)i).ToVector512Unsafe());
+                var a = sc * Vector512.ConvertToDouble(Vector512.WidenLower(Vector256.LoadUnsafe(ref qs, (nuint)i).ToVector512Unsafe()));
+                Vector512<double> numTerm, denTerm;
+                if (which == 0)
+                {
+                    numTerm = wi * a * (xi + dmin * c);
+                    denTerm = wi * a * a;
+                }
+                else
+                {
+                    numTerm = wi * c * (d * a - xi);
+                    denTerm = wi * c * c;
+                }
+                num += numTerm;
+                den += denTerm;
+                magnitude += Vector512.Abs(numTerm);
+            }
+        }
+        half = 0;
+        double numerator = Vector512.Sum(num), denominator = Vector512.Sum(den), slack = 2e-13 * Vector512.Sum(magnitude);
+        exists = denominator > 0;
+        if (!exists)
+            return true;
+        double denLo = denominator * (1 - 2e-13), denHi = denominator * (1 + 2e-13);
+        double numLo = numerator - slack, numHi = numerator + slack;
+        double lowest = Math.Min(numLo / denLo, numLo / denHi), highest = Math.Max(numHi / denLo, numHi / denHi);
+        float low = (float)lowest, high = (float)highest;
+        if (!float.IsFinite(low) || !float.IsFinite(high) || F32ToF16(low) != F32ToF16(high))
+            return false;
+        half = F32ToF16(low);
+        return true;
+    }
+
     // AllBestCodes' result from the full sub-block errors: +∞ where it stops early (a sub-block's error reaches what is
     // left of the bound, or the running total reaches the bound), else the total.
     private static double ReplayAllBestCodes(ReadOnlySpan<double> subErrors, double bound)

@@ -586,6 +586,12 @@ public static partial class Quantize
             if (k != 0 && bits >= 0 && bits <= 0xFFFF && float.IsFinite(F16ToF32((ushort)bits)))
                 candidates[count++] = (ushort)bits;
         }
+        if (UseVectors && LeastSquaresHalfLanes(f, x, w, b, which, out ushort fitHalf, out bool exists))
+        {
+            if (exists)
+                candidates[count++] = fitHalf;
+            return count;
+        }
         float fit = LeastSquaresScale(f, x, w, b, which);
         if (float.IsFinite(fit))
             candidates[count++] = F32ToF16(fit);
