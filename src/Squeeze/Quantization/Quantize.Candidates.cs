@@ -64,16 +64,16 @@ public static partial class Quantize
     // bound as it falls during the step, and one screened out here would be screened out by the lower bound too, or,
     // where that bound is below the screen's range, rejected by BestCodes (its error is not below the higher bound).
     // (A candidate outside the format's ranges gets an estimate and a bit that RefineLanes does not use.)
-    private static void SubBlockCandidateErrors(KFormat f, ReadOnlySpan<float> xt, ReadOnlySpan<float> wt, float d, float dmin, KBlock b,
+    private static void SubBlockCandidateErrors(KFormat f, ReadOnlySpan<float> xl, ReadOnlySpan<float> wl, float d, float dmin, KBlock b,
         ReadOnlySpan<double> bounds, Span<float> estimates, Span<ulong> survivors)
     {
+        int subBlocks = f.SubBlocks, n = f.SubSize;
         Span<double> thresholds = stackalloc double[16];
         for (int l = 0; l < 16; l++)
-            thresholds[l] = ScreenThreshold(bounds[l & (f.SubBlocks - 1)]);
+            thresholds[l] = ScreenThreshold(bounds[l & (subBlocks - 1)]);
         var thresholdLo = Vector512.Create((ReadOnlySpan<double>)thresholds[..8]);
         var thresholdHi = Vector512.Create((ReadOnlySpan<double>)thresholds[8..]);
-        survivors[..f.SubBlocks].Clear();
-        int subBlocks = f.SubBlocks, n = f.SubSize;
+        survivors[..subBlocks].Clear();
         var magic = Vector512.Create(12582912f);
         var hi = Vector512.Create((float)f.QMax);
         var lo = Vector512.Create((float)f.QMin);
@@ -81,53 +81,55 @@ public static partial class Quantize
         var vdmin = Vector512.Create(dmin);
         var scBase = FactorLanes(f, b.Sc);
         var mBase = FactorLanes(f, b.M);
-        ref float xs = ref MemoryMarshal.GetReference(xt);
-        // Without importance every weight is 1, and 1·y is y.
-        ref float ws = ref wt.IsEmpty ? ref MemoryMarshal.GetArrayDataReference(OneWeights) : ref MemoryMarshal.GetReference(wt);
+        ref float xs = ref MemoryMarshal.GetReference(xl);
+        ref float ws = ref MemoryMarshal.GetReference(wl);
         float[] scOffsets = f.ScOffsetLanes, mOffsets = f.MOffsetLanes;
-        for (int row = 0; row < scOffsets.Length / 16; row++)
+        int rows = scOffsets.Length / 16;
+        // Two rows at a time (the second repeats the last row when the count is odd): two independent running sums.
+        for (int row = 0; row < rows; row += 2)
         {
-            var step = vd * (scBase + Vector512.Create(scOffsets, 16 * row));
-            var offset = vdmin * (mBase + Vector512.Create(mOffsets, 16 * row));
-            var inv = Vector512.ConditionalSelect(Vector512.Equals(step, Vector512<float>.Zero), Vector512<float>.Zero, Vector512<float>.One / step);
-            var e = Vector512<float>.Zero;
-            if (subBlocks == 16)
+            int other = Math.Min(row + 1, rows - 1);
+            var step0 = vd * (scBase + Vector512.Create(scOffsets, 16 * row));
+            var offset0 = vdmin * (mBase + Vector512.Create(mOffsets, 16 * row));
+            var inv0 = Vector512.ConditionalSelect(Vector512.Equals(step0, Vector512<float>.Zero), Vector512<float>.Zero, Vector512<float>.One / step0);
+            var step1 = vd * (scBase + Vector512.Create(scOffsets, 16 * other));
+            var offset1 = vdmin * (mBase + Vector512.Create(mOffsets, 16 * other));
+            var inv1 = Vector512.ConditionalSelect(Vector512.Equals(step1, Vector512<float>.Zero), Vector512<float>.Zero, Vector512<float>.One / step1);
+            Vector512<float> e0 = Vector512<float>.Zero, e1 = Vector512<float>.Zero;
+            for (int i = 0; i < n; i++)
             {
-                for (int i = 0; i < n; i++)
-                {
-                    var xv = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
-                    var t = (xv + offset) * inv;
-                    var q = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(t, hi), hi,
-                        Vector512.ConditionalSelect(Vector512.LessThanOrEqual(t, lo), lo, (t + magic) - magic));
-                    var diff = xv - (step * q - offset);
-                    e += Vector512.LoadUnsafe(ref ws, (nuint)(16 * i)) * (diff * diff);
-                }
+                var xv = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
+                var wv = Vector512.LoadUnsafe(ref ws, (nuint)(16 * i));
+                // BestCodes' clamped nearest code: rounding (t + magic) − magic is monotone and exact on the codes' range,
+                // so clamping its result equals clamping t first.
+                var q0 = Vector512.MinNative(hi, Vector512.MaxNative(lo, ((xv + offset0) * inv0 + magic) - magic));
+                var q1 = Vector512.MinNative(hi, Vector512.MaxNative(lo, ((xv + offset1) * inv1 + magic) - magic));
+                var diff0 = xv - (step0 * q0 - offset0);
+                var diff1 = xv - (step1 * q1 - offset1);
+                e0 += wv * (diff0 * diff0);
+                e1 += wv * (diff1 * diff1);
             }
-            else
-            {
-                for (int i = 0; i < n; i++)
-                {
-                    var half = Vector256.LoadUnsafe(ref xs, (nuint)(8 * i));
-                    var xv = Vector512.Create(half, half);
-                    var t = (xv + offset) * inv;
-                    var q = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(t, hi), hi,
-                        Vector512.ConditionalSelect(Vector512.LessThanOrEqual(t, lo), lo, (t + magic) - magic));
-                    var diff = xv - (step * q - offset);
-                    var weight = Vector256.LoadUnsafe(ref ws, (nuint)(8 * i));
-                    e += Vector512.Create(weight, weight) * (diff * diff);
-                }
-            }
-            e.CopyTo(estimates.Slice(16 * row, 16));
-            var (eLo, eHi) = Vector512.Widen(e);
-            uint kept = ~((uint)Vector512.GreaterThanOrEqual(eLo, thresholdLo).ExtractMostSignificantBits()
-                | (uint)Vector512.GreaterThanOrEqual(eHi, thresholdHi).ExtractMostSignificantBits() << 8) & 0xFFFF;
-            for (; kept != 0; kept &= kept - 1)
-            {
-                int l = BitOperations.TrailingZeroCount(kept);
-                int k = row * (16 / subBlocks) + l / subBlocks;
-                if (k < f.ScOffsets.Length)
-                    survivors[l & (subBlocks - 1)] |= 1UL << k;
-            }
+            Survivors(f, row, e0, thresholdLo, thresholdHi, estimates, survivors);
+            if (other != row)
+                Survivors(f, other, e1, thresholdLo, thresholdHi, estimates, survivors);
+        }
+    }
+
+    // Stores a row of SubBlockCandidateErrors' estimates and sets the bits of the candidates its screen keeps.
+    private static void Survivors(KFormat f, int row, Vector512<float> e, Vector512<double> thresholdLo, Vector512<double> thresholdHi,
+        Span<float> estimates, Span<ulong> survivors)
+    {
+        int subBlocks = f.SubBlocks;
+        e.CopyTo(estimates.Slice(16 * row, 16));
+        var (eLo, eHi) = Vector512.Widen(e);
+        uint kept = ~((uint)Vector512.GreaterThanOrEqual(eLo, thresholdLo).ExtractMostSignificantBits()
+            | (uint)Vector512.GreaterThanOrEqual(eHi, thresholdHi).ExtractMostSignificantBits() << 8) & 0xFFFF;
+        for (; kept != 0; kept &= kept - 1)
+        {
+            int l = BitOperations.TrailingZeroCount(kept);
+            int k = row * (16 / subBlocks) + l / subBlocks;
+            if (k < f.ScOffsets.Length)
+                survivors[l & (subBlocks - 1)] |= 1UL << k;
         }
     }
 
@@ -287,12 +289,15 @@ public static partial class Quantize
         return scale;
     }
 
-    /// <summary>RefineLanes' buffers: the super-block transposed (value i of sub-block j at [i * sub-blocks + j]), and the
-    /// screen's candidate lanes.</summary>
+    /// <summary>RefineLanes' buffers: the super-block transposed (value i of sub-block j at [i * sub-blocks + j]), the
+    /// sub-block screen's lanes (value i of every sub-block at [16 i …], twice over for 8 sub-blocks), and the super-block
+    /// candidates' exact errors.</summary>
     private sealed class RefineBuffers
     {
         public readonly float[] X = new float[QK_K];
         public readonly float[] W = new float[QK_K];
+        public readonly float[] XLanes = new float[2 * QK_K];
+        public readonly float[] WLanes = new float[2 * QK_K];
         public readonly float[] Q = new float[QK_K];
         public readonly double[] CandidateErrors = new double[16 * (2 * RefineUlpRadius + 2)];
     }
@@ -311,6 +316,9 @@ public static partial class Quantize
         if (!w.IsEmpty)
             Transpose(w, subBlocks, wt);
         TransposeCodes(b.Q, subBlocks, qt);
+        // Without importance every weight is 1, and 1·y is y.
+        ReadOnlySpan<float> xl = ScreenLanes(xt, subBlocks, buffers.XLanes);
+        ReadOnlySpan<float> wl = ScreenLanes(w.IsEmpty ? OneWeights : wt, subBlocks, buffers.WLanes);
         Span<int> codes = stackalloc int[32];
         Span<double> subError = stackalloc double[16];
         Span<ushort> candidates = stackalloc ushort[2 * RefineUlpRadius + 2];
@@ -327,7 +335,7 @@ public static partial class Quantize
             dmin = F16ToF32(b.DMin);
 
             // 1. sub-block scales and mins, screened in f32 lanes, the rest through BestCodes in the scalar loop's order.
-            SubBlockCandidateErrors(f, xt, wt, d, dmin, b, subError, estimates, survivors);
+            SubBlockCandidateErrors(f, xl, wl, d, dmin, b, subError, estimates, survivors);
             for (int j = 0; j < subBlocks; j++)
             {
                 ReadOnlySpan<float> xs = x.Slice(j * n, n);
@@ -509,6 +517,20 @@ public static partial class Quantize
                 return double.PositiveInfinity;
         }
         return total;
+    }
+
+    // The transposed super-block as the sub-block screen's lanes: itself for 16 sub-blocks; for 8, each position's 8
+    // values twice (lanes[16 i + l] = transposed[8 i + l mod 8]), written to buffer.
+    private static ReadOnlySpan<float> ScreenLanes(ReadOnlySpan<float> transposed, int subBlocks, Span<float> buffer)
+    {
+        if (subBlocks == 16)
+            return transposed[..QK_K];
+        for (int i = 0; i < QK_K / 8; i++)
+        {
+            transposed.Slice(8 * i, 8).CopyTo(buffer.Slice(16 * i, 8));
+            transposed.Slice(8 * i, 8).CopyTo(buffer.Slice(16 * i + 8, 8));
+        }
+        return buffer;
     }
 
     // transposed[i * subBlocks + j] = values[j * n + i] for a super-block.
