@@ -289,6 +289,85 @@ public static partial class Quantize
         return scale;
     }
 
+    // MakeQxQuants (rmseType 1) for the 16 sub-blocks of 16 values of a super-block at once, sub-block j in lane j of the
+    // transposed values, each lane with its sub-block's f32 operations in the scalar order: the first value of largest
+    // magnitude, the codes and sums of the first scale, then the 18 trial scales accepted in step order. weights: one per
+    // value, or empty for x². The codes go to L and the scales to scales, as 16 calls of MakeQxQuants would write them.
+    // (Rounding by (t + magic) − magic equals NearestInt here: |t| ≤ nmax + 1 wherever the sub-block is not all but zero.)
+    [SkipLocalsInit] // every element of the buffers is written before it is read
+    private static void MakeQxQuantsSubBlocks(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<sbyte> L, Span<float> scales)
+    {
+        Span<float> xt = stackalloc float[QK_K];
+        Span<float> wt = stackalloc float[QK_K];
+        Span<float> codes = stackalloc float[QK_K];
+        Span<float> trial = stackalloc float[QK_K];
+        Transpose(x, 16, xt);
+        if (weights.IsEmpty)
+        {
+            for (int k = 0; k < QK_K; k++)
+                wt[k] = xt[k] * xt[k];
+        }
+        else
+        {
+            Transpose(weights, 16, wt);
+        }
+        ref float xs = ref MemoryMarshal.GetReference(xt);
+        ref float ws = ref MemoryMarshal.GetReference(wt);
+        Vector512<float> amax = Vector512<float>.Zero, max = Vector512<float>.Zero;
+        for (int i = 0; i < 16; i++)
+        {
+            var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
+            var larger = Vector512.GreaterThan(Vector512.Abs(xi), amax);
+            amax = Vector512.ConditionalSelect(larger, Vector512.Abs(xi), amax);
+            max = Vector512.ConditionalSelect(larger, xi, max);
+        }
+        var zero = Vector512.LessThan(amax, Vector512.Create(GroupMaxEps));
+        var (sumlx, suml2) = QxSums(ref xs, ref ws, nmax, Vector512.Create((float)-nmax) / max, codes);
+        var scale = Vector512.ConditionalSelect(Vector512.Equals(suml2, Vector512<float>.Zero), Vector512<float>.Zero, sumlx / suml2);
+        var best = scale * sumlx;
+        for (int step = -9; step <= 9; step++)
+        {
+            if (step == 0)
+                continue;
+            var (slx, sl2) = QxSums(ref xs, ref ws, nmax, Vector512.Create(-(nmax + 0.1f * step)) / max, trial);
+            var accept = Vector512.GreaterThan(sl2, Vector512<float>.Zero) & Vector512.GreaterThan(slx * slx, best * sl2);
+            if (accept == Vector512<float>.Zero)
+                continue;
+            for (int k = 0; k < QK_K; k += 16)
+                Vector512.ConditionalSelect(accept, Vector512.Create((ReadOnlySpan<float>)trial.Slice(k, 16)), Vector512.Create((ReadOnlySpan<float>)codes.Slice(k, 16))).CopyTo(codes.Slice(k, 16));
+            scale = Vector512.ConditionalSelect(accept, slx / sl2, scale);
+            best = Vector512.ConditionalSelect(accept, scale * slx, best);
+        }
+        Vector512.ConditionalSelect(zero, Vector512<float>.Zero, scale).CopyTo(scales);
+        uint empty = (uint)zero.ExtractMostSignificantBits();
+        for (int j = 0; j < 16; j++)
+        {
+            for (int i = 0; i < 16; i++)
+                L[16 * j + i] = (empty >> j & 1) != 0 ? (sbyte)0 : (sbyte)(codes[16 * i + j] + nmax);
+        }
+    }
+
+    // MakeQxQuants' sums for one scale per lane on transposed sub-blocks: l = clamp(NearestInt(iscale·x), −nmax, nmax − 1)
+    // written to codes, Σ (w·x)·l and Σ (w·l)·l in value order.
+    private static (Vector512<float> SumLx, Vector512<float> SumL2) QxSums(ref float xs, ref float ws, int nmax, Vector512<float> iscale, Span<float> codes)
+    {
+        var magic = Vector512.Create(12582912f);
+        var lo = Vector512.Create((float)-nmax);
+        var hi = Vector512.Create((float)(nmax - 1));
+        ref float cs = ref MemoryMarshal.GetReference(codes);
+        Vector512<float> slx = Vector512<float>.Zero, sl2 = Vector512<float>.Zero;
+        for (int i = 0; i < 16; i++)
+        {
+            var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
+            var wi = Vector512.LoadUnsafe(ref ws, (nuint)(16 * i));
+            var l = Vector512.MinNative(hi, Vector512.MaxNative(lo, (iscale * xi + magic) - magic));
+            l.StoreUnsafe(ref cs, (nuint)(16 * i));
+            slx += wi * xi * l;
+            sl2 += wi * l * l;
+        }
+        return (slx, sl2);
+    }
+
     /// <summary>RefineLanes' buffers: the super-block transposed (value i of sub-block j at [i * sub-blocks + j]), the
     /// sub-block screen's lanes (value i of every sub-block at [16 i …], twice over for 8 sub-blocks), and the super-block
     /// candidates' exact errors.</summary>

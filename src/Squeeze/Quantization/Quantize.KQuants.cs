@@ -289,7 +289,7 @@ public static partial class Quantize
     {
         Span<sbyte> L = stackalloc sbyte[QK_K];
         Span<float> scales = stackalloc float[16];
-        Span<float> weight = stackalloc float[16];
+        Span<float> weight = stackalloc float[QK_K];
         Span<float> sw = stackalloc float[16];
         Span<sbyte> Ls = stackalloc sbyte[16];
         float sumX2 = 0;
@@ -301,13 +301,19 @@ public static partial class Quantize
             for (int l = 0; l < 16; l++)
             {
                 float v = x[16 * j + l];
-                weight[l] = qw.IsEmpty ? v * v : qw[16 * j + l] * MathF.Sqrt(sigma2 + v * v);
+                weight[16 * j + l] = qw.IsEmpty ? v * v : qw[16 * j + l] * MathF.Sqrt(sigma2 + v * v);
             }
             float sumw = 0;
             for (int l = 0; l < 16; l++)
-                sumw += weight[l];
+                sumw += weight[16 * j + l];
             sw[j] = sumw;
-            scales[j] = MakeQxQuants(4, x.Slice(16 * j, 16), L.Slice(16 * j, 16), 1, weight);
+        }
+        if (UseVectors)
+            MakeQxQuantsSubBlocks(4, x, weight, L, scales);
+        else
+        {
+            for (int j = 0; j < 16; j++)
+                scales[j] = MakeQxQuants(4, x.Slice(16 * j, 16), L.Slice(16 * j, 16), 1, weight.Slice(16 * j, 16));
         }
         float dBlock = MakeQxQuants(32, scales, Ls, 1, sw);
         for (int j = 0; j < 16; j++)
@@ -448,9 +454,11 @@ public static partial class Quantize
         Span<sbyte> L = stackalloc sbyte[QK_K];
         Span<float> scales = stackalloc float[16];
         float maxScale = 0, maxAbsScale = 0;
+        if (UseVectors)
+            MakeQxQuantsSubBlocks(32, x, qw, L, scales);
         for (int ib = 0; ib < 16; ib++)
         {
-            float scale = MakeQxQuants(32, x.Slice(16 * ib, 16), L.Slice(16 * ib, 16), 1, qw.IsEmpty ? default : qw.Slice(16 * ib, 16));
+            float scale = UseVectors ? scales[ib] : MakeQxQuants(32, x.Slice(16 * ib, 16), L.Slice(16 * ib, 16), 1, qw.IsEmpty ? default : qw.Slice(16 * ib, 16));
             scales[ib] = scale;
             float absScale = MathF.Abs(scale);
             if (absScale > maxAbsScale)
