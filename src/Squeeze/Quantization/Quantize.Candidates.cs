@@ -289,6 +289,106 @@ public static partial class Quantize
         return scale;
     }
 
+    // MakeQkxQuants for the 16 sub-blocks of 16 values of a super-block at once, sub-block j in lane j of the transposed
+    // values, each lane with its sub-block's f32 operations in the scalar order (the trials' codes rounded and clamped as
+    // MakeQkxQuantsLanes does): its minimum and maximum, the first codes and their error, then nstep + 1 trial scales,
+    // each accepted where its error is lower, which moves that lane's min for the later trials. Writes the codes to L,
+    // −min to mins and the scales to scales, as 16 calls of MakeQkxQuants would.
+    [SkipLocalsInit] // every element of the buffers is written before it is read
+    private static void MakeQkxQuantsSubBlocks(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> L, Span<float> mins,
+        Span<float> scales, float rmin, float rdelta, int nstep, bool useMad)
+    {
+        Span<float> xt = stackalloc float[QK_K];
+        Span<float> wt = stackalloc float[QK_K];
+        Span<float> codes = stackalloc float[QK_K];
+        Span<float> trial = stackalloc float[QK_K];
+        Transpose(x, 16, xt);
+        Transpose(weights, 16, wt);
+        ref float xs = ref MemoryMarshal.GetReference(xt);
+        ref float ws = ref MemoryMarshal.GetReference(wt);
+        ref float cs = ref MemoryMarshal.GetReference(codes);
+        ref float ts = ref MemoryMarshal.GetReference(trial);
+        var magic = Vector512.Create(12582912f);
+        var top = Vector512.Create((float)nmax);
+        var min = Vector512.LoadUnsafe(ref xs);
+        var max = min;
+        var sumW = Vector512.LoadUnsafe(ref ws);
+        var sumX = sumW * min;
+        for (int i = 1; i < 16; i++)
+        {
+            var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
+            min = Vector512.ConditionalSelect(Vector512.LessThan(xi, min), xi, min);
+            max = Vector512.ConditionalSelect(Vector512.GreaterThan(xi, max), xi, max);
+            var wi = Vector512.LoadUnsafe(ref ws, (nuint)(16 * i));
+            sumW += wi;
+            sumX += wi * xi;
+        }
+        min = Vector512.ConditionalSelect(Vector512.GreaterThan(min, Vector512<float>.Zero), Vector512<float>.Zero, min);
+        var flat = Vector512.Equals(max, min);
+        var iscale = top / (max - min);
+        var scale = Vector512<float>.One / iscale;
+        var bestError = Vector512<float>.Zero;
+        for (int i = 0; i < 16; i++)
+        {
+            // NearestInt of iscale·(x − min) ∈ [0, nmax] (up to rounding): the shifted value's rounding is exact there.
+            var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
+            var l = Vector512.Max(Vector512<float>.Zero, Vector512.Min(top, (iscale * (xi - min) + magic) - magic));
+            l.StoreUnsafe(ref cs, (nuint)(16 * i));
+            var diff = scale * l + min - xi;
+            bestError += Vector512.LoadUnsafe(ref ws, (nuint)(16 * i)) * (useMad ? Vector512.Abs(diff) : diff * diff);
+        }
+        for (int step = 0; step <= nstep; step++)
+        {
+            var trialIscale = Vector512.Create(rmin + rdelta * step + nmax) / (max - min);
+            Vector512<float> sumL = Vector512<float>.Zero, sumL2 = Vector512<float>.Zero, sumXL = Vector512<float>.Zero;
+            for (int i = 0; i < 16; i++)
+            {
+                var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
+                var l = Vector512.MinNative(top, Vector512.MaxNative(Vector512<float>.Zero, (trialIscale * (xi - min) + magic) - magic));
+                l.StoreUnsafe(ref ts, (nuint)(16 * i));
+                var wl = Vector512.LoadUnsafe(ref ws, (nuint)(16 * i)) * l;
+                sumL += wl;
+                sumL2 += wl * l;
+                sumXL += wl * xi;
+            }
+            var D = sumW * sumL2 - sumL * sumL;
+            var solved = Vector512.GreaterThan(D, Vector512<float>.Zero);
+            if (solved == Vector512<float>.Zero)
+                continue;
+            var thisScale = (sumW * sumXL - sumX * sumL) / D;
+            var thisMin = (sumL2 * sumX - sumL * sumXL) / D;
+            var positive = Vector512.GreaterThan(thisMin, Vector512<float>.Zero);
+            thisScale = Vector512.ConditionalSelect(positive, sumXL / sumL2, thisScale);
+            thisMin = Vector512.ConditionalSelect(positive, Vector512<float>.Zero, thisMin);
+            var curError = Vector512<float>.Zero;
+            for (int i = 0; i < 16; i++)
+            {
+                var diff = thisScale * Vector512.LoadUnsafe(ref ts, (nuint)(16 * i)) + thisMin - Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
+                curError += Vector512.LoadUnsafe(ref ws, (nuint)(16 * i)) * (useMad ? Vector512.Abs(diff) : diff * diff);
+            }
+            var accept = solved & Vector512.LessThan(curError, bestError) & ~flat;
+            if (accept == Vector512<float>.Zero)
+                continue;
+            for (int i = 0; i < 16; i++)
+            {
+                var kept = Vector512.LoadUnsafe(ref cs, (nuint)(16 * i));
+                Vector512.ConditionalSelect(accept, Vector512.LoadUnsafe(ref ts, (nuint)(16 * i)), kept).StoreUnsafe(ref cs, (nuint)(16 * i));
+            }
+            bestError = Vector512.ConditionalSelect(accept, curError, bestError);
+            scale = Vector512.ConditionalSelect(accept, thisScale, scale);
+            min = Vector512.ConditionalSelect(accept, thisMin, min);
+        }
+        // A flat sub-block (max = min): codes 0, scale 0, its min as found.
+        Vector512.ConditionalSelect(flat, Vector512<float>.Zero, scale).CopyTo(scales);
+        (-min).CopyTo(mins);
+        uint flatLanes = (uint)flat.ExtractMostSignificantBits();
+        for (int j = 0; j < 16; j++)
+        {
+            for (int i = 0; i < 16; i++)
+                L[16 * j + i] = (flatLanes >> j & 1) != 0 ? (byte)0 : (byte)codes[16 * i + j];
+        }
+    }
+
     // MakeQxQuants (rmseType 1) for the 16 sub-blocks of 16 values of a super-block at once, sub-block j in lane j of the
     // transposed values, each lane with its sub-block's f32 operations in the scalar order: the first value of largest
     // magnitude, the codes and sums of the first scale, then the 18 trial scales accepted in step order. weights: one per

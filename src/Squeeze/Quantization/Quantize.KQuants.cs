@@ -149,11 +149,21 @@ public static partial class Quantize
         Span<float> scales = stackalloc float[16];
         const float q4scale = 15f;
         float maxScale = 0, maxMin = 0;
+        if (UseVectors)
+        {
+            Span<float> all = stackalloc float[QK_K];
+            for (int l = 0; l < QK_K; l++)
+                all[l] = MathF.Abs(x[l]);
+            MakeQkxQuantsSubBlocks(3, x, all, L, mins, scales, -0.5f, 0.1f, 15, true);
+        }
         for (int j = 0; j < 16; j++)
         {
-            for (int l = 0; l < 16; l++)
-                weights[l] = MathF.Abs(x[16 * j + l]);
-            scales[j] = MakeQkxQuants(3, x.Slice(16 * j, 16), weights, L.Slice(16 * j, 16), out mins[j], Laux, -0.5f, 0.1f, 15, true);
+            if (!UseVectors)
+            {
+                for (int l = 0; l < 16; l++)
+                    weights[l] = MathF.Abs(x[16 * j + l]);
+                scales[j] = MakeQkxQuants(3, x.Slice(16 * j, 16), weights, L.Slice(16 * j, 16), out mins[j], Laux, -0.5f, 0.1f, 15, true);
+            }
             if (scales[j] > maxScale) maxScale = scales[j];
             if (mins[j] > maxMin) maxMin = mins[j];
         }
@@ -194,7 +204,7 @@ public static partial class Quantize
     {
         Span<byte> L = stackalloc byte[QK_K];
         Span<byte> Laux = stackalloc byte[16];
-        Span<float> weight = stackalloc float[16];
+        Span<float> weight = stackalloc float[QK_K];
         Span<float> mins = stackalloc float[16];
         Span<float> scales = stackalloc float[16];
         Span<float> sw = stackalloc float[16];
@@ -207,10 +217,16 @@ public static partial class Quantize
         for (int j = 0; j < 16; j++)
         {
             for (int l = 0; l < 16; l++)
-                weight[l] = qw[16 * j + l] * MathF.Sqrt(sigma2 + x[16 * j + l] * x[16 * j + l]);
+                weight[16 * j + l] = qw[16 * j + l] * MathF.Sqrt(sigma2 + x[16 * j + l] * x[16 * j + l]);
             for (int l = 0; l < 16; l++)
-                sw[j] += weight[l];
-            scales[j] = MakeQkxQuants(3, x.Slice(16 * j, 16), weight, L.Slice(16 * j, 16), out mins[j], Laux, -0.9f, 0.05f, 36, false);
+                sw[j] += weight[16 * j + l];
+        }
+        if (UseVectors)
+            MakeQkxQuantsSubBlocks(3, x, weight, L, mins, scales, -0.9f, 0.05f, 36, false);
+        else
+        {
+            for (int j = 0; j < 16; j++)
+                scales[j] = MakeQkxQuants(3, x.Slice(16 * j, 16), weight.Slice(16 * j, 16), L.Slice(16 * j, 16), out mins[j], Laux, -0.9f, 0.05f, 36, false);
         }
         float dm = MakeQpQuants(15, scales, Ls, sw);
         float mm = MakeQpQuants(15, mins, Lm, sw);
