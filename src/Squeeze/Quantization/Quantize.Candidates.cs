@@ -290,10 +290,8 @@ public static partial class Quantize
     }
 
     // MakeQkxQuants for the 16 sub-blocks of 16 values of a super-block at once, sub-block j in lane j of the transposed
-    // values, each lane with its sub-block's f32 operations in the scalar order (the trials' codes rounded and clamped as
-    // MakeQkxQuantsLanes does): its minimum and maximum, the first codes and their error, then nstep + 1 trial scales,
-    // each accepted where its error is lower, which moves that lane's min for the later trials. Writes the codes to L,
-    // −min to mins and the scales to scales, as 16 calls of MakeQkxQuants would.
+    // values (MakeQkxQuantsLanes16). Writes the codes to L, −min to mins and the scales to scales, as 16 calls of
+    // MakeQkxQuants would.
     [SkipLocalsInit] // every element of the buffers is written before it is read
     private static void MakeQkxQuantsSubBlocks(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<byte> L, Span<float> mins,
         Span<float> scales, float rmin, float rdelta, int nstep, bool useMad)
@@ -301,20 +299,41 @@ public static partial class Quantize
         Span<float> xt = stackalloc float[QK_K];
         Span<float> wt = stackalloc float[QK_K];
         Span<float> codes = stackalloc float[QK_K];
-        Span<float> trial = stackalloc float[QK_K];
         Transpose(x, 16, xt);
         Transpose(weights, 16, wt);
+        MakeQkxQuantsLanes16(nmax, 16, xt, wt, codes, mins, scales, Vector512.Create(rmin), Vector512.Create(rdelta), nstep, nstep, useMad);
+        for (int j = 0; j < 16; j++)
+        {
+            for (int i = 0; i < 16; i++)
+                L[16 * j + i] = (byte)codes[16 * i + j];
+        }
+    }
+
+    // MakeQkxQuants for 16 independent groups of n values, group l in lane l (value i at xt[16 i + l], its weight at
+    // wt[16 i + l]), each lane with its group's f32 operations in the scalar order (the trials' codes rounded and clamped
+    // as MakeQkxQuantsLanes does): its minimum and maximum, the first codes and their error, then its trial scales (the
+    // first lanes use nstep0 + 1 of them, from lane split on nstep1 + 1), each accepted where its error is lower, which
+    // moves that lane's min for the later trials. Writes the codes to codes (as xt, 0 for a flat group), −min to mins and
+    // the scales to scales.
+    [SkipLocalsInit] // the trial buffer is written before it is read
+    private static void MakeQkxQuantsLanes16(int nmax, int n, ReadOnlySpan<float> xt, ReadOnlySpan<float> wt, Span<float> codes, Span<float> mins,
+        Span<float> scales, Vector512<float> rmin, Vector512<float> rdelta, int nstep0, int nstep1, bool useMad, int split = 16)
+    {
+        Span<float> trial = stackalloc float[16 * n];
         ref float xs = ref MemoryMarshal.GetReference(xt);
         ref float ws = ref MemoryMarshal.GetReference(wt);
         ref float cs = ref MemoryMarshal.GetReference(codes);
         ref float ts = ref MemoryMarshal.GetReference(trial);
         var magic = Vector512.Create(12582912f);
         var top = Vector512.Create((float)nmax);
+        var lane = Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var lastStep = Vector512.ConditionalSelect(Vector512.LessThan(lane, Vector512.Create((float)split)),
+            Vector512.Create((float)nstep0), Vector512.Create((float)nstep1));
         var min = Vector512.LoadUnsafe(ref xs);
         var max = min;
         var sumW = Vector512.LoadUnsafe(ref ws);
         var sumX = sumW * min;
-        for (int i = 1; i < 16; i++)
+        for (int i = 1; i < n; i++)
         {
             var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
             min = Vector512.ConditionalSelect(Vector512.LessThan(xi, min), xi, min);
@@ -328,7 +347,7 @@ public static partial class Quantize
         var iscale = top / (max - min);
         var scale = Vector512<float>.One / iscale;
         var bestError = Vector512<float>.Zero;
-        for (int i = 0; i < 16; i++)
+        for (int i = 0; i < n; i++)
         {
             // NearestInt of iscale·(x − min) ∈ [0, nmax] (up to rounding): the shifted value's rounding is exact there.
             var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
@@ -337,11 +356,12 @@ public static partial class Quantize
             var diff = scale * l + min - xi;
             bestError += Vector512.LoadUnsafe(ref ws, (nuint)(16 * i)) * (useMad ? Vector512.Abs(diff) : diff * diff);
         }
-        for (int step = 0; step <= nstep; step++)
+        for (int step = 0; step <= Math.Max(nstep0, nstep1); step++)
         {
-            var trialIscale = Vector512.Create(rmin + rdelta * step + nmax) / (max - min);
+            // The scalar loop's (rmin + rdelta·step + nmax) / (max − min), with this lane's current min.
+            var trialIscale = (rmin + rdelta * Vector512.Create((float)step) + top) / (max - min);
             Vector512<float> sumL = Vector512<float>.Zero, sumL2 = Vector512<float>.Zero, sumXL = Vector512<float>.Zero;
-            for (int i = 0; i < 16; i++)
+            for (int i = 0; i < n; i++)
             {
                 var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
                 var l = Vector512.MinNative(top, Vector512.MaxNative(Vector512<float>.Zero, (trialIscale * (xi - min) + magic) - magic));
@@ -352,7 +372,7 @@ public static partial class Quantize
                 sumXL += wl * xi;
             }
             var D = sumW * sumL2 - sumL * sumL;
-            var solved = Vector512.GreaterThan(D, Vector512<float>.Zero);
+            var solved = Vector512.GreaterThan(D, Vector512<float>.Zero) & Vector512.LessThanOrEqual(Vector512.Create((float)step), lastStep) & ~flat;
             if (solved == Vector512<float>.Zero)
                 continue;
             var thisScale = (sumW * sumXL - sumX * sumL) / D;
@@ -361,15 +381,15 @@ public static partial class Quantize
             thisScale = Vector512.ConditionalSelect(positive, sumXL / sumL2, thisScale);
             thisMin = Vector512.ConditionalSelect(positive, Vector512<float>.Zero, thisMin);
             var curError = Vector512<float>.Zero;
-            for (int i = 0; i < 16; i++)
+            for (int i = 0; i < n; i++)
             {
                 var diff = thisScale * Vector512.LoadUnsafe(ref ts, (nuint)(16 * i)) + thisMin - Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
                 curError += Vector512.LoadUnsafe(ref ws, (nuint)(16 * i)) * (useMad ? Vector512.Abs(diff) : diff * diff);
             }
-            var accept = solved & Vector512.LessThan(curError, bestError) & ~flat;
+            var accept = solved & Vector512.LessThan(curError, bestError);
             if (accept == Vector512<float>.Zero)
                 continue;
-            for (int i = 0; i < 16; i++)
+            for (int i = 0; i < n; i++)
             {
                 var kept = Vector512.LoadUnsafe(ref cs, (nuint)(16 * i));
                 Vector512.ConditionalSelect(accept, Vector512.LoadUnsafe(ref ts, (nuint)(16 * i)), kept).StoreUnsafe(ref cs, (nuint)(16 * i));
@@ -378,14 +398,52 @@ public static partial class Quantize
             scale = Vector512.ConditionalSelect(accept, thisScale, scale);
             min = Vector512.ConditionalSelect(accept, thisMin, min);
         }
-        // A flat sub-block (max = min): codes 0, scale 0, its min as found.
+        // A flat group (max = min): codes 0, scale 0, its min as found.
         Vector512.ConditionalSelect(flat, Vector512<float>.Zero, scale).CopyTo(scales);
         (-min).CopyTo(mins);
-        uint flatLanes = (uint)flat.ExtractMostSignificantBits();
-        for (int j = 0; j < 16; j++)
+        for (int i = 0; i < n; i++)
+            Vector512.ConditionalSelect(flat, Vector512<float>.Zero, Vector512.LoadUnsafe(ref cs, (nuint)(16 * i))).StoreUnsafe(ref cs, (nuint)(16 * i));
+    }
+
+    // Both starts without importance at once (StartQ45KRef into first, StartQ45KWeighted into second): their 8 + 8
+    // sub-blocks' make_qkx2/qkx3_quants side by side in 16 lanes (MakeQkxQuantsLanes16), each with its own trials.
+    [SkipLocalsInit] // every element of the buffers is written before it is read
+    private static void StartQ45KPair(ReadOnlySpan<float> x, KBlock first, KBlock second, int nmax, QkxTrials refTrials)
+    {
+        Span<float> weights = stackalloc float[2 * QK_K];
+        Span<float> sw = stackalloc float[8];
+        Q45KRefWeights(x, weights[..QK_K]);
+        Q45KWeights(x, default, weights[QK_K..], sw);
+        Span<float> xt = stackalloc float[2 * QK_K];
+        Span<float> wt = stackalloc float[2 * QK_K];
+        Span<float> codes = stackalloc float[2 * QK_K];
+        for (int l = 0; l < 16; l++)
         {
-            for (int i = 0; i < 16; i++)
-                L[16 * j + i] = (flatLanes >> j & 1) != 0 ? (byte)0 : (byte)codes[16 * i + j];
+            int j = l & 7, source = l < 8 ? 0 : QK_K;
+            for (int i = 0; i < 32; i++)
+            {
+                xt[16 * i + l] = x[32 * j + i];
+                wt[16 * i + l] = weights[source + 32 * j + i];
+            }
+        }
+        Span<float> mins = stackalloc float[16];
+        Span<float> scales = stackalloc float[16];
+        var split = Vector512.Create(0f, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+        var rmin = Vector512.ConditionalSelect(Vector512.Equals(split, Vector512<float>.Zero), Vector512.Create(refTrials.RMin), Vector512.Create(Q45KWeightedTrials.RMin));
+        var rdelta = Vector512.ConditionalSelect(Vector512.Equals(split, Vector512<float>.Zero), Vector512.Create(refTrials.RDelta), Vector512.Create(Q45KWeightedTrials.RDelta));
+        MakeQkxQuantsLanes16(nmax, 32, xt, wt, codes, mins, scales, rmin, rdelta, refTrials.NStep, Q45KWeightedTrials.NStep, false, split: 8);
+        Span<byte> L = stackalloc byte[QK_K];
+        for (int half = 0; half < 2; half++)
+        {
+            for (int j = 0; j < 8; j++)
+            {
+                for (int i = 0; i < 32; i++)
+                    L[32 * j + i] = (byte)codes[16 * i + 8 * half + j];
+            }
+            if (half == 0)
+                Q45KRefFinish(x, first, L, scales[..8], mins[..8], nmax);
+            else
+                Q45KWeightedFinish(x, second, L, scales[8..], mins[8..], sw, nmax);
         }
     }
 

@@ -80,15 +80,20 @@ public static partial class Quantize
 
     private delegate void KPack(KBlock block, Span<byte> destination);
 
-    // For each super-block: every starting point (llama.cpp's algorithms) is refined, the lowest error wins.
+    // Two starts computed together (their vector form): the blocks starts[0] and starts[1] would write.
+    private delegate void KStartPair(ReadOnlySpan<float> x, KBlock first, KBlock second);
+
+    // For each super-block: every starting point (llama.cpp's algorithms) is refined, the lowest error wins. pair, when
+    // given, computes both starts at once where the vectors are used.
     private static void KQuantRow(KFormat format, ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, int blockBytes,
-        KStart[] starts, KPack pack, ScaleSearch search)
+        KStart[] starts, KPack pack, ScaleSearch search, KStartPair? pair = null)
     {
         bool refine = search == ScaleSearch.Refined;
         if (!refine)
             starts = starts[..1];
         var best = new KBlock();
         var candidate = new KBlock();
+        var second = pair is not null && starts.Length == 2 && UseVectors ? new KBlock() : null;
         var scratch = refine && !UseVectors ? new KBlock() : null;
         var lanes = refine && UseVectors ? new RefineBuffers() : null;
         int nb = x.Length / QK_K;
@@ -98,17 +103,34 @@ public static partial class Quantize
             ReadOnlySpan<float> qw = importance.IsEmpty ? default : importance.Slice(i * QK_K, QK_K);
             // Start from the lowest-error llama.cpp algorithm, then refine it (never increasing its error).
             double bestError = double.PositiveInfinity;
-            foreach (var start in starts)
+            void Consider(KBlock started, ReadOnlySpan<float> xb, ReadOnlySpan<float> qw)
             {
-                Array.Clear(candidate.Sc);
-                Array.Clear(candidate.M);
-                start(xb, qw, candidate);
                 // A single start has nothing to be compared with.
-                double error = starts.Length == 1 ? 0 : BlockError(format, xb, qw, candidate);
+                double error = starts.Length == 1 ? 0 : BlockError(format, xb, qw, started);
                 if (error < bestError)
                 {
                     bestError = error;
-                    candidate.CopyTo(best);
+                    started.CopyTo(best);
+                }
+            }
+            if (second is not null)
+            {
+                Array.Clear(candidate.Sc);
+                Array.Clear(candidate.M);
+                Array.Clear(second.Sc);
+                Array.Clear(second.M);
+                pair!(xb, candidate, second);
+                Consider(candidate, xb, qw);
+                Consider(second, xb, qw);
+            }
+            else
+            {
+                foreach (var start in starts)
+                {
+                    Array.Clear(candidate.Sc);
+                    Array.Clear(candidate.M);
+                    start(xb, qw, candidate);
+                    Consider(candidate, xb, qw);
                 }
             }
             if (refine)
@@ -129,10 +151,12 @@ public static partial class Quantize
         => KQuantRow(FormatQ3K, x, importance, y, 110, importance.IsEmpty ? [StartQ3KRef, StartQ3KWeighted] : [StartQ3KWeighted], PackQ3K, search);
 
     private static void Q4_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, ScaleSearch search)
-        => KQuantRow(FormatQ4K, x, importance, y, 144, importance.IsEmpty ? [StartQ4KRef, StartQ4KWeighted] : [StartQ4KWeighted], PackQ4K, search);
+        => KQuantRow(FormatQ4K, x, importance, y, 144, importance.IsEmpty ? [StartQ4KRef, StartQ4KWeighted] : [StartQ4KWeighted], PackQ4K, search,
+            StartQ4KPair);
 
     private static void Q5_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, ScaleSearch search)
-        => KQuantRow(FormatQ5K, x, importance, y, 176, importance.IsEmpty ? [StartQ5KRef, StartQ5KWeighted] : [StartQ5KWeighted], PackQ5K, search);
+        => KQuantRow(FormatQ5K, x, importance, y, 176, importance.IsEmpty ? [StartQ5KRef, StartQ5KWeighted] : [StartQ5KWeighted], PackQ5K, search,
+            StartQ5KPair);
 
     private static void Q6_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, ScaleSearch search)
         => KQuantRow(FormatQ6K, x, importance, y, 210, [StartQ6K], PackQ6K, search);
@@ -360,18 +384,36 @@ public static partial class Quantize
     }
 
     // quantize_row_q4_K_ref: make_qkx2_quants per 32 (weights av_x + |x|), 6-bit scales and mins against their maxima.
-    private static void StartQ4KRef(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, KBlock b) => StartQ45KRef(x, b, 15, -1f, 0.1f, 20);
+    private static void StartQ4KRef(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, KBlock b) => StartQ45KRef(x, b, 15, Q4KRefTrials);
 
-    private static void StartQ5KRef(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, KBlock b) => StartQ45KRef(x, b, 31, -0.5f, 0.1f, 15);
+    private static void StartQ5KRef(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, KBlock b) => StartQ45KRef(x, b, 31, Q5KRefTrials);
 
-    private static void StartQ45KRef(ReadOnlySpan<float> x, KBlock b, int nmax, float rmin, float rdelta, int nstep)
+    /// <summary>make_qkx2_quants' trial scales: rmin, rdelta and nstep.</summary>
+    private readonly record struct QkxTrials(float RMin, float RDelta, int NStep);
+
+    private static readonly QkxTrials Q4KRefTrials = new(-1f, 0.1f, 20);
+    private static readonly QkxTrials Q5KRefTrials = new(-0.5f, 0.1f, 15);
+    private static readonly QkxTrials Q45KWeightedTrials = new(-0.9f, 0.05f, 36);
+
+    private static void StartQ45KRef(ReadOnlySpan<float> x, KBlock b, int nmax, QkxTrials trials)
     {
         Span<byte> L = stackalloc byte[QK_K];
         Span<byte> Laux = stackalloc byte[32];
-        Span<float> weights = stackalloc float[32];
+        Span<float> weights = stackalloc float[QK_K];
         Span<float> mins = stackalloc float[8];
         Span<float> scales = stackalloc float[8];
-        float maxScale = 0, maxMin = 0;
+        Q45KRefWeights(x, weights);
+        for (int j = 0; j < 8; j++)
+        {
+            scales[j] = MakeQkxQuants(nmax, x.Slice(32 * j, 32), weights.Slice(32 * j, 32), L.Slice(32 * j, 32), out mins[j], Laux,
+                trials.RMin, trials.RDelta, trials.NStep, false);
+        }
+        Q45KRefFinish(x, b, L, scales, mins, nmax);
+    }
+
+    // av_x + |x| per sub-block of 32, av_x the sub-block's root mean square.
+    private static void Q45KRefWeights(ReadOnlySpan<float> x, Span<float> weights)
+    {
         for (int j = 0; j < 8; j++)
         {
             float sumX2 = 0;
@@ -379,8 +421,16 @@ public static partial class Quantize
                 sumX2 += x[32 * j + l] * x[32 * j + l];
             float avX = MathF.Sqrt(sumX2 / 32);
             for (int l = 0; l < 32; l++)
-                weights[l] = avX + MathF.Abs(x[32 * j + l]);
-            scales[j] = MakeQkxQuants(nmax, x.Slice(32 * j, 32), weights, L.Slice(32 * j, 32), out mins[j], Laux, rmin, rdelta, nstep, false);
+                weights[32 * j + l] = avX + MathF.Abs(x[32 * j + l]);
+        }
+    }
+
+    // The sub-block scales and mins in 6 bits against their maxima, then the codes.
+    private static void Q45KRefFinish(ReadOnlySpan<float> x, KBlock b, ReadOnlySpan<byte> L, ReadOnlySpan<float> scales, ReadOnlySpan<float> mins, int nmax)
+    {
+        float maxScale = 0, maxMin = 0;
+        for (int j = 0; j < 8; j++)
+        {
             if (scales[j] > maxScale) maxScale = scales[j];
             if (mins[j] > maxMin) maxMin = mins[j];
         }
@@ -405,12 +455,23 @@ public static partial class Quantize
     {
         Span<byte> L = stackalloc byte[QK_K];
         Span<byte> Laux = stackalloc byte[32];
-        Span<byte> Ls = stackalloc byte[8];
-        Span<byte> Lm = stackalloc byte[8];
-        Span<float> weights = stackalloc float[32];
+        Span<float> weights = stackalloc float[QK_K];
         Span<float> sw = stackalloc float[8];
         Span<float> mins = stackalloc float[8];
         Span<float> scales = stackalloc float[8];
+        Q45KWeights(x, qw, weights, sw);
+        for (int j = 0; j < 8; j++)
+        {
+            scales[j] = MakeQkxQuants(nmax, x.Slice(32 * j, 32), weights.Slice(32 * j, 32), L.Slice(32 * j, 32), out mins[j], Laux,
+                Q45KWeightedTrials.RMin, Q45KWeightedTrials.RDelta, Q45KWeightedTrials.NStep, false);
+        }
+        Q45KWeightedFinish(x, b, L, scales, mins, sw, nmax);
+    }
+
+    // importance · sqrt(sigma² + x²), or av_x + |x| without importance (av_x = sigma, from the whole super-block); and
+    // each sub-block's sum of weights.
+    private static void Q45KWeights(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, Span<float> weights, Span<float> sw)
+    {
         float sumX2 = 0;
         for (int l = 0; l < QK_K; l++)
             sumX2 += x[l] * x[l];
@@ -421,14 +482,21 @@ public static partial class Quantize
             for (int l = 0; l < 32; l++)
             {
                 float v = x[32 * j + l];
-                weights[l] = qw.IsEmpty ? avX + MathF.Abs(v) : qw[32 * j + l] * MathF.Sqrt(sigma2 + v * v);
+                weights[32 * j + l] = qw.IsEmpty ? avX + MathF.Abs(v) : qw[32 * j + l] * MathF.Sqrt(sigma2 + v * v);
             }
             float sumw = 0;
             for (int l = 0; l < 32; l++)
-                sumw += weights[l];
+                sumw += weights[32 * j + l];
             sw[j] = sumw;
-            scales[j] = MakeQkxQuants(nmax, x.Slice(32 * j, 32), weights, L.Slice(32 * j, 32), out mins[j], Laux, -0.9f, 0.05f, 36, false);
         }
+    }
+
+    // make_qp_quants for the sub-block scales and mins, then the codes.
+    private static void Q45KWeightedFinish(ReadOnlySpan<float> x, KBlock b, ReadOnlySpan<byte> L, ReadOnlySpan<float> scales, ReadOnlySpan<float> mins,
+        ReadOnlySpan<float> sw, int nmax)
+    {
+        Span<byte> Ls = stackalloc byte[8];
+        Span<byte> Lm = stackalloc byte[8];
         float dBlock = MakeQpQuants(63, scales, Ls, sw);
         float mBlock = MakeQpQuants(63, mins, Lm, sw);
         for (int j = 0; j < 8; j++)
@@ -440,6 +508,10 @@ public static partial class Quantize
         b.DMin = F32ToF16(mBlock);
         Q45KRequantize(x, b, L, nmax);
     }
+
+    private static void StartQ4KPair(ReadOnlySpan<float> x, KBlock first, KBlock second) => StartQ45KPair(x, first, second, 15, Q4KRefTrials);
+
+    private static void StartQ5KPair(ReadOnlySpan<float> x, KBlock first, KBlock second) => StartQ45KPair(x, first, second, 31, Q5KRefTrials);
 
     private static void Q45KRequantize(ReadOnlySpan<float> x, KBlock b, ReadOnlySpan<byte> L, int nmax)
     {
