@@ -447,6 +447,78 @@ public static partial class Quantize
         }
     }
 
+    // MakeQ3Quants (with its refinement) for the 16 sub-blocks of 16 values of a super-block at once, sub-block j in lane
+    // j of the transposed values, each lane with its sub-block's f32 operations in the scalar order and NearestInt's own
+    // bit arithmetic. The scalar loop stops after a pass that changes nothing; such a pass leaves its state as it was, so
+    // every later pass would change nothing either, and the lanes run until no lane changes. Writes the codes to L and the
+    // scales to scales, as 16 calls of MakeQ3Quants would.
+    [SkipLocalsInit] // every element of the buffers is written before it is read
+    private static void MakeQ3QuantsSubBlocks(int nmax, ReadOnlySpan<float> x, Span<sbyte> L, Span<float> scales)
+    {
+        Span<float> xt = stackalloc float[QK_K];
+        Span<float> codes = stackalloc float[QK_K];
+        Transpose(x, 16, xt);
+        ref float xs = ref MemoryMarshal.GetReference(xt);
+        ref float cs = ref MemoryMarshal.GetReference(codes);
+        var lo = Vector512.Create(-nmax);
+        var hi = Vector512.Create(nmax - 1);
+        Vector512<float> amax = Vector512<float>.Zero, max = Vector512<float>.Zero;
+        for (int i = 0; i < 16; i++)
+        {
+            var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
+            var larger = Vector512.GreaterThan(Vector512.Abs(xi), amax);
+            amax = Vector512.ConditionalSelect(larger, Vector512.Abs(xi), amax);
+            max = Vector512.ConditionalSelect(larger, xi, max);
+        }
+        var zero = Vector512.LessThan(amax, Vector512.Create(GroupMaxEps));
+        var iscale = Vector512.Create((float)-nmax) / max;
+        Vector512<float> sumlx = Vector512<float>.Zero, suml2 = Vector512<float>.Zero;
+        for (int i = 0; i < 16; i++)
+        {
+            var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
+            var l = Vector512.ConvertToSingle(Vector512.Max(lo, Vector512.Min(hi, NearestIntLanes(iscale * xi))));
+            l.StoreUnsafe(ref cs, (nuint)(16 * i));
+            var w = xi * xi;
+            sumlx += w * xi * l;
+            suml2 += w * l * l;
+        }
+        for (int itry = 0; itry < 5; itry++)
+        {
+            var changed = Vector512<float>.Zero;
+            for (int i = 0; i < 16; i++)
+            {
+                var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
+                var l = Vector512.LoadUnsafe(ref cs, (nuint)(16 * i));
+                var w = xi * xi;
+                var slx = sumlx - w * xi * l;
+                var sl2 = suml2 - w * l * l;
+                var newL = Vector512.ConvertToSingle(Vector512.Max(lo, Vector512.Min(hi, NearestIntLanes(xi * sl2 / slx))));
+                slx += w * xi * newL;
+                sl2 += w * newL * newL;
+                var accept = Vector512.GreaterThan(sumlx - w * xi * l, Vector512<float>.Zero) & ~Vector512.Equals(newL, l)
+                    & Vector512.GreaterThan(sl2, Vector512<float>.Zero) & Vector512.GreaterThan(slx * slx * suml2, sumlx * sumlx * sl2);
+                Vector512.ConditionalSelect(accept, newL, l).StoreUnsafe(ref cs, (nuint)(16 * i));
+                sumlx = Vector512.ConditionalSelect(accept, slx, sumlx);
+                suml2 = Vector512.ConditionalSelect(accept, sl2, suml2);
+                changed |= accept;
+            }
+            if (changed == Vector512<float>.Zero)
+                break;
+        }
+        var scale = Vector512.ConditionalSelect(Vector512.GreaterThan(suml2, Vector512<float>.Zero), sumlx / suml2, Vector512<float>.Zero);
+        Vector512.ConditionalSelect(zero, Vector512<float>.Zero, scale).CopyTo(scales);
+        uint empty = (uint)zero.ExtractMostSignificantBits();
+        for (int j = 0; j < 16; j++)
+        {
+            for (int i = 0; i < 16; i++)
+                L[16 * j + i] = (empty >> j & 1) != 0 ? (sbyte)0 : (sbyte)(codes[16 * i + j] + nmax);
+        }
+    }
+
+    // NearestInt per lane, with its bit arithmetic: the low 23 bits of value + 1.5·2²³, less 2²².
+    private static Vector512<int> NearestIntLanes(Vector512<float> value)
+        => ((value + Vector512.Create(12582912f)).AsInt32() & Vector512.Create(0x007fffff)) - Vector512.Create(0x00400000);
+
     // MakeQxQuants (rmseType 1) for the 16 sub-blocks of 16 values of a super-block at once, sub-block j in lane j of the
     // transposed values, each lane with its sub-block's f32 operations in the scalar order: the first value of largest
     // magnitude, the codes and sums of the first scale, then the 18 trial scales accepted in step order. weights: one per

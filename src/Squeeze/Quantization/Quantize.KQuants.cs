@@ -294,9 +294,12 @@ public static partial class Quantize
         Span<sbyte> L = stackalloc sbyte[QK_K];
         Span<float> scales = stackalloc float[16];
         float maxScale = 0, amax = 0;
+        if (UseVectors)
+            MakeQ3QuantsSubBlocks(4, x, L, scales);
         for (int j = 0; j < 16; j++)
         {
-            scales[j] = MakeQ3Quants(4, x.Slice(16 * j, 16), L.Slice(16 * j, 16), true);
+            if (!UseVectors)
+                scales[j] = MakeQ3Quants(4, x.Slice(16 * j, 16), L.Slice(16 * j, 16), true);
             float scale = MathF.Abs(scales[j]);
             if (scale > amax)
             {
