@@ -142,6 +142,49 @@ public static partial class Quantize
     // [10⁻³⁰, 10³⁰].
     private static double ScreenThreshold(double bound) => bound is >= 1e-30 and <= 1e30 ? bound * (1 + 1e-5) : double.NaN;
 
+    // BestCodes with its terms in lanes: the same codes, the same double terms, added one after another in value order.
+    // BestCodes stops at the first partial sum that reaches the bound; the terms are non-negative, so the partial sums only
+    // grow and one reaches the bound exactly when the whole sum does: +∞ then, as BestCodes returns.
+    private static double BestCodesLanes(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, float step, float offset, Span<int> codes, double bound)
+    {
+        int n = x.Length;
+        Span<double> terms = stackalloc double[32];
+        var magic = Vector512.Create(12582912f);
+        var hi = Vector512.Create((float)f.QMax);
+        var lo = Vector512.Create((float)f.QMin);
+        var s = Vector512.Create(step);
+        var o = Vector512.Create(offset);
+        // step 0: BestCodes' code is clamp(0) for every value; (x + offset)·0 is ±0, which rounds and clamps to it.
+        var inv = Vector512.Create(step != 0 ? 1 / step : 0);
+        for (int k = 0; k < n; k += 16)
+        {
+            var xv = Vector512.Create(x.Slice(k, 16));
+            var t = (xv + o) * inv;
+            var q = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(t, hi), hi,
+                Vector512.ConditionalSelect(Vector512.LessThanOrEqual(t, lo), lo, (t + magic) - magic));
+            Vector512.ConvertToInt32(q).CopyTo(codes.Slice(k, 16));
+            var (xLo, xHi) = Vector512.Widen(xv);
+            var (vLo, vHi) = Vector512.Widen(s * q - o);
+            var dLo = xLo - vLo;
+            var dHi = xHi - vHi;
+            if (w.IsEmpty)
+            {
+                (dLo * dLo).CopyTo(terms.Slice(k, 8));
+                (dHi * dHi).CopyTo(terms.Slice(k + 8, 8));
+            }
+            else
+            {
+                var (wLo, wHi) = Vector512.Widen(Vector512.Create(w.Slice(k, 16)));
+                (wLo * (dLo * dLo)).CopyTo(terms.Slice(k, 8));
+                (wHi * (dHi * dHi)).CopyTo(terms.Slice(k + 8, 8));
+            }
+        }
+        double e = 0;
+        for (int i = 0; i < n; i++)
+            e += terms[i];
+        return e < bound ? e : double.PositiveInfinity;
+    }
+
     // MakeQkxQuants' trial scales, one per lane, with the same f32 sums in the same order per lane. The scalar loop moves
     // min when it accepts a trial, and later trials depend on min; so 16 trials are evaluated at a time from the first
     // one not yet decided and walked in step order: at the first acceptance min moves and the next 16 start after it.
@@ -657,7 +700,7 @@ public static partial class Quantize
                     if (sc < f.ScMin || sc > f.ScMax || m < 0 || m > f.MMax || sc == b.Sc[j] && m == b.M[j]
                         || ScreenedOut(estimates[k * subBlocks + j], subError[j]))
                         continue;
-                    double e = BestCodes(f, xs, ws, d * sc, dmin * m, codes, subError[j]);
+                    double e = BestCodesLanes(f, xs, ws, d * sc, dmin * m, codes, subError[j]);
                     if (e < subError[j])
                     {
                         subError[j] = e;
