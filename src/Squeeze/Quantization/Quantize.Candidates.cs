@@ -680,6 +680,9 @@ public static partial class Quantize
         float d = F16ToF32(b.D), dmin = F16ToF32(b.DMin);
         LaneErrors(f, xt, wt, Vector512.Create(d) * FactorLanes(f, b.Sc), Vector512.Create(dmin) * FactorLanes(f, b.M), qt, chooseCodes: false, subError);
         double total = Sum(subError[..subBlocks]);
+        // True while subError holds the errors as the re-derivation below computes them for the current state (its
+        // computation again would give the same numbers).
+        bool derived = true;
         for (int iteration = 0; iteration < RefineIterations; iteration++)
         {
             bool improved = false;
@@ -710,6 +713,7 @@ public static partial class Quantize
                         for (int i = 0; i < n; i++)
                             qt[i * subBlocks + j] = codes[i];
                         improved = true;
+                        derived = false;
                     }
                 }
             }
@@ -763,7 +767,9 @@ public static partial class Quantize
                             b.Q[j * n + i] = (int)qt[i * subBlocks + j];
                     }
                 }
-                LaneErrors(f, xt, wt, stepLanes, offsetLanes, qt, chooseCodes: false, subError);
+                if (accepted || !derived)
+                    LaneErrors(f, xt, wt, stepLanes, offsetLanes, qt, chooseCodes: false, subError);
+                derived = true;
                 total = Sum(subError[..subBlocks]);
             }
             if (!improved)
