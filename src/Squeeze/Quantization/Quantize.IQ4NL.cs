@@ -53,7 +53,7 @@ public static partial class Quantize
                     IQ4NLCandidateErrors(xb, qw, scales, errors);
                     for (int c = 0; c < count; c++)
                     {
-                        double e = c < laned ? errors[c] : IQ4NLBestCodes(xb, qw, F16ToF32(candidates[c]), trial);
+                        double e = c < laned ? errors[c] : IQ4NLBestCodesLanes(xb, qw, F16ToF32(candidates[c]), trial);
                         if (e < best)
                         {
                             best = e;
@@ -62,7 +62,7 @@ public static partial class Quantize
                         }
                     }
                     if (improved)
-                        IQ4NLBestCodes(xb, qw, F16ToF32(d), L);
+                        IQ4NLBestCodesLanes(xb, qw, F16ToF32(d), L);
                 }
                 else
                 {
@@ -249,6 +249,58 @@ public static partial class Quantize
         }
         eLo.CopyTo(errors);
         eHi.CopyTo(errors[8..]);
+    }
+
+    // IQ4NLBestCodes with one value per lane: the same codes (the nearest entry as BestIndexInt8 finds it, then l − 1 and
+    // l + 1 each taken when strictly better than the best so far, in that order), the same double terms, added in value order.
+    private static double IQ4NLBestCodesLanes(ReadOnlySpan<float> xb, ReadOnlySpan<float> w, float d, Span<byte> L)
+    {
+        var table = IQ4NLTable();
+        var first = Vector512.Create(table[0]);
+        var last = Vector512.Create(table[15]);
+        var one = Vector512<int>.One;
+        var top = Vector512.Create(15);
+        var vd = Vector512.Create(d);
+        var inv = Vector512.Create(d != 0 ? 1 / d : 0);
+        Span<double> terms = stackalloc double[QK];
+        for (int k = 0; k < QK; k += 16)
+        {
+            var xv = Vector512.Create(xb.Slice(k, 16));
+            var nearest = NearestEntry(table, first, last, inv * xv, one);
+            var down = Vector512.Max(nearest - one, Vector512<int>.Zero);
+            var up = Vector512.Min(nearest + one, top);
+            var (xLo, xHi) = Vector512.Widen(xv);
+            var (e0Lo, e0Hi) = SquaredErrors(xLo, xHi, vd * Vector512.Shuffle(table, nearest));
+            var (emLo, emHi) = SquaredErrors(xLo, xHi, vd * Vector512.Shuffle(table, down));
+            var (epLo, epHi) = SquaredErrors(xLo, xHi, vd * Vector512.Shuffle(table, up));
+            // down = nearest at entry 0 and up = nearest at entry 15: not strictly better, so never taken.
+            var (takeDownLo, takeDownHi) = (Vector512.LessThan(emLo, e0Lo), Vector512.LessThan(emHi, e0Hi));
+            var bestLo = Vector512.ConditionalSelect(takeDownLo, emLo, e0Lo);
+            var bestHi = Vector512.ConditionalSelect(takeDownHi, emHi, e0Hi);
+            var (takeUpLo, takeUpHi) = (Vector512.LessThan(epLo, bestLo), Vector512.LessThan(epHi, bestHi));
+            bestLo = Vector512.ConditionalSelect(takeUpLo, epLo, bestLo);
+            bestHi = Vector512.ConditionalSelect(takeUpHi, epHi, bestHi);
+            var takeDown = Vector512.Narrow(takeDownLo.AsInt64(), takeDownHi.AsInt64());
+            var takeUp = Vector512.Narrow(takeUpLo.AsInt64(), takeUpHi.AsInt64());
+            var code = Vector512.ConditionalSelect(takeUp, up, Vector512.ConditionalSelect(takeDown, down, nearest));
+            for (int j = 0; j < 16; j++)
+                L[k + j] = (byte)code.GetElement(j);
+            if (w.IsEmpty)
+            {
+                bestLo.CopyTo(terms.Slice(k, 8));
+                bestHi.CopyTo(terms.Slice(k + 8, 8));
+            }
+            else
+            {
+                var (wLo, wHi) = Vector512.Widen(Vector512.Create(w.Slice(k, 16)));
+                (wLo * bestLo).CopyTo(terms.Slice(k, 8));
+                (wHi * bestHi).CopyTo(terms.Slice(k + 8, 8));
+            }
+        }
+        double e = 0;
+        for (int j = 0; j < QK; j++)
+            e += terms[j];
+        return e;
     }
 
     // (x − v)² in double for the two halves of 16 lanes of f32 values v.
