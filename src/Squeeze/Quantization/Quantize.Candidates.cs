@@ -7,14 +7,18 @@ using static Squeeze.Tensors.HalfConversions;
 namespace Squeeze.Quantization;
 
 // The searches' vector forms, each giving its scalar definition's bytes. The refinement's sub-block step (Refine, step 1)
-// evaluates many candidate (step, offset) pairs on one sub-block, codes re-chosen as the nearest representable value;
-// the definition is BestCodes (one candidate, its error summed in double). Its vector form screens: one candidate per
-// lane, the error of a sub-block (16 or 32 terms) summed in f32, and a candidate whose f32 error is certainly not below
-// the bound is rejected without BestCodes; every other one goes through BestCodes itself. (The terms are non-negative,
-// so the f32 sum of n terms is within (n + 4)·2⁻²⁴ of the exact one, relatively, while no term underflows or overflows:
-// ScreenedOut allows 10⁻⁵ and acts only on bounds in [10⁻³⁰, 10³⁰].) The super-block step is evaluated exactly in
-// lanes (RefineLanes), and llama.cpp's trial scales (MakeQkxQuants, MakeQxQuants) one per lane with the same f32 sums
-// in the same order.
+// evaluates many candidate (step, offset) pairs on each sub-block, codes re-chosen as the nearest representable value;
+// the definition is BestCodes (one candidate, its error summed in double). Its vector form screens: every sub-block's
+// candidates on the transposed super-block, one (sub-block, candidate) per lane, each error (16 or 32 terms) summed in
+// f32, and a candidate whose f32 error is certainly not below the bound is rejected without an exact evaluation; every
+// other one is evaluated exactly (BestCodesLanes: BestCodes' terms, added in its order). (The terms are non-negative, so
+// an f32 sum of n terms is within (n + 4)·2⁻²⁴ of the exact one, relatively, in any order of its additions, while no
+// term underflows or overflows: the screen allows 10⁻⁵ and acts only on bounds in [10⁻³⁰, 10³⁰].) The super-block step
+// is screened the same way and its survivors are evaluated exactly in lanes (RefineLanes). llama.cpp's searches run one
+// trial scale per lane (MakeQkxQuantsLanes, MakeQxQuantsLanes) or, for whole super-blocks, one sub-block per lane
+// (MakeQkxQuantsLanes16, MakeQxQuantsSubBlocks, MakeQ3QuantsSubBlocks), with each lane's f32 operations in the scalar
+// order. Sums whose order the vector form changes are used only where their rounding is bounded and cannot change a
+// decision (the screens, LeastSquaresHalfLanes).
 public static partial class Quantize
 {
     // Set only inside ScalarRow: the refinement evaluates its candidates one at a time with BestCodes.
@@ -655,10 +659,11 @@ public static partial class Quantize
     }
 
     // Refine's vector form, with the same decisions. Sub-block scales (step 1) are screened in f32 lanes as described
-    // above. The super-block scales (step 2) are evaluated exactly in lanes: the super-block is transposed so that 16
-    // lanes hold one position of 16 sub-blocks (or two consecutive positions of 8), and each sub-block's error is summed
-    // in double in its own lane, in BestCodes' order with BestCodes' terms; AllBestCodes' early exits are then replayed on
-    // those sums (the terms are non-negative, so a partial sum reaches a bound exactly when the whole sum does).
+    // above. The super-block scales (step 2) are screened by their f32 estimate against the total before the step, and the
+    // others evaluated exactly in lanes: the super-block is transposed so that 16 lanes hold one position of 16 sub-blocks
+    // (or two consecutive positions of 8), and each sub-block's error is summed in double in its own lane, in BestCodes'
+    // order with BestCodes' terms; AllBestCodes' early exits are then replayed on those sums (the terms are non-negative,
+    // so a partial sum reaches a bound exactly when the whole sum does).
     private static double RefineLanes(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b, RefineBuffers buffers)
     {
         int n = f.SubSize, subBlocks = f.SubBlocks;
