@@ -6,91 +6,66 @@ using static Squeeze.Kernels.BlockLayout;
 
 namespace Squeeze.Kernels;
 
-// One-token products of Q4_0, Q4_K and Q5_K rows interleaved 16 at a time ("row groups"), as llama.cpp repacks Q4_0 and
-// Q4_K rows for its CPU kernels. The one-token kernels spend about as many instructions per block on its scales, mins,
+// One-token products of Q4_K and Q4_0 rows interleaved 16 at a time ("row groups"), as llama.cpp repacks Q4_0 and Q4_K
+// rows for its CPU kernels. The one-token kernels spend about as many instructions per block on its scales, mins,
 // horizontal sums and float work as on its products; a row group does that work for 16 rows at once, one row per 32-bit
 // lane of a 512-bit vector, with the nibbles kept packed (a Q4_0 group is exactly its rows' bytes, a Q4_K group 2.8 %
-// more, a Q5_K group 2.3 %). Each vector of the one-token kernel's float accumulator (Q4_K, Q5_K: lane i, values
-// 4i .. 4i + 3 of every sub-block; Q4_0: lane k, block k of every 8) is one vector here with the rows in its lanes, and
-// the float operations are the one-token kernel's in its order, so every output is bit for bit what Q4_0Avx2 / Q4_KAvx2 / Q5_KAvx2 (and their
-// AVX-512 forms) give.
+// more). Each vector of the one-token kernel's float accumulator (Q4_K: lane i, values 4i .. 4i + 3 of every sub-block;
+// Q4_0: lane k, block k of every 8) is one vector here with the rows in its lanes, and the float operations are the
+// one-token kernel's in its order, so every output is bit for bit what Q4_KAvx2 / Q4_0Avx2 (and their AVX-512 forms)
+// give.
 internal static unsafe partial class VecDot
 {
     /// <summary>Rows in one row group.</summary>
     public const int RowGroupRows = 16;
 
-    // Per super-block of a Q4_K / Q5_K group: the nibbles [j 0-3][i 0-7] (64 bytes each, lane r: row r's bytes
-    // 32j + 4i .. 32j + 4i + 3, values 4i .. 4i + 3 of sub-block 2j in the low nibbles and of sub-block 2j + 1 in the high),
-    // for Q5_K the fifth bits [i 0-7] (64 bytes each, lane r: row r's qh bytes 4i .. 4i + 3), then the six-bit scales
-    // [v 0-7][r] and mins [v][r] as bytes, then d [r] and dmin [r] as f16.
-    private const int GroupQh = 32 * 64;
-
-    private static int GroupScales<T>() where T : IK4Layout => T.FifthBits ? GroupQh + 8 * 64 : GroupQh;
-
-    private static int GroupMins<T>() where T : IK4Layout => GroupScales<T>() + 8 * RowGroupRows;
-
-    private static int GroupD<T>() where T : IK4Layout => GroupMins<T>() + 8 * RowGroupRows;
-
-    private static int GroupDmin<T>() where T : IK4Layout => GroupD<T>() + 2 * RowGroupRows;
-
-    private static int GroupSuperBlockBytes<T>() where T : IK4Layout => GroupDmin<T>() + 2 * RowGroupRows;
+    // Per super-block of a group: the nibbles [j 0-3][i 0-7] (64 bytes each, lane r: row r's bytes 32j + 4i .. 32j + 4i + 3,
+    // values 4i .. 4i + 3 of sub-block 2j in the low nibbles and of sub-block 2j + 1 in the high), then the six-bit
+    // scales [v 0-7][r] and mins [v][r] as bytes, then d [r] and dmin [r] as f16.
+    private const int GroupScales = 32 * 64, GroupMins = GroupScales + 8 * RowGroupRows, GroupD = GroupMins + 8 * RowGroupRows,
+        GroupDmin = GroupD + 2 * RowGroupRows, GroupSuperBlockBytes = GroupDmin + 2 * RowGroupRows;
 
     // Per block of a Q4_0 group: the nibbles [i 0-3] (64 bytes each, lane r: row r's bytes 4i .. 4i + 3, values
     // 4i .. 4i + 3 in the low nibbles and 16 + 4i .. 16 + 4i + 3 in the high), then d [r] as f16.
     private const int Group4_0D = 4 * 64, Group4_0BlockBytes = Group4_0D + 2 * RowGroupRows;
 
     /// <summary>True when one-token products of <paramref name="type"/> weights can run on row groups at
-    /// <paramref name="level"/> (Q4_0, Q4_K and Q5_K with AVX-512BW).</summary>
-    public static bool HasRowGroups(GgmlType type, SimdLevel level) => type is GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q5_K && level == SimdLevel.Avx512 && Avx512BW.IsSupported;
+    /// <paramref name="level"/> (Q4_K and Q4_0 with AVX-512BW).</summary>
+    public static bool HasRowGroups(GgmlType type, SimdLevel level) => type is GgmlType.Q4_K or GgmlType.Q4_0 && level == SimdLevel.Avx512 && Avx512BW.IsSupported;
 
     /// <summary>Bytes of one row group of <paramref name="columns"/> values of <paramref name="type"/>.</summary>
-    public static long RowGroupBytes(GgmlType type, int columns) => type switch
-    {
-        GgmlType.Q4_0 => (long)(columns / QK) * Group4_0BlockBytes,
-        GgmlType.Q4_K => (long)(columns / QK_K) * GroupSuperBlockBytes<Q4_KLayout>(),
-        GgmlType.Q5_K => (long)(columns / QK_K) * GroupSuperBlockBytes<Q5_KLayout>(),
-        _ => throw new NotSupportedException($"no row groups of {type}"),
-    };
+    public static long RowGroupBytes(GgmlType type, int columns) => type == GgmlType.Q4_K
+        ? (long)(columns / QK_K) * GroupSuperBlockBytes
+        : (long)(columns / QK) * Group4_0BlockBytes;
 
     /// <summary>Packs <see cref="RowGroupRows"/> rows of <paramref name="type"/> (<paramref name="rowBytes"/> apart) of
     /// <paramref name="columns"/> values into one row group at <paramref name="destination"/>
     /// (<see cref="RowGroupBytes"/> bytes).</summary>
     public static void PackRowGroup(GgmlType type, byte* w, long rowBytes, int columns, byte* destination)
     {
-        switch (type)
+        if (type == GgmlType.Q4_0)
         {
-            case GgmlType.Q4_0: PackQ4_0RowGroup(w, rowBytes, columns, destination); break;
-            case GgmlType.Q4_K: PackK4RowGroup<Q4_KLayout>(w, rowBytes, columns, destination); break;
-            case GgmlType.Q5_K: PackK4RowGroup<Q5_KLayout>(w, rowBytes, columns, destination); break;
-            default: throw new NotSupportedException($"no row groups of {type}");
+            PackQ4_0RowGroup(w, rowBytes, columns, destination);
+            return;
         }
-    }
-
-    private static void PackK4RowGroup<T>(byte* w, long rowBytes, int columns, byte* destination) where T : IK4Layout
-    {
         int nsb = columns / QK_K;
         for (int sb = 0; sb < nsb; sb++)
         {
-            byte* group = destination + (long)sb * GroupSuperBlockBytes<T>();
+            byte* group = destination + (long)sb * GroupSuperBlockBytes;
             for (int r = 0; r < RowGroupRows; r++)
             {
-                byte* block = w + r * rowBytes + (long)sb * T.Bytes;
-                uint* qs = (uint*)(block + T.Qs);
+                byte* block = w + r * rowBytes + (long)sb * Q4_KBytes;
+                uint* qs = (uint*)(block + Q4_KQs);
                 for (int k = 0; k < 32; k++)
                     ((uint*)(group + 64 * k))[r] = qs[k]; // k = 8j + i
-                if (T.FifthBits)
-                {
-                    for (int i = 0; i < 8; i++)
-                        ((uint*)(group + GroupQh + 64 * i))[r] = ((uint*)(block + Q5_KQh))[i];
-                }
-                ulong scales = UnpackScalesK4(block + Q4_KScales, out ulong mins); // Q5_KScales is the same offset
+                ulong scales = UnpackScalesK4(block + Q4_KScales, out ulong mins);
                 for (int v = 0; v < 8; v++)
                 {
-                    group[GroupScales<T>() + RowGroupRows * v + r] = (byte)(scales >> (8 * v));
-                    group[GroupMins<T>() + RowGroupRows * v + r] = (byte)(mins >> (8 * v));
+                    group[GroupScales + RowGroupRows * v + r] = (byte)(scales >> (8 * v));
+                    group[GroupMins + RowGroupRows * v + r] = (byte)(mins >> (8 * v));
                 }
-                ((ushort*)(group + GroupD<T>()))[r] = Unsafe.ReadUnaligned<ushort>(block);
-                ((ushort*)(group + GroupDmin<T>()))[r] = Unsafe.ReadUnaligned<ushort>(block + Q4_KDmin);
+                ((ushort*)(group + GroupD))[r] = Unsafe.ReadUnaligned<ushort>(block);
+                ((ushort*)(group + GroupDmin))[r] = Unsafe.ReadUnaligned<ushort>(block + Q4_KDmin);
             }
         }
     }
@@ -115,13 +90,10 @@ internal static unsafe partial class VecDot
     /// prepared for <paramref name="type"/>.</summary>
     public static void RowGroupProduct(GgmlType type, byte* group, byte* x, int n, float* y)
     {
-        switch (type)
-        {
-            case GgmlType.Q4_0: Q4_0RowGroupAvx512(group, x, n, y); break;
-            case GgmlType.Q4_K: K4RowGroupAvx512<Q4_KLayout>(group, x, n, y); break;
-            case GgmlType.Q5_K: K4RowGroupAvx512<Q5_KLayout>(group, x, n, y); break;
-            default: throw new NotSupportedException($"no row groups of {type}");
-        }
+        if (type == GgmlType.Q4_0)
+            Q4_0RowGroupAvx512(group, x, n, y);
+        else
+            Q4_KRowGroupAvx512(group, x, n, y);
     }
 
     /// <summary><c>y[r] = Σ_c w[r, c] · x[c]</c> for the 16 rows of a Q4_0 row group and one Q8_0 activation row (with its
@@ -177,44 +149,40 @@ internal static unsafe partial class VecDot
         return Avx512BW.MultiplyAddAdjacent(p, Vector512.Create((short)1)) - Vector512.Create(sx[b] << 3);
     }
 
-    /// <summary><c>y[r] = Σ_c w[r, c] · x[c]</c> for the 16 rows of a Q4_K or Q5_K row group and one Q8_K activation
-    /// row, bit for bit what <see cref="Q4_KAvx2"/> or <see cref="Q5_KAvx2"/> gives each row.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void K4RowGroupAvx512<T>(byte* group, byte* x, int n, float* y) where T : IK4Layout
+    /// <summary><c>y[r] = Σ_c w[r, c] · x[c]</c> for the 16 rows of a Q4_K row group and one Q8_K activation row,
+    /// bit for bit what <see cref="Q4_KAvx2"/> gives each row.</summary>
+    public static void Q4_KRowGroupAvx512(byte* group, byte* x, int n, float* y)
     {
         int nsb = n / QK_K;
         var mask = Vector512.Create((byte)0x0F);
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
         Vector512<float> accm = default;
-        for (int sb = 0; sb < nsb; sb++, group += GroupSuperBlockBytes<T>(), x += Q8_KBytes)
+        for (int sb = 0; sb < nsb; sb++, group += GroupSuperBlockBytes, x += Q8_KBytes)
         {
             sbyte* q8 = (sbyte*)(x + Q8_KQs);
             Vector512<int> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
             for (int j = 0; j < 4; j++)
             {
-                Vector512<short> low = GroupScale(group + GroupScales<T>() + RowGroupRows * 2 * j);
-                Vector512<short> high = GroupScale(group + GroupScales<T>() + RowGroupRows * (2 * j + 1));
+                Vector512<short> low = GroupScale(group + GroupScales + RowGroupRows * 2 * j);
+                Vector512<short> high = GroupScale(group + GroupScales + RowGroupRows * (2 * j + 1));
                 byte* qs = group + 64 * 8 * j;
-                byte* qh = group + GroupQh;
-                var b1 = Vector512.Create((byte)(1 << (2 * j)));
-                var b2 = Vector512.Create((byte)(2 << (2 * j)));
                 sbyte* xl = q8 + 64 * j, xh = xl + 32;
-                s0 += GroupStep<T>(qs, qh, b1, b2, xl, xh, low, high, mask);
-                s1 += GroupStep<T>(qs + 64, qh + 64, b1, b2, xl + 4, xh + 4, low, high, mask);
-                s2 += GroupStep<T>(qs + 128, qh + 128, b1, b2, xl + 8, xh + 8, low, high, mask);
-                s3 += GroupStep<T>(qs + 192, qh + 192, b1, b2, xl + 12, xh + 12, low, high, mask);
-                s4 += GroupStep<T>(qs + 256, qh + 256, b1, b2, xl + 16, xh + 16, low, high, mask);
-                s5 += GroupStep<T>(qs + 320, qh + 320, b1, b2, xl + 20, xh + 20, low, high, mask);
-                s6 += GroupStep<T>(qs + 384, qh + 384, b1, b2, xl + 24, xh + 24, low, high, mask);
-                s7 += GroupStep<T>(qs + 448, qh + 448, b1, b2, xl + 28, xh + 28, low, high, mask);
+                s0 += GroupStep(qs, xl, xh, low, high, mask);
+                s1 += GroupStep(qs + 64, xl + 4, xh + 4, low, high, mask);
+                s2 += GroupStep(qs + 128, xl + 8, xh + 8, low, high, mask);
+                s3 += GroupStep(qs + 192, xl + 12, xh + 12, low, high, mask);
+                s4 += GroupStep(qs + 256, xl + 16, xh + 16, low, high, mask);
+                s5 += GroupStep(qs + 320, xl + 20, xh + 20, low, high, mask);
+                s6 += GroupStep(qs + 384, xl + 24, xh + 24, low, high, mask);
+                s7 += GroupStep(qs + 448, xl + 28, xh + 28, low, high, mask);
             }
             // the min term: Σ_v m[v] · (bsums[2v] + bsums[2v + 1]) per row, exact as the one-token kernel's
             short* bsums = (short*)(x + Q8_KBsums);
             Vector512<int> t = default;
             for (int v = 0; v < 8; v++)
-                t += Avx512F.MultiplyLow(Avx512F.ConvertToVector512Int32(Vector128.Load(group + GroupMins<T>() + RowGroupRows * v)), Vector512.Create(bsums[2 * v] + bsums[2 * v + 1]));
+                t += Avx512F.MultiplyLow(Avx512F.ConvertToVector512Int32(Vector128.Load(group + GroupMins + RowGroupRows * v)), Vector512.Create(bsums[2 * v] + bsums[2 * v + 1]));
             var dy = Vector512.Create(*(float*)x);
-            Vector512<float> d = Fp16.ToSingle(Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)(group + GroupD<T>())))) * dy;
+            Vector512<float> d = Fp16.ToSingle(Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)(group + GroupD)))) * dy;
             a0 = Avx512F.FusedMultiplyAdd(d, Vector512.ConvertToSingle(s0), a0);
             a1 = Avx512F.FusedMultiplyAdd(d, Vector512.ConvertToSingle(s1), a1);
             a2 = Avx512F.FusedMultiplyAdd(d, Vector512.ConvertToSingle(s2), a2);
@@ -223,7 +191,7 @@ internal static unsafe partial class VecDot
             a5 = Avx512F.FusedMultiplyAdd(d, Vector512.ConvertToSingle(s5), a5);
             a6 = Avx512F.FusedMultiplyAdd(d, Vector512.ConvertToSingle(s6), a6);
             a7 = Avx512F.FusedMultiplyAdd(d, Vector512.ConvertToSingle(s7), a7);
-            Vector512<float> dmin = Fp16.ToSingle(Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)(group + GroupDmin<T>())))) * dy;
+            Vector512<float> dmin = Fp16.ToSingle(Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)(group + GroupDmin)))) * dy;
             accm += dmin * Vector512.ConvertToSingle(t);
         }
         // Vector256.Sum's order over the lanes i of each row, as SumAcross adds them
@@ -240,22 +208,14 @@ internal static unsafe partial class VecDot
         return (s | Vector512.ShiftLeft(s, 16)).AsInt16();
     }
 
-    /// <summary>Lane i of the one-token kernel's accumulator for the 16 rows from one 64-byte vector of nibbles (and for
-    /// Q5_K its fifth bits, <paramref name="lowBit"/> and <paramref name="highBit"/> of the bytes at <paramref name="qh"/>):
-    /// the low values against the activation dword at <paramref name="xLow"/> times the rows' scales
-    /// <paramref name="low"/>, plus the high values against <paramref name="xHigh"/> times <paramref name="high"/>.</summary>
+    /// <summary>Lane i of the one-token kernel's accumulator for the 16 rows from one 64-byte vector of nibbles:
+    /// the low nibbles against the activation dword at <paramref name="xLow"/> times the rows' scales
+    /// <paramref name="low"/>, plus the high nibbles against <paramref name="xHigh"/> times <paramref name="high"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<int> GroupStep<T>(byte* qs, byte* qh, Vector512<byte> lowBit, Vector512<byte> highBit, sbyte* xLow, sbyte* xHigh,
-        Vector512<short> low, Vector512<short> high, Vector512<byte> mask) where T : IK4Layout
+    private static Vector512<int> GroupStep(byte* qs, sbyte* xLow, sbyte* xHigh, Vector512<short> low, Vector512<short> high, Vector512<byte> mask)
     {
         Vector512<byte> q = Vector512.Load(qs);
         Vector512<byte> lo = q & mask, hi = Vector512.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & mask;
-        if (T.FifthBits)
-        {
-            Vector512<byte> bits = Vector512.Load(qh);
-            lo |= Vector512.Equals(bits & lowBit, lowBit) & Vector512.Create((byte)16);
-            hi |= Vector512.Equals(bits & highBit, highBit) & Vector512.Create((byte)16);
-        }
         return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(lo, Vector512.Create(*(int*)xLow).AsSByte()), low)
             + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(hi, Vector512.Create(*(int*)xHigh).AsSByte()), high);
     }

@@ -7,10 +7,9 @@ namespace Squeeze.Weights;
 /// A <see cref="BlockWeight"/> whose one-token products (decode steps) run on its rows interleaved 16 at a time
 /// (<see cref="MatMul.MultiplyRowGroups"/>, as llama.cpp repacks Q4_0 and Q4_K rows for its CPU kernels), bit for bit what
 /// the rows give; every other product, and decoding, use the rows themselves. The row groups are packed on the first
-/// one-token product into memory this weight owns (as much as the rows for Q4_0, 2.3 to 2.8 % more for Q5_K and Q4_K),
-/// so a runtime that never decodes one token at a time never makes them. Only weights over a mapped file are wrapped
-/// (<see cref="For"/>): their rows' pages are the kernel's to drop once packed, so the copy does not double the memory a
-/// model needs.
+/// one-token product into memory this weight owns (as much as the rows for Q4_0, 2.8 % more for Q4_K), so a runtime that never decodes one
+/// token at a time never makes them. Only weights over a mapped file are wrapped (<see cref="For"/>): their rows' pages
+/// are the kernel's to drop once packed, so the copy does not double the memory a model needs.
 /// </summary>
 public sealed unsafe class RowGroupWeight : LinearWeight, IDisposable
 {
@@ -25,7 +24,7 @@ public sealed unsafe class RowGroupWeight : LinearWeight, IDisposable
     }
 
     /// <summary><paramref name="weight"/> wrapped when its one-token products can run on row groups on this machine (a
-    /// Q4_0, Q4_K or Q5_K <see cref="BlockWeight"/> over a mapped file with whole groups of rows, AVX-512BW), else null.</summary>
+    /// Q4_0 or Q4_K <see cref="BlockWeight"/> over a mapped file with whole groups of rows, AVX-512BW), else null.</summary>
     public static RowGroupWeight? For(LinearWeight weight)
         => weight is BlockWeight block && VecDot.HasRowGroups(block.Type, VecDot.Best) && block.Tensor.Buffer.IsMapped && block.Rows % VecDot.RowGroupRows == 0
             ? new RowGroupWeight(block)
