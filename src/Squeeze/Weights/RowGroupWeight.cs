@@ -7,9 +7,9 @@ namespace Squeeze.Weights;
 /// A <see cref="BlockWeight"/> whose one-token products (decode steps) run on its rows interleaved 16 at a time
 /// (<see cref="MatMul.MultiplyRowGroups"/>, as llama.cpp repacks Q4_0 and Q4_K rows for its CPU kernels), bit for bit what
 /// the rows give; every other product, and decoding, use the rows themselves. The row groups are packed on the first
-/// one-token product into memory this weight owns (as much as the rows for Q4_0, 2.8 % more for Q4_K), so a runtime that never decodes one
-/// token at a time never makes them. Only weights over a mapped file are wrapped (<see cref="For"/>): their rows' pages
-/// are the kernel's to drop once packed, so the copy does not double the memory a model needs.
+/// one-token product into memory this weight owns (as much as the rows for Q4_0, 2.8 % more for Q4_K), so a runtime that
+/// never decodes one token at a time never makes them. Only weights over a mapped file are wrapped (<see cref="For"/>):
+/// their rows' pages are the kernel's to drop once packed, so the copy does not double the memory a model needs.
 /// </summary>
 public sealed unsafe class RowGroupWeight : LinearWeight, IDisposable
 {
