@@ -25,6 +25,22 @@ public static partial class Quantize
     [ThreadStatic]
     private static bool scalarOnly;
 
+    /// <summary>Per lane of 16 sub-blocks transposed (16 values each, value v of every sub-block at 16v): the largest
+    /// magnitude and the signed value that has it, the first of equal magnitudes (the scalar search's choice).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector512<float> AbsMax, Vector512<float> Max) SignedAbsMax16(ref float xs)
+    {
+        Vector512<float> amax = Vector512<float>.Zero, max = Vector512<float>.Zero;
+        for (int i = 0; i < 16; i++)
+        {
+            var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
+            var larger = Vector512.GreaterThan(Vector512.Abs(xi), amax);
+            amax = Vector512.ConditionalSelect(larger, Vector512.Abs(xi), amax);
+            max = Vector512.ConditionalSelect(larger, xi, max);
+        }
+        return (amax, max);
+    }
+
     /// <summary>Test hook: encodes a row with the scalar definition of every search (no vector lanes), to show that the
     /// vector code gives byte-identical blocks.</summary>
     internal static void ScalarRow(Squeeze.Tensors.GgmlType type, ReadOnlySpan<float> source, ReadOnlySpan<float> importance, Span<byte> destination)
@@ -509,14 +525,7 @@ public static partial class Quantize
         ref float cs = ref MemoryMarshal.GetReference(codes);
         var lo = Vector512.Create(-nmax);
         var hi = Vector512.Create(nmax - 1);
-        Vector512<float> amax = Vector512<float>.Zero, max = Vector512<float>.Zero;
-        for (int i = 0; i < 16; i++)
-        {
-            var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
-            var larger = Vector512.GreaterThan(Vector512.Abs(xi), amax);
-            amax = Vector512.ConditionalSelect(larger, Vector512.Abs(xi), amax);
-            max = Vector512.ConditionalSelect(larger, xi, max);
-        }
+        var (amax, max) = SignedAbsMax16(ref xs);
         var zero = Vector512.LessThan(amax, Vector512.Create(GroupMaxEps));
         var iscale = Vector512.Create((float)-nmax) / max;
         Vector512<float> sumlx = Vector512<float>.Zero, suml2 = Vector512<float>.Zero;
@@ -590,14 +599,7 @@ public static partial class Quantize
         }
         ref float xs = ref MemoryMarshal.GetReference(xt);
         ref float ws = ref MemoryMarshal.GetReference(wt);
-        Vector512<float> amax = Vector512<float>.Zero, max = Vector512<float>.Zero;
-        for (int i = 0; i < 16; i++)
-        {
-            var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
-            var larger = Vector512.GreaterThan(Vector512.Abs(xi), amax);
-            amax = Vector512.ConditionalSelect(larger, Vector512.Abs(xi), amax);
-            max = Vector512.ConditionalSelect(larger, xi, max);
-        }
+        var (amax, max) = SignedAbsMax16(ref xs);
         var zero = Vector512.LessThan(amax, Vector512.Create(GroupMaxEps));
         var (sumlx, suml2) = QxSums(ref xs, ref ws, nmax, Vector512.Create((float)-nmax) / max, codes);
         var scale = Vector512.ConditionalSelect(Vector512.Equals(suml2, Vector512<float>.Zero), Vector512<float>.Zero, sumlx / suml2);
