@@ -85,19 +85,18 @@ internal static unsafe class DecodeKernelsSuite
                 {
                     // the same rows interleaved 16 at a time, as the runtime packs them for decode steps
                     int groupRows = rows / VecDot.RowGroupRows * VecDot.RowGroupRows;
-                    long groupBytes = VecDot.RowGroupBytes(type, columns), count = groupRows / VecDot.RowGroupRows;
-                    byte* groups = (byte*)NativeMemory.AlignedAlloc((nuint)(count * groupBytes), 64);
+                    long groupsBytes = MatMul.RowGroupsBytes(type, groupRows, columns);
+                    byte* groups = (byte*)NativeMemory.AlignedAlloc((nuint)groupsBytes, 64);
                     try
                     {
-                        for (long g = 0; g < count; g++)
-                            VecDot.PackRowGroup(type, weights + g * VecDot.RowGroupRows * rowBytes, rowBytes, columns, groups + g * groupBytes);
+                        MatMul.PackRowGroups(type, weights, groupRows, columns, groups);
                         foreach (int threads in threadCounts)
                         {
                             fixed (float* px = x)
                             fixed (float* py = y)
                             {
                                 float* xp = px, yp = py;
-                                Time($"{type} row groups", threads, groupRows, count * groupBytes, context => MatMul.MultiplyRowGroups(type, groups, groupRows, columns, xp, context, yp));
+                                Time($"{type} row groups", threads, groupRows, groupsBytes, context => MatMul.MultiplyRowGroups(type, groups, groupRows, columns, xp, context, yp));
                             }
                         }
                     }

@@ -94,7 +94,7 @@ public static unsafe class MatMul
     }
 
     /// <summary>
-    /// <c>y[r] = Σ_c w[r, c] · x[c]</c> for one token, the <paramref name="type"/> weight held as row groups (<see cref="VecDot.PackRowGroup"/>:
+    /// <c>y[r] = Σ_c w[r, c] · x[c]</c> for one token, the <paramref name="type"/> weight held as row groups (<see cref="PackRowGroups"/>:
     /// <paramref name="rows"/> / 16 groups of <see cref="VecDot.RowGroupBytes"/> bytes at <paramref name="groups"/>), bit
     /// for bit what <see cref="Multiply(GgmlType, byte*, float*, int, int, int, int, ComputeContext, float*)"/> gives the
     /// rows themselves outside the deterministic mode.
@@ -102,13 +102,12 @@ public static unsafe class MatMul
     internal static void MultiplyRowGroups(GgmlType type, byte* groups, int rows, int columns, float* x, ComputeContext context, float* y)
     {
         ArgumentNullException.ThrowIfNull(context);
-        if (rows % VecDot.RowGroupRows != 0)
-            throw new ArgumentException($"{rows} rows are not whole groups of {VecDot.RowGroupRows}", nameof(rows));
+        CheckWholeGroups(rows);
         long xRowBytes = VecDot.ActivationRowBytes(type, columns);
         byte* xq = context.Scratch((xRowBytes + 63) / 64 * 64);
         VecDot.PrepareActivations(type, x, columns, 1, xq);
         int count = rows / VecDot.RowGroupRows;
-        long work = (long)count * VecDot.RowGroupBytes(type, columns);
+        long work = RowGroupsBytes(type, rows, columns);
         var job = context.Job<RowGroupJob>();
         job.Type = type;
         job.Groups = groups;
@@ -118,6 +117,26 @@ public static unsafe class MatMul
         job.X = xq;
         job.Y = y;
         context.Run(job, work < MinBytesPerPart || context.Threads == 1 ? 1 : Math.Min(PartsPerThread * context.Threads, count));
+    }
+
+    /// <summary>Bytes of the row groups of a [<paramref name="rows"/>, <paramref name="columns"/>] weight of
+    /// <paramref name="type"/> (whole groups of rows).</summary>
+    internal static long RowGroupsBytes(GgmlType type, int rows, int columns) => (long)(rows / VecDot.RowGroupRows) * VecDot.RowGroupBytes(type, columns);
+
+    /// <summary>Packs <paramref name="rows"/> contiguous rows of <paramref name="type"/> at <paramref name="weight"/> into
+    /// the row groups <see cref="MultiplyRowGroups"/> reads (<see cref="RowGroupsBytes"/> bytes at <paramref name="destination"/>).</summary>
+    internal static void PackRowGroups(GgmlType type, byte* weight, int rows, int columns, byte* destination)
+    {
+        CheckWholeGroups(rows);
+        long rowBytes = GgmlTypes.RowBytes(type, columns), groupBytes = VecDot.RowGroupBytes(type, columns);
+        for (int g = 0; g < rows / VecDot.RowGroupRows; g++)
+            VecDot.PackRowGroup(type, weight + (long)g * VecDot.RowGroupRows * rowBytes, rowBytes, columns, destination + g * groupBytes);
+    }
+
+    private static void CheckWholeGroups(int rows)
+    {
+        if (rows % VecDot.RowGroupRows != 0)
+            throw new ArgumentException($"{rows} rows are not whole groups of {VecDot.RowGroupRows}", nameof(rows));
     }
 
     /// <summary>A one-token product over row groups, split by groups.</summary>

@@ -71,12 +71,8 @@ public sealed unsafe class RowGroupWeight : LinearWeight, IDisposable
         {
             if (groups is null)
             {
-                long groupBytes = VecDot.RowGroupBytes(rows.Type, Columns);
-                var buffer = NativeBuffer.Allocate(Rows / VecDot.RowGroupRows * groupBytes);
-                Tensor tensor = rows.Tensor;
-                long rowBytes = GgmlTypes.RowBytes(tensor.Type, Columns);
-                for (int g = 0; g < Rows / VecDot.RowGroupRows; g++)
-                    VecDot.PackRowGroup(tensor.Type, tensor.Data + (long)g * VecDot.RowGroupRows * rowBytes, rowBytes, Columns, buffer.Pointer + g * groupBytes);
+                var buffer = NativeBuffer.Allocate(MatMul.RowGroupsBytes(rows.Type, Rows, Columns));
+                MatMul.PackRowGroups(rows.Type, rows.Tensor.Data, Rows, Columns, buffer.Pointer);
                 groups = buffer;
             }
             return groups.Pointer;

@@ -39,16 +39,14 @@ public unsafe class RowGroupTests
                 byte[] xq = KernelTestData.Prepared(type, x, columns, 1);
                 float[] wf = KernelTestData.Dequantized(type, w, rows, columns), xf = KernelTestData.PreparedValues(type, xq, columns, 1);
                 long rowBytes = GgmlTypes.RowBytes(type, columns), groupBytes = VecDot.RowGroupBytes(type, columns);
-                var groups = new byte[rows / VecDot.RowGroupRows * groupBytes];
+                var groups = new byte[MatMul.RowGroupsBytes(type, rows, columns)];
                 var y = new float[rows];
                 fixed (byte* pw = w, px = xq, pg = groups)
                 fixed (float* py = y)
                 {
+                    MatMul.PackRowGroups(type, pw, rows, columns, pg);
                     for (int g = 0; g < rows / VecDot.RowGroupRows; g++)
-                    {
-                        VecDot.PackRowGroup(type, pw + g * VecDot.RowGroupRows * rowBytes, rowBytes, columns, pg + g * groupBytes);
                         VecDot.RowGroupProduct(type, pg + g * groupBytes, px, columns, py + g * VecDot.RowGroupRows);
-                    }
                     for (int r = 0; r < rows; r++)
                     {
                         float expected = one(pw + r * rowBytes, px, columns);
