@@ -9,7 +9,7 @@ namespace Squeeze.Bench;
 
 /// <summary>
 /// <c>runtime-speed</c>: prompt and decode tokens/s of Squeeze and of llama.cpp (LLamaSharp's CPU backend, in this
-/// process) on the same GGUF files, measured side by side in one run, row by row, with decode's share of the machine's
+/// process) on the same GGUF files, measured side by side in one run, in alternating rounds, with decode's share of the machine's
 /// copy bandwidth for both. The files are llama.cpp's own: each type quantized by llama.cpp's quantizer with
 /// <c>--pure</c> (every matrix that type) from an F16 GGUF of a random checkpoint of a real model's shape
 /// (<see cref="ShapesSuite"/>), or of stories15M from llama.cpp's f32 file.
@@ -40,8 +40,8 @@ internal static class RuntimeSpeedSuite
         var bandwidth = threadCounts.ToDictionary(n => n, SpeedSuite.CopyBandwidth);
 
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- runtime-speed {string.Join(' ', args)}` "
-            + $"({shapeName}; prompt {promptTokens}, decode {decodeTokens}, depth {depth}, {kv} cache in both; median of {repetitions} after a warm-up; "
-            + "each row: Squeeze, then llama.cpp, on the same file)");
+            + $"({shapeName}; prompt {promptTokens}, decode {decodeTokens}, depth {depth}, {kv} cache in both, on the same file; {repetitions} rounds, "
+            + "each Squeeze then llama.cpp, a warm-up and one measured run each; tokens/s are medians over the rounds, ratios the medians of the rounds' ratios)");
         Console.WriteLine();
         Console.WriteLine($"STREAM-like copy (256 MiB, read + write counted): {string.Join(", ", bandwidth.Select(b => $"{b.Value:0.0} GB/s on {b.Key} thread(s)"))}.");
         Console.WriteLine();
@@ -54,12 +54,24 @@ internal static class RuntimeSpeedSuite
             double bytesPerToken = SpeedSuite.WeightBytesPerToken(model);
             foreach (int threads in threadCounts)
             {
-                var ours = SpeedBenchmark.Run(model, threads, promptTokens, decodeTokens, repetitions, kvCache: policy, depth: depth);
-                var theirs = LlamaCppSpeed.Run(file, threads, promptTokens, decodeTokens, repetitions, kv, depth);
+                // Rounds alternate the tools, each a warm-up and one measured run, so a neighbour's load that comes and
+                // goes falls on both; the ratios are the medians of the rounds' own ratios.
+                var ours = new List<SpeedResult>();
+                var theirs = new List<SpeedResult>();
+                for (int round = 0; round < repetitions; round++)
+                {
+                    ours.Add(SpeedBenchmark.Run(model, threads, promptTokens, decodeTokens, repetitions: 1, kvCache: policy, depth: depth));
+                    theirs.Add(LlamaCppSpeed.Run(file, threads, promptTokens, decodeTokens, repetitions: 1, kv, depth));
+                }
+                double median(IEnumerable<double> values) => SpeedBenchmark.Median(values.ToList());
+                double oursPrompt = median(ours.Select(r => r.PromptTokensPerSecond)), theirsPrompt = median(theirs.Select(r => r.PromptTokensPerSecond));
+                double oursDecode = median(ours.Select(r => r.DecodeTokensPerSecond)), theirsDecode = median(theirs.Select(r => r.DecodeTokensPerSecond));
+                double promptRatio = median(ours.Zip(theirs, (a, b) => a.PromptTokensPerSecond / b.PromptTokensPerSecond));
+                double decodeRatio = median(ours.Zip(theirs, (a, b) => a.DecodeTokensPerSecond / b.DecodeTokensPerSecond));
                 double share(double tokensPerSecond) => bytesPerToken * tokensPerSecond / 1e9 / bandwidth[threads];
-                Console.WriteLine($"| {type} | {threads} | {ours.PromptTokensPerSecond:0.0} | {theirs.PromptTokensPerSecond:0.0} | {ours.PromptTokensPerSecond / theirs.PromptTokensPerSecond:0.00} "
-                    + $"| {ours.DecodeTokensPerSecond:0.0} | {theirs.DecodeTokensPerSecond:0.0} | {ours.DecodeTokensPerSecond / theirs.DecodeTokensPerSecond:0.00} "
-                    + $"| {bytesPerToken / 1e6:0.0} | {share(ours.DecodeTokensPerSecond):0%} | {share(theirs.DecodeTokensPerSecond):0%} |");
+                Console.WriteLine($"| {type} | {threads} | {oursPrompt:0.0} | {theirsPrompt:0.0} | {promptRatio:0.00} "
+                    + $"| {oursDecode:0.0} | {theirsDecode:0.0} | {decodeRatio:0.00} "
+                    + $"| {bytesPerToken / 1e6:0.0} | {share(oursDecode):0%} | {share(theirsDecode):0%} |");
                 Console.Out.Flush();
             }
         }
