@@ -22,14 +22,15 @@ public enum ErrorModel
 public enum SwapMeasurement
 {
     /// <summary><see cref="All"/> while every swap costs at most <see cref="Allocator.MeasuredSwapWork"/> parameter-tokens
-    /// in all, else <see cref="Sampled"/>.</summary>
+    /// in all, else <see cref="Sampled"/>; always <see cref="All"/> for round-to-nearest candidates, which have no output
+    /// error to predict from.</summary>
     Auto,
 
     /// <summary>Every candidate measured: one forward pass per candidate.</summary>
     All,
 
     /// <summary>Predicted: a sample of tensors measured, the rest scaled from their output error
-    /// (<see cref="Allocator.PredictSwaps"/>).</summary>
+    /// (<see cref="Allocator.PredictSwaps"/>); refused for round-to-nearest candidates, which have none.</summary>
     Sampled,
 }
 
@@ -214,6 +215,7 @@ public static class Allocator
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(representations);
+        CheckSwaps(options);
         // Only the row splits read the token usage, which takes a forward pass over the text.
         var usage = !representations.Any(r => r.NeedsTokenUsage) ? null
             : TokenUsage.Measure(model, calibrationText, options.Compression.CalibrationTokens, ContextLength(model, options.Compression), options.Compression.Threads,
@@ -232,6 +234,7 @@ public static class Allocator
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(calibrationText);
+        CheckSwaps(options);
         var compression = options.Compression;
         int ctx = ContextLength(model, compression);
         int threads = Math.Max(1, compression.Threads);
@@ -267,7 +270,7 @@ public static class Allocator
             var swapChunks = Enumerable.Range(0, options.SwapChunks).ToArray();
             int candidates = set.Tensors.Sum(t => t.Options.Count);
             bool sample = options.Swaps == SwapMeasurement.Sampled
-                || (options.Swaps == SwapMeasurement.Auto && (double)candidates * model.ParameterCount * meter.ScoredPerChunk * swapChunks.Length > MeasuredSwapWork);
+                || (options.Swaps == SwapMeasurement.Auto && HasOutputErrors(options.Compression) && (double)candidates * model.ParameterCount * meter.ScoredPerChunk * swapChunks.Length > MeasuredSwapWork);
             int measured = candidates;
             if (sample)
             {
@@ -290,6 +293,16 @@ public static class Allocator
             set.Dispose();
             throw;
         }
+    }
+
+    // Round-to-nearest candidates are encoded without calibration statistics, so they have no output error to predict a
+    // swap's KLD from: Auto measures every swap for them, and Sampled is refused before any work.
+    private static bool HasOutputErrors(CompressionOptions compression) => compression.Method != CompressionMethod.Rtn;
+
+    private static void CheckSwaps(AllocationOptions options)
+    {
+        if (options.Swaps == SwapMeasurement.Sampled && !HasOutputErrors(options.Compression))
+            throw new ArgumentException("sampled swaps predict each candidate's KLD from its calibrated output error, which rtn candidates do not have: use --method imatrix (one calibration pass more), or --swaps all");
     }
 
     // The blocks as they are enumerated, the time each takes to collect counted on `clock`.

@@ -177,6 +177,16 @@ public sealed class CompressionPipelineTests : IDisposable
             new CompressionJob { Target = new MixTarget(QuantizationMix.Q8_0), Method = CompressionMethod.Rtn }, progress)).Message);
         Assert.Contains("over the input", Assert.Throws<ArgumentException>(() => CompressionPipeline.Run(model,
             new CompressionJob { Target = new MixTarget(QuantizationMix.Q8_0), Method = CompressionMethod.Rtn, Output = model.Source }, progress)).Message);
+        // round-to-nearest candidates have no output error for sampled swaps to predict from, in either format
+        foreach (bool native in new[] { false, true })
+        {
+            Assert.Contains("--swaps all", Assert.Throws<ArgumentException>(() => CompressionPipeline.Run(model, new CompressionJob
+            {
+                Target = new BudgetTarget(null, 9.0, Native: native, Swaps: SwapMeasurement.Sampled),
+                Method = CompressionMethod.Rtn,
+                CalibrationText = CalibrationText,
+            }, progress)).Message);
+        }
         Assert.Empty(stages);
     }
 }
