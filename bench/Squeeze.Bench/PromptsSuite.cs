@@ -16,7 +16,11 @@ namespace Squeeze.Bench;
 /// <c>--methods llmlingua,…</c>, <c>--seed S</c> (first story seed, 240000), <c>--threads N</c>,
 /// <c>--segment-tokens N</c>, <c>--coarse-factor X</c>, <c>--instruction-share X</c>, <c>--tail-shares X,Y,…</c>, <c>--probe-share X</c> (LLMLingua's settings),
 /// <c>--compressor MODEL</c> (the small model that scores and compresses the prompts, with its own tokenizer; default
-/// stories15M itself). Ratios are counted in stories15M's tokens of the prompt and of the re-encoded compressed text.
+/// stories15M itself), <c>--cost-reader MODEL</c> (a larger model, such as a random checkpoint of a real model's shape
+/// from <c>shapes</c>, whose prefill of the first <c>--cost-stories N</c> (10) prompts, full and compressed, is timed: the
+/// prefill a real-size reader is spared; its speed is meaningful, its quality is not; each compressed prompt is timed
+/// between two runs of its full prompt, whose mean it is subtracted from, so the machine's load drifts out of the pair). Ratios are counted in
+/// stories15M's tokens of the prompt and of the re-encoded compressed text.
 /// </summary>
 internal static class PromptsSuite
 {
@@ -44,6 +48,10 @@ internal static class PromptsSuite
         using var compressorModel = compressorPath is null ? null : ModelLoader.Load(compressorPath);
         using var compressorRuntime = compressorModel is null ? null : new Transformer(compressorModel, new RuntimeOptions { Threads = threads });
         var compressor = compressorRuntime ?? runtime;
+        string? costReaderPath = Program.Value(args, "--cost-reader");
+        int costStories = Program.Option(args, "--cost-stories", 10);
+        using var costModel = costReaderPath is null ? null : ModelLoader.Load(costReaderPath);
+        using var costRuntime = costModel is null ? null : new Transformer(costModel, new RuntimeOptions { Threads = threads, ContextLength = 1024, BatchSize = 512 });
         var tokenizer = model.Tokenizer;
         var clock = Stopwatch.StartNew();
         var stories = new List<(string Prompt, int[] PromptTokens, int[] Answer)>();
@@ -64,23 +72,30 @@ internal static class PromptsSuite
         long answerTokens = stories.Sum(s => (long)s.Answer.Length);
         var perStory = new Dictionary<(PromptCompressionMethod, double), double[]>(); // each story's answer NLL (nats, summed over its tokens)
         int promptTokens = stories.Sum(s => s.PromptTokens.Length);
+        var costTexts = stories.Take(costStories).Select(s => s.Prompt).ToList();
+        if (costRuntime is not null)
+            PrefillSeconds(costRuntime, costTexts[0]); // warm-up: JIT tiers, page faults of the mapped weights
+        double fullCost = costRuntime is null ? 0 : costTexts.Sum(text => PrefillSeconds(costRuntime, text));
 
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- prompts --stories {count} --seed {firstSeed} --threads {threads}" +
-            $"{(compressorPath is null ? "" : $" --compressor {compressorPath}")}` " +
+            $"{(compressorPath is null ? "" : $" --compressor {compressorPath}")}{(costReaderPath is null ? "" : $" --cost-reader {costReaderPath} --cost-stories {costTexts.Count}")}` " +
             $"(compressor {(compressorModel is null ? "stories15M" : Path.GetFileName(compressorPath))}, reader stories15M; {stories.Count} stories sampled from stories15M, seeds {firstSeed}…{firstSeed + count - 1}, temperature 1, 240 tokens; " +
             $"prompts {promptTokens / (double)stories.Count:0.0} tokens on average; answer NLL in nats per token under stories15M; " +
             $"LLMLingua segments of {segmentTokens} tokens, coarse factor {coarseFactor}, instruction share {instructionShare}, tail shares {string.Join(", ", tailShares)}, probe share {probeShare})");
         Console.WriteLine();
-        Console.WriteLine($"Answer NLL with no prompt {none:0.0000}, with the full prompt {full:0.0000} (full prompt's prefill {1000 * fullPrefill / stories.Count:0.00} ms per prompt).");
+        Console.WriteLine($"Answer NLL with no prompt {none:0.0000}, with the full prompt {full:0.0000} (full prompt's prefill {1000 * fullPrefill / stories.Count:0.00} ms per prompt"
+            + (costRuntime is null ? ")." : $"; {1000 * fullCost / costTexts.Count:0.0} ms in {Path.GetFileName(costReaderPath!.TrimEnd('/'))}, over the first {costTexts.Count} prompts)."));
         Console.WriteLine();
-        Console.WriteLine("| method | target ratio | ratio | answer NLL | kept share | compression ms / prompt | prefill ms saved / prompt | compressor tokens run / prompt |");
-        Console.WriteLine("|---|---|---|---|---|---|---|---|");
+        string costColumn = costRuntime is null ? "" : $" {Path.GetFileName(costReaderPath!.TrimEnd('/'))}'s prefill ms saved / prompt (first {costTexts.Count}) |";
+        Console.WriteLine($"| method | target ratio | ratio | answer NLL | kept share | compression ms / prompt | prefill ms saved / prompt | compressor tokens run / prompt |{costColumn}");
+        Console.WriteLine($"|---|---|---|---|---|---|---|---|{(costRuntime is null ? "" : "---|")}");
         foreach (double ratio in ratios)
         {
             foreach (var method in methods)
             {
                 var options = new PromptCompressionOptions { Ratio = ratio, Method = method, Seed = 7, SegmentTokens = segmentTokens, CoarseFactor = coarseFactor, TailShares = tailShares, ProbeShare = probeShare, InstructionShare = instructionShare };
                 var compressed = new List<(int[] Prompt, int[] Answer)>();
+                var texts = new List<string>();
                 long original = 0, kept = 0, scored = 0;
                 var watch = Stopwatch.StartNew();
                 foreach (var story in stories)
@@ -91,12 +106,14 @@ internal static class PromptsSuite
                     kept += encoded.Length;
                     scored += result.ScoredTokens;
                     compressed.Add((encoded, story.Answer));
+                    texts.Add(result.Text);
                 }
                 double seconds = watch.Elapsed.TotalSeconds;
                 double nll = MeanNll(runtime, compressed, out double prefill, out double[] totals);
                 perStory[(method, ratio)] = totals;
                 Console.WriteLine($"| {PromptCompressionOptions.Name(method)} | {ratio:0.#}× | {(double)original / kept:0.00}× | {nll:0.0000} | " +
-                    $"{(none - nll) / (none - full):0.000} | {1000 * seconds / stories.Count:0.0} | {1000 * (fullPrefill - prefill) / stories.Count:0.00} | {(double)scored / stories.Count:0} |");
+                    $"{(none - nll) / (none - full):0.000} | {1000 * seconds / stories.Count:0.0} | {1000 * (fullPrefill - prefill) / stories.Count:0.00} | {(double)scored / stories.Count:0} |" +
+                    (costRuntime is null ? "" : $" {1000 * SavedPrefillSeconds(costRuntime, costTexts, texts) / costTexts.Count:0.0} |"));
             }
         }
         // LLMLingua against each baseline, story by story: the difference in kept share and its standard error over stories
@@ -183,6 +200,30 @@ internal static class PromptsSuite
             stories.AddRange(sequences.Select(q => q.ToArray()));
         }
         return stories;
+    }
+
+    // Seconds of prefill of a text: BOS and the text in the runtime's own tokens, one batch.
+    private static double PrefillSeconds(Transformer runtime, string text)
+    {
+        int[] prefix = [runtime.Model.Tokenizer.BosId, .. runtime.Model.Tokenizer.Encode(text, addBos: false)];
+        runtime.Reset();
+        var watch = Stopwatch.StartNew();
+        runtime.Forward(prefix, 1);
+        return watch.Elapsed.TotalSeconds;
+    }
+
+    // Prefill seconds the compressed texts spare, summed over the first full.Count pairs: each compressed text timed between
+    // two runs of its full text and subtracted from their mean.
+    private static double SavedPrefillSeconds(Transformer runtime, List<string> full, List<string> compressed)
+    {
+        double saved = 0;
+        for (int k = 0; k < full.Count; k++)
+        {
+            double before = PrefillSeconds(runtime, full[k]);
+            double cut = PrefillSeconds(runtime, compressed[k]);
+            saved += (before + PrefillSeconds(runtime, full[k])) / 2 - cut;
+        }
+        return saved;
     }
 
     // The answers' mean NLL per token (nats) given their prompts, the seconds spent on the prompts' prefill (BOS and the

@@ -2,6 +2,7 @@ using System.Globalization;
 using LLama;
 using LLama.Native;
 using Squeeze.Formats;
+using Squeeze.Models;
 using Squeeze.Quantization;
 using Squeeze.Runtime;
 
@@ -14,7 +15,8 @@ namespace Squeeze.Bench;
 /// <c>--pure</c> (every matrix that type) from an F16 GGUF of a random checkpoint of a real model's shape
 /// (<see cref="ShapesSuite"/>), or of stories15M from llama.cpp's f32 file.
 /// <para><c>runtime-speed [--shape tinyllama-1.1b|llama-3.2-1b|stories15M] [--types Q4_0,Q4_K,Q8_0] [--threads 1,2]
-/// [--prompt 512] [--decode 128] [--repetitions 5] [--kv f16] [--depth 0]</c>. <c>--depth N</c> measures both phases
+/// [--prompt 512] [--decode 128] [--repetitions 5] [--kv f16] [--depth 0] [--native DIR]</c>. <c>--native DIR</c> adds
+/// a row of a native model of the same shape in Squeeze against llama.cpp's Q4_0 file of the shape. <c>--depth N</c> measures both phases
 /// with N tokens already in the cache (llama-bench's <c>-d</c>); <c>--kv f32|f16|q8|q4</c> is both tools' cache type
 /// (q8 and q4 are q8_0 and q4_0 in llama.cpp).</para>
 /// </summary>
@@ -45,7 +47,7 @@ internal static class RuntimeSpeedSuite
         Console.WriteLine();
         Console.WriteLine($"STREAM-like copy (256 MiB, read + write counted): {string.Join(", ", bandwidth.Select(b => $"{b.Value:0.0} GB/s on {b.Key} thread(s)"))}.");
         Console.WriteLine();
-        Console.WriteLine("| type | threads | prompt tok/s Squeeze | llama.cpp | ratio | decode tok/s Squeeze | llama.cpp | ratio | MB read/token | decode of copy, Squeeze | llama.cpp |");
+        Console.WriteLine("| type | threads | prompt tok/s Squeeze | llama.cpp | ratio | decode tok/s Squeeze | llama.cpp | ratio | MB read/token (Squeeze) | decode of copy, Squeeze | llama.cpp |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
         foreach (string type in types)
         {
@@ -53,27 +55,40 @@ internal static class RuntimeSpeedSuite
             using var model = ModelLoader.Load(file);
             double bytesPerToken = SpeedSuite.WeightBytesPerToken(model);
             foreach (int threads in threadCounts)
+                Row(type, model, bytesPerToken, file, bytesPerToken, threads);
+        }
+        if (Program.Value(args, "--native") is { } directory)
+        {
+            // A native model of the same shape against llama.cpp's Q4_0 file of it.
+            string file = Quantized(source, "Q4_0", Path.Combine(cache, "runtime-speed"), shapeName);
+            using var q4 = ModelLoader.Load(file);
+            using var native = ModelLoader.Load(directory);
+            double bits = 8.0 * new DirectoryInfo(directory).EnumerateFiles().Sum(f => f.Length) / native.ParameterCount;
+            foreach (int threads in threadCounts)
+                Row($"native {Path.GetFileName(directory.TrimEnd('/'))} ({bits:0.00} bpw), llama.cpp Q4_0", native, SpeedSuite.WeightBytesPerToken(native), file, SpeedSuite.WeightBytesPerToken(q4), threads);
+        }
+
+        // Rounds alternate the tools, each a warm-up and one measured run, so a neighbour's load that comes and goes falls
+        // on both; the ratios are the medians of the rounds' own ratios.
+        void Row(string label, Model model, double bytesPerToken, string llamaFile, double llamaBytesPerToken, int threads)
+        {
+            var ours = new List<SpeedResult>();
+            var theirs = new List<SpeedResult>();
+            for (int round = 0; round < repetitions; round++)
             {
-                // Rounds alternate the tools, each a warm-up and one measured run, so a neighbour's load that comes and
-                // goes falls on both; the ratios are the medians of the rounds' own ratios.
-                var ours = new List<SpeedResult>();
-                var theirs = new List<SpeedResult>();
-                for (int round = 0; round < repetitions; round++)
-                {
-                    ours.Add(SpeedBenchmark.Run(model, threads, promptTokens, decodeTokens, repetitions: 1, kvCache: policy, depth: depth));
-                    theirs.Add(LlamaCppSpeed.Run(file, threads, promptTokens, decodeTokens, repetitions: 1, kv, depth));
-                }
-                double median(IEnumerable<double> values) => SpeedBenchmark.Median(values.ToList());
-                double oursPrompt = median(ours.Select(r => r.PromptTokensPerSecond)), theirsPrompt = median(theirs.Select(r => r.PromptTokensPerSecond));
-                double oursDecode = median(ours.Select(r => r.DecodeTokensPerSecond)), theirsDecode = median(theirs.Select(r => r.DecodeTokensPerSecond));
-                double promptRatio = median(ours.Zip(theirs, (a, b) => a.PromptTokensPerSecond / b.PromptTokensPerSecond));
-                double decodeRatio = median(ours.Zip(theirs, (a, b) => a.DecodeTokensPerSecond / b.DecodeTokensPerSecond));
-                double share(double tokensPerSecond) => bytesPerToken * tokensPerSecond / 1e9 / bandwidth[threads];
-                Console.WriteLine($"| {type} | {threads} | {oursPrompt:0.0} | {theirsPrompt:0.0} | {promptRatio:0.00} "
-                    + $"| {oursDecode:0.0} | {theirsDecode:0.0} | {decodeRatio:0.00} "
-                    + $"| {bytesPerToken / 1e6:0.0} | {share(oursDecode):0%} | {share(theirsDecode):0%} |");
-                Console.Out.Flush();
+                ours.Add(SpeedBenchmark.Run(model, threads, promptTokens, decodeTokens, repetitions: 1, kvCache: policy, depth: depth));
+                theirs.Add(LlamaCppSpeed.Run(llamaFile, threads, promptTokens, decodeTokens, repetitions: 1, kv, depth));
             }
+            double median(IEnumerable<double> values) => SpeedBenchmark.Median(values.ToList());
+            double oursPrompt = median(ours.Select(r => r.PromptTokensPerSecond)), theirsPrompt = median(theirs.Select(r => r.PromptTokensPerSecond));
+            double oursDecode = median(ours.Select(r => r.DecodeTokensPerSecond)), theirsDecode = median(theirs.Select(r => r.DecodeTokensPerSecond));
+            double promptRatio = median(ours.Zip(theirs, (a, b) => a.PromptTokensPerSecond / b.PromptTokensPerSecond));
+            double decodeRatio = median(ours.Zip(theirs, (a, b) => a.DecodeTokensPerSecond / b.DecodeTokensPerSecond));
+            double share(double bytes, double tokensPerSecond) => bytes * tokensPerSecond / 1e9 / bandwidth[threads];
+            Console.WriteLine($"| {label} | {threads} | {oursPrompt:0.0} | {theirsPrompt:0.0} | {promptRatio:0.00} "
+                + $"| {oursDecode:0.0} | {theirsDecode:0.0} | {decodeRatio:0.00} "
+                + $"| {bytesPerToken / 1e6:0.0} | {share(bytesPerToken, oursDecode):0%} | {share(llamaBytesPerToken, theirsDecode):0%} |");
+            Console.Out.Flush();
         }
     }
 

@@ -76,14 +76,15 @@ internal static class SpeedSuite
         => (SpeedBenchmark.Run(model, threads, promptTokens: 256, decodeTokens: 128, repetitions),
             LlamaCppSpeed.Run(file, threads, promptTokens: 256, decodeTokens: 128, repetitions, kv: "f16"));
 
-    /// <summary>Weight bytes one decode step reads: every matrix of every layer, the classifier, one embedding row.</summary>
+    /// <summary>Weight bytes one decode step reads: every matrix of every layer, the classifier, one embedding row (the
+    /// stored bytes of a native model's weights as of a GGUF file's tensors).</summary>
     internal static double WeightBytesPerToken(Model model)
     {
-        double bytes = 0;
-        foreach (var tensor in model.Tensors)
-            bytes += tensor.Name == TensorNames.TokenEmbedding ? tensor.RowBytes : tensor.ByteLength;
-        if (!model.TryGetTensor(TensorNames.Output, out _))
-            bytes += model[TensorNames.TokenEmbedding].ByteLength; // tied: the embedding is the classifier
+        var stored = model.Tensors.Select(t => (t.Name, Bytes: (double)t.ByteLength, Rows: (double)t.Rows))
+            .Concat(model.Weights.Select(w => (w.Name, Bytes: (double)w.StoredBytes, Rows: (double)w.Rows))).ToList();
+        double bytes = stored.Sum(t => t.Name == TensorNames.TokenEmbedding ? t.Bytes / t.Rows : t.Bytes);
+        if (!stored.Any(t => t.Name == TensorNames.Output))
+            bytes += stored.Single(t => t.Name == TensorNames.TokenEmbedding).Bytes; // tied: the embedding is the classifier
         return bytes;
     }
 
