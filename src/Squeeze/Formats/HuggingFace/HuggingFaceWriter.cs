@@ -11,8 +11,9 @@ namespace Squeeze.Formats.HuggingFace;
 /// transformers read: <c>config.json</c> (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,
 /// Gemma2ForCausalLM or Gemma3ForCausalLM), <c>model.safetensors</c> with Hugging Face tensor names (q/k rows in
 /// rotate-half order, Gemma's norm weights with the 1 taken off again; the file's metadata is
-/// <c>{"format": "pt"}</c>), and for a SentencePiece vocabulary <c>tokenizer.model</c> plus <c>tokenizer_config.json</c>.
-/// A byte-level BPE vocabulary is not written (no tokenizer file; copy the source's <c>tokenizer.json</c>).
+/// <c>{"format": "pt"}</c>), and the tokenizer (<see cref="WriteTokenizer"/>): <c>tokenizer.model</c> for a SentencePiece
+/// vocabulary, <c>tokenizer.json</c> for a byte-level BPE one (Llama 3, Qwen 2.5/3, GPT-2; with fewer tokens than
+/// vocab_size when the embedding has more rows than the tokenizer, as Qwen's checkpoints have), and <c>tokenizer_config.json</c>.
 /// Everything is written into a temporary directory beside the destination, which is then renamed into place.
 /// </summary>
 public static class HuggingFaceWriter
@@ -29,7 +30,8 @@ public static class HuggingFaceWriter
     }
 
     /// <summary>Writes <paramref name="model"/> to <paramref name="directory"/>, which must not exist or be empty.</summary>
-    /// <exception cref="NotSupportedException">A tensor is block-quantized, or the model has no Hugging Face equivalent.</exception>
+    /// <exception cref="NotSupportedException">A tensor is block-quantized, the model has no Hugging Face equivalent, or
+    /// its byte-level vocabulary has a token a tokenizer.json cannot say.</exception>
     /// <exception cref="IOException">The destination exists and is not empty.</exception>
     /// <returns>The list of files written, relative to <paramref name="directory"/>.</returns>
     public static IReadOnlyList<string> Write(Model model, string directory)
@@ -256,15 +258,28 @@ public static class HuggingFaceWriter
         _ => "float32",
     };
 
-    /// <summary>Writes tokenizer.model and tokenizer_config.json for a SentencePiece vocabulary (nothing for others); returns the files written.</summary>
+    /// <summary>
+    /// Writes the tokenizer files of <paramref name="v"/> into <paramref name="directory"/> and returns their names: a
+    /// SentencePiece vocabulary as <c>tokenizer.model</c> (<see cref="SentencePieceModelWriter"/>), a byte-level BPE one as
+    /// <c>tokenizer.json</c> (<see cref="TokenizerJsonWriter"/>); either with <c>tokenizer_config.json</c> (BOS, EOS,
+    /// unknown and padding tokens by text, add_bos_token, the chat template) — what
+    /// <see cref="VocabularyReader"/> and transformers read back.
+    /// </summary>
+    /// <exception cref="NotSupportedException">A byte-level vocabulary a tokenizer.json cannot hold (<see cref="TokenizerJsonWriter.Write"/>).</exception>
     internal static List<string> WriteTokenizer(Vocabulary v, string directory)
     {
-        if (v.Kind != TokenizerKind.SentencePiece)
-            return [];
-        File.WriteAllBytes(Path.Combine(directory, "tokenizer.model"), SentencePieceModelWriter.Serialize(v));
+        bool sentencePiece = v.Kind == TokenizerKind.SentencePiece;
+        string tokenizerFile = sentencePiece ? "tokenizer.model" : "tokenizer.json";
+        using (var stream = File.Create(Path.Combine(directory, tokenizerFile)))
+        {
+            if (sentencePiece)
+                stream.Write(SentencePieceModelWriter.Serialize(v));
+            else
+                TokenizerJsonWriter.Write(v, stream);
+        }
         WriteJson(Path.Combine(directory, "tokenizer_config.json"), w =>
         {
-            w.WriteString("tokenizer_class", "LlamaTokenizer");
+            w.WriteString("tokenizer_class", sentencePiece ? "LlamaTokenizer" : "PreTrainedTokenizerFast");
             void Special(string key, int id)
             {
                 if (id >= 0)
@@ -278,12 +293,19 @@ public static class HuggingFaceWriter
             Special("pad_token", v.PaddingId);
             w.WriteBoolean("add_bos_token", v.AddBos);
             w.WriteBoolean("add_eos_token", false);
-            w.WriteBoolean("add_prefix_space", v.AddSpacePrefix);
-            w.WriteBoolean("legacy", true);
+            if (sentencePiece)
+            {
+                w.WriteBoolean("add_prefix_space", v.AddSpacePrefix);
+                w.WriteBoolean("legacy", true);
+            }
+            else
+            {
+                w.WriteBoolean("clean_up_tokenization_spaces", false); // decode gives the tokens' bytes, as Squeeze's does
+            }
             if (v.ChatTemplate is { } template)
                 w.WriteString("chat_template", template);
         });
-        return ["tokenizer.model", "tokenizer_config.json"];
+        return [tokenizerFile, "tokenizer_config.json"];
     }
 
     private static void WriteJson(string path, Action<Utf8JsonWriter> body)
