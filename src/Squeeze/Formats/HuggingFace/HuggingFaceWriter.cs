@@ -40,6 +40,8 @@ public static class HuggingFaceWriter
         ArgumentException.ThrowIfNullOrEmpty(directory);
         var config = model.Config;
         string architecture = HuggingFaceArchitecture(config);
+        if (config.RopeFrequencyFactors)
+            throw new NotSupportedException($"{model.Source}: {TensorNames.RopeFrequencies} (Llama 3 rope scaling) holds divisors, not the rope_scaling parameters transformers computes them from (the native format holds them)");
         if (architecture == "Phi3ForCausalLM")
             throw new NotSupportedException($"{model.Source}: Phi-3's fused qkv_proj and gate_up_proj are not written to a Hugging Face checkpoint (GGUF and the native format hold Phi-3)");
         var quantized = model.Tensors.FirstOrDefault(t => !SafetensorsDTypes.TryFromGgmlType(t.Type, out _));
@@ -79,11 +81,9 @@ public static class HuggingFaceWriter
         }
     }
 
-    /// <summary>The transformers class name for a config ("LlamaForCausalLM" …). Llama 3's rotary frequency divisors
-    /// are refused: a model holds them as a tensor, not as the rope_scaling parameters they were computed from.</summary>
+    /// <summary>The transformers class name for a config ("LlamaForCausalLM" …).</summary>
     internal static string HuggingFaceArchitecture(ModelConfig c) => c.Architecture switch
     {
-        _ when c.RopeFrequencyFactors => throw new NotSupportedException($"{TensorNames.RopeFrequencies} (Llama 3 rope scaling) has no Hugging Face config Squeeze writes"),
         "llama" when c.IsMixtureOfExperts && !c.QkNorm && c.SlidingWindow == 0 => "MixtralForCausalLM",
         "qwen2moe" when c.AttentionBias && !c.QkNorm => "Qwen2MoeForCausalLM",
         "qwen3moe" when c.QkNorm => "Qwen3MoeForCausalLM",
@@ -118,7 +118,9 @@ public static class HuggingFaceWriter
         writer.Write(path);
     }
 
-    /// <summary>Writes config.json with the keys <see cref="HuggingFaceReader.ReadConfig(string)"/> reads back to an equal ModelConfig.</summary>
+    /// <summary>Writes config.json with the keys <see cref="HuggingFaceReader.ReadConfig(string)"/> reads back to an equal
+    /// ModelConfig; Llama 3's rope scaling as <c>{"rope_type": "llama3"}</c> alone, for the native format, whose weights
+    /// file holds the divisors (<see cref="TensorNames.RopeFrequencies"/>).</summary>
     internal static void WriteConfig(string path, Model model, string torchDtype) => WriteJson(path, w => WriteConfig(w, model, HuggingFaceArchitecture(model.Config), torchDtype));
 
     private static void WriteConfig(Utf8JsonWriter w, Model model, string architecture, string torchDtype)
@@ -195,6 +197,13 @@ public static class HuggingFaceWriter
             }
             if (c.Architecture == "mistral3")
                 w.WriteNumber("llama_4_scaling_beta", c.AttentionTemperatureScale);
+            w.WriteEndObject();
+        }
+        else if (c.RopeFrequencyFactors)
+        {
+            // The native format's: the divisors are stored with the weights, not the parameters they were computed from.
+            w.WriteStartObject("rope_scaling");
+            w.WriteString("rope_type", "llama3");
             w.WriteEndObject();
         }
         else if (c.RopeScalingFactor != 1f)

@@ -12,8 +12,9 @@ using Xunit.Abstractions;
 namespace Squeeze.Tests.Formats.Native;
 
 /// <summary>
-/// Two small random checkpoints with the real byte-level BPE tokenizers, made once for the class: Llama 3 (128,256 rows,
-/// θ 500000, the Llama 3 tokenizer with ignore_merges and 256 special tokens) and Qwen3 (151,936 rows for 151,669
+/// Two small random checkpoints with the real byte-level BPE tokenizers, made once for the class: Llama 3.2's shape
+/// (<see cref="Llama3Checkpoint.Llama32"/>: 128,256 rows, llama3 rope scaling, the Llama 3 tokenizer with ignore_merges
+/// and 256 special tokens) and Qwen3 (151,936 rows for 151,669
 /// tokens, q/k norms, the Qwen3 tokenizer), each with its F32 GGUF conversion by Squeeze.
 /// </summary>
 public sealed class ByteLevelCheckpoints : IDisposable
@@ -45,16 +46,7 @@ public sealed class ByteLevelCheckpoints : IDisposable
 
     private static RandomCheckpoint Description(string name) => name switch
     {
-        "llama3" => new RandomCheckpoint
-        {
-            Architecture = "LlamaForCausalLM",
-            ModelType = "llama",
-            VocabSize = 128256,
-            TokenizerDirectory = SharedData.Path("tokenizers", "hf", "llama3"),
-            RopeTheta = 500000,
-            TieWordEmbeddings = true,
-            MaxPositions = 8192,
-        },
+        "llama3" => Llama3Checkpoint.Llama32,
         "qwen3" => new RandomCheckpoint
         {
             Architecture = "Qwen3ForCausalLM",
@@ -83,7 +75,8 @@ public class ByteLevelNativeTests(ByteLevelCheckpoints checkpoints, ITestOutputH
 {
     public static TheoryData<string> Models => ["llama3", "qwen3"];
 
-    /// <summary>A plain copy (every tensor F32, as read): tokenizer.json with the tokens alone — for Qwen3 151,669, fewer
+    /// <summary>A plain copy (every tensor F32, as read; Llama 3's rope_freqs.weight among them, config.json's
+    /// rope_scaling naming the type alone): tokenizer.json with the tokens alone — for Qwen3 151,669, fewer
     /// than config.json's vocab_size 151,936, as in Qwen's own checkpoints — read back padded to the rows.</summary>
     [Theory]
     [MemberData(nameof(Models))]
@@ -128,16 +121,20 @@ public class ByteLevelNativeTests(ByteLevelCheckpoints checkpoints, ITestOutputH
         AssertRunsAlike(gguf, native, gguf);
     }
 
-    /// <summary>Squeeze's Hugging Face writer writes the same tokenizer files, and its checkpoint runs as the source.</summary>
-    [Theory]
-    [MemberData(nameof(Models))]
-    public void Hugging_Face_copy_runs_as_the_checkpoint(string name)
+    /// <summary>Squeeze's Hugging Face writer writes the same tokenizer files, and its checkpoint runs as the source.
+    /// (Of Llama 3.2 it writes nothing: the model holds rope_freqs.weight's divisors, not the rope_scaling parameters
+    /// transformers needs; the native format holds them.)</summary>
+    [Fact]
+    public void Hugging_Face_copy_of_qwen3_runs_as_the_checkpoint()
     {
-        using var source = ModelLoader.Load(checkpoints[name].HuggingFace);
-        string copy = checkpoints.Output(name + "-hf-copy");
+        using var source = ModelLoader.Load(checkpoints["qwen3"].HuggingFace);
+        string copy = checkpoints.Output("qwen3-hf-copy");
         var files = HuggingFaceWriter.Write(source, copy);
-        Assert.Contains("tokenizer.json", files);
+        Assert.Equal([HuggingFaceReader.WeightsFile, HuggingFaceReader.ConfigFile, "tokenizer.json", "tokenizer_config.json"], files);
         AssertRunsAlike(source, copy, source);
+        using var llama3 = ModelLoader.Load(checkpoints["llama3"].HuggingFace);
+        var e = Assert.Throws<NotSupportedException>(() => HuggingFaceWriter.Write(llama3, checkpoints.Output("llama3-hf-copy")));
+        Assert.Contains("rope_freqs.weight (Llama 3 rope scaling)", e.Message, StringComparison.Ordinal);
     }
 
     /// <summary>The directory at <paramref name="path"/> loads with <paramref name="expected"/>'s config and vocabulary,
