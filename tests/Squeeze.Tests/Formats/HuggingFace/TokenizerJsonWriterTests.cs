@@ -50,6 +50,7 @@ public class TokenizerJsonWriterTests(ITestOutputHelper output)
         AssertSameVocabulary(original, back);
         AssertTransformersIds(dir.File("tokenizer.json"), back);
         AssertSameIds(Tokenizer.Create(original), Tokenizer.Create(back), name);
+        output.WriteLine($"{name}: tokenizer.json {new FileInfo(SourcePath(name)).Length:N0} bytes, written {new FileInfo(dir.File("tokenizer.json")).Length:N0}");
     }
 
     /// <summary>The rows Qwen's embedding has past its tokens ([PAD151669] … [PAD151935], unused) are not tokens of the
