@@ -180,7 +180,7 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
         try
         {
             HuggingFaceWriter.WriteConfig(Path.Combine(directory, NativeFormat.ConfigFile), model, torchDtype: "float32");
-            HuggingFaceWriter.WriteTokenizer(model.Vocabulary, directory);
+            HuggingFaceWriter.WriteTokenizer(model.Vocabulary, model.Source, directory);
             return Directory.EnumerateFiles(directory).Sum(f => new FileInfo(f).Length);
         }
         finally

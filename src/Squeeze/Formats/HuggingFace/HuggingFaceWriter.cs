@@ -61,7 +61,7 @@ public static class HuggingFaceWriter
             files.Add(HuggingFaceReader.WeightsFile);
             WriteJson(Path.Combine(temp, HuggingFaceReader.ConfigFile), w => WriteConfig(w, model, architecture, TorchDtype(model)));
             files.Add(HuggingFaceReader.ConfigFile);
-            files.AddRange(WriteTokenizer(model.Vocabulary, temp));
+            files.AddRange(WriteTokenizer(model.Vocabulary, model.Source, temp));
 
             if (Directory.Exists(target))
                 Directory.Delete(target); // empty, checked above
@@ -268,14 +268,15 @@ public static class HuggingFaceWriter
     };
 
     /// <summary>
-    /// Writes the tokenizer files of <paramref name="v"/> into <paramref name="directory"/> and returns their names: a
+    /// Writes the tokenizer files of <paramref name="v"/> (of the model at <paramref name="source"/>, which refusals name)
+    /// into <paramref name="directory"/> and returns their names: a
     /// SentencePiece vocabulary as <c>tokenizer.model</c> (<see cref="SentencePieceModelWriter"/>), a byte-level BPE one as
     /// <c>tokenizer.json</c> (<see cref="TokenizerJsonWriter"/>); either with <c>tokenizer_config.json</c> (BOS, EOS,
     /// unknown and padding tokens by text, add_bos_token, the chat template) — what
     /// <see cref="VocabularyReader"/> and transformers read back.
     /// </summary>
     /// <exception cref="NotSupportedException">A byte-level vocabulary a tokenizer.json cannot hold (<see cref="TokenizerJsonWriter.Write"/>).</exception>
-    internal static List<string> WriteTokenizer(Vocabulary v, string directory)
+    internal static List<string> WriteTokenizer(Vocabulary v, string source, string directory)
     {
         bool sentencePiece = v.Kind == TokenizerKind.SentencePiece;
         string tokenizerFile = sentencePiece ? "tokenizer.model" : "tokenizer.json";
@@ -284,7 +285,7 @@ public static class HuggingFaceWriter
             if (sentencePiece)
                 stream.Write(SentencePieceModelWriter.Serialize(v));
             else
-                TokenizerJsonWriter.Write(v, stream);
+                TokenizerJsonWriter.Write(v, source, stream);
         }
         WriteJson(Path.Combine(directory, "tokenizer_config.json"), w =>
         {

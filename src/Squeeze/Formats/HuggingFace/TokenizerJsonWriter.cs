@@ -27,18 +27,27 @@ namespace Squeeze.Formats.HuggingFace;
 /// </summary>
 internal static class TokenizerJsonWriter
 {
-    /// <summary>Writes <paramref name="vocabulary"/> as tokenizer.json to <paramref name="destination"/>.</summary>
+    /// <summary>Writes <paramref name="vocabulary"/> (of the model at <paramref name="source"/>, which refusals name) as
+    /// tokenizer.json to <paramref name="destination"/>.</summary>
     /// <exception cref="ArgumentException">The vocabulary is not byte-level BPE, or has no merges.</exception>
     /// <exception cref="NotSupportedException">A token has a type a tokenizer.json cannot say (unknown, byte, undefined,
     /// unused other than a padding piece), two tokens of the vocab share a piece, or the pre-tokenizer is not supported.</exception>
-    public static void Write(Vocabulary vocabulary, Stream destination)
+    public static void Write(Vocabulary vocabulary, string source, Stream destination)
     {
         ArgumentNullException.ThrowIfNull(vocabulary);
         ArgumentNullException.ThrowIfNull(destination);
         if (vocabulary.Kind != TokenizerKind.BytePairEncoding)
             throw new ArgumentException($"a {vocabulary.Kind} vocabulary cannot be written as a byte-level tokenizer.json", nameof(vocabulary));
         string[] merges = vocabulary.Merges ?? throw new ArgumentException("the byte-level vocabulary has no merges", nameof(vocabulary));
-        string pre = PreTokenizer.CanonicalName(vocabulary.PreTokenizer);
+        string pre;
+        try
+        {
+            pre = PreTokenizer.CanonicalName(vocabulary.PreTokenizer);
+        }
+        catch (NotSupportedException e)
+        {
+            throw new NotSupportedException($"{source}: {e.Message}", e);
+        }
 
         // Which ids go where: padding pieces nowhere, added tokens in added_tokens, and the vocab runs to the last normal id.
         int lastNormal = -1;
@@ -55,7 +64,7 @@ internal static class TokenizerJsonWriter
                 case TokenType.Unused when vocabulary.Tokens[id] == Vocabulary.PaddingPiece(id):
                     break;
                 default:
-                    throw new NotSupportedException($"token {id} \"{vocabulary.Tokens[id]}\" is {type}; a byte-level tokenizer.json holds normal, control and user-defined tokens only");
+                    throw new NotSupportedException($"{source}: token {id} \"{vocabulary.Tokens[id]}\" is {type}; a byte-level tokenizer.json holds normal, control and user-defined tokens only");
             }
         }
         bool Padding(int id) => vocabulary.Types[id] == TokenType.Unused;
@@ -136,7 +145,7 @@ internal static class TokenizerJsonWriter
                 continue;
             string piece = vocabulary.Tokens[id];
             if (!seen.TryAdd(piece, id))
-                throw new NotSupportedException($"tokens {seen[piece]} and {id} are both \"{piece}\"; a tokenizer.json vocab holds each piece once");
+                throw new NotSupportedException($"{source}: tokens {seen[piece]} and {id} are both \"{piece}\"; a tokenizer.json vocab holds each piece once");
             w.WriteNumber(piece, id);
         }
         w.WriteEndObject();

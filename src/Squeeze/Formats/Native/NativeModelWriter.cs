@@ -57,7 +57,7 @@ public static class NativeModelWriter
         try
         {
             // The small files first: a vocabulary the tokenizer files cannot hold is refused before the weights are written.
-            var tokenizerFiles = HuggingFaceWriter.WriteTokenizer(model.Vocabulary, temp);
+            var tokenizerFiles = HuggingFaceWriter.WriteTokenizer(model.Vocabulary, model.Source, temp);
             HuggingFaceWriter.WriteConfig(Path.Combine(temp, NativeFormat.ConfigFile), model, torchDtype: "float32");
             BuildWeights(model, replacements).Write(Path.Combine(temp, NativeFormat.WeightsFile));
             if (Directory.Exists(target))

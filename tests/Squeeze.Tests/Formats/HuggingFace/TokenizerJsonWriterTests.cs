@@ -45,7 +45,7 @@ public class TokenizerJsonWriterTests(ITestOutputHelper output)
     {
         var original = VocabularyReader.FromTokenizerJson(SourcePath(name));
         using var dir = new TempDirectory();
-        Assert.Equal(["tokenizer.json", "tokenizer_config.json"], HuggingFaceWriter.WriteTokenizer(original, dir.Path));
+        Assert.Equal(["tokenizer.json", "tokenizer_config.json"], HuggingFaceWriter.WriteTokenizer(original, "source", dir.Path));
         var back = VocabularyReader.FromTokenizerJson(dir.File("tokenizer.json"));
         AssertSameVocabulary(original, back);
         AssertTransformersIds(dir.File("tokenizer.json"), back);
@@ -61,7 +61,7 @@ public class TokenizerJsonWriterTests(ITestOutputHelper output)
     {
         var padded = VocabularyReader.FromTokenizerJson(SourcePath("qwen3")).PaddedTo(151936);
         using var dir = new TempDirectory();
-        HuggingFaceWriter.WriteTokenizer(padded, dir.Path);
+        HuggingFaceWriter.WriteTokenizer(padded, "source", dir.Path);
         var back = VocabularyReader.FromTokenizerJson(dir.File("tokenizer.json"));
         Assert.Equal(151669, back.Count);
         Assert.DoesNotContain("[PAD151669]", File.ReadAllText(dir.File("tokenizer.json")), StringComparison.Ordinal);
@@ -80,7 +80,7 @@ public class TokenizerJsonWriterTests(ITestOutputHelper output)
         (tokens[hole], types[hole]) = (Vocabulary.PaddingPiece(hole), TokenType.Unused);
         var edited = With(llama3, tokens, types, addBos: true);
         using var dir = new TempDirectory();
-        HuggingFaceWriter.WriteTokenizer(edited, dir.Path);
+        HuggingFaceWriter.WriteTokenizer(edited, "source", dir.Path);
         using (var json = JsonDocument.Parse(File.ReadAllBytes(dir.File("tokenizer.json"))))
         {
             var processor = json.RootElement.GetProperty("post_processor");
@@ -92,8 +92,8 @@ public class TokenizerJsonWriterTests(ITestOutputHelper output)
         Assert.Equal(128000, Tokenizer.Create(back).Encode("Hello", addBos: back.AddBos)[0]);
     }
 
-    /// <summary>Token types a tokenizer.json cannot say are refused naming the token, before anything is half-written
-    /// by a model writer.</summary>
+    /// <summary>Token types a tokenizer.json cannot say are refused in one line naming the model and the token (the
+    /// model writers write the tokenizer first, so the refusal comes before the weights).</summary>
     [Theory]
     [InlineData(TokenType.Unknown)]
     [InlineData(TokenType.Unused)]
@@ -104,8 +104,8 @@ public class TokenizerJsonWriterTests(ITestOutputHelper output)
         var types = (TokenType[])llama3.Types.Clone();
         types[500] = type;
         using var dir = new TempDirectory();
-        var e = Assert.Throws<NotSupportedException>(() => HuggingFaceWriter.WriteTokenizer(With(llama3, llama3.Tokens, types, llama3.AddBos), dir.Path));
-        Assert.Contains($"token 500 \"{llama3.Tokens[500]}\" is {type}", e.Message, StringComparison.Ordinal);
+        var e = Assert.Throws<NotSupportedException>(() => HuggingFaceWriter.WriteTokenizer(With(llama3, llama3.Tokens, types, llama3.AddBos), "source", dir.Path));
+        Assert.Contains($"source: token 500 \"{llama3.Tokens[500]}\" is {type}", e.Message, StringComparison.Ordinal);
     }
 
     /// <summary>Every property of <paramref name="expected"/> that shapes tokenization and generation, in <paramref name="actual"/>;
