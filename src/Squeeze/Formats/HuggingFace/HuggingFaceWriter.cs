@@ -1,3 +1,4 @@
+using System.Text.Encodings.Web;
 using System.Text.Json;
 using Squeeze.Formats.Safetensors;
 using Squeeze.Models;
@@ -321,7 +322,8 @@ public static class HuggingFaceWriter
     private static void WriteJson(string path, Action<Utf8JsonWriter> body)
     {
         using var stream = File.Create(path);
-        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+        // Unescaped non-ASCII and < > ' +: chat templates and special tokens stay readable.
+        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
         w.WriteStartObject();
         body(w);
         w.WriteEndObject();
