@@ -23,7 +23,7 @@ namespace Squeeze.Allocation;
 public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
 {
     private const long NativeGrain = 64;
-    private readonly long sideFiles; // config.json, tokenizer.model, tokenizer_config.json
+    private readonly long sideFiles; // config.json and the tokenizer files
     private readonly IReadOnlyList<SafetensorsFile> files; // each tensor's candidates, mapped
     private readonly Dictionary<string, int> indexOf;
 

@@ -15,6 +15,8 @@ namespace Squeeze.Formats.HuggingFace;
 /// <c>{"format": "pt"}</c>), and the tokenizer (<see cref="WriteTokenizer"/>): <c>tokenizer.model</c> for a SentencePiece
 /// vocabulary, <c>tokenizer.json</c> for a byte-level BPE one (Llama 3, Qwen 2.5/3, GPT-2; with fewer tokens than
 /// vocab_size when the embedding has more rows than the tokenizer, as Qwen's checkpoints have), and <c>tokenizer_config.json</c>.
+/// A model with Llama 3's rope scaling is refused: it holds the divisors (<see cref="TensorNames.RopeFrequencies"/>), not
+/// the rope_scaling parameters transformers computes them from (the native format writes it).
 /// Everything is written into a temporary directory beside the destination, which is then renamed into place.
 /// </summary>
 public static class HuggingFaceWriter
