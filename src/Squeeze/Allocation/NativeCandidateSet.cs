@@ -23,7 +23,7 @@ namespace Squeeze.Allocation;
 public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
 {
     private const long NativeGrain = 64;
-    private readonly long sideFiles; // config.json, tokenizer.model, tokenizer_config.json
+    private readonly long sideFiles; // config.json and the tokenizer files
     private readonly IReadOnlyList<SafetensorsFile> files; // each tensor's candidates, mapped
     private readonly Dictionary<string, int> indexOf;
 
@@ -180,7 +180,7 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
         try
         {
             HuggingFaceWriter.WriteConfig(Path.Combine(directory, NativeFormat.ConfigFile), model, torchDtype: "float32");
-            HuggingFaceWriter.WriteTokenizer(model.Vocabulary, directory);
+            HuggingFaceWriter.WriteTokenizer(model.Vocabulary, model.Source, directory);
             return Directory.EnumerateFiles(directory).Sum(f => new FileInfo(f).Length);
         }
         finally

@@ -65,7 +65,7 @@ internal sealed class BytePairTokenizer : Tokenizer
         }
         splitter = new SpecialTokenSplitter(vocabulary);
         preTokenizer = PreTokenizer.ForName(vocabulary.PreTokenizer);
-        ignoreMerges = vocabulary.PreTokenizer is "llama-bpe" or "llama3" or "llama-v3";
+        ignoreMerges = PreTokenizer.IgnoresMerges(vocabulary.PreTokenizer);
     }
 
     private static long Key(int left, int right) => ((long)left << 32) | (uint)right;

@@ -33,14 +33,36 @@ internal sealed partial class PreTokenizer
 
     private PreTokenizer(Regex regex) => this.regex = regex;
 
-    /// <summary>The pre-tokenizer for a GGUF <c>tokenizer.ggml.pre</c> name; null or "default" mean GPT-2's.</summary>
-    public static PreTokenizer ForName(string? name) => name switch
+    /// <summary>The name a GGUF <c>tokenizer.ggml.pre</c> is known by here: "gpt-2" (also null, "default", "gpt2"),
+    /// "llama-bpe" (also "llama3", "llama-v3") or "qwen2".</summary>
+    /// <exception cref="NotSupportedException">Another name.</exception>
+    public static string CanonicalName(string? name) => name switch
     {
-        null or "default" or "gpt-2" or "gpt2" => new PreTokenizer(Gpt2Regex()),
-        "llama-bpe" or "llama3" or "llama-v3" => new PreTokenizer(Llama3Regex()),
-        "qwen2" => new PreTokenizer(Qwen2Regex()),
+        null or "default" or "gpt-2" or "gpt2" => "gpt-2",
+        "llama-bpe" or "llama3" or "llama-v3" => "llama-bpe",
+        "qwen2" => "qwen2",
         _ => throw new NotSupportedException($"byte-level BPE pre-tokenizer \"{name}\" is not supported (supported: gpt-2, llama-bpe, qwen2)"),
     };
+
+    /// <summary>The regex of a GGUF <c>tokenizer.ggml.pre</c> name (<see cref="CanonicalName"/>), as a Hugging Face Split writes it.</summary>
+    public static string PatternForName(string? name) => CanonicalName(name) switch
+    {
+        "gpt-2" => Gpt2Pattern,
+        "llama-bpe" => Llama3Pattern,
+        _ => Qwen2Pattern,
+    };
+
+    /// <summary>Whether the vocabulary of this pre-tokenizer sets Hugging Face's <c>ignore_merges</c>, as llama.cpp
+    /// assumes for Llama 3 ("llama-bpe"): a word that is itself a token is emitted whole.</summary>
+    public static bool IgnoresMerges(string? name) => CanonicalName(name) == "llama-bpe";
+
+    /// <summary>The pre-tokenizer for a GGUF <c>tokenizer.ggml.pre</c> name (<see cref="CanonicalName"/>).</summary>
+    public static PreTokenizer ForName(string? name) => new(CanonicalName(name) switch
+    {
+        "gpt-2" => Gpt2Regex(),
+        "llama-bpe" => Llama3Regex(),
+        _ => Qwen2Regex(),
+    });
 
     /// <summary>The GGUF pre-tokenizer name for a Hugging Face Split regex, or null when it is none of the supported ones.</summary>
     public static string? NameForPattern(string pattern) => pattern switch

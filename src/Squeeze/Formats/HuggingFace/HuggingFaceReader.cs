@@ -45,7 +45,7 @@ public static class HuggingFaceReader
         ArgumentException.ThrowIfNullOrEmpty(directory);
         if (!Directory.Exists(directory))
             throw new DirectoryNotFoundException($"Hugging Face checkpoint directory {directory} does not exist");
-        var config = ReadConfig(Path.Combine(directory, ConfigFile), out var computed, out string? multimodal);
+        var config = ReadConfig(Path.Combine(directory, ConfigFile), llama3DivisorsStored: false, out var computed, out string? multimodal);
         var owned = new List<IDisposable>();
         try
         {
@@ -79,19 +79,20 @@ public static class HuggingFaceReader
 
     /// <summary>Reads a config.json into a <see cref="ModelConfig"/> (GGUF architecture name, rope style as loaded).</summary>
     /// <exception cref="ModelFormatException">Missing, malformed, or an unsupported architecture or option; the message names the value.</exception>
-    public static ModelConfig ReadConfig(string configPath) => ReadConfig(configPath, out _, out _);
+    public static ModelConfig ReadConfig(string configPath) => ReadConfig(configPath, llama3DivisorsStored: false, out _, out _);
 
     /// <summary>Reads a config.json, with the tensors its rope scaling defines (Llama 3's per-pair rotary frequency
     /// divisors, Phi-3's long and short factors), in load order, and the multimodal class whose language model it
-    /// describes (null for a text model).</summary>
-    internal static ModelConfig ReadConfig(string configPath, out IReadOnlyList<(string Name, float[] Values)> computed, out string? multimodal)
+    /// describes (null for a text model). With <paramref name="llama3DivisorsStored"/> (a native directory, whose
+    /// weights file holds rope_freqs.weight), rope_scaling of type "llama3" needs no parameters and defines no tensor.</summary>
+    internal static ModelConfig ReadConfig(string configPath, bool llama3DivisorsStored, out IReadOnlyList<(string Name, float[] Values)> computed, out string? multimodal)
     {
         if (!File.Exists(configPath))
             throw new ModelFormatException(configPath, "config.json not found; a Hugging Face checkpoint directory needs one");
         try
         {
             using var doc = JsonDocument.Parse(File.ReadAllBytes(configPath));
-            return ParseConfig(configPath, doc.RootElement, out computed, out multimodal);
+            return ParseConfig(configPath, doc.RootElement, llama3DivisorsStored, out computed, out multimodal);
         }
         catch (JsonException e)
         {
@@ -99,7 +100,7 @@ public static class HuggingFaceReader
         }
     }
 
-    private static ModelConfig ParseConfig(string file, JsonElement root, out IReadOnlyList<(string Name, float[] Values)> computed, out string? multimodal)
+    private static ModelConfig ParseConfig(string file, JsonElement root, bool llama3DivisorsStored, out IReadOnlyList<(string Name, float[] Values)> computed, out string? multimodal)
     {
         var computedTensors = new List<(string Name, float[] Values)>();
         computed = computedTensors;
@@ -377,6 +378,8 @@ public static class HuggingFaceReader
                     break;
                 case "llama3":
                     llama3 = true;
+                    if (llama3DivisorsStored)
+                        break; // the divisors are read with the weights
                     double low = ScalingNumber("low_freq_factor", 1.0), high = ScalingNumber("high_freq_factor", 4.0);
                     if (!(high > low))
                         Fail($"\"rope_scaling\": high_freq_factor {high} must exceed low_freq_factor {low}");

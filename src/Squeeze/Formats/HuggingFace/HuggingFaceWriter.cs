@@ -1,3 +1,4 @@
+using System.Text.Encodings.Web;
 using System.Text.Json;
 using Squeeze.Formats.Safetensors;
 using Squeeze.Models;
@@ -11,8 +12,11 @@ namespace Squeeze.Formats.HuggingFace;
 /// transformers read: <c>config.json</c> (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,
 /// Gemma2ForCausalLM or Gemma3ForCausalLM), <c>model.safetensors</c> with Hugging Face tensor names (q/k rows in
 /// rotate-half order, Gemma's norm weights with the 1 taken off again; the file's metadata is
-/// <c>{"format": "pt"}</c>), and for a SentencePiece vocabulary <c>tokenizer.model</c> plus <c>tokenizer_config.json</c>.
-/// A byte-level BPE vocabulary is not written (no tokenizer file; copy the source's <c>tokenizer.json</c>).
+/// <c>{"format": "pt"}</c>), and the tokenizer (<see cref="WriteTokenizer"/>): <c>tokenizer.model</c> for a SentencePiece
+/// vocabulary, <c>tokenizer.json</c> for a byte-level BPE one (Llama 3, Qwen 2.5/3, GPT-2; with fewer tokens than
+/// vocab_size when the embedding has more rows than the tokenizer, as Qwen's checkpoints have), and <c>tokenizer_config.json</c>.
+/// A model with Llama 3's rope scaling is refused: it holds the divisors (<see cref="TensorNames.RopeFrequencies"/>), not
+/// the rope_scaling parameters transformers computes them from (the native format writes it).
 /// Everything is written into a temporary directory beside the destination, which is then renamed into place.
 /// </summary>
 public static class HuggingFaceWriter
@@ -29,7 +33,8 @@ public static class HuggingFaceWriter
     }
 
     /// <summary>Writes <paramref name="model"/> to <paramref name="directory"/>, which must not exist or be empty.</summary>
-    /// <exception cref="NotSupportedException">A tensor is block-quantized, or the model has no Hugging Face equivalent.</exception>
+    /// <exception cref="NotSupportedException">A tensor is block-quantized, the model has no Hugging Face equivalent, or
+    /// its byte-level vocabulary has a token a tokenizer.json cannot say.</exception>
     /// <exception cref="IOException">The destination exists and is not empty.</exception>
     /// <returns>The list of files written, relative to <paramref name="directory"/>.</returns>
     public static IReadOnlyList<string> Write(Model model, string directory)
@@ -38,6 +43,8 @@ public static class HuggingFaceWriter
         ArgumentException.ThrowIfNullOrEmpty(directory);
         var config = model.Config;
         string architecture = HuggingFaceArchitecture(config);
+        if (config.RopeFrequencyFactors)
+            throw new NotSupportedException($"{model.Source}: {TensorNames.RopeFrequencies} (Llama 3 rope scaling) holds divisors, not the rope_scaling parameters transformers computes them from (the native format holds them)");
         if (architecture == "Phi3ForCausalLM")
             throw new NotSupportedException($"{model.Source}: Phi-3's fused qkv_proj and gate_up_proj are not written to a Hugging Face checkpoint (GGUF and the native format hold Phi-3)");
         var quantized = model.Tensors.FirstOrDefault(t => !SafetensorsDTypes.TryFromGgmlType(t.Type, out _));
@@ -57,7 +64,7 @@ public static class HuggingFaceWriter
             files.Add(HuggingFaceReader.WeightsFile);
             WriteJson(Path.Combine(temp, HuggingFaceReader.ConfigFile), w => WriteConfig(w, model, architecture, TorchDtype(model)));
             files.Add(HuggingFaceReader.ConfigFile);
-            files.AddRange(WriteTokenizer(model.Vocabulary, temp));
+            files.AddRange(WriteTokenizer(model.Vocabulary, model.Source, temp));
 
             if (Directory.Exists(target))
                 Directory.Delete(target); // empty, checked above
@@ -77,11 +84,9 @@ public static class HuggingFaceWriter
         }
     }
 
-    /// <summary>The transformers class name for a config ("LlamaForCausalLM" …). Llama 3's rotary frequency divisors
-    /// are refused: a model holds them as a tensor, not as the rope_scaling parameters they were computed from.</summary>
+    /// <summary>The transformers class name for a config ("LlamaForCausalLM" …).</summary>
     internal static string HuggingFaceArchitecture(ModelConfig c) => c.Architecture switch
     {
-        _ when c.RopeFrequencyFactors => throw new NotSupportedException($"{TensorNames.RopeFrequencies} (Llama 3 rope scaling) has no Hugging Face config Squeeze writes"),
         "llama" when c.IsMixtureOfExperts && !c.QkNorm && c.SlidingWindow == 0 => "MixtralForCausalLM",
         "qwen2moe" when c.AttentionBias && !c.QkNorm => "Qwen2MoeForCausalLM",
         "qwen3moe" when c.QkNorm => "Qwen3MoeForCausalLM",
@@ -116,7 +121,9 @@ public static class HuggingFaceWriter
         writer.Write(path);
     }
 
-    /// <summary>Writes config.json with the keys <see cref="HuggingFaceReader.ReadConfig(string)"/> reads back to an equal ModelConfig.</summary>
+    /// <summary>Writes config.json with the keys <see cref="HuggingFaceReader.ReadConfig(string)"/> reads back to an equal
+    /// ModelConfig; Llama 3's rope scaling as <c>{"rope_type": "llama3"}</c> alone, for the native format, whose weights
+    /// file holds the divisors (<see cref="TensorNames.RopeFrequencies"/>).</summary>
     internal static void WriteConfig(string path, Model model, string torchDtype) => WriteJson(path, w => WriteConfig(w, model, HuggingFaceArchitecture(model.Config), torchDtype));
 
     private static void WriteConfig(Utf8JsonWriter w, Model model, string architecture, string torchDtype)
@@ -195,6 +202,13 @@ public static class HuggingFaceWriter
                 w.WriteNumber("llama_4_scaling_beta", c.AttentionTemperatureScale);
             w.WriteEndObject();
         }
+        else if (c.RopeFrequencyFactors)
+        {
+            // The native format's: the divisors are stored with the weights, not the parameters they were computed from.
+            w.WriteStartObject("rope_scaling");
+            w.WriteString("rope_type", "llama3");
+            w.WriteEndObject();
+        }
         else if (c.RopeScalingFactor != 1f)
         {
             w.WriteStartObject("rope_scaling");
@@ -256,15 +270,29 @@ public static class HuggingFaceWriter
         _ => "float32",
     };
 
-    /// <summary>Writes tokenizer.model and tokenizer_config.json for a SentencePiece vocabulary (nothing for others); returns the files written.</summary>
-    internal static List<string> WriteTokenizer(Vocabulary v, string directory)
+    /// <summary>
+    /// Writes the tokenizer files of <paramref name="v"/> (of the model at <paramref name="source"/>, which refusals name)
+    /// into <paramref name="directory"/> and returns their names: a
+    /// SentencePiece vocabulary as <c>tokenizer.model</c> (<see cref="SentencePieceModelWriter"/>), a byte-level BPE one as
+    /// <c>tokenizer.json</c> (<see cref="TokenizerJsonWriter"/>); either with <c>tokenizer_config.json</c> (BOS, EOS,
+    /// unknown and padding tokens by text, add_bos_token, the chat template) — what
+    /// <see cref="VocabularyReader"/> and transformers read back.
+    /// </summary>
+    /// <exception cref="NotSupportedException">A byte-level vocabulary a tokenizer.json cannot hold (<see cref="TokenizerJsonWriter.Write"/>).</exception>
+    internal static List<string> WriteTokenizer(Vocabulary v, string source, string directory)
     {
-        if (v.Kind != TokenizerKind.SentencePiece)
-            return [];
-        File.WriteAllBytes(Path.Combine(directory, "tokenizer.model"), SentencePieceModelWriter.Serialize(v));
+        bool sentencePiece = v.Kind == TokenizerKind.SentencePiece;
+        string tokenizerFile = sentencePiece ? "tokenizer.model" : "tokenizer.json";
+        using (var stream = File.Create(Path.Combine(directory, tokenizerFile)))
+        {
+            if (sentencePiece)
+                stream.Write(SentencePieceModelWriter.Serialize(v));
+            else
+                TokenizerJsonWriter.Write(v, source, stream);
+        }
         WriteJson(Path.Combine(directory, "tokenizer_config.json"), w =>
         {
-            w.WriteString("tokenizer_class", "LlamaTokenizer");
+            w.WriteString("tokenizer_class", sentencePiece ? "LlamaTokenizer" : "PreTrainedTokenizerFast");
             void Special(string key, int id)
             {
                 if (id >= 0)
@@ -278,18 +306,26 @@ public static class HuggingFaceWriter
             Special("pad_token", v.PaddingId);
             w.WriteBoolean("add_bos_token", v.AddBos);
             w.WriteBoolean("add_eos_token", false);
-            w.WriteBoolean("add_prefix_space", v.AddSpacePrefix);
-            w.WriteBoolean("legacy", true);
+            if (sentencePiece)
+            {
+                w.WriteBoolean("add_prefix_space", v.AddSpacePrefix);
+                w.WriteBoolean("legacy", true);
+            }
+            else
+            {
+                w.WriteBoolean("clean_up_tokenization_spaces", false); // decode gives the tokens' bytes, as Squeeze's does
+            }
             if (v.ChatTemplate is { } template)
                 w.WriteString("chat_template", template);
         });
-        return ["tokenizer.model", "tokenizer_config.json"];
+        return [tokenizerFile, "tokenizer_config.json"];
     }
 
     private static void WriteJson(string path, Action<Utf8JsonWriter> body)
     {
         using var stream = File.Create(path);
-        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+        // Unescaped non-ASCII and < > ' +: chat templates and special tokens stay readable.
+        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
         w.WriteStartObject();
         body(w);
         w.WriteEndObject();

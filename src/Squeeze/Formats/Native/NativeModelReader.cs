@@ -65,7 +65,7 @@ public sealed class NativeModelReader : IDisposable
         ArgumentException.ThrowIfNullOrEmpty(directory);
         if (!System.IO.Directory.Exists(directory))
             throw new DirectoryNotFoundException($"native model directory {directory} does not exist");
-        var config = HuggingFaceReader.ReadConfig(Path.Combine(directory, NativeFormat.ConfigFile));
+        var config = HuggingFaceReader.ReadConfig(Path.Combine(directory, NativeFormat.ConfigFile), llama3DivisorsStored: true, out _, out _);
         string weightsPath = Path.Combine(directory, NativeFormat.WeightsFile);
         if (!File.Exists(weightsPath))
             throw new ModelFormatException(directory, $"no {NativeFormat.WeightsFile}");

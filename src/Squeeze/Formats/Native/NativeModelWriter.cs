@@ -4,7 +4,6 @@ using Squeeze.Formats.HuggingFace;
 using Squeeze.Formats.Safetensors;
 using Squeeze.Models;
 using Squeeze.Tensors;
-using Squeeze.Tokenizers;
 using Squeeze.Weights;
 
 namespace Squeeze.Formats.Native;
@@ -13,7 +12,10 @@ namespace Squeeze.Formats.Native;
 /// Writes a <see cref="Model"/> as a Squeeze native model directory (docs/FORMAT.md): <c>config.json</c> in Hugging
 /// Face's shape, <c>model.safetensors</c> holding every weight in its representation (the model's own
 /// <see cref="Model.Weights"/> and any replacements, each through its scheme; every other tensor plain F32/F16/BF16,
-/// block-quantized GGUF tensors dequantized to F32), and <c>tokenizer.model</c> plus <c>tokenizer_config.json</c>.
+/// block-quantized GGUF tensors dequantized to F32), and the tokenizer as <see cref="HuggingFaceWriter"/> writes it:
+/// <c>tokenizer.model</c> (SentencePiece) or <c>tokenizer.json</c> (byte-level BPE: Llama 3, Qwen 2.5/3, GPT-2, read
+/// from a tokenizer.json or a GGUF file; the unused padding ids past the tokenizer's tokens are left out, as in Qwen's
+/// own checkpoints, and the reader pads to config.json's vocab_size again), plus <c>tokenizer_config.json</c>.
 /// The file says the lowest format version that expresses it. Everything is written into a temporary directory beside
 /// the destination, which is renamed into place only when complete.
 /// </summary>
@@ -23,8 +25,9 @@ public static class NativeModelWriter
     /// <paramref name="directory"/>, which must not exist or be empty.</summary>
     /// <returns>The files written, relative to <paramref name="directory"/>.</returns>
     /// <exception cref="ArgumentException">A replacement names no 2-D tensor of the model, or has another shape.</exception>
-    /// <exception cref="NotSupportedException">The vocabulary is not SentencePiece, the architecture has no Hugging
-    /// Face config, or a weight's representation has no native scheme.</exception>
+    /// <exception cref="NotSupportedException">The architecture has no Hugging Face config, a weight's representation
+    /// has no native scheme, or a byte-level vocabulary has a token a tokenizer.json cannot say (unknown, byte or
+    /// undefined type, unused other than a "[PAD{id}]" padding piece).</exception>
     /// <exception cref="IOException">The destination exists and is not empty.</exception>
     public static IReadOnlyList<string> Write(Model model, string directory, IReadOnlyDictionary<string, LinearWeight>? replacements = null)
     {
@@ -32,8 +35,6 @@ public static class NativeModelWriter
         ArgumentException.ThrowIfNullOrEmpty(directory);
         replacements ??= new Dictionary<string, LinearWeight>();
         HuggingFaceWriter.HuggingFaceArchitecture(model.Config); // refuses an architecture with no config shape before any work
-        if (model.Vocabulary.Kind != TokenizerKind.SentencePiece)
-            throw new NotSupportedException($"{model.Source}: the vocabulary is {model.Vocabulary.Kind}; the native format writes only SentencePiece tokenizers (tokenizer.model)");
         foreach (var (name, weight) in replacements)
         {
             ArgumentNullException.ThrowIfNull(weight, nameof(replacements));
@@ -55,13 +56,14 @@ public static class NativeModelWriter
         Directory.CreateDirectory(temp);
         try
         {
-            BuildWeights(model, replacements).Write(Path.Combine(temp, NativeFormat.WeightsFile));
+            // The small files first: a vocabulary the tokenizer files cannot hold is refused before the weights are written.
+            var tokenizerFiles = HuggingFaceWriter.WriteTokenizer(model.Vocabulary, model.Source, temp);
             HuggingFaceWriter.WriteConfig(Path.Combine(temp, NativeFormat.ConfigFile), model, torchDtype: "float32");
-            HuggingFaceWriter.WriteTokenizer(model.Vocabulary, temp);
+            BuildWeights(model, replacements).Write(Path.Combine(temp, NativeFormat.WeightsFile));
             if (Directory.Exists(target))
                 Directory.Delete(target); // empty, checked above
             Directory.Move(temp, target);
-            return [NativeFormat.WeightsFile, NativeFormat.ConfigFile, "tokenizer.model", "tokenizer_config.json"];
+            return [NativeFormat.WeightsFile, NativeFormat.ConfigFile, .. tokenizerFiles];
         }
         catch
         {

@@ -20,27 +20,30 @@ public sealed class Llama3Checkpoint : IDisposable
 
     public Llama3Checkpoint()
     {
-        Description = new RandomCheckpoint
-        {
-            Architecture = "LlamaForCausalLM",
-            ModelType = "llama",
-            VocabSize = 128256,
-            TokenizerDirectory = SharedData.Path("tokenizers", "hf", "llama3"),
-            RopeTheta = 500000,
-            TieWordEmbeddings = true,
-            MaxPositions = 131072,
-            RopeScaling = new JsonObject
-            {
-                ["rope_type"] = "llama3",
-                ["factor"] = 32.0,
-                ["low_freq_factor"] = 1.0,
-                ["high_freq_factor"] = 4.0,
-                ["original_max_position_embeddings"] = 8192,
-            },
-        };
+        Description = Llama32;
         HuggingFace = Description.Write(directory.File("llama3-hf"));
         Gguf = RopeScalingTests.ConvertToF32(HuggingFace, directory.File("llama3-F32.gguf"));
     }
+
+    /// <summary>The checkpoint: Llama 3.2's rope scaling and tokenizer at width 64.</summary>
+    public static RandomCheckpoint Llama32 => new()
+    {
+        Architecture = "LlamaForCausalLM",
+        ModelType = "llama",
+        VocabSize = 128256,
+        TokenizerDirectory = SharedData.Path("tokenizers", "hf", "llama3"),
+        RopeTheta = 500000,
+        TieWordEmbeddings = true,
+        MaxPositions = 131072,
+        RopeScaling = new JsonObject
+        {
+            ["rope_type"] = "llama3",
+            ["factor"] = 32.0,
+            ["low_freq_factor"] = 1.0,
+            ["high_freq_factor"] = 4.0,
+            ["original_max_position_embeddings"] = 8192,
+        },
+    };
 
     public RandomCheckpoint Description { get; }
 
