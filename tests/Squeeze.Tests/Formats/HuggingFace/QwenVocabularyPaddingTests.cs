@@ -19,23 +19,26 @@ public class QwenVocabularyPaddingTests(ITestOutputHelper output)
     private const int Rows = 151936;
     private const int Tokens = 151669;
 
+    /// <summary>A Qwen3 checkpoint at width 64 with the real tokenizer and Qwen3's 151,936 embedding rows.</summary>
+    public static RandomCheckpoint Qwen3 => new()
+    {
+        Architecture = "Qwen3ForCausalLM",
+        ModelType = "qwen3",
+        VocabSize = Rows,
+        TokenizerDirectory = SharedData.Path("tokenizers", "hf", "qwen3"),
+        HeadDim = 16,
+        QkNorm = true,
+        TieWordEmbeddings = true,
+        RopeTheta = 1000000,
+        RmsNormEps = 1e-6,
+        MaxPositions = 40960,
+    };
+
     [Fact]
     public void Qwen3_with_more_rows_than_tokens_converts_to_a_GGUF_llama_cpp_loads_and_agrees_with()
     {
         using var dir = new TempDirectory();
-        string hf = new RandomCheckpoint
-        {
-            Architecture = "Qwen3ForCausalLM",
-            ModelType = "qwen3",
-            VocabSize = Rows,
-            TokenizerDirectory = SharedData.Path("tokenizers", "hf", "qwen3"),
-            HeadDim = 16,
-            QkNorm = true,
-            TieWordEmbeddings = true,
-            RopeTheta = 1000000,
-            RmsNormEps = 1e-6,
-            MaxPositions = 40960,
-        }.Write(dir.File("qwen3-hf"));
+        string hf = Qwen3.Write(dir.File("qwen3-hf"));
 
         string gguf = RopeScalingTests.ConvertToF32(hf, dir.File("qwen3-F32.gguf"));
         using (var model = ModelLoader.Load(hf))

@@ -47,19 +47,7 @@ public sealed class ByteLevelCheckpoints : IDisposable
     private static RandomCheckpoint Description(string name) => name switch
     {
         "llama3" => Llama3Checkpoint.Llama32,
-        "qwen3" => new RandomCheckpoint
-        {
-            Architecture = "Qwen3ForCausalLM",
-            ModelType = "qwen3",
-            VocabSize = 151936,
-            TokenizerDirectory = SharedData.Path("tokenizers", "hf", "qwen3"),
-            HeadDim = 16,
-            QkNorm = true,
-            TieWordEmbeddings = true,
-            RopeTheta = 1000000,
-            RmsNormEps = 1e-6,
-            MaxPositions = 40960,
-        },
+        "qwen3" => QwenVocabularyPaddingTests.Qwen3,
         _ => throw new ArgumentOutOfRangeException(nameof(name), name, "llama3 or qwen3"),
     };
 
