@@ -368,8 +368,9 @@ public static class Allocator
     /// s_t · e_t(c). The sensitivity s_t is measured on a sample — every tensor outside the blocks and each kind of block
     /// tensor at the depths of <see cref="SampledLayers"/> — as the swap KLD of its candidate nearest 4 bits per weight
     /// over that candidate's output error, and interpolated linearly in depth for the other blocks of the same kind.
-    /// One forward pass per sampled tensor instead of one per candidate. Returns the prediction per tensor and
-    /// candidate; <paramref name="measured"/> is the number of forward passes.
+    /// One forward pass per sampled tensor instead of one per candidate; a tensor outside the blocks that has no output
+    /// error (an untied embedding, which no activation enters) has each candidate measured. Returns the prediction per
+    /// tensor and candidate; <paramref name="measured"/> is the number of forward passes.
     /// </summary>
     /// <param name="set">The candidates, with their output errors.</param>
     /// <param name="meter">KLD against the source.</param>
@@ -378,7 +379,7 @@ public static class Allocator
     /// <param name="layers">The blocks whose tensors are measured; default <see cref="SampledLayers"/>.</param>
     /// <param name="progress">Swaps measured.</param>
     /// <param name="cancellationToken">Stops between swaps.</param>
-    /// <exception cref="InvalidOperationException">A candidate has no output error (no calibration statistics).</exception>
+    /// <exception cref="InvalidOperationException">A block tensor's candidate has no output error (no calibration statistics).</exception>
     public static double[][] PredictSwaps<T>(CandidateSet<T> set, KldMeter meter, IReadOnlyList<int> chunks, out int measured, IReadOnlyList<int>? layers = null,
         IProgress<AllocationProgress>? progress = null, CancellationToken cancellationToken = default)
         where T : Candidate
@@ -396,11 +397,32 @@ public static class Allocator
         var sample = tensors.Where(t => t.Layer < 0 || sampledLayers.Contains(t.Layer)).ToList();
         var sensitivity = new double[set.Tensors.Count];
         var selection = Enumerable.Repeat(-1, set.Tensors.Count).ToArray();
+        // A tensor outside the blocks without input statistics (an untied embedding: a lookup, not a product) has no
+        // output error to scale: each of its candidates is measured.
+        bool Unpredictable(int i, int layer) => layer < 0 && set.Tensors[i].Options.Any(c => !double.IsFinite(c.OutputError));
+        var direct = new Dictionary<int, double[]>();
+        int passes = sample.Sum(t => Unpredictable(t.Index, t.Layer) ? set.Tensors[t.Index].Options.Count : 1);
         measured = 0;
         foreach (var (i, layer, kind) in sample)
         {
             cancellationToken.ThrowIfCancellationRequested();
             var options = set.Tensors[i].Options;
+            if (Unpredictable(i, layer))
+            {
+                var swaps = new double[options.Count];
+                for (int k = 0; k < options.Count; k++)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    progress?.Report(new AllocationProgress("measuring", measured, passes, $"{set.Tensors[i].Name} {options[k].Format}"));
+                    selection[i] = k;
+                    using (var model = set.Compose(selection))
+                        swaps[k] = meter.Measure(model, chunks);
+                    measured++;
+                }
+                selection[i] = -1;
+                direct[i] = swaps;
+                continue;
+            }
             long elements = set.Tensors[i].Elements;
             int reference = -1;
             for (int k = 0; k < options.Count; k++)
@@ -411,7 +433,7 @@ public static class Allocator
                     || Math.Abs(8.0 * options[k].Bytes / elements - 4) < Math.Abs(8.0 * options[reference].Bytes / elements - 4)))
                     reference = k;
             }
-            progress?.Report(new AllocationProgress("measuring", measured, sample.Count, $"{set.Tensors[i].Name} {(reference >= 0 ? options[reference].Format : "")}"));
+            progress?.Report(new AllocationProgress("measuring", measured, passes, $"{set.Tensors[i].Name} {(reference >= 0 ? options[reference].Format : "")}"));
             if (reference < 0)
                 continue; // every candidate is exact: nothing to scale
             selection[i] = reference;
@@ -420,7 +442,7 @@ public static class Allocator
             selection[i] = -1;
             measured++;
         }
-        progress?.Report(new AllocationProgress("measuring", sample.Count, sample.Count, ""));
+        progress?.Report(new AllocationProgress("measuring", passes, passes, ""));
         // The other blocks' tensors: linear in depth between the sampled blocks of the same kind.
         foreach (var group in tensors.Where(t => t.Layer >= 0).GroupBy(t => t.Kind))
         {
@@ -438,7 +460,7 @@ public static class Allocator
                 sensitivity[i] = (1 - w) * sensitivity[known[below].Index] + w * sensitivity[known[above].Index];
             }
         }
-        return [.. set.Tensors.Select((t, i) => t.Options.Select(c => sensitivity[i] * c.OutputError).ToArray())];
+        return [.. set.Tensors.Select((t, i) => direct.TryGetValue(i, out var swaps) ? swaps : t.Options.Select(c => sensitivity[i] * c.OutputError).ToArray())];
     }
 
     /// <summary>The error of a candidate under <paramref name="model"/>.</summary>

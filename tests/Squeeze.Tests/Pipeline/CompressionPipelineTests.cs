@@ -1,11 +1,13 @@
 using Squeeze.Allocation;
 using Squeeze.Calibration;
 using Squeeze.Compression;
+using Squeeze.Formats;
 using Squeeze.Formats.Llama2c;
 using Squeeze.Models;
 using Squeeze.Pipeline;
 using Squeeze.Quantization;
 using Squeeze.Tests.Compression;
+using Squeeze.Tests.Formats;
 using Squeeze.Tokenizers;
 using Squeeze.Tuning;
 using Squeeze.Tests.Infrastructure;
@@ -162,6 +164,34 @@ public sealed class CompressionPipelineTests : IDisposable
         Assert.DoesNotContain("searching", seen);
         Assert.False(File.Exists(path));
         Assert.Empty(Directory.EnumerateFiles(Path.GetDirectoryName(path)!, Path.GetFileName(path) + "*"));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Sampled_swaps_measure_each_candidate_of_an_untied_embedding(bool native)
+    {
+        // No activation enters an untied embedding (a lookup), so its candidates have no output error to scale a sampled
+        // measurement by: each is measured instead (the job failed after its whole encoding stage before).
+        using var directory = new TempDirectory();
+        string checkpoint = new RandomCheckpoint
+        {
+            Architecture = "LlamaForCausalLM",
+            ModelType = "llama",
+            VocabSize = 32000,
+            TokenizerDirectory = SharedData.Path("models", "stories15M"),
+        }.Write(directory.File("untied"));
+        using var untied = ModelLoader.Load(checkpoint);
+        Assert.True(untied.Contains(TensorNames.Output));
+        var report = CompressionPipeline.Run(untied, BudgetJob(directory.File(native ? "native" : "sampled.gguf")) with
+        {
+            Target = new BudgetTarget(null, native ? 6.0 : 9.0, Native: native, Swaps: SwapMeasurement.Sampled,
+                Representations: native ? [.. new[] { "uniform:4:32", "uniform:8:32", "f16" }.Select(NativeRepresentation.Parse)] : null),
+            Method = CompressionMethod.Imatrix,
+        });
+        var embedding = report.Tensors.Single(t => t.Name == TensorNames.TokenEmbedding);
+        Assert.True(embedding.SwapKld is >= 0 and < double.PositiveInfinity, $"embedding swap KLD {embedding.SwapKld}");
+        Assert.True(native ? Directory.Exists(directory.File("native")) : File.Exists(directory.File("sampled.gguf")));
     }
 
     [Fact]
