@@ -28,6 +28,17 @@ public abstract record NativeRepresentation
         return Fits(encoder.Rows(name), encoder.Columns(name));
     }
 
+    /// <summary>True when tensor <paramref name="name"/> of [<paramref name="rows"/>, <paramref name="columns"/>] may be
+    /// stored this way, known from the shape before any work (no statistics, no token usage): a superset of
+    /// <see cref="Fits(TensorEncoder, string)"/>, by default <see cref="Fits(int, int)"/>. Resource estimates count
+    /// the candidates it admits.</summary>
+    public virtual bool MayFit(string name, int rows, int columns) => Fits(rows, columns);
+
+    /// <summary>An upper bound of the bytes (<see cref="LinearWeight.StoredBytes"/>) of what <see cref="Encode"/> makes of
+    /// a [<paramref name="rows"/>, <paramref name="columns"/>] tensor this representation fits, from the shape alone:
+    /// exact where the size does not depend on the values.</summary>
+    public abstract long StoredBytesBound(int rows, int columns);
+
     /// <summary>Encodes tensor <paramref name="name"/>.</summary>
     public abstract NativeEncoded Encode(TensorEncoder encoder, string name);
 

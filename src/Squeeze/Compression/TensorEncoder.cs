@@ -489,12 +489,15 @@ public sealed class TensorEncoder
             : PruningMethod.Wanda;
         var result = Pruner.Prune(values, rows, columns, pattern, method, input,
             new PruningOptions { DampingFraction = options.Damping, Threads = Threads });
-        ValueEncoder encode = valueBits == 0
-            ? PrunedWeights.F16
-            : (n, v, r, c) => UniformWeight.Encode(n, v, r, c, new UniformScheme(valueBits, Groups.For(c, 64, atMost: true) is > 0 and var g ? g : c, false));
+        ValueEncoder encode = valueBits == 0 ? PrunedWeights.F16 : (n, v, r, c) => UniformWeight.Encode(n, v, r, c, PrunedValueScheme(valueBits, c));
         var weight = PrunedWeights.For(name, result, pattern, encode);
         return new NativeEncoded(weight, method.ToString().ToLowerInvariant(), RelativeError(name, weight));
     }
+
+    /// <summary>The uniform codes <see cref="EncodePruned"/> stores <paramref name="valueBits"/>-bit kept values in, rows of
+    /// <paramref name="kept"/> values: asymmetric, in the largest groups of at most 64 that divide the row (else the row).</summary>
+    internal static UniformScheme PrunedValueScheme(int valueBits, int kept)
+        => new(valueBits, Groups.For(kept, 64, atMost: true) is > 0 and var g ? g : kept, false);
 
     /// <summary>Tensor <paramref name="name"/> rounded to f16, as a plain weight in a buffer the weight keeps alive.</summary>
     public NativeEncoded EncodeFloat16(string name)

@@ -41,7 +41,7 @@ public sealed unsafe partial class CodebookWeight : LinearWeight
         Bits = bits;
         Group = group;
         RowBytes = (int)(((long)columns * bits + 7) / 8);
-        long expectedCodes = (long)rows * RowBytes;
+        long expectedCodes = (long)rows * RowBytes; // with the table's entries below: StoredBytesFor
         if (packedCodes.LongLength != expectedCodes)
             throw new ArgumentException($"{name}: {rows} rows of {columns} {bits}-bit codes take {expectedCodes} bytes, not {packedCodes.LongLength}", nameof(packedCodes));
         long expectedTable = (long)rows * GroupsPerRow * Levels;
@@ -84,7 +84,12 @@ public sealed unsafe partial class CodebookWeight : LinearWeight
     public ReadOnlySpan<ushort> Table => table;
 
     /// <inheritdoc />
-    public override long StoredBytes => codes.LongLength + 2 * table.LongLength;
+    public override long StoredBytes => StoredBytesFor(Rows, Columns, Bits, Group);
+
+    /// <summary>Bytes a [<paramref name="rows"/>, <paramref name="columns"/>] weight takes with <paramref name="bits"/>-bit
+    /// codes and a codebook per group of <paramref name="group"/>: the packed codes and the f16 tables.</summary>
+    public static long StoredBytesFor(int rows, int columns, int bits, int group)
+        => (long)rows * (((long)columns * bits + 7) / 8) + 2L * rows * (columns / group) * (1L << bits);
 
     /// <inheritdoc />
     public override string Scheme => $"codebook b{Bits} g{Group}";

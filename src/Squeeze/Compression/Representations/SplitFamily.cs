@@ -26,6 +26,13 @@ public sealed record RowSplitRepresentation(int HotRows, NativeRepresentation Ho
     /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => rows > HotRows && Hot.Fits(HotRows, columns) && Cold.Fits(rows - HotRows, columns);
 
+    /// <summary>A token-indexed matrix (the token embedding, the classifier) whose shape <see cref="Fits(int, int)"/>.</summary>
+    public override bool MayFit(string name, int rows, int columns) => name is TensorNames.TokenEmbedding or TensorNames.Output && Fits(rows, columns);
+
+    /// <summary>The row mask and both groups' bounds.</summary>
+    public override long StoredBytesBound(int rows, int columns)
+        => RowSplitWeight.MaskBytes(rows) + Hot.StoredBytesBound(HotRows, columns) + Cold.StoredBytesBound(rows - HotRows, columns);
+
     /// <inheritdoc/>
     public override bool Fits(TensorEncoder encoder, string name)
     {
