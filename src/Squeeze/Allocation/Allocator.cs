@@ -239,8 +239,8 @@ public static class Allocator
     /// <summary>
     /// What a native size target (<see cref="PrepareNative"/>, then the search and the write) will hold at its peak and
     /// write to the temporary directory, from the shapes alone, stage by stage (<see cref="ResourceEstimate.Peak"/>):
-    /// encoding (block-by-block calibration, the largest tensor's buffers, one tensor's candidates held until they are
-    /// written to its file); measuring (the KLD meter's reference log-probabilities, a chunk's forward pass, a candidate read
+    /// encoding (block-by-block calibration, what levels keep per input (<see cref="NativeRepresentation.KeptPerInput"/>),
+    /// the largest tensor's buffers, one tensor's candidates held until they are written to its file); measuring (the KLD meter's reference log-probabilities, a chunk's forward pass, a candidate read
     /// back); searching (the meter, the knapsack's table); writing (the meter, the chosen candidates read back and
     /// serialized once more: twice the output, at most <see cref="AllocationOptions.Budget"/>). Disk: the candidate files,
     /// <see cref="NativeCandidateSet.CandidateFileBytes"/>.
@@ -275,6 +275,12 @@ public static class Allocator
         // A stacked tensor of experts is encoded one expert at a time: its largest buffers are one expert's.
         long largest = matrices.Select(m => m.Shape[^2] * m.Shape[^1]).DefaultIfEmpty(0).Max();
         var encoding = ResourceEstimate.CalibrationParts(config, method, calibrationTokens);
+        // GPTQ's calibration (Gram matrices) makes some levels keep more per input: a Hessian in natural order, whitenings.
+        if (method == CompressionMethod.Gptq && calibrationTokens > 0)
+        {
+            foreach (string kept in representations.SelectMany(r => r.KeptPerInput).Distinct())
+                encoding.Add(($"the {kept} of every input of one block", ResourceEstimate.PerInputPairBytes(config)));
+        }
         encoding.Add(("encoding the largest tensor", ResourceEstimate.EncodingBytes(largest)));
         encoding.Add(("one tensor's candidates, held until written to its file", bounds.Select(b => b.Sum()).DefaultIfEmpty(0).Max()));
         encoding.Add(("the runtime", runtime));

@@ -101,6 +101,8 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
                         done++;
                     }
                     files.Add(SafetensorsFile.Parse(NativeBuffer.MapTemporary(writer.FileLength(), writer.WriteTo), ownsBuffer: true));
+                    // The tensor's candidates are in their file now: their buffers and the encodings' go back to the system.
+                    Compressor.ReturnMemory();
                     list.Sort((a, b) => a.FileBytes != b.FileBytes ? a.FileBytes.CompareTo(b.FileBytes) : string.CompareOrdinal(a.Format, b.Format));
                     tensors[i] = new TensorCandidates<NativeCandidate>(weight.Name, [weight.Rows, weight.Columns], list);
                 }

@@ -34,6 +34,12 @@ public abstract record NativeRepresentation
     /// the candidates it admits.</summary>
     public virtual bool MayFit(string name, int rows, int columns) => Fits(rows, columns);
 
+    /// <summary>What encoding keeps per block input for the block's other tensors with that input, beyond GPTQ's prepared
+    /// Hessian, when the calibration has Gram matrices: each a pair of square matrices of doubles of the input's width (a
+    /// prepared Hessian in natural column order, a whitening's root and its inverse), named; levels that name the same
+    /// thing share it. Resource estimates count them (<see cref="ResourceEstimate.PerInputPairBytes"/>).</summary>
+    public virtual IReadOnlyList<string> KeptPerInput => [];
+
     /// <summary>An upper bound of the bytes (<see cref="LinearWeight.StoredBytes"/>) of what <see cref="Encode"/> makes of
     /// a [<paramref name="rows"/>, <paramref name="columns"/>] tensor this representation fits, from the shape alone:
     /// exact where the size does not depend on the values.</summary>

@@ -87,10 +87,7 @@ public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnl
         var c = config;
         bool calibrates = method != CompressionMethod.Rtn && calibrationTokens > 0;
         bool gram = method is CompressionMethod.Gptq or CompressionMethod.AwqGptq;
-        // A mixture of experts' dense inputs: the router's and shared expert's (dim), the shared expert's down; the routed
-        // experts' two inputs are held once per expert and once for all routed rows, their Hessians prepared one at a time.
-        long[] widths = !c.IsMixtureOfExperts ? [c.Dim, c.QDim, c.Dim, c.HiddenDim]
-            : c.SharedExpertHiddenDim > 0 ? [c.Dim, c.QDim, c.Dim, c.SharedExpertHiddenDim] : [c.Dim, c.QDim, c.Dim];
+        long[] widths = DenseWidths(c);
         long[] expertWidths = c.IsMixtureOfExperts ? [c.Dim, c.ExpertHiddenDim] : [];
         var parts = new List<(string, long)>();
         if (calibrates)
@@ -103,11 +100,26 @@ public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnl
                 long widest = widths.Concat(expertWidths).Max();
                 // Every input's prepared Hessian (H and its factor) is kept while the block's tensors are encoded; encoding
                 // the widest also holds its H / n and, while it is prepared, the working copy that becomes the factor.
-                parts.Add(("GPTQ's prepared Hessians of one block", widths.Sum(w => 2 * w * w * sizeof(double)) + 2 * widest * widest * sizeof(double)));
+                parts.Add(("GPTQ's prepared Hessians of one block", PerInputPairBytes(c) + 2 * widest * widest * sizeof(double)));
             }
         }
         return parts;
     }
+
+    /// <summary>Bytes of a pair of square matrices of doubles for every dense input of a block (a prepared Hessian and its
+    /// factor, a whitening's root and inverse), each of the input's width: what an encoder keeps per input while the block's
+    /// tensors are encoded.</summary>
+    public static long PerInputPairBytes(ModelConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        return DenseWidths(config).Sum(w => 2 * w * w * sizeof(double));
+    }
+
+    // A block's dense inputs: attention's (dim), its output's (q dim), the feed-forward's (dim) and its down's (hidden); a
+    // mixture of experts': the router's and shared expert's (dim), the shared expert's down; the routed experts' two
+    // inputs are held once per expert and once for all routed rows, their Hessians prepared one at a time.
+    private static long[] DenseWidths(ModelConfig c) => !c.IsMixtureOfExperts ? [c.Dim, c.QDim, c.Dim, c.HiddenDim]
+        : c.SharedExpertHiddenDim > 0 ? [c.Dim, c.QDim, c.Dim, c.SharedExpertHiddenDim] : [c.Dim, c.QDim, c.Dim];
 
     /// <summary>The residual stream of <paramref name="calibrationTokens"/> tokens that block-by-block calibration holds
     /// until it is disposed: twice, a block's input and output.</summary>

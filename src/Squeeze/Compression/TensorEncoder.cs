@@ -36,6 +36,9 @@ public sealed class TensorEncoder
     private readonly CancellationToken cancellationToken;
     private readonly Dictionary<ActivationStatistics, GptqHessian> hessians = new(ReferenceEqualityComparer.Instance);
     private readonly Dictionary<ActivationStatistics, GptqHessian> naturalOrderHessians = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>What <see cref="EncodeVector"/> keeps per input (<see cref="NativeRepresentation.KeptPerInput"/>).</summary>
+    public const string NaturalOrderHessian = "Hessian prepared in natural column order";
     private readonly (string Name, int[] Rows)? selection;
     private readonly (string Name, int Expert)? expertView;
 

@@ -118,6 +118,9 @@ public sealed class NativeEstimateTests
         Assert.Equal(2 * Allocator.BudgetForBitsPerWeight(3.0, parameters) + KldMeter.ReferenceBytes(config.VocabSize, 256, 8) + ResourceEstimate.RuntimeBytes(config),
             estimate.Stages[3].Bytes);
         Assert.Equal(estimate.MemoryBytes, estimate.Stages.Max(s => s.Bytes));
+        // Encoding is the peak: the vector levels keep a second prepared Hessian of every input, in natural column order.
+        Assert.Equal(estimate.Stages[0].Bytes, estimate.MemoryBytes);
+        Assert.Contains(($"the {TensorEncoder.NaturalOrderHessian} of every input of one block", ResourceEstimate.PerInputPairBytes(config)), estimate.Parts);
     }
 
     // The data bytes the weight's scheme writes: its companion tensors' sizes in a safetensors file.

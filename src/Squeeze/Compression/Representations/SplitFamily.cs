@@ -29,6 +29,9 @@ public sealed record RowSplitRepresentation(int HotRows, NativeRepresentation Ho
     /// <summary>A token-indexed matrix (the token embedding, the classifier) whose shape <see cref="Fits(int, int)"/>.</summary>
     public override bool MayFit(string name, int rows, int columns) => name is TensorNames.TokenEmbedding or TensorNames.Output && Fits(rows, columns);
 
+    /// <inheritdoc/>
+    public override IReadOnlyList<string> KeptPerInput => [.. Hot.KeptPerInput.Union(Cold.KeptPerInput)];
+
     /// <summary>The row mask and both groups' bounds.</summary>
     public override long StoredBytesBound(int rows, int columns)
         => RowSplitWeight.MaskBytes(rows) + Hot.StoredBytesBound(HotRows, columns) + Cold.StoredBytesBound(rows - HotRows, columns);
