@@ -16,21 +16,23 @@ namespace Squeeze.Bench;
 /// </summary>
 internal static class NativeMemorySuite
 {
-    /// <summary><c>native-memory [--bpw X] [--tokens N] [--ctx N] [--threads N] [--swaps auto|all|sampled] [--representations A,B,…]</c>.</summary>
+    /// <summary><c>native-memory [--bpw X] [--method gptq|imatrix|rtn] [--tokens N] [--ctx N] [--threads N] [--swaps auto|all|sampled]
+    /// [--representations A,B,…] [--estimates-only]</c>.</summary>
     public static void Run(string[] args)
     {
         string shared = Program.Shared(args);
         int tokens = Program.Option(args, "--tokens", 1024), ctx = Program.Option(args, "--ctx", 128), threads = Program.Option(args, "--threads", 2);
         double bpw = double.Parse(Program.Value(args, "--bpw") ?? "3.0", CultureInfo.InvariantCulture);
         var swaps = Enum.Parse<SwapMeasurement>(Program.Value(args, "--swaps") ?? "sampled", ignoreCase: true);
+        var method = Enum.Parse<CompressionMethod>(Program.Value(args, "--method") ?? "gptq", ignoreCase: true);
         var representations = Program.Value(args, "--representations") is { } specs
             ? specs.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(NativeRepresentation.Parse).ToList()
             : NativeRepresentation.Defaults;
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- native-memory {string.Join(' ', args)}` "
-            + $"(native size target {bpw:0.0##} bpw, gptq, {representations.Count} representations, {ctx}-token chunks, {threads} threads)");
+            + $"(native size target {bpw:0.0##} bpw, {method.ToString().ToLowerInvariant()}, {representations.Count} representations, {ctx}-token chunks, {threads} threads)");
         var options = new AllocationOptions
         {
-            Compression = new CompressionOptions { Method = CompressionMethod.Gptq, CalibrationTokens = tokens, ContextLength = ctx, Threads = threads },
+            Compression = new CompressionOptions { Method = method, CalibrationTokens = tokens, ContextLength = ctx, Threads = threads },
             Swaps = swaps,
         };
 
@@ -59,6 +61,8 @@ internal static class NativeMemorySuite
             }
         }
 
+        if (args.Contains("--estimates-only"))
+            return;
         string text = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt"));
         using var model = ModelLoader.Load(Path.Combine(shared, "models", "stories15M", "stories15M.bin"));
         long budget = Allocator.BudgetForBitsPerWeight(bpw, model.ParameterCount);
@@ -86,7 +90,7 @@ internal static class NativeMemorySuite
         long candidateBytes, fileBytes;
         try
         {
-            using var context = Allocator.PrepareNative(model, text, options, representations, new SynchronousProgress<AllocationProgress>(p => Volatile.Write(ref step, p.Stage)));
+            using var context = Allocator.PrepareNative(model, text, options, representations, new SynchronousProgress<AllocationProgress>(p => Volatile.Write(ref step, p.Stage == "measuring" ? p.Stage : $"{p.Stage}: {p.Note}")));
             estimate = context.Estimate;
             candidateBytes = context.Candidates.CandidateFilesBytes;
             Volatile.Write(ref step, "searching");
@@ -115,11 +119,11 @@ internal static class NativeMemorySuite
         Console.WriteLine($"| output | {fileBytes:N0} bytes (budget {budget:N0}) |");
         Console.WriteLine($"| wall time | {clock.Elapsed.TotalSeconds:0} s |");
         Console.WriteLine();
-        Console.WriteLine("| stage (the job's last report) | peak private memory while in it |");
+        Console.WriteLine("| step (the job's last report: stage, and the tensor and level being encoded) | peak private memory while in it |");
         Console.WriteLine("|---|---|");
         lock (peaks)
         {
-            foreach (var (at, bytes) in peaks.OrderByDescending(p => p.Value))
+            foreach (var (at, bytes) in peaks.OrderByDescending(p => p.Value).Take(12))
                 Console.WriteLine($"| {at} | {Gb(bytes)} |");
         }
     }

@@ -282,6 +282,10 @@ public static class Allocator
                 encoding.Add(($"the {kept} of every input of one block", ResourceEstimate.PerInputPairBytes(config)));
         }
         encoding.Add(("encoding the largest tensor", ResourceEstimate.EncodingBytes(largest)));
+        long nested = matrices.SelectMany(m => representations.Where(r => r.MayFit(m.Name, (int)m.Shape[^2], (int)m.Shape[^1]))
+            .Select(r => r.NestedValuesBytes((int)m.Shape[^2], (int)m.Shape[^1]))).DefaultIfEmpty(0).Max();
+        if (nested > 0)
+            encoding.Add(("a row split's copies of its row subsets", nested));
         encoding.Add(("one tensor's candidates, held until written to its file", bounds.Select(b => b.Sum()).DefaultIfEmpty(0).Max()));
         encoding.Add(("the runtime", runtime));
         var held = calibrationTokens > 0 && method != CompressionMethod.Rtn ? [ResourceEstimate.ResidualStream(config, calibrationTokens)] : new List<(string, long)>();

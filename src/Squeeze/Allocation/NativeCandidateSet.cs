@@ -99,6 +99,8 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
                             Stored = (files.Count, key),
                         });
                         done++;
+                        // The encoding's buffers (and the bound's copy of it) are garbage: freed before the next level's.
+                        TensorEncoder.ReleaseEncodingBuffers();
                     }
                     files.Add(SafetensorsFile.Parse(NativeBuffer.MapTemporary(writer.FileLength(), writer.WriteTo), ownsBuffer: true));
                     // The tensor's candidates are in their file now: their buffers and the encodings' go back to the system.

@@ -40,6 +40,11 @@ public abstract record NativeRepresentation
     /// thing share it. Resource estimates count them (<see cref="ResourceEstimate.PerInputPairBytes"/>).</summary>
     public virtual IReadOnlyList<string> KeptPerInput => [];
 
+    /// <summary>Bytes encoding a [<paramref name="rows"/>, <paramref name="columns"/>] tensor this way holds beyond the
+    /// tensor's own encoding buffers (<see cref="ResourceEstimate.EncodingBytes"/>): none by default; a row split's
+    /// copies of its row subsets. Resource estimates count the largest.</summary>
+    public virtual long NestedValuesBytes(int rows, int columns) => 0;
+
     /// <summary>An upper bound of the bytes (<see cref="LinearWeight.StoredBytes"/>) of what <see cref="Encode"/> makes of
     /// a [<paramref name="rows"/>, <paramref name="columns"/>] tensor this representation fits, from the shape alone:
     /// exact where the size does not depend on the values.</summary>
@@ -68,7 +73,7 @@ public abstract record NativeRepresentation
             signal += w;
             error += w * encoded.OutputError;
             encodings.Add(expert.ExpertWithoutTokens(name) ? $"{encoded.Encoding} (expert without calibration tokens)" : encoded.Encoding);
-            TensorEncoder.ReleaseExpertBuffers();
+            TensorEncoder.ReleaseEncodingBuffers();
         }
         return new NativeEncoded(new ExpertStackWeight(name, experts), string.Join(", ", encodings), signal > 0 ? error / signal : 0);
     }

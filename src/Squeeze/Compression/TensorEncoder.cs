@@ -266,11 +266,11 @@ public sealed class TensorEncoder
         return current = new Reference(name, values, rows, columns, input, Threads, expert: expertView?.Name == name);
     }
 
-    /// <summary>Frees one expert's encoding buffers once it is encoded (its values, H and prepared Hessian, its
-    /// encodings: tens of MB each at Qwen3-30B-A3B's shape): a blocking, non-compacting full collection, so the next
-    /// expert reuses their space instead of a stack of 128 experts leaving the runtime a backlog of them (measured: the
-    /// peak of a 64-expert block rose 1.7 GB above its statistics without it).</summary>
-    internal static void ReleaseExpertBuffers() => GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: false);
+    /// <summary>Frees the buffers of an encoding once it is done (one expert's values, H and prepared Hessian and its
+    /// encodings: tens of MB each at Qwen3-30B-A3B's shape; one native candidate's): a blocking, non-compacting full
+    /// collection, so the next expert or candidate reuses their space instead of leaving the runtime a backlog of them
+    /// (measured: the peak of a 64-expert block rose 1.7 GB above its statistics without it).</summary>
+    internal static void ReleaseEncodingBuffers() => GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: false);
 
     /// <summary>The weight of tensor <paramref name="name"/>'s share in an error summed over several encodings (the
     /// experts of a stack): its signal tr(W H Wᵀ) under its input statistics, or 1 without statistics.</summary>
@@ -341,7 +341,7 @@ public sealed class TensorEncoder
             after += w * a;
             encodings.Add(expert.ExpertWithoutTokens(target.Name) ? $"{encoding} (expert without calibration tokens)" : encoding);
             metric = reference.Metric;
-            ReleaseExpertBuffers();
+            ReleaseEncodingBuffers();
         }
         return Finish(target, target.Type, data, string.Join(", ", encodings), metric, signal > 0 ? before / signal : before, signal > 0 ? after / signal : 0, start);
     }
