@@ -33,8 +33,8 @@ public sealed record RowSplitRepresentation(int HotRows, NativeRepresentation Ho
     public override IReadOnlyList<string> KeptPerInput => [.. Hot.KeptPerInput.Union(Cold.KeptPerInput)];
 
     /// <summary>Each half's encoder (<see cref="TensorEncoder.ForRows"/>) holds its rows' f32 values and their decoded
-    /// values (two copies of the whole tensor between them), and a nested split its own halves' while it is encoded: 5.5
-    /// times the embedding's f32 size (0.20 GB) for stories15M's four-tier defaults, whose job measured 0.14 GB above an
+    /// values (two copies of the whole tensor between them), and a nested split its own halves' while it is encoded: 5.8
+    /// times the embedding's f32 size (0.22 GB) for stories15M's four-tier defaults, whose job measured 0.14 GB above an
     /// estimate without this term.</summary>
     public override long NestedValuesBytes(int rows, int columns)
         => 2L * rows * columns * sizeof(float) + Math.Max(Hot.NestedValuesBytes(HotRows, columns), Cold.NestedValuesBytes(rows - HotRows, columns));
