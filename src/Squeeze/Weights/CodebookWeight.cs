@@ -41,7 +41,7 @@ public sealed unsafe partial class CodebookWeight : LinearWeight
         Bits = bits;
         Group = group;
         RowBytes = (int)(((long)columns * bits + 7) / 8);
-        long expectedCodes = (long)rows * RowBytes; // with the table's entries below: StoredBytesFor
+        long expectedCodes = (long)rows * RowBytes;
         if (packedCodes.LongLength != expectedCodes)
             throw new ArgumentException($"{name}: {rows} rows of {columns} {bits}-bit codes take {expectedCodes} bytes, not {packedCodes.LongLength}", nameof(packedCodes));
         long expectedTable = (long)rows * GroupsPerRow * Levels;
