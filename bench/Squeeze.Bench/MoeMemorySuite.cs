@@ -135,8 +135,8 @@ internal static class MoeMemorySuite
 
     private static string Gb(long bytes) => (bytes / 1e9).ToString("0.00", CultureInfo.InvariantCulture) + " GB";
 
-    // This process's private resident memory (RssAnon in /proc/self/status), in bytes.
-    private static long RssAnon()
+    /// <summary>This process's private resident memory (RssAnon in /proc/self/status), in bytes.</summary>
+    internal static long RssAnon()
     {
         foreach (string line in File.ReadLines("/proc/self/status"))
         {

@@ -239,5 +239,9 @@ internal static class CompressCommand
             Cli.Console.WriteLine($"blocks: {sorted.Count}, median {sorted[sorted.Count / 2]:0.00} s each, slowest {sorted[^1]:0.00} s (layer {slowest})"
                 + (report.EstimatedMemoryBytes is { } estimate ? $"; memory estimated at {Cli.Bytes(estimate)} before the start" : ""));
         }
+        else if (report.EstimatedMemoryBytes is { } estimate)
+        {
+            Cli.Console.WriteLine($"memory estimated at {Cli.Bytes(estimate)} before the start");
+        }
     }
 }

@@ -85,6 +85,11 @@ public sealed record AllocationOptions
     /// <summary>GGUF candidates encoded with the method, or by rounding with the method applied to the chosen types
     /// only (by default, with the method while affordable).</summary>
     public CandidateEncoding Candidates { get; init; } = CandidateEncoding.Auto;
+
+    /// <summary>The byte budget the candidates will be searched under, when known: the native estimate
+    /// (<see cref="Allocator.EstimateNative(Model, IReadOnlyList{NativeRepresentation}, AllocationOptions, long)"/>)
+    /// counts the output read back to be written at most this large (0: every tensor in its largest candidate).</summary>
+    public long Budget { get; init; }
 }
 
 /// <summary>Progress of preparing or searching: stage, steps done of the total, and a note.</summary>
@@ -139,6 +144,9 @@ public sealed class AllocationContext<TSet, T> : IDisposable
     /// <summary>True when most candidates' single-swap KLD is predicted from a sample (<see cref="Allocator.PredictSwaps"/>).</summary>
     public bool SwapsPredicted { get; }
 
+    /// <summary>What the job was estimated to hold and write before it started, and was checked against.</summary>
+    public required ResourceEstimate Estimate { get; init; }
+
     /// <summary>Releases the candidate set (the GGUF set's file is deleted).</summary>
     public void Dispose() => Candidates.Dispose();
 }
@@ -182,7 +190,7 @@ public static class Allocator
         if (RoundsCandidates(model, options))
             options = options with { Compression = options.Compression with { Method = CompressionMethod.Imatrix, ScaleSearch = ScaleSearch.LlamaCpp } };
         return Prepare<GgufCandidateSet, GgufCandidate>(model, calibrationText, options, gram,
-            tokens => ResourceEstimate.ForMix(model, plan, method, tokens, fileBytes), (blocks, p) =>
+            new(tokens => ResourceEstimate.ForMix(model, plan, method, tokens, fileBytes), "squeeze-candidates-….bin", "candidate types"), (blocks, p) =>
             GgufCandidateSet.Build(model, blocks, new CandidateOptions { Compression = options.Compression, Types = options.Types }, p, cancellationToken), progress, cancellationToken);
     }
 
@@ -215,19 +223,96 @@ public static class Allocator
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(representations);
-        CheckSwaps(options);
-        // Only the row splits read the token usage, which takes a forward pass over the text.
-        var usage = !representations.Any(r => r.NeedsTokenUsage) ? null
-            : TokenUsage.Measure(model, calibrationText, options.Compression.CalibrationTokens, ContextLength(model, options.Compression), options.Compression.Threads,
-                progress is null ? null : new SynchronousProgress<(int Done, int Total)>(u => progress.Report(new AllocationProgress("token usage", u.Done, u.Total, ""))), cancellationToken);
-        return Prepare<NativeCandidateSet, NativeCandidate>(model, calibrationText, options, options.Compression.Method == CompressionMethod.Gptq, estimate: null, (blocks, p) =>
-            NativeCandidateSet.Build(model, blocks, options.Compression, usage, representations, p, cancellationToken), progress, cancellationToken);
+        ArgumentNullException.ThrowIfNull(model);
+        // Before any work (Prepare checks the estimate first): the candidate files against the temporary directory's free
+        // disk, and the peak of the job's stages against the memory available.
+        return Prepare<NativeCandidateSet, NativeCandidate>(model, calibrationText, options, options.Compression.Method == CompressionMethod.Gptq,
+            new(tokens => EstimateNative(model, representations, options, tokens), "squeeze-….tmp", "representations"), (blocks, p) =>
+            {
+                // Only the row splits read the token usage, which takes a forward pass over the text.
+                var usage = !representations.Any(r => r.NeedsTokenUsage) ? null
+                    : TokenUsage.Measure(model, calibrationText, options.Compression.CalibrationTokens, ContextLength(model.Config, options.Compression), options.Compression.Threads,
+                        progress is null ? null : new SynchronousProgress<(int Done, int Total)>(u => progress.Report(new AllocationProgress("token usage", u.Done, u.Total, ""))), cancellationToken);
+                return NativeCandidateSet.Build(model, blocks, options.Compression, usage, representations, p, cancellationToken);
+            }, progress, cancellationToken);
     }
 
-    // `gram`: collect (or require in a statistics file) the Gram matrices of the blocks' inputs. `estimate`: the job's
-    // resources for its calibration tokens, checked before any work, or null.
+    /// <summary>
+    /// What a native size target (<see cref="PrepareNative"/>, then the search and the write) will hold at its peak and
+    /// write to the temporary directory, from the shapes alone, stage by stage (<see cref="ResourceEstimate.Peak"/>):
+    /// encoding (block-by-block calibration, what levels keep per input (<see cref="NativeRepresentation.KeptPerInput"/>),
+    /// the largest tensor's buffers, one tensor's candidates held until they are written to its file); measuring (the KLD meter's reference log-probabilities, a chunk's forward pass, a candidate read
+    /// back); searching (the meter, the knapsack's table); writing (the meter, the chosen candidates read back and
+    /// serialized once more: twice the output, at most <see cref="AllocationOptions.Budget"/>). Disk: the candidate files,
+    /// <see cref="NativeCandidateSet.CandidateFileBytes"/>.
+    /// </summary>
+    public static ResourceEstimate EstimateNative(Model model, IReadOnlyList<NativeRepresentation> representations, AllocationOptions options, long calibrationTokens)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return EstimateNative(model.Config, NativeCandidateSet.Matrices(model), representations, options, calibrationTokens);
+    }
+
+    /// <summary>The same estimate from the model's hyperparameters and the shapes of its matrices (<paramref name="matrices"/>:
+    /// <see cref="NativeCandidateSet.Matrices"/> of a model, or the tensors a config implies for a checkpoint too large to
+    /// write).</summary>
+    public static ResourceEstimate EstimateNative(ModelConfig config, IReadOnlyList<(string Name, long[] Shape)> matrices, IReadOnlyList<NativeRepresentation> representations,
+        AllocationOptions options, long calibrationTokens)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(matrices);
+        ArgumentNullException.ThrowIfNull(representations);
+        ArgumentNullException.ThrowIfNull(options);
+        var method = options.Compression.Method;
+        var bounds = matrices.Select(m => NativeCandidateSet.CandidateBounds(m, representations).ToList()).Where(b => b.Count > 0).ToList();
+        long runtime = ResourceEstimate.RuntimeBytes(config);
+        int ctx = ContextLength(config, options.Compression);
+        int chunks = Math.Max(options.KldChunks, options.SwapChunks);
+        long vocab = config.VocabSize;
+        var meter = ($"the KLD meter's reference log-probabilities of {chunks} chunks", KldMeter.ReferenceBytes(vocab, ctx, chunks));
+        long largestCandidate = bounds.SelectMany(b => b).DefaultIfEmpty(0).Max();
+        long largestSelection = bounds.Sum(b => b.Max());
+        long output = options.Budget > 0 ? Math.Min(options.Budget, largestSelection) : largestSelection;
+        long cells = options.Budget > 0 ? Math.Min(options.Budget / NativeCandidateSet.CandidateGrain + 1, KnapsackCells) : KnapsackCells;
+        // A stacked tensor of experts is encoded one expert at a time: its largest buffers are one expert's.
+        long largest = matrices.Select(m => m.Shape[^2] * m.Shape[^1]).DefaultIfEmpty(0).Max();
+        var encoding = ResourceEstimate.CalibrationParts(config, method, calibrationTokens);
+        // GPTQ's calibration (Gram matrices) makes some levels keep more per input: a Hessian in natural order, whitenings.
+        if (method == CompressionMethod.Gptq && calibrationTokens > 0)
+        {
+            foreach (string kept in representations.SelectMany(r => r.KeptPerInput).Distinct())
+                encoding.Add(($"the {kept} of every input of one block", ResourceEstimate.PerInputPairBytes(config)));
+        }
+        encoding.Add(("encoding the largest tensor", ResourceEstimate.EncodingBytes(largest)));
+        long nested = matrices.SelectMany(m => representations.Where(r => r.MayFit(m.Name, (int)m.Shape[^2], (int)m.Shape[^1]))
+            .Select(r => r.NestedValuesBytes((int)m.Shape[^2], (int)m.Shape[^1]))).DefaultIfEmpty(0).Max();
+        if (nested > 0)
+            encoding.Add(("a row split's copies of its row subsets", nested));
+        encoding.Add(("one tensor's candidates, held until written to its file", bounds.Select(b => b.Sum()).DefaultIfEmpty(0).Max()));
+        encoding.Add(("the runtime", runtime));
+        var held = calibrationTokens > 0 && method != CompressionMethod.Rtn ? [ResourceEstimate.ResidualStream(config, calibrationTokens)] : new List<(string, long)>();
+        List<(string, long)> measuring =
+        [
+            .. held, meter, ("a chunk's forward pass (logits and activations)", KldMeter.ForwardBytes(config, ctx)), ("a candidate read back", largestCandidate), ("the runtime", runtime),
+        ];
+        List<(string, long)> searching = [meter, ("the knapsack's table", MultipleChoiceKnapsack.TableBytes(bounds.Count, cells)), ("the runtime", runtime)];
+        List<(string, long)> writing = [meter, ("the chosen candidates read back and serialized, twice the output", 2 * output), ("the runtime", runtime)];
+        return ResourceEstimate.Peak(
+        [
+            (calibrationTokens > 0 && method != CompressionMethod.Rtn ? CalibratingAndEncoding : "encoding", encoding),
+            ("measuring", measuring), ("searching", searching), ("writing", writing),
+        ], NativeCandidateSet.CandidateFileBytes(matrices, representations));
+    }
+
+    /// <summary>Cells of the knapsack's grid at most: above it, the greedy repair spends what rounding left.</summary>
+    private const int KnapsackCells = 1 << 22;
+
+    // The job's resources for its calibration tokens, checked before any work; the candidate files' name in the temporary
+    // directory and what the candidates are, for the refusal's message.
+    private sealed record Estimate(Func<long, ResourceEstimate> Of, string CandidateFile, string Levels);
+
+    // `gram`: collect (or require in a statistics file) the Gram matrices of the blocks' inputs.
     private static AllocationContext<TSet, T> Prepare<TSet, T>(Model model, string calibrationText, AllocationOptions options, bool gram,
-        Func<long, ResourceEstimate>? estimate, Func<IEnumerable<BlockStatistics>?, IProgress<CandidateProgress>?, TSet> build, IProgress<AllocationProgress>? progress,
+        Estimate estimate, Func<IEnumerable<BlockStatistics>?, IProgress<CandidateProgress>?, TSet> build, IProgress<AllocationProgress>? progress,
         CancellationToken cancellationToken)
         where TSet : CandidateSet<T>
         where T : Candidate
@@ -236,7 +321,7 @@ public static class Allocator
         ArgumentNullException.ThrowIfNull(calibrationText);
         CheckSwaps(options);
         var compression = options.Compression;
-        int ctx = ContextLength(model, compression);
+        int ctx = ContextLength(model.Config, compression);
         int threads = Math.Max(1, compression.Threads);
         var clock = Stopwatch.StartNew();
         var calibrationClock = new Stopwatch();
@@ -247,8 +332,10 @@ public static class Allocator
         var (done, total) = (0, 1);
         var calibrationOptions = new CalibrationOptions { ContextLength = ctx, MaxTokens = compression.CalibrationTokens, CollectGram = gram, Threads = threads };
         var chunks = given is not null || compression.Method == CompressionMethod.Rtn ? null : LayerwiseCalibrator.Chunk(model, calibrationText, calibrationOptions);
-        estimate?.Invoke(chunks?.TokenCount ?? given?.TokenCount ?? 0).Check(Path.Combine(Path.GetTempPath(), "squeeze-candidates-….bin"), compression.MemoryLimit,
-            $"use fewer calibration tokens than {chunks?.TokenCount ?? given?.TokenCount ?? 0:N0}, or fewer candidate types; the candidates go to the temporary directory (TMPDIR)");
+        long calibrationTokens = chunks?.TokenCount ?? given?.TokenCount ?? 0;
+        var resources = estimate.Of(calibrationTokens);
+        resources.Check(Path.Combine(Path.GetTempPath(), estimate.CandidateFile), compression.MemoryLimit,
+            $"use fewer calibration tokens than {calibrationTokens:N0}, or fewer {estimate.Levels}; the candidates go to the temporary directory (TMPDIR)");
         using var calibration = chunks is null ? null : new LayerwiseCalibrator(model, chunks, calibrationOptions, cancellationToken);
         // Calibrating, each block just before its candidates are encoded, is one stage with the encoding.
         string stage = calibration is null ? "encoding" : CalibratingAndEncoding;
@@ -286,7 +373,10 @@ public static class Allocator
                 MeasureSwaps(set, meter, swapChunks, progress, cancellationToken);
             }
             long tokens = calibration?.TokenCount ?? given?.TokenCount ?? 0;
-            return new AllocationContext<TSet, T>(set, meter, compression.Method, tokens, calibrationSeconds, encodingSeconds, clock.Elapsed.TotalSeconds, measured, sample);
+            return new AllocationContext<TSet, T>(set, meter, compression.Method, tokens, calibrationSeconds, encodingSeconds, clock.Elapsed.TotalSeconds, measured, sample)
+            {
+                Estimate = resources,
+            };
         }
         catch
         {
@@ -324,8 +414,8 @@ public static class Allocator
     public const string CalibratingAndEncoding = "calibrating and encoding layer by layer";
 
     /// <summary>Tokens per calibration chunk: the options' own, else 256 (or the model's context when shorter).</summary>
-    private static int ContextLength(Model model, CompressionOptions compression)
-        => compression.ContextLength > 0 ? compression.ContextLength : Math.Min(256, model.Config.ContextLength);
+    private static int ContextLength(ModelConfig config, CompressionOptions compression)
+        => compression.ContextLength > 0 ? compression.ContextLength : Math.Min(256, config.ContextLength);
 
     /// <summary>Error model 2: for every candidate, the KLD on <paramref name="chunks"/> of the source model with that one tensor swapped in.</summary>
     public static void MeasureSwaps<T>(CandidateSet<T> set, KldMeter meter, IReadOnlyList<int> chunks, IProgress<AllocationProgress>? progress = null,
@@ -537,7 +627,7 @@ public static class Allocator
             }
             items.Add(choices);
         }
-        int cells = (int)Math.Min(capacity + 1, 1 << 22);
+        int cells = (int)Math.Min(capacity + 1, KnapsackCells);
         var chosen = MultipleChoiceKnapsack.Solve(items, capacity, cells);
         var selection = new int[set.Tensors.Count];
         for (int u = 0; u < units.Count; u++)

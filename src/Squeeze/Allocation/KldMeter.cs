@@ -35,7 +35,7 @@ public sealed class KldMeter
         this.contextLength = contextLength;
         this.threads = Math.Max(1, threads);
         firstScored = contextLength / 2;
-        scored = contextLength - 1 - firstScored;
+        scored = Scored(contextLength);
         vocab = baseModel.Config.VocabSize;
         chunks = new int[chunkCount][];
         for (int c = 0; c < chunkCount; c++)
@@ -88,6 +88,25 @@ public sealed class KldMeter
         }
         return sum / (chunkIndices.Count * (double)scored);
     }
+
+    /// <summary>Bytes of the reference log-probabilities a meter of <paramref name="chunkCount"/> chunks of
+    /// <paramref name="contextLength"/> tokens holds for a vocabulary of <paramref name="vocab"/>.</summary>
+    public static long ReferenceBytes(long vocab, int contextLength, int chunkCount) => (long)chunkCount * Scored(contextLength) * vocab * sizeof(float);
+
+    /// <summary>Bytes one measurement's forward pass over a chunk of <paramref name="contextLength"/> tokens allocates for a
+    /// model of <paramref name="config"/>: its logits and log-probabilities, the batch's activations and the KV cache.</summary>
+    public static long ForwardBytes(ModelConfig config, int contextLength)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        var c = config;
+        long logits = (contextLength - contextLength / 2 + 1L) * c.VocabSize;
+        long activations = (long)contextLength * (5L * c.Dim + 2L * c.QDim + 2L * c.KvDim + 2L * Math.Max(c.HiddenDim, c.ExpertHiddenDim));
+        long cache = 2L * c.LayerCount * contextLength * c.KvDim;
+        return (logits + activations + cache) * sizeof(float);
+    }
+
+    // Tokens of a chunk whose next-token distributions are compared: the second half, less the last.
+    private static int Scored(int contextLength) => contextLength - 1 - contextLength / 2;
 
     private RuntimeOptions Options() => new() { Threads = threads, ContextLength = contextLength, BatchSize = contextLength };
 }

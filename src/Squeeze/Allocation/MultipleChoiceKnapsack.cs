@@ -11,6 +11,10 @@ public readonly record struct Choice(long Bytes, double Error);
 /// </summary>
 public static class MultipleChoiceKnapsack
 {
+    /// <summary>Bytes <see cref="Solve"/> allocates for <paramref name="items"/> items on a grid of <paramref name="cells"/>
+    /// cells: each item's choice per cell, and two rows of errors.</summary>
+    public static long TableBytes(long items, long cells) => items * (cells + 1) + 2 * (cells + 1) * sizeof(double);
+
     /// <summary>Index of the chosen option of each item.</summary>
     /// <exception cref="ArgumentException">An item has no choice, a size is negative, an error is not finite, or the
     /// budget is below the smallest possible total (the message gives that total).</exception>

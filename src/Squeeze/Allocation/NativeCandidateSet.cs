@@ -22,7 +22,8 @@ namespace Squeeze.Allocation;
 /// </summary>
 public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
 {
-    private const long NativeGrain = 64;
+    /// <summary>Every candidate's <see cref="Candidate.FileBytes"/> is a multiple of this (<see cref="Grain"/>).</summary>
+    public const long CandidateGrain = 64;
     private readonly long sideFiles; // config.json and the tokenizer files
     private readonly IReadOnlyList<SafetensorsFile> files; // each tensor's candidates, mapped
     private readonly Dictionary<string, int> indexOf;
@@ -41,7 +42,7 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
     public override long Overhead { get; }
 
     /// <inheritdoc/>
-    public override long Grain => NativeGrain;
+    public override long Grain => CandidateGrain;
 
     /// <summary>Encodes every 2-D tensor of <paramref name="model"/> in every representation of
     /// <paramref name="representations"/> that fits it, one block at a time: each block's tensors with that block's
@@ -63,8 +64,7 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(representations);
         // Stacks of routed experts ([experts, rows, columns]) are encoded expert by expert: a level fits them when it fits one.
-        var matrices = model.Tensors.Where(t => t.Shape.Length == 2 || (t.Shape.Length == 3 && TensorNames.IsExperts(t.Name))).Select(t => model.Weight(t.Name))
-            .Concat(model.Weights).ToList();
+        var matrices = model.Tensors.Where(IsMatrix).Select(t => model.Weight(t.Name)).Concat(model.Weights).ToList();
         var shapes = new TensorEncoder(model, null, options, cancellationToken, tokenUsage);
         var work = matrices.Select(w => (Weight: w, Levels: representations.Where(r => r.Fits(shapes.IsStacked(w.Name) ? shapes.ForExpert(w.Name, 0) : shapes, w.Name)).Distinct().ToList())).ToList();
         foreach (var (w, levels) in work)
@@ -99,8 +99,12 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
                             Stored = (files.Count, key),
                         });
                         done++;
+                        // The encoding's buffers (and the bound's copy of it) are garbage: freed before the next level's.
+                        TensorEncoder.ReleaseEncodingBuffers();
                     }
                     files.Add(SafetensorsFile.Parse(NativeBuffer.MapTemporary(writer.FileLength(), writer.WriteTo), ownsBuffer: true));
+                    // The tensor's candidates are in their file now: their buffers and the encodings' go back to the system.
+                    Compressor.ReturnMemory();
                     list.Sort((a, b) => a.FileBytes != b.FileBytes ? a.FileBytes.CompareTo(b.FileBytes) : string.CompareOrdinal(a.Format, b.Format));
                     tensors[i] = new TensorCandidates<NativeCandidate>(weight.Name, [weight.Rows, weight.Columns], list);
                 }
@@ -121,6 +125,51 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
             throw;
         }
     }
+
+    /// <summary>Upper bound of the header bytes one stored weight (one expert of a stack) adds to its tensor's candidate
+    /// file: its scheme's metadata entry and one entry per companion tensor (name, dtype, shape, offsets). The default
+    /// levels' largest on stories15M, a four-tier row split of the token embedding, takes about 2.2 KB, a uniform level
+    /// about 420 bytes (<c>NativeEstimateTests</c> checks candidate files of every family against it).</summary>
+    public const long CandidateHeaderBound = 4096;
+
+    /// <summary>An upper bound, known before any work, of the bytes of the candidate files <see cref="Build"/> writes to the
+    /// temporary directory for <paramref name="matrices"/> (<see cref="Matrices"/>; [rows, columns], or [experts, rows,
+    /// columns] for a stack of routed experts) in every representation of <paramref name="representations"/> that may fit
+    /// each (<see cref="NativeRepresentation.MayFit"/>): per tensor a file's length prefix and header padding, per
+    /// candidate its <see cref="NativeRepresentation.StoredBytesBound"/> and <see cref="CandidateHeaderBound"/> per
+    /// stored weight.</summary>
+    public static long CandidateFileBytes(IReadOnlyList<(string Name, long[] Shape)> matrices, IReadOnlyList<NativeRepresentation> representations)
+    {
+        ArgumentNullException.ThrowIfNull(matrices);
+        ArgumentNullException.ThrowIfNull(representations);
+        return matrices.Sum(m => 16 + CandidateBounds(m, representations).Sum(b => b + Stored(m) * CandidateHeaderBound));
+    }
+
+    /// <summary><see cref="NativeRepresentation.StoredBytesBound"/> of each representation of
+    /// <paramref name="representations"/> that may fit <paramref name="matrix"/> (a stack's: every expert's), each once.</summary>
+    public static IEnumerable<long> CandidateBounds((string Name, long[] Shape) matrix, IReadOnlyList<NativeRepresentation> representations)
+    {
+        ArgumentNullException.ThrowIfNull(matrix.Shape);
+        ArgumentNullException.ThrowIfNull(representations);
+        int rows = checked((int)matrix.Shape[^2]), columns = checked((int)matrix.Shape[^1]);
+        return representations.Where(r => r.MayFit(matrix.Name, rows, columns)).Distinct().Select(r => Stored(matrix) * r.StoredBytesBound(rows, columns));
+    }
+
+    /// <summary>The tensors <see cref="Build"/> encodes, with their shapes: every 2-D tensor and stack of routed experts
+    /// of <paramref name="model"/> and its own weights.</summary>
+    public static IReadOnlyList<(string Name, long[] Shape)> Matrices(Model model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return [.. model.Tensors.Where(IsMatrix).Select(t => (t.Name, t.Shape)), .. model.Weights.Select(w => (w.Name, new long[] { w.Rows, w.Columns }))];
+    }
+
+    /// <summary>Bytes of the candidate files this set keeps mapped.</summary>
+    public long CandidateFilesBytes => files.Sum(f => f.Buffer.Length);
+
+    // Weights a matrix is stored as: one, or one per expert of a stack.
+    private static long Stored((string Name, long[] Shape) matrix) => matrix.Shape.Length == 3 ? matrix.Shape[0] : 1;
+
+    private static bool IsMatrix(Tensor t) => t.Shape.Length == 2 || (t.Shape.Length == 3 && TensorNames.IsExperts(t.Name));
 
     /// <summary>The exact size of the directory <see cref="Write"/> writes for <paramref name="selection"/>.</summary>
     public override long FileBytes(IReadOnlyList<int> selection)
@@ -170,7 +219,7 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
     private Dictionary<string, LinearWeight> Replacements(IReadOnlyList<int> selection)
         => Selected(selection).ToDictionary(p => p.Key, p => Weight(p.Key, p.Value), StringComparer.Ordinal);
 
-    private static long RoundUp(long bytes) => (bytes + NativeGrain - 1) / NativeGrain * NativeGrain;
+    private static long RoundUp(long bytes) => (bytes + CandidateGrain - 1) / CandidateGrain * CandidateGrain;
 
     // config.json and the tokenizer files do not depend on the weights: write them once to measure them.
     private static long SideFileBytes(Model model)

@@ -66,6 +66,17 @@ public sealed class ChunkedRans
     /// <summary>Number of chunks: ⌈symbols / chunk symbols⌉.</summary>
     public static long ChunkCount(long symbolCount, int chunkSymbols) => (symbolCount + chunkSymbols - 1) / chunkSymbols;
 
+    /// <summary>An upper bound of <see cref="Streams"/>' bytes for <paramref name="symbolCount"/> symbols of
+    /// <paramref name="alphabet"/> in chunks of <paramref name="chunkSymbols"/>, known before coding: every symbol at its
+    /// plain width ⌈log₂ alphabet⌉ plus 1/64 of that, and each chunk's final state. A table fitted to the symbols' own
+    /// counts codes them in about their empirical entropy, which is at most that width; the 1/64 covers the table's
+    /// rounding to <see cref="RansTable.PrecisionBits"/> bits and each chunk's renormalisation.</summary>
+    public static long StreamBytesBound(long symbolCount, int chunkSymbols, int alphabet)
+    {
+        long plain = (symbolCount * (32 - System.Numerics.BitOperations.LeadingZeroCount((uint)(alphabet - 1))) + 7) / 8;
+        return plain + (plain + 63) / 64 + ChunkCount(symbolCount, chunkSymbols) * Rans.StateBytes;
+    }
+
     /// <summary>Codes <paramref name="symbols"/> (each below <paramref name="alphabet"/>) with a table fitted to their
     /// counts, chunk by chunk on up to <paramref name="threads"/> threads (the bytes do not depend on the thread count).</summary>
     public static ChunkedRans Encode(byte[] symbols, int alphabet, int chunkSymbols, int threads)

@@ -84,6 +84,6 @@ public sealed record CompressionReport(string Model, string? Output, string Form
     public IReadOnlyList<double> LayerSeconds { get; init; } = [];
 
     /// <summary>The peak memory the job was estimated to allocate before it started (<see cref="ResourceEstimate"/>; a
-    /// named mix), or null.</summary>
+    /// named mix or a size target), or null.</summary>
     public long? EstimatedMemoryBytes { get; init; }
 }

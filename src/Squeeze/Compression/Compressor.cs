@@ -177,10 +177,10 @@ public static class Compressor
         };
     }
 
-    // A tensor's encoding buffers (hundreds of MB each at 8B, on the large-object heap) are garbage once it is written:
-    // their pages go back to the system before the next tensor allocates its own, so private memory stays what one
-    // tensor and one block need instead of growing with what the runtime has not yet collected.
-    private static void ReturnMemory()
+    /// <summary>A tensor's encoding buffers (hundreds of MB each at 8B, on the large-object heap) are garbage once it is
+    /// written: their pages go back to the system before the next tensor allocates its own, so private memory stays what
+    /// one tensor and one block need instead of growing with what the runtime has not yet collected.</summary>
+    internal static void ReturnMemory()
     {
         GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);

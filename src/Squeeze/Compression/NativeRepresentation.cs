@@ -28,6 +28,28 @@ public abstract record NativeRepresentation
         return Fits(encoder.Rows(name), encoder.Columns(name));
     }
 
+    /// <summary>True when tensor <paramref name="name"/> of [<paramref name="rows"/>, <paramref name="columns"/>] may be
+    /// stored this way, known from the shape before any work (no statistics, no token usage): a superset of
+    /// <see cref="Fits(TensorEncoder, string)"/>, by default <see cref="Fits(int, int)"/>. Resource estimates count
+    /// the candidates it admits.</summary>
+    public virtual bool MayFit(string name, int rows, int columns) => Fits(rows, columns);
+
+    /// <summary>What encoding keeps per block input for the block's other tensors with that input, beyond GPTQ's prepared
+    /// Hessian, when the calibration has Gram matrices: each a pair of square matrices of doubles of the input's width (a
+    /// prepared Hessian in natural column order, a whitening's root and its inverse), named; levels that name the same
+    /// thing share it. Resource estimates count them (<see cref="ResourceEstimate.PerInputPairBytes"/>).</summary>
+    public virtual IReadOnlyList<string> KeptPerInput => [];
+
+    /// <summary>Bytes encoding a [<paramref name="rows"/>, <paramref name="columns"/>] tensor this way holds beyond the
+    /// tensor's own encoding buffers (<see cref="ResourceEstimate.EncodingBytes"/>): none by default; a row split's
+    /// copies of its row subsets. Resource estimates count the largest.</summary>
+    public virtual long NestedValuesBytes(int rows, int columns) => 0;
+
+    /// <summary>An upper bound of the bytes (<see cref="LinearWeight.StoredBytes"/>) of what <see cref="Encode"/> makes of
+    /// a [<paramref name="rows"/>, <paramref name="columns"/>] tensor this representation fits, from the shape alone:
+    /// exact where the size does not depend on the values.</summary>
+    public abstract long StoredBytesBound(int rows, int columns);
+
     /// <summary>Encodes tensor <paramref name="name"/>.</summary>
     public abstract NativeEncoded Encode(TensorEncoder encoder, string name);
 
@@ -51,7 +73,7 @@ public abstract record NativeRepresentation
             signal += w;
             error += w * encoded.OutputError;
             encodings.Add(expert.ExpertWithoutTokens(name) ? $"{encoded.Encoding} (expert without calibration tokens)" : encoded.Encoding);
-            TensorEncoder.ReleaseExpertBuffers();
+            TensorEncoder.ReleaseEncodingBuffers();
         }
         return new NativeEncoded(new ExpertStackWeight(name, experts), string.Join(", ", encodings), signal > 0 ? error / signal : 0);
     }

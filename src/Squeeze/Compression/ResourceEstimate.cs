@@ -12,10 +12,30 @@ namespace Squeeze.Compression;
 /// output written beside its destination before the rename.
 /// </summary>
 /// <param name="MemoryBytes">Peak bytes the job allocates.</param>
-/// <param name="DiskBytes">Bytes the output takes on disk.</param>
+/// <param name="DiskBytes">Bytes the output (or a budget job's candidates) takes on disk.</param>
 /// <param name="Parts">What the memory peak is made of, largest first.</param>
 public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnlyList<(string Part, long Bytes)> Parts)
 {
+    /// <summary>Each stage's total, in the job's order, when the job's stages hold different things (a size target's
+    /// encoding, measuring, searching and writing); the peak is the largest, whose parts are <see cref="Parts"/>. Empty
+    /// when the job is one stage.</summary>
+    public IReadOnlyList<(string Stage, long Bytes)> Stages { get; init; } = [];
+
+    /// <summary>The estimate of a job whose stages hold <paramref name="stages"/>' parts in turn: the memory of the
+    /// largest stage, with its parts (largest first) and every stage's total.</summary>
+    /// <exception cref="ArgumentException">No stage.</exception>
+    public static ResourceEstimate Peak(IReadOnlyList<(string Stage, IReadOnlyList<(string Part, long Bytes)> Parts)> stages, long diskBytes)
+    {
+        ArgumentNullException.ThrowIfNull(stages);
+        if (stages.Count == 0)
+            throw new ArgumentException("no stage to estimate", nameof(stages));
+        var peak = stages.MaxBy(s => s.Parts.Sum(p => p.Bytes));
+        return new ResourceEstimate(peak.Parts.Sum(p => p.Bytes), diskBytes, [.. peak.Parts.OrderByDescending(p => p.Bytes)])
+        {
+            Stages = [.. stages.Select(s => (s.Stage, s.Parts.Sum(p => p.Bytes)))],
+        };
+    }
+
     /// <summary>The .NET runtime, the tokenizer and the per-block runtime's scratch, besides what is counted part by part.</summary>
     private const long Baseline = 384L << 20;
 
@@ -38,28 +58,9 @@ public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnl
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(plan);
+        var parts = CalibrationParts(config, method, calibrationTokens);
         var c = config;
         bool calibrates = method != CompressionMethod.Rtn && calibrationTokens > 0;
-        bool gram = method is CompressionMethod.Gptq or CompressionMethod.AwqGptq;
-        // A mixture of experts' dense inputs: the router's and shared expert's (dim), the shared expert's down; the routed
-        // experts' two inputs are held once per expert and once for all routed rows, their Hessians prepared one at a time.
-        long[] widths = !c.IsMixtureOfExperts ? [c.Dim, c.QDim, c.Dim, c.HiddenDim]
-            : c.SharedExpertHiddenDim > 0 ? [c.Dim, c.QDim, c.Dim, c.SharedExpertHiddenDim] : [c.Dim, c.QDim, c.Dim];
-        long[] expertWidths = c.IsMixtureOfExperts ? [c.Dim, c.ExpertHiddenDim] : [];
-        var parts = new List<(string, long)>();
-        if (calibrates)
-        {
-            parts.Add(($"the residual stream of {calibrationTokens:N0} calibration tokens", 2 * calibrationTokens * c.Dim * sizeof(float)));
-            long statistics = widths.Concat(expertWidths.SelectMany(w => Enumerable.Repeat(w, c.ExpertCount + 1))).Sum(w => w * 20 + (gram ? w * w * sizeof(double) : 0));
-            parts.Add(("one block's input statistics", statistics));
-            if (gram)
-            {
-                long widest = widths.Concat(expertWidths).Max();
-                // Every input's prepared Hessian (H and its factor) is kept while the block's tensors are encoded; encoding
-                // the widest also holds its H / n and, while it is prepared, the working copy that becomes the factor.
-                parts.Add(("GPTQ's prepared Hessians of one block", widths.Sum(w => 2 * w * w * sizeof(double)) + 2 * widest * widest * sizeof(double)));
-            }
-        }
         if (method == CompressionMethod.AwqGptq && calibrates)
         {
             // AWQ replaces a block's scaled readers with f32 copies (q/k/v; gate/up, or a mixture's router and three stacks
@@ -71,12 +72,73 @@ public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnl
         }
         // A stacked tensor of experts is encoded one expert at a time: its largest buffers are one expert's.
         long largest = plan.Tensors.Where(t => t.Quantized).Select(t => t.Shape.Skip(t.Shape.Length == 3 ? 1 : 0).Aggregate(1L, (a, b) => a * b)).DefaultIfEmpty(0).Max();
-        // f32 values, two rounded candidates and GPTQ's result with their decoded values, and the runtime's transient
-        // copies: eight f32 copies covered the 8B shape's classifier (measured 5.1 GB peak with everything else).
-        parts.Add(("encoding the largest tensor", largest * 8 * sizeof(float)));
-        parts.Add(("the runtime", Baseline + c.LayerCount * 256L * c.KvDim * 2 * sizeof(float)));
+        parts.Add(("encoding the largest tensor", EncodingBytes(largest)));
+        parts.Add(("the runtime", RuntimeBytes(c)));
         parts.Sort((a, b) => b.Item2.CompareTo(a.Item2));
         return new ResourceEstimate(parts.Sum(p => p.Item2), fileBytes, parts);
+    }
+
+    /// <summary>What block-by-block calibration holds for <paramref name="calibrationTokens"/> tokens (none for rtn or no
+    /// tokens): the residual stream (twice: a block's input and output), one block's input statistics (with their Gram
+    /// matrices for GPTQ), and GPTQ's prepared Hessians of that block with the transient copies of preparing the widest.</summary>
+    public static List<(string Part, long Bytes)> CalibrationParts(ModelConfig config, CompressionMethod method, long calibrationTokens)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        var c = config;
+        bool calibrates = method != CompressionMethod.Rtn && calibrationTokens > 0;
+        bool gram = method is CompressionMethod.Gptq or CompressionMethod.AwqGptq;
+        long[] widths = DenseWidths(c);
+        long[] expertWidths = c.IsMixtureOfExperts ? [c.Dim, c.ExpertHiddenDim] : [];
+        var parts = new List<(string, long)>();
+        if (calibrates)
+        {
+            parts.Add(ResidualStream(c, calibrationTokens));
+            long statistics = widths.Concat(expertWidths.SelectMany(w => Enumerable.Repeat(w, c.ExpertCount + 1))).Sum(w => w * 20 + (gram ? w * w * sizeof(double) : 0));
+            parts.Add(("one block's input statistics", statistics));
+            if (gram)
+            {
+                long widest = widths.Concat(expertWidths).Max();
+                // Every input's prepared Hessian (H and its factor) is kept while the block's tensors are encoded; encoding
+                // the widest also holds its H / n and, while it is prepared, the working copy that becomes the factor.
+                parts.Add(("GPTQ's prepared Hessians of one block", PerInputPairBytes(c) + 2 * widest * widest * sizeof(double)));
+            }
+        }
+        return parts;
+    }
+
+    /// <summary>Bytes of a pair of square matrices of doubles for every dense input of a block (a prepared Hessian and its
+    /// factor, a whitening's root and inverse), each of the input's width: what an encoder keeps per input while the block's
+    /// tensors are encoded.</summary>
+    public static long PerInputPairBytes(ModelConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        return DenseWidths(config).Sum(w => 2 * w * w * sizeof(double));
+    }
+
+    // A block's dense inputs: attention's (dim), its output's (q dim), the feed-forward's (dim) and its down's (hidden); a
+    // mixture of experts': the router's and shared expert's (dim), the shared expert's down; the routed experts' two
+    // inputs are held once per expert and once for all routed rows, their Hessians prepared one at a time.
+    private static long[] DenseWidths(ModelConfig c) => !c.IsMixtureOfExperts ? [c.Dim, c.QDim, c.Dim, c.HiddenDim]
+        : c.SharedExpertHiddenDim > 0 ? [c.Dim, c.QDim, c.Dim, c.SharedExpertHiddenDim] : [c.Dim, c.QDim, c.Dim];
+
+    /// <summary>The residual stream of <paramref name="calibrationTokens"/> tokens that block-by-block calibration holds
+    /// until it is disposed: twice, a block's input and output.</summary>
+    public static (string Part, long Bytes) ResidualStream(ModelConfig config, long calibrationTokens)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        return ($"the residual stream of {calibrationTokens:N0} calibration tokens", 2 * calibrationTokens * config.Dim * sizeof(float));
+    }
+
+    /// <summary>The buffers of encoding a tensor of <paramref name="elements"/> values (one expert's, for a stack): f32
+    /// values, two rounded candidates and GPTQ's result with their decoded values, and the runtime's transient copies:
+    /// eight f32 copies covered the 8B shape's classifier (measured 5.1 GB peak with everything else).</summary>
+    public static long EncodingBytes(long elements) => elements * 8 * sizeof(float);
+
+    /// <summary>The .NET runtime, the tokenizer and the per-block runtime's scratch, with a KV cache of 256 positions.</summary>
+    public static long RuntimeBytes(ModelConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        return Baseline + config.LayerCount * 256L * config.KvDim * 2 * sizeof(float);
     }
 
     /// <summary>

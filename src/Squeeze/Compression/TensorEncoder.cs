@@ -36,6 +36,9 @@ public sealed class TensorEncoder
     private readonly CancellationToken cancellationToken;
     private readonly Dictionary<ActivationStatistics, GptqHessian> hessians = new(ReferenceEqualityComparer.Instance);
     private readonly Dictionary<ActivationStatistics, GptqHessian> naturalOrderHessians = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>What <see cref="EncodeVector"/> keeps per input (<see cref="NativeRepresentation.KeptPerInput"/>).</summary>
+    public const string NaturalOrderHessian = "Hessian prepared in natural column order";
     private readonly (string Name, int[] Rows)? selection;
     private readonly (string Name, int Expert)? expertView;
 
@@ -263,11 +266,11 @@ public sealed class TensorEncoder
         return current = new Reference(name, values, rows, columns, input, Threads, expert: expertView?.Name == name);
     }
 
-    /// <summary>Frees one expert's encoding buffers once it is encoded (its values, H and prepared Hessian, its
-    /// encodings: tens of MB each at Qwen3-30B-A3B's shape): a blocking, non-compacting full collection, so the next
-    /// expert reuses their space instead of a stack of 128 experts leaving the runtime a backlog of them (measured: the
-    /// peak of a 64-expert block rose 1.7 GB above its statistics without it).</summary>
-    internal static void ReleaseExpertBuffers() => GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: false);
+    /// <summary>Frees the buffers of an encoding once it is done (one expert's values, H and prepared Hessian and its
+    /// encodings: tens of MB each at Qwen3-30B-A3B's shape; one native candidate's): a blocking, non-compacting full
+    /// collection, so the next expert or candidate reuses their space instead of leaving the runtime a backlog of them
+    /// (measured: the peak of a 64-expert block rose 1.7 GB above its statistics without it).</summary>
+    internal static void ReleaseEncodingBuffers() => GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: false);
 
     /// <summary>The weight of tensor <paramref name="name"/>'s share in an error summed over several encodings (the
     /// experts of a stack): its signal tr(W H Wᵀ) under its input statistics, or 1 without statistics.</summary>
@@ -338,7 +341,7 @@ public sealed class TensorEncoder
             after += w * a;
             encodings.Add(expert.ExpertWithoutTokens(target.Name) ? $"{encoding} (expert without calibration tokens)" : encoding);
             metric = reference.Metric;
-            ReleaseExpertBuffers();
+            ReleaseEncodingBuffers();
         }
         return Finish(target, target.Type, data, string.Join(", ", encodings), metric, signal > 0 ? before / signal : before, signal > 0 ? after / signal : 0, start);
     }
@@ -489,12 +492,15 @@ public sealed class TensorEncoder
             : PruningMethod.Wanda;
         var result = Pruner.Prune(values, rows, columns, pattern, method, input,
             new PruningOptions { DampingFraction = options.Damping, Threads = Threads });
-        ValueEncoder encode = valueBits == 0
-            ? PrunedWeights.F16
-            : (n, v, r, c) => UniformWeight.Encode(n, v, r, c, new UniformScheme(valueBits, Groups.For(c, 64, atMost: true) is > 0 and var g ? g : c, false));
+        ValueEncoder encode = valueBits == 0 ? PrunedWeights.F16 : (n, v, r, c) => UniformWeight.Encode(n, v, r, c, PrunedValueScheme(valueBits, c));
         var weight = PrunedWeights.For(name, result, pattern, encode);
         return new NativeEncoded(weight, method.ToString().ToLowerInvariant(), RelativeError(name, weight));
     }
+
+    /// <summary>The uniform codes <see cref="EncodePruned"/> stores <paramref name="valueBits"/>-bit kept values in, rows of
+    /// <paramref name="kept"/> values: asymmetric, in the largest groups of at most 64 that divide the row (else the row).</summary>
+    internal static UniformScheme PrunedValueScheme(int valueBits, int kept)
+        => new(valueBits, Groups.For(kept, 64, atMost: true) is > 0 and var g ? g : kept, false);
 
     /// <summary>Tensor <paramref name="name"/> rounded to f16, as a plain weight in a buffer the weight keeps alive.</summary>
     public NativeEncoded EncodeFloat16(string name)

@@ -94,15 +94,13 @@ public static class CompressionPipeline
             throw new ArgumentException("a size target needs a calibration text: candidates are measured on it");
         if (!target.Native && target.Representations is { Count: > 0 })
             throw new ArgumentException("native representations apply to the native format; GGUF candidates are llama.cpp's block types");
-        if (target.Native && job.MemoryLimit > 0)
-            throw new ArgumentException("a memory limit applies to a GGUF size target: the native format's candidates have no memory estimate yet");
         if (target.Native && job.Output is { } directory)
             HuggingFaceWriter.CheckDestination(directory);
         long budget = target.Bytes ?? Allocator.BudgetForBitsPerWeight(target.BitsPerWeight!.Value, model.ParameterCount);
         if (!target.Native)
             Allocator.CheckBudget(model, budget);
         var representations = target.Representations is { Count: > 0 } given ? given : NativeRepresentation.Defaults;
-        var options = new AllocationOptions { Compression = EncodingOptions(job), Swaps = target.Swaps, Candidates = target.Candidates };
+        var options = new AllocationOptions { Compression = EncodingOptions(job), Swaps = target.Swaps, Candidates = target.Candidates, Budget = budget };
         bool rounded = !target.Native && Allocator.RoundsCandidates(model, options);
         if (rounded && job.Tuning is not null)
             throw new ArgumentException("--tune tunes the candidates it composes, and these are roundings that GPTQ then replaces: give --candidates method, or --method imatrix");
@@ -201,7 +199,10 @@ public static class CompressionPipeline
         }.Where(n => n.Length > 0));
         return new CompressionReport(model.Source, job.Output, target.Native ? "native" : "gguf", budgetText, job.Method, Sequential: false, fileBytes,
             set.Parameters, set.BitsPerWeight(fileBytes), budget, search, allocation.PredictedError, allocation.Evolution?.StartFitness, allocation.Evolution?.Fitness,
-            allocation.Evolution?.Generations, context.CalibrationTokens, (context.CalibrationTokens > 0 ? 1 : 0) + (chosenSeconds is null ? 0 : 1), seconds, [], tuningSummary, note, chosenTensors);
+            allocation.Evolution?.Generations, context.CalibrationTokens, (context.CalibrationTokens > 0 ? 1 : 0) + (chosenSeconds is null ? 0 : 1), seconds, [], tuningSummary, note, chosenTensors)
+        {
+            EstimatedMemoryBytes = context.Estimate.MemoryBytes,
+        };
     }
 
     private static CompressionReport RunPrune(Model model, CompressionJob job, PruneTarget target, IProgress<StageProgress>? progress, CancellationToken cancellationToken)

@@ -84,7 +84,12 @@ public sealed unsafe partial class CodebookWeight : LinearWeight
     public ReadOnlySpan<ushort> Table => table;
 
     /// <inheritdoc />
-    public override long StoredBytes => codes.LongLength + 2 * table.LongLength;
+    public override long StoredBytes => StoredBytesFor(Rows, Columns, Bits, Group);
+
+    /// <summary>Bytes a [<paramref name="rows"/>, <paramref name="columns"/>] weight takes with <paramref name="bits"/>-bit
+    /// codes and a codebook per group of <paramref name="group"/>: the packed codes and the f16 tables.</summary>
+    public static long StoredBytesFor(int rows, int columns, int bits, int group)
+        => (long)rows * (((long)columns * bits + 7) / 8) + 2L * rows * (columns / group) * (1L << bits);
 
     /// <inheritdoc />
     public override string Scheme => $"codebook b{Bits} g{Group}";

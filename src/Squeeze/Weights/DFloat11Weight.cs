@@ -80,9 +80,23 @@ public sealed class DFloat11Weight : LinearWeight
         var signMantissa = new byte[count];
         var exponents = new byte[count];
         DFloat11.Split(values, signMantissa, exponents);
-        return (signMantissa, ChunkedRans.Encode(exponents, 256, checked(chunkRows * weight.Columns), threads));
+        return (signMantissa, ChunkedRans.Encode(exponents, ExponentSymbols, checked(chunkRows * weight.Columns), threads));
     }
 
     private static long StoredSize(int rows, int columns, ChunkedRans exponents)
         => (long)rows * columns + 2L * exponents.Table.Frequencies.Length + exponents.Streams.LongLength + 8L * exponents.ChunkLengths.Length;
+
+    /// <summary>An upper bound of <see cref="StoredBytes"/> for a [<paramref name="rows"/>, <paramref name="columns"/>]
+    /// weight coded in the default chunks, known before coding: the sign-mantissa bytes, the exponents' frequency table,
+    /// each chunk's length and checksum, and <see cref="ChunkedRans.StreamBytesBound"/> of the exponents (at most their
+    /// plain byte each: the bound is about the BF16 size, which real weights' exponents code to a third of).</summary>
+    public static long StoredBytesBound(int rows, int columns)
+    {
+        long symbols = (long)rows * columns;
+        int chunkSymbols = EntropyCodedWeight.DefaultChunkRows(columns) * columns;
+        return symbols + 2L * ExponentSymbols + 8L * ChunkedRans.ChunkCount(symbols, chunkSymbols) + ChunkedRans.StreamBytesBound(symbols, chunkSymbols, ExponentSymbols);
+    }
+
+    // BF16 exponents are bytes.
+    private const int ExponentSymbols = 256;
 }

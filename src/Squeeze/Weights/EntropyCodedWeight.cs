@@ -89,4 +89,16 @@ public sealed class EntropyCodedWeight : LinearWeight
 
     private static long StoredSize(UniformWeight weight, ChunkedRans coded)
         => 2L * (weight.Scales.Length + weight.Mins.Length) + 2L * coded.Table.Frequencies.Length + coded.Streams.LongLength + 8L * coded.ChunkLengths.Length;
+
+    /// <summary>An upper bound of <see cref="StoredBytes"/> for a [<paramref name="rows"/>, <paramref name="columns"/>]
+    /// weight in <paramref name="scheme"/> coded in the default chunks, known before coding: the scales and mins, the
+    /// frequency table, each chunk's length and checksum, and <see cref="ChunkedRans.StreamBytesBound"/> of the codes.</summary>
+    public static long StoredBytesBound(UniformScheme scheme, int rows, int columns)
+    {
+        ArgumentNullException.ThrowIfNull(scheme);
+        long symbols = (long)rows * columns;
+        int chunkSymbols = DefaultChunkRows(columns) * columns;
+        return scheme.StoredBytes(rows, columns) - rows * scheme.RowBytes(columns) + 2L * (1 << scheme.Bits)
+            + 8L * ChunkedRans.ChunkCount(symbols, chunkSymbols) + ChunkedRans.StreamBytesBound(symbols, chunkSymbols, 1 << scheme.Bits);
+    }
 }

@@ -32,7 +32,10 @@ public sealed class MaskedSparseWeight : SparseRowsWeight
     }
 
     /// <summary>Bytes of one row of the mask: ⌈columns / 8⌉.</summary>
-    public int MaskRowBytes => (Columns + 7) / 8;
+    public int MaskRowBytes => MaskRowBytesFor(Columns);
+
+    /// <summary>Bytes of one row of the mask of a row of <paramref name="columns"/> weights: ⌈columns / 8⌉.</summary>
+    public static int MaskRowBytesFor(int columns) => (columns + 7) / 8;
 
     /// <summary>The bitmask, [rows, MaskRowBytes].</summary>
     public ReadOnlySpan<byte> Mask => mask;

@@ -59,7 +59,10 @@ public sealed class RowSplitWeight : LinearWeight
     public LinearWeight ColdRows { get; }
 
     /// <summary>The row mask (one bit per row, ⌈Rows / 8⌉ bytes) and both groups.</summary>
-    public override long StoredBytes => (Rows + 7) / 8 + HotRows.StoredBytes + ColdRows.StoredBytes;
+    public override long StoredBytes => MaskBytes(Rows) + HotRows.StoredBytes + ColdRows.StoredBytes;
+
+    /// <summary>Bytes of the row mask of <paramref name="rows"/> rows: one bit per row.</summary>
+    public static long MaskBytes(int rows) => (rows + 7L) / 8;
 
     /// <inheritdoc/>
     public override string Scheme => $"split(hot {HotRows.Rows}: {HotRows.Scheme}; cold: {ColdRows.Scheme})";

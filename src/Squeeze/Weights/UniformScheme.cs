@@ -40,6 +40,10 @@ public sealed record UniformScheme
     /// <summary>Bytes of one packed row of <paramref name="columns"/> codes: ceil(columns * bits / 8).</summary>
     public long RowBytes(long columns) => (columns * Bits + 7) / 8;
 
+    /// <summary>Bytes a [<paramref name="rows"/>, <paramref name="columns"/>] weight takes in this scheme: its packed codes
+    /// and an f16 scale (and min, unless symmetric) per group.</summary>
+    public long StoredBytes(long rows, long columns) => rows * (RowBytes(columns) + 2L * (columns / Group) * (Symmetric ? 1 : 2));
+
     /// <summary>Checks that the scheme can store a row of <paramref name="columns"/> values.</summary>
     /// <exception cref="ArgumentException">The group does not divide the row.</exception>
     public void CheckColumns(long columns)

@@ -50,7 +50,7 @@ public sealed class UniformWeight : LinearWeight
     public ReadOnlySpan<ushort> Mins => mins;
 
     /// <inheritdoc/>
-    public override long StoredBytes => codes.LongLength + 2L * (scales.LongLength + mins.LongLength);
+    public override long StoredBytes => UniformScheme.StoredBytes(Rows, Columns);
 
     /// <inheritdoc/>
     public override string Scheme => UniformScheme.ToString();

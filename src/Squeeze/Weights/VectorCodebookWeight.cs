@@ -122,7 +122,13 @@ public sealed unsafe class VectorCodebookWeight : LinearWeight
     public ReadOnlySpan<ushort> Scales => scales;
 
     /// <inheritdoc />
-    public override long StoredBytes => 2L * codebook.Length + (long)Rows * RowBytes + 2L * scales.Length;
+    public override long StoredBytes => StoredBytesFor(Rows, Columns, Dimension, IndexBits, HasRowScales);
+
+    /// <summary>Bytes a [<paramref name="rows"/>, <paramref name="columns"/>] weight takes in vectors of
+    /// <paramref name="dimension"/> values with <paramref name="indexBits"/>-bit indices: the f16 codebook, the packed
+    /// indices and, with <paramref name="rowScales"/>, an f16 scale per row.</summary>
+    public static long StoredBytesFor(int rows, int columns, int dimension, int indexBits, bool rowScales)
+        => 2L * (1L << indexBits) * dimension + (long)rows * PackedRowBytes(columns / dimension, indexBits) + (rowScales ? 2L * rows : 0);
 
     /// <inheritdoc />
     public override string Scheme => $"vq d{Dimension} b{IndexBits}{(HasRowScales ? " row-scaled" : "")}";

@@ -63,16 +63,34 @@ public sealed class CompressCommandTests
         }
     }
 
-    /// <summary>The native format has no memory estimate for its candidates: it refuses <c>--memory-limit</c> in one line.</summary>
+    /// <summary>A native size target is estimated before any work like a GGUF one: refused in one line under a limit
+    /// below its estimate, run under one above it, with the estimate in the JSON.</summary>
     [Fact]
-    public void A_native_size_target_refuses_a_memory_limit()
+    public void A_native_size_target_is_refused_below_its_memory_estimate_and_runs_above_it()
     {
         string output = CompressorTests.TempPath("limited-native");
-        var native = CliRunner.Run("compress", SharedData.Stories260K, "--format", "native", "--target-bpw", "5", "--calib", SharedData.Corpus("tinystories-calib.txt"), "-o", output,
-            "--memory-limit", "4GiB");
-        Assert.Equal(1, native.ExitCode);
-        Assert.Contains("a memory limit applies to a GGUF size target", native.Stderr, StringComparison.Ordinal);
-        Assert.False(Directory.Exists(output));
+        string[] job = ["compress", SharedData.Stories260K, "--format", "native", "--target-bpw", "5", "--calib", SharedData.Corpus("tinystories-calib.txt"), "-o", output,
+            "--tokens", "1024", "--ctx", "64", "--method", "imatrix", "--representation", "uniform:3:~64", "--representation", "uniform:6:~64", "--representation", "f16"];
+        try
+        {
+            var refused = CliRunner.Run([.. job, "--memory-limit", "2MiB"]);
+            Assert.Equal(1, refused.ExitCode);
+            string line = Assert.Single(refused.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => l.StartsWith("squeeze:", StringComparison.Ordinal));
+            Assert.Contains(": the job needs about ", line);
+            Assert.Contains("more than the limit of 2 MiB; use fewer calibration tokens than 1,024, or fewer representations", line);
+            Assert.False(Directory.Exists(output));
+
+            var result = CliRunner.Run([.. job, "--memory-limit", "4GiB", "--json"]);
+            Assert.True(result.ExitCode == 0, result.Stderr);
+            long estimate = result.Json.GetProperty("estimatedMemoryBytes").GetInt64();
+            Assert.InRange(estimate, 1L << 20, 4L << 30);
+            Assert.True(Directory.Exists(output));
+        }
+        finally
+        {
+            if (Directory.Exists(output))
+                Directory.Delete(output, recursive: true);
+        }
     }
 
     [Fact]

@@ -107,6 +107,9 @@ public sealed record SignRepresentation(bool Rms) : NativeRepresentation
 
     public override bool Fits(int rows, int columns) => true;
 
+    // One bit per weight and an f16 scale per row, as SignWeight stores them.
+    public override long StoredBytesBound(int rows, int columns) => (long)rows * ((columns + 7) / 8 + 2);
+
     public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);

@@ -19,6 +19,9 @@ public sealed record CodebookRepresentation(int Bits, int Group, bool AtMost) : 
     public int GroupFor(int columns) => Group == 0 ? columns : Groups.For(columns, Group, AtMost);
 
     /// <inheritdoc/>
+    public override long StoredBytesBound(int rows, int columns) => Weights.CodebookWeight.StoredBytesFor(rows, columns, Bits, GroupFor(columns));
+
+    /// <inheritdoc/>
     public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);

@@ -14,6 +14,9 @@ public sealed record DFloat11Representation : NativeRepresentation
     public override bool Fits(int rows, int columns) => true;
 
     /// <inheritdoc/>
+    public override long StoredBytesBound(int rows, int columns) => DFloat11Weight.StoredBytesBound(rows, columns);
+
+    /// <inheritdoc/>
     public override unsafe NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);

@@ -19,6 +19,14 @@ public sealed record EntropyRepresentation(NativeRepresentation Inner) : NativeR
     public override bool Fits(int rows, int columns) => Inner.Fits(rows, columns);
 
     /// <inheritdoc/>
+    public override long StoredBytesBound(int rows, int columns) => EntropyCodedWeight.StoredBytesBound(Inner switch
+    {
+        UniformRepresentation u => u.SchemeFor(columns),
+        RotatedRepresentation r => r.Inner.SchemeFor(columns),
+        _ => throw new NotSupportedException($"{Spec}: {Inner.Spec} has no codes to entropy-code"),
+    }, rows, columns);
+
+    /// <inheritdoc/>
     public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);

@@ -16,6 +16,12 @@ public sealed record CompensatedRepresentation(UniformRepresentation Base, int R
     /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => Base.Fits(rows, columns) && Rank <= Math.Min(rows, columns);
 
+    /// <summary>The base's (GPTQ's, for uniform codes) and the correction's eigenspace whitening.</summary>
+    public override IReadOnlyList<string> KeptPerInput => [.. Base.KeptPerInput.Append(LowRankWhitenings.EigenWhitening)];
+
+    /// <summary>The base's bytes and the correction's factors.</summary>
+    public override long StoredBytesBound(int rows, int columns) => Base.StoredBytesBound(rows, columns) + RankSelection.FactorBytes(rows, columns, Rank, FactorBits);
+
     /// <inheritdoc/>
     public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {

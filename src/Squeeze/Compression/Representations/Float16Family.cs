@@ -12,6 +12,9 @@ public sealed record Float16Representation : NativeRepresentation
     public override bool Fits(int rows, int columns) => true;
 
     /// <inheritdoc/>
+    public override long StoredBytesBound(int rows, int columns) => rows * Tensors.GgmlTypes.RowBytes(Tensors.GgmlType.F16, columns);
+
+    /// <inheritdoc/>
     public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);

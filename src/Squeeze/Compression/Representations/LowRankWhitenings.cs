@@ -9,6 +9,12 @@ namespace Squeeze.Compression.Representations;
 internal static class LowRankWhitenings
 {
     private const double Damping = 0.01;
+
+    /// <summary>What <see cref="For"/> keeps per input for the truncation's Cholesky whitening (<see cref="NativeRepresentation.KeptPerInput"/>).</summary>
+    public const string CholeskyWhitening = "Cholesky whitening";
+
+    /// <summary>What <see cref="For"/> keeps per input for EoRA's eigenspace whitening.</summary>
+    public const string EigenWhitening = "eigenspace whitening";
     private static readonly ConditionalWeakTable<ActivationStatistics, Whitening> Cholesky = [];
     private static readonly ConditionalWeakTable<ActivationStatistics, Whitening> Eigen = [];
 

@@ -32,6 +32,20 @@ public sealed record PrunedRepresentation(SparsityPattern Pattern, int ValueBits
         }
     }
 
+    /// <summary>The kept values (f16 or uniform codes, <see cref="TensorEncoder.PrunedValueScheme"/>) and where they sit:
+    /// packed in-group positions for N:M, a bitmask for unstructured; every row keeps the same number.</summary>
+    public override long StoredBytesBound(int rows, int columns)
+    {
+        var (kept, positions) = Pattern switch
+        {
+            SparsityPattern.NOfM p => (columns / p.M * p.N, (long)rows * Weights.NmSparseWeight.RowBytes(columns / p.M * p.N, p.M)),
+            SparsityPattern.Unstructured u => (columns - u.PrunedPerRow(columns), (long)rows * Weights.MaskedSparseWeight.MaskRowBytesFor(columns)),
+            _ => throw new InvalidOperationException($"no size for {Pattern}"),
+        };
+        long values = ValueBits == 0 ? rows * Tensors.GgmlTypes.RowBytes(Tensors.GgmlType.F16, kept) : TensorEncoder.PrunedValueScheme(ValueBits, kept).StoredBytes(rows, kept);
+        return values + positions;
+    }
+
     /// <inheritdoc/>
     public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {

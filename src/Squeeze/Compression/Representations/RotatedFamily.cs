@@ -27,12 +27,15 @@ public sealed record RotatedRepresentation(UniformRepresentation Inner) : Native
     public override bool Fits(int rows, int columns) => Inner.Fits(rows, columns);
 
     /// <inheritdoc/>
+    public override long StoredBytesBound(int rows, int columns) => Inner.StoredBytesBound(rows, columns);
+
+    /// <inheritdoc/>
     public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         var values = encoder.Values(name);
         int columns = encoder.Columns(name), rows = values.Length / columns;
-        var scheme = new UniformScheme(Inner.Bits, Inner.GroupFor(columns), Inner.Symmetric);
+        var scheme = Inner.SchemeFor(columns);
         var options = encoder.Options;
         bool gptq = options.Method != CompressionMethod.Rtn && LinearInputs.TryGet(name, out _, out _) && encoder.Input(name) is { Gram: not null };
         var weight = RotatedQuantizer.Quantize(name, values, rows, scheme, new RandomizedHadamard(columns, Seed, permute: true),

@@ -15,6 +15,12 @@ public sealed record SparseCompensatedRepresentation(PrunedRepresentation Pruned
     /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => Pruned.Fits(rows, columns) && Rank <= Math.Min(rows, columns);
 
+    /// <summary>The correction's eigenspace whitening.</summary>
+    public override IReadOnlyList<string> KeptPerInput => [LowRankWhitenings.EigenWhitening];
+
+    /// <summary>The pruned weight's bytes and the correction's factors.</summary>
+    public override long StoredBytesBound(int rows, int columns) => Pruned.StoredBytesBound(rows, columns) + LowRank.RankSelection.FactorBytes(rows, columns, Rank, FactorBits);
+
     /// <inheritdoc/>
     public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {

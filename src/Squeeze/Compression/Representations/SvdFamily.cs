@@ -17,6 +17,12 @@ public sealed record LowRankRepresentation(int Rank, int FactorBits = 16) : Nati
     public override bool Fits(int rows, int columns) => Rank <= Math.Min(rows, columns);
 
     /// <inheritdoc/>
+    public override IReadOnlyList<string> KeptPerInput => [LowRankWhitenings.CholeskyWhitening];
+
+    /// <inheritdoc/>
+    public override long StoredBytesBound(int rows, int columns) => RankSelection.FactorBytes(rows, columns, Rank, FactorBits);
+
+    /// <inheritdoc/>
     public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);

@@ -17,11 +17,17 @@ public sealed record UniformRepresentation(int Bits, int Group, bool Symmetric, 
     /// <summary>The group used for rows of <paramref name="columns"/> values, or 0 when none fits.</summary>
     public int GroupFor(int columns) => Groups.For(columns, Group, AtMost);
 
+    /// <summary>The codes of rows of <paramref name="columns"/> values.</summary>
+    public UniformScheme SchemeFor(int columns) => new(Bits, GroupFor(columns), Symmetric);
+
+    /// <inheritdoc/>
+    public override long StoredBytesBound(int rows, int columns) => SchemeFor(columns).StoredBytes(rows, columns);
+
     /// <inheritdoc/>
     public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {
         ArgumentNullException.ThrowIfNull(encoder);
-        return encoder.EncodeUniform(name, new UniformScheme(Bits, GroupFor(encoder.Columns(name)), Symmetric));
+        return encoder.EncodeUniform(name, SchemeFor(encoder.Columns(name)));
     }
 }
 

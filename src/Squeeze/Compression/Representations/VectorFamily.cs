@@ -20,6 +20,14 @@ public sealed record VectorRepresentation(int Dimension, int IndexBits, int Resi
     public override bool Fits(int rows, int columns)
         => columns % Dimension == 0 && (long)rows * (columns / Dimension) >= 16L << Math.Max(IndexBits, ResidualBits);
 
+    /// <summary>GPTQ's assignment reads the input's Hessian prepared in natural column order (<see cref="TensorEncoder.EncodeVector"/>).</summary>
+    public override IReadOnlyList<string> KeptPerInput => [TensorEncoder.NaturalOrderHessian];
+
+    /// <summary>The codebook, indices and row scales of each stage.</summary>
+    public override long StoredBytesBound(int rows, int columns)
+        => Weights.VectorCodebookWeight.StoredBytesFor(rows, columns, Dimension, IndexBits, RowScales)
+            + (ResidualBits > 0 ? Weights.VectorCodebookWeight.StoredBytesFor(rows, columns, Dimension, ResidualBits, RowScales) : 0);
+
     /// <inheritdoc/>
     public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {

@@ -13,6 +13,9 @@ public sealed record DroppedRepresentation : NativeRepresentation
     /// <inheritdoc/>
     public override bool Fits(int rows, int columns) => true;
 
+    /// <summary>Nothing is stored.</summary>
+    public override long StoredBytesBound(int rows, int columns) => 0;
+
     /// <inheritdoc/>
     public override NativeEncoded Encode(TensorEncoder encoder, string name)
     {

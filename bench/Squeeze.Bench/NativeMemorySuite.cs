@@ -1,0 +1,148 @@
+using System.Diagnostics;
+using System.Globalization;
+using Squeeze.Allocation;
+using Squeeze.Compression;
+using Squeeze.Formats;
+using Squeeze.Formats.HuggingFace;
+
+namespace Squeeze.Bench;
+
+/// <summary>
+/// The native size target's estimate (<see cref="Allocator.EstimateNative(Models.ModelConfig, IReadOnlyList{ValueTuple{string, long[]}}, IReadOnlyList{NativeRepresentation}, AllocationOptions, long)"/>)
+/// at the TinyLlama-1.1B and Llama-3.1-8B shapes from their configs alone (nothing written), then for stories15M beside
+/// a run of the job in process (<see cref="Allocator.PrepareNative"/>, the knapsack, the write): its peak private memory
+/// (RssAnon, sampled every 50 ms and charged to the stage the job last reported) and the candidate files' bytes
+/// against the estimate's bound.
+/// </summary>
+internal static class NativeMemorySuite
+{
+    /// <summary><c>native-memory [--bpw X] [--method gptq|imatrix|rtn] [--tokens N] [--ctx N] [--threads N] [--swaps auto|all|sampled]
+    /// [--representations A,B,…] [--estimates-only]</c>.</summary>
+    public static void Run(string[] args)
+    {
+        string shared = Program.Shared(args);
+        int tokens = Program.Option(args, "--tokens", 1024), ctx = Program.Option(args, "--ctx", 128), threads = Program.Option(args, "--threads", 2);
+        double bpw = double.Parse(Program.Value(args, "--bpw") ?? "3.0", CultureInfo.InvariantCulture);
+        var swaps = Enum.Parse<SwapMeasurement>(Program.Value(args, "--swaps") ?? "sampled", ignoreCase: true);
+        var method = Enum.Parse<CompressionMethod>(Program.Value(args, "--method") ?? "gptq", ignoreCase: true);
+        var representations = Program.Value(args, "--representations") is { } specs
+            ? specs.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(NativeRepresentation.Parse).ToList()
+            : NativeRepresentation.Defaults;
+        Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- native-memory {string.Join(' ', args)}` "
+            + $"(native size target {bpw:0.0##} bpw, {method.ToString().ToLowerInvariant()}, {representations.Count} representations, {ctx}-token chunks, {threads} threads)");
+        var options = new AllocationOptions
+        {
+            Compression = new CompressionOptions { Method = method, CalibrationTokens = tokens, ContextLength = ctx, Threads = threads },
+            Swaps = swaps,
+        };
+
+        foreach (string name in (string[])["tinyllama-1.1b", "llama-3.1-8b"])
+        {
+            var shape = ShapesSuite.Find(name);
+            string dir = Directory.CreateTempSubdirectory("squeeze-native-config-").FullName;
+            try
+            {
+                string path = Path.Combine(dir, "config.json");
+                ShapesSuite.WriteConfig(shape, path);
+                var config = HuggingFaceReader.ReadConfig(path);
+                var tensors = HuggingFaceReader.ExpectedTensors(config);
+                long parameters = tensors.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b));
+                var matrices = tensors.Where(t => t.Shape.Length == 2).Select(t => (t.Name, t.Shape)).ToList();
+                foreach (long calibration in (long[])[tokens, 4096])
+                {
+                    Console.WriteLine();
+                    Console.WriteLine($"{name} from its config ({parameters:N0} parameters, vocabulary {config.VocabSize:N0}), {calibration:N0} calibration tokens:");
+                    Print(Allocator.EstimateNative(config, matrices, representations, options with { Budget = Allocator.BudgetForBitsPerWeight(bpw, parameters) }, calibration));
+                }
+            }
+            finally
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+        }
+
+        if (args.Contains("--estimates-only"))
+            return;
+        string text = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt"));
+        using var model = ModelLoader.Load(Path.Combine(shared, "models", "stories15M", "stories15M.bin"));
+        long budget = Allocator.BudgetForBitsPerWeight(bpw, model.ParameterCount);
+        options = options with { Budget = budget };
+        string output = Path.Combine(Path.GetTempPath(), $"squeeze-native-memory-{Environment.ProcessId}");
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        long before = MoeMemorySuite.RssAnon(), peak = before;
+        string step = "start";
+        var peaks = new Dictionary<string, long>();
+        using var stop = new CancellationTokenSource();
+        var sampler = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                long now = MoeMemorySuite.RssAnon();
+                peak = Math.Max(peak, now);
+                string at = Volatile.Read(ref step);
+                lock (peaks)
+                    peaks[at] = Math.Max(peaks.GetValueOrDefault(at), now);
+                await Task.Delay(50).ConfigureAwait(false);
+            }
+        });
+        var clock = Stopwatch.StartNew();
+        ResourceEstimate estimate;
+        long candidateBytes, fileBytes;
+        try
+        {
+            using var context = Allocator.PrepareNative(model, text, options, representations, new SynchronousProgress<AllocationProgress>(p => Volatile.Write(ref step, p.Stage == "measuring" ? p.Stage : $"{p.Stage}: {p.Note}")));
+            estimate = context.Estimate;
+            candidateBytes = context.Candidates.CandidateFilesBytes;
+            Volatile.Write(ref step, "searching");
+            var allocation = Allocator.Allocate(context, budget, SearchMethod.Knapsack);
+            Volatile.Write(ref step, "writing");
+            fileBytes = context.Candidates.Write(allocation.Selection, output);
+        }
+        finally
+        {
+            stop.Cancel();
+            sampler.Wait();
+            if (Directory.Exists(output))
+                Directory.Delete(output, recursive: true);
+        }
+        peak = Math.Max(peak, MoeMemorySuite.RssAnon());
+        Console.WriteLine();
+        Console.WriteLine($"stories15M ({model.ParameterCount:N0} parameters), {tokens:N0} calibration tokens, the estimate the job checked:");
+        Print(estimate);
+        Console.WriteLine();
+        Console.WriteLine("| measured | value |");
+        Console.WriteLine("|---|---|");
+        Console.WriteLine($"| peak private memory (RssAnon) during the job | {Gb(peak)} |");
+        Console.WriteLine($"| private memory before it (the loaded model, the runtime) | {Gb(before)} |");
+        Console.WriteLine($"| estimate before the start (peak stage) | {Gb(estimate.MemoryBytes)} |");
+        Console.WriteLine($"| candidate files written to TMPDIR | {candidateBytes:N0} bytes (bound {estimate.DiskBytes:N0}: +{100.0 * (estimate.DiskBytes - candidateBytes) / candidateBytes:0.00} %) |");
+        Console.WriteLine($"| output | {fileBytes:N0} bytes (budget {budget:N0}) |");
+        Console.WriteLine($"| wall time | {clock.Elapsed.TotalSeconds:0} s |");
+        Console.WriteLine();
+        Console.WriteLine("| step (the job's last report: stage, and the tensor and level being encoded) | peak private memory while in it |");
+        Console.WriteLine("|---|---|");
+        lock (peaks)
+        {
+            foreach (var (at, bytes) in peaks.OrderByDescending(p => p.Value).Take(12))
+                Console.WriteLine($"| {at} | {Gb(bytes)} |");
+        }
+    }
+
+    private static void Print(ResourceEstimate estimate)
+    {
+        Console.WriteLine();
+        Console.WriteLine("| stage | estimated bytes |");
+        Console.WriteLine("|---|---|");
+        foreach (var (stage, bytes) in estimate.Stages)
+            Console.WriteLine($"| {stage} | {Gb(bytes)} |");
+        Console.WriteLine();
+        Console.WriteLine("| part of the peak stage | bytes |");
+        Console.WriteLine("|---|---|");
+        foreach (var (part, bytes) in estimate.Parts)
+            Console.WriteLine($"| {part} | {Gb(bytes)} |");
+        Console.WriteLine($"| **peak** | **{Gb(estimate.MemoryBytes)}** |");
+        Console.WriteLine($"| candidate files (TMPDIR), bound | {Gb(estimate.DiskBytes)} |");
+    }
+
+    private static string Gb(long bytes) => (bytes / 1e9).ToString("0.00", CultureInfo.InvariantCulture) + " GB";
+}
