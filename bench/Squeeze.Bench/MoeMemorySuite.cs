@@ -45,24 +45,8 @@ internal static class MoeMemorySuite
 
         string text = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt"));
         string output = Path.Combine(Path.GetTempPath(), $"squeeze-moe-memory-{Environment.ProcessId}.gguf");
-        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
-        long before = RssAnon(), peak = before;
         // Each sample is charged to the step the job last reported (stage and tensor): where the peak is.
-        string step = "start";
-        var peaks = new Dictionary<string, long>();
-        using var stop = new CancellationTokenSource();
-        var sampler = Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                long now = RssAnon();
-                peak = Math.Max(peak, now);
-                string at = Volatile.Read(ref step);
-                lock (peaks)
-                    peaks[at] = Math.Max(peaks.GetValueOrDefault(at), now);
-                await Task.Delay(50).ConfigureAwait(false);
-            }
-        });
+        using var memory = new MemorySampler();
         var clock = Stopwatch.StartNew();
         CompressionReport report;
         try
@@ -74,31 +58,26 @@ internal static class MoeMemorySuite
                 CalibrationTokens = tokens,
                 ContextLength = ctx,
                 Threads = threads,
-            }, output, new SynchronousProgress<CompressionProgress>(p => Volatile.Write(ref step, $"{p.Stage}: {(p.Stage == "calibrating" ? p.Note.Split(':')[0] : p.Note)}")));
+            }, output, new SynchronousProgress<CompressionProgress>(p => memory.Step = $"{p.Stage}: {(p.Stage == "calibrating" ? p.Note.Split(':')[0] : p.Note)}"));
         }
         finally
         {
-            stop.Cancel();
-            sampler.Wait();
+            memory.Stop();
             File.Delete(output);
         }
-        peak = Math.Max(peak, RssAnon());
         Console.WriteLine();
         Console.WriteLine("| measured | value |");
         Console.WriteLine("|---|---|");
-        Console.WriteLine($"| peak private memory (RssAnon) during the job | {Gb(peak)} |");
-        Console.WriteLine($"| private memory before it (the loaded model, the runtime) | {Gb(before)} |");
+        Console.WriteLine($"| peak private memory (RssAnon) during the job | {Gb(memory.Peak)} |");
+        Console.WriteLine($"| private memory before it (the loaded model, the runtime) | {Gb(memory.Before)} |");
         Console.WriteLine($"| estimate before the start | {Gb(estimate.MemoryBytes)} |");
         Console.WriteLine($"| wall time | {clock.Elapsed.TotalSeconds:0} s (per block: {string.Join(", ", report.LayerSeconds!.Select(s => $"{s:0} s"))}) |");
         Console.WriteLine($"| calibration tokens | {report.CalibrationTokens:N0} |");
         Console.WriteLine();
         Console.WriteLine("| step (the job's last report) | peak private memory while in it |");
         Console.WriteLine("|---|---|");
-        lock (peaks)
-        {
-            foreach (var (at, bytes) in peaks.OrderByDescending(p => p.Value).Take(8))
-                Console.WriteLine($"| {at} | {Gb(bytes)} |");
-        }
+        foreach (var (at, bytes) in memory.Steps(8))
+            Console.WriteLine($"| {at} | {Gb(bytes)} |");
     }
 
     // The estimate at `shape` from its config.json alone (vocab_size set to `vocabulary`): the tensors GGUF names for it,
@@ -134,15 +113,4 @@ internal static class MoeMemorySuite
     }
 
     private static string Gb(long bytes) => (bytes / 1e9).ToString("0.00", CultureInfo.InvariantCulture) + " GB";
-
-    /// <summary>This process's private resident memory (RssAnon in /proc/self/status), in bytes.</summary>
-    internal static long RssAnon()
-    {
-        foreach (string line in File.ReadLines("/proc/self/status"))
-        {
-            if (line.StartsWith("RssAnon:", StringComparison.Ordinal))
-                return long.Parse(line["RssAnon:".Length..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) * 1024;
-        }
-        throw new PlatformNotSupportedException("no RssAnon in /proc/self/status");
-    }
 }

@@ -68,52 +68,34 @@ internal static class NativeMemorySuite
         long budget = Allocator.BudgetForBitsPerWeight(bpw, model.ParameterCount);
         options = options with { Budget = budget };
         string output = Path.Combine(Path.GetTempPath(), $"squeeze-native-memory-{Environment.ProcessId}");
-        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
-        long before = MoeMemorySuite.RssAnon(), peak = before;
-        string step = "start";
-        var peaks = new Dictionary<string, long>();
-        using var stop = new CancellationTokenSource();
-        var sampler = Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                long now = MoeMemorySuite.RssAnon();
-                peak = Math.Max(peak, now);
-                string at = Volatile.Read(ref step);
-                lock (peaks)
-                    peaks[at] = Math.Max(peaks.GetValueOrDefault(at), now);
-                await Task.Delay(50).ConfigureAwait(false);
-            }
-        });
+        using var memory = new MemorySampler();
         var clock = Stopwatch.StartNew();
         ResourceEstimate estimate;
         long candidateBytes, fileBytes;
         try
         {
-            using var context = Allocator.PrepareNative(model, text, options, representations, new SynchronousProgress<AllocationProgress>(p => Volatile.Write(ref step, p.Stage == "measuring" ? p.Stage : $"{p.Stage}: {p.Note}")));
+            using var context = Allocator.PrepareNative(model, text, options, representations, new SynchronousProgress<AllocationProgress>(p => memory.Step = p.Stage == "measuring" ? p.Stage : $"{p.Stage}: {p.Note}"));
             estimate = context.Estimate;
             candidateBytes = context.Candidates.CandidateFilesBytes;
-            Volatile.Write(ref step, "searching");
+            memory.Step = "searching";
             var allocation = Allocator.Allocate(context, budget, SearchMethod.Knapsack);
-            Volatile.Write(ref step, "writing");
+            memory.Step = "writing";
             fileBytes = context.Candidates.Write(allocation.Selection, output);
         }
         finally
         {
-            stop.Cancel();
-            sampler.Wait();
+            memory.Stop();
             if (Directory.Exists(output))
                 Directory.Delete(output, recursive: true);
         }
-        peak = Math.Max(peak, MoeMemorySuite.RssAnon());
         Console.WriteLine();
         Console.WriteLine($"stories15M ({model.ParameterCount:N0} parameters), {tokens:N0} calibration tokens, the estimate the job checked:");
         Print(estimate);
         Console.WriteLine();
         Console.WriteLine("| measured | value |");
         Console.WriteLine("|---|---|");
-        Console.WriteLine($"| peak private memory (RssAnon) during the job | {Gb(peak)} |");
-        Console.WriteLine($"| private memory before it (the loaded model, the runtime) | {Gb(before)} |");
+        Console.WriteLine($"| peak private memory (RssAnon) during the job | {Gb(memory.Peak)} |");
+        Console.WriteLine($"| private memory before it (the loaded model, the runtime) | {Gb(memory.Before)} |");
         Console.WriteLine($"| estimate before the start (peak stage) | {Gb(estimate.MemoryBytes)} |");
         Console.WriteLine($"| candidate files written to TMPDIR | {candidateBytes:N0} bytes (bound {estimate.DiskBytes:N0}: +{100.0 * (estimate.DiskBytes - candidateBytes) / candidateBytes:0.00} %) |");
         Console.WriteLine($"| output | {fileBytes:N0} bytes (budget {budget:N0}) |");
@@ -121,11 +103,8 @@ internal static class NativeMemorySuite
         Console.WriteLine();
         Console.WriteLine("| step (the job's last report: stage, and the tensor and level being encoded) | peak private memory while in it |");
         Console.WriteLine("|---|---|");
-        lock (peaks)
-        {
-            foreach (var (at, bytes) in peaks.OrderByDescending(p => p.Value).Take(12))
-                Console.WriteLine($"| {at} | {Gb(bytes)} |");
-        }
+        foreach (var (at, bytes) in memory.Steps(12))
+            Console.WriteLine($"| {at} | {Gb(bytes)} |");
     }
 
     private static void Print(ResourceEstimate estimate)
