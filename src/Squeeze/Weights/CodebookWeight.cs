@@ -179,4 +179,7 @@ public sealed unsafe partial class CodebookWeight : LinearWeight
             v |= packed[at + 1] << 8;
         return (v >> shift) & mask;
     }
+
+    /// <summary><see cref="PackedCodes"/> as memory the native writer references instead of copying.</summary>
+    internal ReadOnlyMemory<byte> PackedCodesMemory => codes;
 }

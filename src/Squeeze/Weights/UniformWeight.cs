@@ -224,4 +224,7 @@ public sealed class UniformWeight : LinearWeight
         Dequantize.Tensor(tensor, values);
         return Encode(tensor.Name, values, checked((int)tensor.Rows), checked((int)tensor.Columns), scheme, importance);
     }
+
+    /// <summary><see cref="Codes"/> as memory the native writer references instead of copying.</summary>
+    internal ReadOnlyMemory<byte> CodesMemory => codes;
 }

@@ -22,7 +22,7 @@ internal sealed class CodebookNativeScheme : INativeScheme
     public JsonObject Store(LinearWeight weight, string prefix, NativeTensorSink sink)
     {
         var w = (CodebookWeight)weight;
-        sink.Add(prefix + NativeFormat.CodesSuffix, SafetensorsDType.U8, [w.Rows, w.RowBytes], w.PackedCodes.ToArray());
+        sink.Add(prefix + NativeFormat.CodesSuffix, SafetensorsDType.U8, [w.Rows, w.RowBytes], w.PackedCodesMemory);
         sink.Add(prefix + TableSuffix, SafetensorsDType.F16, [w.Rows, w.GroupsPerRow, w.Levels], MemoryMarshal.AsBytes(w.Table).ToArray());
         return new JsonObject { ["bits"] = w.Bits, ["group"] = w.Group, ["table"] = "f16" };
     }

@@ -21,12 +21,7 @@ internal sealed class PlainNativeScheme : INativeScheme
 
     public JsonObject Store(LinearWeight weight, string prefix, NativeTensorSink sink)
     {
-        var tensor = ((BlockWeight)weight).Tensor;
-        SafetensorsDTypes.TryFromGgmlType(tensor.Type, out var dtype);
-        unsafe
-        {
-            sink.Add(prefix, dtype, [weight.Rows, weight.Columns], new ReadOnlySpan<byte>(tensor.Data, checked((int)tensor.ByteLength)).ToArray());
-        }
+        sink.Add(prefix, ((BlockWeight)weight).Tensor);
         return [];
     }
 

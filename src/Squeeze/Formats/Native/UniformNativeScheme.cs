@@ -22,7 +22,7 @@ internal sealed class UniformNativeScheme : INativeScheme
         var u = (UniformWeight)weight;
         var scheme = u.UniformScheme;
         long rows = u.Rows, groups = u.Columns / scheme.Group;
-        sink.Add(prefix + NativeFormat.CodesSuffix, SafetensorsDType.U8, [rows, scheme.RowBytes(u.Columns)], u.Codes.ToArray());
+        sink.Add(prefix + NativeFormat.CodesSuffix, SafetensorsDType.U8, [rows, scheme.RowBytes(u.Columns)], u.CodesMemory);
         sink.Add(prefix + NativeFormat.ScalesSuffix, SafetensorsDType.F16, [rows, groups], MemoryMarshal.AsBytes(u.Scales).ToArray());
         if (!scheme.Symmetric)
             sink.Add(prefix + NativeFormat.MinsSuffix, SafetensorsDType.F16, [rows, groups], MemoryMarshal.AsBytes(u.Mins).ToArray());
