@@ -135,8 +135,11 @@ public static class Program
             case "native-memory":
                 NativeMemorySuite.Run(rest);
                 return 0;
+            case "load-memory":
+                LoadMemorySuite.Run(rest);
+                return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|saved-cache|embedding-stores|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|quantize-speed|gptq-speed|prompts|summary|serve|cluster|moe-memory|native-memory [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|saved-cache|embedding-stores|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|quantize-speed|gptq-speed|prompts|summary|serve|cluster|moe-memory|native-memory|load-memory [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

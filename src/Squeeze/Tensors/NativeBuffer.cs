@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.IO.MemoryMappedFiles;
 using System.Runtime.InteropServices;
 
@@ -29,6 +30,21 @@ public abstract unsafe class NativeBuffer : IDisposable
         if (offset < 0 || length < 0 || offset > Length - length)
             throw new ArgumentOutOfRangeException(nameof(offset), $"bytes [{offset}, {offset + length}) are outside {Origin} ({Length} bytes)");
         return new ReadOnlySpan<byte>(Pointer + offset, length);
+    }
+
+    /// <summary>
+    /// The <paramref name="count"/> values of type <typeparamref name="T"/> that start at byte <paramref name="offset"/>,
+    /// as memory over this buffer (no copy; the offset need not be aligned). The memory keeps the buffer reachable, so a
+    /// weight holding it keeps its mapping; reading it after the buffer is disposed throws
+    /// <see cref="ObjectDisposedException"/>.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The values are not all inside the buffer.</exception>
+    public ReadOnlyMemory<T> Memory<T>(long offset, int count)
+        where T : unmanaged
+    {
+        if (offset < 0 || count < 0 || offset > Length - (long)count * sizeof(T))
+            throw new ArgumentOutOfRangeException(nameof(offset), $"{count} values of {sizeof(T)} bytes at byte {offset} are outside {Origin} ({Length} bytes)");
+        return new View<T>(this, offset, count).Memory;
     }
 
     /// <summary>Maps a whole file read-only.</summary>
@@ -82,6 +98,29 @@ public abstract unsafe class NativeBuffer : IDisposable
 
     /// <summary>Frees the memory of a buffer that was never disposed.</summary>
     ~NativeBuffer() => Release();
+
+    /// <summary>Values inside a buffer as <see cref="Memory{T}"/>: spans over its pointer, read while it is not released.</summary>
+    private sealed class View<T>(NativeBuffer buffer, long offset, int count) : MemoryManager<T>
+        where T : unmanaged
+    {
+        public override Span<T> GetSpan() => new(Start(), count);
+
+        public override MemoryHandle Pin(int elementIndex = 0) => new((T*)Start() + elementIndex);
+
+        public override void Unpin()
+        {
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+        }
+
+        private byte* Start()
+        {
+            byte* pointer = buffer.Pointer;
+            return pointer != null || count == 0 ? pointer + offset : throw new ObjectDisposedException(buffer.Origin, $"{buffer.Origin} was released; the values viewing it can no longer be read");
+        }
+    }
 
     private sealed class MappedFileBuffer : NativeBuffer
     {

@@ -17,10 +17,11 @@ namespace Squeeze.Weights;
 /// </summary>
 public sealed unsafe partial class CodebookWeight : LinearWeight
 {
-    private readonly byte[] codes;   // [rows, RowBytes]
-    private readonly ushort[] table; // [rows, cols / group, 2^bits] f16
+    private readonly ReadOnlyMemory<byte> codes;   // [rows, RowBytes]
+    private readonly ReadOnlyMemory<ushort> table; // [rows, cols / group, 2^bits] f16
 
-    /// <summary>Creates a codebook weight from packed codes and tables (the arrays are taken, not copied).</summary>
+    /// <summary>Creates a codebook weight from packed codes and tables (arrays, or a native file's companions over its
+    /// mapping: held, not copied).</summary>
     /// <param name="name">The tensor's name.</param>
     /// <param name="rows">Output features.</param>
     /// <param name="columns">Input features; a multiple of <paramref name="group"/>.</param>
@@ -29,11 +30,9 @@ public sealed unsafe partial class CodebookWeight : LinearWeight
     /// <param name="packedCodes">[rows, ceil(columns·bits/8)] codes packed LSB-first.</param>
     /// <param name="table">[rows, columns/group, 2^bits] f16 table values, all finite.</param>
     /// <exception cref="ArgumentException">A size disagrees or a table value is not finite.</exception>
-    public CodebookWeight(string name, int rows, int columns, int bits, int group, byte[] packedCodes, ushort[] table)
+    public CodebookWeight(string name, int rows, int columns, int bits, int group, ReadOnlyMemory<byte> packedCodes, ReadOnlyMemory<ushort> table)
         : base(name, rows, columns)
     {
-        ArgumentNullException.ThrowIfNull(packedCodes);
-        ArgumentNullException.ThrowIfNull(table);
         ArgumentOutOfRangeException.ThrowIfLessThan(bits, MinBits);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(bits, MaxBits);
         if (group < 1 || columns % group != 0)
@@ -42,15 +41,16 @@ public sealed unsafe partial class CodebookWeight : LinearWeight
         Group = group;
         RowBytes = (int)(((long)columns * bits + 7) / 8);
         long expectedCodes = (long)rows * RowBytes;
-        if (packedCodes.LongLength != expectedCodes)
-            throw new ArgumentException($"{name}: {rows} rows of {columns} {bits}-bit codes take {expectedCodes} bytes, not {packedCodes.LongLength}", nameof(packedCodes));
+        if (packedCodes.Length != expectedCodes)
+            throw new ArgumentException($"{name}: {rows} rows of {columns} {bits}-bit codes take {expectedCodes} bytes, not {packedCodes.Length}", nameof(packedCodes));
         long expectedTable = (long)rows * GroupsPerRow * Levels;
-        if (table.LongLength != expectedTable)
-            throw new ArgumentException($"{name}: {rows} rows of {GroupsPerRow} codebooks of {Levels} values take {expectedTable} entries, not {table.LongLength}", nameof(table));
-        for (long i = 0; i < table.LongLength; i++)
+        if (table.Length != expectedTable)
+            throw new ArgumentException($"{name}: {rows} rows of {GroupsPerRow} codebooks of {Levels} values take {expectedTable} entries, not {table.Length}", nameof(table));
+        var entries = table.Span;
+        for (int i = 0; i < entries.Length; i++)
         {
-            if (!float.IsFinite(HalfConversions.F16ToF32(table[i])))
-                throw new ArgumentException($"{name}: codebook entry {i % Levels} of row {i / Levels / GroupsPerRow}, group {i / Levels % GroupsPerRow} is not finite (f16 bits 0x{table[i]:X4})", nameof(table));
+            if (!float.IsFinite(HalfConversions.F16ToF32(entries[i])))
+                throw new ArgumentException($"{name}: codebook entry {i % Levels} of row {i / Levels / GroupsPerRow}, group {i / Levels % GroupsPerRow} is not finite (f16 bits 0x{entries[i]:X4})", nameof(table));
         }
         codes = packedCodes;
         this.table = table;
@@ -78,10 +78,10 @@ public sealed unsafe partial class CodebookWeight : LinearWeight
     public int RowBytes { get; }
 
     /// <summary>The packed codes, [rows, <see cref="RowBytes"/>].</summary>
-    public ReadOnlySpan<byte> PackedCodes => codes;
+    public ReadOnlySpan<byte> PackedCodes => codes.Span;
 
     /// <summary>The f16 codebooks, [rows, <see cref="GroupsPerRow"/>, <see cref="Levels"/>].</summary>
-    public ReadOnlySpan<ushort> Table => table;
+    public ReadOnlySpan<ushort> Table => table.Span;
 
     /// <inheritdoc />
     public override long StoredBytes => StoredBytesFor(Rows, Columns, Bits, Group);
@@ -112,14 +112,15 @@ public sealed unsafe partial class CodebookWeight : LinearWeight
     public override void DecodeRow(int row, Span<float> destination)
     {
         CheckRow(row, destination);
-        var packed = codes.AsSpan(row * RowBytes, RowBytes);
+        var packed = codes.Span.Slice(row * RowBytes, RowBytes);
+        var tables = table.Span;
         Span<byte> rowCodes = Columns <= 4096 ? stackalloc byte[Columns] : new byte[Columns];
         UniformCodec.Unpack(packed, Bits, rowCodes);
         int levels = Levels;
         for (int c = 0; c < Columns; c++)
         {
             long entry = ((long)row * GroupsPerRow + c / Group) * levels + rowCodes[c];
-            destination[c] = HalfConversions.F16ToF32(table[entry]);
+            destination[c] = HalfConversions.F16ToF32(tables[(int)entry]);
         }
     }
 
@@ -134,12 +135,12 @@ public sealed unsafe partial class CodebookWeight : LinearWeight
     internal override void DecodeRowFast(int row, float* destination, float* levels)
     {
         int bits = Bits, mask = Levels - 1, group = Group, groups = GroupsPerRow;
-        fixed (byte* allCodes = codes)
-        fixed (ushort* allTable = table)
+        fixed (byte* allCodes = codes.Span)
+        fixed (ushort* allTable = table.Span)
         {
             byte* packed = allCodes + (long)row * RowBytes;
             // Whole 8-code steps may load 8 bytes from their start; steps past this bound use the bytewise path.
-            long safeBytes = codes.LongLength - (long)row * RowBytes - 8;
+            long safeBytes = codes.Length - (long)row * RowBytes - 8;
             for (int g = 0; g < groups; g++)
             {
                 ushort* entries = allTable + ((long)row * groups + g) * Levels;

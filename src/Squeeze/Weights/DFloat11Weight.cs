@@ -56,13 +56,12 @@ public sealed class DFloat11Weight : LinearWeight
     /// <summary>The weight read from its stored parts: exponents decoded (chunks in parallel) and joined with the
     /// sign-mantissa bytes ([rows, columns]) into a BF16 tensor.</summary>
     /// <exception cref="InvalidDataException">A chunk is corrupt or the parts disagree in size.</exception>
-    public static unsafe DFloat11Weight Decode(string name, int rows, int columns, byte[] signMantissa, ChunkedRans exponents, int chunkRows, int threads)
+    public static unsafe DFloat11Weight Decode(string name, int rows, int columns, ReadOnlySpan<byte> signMantissa, ChunkedRans exponents, int chunkRows, int threads)
     {
-        ArgumentNullException.ThrowIfNull(signMantissa);
         ArgumentNullException.ThrowIfNull(exponents);
         long count = (long)rows * columns;
-        if (signMantissa.LongLength != count || exponents.SymbolCount != count || exponents.ChunkSymbols != (long)chunkRows * columns)
-            throw new InvalidDataException($"{signMantissa.LongLength} sign-mantissa bytes and {exponents.SymbolCount} exponents in chunks of {exponents.ChunkSymbols} do not code [{rows}, {columns}] in chunks of {chunkRows} rows");
+        if (signMantissa.Length != count || exponents.SymbolCount != count || exponents.ChunkSymbols != (long)chunkRows * columns)
+            throw new InvalidDataException($"{signMantissa.Length} sign-mantissa bytes and {exponents.SymbolCount} exponents in chunks of {exponents.ChunkSymbols} do not code [{rows}, {columns}] in chunks of {chunkRows} rows");
         var exponentSymbols = exponents.Decode(threads);
         var buffer = NativeBuffer.Allocate(2 * count);
         DFloat11.Join(signMantissa, exponentSymbols, new Span<ushort>(buffer.Pointer, checked((int)count)));

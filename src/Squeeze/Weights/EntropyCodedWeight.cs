@@ -57,7 +57,7 @@ public sealed class EntropyCodedWeight : LinearWeight
     /// <summary>The weight read from its stored parts: <paramref name="coded"/> decoded (chunks in parallel) and packed.</summary>
     /// <exception cref="InvalidDataException">A chunk is corrupt, or a decoded code does not fit the scheme's bits.</exception>
     public static EntropyCodedWeight Decode(string name, int rows, int columns, UniformScheme scheme, ChunkedRans coded, int chunkRows,
-        ushort[] scales, ushort[]? mins, int threads)
+        ReadOnlyMemory<ushort> scales, ReadOnlyMemory<ushort> mins, int threads)
     {
         ArgumentNullException.ThrowIfNull(scheme);
         ArgumentNullException.ThrowIfNull(coded);

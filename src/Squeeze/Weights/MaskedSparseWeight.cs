@@ -15,18 +15,17 @@ namespace Squeeze.Weights;
 /// </summary>
 public sealed class MaskedSparseWeight : SparseRowsWeight
 {
-    private readonly byte[] mask; // [rows, MaskRowBytes]
+    private readonly ReadOnlyMemory<byte> mask; // [rows, MaskRowBytes]
 
     // For a mask byte b (eight columns): [256, 8] lane c = the rank of column c among b's set bits (which kept value goes
     // there), and [256, 8] lane c = all ones if bit c is set, else 0.
     private static readonly (int[] Expand, int[] Keep) ByteTables = BuildByteTables();
 
     /// <exception cref="ArgumentException">The shapes disagree, or a row's set bits are not the kept count.</exception>
-    public MaskedSparseWeight(string name, int rows, int columns, LinearWeight values, byte[] mask)
+    public MaskedSparseWeight(string name, int rows, int columns, LinearWeight values, ReadOnlyMemory<byte> mask)
         : base(name, rows, columns, values)
     {
-        ArgumentNullException.ThrowIfNull(mask);
-        if (FindProblem(rows, columns, values.Rows, values.Columns, mask) is { } problem)
+        if (FindProblem(rows, columns, values.Rows, values.Columns, mask.Span) is { } problem)
             throw new ArgumentException($"{name}: {problem}");
         this.mask = mask;
     }
@@ -38,10 +37,10 @@ public sealed class MaskedSparseWeight : SparseRowsWeight
     public static int MaskRowBytesFor(int columns) => (columns + 7) / 8;
 
     /// <summary>The bitmask, [rows, MaskRowBytes].</summary>
-    public ReadOnlySpan<byte> Mask => mask;
+    public ReadOnlySpan<byte> Mask => mask.Span;
 
     /// <inheritdoc/>
-    public override long IndexBytes => mask.LongLength;
+    public override long IndexBytes => mask.Length;
 
     /// <inheritdoc/>
     public override string Scheme => $"{1.0 - (double)KeptPerRow / Columns:0.##} sparse ({Values.Scheme})";
@@ -97,7 +96,7 @@ public sealed class MaskedSparseWeight : SparseRowsWeight
         ushort* values = (ushort*)(tensor.Data + (long)row * tensor.RowBytes);
         var acc = Vector256<float>.Zero;
         int b = 0, k = 0;
-        fixed (byte* bits = &mask[row * rowBytes])
+        fixed (byte* bits = mask.Span[(row * rowBytes)..])
         fixed (int* expand = ByteTables.Expand)
         fixed (int* keep = ByteTables.Keep)
         {
@@ -143,7 +142,7 @@ public sealed class MaskedSparseWeight : SparseRowsWeight
     public override void KeptColumns(int row, Span<int> destination)
     {
         int rowBytes = MaskRowBytes, k = 0;
-        var bits = new ReadOnlySpan<byte>(mask, row * rowBytes, rowBytes);
+        var bits = mask.Span.Slice(row * rowBytes, rowBytes);
         for (int b = 0; b < bits.Length; b++)
         {
             uint value = bits[b];

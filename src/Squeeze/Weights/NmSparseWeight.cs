@@ -14,18 +14,17 @@ namespace Squeeze.Weights;
 /// </summary>
 public sealed class NmSparseWeight : SparseRowsWeight
 {
-    private readonly byte[] indices; // [rows, IndexRowBytes]
+    private readonly ReadOnlyMemory<byte> indices; // [rows, IndexRowBytes]
 
     // 2:4: one byte of positions = four kept weights among eight columns; [256, 8]: lanes 0..3 = the column (0..7) of
     // each kept weight within the byte's eight, lanes 4..7 = 0 (a permutation that selects the kept inputs).
     private static readonly int[] TwoOfFourSelect = BuildTwoOfFourSelect();
 
     /// <exception cref="ArgumentException">The shapes disagree, or an index is out of range or out of order.</exception>
-    public NmSparseWeight(string name, int rows, int columns, int n, int m, LinearWeight values, byte[] indices)
+    public NmSparseWeight(string name, int rows, int columns, int n, int m, LinearWeight values, ReadOnlyMemory<byte> indices)
         : base(name, rows, columns, values)
     {
-        ArgumentNullException.ThrowIfNull(indices);
-        if (FindProblem(rows, columns, n, m, values.Rows, values.Columns, indices) is { } problem)
+        if (FindProblem(rows, columns, n, m, values.Rows, values.Columns, indices.Span) is { } problem)
             throw new ArgumentException($"{name}: {problem}");
         N = n;
         M = m;
@@ -45,10 +44,10 @@ public sealed class NmSparseWeight : SparseRowsWeight
     public int IndexRowBytes => RowBytes(KeptPerRow, M);
 
     /// <summary>The packed positions, [rows, IndexRowBytes].</summary>
-    public ReadOnlySpan<byte> Indices => indices;
+    public ReadOnlySpan<byte> Indices => indices.Span;
 
     /// <inheritdoc/>
-    public override long IndexBytes => indices.LongLength;
+    public override long IndexBytes => indices.Length;
 
     /// <inheritdoc/>
     public override string Scheme => $"{N}:{M} sparse ({Values.Scheme})";
@@ -127,7 +126,7 @@ public sealed class NmSparseWeight : SparseRowsWeight
     public override void KeptColumns(int row, Span<int> destination)
     {
         int kept = KeptPerRow, n = N, m = M, bits = IndexBits, rowBytes = IndexRowBytes;
-        var packed = new ReadOnlySpan<byte>(indices, row * rowBytes, rowBytes);
+        var packed = indices.Span.Slice(row * rowBytes, rowBytes);
         if (bits == 2)
         {
             // Four positions per byte.
@@ -158,7 +157,7 @@ public sealed class NmSparseWeight : SparseRowsWeight
         var acc0 = Vector256<float>.Zero;
         var acc1 = Vector256<float>.Zero;
         int b = 0;
-        fixed (byte* positions = &indices[row * rowBytes])
+        fixed (byte* positions = indices.Span[(row * rowBytes)..])
         fixed (int* table = TwoOfFourSelect)
         {
             for (; 4 * (b + 4) <= kept; b += 4)

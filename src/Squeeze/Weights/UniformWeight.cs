@@ -11,26 +11,25 @@ namespace Squeeze.Weights;
 /// </summary>
 public sealed class UniformWeight : LinearWeight
 {
-    private readonly byte[] codes;   // [rows, RowBytes(columns)]
-    private readonly ushort[] scales; // [rows, groups] f16
-    private readonly ushort[] mins;   // [rows, groups] f16, empty when symmetric
+    private readonly ReadOnlyMemory<byte> codes;   // [rows, RowBytes(columns)]
+    private readonly ReadOnlyMemory<ushort> scales; // [rows, groups] f16
+    private readonly ReadOnlyMemory<ushort> mins;   // [rows, groups] f16, empty when symmetric
     private readonly int rowBytes, groups;
 
+    /// <summary>A weight over <paramref name="codes"/>, <paramref name="scales"/> and <paramref name="mins"/> as given
+    /// (arrays, or a native file's companions over its mapping: held, not copied).</summary>
     /// <exception cref="ArgumentException">The group does not divide the row, or an array has the wrong length.</exception>
-    public UniformWeight(string name, int rows, int columns, UniformScheme scheme, byte[] codes, ushort[] scales, ushort[]? mins)
+    public UniformWeight(string name, int rows, int columns, UniformScheme scheme, ReadOnlyMemory<byte> codes, ReadOnlyMemory<ushort> scales, ReadOnlyMemory<ushort> mins)
         : base(name, rows, columns)
     {
         ArgumentNullException.ThrowIfNull(scheme);
-        ArgumentNullException.ThrowIfNull(codes);
-        ArgumentNullException.ThrowIfNull(scales);
         scheme.CheckColumns(columns);
         UniformScheme = scheme;
         rowBytes = (int)scheme.RowBytes(columns);
         groups = columns / scheme.Group;
-        mins ??= [];
-        if (codes.LongLength != (long)rows * rowBytes)
-            throw new ArgumentException($"{name}: {codes.LongLength} code bytes, [{rows}, {columns}] in {scheme} needs {(long)rows * rowBytes}", nameof(codes));
-        if (scales.LongLength != (long)rows * groups || mins.LongLength != (scheme.Symmetric ? 0 : (long)rows * groups))
+        if (codes.Length != (long)rows * rowBytes)
+            throw new ArgumentException($"{name}: {codes.Length} code bytes, [{rows}, {columns}] in {scheme} needs {(long)rows * rowBytes}", nameof(codes));
+        if (scales.Length != (long)rows * groups || mins.Length != (scheme.Symmetric ? 0 : (long)rows * groups))
             throw new ArgumentException($"{name}: [{rows}, {columns}] in {scheme} needs {(long)rows * groups} scales{(scheme.Symmetric ? "" : " and as many mins")}", nameof(scales));
         this.codes = codes;
         this.scales = scales;
@@ -41,13 +40,13 @@ public sealed class UniformWeight : LinearWeight
     public UniformScheme UniformScheme { get; }
 
     /// <summary>Packed codes, [Rows, ceil(Columns · bits / 8)].</summary>
-    public ReadOnlySpan<byte> Codes => codes;
+    public ReadOnlySpan<byte> Codes => codes.Span;
 
     /// <summary>f16 scales, [Rows, Columns / group].</summary>
-    public ReadOnlySpan<ushort> Scales => scales;
+    public ReadOnlySpan<ushort> Scales => scales.Span;
 
     /// <summary>f16 mins, [Rows, Columns / group]; empty when symmetric.</summary>
-    public ReadOnlySpan<ushort> Mins => mins;
+    public ReadOnlySpan<ushort> Mins => mins.Span;
 
     /// <inheritdoc/>
     public override long StoredBytes => UniformScheme.StoredBytes(Rows, Columns);
@@ -74,9 +73,9 @@ public sealed class UniformWeight : LinearWeight
     public override void DecodeRow(int row, Span<float> destination)
     {
         CheckRow(row, destination);
-        var packed = codes.AsSpan(row * rowBytes, rowBytes);
-        var rowScales = scales.AsSpan(row * groups, groups);
-        var rowMins = UniformScheme.Symmetric ? default : mins.AsSpan(row * groups, groups);
+        var packed = codes.Span.Slice(row * rowBytes, rowBytes);
+        var rowScales = scales.Span.Slice(row * groups, groups);
+        var rowMins = UniformScheme.Symmetric ? default : mins.Span.Slice(row * groups, groups);
         if (UniformScheme.Group % 8 == 0)
             DecodeEights(packed, rowScales, rowMins, destination, VectorDecode);
         else
@@ -93,8 +92,8 @@ public sealed class UniformWeight : LinearWeight
         CheckRow(row, destination);
         if (UniformScheme.Group % 8 != 0)
             throw new InvalidOperationException("only groups of a multiple of 8 have the vector path");
-        DecodeEights(codes.AsSpan(row * rowBytes, rowBytes), scales.AsSpan(row * groups, groups),
-            UniformScheme.Symmetric ? default : mins.AsSpan(row * groups, groups), destination, vector && VectorDecode);
+        DecodeEights(codes.Span.Slice(row * rowBytes, rowBytes), scales.Span.Slice(row * groups, groups),
+            UniformScheme.Symmetric ? default : mins.Span.Slice(row * groups, groups), destination, vector && VectorDecode);
     }
 
     private void DecodeEights(ReadOnlySpan<byte> packed, ReadOnlySpan<ushort> rowScales, ReadOnlySpan<ushort> rowMins, Span<float> destination, bool vector)

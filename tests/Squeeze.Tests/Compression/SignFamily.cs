@@ -94,8 +94,8 @@ public sealed class SignNativeScheme : INativeScheme
     public LinearWeight Read(NativeSchemeReader json, string name, string prefix, int rows, int columns, NativeTensorSource source)
     {
         json.String("scale", "f16");
-        var signs = source.Companion(prefix + ".signs", SafetensorsDType.U8, [rows, (columns + 7) / 8]);
-        var scales = MemoryMarshal.Cast<byte, ushort>(source.Companion(prefix + NativeFormat.ScalesSuffix, SafetensorsDType.F16, [rows])).ToArray();
+        var signs = source.Companion<byte>(prefix + ".signs", SafetensorsDType.U8, [rows, (columns + 7) / 8]).ToArray();
+        var scales = source.Companion<ushort>(prefix + NativeFormat.ScalesSuffix, SafetensorsDType.F16, [rows]).ToArray();
         return new SignWeight(name, rows, columns, signs, scales);
     }
 }

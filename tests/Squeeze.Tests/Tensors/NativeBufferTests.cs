@@ -20,6 +20,23 @@ public class NativeBufferTests
     }
 
     [Fact]
+    public void Memory_views_values_at_any_offset_until_the_buffer_is_released()
+    {
+        using var dir = new TempDirectory();
+        byte[] bytes = [.. Enumerable.Range(0, 1001).Select(i => (byte)(i * 13 + 5))];
+        var buffer = NativeBuffer.MapTemporary(bytes.Length, stream => stream.Write(bytes), dir.Path);
+        // An odd offset: values of a safetensors file's companions need not be aligned.
+        var halves = buffer.Memory<ushort>(3, 499);
+        Assert.Equal(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(bytes.AsSpan(3, 998)).ToArray(), halves.Span.ToArray());
+        Assert.Equal(bytes[3..1001], buffer.Memory<byte>(3, 998).ToArray());
+        Assert.Equal(halves.Span[10..20].ToArray(), halves[10..20].ToArray());
+        Assert.Throws<ArgumentOutOfRangeException>(() => buffer.Memory<ushort>(3, 500)); // one past the end
+        Assert.Throws<ArgumentOutOfRangeException>(() => buffer.Memory<byte>(-1, 1));
+        buffer.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => halves.Span[0]);
+    }
+
+    [Fact]
     public void Temporary_buffer_refuses_a_short_fill_and_leaves_no_file()
     {
         using var dir = new TempDirectory();

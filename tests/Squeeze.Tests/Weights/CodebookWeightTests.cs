@@ -102,8 +102,8 @@ public sealed class CodebookWeightTests
     {
         var (weight, _, table) = Random(2, 64, 4, 32, seed: 3);
         var packed = weight.PackedCodes.ToArray();
-        Assert.Throws<ArgumentException>(() => new CodebookWeight("w", 2, 64, 4, 32, packed[..^1], table));
-        Assert.Throws<ArgumentException>(() => new CodebookWeight("w", 2, 64, 4, 32, packed, table[..^1]));
+        Assert.Throws<ArgumentException>(() => new CodebookWeight("w", 2, 64, 4, 32, packed.AsMemory(..^1), table));
+        Assert.Throws<ArgumentException>(() => new CodebookWeight("w", 2, 64, 4, 32, packed, table.AsMemory(..^1)));
         Assert.Throws<ArgumentException>(() => new CodebookWeight("w", 2, 64, 4, 24, packed, table));
         Assert.Throws<ArgumentOutOfRangeException>(() => new CodebookWeight("w", 2, 64, 1, 32, packed, table));
         Assert.Throws<ArgumentOutOfRangeException>(() => new CodebookWeight("w", 2, 64, 9, 32, packed, table));

@@ -182,7 +182,7 @@ public class PrunedSparseWeightTests
         // 3:6 (3 bits): position 6 is outside a group of 6.
         Assert.Contains("outside", NmSparseWeight.FindProblem(1, 6, 3, 6, 1, 3, [0b10_001_000, 0b0000000_1]));
         Assert.Contains("padding", NmSparseWeight.FindProblem(1, 6, 3, 6, 1, 3, [0b10_001_000, 0b0000010_0]));
-        Assert.Throws<ArgumentException>(() => new NmSparseWeight("w", 2, 8, 2, 4, values, [0b00_10_01_00, 0b11_10_01_00]));
+        Assert.Throws<ArgumentException>(() => new NmSparseWeight("w", 2, 8, 2, 4, values, new byte[] { 0b00_10_01_00, 0b11_10_01_00 }));
 
         Assert.Null(MaskedSparseWeight.FindProblem(2, 10, 2, 4, [0b1111, 0, 0b11, 0b11]));
         Assert.Contains("keeps 3", MaskedSparseWeight.FindProblem(2, 10, 2, 4, [0b0111, 0, 0b11, 0b11]));

@@ -35,13 +35,15 @@ internal sealed class CodebookNativeScheme : INativeScheme
         if (columns % group != 0)
             throw json.Fail($"group {group} does not divide the row length {columns}");
         long rowBytes = ((long)columns * bits + 7) / 8, groups = columns / group;
-        var codes = source.Companion(prefix + NativeFormat.CodesSuffix, SafetensorsDType.U8, [rows, rowBytes]);
-        var table = MemoryMarshal.Cast<byte, ushort>(source.Companion(prefix + TableSuffix, SafetensorsDType.F16, [rows, groups, 1L << bits])).ToArray();
+        // Codes and tables stay in the mapped file: the product and the decoding read the stored layout.
+        var codes = source.Companion<byte>(prefix + NativeFormat.CodesSuffix, SafetensorsDType.U8, [rows, rowBytes]);
+        var tables = source.Companion<ushort>(prefix + TableSuffix, SafetensorsDType.F16, [rows, groups, 1L << bits]);
+        var table = tables.Span;
         for (int i = 0; i < table.Length; i++)
         {
             if ((table[i] & 0x7C00) == 0x7C00)
                 throw source.Fail(prefix + TableSuffix, $"entry {i % (1 << bits)} of table {i >> bits} (row-major over rows and groups) is not finite (f16 bits 0x{table[i]:X4})");
         }
-        return new CodebookWeight(name, rows, columns, bits, group, codes, table);
+        return new CodebookWeight(name, rows, columns, bits, group, codes, tables);
     }
 }

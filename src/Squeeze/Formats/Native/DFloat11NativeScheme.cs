@@ -34,11 +34,11 @@ internal sealed class DFloat11NativeScheme : INativeScheme
     {
         json.String("coder", RansCompanions.Coder);
         int chunkRows = json.Int("chunk_rows", 1, int.MaxValue / columns);
-        var signMantissa = source.Companion(prefix + SignMantissaSuffix, SafetensorsDType.U8, [rows, columns]);
+        var signMantissa = source.Companion<byte>(prefix + SignMantissaSuffix, SafetensorsDType.U8, [rows, columns]);
         var exponents = RansCompanions.Read(source, prefix + ExponentStem, 256, (long)rows * columns, chunkRows * columns);
         try
         {
-            return DFloat11Weight.Decode(name, rows, columns, signMantissa, exponents, chunkRows, Environment.ProcessorCount);
+            return DFloat11Weight.Decode(name, rows, columns, signMantissa.Span, exponents, chunkRows, Environment.ProcessorCount);
         }
         catch (InvalidDataException e)
         {

@@ -51,9 +51,9 @@ internal sealed class EntropyNativeScheme : INativeScheme
             throw json.Fail($"group {group} does not divide the row length {columns}");
         var scheme = new UniformScheme(bits, group, symmetric);
         long groups = columns / group;
-        var scales = MemoryMarshal.Cast<byte, ushort>(source.Companion(prefix + NativeFormat.ScalesSuffix, SafetensorsDType.F16, [rows, groups])).ToArray();
-        ushort[]? mins = symmetric ? null
-            : MemoryMarshal.Cast<byte, ushort>(source.Companion(prefix + NativeFormat.MinsSuffix, SafetensorsDType.F16, [rows, groups])).ToArray();
+        // The codes are decoded at load (the runtime holds them packed in memory); scales and mins stay in the mapped file.
+        var scales = source.Companion<ushort>(prefix + NativeFormat.ScalesSuffix, SafetensorsDType.F16, [rows, groups]);
+        var mins = symmetric ? default : source.Companion<ushort>(prefix + NativeFormat.MinsSuffix, SafetensorsDType.F16, [rows, groups]);
         var coded = RansCompanions.Read(source, prefix + ".", 1 << bits, (long)rows * columns, chunkRows * columns);
         try
         {

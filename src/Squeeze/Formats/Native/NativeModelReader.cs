@@ -116,7 +116,9 @@ public sealed class NativeModelReader : IDisposable
     /// <summary>
     /// Reads <paramref name="directory"/> (validated as <see cref="Open"/> does, each scheme decoded once) into the model
     /// the runtime runs: plain tensors mapped from the weights file and every schemed weight in its own representation
-    /// (codes, codebooks, factors … are multiplied directly, never expanded to f32 as a whole). The model owns the file.
+    /// (codes, codebooks, factors … are multiplied directly, never expanded to f32 as a whole; companions the runtime
+    /// reads as stored are views of the mapping, not copies: <see cref="NativeTensorSource.Companion{T}"/>). The model
+    /// owns the file; its weights must not be used after it is disposed.
     /// </summary>
     /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
     /// <exception cref="ModelFormatException">As for <see cref="Open"/>.</exception>

@@ -26,11 +26,24 @@ public sealed class NativeTensorSource
 
     internal IReadOnlySet<string> Claimed => claimed;
 
-    /// <summary>A copy of companion tensor <paramref name="tensorName"/>'s bytes, after checking that it exists, is not
-    /// claimed twice, and has exactly <paramref name="dtype"/> and <paramref name="shape"/>.</summary>
-    /// <exception cref="ModelFormatException">It is missing, claimed twice, or of another dtype or shape.</exception>
-    public byte[] Companion(string tensorName, SafetensorsDType dtype, long[] shape)
-        => file.GetBytes(Claim(tensorName, [dtype], shape)).ToArray();
+    /// <summary>Companion tensor <paramref name="tensorName"/>'s values as stored (little-endian), as memory over the mapped
+    /// file (no copy: a weight that holds it keeps the file's pages, which the system may drop and read again), after
+    /// checking that it exists, is not claimed twice, and has exactly <paramref name="dtype"/> and
+    /// <paramref name="shape"/>. <typeparamref name="T"/> is the dtype's element type (<c>byte</c> for U8, <c>ushort</c>
+    /// for F16 and U16, <c>int</c> for I32 …). The memory is valid while the file is open.</summary>
+    /// <exception cref="ModelFormatException">It is missing, claimed twice, of another dtype or shape, or of 2^31 values or more.</exception>
+    /// <exception cref="ArgumentException"><typeparamref name="T"/> is not as wide as the dtype's elements.</exception>
+    public unsafe ReadOnlyMemory<T> Companion<T>(string tensorName, SafetensorsDType dtype, long[] shape)
+        where T : unmanaged
+    {
+        if (sizeof(T) != SafetensorsDTypes.Size(dtype))
+            throw new ArgumentException($"{typeof(T).Name} is {sizeof(T)} bytes; {dtype} elements are {SafetensorsDTypes.Size(dtype)}", nameof(dtype));
+        var info = Claim(tensorName, [dtype], shape);
+        long count = info.ByteLength / sizeof(T);
+        if (count > int.MaxValue)
+            throw Fail(tensorName, $"has {count} values; a companion tensor holds fewer than 2^31");
+        return file.Buffer.Memory<T>(file.Offset(info), (int)count);
+    }
 
     /// <summary>A companion tensor of a float dtype in <paramref name="dtypes"/>, as a <see cref="Tensor"/> over the
     /// mapped file (no copy).</summary>

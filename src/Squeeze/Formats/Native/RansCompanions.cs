@@ -34,28 +34,28 @@ internal static class RansCompanions
     /// <exception cref="Tensors.ModelFormatException">A companion is missing, misshapen or inconsistent.</exception>
     public static ChunkedRans Read(NativeTensorSource source, string stem, int alphabet, long symbolCount, int chunkSymbols)
     {
-        var frequencyBytes = source.Companion(stem + "frequencies", SafetensorsDType.U16, [alphabet]);
+        var frequencies = source.Companion<ushort>(stem + "frequencies", SafetensorsDType.U16, [alphabet]);
         RansTable table;
         try
         {
-            table = RansTable.FromFrequencies(MemoryMarshal.Cast<byte, ushort>(frequencyBytes));
+            table = RansTable.FromFrequencies(frequencies.Span);
         }
         catch (InvalidDataException e)
         {
             throw source.Fail(stem + "frequencies", e.Message);
         }
         long chunks = ChunkedRans.ChunkCount(symbolCount, chunkSymbols);
-        var tableBytes = source.Companion(stem + "chunks", SafetensorsDType.U32, [chunks, 2]);
+        var tableBytes = MemoryMarshal.AsBytes(source.Companion<uint>(stem + "chunks", SafetensorsDType.U32, [chunks, 2]).Span);
         var lengths = new uint[chunks];
         var checksums = new uint[chunks];
         long total = 0;
         for (int k = 0; k < chunks; k++)
         {
-            lengths[k] = BinaryPrimitives.ReadUInt32LittleEndian(tableBytes.AsSpan(8 * k));
-            checksums[k] = BinaryPrimitives.ReadUInt32LittleEndian(tableBytes.AsSpan(8 * k + 4));
+            lengths[k] = BinaryPrimitives.ReadUInt32LittleEndian(tableBytes[(8 * k)..]);
+            checksums[k] = BinaryPrimitives.ReadUInt32LittleEndian(tableBytes[(8 * k + 4)..]);
             total += lengths[k];
         }
-        var streams = source.Companion(stem + "streams", SafetensorsDType.U8, [total]);
+        var streams = source.Companion<byte>(stem + "streams", SafetensorsDType.U8, [total]).ToArray(); // decoded at load, then dropped
         try
         {
             return new ChunkedRans(table, symbolCount, chunkSymbols, streams, lengths, checksums);

@@ -40,12 +40,12 @@ internal sealed class SparseNativeScheme : INativeScheme
     {
         long nnz = json.Long("nnz", 0, Math.Min((long)rows * columns, Array.MaxLength));
         json.String("value", "f16");
-        var offsets = MemoryMarshal.Cast<byte, int>(source.Companion(prefix + RowOffsetsSuffix, SafetensorsDType.I32, [rows + 1L])).ToArray();
-        byte[] indexBytes = source.Companion(prefix + ColumnsSuffix, IndexType(columns), [nnz]);
+        // Copied into the layout the product reads (32-bit columns, values also widened to f32): the outliers are few.
+        var offsets = source.Companion<int>(prefix + RowOffsetsSuffix, SafetensorsDType.I32, [rows + 1L]).ToArray();
         int[] indices = IndexType(columns) == SafetensorsDType.U16
-            ? MemoryMarshal.Cast<byte, ushort>(indexBytes).ToArray().Select(c => (int)c).ToArray()
-            : MemoryMarshal.Cast<byte, int>(indexBytes).ToArray();
-        var values = MemoryMarshal.Cast<byte, ushort>(source.Companion(prefix + ValuesSuffix, SafetensorsDType.F16, [nnz])).ToArray();
+            ? source.Companion<ushort>(prefix + ColumnsSuffix, SafetensorsDType.U16, [nnz]).ToArray().Select(c => (int)c).ToArray()
+            : source.Companion<int>(prefix + ColumnsSuffix, SafetensorsDType.I32, [nnz]).ToArray();
+        var values = source.Companion<ushort>(prefix + ValuesSuffix, SafetensorsDType.F16, [nnz]).ToArray();
 
         string offsetsName = prefix + RowOffsetsSuffix, columnsName = prefix + ColumnsSuffix;
         if (offsets[0] != 0)

@@ -30,9 +30,9 @@ internal sealed class NmSparseNativeScheme : INativeScheme
         if (columns % m != 0)
             throw json.Fail($"{columns} columns are not whole groups of m = {m}");
         int kept = columns / m * n;
-        var indices = source.Companion(prefix + ".indices", SafetensorsDType.U8, [rows, NmSparseWeight.RowBytes(kept, m)]);
+        var indices = source.Companion<byte>(prefix + ".indices", SafetensorsDType.U8, [rows, NmSparseWeight.RowBytes(kept, m)]);
         var values = source.Read(json.Object("values"), name, prefix + ".values", rows, kept);
-        if (NmSparseWeight.FindProblem(rows, columns, n, m, values.Rows, values.Columns, indices) is { } problem)
+        if (NmSparseWeight.FindProblem(rows, columns, n, m, values.Rows, values.Columns, indices.Span) is { } problem)
             throw source.Fail(prefix + ".indices", problem);
         return new NmSparseWeight(name, rows, columns, n, m, values, indices);
     }
@@ -60,9 +60,9 @@ internal sealed class MaskedSparseNativeScheme : INativeScheme
     public LinearWeight Read(NativeSchemeReader json, string name, string prefix, int rows, int columns, NativeTensorSource source)
     {
         int kept = json.Int("kept", 1, columns);
-        var mask = source.Companion(prefix + ".mask", SafetensorsDType.U8, [rows, (columns + 7) / 8]);
+        var mask = source.Companion<byte>(prefix + ".mask", SafetensorsDType.U8, [rows, (columns + 7) / 8]);
         var values = source.Read(json.Object("values"), name, prefix + ".values", rows, kept);
-        if (MaskedSparseWeight.FindProblem(rows, columns, values.Rows, values.Columns, mask) is { } problem)
+        if (MaskedSparseWeight.FindProblem(rows, columns, values.Rows, values.Columns, mask.Span) is { } problem)
             throw source.Fail(prefix + ".mask", problem);
         return new MaskedSparseWeight(name, rows, columns, values, mask);
     }
@@ -93,8 +93,9 @@ internal sealed class StructuredSparseNativeScheme : INativeScheme
     {
         int keptRows = json.Int("rows", 1, rows);
         int keptColumns = json.Int("columns", 1, columns);
-        var rowMask = source.Companion(prefix + ".row_mask", SafetensorsDType.U8, [(rows + 7) / 8]);
-        var columnMask = source.Companion(prefix + ".column_mask", SafetensorsDType.U8, [(columns + 7) / 8]);
+        // Masks of one bit per row and column, unpacked into the kept rows' and columns' indices: copied.
+        var rowMask = source.Companion<byte>(prefix + ".row_mask", SafetensorsDType.U8, [(rows + 7) / 8]).ToArray();
+        var columnMask = source.Companion<byte>(prefix + ".column_mask", SafetensorsDType.U8, [(columns + 7) / 8]).ToArray();
         var kept = source.Read(json.Object("kept"), name, prefix + ".kept", keptRows, keptColumns);
         if (StructuredSparseWeight.FindProblem(rows, columns, rowMask, columnMask, kept.Rows, kept.Columns) is { } problem)
             throw source.Fail(prefix, problem);

@@ -31,7 +31,7 @@ internal sealed class SplitNativeScheme : INativeScheme
     {
         var hotJson = json.Object("hot");
         var coldJson = json.Object("cold");
-        var mask = source.Companion(prefix + MaskSuffix, SafetensorsDType.U8, [(rows + 7) / 8]);
+        var mask = source.Companion<byte>(prefix + MaskSuffix, SafetensorsDType.U8, [(rows + 7) / 8]).Span;
         if (rows % 8 != 0 && mask[^1] >> (rows % 8) != 0)
             throw source.Fail(prefix + MaskSuffix, $"has bits set beyond row {rows - 1}");
         var hot = StructuredSparseWeight.Unpack(mask, rows);

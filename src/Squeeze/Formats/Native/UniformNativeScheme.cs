@@ -39,10 +39,10 @@ internal sealed class UniformNativeScheme : INativeScheme
             throw json.Fail($"group {group} does not divide the row length {columns}");
         var scheme = new UniformScheme(bits, group, symmetric);
         long groups = columns / group;
-        var codes = source.Companion(prefix + NativeFormat.CodesSuffix, SafetensorsDType.U8, [rows, scheme.RowBytes(columns)]);
-        var scales = MemoryMarshal.Cast<byte, ushort>(source.Companion(prefix + NativeFormat.ScalesSuffix, SafetensorsDType.F16, [rows, groups])).ToArray();
-        ushort[]? mins = symmetric ? null
-            : MemoryMarshal.Cast<byte, ushort>(source.Companion(prefix + NativeFormat.MinsSuffix, SafetensorsDType.F16, [rows, groups])).ToArray();
+        // Codes, scales and mins stay in the mapped file: the product and the decoding read the stored layout.
+        var codes = source.Companion<byte>(prefix + NativeFormat.CodesSuffix, SafetensorsDType.U8, [rows, scheme.RowBytes(columns)]);
+        var scales = source.Companion<ushort>(prefix + NativeFormat.ScalesSuffix, SafetensorsDType.F16, [rows, groups]);
+        var mins = symmetric ? default : source.Companion<ushort>(prefix + NativeFormat.MinsSuffix, SafetensorsDType.F16, [rows, groups]);
         return new UniformWeight(name, rows, columns, scheme, codes, scales, mins);
     }
 }

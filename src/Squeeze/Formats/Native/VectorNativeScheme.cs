@@ -42,23 +42,24 @@ internal sealed class VectorNativeScheme : INativeScheme
         if (columns % dim != 0)
             throw json.Fail($"vectors of dim {dim} do not divide the row length {columns}");
         int vectors = columns / dim, rowBytes = VectorCodebookWeight.PackedRowBytes(vectors, bits);
-        var codebook = MemoryMarshal.Cast<byte, ushort>(source.Companion(prefix + CodebookSuffix, SafetensorsDType.F16, [1L << bits, dim])).ToArray();
+        var codebook = source.Companion<ushort>(prefix + CodebookSuffix, SafetensorsDType.F16, [1L << bits, dim]).ToArray();
         for (int i = 0; i < codebook.Length; i++)
         {
             if ((codebook[i] & 0x7C00) == 0x7C00)
                 throw source.Fail(prefix + CodebookSuffix, $"value {i % dim} of centroid {i / dim} is not finite (f16 bits 0x{codebook[i]:X4})");
         }
-        var packed = source.Companion(prefix + IndicesSuffix, SafetensorsDType.U8, [rows, rowBytes]);
+        // The indices are unpacked to 16 bits each at load, the layout the products read (VectorCodebookWeight).
+        var packed = source.Companion<byte>(prefix + IndicesSuffix, SafetensorsDType.U8, [rows, rowBytes]).Span;
         var indices = new ushort[(long)rows * vectors];
         for (int r = 0; r < rows; r++)
         {
-            if (!VectorCodebookWeight.UnpackRow(packed.AsSpan(r * rowBytes, rowBytes), bits, indices.AsSpan(r * vectors, vectors)))
+            if (!VectorCodebookWeight.UnpackRow(packed.Slice(r * rowBytes, rowBytes), bits, indices.AsSpan(r * vectors, vectors)))
                 throw source.Fail(prefix + IndicesSuffix, $"row {r} has padding bits set after its last index");
         }
         ushort[]? scales = null;
         if (scaled)
         {
-            scales = MemoryMarshal.Cast<byte, ushort>(source.Companion(prefix + NativeFormat.ScalesSuffix, SafetensorsDType.F16, [rows])).ToArray();
+            scales = source.Companion<ushort>(prefix + NativeFormat.ScalesSuffix, SafetensorsDType.F16, [rows]).ToArray();
             for (int r = 0; r < rows; r++)
             {
                 if ((scales[r] & 0x7C00) == 0x7C00)
