@@ -6,7 +6,8 @@ namespace Squeeze.Weights;
 /// <summary>
 /// The product every representation has: rows are decoded (<see cref="LinearWeight.DecodeRowFast"/>, the same bits as
 /// <see cref="LinearWeight.DecodeRow"/>) a chunk at a time into
-/// per-part scratch and multiplied with every token by f32 dot products, so each decoded row serves the whole batch.
+/// per-part scratch and multiplied with every token by f32 dot products, so each decoded row serves the whole batch;
+/// four tokens at a time share each load of a decoded row (the four-token kernel, bit for bit four one-token dots).
 /// Parts are row ranges; each output is one dot call whatever the split, so results do not depend on the thread count,
 /// and in the deterministic mode the dots are <see cref="DeterministicMath"/>'s.
 /// </summary>
@@ -25,6 +26,7 @@ internal static unsafe class DecodedProduct
         var job = context.Job<Job>();
         job.Weight = weight;
         job.Dot = context.Deterministic ? VecDot.ForDeterministic(GgmlType.F32) : VecDot.For(GgmlType.F32);
+        job.Dot4 = tokens < 4 ? null : context.Deterministic ? VecDot.For4Deterministic(GgmlType.F32) : VecDot.For4(GgmlType.F32, VecDot.Best);
         job.Scratch = (float*)context.Scratch(parts * chunkFloats * sizeof(float));
         job.ChunkFloats = chunkFloats;
         job.Chunks = chunks;
@@ -43,6 +45,7 @@ internal static unsafe class DecodedProduct
     {
         public LinearWeight? Weight;
         public delegate*<byte*, byte*, int, float> Dot;
+        public delegate*<byte*, byte*, long, int, float*, long, void> Dot4; // null below four tokens or where none exists
         public float* Scratch; // [parts, ChunkFloats]
         public long ChunkFloats;
         public int Chunks, Tokens;
@@ -61,7 +64,17 @@ internal static unsafe class DecodedProduct
                 int r0 = chunk * ChunkRows, r1 = Math.Min(rows, r0 + ChunkRows);
                 for (int r = r0; r < r1; r++)
                     weight.DecodeRowFast(r, decoded + (r - r0) * stride, decodeScratch);
-                for (int t = 0; t < Tokens; t++)
+                int t = 0;
+                if (Dot4 != null)
+                {
+                    for (; t + 4 <= Tokens; t += 4)
+                    {
+                        byte* xt = (byte*)(X + (long)t * columns);
+                        for (int r = r0; r < r1; r++)
+                            Dot4((byte*)(decoded + (r - r0) * stride), xt, (long)columns * sizeof(float), columns, Y + (long)t * rows + r, rows);
+                    }
+                }
+                for (; t < Tokens; t++)
                 {
                     byte* xt = (byte*)(X + (long)t * columns);
                     float* yt = Y + (long)t * rows;

@@ -167,6 +167,28 @@ public sealed class LinearWeightTests
         Assert.Equal(decoded, y);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void The_decoded_product_of_a_batch_is_each_token_s_own_bit_for_bit(bool deterministic)
+    {
+        const int rows = 21, columns = 288;
+        var weight = UniformWeight.Encode("u", WeightTestData.Gaussian(rows, columns, 5), rows, columns, new UniformScheme(3, 32, false));
+        using var context = new ComputeContext(2) { Deterministic = deterministic };
+        foreach (int tokens in (int[])[1, 3, 4, 7, 9])
+        {
+            var x = RandomValues(tokens * columns, 11 + tokens);
+            var batch = new float[tokens * rows];
+            DecodedProduct.Multiply(weight, x, tokens, context, batch);
+            for (int t = 0; t < tokens; t++)
+            {
+                var alone = new float[rows];
+                DecodedProduct.Multiply(weight, x.AsSpan(t * columns, columns), 1, context, alone);
+                Assert.Equal(alone, batch.AsSpan(t * rows, rows).ToArray());
+            }
+        }
+    }
+
     [Fact]
     public void A_uniform_weight_decodes_bit_for_bit_as_the_reference_at_every_width()
     {
