@@ -617,23 +617,24 @@ public static partial class Quantize
 
     // The searches' codes on transposed sub-blocks (value i of sub-block j at 16 i + j; whole numbers from −nmax) as
     // L[16 j + i] = code + nmax, 0 in every sub-block whose bit of empty is set.
+    [SkipLocalsInit] // every element of the buffer is written before it is read
     private static void SubBlockCodes(int nmax, ReadOnlySpan<float> codes, uint empty, Span<sbyte> L)
     {
-        Span<int> offset = stackalloc int[QK_K];
+        Span<float> ordered = stackalloc float[QK_K];
+        Transpose(codes, 16, ordered);
+        // Codes plus nmax from 0 to 2·nmax − 1 ≤ 63: narrowing keeps them.
         var vnmax = Vector512.Create((float)nmax);
-        for (int k = 0; k < QK_K; k += 16)
-            Vector512.ConvertToInt32(Vector512.Create(codes.Slice(k, 16)) + vnmax).CopyTo(offset.Slice(k, 16));
-        for (int j = 0; j < 16; j++)
+        for (int k = 0; k < QK_K; k += 64)
         {
-            Span<sbyte> sub = L.Slice(16 * j, 16);
-            if ((empty >> j & 1) != 0)
-            {
-                sub.Clear();
-                continue;
-            }
-            for (int i = 0; i < 16; i++)
-                sub[i] = (sbyte)offset[16 * i + j];
+            var low = Vector512.Narrow(Offset(ordered, k, vnmax), Offset(ordered, k + 16, vnmax));
+            var high = Vector512.Narrow(Offset(ordered, k + 32, vnmax), Offset(ordered, k + 48, vnmax));
+            Vector512.Narrow(low, high).CopyTo(L.Slice(k, 64));
         }
+        for (; empty != 0; empty &= empty - 1)
+            L.Slice(16 * BitOperations.TrailingZeroCount(empty), 16).Clear();
+
+        static Vector512<int> Offset(ReadOnlySpan<float> codes, int k, Vector512<float> nmax)
+            => Vector512.ConvertToInt32(Vector512.Create(codes.Slice(k, 16)) + nmax);
     }
 
     // NearestInt per lane, with its bit arithmetic: the low 23 bits of value + 1.5·2²³, less 2²².
@@ -868,11 +869,7 @@ public static partial class Quantize
                 {
                     // The accepted candidate's codes (AllBestCodes' for it), then the per-sub-block errors as Refine re-derives them.
                     LaneErrors(f, xt, wt, stepLanes, offsetLanes, qt, chooseCodes: true, subError);
-                    for (int j = 0; j < subBlocks; j++)
-                    {
-                        for (int i = 0; i < n; i++)
-                            b.Q[j * n + i] = (int)qt[i * subBlocks + j];
-                    }
+                    UntransposeCodes(qt, subBlocks, b.Q);
                 }
                 if (accepted || !derived)
                     LaneErrors(f, xt, wt, stepLanes, offsetLanes, qt, chooseCodes: false, subError);
@@ -1009,12 +1006,103 @@ public static partial class Quantize
 
     // transposed[i * subBlocks + j] = values[j * n + i] for a super-block.
     private static void Transpose(ReadOnlySpan<float> values, int subBlocks, Span<float> transposed)
+        => Transpose32(ref Unsafe.As<float, uint>(ref MemoryMarshal.GetReference(values[..QK_K])), subBlocks,
+            ref Unsafe.As<float, uint>(ref MemoryMarshal.GetReference(transposed[..QK_K])));
+
+    // destination[i * rows + j] = source[j * (256 / rows) + i] for 256 values of 32 bits (rows 8, 16 or 32; both spans
+    // checked by the callers' slices). 16 × 16 in lanes: four rounds, each swapping the off-diagonal s × s blocks of every
+    // 2s × 2s block (s = 8, 4, 2, 1), exchange element (r, c) with (r + s, c − s) wherever bit s of c is set and of r is not.
+    private static void Transpose32(ref uint source, int rows, ref uint destination)
     {
-        int n = QK_K / subBlocks;
-        for (int j = 0; j < subBlocks; j++)
+        if (rows == 16)
         {
-            for (int i = 0; i < n; i++)
-                transposed[i * subBlocks + j] = values[j * n + i];
+            var m0 = Vector512.LoadUnsafe(ref source, 0);
+            var m1 = Vector512.LoadUnsafe(ref source, 16);
+            var m2 = Vector512.LoadUnsafe(ref source, 32);
+            var m3 = Vector512.LoadUnsafe(ref source, 48);
+            var m4 = Vector512.LoadUnsafe(ref source, 64);
+            var m5 = Vector512.LoadUnsafe(ref source, 80);
+            var m6 = Vector512.LoadUnsafe(ref source, 96);
+            var m7 = Vector512.LoadUnsafe(ref source, 112);
+            var m8 = Vector512.LoadUnsafe(ref source, 128);
+            var m9 = Vector512.LoadUnsafe(ref source, 144);
+            var m10 = Vector512.LoadUnsafe(ref source, 160);
+            var m11 = Vector512.LoadUnsafe(ref source, 176);
+            var m12 = Vector512.LoadUnsafe(ref source, 192);
+            var m13 = Vector512.LoadUnsafe(ref source, 208);
+            var m14 = Vector512.LoadUnsafe(ref source, 224);
+            var m15 = Vector512.LoadUnsafe(ref source, 240);
+            var lane = Vector512.Create(0u, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            var p8 = lane ^ Vector512.Create(8u);
+            var h8 = Vector512.Equals(lane & Vector512.Create(8u), Vector512.Create(8u));
+            (m0, m8) = SwapBlocks(m0, m8, p8, h8);
+            (m1, m9) = SwapBlocks(m1, m9, p8, h8);
+            (m2, m10) = SwapBlocks(m2, m10, p8, h8);
+            (m3, m11) = SwapBlocks(m3, m11, p8, h8);
+            (m4, m12) = SwapBlocks(m4, m12, p8, h8);
+            (m5, m13) = SwapBlocks(m5, m13, p8, h8);
+            (m6, m14) = SwapBlocks(m6, m14, p8, h8);
+            (m7, m15) = SwapBlocks(m7, m15, p8, h8);
+            var p4 = lane ^ Vector512.Create(4u);
+            var h4 = Vector512.Equals(lane & Vector512.Create(4u), Vector512.Create(4u));
+            (m0, m4) = SwapBlocks(m0, m4, p4, h4);
+            (m1, m5) = SwapBlocks(m1, m5, p4, h4);
+            (m2, m6) = SwapBlocks(m2, m6, p4, h4);
+            (m3, m7) = SwapBlocks(m3, m7, p4, h4);
+            (m8, m12) = SwapBlocks(m8, m12, p4, h4);
+            (m9, m13) = SwapBlocks(m9, m13, p4, h4);
+            (m10, m14) = SwapBlocks(m10, m14, p4, h4);
+            (m11, m15) = SwapBlocks(m11, m15, p4, h4);
+            var p2 = lane ^ Vector512.Create(2u);
+            var h2 = Vector512.Equals(lane & Vector512.Create(2u), Vector512.Create(2u));
+            (m0, m2) = SwapBlocks(m0, m2, p2, h2);
+            (m1, m3) = SwapBlocks(m1, m3, p2, h2);
+            (m4, m6) = SwapBlocks(m4, m6, p2, h2);
+            (m5, m7) = SwapBlocks(m5, m7, p2, h2);
+            (m8, m10) = SwapBlocks(m8, m10, p2, h2);
+            (m9, m11) = SwapBlocks(m9, m11, p2, h2);
+            (m12, m14) = SwapBlocks(m12, m14, p2, h2);
+            (m13, m15) = SwapBlocks(m13, m15, p2, h2);
+            var p1 = lane ^ Vector512.Create(1u);
+            var h1 = Vector512.Equals(lane & Vector512.Create(1u), Vector512.Create(1u));
+            (m0, m1) = SwapBlocks(m0, m1, p1, h1);
+            (m2, m3) = SwapBlocks(m2, m3, p1, h1);
+            (m4, m5) = SwapBlocks(m4, m5, p1, h1);
+            (m6, m7) = SwapBlocks(m6, m7, p1, h1);
+            (m8, m9) = SwapBlocks(m8, m9, p1, h1);
+            (m10, m11) = SwapBlocks(m10, m11, p1, h1);
+            (m12, m13) = SwapBlocks(m12, m13, p1, h1);
+            (m14, m15) = SwapBlocks(m14, m15, p1, h1);
+            m0.StoreUnsafe(ref destination, 0);
+            m1.StoreUnsafe(ref destination, 16);
+            m2.StoreUnsafe(ref destination, 32);
+            m3.StoreUnsafe(ref destination, 48);
+            m4.StoreUnsafe(ref destination, 64);
+            m5.StoreUnsafe(ref destination, 80);
+            m6.StoreUnsafe(ref destination, 96);
+            m7.StoreUnsafe(ref destination, 112);
+            m8.StoreUnsafe(ref destination, 128);
+            m9.StoreUnsafe(ref destination, 144);
+            m10.StoreUnsafe(ref destination, 160);
+            m11.StoreUnsafe(ref destination, 176);
+            m12.StoreUnsafe(ref destination, 192);
+            m13.StoreUnsafe(ref destination, 208);
+            m14.StoreUnsafe(ref destination, 224);
+            m15.StoreUnsafe(ref destination, 240);
+            return;
+        }
+        int columns = QK_K / rows;
+        for (int j = 0; j < rows; j++)
+        {
+            ref uint row = ref Unsafe.Add(ref source, j * columns);
+            ref uint column = ref Unsafe.Add(ref destination, j);
+            for (int i = 0; i < columns; i += 4)
+            {
+                Unsafe.Add(ref column, i * rows) = Unsafe.Add(ref row, i);
+                Unsafe.Add(ref column, (i + 1) * rows) = Unsafe.Add(ref row, i + 1);
+                Unsafe.Add(ref column, (i + 2) * rows) = Unsafe.Add(ref row, i + 2);
+                Unsafe.Add(ref column, (i + 3) * rows) = Unsafe.Add(ref row, i + 3);
+            }
         }
     }
 
@@ -1026,14 +1114,30 @@ public static partial class Quantize
         return Vector512.ConvertToSingle(Vector512.Create(low, high));
     }
 
+    // transposed[i * subBlocks + j] = codes[j * n + i] as f32 for a super-block's codes (converted in lanes, then moved).
+    [SkipLocalsInit] // every element of the buffer is written before it is read
     private static void TransposeCodes(int[] codes, int subBlocks, Span<float> transposed)
     {
-        int n = QK_K / subBlocks;
-        for (int j = 0; j < subBlocks; j++)
-        {
-            for (int i = 0; i < n; i++)
-                transposed[i * subBlocks + j] = codes[j * n + i];
-        }
+        Span<float> converted = stackalloc float[QK_K];
+        for (int k = 0; k < QK_K; k += 16)
+            Vector512.ConvertToSingle(Vector512.Create(codes.AsSpan(k, 16))).CopyTo(converted.Slice(k, 16));
+        Transpose(converted, subBlocks, transposed);
+    }
+
+    // Rows a and b of Transpose32's round: a takes b's lanes that are partner of its lanes in high, b takes a's elsewhere.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector512<uint> A, Vector512<uint> B) SwapBlocks(Vector512<uint> a, Vector512<uint> b, Vector512<uint> partner, Vector512<uint> high)
+        => (Vector512.ConditionalSelect(high, Vector512.Shuffle(b, partner), a), Vector512.ConditionalSelect(high, b, Vector512.Shuffle(a, partner)));
+
+    // TransposeCodes' inverse: codes[j * n + i] = transposed[i * subBlocks + j] (whole numbers) as integers.
+    [SkipLocalsInit] // every element of the buffer is written before it is read
+    private static void UntransposeCodes(ReadOnlySpan<float> transposed, int subBlocks, int[] codes)
+    {
+        Span<int> converted = stackalloc int[QK_K];
+        for (int k = 0; k < QK_K; k += 16)
+            Vector512.ConvertToInt32(Vector512.Create(transposed.Slice(k, 16))).CopyTo(converted.Slice(k, 16));
+        Transpose32(ref Unsafe.As<int, uint>(ref MemoryMarshal.GetReference(converted)), QK_K / subBlocks,
+            ref Unsafe.As<int, uint>(ref MemoryMarshal.GetArrayDataReference(codes)));
     }
 
     // errors[j] = Σᵢ wᵢ (xᵢ − (step_j·qᵢ − offset_j))² of each sub-block j in double, summed in the scalar order, on a

@@ -377,10 +377,15 @@ public static partial class Quantize
         Span<float> weight = stackalloc float[QK_K];
         Span<float> sw = stackalloc float[16];
         Span<sbyte> Ls = stackalloc sbyte[16];
-        float sumX2 = 0;
-        for (int j = 0; j < QK_K; j++)
-            sumX2 += x[j] * x[j];
-        float sigma2 = 2 * sumX2 / QK_K;
+        // sigma² weighs the importance; without it the weights are x² (and the sum, a chain of 256 additions, is skipped).
+        float sigma2 = 0;
+        if (!qw.IsEmpty)
+        {
+            float sumX2 = 0;
+            for (int j = 0; j < QK_K; j++)
+                sumX2 += x[j] * x[j];
+            sigma2 = 2 * sumX2 / QK_K;
+        }
         for (int j = 0; j < 16; j++)
         {
             for (int l = 0; l < 16; l++)
