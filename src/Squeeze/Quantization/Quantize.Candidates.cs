@@ -107,7 +107,7 @@ public static partial class Quantize
         bool weighted = !wl.IsEmpty, minTerm = f.MMax != 0;
         float[] scOffsets = f.ScOffsetLanes, mOffsets = f.MOffsetLanes;
         int rows = scOffsets.Length / 16;
-        // Two rows at a time (the second repeats the last row when the count is odd): two independent running sums.
+        // Two rows at a time (an odd count's last row alone): two independent running sums.
         for (int row = 0; row < rows; row += 2)
         {
             int other = Math.Min(row + 1, rows - 1);
@@ -118,11 +118,12 @@ public static partial class Quantize
             var offset1 = vdmin * (mBase + Vector512.Create(mOffsets, 16 * other));
             var inv1 = Vector512.ConditionalSelect(Vector512.Equals(step1, Vector512<float>.Zero), Vector512<float>.Zero, Vector512<float>.One / step1);
             Vector512<float> e0 = Vector512<float>.Zero, e1 = Vector512<float>.Zero;
+            bool two = other != row;
             for (int i = 0; i < n; i++)
             {
                 var xv = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
                 var sq0 = SquaredDifference(xv, step0, offset0, inv0, lo, hi, magic, minTerm);
-                var sq1 = SquaredDifference(xv, step1, offset1, inv1, lo, hi, magic, minTerm);
+                var sq1 = two ? SquaredDifference(xv, step1, offset1, inv1, lo, hi, magic, minTerm) : Vector512<float>.Zero;
                 if (weighted)
                 {
                     var wv = Vector512.LoadUnsafe(ref ws, (nuint)(16 * i));
@@ -133,7 +134,7 @@ public static partial class Quantize
                 e1 += sq1;
             }
             Survivors(f, row, e0, thresholdLo, thresholdHi, estimates, survivors);
-            if (other != row)
+            if (two)
                 Survivors(f, other, e1, thresholdLo, thresholdHi, estimates, survivors);
         }
     }
@@ -180,6 +181,7 @@ public static partial class Quantize
     // BestCodes with its terms in lanes: the same codes, the same double terms, added one after another in value order.
     // BestCodes stops at the first partial sum that reaches the bound; the terms are non-negative, so the partial sums only
     // grow and one reaches the bound exactly when the whole sum does: +∞ then, as BestCodes returns.
+    [SkipLocalsInit] // the n terms are written before they are read
     private static double BestCodesLanes(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, float step, float offset, Span<int> codes, double bound)
     {
         int n = x.Length;
@@ -734,16 +736,23 @@ public static partial class Quantize
     }
 
     /// <summary>RefineLanes' buffers: the super-block transposed (value i of sub-block j at [i * sub-blocks + j]), the
-    /// sub-block screen's lanes (value i of every sub-block at [16 i …], twice over for 8 sub-blocks), and the super-block
-    /// candidates' exact errors.</summary>
+    /// sub-block screen's lanes (value i of every sub-block at [16 i …], twice over for 8 sub-blocks), the block's codes
+    /// transposed and its sub-block errors (and a start's, while it is compared), and the super-block candidates' exact
+    /// errors.</summary>
     private sealed class RefineBuffers
     {
         public readonly float[] X = new float[QK_K];
         public readonly float[] W = new float[QK_K];
         public readonly float[] XLanes = new float[2 * QK_K];
         public readonly float[] WLanes = new float[2 * QK_K];
-        public readonly float[] Q = new float[QK_K];
+        public float[] Q = new float[QK_K];
+        public double[] SubErrors = new double[16];
+        public float[] StartQ = new float[QK_K];
+        public double[] StartSubErrors = new double[16];
         public readonly double[] CandidateErrors = new double[16 * (2 * RefineUlpRadius + 2)];
+
+        /// <summary>True when Q and SubErrors hold the block to refine (BlockErrorLanes of the start kept).</summary>
+        public bool HoldsBest;
 
         /// <summary>Transposes a super-block's values and, when given, its weights into X and W.</summary>
         public void Load(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w)
@@ -751,18 +760,27 @@ public static partial class Quantize
             Transpose(x, f.SubBlocks, X);
             if (!w.IsEmpty)
                 Transpose(w, f.SubBlocks, W);
+            HoldsBest = false;
+        }
+
+        /// <summary>The start of the last BlockErrorLanes is kept: its codes and errors become Q and SubErrors.</summary>
+        public void KeepStart()
+        {
+            (Q, StartQ) = (StartQ, Q);
+            (SubErrors, StartSubErrors) = (StartSubErrors, SubErrors);
+            HoldsBest = true;
         }
     }
 
     // BlockError's result for a block on the super-block that buffers hold (Load): each sub-block's error in its own lane
-    // in SubBlockError's order and terms (LaneErrors), then their sum in sub-block order.
+    // in SubBlockError's order and terms (LaneErrors), then their sum in sub-block order. The transposed codes and the
+    // errors stay in StartQ and StartSubErrors (KeepStart).
     private static double BlockErrorLanes(KFormat f, ReadOnlySpan<float> w, KBlock b, RefineBuffers buffers)
     {
-        Span<double> subError = stackalloc double[16];
-        TransposeCodes(b.Q, f.SubBlocks, buffers.Q);
+        TransposeCodes(b.Q, f.SubBlocks, buffers.StartQ);
         LaneErrors(f, buffers.X, w.IsEmpty ? default : buffers.W, Vector512.Create(F16ToF32(b.D)) * FactorLanes(f, b.Sc),
-            Vector512.Create(F16ToF32(b.DMin)) * FactorLanes(f, b.M), buffers.Q, chooseCodes: false, subError);
-        return Sum(subError[..f.SubBlocks]);
+            Vector512.Create(F16ToF32(b.DMin)) * FactorLanes(f, b.M), buffers.StartQ, chooseCodes: false, buffers.StartSubErrors);
+        return Sum(buffers.StartSubErrors.AsSpan(0, f.SubBlocks));
     }
 
     // Refine's vector form, with the same decisions. Sub-block scales (step 1) are screened in f32 lanes as described
@@ -770,27 +788,34 @@ public static partial class Quantize
     // others evaluated exactly in lanes: the super-block is transposed so that 16 lanes hold one position of 16 sub-blocks
     // (or two consecutive positions of 8), and each sub-block's error is summed in double in its own lane, in BestCodes'
     // order with BestCodes' terms; AllBestCodes' early exits are then replayed on those sums (the terms are non-negative,
-    // so a partial sum reaches a bound exactly when the whole sum does). buffers hold the super-block (Load).
+    // so a partial sum reaches a bound exactly when the whole sum does). buffers hold the super-block (Load), and the
+    // block's transposed codes and sub-block errors when HoldsBest.
     private static double RefineLanes(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b, RefineBuffers buffers)
     {
         int n = f.SubSize, subBlocks = f.SubBlocks;
         Span<float> xt = buffers.X, qt = buffers.Q;
         Span<float> wt = w.IsEmpty ? default : buffers.W;
-        TransposeCodes(b.Q, subBlocks, qt);
         ReadOnlySpan<float> xl = ScreenLanes(xt, subBlocks, buffers.XLanes);
         ReadOnlySpan<float> wl = w.IsEmpty ? default : ScreenLanes(wt, subBlocks, buffers.WLanes);
         Span<int> codes = stackalloc int[32];
-        Span<double> subError = stackalloc double[16];
+        Span<double> subError = buffers.SubErrors;
         Span<ushort> candidates = stackalloc ushort[2 * RefineUlpRadius + 2];
         Span<float> estimates = stackalloc float[f.ScOffsetLanes.Length];
         Span<ulong> survivors = stackalloc ulong[16];
         Span<double> exact = buffers.CandidateErrors;
         float d = F16ToF32(b.D), dmin = F16ToF32(b.DMin);
-        LaneErrors(f, xt, wt, Vector512.Create(d) * FactorLanes(f, b.Sc), Vector512.Create(dmin) * FactorLanes(f, b.M), qt, chooseCodes: false, subError);
+        if (!buffers.HoldsBest)
+        {
+            TransposeCodes(b.Q, subBlocks, qt);
+            LaneErrors(f, xt, wt, Vector512.Create(d) * FactorLanes(f, b.Sc), Vector512.Create(dmin) * FactorLanes(f, b.M), qt, chooseCodes: false, subError);
+        }
         double total = Sum(subError[..subBlocks]);
         // True while subError holds the errors as the re-derivation below computes them for the current state (its
-        // computation again would give the same numbers).
+        // computation again would give the same numbers). Without importance BestCodes' terms, 1·(diff²), and
+        // SubBlockError's, (1·diff)·diff, are the same numbers, added in the same order: the errors that accepted
+        // candidates bring are the re-derived ones.
         bool derived = true;
+        bool termsAgree = w.IsEmpty;
         for (int iteration = 0; iteration < RefineIterations; iteration++)
         {
             bool improved = false;
@@ -821,7 +846,7 @@ public static partial class Quantize
                         for (int i = 0; i < n; i++)
                             qt[i * subBlocks + j] = codes[i];
                         improved = true;
-                        derived = false;
+                        derived = termsAgree;
                     }
                 }
             }
@@ -871,7 +896,7 @@ public static partial class Quantize
                     LaneErrors(f, xt, wt, stepLanes, offsetLanes, qt, chooseCodes: true, subError);
                     UntransposeCodes(qt, subBlocks, b.Q);
                 }
-                if (accepted || !derived)
+                if (accepted && !termsAgree || !derived)
                     LaneErrors(f, xt, wt, stepLanes, offsetLanes, qt, chooseCodes: false, subError);
                 derived = true;
                 total = Sum(subError[..subBlocks]);

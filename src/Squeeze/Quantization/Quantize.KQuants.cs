@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Squeeze.Tensors.Blocks;
 using static Squeeze.Tensors.HalfConversions;
@@ -118,6 +119,8 @@ public static partial class Quantize
                 {
                     bestError = error;
                     started.CopyTo(best);
+                    if (lanes is not null && starts.Length > 1)
+                        lanes.KeepStart();
                 }
             }
             if (second is not null)
@@ -370,6 +373,7 @@ public static partial class Quantize
     }
 
     // quantize_row_q3_K_impl: make_qx_quants per 16 with weights (importance or x²), make_qx_quants for the scales.
+    [SkipLocalsInit] // every element of the buffers is written before it is read
     private static void StartQ3KWeighted(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, KBlock b)
     {
         Span<sbyte> L = stackalloc sbyte[QK_K];
