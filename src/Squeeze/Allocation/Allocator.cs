@@ -661,6 +661,25 @@ public static class Allocator
             throw BelowSmallest(budget, smallest, model.ParameterCount);
     }
 
+    /// <summary>
+    /// Refuses, before any encoding, a budget for <paramref name="model"/>'s native directory below what its fixed files
+    /// take (<see cref="NativeCandidateSet.FixedBytes"/>: config.json, tokenizer files, the weights file's header and
+    /// fixed tensors), which no choice of levels fits.
+    /// </summary>
+    /// <exception cref="ArgumentException">The budget is below those bytes (the message names the model and gives both).</exception>
+    public static void CheckNativeBudget(Model model, long budget)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        long fixedBytes = NativeCandidateSet.FixedBytes(model);
+        if (budget < fixedBytes)
+        {
+            throw new ArgumentException(
+                $"{model.Source}: a budget of {budget:N0} bytes ({8.0 * budget / model.ParameterCount:0.###} bits per weight) is below what the native " +
+                $"directory's fixed files take, {fixedBytes:N0} bytes ({8.0 * fixedBytes / model.ParameterCount:0.###} bits per weight: config.json, " +
+                "the tokenizer files, the weights file's header and fixed tensors), before any 2-D tensor", nameof(budget));
+        }
+    }
+
     private static ArgumentException BelowSmallest(long budget, long smallest, long parameters) => new(
         $"a budget of {budget:N0} bytes ({8.0 * budget / parameters:0.###} bits per weight) is below the smallest file this model can take: " +
         $"{smallest:N0} bytes ({8.0 * smallest / parameters:0.###} bits per weight), every tensor in its smallest type", nameof(budget));

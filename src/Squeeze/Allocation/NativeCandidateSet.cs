@@ -111,12 +111,8 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
             }
             progress?.Report(new CandidateProgress("encoding", total, total, ""));
 
-            long side = SideFileBytes(model);
-            var names = tensors.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
-            // The weights file without the 2-D tensors: its header, fixed tensors and padding.
-            using var skeleton = new Model(model.Config, model.Vocabulary, [.. model.Tensors.Where(t => !names.Contains(t.Name))], model.Source, []);
-            long overhead = side + NativeModelWriter.WeightsFileLength(skeleton, new Dictionary<string, LinearWeight>()) + 8;
-            return new NativeCandidateSet(model, tensors, files, side, RoundUp(overhead));
+            var (side, overhead) = FixedFiles(model);
+            return new NativeCandidateSet(model, tensors, files, side, overhead);
         }
         catch
         {
@@ -167,6 +163,27 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
     public long CandidateFilesBytes => files.Sum(f => f.Buffer.Length);
 
     // Weights a matrix is stored as: one, or one per expert of a stack.
+    /// <summary>The bytes of <paramref name="model"/>'s native directory that no choice of levels changes, known before any
+    /// work: config.json, the tokenizer files, and the weights file's header, fixed tensors (norms) and padding with the 2-D
+    /// tensors absent, rounded up to the grain (<see cref="Overhead"/> of the set <see cref="Build"/> makes). A budget
+    /// below it fits no selection.</summary>
+    public static long FixedBytes(Model model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return FixedFiles(model).Overhead;
+    }
+
+    // The side files' bytes, and the overhead: side files, weights file without the 2-D tensors (header, fixed tensors,
+    // padding) and its 8-byte length, rounded up to the grain.
+    private static (long Side, long Overhead) FixedFiles(Model model)
+    {
+        long side = SideFileBytes(model);
+        var names = model.Tensors.Where(IsMatrix).Select(t => t.Name).Concat(model.Weights.Select(w => w.Name)).ToHashSet(StringComparer.Ordinal);
+        using var skeleton = new Model(model.Config, model.Vocabulary, [.. model.Tensors.Where(t => !names.Contains(t.Name))], model.Source, []);
+        long overhead = side + NativeModelWriter.WeightsFileLength(skeleton, new Dictionary<string, LinearWeight>()) + 8;
+        return (side, RoundUp(overhead));
+    }
+
     private static long Stored((string Name, long[] Shape) matrix) => matrix.Shape.Length == 3 ? matrix.Shape[0] : 1;
 
     private static bool IsMatrix(Tensor t) => t.Shape.Length == 2 || (t.Shape.Length == 3 && TensorNames.IsExperts(t.Name));

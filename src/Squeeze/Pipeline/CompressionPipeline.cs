@@ -97,7 +97,9 @@ public static class CompressionPipeline
         if (target.Native && job.Output is { } directory)
             HuggingFaceWriter.CheckDestination(directory);
         long budget = target.Bytes ?? Allocator.BudgetForBitsPerWeight(target.BitsPerWeight!.Value, model.ParameterCount);
-        if (!target.Native)
+        if (target.Native)
+            Allocator.CheckNativeBudget(model, budget);
+        else
             Allocator.CheckBudget(model, budget);
         var representations = target.Representations is { Count: > 0 } given ? given : NativeRepresentation.Defaults;
         var options = new AllocationOptions { Compression = EncodingOptions(job), Swaps = target.Swaps, Candidates = target.Candidates, Budget = budget };

@@ -83,7 +83,8 @@ public static partial class Quantize
     // screened out by bounds[j], the sub-block's error before the step: RefineLanes screens the survivors again with the
     // bound as it falls during the step, and one screened out here would be screened out by the lower bound too, or,
     // where that bound is below the screen's range, rejected by BestCodes (its error is not below the higher bound).
-    // (A candidate outside the format's ranges gets an estimate and a bit that RefineLanes does not use.)
+    // (A candidate outside the format's ranges gets an estimate and a bit that RefineLanes does not use.) wl is empty
+    // without importance (every weight 1).
     private static void SubBlockCandidateErrors(KFormat f, ReadOnlySpan<float> xl, ReadOnlySpan<float> wl, float d, float dmin, KBlock b,
         ReadOnlySpan<double> bounds, Span<float> estimates, Span<ulong> survivors)
     {
@@ -103,9 +104,10 @@ public static partial class Quantize
         var mBase = FactorLanes(f, b.M);
         ref float xs = ref MemoryMarshal.GetReference(xl);
         ref float ws = ref MemoryMarshal.GetReference(wl);
+        bool weighted = !wl.IsEmpty, minTerm = f.MMax != 0;
         float[] scOffsets = f.ScOffsetLanes, mOffsets = f.MOffsetLanes;
         int rows = scOffsets.Length / 16;
-        // Two rows at a time (the second repeats the last row when the count is odd): two independent running sums.
+        // Two rows at a time (an odd count's last row alone): two independent running sums.
         for (int row = 0; row < rows; row += 2)
         {
             int other = Math.Min(row + 1, rows - 1);
@@ -116,23 +118,39 @@ public static partial class Quantize
             var offset1 = vdmin * (mBase + Vector512.Create(mOffsets, 16 * other));
             var inv1 = Vector512.ConditionalSelect(Vector512.Equals(step1, Vector512<float>.Zero), Vector512<float>.Zero, Vector512<float>.One / step1);
             Vector512<float> e0 = Vector512<float>.Zero, e1 = Vector512<float>.Zero;
+            bool two = other != row;
             for (int i = 0; i < n; i++)
             {
                 var xv = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
-                var wv = Vector512.LoadUnsafe(ref ws, (nuint)(16 * i));
-                // BestCodes' clamped nearest code: rounding (t + magic) − magic is monotone and exact on the codes' range,
-                // so clamping its result equals clamping t first.
-                var q0 = Vector512.MinNative(hi, Vector512.MaxNative(lo, ((xv + offset0) * inv0 + magic) - magic));
-                var q1 = Vector512.MinNative(hi, Vector512.MaxNative(lo, ((xv + offset1) * inv1 + magic) - magic));
-                var diff0 = xv - (step0 * q0 - offset0);
-                var diff1 = xv - (step1 * q1 - offset1);
-                e0 += wv * (diff0 * diff0);
-                e1 += wv * (diff1 * diff1);
+                var sq0 = SquaredDifference(xv, step0, offset0, inv0, lo, hi, magic, minTerm);
+                var sq1 = two ? SquaredDifference(xv, step1, offset1, inv1, lo, hi, magic, minTerm) : Vector512<float>.Zero;
+                if (weighted)
+                {
+                    var wv = Vector512.LoadUnsafe(ref ws, (nuint)(16 * i));
+                    sq0 = wv * sq0;
+                    sq1 = wv * sq1;
+                }
+                e0 += sq0;
+                e1 += sq1;
             }
             Survivors(f, row, e0, thresholdLo, thresholdHi, estimates, survivors);
-            if (other != row)
+            if (two)
                 Survivors(f, other, e1, thresholdLo, thresholdHi, estimates, survivors);
         }
+    }
+
+    // (x − (step·q − offset))² in f32 with BestCodes' clamped nearest code q: rounding (t + magic) − magic is monotone and
+    // exact on the codes' range, so clamping its result equals clamping t first. Without a min term (minTerm false) the
+    // offsets are +0, and x + 0 and y − 0 are left out: they differ from x and y only for x = −0, whose quotient rounds to
+    // code 0 either way.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> SquaredDifference(Vector512<float> x, Vector512<float> step, Vector512<float> offset, Vector512<float> inv,
+        Vector512<float> lo, Vector512<float> hi, Vector512<float> magic, bool minTerm)
+    {
+        var q = Vector512.MinNative(hi, Vector512.MaxNative(lo, ((minTerm ? x + offset : x) * inv + magic) - magic));
+        var v = step * q;
+        var diff = x - (minTerm ? v - offset : v);
+        return diff * diff;
     }
 
     // Stores a row of SubBlockCandidateErrors' estimates and sets the bits of the candidates its screen keeps.
@@ -153,8 +171,6 @@ public static partial class Quantize
         }
     }
 
-    private static readonly float[] OneWeights = Enumerable.Repeat(1f, QK_K).ToArray();
-
     // True when an error whose f32 estimate is estimate is certainly not below bound (see above).
     private static bool ScreenedOut(float estimate, double bound) => estimate >= ScreenThreshold(bound);
 
@@ -165,6 +181,7 @@ public static partial class Quantize
     // BestCodes with its terms in lanes: the same codes, the same double terms, added one after another in value order.
     // BestCodes stops at the first partial sum that reaches the bound; the terms are non-negative, so the partial sums only
     // grow and one reaches the bound exactly when the whole sum does: +∞ then, as BestCodes returns.
+    [SkipLocalsInit] // the n terms are written before they are read
     private static double BestCodesLanes(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, float step, float offset, Span<int> codes, double bound)
     {
         int n = x.Length;
@@ -510,65 +527,116 @@ public static partial class Quantize
         }
     }
 
-    // MakeQ3Quants (with its refinement) for the 16 sub-blocks of 16 values of a super-block at once, sub-block j in lane
-    // j of the transposed values, each lane with its sub-block's f32 operations in the scalar order and NearestInt's own
-    // bit arithmetic. The scalar loop stops after a pass that changes nothing; such a pass leaves its state as it was, so
-    // every later pass would change nothing either, and the lanes run until no lane changes. Writes the codes to L and the
-    // scales to scales, as 16 calls of MakeQ3Quants would.
+    // MakeQ3Quants (with its refinement) for the 16 sub-blocks of 16 values of two super-blocks at once (x0 and x1; the
+    // same span twice for one), sub-block j of each in lane j of its transposed values, each lane with its sub-block's f32
+    // operations in the scalar order and NearestInt's own bit arithmetic. The refinement's passes are one chain of
+    // dependent operations per super-block; the two chains are interleaved so that each hides the other's latency. The
+    // scalar loop stops after a pass that changes nothing; such a pass leaves its state as it was, so every later pass
+    // would change nothing either, and the lanes run until no lane of either super-block changes. Writes the codes to L0
+    // and L1 and the scales to scales0 and scales1, as 16 calls of MakeQ3Quants per super-block would.
     [SkipLocalsInit] // every element of the buffers is written before it is read
-    private static void MakeQ3QuantsSubBlocks(int nmax, ReadOnlySpan<float> x, Span<sbyte> L, Span<float> scales)
+    private static void MakeQ3QuantsSubBlocks(int nmax, ReadOnlySpan<float> x0, ReadOnlySpan<float> x1, Span<sbyte> L0, Span<sbyte> L1,
+        Span<float> scales0, Span<float> scales1)
     {
-        Span<float> xt = stackalloc float[QK_K];
-        Span<float> codes = stackalloc float[QK_K];
-        Transpose(x, 16, xt);
-        ref float xs = ref MemoryMarshal.GetReference(xt);
-        ref float cs = ref MemoryMarshal.GetReference(codes);
+        Span<float> xt = stackalloc float[2 * QK_K];
+        Span<float> codes = stackalloc float[2 * QK_K];
+        Transpose(x0, 16, xt[..QK_K]);
+        Transpose(x1, 16, xt[QK_K..]);
+        ref float xs0 = ref MemoryMarshal.GetReference(xt);
+        ref float xs1 = ref Unsafe.Add(ref xs0, QK_K);
+        ref float cs0 = ref MemoryMarshal.GetReference(codes);
+        ref float cs1 = ref Unsafe.Add(ref cs0, QK_K);
         var lo = Vector512.Create(-nmax);
         var hi = Vector512.Create(nmax - 1);
-        var (amax, max) = SignedAbsMax16(ref xs);
-        var zero = Vector512.LessThan(amax, Vector512.Create(GroupMaxEps));
-        var iscale = Vector512.Create((float)-nmax) / max;
-        Vector512<float> sumlx = Vector512<float>.Zero, suml2 = Vector512<float>.Zero;
+        var (amax0, max0) = SignedAbsMax16(ref xs0);
+        var (amax1, max1) = SignedAbsMax16(ref xs1);
+        var iscale0 = Vector512.Create((float)-nmax) / max0;
+        var iscale1 = Vector512.Create((float)-nmax) / max1;
+        Vector512<float> sumlx0 = Vector512<float>.Zero, suml20 = Vector512<float>.Zero, sumlx1 = Vector512<float>.Zero, suml21 = Vector512<float>.Zero;
         for (int i = 0; i < 16; i++)
         {
-            var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
-            var l = Vector512.ConvertToSingle(Vector512.Max(lo, Vector512.Min(hi, NearestIntLanes(iscale * xi))));
-            l.StoreUnsafe(ref cs, (nuint)(16 * i));
-            var w = xi * xi;
-            sumlx += w * xi * l;
-            suml2 += w * l * l;
+            Q3FirstCodes(ref xs0, ref cs0, i, iscale0, lo, hi, ref sumlx0, ref suml20);
+            Q3FirstCodes(ref xs1, ref cs1, i, iscale1, lo, hi, ref sumlx1, ref suml21);
         }
         for (int itry = 0; itry < 5; itry++)
         {
             var changed = Vector512<float>.Zero;
             for (int i = 0; i < 16; i++)
             {
-                var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
-                var l = Vector512.LoadUnsafe(ref cs, (nuint)(16 * i));
-                var w = xi * xi;
-                var slx = sumlx - w * xi * l;
-                var sl2 = suml2 - w * l * l;
-                var newL = Vector512.ConvertToSingle(Vector512.Max(lo, Vector512.Min(hi, NearestIntLanes(xi * sl2 / slx))));
-                slx += w * xi * newL;
-                sl2 += w * newL * newL;
-                var accept = Vector512.GreaterThan(sumlx - w * xi * l, Vector512<float>.Zero) & ~Vector512.Equals(newL, l)
-                    & Vector512.GreaterThan(sl2, Vector512<float>.Zero) & Vector512.GreaterThan(slx * slx * suml2, sumlx * sumlx * sl2);
-                Vector512.ConditionalSelect(accept, newL, l).StoreUnsafe(ref cs, (nuint)(16 * i));
-                sumlx = Vector512.ConditionalSelect(accept, slx, sumlx);
-                suml2 = Vector512.ConditionalSelect(accept, sl2, suml2);
-                changed |= accept;
+                changed |= Q3Pass(ref xs0, ref cs0, i, lo, hi, ref sumlx0, ref suml20);
+                changed |= Q3Pass(ref xs1, ref cs1, i, lo, hi, ref sumlx1, ref suml21);
             }
             if (changed == Vector512<float>.Zero)
                 break;
         }
+        Q3Results(nmax, codes[..QK_K], amax0, sumlx0, suml20, L0, scales0);
+        Q3Results(nmax, codes[QK_K..], amax1, sumlx1, suml21, L1, scales1);
+    }
+
+    // MakeQ3Quants' first codes at value i of every sub-block and their sums.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q3FirstCodes(ref float xs, ref float cs, int i, Vector512<float> iscale, Vector512<int> lo, Vector512<int> hi,
+        ref Vector512<float> sumlx, ref Vector512<float> suml2)
+    {
+        var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
+        var l = Vector512.ConvertToSingle(Vector512.Max(lo, Vector512.Min(hi, NearestIntLanes(iscale * xi))));
+        l.StoreUnsafe(ref cs, (nuint)(16 * i));
+        var w = xi * xi;
+        sumlx += w * xi * l;
+        suml2 += w * l * l;
+    }
+
+    // One step of MakeQ3Quants' refinement pass at value i of every sub-block: the lanes whose code changes.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Q3Pass(ref float xs, ref float cs, int i, Vector512<int> lo, Vector512<int> hi,
+        ref Vector512<float> sumlx, ref Vector512<float> suml2)
+    {
+        var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
+        var l = Vector512.LoadUnsafe(ref cs, (nuint)(16 * i));
+        var w = xi * xi;
+        var slx = sumlx - w * xi * l;
+        var sl2 = suml2 - w * l * l;
+        var newL = Vector512.ConvertToSingle(Vector512.Max(lo, Vector512.Min(hi, NearestIntLanes(xi * sl2 / slx))));
+        var accept = Vector512.GreaterThan(slx, Vector512<float>.Zero) & ~Vector512.Equals(newL, l);
+        slx += w * xi * newL;
+        sl2 += w * newL * newL;
+        accept &= Vector512.GreaterThan(sl2, Vector512<float>.Zero) & Vector512.GreaterThan(slx * slx * suml2, sumlx * sumlx * sl2);
+        Vector512.ConditionalSelect(accept, newL, l).StoreUnsafe(ref cs, (nuint)(16 * i));
+        sumlx = Vector512.ConditionalSelect(accept, slx, sumlx);
+        suml2 = Vector512.ConditionalSelect(accept, sl2, suml2);
+        return accept;
+    }
+
+    // MakeQ3Quants' scales and codes (offset by nmax; all zero for a sub-block whose largest magnitude is below GroupMaxEps).
+    private static void Q3Results(int nmax, ReadOnlySpan<float> codes, Vector512<float> amax, Vector512<float> sumlx, Vector512<float> suml2,
+        Span<sbyte> L, Span<float> scales)
+    {
+        var zero = Vector512.LessThan(amax, Vector512.Create(GroupMaxEps));
         var scale = Vector512.ConditionalSelect(Vector512.GreaterThan(suml2, Vector512<float>.Zero), sumlx / suml2, Vector512<float>.Zero);
         Vector512.ConditionalSelect(zero, Vector512<float>.Zero, scale).CopyTo(scales);
-        uint empty = (uint)zero.ExtractMostSignificantBits();
-        for (int j = 0; j < 16; j++)
+        SubBlockCodes(nmax, codes, (uint)zero.ExtractMostSignificantBits(), L);
+    }
+
+    // The searches' codes on transposed sub-blocks (value i of sub-block j at 16 i + j; whole numbers from −nmax) as
+    // L[16 j + i] = code + nmax, 0 in every sub-block whose bit of empty is set.
+    [SkipLocalsInit] // every element of the buffer is written before it is read
+    private static void SubBlockCodes(int nmax, ReadOnlySpan<float> codes, uint empty, Span<sbyte> L)
+    {
+        Span<float> ordered = stackalloc float[QK_K];
+        Transpose(codes, 16, ordered);
+        // Codes plus nmax from 0 to 2·nmax − 1 ≤ 63: narrowing keeps them.
+        var vnmax = Vector512.Create((float)nmax);
+        for (int k = 0; k < QK_K; k += 64)
         {
-            for (int i = 0; i < 16; i++)
-                L[16 * j + i] = (empty >> j & 1) != 0 ? (sbyte)0 : (sbyte)(codes[16 * i + j] + nmax);
+            var low = Vector512.Narrow(Offset(ordered, k, vnmax), Offset(ordered, k + 16, vnmax));
+            var high = Vector512.Narrow(Offset(ordered, k + 32, vnmax), Offset(ordered, k + 48, vnmax));
+            Vector512.Narrow(low, high).CopyTo(L.Slice(k, 64));
         }
+        for (; empty != 0; empty &= empty - 1)
+            L.Slice(16 * BitOperations.TrailingZeroCount(empty), 16).Clear();
+
+        static Vector512<int> Offset(ReadOnlySpan<float> codes, int k, Vector512<float> nmax)
+            => Vector512.ConvertToInt32(Vector512.Create(codes.Slice(k, 16)) + nmax);
     }
 
     // NearestInt per lane, with its bit arithmetic: the low 23 bits of value + 1.5·2²³, less 2²².
@@ -577,16 +645,17 @@ public static partial class Quantize
 
     // MakeQxQuants (rmseType 1) for the 16 sub-blocks of 16 values of a super-block at once, sub-block j in lane j of the
     // transposed values, each lane with its sub-block's f32 operations in the scalar order: the first value of largest
-    // magnitude, the codes and sums of the first scale, then the 18 trial scales accepted in step order. weights: one per
-    // value, or empty for x². The codes go to L and the scales to scales, as 16 calls of MakeQxQuants would write them.
+    // magnitude, the sums of the first scale, then the 18 trial scales accepted in step order. weights: one per value, or
+    // empty for x². The codes go to L and the scales to scales, as 16 calls of MakeQxQuants would write them. The trials'
+    // sums do not depend on one another, so they are summed two at a time (two independent chains of additions) and only
+    // the acceptances run in step order; each lane keeps the inverse scale it accepted last, and its codes are computed
+    // once at the end (the same operations on the same values give the codes the accepted trial had).
     // (Rounding by (t + magic) − magic equals NearestInt here: |t| ≤ nmax + 1 wherever the sub-block is not all but zero.)
     [SkipLocalsInit] // every element of the buffers is written before it is read
     private static void MakeQxQuantsSubBlocks(int nmax, ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<sbyte> L, Span<float> scales)
     {
         Span<float> xt = stackalloc float[QK_K];
         Span<float> wt = stackalloc float[QK_K];
-        Span<float> codes = stackalloc float[QK_K];
-        Span<float> trial = stackalloc float[QK_K];
         Transpose(x, 16, xt);
         if (weights.IsEmpty)
         {
@@ -601,63 +670,117 @@ public static partial class Quantize
         ref float ws = ref MemoryMarshal.GetReference(wt);
         var (amax, max) = SignedAbsMax16(ref xs);
         var zero = Vector512.LessThan(amax, Vector512.Create(GroupMaxEps));
-        var (sumlx, suml2) = QxSums(ref xs, ref ws, nmax, Vector512.Create((float)-nmax) / max, codes);
+        var iscale = Vector512.Create((float)-nmax) / max;
+        QxSums(ref xs, ref ws, nmax, iscale, iscale, out var sumlx, out var suml2, out _, out _);
         var scale = Vector512.ConditionalSelect(Vector512.Equals(suml2, Vector512<float>.Zero), Vector512<float>.Zero, sumlx / suml2);
         var best = scale * sumlx;
-        for (int step = -9; step <= 9; step++)
+        // Steps −9 … −1, 1 … 9 in pairs: (−9, −8), …, (−1, 1), …, (8, 9).
+        for (int pair = 0; pair < 9; pair++)
         {
-            if (step == 0)
-                continue;
-            var (slx, sl2) = QxSums(ref xs, ref ws, nmax, Vector512.Create(-(nmax + 0.1f * step)) / max, trial);
-            var accept = Vector512.GreaterThan(sl2, Vector512<float>.Zero) & Vector512.GreaterThan(slx * slx, best * sl2);
-            if (accept == Vector512<float>.Zero)
-                continue;
-            for (int k = 0; k < QK_K; k += 16)
-                Vector512.ConditionalSelect(accept, Vector512.Create((ReadOnlySpan<float>)trial.Slice(k, 16)), Vector512.Create((ReadOnlySpan<float>)codes.Slice(k, 16))).CopyTo(codes.Slice(k, 16));
-            scale = Vector512.ConditionalSelect(accept, slx / sl2, scale);
-            best = Vector512.ConditionalSelect(accept, scale * slx, best);
+            int stepA = pair < 4 ? 2 * pair - 9 : pair == 4 ? -1 : 2 * pair - 8;
+            int stepB = pair < 4 ? stepA + 1 : pair == 4 ? 1 : stepA + 1;
+            var iscaleA = Vector512.Create(-(nmax + 0.1f * stepA)) / max;
+            var iscaleB = Vector512.Create(-(nmax + 0.1f * stepB)) / max;
+            QxSums(ref xs, ref ws, nmax, iscaleA, iscaleB, out var slxA, out var sl2A, out var slxB, out var sl2B);
+            var acceptA = Vector512.GreaterThan(sl2A, Vector512<float>.Zero) & Vector512.GreaterThan(slxA * slxA, best * sl2A);
+            iscale = Vector512.ConditionalSelect(acceptA, iscaleA, iscale);
+            scale = Vector512.ConditionalSelect(acceptA, slxA / sl2A, scale);
+            best = Vector512.ConditionalSelect(acceptA, scale * slxA, best);
+            var acceptB = Vector512.GreaterThan(sl2B, Vector512<float>.Zero) & Vector512.GreaterThan(slxB * slxB, best * sl2B);
+            iscale = Vector512.ConditionalSelect(acceptB, iscaleB, iscale);
+            scale = Vector512.ConditionalSelect(acceptB, slxB / sl2B, scale);
+            best = Vector512.ConditionalSelect(acceptB, scale * slxB, best);
         }
         Vector512.ConditionalSelect(zero, Vector512<float>.Zero, scale).CopyTo(scales);
         uint empty = (uint)zero.ExtractMostSignificantBits();
-        for (int j = 0; j < 16; j++)
-        {
-            for (int i = 0; i < 16; i++)
-                L[16 * j + i] = (empty >> j & 1) != 0 ? (sbyte)0 : (sbyte)(codes[16 * i + j] + nmax);
-        }
+        Span<float> codes = stackalloc float[QK_K];
+        var magic = Vector512.Create(12582912f);
+        var lo = Vector512.Create((float)-nmax);
+        var hi = Vector512.Create((float)(nmax - 1));
+        for (int i = 0; i < 16; i++)
+            QxCode(Vector512.LoadUnsafe(ref xs, (nuint)(16 * i)), iscale, lo, hi, magic).CopyTo(codes.Slice(16 * i, 16));
+        SubBlockCodes(nmax, codes, empty, L);
     }
 
-    // MakeQxQuants' sums for one scale per lane on transposed sub-blocks: l = clamp(NearestInt(iscale·x), −nmax, nmax − 1)
-    // written to codes, Σ (w·x)·l and Σ (w·l)·l in value order.
-    private static (Vector512<float> SumLx, Vector512<float> SumL2) QxSums(ref float xs, ref float ws, int nmax, Vector512<float> iscale, Span<float> codes)
+    // MakeQxQuants' code for one scale per lane: clamp(NearestInt(iscale·x), −nmax, nmax − 1).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> QxCode(Vector512<float> x, Vector512<float> iscale, Vector512<float> lo, Vector512<float> hi, Vector512<float> magic)
+        => Vector512.MinNative(hi, Vector512.MaxNative(lo, (iscale * x + magic) - magic));
+
+    // MakeQxQuants' sums for two scales per lane (a and b) on transposed sub-blocks, with l the code of QxCode: Σ (w·x)·l
+    // and Σ (w·l)·l of each in value order.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void QxSums(ref float xs, ref float ws, int nmax, Vector512<float> iscaleA, Vector512<float> iscaleB,
+        out Vector512<float> sumLxA, out Vector512<float> sumL2A, out Vector512<float> sumLxB, out Vector512<float> sumL2B)
     {
         var magic = Vector512.Create(12582912f);
         var lo = Vector512.Create((float)-nmax);
         var hi = Vector512.Create((float)(nmax - 1));
-        ref float cs = ref MemoryMarshal.GetReference(codes);
-        Vector512<float> slx = Vector512<float>.Zero, sl2 = Vector512<float>.Zero;
+        Vector512<float> slxA = Vector512<float>.Zero, sl2A = Vector512<float>.Zero, slxB = Vector512<float>.Zero, sl2B = Vector512<float>.Zero;
         for (int i = 0; i < 16; i++)
         {
             var xi = Vector512.LoadUnsafe(ref xs, (nuint)(16 * i));
             var wi = Vector512.LoadUnsafe(ref ws, (nuint)(16 * i));
-            var l = Vector512.MinNative(hi, Vector512.MaxNative(lo, (iscale * xi + magic) - magic));
-            l.StoreUnsafe(ref cs, (nuint)(16 * i));
-            slx += wi * xi * l;
-            sl2 += wi * l * l;
+            var wx = wi * xi;
+            var lA = QxCode(xi, iscaleA, lo, hi, magic);
+            var lB = QxCode(xi, iscaleB, lo, hi, magic);
+            slxA += wx * lA;
+            sl2A += wi * lA * lA;
+            slxB += wx * lB;
+            sl2B += wi * lB * lB;
         }
-        return (slx, sl2);
+        sumLxA = slxA;
+        sumL2A = sl2A;
+        sumLxB = slxB;
+        sumL2B = sl2B;
     }
 
     /// <summary>RefineLanes' buffers: the super-block transposed (value i of sub-block j at [i * sub-blocks + j]), the
-    /// sub-block screen's lanes (value i of every sub-block at [16 i …], twice over for 8 sub-blocks), and the super-block
-    /// candidates' exact errors.</summary>
+    /// sub-block screen's lanes (value i of every sub-block at [16 i …], twice over for 8 sub-blocks), the block's codes
+    /// transposed and its sub-block errors (and a start's, while it is compared), and the super-block candidates' exact
+    /// errors.</summary>
     private sealed class RefineBuffers
     {
         public readonly float[] X = new float[QK_K];
         public readonly float[] W = new float[QK_K];
         public readonly float[] XLanes = new float[2 * QK_K];
         public readonly float[] WLanes = new float[2 * QK_K];
-        public readonly float[] Q = new float[QK_K];
+        public float[] Q = new float[QK_K];
+        public double[] SubErrors = new double[16];
+        public float[] StartQ = new float[QK_K];
+        public double[] StartSubErrors = new double[16];
         public readonly double[] CandidateErrors = new double[16 * (2 * RefineUlpRadius + 2)];
+
+        /// <summary>True when Q and SubErrors hold the block to refine (BlockErrorLanes of the start kept).</summary>
+        public bool HoldsBest;
+
+        /// <summary>Transposes a super-block's values and, when given, its weights into X and W.</summary>
+        public void Load(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w)
+        {
+            Transpose(x, f.SubBlocks, X);
+            if (!w.IsEmpty)
+                Transpose(w, f.SubBlocks, W);
+            HoldsBest = false;
+        }
+
+        /// <summary>The start of the last BlockErrorLanes is kept: its codes and errors become Q and SubErrors.</summary>
+        public void KeepStart()
+        {
+            (Q, StartQ) = (StartQ, Q);
+            (SubErrors, StartSubErrors) = (StartSubErrors, SubErrors);
+            HoldsBest = true;
+        }
+    }
+
+    // BlockError's result for a block on the super-block that buffers hold (Load): each sub-block's error in its own lane
+    // in SubBlockError's order and terms (LaneErrors), then their sum in sub-block order. The transposed codes and the
+    // errors stay in StartQ and StartSubErrors (KeepStart).
+    private static double BlockErrorLanes(KFormat f, ReadOnlySpan<float> w, KBlock b, RefineBuffers buffers)
+    {
+        TransposeCodes(b.Q, f.SubBlocks, buffers.StartQ);
+        LaneErrors(f, buffers.X, w.IsEmpty ? default : buffers.W, Vector512.Create(F16ToF32(b.D)) * FactorLanes(f, b.Sc),
+            Vector512.Create(F16ToF32(b.DMin)) * FactorLanes(f, b.M), buffers.StartQ, chooseCodes: false, buffers.StartSubErrors);
+        return Sum(buffers.StartSubErrors.AsSpan(0, f.SubBlocks));
     }
 
     // Refine's vector form, with the same decisions. Sub-block scales (step 1) are screened in f32 lanes as described
@@ -665,31 +788,34 @@ public static partial class Quantize
     // others evaluated exactly in lanes: the super-block is transposed so that 16 lanes hold one position of 16 sub-blocks
     // (or two consecutive positions of 8), and each sub-block's error is summed in double in its own lane, in BestCodes'
     // order with BestCodes' terms; AllBestCodes' early exits are then replayed on those sums (the terms are non-negative,
-    // so a partial sum reaches a bound exactly when the whole sum does).
+    // so a partial sum reaches a bound exactly when the whole sum does). buffers hold the super-block (Load), and the
+    // block's transposed codes and sub-block errors when HoldsBest.
     private static double RefineLanes(KFormat f, ReadOnlySpan<float> x, ReadOnlySpan<float> w, KBlock b, RefineBuffers buffers)
     {
         int n = f.SubSize, subBlocks = f.SubBlocks;
         Span<float> xt = buffers.X, qt = buffers.Q;
         Span<float> wt = w.IsEmpty ? default : buffers.W;
-        Transpose(x, subBlocks, xt);
-        if (!w.IsEmpty)
-            Transpose(w, subBlocks, wt);
-        TransposeCodes(b.Q, subBlocks, qt);
-        // Without importance every weight is 1, and 1·y is y.
         ReadOnlySpan<float> xl = ScreenLanes(xt, subBlocks, buffers.XLanes);
-        ReadOnlySpan<float> wl = ScreenLanes(w.IsEmpty ? OneWeights : wt, subBlocks, buffers.WLanes);
+        ReadOnlySpan<float> wl = w.IsEmpty ? default : ScreenLanes(wt, subBlocks, buffers.WLanes);
         Span<int> codes = stackalloc int[32];
-        Span<double> subError = stackalloc double[16];
+        Span<double> subError = buffers.SubErrors;
         Span<ushort> candidates = stackalloc ushort[2 * RefineUlpRadius + 2];
         Span<float> estimates = stackalloc float[f.ScOffsetLanes.Length];
         Span<ulong> survivors = stackalloc ulong[16];
         Span<double> exact = buffers.CandidateErrors;
         float d = F16ToF32(b.D), dmin = F16ToF32(b.DMin);
-        LaneErrors(f, xt, wt, Vector512.Create(d) * FactorLanes(f, b.Sc), Vector512.Create(dmin) * FactorLanes(f, b.M), qt, chooseCodes: false, subError);
+        if (!buffers.HoldsBest)
+        {
+            TransposeCodes(b.Q, subBlocks, qt);
+            LaneErrors(f, xt, wt, Vector512.Create(d) * FactorLanes(f, b.Sc), Vector512.Create(dmin) * FactorLanes(f, b.M), qt, chooseCodes: false, subError);
+        }
         double total = Sum(subError[..subBlocks]);
         // True while subError holds the errors as the re-derivation below computes them for the current state (its
-        // computation again would give the same numbers).
+        // computation again would give the same numbers). Without importance BestCodes' terms, 1·(diff²), and
+        // SubBlockError's, (1·diff)·diff, are the same numbers, added in the same order: the errors that accepted
+        // candidates bring are the re-derived ones.
         bool derived = true;
+        bool termsAgree = w.IsEmpty;
         for (int iteration = 0; iteration < RefineIterations; iteration++)
         {
             bool improved = false;
@@ -720,7 +846,7 @@ public static partial class Quantize
                         for (int i = 0; i < n; i++)
                             qt[i * subBlocks + j] = codes[i];
                         improved = true;
-                        derived = false;
+                        derived = termsAgree;
                     }
                 }
             }
@@ -768,13 +894,9 @@ public static partial class Quantize
                 {
                     // The accepted candidate's codes (AllBestCodes' for it), then the per-sub-block errors as Refine re-derives them.
                     LaneErrors(f, xt, wt, stepLanes, offsetLanes, qt, chooseCodes: true, subError);
-                    for (int j = 0; j < subBlocks; j++)
-                    {
-                        for (int i = 0; i < n; i++)
-                            b.Q[j * n + i] = (int)qt[i * subBlocks + j];
-                    }
+                    UntransposeCodes(qt, subBlocks, b.Q);
                 }
-                if (accepted || !derived)
+                if (accepted && !termsAgree || !derived)
                     LaneErrors(f, xt, wt, stepLanes, offsetLanes, qt, chooseCodes: false, subError);
                 derived = true;
                 total = Sum(subError[..subBlocks]);
@@ -787,38 +909,36 @@ public static partial class Quantize
 
     // The f32 estimate of a super-block's error for the lanes' steps and offsets (RefineLanes' layout), with BestCodes'
     // codes and terms, summed in f32 (each of 64 running sums adds 4 terms) and then in double: within 2⁻²⁰ of the exact
-    // error, relatively, as the sub-block screen above.
+    // error, relatively, as the sub-block screen above. wt is empty without importance (every weight 1, and 1·y is y).
     private static double SuperBlockEstimate(KFormat f, ReadOnlySpan<float> xt, ReadOnlySpan<float> wt, Vector512<float> step, Vector512<float> offset)
     {
         var magic = Vector512.Create(12582912f);
         var hi = Vector512.Create((float)f.QMax);
         var lo = Vector512.Create((float)f.QMin);
         var inv = Vector512.ConditionalSelect(Vector512.Equals(step, Vector512<float>.Zero), Vector512<float>.Zero, Vector512<float>.One / step);
+        bool weighted = !wt.IsEmpty, minTerm = f.MMax != 0;
         ref float xs = ref MemoryMarshal.GetReference(xt);
-        // Without importance every weight is 1, and 1·y is y.
-        ref float ws = ref wt.IsEmpty ? ref MemoryMarshal.GetArrayDataReference(OneWeights) : ref MemoryMarshal.GetReference(wt);
+        ref float ws = ref MemoryMarshal.GetReference(wt);
         // Four running sums (an estimate's bound holds for any order of its additions).
         Vector512<float> e0 = Vector512<float>.Zero, e1 = Vector512<float>.Zero, e2 = Vector512<float>.Zero, e3 = Vector512<float>.Zero;
         for (int k = 0; k < QK_K; k += 64)
         {
-            e0 += Term(ref xs, ref ws, k, step, offset, inv, lo, hi, magic);
-            e1 += Term(ref xs, ref ws, k + 16, step, offset, inv, lo, hi, magic);
-            e2 += Term(ref xs, ref ws, k + 32, step, offset, inv, lo, hi, magic);
-            e3 += Term(ref xs, ref ws, k + 48, step, offset, inv, lo, hi, magic);
+            e0 += Term(ref xs, ref ws, k, step, offset, inv, lo, hi, magic, weighted, minTerm);
+            e1 += Term(ref xs, ref ws, k + 16, step, offset, inv, lo, hi, magic, weighted, minTerm);
+            e2 += Term(ref xs, ref ws, k + 32, step, offset, inv, lo, hi, magic, weighted, minTerm);
+            e3 += Term(ref xs, ref ws, k + 48, step, offset, inv, lo, hi, magic, weighted, minTerm);
         }
         var (aLo, aHi) = Vector512.Widen(e0 + e1);
         var (bLo, bHi) = Vector512.Widen(e2 + e3);
         return Vector512.Sum(aLo + aHi + bLo + bHi);
 
-        // w·(x − (step·q − offset))² in f32 with BestCodes' clamped nearest code q (rounding by (t + magic) − magic is
-        // monotone and exact on the codes' range, so clamping its result equals clamping t first).
+        // w·(x − (step·q − offset))² in f32 with BestCodes' clamped nearest code q.
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         static Vector512<float> Term(ref float xs, ref float ws, int k, Vector512<float> step, Vector512<float> offset, Vector512<float> inv,
-            Vector512<float> lo, Vector512<float> hi, Vector512<float> magic)
+            Vector512<float> lo, Vector512<float> hi, Vector512<float> magic, bool weighted, bool minTerm)
         {
-            var xv = Vector512.LoadUnsafe(ref xs, (nuint)k);
-            var q = Vector512.MinNative(hi, Vector512.MaxNative(lo, ((xv + offset) * inv + magic) - magic));
-            var diff = xv - (step * q - offset);
-            return Vector512.LoadUnsafe(ref ws, (nuint)k) * (diff * diff);
+            var sq = SquaredDifference(Vector512.LoadUnsafe(ref xs, (nuint)k), step, offset, inv, lo, hi, magic, minTerm);
+            return weighted ? Vector512.LoadUnsafe(ref ws, (nuint)k) * sq : sq;
         }
     }
 
@@ -911,12 +1031,103 @@ public static partial class Quantize
 
     // transposed[i * subBlocks + j] = values[j * n + i] for a super-block.
     private static void Transpose(ReadOnlySpan<float> values, int subBlocks, Span<float> transposed)
+        => Transpose32(ref Unsafe.As<float, uint>(ref MemoryMarshal.GetReference(values[..QK_K])), subBlocks,
+            ref Unsafe.As<float, uint>(ref MemoryMarshal.GetReference(transposed[..QK_K])));
+
+    // destination[i * rows + j] = source[j * (256 / rows) + i] for 256 values of 32 bits (rows 8, 16 or 32; both spans
+    // checked by the callers' slices). 16 × 16 in lanes: four rounds, each swapping the off-diagonal s × s blocks of every
+    // 2s × 2s block (s = 8, 4, 2, 1), exchange element (r, c) with (r + s, c − s) wherever bit s of c is set and of r is not.
+    private static void Transpose32(ref uint source, int rows, ref uint destination)
     {
-        int n = QK_K / subBlocks;
-        for (int j = 0; j < subBlocks; j++)
+        if (rows == 16)
         {
-            for (int i = 0; i < n; i++)
-                transposed[i * subBlocks + j] = values[j * n + i];
+            var m0 = Vector512.LoadUnsafe(ref source, 0);
+            var m1 = Vector512.LoadUnsafe(ref source, 16);
+            var m2 = Vector512.LoadUnsafe(ref source, 32);
+            var m3 = Vector512.LoadUnsafe(ref source, 48);
+            var m4 = Vector512.LoadUnsafe(ref source, 64);
+            var m5 = Vector512.LoadUnsafe(ref source, 80);
+            var m6 = Vector512.LoadUnsafe(ref source, 96);
+            var m7 = Vector512.LoadUnsafe(ref source, 112);
+            var m8 = Vector512.LoadUnsafe(ref source, 128);
+            var m9 = Vector512.LoadUnsafe(ref source, 144);
+            var m10 = Vector512.LoadUnsafe(ref source, 160);
+            var m11 = Vector512.LoadUnsafe(ref source, 176);
+            var m12 = Vector512.LoadUnsafe(ref source, 192);
+            var m13 = Vector512.LoadUnsafe(ref source, 208);
+            var m14 = Vector512.LoadUnsafe(ref source, 224);
+            var m15 = Vector512.LoadUnsafe(ref source, 240);
+            var lane = Vector512.Create(0u, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            var p8 = lane ^ Vector512.Create(8u);
+            var h8 = Vector512.Equals(lane & Vector512.Create(8u), Vector512.Create(8u));
+            (m0, m8) = SwapBlocks(m0, m8, p8, h8);
+            (m1, m9) = SwapBlocks(m1, m9, p8, h8);
+            (m2, m10) = SwapBlocks(m2, m10, p8, h8);
+            (m3, m11) = SwapBlocks(m3, m11, p8, h8);
+            (m4, m12) = SwapBlocks(m4, m12, p8, h8);
+            (m5, m13) = SwapBlocks(m5, m13, p8, h8);
+            (m6, m14) = SwapBlocks(m6, m14, p8, h8);
+            (m7, m15) = SwapBlocks(m7, m15, p8, h8);
+            var p4 = lane ^ Vector512.Create(4u);
+            var h4 = Vector512.Equals(lane & Vector512.Create(4u), Vector512.Create(4u));
+            (m0, m4) = SwapBlocks(m0, m4, p4, h4);
+            (m1, m5) = SwapBlocks(m1, m5, p4, h4);
+            (m2, m6) = SwapBlocks(m2, m6, p4, h4);
+            (m3, m7) = SwapBlocks(m3, m7, p4, h4);
+            (m8, m12) = SwapBlocks(m8, m12, p4, h4);
+            (m9, m13) = SwapBlocks(m9, m13, p4, h4);
+            (m10, m14) = SwapBlocks(m10, m14, p4, h4);
+            (m11, m15) = SwapBlocks(m11, m15, p4, h4);
+            var p2 = lane ^ Vector512.Create(2u);
+            var h2 = Vector512.Equals(lane & Vector512.Create(2u), Vector512.Create(2u));
+            (m0, m2) = SwapBlocks(m0, m2, p2, h2);
+            (m1, m3) = SwapBlocks(m1, m3, p2, h2);
+            (m4, m6) = SwapBlocks(m4, m6, p2, h2);
+            (m5, m7) = SwapBlocks(m5, m7, p2, h2);
+            (m8, m10) = SwapBlocks(m8, m10, p2, h2);
+            (m9, m11) = SwapBlocks(m9, m11, p2, h2);
+            (m12, m14) = SwapBlocks(m12, m14, p2, h2);
+            (m13, m15) = SwapBlocks(m13, m15, p2, h2);
+            var p1 = lane ^ Vector512.Create(1u);
+            var h1 = Vector512.Equals(lane & Vector512.Create(1u), Vector512.Create(1u));
+            (m0, m1) = SwapBlocks(m0, m1, p1, h1);
+            (m2, m3) = SwapBlocks(m2, m3, p1, h1);
+            (m4, m5) = SwapBlocks(m4, m5, p1, h1);
+            (m6, m7) = SwapBlocks(m6, m7, p1, h1);
+            (m8, m9) = SwapBlocks(m8, m9, p1, h1);
+            (m10, m11) = SwapBlocks(m10, m11, p1, h1);
+            (m12, m13) = SwapBlocks(m12, m13, p1, h1);
+            (m14, m15) = SwapBlocks(m14, m15, p1, h1);
+            m0.StoreUnsafe(ref destination, 0);
+            m1.StoreUnsafe(ref destination, 16);
+            m2.StoreUnsafe(ref destination, 32);
+            m3.StoreUnsafe(ref destination, 48);
+            m4.StoreUnsafe(ref destination, 64);
+            m5.StoreUnsafe(ref destination, 80);
+            m6.StoreUnsafe(ref destination, 96);
+            m7.StoreUnsafe(ref destination, 112);
+            m8.StoreUnsafe(ref destination, 128);
+            m9.StoreUnsafe(ref destination, 144);
+            m10.StoreUnsafe(ref destination, 160);
+            m11.StoreUnsafe(ref destination, 176);
+            m12.StoreUnsafe(ref destination, 192);
+            m13.StoreUnsafe(ref destination, 208);
+            m14.StoreUnsafe(ref destination, 224);
+            m15.StoreUnsafe(ref destination, 240);
+            return;
+        }
+        int columns = QK_K / rows;
+        for (int j = 0; j < rows; j++)
+        {
+            ref uint row = ref Unsafe.Add(ref source, j * columns);
+            ref uint column = ref Unsafe.Add(ref destination, j);
+            for (int i = 0; i < columns; i += 4)
+            {
+                Unsafe.Add(ref column, i * rows) = Unsafe.Add(ref row, i);
+                Unsafe.Add(ref column, (i + 1) * rows) = Unsafe.Add(ref row, i + 1);
+                Unsafe.Add(ref column, (i + 2) * rows) = Unsafe.Add(ref row, i + 2);
+                Unsafe.Add(ref column, (i + 3) * rows) = Unsafe.Add(ref row, i + 3);
+            }
         }
     }
 
@@ -928,14 +1139,30 @@ public static partial class Quantize
         return Vector512.ConvertToSingle(Vector512.Create(low, high));
     }
 
+    // transposed[i * subBlocks + j] = codes[j * n + i] as f32 for a super-block's codes (converted in lanes, then moved).
+    [SkipLocalsInit] // every element of the buffer is written before it is read
     private static void TransposeCodes(int[] codes, int subBlocks, Span<float> transposed)
     {
-        int n = QK_K / subBlocks;
-        for (int j = 0; j < subBlocks; j++)
-        {
-            for (int i = 0; i < n; i++)
-                transposed[i * subBlocks + j] = codes[j * n + i];
-        }
+        Span<float> converted = stackalloc float[QK_K];
+        for (int k = 0; k < QK_K; k += 16)
+            Vector512.ConvertToSingle(Vector512.Create(codes.AsSpan(k, 16))).CopyTo(converted.Slice(k, 16));
+        Transpose(converted, subBlocks, transposed);
+    }
+
+    // Rows a and b of Transpose32's round: a takes b's lanes that are partner of its lanes in high, b takes a's elsewhere.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector512<uint> A, Vector512<uint> B) SwapBlocks(Vector512<uint> a, Vector512<uint> b, Vector512<uint> partner, Vector512<uint> high)
+        => (Vector512.ConditionalSelect(high, Vector512.Shuffle(b, partner), a), Vector512.ConditionalSelect(high, b, Vector512.Shuffle(a, partner)));
+
+    // TransposeCodes' inverse: codes[j * n + i] = transposed[i * subBlocks + j] (whole numbers) as integers.
+    [SkipLocalsInit] // every element of the buffer is written before it is read
+    private static void UntransposeCodes(ReadOnlySpan<float> transposed, int subBlocks, int[] codes)
+    {
+        Span<int> converted = stackalloc int[QK_K];
+        for (int k = 0; k < QK_K; k += 16)
+            Vector512.ConvertToInt32(Vector512.Create(transposed.Slice(k, 16))).CopyTo(converted.Slice(k, 16));
+        Transpose32(ref Unsafe.As<int, uint>(ref MemoryMarshal.GetReference(converted)), QK_K / subBlocks,
+            ref Unsafe.As<int, uint>(ref MemoryMarshal.GetArrayDataReference(codes)));
     }
 
     // errors[j] = Σᵢ wᵢ (xᵢ − (step_j·qᵢ − offset_j))² of each sub-block j in double, summed in the scalar order, on a
@@ -948,7 +1175,7 @@ public static partial class Quantize
         var hi = Vector512.Create((float)f.QMax);
         var lo = Vector512.Create((float)f.QMin);
         var inv = Vector512.ConditionalSelect(Vector512.Equals(step, Vector512<float>.Zero), Vector512<float>.Zero, Vector512<float>.One / step);
-        bool weighted = !wt.IsEmpty;
+        bool weighted = !wt.IsEmpty, minTerm = f.MMax != 0;
         bool paired = f.SubBlocks == 8;
         Vector512<double> e0 = Vector512<double>.Zero, e1 = Vector512<double>.Zero;
         for (int k = 0; k < QK_K; k += 16)
@@ -957,7 +1184,8 @@ public static partial class Quantize
             Vector512<float> q;
             if (chooseCodes)
             {
-                var t = (xv + offset) * inv;
+                // Without a min term the offsets are +0 (see SquaredDifference).
+                var t = (minTerm ? xv + offset : xv) * inv;
                 q = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(t, hi), hi,
                     Vector512.ConditionalSelect(Vector512.LessThanOrEqual(t, lo), lo, (t + magic) - magic));
                 if (!codes.IsEmpty)
@@ -967,7 +1195,7 @@ public static partial class Quantize
             {
                 q = Vector512.Create((ReadOnlySpan<float>)codes.Slice(k, 16));
             }
-            var v = step * q - offset;
+            var v = minTerm ? step * q - offset : step * q;
             var (xLo, xHi) = Vector512.Widen(xv);
             var (vLo, vHi) = Vector512.Widen(v);
             var diffLo = xLo - vLo;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Squeeze.Tensors.Blocks;
 using static Squeeze.Tensors.HalfConversions;
@@ -83,10 +84,15 @@ public static partial class Quantize
     // Two starts computed together (their vector form): the blocks starts[0] and starts[1] would write.
     private delegate void KStartPair(ReadOnlySpan<float> x, KBlock first, KBlock second);
 
+    // The first start for two consecutive super-blocks (x: both) computed together (its vector form): the blocks starts[0]
+    // would write for each.
+    private delegate void KStartTwoBlocks(ReadOnlySpan<float> x, KBlock first, KBlock second);
+
     // For each super-block: every starting point (llama.cpp's algorithms) is refined, the lowest error wins. pair, when
-    // given, computes both starts at once where the vectors are used.
+    // given, computes both starts at once where the vectors are used; firstTwoBlocks, when given, computes the first start
+    // of two super-blocks at once there (at an even block, keeping the next block's for the next step).
     private static void KQuantRow(KFormat format, ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, int blockBytes,
-        KStart[] starts, KPack pack, ScaleSearch search, KStartPair? pair = null)
+        KStart[] starts, KPack pack, ScaleSearch search, KStartPair? pair = null, KStartTwoBlocks? firstTwoBlocks = null)
     {
         bool refine = search == ScaleSearch.Refined;
         if (!refine)
@@ -96,21 +102,25 @@ public static partial class Quantize
         var second = pair is not null && starts.Length == 2 && UseVectors ? new KBlock() : null;
         var scratch = refine && !UseVectors ? new KBlock() : null;
         var lanes = refine && UseVectors ? new RefineBuffers() : null;
+        var ahead = firstTwoBlocks is not null && UseVectors ? new KBlock() : null;
         int nb = x.Length / QK_K;
         for (int i = 0; i < nb; i++)
         {
             ReadOnlySpan<float> xb = x.Slice(i * QK_K, QK_K);
             ReadOnlySpan<float> qw = importance.IsEmpty ? default : importance.Slice(i * QK_K, QK_K);
+            lanes?.Load(format, xb, qw);
             // Start from the lowest-error llama.cpp algorithm, then refine it (never increasing its error).
             double bestError = double.PositiveInfinity;
             void Consider(KBlock started, ReadOnlySpan<float> xb, ReadOnlySpan<float> qw)
             {
                 // A single start has nothing to be compared with.
-                double error = starts.Length == 1 ? 0 : BlockError(format, xb, qw, started);
+                double error = starts.Length == 1 ? 0 : lanes is not null ? BlockErrorLanes(format, qw, started, lanes) : BlockError(format, xb, qw, started);
                 if (error < bestError)
                 {
                     bestError = error;
                     started.CopyTo(best);
+                    if (lanes is not null && starts.Length > 1)
+                        lanes.KeepStart();
                 }
             }
             if (second is not null)
@@ -125,11 +135,24 @@ public static partial class Quantize
             }
             else
             {
-                foreach (var start in starts)
+                for (int s = 0; s < starts.Length; s++)
                 {
                     Array.Clear(candidate.Sc);
                     Array.Clear(candidate.M);
-                    start(xb, qw, candidate);
+                    if (s == 0 && ahead is not null && i % 2 == 1)
+                    {
+                        ahead.CopyTo(candidate);
+                    }
+                    else if (s == 0 && ahead is not null && i + 1 < nb)
+                    {
+                        Array.Clear(ahead.Sc);
+                        Array.Clear(ahead.M);
+                        firstTwoBlocks!(x.Slice(i * QK_K, 2 * QK_K), candidate, ahead);
+                    }
+                    else
+                    {
+                        starts[s](xb, qw, candidate);
+                    }
                     Consider(candidate, xb, qw);
                 }
             }
@@ -148,7 +171,8 @@ public static partial class Quantize
         => KQuantRow(FormatQ2K, x, importance, y, 84, importance.IsEmpty ? [StartQ2KRef] : [StartQ2KWeighted], PackQ2K, search);
 
     private static void Q3_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, ScaleSearch search)
-        => KQuantRow(FormatQ3K, x, importance, y, 110, importance.IsEmpty ? [StartQ3KRef, StartQ3KWeighted] : [StartQ3KWeighted], PackQ3K, search);
+        => KQuantRow(FormatQ3K, x, importance, y, 110, importance.IsEmpty ? [StartQ3KRef, StartQ3KWeighted] : [StartQ3KWeighted], PackQ3K, search,
+            firstTwoBlocks: importance.IsEmpty ? StartQ3KRefTwoBlocks : null);
 
     private static void Q4_K(ReadOnlySpan<float> x, ReadOnlySpan<float> importance, Span<byte> y, ScaleSearch search)
         => KQuantRow(FormatQ4K, x, importance, y, 144, importance.IsEmpty ? [StartQ4KRef, StartQ4KWeighted] : [StartQ4KWeighted], PackQ4K, search,
@@ -293,13 +317,34 @@ public static partial class Quantize
     {
         Span<sbyte> L = stackalloc sbyte[QK_K];
         Span<float> scales = stackalloc float[16];
-        float maxScale = 0, amax = 0;
         if (UseVectors)
-            MakeQ3QuantsSubBlocks(4, x, L, scales);
+        {
+            MakeQ3QuantsSubBlocks(4, x, x, L, L, scales, scales);
+        }
+        else
+        {
+            for (int j = 0; j < 16; j++)
+                scales[j] = MakeQ3Quants(4, x.Slice(16 * j, 16), L.Slice(16 * j, 16), true);
+        }
+        Q3KRefFinish(x, b, L, scales);
+    }
+
+    // StartQ3KRef for two consecutive super-blocks (x: both, 512 values), their make_q3_quants searches side by side.
+    private static void StartQ3KRefTwoBlocks(ReadOnlySpan<float> x, KBlock first, KBlock second)
+    {
+        Span<sbyte> L = stackalloc sbyte[2 * QK_K];
+        Span<float> scales = stackalloc float[32];
+        MakeQ3QuantsSubBlocks(4, x[..QK_K], x[QK_K..], L[..QK_K], L[QK_K..], scales[..16], scales[16..]);
+        Q3KRefFinish(x[..QK_K], first, L[..QK_K], scales[..16]);
+        Q3KRefFinish(x[QK_K..], second, L[QK_K..], scales[16..]);
+    }
+
+    // quantize_row_q3_K_ref after make_q3_quants: the 6-bit signed scales, then the codes.
+    private static void Q3KRefFinish(ReadOnlySpan<float> x, KBlock b, ReadOnlySpan<sbyte> L, ReadOnlySpan<float> scales)
+    {
+        float maxScale = 0, amax = 0;
         for (int j = 0; j < 16; j++)
         {
-            if (!UseVectors)
-                scales[j] = MakeQ3Quants(4, x.Slice(16 * j, 16), L.Slice(16 * j, 16), true);
             float scale = MathF.Abs(scales[j]);
             if (scale > amax)
             {
@@ -328,6 +373,7 @@ public static partial class Quantize
     }
 
     // quantize_row_q3_K_impl: make_qx_quants per 16 with weights (importance or x²), make_qx_quants for the scales.
+    [SkipLocalsInit] // every element of the buffers is written before it is read
     private static void StartQ3KWeighted(ReadOnlySpan<float> x, ReadOnlySpan<float> qw, KBlock b)
     {
         Span<sbyte> L = stackalloc sbyte[QK_K];
@@ -335,10 +381,15 @@ public static partial class Quantize
         Span<float> weight = stackalloc float[QK_K];
         Span<float> sw = stackalloc float[16];
         Span<sbyte> Ls = stackalloc sbyte[16];
-        float sumX2 = 0;
-        for (int j = 0; j < QK_K; j++)
-            sumX2 += x[j] * x[j];
-        float sigma2 = 2 * sumX2 / QK_K;
+        // sigma² weighs the importance; without it the weights are x² (and the sum, a chain of 256 additions, is skipped).
+        float sigma2 = 0;
+        if (!qw.IsEmpty)
+        {
+            float sumX2 = 0;
+            for (int j = 0; j < QK_K; j++)
+                sumX2 += x[j] * x[j];
+            sigma2 = 2 * sumX2 / QK_K;
+        }
         for (int j = 0; j < 16; j++)
         {
             for (int l = 0; l < 16; l++)

@@ -194,6 +194,29 @@ public sealed class CompressionPipelineTests : IDisposable
         Assert.True(native ? Directory.Exists(directory.File("native")) : File.Exists(directory.File("sampled.gguf")));
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_native_budget_below_the_fixed_files_is_refused_before_any_work(bool bitsPerWeight)
+    {
+        // config.json, the tokenizer files and the weights file's header and norms take these bytes whatever the levels:
+        // a budget below them was refused only after the whole encoding stage.
+        long fixedBytes = NativeCandidateSet.FixedBytes(model);
+        long budget = fixedBytes - NativeCandidateSet.CandidateGrain;
+        var stages = new List<StageProgress>();
+        using var directory = new TempDirectory();
+        var target = bitsPerWeight
+            ? new BudgetTarget(null, 8.0 * budget / model.ParameterCount, Native: true)
+            : new BudgetTarget(budget, null, Native: true);
+        var error = Assert.Throws<ArgumentException>(() => CompressionPipeline.Run(model, BudgetJob(directory.File("native")) with { Target = target },
+            new SynchronousProgress<StageProgress>(stages.Add)));
+        Assert.Contains(model.Source, error.Message, StringComparison.Ordinal);
+        Assert.Contains($"{fixedBytes:N0} bytes", error.Message, StringComparison.Ordinal);
+        Assert.Contains("fixed files", error.Message, StringComparison.Ordinal);
+        Assert.Empty(stages);
+        Assert.False(Directory.Exists(directory.File("native")));
+    }
+
     [Fact]
     public void Jobs_that_do_not_fit_together_are_refused_before_any_work()
     {
