@@ -128,26 +128,31 @@ public abstract unsafe class NativeBuffer : IDisposable
         private MemoryMappedFile? file;
         private MemoryMappedViewAccessor? view;
 
+        // The open file's length, not the path's: a symbolic link's own length is that of its target's name.
         public MappedFileBuffer(string path)
+            : this(path, new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read))
         {
-            this.path = path;
-            long length = new FileInfo(path).Length;
-            Length = length;
-            if (length == 0)
-                return;
-            file = MemoryMappedFile.CreateFromFile(path, FileMode.Open, mapName: null, 0, MemoryMappedFileAccess.Read);
-            view = file.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
-            byte* p = null;
-            view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
-            Pointer = p + view.PointerOffset;
         }
 
-        // A temporary file's open stream (deleted on close), mapped; the mapping closes the stream when released.
+        // An open stream (a temporary file's is deleted on close), mapped; the mapping closes the stream when released.
         public MappedFileBuffer(string path, FileStream stream)
         {
             this.path = path;
             Length = stream.Length;
-            file = MemoryMappedFile.CreateFromFile(stream, mapName: null, Length, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
+            if (Length == 0)
+            {
+                stream.Dispose();
+                return;
+            }
+            try
+            {
+                file = MemoryMappedFile.CreateFromFile(stream, mapName: null, Length, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
+            }
+            catch
+            {
+                stream.Dispose();
+                throw;
+            }
             view = file.CreateViewAccessor(0, Length, MemoryMappedFileAccess.Read);
             byte* p = null;
             view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);

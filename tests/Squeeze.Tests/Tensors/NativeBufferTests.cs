@@ -20,6 +20,24 @@ public class NativeBufferTests
     }
 
     [Fact]
+    public unsafe void A_file_mapped_through_a_symbolic_link_is_its_target()
+    {
+        using var dir = new TempDirectory();
+        string target = Path.Combine(dir.Path, "model.gguf"), link = Path.Combine(dir.Path, "link.gguf");
+        byte[] bytes = [.. Enumerable.Range(0, 5000).Select(i => (byte)(i * 11))];
+        File.WriteAllBytes(target, bytes);
+        File.CreateSymbolicLink(link, target);
+        using var buffer = NativeBuffer.MapFile(link);
+        Assert.Equal(bytes.Length, buffer.Length); // not the link's own length (its target's name)
+        Assert.Equal(bytes, new ReadOnlySpan<byte>(buffer.Pointer, bytes.Length).ToArray());
+        // and a model read through one (a GGUF's header checks refused it as truncated)
+        string gguf = Path.Combine(dir.Path, "stories260K.gguf");
+        File.CreateSymbolicLink(gguf, Squeeze.Tests.Infrastructure.SharedData.Golden("stories260K-f32.gguf"));
+        using var model = Squeeze.Formats.ModelLoader.Load(gguf);
+        Assert.Equal(512, model.Config.VocabSize);
+    }
+
+    [Fact]
     public void Memory_views_values_at_any_offset_until_the_buffer_is_released()
     {
         using var dir = new TempDirectory();
