@@ -20,10 +20,11 @@ internal static class Fp16
     public static float ToSingle(ushort h)
     {
         uint em = h & 0x7fffu;
-        uint normal = (em << 13) + Rebias;
-        uint subnormal = BitConverter.SingleToUInt32Bits((int)em * TwoPowMinus24);
-        uint isSubnormal = (uint)((int)(em - 0x400u) >> 31); // all ones below the smallest normal, branch-free
-        uint bits = (subnormal & isSubnormal) | (normal & ~isSubnormal);
+        // a branch, not a select: where the kind of value is steady (a native model's group scales are normal) it costs
+        // nothing, and the kernels convert a scale or two per block in a loop that is short of instructions
+        uint bits = em >= 0x400u
+            ? (em << 13) + Rebias
+            : BitConverter.SingleToUInt32Bits((int)em * TwoPowMinus24);
         if (em >= 0x7c00u)
             bits |= 0x7f800000u; // inf / NaN keep their mantissa
         return BitConverter.UInt32BitsToSingle(bits | ((uint)(h & 0x8000) << 16));
