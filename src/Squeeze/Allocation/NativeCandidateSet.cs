@@ -162,7 +162,6 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
     /// <summary>Bytes of the candidate files this set keeps mapped.</summary>
     public long CandidateFilesBytes => files.Sum(f => f.Buffer.Length);
 
-    // Weights a matrix is stored as: one, or one per expert of a stack.
     /// <summary>The bytes of <paramref name="model"/>'s native directory that no choice of levels changes, known before any
     /// work: config.json, the tokenizer files, and the weights file's header, fixed tensors (norms) and padding with the 2-D
     /// tensors absent, rounded up to the grain (<see cref="Overhead"/> of the set <see cref="Build"/> makes). A budget
@@ -184,6 +183,7 @@ public sealed class NativeCandidateSet : CandidateSet<NativeCandidate>
         return (side, RoundUp(overhead));
     }
 
+    // Weights a matrix is stored as: one, or one per expert of a stack.
     private static long Stored((string Name, long[] Shape) matrix) => matrix.Shape.Length == 3 ? matrix.Shape[0] : 1;
 
     private static bool IsMatrix(Tensor t) => t.Shape.Length == 2 || (t.Shape.Length == 3 && TensorNames.IsExperts(t.Name));

@@ -12,9 +12,10 @@ internal static class Fp16
     private const float TwoPow112 = 5.192296858534828e33f; // 2^112: the same rebias as a product
 
     // A subnormal binary16 (|x| < 2^-14) is a normal f32. The scalar version, which converts the kernels' block scales,
-    // widens it as its integer mantissa times 2^-24, never by computing with an f32 subnormal: each such operation costs x86 cores a microcode assist of about a hundred
-    // cycles, and k-quant super-block scales are subnormal binary16 more often than not (a Q5_K block's is below 2^-14
-    // whenever its largest weight is below about 0.12), which made those kernels three times slower.
+    // widens it as its integer mantissa times 2^-24, never by computing with an f32 subnormal: each such operation costs
+    // x86 cores a microcode assist of about a hundred cycles, and k-quant super-block scales are subnormal binary16 more
+    // often than not (a Q5_K block's is below 2^-14 whenever its largest weight is below about 0.12), which made those
+    // kernels three times slower.
 
     /// <summary>The binary16 value with bits <paramref name="h"/> as f32 (exact, including subnormals, ±inf and NaN).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

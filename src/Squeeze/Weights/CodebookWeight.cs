@@ -80,6 +80,9 @@ public sealed unsafe partial class CodebookWeight : LinearWeight
     /// <summary>The packed codes, [rows, <see cref="RowBytes"/>].</summary>
     public ReadOnlySpan<byte> PackedCodes => codes.Span;
 
+    /// <summary><see cref="PackedCodes"/> as memory the native writer references instead of copying.</summary>
+    internal ReadOnlyMemory<byte> PackedCodesMemory => codes;
+
     /// <summary>The f16 codebooks, [rows, <see cref="GroupsPerRow"/>, <see cref="Levels"/>].</summary>
     public ReadOnlySpan<ushort> Table => table.Span;
 
@@ -180,7 +183,4 @@ public sealed unsafe partial class CodebookWeight : LinearWeight
             v |= packed[at + 1] << 8;
         return (v >> shift) & mask;
     }
-
-    /// <summary><see cref="PackedCodes"/> as memory the native writer references instead of copying.</summary>
-    internal ReadOnlyMemory<byte> PackedCodesMemory => codes;
 }

@@ -42,6 +42,9 @@ public sealed class UniformWeight : LinearWeight
     /// <summary>Packed codes, [Rows, ceil(Columns · bits / 8)].</summary>
     public ReadOnlySpan<byte> Codes => codes.Span;
 
+    /// <summary><see cref="Codes"/> as memory the native writer references instead of copying.</summary>
+    internal ReadOnlyMemory<byte> CodesMemory => codes;
+
     /// <summary>f16 scales, [Rows, Columns / group].</summary>
     public ReadOnlySpan<ushort> Scales => scales.Span;
 
@@ -223,7 +226,4 @@ public sealed class UniformWeight : LinearWeight
         Dequantize.Tensor(tensor, values);
         return Encode(tensor.Name, values, checked((int)tensor.Rows), checked((int)tensor.Columns), scheme, importance);
     }
-
-    /// <summary><see cref="Codes"/> as memory the native writer references instead of copying.</summary>
-    internal ReadOnlyMemory<byte> CodesMemory => codes;
 }
