@@ -13,6 +13,15 @@ namespace Squeeze.Tests.Infrastructure;
 /// </summary>
 public sealed record RandomCheckpoint
 {
+    /// <summary>A Llama 2 (untied classifier, unscaled rotary embedding) with stories15M's SentencePiece tokenizer.</summary>
+    public static RandomCheckpoint Llama2 => new()
+    {
+        Architecture = "LlamaForCausalLM",
+        ModelType = "llama",
+        VocabSize = 32000,
+        TokenizerDirectory = SharedData.Path("models", "stories15M"),
+    };
+
     /// <summary>transformers class: "LlamaForCausalLM", "Qwen3ForCausalLM" …</summary>
     public required string Architecture { get; init; }
 

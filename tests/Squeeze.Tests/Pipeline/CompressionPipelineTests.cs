@@ -174,13 +174,7 @@ public sealed class CompressionPipelineTests : IDisposable
         // No activation enters an untied embedding (a lookup), so its candidates have no output error to scale a sampled
         // measurement by: each is measured instead (the job failed after its whole encoding stage before).
         using var directory = new TempDirectory();
-        string checkpoint = new RandomCheckpoint
-        {
-            Architecture = "LlamaForCausalLM",
-            ModelType = "llama",
-            VocabSize = 32000,
-            TokenizerDirectory = SharedData.Path("models", "stories15M"),
-        }.Write(directory.File("untied"));
+        string checkpoint = RandomCheckpoint.Llama2.Write(directory.File("untied"));
         using var untied = ModelLoader.Load(checkpoint);
         Assert.True(untied.Contains(TensorNames.Output));
         var report = CompressionPipeline.Run(untied, BudgetJob(directory.File(native ? "native" : "sampled.gguf")) with

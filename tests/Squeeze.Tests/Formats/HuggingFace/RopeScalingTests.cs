@@ -114,14 +114,7 @@ public class RopeScalingTests(Llama3Checkpoint llama3, ITestOutputHelper output)
     public void Linear_scaled_checkpoint_runs_alike_in_Squeeze_and_llama_cpp()
     {
         using var dir = new TempDirectory();
-        var description = new RandomCheckpoint
-        {
-            Architecture = "LlamaForCausalLM",
-            ModelType = "llama",
-            VocabSize = 32000,
-            TokenizerDirectory = SharedData.Path("models", "stories15M"),
-            RopeScaling = new JsonObject { ["type"] = "linear", ["factor"] = 4.0 },
-        };
+        var description = RandomCheckpoint.Llama2 with { RopeScaling = new JsonObject { ["type"] = "linear", ["factor"] = 4.0 } };
         string hf = description.Write(dir.File("linear-hf"));
         string gguf = ConvertToF32(hf, dir.File("linear-F32.gguf"));
         using (var file = GgufFile.Open(gguf))
