@@ -319,7 +319,7 @@ public static unsafe class KernelSelfTest
         int failures = 0, checks = 0;
         for (int bits = 2; bits <= 8; bits++)
         {
-            foreach (var (columns, group, symmetric) in new[] { (32, 8, false), (96, 24, true), (288, 144, false), (288, 72, true), (768, 256, false), (2048, 128, true) })
+            foreach (var (columns, group, symmetric) in new[] { (32, 16, false), (96, 32, true), (288, 144, false), (288, 48, true), (768, 256, false), (2048, 128, true) })
             {
                 const int rows = 7;
                 var rng = new Random(bits * 131 + columns + group);
@@ -330,7 +330,7 @@ public static unsafe class KernelSelfTest
                 var x = new float[columns];
                 for (int i = 0; i < columns; i++)
                     x[i] = Normal(rng) * (i % 13 == 0 ? 8 : 1);
-                var prepared = new byte[UniformDot.ActivationRowBytes(columns) + 64];
+                var prepared = new byte[UniformDot.ActivationRowBytes(columns, group) + 64];
                 var scratch = new byte[UniformDot.PrepareScratchBytes(columns)];
                 var expected = new float[rows];
                 var actual = new float[rows];
@@ -339,7 +339,7 @@ public static unsafe class KernelSelfTest
                 fixed (float* px = x, pe = expected, pa = actual)
                 {
                     byte* p = (byte*)(((nint)p0 + 63) & ~63);
-                    UniformDot.PrepareActivations(px, columns, 1, s, p);
+                    UniformDot.PrepareActivations(px, columns, group, 1, s, p);
                     var w = new UniformRows(codes, codes + weight.Codes.Length, weight.UniformScheme.RowBytes(columns), scales, symmetric ? null : mins, bits, group, columns);
                     UniformDot.RowsScalar(w, 0, rows, p, pe);
                     UniformDot.For(bits)(in w, 0, rows, p, pa);
@@ -351,7 +351,7 @@ public static unsafe class KernelSelfTest
                         for (int c = 0; c < columns; c++)
                         {
                             double min = symmetric ? 0 : Math.Abs(HalfConversions.F16ToF32(mins[r * (columns / group) + c / group]));
-                            magnitude += (Math.Abs(decoded[c]) + 2 * min) * Math.Abs(((float*)(p + UniformDot.LaneScalesOffset(columns)))[c / 4] * ((sbyte*)p)[c]);
+                            magnitude += (Math.Abs(decoded[c]) + 2 * min) * Math.Abs(UniformDot.PreparedActivation(p, columns, group, c));
                         }
                         if (!(Math.Abs(actual[r] - expected[r]) <= SumOrderLimit * magnitude + 1e-30))
                         {

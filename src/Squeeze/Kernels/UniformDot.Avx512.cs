@@ -4,139 +4,207 @@ using System.Runtime.Intrinsics.X86;
 
 namespace Squeeze.Kernels;
 
-// 512-bit fused kernel (AVX-512 BW + VBMI): 64 codes per step. Callers check Avx512Vbmi.IsSupported (For does).
+// 512-bit fused kernel (AVX-512 BW + VBMI, AVX-VNNI): 64 codes per step. Callers check Avx512Vbmi and AvxVnni (For does).
 internal static unsafe partial class UniformDot
 {
     /// <summary>
-    /// <see cref="DotScalar"/> for rows [r0, r1), 64 codes per step: the step's 8·bits bytes are loaded at once,
-    /// <c>vpermb</c> moves each run of 8 codes (bits bytes) into its own 64-bit lane and <c>vpmultishiftqb</c> shifts every
-    /// code to its own byte; the codes (≤ 7 bits, so a pair of products fits 16 bits) meet the activation bytes in
-    /// <c>vpmaddubsw</c> + <c>vpmaddwd</c>, giving the 16 lanes' integer sums (less z·Σ a when symmetric), which are scaled
-    /// by their blocks' d and summed in f32. A group's last step is masked to its length. Four rows at a time share the
-    /// activation loads and prefetch the next four. Rows whose last step would load past the codes run <see cref="DotScalar"/>.
+    /// <see cref="DotScalar"/> for rows [r0, r1), one step of 64 codes at a time: the step's 8·bits bytes are loaded at
+    /// once, <c>vpermb</c> moves each run of 8 codes (bits bytes) into its own 64-bit lane, runs 0, 2, 4, 6 in the low
+    /// half and 1, 3, 5, 7 in the high half as the prepared activations are laid out, and <c>vpmultishiftqb</c> shifts
+    /// every code to its own byte; each half meets its 32 activation bytes in one <c>vpdpbusd</c>, the two adding up lane by
+    /// lane into 8 lanes of 8 values (less z·Σ a when symmetric), which are scaled by their blocks' d and summed in f32.
+    /// Four rows at a time share the activation loads and prefetch the next four. Rows whose last step would load past the
+    /// codes run from a padded copy (<see cref="PaddedRows"/>).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first call: no unoptimized tier
     public static void RowsAvx512(in UniformRows w, int r0, int r1, byte* x, float* y)
     {
-        int bits = w.Bits, group = w.Group, columns = w.Columns, groups = w.Groups;
-        sbyte* a = (sbyte*)x;
-        float* laneScales = (float*)(x + LaneScalesOffset(columns));
-        float* laneSums = (float*)(x + LaneSumsOffset(columns));
-        int* laneCounts = (int*)(x + LaneCountsOffset(columns));
-        bool symmetric = w.Mins == null;
-        Vector512<byte> permute = Permutes[bits], shifts = Shifts[bits];
-        var mask = Vector512.Create((byte)((1 << bits) - 1));
-        var ones = Vector512.Create((short)1);
-        int tail = group % 64; // every group: whole steps of 64, then one step masked to the tail codes
-        Vector512<sbyte> tailBytes = Vector512.LessThan(Vector512<byte>.Indices, Vector512.Create((byte)tail)).AsSByte();
-        Vector512<int> tailLanes = Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(tail / 4));
-        int vectorRows = Math.Min(r1, SafeRows(w, 64));
-        int row = r0;
-        long ahead = 4 * w.RowBytes;
-        // four rows at a time: the activations (and their sums) are loaded once for all four, four independent chains
-        for (; row + 4 <= vectorRows; row += 4)
-        {
-            byte* codes0 = w.Codes + row * w.RowBytes, codes1 = codes0 + w.RowBytes, codes2 = codes1 + w.RowBytes, codes3 = codes2 + w.RowBytes;
-            ushort* rowScales = w.Scales + (long)row * groups;
-            ushort* rowMins = symmetric ? null : w.Mins + (long)row * groups;
-            Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
-            for (int g = 0; g < groups; g++)
-            {
-                Vector512<float> products0 = default, products1 = default, products2 = default, products3 = default, sums = default;
-                for (int c = g * group, end = c + group; c < end; c += 64)
-                {
-                    Vector512<sbyte> xa = Vector512.Load(a + c);
-                    Vector512<int> zeros = default, lanes = Vector512<int>.AllBitsSet;
-                    if (end - c < 64)
-                    {
-                        xa &= tailBytes;
-                        lanes = tailLanes;
-                    }
-                    if (symmetric)
-                        zeros = Vector512.ShiftLeft(Vector512.Load(laneCounts + c / 4) & lanes, bits - 1);
-                    else
-                        sums += Vector512.Load(laneSums + c / 4) & lanes.AsSingle();
-                    Vector512<float> d = Vector512.Load(laneScales + c / 4);
-                    int at = (c >> 3) * bits;
-                    // the next four rows, fetched while these are computed (a matrix larger than the caches streams from
-                    // memory, and four interleaved streams outrun the hardware prefetcher); prefetches never fault
-                    Sse.Prefetch0(codes0 + ahead + at);
-                    Sse.Prefetch0(codes1 + ahead + at);
-                    Sse.Prefetch0(codes2 + ahead + at);
-                    Sse.Prefetch0(codes3 + ahead + at);
-                    products0 = Avx512F.FusedMultiplyAdd(Vector512.ConvertToSingle(Dot64(codes0 + at, xa, permute, shifts, mask, ones) - zeros), d, products0);
-                    products1 = Avx512F.FusedMultiplyAdd(Vector512.ConvertToSingle(Dot64(codes1 + at, xa, permute, shifts, mask, ones) - zeros), d, products1);
-                    products2 = Avx512F.FusedMultiplyAdd(Vector512.ConvertToSingle(Dot64(codes2 + at, xa, permute, shifts, mask, ones) - zeros), d, products2);
-                    products3 = Avx512F.FusedMultiplyAdd(Vector512.ConvertToSingle(Dot64(codes3 + at, xa, permute, shifts, mask, ones) - zeros), d, products3);
-                }
-                acc0 = Avx512F.FusedMultiplyAdd(Vector512.Create(Fp16.ToSingle(rowScales[g])), products0, acc0);
-                acc1 = Avx512F.FusedMultiplyAdd(Vector512.Create(Fp16.ToSingle(rowScales[groups + g])), products1, acc1);
-                acc2 = Avx512F.FusedMultiplyAdd(Vector512.Create(Fp16.ToSingle(rowScales[2 * groups + g])), products2, acc2);
-                acc3 = Avx512F.FusedMultiplyAdd(Vector512.Create(Fp16.ToSingle(rowScales[3 * groups + g])), products3, acc3);
-                if (!symmetric)
-                {
-                    acc0 = Avx512F.FusedMultiplyAdd(Vector512.Create(Fp16.ToSingle(rowMins[g])), sums, acc0);
-                    acc1 = Avx512F.FusedMultiplyAdd(Vector512.Create(Fp16.ToSingle(rowMins[groups + g])), sums, acc1);
-                    acc2 = Avx512F.FusedMultiplyAdd(Vector512.Create(Fp16.ToSingle(rowMins[2 * groups + g])), sums, acc2);
-                    acc3 = Avx512F.FusedMultiplyAdd(Vector512.Create(Fp16.ToSingle(rowMins[3 * groups + g])), sums, acc3);
-                }
-            }
-            y[row] = Vector512.Sum(acc0);
-            y[row + 1] = Vector512.Sum(acc1);
-            y[row + 2] = Vector512.Sum(acc2);
-            y[row + 3] = Vector512.Sum(acc3);
-        }
-        for (; row < vectorRows; row++)
-        {
-            byte* codes = w.Codes + row * w.RowBytes;
-            ushort* rowScales = w.Scales + (long)row * groups;
-            ushort* rowMins = symmetric ? null : w.Mins + (long)row * groups;
-            Vector512<float> acc = default;
-            for (int g = 0; g < groups; g++)
-            {
-                Vector512<float> products = default, sums = default;
-                for (int c = g * group, end = c + group; c < end; c += 64)
-                {
-                    Vector512<sbyte> xa = Vector512.Load(a + c);
-                    Vector512<int> zeros = default, lanes = Vector512<int>.AllBitsSet;
-                    if (end - c < 64)
-                    {
-                        xa &= tailBytes;
-                        lanes = tailLanes;
-                    }
-                    if (symmetric)
-                        zeros = Vector512.ShiftLeft(Vector512.Load(laneCounts + c / 4) & lanes, bits - 1);
-                    else
-                        sums += Vector512.Load(laneSums + c / 4) & lanes.AsSingle();
-                    products = Avx512F.FusedMultiplyAdd(Vector512.ConvertToSingle(Dot64(codes + (c >> 3) * bits, xa, permute, shifts, mask, ones) - zeros),
-                        Vector512.Load(laneScales + c / 4), products);
-                }
-                acc = Avx512F.FusedMultiplyAdd(Vector512.Create(Fp16.ToSingle(rowScales[g])), products, acc);
-                if (!symmetric)
-                    acc = Avx512F.FusedMultiplyAdd(Vector512.Create(Fp16.ToSingle(rowMins[g])), sums, acc);
-            }
-            y[row] = Vector512.Sum(acc);
-        }
-        for (row = Math.Max(r0, vectorRows); row < r1; row++)
-            y[row] = DotScalar(w, row, x);
+        if (w.Mins == null)
+            RowsAvx512<SymmetricCodes>(w, r0, r1, x, y);
+        else
+            RowsAvx512<AsymmetricCodes>(w, r0, r1, x, y);
     }
 
-    /// <summary>Lane i = Σ of bytes 4i..4i+3 of q·a for the 64 codes at <paramref name="p"/> (a whole step: 8·bits bytes).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first call: no unoptimized tier
+    private static void RowsAvx512<TCodes>(in UniformRows w, int r0, int r1, byte* x, float* y) where TCodes : struct, ICodeKind
+    {
+        var step = new StepKernel(w, x);
+        int vectorRows = Math.Min(r1, SafeRows(w, Step));
+        int row = r0;
+        for (; row + 4 <= vectorRows; row += 4)
+            FourRows<TCodes>(w, step, row, y);
+        for (; row < vectorRows; row++)
+            y[row] = OneRow<TCodes>(w, step, row);
+        PaddedRows(w, Math.Max(r0, vectorRows), r1, x, y, &RowsAvx512);
+    }
+
+    /// <summary>What every step of a product reads besides the codes: the prepared activations' parts and the unpacking
+    /// vectors of the code width.</summary>
+    private readonly struct StepKernel
+    {
+        public StepKernel(in UniformRows w, byte* x)
+        {
+            Activations = (sbyte*)x;
+            LaneScales = (float*)(x + LaneScalesOffset(w.Columns, w.Group));
+            LaneSums = (float*)(x + LaneSumsOffset(w.Columns, w.Group));
+            LaneCounts = (int*)(x + LaneCountsOffset(w.Columns, w.Group));
+            Steps = StepsPerGroup(w.Group);
+            Permute = PairedPermutes[w.Bits];
+            Shifts = UniformDot.Shifts[w.Bits];
+            Mask = Vector512.Create((byte)((1 << w.Bits) - 1));
+        }
+
+        public sbyte* Activations { get; }
+        public float* LaneScales { get; }
+        public float* LaneSums { get; }
+        public int* LaneCounts { get; }
+        public int Steps { get; }
+        public Vector512<byte> Permute { get; }
+        public Vector512<byte> Shifts { get; }
+        public Vector512<byte> Mask { get; }
+    }
+
+    /// <summary>Rows [row, row + 4) (every step inside the codes): the activations (and their sums) are loaded once for all
+    /// four, four independent chains, the next four rows prefetched. A method of its own, so that its vectors stay in
+    /// registers.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
+    private static void FourRows<TCodes>(in UniformRows w, in StepKernel k, int row, float* y) where TCodes : struct, ICodeKind
+    {
+        int bits = w.Bits, group = w.Group, groups = w.Groups, steps = k.Steps;
+        sbyte* a = k.Activations;
+        float* laneScales = k.LaneScales, laneSums = k.LaneSums;
+        int* laneCounts = k.LaneCounts;
+        Vector512<byte> permute = k.Permute, shifts = k.Shifts, mask = k.Mask;
+        long ahead = 4 * w.RowBytes;
+        byte* codes0 = w.Codes + row * w.RowBytes, codes1 = codes0 + w.RowBytes, codes2 = codes1 + w.RowBytes, codes3 = codes2 + w.RowBytes;
+        ushort* rowScales = w.Scales + (long)row * groups;
+        ushort* rowMins = w.Mins + (long)row * groups;
+        // the four rows' group scales and mins in f32, eight groups at a time (converted in vectors, not one by one)
+        float* groupScales = stackalloc float[2 * 4 * 8];
+        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        for (int g = 0, t = 0; g < groups; g++)
+        {
+            if ((g & 7) == 0)
+                ConvertGroupScales<TCodes>(rowScales, rowMins, groups, g, groupScales);
+            Vector256<float> products0 = default, products1 = default, products2 = default, products3 = default, sums = default;
+            for (int c = g * group, end = t + steps; t < end; t++, c += Step)
+            {
+                Vector256<sbyte> low = Vector256.Load(a + t * Step), high = Vector256.Load(a + t * Step + 32);
+                Vector256<int> zeros = default;
+                if (TCodes.Symmetric)
+                    zeros = Vector256.ShiftLeft(Vector256.Load(laneCounts + t * StepLanes), bits - 1);
+                else
+                    sums += Vector256.Load(laneSums + t * StepLanes);
+                Vector256<float> d = Vector256.Load(laneScales + t * StepLanes);
+                int at = (c >> 3) * bits;
+                // the next four rows, fetched while these are computed (a matrix larger than the caches streams from
+                // memory, and four interleaved streams outrun the hardware prefetcher); prefetches never fault
+                Sse.Prefetch0(codes0 + ahead + at);
+                Sse.Prefetch0(codes1 + ahead + at);
+                Sse.Prefetch0(codes2 + ahead + at);
+                Sse.Prefetch0(codes3 + ahead + at);
+                products0 = Fma.MultiplyAdd(Vector256.ConvertToSingle(StepDot(codes0 + at, low, high, permute, shifts, mask) - zeros), d, products0);
+                products1 = Fma.MultiplyAdd(Vector256.ConvertToSingle(StepDot(codes1 + at, low, high, permute, shifts, mask) - zeros), d, products1);
+                products2 = Fma.MultiplyAdd(Vector256.ConvertToSingle(StepDot(codes2 + at, low, high, permute, shifts, mask) - zeros), d, products2);
+                products3 = Fma.MultiplyAdd(Vector256.ConvertToSingle(StepDot(codes3 + at, low, high, permute, shifts, mask) - zeros), d, products3);
+            }
+            int j = g & 7;
+            acc0 = Fma.MultiplyAdd(Vector256.Create(groupScales[j]), products0, acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(groupScales[8 + j]), products1, acc1);
+            acc2 = Fma.MultiplyAdd(Vector256.Create(groupScales[16 + j]), products2, acc2);
+            acc3 = Fma.MultiplyAdd(Vector256.Create(groupScales[24 + j]), products3, acc3);
+            if (!TCodes.Symmetric)
+            {
+                acc0 = Fma.MultiplyAdd(Vector256.Create(groupScales[32 + j]), sums, acc0);
+                acc1 = Fma.MultiplyAdd(Vector256.Create(groupScales[40 + j]), sums, acc1);
+                acc2 = Fma.MultiplyAdd(Vector256.Create(groupScales[48 + j]), sums, acc2);
+                acc3 = Fma.MultiplyAdd(Vector256.Create(groupScales[56 + j]), sums, acc3);
+            }
+        }
+        y[row] = Vector256.Sum(acc0);
+        y[row + 1] = Vector256.Sum(acc1);
+        y[row + 2] = Vector256.Sum(acc2);
+        y[row + 3] = Vector256.Sum(acc3);
+    }
+
+    /// <summary>One row (every step inside the codes), as <see cref="FourRows{TCodes}"/> computes each of its four.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
+    private static float OneRow<TCodes>(in UniformRows w, in StepKernel k, int row) where TCodes : struct, ICodeKind
+    {
+        int bits = w.Bits, group = w.Group, groups = w.Groups, steps = k.Steps;
+        sbyte* a = k.Activations;
+        byte* codes = w.Codes + row * w.RowBytes;
+        ushort* rowScales = w.Scales + (long)row * groups;
+        ushort* rowMins = w.Mins + (long)row * groups;
+        Vector256<float> acc = default;
+        for (int g = 0, t = 0; g < groups; g++)
+        {
+            Vector256<float> products = default, sums = default;
+            for (int c = g * group, end = t + steps; t < end; t++, c += Step)
+            {
+                Vector256<int> dot = StepDot(codes + (c >> 3) * bits, Vector256.Load(a + t * Step), Vector256.Load(a + t * Step + 32), k.Permute, k.Shifts, k.Mask);
+                if (TCodes.Symmetric)
+                    dot -= Vector256.ShiftLeft(Vector256.Load(k.LaneCounts + t * StepLanes), bits - 1);
+                else
+                    sums += Vector256.Load(k.LaneSums + t * StepLanes);
+                products = Fma.MultiplyAdd(Vector256.ConvertToSingle(dot), Vector256.Load(k.LaneScales + t * StepLanes), products);
+            }
+            acc = Fma.MultiplyAdd(Vector256.Create(Fp16.ToSingle(rowScales[g])), products, acc);
+            if (!TCodes.Symmetric)
+                acc = Fma.MultiplyAdd(Vector256.Create(Fp16.ToSingle(rowMins[g])), sums, acc);
+        }
+        return Vector256.Sum(acc);
+    }
+
+    /// <summary>Groups [g, g + 8) of four rows (<paramref name="groups"/> apart) as f32: scales of row r at
+    /// <paramref name="destination"/>[8r + j], mins at [32 + 8r + j]. Whole runs of 8 are widened in vectors (a subnormal
+    /// scale costs that vector a microcode assist; group scales are normal but for all-but-constant groups); the row's last
+    /// groups one by one.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<int> Dot64(byte* p, Vector512<sbyte> a, Vector512<byte> permute, Vector512<byte> shifts, Vector512<byte> mask, Vector512<short> ones)
+    private static void ConvertGroupScales<TCodes>(ushort* scales, ushort* mins, int groups, int g, float* destination) where TCodes : struct, ICodeKind
+    {
+        if (g + 8 <= groups)
+        {
+            for (int r = 0; r < 4; r++)
+            {
+                Vector256.Store(Fp16.ToSingle(Avx2.ConvertToVector256Int32(scales + r * groups + g).AsUInt32()), destination + 8 * r);
+                if (!TCodes.Symmetric)
+                    Vector256.Store(Fp16.ToSingle(Avx2.ConvertToVector256Int32(mins + r * groups + g).AsUInt32()), destination + 32 + 8 * r);
+            }
+            return;
+        }
+        for (int r = 0; r < 4; r++)
+        {
+            for (int j = 0; j < groups - g; j++)
+            {
+                destination[8 * r + j] = Fp16.ToSingle(scales[r * groups + g + j]);
+                if (!TCodes.Symmetric)
+                    destination[32 + 8 * r + j] = Fp16.ToSingle(mins[r * groups + g + j]);
+            }
+        }
+    }
+
+    /// <summary>The 8 lanes of one step of 64 codes at <paramref name="p"/> (8·bits bytes) against its prepared
+    /// activations: lane k = Σ q·a over 4 codes of run 2⌊k/2⌋ (in <paramref name="low"/>) and the same 4 of run
+    /// 2⌊k/2⌋ + 1 (in <paramref name="high"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> StepDot(byte* p, Vector256<sbyte> low, Vector256<sbyte> high, Vector512<byte> permute, Vector512<byte> shifts, Vector512<byte> mask)
     {
         Vector512<byte> q = Avx512Vbmi.MultiShift(shifts, Avx512Vbmi.PermuteVar64x8(Vector512.Load(p), permute).AsUInt64()) & mask;
-        return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q, a), ones);
+        return AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, q.GetLower(), low), q.GetUpper(), high);
     }
 
-    /// <summary>Per code width: the byte permute of <see cref="RowsAvx512"/> (also the codebook kernel's).</summary>
-    internal static readonly Vector512<byte>[] Permutes = BuildUnpacking(permute: true);
-    /// <summary>Per code width: the multishift counts of <see cref="RowsAvx512"/>.</summary>
-    internal static readonly Vector512<byte>[] Shifts = BuildUnpacking(permute: false);
+    /// <summary>Per code width: the byte permute of <see cref="RowsAvx512"/>: runs 0, 2, 4, 6 to the low 64-bit lanes and
+    /// 1, 3, 5, 7 to the high ones.</summary>
+    private static readonly Vector512<byte>[] PairedPermutes = BuildUnpacking(permute: true, paired: true);
 
-    /// <summary>Per width: byte 8j + i of the permute = byte j·bits + i of the step (run j's bytes in lane j); byte
-    /// 8j + k of the shifts = k·bits (code k of the run).</summary>
-    private static Vector512<byte>[] BuildUnpacking(bool permute)
+    /// <summary>Per code width: the byte permute that puts run j of a step in 64-bit lane j (the codebook kernel's).</summary>
+    internal static readonly Vector512<byte>[] Permutes = BuildUnpacking(permute: true, paired: false);
+    /// <summary>Per code width: the multishift counts of both permutes.</summary>
+    internal static readonly Vector512<byte>[] Shifts = BuildUnpacking(permute: false, paired: false);
+
+    /// <summary>Per width: byte 8j + i of the permute = byte r·bits + i of the step, r = j (in order) or the run lane j
+    /// takes when paired (0, 2, 4, 6, 1, 3, 5, 7); byte 8j + k of the shifts = k·bits (code k of the run).</summary>
+    private static Vector512<byte>[] BuildUnpacking(bool permute, bool paired)
     {
         var all = new Vector512<byte>[9];
         Span<byte> v = stackalloc byte[64];
@@ -145,7 +213,7 @@ internal static unsafe partial class UniformDot
             for (int j = 0; j < 8; j++)
             {
                 for (int i = 0; i < 8; i++)
-                    v[8 * j + i] = permute ? (byte)Math.Min(63, j * bits + i) : (byte)(i * bits);
+                    v[8 * j + i] = permute ? (byte)Math.Min(63, (paired ? j % 4 * 2 + j / 4 : j) * bits + i) : (byte)(i * bits);
             }
             all[bits] = Vector512.Create((ReadOnlySpan<byte>)v);
         }

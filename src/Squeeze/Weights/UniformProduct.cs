@@ -39,7 +39,7 @@ internal static unsafe class UniformProduct
         int rows = weight.Rows, columns = weight.Columns;
         var scheme = weight.UniformScheme;
         long codeRowBytes = scheme.RowBytes(columns);
-        long xRowBytes = UniformDot.ActivationRowBytes(columns);
+        long xRowBytes = UniformDot.ActivationRowBytes(columns, scheme.Group);
         long work = rows * codeRowBytes * tokens;
         int parts = work < MinBytesPerPart || context.Threads == 1 ? 1 : Math.Min(PartsPerThread * context.Threads, Math.Max(1, rows / RowAlign));
         int quantizeParts = context.Threads == 1 || (long)tokens * columns < MinValuesPerQuantizePart ? 1 : Math.Min(tokens, context.Threads);
@@ -54,6 +54,7 @@ internal static unsafe class UniformProduct
             var quantize = context.Job<QuantizeJob>();
             quantize.X = px;
             quantize.Columns = columns;
+            quantize.Group = scheme.Group;
             quantize.Tokens = tokens;
             quantize.Scratch = scratch + tokens * xRowBytes;
             quantize.ScratchBytes = prepareBytes;
@@ -77,16 +78,16 @@ internal static unsafe class UniformProduct
     private sealed class QuantizeJob : IParallelJob
     {
         public float* X;            // [Tokens, Columns]
-        public int Columns, Tokens;
+        public int Columns, Group, Tokens;
         public byte* Scratch;       // [parts, ScratchBytes]
         public long ScratchBytes;
-        public byte* Destination;   // [Tokens, UniformDot.ActivationRowBytes(Columns)]
+        public byte* Destination;   // [Tokens, UniformDot.ActivationRowBytes(Columns, Group)]
 
         public void Run(int part, int parts)
         {
             int t0 = (int)((long)Tokens * part / parts), t1 = (int)((long)Tokens * (part + 1) / parts);
-            UniformDot.PrepareActivations(X + (long)t0 * Columns, Columns, t1 - t0, Scratch + part * ScratchBytes,
-                Destination + t0 * UniformDot.ActivationRowBytes(Columns));
+            UniformDot.PrepareActivations(X + (long)t0 * Columns, Columns, Group, t1 - t0, Scratch + part * ScratchBytes,
+                Destination + t0 * UniformDot.ActivationRowBytes(Columns, Group));
         }
     }
 

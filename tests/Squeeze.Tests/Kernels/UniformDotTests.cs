@@ -12,8 +12,8 @@ public unsafe class UniformDotTests
 
     internal static readonly (int Columns, int Group)[] Shapes =
     [
-        (32, 8), (32, 32), (64, 16), (96, 24), (96, 96), (160, 40), (288, 72), (288, 144), (288, 288), (768, 64), (768, 256),
-        (2048, 128), (5632, 64),
+        (32, 16), (32, 32), (64, 16), (96, 48), (96, 96), (160, 80), (288, 48), (288, 144), (288, 288), (768, 64), (768, 256),
+        (2048, 128), (5632, 64), (5632, 176),
     ];
 
     /// <summary>Weights decoded, activations dequantized from the prepared row: Σ_c w_c · d_b · a_c in double, and the
@@ -24,12 +24,11 @@ public unsafe class UniformDotTests
         var decoded = new float[weight.Columns];
         weight.DecodeRow(row, decoded);
         int columns = weight.Columns;
-        long laneScales = UniformDot.LaneScalesOffset(columns);
         double sum = 0, magnitude = 0;
         int group = weight.UniformScheme.Group;
         for (int c = 0; c < columns; c++)
         {
-            double activation = (double)((float*)(prepared + laneScales))[c / 4] * ((sbyte*)prepared)[c];
+            double activation = UniformDot.PreparedActivation(prepared, columns, group, c);
             double min = weight.UniformScheme.Symmetric ? 0 : HalfConversions.F16ToF32(weight.Mins[row * (columns / group) + c / group]);
             sum += decoded[c] * activation;
             magnitude += (Math.Abs(decoded[c]) + 2 * Math.Abs(min)) * Math.Abs(activation);
@@ -65,14 +64,14 @@ public unsafe class UniformDotTests
                     var values = WeightTestData.Gaussian(rows, columns, seed * 131 + bits, outlierColumns: 2);
                     var weight = UniformWeight.Encode("u", values, rows, columns, new UniformScheme(bits, group, symmetric));
                     var x = LinearWeightTests.RandomValues(columns, seed + columns);
-                    var prepared = new byte[UniformDot.ActivationRowBytes(columns) + 64];
+                    var prepared = new byte[UniformDot.ActivationRowBytes(columns, group) + 64];
                     var scratch = new byte[UniformDot.PrepareScratchBytes(columns)];
                     fixed (byte* codes = weight.Codes, p0 = prepared, s = scratch)
                     fixed (ushort* scales = weight.Scales, mins = weight.Mins)
                     fixed (float* px = x)
                     {
                         byte* p = (byte*)(((nint)p0 + 63) & ~63);
-                        UniformDot.PrepareActivations(px, columns, 1, s, p);
+                        UniformDot.PrepareActivations(px, columns, group, 1, s, p);
                         var w = Rows(weight, codes, scales, mins);
                         foreach (SimdLevel level in new[] { SimdLevel.Scalar, SimdLevel.Avx2, SimdLevel.Avx512 }.Where(VecDot.IsSupported))
                         {
@@ -97,38 +96,61 @@ public unsafe class UniformDotTests
     }
 
     [Fact]
-    public void Only_whole_runs_of_eight_codes_in_whole_blocks_of_32_are_fused()
+    public void Only_whole_pairs_of_runs_of_eight_codes_in_whole_blocks_of_32_are_fused()
     {
-        Assert.True(UniformDot.Supports(8, 32));
-        Assert.True(UniformDot.Supports(72, 288));
+        Assert.True(UniformDot.Supports(16, 32));
+        Assert.True(UniformDot.Supports(48, 288));
+        Assert.False(UniformDot.Supports(72, 288)); // a pair of runs would straddle two blocks of 32 (codes 88–103)
         Assert.False(UniformDot.Supports(12, 96));  // groups split runs of 8 codes
-        Assert.False(UniformDot.Supports(8, 40));   // the row is not whole Q8_0 blocks
+        Assert.False(UniformDot.Supports(16, 40));  // the row is not whole Q8_0 blocks
         Assert.False(UniformDot.Supports(64, 96));  // the group does not divide the row
     }
 
-    [Fact]
-    public void Prepared_activations_are_the_Q8_0_codes_with_per_lane_scales_and_sums()
+    [Theory]
+    [InlineData(96, 32)]
+    [InlineData(288, 48)]
+    [InlineData(288, 144)]
+    [InlineData(768, 256)]
+    public void Prepared_activations_are_the_Q8_0_codes_with_per_lane_scales_and_sums(int columns, int group)
     {
-        const int columns = 96;
         var x = LinearWeightTests.RandomValues(columns, 5);
         var q8 = new byte[VecDot.ActivationRowBytes(GgmlType.Q8_0, columns)];
-        var prepared = new byte[UniformDot.ActivationRowBytes(columns)];
+        long rowBytes = UniformDot.ActivationRowBytes(columns, group);
+        var prepared = new byte[rowBytes];
         var scratch = new byte[UniformDot.PrepareScratchBytes(columns)];
         fixed (float* px = x)
         fixed (byte* pq = q8, p = prepared, s = scratch)
         {
             VecDot.PrepareActivations(GgmlType.Q8_0, px, columns, 1, pq);
-            UniformDot.PrepareActivations(px, columns, 1, s, p);
+            UniformDot.PrepareActivations(px, columns, group, 1, s, p);
             float* blockScales = (float*)(pq + GgmlTypes.RowBytes(GgmlType.Q8_0, columns));
-            long laneScales = UniformDot.LaneScalesOffset(columns), laneSums = UniformDot.LaneSumsOffset(columns);
+            // every value's activation is its Q8_0 code times its block's scale
+            double expectedSum = 0;
+            long codeSum = 0;
             for (int c = 0; c < columns; c++)
-                Assert.Equal(((sbyte*)(pq + c / 32 * 34 + 2))[c % 32], ((sbyte*)p)[c]);
-            for (int l = 0; l < columns / 4; l++)
             {
-                Assert.Equal(blockScales[l / 8], ((float*)(p + laneScales))[l]);
-                int sum = ((sbyte*)p)[4 * l] + ((sbyte*)p)[4 * l + 1] + ((sbyte*)p)[4 * l + 2] + ((sbyte*)p)[4 * l + 3];
-                Assert.Equal(blockScales[l / 8] * sum, ((float*)(p + laneSums))[l]);
+                sbyte code = ((sbyte*)(pq + c / 32 * 34 + 2))[c % 32];
+                Assert.Equal(blockScales[c / 32] * code, UniformDot.PreparedActivation(p, columns, group, c));
+                expectedSum += (double)blockScales[c / 32] * code;
+                codeSum += code;
             }
+            // the codes region holds each code once (the rest is padding), and the lanes' sums are their codes'
+            long laneScales = UniformDot.LaneScalesOffset(columns, group), laneSums = UniformDot.LaneSumsOffset(columns, group);
+            long laneCounts = UniformDot.LaneCountsOffset(columns, group);
+            long byteSum = 0, countSum = 0;
+            double sumsSum = 0;
+            for (long b = 0; b < laneScales; b++)
+                byteSum += ((sbyte*)p)[b];
+            for (long l = 0; l < (laneSums - laneScales) / 4; l++)
+            {
+                int count = ((int*)(p + laneCounts))[l];
+                Assert.Equal(((float*)(p + laneScales))[l] * count, ((float*)(p + laneSums))[l]);
+                countSum += count;
+                sumsSum += ((float*)(p + laneSums))[l];
+            }
+            Assert.Equal(codeSum, byteSum);
+            Assert.Equal(codeSum, countSum);
+            Assert.Equal(expectedSum, sumsSum, 1e-3);
         }
     }
 }
