@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using Squeeze.Kernels;
 using Squeeze.Quantization;
 using Squeeze.Tensors;
+using Squeeze.Weights;
 
 namespace Squeeze.Bench;
 
@@ -13,10 +14,14 @@ namespace Squeeze.Bench;
 /// as a share of a STREAM-like copy measured in the same run: how close decode's kernels come to the bandwidth limit
 /// without the rest of a forward pass. The process's CPU time per product beside the wall time tells a kernel's own cost
 /// apart from the machine's load (on a shared machine the wall time also counts the time other processes held the core).
-/// <para><c>decode-kernels [--types Q4_0,Q8_0] [--threads 1,2] [--repetitions 9] [--megabytes 512] [--columns 2048]</c></para>
+/// The native format's uniform codes (<c>--uniform 2,3,4</c>: bits, asymmetric, groups of 256, the fused product) are
+/// measured the same way. Without <c>--types</c> or <c>--uniform</c>, every GGUF type and uniform 2, 3 and 4 bits run.
+/// <para><c>decode-kernels [--types Q4_0,Q8_0] [--uniform 2,3,4] [--threads 1,2] [--repetitions 9] [--megabytes 512] [--columns 2048]</c></para>
 /// </summary>
 internal static unsafe class DecodeKernelsSuite
 {
+    private const int UniformGroup = 256;
+
     private static readonly GgmlType[] AllTypes =
     [
         GgmlType.Q8_0, GgmlType.Q6_K, GgmlType.Q5_K, GgmlType.Q5_0, GgmlType.Q4_K, GgmlType.Q4_0, GgmlType.Q3_K, GgmlType.Q2_K,
@@ -25,7 +30,10 @@ internal static unsafe class DecodeKernelsSuite
 
     public static void Run(string[] args)
     {
-        var types = Program.Value(args, "--types")?.Split(',').Select(Enum.Parse<GgmlType>).ToArray() ?? AllTypes;
+        string? typeList = Program.Value(args, "--types"), bitList = Program.Value(args, "--uniform");
+        bool every = typeList is null && bitList is null;
+        var types = typeList?.Split(',').Select(Enum.Parse<GgmlType>).ToArray() ?? (every ? AllTypes : []);
+        int[] uniformBits = bitList?.Split(',').Select(b => int.Parse(b, CultureInfo.InvariantCulture)).ToArray() ?? (every ? [2, 3, 4] : []);
         int[] threadCounts = Program.Value(args, "--threads")?.Split(',').Select(t => int.Parse(t, CultureInfo.InvariantCulture)).ToArray() ?? [1, 2];
         int repetitions = Program.Option(args, "--repetitions", 9);
         long megabytes = Program.Option(args, "--megabytes", 512);
@@ -111,17 +119,53 @@ internal static unsafe class DecodeKernelsSuite
                 NativeMemory.AlignedFree(weights);
             }
         }
+
+        foreach (int bits in uniformBits)
+        {
+            long rowBytes = new UniformScheme(bits, UniformGroup, symmetric: false).RowBytes(columns);
+            int rows = (int)(megabytes * 1_000_000 / rowBytes);
+            var weight = UniformMatrix(bits, columns, rows, random);
+            var y = new float[rows];
+            foreach (int threads in threadCounts)
+                Time($"uniform {bits}-bit, groups of {UniformGroup}", threads, rows, weight.StoredBytes, context => weight.Multiply(x, 1, context, y));
+        }
+    }
+
+    /// <summary>A uniform weight of <paramref name="rows"/> rows: 64 rows encoded from <see cref="Normal"/> values, their
+    /// codes, scales and mins repeated.</summary>
+    private static UniformWeight UniformMatrix(int bits, int columns, int rows, Random random)
+    {
+        const int Distinct = 64;
+        var scheme = new UniformScheme(bits, UniformGroup, symmetric: false);
+        var sample = UniformWeight.Encode("sample", Normal(Distinct * columns, random), Distinct, columns, scheme);
+        int rowBytes = (int)scheme.RowBytes(columns), groups = columns / UniformGroup;
+        var codes = new byte[(long)rows * rowBytes];
+        var scales = new ushort[(long)rows * groups];
+        var mins = new ushort[(long)rows * groups];
+        for (int r = 0; r < rows; r++)
+        {
+            sample.Codes.Slice(r % Distinct * rowBytes, rowBytes).CopyTo(codes.AsSpan((int)((long)r * rowBytes)));
+            sample.Scales.Slice(r % Distinct * groups, groups).CopyTo(scales.AsSpan(r * groups));
+            sample.Mins.Slice(r % Distinct * groups, groups).CopyTo(mins.AsSpan(r * groups));
+        }
+        return new UniformWeight("uniform", rows, columns, scheme, codes, scales, mins);
+    }
+
+    /// <summary>Normal values with a real checkpoint's spread (0.02): the k-quants' super-block scales then come out
+    /// subnormal in binary16 as often as in real files, which the kernels must not pay for.</summary>
+    private static float[] Normal(int count, Random random)
+    {
+        var values = new float[count];
+        for (int i = 0; i < values.Length; i++)
+            values[i] = 0.02f * (float)(Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble()));
+        return values;
     }
 
     /// <summary>64 rows quantized from N(0, 1) values, repeated to fill the matrix (the values do not change the speed).</summary>
     private static void Fill(GgmlType type, int columns, int rows, long rowBytes, byte* weights, Random random)
     {
         const int Distinct = 64;
-        var values = new float[Distinct * columns];
-        // normal with a real checkpoint's spread (0.02): the k-quants' super-block scales then come out subnormal in
-        // binary16 as often as in real files, which the kernels must not pay for
-        for (int i = 0; i < values.Length; i++)
-            values[i] = 0.02f * (float)(Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble()));
+        var values = Normal(Distinct * columns, random);
         var encoded = new byte[Distinct * rowBytes];
         Quantize.Rows(type, values, columns, [], encoded);
         for (int r = 0; r < rows; r++)
