@@ -31,8 +31,9 @@ public sealed unsafe class Float16KvCache : KvCache
     /// <inheritdoc/>
     public override KvCachePolicy Policy { get; } = KvCachePolicy.Parse("f16");
 
-    /// <summary>Scores for every position, then one tile of decoded rows.</summary>
-    public override int ScratchLength => ContextLength + Tile * HeadDim;
+    /// <summary>Scores for every position (of as many heads as one pass of <see cref="Attention.HeadsHalf"/> takes), then
+    /// one tile of decoded rows.</summary>
+    public override int ScratchLength => Math.Min(Attention.HeadsPerPass, HeadCount / KvHeadCount) * ContextLength + Tile * HeadDim;
 
     /// <inheritdoc/>
     public override void Append(int layer, int start, ReadOnlySpan<float> keys, ReadOnlySpan<float> values)
@@ -59,6 +60,25 @@ public sealed unsafe class Float16KvCache : KvCache
             return;
         }
         AttendByTiles(layer, first, positions, kvOffset, query, scale, scratch, output);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>Where the head size allows, each f16 row is converted once for several heads (<see cref="Attention.HeadsHalf"/>).</remarks>
+    public override void AttendGroup(int layer, int firstHead, int count, float* queries, int position, float scale, float* scratch, float* outputs)
+    {
+        int group = HeadCount / KvHeadCount;
+        if (!Attention.RunsHalf(HeadDim) || count < 1 || firstHead / group != (firstHead + count - 1) / group)
+        {
+            base.AttendGroup(layer, firstHead, count, queries, position, scale, scratch, outputs);
+            return;
+        }
+        int first = WindowStart(layer, position), positions = position + 1 - first;
+        fixed (Half* k = keys[layer])
+        fixed (Half* v = values[layer])
+        {
+            long offset = (long)first * KvDim + firstHead / group * HeadDim;
+            Attention.HeadsHalf(queries, count, (ushort*)k + offset, (ushort*)v + offset, KvDim, positions, HeadDim, scale, SoftCap, scratch, outputs);
+        }
     }
 
     /// <summary>What <see cref="Attention.HeadHalf"/> computes, bit for bit, for any head size: the rows converted to f32

@@ -88,6 +88,20 @@ public abstract unsafe class KvCache
     /// </summary>
     public abstract void Attend(int layer, int head, float* query, int position, float scale, float* scratch, float* output);
 
+    /// <summary>
+    /// <see cref="Attend"/> for the <paramref name="count"/> query heads from <paramref name="firstHead"/>, which share one
+    /// key/value head (grouped-query attention): <paramref name="queries"/> and <paramref name="outputs"/> are
+    /// [count, headDim], each head's result exactly what <see cref="Attend"/> gives it. A cache that can read each key and
+    /// value once for the whole group overrides this; by default the heads attend one after another.
+    /// </summary>
+    public virtual void AttendGroup(int layer, int firstHead, int count, float* queries, int position, float scale, float* scratch, float* outputs)
+    {
+        if (count < 1 || firstHead / (HeadCount / KvHeadCount) != (firstHead + count - 1) / (HeadCount / KvHeadCount))
+            throw new ArgumentOutOfRangeException(nameof(count), $"query heads {firstHead}..{firstHead + count - 1} do not share one key/value head");
+        for (int j = 0; j < count; j++)
+            Attend(layer, firstHead + j, queries + j * HeadDim, position, scale, scratch, outputs + j * HeadDim);
+    }
+
     /// <summary>Bytes the cache holds now for its positions (every layer): what the stored keys, values and their
     /// scales, outliers, factors and bookkeeping take.</summary>
     public abstract long HeldBytes { get; }

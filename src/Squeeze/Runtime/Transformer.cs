@@ -468,15 +468,26 @@ public sealed class Transformer : IDisposable
     /// p ≤ rowPositions[t] of rowCaches[t] as that cache holds them, for tokens t in [first, first + n).</summary>
     private void CausalAttention(int layerIndex, int first, int n)
     {
+        // query heads of one key/value head attend together (a cache may then read each key and value once for them),
+        // in groups small enough that every thread has some
+        int group = config.HeadCount / config.KvHeadCount, perItem = group;
+        while (perItem > 1 && (long)n * config.HeadCount / perItem < compute.Threads)
+        {
+            do
+                perItem--;
+            while (group % perItem != 0);
+        }
         attention.Layer = layerIndex;
         attention.FirstToken = first;
         attention.Tokens = n;
-        compute.Run(attention, Math.Min(n * config.HeadCount, attention.Parts));
+        attention.HeadsPerItem = perItem;
+        compute.Run(attention, Math.Min(n * config.HeadCount / perItem, attention.Parts));
     }
 
-    /// <summary>The (token, head) pairs of one attention call, split into parts for the worker pool; each part has its
-    /// own score buffer. Part i takes pairs i, i + parts, i + 2·parts … so that every part gets short and long rows of
-    /// the causal triangle. Which thread runs a part does not change what it computes.</summary>
+    /// <summary>The (token, group of query heads) items of one attention call, split into parts for the worker pool; each
+    /// part has its own score buffer. Part i takes items i, i + parts, i + 2·parts … so that every part gets short and
+    /// long rows of the causal triangle. Which thread runs a part, and how heads are grouped, does not change what it
+    /// computes.</summary>
     private sealed unsafe class AttentionJob(Transformer owner, int parts, int scratchLength) : IParallelJob
     {
         private readonly float[][] scratch = Enumerable.Range(0, parts).Select(_ => new float[scratchLength]).ToArray();
@@ -485,6 +496,7 @@ public sealed class Transformer : IDisposable
         public int Layer { get; set; }
         public int FirstToken { get; set; }
         public int Tokens { get; set; }
+        public int HeadsPerItem { get; set; } = 1;
 
         public void Run(int part, int partCount)
         {
@@ -495,10 +507,12 @@ public sealed class Transformer : IDisposable
             fixed (float* q = owner.q)
             fixed (float* att = owner.att)
             {
-                for (int item = part; item < Tokens * heads; item += partCount)
+                int perItem = HeadsPerItem, itemsPerToken = heads / perItem;
+                for (int item = part; item < Tokens * itemsPerToken; item += partCount)
                 {
-                    int t = FirstToken + item / heads, h = item % heads;
-                    owner.rowCaches[t].Attend(Layer, h, q + t * qDim + h * headDim, owner.rowPositions[t], scale, buffer, att + t * qDim + h * headDim);
+                    int t = FirstToken + item / itemsPerToken, h = item % itemsPerToken * perItem;
+                    owner.rowCaches[t].AttendGroup(Layer, h, perItem, q + t * qDim + h * headDim, owner.rowPositions[t], scale, buffer,
+                        att + t * qDim + h * headDim);
                 }
             }
         }

@@ -343,4 +343,71 @@ public unsafe class Float16AttentionTests
         }
         Assert.True(compared > 50_000, $"{compared} values compared");
     }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    [InlineData(4)]
+    [InlineData(6)]
+    [InlineData(8)]
+    public void A_group_of_query_heads_attends_bit_for_bit_as_each_head_alone(int group)
+    {
+        foreach (int headDim in new[] { 32, 64, 128 })
+        {
+            foreach (var (window, cap) in new[] { (0, 0f), (24, 3f) })
+            {
+                var config = new ModelConfig
+                {
+                    Architecture = "gemma2", Dim = 2 * group * headDim, HiddenDim = 8, LayerCount = 2, HeadCount = 2 * group, KvHeadCount = 2,
+                    HeadDim = headDim, VocabSize = 8, ContextLength = 96, SlidingWindow = window, SlidingWindowPeriod = window > 0 ? 2 : 0,
+                    AttentionSoftCap = cap,
+                };
+                var cache = new Float16KvCache(config, 96);
+                var rng = new Random(group * 131 + headDim + window);
+                var keys = Enumerable.Range(0, 90 * cache.KvDim).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+                var values = Enumerable.Range(0, 90 * cache.KvDim).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+                for (int l = 0; l < 2; l++)
+                    cache.Append(l, 0, keys, values);
+                var queries = Enumerable.Range(0, config.HeadCount * headDim).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+                var scratch = new float[cache.ScratchLength];
+                var together = new float[config.HeadCount * headDim];
+                var alone = new float[config.HeadCount * headDim];
+                foreach (int position in new[] { 0, 17, 89 })
+                {
+                    for (int layer = 0; layer < 2; layer++)
+                    {
+                        fixed (float* q = queries, s = scratch, o = together, a = alone)
+                        {
+                            // every split of each key/value head's query heads: whole, and in two when the group allows
+                            for (int kv = 0; kv < 2; kv++)
+                            {
+                                int firstHead = kv * group;
+                                cache.AttendGroup(layer, firstHead, group, q + firstHead * headDim, position, 0.125f, s, o + firstHead * headDim);
+                                for (int h = firstHead; h < firstHead + group; h++)
+                                    cache.Attend(layer, h, q + h * headDim, position, 0.125f, s, a + h * headDim);
+                            }
+                        }
+                        Assert.Equal(alone.Select(BitConverter.SingleToInt32Bits), together.Select(BitConverter.SingleToInt32Bits));
+                    }
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void Query_heads_of_different_key_value_heads_are_not_one_group()
+    {
+        var config = new ModelConfig { Architecture = "llama", Dim = 128, HiddenDim = 8, LayerCount = 1, HeadCount = 4, KvHeadCount = 2, HeadDim = 32, VocabSize = 8, ContextLength = 8 };
+        var cache = new Float32KvCache(config, 8);
+        var buffer = (float*)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)(4 * 32 + cache.ScratchLength), sizeof(float));
+        try
+        {
+            Assert.Throws<ArgumentOutOfRangeException>(() => cache.AttendGroup(0, 1, 2, buffer, 0, 1f, buffer, buffer));
+        }
+        finally
+        {
+            System.Runtime.InteropServices.NativeMemory.Free(buffer);
+        }
+    }
 }
+
