@@ -78,12 +78,14 @@ internal static unsafe partial class UniformDot
         byte* codes0 = w.Codes + row * w.RowBytes, codes1 = codes0 + w.RowBytes, codes2 = codes1 + w.RowBytes, codes3 = codes2 + w.RowBytes;
         ushort* rowScales = w.Scales + (long)row * groups;
         ushort* rowMins = w.Mins + (long)row * groups;
-        // the four rows' group scales and mins in f32, eight groups at a time (converted in vectors, not one by one)
+        // the four rows' group scales and mins in f32 (converted in vectors, not one by one): eight groups at a time,
+        // or the whole rows when they have at most eight; row r's group g at [r · stride + g mod stride], mins 32 later
         float* groupScales = stackalloc float[2 * 4 * 8];
+        int stride = Math.Min(groups, 8);
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
-        for (int g = 0, t = 0; g < groups; g++)
+        for (int g = 0, t = 0, j = 0; g < groups; g++, j = j + 1 == stride ? 0 : j + 1)
         {
-            if ((g & 7) == 0)
+            if (j == 0)
                 ConvertGroupScales<TCodes>(rowScales, rowMins, groups, g, groupScales);
             Vector256<float> products0 = default, products1 = default, products2 = default, products3 = default, sums = default;
             for (int c = g * group, end = t + steps; t < end; t++, c += Step)
@@ -107,17 +109,16 @@ internal static unsafe partial class UniformDot
                 products2 = Fma.MultiplyAdd(Vector256.ConvertToSingle(StepDot(codes2 + at, low, high, permute, shifts, mask) - zeros), d, products2);
                 products3 = Fma.MultiplyAdd(Vector256.ConvertToSingle(StepDot(codes3 + at, low, high, permute, shifts, mask) - zeros), d, products3);
             }
-            int j = g & 7;
             acc0 = Fma.MultiplyAdd(Vector256.Create(groupScales[j]), products0, acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(groupScales[8 + j]), products1, acc1);
-            acc2 = Fma.MultiplyAdd(Vector256.Create(groupScales[16 + j]), products2, acc2);
-            acc3 = Fma.MultiplyAdd(Vector256.Create(groupScales[24 + j]), products3, acc3);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(groupScales[stride + j]), products1, acc1);
+            acc2 = Fma.MultiplyAdd(Vector256.Create(groupScales[2 * stride + j]), products2, acc2);
+            acc3 = Fma.MultiplyAdd(Vector256.Create(groupScales[3 * stride + j]), products3, acc3);
             if (!TCodes.Symmetric)
             {
                 acc0 = Fma.MultiplyAdd(Vector256.Create(groupScales[32 + j]), sums, acc0);
-                acc1 = Fma.MultiplyAdd(Vector256.Create(groupScales[40 + j]), sums, acc1);
-                acc2 = Fma.MultiplyAdd(Vector256.Create(groupScales[48 + j]), sums, acc2);
-                acc3 = Fma.MultiplyAdd(Vector256.Create(groupScales[56 + j]), sums, acc3);
+                acc1 = Fma.MultiplyAdd(Vector256.Create(groupScales[32 + stride + j]), sums, acc1);
+                acc2 = Fma.MultiplyAdd(Vector256.Create(groupScales[32 + 2 * stride + j]), sums, acc2);
+                acc3 = Fma.MultiplyAdd(Vector256.Create(groupScales[32 + 3 * stride + j]), sums, acc3);
             }
         }
         y[row] = Vector256.Sum(acc0);
@@ -155,31 +156,39 @@ internal static unsafe partial class UniformDot
         return Vector256.Sum(acc);
     }
 
-    /// <summary>Groups [g, g + 8) of four rows (<paramref name="groups"/> apart) as f32: scales of row r at
-    /// <paramref name="destination"/>[8r + j], mins at [32 + 8r + j]. Whole runs of 8 are widened in vectors (a subnormal
-    /// scale costs that vector a microcode assist; group scales are normal but for all-but-constant groups); the row's last
-    /// groups one by one.</summary>
+    /// <summary>The group scales and mins of four rows (<paramref name="groups"/> apart) from group <paramref name="g"/> as
+    /// f32, as <see cref="FourRows{TCodes}"/> reads them: rows of at most eight groups whole (contiguous, 4 · groups
+    /// values), otherwise groups [g, g + 8) of each row at [8r + j]; mins 32 floats after the scales. Whole runs of 8 are
+    /// widened in vectors (a subnormal scale costs its vector a microcode assist; group scales are normal but for
+    /// all-but-constant groups), the rest one by one.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void ConvertGroupScales<TCodes>(ushort* scales, ushort* mins, int groups, int g, float* destination) where TCodes : struct, ICodeKind
     {
-        if (g + 8 <= groups)
+        if (groups <= 8)
         {
-            for (int r = 0; r < 4; r++)
-            {
-                Vector256.Store(Fp16.ToSingle(Avx2.ConvertToVector256Int32(scales + r * groups + g).AsUInt32()), destination + 8 * r);
-                if (!TCodes.Symmetric)
-                    Vector256.Store(Fp16.ToSingle(Avx2.ConvertToVector256Int32(mins + r * groups + g).AsUInt32()), destination + 32 + 8 * r);
-            }
+            Widen<TCodes>(scales, mins, 4 * groups, destination);
             return;
         }
         for (int r = 0; r < 4; r++)
+            Widen<TCodes>(scales + r * groups + g, mins + r * groups + g, Math.Min(8, groups - g), destination + 8 * r);
+    }
+
+    /// <summary><paramref name="count"/> scales (and mins, 32 floats later) from f16 to f32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Widen<TCodes>(ushort* scales, ushort* mins, int count, float* destination) where TCodes : struct, ICodeKind
+    {
+        int i = 0;
+        for (; i + 8 <= count; i += 8)
         {
-            for (int j = 0; j < groups - g; j++)
-            {
-                destination[8 * r + j] = Fp16.ToSingle(scales[r * groups + g + j]);
-                if (!TCodes.Symmetric)
-                    destination[32 + 8 * r + j] = Fp16.ToSingle(mins[r * groups + g + j]);
-            }
+            Vector256.Store(Fp16.ToSingle(Avx2.ConvertToVector256Int32(scales + i).AsUInt32()), destination + i);
+            if (!TCodes.Symmetric)
+                Vector256.Store(Fp16.ToSingle(Avx2.ConvertToVector256Int32(mins + i).AsUInt32()), destination + 32 + i);
+        }
+        for (; i < count; i++)
+        {
+            destination[i] = Fp16.ToSingle(scales[i]);
+            if (!TCodes.Symmetric)
+                destination[32 + i] = Fp16.ToSingle(mins[i]);
         }
     }
 
