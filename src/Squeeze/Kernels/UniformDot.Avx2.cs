@@ -26,40 +26,62 @@ internal static unsafe partial class UniformDot
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first call: no unoptimized tier
     private static void RowsAvx2<TCodes>(in UniformRows w, int r0, int r1, byte* x, float* y) where TCodes : struct, ICodeKind
     {
-        int bits = w.Bits, group = w.Group, columns = w.Columns, groups = w.Groups, steps = StepsPerGroup(group);
-        sbyte* a = (sbyte*)x;
-        float* laneScales = (float*)(x + LaneScalesOffset(columns, group));
-        float* laneSums = (float*)(x + LaneSumsOffset(columns, group));
-        int* laneCounts = (int*)(x + LaneCountsOffset(columns, group));
-        ulong spread = ((1ul << bits) - 1) * 0x0101010101010101ul;
+        var prepared = new PreparedRow(w, x);
+        var step = new PdepStep(w.Bits);
         int vectorRows = Math.Min(r1, SafeRows(w, Step));
         for (int row = r0; row < vectorRows; row++)
-        {
-            byte* codes = w.Codes + row * w.RowBytes;
-            ushort* rowScales = w.Scales + (long)row * groups;
-            ushort* rowMins = w.Mins + (long)row * groups;
-            Vector256<float> acc = default;
-            for (int g = 0, t = 0; g < groups; g++)
-            {
-                Vector256<float> products = default, sums = default;
-                for (int c = g * group, end = t + steps; t < end; t++, c += Step)
-                {
-                    byte* p = codes + (c >> 3) * bits;
-                    Vector256<int> dot = Dot32(Runs(p, 2 * bits, spread), Vector256.Load(a + t * Step), bits)
-                        + Dot32(Runs(p + bits, 2 * bits, spread), Vector256.Load(a + t * Step + 32), bits);
-                    if (TCodes.Symmetric)
-                        dot -= Vector256.ShiftLeft(Vector256.Load(laneCounts + t * StepLanes), bits - 1);
-                    else
-                        sums += Vector256.Load(laneSums + t * StepLanes);
-                    products = Fma.MultiplyAdd(Vector256.ConvertToSingle(dot), Vector256.Load(laneScales + t * StepLanes), products);
-                }
-                acc = Fma.MultiplyAdd(Vector256.Create(Fp16.ToSingle(rowScales[g])), products, acc);
-                if (!TCodes.Symmetric)
-                    acc = Fma.MultiplyAdd(Vector256.Create(Fp16.ToSingle(rowMins[g])), sums, acc);
-            }
-            y[row] = Vector256.Sum(acc);
-        }
+            y[row] = OneRow<TCodes, PdepStep>(w, prepared, step, row);
         PaddedRows(w, Math.Max(r0, vectorRows), r1, x, y, &RowsAvx2);
+    }
+
+    /// <summary>How a vector kernel turns one step of 64 codes into its 8 lanes against the prepared activations
+    /// (low: runs 0, 2, 4, 6; high: runs 1, 3, 5, 7): lane k = Σ q·a over 4 codes
+    /// of run 2⌊k/2⌋ and the same 4 of run 2⌊k/2⌋ + 1.</summary>
+    private interface IStepDot
+    {
+        Vector256<int> Dot(byte* step, Vector256<sbyte> low, Vector256<sbyte> high);
+    }
+
+    /// <summary>AVX2 steps: BMI2 <c>pdep</c> spreads each run of 8 codes to bytes.</summary>
+    private readonly struct PdepStep(int bits) : IStepDot
+    {
+        private readonly ulong spread = ((1ul << bits) - 1) * 0x0101010101010101ul;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector256<int> Dot(byte* step, Vector256<sbyte> low, Vector256<sbyte> high)
+            => Dot32(Runs(step, 2 * bits, spread), low, bits) + Dot32(Runs(step + bits, 2 * bits, spread), high, bits);
+    }
+
+    /// <summary>One row of <paramref name="w"/> whose every step is inside the codes, step by step through
+    /// <typeparamref name="TStep"/>: per group, <c>s · Σ_lanes d · dot + m · Σ_lanes d · Σ a</c> (the symmetric zero point
+    /// taken off the integer dots).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
+    private static float OneRow<TCodes, TStep>(in UniformRows w, in PreparedRow x, in TStep step, int row)
+        where TCodes : struct, ICodeKind where TStep : struct, IStepDot
+    {
+        int bits = w.Bits, group = w.Group, groups = w.Groups, steps = x.Steps;
+        sbyte* a = x.Activations;
+        byte* codes = w.Codes + row * w.RowBytes;
+        ushort* rowScales = w.Scales + (long)row * groups;
+        ushort* rowMins = w.Mins + (long)row * groups;
+        Vector256<float> acc = default;
+        for (int g = 0, t = 0; g < groups; g++)
+        {
+            Vector256<float> products = default, sums = default;
+            for (int c = g * group, end = t + steps; t < end; t++, c += Step)
+            {
+                Vector256<int> dot = step.Dot(codes + (c >> 3) * bits, Vector256.Load(a + t * Step), Vector256.Load(a + t * Step + 32));
+                if (TCodes.Symmetric)
+                    dot -= Vector256.ShiftLeft(Vector256.Load(x.LaneCounts + t * StepLanes), bits - 1);
+                else
+                    sums += Vector256.Load(x.LaneSums + t * StepLanes);
+                products = Fma.MultiplyAdd(Vector256.ConvertToSingle(dot), Vector256.Load(x.LaneScales + t * StepLanes), products);
+            }
+            acc = Fma.MultiplyAdd(Vector256.Create(Fp16.ToSingle(rowScales[g])), products, acc);
+            if (!TCodes.Symmetric)
+                acc = Fma.MultiplyAdd(Vector256.Create(Fp16.ToSingle(rowMins[g])), sums, acc);
+        }
+        return Vector256.Sum(acc);
     }
 
     /// <summary>Four runs of 8 codes, <paramref name="stride"/> bytes apart from <paramref name="p"/> (each bits bytes,

@@ -27,53 +27,40 @@ internal static unsafe partial class UniformDot
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first call: no unoptimized tier
     private static void RowsAvx512<TCodes>(in UniformRows w, int r0, int r1, byte* x, float* y) where TCodes : struct, ICodeKind
     {
-        var step = new StepKernel(w, x);
+        var prepared = new PreparedRow(w, x);
+        var step = new VbmiStep(w.Bits);
         int vectorRows = Math.Min(r1, SafeRows(w, Step));
         int row = r0;
         for (; row + 4 <= vectorRows; row += 4)
-            FourRows<TCodes>(w, step, row, y);
+            FourRows<TCodes>(w, prepared, step, row, y);
         for (; row < vectorRows; row++)
-            y[row] = OneRow<TCodes>(w, step, row);
+            y[row] = OneRow<TCodes, VbmiStep>(w, prepared, step, row);
         PaddedRows(w, Math.Max(r0, vectorRows), r1, x, y, &RowsAvx512);
     }
 
-    /// <summary>What every step of a product reads besides the codes: the prepared activations' parts and the unpacking
-    /// vectors of the code width.</summary>
-    private readonly struct StepKernel
+    /// <summary>AVX-512 steps: <c>vpermb</c> + <c>vpmultishiftqb</c> unpack the step, each half meets its activations in
+    /// one <c>vpdpbusd</c>.</summary>
+    private readonly struct VbmiStep(int bits) : IStepDot
     {
-        public StepKernel(in UniformRows w, byte* x)
-        {
-            Activations = (sbyte*)x;
-            LaneScales = (float*)(x + LaneScalesOffset(w.Columns, w.Group));
-            LaneSums = (float*)(x + LaneSumsOffset(w.Columns, w.Group));
-            LaneCounts = (int*)(x + LaneCountsOffset(w.Columns, w.Group));
-            Steps = StepsPerGroup(w.Group);
-            Permute = PairedPermutes[w.Bits];
-            Shifts = UniformDot.Shifts[w.Bits];
-            Mask = Vector512.Create((byte)((1 << w.Bits) - 1));
-        }
+        public Vector512<byte> Permute { get; } = PairedPermutes[bits];
+        public Vector512<byte> Shifts { get; } = UniformDot.Shifts[bits];
+        public Vector512<byte> Mask { get; } = Vector512.Create((byte)((1 << bits) - 1));
 
-        public sbyte* Activations { get; }
-        public float* LaneScales { get; }
-        public float* LaneSums { get; }
-        public int* LaneCounts { get; }
-        public int Steps { get; }
-        public Vector512<byte> Permute { get; }
-        public Vector512<byte> Shifts { get; }
-        public Vector512<byte> Mask { get; }
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector256<int> Dot(byte* step, Vector256<sbyte> low, Vector256<sbyte> high) => StepDot(step, low, high, Permute, Shifts, Mask);
     }
 
     /// <summary>Rows [row, row + 4) (every step inside the codes): the activations (and their sums) are loaded once for all
     /// four, four independent chains, the next four rows prefetched. A method of its own, so that its vectors stay in
     /// registers.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
-    private static void FourRows<TCodes>(in UniformRows w, in StepKernel k, int row, float* y) where TCodes : struct, ICodeKind
+    private static void FourRows<TCodes>(in UniformRows w, in PreparedRow x, in VbmiStep step, int row, float* y) where TCodes : struct, ICodeKind
     {
-        int bits = w.Bits, group = w.Group, groups = w.Groups, steps = k.Steps;
-        sbyte* a = k.Activations;
-        float* laneScales = k.LaneScales, laneSums = k.LaneSums;
-        int* laneCounts = k.LaneCounts;
-        Vector512<byte> permute = k.Permute, shifts = k.Shifts, mask = k.Mask;
+        int bits = w.Bits, group = w.Group, groups = w.Groups, steps = x.Steps;
+        sbyte* a = x.Activations;
+        float* laneScales = x.LaneScales, laneSums = x.LaneSums;
+        int* laneCounts = x.LaneCounts;
+        Vector512<byte> permute = step.Permute, shifts = step.Shifts, mask = step.Mask;
         long ahead = 4 * w.RowBytes;
         byte* codes0 = w.Codes + row * w.RowBytes, codes1 = codes0 + w.RowBytes, codes2 = codes1 + w.RowBytes, codes3 = codes2 + w.RowBytes;
         ushort* rowScales = w.Scales + (long)row * groups;
@@ -125,35 +112,6 @@ internal static unsafe partial class UniformDot
         y[row + 1] = Vector256.Sum(acc1);
         y[row + 2] = Vector256.Sum(acc2);
         y[row + 3] = Vector256.Sum(acc3);
-    }
-
-    /// <summary>One row (every step inside the codes), as <see cref="FourRows{TCodes}"/> computes each of its four.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
-    private static float OneRow<TCodes>(in UniformRows w, in StepKernel k, int row) where TCodes : struct, ICodeKind
-    {
-        int bits = w.Bits, group = w.Group, groups = w.Groups, steps = k.Steps;
-        sbyte* a = k.Activations;
-        byte* codes = w.Codes + row * w.RowBytes;
-        ushort* rowScales = w.Scales + (long)row * groups;
-        ushort* rowMins = w.Mins + (long)row * groups;
-        Vector256<float> acc = default;
-        for (int g = 0, t = 0; g < groups; g++)
-        {
-            Vector256<float> products = default, sums = default;
-            for (int c = g * group, end = t + steps; t < end; t++, c += Step)
-            {
-                Vector256<int> dot = StepDot(codes + (c >> 3) * bits, Vector256.Load(a + t * Step), Vector256.Load(a + t * Step + 32), k.Permute, k.Shifts, k.Mask);
-                if (TCodes.Symmetric)
-                    dot -= Vector256.ShiftLeft(Vector256.Load(k.LaneCounts + t * StepLanes), bits - 1);
-                else
-                    sums += Vector256.Load(k.LaneSums + t * StepLanes);
-                products = Fma.MultiplyAdd(Vector256.ConvertToSingle(dot), Vector256.Load(k.LaneScales + t * StepLanes), products);
-            }
-            acc = Fma.MultiplyAdd(Vector256.Create(Fp16.ToSingle(rowScales[g])), products, acc);
-            if (!TCodes.Symmetric)
-                acc = Fma.MultiplyAdd(Vector256.Create(Fp16.ToSingle(rowMins[g])), sums, acc);
-        }
-        return Vector256.Sum(acc);
     }
 
     /// <summary>The group scales and mins of four rows (<paramref name="groups"/> apart) from group <paramref name="g"/> as

@@ -243,6 +243,26 @@ internal static unsafe partial class UniformDot
         return sum;
     }
 
+    /// <summary>A prepared activation row's parts (<see cref="PrepareActivations"/>) for the weight a kernel runs.</summary>
+    private readonly struct PreparedRow
+    {
+        public PreparedRow(in UniformRows w, byte* x)
+        {
+            Activations = (sbyte*)x;
+            LaneScales = (float*)(x + LaneScalesOffset(w.Columns, w.Group));
+            LaneSums = (float*)(x + LaneSumsOffset(w.Columns, w.Group));
+            LaneCounts = (int*)(x + LaneCountsOffset(w.Columns, w.Group));
+            Steps = StepsPerGroup(w.Group);
+        }
+
+        public sbyte* Activations { get; }
+        public float* LaneScales { get; }
+        public float* LaneSums { get; }
+        public int* LaneCounts { get; }
+        /// <summary>Steps of 64 codes per group.</summary>
+        public int Steps { get; }
+    }
+
     /// <summary>Whether a kernel's codes are symmetric (zero point taken off in the integers) or have a min per group: a
     /// type argument, so each kernel is compiled without the other's branch.</summary>
     private interface ICodeKind
