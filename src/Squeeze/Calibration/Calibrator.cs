@@ -20,6 +20,10 @@ public sealed record CalibrationOptions
 
     /// <summary>Threads for the forward pass and the Gram products; the statistics do not depend on it.</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>Where each block's shards of chunks are calibrated (<see cref="CalibrationShards"/>): in this process (the
+    /// default), or as independent work items elsewhere (a cluster); the statistics are the same bits.</summary>
+    public ICalibrationWorkers Workers { get; init; } = CalibrationWorkers.InProcess;
 }
 
 /// <summary>Progress of a calibration: block runs done out of the total (one per chunk and layer), and what runs now.</summary>
