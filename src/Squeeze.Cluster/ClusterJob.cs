@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
-using System.Threading.Channels;
 
 namespace Squeeze.Cluster;
 
@@ -48,19 +47,41 @@ public sealed class ClusterJob(IClusterClient client)
         IProgress<ClusterProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(count);
+        var results = new Payload[count];
+        await Run(kind, models, count, write, (i, result) => results[i] = result, bounded: false, progress, cancellationToken).ConfigureAwait(false);
+        return results;
+    }
+
+    /// <summary>Runs <paramref name="count"/> items as <see cref="RunAsync"/> does, but hands each result to
+    /// <paramref name="consume"/> in item order, one call at a time, as soon as it and every item before it are done, and
+    /// lets go of it after: a worker takes an item only while fewer than one per worker are taken and not yet consumed,
+    /// so the client holds at most one result per worker (a merge of large results in a fixed order, such as a
+    /// calibration's shards). An exception from <paramref name="consume"/> stops the job.</summary>
+    /// <exception cref="ClusterException">A worker refused the job, an item failed, or no worker is left.</exception>
+    public Task RunInOrderAsync(string kind, IReadOnlyList<ModelRef> models, int count, Func<int, Action<BinaryWriter>> write, Action<int, Payload> consume,
+        IProgress<ClusterProgress>? progress = null, CancellationToken cancellationToken = default)
+        => Run(kind, models, count, write, consume, bounded: true, progress, cancellationToken);
+
+    // Items are taken lowest index first; a bounded job takes item i only while i < consumed + workers. An item queued
+    // again (its worker lost) was taken when its index was below that bound, which only grows, so it is always takeable
+    // and the first item not consumed is never left waiting behind the others.
+    private async Task Run(string kind, IReadOnlyList<ModelRef> models, int count, Func<int, Action<BinaryWriter>> write, Action<int, Payload> consume, bool bounded,
+        IProgress<ClusterProgress>? progress, CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
         ArgumentNullException.ThrowIfNull(write);
+        ArgumentNullException.ThrowIfNull(consume);
         var workers = await Workers(models).ConfigureAwait(false);
         int total = count;
         string run = Guid.NewGuid().ToString("N");
-        var results = new Payload[total];
+        var held = new Payload?[total];
         var itemCosts = new ItemCost[total];
         var perWorker = workers.ToDictionary(w => w.Name, _ => 0, StringComparer.Ordinal);
-        var queue = Channel.CreateUnbounded<int>();
-        for (int i = 0; i < total; i++)
-            queue.Writer.TryWrite(i);
-        if (total == 0)
-            queue.Writer.Complete();
-        int done = 0, alive = workers.Count, lost = 0;
+        var pending = new SortedSet<int>(Enumerable.Range(0, total));
+        long window = bounded ? workers.Count : total;
+        int done = 0, consumed = 0, alive = workers.Count, lost = 0;
+        Exception? failure = null;
+        var wake = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var clock = Stopwatch.StartNew();
         var gate = new object();
         void Report()
@@ -68,15 +89,58 @@ public sealed class ClusterJob(IClusterClient client)
             double? left = done == 0 ? null : clock.Elapsed.TotalSeconds / done * (total - done);
             progress?.Report(new ClusterProgress(done, total, new Dictionary<string, int>(perWorker), lost, left));
         }
+        // Under the gate: wakes the workers waiting for an item.
+        void Wake()
+        {
+            var woken = wake;
+            wake = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            woken.TrySetResult();
+        }
+        void Fail(Exception e)
+        {
+            failure ??= e;
+            Wake();
+        }
+        // The next item this worker may take, or null once the job is over (done or failed).
+        async Task<int?> Take()
+        {
+            while (true)
+            {
+                Task wait;
+                lock (gate)
+                {
+                    if (failure is not null || consumed == total)
+                        return null;
+                    if (pending.Count > 0 && pending.Min < consumed + window)
+                    {
+                        int i = pending.Min;
+                        pending.Remove(i);
+                        return i;
+                    }
+                    wait = wake.Task;
+                }
+                await wait.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
         Report();
 
         async Task Serve(string name, IWorkerGrain worker)
         {
-            await foreach (int i in queue.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            while (await Take().ConfigureAwait(false) is int i)
             {
                 long start = Stopwatch.GetTimestamp();
-                // Written here, so that the client's own failure to write it stops the job; let go once sent.
-                var input = new StrongBox<Payload?>(Payload.Write(PartBytes, write(i)));
+                StrongBox<Payload?> input;
+                try
+                {
+                    // Written here, so that the client's own failure to write it stops the job; let go once sent.
+                    input = new StrongBox<Payload?>(Payload.Write(PartBytes, write(i)));
+                }
+                catch (Exception e)
+                {
+                    lock (gate)
+                        Fail(e);
+                    return;
+                }
                 (WorkResult Answer, Payload? Result, long Sent) attempt;
                 try
                 {
@@ -85,51 +149,54 @@ public sealed class ClusterJob(IClusterClient client)
                 catch (Exception) when (!cancellationToken.IsCancellationRequested)
                 {
                     // The worker left (or its silo stopped answering): its item goes to the others.
-                    queue.Writer.TryWrite(i);
                     lock (gate)
                     {
+                        pending.Add(i);
                         lost++;
                         if (--alive == 0)
-                            queue.Writer.TryComplete(new ClusterException($"every worker left the cluster with {total - done} of {total} {kind} items not done"));
+                            Fail(new ClusterException($"every worker left the cluster with {total - done} of {total} {kind} items not done"));
+                        Wake();
                         Report();
                     }
                     return;
                 }
                 var (answer, result, sent) = attempt;
-                if (answer.Refusal is not null || answer.Error is not null)
+                if (answer.Refusal is not null || answer.Error is not null || result!.Checksum() != answer.Checksum)
                 {
-                    queue.Writer.TryComplete(new ClusterException(answer.Refusal ?? answer.Error!));
-                    return;
-                }
-                if (result!.Checksum() != answer.Checksum)
-                {
-                    queue.Writer.TryComplete(new ClusterException($"a {kind} result from worker {name} arrived damaged (checksum mismatch)"));
+                    lock (gate)
+                        Fail(new ClusterException(answer.Refusal ?? answer.Error ?? $"a {kind} result from worker {name} arrived damaged (checksum mismatch)"));
                     return;
                 }
                 lock (gate)
                 {
-                    results[i] = result;
+                    held[i] = result;
                     itemCosts[i] = new ItemCost(name, answer.Seconds, Stopwatch.GetElapsedTime(start).TotalSeconds, sent, result.Length);
                     perWorker[name]++;
-                    if (++done == total)
-                        queue.Writer.TryComplete();
+                    done++;
+                    try
+                    {
+                        while (consumed < total && held[consumed] is { } next)
+                        {
+                            held[consumed] = null;
+                            consume(consumed, next);
+                            consumed++;
+                        }
+                    }
+                    catch (Exception e)
+                    {
+                        Fail(e);
+                        return;
+                    }
+                    Wake();
                     Report();
                 }
             }
         }
 
-        var serving = workers.Select(w => Serve(w.Name, w.Grain)).ToArray();
-        try
-        {
-            await Task.WhenAll(serving).ConfigureAwait(false);
-            await queue.Reader.Completion.ConfigureAwait(false);
-        }
-        catch (ChannelClosedException e) when (e.InnerException is ClusterException inner)
-        {
-            throw new ClusterException(inner.Message, e);
-        }
+        await Task.WhenAll(workers.Select(w => Serve(w.Name, w.Grain))).ConfigureAwait(false);
+        if (failure is not null)
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
         costs.AddRange(itemCosts);
-        return results;
     }
 
     // One item on one worker: its input staged part by part, the run, and the result's other parts fetched; the
