@@ -53,10 +53,11 @@ public sealed class ClusterJob(IClusterClient client)
     }
 
     /// <summary>Runs <paramref name="count"/> items as <see cref="RunAsync"/> does, but hands each result to
-    /// <paramref name="consume"/> in item order, one call at a time, as soon as it and every item before it are done, and
-    /// lets go of it after: a worker takes an item only while fewer than one per worker are taken and not yet consumed,
-    /// so the client holds at most one result per worker (a merge of large results in a fixed order, such as a
-    /// calibration's shards). An exception from <paramref name="consume"/> stops the job.</summary>
+    /// <paramref name="consume"/> in item order, one call at a time, and lets go of it after: a finished item's result
+    /// stays on its worker (but for its first part) until every item before it is consumed, and a worker takes an item
+    /// only while fewer than one per worker are taken and not yet consumed, so the client holds one whole result at a
+    /// time (a merge of large results in a fixed order, such as a calibration's shards). A result whose worker left
+    /// before it was fetched is run again elsewhere. An exception from <paramref name="consume"/> stops the job.</summary>
     /// <exception cref="ClusterException">A worker refused the job, an item failed, or no worker is left.</exception>
     public Task RunInOrderAsync(string kind, IReadOnlyList<ModelRef> models, int count, Func<int, Action<BinaryWriter>> write, Action<int, Payload> consume,
         IProgress<ClusterProgress>? progress = null, CancellationToken cancellationToken = default)
@@ -64,7 +65,8 @@ public sealed class ClusterJob(IClusterClient client)
 
     // Items are taken lowest index first; a bounded job takes item i only while i < consumed + workers. An item queued
     // again (its worker lost) was taken when its index was below that bound, which only grows, so it is always takeable
-    // and the first item not consumed is never left waiting behind the others.
+    // and the first item not consumed is never left waiting behind the others. An unbounded job fetches every result
+    // when its item finishes; a bounded one fetches the rest of a result when its turn to be consumed comes.
     private async Task Run(string kind, IReadOnlyList<ModelRef> models, int count, Func<int, Action<BinaryWriter>> write, Action<int, Payload> consume, bool bounded,
         IProgress<ClusterProgress>? progress, CancellationToken cancellationToken)
     {
@@ -74,7 +76,7 @@ public sealed class ClusterJob(IClusterClient client)
         var workers = await Workers(models).ConfigureAwait(false);
         int total = count;
         string run = Guid.NewGuid().ToString("N");
-        var held = new Payload?[total];
+        var finished = new Finished?[total];
         var itemCosts = new ItemCost[total];
         var perWorker = workers.ToDictionary(w => w.Name, _ => 0, StringComparer.Ordinal);
         var pending = new SortedSet<int>(Enumerable.Range(0, total));
@@ -89,7 +91,7 @@ public sealed class ClusterJob(IClusterClient client)
             double? left = done == 0 ? null : clock.Elapsed.TotalSeconds / done * (total - done);
             progress?.Report(new ClusterProgress(done, total, new Dictionary<string, int>(perWorker), lost, left));
         }
-        // Under the gate: wakes the workers waiting for an item.
+        // Under the gate: wakes the workers waiting for an item and the consumer waiting for a result.
         void Wake()
         {
             var woken = wake;
@@ -101,6 +103,8 @@ public sealed class ClusterJob(IClusterClient client)
             failure ??= e;
             Wake();
         }
+        // Waits, outside the gate, until something changes.
+        async Task Changed(Task wait) => await wait.WaitAsync(cancellationToken).ConfigureAwait(false);
         // The next item this worker may take, or null once the job is over (done or failed).
         async Task<int?> Take()
         {
@@ -119,7 +123,7 @@ public sealed class ClusterJob(IClusterClient client)
                     }
                     wait = wake.Task;
                 }
-                await wait.WaitAsync(cancellationToken).ConfigureAwait(false);
+                await Changed(wait).ConfigureAwait(false);
             }
         }
         Report();
@@ -141,10 +145,10 @@ public sealed class ClusterJob(IClusterClient client)
                         Fail(e);
                     return;
                 }
-                (WorkResult Answer, Payload? Result, long Sent) attempt;
+                (WorkResult Answer, List<byte[]>? Parts, long Sent) attempt;
                 try
                 {
-                    attempt = await Watched(name, Attempt(worker, kind, models, $"{run}/{i}", input), cancellationToken).ConfigureAwait(false);
+                    attempt = await Watched(name, Attempt(worker, kind, models, $"{run}/{i}", input, fetch: !bounded), cancellationToken).ConfigureAwait(false);
                 }
                 catch (Exception) when (!cancellationToken.IsCancellationRequested)
                 {
@@ -160,58 +164,111 @@ public sealed class ClusterJob(IClusterClient client)
                     }
                     return;
                 }
-                var (answer, result, sent) = attempt;
-                if (answer.Refusal is not null || answer.Error is not null || result!.Checksum() != answer.Checksum)
+                var (answer, parts, sent) = attempt;
+                if (answer.Refusal is not null || answer.Error is not null)
                 {
                     lock (gate)
-                        Fail(new ClusterException(answer.Refusal ?? answer.Error ?? $"a {kind} result from worker {name} arrived damaged (checksum mismatch)"));
+                        Fail(new ClusterException(answer.Refusal ?? answer.Error!));
                     return;
                 }
                 lock (gate)
                 {
-                    held[i] = result;
-                    itemCosts[i] = new ItemCost(name, answer.Seconds, Stopwatch.GetElapsedTime(start).TotalSeconds, sent, result.Length);
+                    finished[i] = new Finished(name, worker, answer, parts!, sent, Stopwatch.GetElapsedTime(start).TotalSeconds);
                     perWorker[name]++;
                     done++;
-                    try
-                    {
-                        while (consumed < total && held[consumed] is { } next)
-                        {
-                            held[consumed] = null;
-                            consume(consumed, next);
-                            consumed++;
-                        }
-                    }
-                    catch (Exception e)
-                    {
-                        Fail(e);
-                        return;
-                    }
                     Wake();
                     Report();
                 }
             }
         }
 
-        await Task.WhenAll(workers.Select(w => Serve(w.Name, w.Grain))).ConfigureAwait(false);
+        // Consumes the results in item order, fetching the rest of each from its worker when its turn comes.
+        async Task Consume()
+        {
+            while (true)
+            {
+                Finished? next;
+                Task wait;
+                lock (gate)
+                {
+                    if (failure is not null || consumed == total)
+                        return;
+                    next = finished[consumed];
+                    wait = wake.Task;
+                }
+                if (next is null)
+                {
+                    await Changed(wait).ConfigureAwait(false);
+                    continue;
+                }
+                int i = consumed;
+                long start = Stopwatch.GetTimestamp();
+                try
+                {
+                    for (int p = next.Parts.Count; p < next.Answer.Parts; p++)
+                        next.Parts.Add(await Watched(next.Name, next.Worker.Fetch($"{run}/{i}", p), cancellationToken).ConfigureAwait(false));
+                }
+                catch (Exception) when (!cancellationToken.IsCancellationRequested)
+                {
+                    // Its worker left with the result: the item runs again.
+                    lock (gate)
+                    {
+                        finished[i] = null;
+                        done--;
+                        perWorker[next.Name]--;
+                        pending.Add(i);
+                        Wake();
+                        Report();
+                    }
+                    continue;
+                }
+                var result = Payload.Of(next.Parts);
+                lock (gate)
+                    finished[i] = null;
+                try
+                {
+                    if (result.Checksum() != next.Answer.Checksum)
+                        throw new ClusterException($"a {kind} result from worker {next.Name} arrived damaged (checksum mismatch)");
+                    itemCosts[i] = new ItemCost(next.Name, next.Answer.Seconds, next.Seconds + Stopwatch.GetElapsedTime(start).TotalSeconds, next.Sent, result.Length);
+                    consume(i, result);
+                }
+                catch (Exception e)
+                {
+                    lock (gate)
+                        Fail(e);
+                    return;
+                }
+                lock (gate)
+                {
+                    consumed++;
+                    Wake();
+                }
+            }
+        }
+
+        await Task.WhenAll(workers.Select(w => Serve(w.Name, w.Grain)).Append(Consume())).ConfigureAwait(false);
         if (failure is not null)
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
         costs.AddRange(itemCosts);
     }
 
-    // One item on one worker: its input staged part by part, the run, and the result's other parts fetched; the
-    // answer, the result (null on a refusal or an error) and the bytes sent.
-    private async Task<(WorkResult Answer, Payload? Result, long Sent)> Attempt(IWorkerGrain worker, string kind, IReadOnlyList<ModelRef> models, string key,
-        StrongBox<Payload?> input)
+    // A finished item waiting to be consumed: its worker, the answer, the parts of its result fetched so far, the bytes
+    // sent and the seconds it took.
+    private sealed record Finished(string Name, IWorkerGrain Worker, WorkResult Answer, List<byte[]> Parts, long Sent, double Seconds);
+
+    // One item on one worker: its input staged part by part, the run, and (with `fetch`) the result's other parts
+    // fetched; the answer, the result's parts (null on a refusal or an error) and the bytes sent.
+    private async Task<(WorkResult Answer, List<byte[]>? Parts, long Sent)> Attempt(IWorkerGrain worker, string kind, IReadOnlyList<ModelRef> models, string key,
+        StrongBox<Payload?> input, bool fetch)
     {
         var (item, sent) = await Send(worker, kind, models, key, input).ConfigureAwait(false);
         var answer = await worker.Run(item).ConfigureAwait(false);
         if (answer.Refusal is not null || answer.Error is not null)
             return (answer, null, sent);
         var parts = new List<byte[]>(answer.Parts) { answer.First };
-        for (int p = 1; p < answer.Parts; p++)
+        for (int p = 1; fetch && p < answer.Parts; p++)
             parts.Add(await worker.Fetch(key, p).ConfigureAwait(false));
-        return (answer, Payload.Of(parts), sent);
+        return (answer, parts, sent);
     }
 
     // Stages all the input's parts but the last, which goes with the run, and lets go of the input.
@@ -234,7 +291,17 @@ public sealed class ClusterJob(IClusterClient client)
         while (await Task.WhenAny(call, Task.Delay(WatchInterval, cancellationToken)).ConfigureAwait(false) != call)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var hosts = await client.GetGrain<IManagementGrain>(0).GetHosts(true, cancellationToken).WaitAsync(WatchInterval * 5, cancellationToken).ConfigureAwait(false);
+            Dictionary<SiloAddress, SiloStatus> hosts;
+            try
+            {
+                hosts = await client.GetGrain<IManagementGrain>(0).GetHosts(true, cancellationToken).WaitAsync(WatchInterval * 5, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception) when (!cancellationToken.IsCancellationRequested)
+            {
+                // The membership did not answer in time (its grain was on a silo that just stopped, or the machine is
+                // loaded): that says nothing of this worker, whose call runs on; asked again next time.
+                continue;
+            }
             if (!hosts.Keys.Any(s => s.ToParsableString() == name))
                 throw new SiloUnavailableException($"worker {name} left the cluster");
         }

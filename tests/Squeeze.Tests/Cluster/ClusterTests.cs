@@ -181,15 +181,25 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
     }
 
     [Fact]
-    public async Task CalibrationThroughAWorkerStoppedMidJobAndOnTheOneLeftWritesTheOneMachineStatisticsFile()
+    public async Task CalibrationOnOneWorkerWritesTheOneMachineStatisticsFile()
     {
-        await using var own = await InProcessCluster.StartAsync(2);
+        await using var own = await InProcessCluster.StartAsync(1);
+        using var model = InProcessCluster.Load(SharedData.Stories260K);
+        var job = own.Job();
+        var (local, distributed) = CalibrateBoth(model, new ClusterCalibrationWorkers(job, InProcessCluster.Reference(SharedData.Stories260K, model)));
+        Assert.Equal(local, distributed);
+        Assert.Equal(3 * (model.Config.LayerCount + 1), job.Costs.Count);
+    }
+
+    [Fact]
+    public async Task CalibrationThroughAWorkerStoppedMidJobWritesTheOneMachineStatisticsFile()
+    {
+        await using var own = await InProcessCluster.StartAsync(3);
         var victim = own.Cluster.SecondarySilos[0];
         string victimName = victim.SiloAddress.ToParsableString();
         // stories15M, block 0 alone, five shards of eight 128-token chunks: items long enough that the stopped worker
         // is in the middle of its next one.
         using var model = InProcessCluster.Load(SharedData.Stories15M);
-        var reference = InProcessCluster.Reference(SharedData.Stories15M, model);
         var options = ShardedCalibration with { ContextLength = 128, MaxTokens = 128 * 40, Layers = new HashSet<int> { 0 } };
         Task? killing = null;
         int lost = 0;
@@ -199,18 +209,15 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
                 killing = own.Cluster.KillSiloAsync(victim);
             lost = Math.Max(lost, p.Lost);
         });
-        var stopped = own.Job();
-        var (expected, distributed) = CalibrateBoth(model, new ClusterCalibrationWorkers(stopped, reference, progress), options);
-        Assert.Equal(expected, distributed);
+        var job = own.Job();
+        var (local, distributed) = CalibrateBoth(model, new ClusterCalibrationWorkers(job, InProcessCluster.Reference(SharedData.Stories15M, model), progress), options);
+        Assert.Equal(local, distributed);
+        // It finished an item (or the kill would not have started) and was lost in its next (on a loaded machine a busy
+        // silo may miss its probes and be declared dead too: survived the same way); its finished item's result was
+        // consumed from it, or, still on it when it stopped, ran again elsewhere.
         await killing!;
-        Assert.Equal(1, lost);
-        Assert.Equal(5, stopped.Costs.Count);
-        Assert.Contains(stopped.Costs, c => c.Worker == victimName);
-
-        // The next calibration runs on the one worker left.
-        var one = own.Job();
-        Assert.Equal(expected, CalibrateBoth(model, new ClusterCalibrationWorkers(one, reference), options, local: false).Distributed);
-        Assert.Equal([own.Cluster.Primary!.SiloAddress.ToParsableString()], one.Costs.Select(c => c.Worker).Distinct());
+        Assert.InRange(lost, 1, 2);
+        Assert.Equal(5, job.Costs.Count);
     }
 
     // A statistics file written on this machine (when `local`) and one through `workers`, as bytes.
