@@ -55,15 +55,16 @@ public sealed class ClusterJob(IClusterClient client)
     /// <summary>Runs <paramref name="count"/> items as <see cref="RunAsync"/> does, but hands each result to
     /// <paramref name="consume"/> in item order, one call at a time, and lets go of it after: a finished item's result
     /// stays on its worker (but for its first part) until every item before it is consumed, and a worker takes an item
-    /// only while fewer than one per worker are taken and not yet consumed, so the client holds one whole result at a
-    /// time (a merge of large results in a fixed order, such as a calibration's shards). A result whose worker left
+    /// only while fewer than two per worker are taken and not yet consumed (one to run while the client consumes
+    /// another), so the client holds one whole result at a time and at most two first parts per worker (a merge of
+    /// large results in a fixed order, such as a calibration's shards). A result whose worker left
     /// before it was fetched is run again elsewhere. An exception from <paramref name="consume"/> stops the job.</summary>
     /// <exception cref="ClusterException">A worker refused the job, an item failed, or no worker is left.</exception>
     public Task RunInOrderAsync(string kind, IReadOnlyList<ModelRef> models, int count, Func<int, Action<BinaryWriter>> write, Action<int, Payload> consume,
         IProgress<ClusterProgress>? progress = null, CancellationToken cancellationToken = default)
         => Run(kind, models, count, write, consume, bounded: true, progress, cancellationToken);
 
-    // Items are taken lowest index first; a bounded job takes item i only while i < consumed + workers. An item queued
+    // Items are taken lowest index first; a bounded job takes item i only while i < consumed + 2 × workers. An item queued
     // again (its worker lost) was taken when its index was below that bound, which only grows, so it is always takeable
     // and the first item not consumed is never left waiting behind the others. An unbounded job fetches every result
     // when its item finishes; a bounded one fetches the rest of a result when its turn to be consumed comes.
@@ -80,7 +81,7 @@ public sealed class ClusterJob(IClusterClient client)
         var itemCosts = new ItemCost[total];
         var perWorker = workers.ToDictionary(w => w.Name, _ => 0, StringComparer.Ordinal);
         var pending = new SortedSet<int>(Enumerable.Range(0, total));
-        long window = bounded ? workers.Count : total;
+        long window = bounded ? 2L * workers.Count : total;
         int done = 0, consumed = 0, alive = workers.Count, lost = 0;
         Exception? failure = null;
         var wake = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
