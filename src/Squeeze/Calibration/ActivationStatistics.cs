@@ -6,7 +6,8 @@ namespace Squeeze.Calibration;
 
 /// <summary>
 /// Statistics of the activations entering one group of linear layers (one <c>(layer, kind)</c>): the token count,
-/// per-column Σx², Σ|x| and max |x|, and optionally the Gram matrix XᵀX, all accumulated in double in token order.
+/// per-column Σx², Σ|x| and max |x|, and optionally the Gram matrix XᵀX, all accumulated in double in token order (a
+/// calibration's shards each on their own, then added in shard order: <see cref="CalibrationShards"/>).
 /// </summary>
 public sealed class ActivationStatistics
 {

@@ -34,8 +34,9 @@ public readonly record struct CalibrationProgress(int Done, int Total, string No
 /// imatrix tool does: the text is tokenized once with a leading BOS and cut into whole chunks of
 /// <see cref="CalibrationOptions.ContextLength"/> tokens; each chunk's first token is replaced by BOS and runs from an
 /// empty cache. The model runs one block at a time (<see cref="LayerwiseCalibrator"/>), so the only activations held
-/// are the residual stream of the calibration tokens; it stops after the last layer asked for. Deterministic for a
-/// given text and options, whatever the thread count.
+/// are the residual stream of the calibration tokens; it stops after the last layer asked for. Each block's statistics
+/// are collected on fixed shards of the chunks and added in shard order (<see cref="CalibrationShards"/>): deterministic
+/// for a given text and options, whatever the thread count and wherever the shards run.
 /// </summary>
 public static class Calibrator
 {

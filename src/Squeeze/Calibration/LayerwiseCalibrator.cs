@@ -11,8 +11,9 @@ namespace Squeeze.Calibration;
 /// ([tokens, dim] floats, not the model's activations), <see cref="Collect"/> gathers the statistics of that block's
 /// linear inputs, and <see cref="Advance"/> runs the block — with the model's own weights or with a replacement (the
 /// block already compressed) — to give the next block its input. Memory is the residual stream and one block's
-/// statistics, whatever the depth. Chunks are cut as <see cref="Calibrator"/> cuts them and every number is computed
-/// as a whole forward pass computes it, so the statistics are bit-identical to <see cref="Calibrator.Run(Model, string, CalibrationOptions, IProgress{CalibrationProgress}, CancellationToken)"/>'s.
+/// statistics (and one shard's, <see cref="CalibrationShards"/>), whatever the depth. Chunks are cut as
+/// <see cref="Calibrator"/> cuts them and every number is computed as whole forward passes of each shard's chunks compute
+/// it, the shards added in shard order, so the statistics are bit-identical to <see cref="Calibrator.Run(Model, string, CalibrationOptions, IProgress{CalibrationProgress}, CancellationToken)"/>'s.
 /// </summary>
 public sealed class LayerwiseCalibrator : IDisposable
 {
