@@ -82,7 +82,8 @@ public sealed class ClusterJob(IClusterClient client)
         var perWorker = workers.ToDictionary(w => w.Name, _ => 0, StringComparer.Ordinal);
         var pending = new SortedSet<int>(Enumerable.Range(0, total));
         long window = bounded ? 2L * workers.Count : total;
-        int done = 0, consumed = 0, alive = workers.Count, lost = 0;
+        int done = 0, consumed = 0;
+        var gone = new HashSet<string>(StringComparer.Ordinal);
         Exception? failure = null;
         var wake = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var clock = Stopwatch.StartNew();
@@ -90,7 +91,7 @@ public sealed class ClusterJob(IClusterClient client)
         void Report()
         {
             double? left = done == 0 ? null : clock.Elapsed.TotalSeconds / done * (total - done);
-            progress?.Report(new ClusterProgress(done, total, new Dictionary<string, int>(perWorker), lost, left));
+            progress?.Report(new ClusterProgress(done, total, new Dictionary<string, int>(perWorker), gone.Count, left));
         }
         // Under the gate: wakes the workers waiting for an item and the consumer waiting for a result.
         void Wake()
@@ -104,17 +105,23 @@ public sealed class ClusterJob(IClusterClient client)
             failure ??= e;
             Wake();
         }
+        // Under the gate: a worker that left (a call to it failed or its membership lapsed) is dropped from the job.
+        void Lose(string name)
+        {
+            if (gone.Add(name) && gone.Count == workers.Count)
+                Fail(new ClusterException($"every worker left the cluster with {total - done} of {total} {kind} items not done"));
+        }
         // Waits, outside the gate, until something changes.
         async Task Changed(Task wait) => await wait.WaitAsync(cancellationToken).ConfigureAwait(false);
-        // The next item this worker may take, or null once the job is over (done or failed).
-        async Task<int?> Take()
+        // The next item this worker may take, or null once the job is over (done or failed) or the worker left it.
+        async Task<int?> Take(string name)
         {
             while (true)
             {
                 Task wait;
                 lock (gate)
                 {
-                    if (failure is not null || consumed == total)
+                    if (failure is not null || consumed == total || gone.Contains(name))
                         return null;
                     if (pending.Count > 0 && pending.Min < consumed + window)
                     {
@@ -131,7 +138,7 @@ public sealed class ClusterJob(IClusterClient client)
 
         async Task Serve(string name, IWorkerGrain worker)
         {
-            while (await Take().ConfigureAwait(false) is int i)
+            while (await Take(name).ConfigureAwait(false) is int i)
             {
                 long start = Stopwatch.GetTimestamp();
                 StrongBox<Payload?> input;
@@ -157,9 +164,7 @@ public sealed class ClusterJob(IClusterClient client)
                     lock (gate)
                     {
                         pending.Add(i);
-                        lost++;
-                        if (--alive == 0)
-                            Fail(new ClusterException($"every worker left the cluster with {total - done} of {total} {kind} items not done"));
+                        Lose(name);
                         Wake();
                         Report();
                     }
@@ -211,13 +216,14 @@ public sealed class ClusterJob(IClusterClient client)
                 }
                 catch (Exception) when (!cancellationToken.IsCancellationRequested)
                 {
-                    // Its worker left with the result: the item runs again.
+                    // Its worker left with the result: the item runs again, on the others.
                     lock (gate)
                     {
                         finished[i] = null;
                         done--;
                         perWorker[next.Name]--;
                         pending.Add(i);
+                        Lose(next.Name);
                         Wake();
                         Report();
                     }
