@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Hosting;
 using Squeeze.Allocation;
+using Squeeze.Calibration;
 using Squeeze.Cluster;
 using Squeeze.Compression;
 using Squeeze.Evaluation;
@@ -17,7 +18,9 @@ namespace Squeeze.Bench;
 /// machine (in this process, one thread). Jobs: <c>eval</c> (chunks of the evaluation text), <c>mix</c> (a named mix,
 /// <c>--type</c>, by GPTQ: every tensor of every block an item, its Gram matrix travelling in parts) and <c>bpw</c> (a
 /// GGUF <c>--target-bpw</c> budget: every candidate of every block an item; calibration, measurement and the search stay
-/// on the client). Per worker count: wall time, speed-up over one worker, items, the workers' seconds per item, the
+/// on the client) and <c>calibrate</c> (<c>squeeze calibrate --gram</c>: every shard of eight chunks of every block an
+/// item, the chunks' residual stream out, the shard's statistics with their Gram matrices and the block's output back;
+/// the same statistics file bytes). Per worker count: wall time, speed-up over one worker, items, the workers' seconds per item, the
 /// client's round trip per item and their difference (serialization, transfer, scheduling), the bytes each item sent
 /// and brought back, and whether the result is the one-machine result (figures bit for bit, file bytes).
 /// Options: <c>--model</c> (stories15M), <c>--tokenizer</c>, <c>--job eval,bpw</c>, <c>--workers 1,2</c>, <c>--ctx</c>
@@ -51,7 +54,7 @@ internal static class ClusterSuite
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- cluster {string.Join(' ', args)}`");
         Console.WriteLine();
         Console.WriteLine($"{Path.GetFileName(modelPath)}; eval: {chunks} chunks of {ctx} tokens; mix: {type} by GPTQ; bpw: GGUF --target-bpw {bpw} by GPTQ, swaps predicted from a sample; "
-            + $"both on {tokens} calibration tokens. Workers on localhost, one thread each, parts of {partBytes:N0} bytes; one machine: this process, one thread. Load average at the start: {ZipSuite.LoadAverage()}.");
+            + $"calibrate: statistics with Gram matrices in shards of {CalibrationShards.ChunksPerShard} chunks of 256 tokens; all on {tokens} calibration tokens. Workers on localhost, one thread each, parts of {partBytes:N0} bytes; one machine: this process, one thread. Load average at the start: {ZipSuite.LoadAverage()}.");
         Console.WriteLine();
         Console.WriteLine("| job | run | wall s | speed-up | items | worker s/item | round trip s/item | overhead ms/item | KB sent/item | KB back/item | same result |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
@@ -69,13 +72,15 @@ internal static class ClusterSuite
                 {
                     Mix = QuantizationMix.Parse(type), Method = CompressionMethod.Gptq, CalibrationTokens = tokens, ContextLength = 256, Threads = 1,
                 };
+                var calibration = new CalibrationOptions { ContextLength = 256, MaxTokens = tokens, CollectGram = true, Threads = 1 };
                 var clock = Stopwatch.StartNew();
                 object? local = job switch
                 {
                     "eval" => Evaluator.Evaluate(model, evalText, evaluation) with { TokensPerSecond = 0 },
                     "mix" => Compressor.Compress(model, calibText, mix, Path.Combine(dir, "local.gguf")).FileBytes,
                     "bpw" => CompressionPipeline.Run(model, Budget("local.gguf")).FileBytes,
-                    _ => throw new ArgumentException($"unknown job {job}: eval, mix or bpw"),
+                    "calibrate" => CalibrationFile.Collect(Path.Combine(dir, "local.stats"), model, calibText, calibration).Entries,
+                    _ => throw new ArgumentException($"unknown job {job}: eval, mix, bpw or calibrate"),
                 };
                 double localSeconds = clock.Elapsed.TotalSeconds;
                 Console.WriteLine($"| {job} | one machine × 1 thread | {localSeconds:0.0} | | | | | | | | |");
@@ -89,6 +94,11 @@ internal static class ClusterSuite
                         {
                             var result = await ClusterEvaluator.EvaluateAsync(clusterJob, model, reference, evalText, evaluation);
                             return (result with { TokensPerSecond = 0 }).Equals(local);
+                        }
+                        if (job == "calibrate")
+                        {
+                            CalibrationFile.Collect(Path.Combine(dir, "cluster.stats"), model, calibText, calibration with { Workers = new ClusterCalibrationWorkers(clusterJob, reference) });
+                            return File.ReadAllBytes(Path.Combine(dir, "local.stats")).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(dir, "cluster.stats")));
                         }
                         if (job == "mix")
                             Compressor.Compress(model, calibText, mix with { Workers = new ClusterTensorWorkers(clusterJob, reference) }, Path.Combine(dir, "cluster.gguf"));

@@ -21,6 +21,7 @@ public static class ClusterHosting
         silo.Services.AddSingleton<IWorkKind, EvaluationKind>();
         silo.Services.AddSingleton<IWorkKind, TensorEncodingKind>();
         silo.Services.AddSingleton<IWorkKind, ZipKind>();
+        silo.Services.AddSingleton<IWorkKind, CalibrationKind>();
         silo.Services.AddSingleton<IWorkKind, UnzipKind>();
         silo.Services.AddPlacementDirector<WorkerPlacement, WorkerPlacementDirector>();
         return silo;

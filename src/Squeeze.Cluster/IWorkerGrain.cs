@@ -13,15 +13,15 @@ public interface IWorkerGrain : IGrainWithStringKey
     Task<string?> Hello(string protocol, IReadOnlyList<ModelRef> models);
 
     /// <summary>Keeps part <paramref name="index"/> of item <paramref name="key"/>'s input until the item runs. Part 0
-    /// starts the item over, and lets go of whatever this worker still holds of its job's other items (a client sends a
-    /// worker one item at a time, so those were abandoned) and of other jobs' items untouched for
-    /// ten minutes.</summary>
+    /// starts the item over, and lets go of the parts staged for its job's other items (a client sends a worker one item
+    /// at a time, so those were abandoned) and of anything held untouched for ten minutes; the results of the job's
+    /// other items stay until fetched (a client consuming results in item order fetches each when its turn comes).</summary>
     Task Stage(string key, int index, byte[] part);
 
     /// <summary>Runs one work item, its input the parts staged under its key and its last part.</summary>
     Task<WorkResult> Run(WorkItem item);
 
     /// <summary>Part <paramref name="index"/> (1 or more) of item <paramref name="key"/>'s result; the worker lets go of
-    /// the result once its last part is fetched.</summary>
+    /// the result once its last part is fetched (or after ten minutes untouched).</summary>
     Task<byte[]> Fetch(string key, int index);
 }

@@ -36,19 +36,7 @@ internal sealed class TensorEncodingKind : IWorkKind
         w.Write(t.Reason);
         w.Write(work.Input is not null);
         if (work.Input is { } s)
-        {
-            // For a stack of routed experts, each expert's statistics (null where no token reached it), then the input's own.
-            w.Write(s.Layer);
-            w.Write((int)s.Kind);
-            w.Write(s.Experts.Count);
-            foreach (var e in s.Experts)
-            {
-                w.Write(e is not null);
-                if (e is not null)
-                    Statistics(w, e);
-            }
-            Statistics(w, s);
-        }
+            w.Statistics(s);
         w.Write(work.Replaced is not null);
         if (work.Replaced is not null)
         {
@@ -72,20 +60,7 @@ internal sealed class TensorEncodingKind : IWorkKind
                 Threads = threads,
             };
             var target = new TensorPlan(r.ReadString(), r.Longs(), (GgmlType)r.ReadInt32(), (GgmlType)r.ReadInt32(), r.ReadBoolean(), r.ReadString());
-            ActivationStatistics? input = null;
-            if (r.ReadBoolean())
-            {
-                var (layer, kind) = (r.ReadInt32(), (LinearInput)r.ReadInt32());
-                ActivationStatistics ReadStatistics(IReadOnlyList<ActivationStatistics?>? experts = null)
-                {
-                    var (tokens, sumSquares, sumAbs, maxAbs) = (r.ReadInt64(), r.Doubles(), r.Doubles(), r.Floats());
-                    return new ActivationStatistics(layer, kind, tokens, sumSquares, sumAbs, maxAbs, r.ReadBoolean() ? r.Doubles() : null, experts);
-                }
-                var experts = new ActivationStatistics?[r.ReadInt32()];
-                for (int e = 0; e < experts.Length; e++)
-                    experts[e] = r.ReadBoolean() ? ReadStatistics() : null;
-                input = ReadStatistics(experts);
-            }
+            var input = r.ReadBoolean() ? r.Statistics() : null;
             GgmlType? replacedType = null;
             byte[]? replaced = null;
             if (r.ReadBoolean())
@@ -94,17 +69,6 @@ internal sealed class TensorEncodingKind : IWorkKind
         });
         var encoded = work.Encode(models[0], options, cancellationToken);
         return Payload.Write(partBytes, w => Response(w, encoded));
-    }
-
-    private static void Statistics(BinaryWriter w, ActivationStatistics s)
-    {
-        w.Write(s.TokenCount);
-        w.Doubles(s.SumSquares);
-        w.Doubles(s.SumAbs);
-        w.Floats(s.MaxAbs);
-        w.Write(s.Gram is not null);
-        if (s.Gram is not null)
-            w.Doubles(s.Gram);
     }
 
     private static void Response(BinaryWriter w, EncodedTensorData encoded)

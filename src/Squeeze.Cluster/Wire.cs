@@ -1,3 +1,6 @@
+using Squeeze.Calibration;
+using Squeeze.Runtime;
+
 namespace Squeeze.Cluster;
 
 /// <summary>The little binary encoding the kinds' payloads (<see cref="Payload"/>) use: arrays as a length then the
@@ -70,6 +73,47 @@ internal static class Wire
         for (int i = 0; i < values.Length; i++)
             values[i] = r.ReadInt64();
         return values;
+    }
+
+    /// <summary>A layer input's statistics: its layer and kind, each routed expert's sums (null where no token reached
+    /// it), then the input's own sums (token count, Σx², Σ|x|, max |x|, the Gram matrix when collected).</summary>
+    public static void Statistics(this BinaryWriter w, ActivationStatistics s)
+    {
+        w.Write(s.Layer);
+        w.Write((int)s.Kind);
+        w.Write(s.Experts.Count);
+        foreach (var e in s.Experts)
+        {
+            w.Write(e is not null);
+            if (e is not null)
+                Sums(w, e);
+        }
+        Sums(w, s);
+    }
+
+    public static ActivationStatistics Statistics(this BinaryReader r)
+    {
+        var (layer, kind) = (r.ReadInt32(), (LinearInput)r.ReadInt32());
+        ActivationStatistics ReadSums(IReadOnlyList<ActivationStatistics?>? experts = null)
+        {
+            var (tokens, sumSquares, sumAbs, maxAbs) = (r.ReadInt64(), r.Doubles(), r.Doubles(), r.Floats());
+            return new ActivationStatistics(layer, kind, tokens, sumSquares, sumAbs, maxAbs, r.ReadBoolean() ? r.Doubles() : null, experts);
+        }
+        var experts = new ActivationStatistics?[Length(r, 1)];
+        for (int e = 0; e < experts.Length; e++)
+            experts[e] = r.ReadBoolean() ? ReadSums() : null;
+        return ReadSums(experts);
+    }
+
+    private static void Sums(BinaryWriter w, ActivationStatistics s)
+    {
+        w.Write(s.TokenCount);
+        w.Doubles(s.SumSquares);
+        w.Doubles(s.SumAbs);
+        w.Floats(s.MaxAbs);
+        w.Write(s.Gram is not null);
+        if (s.Gram is not null)
+            w.Doubles(s.Gram);
     }
 
     // Values a slice turns into bytes at most: 1 MiB, well inside a span's int length.

@@ -126,7 +126,9 @@ internal sealed class WorkerGrain(ModelStore store, WorkerSettings settings, IEn
         }
     }
 
-    // Lets go of what is held for the other items of `key`'s job, and of other jobs' items untouched for Abandoned.
+    // Lets go of the parts staged for the other items of `key`'s job, and of whatever is held untouched for Abandoned.
+    // The results of the job's other items are kept: a client consuming results in item order fetches each when its
+    // turn comes (ClusterJob.RunInOrderAsync).
     private void LetGo(string key)
     {
         string job = key[..(key.IndexOf('/', StringComparison.Ordinal) + 1)];
@@ -135,7 +137,7 @@ internal sealed class WorkerGrain(ModelStore store, WorkerSettings settings, IEn
         {
             foreach (var (k, (_, touched)) in held.ToList())
             {
-                if (k != key && (k.StartsWith(job, StringComparison.Ordinal) || now - touched > Abandoned.TotalMilliseconds))
+                if (k != key && ((held == staged && k.StartsWith(job, StringComparison.Ordinal)) || now - touched > Abandoned.TotalMilliseconds))
                     held.Remove(k);
             }
         }

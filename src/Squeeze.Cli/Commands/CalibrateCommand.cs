@@ -6,11 +6,11 @@ using Squeeze.Formats;
 
 namespace Squeeze.Cli.Commands;
 
-/// <summary><c>squeeze calibrate MODEL --text FILE [--tokens N] [--ctx N] [--gram] [--layers L,..] -o STATS</c>: collects the
+/// <summary><c>squeeze calibrate MODEL --text FILE [--tokens N] [--ctx N] [--gram] [--layers L,..] [--cluster CONFIG] -o STATS</c>: collects the
 /// activation statistics (importance matrix, max |x|, optionally XᵀX) of every linear layer's input.</summary>
 internal static class CalibrateCommand
 {
-    public sealed record Options(string Model, string? Tokenizer, string Text, long Tokens, int Context, bool Gram, string? Layers, string Output, int Threads, bool Json);
+    public sealed record Options(string Model, string? Tokenizer, string Text, long Tokens, int Context, bool Gram, string? Layers, string Output, int Threads, bool Json, string? Cluster = null);
 
     public sealed record Report(string Model, string Text, string Output, long Tokens, int ContextLength, int Chunks, int Entries, bool Gram,
         long FileBytes, double Seconds, long PeakMemoryBytes, string ModelIdentity);
@@ -27,12 +27,14 @@ internal static class CalibrateCommand
         var output = new Option<string>("--output", "-o") { Description = "Statistics file to write", Required = true };
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
+        var cluster = WorkerCommand.ClusterOption();
+        cluster.Description += " (each shard of " + CalibrationShards.ChunksPerShard + " chunks of each block is a work item; the file is the same bytes)";
         var command = new Command("calibrate", "Collect activation statistics (importance matrix, outliers, XᵀX) on a calibration text")
         {
-            model, tokenizer, text, tokens, ctx, gram, layers, output, threads, json,
+            model, tokenizer, text, tokens, ctx, gram, layers, output, threads, json, cluster,
         };
         command.SetAction(r => Cli.Run(() => Execute(new Options(r.GetValue(model)!, r.GetValue(tokenizer), r.GetValue(text)!, r.GetValue(tokens),
-            r.GetValue(ctx), r.GetValue(gram), r.GetValue(layers), r.GetValue(output)!, r.GetValue(threads), r.GetValue(json)))));
+            r.GetValue(ctx), r.GetValue(gram), r.GetValue(layers), r.GetValue(output)!, r.GetValue(threads), r.GetValue(json), r.GetValue(cluster)))));
         return command;
     }
 
@@ -53,9 +55,15 @@ internal static class CalibrateCommand
             Layers = options.Layers is null ? null : ParseLayers(options.Layers),
             Threads = Math.Max(1, options.Threads),
         };
-        // Block by block into the file: one block's statistics in memory at a time.
-        var (stats, entries) = Cli.WithProgress("calibrating", progress => CalibrationFile.Collect(options.Output, m, text, calibration,
-            new SynchronousProgress<CalibrationProgress>(p => progress.Report((p.Done, p.Total, p.Note))), Cli.Cancellation));
+        // Block by block into the file: one block's statistics in memory at a time (and one shard's per worker on a cluster).
+        (CalibrationStatistics, int) Collect(CalibrationOptions calibration, string description) => Cli.WithProgress(description, progress => CalibrationFile.Collect(
+            options.Output, m, text, calibration, new SynchronousProgress<CalibrationProgress>(p => progress.Report((p.Done, p.Total, p.Note))), Cli.Cancellation));
+        var (stats, entries) = options.Cluster is null
+            ? Collect(calibration, "calibrating")
+            : WorkerCommand.WithCluster(options.Cluster, job => Collect(calibration with
+            {
+                Workers = new Squeeze.Cluster.ClusterCalibrationWorkers(job, WorkerCommand.Reference(options.Model, options.Tokenizer, m)),
+            }, "calibrating on the cluster"));
         stopwatch.Stop();
         using var process = Process.GetCurrentProcess();
         var report = new Report(options.Model, options.Text, options.Output, stats.TokenCount, stats.ContextLength, (int)(stats.TokenCount / stats.ContextLength),

@@ -51,7 +51,7 @@ internal static class CompressCommand
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
         var cluster = WorkerCommand.ClusterOption();
-        cluster.Description += " (a named mix: each block's tensors are encoded by the workers)";
+        cluster.Description += " (a named mix: each block's shards of calibration chunks are calibrated and its tensors encoded by the workers)";
         var command = new Command("compress", "Calibrated quantization to a GGUF file: imatrix, GPTQ or AWQ+GPTQ at one of llama.cpp's mixes, or at a size target (--target-bpw, --target-size), optionally in Squeeze's native format (--format native); or pruning (--prune, native format)")
         {
             model, tokenizer, type, calib, output, method, tokens, ctx, pure, tensorTypes, stats, sequential, noActOrder, damping, refine, bpw, size, search, timeLimit, generations, seed, chart,
@@ -127,7 +127,7 @@ internal static class CompressCommand
         var report = options.Cluster is null
             ? Cli.WithStages("compressing", progress => CompressionPipeline.Run(m, job, progress, Cli.Cancellation))
             : WorkerCommand.WithCluster(options.Cluster, cluster => Cli.WithStages("compressing on the cluster", progress => CompressionPipeline.Run(m,
-                job with { Workers = new ClusterTensorWorkers(cluster, WorkerCommand.Reference(options.Model, options.Tokenizer, m)) }, progress, Cli.Cancellation)));
+                WorkerCommand.OnCluster(job, cluster, WorkerCommand.Reference(options.Model, options.Tokenizer, m)), progress, Cli.Cancellation)));
         if (options.Json)
             Cli.WriteJson(report);
         else

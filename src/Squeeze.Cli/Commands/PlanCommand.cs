@@ -81,7 +81,7 @@ internal static class PlanCommand
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
         var cluster = WorkerCommand.ClusterOption();
-        cluster.Description += " (GGUF: every candidate of each block is encoded by the workers)";
+        cluster.Description += " (GGUF: each block's shards of calibration chunks are calibrated and every candidate encoded by the workers)";
         var memoryLimit = CompressCommand.MemoryLimitOption();
         var command = new Command("plan", "Choose each tensor's format to fit a size budget best; print and save the plan without writing weights")
         {
@@ -203,7 +203,7 @@ internal static class PlanCommand
         var report = options.Cluster is null
             ? Cli.WithStages(stage, progress => CompressionPipeline.Run(model, job, progress, Cli.Cancellation))
             : WorkerCommand.WithCluster(options.Cluster, cluster => Cli.WithStages(stage + " on the cluster", progress => CompressionPipeline.Run(model,
-                job with { Workers = new Squeeze.Cluster.ClusterTensorWorkers(cluster, WorkerCommand.Reference(options.Model, options.Tokenizer, model)) }, progress, Cli.Cancellation)));
+                WorkerCommand.OnCluster(job, cluster, WorkerCommand.Reference(options.Model, options.Tokenizer, model)), progress, Cli.Cancellation)));
         AllocationCharts.BitsPerTensor(report.Tensors, model.Config.LayerCount, chart,
             $"{Path.GetFileName(model.Source)}: {report.FileBytes:N0} bytes, {report.BitsPerWeight:0.000} bits per weight ({report.Search})");
         return (report, chart);

@@ -80,6 +80,11 @@ internal static class WorkerCommand
         }
     }
 
+    /// <summary><paramref name="job"/> with its calibration's shards and its tensors' encodings run as work items on the
+    /// cluster, on the model <paramref name="model"/> names.</summary>
+    public static Pipeline.CompressionJob OnCluster(Pipeline.CompressionJob job, ClusterJob cluster, ModelRef model)
+        => job with { Workers = new ClusterTensorWorkers(cluster, model), CalibrationWorkers = new ClusterCalibrationWorkers(cluster, model) };
+
     /// <summary>The reference a job sends for a model the client has loaded: its full path, tokenizer and fingerprint.</summary>
     public static ModelRef Reference(string path, string? tokenizer, Models.Model model)
         => new(Path.GetFullPath(path), tokenizer is null ? null : Path.GetFullPath(tokenizer), Convert.ToHexStringLower(Models.ModelFingerprint.Of(model)));

@@ -330,7 +330,7 @@ public static class Allocator
             Compressor.CheckStatistics(model, given, needsGram: gram);
         // The encoding's progress, which the calibration's notes keep while a block is calibrated.
         var (done, total) = (0, 1);
-        var calibrationOptions = new CalibrationOptions { ContextLength = ctx, MaxTokens = compression.CalibrationTokens, CollectGram = gram, Threads = threads };
+        var calibrationOptions = new CalibrationOptions { ContextLength = ctx, MaxTokens = compression.CalibrationTokens, CollectGram = gram, Threads = threads, Workers = compression.CalibrationWorkers };
         var chunks = given is not null || compression.Method == CompressionMethod.Rtn ? null : LayerwiseCalibrator.Chunk(model, calibrationText, calibrationOptions);
         long calibrationTokens = chunks?.TokenCount ?? given?.TokenCount ?? 0;
         var resources = estimate.Of(calibrationTokens);

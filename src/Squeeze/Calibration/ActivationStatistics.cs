@@ -6,7 +6,8 @@ namespace Squeeze.Calibration;
 
 /// <summary>
 /// Statistics of the activations entering one group of linear layers (one <c>(layer, kind)</c>): the token count,
-/// per-column Σx², Σ|x| and max |x|, and optionally the Gram matrix XᵀX, all accumulated in double in token order.
+/// per-column Σx², Σ|x| and max |x|, and optionally the Gram matrix XᵀX, all accumulated in double in token order (a
+/// calibration's shards each on their own, then added in shard order: <see cref="CalibrationShards"/>).
 /// </summary>
 public sealed class ActivationStatistics
 {
@@ -99,6 +100,44 @@ public sealed class ActivationStatistics
         var own = experts[expert] ??= new ActivationStatistics(Layer, Kind, Width, Gram is not null);
         own.Accumulate(input, tokens, threads);
         Accumulate(input, tokens, threads);
+    }
+
+    /// <summary>Adds <paramref name="other"/>'s statistics (a later shard's, of this entry's layer, kind and width) to these,
+    /// element by element: the sums and the Gram matrix added, the maxima the larger, the tokens counted; each expert's
+    /// likewise, an expert these have not seen taking <paramref name="other"/>'s statistics (which are not copied).</summary>
+    /// <exception cref="ArgumentException">The statistics are of another input or width, or one has a Gram matrix and the other not.</exception>
+    public void Add(ActivationStatistics other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        if (other.Layer != Layer || other.Kind != Kind || other.Width != Width || (other.Gram is null) != (Gram is null))
+            throw new ArgumentException($"layer {Layer} {Kind} (width {Width}) cannot add the statistics of layer {other.Layer} {other.Kind} (width {other.Width})"
+                + ((other.Gram is null) != (Gram is null) ? ", one with XᵀX and one without" : ""), nameof(other));
+        for (int j = 0; j < Width; j++)
+        {
+            SumSquares[j] += other.SumSquares[j];
+            SumAbs[j] += other.SumAbs[j];
+            if (other.MaxAbs[j] > MaxAbs[j])
+                MaxAbs[j] = other.MaxAbs[j];
+        }
+        if (Gram is not null)
+        {
+            var gram = Gram;
+            var add = other.Gram!;
+            for (long i = 0; i < gram.LongLength; i++)
+                gram[i] += add[i];
+        }
+        TokenCount += other.TokenCount;
+        for (int e = 0; e < other.experts.Count; e++)
+        {
+            if (other.experts[e] is not { } theirs)
+                continue;
+            while (experts.Count <= e)
+                experts.Add(null);
+            if (experts[e] is { } own)
+                own.Add(theirs);
+            else
+                experts[e] = theirs;
+        }
     }
 
     /// <summary>The importance vector as llama.cpp's imatrix: mean x² per column (Σx² / tokens).</summary>

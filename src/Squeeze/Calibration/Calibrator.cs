@@ -20,6 +20,10 @@ public sealed record CalibrationOptions
 
     /// <summary>Threads for the forward pass and the Gram products; the statistics do not depend on it.</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>Where each block's shards of chunks are calibrated (<see cref="CalibrationShards"/>): in this process (the
+    /// default), or as independent work items elsewhere (a cluster); the statistics are the same bits.</summary>
+    public ICalibrationWorkers Workers { get; init; } = CalibrationWorkers.InProcess;
 }
 
 /// <summary>Progress of a calibration: block runs done out of the total (one per chunk and layer), and what runs now.</summary>
@@ -30,8 +34,9 @@ public readonly record struct CalibrationProgress(int Done, int Total, string No
 /// imatrix tool does: the text is tokenized once with a leading BOS and cut into whole chunks of
 /// <see cref="CalibrationOptions.ContextLength"/> tokens; each chunk's first token is replaced by BOS and runs from an
 /// empty cache. The model runs one block at a time (<see cref="LayerwiseCalibrator"/>), so the only activations held
-/// are the residual stream of the calibration tokens; it stops after the last layer asked for. Deterministic for a
-/// given text and options, whatever the thread count.
+/// are the residual stream of the calibration tokens; it stops after the last layer asked for. Each block's statistics
+/// are collected on fixed shards of the chunks and added in shard order (<see cref="CalibrationShards"/>): deterministic
+/// for a given text and options, whatever the thread count and wherever the shards run.
 /// </summary>
 public static class Calibrator
 {

@@ -11,8 +11,9 @@ namespace Squeeze.Calibration;
 /// ([tokens, dim] floats, not the model's activations), <see cref="Collect"/> gathers the statistics of that block's
 /// linear inputs, and <see cref="Advance"/> runs the block — with the model's own weights or with a replacement (the
 /// block already compressed) — to give the next block its input. Memory is the residual stream and one block's
-/// statistics, whatever the depth. Chunks are cut as <see cref="Calibrator"/> cuts them and every number is computed
-/// as a whole forward pass computes it, so the statistics are bit-identical to <see cref="Calibrator.Run(Model, string, CalibrationOptions, IProgress{CalibrationProgress}, CancellationToken)"/>'s.
+/// statistics (and one shard's, <see cref="CalibrationShards"/>), whatever the depth. Chunks are cut as
+/// <see cref="Calibrator"/> cuts them and every number is computed as whole forward passes of each shard's chunks compute
+/// it, the shards added in shard order, so the statistics are bit-identical to <see cref="Calibrator.Run(Model, string, CalibrationOptions, IProgress{CalibrationProgress}, CancellationToken)"/>'s.
 /// </summary>
 public sealed class LayerwiseCalibrator : IDisposable
 {
@@ -70,32 +71,36 @@ public sealed class LayerwiseCalibrator : IDisposable
     /// <summary>
     /// The statistics of block <see cref="Layer"/>'s linear inputs (attention, attention output, feed-forward,
     /// feed-forward down) when it runs with the model's own weights on the current residual stream; after the last block,
-    /// the classifier's input (layer −1). Progress counts chunks. The block's output is kept for <see cref="Advance"/>.
+    /// the classifier's input (layer −1). Collected shard by shard (<see cref="CalibrationShards"/>) by
+    /// <see cref="CalibrationOptions.Workers"/> and added in shard order; progress counts chunks, a shard at a time. The
+    /// block's output is kept for <see cref="Advance"/>.
     /// </summary>
     /// <exception cref="OperationCanceledException">Cancelled (checked before each chunk).</exception>
     public IReadOnlyList<ActivationStatistics> Collect(IProgress<CalibrationProgress>? progress = null)
     {
-        var sink = new ActivationCollector(options.CollectGram, null, options.Threads);
-        runtime.Observer = sink;
-        try
+        bool classifier = Layer == model.Config.LayerCount;
+        var total = new SortedDictionary<(int Layer, LinearInput Kind), ActivationStatistics>();
+        var next = classifier ? null : new float[hidden.Length][];
+        int done = 0;
+        string what = classifier ? "classifier" : $"layer {Layer}";
+        var block = new CalibrationBlock(model, Layer, hidden, contextLength, options.CollectGram, Math.Max(1, options.Threads), keepOutput: !classifier, runtime);
+        options.Workers.Run(block, (shard, result) =>
         {
-            if (Layer == model.Config.LayerCount)
+            var (first, count) = CalibrationShards.Chunks(shard, hidden.Length);
+            if (next is not null)
             {
-                for (int c = 0; c < hidden.Length; c++)
-                {
-                    cancellationToken.ThrowIfCancellationRequested();
-                    runtime.ObserveClassifierInput(hidden[c]);
-                    progress?.Report(new CalibrationProgress(c + 1, hidden.Length, $"classifier, chunk {c + 1}/{hidden.Length}"));
-                }
-                return sink.Entries;
+                if (result.Output is not { } after || after.Length != count)
+                    throw new InvalidOperationException($"{what}: shard {shard} came back without its {count} chunks' output");
+                after.CopyTo(next, first);
             }
-            output = Run(runtime, progress, "");
-            return sink.Entries;
-        }
-        finally
-        {
-            runtime.Observer = null;
-        }
+            CalibrationShards.Add(total, result.Entries);
+            done += count;
+            progress?.Report(new CalibrationProgress(done, hidden.Length, $"{what}, chunk {done}/{hidden.Length}"));
+        }, cancellationToken);
+        if (done != hidden.Length)
+            throw new InvalidOperationException($"{what}: {done} of {hidden.Length} chunks were calibrated");
+        output = next;
+        return [.. total.Values];
     }
 
     /// <summary>
@@ -154,10 +159,7 @@ public sealed class LayerwiseCalibrator : IDisposable
     }
 
     // One chunk per batch, as Calibrator runs them: the same products, so the same bits.
-    private Transformer Open(Model weights) => new(weights, new RuntimeOptions { Threads = Math.Max(1, options.Threads), ContextLength = contextLength, BatchSize = contextLength })
-    {
-        Cancellation = cancellationToken,
-    };
+    private Transformer Open(Model weights) => CalibrationShards.OpenRuntime(weights, contextLength, options.Threads, cancellationToken);
 
     /// <summary>
     /// The text tokenized once with a leading BOS and cut into whole chunks of the context length (0: 256 or the

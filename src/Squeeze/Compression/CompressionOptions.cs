@@ -90,6 +90,10 @@ public sealed record CompressionOptions
     /// <summary>Where each block's tensors are encoded: in this process (the default), or as independent work items
     /// elsewhere (a cluster); the file written is the same bytes.</summary>
     public ITensorWorkers Workers { get; init; } = TensorWorkers.InProcess;
+
+    /// <summary>Where each block's shards of calibration chunks are calibrated (<see cref="CalibrationOptions.Workers"/>): in
+    /// this process (the default), or as independent work items elsewhere; the statistics are the same bits.</summary>
+    public ICalibrationWorkers CalibrationWorkers { get; init; } = Calibration.CalibrationWorkers.InProcess;
 }
 
 /// <summary>Progress of a compression: the stage ("calibrating", "awq", "quantizing", "writing"), steps done of the stage's total, and a note.</summary>

@@ -69,6 +69,7 @@ public static class Compressor
             MaxTokens = options.CalibrationTokens,
             CollectGram = gptq,
             Threads = Math.Max(1, options.Threads),
+            Workers = options.CalibrationWorkers,
         };
         var calibrationClock = new Stopwatch();
         var chunks = needsStats && options.Statistics is null ? Time(calibrationClock, () => LayerwiseCalibrator.Chunk(model, calibrationText, calibrationOptions)) : null;

@@ -89,6 +89,9 @@ public sealed record CompressionJob
     /// tensor in every type); see <see cref="CompressionOptions.Workers"/>.</summary>
     public ITensorWorkers Workers { get; init; } = TensorWorkers.InProcess;
 
+    /// <summary>Where each block's shards of calibration chunks are calibrated; see <see cref="CompressionOptions.CalibrationWorkers"/>.</summary>
+    public ICalibrationWorkers CalibrationWorkers { get; init; } = Calibration.CalibrationWorkers.InProcess;
+
     /// <summary>The GGUF file or native directory to write; null to choose without writing (a plan, budget targets only).</summary>
     public string? Output { get; init; }
 }

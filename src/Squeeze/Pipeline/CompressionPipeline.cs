@@ -226,6 +226,7 @@ public static class CompressionPipeline
             MaxTokens = job.CalibrationTokens,
             CollectGram = target.Method == PruningMethod.SparseGpt,
             Threads = Math.Max(1, job.Threads),
+            Workers = job.CalibrationWorkers,
         }, new SynchronousProgress<CalibrationProgress>(p => stages.Report("calibrating", p.Done, p.Total, p.Note)), cancellationToken);
         double calibrationSeconds = calibrates ? clock.Elapsed.TotalSeconds : 0;
         var weights = ModelPruner.Prune(model, target.Pattern, target.Method, statistics, new PruningOptions { DampingFraction = job.Damping, Threads = Math.Max(1, job.Threads) },
@@ -265,6 +266,7 @@ public static class CompressionPipeline
         Threads = Math.Max(1, job.Threads),
         MemoryLimit = job.MemoryLimit,
         Workers = job.Workers,
+        CalibrationWorkers = job.CalibrationWorkers,
     };
 
     /// <summary>Maps each sub-step's progress to its stage's number of the job's stages.</summary>

@@ -158,6 +158,89 @@ public sealed class CalibratorTests
     }
 
     [Fact]
+    public void Several_shards_are_each_calibrated_alone_and_added_in_shard_order_bit_for_bit()
+    {
+        // 20 chunks of 16 tokens: shards of 8, 8 and 4 chunks. The reference: each shard's chunks through whole forward
+        // passes with an observer of its own, the shards' statistics then added in shard order.
+        using var model = Llama2cReader.Load(SharedData.Stories260K);
+        string text = CalibrationText(6000);
+        const int ctx = 16, chunks = 20;
+        var options = new CalibrationOptions { ContextLength = ctx, MaxTokens = ctx * chunks, CollectGram = true, Threads = 2 };
+        Assert.Equal(3, CalibrationShards.Count(chunks));
+        var sharded = Calibrator.Run(model, text, options);
+        var oneThread = Calibrator.Run(model, text, options with { Threads = 1 });
+        int[] tokens = model.Tokenizer.Encode(text, addBos: true);
+        var total = new SortedDictionary<(int Layer, LinearInput Kind), ActivationStatistics>();
+        var whole = new ActivationCollector(collectGram: true, threads: 2);
+        using (var runtime = new Transformer(model, new RuntimeOptions { Threads = 2, ContextLength = ctx, BatchSize = ctx }))
+        {
+            void Forward(int c)
+            {
+                var chunk = tokens.AsSpan(c * ctx, ctx).ToArray();
+                chunk[0] = model.Vocabulary.BosId;
+                runtime.Reset();
+                runtime.Forward(chunk, logitCount: ctx);
+            }
+            for (int shard = 0; shard < 3; shard++)
+            {
+                var collector = new ActivationCollector(collectGram: true, threads: 2);
+                runtime.Observer = collector;
+                var (first, count) = CalibrationShards.Chunks(shard, chunks);
+                for (int c = first; c < first + count; c++)
+                    Forward(c);
+                CalibrationShards.Add(total, collector.Entries);
+            }
+            runtime.Observer = whole;
+            for (int c = 0; c < chunks; c++)
+                Forward(c);
+        }
+        Assert.Equal(total.Count, sharded.Entries.Count);
+        foreach (var expected in total.Values)
+        {
+            foreach (var actual in new[] { sharded.Get(expected.Layer, expected.Kind), oneThread.Get(expected.Layer, expected.Kind) })
+            {
+                Assert.Equal(ctx * chunks, actual.TokenCount);
+                Assert.Equal(expected.SumSquares, actual.SumSquares);
+                Assert.Equal(expected.SumAbs, actual.SumAbs);
+                Assert.Equal(expected.MaxAbs, actual.MaxAbs);
+                Assert.Equal(expected.Gram, actual.Gram);
+            }
+        }
+        // The order matters: summed over all chunks at once, the last bits differ (so this test tells the orders apart).
+        Assert.Contains(whole.Entries, e => !e.SumSquares.SequenceEqual(sharded.Get(e.Layer, e.Kind).SumSquares) || !e.Gram!.SequenceEqual(sharded.Get(e.Layer, e.Kind).Gram!));
+        Assert.All(whole.Entries, e => Assert.Equal(e.MaxAbs, sharded.Get(e.Layer, e.Kind).MaxAbs));
+    }
+
+    [Fact]
+    public void Adding_statistics_adds_every_sum_and_each_experts_and_refuses_another_input()
+    {
+        var random = new Random(7);
+        float[] Rows(int tokens) => [.. Enumerable.Range(0, tokens * 5).Select(_ => (float)(random.NextDouble() * 4 - 2))];
+        var (a, b) = (Rows(6), Rows(4));
+        var first = new ActivationStatistics(1, LinearInput.ExpertFeedForward, 5, collectGram: true);
+        var second = new ActivationStatistics(1, LinearInput.ExpertFeedForward, 5, collectGram: true);
+        first.AccumulateExpert(0, a, 6);
+        second.AccumulateExpert(0, b.AsSpan(0, 10), 2);
+        second.AccumulateExpert(2, b.AsSpan(10), 2);
+        var secondExpert0 = second.Expert(0)!;
+        var (sumSquares, gram) = (first.SumSquares.Zip(second.SumSquares, (x, y) => x + y).ToArray(), first.Gram!.Zip(second.Gram!, (x, y) => x + y).ToArray());
+        var expert0 = first.Expert(0)!.SumSquares.Zip(secondExpert0.SumSquares, (x, y) => x + y).ToArray();
+        var maxAbs = first.MaxAbs.Zip(second.MaxAbs, Math.Max).ToArray();
+        first.Add(second);
+        Assert.Equal(10, first.TokenCount);
+        Assert.Equal(sumSquares, first.SumSquares);
+        Assert.Equal(gram, first.Gram);
+        Assert.Equal(maxAbs, first.MaxAbs);
+        Assert.Equal(expert0, first.Expert(0)!.SumSquares);
+        Assert.Equal(8, first.Expert(0)!.TokenCount);
+        Assert.Null(first.Expert(1));
+        Assert.Same(second.Expert(2), first.Expert(2));
+        var other = Assert.Throws<ArgumentException>(() => first.Add(new ActivationStatistics(1, LinearInput.FeedForward, 5, collectGram: true)));
+        Assert.Contains("FeedForward", other.Message, StringComparison.Ordinal);
+        Assert.Throws<ArgumentException>(() => first.Add(new ActivationStatistics(1, LinearInput.ExpertFeedForward, 5, collectGram: false)));
+    }
+
+    [Fact]
     public void Advancing_through_a_replaced_block_gives_the_next_block_the_replaced_models_input()
     {
         // Block 0 replaced (its query projection rounded to Q4_0): block 1's statistics must be those a whole forward

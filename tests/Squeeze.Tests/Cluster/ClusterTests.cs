@@ -1,4 +1,5 @@
 using Squeeze.Allocation;
+using Squeeze.Calibration;
 using Squeeze.Cluster;
 using Squeeze.Compression;
 using Squeeze.Evaluation;
@@ -146,6 +147,99 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
         }
     }
 
+    // 20 chunks of 16 tokens: three shards (8, 8 and 4 chunks) of every block.
+    private static CalibrationOptions ShardedCalibration => new() { ContextLength = 16, MaxTokens = 16 * 20, CollectGram = true, Threads = 2 };
+
+    [Fact]
+    public void CalibrationOverShardsWritesTheOneMachineStatisticsFile()
+    {
+        // stories260K, and the mixture of experts, whose routed experts' statistics are added shard by shard too.
+        foreach (string path in new[] { SharedData.Stories260K, qwen3Moe.HuggingFace })
+        {
+            using var model = InProcessCluster.Load(path);
+            var job = cluster.Job();
+            var (local, distributed) = CalibrateBoth(model, new ClusterCalibrationWorkers(job, InProcessCluster.Reference(path, model)));
+            Assert.Equal(local, distributed);
+            // Every shard of every block, and of the classifier's input, was an item, and every worker took some.
+            Assert.Equal(3 * (model.Config.LayerCount + 1), job.Costs.Count);
+            Assert.Equal(3, job.Costs.Select(c => c.Worker).Distinct().Count());
+            // The residual stream went out and the statistics with their Gram matrices came back in many parts.
+            Assert.All(job.Costs, c => Assert.True(c.BytesSent > 8 * InProcessCluster.PartBytes && c.BytesReceived > 8 * InProcessCluster.PartBytes));
+        }
+    }
+
+    [Fact]
+    public void ANamedMixCalibratedAndEncodedOnTheClusterWritesTheOneMachineBytes()
+    {
+        using var model = InProcessCluster.Load(SharedData.Stories260K);
+        var job = cluster.Job();
+        var reference = InProcessCluster.Reference(SharedData.Stories260K, model);
+        var options = MixOptions with { CalibrationTokens = ShardedCalibration.MaxTokens, ContextLength = ShardedCalibration.ContextLength };
+        CompressBoth(model, options, new ClusterTensorWorkers(job, reference), new ClusterCalibrationWorkers(job, reference));
+        // Three shards of each block and of the classifier's input, and one item per tensor.
+        Assert.Equal(3 * (model.Config.LayerCount + 1) + model.Tensors.Count, job.Costs.Count);
+    }
+
+    [Fact]
+    public async Task CalibrationOnOneWorkerWritesTheOneMachineStatisticsFile()
+    {
+        await using var own = await InProcessCluster.StartAsync(1);
+        using var model = InProcessCluster.Load(SharedData.Stories260K);
+        var job = own.Job();
+        var (local, distributed) = CalibrateBoth(model, new ClusterCalibrationWorkers(job, InProcessCluster.Reference(SharedData.Stories260K, model)));
+        Assert.Equal(local, distributed);
+        Assert.Equal(3 * (model.Config.LayerCount + 1), job.Costs.Count);
+    }
+
+    [Fact]
+    public async Task CalibrationThroughAWorkerStoppedMidJobWritesTheOneMachineStatisticsFile()
+    {
+        await using var own = await InProcessCluster.StartAsync(3);
+        var victim = own.Cluster.SecondarySilos[0];
+        string victimName = victim.SiloAddress.ToParsableString();
+        // stories15M, block 0 alone, eight shards of eight 128-token chunks: items long enough, and enough of them, that
+        // the stopped worker is in the middle of its next one or still holds a finished result.
+        using var model = InProcessCluster.Load(SharedData.Stories15M);
+        var options = ShardedCalibration with { ContextLength = 128, MaxTokens = 128 * 64, Layers = new HashSet<int> { 0 } };
+        Task? killing = null;
+        int lost = 0;
+        var progress = new SynchronousProgress<ClusterProgress>(p =>
+        {
+            if (killing is null && p.PerWorker.GetValueOrDefault(victimName) >= 1)
+                killing = own.Cluster.KillSiloAsync(victim);
+            lost = Math.Max(lost, p.Lost);
+        });
+        var job = own.Job();
+        var (local, distributed) = CalibrateBoth(model, new ClusterCalibrationWorkers(job, InProcessCluster.Reference(SharedData.Stories15M, model), progress), options);
+        Assert.Equal(local, distributed);
+        // It finished an item (or the kill would not have started) and was lost: in its next item, or with a finished
+        // result not yet fetched, which ran again elsewhere (on a loaded machine a busy silo may miss its probes and be
+        // declared dead too: survived the same way).
+        await killing!;
+        Assert.InRange(lost, 1, 2);
+        Assert.Equal(8, job.Costs.Count);
+    }
+
+    // A statistics file written on this machine (when `local`) and one through `workers`, as bytes.
+    private static (byte[]? Local, byte[] Distributed) CalibrateBoth(Squeeze.Models.Model model, ICalibrationWorkers workers, CalibrationOptions? options = null, bool local = true)
+    {
+        options ??= ShardedCalibration;
+        string dir = Directory.CreateTempSubdirectory("squeeze-cluster-").FullName;
+        try
+        {
+            string text = Compression.CompressorTests.CalibrationText;
+            string localPath = Path.Combine(dir, "local.stats"), clusterPath = Path.Combine(dir, "cluster.stats");
+            if (local)
+                CalibrationFile.Collect(localPath, model, text, options);
+            CalibrationFile.Collect(clusterPath, model, text, options with { Workers = workers });
+            return (local ? File.ReadAllBytes(localPath) : null, File.ReadAllBytes(clusterPath));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     [Fact]
     public void ZipAndUnzipOverBlocksGiveTheOneMachineArchiveAndTheInputBack()
     {
@@ -207,8 +301,9 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
         Assert.DoesNotContain(next.Costs, c => c.Worker == victimName);
     }
 
-    // The same job on one machine and through `workers`: the files must be the same bytes.
-    private static (CompressionReport Local, CompressionReport Distributed) CompressBoth(Squeeze.Models.Model model, CompressionOptions options, ITensorWorkers workers)
+    // The same job on one machine and through `workers` (and `calibrationWorkers`): the files must be the same bytes.
+    private static (CompressionReport Local, CompressionReport Distributed) CompressBoth(Squeeze.Models.Model model, CompressionOptions options, ITensorWorkers workers,
+        ICalibrationWorkers? calibrationWorkers = null)
     {
         string dir = Directory.CreateTempSubdirectory("squeeze-cluster-").FullName;
         try
@@ -216,7 +311,7 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
             string text = Compression.CompressorTests.CalibrationText;
             string localPath = Path.Combine(dir, "local.gguf"), clusterPath = Path.Combine(dir, "cluster.gguf");
             var local = Compressor.Compress(model, text, options, localPath);
-            var distributed = Compressor.Compress(model, text, options with { Workers = workers }, clusterPath);
+            var distributed = Compressor.Compress(model, text, options with { Workers = workers, CalibrationWorkers = calibrationWorkers ?? CalibrationWorkers.InProcess }, clusterPath);
             Assert.Equal(File.ReadAllBytes(localPath), File.ReadAllBytes(clusterPath));
             return (local, distributed);
         }
