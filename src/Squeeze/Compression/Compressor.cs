@@ -227,8 +227,9 @@ public static class Compressor
     }
 
     // Σ_r e_rᵀ H e_r with e = w − q ([rows, columns]; q null: e = w), H as in RelativeError: with H, each row's form in f32
-    // products by LinearAlgebra.QuadraticForms (the same bits on every machine and thread count), the rows summed in order.
-    internal static double Energy(float[] w, float[]? q, int rows, int columns, double[] h, float[] imp, int threads)
+    // products by LinearAlgebra.QuadraticForms (the same bits on every machine and thread count), the rows summed in order
+    // onto `before`, the sum of the rows before these: a tensor measured band by band gives the bits of measuring it whole.
+    internal static double Energy(float[] w, float[]? q, int rows, int columns, double[] h, float[] imp, int threads, double before = 0)
     {
         var perRow = new double[rows];
         if (h.Length == 0)
@@ -245,7 +246,7 @@ public static class Compressor
         {
             LinearAlgebra.QuadraticForms(h, columns, w, q, rows, perRow, threads);
         }
-        double sum = 0;
+        double sum = before;
         for (int r = 0; r < rows; r++)
             sum += perRow[r];
         return sum;
