@@ -18,7 +18,8 @@ namespace Squeeze.Bench;
 /// </summary>
 internal static class MoeMemorySuite
 {
-    /// <summary><c>moe-memory [--shape NAME] [--tokens N] [--ctx N] [--threads N] [--cache DIR] [--tensor-type REGEX=TYPE]</c>:
+    /// <summary><c>moe-memory [--shape NAME] [--tokens N] [--ctx N] [--threads N] [--cache DIR] [--tensor-type REGEX=TYPE] [--output FILE]</c>
+    /// (<c>--output</c>: the GGUF file is written there and kept, for llama.cpp; else to a temporary file, deleted):
     /// with <c>--tensor-type</c> (llama-quantize's per-tensor override, e.g. <c>_exps=F16</c>), the matching tensors
     /// get that type in the checkpoint's job: experts kept in F16 skip GPTQ's time (hours per block at Qwen3-30B-A3B's
     /// shape on two cores) while calibration still collects every expert's statistics and the rest is encoded as usual.</summary>
@@ -47,7 +48,8 @@ internal static class MoeMemorySuite
         Print(estimate);
 
         string text = File.ReadAllText(Path.Combine(shared, "corpora", "tinystories-calib.txt"));
-        string output = Path.Combine(Path.GetTempPath(), $"squeeze-moe-memory-{Environment.ProcessId}.gguf");
+        string? kept = Program.Value(args, "--output");
+        string output = kept ?? Path.Combine(Path.GetTempPath(), $"squeeze-moe-memory-{Environment.ProcessId}.gguf");
         // Each sample is charged to the step the job last reported (stage and tensor): where the peak is.
         using var memory = new MemorySampler();
         var clock = Stopwatch.StartNew();
@@ -67,7 +69,8 @@ internal static class MoeMemorySuite
         finally
         {
             memory.Stop();
-            File.Delete(output);
+            if (kept is null)
+                File.Delete(output);
         }
         Console.WriteLine();
         Console.WriteLine("| measured | value |");
