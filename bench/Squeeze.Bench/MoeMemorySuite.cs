@@ -54,6 +54,7 @@ internal static class MoeMemorySuite
         using var memory = new MemorySampler();
         var clock = Stopwatch.StartNew();
         CompressionReport report;
+        string last = "";
         try
         {
             report = Compressor.Compress(model, text, new CompressionOptions
@@ -64,7 +65,15 @@ internal static class MoeMemorySuite
                 CalibrationTokens = tokens,
                 ContextLength = ctx,
                 Threads = threads,
-            }, output, new SynchronousProgress<CompressionProgress>(p => memory.Step = $"{p.Stage}: {(p.Stage == "calibrating" ? p.Note.Split(':')[0] : p.Note)}"));
+            }, output, new SynchronousProgress<CompressionProgress>(p =>
+            {
+                string step = $"{p.Stage}: {(p.Stage == "calibrating" ? p.Note.Split(':')[0] : p.Note)}";
+                // Each new step on stderr as it starts, for a job that runs for hours.
+                if (step != last)
+                    Console.Error.WriteLine($"{clock.Elapsed.TotalSeconds:0} s, RssAnon {Gb(MemorySampler.RssAnon())}: {step}");
+                last = step;
+                memory.Step = step;
+            }));
         }
         finally
         {
