@@ -94,7 +94,10 @@ internal static class MoeMemorySuite
         Console.WriteLine();
         Console.WriteLine("| step (the job's last report) | peak private memory while in it |");
         Console.WriteLine("|---|---|");
-        foreach (var (at, bytes) in memory.Steps(8))
+        // The eight highest steps, then the vocabulary's tensors (the largest to encode) wherever they rank.
+        var steps = memory.Steps(int.MaxValue);
+        foreach (var (at, bytes) in steps.Take(8).Concat(steps.Skip(8).Where(s => s.Step.EndsWith(" output.weight", StringComparison.Ordinal)
+            || s.Step.EndsWith(" token_embd.weight", StringComparison.Ordinal))))
             Console.WriteLine($"| {at} | {Gb(bytes)} |");
     }
 
