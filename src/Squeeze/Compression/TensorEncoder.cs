@@ -241,6 +241,7 @@ public sealed class TensorEncoder
         public double[] Hessian { get; } = input?.Gram is not null ? input.Hessian() : [];
         public float[] Importance { get; } = input?.Importance() ?? [];
         public string Metric => Hessian.Length > 0 ? "H" : Importance.Length > 0 ? "diag" : "none";
+
         /// <summary>Every row's values, [rows, columns] row-major f32, decoded once.</summary>
         public float[] Values => values ??= Band(0, Rows);
         private float[]? values;
@@ -268,7 +269,9 @@ public sealed class TensorEncoder
             get => signal ??= Energy(Values, null, Rows, 0);
             set => signal = value;
         }
+
         public bool SignalKnown => signal is not null;
+
         private double? signal;
 
         /// <summary>Σ e_rᵀ H e_r over rows of <paramref name="band"/> ([rows, columns]; e = band − decoded, or band when
