@@ -34,7 +34,8 @@ namespace Squeeze.Bench;
 /// (one against two <c>squeeze worker</c> processes on localhost on eval and a <c>--target-bpw</c> job: speed-up, the
 /// cluster's overhead and bytes per work item, the same result as one machine), <c>moe-memory</c> (GPTQ's memory on a
 /// mixture of experts: the estimate at Qwen3-30B-A3B's shape, and estimate against measured peak on a smaller one),
-/// <c>native-memory</c> (a native size target's estimate at the 1.1B and 8B shapes, and against a measured stories15M job).
+/// <c>native-memory</c> (a native size target's estimate at the 1.1B and 8B shapes, and against a measured stories15M job),
+/// <c>llama-agreement</c> (llama.cpp's logits against Squeeze's on a GGUF file too large to write in a test).
 /// </summary>
 public static class Program
 {
@@ -138,8 +139,11 @@ public static class Program
             case "load-memory":
                 LoadMemorySuite.Run(rest);
                 return 0;
+            case "llama-agreement":
+                LlamaAgreementSuite.Run(rest);
+                return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|saved-cache|embedding-stores|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|quantize-speed|gptq-speed|prompts|summary|serve|cluster|moe-memory|native-memory|load-memory [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|saved-cache|embedding-stores|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|quantize-speed|gptq-speed|prompts|summary|serve|cluster|moe-memory|native-memory|load-memory|llama-agreement [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

@@ -11,22 +11,25 @@ namespace Squeeze.Bench;
 /// <summary>
 /// Randomly initialised Hugging Face checkpoints of real models' shapes, for measuring time and memory at scale
 /// (their quality means nothing). Each is a directory of config.json, bf16 safetensors (one file up to 4 GB, above that
-/// shards with <c>model.safetensors.index.json</c>, as real checkpoints come) and stories15M's Llama-2
-/// <c>tokenizer.model</c>, written into a cache directory once and reused.
+/// shards with <c>model.safetensors.index.json</c>, as real checkpoints come) and a tokenizer (stories15M's Llama-2
+/// <c>tokenizer.model</c>, or a real one's <c>tokenizer.json</c> from <c>tokenizers/hf</c>), written into a cache
+/// directory once and reused.
 /// <para>Values: every matrix N(0, 0.02²) as bf16, every norm 1. With the final norm's unit RMS the classifier's logits
 /// have a standard deviation of about 0.02·√dim (0.9 at dim 2048, 1.3 at 4096): spread out, not degenerate, and a
 /// quantized copy's KLD against the bf16 model is a finite, comparable figure.</para>
-/// <para>Vocabulary: 32,000 for every shape, the only tokenizer at hand (the reader requires config.json's vocab_size to
-/// equal the tokenizer's). Llama-3's real 128,256 would add 197M parameters to the embedding (and to the 8B's
-/// classifier); the layers, where the time goes, have their real shapes.</para>
+/// <para>Vocabulary: 32,000 with stories15M's tokenizer for the dense shapes (Llama-3's real 128,256 would add 197M
+/// parameters to the embedding and to the 8B's classifier; the layers, where the time goes, have their real shapes).
+/// Qwen3-30B-A3B's layers come with its real 151,936 embedding rows and Qwen3's tokenizer (151,669 tokens, padded to
+/// the rows as llama.cpp's converter pads them): at that shape the classifier is the largest tensor.</para>
 /// </summary>
 internal static class ShapesSuite
 {
     /// <summary>One checkpoint shape; with <see cref="Experts"/>, a Qwen3-MoE (every layer's feed-forward <see cref="Experts"/>
     /// routed experts of width <see cref="ExpertHidden"/>, top <see cref="ExpertsUsed"/>, q/k norms, heads of
-    /// <see cref="HeadDim"/>).</summary>
+    /// <see cref="HeadDim"/>). <see cref="Vocabulary"/> embedding rows, with the tokenizer of <c>tokenizers/hf/</c><see cref="Tokenizer"/>
+    /// when it is set, else stories15M's (32,000 tokens).</summary>
     internal sealed record Shape(string Name, int Dim, int Hidden, int Layers, int Heads, int KvHeads, bool Tied, double RopeTheta, int Context,
-        int Experts = 0, int ExpertsUsed = 0, int ExpertHidden = 0, int HeadDim = 0)
+        int Experts = 0, int ExpertsUsed = 0, int ExpertHidden = 0, int HeadDim = 0, int Vocabulary = 32000, string? Tokenizer = null)
     {
         public int ResolvedHeadDim => HeadDim > 0 ? HeadDim : Dim / Heads;
     }
@@ -39,10 +42,12 @@ internal static class ShapesSuite
     ];
 
     /// <summary>Mixture-of-experts shapes, written only when named: Qwen3-30B-A3B's layers (dim 2048, 128 experts of 768,
-    /// top 8, 32 query heads and 4 KV heads of 128) two of its 48, and the same layout at half the widths and experts.</summary>
+    /// top 8, 32 query heads and 4 KV heads of 128; its 151,936-row vocabulary with Qwen3's tokenizer) two of its 48, and
+    /// the same layout at half the widths and experts (vocabulary 32,000).</summary>
     internal static readonly Shape[] ExpertShapes =
     [
-        new("qwen3-30b-a3b-2l", 2048, 6144, 2, 32, 4, Tied: false, RopeTheta: 1000000, Context: 40960, Experts: 128, ExpertsUsed: 8, ExpertHidden: 768, HeadDim: 128),
+        new("qwen3-30b-a3b-2l", 2048, 6144, 2, 32, 4, Tied: false, RopeTheta: 1000000, Context: 40960, Experts: 128, ExpertsUsed: 8, ExpertHidden: 768, HeadDim: 128,
+            Vocabulary: 151_936, Tokenizer: "qwen3"),
         new("qwen3-moe-half-2l", 1024, 3072, 2, 16, 2, Tied: false, RopeTheta: 1000000, Context: 40960, Experts: 64, ExpertsUsed: 8, ExpertHidden: 384, HeadDim: 64),
     ];
 
@@ -50,7 +55,6 @@ internal static class ShapesSuite
     internal static Shape Find(string name) => Shapes.Concat(ExpertShapes).FirstOrDefault(s => s.Name == name)
         ?? throw new ArgumentException($"unknown shape {name}; known: {string.Join(", ", Shapes.Concat(ExpertShapes).Select(s => s.Name))}");
 
-    private const int Vocab = 32000;
     private const float Std = 0.02f;
     private const long ShardLimit = 4L << 30;
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
@@ -102,7 +106,15 @@ internal static class ShapesSuite
         try
         {
             WriteConfig(shape, Path.Combine(temp, "config.json"));
-            File.Copy(Path.Combine(shared, "models", "stories15M", "tokenizer.model"), Path.Combine(temp, "tokenizer.model"));
+            if (shape.Tokenizer is { } tokenizer)
+            {
+                foreach (string file in new[] { "tokenizer.json", "tokenizer_config.json" })
+                    File.Copy(Path.Combine(shared, "tokenizers", "hf", tokenizer, file), Path.Combine(temp, file));
+            }
+            else
+            {
+                File.Copy(Path.Combine(shared, "models", "stories15M", "tokenizer.model"), Path.Combine(temp, "tokenizer.model"));
+            }
             WriteWeights(tensors, temp, seed);
             Directory.Move(temp, dir);
         }
@@ -125,7 +137,7 @@ internal static class ShapesSuite
     internal static List<TensorSpec> Tensors(Shape shape)
     {
         int headDim = shape.ResolvedHeadDim, q = shape.Heads * headDim, kv = shape.KvHeads * headDim;
-        var list = new List<TensorSpec> { new("model.embed_tokens.weight", Vocab, shape.Dim, false) };
+        var list = new List<TensorSpec> { new("model.embed_tokens.weight", shape.Vocabulary, shape.Dim, false) };
         for (int l = 0; l < shape.Layers; l++)
         {
             string p = $"model.layers.{l}.";
@@ -156,12 +168,19 @@ internal static class ShapesSuite
         }
         list.Add(new("model.norm.weight", 1, shape.Dim, true));
         if (!shape.Tied)
-            list.Add(new("lm_head.weight", Vocab, shape.Dim, false));
+            list.Add(new("lm_head.weight", shape.Vocabulary, shape.Dim, false));
         return list;
     }
 
     internal static void WriteConfig(Shape shape, string path)
     {
+        // The special tokens' ids as the real models' config.json gives them.
+        var (bos, eos) = shape.Tokenizer switch
+        {
+            null => (1, 2),
+            "qwen3" => (151_643, 151_645),
+            _ => throw new ArgumentException($"{shape.Name}: no special token ids known for tokenizer {shape.Tokenizer}"),
+        };
         var config = new Dictionary<string, object>
         {
             ["architectures"] = new[] { "LlamaForCausalLM" },
@@ -171,15 +190,15 @@ internal static class ShapesSuite
             ["num_hidden_layers"] = shape.Layers,
             ["num_attention_heads"] = shape.Heads,
             ["num_key_value_heads"] = shape.KvHeads,
-            ["vocab_size"] = Vocab,
+            ["vocab_size"] = shape.Vocabulary,
             ["max_position_embeddings"] = shape.Context,
             ["rope_theta"] = shape.RopeTheta,
             ["rms_norm_eps"] = 1e-5,
             ["hidden_act"] = "silu",
             ["tie_word_embeddings"] = shape.Tied,
             ["torch_dtype"] = "bfloat16",
-            ["bos_token_id"] = 1,
-            ["eos_token_id"] = 2,
+            ["bos_token_id"] = bos,
+            ["eos_token_id"] = eos,
         };
         if (shape.Experts > 0)
         {

@@ -87,6 +87,11 @@ public sealed record CompressionOptions
     /// <summary>Threads for calibration and quantization; results do not depend on it.</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
 
+    /// <summary>Values per band of rows in which a tensor is encoded in a GGUF type (at least one row per band): rows are
+    /// encoded independently, so a large tensor (a 151,936-token classifier) holds one band's f32 copies, not its own;
+    /// the bytes do not depend on it. Tests set it small to encode small tensors in several bands.</summary>
+    internal int EncodingBandValues { get; init; } = TensorEncoder.BandValues;
+
     /// <summary>Where each block's tensors are encoded: in this process (the default), or as independent work items
     /// elsewhere (a cluster); the file written is the same bytes.</summary>
     public ITensorWorkers Workers { get; init; } = TensorWorkers.InProcess;

@@ -127,15 +127,25 @@ public static class Compressor
         IProgress<CalibrationProgress>? Notes(string what) => progress is null ? null
             : new SynchronousProgress<CalibrationProgress>(p => progress.Report(new CompressionProgress("calibrating", p.Done, p.Total, $"{what}: chunk {p.Done}/{p.Total}")));
 
+        // Block `layer`'s statistics collected, AWQ applied and its tensors encoded; in sequential mode, the block as
+        // compressed for the next block's input. The statistics live in this frame alone: as a local of the loop below
+        // they stayed referenced while the next block's were collected (the unoptimised first tier of a long-running
+        // method reports its locals live to its end), twice one block's statistics (11.3 GB calibrating the second block
+        // at Qwen3-30B-A3B's shape, whose statistics are 5.15 GB), and the last block's while the classifier was encoded.
+        Dictionary<string, (GgmlType Type, byte[] Bytes)>? EncodeBlock(int layer)
+        {
+            var stats = Statistics(layer);
+            if (options.Method == CompressionMethod.AwqGptq && stats is not null)
+                run.ApplyAwq(layer, stats, plan);
+            var kept = calibration is not null && options.Sequential ? new Dictionary<string, (GgmlType Type, byte[] Bytes)>(run.Replaced, StringComparer.Ordinal) : null;
+            Encode(layer, stats, kept);
+            return kept;
+        }
+
         for (int l = saved?.NextLayer ?? 0; l < model.Config.LayerCount; l++)
         {
             long layerStart = Stopwatch.GetTimestamp();
-            var stats = Statistics(l);
-            if (options.Method == CompressionMethod.AwqGptq && stats is not null)
-                run.ApplyAwq(l, stats, plan);
-            // In sequential mode the next block's input comes from this block as compressed.
-            var kept = calibration is not null && options.Sequential ? new Dictionary<string, (GgmlType Type, byte[] Bytes)>(run.Replaced, StringComparer.Ordinal) : null;
-            Encode(l, stats, kept);
+            var kept = EncodeBlock(l);
             if (calibration is not null)
             {
                 if (kept is null)
@@ -228,8 +238,9 @@ public static class Compressor
     }
 
     // Σ_r e_rᵀ H e_r with e = w − q ([rows, columns]; q null: e = w), H as in RelativeError: with H, each row's form in f32
-    // products by LinearAlgebra.QuadraticForms (the same bits on every machine and thread count), the rows summed in order.
-    internal static double Energy(float[] w, float[]? q, int rows, int columns, double[] h, float[] imp, int threads)
+    // products by LinearAlgebra.QuadraticForms (the same bits on every machine and thread count), the rows summed in order
+    // onto `before`, the sum of the rows before these: a tensor measured band by band gives the bits of measuring it whole.
+    internal static double Energy(float[] w, float[]? q, int rows, int columns, double[] h, float[] imp, int threads, double before = 0)
     {
         var perRow = new double[rows];
         if (h.Length == 0)
@@ -246,7 +257,7 @@ public static class Compressor
         {
             LinearAlgebra.QuadraticForms(h, columns, w, q, rows, perRow, threads);
         }
-        double sum = 0;
+        double sum = before;
         for (int r = 0; r < rows; r++)
             sum += perRow[r];
         return sum;

@@ -43,8 +43,8 @@ public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnl
     /// The peak of compressing <paramref name="model"/> to <paramref name="plan"/> block by block: the residual stream of
     /// <paramref name="calibrationTokens"/> tokens (twice: a block's input and output), one block's input statistics (with
     /// their Gram matrices for GPTQ), GPTQ's prepared Hessians of that block and the transient copies of preparing the
-    /// widest one, and the buffers of encoding the largest tensor (its values, each candidate encoding and its decoded
-    /// values). <paramref name="fileBytes"/> is the output's exact size.
+    /// widest one, and the buffers of encoding the largest tensor (<see cref="GgufEncodingBytes"/>: its bytes twice and
+    /// one band of rows' f32 copies). <paramref name="fileBytes"/> is the output's exact size.
     /// </summary>
     public static ResourceEstimate ForMix(Model model, QuantizationPlan plan, CompressionMethod method, long calibrationTokens, long fileBytes)
     {
@@ -71,8 +71,9 @@ public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnl
             parts.Add(("AWQ's scaled tensors of one block, twice", 2 * scaled * sizeof(float)));
         }
         // A stacked tensor of experts is encoded one expert at a time: its largest buffers are one expert's.
-        long largest = plan.Tensors.Where(t => t.Quantized).Select(t => t.Shape.Skip(t.Shape.Length == 3 ? 1 : 0).Aggregate(1L, (a, b) => a * b)).DefaultIfEmpty(0).Max();
-        parts.Add(("encoding the largest tensor", EncodingBytes(largest)));
+        var largest = plan.Tensors.Where(t => t.Quantized).Select(t => (t.Name, Bytes: GgufEncodingBytes(t.Shape.Length == 1 ? 1 : t.Shape[^2], t.Shape[^1], t.Type, TensorEncoder.BandValues)))
+            .DefaultIfEmpty((Name: "", Bytes: 0L)).MaxBy(t => t.Bytes);
+        parts.Add(($"encoding the largest tensor{(largest.Name.Length > 0 ? $" ({largest.Name})" : "")}", largest.Bytes));
         parts.Add(("the runtime", RuntimeBytes(c)));
         parts.Sort((a, b) => b.Item2.CompareTo(a.Item2));
         return new ResourceEstimate(parts.Sum(p => p.Item2), fileBytes, parts);
@@ -132,10 +133,23 @@ public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnl
         return ($"the residual stream of {calibrationTokens:N0} calibration tokens", 2 * calibrationTokens * config.Dim * sizeof(float));
     }
 
-    /// <summary>The buffers of encoding a tensor of <paramref name="elements"/> values (one expert's, for a stack): f32
+    /// <summary>The buffers of encoding a tensor of <paramref name="elements"/> values whole (one expert's, for a stack): f32
     /// values, two rounded candidates and GPTQ's result with their decoded values, and the runtime's transient copies:
-    /// eight f32 copies covered the 8B shape's classifier (measured 5.1 GB peak with everything else).</summary>
+    /// eight f32 copies covered the 8B shape's classifier (measured 5.1 GB peak with everything else). What the native
+    /// representations' encoders hold; a GGUF type's encoding holds one band's (<see cref="GgufEncodingBytes"/>).</summary>
     public static long EncodingBytes(long elements) => elements * 8 * sizeof(float);
+
+    /// <summary>The buffers of encoding a tensor of <paramref name="rows"/> × <paramref name="columns"/> (one expert's, for
+    /// a stack) in GGUF type <paramref name="type"/> band by band, as <see cref="TensorEncoder"/> encodes them: the whole
+    /// tensor's bytes twice (the rounding's and GPTQ's, kept until their errors are compared) and
+    /// <see cref="EncodingBytes"/>'s eight f32 copies of one band of at most <paramref name="bandValues"/> values (at
+    /// least one row; the whole tensor when it fits).</summary>
+    public static long GgufEncodingBytes(long rows, long columns, GgmlType type, int bandValues)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(bandValues);
+        long bandRows = Math.Min(rows, Math.Max(1, bandValues / columns));
+        return 2 * rows * GgmlTypes.RowBytes(type, checked((int)columns)) + EncodingBytes(bandRows * columns);
+    }
 
     /// <summary>The .NET runtime, the tokenizer and the per-block runtime's scratch, with a KV cache of 256 positions.</summary>
     public static long RuntimeBytes(ModelConfig config)

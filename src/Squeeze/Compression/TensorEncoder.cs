@@ -37,6 +37,10 @@ public sealed class TensorEncoder
     private readonly Dictionary<ActivationStatistics, GptqHessian> hessians = new(ReferenceEqualityComparer.Instance);
     private readonly Dictionary<ActivationStatistics, GptqHessian> naturalOrderHessians = new(ReferenceEqualityComparer.Instance);
 
+    /// <summary>The default values per band of rows of a GGUF type's encoding (<see cref="CompressionOptions.EncodingBandValues"/>):
+    /// 4M, 16 MB of f32, 2,048 rows of a 2,048-wide classifier.</summary>
+    internal const int BandValues = 1 << 22;
+
     /// <summary>What <see cref="EncodeVector"/> keeps per input (<see cref="NativeRepresentation.KeptPerInput"/>).</summary>
     public const string NaturalOrderHessian = "Hessian prepared in natural column order";
     private readonly (string Name, int[] Rows)? selection;
@@ -222,26 +226,64 @@ public sealed class TensorEncoder
     // tensor are made together, and keeping every tensor's values would hold the whole model in f32.
     private Reference? current;
 
-    private sealed class Reference(string name, float[] values, int rows, int columns, ActivationStatistics? input, int threads, bool expert = false)
+    // The tensor as this encoder sees it (rows `selected` of `source`, or all of them): its values, decoded whole when
+    // first asked for (the native representations' encoders read them whole) or band by band (Encode's GGUF types),
+    // and its input's statistics.
+    private sealed class Reference(string name, LinearWeight source, int[]? selected, ActivationStatistics? input, int threads, bool expert = false)
     {
         /// <summary>One routed expert's rows of a stacked tensor (its Hessian is not kept between tensors).</summary>
         public bool Expert => expert;
 
         public string Name => name;
-        public float[] Values => values;
-        public int Rows => rows;
-        public int Columns => columns;
+        public int Rows => selected?.Length ?? source.Rows;
+        public int Columns => source.Columns;
         public ActivationStatistics? Input => input;
         public double[] Hessian { get; } = input?.Gram is not null ? input.Hessian() : [];
         public float[] Importance { get; } = input?.Importance() ?? [];
         public string Metric => Hessian.Length > 0 ? "H" : Importance.Length > 0 ? "diag" : "none";
 
-        // Σ_r w_rᵀ H w_r, the same for every encoding of the tensor.
-        public double Signal => signal ??= Compressor.Energy(values, null, rows, columns, Hessian, Importance, threads);
+        /// <summary>Every row's values, [rows, columns] row-major f32, decoded once.</summary>
+        public float[] Values => values ??= Band(0, Rows);
+        private float[]? values;
+
+        /// <summary>Rows [first, first + count) into a new array (from <see cref="Values"/> when they are decoded already:
+        /// the same bits).</summary>
+        public float[] Band(int first, int count)
+        {
+            int columns = source.Columns;
+            var band = new float[(long)count * columns];
+            if (values is not null)
+            {
+                values.AsSpan(checked(first * columns), band.Length).CopyTo(band);
+                return band;
+            }
+            for (int i = 0; i < count; i++)
+                source.DecodeRow(selected is null ? first + i : selected[first + i], band.AsSpan(i * columns, columns));
+            return band;
+        }
+
+        /// <summary>Σ_r w_rᵀ H w_r over every row, the same for every encoding of the tensor: computed from
+        /// <see cref="Values"/> when first asked for, unless a band-by-band encoding measured it first.</summary>
+        public double Signal
+        {
+            get => signal ??= Energy(Values, null, Rows, 0);
+            set => signal = value;
+        }
+
+        public bool SignalKnown => signal is not null;
+
         private double? signal;
 
+        /// <summary>Σ e_rᵀ H e_r over rows of <paramref name="band"/> ([rows, columns]; e = band − decoded, or band when
+        /// <paramref name="decoded"/> is null), added in row order onto <paramref name="before"/>, the rows' before them.</summary>
+        public double Energy(float[] band, float[]? decoded, int rows, double before)
+            => Compressor.Energy(band, decoded, rows, source.Columns, Hessian, Importance, threads, before);
+
         /// <summary>Σ_r e_rᵀ H e_r / Σ_r w_rᵀ H w_r (H as <see cref="Metric"/> says); 0 for an all-zero tensor.</summary>
-        public double Relative(float[] decoded) => Signal > 0 ? Compressor.Energy(values, decoded, rows, columns, Hessian, Importance, threads) / Signal : 0;
+        public double Relative(float[] decoded) => Relative(Energy(Values, decoded, Rows, 0));
+
+        /// <summary>An error energy relative to <see cref="Signal"/>; 0 for an all-zero tensor.</summary>
+        public double Relative(double energy) => Signal > 0 ? energy / Signal : 0;
     }
 
     private Reference ReferenceOf(string name)
@@ -250,21 +292,14 @@ public sealed class TensorEncoder
             return current;
         current = null; // the previous tensor's buffers are garbage before this one's are allocated
         var weight = Source(name);
-        var values = weight.Decode();
-        int rows = weight.Rows, columns = weight.Columns;
-        if (selection?.Name == name)
-        {
-            var selected = selection.Value.Rows;
-            var subset = new float[(long)selected.Length * columns];
-            for (int i = 0; i < selected.Length; i++)
-                values.AsSpan(selected[i] * columns, columns).CopyTo(subset.AsSpan(i * columns));
-            (values, rows) = (subset, selected.Length);
-        }
         var input = Input(name);
-        if (input is not null && input.Width != columns)
-            throw new InvalidOperationException($"tensor '{name}' has {columns} columns but its input statistics {input.Width}");
-        return current = new Reference(name, values, rows, columns, input, Threads, expert: expertView?.Name == name);
+        if (input is not null && input.Width != weight.Columns)
+            throw new InvalidOperationException($"tensor '{name}' has {weight.Columns} columns but its input statistics {input.Width}");
+        return current = new Reference(name, weight, selection?.Name == name ? selection.Value.Rows : null, input, Threads, expert: expertView?.Name == name);
     }
+
+    // Arrays of at least this many bytes go to the runtime's large-object heap (its default threshold).
+    private const int LargeObjectBytes = 85_000;
 
     /// <summary>Frees the buffers of an encoding once it is done (one expert's values, H and prepared Hessian and its
     /// encodings: tens of MB each at Qwen3-30B-A3B's shape; one native candidate's): a blocking, non-compacting full
@@ -306,7 +341,7 @@ public sealed class TensorEncoder
             var raw = new byte[tensor.ByteLength];
             for (long r = 0; r < tensor.Rows; r++)
                 tensor.Row(r).CopyTo(raw.AsSpan((int)(r * tensor.RowBytes)));
-            CheckFinite(target.Name, Decode(tensor.Type, raw, rows, columns));
+            CheckFinite(target.Name, tensor.Type, raw, rows, columns);
             return Finish(target, tensor.Type, raw, "copy", "none", 0, 0, start);
         }
         if (tensor.Shape.Length == 3)
@@ -347,58 +382,99 @@ public sealed class TensorEncoder
     }
 
     // The rows of `reference` in GGUF `type`: its bytes, the encoding kept, plain rounding's error (null when the options
-    // do not measure it and the encoding does not start from it) and the kept one's.
+    // do not measure it and the encoding does not start from it) and the kept one's. Rows are encoded independently (the
+    // roundings row by row, GPTQ's rows given the input's Hessian) and the errors are sums over rows in row order, so a
+    // tensor of more than one band of rows (CompressionOptions.EncodingBandValues) is encoded band by band, with the same
+    // bytes: what it holds in f32 is one band's copies (its values, a rounding's decoded values, GPTQ's working copies and
+    // the error's), besides the whole tensor's bytes of the rounding and of GPTQ, kept until their errors are compared.
     private (byte[] Data, string Encoding, double? Before, double After) EncodeRows(Reference reference, GgmlType type)
     {
-        var values = reference.Values;
         int rows = reference.Rows, columns = reference.Columns;
-        long bytes = GgmlTypes.RowBytes(type, columns) * rows;
+        int rowBytes = checked((int)GgmlTypes.RowBytes(type, columns));
         bool weighted = options.Method != CompressionMethod.Rtn && reference.Importance.Length > 0;
-        Choice<byte[]> Round(float[] importance, string encoding)
+        bool measureRtn = !weighted || options.MeasureErrorBefore;
+        string? withoutGptq = WithoutGptq(reference, Compressor.HasGptqGrid(type) ? null : $"no GPTQ grid for {type}");
+        var hessian = withoutGptq is null ? PreparedHessian(reference) : null;
+        var rounded = new byte[checked(rows * rowBytes)];
+        var gptq = hessian is null ? null : new byte[rounded.Length];
+        double rtnEnergy = 0, roundedEnergy = 0, gptqEnergy = 0, signal = 0;
+        int bandRows = Math.Max(1, options.EncodingBandValues / columns);
+        bool banded = bandRows < rows;
+        for (int first = 0; first < rows; first += bandRows)
         {
-            var data = new byte[bytes];
-            Quantize.Rows(type, values, columns, importance, data, Threads, options.ScaleSearch);
-            var decoded = Decode(type, data, rows, columns);
-            return new Choice<byte[]>(data, decoded, encoding, reference.Relative(decoded));
+            cancellationToken.ThrowIfCancellationRequested();
+            int count = Math.Min(bandRows, rows - first);
+            var values = banded ? reference.Band(first, count) : reference.Values;
+            if (!reference.SignalKnown)
+                signal = reference.Energy(values, null, count, signal);
+            double Round(ReadOnlySpan<float> importance, Span<byte> destination, double before)
+            {
+                Quantize.Rows(type, values, columns, importance, destination, Threads, options.ScaleSearch);
+                return reference.Energy(values, Decode(type, destination, count, columns), count, before);
+            }
+            var band = rounded.AsSpan(first * rowBytes, count * rowBytes);
+            if (weighted && measureRtn)
+                rtnEnergy = Round([], new byte[band.Length], rtnEnergy);
+            roundedEnergy = Round(weighted ? reference.Importance : [], band, roundedEnergy);
+            if (hessian is not null)
+            {
+                var result = Gptq.Quantize(values, count, hessian, BlockGrid.For(type), GptqSettings(reference));
+                result.Data.CopyTo(gptq.AsSpan(first * rowBytes));
+                gptqEnergy = reference.Energy(values, result.Dequantized, count, gptqEnergy);
+            }
+            // A band's buffers on the large-object heap are freed only by a full collection: one per band keeps their
+            // garbage from piling up (small bands' buffers go with the young generations').
+            if (banded && values.Length * sizeof(float) >= LargeObjectBytes)
+                ReleaseEncodingBuffers();
         }
-        var rtn = !weighted || options.MeasureErrorBefore ? Round([], "rtn") : null;
-        var rounded = weighted ? Round(reference.Importance, "imatrix") : rtn!;
-        var chosen = KeepLower(reference, rounded, Compressor.HasGptqGrid(type) ? null : $"no GPTQ grid for {type}", (hessian, gptq) =>
-        {
-            var result = Gptq.Quantize(values, rows, hessian, BlockGrid.For(type), gptq);
-            return (result.Data, result.Dequantized);
-        });
-        // Rounding's values are its bytes decoded; GPTQ's are checked against what its bytes decode to.
-        CheckFinite(reference.Name, chosen.Encoding == "gptq" ? Decode(type, chosen.Value, rows, columns) : chosen.Decoded);
-        return (chosen.Value, chosen.Encoding, rtn?.Error, chosen.Error);
+        if (!reference.SignalKnown)
+            reference.Signal = signal;
+        string roundedEncoding = weighted ? "imatrix" : "rtn";
+        double roundedError = reference.Relative(roundedEnergy), gptqError = hessian is null ? double.NaN : reference.Relative(gptqEnergy);
+        var (data, encoding, error) = withoutGptq is not null ? (rounded, roundedEncoding + withoutGptq, roundedError)
+            : gptqError <= roundedError ? (gptq!, "gptq", gptqError)
+            : (rounded, $"{roundedEncoding} (lower error than gptq)", roundedError);
+        CheckFinite(reference.Name, type, data, rows, columns);
+        return (data, encoding, measureRtn ? reference.Relative(weighted ? rtnEnergy : roundedEnergy) : null, error);
     }
 
-    // An encoding of the tensor, its values and its relative output error.
-    private sealed record Choice<T>(T Value, float[] Decoded, string Encoding, double Error);
+    // An encoding of the tensor and its relative output error.
+    private sealed record Choice<T>(T Value, string Encoding, double Error);
 
-    // The choice every encoding makes: for GPTQ on a linear layer whose input has a Gram matrix, GPTQ on the rounding's
-    // grid (noGrid: why there is none), kept unless the rounding has the lower output error (GPTQ minimises it greedily;
-    // on the rare tensor where rounding does better, the rounding is kept). Otherwise the rounding, saying why.
-    private Choice<T> KeepLower<T>(Reference reference, Choice<T> rounded, string? noGrid, Func<GptqHessian, GptqOptions, (T Value, float[] Decoded)> gptq)
+    // Why GPTQ does not run on `reference` (noGrid: why its encoding has no GPTQ grid), as a note on the rounding's
+    // encoding, or null when it does: GPTQ runs for the GPTQ methods on a linear layer whose input has a Gram matrix. The
+    // note is empty for what H says nothing about (another method, or a tied embedding: rounding at most).
+    private string? WithoutGptq(Reference reference, string? noGrid)
     {
         if (options.Method is not (CompressionMethod.Gptq or CompressionMethod.AwqGptq) || !LinearInputs.TryGet(reference.Name, out _, out _))
-            return rounded; // not a linear layer (a tied embedding): what H says nothing about, rounding at most
+            return "";
         if (reference.Input?.Gram is null)
-            return rounded with { Encoding = $"{rounded.Encoding} (no XᵀX for this tensor)" };
-        if (noGrid is not null)
-            return rounded with { Encoding = $"{rounded.Encoding} ({noGrid})" };
-        var hessian = HessianOf(reference.Input, reference.Hessian, keep: !reference.Expert);
-        var (value, decoded) = gptq(hessian, new GptqOptions
-        {
-            DampingFraction = options.Damping,
-            ActivationOrder = options.ActivationOrder,
-            RefinePasses = options.RefinePasses,
-            Importance = reference.Importance,
-            Threads = Threads,
-            Cancellation = cancellationToken,
-        });
+            return " (no XᵀX for this tensor)";
+        return noGrid is null ? null : $" ({noGrid})";
+    }
+
+    private GptqHessian PreparedHessian(Reference reference) => HessianOf(reference.Input!, reference.Hessian, keep: !reference.Expert);
+
+    private GptqOptions GptqSettings(Reference reference) => new()
+    {
+        DampingFraction = options.Damping,
+        ActivationOrder = options.ActivationOrder,
+        RefinePasses = options.RefinePasses,
+        Importance = reference.Importance,
+        Threads = Threads,
+        Cancellation = cancellationToken,
+    };
+
+    // The choice every native encoding makes: GPTQ on the rounding's grid when it runs (WithoutGptq), kept unless the
+    // rounding has the lower output error (GPTQ minimises it greedily; on the rare tensor where rounding does better, the
+    // rounding is kept). Otherwise the rounding, saying why.
+    private Choice<T> KeepLower<T>(Reference reference, Choice<T> rounded, Func<GptqHessian, GptqOptions, (T Value, float[] Decoded)> gptq)
+    {
+        if (WithoutGptq(reference, noGrid: null) is { } note)
+            return rounded with { Encoding = rounded.Encoding + note };
+        var (value, decoded) = gptq(PreparedHessian(reference), GptqSettings(reference));
         double error = reference.Relative(decoded);
-        return error <= rounded.Error ? new Choice<T>(value, decoded, "gptq", error) : rounded with { Encoding = $"{rounded.Encoding} (lower error than gptq)" };
+        return error <= rounded.Error ? new Choice<T>(value, "gptq", error) : rounded with { Encoding = $"{rounded.Encoding} (lower error than gptq)" };
     }
 
     /// <summary>Encodes tensor <paramref name="name"/> in the uniform scheme: GPTQ on <see cref="UniformSchemeGrid"/> when its
@@ -432,9 +508,8 @@ public sealed class TensorEncoder
     {
         var reference = ReferenceOf(name);
         var rounded = round(reference.Values, reference.Rows, reference.Columns, reference.Importance);
-        var roundedValues = rounded.Decode();
-        var chosen = KeepLower(reference, new Choice<LinearWeight>(rounded, roundedValues, reference.Importance.Length > 0 ? "imatrix" : "rtn", ErrorOf(reference, roundedValues)),
-            noGrid: null, (hessian, settings) =>
+        var chosen = KeepLower(reference, new Choice<LinearWeight>(rounded, reference.Importance.Length > 0 ? "imatrix" : "rtn", ErrorOf(reference, rounded.Decode())),
+            (hessian, settings) =>
             {
                 var weight = gptq(reference.Values, reference.Rows, hessian, settings);
                 return (weight, weight.Decode());
@@ -514,21 +589,28 @@ public sealed class TensorEncoder
             8.0 * data.LongLength / target.Shape.Aggregate(1L, (a, b) => a * b), encoding, metric, before, after, SwapKld: null, target.Reason,
             Stopwatch.GetElapsedTime(start).TotalSeconds));
 
-    private static float[] Decode(GgmlType type, byte[] data, int rows, int columns)
+    private static float[] Decode(GgmlType type, ReadOnlySpan<byte> data, int rows, int columns)
     {
         int rowBytes = checked((int)GgmlTypes.RowBytes(type, columns));
         var values = new float[(long)rows * columns];
         for (int r = 0; r < rows; r++)
-            Dequantize.Row(type, data.AsSpan(r * rowBytes, rowBytes), values.AsSpan(r * columns, columns));
+            Dequantize.Row(type, data.Slice(r * rowBytes, rowBytes), values.AsSpan(r * columns, columns));
         return values;
     }
 
-    private static void CheckFinite(string name, float[] values)
+    // Throws when `data` (`rows` rows of `columns` values in `type`) decodes to a value that is not finite, decoding one row at a time.
+    private static void CheckFinite(string name, GgmlType type, byte[] data, int rows, int columns)
     {
-        for (long i = 0; i < values.LongLength; i++)
+        int rowBytes = checked((int)GgmlTypes.RowBytes(type, columns));
+        var row = new float[columns];
+        for (int r = 0; r < rows; r++)
         {
-            if (!float.IsFinite(values[i]))
-                throw new InvalidOperationException($"tensor '{name}' would be written with {values[i]} at element {i}");
+            Dequantize.Row(type, data.AsSpan(r * rowBytes, rowBytes), row);
+            for (int j = 0; j < columns; j++)
+            {
+                if (!float.IsFinite(row[j]))
+                    throw new InvalidOperationException($"tensor '{name}' would be written with {row[j]} at element {(long)r * columns + j}");
+            }
         }
     }
 }
