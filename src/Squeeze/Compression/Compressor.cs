@@ -62,7 +62,7 @@ public static class Compressor
         var plan = QuantizationMix.Plan(model, options.Mix, options.Overrides, options.Pure, hasImportance: needsStats);
         var run = new Run(model, options, progress);
         uint fileType = GgufQuantizer.FileType(options.Mix);
-        GgmlType TypeOf(Tensor tensor) => plan[tensor.Name].Quantized ? plan[tensor.Name].Type : tensor.Type;
+        GgmlType TypeOf(Tensor tensor) => plan[tensor.Name].Type;
         var calibrationOptions = new CalibrationOptions
         {
             ContextLength = options.ContextLength,
@@ -78,7 +78,7 @@ public static class Compressor
         var resume = options.Resume ? ResumeState.Open(outputPath, ResumeState.FingerprintOf(string.Join("\n",
         [
             $"{ModelIdentity.Of(model)} {Path.GetFullPath(model.Source)}",
-            string.Join(",", plan.Tensors.Select(t => $"{t.Name}:{(t.Quantized ? t.Type : t.SourceType)}")),
+            string.Join(",", plan.Tensors.Select(t => $"{t.Name}:{t.Type}")),
             $"{options.Method} {options.Damping:R} {options.RefinePasses} {options.ActivationOrder} {options.Sequential} {options.Awq}",
             chunks is null ? "" : $"{chunks.TextHash:x16} {chunks.TokenCount} {chunks.ContextLength}",
             options.Statistics is { } s ? $"{s.Model} {s.TextHash:x16} {s.TokenCount}" : "",
@@ -384,13 +384,13 @@ public static class Compressor
                 var norm = Read(source[TensorNames.FeedForwardNorm(l)]);
                 for (int j = 0; j < dim; j++)
                     norm[j] /= inScales[j];
-                Replace(TensorNames.FeedForwardNorm(l), norm, plan);
-                Replace(TensorNames.ExpertRouter(l), Awq.ScaleColumns(Read(source[TensorNames.ExpertRouter(l)]), dim, inScales), plan);
+                Replace(TensorNames.FeedForwardNorm(l), norm);
+                Replace(TensorNames.ExpertRouter(l), Awq.ScaleColumns(Read(source[TensorNames.ExpertRouter(l)]), dim, inScales));
                 if (c.SharedExpertHiddenDim > 0)
                 {
-                    Replace(TensorNames.GateShared(l), Awq.ScaleColumns(Read(source[TensorNames.GateShared(l)]), dim, inScales), plan);
-                    Replace(TensorNames.UpShared(l), Awq.ScaleColumns(Read(source[TensorNames.UpShared(l)]), dim, inScales), plan);
-                    Replace(TensorNames.SharedExpertGate(l), Awq.ScaleColumns(Read(source[TensorNames.SharedExpertGate(l)]), dim, inScales), plan);
+                    Replace(TensorNames.GateShared(l), Awq.ScaleColumns(Read(source[TensorNames.GateShared(l)]), dim, inScales));
+                    Replace(TensorNames.UpShared(l), Awq.ScaleColumns(Read(source[TensorNames.UpShared(l)]), dim, inScales));
+                    Replace(TensorNames.SharedExpertGate(l), Awq.ScaleColumns(Read(source[TensorNames.SharedExpertGate(l)]), dim, inScales));
                 }
                 stats[(l, LinearInput.FeedForward)] = Rescale(entry, inScales);
                 stats[(l, LinearInput.ExpertFeedForward)] = Rescale(routed, inScales, [.. routed.Experts.Select(x => x is null ? null : Rescale(x, inScales))]);
@@ -435,9 +435,9 @@ public static class Compressor
                 ReplaceExperts(downName, down, e => outScales[e] is { } s ? Awq.ScaleColumns(down[e].Decode(), hidden, s) : down[e].Decode());
         }
 
-        // A tensor the mix keeps unquantized (norm, router, the shared expert's gate vector) in its own float type, the
-        // one its place in the file has (a BF16 router is rounded back to BF16); a quantized one in F32.
-        private void Replace(string name, float[] values, QuantizationPlan plan)
+        // A tensor AWQ scaled, in F32: the type a kept one (norm, router, the shared expert's gate vector) has in the file,
+        // and the values a quantized one is encoded from.
+        private void Replace(string name, float[] values)
         {
             for (int i = 0; i < values.Length; i++)
             {
@@ -445,10 +445,9 @@ public static class Compressor
                     throw new InvalidOperationException($"AWQ's {name}: value {i} is {values[i]}");
             }
             var tensor = source[name];
-            var type = !plan[name].Quantized && tensor.Type is GgmlType.F16 or GgmlType.BF16 ? tensor.Type : GgmlType.F32;
-            var bytes = new byte[tensor.Rows * GgmlTypes.RowBytes(type, tensor.Columns)];
-            Quantize.Row(type, values, [], bytes);
-            replaced[name] = (type, bytes);
+            var bytes = new byte[tensor.Rows * GgmlTypes.RowBytes(GgmlType.F32, tensor.Columns)];
+            Quantize.Row(GgmlType.F32, values, [], bytes);
+            replaced[name] = (GgmlType.F32, bytes);
         }
 
         private void ReplaceExperts(string name, IReadOnlyList<Weights.LinearWeight> experts, Func<int, float[]> values)

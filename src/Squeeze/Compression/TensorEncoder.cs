@@ -329,13 +329,24 @@ public sealed class TensorEncoder
         return Encode(new TensorPlan(name, tensor.Shape, tensor.Type, type, Quantized: true, "requested"));
     }
 
-    // Compressor's step: the tensor as the plan says (a copy when not quantized or already in its type).
+    // Compressor's step: the tensor as the plan says (a copy when already in its type, widened to F32 when kept).
     internal EncodedTensorData Encode(TensorPlan target)
     {
         long start = Stopwatch.GetTimestamp();
         var tensor = model[target.Name];
         int columns = checked((int)tensor.Columns), rows = checked((int)tensor.Rows);
         var type = target.Type;
+        if (!target.Quantized && type != tensor.Type)
+        {
+            // a kept tensor (norm, router) in the plan's type, F32, as llama.cpp's converter writes it: llama.cpp's CPU
+            // operations do not take a checkpoint's BF16 norms
+            var values = new float[tensor.ElementCount];
+            Dequantize.Tensor(tensor, values);
+            var widened = new byte[tensor.Rows * GgmlTypes.RowBytes(type, columns)];
+            Quantize.Row(type, values, [], widened);
+            CheckFinite(target.Name, type, widened, rows, columns);
+            return Finish(target, type, widened, "copy", "none", 0, 0, start);
+        }
         if (!target.Quantized || type == tensor.Type)
         {
             var raw = new byte[tensor.ByteLength];

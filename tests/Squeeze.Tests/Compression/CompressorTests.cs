@@ -2,10 +2,13 @@ using Squeeze.Calibration;
 using Squeeze.Compression;
 using Squeeze.Evaluation;
 using Squeeze.Formats;
+using Squeeze.Formats.Gguf;
 using Squeeze.Formats.Llama2c;
 using Squeeze.Models;
 using Squeeze.Quantization;
 using Squeeze.Tensors;
+using Squeeze.Tests.Formats.Gguf;
+using Squeeze.Tests.Formats;
 using Squeeze.Tests.Infrastructure;
 using Xunit.Abstractions;
 
@@ -101,6 +104,30 @@ public sealed class CompressorTests(ITestOutputHelper output)
             File.Delete(rtnPath);
             File.Delete(seqPath);
         }
+    }
+
+    [Theory]
+    [InlineData(CompressionMethod.Rtn)]
+    [InlineData(CompressionMethod.AwqGptq)]
+    public void A_bf16_checkpoint_s_kept_tensors_are_written_in_f32_and_llama_cpp_runs_the_file(CompressionMethod method)
+    {
+        using var directory = new TempDirectory();
+        var checkpoint = RandomCheckpoint.Llama2 with { BFloat16 = true };
+        string hf = checkpoint.Write(directory.File("hf"));
+        string path = directory.File("bf16.gguf");
+        using (var model = ModelLoader.Load(hf))
+        {
+            Assert.Contains(model.Tensors, t => t.Shape.Length == 1 && t.Type == GgmlType.BF16);
+            Compressor.Compress(model, method == CompressionMethod.Rtn ? "" : CalibrationText,
+                new CompressionOptions { Mix = QuantizationMix.Parse("Q4_0"), Method = method, CalibrationTokens = 512, ContextLength = 64, Threads = 2 }, path);
+        }
+        using (var gguf = GgufFile.Open(path))
+        {
+            // llama.cpp's converter keeps 1-D tensors in F32, and its CPU operations take no BF16 norm
+            Assert.All(gguf.Tensors.Where(t => t.Shape.Length == 1), t => Assert.Equal(GgmlType.F32, t.Type));
+        }
+        var agreement = LlamaCppAgreementTests.AssertAgreement(path, LlamaCppAgreementTests.Tokens(path), floats: false, output);
+        Assert.True(agreement.Positions > 0);
     }
 
     [Fact]
