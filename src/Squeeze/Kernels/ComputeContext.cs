@@ -39,27 +39,6 @@ public sealed unsafe class ComputeContext : IDisposable
         return (T)job;
     }
 
-    // Below this many weight bytes, waking a worker costs more than it saves.
-    private const long MinDecodeBytes = 16 * 1024;
-    // Parts per thread at least, claimed dynamically: a thread the OS schedules late leaves its parts to the others.
-    private const int MinDecodePartsPerThread = 4;
-    // A large one-token product's parts read about this many bytes of weights each: when one thread takes the last part,
-    // the other waits at most that long (microseconds at memory speed), as llama.cpp's 64-row chunks.
-    private const long DecodePartBytes = 64 * 1024;
-    private const int MaxDecodePartsPerThread = 64;
-
-    /// <summary>How many parts a product that reads <paramref name="bytes"/> of weights for one token is split into, at
-    /// most <paramref name="maxParts"/> (the split's own granularity): one with a single thread or under 16 KB, otherwise
-    /// at least four per thread and, for a large product, parts of about 64 KB, so that the threads finish it within a
-    /// part's time of each other.</summary>
-    internal int DecodeParts(long bytes, int maxParts)
-    {
-        if (Threads == 1 || bytes < MinDecodeBytes)
-            return 1;
-        long parts = Math.Clamp(bytes / DecodePartBytes, MinDecodePartsPerThread * Threads, (long)MaxDecodePartsPerThread * Threads);
-        return (int)Math.Max(1, Math.Min(parts, maxParts));
-    }
-
     /// <summary>At least <paramref name="bytes"/> bytes of 64-byte aligned scratch memory, valid until the next call.</summary>
     internal byte* Scratch(long bytes)
     {

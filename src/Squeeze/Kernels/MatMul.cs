@@ -45,10 +45,8 @@ public static unsafe class MatMul
         long xRowBytes = VecDot.ActivationRowBytes(type, columns);
         // Each output is computed by one dot call whatever the split, so results do not depend on the thread count.
         long work = rows * rowBytes * tokens;
-        // Several parts per thread, claimed dynamically: a thread the OS schedules late leaves its parts to the others
-        // (one token's: parts of about the same bytes, so that the threads finish within a part's time of each other).
-        int parts = tokens == 1 ? context.DecodeParts(work, Math.Max(1, rows / RowAlign))
-            : work < MinBytesPerPart || context.Threads == 1 ? 1 : (int)Math.Min(PartsPerThread * context.Threads, Math.Max(1, rows / RowAlign));
+        // Several parts per thread, claimed dynamically: a thread the OS schedules late leaves its parts to the others.
+        int parts = work < MinBytesPerPart || context.Threads == 1 ? 1 : (int)Math.Min(PartsPerThread * context.Threads, Math.Max(1, rows / RowAlign));
 
         Job job = context.Job<Job>();
         SimdLevel level = VecDot.Best;
@@ -118,7 +116,7 @@ public static unsafe class MatMul
         job.Columns = columns;
         job.X = xq;
         job.Y = y;
-        context.Run(job, context.DecodeParts(work, count));
+        context.Run(job, work < MinBytesPerPart || context.Threads == 1 ? 1 : Math.Min(PartsPerThread * context.Threads, count));
     }
 
     /// <summary>Bytes of the row groups of a [<paramref name="rows"/>, <paramref name="columns"/>] weight of

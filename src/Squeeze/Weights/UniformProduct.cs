@@ -41,8 +41,7 @@ internal static unsafe class UniformProduct
         long codeRowBytes = scheme.RowBytes(columns);
         long xRowBytes = UniformDot.ActivationRowBytes(columns, scheme.Group);
         long work = rows * codeRowBytes * tokens;
-        int parts = tokens == 1 ? context.DecodeParts(work, Math.Max(1, rows / RowAlign))
-            : work < MinBytesPerPart || context.Threads == 1 ? 1 : Math.Min(PartsPerThread * context.Threads, Math.Max(1, rows / RowAlign));
+        int parts = work < MinBytesPerPart || context.Threads == 1 ? 1 : Math.Min(PartsPerThread * context.Threads, Math.Max(1, rows / RowAlign));
         int quantizeParts = context.Threads == 1 || (long)tokens * columns < MinValuesPerQuantizePart ? 1 : Math.Min(tokens, context.Threads);
         long prepareBytes = (UniformDot.PrepareScratchBytes(columns) + 63) / 64 * 64;
         byte* scratch = context.Scratch(tokens * xRowBytes + quantizeParts * prepareBytes);

@@ -196,18 +196,4 @@ public unsafe class MatMulTests
 
         public void Run(int part, int parts) => Interlocked.Increment(ref Runs[part]);
     }
-
-    [Fact]
-    public void A_large_one_token_product_is_split_into_parts_of_about_64_KB()
-    {
-        using var one = new ComputeContext(1);
-        using var two = new ComputeContext(2);
-        Assert.Equal(1, one.DecodeParts(100_000_000, 10_000));       // one thread: inline
-        Assert.Equal(1, two.DecodeParts(8 * 1024, 10_000));          // too small to wake a worker
-        Assert.Equal(8, two.DecodeParts(46_656, 10_000));            // small: four parts per thread, as before
-        Assert.Equal(36, two.DecodeParts(2_359_296, 10_000));        // a 2048 × 2048 Q4_0 matrix: 36 parts of 64 KB
-        Assert.Equal(128, two.DecodeParts(36_864_000, 10_000));      // a classifier: at most 64 parts per thread
-        Assert.Equal(128 / 16, two.DecodeParts(2_359_296, 128 / 16)); // never finer than the split allows
-    }
 }
-
