@@ -340,10 +340,8 @@ public sealed class TensorEncoder
         {
             // a kept tensor (norm, router) in the plan's type, F32, as llama.cpp's converter writes it: llama.cpp's CPU
             // operations do not take a checkpoint's BF16 norms
-            var values = new float[tensor.ElementCount];
-            Dequantize.Tensor(tensor, values);
             var widened = new byte[tensor.Rows * GgmlTypes.RowBytes(type, columns)];
-            Quantize.Row(type, values, [], widened);
+            Quantize.Tensor(tensor, type, [], widened);
             CheckFinite(target.Name, type, widened, rows, columns);
             return Finish(target, type, widened, "copy", "none", 0, 0, start);
         }
