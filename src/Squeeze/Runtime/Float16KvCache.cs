@@ -66,12 +66,13 @@ public sealed unsafe class Float16KvCache : KvCache
     /// <remarks>Where the head size allows, each f16 row is converted once for several heads (<see cref="Attention.HeadsHalf"/>).</remarks>
     public override void AttendGroup(int layer, int firstHead, int count, float* queries, int position, float scale, float* scratch, float* outputs)
     {
-        int group = HeadCount / KvHeadCount;
-        if (!Attention.RunsHalf(HeadDim) || count < 1 || firstHead / group != (firstHead + count - 1) / group)
+        if (!Attention.RunsHalf(HeadDim))
         {
             base.AttendGroup(layer, firstHead, count, queries, position, scale, scratch, outputs);
             return;
         }
+        CheckGroup(firstHead, count);
+        int group = HeadCount / KvHeadCount;
         int first = WindowStart(layer, position), positions = position + 1 - first;
         fixed (Half* k = keys[layer])
         fixed (Half* v = values[layer])

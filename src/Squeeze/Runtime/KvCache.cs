@@ -96,10 +96,17 @@ public abstract unsafe class KvCache
     /// </summary>
     public virtual void AttendGroup(int layer, int firstHead, int count, float* queries, int position, float scale, float* scratch, float* outputs)
     {
-        if (count < 1 || firstHead / (HeadCount / KvHeadCount) != (firstHead + count - 1) / (HeadCount / KvHeadCount))
-            throw new ArgumentOutOfRangeException(nameof(count), $"query heads {firstHead}..{firstHead + count - 1} do not share one key/value head");
+        CheckGroup(firstHead, count);
         for (int j = 0; j < count; j++)
             Attend(layer, firstHead + j, queries + j * HeadDim, position, scale, scratch, outputs + j * HeadDim);
+    }
+
+    /// <summary>Checks that query heads [<paramref name="firstHead"/>, + <paramref name="count"/>) share one key/value head.</summary>
+    protected void CheckGroup(int firstHead, int count)
+    {
+        int group = HeadCount / KvHeadCount;
+        if (count < 1 || firstHead / group != (firstHead + count - 1) / group)
+            throw new ArgumentOutOfRangeException(nameof(count), $"query heads {firstHead}..{firstHead + count - 1} do not share one key/value head");
     }
 
     /// <summary>Bytes the cache holds now for its positions (every layer): what the stored keys, values and their
