@@ -195,28 +195,19 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
     public async Task CalibrationThroughAWorkerStoppedMidJobWritesTheOneMachineStatisticsFile()
     {
         await using var own = await InProcessCluster.StartAsync(3);
-        var victim = own.Cluster.SecondarySilos[0];
-        string victimName = victim.SiloAddress.ToParsableString();
+        var stopper = new FirstItemStopper(own);
         // stories15M, block 0 alone, eight shards of eight 128-token chunks: items long enough, and enough of them, that
         // the stopped worker is in the middle of its next one or still holds a finished result.
         using var model = InProcessCluster.Load(SharedData.Stories15M);
         var options = ShardedCalibration with { ContextLength = 128, MaxTokens = 128 * 64, Layers = new HashSet<int> { 0 } };
-        Task? killing = null;
-        int lost = 0;
-        var progress = new SynchronousProgress<ClusterProgress>(p =>
-        {
-            if (killing is null && p.PerWorker.GetValueOrDefault(victimName) >= 1)
-                killing = own.Cluster.KillSiloAsync(victim);
-            lost = Math.Max(lost, p.Lost);
-        });
         var job = own.Job();
-        var (local, distributed) = CalibrateBoth(model, new ClusterCalibrationWorkers(job, InProcessCluster.Reference(SharedData.Stories15M, model), progress), options);
+        var (local, distributed) = CalibrateBoth(model, new ClusterCalibrationWorkers(job, InProcessCluster.Reference(SharedData.Stories15M, model), stopper.Progress), options);
         Assert.Equal(local, distributed);
         // It finished an item (or the kill would not have started) and was lost: in its next item, or with a finished
         // result not yet fetched, which ran again elsewhere (on a loaded machine a busy silo may miss its probes and be
         // declared dead too: survived the same way).
-        await killing!;
-        Assert.InRange(lost, 1, 2);
+        await stopper.Stopping!;
+        Assert.InRange(stopper.Lost, 1, 2);
         Assert.Equal(8, job.Costs.Count);
     }
 
@@ -268,37 +259,28 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
     public async Task AWorkerStoppedMidJobHasItsItemsRunElsewhereWithTheSameResults()
     {
         await using var own = await InProcessCluster.StartAsync(3);
-        var victim = own.Cluster.SecondarySilos[0];
-        string victimName = victim.SiloAddress.ToParsableString();
-        Task? killing = null;
-        int lost = 0;
         // Stopped as soon as it has finished one item: the item it is given next and the rest of its share run on the
         // other two.
-        var progress = new SynchronousProgress<ClusterProgress>(p =>
-        {
-            if (killing is null && p.PerWorker.GetValueOrDefault(victimName) >= 1)
-                killing = own.Cluster.KillSiloAsync(victim);
-            lost = Math.Max(lost, p.Lost);
-        });
+        var stopper = new FirstItemStopper(own);
 
         // Evaluation chunks of stories15M: enough of them that the stopped worker is asked for more.
         using var model = InProcessCluster.Load(SharedData.Stories15M);
         var options = new EvaluationOptions { ContextLength = 32, MaxChunks = 24, Threads = 1 };
         string text = File.ReadAllText(SharedData.Corpus("tinystories-eval.txt"))[..8_000];
         var job = own.Job();
-        var distributed = await ClusterEvaluator.EvaluateAsync(job, model, InProcessCluster.Reference(SharedData.Stories15M, model), text, options, progress: progress);
+        var distributed = await ClusterEvaluator.EvaluateAsync(job, model, InProcessCluster.Reference(SharedData.Stories15M, model), text, options, progress: stopper.Progress);
         Same(Evaluator.Evaluate(model, text, options), distributed);
-        await killing!;
+        await stopper.Stopping!;
         // At least the stopped one (on a loaded machine a busy silo may miss its probes and be declared dead too: that is
         // survived the same way).
-        Assert.InRange(lost, 1, 2);
-        Assert.Contains(job.Costs, c => c.Worker == victimName);
+        Assert.InRange(stopper.Lost, 1, 2);
+        Assert.Contains(job.Costs, c => c.Worker == stopper.Name);
 
         // The next job, a compression, runs on the two left and writes the one-machine bytes.
         using var small = InProcessCluster.Load(SharedData.Stories260K);
         var next = own.Job();
         CompressBoth(small, MixOptions, new ClusterTensorWorkers(next, InProcessCluster.Reference(SharedData.Stories260K, small)));
-        Assert.DoesNotContain(next.Costs, c => c.Worker == victimName);
+        Assert.DoesNotContain(next.Costs, c => c.Worker == stopper.Name);
     }
 
     // The same job on one machine and through `workers` (and `calibrationWorkers`): the files must be the same bytes.
@@ -325,5 +307,34 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
     {
         // Everything but the speed, bit for bit.
         Assert.Equal(expected with { TokensPerSecond = 0 }, actual with { TokensPerSecond = 0 });
+    }
+
+    /// <summary>Stops the cluster's first secondary silo as soon as a job reports that it finished one item, and keeps the
+    /// most workers the job counted lost.</summary>
+    private sealed class FirstItemStopper
+    {
+        public FirstItemStopper(InProcessCluster own)
+        {
+            var victim = own.Cluster.SecondarySilos[0];
+            Name = victim.SiloAddress.ToParsableString();
+            Progress = new SynchronousProgress<ClusterProgress>(p =>
+            {
+                if (Stopping is null && p.PerWorker.GetValueOrDefault(Name) >= 1)
+                    Stopping = own.Cluster.KillSiloAsync(victim);
+                Lost = Math.Max(Lost, p.Lost);
+            });
+        }
+
+        /// <summary>The silo's address, as the job's progress and costs name its worker.</summary>
+        public string Name { get; }
+
+        /// <summary>The job's progress: stops the silo after its first item.</summary>
+        public SynchronousProgress<ClusterProgress> Progress { get; }
+
+        /// <summary>The stop, once started.</summary>
+        public Task? Stopping { get; private set; }
+
+        /// <summary>The most workers the job counted lost.</summary>
+        public int Lost { get; private set; }
     }
 }
