@@ -15,8 +15,10 @@ namespace Squeeze.Bench;
 /// without the rest of a forward pass. The process's CPU time per product beside the wall time tells a kernel's own cost
 /// apart from the machine's load (on a shared machine the wall time also counts the time other processes held the core).
 /// The native format's uniform codes (<c>--uniform 2,3,4</c>: bits, asymmetric, groups of 256, the fused product) are
-/// measured the same way. Without <c>--types</c> or <c>--uniform</c>, every GGUF type and uniform 2, 3 and 4 bits run.
-/// <para><c>decode-kernels [--types Q4_0,Q8_0] [--uniform 2,3,4] [--threads 1,2] [--repetitions 9] [--megabytes 512] [--columns 2048]</c></para>
+/// measured the same way; with <c>--tokens N</c> (N &gt; 1) as a prompt's product of N tokens, fused and decoded
+/// (<c>UniformProduct</c> against <c>DecodedProduct</c>, where <c>UniformProduct.MinPromptColumns</c> comes from). Without
+/// <c>--types</c> or <c>--uniform</c>, every GGUF type and uniform 2, 3 and 4 bits run.
+/// <para><c>decode-kernels [--types Q4_0,Q8_0] [--uniform 2,3,4] [--tokens 1] [--threads 1,2] [--repetitions 9] [--megabytes 512] [--columns 2048]</c></para>
 /// </summary>
 internal static unsafe class DecodeKernelsSuite
 {
@@ -38,9 +40,10 @@ internal static unsafe class DecodeKernelsSuite
         int repetitions = Program.Option(args, "--repetitions", 9);
         long megabytes = Program.Option(args, "--megabytes", 512);
         int columns = Program.Option(args, "--columns", 2048);
+        int tokens = Program.Option(args, "--tokens", 1);
         var bandwidth = threadCounts.ToDictionary(n => n, SpeedSuite.CopyBandwidth);
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- decode-kernels {string.Join(' ', args)}` "
-            + $"(one token, rows of {columns} values, about {megabytes} MB of weights; median of {repetitions} products after a warm-up)");
+            + $"({(tokens == 1 ? "one token" : $"{tokens} tokens for the uniform codes, one for the GGUF types")}, rows of {columns} values, about {megabytes} MB of weights; median of {repetitions} products after a warm-up)");
         Console.WriteLine();
         Console.WriteLine($"STREAM-like copy (256 MiB, read + write counted): {string.Join(", ", bandwidth.Select(b => $"{b.Value:0.0} GB/s on {b.Key} thread(s)"))}.");
         Console.WriteLine();
@@ -125,9 +128,25 @@ internal static unsafe class DecodeKernelsSuite
             long rowBytes = new UniformScheme(bits, UniformGroup, symmetric: false).RowBytes(columns);
             int rows = (int)(megabytes * 1_000_000 / rowBytes);
             var weight = UniformMatrix(bits, columns, rows, random);
-            var y = new float[rows];
+            if (tokens == 1)
+            {
+                var y = new float[rows];
+                foreach (int threads in threadCounts)
+                    Time($"uniform {bits}-bit, groups of {UniformGroup}", threads, rows, weight.StoredBytes, context => weight.Multiply(x, 1, context, y));
+                continue;
+            }
+            // a prompt's product: the fused kernel once per token against decoding each row once for every token
+            var batch = new float[tokens * columns];
+            for (int t = 0; t < tokens; t++)
+                x.AsSpan().CopyTo(batch.AsSpan(t * columns));
+            for (int i = 0; i < batch.Length; i++)
+                batch[i] *= 1 + (float)(random.NextDouble() * 0.5 - 0.25);
+            var ys = new float[tokens * rows];
             foreach (int threads in threadCounts)
-                Time($"uniform {bits}-bit, groups of {UniformGroup}", threads, rows, weight.StoredBytes, context => weight.Multiply(x, 1, context, y));
+            {
+                Time($"uniform {bits}-bit, groups of {UniformGroup}, {tokens} tokens fused", threads, rows, weight.StoredBytes, context => UniformProduct.Multiply(weight, batch, tokens, context, ys));
+                Time($"uniform {bits}-bit, groups of {UniformGroup}, {tokens} tokens decoded", threads, rows, weight.StoredBytes, context => DecodedProduct.Multiply(weight, batch, tokens, context, ys));
+            }
         }
     }
 

@@ -3,8 +3,9 @@ using Squeeze.Kernels;
 namespace Squeeze.Weights;
 
 /// <summary>
-/// The fused product of a <see cref="UniformWeight"/> for fewer than <see cref="MaxTokens"/> tokens (decoding) outside the
-/// deterministic mode: activations quantized once per call
+/// The fused product of a <see cref="UniformWeight"/> outside the deterministic mode, for fewer than
+/// <see cref="MaxTokens"/> tokens (decoding) or for any number when its rows have at least <see cref="MinPromptColumns"/>
+/// values: activations quantized once per call
 /// (<see cref="UniformDot.PrepareActivations"/>, split by tokens across threads), then rows in contiguous ranges per part,
 /// in L2-sized blocks, each block through every token, each output computed by one kernel whatever the split, so results
 /// do not depend on the thread count. The deterministic mode keeps <see cref="DecodedProduct"/> (its reference order).
@@ -21,15 +22,22 @@ internal static unsafe class UniformProduct
     // Below this many activation values, quantizing them on one thread is quicker than waking another.
     private const long MinValuesPerQuantizePart = 8 * 1024;
 
-    /// <summary>Fewer tokens than this run fused: from here on decoding a row once and dotting it in f32 with every token
-    /// is as quick on rows of a few hundred values (stories15M's 288: fused 4 µs per token for 288 rows, decoded 34 µs
-    /// once plus 2 µs per token), and prompts keep the speed they had.</summary>
+    /// <summary>Fewer tokens than this run fused whatever the row width: from here on decoding a row once and dotting it
+    /// in f32 with every token is as quick on rows of a few hundred values (stories15M's 288: fused 4 µs per token for 288
+    /// rows, decoded 34 µs once plus 2 µs per token), and its prompts keep the speed they had.</summary>
     public const int MaxTokens = 16;
+
+    /// <summary>Rows of at least this many values run fused for any number of tokens: on wide rows the decoded product's
+    /// f32 dots read four times the activation bytes per token and lose to unpacking the codes again for each token
+    /// (3-bit codes in groups of 256, 64 tokens, one thread: the fused product took 0.63–0.67 of the decoded product's
+    /// CPU time at 512, 1,024, 2,048 and 5,632 values; docs/BENCHMARKS.md). Below it (stories15M's 288 and 768) the decoded
+    /// product keeps the prompts.</summary>
+    public const int MinPromptColumns = 1024;
 
     /// <summary>True when <paramref name="weight"/>'s product with <paramref name="tokens"/> tokens runs fused in
     /// <paramref name="context"/>.</summary>
     public static bool Runs(UniformWeight weight, int tokens, ComputeContext context)
-        => !context.Deterministic && tokens < MaxTokens && UniformDot.Supports(weight.UniformScheme.Group, weight.Columns);
+        => !context.Deterministic && (tokens < MaxTokens || weight.Columns >= MinPromptColumns) && UniformDot.Supports(weight.UniformScheme.Group, weight.Columns);
 
     /// <summary><c>y[t, r] = Σ_c W[r, c] · x[t, c]</c> with x quantized per block of 32 to 8 bits.</summary>
     public static void Multiply(UniformWeight weight, ReadOnlySpan<float> x, int tokens, ComputeContext context, Span<float> y)

@@ -167,6 +167,26 @@ public sealed class LinearWeightTests
         Assert.Equal(decoded, y);
     }
 
+    [Fact]
+    public void A_prompt_of_uniform_weights_with_wide_rows_runs_fused_each_token_as_alone()
+    {
+        const int rows = 24, columns = UniformProduct.MinPromptColumns, tokens = 2 * UniformProduct.MaxTokens + 3;
+        var weight = UniformWeight.Encode("u", WeightTestData.Gaussian(rows, columns, 4), rows, columns, new UniformScheme(3, 256, false));
+        var x = RandomValues(tokens * columns, 10);
+        using var context = new ComputeContext(2);
+        var y = new float[tokens * rows];
+        weight.Multiply(x, tokens, context, y);
+        var decoded = new float[tokens * rows];
+        DecodedProduct.Multiply(weight, x, tokens, context, decoded);
+        Assert.NotEqual(decoded, y); // the fused product quantizes the activations: not the decoded product's bits
+        for (int t = 0; t < tokens; t++)
+        {
+            var alone = new float[rows];
+            weight.Multiply(x.AsSpan(t * columns, columns), 1, context, alone);
+            Assert.Equal(alone, y.AsSpan(t * rows, rows).ToArray());
+        }
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
