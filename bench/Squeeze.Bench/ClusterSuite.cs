@@ -18,11 +18,12 @@ namespace Squeeze.Bench;
 /// machine (in this process, one thread). Jobs: <c>eval</c> (chunks of the evaluation text), <c>mix</c> (a named mix,
 /// <c>--type</c>, by GPTQ: every tensor of every block an item, its Gram matrix travelling in parts) and <c>bpw</c> (a
 /// GGUF <c>--target-bpw</c> budget: every candidate of every block an item; calibration, measurement and the search stay
-/// on the client) and <c>calibrate</c> (<c>squeeze calibrate --gram</c>: every shard of eight chunks of every block an
-/// item, the chunks' residual stream out, the shard's statistics with their Gram matrices and the block's output back;
-/// the same statistics file bytes). Per worker count: wall time, speed-up over one worker, items, the workers' seconds per item, the
-/// client's round trip per item and their difference (serialization, transfer, scheduling), the bytes each item sent
-/// and brought back, and whether the result is the one-machine result (figures bit for bit, file bytes).
+/// on the client) and <c>calibrate</c> (<c>squeeze calibrate --gram</c>: every group of four shards of eight chunks of
+/// every block an item, the chunks' residual stream out, the sum of the group's statistics with their Gram matrices and
+/// the block's output back; the same statistics file bytes). Per worker count: wall time, speed-up over one worker,
+/// items, the workers' seconds per item, the client's round trip per item and their difference (serialization, transfer,
+/// scheduling), the bytes each item sent and brought back, for calibrate the bytes brought back per block (and the
+/// classifier's input), and whether the result is the one-machine result (figures bit for bit, file bytes).
 /// Options: <c>--model</c> (stories15M), <c>--tokenizer</c>, <c>--job eval,bpw</c>, <c>--workers 1,2</c>, <c>--ctx</c>
 /// (128), <c>--chunks</c> (32), <c>--type</c> (Q4_K_M), <c>--bpw</c> (5.0), <c>--tokens</c> (1024 calibration tokens),
 /// <c>--part-bytes</c> (the configuration's default, 32 MiB).
@@ -54,10 +55,10 @@ internal static class ClusterSuite
         Console.WriteLine($"`dotnet run -c Release --project bench/Squeeze.Bench -- cluster {string.Join(' ', args)}`");
         Console.WriteLine();
         Console.WriteLine($"{Path.GetFileName(modelPath)}; eval: {chunks} chunks of {ctx} tokens; mix: {type} by GPTQ; bpw: GGUF --target-bpw {bpw} by GPTQ, swaps predicted from a sample; "
-            + $"calibrate: statistics with Gram matrices in shards of {CalibrationShards.ChunksPerShard} chunks of 256 tokens; all on {tokens} calibration tokens. Workers on localhost, one thread each, parts of {partBytes:N0} bytes; one machine: this process, one thread. Load average at the start: {ZipSuite.LoadAverage()}.");
+            + $"calibrate: statistics with Gram matrices in shards of {CalibrationShards.ChunksPerShard} chunks of 256 tokens, {CalibrationShards.ShardsPerGroup} shards a group and item; all on {tokens} calibration tokens. Workers on localhost, one thread each, parts of {partBytes:N0} bytes; one machine: this process, one thread. Load average at the start: {ZipSuite.LoadAverage()}.");
         Console.WriteLine();
-        Console.WriteLine("| job | run | wall s | speed-up | items | worker s/item | round trip s/item | overhead ms/item | KB sent/item | KB back/item | same result |");
-        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
+        Console.WriteLine("| job | run | wall s | speed-up | items | worker s/item | round trip s/item | overhead ms/item | KB sent/item | KB back/item | MB back/block | same result |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|");
         try
         {
             foreach (string job in jobs)
@@ -83,7 +84,7 @@ internal static class ClusterSuite
                     _ => throw new ArgumentException($"unknown job {job}: eval, mix, bpw or calibrate"),
                 };
                 double localSeconds = clock.Elapsed.TotalSeconds;
-                Console.WriteLine($"| {job} | one machine × 1 thread | {localSeconds:0.0} | | | | | | | | |");
+                Console.WriteLine($"| {job} | one machine × 1 thread | {localSeconds:0.0} | | | | | | | | | |");
                 double? first = null;
                 foreach (int count in workerCounts)
                 {
@@ -108,9 +109,11 @@ internal static class ClusterSuite
                     });
                     first ??= seconds;
                     int n = costs.Count;
+                    // Calibration runs every block and then the classifier's input, each its own run of items.
+                    string perBlock = job == "calibrate" ? $"{costs.Sum(c => c.BytesReceived) / (double)(model.Config.LayerCount + 1) / 1e6:0.0}" : "";
                     Console.WriteLine($"| {job} | {count} worker{(count > 1 ? "s" : "")} × 1 thread | {seconds:0.0} | {first.Value / seconds:0.00}× | {n} | {costs.Average(c => c.WorkerSeconds):0.000} | "
                         + $"{costs.Average(c => c.RoundTripSeconds):0.000} | {costs.Average(c => c.RoundTripSeconds - c.WorkerSeconds) * 1000:0.0} | {costs.Average(c => c.BytesSent) / 1024:0.0} | "
-                        + $"{costs.Average(c => c.BytesReceived) / 1024:0.0} | {(same ? "yes" : "NO")} |");
+                        + $"{costs.Average(c => c.BytesReceived) / 1024:0.0} | {perBlock} | {(same ? "yes" : "NO")} |");
                 }
             }
         }

@@ -5,28 +5,29 @@ using Squeeze.Runtime;
 namespace Squeeze.Cluster;
 
 /// <summary>
-/// Calibration over shards of the calibration text: an item is one shard of one block (<see cref="CalibrationShards"/>):
-/// the block, the chunk length, whether to collect the Gram matrices and to send the block's output back, and the
-/// residual stream of each of the shard's chunks at the block's input. The worker runs the block on them with
-/// <see cref="CalibrationShards.Run"/> and sends back the shard's statistics and, but for the classifier's input, the
-/// chunks after the block; the client adds the shards' statistics in shard order, as one machine does.
+/// Calibration over groups of shards of the calibration text: an item is one group of one block
+/// (<see cref="CalibrationShards"/>): the block, the chunk length, whether to collect the Gram matrices and to send the
+/// block's output back, and the residual stream of each of the group's chunks at the block's input. The worker runs the
+/// block on them with <see cref="CalibrationShards.Run"/> — each shard alone, added in shard order into the group's sum —
+/// and sends back the group's statistics (one sum, the size of one shard's) and, but for the classifier's input, the
+/// chunks after the block; the client adds the groups' statistics in group order, as one machine does.
 /// </summary>
 internal sealed class CalibrationKind : IWorkKind
 {
-    public const string KindName = "calibrate-shard";
+    public const string KindName = "calibrate-group";
 
     private readonly Lock gate = new();
     private (string Key, Transformer Runtime)? cached;
 
     public string Name => KindName;
 
-    public static Action<BinaryWriter> Request(CalibrationBlock block, int shard) => w =>
+    public static Action<BinaryWriter> Request(CalibrationBlock block, int group) => w =>
     {
         w.Write(block.Layer);
         w.Write(block.ContextLength);
         w.Write(block.CollectGram);
         w.Write(block.KeepOutput);
-        var chunks = block.Shard(shard);
+        var chunks = block.Group(group);
         w.Write(chunks.Count);
         foreach (var chunk in chunks)
             w.Floats(chunk);
@@ -39,8 +40,8 @@ internal sealed class CalibrationKind : IWorkKind
         {
             var (layer, ctx, gram, keepOutput) = (r.ReadInt32(), r.ReadInt32(), r.ReadBoolean(), r.ReadBoolean());
             int count = r.ReadInt32();
-            if (count < 1 || count > CalibrationShards.ChunksPerShard)
-                throw new InvalidDataException($"a shard of {count} chunks (1 to {CalibrationShards.ChunksPerShard})");
+            if (count < 1 || count > CalibrationShards.ChunksPerGroup)
+                throw new InvalidDataException($"a group of {count} chunks (1 to {CalibrationShards.ChunksPerGroup})");
             var chunks = new float[count][];
             for (int c = 0; c < count; c++)
                 chunks[c] = r.Floats();
@@ -63,7 +64,7 @@ internal sealed class CalibrationKind : IWorkKind
         }
     }
 
-    private static void Response(BinaryWriter w, ShardResult result)
+    private static void Response(BinaryWriter w, GroupResult result)
     {
         w.Write(result.Entries.Count);
         foreach (var e in result.Entries)
@@ -73,7 +74,7 @@ internal sealed class CalibrationKind : IWorkKind
             w.Floats(chunk);
     }
 
-    public static ShardResult ReadResponse(Payload payload) => payload.Read(r =>
+    public static GroupResult ReadResponse(Payload payload) => payload.Read(r =>
     {
         var entries = new ActivationStatistics[r.ReadInt32()];
         for (int e = 0; e < entries.Length; e++)
@@ -82,25 +83,25 @@ internal sealed class CalibrationKind : IWorkKind
         float[][]? output = count < 0 ? null : new float[count][];
         for (int c = 0; c < count; c++)
             output![c] = r.Floats();
-        return new ShardResult(entries, output);
+        return new GroupResult(entries, output);
     });
 }
 
 /// <summary>
 /// <c>squeeze calibrate … --cluster</c> and the calibration inside <c>squeeze compress … --cluster</c>
-/// (<see cref="CalibrationOptions.Workers"/>): each shard of each block is a work item on the cluster — its chunks' residual
-/// stream out, its statistics and the chunks after the block back — and the client adds the shards' statistics in shard
-/// order as they come, holding at most one shard's result per worker beside the running total; the statistics are the
-/// one-machine bits whatever the number of workers.
+/// (<see cref="CalibrationOptions.Workers"/>): each group of shards of each block is a work item on the cluster — its
+/// chunks' residual stream out, the sum of its shards' statistics and the chunks after the block back — and the client
+/// adds the groups' statistics in group order as they come (<see cref="ClusterJob.RunInOrderAsync"/>), holding one
+/// group's result beside the running total; the statistics are the one-machine bits whatever the number of workers.
 /// </summary>
 public sealed class ClusterCalibrationWorkers(ClusterJob job, ModelRef model, IProgress<ClusterProgress>? progress = null) : ICalibrationWorkers
 {
     /// <inheritdoc/>
-    public void Run(CalibrationBlock block, Action<int, ShardResult> done, CancellationToken cancellationToken)
+    public void Run(CalibrationBlock block, Action<int, GroupResult> done, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(block);
         ArgumentNullException.ThrowIfNull(done);
-        job.RunInOrderAsync(CalibrationKind.KindName, [model], block.Shards, s => CalibrationKind.Request(block, s),
-            (s, result) => done(s, CalibrationKind.ReadResponse(result)), progress, cancellationToken).GetAwaiter().GetResult();
+        job.RunInOrderAsync(CalibrationKind.KindName, [model], block.Groups, g => CalibrationKind.Request(block, g),
+            (g, result) => done(g, CalibrationKind.ReadResponse(result)), progress, cancellationToken).GetAwaiter().GetResult();
     }
 }

@@ -57,7 +57,7 @@ public sealed class ClusterJob(IClusterClient client)
     /// stays on its worker (but for its first part) until every item before it is consumed, and a worker takes an item
     /// only while fewer than two per worker are taken and not yet consumed (one to run while the client consumes
     /// another), so the client holds one whole result at a time and at most two first parts per worker (a merge of
-    /// large results in a fixed order, such as a calibration's shards). A result whose worker left
+    /// large results in a fixed order, such as a calibration's groups). A result whose worker left
     /// before it was fetched is run again elsewhere. An exception from <paramref name="consume"/> stops the job.</summary>
     /// <exception cref="ClusterException">A worker refused the job, an item failed, or no worker is left.</exception>
     public Task RunInOrderAsync(string kind, IReadOnlyList<ModelRef> models, int count, Func<int, Action<BinaryWriter>> write, Action<int, Payload> consume,

@@ -46,6 +46,6 @@ public static class ClusterProtocol
 {
     /// <summary>The wire format's version and the Squeeze library's: a worker built from other code could give other
     /// bytes, so it is refused.</summary>
-    public static string Version { get; } = $"squeeze-cluster/4 squeeze/{typeof(Models.Model).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion}";
+    public static string Version { get; } = $"squeeze-cluster/5 squeeze/{typeof(Models.Model).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion}";
 
 }

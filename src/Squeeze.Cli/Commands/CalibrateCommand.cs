@@ -28,7 +28,7 @@ internal static class CalibrateCommand
         var threads = Cli.ThreadsOption();
         var json = Cli.JsonOption();
         var cluster = WorkerCommand.ClusterOption();
-        cluster.Description += " (each shard of " + CalibrationShards.ChunksPerShard + " chunks of each block is a work item; the file is the same bytes)";
+        cluster.Description += " (each group of " + CalibrationShards.ChunksPerGroup + " chunks of each block is a work item; the file is the same bytes)";
         var command = new Command("calibrate", "Collect activation statistics (importance matrix, outliers, XᵀX) on a calibration text")
         {
             model, tokenizer, text, tokens, ctx, gram, layers, output, threads, json, cluster,
@@ -55,7 +55,8 @@ internal static class CalibrateCommand
             Layers = options.Layers is null ? null : ParseLayers(options.Layers),
             Threads = Math.Max(1, options.Threads),
         };
-        // Block by block into the file: one block's statistics in memory at a time (and one shard's per worker on a cluster).
+        // Block by block into the file: one block's statistics in memory at a time (and a group's sum beside one shard's, here
+        // or on each worker of a cluster).
         (CalibrationStatistics, int) Collect(CalibrationOptions calibration, string description) => Cli.WithProgress(description, progress => CalibrationFile.Collect(
             options.Output, m, text, calibration, new SynchronousProgress<CalibrationProgress>(p => progress.Report((p.Done, p.Total, p.Note))), Cli.Cancellation));
         var (stats, entries) = options.Cluster is null

@@ -7,7 +7,7 @@ namespace Squeeze.Calibration;
 /// <summary>
 /// Statistics of the activations entering one group of linear layers (one <c>(layer, kind)</c>): the token count,
 /// per-column Σx², Σ|x| and max |x|, and optionally the Gram matrix XᵀX, all accumulated in double in token order (a
-/// calibration's shards each on their own, then added in shard order: <see cref="CalibrationShards"/>).
+/// calibration's shards each on their own, then added in a fixed tree of shards and groups: <see cref="CalibrationShards"/>).
 /// </summary>
 public sealed class ActivationStatistics
 {
@@ -102,7 +102,7 @@ public sealed class ActivationStatistics
         Accumulate(input, tokens, threads);
     }
 
-    /// <summary>Adds <paramref name="other"/>'s statistics (a later shard's, of this entry's layer, kind and width) to these,
+    /// <summary>Adds <paramref name="other"/>'s statistics (a later shard's or group's, of this entry's layer, kind and width) to these,
     /// element by element: the sums and the Gram matrix added, the maxima the larger, the tokens counted; each expert's
     /// likewise, an expert these have not seen taking <paramref name="other"/>'s statistics (which are not copied).</summary>
     /// <exception cref="ArgumentException">The statistics are of another input or width, or one has a Gram matrix and the other not.</exception>

@@ -21,7 +21,7 @@ public sealed record CalibrationOptions
     /// <summary>Threads for the forward pass and the Gram products; the statistics do not depend on it.</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
 
-    /// <summary>Where each block's shards of chunks are calibrated (<see cref="CalibrationShards"/>): in this process (the
+    /// <summary>Where each block's groups of shards of chunks are calibrated (<see cref="CalibrationShards"/>): in this process (the
     /// default), or as independent work items elsewhere (a cluster); the statistics are the same bits.</summary>
     public ICalibrationWorkers Workers { get; init; } = CalibrationWorkers.InProcess;
 }
@@ -35,8 +35,9 @@ public readonly record struct CalibrationProgress(int Done, int Total, string No
 /// <see cref="CalibrationOptions.ContextLength"/> tokens; each chunk's first token is replaced by BOS and runs from an
 /// empty cache. The model runs one block at a time (<see cref="LayerwiseCalibrator"/>), so the only activations held
 /// are the residual stream of the calibration tokens; it stops after the last layer asked for. Each block's statistics
-/// are collected on fixed shards of the chunks and added in shard order (<see cref="CalibrationShards"/>): deterministic
-/// for a given text and options, whatever the thread count and wherever the shards run.
+/// are collected on fixed shards of the chunks, added in shard order within fixed groups and the groups in group order
+/// (<see cref="CalibrationShards"/>): deterministic for a given text and options, whatever the thread count and wherever
+/// the groups run.
 /// </summary>
 public static class Calibrator
 {

@@ -11,9 +11,10 @@ namespace Squeeze.Calibration;
 /// ([tokens, dim] floats, not the model's activations), <see cref="Collect"/> gathers the statistics of that block's
 /// linear inputs, and <see cref="Advance"/> runs the block — with the model's own weights or with a replacement (the
 /// block already compressed) — to give the next block its input. Memory is the residual stream and one block's
-/// statistics (and one shard's, <see cref="CalibrationShards"/>), whatever the depth. Chunks are cut as
-/// <see cref="Calibrator"/> cuts them and every number is computed as whole forward passes of each shard's chunks compute
-/// it, the shards added in shard order, so the statistics are bit-identical to <see cref="Calibrator.Run(Model, string, CalibrationOptions, IProgress{CalibrationProgress}, CancellationToken)"/>'s.
+/// statistics (and, while a group after the first is collected, its running sum and one shard's,
+/// <see cref="CalibrationShards"/>), whatever the depth. Chunks are cut as <see cref="Calibrator"/> cuts them and every
+/// number is computed as whole forward passes of each shard's chunks compute it, summed over the same tree of shards and
+/// groups, so the statistics are bit-identical to <see cref="Calibrator.Run(Model, string, CalibrationOptions, IProgress{CalibrationProgress}, CancellationToken)"/>'s.
 /// </summary>
 public sealed class LayerwiseCalibrator : IDisposable
 {
@@ -71,9 +72,9 @@ public sealed class LayerwiseCalibrator : IDisposable
     /// <summary>
     /// The statistics of block <see cref="Layer"/>'s linear inputs (attention, attention output, feed-forward,
     /// feed-forward down) when it runs with the model's own weights on the current residual stream; after the last block,
-    /// the classifier's input (layer −1). Collected shard by shard (<see cref="CalibrationShards"/>) by
-    /// <see cref="CalibrationOptions.Workers"/> and added in shard order; progress counts chunks, a shard at a time. The
-    /// block's output is kept for <see cref="Advance"/>.
+    /// the classifier's input (layer −1). Collected group by group (<see cref="CalibrationShards"/>: each group's shards
+    /// added in shard order) by <see cref="CalibrationOptions.Workers"/>, the groups added in group order; progress counts
+    /// chunks, a group at a time. The block's output is kept for <see cref="Advance"/>.
     /// </summary>
     /// <exception cref="OperationCanceledException">Cancelled (checked before each chunk).</exception>
     public IReadOnlyList<ActivationStatistics> Collect(IProgress<CalibrationProgress>? progress = null)
@@ -84,13 +85,13 @@ public sealed class LayerwiseCalibrator : IDisposable
         int done = 0;
         string what = classifier ? "classifier" : $"layer {Layer}";
         var block = new CalibrationBlock(model, Layer, hidden, contextLength, options.CollectGram, Math.Max(1, options.Threads), keepOutput: !classifier, runtime);
-        options.Workers.Run(block, (shard, result) =>
+        options.Workers.Run(block, (group, result) =>
         {
-            var (first, count) = CalibrationShards.Chunks(shard, hidden.Length);
+            var (first, count) = CalibrationShards.GroupChunks(group, hidden.Length);
             if (next is not null)
             {
                 if (result.Output is not { } after || after.Length != count)
-                    throw new InvalidOperationException($"{what}: shard {shard} came back without its {count} chunks' output");
+                    throw new InvalidOperationException($"{what}: group {group} came back without its {count} chunks' output");
                 after.CopyTo(next, first);
             }
             CalibrationShards.Add(total, result.Entries);

@@ -82,9 +82,10 @@ public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnl
     /// <summary>What block-by-block calibration holds for <paramref name="calibrationTokens"/> tokens (none for rtn or no
     /// tokens): the residual stream (twice: a block's input and output), one block's input statistics (with their Gram
     /// matrices for GPTQ), and GPTQ's prepared Hessians of that block with the transient copies of preparing the widest.
-    /// While a block is collected, one shard's statistics are held beside its running total (<see cref="Calibration.CalibrationShards"/>):
-    /// at most the block's statistics again, which the prepared Hessians (a pair of width² matrices per input, held only
-    /// after the collection) already exceed in the sum.</summary>
+    /// While a block is collected, a group's running sum and one shard's statistics are held beside its running total
+    /// (<see cref="Calibration.CalibrationShards"/>; the sum only from the second group on): at most twice the block's
+    /// statistics, which for a dense model the prepared Hessians (a pair of width² matrices per input and the widest's two
+    /// transient copies, held only after the collection) already exceed in the sum.</summary>
     public static List<(string Part, long Bytes)> CalibrationParts(ModelConfig config, CompressionMethod method, long calibrationTokens)
     {
         ArgumentNullException.ThrowIfNull(config);

@@ -157,20 +157,26 @@ public sealed class CalibratorTests
         }
     }
 
-    [Fact]
-    public void Several_shards_are_each_calibrated_alone_and_added_in_shard_order_bit_for_bit()
+    [Theory]
+    // 20 chunks of 16 tokens: one group of shards of 8, 8 and 4 chunks, summed in shard order (the order before groups).
+    [InlineData(20)]
+    // 48 chunks: six shards, a group of four and one of two; each group summed in shard order, then the groups.
+    [InlineData(48)]
+    public void Shards_are_each_calibrated_alone_and_summed_by_group_in_a_fixed_tree_bit_for_bit(int chunks)
     {
-        // 20 chunks of 16 tokens: shards of 8, 8 and 4 chunks. The reference: each shard's chunks through whole forward
-        // passes with an observer of its own, the shards' statistics then added in shard order.
+        // The reference: each shard's chunks through whole forward passes with an observer of its own, the shards then
+        // added in shard order within each group of four, and the groups' sums in group order.
         using var model = Llama2cReader.Load(SharedData.Stories260K);
         string text = CalibrationText(6000);
-        const int ctx = 16, chunks = 20;
+        const int ctx = 16;
+        int shards = CalibrationShards.Count(chunks), groups = CalibrationShards.Groups(chunks);
+        Assert.Equal((chunks + 7) / 8, shards);
+        Assert.Equal((shards + 3) / 4, groups);
         var options = new CalibrationOptions { ContextLength = ctx, MaxTokens = ctx * chunks, CollectGram = true, Threads = 2 };
-        Assert.Equal(3, CalibrationShards.Count(chunks));
-        var sharded = Calibrator.Run(model, text, options);
+        var grouped = Calibrator.Run(model, text, options);
         var oneThread = Calibrator.Run(model, text, options with { Threads = 1 });
         int[] tokens = model.Tokenizer.Encode(text, addBos: true);
-        var total = new SortedDictionary<(int Layer, LinearInput Kind), ActivationStatistics>();
+        var shardStatistics = new List<IReadOnlyList<ActivationStatistics>>();
         var whole = new ActivationCollector(collectGram: true, threads: 2);
         using (var runtime = new Transformer(model, new RuntimeOptions { Threads = 2, ContextLength = ctx, BatchSize = ctx }))
         {
@@ -181,23 +187,38 @@ public sealed class CalibratorTests
                 runtime.Reset();
                 runtime.Forward(chunk, logitCount: ctx);
             }
-            for (int shard = 0; shard < 3; shard++)
+            for (int shard = 0; shard < shards; shard++)
             {
                 var collector = new ActivationCollector(collectGram: true, threads: 2);
                 runtime.Observer = collector;
                 var (first, count) = CalibrationShards.Chunks(shard, chunks);
                 for (int c = first; c < first + count; c++)
                     Forward(c);
-                CalibrationShards.Add(total, collector.Entries);
+                shardStatistics.Add(collector.Entries);
             }
             runtime.Observer = whole;
             for (int c = 0; c < chunks; c++)
                 Forward(c);
         }
-        Assert.Equal(total.Count, sharded.Entries.Count);
-        foreach (var expected in total.Values)
+        // Add keeps the first statistics it is given as the sum: each order adds copies.
+        static IReadOnlyList<ActivationStatistics> Copy(IReadOnlyList<ActivationStatistics> entries) => [.. entries.Select(e =>
+            new ActivationStatistics(e.Layer, e.Kind, e.TokenCount, (double[])e.SumSquares.Clone(), (double[])e.SumAbs.Clone(), (float[])e.MaxAbs.Clone(), (double[]?)e.Gram?.Clone()))];
+        var tree = new SortedDictionary<(int Layer, LinearInput Kind), ActivationStatistics>();
+        var inShardOrder = new SortedDictionary<(int Layer, LinearInput Kind), ActivationStatistics>();
+        for (int group = 0; group < groups; group++)
         {
-            foreach (var actual in new[] { sharded.Get(expected.Layer, expected.Kind), oneThread.Get(expected.Layer, expected.Kind) })
+            var sum = new SortedDictionary<(int Layer, LinearInput Kind), ActivationStatistics>();
+            for (int shard = 4 * group; shard < Math.Min(shards, 4 * group + 4); shard++)
+            {
+                CalibrationShards.Add(sum, Copy(shardStatistics[shard]));
+                CalibrationShards.Add(inShardOrder, Copy(shardStatistics[shard]));
+            }
+            CalibrationShards.Add(tree, [.. sum.Values]);
+        }
+        Assert.Equal(tree.Count, grouped.Entries.Count);
+        foreach (var expected in tree.Values)
+        {
+            foreach (var actual in new[] { grouped.Get(expected.Layer, expected.Kind), oneThread.Get(expected.Layer, expected.Kind) })
             {
                 Assert.Equal(ctx * chunks, actual.TokenCount);
                 Assert.Equal(expected.SumSquares, actual.SumSquares);
@@ -206,9 +227,15 @@ public sealed class CalibratorTests
                 Assert.Equal(expected.Gram, actual.Gram);
             }
         }
-        // The order matters: summed over all chunks at once, the last bits differ (so this test tells the orders apart).
-        Assert.Contains(whole.Entries, e => !e.SumSquares.SequenceEqual(sharded.Get(e.Layer, e.Kind).SumSquares) || !e.Gram!.SequenceEqual(sharded.Get(e.Layer, e.Kind).Gram!));
-        Assert.All(whole.Entries, e => Assert.Equal(e.MaxAbs, sharded.Get(e.Layer, e.Kind).MaxAbs));
+        // The order matters, so this test tells the orders apart: summed over all chunks at once, the last bits differ;
+        // all shards added one after another (the order before groups) gives these very bits for one group, others for two.
+        static bool SameSums(ActivationStatistics a, ActivationStatistics b) => a.SumSquares.SequenceEqual(b.SumSquares) && a.SumAbs.SequenceEqual(b.SumAbs) && a.Gram!.SequenceEqual(b.Gram!);
+        Assert.Contains(whole.Entries, e => !SameSums(e, grouped.Get(e.Layer, e.Kind)));
+        Assert.All(whole.Entries, e => Assert.Equal(e.MaxAbs, grouped.Get(e.Layer, e.Kind).MaxAbs));
+        if (groups == 1)
+            Assert.All(inShardOrder.Values, e => Assert.True(SameSums(e, grouped.Get(e.Layer, e.Kind))));
+        else
+            Assert.Contains(inShardOrder.Values, e => !SameSums(e, grouped.Get(e.Layer, e.Kind)));
     }
 
     [Fact]

@@ -147,24 +147,45 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
         }
     }
 
-    // 20 chunks of 16 tokens: three shards (8, 8 and 4 chunks) of every block.
-    private static CalibrationOptions ShardedCalibration => new() { ContextLength = 16, MaxTokens = 16 * 20, CollectGram = true, Threads = 2 };
+    // 80 chunks of 16 tokens: ten shards of 8 chunks in three groups (of 4, 4 and 2 shards) of every block.
+    private static CalibrationOptions GroupedCalibration => new() { ContextLength = 16, MaxTokens = 16 * 80, CollectGram = true, Threads = 2 };
+
+    // Chunks in each group of GroupedCalibration.
+    private static readonly int[] GroupChunks = [32, 32, 16];
 
     [Fact]
-    public void CalibrationOverShardsWritesTheOneMachineStatisticsFile()
+    public void CalibrationOverGroupsOfShardsWritesTheOneMachineStatisticsFile()
     {
-        // stories260K, and the mixture of experts, whose routed experts' statistics are added shard by shard too.
+        // stories260K, and the mixture of experts, whose routed experts' statistics are added shard by shard and group by
+        // group too.
         foreach (string path in new[] { SharedData.Stories260K, qwen3Moe.HuggingFace })
         {
             using var model = InProcessCluster.Load(path);
             var job = cluster.Job();
             var (local, distributed) = CalibrateBoth(model, new ClusterCalibrationWorkers(job, InProcessCluster.Reference(path, model)));
             Assert.Equal(local, distributed);
-            // Every shard of every block, and of the classifier's input, was an item, and every worker took some.
-            Assert.Equal(3 * (model.Config.LayerCount + 1), job.Costs.Count);
+            // Every group of every block, and of the classifier's input, was an item, and every worker took some.
+            int runs = model.Config.LayerCount + 1;
+            Assert.Equal(GroupChunks.Length * runs, job.Costs.Count);
             Assert.Equal(3, job.Costs.Select(c => c.Worker).Distinct().Count());
             // The residual stream went out and the statistics with their Gram matrices came back in many parts.
             Assert.All(job.Costs, c => Assert.True(c.BytesSent > 8 * InProcessCluster.PartBytes && c.BytesReceived > 8 * InProcessCluster.PartBytes));
+            if (model.Config.ExpertCount > 0)
+                continue;
+            // A group's statistics come back as one sum, the same bytes whatever its shards (4, 4 or 2) and beside the
+            // group's chunks after the block (none for the classifier's input): per block the statistics come back three
+            // times, where an item per shard would bring them back ten times.
+            long chunkBytes = sizeof(int) + (long)GroupedCalibration.ContextLength * model.Config.Dim * sizeof(float);
+            for (int run = 0; run < runs; run++)
+            {
+                bool classifier = run == model.Config.LayerCount;
+                var statistics = job.Costs.Skip(run * GroupChunks.Length).Take(GroupChunks.Length)
+                    .Select((c, g) => c.BytesReceived - (classifier ? 0 : GroupChunks[g] * chunkBytes)).Distinct().ToArray();
+                long one = Assert.Single(statistics);
+                Assert.True(one > 8 * InProcessCluster.PartBytes);
+            }
+            Assert.Equal(10, CalibrationShards.Count(GroupChunks.Sum()));
+            Assert.Equal(GroupChunks.Length, CalibrationShards.Groups(GroupChunks.Sum()));
         }
     }
 
@@ -174,10 +195,10 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
         using var model = InProcessCluster.Load(SharedData.Stories260K);
         var job = cluster.Job();
         var reference = InProcessCluster.Reference(SharedData.Stories260K, model);
-        var options = MixOptions with { CalibrationTokens = ShardedCalibration.MaxTokens, ContextLength = ShardedCalibration.ContextLength };
+        var options = MixOptions with { CalibrationTokens = GroupedCalibration.MaxTokens, ContextLength = GroupedCalibration.ContextLength };
         CompressBoth(model, options, new ClusterTensorWorkers(job, reference), new ClusterCalibrationWorkers(job, reference));
-        // Three shards of each block and of the classifier's input, and one item per tensor.
-        Assert.Equal(3 * (model.Config.LayerCount + 1) + model.Tensors.Count, job.Costs.Count);
+        // Three groups of each block and of the classifier's input, and one item per tensor.
+        Assert.Equal(GroupChunks.Length * (model.Config.LayerCount + 1) + model.Tensors.Count, job.Costs.Count);
     }
 
     [Fact]
@@ -188,7 +209,7 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
         var job = own.Job();
         var (local, distributed) = CalibrateBoth(model, new ClusterCalibrationWorkers(job, InProcessCluster.Reference(SharedData.Stories260K, model)));
         Assert.Equal(local, distributed);
-        Assert.Equal(3 * (model.Config.LayerCount + 1), job.Costs.Count);
+        Assert.Equal(GroupChunks.Length * (model.Config.LayerCount + 1), job.Costs.Count);
     }
 
     [Fact]
@@ -196,25 +217,26 @@ public sealed class ClusterTests(ClusterFixture fixture, Formats.Architectures.Q
     {
         await using var own = await InProcessCluster.StartAsync(3);
         var stopper = new FirstItemStopper(own);
-        // stories15M, block 0 alone, eight shards of eight 128-token chunks: items long enough, and enough of them, that
-        // the stopped worker is in the middle of its next one or still holds a finished result.
-        using var model = InProcessCluster.Load(SharedData.Stories15M);
-        var options = ShardedCalibration with { ContextLength = 128, MaxTokens = 128 * 64, Layers = new HashSet<int> { 0 } };
+        // stories260K, block 0 alone, ten groups of 32 chunks in one run: more items than the workers may take ahead of the
+        // merge (two each), each result hundreds of parts, so that the stopped worker is in the middle of its next item
+        // or still holds a finished result.
+        using var model = InProcessCluster.Load(SharedData.Stories260K);
+        var options = GroupedCalibration with { MaxTokens = 16 * 320, Layers = new HashSet<int> { 0 } };
         var job = own.Job();
-        var (local, distributed) = CalibrateBoth(model, new ClusterCalibrationWorkers(job, InProcessCluster.Reference(SharedData.Stories15M, model), stopper.Progress), options);
+        var (local, distributed) = CalibrateBoth(model, new ClusterCalibrationWorkers(job, InProcessCluster.Reference(SharedData.Stories260K, model), stopper.Progress), options);
         Assert.Equal(local, distributed);
         // It finished an item (or the kill would not have started) and was lost: in its next item, or with a finished
         // result not yet fetched, which ran again elsewhere (on a loaded machine a busy silo may miss its probes and be
         // declared dead too: survived the same way).
         await stopper.Stopping!;
         Assert.InRange(stopper.Lost, 1, 2);
-        Assert.Equal(8, job.Costs.Count);
+        Assert.Equal(10, job.Costs.Count);
     }
 
     // A statistics file written on this machine (when `local`) and one through `workers`, as bytes.
     private static (byte[]? Local, byte[] Distributed) CalibrateBoth(Squeeze.Models.Model model, ICalibrationWorkers workers, CalibrationOptions? options = null, bool local = true)
     {
-        options ??= ShardedCalibration;
+        options ??= GroupedCalibration;
         string dir = Directory.CreateTempSubdirectory("squeeze-cluster-").FullName;
         try
         {
