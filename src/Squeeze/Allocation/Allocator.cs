@@ -257,9 +257,10 @@ public static class Allocator
     /// What a native size target (<see cref="PrepareNative"/>, then the search and the write) will hold at its peak and
     /// write to the temporary directory, from the shapes alone, stage by stage (<see cref="ResourceEstimate.Peak"/>):
     /// encoding (block-by-block calibration, what levels keep per input (<see cref="NativeRepresentation.KeptPerInput"/>),
-    /// the largest tensor's buffers, one tensor's candidates held until they are written to its file); measuring (the KLD meter's reference log-probabilities, a chunk's forward pass, a candidate read
-    /// back); searching (the meter, the knapsack's table); writing (the meter, the chosen candidates read back and
-    /// serialized once more: twice the output, at most <see cref="AllocationOptions.Budget"/>). Disk: the candidate files,
+    /// the largest tensor's buffers, one tensor's candidates held until they are written to its file); then the stages
+    /// every size target shares (<see cref="SearchStages"/>), a candidate read back for each single swap and, with
+    /// evolution, the whole selection for each model it composes; writing (the meter, the chosen candidates read back
+    /// and serialized once more: twice the output, at most <see cref="AllocationOptions.Budget"/>). Disk: the candidate files,
     /// <see cref="NativeCandidateSet.CandidateFileBytes"/>.
     /// </summary>
     public static ResourceEstimate EstimateNative(Model model, IReadOnlyList<NativeRepresentation> representations, AllocationOptions options, long calibrationTokens)

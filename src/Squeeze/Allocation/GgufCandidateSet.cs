@@ -71,6 +71,10 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
             .Select(i => partsOf.GetValueOrDefault(i) ?? [i])];
     }
 
+    /// <summary>Bytes of the candidate file this set keeps mapped (<see cref="CandidateFileBytes(Model, IReadOnlyList{GgmlType})"/>
+    /// before any work).</summary>
+    public long CandidateFileBytesWritten => data.Length;
+
     /// <summary>File bytes that do not depend on the selection: header, metadata, tensor infos and the fixed tensors, padded.</summary>
     public override long Overhead { get; }
 
