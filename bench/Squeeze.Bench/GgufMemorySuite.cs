@@ -137,10 +137,14 @@ internal static class GgufMemorySuite
         // Each stage's peak: the highest sample charged to it or to any of its tensors.
         var steps = memory.Steps(int.MaxValue);
         var peaks = steps.GroupBy(s => s.Step.Split(':')[0]).ToDictionary(g => g.Key, g => g.Max(s => s.Bytes));
-        Console.WriteLine("| stage | estimated | measured peak (RssAnon) |");
-        Console.WriteLine("|---|---|---|");
+        Console.WriteLine("| stage | estimated | measured peak (RssAnon) | its growth over the private memory before the job |");
+        Console.WriteLine("|---|---|---|---|");
         foreach (var (at, bytes) in estimate.Stages)
-            Console.WriteLine($"| {at} | {Gb(bytes)} | {(peaks.TryGetValue(at, out long measured) ? Gb(measured) : "not run")} |");
+        {
+            Console.WriteLine(peaks.TryGetValue(at, out long measured)
+                ? $"| {at} | {Gb(bytes)} | {Gb(measured)} | {Gb(measured - memory.Before)} |"
+                : $"| {at} | {Gb(bytes)} | not run | |");
+        }
         Console.WriteLine();
         Console.WriteLine("| step (the job's last report: stage, and the tensor being encoded) | peak private memory while in it |");
         Console.WriteLine("|---|---|");
