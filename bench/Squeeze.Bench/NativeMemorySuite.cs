@@ -107,7 +107,8 @@ internal static class NativeMemorySuite
             Console.WriteLine($"| {at} | {Gb(bytes)} |");
     }
 
-    private static void Print(ResourceEstimate estimate)
+    /// <summary>Prints <paramref name="estimate"/>: each stage's total, the peak stage's parts, the peak and the disk bound.</summary>
+    internal static void Print(ResourceEstimate estimate)
     {
         Console.WriteLine();
         Console.WriteLine("| stage | estimated bytes |");

@@ -133,6 +133,9 @@ public static class Program
             case "moe-memory":
                 MoeMemorySuite.Run(rest);
                 return 0;
+            case "gguf-memory":
+                GgufMemorySuite.Run(rest);
+                return 0;
             case "native-memory":
                 NativeMemorySuite.Run(rest);
                 return 0;
@@ -143,7 +146,7 @@ public static class Program
                 LlamaAgreementSuite.Run(rest);
                 return 0;
             default:
-                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|saved-cache|embedding-stores|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|quantize-speed|gptq-speed|prompts|summary|serve|cluster|moe-memory|native-memory|load-memory|llama-agreement [--shared DIR] [--repetitions N]");
+                Console.Error.WriteLine("usage: dotnet run -c Release --project bench/Squeeze.Bench -- speed|profile|golden|mixes|calibrated|temperature|kv|saved-cache|embedding-stores|allocation|zip|native|tuning|embedding-rows|codebooks|pruning|lowrank|lossless|shapes|convert-speed|quantize-speed|gptq-speed|prompts|summary|serve|cluster|moe-memory|gguf-memory|native-memory|load-memory|llama-agreement [--shared DIR] [--repetitions N]");
                 return 2;
         }
     }

@@ -237,11 +237,16 @@ internal static class CompressCommand
             var sorted = report.LayerSeconds.Order().ToList();
             int slowest = report.LayerSeconds.ToList().IndexOf(sorted[^1]);
             Cli.Console.WriteLine($"blocks: {sorted.Count}, median {sorted[sorted.Count / 2]:0.00} s each, slowest {sorted[^1]:0.00} s (layer {slowest})"
-                + (report.EstimatedMemoryBytes is { } estimate ? $"; memory estimated at {Cli.Bytes(estimate)} before the start" : ""));
+                + (EstimatedMemory(report) is { } estimate ? $"; {estimate}" : ""));
         }
-        else if (report.EstimatedMemoryBytes is { } estimate)
+        else if (EstimatedMemory(report) is { } estimate)
         {
-            Cli.Console.WriteLine($"memory estimated at {Cli.Bytes(estimate)} before the start");
+            Cli.Console.WriteLine(estimate);
         }
     }
+
+    // "memory estimated at … before the start", with each stage's figure when the job has stages; null without an estimate.
+    private static string? EstimatedMemory(CompressionReport report) => report.EstimatedMemoryBytes is not { } peak ? null
+        : $"memory estimated at {Cli.Bytes(peak)} before the start"
+            + (report.EstimatedStages.Count > 0 ? $" ({string.Join(", ", report.EstimatedStages.Select(s => $"{s.Stage} {Cli.Bytes(s.Bytes)}"))})" : "");
 }

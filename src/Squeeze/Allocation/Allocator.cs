@@ -86,10 +86,16 @@ public sealed record AllocationOptions
     /// only (by default, with the method while affordable).</summary>
     public CandidateEncoding Candidates { get; init; } = CandidateEncoding.Auto;
 
-    /// <summary>The byte budget the candidates will be searched under, when known: the native estimate
-    /// (<see cref="Allocator.EstimateNative(Model, IReadOnlyList{NativeRepresentation}, AllocationOptions, long)"/>)
-    /// counts the output read back to be written at most this large (0: every tensor in its largest candidate).</summary>
+    /// <summary>The byte budget the candidates will be searched under, when known: the estimates
+    /// (<see cref="Allocator.EstimateNative(Model, IReadOnlyList{NativeRepresentation}, AllocationOptions, long)"/>,
+    /// <see cref="Allocator.EstimateGguf(Model, AllocationOptions, long)"/>) count the knapsack's table for it and the
+    /// native output read back to be written at most this large (0: every tensor in its largest candidate, the
+    /// knapsack's largest table).</summary>
     public long Budget { get; init; }
+
+    /// <summary>The search the candidates will go through, for the estimates: <see cref="SearchMethod.Evolution"/> also
+    /// holds a forward pass and a composed selection while it searches.</summary>
+    public SearchMethod Search { get; init; } = SearchMethod.Knapsack;
 }
 
 /// <summary>Progress of preparing or searching: stage, steps done of the total, and a note.</summary>
@@ -182,16 +188,14 @@ public static class Allocator
         // Rounded candidates of a GPTQ job are still calibrated with the Gram matrices, so that their output errors are
         // the ones GPTQ's candidates would have (tr(E H Eᵀ), not its diagonal's) and a statistics file is checked for them.
         bool gram = options.Compression.Method == CompressionMethod.Gptq;
-        // Before any work: the candidate file against the temporary directory's free disk, and a named mix's
-        // block-by-block peak (ResourceEstimate.ForMix) against the memory available.
-        var plan = QuantizationMix.Plan(model, QuantizationMix.Q8_0, [], pure: true);
-        var method = gram ? CompressionMethod.Gptq : options.Compression.Method;
-        long fileBytes = GgufCandidateSet.CandidateFileBytes(model, options.Types);
-        if (RoundsCandidates(model, options))
-            options = options with { Compression = options.Compression with { Method = CompressionMethod.Imatrix, ScaleSearch = ScaleSearch.LlamaCpp } };
-        return Prepare<GgufCandidateSet, GgufCandidate>(model, calibrationText, options, gram,
-            new(tokens => ResourceEstimate.ForMix(model, plan, method, tokens, fileBytes), "squeeze-candidates-….bin", "candidate types"), (blocks, p) =>
-            GgufCandidateSet.Build(model, blocks, new CandidateOptions { Compression = options.Compression, Types = options.Types }, p, cancellationToken), progress, cancellationToken);
+        // Before any work (Prepare checks the estimate first): the candidate file against the temporary directory's free
+        // disk, and the peak of the job's stages against the memory available.
+        var estimate = new Estimate(tokens => EstimateGguf(model, options, tokens), "squeeze-candidates-….bin", "candidate types");
+        var candidates = RoundsCandidates(model, options)
+            ? options with { Compression = options.Compression with { Method = CompressionMethod.Imatrix, ScaleSearch = ScaleSearch.LlamaCpp } }
+            : options;
+        return Prepare<GgufCandidateSet, GgufCandidate>(model, calibrationText, candidates, gram, estimate, (blocks, p) =>
+            GgufCandidateSet.Build(model, blocks, new CandidateOptions { Compression = candidates.Compression, Types = candidates.Types }, p, cancellationToken), progress, cancellationToken);
     }
 
     /// <summary>Multiply-adds of GPTQ in every candidate type up to which <see cref="CandidateEncoding.Auto"/> encodes the
@@ -205,15 +209,27 @@ public static class Allocator
     public static bool RoundsCandidates(Model model, AllocationOptions options)
     {
         ArgumentNullException.ThrowIfNull(model);
+        return RoundsCandidates(GgufCandidateSet.Matrices(model), options);
+    }
+
+    /// <summary>The same from the shapes of the tensors that take candidates (<see cref="GgufCandidateSet.Matrices"/>).</summary>
+    public static bool RoundsCandidates(IReadOnlyList<(string Name, long[] Shape)> matrices, AllocationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(matrices);
         ArgumentNullException.ThrowIfNull(options);
         if (options.Compression.Method != CompressionMethod.Gptq || options.Candidates == CandidateEncoding.Method)
             return false;
         if (options.Candidates == CandidateEncoding.Rounding)
             return true;
         int types = (options.Types ?? GgufCandidateSet.DefaultTypes).Count;
-        double work = model.Tensors.Where(t => t.Shape.Length >= 2).Sum(t => (double)types * t.Rows * t.Columns * t.Columns);
+        double work = matrices.Sum(m => (double)types * m.Shape.Aggregate(1L, (a, b) => a * b) * m.Shape[^1]);
         return work > MethodCandidateWork;
     }
+
+    /// <summary>The stage in which a size target whose GGUF candidates are roundings (<see cref="RoundsCandidates(Model, AllocationOptions)"/>)
+    /// calibrates again and encodes each tensor's chosen type with <paramref name="method"/>, block by block, as it writes
+    /// the file (<see cref="GgufCandidateSet.WriteEncoded"/>).</summary>
+    public static string EncodingChosen(CompressionMethod method) => $"calibrating and encoding the chosen types with {method.ToString().ToLowerInvariant()}";
 
     /// <summary>Measures the token usage on the calibration text when a row split is among
     /// <paramref name="representations"/>, encodes every 2-D tensor in every representation that fits it, one block at a
@@ -241,9 +257,10 @@ public static class Allocator
     /// What a native size target (<see cref="PrepareNative"/>, then the search and the write) will hold at its peak and
     /// write to the temporary directory, from the shapes alone, stage by stage (<see cref="ResourceEstimate.Peak"/>):
     /// encoding (block-by-block calibration, what levels keep per input (<see cref="NativeRepresentation.KeptPerInput"/>),
-    /// the largest tensor's buffers, one tensor's candidates held until they are written to its file); measuring (the KLD meter's reference log-probabilities, a chunk's forward pass, a candidate read
-    /// back); searching (the meter, the knapsack's table); writing (the meter, the chosen candidates read back and
-    /// serialized once more: twice the output, at most <see cref="AllocationOptions.Budget"/>). Disk: the candidate files,
+    /// the largest tensor's buffers, one tensor's candidates held until they are written to its file); then the stages
+    /// every size target shares (<see cref="SearchStages"/>), a candidate read back for each single swap and, with
+    /// evolution, the whole selection for each model it composes; writing (the meter, the chosen candidates read back
+    /// and serialized once more: twice the output, at most <see cref="AllocationOptions.Budget"/>). Disk: the candidate files,
     /// <see cref="NativeCandidateSet.CandidateFileBytes"/>.
     /// </summary>
     public static ResourceEstimate EstimateNative(Model model, IReadOnlyList<NativeRepresentation> representations, AllocationOptions options, long calibrationTokens)
@@ -264,15 +281,9 @@ public static class Allocator
         ArgumentNullException.ThrowIfNull(options);
         var method = options.Compression.Method;
         var bounds = matrices.Select(m => NativeCandidateSet.CandidateBounds(m, representations).ToList()).Where(b => b.Count > 0).ToList();
-        long runtime = ResourceEstimate.RuntimeBytes(config);
-        int ctx = ContextLength(config, options.Compression);
-        int chunks = Math.Max(options.KldChunks, options.SwapChunks);
-        long vocab = config.VocabSize;
-        var meter = ($"the KLD meter's reference log-probabilities of {chunks} chunks", KldMeter.ReferenceBytes(vocab, ctx, chunks));
         long largestCandidate = bounds.SelectMany(b => b).DefaultIfEmpty(0).Max();
         long largestSelection = bounds.Sum(b => b.Max());
         long output = options.Budget > 0 ? Math.Min(options.Budget, largestSelection) : largestSelection;
-        long cells = options.Budget > 0 ? Math.Min(options.Budget / NativeCandidateSet.CandidateGrain + 1, KnapsackCells) : KnapsackCells;
         // A stacked tensor of experts is encoded one expert at a time: its largest buffers are one expert's.
         long largest = matrices.Select(m => m.Shape[^2] * m.Shape[^1]).DefaultIfEmpty(0).Max();
         var encoding = ResourceEstimate.CalibrationParts(config, method, calibrationTokens);
@@ -288,19 +299,83 @@ public static class Allocator
         if (nested > 0)
             encoding.Add(("a row split's copies of its row subsets", nested));
         encoding.Add(("one tensor's candidates, held until written to its file", bounds.Select(b => b.Sum()).DefaultIfEmpty(0).Max()));
-        encoding.Add(("the runtime", runtime));
-        var held = calibrationTokens > 0 && method != CompressionMethod.Rtn ? [ResourceEstimate.ResidualStream(config, calibrationTokens)] : new List<(string, long)>();
-        List<(string, long)> measuring =
-        [
-            .. held, meter, ("a chunk's forward pass (logits and activations)", KldMeter.ForwardBytes(config, ctx)), ("a candidate read back", largestCandidate), ("the runtime", runtime),
-        ];
-        List<(string, long)> searching = [meter, ("the knapsack's table", MultipleChoiceKnapsack.TableBytes(bounds.Count, cells)), ("the runtime", runtime)];
-        List<(string, long)> writing = [meter, ("the chosen candidates read back and serialized, twice the output", 2 * output), ("the runtime", runtime)];
+        encoding.Add(("the runtime", ResourceEstimate.RuntimeBytes(config)));
         return ResourceEstimate.Peak(
         [
             (calibrationTokens > 0 && method != CompressionMethod.Rtn ? CalibratingAndEncoding : "encoding", encoding),
-            ("measuring", measuring), ("searching", searching), ("writing", writing),
+            .. SearchStages(config, options, calibrationTokens, bounds.Count, NativeCandidateSet.CandidateGrain, ("a candidate read back", largestCandidate),
+                ("the chosen candidates read back", output), ("writing", [("the chosen candidates read back and serialized, twice the output", 2 * output)])),
         ], NativeCandidateSet.CandidateFileBytes(matrices, representations));
+    }
+
+    /// <summary>
+    /// What a GGUF size target (<see cref="Prepare"/>, then the search and the write) will hold at its peak and write to
+    /// the temporary directory, from the shapes alone, stage by stage (<see cref="ResourceEstimate.Peak"/>): encoding
+    /// the candidates block by block (<see cref="ResourceEstimate.MixParts"/>: the calibration's buffers, with the Gram
+    /// matrices and GPTQ's prepared Hessians for a GPTQ job, and the buffers of encoding the largest tensor in its
+    /// largest type; each candidate goes to the candidate file as it is encoded); then the stages every size target
+    /// shares (<see cref="SearchStages"/>: measuring, searching), whose candidates are read from the mapped candidate
+    /// file (the kernel's pages, not the job's); and writing, from the candidate file, or, when the candidates are
+    /// roundings (<see cref="RoundsCandidates(Model, AllocationOptions)"/>), calibrating again and encoding the chosen
+    /// types with the job's method block by block (<see cref="EncodingChosen"/>; the largest tensor counted in its
+    /// largest candidate type). Disk: the candidate file, <see cref="GgufCandidateSet.CandidateFileBytes(Model, IReadOnlyList{GgmlType})"/>.
+    /// </summary>
+    public static ResourceEstimate EstimateGguf(Model model, AllocationOptions options, long calibrationTokens)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return EstimateGguf(model.Config, GgufCandidateSet.Matrices(model), options, calibrationTokens);
+    }
+
+    /// <summary>The same estimate from the model's hyperparameters and the shapes of the tensors that take candidates
+    /// (<paramref name="matrices"/>: <see cref="GgufCandidateSet.Matrices"/> of a model, or the tensors a config implies
+    /// for a checkpoint too large to write).</summary>
+    public static ResourceEstimate EstimateGguf(ModelConfig config, IReadOnlyList<(string Name, long[] Shape)> matrices, AllocationOptions options, long calibrationTokens)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(matrices);
+        ArgumentNullException.ThrowIfNull(options);
+        var method = options.Compression.Method;
+        var types = options.Types ?? GgufCandidateSet.DefaultTypes;
+        var largest = ResourceEstimate.LargestGgufEncoding(matrices.SelectMany(m => GgufCandidateSet.Fitting(m.Shape[^1], types).Select(type => (m.Name, m.Shape, type))));
+        // Rounded candidates of a GPTQ job are calibrated with the Gram matrices all the same (Prepare), so the
+        // candidates' stage is counted as GPTQ's.
+        bool calibrates = calibrationTokens > 0 && method != CompressionMethod.Rtn;
+        List<(string, long)> encoding = [.. ResourceEstimate.MixParts(config, method, calibrationTokens, largest), ("the runtime", ResourceEstimate.RuntimeBytes(config))];
+        var writing = RoundsCandidates(matrices, options)
+            ? (EncodingChosen(method), ResourceEstimate.MixParts(config, method, calibrationTokens, largest))
+            : ("writing", new List<(string, long)>());
+        return ResourceEstimate.Peak(
+        [
+            (calibrates ? CalibratingAndEncoding : "encoding", encoding),
+            .. SearchStages(config, options, calibrationTokens, matrices.Count, Formats.Gguf.GgufFile.DefaultAlignment, null, null, writing),
+        ], GgufCandidateSet.CandidateFileBytes(matrices, options.Types));
+    }
+
+    /// <summary>
+    /// The stages every size target goes through once its candidates are encoded, each with the KLD meter's reference
+    /// log-probabilities (<see cref="KldMeter.ReferenceBytes"/>) and the runtime: measuring (the calibration's residual
+    /// stream, still held, a chunk's forward pass, <paramref name="swapped"/>: a candidate read back for a single swap
+    /// when candidates are not mapped in place); searching (the knapsack's table for the budget's cells; with
+    /// <see cref="SearchMethod.Evolution"/> also a chunk's forward pass and <paramref name="composed"/>, a selection read
+    /// back); and <paramref name="writing"/>'s stage, which also holds the meter and the runtime.
+    /// </summary>
+    private static IEnumerable<(string Stage, IReadOnlyList<(string Part, long Bytes)> Parts)> SearchStages(ModelConfig config, AllocationOptions options, long calibrationTokens,
+        int tensors, long grain, (string Part, long Bytes)? swapped, (string Part, long Bytes)? composed, (string Stage, List<(string Part, long Bytes)> Parts) writing)
+    {
+        long runtime = ResourceEstimate.RuntimeBytes(config);
+        int ctx = ContextLength(config, options.Compression);
+        int chunks = Math.Max(options.KldChunks, options.SwapChunks);
+        var meter = ($"the KLD meter's reference log-probabilities of {chunks} chunks", KldMeter.ReferenceBytes(config.VocabSize, ctx, chunks));
+        var forward = ("a chunk's forward pass (logits and activations)", KldMeter.ForwardBytes(config, ctx));
+        long cells = options.Budget > 0 ? Math.Min(options.Budget / grain + 1, KnapsackCells) : KnapsackCells;
+        var held = calibrationTokens > 0 && options.Compression.Method != CompressionMethod.Rtn ? [ResourceEstimate.ResidualStream(config, calibrationTokens)] : new List<(string, long)>();
+        List<(string, long)> measuring = [.. held, meter, forward, .. swapped is { } s ? [s] : Array.Empty<(string, long)>(), ("the runtime", runtime)];
+        List<(string, long)> searching = [meter, ("the knapsack's table", MultipleChoiceKnapsack.TableBytes(tensors, cells)), ("the runtime", runtime)];
+        if (options.Search == SearchMethod.Evolution)
+            searching.AddRange([forward, .. composed is { } c ? [c] : Array.Empty<(string, long)>()]);
+        yield return ("measuring", measuring);
+        yield return ("searching", searching);
+        yield return (writing.Stage, [meter, .. writing.Parts, ("the runtime", runtime)]);
     }
 
     /// <summary>Cells of the knapsack's grid at most: above it, the greedy repair spends what rounding left.</summary>
@@ -652,7 +727,7 @@ public static class Allocator
         var smallestType = new Dictionary<string, Squeeze.Tensors.GgmlType>(StringComparer.Ordinal);
         foreach (var t in model.Tensors.Where(t => t.Shape.Length >= 2))
         {
-            var fitting = candidates.Where(ty => t.Columns % Squeeze.Tensors.GgmlTypes.BlockSize(ty) == 0).ToList();
+            var fitting = GgufCandidateSet.Fitting(t.Columns, candidates);
             if (fitting.Count > 0)
                 smallestType[t.Name] = fitting.MinBy(ty => Squeeze.Tensors.GgmlTypes.RowBytes(ty, t.Columns))!;
         }

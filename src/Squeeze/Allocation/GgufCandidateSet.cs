@@ -71,6 +71,10 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
             .Select(i => partsOf.GetValueOrDefault(i) ?? [i])];
     }
 
+    /// <summary>Bytes of the candidate file this set keeps mapped (<see cref="CandidateFileBytes(Model, IReadOnlyList{GgmlType})"/>
+    /// before any work).</summary>
+    public long CandidateFileBytesWritten => data.Length;
+
     /// <summary>File bytes that do not depend on the selection: header, metadata, tensor infos and the fixed tensors, padded.</summary>
     public override long Overhead { get; }
 
@@ -89,7 +93,7 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
         ArgumentNullException.ThrowIfNull(options);
         var types = options.Types ?? DefaultTypes;
         var matrices = model.Tensors.Where(t => t.Shape.Length >= 2).ToList();
-        var work = matrices.Select(t => (Tensor: t, Types: Fitting(t, types))).ToList();
+        var work = matrices.Select(t => (Tensor: t, Types: Fitting(t.Columns, types))).ToList();
         foreach (var (t, ts) in work)
         {
             if (ts.Count == 0)
@@ -149,16 +153,34 @@ public sealed class GgufCandidateSet : CandidateSet<GgufCandidate>
     /// <summary>Bytes of the candidate file <see cref="Build"/> writes for <paramref name="model"/>: every 2-D tensor in
     /// every one of <paramref name="types"/> (default <see cref="DefaultTypes"/>) whose block fits its rows, each
     /// candidate padded to <see cref="CandidateAlignment"/> bytes; known before any work.</summary>
-    public static long CandidateFileBytes(Model model, IReadOnlyList<GgmlType>? types = null)
+    public static long CandidateFileBytes(Model model, IReadOnlyList<GgmlType>? types = null) => CandidateFileBytes(Matrices(model), types);
+
+    /// <summary>The same from the shapes of the tensors that take candidates (<see cref="Matrices"/> of a model, or the
+    /// tensors a config implies for a checkpoint too large to write).</summary>
+    public static long CandidateFileBytes(IReadOnlyList<(string Name, long[] Shape)> matrices, IReadOnlyList<GgmlType>? types = null)
     {
-        ArgumentNullException.ThrowIfNull(model);
-        return model.Tensors.Where(t => t.Shape.Length >= 2).Sum(t => Fitting(t, types ?? DefaultTypes)
-            .Sum(type => (GgmlTypes.RowBytes(type, t.Columns) * t.Rows + CandidateAlignment - 1) / CandidateAlignment * CandidateAlignment));
+        ArgumentNullException.ThrowIfNull(matrices);
+        return matrices.Sum(m => Fitting(m.Shape[^1], types ?? DefaultTypes)
+            .Sum(type => (GgmlTypes.RowBytes(type, checked((int)m.Shape[^1])) * Rows(m.Shape) + CandidateAlignment - 1) / CandidateAlignment * CandidateAlignment));
     }
 
-    // The types whose block divides the tensor's rows, each once.
-    private static List<GgmlType> Fitting(Tensor tensor, IReadOnlyList<GgmlType> types)
-        => types.Where(type => tensor.Columns % GgmlTypes.BlockSize(type) == 0).Distinct().ToList();
+    /// <summary>The tensors <see cref="Build"/> encodes, with their shapes: every tensor of <paramref name="model"/> of
+    /// two dimensions or more (a stack of experts is one).</summary>
+    public static IReadOnlyList<(string Name, long[] Shape)> Matrices(Model model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return [.. model.Tensors.Where(t => t.Shape.Length >= 2).Select(t => (t.Name, t.Shape))];
+    }
+
+    /// <summary>The types of <paramref name="types"/> whose block divides rows of <paramref name="columns"/> values, each once.</summary>
+    public static List<GgmlType> Fitting(long columns, IReadOnlyList<GgmlType> types)
+    {
+        ArgumentNullException.ThrowIfNull(types);
+        return types.Where(type => columns % GgmlTypes.BlockSize(type) == 0).Distinct().ToList();
+    }
+
+    // Rows of a tensor of this shape: the product of every dimension but the innermost.
+    private static long Rows(long[] shape) => shape[..^1].Aggregate(1L, (a, b) => a * b);
 
     // Each candidate starts at a multiple of this in the candidate file (cache-line aligned tensors).
     private const int CandidateAlignment = 64;

@@ -86,4 +86,8 @@ public sealed record CompressionReport(string Model, string? Output, string Form
     /// <summary>The peak memory the job was estimated to allocate before it started (<see cref="ResourceEstimate"/>; a
     /// named mix or a size target), or null.</summary>
     public long? EstimatedMemoryBytes { get; init; }
+
+    /// <summary>Each stage's estimated memory, in the job's order (<see cref="ResourceEstimate.Stages"/>: a size
+    /// target's); empty when the job is one stage.</summary>
+    public IReadOnlyList<StageEstimate> EstimatedStages { get; init; } = [];
 }

@@ -5,6 +5,11 @@ using Squeeze.Tensors;
 
 namespace Squeeze.Compression;
 
+/// <summary>What one stage of a job is estimated to hold (<see cref="ResourceEstimate.Stages"/>).</summary>
+/// <param name="Stage">The stage, as the job's progress names it.</param>
+/// <param name="Bytes">Bytes the job allocates in it.</param>
+public readonly record struct StageEstimate(string Stage, long Bytes);
+
 /// <summary>
 /// What a compression job will hold at its peak, estimated from the model's shape and the job's settings before any
 /// work, so a job that cannot fit is refused at once rather than after an hour (or by the kernel's OOM killer). Memory
@@ -19,7 +24,7 @@ public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnl
     /// <summary>Each stage's total, in the job's order, when the job's stages hold different things (a size target's
     /// encoding, measuring, searching and writing); the peak is the largest, whose parts are <see cref="Parts"/>. Empty
     /// when the job is one stage.</summary>
-    public IReadOnlyList<(string Stage, long Bytes)> Stages { get; init; } = [];
+    public IReadOnlyList<StageEstimate> Stages { get; init; } = [];
 
     /// <summary>The estimate of a job whose stages hold <paramref name="stages"/>' parts in turn: the memory of the
     /// largest stage, with its parts (largest first) and every stage's total.</summary>
@@ -32,7 +37,7 @@ public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnl
         var peak = stages.MaxBy(s => s.Parts.Sum(p => p.Bytes));
         return new ResourceEstimate(peak.Parts.Sum(p => p.Bytes), diskBytes, [.. peak.Parts.OrderByDescending(p => p.Bytes)])
         {
-            Stages = [.. stages.Select(s => (s.Stage, s.Parts.Sum(p => p.Bytes)))],
+            Stages = [.. stages.Select(s => new StageEstimate(s.Stage, s.Parts.Sum(p => p.Bytes)))],
         };
     }
 
@@ -56,8 +61,20 @@ public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnl
     /// need: its plan comes from <see cref="QuantizationMix.Plan(ModelConfig, IReadOnlyList{ValueTuple{string, long[], GgmlType}}, QuantizationMix, IReadOnlyList{TensorTypeOverride}, bool, bool)"/>).</summary>
     public static ResourceEstimate ForMix(ModelConfig config, QuantizationPlan plan, CompressionMethod method, long calibrationTokens, long fileBytes)
     {
-        ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(plan);
+        var parts = MixParts(config, method, calibrationTokens, LargestGgufEncoding(plan.Tensors.Where(t => t.Quantized).Select(t => (t.Name, t.Shape, t.Type))));
+        parts.Add(("the runtime", RuntimeBytes(config)));
+        parts.Sort((a, b) => b.Item2.CompareTo(a.Item2));
+        return new ResourceEstimate(parts.Sum(p => p.Item2), fileBytes, parts);
+    }
+
+    /// <summary>What encoding a model block by block in GGUF types holds (<see cref="ForMix(ModelConfig, QuantizationPlan, CompressionMethod, long, long)"/>'s
+    /// parts, and a GGUF size target's while it encodes its candidates or the chosen types): the calibration's
+    /// (<see cref="CalibrationParts"/>), AWQ's scaled tensors, the buffers of encoding <paramref name="largest"/> (the
+    /// largest tensor and its bytes, <see cref="LargestGgufEncoding"/>); the runtime besides (<see cref="RuntimeBytes"/>).</summary>
+    public static List<(string Part, long Bytes)> MixParts(ModelConfig config, CompressionMethod method, long calibrationTokens, (string Tensor, long Bytes) largest)
+    {
+        ArgumentNullException.ThrowIfNull(config);
         var parts = CalibrationParts(config, method, calibrationTokens);
         var c = config;
         bool calibrates = method != CompressionMethod.Rtn && calibrationTokens > 0;
@@ -70,13 +87,18 @@ public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnl
                 : 2L * c.HiddenDim * c.Dim);
             parts.Add(("AWQ's scaled tensors of one block, twice", 2 * scaled * sizeof(float)));
         }
-        // A stacked tensor of experts is encoded one expert at a time: its largest buffers are one expert's.
-        var largest = plan.Tensors.Where(t => t.Quantized).Select(t => (t.Name, Bytes: GgufEncodingBytes(t.Shape.Length == 1 ? 1 : t.Shape[^2], t.Shape[^1], t.Type, TensorEncoder.BandValues)))
+        parts.Add(($"encoding the largest tensor{(largest.Tensor.Length > 0 ? $" ({largest.Tensor})" : "")}", largest.Bytes));
+        return parts;
+    }
+
+    /// <summary>The tensor of <paramref name="encodings"/> (name, shape, GGUF type) whose encoding holds the most
+    /// (<see cref="GgufEncodingBytes"/>), and those bytes; ("", 0) when there is none. A stacked tensor of experts is
+    /// encoded one expert at a time: its largest buffers are one expert's.</summary>
+    public static (string Tensor, long Bytes) LargestGgufEncoding(IEnumerable<(string Name, long[] Shape, GgmlType Type)> encodings)
+    {
+        ArgumentNullException.ThrowIfNull(encodings);
+        return encodings.Select(t => (t.Name, Bytes: GgufEncodingBytes(t.Shape.Length == 1 ? 1 : t.Shape[^2], t.Shape[^1], t.Type, TensorEncoder.BandValues)))
             .DefaultIfEmpty((Name: "", Bytes: 0L)).MaxBy(t => t.Bytes);
-        parts.Add(($"encoding the largest tensor{(largest.Name.Length > 0 ? $" ({largest.Name})" : "")}", largest.Bytes));
-        parts.Add(("the runtime", RuntimeBytes(c)));
-        parts.Sort((a, b) => b.Item2.CompareTo(a.Item2));
-        return new ResourceEstimate(parts.Sum(p => p.Item2), fileBytes, parts);
     }
 
     /// <summary>What block-by-block calibration holds for <paramref name="calibrationTokens"/> tokens (none for rtn or no
@@ -162,7 +184,8 @@ public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnl
     /// <summary>
     /// Throws, before any work, when the job needs more memory than <paramref name="memoryLimit"/> (0: what the machine
     /// has available now, <see cref="AvailableMemory"/>) or more disk than is free where <paramref name="outputPath"/>
-    /// goes. The message names the figure, what is available, and <paramref name="remedy"/> (how to need less).
+    /// goes. The message names the figure (and the stage that reaches it, when the job has <see cref="Stages"/>), what is
+    /// available, and <paramref name="remedy"/> (how to need less).
     /// </summary>
     /// <exception cref="InsufficientMemoryException">Not enough memory.</exception>
     /// <exception cref="IOException">Not enough free disk.</exception>
@@ -173,7 +196,8 @@ public sealed record ResourceEstimate(long MemoryBytes, long DiskBytes, IReadOnl
         if (MemoryBytes > available)
         {
             string largest = string.Join(", ", Parts.Take(2).Select(p => $"{p.Part} {Size(p.Bytes)}"));
-            throw new InsufficientMemoryException($"{outputPath}: the job needs about {Size(MemoryBytes)} of memory ({largest}), " +
+            string stage = Stages.Count > 0 ? $" in its {Stages.MaxBy(s => s.Bytes).Stage} stage" : "";
+            throw new InsufficientMemoryException($"{outputPath}: the job needs about {Size(MemoryBytes)} of memory{stage} ({largest}), " +
                 $"{(memoryLimit > 0 ? "more than the limit of" : "but only")} {Size(available)}{(memoryLimit > 0 ? "" : " is available")}; {remedy}");
         }
         string directory = Path.GetDirectoryName(Path.GetFullPath(outputPath))!;

@@ -102,7 +102,7 @@ public static class CompressionPipeline
         else
             Allocator.CheckBudget(model, budget);
         var representations = target.Representations is { Count: > 0 } given ? given : NativeRepresentation.Defaults;
-        var options = new AllocationOptions { Compression = EncodingOptions(job), Swaps = target.Swaps, Candidates = target.Candidates, Budget = budget };
+        var options = new AllocationOptions { Compression = EncodingOptions(job), Swaps = target.Swaps, Candidates = target.Candidates, Budget = budget, Search = target.Search };
         bool rounded = !target.Native && Allocator.RoundsCandidates(model, options);
         if (rounded && job.Tuning is not null)
             throw new ArgumentException("--tune tunes the candidates it composes, and these are roundings that GPTQ then replaces: give --candidates method, or --method imatrix");
@@ -111,7 +111,7 @@ public static class CompressionPipeline
             .. target.Native && representations.Any(r => r is RowSplitRepresentation) ? ["token usage"] : Array.Empty<string>(),
             job.Method != CompressionMethod.Rtn && job.Statistics is null ? Allocator.CalibratingAndEncoding : "encoding", "measuring", "searching",
             .. job.Tuning is not null && job.Output is not null ? ["tuning"] : Array.Empty<string>(),
-            .. job.Output is null ? Array.Empty<string>() : rounded ? [EncodingChosen(job.Method)] : ["writing"],
+            .. job.Output is null ? Array.Empty<string>() : rounded ? [Allocator.EncodingChosen(job.Method)] : ["writing"],
         ]);
         var clock = Stopwatch.StartNew();
         var prepared = new SynchronousProgress<AllocationProgress>(p => stages.Report(p.Stage, p.Done, p.Total, p.Note));
@@ -164,7 +164,7 @@ public static class CompressionPipeline
             if (set is GgufCandidateSet gguf && context.CandidateMethod != job.Method)
             {
                 // The candidates were roundings: the chosen types are encoded with the job's method, block by block.
-                string stage = EncodingChosen(job.Method);
+                string stage = Allocator.EncodingChosen(job.Method);
                 var written = gguf.WriteEncoded(allocation.Selection, output, job.CalibrationText!, EncodingOptions(job),
                     new SynchronousProgress<CompressionProgress>(p =>
                     {
@@ -204,6 +204,7 @@ public static class CompressionPipeline
             allocation.Evolution?.Generations, context.CalibrationTokens, (context.CalibrationTokens > 0 ? 1 : 0) + (chosenSeconds is null ? 0 : 1), seconds, [], tuningSummary, note, chosenTensors)
         {
             EstimatedMemoryBytes = context.Estimate.MemoryBytes,
+            EstimatedStages = context.Estimate.Stages,
         };
     }
 
@@ -252,8 +253,6 @@ public static class CompressionPipeline
     }
 
     // The stage in which a budget job whose candidates were roundings encodes the chosen types with its method.
-    private static string EncodingChosen(CompressionMethod method) => $"calibrating and encoding the chosen types with {method.ToString().ToLowerInvariant()}";
-
     /// <summary>How the job's tensors (or candidates) are encoded: method, calibration, GPTQ's settings, threads.</summary>
     private static CompressionOptions EncodingOptions(CompressionJob job) => new()
     {
