@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using static Squeeze.Bench.NativeMemorySuite;
 using Squeeze.Allocation;
 using Squeeze.Compression;
 using Squeeze.Formats;
@@ -40,29 +41,8 @@ internal static class GgufMemorySuite
             Search = search,
         };
 
-        foreach (string name in (string[])["tinyllama-1.1b", "llama-3.1-8b"])
-        {
-            string dir = Directory.CreateTempSubdirectory("squeeze-gguf-config-").FullName;
-            try
-            {
-                string path = Path.Combine(dir, "config.json");
-                ShapesSuite.WriteConfig(ShapesSuite.Find(name), path);
-                var config = HuggingFaceReader.ReadConfig(path);
-                var tensors = HuggingFaceReader.ExpectedTensors(config);
-                long parameters = tensors.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b));
-                var matrices = tensors.Where(t => t.Shape.Length >= 2).Select(t => (t.Name, t.Shape)).ToList();
-                foreach (long calibration in (long[])[tokens, 4096])
-                {
-                    Console.WriteLine();
-                    Console.WriteLine($"{name} from its config ({parameters:N0} parameters, vocabulary {config.VocabSize:N0}), {calibration:N0} calibration tokens:");
-                    NativeMemorySuite.Print(Allocator.EstimateGguf(config, matrices, options with { Budget = Allocator.BudgetForBitsPerWeight(bpw, parameters) }, calibration));
-                }
-            }
-            finally
-            {
-                Directory.Delete(dir, recursive: true);
-            }
-        }
+        NativeMemorySuite.PrintConfigEstimates(tokens, (config, tensors, parameters, calibration) => Allocator.EstimateGguf(config,
+            [.. tensors.Where(t => t.Shape.Length >= 2)], options with { Budget = Allocator.BudgetForBitsPerWeight(bpw, parameters) }, calibration));
 
         if (args.Contains("--estimates-only"))
             return;
@@ -151,6 +131,4 @@ internal static class GgufMemorySuite
         foreach (var (at, bytes) in steps.Take(12))
             Console.WriteLine($"| {at} | {Gb(bytes)} |");
     }
-
-    private static string Gb(long bytes) => (bytes / 1e9).ToString("0.00", CultureInfo.InvariantCulture) + " GB";
 }

@@ -4,6 +4,7 @@ using Squeeze.Allocation;
 using Squeeze.Compression;
 using Squeeze.Formats;
 using Squeeze.Formats.HuggingFace;
+using Squeeze.Models;
 
 namespace Squeeze.Bench;
 
@@ -36,30 +37,8 @@ internal static class NativeMemorySuite
             Swaps = swaps,
         };
 
-        foreach (string name in (string[])["tinyllama-1.1b", "llama-3.1-8b"])
-        {
-            var shape = ShapesSuite.Find(name);
-            string dir = Directory.CreateTempSubdirectory("squeeze-native-config-").FullName;
-            try
-            {
-                string path = Path.Combine(dir, "config.json");
-                ShapesSuite.WriteConfig(shape, path);
-                var config = HuggingFaceReader.ReadConfig(path);
-                var tensors = HuggingFaceReader.ExpectedTensors(config);
-                long parameters = tensors.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b));
-                var matrices = tensors.Where(t => t.Shape.Length == 2).Select(t => (t.Name, t.Shape)).ToList();
-                foreach (long calibration in (long[])[tokens, 4096])
-                {
-                    Console.WriteLine();
-                    Console.WriteLine($"{name} from its config ({parameters:N0} parameters, vocabulary {config.VocabSize:N0}), {calibration:N0} calibration tokens:");
-                    Print(Allocator.EstimateNative(config, matrices, representations, options with { Budget = Allocator.BudgetForBitsPerWeight(bpw, parameters) }, calibration));
-                }
-            }
-            finally
-            {
-                Directory.Delete(dir, recursive: true);
-            }
-        }
+        PrintConfigEstimates(tokens, (config, tensors, parameters, calibration) => Allocator.EstimateNative(config,
+            [.. tensors.Where(t => t.Shape.Length == 2)], representations, options with { Budget = Allocator.BudgetForBitsPerWeight(bpw, parameters) }, calibration));
 
         if (args.Contains("--estimates-only"))
             return;
@@ -107,6 +86,36 @@ internal static class NativeMemorySuite
             Console.WriteLine($"| {at} | {Gb(bytes)} |");
     }
 
+    /// <summary>Prints what <paramref name="estimate"/> gives the TinyLlama-1.1B and Llama-3.1-8B shapes from their configs
+    /// alone (a config.json written to a temporary directory, nothing else) at <paramref name="tokens"/> and 4,096
+    /// calibration tokens; its arguments are the config, the tensors the config implies, their parameter count and the
+    /// calibration tokens.</summary>
+    internal static void PrintConfigEstimates(int tokens, Func<ModelConfig, IReadOnlyList<(string Name, long[] Shape)>, long, long, ResourceEstimate> estimate)
+    {
+        foreach (string name in (string[])["tinyllama-1.1b", "llama-3.1-8b"])
+        {
+            string dir = Directory.CreateTempSubdirectory("squeeze-estimate-config-").FullName;
+            try
+            {
+                string path = Path.Combine(dir, "config.json");
+                ShapesSuite.WriteConfig(ShapesSuite.Find(name), path);
+                var config = HuggingFaceReader.ReadConfig(path);
+                var tensors = HuggingFaceReader.ExpectedTensors(config).Select(t => (t.Name, t.Shape)).ToList();
+                long parameters = tensors.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b));
+                foreach (long calibration in (long[])[tokens, 4096])
+                {
+                    Console.WriteLine();
+                    Console.WriteLine($"{name} from its config ({parameters:N0} parameters, vocabulary {config.VocabSize:N0}), {calibration:N0} calibration tokens:");
+                    Print(estimate(config, tensors, parameters, calibration));
+                }
+            }
+            finally
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+        }
+    }
+
     /// <summary>Prints <paramref name="estimate"/>: each stage's total, the peak stage's parts, the peak and the disk bound.</summary>
     internal static void Print(ResourceEstimate estimate)
     {
@@ -124,5 +133,6 @@ internal static class NativeMemorySuite
         Console.WriteLine($"| candidate files (TMPDIR), bound | {Gb(estimate.DiskBytes)} |");
     }
 
-    private static string Gb(long bytes) => (bytes / 1e9).ToString("0.00", CultureInfo.InvariantCulture) + " GB";
+    /// <summary><paramref name="bytes"/> in GB with two decimals.</summary>
+    internal static string Gb(long bytes) => (bytes / 1e9).ToString("0.00", CultureInfo.InvariantCulture) + " GB";
 }

@@ -28,35 +28,30 @@ public static class CalibrationShards
     public const int ChunksPerGroup = ChunksPerShard * ShardsPerGroup;
 
     /// <summary>How many shards <paramref name="chunks"/> chunks make.</summary>
-    public static int Count(int chunks)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(chunks);
-        return (chunks + ChunksPerShard - 1) / ChunksPerShard;
-    }
+    public static int Count(int chunks) => Parts(chunks, ChunksPerShard);
 
     /// <summary>The first chunk of shard <paramref name="shard"/> of <paramref name="chunks"/> and how many it has.</summary>
-    public static (int First, int Count) Chunks(int shard, int chunks)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(shard);
-        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(shard, Count(chunks));
-        int first = shard * ChunksPerShard;
-        return (first, Math.Min(ChunksPerShard, chunks - first));
-    }
+    public static (int First, int Count) Chunks(int shard, int chunks) => Part(shard, chunks, ChunksPerShard);
 
     /// <summary>How many groups <paramref name="chunks"/> chunks make.</summary>
-    public static int Groups(int chunks)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(chunks);
-        return (chunks + ChunksPerGroup - 1) / ChunksPerGroup;
-    }
+    public static int Groups(int chunks) => Parts(chunks, ChunksPerGroup);
 
     /// <summary>The first chunk of group <paramref name="group"/> of <paramref name="chunks"/> and how many it has.</summary>
-    public static (int First, int Count) GroupChunks(int group, int chunks)
+    public static (int First, int Count) GroupChunks(int group, int chunks) => Part(group, chunks, ChunksPerGroup);
+
+    // Consecutive parts of `per` chunks each, the last one shorter: shards and groups alike.
+    private static int Parts(int chunks, int per)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(group);
-        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(group, Groups(chunks));
-        int first = group * ChunksPerGroup;
-        return (first, Math.Min(ChunksPerGroup, chunks - first));
+        ArgumentOutOfRangeException.ThrowIfNegative(chunks);
+        return (chunks + per - 1) / per;
+    }
+
+    private static (int First, int Count) Part(int index, int chunks, int per)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(index);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(index, Parts(chunks, per));
+        int first = index * per;
+        return (first, Math.Min(per, chunks - first));
     }
 
     /// <summary>The runtime a calibration runs blocks with: one chunk per batch, as whole forward passes run them, so the
